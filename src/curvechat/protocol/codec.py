@@ -1,0 +1,116 @@
+"""Bytes in, typed messages out (and back). No sockets, no event loop.
+
+`decode_request` / `decode_server_frame` never raise anything but
+`RemoteProtocolError`: a frame that is too large, not msgpack, of an unknown
+type, of another protocol version, or with a field out of bounds becomes an
+error with the code the reply should carry.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import msgspec
+
+from curvechat.protocol import limits as L
+from curvechat.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from curvechat.protocol.messages import (
+    AnyReply,
+    AnyRequest,
+    ClientFrame,
+    Envelope,
+    MemberOp,
+    ServerFrame,
+)
+
+_encoder = msgspec.msgpack.Encoder()
+_client_decoder = msgspec.msgpack.Decoder(ClientFrame)
+_server_decoder = msgspec.msgpack.Decoder(ServerFrame)
+_op_decoder = msgspec.msgpack.Decoder(MemberOp)
+_envelope_decoder = msgspec.msgpack.Decoder(Envelope)
+
+
+class _Head(msgspec.Struct):
+    """The part of a frame needed to answer it even when the rest is invalid."""
+
+    v: int = -1
+    rid: int = 0
+
+
+_head_decoder = msgspec.msgpack.Decoder(_Head)
+
+
+def encode(obj: object) -> bytes:
+    return _encoder.encode(obj)
+
+
+def encode_request(rid: int, req: AnyRequest) -> bytes:
+    data = _encoder.encode(ClientFrame(v=L.PROTOCOL_VERSION, rid=rid, req=req))
+    if len(data) > L.MAX_FRAME_BYTES:
+        raise LocalProtocolError(ErrorCode.TOO_LARGE, f"request of {len(data)} bytes")
+    return data
+
+
+def encode_reply(rid: int, msg: AnyReply) -> bytes:
+    return _encoder.encode(ServerFrame(v=L.PROTOCOL_VERSION, rid=rid, msg=msg))
+
+
+def peek_request_id(data: bytes) -> int:
+    """Best-effort request id of a frame that failed to decode (0 if none)."""
+    try:
+        head = _head_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return 0
+    rid = head.rid
+    return rid if isinstance(rid, int) and 0 < rid <= 2**53 else 0
+
+
+T = TypeVar("T")
+
+
+def _decode(decoder: msgspec.msgpack.Decoder[T], data: bytes, what: str) -> T:
+    if len(data) > L.MAX_FRAME_BYTES:
+        raise RemoteProtocolError(ErrorCode.TOO_LARGE, f"{what} of {len(data)} bytes")
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        try:
+            version = _head_decoder.decode(data).v
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            version = -1
+        if version not in (-1, L.PROTOCOL_VERSION):
+            raise RemoteProtocolError(
+                ErrorCode.BAD_VERSION,
+                f"protocol version {version} (this side speaks {L.PROTOCOL_VERSION})",
+            ) from exc
+        raise RemoteProtocolError(ErrorCode.BAD_FRAME, f"invalid {what}: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise RemoteProtocolError(ErrorCode.BAD_FRAME, f"malformed {what}: {exc}") from exc
+
+
+def decode_request(data: bytes) -> ClientFrame:
+    frame = _decode(_client_decoder, data, "request")
+    if frame.v != L.PROTOCOL_VERSION:
+        raise RemoteProtocolError(
+            ErrorCode.BAD_VERSION,
+            f"protocol version {frame.v} (this side speaks {L.PROTOCOL_VERSION})",
+        )
+    return frame
+
+
+def decode_server_frame(data: bytes) -> ServerFrame:
+    frame = _decode(_server_decoder, data, "server frame")
+    if frame.v != L.PROTOCOL_VERSION:
+        raise RemoteProtocolError(
+            ErrorCode.BAD_VERSION,
+            f"protocol version {frame.v} (this side speaks {L.PROTOCOL_VERSION})",
+        )
+    return frame
+
+
+def decode_member_op(data: bytes) -> MemberOp:
+    return _decode(_op_decoder, data, "membership op")
+
+
+def decode_envelope(data: bytes) -> Envelope:
+    return _decode(_envelope_decoder, data, "envelope")

@@ -1,0 +1,74 @@
+"""Error codes and the protocol's exception tree.
+
+::
+
+    ProtocolError            anything wrong with a frame or a message
+    ├── LocalProtocolError   we were about to send something invalid
+    └── RemoteProtocolError  the peer sent something invalid
+
+Expected refusals by a server are not exceptions on the wire: they travel as
+an `Error` reply carrying one of the `ErrorCode` values below, and the client
+turns them into `ServerRefused`. Every code is listed in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.StrEnum):
+    # frame level: the request could not be understood
+    BAD_FRAME = "bad_frame"
+    """Not a msgpack frame of a known request type, or a field out of bounds."""
+    TOO_LARGE = "too_large"
+    """The frame is larger than MAX_FRAME_BYTES."""
+    BAD_VERSION = "bad_version"
+    """The frame's protocol version is not one this server speaks."""
+    # identity
+    NOT_REGISTERED = "not_registered"
+    """The connection's CURVE key is not bound to any user; register first."""
+    NAME_TAKEN = "name_taken"
+    """The user name is bound to another identity key."""
+    KEY_TAKEN = "key_taken"
+    """The transport key is already bound to another user."""
+    BAD_SIGNATURE = "bad_signature"
+    """A signature does not verify against the signer's registered key."""
+    NO_SUCH_USER = "no_such_user"
+    # rooms and membership
+    NO_SUCH_ROOM = "no_such_room"
+    ROOM_EXISTS = "room_exists"
+    NOT_MEMBER = "not_member"
+    """Only members may read, post or see the members of a room."""
+    FORBIDDEN = "forbidden"
+    """The operation needs a right the actor lacks (e.g. admin to add/remove)."""
+    BAD_OP = "bad_op"
+    """A membership op is malformed or not valid in the room's current state."""
+    CONFLICT = "conflict"
+    """A compare-and-swap lost: the room's membership log or epoch moved on."""
+    STALE_EPOCH = "stale_epoch"
+    """The message is encrypted under an epoch that is no longer current."""
+    BAD_ENVELOPE = "bad_envelope"
+    """The envelope's room, sender or epoch do not match the request."""
+    # service
+    RATE_LIMITED = "rate_limited"
+    STORE_UNAVAILABLE = "store_unavailable"
+    """The store could not commit; nothing was acknowledged. Retry later."""
+    INTERNAL = "internal"
+    """A bug on the server; the request had no effect that was acknowledged."""
+
+
+class ProtocolError(Exception):
+    """Base of every protocol error; carries the code a reply would use."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class LocalProtocolError(ProtocolError):
+    """We tried to build or send something the protocol does not allow."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent a frame we cannot accept."""

@@ -1,0 +1,73 @@
+"""Size limits and name rules shared by the client, the server and the store.
+
+Every frame and every field on the wire has an upper bound here; the codec
+checks them before any message reaches application code.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+PROTOCOL_VERSION: Final = 1
+
+MAX_FRAME_BYTES: Final = 256 * 1024
+"""Largest single ZeroMQ frame either side accepts (also the socket MAXMSGSIZE)."""
+
+MAX_CIPHERTEXT_BYTES: Final = 64 * 1024
+"""Largest encrypted message body (text of about 60 KiB after padding)."""
+
+MAX_TEXT_CHARS: Final = 16 * 1024
+"""Longest plaintext message a client will encrypt."""
+
+MAX_NAME_LEN: Final = 32
+MAX_ROOM_LEN: Final = 64
+MAX_TXN_LEN: Final = 64
+MAX_BATCH: Final = 500
+"""Most items in one list on the wire (ops, packets, messages, rooms, users)."""
+
+MAX_PAGE: Final = 500
+"""Most messages one history or sync reply carries."""
+
+MAX_OP_BYTES: Final = 1024
+MAX_BOX_BYTES: Final = 512
+MAX_CLIENT_ID_LEN: Final = 64
+
+USER_RE: Final = re.compile(r"[a-z][a-z0-9_.-]{0,31}")
+ROOM_RE: Final = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+DM_RE: Final = re.compile(r"@([a-z][a-z0-9_.-]{0,31}):([a-z][a-z0-9_.-]{0,31})")
+TXN_RE: Final = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+USER_PATTERN: Final = "^" + USER_RE.pattern + "$"
+ROOM_PATTERN: Final = "^(?:" + ROOM_RE.pattern + "|" + DM_RE.pattern + ")$"
+TXN_PATTERN: Final = "^" + TXN_RE.pattern + "$"
+
+
+def is_user_name(name: str) -> bool:
+    return USER_RE.fullmatch(name) is not None
+
+
+def is_room_id(room: str) -> bool:
+    return ROOM_RE.fullmatch(room) is not None or dm_members(room) is not None
+
+
+def dm_room(a: str, b: str) -> str:
+    """The room id of the direct-message room between two users (order-free)."""
+    if not (is_user_name(a) and is_user_name(b)) or a == b:
+        raise ValueError(f"a direct message needs two different valid user names: {a!r}, {b!r}")
+    lo, hi = sorted((a, b))
+    return f"@{lo}:{hi}"
+
+
+def dm_members(room: str) -> tuple[str, str] | None:
+    """The two users of a direct-message room id, or None if `room` is not one.
+
+    Only the canonical form (names sorted, different) counts as a DM id.
+    """
+    m = DM_RE.fullmatch(room)
+    if m is None:
+        return None
+    a, b = m.group(1), m.group(2)
+    if not a < b:
+        return None
+    return a, b

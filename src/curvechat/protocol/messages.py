@@ -1,0 +1,376 @@
+"""Every message on the wire, as frozen msgspec Structs.
+
+A client sends a `ClientFrame` holding one `Request`; the server answers with a
+`ServerFrame` holding a `Reply` (same `rid`) or, unprompted, a `Push`
+(`rid` 0). Constraints on each field (lengths, patterns, ranges) are checked
+while decoding, so a decoded message is already within the protocol's limits.
+
+This module must never do I/O or hold secrets: message bodies travel as
+`Envelope` ciphertext built by `curvechat.crypto`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from curvechat.protocol import limits as L
+
+User = Annotated[str, Meta(pattern=L.USER_PATTERN, max_length=L.MAX_NAME_LEN)]
+Room = Annotated[str, Meta(pattern=L.ROOM_PATTERN, max_length=2 * L.MAX_NAME_LEN + 2)]
+Txn = Annotated[str, Meta(pattern=L.TXN_PATTERN, max_length=L.MAX_TXN_LEN)]
+Key32 = Annotated[bytes, Meta(min_length=32, max_length=32)]
+Sig64 = Annotated[bytes, Meta(min_length=64, max_length=64)]
+Nonce24 = Annotated[bytes, Meta(min_length=24, max_length=24)]
+Seq = Annotated[int, Meta(ge=0, le=2**53)]
+Epoch = Annotated[int, Meta(ge=0, le=2**31)]
+OpIndex = Annotated[int, Meta(ge=0, le=2**31)]
+Millis = Annotated[int, Meta(ge=0, le=2**53)]
+RequestId = Annotated[int, Meta(ge=1, le=2**53)]
+Limit = Annotated[int, Meta(ge=1, le=L.MAX_PAGE)]
+ShortText = Annotated[str, Meta(max_length=500)]
+OpKind = Literal["create", "add", "remove", "leave", "promote"]
+
+
+class _Wire(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Base of all wire structs: immutable, and strict about unknown fields."""
+
+
+def _check_room(room: str) -> None:
+    if room.startswith("@") and L.dm_members(room) is None:
+        raise ValueError(f"not a canonical direct-message room id: {room!r}")
+
+
+# --- payload types -------------------------------------------------------
+
+
+class Envelope(_Wire):
+    """One encrypted, signed message. The server sees only these fields.
+
+    `ct` is XChaCha20-Poly1305 ciphertext of the sender's `Plaintext` under the
+    room's epoch key; (room, epoch, sender, txn) are its associated data and
+    `sig` is the sender's Ed25519 signature over all of it.
+    """
+
+    room: Room
+    epoch: Epoch
+    sender: User
+    txn: Txn
+    nonce: Nonce24
+    ct: Annotated[bytes, Meta(min_length=16, max_length=L.MAX_CIPHERTEXT_BYTES)]
+    sig: Sig64
+
+    def __post_init__(self) -> None:
+        _check_room(self.room)
+
+
+class MemberOp(_Wire, array_like=True):
+    """One entry of a room's membership log, before signing.
+
+    `prev` is the hash of the previous entry's `SignedOp` (32 zero bytes for the
+    genesis `create`), which chains the log. `target_key` is the target's
+    Ed25519 identity key as the actor vouches for it.
+    """
+
+    room: Room
+    index: OpIndex
+    prev: Key32
+    kind: OpKind
+    actor: User
+    target: User
+    target_key: Key32
+    ts: Millis
+
+    def __post_init__(self) -> None:
+        _check_room(self.room)
+
+
+class SignedOp(_Wire):
+    """A msgpack-encoded `MemberOp` and the actor's signature over it."""
+
+    op: Annotated[bytes, Meta(max_length=L.MAX_OP_BYTES)]
+    sig: Sig64
+
+
+class KeyPacket(_Wire):
+    """An epoch key sealed by `sender` for `recipient` (crypto_box)."""
+
+    room: Room
+    epoch: Epoch
+    recipient: User
+    sender: User
+    box: Annotated[bytes, Meta(min_length=40, max_length=L.MAX_BOX_BYTES)]
+
+    def __post_init__(self) -> None:
+        _check_room(self.room)
+
+
+class EpochUpload(_Wire):
+    """A new epoch of a room, based on membership op `after_op`, with its key
+    packets for the members of that moment."""
+
+    epoch: Epoch
+    after_op: OpIndex
+    packets: Annotated[list[KeyPacket], Meta(max_length=L.MAX_BATCH)]
+
+
+class StoredMessage(_Wire):
+    """A committed message: its per-room sequence number and server timestamp."""
+
+    seq: Seq
+    ts: Millis
+    envelope: Envelope
+
+
+class UserKeys(_Wire):
+    user: User
+    sign_pub: Key32
+
+
+class RoomInfo(_Wire):
+    room: Room
+    head: Seq
+    epoch: Epoch
+    op_head: OpIndex
+    members: int
+
+
+# --- requests ------------------------------------------------------------
+
+
+class Request(_Wire, tag_field="type"):
+    """Base of every client request."""
+
+
+class Hello(Request, tag="hello"):
+    client: Annotated[str, Meta(max_length=L.MAX_CLIENT_ID_LEN)] = ""
+
+
+class Register(Request, tag="register"):
+    """Bind `user` to identity key `sign_pub` and to this connection's CURVE key.
+
+    `transport_sig` is the identity's signature over the transport key (see
+    `curvechat.crypto.identity.transport_statement`).
+    """
+
+    user: User
+    sign_pub: Key32
+    transport_sig: Sig64
+
+
+class Lookup(Request, tag="lookup"):
+    users: Annotated[list[User], Meta(min_length=1, max_length=L.MAX_BATCH)]
+
+
+class CreateRoom(Request, tag="create_room"):
+    room: Room
+    ops: Annotated[list[SignedOp], Meta(min_length=1, max_length=L.MAX_BATCH)]
+    epoch: EpochUpload
+
+
+class AddMember(Request, tag="add_member"):
+    """Add a member; `packets` wrap every earlier epoch key for them."""
+
+    room: Room
+    op: SignedOp
+    packets: Annotated[list[KeyPacket], Meta(max_length=L.MAX_BATCH)]
+
+
+class RemoveMember(Request, tag="remove_member"):
+    """Remove a member and start a new epoch the removed member never gets."""
+
+    room: Room
+    op: SignedOp
+    epoch: EpochUpload
+
+
+class Leave(Request, tag="leave"):
+    room: Room
+    op: SignedOp
+
+
+class Promote(Request, tag="promote"):
+    room: Room
+    op: SignedOp
+
+
+class NewEpoch(Request, tag="new_epoch"):
+    room: Room
+    epoch: EpochUpload
+
+
+class ListRooms(Request, tag="list_rooms"):
+    pass
+
+
+class Members(Request, tag="members"):
+    room: Room
+    after: Annotated[int, Meta(ge=-1, le=2**31)] = -1
+
+
+class Send(Request, tag="send"):
+    envelope: Envelope
+
+
+class History(Request, tag="history"):
+    """Messages of a room: the newest `limit` before `before`, or the oldest
+    `limit` after `after` (exclusive bounds)."""
+
+    room: Room
+    before: Seq | None = None
+    after: Seq | None = None
+    limit: Limit = 100
+
+
+class Sync(Request, tag="sync"):
+    """Everything after each cursor, for every room the user is in (a room
+    missing from `cursors` syncs from its beginning)."""
+
+    cursors: Annotated[dict[Room, Seq], Meta(max_length=L.MAX_BATCH)]
+    limit: Limit = L.MAX_PAGE
+
+
+class FetchKeys(Request, tag="fetch_keys"):
+    room: Room
+    min_epoch: Epoch = 0
+
+
+class Ping(Request, tag="ping"):
+    t: Millis
+
+
+AnyRequest = (
+    Hello
+    | Register
+    | Lookup
+    | CreateRoom
+    | AddMember
+    | RemoveMember
+    | Leave
+    | Promote
+    | NewEpoch
+    | ListRooms
+    | Members
+    | Send
+    | History
+    | Sync
+    | FetchKeys
+    | Ping
+)
+
+
+# --- replies and pushes -----------------------------------------------------
+
+
+class Reply(_Wire, tag_field="type"):
+    """Base of every server reply and push."""
+
+
+class Welcome(Reply, tag="welcome"):
+    node: ShortText
+    boot: ShortText
+    user: User | None
+    time: Millis
+    version: int
+
+
+class Registered(Reply, tag="registered"):
+    user: User
+
+
+class Directory(Reply, tag="directory"):
+    users: list[UserKeys]
+
+
+class RoomChanged(Reply, tag="room_changed"):
+    info: RoomInfo
+
+
+class RoomList(Reply, tag="room_list"):
+    rooms: list[RoomInfo]
+
+
+class MemberLog(Reply, tag="member_log"):
+    room: Room
+    ops: list[SignedOp]
+
+
+class SendAck(Reply, tag="send_ack"):
+    room: Room
+    txn: Txn
+    seq: Seq
+    ts: Millis
+    duplicate: bool = False
+
+
+class Messages(Reply, tag="messages"):
+    room: Room
+    items: list[StoredMessage]
+    head: Seq
+
+
+class SyncReply(Reply, tag="sync"):
+    rooms: list[Messages]
+    more: bool
+
+
+class KeyPackets(Reply, tag="key_packets"):
+    room: Room
+    packets: list[KeyPacket]
+
+
+class Pong(Reply, tag="pong"):
+    t: Millis
+    time: Millis
+    node: ShortText
+    boot: ShortText
+
+
+class Error(Reply, tag="error"):
+    code: ShortText
+    message: ShortText
+
+
+class MessagePush(Reply, tag="push_message"):
+    room: Room
+    message: StoredMessage
+
+
+class RoomPush(Reply, tag="push_room"):
+    """Something other than a message changed in a room the user is (or was
+    just made) a member of: fetch members / keys again."""
+
+    room: Room
+    reason: Literal["members", "epoch", "keys", "removed"]
+
+
+AnyReply = (
+    Welcome
+    | Registered
+    | Directory
+    | RoomChanged
+    | RoomList
+    | MemberLog
+    | SendAck
+    | Messages
+    | SyncReply
+    | KeyPackets
+    | Pong
+    | Error
+    | MessagePush
+    | RoomPush
+)
+
+
+class ClientFrame(_Wire):
+    v: int
+    rid: RequestId
+    req: AnyRequest
+
+
+class ServerFrame(_Wire):
+    v: int
+    rid: Annotated[int, Meta(ge=0, le=2**53)]
+    msg: AnyReply

@@ -1,0 +1,236 @@
+"""The store: one async interface, two backends (SQLite now, etcd later).
+
+The store keeps users, rooms, membership logs, epochs, key packets and
+message envelopes. It never sees plaintext and never interprets crypto: the
+server validates ops and envelopes before calling it, and passes the derived
+facts (who is a member, who is an admin) along so the store can answer
+membership queries.
+
+Every method may raise `StoreUnavailable` (the backend could not be reached or
+could not commit: nothing was changed or acknowledged). Methods that change
+state are atomic: all of it or nothing. The contract tests in tests/store run
+every backend through the same checks.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+
+import msgspec
+
+
+class StoreError(Exception):
+    """Base of the store's errors."""
+
+
+class StoreUnavailable(StoreError):
+    """The backend could not be reached or could not commit. Nothing changed."""
+
+
+class NameTaken(StoreError):
+    """The user name is already bound to another identity key."""
+
+
+class KeyTaken(StoreError):
+    """The transport key is already bound to another user."""
+
+
+class RoomExists(StoreError):
+    pass
+
+
+class NoSuchRoom(StoreError):
+    pass
+
+
+class Conflict(StoreError):
+    """A compare-and-swap failed: the op index or epoch is not the next one."""
+
+
+class UserRecord(msgspec.Struct, frozen=True):
+    user: str
+    sign_pub: bytes
+    registered_ms: int
+
+
+class OpRecord(msgspec.Struct, frozen=True):
+    """One signed membership op as stored (index is its position in the log)."""
+
+    index: int
+    op: bytes
+    sig: bytes
+
+
+class MemberChange(msgspec.Struct, frozen=True):
+    """The effect of an op on the member table, computed by the caller."""
+
+    user: str
+    present: bool
+    admin: bool = False
+
+
+class PacketRecord(msgspec.Struct, frozen=True):
+    room: str
+    epoch: int
+    recipient: str
+    sender: str
+    box: bytes
+
+
+class EpochRecord(msgspec.Struct, frozen=True):
+    epoch: int
+    after_op: int
+    creator: str
+
+
+class RoomRecord(msgspec.Struct, frozen=True):
+    room: str
+    head: int  # last message seq, 0 when empty (seqs start at 1)
+    epoch: int  # current epoch number
+    epoch_after_op: int  # the membership op index the current epoch is based on
+    op_head: int  # index of the last membership op
+    created_ms: int
+
+
+class NewMessage(msgspec.Struct, frozen=True):
+    room: str
+    sender: str
+    txn: str
+    envelope: bytes  # the msgpack-encoded Envelope, stored as is
+
+
+class Committed(msgspec.Struct, frozen=True):
+    """The ack for one message: its seq and server timestamp. `duplicate` is
+    True when (room, sender, txn) was already stored: seq/ts are then the
+    original ones and nothing new was stored."""
+
+    room: str
+    txn: str
+    seq: int
+    ts_ms: int
+    duplicate: bool
+
+
+class StoredRow(msgspec.Struct, frozen=True):
+    room: str
+    seq: int
+    ts_ms: int
+    sender: str
+    txn: str
+    envelope: bytes
+
+
+class Store(abc.ABC):
+    """Async store interface. Implementations must be safe to call from many
+    tasks of one event loop at once."""
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect / create the schema. Raises StoreUnavailable."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release resources; pending writes are finished first."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the store can serve reads and writes."""
+
+    # --- users -----------------------------------------------------------
+    @abc.abstractmethod
+    async def register(self, user: str, sign_pub: bytes, transport_pub: bytes) -> None:
+        """Bind `user` to `sign_pub` (first time) and `transport_pub` to `user`.
+
+        Idempotent for the same triple; a second transport key for the same
+        user and identity key is added. Raises NameTaken if `user` is bound to
+        another sign_pub, KeyTaken if `transport_pub` belongs to another user.
+        """
+
+    @abc.abstractmethod
+    async def user_for_transport(self, transport_pub: bytes) -> str | None:
+        """The user bound to a transport (CURVE) key, or None."""
+
+    @abc.abstractmethod
+    async def users(self, names: Sequence[str]) -> dict[str, UserRecord]:
+        """The registered users among `names` (unknown names are left out)."""
+
+    # --- rooms and membership ---------------------------------------------
+    @abc.abstractmethod
+    async def create_room(
+        self,
+        room: str,
+        ops: Sequence[OpRecord],
+        changes: Sequence[MemberChange],
+        epoch: EpochRecord,
+        packets: Sequence[PacketRecord],
+    ) -> RoomRecord:
+        """Create a room with its first ops (indexes 0..n-1), its members and
+        epoch 0 with its key packets, atomically. Raises RoomExists."""
+
+    @abc.abstractmethod
+    async def append_op(
+        self,
+        room: str,
+        op: OpRecord,
+        changes: Sequence[MemberChange],
+        epoch: EpochRecord | None = None,
+        packets: Sequence[PacketRecord] = (),
+    ) -> RoomRecord:
+        """Append one op if op.index == op_head + 1 (else Conflict), apply the
+        member changes, and optionally start `epoch` (which must be current+1,
+        else Conflict) and store packets, all atomically. Raises NoSuchRoom."""
+
+    @abc.abstractmethod
+    async def add_epoch(
+        self, room: str, epoch: EpochRecord, packets: Sequence[PacketRecord]
+    ) -> RoomRecord:
+        """Start a new epoch (must be current+1, else Conflict) with its key
+        packets. Raises NoSuchRoom."""
+
+    @abc.abstractmethod
+    async def room(self, room: str) -> RoomRecord | None:
+        """The room's record, or None."""
+
+    @abc.abstractmethod
+    async def ops(self, room: str, after: int = -1) -> list[OpRecord]:
+        """Membership ops with index > after, in order. Raises NoSuchRoom."""
+
+    @abc.abstractmethod
+    async def members(self, room: str) -> dict[str, bool]:
+        """Current members of the room -> is admin. Raises NoSuchRoom."""
+
+    @abc.abstractmethod
+    async def rooms_of(self, user: str) -> list[RoomRecord]:
+        """The rooms `user` is currently a member of, sorted by room id."""
+
+    @abc.abstractmethod
+    async def key_packets(self, room: str, recipient: str, min_epoch: int = 0) -> list[PacketRecord]:
+        """Key packets addressed to `recipient` in `room` with epoch >=
+        min_epoch, by epoch. Raises NoSuchRoom."""
+
+    # --- messages ---------------------------------------------------------
+    @abc.abstractmethod
+    async def append_messages(self, batch: Sequence[NewMessage]) -> list[Committed]:
+        """Commit a batch of messages durably (one transaction, one fsync),
+        each getting the next seq of its room (from 1) and a server timestamp
+        in ms. Returns one Committed per input, in input order.
+
+        A message whose (room, sender, txn) is already stored, or appears
+        earlier in the same batch, is not stored again: its Committed carries
+        the original seq/ts and duplicate=True. Raises NoSuchRoom if any room
+        is unknown (then nothing of the batch is stored).
+        """
+
+    @abc.abstractmethod
+    async def messages(
+        self,
+        room: str,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> list[StoredRow]:
+        """Messages in ascending seq order: with `after`, the first `limit`
+        with seq > after; with `before` (and no after), the last `limit` with
+        seq < before; with neither, the last `limit`. Raises NoSuchRoom."""

@@ -1,0 +1,5 @@
+import sys
+
+from curvechat.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The `curvechat` command: thin faces over the server and the client engine."""

@@ -1,0 +1,515 @@
+"""`curvechat` command line.
+
+Every client command opens the identity (passphrase from
+`CURVECHAT_PASSPHRASE`, `--passphrase-file` or the terminal), connects, syncs,
+does one thing and exits. Errors are one line with a code, never a traceback.
+
+Exit codes: 0 done; 1 refused or failed (the message says why); 2 usage;
+3 no server reachable; 75 a message is queued but not yet acknowledged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import getpass
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_QUEUED = 75
+
+
+class CliError(Exception):
+    def __init__(self, code: str, message: str, exit_code: int = EXIT_FAIL) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.exit_code = exit_code
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return (
+        dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def _local(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# --- passphrase and identity ---------------------------------------------------------
+def _passphrase(args: argparse.Namespace, *, confirm: bool = False) -> bytes:
+    if args.passphrase_file:
+        try:
+            text = Path(args.passphrase_file).read_text().rstrip("\n")
+        except OSError as exc:
+            raise CliError("passphrase_file", f"cannot read {args.passphrase_file}: {exc}") from exc
+    elif "CURVECHAT_PASSPHRASE" in os.environ:
+        text = os.environ["CURVECHAT_PASSPHRASE"]
+    elif sys.stdin.isatty():
+        text = getpass.getpass("passphrase: ")
+        if confirm and getpass.getpass("again: ") != text:
+            raise CliError("passphrase_mismatch", "the passphrases differ")
+    else:
+        raise CliError(
+            "no_passphrase", "no passphrase: set CURVECHAT_PASSPHRASE or use --passphrase-file"
+        )
+    if not text:
+        raise CliError("no_passphrase", "the passphrase is empty")
+    return text.encode()
+
+
+def _home(args: argparse.Namespace) -> Any:
+    from curvechat.client.home import Home, default_home
+
+    return Home(Path(args.home) if args.home else default_home())
+
+
+def _server_string(args: argparse.Namespace, home: Any) -> str:
+    text = args.server or os.environ.get("CURVECHAT_SERVER") or home.saved_server()
+    if not text:
+        raise CliError(
+            "no_server", "no server: pass --server CONNECT (printed by `curvechat serve`)"
+        )
+    return str(text)
+
+
+def _addresses(text: str) -> Any:
+    from curvechat.protocol.connect import ConnectStringError, parse_connect
+
+    try:
+        return parse_connect(text)
+    except ConnectStringError as exc:
+        raise CliError("bad_connect_string", str(exc), EXIT_USAGE) from exc
+
+
+def _load_identity(args: argparse.Namespace, home: Any) -> Any:
+    from curvechat.crypto.errors import KeyFileError, WrongPassphrase
+    from curvechat.crypto.keyfile import load_identity
+
+    if not home.identity.exists():
+        raise CliError(
+            "no_identity", f"no identity in {home.path}: run `curvechat init --user NAME`"
+        )
+    try:
+        return load_identity(home.identity, _passphrase(args))
+    except WrongPassphrase as exc:
+        raise CliError("wrong_passphrase", "wrong passphrase") from exc
+    except KeyFileError as exc:
+        raise CliError("bad_identity", str(exc)) from exc
+
+
+# --- running a client ---------------------------------------------------------------
+async def _with_client(
+    args: argparse.Namespace, body: Callable[[Any], Awaitable[int]], *, identity: Any = None
+) -> int:
+    from curvechat.client.cache import Cache, CacheError, cache_key
+    from curvechat.client.engine import ChatClient
+    from curvechat.client.errors import ServerRefused
+
+    home = _home(args)
+    identity = identity or _load_identity(args, home)
+    server = _server_string(args, home)
+    addresses = _addresses(server)
+    try:
+        cache = Cache(home.cache, cache_key(identity.sign_seed))
+    except CacheError as exc:
+        raise CliError("bad_cache", str(exc)) from exc
+    client = ChatClient(identity, cache, addresses, client_id="curvechat-cli")
+    try:
+        await client.start()
+        try:
+            ready = await client.wait_ready(args.timeout)
+        except ServerRefused as exc:
+            raise CliError(exc.code, exc.message) from exc
+        if not ready:
+            raise CliError(
+                "unreachable",
+                f"no server answered within {args.timeout:g} s "
+                f"({client.status.detail or client.status.state})",
+                EXIT_UNREACHABLE,
+            )
+        home.save_server(server)
+        return await body(client)
+    finally:
+        await client.close()
+        cache.close()
+
+
+def _run(args: argparse.Namespace, body: Callable[[Any], Awaitable[int]]) -> int:
+    return asyncio.run(_with_client(args, body))
+
+
+# --- commands ---------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from curvechat.server.app import serve
+    from curvechat.server.keys import ServerKeyError
+
+    data = Path(args.data) if args.data else Path(os.environ.get("CURVECHAT_DATA", "data"))
+    try:
+        asyncio.run(serve(data, args.bind, args.http or None, args.advertise))
+    except ServerKeyError as exc:
+        raise CliError("server_key", str(exc)) from exc
+    except RuntimeError as exc:
+        raise CliError("refused_to_start", str(exc)) from exc
+    except OSError as exc:
+        raise CliError("bind_failed", str(exc)) from exc
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from curvechat.crypto.identity import Identity, fingerprint
+    from curvechat.crypto.keyfile import seal_identity
+    from curvechat.protocol.limits import is_user_name
+
+    if not is_user_name(args.user):
+        raise CliError(
+            "bad_name",
+            f"{args.user!r}: a user name is a-z first, then a-z 0-9 . _ -, up to 32",
+            EXIT_USAGE,
+        )
+    home = _home(args)
+    if home.identity.exists():
+        raise CliError("identity_exists", f"{home.identity} exists; refusing to overwrite it")
+    passphrase = _passphrase(args, confirm=True)
+    home.ensure()
+    identity = Identity.generate(args.user)
+    seal_identity(identity, passphrase, home.identity)
+    print(f"identity for {args.user} created in {home.path}")
+    print(f"fingerprint: {fingerprint(identity.sign_pub)}")
+    if not (args.server or os.environ.get("CURVECHAT_SERVER") or home.saved_server()):
+        print("no server given: registration happens on first connection")
+        return 0
+
+    async def body(client: Any) -> int:
+        print(f"registered as {client.me}")
+        return 0
+
+    return asyncio.run(_with_client(args, body, identity=identity))
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    members = [u.strip() for u in (args.members or "").split(",") if u.strip()]
+
+    async def body(client: Any) -> int:
+        await client.create_room(args.room, members)
+        print(f"created {args.room} with {', '.join([client.me, *members])}")
+        return 0
+
+    return _run(args, body)
+
+
+def cmd_invite(args: argparse.Namespace) -> int:
+    async def body(client: Any) -> int:
+        await client.invite(args.room, args.user)
+        print(f"added {args.user} to {args.room}")
+        return 0
+
+    return _run(args, body)
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    async def body(client: Any) -> int:
+        await client.remove(args.room, args.user)
+        print(f"removed {args.user} from {args.room}; the room key was rotated")
+        return 0
+
+    return _run(args, body)
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    async def body(client: Any) -> int:
+        await client.promote(args.room, args.user)
+        print(f"{args.user} is now an admin of {args.room}")
+        return 0
+
+    return _run(args, body)
+
+
+def cmd_leave(args: argparse.Namespace) -> int:
+    async def body(client: Any) -> int:
+        await client.leave(args.room)
+        print(f"left {args.room}")
+        return 0
+
+    return _run(args, body)
+
+
+async def _send_lines(client: Any, room: str, lines: list[str], timeout: float) -> int:
+    from curvechat.client.errors import RequestTimeout
+
+    txns = [await client.send(room, line, wait=False) for line in lines]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    acked = 0
+    try:
+        for txn in txns:
+            await client.wait_ack(txn, max(0.0, deadline - loop.time()))
+            acked += 1
+    except RequestTimeout:
+        print(
+            f"curvechat: {len(txns) - acked} message(s) queued, not yet acknowledged; "
+            "they go out on the next connection",
+            file=sys.stderr,
+        )
+        return EXIT_QUEUED
+    print(f"sent {acked} message(s) to {room}" if acked != 1 else f"sent to {room}")
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    lines = (
+        [ln for ln in sys.stdin.read().splitlines() if ln.strip()]
+        if args.text == "-"
+        else [args.text]
+    )
+    if not lines:
+        raise CliError("empty", "nothing to send", EXIT_USAGE)
+
+    async def body(client: Any) -> int:
+        return await _send_lines(client, args.room, lines, args.timeout)
+
+    return _run(args, body)
+
+
+def cmd_dm(args: argparse.Namespace) -> int:
+    async def body(client: Any) -> int:
+        room = await client.open_dm(args.user)
+        return await _send_lines(client, room, [args.text], args.timeout)
+
+    return _run(args, body)
+
+
+def _message_json(msg: Any) -> str:
+    return json.dumps(
+        {
+            "room": msg.room,
+            "seq": msg.seq,
+            "sender": msg.sender,
+            "ts": _iso(msg.ts_ms),
+            "sent": _iso(msg.sent_ms),
+            "text": msg.text,
+            "error": msg.error,
+            "txn": msg.txn,
+        },
+        ensure_ascii=False,
+    )
+
+
+def _message_line(msg: Any) -> str:
+    body = msg.text if msg.error is None else f"⚠ [{msg.error}]"
+    return f"[{_local(msg.ts_ms)}] #{msg.seq} {msg.sender}: {body}"
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    async def body(client: Any) -> int:
+        room = _resolve_room(client, args.room)
+        for msg in await client.history(room, limit=args.limit):
+            print(_message_json(msg) if args.json else _message_line(msg))
+        return 0
+
+    return _run(args, body)
+
+
+def cmd_rooms(args: argparse.Namespace) -> int:
+    async def body(client: Any) -> int:
+        for r in client.rooms():
+            if args.json:
+                print(
+                    json.dumps(
+                        {
+                            "room": r.room,
+                            "members": r.members,
+                            "admins": r.admins,
+                            "head": r.head,
+                            "unread": r.unread,
+                            "epoch": r.epoch,
+                        }
+                    )
+                )
+            else:
+                print(f"{r.room:24} {r.head:6} msgs  members: {', '.join(r.members)}")
+        return 0
+
+    return _run(args, body)
+
+
+def cmd_members(args: argparse.Namespace) -> int:
+    async def body(client: Any) -> int:
+        room = _resolve_room(client, args.room)
+        for user, admin in sorted(client.members(room).items()):
+            print(f"{user}{' (admin)' if admin else ''}")
+        return 0
+
+    return _run(args, body)
+
+
+def _resolve_room(client: Any, room: str) -> str:
+    from curvechat.protocol.limits import dm_room, is_user_name
+
+    if room.startswith("@") and is_user_name(room[1:]):
+        return str(dm_room(client.me, room[1:]))
+    return room
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from curvechat.client import events as ev
+    from curvechat.client.state import ConnState
+
+    async def body(client: Any) -> int:
+        room = _resolve_room(client, args.room)
+        if client.cache.room(room) is None:
+            raise CliError("no_such_room", f"you are not a member of {room}")
+        for msg in await client.history(room, limit=args.last) if args.last else []:
+            print(_message_json(msg) if args.json else _message_line(msg), flush=True)
+
+        def on_event(event: Any) -> None:
+            if isinstance(event, ev.MessageReceived) and event.message.room == room:
+                msg = event.message
+                print(_message_json(msg) if args.json else _message_line(msg), flush=True)
+            elif isinstance(event, ev.StatusChanged):
+                st = event.status
+                if st.state is ConnState.RECONNECTING and st.next_retry_at:
+                    wait = max(0.0, st.next_retry_at - __import__("time").time())
+                    print(
+                        f"-- connection lost ({st.detail}); retry {st.attempt + 1} in {wait:.1f} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                elif st.state is ConnState.LIVE:
+                    print(f"-- connected to {st.endpoint}", file=sys.stderr, flush=True)
+            elif isinstance(event, ev.CaughtUp) and event.messages:
+                print(f"-- caught up {event.messages} message(s)", file=sys.stderr, flush=True)
+
+        client.subscribe(on_event)
+        print(f"-- following {room}; Ctrl-C to stop", file=sys.stderr, flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        return 0
+
+    return _run(args, body)
+
+
+# --- parser ---------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="curvechat", description="End-to-end encrypted chat.")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run a server node")
+    serve.add_argument("--data", help="data directory (default ./data or $CURVECHAT_DATA)")
+    serve.add_argument("--bind", default="tcp://127.0.0.1:7700", help="ZeroMQ endpoint to bind")
+    serve.add_argument(
+        "--http", default="127.0.0.1:7780", help="HOST:PORT for health and metrics ('' to disable)"
+    )
+    serve.add_argument("--advertise", help="endpoint to put in the connect string")
+    serve.set_defaults(func=cmd_serve)
+
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument(
+        "--home", help="client home (identity, cache); default $CURVECHAT_HOME or the XDG data dir"
+    )
+    client.add_argument(
+        "--server", help="connect string (default $CURVECHAT_SERVER, then the last one used)"
+    )
+    client.add_argument("--passphrase-file", help="read the identity passphrase from this file")
+    client.add_argument(
+        "--timeout", type=float, default=15.0, help="seconds to wait for the server (default 15)"
+    )
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> Any:
+        p = sub.add_parser(name, parents=[client], help=help)
+        p.set_defaults(func=func)
+        return p
+
+    add("init", cmd_init, "create an identity (and register it)").add_argument(
+        "--user", required=True
+    )
+    p = add("create", cmd_create, "create a room")
+    p.add_argument("room")
+    p.add_argument("--members", help="comma-separated users to add")
+    for name, func, text in [
+        ("invite", cmd_invite, "add a member (admins)"),
+        ("remove", cmd_remove, "remove a member (admins)"),
+        ("promote", cmd_promote, "make a member an admin (admins)"),
+    ]:
+        p = add(name, func, text)
+        p.add_argument("room")
+        p.add_argument("user")
+    add("leave", cmd_leave, "leave a room").add_argument("room")
+    p = add("dm", cmd_dm, "send a direct message")
+    p.add_argument("user")
+    p.add_argument("text")
+    p = add("send", cmd_send, "send a message ('-' reads lines from stdin)")
+    p.add_argument("room")
+    p.add_argument("text")
+    p = add("history", cmd_history, "show a room's history")
+    p.add_argument("room", help="room id, or @user for a direct-message room")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, default=50)
+    add("rooms", cmd_rooms, "list your rooms").add_argument("--json", action="store_true")
+    add("members", cmd_members, "list a room's members").add_argument("room")
+    p = add("tail", cmd_tail, "follow a room until interrupted")
+    p.add_argument("room")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--last", type=int, default=0, help="show the last N messages first")
+    return parser
+
+
+def _fail(code: str, message: str, exit_code: int) -> NoReturn:
+    print(f"curvechat: error [{code}]: {message}", file=sys.stderr)
+    raise SystemExit(exit_code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2)
+        if args.command != "serve"
+        else logging.INFO - 10 * min(args.verbose, 1),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if getattr(args, "limit", 1) < 1 or getattr(args, "timeout", 1) <= 0:
+        _fail("bad_argument", "--limit and --timeout must be positive", EXIT_USAGE)
+    from curvechat.client.errors import ClientError, KeyChanged, ServerRefused
+    from curvechat.protocol import ProtocolError
+
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        _fail(exc.code, exc.message, exc.exit_code)
+    except ServerRefused as exc:
+        _fail(exc.code, exc.message, EXIT_FAIL)
+    except KeyChanged as exc:
+        _fail("key_changed", str(exc), EXIT_FAIL)
+    except ProtocolError as exc:
+        _fail(str(exc.code), exc.message, EXIT_FAIL)
+    except ClientError as exc:
+        _fail(type(exc).__name__.lower(), str(exc), EXIT_FAIL)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

@@ -1,0 +1,337 @@
+"""The client's local cache: rooms, verified membership logs, epoch keys,
+decrypted messages, the per-room cursor, the outbox and the trust pins, in
+one SQLite file in the user's home.
+
+Message texts and epoch keys are sealed (XSalsa20-Poly1305) under a key
+derived from the identity, so the file alone reveals room names, senders and
+times but not what was said. The outbox is written with synchronous=FULL: a
+message the user sent is never lost by a crash of the client.
+
+Plain synchronous sqlite3: every call is a few indexed rows and runs in well
+under a millisecond, so it is called straight from the event loop.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nacl.encoding
+import nacl.hash
+import nacl.secret
+import nacl.utils
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rooms (
+    room TEXT PRIMARY KEY,
+    cursor INTEGER NOT NULL DEFAULT 0,
+    head INTEGER NOT NULL DEFAULT 0,
+    left INTEGER NOT NULL DEFAULT 0,
+    unread INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS ops (
+    room TEXT NOT NULL, idx INTEGER NOT NULL, op BLOB NOT NULL, sig BLOB NOT NULL,
+    PRIMARY KEY (room, idx)
+);
+CREATE TABLE IF NOT EXISTS epoch_keys (
+    room TEXT NOT NULL, epoch INTEGER NOT NULL, after_op INTEGER NOT NULL,
+    sealed BLOB NOT NULL, PRIMARY KEY (room, epoch)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    room TEXT NOT NULL, seq INTEGER NOT NULL, ts_ms INTEGER NOT NULL,
+    sender TEXT NOT NULL, txn TEXT NOT NULL, sent_ms INTEGER,
+    sealed BLOB, error TEXT,
+    PRIMARY KEY (room, seq)
+);
+CREATE INDEX IF NOT EXISTS messages_txn ON messages (room, sender, txn);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    room TEXT NOT NULL, txn TEXT NOT NULL UNIQUE, sealed BLOB NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pins (
+    user TEXT PRIMARY KEY, sign_pub BLOB NOT NULL, first_seen_ms INTEGER NOT NULL
+);
+"""
+
+
+class CacheError(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CachedMessage:
+    room: str
+    seq: int
+    ts_ms: int
+    sender: str
+    txn: str
+    sent_ms: int | None
+    text: str | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    id: int
+    room: str
+    txn: str
+    text: str
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CachedRoom:
+    room: str
+    cursor: int
+    head: int
+    left: bool
+    unread: int
+
+
+def cache_key(identity_seed: bytes) -> bytes:
+    """The key that seals the cache's secrets, derived from the identity seed."""
+    return nacl.hash.blake2b(
+        b"curvechat local cache v1",
+        key=identity_seed,
+        digest_size=32,
+        encoder=nacl.encoding.RawEncoder,
+    )
+
+
+class Cache:
+    def __init__(self, path: Path, key: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self._box = nacl.secret.SecretBox(key)
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise CacheError(f"{path} was written by a newer curvechat (schema {version})")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            raise CacheError(f"cannot open the local cache {path}: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- sealing -------------------------------------------------------------
+    def _seal(self, data: bytes) -> bytes:
+        return bytes(self._box.encrypt(data))
+
+    def _open(self, data: bytes) -> bytes:
+        return bytes(self._box.decrypt(data))
+
+    # --- meta ------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT v FROM meta WHERE k=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (key, value))
+
+    # --- rooms -------------------------------------------------------------------
+    def ensure_room(self, room: str) -> None:
+        self._db.execute("INSERT OR IGNORE INTO rooms (room) VALUES (?)", (room,))
+
+    def rooms(self, *, include_left: bool = False) -> list[CachedRoom]:
+        rows = self._db.execute(
+            "SELECT room, cursor, head, left, unread FROM rooms ORDER BY room"
+        ).fetchall()
+        return [
+            CachedRoom(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows if include_left or not r[3]
+        ]
+
+    def room(self, room: str) -> CachedRoom | None:
+        r = self._db.execute(
+            "SELECT room, cursor, head, left, unread FROM rooms WHERE room=?", (room,)
+        ).fetchone()
+        return None if r is None else CachedRoom(r[0], r[1], r[2], bool(r[3]), r[4])
+
+    def set_left(self, room: str, left: bool) -> None:
+        self.ensure_room(room)
+        self._db.execute("UPDATE rooms SET left=? WHERE room=?", (int(left), room))
+
+    def set_head(self, room: str, head: int) -> None:
+        self._db.execute("UPDATE rooms SET head=MAX(head, ?) WHERE room=?", (head, room))
+
+    def clear_unread(self, room: str) -> None:
+        self._db.execute("UPDATE rooms SET unread=0 WHERE room=?", (room,))
+
+    # --- membership log ---------------------------------------------------------
+    def ops(self, room: str) -> list[tuple[bytes, bytes]]:
+        return [
+            (bytes(r[0]), bytes(r[1]))
+            for r in self._db.execute("SELECT op, sig FROM ops WHERE room=? ORDER BY idx", (room,))
+        ]
+
+    def add_ops(self, room: str, ops: list[tuple[int, bytes, bytes]]) -> None:
+        with self._tx():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO ops (room, idx, op, sig) VALUES (?, ?, ?, ?)",
+                [(room, i, op, sig) for i, op, sig in ops],
+            )
+
+    def drop_ops(self, room: str) -> None:
+        self._db.execute("DELETE FROM ops WHERE room=?", (room,))
+
+    # --- epoch keys ---------------------------------------------------------------
+    def put_epoch_key(self, room: str, epoch: int, after_op: int, key: bytes) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO epoch_keys (room, epoch, after_op, sealed) VALUES (?, ?, ?, ?)",
+            (room, epoch, after_op, self._seal(key)),
+        )
+
+    def epoch_keys(self, room: str) -> dict[int, tuple[int, bytes]]:
+        """epoch -> (after_op, key)"""
+        return {
+            r[0]: (r[1], self._open(r[2]))
+            for r in self._db.execute(
+                "SELECT epoch, after_op, sealed FROM epoch_keys WHERE room=? ORDER BY epoch",
+                (room,),
+            )
+        }
+
+    # --- messages -------------------------------------------------------------------
+    def put_message(
+        self,
+        room: str,
+        seq: int,
+        ts_ms: int,
+        sender: str,
+        txn: str,
+        sent_ms: int | None,
+        text: str | None,
+        error: str | None,
+        *,
+        count_unread: bool = False,
+    ) -> bool:
+        """Store one message (once per seq); returns False if it was already there.
+        Advances the room's cursor over every contiguous stored seq."""
+        with self._tx():
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO messages (room, seq, ts_ms, sender, txn, sent_ms, sealed,"
+                " error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    room,
+                    seq,
+                    ts_ms,
+                    sender,
+                    txn,
+                    sent_ms,
+                    None if text is None else self._seal(text.encode()),
+                    error,
+                ),
+            )
+            if cur.rowcount == 0:
+                return False
+            self._db.execute(
+                "UPDATE rooms SET head=MAX(head, ?), unread=unread+? WHERE room=?",
+                (seq, int(count_unread), room),
+            )
+            cursor = self._db.execute("SELECT cursor FROM rooms WHERE room=?", (room,)).fetchone()[
+                0
+            ]
+            while self._db.execute(
+                "SELECT 1 FROM messages WHERE room=? AND seq=?", (room, cursor + 1)
+            ).fetchone():
+                cursor += 1
+            self._db.execute("UPDATE rooms SET cursor=? WHERE room=?", (cursor, room))
+        return True
+
+    def seen_txn(self, room: str, sender: str, txn: str) -> int | None:
+        row = self._db.execute(
+            "SELECT seq FROM messages WHERE room=? AND sender=? AND txn=? AND error IS NULL",
+            (room, sender, txn),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def messages(
+        self, room: str, *, limit: int = 100, before: int | None = None, after: int | None = None
+    ) -> list[CachedMessage]:
+        sql = (
+            "SELECT room, seq, ts_ms, sender, txn, sent_ms, sealed, error"
+            " FROM messages WHERE room=?"
+        )
+        args: list[object] = [room]
+        if after is not None:
+            rows = self._db.execute(sql + " AND seq>? ORDER BY seq LIMIT ?", (*args, after, limit))
+        else:
+            if before is not None:
+                sql += " AND seq<?"
+                args.append(before)
+            rows = self._db.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit))
+        out = [
+            CachedMessage(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                None if r[6] is None else self._open(r[6]).decode(),
+                r[7],
+            )
+            for r in rows
+        ]
+        return sorted(out, key=lambda msg: msg.seq)
+
+    # --- outbox ------------------------------------------------------------------------
+    def enqueue(self, room: str, txn: str, text: str) -> OutboxItem:
+        now = int(time.time() * 1000)
+        cur = self._db.execute(
+            "INSERT INTO outbox (room, txn, sealed, created_ms) VALUES (?, ?, ?, ?)",
+            (room, txn, self._seal(text.encode()), now),
+        )
+        return OutboxItem(int(cur.lastrowid or 0), room, txn, text, now)
+
+    def outbox(self) -> list[OutboxItem]:
+        return [
+            OutboxItem(r[0], r[1], r[2], self._open(r[3]).decode(), r[4])
+            for r in self._db.execute(
+                "SELECT id, room, txn, sealed, created_ms FROM outbox ORDER BY id"
+            )
+        ]
+
+    def dequeue(self, txn: str) -> None:
+        self._db.execute("DELETE FROM outbox WHERE txn=?", (txn,))
+
+    # --- pins ----------------------------------------------------------------------------
+    def pin(self, user: str) -> bytes | None:
+        row = self._db.execute("SELECT sign_pub FROM pins WHERE user=?", (user,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def set_pin(self, user: str, sign_pub: bytes) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO pins (user, sign_pub, first_seen_ms) VALUES (?, ?, ?)",
+            (user, sign_pub, int(time.time() * 1000)),
+        )
+
+    def pins(self) -> dict[str, bytes]:
+        return {r[0]: bytes(r[1]) for r in self._db.execute("SELECT user, sign_pub FROM pins")}
+
+    # --- helpers -----------------------------------------------------------------------------
+    def _tx(self) -> _Tx:
+        return _Tx(self._db)
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")

@@ -1,0 +1,365 @@
+"""One logical connection to a chat service over a list of nodes.
+
+A DEALER socket with CURVE to one node at a time. Requests carry a request id
+and are matched with their replies; pushes (request id 0) go to a callback.
+Liveness: ZMTP heartbeats plus an app-level ping that also measures RTT; a
+missed window, a dropped connection (socket monitor) or a node that restarted
+under us (new boot id) closes the socket and fails over to the next node after
+a jittered back-off (ZeroMQ Guide: Freelance, Paranoid Pirate).
+
+It must never interpret what it carries beyond the frame: the engine above
+decides what a reply means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import zmq
+import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
+
+from curvechat.client.errors import NotConnected, RequestTimeout, ServerRefused
+from curvechat.client.state import Backoff, ConnEvent, ConnState, ConnStatus, transition
+from curvechat.protocol import RemoteProtocolError, decode_server_frame, encode_request
+from curvechat.protocol import messages as m
+from curvechat.protocol.connect import ServerAddress
+from curvechat.protocol.limits import MAX_FRAME_BYTES
+
+log = logging.getLogger("curvechat.client")
+
+PushHandler = Callable[[m.AnyReply], None]
+StatusHandler = Callable[[ConnStatus], None]
+LiveHandler = Callable[[m.Welcome], Awaitable[None]]
+
+
+class Connection:
+    def __init__(
+        self,
+        addresses: list[ServerAddress],
+        *,
+        public_key: bytes,
+        secret_key: bytes,
+        on_push: PushHandler,
+        on_status: StatusHandler | None = None,
+        on_live: LiveHandler | None = None,
+        client_id: str = "curvechat",
+        ping_interval: float = 2.0,
+        liveness: int = 3,
+        connect_timeout: float = 3.0,
+        request_timeout: float = 10.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        if not addresses:
+            raise ValueError("no server addresses")
+        self.addresses = list(addresses)
+        self._public = public_key
+        self._secret = secret_key
+        self._on_push = on_push
+        self._on_status = on_status
+        self._on_live = on_live
+        self._client_id = client_id
+        self.ping_interval = ping_interval
+        self.liveness = liveness
+        self.connect_timeout = connect_timeout
+        self.request_timeout = request_timeout
+        self.backoff = backoff or Backoff()
+        self._ctx = zmq.asyncio.Context()
+        self._sock: zmq.asyncio.Socket | None = None
+        self._sock_tasks: list[asyncio.Task[None]] = []
+        self._pending: dict[int, asyncio.Future[m.AnyReply]] = {}
+        self._rids = itertools.count(1)
+        self._live = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._live_task: asyncio.Task[None] | None = None
+        self._last_rx = 0.0
+        self._bg: set[asyncio.Task[None]] = set()
+        self._boot: str | None = None
+        self.status = ConnStatus(ConnState.OFFLINE, since=time.time())
+        self.reconnects = 0
+
+    # --- public ------------------------------------------------------------
+    @property
+    def live(self) -> bool:
+        return self.status.state is ConnState.LIVE
+
+    async def start(self) -> None:
+        self._move(ConnEvent.START, endpoint=self.addresses[0].endpoint)
+        self._runner = asyncio.create_task(self._run(), name="connection")
+
+    async def close(self) -> None:
+        if self.status.state is ConnState.CLOSED:
+            return
+        self._move(ConnEvent.CLOSE, detail="closed")
+        for task in (self._runner, self._live_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await self._close_socket("closed")
+        self._ctx.term()
+
+    async def wait_live(self, timeout: float | None = None) -> bool:
+        try:
+            await asyncio.wait_for(self._live.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def retry_now(self) -> None:
+        """Cut a back-off wait short (e.g. the user asked to reconnect)."""
+        self._wake.set()
+
+    async def request(self, req: m.AnyRequest, timeout: float | None = None) -> m.AnyReply:
+        """Send a request on the live connection and wait for its reply.
+
+        Raises NotConnected (nothing sent), RequestTimeout (outcome unknown),
+        ServerRefused (an Error reply).
+        """
+        if not self._live.is_set():
+            raise NotConnected(f"not connected ({self.status.state})")
+        reply = await self._raw(req, timeout or self.request_timeout)
+        return reply
+
+    # --- internals -----------------------------------------------------------
+    def _move(self, event: ConnEvent, **fields: object) -> None:
+        state = transition(self.status.state, event)
+        values = {
+            "endpoint": self.status.endpoint,
+            "attempt": self.status.attempt,
+            "rtt_ms": self.status.rtt_ms,
+            "node": self.status.node,
+            "next_retry_at": None,
+            "detail": "",
+            **fields,
+        }
+        self.status = ConnStatus(state, since=time.time(), **values)  # type: ignore[arg-type]
+        if self._on_status is not None:
+            self._on_status(self.status)
+
+    def _update(self, **fields: object) -> None:
+        values = {
+            "state": self.status.state,
+            "endpoint": self.status.endpoint,
+            "attempt": self.status.attempt,
+            "next_retry_at": self.status.next_retry_at,
+            "rtt_ms": self.status.rtt_ms,
+            "detail": self.status.detail,
+            "node": self.status.node,
+            "since": self.status.since,
+            **fields,
+        }
+        self.status = ConnStatus(**values)  # type: ignore[arg-type]
+        if self._on_status is not None:
+            self._on_status(self.status)
+
+    async def _raw(self, req: m.AnyRequest, timeout: float) -> m.AnyReply:
+        sock = self._sock
+        if sock is None:
+            raise NotConnected("no socket")
+        rid = next(self._rids)
+        fut: asyncio.Future[m.AnyReply] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        try:
+            await sock.send(encode_request(rid, req))
+            reply = await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            raise RequestTimeout(f"no reply to {type(req).__name__} in {timeout:.1f} s") from None
+        finally:
+            self._pending.pop(rid, None)
+        if isinstance(reply, m.Error):
+            raise ServerRefused(reply.code, reply.message)
+        return reply
+
+    def _open_socket(self, addr: ServerAddress) -> None:
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.curve_serverkey = addr.server_key.encode()
+        sock.curve_publickey = self._public
+        sock.curve_secretkey = self._secret
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_FRAME_BYTES)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, int(self.ping_interval * 1000))
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(self.ping_interval * self.liveness * 1000))
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        monitor = sock.get_monitor_socket(
+            zmq.EVENT_DISCONNECTED
+            | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+        )
+        sock.connect(addr.endpoint)
+        self._sock = sock
+        self._lost.clear()
+        self._lost_reason = ""
+        self._last_rx = time.monotonic()
+        self._sock_tasks = [
+            asyncio.create_task(self._reader(sock), name="reader"),
+            asyncio.create_task(self._monitor(monitor), name="monitor"),
+        ]
+
+    async def _close_socket(self, reason: str) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(NotConnected(reason))
+        self._pending.clear()
+        for task in self._sock_tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._sock_tasks = []
+        if self._sock is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self._sock.disable_monitor()
+            self._sock.close(linger=0)
+            self._sock = None
+
+    def _mark_lost(self, reason: str) -> None:
+        if not self._lost.is_set():
+            self._lost_reason = reason
+            self._lost.set()
+
+    async def _reader(self, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            data = await sock.recv()
+            self._last_rx = time.monotonic()
+            try:
+                frame = decode_server_frame(data)
+            except RemoteProtocolError as exc:
+                log.warning("ignored an invalid frame from the server: %s", exc)
+                continue
+            if frame.rid == 0:
+                try:
+                    self._on_push(frame.msg)
+                except Exception:
+                    log.exception("push handler failed")
+                continue
+            fut = self._pending.get(frame.rid)
+            if fut is not None and not fut.done():
+                fut.set_result(frame.msg)
+
+    async def _monitor(self, monitor: zmq.asyncio.Socket) -> None:
+        try:
+            while True:
+                event = parse_monitor_message(await monitor.recv_multipart())
+                ev = event["event"]
+                if ev == zmq.EVENT_DISCONNECTED:
+                    self._mark_lost("connection closed")
+                elif ev in (
+                    zmq.EVENT_HANDSHAKE_FAILED_AUTH,
+                    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+                ):
+                    self._mark_lost("CURVE handshake failed (wrong server key?)")
+        finally:
+            monitor.close(linger=0)
+
+    async def _sleep(self, delay: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def _connect_once(self, addr: ServerAddress) -> m.Welcome:
+        self._open_socket(addr)
+        hello = asyncio.create_task(
+            self._raw(m.Hello(client=self._client_id), self.connect_timeout)
+        )
+        lost = asyncio.create_task(self._lost.wait())
+        try:
+            await asyncio.wait({hello, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if not hello.done():
+            hello.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await hello
+            raise NotConnected(self._lost_reason or "connection failed")
+        reply = hello.result()
+        if not isinstance(reply, m.Welcome):
+            raise NotConnected(f"unexpected reply to hello: {type(reply).__name__}")
+        return reply
+
+    async def _run(self) -> None:
+        attempt = 0
+        index = 0
+        ever_live = False
+        while True:
+            addr = self.addresses[index % len(self.addresses)]
+            if self.status.state is ConnState.RECONNECTING:
+                self._move(ConnEvent.RETRY, endpoint=addr.endpoint, attempt=attempt)
+            else:
+                self._update(endpoint=addr.endpoint, attempt=attempt)
+            try:
+                welcome = await self._connect_once(addr)
+            except (NotConnected, RequestTimeout, ServerRefused) as exc:
+                await self._close_socket(str(exc))
+                attempt += 1
+                index += 1
+                delay = self.backoff.delay(attempt)
+                self._move(
+                    ConnEvent.FAILED,
+                    attempt=attempt,
+                    next_retry_at=time.time() + delay,
+                    detail=f"{addr.endpoint}: {exc}",
+                )
+                await self._sleep(delay)
+                continue
+            if ever_live:
+                self.reconnects += 1
+            ever_live = True
+            attempt = 0
+            self._boot = welcome.boot
+            self._move(ConnEvent.WELCOMED, endpoint=addr.endpoint, attempt=0, node=welcome.node)
+            self._live.set()
+            if self._on_live is not None:
+                self._live_task = asyncio.create_task(self._on_live(welcome), name="on-live")
+            reason = await self._watch()
+            self._live.clear()
+            if self._live_task is not None:
+                self._live_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._live_task
+                self._live_task = None
+            await self._close_socket(reason)
+            if len(self.addresses) > 1:
+                index += 1
+            delay = self.backoff.delay(attempt)
+            self._move(
+                ConnEvent.LOST, attempt=attempt, next_retry_at=time.time() + delay, detail=reason
+            )
+            await self._sleep(delay)
+
+    async def _watch(self) -> str:
+        """Ping while live; return the reason once the connection is lost."""
+        window = self.ping_interval * self.liveness
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), self.ping_interval)
+            if self._lost.is_set():
+                return self._lost_reason
+            silent = time.monotonic() - self._last_rx
+            if silent > window:
+                return f"no reply for {silent:.1f} s"
+            task = asyncio.create_task(self._ping())
+            self._bg.add(task)
+            task.add_done_callback(self._bg.discard)
+
+    async def _ping(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            reply = await self._raw(
+                m.Ping(t=int(time.time() * 1000)), self.ping_interval * self.liveness
+            )
+        except (NotConnected, RequestTimeout, ServerRefused):
+            return
+        if isinstance(reply, m.Pong):
+            self._update(rtt_ms=(time.perf_counter() - t0) * 1000)
+            if self._boot is not None and reply.boot != self._boot:
+                self._mark_lost(f"server {reply.node} restarted")

@@ -1,0 +1,60 @@
+"""What the engine tells a front end (CLI, TUI): plain frozen dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from curvechat.client.cache import CachedMessage
+from curvechat.client.state import ConnStatus
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChanged:
+    status: ConnStatus
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    message: CachedMessage
+    mine: bool
+    live: bool
+    """True for a push, False for a message fetched by sync or history."""
+
+
+@dataclass(frozen=True, slots=True)
+class SendAcked:
+    room: str
+    txn: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendFailed:
+    room: str
+    txn: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomUpdated:
+    room: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CaughtUp:
+    messages: int
+    """Messages fetched by the sync that followed a (re)connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Something the user should know that is not an error of theirs (a log
+    that failed verification, a packet that did not decrypt, …)."""
+
+    room: str | None
+    message: str
+
+
+Event = StatusChanged | MessageReceived | SendAcked | SendFailed | RoomUpdated | CaughtUp | Problem

@@ -1,0 +1,66 @@
+"""`curvechat serve`: a node on the embedded SQLite store, its keys and its
+connect string, until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from curvechat.protocol.connect import ServerAddress
+from curvechat.server.http import start_http
+from curvechat.server.keys import load_or_create_keypair
+from curvechat.server.node import ChatNode
+from curvechat.store.sqlite import SQLiteStore
+
+log = logging.getLogger("curvechat.server")
+
+
+def advertised_endpoint(bound: str, advertise: str | None) -> str:
+    """The endpoint clients should dial: `advertise` if given, else the bound
+    endpoint with a wildcard host replaced by 127.0.0.1."""
+    if advertise:
+        return advertise
+    for wildcard in ("tcp://0.0.0.0:", "tcp://*:", "tcp://[::]:"):
+        if bound.startswith(wildcard):
+            return "tcp://127.0.0.1:" + bound[len(wildcard) :]
+    return bound
+
+
+async def serve(
+    data_dir: Path,
+    bind: str,
+    http: str | None,
+    advertise: str | None = None,
+    ready: asyncio.Event | None = None,
+) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    public, secret = load_or_create_keypair(data_dir)
+    store = SQLiteStore(data_dir / "curvechat.db")
+    await store.open()
+    node = ChatNode(store, public_key=public, secret_key=secret, bind=bind)
+    endpoint = await node.start()
+    runner = None
+    try:
+        if http:
+            host, _, port = http.rpartition(":")
+            runner, http_port = await start_http(node, host.strip("[]") or "127.0.0.1", int(port))
+            log.info("HTTP (health, metrics) on http://%s:%d/", host or "127.0.0.1", http_port)
+        connect = str(ServerAddress(advertised_endpoint(endpoint, advertise), public.decode()))
+        (data_dir / "connect").write_text(connect + "\n")
+        print(f"curvechat node {node.node_name} ready", flush=True)
+        print(f"connect string: {connect}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        print("stopping…", flush=True)
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await node.stop()
+        await store.close()

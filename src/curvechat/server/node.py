@@ -1,0 +1,373 @@
+"""A chat node: a CURVE-secured ROUTER socket in front of a store.
+
+The node authenticates connections (ZAP, never touching the store so a slow
+store cannot stall handshakes), maps each connection's CURVE key to a user,
+serves requests in order per connection, and pushes every committed message
+to the online members of its room.
+
+It must never see plaintext: it checks envelopes' routing fields (room,
+sender, epoch) and stores them as they came.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from zmq.auth.asyncio import AsyncioAuthenticator
+from zmq.utils.monitor import parse_monitor_message
+
+from curvechat.protocol import (
+    ErrorCode,
+    RemoteProtocolError,
+    decode_request,
+    encode,
+    encode_reply,
+    peek_request_id,
+)
+from curvechat.protocol import messages as m
+from curvechat.protocol.limits import MAX_FRAME_BYTES, PROTOCOL_VERSION
+from curvechat.server.handlers import Handlers, Refusal
+from curvechat.server.metrics import NodeMetrics
+from curvechat.server.rooms import RoomCache
+from curvechat.store import Store
+
+log = logging.getLogger("curvechat.server")
+
+MIN_LIBZMQ = (4, 3, 2)
+SESSION_TIMEOUT_S = 30.0
+SESSION_QUEUE_MAX = 256
+UNREGISTERED_OK = (m.Hello, m.Register, m.Ping)
+
+
+def check_libzmq() -> None:
+    """Refuse to run on a libzmq without CURVE or older than 4.3.2 (CVE-2019-6250,
+    CVE-2019-13132 in the CURVE handshake path)."""
+    if not zmq.has("curve"):
+        raise RuntimeError("this libzmq was built without CURVE support; refusing to start")
+    version = zmq.zmq_version_info()
+    if version < MIN_LIBZMQ:
+        raise RuntimeError(
+            f"libzmq {'.'.join(map(str, version))} is older than 4.3.2 (known CURVE CVEs)"
+        )
+
+
+@dataclass
+class Session:
+    """One client connection (one ROUTER routing id)."""
+
+    routing_id: bytes
+    transport_key: str  # z85 CURVE key, from ZAP's User-Id
+    user: str | None = None
+    resolved: bool = False
+    connected_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    last_seen: float = field(default_factory=time.monotonic)
+    client: str = ""
+    queue: asyncio.Queue[tuple[int, bytes, float]] = field(
+        default_factory=lambda: asyncio.Queue(SESSION_QUEUE_MAX)
+    )
+    worker: asyncio.Task[None] | None = None
+
+
+class _AllowKnownGood:
+    """ZAP credentials provider: any well-formed CURVE key may connect (the key
+    *is* the login; unknown keys may only register). Keys on the deny list are
+    refused. Purely in memory: a slow store cannot stall handshakes."""
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self.denied: set[bytes] = set()
+        self._metrics = metrics
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        if key in self.denied:
+            self._metrics.handshakes.labels("denied").inc()
+            return False
+        return True
+
+
+class ChatNode:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        public_key: bytes,
+        secret_key: bytes,
+        bind: str = "tcp://127.0.0.1:7700",
+        node_name: str | None = None,
+    ) -> None:
+        check_libzmq()
+        self.store = store
+        self.public_key = public_key
+        self._secret_key = secret_key
+        self.bind = bind
+        self.node_name = node_name or f"{os.uname().nodename}:{os.getpid()}"
+        self.boot = os.urandom(6).hex()
+        self.metrics = NodeMetrics()
+        self.rooms = RoomCache(store)
+        self.sessions: dict[bytes, Session] = {}
+        self.by_user: dict[str, set[bytes]] = {}
+        self.endpoint: str | None = None
+        self._ctx = zmq.asyncio.Context()
+        self._sock: zmq.asyncio.Socket | None = None
+        self._auth: AsyncioAuthenticator | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._user_cache: dict[str, str] = {}
+        self._handlers = Handlers(self)
+        self._stopped = asyncio.Event()
+        self.started_at = time.time()
+
+    # --- lifecycle ---------------------------------------------------------
+    async def start(self) -> str:
+        """Bind and start serving; returns the bound endpoint."""
+        self._auth = AsyncioAuthenticator(self._ctx)
+        self._auth.start()
+        provider = _AllowKnownGood(self.metrics)
+        self._provider = provider
+        self._auth.configure_curve_callback("curvechat", credentials_provider=provider)
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.curve_server = True
+        sock.curve_secretkey = self._secret_key
+        sock.curve_publickey = self.public_key
+        sock.zap_domain = b"curvechat"
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES + 1024)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 5000)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 15000)
+        sock.setsockopt(zmq.HANDSHAKE_IVL, 10000)
+        sock.setsockopt(zmq.SNDHWM, 10000)
+        sock.setsockopt(zmq.RCVHWM, 10000)
+        sock.setsockopt(zmq.LINGER, 1000)
+        sock.bind(self.bind)
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._sock = sock
+        monitor = sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED
+            | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+        )
+        self._tasks = [
+            asyncio.create_task(self._recv_loop(), name="recv"),
+            asyncio.create_task(self._monitor_loop(monitor), name="monitor"),
+            asyncio.create_task(self._reaper(), name="reaper"),
+        ]
+        log.info("node %s listening on %s", self.node_name, self.endpoint)
+        return self.endpoint
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for sess in list(self.sessions.values()):
+            if sess.worker is not None:
+                sess.worker.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._sock is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self._sock.disable_monitor()
+            self._sock.close(linger=500)
+        if self._auth is not None:
+            self._auth.stop()
+        self._ctx.term()
+        self._stopped.set()
+
+    # --- transport ---------------------------------------------------------
+    async def _recv_loop(self) -> None:
+        assert self._sock is not None
+        sock = self._sock
+        while True:
+            try:
+                frames = await sock.recv_multipart(copy=False)
+            except zmq.ZMQError as exc:
+                log.warning("receive failed: %s", exc)
+                continue
+            if len(frames) < 2:
+                continue
+            routing_id = frames[0].bytes
+            if len(frames) != 2:
+                self._send(
+                    routing_id,
+                    encode_reply(
+                        0,
+                        m.Error(
+                            code=ErrorCode.BAD_FRAME,
+                            message=f"expected one frame, got {len(frames) - 1}",
+                        ),
+                    ),
+                )
+                continue
+            payload = frames[1]
+            try:
+                key = payload.get("User-Id")
+            except zmq.ZMQError:
+                continue  # no ZAP identity: never serve it
+            self._accept(routing_id, str(key), payload.bytes)
+
+    def _accept(self, routing_id: bytes, key: str, data: bytes) -> None:
+        sess = self.sessions.get(routing_id)
+        if sess is None or sess.transport_key != key:
+            sess = Session(routing_id=routing_id, transport_key=key)
+            self.sessions[routing_id] = sess
+            self.metrics.connected_clients.set(len(self.sessions))
+        sess.last_seen = time.monotonic()
+        try:
+            sess.queue.put_nowait((0, data, time.perf_counter()))
+        except asyncio.QueueFull:
+            rid = peek_request_id(data)
+            self.metrics.requests.labels("?", ErrorCode.RATE_LIMITED).inc()
+            self._send(
+                routing_id,
+                encode_reply(
+                    rid,
+                    m.Error(
+                        code=ErrorCode.RATE_LIMITED,
+                        message="too many requests in flight on this connection",
+                    ),
+                ),
+            )
+            return
+        if sess.worker is None or sess.worker.done():
+            sess.worker = asyncio.create_task(self._session_worker(sess))
+
+    async def _session_worker(self, sess: Session) -> None:
+        # Requests of one connection are served in order: a client that
+        # pipelines sends gets them committed in the order it sent them.
+        while not sess.queue.empty():
+            _, data, t0 = sess.queue.get_nowait()
+            await self._serve(sess, data, t0)
+
+    async def _serve(self, sess: Session, data: bytes, t0: float) -> None:
+        try:
+            frame = decode_request(data)
+        except RemoteProtocolError as exc:
+            self.metrics.requests.labels("invalid", exc.code).inc()
+            self._send(
+                sess.routing_id,
+                encode_reply(
+                    peek_request_id(data), m.Error(code=exc.code, message=exc.message[:500])
+                ),
+            )
+            return
+        req = frame.req
+        kind = type(req).__struct_config__.tag
+        try:
+            if not sess.resolved:
+                sess.user = await self._user_for(sess.transport_key)
+                sess.resolved = True
+                if sess.user is not None:
+                    self.by_user.setdefault(sess.user, set()).add(sess.routing_id)
+            if sess.user is None and not isinstance(req, UNREGISTERED_OK):
+                raise Refusal(
+                    ErrorCode.NOT_REGISTERED, "this key is not registered; register first"
+                )
+            reply = await self._handlers.dispatch(sess, req)
+            code = "ok"
+        except Refusal as exc:
+            reply = m.Error(code=exc.code, message=exc.message[:500])
+            code = exc.code
+        except Exception:
+            log.exception("internal error serving %s", kind)
+            reply = m.Error(code=ErrorCode.INTERNAL, message="internal server error")
+            code = ErrorCode.INTERNAL
+        self.metrics.requests.labels(str(kind), code).inc()
+        self._send(sess.routing_id, encode_reply(frame.rid, reply))
+        if isinstance(req, m.Send) and code == "ok":
+            self.metrics.send_ack_seconds.observe(time.perf_counter() - t0)
+
+    async def _user_for(self, transport_key: str) -> str | None:
+        user = self._user_cache.get(transport_key)
+        if user is None:
+            user = await self._handlers.user_for_transport(transport_key)
+            if user is not None:
+                self._user_cache[transport_key] = user
+        return user
+
+    def bind_user(self, sess: Session, user: str) -> None:
+        sess.user = user
+        sess.resolved = True
+        self._user_cache[sess.transport_key] = user
+        self.by_user.setdefault(user, set()).add(sess.routing_id)
+
+    def _send(self, routing_id: bytes, data: bytes) -> bool:
+        assert self._sock is not None
+        try:
+            self._sock.send_multipart([routing_id, data], flags=zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            self.metrics.pushes_dropped.inc()
+            return False
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH:
+                self._drop_session(routing_id)
+                self.metrics.pushes_dropped.inc()
+                return False
+            raise
+
+    def _drop_session(self, routing_id: bytes) -> None:
+        sess = self.sessions.pop(routing_id, None)
+        if sess is None:
+            return
+        if sess.user is not None:
+            peers = self.by_user.get(sess.user)
+            if peers is not None:
+                peers.discard(routing_id)
+                if not peers:
+                    del self.by_user[sess.user]
+        self.metrics.connected_clients.set(len(self.sessions))
+
+    def push(self, users: list[str], msg: m.AnyReply, *, skip: bytes | None = None) -> int:
+        """Send a push to every connection of `users`; returns how many went out."""
+        data = encode_reply(0, msg)
+        sent = 0
+        for user in users:
+            for routing_id in list(self.by_user.get(user, ())):
+                if routing_id != skip and self._send(routing_id, data):
+                    sent += 1
+        return sent
+
+    async def _monitor_loop(self, monitor: zmq.asyncio.Socket) -> None:
+        try:
+            while True:
+                event = parse_monitor_message(await monitor.recv_multipart())
+                ev = event["event"]
+                if ev == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    self.metrics.handshakes.labels("ok").inc()
+                elif ev in (
+                    zmq.EVENT_HANDSHAKE_FAILED_AUTH,
+                    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+                ):
+                    self.metrics.handshakes.labels("failed").inc()
+        finally:
+            monitor.close(linger=0)
+
+    async def _reaper(self) -> None:
+        while True:
+            await asyncio.sleep(SESSION_TIMEOUT_S / 3)
+            cutoff = time.monotonic() - SESSION_TIMEOUT_S
+            for routing_id, sess in list(self.sessions.items()):
+                if sess.last_seen < cutoff and (sess.worker is None or sess.worker.done()):
+                    self._drop_session(routing_id)
+
+    # --- helpers for handlers ------------------------------------------------
+    def welcome(self, sess: Session) -> m.Welcome:
+        return m.Welcome(
+            node=self.node_name,
+            boot=self.boot,
+            user=sess.user,
+            time=int(time.time() * 1000),
+            version=PROTOCOL_VERSION,
+        )
+
+
+Handler = Callable[[Session, Any], Awaitable[m.AnyReply]]
+__all__ = ["ChatNode", "Session", "check_libzmq", "encode"]

@@ -1,0 +1,108 @@
+"""Real `curvechat serve` processes on free loopback ports, always stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """A server node in a child process. Its stdout is read by a thread that
+    signals when the connect string is printed; stderr (the log) goes to a file."""
+
+    def __init__(
+        self, data: Path, *, port: int | None = None, http_port: int | None = None
+    ) -> None:
+        self.data = data
+        self.port = port or free_port()
+        self.http_port = http_port or free_port()
+        self.log_path = data.parent / f"{data.name}-server.log"
+        self.proc: subprocess.Popen[str] | None = None
+        self.connect = ""
+        self._ready = threading.Event()
+        self.stdout: list[str] = []
+
+    @property
+    def endpoint(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        self._ready.clear()
+        log = open(self.log_path, "a")  # noqa: SIM115 - the child keeps it open
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "curvechat",
+                "serve",
+                "--data",
+                str(self.data),
+                "--bind",
+                self.endpoint,
+                "--http",
+                f"127.0.0.1:{self.http_port}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
+        self._reader.start()
+        if not self._ready.wait(timeout):
+            self.kill()
+            raise RuntimeError(f"server did not start; log:\n{self.log_path.read_text()}")
+        return self
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.stdout.append(line)
+            if line.startswith("connect string: "):
+                self.connect = line.split(": ", 1)[1].strip()
+                self._ready.set()
+
+    def kill(self) -> None:
+        """kill -9: no chance to flush or say goodbye."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self._reap()
+
+    def _reap(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            self._reader.join(10)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+
+    def stop(self) -> int:
+        """Ctrl-C, as an operator would; returns the exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._reap()
+        return int(self.proc.returncode)
+
+    def restart(self) -> ServerProcess:
+        self.kill()
+        return self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""

@@ -166,6 +166,8 @@ class Connection:
             raise NotConnected("no socket")
         rid = next(self._rids)
         fut: asyncio.Future[m.AnyReply] = asyncio.get_running_loop().create_future()
+        # the caller may have given up (timeout) before the socket closes
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._pending[rid] = fut
         try:
             await sock.send(encode_request(rid, req))

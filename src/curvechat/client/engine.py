@@ -72,6 +72,15 @@ class RoomSummary:
     epoch: int | None
 
 
+MAX_UNCOLLECTED = 10_000
+"""Acks kept for `wait_ack` before the collected ones are dropped."""
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -146,8 +155,7 @@ class ChatClient:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         for fut in self._waiters.values():
-            if not fut.done():
-                fut.set_exception(NotConnected("client closed"))
+            fut.cancel()  # the message stays in the outbox for the next run
 
     async def __aenter__(self) -> ChatClient:
         await self.start()
@@ -663,6 +671,9 @@ class ChatClient:
         if cached is None or cached.left:
             raise NotReady(f"you are not a member of {room}")
         txn = new_txn()
+        if len(self._waiters) > MAX_UNCOLLECTED:
+            for old in [t for t, f in self._waiters.items() if f.done()]:
+                del self._waiters[old]
         fut: asyncio.Future[m.SendAck] = asyncio.get_running_loop().create_future()
         self._waiters[txn] = fut
         self.cache.enqueue(room, txn, text)
@@ -678,11 +689,16 @@ class ChatClient:
         if fut is None:
             raise NotReady(f"no message {txn} is waiting for an ack")
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            ack = await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
             raise RequestTimeout(
                 "not acknowledged yet; the message is queued and will be sent on reconnect"
             ) from None
+        except ServerRefused:
+            self._waiters.pop(txn, None)
+            raise
+        self._waiters.pop(txn, None)
+        return ack
 
     def pending(self, room: str | None = None) -> list[OutboxItem]:
         return [i for i in self.cache.outbox() if room is None or i.room == room]
@@ -708,16 +724,17 @@ class ChatClient:
                     self._fail(item, getattr(exc, "code", "client_error"), str(exc))
                     continue
                 self.cache.dequeue(item.txn)
-                fut = self._waiters.pop(item.txn, None)
+                fut = self._waiters.get(item.txn)
                 if fut is not None and not fut.done():
-                    fut.set_result(ack)
+                    fut.set_result(ack)  # kept until wait_ack collects it
                 self._emit(ev.SendAcked(item.room, item.txn, ack.seq))
 
     def _fail(self, item: OutboxItem, code: str, message: str) -> None:
         self.cache.dequeue(item.txn)
-        fut = self._waiters.pop(item.txn, None)
+        fut = self._waiters.get(item.txn)
         if fut is not None and not fut.done():
             fut.set_exception(ServerRefused(code, message))
+            fut.add_done_callback(_retrieve)
         self._emit(ev.SendFailed(item.room, item.txn, code, message))
 
     async def _send_one(self, item: OutboxItem) -> m.SendAck:

@@ -59,7 +59,7 @@ def peek_request_id(data: bytes) -> int:
     """Best-effort request id of a frame that failed to decode (0 if none)."""
     try:
         head = _head_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         return 0
     rid = head.rid
     return rid if isinstance(rid, int) and 0 < rid <= 2**53 else 0
@@ -76,7 +76,7 @@ def _decode(decoder: msgspec.msgpack.Decoder[T], data: bytes, what: str) -> T:
     except msgspec.ValidationError as exc:
         try:
             version = _head_decoder.decode(data).v
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
             version = -1
         if version not in (-1, L.PROTOCOL_VERSION):
             raise RemoteProtocolError(
@@ -84,7 +84,8 @@ def _decode(decoder: msgspec.msgpack.Decoder[T], data: bytes, what: str) -> T:
                 f"protocol version {version} (this side speaks {L.PROTOCOL_VERSION})",
             ) from exc
         raise RemoteProtocolError(ErrorCode.BAD_FRAME, f"invalid {what}: {exc}") from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # msgspec raises a bare UnicodeDecodeError for invalid UTF-8 in map keys
         raise RemoteProtocolError(ErrorCode.BAD_FRAME, f"malformed {what}: {exc}") from exc
 
 

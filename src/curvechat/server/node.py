@@ -243,7 +243,19 @@ class ChatNode:
         # pipelines sends gets them committed in the order it sent them.
         while not sess.queue.empty():
             _, data, t0 = sess.queue.get_nowait()
-            await self._serve(sess, data, t0)
+            try:
+                await self._serve(sess, data, t0)
+            except Exception:
+                # _serve answers every error it knows; this is a bug, and one
+                # bad frame must not stop the connection's other requests.
+                log.exception("unexpected failure serving a frame")
+                self._send(
+                    sess.routing_id,
+                    encode_reply(
+                        peek_request_id(data),
+                        m.Error(code=ErrorCode.INTERNAL, message="internal server error"),
+                    ),
+                )
 
     async def _serve(self, sess: Session, data: bytes, t0: float) -> None:
         try:

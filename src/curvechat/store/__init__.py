@@ -17,11 +17,12 @@ from curvechat.store.base import (
     RoomExists,
     RoomRecord,
     Store,
-    StoreError,
     StoredRow,
+    StoreError,
     StoreUnavailable,
     UserRecord,
 )
+from curvechat.store.sqlite import SQLiteStore
 
 __all__ = [
     "Committed",
@@ -36,6 +37,7 @@ __all__ = [
     "PacketRecord",
     "RoomExists",
     "RoomRecord",
+    "SQLiteStore",
     "Store",
     "StoreError",
     "StoreUnavailable",

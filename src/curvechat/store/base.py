@@ -205,7 +205,9 @@ class Store(abc.ABC):
         """The rooms `user` is currently a member of, sorted by room id."""
 
     @abc.abstractmethod
-    async def key_packets(self, room: str, recipient: str, min_epoch: int = 0) -> list[PacketRecord]:
+    async def key_packets(
+        self, room: str, recipient: str, min_epoch: int = 0
+    ) -> list[PacketRecord]:
         """Key packets addressed to `recipient` in `room` with epoch >=
         min_epoch, by epoch. Raises NoSuchRoom."""
 

@@ -1,0 +1,53 @@
+"""The crypto package's exception tree.
+
+::
+
+    CryptoError              anything this package refuses
+    ├── BadSignature         a signature (or the key meant to check it) is invalid
+    ├── DecryptError         authenticated decryption failed, or bound fields differ
+    ├── KeyFileError         the identity key file is unreadable, corrupt or unsupported
+    │   └── WrongPassphrase  the key file is intact but the passphrase does not open it
+    └── MembershipError      a membership op breaks a rule; carries a protocol ErrorCode
+
+Messages never include key material: they are shown to users and written to
+logs.
+"""
+
+from __future__ import annotations
+
+from curvechat.protocol.errors import ErrorCode
+
+
+class CryptoError(Exception):
+    """Base of every error raised by `curvechat.crypto`."""
+
+
+class BadSignature(CryptoError):
+    """A signature does not verify, or the public key is not a valid Ed25519 key."""
+
+
+class DecryptError(CryptoError):
+    """Ciphertext failed authentication, or its authenticated contents contradict
+    the fields it travelled with."""
+
+
+class KeyFileError(CryptoError):
+    """The identity key file is missing, unreadable, corrupt or of an unsupported
+    format."""
+
+
+class WrongPassphrase(KeyFileError):
+    """The key file did not decrypt with the given passphrase.
+
+    A file altered after it was written fails the same way: XSalsa20-Poly1305
+    cannot tell a wrong key from a changed ciphertext.
+    """
+
+
+class MembershipError(CryptoError):
+    """A membership op was refused; `code` is what a server replies with."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message

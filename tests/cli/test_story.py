@@ -1,0 +1,190 @@
+"""The user story of core messaging, through the real `curvechat` command
+against a real server process: alice, bob and carol in a room, bob leaving
+and coming back, carol joining late, direct messages, tail, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support.servers import ServerProcess
+
+
+class User:
+    def __init__(self, name: str, root: Path, server: ServerProcess) -> None:
+        self.name = name
+        self.home = root / name
+        self.server = server
+        self.env = {
+            **os.environ,
+            "CURVECHAT_HOME": str(self.home),
+            "CURVECHAT_PASSPHRASE": f"correct horse {name}",
+        }
+
+    def run(
+        self, *args: str, ok: bool = True, stdin: str | None = None, server: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        extra = ["--server", self.server.connect] if server else []
+        cmd = [sys.executable, "-m", "curvechat", args[0], *extra, *args[1:]]
+        proc = subprocess.run(
+            cmd, env=self.env, capture_output=True, text=True, input=stdin, timeout=60
+        )
+        if ok:
+            assert proc.returncode == 0, f"{' '.join(args)}: {proc.stderr}"
+        return proc
+
+    def history(self, room: str) -> list[dict[str, object]]:
+        out = self.run("history", room, "--json").stdout
+        return [json.loads(line) for line in out.splitlines()]
+
+
+@pytest.fixture
+def people(tmp_path: Path, server: ServerProcess) -> dict[str, User]:
+    return {n: User(n, tmp_path, server) for n in ("alice", "bob", "carol")}
+
+
+def texts(rows: list[dict[str, object]]) -> list[object]:
+    return [r["text"] for r in rows]
+
+
+def test_alice_bob_carol(people: dict[str, User]) -> None:
+    alice, bob, carol = people["alice"], people["bob"], people["carol"]
+    for user in (alice, bob, carol):
+        out = user.run("init", "--user", user.name).stdout
+        assert f"registered as {user.name}" in out
+        assert (user.home / "identity.key").stat().st_mode & 0o777 == 0o600
+
+    alice.run("create", "general", "--members", "bob")
+    alice.run("send", "general", "hi bob")
+    bob.run("send", "general", "hi alice")
+    rows = bob.history("general")
+    assert texts(rows) == ["hi bob", "hi alice"]
+    assert [r["seq"] for r in rows] == [1, 2]
+    assert [r["sender"] for r in rows] == ["alice", "bob"]
+    assert all(str(r["ts"]).endswith("Z") and "T" in str(r["ts"]) for r in rows)
+
+    bob.run("leave", "general")
+    alice.run("send", "general", "bob has left")
+    refused = bob.run("send", "general", "still here?", ok=False)
+    assert refused.returncode == 1 and "not a member" in refused.stderr
+
+    alice.run("invite", "general", "bob")  # bob comes back
+    bob.run("send", "general", "back again")
+    assert texts(bob.history("general")) == ["hi bob", "hi alice", "bob has left", "back again"]
+
+    alice.run("send", "general", "-", stdin="line one\nline two\n")
+    alice.run("invite", "general", "carol")
+    assert texts(carol.history("general")) == [
+        "hi bob",
+        "hi alice",
+        "bob has left",
+        "back again",
+        "line one",
+        "line two",
+    ]
+
+    # direct messages
+    alice.run("dm", "bob", "just between us")
+    bob.run("dm", "alice", "indeed")
+    assert texts(bob.history("@alice")) == ["just between us", "indeed"]
+    assert texts(alice.history("@bob")) == ["just between us", "indeed"]
+    nosy = carol.run("history", "@alice:bob", ok=False)
+    assert nosy.returncode == 1
+    rooms = [json.loads(line) for line in carol.run("rooms", "--json").stdout.splitlines()]
+    assert [r["room"] for r in rooms] == ["general"]
+    assert rooms[0]["members"] == ["alice", "bob", "carol"]
+
+    # the server was remembered after first use
+    assert (alice.home / "server").read_text().strip() == alice.server.connect
+    assert (
+        texts(
+            [
+                json.loads(x)
+                for x in alice.run("history", "general", "--json", server=False).stdout.splitlines()
+            ]
+        )[-1]
+        == "line two"
+    )
+
+
+def test_tail_follows_until_interrupted(people: dict[str, User]) -> None:
+    alice, bob = people["alice"], people["bob"]
+    alice.run("init", "--user", "alice")
+    bob.run("init", "--user", "bob")
+    alice.run("create", "live", "--members", "bob")
+    tail = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "curvechat",
+            "tail",
+            "live",
+            "--json",
+            "--server",
+            bob.server.connect,
+        ],
+        env=bob.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert tail.stderr is not None and tail.stdout is not None
+        for line in tail.stderr:
+            if "following live" in line:
+                break
+        alice.run("send", "live", "are you there?")
+        got = json.loads(tail.stdout.readline())
+        assert (got["room"], got["sender"], got["text"], got["seq"]) == (
+            "live",
+            "alice",
+            "are you there?",
+            1,
+        )
+    finally:
+        tail.send_signal(signal.SIGINT)
+        assert tail.wait(20) == 0
+        for stream in (tail.stdout, tail.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_errors_are_one_line_with_a_code(people: dict[str, User], tmp_path: Path) -> None:
+    alice = people["alice"]
+    no_id = alice.run("rooms", ok=False)
+    assert no_id.returncode == 1 and "[no_identity]" in no_id.stderr
+    alice.run("init", "--user", "alice")
+    again = alice.run("init", "--user", "alice", ok=False)
+    assert "[identity_exists]" in again.stderr
+    bad_name = people["bob"].run("init", "--user", "Bob!", ok=False)
+    assert bad_name.returncode == 2 and "[bad_name]" in bad_name.stderr
+    wrong = subprocess.run(
+        [sys.executable, "-m", "curvechat", "rooms"],
+        capture_output=True,
+        text=True,
+        env={**alice.env, "CURVECHAT_PASSPHRASE": "wrong"},
+        timeout=60,
+    )
+    assert wrong.returncode == 1 and "[wrong_passphrase]" in wrong.stderr
+    bad_server = alice.run("rooms", "--server", "tcp://nowhere", ok=False, server=False)
+    assert bad_server.returncode == 2 and "[bad_connect_string]" in bad_server.stderr
+    missing = alice.run("invite", "general", "nobody", ok=False)
+    assert missing.returncode == 1 and "[no_such_user]" in missing.stderr
+    bad_room = alice.run("create", "Bad Room", ok=False)
+    assert bad_room.returncode == 1 and "valid room name" in bad_room.stderr
+    for proc in (no_id, again, bad_name, wrong, bad_server, missing, bad_room):
+        assert "Traceback" not in proc.stderr
+
+
+def test_unreachable_server_is_reported(people: dict[str, User]) -> None:
+    alice = people["alice"]
+    alice.run("init", "--user", "alice")
+    dead = alice.server.connect.replace(f":{alice.server.port}/", ":1/")
+    proc = alice.run("rooms", "--server", dead, "--timeout", "2", ok=False, server=False)
+    assert proc.returncode == 3 and "[unreachable]" in proc.stderr

@@ -1,8 +1,12 @@
+# hypothesis is imported here, at collection, on purpose: its pytest plugin
+# otherwise imports it at session end from deep inside pytest's hook stack, where
+# CPython 3.11.7 can fail to parse it ("AST constructor recursion depth mismatch").
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import hypothesis  # noqa: F401
 import pytest
 
 from support.clients import ClientFactory

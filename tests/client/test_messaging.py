@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 
-from support.clients import ClientFactory
-from support.servers import ServerProcess
-
 from curvechat.client import events as ev
 from curvechat.client.errors import ServerRefused
 from curvechat.client.state import ConnState
@@ -15,6 +12,9 @@ from curvechat.crypto.envelope import open_message
 from curvechat.crypto.errors import CryptoError
 from curvechat.protocol import decode_envelope
 from curvechat.protocol import messages as m
+
+from support.clients import ClientFactory
+from support.servers import ServerProcess
 
 
 def texts(client, room):  # type: ignore[no-untyped-def]

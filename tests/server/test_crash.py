@@ -8,6 +8,7 @@ from pathlib import Path
 
 from curvechat.client.errors import ClientError
 from curvechat.protocol import messages as m
+
 from support.clients import ClientFactory
 from support.servers import ServerProcess
 

@@ -13,6 +13,7 @@ from curvechat.protocol import decode_server_frame, encode, encode_request
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import parse_connect
 from curvechat.protocol.limits import MAX_FRAME_BYTES
+
 from support.servers import ServerProcess
 
 VALID = [

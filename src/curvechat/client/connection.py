@@ -18,7 +18,8 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -35,7 +36,7 @@ log = logging.getLogger("curvechat.client")
 
 PushHandler = Callable[[m.AnyReply], None]
 StatusHandler = Callable[[ConnStatus], None]
-LiveHandler = Callable[[m.Welcome], Awaitable[None]]
+LiveHandler = Callable[[m.Welcome], Coroutine[Any, Any, None]]
 
 
 class Connection:
@@ -113,6 +114,11 @@ class Connection:
             return False
         return True
 
+    def drop(self, reason: str) -> None:
+        """Give up on the current connection (e.g. its first sync failed): the
+        run loop closes it and reconnects, with back-off."""
+        self._mark_lost(reason)
+
     def retry_now(self) -> None:
         """Cut a back-off wait short (e.g. the user asked to reconnect)."""
         self._wake.set()
@@ -170,7 +176,15 @@ class Connection:
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._pending[rid] = fut
         try:
-            await sock.send(encode_request(rid, req))
+            try:
+                await sock.send(encode_request(rid, req))
+            except (zmq.ZMQError, asyncio.CancelledError) as exc:
+                # pyzmq cancels a pending send when the socket is closed under
+                # it; that is a lost connection, not a cancellation of our task.
+                task = asyncio.current_task()
+                if isinstance(exc, asyncio.CancelledError) and task and task.cancelling():
+                    raise
+                raise NotConnected(f"connection closed while sending: {exc!r}") from None
             reply = await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
             raise RequestTimeout(f"no reply to {type(req).__name__} in {timeout:.1f} s") from None
@@ -273,13 +287,15 @@ class Connection:
         hello = asyncio.create_task(
             self._raw(m.Hello(client=self._client_id), self.connect_timeout)
         )
+        hello.add_done_callback(lambda t: t.cancelled() or t.exception())
         lost = asyncio.create_task(self._lost.wait())
         try:
             await asyncio.wait({hello, lost}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             lost.cancel()
-        if not hello.done():
-            hello.cancel()
+            if not hello.done():
+                hello.cancel()
+        if hello.cancelled() or not hello.done():
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await hello
             raise NotConnected(self._lost_reason or "connection failed")

@@ -210,8 +210,10 @@ class ChatClient:
                 self._ready.set()
             self._emit(ev.Problem(None, f"could not sign in: {exc}"))
             return
-        except (NotConnected, RequestTimeout):
-            return  # the connection will retry and call us again
+        except (NotConnected, RequestTimeout) as exc:
+            # Not ready without a complete sync: start over on a fresh connection.
+            self.conn.drop(f"sync failed: {exc}")
+            return
         self.last_caught_up = count
         self._emit(ev.CaughtUp(count))
         self._ready.set()
@@ -402,9 +404,9 @@ class ChatClient:
                 self.cache.set_left(msg.room, True)
             else:
                 await self._refresh_room(msg.room)
-                room = self.cache.room(msg.room)
-                if room is not None and not room.left:
-                    await self._catch_up(msg.room, room.cursor)
+                joined = self.cache.room(msg.room)
+                if joined is not None and not joined.left:
+                    await self._catch_up(msg.room, joined.cursor)
             self._emit(ev.RoomUpdated(msg.room, msg.reason))
             return
         if not isinstance(msg, m.MessagePush):
@@ -709,25 +711,33 @@ class ChatClient:
             self._flush_wake.clear()
             if not self._ready.is_set() or self.fatal is not None:
                 continue
-            for item in self.cache.outbox():
-                try:
-                    ack = await self._send_one(item)
-                except (NotConnected, RequestTimeout):
+            try:
+                await self._flush()
+            except Exception:
+                # A bug must not stop the outbox for good: log, retry shortly.
+                log.exception("outbox flush failed")
+                asyncio.get_running_loop().call_later(1.0, self._flush_wake.set)
+
+    async def _flush(self) -> None:
+        for item in self.cache.outbox():
+            try:
+                ack = await self._send_one(item)
+            except (NotConnected, RequestTimeout):
+                break
+            except ServerRefused as exc:
+                if exc.code in RETRY_LATER:
+                    asyncio.get_running_loop().call_later(1.0, self._flush_wake.set)
                     break
-                except ServerRefused as exc:
-                    if exc.code in RETRY_LATER:
-                        asyncio.get_running_loop().call_later(1.0, self._flush_wake.set)
-                        break
-                    self._fail(item, exc.code, exc.message)
-                    continue
-                except (ClientError, CryptoError, LocalProtocolError) as exc:
-                    self._fail(item, getattr(exc, "code", "client_error"), str(exc))
-                    continue
-                self.cache.dequeue(item.txn)
-                fut = self._waiters.get(item.txn)
-                if fut is not None and not fut.done():
-                    fut.set_result(ack)  # kept until wait_ack collects it
-                self._emit(ev.SendAcked(item.room, item.txn, ack.seq))
+                self._fail(item, exc.code, exc.message)
+                continue
+            except (ClientError, CryptoError, LocalProtocolError) as exc:
+                self._fail(item, getattr(exc, "code", "client_error"), str(exc))
+                continue
+            self.cache.dequeue(item.txn)
+            fut = self._waiters.get(item.txn)
+            if fut is not None and not fut.done():
+                fut.set_result(ack)  # kept until wait_ack collects it
+            self._emit(ev.SendAcked(item.room, item.txn, ack.seq))
 
     def _fail(self, item: OutboxItem, code: str, message: str) -> None:
         self.cache.dequeue(item.txn)

@@ -46,7 +46,7 @@ def _check_room(room: str) -> None:
 # --- payload types -------------------------------------------------------
 
 
-class Envelope(_Wire):
+class Envelope(_Wire, frozen=True):
     """One encrypted, signed message. The server sees only these fields.
 
     `ct` is XChaCha20-Poly1305 ciphertext of the sender's `Plaintext` under the
@@ -66,7 +66,7 @@ class Envelope(_Wire):
         _check_room(self.room)
 
 
-class MemberOp(_Wire, array_like=True):
+class MemberOp(_Wire, array_like=True, frozen=True):
     """One entry of a room's membership log, before signing.
 
     `prev` is the hash of the previous entry's `SignedOp` (32 zero bytes for the
@@ -87,14 +87,14 @@ class MemberOp(_Wire, array_like=True):
         _check_room(self.room)
 
 
-class SignedOp(_Wire):
+class SignedOp(_Wire, frozen=True):
     """A msgpack-encoded `MemberOp` and the actor's signature over it."""
 
     op: Annotated[bytes, Meta(max_length=L.MAX_OP_BYTES)]
     sig: Sig64
 
 
-class KeyPacket(_Wire):
+class KeyPacket(_Wire, frozen=True):
     """An epoch key sealed by `sender` for `recipient` (crypto_box)."""
 
     room: Room
@@ -107,7 +107,7 @@ class KeyPacket(_Wire):
         _check_room(self.room)
 
 
-class EpochUpload(_Wire):
+class EpochUpload(_Wire, frozen=True):
     """A new epoch of a room, based on membership op `after_op`, with its key
     packets for the members of that moment."""
 
@@ -116,7 +116,7 @@ class EpochUpload(_Wire):
     packets: Annotated[list[KeyPacket], Meta(max_length=L.MAX_BATCH)]
 
 
-class StoredMessage(_Wire):
+class StoredMessage(_Wire, frozen=True):
     """A committed message: its per-room sequence number and server timestamp."""
 
     seq: Seq
@@ -124,12 +124,12 @@ class StoredMessage(_Wire):
     envelope: Envelope
 
 
-class UserKeys(_Wire):
+class UserKeys(_Wire, frozen=True):
     user: User
     sign_pub: Key32
 
 
-class RoomInfo(_Wire):
+class RoomInfo(_Wire, frozen=True):
     room: Room
     head: Seq
     epoch: Epoch
@@ -140,15 +140,15 @@ class RoomInfo(_Wire):
 # --- requests ------------------------------------------------------------
 
 
-class Request(_Wire, tag_field="type"):
+class Request(_Wire, tag_field="type", frozen=True):
     """Base of every client request."""
 
 
-class Hello(Request, tag="hello"):
+class Hello(Request, tag="hello", frozen=True):
     client: Annotated[str, Meta(max_length=L.MAX_CLIENT_ID_LEN)] = ""
 
 
-class Register(Request, tag="register"):
+class Register(Request, tag="register", frozen=True):
     """Bind `user` to identity key `sign_pub` and to this connection's CURVE key.
 
     `transport_sig` is the identity's signature over the transport key (see
@@ -160,17 +160,17 @@ class Register(Request, tag="register"):
     transport_sig: Sig64
 
 
-class Lookup(Request, tag="lookup"):
+class Lookup(Request, tag="lookup", frozen=True):
     users: Annotated[list[User], Meta(min_length=1, max_length=L.MAX_BATCH)]
 
 
-class CreateRoom(Request, tag="create_room"):
+class CreateRoom(Request, tag="create_room", frozen=True):
     room: Room
     ops: Annotated[list[SignedOp], Meta(min_length=1, max_length=L.MAX_BATCH)]
     epoch: EpochUpload
 
 
-class AddMember(Request, tag="add_member"):
+class AddMember(Request, tag="add_member", frozen=True):
     """Add a member; `packets` wrap every earlier epoch key for them."""
 
     room: Room
@@ -178,7 +178,7 @@ class AddMember(Request, tag="add_member"):
     packets: Annotated[list[KeyPacket], Meta(max_length=L.MAX_BATCH)]
 
 
-class RemoveMember(Request, tag="remove_member"):
+class RemoveMember(Request, tag="remove_member", frozen=True):
     """Remove a member and start a new epoch the removed member never gets."""
 
     room: Room
@@ -186,35 +186,35 @@ class RemoveMember(Request, tag="remove_member"):
     epoch: EpochUpload
 
 
-class Leave(Request, tag="leave"):
+class Leave(Request, tag="leave", frozen=True):
     room: Room
     op: SignedOp
 
 
-class Promote(Request, tag="promote"):
+class Promote(Request, tag="promote", frozen=True):
     room: Room
     op: SignedOp
 
 
-class NewEpoch(Request, tag="new_epoch"):
+class NewEpoch(Request, tag="new_epoch", frozen=True):
     room: Room
     epoch: EpochUpload
 
 
-class ListRooms(Request, tag="list_rooms"):
+class ListRooms(Request, tag="list_rooms", frozen=True):
     pass
 
 
-class Members(Request, tag="members"):
+class Members(Request, tag="members", frozen=True):
     room: Room
     after: Annotated[int, Meta(ge=-1, le=2**31)] = -1
 
 
-class Send(Request, tag="send"):
+class Send(Request, tag="send", frozen=True):
     envelope: Envelope
 
 
-class History(Request, tag="history"):
+class History(Request, tag="history", frozen=True):
     """Messages of a room: the newest `limit` before `before`, or the oldest
     `limit` after `after` (exclusive bounds)."""
 
@@ -224,7 +224,7 @@ class History(Request, tag="history"):
     limit: Limit = 100
 
 
-class Sync(Request, tag="sync"):
+class Sync(Request, tag="sync", frozen=True):
     """Everything after each cursor, for every room the user is in (a room
     missing from `cursors` syncs from its beginning)."""
 
@@ -232,12 +232,12 @@ class Sync(Request, tag="sync"):
     limit: Limit = L.MAX_PAGE
 
 
-class FetchKeys(Request, tag="fetch_keys"):
+class FetchKeys(Request, tag="fetch_keys", frozen=True):
     room: Room
     min_epoch: Epoch = 0
 
 
-class Ping(Request, tag="ping"):
+class Ping(Request, tag="ping", frozen=True):
     t: Millis
 
 
@@ -264,11 +264,11 @@ AnyRequest = (
 # --- replies and pushes -----------------------------------------------------
 
 
-class Reply(_Wire, tag_field="type"):
+class Reply(_Wire, tag_field="type", frozen=True):
     """Base of every server reply and push."""
 
 
-class Welcome(Reply, tag="welcome"):
+class Welcome(Reply, tag="welcome", frozen=True):
     node: ShortText
     boot: ShortText
     user: User | None
@@ -276,28 +276,28 @@ class Welcome(Reply, tag="welcome"):
     version: int
 
 
-class Registered(Reply, tag="registered"):
+class Registered(Reply, tag="registered", frozen=True):
     user: User
 
 
-class Directory(Reply, tag="directory"):
+class Directory(Reply, tag="directory", frozen=True):
     users: list[UserKeys]
 
 
-class RoomChanged(Reply, tag="room_changed"):
+class RoomChanged(Reply, tag="room_changed", frozen=True):
     info: RoomInfo
 
 
-class RoomList(Reply, tag="room_list"):
+class RoomList(Reply, tag="room_list", frozen=True):
     rooms: list[RoomInfo]
 
 
-class MemberLog(Reply, tag="member_log"):
+class MemberLog(Reply, tag="member_log", frozen=True):
     room: Room
     ops: list[SignedOp]
 
 
-class SendAck(Reply, tag="send_ack"):
+class SendAck(Reply, tag="send_ack", frozen=True):
     room: Room
     txn: Txn
     seq: Seq
@@ -305,40 +305,40 @@ class SendAck(Reply, tag="send_ack"):
     duplicate: bool = False
 
 
-class Messages(Reply, tag="messages"):
+class Messages(Reply, tag="messages", frozen=True):
     room: Room
     items: list[StoredMessage]
     head: Seq
 
 
-class SyncReply(Reply, tag="sync"):
+class SyncReply(Reply, tag="sync", frozen=True):
     rooms: list[Messages]
     more: bool
 
 
-class KeyPackets(Reply, tag="key_packets"):
+class KeyPackets(Reply, tag="key_packets", frozen=True):
     room: Room
     packets: list[KeyPacket]
 
 
-class Pong(Reply, tag="pong"):
+class Pong(Reply, tag="pong", frozen=True):
     t: Millis
     time: Millis
     node: ShortText
     boot: ShortText
 
 
-class Error(Reply, tag="error"):
+class Error(Reply, tag="error", frozen=True):
     code: ShortText
     message: ShortText
 
 
-class MessagePush(Reply, tag="push_message"):
+class MessagePush(Reply, tag="push_message", frozen=True):
     room: Room
     message: StoredMessage
 
 
-class RoomPush(Reply, tag="push_room"):
+class RoomPush(Reply, tag="push_room", frozen=True):
     """Something other than a message changed in a room the user is (or was
     just made) a member of: fetch members / keys again."""
 
@@ -364,13 +364,13 @@ AnyReply = (
 )
 
 
-class ClientFrame(_Wire):
+class ClientFrame(_Wire, frozen=True):
     v: int
     rid: RequestId
     req: AnyRequest
 
 
-class ServerFrame(_Wire):
+class ServerFrame(_Wire, frozen=True):
     v: int
     rid: Annotated[int, Meta(ge=0, le=2**53)]
     msg: AnyReply

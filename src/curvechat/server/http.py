@@ -42,8 +42,8 @@ async def start_http(node: ChatNode, host: str, port: int) -> tuple[web.AppRunne
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    server = site._server
     bound = port
-    if server is not None and getattr(server, "sockets", None):
-        bound = server.sockets[0].getsockname()[1]
+    for address in runner.addresses:  # the real port when asked for port 0
+        if isinstance(address, tuple) and len(address) >= 2:
+            bound = int(address[1])
     return runner, bound

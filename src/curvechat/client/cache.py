@@ -250,6 +250,14 @@ class Cache:
             self._db.execute("UPDATE rooms SET cursor=? WHERE room=?", (cursor, room))
         return True
 
+    def has_message(self, room: str, seq: int) -> bool:
+        return (
+            self._db.execute(
+                "SELECT 1 FROM messages WHERE room=? AND seq=?", (room, seq)
+            ).fetchone()
+            is not None
+        )
+
     def seen_txn(self, room: str, sender: str, txn: str) -> int | None:
         row = self._db.execute(
             "SELECT seq FROM messages WHERE room=? AND sender=? AND txn=? AND error IS NULL",

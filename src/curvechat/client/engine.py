@@ -115,6 +115,8 @@ class ChatClient:
         self._lock = asyncio.Lock()
         self._states: dict[str, MemberState] = {}
         self._ever_keys: dict[str, dict[str, bytes]] = {}
+        self._last_departure: dict[str, int] = {}
+        """Index of each room's latest remove/leave op (-1: none)."""
         self._jobs: asyncio.Queue[m.AnyReply] = asyncio.Queue()
         self._ready = asyncio.Event()
         self._flush_wake = asyncio.Event()
@@ -248,6 +250,7 @@ class ChatClient:
     def _load_state(self, room: str) -> MemberState:
         state = MemberState.empty(room)
         ever: dict[str, bytes] = {}
+        self._last_departure[room] = -1
         for op_bytes, sig in self.cache.ops(room):
             try:
                 state, op = state.apply(m.SignedOp(op=op_bytes, sig=sig))
@@ -255,12 +258,18 @@ class ChatClient:
                 self._emit(ev.Problem(room, f"local membership log is invalid: {exc}"))
                 self.cache.drop_ops(room)
                 state, ever = MemberState.empty(room), {}
+                self._last_departure[room] = -1
                 break
-            if op.kind in ("create", "add"):
-                ever[op.target] = op.target_key
+            self._note_op(room, op, ever)
         self._states[room] = state
         self._ever_keys[room] = ever
         return state
+
+    def _note_op(self, room: str, op: m.MemberOp, ever: dict[str, bytes]) -> None:
+        if op.kind in ("create", "add"):
+            ever[op.target] = op.target_key
+        elif op.kind in ("remove", "leave"):
+            self._last_departure[room] = op.index
 
     def _state(self, room: str) -> MemberState:
         return self._states.get(room) or self._load_state(room)
@@ -293,7 +302,7 @@ class ChatClient:
                     next_state, op = state.apply(signed)
                     if op.kind in ("create", "add"):
                         self._check_pin(op.target, op.target_key)
-                        ever[op.target] = op.target_key
+                    self._note_op(room, op, ever)
                     state = next_state
                     new_ops.append((op.index, signed.op, signed.sig))
             except (MembershipError, KeyChanged) as exc:
@@ -334,10 +343,7 @@ class ChatClient:
 
     async def _ingest(self, room: str, item: m.StoredMessage, *, live: bool) -> int:
         """Verify, decrypt and store one message; 1 if it was new. Lock held."""
-        if (
-            self.cache.messages(room, after=item.seq - 1, limit=1)
-            and self.cache.messages(room, after=item.seq - 1, limit=1)[0].seq == item.seq
-        ):
+        if self.cache.has_message(room, item.seq):
             return 0
         env = item.envelope
         text: str | None = None
@@ -481,10 +487,7 @@ class ChatClient:
         ]
 
     def _departed_since(self, room: str, after_op: int) -> bool:
-        for op_bytes, _sig in self.cache.ops(room)[after_op + 1 :]:
-            if decode_member_op(op_bytes).kind in ("remove", "leave"):
-                return True
-        return False
+        return self._last_departure.get(room, -1) > after_op
 
     async def _current_epoch(self, room: str) -> tuple[int, bytes]:
         """The epoch to encrypt with, rotating first if someone left since it

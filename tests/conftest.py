@@ -19,7 +19,13 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     try:
         yield proc
     finally:
-        proc.kill()
+        code = proc.stop()
+    # Every test also checks the server's health: a clean stop on SIGINT and
+    # no traceback or unretrieved exception anywhere in its log.
+    log = proc.log()
+    assert code == 0, f"server exited with {code}:\n{log[-3000:]}"
+    for marker in ("Traceback", "never retrieved"):
+        assert marker not in log, f"{marker!r} in the server log:\n{log[-3000:]}"
 
 
 @pytest.fixture

@@ -491,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if getattr(args, "limit", 1) < 1 or getattr(args, "timeout", 1) <= 0:
         _fail("bad_argument", "--limit and --timeout must be positive", EXIT_USAGE)
-    from curvechat.client.errors import ClientError, KeyChanged, ServerRefused
+    from curvechat.client.errors import ClientError, ServerRefused
     from curvechat.protocol import ProtocolError
 
     try:
@@ -500,12 +500,10 @@ def main(argv: list[str] | None = None) -> int:
         _fail(exc.code, exc.message, exc.exit_code)
     except ServerRefused as exc:
         _fail(exc.code, exc.message, EXIT_FAIL)
-    except KeyChanged as exc:
-        _fail("key_changed", str(exc), EXIT_FAIL)
     except ProtocolError as exc:
         _fail(str(exc.code), exc.message, EXIT_FAIL)
     except ClientError as exc:
-        _fail(type(exc).__name__.lower(), str(exc), EXIT_FAIL)
+        _fail(exc.code, str(exc), EXIT_FAIL)
     except KeyboardInterrupt:
         return 130
 

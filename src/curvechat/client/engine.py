@@ -462,7 +462,7 @@ class ChatClient:
         pinned on first use into) the local pins. Raises KeyChanged."""
         for user in users:
             if not is_user_name(user):
-                raise NotReady(f"{user!r} is not a valid user name")
+                raise NotReady(f"{user!r} is not a valid user name", "bad_name")
         reply = await self.conn.request(m.Lookup(users=sorted(set(users))))
         assert isinstance(reply, m.Directory)
         found = {u.user: u.sign_pub for u in reply.users}
@@ -497,7 +497,7 @@ class ChatClient:
             await self._refresh_room(room)
             keys = self.cache.epoch_keys(room)
             if not keys:
-                raise NotReady(f"no key for room {room} yet")
+                raise NotReady(f"no key for room {room} yet", "no_key")
         current = max(keys)
         after_op, key = keys[current]
         if self._departed_since(room, after_op):
@@ -532,11 +532,15 @@ class ChatClient:
 
     async def create_room(self, room: str, members: list[str]) -> None:
         if not is_room_id(room):
-            raise NotReady(f"{room!r} is not a valid room name (a-z, 0-9, '.', '_', '-'; up to 64)")
+            raise NotReady(
+                f"{room!r} is not a valid room name (a-z, 0-9, '.', '_', '-'; up to 64)", "bad_room"
+            )
         others = sorted(set(members) - {self.me})
         pair = dm_members(room)
         if pair is not None and (self.me not in pair or set(others) - set(pair)):
-            raise NotReady(f"{room} is a direct-message room of {pair[0]} and {pair[1]}")
+            raise NotReady(
+                f"{room} is a direct-message room of {pair[0]} and {pair[1]}", "forbidden"
+            )
         keys = await self.lookup(others) if others else {}
         async with self._lock:
             state = MemberState.empty(room)
@@ -575,7 +579,7 @@ class ChatClient:
                 await self._refresh_room(room)
                 state = self._state(room)
                 if not state.is_member(self.me):
-                    raise NotReady(f"you are not a member of {room}")
+                    raise NotReady(f"you are not a member of {room}", "not_member")
                 try:
                     req = build(state)
                     await self.conn.request(req)
@@ -591,7 +595,7 @@ class ChatClient:
 
         def build(state: MemberState) -> m.AnyRequest:
             if state.is_member(user):
-                raise NotReady(f"{user} is already a member of {room}")
+                raise NotReady(f"{user} is already a member of {room}", "already_member")
             held = self.cache.epoch_keys(room)
             packets = [
                 wrap_epoch_key(
@@ -608,7 +612,7 @@ class ChatClient:
         def build(state: MemberState) -> m.AnyRequest:
             member = state.members.get(user)
             if member is None:
-                raise NotReady(f"{user} is not a member of {room}")
+                raise NotReady(f"{user} is not a member of {room}", "not_member")
             signed = self._signed(state, "remove", user, member.key)
             after, _ = state.apply(signed)
             held = self.cache.epoch_keys(room)
@@ -628,7 +632,7 @@ class ChatClient:
         def build(state: MemberState) -> m.AnyRequest:
             member = state.members.get(user)
             if member is None:
-                raise NotReady(f"{user} is not a member of {room}")
+                raise NotReady(f"{user} is not a member of {room}", "not_member")
             return m.Promote(room=room, op=self._signed(state, "promote", user, member.key))
 
         await self._membership_change(room, build)
@@ -667,14 +671,14 @@ class ChatClient:
         waiting. Raises RequestTimeout if not acknowledged within `timeout`
         (the message stays queued and goes out when the connection returns)."""
         if not text.strip():
-            raise NotReady("empty message")
+            raise NotReady("empty message", "empty")
         if len(text) > MAX_TEXT_CHARS:
             raise LocalProtocolError(
                 ErrorCode.TOO_LARGE, f"message of {len(text)} characters (max {MAX_TEXT_CHARS})"
             )
         cached = self.cache.room(room)
         if cached is None or cached.left:
-            raise NotReady(f"you are not a member of {room}")
+            raise NotReady(f"you are not a member of {room}", "not_member")
         txn = new_txn()
         if len(self._waiters) > MAX_UNCOLLECTED:
             for old in [t for t, f in self._waiters.items() if f.done()]:
@@ -692,7 +696,7 @@ class ChatClient:
         Raises RequestTimeout (still queued) or ServerRefused (it failed)."""
         fut = self._waiters.get(txn)
         if fut is None:
-            raise NotReady(f"no message {txn} is waiting for an ack")
+            raise NotReady(f"no message {txn} is waiting for an ack", "no_such_message")
         try:
             ack = await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:

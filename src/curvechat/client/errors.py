@@ -15,15 +15,15 @@ from __future__ import annotations
 
 
 class ClientError(Exception):
-    pass
+    code = "client_error"
 
 
 class NotConnected(ClientError):
-    pass
+    code = "not_connected"
 
 
 class RequestTimeout(ClientError):
-    pass
+    code = "timeout"
 
 
 class ServerRefused(ClientError):
@@ -39,14 +39,20 @@ class KeyChanged(ClientError):
             f"the identity key of {user} changed (pinned {pinned.hex()[:16]}…, now "
             f"{offered.hex()[:16]}…); nothing will be encrypted to them until you accept it"
         )
+        self.code = "key_changed"
         self.user = user
         self.pinned = pinned
         self.offered = offered
 
 
 class UntrustedLog(ClientError):
-    pass
+    code = "untrusted_log"
 
 
 class NotReady(ClientError):
-    pass
+    """A command the engine refuses before asking the server, with a code
+    (not_member, bad_name, bad_room, empty, already_member, forbidden, no_key)."""
+
+    def __init__(self, message: str, code: str = "not_ready") -> None:
+        super().__init__(message)
+        self.code = code

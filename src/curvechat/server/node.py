@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import zmq
 import zmq.asyncio
@@ -310,19 +310,27 @@ class ChatNode:
         self.by_user.setdefault(user, set()).add(sess.routing_id)
 
     def _send(self, routing_id: bytes, data: bytes) -> bool:
+        """Send without ever waiting: a peer that is gone or whose queue is full
+        loses this frame (clients detect the gap by seq and fetch it)."""
         assert self._sock is not None
-        try:
-            self._sock.send_multipart([routing_id, data], flags=zmq.NOBLOCK)
+        # With DONTWAIT, zmq.asyncio tries at once and returns a finished
+        # future that carries the outcome (errors are not raised here).
+        fut = cast(
+            "asyncio.Future[object]",
+            self._sock.send_multipart([routing_id, data], flags=zmq.NOBLOCK),
+        )
+        if not fut.done():  # only if sends were already queued: not expected
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
             return True
-        except zmq.Again:
-            self.metrics.pushes_dropped.inc()
-            return False
-        except zmq.ZMQError as exc:
-            if exc.errno == zmq.EHOSTUNREACH:
-                self._drop_session(routing_id)
-                self.metrics.pushes_dropped.inc()
-                return False
-            raise
+        exc = fut.exception()
+        if exc is None:
+            return True
+        self.metrics.pushes_dropped.inc()
+        if isinstance(exc, zmq.ZMQError) and exc.errno == zmq.EHOSTUNREACH:
+            self._drop_session(routing_id)
+        elif not isinstance(exc, zmq.Again):
+            log.warning("send to a client failed: %s", exc)
+        return False
 
     def _drop_session(self, routing_id: bytes) -> None:
         sess = self.sessions.pop(routing_id, None)

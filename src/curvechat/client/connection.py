@@ -176,16 +176,19 @@ class Connection:
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._pending[rid] = fut
         try:
-            try:
-                await sock.send(encode_request(rid, req))
-            except (zmq.ZMQError, asyncio.CancelledError) as exc:
-                # pyzmq cancels a pending send when the socket is closed under
-                # it; that is a lost connection, not a cancellation of our task.
-                task = asyncio.current_task()
-                if isinstance(exc, asyncio.CancelledError) and task and task.cancelling():
-                    raise
-                raise NotConnected(f"connection closed while sending: {exc!r}") from None
-            reply = await asyncio.wait_for(asyncio.shield(fut), timeout)
+            # One deadline for both: with IMMEDIATE, a send waits until a peer
+            # is connected, which for a dead endpoint is never.
+            async with asyncio.timeout(timeout):
+                try:
+                    await sock.send(encode_request(rid, req))
+                except (zmq.ZMQError, asyncio.CancelledError) as exc:
+                    # pyzmq cancels a pending send when the socket is closed
+                    # under it: a lost connection, not a cancellation of us.
+                    task = asyncio.current_task()
+                    if isinstance(exc, asyncio.CancelledError) and task and task.cancelling():
+                        raise
+                    raise NotConnected(f"connection closed while sending: {exc!r}") from None
+                reply = await asyncio.shield(fut)
         except TimeoutError:
             raise RequestTimeout(f"no reply to {type(req).__name__} in {timeout:.1f} s") from None
         finally:

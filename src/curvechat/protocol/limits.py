@@ -38,9 +38,10 @@ ROOM_RE: Final = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 DM_RE: Final = re.compile(r"@([a-z][a-z0-9_.-]{0,31}):([a-z][a-z0-9_.-]{0,31})")
 TXN_RE: Final = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
-USER_PATTERN: Final = "^" + USER_RE.pattern + "$"
-ROOM_PATTERN: Final = "^(?:" + ROOM_RE.pattern + "|" + DM_RE.pattern + ")$"
-TXN_PATTERN: Final = "^" + TXN_RE.pattern + "$"
+# \Z, not $: in Python's re, $ also matches before a trailing newline.
+USER_PATTERN: Final = "^" + USER_RE.pattern + r"\Z"
+ROOM_PATTERN: Final = "^(?:" + ROOM_RE.pattern + "|" + DM_RE.pattern + r")\Z"
+TXN_PATTERN: Final = "^" + TXN_RE.pattern + r"\Z"
 
 
 def is_user_name(name: str) -> bool:

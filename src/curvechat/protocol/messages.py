@@ -136,8 +136,10 @@ class RoomInfo(_Wire, frozen=True):
     op_head: OpIndex
     members: int
 
+    # --- requests ------------------------------------------------------------
 
-# --- requests ------------------------------------------------------------
+    def __post_init__(self) -> None:
+        _check_room(self.room)
 
 
 class Request(_Wire, tag_field="type", frozen=True):
@@ -169,6 +171,9 @@ class CreateRoom(Request, tag="create_room", frozen=True):
     ops: Annotated[list[SignedOp], Meta(min_length=1, max_length=L.MAX_BATCH)]
     epoch: EpochUpload
 
+    def __post_init__(self) -> None:
+        _check_room(self.room)
+
 
 class AddMember(Request, tag="add_member", frozen=True):
     """Add a member; `packets` wrap every earlier epoch key for them."""
@@ -176,6 +181,9 @@ class AddMember(Request, tag="add_member", frozen=True):
     room: Room
     op: SignedOp
     packets: Annotated[list[KeyPacket], Meta(max_length=L.MAX_BATCH)]
+
+    def __post_init__(self) -> None:
+        _check_room(self.room)
 
 
 class RemoveMember(Request, tag="remove_member", frozen=True):
@@ -185,20 +193,32 @@ class RemoveMember(Request, tag="remove_member", frozen=True):
     op: SignedOp
     epoch: EpochUpload
 
+    def __post_init__(self) -> None:
+        _check_room(self.room)
+
 
 class Leave(Request, tag="leave", frozen=True):
     room: Room
     op: SignedOp
+
+    def __post_init__(self) -> None:
+        _check_room(self.room)
 
 
 class Promote(Request, tag="promote", frozen=True):
     room: Room
     op: SignedOp
 
+    def __post_init__(self) -> None:
+        _check_room(self.room)
+
 
 class NewEpoch(Request, tag="new_epoch", frozen=True):
     room: Room
     epoch: EpochUpload
+
+    def __post_init__(self) -> None:
+        _check_room(self.room)
 
 
 class ListRooms(Request, tag="list_rooms", frozen=True):
@@ -208,6 +228,9 @@ class ListRooms(Request, tag="list_rooms", frozen=True):
 class Members(Request, tag="members", frozen=True):
     room: Room
     after: Annotated[int, Meta(ge=-1, le=2**31)] = -1
+
+    def __post_init__(self) -> None:
+        _check_room(self.room)
 
 
 class Send(Request, tag="send", frozen=True):
@@ -223,6 +246,9 @@ class History(Request, tag="history", frozen=True):
     after: Seq | None = None
     limit: Limit = 100
 
+    def __post_init__(self) -> None:
+        _check_room(self.room)
+
 
 class Sync(Request, tag="sync", frozen=True):
     """Everything after each cursor, for every room the user is in (a room
@@ -231,10 +257,17 @@ class Sync(Request, tag="sync", frozen=True):
     cursors: Annotated[dict[Room, Seq], Meta(max_length=L.MAX_BATCH)]
     limit: Limit = L.MAX_PAGE
 
+    def __post_init__(self) -> None:
+        for room in self.cursors:
+            _check_room(room)
+
 
 class FetchKeys(Request, tag="fetch_keys", frozen=True):
     room: Room
     min_epoch: Epoch = 0
+
+    def __post_init__(self) -> None:
+        _check_room(self.room)
 
 
 class Ping(Request, tag="ping", frozen=True):
@@ -296,6 +329,9 @@ class MemberLog(Reply, tag="member_log", frozen=True):
     room: Room
     ops: list[SignedOp]
 
+    def __post_init__(self) -> None:
+        _check_room(self.room)
+
 
 class SendAck(Reply, tag="send_ack", frozen=True):
     room: Room
@@ -304,11 +340,17 @@ class SendAck(Reply, tag="send_ack", frozen=True):
     ts: Millis
     duplicate: bool = False
 
+    def __post_init__(self) -> None:
+        _check_room(self.room)
+
 
 class Messages(Reply, tag="messages", frozen=True):
     room: Room
     items: list[StoredMessage]
     head: Seq
+
+    def __post_init__(self) -> None:
+        _check_room(self.room)
 
 
 class SyncReply(Reply, tag="sync", frozen=True):
@@ -319,6 +361,9 @@ class SyncReply(Reply, tag="sync", frozen=True):
 class KeyPackets(Reply, tag="key_packets", frozen=True):
     room: Room
     packets: list[KeyPacket]
+
+    def __post_init__(self) -> None:
+        _check_room(self.room)
 
 
 class Pong(Reply, tag="pong", frozen=True):
@@ -337,6 +382,9 @@ class MessagePush(Reply, tag="push_message", frozen=True):
     room: Room
     message: StoredMessage
 
+    def __post_init__(self) -> None:
+        _check_room(self.room)
+
 
 class RoomPush(Reply, tag="push_room", frozen=True):
     """Something other than a message changed in a room the user is (or was
@@ -344,6 +392,9 @@ class RoomPush(Reply, tag="push_room", frozen=True):
 
     room: Room
     reason: Literal["members", "epoch", "keys", "removed"]
+
+    def __post_init__(self) -> None:
+        _check_room(self.room)
 
 
 AnyReply = (

@@ -1,0 +1,75 @@
+"""The layers import only what is below them (see curvechat/__init__.py).
+
+Each check runs in a fresh interpreter, so nothing this test process has
+already imported can hide (or fake) a dependency.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+SERVER_SIDE_ONLY = ("zmq", "textual", "aiohttp", "curvechat.server", "curvechat.client")
+
+
+def loaded_after(*modules: str) -> set[str]:
+    """The modules in sys.modules after importing `modules` in a new interpreter."""
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {list(modules)!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    return set(json.loads(out.stdout))
+
+
+def offending(loaded: set[str], forbidden: tuple[str, ...]) -> list[str]:
+    return sorted(
+        name for name in loaded if any(name == f or name.startswith(f + ".") for f in forbidden)
+    )
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["curvechat.protocol", "curvechat.crypto", "curvechat.store", "curvechat.store.sqlite"],
+)
+def test_lower_layers_do_not_load_transport_ui_or_upper_layers(module: str) -> None:
+    loaded = loaded_after(module)
+    assert module in loaded
+    assert offending(loaded, SERVER_SIDE_ONLY) == []
+
+
+def test_all_lower_layers_together() -> None:
+    loaded = loaded_after(
+        "curvechat.protocol", "curvechat.crypto", "curvechat.store", "curvechat.store.sqlite"
+    )
+    assert offending(loaded, SERVER_SIDE_ONLY) == []
+
+
+def test_protocol_does_not_load_nacl() -> None:
+    loaded = loaded_after(
+        "curvechat.protocol",
+        "curvechat.protocol.codec",
+        "curvechat.protocol.connect",
+        "curvechat.protocol.errors",
+        "curvechat.protocol.limits",
+        "curvechat.protocol.messages",
+    )
+    assert offending(loaded, ("nacl", "curvechat.crypto", "curvechat.store")) == []
+    assert offending(loaded, SERVER_SIDE_ONLY) == []
+
+
+def test_the_check_sees_what_is_loaded() -> None:
+    # the same check does catch these modules when they are imported
+    loaded = loaded_after("curvechat.crypto", "zmq")
+    assert "nacl" in loaded
+    assert offending(loaded, SERVER_SIDE_ONLY) == sorted(
+        n for n in loaded if n == "zmq" or n.startswith("zmq.")
+    )
+    assert offending(loaded, SERVER_SIDE_ONLY)

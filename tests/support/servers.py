@@ -25,6 +25,7 @@ class ServerProcess:
         self, data: Path, *, port: int | None = None, http_port: int | None = None
     ) -> None:
         self.data = data
+        self.extra_args = extra_args
         self.port = port or free_port()
         self.http_port = http_port or free_port()
         self.log_path = data.parent / f"{data.name}-server.log"

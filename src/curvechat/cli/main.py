@@ -158,10 +158,15 @@ def _run(args: argparse.Namespace, body: Callable[[Any], Awaitable[int]]) -> int
 def cmd_serve(args: argparse.Namespace) -> int:
     from curvechat.server.app import serve
     from curvechat.server.keys import ServerKeyError
+    from curvechat.server.ratelimit import RateLimits
+
+    if args.rate_conn <= 0 or args.rate_user <= 0:
+        raise CliError("bad_argument", "rates must be positive", EXIT_USAGE)
+    limits = RateLimits(per_connection=args.rate_conn, per_user=args.rate_user)
 
     data = Path(args.data) if args.data else Path(os.environ.get("CURVECHAT_DATA", "data"))
     try:
-        asyncio.run(serve(data, args.bind, args.http or None, args.advertise))
+        asyncio.run(serve(data, args.bind, args.http or None, args.advertise, limits=limits))
     except ServerKeyError as exc:
         raise CliError("server_key", str(exc)) from exc
     except RuntimeError as exc:
@@ -422,6 +427,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--http", default="127.0.0.1:7780", help="HOST:PORT for health and metrics ('' to disable)"
     )
     serve.add_argument("--advertise", help="endpoint to put in the connect string")
+    serve.add_argument(
+        "--rate-conn",
+        type=float,
+        default=500.0,
+        help="requests/s one connection may sustain (default 500)",
+    )
+    serve.add_argument(
+        "--rate-user",
+        type=float,
+        default=1000.0,
+        help="requests/s one user may sustain over all connections (default 1000)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     client = argparse.ArgumentParser(add_help=False)

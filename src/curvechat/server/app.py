@@ -12,6 +12,7 @@ from curvechat.protocol.connect import ServerAddress
 from curvechat.server.http import start_http
 from curvechat.server.keys import load_or_create_keypair
 from curvechat.server.node import ChatNode
+from curvechat.server.ratelimit import RateLimits
 from curvechat.store.sqlite import SQLiteStore
 
 log = logging.getLogger("curvechat.server")
@@ -34,12 +35,13 @@ async def serve(
     http: str | None,
     advertise: str | None = None,
     ready: asyncio.Event | None = None,
+    limits: RateLimits | None = None,
 ) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     public, secret = load_or_create_keypair(data_dir)
     store = SQLiteStore(data_dir / "curvechat.db")
     await store.open()
-    node = ChatNode(store, public_key=public, secret_key=secret, bind=bind)
+    node = ChatNode(store, public_key=public, secret_key=secret, bind=bind, limits=limits)
     endpoint = await node.start()
     runner = None
     try:

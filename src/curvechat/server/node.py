@@ -37,6 +37,7 @@ from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_FRAME_BYTES, PROTOCOL_VERSION
 from curvechat.server.handlers import Handlers, Refusal
 from curvechat.server.metrics import NodeMetrics
+from curvechat.server.ratelimit import RateLimits, TokenBucket
 from curvechat.server.rooms import RoomCache
 from curvechat.store import Store
 
@@ -74,6 +75,7 @@ class Session:
     queue: asyncio.Queue[tuple[int, bytes, float]] = field(
         default_factory=lambda: asyncio.Queue(SESSION_QUEUE_MAX)
     )
+    bucket: TokenBucket | None = None
     worker: asyncio.Task[None] | None = None
 
 
@@ -102,6 +104,7 @@ class ChatNode:
         secret_key: bytes,
         bind: str = "tcp://127.0.0.1:7700",
         node_name: str | None = None,
+        limits: RateLimits | None = None,
     ) -> None:
         check_libzmq()
         self.store = store
@@ -111,6 +114,8 @@ class ChatNode:
         self.node_name = node_name or f"{os.uname().nodename}:{os.getpid()}"
         self.boot = os.urandom(6).hex()
         self.metrics = NodeMetrics()
+        self.limits = limits or RateLimits()
+        self._user_buckets: dict[str, TokenBucket] = {}
         self.rooms = RoomCache(store)
         self.sessions: dict[bytes, Session] = {}
         self.by_user: dict[str, set[bytes]] = {}
@@ -219,6 +224,16 @@ class ChatNode:
             self.sessions[routing_id] = sess
             self.metrics.connected_clients.set(len(self.sessions))
         sess.last_seen = time.monotonic()
+        limited = self._rate_limited(sess)
+        if limited is not None:
+            self.metrics.requests.labels("?", ErrorCode.RATE_LIMITED).inc()
+            self._send(
+                routing_id,
+                encode_reply(
+                    peek_request_id(data), m.Error(code=ErrorCode.RATE_LIMITED, message=limited)
+                ),
+            )
+            return
         try:
             sess.queue.put_nowait((0, data, time.perf_counter()))
         except asyncio.QueueFull:
@@ -237,6 +252,29 @@ class ChatNode:
             return
         if sess.worker is None or sess.worker.done():
             sess.worker = asyncio.create_task(self._session_worker(sess))
+
+    def _rate_limited(self, sess: Session) -> str | None:
+        """None if the request may go on, else why it may not."""
+        burst = self.limits.burst_seconds
+        if sess.bucket is None:
+            rate = self.limits.per_connection
+            sess.bucket = TokenBucket(rate, max(1.0, rate * burst))
+        if not sess.bucket.take():
+            return (
+                f"more than {self.limits.per_connection:g} requests/s on this connection; "
+                f"retry in {sess.bucket.retry_after():.2f} s"
+            )
+        if sess.user is not None:
+            bucket = self._user_buckets.get(sess.user)
+            if bucket is None:
+                rate = self.limits.per_user
+                bucket = self._user_buckets[sess.user] = TokenBucket(rate, max(1.0, rate * burst))
+            if not bucket.take():
+                return (
+                    f"more than {self.limits.per_user:g} requests/s for {sess.user}; "
+                    f"retry in {bucket.retry_after():.2f} s"
+                )
+        return None
 
     async def _session_worker(self, sess: Session) -> None:
         # Requests of one connection are served in order: a client that

@@ -22,7 +22,12 @@ class ServerProcess:
     signals when the connect string is printed; stderr (the log) goes to a file."""
 
     def __init__(
-        self, data: Path, *, port: int | None = None, http_port: int | None = None
+        self,
+        data: Path,
+        *,
+        port: int | None = None,
+        http_port: int | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.data = data
         self.extra_args = extra_args
@@ -53,6 +58,7 @@ class ServerProcess:
                 self.endpoint,
                 "--http",
                 f"127.0.0.1:{self.http_port}",
+                *self.extra_args,
             ],
             stdout=subprocess.PIPE,
             stderr=log,

@@ -375,9 +375,10 @@ class Connection:
     async def _ping(self) -> None:
         t0 = time.perf_counter()
         try:
-            reply = await self._raw(
-                m.Ping(t=int(time.time() * 1000)), self.ping_interval * self.liveness
+            ping = m.Ping(
+                t=int(time.time() * 1000), rtt_ms=self.status.rtt_ms, reconnects=self.reconnects
             )
+            reply = await self._raw(ping, self.ping_interval * self.liveness)
         except (NotConnected, RequestTimeout, ServerRefused):
             return
         if isinstance(reply, m.Pong):

@@ -224,3 +224,22 @@ async def test_membership_rules_enforced_by_server(
         assert exc.code == "room_exists"
     else:
         raise AssertionError("created a room twice")
+
+
+async def test_catch_up_larger_than_one_frame(
+    server: ServerProcess, clients: ClientFactory
+) -> None:
+    """300 messages of 2,000 characters are ~700 KB of envelopes: more than a
+    frame may carry, so sync must page by size and the client must follow."""
+    alice, _ = await clients.make("alice", server.connect)
+    bob, _ = await clients.make("bob", server.connect)
+    await alice.create_room("long", ["bob"])
+    await bob.history("long")
+    await clients.close(bob)
+    sent = [f"{i:04d}" + "x" * 1996 for i in range(300)]
+    txns = [await alice.send("long", t, wait=False) for t in sent]
+    for txn in txns:
+        await alice.wait_ack(str(txn), 60)
+    bob, events = await clients.make("bob", server.connect)
+    assert [r.text for r in bob.cache.messages("long", limit=1000)] == sent
+    assert events.of(ev.CaughtUp)[0].messages == 300

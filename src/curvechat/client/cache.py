@@ -41,12 +41,12 @@ CREATE TABLE IF NOT EXISTS ops (
 );
 CREATE TABLE IF NOT EXISTS epoch_keys (
     room TEXT NOT NULL, epoch INTEGER NOT NULL, after_op INTEGER NOT NULL,
-    sealed BLOB NOT NULL, PRIMARY KEY (room, epoch)
+    sealed BLOB NOT NULL, stored_ms INTEGER NOT NULL, PRIMARY KEY (room, epoch)
 );
 CREATE TABLE IF NOT EXISTS messages (
     room TEXT NOT NULL, seq INTEGER NOT NULL, ts_ms INTEGER NOT NULL,
     sender TEXT NOT NULL, txn TEXT NOT NULL, sent_ms INTEGER,
-    sealed BLOB, error TEXT,
+    sealed BLOB, error TEXT, epoch INTEGER,
     PRIMARY KEY (room, seq)
 );
 CREATE INDEX IF NOT EXISTS messages_txn ON messages (room, sender, txn);
@@ -57,6 +57,9 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE TABLE IF NOT EXISTS pins (
     user TEXT PRIMARY KEY, sign_pub BLOB NOT NULL, first_seen_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS key_changes (
+    user TEXT PRIMARY KEY, offered BLOB NOT NULL, seen_ms INTEGER NOT NULL
 );
 """
 
@@ -189,9 +192,20 @@ class Cache:
     # --- epoch keys ---------------------------------------------------------------
     def put_epoch_key(self, room: str, epoch: int, after_op: int, key: bytes) -> None:
         self._db.execute(
-            "INSERT OR IGNORE INTO epoch_keys (room, epoch, after_op, sealed) VALUES (?, ?, ?, ?)",
-            (room, epoch, after_op, self._seal(key)),
+            "INSERT OR IGNORE INTO epoch_keys (room, epoch, after_op, sealed, stored_ms)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (room, epoch, after_op, self._seal(key), int(time.time() * 1000)),
         )
+
+    def epoch_usage(self, room: str, epoch: int) -> tuple[int, int]:
+        """(messages stored under `epoch`, when its key was stored, ms)."""
+        row = self._db.execute(
+            "SELECT stored_ms FROM epoch_keys WHERE room=? AND epoch=?", (room, epoch)
+        ).fetchone()
+        count = self._db.execute(
+            "SELECT COUNT(*) FROM messages WHERE room=? AND epoch=?", (room, epoch)
+        ).fetchone()[0]
+        return int(count), int(row[0]) if row else 0
 
     def epoch_keys(self, room: str) -> dict[int, tuple[int, bytes]]:
         """epoch -> (after_op, key)"""
@@ -216,13 +230,14 @@ class Cache:
         error: str | None,
         *,
         count_unread: bool = False,
+        epoch: int | None = None,
     ) -> bool:
         """Store one message (once per seq); returns False if it was already there.
         Advances the room's cursor over every contiguous stored seq."""
         with self._tx():
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO messages (room, seq, ts_ms, sender, txn, sent_ms, sealed,"
-                " error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " error, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     room,
                     seq,
@@ -232,6 +247,7 @@ class Cache:
                     sent_ms,
                     None if text is None else self._seal(text.encode()),
                     error,
+                    epoch,
                 ),
             )
             if cur.rowcount == 0:
@@ -325,6 +341,31 @@ class Cache:
             "INSERT OR REPLACE INTO pins (user, sign_pub, first_seen_ms) VALUES (?, ?, ?)",
             (user, sign_pub, int(time.time() * 1000)),
         )
+
+    def record_key_change(self, user: str, offered: bytes) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO key_changes (user, offered, seen_ms) VALUES (?, ?, ?)",
+            (user, offered, int(time.time() * 1000)),
+        )
+
+    def key_changes(self) -> dict[str, bytes]:
+        """Users whose key differs from the pin, with the key now offered."""
+        return {
+            r[0]: bytes(r[1]) for r in self._db.execute("SELECT user, offered FROM key_changes")
+        }
+
+    def accept_key_change(self, user: str) -> bytes | None:
+        """Pin the offered key of `user`; returns it (None if no change)."""
+        offered = self.key_changes().get(user)
+        if offered is None:
+            return None
+        with self._tx():
+            self._db.execute(
+                "UPDATE pins SET sign_pub=?, first_seen_ms=? WHERE user=?",
+                (offered, int(time.time() * 1000), user),
+            )
+            self._db.execute("DELETE FROM key_changes WHERE user=?", (user,))
+        return offered
 
     def pins(self) -> dict[str, bytes]:
         return {r[0]: bytes(r[1]) for r in self._db.execute("SELECT user, sign_pub FROM pins")}

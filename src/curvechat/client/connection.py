@@ -30,7 +30,7 @@ from curvechat.client.state import Backoff, ConnEvent, ConnState, ConnStatus, tr
 from curvechat.protocol import RemoteProtocolError, decode_server_frame, encode_request
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ServerAddress
-from curvechat.protocol.limits import MAX_FRAME_BYTES
+from curvechat.protocol.limits import MAX_REPLY_BYTES
 
 log = logging.getLogger("curvechat.client")
 
@@ -204,7 +204,7 @@ class Connection:
         sock.curve_secretkey = self._secret
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IMMEDIATE, 1)
-        sock.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_FRAME_BYTES)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_REPLY_BYTES + 4096)
         sock.setsockopt(zmq.HEARTBEAT_IVL, int(self.ping_interval * 1000))
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(self.ping_interval * self.liveness * 1000))
         sock.setsockopt(zmq.RECONNECT_IVL, 100)

@@ -40,13 +40,14 @@ from curvechat.client.errors import (
 from curvechat.client.state import ConnState, ConnStatus
 from curvechat.crypto.envelope import Plaintext, open_message, seal_message
 from curvechat.crypto.errors import CryptoError, MembershipError
-from curvechat.crypto.identity import Identity
+from curvechat.crypto.identity import Identity, fingerprint, safety_number
 from curvechat.crypto.membership import GENESIS_PREV, MemberState, sign_op
 from curvechat.crypto.roomkeys import EpochKey, new_epoch_key, unwrap_key_packet, wrap_epoch_key
 from curvechat.protocol import ErrorCode, LocalProtocolError, decode_member_op
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ServerAddress
 from curvechat.protocol.limits import (
+    MAX_BATCH,
     MAX_PAGE,
     MAX_TEXT_CHARS,
     dm_members,
@@ -59,6 +60,19 @@ log = logging.getLogger("curvechat.client")
 
 RETRY_LATER = {ErrorCode.STORE_UNAVAILABLE, ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL}
 EventHandler = Callable[[ev.Event], None]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    user: str
+    fingerprint: str
+    safety_number: str
+    """Compare this with the peer (in person, by phone) to rule out a key
+    substituted by the server."""
+    changed: bool
+    """A new key was seen and awaits `accept_key`."""
+    offered_fingerprint: str | None = None
+    offered_safety_number: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +111,14 @@ class ChatClient:
         addresses: list[ServerAddress],
         *,
         on_event: EventHandler | None = None,
+        rotate_after_messages: int = 100,
+        rotate_after_seconds: float = 7 * 86400,
         **connection_options: Any,
     ) -> None:
+        if rotate_after_messages < 1 or rotate_after_seconds <= 0:
+            raise ValueError("rotation limits must be positive")
+        self.rotate_after_messages = rotate_after_messages
+        self.rotate_after_seconds = rotate_after_seconds
         self.identity = identity
         self.me = identity.user
         self.cache = cache
@@ -210,7 +230,12 @@ class ChatClient:
             if exc.code in (ErrorCode.NAME_TAKEN, ErrorCode.KEY_TAKEN, ErrorCode.BAD_SIGNATURE):
                 self.fatal = exc
                 self._ready.set()
-            self._emit(ev.Problem(None, f"could not sign in: {exc}"))
+                self._emit(ev.Problem(None, f"could not sign in: {exc}"))
+                return
+            # Anything else (store unavailable, rate limited, …) may pass:
+            # try again on a fresh connection, after the back-off.
+            self._emit(ev.Problem(None, f"sync refused: {exc}"))
+            self.conn.drop(f"sync refused: {exc.code}")
             return
         except (NotConnected, RequestTimeout) as exc:
             # Not ready without a complete sync: start over on a fresh connection.
@@ -234,7 +259,11 @@ class ChatClient:
             self.cache.ensure_room(info.room)
             self.cache.set_left(info.room, False)
             self.cache.set_head(info.room, info.head)
-            await self._refresh_room(info.room, info)
+            try:
+                await self._refresh_room(info.room, info)
+            except UntrustedLog:
+                continue  # reported as a Problem; the other rooms go on
+        await self._audit_directory()
         count = 0
         while True:
             cursors = {r.room: r.cursor for r in self.cache.rooms()}
@@ -246,6 +275,17 @@ class ChatClient:
                     count += await self._ingest(msgs.room, item, live=False)
             if not batch.more:
                 return count
+
+    async def _audit_directory(self) -> None:
+        """Compare the directory's keys of everyone we share a room with to
+        our pins: a server that substitutes a key is noticed at every sync."""
+        peers = sorted({u for st in self._states.values() for u in st.members} - {self.me})
+        for start in range(0, len(peers), MAX_BATCH):
+            reply = await self.conn.request(m.Lookup(users=peers[start : start + MAX_BATCH]))
+            assert isinstance(reply, m.Directory)
+            for entry in reply.users:
+                with contextlib.suppress(KeyChanged):
+                    self._check_pin(entry.user, entry.sign_pub)
 
     def _load_state(self, room: str) -> MemberState:
         state = MemberState.empty(room)
@@ -274,72 +314,111 @@ class ChatClient:
     def _state(self, room: str) -> MemberState:
         return self._states.get(room) or self._load_state(room)
 
+    def _members_at(self, room: str, index: int) -> set[str]:
+        """Who was a member right after membership op `index` (verified log)."""
+        state = MemberState.empty(room)
+        for op_bytes, sig in self.cache.ops(room)[: index + 1]:
+            state, _ = state.apply(m.SignedOp(op=op_bytes, sig=sig))
+        return set(state.members)
+
     def _check_pin(self, user: str, key: bytes) -> None:
+        """Pin `key` for `user` on first sight; on a different key, record the
+        change (once), tell the front end, and raise KeyChanged."""
         pinned = self.cache.pin(user)
         if pinned is None:
             self.cache.set_pin(user, key)
         elif pinned != key:
+            if self.cache.key_changes().get(user) != key:
+                self.cache.record_key_change(user, key)
+                self._emit(ev.KeyChangeDetected(user))
             raise KeyChanged(user, pinned, key)
 
     async def _refresh_room(self, room: str, info: m.RoomInfo | None = None) -> None:
         """Bring the verified membership log and the epoch keys of `room` up to
-        date. Caller holds the lock."""
+        date. Caller holds the lock. Raises UntrustedLog if the log does not verify."""
         state = self._state(room)
         if info is None or info.op_head > state.index:
-            try:
-                reply = await self.conn.request(m.Members(room=room, after=state.index))
-            except ServerRefused as exc:
-                if exc.code in (ErrorCode.NOT_MEMBER, ErrorCode.NO_SUCH_ROOM):
-                    self.cache.set_left(room, True)
-                    self._emit(ev.RoomUpdated(room, "removed"))
-                    return
-                raise
-            assert isinstance(reply, m.MemberLog)
-            ever = self._ever_keys.setdefault(room, {})
-            new_ops: list[tuple[int, bytes, bytes]] = []
-            try:
-                for signed in reply.ops:
-                    next_state, op = state.apply(signed)
-                    if op.kind in ("create", "add"):
-                        self._check_pin(op.target, op.target_key)
-                    self._note_op(room, op, ever)
-                    state = next_state
-                    new_ops.append((op.index, signed.op, signed.sig))
-            except (MembershipError, KeyChanged) as exc:
-                self._emit(ev.Problem(room, f"membership log rejected: {exc}"))
-                raise UntrustedLog(f"{room}: {exc}") from exc
-            finally:
-                if new_ops:
-                    self.cache.add_ops(room, new_ops)
-                    self._states[room] = state
+            while True:
+                try:
+                    reply = await self.conn.request(m.Members(room=room, after=state.index))
+                except ServerRefused as exc:
+                    if exc.code in (ErrorCode.NOT_MEMBER, ErrorCode.NO_SUCH_ROOM):
+                        self.cache.set_left(room, True)
+                        self._emit(ev.RoomUpdated(room, "removed"))
+                        return
+                    raise
+                assert isinstance(reply, m.MemberLog)
+                state = self._apply_ops(room, state, reply.ops)
+                if len(reply.ops) < MAX_PAGE:
+                    break
             self.cache.ensure_room(room)
             self.cache.set_left(room, not state.is_member(self.me))
         keys = self.cache.epoch_keys(room)
         if info is None or info.epoch not in keys:
             await self._fetch_keys(room, 0 if not keys else max(keys) + 1)
 
-    async def _fetch_keys(self, room: str, min_epoch: int) -> None:
+    def _apply_ops(self, room: str, state: MemberState, ops: list[m.SignedOp]) -> MemberState:
+        ever = self._ever_keys.setdefault(room, {})
+        new_ops: list[tuple[int, bytes, bytes]] = []
         try:
-            reply = await self.conn.request(m.FetchKeys(room=room, min_epoch=min_epoch))
-        except ServerRefused as exc:
-            if exc.code in (ErrorCode.NOT_MEMBER, ErrorCode.NO_SUCH_ROOM):
-                return
-            raise
-        assert isinstance(reply, m.KeyPackets)
-        ever = self._ever_keys.get(room, {})
-        for packet in reply.packets:
-            sender_key = ever.get(packet.sender)
-            if sender_key is None:
-                self._emit(
-                    ev.Problem(room, f"key packet from {packet.sender}, who is not in the log")
-                )
-                continue
+            for signed in ops:
+                next_state, op = state.apply(signed)
+                if op.kind in ("create", "add"):
+                    self._check_pin(op.target, op.target_key)
+                self._note_op(room, op, ever)
+                state = next_state
+                new_ops.append((op.index, signed.op, signed.sig))
+        except (MembershipError, KeyChanged) as exc:
+            self._emit(ev.Problem(room, f"membership log rejected: {exc}"))
+            raise UntrustedLog(f"{room}: {exc}") from exc
+        finally:
+            if new_ops:
+                self.cache.add_ops(room, new_ops)
+                self._states[room] = state
+        return state
+
+    async def _fetch_keys(self, room: str, min_epoch: int) -> None:
+        while True:
             try:
-                key = unwrap_key_packet(self.identity, packet, sender_key)
-            except CryptoError as exc:
-                self._emit(ev.Problem(room, f"key packet for epoch {packet.epoch} rejected: {exc}"))
-                continue
-            self.cache.put_epoch_key(room, key.epoch, key.after_op, key.key)
+                reply = await self.conn.request(m.FetchKeys(room=room, min_epoch=min_epoch))
+            except ServerRefused as exc:
+                if exc.code in (ErrorCode.NOT_MEMBER, ErrorCode.NO_SUCH_ROOM):
+                    return
+                raise
+            assert isinstance(reply, m.KeyPackets)
+            for packet in reply.packets:
+                self._accept_packet(room, packet)
+            if len(reply.packets) < MAX_PAGE:
+                return
+            min_epoch = reply.packets[-1].epoch + 1
+
+    def _accept_packet(self, room: str, packet: m.KeyPacket) -> None:
+        """Store the epoch key of a packet if it verifies and its sender could
+        have sent it: a current member (who may wrap old epochs for someone
+        they add) or a member at the op the epoch is based on."""
+        sender_key = self._ever_keys.get(room, {}).get(packet.sender)
+        if sender_key is None:
+            self._emit(ev.Problem(room, f"key packet from {packet.sender}, who is not in the log"))
+            return
+        try:
+            key = unwrap_key_packet(self.identity, packet, sender_key)
+        except CryptoError as exc:
+            self._emit(ev.Problem(room, f"key packet for epoch {packet.epoch} rejected: {exc}"))
+            return
+        state = self._state(room)
+        if key.after_op > state.index or (
+            not state.is_member(packet.sender)
+            and packet.sender not in self._members_at(room, key.after_op)
+        ):
+            self._emit(
+                ev.Problem(
+                    room,
+                    f"key packet for epoch {key.epoch} from {packet.sender}, who could not "
+                    "have made it",
+                )
+            )
+            return
+        self.cache.put_epoch_key(room, key.epoch, key.after_op, key.key)
 
     async def _ingest(self, room: str, item: m.StoredMessage, *, live: bool) -> int:
         """Verify, decrypt and store one message; 1 if it was new. Lock held."""
@@ -383,6 +462,7 @@ class ChatClient:
             text,
             error,
             count_unread=not mine,
+            epoch=env.epoch,
         )
         if not stored:
             return 0
@@ -502,6 +582,12 @@ class ChatClient:
         after_op, key = keys[current]
         if self._departed_since(room, after_op):
             return await self._rotate(room, current + 1)
+        used, since_ms = self.cache.epoch_usage(room, current)
+        age_s = (_now_ms() - since_ms) / 1000
+        if used >= self.rotate_after_messages or age_s >= self.rotate_after_seconds:
+            # Epoch hygiene (as Megolm): a leaked epoch key exposes at most
+            # this many messages, or this much time.
+            return await self._rotate(room, current + 1)
         return current, key
 
     async def _rotate(self, room: str, epoch: int) -> tuple[int, bytes]:
@@ -617,7 +703,6 @@ class ChatClient:
             after, _ = state.apply(signed)
             held = self.cache.epoch_keys(room)
             epoch = new_epoch_key(room, (max(held) + 1) if held else 0, after.index)
-            self._pending_epoch = epoch
             packets = self._wrap_for_all(epoch, self._member_keys(after))
             return m.RemoveMember(
                 room=room,
@@ -679,6 +764,7 @@ class ChatClient:
         cached = self.cache.room(room)
         if cached is None or cached.left:
             raise NotReady(f"you are not a member of {room}", "not_member")
+        self._refuse_if_key_changed(room)
         txn = new_txn()
         if len(self._waiters) > MAX_UNCOLLECTED:
             for old in [t for t, f in self._waiters.items() if f.done()]:
@@ -727,9 +813,15 @@ class ChatClient:
 
     async def _flush(self) -> None:
         for item in self.cache.outbox():
+            if self._key_change_in(item.room):
+                continue  # held until the user accepts the new key
             try:
                 ack = await self._send_one(item)
-            except (NotConnected, RequestTimeout):
+            except NotConnected:
+                break
+            except RequestTimeout:
+                # The outcome is unknown; resending the same txn is safe.
+                asyncio.get_running_loop().call_later(1.0, self._flush_wake.set)
                 break
             except ServerRefused as exc:
                 if exc.code in RETRY_LATER:
@@ -756,20 +848,22 @@ class ChatClient:
 
     async def _send_one(self, item: OutboxItem) -> m.SendAck:
         for attempt in range(4):
-            async with self._lock:
-                epoch, key = await self._current_epoch(item.room)
-                env = seal_message(
-                    self.identity,
-                    room=item.room,
-                    epoch=epoch,
-                    key=key,
-                    txn=item.txn,
-                    plaintext=Plaintext(text=item.text, ts=item.created_ms),
-                )
+            epoch = -1
             try:
+                async with self._lock:
+                    epoch, key = await self._current_epoch(item.room)
+                    env = seal_message(
+                        self.identity,
+                        room=item.room,
+                        epoch=epoch,
+                        key=key,
+                        txn=item.txn,
+                        plaintext=Plaintext(text=item.text, ts=item.created_ms),
+                    )
                 ack = await self.conn.request(m.Send(envelope=env))
             except ServerRefused as exc:
                 if exc.code in (ErrorCode.STALE_EPOCH, ErrorCode.CONFLICT) and attempt < 3:
+                    # Someone else rotated first, or the server wants a rotation.
                     async with self._lock:
                         await self._refresh_room(item.room)
                         keys = self.cache.epoch_keys(item.room)
@@ -781,7 +875,15 @@ class ChatClient:
             assert isinstance(ack, m.SendAck)
             async with self._lock:
                 self.cache.put_message(
-                    item.room, ack.seq, ack.ts, self.me, item.txn, item.created_ms, item.text, None
+                    item.room,
+                    ack.seq,
+                    ack.ts,
+                    self.me,
+                    item.txn,
+                    item.created_ms,
+                    item.text,
+                    None,
+                    epoch=epoch,
                 )
                 msg = CachedMessage(
                     item.room, ack.seq, ack.ts, self.me, item.txn, item.created_ms, item.text, None
@@ -789,6 +891,58 @@ class ChatClient:
             self._emit(ev.MessageReceived(msg, mine=True, live=True))
             return ack
         raise ServerRefused(ErrorCode.STALE_EPOCH, "could not agree on the room's epoch")
+
+    # --- keys -------------------------------------------------------------------------
+    def _key_change_in(self, room: str) -> str | None:
+        changes = self.cache.key_changes()
+        for user in self._state(room).members:
+            if user in changes:
+                return user
+        return None
+
+    def _refuse_if_key_changed(self, room: str) -> None:
+        user = self._key_change_in(room)
+        if user is not None:
+            pinned = self.cache.pin(user) or b""
+            raise KeyChanged(user, pinned, self.cache.key_changes()[user])
+
+    def key_changes(self) -> list[str]:
+        """Users whose identity key changed and awaits acceptance."""
+        return sorted(self.cache.key_changes())
+
+    async def key_info(self, user: str) -> KeyInfo:
+        """Fingerprint and safety number of `user` (asks the directory when
+        connected, which also notices a changed key)."""
+        if user != self.me and self.conn.live:
+            with contextlib.suppress(KeyChanged):
+                await self.lookup([user])
+        if user == self.me:
+            pinned: bytes | None = self.identity.sign_pub
+        else:
+            pinned = self.cache.pin(user)
+        if pinned is None:
+            raise NotReady(f"no key known for {user} (not connected?)", "no_such_user")
+        offered = self.cache.key_changes().get(user)
+        mine = self.identity.sign_pub
+        return KeyInfo(
+            user=user,
+            fingerprint=fingerprint(pinned),
+            safety_number=safety_number(self.me, mine, user, pinned),
+            changed=offered is not None,
+            offered_fingerprint=fingerprint(offered) if offered else None,
+            offered_safety_number=safety_number(self.me, mine, user, offered) if offered else None,
+        )
+
+    async def accept_key(self, user: str) -> None:
+        """Accept the changed key of `user` (after comparing safety numbers):
+        re-verify the rooms and release messages held in the outbox."""
+        if self.cache.accept_key_change(user) is None:
+            raise NotReady(f"no key change is pending for {user}", "no_key_change")
+        if self.conn.live:
+            async with self._lock:
+                with contextlib.suppress(NotConnected, RequestTimeout):
+                    await self._sync()
+        self._flush_wake.set()
 
     # --- reading ----------------------------------------------------------------------------------
     def rooms(self) -> list[RoomSummary]:

@@ -43,6 +43,15 @@ class RoomUpdated:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyChangeDetected:
+    """A peer's identity key differs from the pinned one. Nothing is encrypted
+    to them (nor sent in a room they are in) until the user accepts the new
+    key, after comparing safety numbers out of band."""
+
+    user: str
+
+
+@dataclass(frozen=True, slots=True)
 class CaughtUp:
     messages: int
     """Messages fetched by the sync that followed a (re)connection."""
@@ -57,4 +66,13 @@ class Problem:
     message: str
 
 
-Event = StatusChanged | MessageReceived | SendAcked | SendFailed | RoomUpdated | CaughtUp | Problem
+Event = (
+    StatusChanged
+    | MessageReceived
+    | SendAcked
+    | SendFailed
+    | RoomUpdated
+    | KeyChangeDetected
+    | CaughtUp
+    | Problem
+)

@@ -68,8 +68,10 @@ def peek_request_id(data: bytes) -> int:
 T = TypeVar("T")
 
 
-def _decode(decoder: msgspec.msgpack.Decoder[T], data: bytes, what: str) -> T:
-    if len(data) > L.MAX_FRAME_BYTES:
+def _decode(
+    decoder: msgspec.msgpack.Decoder[T], data: bytes, what: str, limit: int = L.MAX_FRAME_BYTES
+) -> T:
+    if len(data) > limit:
         raise RemoteProtocolError(ErrorCode.TOO_LARGE, f"{what} of {len(data)} bytes")
     try:
         return decoder.decode(data)
@@ -100,7 +102,9 @@ def decode_request(data: bytes) -> ClientFrame:
 
 
 def decode_server_frame(data: bytes) -> ServerFrame:
-    frame = _decode(_server_decoder, data, "server frame")
+    if len(data) > L.MAX_REPLY_BYTES:
+        raise RemoteProtocolError(ErrorCode.TOO_LARGE, f"server frame of {len(data)} bytes")
+    frame = _decode(_server_decoder, data, "server frame", limit=L.MAX_REPLY_BYTES)
     if frame.v != L.PROTOCOL_VERSION:
         raise RemoteProtocolError(
             ErrorCode.BAD_VERSION,

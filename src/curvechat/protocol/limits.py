@@ -21,13 +21,20 @@ MAX_TEXT_CHARS: Final = 16 * 1024
 """Longest plaintext message a client will encrypt."""
 
 MAX_NAME_LEN: Final = 32
-MAX_ROOM_LEN: Final = 64
 MAX_TXN_LEN: Final = 64
 MAX_BATCH: Final = 500
-"""Most items in one list on the wire (ops, packets, messages, rooms, users)."""
+"""Most items in one list of a request (ops, packets, users, sync cursors)."""
 
 MAX_PAGE: Final = 500
-"""Most messages one history or sync reply carries."""
+"""Most messages, ops or key packets one reply carries."""
+
+MAX_REPLY_BYTES: Final = 1024 * 1024
+"""Largest frame a server sends (and a client accepts)."""
+
+REPLY_BUDGET_BYTES: Final = 512 * 1024
+"""Envelope bytes a server puts in one history or sync reply; a page stops
+early rather than grow past it (one envelope is at most about 65 KiB, so a
+page always holds at least one)."""
 
 MAX_OP_BYTES: Final = 1024
 MAX_BOX_BYTES: Final = 512

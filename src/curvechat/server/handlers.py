@@ -19,7 +19,7 @@ from curvechat.crypto.identity import transport_statement, verify
 from curvechat.crypto.membership import MemberState
 from curvechat.protocol import ErrorCode, decode_envelope, decode_member_op, encode
 from curvechat.protocol import messages as m
-from curvechat.protocol.limits import MAX_PAGE, dm_members
+from curvechat.protocol.limits import MAX_PAGE, REPLY_BUDGET_BYTES, dm_members
 from curvechat.server.rooms import RoomView
 from curvechat.store import (
     Conflict,
@@ -60,6 +60,19 @@ def _info(record: RoomRecord, members: int) -> m.RoomInfo:
 
 def _stored(row: StoredRow) -> m.StoredMessage:
     return m.StoredMessage(seq=row.seq, ts=row.ts_ms, envelope=decode_envelope(row.envelope))
+
+
+def _fit(rows: list[StoredRow], budget: int, *, newest: bool = False) -> list[StoredRow]:
+    """The rows that fit in `budget` envelope bytes (at least one): the oldest
+    ones, or with `newest` the newest ones (a page read backwards)."""
+    order = reversed(rows) if newest else iter(rows)
+    kept: list[StoredRow] = []
+    for row in order:
+        if kept and budget - len(row.envelope) < 0:
+            break
+        budget -= len(row.envelope)
+        kept.append(row)
+    return kept[::-1] if newest else kept
 
 
 def _packets(room: str, packets: Sequence[m.KeyPacket]) -> list[PacketRecord]:
@@ -355,7 +368,7 @@ class Handlers:
 
     async def members(self, sess: Session, req: m.Members) -> m.AnyReply:
         await self._member_view(sess, req.room)
-        ops = await self.store.ops(req.room, req.after)
+        ops = (await self.store.ops(req.room, req.after))[:MAX_PAGE]
         return m.MemberLog(room=req.room, ops=[m.SignedOp(op=o.op, sig=o.sig) for o in ops])
 
     # --- messages --------------------------------------------------------------
@@ -395,6 +408,7 @@ class Handlers:
         rows = await self.store.messages(
             req.room, after=req.after, before=req.before, limit=req.limit
         )
+        rows = _fit(rows, REPLY_BUDGET_BYTES, newest=req.after is None)
         record = await self.store.room(req.room)
         head = record.head if record is not None else view.record.head
         return m.Messages(room=req.room, items=[_stored(r) for r in rows], head=head)
@@ -402,6 +416,7 @@ class Handlers:
     async def sync(self, sess: Session, req: m.Sync) -> m.AnyReply:
         assert sess.user is not None
         budget = min(req.limit, MAX_PAGE)
+        size_budget = REPLY_BUDGET_BYTES
         out: list[m.Messages] = []
         more = False
         for record in await self.store.rooms_of(sess.user):
@@ -409,11 +424,13 @@ class Handlers:
             if record.head <= cursor:
                 out.append(m.Messages(room=record.room, items=[], head=record.head))
                 continue
-            if budget <= 0:
+            if budget <= 0 or size_budget <= 0:
                 more = True
                 continue
             rows = await self.store.messages(record.room, after=cursor, limit=budget)
+            rows = _fit(rows, size_budget)
             budget -= len(rows)
+            size_budget -= sum(len(r.envelope) for r in rows)
             if rows and rows[-1].seq < record.head:
                 more = True
             out.append(
@@ -424,7 +441,7 @@ class Handlers:
     async def fetch_keys(self, sess: Session, req: m.FetchKeys) -> m.AnyReply:
         assert sess.user is not None
         await self._member_view(sess, req.room)
-        packets = await self.store.key_packets(req.room, sess.user, req.min_epoch)
+        packets = (await self.store.key_packets(req.room, sess.user, req.min_epoch))[:MAX_PAGE]
         return m.KeyPackets(
             room=req.room,
             packets=[

@@ -4,6 +4,7 @@ server process's memory."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
@@ -12,7 +13,16 @@ from pathlib import Path
 from support.clients import ClientFactory
 from support.servers import ServerProcess
 
-CANARIES = 300
+CANARIES = 10_000
+SENDERS = 4
+
+
+CANARY_RE = re.compile(rb"CANARY-[0-9a-f]{24}")
+
+
+def found_in(blob: bytes) -> set[bytes]:
+    """Every canary-shaped string in `blob` (one pass, whatever the count)."""
+    return set(CANARY_RE.findall(blob))
 
 
 def process_memory(pid: int) -> bytes:
@@ -38,32 +48,43 @@ def process_memory(pid: int) -> bytes:
 async def test_canaries_never_reach_the_server(tmp_path: Path, clients: ClientFactory) -> None:
     server = ServerProcess(tmp_path / "node").start()
     try:
-        alice, _ = await clients.make("alice", server.connect)
-        bob, bob_events = await clients.make("bob", server.connect)
-        await alice.create_room("canary", ["bob"])
+        senders = [(await clients.make(f"s{i}", server.connect))[0] for i in range(SENDERS)]
+        reader, reader_events = await clients.make("reader", server.connect)
+        await senders[0].create_room("canary", [f"s{i}" for i in range(1, SENDERS)] + ["reader"])
+        for sender in senders[1:]:
+            await sender.history("canary")
         canaries = [f"CANARY-{secrets.token_hex(12)}" for _ in range(CANARIES)]
-        txns = [await alice.send("canary", c, wait=False) for c in canaries]
-        for txn in txns:
-            await alice.wait_ack(str(txn), 60)
-        await bob_events.until(lambda: len(bob.cache.messages("canary", limit=1000)) == CANARIES)
-        # the clients did see them (so the search below can find what exists)
-        assert {m.text for m in bob.cache.messages("canary", limit=1000)} == set(canaries)
+        share = CANARIES // SENDERS
 
+        async def send_all(sender, mine: list[str]) -> None:  # type: ignore[no-untyped-def]
+            txns = [await sender.send("canary", c, wait=False) for c in mine]
+            for txn in txns:
+                await sender.wait_ack(str(txn), 120)
+
+        await asyncio.gather(
+            *(send_all(s, canaries[i * share : (i + 1) * share]) for i, s in enumerate(senders))
+        )
+        await reader_events.until(
+            lambda: (room := reader.cache.room("canary")) is not None and room.cursor == CANARIES,
+            timeout=120,
+        )
+        # the clients did see them (so the search below can find what exists)
+        got = {m.text for m in reader.cache.messages("canary", limit=CANARIES)}
+        assert got == set(canaries)
         assert server.proc is not None
         memory = process_memory(server.proc.pid)
         assert len(memory) > 1_000_000
         files = {p.name: p.read_bytes() for p in server.data.iterdir() if p.is_file()}
         assert "curvechat.db" in files
         places = {**files, "server log": server.log().encode(), "server memory": memory}
+        wanted = {c.encode() for c in canaries}
         for where, blob in places.items():
-            found = [c for c in canaries if c.encode() in blob]
+            found = found_in(blob) & wanted
             assert not found, f"{len(found)} canaries in {where}"
         # control: the same search does find them where they are (this process)
-        own = process_memory(os.getpid())
-        assert sum(c.encode() in own for c in canaries) == CANARIES
+        assert found_in(process_memory(os.getpid())) >= wanted
     finally:
         server.kill()
     # after a kill -9 the WAL is still on disk: search it too
     for path in server.data.iterdir():
-        blob = path.read_bytes()
-        assert not [c for c in canaries if c.encode() in blob], f"canary in {path.name}"
+        assert not found_in(path.read_bytes()) & wanted, f"canary in {path.name}"

@@ -58,11 +58,12 @@ class ClientFactory:
         *,
         ready: bool = True,
         identity: Identity | None = None,
+        home_name: str | None = None,
         **options: Any,
     ) -> tuple[ChatClient, Recorder]:
         identity = identity or self.identities.get(user) or Identity.generate(user)
         self.identities[user] = identity
-        home = self.root / user
+        home = self.root / (home_name or user)
         home.mkdir(parents=True, exist_ok=True)
         cache = Cache(home / "cache.db", cache_key(identity.sign_seed))
         recorder = Recorder()

@@ -28,9 +28,11 @@ class ServerProcess:
         port: int | None = None,
         http_port: int | None = None,
         extra_args: tuple[str, ...] = (),
+        program: tuple[str, ...] = ("-m", "curvechat", "serve"),
     ) -> None:
         self.data = data
         self.extra_args = extra_args
+        self.program = program
         self.port = port or free_port()
         self.http_port = http_port or free_port()
         self.log_path = data.parent / f"{data.name}-server.log"
@@ -49,9 +51,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "curvechat",
-                "serve",
+                *self.program,
                 "--data",
                 str(self.data),
                 "--bind",

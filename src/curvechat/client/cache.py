@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (room, seq)
 );
 CREATE INDEX IF NOT EXISTS messages_txn ON messages (room, sender, txn);
+CREATE INDEX IF NOT EXISTS messages_epoch ON messages (room, epoch);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     room TEXT NOT NULL, txn TEXT NOT NULL UNIQUE, sealed BLOB NOT NULL,
@@ -114,10 +115,14 @@ class Cache:
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._box = nacl.secret.SecretBox(key)
+        self._epoch_keys: dict[str, dict[int, tuple[int, bytes]]] = {}
+        """Opened epoch keys per room (read on every message, written rarely)."""
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            # Received messages can always be fetched again from the server, so
+            # their commits need not wait for the disk; the outbox does (enqueue).
+            self._db.execute("PRAGMA synchronous=NORMAL")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise CacheError(f"{path} was written by a newer curvechat (schema {version})")
@@ -191,6 +196,7 @@ class Cache:
 
     # --- epoch keys ---------------------------------------------------------------
     def put_epoch_key(self, room: str, epoch: int, after_op: int, key: bytes) -> None:
+        self._epoch_keys.pop(room, None)
         self._db.execute(
             "INSERT OR IGNORE INTO epoch_keys (room, epoch, after_op, sealed, stored_ms)"
             " VALUES (?, ?, ?, ?, ?)",
@@ -209,13 +215,18 @@ class Cache:
 
     def epoch_keys(self, room: str) -> dict[int, tuple[int, bytes]]:
         """epoch -> (after_op, key)"""
-        return {
+        cached = self._epoch_keys.get(room)
+        if cached is not None:
+            return dict(cached)
+        keys = {
             r[0]: (r[1], self._open(r[2]))
             for r in self._db.execute(
                 "SELECT epoch, after_op, sealed FROM epoch_keys WHERE room=? ORDER BY epoch",
                 (room,),
             )
         }
+        self._epoch_keys[room] = keys
+        return dict(keys)
 
     # --- messages -------------------------------------------------------------------
     def put_message(
@@ -274,6 +285,13 @@ class Cache:
             is not None
         )
 
+    def mark_replay(self, room: str, seq: int, original: int) -> None:
+        """Turn a stored message into a replay marker of `original`."""
+        self._db.execute(
+            "UPDATE messages SET sealed=NULL, error=? WHERE room=? AND seq=?",
+            (f"replay of message {original}", room, seq),
+        )
+
     def seen_txn(self, room: str, sender: str, txn: str) -> int | None:
         row = self._db.execute(
             "SELECT seq FROM messages WHERE room=? AND sender=? AND txn=? AND error IS NULL",
@@ -314,10 +332,15 @@ class Cache:
     # --- outbox ------------------------------------------------------------------------
     def enqueue(self, room: str, txn: str, text: str) -> OutboxItem:
         now = int(time.time() * 1000)
-        cur = self._db.execute(
-            "INSERT INTO outbox (room, txn, sealed, created_ms) VALUES (?, ?, ?, ?)",
-            (room, txn, self._seal(text.encode()), now),
-        )
+        # What the user wrote is never lost: this commit waits for the disk.
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            cur = self._db.execute(
+                "INSERT INTO outbox (room, txn, sealed, created_ms) VALUES (?, ?, ?, ?)",
+                (room, txn, self._seal(text.encode()), now),
+            )
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
         return OutboxItem(int(cur.lastrowid or 0), room, txn, text, now)
 
     def outbox(self) -> list[OutboxItem]:

@@ -95,6 +95,11 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
+def _by_seq(items: list[m.StoredMessage]) -> list[m.StoredMessage]:
+    """A page in seq order, whatever order the server sent it in."""
+    return sorted(items, key=lambda item: item.seq)
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -271,7 +276,7 @@ class ChatClient:
             assert isinstance(batch, m.SyncReply)
             for msgs in batch.rooms:
                 self.cache.set_head(msgs.room, msgs.head)
-                for item in msgs.items:
+                for item in _by_seq(msgs.items):
                     count += await self._ingest(msgs.room, item, live=False)
             if not batch.more:
                 return count
@@ -449,8 +454,12 @@ class ChatClient:
                     error = f"failed to verify or decrypt: {type(exc).__name__}"
             if error is None:
                 earlier = self.cache.seen_txn(room, env.sender, env.txn)
-                if earlier is not None and earlier != item.seq:
+                if earlier is not None and earlier < item.seq:
                     text, error = None, f"replay of message {earlier}"
+                elif earlier is not None and earlier > item.seq:
+                    # The copy came first: the lower seq is the original.
+                    self.cache.mark_replay(room, earlier, item.seq)
+                    self._emit(ev.Problem(room, f"message {earlier} was a replay of {item.seq}"))
         mine = env.sender == self.me
         stored = self.cache.put_message(
             room,
@@ -517,7 +526,7 @@ class ChatClient:
             reply = await self.conn.request(m.History(room=room, after=cursor, limit=MAX_PAGE))
             assert isinstance(reply, m.Messages)
             self.cache.set_head(room, reply.head)
-            for item in reply.items:
+            for item in _by_seq(reply.items):
                 await self._ingest(room, item, live=False)
             if not reply.items or reply.items[-1].seq >= reply.head:
                 return
@@ -532,7 +541,7 @@ class ChatClient:
             assert isinstance(reply, m.Messages)
             if not reply.items:
                 return
-            for item in reply.items:
+            for item in _by_seq(reply.items):
                 await self._ingest(room, item, live=False)
             cursor = reply.items[-1].seq
 
@@ -981,7 +990,7 @@ class ChatClient:
             assert isinstance(reply, m.Messages)
             async with self._lock:
                 self.cache.set_head(room, reply.head)
-                for item in reply.items:
+                for item in _by_seq(reply.items):
                     await self._ingest(room, item, live=False)
             rows = self.cache.messages(room, limit=limit, before=before)
         return rows

@@ -1,0 +1,184 @@
+"""A malicious curvechat server: the real node with hooks that tamper.
+
+Run like `curvechat serve` (same --data/--bind/--http). Tampering is switched
+on and off at run time by `tamper.json` in the data directory, re-read on
+every request, so a test can let clients pin keys and build rooms honestly
+first and attack later. Each key of the JSON turns on one attack:
+
+- "substitute_key": {"user": U, "key": hex}  directory answers U's key as `key`
+- "inject_member": {"room": R, "op": hex, "sig": hex}  append a forged op to R's log
+- "replay": true          sync/history replies replay their first item at a new seq
+- "reorder": true         sync/history replies list their items in reverse
+- "drop_pushes": true     message pushes are not sent (clients must find the gap)
+- "flip": {"field": F, "bit": N}  flip bit N of envelope field F (ct, nonce, sig)
+  or change an associated-data field (room, epoch, sender, txn) in every
+  message the node hands out
+- "allow_forged_sender": true  accept envelopes whose sender is not the requester
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from curvechat.protocol import messages as m
+from curvechat.server import handlers as h
+from curvechat.server import node as n
+from curvechat.server.app import serve
+
+STATE: dict[str, Any] = {"path": None, "mtime": 0.0, "plan": {}}
+
+
+def plan() -> dict[str, Any]:
+    path: Path = STATE["path"]
+    try:
+        mtime = path.stat().st_mtime
+    except FileNotFoundError:
+        return {}
+    if mtime != STATE["mtime"]:
+        STATE["plan"] = json.loads(path.read_text() or "{}")
+        STATE["mtime"] = mtime
+    return dict(STATE["plan"])
+
+
+def tamper_envelope(env: m.Envelope, how: dict[str, Any]) -> m.Envelope:
+    field, bit = how["field"], int(how.get("bit", 0))
+    if field in ("ct", "nonce", "sig"):
+        raw = bytearray(getattr(env, field))
+        raw[(bit // 8) % len(raw)] ^= 1 << (bit % 8)
+        return msgspec.structs.replace(env, **{field: bytes(raw)})
+    if field == "epoch":
+        return msgspec.structs.replace(env, epoch=env.epoch + 1)
+    if field == "sender":
+        return msgspec.structs.replace(env, sender=how["value"])
+    if field == "txn":
+        return msgspec.structs.replace(env, txn=env.txn[:-1] + ("A" if env.txn[-1] != "A" else "B"))
+    if field == "room":
+        return msgspec.structs.replace(env, room=how["value"])
+    raise ValueError(field)
+
+
+def tamper_items(
+    items: list[m.StoredMessage], p: dict[str, Any], head: int
+) -> list[m.StoredMessage]:
+    out = list(items)
+    if "flip" in p:
+        out = [
+            msgspec.structs.replace(i, envelope=tamper_envelope(i.envelope, p["flip"])) for i in out
+        ]
+    if p.get("replay") and out:
+        out.append(msgspec.structs.replace(out[0], seq=head + 1))
+    if p.get("reorder"):
+        out.reverse()
+    return out
+
+
+def install() -> None:
+    orig_lookup = h.Handlers.lookup
+    orig_members = h.Handlers.members
+    orig_list = h.Handlers.list_rooms
+    orig_history = h.Handlers.history
+    orig_sync = h.Handlers.sync
+    orig_send = h.Handlers.send
+    orig_push = n.ChatNode.push
+
+    async def lookup(self: h.Handlers, sess: n.Session, req: m.Lookup) -> m.AnyReply:
+        reply = await orig_lookup(self, sess, req)
+        sub = plan().get("substitute_key")
+        if sub and isinstance(reply, m.Directory):
+            users = [
+                m.UserKeys(user=u.user, sign_pub=bytes.fromhex(sub["key"]))
+                if u.user == sub["user"]
+                else u
+                for u in reply.users
+            ]
+            return m.Directory(users=users)
+        return reply
+
+    async def members(self: h.Handlers, sess: n.Session, req: m.Members) -> m.AnyReply:
+        reply = await orig_members(self, sess, req)
+        inj = plan().get("inject_member")
+        if inj and inj["room"] == req.room and isinstance(reply, m.MemberLog):
+            forged = m.SignedOp(op=bytes.fromhex(inj["op"]), sig=bytes.fromhex(inj["sig"]))
+            return m.MemberLog(room=reply.room, ops=[*reply.ops, forged])
+        return reply
+
+    async def list_rooms(self: h.Handlers, sess: n.Session, req: m.ListRooms) -> m.AnyReply:
+        reply = await orig_list(self, sess, req)
+        inj = plan().get("inject_member")
+        if inj and isinstance(reply, m.RoomList):
+            rooms = [
+                msgspec.structs.replace(r, op_head=r.op_head + 1) if r.room == inj["room"] else r
+                for r in reply.rooms
+            ]
+            return m.RoomList(rooms=rooms)
+        return reply
+
+    async def history(self: h.Handlers, sess: n.Session, req: m.History) -> m.AnyReply:
+        reply = await orig_history(self, sess, req)
+        if isinstance(reply, m.Messages):
+            items = tamper_items(reply.items, plan(), reply.head)
+            return m.Messages(room=reply.room, items=items, head=reply.head)
+        return reply
+
+    async def sync(self: h.Handlers, sess: n.Session, req: m.Sync) -> m.AnyReply:
+        reply = await orig_sync(self, sess, req)
+        if isinstance(reply, m.SyncReply):
+            p = plan()
+            rooms = [
+                m.Messages(room=r.room, items=tamper_items(r.items, p, r.head), head=r.head)
+                for r in reply.rooms
+            ]
+            return m.SyncReply(rooms=rooms, more=reply.more)
+        return reply
+
+    async def send(self: h.Handlers, sess: n.Session, req: m.Send) -> m.AnyReply:
+        if plan().get("allow_forged_sender") and req.envelope.sender != sess.user:
+            sess = dataclasses.replace(sess, user=req.envelope.sender)
+        return await orig_send(self, sess, req)
+
+    def push(
+        self: n.ChatNode, users: list[str], msg: m.AnyReply, *, skip: bytes | None = None
+    ) -> int:
+        p = plan()
+        if isinstance(msg, m.MessagePush):
+            if p.get("drop_pushes"):
+                return 0
+            if "flip" in p:
+                stored = msgspec.structs.replace(
+                    msg.message, envelope=tamper_envelope(msg.message.envelope, p["flip"])
+                )
+                msg = m.MessagePush(room=msg.room, message=stored)
+        return orig_push(self, users, msg, skip=skip)
+
+    h.Handlers.lookup = lookup  # type: ignore[method-assign]
+    h.Handlers.members = members  # type: ignore[method-assign]
+    h.Handlers.list_rooms = list_rooms  # type: ignore[method-assign]
+    h.Handlers.history = history  # type: ignore[method-assign]
+    h.Handlers.sync = sync  # type: ignore[method-assign]
+    h.Handlers.send = send  # type: ignore[method-assign]
+    n.ChatNode.push = push  # type: ignore[method-assign]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--bind", required=True)
+    parser.add_argument("--http", required=True)
+    args = parser.parse_args()
+    data = Path(args.data)
+    STATE["path"] = data / "tamper.json"
+    install()
+    print(f"evil node starting {time.time()}", flush=True)
+    asyncio.run(serve(data, args.bind, args.http))
+
+
+if __name__ == "__main__":
+    main()

@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(${CURVECHAT_APT_PACKAGES:-})
+# chromium: the dashboard's browser tests; influxdb: the metrics push test;
+# tmux: the terminal client's end-to-end test.
+APT_PACKAGES=(chromium influxdb tmux)
 
 need=()
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)

@@ -145,9 +145,10 @@ async def test_offline_client_catches_up_exactly(
     server: ServerProcess, clients: ClientFactory
 ) -> None:
     alice, _ = await clients.make("alice", server.connect)
-    bob, _ = await clients.make("bob", server.connect)
+    bob, bob_events = await clients.make("bob", server.connect)
     await alice.create_room("flood", ["bob"])
     await alice.send("flood", "before")
+    await bob_events.until(lambda: texts(bob, "flood") == ["before"])
     await clients.close(bob)
     sent = [f"m{i:03d}" for i in range(500)]
     txns = [await alice.send("flood", t, wait=False) for t in sent]

@@ -39,6 +39,7 @@ from curvechat.protocol.limits import (
     MAX_FRAME_BYTES,
     MAX_OP_BYTES,
     MAX_PAGE,
+    MAX_REPLY_BYTES,
 )
 
 K32 = bytes(range(32))
@@ -591,17 +592,20 @@ DECODERS: list[Callable[[bytes], object]] = [
 
 @pytest.mark.parametrize("decode", DECODERS, ids=lambda d: d.__name__)
 def test_too_large(decode: Callable[[bytes], object]) -> None:
+    # a server may send replies up to MAX_REPLY_BYTES; everything else is
+    # limited to MAX_FRAME_BYTES
+    limit = MAX_REPLY_BYTES if decode is decode_server_frame else MAX_FRAME_BYTES
     for data in (
-        bytes(MAX_FRAME_BYTES + 1),
-        encode_request(1, PING) + bytes(MAX_FRAME_BYTES),  # type: ignore[arg-type]
-        b"\xc1" * (10 * MAX_FRAME_BYTES),
+        bytes(limit + 1),
+        encode_request(1, PING) + bytes(limit),  # type: ignore[arg-type]
+        b"\xc1" * (10 * limit),
     ):
         with pytest.raises(RemoteProtocolError) as info:
             decode(data)
         assert info.value.code == ErrorCode.TOO_LARGE
     # exactly the limit is not too large (just not a valid frame)
     with pytest.raises(RemoteProtocolError) as info:
-        decode(bytes(MAX_FRAME_BYTES))
+        decode(bytes(limit))
     assert info.value.code == ErrorCode.BAD_FRAME
 
 

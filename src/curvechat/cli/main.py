@@ -164,9 +164,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError("bad_argument", "rates must be positive", EXIT_USAGE)
     limits = RateLimits(per_connection=args.rate_conn, per_user=args.rate_user)
 
+    if args.influx_interval <= 0:
+        raise CliError("bad_argument", "--influx-interval must be positive", EXIT_USAGE)
+    if args.influx:
+        from curvechat.server.influx import write_url
+
+        try:
+            write_url(args.influx, args.influx_db)
+        except ValueError as exc:
+            raise CliError("bad_argument", f"--influx: {exc}", EXIT_USAGE) from exc
+
     data = Path(args.data) if args.data else Path(os.environ.get("CURVECHAT_DATA", "data"))
     try:
-        asyncio.run(serve(data, args.bind, args.http or None, args.advertise, limits=limits))
+        asyncio.run(
+            serve(
+                data,
+                args.bind,
+                args.http or None,
+                args.advertise,
+                limits=limits,
+                influx=args.influx,
+                influx_db=args.influx_db,
+                influx_interval=args.influx_interval,
+            )
+        )
     except ServerKeyError as exc:
         raise CliError("server_key", str(exc)) from exc
     except RuntimeError as exc:
@@ -414,6 +435,64 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    async def body(client: Any) -> int:
+        if args.accept:
+            info = await client.key_info(args.accept)
+            if not info.changed:
+                raise CliError("no_key_change", f"no key change is pending for {args.accept}")
+            await client.accept_key(args.accept)
+            print(f"accepted the new key of {args.accept}: {info.offered_fingerprint}")
+            return 0
+        me = await client.key_info(client.me)
+        print(f"you ({client.me}): {me.fingerprint}")
+        users = [args.user] if args.user else sorted(set(client.cache.pins()) - {client.me})
+        for user in users:
+            info = await client.key_info(user)
+            print(f"{user}: {info.fingerprint}")
+            print(f"  safety number with {user}: {info.safety_number}")
+            if info.changed:
+                print(f"  !! the key of {user} CHANGED to {info.offered_fingerprint}")
+                print(f"  !! new safety number: {info.offered_safety_number}")
+                print(
+                    f"  !! compare it with {user} in person, then: curvechat keys --accept {user}"
+                )
+        return 1 if any(u in client.key_changes() for u in users) else 0
+
+    return _run(args, body)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """The terminal client. It asks for what is missing (identity, passphrase,
+    server) on screen instead of on stdin, so nothing here prompts."""
+    from curvechat.tui.app import make_app
+    from curvechat.tui.settings import ChatSettings
+
+    home = _home(args)
+    passphrase: bytes | None = None
+    if args.passphrase_file or "CURVECHAT_PASSPHRASE" in os.environ:
+        passphrase = _passphrase(args)
+    server = args.server or os.environ.get("CURVECHAT_SERVER") or None
+    if server is not None:
+        _addresses(server)
+    # Log lines on stderr would tear the screen: they go to a file in the home.
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    home.ensure()
+    file_handler = logging.FileHandler(home.path / "chat.log")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(file_handler)
+    settings = ChatSettings(
+        home=home.path,
+        server=server,
+        passphrase=passphrase,
+        keymap=ChatSettings.keymap_from_env(),
+    )
+    result = make_app(settings).run()
+    return int(result or 0)
+
+
 # --- parser ---------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curvechat", description="End-to-end encrypted chat.")
@@ -438,6 +517,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1000.0,
         help="requests/s one user may sustain over all connections (default 1000)",
+    )
+    serve.add_argument(
+        "--influx",
+        metavar="URL",
+        help="also push metrics to InfluxDB: a write URL "
+        "(http://HOST:8086/write?db=curvechat) or a base URL with --influx-db",
+    )
+    serve.add_argument(
+        "--influx-db", help="InfluxDB database (default: from the URL, or curvechat)"
+    )
+    serve.add_argument(
+        "--influx-interval",
+        type=float,
+        default=10.0,
+        help="seconds between pushes to InfluxDB (default 10)",
     )
     serve.set_defaults(func=cmd_serve)
 
@@ -485,6 +579,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     add("rooms", cmd_rooms, "list your rooms").add_argument("--json", action="store_true")
     add("members", cmd_members, "list a room's members").add_argument("room")
+    p = add("keys", cmd_keys, "fingerprints and safety numbers; accept a changed key")
+    p.add_argument("user", nargs="?", help="show this user only")
+    p.add_argument("--accept", metavar="USER", help="accept the changed key of USER")
+    add("chat", cmd_chat, "the terminal chat client")
     p = add("tail", cmd_tail, "follow a room until interrupted")
     p.add_argument("room")
     p.add_argument("--json", action="store_true")

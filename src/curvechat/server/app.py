@@ -10,6 +10,7 @@ from pathlib import Path
 
 from curvechat.protocol.connect import ServerAddress
 from curvechat.server.http import start_http
+from curvechat.server.influx import DEFAULT_INTERVAL_S, InfluxPusher
 from curvechat.server.keys import load_or_create_keypair
 from curvechat.server.node import ChatNode
 from curvechat.server.ratelimit import RateLimits
@@ -36,32 +37,52 @@ async def serve(
     advertise: str | None = None,
     ready: asyncio.Event | None = None,
     limits: RateLimits | None = None,
+    influx: str | None = None,
+    influx_db: str | None = None,
+    influx_interval: float = DEFAULT_INTERVAL_S,
 ) -> None:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    # Ctrl-C / SIGTERM from here on means "stop cleanly", even during start-up.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     public, secret = load_or_create_keypair(data_dir)
     store = SQLiteStore(data_dir / "curvechat.db")
     await store.open()
     node = ChatNode(store, public_key=public, secret_key=secret, bind=bind, limits=limits)
     endpoint = await node.start()
     runner = None
+    pusher = None
     try:
+        if influx:
+            pusher = InfluxPusher(
+                node.metrics.registry,
+                influx,
+                node=node.node_name,
+                db=influx_db,
+                interval=influx_interval,
+                events=node.events,
+            )
+            pusher.start()
+            log.info("pushing metrics to InfluxDB every %g s", influx_interval)
         if http:
             host, _, port = http.rpartition(":")
             runner, http_port = await start_http(node, host.strip("[]") or "127.0.0.1", int(port))
-            log.info("HTTP (health, metrics) on http://%s:%d/", host or "127.0.0.1", http_port)
+            log.info(
+                "HTTP (dashboard, health, metrics) on http://%s:%d/", host or "127.0.0.1", http_port
+            )
         connect = str(ServerAddress(advertised_endpoint(endpoint, advertise), public.decode()))
         (data_dir / "connect").write_text(connect + "\n")
         print(f"curvechat node {node.node_name} ready", flush=True)
         print(f"connect string: {connect}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         if ready is not None:
             ready.set()
         await stop.wait()
         print("stopping…", flush=True)
     finally:
+        if pusher is not None:
+            await pusher.stop()
         if runner is not None:
             await runner.cleanup()
         await node.stop()

@@ -122,6 +122,7 @@ class Handlers:
         return self.node.welcome(sess)
 
     async def ping(self, sess: Session, req: m.Ping) -> m.AnyReply:
+        self.node.note_ping(sess, req.rtt_ms, req.reconnects)
         return m.Pong(
             t=req.t, time=int(time.time() * 1000), node=self.node.node_name, boot=self.node.boot
         )
@@ -397,6 +398,10 @@ class Handlers:
             )
             sent = self.node.push(view.members(), push, skip=sess.routing_id)
             self.node.metrics.messages_delivered.inc(sent)
+            if sent:
+                self.node.metrics.send_deliver_seconds.observe(
+                    time.perf_counter() - sess.request_t0
+                )
         return m.SendAck(
             room=env.room, txn=env.txn, seq=done.seq, ts=done.ts_ms, duplicate=done.duplicate
         )

@@ -1,20 +1,83 @@
 """The node's HTTP side: `/healthz` (the process is serving), `/readyz` (the
-store answers), `/metrics` (Prometheus text format)."""
+store answers), `/metrics` (Prometheus text format) and the live dashboard
+(`/`, `/static/…`, `/api/…`, see `curvechat.dashboard.routes`).
+
+It runs on the node's own event loop and must never block it: the store is
+only probed with a timeout, and everything else is read from memory.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from curvechat.server.node import ChatNode
+from curvechat.dashboard.routes import Dashboard, NodeProbe
+from curvechat.server.node import ChatNode, Session
 from curvechat.store import StoreUnavailable
 
 READY_TIMEOUT_S = 2.0
+LOST_SHOWN_S = 600.0  # lost connections stay in the table this long
 
 
-def make_http_app(node: ChatNode) -> web.Application:
+def sync_store_counters(node: ChatNode) -> None:
+    """Copy the store's own group-commit counters (if it keeps them) into metrics."""
+    commits = getattr(node.store, "commits", None)
+    messages = getattr(node.store, "committed_messages", None)
+    if isinstance(commits, int) and isinstance(messages, int):
+        node.metrics.note_store_commits(commits, messages)
+
+
+def connection_row(node: ChatNode, sess: Session) -> dict[str, Any]:
+    return {
+        "user": sess.user,
+        "key": sess.transport_key[:8],
+        "node": node.node_name,
+        "client": sess.client,
+        "connected_since": sess.connected_ms,
+        "last_heartbeat": sess.last_ping_ms,
+        "rtt_ms": sess.rtt_ms,
+        "reconnects": sess.reconnects,
+        "state": sess.gone or ("lost" if sess.dropped_ms is not None else "live"),
+        "gone_since": sess.gone_ms or sess.dropped_ms,
+    }
+
+
+def node_probe(node: ChatNode) -> NodeProbe:
+    def connections() -> list[dict[str, Any]]:
+        cutoff = int((time.time() - LOST_SHOWN_S) * 1000)
+        lost = [
+            s
+            for s in node.lost_sessions
+            if (s.dropped_ms or 0) >= cutoff and node.sessions.get(s.routing_id) is not s
+        ]
+        rows = [connection_row(node, s) for s in [*node.sessions.values(), *lost]]
+        return sorted(rows, key=lambda r: (r["state"] != "live", r["user"] or "", r["key"]))
+
+    def info() -> dict[str, Any]:
+        return {"endpoint": node.endpoint}
+
+    def on_store_state(ok: bool) -> None:
+        node.metrics.store_up.set(1 if ok else 0)
+
+    return NodeProbe(
+        name=node.node_name,
+        boot=node.boot,
+        started_at=node.started_at,
+        registry=node.metrics.registry,
+        events=node.events,
+        connections=connections,
+        info=info,
+        store_probe=node.store.ping,
+        on_store_state=on_store_state,
+        before_sample=lambda: sync_store_counters(node),
+    )
+
+
+def make_http_app(node: ChatNode, *, dashboard: bool = True) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "node": node.node_name, "boot": node.boot})
 
@@ -26,6 +89,7 @@ def make_http_app(node: ChatNode) -> web.Application:
         return web.json_response({"status": "ready"})
 
     async def metrics(request: web.Request) -> web.Response:
+        sync_store_counters(node)
         body = generate_latest(node.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -33,6 +97,8 @@ def make_http_app(node: ChatNode) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    if dashboard:
+        Dashboard(node_probe(node)).mount(app)
     return app
 
 

@@ -44,7 +44,7 @@ def load_or_create_keypair(data_dir: Path) -> tuple[bytes, bytes]:
         except zmq.ZMQError as exc:
             raise ServerKeyError(f"{secret_path}: {exc}") from exc
     else:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         public, secret = zmq.curve_keypair()
         _write_private(secret_path, secret + b"\n")
     public_path.write_bytes(public + b"\n")

@@ -1,22 +1,47 @@
 """Prometheus metrics of one node, in a registry of its own (so several nodes
-can live in one process, as they do in tests)."""
+can live in one process, as they do in tests).
+
+Names follow the Prometheus conventions: `curvechat_` prefix, base units
+(`_seconds`, `_bytes`), `_total` on counters. The process collector (CPU,
+memory, open files) is registered in the same registry, so one scrape of
+`/metrics` says everything about this node.
+
+This module only counts; it must never block, touch the store or see
+message contents.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+# Refusals that mean "you are not who you need to be": counted as auth failures.
+AUTH_REFUSALS = frozenset({"not_registered", "bad_signature", "key_taken", "name_taken"})
 
 
 class NodeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)
         self.connected_clients = Gauge(
             "curvechat_connected_clients",
-            "Client sessions seen within the liveness window",
+            "Client connections that are open and seen within the liveness window",
             registry=r,
         )
         self.handshakes = Counter(
             "curvechat_handshakes_total", "CURVE handshakes by result", ["result"], registry=r
+        )
+        self.auth_failures = Counter(
+            "curvechat_auth_failures_total",
+            "Failed CURVE handshakes and requests refused for identity reasons, by reason",
+            ["reason"],
+            registry=r,
         )
         self.requests = Counter(
             "curvechat_requests_total",
@@ -43,11 +68,87 @@ class NodeMetrics:
             "curvechat_send_ack_seconds",
             "Time from receiving a send to sending its ack",
             registry=r,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            buckets=LATENCY_BUCKETS,
+        )
+        self.send_deliver_seconds = Histogram(
+            "curvechat_send_deliver_seconds",
+            "Time from receiving a send to handing its push to the recipients' connections",
+            registry=r,
+            buckets=LATENCY_BUCKETS,
         )
         self.store_commit_seconds = Histogram(
             "curvechat_store_commit_seconds",
-            "Store commit latency of message batches",
+            "Store commit latency of message batches (queueing for the group commit included)",
             registry=r,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            buckets=STORE_BUCKETS,
         )
+        self.store_commits = Counter(
+            "curvechat_store_commits_total",
+            "Group-commit transactions of the store (batch size = messages / commits)",
+            registry=r,
+        )
+        self.store_committed_messages = Counter(
+            "curvechat_store_committed_messages_total",
+            "Messages written by the store's group commits",
+            registry=r,
+        )
+        self.store_up = Gauge(
+            "curvechat_store_up", "1 if the store answered the last probe, else 0", registry=r
+        )
+        self.client_rtt_seconds = Histogram(
+            "curvechat_client_rtt_seconds",
+            "Round-trip times that clients report in their pings",
+            registry=r,
+            buckets=RTT_BUCKETS,
+        )
+        self.client_reconnects = Counter(
+            "curvechat_client_reconnects_total",
+            "Reconnects that clients report in their pings (increases of their counters)",
+            registry=r,
+        )
+        self.client_failovers = Counter(
+            "curvechat_client_failovers_total",
+            "Clients that arrived here after reconnecting, without a previous connection here",
+            registry=r,
+        )
+        self.client_disconnects = Counter(
+            "curvechat_client_disconnects_total",
+            "Client connections lost, by reason (disconnected: the connection closed or its "
+            "heartbeat timed out; timeout: the session went silent)",
+            ["reason"],
+            registry=r,
+        )
+        self.request_queue_depth = Gauge(
+            "curvechat_request_queue_depth",
+            "Requests received and waiting to be served, over all connections",
+            registry=r,
+        )
+        self.start_time = Gauge(
+            "curvechat_node_start_time_seconds", "When this node started (Unix time)", registry=r
+        )
+        self.start_time.set_to_current_time()
+        self._store_totals = (0, 0)
+
+    def observe_request(self, kind: str, code: str) -> None:
+        self.requests.labels(kind, code).inc()
+        if code in AUTH_REFUSALS:
+            self.auth_failures.labels(code).inc()
+
+    def track(
+        self,
+        *,
+        connected_clients: Callable[[], float],
+        request_queue_depth: Callable[[], float],
+    ) -> None:
+        """Gauges read from the node's state when scraped (never stale)."""
+        self.connected_clients.set_function(connected_clients)
+        self.request_queue_depth.set_function(request_queue_depth)
+
+    def note_store_commits(self, commits: int, messages: int) -> None:
+        """Bring the store-commit counters up to the store's own running totals."""
+        done_commits, done_messages = self._store_totals
+        if commits > done_commits:
+            self.store_commits.inc(commits - done_commits)
+        if messages > done_messages:
+            self.store_committed_messages.inc(messages - done_messages)
+        self._store_totals = (max(commits, done_commits), max(messages, done_messages))

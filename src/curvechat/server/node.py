@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -25,6 +26,7 @@ import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.utils.monitor import parse_monitor_message
 
+from curvechat.dashboard.events import EventLog
 from curvechat.protocol import (
     ErrorCode,
     RemoteProtocolError,
@@ -39,13 +41,14 @@ from curvechat.server.handlers import Handlers, Refusal
 from curvechat.server.metrics import NodeMetrics
 from curvechat.server.ratelimit import RateLimits, TokenBucket
 from curvechat.server.rooms import RoomCache
-from curvechat.store import Store
+from curvechat.store import Store, StoreUnavailable
 
 log = logging.getLogger("curvechat.server")
 
 MIN_LIBZMQ = (4, 3, 2)
 SESSION_TIMEOUT_S = 30.0
 SESSION_QUEUE_MAX = 256
+LOST_SESSIONS_KEPT = 200  # dropped sessions kept for the dashboard's connection table
 UNREGISTERED_OK = (m.Hello, m.Register, m.Ping)
 
 
@@ -77,6 +80,16 @@ class Session:
     )
     bucket: TokenBucket | None = None
     worker: asyncio.Task[None] | None = None
+    # For operators (the dashboard's connection table), not for serving:
+    fd: int = -1  # the connection's socket, to match the monitor's disconnect events
+    request_t0: float = 0.0  # perf_counter when the request being served arrived
+    last_ping_ms: int | None = None
+    rtt_ms: float | None = None  # as the client last reported it
+    reconnects: int = 0  # as the client last reported it
+    gone: str | None = None  # why the connection is known to be lost (then kept until reaped)
+    gone_ms: int | None = None
+    dropped_ms: int | None = None  # when the node forgot it
+    first_here: bool = True  # no earlier connection with this key since the node started
 
 
 class _AllowKnownGood:
@@ -128,6 +141,15 @@ class ChatNode:
         self._handlers = Handlers(self)
         self._stopped = asyncio.Event()
         self.started_at = time.time()
+        self.events = EventLog(self.node_name)
+        self._by_fd: dict[int, Session] = {}  # bounded by the open sockets' numbers
+        self._keys_here: set[str] = set()
+        self.lost_sessions: deque[Session] = deque(maxlen=LOST_SESSIONS_KEPT)
+        self._reconnects_seen: dict[str, int] = {}  # transport key -> last reported count
+        self.metrics.track(
+            connected_clients=lambda: sum(1 for s in self.sessions.values() if s.gone is None),
+            request_queue_depth=lambda: sum(s.queue.qsize() for s in self.sessions.values()),
+        )
 
     # --- lifecycle ---------------------------------------------------------
     async def start(self) -> str:
@@ -158,6 +180,7 @@ class ChatNode:
             | zmq.EVENT_HANDSHAKE_FAILED_AUTH
             | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
             | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+            | zmq.EVENT_DISCONNECTED
         )
         self._tasks = [
             asyncio.create_task(self._recv_loop(), name="recv"),
@@ -165,6 +188,7 @@ class ChatNode:
             asyncio.create_task(self._reaper(), name="reaper"),
         ]
         log.info("node %s listening on %s", self.node_name, self.endpoint)
+        self.events.add("node_up", f"node {self.node_name} started, listening on {self.endpoint}")
         return self.endpoint
 
     async def stop(self) -> None:
@@ -215,14 +239,19 @@ class ChatNode:
                 key = payload.get("User-Id")
             except zmq.ZMQError:
                 continue  # no ZAP identity: never serve it
-            self._accept(routing_id, str(key), payload.bytes)
+            self._accept(routing_id, str(key), payload.bytes, fd=_source_fd(payload))
 
-    def _accept(self, routing_id: bytes, key: str, data: bytes) -> None:
+    def _accept(self, routing_id: bytes, key: str, data: bytes, fd: int = -1) -> None:
         sess = self.sessions.get(routing_id)
         if sess is None or sess.transport_key != key:
             sess = Session(routing_id=routing_id, transport_key=key)
+            sess.first_here = key not in self._keys_here
+            self._keys_here.add(key)
             self.sessions[routing_id] = sess
-            self.metrics.connected_clients.set(len(self.sessions))
+        if fd >= 0 and self._by_fd.get(fd) is not sess:
+            sess.fd = fd
+            self._by_fd[fd] = sess
+        sess.gone = sess.gone_ms = None  # it spoke: whatever we concluded, it is here
         sess.last_seen = time.monotonic()
         limited = self._rate_limited(sess)
         if limited is not None:
@@ -311,7 +340,10 @@ class ChatNode:
         kind = type(req).__struct_config__.tag
         try:
             if not sess.resolved:
-                sess.user = await self._user_for(sess.transport_key)
+                try:
+                    sess.user = await self._user_for(sess.transport_key)
+                except StoreUnavailable as exc:
+                    raise Refusal(ErrorCode.STORE_UNAVAILABLE, f"store unavailable: {exc}") from exc
                 sess.resolved = True
                 if sess.user is not None:
                     self.by_user.setdefault(sess.user, set()).add(sess.routing_id)
@@ -319,6 +351,7 @@ class ChatNode:
                 raise Refusal(
                     ErrorCode.NOT_REGISTERED, "this key is not registered; register first"
                 )
+            sess.request_t0 = t0
             reply = await self._handlers.dispatch(sess, req)
             code = "ok"
         except Refusal as exc:
@@ -328,7 +361,7 @@ class ChatNode:
             log.exception("internal error serving %s", kind)
             reply = m.Error(code=ErrorCode.INTERNAL, message="internal server error")
             code = ErrorCode.INTERNAL
-        self.metrics.requests.labels(str(kind), code).inc()
+        self.metrics.observe_request(str(kind), code)
         self._send(sess.routing_id, encode_reply(frame.rid, reply))
         if isinstance(req, m.Send) and code == "ok":
             self.metrics.send_ack_seconds.observe(time.perf_counter() - t0)
@@ -374,13 +407,15 @@ class ChatNode:
         sess = self.sessions.pop(routing_id, None)
         if sess is None:
             return
+        sess.dropped_ms = int(time.time() * 1000)
+        self.lost_sessions.append(sess)
         if sess.user is not None:
             peers = self.by_user.get(sess.user)
             if peers is not None:
                 peers.discard(routing_id)
                 if not peers:
                     del self.by_user[sess.user]
-        self.metrics.connected_clients.set(len(self.sessions))
+                    self._user_buckets.pop(sess.user, None)
 
     def push(self, users: list[str], msg: m.AnyReply, *, skip: bytes | None = None) -> int:
         """Send a push to every connection of `users`; returns how many went out."""
@@ -405,6 +440,10 @@ class ChatNode:
                     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
                 ):
                     self.metrics.handshakes.labels("failed").inc()
+                    reason = "denied" if ev == zmq.EVENT_HANDSHAKE_FAILED_AUTH else "handshake"
+                    self.metrics.auth_failures.labels(reason).inc()
+                elif ev == zmq.EVENT_DISCONNECTED:
+                    self._connection_lost(int(event["value"]))
         finally:
             monitor.close(linger=0)
 
@@ -414,7 +453,60 @@ class ChatNode:
             cutoff = time.monotonic() - SESSION_TIMEOUT_S
             for routing_id, sess in list(self.sessions.items()):
                 if sess.last_seen < cutoff and (sess.worker is None or sess.worker.done()):
+                    if sess.gone is None:
+                        sess.gone, sess.gone_ms = "timeout", int(time.time() * 1000)
+                        self.metrics.client_disconnects.labels("timeout").inc()
+                        self.events.add(
+                            "client_timeout",
+                            f"{_who(sess)} timed out: silent for {SESSION_TIMEOUT_S:g} s",
+                            level="warning",
+                            user=sess.user,
+                        )
                     self._drop_session(routing_id)
+
+    # --- what operators see ----------------------------------------------------
+    def _connection_lost(self, fd: int) -> None:
+        """The monitor saw connection `fd` close (peer gone or ZMTP heartbeat timeout)."""
+        sess = self._by_fd.pop(fd, None)
+        if sess is None or sess.fd != fd or sess.gone is not None:
+            return
+        sess.gone, sess.gone_ms = "disconnected", int(time.time() * 1000)
+        self.metrics.client_disconnects.labels("disconnected").inc()
+        self.events.add(
+            "client_disconnected",
+            f"{_who(sess)} disconnected (connection closed or heartbeat timed out)",
+            level="warning",
+            user=sess.user,
+        )
+
+    def note_ping(self, sess: Session, rtt_ms: float | None, reconnects: int) -> None:
+        """Record what a client's ping reports: its RTT and its reconnect count."""
+        sess.last_ping_ms = int(time.time() * 1000)
+        if rtt_ms is not None:
+            sess.rtt_ms = rtt_ms
+            self.metrics.client_rtt_seconds.observe(rtt_ms / 1000)
+        sess.reconnects = reconnects
+        previous = self._reconnects_seen.get(sess.transport_key)
+        self._reconnects_seen[sess.transport_key] = reconnects
+        if previous is None and not sess.first_here:
+            previous = 0  # it was here before its first ping: its reconnects are news
+        if previous is None:
+            if reconnects > 0:
+                self.metrics.client_failovers.inc()
+                self.events.add(
+                    "client_failover",
+                    f"{_who(sess)} arrived after {reconnects} reconnect(s) elsewhere",
+                    level="warning",
+                    user=sess.user,
+                )
+        elif reconnects > previous:
+            self.metrics.client_reconnects.inc(reconnects - previous)
+            self.events.add(
+                "client_reconnected",
+                f"{_who(sess)} reconnected (reconnect #{reconnects})",
+                level="warning",
+                user=sess.user,
+            )
 
     # --- helpers for handlers ------------------------------------------------
     def welcome(self, sess: Session) -> m.Welcome:
@@ -425,6 +517,18 @@ class ChatNode:
             time=int(time.time() * 1000),
             version=PROTOCOL_VERSION,
         )
+
+
+def _source_fd(frame: zmq.Frame) -> int:
+    """The socket a received frame came in on (-1 if libzmq cannot say)."""
+    try:
+        return int(frame.get(zmq.SRCFD))
+    except (zmq.ZMQError, ValueError, TypeError):
+        return -1
+
+
+def _who(sess: Session) -> str:
+    return sess.user or f"unregistered key {sess.transport_key[:8]}…"
 
 
 Handler = Callable[[Session, Any], Awaitable[m.AnyReply]]

@@ -1,0 +1,161 @@
+"""The Textual app: first-run setup, then the chat screen over one engine.
+
+`make_app` is the one way to build it, for the CLI (`curvechat chat`) and the
+tests alike. The app owns the `ChatClient` it creates (and closes it on quit);
+a client passed in (tests, demos) stays the caller's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding, BindingType
+
+from curvechat.client import events as ev
+from curvechat.tui.messages import EngineEvent
+from curvechat.tui.screens.chat import ChatScreen
+from curvechat.tui.settings import ChatSettings
+
+log = logging.getLogger("curvechat.tui")
+
+
+class CurvechatApp(App[int]):
+    CSS_PATH = "curvechat.tcss"
+    TITLE = "curvechat"
+    ENABLE_COMMAND_PALETTE = False
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]  # noqa: RUF012
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True)
+    ]
+
+    def __init__(self, settings: ChatSettings, *, client: Any = None) -> None:
+        super().__init__()
+        self.settings = settings
+        self.client: Any = client
+        self._owns_client = client is None
+        self._closed = False
+        self._server: str | None = None
+        self.chat: ChatScreen | None = None
+
+    def on_mount(self) -> None:
+        if self.settings.keymap:
+            self.set_keymap(dict(self.settings.keymap))
+        if self.client is not None:
+            self.call_later(self._open_chat, self.client)
+        else:
+            self._setup()
+
+    # --- first run --------------------------------------------------------------------
+    @work(group="setup", exclusive=True)
+    async def _setup(self) -> None:
+        from curvechat.client.cache import Cache, CacheError, cache_key
+        from curvechat.client.engine import ChatClient
+        from curvechat.client.errors import KeyChanged
+        from curvechat.client.home import Home
+        from curvechat.crypto.errors import KeyFileError, WrongPassphrase
+        from curvechat.crypto.identity import Identity
+        from curvechat.crypto.keyfile import load_identity, seal_identity
+        from curvechat.protocol.connect import ConnectStringError, parse_connect
+        from curvechat.tui.screens.setup import ConnectScreen, CreateIdentityScreen, UnlockScreen
+
+        home = Home(self.settings.home)
+        identity: Identity | None = None
+        error: str | None = None
+        if not home.identity.exists():
+            answer = await self.push_screen_wait(CreateIdentityScreen())
+            if answer is None:
+                self.exit(1)
+                return
+            name, passphrase = answer
+            identity = Identity.generate(name)
+            home.ensure()
+            await asyncio.to_thread(seal_identity, identity, passphrase, home.identity)
+        passphrase_given = self.settings.passphrase
+        while identity is None:
+            passphrase = passphrase_given
+            passphrase_given = None
+            if passphrase is None:
+                passphrase = await self.push_screen_wait(UnlockScreen(str(home.identity), error))
+                if passphrase is None:
+                    self.exit(1)
+                    return
+            try:
+                identity = await asyncio.to_thread(load_identity, home.identity, passphrase)
+            except WrongPassphrase:
+                error = "wrong passphrase"
+            except KeyFileError as exc:
+                error = str(exc)
+
+        server = self.settings.server or home.saved_server()
+        error = None
+        while True:
+            if server is None:
+                server = await self.push_screen_wait(ConnectScreen(error))
+                if server is None:
+                    self.exit(1)
+                    return
+            try:
+                addresses = parse_connect(server)
+                break
+            except ConnectStringError as exc:
+                error, server = str(exc), None
+        try:
+            cache = Cache(home.cache, cache_key(identity.sign_seed))
+            client = ChatClient(
+                identity,
+                cache,
+                addresses,
+                client_id="curvechat-tui",
+                **dict(self.settings.client_options),
+            )
+        except (CacheError, KeyChanged) as exc:
+            self.notify(f"cannot open the local cache: {exc}", severity="error", timeout=30)
+            return
+        self.client = client
+        self._server = server
+        await self._open_chat(client)
+
+    async def _open_chat(self, client: Any) -> None:
+        screen = ChatScreen(client, self.settings)
+        self.chat = screen
+
+        def forward(event: ev.Event) -> None:
+            screen.post_message(EngineEvent(event))
+
+        client.subscribe(forward)
+        await self.push_screen(screen)
+        if self._owns_client:
+            await client.start()
+
+    def on_first_connect(self) -> None:
+        """The first sync is done: remember the server in the home."""
+        if self._server is not None:
+            from curvechat.client.home import Home
+
+            Home(self.settings.home).save_server(self._server)
+
+    # --- leaving --------------------------------------------------------------
+    async def close_client(self) -> None:
+        if self._closed or not self._owns_client or self.client is None:
+            return
+        self._closed = True
+        try:
+            await self.client.close()
+        finally:
+            self.client.cache.close()
+
+    async def action_quit(self) -> None:
+        await self.close_client()
+        self.exit(0)
+
+    async def on_unmount(self) -> None:
+        await self.close_client()
+
+
+def make_app(settings: ChatSettings, *, client: Any = None) -> CurvechatApp:
+    """The app for `settings`; with `client`, skip setup and show that engine."""
+    return CurvechatApp(settings, client=client)

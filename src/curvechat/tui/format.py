@@ -1,0 +1,60 @@
+"""How things look as text: times, dates, room labels, stable name colours.
+
+Pure functions, so the timeline, the rooms list and the tests agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from curvechat.protocol.limits import dm_members
+
+NAME_COLOURS = (
+    "#e06c75",
+    "#98c379",
+    "#e5c07b",
+    "#61afef",
+    "#c678dd",
+    "#56b6c2",
+    "#d19a66",
+    "#b5bd68",
+    "#f0a6ca",
+    "#8abeb7",
+)
+
+
+def name_colour(user: str) -> str:
+    """The same colour for a user in every session and on every machine."""
+    digest = hashlib.blake2b(user.encode(), digest_size=2).digest()
+    return NAME_COLOURS[int.from_bytes(digest, "big") % len(NAME_COLOURS)]
+
+
+def clock_time(ms: int) -> str:
+    return time.strftime("%H:%M", time.localtime(ms / 1000))
+
+
+def day(ms: int) -> str:
+    return time.strftime("%Y-%m-%d", time.localtime(ms / 1000))
+
+
+def day_label(ms: int) -> str:
+    return time.strftime("%A %d %B %Y", time.localtime(ms / 1000))
+
+
+def room_label(room: str, me: str) -> str:
+    """'@bob' for my direct-message room with bob, '#general' for a group."""
+    pair = dm_members(room)
+    if pair is not None:
+        other = pair[1] if pair[0] == me else pair[0]
+        return f"@{other}"
+    return f"#{room}"
+
+
+def resolve_room(name: str, me: str, rooms: list[str]) -> str | None:
+    """The room id for '#general', 'general' or '@bob', if it is one of `rooms`."""
+    name = name.strip()
+    for room in rooms:
+        if name in (room, room_label(room, me)) or (name.startswith("#") and name[1:] == room):
+            return room
+    return None

@@ -1,0 +1,1 @@
+"""The app's screens: first-run setup, the chat, dialogs."""

@@ -1,0 +1,74 @@
+"""Settings of the terminal client and where it keeps its own files.
+
+The identity, the saved server and the cache live in the client home
+(`curvechat.client.home`); the TUI adds one file there, `aliases.json`, for
+the local nicknames set with /nick. Nothing here talks to the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ALIASES_FILE = "aliases.json"
+KEYMAP_ENV = "CURVECHAT_KEYMAP"
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """Everything `make_app` needs; the CLI and the tests build one."""
+
+    home: Path
+    """The client home (identity, cache, saved server, aliases)."""
+    server: str | None = None
+    """Connect string; None: the one saved in the home, else the app asks."""
+    passphrase: bytes | None = None
+    """Identity passphrase; None: the app asks for it."""
+    client_options: Mapping[str, Any] = field(default_factory=dict)
+    """Extra `ChatClient` options (liveness, back-off); tests make them fast."""
+    clock: Callable[[], float] = time.time
+    """Wall clock for countdowns and local notices (fixed in snapshot tests)."""
+    cursor_blink: bool = True
+    """Blink the input cursor (off in snapshot tests)."""
+    page_size: int = 50
+    """Messages loaded per page of history."""
+    keymap: Mapping[str, str] = field(default_factory=dict)
+    """Binding id → keys, e.g. {"room.next": "alt+down"}."""
+
+    @staticmethod
+    def keymap_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Parse `CURVECHAT_KEYMAP="room.next=alt+down;room.prev=alt+up"`."""
+        text = (environ if environ is not None else os.environ).get(KEYMAP_ENV, "")
+        keymap: dict[str, str] = {}
+        for item in text.split(";"):
+            binding_id, sep, keys = item.partition("=")
+            if sep and binding_id.strip() and keys.strip():
+                keymap[binding_id.strip()] = keys.strip()
+        return keymap
+
+
+def aliases_path(home: Path) -> Path:
+    return home / ALIASES_FILE
+
+
+def load_aliases(home: Path) -> dict[str, str]:
+    try:
+        data = json.loads(aliases_path(home).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def save_aliases(home: Path, aliases: Mapping[str, str]) -> None:
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = aliases_path(home)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dict(sorted(aliases.items())), indent=1) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,45 @@
+"""The status line (who, where, how well connected) and the connection
+banner (lost, reconnecting in N s, back with M messages caught up)."""
+
+from __future__ import annotations
+
+from textual.widgets import Static
+
+from curvechat.client.state import ConnState, ConnStatus
+
+
+def status_text(me: str, status: ConnStatus, key_changes: list[str]) -> str:
+    where = status.endpoint or "no server"
+    parts = [me, where, status.state.value]
+    if status.state is ConnState.LIVE and status.rtt_ms is not None:
+        parts.append(f"rtt {status.rtt_ms:.0f} ms")
+    text = " · ".join(parts)
+    if key_changes:
+        text += f"  ⚠ KEY CHANGED: {', '.join(key_changes)} (/keys)"
+    return text
+
+
+def banner_text(status: ConnStatus, now: float) -> str | None:
+    """What the banner says for a connection that is not live (None: live)."""
+    if status.state is ConnState.RECONNECTING:
+        due = ""
+        if status.next_retry_at is not None:
+            due = f" in {max(0.0, status.next_retry_at - now):.1f} s"
+        why = f" ({status.detail})" if status.detail else ""
+        return f"⚠ connection lost{why} · reconnect attempt {status.attempt + 1}{due}"
+    if status.state is ConnState.CONNECTING:
+        attempt = f" (attempt {status.attempt + 1})" if status.attempt else ""
+        return f"connecting to {status.endpoint}{attempt}…"
+    if status.state is ConnState.OFFLINE:
+        return "offline"
+    if status.state is ConnState.CLOSED:
+        return "closed"
+    return None
+
+
+class StatusLine(Static):
+    pass
+
+
+class Banner(Static):
+    pass

@@ -1,0 +1,141 @@
+"""Every slash command against a real server, with its error cases: each
+mistake is one line in the timeline, never a traceback."""
+
+from __future__ import annotations
+
+from curvechat.crypto.identity import Identity
+from curvechat.tui.app import CurvechatApp
+from curvechat.tui.screens.keychange import KeyChangeScreen
+from curvechat.tui.settings import load_aliases
+from curvechat.tui.widgets.status import StatusLine
+
+from .conftest import Kit, ready, say, shown, until
+from support.clients import ClientFactory
+from support.servers import ServerProcess
+
+
+async def expect(pilot, app: CurvechatApp, line: str, *wanted: str, error: bool = False) -> None:  # type: ignore[no-untyped-def]
+    """Run `line`; wait until each of `wanted` is shown (as an error line
+    when `error`)."""
+    await say(pilot, app, line)
+    for text in wanted:
+        mark = "!! " if error else ""
+        await until(pilot, lambda t=text, mk=mark: f"{mk}{t}" in shown(app), f"{line!r} → {text!r}")
+    assert "Traceback" not in shown(app)
+
+
+async def test_slash_commands_and_their_errors(
+    server: ServerProcess, kit: Kit, clients: ClientFactory
+) -> None:
+    app = kit.app("alice", server.connect)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot, app)
+        bob, bob_events = await clients.make("bob", server.connect)
+        await clients.make("carol", server.connect)
+        chat = app.chat
+        assert chat is not None
+
+        await expect(pilot, app, "/help", "/create ROOM [USER ...]", "/whois USER")
+        await expect(pilot, app, "/help switch", "/join ROOM — switch to a room")
+        await expect(pilot, app, "/help nope", "no command /nope", error=True)
+        await expect(pilot, app, "/frob", "unknown command /frob", error=True)
+        await expect(pilot, app, "/rooms", "no rooms yet")
+        await expect(pilot, app, "/members", "/members: no room selected", error=True)
+        await expect(pilot, app, "/leave", "/leave: no room selected", error=True)
+        await expect(pilot, app, "/invite bob", "/invite: no room selected", error=True)
+        await expect(pilot, app, "just text", "no room selected", error=True)
+
+        await expect(pilot, app, "/create", "/create: missing ROOM", error=True)
+        await expect(
+            pilot, app, "/create Bad!Name", "/create: 'Bad!Name' is not a valid", error=True
+        )
+        await expect(pilot, app, "/create lost ghost", "/create: no such user: ghost", error=True)
+        await expect(pilot, app, "/create team bob", "created #team with alice, bob")
+        assert chat.current == "team"
+        await expect(pilot, app, "/create team", "/create: ", error=True)
+        assert "room_exists" in shown(app) or "exists" in shown(app)
+
+        await expect(pilot, app, "/invite", "/invite: missing USER", error=True)
+        await expect(pilot, app, "/invite ghost", "/invite: no such user: ghost", error=True)
+        await expect(pilot, app, "/invite carol", "added carol to #team")
+        await expect(pilot, app, "/invite carol", "/invite: carol is already a member", error=True)
+        await expect(pilot, app, "/members", "members of #team: alice (admin), bob, carol")
+        await expect(pilot, app, "/remove alice", "/remove: to remove yourself, /leave", error=True)
+        await expect(pilot, app, "/remove carol", "removed carol from #team; the room key rotated")
+        await expect(pilot, app, "/remove carol", "/remove: carol is not a member", error=True)
+        await expect(pilot, app, "/rooms", "#team: 2 members")
+
+        await expect(pilot, app, "/dm", "/dm: missing USER", error=True)
+        await expect(pilot, app, "/dm alice", "/dm: that is you", error=True)
+        await expect(pilot, app, "/dm ghost hi", "/dm: no such user: ghost", error=True)
+        await say(pilot, app, "/dm bob psst")
+        await until(pilot, lambda: chat.current == "@alice:bob", "the DM room")
+        await bob_events.until(
+            lambda: [m.text for m in bob.cache.messages("@alice:bob")] == ["psst"]
+        )
+        await expect(pilot, app, "/switch #team", "created #team")
+        assert chat.current == "team"
+        await expect(pilot, app, "/join @bob", "»alice: psst")
+        assert chat.current == "@alice:bob"
+        await expect(pilot, app, "/join nowhere", "/join: you are not in nowhere", error=True)
+        await expect(pilot, app, "/join", "/join: missing ROOM", error=True)
+        await expect(pilot, app, "/join a b", "/join: too many arguments", error=True)
+
+        await expect(pilot, app, "/whois", "/whois: missing USER", error=True)
+        await expect(pilot, app, "/whois ghost", "/whois: no such user: ghost", error=True)
+        await expect(pilot, app, "/whois bob", "bob: fingerprint ", "safety number with bob: ")
+        await expect(pilot, app, "/keys", "your fingerprint (alice): ", "no pending key changes")
+        await expect(pilot, app, "/keys bob", "safety number with bob: ")
+        await expect(pilot, app, "/keys zed", "/keys: no such user: zed", error=True)
+        await expect(pilot, app, "/keys accept", "/keys accept: missing USER", error=True)
+        await expect(
+            pilot, app, "/keys accept bob", "/keys: no key change is pending for bob", error=True
+        )
+        await expect(pilot, app, "/keys a b c", "/keys: too many arguments", error=True)
+
+        await expect(pilot, app, "/nick", "/nick: missing USER", error=True)
+        await expect(pilot, app, "/nick bob Bobby", "bob is shown as Bobby on this machine")
+        assert load_aliases(kit.root / "alice") == {"bob": "Bobby"}
+        await bob.send("@alice:bob", "it is me")
+        await until(pilot, lambda: "Bobby: it is me" in shown(app), "the alias in the timeline")
+        await expect(pilot, app, "/nick bob", "bob is shown as bob again")
+        await expect(pilot, app, "/nick bob", "/nick: bob has no alias", error=True)
+
+        await expect(pilot, app, "/switch team", "created #team")
+        await expect(pilot, app, "/leave now", "/leave: too many arguments", error=True)
+        await say(pilot, app, "/leave")
+        await until(pilot, lambda: chat.current == "@alice:bob", "back in the DM after /leave")
+        assert "team" not in [r.room for r in app.client.rooms()]
+        await expect(pilot, app, "/join team", "/join: you are not in team", error=True)
+
+
+async def test_key_change_warning_and_accept(
+    server: ServerProcess, kit: Kit, clients: ClientFactory
+) -> None:
+    app = kit.app("alice", server.connect)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot, app)
+        bob, _ = await clients.make("bob", server.connect)
+        await bob.create_room("general", ["alice"])
+        await until(pilot, lambda: app.chat.current == "general", "alice in #general")
+        real = app.client.cache.pin("bob")
+        # what alice pinned earlier is not what the directory now says
+        app.client.cache.set_pin("bob", Identity.generate("bob").sign_pub)
+        await say(pilot, app, "/whois bob")
+        await until(pilot, lambda: isinstance(app.screen, KeyChangeScreen), "the warning")
+        assert "THE IDENTITY KEY OF BOB HAS CHANGED" in str(
+            app.screen.query_one("#keychange-title").render()
+        )
+        status = app.chat.query_one(StatusLine)
+        assert "KEY CHANGED: bob" in str(status.render())
+        await pilot.press("escape")
+        await until(pilot, lambda: "key change of bob not accepted" in shown(app), "dismissed")
+        assert "!! /whois: the identity key of bob changed" in shown(app)
+        await say(pilot, app, "/keys bob")
+        await until(pilot, lambda: "bob offers a NEW key" in shown(app), "/keys shows it")
+        await pilot.press("ctrl+t")
+        await until(pilot, lambda: isinstance(app.screen, KeyChangeScreen), "the warning again")
+        await pilot.press("ctrl+a")
+        await until(pilot, lambda: "accepted the new key of bob" in shown(app), "accepted")
+        assert app.client.cache.pin("bob") == real
+        assert "KEY CHANGED" not in str(status.render())

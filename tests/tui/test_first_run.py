@@ -1,0 +1,161 @@
+"""First run in the app: no identity (create one), no server (ask for the
+connect string), then chat; and the real `curvechat chat` in tmux."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input, Static
+
+from curvechat.client.home import Home
+from curvechat.tui.app import CurvechatApp
+from curvechat.tui.screens.setup import ConnectScreen, CreateIdentityScreen, UnlockScreen
+from curvechat.tui.settings import ChatSettings
+
+from .conftest import ready, until
+from support.clients import FAST
+from support.servers import ServerProcess
+
+
+async def test_first_run_creates_identity_and_asks_for_server(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    home = tmp_path / "newcomer"
+    app = CurvechatApp(ChatSettings(home=home, client_options=FAST, cursor_blink=False))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, CreateIdentityScreen), "create form")
+        screen = app.screen
+        screen.query_one("#setup-name", Input).value = "dora"
+        screen.query_one("#setup-pass", Input).value = "one passphrase"
+        screen.query_one("#setup-pass2", Input).value = "another"
+        await pilot.click("#setup-ok")
+        error = screen.query_one("#setup-error", Static)
+        await until(pilot, lambda: "the passphrases differ" in str(error.render()), "mismatch")
+        screen.query_one("#setup-pass2", Input).value = "one passphrase"
+        await pilot.click("#setup-ok")
+
+        await until(pilot, lambda: isinstance(app.screen, ConnectScreen), "connect form")
+        screen = app.screen
+        screen.query_one("#setup-server", Input).value = "not a connect string"
+        await pilot.click("#setup-ok")
+        await until(pilot, lambda: isinstance(app.screen, ConnectScreen), "asked again")
+        await until(
+            pilot, lambda: str(app.screen.query_one("#setup-error", Static).render()), "why"
+        )
+        app.screen.query_one("#setup-server", Input).value = server.connect
+        await pilot.click("#setup-ok")
+        await ready(pilot, app)
+        assert app.client.me == "dora"
+        await until(pilot, lambda: Home(home).saved_server() == server.connect, "server saved")
+    assert Home(home).identity.exists()
+    assert Home(home).identity.stat().st_mode & 0o077 == 0
+
+
+async def test_wrong_passphrase_is_asked_again(server: ServerProcess, kit) -> None:  # type: ignore[no-untyped-def]
+    path = kit.home("erin", server.connect)
+    app = CurvechatApp(ChatSettings(home=path, client_options=FAST, cursor_blink=False))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, UnlockScreen), "unlock form")
+        app.screen.query_one("#setup-pass", Input).value = "wrong"
+        await pilot.press("enter")
+        await until(
+            pilot,
+            lambda: (
+                isinstance(app.screen, UnlockScreen)
+                and "wrong passphrase" in str(app.screen.query_one("#setup-error", Static).render())
+            ),
+            "asked again",
+        )
+        app.screen.query_one("#setup-pass", Input).value = "correct horse battery staple"
+        await pilot.press("enter")
+        await ready(pilot, app)
+        assert app.client.me == "erin"
+
+
+# --- the real command in a terminal ----------------------------------------------------------
+class Tmux:
+    def __init__(self, socket: str) -> None:
+        self.socket = socket
+
+    def __call__(self, *args: str) -> str:
+        return subprocess.run(
+            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=10
+        ).stdout
+
+    def pane(self) -> str:
+        return self("capture-pane", "-p", "-t", "chat")
+
+    def wait(self, cond: Callable[[str], bool], what: str, timeout: float = 20.0) -> str:
+        """Poll the pane until `cond` holds (a condition wait with a deadline)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.pane()
+            if cond(text):
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; the pane:\n{text}")
+            time.sleep(0.1)
+
+    def alive(self) -> bool:
+        return (
+            subprocess.run(
+                ["tmux", "-L", self.socket, "has-session", "-t", "chat"],
+                capture_output=True,
+                timeout=10,
+            ).returncode
+            == 0
+        )
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_curvechat_chat_in_tmux(server: ServerProcess, tmp_path: Path) -> None:
+    home = tmp_path / "frank"
+    env = {**os.environ, "CURVECHAT_HOME": str(home), "CURVECHAT_PASSPHRASE": "frank's secret"}
+    init = [sys.executable, "-m", "curvechat", "init", "--user", "frank", "--server"]
+    subprocess.run([*init, server.connect], env=env, check=True, timeout=60, capture_output=True)
+    env.pop("CURVECHAT_PASSPHRASE")
+    tmux = Tmux(f"curvechat-test-{uuid.uuid4().hex[:8]}")
+    command = f"{sys.executable} -m curvechat chat --home {home}"
+    tmux(
+        "-f", "/dev/null", "new-session", "-d", "-s", "chat", "-x", "100", "-y", "30",
+        "-e", "TERM=xterm-256color", "-e", "TZ=UTC", command,
+    )  # fmt: skip
+    try:
+        tmux.wait(lambda t: "Unlock your identity" in t, "the unlock screen")
+        tmux("send-keys", "-t", "chat", "-l", "frank's secret")
+        tmux("send-keys", "-t", "chat", "Enter")
+        tmux.wait(lambda t: "caught up 0 messages" in t, "connected")
+        tmux("send-keys", "-t", "chat", "-l", "/create notes")
+        tmux("send-keys", "-t", "chat", "Enter")
+        tmux.wait(lambda t: "created #notes" in t, "the room")
+        tmux("send-keys", "-t", "chat", "-l", "hello from tmux")
+        tmux("send-keys", "-t", "chat", "Enter")
+        text = tmux.wait(
+            lambda t: "»frank: hello from tmux" in t and "pending" not in t, "acked message"
+        )
+        assert "frank · tcp://127.0.0.1:" in text
+        tmux("send-keys", "-t", "chat", "-l", "/quit")
+        tmux("send-keys", "-t", "chat", "Enter")
+        deadline = time.monotonic() + 20
+        while tmux.alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not tmux.alive(), "curvechat chat did not exit on /quit"
+    finally:
+        tmux("kill-server")
+    history = subprocess.run(
+        [sys.executable, "-m", "curvechat", "history", "notes", "--home", str(home), "--json"],
+        env={**env, "CURVECHAT_PASSPHRASE": "frank's secret"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert history.returncode == 0, history.stderr
+    assert '"text": "hello from tmux"' in history.stdout

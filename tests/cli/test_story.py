@@ -188,3 +188,23 @@ def test_unreachable_server_is_reported(people: dict[str, User]) -> None:
     dead = alice.server.connect.replace(f":{alice.server.port}/", ":1/")
     proc = alice.run("rooms", "--server", dead, "--timeout", "2", ok=False, server=False)
     assert proc.returncode == 3 and "[unreachable]" in proc.stderr
+
+
+def test_keys_show_matching_safety_numbers(people: dict[str, User]) -> None:
+    alice, bob = people["alice"], people["bob"]
+    alice.run("init", "--user", "alice")
+    bob.run("init", "--user", "bob")
+    alice.run("create", "pair", "--members", "bob")
+    bob.run("rooms")  # bob sees the room and pins alice
+    mine = alice.run("keys", "bob").stdout
+    theirs = bob.run("keys", "alice").stdout
+
+    def number(out: str) -> str:
+        (line,) = [ln for ln in out.splitlines() if "safety number" in ln]
+        return line.split(":", 1)[1].strip()
+
+    assert number(mine) == number(theirs)
+    assert len(number(mine).split()) == 12
+    assert "CHANGED" not in mine
+    none = alice.run("keys", "--accept", "bob", ok=False)
+    assert none.returncode == 1 and "[no_key_change]" in none.stderr

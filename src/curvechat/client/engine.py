@@ -191,6 +191,10 @@ class ChatClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def retry_now(self) -> None:
+        """Cut a reconnect back-off short (the user asked to reconnect now)."""
+        self.conn.retry_now()
+
     @property
     def status(self) -> ConnStatus:
         return self.conn.status

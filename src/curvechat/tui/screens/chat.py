@@ -248,7 +248,7 @@ class ChatScreen(Screen[None]):
             self.notice("already connected")
             return
         self.notice("reconnecting now")
-        self.client.conn.retry_now()
+        self.client.retry_now()
 
     def action_review_keys(self) -> None:
         changes = pending_changes(self.client)

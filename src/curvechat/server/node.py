@@ -454,13 +454,11 @@ class ChatNode:
             for routing_id, sess in list(self.sessions.items()):
                 if sess.last_seen < cutoff and (sess.worker is None or sess.worker.done()):
                     if sess.gone is None:
-                        sess.gone, sess.gone_ms = "timeout", int(time.time() * 1000)
-                        self.metrics.client_disconnects.labels("timeout").inc()
-                        self.events.add(
+                        self._mark_gone(
+                            sess,
+                            "timeout",
                             "client_timeout",
                             f"{_who(sess)} timed out: silent for {SESSION_TIMEOUT_S:g} s",
-                            level="warning",
-                            user=sess.user,
                         )
                     self._drop_session(routing_id)
 
@@ -470,14 +468,18 @@ class ChatNode:
         sess = self._by_fd.pop(fd, None)
         if sess is None or sess.fd != fd or sess.gone is not None:
             return
-        sess.gone, sess.gone_ms = "disconnected", int(time.time() * 1000)
-        self.metrics.client_disconnects.labels("disconnected").inc()
-        self.events.add(
+        self._mark_gone(
+            sess,
+            "disconnected",
             "client_disconnected",
             f"{_who(sess)} disconnected (connection closed or heartbeat timed out)",
-            level="warning",
-            user=sess.user,
         )
+
+    def _mark_gone(self, sess: Session, reason: str, event: str, text: str) -> None:
+        """Record that a client went away: for the table, the metrics, the events."""
+        sess.gone, sess.gone_ms = reason, int(time.time() * 1000)
+        self.metrics.client_disconnects.labels(reason).inc()
+        self.events.add(event, text, level="warning", user=sess.user)
 
     def note_ping(self, sess: Session, rtt_ms: float | None, reconnects: int) -> None:
         """Record what a client's ping reports: its RTT and its reconnect count."""

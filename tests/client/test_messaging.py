@@ -244,3 +244,22 @@ async def test_catch_up_larger_than_one_frame(
     bob, events = await clients.make("bob", server.connect)
     assert [r.text for r in bob.cache.messages("long", limit=1000)] == sent
     assert events.of(ev.CaughtUp)[0].messages == 300
+
+
+async def test_sync_across_more_rooms_than_one_request_names(
+    server: ServerProcess, clients: ClientFactory
+) -> None:
+    from curvechat.protocol.limits import MAX_BATCH
+
+    alice, _ = await clients.make("alice", server.connect)
+    bob, _ = await clients.make("bob", server.connect)
+    rooms = [f"r{i:04d}" for i in range(MAX_BATCH + 20)]
+    for room in rooms:
+        await alice.create_room(room, ["bob"])
+    await clients.close(bob)
+    for room in (rooms[0], rooms[MAX_BATCH - 1], rooms[-1]):
+        await alice.send(room, f"hello {room}")
+    bob, events = await clients.make("bob", server.connect)
+    assert len(bob.rooms()) == len(rooms)
+    assert events.of(ev.CaughtUp)[0].messages == 3
+    assert texts(bob, rooms[-1]) == [f"hello {rooms[-1]}"]

@@ -58,6 +58,11 @@ class Connection:
     ) -> None:
         if not addresses:
             raise ValueError("no server addresses")
+        if not zmq.has("curve") or zmq.zmq_version_info() < (4, 3, 2):
+            # the same floor as the server: older CURVE handshakes have CVEs
+            raise RuntimeError(
+                f"libzmq {zmq.zmq_version()} without CURVE or older than 4.3.2; refusing to connect"
+            )
         self.addresses = list(addresses)
         self._public = public_key
         self._secret = secret_key

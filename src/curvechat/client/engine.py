@@ -274,16 +274,23 @@ class ChatClient:
                 continue  # reported as a Problem; the other rooms go on
         await self._audit_directory()
         count = 0
-        while True:
-            cursors = {r.room: r.cursor for r in self.cache.rooms()}
-            batch = await self.conn.request(m.Sync(cursors=cursors, limit=MAX_PAGE))
-            assert isinstance(batch, m.SyncReply)
-            for msgs in batch.rooms:
-                self.cache.set_head(msgs.room, msgs.head)
-                for item in _by_seq(msgs.items):
-                    count += await self._ingest(msgs.room, item, live=False)
-            if not batch.more:
-                return count
+        rooms = [r.room for r in self.cache.rooms()]
+        # One request names at most MAX_BATCH rooms: sync them a batch at a time.
+        for start in range(0, max(len(rooms), 1), MAX_BATCH):
+            names = rooms[start : start + MAX_BATCH]
+            while True:
+                cursors = {r.room: r.cursor for r in self.cache.rooms() if r.room in names}
+                batch = await self.conn.request(
+                    m.Sync(cursors=cursors, limit=MAX_PAGE, only=len(rooms) > MAX_BATCH)
+                )
+                assert isinstance(batch, m.SyncReply)
+                for msgs in batch.rooms:
+                    self.cache.set_head(msgs.room, msgs.head)
+                    for item in _by_seq(msgs.items):
+                        count += await self._ingest(msgs.room, item, live=False)
+                if not batch.more:
+                    break
+        return count
 
     async def _audit_directory(self) -> None:
         """Compare the directory's keys of everyone we share a room with to

@@ -252,10 +252,13 @@ class History(Request, tag="history", frozen=True):
 
 class Sync(Request, tag="sync", frozen=True):
     """Everything after each cursor, for every room the user is in (a room
-    missing from `cursors` syncs from its beginning)."""
+    missing from `cursors` syncs from its beginning). With `only`, just the
+    rooms named in `cursors` (how a client in more than MAX_BATCH rooms syncs
+    them a batch at a time)."""
 
     cursors: Annotated[dict[Room, Seq], Meta(max_length=L.MAX_BATCH)]
     limit: Limit = L.MAX_PAGE
+    only: bool = False
 
     def __post_init__(self) -> None:
         for room in self.cursors:

@@ -425,6 +425,8 @@ class Handlers:
         out: list[m.Messages] = []
         more = False
         for record in await self.store.rooms_of(sess.user):
+            if req.only and record.room not in req.cursors:
+                continue
             cursor = req.cursors.get(record.room, 0)
             if record.head <= cursor:
                 out.append(m.Messages(room=record.room, items=[], head=record.head))

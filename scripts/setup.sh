@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # chromium: the dashboard's browser tests; influxdb: the metrics push test;
-# tmux: the terminal client's end-to-end test.
-APT_PACKAGES=(chromium influxdb tmux)
+# tmux: the terminal client's end-to-end test; etcd-server: the etcd store
+# and the cluster tests.
+APT_PACKAGES=(chromium influxdb tmux etcd-server)
 
 need=()
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)

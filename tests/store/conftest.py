@@ -10,12 +10,16 @@ BACKENDS; every contract test then runs against it too.
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from curvechat.store import SQLiteStore, Store
+from curvechat.store.etcd import EtcdStore
+
+from support.etcd import EtcdCluster, etcd_cluster
 
 StoreFactory = Callable[[], Store]
 
@@ -27,13 +31,38 @@ def sqlite_backend(tmp_path: Path) -> Iterator[StoreFactory]:
     yield lambda: SQLiteStore(path)
 
 
+_ETCD: list[EtcdCluster] = []  # the module's etcd, set by the `etcd_for_store` fixture
+
+
+@contextlib.contextmanager
+def etcd_backend(tmp_path: Path) -> Iterator[StoreFactory]:
+    # One etcd per test module (fast); each test gets a fresh key prefix.
+    assert _ETCD, "the etcd backend needs the etcd_for_store fixture"
+    prefix = f"/test-{uuid.uuid4().hex}/"
+    endpoints = _ETCD[-1].endpoints.split(",")
+    yield lambda: EtcdStore(endpoints, prefix=prefix)
+
+
 BACKENDS: dict[str, Callable[[Path], contextlib.AbstractContextManager[StoreFactory]]] = {
     "sqlite": sqlite_backend,
+    "etcd": etcd_backend,
 }
+
+
+@pytest.fixture(scope="module")
+def etcd_for_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    with etcd_cluster(tmp_path_factory.mktemp("etcd")) as cluster:
+        _ETCD.append(cluster)
+        try:
+            yield cluster
+        finally:
+            _ETCD.remove(cluster)
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    if request.param == "etcd":
+        request.getfixturevalue("etcd_for_store")
     with BACKENDS[request.param](tmp_path) as factory:
         yield factory
 

@@ -2,6 +2,7 @@
 
 A DEALER socket with CURVE to one node at a time. Requests carry a request id
 and are matched with their replies; pushes (request id 0) go to a callback.
+In cluster mode a welcome names the live nodes, which join the list.
 Liveness: ZMTP heartbeats plus an app-level ping that also measures RTT; a
 missed window, a dropped connection (socket monitor) or a node that restarted
 under us (new boot id) closes the socket and fails over to the next node after
@@ -29,8 +30,8 @@ from curvechat.client.errors import NotConnected, RequestTimeout, ServerRefused
 from curvechat.client.state import Backoff, ConnEvent, ConnState, ConnStatus, transition
 from curvechat.protocol import RemoteProtocolError, decode_server_frame, encode_request
 from curvechat.protocol import messages as m
-from curvechat.protocol.connect import ServerAddress
-from curvechat.protocol.limits import MAX_REPLY_BYTES
+from curvechat.protocol.connect import ConnectStringError, ServerAddress, parse_connect
+from curvechat.protocol.limits import MAX_PEERS, MAX_REPLY_BYTES
 
 log = logging.getLogger("curvechat.client")
 
@@ -64,6 +65,7 @@ class Connection:
                 f"libzmq {zmq.zmq_version()} without CURVE or older than 4.3.2; refusing to connect"
             )
         self.addresses = list(addresses)
+        self._given = len(self.addresses)  # beyond these: nodes learned from welcomes
         self._public = public_key
         self._secret = secret_key
         self._on_push = on_push
@@ -342,6 +344,7 @@ class Connection:
             ever_live = True
             attempt = 0
             self._boot = welcome.boot
+            self._learn_peers(welcome.peers)
             self._move(ConnEvent.WELCOMED, endpoint=addr.endpoint, attempt=0, node=welcome.node)
             self._live.set()
             if self._on_live is not None:
@@ -361,6 +364,21 @@ class Connection:
                 ConnEvent.LOST, attempt=attempt, next_retry_at=time.time() + delay, detail=reason
             )
             await self._sleep(delay)
+
+    def _learn_peers(self, peers: list[str]) -> None:
+        """Cluster mode: add the live nodes a welcome names to the addresses
+        to fail over to (the ones we were given stay, first and in order)."""
+        learned: list[ServerAddress] = []
+        for text in peers:
+            try:
+                learned.extend(parse_connect(text))
+            except ConnectStringError as exc:
+                log.warning("ignoring a peer the server named: %s", exc)
+        current = self.addresses[self._given :]
+        fresh = [a for a in learned if a not in self.addresses[: self._given]][:MAX_PEERS]
+        if fresh != current:
+            self.addresses = self.addresses[: self._given] + fresh
+            log.info("cluster nodes known: %s", ", ".join(a.endpoint for a in self.addresses))
 
     async def _watch(self) -> str:
         """Ping while live; return the reason once the connection is lost."""

@@ -28,6 +28,9 @@ MAX_BATCH: Final = 500
 MAX_PAGE: Final = 500
 """Most messages, ops or key packets one reply carries."""
 
+MAX_PEERS: Final = 32
+"""Most cluster nodes a welcome names (and a client remembers beyond its own list)."""
+
 MAX_REPLY_BYTES: Final = 1024 * 1024
 """Largest frame a server sends (and a client accepts)."""
 

@@ -316,6 +316,9 @@ class Welcome(Reply, tag="welcome", frozen=True):
     user: User | None
     time: Millis
     version: int
+    # Cluster mode: the connect strings of the live nodes (from the registry),
+    # so a client that knew one node can fail over to the others.
+    peers: Annotated[list[ShortText], Meta(max_length=L.MAX_PEERS)] = []
 
 
 class Registered(Reply, tag="registered", frozen=True):

@@ -1,4 +1,5 @@
-"""`curvechat serve`: a node on the embedded SQLite store, its keys and its
+"""`curvechat serve`: a node on the embedded SQLite store (or, with
+``--store etcd://…``, on etcd as a member of a cluster), its keys and its
 connect string, until SIGINT/SIGTERM."""
 
 from __future__ import annotations
@@ -6,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from curvechat.protocol.connect import ServerAddress
 from curvechat.server.http import start_http
@@ -14,9 +17,12 @@ from curvechat.server.influx import DEFAULT_INTERVAL_S, InfluxPusher
 from curvechat.server.keys import load_or_create_keypair
 from curvechat.server.node import ChatNode
 from curvechat.server.ratelimit import RateLimits
+from curvechat.store import Store
 from curvechat.store.sqlite import SQLiteStore
 
 log = logging.getLogger("curvechat.server")
+
+STOP_STEP_S = 8.0
 
 
 def advertised_endpoint(bound: str, advertise: str | None) -> str:
@@ -40,6 +46,7 @@ async def serve(
     influx: str | None = None,
     influx_db: str | None = None,
     influx_interval: float = DEFAULT_INTERVAL_S,
+    store_url: str | None = None,
 ) -> None:
     # Ctrl-C / SIGTERM from here on means "stop cleanly", even during start-up.
     stop = asyncio.Event()
@@ -48,12 +55,20 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     public, secret = load_or_create_keypair(data_dir)
-    store = SQLiteStore(data_dir / "curvechat.db")
+    store: Store
+    if store_url:
+        from curvechat.store.etcd import EtcdStore, parse_etcd_url
+
+        endpoints, prefix = parse_etcd_url(store_url)
+        store = EtcdStore(endpoints, prefix=prefix)
+    else:
+        store = SQLiteStore(data_dir / "curvechat.db")
     await store.open()
     node = ChatNode(store, public_key=public, secret_key=secret, bind=bind, limits=limits)
     endpoint = await node.start()
     runner = None
     pusher = None
+    cluster = None
     try:
         if influx:
             pusher = InfluxPusher(
@@ -74,6 +89,16 @@ async def serve(
             )
         connect = str(ServerAddress(advertised_endpoint(endpoint, advertise), public.decode()))
         (data_dir / "connect").write_text(connect + "\n")
+        if store_url:
+            from curvechat.server.cluster import Cluster
+            from curvechat.store.etcd import EtcdStore
+
+            assert isinstance(store, EtcdStore)
+            cluster = Cluster(node, store, connect)
+            await cluster.start()
+            nodes = await cluster.members()
+            print(f"cluster: {len(nodes)} node(s) registered in etcd", flush=True)
+            print(f"cluster connect string: {','.join(n.connect for n in nodes)}", flush=True)
         print(f"curvechat node {node.node_name} ready", flush=True)
         print(f"connect string: {connect}", flush=True)
         if ready is not None:
@@ -81,9 +106,21 @@ async def serve(
         await stop.wait()
         print("stopping…", flush=True)
     finally:
+        if cluster is not None:
+            await _bounded("cluster", cluster.stop())
         if pusher is not None:
-            await pusher.stop()
+            await _bounded("influx push", pusher.stop())
         if runner is not None:
-            await runner.cleanup()
-        await node.stop()
-        await store.close()
+            await _bounded("http", runner.cleanup())
+        await _bounded("node", node.stop())
+        await _bounded("store", store.close())
+
+
+async def _bounded(what: str, step: Coroutine[Any, Any, None]) -> None:
+    """One step of shutdown, given STOP_STEP_S: a step that hangs (a store
+    that does not answer) must not keep the process from exiting."""
+    try:
+        async with asyncio.timeout(STOP_STEP_S):
+            await step
+    except TimeoutError:
+        log.warning("stopping: %s did not finish within %g s; going on", what, STOP_STEP_S)

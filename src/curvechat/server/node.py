@@ -126,6 +126,9 @@ class ChatNode:
         self.bind = bind
         self.node_name = node_name or f"{os.uname().nodename}:{os.getpid()}"
         self.boot = os.urandom(6).hex()
+        # Cluster mode: the live nodes' connect strings, kept fresh by the
+        # Cluster from the registry and handed to every client in its welcome.
+        self.peers: list[str] = []
         self.metrics = NodeMetrics()
         self.limits = limits or RateLimits()
         self._user_buckets: dict[str, TokenBucket] = {}
@@ -427,6 +430,17 @@ class ChatNode:
                     sent += 1
         return sent
 
+    async def push_remote(self, room: str, message: m.StoredMessage) -> int:
+        """Push a message that ANOTHER node committed (learned from the cluster
+        watch) to this node's online members of its room; returns how many
+        pushes went out. The node's own commits are pushed by the handlers."""
+        view = await self.rooms.get(room)
+        if view is None:
+            return 0
+        sent = self.push(view.members(), m.MessagePush(room=room, message=message))
+        self.metrics.messages_delivered.inc(sent)
+        return sent
+
     async def _monitor_loop(self, monitor: zmq.asyncio.Socket) -> None:
         try:
             while True:
@@ -518,6 +532,7 @@ class ChatNode:
             user=sess.user,
             time=int(time.time() * 1000),
             version=PROTOCOL_VERSION,
+            peers=self.peers,
         )
 
 

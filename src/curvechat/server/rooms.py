@@ -69,5 +69,9 @@ class RoomCache:
     def put(self, view: RoomView) -> None:
         self._rooms[view.record.room] = view
 
+    def peek(self, room: str) -> RoomView | None:
+        """The cached view, without loading it."""
+        return self._rooms.get(room)
+
     def forget(self, room: str) -> None:
         self._rooms.pop(room, None)

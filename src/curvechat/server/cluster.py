@@ -1,0 +1,274 @@
+"""Cluster mode: what a node does when its store is etcd.
+
+* Registry: the node puts its connect string and status under
+  ``<prefix>nodes/<name>`` with a lease it keeps alive; a node that dies
+  drops out when the lease expires. `members()` lists the live nodes; the
+  node re-reads them when the watch shows a node come or go (and with
+  every keep-alive) and names them in each client's welcome, so clients learn the nodes their connect string did not list.
+* Fan-out: one etcd watch over the message and room-state keys, from the
+  revision the node started at. A message committed by ANOTHER node (its
+  value carries the committing node's origin) is pushed to this node's
+  online members of the room; a change of a room's state drops the room from
+  the node's RoomCache and tells the members here to refetch. The node's own
+  commits are pushed by the request handlers as before, never twice.
+* A cut-off watch resumes from the last revision it processed. If that
+  revision was compacted meanwhile, the node re-lists: every room with an
+  online member here whose head moved past what the node last saw gets its
+  newest message pushed, and the clients fetch the gap by seq (the Clone
+  pattern), so nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, Literal
+
+import msgspec
+from aetcd import rpc  # type: ignore[import-untyped]
+
+from curvechat.protocol import decode_envelope
+from curvechat.protocol import messages as m
+from curvechat.protocol.limits import MAX_PEERS
+from curvechat.server.node import ChatNode
+from curvechat.store import StoreUnavailable
+from curvechat.store.etcd import EtcdStore, prefix_end
+
+log = logging.getLogger("curvechat.server")
+
+LEASE_TTL_S = 10
+RETRY_S = 0.5
+
+
+class NodeInfo(msgspec.Struct, frozen=True):
+    name: str
+    connect: str
+    status: str
+    started_ms: int
+
+
+_node_dec = msgspec.msgpack.Decoder(NodeInfo)
+
+
+class Cluster:
+    def __init__(self, node: ChatNode, store: EtcdStore, connect: str) -> None:
+        self.node = node
+        self.store = store
+        self.connect = connect
+        self.revision = 0  # the last revision whose events were processed
+        self.relists = 0
+        self.remote_pushes = 0
+        self._seen: dict[str, int] = {}  # room -> highest seq known to this node
+        self._lease_id = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._watching = asyncio.Event()
+        store.origin = node.boot
+
+    async def start(self, from_revision: int | None = None) -> None:
+        """Register and start watching after `from_revision` (default: now)."""
+        if from_revision is None:
+            from_revision = await self.store.current_revision()
+        self.revision = from_revision
+        await self._register("up")
+        self._tasks = [
+            asyncio.create_task(self._watch_loop(), name="cluster-watch"),
+            asyncio.create_task(self._keepalive_loop(), name="cluster-lease"),
+        ]
+        try:
+            async with asyncio.timeout(10):
+                await self._watching.wait()
+        except TimeoutError:
+            await self.stop()
+            raise StoreUnavailable("etcd did not start the cluster watch within 10 s") from None
+        await self.refresh_peers()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(StoreUnavailable, rpc.AioRpcError):
+            _watch, lease = self.store.stubs
+            if self._lease_id:
+                await lease.LeaseRevoke(
+                    rpc.LeaseRevokeRequest(ID=self._lease_id), timeout=self.store.timeout
+                )
+
+    # --- registry ---------------------------------------------------------------
+    async def _register(self, status: str) -> None:
+        _watch, lease = self.store.stubs
+        try:
+            grant = await lease.LeaseGrant(
+                rpc.LeaseGrantRequest(TTL=LEASE_TTL_S), timeout=self.store.timeout
+            )
+            self._lease_id = int(grant.ID)
+            info = NodeInfo(self.node.node_name, self.connect, status, int(time.time() * 1000))
+            await self.store.put(
+                self.store.k_node(self.node.node_name),
+                msgspec.msgpack.encode(info),
+                lease=self._lease_id,
+            )
+        except rpc.AioRpcError as exc:
+            raise StoreUnavailable(f"etcd: {exc.code().name}: {exc.details()}") from exc
+
+    async def members(self) -> list[NodeInfo]:
+        """The live nodes of the cluster (this one included), by name."""
+        kvs = await self.store.get_prefix(self.store.node_prefix)
+        return sorted((_node_dec.decode(kv.value) for kv in kvs), key=lambda n: n.name)
+
+    async def _keepalive_loop(self) -> None:
+        while True:
+            try:
+                _watch, lease = self.store.stubs
+                call = lease.LeaseKeepAlive()
+                try:
+                    await self._keep(call)
+                finally:
+                    call.cancel()
+            except (rpc.AioRpcError, StoreUnavailable, TimeoutError) as exc:
+                log.warning("cluster registry: %s; retrying", exc)
+                await asyncio.sleep(RETRY_S)
+
+    async def _keep(self, call: Any) -> None:
+        """Refresh the lease on one keep-alive stream until it breaks."""
+        while True:
+            await call.write(rpc.LeaseKeepAliveRequest(ID=self._lease_id))
+            async with asyncio.timeout(self.store.timeout):
+                resp = await call.read()
+            if int(getattr(resp, "TTL", 0)) <= 0:  # expired, or the stream ended
+                # The lease expired (we were cut off too long): register anew.
+                await self._register("up")
+                return
+            await self.refresh_peers()
+            await asyncio.sleep(LEASE_TTL_S / 3)
+
+    async def refresh_peers(self) -> None:
+        """Hand clients the live nodes (ours first) in their welcome."""
+        nodes = await self.members()
+        others = [n.connect for n in nodes if n.connect != self.connect]
+        self.node.peers = [self.connect, *others][:MAX_PEERS]
+
+    # --- fan-out ------------------------------------------------------------------
+    async def _watch_loop(self) -> None:
+        start = self.store.message_prefix
+        end = prefix_end(self.store.room_prefix)  # m/ .. r/ (nodes/ in between)
+        while True:
+            try:
+                watch, _lease = self.store.stubs
+                call = watch.Watch(metadata=(("hasleader", "true"),))
+                try:
+                    await self._watch_once(call, start, end)
+                finally:
+                    call.cancel()
+            except (rpc.AioRpcError, StoreUnavailable) as exc:
+                log.warning("cluster watch cut off at revision %d: %s", self.revision, exc)
+                await asyncio.sleep(RETRY_S)
+            except Exception:
+                # A bug: say so loudly, and do not let it end fan-out for good.
+                log.exception("cluster watch failed at revision %d", self.revision)
+                await asyncio.sleep(RETRY_S)
+
+    async def _watch_once(self, call: Any, start: bytes, end: bytes) -> None:
+        """One watch stream, from the revision after the last one processed."""
+        await call.write(
+            rpc.WatchRequest(
+                create_request=rpc.WatchCreateRequest(
+                    key=start,
+                    range_end=end,
+                    start_revision=self.revision + 1,
+                    progress_notify=True,
+                )
+            )
+        )
+        async for resp in call:
+            if resp.compact_revision:
+                await self._relist(int(resp.compact_revision))
+                return  # watch again from the re-listed revision
+            if resp.created:
+                self._watching.set()
+            if resp.canceled:
+                raise StoreUnavailable(f"watch canceled: {resp.cancel_reason}")
+            for event in resp.events:
+                await self._on_event(event)
+            # Only now: all events of one revision (one transaction) come in one
+            # response, and a failure halfway must see them all again (a
+            # repeated push is harmless, clients keep one copy per seq).
+            if resp.events:
+                self.revision = max(self.revision, int(resp.events[-1].kv.mod_revision))
+            elif not resp.created and resp.header.revision:
+                # A progress notification: nothing of ours below it.
+                self.revision = max(self.revision, int(resp.header.revision))
+
+    async def _on_event(self, event: Any) -> None:
+        key = bytes(event.kv.key)
+        if key.startswith(self.store.message_prefix):
+            if event.type != rpc.Event.EventType.PUT:
+                return
+            room, seq = self.store.parse_msg_key(key)
+            value = bytes(event.kv.value)
+            self._seen[room] = max(self._seen.get(room, 0), seq)
+            if self.store.message_origin(value) == self.node.boot:
+                return  # our own commit: the handler pushed it
+            await self._push_row(self.store.decode_message(room, seq, value))
+        elif key.startswith(self.store.room_prefix) and key.endswith(b"/meta"):
+            await self._room_changed(self.store.parse_room_key(key))
+        elif key.startswith(self.store.node_prefix):
+            await self.refresh_peers()  # a node joined or left
+
+    async def _push_row(self, row: Any) -> None:
+        try:
+            envelope = decode_envelope(row.envelope)
+        except Exception:  # stored by a node that validated it: not expected
+            log.warning("undecodable envelope in %s at seq %d", row.room, row.seq)
+            return
+        message = m.StoredMessage(seq=row.seq, ts=row.ts_ms, envelope=envelope)
+        self.remote_pushes += await self.node.push_remote(row.room, message)
+
+    async def _room_changed(self, room: str) -> None:
+        view = self.node.rooms.peek(room)
+        record = await self.store.room(room)
+        if record is None:
+            return
+        if view is not None and (view.record.op_head, view.record.epoch) == (
+            record.op_head,
+            record.epoch,
+        ):
+            return  # this node made the change (its handler pushed) or already knows it
+        before = set(view.members()) if view is not None else set()
+        self.node.rooms.forget(room)
+        fresh = await self.node.rooms.get(room)
+        if fresh is None:
+            return
+        after = set(fresh.members())
+        reason: Literal["epoch", "members"] = (
+            "epoch" if view is not None and view.record.epoch != record.epoch else "members"
+        )
+        self.node.push(sorted(after), m.RoomPush(room=room, reason=reason))
+        if before - after:
+            self.node.push(sorted(before - after), m.RoomPush(room=room, reason="removed"))
+
+    async def _relist(self, compacted: int) -> None:
+        """Our revision was compacted: find what we may have missed from the
+        store itself, then watch on from the revision we read it at."""
+        self.relists += 1
+        log.warning(
+            "cluster watch: revision %d was compacted (now %d); re-listing",
+            self.revision,
+            compacted,
+        )
+        revision = await self.store.current_revision()
+        rooms: set[str] = set()
+        for user in list(self.node.by_user):
+            rooms.update(r.room for r in await self.store.rooms_of(user))
+        for room in sorted(rooms):
+            self.node.rooms.forget(room)
+            rows = await self.store.messages(room, limit=1)
+            if rows and rows[-1].seq > self._seen.get(room, 0):
+                self._seen[room] = rows[-1].seq
+                # Pushing the newest message is enough: a client fills the gap
+                # between its cursor and this seq from the store.
+                await self._push_row(rows[-1])
+        self.revision = revision

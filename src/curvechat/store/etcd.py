@@ -1,0 +1,966 @@
+"""The etcd v3 backend of the store: the cluster's shared state.
+
+What it is for: several chat nodes share users, rooms, membership logs,
+epochs, key packets and message envelopes through one etcd cluster (Raft:
+a write is acknowledged by etcd only once a quorum has it on disk).
+
+How it works:
+
+* gRPC (asyncio) straight to etcd's v3 API, with the protobuf messages and
+  stubs that the `aetcd` package generates. One channel over every endpoint
+  (round-robin over the members that answer), a deadline on every call.
+* Every key lives under a prefix (default ``/curvechat/``); the layout is in
+  docs/operations.md. Names in keys are percent-quoted so that ``/`` in a
+  room or user name cannot make one room's range cover another's.
+* Every write is one etcd transaction guarded by compare-and-swap on the
+  ``mod_revision`` of what it read (the room's head for messages, the room's
+  meta for membership ops and epochs), retried when another node won.
+* `append_messages` uses group commit like the SQLite store: callers' batches
+  are queued and one committer packs them into transactions of at most
+  ``max_txn_ops`` operations (etcd's --max-txn-ops, 128 by default), each
+  CAS-ing the heads of the rooms it touches. A caller is resolved only after
+  the transaction holding its messages committed.
+* Idempotency: ``i/<room>/<sender>/<txn>`` holds the original seq; it is
+  written in the same transaction as the message, so a resend of the same
+  (room, sender, txn) through ANY node finds it.
+
+Deviations from the SQLite backend, all documented in docs/operations.md:
+a single caller batch that needs more than ``max_txn_ops`` operations is
+committed in several transactions (a failure between them leaves a prefix
+stored; a resend with the same txn ids is then acked as duplicates). An etcd
+call that times out may still have committed: it is reported as
+StoreUnavailable (never as an ack), and idempotent resends make that safe.
+
+What it must never do: import zmq, a UI or any crypto; interpret envelopes;
+acknowledge a message before etcd committed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import socket
+import time
+import urllib.parse
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from aetcd import rpc  # type: ignore[import-untyped]
+
+from curvechat.store.base import (
+    Committed,
+    Conflict,
+    EpochRecord,
+    KeyTaken,
+    MemberChange,
+    NameTaken,
+    NewMessage,
+    NoSuchRoom,
+    OpRecord,
+    PacketRecord,
+    RoomExists,
+    RoomRecord,
+    Store,
+    StoredRow,
+    StoreUnavailable,
+    UserRecord,
+)
+
+__all__ = ["DEFAULT_PREFIX", "EtcdStore", "parse_etcd_url", "prefix_end"]
+
+DEFAULT_PREFIX = "/curvechat/"
+_SEQ_DIGITS = 20
+_MAX_TXN_BYTES = 1024 * 1024  # below etcd's default --max-request-bytes (1.5 MiB)
+_CAS_RETRIES = 200
+
+_enc = msgspec.msgpack.Encoder()
+
+
+def parse_etcd_url(url: str) -> tuple[list[str], str]:
+    """``etcd://h1:2379,h2:2379[/prefix]`` -> (["h1:2379", "h2:2379"], "/prefix/")
+    (the port defaults to 2379, the prefix to DEFAULT_PREFIX)."""
+    if not url.startswith("etcd://"):
+        raise ValueError(f"not an etcd:// URL: {url!r}")
+    hosts, slash, path = url[len("etcd://") :].partition("/")
+    prefix = f"/{path.strip('/')}/" if slash and path.strip("/") else DEFAULT_PREFIX
+    out = []
+    for part in hosts.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        host, sep, port = part.rpartition(":")
+        if not sep or not port.isdigit() or host.endswith("["):
+            host, port = part, "2379"
+        if not host:
+            raise ValueError(f"no host in {part!r}")
+        out.append(f"{host}:{int(port)}")
+    if not out:
+        raise ValueError(f"no endpoints in {url!r}")
+    return out, prefix
+
+
+def _grpc_target(endpoints: Sequence[str]) -> str:
+    """One gRPC target over all endpoints: ``ipv4:a:p,b:p`` (names resolved now)."""
+    addrs = []
+    for ep in endpoints:
+        host, _, port = ep.rpartition(":")
+        host = host.strip("[]")
+        infos = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_STREAM)
+        for info in infos[:1]:
+            addrs.append(f"{info[4][0]}:{port}")
+    return "ipv4:" + ",".join(addrs)
+
+
+def _q(name: str) -> str:
+    return urllib.parse.quote(name, safe="")
+
+
+def _uq(part: str) -> str:
+    return urllib.parse.unquote(part)
+
+
+def _seq(n: int) -> str:
+    return f"{n:0{_SEQ_DIGITS}d}"
+
+
+def prefix_end(key: bytes) -> bytes:
+    """The range_end covering every key that starts with `key`."""
+    b = bytearray(key)
+    for i in range(len(b) - 1, -1, -1):
+        if b[i] < 0xFF:
+            b[i] += 1
+            return bytes(b[: i + 1])
+    return b"\0"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class _Meta(msgspec.Struct, array_like=True, frozen=True):
+    epoch: int
+    epoch_after_op: int
+    op_head: int
+    created_ms: int
+
+
+class _Head(msgspec.Struct, array_like=True, frozen=True):
+    head: int
+    last_ts: int
+
+
+class _Msg(msgspec.Struct, array_like=True, frozen=True):
+    ts_ms: int
+    sender: str
+    txn: str
+    envelope: bytes
+    origin: str = ""  # the `origin` of the store that committed it (a node's boot id)
+
+
+class _User(msgspec.Struct, array_like=True, frozen=True):
+    sign_pub: bytes
+    registered_ms: int
+
+
+_meta_dec = msgspec.msgpack.Decoder(_Meta)
+_head_dec = msgspec.msgpack.Decoder(_Head)
+_msg_dec = msgspec.msgpack.Decoder(_Msg)
+_user_dec = msgspec.msgpack.Decoder(_User)
+_op_dec = msgspec.msgpack.Decoder(tuple[bytes, bytes])
+_epoch_dec = msgspec.msgpack.Decoder(tuple[int, str])
+_packet_dec = msgspec.msgpack.Decoder(tuple[str, bytes])
+_seqts_dec = msgspec.msgpack.Decoder(tuple[int, int])
+
+
+@dataclass(slots=True)
+class _Pending:
+    batch: Sequence[NewMessage]
+    future: asyncio.Future[list[Committed]]
+
+
+@dataclass(slots=True)
+class _Plan:
+    """One group's write, planned from what was read at `heads` revisions."""
+
+    compares: list[Any] = field(default_factory=list)
+    puts: list[Any] = field(default_factory=list)
+    size: int = 0
+
+
+class EtcdStore(Store):
+    """The `Store` on an etcd v3 cluster (see the module docstring).
+
+    `endpoints` are ``host:port`` strings; `prefix` separates deployments (and
+    tests) sharing one etcd. `timeout` bounds every etcd call: a cluster that
+    lost quorum makes calls fail with StoreUnavailable after it.
+    Counters: `commits` (message transactions committed), `committed_messages`,
+    `cas_retries` (transactions lost to another writer and redone).
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        timeout: float = 5.0,
+        max_txn_ops: int = 128,
+        batch_max: int = 256,
+    ) -> None:
+        if not endpoints:
+            raise ValueError("no etcd endpoints")
+        if max_txn_ops < 8:
+            raise ValueError("max_txn_ops must be at least 8")
+        if not prefix.endswith("/"):
+            prefix += "/"
+        self.endpoints = list(endpoints)
+        self.prefix = prefix
+        self.timeout = timeout
+        self.max_txn_ops = max_txn_ops
+        self.batch_max = batch_max
+        self.commits = 0
+        self.committed_messages = 0
+        self.cas_retries = 0
+        #: Written into every message this store commits, so that a node can
+        #: tell its own commits from other nodes' in the watch.
+        self.origin = ""
+        self._channel: Any = None
+        self._kv: Any = None
+        self._watch: Any = None
+        self._lease: Any = None
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._committer: asyncio.Task[None] | None = None
+
+    # --- keys ------------------------------------------------------------------
+    def _k(self, *parts: str) -> bytes:
+        return (self.prefix + "/".join(parts)).encode()
+
+    def k_head(self, room: str) -> bytes:
+        return self._k("r", _q(room), "head")
+
+    def k_meta(self, room: str) -> bytes:
+        return self._k("r", _q(room), "meta")
+
+    def k_op(self, room: str, index: int) -> bytes:
+        return self._k("r", _q(room), "op", _seq(index))
+
+    def k_member(self, room: str, user: str) -> bytes:
+        return self._k("r", _q(room), "mem", _q(user))
+
+    def k_epoch(self, room: str, epoch: int) -> bytes:
+        return self._k("r", _q(room), "ep", _seq(epoch))
+
+    def k_packet(self, room: str, recipient: str, epoch: int) -> bytes:
+        return self._k("r", _q(room), "pk", _q(recipient), _seq(epoch))
+
+    def k_rooms_of(self, user: str, room: str) -> bytes:
+        return self._k("u", _q(user), "rooms", _q(room))
+
+    def k_user(self, user: str) -> bytes:
+        return self._k("u", _q(user), "id")
+
+    def k_transport(self, key: bytes) -> bytes:
+        return self._k("t", key.hex())
+
+    def k_msg(self, room: str, seq: int) -> bytes:
+        return self._k("m", _q(room), _seq(seq))
+
+    def k_idem(self, room: str, sender: str, txn: str) -> bytes:
+        return self._k("i", _q(room), _q(sender), _q(txn))
+
+    def k_node(self, name: str) -> bytes:
+        return self._k("nodes", _q(name))
+
+    @property
+    def node_prefix(self) -> bytes:
+        """The node registry: one key per live chat node, under its lease."""
+        return self._k("nodes", "")
+
+    @property
+    def message_prefix(self) -> bytes:
+        """Every message key starts with this (what cross-node fan-out watches)."""
+        return self._k("m", "")
+
+    @property
+    def room_prefix(self) -> bytes:
+        """Every room state key (head, meta, ops, members, epochs) starts with this."""
+        return self._k("r", "")
+
+    def parse_msg_key(self, key: bytes) -> tuple[str, int]:
+        room, seq = key[len(self.message_prefix) :].decode().split("/")
+        return _uq(room), int(seq)
+
+    def parse_room_key(self, key: bytes) -> str:
+        return _uq(key[len(self.room_prefix) :].decode().split("/")[0])
+
+    @staticmethod
+    def decode_message(room: str, seq: int, value: bytes) -> StoredRow:
+        m = _msg_dec.decode(value)
+        return StoredRow(room, seq, m.ts_ms, m.sender, m.txn, m.envelope)
+
+    @staticmethod
+    def message_origin(value: bytes) -> str:
+        """The `origin` of the store that committed a message value."""
+        return _msg_dec.decode(value).origin
+
+    # --- rpc helpers ------------------------------------------------------------
+    def _require_open(self) -> Any:
+        if self._kv is None:
+            raise StoreUnavailable("the store is not open")
+        return self._kv
+
+    async def _call(self, method: str, request: Any) -> Any:
+        kv = self._require_open()
+        try:
+            return await getattr(kv, method)(request, timeout=self.timeout)
+        except rpc.AioRpcError as exc:
+            raise StoreUnavailable(f"etcd: {exc.code().name}: {exc.details()}") from exc
+
+    async def _txn(
+        self, compares: Sequence[Any], success: Sequence[Any], failure: Sequence[Any] = ()
+    ) -> Any:
+        return await self._call(
+            "Txn", rpc.TxnRequest(compare=compares, success=success, failure=failure)
+        )
+
+    async def _get(self, key: bytes) -> Any | None:
+        resp = await self._call("Range", rpc.RangeRequest(key=key))
+        return resp.kvs[0] if resp.kvs else None
+
+    async def _range(self, key: bytes, end: bytes, **kw: Any) -> list[Any]:
+        resp = await self._call("Range", rpc.RangeRequest(key=key, range_end=end, **kw))
+        return list(resp.kvs)
+
+    async def _read_txn(self, requests: Sequence[Any]) -> list[list[Any]]:
+        """Several ranges read at one revision: a list of kvs per request."""
+        resp = await self._txn([], [rpc.RequestOp(request_range=r) for r in requests])
+        return [list(r.response_range.kvs) for r in resp.responses]
+
+    @staticmethod
+    def _put(key: bytes, value: bytes) -> Any:
+        return rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value))
+
+    @staticmethod
+    def _delete(key: bytes) -> Any:
+        return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
+
+    @staticmethod
+    def _mod_is(key: bytes, revision: int) -> Any:
+        return rpc.Compare(
+            key=key,
+            result=rpc.Compare.CompareResult.EQUAL,
+            target=rpc.Compare.CompareTarget.MOD,
+            mod_revision=revision,
+        )
+
+    def _check_ops(self, n: int) -> None:
+        if n > self.max_txn_ops:
+            raise StoreUnavailable(
+                f"this change needs {n} operations in one etcd transaction, more than"
+                f" max_txn_ops={self.max_txn_ops} (raise etcd's --max-txn-ops and the store's)"
+            )
+
+    # --- lifecycle -----------------------------------------------------------
+    async def open(self) -> None:
+        if self._kv is not None:
+            return
+        try:
+            target = _grpc_target(self.endpoints)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot resolve etcd endpoints: {exc}") from exc
+        channel = rpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.lb_policy_name", "round_robin"),
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 1000),
+                # Notice a member that went silent (kill -9, partition) in seconds;
+                # etcd refuses pings more often than every 5 s by default.
+                ("grpc.keepalive_time_ms", 5000),
+                ("grpc.keepalive_timeout_ms", 3000),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ],
+        )
+        self._channel = channel
+        self._kv = rpc.KVStub(channel)
+        self._watch = rpc.WatchStub(channel)
+        self._lease = rpc.LeaseStub(channel)
+        try:
+            await self.ping()
+        except BaseException:
+            await self._close_channel()
+            raise
+
+    async def _close_channel(self) -> None:
+        channel, self._channel = self._channel, None
+        self._kv = self._watch = self._lease = None
+        if channel is not None:
+            await channel.close()
+
+    async def close(self) -> None:
+        committer = self._committer
+        if committer is not None and not committer.done():
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await committer
+        await self._close_channel()
+
+    async def ping(self) -> None:
+        # A linearizable read needs a quorum and a leader, like a write.
+        await self._call("Range", rpc.RangeRequest(key=self._k("ping")))
+
+    @property
+    def stubs(self) -> tuple[Any, Any]:
+        """(WatchStub, LeaseStub) for the cluster layer. Raises StoreUnavailable."""
+        self._require_open()
+        return self._watch, self._lease
+
+    async def put(self, key: bytes, value: bytes, *, lease: int = 0) -> None:
+        """A plain put (the node registry uses it with a lease)."""
+        await self._call("Put", rpc.PutRequest(key=key, value=value, lease=lease))
+
+    async def get_prefix(self, prefix: bytes) -> list[Any]:
+        """Every key-value under `prefix` (etcd KeyValue messages)."""
+        return await self._range(prefix, prefix_end(prefix))
+
+    async def current_revision(self) -> int:
+        resp = await self._call("Range", rpc.RangeRequest(key=self._k("ping")))
+        return int(resp.header.revision)
+
+    # --- users -------------------------------------------------------------------
+    async def register(self, user: str, sign_pub: bytes, transport_pub: bytes) -> None:
+        uk, tk = self.k_user(user), self.k_transport(transport_pub)
+        for _ in range(_CAS_RETRIES):
+            ukv, tkv = await self._read_txn([rpc.RangeRequest(key=uk), rpc.RangeRequest(key=tk)])
+            u = ukv[0] if ukv else None
+            t = tkv[0] if tkv else None
+            if u is not None and _user_dec.decode(u.value).sign_pub != bytes(sign_pub):
+                raise NameTaken(user)
+            if t is not None and t.value.decode() != user:
+                raise KeyTaken("the transport key belongs to another user")
+            puts = []
+            if u is None:
+                puts.append(self._put(uk, _enc.encode(_User(bytes(sign_pub), _now_ms()))))
+            if t is None:
+                puts.append(self._put(tk, user.encode()))
+            if not puts:
+                return
+            resp = await self._txn(
+                [
+                    self._mod_is(uk, u.mod_revision if u else 0),
+                    self._mod_is(tk, t.mod_revision if t else 0),
+                ],
+                puts,
+            )
+            if resp.succeeded:
+                return
+        raise StoreUnavailable("register: too much contention")
+
+    async def user_for_transport(self, transport_pub: bytes) -> str | None:
+        kv = await self._get(self.k_transport(transport_pub))
+        return None if kv is None else str(kv.value.decode())
+
+    async def users(self, names: Sequence[str]) -> dict[str, UserRecord]:
+        wanted = list(dict.fromkeys(names))
+        self._require_open()
+        found: dict[str, UserRecord] = {}
+        step = self.max_txn_ops
+        for i in range(0, len(wanted), step):
+            chunk = wanted[i : i + step]
+            results = await self._read_txn([rpc.RangeRequest(key=self.k_user(n)) for n in chunk])
+            for name, kvs in zip(chunk, results, strict=True):
+                if kvs:
+                    rec = _user_dec.decode(kvs[0].value)
+                    found[name] = UserRecord(name, rec.sign_pub, rec.registered_ms)
+        return found
+
+    # --- rooms and membership --------------------------------------------------
+    async def _room_state(self, room: str) -> tuple[Any, Any] | None:
+        """(meta kv, head kv) read at one revision, or None."""
+        meta, head = await self._read_txn(
+            [rpc.RangeRequest(key=self.k_meta(room)), rpc.RangeRequest(key=self.k_head(room))]
+        )
+        if not meta or not head:
+            return None
+        return meta[0], head[0]
+
+    @staticmethod
+    def _record(room: str, meta_kv: Any, head_kv: Any) -> RoomRecord:
+        meta = _meta_dec.decode(meta_kv.value)
+        head = _head_dec.decode(head_kv.value)
+        return RoomRecord(
+            room=room,
+            head=head.head,
+            epoch=meta.epoch,
+            epoch_after_op=meta.epoch_after_op,
+            op_head=meta.op_head,
+            created_ms=meta.created_ms,
+        )
+
+    def _member_ops(self, room: str, changes: Iterable[MemberChange]) -> list[Any]:
+        out = []
+        for c in changes:
+            if c.present:
+                out.append(self._put(self.k_member(room, c.user), b"1" if c.admin else b"0"))
+                out.append(self._put(self.k_rooms_of(c.user, room), b""))
+            else:
+                out.append(self._delete(self.k_member(room, c.user)))
+                out.append(self._delete(self.k_rooms_of(c.user, room)))
+        return out
+
+    async def _packet_ops(self, room: str, packets: Sequence[PacketRecord]) -> list[Any]:
+        """Puts for the packets not stored yet (the first packet for a key wins)."""
+        if not packets:
+            return []
+        keys = list(dict.fromkeys(self.k_packet(room, p.recipient, p.epoch) for p in packets))
+        existing: set[bytes] = set()
+        for i in range(0, len(keys), self.max_txn_ops):
+            chunk = keys[i : i + self.max_txn_ops]
+            got = await self._read_txn([rpc.RangeRequest(key=k, keys_only=True) for k in chunk])
+            existing.update(k for k, kvs in zip(chunk, got, strict=True) if kvs)
+        out = []
+        for p in packets:
+            key = self.k_packet(room, p.recipient, p.epoch)
+            if key in existing:
+                continue
+            existing.add(key)
+            out.append(self._put(key, _enc.encode((p.sender, p.box))))
+        return out
+
+    async def create_room(
+        self,
+        room: str,
+        ops: Sequence[OpRecord],
+        changes: Sequence[MemberChange],
+        epoch: EpochRecord,
+        packets: Sequence[PacketRecord],
+    ) -> RoomRecord:
+        ops, changes, packets = tuple(ops), tuple(changes), tuple(packets)
+        if [op.index for op in ops] != list(range(len(ops))):
+            raise ValueError("create_room takes ops indexed 0..n-1")
+        if epoch.epoch != 0:
+            raise ValueError("create_room starts epoch 0")
+        _check_packets(room, packets)
+        self._require_open()
+        record = RoomRecord(
+            room=room,
+            head=0,
+            epoch=0,
+            epoch_after_op=epoch.after_op,
+            op_head=len(ops) - 1,
+            created_ms=_now_ms(),
+        )
+        meta = _Meta(record.epoch, record.epoch_after_op, record.op_head, record.created_ms)
+        # A new room has no packets yet: keep the first of any duplicates.
+        first: dict[tuple[str, int], PacketRecord] = {}
+        for p in packets:
+            first.setdefault((p.recipient, p.epoch), p)
+        writes = [
+            self._put(self.k_meta(room), _enc.encode(meta)),
+            self._put(self.k_head(room), _enc.encode(_Head(0, 0))),
+            self._put(self.k_epoch(room, 0), _enc.encode((epoch.after_op, epoch.creator))),
+            *(self._put(self.k_op(room, o.index), _enc.encode((o.op, o.sig))) for o in ops),
+            *self._member_ops(room, changes),
+            *(
+                self._put(self.k_packet(room, p.recipient, p.epoch), _enc.encode((p.sender, p.box)))
+                for p in first.values()
+            ),
+        ]
+        self._check_ops(len(writes))
+        resp = await self._txn([self._mod_is(self.k_meta(room), 0)], writes)
+        if not resp.succeeded:
+            raise RoomExists(room)
+        return record
+
+    async def _change_room(
+        self,
+        room: str,
+        op: OpRecord | None,
+        changes: Sequence[MemberChange],
+        epoch: EpochRecord | None,
+        packets: Sequence[PacketRecord],
+    ) -> RoomRecord:
+        for _ in range(_CAS_RETRIES):
+            state = await self._room_state(room)
+            if state is None:
+                raise NoSuchRoom(room)
+            meta_kv, head_kv = state
+            current = self._record(room, meta_kv, head_kv)
+            if op is not None and op.index != current.op_head + 1:
+                raise Conflict(f"op index {op.index}, expected {current.op_head + 1}")
+            if epoch is not None and epoch.epoch != current.epoch + 1:
+                raise Conflict(f"epoch {epoch.epoch}, expected {current.epoch + 1}")
+            new_epoch, after_op = current.epoch, current.epoch_after_op
+            writes: list[Any] = []
+            if op is not None:
+                writes.append(self._put(self.k_op(room, op.index), _enc.encode((op.op, op.sig))))
+            writes += self._member_ops(room, changes)
+            if epoch is not None:
+                new_epoch, after_op = epoch.epoch, epoch.after_op
+                writes.append(
+                    self._put(
+                        self.k_epoch(room, epoch.epoch),
+                        _enc.encode((epoch.after_op, epoch.creator)),
+                    )
+                )
+            writes += await self._packet_ops(room, packets)
+            op_head = op.index if op is not None else current.op_head
+            meta = _Meta(new_epoch, after_op, op_head, current.created_ms)
+            writes.append(self._put(self.k_meta(room), _enc.encode(meta)))
+            self._check_ops(len(writes))
+            resp = await self._txn([self._mod_is(self.k_meta(room), meta_kv.mod_revision)], writes)
+            if resp.succeeded:
+                return RoomRecord(
+                    room=room,
+                    head=current.head,
+                    epoch=new_epoch,
+                    epoch_after_op=after_op,
+                    op_head=op_head,
+                    created_ms=current.created_ms,
+                )
+        raise StoreUnavailable("too much contention on the room")
+
+    async def append_op(
+        self,
+        room: str,
+        op: OpRecord,
+        changes: Sequence[MemberChange],
+        epoch: EpochRecord | None = None,
+        packets: Sequence[PacketRecord] = (),
+    ) -> RoomRecord:
+        changes, packets = tuple(changes), tuple(packets)
+        _check_packets(room, packets)
+        self._require_open()
+        return await self._change_room(room, op, changes, epoch, packets)
+
+    async def add_epoch(
+        self, room: str, epoch: EpochRecord, packets: Sequence[PacketRecord]
+    ) -> RoomRecord:
+        packets = tuple(packets)
+        _check_packets(room, packets)
+        self._require_open()
+        return await self._change_room(room, None, (), epoch, packets)
+
+    async def room(self, room: str) -> RoomRecord | None:
+        state = await self._room_state(room)
+        return None if state is None else self._record(room, *state)
+
+    async def _room_prefix_read(self, room: str, sub: bytes, **kw: Any) -> list[Any]:
+        """kvs under one of the room's sub-prefixes, read with the room's meta
+        at one revision; NoSuchRoom if the room does not exist."""
+        meta, kvs = await self._read_txn(
+            [
+                rpc.RangeRequest(key=self.k_meta(room), keys_only=True),
+                rpc.RangeRequest(key=sub, range_end=prefix_end(sub), **kw),
+            ]
+        )
+        if not meta:
+            raise NoSuchRoom(room)
+        return kvs
+
+    async def ops(self, room: str, after: int = -1) -> list[OpRecord]:
+        start = self.k_op(room, max(after + 1, 0))
+        end = prefix_end(self._k("r", _q(room), "op", ""))
+        meta, kvs = await self._read_txn(
+            [
+                rpc.RangeRequest(key=self.k_meta(room), keys_only=True),
+                rpc.RangeRequest(key=start, range_end=end),
+            ]
+        )
+        if not meta:
+            raise NoSuchRoom(room)
+        out = []
+        for kv in kvs:
+            index = int(kv.key.decode().rsplit("/", 1)[1])
+            o, s = _op_dec.decode(kv.value)
+            out.append(OpRecord(index, o, s))
+        return out
+
+    async def members(self, room: str) -> dict[str, bool]:
+        kvs = await self._room_prefix_read(room, self._k("r", _q(room), "mem", ""))
+        return {_uq(kv.key.decode().rsplit("/", 1)[1]): kv.value == b"1" for kv in kvs}
+
+    async def rooms_of(self, user: str) -> list[RoomRecord]:
+        sub = self._k("u", _q(user), "rooms", "")
+        kvs = await self._range(sub, prefix_end(sub), keys_only=True)
+        names = sorted(_uq(kv.key.decode().rsplit("/", 1)[1]) for kv in kvs)
+        out = []
+        step = max(1, self.max_txn_ops // 2)
+        for i in range(0, len(names), step):
+            chunk = names[i : i + step]
+            reqs = []
+            for n in chunk:
+                reqs += [rpc.RangeRequest(key=self.k_meta(n)), rpc.RangeRequest(key=self.k_head(n))]
+            got = await self._read_txn(reqs)
+            for j, n in enumerate(chunk):
+                meta, head = got[2 * j], got[2 * j + 1]
+                if meta and head:
+                    out.append(self._record(n, meta[0], head[0]))
+        return out
+
+    async def key_packets(
+        self, room: str, recipient: str, min_epoch: int = 0
+    ) -> list[PacketRecord]:
+        sub = self._k("r", _q(room), "pk", _q(recipient), "")
+        meta, kvs = await self._read_txn(
+            [
+                rpc.RangeRequest(key=self.k_meta(room), keys_only=True),
+                rpc.RangeRequest(
+                    key=self.k_packet(room, recipient, max(min_epoch, 0)),
+                    range_end=prefix_end(sub),
+                ),
+            ]
+        )
+        if not meta:
+            raise NoSuchRoom(room)
+        out = []
+        for kv in kvs:
+            epoch = int(kv.key.decode().rsplit("/", 1)[1])
+            sender, box = _packet_dec.decode(kv.value)
+            out.append(PacketRecord(room, epoch, recipient, sender, box))
+        return out
+
+    # --- messages ----------------------------------------------------------------
+    async def append_messages(self, batch: Sequence[NewMessage]) -> list[Committed]:
+        self._require_open()
+        batch = tuple(batch)
+        if not batch:
+            return []
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Committed]] = loop.create_future()
+        self._queue.append(_Pending(batch, future))
+        if self._committer is None or self._committer.done():
+            self._committer = loop.create_task(self._commit_loop(), name="curvechat-etcd-commit")
+        return await future
+
+    def _take_group(self) -> list[_Pending]:
+        group: list[_Pending] = []
+        count = 0
+        while self._queue:
+            pending = self._queue[0]
+            if pending.future.done():
+                self._queue.popleft()
+                continue
+            if group and count + len(pending.batch) > self.batch_max:
+                break
+            self._queue.popleft()
+            group.append(pending)
+            count += len(pending.batch)
+        return group
+
+    async def _commit_loop(self) -> None:
+        group: list[_Pending] = []
+        try:
+            while self._queue:
+                group = self._take_group()
+                if not group:
+                    break
+                try:
+                    outcomes = await self._commit_group([p.batch for p in group])
+                except Exception as exc:
+                    for pending in group:
+                        if not pending.future.done():
+                            pending.future.set_exception(_fresh(exc))
+                    group = []
+                    continue
+                for pending, outcome in zip(group, outcomes, strict=True):
+                    if pending.future.done():
+                        continue
+                    if isinstance(outcome, NoSuchRoom):
+                        pending.future.set_exception(outcome)
+                    else:
+                        pending.future.set_result(outcome)
+                group = []
+        finally:
+            for pending in [*group, *self._queue]:
+                pending.future.cancel()
+            self._queue.clear()
+
+    async def _commit_group(
+        self, batches: Sequence[Sequence[NewMessage]]
+    ) -> list[list[Committed] | NoSuchRoom]:
+        """Commit the callers' batches, in transactions of at most max_txn_ops
+        operations; returns one outcome per batch."""
+        outcomes: list[list[Committed] | NoSuchRoom | None] = [None] * len(batches)
+        todo = list(range(len(batches)))
+        while todo:
+            for _ in range(_CAS_RETRIES):
+                done = await self._try_commit(batches, todo, outcomes)
+                if done is not None:
+                    todo = todo[done:]
+                    break
+                self.cas_retries += 1
+            else:
+                raise StoreUnavailable("too much contention on the rooms' heads")
+        return [o if o is not None else [] for o in outcomes]
+
+    async def _try_commit(
+        self,
+        batches: Sequence[Sequence[NewMessage]],
+        todo: list[int],
+        outcomes: list[list[Committed] | NoSuchRoom | None],
+    ) -> int | None:
+        """Plan and commit one transaction from the batches in `todo` (in order,
+        as many whole batches as fit; at least part of the first). Returns how
+        many batches of `todo` it finished, or None when a head moved (retry).
+        A batch too big for one transaction is committed in parts: its acks are
+        kept in `outcomes` and it is finished when its last part committed."""
+        rooms = list(dict.fromkeys(m.room for i in todo for m in batches[i]))
+        idem_keys = list(
+            dict.fromkeys(self.k_idem(m.room, m.sender, m.txn) for i in todo for m in batches[i])
+        )
+        # Heads first, then idempotency keys: a txn id absent from a later read
+        # was not committed before the heads were read, so committing it
+        # anyway would also have moved its room's head and fail our CAS.
+        heads: dict[str, tuple[_Head, int] | None] = {}
+        for j in range(0, len(rooms), self.max_txn_ops):
+            chunk = rooms[j : j + self.max_txn_ops]
+            got = await self._read_txn([rpc.RangeRequest(key=self.k_head(r)) for r in chunk])
+            for r, kvs in zip(chunk, got, strict=True):
+                heads[r] = (_head_dec.decode(kvs[0].value), kvs[0].mod_revision) if kvs else None
+        known: dict[bytes, tuple[int, int]] = {}
+        for j in range(0, len(idem_keys), self.max_txn_ops):
+            keys = idem_keys[j : j + self.max_txn_ops]
+            got = await self._read_txn([rpc.RangeRequest(key=k) for k in keys])
+            for k, kvs in zip(keys, got, strict=True):
+                if kvs:
+                    known[k] = _seqts_dec.decode(kvs[0].value)
+        now = _now_ms()
+        state: dict[str, list[int]] = {}
+        writes: list[Any] = []
+        size = 0
+        results: dict[int, list[Committed]] = {}
+        finished = 0
+        stored = 0
+        partial = False
+        for i in todo:
+            batch = batches[i]
+            prior = outcomes[i]
+            acks: list[Committed] = list(prior) if isinstance(prior, list) else []
+            missing = next((m.room for m in batch if heads.get(m.room) is None), None)
+            if missing is not None:
+                # Nothing of this batch is written (rooms are never deleted, so
+                # a batch committed in parts fails, if ever, on its first part).
+                outcomes[i] = NoSuchRoom(missing)
+                finished += 1
+                continue
+            new_rooms = {m.room for m in batch[len(acks) :]} - state.keys()
+            need = 2 * (len(batch) - len(acks)) + len(new_rooms)
+            blob = sum(len(m.envelope) + 200 for m in batch[len(acks) :])
+            if writes and (
+                len(writes) + len(state) + need > self.max_txn_ops or size + blob > _MAX_TXN_BYTES
+            ):
+                break
+            for m in batch[len(acks) :]:
+                if m.room not in state:
+                    entry = heads[m.room]
+                    assert entry is not None
+                    state[m.room] = [entry[0].head, entry[0].last_ts]
+                # Room heads + this message's 2 puts must fit.
+                if len(writes) + len(state) + 2 > self.max_txn_ops or (
+                    writes and size + len(m.envelope) + 200 > _MAX_TXN_BYTES
+                ):
+                    partial = True
+                    break
+                ik = self.k_idem(m.room, m.sender, m.txn)
+                original = known.get(ik)
+                if original is not None:
+                    acks.append(Committed(m.room, m.txn, original[0], original[1], True))
+                    continue
+                st = state[m.room]
+                seq, ts = st[0] + 1, max(now, st[1])
+                st[0], st[1] = seq, ts
+                writes.append(
+                    self._put(
+                        self.k_msg(m.room, seq),
+                        _enc.encode(_Msg(ts, m.sender, m.txn, m.envelope, self.origin)),
+                    )
+                )
+                writes.append(self._put(ik, _enc.encode((seq, ts))))
+                size += len(m.envelope) + 200
+                stored += 1
+                known[ik] = (seq, ts)
+                acks.append(Committed(m.room, m.txn, seq, ts, False))
+            results[i] = acks
+            if partial:
+                break
+            finished += 1
+        if not writes and finished == 0:
+            raise StoreUnavailable(
+                f"one batch touches more rooms than fit in a transaction of {self.max_txn_ops} ops"
+            )
+        compares = []
+        for room, (head, last_ts) in state.items():
+            entry = heads[room]
+            assert entry is not None
+            compares.append(self._mod_is(self.k_head(room), entry[1]))
+            if entry[0].head != head:
+                writes.append(self._put(self.k_head(room), _enc.encode(_Head(head, last_ts))))
+        if writes:
+            resp = await self._txn(compares, writes)
+            if not resp.succeeded:
+                return None
+            self.commits += 1
+            self.committed_messages += stored
+        for i, acks in results.items():
+            outcomes[i] = acks
+        return finished
+
+    async def messages(
+        self,
+        room: str,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> list[StoredRow]:
+        sub = self._k("m", _q(room), "")
+        start, end = sub, prefix_end(sub)
+        if after is not None:
+            start = self.k_msg(room, max(after + 1, 0))
+        if before is not None:
+            end = self.k_msg(room, max(before, 0))
+        req: Any
+        descending = after is None
+        if limit <= 0 or start >= end:
+            (meta,) = await self._read_txn(
+                [rpc.RangeRequest(key=self.k_meta(room), keys_only=True)]
+            )
+            if not meta:
+                raise NoSuchRoom(room)
+            return []
+        req = rpc.RangeRequest(
+            key=start,
+            range_end=end,
+            limit=limit,
+            sort_order=(
+                rpc.RangeRequest.SortOrder.DESCEND
+                if descending
+                else rpc.RangeRequest.SortOrder.ASCEND
+            ),
+            sort_target=rpc.RangeRequest.SortTarget.KEY,
+        )
+        meta, kvs = await self._read_txn(
+            [rpc.RangeRequest(key=self.k_meta(room), keys_only=True), req]
+        )
+        if not meta:
+            raise NoSuchRoom(room)
+        rows = [self.decode_message(*self.parse_msg_key(kv.key), kv.value) for kv in kvs]
+        return rows[::-1] if descending else rows
+
+
+def _check_packets(room: str, packets: Sequence[PacketRecord]) -> None:
+    for packet in packets:
+        if packet.room != room:
+            raise ValueError(f"a key packet for room {packet.room!r} given for room {room!r}")
+
+
+def _fresh(exc: Exception) -> Exception:
+    """A fresh exception per caller (tracebacks are per raise)."""
+    if isinstance(exc, StoreUnavailable):
+        error = StoreUnavailable(str(exc))
+        error.__cause__ = exc.__cause__
+        return error
+    return exc

@@ -1,0 +1,114 @@
+"""A chat node through etcd faults: the Raft leader killed, quorum lost.
+Each test has its own 3-member etcd cluster, since it breaks it."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from curvechat.client.errors import RequestTimeout
+from curvechat.protocol import messages as m
+
+from .conftest import Nodes
+from support.clients import ClientFactory
+from support.etcd import EtcdCluster, etcd_cluster
+from support.servers import ServerProcess
+
+
+@pytest.fixture
+def fresh_nodes(tmp_path: Path) -> Iterator[Nodes]:
+    with etcd_cluster(tmp_path / "etcd", size=3) as cluster:
+        factory = Nodes(tmp_path, cluster)
+        try:
+            yield factory
+        finally:
+            factory.stop_and_check()
+
+
+def store_unavailable_replies(node: ServerProcess) -> float:
+    url = f"http://127.0.0.1:{node.http_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if not line.startswith("#") and 'code="store_unavailable"' in line
+    )
+
+
+async def test_kill_etcd_leader_sends_stall_then_continue(
+    fresh_nodes: Nodes, clients: ClientFactory
+) -> None:
+    node = fresh_nodes.start("a")
+    alice, _ = await clients.make("alice", node.connect)
+    bob, bob_events = await clients.make("bob", node.connect)
+    await alice.create_room("r", ["bob"])
+    for i in range(5):
+        await alice.send("r", f"before {i}")
+    leader = fresh_nodes.etcd.leader()
+    leader.kill()
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    acks = [await alice.send("r", f"after {i}", timeout=30) for i in range(5)]
+    stalled = loop.time() - t0
+    assert [a.seq for a in acks if isinstance(a, m.SendAck)] == [6, 7, 8, 9, 10]
+    assert stalled < 20, f"sends stalled {stalled:.1f} s after the leader died"
+    await bob_events.until(lambda: len(bob.cache.messages("r", limit=100)) == 10)
+    assert [x.seq for x in bob.cache.messages("r", limit=100)] == list(range(1, 11))
+
+
+async def test_quorum_lost_store_unavailable_then_resume(
+    fresh_nodes: Nodes, clients: ClientFactory
+) -> None:
+    etcd: EtcdCluster = fresh_nodes.etcd
+    node = fresh_nodes.start("a")
+    alice, _ = await clients.make("alice", node.connect)
+    bob, bob_events = await clients.make("bob", node.connect)
+    await alice.create_room("r", ["bob"])
+    await alice.send("r", "first")
+    down = etcd.members[1:]
+    for member in down:
+        member.kill()
+    txn = str(await alice.send("r", "while down", wait=False))
+    with pytest.raises(RequestTimeout):
+        await alice.wait_ack(txn, timeout=8)  # never a false ack
+    assert store_unavailable_replies(node) >= 1  # the node said so, clearly
+    assert [x.text for x in bob.cache.messages("r")] == ["first"]
+    for member in down:
+        member.restart()
+    etcd.wait_healthy()
+    ack = await alice.wait_ack(txn, timeout=30)
+    assert ack.seq == 2
+    await bob_events.until(lambda: len(bob.cache.messages("r")) == 2)
+    assert [(x.seq, x.text) for x in bob.cache.messages("r")] == [(1, "first"), (2, "while down")]
+
+
+async def test_node_cut_off_past_compaction_relists(
+    fresh_nodes: Nodes, clients: ClientFactory
+) -> None:
+    etcd = fresh_nodes.etcd
+    lone = etcd.members[2]
+    a = fresh_nodes.start("a", endpoints=",".join(m.endpoint for m in etcd.members[:2]))
+    b = fresh_nodes.start("b", endpoints=lone.endpoint)  # B talks to one member only
+    alice, _ = await clients.make("alice", a.connect)
+    bob, bob_events = await clients.make("bob", b.connect)
+    await alice.create_room("r", ["bob"])
+    await bob_events.until(lambda: bob.cache.room("r") is not None)
+    await alice.send("r", "m0")
+    await bob_events.until(lambda: len(bob.cache.messages("r")) == 1)
+    lone.kill()  # B's watch is cut off; A goes on with the other two members
+    for i in range(1, 6):
+        await alice.send("r", f"m{i}")
+    etcd.compact()  # past B's last revision
+    lone.restart()
+    etcd.wait_healthy(members=[lone])
+    # B re-lists and pushes the newest message; bob fetches the gap by seq.
+    await bob_events.until(lambda: len(bob.cache.messages("r")) == 6, timeout=30)
+    assert [(x.seq, x.text) for x in bob.cache.messages("r")] == [
+        (i + 1, f"m{i}") for i in range(6)
+    ]
+    assert "re-listing" in b.log()

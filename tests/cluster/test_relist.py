@@ -1,0 +1,92 @@
+"""A node whose watch revision was compacted re-lists from the store instead of
+skipping what it missed (the Cluster layer in-process, on a real etcd)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from curvechat.protocol import encode
+from curvechat.protocol import messages as m
+from curvechat.server.cluster import Cluster
+from curvechat.server.rooms import RoomCache
+from curvechat.store import EpochRecord, MemberChange, NewMessage, OpRecord
+from curvechat.store.etcd import EtcdStore
+
+from support.etcd import EtcdCluster
+
+
+class FakeNode:
+    """What Cluster uses of a ChatNode: its rooms, its online users, pushes."""
+
+    def __init__(self, store: EtcdStore) -> None:
+        self.boot = "node-b"
+        self.node_name = "b"
+        self.rooms = RoomCache(store)
+        self.by_user: dict[str, set[bytes]] = {"bob": {b"conn"}}
+        self.pushed: list[tuple[str, int]] = []
+        self.changed = asyncio.Event()
+
+    async def push_remote(self, room: str, message: m.StoredMessage) -> int:
+        self.pushed.append((room, message.seq))
+        self.changed.set()
+        return 1
+
+    def push(self, users: list[str], msg: Any, *, skip: bytes | None = None) -> int:
+        return 0
+
+
+def envelope(room: str, txn: str) -> bytes:
+    env = m.Envelope(
+        room=room, epoch=0, sender="alice", txn=txn, nonce=b"n" * 24, ct=b"c" * 16, sig=b"s" * 64
+    )
+    return encode(env)
+
+
+async def test_compacted_watch_relists(etcd3: EtcdCluster) -> None:
+    prefix = f"/t-{uuid.uuid4().hex}/"
+    endpoints = etcd3.endpoints.split(",")
+    writer = EtcdStore(endpoints, prefix=prefix)  # "node A"
+    reader = EtcdStore(endpoints, prefix=prefix)  # "node B"
+    await writer.open()
+    await reader.open()
+    node = FakeNode(reader)
+    cluster = Cluster(node, reader, "tcp://127.0.0.1:1/" + "k" * 40)  # type: ignore[arg-type]
+    try:
+        await writer.create_room(
+            "r",
+            [OpRecord(0, b"op", b"sig")],
+            [MemberChange("alice", True, True), MemberChange("bob", True)],
+            EpochRecord(0, 0, "alice"),
+            [],
+        )
+        await writer.append_messages(
+            [NewMessage("r", "alice", "txn-0000", envelope("r", "txn-0000"))]
+        )
+        # B was cut off at this revision; A goes on; etcd compacts past it.
+        cut_at = await reader.current_revision()
+        for i in range(1, 6):
+            await writer.append_messages(
+                [NewMessage("r", "alice", f"txn-000{i}", envelope("r", f"txn-000{i}"))]
+            )
+        etcd3.compact()
+        await cluster.start(from_revision=cut_at)
+        async with asyncio.timeout(20):
+            while (("r", 6)) not in node.pushed:
+                node.changed.clear()
+                await node.changed.wait()
+        assert cluster.relists == 1
+        # And it watches on from there: the next message comes live.
+        await writer.append_messages(
+            [NewMessage("r", "alice", "txn-0006", envelope("r", "txn-0006"))]
+        )
+        async with asyncio.timeout(20):
+            while ("r", 7) not in node.pushed:
+                node.changed.clear()
+                await node.changed.wait()
+        assert node.pushed == [("r", 6), ("r", 7)]
+    finally:
+        await cluster.stop()
+        await reader.close()
+        await writer.close()

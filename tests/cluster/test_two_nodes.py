@@ -1,0 +1,96 @@
+"""Two chat nodes on one etcd cluster: cross-node fan-out in one order, and
+client failover when a node is killed."""
+
+from __future__ import annotations
+
+import asyncio
+
+from curvechat.protocol import messages as m
+
+from .conftest import Nodes
+from support.clients import ClientFactory
+
+
+def seqs_texts(client, room):  # type: ignore[no-untyped-def]
+    return [(x.seq, x.sender, x.text) for x in client.cache.messages(room, limit=10_000)]
+
+
+async def test_message_via_a_reaches_members_on_b_in_order(
+    nodes: Nodes, clients: ClientFactory
+) -> None:
+    a, b = nodes.start("a"), nodes.start("b")
+    # B's connect string for the whole cluster names both nodes (from the registry).
+    (line,) = [x for x in b.stdout if x.startswith("cluster connect string: ")]
+    assert sorted(line.split(": ", 1)[1].strip().split(",")) == sorted([a.connect, b.connect])
+    alice, _ = await clients.make("alice", a.connect)
+    bob, bob_events = await clients.make("bob", b.connect)
+    carol, carol_events = await clients.make("carol", b.connect)
+    await alice.create_room("general", ["bob", "carol"])
+    # B learns of the room from etcd's watch and tells its members.
+    await bob_events.until(lambda: bob.cache.room("general") is not None)
+    await carol_events.until(lambda: carol.cache.room("general") is not None)
+    # Alice (on A) and bob (on B) send concurrently; everyone sees one order.
+    acks = await asyncio.gather(
+        *(alice.send("general", f"a{i}") for i in range(10)),
+        *(bob.send("general", f"b{i}") for i in range(10)),
+    )
+    assert sorted(a.seq for a in acks if isinstance(a, m.SendAck)) == list(range(1, 21))
+    for client, events in ((bob, bob_events), (carol, carol_events)):
+        await events.until(lambda c=client: len(c.cache.messages("general", limit=100)) == 20)
+    expected = seqs_texts(bob, "general")
+    assert [s for s, _, _ in expected] == list(range(1, 21))
+    assert seqs_texts(carol, "general") == expected
+    assert seqs_texts(alice, "general") == expected
+    # Carol got bob's and alice's messages live from B (alice's through the watch).
+    live = [e for e in carol_events.events if type(e).__name__ == "MessageReceived"]
+    assert {e.message.sender for e in live if e.live} == {"alice", "bob"}
+
+
+async def test_kill_a_chat_node_while_20_clients_send(nodes: Nodes, clients: ClientFactory) -> None:
+    """kill -9 of node A while 20 clients send: those on A fail over to B,
+    ten of them knowing only A's connect string (they learned B from the
+    registry through their welcome). Every acknowledged message is stored
+    exactly once at its acked seq, and every client ends with one history."""
+    b = nodes.start("b")
+    a = nodes.start("a")  # B is registered by now: A's first welcome names it
+    users = [f"u{i:02d}" for i in range(20)]
+    made = []
+    for i, user in enumerate(users):
+        # u00..u09 know only A; u10..u14 know both, A first; u15..u19 are on B.
+        connect = a.connect if i < 10 else f"{a.connect},{b.connect}" if i < 15 else b.connect
+        made.append(await clients.make(user, connect))
+    for client, _ in made[:10]:
+        assert [x.endpoint for x in client.conn.addresses] == [a.endpoint, b.endpoint]
+    owner = made[0][0]
+    await owner.create_room("ops", users[1:])
+    for client, events in made[1:]:
+        await events.until(lambda c=client: c.cache.room("ops") is not None)
+    per_client = 12
+    waits: list[asyncio.Future[m.SendAck]] = []
+    for n in range(per_client):
+        for (client, _), user in zip(made, users, strict=True):
+            txn = await client.send("ops", f"{user}-{n}", wait=False)
+            waits.append(asyncio.ensure_future(client.wait_ack(str(txn), timeout=60)))
+    await asyncio.wait(waits[:20])  # the first round is acknowledged...
+    assert not all(w.done() for w in waits)  # ...and later ones are in flight
+    nodes.kill(a)
+    acks = await asyncio.gather(*waits)
+    total = per_client * len(users)
+    assert sorted(x.seq for x in acks) == list(range(1, total + 1))  # no seq twice
+    for client, _ in made[:15]:
+        assert client.status.endpoint == b.endpoint
+        assert client.pending() == []
+    for client, events in made:
+        await events.until(
+            lambda c=client: len(c.cache.messages("ops", limit=10_000)) == total, timeout=60
+        )
+    expected = seqs_texts(made[-1][0], "ops")
+    assert sorted(t for _, _, t in expected) == sorted(
+        f"{u}-{n}" for u in users for n in range(per_client)
+    )  # each acknowledged message once
+    for client, _ in made:
+        assert seqs_texts(client, "ops") == expected
+    # Each client's messages are stored in the order it sent them.
+    for user in users:
+        mine = [t for _, s, t in expected if s == user]
+        assert mine == [f"{user}-{n}" for n in range(per_client)]

@@ -1,0 +1,143 @@
+"""etcd-specific behaviour of EtcdStore: group commit, etcd's --max-txn-ops,
+compare-and-swap between two nodes' stores, idempotency across nodes, the
+URL syntax, and an unreachable cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from curvechat.store import EpochRecord, MemberChange, NewMessage, OpRecord, StoreUnavailable
+from curvechat.store.etcd import DEFAULT_PREFIX, EtcdStore, parse_etcd_url
+
+from support.etcd import EtcdCluster
+from support.servers import free_port
+
+
+def msg(room: str, sender: str, txn: str, size: int = 16) -> NewMessage:
+    return NewMessage(room, sender, txn, txn.encode().ljust(size, b"."))
+
+
+async def make_room(store: EtcdStore, room: str) -> None:
+    await store.create_room(
+        room,
+        [OpRecord(0, b"op", b"sig")],
+        [MemberChange("alice", True, True)],
+        EpochRecord(0, 0, "alice"),
+        [],
+    )
+
+
+@pytest.fixture
+async def two(etcd_for_store: EtcdCluster) -> AsyncIterator[tuple[EtcdStore, EtcdStore]]:
+    """Two stores on one prefix: what two chat nodes of a cluster have."""
+    prefix = f"/test-{uuid.uuid4().hex}/"
+    endpoints = etcd_for_store.endpoints.split(",")
+    a, b = EtcdStore(endpoints, prefix=prefix), EtcdStore(endpoints, prefix=prefix)
+    await a.open()
+    await b.open()
+    try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
+def test_parse_etcd_url() -> None:
+    assert parse_etcd_url("etcd://h1:2379,h2:2380") == (["h1:2379", "h2:2380"], DEFAULT_PREFIX)
+    assert parse_etcd_url("etcd://h1,10.0.0.2:1/chat/") == (["h1:2379", "10.0.0.2:1"], "/chat/")
+    for bad in ("http://h1:2379", "etcd://", "etcd://,/x"):
+        with pytest.raises(ValueError):
+            parse_etcd_url(bad)
+
+
+async def test_group_commit_batches_concurrent_callers(two: tuple[EtcdStore, EtcdStore]) -> None:
+    store, _ = two
+    await make_room(store, "r")
+    n = 200
+    t0 = time.perf_counter()
+    results = await asyncio.gather(
+        *(store.append_messages([msg("r", "alice", f"t{i:04d}")]) for i in range(n))
+    )
+    elapsed = time.perf_counter() - t0
+    assert sorted(r[0].seq for r in results) == list(range(1, n + 1))
+    # 2 puts per message + the head: at most 63 messages per 128-op transaction.
+    assert store.commits < n / 10, store.commits
+    assert store.committed_messages == n
+    print(f"{n} concurrent single-message sends: {store.commits} txns, {n / elapsed:.0f} msg/s")
+
+
+async def test_respects_max_txn_ops(etcd_for_store: EtcdCluster) -> None:
+    store = EtcdStore(
+        etcd_for_store.endpoints.split(","), prefix=f"/t-{uuid.uuid4().hex}/", max_txn_ops=9
+    )
+    await store.open()
+    try:
+        await make_room(store, "r")
+        acks = await store.append_messages([msg("r", "alice", f"t{i:03d}") for i in range(20)])
+        assert [a.seq for a in acks] == list(range(1, 21))
+        assert store.commits == 5  # 4 messages (8 puts) + the head per transaction
+        assert [r.seq for r in await store.messages("r", limit=100)] == list(range(1, 21))
+    finally:
+        await store.close()
+
+
+async def test_two_nodes_cas_on_one_room(two: tuple[EtcdStore, EtcdStore]) -> None:
+    a, b = two
+    await make_room(a, "r")
+    per = 100
+    results = await asyncio.gather(
+        *(
+            s.append_messages([msg("r", name, f"t{i:04d}")])
+            for i in range(per)
+            for s, name in ((a, "alice"), (b, "bob"))
+        )
+    )
+    assert sorted(r[0].seq for r in results) == list(range(1, 2 * per + 1))
+    assert a.cas_retries + b.cas_retries > 0  # they really raced
+    rows = await b.messages("r", limit=1000)
+    assert [r.seq for r in rows] == list(range(1, 2 * per + 1))
+    room = await a.room("r")
+    assert room is not None and room.head == 2 * per
+
+
+async def test_idempotent_resend_through_another_node(two: tuple[EtcdStore, EtcdStore]) -> None:
+    a, b = two
+    await make_room(a, "r")
+    (first,) = await a.append_messages([msg("r", "alice", "same")])
+    racing = await asyncio.gather(
+        a.append_messages([msg("r", "alice", "same")]),
+        b.append_messages([msg("r", "alice", "same")]),
+        b.append_messages([msg("r", "alice", "other")]),
+    )
+    assert racing[0][0].duplicate and racing[1][0].duplicate
+    assert (racing[1][0].seq, racing[1][0].ts_ms) == (first.seq, first.ts_ms)
+    assert [r.txn for r in await a.messages("r")] == ["same", "other"]
+
+
+async def test_unreachable_etcd_is_unavailable() -> None:
+    store = EtcdStore([f"127.0.0.1:{free_port()}"], timeout=1.0)
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        await store.open()
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(StoreUnavailable):
+        await store.append_messages([msg("r", "alice", "t")])
+    await store.close()
+
+
+def test_etcd_store_does_not_load_transport_or_server() -> None:
+    code = "import json, sys\nimport curvechat.store.etcd\nprint(json.dumps(sorted(sys.modules)))\n"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = json.loads(out.stdout)
+    forbidden = ("zmq", "textual", "aiohttp", "curvechat.server", "curvechat.client")
+    assert [n for n in loaded if n.split(".")[0] in forbidden or n.startswith(forbidden)] == []

@@ -178,7 +178,11 @@ def test_errors_are_one_line_with_a_code(people: dict[str, User], tmp_path: Path
     assert missing.returncode == 1 and "[no_such_user]" in missing.stderr
     bad_room = alice.run("create", "Bad Room", ok=False)
     assert bad_room.returncode == 1 and "[bad_room]" in bad_room.stderr
-    for proc in (no_id, again, bad_name, wrong, bad_server, missing, bad_room):
+    dm_self = alice.run("dm", "alice", "hi me", ok=False)
+    assert dm_self.returncode == 1 and "[bad_name]" in dm_self.stderr
+    dm_bad = alice.run("dm", "Not A Name", "hi", ok=False)
+    assert dm_bad.returncode == 1 and "[bad_name]" in dm_bad.stderr
+    for proc in (no_id, again, bad_name, wrong, bad_server, missing, bad_room, dm_self, dm_bad):
         assert "Traceback" not in proc.stderr
 
 

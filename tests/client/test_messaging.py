@@ -227,6 +227,29 @@ async def test_membership_rules_enforced_by_server(
         raise AssertionError("created a room twice")
 
 
+async def test_member_added_by_someone_removed_later_reads_old_epochs(
+    server: ServerProcess, clients: ClientFactory
+) -> None:
+    """Bob (promoted after he joined) adds carol and wraps the epochs from
+    before his time for her; then bob is removed. Carol on a new device must
+    still accept bob's packets: he added her, so he was the one to send them."""
+    alice, _ = await clients.make("alice", server.connect)
+    bob, bob_events = await clients.make("bob", server.connect)
+    await clients.make("carol", server.connect)
+    await alice.create_room("hist", [])
+    await alice.send("hist", "before bob")
+    await alice.invite("hist", "bob")
+    await alice.promote("hist", "bob")
+    await bob_events.until(lambda: texts(bob, "hist") == ["before bob"])
+    await bob_events.until(lambda: bob.members("hist").get("bob") is True)
+    await bob.invite("hist", "carol")
+    await alice.remove("hist", "bob")
+    await alice.send("hist", "after bob")
+    carol2, events = await clients.make("carol", server.connect, home_name="carol-2")
+    await events.until(lambda: texts(carol2, "hist") == ["before bob", "after bob"])
+    assert not [p for p in events.of(ev.Problem) if "could not have made it" in p.message]
+
+
 async def test_catch_up_larger_than_one_frame(
     server: ServerProcess, clients: ClientFactory
 ) -> None:

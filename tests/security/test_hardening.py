@@ -52,6 +52,21 @@ def test_world_readable_server_key_is_refused(tmp_path: Path) -> None:
     assert "[server_key]" in proc.stderr and "chmod 600" in proc.stderr
 
 
+def test_leftover_key_tmp_from_a_crashed_first_start(tmp_path: Path) -> None:
+    """A first start that died between writing server.key.tmp and renaming it
+    must not keep the next start from creating the key."""
+    from curvechat.server.keys import load_or_create_keypair
+
+    data = tmp_path / "node"
+    data.mkdir(mode=0o700)
+    (data / "server.key.tmp").write_bytes(b"half a key")
+    public, secret = load_or_create_keypair(data)
+    assert zmq.curve_public(secret) == public
+    assert (data / "server.key").read_bytes().strip() == secret
+    assert (data / "server.key").stat().st_mode & 0o777 == 0o600
+    assert not (data / "server.key.tmp").exists()
+
+
 @pytest.mark.parametrize(
     ("has_curve", "version", "words"),
     [(False, (4, 3, 5), "without CURVE"), (True, (4, 3, 1), "older than 4.3.2")],

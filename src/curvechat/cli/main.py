@@ -129,7 +129,11 @@ async def _with_client(
         cache = Cache(home.cache, cache_key(identity.sign_seed))
     except CacheError as exc:
         raise CliError("bad_cache", str(exc)) from exc
-    client = ChatClient(identity, cache, addresses, client_id="curvechat-cli")
+    try:
+        client = ChatClient(identity, cache, addresses, client_id="curvechat-cli")
+    except RuntimeError as exc:  # libzmq without CURVE, or too old
+        cache.close()
+        raise CliError("no_curve", str(exc)) from exc
     try:
         await client.start()
         try:
@@ -159,6 +163,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from curvechat.server.app import serve
     from curvechat.server.keys import ServerKeyError
     from curvechat.server.ratelimit import RateLimits
+    from curvechat.store import StoreUnavailable
 
     if args.rate_conn <= 0 or args.rate_user <= 0:
         raise CliError("bad_argument", "rates must be positive", EXIT_USAGE)
@@ -174,6 +179,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise CliError("bad_argument", f"--influx: {exc}", EXIT_USAGE) from exc
 
+    if args.store:
+        from curvechat.store.etcd import parse_etcd_url
+
+        try:
+            parse_etcd_url(args.store)
+        except ValueError as exc:
+            raise CliError("bad_argument", f"--store: {exc}", EXIT_USAGE) from exc
+
     data = Path(args.data) if args.data else Path(os.environ.get("CURVECHAT_DATA", "data"))
     try:
         asyncio.run(
@@ -186,10 +199,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 influx=args.influx,
                 influx_db=args.influx_db,
                 influx_interval=args.influx_interval,
+                store_url=args.store,
             )
         )
     except ServerKeyError as exc:
         raise CliError("server_key", str(exc)) from exc
+    except StoreUnavailable as exc:
+        raise CliError("store_unavailable", f"the store is unavailable: {exc}") from exc
     except RuntimeError as exc:
         raise CliError("refused_to_start", str(exc)) from exc
     except OSError as exc:
@@ -532,6 +548,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=10.0,
         help="seconds between pushes to InfluxDB (default 10)",
+    )
+    serve.add_argument(
+        "--store",
+        metavar="URL",
+        help="etcd://HOST:PORT[,HOST:PORT…][/PREFIX]: keep everything in etcd and join"
+        " the cluster of nodes on it (default: SQLite in the data dir)",
     )
     serve.set_defaults(func=cmd_serve)
 

@@ -330,6 +330,16 @@ class ChatClient:
     def _state(self, room: str) -> MemberState:
         return self._states.get(room) or self._load_state(room)
 
+    def _added_me(self, room: str, user: str) -> bool:
+        """Whether `user` added us to `room` at some point (verified log): the
+        one who adds a member wraps the older epochs for them, and may have
+        left since."""
+        for op_bytes, _sig in self.cache.ops(room):
+            op = decode_member_op(op_bytes)
+            if op.kind == "add" and op.actor == user and op.target == self.me:
+                return True
+        return False
+
     def _members_at(self, room: str, index: int) -> set[str]:
         """Who was a member right after membership op `index` (verified log)."""
         state = MemberState.empty(room)
@@ -411,7 +421,8 @@ class ChatClient:
     def _accept_packet(self, room: str, packet: m.KeyPacket) -> None:
         """Store the epoch key of a packet if it verifies and its sender could
         have sent it: a current member (who may wrap old epochs for someone
-        they add) or a member at the op the epoch is based on."""
+        they add), a member at the op the epoch is based on, or whoever added
+        us (who wrapped the older epochs for us, and may have left since)."""
         sender_key = self._ever_keys.get(room, {}).get(packet.sender)
         if sender_key is None:
             self._emit(ev.Problem(room, f"key packet from {packet.sender}, who is not in the log"))
@@ -425,6 +436,7 @@ class ChatClient:
         if key.after_op > state.index or (
             not state.is_member(packet.sender)
             and packet.sender not in self._members_at(room, key.after_op)
+            and not self._added_me(room, packet.sender)
         ):
             self._emit(
                 ev.Problem(
@@ -754,7 +766,12 @@ class ChatClient:
 
     async def open_dm(self, user: str) -> str:
         """The DM room with `user`, created if neither side has yet."""
-        room = dm_room(self.me, user)
+        try:
+            room = dm_room(self.me, user)
+        except ValueError:
+            raise NotReady(
+                f"a direct message needs another user's valid name, not {user!r}", "bad_name"
+            ) from None
         cached = self.cache.room(room)
         if cached is not None and not cached.left:
             return room
@@ -910,7 +927,7 @@ class ChatClient:
                 )
             self._emit(ev.MessageReceived(msg, mine=True, live=True))
             return ack
-        raise ServerRefused(ErrorCode.STALE_EPOCH, "could not agree on the room's epoch")
+        raise AssertionError("the last attempt returns or raises")
 
     # --- keys -------------------------------------------------------------------------
     def _key_change_in(self, room: str) -> str | None:

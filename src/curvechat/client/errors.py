@@ -51,7 +51,8 @@ class UntrustedLog(ClientError):
 
 class NotReady(ClientError):
     """A command the engine refuses before asking the server, with a code
-    (not_member, bad_name, bad_room, empty, already_member, forbidden, no_key)."""
+    (not_member, bad_name, bad_room, empty, already_member, forbidden,
+    no_key, no_key_change, no_such_message)."""
 
     def __init__(self, message: str, code: str = "not_ready") -> None:
         super().__init__(message)

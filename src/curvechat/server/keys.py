@@ -18,6 +18,9 @@ class ServerKeyError(Exception):
 
 def _write_private(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
+    # A leftover from a start that died between writing and renaming: it was
+    # never the key (the rename had not happened), so it can go.
+    tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     try:
         os.write(fd, data)

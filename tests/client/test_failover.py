@@ -96,3 +96,31 @@ async def test_status_events_tell_the_story_of_an_outage(
 
 
 _ = Recorder
+
+
+async def test_a_refusal_that_persists_backs_off(tmp_path: Path, clients: ClientFactory) -> None:
+    """A node whose per-user rate (0.5 requests/s, a burst of one) can never
+    let a sync through: the client must back off further with every refused
+    sync, not reconnect at the first back-off step forever."""
+    from curvechat.client.state import Backoff
+
+    server = ServerProcess(tmp_path / "slow", extra_args=("--rate-user", "0.5")).start()
+    try:
+        alice, events = await clients.make(
+            "alice", server.connect, ready=False, backoff=Backoff(base=0.05, cap=2.0)
+        )
+
+        def refused() -> list[int]:
+            return [
+                e.status.attempt
+                for e in events.of(ev.StatusChanged)
+                if e.status.state is ConnState.RECONNECTING
+                and e.status.detail.startswith("sync refused")
+            ]
+
+        await events.until(lambda: len(refused()) >= 3)
+        # each refused sync counts as one more attempt: the back-off grows
+        assert refused()[:3] == [1, 2, 3], refused()
+        assert alice.fatal is None
+    finally:
+        assert server.stop() == 0

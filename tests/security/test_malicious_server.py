@@ -69,6 +69,12 @@ async def test_substituted_identity_key_is_noticed(
     evil.attack()
     await resync(alice, alice_ev)
     assert alice.key_changes() == ["bob"]
+    # Dave never accepted: with the pinned key back in the directory, his
+    # pending change is dropped (he is told) and he can send to bob again.
+    await resync(dave, dave_ev)
+    assert dave.key_changes() == []
+    assert any("pinned key of bob again" in p.message for p in dave_ev.of(ev.Problem))
+    assert isinstance(await dave.send("r", "bob's key is the pinned one again"), m.SendAck)
 
 
 def _packets_for(evil: EvilServer, user: str) -> int:

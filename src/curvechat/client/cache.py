@@ -377,6 +377,9 @@ class Cache:
             r[0]: bytes(r[1]) for r in self._db.execute("SELECT user, offered FROM key_changes")
         }
 
+    def drop_key_change(self, user: str) -> None:
+        self._db.execute("DELETE FROM key_changes WHERE user=?", (user,))
+
     def accept_key_change(self, user: str) -> bytes | None:
         """Pin the offered key of `user`; returns it (None if no change)."""
         offered = self.key_changes().get(user)

@@ -90,6 +90,7 @@ class Connection:
         self._last_rx = 0.0
         self._bg: set[asyncio.Task[None]] = set()
         self._boot: str | None = None
+        self._drop_failed = False
         self.status = ConnStatus(ConnState.OFFLINE, since=time.time())
         self.reconnects = 0
 
@@ -121,9 +122,12 @@ class Connection:
             return False
         return True
 
-    def drop(self, reason: str) -> None:
-        """Give up on the current connection (e.g. its first sync failed): the
-        run loop closes it and reconnects, with back-off."""
+    def drop(self, reason: str, *, failed: bool = False) -> None:
+        """Give up on the current connection: the run loop closes it and
+        reconnects, with back-off. `failed` (e.g. its first sync was refused)
+        counts it as one more failed attempt, so a refusal that persists backs
+        off up to the cap instead of reconnecting at the first step forever."""
+        self._drop_failed = failed
         self._mark_lost(reason)
 
     def retry_now(self) -> None:
@@ -342,7 +346,8 @@ class Connection:
             if ever_live:
                 self.reconnects += 1
             ever_live = True
-            attempt = 0
+            streak, attempt = attempt, 0
+            self._drop_failed = False
             self._boot = welcome.boot
             self._learn_peers(welcome.peers)
             self._move(ConnEvent.WELCOMED, endpoint=addr.endpoint, attempt=0, node=welcome.node)
@@ -359,6 +364,8 @@ class Connection:
             await self._close_socket(reason)
             if len(self.addresses) > 1:
                 index += 1
+            if self._drop_failed:
+                attempt = streak + 1
             delay = self.backoff.delay(attempt)
             self._move(
                 ConnEvent.LOST, attempt=attempt, next_retry_at=time.time() + delay, detail=reason

@@ -244,11 +244,11 @@ class ChatClient:
             # Anything else (store unavailable, rate limited, …) may pass:
             # try again on a fresh connection, after the back-off.
             self._emit(ev.Problem(None, f"sync refused: {exc}"))
-            self.conn.drop(f"sync refused: {exc.code}")
+            self.conn.drop(f"sync refused: {exc.code}", failed=True)
             return
         except (NotConnected, RequestTimeout) as exc:
             # Not ready without a complete sync: start over on a fresh connection.
-            self.conn.drop(f"sync failed: {exc}")
+            self.conn.drop(f"sync failed: {exc}", failed=True)
             return
         self.last_caught_up = count
         self._emit(ev.CaughtUp(count))
@@ -301,7 +301,7 @@ class ChatClient:
             assert isinstance(reply, m.Directory)
             for entry in reply.users:
                 with contextlib.suppress(KeyChanged):
-                    self._check_pin(entry.user, entry.sign_pub)
+                    self._check_pin(entry.user, entry.sign_pub, directory=True)
 
     def _load_state(self, room: str) -> MemberState:
         state = MemberState.empty(room)
@@ -347,13 +347,26 @@ class ChatClient:
             state, _ = state.apply(m.SignedOp(op=op_bytes, sig=sig))
         return set(state.members)
 
-    def _check_pin(self, user: str, key: bytes) -> None:
+    def _check_pin(self, user: str, key: bytes, *, directory: bool = False) -> None:
         """Pin `key` for `user` on first sight; on a different key, record the
-        change (once), tell the front end, and raise KeyChanged."""
+        change (once), tell the front end, and raise KeyChanged. When the
+        directory shows the pinned key again, a pending change is dropped:
+        there is nothing left to accept (a room whose log still names the
+        other key brings it back at the next send there)."""
         pinned = self.cache.pin(user)
         if pinned is None:
             self.cache.set_pin(user, key)
-        elif pinned != key:
+        elif pinned == key:
+            if directory and user in self.cache.key_changes():
+                self.cache.drop_key_change(user)
+                self._emit(
+                    ev.Problem(
+                        None,
+                        f"the server shows the pinned key of {user} again; the pending key "
+                        "change was dropped (compare safety numbers if in doubt)",
+                    )
+                )
+        else:
             if self.cache.key_changes().get(user) != key:
                 self.cache.record_key_change(user, key)
                 self._emit(ev.KeyChangeDetected(user))
@@ -551,9 +564,10 @@ class ChatClient:
             self.cache.set_head(room, reply.head)
             for item in _by_seq(reply.items):
                 await self._ingest(room, item, live=False)
-            if not reply.items or reply.items[-1].seq >= reply.head:
-                return
-            cursor = reply.items[-1].seq
+            top = max((item.seq for item in reply.items), default=cursor)
+            if top <= cursor or top >= reply.head:
+                return  # done, or a server that makes no progress
+            cursor = top
 
     async def _fill_gap(self, room: str, cursor: int, upto: int) -> None:
         """Fetch the messages between the cursor and a pushed seq (Clone pattern)."""
@@ -566,7 +580,10 @@ class ChatClient:
                 return
             for item in _by_seq(reply.items):
                 await self._ingest(room, item, live=False)
-            cursor = reply.items[-1].seq
+            top = max(item.seq for item in reply.items)
+            if top <= cursor:
+                return  # a server that makes no progress
+            cursor = top
 
     # --- keys and epochs -----------------------------------------------------------------
     async def lookup(self, users: list[str]) -> dict[str, bytes]:
@@ -582,7 +599,7 @@ class ChatClient:
         if missing:
             raise ServerRefused(ErrorCode.NO_SUCH_USER, f"no such user: {', '.join(missing)}")
         for user, key in found.items():
-            self._check_pin(user, key)
+            self._check_pin(user, key, directory=True)
         return found
 
     def _member_keys(self, state: MemberState) -> dict[str, bytes]:

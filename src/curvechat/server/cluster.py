@@ -4,7 +4,8 @@
   ``<prefix>nodes/<name>`` with a lease it keeps alive; a node that dies
   drops out when the lease expires. `members()` lists the live nodes; the
   node re-reads them when the watch shows a node come or go (and with
-  every keep-alive) and names them in each client's welcome, so clients learn the nodes their connect string did not list.
+  every keep-alive) and names them in each client's welcome, so clients
+  learn the nodes their connect string did not list.
 * Fan-out: one etcd watch over the message and room-state keys, from the
   revision the node started at. A message committed by ANOTHER node (its
   value carries the committing node's origin) is pushed to this node's

@@ -4,11 +4,13 @@ client failover when a node is killed."""
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 
 from curvechat.protocol import messages as m
 
 from .conftest import Nodes
 from support.clients import ClientFactory
+from support.servers import ServerProcess
 
 
 def seqs_texts(client, room):  # type: ignore[no-untyped-def]
@@ -44,6 +46,21 @@ async def test_message_via_a_reaches_members_on_b_in_order(
     # Carol got bob's and alice's messages live from B (alice's through the watch).
     live = [e for e in carol_events.events if type(e).__name__ == "MessageReceived"]
     assert {e.message.sender for e in live if e.live} == {"alice", "bob"}
+    # B measured the watch lag of alice's 10 messages, and sees two nodes.
+    metrics = scrape(b)
+    assert metrics["curvechat_cluster_watch_lag_seconds_count"] >= 10
+    assert metrics["curvechat_cluster_nodes"] == 2
+
+
+def scrape(node: ServerProcess) -> dict[str, float]:
+    url = f"http://127.0.0.1:{node.http_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        lines = resp.read().decode().splitlines()
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    }
 
 
 async def test_kill_a_chat_node_while_20_clients_send(nodes: Nodes, clients: ClientFactory) -> None:

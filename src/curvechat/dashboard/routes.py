@@ -2,8 +2,8 @@
 
 * `/` and `/static/…` — the page, its script and its style, package data
   served from memory (no CDN, no third-party code);
-* `/api/nodes` — the nodes the page should show: this node now, a registry's
-  list once there is a cluster (each entry has the base URL of its API);
+* `/api/nodes` — the nodes the page should show: this node, and in cluster
+  mode the other nodes of the registry (each with the base URL of its API);
 * `/api/state?since=MS&events_after=SEQ` — one node's status, connection
   table, the history samples newer than `since` and the events after `SEQ`.
 
@@ -44,6 +44,8 @@ class NodeProbe:
     store_probe: Callable[[], Awaitable[None]] | None = None
     on_store_state: Callable[[bool], None] | None = None
     before_sample: Callable[[], None] | None = None
+    peers: Callable[[], list[dict[str, Any]]] = field(default=list)
+    """The other nodes of the cluster (name, url of their API, …), from the registry."""
 
 
 def _load_static() -> dict[str, tuple[bytes, str]]:
@@ -113,8 +115,13 @@ class Dashboard:
         }
 
     async def nodes(self, request: web.Request) -> web.Response:
-        # One node until the cluster registry exists; then its members go here.
-        return web.json_response({"nodes": [self.node_entry()]})
+        # This node, then the other live nodes of the cluster's registry; the
+        # page polls each one's /api/state itself (and keeps showing a node
+        # that dropped out of the registry, as unreachable).
+        return web.json_response(
+            {"nodes": [self.node_entry(), *self.probe.peers()]},
+            headers={"Cache-Control": "no-store"},
+        )
 
     async def state(self, request: web.Request) -> web.Response:
         try:
@@ -131,5 +138,6 @@ class Dashboard:
                 "history": self.history.since(since),
                 "events": [e.to_json() for e in self.probe.events.after(events_after, 200)],
             },
-            headers={"Cache-Control": "no-store"},
+            # The page of any node of the cluster polls every node's state.
+            headers={"Cache-Control": "no-store", "Access-Control-Allow-Origin": "*"},
         )

@@ -36,6 +36,14 @@ def advertised_endpoint(bound: str, advertise: str | None) -> str:
     return bound
 
 
+def advertised_http(host: str, port: int, dial: str) -> str:
+    """The base URL other nodes' dashboards reach this node's HTTP side at:
+    its bound host, or (bound to a wildcard) the host clients dial."""
+    if host in ("", "0.0.0.0", "::", "*"):
+        host = dial.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
 async def serve(
     data_dir: Path,
     bind: str,
@@ -87,14 +95,18 @@ async def serve(
             log.info(
                 "HTTP (dashboard, health, metrics) on http://%s:%d/", host or "127.0.0.1", http_port
             )
-        connect = str(ServerAddress(advertised_endpoint(endpoint, advertise), public.decode()))
+        dial = advertised_endpoint(endpoint, advertise)
+        connect = str(ServerAddress(dial, public.decode()))
         (data_dir / "connect").write_text(connect + "\n")
         if store_url:
             from curvechat.server.cluster import Cluster
             from curvechat.store.etcd import EtcdStore
 
             assert isinstance(store, EtcdStore)
-            cluster = Cluster(node, store, connect)
+            dashboard = ""
+            if runner is not None:
+                dashboard = advertised_http(host.strip("[]"), http_port, dial)
+            cluster = Cluster(node, store, connect, http=dashboard)
             await cluster.start()
             nodes = await cluster.members()
             print(f"cluster: {len(nodes)} node(s) registered in etcd", flush=True)

@@ -48,16 +48,18 @@ class NodeInfo(msgspec.Struct, frozen=True):
     connect: str
     status: str
     started_ms: int
+    http: str = ""  # base URL of the node's dashboard and API ("" if it serves none)
 
 
 _node_dec = msgspec.msgpack.Decoder(NodeInfo)
 
 
 class Cluster:
-    def __init__(self, node: ChatNode, store: EtcdStore, connect: str) -> None:
+    def __init__(self, node: ChatNode, store: EtcdStore, connect: str, *, http: str = "") -> None:
         self.node = node
         self.store = store
         self.connect = connect
+        self.http = http
         self.revision = 0  # the last revision whose events were processed
         self.relists = 0
         self.remote_pushes = 0
@@ -106,7 +108,9 @@ class Cluster:
                 rpc.LeaseGrantRequest(TTL=LEASE_TTL_S), timeout=self.store.timeout
             )
             self._lease_id = int(grant.ID)
-            info = NodeInfo(self.node.node_name, self.connect, status, int(time.time() * 1000))
+            info = NodeInfo(
+                self.node.node_name, self.connect, status, int(time.time() * 1000), self.http
+            )
             await self.store.put(
                 self.store.k_node(self.node.node_name),
                 msgspec.msgpack.encode(info),
@@ -149,8 +153,15 @@ class Cluster:
     async def refresh_peers(self) -> None:
         """Hand clients the live nodes (ours first) in their welcome."""
         nodes = await self.members()
-        others = [n.connect for n in nodes if n.connect != self.connect]
-        self.node.peers = [self.connect, *others][:MAX_PEERS]
+        others = [n for n in nodes if n.name != self.node.node_name]
+        self.node.metrics.cluster_nodes.set(len(nodes))
+        self.node.peers = [self.connect, *(n.connect for n in others)][:MAX_PEERS]
+        # for the dashboard: the other nodes it should poll
+        self.node.peer_nodes = [
+            {"name": n.name, "url": n.http, "status": n.status, "started_ms": n.started_ms}
+            for n in others
+            if n.http
+        ]
 
     # --- fan-out ------------------------------------------------------------------
     async def _watch_loop(self) -> None:
@@ -213,7 +224,10 @@ class Cluster:
             self._seen[room] = max(self._seen.get(room, 0), seq)
             if self.store.message_origin(value) == self.node.boot:
                 return  # our own commit: the handler pushed it
-            await self._push_row(self.store.decode_message(room, seq, value))
+            row = self.store.decode_message(room, seq, value)
+            await self._push_row(row)
+            lag = time.time() - row.ts_ms / 1000
+            self.node.metrics.watch_lag_seconds.observe(max(0.0, lag))
         elif key.startswith(self.store.room_prefix) and key.endswith(b"/meta"):
             await self._room_changed(self.store.parse_room_key(key))
         elif key.startswith(self.store.node_prefix):
@@ -255,6 +269,7 @@ class Cluster:
         """Our revision was compacted: find what we may have missed from the
         store itself, then watch on from the revision we read it at."""
         self.relists += 1
+        self.node.metrics.watch_relists.inc()
         log.warning(
             "cluster watch: revision %d was compacted (now %d); re-listing",
             self.revision,

@@ -74,6 +74,7 @@ def node_probe(node: ChatNode) -> NodeProbe:
         store_probe=node.store.ping,
         on_store_state=on_store_state,
         before_sample=lambda: sync_store_counters(node),
+        peers=lambda: node.peer_nodes,
     )
 
 

@@ -126,6 +126,21 @@ class NodeMetrics:
         self.start_time = Gauge(
             "curvechat_node_start_time_seconds", "When this node started (Unix time)", registry=r
         )
+        # Cluster mode (stay at zero on a single node).
+        self.watch_lag_seconds = Histogram(
+            "curvechat_cluster_watch_lag_seconds",
+            "From another node's commit of a message to this node pushing it (watch lag)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.watch_relists = Counter(
+            "curvechat_cluster_relists_total",
+            "Times the cluster watch's revision was compacted and the node re-listed",
+            registry=r,
+        )
+        self.cluster_nodes = Gauge(
+            "curvechat_cluster_nodes", "Live nodes in the cluster's registry", registry=r
+        )
         self.start_time.set_to_current_time()
         self._store_totals = (0, 0)
 

@@ -129,6 +129,7 @@ class ChatNode:
         # Cluster mode: the live nodes' connect strings, kept fresh by the
         # Cluster from the registry and handed to every client in its welcome.
         self.peers: list[str] = []
+        self.peer_nodes: list[dict[str, Any]] = []  # the other nodes, for the dashboard
         self.metrics = NodeMetrics()
         self.limits = limits or RateLimits()
         self._user_buckets: dict[str, TokenBucket] = {}

@@ -137,3 +137,24 @@ async def test_metrics_count_the_traffic(server: ServerProcess, clients: ClientF
     assert value(samples, "curvechat_client_failovers_total") == 0
     assert value(samples, "curvechat_client_disconnects_total", reason="disconnected") == 2
     assert value(samples, "curvechat_messages_accepted_total") == 12
+
+
+async def test_outbox_depth_reported_in_pings(
+    server: ServerProcess, clients: ClientFactory
+) -> None:
+    alice, _ = await clients.make("alice", server.connect, **CALM)
+    await clients.make("bob", server.connect, **CALM)
+    await alice.create_room("q", ["bob"])
+    txn = await alice.send("q", "queued", wait=False)
+    assert alice.conn.outbox_depth() == len(alice.pending())  # the engine's outbox
+    await alice.wait_ack(str(txn), 10)
+    assert alice.conn.outbox_depth() == 0
+    alice.conn.outbox_depth = lambda: 5  # as if five messages were stuck
+    samples = await eventually(server, lambda s: value(s, "curvechat_client_outbox_messages") == 5)
+    assert value(samples, "curvechat_connected_clients") == 2
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{server.http_port}/api/state") as resp,
+    ):
+        rows = (await resp.json())["connections"]
+    assert {r["user"]: r["outbox"] for r in rows} == {"alice": 5, "bob": 0}

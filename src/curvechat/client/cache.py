@@ -351,6 +351,9 @@ class Cache:
             )
         ]
 
+    def outbox_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
     def dequeue(self, txn: str) -> None:
         self._db.execute("DELETE FROM outbox WHERE txn=?", (txn,))
 

@@ -91,6 +91,7 @@ class Connection:
         self._bg: set[asyncio.Task[None]] = set()
         self._boot: str | None = None
         self._drop_failed = False
+        self.outbox_depth: Callable[[], int] = lambda: 0  # reported in pings
         self.status = ConnStatus(ConnState.OFFLINE, since=time.time())
         self.reconnects = 0
 
@@ -406,7 +407,10 @@ class Connection:
         t0 = time.perf_counter()
         try:
             ping = m.Ping(
-                t=int(time.time() * 1000), rtt_ms=self.status.rtt_ms, reconnects=self.reconnects
+                t=int(time.time() * 1000),
+                rtt_ms=self.status.rtt_ms,
+                reconnects=self.reconnects,
+                outbox=self.outbox_depth(),
             )
             reply = await self._raw(ping, self.ping_interval * self.liveness)
         except (NotConnected, RequestTimeout, ServerRefused):

@@ -137,6 +137,7 @@ class ChatClient:
             on_live=self._on_live,
             **connection_options,
         )
+        self.conn.outbox_depth = cache.outbox_count
         self._lock = asyncio.Lock()
         self._states: dict[str, MemberState] = {}
         self._ever_keys: dict[str, dict[str, bytes]] = {}

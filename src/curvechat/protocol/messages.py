@@ -275,12 +275,14 @@ class FetchKeys(Request, tag="fetch_keys", frozen=True):
 
 class Ping(Request, tag="ping", frozen=True):
     """Liveness probe. The client reports what only it can measure, so the
-    node can show it to operators: its last round-trip time and how many
-    times it has reconnected since it started."""
+    node can show it to operators: its last round-trip time, how many times
+    it has reconnected since it started, and how many messages wait in its
+    outbox."""
 
     t: Millis
     rtt_ms: Annotated[float, Meta(ge=0, le=3_600_000)] | None = None
     reconnects: Annotated[int, Meta(ge=0, le=2**31)] = 0
+    outbox: Annotated[int, Meta(ge=0, le=2**31)] = 0
 
 
 AnyRequest = (

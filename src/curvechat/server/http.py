@@ -24,7 +24,9 @@ LOST_SHOWN_S = 600.0  # lost connections stay in the table this long
 
 
 def sync_store_counters(node: ChatNode) -> None:
-    """Copy the store's own group-commit counters (if it keeps them) into metrics."""
+    """Copy the store's own group-commit counters (if it keeps them) into
+    metrics, and sum the outbox depths the clients reported."""
+    node.metrics.client_outbox.set(sum(s.outbox for s in node.sessions.values()))
     commits = getattr(node.store, "commits", None)
     messages = getattr(node.store, "committed_messages", None)
     if isinstance(commits, int) and isinstance(messages, int):
@@ -41,6 +43,7 @@ def connection_row(node: ChatNode, sess: Session) -> dict[str, Any]:
         "last_heartbeat": sess.last_ping_ms,
         "rtt_ms": sess.rtt_ms,
         "reconnects": sess.reconnects,
+        "outbox": sess.outbox,
         "state": sess.gone or ("lost" if sess.dropped_ms is not None else "live"),
         "gone_since": sess.gone_ms or sess.dropped_ms,
     }

@@ -118,6 +118,12 @@ class NodeMetrics:
             ["reason"],
             registry=r,
         )
+        self.client_outbox = Gauge(
+            "curvechat_client_outbox_messages",
+            "Messages waiting in the outboxes of this node's connected clients, as they"
+            " last reported in a ping",
+            registry=r,
+        )
         self.request_queue_depth = Gauge(
             "curvechat_request_queue_depth",
             "Requests received and waiting to be served, over all connections",

@@ -86,6 +86,7 @@ class Session:
     last_ping_ms: int | None = None
     rtt_ms: float | None = None  # as the client last reported it
     reconnects: int = 0  # as the client last reported it
+    outbox: int = 0  # messages waiting in the client's outbox, as it last reported
     gone: str | None = None  # why the connection is known to be lost (then kept until reaped)
     gone_ms: int | None = None
     dropped_ms: int | None = None  # when the node forgot it
@@ -496,9 +497,13 @@ class ChatNode:
         self.metrics.client_disconnects.labels(reason).inc()
         self.events.add(event, text, level="warning", user=sess.user)
 
-    def note_ping(self, sess: Session, rtt_ms: float | None, reconnects: int) -> None:
-        """Record what a client's ping reports: its RTT and its reconnect count."""
+    def note_ping(
+        self, sess: Session, rtt_ms: float | None, reconnects: int, outbox: int = 0
+    ) -> None:
+        """Record what a client's ping reports: its RTT, its reconnect count
+        and how many messages wait in its outbox."""
         sess.last_ping_ms = int(time.time() * 1000)
+        sess.outbox = outbox
         if rtt_ms is not None:
             sess.rtt_ms = rtt_ms
             self.metrics.client_rtt_seconds.observe(rtt_ms / 1000)

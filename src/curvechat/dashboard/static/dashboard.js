@@ -343,10 +343,11 @@ function renderConnections(now) {
       el("td", {}, el("span", { class: `state ${gone || c.stale ? "gone" : "live"}` }, st)),
       el("td", {}, fmtTime(c.connected_since), el("span", { class: "ago" }, `(${fmtDuration(now - c.connected_since)})`)),
       el("td", {}, ...hb),
+      el("td", { class: "num" }, String(c.outbox ?? 0)),
       el("td", { class: "num" }, c.rtt_ms === null ? "–" : `${c.rtt_ms.toFixed(1)} ms`),
       el("td", { class: "num" }, String(c.reconnects)));
   });
-  if (!trs.length) trs.push(el("tr", { class: "empty-row" }, el("td", { colSpan: 7 }, "no client connections")));
+  if (!trs.length) trs.push(el("tr", { class: "empty-row" }, el("td", { colSpan: 8 }, "no client connections")));
   body.replaceChildren(...trs);
   const live = rows.filter((r) => r.state === "live" && !r.stale).length;
   document.getElementById("conn-count").textContent = `${live} live · ${rows.length - live} lost`;

@@ -4,6 +4,7 @@ connect string), then chat; and the real `curvechat chat` in tmux."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -159,3 +160,65 @@ def test_curvechat_chat_in_tmux(server: ServerProcess, tmp_path: Path) -> None:
     )
     assert history.returncode == 0, history.stderr
     assert '"text": "hello from tmux"' in history.stdout
+
+
+def _chromatic(escaped: str) -> set[str]:
+    """Colours in a pane capture (`capture-pane -e`) that are not greys."""
+    found: set[str] = set()
+    for params in re.findall(r"\x1b\[([0-9;]*)m", escaped):
+        codes = [int(p) if p else 0 for p in params.split(";")]
+        i = 0
+        while i < len(codes):
+            c = codes[i]
+            if c in (38, 48) and i + 4 < len(codes) and codes[i + 1] == 2:
+                r, g, b = codes[i + 2 : i + 5]
+                if max(r, g, b) - min(r, g, b) > 8:
+                    found.add(f"rgb({r},{g},{b})")
+                i += 5
+            elif c in (38, 48) and i + 2 < len(codes) and codes[i + 1] == 5:
+                n = codes[i + 2]
+                if 1 <= n <= 6 or 9 <= n <= 14 or 17 <= n <= 230:
+                    found.add(f"palette {n}")
+                i += 3
+            else:
+                if 31 <= c <= 36 or 41 <= c <= 46 or 91 <= c <= 96 or 101 <= c <= 106:
+                    found.add(f"sgr {c}")
+                i += 1
+    return found
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+@pytest.mark.parametrize("no_color", [False, True])
+def test_no_color_means_greys_only(server: ServerProcess, tmp_path: Path, no_color: bool) -> None:
+    """With NO_COLOR set the app draws in greys only; without it, in colour
+    (the control, so that the check can fail)."""
+    home = tmp_path / "gina"
+    env = {**os.environ, "CURVECHAT_HOME": str(home), "CURVECHAT_PASSPHRASE": "gina's secret"}
+    init = [sys.executable, "-m", "curvechat", "init", "--user", "gina", "--server"]
+    subprocess.run([*init, server.connect], env=env, check=True, timeout=60, capture_output=True)
+    tmux = Tmux(f"curvechat-test-{uuid.uuid4().hex[:8]}")
+    command = f"{sys.executable} -m curvechat chat --home {home}"
+    extra = ["-e", "NO_COLOR=1"] if no_color else []
+    tmux(
+        "-f", "/dev/null", "new-session", "-d", "-s", "chat", "-x", "100", "-y", "30",
+        "-e", "TERM=xterm-256color", "-e", "COLORTERM=truecolor", *extra, command,
+    )  # fmt: skip
+    try:
+        tmux.wait(lambda t: "Unlock your identity" in t, "the unlock screen")
+        tmux("send-keys", "-t", "chat", "-l", "gina's secret")
+        tmux("send-keys", "-t", "chat", "Enter")
+        tmux.wait(lambda t: "caught up 0 messages" in t, "connected")
+        escaped = tmux("capture-pane", "-p", "-e", "-t", "chat")
+        tmux("send-keys", "-t", "chat", "-l", "/quit")
+        tmux("send-keys", "-t", "chat", "Enter")
+        deadline = time.monotonic() + 20
+        while tmux.alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        tmux("kill-server")
+    assert "\x1b[" in escaped  # drawn with attributes and colours, not as plain text
+    colours = _chromatic(escaped)
+    if no_color:
+        assert not colours, sorted(colours)
+    else:
+        assert colours, "the control run drew no colour at all"

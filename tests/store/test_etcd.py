@@ -14,7 +14,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from curvechat.store import EpochRecord, MemberChange, NewMessage, OpRecord, StoreUnavailable
+from curvechat.store import (
+    ChangeTooLarge,
+    EpochRecord,
+    MemberChange,
+    NewMessage,
+    OpRecord,
+    StoreUnavailable,
+)
 from curvechat.store.etcd import DEFAULT_PREFIX, EtcdStore, parse_etcd_url
 
 from support.etcd import EtcdCluster
@@ -85,6 +92,13 @@ async def test_respects_max_txn_ops(etcd_for_store: EtcdCluster) -> None:
         assert [a.seq for a in acks] == list(range(1, 21))
         assert store.commits == 5  # 4 messages (8 puts) + the head per transaction
         assert [r.seq for r in await store.messages("r", limit=100)] == list(range(1, 21))
+        # A membership change that cannot be one transaction is refused whole.
+        members = [MemberChange(f"u{i}", True, False) for i in range(4)]
+        with pytest.raises(ChangeTooLarge):
+            await store.create_room(
+                "big", [OpRecord(0, b"op", b"sig")], members, EpochRecord(0, 0, "u0"), []
+            )
+        assert await store.room("big") is None
     finally:
         await store.close()
 

@@ -22,9 +22,10 @@ ETCD = shutil.which("etcd") or "etcd"  # Debian package: etcd-server
 
 
 class EtcdMember:
-    def __init__(self, name: str, data: Path) -> None:
+    def __init__(self, name: str, data: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.name = name
         self.data = data
+        self.extra_args = extra_args
         self.client_port = free_port()
         self.peer_port = free_port()
         self.log_path = data.parent / f"{name}.log"
@@ -73,6 +74,7 @@ class EtcdMember:
                 "500",
                 "--logger",
                 "zap",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -112,8 +114,8 @@ class EtcdMember:
 
 
 class EtcdCluster:
-    def __init__(self, root: Path, size: int = 1) -> None:
-        self.members = [EtcdMember(f"m{i}", root / f"m{i}") for i in range(size)]
+    def __init__(self, root: Path, size: int = 1, extra_args: tuple[str, ...] = ()) -> None:
+        self.members = [EtcdMember(f"m{i}", root / f"m{i}", extra_args) for i in range(size)]
 
     @property
     def endpoints(self) -> str:
@@ -188,8 +190,11 @@ def _post(member: EtcdMember, path: str, body: dict[str, object]) -> dict[str, A
 
 
 @contextlib.contextmanager
-def etcd_cluster(root: Path, size: int = 1) -> Iterator[EtcdCluster]:
-    cluster = EtcdCluster(root, size)
+def etcd_cluster(
+    root: Path, size: int = 1, extra_args: tuple[str, ...] = ()
+) -> Iterator[EtcdCluster]:
+    """A fresh etcd cluster on loopback; `extra_args` go to every member."""
+    cluster = EtcdCluster(root, size, extra_args)
     try:
         yield cluster.start()
     finally:

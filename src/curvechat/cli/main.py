@@ -179,6 +179,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise CliError("bad_argument", f"--influx: {exc}", EXIT_USAGE) from exc
 
+    if not 8 <= args.etcd_max_txn_ops <= 100_000:
+        raise CliError("bad_argument", "--etcd-max-txn-ops must be 8 … 100000", EXIT_USAGE)
     if args.store:
         from curvechat.store.etcd import parse_etcd_url
 
@@ -200,6 +202,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 influx_db=args.influx_db,
                 influx_interval=args.influx_interval,
                 store_url=args.store,
+                etcd_max_txn_ops=args.etcd_max_txn_ops,
             )
         )
     except ServerKeyError as exc:
@@ -554,6 +557,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="etcd://HOST:PORT[,HOST:PORT…][/PREFIX]: keep everything in etcd and join"
         " the cluster of nodes on it (default: SQLite in the data dir)",
+    )
+    serve.add_argument(
+        "--etcd-max-txn-ops",
+        type=int,
+        default=128,
+        metavar="N",
+        help="operations per etcd transaction; must not exceed the etcd cluster's"
+        " --max-txn-ops (default 128, etcd's default)",
     )
     serve.set_defaults(func=cmd_serve)
 

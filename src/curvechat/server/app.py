@@ -55,6 +55,7 @@ async def serve(
     influx_db: str | None = None,
     influx_interval: float = DEFAULT_INTERVAL_S,
     store_url: str | None = None,
+    etcd_max_txn_ops: int = 128,
 ) -> None:
     # Ctrl-C / SIGTERM from here on means "stop cleanly", even during start-up.
     stop = asyncio.Event()
@@ -68,7 +69,7 @@ async def serve(
         from curvechat.store.etcd import EtcdStore, parse_etcd_url
 
         endpoints, prefix = parse_etcd_url(store_url)
-        store = EtcdStore(endpoints, prefix=prefix)
+        store = EtcdStore(endpoints, prefix=prefix, max_txn_ops=etcd_max_txn_ops)
     else:
         store = SQLiteStore(data_dir / "curvechat.db")
     await store.open()

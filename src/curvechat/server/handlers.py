@@ -22,6 +22,7 @@ from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_PAGE, REPLY_BUDGET_BYTES, dm_members
 from curvechat.server.rooms import RoomView
 from curvechat.store import (
+    ChangeTooLarge,
     Conflict,
     EpochRecord,
     KeyTaken,
@@ -109,6 +110,8 @@ class Handlers:
             raise Refusal(ErrorCode.STORE_UNAVAILABLE, f"store unavailable: {exc}") from exc
         except NoSuchRoom as exc:
             raise Refusal(ErrorCode.NO_SUCH_ROOM, f"no such room: {exc}") from exc
+        except ChangeTooLarge as exc:
+            raise Refusal(ErrorCode.TOO_LARGE, str(exc)) from exc
         except MembershipError as exc:
             raise Refusal(exc.code, exc.message) from exc
         return reply

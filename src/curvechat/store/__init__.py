@@ -4,6 +4,7 @@ Never imports zmq, textual or the server: a store is usable on its own.
 """
 
 from curvechat.store.base import (
+    ChangeTooLarge,
     Committed,
     Conflict,
     EpochRecord,
@@ -25,6 +26,7 @@ from curvechat.store.base import (
 from curvechat.store.sqlite import SQLiteStore
 
 __all__ = [
+    "ChangeTooLarge",
     "Committed",
     "Conflict",
     "EpochRecord",

@@ -48,6 +48,11 @@ class Conflict(StoreError):
     """A compare-and-swap failed: the op index or epoch is not the next one."""
 
 
+class ChangeTooLarge(StoreError):
+    """The change cannot be written atomically by this backend (e.g. more
+    operations than one etcd transaction may carry). Nothing changed."""
+
+
 class UserRecord(msgspec.Struct, frozen=True):
     user: str
     sign_pub: bytes

@@ -51,6 +51,7 @@ import msgspec
 from aetcd import rpc  # type: ignore[import-untyped]
 
 from curvechat.store.base import (
+    ChangeTooLarge,
     Committed,
     Conflict,
     EpochRecord,
@@ -357,9 +358,10 @@ class EtcdStore(Store):
 
     def _check_ops(self, n: int) -> None:
         if n > self.max_txn_ops:
-            raise StoreUnavailable(
+            raise ChangeTooLarge(
                 f"this change needs {n} operations in one etcd transaction, more than"
-                f" max_txn_ops={self.max_txn_ops} (raise etcd's --max-txn-ops and the store's)"
+                f" {self.max_txn_ops} (the operator can raise etcd's --max-txn-ops and"
+                " the node's --etcd-max-txn-ops)"
             )
 
     # --- lifecycle -----------------------------------------------------------

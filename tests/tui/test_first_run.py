@@ -45,9 +45,14 @@ async def test_first_run_creates_identity_and_asks_for_server(
 
         await until(pilot, lambda: isinstance(app.screen, ConnectScreen), "connect form")
         screen = app.screen
+        await pilot.pause()  # laid out: the button has its place to be clicked at
         screen.query_one("#setup-server", Input).value = "not a connect string"
         await pilot.click("#setup-ok")
-        await until(pilot, lambda: isinstance(app.screen, ConnectScreen), "asked again")
+        await until(
+            pilot,
+            lambda: isinstance(app.screen, ConnectScreen) and app.screen is not screen,
+            "asked again",
+        )
         await until(
             pilot, lambda: str(app.screen.query_one("#setup-error", Static).render()), "why"
         )

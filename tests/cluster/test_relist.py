@@ -10,6 +10,7 @@ from typing import Any
 from curvechat.protocol import encode
 from curvechat.protocol import messages as m
 from curvechat.server.cluster import Cluster
+from curvechat.server.metrics import NodeMetrics
 from curvechat.server.rooms import RoomCache
 from curvechat.store import EpochRecord, MemberChange, NewMessage, OpRecord
 from curvechat.store.etcd import EtcdStore
@@ -27,6 +28,9 @@ class FakeNode:
         self.by_user: dict[str, set[bytes]] = {"bob": {b"conn"}}
         self.pushed: list[tuple[str, int]] = []
         self.changed = asyncio.Event()
+        self.metrics = NodeMetrics()
+        self.peers: list[str] = []
+        self.peer_nodes: list[dict[str, Any]] = []
 
     async def push_remote(self, room: str, message: m.StoredMessage) -> int:
         self.pushed.append((room, message.seq))
@@ -86,6 +90,10 @@ async def test_compacted_watch_relists(etcd3: EtcdCluster) -> None:
                 node.changed.clear()
                 await node.changed.wait()
         assert node.pushed == [("r", 6), ("r", 7)]
+        registry = node.metrics.registry
+        assert registry.get_sample_value("curvechat_cluster_relists_total") == 1
+        # only the live one has a watch lag: the re-listed one may be old
+        assert registry.get_sample_value("curvechat_cluster_watch_lag_seconds_count") == 1
     finally:
         await cluster.stop()
         await reader.close()

@@ -117,6 +117,7 @@ class Cluster:
                 lease=self._lease_id,
             )
         except rpc.AioRpcError as exc:
+            self.store.stream_failed()
             raise StoreUnavailable(f"etcd: {exc.code().name}: {exc.details()}") from exc
 
     async def members(self) -> list[NodeInfo]:
@@ -135,6 +136,7 @@ class Cluster:
                     call.cancel()
             except (rpc.AioRpcError, StoreUnavailable, TimeoutError) as exc:
                 log.warning("cluster registry: %s; retrying", exc)
+                self.store.stream_failed()
                 await asyncio.sleep(RETRY_S)
 
     async def _keep(self, call: Any) -> None:
@@ -177,6 +179,7 @@ class Cluster:
                     call.cancel()
             except (rpc.AioRpcError, StoreUnavailable) as exc:
                 log.warning("cluster watch cut off at revision %d: %s", self.revision, exc)
+                self.store.stream_failed()
                 await asyncio.sleep(RETRY_S)
             except Exception:
                 # A bug: say so loudly, and do not let it end fan-out for good.

@@ -7,8 +7,10 @@ a write is acknowledged by etcd only once a quorum has it on disk).
 How it works:
 
 * gRPC (asyncio) straight to etcd's v3 API, with the protobuf messages and
-  stubs that the `aetcd` package generates. One channel over every endpoint
-  (round-robin over the members that answer), a deadline on every call.
+  stubs that the `aetcd` package generates. One channel per member, calls
+  spread over them in turn, a deadline on every call; a member whose call
+  failed is skipped for a while (2 s, doubling to 30 s while it keeps
+  failing), so a hung member costs one deadline, not every third call.
 * Every key lives under a prefix (default ``/curvechat/``); the layout is in
   docs/operations.md. Names in keys are percent-quoted so that ``/`` in a
   room or user name cannot make one room's range cover another's.
@@ -103,16 +105,53 @@ def parse_etcd_url(url: str) -> tuple[list[str], str]:
     return out, prefix
 
 
-def _grpc_target(endpoints: Sequence[str]) -> str:
-    """One gRPC target over all endpoints: ``ipv4:a:p,b:p`` (names resolved now)."""
-    addrs = []
-    for ep in endpoints:
-        host, _, port = ep.rpartition(":")
-        host = host.strip("[]")
-        infos = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_STREAM)
-        for info in infos[:1]:
-            addrs.append(f"{info[4][0]}:{port}")
-    return "ipv4:" + ",".join(addrs)
+def _grpc_target(endpoint: str) -> str:
+    """The gRPC target of one member: ``ipv4:a:p`` (its name resolved now)."""
+    host, _, port = endpoint.rpartition(":")
+    host = host.strip("[]")
+    infos = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_STREAM)
+    return f"ipv4:{infos[0][4][0]}:{port}"
+
+
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    # Notice a member that went silent (kill -9, partition) in seconds;
+    # etcd refuses pings more often than every 5 s by default.
+    ("grpc.keepalive_time_ms", 5000),
+    ("grpc.keepalive_timeout_ms", 3000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+PENALTY_MIN_S = 2.0
+PENALTY_MAX_S = 30.0
+
+
+@dataclass
+class _Member:
+    """One etcd member: its own channel and stubs, and how long to avoid it.
+
+    One channel per member (not one round-robin channel over all of them):
+    a member that hangs without closing its connections (SIGSTOP, a
+    blackholing partition) keeps a round-robin subchannel "ready", and every
+    third call would wait out its deadline. Here a member whose call failed
+    is skipped for a penalty that doubles while it keeps failing."""
+
+    endpoint: str
+    channel: Any
+    kv: Any
+    watch: Any
+    lease: Any
+    avoid_until: float = 0.0
+    penalty: float = 0.0
+
+    def failed(self) -> None:
+        self.penalty = min(PENALTY_MAX_S, max(PENALTY_MIN_S, self.penalty * 2))
+        self.avoid_until = time.monotonic() + self.penalty
+
+    def worked(self) -> None:
+        self.penalty = 0.0
+        self.avoid_until = 0.0
 
 
 def _q(name: str) -> str:
@@ -227,10 +266,9 @@ class EtcdStore(Store):
         #: Written into every message this store commits, so that a node can
         #: tell its own commits from other nodes' in the watch.
         self.origin = ""
-        self._channel: Any = None
-        self._kv: Any = None
-        self._watch: Any = None
-        self._lease: Any = None
+        self._members: list[_Member] = []
+        self._next = 0  # where the rotation over the members goes on
+        self._stream_member: _Member | None = None  # serving the cluster's streams
         self._queue: collections.deque[_Pending] = collections.deque()
         self._committer: asyncio.Task[None] | None = None
 
@@ -307,17 +345,34 @@ class EtcdStore(Store):
         return _msg_dec.decode(value).origin
 
     # --- rpc helpers ------------------------------------------------------------
-    def _require_open(self) -> Any:
-        if self._kv is None:
+    def _require_open(self) -> None:
+        if not self._members:
             raise StoreUnavailable("the store is not open")
-        return self._kv
+
+    def _pick(self) -> _Member:
+        """The next member in rotation that is not being avoided (or, if all
+        are, the one whose penalty ends first)."""
+        self._require_open()
+        now = time.monotonic()
+        n = len(self._members)
+        for i in range(n):
+            member = self._members[(self._next + i) % n]
+            if member.avoid_until <= now:
+                self._next = (self._next + i + 1) % n
+                return member
+        return min(self._members, key=lambda mb: mb.avoid_until)
 
     async def _call(self, method: str, request: Any) -> Any:
-        kv = self._require_open()
+        member = self._pick()
         try:
-            return await getattr(kv, method)(request, timeout=self.timeout)
+            resp = await getattr(member.kv, method)(request, timeout=self.timeout)
         except rpc.AioRpcError as exc:
-            raise StoreUnavailable(f"etcd: {exc.code().name}: {exc.details()}") from exc
+            member.failed()
+            raise StoreUnavailable(
+                f"etcd {member.endpoint}: {exc.code().name}: {exc.details()}"
+            ) from exc
+        member.worked()
+        return resp
 
     async def _txn(
         self, compares: Sequence[Any], success: Sequence[Any], failure: Sequence[Any] = ()
@@ -366,41 +421,41 @@ class EtcdStore(Store):
 
     # --- lifecycle -----------------------------------------------------------
     async def open(self) -> None:
-        if self._kv is not None:
+        if self._members:
             return
         try:
-            target = _grpc_target(self.endpoints)
+            targets = [(ep, _grpc_target(ep)) for ep in self.endpoints]
         except OSError as exc:
             raise StoreUnavailable(f"cannot resolve etcd endpoints: {exc}") from exc
-        channel = rpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.lb_policy_name", "round_robin"),
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", 1000),
-                # Notice a member that went silent (kill -9, partition) in seconds;
-                # etcd refuses pings more often than every 5 s by default.
-                ("grpc.keepalive_time_ms", 5000),
-                ("grpc.keepalive_timeout_ms", 3000),
-                ("grpc.keepalive_permit_without_calls", 1),
-            ],
-        )
-        self._channel = channel
-        self._kv = rpc.KVStub(channel)
-        self._watch = rpc.WatchStub(channel)
-        self._lease = rpc.LeaseStub(channel)
+        for endpoint, target in targets:
+            channel = rpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            self._members.append(
+                _Member(
+                    endpoint,
+                    channel,
+                    rpc.KVStub(channel),
+                    rpc.WatchStub(channel),
+                    rpc.LeaseStub(channel),
+                )
+            )
         try:
-            await self.ping()
+            # Any member that answers will do; each failure moves on to the next.
+            for _ in self._members:
+                try:
+                    await self.ping()
+                    break
+                except StoreUnavailable:
+                    if all(mb.avoid_until for mb in self._members):
+                        raise
         except BaseException:
             await self._close_channel()
             raise
 
     async def _close_channel(self) -> None:
-        channel, self._channel = self._channel, None
-        self._kv = self._watch = self._lease = None
-        if channel is not None:
-            await channel.close()
+        members, self._members = self._members, []
+        self._stream_member = None
+        for member in members:
+            await member.channel.close()
 
     async def close(self) -> None:
         committer = self._committer
@@ -415,9 +470,19 @@ class EtcdStore(Store):
 
     @property
     def stubs(self) -> tuple[Any, Any]:
-        """(WatchStub, LeaseStub) for the cluster layer. Raises StoreUnavailable."""
-        self._require_open()
-        return self._watch, self._lease
+        """(WatchStub, LeaseStub) of a member to open a stream on, for the
+        cluster layer: the one used last unless it failed (`stream_failed`).
+        Raises StoreUnavailable."""
+        member = self._stream_member
+        if member is None or member.avoid_until > time.monotonic():
+            member = self._stream_member = self._pick()
+        return member.watch, member.lease
+
+    def stream_failed(self) -> None:
+        """A watch or keep-alive stream broke: avoid its member for a while."""
+        if self._stream_member is not None:
+            self._stream_member.failed()
+            self._stream_member = None
 
     async def put(self, key: bytes, value: bytes, *, lease: int = 0) -> None:
         """A plain put (the node registry uses it with a lease)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from curvechat.client import events as ev
 from curvechat.client.errors import RequestTimeout
 from curvechat.protocol import messages as m
 
@@ -89,6 +90,28 @@ async def test_hung_etcd_member_sends_continue(
     # sends stalled about a minute; avoided, they stall a deadline or two.
     assert stalled < 25, f"10 sends took {stalled:.1f} s with a hung etcd {which}"
     await bob_events.until(lambda: len(bob.cache.messages("r", limit=100)) == 11)
+
+
+async def test_node_cut_off_from_etcd_clients_move_on(
+    fresh_nodes: Nodes, clients: ClientFactory
+) -> None:
+    """Node A talks to one etcd member only, and that member dies: A still
+    answers pings but every send gets store_unavailable. Its clients must
+    not stay there: after a few refusals in a row they try another node."""
+    etcd: EtcdCluster = fresh_nodes.etcd
+    lone = etcd.members[2]
+    a = fresh_nodes.start("a", endpoints=lone.endpoint)
+    b = fresh_nodes.start("b", endpoints=",".join(x.endpoint for x in etcd.members[:2]))
+    alice, alice_events = await clients.make("alice", f"{a.connect},{b.connect}")
+    await clients.make("bob", b.connect)
+    await alice.create_room("r", ["bob"])
+    assert alice.status.endpoint == a.endpoint
+    lone.kill()
+    ack = await alice.send("r", "through whichever node can store it", timeout=60)
+    assert isinstance(ack, m.SendAck) and ack.seq == 1
+    assert alice.status.endpoint == b.endpoint
+    assert any("store is unavailable" in p.message for p in alice_events.of(ev.Problem))
+    assert store_unavailable_replies(a) >= 3
 
 
 async def test_quorum_lost_store_unavailable_then_resume(

@@ -59,6 +59,7 @@ from curvechat.protocol.limits import (
 log = logging.getLogger("curvechat.client")
 
 RETRY_LATER = {ErrorCode.STORE_UNAVAILABLE, ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL}
+STORE_DOWN_FAILOVER = 3  # store_unavailable refusals in a row before trying another node
 EventHandler = Callable[[ev.Event], None]
 
 
@@ -139,6 +140,7 @@ class ChatClient:
         )
         self.conn.outbox_depth = cache.outbox_count
         self._lock = asyncio.Lock()
+        self._store_down = 0  # store_unavailable refusals of sends in a row
         self._states: dict[str, MemberState] = {}
         self._ever_keys: dict[str, dict[str, bytes]] = {}
         self._last_departure: dict[str, int] = {}
@@ -880,6 +882,8 @@ class ChatClient:
                 break
             except ServerRefused as exc:
                 if exc.code in RETRY_LATER:
+                    if exc.code == ErrorCode.STORE_UNAVAILABLE:
+                        self._note_store_down()
                     asyncio.get_running_loop().call_later(1.0, self._flush_wake.set)
                     break
                 self._fail(item, exc.code, exc.message)
@@ -887,11 +891,23 @@ class ChatClient:
             except (ClientError, CryptoError, LocalProtocolError) as exc:
                 self._fail(item, getattr(exc, "code", "client_error"), str(exc))
                 continue
+            self._store_down = 0
             self.cache.dequeue(item.txn)
             fut = self._waiters.get(item.txn)
             if fut is not None and not fut.done():
                 fut.set_result(ack)  # kept until wait_ack collects it
             self._emit(ev.SendAcked(item.room, item.txn, ack.seq))
+
+    def _note_store_down(self) -> None:
+        """The node keeps answering store_unavailable (cut off from its store,
+        or the store lost quorum): after a few in a row, try another node if
+        there is one. Other nodes may still reach the store; if none can,
+        the back-off of the reconnects grows."""
+        self._store_down += 1
+        if self._store_down >= STORE_DOWN_FAILOVER and len(self.conn.addresses) > 1:
+            self._store_down = 0
+            self._emit(ev.Problem(None, "the node's store is unavailable: trying another node"))
+            self.conn.drop("store unavailable on this node", failed=True)
 
     def _fail(self, item: OutboxItem, code: str, message: str) -> None:
         self.cache.dequeue(item.txn)

@@ -319,6 +319,29 @@ async def test_add_epoch_no_such_room(store: Store) -> None:
         await store.add_epoch("nope", EpochRecord(epoch=1, after_op=0, creator="a"), [])
 
 
+async def test_message_expecting_an_old_membership_is_stale(store: Store) -> None:
+    """A send checked against (epoch, op_head) is stored only if the room is
+    still there when it commits: a removal in between refuses it, unstored."""
+    await make_room(store, "r", ["alice", "bob"])
+    (ok,) = await store.append_messages([expecting(msg("r", "alice", "t1"), (0, 0))])
+    assert (ok.seq, ok.stale) == (1, False)
+    await store.append_op("r", op(1), [remove("bob")], EpochRecord(1, 1, "alice"))
+    late, dup = await store.append_messages(
+        [expecting(msg("r", "alice", "t2"), (0, 0)), expecting(msg("r", "alice", "t1"), (0, 0))]
+    )
+    assert (late.stale, late.seq, late.duplicate) == (True, 0, False)
+    assert (dup.stale, dup.seq, dup.duplicate) == (False, 1, True)  # stored before: its ack
+    assert [m.txn for m in await store.messages("r")] == ["t1"]
+    room = await store.room("r")
+    assert room is not None and room.head == 1
+    (fresh,) = await store.append_messages([expecting(msg("r", "alice", "t2"), (1, 1))])
+    assert (fresh.seq, fresh.stale) == (2, False)
+
+
+def expecting(m: NewMessage, expect: tuple[int, int]) -> NewMessage:
+    return NewMessage(m.room, m.sender, m.txn, m.envelope, expect=expect)
+
+
 # --- members and rooms_of ------------------------------------------------------
 async def test_members_add_remove_promote(store: Store) -> None:
     await make_room(store, "r1")

@@ -103,18 +103,25 @@ class NewMessage(msgspec.Struct, frozen=True):
     sender: str
     txn: str
     envelope: bytes  # the msgpack-encoded Envelope, stored as is
+    # (epoch, op_head) of the room the sender's checks were made against: the
+    # message is stored only if the room is still there when it commits (a
+    # membership change or rotation in between makes it `stale`). None: no check.
+    expect: tuple[int, int] | None = None
 
 
 class Committed(msgspec.Struct, frozen=True):
     """The ack for one message: its seq and server timestamp. `duplicate` is
     True when (room, sender, txn) was already stored: seq/ts are then the
-    original ones and nothing new was stored."""
+    original ones and nothing new was stored. `stale` is True when the
+    message's `expect` no longer matched the room: nothing was stored, seq
+    and ts are 0 (a duplicate is reported as such, never as stale)."""
 
     room: str
     txn: str
     seq: int
     ts_ms: int
     duplicate: bool
+    stale: bool = False
 
 
 class StoredRow(msgspec.Struct, frozen=True):
@@ -225,8 +232,10 @@ class Store(abc.ABC):
 
         A message whose (room, sender, txn) is already stored, or appears
         earlier in the same batch, is not stored again: its Committed carries
-        the original seq/ts and duplicate=True. Raises NoSuchRoom if any room
-        is unknown (then nothing of the batch is stored).
+        the original seq/ts and duplicate=True. A message whose `expect` is
+        not the room's (epoch, op_head) at the commit is not stored: its
+        Committed has stale=True. Raises NoSuchRoom if any room is unknown
+        (then nothing of the batch is stored).
         """
 
     @abc.abstractmethod

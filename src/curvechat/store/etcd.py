@@ -882,11 +882,22 @@ class EtcdStore(Store):
         # was not committed before the heads were read, so committing it
         # anyway would also have moved its room's head and fail our CAS.
         heads: dict[str, tuple[_Head, int] | None] = {}
-        for j in range(0, len(rooms), self.max_txn_ops):
-            chunk = rooms[j : j + self.max_txn_ops]
-            got = await self._read_txn([rpc.RangeRequest(key=self.k_head(r)) for r in chunk])
-            for r, kvs in zip(chunk, got, strict=True):
+        # room -> ((epoch, op_head), mod_revision of its meta): a message whose
+        # `expect` differs is refused as stale, and the commit compares the
+        # metas too, so that no membership change slips in before it.
+        metas: dict[str, tuple[tuple[int, int], int]] = {}
+        step = max(1, self.max_txn_ops // 2)
+        for j in range(0, len(rooms), step):
+            chunk = rooms[j : j + step]
+            got = await self._read_txn(
+                [rpc.RangeRequest(key=k) for r in chunk for k in (self.k_head(r), self.k_meta(r))]
+            )
+            for n, r in enumerate(chunk):
+                kvs, meta_kvs = got[2 * n], got[2 * n + 1]
                 heads[r] = (_head_dec.decode(kvs[0].value), kvs[0].mod_revision) if kvs else None
+                if meta_kvs:
+                    meta = _meta_dec.decode(meta_kvs[0].value)
+                    metas[r] = ((meta.epoch, meta.op_head), meta_kvs[0].mod_revision)
         known: dict[bytes, tuple[int, int]] = {}
         for j in range(0, len(idem_keys), self.max_txn_ops):
             keys = idem_keys[j : j + self.max_txn_ops]
@@ -936,6 +947,9 @@ class EtcdStore(Store):
                 if original is not None:
                     acks.append(Committed(m.room, m.txn, original[0], original[1], True))
                     continue
+                if m.expect is not None and tuple(m.expect) != metas[m.room][0]:
+                    acks.append(Committed(m.room, m.txn, 0, 0, False, stale=True))
+                    continue
                 st = state[m.room]
                 seq, ts = st[0] + 1, max(now, st[1])
                 st[0], st[1] = seq, ts
@@ -964,6 +978,7 @@ class EtcdStore(Store):
             assert entry is not None
             compares.append(self._mod_is(self.k_head(room), entry[1]))
             if entry[0].head != head:
+                compares.append(self._mod_is(self.k_meta(room), metas[room][1]))
                 writes.append(self._put(self.k_head(room), _enc.encode(_Head(head, last_ts))))
         if writes:
             resp = await self._txn(compares, writes)

@@ -251,6 +251,7 @@ def _append_groups(
         now = _now_ms()
         # room -> [head, ts of the head message]; loaded once per transaction.
         state: dict[str, list[int]] = {}
+        membership: dict[str, tuple[int, int]] = {}  # room -> (epoch, op_head)
         initial_heads: dict[str, int] = {}
         seen: dict[tuple[str, str, str], tuple[int, int]] = {}
         outcomes: list[_Outcome] = []
@@ -260,11 +261,14 @@ def _append_groups(
             for room in dict.fromkeys(m.room for m in batch):
                 if room in state:
                     continue
-                row = conn.execute("SELECT head FROM rooms WHERE room = ?", (room,)).fetchone()
+                row = conn.execute(
+                    "SELECT head, epoch, op_head FROM rooms WHERE room = ?", (room,)
+                ).fetchone()
                 if row is None:
                     missing = room
                     break
                 head = int(row[0])
+                membership[room] = (int(row[1]), int(row[2]))
                 last_ts = 0
                 if head > 0:
                     ts_row = conn.execute(
@@ -290,6 +294,9 @@ def _append_groups(
                         seen[key] = original
                 if original is not None:
                     acks.append(Committed(m.room, m.txn, original[0], original[1], True))
+                    continue
+                if m.expect is not None and tuple(m.expect) != membership[m.room]:
+                    acks.append(Committed(m.room, m.txn, 0, 0, False, stale=True))
                     continue
                 room_state = state[m.room]
                 seq = room_state[0] + 1

@@ -17,7 +17,7 @@ from curvechat.protocol.connect import parse_connect
 
 FAST = {
     "ping_interval": 0.3,
-    "liveness": 3,
+    "liveness": 5,  # a 1.5 s window: tests share two cores with servers and etcd
     "connect_timeout": 1.5,
     "request_timeout": 5.0,
     "backoff": Backoff(base=0.05, cap=0.5),

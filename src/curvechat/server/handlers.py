@@ -8,6 +8,7 @@ through `node.push`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -377,6 +378,7 @@ class Handlers:
 
     # --- messages --------------------------------------------------------------
     async def send(self, sess: Session, req: m.Send) -> m.AnyReply:
+        t_request = sess.request_t0  # before any await: the next send may overwrite it
         env = req.envelope
         if env.sender != sess.user:
             raise Refusal(ErrorCode.BAD_ENVELOPE, "the envelope's sender is not you")
@@ -390,9 +392,28 @@ class Handlers:
                 f"{', needs rotation after a departure' if view.epoch_is_stale else ''})",
             )
         t0 = time.perf_counter()
-        (done,) = await self.store.append_messages(
-            [NewMessage(env.room, env.sender, env.txn, encode(env))]
-        )
+        # The commit is queued when this task first runs, before anything the
+        # connection's next send can do (tasks start in the order created).
+        body = encode(env)
+        commit = asyncio.ensure_future(self.store.append_messages([_expecting(env, body, view)]))
+        self.node.send_queued()
+        (done,) = await commit
+        if done.stale:
+            # The room changed between our check and the commit: a membership
+            # change or rotation, or only our cached view lagging behind the
+            # store (cluster mode). Check again against the store's view.
+            view = await self.node.rooms.reload(env.room) or view
+            if sess.user not in view.members():
+                raise Refusal(ErrorCode.NOT_MEMBER, f"you are not a member of {env.room}")
+            if env.epoch != view.record.epoch or view.epoch_is_stale:
+                raise Refusal(
+                    ErrorCode.STALE_EPOCH,
+                    f"the room changed while epoch {env.epoch} was being sent"
+                    f" (current {view.record.epoch}); encrypt it again",
+                )
+            (done,) = await self.store.append_messages([_expecting(env, body, view)])
+            if done.stale:
+                raise Refusal(ErrorCode.STALE_EPOCH, "the room keeps changing; try again")
         self.node.metrics.store_commit_seconds.observe(time.perf_counter() - t0)
         if not done.duplicate:
             self.node.metrics.messages_accepted.inc()
@@ -402,9 +423,7 @@ class Handlers:
             sent = self.node.push(view.members(), push, skip=sess.routing_id)
             self.node.metrics.messages_delivered.inc(sent)
             if sent:
-                self.node.metrics.send_deliver_seconds.observe(
-                    time.perf_counter() - sess.request_t0
-                )
+                self.node.metrics.send_deliver_seconds.observe(time.perf_counter() - t_request)
         return m.SendAck(
             room=env.room, txn=env.txn, seq=done.seq, ts=done.ts_ms, duplicate=done.duplicate
         )
@@ -464,3 +483,10 @@ class Handlers:
 
 
 __all__ = ["Handlers", "Refusal", "decode_member_op"]
+
+
+def _expecting(env: m.Envelope, body: bytes, view: RoomView) -> NewMessage:
+    """The message to commit, valid only while the room is as `view` saw it."""
+    return NewMessage(
+        env.room, env.sender, env.txn, body, expect=(view.record.epoch, view.record.op_head)
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import time
@@ -51,6 +52,12 @@ SESSION_QUEUE_MAX = 256
 LOST_SESSIONS_KEPT = 200  # dropped sessions kept for the dashboard's connection table
 UNREGISTERED_OK = (m.Hello, m.Register, m.Ping)
 
+# Set in the task that serves one pipelined send: resolved once its commit is
+# queued in the store, which lets the connection's next request start.
+_send_queued: contextvars.ContextVar[asyncio.Future[None] | None] = contextvars.ContextVar(
+    "send_queued", default=None
+)
+
 
 def check_libzmq() -> None:
     """Refuse to run on a libzmq without CURVE or older than 4.3.2 (CVE-2019-6250,
@@ -80,6 +87,7 @@ class Session:
     )
     bucket: TokenBucket | None = None
     worker: asyncio.Task[None] | None = None
+    sends: set[asyncio.Task[None]] = field(default_factory=set)  # pipelined, not yet acked
     # For operators (the dashboard's connection table), not for serving:
     fd: int = -1  # the connection's socket, to match the monitor's disconnect events
     request_t0: float = 0.0  # perf_counter when the request being served arrived
@@ -202,6 +210,8 @@ class ChatNode:
         for sess in list(self.sessions.values()):
             if sess.worker is not None:
                 sess.worker.cancel()
+            for send in list(sess.sends):
+                send.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -313,34 +323,74 @@ class ChatNode:
     async def _session_worker(self, sess: Session) -> None:
         # Requests of one connection are served in order: a client that
         # pipelines sends gets them committed in the order it sent them.
+        # Sends are pipelined: the next request starts as soon as a send's
+        # commit is queued in the store (which commits its queue in order), so
+        # one connection's sends share group commits. Any other request first
+        # waits until the connection's sends in flight are answered.
+        loop = asyncio.get_running_loop()
         while not sess.queue.empty():
             _, data, t0 = sess.queue.get_nowait()
             try:
-                await self._serve(sess, data, t0)
-            except Exception:
-                # _serve answers every error it knows; this is a bug, and one
-                # bad frame must not stop the connection's other requests.
-                log.exception("unexpected failure serving a frame")
+                frame = decode_request(data)
+            except RemoteProtocolError as exc:
+                self.metrics.requests.labels("invalid", exc.code).inc()
                 self._send(
                     sess.routing_id,
                     encode_reply(
-                        peek_request_id(data),
-                        m.Error(code=ErrorCode.INTERNAL, message="internal server error"),
+                        peek_request_id(data), m.Error(code=exc.code, message=exc.message[:500])
                     ),
                 )
+                continue
+            if not isinstance(frame.req, m.Send):
+                if sess.sends:
+                    await asyncio.wait(set(sess.sends))
+                await self._serve_guarded(sess, frame, data, t0)
+                continue
+            if len(sess.sends) >= SESSION_QUEUE_MAX:
+                await asyncio.wait(set(sess.sends), return_when=asyncio.FIRST_COMPLETED)
+            queued: asyncio.Future[None] = loop.create_future()
+            token = _send_queued.set(queued)
+            try:
+                task = asyncio.create_task(self._serve_guarded(sess, frame, data, t0, queued))
+            finally:
+                _send_queued.reset(token)
+            sess.sends.add(task)
+            task.add_done_callback(sess.sends.discard)
+            await queued
 
-    async def _serve(self, sess: Session, data: bytes, t0: float) -> None:
+    def send_queued(self) -> None:
+        """Called by the send handler once its commit is queued in the store:
+        the connection's next request may start (see _session_worker)."""
+        queued = _send_queued.get()
+        if queued is not None and not queued.done():
+            queued.set_result(None)
+
+    async def _serve_guarded(
+        self,
+        sess: Session,
+        frame: m.ClientFrame,
+        data: bytes,
+        t0: float,
+        queued: asyncio.Future[None] | None = None,
+    ) -> None:
         try:
-            frame = decode_request(data)
-        except RemoteProtocolError as exc:
-            self.metrics.requests.labels("invalid", exc.code).inc()
+            await self._serve(sess, frame, t0)
+        except Exception:
+            # _serve answers every error it knows; this is a bug, and one
+            # bad frame must not stop the connection's other requests.
+            log.exception("unexpected failure serving a frame")
             self._send(
                 sess.routing_id,
                 encode_reply(
-                    peek_request_id(data), m.Error(code=exc.code, message=exc.message[:500])
+                    peek_request_id(data),
+                    m.Error(code=ErrorCode.INTERNAL, message="internal server error"),
                 ),
             )
-            return
+        finally:
+            if queued is not None and not queued.done():
+                queued.set_result(None)  # refused or failed before its commit
+
+    async def _serve(self, sess: Session, frame: m.ClientFrame, t0: float) -> None:
         req = frame.req
         kind = type(req).__struct_config__.tag
         try:
@@ -468,7 +518,11 @@ class ChatNode:
             await asyncio.sleep(SESSION_TIMEOUT_S / 3)
             cutoff = time.monotonic() - SESSION_TIMEOUT_S
             for routing_id, sess in list(self.sessions.items()):
-                if sess.last_seen < cutoff and (sess.worker is None or sess.worker.done()):
+                if (
+                    sess.last_seen < cutoff
+                    and (sess.worker is None or sess.worker.done())
+                    and not sess.sends
+                ):
                     if sess.gone is None:
                         self._mark_gone(
                             sess,

@@ -286,3 +286,20 @@ async def test_sync_across_more_rooms_than_one_request_names(
     assert len(bob.rooms()) == len(rooms)
     assert events.of(ev.CaughtUp)[0].messages == 3
     assert texts(bob, rooms[-1]) == [f"hello {rooms[-1]}"]
+
+
+async def test_text_that_is_not_unicode_is_refused_before_the_outbox(
+    server: ServerProcess, clients: ClientFactory
+) -> None:
+    from curvechat.protocol.errors import LocalProtocolError
+
+    alice, _ = await clients.make("alice", server.connect)
+    await alice.create_room("u", [])
+    try:
+        await alice.send("u", "half a pair \ud800")
+    except LocalProtocolError as exc:
+        assert exc.code == "bad_frame"
+    else:
+        raise AssertionError("a lone surrogate was accepted")
+    assert alice.pending() == []
+    assert (await alice.send("u", "fine")).seq == 1  # type: ignore[union-attr]

@@ -241,14 +241,20 @@ class Connection:
             if not fut.done():
                 fut.set_exception(NotConnected(reason))
         self._pending.clear()
+        if self._sock is not None:
+            # Stop the monitor while its reader still reads. libzmq's I/O thread
+            # sends monitor events blocking, under a lock that disable_monitor()
+            # and close() take: once the reading end is closed, one more event
+            # (the socket reconnecting to a flapping node) blocks it for good,
+            # and the next call here hangs the whole process, GIL held.
+            with contextlib.suppress(zmq.ZMQError):
+                self._sock.disable_monitor()
         for task in self._sock_tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._sock_tasks = []
         if self._sock is not None:
-            with contextlib.suppress(zmq.ZMQError):
-                self._sock.disable_monitor()
             self._sock.close(linger=0)
             self._sock = None
 

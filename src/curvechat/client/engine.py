@@ -818,6 +818,10 @@ class ChatClient:
             raise LocalProtocolError(
                 ErrorCode.TOO_LARGE, f"message of {len(text)} characters (max {MAX_TEXT_CHARS})"
             )
+        try:
+            text.encode()
+        except UnicodeEncodeError:  # lone surrogates (e.g. undecodable input bytes)
+            raise LocalProtocolError(ErrorCode.BAD_FRAME, "text is not valid Unicode") from None
         cached = self.cache.room(room)
         if cached is None or cached.left:
             raise NotReady(f"you are not a member of {room}", "not_member")
@@ -945,7 +949,7 @@ class ChatClient:
                 raise
             assert isinstance(ack, m.SendAck)
             async with self._lock:
-                self.cache.put_message(
+                stored = self.cache.put_message(
                     item.room,
                     ack.seq,
                     ack.ts,
@@ -959,7 +963,8 @@ class ChatClient:
                 msg = CachedMessage(
                     item.room, ack.seq, ack.ts, self.me, item.txn, item.created_ms, item.text, None
                 )
-            self._emit(ev.MessageReceived(msg, mine=True, live=True))
+            if stored:  # not if a sync or push brought it in first: report it once
+                self._emit(ev.MessageReceived(msg, mine=True, live=True))
             return ack
         raise AssertionError("the last attempt returns or raises")
 

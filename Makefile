@@ -6,7 +6,7 @@ DATA  ?= data
 BIND  ?= tcp://127.0.0.1:7700
 HTTP  ?= 127.0.0.1:7780
 
-.PHONY: setup run test lint typecheck clean
+.PHONY: setup run test bench lint typecheck clean chaos
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	scripts/setup.sh
@@ -19,6 +19,16 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -q
+
+# curvechat next to its bare limits (pyzmq, SQLite, etcd, PyNaCl): prints a
+# table, writes results/bench-<timestamp>.json; docs/performance.md. ~6 min.
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Fault injection (issue 7): a 10-minute mixed-nemesis run, report in results/.
+CHAOS_ARGS ?= --duration 600
+chaos: $(STAMP)
+	$(BIN)/python scripts/chaos.py $(CHAOS_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -1,0 +1,343 @@
+"""The bare limits beneath curvechat, measured in the same run:
+
+* pyzmq ROUTER/DEALER with CURVE: round trip and 100-way fan-out, on frames
+  the size of a real `push_message`;
+* SQLite WAL ``synchronous=FULL``: one commit (one fsync of the WAL) and the
+  group-commit insert rate, on the store's own `messages` table;
+* etcd: batched-transaction puts (one transaction in flight, like the store's
+  committer), values the size of a stored message;
+* PyNaCl: sign+encrypt and verify+decrypt of one envelope-sized message.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sqlite3
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import nacl.bindings
+import nacl.signing
+import zmq
+import zmq.utils.z85
+
+from bench.common import TEXT, push_frame_size, sample_envelope, summary_ms
+from curvechat.crypto.envelope import Plaintext, open_message, seal_message
+from curvechat.crypto.identity import Identity
+from curvechat.protocol import encode
+
+SPAWN = mp.get_context("spawn")
+
+
+def _curve_server(sock: zmq.Socket, secret: bytes, public: bytes) -> None:
+    sock.curve_server = True
+    sock.curve_secretkey = secret
+    sock.curve_publickey = public
+
+
+def _curve_client(sock: zmq.Socket, server_public: bytes) -> None:
+    pub, sec = zmq.curve_keypair()
+    sock.curve_serverkey = server_public
+    sock.curve_publickey = pub
+    sock.curve_secretkey = sec
+
+
+# --- round trip ---------------------------------------------------------------
+def _echo_server(endpoint: str, secret: bytes, public: bytes, ready: Connection) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    _curve_server(sock, secret, public)
+    sock.bind(endpoint)
+    ready.send(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+    while True:
+        frames = sock.recv_multipart()
+        if frames[1] == b"quit":
+            break
+        sock.send_multipart(frames)
+    sock.close(0)
+    ctx.term()
+
+
+def zmq_round_trip(size: int, n: int = 3000) -> dict[str, Any]:
+    public, secret = zmq.curve_keypair()
+    parent, child = SPAWN.Pipe()
+    proc = SPAWN.Process(target=_echo_server, args=("tcp://127.0.0.1:*", secret, public, child))
+    proc.start()
+    endpoint = parent.recv()
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    _curve_client(sock, public)
+    sock.connect(endpoint)
+    payload = os.urandom(size)
+    for _ in range(200):  # handshake and warm-up
+        sock.send(payload)
+        sock.recv()
+    rtts = []
+    for _ in range(n):
+        t0 = time.monotonic_ns()
+        sock.send(payload)
+        sock.recv()
+        rtts.append(time.monotonic_ns() - t0)
+    sock.send(b"quit")
+    proc.join(10)
+    sock.close(0)
+    ctx.term()
+    return summary_ms(rtts)
+
+
+# --- fan-out ------------------------------------------------------------------
+def _fan_receivers(
+    endpoint: str, server_public: bytes, names: list[bytes], pipe: Connection
+) -> None:
+    ctx = zmq.Context()
+    socks = []
+    for name in names:
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.ROUTING_ID, name)
+        s.setsockopt(zmq.RCVHWM, 100_000)
+        _curve_client(s, server_public)
+        s.connect(endpoint)
+        s.send(b"hi")
+        socks.append(s)
+    poller = zmq.Poller()
+    for s in socks:
+        poller.register(s, zmq.POLLIN)
+    count = 0
+    first = last = 0
+    stops = 0
+    pipe.send("ready")
+    while stops < len(socks):
+        for s, _ in poller.poll(1000):
+            while True:
+                try:
+                    data = s.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if data == b"stop":
+                    stops += 1
+                    continue
+                last = time.monotonic_ns()
+                if not first:
+                    first = last
+                count += 1
+    pipe.send({"count": count, "first": first, "last": last})
+    for s in socks:
+        s.close(0)
+    ctx.term()
+
+
+def zmq_fan_out(size: int, members: int = 100, seconds: float = 4.0) -> dict[str, Any]:
+    public, secret = zmq.curve_keypair()
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    _curve_server(router, secret, public)
+    router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    router.setsockopt(zmq.SNDHWM, 10_000)
+    router.bind("tcp://127.0.0.1:*")
+    endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+    names = [b"r%03d" % i for i in range(members)]
+    halves = [names[: members // 2], names[members // 2 :]]
+    pipes, procs = [], []
+    for half in halves:
+        parent, child = SPAWN.Pipe()
+        p = SPAWN.Process(target=_fan_receivers, args=(endpoint, public, half, child))
+        p.start()
+        pipes.append(parent)
+        procs.append(p)
+    seen = 0
+    while seen < members:
+        router.recv_multipart()
+        seen += 1
+    for p in pipes:
+        p.recv()
+    payload = os.urandom(size)
+    cpu0 = time.process_time()
+    t0 = time.monotonic()
+    sent = retries = 0
+    while time.monotonic() - t0 < seconds:
+        for name in names:
+            while True:
+                try:
+                    router.send_multipart([name, payload], zmq.NOBLOCK)
+                    break
+                except zmq.Again:
+                    retries += 1
+                    time.sleep(0.0001)
+            sent += 1
+    sender_cpu = time.process_time() - cpu0
+    send_wall = time.monotonic() - t0
+    for name in names:
+        router.send_multipart([name, b"stop"])
+    results = [p.recv() for p in pipes]
+    for p in procs:
+        p.join(10)
+    router.close(0)
+    ctx.term()
+    count = sum(r["count"] for r in results)
+    span = (max(r["last"] for r in results) - min(r["first"] for r in results)) / 1e9
+    return {
+        "members": members,
+        "deliveries": count,
+        "deliveries_per_s": round(count / span, 1),
+        "sender_cpu_pct": round(100 * sender_cpu / send_wall, 1),
+        "hwm_waits": retries,
+    }
+
+
+# --- SQLite -------------------------------------------------------------------
+def sqlite_limits(root: Path, envelope_size: int, seconds: float = 3.0) -> dict[str, Any]:
+    path = root / "bare-sqlite.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute(
+        """CREATE TABLE messages (
+        room TEXT NOT NULL, seq INTEGER NOT NULL, ts_ms INTEGER NOT NULL,
+        sender TEXT NOT NULL, txn TEXT NOT NULL, envelope BLOB NOT NULL,
+        PRIMARY KEY (room, seq), UNIQUE (room, sender, txn))"""
+    )
+    blob = os.urandom(envelope_size)
+    seq = 0
+
+    def commit(batch: int) -> None:
+        nonlocal seq
+        conn.execute("BEGIN IMMEDIATE")
+        rows = []
+        for _ in range(batch):
+            seq += 1
+            rows.append(("room-0", seq, 1, "alice", f"t{seq:012d}", blob))
+        conn.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)", rows)
+        conn.execute("COMMIT")
+
+    one = []
+    for _ in range(300):
+        t0 = time.monotonic_ns()
+        commit(1)
+        one.append(time.monotonic_ns() - t0)
+    out: dict[str, Any] = {"commit_1": summary_ms(one)}
+    for batch in (8, 256):
+        n = 0
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds / 2:
+            commit(batch)
+            n += batch
+        out[f"rows_per_s_batch_{batch}"] = round(n / (time.monotonic() - t0), 1)
+    conn.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    return out
+
+
+# --- etcd -----------------------------------------------------------------------
+async def etcd_limits(endpoints: list[str], value_size: int, seconds: float = 3.0) -> dict:
+    from aetcd import rpc  # type: ignore[import-untyped]
+
+    from curvechat.store.etcd import EtcdStore
+
+    store = EtcdStore(endpoints, prefix="/bare-bench/")
+    await store.open()
+    value = os.urandom(value_size)
+    n = 0
+    k = 0
+    lat = []
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < seconds:
+            puts = []
+            for _ in range(128):
+                k += 1
+                puts.append(
+                    rpc.RequestOp(
+                        request_put=rpc.PutRequest(key=b"/bare-bench/%012d" % k, value=value)
+                    )
+                )
+            t1 = time.monotonic_ns()
+            await store._txn([], puts)
+            lat.append(time.monotonic_ns() - t1)
+            n += len(puts)
+        wall = time.monotonic() - t0
+        await store._call(
+            "DeleteRange", rpc.DeleteRangeRequest(key=b"/bare-bench/", range_end=b"/bare-bench0")
+        )
+    finally:
+        await store.close()
+    return {
+        "txn_ops": 128,
+        "puts_per_s": round(n / wall, 1),
+        "txn_ms": summary_ms(lat),
+    }
+
+
+# --- crypto ---------------------------------------------------------------------
+def crypto_limits(seconds: float = 1.0) -> dict[str, Any]:
+    ident = Identity.generate("alice")
+    key = os.urandom(32)
+    env = sample_envelope(ident)
+    signer = nacl.signing.SigningKey.generate()
+    verifier = signer.verify_key
+    body = os.urandom(256)
+    ad = os.urandom(40)
+    nonce = os.urandom(24)
+    ct = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(body, ad, nonce, key)
+    signed = signer.sign(ad + nonce + ct).signature
+
+    def rate(fn: Any) -> float:
+        n = 0
+        t0 = time.perf_counter()
+        while (elapsed := time.perf_counter() - t0) < seconds:
+            for _ in range(200):
+                fn()
+            n += 200
+        return elapsed / n * 1e6  # µs per call
+
+    def bare_seal() -> None:
+        c = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(body, ad, os.urandom(24), key)
+        signer.sign(ad + nonce + c)
+
+    def bare_open() -> None:
+        verifier.verify(ad + nonce + ct, signed)
+        nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(ct, ad, nonce, key)
+
+    def cc_seal() -> None:
+        seal_message(
+            ident,
+            room="room-0",
+            epoch=0,
+            key=key,
+            txn="abcdefgh12345678",
+            plaintext=Plaintext(text=TEXT, ts=1),
+        )
+
+    def cc_open() -> None:
+        open_message(env2, key=key, sender_sign_pub=ident.sign_pub)
+
+    env2 = seal_message(
+        ident,
+        room="room-0",
+        epoch=0,
+        key=key,
+        txn="abcdefgh12345678",
+        plaintext=Plaintext(text=TEXT, ts=1),
+    )
+    del env
+    out = {
+        "bare_seal_us": rate(bare_seal),
+        "bare_open_us": rate(bare_open),
+        "seal_us": rate(cc_seal),
+        "open_us": rate(cc_open),
+    }
+    return {k: round(v, 2) for k, v in out.items()}
+
+
+def run_all(root: Path) -> dict[str, Any]:
+    size = push_frame_size()
+    env_size = len(encode(sample_envelope()))
+    out: dict[str, Any] = {"push_frame_bytes": size, "envelope_bytes": env_size}
+    out["zmq_rtt"] = zmq_round_trip(size)
+    out["zmq_fanout"] = zmq_fan_out(size)
+    out["sqlite"] = sqlite_limits(root, env_size)
+    out["crypto"] = crypto_limits()
+    return out

@@ -1,0 +1,210 @@
+"""Ratios against the bare limits, the targets, and the printed table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _get(d: dict[str, Any], *path: str) -> Any:
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+def ratios(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per target: measured, bare, ratio, goal, met."""
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, measured: Any, bare: Any, goal: str, met: Any, note: str = "") -> None:
+        ratio = measured / bare if measured is not None and bare else None
+        rows.append(
+            {
+                "target": name,
+                "measured": measured,
+                "bare": bare,
+                "ratio": round(ratio, 3) if ratio is not None else None,
+                "goal": goal,
+                "met": None if ratio is None or goal.startswith("(") else bool(met(ratio)),
+                "note": note,
+            }
+        )
+
+    add(
+        "single: acked msgs/s vs bare SQLite group commit (256 rows/commit)",
+        _get(r, "single", "throughput", "acked_per_s"),
+        _get(r, "limits", "sqlite", "rows_per_s_batch_256"),
+        ">= 0.50",
+        lambda x: x >= 0.5,
+    )
+    add(
+        "single: 100-member room deliveries/s vs bare pyzmq fan-out",
+        _get(r, "single", "fanout", "delivered_per_s"),
+        _get(r, "limits", "zmq_fanout", "deliveries_per_s"),
+        ">= 0.60",
+        lambda x: x >= 0.6,
+    )
+    rtt = _get(r, "limits", "zmq_rtt", "p99")
+    fsync = _get(r, "limits", "sqlite", "commit_1", "p99")
+    add(
+        "single: latency p99 send->deliver vs (bare RTT p99 + bare commit p99)",
+        _get(r, "single", "latency", "send_deliver_ms", "p99"),
+        round(rtt + fsync, 3) if rtt is not None and fsync is not None else None,
+        "<= 5",
+        lambda x: x <= 5,
+    )
+    rtt50 = _get(r, "limits", "zmq_rtt", "p50")
+    fsync50 = _get(r, "limits", "sqlite", "commit_1", "p50")
+    add(
+        "single: latency p99 send->deliver vs (bare RTT p50 + bare commit p50) [stricter]",
+        _get(r, "single", "latency", "send_deliver_ms", "p99"),
+        round(rtt50 + fsync50, 3) if rtt50 is not None and fsync50 is not None else None,
+        "<= 5",
+        lambda x: x <= 5,
+    )
+    add(
+        "idle clients: active room p99 with / without them",
+        _get(r, "single", "idle", "latency", "send_deliver_ms", "p99"),
+        _get(r, "single", "latency", "send_deliver_ms", "p99"),
+        "<= 1.50",
+        lambda x: x <= 1.5,
+        f"{_get(r, 'single', 'idle', 'clients')} idle clients",
+    )
+    idle_run = _get(r, "single", "idle", "latency") or {}
+    if idle_run.get("sent") and not idle_run.get("acked"):
+        rows[-1]["met"] = False  # not one send of the active room was acked
+        rows[-1]["note"] += "; no send acked during the run"
+    bare_open = _get(r, "limits", "crypto", "bare_open_us")
+    add(
+        "catch-up msgs/s vs bare verify+decrypt rate",
+        _get(r, "catchup", "per_s"),
+        round(1e6 / bare_open, 1) if bare_open else None,
+        ">= 0.70",
+        lambda x: x >= 0.7,
+        f"{_get(r, 'catchup', 'messages')} messages",
+    )
+    add(
+        "cluster: acked msgs/s vs bare etcd batched puts/s",
+        _get(r, "cluster", "throughput", "acked_per_s"),
+        _get(r, "cluster", "bare_etcd", "puts_per_s"),
+        ">= 0.50",
+        lambda x: x >= 0.5,
+    )
+    add(
+        "client: seal (encrypt+sign) time vs bare PyNaCl",
+        _get(r, "limits", "crypto", "seal_us"),
+        _get(r, "limits", "crypto", "bare_seal_us"),
+        "(no target)",
+        lambda x: True,
+    )
+    add(
+        "client: open (verify+decrypt) time vs bare PyNaCl",
+        _get(r, "limits", "crypto", "open_us"),
+        _get(r, "limits", "crypto", "bare_open_us"),
+        "(no target)",
+        lambda x: True,
+    )
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.0f}"
+    return str(v)
+
+
+def _lat(run: dict[str, Any] | None, key: str) -> str:
+    s = _get(run or {}, key)
+    if not s or not s.get("n"):
+        return "-"
+    return f"{s['p50']:.2f} / {s['p99']:.2f} / {s['max']:.1f}"
+
+
+def table(r: dict[str, Any]) -> str:
+    lines = []
+    lim = r.get("limits", {})
+    lines.append("\n== bare limits ==")
+    if lim:
+        lines.append(
+            f"pyzmq CURVE round trip ({lim['push_frame_bytes']} B) p50/p99/max ms: "
+            f"{lim['zmq_rtt']['p50']:.3f} / {lim['zmq_rtt']['p99']:.3f} / "
+            f"{lim['zmq_rtt']['max']:.1f}"
+        )
+        lines.append(
+            f"pyzmq CURVE fan-out to 100: {lim['zmq_fanout']['deliveries_per_s']:,.0f} deliveries/s"
+        )
+        sq = lim["sqlite"]
+        lines.append(
+            f"SQLite WAL FULL: 1-row commit p50/p99 {sq['commit_1']['p50']:.2f} / "
+            f"{sq['commit_1']['p99']:.2f} ms; group commit {sq['rows_per_s_batch_8']:,.0f} rows/s "
+            f"(8/commit), {sq['rows_per_s_batch_256']:,.0f} rows/s (256/commit)"
+        )
+        c = lim["crypto"]
+        lines.append(
+            f"PyNaCl per message: sign+encrypt {c['bare_seal_us']:.0f} us, "
+            f"verify+decrypt {c['bare_open_us']:.0f} us; curvechat seal {c['seal_us']:.0f} us, "
+            f"open {c['open_us']:.0f} us"
+        )
+    if "cluster" in r and "bare_etcd" in r["cluster"]:
+        e = r["cluster"]["bare_etcd"]
+        lines.append(f"etcd (3 members) txn of 128 puts: {e['puts_per_s']:,.0f} puts/s")
+    lines.append("\n== workloads ==")
+    hdr = (
+        f"{'workload':28} {'acked/s':>9} {'deliv/s':>9} {'ack p50/p99/max ms':>22} "
+        f"{'deliver p50/p99/max ms':>24} {'srv CPU%':>9} {'srv MB':>7}  bottleneck"
+    )
+    lines.append(hdr)
+    rows = [
+        ("single: latency", _get(r, "single", "latency")),
+        ("single: throughput", _get(r, "single", "throughput")),
+        ("single: fan-out 100", _get(r, "single", "fanout")),
+        ("single: latency + idle", _get(r, "single", "idle", "latency")),
+        ("cluster: latency", _get(r, "cluster", "latency")),
+        ("cluster: throughput", _get(r, "cluster", "throughput")),
+    ]
+    for name, run in rows:
+        if not run:
+            continue
+        cpu = "+".join(f"{c:.0f}" for c in run.get("server_cpu_pct", []))
+        mem = "+".join(f"{c:.0f}" for c in run.get("server_peak_rss_mb", []))
+        lines.append(
+            f"{name:28} {_fmt(run.get('acked_per_s')):>9} {_fmt(run.get('delivered_per_s')):>9} "
+            f"{_lat(run, 'send_ack_ms'):>22} {_lat(run, 'send_deliver_ms'):>24} {cpu:>9} "
+            f"{mem:>7}  {run.get('bottleneck', '')}"
+        )
+    idle = _get(r, "single", "idle")
+    if idle:
+        lines.append(
+            f"idle: {idle['clients']} clients connected in {idle['connect_s']} s; server RSS "
+            f"{idle['rss_before_mb']} -> {idle['rss_connected_mb']} MB "
+            f"({idle['bytes_per_connection']:,} B per connection)"
+        )
+    cu = r.get("catchup")
+    if cu and "seconds" in cu:
+        lines.append(
+            f"catch-up: {cu['messages']:,} messages synced, verified, decrypted and cached in "
+            f"{cu['seconds']:.1f} s ({cu['per_s']:,.0f}/s; client CPU {cu['client_cpu_pct']}%, "
+            f"server CPU {cu['server_cpu_pct']}%)"
+        )
+    tp = _get(r, "single", "throughput")
+    if tp:
+        lines.append(
+            f"stalled client (member of every throughput room, never reads): server RSS "
+            f"{_get(tp, 'processes', 'server0', 'rss_start_mb')} -> "
+            f"{_get(tp, 'processes', 'server0', 'rss_end_mb')} MB "
+            f"(peak {_get(tp, 'processes', 'server0', 'rss_peak_mb')}); pushes dropped at the "
+            f"high-water mark: {tp.get('pushes_dropped', 0):,.0f}"
+        )
+    lines.append("\n== targets (ratios in this run) ==")
+    for row in r.get("ratios", []):
+        met = {True: "MET", False: "not met", None: "-"}[row["met"]]
+        if row["met"] is False and row["ratio"] is None:
+            met = "not met (no send acked)"
+        lines.append(
+            f"{row['target'][:78]:78} {_fmt(row['measured']):>9} / {_fmt(row['bare']):>9} = "
+            f"{_fmt(row['ratio']):>7}  goal {row['goal']:>11}  {met}"
+        )
+    return "\n".join(lines)

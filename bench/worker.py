@@ -1,0 +1,407 @@
+"""A load-generator process: many lightweight raw-protocol clients on plain
+(synchronous) pyzmq DEALER sockets with real CURVE, driven by one poll loop.
+
+The orchestrator talks to it over a multiprocessing pipe:
+
+* ``("connect", None)``: connect every client, `hello`, and `register` those
+  that must be registered; answers when all are welcomed.
+* ``("prepare", [sender specs])``: each sender fetches its room's key packet,
+  opens it, and seals its messages ahead of time (real envelopes, real
+  signatures; sealing is measured separately, in the client-crypto row).
+* ``("run", {...})``: send (paced or windowed), receive every push, answer
+  with send/ack/receive times (monotonic ns, comparable across processes).
+* ``("idle", {...})``: only heartbeat (`ping` every interval) until "stop".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from array import array
+from multiprocessing.connection import Connection
+from typing import Any
+
+import zmq
+import zmq.utils.z85
+
+from bench.common import TEXT, light_decode, msg_id, txn_of
+from curvechat.crypto.envelope import Plaintext, seal_message
+from curvechat.crypto.identity import Identity
+from curvechat.crypto.roomkeys import unwrap_key_packet
+from curvechat.protocol import decode_server_frame, encode_request
+from curvechat.protocol import messages as m
+from curvechat.protocol.limits import MAX_REPLY_BYTES
+
+#: Request ids of pre-sealed sends: frame k of a client is rid FRAME_RID + k.
+FRAME_RID = 1 << 30
+
+
+class Client:
+    def __init__(self, ctx: zmq.Context, spec: dict[str, Any], endpoint: str, server_key: str):
+        self.user: str = spec["user"]
+        self.register: bool = spec.get("register", True)
+        self.stalled: bool = spec.get("stalled", False)
+        self.identity = (
+            Identity.from_secrets(self.user, spec["sign_seed"], spec["transport_secret"])
+            if "sign_seed" in spec
+            else Identity.generate(self.user)
+        )
+        s = ctx.socket(zmq.DEALER)
+        s.curve_serverkey = server_key.encode()
+        s.curve_publickey = zmq.utils.z85.encode(self.identity.transport_pub)
+        s.curve_secretkey = zmq.utils.z85.encode(self.identity.transport_secret)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.MAXMSGSIZE, MAX_REPLY_BYTES + 4096)
+        s.setsockopt(zmq.SNDHWM, 100_000)
+        if self.stalled:
+            # A client that stops reading: tiny queues so that the backlog
+            # lands on the server as soon as the kernel buffers are full.
+            s.setsockopt(zmq.RCVHWM, 10)
+            s.setsockopt(zmq.RCVBUF, 4096)
+        else:
+            s.setsockopt(zmq.RCVHWM, 100_000)
+        s.connect(endpoint)
+        self.sock = s
+        self.rid = 0
+        self.welcomed = False
+        self.ready = False
+        # sender state
+        self.frames: list[bytes] = []
+        self.ids: list[int] = []
+        self.next = 0
+        self.limit = 0
+        self.last_seq = 0
+        self.inflight: dict[int, int] = {}  # rid -> index into t_send
+        self.t_send = array("q")
+        self.t_ack = array("q")
+        self.sent_ids = array("q")
+        self.next_ping = 0.0
+
+    def request(self, req: m.AnyRequest) -> int:
+        self.rid += 1
+        self.sock.send(encode_request(self.rid, req), zmq.NOBLOCK)
+        return self.rid
+
+
+class Worker:
+    def __init__(self, index: int, spec: dict[str, Any]) -> None:
+        self.index = index
+        self.ctx = zmq.Context()
+        self.ctx.set(zmq.MAX_SOCKETS, 60_000)
+        self.ctx.set(zmq.IO_THREADS, 1)
+        self.specs = spec["clients"]
+        self.endpoints: list[str] = spec["endpoints"]
+        self.server_keys: list[str] = spec["server_keys"]
+        self.clients: list[Client] = []
+        self.by_sock: dict[zmq.Socket, Client] = {}
+        self.recv_ids = array("q")
+        self.recv_t = array("q")
+        self.errors: dict[str, int] = {}
+        self.pushes = 0
+        self.pongs = 0
+        self.sending = False
+        self.mode = "window"
+        self.order_violations = 0
+
+    # --- connect ----------------------------------------------------------------
+    def connect(self, batch: int = 0, budget: float = 0.0) -> dict[str, Any]:
+        """Connect every client, `batch` at a time (0: all at once): a herd of
+        thousands of CURVE handshakes at once outlasts the server's handshake
+        timeout, as it would in real life. With a `budget` (seconds), stop
+        opening new connections when it is spent, or when a batch does not
+        complete in 60 s, and report how many made it."""
+        t0 = time.monotonic()
+        batch = batch or len(self.specs)
+        failed = 0
+        for start in range(0, len(self.specs), batch):
+            if budget and time.monotonic() - t0 > budget:
+                break
+            chunk = []
+            for i in range(start, min(start + batch, len(self.specs))):
+                spec = self.specs[i]
+                node = spec.get("node", i % len(self.endpoints))
+                c = Client(self.ctx, spec, self.endpoints[node], self.server_keys[node])
+                self.clients.append(c)
+                self.by_sock[c.sock] = c
+                c.request(m.Hello(client="curvechat-bench"))
+                chunk.append(c)
+            failed = self._welcome(chunk, 60.0 if budget else 120.0)
+            if failed:
+                if not budget:
+                    raise RuntimeError(f"{failed} clients did not connect in time")
+                break
+        # Only the clients that made it take part in what follows.
+        gone = [c for c in self.clients if not c.ready]
+        for c in gone:
+            del self.by_sock[c.sock]
+            c.sock.close(0)
+        self.clients = [c for c in self.clients if c.ready]
+        return {
+            "connected": len(self.clients),
+            "not_connected": len(gone),
+            "seconds": round(time.monotonic() - t0, 3),
+        }
+
+    def _welcome(self, clients: list[Client], timeout: float) -> int:
+        """Wait for every client's welcome (and registration); returns how
+        many did not make it in `timeout` seconds."""
+        poller = zmq.Poller()
+        for c in clients:
+            poller.register(c.sock, zmq.POLLIN)
+        pending = len(clients)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            self._pings(time.monotonic(), 2.0, only_ready=True)
+            for sock, _ in poller.poll(200):
+                c = self.by_sock[sock]
+                while True:
+                    try:
+                        data = sock.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    msg = decode_server_frame(data).msg
+                    if isinstance(msg, m.Welcome) and not c.welcomed:
+                        c.welcomed = True
+                        if msg.user is None and c.register:
+                            c.request(
+                                m.Register(
+                                    user=c.user,
+                                    sign_pub=c.identity.sign_pub,
+                                    transport_sig=c.identity.transport_sig(),
+                                )
+                            )
+                        else:
+                            c.ready = True
+                            pending -= 1
+                    elif isinstance(msg, m.Registered):
+                        c.ready = True
+                        pending -= 1
+                    elif isinstance(msg, m.Error):
+                        raise RuntimeError(f"{c.user}: {msg.code}: {msg.message}")
+        return pending
+
+    def _wait_reply(self, c: Client, rid: int) -> m.AnyReply:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if c.sock.poll(1000):
+                frame = decode_server_frame(c.sock.recv())
+                if frame.rid == rid:
+                    return frame.msg
+        raise RuntimeError(f"{c.user}: no reply")
+
+    # --- prepare ----------------------------------------------------------------
+    def prepare(self, senders: list[dict[str, Any]]) -> dict[str, Any]:
+        t0 = time.monotonic()
+        n = 0
+        for s in senders:
+            c = self.clients[s["client"]]
+            reply = self._wait_reply(c, c.request(m.FetchKeys(room=s["room"])))
+            assert isinstance(reply, m.KeyPackets), reply
+            packet = max(reply.packets, key=lambda p: p.epoch)
+            key = unwrap_key_packet(c.identity, packet, s["creator_pub"])
+            for _ in range(s["count"]):
+                mid = msg_id(self.index, s["client"], len(c.frames))
+                env = seal_message(
+                    c.identity,
+                    room=s["room"],
+                    epoch=key.epoch,
+                    key=key.key,
+                    txn=txn_of(mid),
+                    plaintext=Plaintext(text=TEXT, ts=int(time.time() * 1000)),
+                )
+                c.frames.append(encode_request(FRAME_RID + len(c.frames), m.Send(envelope=env)))
+                c.ids.append(mid)
+                if len(c.frames) % 500 == 0:
+                    # keep every session alive meanwhile (the node drops a
+                    # session silent for 30 s, as it would a real client)
+                    self._pings(time.monotonic(), 2.0)
+            n += s["count"]
+        return {"sealed": n, "seconds": round(time.monotonic() - t0, 3)}
+
+    # --- run ----------------------------------------------------------------------
+    def run(self, pipe: Connection, cfg: dict[str, Any]) -> dict[str, Any]:
+        mode = cfg.get("mode", "window")  # window | rate | idle
+        duration = cfg.get("duration")
+        window = int(cfg.get("window", 1))
+        interval = float(cfg.get("interval", 0.01))
+        # Like the real client: every connection pings every 2 s.
+        ping_interval = cfg.get("ping_interval", 2.0)
+        self.recv_ids = array("q")
+        self.recv_t = array("q")
+        self.errors = {}
+        self.pushes = self.pongs = 0
+        self.sending = True
+        self.mode = mode
+        poller = zmq.Poller()
+        for c in self.clients:
+            if not c.stalled:
+                poller.register(c.sock, zmq.POLLIN)
+        poller.register(pipe.fileno(), zmq.POLLIN)
+        start = time.monotonic()
+        cpu0 = os.times()
+        start_ns = time.monotonic_ns()
+        stop_at = start + duration if duration else None
+        active: list[Client] = []
+        for idx, count in cfg.get("senders", {}).items():
+            c = self.clients[int(idx)]
+            c.t_send, c.t_ack, c.sent_ids, c.inflight = array("q"), array("q"), array("q"), {}
+            c.limit = min(len(c.frames), c.next + int(count))
+            active.append(c)
+        if ping_interval:
+            n = len(self.clients)
+            for i, c in enumerate(self.clients):
+                c.next_ping = start + ping_interval * i / max(n, 1)
+        # Paced senders are spread over the interval.
+        step = int(interval * 1e9)
+        sched = {id(c): start_ns + step * k // max(len(active), 1) for k, c in enumerate(active)}
+        drain_until: float | None = None
+        if mode == "window":
+            now_ns = time.monotonic_ns()
+            for c in active:
+                for _ in range(window):
+                    if not self._send_next(c, now_ns):
+                        break
+        stop_requested = False
+        quiet = float(cfg.get("quiet", 0.5))
+        while True:
+            now = time.monotonic()
+            if self.sending and (stop_requested or (stop_at is not None and now >= stop_at)):
+                self.sending = False
+                drain_until = now + float(cfg.get("drain", 5.0))
+            if not self.sending:
+                outstanding = sum(len(c.inflight) for c in active)
+                if outstanding == 0 or (drain_until is not None and now >= drain_until):
+                    # let the pushes still in flight arrive
+                    quiet_end = time.monotonic() + quiet
+                    while time.monotonic() < quiet_end:
+                        if self._drain(poller, 100, pipe) > 0:
+                            quiet_end = time.monotonic() + quiet
+                    break
+            timeout: float = 50
+            if self.sending and mode == "rate" and active:
+                nxt = min(sched.values())
+                timeout = max(0.0, min(timeout, (nxt - time.monotonic_ns()) / 1e6))
+            if ping_interval:
+                timeout = min(timeout, 20)
+            if self._drain(poller, timeout, pipe) < 0:
+                stop_requested = True
+            if self.sending and mode == "rate":
+                now_ns = time.monotonic_ns()
+                for c in active:
+                    if now_ns >= sched[id(c)]:
+                        self._send_next(c, now_ns)
+                        sched[id(c)] += step
+            if ping_interval:
+                self._pings(time.monotonic(), ping_interval)
+        wall = time.monotonic() - start
+        cpu1 = os.times()
+        cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+        return {
+            "wall_s": wall,
+            "start_ns": start_ns,
+            "cpu_s": cpu,
+            "cpu_pct": 100 * cpu / wall if wall else 0,
+            "recv_ids": self.recv_ids.tobytes(),
+            "recv_t": self.recv_t.tobytes(),
+            "pushes": self.pushes,
+            "pongs": self.pongs,
+            "errors": self.errors,
+            "order_violations": self.order_violations,
+            "sends": [
+                {
+                    "ids": c.sent_ids.tobytes(),
+                    "t_send": c.t_send.tobytes(),
+                    "t_ack": c.t_ack.tobytes(),
+                }
+                for c in active
+            ],
+        }
+
+    def _pings(self, now: float, interval: float, *, only_ready: bool = False) -> None:
+        # A stalled client pings too: it stops reading, not talking.
+        for c in self.clients:
+            if now >= c.next_ping and (c.ready or not only_ready):
+                c.next_ping = now + interval
+                c.rid += 1
+                with contextlib.suppress(zmq.Again):
+                    c.sock.send(
+                        encode_request(c.rid, m.Ping(t=int(time.time() * 1000))), zmq.NOBLOCK
+                    )
+
+    def _send_next(self, c: Client, now_ns: int) -> bool:
+        if c.next >= c.limit:
+            return False
+        try:
+            c.sock.send(c.frames[c.next], zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        c.inflight[FRAME_RID + c.next] = len(c.t_send)
+        c.t_send.append(now_ns)
+        c.t_ack.append(0)
+        c.sent_ids.append(c.ids[c.next])
+        c.next += 1
+        return True
+
+    def _drain(self, poller: zmq.Poller, timeout: float, pipe: Connection) -> int:
+        """Receive everything that is ready; returns frames handled (-1: stop asked)."""
+        got = 0
+        stop = False
+        for sock, _ in poller.poll(timeout):
+            if not isinstance(sock, zmq.Socket):
+                if pipe.poll():
+                    pipe.recv()
+                    stop = True
+                continue
+            c = self.by_sock[sock]
+            while True:
+                try:
+                    data = sock.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                now = time.monotonic_ns()
+                got += 1
+                rid, kind, txn, seq = light_decode(data)
+                if kind == "push_message" and txn is not None:
+                    self.pushes += 1
+                    self.recv_ids.append(int(txn[1:]))
+                    self.recv_t.append(now)
+                elif kind == "pong":
+                    self.pongs += 1
+                elif kind in ("send_ack", "error") and rid:
+                    if kind == "error":
+                        self.errors[kind] = self.errors.get(kind, 0) + 1
+                    idx = c.inflight.pop(rid, None)
+                    if idx is not None:
+                        c.t_ack[idx] = now if kind == "send_ack" else -1
+                        if kind == "send_ack":
+                            # one sender, one room: seqs must follow the send order
+                            if seq <= c.last_seq:
+                                self.order_violations += 1
+                            c.last_seq = seq
+                        if self.sending and self.mode == "window":
+                            self._send_next(c, now)
+        return -1 if stop else got
+
+
+def main(index: int, spec: dict[str, Any], pipe: Connection) -> None:
+    w = Worker(index, spec)
+    try:
+        while True:
+            cmd, arg = pipe.recv()
+            if cmd == "connect":
+                pipe.send(("ok", w.connect(*(arg or (0, 0.0)))))
+            elif cmd == "prepare":
+                pipe.send(("ok", w.prepare(arg)))
+            elif cmd == "run":
+                pipe.send(("ok", w.run(pipe, arg)))
+            elif cmd == "quit":
+                break
+    except BaseException as exc:
+        import traceback
+
+        pipe.send(("error", f"{exc!r}\n{traceback.format_exc()}"))
+    finally:
+        for c in w.clients:
+            c.sock.close(0)
+        w.ctx.term()

@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +25,7 @@ from curvechat.store import (
 )
 from curvechat.store.etcd import DEFAULT_PREFIX, EtcdStore, parse_etcd_url
 
-from support.etcd import EtcdCluster
+from support.etcd import EtcdCluster, etcd_cluster
 from support.servers import free_port
 
 
@@ -155,3 +156,34 @@ def test_etcd_store_does_not_load_transport_or_server() -> None:
     loaded = json.loads(out.stdout)
     forbidden = ("zmq", "textual", "aiohttp", "curvechat.server", "curvechat.client")
     assert [n for n in loaded if n.split(".")[0] in forbidden or n.startswith(forbidden)] == []
+
+
+async def test_ping_fails_when_etcd_refuses_writes(tmp_path: Path) -> None:
+    """etcd's NOSPACE alarm (its space quota exceeded) lets reads through and
+    refuses writes: the probe behind /readyz and the dashboard must say so."""
+    from aetcd import rpc  # type: ignore[import-untyped]
+
+    with etcd_cluster(tmp_path / "etcd", size=1) as etcd:
+        store = EtcdStore(etcd.endpoints.split(","), prefix=f"/t-{uuid.uuid4().hex}/")
+        await store.open()
+        channel = rpc.insecure_channel(etcd.members[0].endpoint)
+        maintenance = rpc.MaintenanceStub(channel)
+
+        async def alarm(action: int) -> None:
+            await maintenance.Alarm(
+                rpc.AlarmRequest(action=action, memberID=0, alarm=rpc.AlarmType.NOSPACE),
+                timeout=5,
+            )
+
+        try:
+            await store.ping()
+            await make_room(store, "r")
+            await alarm(rpc.AlarmRequest.AlarmAction.ACTIVATE)
+            assert (await store.room("r")) is not None  # reads still work...
+            with pytest.raises(StoreUnavailable):
+                await store.ping()  # ...but the probe fails
+            await alarm(rpc.AlarmRequest.AlarmAction.DEACTIVATE)
+            await store.ping()
+        finally:
+            await channel.close()
+            await store.close()

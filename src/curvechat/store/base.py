@@ -147,7 +147,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def ping(self) -> None:
-        """Raise StoreUnavailable unless the store can serve reads and writes."""
+        """Raise StoreUnavailable unless the store can serve: the etcd store
+        writes a key (so a cluster that refuses writes fails it); the SQLite
+        store takes the write lock and reads, but does not find a full disk."""
 
     # --- users -----------------------------------------------------------
     @abc.abstractmethod

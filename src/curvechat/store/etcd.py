@@ -465,8 +465,13 @@ class EtcdStore(Store):
         await self._close_channel()
 
     async def ping(self) -> None:
-        # A linearizable read needs a quorum and a leader, like a write.
-        await self._call("Range", rpc.RangeRequest(key=self._k("ping")))
+        # A write, not a read: reads still work when etcd refuses writes (its
+        # space quota exceeded, the NOSPACE alarm), and then so must the probe
+        # fail. The key is outside the ranges the cluster watches.
+        who = self.origin or "store"
+        await self._call(
+            "Put", rpc.PutRequest(key=self._k("health", who), value=str(_now_ms()).encode())
+        )
 
     @property
     def stubs(self) -> tuple[Any, Any]:

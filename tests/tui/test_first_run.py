@@ -120,39 +120,57 @@ class Tmux:
             == 0
         )
 
+    def start_chat(self, home: Path, *env: str) -> None:
+        """`curvechat chat` in a new 100x30 session; `env` as NAME=VALUE."""
+        command = f"{sys.executable} -m curvechat chat --home {home}"
+        options = [x for pair in zip(["-e"] * len(env), env, strict=True) for x in pair]
+        self(
+            "-f", "/dev/null", "new-session", "-d", "-s", "chat", "-x", "100", "-y", "30",
+            "-e", "TERM=xterm-256color", *options, command,
+        )  # fmt: skip
+
+    def type(self, text: str) -> None:
+        """Type `text` and press Enter."""
+        self("send-keys", "-t", "chat", "-l", text)
+        self("send-keys", "-t", "chat", "Enter")
+
+    def unlock(self, passphrase: str) -> None:
+        self.wait(lambda t: "Unlock your identity" in t, "the unlock screen")
+        self.type(passphrase)
+        self.wait(lambda t: "caught up 0 messages" in t, "connected")
+
+    def quit(self) -> None:
+        """/quit, then wait (bounded) for the app to exit."""
+        self.type("/quit")
+        deadline = time.monotonic() + 20
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def init_user(server: ServerProcess, home: Path, user: str, passphrase: str) -> dict[str, str]:
+    env = {**os.environ, "CURVECHAT_HOME": str(home), "CURVECHAT_PASSPHRASE": passphrase}
+    init = [sys.executable, "-m", "curvechat", "init", "--user", user, "--server"]
+    subprocess.run([*init, server.connect], env=env, check=True, timeout=60, capture_output=True)
+    return env
+
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_curvechat_chat_in_tmux(server: ServerProcess, tmp_path: Path) -> None:
     home = tmp_path / "frank"
-    env = {**os.environ, "CURVECHAT_HOME": str(home), "CURVECHAT_PASSPHRASE": "frank's secret"}
-    init = [sys.executable, "-m", "curvechat", "init", "--user", "frank", "--server"]
-    subprocess.run([*init, server.connect], env=env, check=True, timeout=60, capture_output=True)
+    env = init_user(server, home, "frank", "frank's secret")
     env.pop("CURVECHAT_PASSPHRASE")
     tmux = Tmux(f"curvechat-test-{uuid.uuid4().hex[:8]}")
-    command = f"{sys.executable} -m curvechat chat --home {home}"
-    tmux(
-        "-f", "/dev/null", "new-session", "-d", "-s", "chat", "-x", "100", "-y", "30",
-        "-e", "TERM=xterm-256color", "-e", "TZ=UTC", command,
-    )  # fmt: skip
+    tmux.start_chat(home, "TZ=UTC")
     try:
-        tmux.wait(lambda t: "Unlock your identity" in t, "the unlock screen")
-        tmux("send-keys", "-t", "chat", "-l", "frank's secret")
-        tmux("send-keys", "-t", "chat", "Enter")
-        tmux.wait(lambda t: "caught up 0 messages" in t, "connected")
-        tmux("send-keys", "-t", "chat", "-l", "/create notes")
-        tmux("send-keys", "-t", "chat", "Enter")
+        tmux.unlock("frank's secret")
+        tmux.type("/create notes")
         tmux.wait(lambda t: "created #notes" in t, "the room")
-        tmux("send-keys", "-t", "chat", "-l", "hello from tmux")
-        tmux("send-keys", "-t", "chat", "Enter")
+        tmux.type("hello from tmux")
         text = tmux.wait(
             lambda t: "»frank: hello from tmux" in t and "pending" not in t, "acked message"
         )
         assert "frank · tcp://127.0.0.1:" in text
-        tmux("send-keys", "-t", "chat", "-l", "/quit")
-        tmux("send-keys", "-t", "chat", "Enter")
-        deadline = time.monotonic() + 20
-        while tmux.alive() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        tmux.quit()
         assert not tmux.alive(), "curvechat chat did not exit on /quit"
     finally:
         tmux("kill-server")
@@ -198,27 +216,13 @@ def test_no_color_means_greys_only(server: ServerProcess, tmp_path: Path, no_col
     """With NO_COLOR set the app draws in greys only; without it, in colour
     (the control, so that the check can fail)."""
     home = tmp_path / "gina"
-    env = {**os.environ, "CURVECHAT_HOME": str(home), "CURVECHAT_PASSPHRASE": "gina's secret"}
-    init = [sys.executable, "-m", "curvechat", "init", "--user", "gina", "--server"]
-    subprocess.run([*init, server.connect], env=env, check=True, timeout=60, capture_output=True)
+    init_user(server, home, "gina", "gina's secret")
     tmux = Tmux(f"curvechat-test-{uuid.uuid4().hex[:8]}")
-    command = f"{sys.executable} -m curvechat chat --home {home}"
-    extra = ["-e", "NO_COLOR=1"] if no_color else []
-    tmux(
-        "-f", "/dev/null", "new-session", "-d", "-s", "chat", "-x", "100", "-y", "30",
-        "-e", "TERM=xterm-256color", "-e", "COLORTERM=truecolor", *extra, command,
-    )  # fmt: skip
+    tmux.start_chat(home, "COLORTERM=truecolor", *(["NO_COLOR=1"] if no_color else []))
     try:
-        tmux.wait(lambda t: "Unlock your identity" in t, "the unlock screen")
-        tmux("send-keys", "-t", "chat", "-l", "gina's secret")
-        tmux("send-keys", "-t", "chat", "Enter")
-        tmux.wait(lambda t: "caught up 0 messages" in t, "connected")
+        tmux.unlock("gina's secret")
         escaped = tmux("capture-pane", "-p", "-e", "-t", "chat")
-        tmux("send-keys", "-t", "chat", "-l", "/quit")
-        tmux("send-keys", "-t", "chat", "Enter")
-        deadline = time.monotonic() + 20
-        while tmux.alive() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        tmux.quit()
     finally:
         tmux("kill-server")
     assert "\x1b[" in escaped  # drawn with attributes and colours, not as plain text

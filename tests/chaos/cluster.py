@@ -1,0 +1,138 @@
+"""The system under test, wired for faults: a 3-member etcd cluster, chat
+nodes on it, and a fault-injecting proxy on every path that can be cut:
+
+    clients ──► [client proxy of node X] ──► node X ──► [proxy X→etcd mJ] ──► etcd mJ
+
+Each node advertises its client proxy (``--advertise``), so the peers a
+welcome names are proxied too, and reaches etcd only through its own proxy to
+each member (``--store etcd://proxy,proxy,proxy/PREFIX``): one node can be
+cut off from etcd, or from its clients, without touching the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from .proxy import Proxy, ProxyHub
+from support.etcd import EtcdCluster
+from support.servers import ServerProcess
+
+
+class ChaosNode:
+    def __init__(self, root: Path, name: str, hub: ProxyHub, etcd: EtcdCluster, prefix: str):
+        self.name = name
+        self.proc = ServerProcess(root / name)
+        self.client_proxy = hub.add(f"{name}<-clients", self.proc.port)
+        self.etcd_proxies = [hub.add(f"{name}->{m.name}", m.client_port) for m in etcd.members]
+        store = "etcd://" + ",".join(p.endpoint for p in self.etcd_proxies) + "/" + prefix
+        self.proc.extra_args = (
+            "--store",
+            store,
+            "--advertise",
+            f"tcp://{self.client_proxy.endpoint}",
+        )
+        self.paused = False
+        self.killed = False
+
+    @property
+    def connect(self) -> str:
+        return self.proc.connect
+
+    @property
+    def proxies(self) -> list[Proxy]:
+        return [self.client_proxy, *self.etcd_proxies]
+
+    def alive(self) -> bool:
+        return self.proc.proc is not None and self.proc.proc.poll() is None
+
+    def start(self, timeout: float = 30.0, attempts: int = 4) -> None:
+        """Start (again); a node cannot start without etcd, so retry."""
+        for attempt in range(attempts):
+            try:
+                self.proc.start(timeout)
+                self.killed = False
+                return
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(1)
+
+    def kill(self) -> None:
+        self.cont()
+        self.proc.kill()
+        self.killed = True
+
+    def pause(self) -> None:
+        if self.alive():
+            assert self.proc.proc is not None
+            self.proc.proc.send_signal(signal.SIGSTOP)
+            self.paused = True
+
+    def cont(self) -> None:
+        if self.paused and self.alive():
+            assert self.proc.proc is not None
+            self.proc.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+
+class ChaosCluster:
+    def __init__(self, root: Path, nodes: int = 3) -> None:
+        self.root = root
+        self.hub = ProxyHub()
+        self.etcd = EtcdCluster(root / "etcd", 3)
+        self.prefix = f"chaos-{uuid.uuid4().hex[:12]}"
+        self.nodes: list[ChaosNode] = []
+        self._size = nodes
+
+    def start(self) -> ChaosCluster:
+        self.etcd.start()
+        for i in range(self._size):
+            node = ChaosNode(self.root, "abcdefgh"[i], self.hub, self.etcd, self.prefix)
+            self.nodes.append(node)
+            node.start()
+        return self
+
+    def node(self, name: str) -> ChaosNode:
+        return next(n for n in self.nodes if n.name == name)
+
+    def heal_network(self) -> None:
+        for proxy in self.hub.proxies:
+            proxy.heal()
+
+    def ensure_up(self) -> None:
+        """Every etcd member and node running (after the faults)."""
+        for member in self.etcd.members:
+            if not member.alive():
+                member.restart()
+        self.etcd.wait_healthy(60)
+        for node in self.nodes:
+            node.cont()
+            if not node.alive():
+                node.start()
+
+    def stop(self) -> tuple[dict[str, list[str]], dict[str, int]]:
+        """Stop everything; returns each node's log lines that hold a traceback,
+        and how many times each node's watch re-listed after a compaction."""
+        problems: dict[str, list[str]] = {}
+        relists: dict[str, int] = {}
+        for node in self.nodes:
+            node.cont()
+            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+                node.proc.stop()
+            log = node.proc.log()
+            relists[node.name] = log.count("re-listing")
+            bad = [
+                line
+                for line in log.splitlines()
+                if any(k in line for k in ("Traceback", "never retrieved", "did not finish"))
+            ]
+            if bad:
+                problems[node.name] = bad[:10]
+        self.hub.close()
+        self.etcd.stop()
+        return problems, relists

@@ -1,0 +1,336 @@
+"""Nemeses: faults that start and heal on a schedule, and combine freely.
+
+Each `Fault` has `begin()` and `heal()` (blocking calls run in a thread) and
+is recorded in the history with its start and end, which the checker uses for
+recovery times and, for quorum loss, the window in which no ack may come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .cluster import ChaosCluster
+from .workload import History
+
+LEASE_TTL_S = 10  # curvechat.server.cluster.LEASE_TTL_S
+
+
+class Fault:
+    name = "fault"
+
+    def __init__(self, cluster: ChaosCluster) -> None:
+        self.cluster = cluster
+        self.info: dict[str, Any] = {}
+
+    def begin(self) -> None:
+        raise NotImplementedError
+
+    def heal(self) -> None:
+        """Undo the fault (for one that has no end, nothing)."""
+
+
+class KillNode(Fault):
+    """kill -9 of a chat node; healed by starting it again on its data."""
+
+    name = "kill-node"
+
+    def __init__(self, cluster: ChaosCluster, node: str) -> None:
+        super().__init__(cluster)
+        self.node = cluster.node(node)
+        self.info = {"target": node}
+
+    def begin(self) -> None:
+        self.node.kill()
+
+    def heal(self) -> None:
+        self.node.start()
+
+
+class KillEtcd(Fault):
+    """kill -9 of the etcd leader (or of a follower); restarted on heal."""
+
+    def __init__(self, cluster: ChaosCluster, role: str = "leader") -> None:
+        super().__init__(cluster)
+        self.role = role
+        self.name = f"kill-etcd-{role}"
+        self.victim: Any = None
+
+    def begin(self) -> None:
+        leader = self.cluster.etcd.leader()
+        if self.role == "leader":
+            self.victim = leader
+        else:
+            self.victim = next(
+                m for m in self.cluster.etcd.members if m is not leader and m.alive()
+            )
+        self.info["target"] = self.victim.name
+        self.victim.kill()
+
+    def heal(self) -> None:
+        self.victim.restart()
+        self.cluster.etcd.wait_healthy(60, members=[self.victim])
+
+
+class LoseQuorum(Fault):
+    """kill -9 of two of the three etcd members: nothing can commit, so no
+    send may be acknowledged until they are back."""
+
+    name = "lose-quorum"
+
+    def begin(self) -> None:
+        leader = self.cluster.etcd.leader()
+        self.victims = [leader, *[m for m in self.cluster.etcd.members if m is not leader][:1]]
+        self.info["target"] = ",".join(m.name for m in self.victims)
+        for member in self.victims:
+            member.kill()
+
+    def heal(self) -> None:
+        for member in self.victims:
+            member.restart()
+        self.cluster.etcd.wait_healthy(60)
+
+
+class PauseNode(Fault):
+    """SIGSTOP of a chat node for longer than its registry lease, then SIGCONT."""
+
+    name = "pause-node"
+
+    def __init__(self, cluster: ChaosCluster, node: str) -> None:
+        super().__init__(cluster)
+        self.node = cluster.node(node)
+        self.info = {"target": node}
+
+    def begin(self) -> None:
+        self.node.pause()
+
+    def heal(self) -> None:
+        self.node.cont()
+
+
+class IsolateNode(Fault):
+    """A partition that cuts one node off from everything: its clients and
+    all etcd members (silently: bytes are dropped, connections stay open)."""
+
+    name = "isolate-node"
+
+    def __init__(self, cluster: ChaosCluster, node: str) -> None:
+        super().__init__(cluster)
+        self.node = cluster.node(node)
+        self.info = {"target": node}
+
+    def begin(self) -> None:
+        for proxy in self.node.proxies:
+            proxy.set(mode="blackhole")
+
+    def heal(self) -> None:
+        for proxy in self.node.proxies:
+            proxy.heal()
+
+
+class SplitStore(Fault):
+    """Minority / majority: one node keeps its clients but is cut off from
+    every etcd member, while the other nodes and etcd go on. The minority node
+    must acknowledge nothing (its sends time out or are refused as
+    store_unavailable) and its clients keep their messages queued or fail
+    over; etcd's own peers are not split (their traffic is not proxied), so
+    quorum stays with the majority."""
+
+    name = "split-nodes"
+
+    def __init__(self, cluster: ChaosCluster, node: str) -> None:
+        super().__init__(cluster)
+        self.node = cluster.node(node)
+        self.info = {"target": node}
+
+    def begin(self) -> None:
+        # The minority node is cut from etcd entirely; its clients still reach
+        # it, and must see no ack from it until the split heals.
+        for proxy in self.node.etcd_proxies:
+            proxy.set(mode="blackhole")
+
+    def heal(self) -> None:
+        for proxy in self.node.etcd_proxies:
+            proxy.heal()
+
+
+class CutClients(Fault):
+    """Clients of one node cut off (the link is down and says so: resets);
+    they fail over to the other nodes."""
+
+    name = "cut-clients"
+
+    def __init__(self, cluster: ChaosCluster, node: str) -> None:
+        super().__init__(cluster)
+        self.node = cluster.node(node)
+        self.info = {"target": node}
+
+    def begin(self) -> None:
+        self.node.client_proxy.set(mode="refuse")
+
+    def heal(self) -> None:
+        self.node.client_proxy.heal()
+
+
+class Slow(Fault):
+    """Added latency and (emulated, see proxy.py) packet loss on every link of
+    one node: to its clients and to etcd."""
+
+    name = "latency+loss"
+
+    def __init__(
+        self, cluster: ChaosCluster, node: str, delay: float = 0.1, loss: float = 0.05
+    ) -> None:
+        super().__init__(cluster)
+        self.node = cluster.node(node)
+        self.info = {"target": node, "delay_s": delay, "loss": loss}
+        self.delay = delay
+        self.loss = loss
+
+    def begin(self) -> None:
+        for proxy in self.node.proxies:
+            proxy.set(latency=self.delay, loss=self.loss)
+
+    def heal(self) -> None:
+        self.info["stalls"] = sum(p.stalls for p in self.node.proxies)
+        for proxy in self.node.proxies:
+            proxy.set(latency=0.0, loss=0.0)
+
+
+class CompactPastLagging(Fault):
+    """A node cut from etcd falls behind; etcd is compacted past its last
+    revision just before the cut heals, so its watch must re-list."""
+
+    name = "compact-lagging"
+
+    def __init__(self, cluster: ChaosCluster, node: str) -> None:
+        super().__init__(cluster)
+        self.node = cluster.node(node)
+        self.info = {"target": node}
+
+    def begin(self) -> None:
+        for proxy in self.node.etcd_proxies:
+            proxy.set(mode="blackhole")
+
+    def heal(self) -> None:
+        self.info["compacted_at"] = self.cluster.etcd.compact()
+        for proxy in self.node.etcd_proxies:
+            proxy.heal()
+
+
+@dataclass
+class Step:
+    at: float  # seconds after the workload started
+    duration: float  # 0: a fault with no heal
+    make: Callable[[ChaosCluster], Fault]
+    done: dict[str, Any] = field(default_factory=dict)
+
+
+async def run_schedule(
+    cluster: ChaosCluster,
+    history: History,
+    steps: list[Step],
+    extra: dict[str, Callable[[], Any]] | None = None,
+) -> None:
+    """Start each fault at its time, heal it after its duration; faults overlap
+    when the schedule says so."""
+    t_base = history.now()
+
+    async def one(step: Step) -> None:
+        await asyncio.sleep(max(0.0, t_base + step.at - history.now()))
+        fault = step.make(cluster)
+        start = history.now()
+        try:
+            await asyncio.to_thread(fault.begin)
+        except Exception as exc:  # a fault that could not be injected: say so
+            history.fault(fault.name, start, history.now(), error=repr(exc), **fault.info)
+            return
+        begun = history.now()
+        if step.duration > 0:
+            await asyncio.sleep(step.duration)
+        healing = history.now()
+        await asyncio.to_thread(fault.heal)
+        end = history.now()
+        if isinstance(fault, LoseQuorum):
+            # No ack may come from when quorum was gone until a member was back.
+            history.windows["quorum_loss"].append([begun, healing])
+        history.fault(fault.name, start, end, **fault.info)
+
+    await asyncio.gather(*(one(s) for s in steps))
+
+
+def node_for(rng: random.Random, cluster: ChaosCluster) -> str:
+    return rng.choice([n.name for n in cluster.nodes])
+
+
+def mixed_schedule(duration: float, seed: int, node_names: list[str]) -> list[Step]:
+    """A random mix of every nemesis over `duration` seconds: one main fault
+    at a time (so that the cluster stays able to recover), sometimes with a
+    second, compatible one on top (latency, a follower kill, compaction)."""
+    rng = random.Random(seed)
+    kinds = [
+        "kill-node",
+        "kill-etcd-leader",
+        "kill-etcd-follower",
+        "lose-quorum",
+        "pause-node",
+        "isolate-node",
+        "split-nodes",
+        "cut-clients",
+        "compact-lagging",
+    ]
+    steps: list[Step] = []
+    t = 5.0
+    i = 0
+    while t < duration - 25:
+        kind = kinds[i % len(kinds)] if i < len(kinds) else rng.choice(kinds)
+        i += 1
+        node = rng.choice(node_names)
+        other = rng.choice([n for n in node_names if n != node])
+        length = rng.uniform(6, 12)
+        if kind == "pause-node":
+            length = LEASE_TTL_S + rng.uniform(2, 5)
+        steps.append(Step(t, length, _maker(kind, node)))
+        # A compatible second fault on another node, some of the time.
+        if kind not in ("lose-quorum",) and rng.random() < 0.5:
+            extra = rng.choice(["latency", "kill-etcd-follower", "cut-clients"])
+            if extra == "kill-etcd-follower" and kind.startswith("kill-etcd"):
+                extra = "latency"
+            steps.append(Step(t + rng.uniform(1, 3), rng.uniform(3, 6), _maker(extra, other)))
+        t += length + rng.uniform(6, 10)
+    return steps
+
+
+def _maker(kind: str, node: str) -> Callable[[ChaosCluster], Fault]:
+    table: dict[str, Callable[[ChaosCluster], Fault]] = {
+        "kill-node": lambda c: KillNode(c, node),
+        "kill-etcd-leader": lambda c: KillEtcd(c, "leader"),
+        "kill-etcd-follower": lambda c: KillEtcd(c, "follower"),
+        "lose-quorum": lambda c: LoseQuorum(c),
+        "pause-node": lambda c: PauseNode(c, node),
+        "isolate-node": lambda c: IsolateNode(c, node),
+        "split-nodes": lambda c: SplitStore(c, node),
+        "cut-clients": lambda c: CutClients(c, node),
+        "latency": lambda c: Slow(c, node),
+        "compact-lagging": lambda c: CompactPastLagging(c, node),
+    }
+    return table[kind]
+
+
+def short_schedule(node_names: list[str]) -> list[Step]:
+    """About 50 s, every kind of fault once, some overlapping."""
+    a, b, c = node_names[0], node_names[1 % len(node_names)], node_names[-1]
+    return [
+        Step(2, 5, _maker("kill-node", a)),
+        Step(4, 4, _maker("latency", c)),
+        Step(9, 4, _maker("kill-etcd-leader", a)),
+        Step(15, 6, _maker("lose-quorum", a)),
+        Step(24, LEASE_TTL_S + 2, _maker("pause-node", b)),
+        Step(26, 5, _maker("isolate-node", c)),
+        Step(33, 4, _maker("cut-clients", a)),
+        Step(39, 6, _maker("compact-lagging", c)),
+        Step(40, 4, _maker("kill-etcd-follower", a)),
+    ]

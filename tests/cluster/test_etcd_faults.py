@@ -7,6 +7,7 @@ import asyncio
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +31,14 @@ def fresh_nodes(tmp_path: Path) -> Iterator[Nodes]:
             factory.stop_and_check()
 
 
+async def alice_and_bob(clients: ClientFactory, alice_at: str, bob_at: str) -> tuple[Any, Any, Any]:
+    """Alice and bob connected where asked, in a room "r" alice made."""
+    alice, _ = await clients.make("alice", alice_at)
+    bob, bob_events = await clients.make("bob", bob_at)
+    await alice.create_room("r", ["bob"])
+    return alice, bob, bob_events
+
+
 def store_unavailable_replies(node: ServerProcess) -> float:
     url = f"http://127.0.0.1:{node.http_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as resp:
@@ -45,9 +54,7 @@ async def test_kill_etcd_leader_sends_stall_then_continue(
     fresh_nodes: Nodes, clients: ClientFactory
 ) -> None:
     node = fresh_nodes.start("a")
-    alice, _ = await clients.make("alice", node.connect)
-    bob, bob_events = await clients.make("bob", node.connect)
-    await alice.create_room("r", ["bob"])
+    alice, bob, bob_events = await alice_and_bob(clients, node.connect, node.connect)
     for i in range(5):
         await alice.send("r", f"before {i}")
     leader = fresh_nodes.etcd.leader()
@@ -71,9 +78,7 @@ async def test_hung_etcd_member_sends_continue(
     to it fails. Each message is acknowledged once, in order."""
     etcd: EtcdCluster = fresh_nodes.etcd
     node = fresh_nodes.start("a")
-    alice, _ = await clients.make("alice", node.connect)
-    bob, bob_events = await clients.make("bob", node.connect)
-    await alice.create_room("r", ["bob"])
+    alice, bob, bob_events = await alice_and_bob(clients, node.connect, node.connect)
     await alice.send("r", "before")
     leader = etcd.leader()
     victim = leader if which == "leader" else next(m for m in etcd.members if m is not leader)
@@ -119,9 +124,7 @@ async def test_quorum_lost_store_unavailable_then_resume(
 ) -> None:
     etcd: EtcdCluster = fresh_nodes.etcd
     node = fresh_nodes.start("a")
-    alice, _ = await clients.make("alice", node.connect)
-    bob, bob_events = await clients.make("bob", node.connect)
-    await alice.create_room("r", ["bob"])
+    alice, bob, bob_events = await alice_and_bob(clients, node.connect, node.connect)
     await alice.send("r", "first")
     down = etcd.members[1:]
     for member in down:
@@ -147,9 +150,7 @@ async def test_node_cut_off_past_compaction_relists(
     lone = etcd.members[2]
     a = fresh_nodes.start("a", endpoints=",".join(m.endpoint for m in etcd.members[:2]))
     b = fresh_nodes.start("b", endpoints=lone.endpoint)  # B talks to one member only
-    alice, _ = await clients.make("alice", a.connect)
-    bob, bob_events = await clients.make("bob", b.connect)
-    await alice.create_room("r", ["bob"])
+    alice, bob, bob_events = await alice_and_bob(clients, a.connect, b.connect)
     await bob_events.until(lambda: bob.cache.room("r") is not None)
     await alice.send("r", "m0")
     await bob_events.until(lambda: len(bob.cache.messages("r")) == 1)

@@ -9,7 +9,7 @@ import logging
 import signal
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from curvechat.protocol.connect import ServerAddress
 from curvechat.server.http import start_http
@@ -19,6 +19,9 @@ from curvechat.server.node import ChatNode
 from curvechat.server.ratelimit import RateLimits
 from curvechat.store import Store
 from curvechat.store.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from curvechat.store.etcd import EtcdStore
 
 log = logging.getLogger("curvechat.server")
 
@@ -65,11 +68,12 @@ async def serve(
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     public, secret = load_or_create_keypair(data_dir)
     store: Store
+    etcd: EtcdStore | None = None  # cluster mode
     if store_url:
-        from curvechat.store.etcd import EtcdStore, parse_etcd_url
+        from curvechat.store.etcd import EtcdStore, parse_etcd_url  # loads gRPC: only here
 
         endpoints, prefix = parse_etcd_url(store_url)
-        store = EtcdStore(endpoints, prefix=prefix, max_txn_ops=etcd_max_txn_ops)
+        store = etcd = EtcdStore(endpoints, prefix=prefix, max_txn_ops=etcd_max_txn_ops)
     else:
         store = SQLiteStore(data_dir / "curvechat.db")
     await store.open()
@@ -78,6 +82,7 @@ async def serve(
     runner = None
     pusher = None
     cluster = None
+    dashboard = ""  # this node's HTTP base URL, for the cluster registry
     try:
         if influx:
             pusher = InfluxPusher(
@@ -97,17 +102,14 @@ async def serve(
                 "HTTP (dashboard, health, metrics) on http://%s:%d/", host or "127.0.0.1", http_port
             )
         dial = advertised_endpoint(endpoint, advertise)
+        if runner is not None:
+            dashboard = advertised_http(host.strip("[]"), http_port, dial)
         connect = str(ServerAddress(dial, public.decode()))
         (data_dir / "connect").write_text(connect + "\n")
-        if store_url:
+        if etcd is not None:
             from curvechat.server.cluster import Cluster
-            from curvechat.store.etcd import EtcdStore
 
-            assert isinstance(store, EtcdStore)
-            dashboard = ""
-            if runner is not None:
-                dashboard = advertised_http(host.strip("[]"), http_port, dial)
-            cluster = Cluster(node, store, connect, http=dashboard)
+            cluster = Cluster(node, etcd, connect, http=dashboard)
             await cluster.start()
             nodes = await cluster.members()
             print(f"cluster: {len(nodes)} node(s) registered in etcd", flush=True)

@@ -385,12 +385,7 @@ class Handlers:
         view = await self._member_view(sess, env.room)
         if env.epoch > view.record.epoch:
             view = await self.node.rooms.reload(env.room) or view
-        if env.epoch != view.record.epoch or view.epoch_is_stale:
-            raise Refusal(
-                ErrorCode.STALE_EPOCH,
-                f"epoch {env.epoch} is not current (current {view.record.epoch}"
-                f"{', needs rotation after a departure' if view.epoch_is_stale else ''})",
-            )
+        _require_current_epoch(env, view)
         t0 = time.perf_counter()
         # The commit is queued when this task first runs, before anything the
         # connection's next send can do (tasks start in the order created).
@@ -405,12 +400,7 @@ class Handlers:
             view = await self.node.rooms.reload(env.room) or view
             if sess.user not in view.members():
                 raise Refusal(ErrorCode.NOT_MEMBER, f"you are not a member of {env.room}")
-            if env.epoch != view.record.epoch or view.epoch_is_stale:
-                raise Refusal(
-                    ErrorCode.STALE_EPOCH,
-                    f"the room changed while epoch {env.epoch} was being sent"
-                    f" (current {view.record.epoch}); encrypt it again",
-                )
+            _require_current_epoch(env, view)
             (done,) = await self.store.append_messages([_expecting(env, body, view)])
             if done.stale:
                 raise Refusal(ErrorCode.STALE_EPOCH, "the room keeps changing; try again")
@@ -483,6 +473,15 @@ class Handlers:
 
 
 __all__ = ["Handlers", "Refusal", "decode_member_op"]
+
+
+def _require_current_epoch(env: m.Envelope, view: RoomView) -> None:
+    if env.epoch != view.record.epoch or view.epoch_is_stale:
+        raise Refusal(
+            ErrorCode.STALE_EPOCH,
+            f"epoch {env.epoch} is not current (current {view.record.epoch}"
+            f"{', needs rotation after a departure' if view.epoch_is_stale else ''})",
+        )
 
 
 def _expecting(env: m.Envelope, body: bytes, view: RoomView) -> NewMessage:

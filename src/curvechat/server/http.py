@@ -23,9 +23,10 @@ READY_TIMEOUT_S = 2.0
 LOST_SHOWN_S = 600.0  # lost connections stay in the table this long
 
 
-def sync_store_counters(node: ChatNode) -> None:
-    """Copy the store's own group-commit counters (if it keeps them) into
-    metrics, and sum the outbox depths the clients reported."""
+def refresh_metrics(node: ChatNode) -> None:
+    """Bring the metrics that are read from elsewhere up to date before a
+    scrape or a sample: the outbox depths the clients reported, and the
+    store's own group-commit counters (if it keeps them)."""
     node.metrics.client_outbox.set(sum(s.outbox for s in node.sessions.values()))
     commits = getattr(node.store, "commits", None)
     messages = getattr(node.store, "committed_messages", None)
@@ -76,7 +77,7 @@ def node_probe(node: ChatNode) -> NodeProbe:
         info=info,
         store_probe=node.store.ping,
         on_store_state=on_store_state,
-        before_sample=lambda: sync_store_counters(node),
+        before_sample=lambda: refresh_metrics(node),
         peers=lambda: node.peer_nodes,
     )
 
@@ -93,7 +94,7 @@ def make_http_app(node: ChatNode, *, dashboard: bool = True) -> web.Application:
         return web.json_response({"status": "ready"})
 
     async def metrics(request: web.Request) -> web.Response:
-        sync_store_counters(node)
+        refresh_metrics(node)
         body = generate_latest(node.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

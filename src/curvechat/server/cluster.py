@@ -34,7 +34,7 @@ from curvechat.protocol import decode_envelope
 from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_PEERS
 from curvechat.server.node import ChatNode
-from curvechat.store import StoreUnavailable
+from curvechat.store import StoredRow, StoreUnavailable
 from curvechat.store.etcd import EtcdStore, prefix_end
 
 log = logging.getLogger("curvechat.server")
@@ -62,7 +62,6 @@ class Cluster:
         self.http = http
         self.revision = 0  # the last revision whose events were processed
         self.relists = 0
-        self.remote_pushes = 0
         self._seen: dict[str, int] = {}  # room -> highest seq known to this node
         self._lease_id = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -223,11 +222,10 @@ class Cluster:
             if event.type != rpc.Event.EventType.PUT:
                 return
             room, seq = self.store.parse_msg_key(key)
-            value = bytes(event.kv.value)
             self._seen[room] = max(self._seen.get(room, 0), seq)
-            if self.store.message_origin(value) == self.node.boot:
+            row, origin = self.store.decode_message(room, seq, bytes(event.kv.value))
+            if origin == self.node.boot:
                 return  # our own commit: the handler pushed it
-            row = self.store.decode_message(room, seq, value)
             await self._push_row(row)
             lag = time.time() - row.ts_ms / 1000
             self.node.metrics.watch_lag_seconds.observe(max(0.0, lag))
@@ -236,14 +234,14 @@ class Cluster:
         elif key.startswith(self.store.node_prefix):
             await self.refresh_peers()  # a node joined or left
 
-    async def _push_row(self, row: Any) -> None:
+    async def _push_row(self, row: StoredRow) -> None:
         try:
             envelope = decode_envelope(row.envelope)
         except Exception:  # stored by a node that validated it: not expected
             log.warning("undecodable envelope in %s at seq %d", row.room, row.seq)
             return
         message = m.StoredMessage(seq=row.seq, ts=row.ts_ms, envelope=envelope)
-        self.remote_pushes += await self.node.push_remote(row.room, message)
+        await self.node.push_remote(row.room, message)
 
     async def _room_changed(self, room: str) -> None:
         view = self.node.rooms.peek(room)

@@ -42,11 +42,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import socket
 import time
 import urllib.parse
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -78,6 +79,7 @@ DEFAULT_PREFIX = "/curvechat/"
 _SEQ_DIGITS = 20
 _MAX_TXN_BYTES = 1024 * 1024  # below etcd's default --max-request-bytes (1.5 MiB)
 _CAS_RETRIES = 200
+_MSG_OVERHEAD = 200  # bytes counted per message on top of its envelope (keys, ids)
 
 _enc = msgspec.msgpack.Encoder()
 
@@ -162,6 +164,11 @@ def _uq(part: str) -> str:
     return urllib.parse.unquote(part)
 
 
+def _tail(key: bytes) -> str:
+    """The last part of a key (after its last ``/``)."""
+    return key.decode().rsplit("/", 1)[1]
+
+
 def _seq(n: int) -> str:
     return f"{n:0{_SEQ_DIGITS}d}"
 
@@ -219,15 +226,6 @@ _seqts_dec = msgspec.msgpack.Decoder(tuple[int, int])
 class _Pending:
     batch: Sequence[NewMessage]
     future: asyncio.Future[list[Committed]]
-
-
-@dataclass(slots=True)
-class _Plan:
-    """One group's write, planned from what was read at `heads` revisions."""
-
-    compares: list[Any] = field(default_factory=list)
-    puts: list[Any] = field(default_factory=list)
-    size: int = 0
 
 
 class EtcdStore(Store):
@@ -312,17 +310,17 @@ class EtcdStore(Store):
     def k_node(self, name: str) -> bytes:
         return self._k("nodes", _q(name))
 
-    @property
+    @functools.cached_property
     def node_prefix(self) -> bytes:
         """The node registry: one key per live chat node, under its lease."""
         return self._k("nodes", "")
 
-    @property
+    @functools.cached_property
     def message_prefix(self) -> bytes:
         """Every message key starts with this (what cross-node fan-out watches)."""
         return self._k("m", "")
 
-    @property
+    @functools.cached_property
     def room_prefix(self) -> bytes:
         """Every room state key (head, meta, ops, members, epochs) starts with this."""
         return self._k("r", "")
@@ -335,14 +333,10 @@ class EtcdStore(Store):
         return _uq(key[len(self.room_prefix) :].decode().split("/")[0])
 
     @staticmethod
-    def decode_message(room: str, seq: int, value: bytes) -> StoredRow:
+    def decode_message(room: str, seq: int, value: bytes) -> tuple[StoredRow, str]:
+        """A message value as a row, and the `origin` of the store that committed it."""
         m = _msg_dec.decode(value)
-        return StoredRow(room, seq, m.ts_ms, m.sender, m.txn, m.envelope)
-
-    @staticmethod
-    def message_origin(value: bytes) -> str:
-        """The `origin` of the store that committed a message value."""
-        return _msg_dec.decode(value).origin
+        return StoredRow(room, seq, m.ts_ms, m.sender, m.txn, m.envelope), m.origin
 
     # --- rpc helpers ------------------------------------------------------------
     def _require_open(self) -> None:
@@ -393,6 +387,15 @@ class EtcdStore(Store):
         """Several ranges read at one revision: a list of kvs per request."""
         resp = await self._txn([], [rpc.RequestOp(request_range=r) for r in requests])
         return [list(r.response_range.kvs) for r in resp.responses]
+
+    async def _read_many(self, requests: Sequence[Any], group: int = 1) -> list[list[Any]]:
+        """Like `_read_txn`, in as many transactions as max_txn_ops needs; each
+        run of `group` consecutive requests stays in one (is read at one revision)."""
+        step = max(1, self.max_txn_ops // group) * group
+        out: list[list[Any]] = []
+        for i in range(0, len(requests), step):
+            out += await self._read_txn(requests[i : i + step])
+        return out
 
     @staticmethod
     def _put(key: bytes, value: bytes) -> Any:
@@ -538,14 +541,11 @@ class EtcdStore(Store):
         wanted = list(dict.fromkeys(names))
         self._require_open()
         found: dict[str, UserRecord] = {}
-        step = self.max_txn_ops
-        for i in range(0, len(wanted), step):
-            chunk = wanted[i : i + step]
-            results = await self._read_txn([rpc.RangeRequest(key=self.k_user(n)) for n in chunk])
-            for name, kvs in zip(chunk, results, strict=True):
-                if kvs:
-                    rec = _user_dec.decode(kvs[0].value)
-                    found[name] = UserRecord(name, rec.sign_pub, rec.registered_ms)
+        results = await self._read_many([rpc.RangeRequest(key=self.k_user(n)) for n in wanted])
+        for name, kvs in zip(wanted, results, strict=True):
+            if kvs:
+                rec = _user_dec.decode(kvs[0].value)
+                found[name] = UserRecord(name, rec.sign_pub, rec.registered_ms)
         return found
 
     # --- rooms and membership --------------------------------------------------
@@ -587,11 +587,8 @@ class EtcdStore(Store):
         if not packets:
             return []
         keys = list(dict.fromkeys(self.k_packet(room, p.recipient, p.epoch) for p in packets))
-        existing: set[bytes] = set()
-        for i in range(0, len(keys), self.max_txn_ops):
-            chunk = keys[i : i + self.max_txn_ops]
-            got = await self._read_txn([rpc.RangeRequest(key=k, keys_only=True) for k in chunk])
-            existing.update(k for k, kvs in zip(chunk, got, strict=True) if kvs)
+        got = await self._read_many([rpc.RangeRequest(key=k, keys_only=True) for k in keys])
+        existing = {k for k, kvs in zip(keys, got, strict=True) if kvs}
         out = []
         for p in packets:
             key = self.k_packet(room, p.recipient, p.epoch)
@@ -719,80 +716,56 @@ class EtcdStore(Store):
         state = await self._room_state(room)
         return None if state is None else self._record(room, *state)
 
-    async def _room_prefix_read(self, room: str, sub: bytes, **kw: Any) -> list[Any]:
-        """kvs under one of the room's sub-prefixes, read with the room's meta
-        at one revision; NoSuchRoom if the room does not exist."""
-        meta, kvs = await self._read_txn(
-            [
-                rpc.RangeRequest(key=self.k_meta(room), keys_only=True),
-                rpc.RangeRequest(key=sub, range_end=prefix_end(sub), **kw),
-            ]
+    async def _room_read(self, room: str, *requests: Any) -> list[list[Any]]:
+        """The kvs of each request, read with the room's meta at one revision;
+        NoSuchRoom if the room does not exist."""
+        meta, *got = await self._read_txn(
+            [rpc.RangeRequest(key=self.k_meta(room), keys_only=True), *requests]
         )
         if not meta:
             raise NoSuchRoom(room)
+        return got
+
+    async def _room_range(self, room: str, sub: bytes, start: bytes | None = None) -> list[Any]:
+        """The kvs under one of the room's sub-prefixes (from `start`, if given)."""
+        (kvs,) = await self._room_read(
+            room, rpc.RangeRequest(key=start or sub, range_end=prefix_end(sub))
+        )
         return kvs
 
     async def ops(self, room: str, after: int = -1) -> list[OpRecord]:
-        start = self.k_op(room, max(after + 1, 0))
-        end = prefix_end(self._k("r", _q(room), "op", ""))
-        meta, kvs = await self._read_txn(
-            [
-                rpc.RangeRequest(key=self.k_meta(room), keys_only=True),
-                rpc.RangeRequest(key=start, range_end=end),
-            ]
-        )
-        if not meta:
-            raise NoSuchRoom(room)
-        out = []
-        for kv in kvs:
-            index = int(kv.key.decode().rsplit("/", 1)[1])
-            o, s = _op_dec.decode(kv.value)
-            out.append(OpRecord(index, o, s))
-        return out
+        sub = self._k("r", _q(room), "op", "")
+        kvs = await self._room_range(room, sub, self.k_op(room, max(after + 1, 0)))
+        return [OpRecord(int(_tail(kv.key)), *_op_dec.decode(kv.value)) for kv in kvs]
 
     async def members(self, room: str) -> dict[str, bool]:
-        kvs = await self._room_prefix_read(room, self._k("r", _q(room), "mem", ""))
-        return {_uq(kv.key.decode().rsplit("/", 1)[1]): kv.value == b"1" for kv in kvs}
+        kvs = await self._room_range(room, self._k("r", _q(room), "mem", ""))
+        return {_uq(_tail(kv.key)): kv.value == b"1" for kv in kvs}
 
     async def rooms_of(self, user: str) -> list[RoomRecord]:
         sub = self._k("u", _q(user), "rooms", "")
         kvs = await self._range(sub, prefix_end(sub), keys_only=True)
-        names = sorted(_uq(kv.key.decode().rsplit("/", 1)[1]) for kv in kvs)
+        names = sorted(_uq(_tail(kv.key)) for kv in kvs)
+        got = await self._read_many(
+            [rpc.RangeRequest(key=k) for n in names for k in (self.k_meta(n), self.k_head(n))],
+            group=2,
+        )
         out = []
-        step = max(1, self.max_txn_ops // 2)
-        for i in range(0, len(names), step):
-            chunk = names[i : i + step]
-            reqs = []
-            for n in chunk:
-                reqs += [rpc.RangeRequest(key=self.k_meta(n)), rpc.RangeRequest(key=self.k_head(n))]
-            got = await self._read_txn(reqs)
-            for j, n in enumerate(chunk):
-                meta, head = got[2 * j], got[2 * j + 1]
-                if meta and head:
-                    out.append(self._record(n, meta[0], head[0]))
+        for j, n in enumerate(names):
+            meta, head = got[2 * j], got[2 * j + 1]
+            if meta and head:
+                out.append(self._record(n, meta[0], head[0]))
         return out
 
     async def key_packets(
         self, room: str, recipient: str, min_epoch: int = 0
     ) -> list[PacketRecord]:
         sub = self._k("r", _q(room), "pk", _q(recipient), "")
-        meta, kvs = await self._read_txn(
-            [
-                rpc.RangeRequest(key=self.k_meta(room), keys_only=True),
-                rpc.RangeRequest(
-                    key=self.k_packet(room, recipient, max(min_epoch, 0)),
-                    range_end=prefix_end(sub),
-                ),
-            ]
-        )
-        if not meta:
-            raise NoSuchRoom(room)
-        out = []
-        for kv in kvs:
-            epoch = int(kv.key.decode().rsplit("/", 1)[1])
-            sender, box = _packet_dec.decode(kv.value)
-            out.append(PacketRecord(room, epoch, recipient, sender, box))
-        return out
+        kvs = await self._room_range(room, sub, self.k_packet(room, recipient, max(min_epoch, 0)))
+        return [
+            PacketRecord(room, int(_tail(kv.key)), recipient, *_packet_dec.decode(kv.value))
+            for kv in kvs
+        ]
 
     # --- messages ----------------------------------------------------------------
     async def append_messages(self, batch: Sequence[NewMessage]) -> list[Committed]:
@@ -891,25 +864,20 @@ class EtcdStore(Store):
         # `expect` differs is refused as stale, and the commit compares the
         # metas too, so that no membership change slips in before it.
         metas: dict[str, tuple[tuple[int, int], int]] = {}
-        step = max(1, self.max_txn_ops // 2)
-        for j in range(0, len(rooms), step):
-            chunk = rooms[j : j + step]
-            got = await self._read_txn(
-                [rpc.RangeRequest(key=k) for r in chunk for k in (self.k_head(r), self.k_meta(r))]
-            )
-            for n, r in enumerate(chunk):
-                kvs, meta_kvs = got[2 * n], got[2 * n + 1]
-                heads[r] = (_head_dec.decode(kvs[0].value), kvs[0].mod_revision) if kvs else None
-                if meta_kvs:
-                    meta = _meta_dec.decode(meta_kvs[0].value)
-                    metas[r] = ((meta.epoch, meta.op_head), meta_kvs[0].mod_revision)
-        known: dict[bytes, tuple[int, int]] = {}
-        for j in range(0, len(idem_keys), self.max_txn_ops):
-            keys = idem_keys[j : j + self.max_txn_ops]
-            got = await self._read_txn([rpc.RangeRequest(key=k) for k in keys])
-            for k, kvs in zip(keys, got, strict=True):
-                if kvs:
-                    known[k] = _seqts_dec.decode(kvs[0].value)
+        got = await self._read_many(
+            [rpc.RangeRequest(key=k) for r in rooms for k in (self.k_head(r), self.k_meta(r))],
+            group=2,
+        )
+        for n, r in enumerate(rooms):
+            kvs, meta_kvs = got[2 * n], got[2 * n + 1]
+            heads[r] = (_head_dec.decode(kvs[0].value), kvs[0].mod_revision) if kvs else None
+            if meta_kvs:
+                meta = _meta_dec.decode(meta_kvs[0].value)
+                metas[r] = ((meta.epoch, meta.op_head), meta_kvs[0].mod_revision)
+        got = await self._read_many([rpc.RangeRequest(key=k) for k in idem_keys])
+        known: dict[bytes, tuple[int, int]] = {
+            k: _seqts_dec.decode(kvs[0].value) for k, kvs in zip(idem_keys, got, strict=True) if kvs
+        }
         now = _now_ms()
         state: dict[str, list[int]] = {}
         writes: list[Any] = []
@@ -931,7 +899,7 @@ class EtcdStore(Store):
                 continue
             new_rooms = {m.room for m in batch[len(acks) :]} - state.keys()
             need = 2 * (len(batch) - len(acks)) + len(new_rooms)
-            blob = sum(len(m.envelope) + 200 for m in batch[len(acks) :])
+            blob = sum(len(m.envelope) + _MSG_OVERHEAD for m in batch[len(acks) :])
             if writes and (
                 len(writes) + len(state) + need > self.max_txn_ops or size + blob > _MAX_TXN_BYTES
             ):
@@ -943,7 +911,7 @@ class EtcdStore(Store):
                     state[m.room] = [entry[0].head, entry[0].last_ts]
                 # Room heads + this message's 2 puts must fit.
                 if len(writes) + len(state) + 2 > self.max_txn_ops or (
-                    writes and size + len(m.envelope) + 200 > _MAX_TXN_BYTES
+                    writes and size + len(m.envelope) + _MSG_OVERHEAD > _MAX_TXN_BYTES
                 ):
                     partial = True
                     break
@@ -965,7 +933,7 @@ class EtcdStore(Store):
                     )
                 )
                 writes.append(self._put(ik, _enc.encode((seq, ts))))
-                size += len(m.envelope) + 200
+                size += len(m.envelope) + _MSG_OVERHEAD
                 stored += 1
                 known[ik] = (seq, ts)
                 acks.append(Committed(m.room, m.txn, seq, ts, False))
@@ -1009,15 +977,10 @@ class EtcdStore(Store):
             start = self.k_msg(room, max(after + 1, 0))
         if before is not None:
             end = self.k_msg(room, max(before, 0))
-        req: Any
-        descending = after is None
         if limit <= 0 or start >= end:
-            (meta,) = await self._read_txn(
-                [rpc.RangeRequest(key=self.k_meta(room), keys_only=True)]
-            )
-            if not meta:
-                raise NoSuchRoom(room)
+            await self._room_read(room)  # NoSuchRoom, or nothing to read
             return []
+        descending = after is None
         req = rpc.RangeRequest(
             key=start,
             range_end=end,
@@ -1029,12 +992,8 @@ class EtcdStore(Store):
             ),
             sort_target=rpc.RangeRequest.SortTarget.KEY,
         )
-        meta, kvs = await self._read_txn(
-            [rpc.RangeRequest(key=self.k_meta(room), keys_only=True), req]
-        )
-        if not meta:
-            raise NoSuchRoom(room)
-        rows = [self.decode_message(*self.parse_msg_key(kv.key), kv.value) for kv in kvs]
+        (kvs,) = await self._room_read(room, req)
+        rows = [self.decode_message(*self.parse_msg_key(kv.key), kv.value)[0] for kv in kvs]
         return rows[::-1] if descending else rows
 
 

@@ -69,20 +69,16 @@ class Params:
 # Measured by scripts/measure_recovery.py with the engine's default client
 # settings (medians, seconds); see docs/reliability.md, section 3. The etcd
 # freezes and the cut-off node at commit 73b16a6 (after the F2 and F3 fixes).
-LEADERFREEZE = 7.75
-FOLLOWERFREEZE = 6.05
-CUTOFF = 2.31
-CUTOFFSILENT = 17.5
 MEASURED = {
     "single": 0.97,  # one node on SQLite killed (-9) and restarted at once: ack
     "failover": 0.19,  # the client's chat node killed (-9), another one up: ack
     "freeze": 7.94,  # the client's chat node frozen (SIGSTOP, no TCP reset): ack
     "leader": 1.74,  # the etcd leader killed (-9): first ack after
-    "leaderfreeze": LEADERFREEZE,  # the etcd leader frozen (SIGSTOP): first ack after
-    "followerfreeze": FOLLOWERFREEZE,  # an etcd follower frozen (SIGSTOP): first ack after
+    "leaderfreeze": 7.75,  # the etcd leader frozen (SIGSTOP): first ack after
+    "followerfreeze": 6.05,  # an etcd follower frozen (SIGSTOP): first ack after
     "quorum": 1.80,  # quorum back after 2 of 3 etcd members were down: ack
-    "cutoff": CUTOFF,  # the client's node cut off from etcd (resets): ack on another node
-    "cutoffsilent": CUTOFFSILENT,  # the same, silent (SIGSTOP of the member it reaches)
+    "cutoff": 2.31,  # the client's node cut off from etcd (resets): ack on another node
+    "cutoffsilent": 17.5,  # the same, silent (SIGSTOP of the member it reaches)
 }
 # Before commits 8b0a5b8 and 7eb1a3e (same method, n = 3 each).
 BEFORE_FIXES = {"leaderfreeze": 61.2, "followerfreeze": 60.3, "member_silent": 14.0}

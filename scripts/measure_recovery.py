@@ -62,7 +62,6 @@ import argparse
 import asyncio
 import json
 import platform
-import signal
 import statistics
 import sys
 import tempfile
@@ -135,6 +134,17 @@ async def make(factory: ClientFactory, user: str, connect: str, fast: bool) -> C
     return client
 
 
+async def alice_and_bob(
+    factory: ClientFactory, alice_connect: str, bob_connect: str, fast: bool
+) -> ChatClient:
+    """alice and bob in room "r", where alice has sent one message; returns alice."""
+    alice = await make(factory, "alice", alice_connect, fast)
+    await make(factory, "bob", bob_connect, fast)
+    await alice.create_room("r", ["bob"])
+    await alice.send("r", "before")
+    return alice
+
+
 # --- scenarios ----------------------------------------------------------------------------
 
 
@@ -142,10 +152,7 @@ async def single(root: Path, fast: bool) -> dict[str, float]:
     server = await asyncio.to_thread(ServerProcess(root / "node").start)
     factory = ClientFactory(root / "homes")
     try:
-        alice = await make(factory, "alice", server.connect, fast)
-        await make(factory, "bob", server.connect, fast)
-        await alice.create_room("r", ["bob"])
-        await alice.send("r", "before")
+        alice = await alice_and_bob(factory, server.connect, server.connect, fast)
         clock = Clock(alice)
         clock.mark()
         t0 = clock.t0
@@ -175,17 +182,13 @@ async def failover(root: Path, fast: bool, etcd: EtcdCluster, *, freeze: bool) -
     a = await asyncio.to_thread(chat_node(root, "a", url).start)
     factory = ClientFactory(root / "homes")
     try:
-        alice = await make(factory, "alice", f"{a.connect},{b.connect}", fast)
-        await make(factory, "bob", b.connect, fast)
-        await alice.create_room("r", ["bob"])
-        await alice.send("r", "before")
+        alice = await alice_and_bob(factory, f"{a.connect},{b.connect}", b.connect, fast)
         assert alice.status.endpoint == a.endpoint
         clock = Clock(alice)
         clock.mark()
         t0 = clock.t0
-        assert a.proc is not None
         if freeze:
-            a.proc.send_signal(signal.SIGSTOP)
+            a.freeze()
         else:
             await asyncio.to_thread(a.kill)
         txn = str(await alice.send("r", "after", wait=False))
@@ -213,18 +216,14 @@ async def member(
     factory = ClientFactory(root / "homes")
     victim = None
     try:
-        alice = await make(factory, "alice", node.connect, fast)
-        await make(factory, "bob", node.connect, fast)
-        await alice.create_room("r", ["bob"])
-        await alice.send("r", "before")
+        alice = await alice_and_bob(factory, node.connect, node.connect, fast)
         lead = await asyncio.to_thread(etcd.leader)
         victim = lead if role == "leader" else next(x for x in etcd.members if x is not lead)
         clock = Clock(alice)
         clock.mark()
         t0 = clock.t0
         if freeze:
-            assert victim.proc is not None
-            victim.proc.send_signal(signal.SIGSTOP)
+            victim.freeze()
         else:
             await asyncio.to_thread(victim.kill)
         txn = str(await alice.send("r", "after", wait=False))
@@ -248,10 +247,7 @@ async def quorum(root: Path, fast: bool, etcd: EtcdCluster, outage: float) -> di
     node = await asyncio.to_thread(chat_node(root, "a", f"{etcd.url}/q-{root.name}").start)
     factory = ClientFactory(root / "homes")
     try:
-        alice = await make(factory, "alice", node.connect, fast)
-        await make(factory, "bob", node.connect, fast)
-        await alice.create_room("r", ["bob"])
-        await alice.send("r", "before")
+        alice = await alice_and_bob(factory, node.connect, node.connect, fast)
         clock = Clock(alice)
         clock.mark()
         down = etcd.members[1:]
@@ -288,10 +284,7 @@ async def cutoff(
     b = await asyncio.to_thread(chat_node(root, "b", f"etcd://{lone.endpoint}/{prefix}").start)
     factory = ClientFactory(root / "homes")
     try:
-        alice = await make(factory, "alice", f"{b.connect},{a.connect}", fast)
-        await make(factory, "bob", a.connect, fast)
-        await alice.create_room("r", ["bob"])
-        await alice.send("r", "before")
+        alice = await alice_and_bob(factory, f"{b.connect},{a.connect}", a.connect, fast)
         assert alice.status.endpoint == b.endpoint
         clock = Clock(alice)
         clock.mark()

@@ -71,101 +71,105 @@ def check(history: dict[str, Any]) -> dict[str, Any]:
     # Per member and room: where each message is, and sanity of the sequence.
     where: dict[tuple[str, str], dict[tuple[str, str], list[int]]] = {}
     canonical: dict[str, dict[int, tuple[str, str]]] = defaultdict(dict)
+
+    def scan(room: str, member: str, rows: list[list[Any]]) -> dict[tuple[str, str], list[int]]:
+        """One member's final rows of one room: holes, order, duplicates,
+        messages never sent, disagreement with the other members. Returns
+        where each (sender, txn) is stored."""
+        seen: dict[tuple[str, str], list[int]] = defaultdict(list)
+        last = 0
+        for seq, sender, txn, text, error in rows:
+            if seq <= last:
+                reordered.append(
+                    {"kind": "seq_not_increasing", "room": room, "member": member, "seq": seq}
+                )
+            if seq != last + 1:
+                for missing in range(last + 1, seq):
+                    lost.append({"kind": "hole", "room": room, "member": member, "seq": missing})
+            last = max(last, seq)
+            seen[(sender, txn)].append(seq)
+            op = by_id.get((room, sender, txn))
+            if error is not None:
+                unexpected.append(
+                    {
+                        "kind": "undecryptable",
+                        "room": room,
+                        "member": member,
+                        "seq": seq,
+                        "error": error,
+                    }
+                )
+            elif op is None or op["text"] != text:
+                unexpected.append(
+                    {
+                        "kind": "never_sent",
+                        "room": room,
+                        "member": member,
+                        "seq": seq,
+                        "sender": sender,
+                        "txn": txn,
+                        "text": text,
+                    }
+                )
+            elif op["outcome"] == "fail":
+                unexpected.append(
+                    {
+                        "kind": "refused_but_stored",
+                        "room": room,
+                        "member": member,
+                        "seq": seq,
+                        "txn": txn,
+                    }
+                )
+            other = canonical[room].get(seq)
+            if other is None:
+                canonical[room][seq] = (sender, txn)
+            elif other != (sender, txn):
+                reordered.append(
+                    {
+                        "kind": "members_disagree",
+                        "room": room,
+                        "member": member,
+                        "seq": seq,
+                        "has": [sender, txn],
+                        "other": list(other),
+                    }
+                )
+        for (sender, txn), seqs in seen.items():
+            if len(seqs) > 1:
+                duplicated.append(
+                    {
+                        "kind": "stored_twice",
+                        "room": room,
+                        "member": member,
+                        "sender": sender,
+                        "txn": txn,
+                        "seqs": seqs,
+                    }
+                )
+        # Each sender's messages in the order it sent them (the outbox is FIFO).
+        order: dict[str, list[float]] = defaultdict(list)
+        for _seq, sender, txn, _text, _error in rows:
+            op = by_id.get((room, sender, txn))
+            if op is not None:
+                order[sender].append(op["t_invoke"])
+        for sender, times in order.items():
+            for a, b in itertools.pairwise(times):
+                if b < a:
+                    reordered.append(
+                        {
+                            "kind": "sender_fifo",
+                            "room": room,
+                            "member": member,
+                            "sender": sender,
+                        }
+                    )
+                    break
+        return seen
+
     for room, members in rooms.items():
         for member in members:
-            rows = final.get(member, {}).get(room, [])
-            seen: dict[tuple[str, str], list[int]] = defaultdict(list)
-            last = 0
-            for seq, sender, txn, text, error in rows:
-                if seq <= last:
-                    reordered.append(
-                        {"kind": "seq_not_increasing", "room": room, "member": member, "seq": seq}
-                    )
-                if seq != last + 1:
-                    for missing in range(last + 1, seq):
-                        lost.append(
-                            {"kind": "hole", "room": room, "member": member, "seq": missing}
-                        )
-                last = max(last, seq)
-                seen[(sender, txn)].append(seq)
-                op = by_id.get((room, sender, txn))
-                if error is not None:
-                    unexpected.append(
-                        {
-                            "kind": "undecryptable",
-                            "room": room,
-                            "member": member,
-                            "seq": seq,
-                            "error": error,
-                        }
-                    )
-                elif op is None or op["text"] != text:
-                    unexpected.append(
-                        {
-                            "kind": "never_sent",
-                            "room": room,
-                            "member": member,
-                            "seq": seq,
-                            "sender": sender,
-                            "txn": txn,
-                            "text": text,
-                        }
-                    )
-                elif op["outcome"] == "fail":
-                    unexpected.append(
-                        {
-                            "kind": "refused_but_stored",
-                            "room": room,
-                            "member": member,
-                            "seq": seq,
-                            "txn": txn,
-                        }
-                    )
-                other = canonical[room].get(seq)
-                if other is None:
-                    canonical[room][seq] = (sender, txn)
-                elif other != (sender, txn):
-                    reordered.append(
-                        {
-                            "kind": "members_disagree",
-                            "room": room,
-                            "member": member,
-                            "seq": seq,
-                            "has": [sender, txn],
-                            "other": list(other),
-                        }
-                    )
-            for (sender, txn), seqs in seen.items():
-                if len(seqs) > 1:
-                    duplicated.append(
-                        {
-                            "kind": "stored_twice",
-                            "room": room,
-                            "member": member,
-                            "sender": sender,
-                            "txn": txn,
-                            "seqs": seqs,
-                        }
-                    )
-            where[(member, room)] = seen
-            # Each sender's messages in the order it sent them (the outbox is FIFO).
-            order: dict[str, list[float]] = defaultdict(list)
-            for _seq, sender, txn, _text, _error in rows:
-                op = by_id.get((room, sender, txn))
-                if op is not None:
-                    order[sender].append(op["t_invoke"])
-            for sender, times in order.items():
-                for a, b in itertools.pairwise(times):
-                    if b < a:
-                        reordered.append(
-                            {
-                                "kind": "sender_fifo",
-                                "room": room,
-                                "member": member,
-                                "sender": sender,
-                            }
-                        )
-                        break
+            where[(member, room)] = scan(room, member, final.get(member, {}).get(room, []))
 
     # Lost: an acknowledged send missing from a member's final history, or
     # stored at another seq than its ack said.
@@ -212,8 +216,8 @@ def check(history: dict[str, Any]) -> dict[str, Any]:
                 }
             )
     for r in receipts:
-        op = by_id.get((r["room"], r["sender"], r["txn"]))
-        if r.get("error") is None and (op is None or op["text"] != r["text"]):
+        sent = by_id.get((r["room"], r["sender"], r["txn"]))
+        if r.get("error") is None and (sent is None or sent["text"] != r["text"]):
             unexpected.append({"kind": "received_never_sent", **r})
 
     # Ambiguous sends: recovered once acknowledged later or found stored.
@@ -263,9 +267,9 @@ def check(history: dict[str, Any]) -> dict[str, Any]:
             first_seen[key] = r["t"]
     deliver_lat = []
     for (_client, room, sender, txn), t in first_seen.items():
-        op = by_id.get((room, sender, txn))
-        if op is not None:
-            deliver_lat.append(t - op["t_invoke"])
+        sent = by_id.get((room, sender, txn))
+        if sent is not None:
+            deliver_lat.append(t - sent["t_invoke"])
 
     recovery = recovery_times(history, ops)
     counts = {
@@ -314,14 +318,10 @@ def recovery_times(history: dict[str, Any], ops: list[dict[str, Any]]) -> list[d
     out = []
     for fault in history.get("faults", []):
         start, end = fault["start"], fault.get("end") or fault["start"]
-        firsts = []
-        for times in by_client.values():
-            after = next((t for t in times if t >= end), None)
-            firsts.append(after)
+        firsts = [next((t for t in times if t >= end), None) for times in by_client.values()]
         known = [t for t in firsts if t is not None]
         window = [t for t in acks if start <= t <= end]
-        edges = [start, *window, end] if window else [start, end]
-        edges.sort()
+        edges = sorted([start, *window, end])
         gap = max((b - a for a, b in itertools.pairwise(edges)), default=0.0)
         out.append(
             {

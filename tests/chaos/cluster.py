@@ -12,7 +12,6 @@ cut off from etcd, or from its clients, without touching the others.
 from __future__ import annotations
 
 import contextlib
-import signal
 import subprocess
 import time
 import uuid
@@ -37,7 +36,6 @@ class ChaosNode:
             f"tcp://{self.client_proxy.endpoint}",
         )
         self.paused = False
-        self.killed = False
 
     @property
     def connect(self) -> str:
@@ -55,7 +53,6 @@ class ChaosNode:
         for attempt in range(attempts):
             try:
                 self.proc.start(timeout)
-                self.killed = False
                 return
             except RuntimeError:
                 if attempt == attempts - 1:
@@ -65,18 +62,15 @@ class ChaosNode:
     def kill(self) -> None:
         self.cont()
         self.proc.kill()
-        self.killed = True
 
     def pause(self) -> None:
         if self.alive():
-            assert self.proc.proc is not None
-            self.proc.proc.send_signal(signal.SIGSTOP)
+            self.proc.freeze()
             self.paused = True
 
     def cont(self) -> None:
-        if self.paused and self.alive():
-            assert self.proc.proc is not None
-            self.proc.proc.send_signal(signal.SIGCONT)
+        if self.paused:
+            self.proc.thaw()
         self.paused = False
 
 

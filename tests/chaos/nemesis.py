@@ -10,17 +10,22 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from .cluster import ChaosCluster
-from .workload import History
+from curvechat.server.cluster import LEASE_TTL_S
 
-LEASE_TTL_S = 10  # curvechat.server.cluster.LEASE_TTL_S
+from .cluster import ChaosCluster
+from .proxy import Mode, Proxy
+from .workload import History
 
 
 class Fault:
     name = "fault"
+    # Faults that kill etcd members run one at a time (each from its begin
+    # to its healed end): two overlapping ones could kill a member the other
+    # is still waiting for, or all three.
+    kills_etcd = False
 
     def __init__(self, cluster: ChaosCluster) -> None:
         self.cluster = cluster
@@ -33,15 +38,19 @@ class Fault:
         """Undo the fault (for one that has no end, nothing)."""
 
 
-class KillNode(Fault):
-    """kill -9 of a chat node; healed by starting it again on its data."""
-
-    name = "kill-node"
+class NodeFault(Fault):
+    """A fault aimed at one chat node."""
 
     def __init__(self, cluster: ChaosCluster, node: str) -> None:
         super().__init__(cluster)
         self.node = cluster.node(node)
         self.info = {"target": node}
+
+
+class KillNode(NodeFault):
+    """kill -9 of a chat node; healed by starting it again on its data."""
+
+    name = "kill-node"
 
     def begin(self) -> None:
         self.node.kill()
@@ -52,6 +61,8 @@ class KillNode(Fault):
 
 class KillEtcd(Fault):
     """kill -9 of the etcd leader (or of a follower); restarted on heal."""
+
+    kills_etcd = True
 
     def __init__(self, cluster: ChaosCluster, role: str = "leader") -> None:
         super().__init__(cluster)
@@ -80,6 +91,7 @@ class LoseQuorum(Fault):
     send may be acknowledged until they are back."""
 
     name = "lose-quorum"
+    kills_etcd = True
 
     def begin(self) -> None:
         leader = self.cluster.etcd.leader()
@@ -94,15 +106,10 @@ class LoseQuorum(Fault):
         self.cluster.etcd.wait_healthy(60)
 
 
-class PauseNode(Fault):
+class PauseNode(NodeFault):
     """SIGSTOP of a chat node for longer than its registry lease, then SIGCONT."""
 
     name = "pause-node"
-
-    def __init__(self, cluster: ChaosCluster, node: str) -> None:
-        super().__init__(cluster)
-        self.node = cluster.node(node)
-        self.info = {"target": node}
 
     def begin(self) -> None:
         self.node.pause()
@@ -111,27 +118,38 @@ class PauseNode(Fault):
         self.node.cont()
 
 
-class IsolateNode(Fault):
+class CutLinks(NodeFault):
+    """Some of one node's proxied links (`links`: "all", "etcd" or "clients")
+    put in `mode` ("blackhole": bytes dropped, connections stay open;
+    "refuse": resets), healed by setting them back."""
+
+    links = "all"
+    mode: Mode = "blackhole"
+
+    def proxies(self) -> list[Proxy]:
+        if self.links == "etcd":
+            return self.node.etcd_proxies
+        if self.links == "clients":
+            return [self.node.client_proxy]
+        return self.node.proxies
+
+    def begin(self) -> None:
+        for proxy in self.proxies():
+            proxy.set(mode=self.mode)
+
+    def heal(self) -> None:
+        for proxy in self.proxies():
+            proxy.heal()
+
+
+class IsolateNode(CutLinks):
     """A partition that cuts one node off from everything: its clients and
     all etcd members (silently: bytes are dropped, connections stay open)."""
 
     name = "isolate-node"
 
-    def __init__(self, cluster: ChaosCluster, node: str) -> None:
-        super().__init__(cluster)
-        self.node = cluster.node(node)
-        self.info = {"target": node}
 
-    def begin(self) -> None:
-        for proxy in self.node.proxies:
-            proxy.set(mode="blackhole")
-
-    def heal(self) -> None:
-        for proxy in self.node.proxies:
-            proxy.heal()
-
-
-class SplitStore(Fault):
+class SplitStore(CutLinks):
     """Minority / majority: one node keeps its clients but is cut off from
     every etcd member, while the other nodes and etcd go on. The minority node
     must acknowledge nothing (its sends time out or are refused as
@@ -140,42 +158,31 @@ class SplitStore(Fault):
     quorum stays with the majority."""
 
     name = "split-nodes"
-
-    def __init__(self, cluster: ChaosCluster, node: str) -> None:
-        super().__init__(cluster)
-        self.node = cluster.node(node)
-        self.info = {"target": node}
-
-    def begin(self) -> None:
-        # The minority node is cut from etcd entirely; its clients still reach
-        # it, and must see no ack from it until the split heals.
-        for proxy in self.node.etcd_proxies:
-            proxy.set(mode="blackhole")
-
-    def heal(self) -> None:
-        for proxy in self.node.etcd_proxies:
-            proxy.heal()
+    links = "etcd"
 
 
-class CutClients(Fault):
+class CutClients(CutLinks):
     """Clients of one node cut off (the link is down and says so: resets);
     they fail over to the other nodes."""
 
     name = "cut-clients"
+    links = "clients"
+    mode = "refuse"
 
-    def __init__(self, cluster: ChaosCluster, node: str) -> None:
-        super().__init__(cluster)
-        self.node = cluster.node(node)
-        self.info = {"target": node}
 
-    def begin(self) -> None:
-        self.node.client_proxy.set(mode="refuse")
+class CompactPastLagging(CutLinks):
+    """A node cut from etcd falls behind; etcd is compacted past its last
+    revision just before the cut heals, so its watch must re-list."""
+
+    name = "compact-lagging"
+    links = "etcd"
 
     def heal(self) -> None:
-        self.node.client_proxy.heal()
+        self.info["compacted_at"] = self.cluster.etcd.compact()
+        super().heal()
 
 
-class Slow(Fault):
+class Slow(NodeFault):
     """Added latency and (emulated, see proxy.py) packet loss on every link of
     one node: to its clients and to etcd."""
 
@@ -184,9 +191,8 @@ class Slow(Fault):
     def __init__(
         self, cluster: ChaosCluster, node: str, delay: float = 0.1, loss: float = 0.05
     ) -> None:
-        super().__init__(cluster)
-        self.node = cluster.node(node)
-        self.info = {"target": node, "delay_s": delay, "loss": loss}
+        super().__init__(cluster, node)
+        self.info.update(delay_s=delay, loss=loss)
         self.delay = delay
         self.loss = loss
 
@@ -200,48 +206,34 @@ class Slow(Fault):
             proxy.set(latency=0.0, loss=0.0)
 
 
-class CompactPastLagging(Fault):
-    """A node cut from etcd falls behind; etcd is compacted past its last
-    revision just before the cut heals, so its watch must re-list."""
-
-    name = "compact-lagging"
-
-    def __init__(self, cluster: ChaosCluster, node: str) -> None:
-        super().__init__(cluster)
-        self.node = cluster.node(node)
-        self.info = {"target": node}
-
-    def begin(self) -> None:
-        for proxy in self.node.etcd_proxies:
-            proxy.set(mode="blackhole")
-
-    def heal(self) -> None:
-        self.info["compacted_at"] = self.cluster.etcd.compact()
-        for proxy in self.node.etcd_proxies:
-            proxy.heal()
-
-
 @dataclass
 class Step:
     at: float  # seconds after the workload started
     duration: float  # 0: a fault with no heal
     make: Callable[[ChaosCluster], Fault]
-    done: dict[str, Any] = field(default_factory=dict)
 
 
 async def run_schedule(
     cluster: ChaosCluster,
     history: History,
     steps: list[Step],
-    extra: dict[str, Callable[[], Any]] | None = None,
 ) -> None:
     """Start each fault at its time, heal it after its duration; faults overlap
-    when the schedule says so."""
+    when the schedule says so, except those that kill etcd members, which
+    wait for each other."""
     t_base = history.now()
+    etcd_kills = asyncio.Lock()
 
     async def one(step: Step) -> None:
         await asyncio.sleep(max(0.0, t_base + step.at - history.now()))
         fault = step.make(cluster)
+        if fault.kills_etcd:
+            async with etcd_kills:
+                await run(fault, step)
+        else:
+            await run(fault, step)
+
+    async def run(fault: Fault, step: Step) -> None:
         start = history.now()
         try:
             await asyncio.to_thread(fault.begin)
@@ -262,26 +254,12 @@ async def run_schedule(
     await asyncio.gather(*(one(s) for s in steps))
 
 
-def node_for(rng: random.Random, cluster: ChaosCluster) -> str:
-    return rng.choice([n.name for n in cluster.nodes])
-
-
 def mixed_schedule(duration: float, seed: int, node_names: list[str]) -> list[Step]:
     """A random mix of every nemesis over `duration` seconds: one main fault
     at a time (so that the cluster stays able to recover), sometimes with a
     second, compatible one on top (latency, a follower kill, compaction)."""
     rng = random.Random(seed)
-    kinds = [
-        "kill-node",
-        "kill-etcd-leader",
-        "kill-etcd-follower",
-        "lose-quorum",
-        "pause-node",
-        "isolate-node",
-        "split-nodes",
-        "cut-clients",
-        "compact-lagging",
-    ]
+    kinds = MAIN_KINDS
     steps: list[Step] = []
     t = 5.0
     i = 0
@@ -304,20 +282,25 @@ def mixed_schedule(duration: float, seed: int, node_names: list[str]) -> list[St
     return steps
 
 
+FAULTS: dict[str, Callable[[ChaosCluster, str], Fault]] = {
+    "kill-node": KillNode,
+    "kill-etcd-leader": lambda c, _node: KillEtcd(c, "leader"),
+    "kill-etcd-follower": lambda c, _node: KillEtcd(c, "follower"),
+    "lose-quorum": lambda c, _node: LoseQuorum(c),
+    "pause-node": PauseNode,
+    "isolate-node": IsolateNode,
+    "split-nodes": SplitStore,
+    "cut-clients": CutClients,
+    "latency": Slow,
+    "compact-lagging": CompactPastLagging,
+}
+# The main faults of a mixed schedule, in this order; latency only comes on top.
+MAIN_KINDS = [kind for kind in FAULTS if kind != "latency"]
+
+
 def _maker(kind: str, node: str) -> Callable[[ChaosCluster], Fault]:
-    table: dict[str, Callable[[ChaosCluster], Fault]] = {
-        "kill-node": lambda c: KillNode(c, node),
-        "kill-etcd-leader": lambda c: KillEtcd(c, "leader"),
-        "kill-etcd-follower": lambda c: KillEtcd(c, "follower"),
-        "lose-quorum": lambda c: LoseQuorum(c),
-        "pause-node": lambda c: PauseNode(c, node),
-        "isolate-node": lambda c: IsolateNode(c, node),
-        "split-nodes": lambda c: SplitStore(c, node),
-        "cut-clients": lambda c: CutClients(c, node),
-        "latency": lambda c: Slow(c, node),
-        "compact-lagging": lambda c: CompactPastLagging(c, node),
-    }
-    return table[kind]
+    make = FAULTS[kind]
+    return lambda c: make(c, node)
 
 
 def short_schedule(node_names: list[str]) -> list[Step]:

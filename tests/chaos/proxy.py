@@ -54,11 +54,8 @@ class Proxy:
         self.latency = 0.0
         self.loss = 0.0
         self.stalls = 0
-        self.accepted = 0
-        self.resets = 0
         self._server: asyncio.Server | None = None
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter | None]] = set()
-        self._changed = asyncio.Event()  # on the hub's loop
 
     @property
     def endpoint(self) -> str:
@@ -89,8 +86,6 @@ class Proxy:
                 self.latency = latency
             if loss is not None:
                 self.loss = loss
-            self._changed.set()
-            self._changed = asyncio.Event()
 
         self.hub.call(apply)
 
@@ -111,14 +106,12 @@ class Proxy:
     # --- on the hub's loop -----------------------------------------------------------
     def _reset_all(self) -> None:
         for client, upstream in list(self._links):
-            self.resets += 1
             _reset(client)
             if upstream is not None:
                 _reset(upstream)
         self._links.clear()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.accepted += 1
         if self.mode == "refuse":
             _reset(writer)
             return

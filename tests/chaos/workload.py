@@ -173,21 +173,8 @@ class Workload:
             try:
                 txn = str(await client.send(room, text, wait=False))
             except ClientError as exc:  # refused locally: never queued
-                self.history.ops.append(
-                    {
-                        "client": name,
-                        "room": room,
-                        "txn": f"local-{n}",
-                        "text": text,
-                        "t_invoke": t,
-                        "outcome": "fail",
-                        "t_ack": None,
-                        "seq": None,
-                        "duplicate": False,
-                        "t_timeout": None,
-                        "error": str(exc),
-                    }
-                )
+                op = self.history.invoke(name, room, f"local-{n}", text, t)
+                op.update(outcome="fail", error=str(exc))
                 await asyncio.sleep(0.5)
                 continue
             op = self.history.invoke(name, room, txn, text, t)

@@ -88,6 +88,15 @@ class ServerProcess:
             self.proc.wait(10)
         self._reap()
 
+    def freeze(self) -> None:
+        """SIGSTOP: hung, while the kernel still accepts its TCP connections."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+
     def _reap(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
             self._reader.join(10)

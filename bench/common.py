@@ -7,10 +7,12 @@ import resource
 import statistics
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+import zmq
 
 from curvechat.crypto.envelope import Plaintext, seal_message
 from curvechat.crypto.identity import Identity
@@ -23,6 +25,15 @@ TEXT_LEN = 120
 TEXT = ("The quick brown fox jumps over the lazy dog; " * 4)[:TEXT_LEN]
 RATE_UNLIMITED = "1000000"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def recv_ready(sock: zmq.Socket) -> Iterator[bytes]:
+    """Every frame `sock` has ready now, without blocking."""
+    while True:
+        try:
+            yield sock.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return
 
 
 def raise_fd_limit() -> int:
@@ -40,10 +51,10 @@ def txn_of(mid: int) -> str:
     return f"b{mid:020d}"
 
 
-def sample_envelope(identity: Identity | None = None) -> m.Envelope:
-    ident = identity or Identity.generate("sizer")
+def sample_envelope() -> m.Envelope:
+    """A benchmark message sealed by a throwaway identity (for its size)."""
     return seal_message(
-        ident,
+        Identity.generate("sizer"),
         room="room-0",
         epoch=0,
         key=os.urandom(32),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sys
 import urllib.request
@@ -52,7 +51,11 @@ class Workers:
         addrs = [parse_connect(s.connect)[0] for s in servers]
         self.pipes = []
         self.procs = []
+        # user -> (worker index, client index within that worker)
+        self.where: dict[str, tuple[int, int]] = {}
         for i, clients in enumerate(specs):
+            for c, client in enumerate(clients):
+                self.where[client["user"]] = (i, c)
             parent, child = SPAWN.Pipe()
             spec = {
                 "clients": clients,
@@ -63,11 +66,6 @@ class Workers:
             p.start()
             self.pipes.append(parent)
             self.procs.append(p)
-        # index in `specs` -> (worker, client index)
-        self.where: dict[str, tuple[int, int]] = {}
-        for w, clients in enumerate(specs):
-            for c, spec in enumerate(clients):
-                self.where[spec["user"]] = (w, c)
 
     @property
     def pids(self) -> list[int]:
@@ -149,7 +147,7 @@ def scrape(server: ServerProcess) -> dict[str, float]:
     return out
 
 
-def analyse(results: list[dict[str, Any]], *, expected_fanout: dict[int, int] | None = None):
+def analyse(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Send→ack and send→deliver figures from the workers' raw timings."""
     t_send: dict[int, int] = {}
     ack_lat: list[int] = []
@@ -207,7 +205,3 @@ def analyse(results: list[dict[str, Any]], *, expected_fanout: dict[int, int] | 
     # acks whose seq did not follow the order the sender sent in (must be 0)
     out["order_violations"] = sum(r.get("order_violations", 0) for r in results)
     return out
-
-
-def run_loop(coro: Any) -> Any:
-    return asyncio.run(coro)

@@ -22,12 +22,12 @@ from typing import Any
 import nacl.bindings
 import nacl.signing
 import zmq
-import zmq.utils.z85
 
-from bench.common import TEXT, push_frame_size, sample_envelope, summary_ms
+from bench.common import TEXT, push_frame_size, recv_ready, sample_envelope, summary_ms
 from curvechat.crypto.envelope import Plaintext, open_message, seal_message
 from curvechat.crypto.identity import Identity
 from curvechat.protocol import encode
+from curvechat.protocol.messages import Envelope
 
 SPAWN = mp.get_context("spawn")
 
@@ -111,11 +111,7 @@ def _fan_receivers(
     pipe.send("ready")
     while stops < len(socks):
         for s, _ in poller.poll(1000):
-            while True:
-                try:
-                    data = s.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
+            for data in recv_ready(s):
                 if data == b"stop":
                     stops += 1
                     continue
@@ -275,7 +271,6 @@ async def etcd_limits(endpoints: list[str], value_size: int, seconds: float = 3.
 def crypto_limits(seconds: float = 1.0) -> dict[str, Any]:
     ident = Identity.generate("alice")
     key = os.urandom(32)
-    env = sample_envelope(ident)
     signer = nacl.signing.SigningKey.generate()
     verifier = signer.verify_key
     body = os.urandom(256)
@@ -301,8 +296,8 @@ def crypto_limits(seconds: float = 1.0) -> dict[str, Any]:
         verifier.verify(ad + nonce + ct, signed)
         nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(ct, ad, nonce, key)
 
-    def cc_seal() -> None:
-        seal_message(
+    def cc_seal() -> Envelope:
+        return seal_message(
             ident,
             room="room-0",
             epoch=0,
@@ -311,18 +306,11 @@ def crypto_limits(seconds: float = 1.0) -> dict[str, Any]:
             plaintext=Plaintext(text=TEXT, ts=1),
         )
 
-    def cc_open() -> None:
-        open_message(env2, key=key, sender_sign_pub=ident.sign_pub)
+    env = cc_seal()
 
-    env2 = seal_message(
-        ident,
-        room="room-0",
-        epoch=0,
-        key=key,
-        txn="abcdefgh12345678",
-        plaintext=Plaintext(text=TEXT, ts=1),
-    )
-    del env
+    def cc_open() -> None:
+        open_message(env, key=key, sender_sign_pub=ident.sign_pub)
+
     out = {
         "bare_seal_us": rate(bare_seal),
         "bare_open_us": rate(bare_open),

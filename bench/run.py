@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +26,24 @@ import zmq
 from bench import limits
 from bench.common import (
     RATE_UNLIMITED,
+    TEXT,
     Window,
+    msg_id,
     proc_cpu_seconds,
     proc_mem,
     raise_fd_limit,
     sample_envelope,
+    txn_of,
 )
 from bench.harness import ROOT, ServerProcess, Users, Workers, analyse, create_rooms, scrape
 from bench.report import ratios, table
+from curvechat.crypto.envelope import Plaintext, seal_message
+from curvechat.crypto.identity import Identity
 from curvechat.protocol import encode
 
 SERVER_ARGS = ("--rate-conn", RATE_UNLIMITED, "--rate-user", RATE_UNLIMITED)
 SWITCH_INTERVAL: float | None = None  # --switch-interval: an experiment, see docs
+LATENCY_INTERVAL = 0.01  # the latency rows: one message every 10 ms
 
 
 def new_server(data: Path, extra: tuple[str, ...] = ()) -> ServerProcess:
@@ -88,6 +95,46 @@ class Profiler:
             except subprocess.TimeoutExpired:
                 self.proc.send_signal(signal.SIGINT)
                 self.proc.wait(10)
+
+
+def _rate(args: argparse.Namespace) -> dict[str, Any]:
+    """A paced run: one message per sender every LATENCY_INTERVAL."""
+    return {"mode": "rate", "interval": LATENCY_INTERVAL, "duration": args.duration}
+
+
+def _window(args: argparse.Namespace, window: int) -> dict[str, Any]:
+    """A windowed run: `window` sends in flight per sender."""
+    return {"mode": "window", "window": window, "duration": args.duration}
+
+
+def _latency_count(args: argparse.Namespace) -> int:
+    """Messages a paced sender needs for one latency run (with a margin)."""
+    return int(args.duration / LATENCY_INTERVAL) + 50
+
+
+def _pid(server: ServerProcess) -> int:
+    return server.proc.pid if server.proc else 0
+
+
+def _prepare(
+    workers: Workers, users: Users, rooms: dict[str, list[str]], counts: dict[str, int]
+) -> list[Any]:
+    """Each sender in `counts` fetches its room's key and seals that many messages."""
+    room_of = {u: r for r, members in rooms.items() for u in members}
+    prep: list[list[dict[str, Any]]] = [[] for _ in workers.pipes]
+    for u, n in counts.items():
+        w, c = workers.where[u]
+        room = room_of[u]
+        prep[w].append(
+            {
+                "client": c,
+                "room": room,
+                "count": n,
+                "creator_pub": users.get(rooms[room][0]).sign_pub,
+            }
+        )
+    workers.send([("prepare", p) for p in prep])
+    return workers.collect()
 
 
 def _senders(workers: Workers, counts: dict[str, int]) -> list[dict[str, int]]:
@@ -199,56 +246,24 @@ def single_node(root: Path, args: argparse.Namespace, profile: Path | None) -> d
     try:
         out["connect"] = workers.all("connect")
         asyncio.run(create_rooms(root, [server], users, rooms))
-        lat_n = int(args.duration / 0.01) + 50
-        counts = {"lat0": 2 * lat_n}
-        tp_senders = [f"tp{r}m{k}" for r in range(args.tp_rooms) for k in range(2)]
-        for u in tp_senders:
-            counts[u] = args.tp_count
-        for u in ("fan0", "fan1"):
-            counts[u] = args.fan_count
-        prep: list[list[dict[str, Any]]] = [[] for _ in range(nworkers)]
-        room_of = {u: r for r, members in rooms.items() for u in members if u != stalled}
-        for u, n in counts.items():
-            w, c = workers.where[u]
-            creator = rooms[room_of[u]][0]
-            prep[w].append(
-                {
-                    "client": c,
-                    "room": room_of[u],
-                    "count": n,
-                    "creator_pub": users.get(creator).sign_pub,
-                }
-            )
-        workers.send([("prepare", p) for p in prep])
-        out["prepare"] = workers.collect()
-        pid = server.proc.pid if server.proc else 0
+        lat_n = _latency_count(args)
+        tp_counts = {f"tp{r}m{k}": args.tp_count for r in range(args.tp_rooms) for k in range(2)}
+        fan_counts = dict.fromkeys(("fan0", "fan1"), args.fan_count)
+        # lat0 sends in two latency runs: without and with the idle clients
+        counts = {"lat0": 2 * lat_n, **tp_counts, **fan_counts}
+        out["prepare"] = _prepare(workers, users, rooms, counts)
+        pid = _pid(server)
         out["rss_after_setup_mb"] = round(proc_mem(pid)["VmRSS"] / 2**20, 1)
 
-        rate = {"mode": "rate", "interval": 0.01, "duration": args.duration}
+        def run(name: str, cfg: dict[str, Any], senders: dict[str, int], **kw: Any) -> Any:
+            return workload(workers, [server], cfg, senders, profile=profile, name=name, **kw)
+
         print("  latency (10-member room, one message / 10 ms) ...", flush=True)
-        out["latency"] = workload(
-            workers, [server], rate, {"lat0": lat_n}, profile=profile, name="latency"
-        )
+        out["latency"] = run("latency", _rate(args), {"lat0": lat_n})
         print("  throughput (10-member rooms, windowed senders) ...", flush=True)
-        window = {"mode": "window", "window": args.window, "duration": args.duration}
-        out["throughput"] = workload(
-            workers,
-            [server],
-            window,
-            dict.fromkeys(tp_senders, args.tp_count),
-            profile=profile,
-            name="throughput",
-        )
+        out["throughput"] = run("throughput", _window(args, args.window), tp_counts)
         print("  fan-out (100-member room) ...", flush=True)
-        fan = {"mode": "window", "window": args.fan_window, "duration": args.duration}
-        out["fanout"] = workload(
-            workers,
-            [server],
-            fan,
-            dict.fromkeys(("fan0", "fan1"), args.fan_count),
-            profile=profile,
-            name="fanout",
-        )
+        out["fanout"] = run("fanout", _window(args, args.fan_window), fan_counts)
 
         out["server_hwm_mb"] = round(proc_mem(pid)["VmHWM"] / 2**20, 1)
         if args.idle <= 0:
@@ -272,13 +287,10 @@ def single_node(root: Path, args: argparse.Namespace, profile: Path | None) -> d
         time.sleep(max(3.0, args.ping_interval * 1.5))  # heartbeats in steady state
         rss1 = proc_mem(pid)["VmRSS"]
         print("  latency again, with the idle clients connected ...", flush=True)
-        lat2 = workload(
-            workers,
-            [server],
-            rate,
+        lat2 = run(
+            "latency-idle",
+            _rate(args),
             {"lat0": lat_n},
-            profile=profile,
-            name="latency-idle",
             extra_pids={f"idle{i}": p for i, p in enumerate(idle_workers.pids)},
         )
         rss2 = proc_mem(pid)["VmRSS"]
@@ -308,11 +320,6 @@ def single_node(root: Path, args: argparse.Namespace, profile: Path | None) -> d
 
 # --- catch-up -------------------------------------------------------------------
 def _seal_chunk(seeds: tuple[str, bytes, bytes], room: str, key: bytes, start: int, n: int):
-    from bench.common import TEXT, txn_of
-    from curvechat.crypto.envelope import Plaintext, seal_message
-    from curvechat.crypto.identity import Identity
-    from curvechat.protocol import encode
-
     ident = Identity.from_secrets(*seeds)
     now = int(time.time() * 1000)
     return [
@@ -335,7 +342,6 @@ def _catch_up_client(seeds: tuple[str, bytes, bytes], home: str, connect: str, p
         from curvechat.client import events as ev
         from curvechat.client.cache import Cache, cache_key
         from curvechat.client.engine import ChatClient
-        from curvechat.crypto.identity import Identity
         from curvechat.protocol.connect import parse_connect
 
         ident = Identity.from_secrets(*seeds)
@@ -374,7 +380,6 @@ def _catch_up_client(seeds: tuple[str, bytes, bytes], home: str, connect: str, p
 
 
 def catch_up(root: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from bench.common import msg_id
     from bench.harness import ClientFactory
     from curvechat.store import NewMessage
     from curvechat.store.sqlite import SQLiteStore
@@ -417,7 +422,7 @@ def catch_up(root: Path, args: argparse.Namespace) -> dict[str, Any]:
                 for (_, _, _, start, _), envs in zip(jobs, sealed, strict=True):
                     await store.append_messages(
                         [
-                            NewMessage("catchup", "cuwriter", f"b{start + i:020d}", e)
+                            NewMessage("catchup", "cuwriter", txn_of(start + i), e)
                             for i, e in enumerate(envs)
                         ]
                     )
@@ -437,7 +442,7 @@ def catch_up(root: Path, args: argparse.Namespace) -> dict[str, Any]:
                 child,
             ),
         )
-        pid = server.proc.pid if server.proc else 0
+        pid = _pid(server)
         cpu0 = proc_cpu_seconds(pid)
         proc.start()
         res = parent.recv()
@@ -476,34 +481,22 @@ def cluster(root: Path, args: argparse.Namespace, profile: Path | None) -> dict[
         try:
             out["connect"] = workers.all("connect")
             asyncio.run(create_rooms(root, nodes, users, rooms))
-            lat_n = int(args.duration / 0.01) + 50
-            tp_senders = [f"tp{r}m{k}" for r in range(args.tp_rooms) for k in range(2)]
-            counts = {"lat0": lat_n, **dict.fromkeys(tp_senders, args.tp_count)}
-            prep: list[list[dict[str, Any]]] = [[], []]
-            room_of = {u: r for r, members in rooms.items() for u in members}
-            for u, n in counts.items():
-                w, c = workers.where[u]
-                prep[w].append(
-                    {
-                        "client": c,
-                        "room": room_of[u],
-                        "count": n,
-                        "creator_pub": users.get(rooms[room_of[u]][0]).sign_pub,
-                    }
-                )
-            workers.send([("prepare", p) for p in prep])
-            out["prepare"] = workers.collect()
+            lat_n = _latency_count(args)
+            tp_counts = {
+                f"tp{r}m{k}": args.tp_count for r in range(args.tp_rooms) for k in range(2)
+            }
+            out["prepare"] = _prepare(workers, users, rooms, {"lat0": lat_n, **tp_counts})
             etcd_pids = {m.name: m.proc.pid for m in etcd.members if m.proc}
             print("  cluster latency ...", flush=True)
-            rate = {"mode": "rate", "interval": 0.01, "duration": args.duration}
-            out["latency"] = workload(workers, nodes, rate, {"lat0": lat_n}, extra_pids=etcd_pids)
+            out["latency"] = workload(
+                workers, nodes, _rate(args), {"lat0": lat_n}, extra_pids=etcd_pids
+            )
             print("  cluster throughput ...", flush=True)
-            window = {"mode": "window", "window": args.window, "duration": args.duration}
             out["throughput"] = workload(
                 workers,
                 nodes,
-                window,
-                dict.fromkeys(tp_senders, args.tp_count),
+                _window(args, args.window),
+                tp_counts,
                 profile=profile,
                 name="cluster-throughput",
                 extra_pids=etcd_pids,
@@ -576,33 +569,33 @@ def main(argv: list[str] | None = None) -> int:
             "args": vars(args),
         }
     }
-    sections = []
+    steps: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
+        ("limits", "bare limits ...", lambda: limits.run_all(root)),
+        ("single", "single node ...", lambda: single_node(root / "single", args, profile)),
+        (
+            "catchup",
+            f"catch-up of {args.catchup} messages ...",
+            lambda: catch_up(root / "catchup", args),
+        ),
+        (
+            "cluster",
+            "cluster (3 etcd members, 2 chat nodes) ...",
+            lambda: cluster(root / "cluster", args, profile),
+        ),
+    ]
+    seconds: dict[str, float] = {}
     try:
-        if "limits" in only:
-            print("bare limits ...", flush=True)
-            t0 = time.monotonic()
-            report["limits"] = limits.run_all(root)
-            sections.append(("limits", time.monotonic() - t0))
-        if "single" in only:
-            print("single node ...", flush=True)
-            t0 = time.monotonic()
-            report["single"] = single_node(root / "single", args, profile)
-            sections.append(("single", time.monotonic() - t0))
-        if "catchup" in only:
-            print(f"catch-up of {args.catchup} messages ...", flush=True)
-            t0 = time.monotonic()
-            report["catchup"] = catch_up(root / "catchup", args)
-            sections.append(("catchup", time.monotonic() - t0))
-        if "cluster" in only:
-            print("cluster (3 etcd members, 2 chat nodes) ...", flush=True)
-            t0 = time.monotonic()
-            report["cluster"] = cluster(root / "cluster", args, profile)
-            sections.append(("cluster", time.monotonic() - t0))
+        for key, label, step in steps:
+            if key in only:
+                print(label, flush=True)
+                t0 = time.monotonic()
+                report[key] = step()
+                seconds[key] = round(time.monotonic() - t0, 1)
     except BaseException:
         print(f"failed; logs kept in {root}", file=sys.stderr)
         raise
     shutil.rmtree(root, ignore_errors=True)
-    report["meta"]["seconds"] = {k: round(v, 1) for k, v in sections}
+    report["meta"]["seconds"] = seconds
     report["meta"]["total_seconds"] = round(time.time() - started, 1)
     report["meta"]["loadavg_end"] = os.getloadavg()
     report["ratios"] = ratios(report)

@@ -25,7 +25,7 @@ from typing import Any
 import zmq
 import zmq.utils.z85
 
-from bench.common import TEXT, light_decode, msg_id, txn_of
+from bench.common import TEXT, light_decode, msg_id, recv_ready, txn_of
 from curvechat.crypto.envelope import Plaintext, seal_message
 from curvechat.crypto.identity import Identity
 from curvechat.crypto.roomkeys import unwrap_key_packet
@@ -155,31 +155,31 @@ class Worker:
             self._pings(time.monotonic(), 2.0, only_ready=True)
             for sock, _ in poller.poll(200):
                 c = self.by_sock[sock]
-                while True:
-                    try:
-                        data = sock.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    msg = decode_server_frame(data).msg
-                    if isinstance(msg, m.Welcome) and not c.welcomed:
-                        c.welcomed = True
-                        if msg.user is None and c.register:
-                            c.request(
-                                m.Register(
-                                    user=c.user,
-                                    sign_pub=c.identity.sign_pub,
-                                    transport_sig=c.identity.transport_sig(),
-                                )
-                            )
-                        else:
-                            c.ready = True
-                            pending -= 1
-                    elif isinstance(msg, m.Registered):
-                        c.ready = True
+                for data in recv_ready(sock):
+                    if self._on_welcome_reply(c, decode_server_frame(data).msg):
                         pending -= 1
-                    elif isinstance(msg, m.Error):
-                        raise RuntimeError(f"{c.user}: {msg.code}: {msg.message}")
         return pending
+
+    @staticmethod
+    def _on_welcome_reply(c: Client, msg: m.AnyReply) -> bool:
+        """Handle one reply while connecting; True when `c` has just become ready."""
+        if isinstance(msg, m.Error):
+            raise RuntimeError(f"{c.user}: {msg.code}: {msg.message}")
+        if isinstance(msg, m.Welcome) and not c.welcomed:
+            c.welcomed = True
+            if msg.user is None and c.register:
+                c.request(
+                    m.Register(
+                        user=c.user,
+                        sign_pub=c.identity.sign_pub,
+                        transport_sig=c.identity.transport_sig(),
+                    )
+                )
+                return False
+        elif not isinstance(msg, m.Registered):
+            return False
+        c.ready = True
+        return True
 
     def _wait_reply(self, c: Client, rid: int) -> m.AnyReply:
         deadline = time.monotonic() + 30
@@ -354,11 +354,7 @@ class Worker:
                     stop = True
                 continue
             c = self.by_sock[sock]
-            while True:
-                try:
-                    data = sock.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
+            for data in recv_ready(sock):
                 now = time.monotonic_ns()
                 got += 1
                 rid, kind, txn, seq = light_decode(data)
@@ -369,19 +365,24 @@ class Worker:
                 elif kind == "pong":
                     self.pongs += 1
                 elif kind in ("send_ack", "error") and rid:
-                    if kind == "error":
-                        self.errors[kind] = self.errors.get(kind, 0) + 1
-                    idx = c.inflight.pop(rid, None)
-                    if idx is not None:
-                        c.t_ack[idx] = now if kind == "send_ack" else -1
-                        if kind == "send_ack":
-                            # one sender, one room: seqs must follow the send order
-                            if seq <= c.last_seq:
-                                self.order_violations += 1
-                            c.last_seq = seq
-                        if self.sending and self.mode == "window":
-                            self._send_next(c, now)
+                    self._on_send_reply(c, rid, kind == "send_ack", seq, now)
         return -1 if stop else got
+
+    def _on_send_reply(self, c: Client, rid: int, acked: bool, seq: int, now: int) -> None:
+        """A `send_ack` (acked) or an `error` answering request `rid` of `c`."""
+        if not acked:
+            self.errors["error"] = self.errors.get("error", 0) + 1
+        idx = c.inflight.pop(rid, None)
+        if idx is None:
+            return
+        c.t_ack[idx] = now if acked else -1
+        if acked:
+            # one sender, one room: seqs must follow the send order
+            if seq <= c.last_seq:
+                self.order_violations += 1
+            c.last_seq = seq
+        if self.sending and self.mode == "window":
+            self._send_next(c, now)
 
 
 def main(index: int, spec: dict[str, Any], pipe: Connection) -> None:

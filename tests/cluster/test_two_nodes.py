@@ -24,7 +24,7 @@ async def test_message_via_a_reaches_members_on_b_in_order(
     # B's connect string for the whole cluster names both nodes (from the registry).
     (line,) = [x for x in b.stdout if x.startswith("cluster connect string: ")]
     assert sorted(line.split(": ", 1)[1].strip().split(",")) == sorted([a.connect, b.connect])
-    alice, _ = await clients.make("alice", a.connect)
+    alice, alice_events = await clients.make("alice", a.connect)
     bob, bob_events = await clients.make("bob", b.connect)
     carol, carol_events = await clients.make("carol", b.connect)
     await alice.create_room("general", ["bob", "carol"])
@@ -37,7 +37,7 @@ async def test_message_via_a_reaches_members_on_b_in_order(
         *(bob.send("general", f"b{i}") for i in range(10)),
     )
     assert sorted(a.seq for a in acks if isinstance(a, m.SendAck)) == list(range(1, 21))
-    for client, events in ((bob, bob_events), (carol, carol_events)):
+    for client, events in ((alice, alice_events), (bob, bob_events), (carol, carol_events)):
         await events.until(lambda c=client: len(c.cache.messages("general", limit=100)) == 20)
     expected = seqs_texts(bob, "general")
     assert [s for s, _, _ in expected] == list(range(1, 21))

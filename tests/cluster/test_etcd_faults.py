@@ -126,6 +126,7 @@ async def test_quorum_lost_store_unavailable_then_resume(
     node = fresh_nodes.start("a")
     alice, bob, bob_events = await alice_and_bob(clients, node.connect, node.connect)
     await alice.send("r", "first")
+    await bob_events.until(lambda: [x.text for x in bob.cache.messages("r")] == ["first"])
     down = etcd.members[1:]
     for member in down:
         member.kill()

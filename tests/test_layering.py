@@ -65,6 +65,17 @@ def test_protocol_does_not_load_nacl() -> None:
     assert offending(loaded, SERVER_SIDE_ONLY) == []
 
 
+def test_client_trust_core_is_sans_io() -> None:
+    """The trust core decides from what it is fed: no transport, no SQLite,
+    no UI, no server code."""
+    loaded = loaded_after("curvechat.client.trust")
+    assert (
+        offending(loaded, ("zmq", "sqlite3", "_sqlite3", "textual", "aiohttp", "curvechat.server"))
+        == []
+    )
+    assert offending(loaded, ("curvechat.client.cache", "curvechat.client.connection")) == []
+
+
 def test_the_check_sees_what_is_loaded() -> None:
     # the same check does catch these modules when they are imported
     loaded = loaded_after("curvechat.crypto", "zmq")

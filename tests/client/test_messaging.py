@@ -124,7 +124,8 @@ async def test_resend_is_stored_once(server: ServerProcess, clients: ClientFacto
 
     alice, _ = await clients.make("alice", server.connect)
     await alice.create_room("dup", [])
-    epoch, key = await alice._current_epoch("dup")
+    current = await alice.outbox.current_epoch("dup")
+    epoch, key = current.epoch, current.key
     env = seal_message(
         alice.identity,
         room="dup",

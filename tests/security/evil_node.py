@@ -14,6 +14,14 @@ first and attack later. Each key of the JSON turns on one attack:
   or change an associated-data field (room, epoch, sender, txn) in every
   message the node hands out
 - "allow_forged_sender": true  accept envelopes whose sender is not the requester
+- "capture_sends": true   append every envelope a client sends, as received and
+  before the real handler (which may still refuse it), to `sends.jsonl` in the
+  data directory: one JSON line {"user": requester, "envelope": msgpack hex}
+- "swap_keys": {"room": R, "from": X}  fetch_keys for R answers the requester's
+  genuine key packets of room X instead (as they are: they still say room X)
+- "inject_keys": {"room": R, "packets": [hex]}  fetch_keys for R also answers
+  these msgpack-encoded KeyPackets (those for the requester, from min_epoch)
+- "report_epoch": {"room": R, "epoch": E}  list_rooms says R is at epoch E
 """
 
 from __future__ import annotations
@@ -28,12 +36,14 @@ from typing import Any
 
 import msgspec
 
+from curvechat.protocol import encode
 from curvechat.protocol import messages as m
 from curvechat.server import handlers as h
 from curvechat.server import node as n
 from curvechat.server.app import serve
 
 STATE: dict[str, Any] = {"path": None, "mtime": 0.0, "plan": {}}
+SENDS = "sends.jsonl"
 
 
 def plan() -> dict[str, Any]:
@@ -87,6 +97,7 @@ def install() -> None:
     orig_history = h.Handlers.history
     orig_sync = h.Handlers.sync
     orig_send = h.Handlers.send
+    orig_fetch_keys = h.Handlers.fetch_keys
     orig_push = n.ChatNode.push
 
     async def lookup(self: h.Handlers, sess: n.Session, req: m.Lookup) -> m.AnyReply:
@@ -112,12 +123,16 @@ def install() -> None:
 
     async def list_rooms(self: h.Handlers, sess: n.Session, req: m.ListRooms) -> m.AnyReply:
         reply = await orig_list(self, sess, req)
-        inj = plan().get("inject_member")
-        if inj and isinstance(reply, m.RoomList):
-            rooms = [
-                msgspec.structs.replace(r, op_head=r.op_head + 1) if r.room == inj["room"] else r
-                for r in reply.rooms
-            ]
+        p = plan()
+        inj, told = p.get("inject_member"), p.get("report_epoch")
+        if (inj or told) and isinstance(reply, m.RoomList):
+            rooms = []
+            for r in reply.rooms:
+                if inj and r.room == inj["room"]:
+                    r = msgspec.structs.replace(r, op_head=r.op_head + 1)
+                if told and r.room == told["room"]:
+                    r = msgspec.structs.replace(r, epoch=int(told["epoch"]))
+                rooms.append(r)
             return m.RoomList(rooms=rooms)
         return reply
 
@@ -140,9 +155,33 @@ def install() -> None:
         return reply
 
     async def send(self: h.Handlers, sess: n.Session, req: m.Send) -> m.AnyReply:
-        if plan().get("allow_forged_sender") and req.envelope.sender != sess.user:
+        p = plan()
+        if p.get("capture_sends"):
+            line = {"user": sess.user, "envelope": encode(req.envelope).hex()}
+            with (STATE["path"].parent / SENDS).open("a") as f:
+                f.write(json.dumps(line) + "\n")
+        if p.get("allow_forged_sender") and req.envelope.sender != sess.user:
             sess = dataclasses.replace(sess, user=req.envelope.sender)
         return await orig_send(self, sess, req)
+
+    async def fetch_keys(self: h.Handlers, sess: n.Session, req: m.FetchKeys) -> m.AnyReply:
+        p = plan()
+        swap, inj = p.get("swap_keys"), p.get("inject_keys")
+        if swap and swap["room"] == req.room:
+            other = await orig_fetch_keys(
+                self, sess, m.FetchKeys(room=swap["from"], min_epoch=req.min_epoch)
+            )
+            if isinstance(other, m.KeyPackets):
+                return m.KeyPackets(room=req.room, packets=other.packets)
+            return other
+        reply = await orig_fetch_keys(self, sess, req)
+        if inj and inj["room"] == req.room and isinstance(reply, m.KeyPackets):
+            forged = [
+                msgspec.msgpack.decode(bytes.fromhex(x), type=m.KeyPacket) for x in inj["packets"]
+            ]
+            extra = [k for k in forged if k.recipient == sess.user and k.epoch >= req.min_epoch]
+            return m.KeyPackets(room=reply.room, packets=[*reply.packets, *extra])
+        return reply
 
     def push(
         self: n.ChatNode, users: list[str], msg: m.AnyReply, *, skip: bytes | None = None
@@ -164,6 +203,7 @@ def install() -> None:
     h.Handlers.history = history  # type: ignore[method-assign]
     h.Handlers.sync = sync  # type: ignore[method-assign]
     h.Handlers.send = send  # type: ignore[method-assign]
+    h.Handlers.fetch_keys = fetch_keys  # type: ignore[method-assign]
     n.ChatNode.push = push  # type: ignore[method-assign]
 
 

@@ -96,7 +96,7 @@ async def test_injected_member_gets_no_key(evil: EvilServer, clients: ClientFact
     await bob_ev.until(lambda: texts(bob, "r") == ["before the attack"])
 
     # The server forges "alice adds eve": it cannot sign as alice.
-    state = alice._state("r")
+    state = alice.core.log("r").state
     forged = m.MemberOp(
         room="r",
         index=state.index + 1,
@@ -206,7 +206,8 @@ async def test_member_cannot_forge_another_member(evil: EvilServer, clients: Cli
     await mallory.history("r")
     await bob.history("r")
     evil.attack(allow_forged_sender=True)
-    epoch, key = await mallory._current_epoch("r")
+    current = await mallory.outbox.current_epoch("r")
+    epoch, key = current.epoch, current.key
     env = forge(mallory.identity, "alice", "r", epoch, key, "I, alice, resign")
     ack = await mallory.conn.request(m.Send(envelope=env))
     assert isinstance(ack, m.SendAck)  # the colluding server stored it

@@ -59,7 +59,12 @@ async def test_slash_commands_and_their_errors(
         await expect(pilot, app, "/invite ghost", "/invite: no such user: ghost", error=True)
         await expect(pilot, app, "/invite carol", "added carol to #team")
         await expect(pilot, app, "/invite carol", "/invite: carol is already a member", error=True)
-        await expect(pilot, app, "/members", "members of #team: alice (admin), bob, carol")
+        await expect(
+            pilot,
+            app,
+            "/members",
+            "members of #team: alice (admin), bob (unverified), carol (unverified)",
+        )
         await expect(pilot, app, "/remove alice", "/remove: to remove yourself, /leave", error=True)
         await expect(pilot, app, "/remove carol", "removed carol from #team; the room key rotated")
         await expect(pilot, app, "/remove carol", "/remove: carol is not a member", error=True)

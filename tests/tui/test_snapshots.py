@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from curvechat.client.cache import CachedMessage, OutboxItem
-from curvechat.client.engine import RoomSummary
+from curvechat.client.engine import MemberInfo, RoomSummary
 from curvechat.client.state import ConnState, ConnStatus
 from curvechat.tui.app import CurvechatApp
 from curvechat.tui.settings import ChatSettings
@@ -57,6 +57,13 @@ class FixedClient:
 
     def members(self, room: str) -> dict[str, bool]:
         return {u: u in r.admins for r in self.rooms() if r.room == room for u in r.members}
+
+    def member_details(self, room: str) -> list[MemberInfo]:
+        verified = {"alice", "bob"}
+        return [
+            MemberInfo(u, admin, u in verified, False)
+            for u, admin in sorted(self.members(room).items())
+        ]
 
     async def history(
         self, room: str, *, limit: int = 100, before: int | None = None

@@ -21,7 +21,10 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from curvechat.client.engine import ChatClient
 
 EXIT_FAIL = 1
 EXIT_USAGE = 2
@@ -115,25 +118,16 @@ def _load_identity(args: argparse.Namespace, home: Any) -> Any:
 
 # --- running a client ---------------------------------------------------------------
 async def _with_client(
-    args: argparse.Namespace, body: Callable[[Any], Awaitable[int]], *, identity: Any = None
+    args: argparse.Namespace, body: Callable[[ChatClient], Awaitable[int]], *, identity: Any = None
 ) -> int:
-    from curvechat.client.cache import Cache, CacheError, cache_key
-    from curvechat.client.engine import ChatClient
     from curvechat.client.errors import ServerRefused
+    from curvechat.client.open import open_client
 
     home = _home(args)
     identity = identity or _load_identity(args, home)
     server = _server_string(args, home)
     addresses = _addresses(server)
-    try:
-        cache = Cache(home.cache, cache_key(identity.sign_seed))
-    except CacheError as exc:
-        raise CliError("bad_cache", str(exc)) from exc
-    try:
-        client = ChatClient(identity, cache, addresses, client_id="curvechat-cli")
-    except RuntimeError as exc:  # libzmq without CURVE, or too old
-        cache.close()
-        raise CliError("no_curve", str(exc)) from exc
+    client = open_client(home, identity, addresses, client_id="curvechat-cli")
     try:
         await client.start()
         try:
@@ -151,10 +145,9 @@ async def _with_client(
         return await body(client)
     finally:
         await client.close()
-        cache.close()
 
 
-def _run(args: argparse.Namespace, body: Callable[[Any], Awaitable[int]]) -> int:
+def _run(args: argparse.Namespace, body: Callable[[ChatClient], Awaitable[int]]) -> int:
     return asyncio.run(_with_client(args, body))
 
 
@@ -240,7 +233,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         print("no server given: registration happens on first connection")
         return 0
 
-    async def body(client: Any) -> int:
+    async def body(client: ChatClient) -> int:
         print(f"registered as {client.me}")
         return 0
 
@@ -250,7 +243,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_create(args: argparse.Namespace) -> int:
     members = [u.strip() for u in (args.members or "").split(",") if u.strip()]
 
-    async def body(client: Any) -> int:
+    async def body(client: ChatClient) -> int:
         await client.create_room(args.room, members)
         print(f"created {args.room} with {', '.join([client.me, *members])}")
         return 0
@@ -259,16 +252,28 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_invite(args: argparse.Namespace) -> int:
-    async def body(client: Any) -> int:
-        await client.invite(args.room, args.user)
+    async def body(client: ChatClient) -> int:
+        result = await client.invite(args.room, args.user)
         print(f"added {args.user} to {args.room}")
+        if not result.verified:
+            print(
+                f"note: the key of {args.user} is unverified (first seen through the server)."
+                f" Compare this safety number with {args.user} in person or by phone:\n"
+                f"  {result.safety_number}\n"
+                f"then: curvechat keys --verify {args.user}"
+            )
+        if not result.shared_history:
+            print(
+                f"{args.user} gets no earlier messages: {args.room} shares history with"
+                " verified members only; the room key was rotated"
+            )
         return 0
 
     return _run(args, body)
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    async def body(client: Any) -> int:
+    async def body(client: ChatClient) -> int:
         await client.remove(args.room, args.user)
         print(f"removed {args.user} from {args.room}; the room key was rotated")
         return 0
@@ -277,7 +282,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    async def body(client: Any) -> int:
+    async def body(client: ChatClient) -> int:
         await client.promote(args.room, args.user)
         print(f"{args.user} is now an admin of {args.room}")
         return 0
@@ -286,7 +291,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_leave(args: argparse.Namespace) -> int:
-    async def body(client: Any) -> int:
+    async def body(client: ChatClient) -> int:
         await client.leave(args.room)
         print(f"left {args.room}")
         return 0
@@ -294,10 +299,10 @@ def cmd_leave(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
-async def _send_lines(client: Any, room: str, lines: list[str], timeout: float) -> int:
+async def _send_lines(client: ChatClient, room: str, lines: list[str], timeout: float) -> int:
     from curvechat.client.errors import RequestTimeout
 
-    txns = [await client.send(room, line, wait=False) for line in lines]
+    txns = [client.queue(room, line) for line in lines]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     acked = 0
@@ -325,14 +330,14 @@ def cmd_send(args: argparse.Namespace) -> int:
     if not lines:
         raise CliError("empty", "nothing to send", EXIT_USAGE)
 
-    async def body(client: Any) -> int:
+    async def body(client: ChatClient) -> int:
         return await _send_lines(client, args.room, lines, args.timeout)
 
     return _run(args, body)
 
 
 def cmd_dm(args: argparse.Namespace) -> int:
-    async def body(client: Any) -> int:
+    async def body(client: ChatClient) -> int:
         room = await client.open_dm(args.user)
         return await _send_lines(client, room, [args.text], args.timeout)
 
@@ -361,7 +366,7 @@ def _message_line(msg: Any) -> str:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    async def body(client: Any) -> int:
+    async def body(client: ChatClient) -> int:
         room = _resolve_room(client, args.room)
         for msg in await client.history(room, limit=args.limit):
             print(_message_json(msg) if args.json else _message_line(msg))
@@ -371,7 +376,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_rooms(args: argparse.Namespace) -> int:
-    async def body(client: Any) -> int:
+    async def body(client: ChatClient) -> int:
         for r in client.rooms():
             if args.json:
                 print(
@@ -394,16 +399,22 @@ def cmd_rooms(args: argparse.Namespace) -> int:
 
 
 def cmd_members(args: argparse.Namespace) -> int:
-    async def body(client: Any) -> int:
+    async def body(client: ChatClient) -> int:
         room = _resolve_room(client, args.room)
-        for user, admin in sorted(client.members(room).items()):
-            print(f"{user}{' (admin)' if admin else ''}")
+        for member in client.member_details(room):
+            marks = [
+                *(["admin"] if member.admin else []),
+                *([] if member.verified else ["unverified"]),
+                *(["KEY CHANGED"] if member.key_changed else []),
+            ]
+            shown = f" ({', '.join(marks)})" if marks else ""
+            print(f"{member.user}{shown}")
         return 0
 
     return _run(args, body)
 
 
-def _resolve_room(client: Any, room: str) -> str:
+def _resolve_room(client: ChatClient, room: str) -> str:
     from curvechat.protocol.limits import dm_room, is_user_name
 
     if room.startswith("@") and is_user_name(room[1:]):
@@ -415,7 +426,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     from curvechat.client import events as ev
     from curvechat.client.state import ConnState
 
-    async def body(client: Any) -> int:
+    async def body(client: ChatClient) -> int:
         room = _resolve_room(client, args.room)
         if client.cache.room(room) is None:
             raise CliError("no_such_room", f"you are not a member of {room}")
@@ -455,7 +466,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    async def body(client: Any) -> int:
+    async def body(client: ChatClient) -> int:
         if args.accept:
             info = await client.key_info(args.accept)
             if not info.changed:
@@ -463,12 +474,18 @@ def cmd_keys(args: argparse.Namespace) -> int:
             await client.accept_key(args.accept)
             print(f"accepted the new key of {args.accept}: {info.offered_fingerprint}")
             return 0
+        if args.verify:
+            info = client.verify_key(args.verify)
+            print(f"marked the key of {args.verify} as verified: {info.fingerprint}")
+            return 0
+        users = [args.user] if args.user else sorted(set(client.cache.pins()) - {client.me})
+        infos = [await client.key_info(user) for user in users]
         me = await client.key_info(client.me)
         print(f"you ({client.me}): {me.fingerprint}")
-        users = [args.user] if args.user else sorted(set(client.cache.pins()) - {client.me})
-        for user in users:
-            info = await client.key_info(user)
-            print(f"{user}: {info.fingerprint}")
+        for info in infos:
+            user = info.user
+            state = "verified" if info.verified else "unverified"
+            print(f"{user}: {info.fingerprint} ({state})")
             print(f"  safety number with {user}: {info.safety_number}")
             if info.changed:
                 print(f"  !! the key of {user} CHANGED to {info.offered_fingerprint}")
@@ -477,6 +494,21 @@ def cmd_keys(args: argparse.Namespace) -> int:
                     f"  !! compare it with {user} in person, then: curvechat keys --accept {user}"
                 )
         return 1 if any(u in client.key_changes() for u in users) else 0
+
+    return _run(args, body)
+
+
+def cmd_history_sharing(args: argparse.Namespace) -> int:
+    async def body(client: ChatClient) -> int:
+        room = _resolve_room(client, args.room)
+        if args.mode:
+            client.set_history_sharing(room, args.mode)
+        mode = client.history_sharing(room)
+        print(
+            f"{room}: members you add get "
+            + ("the whole history" if mode == "all" else "earlier messages only if verified")
+        )
+        return 0
 
     return _run(args, body)
 
@@ -615,6 +647,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("keys", cmd_keys, "fingerprints and safety numbers; accept a changed key")
     p.add_argument("user", nargs="?", help="show this user only")
     p.add_argument("--accept", metavar="USER", help="accept the changed key of USER")
+    p.add_argument(
+        "--verify",
+        metavar="USER",
+        help="mark the key of USER as verified, after comparing safety numbers",
+    )
+    p = add(
+        "history-sharing",
+        cmd_history_sharing,
+        "show or set whether members you add get the room's earlier messages",
+    )
+    p.add_argument("room")
+    p.add_argument("mode", nargs="?", choices=["all", "verified"])
     add("chat", cmd_chat, "the terminal chat client")
     p = add("tail", cmd_tail, "follow a room until interrupted")
     p.add_argument("room")
@@ -639,19 +683,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     if getattr(args, "limit", 1) < 1 or getattr(args, "timeout", 1) <= 0:
         _fail("bad_argument", "--limit and --timeout must be positive", EXIT_USAGE)
-    from curvechat.client.errors import ClientError, ServerRefused
+    from curvechat.client.errors import ServerRefused
     from curvechat.protocol import ProtocolError
+    from curvechat.protocol.errors import CurvechatError
 
     try:
         return int(args.func(args))
     except CliError as exc:
         _fail(exc.code, exc.message, exc.exit_code)
-    except ServerRefused as exc:
-        _fail(exc.code, exc.message, EXIT_FAIL)
-    except ProtocolError as exc:
+    except (ServerRefused, ProtocolError) as exc:
         _fail(str(exc.code), exc.message, EXIT_FAIL)
-    except ClientError as exc:
-        _fail(exc.code, str(exc), EXIT_FAIL)
+    except CurvechatError as exc:
+        _fail(str(exc.code), str(exc), EXIT_FAIL)
     except KeyboardInterrupt:
         return 130
 

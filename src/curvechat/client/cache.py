@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import nacl.encoding
@@ -24,7 +23,15 @@ import nacl.hash
 import nacl.secret
 import nacl.utils
 
-SCHEMA_VERSION = 1
+from curvechat.client.errors import ClientError
+from curvechat.client.model import CachedMessage, CachedRoom, OutboxItem
+from curvechat.client.trust.rules import EpochRecord
+from curvechat.client.trustrows import SCHEMA as TRUST_SCHEMA
+from curvechat.client.trustrows import TrustRows, migrate
+
+__all__ = ["Cache", "CacheError", "CachedMessage", "CachedRoom", "OutboxItem", "cache_key"]
+
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -34,14 +41,6 @@ CREATE TABLE IF NOT EXISTS rooms (
     head INTEGER NOT NULL DEFAULT 0,
     left INTEGER NOT NULL DEFAULT 0,
     unread INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS ops (
-    room TEXT NOT NULL, idx INTEGER NOT NULL, op BLOB NOT NULL, sig BLOB NOT NULL,
-    PRIMARY KEY (room, idx)
-);
-CREATE TABLE IF NOT EXISTS epoch_keys (
-    room TEXT NOT NULL, epoch INTEGER NOT NULL, after_op INTEGER NOT NULL,
-    sealed BLOB NOT NULL, stored_ms INTEGER NOT NULL, PRIMARY KEY (room, epoch)
 );
 CREATE TABLE IF NOT EXISTS messages (
     room TEXT NOT NULL, seq INTEGER NOT NULL, ts_ms INTEGER NOT NULL,
@@ -56,47 +55,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     room TEXT NOT NULL, txn TEXT NOT NULL UNIQUE, sealed BLOB NOT NULL,
     created_ms INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS pins (
-    user TEXT PRIMARY KEY, sign_pub BLOB NOT NULL, first_seen_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS key_changes (
-    user TEXT PRIMARY KEY, offered BLOB NOT NULL, seen_ms INTEGER NOT NULL
-);
 """
 
 
-class CacheError(Exception):
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class CachedMessage:
-    room: str
-    seq: int
-    ts_ms: int
-    sender: str
-    txn: str
-    sent_ms: int | None
-    text: str | None
-    error: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxItem:
-    id: int
-    room: str
-    txn: str
-    text: str
-    created_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class CachedRoom:
-    room: str
-    cursor: int
-    head: int
-    left: bool
-    unread: int
+class CacheError(ClientError):
+    code = "bad_cache"
 
 
 def cache_key(identity_seed: bytes) -> bytes:
@@ -109,13 +72,13 @@ def cache_key(identity_seed: bytes) -> bytes:
     )
 
 
-class Cache:
+class Cache(TrustRows):
     def __init__(self, path: Path, key: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._box = nacl.secret.SecretBox(key)
-        self._epoch_keys: dict[str, dict[int, tuple[int, bytes]]] = {}
+        self._epoch_keys: dict[str, dict[int, EpochRecord]] = {}
         """Opened epoch keys per room (read on every message, written rarely)."""
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -126,7 +89,8 @@ class Cache:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise CacheError(f"{path} was written by a newer curvechat (schema {version})")
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(_SCHEMA + TRUST_SCHEMA)
+            migrate(self._db)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise CacheError(f"cannot open the local cache {path}: {exc}") from exc
@@ -176,57 +140,6 @@ class Cache:
 
     def clear_unread(self, room: str) -> None:
         self._db.execute("UPDATE rooms SET unread=0 WHERE room=?", (room,))
-
-    # --- membership log ---------------------------------------------------------
-    def ops(self, room: str) -> list[tuple[bytes, bytes]]:
-        return [
-            (bytes(r[0]), bytes(r[1]))
-            for r in self._db.execute("SELECT op, sig FROM ops WHERE room=? ORDER BY idx", (room,))
-        ]
-
-    def add_ops(self, room: str, ops: list[tuple[int, bytes, bytes]]) -> None:
-        with self._tx():
-            self._db.executemany(
-                "INSERT OR REPLACE INTO ops (room, idx, op, sig) VALUES (?, ?, ?, ?)",
-                [(room, i, op, sig) for i, op, sig in ops],
-            )
-
-    def drop_ops(self, room: str) -> None:
-        self._db.execute("DELETE FROM ops WHERE room=?", (room,))
-
-    # --- epoch keys ---------------------------------------------------------------
-    def put_epoch_key(self, room: str, epoch: int, after_op: int, key: bytes) -> None:
-        self._epoch_keys.pop(room, None)
-        self._db.execute(
-            "INSERT OR IGNORE INTO epoch_keys (room, epoch, after_op, sealed, stored_ms)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (room, epoch, after_op, self._seal(key), int(time.time() * 1000)),
-        )
-
-    def epoch_usage(self, room: str, epoch: int) -> tuple[int, int]:
-        """(messages stored under `epoch`, when its key was stored, ms)."""
-        row = self._db.execute(
-            "SELECT stored_ms FROM epoch_keys WHERE room=? AND epoch=?", (room, epoch)
-        ).fetchone()
-        count = self._db.execute(
-            "SELECT COUNT(*) FROM messages WHERE room=? AND epoch=?", (room, epoch)
-        ).fetchone()[0]
-        return int(count), int(row[0]) if row else 0
-
-    def epoch_keys(self, room: str) -> dict[int, tuple[int, bytes]]:
-        """epoch -> (after_op, key)"""
-        cached = self._epoch_keys.get(room)
-        if cached is not None:
-            return dict(cached)
-        keys = {
-            r[0]: (r[1], self._open(r[2]))
-            for r in self._db.execute(
-                "SELECT epoch, after_op, sealed FROM epoch_keys WHERE room=? ORDER BY epoch",
-                (room,),
-            )
-        }
-        self._epoch_keys[room] = keys
-        return dict(keys)
 
     # --- messages -------------------------------------------------------------------
     def put_message(
@@ -356,48 +269,6 @@ class Cache:
 
     def dequeue(self, txn: str) -> None:
         self._db.execute("DELETE FROM outbox WHERE txn=?", (txn,))
-
-    # --- pins ----------------------------------------------------------------------------
-    def pin(self, user: str) -> bytes | None:
-        row = self._db.execute("SELECT sign_pub FROM pins WHERE user=?", (user,)).fetchone()
-        return None if row is None else bytes(row[0])
-
-    def set_pin(self, user: str, sign_pub: bytes) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO pins (user, sign_pub, first_seen_ms) VALUES (?, ?, ?)",
-            (user, sign_pub, int(time.time() * 1000)),
-        )
-
-    def record_key_change(self, user: str, offered: bytes) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO key_changes (user, offered, seen_ms) VALUES (?, ?, ?)",
-            (user, offered, int(time.time() * 1000)),
-        )
-
-    def key_changes(self) -> dict[str, bytes]:
-        """Users whose key differs from the pin, with the key now offered."""
-        return {
-            r[0]: bytes(r[1]) for r in self._db.execute("SELECT user, offered FROM key_changes")
-        }
-
-    def drop_key_change(self, user: str) -> None:
-        self._db.execute("DELETE FROM key_changes WHERE user=?", (user,))
-
-    def accept_key_change(self, user: str) -> bytes | None:
-        """Pin the offered key of `user`; returns it (None if no change)."""
-        offered = self.key_changes().get(user)
-        if offered is None:
-            return None
-        with self._tx():
-            self._db.execute(
-                "UPDATE pins SET sign_pub=?, first_seen_ms=? WHERE user=?",
-                (offered, int(time.time() * 1000), user),
-            )
-            self._db.execute("DELETE FROM key_changes WHERE user=?", (user,))
-        return offered
-
-    def pins(self) -> dict[str, bytes]:
-        return {r[0]: bytes(r[1]) for r in self._db.execute("SELECT user, sign_pub FROM pins")}
 
     # --- helpers -----------------------------------------------------------------------------
     def _tx(self) -> _Tx:

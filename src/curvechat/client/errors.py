@@ -1,20 +1,54 @@
-"""The client's exception tree.
+"""The one error tree a front end catches, with the code each carries.
+
+Everything the client side raises on purpose is a `CurvechatError`; a front
+end catches that one class and shows ``error [code]: message``. Anything
+else is a bug.
 
 ::
 
-    ClientError
-    ├── NotConnected        no live connection right now (the request was not sent)
-    ├── RequestTimeout      sent, but no reply in time: the outcome is unknown
-    ├── ServerRefused       the server answered with an error code
-    ├── KeyChanged          a peer's identity key differs from the pinned one
-    ├── UntrustedLog        a room's membership log failed verification
-    └── NotReady            the engine has no identity / server / room state for that
+    CurvechatError                     (curvechat.protocol.errors)
+    ├── ProtocolError                  code: the protocol ErrorCode
+    │   ├── LocalProtocolError         we were about to send something invalid
+    │   └── RemoteProtocolError        the peer sent something invalid
+    ├── ConnectStringError             bad_connect_string
+    ├── CryptoError                    crypto                (curvechat.crypto.errors)
+    │   ├── BadSignature               bad_signature
+    │   ├── DecryptError               decrypt_failed
+    │   ├── KeyFileError               bad_identity
+    │   │   └── WrongPassphrase        wrong_passphrase
+    │   └── MembershipError            the protocol ErrorCode of the broken rule
+    ├── StoreError                     store                 (server side only)
+    └── ClientError                    client_error
+        ├── NotConnected               not_connected: no live connection (the request was not sent)
+        ├── RequestTimeout             timeout: sent, but no reply in time (outcome unknown)
+        ├── ServerRefused              the ErrorCode the server answered with
+        ├── KeyChanged                 key_changed: a peer's identity key differs from the pin
+        ├── UntrustedLog               untrusted_log: a room's membership log failed verification
+        ├── NotReady                   refused before asking the server (codes below)
+        └── SetupFailed                bad_cache, no_curve: the client could not be opened
 """
 
 from __future__ import annotations
 
+from curvechat.protocol.errors import CurvechatError
 
-class ClientError(Exception):
+NOT_READY_CODES = (
+    "not_member",
+    "bad_name",
+    "bad_room",
+    "bad_value",
+    "empty",
+    "already_member",
+    "forbidden",
+    "no_key",
+    "no_key_change",
+    "no_such_message",
+    "no_such_user",
+    "key_changed",
+)
+
+
+class ClientError(CurvechatError):
     code = "client_error"
 
 
@@ -34,12 +68,13 @@ class ServerRefused(ClientError):
 
 
 class KeyChanged(ClientError):
+    code = "key_changed"
+
     def __init__(self, user: str, pinned: bytes, offered: bytes) -> None:
         super().__init__(
             f"the identity key of {user} changed (pinned {pinned.hex()[:16]}…, now "
             f"{offered.hex()[:16]}…); nothing will be encrypted to them until you accept it"
         )
-        self.code = "key_changed"
         self.user = user
         self.pinned = pinned
         self.offered = offered
@@ -50,10 +85,19 @@ class UntrustedLog(ClientError):
 
 
 class NotReady(ClientError):
-    """A command the engine refuses before asking the server, with a code
-    (not_member, bad_name, bad_room, empty, already_member, forbidden,
-    no_key, no_key_change, no_such_message)."""
+    """A command the engine refuses before asking the server, with one of
+    `NOT_READY_CODES`."""
 
     def __init__(self, message: str, code: str = "not_ready") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class SetupFailed(ClientError):
+    """The client could not be opened: bad_cache (the local cache is not a
+    curvechat cache, or from a newer version) or no_curve (libzmq lacks
+    CURVE, or is too old)."""
+
+    def __init__(self, message: str, code: str) -> None:
         super().__init__(message)
         self.code = code

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from curvechat.client.cache import CachedMessage
+from curvechat.client.model import CachedMessage
 from curvechat.client.state import ConnStatus
 
 

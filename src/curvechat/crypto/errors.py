@@ -2,7 +2,7 @@
 
 ::
 
-    CryptoError              anything this package refuses
+    CryptoError              anything this package refuses (a CurvechatError)
     ├── BadSignature         a signature (or the key meant to check it) is invalid
     ├── DecryptError         authenticated decryption failed, or bound fields differ
     ├── KeyFileError         the identity key file is unreadable, corrupt or unsupported
@@ -15,25 +15,33 @@ logs.
 
 from __future__ import annotations
 
-from curvechat.protocol.errors import ErrorCode
+from curvechat.protocol.errors import CurvechatError, ErrorCode
 
 
-class CryptoError(Exception):
+class CryptoError(CurvechatError):
     """Base of every error raised by `curvechat.crypto`."""
+
+    code = "crypto"
 
 
 class BadSignature(CryptoError):
     """A signature does not verify, or the public key is not a valid Ed25519 key."""
+
+    code = "bad_signature"
 
 
 class DecryptError(CryptoError):
     """Ciphertext failed authentication, or its authenticated contents contradict
     the fields it travelled with."""
 
+    code = "decrypt_failed"
+
 
 class KeyFileError(CryptoError):
     """The identity key file is missing, unreadable, corrupt or of an unsupported
     format."""
+
+    code = "bad_identity"
 
 
 class WrongPassphrase(KeyFileError):
@@ -43,9 +51,13 @@ class WrongPassphrase(KeyFileError):
     cannot tell a wrong key from a changed ciphertext.
     """
 
+    code = "wrong_passphrase"
+
 
 class MembershipError(CryptoError):
     """A membership op was refused; `code` is what a server replies with."""
+
+    code: ErrorCode
 
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(f"{code}: {message}")

@@ -440,6 +440,15 @@ class MemberState:
         return MemberState._make(self._room, op.index, head, members), op
 
 
+def epoch_is_stale(last_departure: int, epoch_after_op: int) -> bool:
+    """The one rule, shared by the server and every client, for "this epoch
+    may no longer be used": an epoch based on op `epoch_after_op` is stale once
+    a member departed (remove or leave) at a later op, because the departed
+    member holds its key. `last_departure` is the index of the room's latest
+    remove or leave op (-1: none)."""
+    return last_departure > epoch_after_op
+
+
 def replay(room: str, ops: Iterable[SignedOp]) -> MemberState:
     """The state of `room` after its whole log, checking every op.
 

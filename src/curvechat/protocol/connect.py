@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from curvechat.protocol.errors import CurvechatError
+
 Z85_KEY_LEN = 40
 _Z85_CHARS = re.escape(
     "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
@@ -19,8 +21,10 @@ _ENDPOINT_RE = re.compile(r"tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})"
 MAX_CONNECT_LEN = 4096
 
 
-class ConnectStringError(ValueError):
+class ConnectStringError(CurvechatError, ValueError):
     """The connect string is malformed; the message says which part."""
+
+    code = "bad_connect_string"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,10 @@
 
 ::
 
-    ProtocolError            anything wrong with a frame or a message
-    ├── LocalProtocolError   we were about to send something invalid
-    └── RemoteProtocolError  the peer sent something invalid
+    CurvechatError           the root of every error curvechat raises on purpose
+    └── ProtocolError        anything wrong with a frame or a message
+        ├── LocalProtocolError   we were about to send something invalid
+        └── RemoteProtocolError  the peer sent something invalid
 
 Expected refusals by a server are not exceptions on the wire: they travel as
 an `Error` reply carrying one of the `ErrorCode` values below, and the client
@@ -57,8 +58,18 @@ class ErrorCode(enum.StrEnum):
     """A bug on the server; the request had no effect that was acknowledged."""
 
 
-class ProtocolError(Exception):
+class CurvechatError(Exception):
+    """The root of every error curvechat raises on purpose (the tree is drawn
+    in `curvechat.client.errors`). `code` names it in one word, for exit
+    messages, logs and tests; `str()` says it in words, without secrets."""
+
+    code: str = "error"
+
+
+class ProtocolError(CurvechatError):
     """Base of every protocol error; carries the code a reply would use."""
+
+    code: ErrorCode
 
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(f"{code}: {message}")

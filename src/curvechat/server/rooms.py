@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from curvechat.crypto.membership import MemberState, replay
+from curvechat.crypto.membership import MemberState, epoch_is_stale, replay
 from curvechat.protocol import decode_member_op
 from curvechat.protocol.messages import SignedOp
 from curvechat.store import RoomRecord, Store
@@ -26,7 +26,7 @@ class RoomView:
 
     @property
     def epoch_is_stale(self) -> bool:
-        return self.last_departure > self.record.epoch_after_op
+        return epoch_is_stale(self.last_departure, self.record.epoch_after_op)
 
     def members(self) -> list[str]:
         return list(self.state.members)

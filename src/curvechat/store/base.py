@@ -19,9 +19,13 @@ from collections.abc import Sequence
 
 import msgspec
 
+from curvechat.protocol.errors import CurvechatError
 
-class StoreError(Exception):
+
+class StoreError(CurvechatError):
     """Base of the store's errors."""
+
+    code = "store"
 
 
 class StoreUnavailable(StoreError):

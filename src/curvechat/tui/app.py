@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
 from textual.app import App
@@ -19,6 +19,9 @@ from curvechat.client import events as ev
 from curvechat.tui.messages import EngineEvent
 from curvechat.tui.screens.chat import ChatScreen
 from curvechat.tui.settings import ChatSettings
+
+if TYPE_CHECKING:
+    from curvechat.client.engine import ChatClient
 
 log = logging.getLogger("curvechat.tui")
 
@@ -32,10 +35,10 @@ class CurvechatApp(App[int]):
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True)
     ]
 
-    def __init__(self, settings: ChatSettings, *, client: Any = None) -> None:
+    def __init__(self, settings: ChatSettings, *, client: ChatClient | None = None) -> None:
         super().__init__()
         self.settings = settings
-        self.client: Any = client
+        self.client: ChatClient | None = client
         self._owns_client = client is None
         self._closed = False
         self._server: str | None = None
@@ -52,10 +55,9 @@ class CurvechatApp(App[int]):
     # --- first run --------------------------------------------------------------------
     @work(group="setup", exclusive=True)
     async def _setup(self) -> None:
-        from curvechat.client.cache import Cache, CacheError, cache_key
-        from curvechat.client.engine import ChatClient
-        from curvechat.client.errors import KeyChanged
+        from curvechat.client.errors import ClientError
         from curvechat.client.home import Home
+        from curvechat.client.open import open_client
         from curvechat.crypto.errors import KeyFileError, WrongPassphrase
         from curvechat.crypto.identity import Identity
         from curvechat.crypto.keyfile import load_identity, seal_identity
@@ -104,22 +106,21 @@ class CurvechatApp(App[int]):
             except ConnectStringError as exc:
                 error, server = str(exc), None
         try:
-            cache = Cache(home.cache, cache_key(identity.sign_seed))
-            client = ChatClient(
+            client = open_client(
+                home,
                 identity,
-                cache,
                 addresses,
                 client_id="curvechat-tui",
                 **dict(self.settings.client_options),
             )
-        except (CacheError, KeyChanged) as exc:
-            self.notify(f"cannot open the local cache: {exc}", severity="error", timeout=30)
+        except ClientError as exc:
+            self.notify(f"cannot open the client: {exc} [{exc.code}]", severity="error", timeout=30)
             return
         self.client = client
         self._server = server
         await self._open_chat(client)
 
-    async def _open_chat(self, client: Any) -> None:
+    async def _open_chat(self, client: ChatClient) -> None:
         screen = ChatScreen(client, self.settings)
         self.chat = screen
 
@@ -143,10 +144,7 @@ class CurvechatApp(App[int]):
         if self._closed or not self._owns_client or self.client is None:
             return
         self._closed = True
-        try:
-            await self.client.close()
-        finally:
-            self.client.cache.close()
+        await self.client.close()
 
     async def action_quit(self) -> None:
         await self.close_client()
@@ -156,6 +154,6 @@ class CurvechatApp(App[int]):
         await self.close_client()
 
 
-def make_app(settings: ChatSettings, *, client: Any = None) -> CurvechatApp:
+def make_app(settings: ChatSettings, *, client: ChatClient | None = None) -> CurvechatApp:
     """The app for `settings`; with `client`, skip setup and show that engine."""
     return CurvechatApp(settings, client=client)

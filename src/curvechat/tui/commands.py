@@ -62,7 +62,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     ),
     CommandSpec(
         "keys",
-        "/keys [USER] | /keys accept USER",
+        "/keys [USER] | /keys accept USER | /keys verify USER",
         "fingerprints and safety numbers; accept a changed key",
         (("USER", "user", False), ("USER", "user", False)),
     ),
@@ -171,7 +171,7 @@ def complete(line: str, rooms: Iterable[str], users: Iterable[str]) -> str:
     words = tail.split(" ")
     index = len(words) - 1
     word = words[-1]
-    if spec.name == "keys" and words[0] == "accept" and index == 1:
+    if spec.name == "keys" and words[0] in ("accept", "verify") and index == 1:
         kind: ArgKind = "user"
     elif index < len(spec.args):
         kind = spec.args[index][1]

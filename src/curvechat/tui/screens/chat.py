@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
 from textual.app import ComposeResult
@@ -26,7 +26,7 @@ from curvechat.client.state import ConnState
 from curvechat.protocol import ProtocolError
 from curvechat.tui import commands as cmds
 from curvechat.tui.format import resolve_room, room_label
-from curvechat.tui.keys import accept_key, key_view, pending_changes
+from curvechat.tui.keys import accept_key, key_view, pending_changes, trust_mark
 from curvechat.tui.messages import EngineEvent, LineSubmitted, OlderWanted, RoomChosen
 from curvechat.tui.settings import ChatSettings, load_aliases, save_aliases
 from curvechat.tui.widgets.composer import Composer
@@ -38,6 +38,10 @@ log = logging.getLogger("curvechat.tui")
 
 NO_ROOM = ""
 BANNER_SECONDS = 10.0
+
+
+if TYPE_CHECKING:
+    from curvechat.client.engine import ChatClient
 
 
 class ChatScreen(Screen[None]):
@@ -53,7 +57,7 @@ class ChatScreen(Screen[None]):
         Binding("escape", "focus_input", "Input", id="input.focus", show=False),
     ]
 
-    def __init__(self, client: Any, settings: ChatSettings) -> None:
+    def __init__(self, client: ChatClient, settings: ChatSettings) -> None:
         super().__init__()
         self.client = client
         self.settings = settings
@@ -117,8 +121,9 @@ class ChatScreen(Screen[None]):
         members = self.query_one("#members", Static)
         if self.current:
             lines = [
-                f"{'★' if admin else ' '} {self.aliases.get(u, u)}"
-                for u, admin in sorted(self.client.members(self.current).items())
+                f"{'★' if m.admin else ' '} {self.aliases.get(m.user, m.user)}"
+                f"{trust_mark(m.verified, m.key_changed)}"
+                for m in self.client.member_details(self.current)
             ]
             members.update("Members\n" + "\n".join(lines))
         else:
@@ -476,8 +481,17 @@ class ChatScreen(Screen[None]):
             self.switch_room(room)
         elif name == "invite":
             room = self._need_room(inv)
-            await c.invite(room, args[0])
+            result = await c.invite(room, args[0])
             self.notice(f"added {args[0]} to {room_label(room, self.me)}")
+            if not result.verified:
+                self.notice(
+                    f"⚠ the key of {args[0]} is unverified (first seen through the server):"
+                    f" compare safety number {result.safety_number} with them, then"
+                    f" /keys verify {args[0]}",
+                    "error",
+                )
+            if not result.shared_history:
+                self.notice(f"{args[0]} gets no earlier messages (history: verified members only)")
         elif name == "remove":
             room = self._need_room(inv)
             if args[0] == self.me:
@@ -508,8 +522,9 @@ class ChatScreen(Screen[None]):
         elif name == "members":
             room = self._need_room(inv)
             people = [
-                f"{self.aliases.get(u, u)}{' (admin)' if admin else ''}"
-                for u, admin in sorted(c.members(room).items())
+                f"{self.aliases.get(m.user, m.user)}{' (admin)' if m.admin else ''}"
+                f"{trust_mark(m.verified, m.key_changed)}"
+                for m in c.member_details(room)
             ]
             self.notice(f"members of {room_label(room, self.me)}: {', '.join(people)}")
         elif name == "whois":
@@ -537,6 +552,13 @@ class ChatScreen(Screen[None]):
                 raise cmds.CommandError("/keys accept: missing USER; usage: /keys accept USER")
             await self._accept(args[1].lstrip("@"))
             return
+        if args and args[0] == "verify":
+            if len(args) < 2:
+                raise cmds.CommandError("/keys verify: missing USER; usage: /keys verify USER")
+            info = self.client.verify_key(args[1].lstrip("@"))
+            self.notice(f"the key of {info.user} is now marked verified ({info.fingerprint})")
+            self.refresh_rooms()
+            return
         if len(args) > 1:
             raise cmds.CommandError("/keys: too many arguments; usage: " + inv.spec.usage)
         if not args:
@@ -552,9 +574,12 @@ class ChatScreen(Screen[None]):
         view = await key_view(self.client, user)
         if view.fingerprint is None:
             raise cmds.CommandError(f"/keys: no key known for {user}; try /whois {user}")
-        self.notice(f"{user}: fingerprint {view.fingerprint}")
+        state = "verified" if view.verified else "unverified"
+        self.notice(f"{user}: fingerprint {view.fingerprint} ({state})")
         if view.safety_number:
             self.notice(f"safety number with {user}: {view.safety_number}")
+        if not view.verified and user != self.me:
+            self.notice(f"after comparing it with {user}: /keys verify {user}")
         if view.changed:
             self.notice(
                 f"⚠ {user} offers a NEW key {view.offered_fingerprint}; after checking the new "

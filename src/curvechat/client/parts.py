@@ -1,0 +1,60 @@
+"""What the engine's parts (sync, outbox, keys, commands) share: the
+connection, the trust core, the cache, one lock and the event sink.
+
+State changes (membership logs, keys, messages) happen under `lock`, in
+order, whichever part makes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from curvechat.client import events as ev
+from curvechat.client.errors import ServerRefused
+from curvechat.client.trust import TrustCore
+from curvechat.crypto.identity import Identity
+from curvechat.protocol import ErrorCode
+from curvechat.protocol import messages as m
+
+if TYPE_CHECKING:
+    from curvechat.client.cache import Cache
+
+EventHandler = Callable[[ev.Event], None]
+R = TypeVar("R", bound=m.AnyReply)
+
+
+class Requester(Protocol):
+    """The connection as the parts use it (tests may pass a double)."""
+
+    addresses: list[Any]
+
+    @property
+    def live(self) -> bool: ...
+    async def request(self, req: m.AnyRequest, timeout: float | None = None) -> m.AnyReply: ...
+    def drop(self, reason: str, *, failed: bool = False) -> None: ...
+
+
+@dataclass
+class Parts:
+    identity: Identity
+    cache: Cache
+    core: TrustCore
+    conn: Requester
+    emit: EventHandler
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def me(self) -> str:
+        return self.identity.user
+
+    async def ask(self, req: m.AnyRequest, kind: type[R]) -> R:
+        """Send `req` and return its reply, which must be a `kind`."""
+        reply = await self.conn.request(req)
+        if not isinstance(reply, kind):
+            raise ServerRefused(
+                ErrorCode.BAD_FRAME, f"expected {kind.__name__}, got {type(reply).__name__}"
+            )
+        return reply

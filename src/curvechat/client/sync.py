@@ -1,0 +1,219 @@
+"""Sync and gap fill: bring rooms, logs, keys and messages up to date.
+
+After every (re)connection `full` lists the rooms, brings each room's
+verified log and keys up to date and fetches everything past each room's
+cursor; pushes are handled in order by `handle_push`, and a gap in pushed
+sequence numbers is fetched (the Clone pattern). Every reply goes through
+the trust core, which decides what is believed; this part only asks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from curvechat.client import events as ev
+from curvechat.client.errors import KeyChanged, ServerRefused, UntrustedLog
+from curvechat.client.model import CachedMessage
+from curvechat.client.parts import Parts
+from curvechat.protocol import ErrorCode
+from curvechat.protocol import messages as m
+from curvechat.protocol.limits import MAX_BATCH, MAX_PAGE
+
+GONE = (ErrorCode.NOT_MEMBER, ErrorCode.NO_SUCH_ROOM)
+
+
+def by_seq(items: list[m.StoredMessage]) -> list[m.StoredMessage]:
+    """A page in seq order, whatever order the server sent it in."""
+    return sorted(items, key=lambda item: item.seq)
+
+
+class Sync:
+    def __init__(self, parts: Parts) -> None:
+        self.p = parts
+
+    async def full(self) -> int:
+        """The sync after a (re)connection. Lock held. Returns the number of
+        messages it brought in."""
+        reply = await self.p.ask(m.ListRooms(), m.RoomList)
+        plan = self.p.core.listing(reply.rooms)
+        for info in reply.rooms:
+            self.p.cache.set_head(info.room, info.head)
+        for room in plan.fetch_ops:
+            with contextlib.suppress(UntrustedLog):  # told as a Problem; the others go on
+                await self.refresh_ops(room)
+        for room, min_epoch in plan.fetch_keys.items():
+            await self.fetch_keys(room, min_epoch)
+        await self.audit_directory()
+        count = 0
+        rooms = [r.room for r in self.p.cache.rooms()]
+        # One request names at most MAX_BATCH rooms: sync them a batch at a time.
+        for start in range(0, max(len(rooms), 1), MAX_BATCH):
+            names = rooms[start : start + MAX_BATCH]
+            while True:
+                cursors = {r.room: r.cursor for r in self.p.cache.rooms() if r.room in names}
+                batch = await self.p.ask(
+                    m.Sync(cursors=cursors, limit=MAX_PAGE, only=len(rooms) > MAX_BATCH),
+                    m.SyncReply,
+                )
+                for msgs in batch.rooms:
+                    if msgs.room not in cursors:
+                        continue  # not asked for
+                    self.p.cache.set_head(msgs.room, msgs.head)
+                    for item in by_seq(msgs.items):
+                        count += await self.ingest(msgs.room, item, live=False)
+                if not batch.more:
+                    break
+        return count
+
+    async def audit_directory(self) -> None:
+        """Compare the directory's keys of everyone we share a room with to
+        our pins: a server that substitutes a key is noticed at every sync."""
+        core = self.p.core
+        peers = sorted(
+            {u for r in self.p.cache.rooms() for u in core.log(r.room).state.members} - {self.p.me}
+        )
+        for start in range(0, len(peers), MAX_BATCH):
+            reply = await self.p.ask(m.Lookup(users=peers[start : start + MAX_BATCH]), m.Directory)
+            for entry in reply.users:
+                if entry.user in peers:
+                    with contextlib.suppress(KeyChanged):
+                        core.check_pin(entry.user, entry.sign_pub, directory=True)
+
+    async def refresh_ops(self, room: str) -> bool:
+        """Fetch and verify the ops past our log's head. Lock held. Returns
+        False if the server no longer serves the room to us."""
+        core = self.p.core
+        while True:
+            index = core.log(room).index
+            try:
+                reply = await self.p.ask(m.Members(room=room, after=index), m.MemberLog)
+            except ServerRefused as exc:
+                if exc.code in GONE:
+                    core.withdrawn(room)
+                    return False
+                raise
+            if reply.room != room:
+                raise UntrustedLog(f"{room}: the server answered with the log of {reply.room}")
+            core.feed_ops(room, reply.ops)
+            if len(reply.ops) < MAX_PAGE or core.log(room).index == index:
+                return True
+
+    async def refresh(self, room: str) -> None:
+        """Bring the verified log and the epoch keys of `room` up to date.
+        Lock held. Raises UntrustedLog if the log does not verify."""
+        if await self.refresh_ops(room):
+            held = self.p.core.held(room)
+            await self.fetch_keys(room, max(held) + 1 if held else 0)
+
+    async def fetch_keys(self, room: str, min_epoch: int) -> None:
+        while True:
+            try:
+                reply = await self.p.ask(m.FetchKeys(room=room, min_epoch=min_epoch), m.KeyPackets)
+            except ServerRefused as exc:
+                if exc.code in GONE:
+                    return
+                raise
+            self.p.core.feed_packets(room, reply.packets)
+            top = max((p.epoch for p in reply.packets), default=min_epoch - 1)
+            if len(reply.packets) < MAX_PAGE or top < min_epoch:
+                return
+            min_epoch = top + 1
+
+    async def ingest(self, room: str, item: m.StoredMessage, *, live: bool) -> int:
+        """Verify, decrypt and store one message; 1 if it was new. Lock held."""
+        cache, core = self.p.cache, self.p.core
+        if cache.has_message(room, item.seq):
+            return 0
+        env = item.envelope
+        if env.room == room and core.needs_refresh(room, env):
+            with contextlib.suppress(UntrustedLog):
+                await self.refresh(room)
+        opened = core.open(room, item.seq, env)
+        mine = env.sender == self.p.me
+        stored = cache.put_message(
+            room,
+            item.seq,
+            item.ts,
+            env.sender,
+            env.txn,
+            opened.sent_ms,
+            opened.text,
+            opened.error,
+            count_unread=not mine,
+            epoch=env.epoch,
+        )
+        if not stored:
+            return 0
+        msg = CachedMessage(
+            room, item.seq, item.ts, env.sender, env.txn, opened.sent_ms, opened.text, opened.error
+        )
+        self.p.emit(ev.MessageReceived(msg, mine=mine, live=live))
+        return 1
+
+    async def handle_push(self, msg: m.AnyReply) -> None:
+        """One push from the server, in order. Lock held."""
+        cache = self.p.cache
+        if isinstance(msg, m.RoomPush):
+            if msg.reason == "removed":
+                # Only a hint: the room is hidden until a listing shows it again (R3).
+                self.p.core.withdrawn(msg.room)
+                return
+            await self.refresh(msg.room)
+            joined = cache.room(msg.room)
+            if joined is not None and not joined.left:
+                await self.catch_up(msg.room, joined.cursor)
+            self.p.emit(ev.RoomUpdated(msg.room, msg.reason))
+            return
+        if not isinstance(msg, m.MessagePush):
+            return
+        room = msg.room
+        cached = cache.room(room)
+        if cached is None or cached.left:
+            await self.refresh(room)
+            cached = cache.room(room)
+            if cached is None or cached.left:
+                return
+        seq = msg.message.seq
+        if seq <= cached.cursor:
+            return
+        if seq > cached.cursor + 1:
+            await self.fill_gap(room, cached.cursor, seq)
+        await self.ingest(room, msg.message, live=True)
+
+    async def catch_up(self, room: str, cursor: int) -> None:
+        """Fetch everything after `cursor` (a room we just joined or rejoined)."""
+        while True:
+            reply = await self.p.ask(m.History(room=room, after=cursor, limit=MAX_PAGE), m.Messages)
+            self.p.cache.set_head(room, reply.head)
+            for item in by_seq(reply.items):
+                await self.ingest(room, item, live=False)
+            top = max((item.seq for item in reply.items), default=cursor)
+            if top <= cursor or top >= reply.head:
+                return  # done, or a server that makes no progress
+            cursor = top
+
+    async def fill_gap(self, room: str, cursor: int, upto: int) -> None:
+        """Fetch the messages between the cursor and a pushed seq (Clone pattern)."""
+        while cursor < upto - 1:
+            reply = await self.p.ask(
+                m.History(room=room, after=cursor, limit=min(MAX_PAGE, upto - 1 - cursor)),
+                m.Messages,
+            )
+            if not reply.items:
+                return
+            for item in by_seq(reply.items):
+                await self.ingest(room, item, live=False)
+            top = max(item.seq for item in reply.items)
+            if top <= cursor:
+                return  # a server that makes no progress
+            cursor = top
+
+    async def older(self, room: str, before: int | None, limit: int) -> None:
+        """Fetch a page of older history into the cache (lock taken here)."""
+        reply = await self.p.ask(
+            m.History(room=room, before=before, limit=min(limit, MAX_PAGE)), m.Messages
+        )
+        async with self.p.lock:
+            self.p.cache.set_head(room, reply.head)
+            for item in by_seq(reply.items):
+                await self.ingest(room, item, live=False)

@@ -1,0 +1,343 @@
+"""The client's trust core: the verified state of every room, changed only by
+feeding it what a server sent, and every decision about it.
+
+The engine around it does the I/O: it asks the server for ops, key packets
+and messages, feeds the replies in here, and acts on what comes back (a key
+to encrypt under, a rotation to make, a message to show, a problem to tell
+the user). Each decision is one of the rule tables in `rules.py`; the core
+only gathers the context for a table and applies its verdict.
+
+This module must never do I/O of its own, nor import a transport: the store
+it is given is its only memory, and everything it believes follows from a
+signature it checked (`docs/security.md`, "Trust rules").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from curvechat.client import events as ev
+from curvechat.client.errors import KeyChanged, NotReady, UntrustedLog
+from curvechat.client.model import CachedRoom, Pin
+from curvechat.client.trust import rules
+from curvechat.client.trust.log import RoomLog
+from curvechat.client.trust.rules import EpochRecord
+from curvechat.crypto.envelope import Plaintext, open_message
+from curvechat.crypto.errors import CryptoError, MembershipError
+from curvechat.crypto.identity import Identity
+from curvechat.crypto.roomkeys import EpochKey, new_epoch_key, wrap_epoch_key
+from curvechat.protocol import messages as m
+
+
+class TrustStore(Protocol):
+    """What the core keeps between runs (the client's cache implements it)."""
+
+    def ops(self, room: str) -> list[tuple[bytes, bytes]]: ...
+    def add_ops(self, room: str, ops: list[tuple[int, bytes, bytes]]) -> None: ...
+    def drop_ops(self, room: str) -> None: ...
+    def epoch_records(self, room: str) -> dict[int, EpochRecord]: ...
+    def put_epoch_key(
+        self, room: str, epoch: int, after_op: int, key: bytes, sender: str | None
+    ) -> None: ...
+    def epoch_usage(self, room: str, epoch: int) -> tuple[int, int]: ...
+    def pin(self, user: str) -> bytes | None: ...
+    def pin_record(self, user: str) -> Pin | None: ...
+    def set_pin(self, user: str, sign_pub: bytes, *, verified: bool = False) -> None: ...
+    def key_changes(self) -> dict[str, bytes]: ...
+    def record_key_change(self, user: str, offered: bytes) -> None: ...
+    def drop_key_change(self, user: str) -> None: ...
+    def seen_txn(self, room: str, sender: str, txn: str) -> int | None: ...
+    def mark_replay(self, room: str, seq: int, original: int) -> None: ...
+    def room(self, room: str) -> CachedRoom | None: ...
+    def rooms(self, *, include_left: bool = False) -> list[CachedRoom]: ...
+    def ensure_room(self, room: str) -> None: ...
+    def set_left(self, room: str, left: bool) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Rotate:
+    """Decision: make a new epoch before encrypting, because `rule` forbids
+    the current one (or none is held)."""
+
+    epoch: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """Decision about one stored message: its text, or why it is not shown."""
+
+    sender: str
+    text: str | None
+    sent_ms: int | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ListingPlan:
+    """What to fetch after a room listing: the server's claims (R2) decide
+    only this."""
+
+    fetch_ops: list[str]
+    fetch_keys: dict[str, int]
+    """room -> the lowest epoch to ask for."""
+
+
+EventSink = Callable[[ev.Event], None]
+
+
+class TrustCore:
+    def __init__(self, identity: Identity, store: TrustStore, on_event: EventSink) -> None:
+        self.identity = identity
+        self.me = identity.user
+        self.store = store
+        self._emit = on_event
+        self._logs: dict[str, RoomLog] = {}
+        pinned = store.pin(self.me)
+        if pinned is None:
+            store.set_pin(self.me, identity.sign_pub, verified=True)
+        elif pinned != identity.sign_pub:
+            raise KeyChanged(self.me, pinned, identity.sign_pub)
+
+    # --- the verified log ------------------------------------------------------
+    def log(self, room: str) -> RoomLog:
+        log = self._logs.get(room)
+        if log is None:
+            log = self._logs[room] = self._load(room)
+        return log
+
+    def _load(self, room: str) -> RoomLog:
+        log = RoomLog.empty(room)
+        for op_bytes, sig in self.store.ops(room):
+            try:
+                log.apply(m.SignedOp(op=op_bytes, sig=sig))
+            except MembershipError as exc:
+                self._emit(ev.Problem(room, f"local membership log is invalid: {exc}"))
+                self.store.drop_ops(room)
+                return RoomLog.empty(room)
+        return log
+
+    def feed_ops(self, room: str, ops: Iterable[m.SignedOp]) -> RoomLog:
+        """Extend the verified log of `room` by `ops` (a reply to `Members`).
+        Ops that verify are kept up to the first that does not; that one
+        raises UntrustedLog (told as a Problem). Keys recorded in the log are
+        checked against the pins (P1, P2)."""
+        log = self.log(room)
+        accepted: list[tuple[int, bytes, bytes]] = []
+        try:
+            for signed in ops:
+                op = log.apply(signed)
+                accepted.append((op.index, signed.op, signed.sig))
+                if op.kind in ("create", "add"):
+                    self.check_pin(op.target, op.target_key)
+        except (MembershipError, KeyChanged) as exc:
+            self._emit(ev.Problem(room, f"membership log rejected: {exc}"))
+            raise UntrustedLog(f"{room}: {exc}") from exc
+        finally:
+            if accepted:
+                self.store.add_ops(room, accepted)
+                self.store.ensure_room(room)
+        self.settle(room)
+        return log
+
+    def settle(self, room: str) -> bool:
+        """R1: the room counts as joined exactly when the verified log makes us
+        a member. Returns whether it is joined."""
+        joined = self.log(room).is_member(self.me)
+        cached = self.store.room(room)
+        if cached is None or cached.left == joined:
+            self.store.set_left(room, not joined)
+        return joined
+
+    def withdrawn(self, room: str) -> None:
+        """R3: the server no longer serves `room` to us (we were removed, or it
+        hides the room). Hidden; the log and keys stay."""
+        cached = self.store.room(room)
+        if cached is not None and not cached.left:
+            self.store.set_left(room, True)
+            self._emit(ev.RoomUpdated(room, "removed"))
+
+    def listing(self, infos: Iterable[m.RoomInfo]) -> ListingPlan:
+        """A room listing: rooms no longer listed are hidden (R3); listed
+        rooms whose log or keys may have moved on are to be fetched (R2).
+        Whether a listed room is joined waits for its log (R1)."""
+        listed = {info.room: info for info in infos}
+        for cached in self.store.rooms():
+            if cached.room not in listed:
+                self.withdrawn(cached.room)
+        plan = ListingPlan(fetch_ops=[], fetch_keys={})
+        for room, info in listed.items():
+            self.store.ensure_room(room)
+            log = self.log(room)
+            if info.op_head > log.index or not log.is_member(self.me):
+                plan.fetch_ops.append(room)
+            else:
+                self.settle(room)
+            held = self.held(room)
+            if info.epoch not in held:
+                plan.fetch_keys[room] = max(held) + 1 if held else 0
+        return plan
+
+    # --- epoch keys ----------------------------------------------------------------
+    def held(self, room: str) -> dict[int, EpochRecord]:
+        return self.store.epoch_records(room)
+
+    def feed_packets(self, room: str, packets: Iterable[m.KeyPacket]) -> int:
+        """Key packets fetched for `room`: each is filed only if every packet
+        rule (K1-K7) holds; a refused one is told as a Problem. Returns how
+        many were filed."""
+        filed = 0
+        log = self.log(room)
+        for packet in packets:
+            ctx = rules.PacketCtx(
+                identity=self.identity, room=room, packet=packet, log=log, held=self.held(room)
+            )
+            broken = rules.check_packet(ctx)
+            if broken is not None:
+                self._emit(
+                    ev.Problem(
+                        room,
+                        f"key packet for {packet.room} epoch {packet.epoch} from "
+                        f"{packet.sender} refused ({broken.id}: requires that {broken.says})",
+                    )
+                )
+                continue
+            key = ctx.opened
+            assert key is not None and key.room == room
+            if key.epoch not in ctx.held:
+                self.store.put_epoch_key(room, key.epoch, key.after_op, key.key, packet.sender)
+                filed += 1
+        return filed
+
+    def encryption_key(
+        self, room: str, *, now_ms: int, max_messages: int, max_age_ms: int
+    ) -> EpochRecord | Rotate:
+        """The epoch key to encrypt a message for `room` under, or the
+        rotation to make first. Raises NotReady (not a member, no key) or
+        KeyChanged (P2)."""
+        log = self.log(room)
+        if not log.is_member(self.me):
+            raise NotReady(f"you are not a member of {room}", "not_member")
+        self.refuse_if_key_changed(room)
+        held = self.held(room)
+        if not held:
+            raise NotReady(f"no key for room {room} yet", "no_key")
+        current = held[max(held)]
+        broken = rules.check_encrypt(rules.EncryptCtx(me=self.me, log=log, current=current))
+        if broken is not None:
+            return Rotate(current.epoch + 1, f"{broken.id}: requires that {broken.says}")
+        used, since_ms = self.store.epoch_usage(room, current.epoch)
+        if used >= max_messages or now_ms - since_ms >= max_age_ms:
+            # Epoch hygiene (as Megolm): a leaked epoch key exposes at most
+            # this many messages, or this much time.
+            return Rotate(current.epoch + 1, "epoch used up")
+        return current
+
+    def new_epoch(self, room: str, epoch: int) -> tuple[EpochKey, list[m.KeyPacket]]:
+        """A fresh key for `epoch` of `room`, based on the log's head, boxed for
+        exactly the current members under their logged (and pinned) keys."""
+        log = self.log(room)
+        key = new_epoch_key(room, epoch, log.index)
+        return key, self.wrap_for(key, self.member_keys(room))
+
+    def wrap_for(self, key: EpochKey, recipients: dict[str, bytes]) -> list[m.KeyPacket]:
+        return [
+            wrap_epoch_key(self.identity, key, user, pub)
+            for user, pub in sorted(recipients.items())
+        ]
+
+    def own_epoch(self, key: EpochKey) -> None:
+        """An epoch key we made, once the server took it."""
+        self.store.put_epoch_key(key.room, key.epoch, key.after_op, key.key, self.me)
+
+    def history_for(self, room: str, user: str, user_key: bytes) -> list[m.KeyPacket]:
+        """Every epoch key we hold for `room`, boxed for a member we add."""
+        return [
+            wrap_epoch_key(
+                self.identity,
+                EpochKey(room=room, epoch=r.epoch, after_op=r.after_op, key=r.key),
+                user,
+                user_key,
+            )
+            for r in sorted(self.held(room).values(), key=lambda r: r.epoch)
+        ]
+
+    # --- messages ----------------------------------------------------------------------
+    def needs_refresh(self, room: str, env: m.Envelope) -> bool:
+        """Whether the log or keys may be behind for this envelope."""
+        return env.epoch not in self.held(room) or env.sender not in self.log(room).logged_keys
+
+    def open(self, room: str, seq: int, env: m.Envelope) -> Opened:
+        """Decide whether a stored message is shown (M1-M6) and decrypt it."""
+        log, held = self.log(room), self.held(room)
+        broken = rules.check_message(rules.MessageCtx(room=room, envelope=env, log=log, held=held))
+        if broken is not None:
+            return Opened(env.sender, None, None, f"refused ({broken.id}: {broken.says})")
+        try:
+            plain: Plaintext = open_message(
+                env, key=held[env.epoch].key, sender_sign_pub=log.logged_keys[env.sender]
+            )
+        except CryptoError as exc:
+            return Opened(
+                env.sender, None, None, f"failed to verify or decrypt: {type(exc).__name__}"
+            )
+        earlier = self.store.seen_txn(room, env.sender, env.txn)
+        if earlier is not None and earlier < seq:
+            return Opened(env.sender, None, None, f"replay of message {earlier}")
+        if earlier is not None and earlier > seq:
+            # The copy came first: the lower seq is the original.
+            self.store.mark_replay(room, earlier, seq)
+            self._emit(ev.Problem(room, f"message {earlier} was a replay of {seq}"))
+        return Opened(env.sender, plain.text, plain.ts, None)
+
+    # --- pins ------------------------------------------------------------------------------
+    def check_pin(self, user: str, key: bytes, *, directory: bool = False) -> None:
+        """P1: pin `key` for `user` on first sight, unverified. P2: on a
+        different key, record the change (once), tell the front end, and raise
+        KeyChanged. When the directory shows the pinned key again, a pending
+        change is dropped: there is nothing left to accept."""
+        pinned = self.store.pin(user)
+        if pinned is None:
+            self.store.set_pin(user, key)
+        elif pinned == key:
+            if directory and user in self.store.key_changes():
+                self.store.drop_key_change(user)
+                self._emit(
+                    ev.Problem(
+                        None,
+                        f"the server shows the pinned key of {user} again; the pending key "
+                        "change was dropped (compare safety numbers if in doubt)",
+                    )
+                )
+        else:
+            if self.store.key_changes().get(user) != key:
+                self.store.record_key_change(user, key)
+                self._emit(ev.KeyChangeDetected(user))
+            raise KeyChanged(user, pinned, key)
+
+    def verified(self, user: str) -> bool:
+        pin = self.store.pin_record(user)
+        return pin is not None and pin.verified
+
+    def member_keys(self, room: str) -> dict[str, bytes]:
+        """The current members' logged keys, each checked against its pin."""
+        keys = {}
+        for user, member in self.log(room).state.members.items():
+            self.check_pin(user, member.key)
+            keys[user] = member.key
+        return keys
+
+    def key_change_in(self, room: str) -> str | None:
+        changes = self.store.key_changes()
+        for user in self.log(room).state.members:
+            if user in changes:
+                return user
+        return None
+
+    def refuse_if_key_changed(self, room: str) -> None:
+        user = self.key_change_in(room)
+        if user is not None:
+            pinned = self.store.pin(user) or b""
+            raise KeyChanged(user, pinned, self.store.key_changes()[user])

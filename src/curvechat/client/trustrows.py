@@ -1,0 +1,170 @@
+"""The cache's rows that the trust core reads and writes: verified membership
+ops, epoch keys (sealed) with who gave them to us, identity pins with their
+verified flag, and pending key changes.
+
+A mixin of `Cache`: it shares the cache's connection and sealing key. The
+trust core sees these methods only through its `TrustStore` protocol.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any
+
+from curvechat.client.model import Pin
+from curvechat.client.trust.rules import EpochRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS ops (
+    room TEXT NOT NULL, idx INTEGER NOT NULL, op BLOB NOT NULL, sig BLOB NOT NULL,
+    PRIMARY KEY (room, idx)
+);
+CREATE TABLE IF NOT EXISTS epoch_keys (
+    room TEXT NOT NULL, epoch INTEGER NOT NULL, after_op INTEGER NOT NULL,
+    sealed BLOB NOT NULL, stored_ms INTEGER NOT NULL, sender TEXT,
+    PRIMARY KEY (room, epoch)
+);
+CREATE TABLE IF NOT EXISTS pins (
+    user TEXT PRIMARY KEY, sign_pub BLOB NOT NULL, first_seen_ms INTEGER NOT NULL,
+    verified INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS key_changes (
+    user TEXT PRIMARY KEY, offered BLOB NOT NULL, seen_ms INTEGER NOT NULL
+);
+"""
+
+MIGRATIONS = (
+    # schema 1 -> 2: who gave us each epoch key; pins the user verified
+    ("epoch_keys", "sender", "ALTER TABLE epoch_keys ADD COLUMN sender TEXT"),
+    ("pins", "verified", "ALTER TABLE pins ADD COLUMN verified INTEGER NOT NULL DEFAULT 0"),
+)
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    for table, column, sql in MIGRATIONS:
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in columns:
+            db.execute(sql)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class TrustRows:
+    _db: sqlite3.Connection
+    _seal: Callable[[bytes], bytes]
+    _open: Callable[[bytes], bytes]
+    _epoch_keys: dict[str, dict[int, EpochRecord]]
+    _tx: Callable[[], Any]
+
+    # --- membership log ---------------------------------------------------------
+    def ops(self, room: str) -> list[tuple[bytes, bytes]]:
+        return [
+            (bytes(r[0]), bytes(r[1]))
+            for r in self._db.execute("SELECT op, sig FROM ops WHERE room=? ORDER BY idx", (room,))
+        ]
+
+    def add_ops(self, room: str, ops: list[tuple[int, bytes, bytes]]) -> None:
+        with self._tx():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO ops (room, idx, op, sig) VALUES (?, ?, ?, ?)",
+                [(room, i, op, sig) for i, op, sig in ops],
+            )
+
+    def drop_ops(self, room: str) -> None:
+        self._db.execute("DELETE FROM ops WHERE room=?", (room,))
+
+    # --- epoch keys ---------------------------------------------------------------
+    def put_epoch_key(
+        self, room: str, epoch: int, after_op: int, key: bytes, sender: str | None
+    ) -> None:
+        self._epoch_keys.pop(room, None)
+        self._db.execute(
+            "INSERT OR IGNORE INTO epoch_keys (room, epoch, after_op, sealed, stored_ms, sender)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (room, epoch, after_op, self._seal(key), _now_ms(), sender),
+        )
+
+    def epoch_usage(self, room: str, epoch: int) -> tuple[int, int]:
+        """(messages stored under `epoch`, when its key was stored, ms)."""
+        row = self._db.execute(
+            "SELECT stored_ms FROM epoch_keys WHERE room=? AND epoch=?", (room, epoch)
+        ).fetchone()
+        count = self._db.execute(
+            "SELECT COUNT(*) FROM messages WHERE room=? AND epoch=?", (room, epoch)
+        ).fetchone()[0]
+        return int(count), int(row[0]) if row else 0
+
+    def epoch_records(self, room: str) -> dict[int, EpochRecord]:
+        cached = self._epoch_keys.get(room)
+        if cached is None:
+            cached = {
+                r[0]: EpochRecord(epoch=r[0], after_op=r[1], key=self._open(r[2]), sender=r[3])
+                for r in self._db.execute(
+                    "SELECT epoch, after_op, sealed, sender FROM epoch_keys WHERE room=?"
+                    " ORDER BY epoch",
+                    (room,),
+                )
+            }
+            self._epoch_keys[room] = cached
+        return dict(cached)
+
+    def epoch_keys(self, room: str) -> dict[int, tuple[int, bytes]]:
+        """epoch -> (after_op, key)"""
+        return {e: (r.after_op, r.key) for e, r in self.epoch_records(room).items()}
+
+    # --- pins ----------------------------------------------------------------------------
+    def pin(self, user: str) -> bytes | None:
+        row = self._db.execute("SELECT sign_pub FROM pins WHERE user=?", (user,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def pin_record(self, user: str) -> Pin | None:
+        row = self._db.execute(
+            "SELECT user, sign_pub, verified, first_seen_ms FROM pins WHERE user=?", (user,)
+        ).fetchone()
+        return None if row is None else Pin(row[0], bytes(row[1]), bool(row[2]), row[3])
+
+    def set_pin(self, user: str, sign_pub: bytes, *, verified: bool = False) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO pins (user, sign_pub, first_seen_ms, verified)"
+            " VALUES (?, ?, ?, ?)",
+            (user, sign_pub, _now_ms(), int(verified)),
+        )
+
+    def set_verified(self, user: str, verified: bool) -> None:
+        self._db.execute("UPDATE pins SET verified=? WHERE user=?", (int(verified), user))
+
+    def record_key_change(self, user: str, offered: bytes) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO key_changes (user, offered, seen_ms) VALUES (?, ?, ?)",
+            (user, offered, _now_ms()),
+        )
+
+    def key_changes(self) -> dict[str, bytes]:
+        """Users whose key differs from the pin, with the key now offered."""
+        return {
+            r[0]: bytes(r[1]) for r in self._db.execute("SELECT user, offered FROM key_changes")
+        }
+
+    def drop_key_change(self, user: str) -> None:
+        self._db.execute("DELETE FROM key_changes WHERE user=?", (user,))
+
+    def accept_key_change(self, user: str) -> bytes | None:
+        """Pin the offered key of `user` (not verified: accepting is not
+        comparing); returns it (None if no change was pending)."""
+        offered = self.key_changes().get(user)
+        if offered is None:
+            return None
+        with self._tx():
+            self._db.execute(
+                "UPDATE pins SET sign_pub=?, first_seen_ms=?, verified=0 WHERE user=?",
+                (offered, _now_ms(), user),
+            )
+            self._db.execute("DELETE FROM key_changes WHERE user=?", (user,))
+        return offered
+
+    def pins(self) -> dict[str, bytes]:
+        return {r[0]: bytes(r[1]) for r in self._db.execute("SELECT user, sign_pub FROM pins")}

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,29 +26,24 @@ from curvechat.client.connection import Connection
 from curvechat.client.errors import (
     ClientError,
     NotConnected,
-    NotReady,
     RequestTimeout,
     ServerRefused,
 )
 from curvechat.client.keys import KeyInfo, Keys
-from curvechat.client.outbox import Outbox, now_ms
+from curvechat.client.outbox import Outbox
 from curvechat.client.parts import EventHandler, Parts, Requester
+from curvechat.client.rooms import InviteResult, RoomCommands
 from curvechat.client.state import ConnState, ConnStatus
 from curvechat.client.sync import Sync
-from curvechat.client.trust import RoomLog, TrustCore
-from curvechat.crypto.identity import Identity, safety_number
-from curvechat.crypto.membership import sign_op
-from curvechat.crypto.roomkeys import EpochKey, new_epoch_key
+from curvechat.client.trust import TrustCore
+from curvechat.crypto.identity import Identity
 from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ServerAddress
-from curvechat.protocol.limits import dm_members, dm_room, is_room_id
 
 __all__ = ["ChatClient", "InviteResult", "KeyInfo", "MemberInfo", "RoomSummary"]
 
 log = logging.getLogger("curvechat.client")
-
-HISTORY_MODES = ("all", "verified")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,15 +64,6 @@ class MemberInfo:
     verified: bool
     """The user compared safety numbers with this member (`keys --verify`)."""
     key_changed: bool
-
-
-@dataclass(frozen=True, slots=True)
-class InviteResult:
-    user: str
-    verified: bool
-    safety_number: str
-    """Compare this with the invitee before trusting the invite went to them."""
-    shared_history: bool
 
 
 class ChatClient:
@@ -121,6 +106,7 @@ class ChatClient:
             rotate_after_seconds=rotate_after_seconds,
         )
         self.keys = Keys(self.parts, self.sync)
+        self.room_commands = RoomCommands(self.parts, self.sync, self.keys, self.outbox)
         self._jobs: asyncio.Queue[m.AnyReply] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self.fatal: ClientError | None = None
@@ -247,173 +233,30 @@ class ChatClient:
             except Exception:
                 log.exception("push handling failed")
 
-    # --- membership commands ---------------------------------------------------------
-    def _signed(self, room: str, kind: str, target: str, target_key: bytes) -> m.SignedOp:
-        state = self.core.log(room).state
-        op = state.next_op(kind, self.me, target, target_key, now_ms())  # type: ignore[arg-type]
-        return sign_op(self.identity, op)
-
+    # --- membership commands (rooms.py) ------------------------------------------------
     async def create_room(self, room: str, members: list[str]) -> None:
-        if not is_room_id(room):
-            raise NotReady(
-                f"{room!r} is not a valid room name (a-z, 0-9, '.', '_', '-'; up to 64)", "bad_room"
-            )
-        others = sorted(set(members) - {self.me})
-        pair = dm_members(room)
-        if pair is not None and (self.me not in pair or set(others) - set(pair)):
-            raise NotReady(
-                f"{room} is a direct-message room of {pair[0]} and {pair[1]}", "forbidden"
-            )
-        keys = await self.keys.lookup(others) if others else {}
-        async with self.lock:
-            draft = RoomLog.empty(room)
-            signed_ops = []
-            for kind, user, key in [
-                ("create", self.me, self.identity.sign_pub),
-                *(("add", u, keys[u]) for u in others),
-            ]:
-                op = draft.state.next_op(kind, self.me, user, key, now_ms())  # type: ignore[arg-type]
-                signed = sign_op(self.identity, op)
-                draft.apply(signed)
-                signed_ops.append(signed)
-            epoch0 = new_epoch_key(room, 0, draft.index)
-            packets = self.core.wrap_for(epoch0, {self.me: self.identity.sign_pub, **keys})
-            await self.parts.ask(
-                m.CreateRoom(
-                    room=room,
-                    ops=signed_ops,
-                    epoch=m.EpochUpload(epoch=0, after_op=draft.index, packets=packets),
-                ),
-                m.RoomChanged,
-            )
-            self.core.feed_ops(room, signed_ops)
-            self.core.own_epoch(epoch0)
-        self._emit(ev.RoomUpdated(room, "created"))
-
-    async def _membership_change(
-        self, room: str, build: Callable[[], tuple[m.AnyRequest, m.SignedOp]]
-    ) -> None:
-        for attempt in range(3):
-            async with self.lock:
-                await self.sync.refresh(room)
-                if not self.core.log(room).is_member(self.me):
-                    raise NotReady(f"you are not a member of {room}", "not_member")
-                req, signed = build()
-                try:
-                    await self.parts.ask(req, m.RoomChanged)
-                except ServerRefused as exc:
-                    if exc.code == ErrorCode.CONFLICT and attempt < 2:
-                        continue
-                    raise
-                # The server took the op we signed on our verified head: it
-                # is part of our log (a leave stays known even though the
-                # server then stops serving the room to us).
-                self.core.feed_ops(room, [signed])
-                if self.core.log(room).is_member(self.me):
-                    await self.sync.refresh(room)
-                return
-
-    def history_sharing(self, room: str) -> str:
-        """Whether members we add get the room's earlier keys: "all" (the
-        default: late joiners read the whole history) or "verified" (only
-        members whose key we verified)."""
-        mode = self.cache.get_meta(f"history:{room}")
-        return mode if mode in HISTORY_MODES else "all"
-
-    def set_history_sharing(self, room: str, mode: str) -> None:
-        if mode not in HISTORY_MODES:
-            raise NotReady(f"history sharing is one of {', '.join(HISTORY_MODES)}", "bad_value")
-        self.cache.set_meta(f"history:{room}", mode)
+        await self.room_commands.create(room, members)
 
     async def invite(self, room: str, user: str) -> InviteResult:
-        key = (await self.keys.lookup([user]))[user]
-        verified = self.core.verified(user)
-        share = verified or self.history_sharing(room) == "all"
-
-        def build() -> tuple[m.AnyRequest, m.SignedOp]:
-            if self.core.log(room).is_member(user):
-                raise NotReady(f"{user} is already a member of {room}", "already_member")
-            self.core.refuse_if_key_changed(room)
-            packets = self.core.history_for(room, user, key) if share else []
-            signed = self._signed(room, "add", user, key)
-            return m.AddMember(room=room, op=signed, packets=packets), signed
-
-        await self._membership_change(room, build)
-        if not share:
-            # The newcomer holds no key yet: start an epoch that includes them.
-            async with self.lock:
-                held = self.core.held(room)
-                await self.outbox.rotate(room, max(held) + 1 if held else 0)
-        self._emit(ev.RoomUpdated(room, "members"))
-        return InviteResult(
-            user=user,
-            verified=verified,
-            safety_number=safety_number(self.me, self.identity.sign_pub, user, key),
-            shared_history=share,
-        )
+        return await self.room_commands.invite(room, user)
 
     async def remove(self, room: str, user: str) -> None:
-        made: list[EpochKey] = []
-
-        def build() -> tuple[m.AnyRequest, m.SignedOp]:
-            log = self.core.log(room)
-            member = log.state.members.get(user)
-            if member is None:
-                raise NotReady(f"{user} is not a member of {room}", "not_member")
-            signed = self._signed(room, "remove", user, member.key)
-            after = log.state.apply(signed)[0]
-            held = self.core.held(room)
-            epoch = new_epoch_key(room, (max(held) + 1) if held else 0, after.index)
-            recipients = {u: mem.key for u, mem in after.members.items()}
-            for u, k in recipients.items():
-                self.core.check_pin(u, k)
-            packets = self.core.wrap_for(epoch, recipients)
-            made.append(epoch)
-            upload = m.EpochUpload(epoch=epoch.epoch, after_op=after.index, packets=packets)
-            return m.RemoveMember(room=room, op=signed, epoch=upload), signed
-
-        await self._membership_change(room, build)
-        self.core.own_epoch(made[-1])
-        self._emit(ev.RoomUpdated(room, "members"))
+        await self.room_commands.remove(room, user)
 
     async def promote(self, room: str, user: str) -> None:
-        def build() -> tuple[m.AnyRequest, m.SignedOp]:
-            member = self.core.log(room).state.members.get(user)
-            if member is None:
-                raise NotReady(f"{user} is not a member of {room}", "not_member")
-            signed = self._signed(room, "promote", user, member.key)
-            return m.Promote(room=room, op=signed), signed
-
-        await self._membership_change(room, build)
+        await self.room_commands.promote(room, user)
 
     async def leave(self, room: str) -> None:
-        def build() -> tuple[m.AnyRequest, m.SignedOp]:
-            signed = self._signed(room, "leave", self.me, self.identity.sign_pub)
-            return m.Leave(room=room, op=signed), signed
-
-        await self._membership_change(room, build)
-        self.cache.set_left(room, True)
-        self._emit(ev.RoomUpdated(room, "left"))
+        await self.room_commands.leave(room)
 
     async def open_dm(self, user: str) -> str:
-        """The DM room with `user`, created if neither side has yet."""
-        try:
-            room = dm_room(self.me, user)
-        except ValueError:
-            raise NotReady(
-                f"a direct message needs another user's valid name, not {user!r}", "bad_name"
-            ) from None
-        cached = self.cache.room(room)
-        if cached is not None and not cached.left:
-            return room
-        try:
-            await self.create_room(room, [user])
-        except ServerRefused as exc:
-            if exc.code != ErrorCode.ROOM_EXISTS:
-                raise
-            async with self.lock:
-                await self.sync.full()
-        return room
+        return await self.room_commands.open_dm(user)
+
+    def history_sharing(self, room: str) -> str:
+        return self.room_commands.history_sharing(room)
+
+    def set_history_sharing(self, room: str, mode: str) -> None:
+        self.room_commands.set_history_sharing(room, mode)
 
     # --- sending ------------------------------------------------------------------------------
     async def send(

@@ -200,7 +200,7 @@ class TrustCore:
                     ev.Problem(
                         room,
                         f"key packet for {packet.room} epoch {packet.epoch} from "
-                        f"{packet.sender} refused ({broken.id}: requires that {broken.says})",
+                        f"{packet.sender} refused: {rules.explain(broken)}",
                     )
                 )
                 continue
@@ -227,7 +227,7 @@ class TrustCore:
         current = held[max(held)]
         broken = rules.check_encrypt(rules.EncryptCtx(me=self.me, log=log, current=current))
         if broken is not None:
-            return Rotate(current.epoch + 1, f"{broken.id}: requires that {broken.says}")
+            return Rotate(current.epoch + 1, rules.explain(broken))
         used, since_ms = self.store.epoch_usage(room, current.epoch)
         if used >= max_messages or now_ms - since_ms >= max_age_ms:
             # Epoch hygiene (as Megolm): a leaked epoch key exposes at most
@@ -274,7 +274,9 @@ class TrustCore:
         log, held = self.log(room), self.held(room)
         broken = rules.check_message(rules.MessageCtx(room=room, envelope=env, log=log, held=held))
         if broken is not None:
-            return Opened(env.sender, None, None, f"refused ({broken.id}: {broken.says})")
+            if broken.id == "M2":
+                return Opened(env.sender, None, None, f"no key for epoch {env.epoch} (M2)")
+            return Opened(env.sender, None, None, f"refused: {rules.explain(broken)}")
         try:
             plain: Plaintext = open_message(
                 env, key=held[env.epoch].key, sender_sign_pub=log.logged_keys[env.sender]
@@ -285,7 +287,7 @@ class TrustCore:
             )
         earlier = self.store.seen_txn(room, env.sender, env.txn)
         if earlier is not None and earlier < seq:
-            return Opened(env.sender, None, None, f"replay of message {earlier}")
+            return Opened(env.sender, None, None, f"replay of message {earlier}")  # M6
         if earlier is not None and earlier > seq:
             # The copy came first: the lower seq is the original.
             self.store.mark_replay(room, earlier, seq)

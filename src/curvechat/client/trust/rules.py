@@ -218,6 +218,11 @@ PIN_RULES: Final = (
 C = TypeVar("C")
 
 
+def explain(rule: Rule) -> str:
+    """How a broken rule reads to a user: "requires that … (K6)"."""
+    return f"requires that {rule.says} ({rule.id})"
+
+
 def _first_broken(
     rules: tuple[Rule, ...], checks: Mapping[str, Callable[[C], bool]], ctx: C
 ) -> Rule | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import time
@@ -27,11 +28,12 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from curvechat.client.errors import NotConnected, RequestTimeout, ServerRefused
+from curvechat.client.servers import ServerList
 from curvechat.client.state import Backoff, ConnEvent, ConnState, ConnStatus, transition
 from curvechat.protocol import RemoteProtocolError, decode_server_frame, encode_request
 from curvechat.protocol import messages as m
-from curvechat.protocol.connect import ConnectStringError, ServerAddress, parse_connect
-from curvechat.protocol.limits import MAX_PEERS, MAX_REPLY_BYTES
+from curvechat.protocol.connect import ServerAddress
+from curvechat.protocol.limits import MAX_REPLY_BYTES
 
 log = logging.getLogger("curvechat.client")
 
@@ -57,15 +59,12 @@ class Connection:
         request_timeout: float = 10.0,
         backoff: Backoff | None = None,
     ) -> None:
-        if not addresses:
-            raise ValueError("no server addresses")
+        self.servers = ServerList(addresses)
         if not zmq.has("curve") or zmq.zmq_version_info() < (4, 3, 2):
             # the same floor as the server: older CURVE handshakes have CVEs
             raise RuntimeError(
                 f"libzmq {zmq.zmq_version()} without CURVE or older than 4.3.2; refusing to connect"
             )
-        self.addresses = list(addresses)
-        self._given = len(self.addresses)  # beyond these: nodes learned from welcomes
         self._public = public_key
         self._secret = secret_key
         self._on_push = on_push
@@ -96,6 +95,10 @@ class Connection:
         self.reconnects = 0
 
     # --- public ------------------------------------------------------------
+    @property
+    def addresses(self) -> list[ServerAddress]:
+        return self.servers.all
+
     @property
     def live(self) -> bool:
         return self.status.state is ConnState.LIVE
@@ -147,34 +150,14 @@ class Connection:
         return reply
 
     # --- internals -----------------------------------------------------------
-    def _move(self, event: ConnEvent, **fields: object) -> None:
+    def _move(self, event: ConnEvent, **fields: Any) -> None:
+        """A transition of the state table; `next_retry_at` and `detail` reset."""
         state = transition(self.status.state, event)
-        values = {
-            "endpoint": self.status.endpoint,
-            "attempt": self.status.attempt,
-            "rtt_ms": self.status.rtt_ms,
-            "node": self.status.node,
-            "next_retry_at": None,
-            "detail": "",
-            **fields,
-        }
-        self.status = ConnStatus(state, since=time.time(), **values)  # type: ignore[arg-type]
-        if self._on_status is not None:
-            self._on_status(self.status)
+        fields = {"next_retry_at": None, "detail": "", **fields}
+        self._update(state=state, since=time.time(), **fields)
 
-    def _update(self, **fields: object) -> None:
-        values = {
-            "state": self.status.state,
-            "endpoint": self.status.endpoint,
-            "attempt": self.status.attempt,
-            "next_retry_at": self.status.next_retry_at,
-            "rtt_ms": self.status.rtt_ms,
-            "detail": self.status.detail,
-            "node": self.status.node,
-            "since": self.status.since,
-            **fields,
-        }
-        self.status = ConnStatus(**values)  # type: ignore[arg-type]
+    def _update(self, **fields: Any) -> None:
+        self.status = dataclasses.replace(self.status, **fields)
         if self._on_status is not None:
             self._on_status(self.status)
 
@@ -356,7 +339,7 @@ class Connection:
             streak, attempt = attempt, 0
             self._drop_failed = False
             self._boot = welcome.boot
-            self._learn_peers(welcome.peers)
+            self.servers.learn(welcome.peers)
             self._move(ConnEvent.WELCOMED, endpoint=addr.endpoint, attempt=0, node=welcome.node)
             self._live.set()
             if self._on_live is not None:
@@ -378,21 +361,6 @@ class Connection:
                 ConnEvent.LOST, attempt=attempt, next_retry_at=time.time() + delay, detail=reason
             )
             await self._sleep(delay)
-
-    def _learn_peers(self, peers: list[str]) -> None:
-        """Cluster mode: add the live nodes a welcome names to the addresses
-        to fail over to (the ones we were given stay, first and in order)."""
-        learned: list[ServerAddress] = []
-        for text in peers:
-            try:
-                learned.extend(parse_connect(text))
-            except ConnectStringError as exc:
-                log.warning("ignoring a peer the server named: %s", exc)
-        current = self.addresses[self._given :]
-        fresh = [a for a in learned if a not in self.addresses[: self._given]][:MAX_PEERS]
-        if fresh != current:
-            self.addresses = self.addresses[: self._given] + fresh
-            log.info("cluster nodes known: %s", ", ".join(a.endpoint for a in self.addresses))
 
     async def _watch(self) -> str:
         """Ping while live; return the reason once the connection is lost."""

@@ -29,8 +29,8 @@ R = TypeVar("R", bound=m.AnyReply)
 class Requester(Protocol):
     """The connection as the parts use it (tests may pass a double)."""
 
-    addresses: list[Any]
-
+    @property
+    def addresses(self) -> list[Any]: ...
     @property
     def live(self) -> bool: ...
     async def request(self, req: m.AnyRequest, timeout: float | None = None) -> m.AnyReply: ...

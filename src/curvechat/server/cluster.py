@@ -254,8 +254,7 @@ class Cluster:
         ):
             return  # this node made the change (its handler pushed) or already knows it
         before = set(view.members()) if view is not None else set()
-        self.node.rooms.forget(room)
-        fresh = await self.node.rooms.get(room)
+        fresh = await self.node.rooms.reload(room)
         if fresh is None:
             return
         after = set(fresh.members())

@@ -165,9 +165,13 @@ class Handlers:
             raise Refusal(ErrorCode.NO_SUCH_ROOM, f"no such room: {room}")
         assert sess.user is not None
         if not view.state.is_member(sess.user):
-            # A node that has not seen the latest change reloads once before refusing.
-            view = await self.node.rooms.reload(room)
-            if view is None or not view.state.is_member(sess.user):
+            # A node that has not seen the latest change reloads once before
+            # refusing (cheap: the record and the ops past the cached head);
+            # a user refused at this version of the room is refused at once.
+            if sess.user not in view.refused:
+                view = await self.node.rooms.reload(room) or view
+            if not view.state.is_member(sess.user):
+                self.node.rooms.refuse(view, sess.user)
                 raise Refusal(ErrorCode.NOT_MEMBER, f"you are not a member of {room}")
         return view
 

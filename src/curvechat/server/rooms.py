@@ -3,14 +3,22 @@ replayed from the store, and the room's record (head, epoch).
 
 The store is the truth; this cache is reloaded whenever a compare-and-swap in
 the store fails, so a node never acts on a view older than its last conflict.
+A reload reads the room's record and applies only the ops past the cached
+head, so its cost does not grow with the log; only a room's first load
+replays the whole log, in a thread when it is long. A user refused at one
+version of a room is refused again without a reload until the room changes.
+
+This module must never let a request's cost depend on the length of a log it
+has already verified.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from curvechat.crypto.membership import MemberState, epoch_is_stale, replay
+from curvechat.crypto.membership import MemberState, epoch_is_stale
 from curvechat.protocol import decode_member_op
 from curvechat.protocol.messages import SignedOp
 from curvechat.store import RoomRecord, Store
@@ -23,6 +31,8 @@ class RoomView:
     last_departure: int = -1
     """Index of the latest remove/leave op; an epoch older than it is stale."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    refused: set[str] = field(default_factory=set)
+    """Users refused as non-members at this version of the room."""
 
     @property
     def epoch_is_stale(self) -> bool:
@@ -32,13 +42,22 @@ class RoomView:
         return list(self.state.members)
 
 
-def _last_departure(ops: list[SignedOp]) -> int:
-    last = -1
+REFUSED_KEPT = 10_000  # refused users remembered per room version
+REPLAY_IN_THREAD = 64  # ops to verify above which the work leaves the event loop
+
+
+def _last_departure(ops: Sequence[SignedOp], last: int = -1) -> int:
     for signed in ops:
         op = decode_member_op(signed.op)
         if op.kind in ("remove", "leave"):
             last = op.index
     return last
+
+
+def _extend(state: MemberState, ops: Sequence[SignedOp]) -> MemberState:
+    for signed in ops:
+        state, _ = state.apply(signed)
+    return state
 
 
 class RoomCache:
@@ -53,18 +72,41 @@ class RoomCache:
         return view
 
     async def reload(self, room: str) -> RoomView | None:
+        """The room as the store has it now, from the cached view plus the ops
+        past its head (the whole log only on a first load)."""
         record = await self._store.room(room)
         if record is None:
             self._rooms.pop(room, None)
             return None
-        records = await self._store.ops(room)
-        ops = [SignedOp(op=r.op, sig=r.sig) for r in records]
         old = self._rooms.get(room)
-        view = RoomView(record=record, state=replay(room, ops), last_departure=_last_departure(ops))
+        if old is not None and (record.op_head, record.epoch) == (
+            old.record.op_head,
+            old.record.epoch,
+        ):
+            old.record = record  # only the message head moved: same view, same refusals
+            return old
+        if old is not None and record.op_head > old.state.index:
+            base, last = old.state, old.last_departure
+            ops = [SignedOp(op=r.op, sig=r.sig) for r in await self._store.ops(room, base.index)]
+        else:
+            base, last = MemberState.empty(room), -1
+            ops = [SignedOp(op=r.op, sig=r.sig) for r in await self._store.ops(room)]
+        if len(ops) > REPLAY_IN_THREAD:
+            state = await asyncio.to_thread(_extend, base, ops)
+        else:
+            state = _extend(base, ops)
+        view = RoomView(record=record, state=state, last_departure=_last_departure(ops, last))
         if old is not None:
             view.lock = old.lock
         self._rooms[room] = view
         return view
+
+    @staticmethod
+    def refuse(view: RoomView, user: str) -> None:
+        """Remember that `user` is not a member at this version of the room."""
+        if len(view.refused) >= REFUSED_KEPT:
+            view.refused.clear()
+        view.refused.add(user)
 
     def put(self, view: RoomView) -> None:
         self._rooms[view.record.room] = view

@@ -1,0 +1,68 @@
+"""A raw protocol client (plain blocking pyzmq, CURVE on) for tests that act
+as a hostile user: it sends exactly the frames a test asks for, reads replies
+only when told to, and never does what a real client would do on its own."""
+
+from __future__ import annotations
+
+import time
+
+import zmq
+
+from curvechat.crypto.identity import Identity
+from curvechat.protocol import decode_server_frame, encode_request
+from curvechat.protocol import messages as m
+from curvechat.protocol.connect import parse_connect
+
+
+class RawClient:
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], connect: str, identity: Identity):
+        addr = parse_connect(connect)[0]
+        self.identity = identity
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.linger = 0
+        self.sock.curve_serverkey = addr.server_key.encode()
+        self.sock.curve_publickey = zmq.utils.z85.encode(identity.transport_pub)
+        self.sock.curve_secretkey = zmq.utils.z85.encode(identity.transport_secret)
+        self.sock.connect(addr.endpoint)
+        self._rid = 0
+
+    def send(self, req: m.AnyRequest) -> int:
+        self._rid += 1
+        self.sock.send(encode_request(self._rid, req))
+        return self._rid
+
+    def recv(self, timeout: float = 10.0) -> m.AnyReply:
+        """The next reply to a request (pushes are skipped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.sock.poll(int(left * 1000)):
+                raise TimeoutError("no reply")
+            frame = decode_server_frame(self.sock.recv())
+            if frame.rid != 0:
+                return frame.msg
+
+    def request(self, req: m.AnyRequest, timeout: float = 10.0) -> m.AnyReply:
+        self.send(req)
+        return self.recv(timeout)
+
+    def register(self) -> None:
+        reply = self.request(
+            m.Register(
+                user=self.identity.user,
+                sign_pub=self.identity.sign_pub,
+                transport_sig=self.identity.transport_sig(),
+            )
+        )
+        assert isinstance(reply, m.Registered), reply
+
+    def drain(self) -> int:
+        """Read whatever has arrived, without waiting; how many frames."""
+        count = 0
+        while self.sock.poll(0):
+            self.sock.recv()
+            count += 1
+        return count
+
+    def close(self) -> None:
+        self.sock.close(linger=0)

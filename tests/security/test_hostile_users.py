@@ -15,10 +15,12 @@ import zmq
 
 from curvechat.crypto.identity import Identity
 from curvechat.crypto.membership import MemberState, sign_op
+from curvechat.protocol import decode_server_frame
 from curvechat.protocol import messages as m
 from curvechat.store import SQLiteStore
 from curvechat.store.base import EpochRecord, MemberChange, OpRecord
 
+from support.clients import ClientFactory
 from support.raw import RawClient
 from support.servers import ServerProcess
 
@@ -121,4 +123,125 @@ def test_refusals_stay_cheap_with_a_long_log(
     for raw, _ in hostile:
         raw.close()
     honest.close()
+    ctx.term()
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+STALLED = 8
+BIG_SENDS = 1_000
+BIG_CT = 16 + 256 * 255  # the largest ciphertext a message may have (65,296 bytes)
+
+
+async def test_slow_readers_do_not_pin_memory(
+    server: ServerProcess, clients: ClientFactory
+) -> None:
+    """8 connections of a member keep pinging but never read, while 1,000
+    messages of 64 KiB go to their room: the node's memory grows by less than
+    64 MB; a stalled connection that reads again is told to resync and gets
+    every message by seq."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    mallory = Identity.generate("mallory")
+    stalled = [RawClient(ctx, server.connect, mallory, hoard=False) for _ in range(STALLED)]
+    stalled[0].register()
+    for raw in stalled[1:]:
+        assert isinstance(raw.request(m.Hello(client="stalled")), m.Welcome)
+    alice, _ = await clients.make("alice", server.connect)
+    await alice.create_room("flood", ["mallory"])
+    epoch = max(alice.core.held("flood"))
+    sender = RawClient(ctx, server.connect, alice.identity)
+    assert server.proc is not None
+    before = _rss_mb(server.proc.pid)
+
+    def flood() -> None:
+        window = 16
+        for n in range(BIG_SENDS):
+            env = m.Envelope(room="flood", epoch=epoch, sender="alice", txn=f"flood-{n:010d}",
+                             nonce=bytes(24), ct=bytes(BIG_CT), sig=bytes(64))  # fmt: skip
+            sender.send(m.Send(envelope=env))
+            if n >= window:
+                assert isinstance(sender.recv(), m.SendAck)
+            if n % 50 == 0:
+                for raw in stalled:  # pinging, never reading
+                    raw.send(m.Ping(t=n))
+        for _ in range(window):
+            assert isinstance(sender.recv(), m.SendAck)
+
+    await asyncio.to_thread(flood)
+    await asyncio.sleep(1.0)
+    grown = _rss_mb(server.proc.pid) - before
+    print(f"node RSS grew by {grown:.1f} MB")
+    assert grown < 64
+
+    # One stalled connection reads again, as a client does: it confirms each
+    # mark it reads, is told to resync, and fetches every message by seq.
+    reader = stalled[0]
+    got_resync = False
+    deadline = time.monotonic() + 60
+    while not got_resync and time.monotonic() < deadline:
+        if not reader.sock.poll(1000):
+            continue
+        frame = decode_server_frame(reader.sock.recv())
+        if isinstance(frame.msg, m.Mark):
+            reader.send(m.Ping(t=1, read_mark=frame.msg.mark))
+        got_resync = isinstance(frame.msg, m.Resync)
+    assert got_resync
+    seqs: list[int] = []
+    while len(seqs) < BIG_SENDS:
+        reader.send(m.History(room="flood", after=max(seqs, default=0), limit=500))
+        page = reader.recv()
+        while isinstance(page, m.Pong):  # replies to pings: while stalled, and for marks
+            page = reader.recv()
+        assert isinstance(page, m.Messages) and page.items
+        seqs.extend(item.seq for item in page.items)
+    assert seqs == list(range(1, BIG_SENDS + 1))
+    for raw in [*stalled, sender]:
+        raw.close()
+    ctx.term()
+
+
+def test_connections_per_user_are_limited(server: ServerProcess) -> None:
+    """A user may hold 16 connections to a node; the 17th is refused with its
+    own code, and a freed slot can be taken again."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    eve = Identity.generate("eve")
+    conns = [RawClient(ctx, server.connect, eve) for _ in range(17)]
+    conns[0].register()
+    replies = [raw.request(m.Hello(client="x")) for raw in conns[1:]]
+    assert all(isinstance(r, m.Welcome) for r in replies[:15])
+    assert isinstance(replies[15], m.Error) and replies[15].code == "too_many_connections"
+    conns[0].close()
+    time.sleep(0.5)  # the node sees the disconnect
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        again = conns[16].request(m.Hello(client="x"))
+        if isinstance(again, m.Welcome):
+            break
+        time.sleep(0.5)
+    assert isinstance(again, m.Welcome)
+    for raw in conns[1:]:
+        raw.close()
+    ctx.term()
+
+
+def test_request_bytes_queued_per_connection_are_bounded(server: ServerProcess) -> None:
+    """Large requests sent faster than served are refused once 2 MiB wait."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    raw = RawClient(ctx, server.connect, Identity.generate("frank"))
+    raw.register()
+    for n in range(60):  # 60 sends of 64 KiB into a room frank is not in
+        env = m.Envelope(room="nowhere", epoch=0, sender="frank", txn=f"frank-{n:010d}",
+                         nonce=bytes(24), ct=bytes(BIG_CT), sig=bytes(64))  # fmt: skip
+        raw.send(m.Send(envelope=env))
+    replies = [raw.recv() for _ in range(60)]
+    assert all(isinstance(r, m.Error) for r in replies)
+    bounded = [r for r in replies if "request bytes" in getattr(r, "message", "")]
+    assert bounded and all(r.code == "rate_limited" for r in bounded)
+    assert any(getattr(r, "code", "") == "no_such_room" for r in replies)  # the rest served
+    raw.close()
     ctx.term()

@@ -486,6 +486,20 @@ def test_not_registered_send(peers: Peers) -> None:
     assert alice.history("general") == []
 
 
+# too_many_connections
+
+
+@covers(ErrorCode.TOO_MANY_CONNECTIONS)
+def test_too_many_connections(peers: Peers) -> None:
+    alice = peers.registered("alice")
+    more = [peers.new(alice.identity) for _ in range(16)]
+    for peer in more[:15]:
+        peer.ok(m.Hello(client="test"), m.Welcome)
+    reply = more[15].request(m.Hello(client="test"))
+    assert isinstance(reply, m.Error) and reply.code == ErrorCode.TOO_MANY_CONNECTIONS, reply
+    alice.ok(m.Ping(t=1), m.Pong)  # the others are served as before
+
+
 # name_taken
 
 

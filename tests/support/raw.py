@@ -15,11 +15,24 @@ from curvechat.protocol.connect import parse_connect
 
 
 class RawClient:
-    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], connect: str, identity: Identity):
+    def __init__(
+        self,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        connect: str,
+        identity: Identity,
+        *,
+        hoard: bool = True,
+    ) -> None:
+        """With `hoard=False` the socket buffers almost nothing it has not
+        read (as a hostile client would set it): what it does not read stays
+        queued on the node."""
         addr = parse_connect(connect)[0]
         self.identity = identity
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.linger = 0
+        if not hoard:
+            self.sock.rcvhwm = 1
+            self.sock.setsockopt(zmq.RCVBUF, 4096)
         self.sock.curve_serverkey = addr.server_key.encode()
         self.sock.curve_publickey = zmq.utils.z85.encode(identity.transport_pub)
         self.sock.curve_secretkey = zmq.utils.z85.encode(identity.transport_secret)
@@ -32,7 +45,8 @@ class RawClient:
         return self._rid
 
     def recv(self, timeout: float = 10.0) -> m.AnyReply:
-        """The next reply to a request (pushes are skipped)."""
+        """The next reply to a request (pushes are skipped; a flow-control
+        mark is confirmed with a ping, whose pong is a reply like any other)."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -41,6 +55,8 @@ class RawClient:
             frame = decode_server_frame(self.sock.recv())
             if frame.rid != 0:
                 return frame.msg
+            if isinstance(frame.msg, m.Mark):  # as every client does: confirm reading
+                self.send(m.Ping(t=0, read_mark=frame.msg.mark))
 
     def request(self, req: m.AnyRequest, timeout: float = 10.0) -> m.AnyReply:
         self.send(req)

@@ -90,6 +90,7 @@ class Connection:
         self._bg: set[asyncio.Task[None]] = set()
         self._boot: str | None = None
         self._drop_failed = False
+        self._read_mark = 0
         self.outbox_depth: Callable[[], int] = lambda: 0  # reported in pings
         self.status = ConnStatus(ConnState.OFFLINE, since=time.time())
         self.reconnects = 0
@@ -255,6 +256,11 @@ class Connection:
             except RemoteProtocolError as exc:
                 log.warning("ignored an invalid frame from the server: %s", exc)
                 continue
+            if frame.rid == 0 and isinstance(frame.msg, m.Mark):
+                # Flow control: prove to the node at once that we read up to here.
+                self._read_mark = frame.msg.mark
+                self._spawn(self._ping())
+                continue
             if frame.rid == 0:
                 try:
                     self._on_push(frame.msg)
@@ -373,9 +379,12 @@ class Connection:
             silent = time.monotonic() - self._last_rx
             if silent > window:
                 return f"no reply for {silent:.1f} s"
-            task = asyncio.create_task(self._ping())
-            self._bg.add(task)
-            task.add_done_callback(self._bg.discard)
+            self._spawn(self._ping())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
 
     async def _ping(self) -> None:
         t0 = time.perf_counter()
@@ -385,6 +394,7 @@ class Connection:
                 rtt_ms=self.status.rtt_ms,
                 reconnects=self.reconnects,
                 outbox=self.outbox_depth(),
+                read_mark=self._read_mark,
             )
             reply = await self._raw(ping, self.ping_interval * self.liveness)
         except (NotConnected, RequestTimeout, ServerRefused):

@@ -153,6 +153,11 @@ class Sync:
     async def handle_push(self, msg: m.AnyReply) -> None:
         """One push from the server, in order. Lock held."""
         cache = self.p.cache
+        if isinstance(msg, m.Resync):
+            # The node withheld pushes while we did not read: fetch by seq.
+            count = await self.full()
+            self.p.emit(ev.CaughtUp(count))
+            return
         if isinstance(msg, m.RoomPush):
             if msg.reason == "removed":
                 # Only a hint: the room is hidden until a listing shows it again (R3).

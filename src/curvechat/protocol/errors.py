@@ -52,6 +52,8 @@ class ErrorCode(enum.StrEnum):
     """The envelope's room, sender or epoch do not match the request."""
     # service
     RATE_LIMITED = "rate_limited"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    """The user already has as many connections to this node as it allows."""
     STORE_UNAVAILABLE = "store_unavailable"
     """The store could not commit; nothing was acknowledged. Retry later."""
     INTERNAL = "internal"

@@ -283,6 +283,9 @@ class Ping(Request, tag="ping", frozen=True):
     rtt_ms: Annotated[float, Meta(ge=0, le=3_600_000)] | None = None
     reconnects: Annotated[int, Meta(ge=0, le=2**31)] = 0
     outbox: Annotated[int, Meta(ge=0, le=2**31)] = 0
+    read_mark: Annotated[int, Meta(ge=0, le=2**53)] = 0
+    """The latest `push_mark` the client has read (0: none): flow control,
+    proof that it read everything the node sent before that mark."""
 
 
 AnyRequest = (
@@ -411,6 +414,20 @@ class RoomPush(Reply, tag="push_room", frozen=True):
         _check_room(self.room)
 
 
+class Mark(Reply, tag="push_mark", frozen=True):
+    """Flow control: the node asks the client to confirm it has read up to
+    here, by sending a ping with `read_mark` = `mark` (at once)."""
+
+    mark: Annotated[int, Meta(ge=1, le=2**53)]
+
+
+class Resync(Reply, tag="push_resync", frozen=True):
+    """The node stopped pushing to this connection while it did not read
+    (its byte budget, or the node's, was spent): sync from your cursors."""
+
+    reason: ShortText
+
+
 AnyReply = (
     Welcome
     | Registered
@@ -426,6 +443,8 @@ AnyReply = (
     | Error
     | MessagePush
     | RoomPush
+    | Mark
+    | Resync
 )
 
 

@@ -126,7 +126,7 @@ class Handlers:
         return self.node.welcome(sess)
 
     async def ping(self, sess: Session, req: m.Ping) -> m.AnyReply:
-        self.node.note_ping(sess, req.rtt_ms, req.reconnects, req.outbox)
+        self.node.note_ping(sess, req.rtt_ms, req.reconnects, req.outbox, req.read_mark)
         return m.Pong(
             t=req.t, time=int(time.time() * 1000), node=self.node.node_name, boot=self.node.boot
         )

@@ -129,6 +129,23 @@ class NodeMetrics:
             "Requests received and waiting to be served, over all connections",
             registry=r,
         )
+        self.push_backlog_bytes = Gauge(
+            "curvechat_push_backlog_bytes",
+            "Bytes queued for clients that they have not yet confirmed reading",
+            registry=r,
+        )
+        self.pushes_withheld = Counter(
+            "curvechat_pushes_withheld_total",
+            "Pushes not queued for a connection that does not read (scope: its own"
+            " budget, or the node's)",
+            ["scope"],
+            registry=r,
+        )
+        self.connections_refused = Counter(
+            "curvechat_connections_refused_total",
+            "Connections refused because their user had too many already",
+            registry=r,
+        )
         self.start_time = Gauge(
             "curvechat_node_start_time_seconds", "When this node started (Unix time)", registry=r
         )
@@ -160,10 +177,12 @@ class NodeMetrics:
         *,
         connected_clients: Callable[[], float],
         request_queue_depth: Callable[[], float],
+        push_backlog_bytes: Callable[[], float],
     ) -> None:
         """Gauges read from the node's state when scraped (never stale)."""
         self.connected_clients.set_function(connected_clients)
         self.request_queue_depth.set_function(request_queue_depth)
+        self.push_backlog_bytes.set_function(push_backlog_bytes)
 
     def note_store_commits(self, commits: int, messages: int) -> None:
         """Bring the store-commit counters up to the store's own running totals."""

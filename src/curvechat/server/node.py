@@ -38,6 +38,7 @@ from curvechat.protocol import (
 )
 from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_FRAME_BYTES, PROTOCOL_VERSION
+from curvechat.server.flow import Flow, FlowControl
 from curvechat.server.handlers import Handlers, Refusal
 from curvechat.server.metrics import NodeMetrics
 from curvechat.server.ratelimit import RateLimits, TokenBucket
@@ -49,6 +50,8 @@ log = logging.getLogger("curvechat.server")
 MIN_LIBZMQ = (4, 3, 2)
 SESSION_TIMEOUT_S = 30.0
 SESSION_QUEUE_MAX = 256
+REQUEST_BYTES_MAX = 2 * 1024 * 1024  # request bytes waiting to be served, per connection
+MAX_CONNECTIONS_PER_USER = 16
 LOST_SESSIONS_KEPT = 200  # dropped sessions kept for the dashboard's connection table
 UNREGISTERED_OK = (m.Hello, m.Register, m.Ping)
 
@@ -99,6 +102,8 @@ class Session:
     gone_ms: int | None = None
     dropped_ms: int | None = None  # when the node forgot it
     first_here: bool = True  # no earlier connection with this key since the node started
+    flow: Flow = field(default_factory=Flow)  # bytes queued to it, and confirmed read
+    queued_bytes: int = 0  # request bytes received and not yet served
 
 
 class _AllowKnownGood:
@@ -127,8 +132,12 @@ class ChatNode:
         bind: str = "tcp://127.0.0.1:7700",
         node_name: str | None = None,
         limits: RateLimits | None = None,
+        flow: FlowControl | None = None,
+        max_connections_per_user: int = MAX_CONNECTIONS_PER_USER,
     ) -> None:
         check_libzmq()
+        self.flow = flow or FlowControl()
+        self.max_connections_per_user = max_connections_per_user
         self.store = store
         self.public_key = public_key
         self._secret_key = secret_key
@@ -162,6 +171,7 @@ class ChatNode:
         self.metrics.track(
             connected_clients=lambda: sum(1 for s in self.sessions.values() if s.gone is None),
             request_queue_depth=lambda: sum(s.queue.qsize() for s in self.sessions.values()),
+            push_backlog_bytes=lambda: self.flow.backlog,
         )
 
     # --- lifecycle ---------------------------------------------------------
@@ -278,8 +288,22 @@ class ChatNode:
                 ),
             )
             return
+        if sess.queued_bytes + len(data) > REQUEST_BYTES_MAX:
+            self.metrics.requests.labels("?", ErrorCode.RATE_LIMITED).inc()
+            self._send(
+                routing_id,
+                encode_reply(
+                    peek_request_id(data),
+                    m.Error(
+                        code=ErrorCode.RATE_LIMITED,
+                        message="too many request bytes in flight on this connection",
+                    ),
+                ),
+            )
+            return
         try:
             sess.queue.put_nowait((0, data, time.perf_counter()))
+            sess.queued_bytes += len(data)
         except asyncio.QueueFull:
             rid = peek_request_id(data)
             self.metrics.requests.labels("?", ErrorCode.RATE_LIMITED).inc()
@@ -330,6 +354,7 @@ class ChatNode:
         loop = asyncio.get_running_loop()
         while not sess.queue.empty():
             _, data, t0 = sess.queue.get_nowait()
+            sess.queued_bytes -= len(data)
             try:
                 frame = decode_request(data)
             except RemoteProtocolError as exc:
@@ -401,10 +426,15 @@ class ChatNode:
                     raise Refusal(ErrorCode.STORE_UNAVAILABLE, f"store unavailable: {exc}") from exc
                 sess.resolved = True
                 if sess.user is not None:
-                    self.by_user.setdefault(sess.user, set()).add(sess.routing_id)
+                    self._admit(sess, sess.user)
             if sess.user is None and not isinstance(req, UNREGISTERED_OK):
                 raise Refusal(
                     ErrorCode.NOT_REGISTERED, "this key is not registered; register first"
+                )
+            if self.flow.over_budget(sess.flow) and not isinstance(req, m.Ping):
+                raise Refusal(
+                    ErrorCode.RATE_LIMITED,
+                    "this connection has not read what the node sent it; read it first",
                 )
             sess.request_t0 = t0
             reply = await self._handlers.dispatch(sess, req)
@@ -430,12 +460,44 @@ class ChatNode:
         return user
 
     def bind_user(self, sess: Session, user: str) -> None:
+        self._admit(sess, user)
         sess.user = user
         sess.resolved = True
         self._user_cache[sess.transport_key] = user
-        self.by_user.setdefault(user, set()).add(sess.routing_id)
+
+    def _admit(self, sess: Session, user: str) -> None:
+        """Count the connection as one of `user`'s, within their limit."""
+        peers = self.by_user.setdefault(user, set())
+        live = [r for r in peers if r != sess.routing_id and self._live(r)]
+        if len(live) >= self.max_connections_per_user:
+            sess.user, sess.resolved = None, False
+            self.metrics.connections_refused.inc()
+            raise Refusal(
+                ErrorCode.TOO_MANY_CONNECTIONS,
+                f"{user} already has {len(live)} connections to this node"
+                f" (at most {self.max_connections_per_user})",
+            )
+        peers.add(sess.routing_id)
+
+    def _live(self, routing_id: bytes) -> bool:
+        other = self.sessions.get(routing_id)
+        return other is not None and other.gone is None
 
     def _send(self, routing_id: bytes, data: bytes) -> bool:
+        """Send without ever waiting, and count the bytes against the
+        connection's flow (asking for proof of reading when due)."""
+        if not self._send_frame(routing_id, data):
+            return False
+        sess = self.sessions.get(routing_id)
+        if sess is not None:
+            mark = self.flow.queued(sess.flow, len(data))
+            if mark is not None:
+                frame = encode_reply(0, m.Mark(mark=mark))
+                if self._send_frame(routing_id, frame):
+                    self.flow.marked(sess.flow, mark, len(frame))
+        return True
+
+    def _send_frame(self, routing_id: bytes, data: bytes) -> bool:
         """Send without ever waiting: a peer that is gone or whose queue is full
         loses this frame (clients detect the gap by seq and fetch it)."""
         assert self._sock is not None
@@ -463,6 +525,7 @@ class ChatNode:
         if sess is None:
             return
         sess.dropped_ms = int(time.time() * 1000)
+        self.flow.forget(sess.flow)
         self.lost_sessions.append(sess)
         if sess.user is not None:
             peers = self.by_user.get(sess.user)
@@ -478,9 +541,28 @@ class ChatNode:
         sent = 0
         for user in users:
             for routing_id in list(self.by_user.get(user, ())):
-                if routing_id != skip and self._send(routing_id, data):
+                sess = self.sessions.get(routing_id)
+                if routing_id == skip or sess is None or self._withheld(sess, len(data)):
+                    continue
+                if self._send(routing_id, data):
                     sent += 1
         return sent
+
+    def _withheld(self, sess: Session, size: int) -> bool:
+        """Whether a push must not be queued for `sess` (it does not read)."""
+        was_limited = self.flow.node_limited
+        scope = self.flow.refuse_push(sess.flow, size)
+        if scope is None:
+            return False
+        self.metrics.pushes_withheld.labels(scope).inc()
+        if scope == "node" and not was_limited:
+            self.events.add(
+                "memory_budget",
+                f"the node holds {self.flow.backlog // 2**20} MiB its clients have not read:"
+                " pushes to connections that do not read are withheld",
+                level="warning",
+            )
+        return True
 
     async def push_remote(self, room: str, message: m.StoredMessage) -> int:
         """Push a message that ANOTHER node committed (learned from the cluster
@@ -552,10 +634,17 @@ class ChatNode:
         self.events.add(event, text, level="warning", user=sess.user)
 
     def note_ping(
-        self, sess: Session, rtt_ms: float | None, reconnects: int, outbox: int = 0
+        self,
+        sess: Session,
+        rtt_ms: float | None,
+        reconnects: int,
+        outbox: int = 0,
+        read_mark: int = 0,
     ) -> None:
-        """Record what a client's ping reports: its RTT, its reconnect count
-        and how many messages wait in its outbox."""
+        """Record what a client's ping reports: its RTT, its reconnect count,
+        how many messages wait in its outbox, and how far it has read."""
+        if read_mark and self.flow.read(sess.flow, read_mark):
+            self._send(sess.routing_id, encode_reply(0, m.Resync(reason="pushes withheld")))
         sess.last_ping_ms = int(time.time() * 1000)
         sess.outbox = outbox
         if rtt_ms is not None:

@@ -4,6 +4,7 @@ cost the node nothing much, whatever the length of a room's log."""
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import threading
 import time
@@ -15,8 +16,9 @@ import zmq
 
 from curvechat.crypto.identity import Identity
 from curvechat.crypto.membership import MemberState, sign_op
-from curvechat.protocol import decode_server_frame
+from curvechat.protocol import decode_server_frame, encode_request
 from curvechat.protocol import messages as m
+from curvechat.protocol.connect import parse_connect
 from curvechat.store import SQLiteStore
 from curvechat.store.base import EpochRecord, MemberChange, OpRecord
 
@@ -244,4 +246,66 @@ def test_request_bytes_queued_per_connection_are_bounded(server: ServerProcess) 
     assert bounded and all(r.code == "rate_limited" for r in bounded)
     assert any(getattr(r, "code", "") == "no_such_room" for r in replies)  # the rest served
     raw.close()
+    ctx.term()
+
+
+KEYS = int(os.environ.get("CURVECHAT_STORM_KEYS", "5000"))
+BATCH = 500
+
+
+def _storm_batch(ctx: zmq.Context[zmq.Socket[bytes]], connect: str) -> int:
+    """BATCH connections, each with a CURVE key never seen before: hello,
+    welcome, gone. Returns how many were welcomed."""
+    addr = parse_connect(connect)[0]
+    socks = []
+    for _ in range(BATCH):
+        sock = ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        pub, sec = zmq.curve_keypair()
+        sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = (
+            addr.server_key.encode(), pub, sec)  # fmt: skip
+        sock.connect(addr.endpoint)
+        sock.send(encode_request(1, m.Hello(client="storm")))
+        socks.append(sock)
+    welcomed = 0
+    poller = zmq.Poller()
+    for sock in socks:
+        poller.register(sock, zmq.POLLIN)
+    deadline = time.monotonic() + 60
+    pending = set(socks)
+    while pending and time.monotonic() < deadline:
+        for sock, _ in poller.poll(1000):
+            if sock in pending:
+                sock.recv()
+                pending.discard(sock)
+                poller.unregister(sock)
+                welcomed += 1
+    for sock in socks:
+        sock.close(linger=0)
+    return welcomed
+
+
+def test_per_key_memory_is_returned(server: ServerProcess) -> None:
+    """50,000 distinct CURVE keys connect, say hello and leave: once they are
+    gone the node's memory is back to within a few MB of where it was."""
+    assert server.proc is not None
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    ctx.setsockopt(zmq.MAX_SOCKETS, BATCH + 64)
+    _storm_batch(ctx, server.connect)  # warm up: the first allocations are not growth
+    time.sleep(12)
+    before = _rss_mb(server.proc.pid)
+    welcomed = sum(_storm_batch(ctx, server.connect) for _ in range(KEYS // BATCH))
+    peak = _rss_mb(server.proc.pid)
+    honest = RawClient(ctx, server.connect, Identity.generate("grace"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the reaper forgets the sessions within 10 s
+        time.sleep(2)
+        after = _rss_mb(server.proc.pid)
+        if after - before < 4:
+            break
+    print(f"{welcomed} keys welcomed; node RSS {before:.1f} -> peak {peak:.1f} -> {after:.1f} MB")
+    assert welcomed > KEYS * 0.95
+    assert after - before < 4
+    assert isinstance(honest.request(m.Hello(client="after")), m.Welcome)
+    honest.close()
     ctx.term()

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import ctypes
+import gc
 import logging
 import os
 import time
@@ -40,6 +42,7 @@ from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_FRAME_BYTES, PROTOCOL_VERSION
 from curvechat.server.flow import Flow, FlowControl
 from curvechat.server.handlers import Handlers, Refusal
+from curvechat.server.lru import Recent
 from curvechat.server.metrics import NodeMetrics
 from curvechat.server.ratelimit import RateLimits, TokenBucket
 from curvechat.server.rooms import RoomCache
@@ -52,6 +55,8 @@ SESSION_TIMEOUT_S = 30.0
 SESSION_QUEUE_MAX = 256
 REQUEST_BYTES_MAX = 2 * 1024 * 1024  # request bytes waiting to be served, per connection
 MAX_CONNECTIONS_PER_USER = 16
+COMPACT_AFTER_DROPS = 1_000  # sessions dropped in one reaper pass that make it compact
+KEYS_REMEMBERED = 10_000  # per-key memory (users of keys, reconnect counts), most recent first
 LOST_SESSIONS_KEPT = 200  # dropped sessions kept for the dashboard's connection table
 UNREGISTERED_OK = (m.Hello, m.Register, m.Ping)
 
@@ -159,15 +164,15 @@ class ChatNode:
         self._sock: zmq.asyncio.Socket | None = None
         self._auth: AsyncioAuthenticator | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._user_cache: dict[str, str] = {}
+        self._user_cache: Recent[str, str] = Recent(KEYS_REMEMBERED)
         self._handlers = Handlers(self)
         self._stopped = asyncio.Event()
         self.started_at = time.time()
         self.events = EventLog(self.node_name)
         self._by_fd: dict[int, Session] = {}  # bounded by the open sockets' numbers
-        self._keys_here: set[str] = set()
+        # transport key -> the reconnect count it last reported (-1: none yet)
+        self._keys_seen: Recent[str, int] = Recent(KEYS_REMEMBERED)
         self.lost_sessions: deque[Session] = deque(maxlen=LOST_SESSIONS_KEPT)
-        self._reconnects_seen: dict[str, int] = {}  # transport key -> last reported count
         self.metrics.track(
             connected_clients=lambda: sum(1 for s in self.sessions.values() if s.gone is None),
             request_queue_depth=lambda: sum(s.queue.qsize() for s in self.sessions.values()),
@@ -270,8 +275,9 @@ class ChatNode:
         sess = self.sessions.get(routing_id)
         if sess is None or sess.transport_key != key:
             sess = Session(routing_id=routing_id, transport_key=key)
-            sess.first_here = key not in self._keys_here
-            self._keys_here.add(key)
+            sess.first_here = key not in self._keys_seen
+            if sess.first_here:
+                self._keys_seen.put(key, -1)
             self.sessions[routing_id] = sess
         if fd >= 0 and self._by_fd.get(fd) is not sess:
             sess.fd = fd
@@ -456,14 +462,14 @@ class ChatNode:
         if user is None:
             user = await self._handlers.user_for_transport(transport_key)
             if user is not None:
-                self._user_cache[transport_key] = user
+                self._user_cache.put(transport_key, user)
         return user
 
     def bind_user(self, sess: Session, user: str) -> None:
         self._admit(sess, user)
         sess.user = user
         sess.resolved = True
-        self._user_cache[sess.transport_key] = user
+        self._user_cache.put(sess.transport_key, user)
 
     def _admit(self, sess: Session, user: str) -> None:
         """Count the connection as one of `user`'s, within their limit."""
@@ -599,9 +605,10 @@ class ChatNode:
         while True:
             await asyncio.sleep(SESSION_TIMEOUT_S / 3)
             cutoff = time.monotonic() - SESSION_TIMEOUT_S
+            before = len(self.sessions)
             for routing_id, sess in list(self.sessions.items()):
                 if (
-                    sess.last_seen < cutoff
+                    (sess.gone is not None or sess.last_seen < cutoff)
                     and (sess.worker is None or sess.worker.done())
                     and not sess.sends
                 ):
@@ -613,6 +620,19 @@ class ChatNode:
                             f"{_who(sess)} timed out: silent for {SESSION_TIMEOUT_S:g} s",
                         )
                     self._drop_session(routing_id)
+            if before - len(self.sessions) >= COMPACT_AFTER_DROPS:
+                self._compact()
+
+    def _compact(self) -> None:
+        """Give back the memory of many sessions gone at once (a storm of
+        throwaway keys): dicts do not shrink by themselves, nor does the
+        allocator return freed pages unasked."""
+        self.sessions = dict(self.sessions)
+        self.by_user = {u: set(r) for u, r in self.by_user.items()}
+        self._by_fd = dict(self._by_fd)
+        gc.collect()
+        if _malloc_trim is not None:
+            _malloc_trim(0)
 
     # --- what operators see ----------------------------------------------------
     def _connection_lost(self, fd: int) -> None:
@@ -651,8 +671,9 @@ class ChatNode:
             sess.rtt_ms = rtt_ms
             self.metrics.client_rtt_seconds.observe(rtt_ms / 1000)
         sess.reconnects = reconnects
-        previous = self._reconnects_seen.get(sess.transport_key)
-        self._reconnects_seen[sess.transport_key] = reconnects
+        seen = self._keys_seen.get(sess.transport_key)
+        previous = None if seen is None or seen < 0 else seen
+        self._keys_seen.put(sess.transport_key, reconnects)
         if previous is None and not sess.first_here:
             previous = 0  # it was here before its first ping: its reconnects are news
         if previous is None:
@@ -683,6 +704,16 @@ class ChatNode:
             version=PROTOCOL_VERSION,
             peers=self.peers,
         )
+
+
+def _libc_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return cast("Callable[[int], int]", ctypes.CDLL("libc.so.6").malloc_trim)
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_malloc_trim = _libc_malloc_trim()
 
 
 def _source_fd(frame: zmq.Frame) -> int:

@@ -134,6 +134,9 @@ REPLIES: list[m.Reply] = [
     ERROR,
     m.MessagePush(room="general", message=STORED),
     *(m.RoomPush(room="general", reason=r) for r in ("members", "epoch", "keys", "removed")),
+    m.Mark(mark=1),
+    m.Mark(mark=2**53),
+    m.Resync(reason="pushes withheld"),
 ]
 
 

@@ -110,8 +110,12 @@ class RawClient:
         self.sock.connect(addr.endpoint)
 
     def exchange(self, *parts: bytes) -> m.ServerFrame:
+        """Send, and return the answer (flow-control marks are not answers)."""
         self.sock.send_multipart(list(parts))
-        return decode_server_frame(self.sock.recv())
+        while True:
+            frame = decode_server_frame(self.sock.recv())
+            if not isinstance(frame.msg, m.Mark):
+                return frame
 
     def close(self) -> None:
         self.sock.close()

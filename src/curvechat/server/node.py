@@ -55,7 +55,7 @@ SESSION_TIMEOUT_S = 30.0
 SESSION_QUEUE_MAX = 256
 REQUEST_BYTES_MAX = 2 * 1024 * 1024  # request bytes waiting to be served, per connection
 MAX_CONNECTIONS_PER_USER = 16
-COMPACT_AFTER_DROPS = 1_000  # sessions dropped in one reaper pass that make it compact
+COMPACT_AFTER_DROPS = 1_000  # sessions dropped before the reaper compacts the tables
 KEYS_REMEMBERED = 10_000  # per-key memory (users of keys, reconnect counts), most recent first
 LOST_SESSIONS_KEPT = 200  # dropped sessions kept for the dashboard's connection table
 UNREGISTERED_OK = (m.Hello, m.Register, m.Ping)
@@ -169,6 +169,7 @@ class ChatNode:
         self._stopped = asyncio.Event()
         self.started_at = time.time()
         self.events = EventLog(self.node_name)
+        self._dropped = 0  # sessions dropped since the tables were last compacted
         self._by_fd: dict[int, Session] = {}  # bounded by the open sockets' numbers
         # transport key -> the reconnect count it last reported (-1: none yet)
         self._keys_seen: Recent[str, int] = Recent(KEYS_REMEMBERED)
@@ -620,7 +621,9 @@ class ChatNode:
                             f"{_who(sess)} timed out: silent for {SESSION_TIMEOUT_S:g} s",
                         )
                     self._drop_session(routing_id)
-            if before - len(self.sessions) >= COMPACT_AFTER_DROPS:
+            self._dropped += before - len(self.sessions)
+            if self._dropped >= COMPACT_AFTER_DROPS:
+                self._dropped = 0
                 self._compact()
 
     def _compact(self) -> None:

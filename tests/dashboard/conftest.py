@@ -1,6 +1,10 @@
 """Real headless Chromium (driven over the Chrome DevTools Protocol with
 aiohttp's websocket client) and a real InfluxDB 1.x, each started on free
-loopback ports in a fresh temp directory and always stopped.
+loopback ports in a fresh temp directory and always stopped; and a small web
+server on another loopback port, as the page of another origin.
+
+Chromium resolves every name under `.test` to 127.0.0.1 (as a DNS
+rebinding attacker's name would), so a test can open a node under a name.
 
 Tests that need one skip, saying why, only when its binary is missing
 (Debian packages `chromium` and `influxdb`).
@@ -20,6 +24,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from support.servers import free_port
 
@@ -36,6 +41,10 @@ CHROMIUM_FLAGS = (
     "--hide-scrollbars",
     "--remote-debugging-address=127.0.0.1",
     "--remote-debugging-port=0",
+    # Names a rebinding attacker controls, resolved to this machine.
+    "--host-resolver-rules=MAP *.test 127.0.0.1",
+    # http:// stays http:// (no automatic try of https:// for names).
+    "--disable-features=HttpsUpgrades,HttpsFirstBalancedModeAutoEnable",
 )
 START_TIMEOUT_S = 30.0
 
@@ -88,6 +97,27 @@ class Page:
     async def goto(self, url: str) -> None:
         await self.call("Page.navigate", url=url)
 
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The CDP events of this tab so far (method and params)."""
+        return self.browser.events.setdefault(self.session_id, [])
+
+    def console(self) -> list[str]:
+        """What the tab wrote to its console and log: messages, errors and the
+        browser's own reports (failed loads, Content Security Policy refusals)."""
+        lines: list[str] = []
+        for event in self.events:
+            params = event.get("params", {})
+            if event["method"] == "Runtime.consoleAPICalled":
+                args = [str(a.get("value", a.get("description", ""))) for a in params["args"]]
+                lines.append(f"console.{params['type']}: {' '.join(args)}")
+            elif event["method"] == "Log.entryAdded":
+                entry = params["entry"]
+                lines.append(f"{entry['source']}.{entry['level']}: {entry['text']}")
+            elif event["method"] == "Runtime.exceptionThrown":
+                lines.append(f"exception: {params['exceptionDetails']}")
+        return lines
+
     async def screenshot(self, width: int = 1440) -> bytes:
         """A PNG of the whole page (the viewport grows to the page's height)."""
         height = int(await self.evaluate("document.documentElement.scrollHeight"))
@@ -114,6 +144,7 @@ class Chromium:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.events: dict[str, list[dict[str, Any]]] = {}  # session id -> CDP events
 
     async def start(self, binary: str) -> None:
         profile = self.root / "profile"
@@ -154,6 +185,9 @@ class Chromium:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 continue
             data = json.loads(msg.data)
+            if "id" not in data and "sessionId" in data:
+                self.events.setdefault(data["sessionId"], []).append(data)
+                continue
             fut = self._pending.pop(data.get("id", -1), None)
             if fut is None or fut.done():
                 continue  # an event: not needed here
@@ -185,6 +219,7 @@ class Chromium:
         page = Page(self, attached["sessionId"])
         await page.call("Page.enable")
         await page.call("Runtime.enable")
+        await page.call("Log.enable")
         await page.call(
             "Emulation.setDeviceMetricsOverride",
             width=width,
@@ -225,6 +260,44 @@ async def browser(tmp_path: Path) -> AsyncIterator[Chromium]:
         yield chromium
     finally:
         await chromium.close()
+
+
+# --- another origin ----------------------------------------------------------------------
+
+BLANK_PAGE = "<!doctype html><html><head><title>elsewhere</title></head><body></body></html>"
+
+
+class OtherOrigin:
+    """A web server on another loopback port: the page of some other site."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    async def start(self) -> None:
+        async def page(request: web.Request) -> web.Response:
+            return web.Response(text=BLANK_PAGE, content_type="text/html")
+
+        app = web.Application()
+        app.router.add_get("/", page)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+
+@pytest.fixture
+async def other_origin() -> AsyncIterator[OtherOrigin]:
+    site = OtherOrigin()
+    try:
+        await site.start()
+        yield site
+    finally:
+        if site.runner is not None:
+            await site.runner.cleanup()
 
 
 # --- InfluxDB ---------------------------------------------------------------------------

@@ -120,12 +120,15 @@ class Tmux:
             == 0
         )
 
-    def start_chat(self, home: Path, *env: str) -> None:
-        """`curvechat chat` in a new 100x30 session; `env` as NAME=VALUE."""
+    def start_chat(self, home: Path, *env: str, size: tuple[int, int] = (100, 30)) -> None:
+        """`curvechat chat` in a new session of `size` (100x30); `env` as NAME=VALUE."""
         command = f"{sys.executable} -m curvechat chat --home {home}"
         options = [x for pair in zip(["-e"] * len(env), env, strict=True) for x in pair]
+        width, height = (str(n) for n in size)
+        # COLUMNS and LINES win over the terminal's size: the test process may have them
+        options += ["-e", f"COLUMNS={width}", "-e", f"LINES={height}"]
         self(
-            "-f", "/dev/null", "new-session", "-d", "-s", "chat", "-x", "100", "-y", "30",
+            "-f", "/dev/null", "new-session", "-d", "-s", "chat", "-x", width, "-y", height,
             "-e", "TERM=xterm-256color", *options, command,
         )  # fmt: skip
 

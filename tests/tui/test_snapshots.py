@@ -120,7 +120,7 @@ async def test_fixed_screen_content(tmp_path: Path) -> None:
         "23:58 »alice: yes, after the standup",
         "──── Tuesday 03 March 2026 ────",
         "09:00  carol: morning! the build is green",
-        "              changelog is in the wiki",
+        "            │ changelog is in the wiki",
         "09:02  mallory: ⚠ unreadable message (failed to verify or decrypt: BadSignature)",
         "09:03  bob: @alice can you tag it?",
         "09:04 »alice: on it",

@@ -23,6 +23,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from curvechat.cli.output import error_line, json_line, log_handler, message_line
+from curvechat.protocol.text import visible
+
 if TYPE_CHECKING:
     from curvechat.client.engine import ChatClient
 
@@ -156,7 +159,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from curvechat.server.app import serve
     from curvechat.server.keys import ServerKeyError
     from curvechat.server.ratelimit import RateLimits
-    from curvechat.store import StoreUnavailable
+    from curvechat.store import StoreRefused, StoreUnavailable
 
     if args.rate_conn <= 0 or args.rate_user <= 0:
         raise CliError("bad_argument", "rates must be positive", EXIT_USAGE)
@@ -174,13 +177,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not 8 <= args.etcd_max_txn_ops <= 100_000:
         raise CliError("bad_argument", "--etcd-max-txn-ops must be 8 … 100000", EXIT_USAGE)
+    etcd_security = None
     if args.store:
-        from curvechat.store.etcd import parse_etcd_url
+        from curvechat.store.etcd import EtcdSecurity, parse_etcd_url
 
         try:
             parse_etcd_url(args.store)
         except ValueError as exc:
             raise CliError("bad_argument", f"--store: {exc}", EXIT_USAGE) from exc
+        try:
+            etcd_security = EtcdSecurity.load(
+                args.store,
+                ca_file=args.etcd_ca,
+                cert_file=args.etcd_cert,
+                key_file=args.etcd_key,
+                user=args.etcd_user,
+                password_file=args.etcd_password_file,
+            )
+        except ValueError as exc:
+            raise CliError("bad_argument", str(exc), EXIT_USAGE) from exc
+    elif (
+        args.etcd_ca or args.etcd_cert or args.etcd_key or args.etcd_user or args.etcd_password_file
+    ):
+        raise CliError("bad_argument", "the --etcd-* options need --store", EXIT_USAGE)
 
     data = Path(args.data) if args.data else Path(os.environ.get("CURVECHAT_DATA", "data"))
     try:
@@ -196,10 +215,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 influx_interval=args.influx_interval,
                 store_url=args.store,
                 etcd_max_txn_ops=args.etcd_max_txn_ops,
+                etcd_security=etcd_security,
+                http_hosts=args.http_host,
+                http_token_file=Path(args.http_token_file) if args.http_token_file else None,
+                http_require_token=args.http_require_token,
+                metrics_open=args.metrics_open,
             )
         )
     except ServerKeyError as exc:
         raise CliError("server_key", str(exc)) from exc
+    except StoreRefused as exc:
+        raise CliError(exc.code, f"cannot use etcd: {exc}") from exc
     except StoreUnavailable as exc:
         raise CliError("store_unavailable", f"the store is unavailable: {exc}") from exc
     except RuntimeError as exc:
@@ -345,7 +371,7 @@ def cmd_dm(args: argparse.Namespace) -> int:
 
 
 def _message_json(msg: Any) -> str:
-    return json.dumps(
+    return json_line(
         {
             "room": msg.room,
             "seq": msg.seq,
@@ -355,14 +381,12 @@ def _message_json(msg: Any) -> str:
             "text": msg.text,
             "error": msg.error,
             "txn": msg.txn,
-        },
-        ensure_ascii=False,
+        }
     )
 
 
 def _message_line(msg: Any) -> str:
-    body = msg.text if msg.error is None else f"⚠ [{msg.error}]"
-    return f"[{_local(msg.ts_ms)}] #{msg.seq} {msg.sender}: {body}"
+    return message_line(_local(msg.ts_ms), msg.seq, msg.sender, msg.text, msg.error)
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -442,7 +466,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
                 if st.state is ConnState.RECONNECTING and st.next_retry_at:
                     wait = max(0.0, st.next_retry_at - __import__("time").time())
                     print(
-                        f"-- connection lost ({st.detail}); retry {st.attempt + 1} in {wait:.1f} s",
+                        f"-- connection lost ({visible(st.detail)}); retry {st.attempt + 1}"
+                        f" in {wait:.1f} s",
                         file=sys.stderr,
                         flush=True,
                     )
@@ -531,9 +556,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     home.ensure()
-    file_handler = logging.FileHandler(home.path / "chat.log")
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(file_handler)
+    root.addHandler(log_handler(logging.FileHandler(home.path / "chat.log")))
     settings = ChatSettings(
         home=home.path,
         server=server,
@@ -554,7 +577,33 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data", help="data directory (default ./data or $CURVECHAT_DATA)")
     serve.add_argument("--bind", default="tcp://127.0.0.1:7700", help="ZeroMQ endpoint to bind")
     serve.add_argument(
-        "--http", default="127.0.0.1:7780", help="HOST:PORT for health and metrics ('' to disable)"
+        "--http",
+        default="127.0.0.1:7780",
+        help="HOST:PORT for the dashboard, health and metrics ('' to disable)",
+    )
+    serve.add_argument(
+        "--http-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name the HTTP side answers to, besides its address (repeatable);"
+        " requests for any other name get 421",
+    )
+    serve.add_argument(
+        "--http-token-file",
+        metavar="PATH",
+        help="the HTTP bearer token, made there if missing (default DATA/http.token);"
+        " give every node of a cluster the same one",
+    )
+    serve.add_argument(
+        "--http-require-token",
+        action="store_true",
+        help="require the token on loopback too (it is always required on other addresses)",
+    )
+    serve.add_argument(
+        "--metrics-open",
+        action="store_true",
+        help="serve /metrics without the token (for a scraper that cannot send one)",
     )
     serve.add_argument("--advertise", help="endpoint to put in the connect string")
     serve.add_argument(
@@ -587,8 +636,26 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--store",
         metavar="URL",
-        help="etcd://HOST:PORT[,HOST:PORT…][/PREFIX]: keep everything in etcd and join"
-        " the cluster of nodes on it (default: SQLite in the data dir)",
+        help="etcd://HOST:PORT[,HOST:PORT…][/PREFIX] (etcds://… for TLS): keep everything"
+        " in etcd and join the cluster of nodes on it (default: SQLite in the data dir)",
+    )
+    serve.add_argument(
+        "--etcd-ca",
+        metavar="FILE",
+        help="CA certificate(s) etcd's are checked with (PEM; default: the system's)",
+    )
+    serve.add_argument(
+        "--etcd-cert", metavar="FILE", help="this node's TLS client certificate for etcd (PEM)"
+    )
+    serve.add_argument("--etcd-key", metavar="FILE", help="the key of --etcd-cert (PEM)")
+    serve.add_argument(
+        "--etcd-user", metavar="NAME", help="etcd user to log in as (needs etcds://)"
+    )
+    serve.add_argument(
+        "--etcd-password-file",
+        metavar="FILE",
+        help="file holding the etcd user's password (default: $CURVECHAT_ETCD_PASSWORD;"
+        " never on the command line, where ps shows it)",
     )
     serve.add_argument(
         "--etcd-max-txn-ops",
@@ -668,7 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(code: str, message: str, exit_code: int) -> NoReturn:
-    print(f"curvechat: error [{code}]: {message}", file=sys.stderr)
+    print(error_line(code, message), file=sys.stderr)
     raise SystemExit(exit_code)
 
 
@@ -679,7 +746,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING - 10 * min(args.verbose, 2)
         if args.command != "serve"
         else logging.INFO - 10 * min(args.verbose, 1),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[log_handler(logging.StreamHandler())],
     )
     if getattr(args, "limit", 1) < 1 or getattr(args, "timeout", 1) <= 0:
         _fail("bad_argument", "--limit and --timeout must be positive", EXIT_USAGE)

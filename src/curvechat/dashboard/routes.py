@@ -1,15 +1,23 @@
 """The dashboard's HTTP side, mounted on the node's own aiohttp app:
 
 * `/` and `/static/…` — the page, its script and its style, package data
-  served from memory (no CDN, no third-party code);
+  served from memory (no CDN, no third-party code, no inline script);
 * `/api/nodes` — the nodes the page should show: this node, and in cluster
-  mode the other nodes of the registry (each with the base URL of its API);
-* `/api/state?since=MS&events_after=SEQ` — one node's status, connection
-  table, the history samples newer than `since` and the events after `SEQ`.
+  mode the other nodes of the registry, each with the path *on this node*
+  to poll for its state;
+* `/api/state?since=MS&events_after=SEQ` — this node's status, connection
+  table, the history samples newer than `since` and the events after `SEQ`;
+* `/api/peers/{name}/state?since=…&events_after=…` — the same for another
+  node of the registry, fetched by this node from that node's `/api/state`
+  with the bearer token (`NodeProbe.peer_token`), and passed on.
 
-The page polls `/api/state` of every node each second and says "node
-unreachable" when a poll fails. This module reads the node only through a
-`NodeProbe`; it must never import the server or the store.
+The page polls each node's state once a second through the node that served
+it, so it only ever talks to its own origin: no answer needs CORS, and the
+browser never learns where the other nodes are or holds a token for them. A
+node can only be asked about names in its registry (never about a URL the
+page chose). This module reads the node only through a `NodeProbe`; it must
+never import the server or the store. Who may call these routes (Host check,
+token) is decided in front of them, by the server's HTTP guard.
 """
 
 from __future__ import annotations
@@ -19,7 +27,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
+from urllib.parse import quote, unquote
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -28,6 +38,9 @@ from curvechat.dashboard.history import MetricHistory, Sampler
 
 STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 STATIC_FILES = ("index.html", "dashboard.js", "dashboard.css")
+PEER_TIMEOUT_S = 2.0  # the page gives up on a poll after 2.5 s
+PEER_MAX_BYTES = 32 * 1024 * 1024
+NODE_HEADER = "X-Curvechat-Node"  # on /api/state: whose state it is (URL-quoted)
 
 
 @dataclass
@@ -46,6 +59,9 @@ class NodeProbe:
     before_sample: Callable[[], None] | None = None
     peers: Callable[[], list[dict[str, Any]]] = field(default=list)
     """The other nodes of the cluster (name, url of their API, …), from the registry."""
+    peer_token: str = ""
+    """The bearer token this node sends with its requests to the other nodes
+    (every node of a cluster is given the same one)."""
 
 
 def _load_static() -> dict[str, tuple[bytes, str]]:
@@ -70,17 +86,23 @@ class Dashboard:
             before_sample=probe.before_sample,
         )
         self._static = _load_static()
+        self._client: aiohttp.ClientSession | None = None
 
     def mount(self, app: web.Application) -> None:
         app.router.add_get("/", self.index)
         app.router.add_get("/static/{name}", self.static)
         app.router.add_get("/api/nodes", self.nodes)
         app.router.add_get("/api/state", self.state)
+        app.router.add_get("/api/peers/{name}/state", self.peer_state)
         app.cleanup_ctx.append(self._sampling)
 
     async def _sampling(self, app: web.Application) -> AsyncIterator[None]:
         self.sampler.start()
+        self._client = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S), auto_decompress=True
+        )
         yield
+        await self._client.close()
         await self.sampler.stop()
 
     def _file(self, name: str) -> web.Response:
@@ -107,6 +129,7 @@ class Dashboard:
             "name": p.name,
             "boot": p.boot,
             "url": "",  # this node's API, relative to the page
+            "state": "api/state",  # where the page polls it, relative to the page
             "started_at": int(p.started_at * 1000),
             "uptime_s": max(0.0, time.time() - p.started_at),
             "store_ok": self.sampler.store_ok,
@@ -116,19 +139,79 @@ class Dashboard:
 
     async def nodes(self, request: web.Request) -> web.Response:
         # This node, then the other live nodes of the cluster's registry; the
-        # page polls each one's /api/state itself (and keeps showing a node
+        # page polls each one through this node (and keeps showing a node
         # that dropped out of the registry, as unreachable).
+        peers = [
+            {**peer, "state": f"api/peers/{quote(str(peer['name']), safe='')}/state"}
+            for peer in self.probe.peers()
+            if str(peer.get("name", "")) not in ("", ".", "..")  # not a path segment
+        ]
         return web.json_response(
-            {"nodes": [self.node_entry(), *self.probe.peers()]},
-            headers={"Cache-Control": "no-store"},
+            {"nodes": [self.node_entry(), *peers]}, headers={"Cache-Control": "no-store"}
+        )
+
+    @staticmethod
+    def _cursor(request: web.Request) -> tuple[int, int]:
+        try:
+            return int(request.query.get("since", "0")), int(request.query.get("events_after", "0"))
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text="since and events_after are integers") from exc
+
+    async def peer_state(self, request: web.Request) -> web.Response:
+        """Another node's `/api/state`, fetched by this node with the token."""
+        name = request.match_info["name"]
+        since, events_after = self._cursor(request)
+        peer = next((p for p in self.probe.peers() if p.get("name") == name), None)
+        url = str(peer.get("url") or "") if peer else ""
+        if not url.startswith(("http://", "https://")):
+            return _peer_error(404, f"{name} is not in this node's registry")
+        headers = {"Accept": "application/json"}
+        if self.probe.peer_token:
+            headers["Authorization"] = f"Bearer {self.probe.peer_token}"
+        assert self._client is not None
+        try:
+            async with self._client.get(
+                url.rstrip("/") + "/api/state",
+                params={"since": str(since), "events_after": str(events_after)},
+                headers=headers,
+                allow_redirects=False,
+            ) as resp:
+                if resp.status == 401:
+                    return _peer_error(
+                        502,
+                        "it refused this node's token (every node of a cluster needs"
+                        " the same token: --http-token-file)",
+                    )
+                if resp.status == 421:
+                    return _peer_error(
+                        502, f"it does not answer to the host of its registered URL {url}"
+                    )
+                if resp.status != 200:
+                    return _peer_error(502, f"it answered HTTP {resp.status}")
+                answered = resp.headers.get(NODE_HEADER, "")
+                if answered != quote(name, safe=""):
+                    # e.g. every node registered http://127.0.0.1:7780/
+                    return _peer_error(
+                        502,
+                        f"its registered URL {url} reaches another node"
+                        f" ({unquote(answered)[:100] or 'not a curvechat node'}):"
+                        " bind --http to an address the other nodes can reach",
+                    )
+                body = bytearray()
+                async for chunk in resp.content.iter_any():
+                    body += chunk
+                    if len(body) > PEER_MAX_BYTES:
+                        return _peer_error(502, "its answer is too large")
+        except TimeoutError:
+            return _peer_error(504, f"no answer within {PEER_TIMEOUT_S:g} s")
+        except aiohttp.ClientError as exc:
+            return _peer_error(502, f"unreachable ({type(exc).__name__})")
+        return web.Response(
+            body=bytes(body), content_type="application/json", headers={"Cache-Control": "no-store"}
         )
 
     async def state(self, request: web.Request) -> web.Response:
-        try:
-            since = int(request.query.get("since", "0"))
-            events_after = int(request.query.get("events_after", "0"))
-        except ValueError as exc:
-            raise web.HTTPBadRequest(text="since and events_after are integers") from exc
+        since, events_after = self._cursor(request)
         return web.json_response(
             {
                 "now": int(time.time() * 1000),
@@ -138,6 +221,10 @@ class Dashboard:
                 "history": self.history.since(since),
                 "events": [e.to_json() for e in self.probe.events.after(events_after, 200)],
             },
-            # The page of any node of the cluster polls every node's state.
-            headers={"Cache-Control": "no-store", "Access-Control-Allow-Origin": "*"},
+            # Same origin only: other nodes' pages get it through their node.
+            headers={"Cache-Control": "no-store", NODE_HEADER: quote(self.probe.name, safe="")},
         )
+
+
+def _peer_error(status: int, error: str) -> web.Response:
+    return web.json_response({"error": error}, status=status, headers={"Cache-Control": "no-store"})

@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from curvechat.protocol.connect import ServerAddress
 from curvechat.server.http import start_http
+from curvechat.server.httpguard import TOKEN_FILE, HttpGuard, load_or_create_token
 from curvechat.server.influx import DEFAULT_INTERVAL_S, InfluxPusher
 from curvechat.server.keys import load_or_create_keypair
 from curvechat.server.node import ChatNode
@@ -21,7 +22,7 @@ from curvechat.store import Store
 from curvechat.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
-    from curvechat.store.etcd import EtcdStore
+    from curvechat.store.etcd import EtcdSecurity, EtcdStore
 
 log = logging.getLogger("curvechat.server")
 
@@ -39,11 +40,18 @@ def advertised_endpoint(bound: str, advertise: str | None) -> str:
     return bound
 
 
-def advertised_http(host: str, port: int, dial: str) -> str:
-    """The base URL other nodes' dashboards reach this node's HTTP side at:
-    its bound host, or (bound to a wildcard) the host clients dial."""
+def advertised_http_host(host: str, dial: str) -> str:
+    """The host other nodes reach this node's HTTP side at: its bound host,
+    or (bound to a wildcard) the host clients dial."""
     if host in ("", "0.0.0.0", "::", "*"):
         host = dial.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
+    return host
+
+
+def advertised_http(host: str, port: int, dial: str) -> str:
+    """The base URL other nodes reach this node's HTTP side at (it is put in
+    the cluster registry, and printed with the token for the operator)."""
+    host = advertised_http_host(host, dial)
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
@@ -59,6 +67,11 @@ async def serve(
     influx_interval: float = DEFAULT_INTERVAL_S,
     store_url: str | None = None,
     etcd_max_txn_ops: int = 128,
+    etcd_security: EtcdSecurity | None = None,
+    http_hosts: Sequence[str] = (),
+    http_token_file: Path | None = None,
+    http_require_token: bool = False,
+    metrics_open: bool = False,
 ) -> None:
     # Ctrl-C / SIGTERM from here on means "stop cleanly", even during start-up.
     stop = asyncio.Event()
@@ -67,13 +80,20 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     public, secret = load_or_create_keypair(data_dir)
+    # The HTTP side's bearer token: made on first start, reused after.
+    token = load_or_create_token(http_token_file or data_dir / TOKEN_FILE) if http else ""
     store: Store
     etcd: EtcdStore | None = None  # cluster mode
     if store_url:
-        from curvechat.store.etcd import EtcdStore, parse_etcd_url  # loads gRPC: only here
+        from curvechat.store.etcd import EtcdSecurity, EtcdStore, parse_etcd_url  # loads gRPC
 
         endpoints, prefix = parse_etcd_url(store_url)
-        store = etcd = EtcdStore(endpoints, prefix=prefix, max_txn_ops=etcd_max_txn_ops)
+        store = etcd = EtcdStore(
+            endpoints,
+            prefix=prefix,
+            max_txn_ops=etcd_max_txn_ops,
+            security=etcd_security or EtcdSecurity.load(store_url),
+        )
     else:
         store = SQLiteStore(data_dir / "curvechat.db")
     await store.open()
@@ -83,6 +103,7 @@ async def serve(
     pusher = None
     cluster = None
     dashboard = ""  # this node's HTTP base URL, for the cluster registry
+    dashboard_link = ""  # what the operator opens: the URL, with the token if needed
     try:
         if influx:
             pusher = InfluxPusher(
@@ -95,15 +116,28 @@ async def serve(
             )
             pusher.start()
             log.info("pushing metrics to InfluxDB every %g s", influx_interval)
+        dial = advertised_endpoint(endpoint, advertise)
         if http:
             host, _, port = http.rpartition(":")
-            runner, http_port = await start_http(node, host.strip("[]") or "127.0.0.1", int(port))
-            log.info(
-                "HTTP (dashboard, health, metrics) on http://%s:%d/", host or "127.0.0.1", http_port
+            bind_host = host.strip("[]") or "127.0.0.1"
+            # Host names this node answers to: see HttpGuard.for_bind; the
+            # host in its registry URL is one (other nodes fetch its state).
+            guard = HttpGuard.for_bind(
+                bind_host,
+                token,
+                extra_hosts=[*http_hosts, advertised_http_host(bind_host, dial)],
+                require_token=http_require_token,
+                metrics_open=metrics_open,
             )
-        dial = advertised_endpoint(endpoint, advertise)
-        if runner is not None:
-            dashboard = advertised_http(host.strip("[]"), http_port, dial)
+            runner, http_port = await start_http(node, bind_host, int(port), guard)
+            dashboard = advertised_http(bind_host, http_port, dial)
+            dashboard_link = dashboard + (f"#token={token}" if guard.require_token else "")
+            log.info(
+                "HTTP (dashboard, health, metrics) on http://%s:%d/; token %s",
+                host or "127.0.0.1",
+                http_port,
+                "required" if guard.require_token else "not required on loopback",
+            )
         connect = str(ServerAddress(dial, public.decode()))
         (data_dir / "connect").write_text(connect + "\n")
         if etcd is not None:
@@ -115,6 +149,8 @@ async def serve(
             print(f"cluster: {len(nodes)} node(s) registered in etcd", flush=True)
             print(f"cluster connect string: {','.join(n.connect for n in nodes)}", flush=True)
         print(f"curvechat node {node.node_name} ready", flush=True)
+        if dashboard_link:
+            print(f"dashboard: {dashboard_link}", flush=True)
         print(f"connect string: {connect}", flush=True)
         if ready is not None:
             ready.set()

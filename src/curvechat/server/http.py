@@ -1,6 +1,8 @@
 """The node's HTTP side: `/healthz` (the process is serving), `/readyz` (the
 store answers), `/metrics` (Prometheus text format) and the live dashboard
-(`/`, `/static/…`, `/api/…`, see `curvechat.dashboard.routes`).
+(`/`, `/static/…`, `/api/…`, see `curvechat.dashboard.routes`), behind the
+Host check, the bearer token and the security headers of
+`curvechat.server.httpguard`.
 
 It runs on the node's own event loop and must never block it: the store is
 only probed with a timeout, and everything else is read from memory.
@@ -16,6 +18,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from curvechat.dashboard.routes import Dashboard, NodeProbe
+from curvechat.server.httpguard import HttpGuard
 from curvechat.server.node import ChatNode, Session
 from curvechat.store import StoreUnavailable
 
@@ -50,7 +53,7 @@ def connection_row(node: ChatNode, sess: Session) -> dict[str, Any]:
     }
 
 
-def node_probe(node: ChatNode) -> NodeProbe:
+def node_probe(node: ChatNode, peer_token: str = "") -> NodeProbe:
     def connections() -> list[dict[str, Any]]:
         cutoff = int((time.time() - LOST_SHOWN_S) * 1000)
         lost = [
@@ -79,10 +82,11 @@ def node_probe(node: ChatNode) -> NodeProbe:
         on_store_state=on_store_state,
         before_sample=lambda: refresh_metrics(node),
         peers=lambda: node.peer_nodes,
+        peer_token=peer_token,
     )
 
 
-def make_http_app(node: ChatNode, *, dashboard: bool = True) -> web.Application:
+def make_http_app(node: ChatNode, guard: HttpGuard, *, dashboard: bool = True) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "node": node.node_name, "boot": node.boot})
 
@@ -99,17 +103,20 @@ def make_http_app(node: ChatNode, *, dashboard: bool = True) -> web.Application:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
+    guard.install(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     if dashboard:
-        Dashboard(node_probe(node)).mount(app)
+        Dashboard(node_probe(node, guard.token)).mount(app)
     return app
 
 
-async def start_http(node: ChatNode, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def start_http(
+    node: ChatNode, host: str, port: int, guard: HttpGuard
+) -> tuple[web.AppRunner, int]:
     """Start serving; returns the runner (to clean up) and the bound port."""
-    runner = web.AppRunner(make_http_app(node), access_log=None)
+    runner = web.AppRunner(make_http_app(node, guard), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

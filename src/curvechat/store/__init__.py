@@ -20,6 +20,7 @@ from curvechat.store.base import (
     Store,
     StoredRow,
     StoreError,
+    StoreRefused,
     StoreUnavailable,
     UserRecord,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "SQLiteStore",
     "Store",
     "StoreError",
+    "StoreRefused",
     "StoreUnavailable",
     "StoredRow",
     "UserRecord",

@@ -32,6 +32,17 @@ class StoreUnavailable(StoreError):
     """The backend could not be reached or could not commit. Nothing changed."""
 
 
+class StoreRefused(StoreUnavailable):
+    """The backend refused this node: credentials it does not accept, a TLS
+    set-up that does not match its own, or no permission on the node's keys.
+    Retrying does not help; the operator must fix the set-up. `code` says
+    which (``etcd_auth``, ``etcd_tls``, ``etcd_permission``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class NameTaken(StoreError):
     """The user name is already bound to another identity key."""
 

@@ -11,6 +11,8 @@ How it works:
   spread over them in turn, a deadline on every call; a member whose call
   failed is skipped for a while (2 s, doubling to 30 s while it keeps
   failing), so a hung member costs one deadline, not every third call.
+* TLS, client certificates and etcd authentication (``etcds://`` and the
+  `EtcdSecurity` given) are set up by `curvechat.store.etcd_conn`.
 * Every key lives under a prefix (default ``/curvechat/``); the layout is in
   docs/operations.md. Names in keys are percent-quoted so that ``/`` in a
   room or user name cannot make one room's range cover another's.
@@ -53,6 +55,7 @@ from typing import Any
 import msgspec
 from aetcd import rpc  # type: ignore[import-untyped]
 
+from curvechat.store import etcd_conn as conn
 from curvechat.store.base import (
     ChangeTooLarge,
     Committed,
@@ -73,7 +76,9 @@ from curvechat.store.base import (
     UserRecord,
 )
 
-__all__ = ["DEFAULT_PREFIX", "EtcdStore", "parse_etcd_url", "prefix_end"]
+__all__ = ["DEFAULT_PREFIX", "EtcdSecurity", "EtcdStore", "parse_etcd_url", "prefix_end"]
+
+EtcdSecurity = conn.EtcdSecurity
 
 DEFAULT_PREFIX = "/curvechat/"
 _SEQ_DIGITS = 20
@@ -86,10 +91,12 @@ _enc = msgspec.msgpack.Encoder()
 
 def parse_etcd_url(url: str) -> tuple[list[str], str]:
     """``etcd://h1:2379,h2:2379[/prefix]`` -> (["h1:2379", "h2:2379"], "/prefix/")
-    (the port defaults to 2379, the prefix to DEFAULT_PREFIX)."""
-    if not url.startswith("etcd://"):
-        raise ValueError(f"not an etcd:// URL: {url!r}")
-    hosts, slash, path = url[len("etcd://") :].partition("/")
+    (the port defaults to 2379, the prefix to DEFAULT_PREFIX); ``etcds://``
+    is the same over TLS (see `EtcdSecurity.load`)."""
+    scheme = next((s for s in ("etcd://", "etcds://") if url.startswith(s)), "")
+    if not scheme:
+        raise ValueError(f"not an etcd:// or etcds:// URL: {url!r}")
+    hosts, slash, path = url[len(scheme) :].partition("/")
     prefix = f"/{path.strip('/')}/" if slash and path.strip("/") else DEFAULT_PREFIX
     out = []
     for part in hosts.split(","):
@@ -233,7 +240,9 @@ class EtcdStore(Store):
 
     `endpoints` are ``host:port`` strings; `prefix` separates deployments (and
     tests) sharing one etcd. `timeout` bounds every etcd call: a cluster that
-    lost quorum makes calls fail with StoreUnavailable after it.
+    lost quorum makes calls fail with StoreUnavailable after it. `security`:
+    TLS and credentials (default plaintext, no user); etcd refusing them
+    makes `open` raise StoreRefused.
     Counters: `commits` (message transactions committed), `committed_messages`,
     `cas_retries` (transactions lost to another writer and redone).
     """
@@ -246,6 +255,7 @@ class EtcdStore(Store):
         timeout: float = 5.0,
         max_txn_ops: int = 128,
         batch_max: int = 256,
+        security: conn.EtcdSecurity | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("no etcd endpoints")
@@ -258,6 +268,10 @@ class EtcdStore(Store):
         self.timeout = timeout
         self.max_txn_ops = max_txn_ops
         self.batch_max = batch_max
+        self.security = security
+        #: the etcd token, when the node logs in with a user and password
+        self.login = conn.Login(security) if security and security.user else None
+        self._contacted = False  # a call succeeded since open (for error hints)
         self.commits = 0
         self.committed_messages = 0
         self.cas_retries = 0
@@ -362,10 +376,11 @@ class EtcdStore(Store):
             resp = await getattr(member.kv, method)(request, timeout=self.timeout)
         except rpc.AioRpcError as exc:
             member.failed()
-            raise StoreUnavailable(
-                f"etcd {member.endpoint}: {exc.code().name}: {exc.details()}"
+            raise conn.failure(
+                member.endpoint, exc, self.security, self.prefix, opening=not self._contacted
             ) from exc
         member.worked()
+        self._contacted = True
         return resp
 
     async def _txn(
@@ -431,14 +446,14 @@ class EtcdStore(Store):
         except OSError as exc:
             raise StoreUnavailable(f"cannot resolve etcd endpoints: {exc}") from exc
         for endpoint, target in targets:
-            channel = rpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            channel = conn.channel(endpoint, target, self.security, _CHANNEL_OPTIONS)
             self._members.append(
                 _Member(
                     endpoint,
                     channel,
-                    rpc.KVStub(channel),
-                    rpc.WatchStub(channel),
-                    rpc.LeaseStub(channel),
+                    conn.authed(rpc.KVStub(channel), self.login, channel),
+                    conn.authed(rpc.WatchStub(channel), self.login, channel),
+                    conn.authed(rpc.LeaseStub(channel), self.login, channel),
                 )
             )
         try:
@@ -457,6 +472,7 @@ class EtcdStore(Store):
     async def _close_channel(self) -> None:
         members, self._members = self._members, []
         self._stream_member = None
+        self._contacted = False
         for member in members:
             await member.channel.close()
 

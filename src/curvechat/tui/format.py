@@ -1,4 +1,5 @@
-"""How things look as text: times, dates, room labels, stable name colours.
+"""How things look as text: times, dates, room labels, stable name colours,
+and untrusted text made safe (`safe_text`).
 
 Pure functions, so the timeline, the rooms list and the tests agree.
 """
@@ -8,7 +9,14 @@ from __future__ import annotations
 import hashlib
 import time
 
+from rich.text import Text
+
 from curvechat.protocol.limits import dm_members
+from curvechat.protocol.text import visible_parts
+
+PLACEHOLDER_STYLE = "reverse"
+"""How a placeholder for an unsafe character (``\\x1b``) is drawn, so it is
+told apart from the same characters typed."""
 
 NAME_COLOURS = (
     "#e06c75",
@@ -28,6 +36,17 @@ def name_colour(user: str) -> str:
     """The same colour for a user in every session and on every machine."""
     digest = hashlib.blake2b(user.encode(), digest_size=2).digest()
     return NAME_COLOURS[int.from_bytes(digest, "big") % len(NAME_COLOURS)]
+
+
+def safe_text(text: str, style: str = "") -> Text:
+    """Untrusted `text` as one line of Rich text: every character that could
+    drive the terminal or break the line is a placeholder (see
+    `curvechat.protocol.text`), drawn in reverse video. Rich `Text` is never
+    parsed for markup, so ``[bold]`` or ``[@click=…]`` in it stays as typed."""
+    out = Text(style=style)
+    for part, unsafe in visible_parts(text):
+        out.append(part, style=PLACEHOLDER_STYLE if unsafe else None)
+    return out
 
 
 def clock_time(ms: int) -> str:

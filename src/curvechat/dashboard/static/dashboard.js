@@ -1,7 +1,14 @@
-// curvechat dashboard: polls every node's /api/state once a second and draws
-// the graphs as SVG with the small chart code below (no third-party code).
-// A failed poll marks that node "unreachable" and logs a node-down event here,
-// in the page; the page itself keeps running and keeps retrying.
+// curvechat dashboard: polls the state of every node once a second, through the
+// node that served this page (its own origin only), and draws the graphs as
+// SVG with the small chart code below (no third-party code). A failed poll
+// marks that node "unreachable" and logs a node-down event here, in the page;
+// the page itself keeps running and keeps retrying.
+//
+// The node's HTTP token (when it asks for one) comes in the URL's fragment
+// (#token=…, never sent to a server), moves to this tab's sessionStorage and
+// is sent as `Authorization: Bearer`. Every text that comes from a node (user
+// and client names, events, errors) is put in the page as text, never as
+// HTML, with control, bidi and invisible characters shown as placeholders.
 "use strict";
 
 const POLL_MS = 1000;
@@ -38,49 +45,125 @@ const CHARTS = [
   { id: "chart-process", title: "Node CPU", unit: "%", series: [{ key: "cpu_percent", label: "cpu" }] },
 ];
 
+const TOKEN_KEY = "curvechat.http-token";
+
 const state = {
-  nodes: new Map(), // key -> node record
+  nodes: new Map(), // key (the path the page polls) -> node record
   windowMs: 300 * 1000,
   pageEvents: [], // node up/down as seen from this page
   listError: "", // why the node list could not be read (shown while no node is known)
+  needToken: false, // the node refused the page's token (or it has none)
   polls: 0,
 };
 
+// --- the token ------------------------------------------------------------------------
+// Taken from the fragment once, then the fragment is removed from the address
+// bar (and so from history and bookmarks).
+function takeTokenFromFragment() {
+  const params = new URLSearchParams(location.hash.replace(/^#/, ""));
+  const token = params.get("token");
+  if (token) {
+    sessionStorage.setItem(TOKEN_KEY, token);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+}
+function token() {
+  return sessionStorage.getItem(TOKEN_KEY) || "";
+}
+
+// --- untrusted text -------------------------------------------------------------------
+// The rules of curvechat.protocol.text, which the terminal front ends follow:
+// control characters (C0, DEL, C1), format characters (bidi overrides and
+// isolates, zero-width space, BOM, tags, …), line and paragraph separators
+// and lone surrogates become their escape as Python writes it (ESC shows as
+// \x1b, a newline as \n, RLO as \u202e); a zero-width (non-)joiner between
+// two visible characters and the tags of an emoji subdivision flag stay. The
+// result is only ever used as text (text nodes, textContent, attribute
+// values), never parsed as HTML.
+const UNSAFE = /[\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}]/u;
+const INK = /^[\p{L}\p{M}\p{N}\p{P}\p{S}]$/u;
+const FLAG = /\u{1F3F4}[\u{E0061}-\u{E007A}]{2}[\u{E0030}-\u{E0039}\u{E0061}-\u{E007A}]{1,4}\u{E007F}/gu;
+const NAMED = { "\t": "\\t", "\n": "\\n", "\r": "\\r" };
+function placeholder(ch) {
+  if (NAMED[ch]) return NAMED[ch];
+  const cp = ch.codePointAt(0);
+  const hex = cp.toString(16);
+  if (cp < 0x100) return `\\x${hex.padStart(2, "0")}`;
+  if (cp < 0x10000) return `\\u${hex.padStart(4, "0")}`;
+  return `\\U${hex.padStart(8, "0")}`;
+}
+function visible(value) {
+  const text = String(value ?? "");
+  if (!UNSAFE.test(text)) return text;
+  const flags = [...text.matchAll(FLAG)].map((m) => [m.index, m.index + m[0].length]);
+  const chars = Array.from(text); // code points (a lone surrogate is one)
+  let pos = 0; // UTF-16 offset of chars[i]
+  let out = "";
+  chars.forEach((ch, i) => {
+    const keep = !UNSAFE.test(ch)
+      || ((ch === "\u200c" || ch === "\u200d") && i > 0 && i + 1 < chars.length
+        && INK.test(chars[i - 1]) && INK.test(chars[i + 1]))
+      || flags.some(([lo, hi]) => lo < pos && pos < hi);
+    out += keep ? ch : placeholder(ch);
+    pos += ch.length;
+  });
+  return out;
+}
+const LEVELS = new Set(["info", "warning", "error"]);
+
 function nodeRecord(entry) {
   return {
-    key: entry.url || entry.name, name: entry.name, url: entry.url || "", info: entry,
+    key: entry.state, name: entry.name, url: entry.url || "", path: entry.state, info: entry,
     up: null, lastOk: 0, error: "", history: [], events: [], eventsAfter: 0, boot: entry.boot,
     connections: [], downSince: null,
   };
 }
 
-async function fetchJSON(url) {
+class HTTPError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function fetchJSON(path) {
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(), FETCH_TIMEOUT_MS);
+  const headers = { Accept: "application/json" };
+  if (token()) headers.Authorization = `Bearer ${token()}`;
   try {
-    const resp = await fetch(url, { signal: ctl.signal, cache: "no-store" });
-    if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+    // Relative to the page: always this node, never another origin.
+    const resp = await fetch(new URL(path, location.href), {
+      signal: ctl.signal, cache: "no-store", headers, credentials: "omit", redirect: "error",
+    });
+    if (!resp.ok) {
+      let detail = "";
+      try {
+        detail = (await resp.json()).error || "";
+      } catch (err) {
+        detail = "";
+      }
+      throw new HTTPError(resp.status, detail ? `HTTP ${resp.status}: ${detail}` : `HTTP ${resp.status}`);
+    }
     return await resp.json();
   } finally {
     clearTimeout(timer);
   }
 }
 
-function apiURL(node, path) {
-  return new URL(path, node.url ? new URL(node.url, location.href) : location.href).toString();
-}
-
 async function refreshNodeList() {
   try {
-    const data = await fetchJSON(apiURL({ url: "" }, "api/nodes"));
+    const data = await fetchJSON("api/nodes");
     for (const entry of data.nodes) {
-      const key = entry.url || entry.name;
-      if (!state.nodes.has(key)) state.nodes.set(key, nodeRecord(entry));
+      if (typeof entry.state !== "string" || !entry.state.startsWith("api/")) continue;
+      if (!state.nodes.has(entry.state)) state.nodes.set(entry.state, nodeRecord(entry));
     }
     state.listError = "";
+    state.needToken = false;
   } catch (err) {
     // The node serving this page is down: keep showing the nodes we know.
     state.listError = String(err.message || err);
+    if (err.status === 401) state.needToken = true;
   }
 }
 
@@ -93,8 +176,9 @@ async function pollNode(node) {
   const last = node.history.length ? node.history[node.history.length - 1].t : 0;
   let data;
   try {
-    data = await fetchJSON(apiURL(node, `api/state?since=${last}&events_after=${node.eventsAfter}`));
+    data = await fetchJSON(`${node.path}?since=${Number(last)}&events_after=${Number(node.eventsAfter)}`);
   } catch (err) {
+    if (err.status === 401) state.needToken = true;
     node.error = err.name === "AbortError" ? "no answer" : String(err.message || err);
     if (node.up !== false) {
       node.downSince = Date.now();
@@ -131,7 +215,9 @@ async function pollNode(node) {
 }
 
 async function tick() {
-  if (state.polls % NODES_EVERY === 0 || state.nodes.size === 0) await refreshNodeList();
+  if (state.polls % NODES_EVERY === 0 || state.nodes.size === 0 || state.needToken) {
+    await refreshNodeList();
+  }
   state.polls += 1;
   await Promise.all([...state.nodes.values()].map(pollNode));
   render();
@@ -166,14 +252,17 @@ function fmtBytes(v) {
   while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
   return `${v.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
+// An element with text children: strings become text nodes (shown through
+// `visible`), never markup.
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
     if (k === "class") node.className = v;
-    else if (k.startsWith("data-")) node.setAttribute(k, v);
-    else node[k] = v;
+    else if (k.startsWith("data-")) node.setAttribute(k, String(v));
+    else if (k === "colSpan" || k === "title") node[k] = v;
+    else throw new Error(`el: unexpected attribute ${k}`);
   }
-  for (const c of children) node.append(c);
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(visible(c)));
   return node;
 }
 
@@ -308,7 +397,7 @@ function renderNodes(now) {
     } else {
       foot.append(`started ${info.started_at ? fmtTime(info.started_at) : "–"} · ${info.endpoint || ""} · store ${storeBad ? "UNAVAILABLE: " + (info.store_error || "") : "ok"}`);
     }
-    cards.push(el("div", { class: `card node ${cls}`, "data-node": node.name, "data-up": String(node.up) },
+    cards.push(el("div", { class: `card node ${cls}`, "data-node": visible(node.name), "data-up": String(node.up) },
       el("div", { class: "node-head" },
         el("span", { class: "node-name" }, node.name),
         el("span", { class: "node-state" }, label)),
@@ -337,17 +426,18 @@ function renderConnections(now) {
     const hb = c.last_heartbeat
       ? [fmtTime(c.last_heartbeat), el("span", { class: "ago" }, `${fmtDuration(now - c.last_heartbeat)} ago`)]
       : ["–"];
-    return el("tr", { class: gone || c.stale ? "gone" : "", "data-user": c.user || "", "data-state": c.state },
+    return el("tr", { class: gone || c.stale ? "gone" : "", "data-user": visible(c.user), "data-state": visible(c.state) },
       el("td", {}, c.user || `key ${c.key}…`),
+      el("td", { class: "client", title: visible(c.client) }, c.client || "–"),
       el("td", {}, c.node),
       el("td", {}, el("span", { class: `state ${gone || c.stale ? "gone" : "live"}` }, st)),
       el("td", {}, fmtTime(c.connected_since), el("span", { class: "ago" }, `(${fmtDuration(now - c.connected_since)})`)),
       el("td", {}, ...hb),
       el("td", { class: "num" }, String(c.outbox ?? 0)),
-      el("td", { class: "num" }, c.rtt_ms === null ? "–" : `${c.rtt_ms.toFixed(1)} ms`),
+      el("td", { class: "num" }, typeof c.rtt_ms === "number" ? `${c.rtt_ms.toFixed(1)} ms` : "–"),
       el("td", { class: "num" }, String(c.reconnects)));
   });
-  if (!trs.length) trs.push(el("tr", { class: "empty-row" }, el("td", { colSpan: 8 }, "no client connections")));
+  if (!trs.length) trs.push(el("tr", { class: "empty-row" }, el("td", { colSpan: 9 }, "no client connections")));
   body.replaceChildren(...trs);
   const live = rows.filter((r) => r.state === "live" && !r.stale).length;
   document.getElementById("conn-count").textContent = `${live} live · ${rows.length - live} lost`;
@@ -358,9 +448,9 @@ function renderEvents() {
   for (const node of state.nodes.values()) all.push(...node.events);
   all.sort((a, b) => b.t - a.t);
   const items = all.slice(0, 100).map((e) =>
-    el("li", { class: e.level, "data-kind": e.kind, "data-user": e.user || "" },
+    el("li", { class: LEVELS.has(e.level) ? e.level : "", "data-kind": visible(e.kind), "data-user": visible(e.user) },
       el("span", { class: "t" }, fmtTime(e.t)),
-      el("span", { class: "kind" }, e.kind.replaceAll("_", " ")),
+      el("span", { class: "kind" }, String(e.kind).replaceAll("_", " ")),
       el("span", {}, e.detail, " ", el("span", { class: "src" }, e.source === "page" ? "(seen by this page)" : `· ${e.node}`))));
   if (!items.length) items.push(el("li", {}, el("span", { class: "none" }, "no events yet")));
   document.getElementById("events").replaceChildren(...items);
@@ -371,7 +461,10 @@ function renderOverall() {
   const pill = document.getElementById("overall");
   let cls = "pill-wait";
   let text = "connecting…";
-  if (!nodes.length && state.listError) {
+  if (state.needToken) {
+    cls = "pill-bad";
+    text = "access token required";
+  } else if (!nodes.length && state.listError) {
     cls = "pill-bad";
     text = "node unreachable";
   } else if (nodes.some((n) => n.up === false)) {
@@ -389,9 +482,19 @@ function renderOverall() {
   pill.textContent = text;
 }
 
+function renderTokenForm() {
+  const form = document.getElementById("token-form");
+  if (form.hidden === !state.needToken) return;
+  form.hidden = !state.needToken;
+  document.getElementById("token-why").textContent = token()
+    ? "The node refused this token."
+    : "This node needs its HTTP access token.";
+}
+
 function render() {
   const now = Date.now();
   document.getElementById("clock").textContent = fmtTime(now);
+  renderTokenForm();
   renderOverall();
   renderNodes(now);
   for (const spec of CHARTS) drawChart(spec, now);
@@ -418,5 +521,16 @@ document.getElementById("window").addEventListener("change", (ev) => {
   state.windowMs = Number(ev.target.value) * 1000;
   render();
 });
+document.getElementById("token-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const input = document.getElementById("token-input");
+  if (input.value.trim()) sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+  input.value = "";
+  state.needToken = false;
+  state.polls = 0;
+  render();
+});
+window.addEventListener("hashchange", takeTokenFromFragment);
 window.addEventListener("resize", () => render());
+takeTokenFromFragment();
 loop();

@@ -24,6 +24,7 @@ from curvechat.client import events as ev
 from curvechat.client.errors import ClientError, KeyChanged, NotConnected, ServerRefused
 from curvechat.client.state import ConnState
 from curvechat.protocol import ProtocolError
+from curvechat.protocol.text import visible
 from curvechat.tui import commands as cmds
 from curvechat.tui.format import resolve_room, room_label
 from curvechat.tui.keys import accept_key, key_view, pending_changes, trust_mark
@@ -80,7 +81,7 @@ class ChatScreen(Screen[None]):
             with Vertical(id="centre"):
                 yield Timeline(id="timeline")
                 yield Composer(id="composer", completer=self._complete)
-            yield Static("", id="members")
+            yield Static("", id="members", markup=False)
         yield StatusLine("", id="status")
         yield Footer()
 
@@ -121,7 +122,7 @@ class ChatScreen(Screen[None]):
         members = self.query_one("#members", Static)
         if self.current:
             lines = [
-                f"{'★' if m.admin else ' '} {self.aliases.get(m.user, m.user)}"
+                f"{'★' if m.admin else ' '} {visible(self.aliases.get(m.user, m.user))}"
                 f"{trust_mark(m.verified, m.key_changed)}"
                 for m in self.client.member_details(self.current)
             ]

@@ -14,6 +14,8 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, Static
 
+from curvechat.protocol.text import visible
+
 
 class _Form(Screen[Any]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Quit", id="setup.cancel")]
@@ -23,13 +25,15 @@ class _Form(Screen[Any]):
         self.error = error
 
     def _error(self) -> Static:
-        return Static(self.error or "", id="setup-error", classes="setup-error")
+        return Static(
+            visible(self.error or ""), id="setup-error", classes="setup-error", markup=False
+        )
 
     def action_cancel(self) -> None:
         self.dismiss(None)
 
     def fail(self, text: str) -> None:
-        self.query_one("#setup-error", Static).update(text)
+        self.query_one("#setup-error", Static).update(visible(text))
 
 
 class CreateIdentityScreen(_Form):
@@ -90,7 +94,7 @@ class UnlockScreen(_Form):
     def compose(self) -> ComposeResult:
         with Vertical(classes="setup-box"):
             yield Label("Unlock your identity", classes="setup-title")
-            yield Static(f"identity: {self.where}", classes="setup-help")
+            yield Static(f"identity: {visible(self.where)}", classes="setup-help", markup=False)
             yield Input(placeholder="passphrase", password=True, id="setup-pass")
             yield self._error()
             yield Button("Unlock", id="setup-ok", variant="primary")

@@ -1,15 +1,20 @@
 """The status line (who, where, how well connected) and the connection
-banner (lost, reconnecting in N s, back with M messages caught up)."""
+banner (lost, reconnecting in N s, back with M messages caught up).
+
+Both show text that can come from a server (why a connection failed, the
+endpoint a node pointed us to): it is made `visible` and never parsed as
+markup."""
 
 from __future__ import annotations
 
 from textual.widgets import Static
 
 from curvechat.client.state import ConnState, ConnStatus
+from curvechat.protocol.text import visible
 
 
 def status_text(me: str, status: ConnStatus, key_changes: list[str]) -> str:
-    where = status.endpoint or "no server"
+    where = visible(status.endpoint) if status.endpoint else "no server"
     parts = [me, where, status.state.value]
     if status.state is ConnState.LIVE and status.rtt_ms is not None:
         parts.append(f"rtt {status.rtt_ms:.0f} ms")
@@ -25,11 +30,11 @@ def banner_text(status: ConnStatus, now: float) -> str | None:
         due = ""
         if status.next_retry_at is not None:
             due = f" in {max(0.0, status.next_retry_at - now):.1f} s"
-        why = f" ({status.detail})" if status.detail else ""
+        why = f" ({visible(status.detail)})" if status.detail else ""
         return f"⚠ connection lost{why} · reconnect attempt {status.attempt + 1}{due}"
     if status.state is ConnState.CONNECTING:
         attempt = f" (attempt {status.attempt + 1})" if status.attempt else ""
-        return f"connecting to {status.endpoint}{attempt}…"
+        return f"connecting to {visible(str(status.endpoint))}{attempt}…"
     if status.state is ConnState.OFFLINE:
         return "offline"
     if status.state is ConnState.CLOSED:
@@ -38,8 +43,10 @@ def banner_text(status: ConnStatus, now: float) -> str | None:
 
 
 class StatusLine(Static):
-    pass
+    def __init__(self, content: str = "", *, id: str | None = None) -> None:
+        super().__init__(content, markup=False, id=id)
 
 
 class Banner(Static):
-    pass
+    def __init__(self, content: str = "", *, id: str | None = None) -> None:
+        super().__init__(content, markup=False, id=id)

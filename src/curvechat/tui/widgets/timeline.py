@@ -5,6 +5,11 @@ still in the outbox, local notices); `render_log` turns it into lines; the
 `Timeline` widget shows them and asks for older pages when scrolled to the
 top. A message that failed to decrypt or verify is shown with a marker, never
 hidden.
+
+Every text here is another person's (or a server's) and hostile: it is drawn
+through `safe_text` (no control character, escape sequence or bidi control
+reaches the terminal, no markup is parsed), and only an entry's first row
+starts in column 0 (`Block`), so a message cannot forge another one.
 """
 
 from __future__ import annotations
@@ -13,12 +18,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.measure import Measurement
+from rich.segment import Segment
 from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from curvechat.client.cache import CachedMessage
-from curvechat.tui.format import clock_time, day, day_label, name_colour
+from curvechat.protocol.text import split_lines
+from curvechat.tui.format import clock_time, day, day_label, name_colour, safe_text
 from curvechat.tui.messages import OlderWanted
 
 EntryKind = Literal["message", "pending", "notice"]
@@ -111,48 +120,123 @@ class RoomLog:
         ]
 
 
-def entry_line(e: Entry, me: str, aliases: Mapping[str, str]) -> Text:
+CONTINUATION = "│ "
+"""Drawn before each further line of a multi-line text, under its first line."""
+
+MIN_BODY = 16
+"""Fewest columns a message body gets; a longer head goes on a row of its own."""
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One entry as drawn: a `head` ("09:00  bob: ") followed by the lines of
+    its text. Every row after the first (a further line of the text, marked
+    with `CONTINUATION`, or the wrap of a long line) starts under the text,
+    never in column 0: no text can pass for a new entry of the timeline."""
+
+    head: Text
+    lines: list[Text]
+
+    def rows(self, width: int | None = None, console: Console | None = None) -> list[Text]:
+        """The rows to draw at `width` columns (None: one row per line, no wrapping)."""
+        if width is None or console is None:
+            lead = self._lead(self.head.cell_len, marked=True)
+            return [self.head + self.lines[0], *(lead + ln for ln in self.lines[1:])]
+        indent = min(self.head.cell_len, max(width - MIN_BODY, len(CONTINUATION) + 1))
+        out: list[Text] = []
+        for n, line in enumerate(self.lines):
+            room = width - indent
+            pieces = [line] if line.cell_len <= room else line.wrap(console, room, overflow="fold")
+            for k, piece in enumerate(pieces):
+                if n == 0 and k == 0:
+                    if self.head.cell_len <= indent:
+                        out.append(self.head + piece)
+                        continue
+                    out.append(self.head.copy())
+                out.append(self._lead(indent, marked=n > 0 and k == 0) + piece)
+        return out
+
+    def _lead(self, indent: int, *, marked: bool) -> Text:
+        """What a row after the first starts with: `indent` columns, ending in
+        `CONTINUATION` if the row starts a further line of the text. It has
+        the head's style, as the first row has."""
+        if not marked:
+            return Text(" " * indent, style=self.head.style)
+        lead = Text(" " * max(0, indent - len(CONTINUATION)), style=self.head.style)
+        lead.append(CONTINUATION, style="dim")
+        return lead
+
+
+class LogView:
+    """A rendered room log that wraps itself at the width it is drawn at
+    (so wrapped rows stay indented however the terminal is resized)."""
+
+    def __init__(self, items: list[Text | Block]) -> None:
+        self.items = items
+
+    def plain_rows(self) -> list[Text]:
+        return [r for i in self.items for r in (i.rows() if isinstance(i, Block) else [i])]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = max(options.max_width, len(CONTINUATION) + 2)
+        rows: list[Text] = []
+        for item in self.items:
+            if isinstance(item, Block):
+                rows.extend(item.rows(width, console))
+            else:
+                rows.append(item)  # a day separator: cropped if too wide
+        for row in rows:
+            if row.cell_len > width:
+                row = row.copy()
+                row.truncate(width, overflow="crop")
+            # Text.render drops the base style of a row without spans: apply it here
+            yield from Segment.apply_style(row.render(console), console.get_style(row.style))
+            yield Segment.line()
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement(min(MIN_BODY, options.max_width), options.max_width)
+
+
+def entry_block(e: Entry, me: str, aliases: Mapping[str, str]) -> Block:
+    """An entry as a `Block`: every text from others, and every alias, made
+    safe (placeholders for controls, escapes and bidi; no markup)."""
     if e.kind == "notice":
         style = {"info": "dim", "warning": "bold yellow", "error": "bold red"}[e.level]
         mark = {"info": "--", "warning": "!!", "error": "!!"}[e.level]
-        return Text(f"{clock_time(e.ts_ms)} {mark} {e.text}", style=style)
+        head = Text(f"{clock_time(e.ts_ms)} {mark} ", style=style)
+        return Block(head, [safe_text(line, style) for line in split_lines(e.text)])
     sender = e.sender or me
     mine = sender == me
-    name = aliases.get(sender, sender)
-    line = Text(clock_time(e.ts_ms) + " ", style="dim")
-    line.append("»" if mine else " ", style="bold")
-    line.append(name, style=f"bold {name_colour(sender)}" + (" underline" if mine else ""))
-    line.append(": ")
-    indent = " " * (len(clock_time(e.ts_ms)) + 4 + len(name))
+    name = safe_text(aliases.get(sender, sender))
+    head = Text(clock_time(e.ts_ms) + " ", style="dim")
+    head.append("»" if mine else " ", style="bold")
+    name.stylize(f"bold {name_colour(sender)}" + (" underline" if mine else ""))
+    head.append_text(name)
+    head.append(": ")
     if e.kind == "message" and e.error is not None:
-        line.append(f"⚠ unreadable message ({e.error})", style="bold reverse red")
-        return line
-    body = e.text.replace("\n", "\n" + indent)
+        why = safe_text(f"⚠ unreadable message ({e.error})", "bold reverse red")
+        return Block(head, [why])
+    style = "dim italic" if e.kind == "pending" else ""
+    lines = [safe_text(line, style) for line in split_lines(e.text)]
     if e.kind == "pending":
-        line.append(body, style="dim italic")
         if e.error is None:
-            line.append("  ◌ pending", style="dim")
+            lines[-1].append("  ◌ pending", style="dim")
         else:
-            line.append(f"  ✗ not sent: {e.error}", style="bold red")
-        return line
-    line.append(body)
-    return line
+            lines[-1].append_text(safe_text(f"  ✗ not sent: {e.error}", "bold red"))
+    return Block(head, lines)
 
 
-def render_log(log: RoomLog, me: str, aliases: Mapping[str, str]) -> Text:
-    out = Text()
+def render_log(log: RoomLog, me: str, aliases: Mapping[str, str]) -> LogView:
+    items: list[Text | Block] = []
     last_day: str | None = None
     for e in log.ordered():
         if e.kind != "notice":
             d = day(e.ts_ms)
             if d != last_day:
-                out.append(f"──── {day_label(e.ts_ms)} ────\n", style="bold dim")
+                items.append(Text(f"──── {day_label(e.ts_ms)} ────", style="bold dim"))
                 last_day = d
-        out.append_text(entry_line(e, me, aliases))
-        out.append("\n")
-    if out.plain.endswith("\n"):
-        out.right_crop(1)
-    return out
+        items.append(entry_block(e, me, aliases))
+    return LogView(items)
 
 
 class Timeline(VerticalScroll):
@@ -169,10 +253,12 @@ class Timeline(VerticalScroll):
         yield Static("", id="timeline-body", markup=False)
 
     def plain(self) -> str:
-        """What the timeline shows, as plain text."""
+        """What the timeline shows, as plain text: one row for each line of
+        an entry (not wrapped at the widget's width)."""
         if self.log_model is None:
             return ""
-        return render_log(self.log_model, self._me, self._aliases).plain
+        view = render_log(self.log_model, self._me, self._aliases)
+        return "\n".join(row.plain for row in view.plain_rows())
 
     def show(
         self,

@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 
 # chromium: the dashboard's browser tests; influxdb: the metrics push test;
 # tmux: the terminal client's end-to-end test; etcd-server: the etcd store
-# and the cluster tests.
-APT_PACKAGES=(chromium influxdb tmux etcd-server)
+# and the cluster tests; openssl: the certificates of the etcd TLS tests.
+APT_PACKAGES=(chromium influxdb tmux etcd-server openssl)
 
 need=()
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)

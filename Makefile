@@ -1,12 +1,15 @@
-# curvechat: `make run` starts a node on the embedded store, `make test` runs the suite.
+# curvechat: `make run` starts a node on the embedded store, `make monitor` the monitor
+# that watches it (another terminal), `make test` runs the suite.
 VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA  ?= data
 BIND  ?= tcp://127.0.0.1:7700
 HTTP  ?= 127.0.0.1:7780
+MONITOR_HTTP ?= 127.0.0.1:7790
+MONITOR_DATA ?= monitor-data
 
-.PHONY: setup run test bench lint typecheck clean chaos
+.PHONY: setup run monitor test bench lint typecheck clean chaos
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	scripts/setup.sh
@@ -15,7 +18,13 @@ $(STAMP): pyproject.toml scripts/setup.sh
 setup: $(STAMP)
 
 run: $(STAMP)
+	@echo "monitor: in another terminal, 'make monitor' (curvechat monitor --node http://$(HTTP)) then open http://$(MONITOR_HTTP)/"
 	$(BIN)/curvechat serve --data $(DATA) --bind $(BIND) --http $(HTTP)
+
+# The monitoring web application, its own process and port: it outlives the
+# node, keeps its history in $(MONITOR_DATA); docs/monitoring.md, The monitor.
+monitor: $(STAMP)
+	$(BIN)/curvechat monitor --node http://$(HTTP) --http $(MONITOR_HTTP) --data $(MONITOR_DATA)
 
 test: $(STAMP)
 	$(BIN)/pytest -q

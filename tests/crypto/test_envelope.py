@@ -138,8 +138,16 @@ def test_text_too_long() -> None:
     assert info.value.code == ErrorCode.TOO_LARGE
 
 
-def test_ciphertext_too_large() -> None:
-    # Few enough characters, but 4 UTF-8 bytes each.
+def test_longest_text_of_widest_characters_fits() -> None:
+    # 4 UTF-8 bytes each: the text limit is set so that this still seals.
+    text = "\U0001f600" * limits.MAX_TEXT_CHARS
+    assert open_(seal(text)).text == text
+
+
+def test_ciphertext_too_large(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The guard behind the text limit: with the old limit of 16,384
+    # characters, 4 UTF-8 bytes each do not fit.
+    monkeypatch.setattr(limits, "MAX_TEXT_CHARS", 16_384)
     with pytest.raises(LocalProtocolError) as info:
         seal("\U0001f600" * limits.MAX_TEXT_CHARS)
     assert info.value.code == ErrorCode.TOO_LARGE

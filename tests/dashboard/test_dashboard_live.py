@@ -33,6 +33,12 @@ async def chatter(stop: asyncio.Event, senders: list, room: str) -> int:  # type
     return sent
 
 
+def _rgb(hex_color: str) -> str:
+    """`#e5534b` as getComputedStyle writes it: `rgb(229, 83, 75)`."""
+    r, g, b = (int(hex_color.lstrip("#")[i : i + 2], 16) for i in (0, 2, 4))
+    return f"rgb({r}, {g}, {b})"
+
+
 async def test_dashboard_shows_traffic_connections_and_failures(
     server: ServerProcess, clients: ClientFactory, browser: Chromium, tmp_path: Path
 ) -> None:
@@ -40,12 +46,19 @@ async def test_dashboard_shows_traffic_connections_and_failures(
     bob, _ = await clients.make("bob", server.connect)
     carol, _ = await clients.make("carol", server.connect)
     dave, dave_events = await clients.make("dave", server.connect)
+    erin, _ = await clients.make("erin", server.connect)
     await alice.create_room("ops", ["bob", "carol", "dave"])
+    async with asyncio.timeout(20):  # bob may send once his engine knows the room
+        while bob.cache.room("ops") is None:
+            await asyncio.sleep(0.05)
     stop = asyncio.Event()
     traffic = asyncio.create_task(chatter(stop, [alice, bob], "ops"))
     try:
-        # carol's connection is killed; dave's is cut and he comes back.
+        # carol's connection is killed; dave's is cut and he comes back;
+        # erin quits (a clean exit, with a goodbye: not a failure).
+        await carol.conn.close(goodbye=False)
         await clients.close(carol)
+        await clients.close(erin)
         dave.conn.drop("cut by the test")
         await dave_events.until(lambda: dave.conn.reconnects >= 1 and dave.conn.live)
 
@@ -65,6 +78,7 @@ async def test_dashboard_shows_traffic_connections_and_failures(
             rows.format("bob", "live"),
             rows.format("dave", "live"),
             rows.format("carol", "disconnected"),
+            rows.format("erin", "left"),
             events.format("client_disconnected", "carol"),
             events.format("client_reconnected", "dave"),
         ]
@@ -76,6 +90,24 @@ async def test_dashboard_shows_traffic_connections_and_failures(
             "document.querySelector('#connections tr[data-user=dave][data-state=live]').innerText"
         )
         assert "ms" in dave_row and dave_row.rstrip().endswith("1"), dave_row  # RTT; 1 reconnect
+        # A clean exit is grey, a killed connection red; only the latter is "lost".
+        colors = await page.evaluate(
+            "[...document.querySelectorAll('#connections tr')].filter((r) => r.dataset.user)"
+            ".map((r) => [r.dataset.user,"
+            " getComputedStyle(r.querySelector('.state')).color]).sort()"
+        )
+        bad = await page.evaluate(
+            "getComputedStyle(document.documentElement).getPropertyValue('--bad').trim()"
+        )
+        by_user = dict(colors)
+        assert by_user["carol"] == _rgb(bad), colors
+        assert by_user["erin"] != by_user["carol"] and by_user["erin"] != by_user["alice"], colors
+        count = await page.evaluate("document.getElementById('conn-count').innerText")
+        # lost: carol's, and dave's connection that was cut
+        assert count == "3 live · 2 lost · 1 left", count
+        assert not await page.evaluate("document.querySelector('#events li[data-user=erin]')"), (
+            "a clean exit is not an event"
+        )
         node = await page.evaluate("document.querySelector('.node').innerText")
         assert "up" in node and "uptime" in node.lower(), node
         overall = await page.evaluate("document.getElementById('overall').innerText")

@@ -94,3 +94,16 @@ def test_event_log_is_bounded_and_incremental() -> None:
     assert [e.user for e in log.after(0)] == ["user2", "user3", "user4"]
     assert [e.seq for e in log.after(4)] == [5]
     assert log.after(0)[0].to_json()["node"] == "n1"
+
+
+def test_clean_exits_are_not_counted_as_disconnects() -> None:
+    """A client that said goodbye (`reason="left"`) is not a failure: the
+    failures graph's disconnects leave it out."""
+    registry = CollectorRegistry()
+    disconnects = Counter("curvechat_client_disconnects_total", "", ["reason"], registry=registry)
+    sampler = Sampler(registry, MetricHistory(), EventLog("n1"))
+    sampler.sample()
+    disconnects.labels("left").inc(29)
+    disconnects.labels("disconnected").inc(1)
+    disconnects.labels("timeout").inc(2)
+    assert sampler.sample()["disconnects"] == 3

@@ -106,6 +106,8 @@ REQUESTS: list[m.Request] = [
     FETCH_KEYS,
     PING,
     m.Ping(t=0),
+    m.Ping(t=1, rtt_ms=0.5, reconnects=2, outbox=3, read_mark=4, prev_node="node-1"),
+    m.Bye(),
 ]
 
 WELCOME = m.Welcome(node="node-1", boot="abc123", user="alice", time=1, version=PROTOCOL_VERSION)
@@ -131,6 +133,7 @@ REPLIES: list[m.Reply] = [
     m.SyncReply(rooms=[MESSAGES, m.Messages(room="x", items=[], head=0)], more=True),
     m.KeyPackets(room="general", packets=[PACKET]),
     PONG,
+    m.ByeAck(),
     ERROR,
     m.MessagePush(room="general", message=STORED),
     *(m.RoomPush(room="general", reason=r) for r in ("members", "epoch", "keys", "removed")),
@@ -205,6 +208,7 @@ def test_limits_themselves_are_accepted() -> None:
         m.Send(envelope=msgspec.structs.replace(ENVELOPE, txn="T" * 64, epoch=2**31)),
         m.Send(envelope=msgspec.structs.replace(ENVELOPE, txn="a_b-C9z0", ct=bytes(16))),
         m.Ping(t=2**53),
+        m.Ping(t=0, prev_node="n" * 500),
     ]
     for req in reqs:
         assert decode_request(encode_request(1, req)).req == req  # type: ignore[arg-type]
@@ -465,6 +469,9 @@ CASES: dict[str, tuple[Callable[[bytes], object], bytes]] = {
     "hello-client-too-long": q(HELLO, ("client",), "c" * (MAX_CLIENT_ID_LEN + 1)),
     "error-message-too-long": r(ERROR, ("message",), "m" * 501),
     "error-code-too-long": r(ERROR, ("code",), "c" * 501),
+    "ping-prev_node-too-long": q(PING, ("prev_node",), "n" * 501),
+    "ping-prev_node-int": q(PING, ("prev_node",), 1),
+    "bye-unknown-field": q(m.Bye(), ("why",), "x"),
     "pong-node-too-long": r(PONG, ("node",), "n" * 501),
     "welcome-boot-too-long": r(WELCOME, ("boot",), "b" * 501),
     "room-push-reason": r(ROOM_PUSH, ("reason",), "bored"),

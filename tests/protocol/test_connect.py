@@ -1,8 +1,20 @@
-"""Connect strings: tcp://HOST:PORT/<40-character z85 key>, comma-separated."""
+"""Connect strings: curvechat://HOST:PORT/<base32 or hex key>, and the older
+tcp://HOST:PORT/<40-character z85 key>, comma-separated."""
 
 from __future__ import annotations
 
+import base64
+import shlex
+import string
+import subprocess
+import urllib.parse
+
+import nacl.encoding
+import nacl.hash
 import pytest
+import zmq.utils.z85
+from hypothesis import given
+from hypothesis import strategies as st
 
 from curvechat.protocol.connect import (
     MAX_CONNECT_LEN,
@@ -10,6 +22,9 @@ from curvechat.protocol.connect import (
     ServerAddress,
     format_connect,
     parse_connect,
+    server_fingerprint,
+    z85_decode,
+    z85_encode,
 )
 
 Z85 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
@@ -86,10 +101,14 @@ def test_format_connect_round_trip() -> None:
         ServerAddress("tcp://[::1]:7701", KEY_SLASH_FIRST),
         ServerAddress("tcp://chat.example.org:9", KEY_B),
     ]
+    legacy = format_connect(addrs, legacy=True)
+    assert legacy == ",".join(f"{a.endpoint}/{a.server_key}" for a in addrs)
+    assert parse_connect(legacy) == addrs
+    assert addrs[1].legacy == f"tcp://[::1]:7701/{KEY_SLASH_FIRST}"
+    assert format_connect(parse_connect(legacy), legacy=True) == legacy
     text = format_connect(addrs)
-    assert text == ",".join(f"{a.endpoint}/{a.server_key}" for a in addrs)
+    assert text == ",".join(str(a) for a in addrs)
     assert parse_connect(text) == addrs
-    assert str(addrs[1]) == f"tcp://[::1]:7701/{KEY_SLASH_FIRST}"
     assert format_connect(parse_connect(text)) == text
     assert format_connect([]) == ""
 
@@ -164,3 +183,115 @@ def test_the_error_names_the_bad_item() -> None:
         parse_connect(f"{GOOD},tcp://host:0/{KEY_A}")
     with pytest.raises(ConnectStringError, match="item 3"):
         parse_connect(f"{GOOD},{GOOD},tcp://host:7700/{'~' * 40}")
+
+
+# --- the form a person can paste (issue 16) ------------------------------------------
+KEY_A_BYTES = zmq.utils.z85.decode(KEY_A)
+KEY_A_B32 = base64.b32encode(KEY_A_BYTES).decode().rstrip("=").lower()
+KEY_A_HEX = KEY_A_BYTES.hex()
+PASTE_SAFE = set(string.ascii_lowercase + string.digits + ".:/-,")
+
+
+def test_str_is_the_pasteable_form() -> None:
+    addr = ServerAddress("tcp://127.0.0.1:7700", KEY_A)
+    assert str(addr) == f"curvechat://127.0.0.1:7700/{KEY_A_B32}"
+    assert len(KEY_A_B32) == 52
+    assert addr.key == KEY_A_BYTES
+
+
+@pytest.mark.parametrize(
+    "key", [KEY_A_B32, KEY_A_B32.upper(), KEY_A_HEX, KEY_A_HEX.upper()], ids=str.__len__
+)
+def test_the_new_form_parses_with_base32_or_hex(key: str) -> None:
+    assert parse_connect(f"curvechat://127.0.0.1:7700/{key}") == [
+        ServerAddress("tcp://127.0.0.1:7700", KEY_A)
+    ]
+
+
+def test_old_and_new_forms_mix_and_repeats_across_forms_are_dropped() -> None:
+    text = (
+        f"curvechat://a:1/{KEY_A_B32},tcp://a:1/{KEY_A},curvechat://a:1/{KEY_A_HEX},"
+        f"curvechat://[::1]:2/{KEY_A_B32},tcp://b:3/{KEY_B}"
+    )
+    assert parse_connect(text) == [
+        ServerAddress("tcp://a:1", KEY_A),
+        ServerAddress("tcp://[::1]:2", KEY_A),
+        ServerAddress("tcp://b:3", KEY_B),
+    ]
+
+
+@pytest.mark.parametrize("key", [KEY_A, KEY_B, KEY_SLASHES, KEY_SLASH_FIRST, "0" * 40])
+def test_the_new_form_survives_shells_urls_and_chat_unquoted(key: str) -> None:
+    addrs = [
+        ServerAddress("tcp://chat.example.org:7700", key),
+        ServerAddress("tcp://10.0.0.2:1", key),
+    ]
+    text = format_connect(addrs)
+    assert set(text) <= PASTE_SAFE
+    assert shlex.quote(text) == text  # nothing a shell would expand or split
+    assert shlex.split(f"curvechat rooms --server {text}")[-1] == text
+    assert urllib.parse.quote(text, safe=":/,") == text  # nothing a URL must escape
+    assert parse_connect(text) == addrs
+
+
+def test_a_shell_passes_it_through_unquoted_and_in_double_quotes() -> None:
+    text = str(ServerAddress("tcp://127.0.0.1:7700", KEY_B))  # z85 of KEY_B has $ < [ { * …
+    for script in (f"printf %s {text}", f'printf %s "{text}"'):
+        out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
+        assert out.stdout == text
+
+
+@given(st.binary(min_size=32, max_size=32))
+def test_z85_is_zeromq_z85(key: bytes) -> None:
+    z85 = zmq.utils.z85.encode(key).decode()
+    assert z85_encode(key) == z85
+    assert z85_decode(z85) == key
+    addr = ServerAddress("tcp://h:1", z85)
+    assert parse_connect(str(addr)) == [addr]
+    assert parse_connect(f"curvechat://h:1/{key.hex()}") == [addr]
+
+
+NEW_MALFORMED = {
+    "b32-51": f"curvechat://h:1/{KEY_A_B32[:51]}",
+    "b32-53": f"curvechat://h:1/{KEY_A_B32}a",
+    "b32-not-canonical": f"curvechat://h:1/{KEY_A_B32[:51]}b",
+    "b32-mixed-case": f"curvechat://h:1/{KEY_A_B32[:10].upper()}{KEY_A_B32[10:]}",
+    "b32-padding": f"curvechat://h:1/{KEY_A_B32}====",
+    "b32-bad-char": f"curvechat://h:1/{KEY_A_B32[:51]}1",
+    "hex-63": f"curvechat://h:1/{KEY_A_HEX[:63]}",
+    "hex-65": f"curvechat://h:1/{KEY_A_HEX}0",
+    "z85-key": f"curvechat://h:1/{KEY_A}",
+    "no-key": "curvechat://h:1",
+    "empty-key": "curvechat://h:1/",
+    "no-port": f"curvechat://h/{KEY_A_B32}",
+    "port-0": f"curvechat://h:0/{KEY_A_B32}",
+    "empty-host": f"curvechat://:1/{KEY_A_B32}",
+    "path": f"curvechat://h:1/x/{KEY_A_B32}",
+    "trailing-slash": f"curvechat://h:1/{KEY_A_B32}/",
+    "uppercase-scheme": f"CURVECHAT://h:1/{KEY_A_B32}",
+    "tcp-with-b32": f"tcp://h:1/{KEY_A_B32}",
+    "z85-group-too-big": "tcp://h:1/" + "#" * 40,
+    "second-item-bad": f"curvechat://h:1/{KEY_A_B32},curvechat://h:2/{KEY_A_B32[:-1]}",
+}
+
+
+@pytest.mark.parametrize("text", NEW_MALFORMED.values(), ids=NEW_MALFORMED.keys())
+def test_malformed_new_form_is_refused(text: str) -> None:
+    with pytest.raises(ConnectStringError) as info:
+        parse_connect(text)
+    assert "item " in str(info.value)
+
+
+def test_the_server_fingerprint_is_digits_to_read_out() -> None:
+    fpr = server_fingerprint(KEY_A_BYTES)
+    groups = fpr.split(" ")
+    assert len(groups) == 6 and all(len(g) == 5 and g.isdigit() for g in groups)
+    assert ServerAddress("tcp://h:1", KEY_A).fingerprint == fpr
+    assert server_fingerprint(zmq.utils.z85.decode(KEY_B)) != fpr
+    # the same personalised BLAKE2b as libsodium's (the crypto package's hash)
+    digest = nacl.hash.blake2b(
+        KEY_A_BYTES, digest_size=32, person=b"curvechat-srv-v1", encoder=nacl.encoding.RawEncoder
+    )
+    assert groups[0] == f"{int.from_bytes(digest[:5], 'big') % 100_000:05d}"
+    with pytest.raises(ValueError):
+        server_fingerprint(KEY_A_BYTES[:31])

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chaos.proxy import ProxyHub
 from nacl.pwhash import argon2id
 
 from curvechat.client.home import Home
@@ -25,8 +26,13 @@ from curvechat.tui.widgets.composer import Composer
 from curvechat.tui.widgets.timeline import Timeline
 
 from support.clients import FAST
+from support.servers import ServerProcess
 
 PASSPHRASE = b"correct horse battery staple"
+
+LINK_LATENCY = 0.15
+"""Seconds each way on `slow_link`: a server across a WAN, or a cluster node
+that answers after a store round trip."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,23 @@ def kit(tmp_path: Path) -> Kit:
     return Kit(tmp_path / "tui")
 
 
+@pytest.fixture
+def slow_link(server: ServerProcess) -> Iterator[str]:
+    """The server's connect string through a TCP proxy that delays every
+    byte by `LINK_LATENCY` each way (order kept). On one machine a reply
+    comes back before the screen is next drawn; across a real network it
+    does not, and the races of a real session show up."""
+    hub = ProxyHub()
+    try:
+        proxy = hub.add("client", server.port)
+        proxy.set(latency=LINK_LATENCY)
+        connect = server.connect.replace(f"127.0.0.1:{server.port}", proxy.endpoint)
+        assert connect != server.connect
+        yield connect
+    finally:
+        hub.close()
+
+
 async def until(pilot: Any, cond: Callable[[], object], what: str, timeout: float = 20.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -119,5 +142,15 @@ async def say(pilot: Any, app: CurvechatApp, line: str) -> None:
 
 
 def shown(app: CurvechatApp) -> str:
+    """The whole room log as text (one row per line, scrolled or not)."""
     assert app.chat is not None
     return app.chat.query_one(Timeline).plain()
+
+
+def on_screen(app: CurvechatApp) -> str:
+    """What the timeline shows on the screen right now: the rows the
+    compositor draws in the timeline's region (not what is scrolled away)."""
+    assert app.chat is not None
+    region = app.chat.query_one(Timeline).content_region
+    rows = app.screen._compositor.render_strips()[region.y : region.bottom]
+    return "\n".join(row.text[region.x : region.right].rstrip() for row in rows)

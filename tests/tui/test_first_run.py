@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -135,6 +136,16 @@ class Tmux:
     def type(self, text: str) -> None:
         """Type `text` and press Enter."""
         self("send-keys", "-t", "chat", "-l", text)
+        self("send-keys", "-t", "chat", "Enter")
+
+    def paste(self, text: str) -> None:
+        """Paste `text` (a bracketed paste, as a terminal does) and press Enter."""
+        # from a file: tmux refuses a command line over 16 KiB (set-buffer TEXT)
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt") as f:
+            f.write(text)
+            f.flush()
+            self("load-buffer", "-b", "paste", f.name)
+        self("paste-buffer", "-p", "-d", "-b", "paste", "-t", "chat")
         self("send-keys", "-t", "chat", "Enter")
 
     def unlock(self, passphrase: str) -> None:

@@ -103,7 +103,9 @@ def _addresses(text: str) -> Any:
         raise CliError("bad_connect_string", str(exc), EXIT_USAGE) from exc
 
 
-def _load_identity(args: argparse.Namespace, home: Any) -> Any:
+def _load_identity(args: argparse.Namespace, home: Any, *, agent: bool = True) -> Any:
+    """The identity: from the unlock agent if one holds it (cli/unlock.py),
+    else opened with the passphrase (Argon2id)."""
     from curvechat.crypto.errors import KeyFileError, WrongPassphrase
     from curvechat.crypto.keyfile import load_identity
 
@@ -111,6 +113,12 @@ def _load_identity(args: argparse.Namespace, home: Any) -> Any:
         raise CliError(
             "no_identity", f"no identity in {home.path}: run `curvechat init --user NAME`"
         )
+    if agent:
+        from curvechat.cli.unlock import identity_from_agent
+
+        unlocked = identity_from_agent(home)
+        if unlocked is not None:
+            return unlocked
     try:
         return load_identity(home.identity, _passphrase(args))
     except WrongPassphrase as exc:
@@ -167,6 +175,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.influx_interval <= 0:
         raise CliError("bad_argument", "--influx-interval must be positive", EXIT_USAGE)
+    if args.node_name is not None:
+        from curvechat.server.node import NODE_NAME_RULE, valid_node_name
+
+        if not valid_node_name(args.node_name):
+            raise CliError("bad_argument", f"--node-name: {NODE_NAME_RULE}", EXIT_USAGE)
     if args.influx:
         from curvechat.server.influx import write_url
 
@@ -220,6 +233,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 http_token_file=Path(args.http_token_file) if args.http_token_file else None,
                 http_require_token=args.http_require_token,
                 metrics_open=args.metrics_open,
+                node_name=args.node_name,
             )
         )
     except ServerKeyError as exc:
@@ -236,34 +250,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from curvechat.crypto.identity import Identity, fingerprint
-    from curvechat.crypto.keyfile import seal_identity
-    from curvechat.protocol.limits import is_user_name
+    from curvechat.cli.enroll import cmd_init as init  # the name is checked before it is kept
 
-    if not is_user_name(args.user):
-        raise CliError(
-            "bad_name",
-            f"{args.user!r}: a user name is a-z first, then a-z 0-9 . _ -, up to 32",
-            EXIT_USAGE,
-        )
-    home = _home(args)
-    if home.identity.exists():
-        raise CliError("identity_exists", f"{home.identity} exists; refusing to overwrite it")
-    passphrase = _passphrase(args, confirm=True)
-    home.ensure()
-    identity = Identity.generate(args.user)
-    seal_identity(identity, passphrase, home.identity)
-    print(f"identity for {args.user} created in {home.path}")
-    print(f"fingerprint: {fingerprint(identity.sign_pub)}")
-    if not (args.server or os.environ.get("CURVECHAT_SERVER") or home.saved_server()):
-        print("no server given: registration happens on first connection")
-        return 0
-
-    async def body(client: ChatClient) -> int:
-        print(f"registered as {client.me}")
-        return 0
-
-    return asyncio.run(_with_client(args, body, identity=identity))
+    return init(args)
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -348,13 +337,17 @@ async def _send_lines(client: ChatClient, room: str, lines: list[str], timeout: 
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    lines = (
-        [ln for ln in sys.stdin.read().splitlines() if ln.strip()]
-        if args.text == "-"
-        else [args.text]
-    )
+    given = sys.stdin.read().splitlines() if args.text == "-" else [args.text]
+    lines = [ln for ln in given if ln.strip()]
+    blank = len(given) - len(lines)
     if not lines:
-        raise CliError("empty", "nothing to send", EXIT_USAGE)
+        raise CliError(
+            "empty",
+            f"nothing to send: {blank} blank line(s)" if blank else "nothing to send",
+            EXIT_USAGE,
+        )
+    if blank:
+        print(f"curvechat: skipped {blank} blank line(s)", file=sys.stderr)
 
     async def body(client: ChatClient) -> int:
         return await _send_lines(client, args.room, lines, args.timeout)
@@ -392,8 +385,11 @@ def _message_line(msg: Any) -> str:
 def cmd_history(args: argparse.Namespace) -> int:
     async def body(client: ChatClient) -> int:
         room = _resolve_room(client, args.room)
-        for msg in await client.history(room, limit=args.limit):
+        messages = await client.history(room, limit=args.limit)
+        for msg in messages:
             print(_message_json(msg) if args.json else _message_line(msg))
+        if not messages and not args.json:
+            print(f"-- no messages in {visible(room)} yet", file=sys.stderr)
         return 0
 
     return _run(args, body)
@@ -401,6 +397,11 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_rooms(args: argparse.Namespace) -> int:
     async def body(client: ChatClient) -> int:
+        if not client.rooms() and not args.json:
+            print(
+                "-- no rooms yet: `curvechat create ROOM` makes one, or a member invites you",
+                file=sys.stderr,
+            )
         for r in client.rooms():
             if args.json:
                 print(
@@ -447,47 +448,9 @@ def _resolve_room(client: ChatClient, room: str) -> str:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from curvechat.client import events as ev
-    from curvechat.client.state import ConnState
+    from curvechat.cli.follow import cmd_tail as tail
 
-    async def body(client: ChatClient) -> int:
-        room = _resolve_room(client, args.room)
-        if client.cache.room(room) is None:
-            raise CliError("no_such_room", f"you are not a member of {room}")
-        for msg in await client.history(room, limit=args.last) if args.last else []:
-            print(_message_json(msg) if args.json else _message_line(msg), flush=True)
-
-        def on_event(event: Any) -> None:
-            if isinstance(event, ev.MessageReceived) and event.message.room == room:
-                msg = event.message
-                print(_message_json(msg) if args.json else _message_line(msg), flush=True)
-            elif isinstance(event, ev.StatusChanged):
-                st = event.status
-                if st.state is ConnState.RECONNECTING and st.next_retry_at:
-                    wait = max(0.0, st.next_retry_at - __import__("time").time())
-                    print(
-                        f"-- connection lost ({visible(st.detail)}); retry {st.attempt + 1}"
-                        f" in {wait:.1f} s",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                elif st.state is ConnState.LIVE:
-                    print(f"-- connected to {st.endpoint}", file=sys.stderr, flush=True)
-            elif isinstance(event, ev.CaughtUp) and event.messages:
-                print(f"-- caught up {event.messages} message(s)", file=sys.stderr, flush=True)
-
-        client.subscribe(on_event)
-        print(f"-- following {room}; Ctrl-C to stop", file=sys.stderr, flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        import signal
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        return 0
-
-    return _run(args, body)
+    return tail(args)
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -567,6 +530,75 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return int(result or 0)
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """The monitoring web application: its own process and port, watching
+    the nodes from outside (docs/monitoring.md, "The monitor")."""
+    from curvechat.monitor.app import MonitorError, run_monitor
+    from curvechat.monitor.sources import EtcdRegistry, NodeSource, UrlList
+    from curvechat.server.httpguard import HttpTokenError, load_or_create_token
+
+    if args.interval <= 0 or args.history < 60:
+        raise CliError(
+            "bad_argument", "--interval must be positive and --history at least 60", EXIT_USAGE
+        )
+    _host, colon, port = args.http.rpartition(":")
+    if not colon or not port.isdigit():
+        raise CliError("bad_argument", f"--http {args.http!r}: give HOST:PORT", EXIT_USAGE)
+    etcd_flags = (args.etcd_ca, args.etcd_cert, args.etcd_key, args.etcd_user)
+    source: NodeSource
+    if args.store:
+        if args.node:
+            raise CliError("bad_argument", "give --node URLs or --store, not both", EXIT_USAGE)
+        from curvechat.store.etcd import EtcdSecurity
+
+        try:
+            security = EtcdSecurity.load(
+                args.store,
+                ca_file=args.etcd_ca,
+                cert_file=args.etcd_cert,
+                key_file=args.etcd_key,
+                user=args.etcd_user,
+                password_file=args.etcd_password_file,
+            )
+            source = EtcdRegistry(args.store, security)
+        except ValueError as exc:
+            raise CliError("bad_argument", f"--store: {exc}", EXIT_USAGE) from exc
+    elif any(etcd_flags) or args.etcd_password_file:
+        raise CliError("bad_argument", "the --etcd-* options need --store", EXIT_USAGE)
+    else:
+        try:
+            source = UrlList(args.node or ["http://127.0.0.1:7780"])
+        except ValueError as exc:
+            raise CliError("bad_argument", f"--node: {exc}", EXIT_USAGE) from exc
+    node_token = ""
+    try:
+        if args.node_token_file:
+            if not Path(args.node_token_file).is_file():
+                raise CliError("node_token_file", f"no token file at {args.node_token_file}")
+            node_token = load_or_create_token(Path(args.node_token_file))
+        data = Path(args.data or os.environ.get("CURVECHAT_MONITOR_DATA", "monitor-data"))
+        asyncio.run(
+            run_monitor(
+                data,
+                source,
+                http=args.http,
+                node_token=node_token,
+                http_hosts=args.http_host,
+                http_token_file=Path(args.http_token_file) if args.http_token_file else None,
+                http_require_token=args.http_require_token,
+                interval=args.interval,
+                history_s=args.history,
+            )
+        )
+    except HttpTokenError as exc:
+        raise CliError("http_token", str(exc)) from exc
+    except MonitorError as exc:
+        raise CliError("refused_to_start", str(exc)) from exc
+    except OSError as exc:
+        raise CliError("bind_failed", str(exc)) from exc
+    return 0
+
+
 # --- parser ---------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curvechat", description="End-to-end encrypted chat.")
@@ -606,6 +638,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve /metrics without the token (for a scraper that cannot send one)",
     )
     serve.add_argument("--advertise", help="endpoint to put in the connect string")
+    serve.add_argument(
+        "--node-name",
+        metavar="NAME",
+        help="this node's name in the dashboard, metrics and welcome (kept in DATA/node.id;"
+        " default: made on first start from the host name)",
+    )
     serve.add_argument(
         "--rate-conn",
         type=float,
@@ -666,6 +704,76 @@ def build_parser() -> argparse.ArgumentParser:
         " --max-txn-ops (default 128, etcd's default)",
     )
     serve.set_defaults(func=cmd_serve)
+
+    mon = sub.add_parser(
+        "monitor", help="run the monitoring web application (its own process and port)"
+    )
+    mon.add_argument(
+        "--node",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a node's HTTP URL, e.g. http://127.0.0.1:7780 (repeatable;"
+        " default http://127.0.0.1:7780 unless --store is given)",
+    )
+    mon.add_argument(
+        "--store",
+        metavar="URL",
+        help="etcd://HOST:PORT[,…][/PREFIX] (etcds:// for TLS): watch the nodes of the"
+        " cluster registry there, as they come and go",
+    )
+    for flag, text in [
+        ("--etcd-ca", "CA certificate(s) etcd's are checked with (PEM)"),
+        ("--etcd-cert", "TLS client certificate for etcd (PEM)"),
+        ("--etcd-key", "the key of --etcd-cert (PEM)"),
+        ("--etcd-user", "etcd user to log in as (needs etcds://)"),
+        ("--etcd-password-file", "file holding the etcd user's password"),
+    ]:
+        mon.add_argument(flag, metavar="FILE" if flag != "--etcd-user" else "NAME", help=text)
+    mon.add_argument(
+        "--node-token-file",
+        metavar="PATH",
+        help="the nodes' HTTP token (their http.token), sent with every poll;"
+        " needed when they are bound off loopback or require it",
+    )
+    mon.add_argument(
+        "--data",
+        help="where the monitor keeps its history and token"
+        " (default ./monitor-data or $CURVECHAT_MONITOR_DATA)",
+    )
+    mon.add_argument(
+        "--http",
+        default="127.0.0.1:7790",
+        help="HOST:PORT of the monitor's page (default %(default)s)",
+    )
+    mon.add_argument(
+        "--http-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name the page answers to, besides its address (repeatable)",
+    )
+    mon.add_argument(
+        "--http-token-file",
+        metavar="PATH",
+        help="the monitor's own HTTP bearer token, made there if missing (default DATA/http.token)",
+    )
+    mon.add_argument(
+        "--http-require-token",
+        action="store_true",
+        help="require the monitor's token on loopback too (always required on other addresses)",
+    )
+    mon.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between polls of a node (default 1)"
+    )
+    mon.add_argument(
+        "--history",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="how much metric history to keep, in memory and on disk (default 3600)",
+    )
+    mon.set_defaults(func=cmd_monitor)
 
     client = argparse.ArgumentParser(add_help=False)
     client.add_argument(
@@ -731,6 +839,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("room")
     p.add_argument("--json", action="store_true")
     p.add_argument("--last", type=int, default=0, help="show the last N messages first")
+    from curvechat.cli.unlock import add_parsers as add_agent_parsers
+
+    add_agent_parsers(add)
     return parser
 
 
@@ -744,7 +855,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2)
-        if args.command != "serve"
+        if args.command not in ("serve", "monitor")
         else logging.INFO - 10 * min(args.verbose, 1),
         handlers=[log_handler(logging.StreamHandler())],
     )

@@ -41,6 +41,8 @@ PushHandler = Callable[[m.AnyReply], None]
 StatusHandler = Callable[[ConnStatus], None]
 LiveHandler = Callable[[m.Welcome], Coroutine[Any, Any, None]]
 
+BYE_TIMEOUT_S = 0.5  # how long a clean close waits for the node to note its goodbye
+
 
 class Connection:
     def __init__(
@@ -91,6 +93,8 @@ class Connection:
         self._boot: str | None = None
         self._drop_failed = False
         self._read_mark = 0
+        self._closing = False
+        self._prev_node = ""  # the node of the previous live connection, reported in pings
         self.outbox_depth: Callable[[], int] = lambda: 0  # reported in pings
         self.status = ConnStatus(ConnState.OFFLINE, since=time.time())
         self.reconnects = 0
@@ -108,15 +112,24 @@ class Connection:
         self._move(ConnEvent.START, endpoint=self.addresses[0].endpoint)
         self._runner = asyncio.create_task(self._run(), name="connection")
 
-    async def close(self) -> None:
+    async def close(self, *, goodbye: bool = True) -> None:
+        """Close for good. On a live connection, first say goodbye (best
+        effort, within BYE_TIMEOUT_S) so the node shows a clean exit, not a
+        failure; `goodbye=False` closes as a killed process would."""
         if self.status.state is ConnState.CLOSED:
             return
+        was_live = self._live.is_set()
+        self._closing = True  # no more pings: the goodbye is the last request
+        self._live.clear()
         self._move(ConnEvent.CLOSE, detail="closed")
         for task in (self._runner, self._live_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        if goodbye and was_live and self._sock is not None and not self._lost.is_set():
+            with contextlib.suppress(NotConnected, RequestTimeout, ServerRefused):
+                await self._raw(m.Bye(), min(BYE_TIMEOUT_S, self.request_timeout))
         await self._close_socket("closed")
         self._ctx.term()
 
@@ -341,6 +354,7 @@ class Connection:
                 continue
             if ever_live:
                 self.reconnects += 1
+                self._prev_node = self.status.node or ""
             ever_live = True
             streak, attempt = attempt, 0
             self._drop_failed = False
@@ -387,6 +401,8 @@ class Connection:
         task.add_done_callback(self._bg.discard)
 
     async def _ping(self) -> None:
+        if self._closing:
+            return
         t0 = time.perf_counter()
         try:
             ping = m.Ping(
@@ -395,6 +411,7 @@ class Connection:
                 reconnects=self.reconnects,
                 outbox=self.outbox_depth(),
                 read_mark=self._read_mark,
+                prev_node=self._prev_node,
             )
             reply = await self._raw(ping, self.ping_interval * self.liveness)
         except (NotConnected, RequestTimeout, ServerRefused):

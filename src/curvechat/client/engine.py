@@ -83,7 +83,7 @@ class ChatClient:
         self.me = identity.user
         self.cache = cache
         self._handlers: list[EventHandler] = [on_event] if on_event else []
-        self.conn: Any = conn or Connection(
+        link: Any = conn or Connection(
             addresses,
             public_key=zmq.utils.z85.encode(identity.transport_pub),
             secret_key=zmq.utils.z85.encode(identity.transport_secret),
@@ -92,11 +92,11 @@ class ChatClient:
             on_live=self._on_live,
             **connection_options,
         )
-        if isinstance(self.conn, Connection):
-            self.conn.outbox_depth = cache.outbox_count
+        if isinstance(link, Connection):
+            link.outbox_depth = cache.outbox_count
         self.core = TrustCore(identity, cache, self._emit)
         self.parts = Parts(
-            identity=identity, cache=cache, core=self.core, conn=self.conn, emit=self._emit
+            identity=identity, cache=cache, core=self.core, conn=link, emit=self._emit
         )
         self.sync = Sync(self.parts)
         self.outbox = Outbox(
@@ -113,6 +113,15 @@ class ChatClient:
         self.last_caught_up = 0
         self.owns_cache = False
         """Set by `open_client`: `close` closes the cache too."""
+
+    @property
+    def conn(self) -> Any:
+        """The connection every part talks through (a test may swap in a double)."""
+        return self.parts.conn
+
+    @conn.setter
+    def conn(self, value: Any) -> None:
+        self.parts.conn = value
 
     # --- lifecycle -------------------------------------------------------------
     def subscribe(self, handler: EventHandler) -> None:

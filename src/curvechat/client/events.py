@@ -23,9 +23,14 @@ class MessageReceived:
 
 @dataclass(frozen=True, slots=True)
 class SendAcked:
+    """The server acknowledged (stored) the message `txn` as `seq`: it is no
+    longer pending. Comes after the `MessageReceived` of the same message."""
+
     room: str
     txn: str
     seq: int
+    ts_ms: int = 0
+    """The server's timestamp of the stored message."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from curvechat.crypto.envelope import Plaintext, seal_message
 from curvechat.crypto.errors import CryptoError
 from curvechat.protocol import ErrorCode, LocalProtocolError
 from curvechat.protocol import messages as m
-from curvechat.protocol.limits import MAX_TEXT_CHARS
+from curvechat.protocol.limits import MAX_TEXT_CHARS, TEXT_LIMIT
 
 log = logging.getLogger("curvechat.client")
 
@@ -56,12 +56,14 @@ def new_txn() -> str:
 
 
 def check_text(text: str) -> None:
-    """Refuse, with a code, a text that cannot be a message."""
+    """Refuse, with a code, a text that cannot be a message: before it is
+    queued, so before anything is sealed. A text that passes also seals
+    (`MAX_TEXT_CHARS` is the whole limit)."""
     if not text.strip():
         raise NotReady("empty message", "empty")
     if len(text) > MAX_TEXT_CHARS:
         raise LocalProtocolError(
-            ErrorCode.TOO_LARGE, f"message of {len(text)} characters (max {MAX_TEXT_CHARS})"
+            ErrorCode.TOO_LARGE, f"message of {len(text):,} characters; the limit is {TEXT_LIMIT}"
         )
     try:
         text.encode()
@@ -170,7 +172,7 @@ class Outbox:
             fut = self._waiters.get(item.txn)
             if fut is not None and not fut.done():
                 fut.set_result(ack)  # kept until wait_ack collects it
-            self.p.emit(ev.SendAcked(item.room, item.txn, ack.seq))
+            self.p.emit(ev.SendAcked(item.room, item.txn, ack.seq, ack.ts))
 
     def _note_store_down(self) -> None:
         """The node keeps answering store_unavailable (cut off from its store,

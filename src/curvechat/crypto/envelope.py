@@ -45,10 +45,11 @@ class Plaintext(msgspec.Struct, frozen=True):
     `ts` is the sender's clock in milliseconds; the server's timestamp is on
     the stored message, outside the envelope. The bounds below are checked
     when a received body is decoded, so a peer cannot deliver what an honest
-    client would refuse to send.
+    client would refuse to send (for the text, any client since the first:
+    `MAX_OPENED_TEXT_CHARS`; today's send `MAX_TEXT_CHARS`).
     """
 
-    text: Annotated[str, Meta(max_length=limits.MAX_TEXT_CHARS)]
+    text: Annotated[str, Meta(max_length=limits.MAX_OPENED_TEXT_CHARS)]
     ts: Annotated[int, Meta(ge=0, le=2**53)]
     kind: Literal["text"] = "text"
 
@@ -107,7 +108,7 @@ def seal_message(
     """Encrypt and sign `plaintext` for `room` under the epoch key `key`.
 
     Raises `LocalProtocolError` with `TOO_LARGE` if the text is longer than
-    `MAX_TEXT_CHARS` or the ciphertext would exceed `MAX_CIPHERTEXT_BYTES`,
+    `MAX_TEXT_CHARS` (any shorter text fits `MAX_CIPHERTEXT_BYTES`),
     and with `BAD_FRAME` if room, epoch, txn or ts are not valid on the wire.
     """
     _check_key(key)
@@ -122,7 +123,7 @@ def seal_message(
     if len(plaintext.text) > limits.MAX_TEXT_CHARS:
         raise LocalProtocolError(
             ErrorCode.TOO_LARGE,
-            f"message of {len(plaintext.text)} characters (at most {limits.MAX_TEXT_CHARS})",
+            f"message of {len(plaintext.text):,} characters; the limit is {limits.TEXT_LIMIT}",
         )
     try:
         body = encode(plaintext)
@@ -130,6 +131,7 @@ def seal_message(
         # Lone surrogates: Python allows them in str, UTF-8 does not.
         raise LocalProtocolError(ErrorCode.BAD_FRAME, "text is not valid Unicode") from exc
     ct_len = _padded_length(len(body)) + TAG_SIZE
+    # Unreachable for a text within MAX_TEXT_CHARS (see `limits`): a guard.
     if ct_len > limits.MAX_CIPHERTEXT_BYTES:
         raise LocalProtocolError(
             ErrorCode.TOO_LARGE,

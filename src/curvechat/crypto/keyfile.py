@@ -122,6 +122,20 @@ def seal_identity(
     above `MAX_OPSLIMIT` / `MAX_MEMLIMIT`); `OSError` if the file cannot be
     written, in which case the old file, if any, is left as it was.
     """
+    data = sealed_identity(identity, passphrase, opslimit=opslimit, memlimit=memlimit)
+    _write_private(Path(path), data)
+
+
+def sealed_identity(
+    identity: Identity,
+    passphrase: bytes,
+    *,
+    opslimit: int = argon2id.OPSLIMIT_MODERATE,
+    memlimit: int = argon2id.MEMLIMIT_MODERATE,
+) -> bytes:
+    """The bytes `seal_identity` writes, without writing them (for a caller
+    that places the file itself, e.g. `init`, which keeps it only once the
+    server took the name). Raises `ValueError` as `seal_identity` does."""
     if not isinstance(passphrase, bytes):
         raise TypeError("passphrase must be bytes")
     problem = _limits_problem(opslimit, memlimit)
@@ -149,7 +163,7 @@ def seal_identity(
             ct=box.encrypt(body, nonce).ciphertext,
         )
     )
-    _write_private(Path(path), data)
+    return data
 
 
 def _write_private(path: Path, data: bytes) -> None:

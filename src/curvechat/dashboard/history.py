@@ -56,10 +56,13 @@ GAUGES = {
     "rss_bytes": "process_resident_memory_bytes",
 }
 CPU_SECONDS = "process_cpu_seconds_total"
+# Samples left out of the sums: not failures (a client that said goodbye).
+NOT_FAILURES = frozenset({("curvechat_client_disconnects_total", "reason", "left")})
 
 
 def read_registry(registry: CollectorRegistry) -> tuple[dict[str, float], dict[str, Buckets]]:
-    """Every sample's value summed over its labels, and every histogram's buckets."""
+    """Every sample's value summed over its labels (but NOT_FAILURES), and
+    every histogram's buckets."""
     totals: dict[str, float] = {}
     buckets: dict[str, dict[float, float]] = {}
     for family in registry.collect():
@@ -68,7 +71,7 @@ def read_registry(registry: CollectorRegistry) -> tuple[dict[str, float], dict[s
                 le = float(s.labels["le"])
                 per = buckets.setdefault(s.name[: -len("_bucket")], {})
                 per[le] = per.get(le, 0.0) + s.value
-            else:
+            elif not any(s.name == n and s.labels.get(k) == v for n, k, v in NOT_FAILURES):
                 totals[s.name] = totals.get(s.name, 0.0) + s.value
     return totals, {name: sorted(per.items()) for name, per in buckets.items()}
 

@@ -15,10 +15,26 @@ MAX_FRAME_BYTES: Final = 256 * 1024
 """Largest single ZeroMQ frame either side accepts (also the socket MAXMSGSIZE)."""
 
 MAX_CIPHERTEXT_BYTES: Final = 64 * 1024
-"""Largest encrypted message body (text of about 60 KiB after padding)."""
+"""Largest encrypted message body (the padded plaintext and the 16-byte tag)."""
 
-MAX_TEXT_CHARS: Final = 16 * 1024
-"""Longest plaintext message a client will encrypt."""
+MAX_TEXT_CHARS: Final = 16_000
+"""Longest text a client sends, in characters (Unicode code points: "é" and
+"👍" are one each, "👩‍💻" is three). Checked before anything is queued or
+sealed. A code point is at most 4 bytes in UTF-8, so a text is at most
+`MAX_TEXT_BYTES`, and every text within the limit seals within
+`MAX_CIPHERTEXT_BYTES` (64,000 bytes of text, 31 of msgpack around it,
+padding to 64,256, the tag: 64,272). The limit is one number a person can
+check: there is no separate byte limit to run into."""
+
+MAX_TEXT_BYTES: Final = 4 * MAX_TEXT_CHARS
+"""The most UTF-8 bytes a text within `MAX_TEXT_CHARS` can take."""
+
+TEXT_LIMIT: Final = f"{MAX_TEXT_CHARS:,} characters (at most {MAX_TEXT_BYTES:,} bytes in UTF-8)"
+"""The text limit as the client, the command line and the docs state it."""
+
+MAX_OPENED_TEXT_CHARS: Final = 16 * 1024
+"""Longest text a client accepts in a message it opens: 16,384, the limit
+before `MAX_TEXT_CHARS`, so that messages sent by older clients stay readable."""
 
 MAX_NAME_LEN: Final = 32
 MAX_TXN_LEN: Final = 64

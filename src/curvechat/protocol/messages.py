@@ -286,6 +286,16 @@ class Ping(Request, tag="ping", frozen=True):
     read_mark: Annotated[int, Meta(ge=0, le=2**53)] = 0
     """The latest `push_mark` the client has read (0: none): flow control,
     proof that it read everything the node sent before that mark."""
+    prev_node: ShortText = ""
+    """The `node` of the welcome of the client's previous live connection
+    ("" if this is its first): tells a reconnect to the same node (that may
+    have restarted meanwhile) from an arrival from another node."""
+
+
+class Bye(Request, tag="bye", frozen=True):
+    """The client is closing this connection on purpose (the user quit): the
+    node shows it as left, not as a failure. Best effort: a client that
+    cannot say it (killed, cut off) is seen as disconnected, as before."""
 
 
 AnyRequest = (
@@ -305,6 +315,7 @@ AnyRequest = (
     | Sync
     | FetchKeys
     | Ping
+    | Bye
 )
 
 
@@ -390,6 +401,10 @@ class Pong(Reply, tag="pong", frozen=True):
     boot: ShortText
 
 
+class ByeAck(Reply, tag="bye_ack", frozen=True):
+    """The node has noted the goodbye; the client may close the socket."""
+
+
 class Error(Reply, tag="error", frozen=True):
     code: ShortText
     message: ShortText
@@ -440,6 +455,7 @@ AnyReply = (
     | SyncReply
     | KeyPackets
     | Pong
+    | ByeAck
     | Error
     | MessagePush
     | RoomPush

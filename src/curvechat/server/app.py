@@ -5,18 +5,27 @@ connect string, until SIGINT/SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import re
+import secrets
 import signal
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from curvechat.protocol.connect import ServerAddress
+from curvechat.protocol.connect import (
+    ConnectStringError,
+    ServerAddress,
+    format_connect,
+    parse_connect,
+)
 from curvechat.server.http import start_http
 from curvechat.server.httpguard import TOKEN_FILE, HttpGuard, load_or_create_token
 from curvechat.server.influx import DEFAULT_INTERVAL_S, InfluxPusher
 from curvechat.server.keys import load_or_create_keypair
-from curvechat.server.node import ChatNode
+from curvechat.server.node import NODE_NAME_RULE, ChatNode, valid_node_name
 from curvechat.server.ratelimit import RateLimits
 from curvechat.store import Store
 from curvechat.store.sqlite import SQLiteStore
@@ -27,6 +36,39 @@ if TYPE_CHECKING:
 log = logging.getLogger("curvechat.server")
 
 STOP_STEP_S = 8.0
+NODE_ID_FILE = "node.id"
+
+
+class NodeNameError(RuntimeError):
+    """DATA/node.id holds something that is not a node name."""
+
+
+def default_node_name() -> str:
+    """This host's name and a random suffix (several nodes may share a host)."""
+    host = re.sub(r"[^A-Za-z0-9_.-]+", "-", os.uname().nodename)[:40].strip("-._")
+    return f"{host or 'node'}-{secrets.token_hex(3)}"
+
+
+def load_or_create_node_name(data_dir: Path, name: str | None = None) -> str:
+    """The node's stable name, kept in DATA/node.id: made on first start
+    (host name and a random suffix), reused after, so a restarted node keeps
+    its InfluxDB series and its clients see a reconnect, not a failover.
+    `name` (from --node-name) renames the node, and is kept for later starts."""
+    path = data_dir / NODE_ID_FILE
+    if name is None and path.exists():
+        stored = path.read_text().strip()
+        if not valid_node_name(stored):
+            raise NodeNameError(f"{path} holds no valid node name ({NODE_NAME_RULE})")
+        return stored
+    if name is None:
+        name = default_node_name()
+    elif not valid_node_name(name):
+        raise NodeNameError(f"not a valid node name: {name!r} ({NODE_NAME_RULE})")
+    if not path.exists() or path.read_text().strip() != name:
+        tmp = path.with_name(f".{NODE_ID_FILE}.{os.getpid()}.tmp")
+        tmp.write_text(name + "\n")
+        os.replace(tmp, path)
+    return name
 
 
 def advertised_endpoint(bound: str, advertise: str | None) -> str:
@@ -72,6 +114,7 @@ async def serve(
     http_token_file: Path | None = None,
     http_require_token: bool = False,
     metrics_open: bool = False,
+    node_name: str | None = None,
 ) -> None:
     # Ctrl-C / SIGTERM from here on means "stop cleanly", even during start-up.
     stop = asyncio.Event()
@@ -80,6 +123,7 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     public, secret = load_or_create_keypair(data_dir)
+    name = load_or_create_node_name(data_dir, node_name)
     # The HTTP side's bearer token: made on first start, reused after.
     token = load_or_create_token(http_token_file or data_dir / TOKEN_FILE) if http else ""
     store: Store
@@ -97,7 +141,9 @@ async def serve(
     else:
         store = SQLiteStore(data_dir / "curvechat.db")
     await store.open()
-    node = ChatNode(store, public_key=public, secret_key=secret, bind=bind, limits=limits)
+    node = ChatNode(
+        store, public_key=public, secret_key=secret, bind=bind, node_name=name, limits=limits
+    )
     endpoint = await node.start()
     runner = None
     pusher = None
@@ -138,19 +184,24 @@ async def serve(
                 http_port,
                 "required" if guard.require_token else "not required on loopback",
             )
-        connect = str(ServerAddress(dial, public.decode()))
+        # What people paste: curvechat://HOST:PORT/<base32 key> (connect.py).
+        address = ServerAddress(dial, public.decode())
+        connect = str(address)
         (data_dir / "connect").write_text(connect + "\n")
         if etcd is not None:
             from curvechat.server.cluster import Cluster
 
-            cluster = Cluster(node, etcd, connect, http=dashboard)
+            # The registry (and so a welcome's peers) keeps the older z85 form,
+            # which clients from before the new form can read too.
+            cluster = Cluster(node, etcd, address.legacy, http=dashboard)
             await cluster.start()
             nodes = await cluster.members()
             print(f"cluster: {len(nodes)} node(s) registered in etcd", flush=True)
-            print(f"cluster connect string: {','.join(n.connect for n in nodes)}", flush=True)
+            print(f"cluster connect string: {_cluster_connect(nodes)}", flush=True)
         print(f"curvechat node {node.node_name} ready", flush=True)
         if dashboard_link:
             print(f"dashboard: {dashboard_link}", flush=True)
+        print(f"server fingerprint: {address.fingerprint}", flush=True)
         print(f"connect string: {connect}", flush=True)
         if ready is not None:
             ready.set()
@@ -165,6 +216,15 @@ async def serve(
             await _bounded("http", runner.cleanup())
         await _bounded("node", node.stop())
         await _bounded("store", store.close())
+
+
+def _cluster_connect(nodes: Sequence[Any]) -> str:
+    """The registered nodes' connect strings as one string of the new form."""
+    addresses: list[ServerAddress] = []
+    for n in nodes:
+        with contextlib.suppress(ConnectStringError):  # a malformed entry is left out
+            addresses += [a for a in parse_connect(n.connect) if a not in addresses]
+    return format_connect(addresses)
 
 
 async def _bounded(what: str, step: Coroutine[Any, Any, None]) -> None:

@@ -102,6 +102,7 @@ class Handlers:
             m.History: self.history,
             m.Sync: self.sync,
             m.FetchKeys: self.fetch_keys,
+            m.Bye: self.bye,
         }
 
     async def dispatch(self, sess: Session, req: m.AnyRequest) -> m.AnyReply:
@@ -126,10 +127,16 @@ class Handlers:
         return self.node.welcome(sess)
 
     async def ping(self, sess: Session, req: m.Ping) -> m.AnyReply:
-        self.node.note_ping(sess, req.rtt_ms, req.reconnects, req.outbox, req.read_mark)
+        self.node.note_ping(
+            sess, req.rtt_ms, req.reconnects, req.outbox, req.read_mark, req.prev_node
+        )
         return m.Pong(
             t=req.t, time=int(time.time() * 1000), node=self.node.node_name, boot=self.node.boot
         )
+
+    async def bye(self, sess: Session, req: m.Bye) -> m.AnyReply:
+        self.node.note_bye(sess)
+        return m.ByeAck()
 
     async def register(self, sess: Session, req: m.Register) -> m.AnyReply:
         transport_pub = zmq.utils.z85.decode(sess.transport_key)

@@ -103,18 +103,20 @@ class NodeMetrics:
         )
         self.client_reconnects = Counter(
             "curvechat_client_reconnects_total",
-            "Reconnects that clients report in their pings (increases of their counters)",
+            "Reconnects of clients back to this node: a new connection whose ping reports"
+            " earlier reconnects (counted once per connection, not per key)",
             registry=r,
         )
         self.client_failovers = Counter(
             "curvechat_client_failovers_total",
-            "Clients that arrived here after reconnecting, without a previous connection here",
+            "Clients that arrived here by reconnecting from another node",
             registry=r,
         )
         self.client_disconnects = Counter(
             "curvechat_client_disconnects_total",
-            "Client connections lost, by reason (disconnected: the connection closed or its "
-            "heartbeat timed out; timeout: the session went silent)",
+            "Client connections ended, by reason (disconnected: the connection closed or its "
+            "heartbeat timed out; timeout: the session went silent; left: the client said "
+            "goodbye, a clean exit and not a failure)",
             ["reason"],
             registry=r,
         )
@@ -149,6 +151,13 @@ class NodeMetrics:
         self.start_time = Gauge(
             "curvechat_node_start_time_seconds", "When this node started (Unix time)", registry=r
         )
+        self.node_info = Gauge(
+            "curvechat_node_info",
+            "Always 1: the node's stable name (DATA/node.id, the `node` of welcome, pong,"
+            " events and the InfluxDB tag) and its boot id (new at every start)",
+            ["node", "boot"],
+            registry=r,
+        )
         # Cluster mode (stay at zero on a single node).
         self.watch_lag_seconds = Histogram(
             "curvechat_cluster_watch_lag_seconds",
@@ -166,6 +175,9 @@ class NodeMetrics:
         )
         self.start_time.set_to_current_time()
         self._store_totals = (0, 0)
+
+    def set_node(self, node: str, boot: str) -> None:
+        self.node_info.labels(node, boot).set(1)
 
     def observe_request(self, kind: str, code: str) -> None:
         self.requests.labels(kind, code).inc()

@@ -18,6 +18,7 @@ import ctypes
 import gc
 import logging
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -56,9 +57,20 @@ SESSION_QUEUE_MAX = 256
 REQUEST_BYTES_MAX = 2 * 1024 * 1024  # request bytes waiting to be served, per connection
 MAX_CONNECTIONS_PER_USER = 16
 COMPACT_AFTER_DROPS = 1_000  # sessions dropped before the reaper compacts the tables
-KEYS_REMEMBERED = 10_000  # per-key memory (users of keys, reconnect counts), most recent first
+KEYS_REMEMBERED = 10_000  # per-key memory (users of keys, keys seen), most recent first
 LOST_SESSIONS_KEPT = 200  # dropped sessions kept for the dashboard's connection table
-UNREGISTERED_OK = (m.Hello, m.Register, m.Ping)
+UNREGISTERED_OK = (m.Hello, m.Register, m.Ping, m.Bye)
+# Disconnect reasons that are not failures (a clean exit): no warning event.
+CLEAN_EXIT = "left"
+NODE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+NODE_NAME_RULE = "1-64 characters of A-Z a-z 0-9 _ . : -, starting with a letter or digit"
+
+
+def valid_node_name(name: str) -> bool:
+    """Whether `name` may name a node: it goes into URL paths, metric labels,
+    InfluxDB tags and log lines as it is."""
+    return NODE_NAME_RE.fullmatch(name) is not None
+
 
 # Set in the task that serves one pipelined send: resolved once its commit is
 # queued in the store, which lets the connection's next request start.
@@ -102,11 +114,12 @@ class Session:
     last_ping_ms: int | None = None
     rtt_ms: float | None = None  # as the client last reported it
     reconnects: int = 0  # as the client last reported it
+    pinged: bool = False  # it has reported its reconnect count at least once
     outbox: int = 0  # messages waiting in the client's outbox, as it last reported
-    gone: str | None = None  # why the connection is known to be lost (then kept until reaped)
+    gone: str | None = None  # why the connection ended: disconnected, timeout, left (clean exit)
     gone_ms: int | None = None
     dropped_ms: int | None = None  # when the node forgot it
-    first_here: bool = True  # no earlier connection with this key since the node started
+    first_here: bool = True  # no other connection with this key since the node started
     flow: Flow = field(default_factory=Flow)  # bytes queued to it, and confirmed read
     queued_bytes: int = 0  # request bytes received and not yet served
 
@@ -154,6 +167,7 @@ class ChatNode:
         self.peers: list[str] = []
         self.peer_nodes: list[dict[str, Any]] = []  # the other nodes, for the dashboard
         self.metrics = NodeMetrics()
+        self.metrics.set_node(self.node_name, self.boot)
         self.limits = limits or RateLimits()
         self._user_buckets: dict[str, TokenBucket] = {}
         self.rooms = RoomCache(store)
@@ -171,8 +185,8 @@ class ChatNode:
         self.events = EventLog(self.node_name)
         self._dropped = 0  # sessions dropped since the tables were last compacted
         self._by_fd: dict[int, Session] = {}  # bounded by the open sockets' numbers
-        # transport key -> the reconnect count it last reported (-1: none yet)
-        self._keys_seen: Recent[str, int] = Recent(KEYS_REMEMBERED)
+        # transport keys that have had a connection here since the node started
+        self._keys_seen: Recent[str, bool] = Recent(KEYS_REMEMBERED)
         self.lost_sessions: deque[Session] = deque(maxlen=LOST_SESSIONS_KEPT)
         self.metrics.track(
             connected_clients=lambda: sum(1 for s in self.sessions.values() if s.gone is None),
@@ -277,8 +291,7 @@ class ChatNode:
         if sess is None or sess.transport_key != key:
             sess = Session(routing_id=routing_id, transport_key=key)
             sess.first_here = key not in self._keys_seen
-            if sess.first_here:
-                self._keys_seen.put(key, -1)
+            self._keys_seen.put(key, True)
             self.sessions[routing_id] = sess
         if fd >= 0 and self._by_fd.get(fd) is not sess:
             sess.fd = fd
@@ -438,7 +451,7 @@ class ChatNode:
                 raise Refusal(
                     ErrorCode.NOT_REGISTERED, "this key is not registered; register first"
                 )
-            if self.flow.over_budget(sess.flow) and not isinstance(req, m.Ping):
+            if self.flow.over_budget(sess.flow) and not isinstance(req, m.Ping | m.Bye):
                 raise Refusal(
                     ErrorCode.RATE_LIMITED,
                     "this connection has not read what the node sent it; read it first",
@@ -650,11 +663,19 @@ class ChatNode:
             f"{_who(sess)} disconnected (connection closed or heartbeat timed out)",
         )
 
-    def _mark_gone(self, sess: Session, reason: str, event: str, text: str) -> None:
-        """Record that a client went away: for the table, the metrics, the events."""
+    def _mark_gone(self, sess: Session, reason: str, event: str | None, text: str = "") -> None:
+        """Record that a client went away: for the table, the metrics, the
+        events (a failure only: `event` None for a clean exit)."""
         sess.gone, sess.gone_ms = reason, int(time.time() * 1000)
         self.metrics.client_disconnects.labels(reason).inc()
-        self.events.add(event, text, level="warning", user=sess.user)
+        if event is not None:
+            self.events.add(event, text, level="warning", user=sess.user)
+
+    def note_bye(self, sess: Session) -> None:
+        """The client says it is closing this connection on purpose: it left,
+        it did not fail. Its socket closing next is then no news."""
+        if sess.gone is None:
+            self._mark_gone(sess, CLEAN_EXIT, None)
 
     def note_ping(
         self,
@@ -663,9 +684,21 @@ class ChatNode:
         reconnects: int,
         outbox: int = 0,
         read_mark: int = 0,
+        prev_node: str = "",
     ) -> None:
         """Record what a client's ping reports: its RTT, its reconnect count,
-        how many messages wait in its outbox, and how far it has read."""
+        how many messages wait in its outbox, and how far it has read.
+
+        Reconnects are counted per session (connection), never per key: one
+        user may hold several sessions with one key (a TUI and a `tail`, two
+        devices), each with a count of its own. A session's first report is
+        its arrival: with a count above 0 it came by reconnecting, which is
+        counted once, as a reconnect if it came back to this node (by name:
+        `prev_node`, the node of its previous connection; a client that does
+        not say falls back to "this key was connected here before") and as a
+        failover if it came from another node. Later increases within one
+        session are counted as they come (the engine does not make them: its
+        count grows with each new connection)."""
         if read_mark and self.flow.read(sess.flow, read_mark):
             self._send(sess.routing_id, encode_reply(0, m.Resync(reason="pushes withheld")))
         sess.last_ping_ms = int(time.time() * 1000)
@@ -673,21 +706,11 @@ class ChatNode:
         if rtt_ms is not None:
             sess.rtt_ms = rtt_ms
             self.metrics.client_rtt_seconds.observe(rtt_ms / 1000)
-        sess.reconnects = reconnects
-        seen = self._keys_seen.get(sess.transport_key)
-        previous = None if seen is None or seen < 0 else seen
-        self._keys_seen.put(sess.transport_key, reconnects)
-        if previous is None and not sess.first_here:
-            previous = 0  # it was here before its first ping: its reconnects are news
-        if previous is None:
+        previous, first = sess.reconnects, not sess.pinged
+        sess.reconnects, sess.pinged = reconnects, True
+        if first:
             if reconnects > 0:
-                self.metrics.client_failovers.inc()
-                self.events.add(
-                    "client_failover",
-                    f"{_who(sess)} arrived after {reconnects} reconnect(s) elsewhere",
-                    level="warning",
-                    user=sess.user,
-                )
+                self._arrived(sess, reconnects, prev_node)
         elif reconnects > previous:
             self.metrics.client_reconnects.inc(reconnects - previous)
             self.events.add(
@@ -696,6 +719,30 @@ class ChatNode:
                 level="warning",
                 user=sess.user,
             )
+
+    def _arrived(self, sess: Session, reconnects: int, prev_node: str) -> None:
+        """A new session whose client has reconnected before: one reconnect
+        (back to this node), or one failover (from another node)."""
+        back = prev_node == self.node_name if prev_node else not sess.first_here
+        if back:
+            restarted = " after this node restarted" if sess.first_here else ""
+            self.metrics.client_reconnects.inc()
+            self.events.add(
+                "client_reconnected",
+                f"{_who(sess)} reconnected{restarted} (reconnect #{reconnects})",
+                level="warning",
+                user=sess.user,
+            )
+            return
+        # prev_node is the client's word: shown only if it could be a node's name
+        source = f"from {prev_node}" if valid_node_name(prev_node) else "elsewhere"
+        self.metrics.client_failovers.inc()
+        self.events.add(
+            "client_failover",
+            f"{_who(sess)} arrived {source} after {reconnects} reconnect(s)",
+            level="warning",
+            user=sess.user,
+        )
 
     # --- helpers for handlers ------------------------------------------------
     def welcome(self, sess: Session) -> m.Welcome:

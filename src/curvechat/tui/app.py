@@ -16,7 +16,6 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 
 from curvechat.client import events as ev
-from curvechat.protocol.text import visible
 from curvechat.tui.messages import EngineEvent
 from curvechat.tui.screens.chat import ChatScreen
 from curvechat.tui.settings import ChatSettings
@@ -115,12 +114,9 @@ class CurvechatApp(App[int]):
                 **dict(self.settings.client_options),
             )
         except ClientError as exc:
-            self.notify(
-                visible(f"cannot open the client: {exc} [{exc.code}]"),
-                severity="error",
-                timeout=30,
-                markup=False,
-            )
+            from curvechat.tui.errors import Attempt, explain
+
+            self.notify(explain(exc, Attempt("open")), severity="error", timeout=30, markup=False)
             return
         self.client = client
         self._server = server

@@ -422,6 +422,7 @@ function renderConnections(now) {
   const body = document.querySelector("#connections tbody");
   const trs = rows.map((c) => {
     const gone = c.state !== "live";
+    const left = c.state === "left" && !c.stale; // a clean exit (goodbye): grey, not a failure
     const st = c.stale ? "node unreachable" : gone ? `${c.state} ${c.gone_since ? fmtTime(c.gone_since) : ""}` : "live";
     const hb = c.last_heartbeat
       ? [fmtTime(c.last_heartbeat), el("span", { class: "ago" }, `${fmtDuration(now - c.last_heartbeat)} ago`)]
@@ -430,7 +431,7 @@ function renderConnections(now) {
       el("td", {}, c.user || `key ${c.key}…`),
       el("td", { class: "client", title: visible(c.client) }, c.client || "–"),
       el("td", {}, c.node),
-      el("td", {}, el("span", { class: `state ${gone || c.stale ? "gone" : "live"}` }, st)),
+      el("td", {}, el("span", { class: `state ${left ? "left" : gone || c.stale ? "gone" : "live"}` }, st)),
       el("td", {}, fmtTime(c.connected_since), el("span", { class: "ago" }, `(${fmtDuration(now - c.connected_since)})`)),
       el("td", {}, ...hb),
       el("td", { class: "num" }, String(c.outbox ?? 0)),
@@ -440,7 +441,10 @@ function renderConnections(now) {
   if (!trs.length) trs.push(el("tr", { class: "empty-row" }, el("td", { colSpan: 9 }, "no client connections")));
   body.replaceChildren(...trs);
   const live = rows.filter((r) => r.state === "live" && !r.stale).length;
-  document.getElementById("conn-count").textContent = `${live} live · ${rows.length - live} lost`;
+  const left = rows.filter((r) => r.state === "left" && !r.stale).length;
+  const lost = rows.length - live - left;
+  document.getElementById("conn-count").textContent =
+    `${live} live · ${lost} lost` + (left ? ` · ${left} left` : "");
 }
 
 function renderEvents() {

@@ -3,12 +3,17 @@ input line at the bottom, a status line and a connection banner.
 
 It reacts to the engine's events (delivered as `EngineEvent` messages on the
 app's loop) and runs the slash commands. Every error a user can cause ends as
-one line in the timeline, never a traceback.
+one sentence in the timeline (`tui.errors`), its code and details in the
+log, never a traceback.
+
+Your own message is "pending" from the moment it is queued until the engine
+says the server acknowledged it (`SendAcked`, or the message itself coming
+back by push, sync or ack, whichever is first), in any room and whether or
+not the room's history has finished loading.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import TYPE_CHECKING, ClassVar
 
@@ -21,11 +26,12 @@ from textual.timer import Timer
 from textual.widgets import Footer, Static
 
 from curvechat.client import events as ev
-from curvechat.client.errors import ClientError, KeyChanged, NotConnected, ServerRefused
+from curvechat.client.errors import KeyChanged
 from curvechat.client.state import ConnState
-from curvechat.protocol import ProtocolError
+from curvechat.protocol.errors import CurvechatError
 from curvechat.protocol.text import visible
 from curvechat.tui import commands as cmds
+from curvechat.tui.errors import Attempt, explain, explain_code
 from curvechat.tui.format import resolve_room, room_label
 from curvechat.tui.keys import accept_key, key_view, pending_changes, trust_mark
 from curvechat.tui.messages import EngineEvent, LineSubmitted, OlderWanted, RoomChosen
@@ -33,9 +39,7 @@ from curvechat.tui.settings import ChatSettings, load_aliases, save_aliases
 from curvechat.tui.widgets.composer import Composer
 from curvechat.tui.widgets.rooms import RoomList, RoomRow
 from curvechat.tui.widgets.status import Banner, StatusLine, banner_text, status_text
-from curvechat.tui.widgets.timeline import NoticeLevel, RoomLog, Timeline
-
-log = logging.getLogger("curvechat.tui")
+from curvechat.tui.widgets.timeline import Anchor, NoticeLevel, RoomLog, Timeline
 
 NO_ROOM = ""
 BANNER_SECONDS = 10.0
@@ -133,13 +137,15 @@ class ChatScreen(Screen[None]):
     def _log(self) -> RoomLog:
         return self.logs.setdefault(self.current, RoomLog(self.current))
 
-    def _redraw(self, anchor: str = "end") -> None:
+    def _redraw(self, anchor: Anchor = "follow") -> None:
         self.query_one(Timeline).show(self._log(), self.me, self.aliases, anchor=anchor)
 
-    def notice(self, text: str, level: NoticeLevel = "info") -> None:
-        """A local line in the current room's timeline (not sent anywhere)."""
+    def notice(self, text: str, level: NoticeLevel = "info", *, reveal: bool = True) -> None:
+        """A local line in the current room's timeline (not sent anywhere),
+        brought into view if it answers something the user just did
+        (`reveal`); else shown as a message would be."""
         self._log().notice(text, self._now_ms(), level)
-        self._redraw()
+        self._redraw(anchor="newest" if reveal else "follow")
 
     def error(self, text: str) -> None:
         self.notice(text, "error")
@@ -170,17 +176,28 @@ class ChatScreen(Screen[None]):
         if room and not self._log().loaded:
             self._load_room(room)
 
-    @work(group="history")
+    @work(group="load")
     async def _load_room(self, room: str) -> None:
+        """The newest page of `room`, merged with whatever came in (or was
+        sent) while it loaded. Its own worker group: loading an older page
+        (an exclusive worker) must never cancel it, or the room would stay
+        unloaded and ignore every later message."""
         room_log = self.logs.setdefault(room, RoomLog(room))
-        msgs = await self.client.history(room, limit=self.settings.page_size)
+        failed = False
+        try:
+            msgs = await self.client.history(room, limit=self.settings.page_size)
+        except CurvechatError as exc:
+            msgs, failed = [], True
+            if room == self.current:
+                self.error(explain(exc, Attempt("history", room=room_label(room, self.me))))
         for msg in msgs:
             room_log.add_message(msg)
+        shown = {e.txn for e in room_log.entries}
         for item in self.client.pending(room):
-            if item.txn not in {e.txn for e in room_log.entries}:
+            if item.txn not in shown:
                 room_log.add_pending(item.txn, item.text, item.created_ms)
         first = room_log.first_seq
-        room_log.has_older = first is not None and first > 1
+        room_log.has_older = failed or (first is not None and first > 1)
         room_log.loaded = True
         if room == self.current:
             self._redraw()
@@ -189,20 +206,20 @@ class ChatScreen(Screen[None]):
         message.stop()
         self._load_older()
 
-    @work(group="history", exclusive=True)
+    @work(group="older", exclusive=True)
     async def _load_older(self) -> None:
         room = self.current
         room_log = self.logs.get(room)
         timeline = self.query_one(Timeline)
-        if not room or room_log is None or not room_log.has_older or room_log.first_seq is None:
+        if not room or room_log is None or not room_log.loaded or not room_log.has_older:
             return
         timeline.loading_older = True
         try:
             msgs = await self.client.history(
                 room, limit=self.settings.page_size, before=room_log.first_seq
             )
-        except ClientError as exc:
-            self.error(f"could not load older messages: {exc}")
+        except CurvechatError as exc:
+            self.error(explain(exc, Attempt("history", room=room_label(room, self.me))))
             return
         finally:
             timeline.loading_older = False
@@ -316,10 +333,18 @@ class ChatScreen(Screen[None]):
             self._show_status()
         elif isinstance(event, ev.MessageReceived):
             self._message_in(event)
+        elif isinstance(event, ev.SendAcked):
+            room_log = self.logs.get(event.room)
+            placed = room_log is not None and room_log.acked(
+                event.txn, event.seq, event.ts_ms, self.me
+            )
+            if placed and event.room == self.current:
+                self._redraw()
         elif isinstance(event, ev.SendFailed):
             room_log = self.logs.get(event.room)
             if room_log is not None:
-                room_log.fail(event.txn, f"{event.message} [{event.code}]")
+                attempt = Attempt("send", room=room_label(event.room, self.me))
+                room_log.fail(event.txn, explain_code(event.code, event.message, attempt))
                 if event.room == self.current:
                     self._redraw()
         elif isinstance(event, ev.CaughtUp):
@@ -328,7 +353,7 @@ class ChatScreen(Screen[None]):
             self._on_room_updated(event)
         elif isinstance(event, ev.Problem):
             if event.room in (None, self.current):
-                self.notice(event.message, "warning")
+                self.notice(event.message, "warning", reveal=False)
         elif isinstance(event, ev.KeyChangeDetected):
             self._show_status()
             self.app.call_later(self._key_change_dialog, event.user)
@@ -336,7 +361,9 @@ class ChatScreen(Screen[None]):
     def _message_in(self, event: ev.MessageReceived) -> None:
         msg = event.message
         room_log = self.logs.get(msg.room)
-        if room_log is not None and room_log.loaded:
+        if room_log is not None:
+            # also while its history loads: the load merges by seq, and this
+            # may be the message that ends one of our pending entries
             room_log.add_message(msg)
         if msg.room == self.current:
             self.client.mark_read(msg.room)
@@ -419,38 +446,40 @@ class ChatScreen(Screen[None]):
         else:
             self._send(text[1:] if text.startswith("//") else text)
 
-    @work(group="send")
-    async def _send(self, text: str) -> None:
+    def _send(self, text: str) -> None:
+        """Queue `text` (checked before anything is sealed: `check_text`) and
+        show it as pending, in the same step as the Enter that sent it."""
         room = self.current
         if not room:
             self.error("no room selected: /create ROOM, /join ROOM or /dm USER first")
             return
         try:
-            txn = await self.client.send(room, text, wait=False)
-        except (ClientError, ProtocolError) as exc:
-            self.error(f"not sent: {_reason(exc)}")
+            txn = self.client.queue(room, text)
+        except CurvechatError as exc:
+            self.error(explain(exc, Attempt("send", room=room_label(room, self.me))))
             return
-        self.logs.setdefault(room, RoomLog(room)).add_pending(str(txn), text, self._now_ms())
+        self.logs.setdefault(room, RoomLog(room)).add_pending(txn, text, self._now_ms())
         if room == self.current:
-            self._redraw()
+            self._redraw(anchor="newest")  # your own message comes into view
 
     @work(group="command")
     async def _run_command(self, line: str) -> None:
-        name = line.split(maxsplit=1)[0]
+        attempt = Attempt(line.split(maxsplit=1)[0].lstrip("/"))
         try:
             inv = cmds.parse(line)
-            name = f"/{inv.name}"
+            target = inv.args[-1] if inv.args else ""
+            if inv.spec.name != "create":
+                target = target.lstrip("@")
+            where = room_label(self.current, self.me) if self.current else ""
+            attempt = Attempt(inv.spec.name, target, where)
             await self._dispatch(inv)
         except cmds.CommandError as exc:
             self.error(str(exc))
         except KeyChanged as exc:
-            self.error(f"{name}: the identity key of {exc.user} changed; see /keys {exc.user}")
+            self.error(explain(exc, attempt))
             await self._key_change_dialog(exc.user)
-        except (ClientError, ProtocolError) as exc:
-            self.error(f"{name}: {_reason(exc)}")
-        except Exception as exc:  # a bug must still end as one line, not a traceback
-            log.exception("command %s failed", line)
-            self.error(f"{name} failed: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # a refusal or a bug: one sentence, never a traceback
+            self.error(explain(exc, attempt))
 
     def _need_room(self, inv: cmds.Invocation) -> str:
         if not self.current:
@@ -556,6 +585,8 @@ class ChatScreen(Screen[None]):
         if args and args[0] == "verify":
             if len(args) < 2:
                 raise cmds.CommandError("/keys verify: missing USER; usage: /keys verify USER")
+            if args[1].lstrip("@") == self.me:
+                raise cmds.CommandError("/keys verify: your own key needs no verifying")
             info = self.client.verify_key(args[1].lstrip("@"))
             self.notice(f"the key of {info.user} is now marked verified ({info.fingerprint})")
             self.refresh_rooms()
@@ -600,14 +631,3 @@ class ChatScreen(Screen[None]):
         save_aliases(self.settings.home, self.aliases)
         self.refresh_rooms()
         self._redraw()
-
-
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, ServerRefused):
-        return f"{exc.message} [{exc.code}]"
-    if isinstance(exc, NotConnected):
-        return "not connected; try again when the banner says connected"
-    if isinstance(exc, ProtocolError):
-        return f"{exc.message} [{exc.code}]"
-    code = getattr(exc, "code", None)
-    return f"{exc} [{code}]" if code else str(exc)

@@ -69,19 +69,38 @@ class RoomLog:
     def add_message(self, msg: CachedMessage) -> bool:
         """Place `msg` by sequence number; drop the pending copy of it. False
         if it was already shown."""
-        self.entries = [e for e in self.entries if not (e.kind == "pending" and e.txn == msg.txn)]
-        if msg.seq in self.seqs():
-            return False
-        entry = Entry(
-            "message",
-            msg.ts_ms,
-            msg.text or "",
-            sender=msg.sender,
-            seq=msg.seq,
-            txn=msg.txn,
-            error=msg.error,
+        self._drop_pending(msg.txn)
+        return self._place(
+            Entry(
+                "message",
+                msg.ts_ms,
+                msg.text or "",
+                sender=msg.sender,
+                seq=msg.seq,
+                txn=msg.txn,
+                error=msg.error,
+            )
         )
-        later = [i for i, e in enumerate(self.entries) if e.kind == "message" and e.seq > msg.seq]
+
+    def acked(self, txn: str, seq: int, ts_ms: int, sender: str) -> bool:
+        """The server acknowledged the pending message `txn` as `seq`: it is
+        pending no more, and takes its place by `seq` (unless the message
+        itself is already shown). False if `txn` was not pending here."""
+        pending = [e for e in self.entries if e.kind == "pending" and e.txn == txn]
+        if not pending:
+            return False
+        self._drop_pending(txn)
+        mine = pending[0]
+        self._place(Entry("message", ts_ms or mine.ts_ms, mine.text, sender, seq, txn))
+        return True
+
+    def _drop_pending(self, txn: str) -> None:
+        self.entries = [e for e in self.entries if not (e.kind == "pending" and e.txn == txn)]
+
+    def _place(self, entry: Entry) -> bool:
+        if entry.seq in self.seqs():
+            return False
+        later = [i for i, e in enumerate(self.entries) if e.kind == "message" and e.seq > entry.seq]
         if later:
             self.entries.insert(later[0], entry)
         else:
@@ -239,18 +258,33 @@ def render_log(log: RoomLog, me: str, aliases: Mapping[str, str]) -> LogView:
     return LogView(items)
 
 
+Anchor = Literal["follow", "newest", "keep"]
+
+
 class Timeline(VerticalScroll):
-    """Shows a `RoomLog`; scrolling to the top asks for the previous page."""
+    """Shows a `RoomLog`, following its newest message; scrolling up to the
+    top asks for the previous page.
+
+    Following is Textual's anchor: while the view follows, every layout
+    (a message added, a long message wrapped, the input line growing or
+    shrinking, a resize) keeps the bottom in view, whatever the order in
+    which they happen. Scrolling up stops following; scrolling back to the
+    bottom, opening a room and sending a message follow again."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.log_model: RoomLog | None = None
         self.loading_older = False
+        self.following = True
+        """The view sticks to the newest message (the user has not scrolled up)."""
         self._me = ""
         self._aliases: Mapping[str, str] = {}
 
     def compose(self):  # type: ignore[no-untyped-def]
         yield Static("", id="timeline-body", markup=False)
+
+    def on_mount(self) -> None:
+        self.follow()
 
     def plain(self) -> str:
         """What the timeline shows, as plain text: one row for each line of
@@ -266,34 +300,50 @@ class Timeline(VerticalScroll):
         me: str,
         aliases: Mapping[str, str],
         *,
-        anchor: str = "end",
+        anchor: Anchor = "follow",
     ) -> None:
-        """Render `log`. anchor "end": follow the newest message if the view
-        was at the bottom; "keep": keep the view on what it showed (an older
-        page was added above)."""
-        at_end = self.scroll_y >= self.max_scroll_y - 1 or self.log_model is not log
+        """Render `log`. anchor "follow": stay with the newest message if the
+        view follows it, else stay put; "newest": go to the newest message
+        and follow it (also whenever `log` is another room's); "keep": keep
+        the view on what it showed (an older page was added above)."""
+        switched = self.log_model is not log
         before_height = self.virtual_size.height
         before_y = self.scroll_y
         self.log_model = log
         self._me, self._aliases = me, aliases
         self.query_one("#timeline-body", Static).update(render_log(log, me, aliases))
-        if anchor == "keep":
+        if anchor == "newest" or switched:
+            self.follow()
+        elif anchor == "keep":
 
             def restore() -> None:
                 grown = self.virtual_size.height - before_height
                 self.scroll_to(y=before_y + max(grown, 0), animate=False, immediate=True)
 
             self.call_after_refresh(restore)
-        elif at_end:
-            self.call_after_refresh(self.scroll_end, animate=False, immediate=True)
+
+    def follow(self) -> None:
+        """Go to the newest message and stay with it."""
+        self.following = True
+        self.anchor()
+
+    def release_anchor(self) -> None:
+        # Textual calls this when the user scrolls (keys, wheel, scrollbar).
+        super().release_anchor()
+        self.following = False
 
     def want_older(self) -> None:
-        if self.log_model is not None and self.log_model.has_older and not self.loading_older:
+        log = self.log_model
+        if log is not None and log.loaded and log.has_older and not self.loading_older:
             self.post_message(OlderWanted())
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
-        super().watch_scroll_y(old_value, new_value)
-        if new_value <= 0 < old_value:
+        super().watch_scroll_y(old_value, new_value)  # re-anchors at the bottom
+        if not self.following and self.is_anchored and new_value >= self.max_scroll_y:
+            self.following = True
+        # Only the user's scrolling asks for older messages: not a view that
+        # reached the top because another room's shorter log replaced it.
+        if new_value <= 0 < old_value and not self.following:
             self.want_older()
 
     def page_up(self) -> None:

@@ -1,0 +1,225 @@
+"""`curvechat init`: a new identity, kept only if the server takes its name.
+
+The server binds a name to an identity key at its first registration, and
+that binding is also the only check it offers a key it does not know yet
+(`lookup` needs a registered connection). So `init`
+
+1. checks everything local first: the name, that the home has no identity,
+   the connect string, the passphrase;
+2. seals the new identity (Argon2id) in memory and stages it next to its
+   final place, as a hidden file created 0600 (a disk that cannot take it
+   fails here, before the server binds the name to a key nobody kept);
+3. registers over a bare connection (nothing else is written: no cache);
+4. on success links the staged file to ``identity.key`` (never over an
+   existing one) and remembers the server; on any failure, or Ctrl-C, it
+   removes what it created — the staged file and the directories it made —
+   and nothing else.
+
+If a registration was sent but never confirmed (the server went away), the
+identity is kept: deleting it could lose a name the server did bind; the
+next command registers it again (registration is idempotent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from curvechat.cli.main import (
+    EXIT_QUEUED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    CliError,
+    _addresses,
+    _home,
+    _passphrase,
+)
+from curvechat.protocol.text import visible
+
+if TYPE_CHECKING:
+    from curvechat.crypto.identity import Identity
+    from curvechat.protocol.connect import ServerAddress
+
+
+class _Created:
+    """What this `init` made on disk, to remove on failure (only that)."""
+
+    def __init__(self) -> None:
+        self.dirs: list[Path] = []
+        self.files: list[Path] = []
+
+    def mkdir(self, path: Path) -> None:
+        missing: list[Path] = []
+        for p in [path, *path.parents]:
+            if p.exists():
+                break
+            missing.append(p)
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.dirs += reversed(missing)  # outermost first
+
+    def stage(self, target: Path, data: bytes) -> Path:
+        """`data` in a new hidden file beside `target`, 0600 from the start."""
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.init")
+        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(tmp, flags, 0o600)
+        self.files.append(tmp)
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return tmp
+
+    def undo(self) -> None:
+        for f in self.files:
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+        for d in reversed(self.dirs):  # innermost first; only if still empty
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
+def _commit(tmp: Path, target: Path) -> None:
+    """`tmp` becomes `target`, never replacing a file already there."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise CliError("identity_exists", f"{target} appeared meanwhile; leaving it") from None
+    os.unlink(tmp)
+    with contextlib.suppress(OSError):
+        fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+async def register(identity: Identity, addresses: list[ServerAddress], timeout: float) -> bool:
+    """Register `identity` with the first node that answers, within
+    `timeout`. True: registered; False: a registration was sent and not
+    confirmed (outcome unknown). Raises CliError: refused (e.g.
+    name_taken), or no node answered (nothing was sent)."""
+    import zmq.utils.z85
+
+    from curvechat.client.connection import Connection
+    from curvechat.client.errors import NotConnected, RequestTimeout, ServerRefused
+    from curvechat.protocol import messages as m
+
+    try:
+        conn = Connection(
+            addresses,
+            public_key=zmq.utils.z85.encode(identity.transport_pub),
+            secret_key=zmq.utils.z85.encode(identity.transport_secret),
+            on_push=lambda _msg: None,
+            client_id="curvechat-init",
+        )
+    except RuntimeError as exc:  # libzmq without CURVE, or too old
+        raise CliError("no_curve", str(exc)) from exc
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    sent = False
+    await conn.start()
+    try:
+        while (left := deadline - loop.time()) > 0:
+            if not await conn.wait_live(left):
+                break
+            sent = True
+            try:
+                await conn.request(
+                    m.Register(
+                        user=identity.user,
+                        sign_pub=identity.sign_pub,
+                        transport_sig=identity.transport_sig(),
+                    ),
+                    timeout=max(0.1, min(left, conn.request_timeout)),
+                )
+                return True
+            except ServerRefused as exc:
+                raise CliError(exc.code, exc.message) from exc
+            except (NotConnected, RequestTimeout):
+                await asyncio.sleep(0.05)  # the connection retries; so do we
+        detail = conn.status.detail or conn.status.state
+    finally:
+        await conn.close()
+    if sent:
+        return False
+    raise CliError(
+        "unreachable", f"no server answered within {timeout:g} s ({detail})", EXIT_UNREACHABLE
+    )
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from curvechat.crypto.identity import Identity, fingerprint
+    from curvechat.crypto.keyfile import sealed_identity
+    from curvechat.protocol.limits import is_user_name
+
+    if not is_user_name(args.user):
+        raise CliError(
+            "bad_name",
+            f"{args.user!r}: a user name is a-z first, then a-z 0-9 . _ -, up to 32",
+            EXIT_USAGE,
+        )
+    home = _home(args)
+    if home.identity.exists():
+        raise CliError("identity_exists", f"{home.identity} exists; refusing to overwrite it")
+    server = args.server or os.environ.get("CURVECHAT_SERVER") or home.saved_server()
+    addresses = _addresses(server) if server else None
+    passphrase = _passphrase(args, confirm=True)
+    identity = Identity.generate(args.user)
+    data = sealed_identity(identity, passphrase)
+    created = _Created()
+    kept = False
+    try:
+        try:
+            created.mkdir(home.path)
+            staged = created.stage(home.identity, data)
+        except OSError as exc:
+            raise CliError("write_failed", f"cannot write in {home.path}: {exc}") from exc
+        confirmed = True
+        if addresses is not None:
+            confirmed = asyncio.run(register(identity, addresses, args.timeout))
+        _commit(staged, home.identity)
+        kept = True
+    except BaseException as exc:
+        if not kept:
+            created.undo()
+            if isinstance(exc, CliError) and exc.code != "identity_exists":
+                exc.message += f" (nothing was kept in {home.path})"
+        raise
+    _report(home, identity, fingerprint(identity.sign_pub), server, addresses, confirmed)
+    return 0 if confirmed else EXIT_QUEUED
+
+
+def _report(
+    home: Any,
+    identity: Identity,
+    fpr: str,
+    server: str | None,
+    addresses: list[ServerAddress] | None,
+    confirmed: bool,
+) -> None:
+    print(f"identity for {identity.user} created in {visible(str(home.path))}")
+    print(f"fingerprint: {fpr}")
+    if server is None or addresses is None:
+        print("no server given: registration happens on first connection")
+        return
+    home.save_server(server)
+    if not confirmed:
+        print(
+            f"curvechat: the server did not confirm the registration of {identity.user};"
+            " it is sent again on the next connection",
+            file=sys.stderr,
+        )
+        return
+    print(f"registered as {identity.user}")
+    for addr in addresses:
+        print(f"server fingerprint: {addr.fingerprint} ({addr.endpoint.removeprefix('tcp://')})")

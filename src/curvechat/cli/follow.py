@@ -1,0 +1,162 @@
+"""`curvechat tail`: a room's new messages until interrupted, with a line
+on stderr when the connection changes (not on every heartbeat) and when
+you stop being a member (you left, or were removed): then it ends."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from curvechat.cli.main import CliError, _message_json, _message_line, _resolve_room, _run
+from curvechat.protocol.text import visible
+
+if TYPE_CHECKING:
+    from curvechat.client.engine import ChatClient
+    from curvechat.client.state import ConnStatus
+
+MEMBERSHIP_POLL_S = 1.0
+"""How often tail looks at the room in the local cache: a `leave` run from
+another process of the same home changes it without any event here."""
+DEPARTURE_GRACE_S = 2.0
+"""How long tail waits to learn who ended the membership before it says
+"removed" without a name."""
+DEPARTURE_GRACE_STEPS = 10
+
+
+def _note(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class ConnectionNotes:
+    """The connection lines of `tail`: one when it is lost, one when the
+    reason it stays down changes, one when it is back. The engine reports
+    every ping's round trip as a status too; those say nothing new."""
+
+    def __init__(self, status: ConnStatus) -> None:
+        from curvechat.client.state import ConnState
+
+        self.up = status.state is ConnState.LIVE
+        self.endpoint = status.endpoint
+        self.reason = ""
+        self.down_since = 0.0
+
+    def line(self, st: ConnStatus) -> str | None:
+        from curvechat.client.state import ConnState
+
+        if st.state is ConnState.LIVE:
+            if self.up and st.endpoint == self.endpoint:
+                return None
+            was_down = not self.up and self.down_since
+            self.up, self.endpoint, self.reason = True, st.endpoint, ""
+            after = f" (after {time.monotonic() - self.down_since:.1f} s)" if was_down else ""
+            return f"-- connected to {st.endpoint}{after}"
+        if st.state is not ConnState.RECONNECTING:
+            return None  # connecting (a step of reconnecting), closed
+        # "tcp://h:1: refused" and "tcp://h:2: refused" are the same reason
+        reason = st.detail.partition(": ")[2] if st.detail.startswith("tcp://") else st.detail
+        if self.up:
+            self.up, self.reason, self.down_since = False, reason, time.monotonic()
+            wait = max(0.0, (st.next_retry_at or 0.0) - time.time())
+            return (
+                f"-- connection lost ({visible(st.detail)}); reconnecting"
+                f" (first retry in {wait:.1f} s)"
+            )
+        if reason != self.reason:
+            self.reason = reason
+            return f"-- still reconnecting: {visible(st.detail)}"
+        return None
+
+
+def departure(client: ChatClient, room: str) -> tuple[str, str] | None:
+    """None while we are a member of `room`; else (how, by whom): ("left",
+    me), ("removed", actor), or ("removed", "") when the server just stopped
+    serving the room to us (the removal itself never reached this cache)."""
+    from curvechat.protocol import decode_member_op
+    from curvechat.protocol.errors import ProtocolError
+
+    cached = client.cache.room(room)
+    if cached is not None and not cached.left:
+        return None
+    last = None
+    for op_bytes, _sig in client.cache.ops(room):
+        try:
+            op = decode_member_op(op_bytes)
+        except ProtocolError:
+            continue
+        if op.target == client.me:
+            last = op
+    if last is not None and last.kind == "leave":
+        return ("left", client.me)
+    if last is not None and last.kind == "remove":
+        return ("removed", last.actor)
+    return ("removed", "")
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from curvechat.client import events as ev
+
+    async def body(client: ChatClient) -> int:
+        room = _resolve_room(client, args.room)
+        if client.cache.room(room) is None:
+            raise CliError("no_such_room", f"you are not a member of {room}")
+        if departure(client, room) is not None:
+            raise CliError("not_member", f"you are not a member of {room}")
+        for msg in await client.history(room, limit=args.last) if args.last else []:
+            print(_message_json(msg) if args.json else _message_line(msg), flush=True)
+
+        notes = ConnectionNotes(client.status)
+        stop = asyncio.Event()
+        check = asyncio.Event()
+
+        def on_event(event: Any) -> None:
+            if isinstance(event, ev.MessageReceived) and event.message.room == room:
+                msg = event.message
+                print(_message_json(msg) if args.json else _message_line(msg), flush=True)
+            elif isinstance(event, ev.StatusChanged):
+                line = notes.line(event.status)
+                if line is not None:
+                    _note(line)
+            elif isinstance(event, ev.CaughtUp) and event.messages:
+                _note(f"-- caught up {event.messages} message(s)")
+            elif isinstance(event, ev.RoomUpdated) and event.room == room:
+                check.set()
+
+        client.subscribe(on_event)
+        where = f" on {client.status.endpoint}" if client.status.endpoint else ""
+        _note(f"-- following {room}{where}; Ctrl-C to stop")
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        gone = None
+        while not stop.is_set():
+            waiters = [asyncio.ensure_future(e.wait()) for e in (stop, check)]
+            await asyncio.wait(
+                waiters, timeout=MEMBERSHIP_POLL_S, return_when=asyncio.FIRST_COMPLETED
+            )
+            for w in waiters:
+                w.cancel()
+            check.clear()
+            gone = departure(client, room)
+            if gone is not None:
+                break
+        # A `leave` run from another process of this home: the server tells
+        # us at once, and that process files its leave op a moment later.
+        for _ in range(DEPARTURE_GRACE_STEPS):
+            if gone is None or gone[1]:
+                break
+            await asyncio.sleep(DEPARTURE_GRACE_S / DEPARTURE_GRACE_STEPS)
+            gone = departure(client, room)
+        if gone is None:
+            return 0
+        how, actor = gone
+        if how == "left":
+            _note(f"-- you left {room}; stopping")
+            return 0
+        by = f" by {visible(actor)}" if actor else ""
+        raise CliError("removed", f"you were removed from {room}{by}; stopping")
+
+    return _run(args, body)

@@ -1,0 +1,190 @@
+"""What the user reads when something they asked for did not happen: one
+sentence in plain words. The code and the details (the server's words, the
+rule that refused a membership change, a traceback for a bug) go to the log,
+`chat.log` in the home, never to the screen.
+
+Every code the engine can end a command with is mapped here, once:
+the server's refusals (`ErrorCode`, as `ServerRefused`), the engine's own
+refusals before asking (`NotReady` and its `NOT_READY_CODES`), a membership
+change the rules refuse (`MembershipError`, which carries an `ErrorCode`),
+local protocol errors (`too_large`), and the connection's `not_connected`
+and `timeout`. A sentence may name what the user tried: `Attempt` says
+which command, whom and where.
+
+Pure: no Textual, no I/O but the log, so the tests (and any front end) can
+use it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from curvechat.client.errors import KeyChanged, NotReady
+from curvechat.protocol.errors import CurvechatError
+from curvechat.protocol.limits import TEXT_LIMIT
+from curvechat.protocol.text import visible
+
+log = logging.getLogger("curvechat.tui")
+
+LOG_NAME = "chat.log"
+"""Where the details are: the log file in the user's home."""
+
+BUG = f"this looks like a bug; the details are in {LOG_NAME}"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What the user tried: a command name ("remove", "invite", …), "send"
+    or "history"; the user or room it named (`target`); the room it was
+    in, as shown ("#team", "@bob")."""
+
+    action: str
+    target: str = ""
+    room: str = ""
+
+    @property
+    def dm(self) -> bool:
+        return self.room.startswith("@")
+
+
+# What the user tried, as the end of "You can't …".
+WHAT: dict[str, str] = {
+    "create": "create {target}",
+    "invite": "add {target} to {room}",
+    "remove": "remove {target} from {room}",
+    "leave": "leave {room}",
+    "dm": "write to {target}",
+    "send": "write in {room}",
+    "history": "read the history of {room}",
+}
+
+# One sentence per code, for any command. {what}: WHAT[action]; {target},
+# {room}: from the Attempt; {limit}: TEXT_LIMIT.
+BY_CODE: dict[str, str] = {
+    # the server's refusals (ErrorCode)
+    "bad_frame": f"The server could not understand the request; {BUG}.",
+    "too_large": "That is more than the server takes in one request.",
+    "bad_version": (
+        "The server speaks another version of the protocol; update curvechat here or there."
+    ),
+    "not_registered": "You are not signed in yet; try again once the status line says live.",
+    "name_taken": "Your user name belongs to another key on this server.",
+    "key_taken": "Your key is registered under another user name on this server.",
+    "bad_signature": f"A signature did not check out, so nothing changed; {BUG}.",
+    "no_such_user": "There is no user called {target}.",
+    "no_such_room": "There is no room called {target}.",
+    "room_exists": "A room called {target} already exists; pick another name.",
+    "not_member": "You are not a member of {room}.",
+    "forbidden": "You can't {what}: you don't have the right to.",
+    "bad_op": "You can't {what} in the room's present state.",
+    "conflict": "Someone changed {room} at the same moment; try again.",
+    "stale_epoch": "The key of {room} changed at the same moment; try again.",
+    "bad_envelope": f"The server refused the message as malformed; {BUG}.",
+    "rate_limited": "You are going too fast for the server; wait a moment and try again.",
+    "too_many_connections": (
+        "You have too many sessions open on this server; close one and try again."
+    ),
+    "store_unavailable": "The server can't save anything right now; try again in a moment.",
+    "internal": (
+        "The server failed on its side; try again, and tell its operator if it keeps happening."
+    ),
+    # the engine's refusals before asking (NotReady)
+    "bad_name": "{target} is not a valid user name.",
+    "bad_room": (
+        "{target} can't be a room name: use a-z, 0-9, '.', '_' and '-', at most 64 characters."
+    ),
+    "bad_value": "That is not one of the allowed values.",
+    "empty": "There is nothing to send.",
+    "already_member": "{target} is already a member of {room}.",
+    "no_key": "There is no key for {room} yet; try again in a moment.",
+    "no_key_change": "No key change of {target} is waiting for you.",
+    "no_such_message": "That message is not waiting for the server.",
+    "key_changed": (
+        "The identity key of {target} changed; compare safety numbers, then /keys accept {target}."
+    ),
+    # the connection and the client
+    "not_connected": "You are not connected; try again when the status line says live.",
+    "timeout": "The server did not answer in time; check whether it happened before trying again.",
+    "untrusted_log": f"The member list of {{room}} did not verify, so nothing changed; {BUG}.",
+    "crypto": f"A cryptographic check failed, so nothing changed; {BUG}.",
+    "decrypt_failed": f"A cryptographic check failed, so nothing changed; {BUG}.",
+    "bad_identity": "Your identity file could not be read.",
+    "wrong_passphrase": "That passphrase does not open your identity.",
+    "bad_cache": f"The local cache in your home could not be opened; see {LOG_NAME}.",
+    "no_curve": (
+        "This machine's ZeroMQ library has no CURVE encryption (or is older than 4.3.2);"
+        " install a newer libzmq."
+    ),
+}
+
+# Where a command's own words say it better: (action, code).
+BY_ACTION: dict[tuple[str, str], str] = {
+    ("remove", "forbidden"): "You can't remove {target}: only admins can remove members.",
+    ("remove", "not_member"): "{target} is not a member of {room}.",
+    ("remove", "bad_op"): "{target} is not a member of {room}.",
+    ("invite", "forbidden"): "You can't add {target} to {room}: only admins can add members.",
+    ("invite", "bad_op"): "{target} is already a member of {room}.",
+    ("invite@dm", "forbidden"): (
+        "A direct-message room is for two people; /create a room to talk with {target} too."
+    ),
+    ("create", "forbidden"): "{target} is the name of a direct-message room; use /dm instead.",
+    ("create", "no_such_user"): "There is no user called {users}.",
+    ("send", "too_large"): "Your message is too long: the limit is {limit}.",
+    ("send", "not_member"): "You are no longer a member of {room}.",
+    ("send", "bad_frame"): "Your message can't be sent: it is not valid Unicode text.",
+    ("send", "key_changed"): (
+        "The identity key of {target} changed; compare safety numbers and /keys accept"
+        " {target} before writing in {room}."
+    ),
+    ("history", "not_connected"): "Older messages can't be loaded while you are offline.",
+    ("history", "timeout"): "The server did not send older messages in time; try again.",
+    ("keys", "no_such_user"): "No key is known for {target}; /whois {target} looks it up.",
+    ("whois", "no_such_user"): "There is no user called {target}.",
+}
+
+FALLBACK = f"That did not work; {BUG}."
+
+
+def code_of(exc: BaseException) -> str:
+    """The one-word code of `exc` ("bug" for anything not raised on purpose)."""
+    if isinstance(exc, CurvechatError):
+        return str(exc.code)
+    return "bug"
+
+
+def sentence(code: str, attempt: Attempt, *, users: str = "") -> str:
+    """The sentence for `code` when the user tried `attempt`."""
+    template = (
+        (BY_ACTION.get((f"{attempt.action}@dm", code)) if attempt.dm else None)
+        or BY_ACTION.get((attempt.action, code))
+        or BY_CODE.get(code)
+        or FALLBACK
+    )
+    fields = {"target": attempt.target or "that", "room": attempt.room or "this room"}
+    what = WHAT.get(attempt.action, "do that").format(**fields)
+    text = template.format(what=what, limit=TEXT_LIMIT, users=users or fields["target"], **fields)
+    return visible(text)
+
+
+def explain(exc: BaseException, attempt: Attempt) -> str:
+    """One sentence for the screen; the code and the details to the log."""
+    code = code_of(exc)
+    if code == "bug":
+        log.error("%s failed", attempt.action, exc_info=exc)
+    else:
+        log.warning("%s failed [%s]: %s", attempt.action, code, exc)
+    users = ""
+    if code == "no_such_user" and not isinstance(exc, NotReady):
+        # the directory names the users it does not know: "no such user: a, b"
+        users = str(getattr(exc, "message", "")).removeprefix("no such user:").strip()
+    if isinstance(exc, KeyChanged):
+        attempt = Attempt(attempt.action, exc.user, attempt.room)
+    return sentence(code, attempt, users=users)
+
+
+def explain_code(code: str, detail: str, attempt: Attempt) -> str:
+    """As `explain`, for an error known by its code (a send that failed in
+    the outbox, after it was queued)."""
+    log.warning("%s failed [%s]: %s", attempt.action, code, detail)
+    return sentence(code, attempt)

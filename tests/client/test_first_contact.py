@@ -59,3 +59,20 @@ async def test_unverified_first_contact_and_history_sharing(
     with pytest.raises(NotReady) as bad:
         alice.set_history_sharing("r", "some")
     assert bad.value.code == "bad_value"
+
+
+async def test_an_invite_the_rules_refuse_sends_no_key(
+    server: ServerProcess, clients: ClientFactory
+) -> None:
+    """A non-admin's invite is refused by the client's own rules before any
+    key packet for the invitee reaches the server (which could keep them)."""
+    from curvechat.crypto.errors import MembershipError
+
+    bob, _ = await clients.make("bob", server.connect)
+    alice, alice_ev = await clients.make("alice", server.connect)
+    await clients.make("mallory", server.connect)
+    await bob.create_room("r", ["alice"])
+    await alice_ev.until(lambda: "bob" in alice.members("r"))
+    with pytest.raises(MembershipError) as refused:
+        await alice.invite("r", "mallory")
+    assert refused.value.code == "forbidden"

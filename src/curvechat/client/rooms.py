@@ -45,9 +45,14 @@ class RoomCommands:
         self.outbox = outbox
 
     def _signed(self, room: str, kind: str, target: str, target_key: bytes) -> m.SignedOp:
+        """An op on our verified head, checked against the membership rules
+        before anything (least of all key packets) goes to the server: an op
+        the rules refuse raises MembershipError here."""
         state = self.p.core.log(room).state
         op = state.next_op(kind, self.p.me, target, target_key, now_ms())  # type: ignore[arg-type]
-        return sign_op(self.p.identity, op)
+        signed = sign_op(self.p.identity, op)
+        state.apply(signed)
+        return signed
 
     async def create(self, room: str, members: list[str]) -> None:
         if not is_room_id(room):
@@ -130,8 +135,8 @@ class RoomCommands:
             if self.p.core.log(room).is_member(user):
                 raise NotReady(f"{user} is already a member of {room}", "already_member")
             self.p.core.refuse_if_key_changed(room)
-            packets = self.p.core.history_for(room, user, key) if share else []
             signed = self._signed(room, "add", user, key)
+            packets = self.p.core.history_for(room, user, key) if share else []
             return m.AddMember(room=room, op=signed, packets=packets), signed
 
         await self._membership_change(room, build)

@@ -37,7 +37,7 @@ from curvechat.dashboard.events import EventLog
 from curvechat.dashboard.history import MetricHistory, Sampler
 
 STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
-STATIC_FILES = ("index.html", "dashboard.js", "dashboard.css")
+STATIC_FILES = ("index.html", "shared.js", "dashboard.js", "dashboard.css")
 PEER_TIMEOUT_S = 2.0  # the page gives up on a poll after 2.5 s
 PEER_MAX_BYTES = 32 * 1024 * 1024
 NODE_HEADER = "X-Curvechat-Node"  # on /api/state: whose state it is (URL-quoted)

@@ -1,5 +1,5 @@
-// What the pages of curvechat share (the monitor's page now; the node's
-// dashboard has its own copy of most of it until it moves here): the access
+// What the pages of curvechat share (the node's dashboard and the monitor's
+// page): the access
 // token, fetching JSON from the page's own origin, showing untrusted text,
 // formatting, and the SVG graphs of metric samples. Everything is in one
 // global object, `CurvechatUI`, so that it cannot clash with a page's own

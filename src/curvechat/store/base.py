@@ -15,6 +15,7 @@ every backend through the same checks.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Sequence
 
 import msgspec
@@ -254,6 +255,14 @@ class Store(abc.ABC):
         Committed has stale=True. Raises NoSuchRoom if any room is unknown
         (then nothing of the batch is stored).
         """
+
+    def submit_messages(self, batch: Sequence[NewMessage]) -> asyncio.Future[list[Committed]]:
+        """`append_messages`, queued now: returns at once (no await) with the
+        future of the acks. Batches submitted one after another are
+        committed in that order, so a caller can queue a burst of sends
+        without a task per send. Raises StoreUnavailable at once if the
+        store is not open. The default runs `append_messages` in a task."""
+        return asyncio.ensure_future(self.append_messages(batch))
 
     @abc.abstractmethod
     async def messages(

@@ -19,8 +19,9 @@ How it works:
 * Every write is one etcd transaction guarded by compare-and-swap on the
   ``mod_revision`` of what it read (the room's head for messages, the room's
   meta for membership ops and epochs), retried when another node won.
-* `append_messages` uses group commit like the SQLite store: callers' batches
-  are queued and one committer packs them into transactions of at most
+* `append_messages` uses group commit like the SQLite store (the shared
+  `curvechat.store.committer`): callers' batches are queued and each group
+  is packed into transactions of at most
   ``max_txn_ops`` operations (etcd's --max-txn-ops, 128 by default), each
   CAS-ing the heads of the rooms it touches. A caller is resolved only after
   the transaction holding its messages committed.
@@ -42,8 +43,6 @@ acknowledge a message before etcd committed it.
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import functools
 import socket
 import time
@@ -75,6 +74,7 @@ from curvechat.store.base import (
     StoreUnavailable,
     UserRecord,
 )
+from curvechat.store.committer import GroupCommitter, Outcome
 
 __all__ = ["DEFAULT_PREFIX", "EtcdSecurity", "EtcdStore", "parse_etcd_url", "prefix_end"]
 
@@ -229,12 +229,6 @@ _packet_dec = msgspec.msgpack.Decoder(tuple[str, bytes])
 _seqts_dec = msgspec.msgpack.Decoder(tuple[int, int])
 
 
-@dataclass(slots=True)
-class _Pending:
-    batch: Sequence[NewMessage]
-    future: asyncio.Future[list[Committed]]
-
-
 class EtcdStore(Store):
     """The `Store` on an etcd v3 cluster (see the module docstring).
 
@@ -281,8 +275,9 @@ class EtcdStore(Store):
         self._members: list[_Member] = []
         self._next = 0  # where the rotation over the members goes on
         self._stream_member: _Member | None = None  # serving the cluster's streams
-        self._queue: collections.deque[_Pending] = collections.deque()
-        self._committer: asyncio.Task[None] | None = None
+        self._committer = GroupCommitter(
+            self._commit_group, batch_max=batch_max, name="curvechat-etcd-commit"
+        )
 
     # --- keys ------------------------------------------------------------------
     def _k(self, *parts: str) -> bytes:
@@ -477,10 +472,7 @@ class EtcdStore(Store):
             await member.channel.close()
 
     async def close(self) -> None:
-        committer = self._committer
-        if committer is not None and not committer.done():
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await committer
+        await self._committer.drain()
         await self._close_channel()
 
     async def ping(self) -> None:
@@ -697,13 +689,8 @@ class EtcdStore(Store):
             self._check_ops(len(writes))
             resp = await self._txn([self._mod_is(self.k_meta(room), meta_kv.mod_revision)], writes)
             if resp.succeeded:
-                return RoomRecord(
-                    room=room,
-                    head=current.head,
-                    epoch=new_epoch,
-                    epoch_after_op=after_op,
-                    op_head=op_head,
-                    created_ms=current.created_ms,
+                return msgspec.structs.replace(
+                    current, epoch=new_epoch, epoch_after_op=after_op, op_head=op_head
                 )
         raise StoreUnavailable("too much contention on the room")
 
@@ -785,63 +772,17 @@ class EtcdStore(Store):
 
     # --- messages ----------------------------------------------------------------
     async def append_messages(self, batch: Sequence[NewMessage]) -> list[Committed]:
+        return await self.submit_messages(batch)
+
+    def submit_messages(self, batch: Sequence[NewMessage]) -> asyncio.Future[list[Committed]]:
         self._require_open()
-        batch = tuple(batch)
         if not batch:
-            return []
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Committed]] = loop.create_future()
-        self._queue.append(_Pending(batch, future))
-        if self._committer is None or self._committer.done():
-            self._committer = loop.create_task(self._commit_loop(), name="curvechat-etcd-commit")
-        return await future
+            done: asyncio.Future[list[Committed]] = asyncio.get_running_loop().create_future()
+            done.set_result([])
+            return done
+        return self._committer.submit(batch)
 
-    def _take_group(self) -> list[_Pending]:
-        group: list[_Pending] = []
-        count = 0
-        while self._queue:
-            pending = self._queue[0]
-            if pending.future.done():
-                self._queue.popleft()
-                continue
-            if group and count + len(pending.batch) > self.batch_max:
-                break
-            self._queue.popleft()
-            group.append(pending)
-            count += len(pending.batch)
-        return group
-
-    async def _commit_loop(self) -> None:
-        group: list[_Pending] = []
-        try:
-            while self._queue:
-                group = self._take_group()
-                if not group:
-                    break
-                try:
-                    outcomes = await self._commit_group([p.batch for p in group])
-                except Exception as exc:
-                    for pending in group:
-                        if not pending.future.done():
-                            pending.future.set_exception(_fresh(exc))
-                    group = []
-                    continue
-                for pending, outcome in zip(group, outcomes, strict=True):
-                    if pending.future.done():
-                        continue
-                    if isinstance(outcome, NoSuchRoom):
-                        pending.future.set_exception(outcome)
-                    else:
-                        pending.future.set_result(outcome)
-                group = []
-        finally:
-            for pending in [*group, *self._queue]:
-                pending.future.cancel()
-            self._queue.clear()
-
-    async def _commit_group(
-        self, batches: Sequence[Sequence[NewMessage]]
-    ) -> list[list[Committed] | NoSuchRoom]:
+    async def _commit_group(self, batches: list[Sequence[NewMessage]]) -> list[Outcome]:
         """Commit the callers' batches, in transactions of at most max_txn_ops
         operations; returns one outcome per batch."""
         outcomes: list[list[Committed] | NoSuchRoom | None] = [None] * len(batches)
@@ -1017,12 +958,3 @@ def _check_packets(room: str, packets: Sequence[PacketRecord]) -> None:
     for packet in packets:
         if packet.room != room:
             raise ValueError(f"a key packet for room {packet.room!r} given for room {room!r}")
-
-
-def _fresh(exc: Exception) -> Exception:
-    """A fresh exception per caller (tracebacks are per raise)."""
-    if isinstance(exc, StoreUnavailable):
-        error = StoreUnavailable(str(exc))
-        error.__cause__ = exc.__cause__
-        return error
-    return exc

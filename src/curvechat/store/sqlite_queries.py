@@ -1,0 +1,298 @@
+"""The SQLite store's statements, apart from the group append: users, rooms,
+membership, key packets and reading messages.
+
+Each function takes the store's connection and does one `Store` call's work
+in one transaction; `curvechat.store.sqlite.SQLiteStore` runs them on its
+thread and checks the caller's input before.
+
+What it must never do: run on the event loop's thread; interpret ops,
+envelopes or key packets (opaque bytes); change a room's row without the
+store telling the group append (`GroupAppender.forget`); write messages (the
+group append does, `curvechat.store.sqlite_append`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from curvechat.store.base import (
+    Conflict,
+    EpochRecord,
+    KeyTaken,
+    MemberChange,
+    NameTaken,
+    NoSuchRoom,
+    OpRecord,
+    PacketRecord,
+    RoomExists,
+    RoomRecord,
+    StoredRow,
+    UserRecord,
+)
+from curvechat.store.sqlite_schema import transaction
+
+_ROOM_COLS = "room, head, epoch, epoch_after_op, op_head, created_ms"
+_MSG_COLS = "room, seq, ts_ms, sender, txn, envelope"
+_IN_CHUNK = 500  # names per "IN (...)" query, well below SQLite's variable limit
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _room_record(row: Any) -> RoomRecord:
+    return RoomRecord(
+        room=row[0],
+        head=row[1],
+        epoch=row[2],
+        epoch_after_op=row[3],
+        op_head=row[4],
+        created_ms=row[5],
+    )
+
+
+def get_room(conn: sqlite3.Connection, room: str) -> RoomRecord | None:
+    row = conn.execute(f"SELECT {_ROOM_COLS} FROM rooms WHERE room = ?", (room,)).fetchone()
+    return None if row is None else _room_record(row)
+
+
+def _require_room(conn: sqlite3.Connection, room: str) -> RoomRecord:
+    record = get_room(conn, room)
+    if record is None:
+        raise NoSuchRoom(room)
+    return record
+
+
+def _apply_changes(conn: sqlite3.Connection, room: str, changes: Sequence[MemberChange]) -> None:
+    for change in changes:
+        if change.present:
+            conn.execute(
+                "INSERT INTO members (room, user, admin) VALUES (?, ?, ?)"
+                " ON CONFLICT (room, user) DO UPDATE SET admin = excluded.admin",
+                (room, change.user, int(change.admin)),
+            )
+        else:
+            conn.execute("DELETE FROM members WHERE room = ? AND user = ?", (room, change.user))
+
+
+def _insert_epoch(conn: sqlite3.Connection, room: str, epoch: EpochRecord) -> None:
+    conn.execute(
+        "INSERT INTO epochs (room, epoch, after_op, creator) VALUES (?, ?, ?, ?)",
+        (room, epoch.epoch, epoch.after_op, epoch.creator),
+    )
+
+
+def _insert_packets(conn: sqlite3.Connection, packets: Sequence[PacketRecord]) -> None:
+    # The first packet for (room, epoch, recipient) wins; later ones are ignored.
+    conn.executemany(
+        "INSERT INTO packets (room, epoch, recipient, sender, box) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (room, epoch, recipient) DO NOTHING",
+        [(p.room, p.epoch, p.recipient, p.sender, p.box) for p in packets],
+    )
+
+
+# --- users -------------------------------------------------------------------
+def register(conn: sqlite3.Connection, user: str, sign_pub: bytes, transport_pub: bytes) -> None:
+    def body() -> None:
+        row = conn.execute("SELECT sign_pub FROM users WHERE user = ?", (user,)).fetchone()
+        if row is not None and bytes(row[0]) != bytes(sign_pub):
+            raise NameTaken(user)
+        owner = conn.execute(
+            "SELECT user FROM transports WHERE key = ?", (transport_pub,)
+        ).fetchone()
+        if owner is not None and owner[0] != user:
+            raise KeyTaken("the transport key belongs to another user")
+        if row is None:
+            conn.execute(
+                "INSERT INTO users (user, sign_pub, registered_ms) VALUES (?, ?, ?)",
+                (user, sign_pub, _now_ms()),
+            )
+        if owner is None:
+            conn.execute("INSERT INTO transports (key, user) VALUES (?, ?)", (transport_pub, user))
+
+    transaction(conn, body)
+
+
+def user_for_transport(conn: sqlite3.Connection, transport_pub: bytes) -> str | None:
+    row = conn.execute("SELECT user FROM transports WHERE key = ?", (transport_pub,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def users(conn: sqlite3.Connection, wanted: Sequence[str]) -> dict[str, UserRecord]:
+    def body() -> dict[str, UserRecord]:
+        found: dict[str, UserRecord] = {}
+        for i in range(0, len(wanted), _IN_CHUNK):
+            chunk = wanted[i : i + _IN_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            for row in conn.execute(
+                f"SELECT user, sign_pub, registered_ms FROM users WHERE user IN ({marks})", chunk
+            ):
+                found[row[0]] = UserRecord(row[0], row[1], row[2])
+        return found
+
+    return transaction(conn, body, write=False)
+
+
+# --- rooms and membership --------------------------------------------------------
+def create_room(
+    conn: sqlite3.Connection,
+    room: str,
+    ops: Sequence[OpRecord],
+    changes: Sequence[MemberChange],
+    epoch: EpochRecord,
+    packets: Sequence[PacketRecord],
+) -> RoomRecord:
+    def body() -> RoomRecord:
+        if get_room(conn, room) is not None:
+            raise RoomExists(room)
+        record = RoomRecord(
+            room=room,
+            head=0,
+            epoch=epoch.epoch,
+            epoch_after_op=epoch.after_op,
+            op_head=len(ops) - 1,
+            created_ms=_now_ms(),
+        )
+        conn.execute(
+            f"INSERT INTO rooms ({_ROOM_COLS}) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                record.room,
+                record.head,
+                record.epoch,
+                record.epoch_after_op,
+                record.op_head,
+                record.created_ms,
+            ),
+        )
+        conn.executemany(
+            "INSERT INTO ops (room, idx, op, sig) VALUES (?, ?, ?, ?)",
+            [(room, op.index, op.op, op.sig) for op in ops],
+        )
+        _apply_changes(conn, room, changes)
+        _insert_epoch(conn, room, epoch)
+        _insert_packets(conn, packets)
+        return record
+
+    return transaction(conn, body)
+
+
+def change_room(
+    conn: sqlite3.Connection,
+    room: str,
+    op: OpRecord | None,
+    changes: Sequence[MemberChange],
+    epoch: EpochRecord | None,
+    packets: Sequence[PacketRecord],
+) -> RoomRecord:
+    """`append_op` (with `op`) or `add_epoch` (without, with `epoch`)."""
+
+    def body() -> RoomRecord:
+        current = _require_room(conn, room)
+        op_head = current.op_head
+        if op is not None:
+            if op.index != current.op_head + 1:
+                raise Conflict(f"op index {op.index}, expected {current.op_head + 1}")
+            op_head = op.index
+        if epoch is not None and epoch.epoch != current.epoch + 1:
+            raise Conflict(f"epoch {epoch.epoch}, expected {current.epoch + 1}")
+        if op is not None:
+            conn.execute(
+                "INSERT INTO ops (room, idx, op, sig) VALUES (?, ?, ?, ?)",
+                (room, op.index, op.op, op.sig),
+            )
+        _apply_changes(conn, room, changes)
+        new_epoch, after_op = current.epoch, current.epoch_after_op
+        if epoch is not None:
+            _insert_epoch(conn, room, epoch)
+            new_epoch, after_op = epoch.epoch, epoch.after_op
+        _insert_packets(conn, packets)
+        conn.execute(
+            "UPDATE rooms SET op_head = ?, epoch = ?, epoch_after_op = ? WHERE room = ?",
+            (op_head, new_epoch, after_op, room),
+        )
+        return msgspec.structs.replace(
+            current, epoch=new_epoch, epoch_after_op=after_op, op_head=op_head
+        )
+
+    return transaction(conn, body)
+
+
+def ops(conn: sqlite3.Connection, room: str, after: int) -> list[OpRecord]:
+    def body() -> list[OpRecord]:
+        _require_room(conn, room)
+        rows = conn.execute(
+            "SELECT idx, op, sig FROM ops WHERE room = ? AND idx > ? ORDER BY idx", (room, after)
+        )
+        return [OpRecord(r[0], r[1], r[2]) for r in rows]
+
+    return transaction(conn, body, write=False)
+
+
+def members(conn: sqlite3.Connection, room: str) -> dict[str, bool]:
+    def body() -> dict[str, bool]:
+        _require_room(conn, room)
+        rows = conn.execute("SELECT user, admin FROM members WHERE room = ? ORDER BY user", (room,))
+        return {r[0]: bool(r[1]) for r in rows}
+
+    return transaction(conn, body, write=False)
+
+
+def rooms_of(conn: sqlite3.Connection, user: str) -> list[RoomRecord]:
+    cols = ", ".join(f"r.{c.strip()}" for c in _ROOM_COLS.split(","))
+    rows = conn.execute(
+        f"SELECT {cols} FROM members m JOIN rooms r ON r.room = m.room"
+        " WHERE m.user = ? ORDER BY r.room",
+        (user,),
+    )
+    return [_room_record(r) for r in rows]
+
+
+def key_packets(
+    conn: sqlite3.Connection, room: str, recipient: str, min_epoch: int
+) -> list[PacketRecord]:
+    def body() -> list[PacketRecord]:
+        _require_room(conn, room)
+        rows = conn.execute(
+            "SELECT room, epoch, recipient, sender, box FROM packets"
+            " WHERE room = ? AND recipient = ? AND epoch >= ? ORDER BY epoch",
+            (room, recipient, min_epoch),
+        )
+        return [PacketRecord(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    return transaction(conn, body, write=False)
+
+
+# --- messages --------------------------------------------------------------------
+def messages(
+    conn: sqlite3.Connection, room: str, after: int | None, before: int | None, limit: int
+) -> list[StoredRow]:
+    def body() -> list[StoredRow]:
+        _require_room(conn, room)
+        if limit <= 0:
+            return []
+        select = f"SELECT {_MSG_COLS} FROM messages WHERE room = ?"
+        if after is not None and before is not None:
+            rows = conn.execute(
+                f"{select} AND seq > ? AND seq < ? ORDER BY seq LIMIT ?",
+                (room, after, before, limit),
+            ).fetchall()
+        elif after is not None:
+            rows = conn.execute(
+                f"{select} AND seq > ? ORDER BY seq LIMIT ?", (room, after, limit)
+            ).fetchall()
+        elif before is not None:
+            rows = conn.execute(
+                f"{select} AND seq < ? ORDER BY seq DESC LIMIT ?", (room, before, limit)
+            ).fetchall()[::-1]
+        else:
+            rows = conn.execute(f"{select} ORDER BY seq DESC LIMIT ?", (room, limit)).fetchall()[
+                ::-1
+            ]
+        return [StoredRow(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    return transaction(conn, body, write=False)

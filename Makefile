@@ -9,7 +9,7 @@ HTTP  ?= 127.0.0.1:7780
 MONITOR_HTTP ?= 127.0.0.1:7790
 MONITOR_DATA ?= monitor-data
 
-.PHONY: setup run monitor test bench lint typecheck clean chaos
+.PHONY: setup run monitor test bench lint typecheck clean chaos fuzz-trust
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	scripts/setup.sh
@@ -38,6 +38,14 @@ bench: $(STAMP)
 CHAOS_ARGS ?= --duration 600
 chaos: $(STAMP)
 	$(BIN)/python scripts/chaos.py $(CHAOS_ARGS)
+
+# The hostile-server harness (tests/security/test_trust_harness.py) with a large
+# budget: each family of lies alone, then all together, FUZZ_EXAMPLES each
+# (make test runs 40 each).
+FUZZ_EXAMPLES ?= 2000
+fuzz-trust: $(STAMP)
+	CURVECHAT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) CURVECHAT_FUZZ_SHRINK_SECONDS=120 \
+	  $(BIN)/pytest -q --timeout=0 tests/security/test_trust_harness.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

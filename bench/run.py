@@ -36,6 +36,7 @@ from bench.common import (
     txn_of,
 )
 from bench.harness import ROOT, ServerProcess, Users, Workers, analyse, create_rooms, scrape
+from bench.realclients import real_clients
 from bench.report import ratios, table
 from curvechat.crypto.envelope import Plaintext, seal_message
 from curvechat.crypto.identity import Identity
@@ -284,7 +285,7 @@ def single_node(root: Path, args: argparse.Namespace, profile: Path | None) -> d
             [("run", {"mode": "idle", "ping_interval": args.ping_interval, "quiet": 0.2})]
             * args.idle_workers
         )
-        time.sleep(max(3.0, args.ping_interval * 1.5))  # heartbeats in steady state
+        time.sleep(max(3.0, min(args.ping_interval * 1.5, 10.0)))  # heartbeats in steady state
         rss1 = proc_mem(pid)["VmRSS"]
         print("  latency again, with the idle clients connected ...", flush=True)
         lat2 = run(
@@ -517,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="py-spy the servers (collapsed stacks, results/profile-*)",
     )
-    ap.add_argument("--only", default="limits,single,catchup,cluster")
+    ap.add_argument("--only", default="limits,single,catchup,real,cluster")
     ap.add_argument("--duration", type=float, default=8.0, help="seconds per timed workload")
     ap.add_argument("--window", type=int, default=32, help="sends in flight per sender")
     ap.add_argument("--tp-rooms", type=int, default=4)
@@ -526,12 +527,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fan-count", type=int, default=2000)
     ap.add_argument("--idle", type=int, default=10_000)
     ap.add_argument("--idle-workers", type=int, default=4)
-    ap.add_argument("--ping-interval", type=float, default=2.0)
+    ap.add_argument("--ping-interval", type=float, default=30.0)
     ap.add_argument("--connect-batch", type=int, default=100, help="idle handshakes at a time")
     ap.add_argument(
         "--idle-budget", type=float, default=150.0, help="seconds to open idle connections"
     )
     ap.add_argument("--catchup", type=int, default=100_000)
+    ap.add_argument("--real-procs", type=int, default=4, help="processes of real client engines")
+    ap.add_argument(
+        "--real-backlog",
+        type=int,
+        default=128,
+        help="queued, unacked messages per full-rate sender",
+    )
+    ap.add_argument("--solo-count", type=int, default=2000, help="messages of the one-client run")
     ap.add_argument(
         "--switch-interval", type=float, help="run the servers with this sys.setswitchinterval"
     )
@@ -544,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
             "--fan-count": 600,
             "--idle": 1000,
             "--catchup": 5000,
+            "--solo-count": 500,
         }
         for flag, value in quick.items():
             if flag not in given:
@@ -576,6 +586,11 @@ def main(argv: list[str] | None = None) -> int:
             "catchup",
             f"catch-up of {args.catchup} messages ...",
             lambda: catch_up(root / "catchup", args),
+        ),
+        (
+            "real",
+            "real client engines ...",
+            lambda: real_clients(root / "real", args, new_server),
         ),
         (
             "cluster",

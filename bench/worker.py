@@ -35,6 +35,10 @@ from curvechat.protocol.limits import MAX_REPLY_BYTES
 
 #: Request ids of pre-sealed sends: frame k of a client is rid FRAME_RID + k.
 FRAME_RID = 1 << 30
+#: As the real client (client/connection.py): an app-level ping every 30 s,
+#: liveness from ZMTP heartbeats every 5 s (15 s without a word: dead).
+PING_S = 30.0
+HEARTBEAT_MS = 5000
 
 
 class Client:
@@ -54,6 +58,9 @@ class Client:
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.MAXMSGSIZE, MAX_REPLY_BYTES + 4096)
         s.setsockopt(zmq.SNDHWM, 100_000)
+        s.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * HEARTBEAT_MS)
+        s.setsockopt(zmq.HEARTBEAT_TTL, 3 * HEARTBEAT_MS)
         if self.stalled:
             # A client that stops reading: tiny queues so that the backlog
             # lands on the server as soon as the kernel buffers are full.
@@ -152,7 +159,7 @@ class Worker:
         pending = len(clients)
         deadline = time.monotonic() + timeout
         while pending and time.monotonic() < deadline:
-            self._pings(time.monotonic(), 2.0, only_ready=True)
+            self._pings(time.monotonic(), PING_S, only_ready=True)
             for sock, _ in poller.poll(200):
                 c = self.by_sock[sock]
                 for data in recv_ready(sock):
@@ -213,9 +220,8 @@ class Worker:
                 c.frames.append(encode_request(FRAME_RID + len(c.frames), m.Send(envelope=env)))
                 c.ids.append(mid)
                 if len(c.frames) % 500 == 0:
-                    # keep every session alive meanwhile (the node drops a
-                    # session silent for 30 s, as it would a real client)
-                    self._pings(time.monotonic(), 2.0)
+                    # report meanwhile, as a real client would
+                    self._pings(time.monotonic(), PING_S)
             n += s["count"]
         return {"sealed": n, "seconds": round(time.monotonic() - t0, 3)}
 
@@ -225,8 +231,8 @@ class Worker:
         duration = cfg.get("duration")
         window = int(cfg.get("window", 1))
         interval = float(cfg.get("interval", 0.01))
-        # Like the real client: every connection pings every 2 s.
-        ping_interval = cfg.get("ping_interval", 2.0)
+        # Like the real client: every connection pings every PING_S.
+        ping_interval = cfg.get("ping_interval", PING_S)
         self.recv_ids = array("q")
         self.recv_t = array("q")
         self.errors = {}

@@ -60,6 +60,7 @@ def test_protocol_does_not_load_nacl() -> None:
         "curvechat.protocol.errors",
         "curvechat.protocol.limits",
         "curvechat.protocol.messages",
+        "curvechat.protocol.peer",
     )
     assert offending(loaded, ("nacl", "curvechat.crypto", "curvechat.store")) == []
     assert offending(loaded, SERVER_SIDE_ONLY) == []
@@ -74,6 +75,28 @@ def test_client_trust_core_is_sans_io() -> None:
         == []
     )
     assert offending(loaded, ("curvechat.client.cache", "curvechat.client.connection")) == []
+
+
+def test_client_peer_core_is_sans_io() -> None:
+    """The peer core decides who connects, what is served and what is taken
+    from what it is fed: no transport, no SQLite, no UI, no server code."""
+    loaded = loaded_after("curvechat.client.peer.core", "curvechat.protocol.peer")
+    assert offending(loaded, ("zmq", "sqlite3", "_sqlite3", "textual", "aiohttp", "zeroconf")) == []
+    assert (
+        offending(
+            loaded,
+            (
+                "curvechat.server",
+                "curvechat.client.cache",
+                "curvechat.client.connection",
+                "curvechat.client.peer.shell",
+                "curvechat.client.peer.listener",
+                "curvechat.client.peer.link",
+                "curvechat.client.peer.mdns",
+            ),
+        )
+        == []
+    )
 
 
 def test_the_check_sees_what_is_loaded() -> None:

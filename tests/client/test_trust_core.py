@@ -212,6 +212,21 @@ def test_e3_a_key_given_by_someone_who_left_is_not_used(tmp_path: Path) -> None:
     w.cache.close()
 
 
+def test_e4_a_key_boxed_for_someone_whose_add_failed_is_not_used(w: World) -> None:
+    w.core.feed_packets("r", [w.packet(w.key("r", 0), "bob")])
+    packets = w.core.history_for("r", "carol", w.ids["carol"].sign_pub)
+    assert [p.recipient for p in packets] == ["carol"]
+    # the server refused the add (or said so): carol is not in our log, but
+    # it holds our packets for her
+    decision = decide(w)
+    assert isinstance(decision, Rotate) and decision.reason.endswith("(E4)")
+    # once carol's add is in the log, the key is fine again
+    w.op("r", "add", "bob", "carol")
+    w.feed("r")
+    decision = decide(w)
+    assert isinstance(decision, EpochRecord) and decision.epoch == 0
+
+
 def test_no_member_no_key_and_key_change_refuse(w: World) -> None:
     with pytest.raises(NotReady, match="no key"):
         decide(w)

@@ -108,6 +108,7 @@ REQUESTS: list[m.Request] = [
     m.Ping(t=0),
     m.Ping(t=1, rtt_ms=0.5, reconnects=2, outbox=3, read_mark=4, prev_node="node-1"),
     m.Bye(),
+    m.Announce(record=m.SignedRecord(record=b"\x94", sig=SIG)),
 ]
 
 WELCOME = m.Welcome(node="node-1", boot="abc123", user="alice", time=1, version=PROTOCOL_VERSION)
@@ -124,6 +125,10 @@ REPLIES: list[m.Reply] = [
     m.Registered(user="alice"),
     DIRECTORY,
     m.Directory(users=[]),
+    m.Directory(
+        users=[m.UserKeys(user="bob", sign_pub=K32, peer=m.SignedRecord(record=b"r", sig=SIG))]
+    ),
+    m.Announced(),
     ROOM_CHANGED,
     m.RoomList(rooms=[INFO, INFO]),
     m.MemberLog(room="general", ops=[SIGNED]),

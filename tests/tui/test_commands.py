@@ -12,7 +12,15 @@ def test_parse_fixed_and_rest_arguments() -> None:
     assert (inv.spec.name, inv.args, inv.rest) == ("create", ("general",), "bob carol")
     inv = cmds.parse("/dm bob hello  there")
     assert (inv.args, inv.rest) == (("bob",), "hello  there")
-    assert cmds.parse("/switch general").spec.name == "join"
+    assert cmds.parse("/switch general").spec.name == "switch"
+    assert cmds.parse("/j general").spec.name == "join"
+    inv = cmds.parse("/p bob hi there")
+    assert (inv.spec.name, inv.args, inv.rest) == ("msg", ("bob",), "hi there")
+    inv = cmds.parse("/g general hello all")
+    assert (inv.spec.name, inv.args, inv.rest) == ("g", ("general",), "hello all")
+    assert cmds.parse("/list").spec.name == "rooms"
+    assert cmds.parse("/exit").spec.name == "quit"
+    assert cmds.parse("/a #team crew").args == ("#team", "crew")
     assert cmds.parse("/keys accept bob").args == ("accept", "bob")
 
 
@@ -24,6 +32,18 @@ def test_parse_fixed_and_rest_arguments() -> None:
         ("/invite", "/invite: missing USER; usage: /invite USER"),
         ("/leave now", "/leave: too many arguments"),
         ("/", "type a command after '/'"),
+        ("/qiut", "unknown command /qiut (did you mean /quit?)"),
+        ("/lsit", "unknown command /lsit (did you mean /list?)"),
+        ("/mgs bob hi", "unknown command /mgs (did you mean /msg?)"),
+        ("/memebrs", "unknown command /memebrs (did you mean /members?)"),
+        ("/msg bob", "/msg: missing TEXT; usage: /msg USER TEXT"),
+        ("/p", "/p: missing USER; usage: /msg USER TEXT"),
+        ("/g general", "/g: missing TEXT; usage: /g ROOM TEXT"),
+        ("/g general   ", "/g: missing TEXT"),
+        ("/a", "/a: missing NAME; usage: /a NAME [ALIAS]"),
+        ("/a bob Bobby B", "/a: too many arguments"),
+        ("/exit now", "/exit: too many arguments"),
+        ("/list all", "/list: too many arguments"),
     ],
 )
 def test_mistakes_are_one_line(line: str, expected: str) -> None:
@@ -50,4 +70,7 @@ def test_help_lists_every_command() -> None:
     text = "\n".join(cmds.help_lines())
     for spec in cmds.COMMANDS:
         assert spec.usage in text
-    assert cmds.help_lines("switch")[0].startswith("/join ROOM")
+    assert cmds.help_lines("switch")[0].startswith("/switch ROOM")
+    assert cmds.help_lines("p")[0].startswith("/msg USER TEXT")
+    assert "(also /exit)" in cmds.help_lines("quit")[0]
+    assert "display name" in cmds.help_lines("a")[0]

@@ -36,7 +36,7 @@ async def test_slash_commands_and_their_errors(
         assert chat is not None
 
         await expect(pilot, app, "/help", "/create ROOM [USER ...]", "/whois USER")
-        await expect(pilot, app, "/help switch", "/join ROOM — switch to a room")
+        await expect(pilot, app, "/help switch", "/switch ROOM — open a room you are in")
         await expect(pilot, app, "/help nope", "no command /nope", error=True)
         await expect(pilot, app, "/frob", "unknown command /frob", error=True)
         await expect(pilot, app, "/rooms", "no rooms yet")
@@ -84,7 +84,7 @@ async def test_slash_commands_and_their_errors(
         assert chat.current == "team"
         await expect(pilot, app, "/join @bob", "»alice: psst")
         assert chat.current == "@alice:bob"
-        await expect(pilot, app, "/join nowhere", "/join: you are not in nowhere", error=True)
+        await expect(pilot, app, "/switch nowhere", "/switch: you are not in nowhere", error=True)
         await expect(pilot, app, "/join", "/join: missing ROOM", error=True)
         await expect(pilot, app, "/join a b", "/join: too many arguments", error=True)
 
@@ -113,7 +113,7 @@ async def test_slash_commands_and_their_errors(
         await say(pilot, app, "/leave")
         await until(pilot, lambda: chat.current == "@alice:bob", "back in the DM after /leave")
         assert "team" not in [r.room for r in app.client.rooms()]
-        await expect(pilot, app, "/join team", "/join: you are not in team", error=True)
+        await expect(pilot, app, "/switch team", "/switch: you are not in team", error=True)
 
 
 async def test_key_change_warning_and_accept(

@@ -42,6 +42,8 @@ from typing import IO, Final, Literal
 
 import msgspec
 
+from curvechat.protocol.errors import CurvechatError
+
 AGENT_ENV: Final = "CURVECHAT_AGENT"
 SOCKET_NAME: Final = "agent.sock"
 DEFAULT_LIFETIME_S: Final = 15 * 60.0
@@ -54,7 +56,7 @@ _SUN_PATH_MAX: Final = 107  # sockaddr_un.sun_path is 108 bytes with the NUL
 _PR_SET_DUMPABLE: Final = 4
 
 
-class AgentError(Exception):
+class AgentError(CurvechatError):
     """The agent could not be started (the message says why)."""
 
 

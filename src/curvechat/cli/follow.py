@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import sys
 import time
@@ -96,6 +97,26 @@ def departure(client: ChatClient, room: str) -> tuple[str, str] | None:
     return ("removed", "")
 
 
+def peer_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`tail --peers`: peer-to-peer mode (listening, mDNS) for this client."""
+    if not getattr(args, "peers", False):
+        return {}
+    from curvechat.client.peer.shell import PeerOptions
+
+    return {"peers": PeerOptions(mdns=True)}
+
+
+def _peer_json(event: Any) -> dict[str, Any]:
+    return {
+        "room": event.room,
+        "sender": event.sender,
+        "txn": event.txn,
+        "text": event.text,
+        "sent_ms": event.sent_ms,
+        "provisional": True,
+    }
+
+
 def cmd_tail(args: argparse.Namespace) -> int:
     from curvechat.client import events as ev
 
@@ -120,6 +141,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
                 line = notes.line(event.status)
                 if line is not None:
                     _note(line)
+            elif isinstance(event, ev.PeerMessage) and event.room == room:
+                if args.json:
+                    print(json.dumps(_peer_json(event)), flush=True)
+                else:
+                    line = f"{visible(event.sender)}: {visible(event.text)}"
+                    print(f"{line}  (peer-to-peer, not on the server yet)", flush=True)
+            elif isinstance(event, ev.PeerStatus) and event.active and event.peers:
+                _note(f"-- server unreachable · peer-to-peer with {event.peers} member(s)")
             elif isinstance(event, ev.CaughtUp) and event.messages:
                 _note(f"-- caught up {event.messages} message(s)")
             elif isinstance(event, ev.RoomUpdated) and event.room == room:

@@ -6,6 +6,9 @@ does one thing and exits. Errors are one line with a code, never a traceback.
 
 Exit codes: 0 done; 1 refused or failed (the message says why); 2 usage;
 3 no server reachable; 75 a message is queued but not yet acknowledged.
+With no server reachable `send` queues and `history` and `rooms` answer from
+the local cache (`cli/offline.py`); how long a command waits to know that is
+`cli/reach.py`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import getpass
-import json
 import logging
 import os
 import sys
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from curvechat.cli.output import error_line, json_line, log_handler, message_line
-from curvechat.protocol.text import visible
+from curvechat.protocol.errors import CurvechatError
 
 if TYPE_CHECKING:
     from curvechat.client.engine import ChatClient
@@ -35,7 +37,9 @@ EXIT_UNREACHABLE = 3
 EXIT_QUEUED = 75
 
 
-class CliError(Exception):
+class CliError(CurvechatError):
+    """A command failed; `code` and `exit_code` say how (README, Exit codes)."""
+
     def __init__(self, code: str, message: str, exit_code: int = EXIT_FAIL) -> None:
         super().__init__(message)
         self.code = code
@@ -129,18 +133,43 @@ def _load_identity(args: argparse.Namespace, home: Any, *, agent: bool = True) -
 
 # --- running a client ---------------------------------------------------------------
 async def _with_client(
-    args: argparse.Namespace, body: Callable[[ChatClient], Awaitable[int]], *, identity: Any = None
+    args: argparse.Namespace,
+    body: Callable[[ChatClient], Awaitable[int]],
+    *,
+    identity: Any = None,
+    offline: Callable[[ChatClient, Any], Awaitable[int]] | None = None,
 ) -> int:
+    """Run `body` on a connected, synced client; with no server reachable,
+    `offline` on the client and the `reach.Offline` that says why (or exit 3)."""
+    from curvechat.cli.follow import peer_options
+    from curvechat.cli.reach import connect_timeout, deliver_queued, node_timeout, reach
     from curvechat.client.errors import ServerRefused
     from curvechat.client.open import open_client
 
+    try:
+        wait = connect_timeout(args)
+    except ValueError as exc:
+        raise CliError("bad_argument", str(exc), EXIT_USAGE) from exc
     home = _home(args)
     identity = identity or _load_identity(args, home)
     server = _server_string(args, home)
     addresses = _addresses(server)
-    client = open_client(home, identity, addresses, client_id="curvechat-cli")
+    per_node = node_timeout(wait, len(addresses))
+    client = open_client(
+        home,
+        identity,
+        addresses,
+        client_id="curvechat-cli",
+        connect_timeout=per_node,
+        **peer_options(args),
+    )
     try:
         await client.start()
+        away = await reach(client, wait)
+        if away is not None:
+            if offline is None:
+                raise CliError("unreachable", away.why, EXIT_UNREACHABLE)
+            return await offline(client, away)
         try:
             ready = await client.wait_ready(args.timeout)
         except ServerRefused as exc:
@@ -153,6 +182,7 @@ async def _with_client(
                 EXIT_UNREACHABLE,
             )
         home.save_server(server)
+        await deliver_queued(client, args.timeout)
         return await body(client)
     finally:
         await client.close()
@@ -314,68 +344,33 @@ def cmd_leave(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
-async def _send_lines(client: ChatClient, room: str, lines: list[str], timeout: float) -> int:
-    from curvechat.client.errors import RequestTimeout
-
-    txns = [client.queue(room, line) for line in lines]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    acked = 0
-    try:
-        for txn in txns:
-            await client.wait_ack(txn, max(0.0, deadline - loop.time()))
-            acked += 1
-    except RequestTimeout:
-        print(
-            f"curvechat: {len(txns) - acked} message(s) queued, not yet acknowledged; "
-            "they go out on the next connection",
-            file=sys.stderr,
-        )
-        return EXIT_QUEUED
-    print(f"sent {acked} message(s) to {room}" if acked != 1 else f"sent to {room}")
-    return 0
-
-
 def cmd_send(args: argparse.Namespace) -> int:
-    given = sys.stdin.read().splitlines() if args.text == "-" else [args.text]
-    lines = [ln for ln in given if ln.strip()]
-    blank = len(given) - len(lines)
-    if not lines:
-        raise CliError(
-            "empty",
-            f"nothing to send: {blank} blank line(s)" if blank else "nothing to send",
-            EXIT_USAGE,
-        )
-    if blank:
-        print(f"curvechat: skipped {blank} blank line(s)", file=sys.stderr)
+    from curvechat.cli.offline import cmd_send as send  # queues when offline
 
-    async def body(client: ChatClient) -> int:
-        return await _send_lines(client, args.room, lines, args.timeout)
-
-    return _run(args, body)
+    return send(args)
 
 
 def cmd_dm(args: argparse.Namespace) -> int:
-    async def body(client: ChatClient) -> int:
-        room = await client.open_dm(args.user)
-        return await _send_lines(client, room, [args.text], args.timeout)
+    from curvechat.cli.offline import cmd_dm as dm
 
-    return _run(args, body)
+    return dm(args)
+
+
+def _message_record(msg: Any) -> dict[str, Any]:
+    return {
+        "room": msg.room,
+        "seq": msg.seq,
+        "sender": msg.sender,
+        "ts": _iso(msg.ts_ms),
+        "sent": _iso(msg.sent_ms),
+        "text": msg.text,
+        "error": msg.error,
+        "txn": msg.txn,
+    }
 
 
 def _message_json(msg: Any) -> str:
-    return json_line(
-        {
-            "room": msg.room,
-            "seq": msg.seq,
-            "sender": msg.sender,
-            "ts": _iso(msg.ts_ms),
-            "sent": _iso(msg.sent_ms),
-            "text": msg.text,
-            "error": msg.error,
-            "txn": msg.txn,
-        }
-    )
+    return json_line(_message_record(msg))
 
 
 def _message_line(msg: Any) -> str:
@@ -383,44 +378,15 @@ def _message_line(msg: Any) -> str:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    async def body(client: ChatClient) -> int:
-        room = _resolve_room(client, args.room)
-        messages = await client.history(room, limit=args.limit)
-        for msg in messages:
-            print(_message_json(msg) if args.json else _message_line(msg))
-        if not messages and not args.json:
-            print(f"-- no messages in {visible(room)} yet", file=sys.stderr)
-        return 0
+    from curvechat.cli.offline import cmd_history as history  # the cache, when offline
 
-    return _run(args, body)
+    return history(args)
 
 
 def cmd_rooms(args: argparse.Namespace) -> int:
-    async def body(client: ChatClient) -> int:
-        if not client.rooms() and not args.json:
-            print(
-                "-- no rooms yet: `curvechat create ROOM` makes one, or a member invites you",
-                file=sys.stderr,
-            )
-        for r in client.rooms():
-            if args.json:
-                print(
-                    json.dumps(
-                        {
-                            "room": r.room,
-                            "members": r.members,
-                            "admins": r.admins,
-                            "head": r.head,
-                            "unread": r.unread,
-                            "epoch": r.epoch,
-                        }
-                    )
-                )
-            else:
-                print(f"{r.room:24} {r.head:6} msgs  members: {', '.join(r.members)}")
-        return 0
+    from curvechat.cli.offline import cmd_rooms as rooms
 
-    return _run(args, body)
+    return rooms(args)
 
 
 def cmd_members(args: argparse.Namespace) -> int:
@@ -784,7 +750,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     client.add_argument("--passphrase-file", help="read the identity passphrase from this file")
     client.add_argument(
-        "--timeout", type=float, default=15.0, help="seconds to wait for the server (default 15)"
+        "--timeout",
+        type=float,
+        default=15.0,
+        help="seconds to wait for a reply or an acknowledgement once connected (default 15)",
+    )
+    client.add_argument(
+        "--connect-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="seconds to wait for a server before working offline"
+        " (default $CURVECHAT_CONNECT_TIMEOUT, else 3)",
     )
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> Any:
@@ -839,6 +815,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("room")
     p.add_argument("--json", action="store_true")
     p.add_argument("--last", type=int, default=0, help="show the last N messages first")
+    p.add_argument(
+        "--peers",
+        action="store_true",
+        help="listen for members and keep the room going peer to peer while the server is down",
+    )
     from curvechat.cli.unlock import add_parsers as add_agent_parsers
 
     add_agent_parsers(add)

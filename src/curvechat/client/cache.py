@@ -8,7 +8,10 @@ times but not what was said. The outbox is written with synchronous=FULL: a
 message the user sent is never lost by a crash of the client.
 
 Plain synchronous sqlite3: every call is a few indexed rows and runs in well
-under a millisecond, so it is called straight from the event loop.
+under a millisecond, so it is called straight from the event loop. Messages
+are written a page or a burst per transaction (`batch`). It must never hold a
+transaction open across an await, nor decide what a message says: what is
+stored is what the trust core decided.
 """
 
 from __future__ import annotations
@@ -29,7 +32,15 @@ from curvechat.client.trust.rules import EpochRecord
 from curvechat.client.trustrows import SCHEMA as TRUST_SCHEMA
 from curvechat.client.trustrows import TrustRows, migrate
 
-__all__ = ["Cache", "CacheError", "CachedMessage", "CachedRoom", "OutboxItem", "cache_key"]
+__all__ = [
+    "Cache",
+    "CacheError",
+    "CachedMessage",
+    "CachedRoom",
+    "MessageBatch",
+    "OutboxItem",
+    "cache_key",
+]
 
 SCHEMA_VERSION = 2
 
@@ -158,37 +169,57 @@ class Cache(TrustRows):
     ) -> bool:
         """Store one message (once per seq); returns False if it was already there.
         Advances the room's cursor over every contiguous stored seq."""
-        with self._tx():
-            cur = self._db.execute(
-                "INSERT OR IGNORE INTO messages (room, seq, ts_ms, sender, txn, sent_ms, sealed,"
-                " error, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    room,
-                    seq,
-                    ts_ms,
-                    sender,
-                    txn,
-                    sent_ms,
-                    None if text is None else self._seal(text.encode()),
-                    error,
-                    epoch,
-                ),
+        with self.batch(room) as batch:
+            return batch.add(
+                seq,
+                ts_ms,
+                sender,
+                txn,
+                sent_ms,
+                text,
+                error,
+                count_unread=count_unread,
+                epoch=epoch,
             )
-            if cur.rowcount == 0:
-                return False
-            self._db.execute(
-                "UPDATE rooms SET head=MAX(head, ?), unread=unread+? WHERE room=?",
-                (seq, int(count_unread), room),
-            )
-            cursor = self._db.execute("SELECT cursor FROM rooms WHERE room=?", (room,)).fetchone()[
-                0
-            ]
-            while self._db.execute(
+
+    def batch(self, room: str) -> MessageBatch:
+        """Messages of `room` written in one transaction (`with cache.batch(room) as b:
+        b.add(...)`): a page or a burst costs one commit, not one per message.
+        Queries made inside it (a replay check) see what it added so far."""
+        return MessageBatch(self, room)
+
+    def known_seqs(self, room: str, seqs: list[int]) -> set[int]:
+        """Which of `seqs` are already stored for `room` (one query)."""
+        if not seqs:
+            return set()
+        rows = self._db.execute(
+            "SELECT seq FROM messages WHERE room=? AND seq BETWEEN ? AND ?",
+            (room, min(seqs), max(seqs)),
+        )
+        wanted = set(seqs)
+        return {r[0] for r in rows if r[0] in wanted}
+
+    def _advance(self, room: str, added: list[int], unread: int) -> None:
+        """After `added` were stored: the room's head, unread count and cursor
+        (moved over every contiguous stored seq)."""
+        self._db.execute(
+            "UPDATE rooms SET head=MAX(head, ?), unread=unread+? WHERE room=?",
+            (max(added), unread, room),
+        )
+        row = self._db.execute("SELECT cursor FROM rooms WHERE room=?", (room,)).fetchone()
+        if row is None:
+            return
+        start = cursor = int(row[0])
+        fresh = set(added)
+        while (
+            cursor + 1 in fresh
+            or self._db.execute(
                 "SELECT 1 FROM messages WHERE room=? AND seq=?", (room, cursor + 1)
-            ).fetchone():
-                cursor += 1
+            ).fetchone()
+        ):
+            cursor += 1
+        if cursor != start:
             self._db.execute("UPDATE rooms SET cursor=? WHERE room=?", (cursor, room))
-        return True
 
     def has_message(self, room: str, seq: int) -> bool:
         return (
@@ -267,6 +298,21 @@ class Cache(TrustRows):
     def outbox_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
+    def enqueue_many(self, room: str, txns: list[str], texts: list[str]) -> None:
+        """Queue several messages with one durable commit (one fsync)."""
+        now = int(time.time() * 1000)
+        rows = [(room, t, self._seal(x.encode()), now) for t, x in zip(txns, texts, strict=True)]
+        sql = "INSERT INTO outbox (room, txn, sealed, created_ms) VALUES (?, ?, ?, ?)"
+        if self._db.in_transaction:  # queued from an event handler inside a batch: joins it
+            self._db.executemany(sql, rows)
+            return
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            with self._tx():
+                self._db.executemany(sql, rows)
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+
     def dequeue(self, txn: str) -> None:
         self._db.execute("DELETE FROM outbox WHERE txn=?", (txn,))
 
@@ -276,11 +322,80 @@ class Cache(TrustRows):
 
 
 class _Tx:
+    """One transaction; inside another one (a batch) it joins that one."""
+
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
+        self._own = False
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._own = True
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if self._own:
+            self._own = False
+            self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+class MessageBatch:
+    """Messages of one room added in one transaction; the room's head, unread
+    count and cursor are updated once, at the end. Never held across an
+    await: the transaction would take in whatever else ran meanwhile."""
+
+    def __init__(self, cache: Cache, room: str) -> None:
+        self._cache = cache
+        self.room = room
+        self.added: list[int] = []
+        self._unread = 0
+        self._tx = _Tx(cache._db)
+
+    def __enter__(self) -> MessageBatch:
+        self._tx.__enter__()
+        return self
+
+    def add(
+        self,
+        seq: int,
+        ts_ms: int,
+        sender: str,
+        txn: str,
+        sent_ms: int | None,
+        text: str | None,
+        error: str | None,
+        *,
+        count_unread: bool = False,
+        epoch: int | None = None,
+    ) -> bool:
+        """Store one message (once per seq); False if it was already there."""
+        c = self._cache
+        cur = c._db.execute(
+            "INSERT OR IGNORE INTO messages (room, seq, ts_ms, sender, txn, sent_ms, sealed,"
+            " error, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                self.room,
+                seq,
+                ts_ms,
+                sender,
+                txn,
+                sent_ms,
+                None if text is None else c._seal(text.encode()),
+                error,
+                epoch,
+            ),
+        )
+        if cur.rowcount == 0:
+            return False
+        self.added.append(seq)
+        self._unread += int(count_unread)
+        return True
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if exc_type is None and self.added:
+                self._cache._advance(self.room, self.added, self._unread)
+        except BaseException:
+            self._tx.__exit__(RuntimeError, None, None)
+            raise
+        self._tx.__exit__(exc_type, exc, tb)

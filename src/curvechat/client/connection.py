@@ -3,10 +3,14 @@
 A DEALER socket with CURVE to one node at a time. Requests carry a request id
 and are matched with their replies; pushes (request id 0) go to a callback.
 In cluster mode a welcome names the live nodes, which join the list.
-Liveness: ZMTP heartbeats plus an app-level ping that also measures RTT; a
-missed window, a dropped connection (socket monitor) or a node that restarted
-under us (new boot id) closes the socket and fails over to the next node after
-a jittered back-off (ZeroMQ Guide: Freelance, Paranoid Pirate).
+Liveness: ZMTP heartbeats (every few seconds, both ways; libzmq drops a
+silent peer) plus a rare app-level ping (tens of seconds) that measures RTT
+and reports to the node; a missed window, a dropped connection (socket
+monitor) or a node that restarted under us (new boot id) closes the socket and
+fails over to the next node after a jittered back-off (ZeroMQ Guide:
+Freelance, Paranoid Pirate). Each failed attempt is filed by kind
+(`failures`: refused, key mismatch, timeout) for a front end that must know
+at once whether waiting can help.
 
 It must never interpret what it carries beyond the frame: the engine above
 decides what a reply means.
@@ -25,15 +29,15 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
-from zmq.utils.monitor import parse_monitor_message
 
+from curvechat.client import servers as sv
+from curvechat.client.dealer import open_dealer, watch_monitor
 from curvechat.client.errors import NotConnected, RequestTimeout, ServerRefused
 from curvechat.client.servers import ServerList
 from curvechat.client.state import Backoff, ConnEvent, ConnState, ConnStatus, transition
 from curvechat.protocol import RemoteProtocolError, decode_server_frame, encode_request
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ServerAddress
-from curvechat.protocol.limits import MAX_REPLY_BYTES
 
 log = logging.getLogger("curvechat.client")
 
@@ -42,6 +46,8 @@ StatusHandler = Callable[[ConnStatus], None]
 LiveHandler = Callable[[m.Welcome], Coroutine[Any, Any, None]]
 
 BYE_TIMEOUT_S = 0.5  # how long a clean close waits for the node to note its goodbye
+PING_INTERVAL_S = 30.0  # app-level pings: RTT and reports, not liveness
+HEARTBEAT_S = 5.0  # ZMTP heartbeats at most this far apart (liveness)
 
 
 class Connection:
@@ -55,7 +61,7 @@ class Connection:
         on_status: StatusHandler | None = None,
         on_live: LiveHandler | None = None,
         client_id: str = "curvechat",
-        ping_interval: float = 2.0,
+        ping_interval: float = PING_INTERVAL_S,
         liveness: int = 3,
         connect_timeout: float = 3.0,
         request_timeout: float = 10.0,
@@ -98,6 +104,10 @@ class Connection:
         self.outbox_depth: Callable[[], int] = lambda: 0  # reported in pings
         self.status = ConnStatus(ConnState.OFFLINE, since=time.time())
         self.reconnects = 0
+        self.failures: dict[str, str] = {}
+        """Endpoint → kind of its latest failed attempt (`servers.REFUSED`, …);
+        a node that welcomes us leaves it."""
+        self._lost_kind = sv.LOST
 
     # --- public ------------------------------------------------------------
     @property
@@ -160,8 +170,7 @@ class Connection:
         """
         if not self._live.is_set():
             raise NotConnected(f"not connected ({self.status.state})")
-        reply = await self._raw(req, timeout or self.request_timeout)
-        return reply
+        return await self._raw(req, timeout or self.request_timeout)
 
     # --- internals -----------------------------------------------------------
     def _move(self, event: ConnEvent, **fields: Any) -> None:
@@ -207,30 +216,22 @@ class Connection:
         return reply
 
     def _open_socket(self, addr: ServerAddress) -> None:
-        sock = self._ctx.socket(zmq.DEALER)
-        sock.curve_serverkey = addr.server_key.encode()
-        sock.curve_publickey = self._public
-        sock.curve_secretkey = self._secret
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.IMMEDIATE, 1)
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_REPLY_BYTES + 4096)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, int(self.ping_interval * 1000))
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(self.ping_interval * self.liveness * 1000))
-        sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        monitor = sock.get_monitor_socket(
-            zmq.EVENT_DISCONNECTED
-            | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+        sock, monitor = open_dealer(
+            self._ctx,
+            addr,
+            public_key=self._public,
+            secret_key=self._secret,
+            beat_s=min(self.ping_interval, HEARTBEAT_S),
+            liveness=self.liveness,
         )
-        sock.connect(addr.endpoint)
         self._sock = sock
         self._lost.clear()
         self._lost_reason = ""
+        self._lost_kind = sv.LOST
         self._last_rx = time.monotonic()
         self._sock_tasks = [
             asyncio.create_task(self._reader(sock), name="reader"),
-            asyncio.create_task(self._monitor(monitor), name="monitor"),
+            asyncio.create_task(watch_monitor(monitor, self._mark_lost), name="monitor"),
         ]
 
     async def _close_socket(self, reason: str) -> None:
@@ -255,9 +256,10 @@ class Connection:
             self._sock.close(linger=0)
             self._sock = None
 
-    def _mark_lost(self, reason: str) -> None:
+    def _mark_lost(self, reason: str, kind: str = sv.LOST) -> None:
         if not self._lost.is_set():
             self._lost_reason = reason
+            self._lost_kind = kind
             self._lost.set()
 
     async def _reader(self, sock: zmq.asyncio.Socket) -> None:
@@ -283,22 +285,6 @@ class Connection:
             fut = self._pending.get(frame.rid)
             if fut is not None and not fut.done():
                 fut.set_result(frame.msg)
-
-    async def _monitor(self, monitor: zmq.asyncio.Socket) -> None:
-        try:
-            while True:
-                event = parse_monitor_message(await monitor.recv_multipart())
-                ev = event["event"]
-                if ev == zmq.EVENT_DISCONNECTED:
-                    self._mark_lost("connection closed")
-                elif ev in (
-                    zmq.EVENT_HANDSHAKE_FAILED_AUTH,
-                    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
-                    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
-                ):
-                    self._mark_lost("CURVE handshake failed (wrong server key?)")
-        finally:
-            monitor.close(linger=0)
 
     async def _sleep(self, delay: float) -> None:
         self._wake.clear()
@@ -340,10 +326,15 @@ class Connection:
             try:
                 welcome = await self._connect_once(addr)
             except (NotConnected, RequestTimeout, ServerRefused) as exc:
+                lost = isinstance(exc, NotConnected) and self._lost.is_set()
+                timeout = isinstance(exc, RequestTimeout)
+                kind = self._lost_kind if lost else sv.TIMEOUT if timeout else sv.LOST
+                self.failures[addr.endpoint] = kind
                 await self._close_socket(str(exc))
                 attempt += 1
                 index += 1
-                delay = self.backoff.delay(attempt)
+                now = sv.next_attempt_now(attempt, len(self.addresses))
+                delay = 0.0 if now else self.backoff.delay(attempt)
                 self._move(
                     ConnEvent.FAILED,
                     attempt=attempt,
@@ -359,6 +350,7 @@ class Connection:
             streak, attempt = attempt, 0
             self._drop_failed = False
             self._boot = welcome.boot
+            self.failures.pop(addr.endpoint, None)
             self.servers.learn(welcome.peers)
             self._move(ConnEvent.WELCOMED, endpoint=addr.endpoint, attempt=0, node=welcome.node)
             self._live.set()

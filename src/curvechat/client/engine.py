@@ -32,9 +32,11 @@ from curvechat.client.errors import (
 from curvechat.client.keys import KeyInfo, Keys
 from curvechat.client.outbox import Outbox
 from curvechat.client.parts import EventHandler, Parts, Requester
+from curvechat.client.peer.core import Provisional
+from curvechat.client.peer.shell import PeerMode, PeerOptions
 from curvechat.client.rooms import InviteResult, RoomCommands
 from curvechat.client.state import ConnState, ConnStatus
-from curvechat.client.sync import Sync
+from curvechat.client.sync import Sync, bursts
 from curvechat.client.trust import TrustCore
 from curvechat.crypto.identity import Identity
 from curvechat.protocol import ErrorCode
@@ -44,6 +46,10 @@ from curvechat.protocol.connect import ServerAddress
 __all__ = ["ChatClient", "InviteResult", "KeyInfo", "MemberInfo", "RoomSummary"]
 
 log = logging.getLogger("curvechat.client")
+
+PUSH_BURST = 128
+"""At most this many queued pushes are handled in one go (its verification
+runs without a break: this bounds how long other tasks wait)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +83,7 @@ class ChatClient:
         rotate_after_messages: int = 100,
         rotate_after_seconds: float = 7 * 86400,
         conn: Requester | None = None,
+        peers: PeerOptions | None = None,
         **connection_options: Any,
     ) -> None:
         self.identity = identity
@@ -106,13 +113,15 @@ class ChatClient:
             rotate_after_seconds=rotate_after_seconds,
         )
         self.keys = Keys(self.parts, self.sync)
-        self.room_commands = RoomCommands(self.parts, self.sync, self.keys, self.outbox)
+        self.room_commands = RoomCommands(self.parts, self.sync, self.keys)
         self._jobs: asyncio.Queue[m.AnyReply] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self.fatal: ClientError | None = None
         self.last_caught_up = 0
         self.owns_cache = False
         """Set by `open_client`: `close` closes the cache too."""
+        self.peer = PeerMode(self, peers) if peers is not None else None
+        """Peer-to-peer mode (`peer/`), when asked for."""
 
     @property
     def conn(self) -> Any:
@@ -140,8 +149,12 @@ class ChatClient:
             asyncio.create_task(self.outbox.run(), name="engine-outbox"),
         ]
         await self.conn.start()
+        if self.peer is not None:
+            await self.peer.start()
 
     async def close(self) -> None:
+        if self.peer is not None:
+            await self.peer.close()
         await self.conn.close()
         for task in self._tasks:
             task.cancel()
@@ -231,16 +244,20 @@ class ChatClient:
 
     async def _worker(self) -> None:
         while True:
-            msg = await self._jobs.get()
-            try:
-                async with self.lock:
-                    await self.sync.handle_push(msg)
-            except (NotConnected, RequestTimeout):
-                pass  # the next sync after reconnect covers it
-            except ClientError as exc:
-                self._emit(ev.Problem(getattr(msg, "room", None), str(exc)))
-            except Exception:
-                log.exception("push handling failed")
+            pushes = [await self._jobs.get()]
+            async with self.lock:
+                # Everything queued meanwhile goes too: a burst, one cache commit per room.
+                while not self._jobs.empty() and len(pushes) < PUSH_BURST:
+                    pushes.append(self._jobs.get_nowait())
+                for burst in bursts(pushes):
+                    try:
+                        await self.sync.handle_burst(burst)
+                    except (NotConnected, RequestTimeout):
+                        pass  # the next sync after reconnect covers it
+                    except ClientError as exc:
+                        self._emit(ev.Problem(getattr(burst[0], "room", None), str(exc)))
+                    except Exception:
+                        log.exception("push handling failed")
 
     # --- membership commands (rooms.py) ------------------------------------------------
     async def create_room(self, room: str, members: list[str]) -> None:
@@ -354,6 +371,11 @@ class ChatClient:
             await self.sync.older(room, rows[0].seq if rows else before, limit)
             rows = self.cache.messages(room, limit=limit, before=before)
         return rows
+
+    def provisional(self, room: str) -> list[Provisional]:
+        """Messages taken peer to peer (or written offline) that are not on
+        the server yet, in their provisional order."""
+        return self.peer.core.provisional(room) if self.peer is not None else []
 
     def mark_read(self, room: str) -> None:
         self.cache.clear_unread(room)

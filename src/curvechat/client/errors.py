@@ -18,13 +18,24 @@ else is a bug.
     │   │   └── WrongPassphrase        wrong_passphrase
     │   └── MembershipError            the protocol ErrorCode of the broken rule
     ├── StoreError                     store                 (server side only)
+    ├── ConfigError                    bad_config: a file, flag or setting cannot be used
+    │   ├── NodeNameError              bad_node_name         (curvechat.server.app)
+    │   ├── HttpTokenError             bad_config            (curvechat.server.httpguard)
+    │   ├── ServerKeyError             bad_config            (curvechat.server.keys)
+    │   └── MonitorError               bad_config            (curvechat.monitor.app)
+    ├── CliError                       the failed command's code (curvechat.cli.main)
+    ├── AgentError                     error                 (curvechat.cli.agent)
+    ├── CommandError                   error: a TUI command line (curvechat.tui.commands)
     └── ClientError                    client_error
         ├── NotConnected               not_connected: no live connection (the request was not sent)
+        ├── KeyMismatch                key_mismatch: a node failed the CURVE handshake (wrong key)
         ├── RequestTimeout             timeout: sent, but no reply in time (outcome unknown)
         ├── ServerRefused              the ErrorCode the server answered with
         ├── KeyChanged                 key_changed: a peer's identity key differs from the pin
         ├── UntrustedLog               untrusted_log: a room's membership log failed verification
         ├── NotReady                   refused before asking the server (codes below)
+        ├── PeerRefused                a peer's frame or record refused (peer rule's code)
+        ├── PeerUnreachable            peer_unreachable: no link to a peer, or no reply in time
         └── SetupFailed                bad_cache, no_curve: the client could not be opened
 """
 
@@ -54,6 +65,14 @@ class ClientError(CurvechatError):
 
 class NotConnected(ClientError):
     code = "not_connected"
+
+
+class KeyMismatch(ClientError):
+    """A node closed the connection during the CURVE handshake: the server
+    key in the connect string is not that node's key (or it is not a
+    curvechat node). Waiting longer cannot help."""
+
+    code = "key_mismatch"
 
 
 class RequestTimeout(ClientError):
@@ -91,6 +110,24 @@ class NotReady(ClientError):
     def __init__(self, message: str, code: str = "not_ready") -> None:
         super().__init__(message)
         self.code = code
+
+
+class PeerRefused(ClientError):
+    """Something a peer sent (a record, a digest, an envelope) breaks one of
+    the peer rules (`curvechat.client.peer.core`): the code is the one the
+    answer carries, `rule` the id docs/security.md cites."""
+
+    def __init__(self, code: str, message: str, rule: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.rule = rule
+
+
+class PeerUnreachable(ClientError):
+    """A peer's listener could not be reached (or did not let us in), or did
+    not answer in time; the round goes on with the next peer."""
+
+    code = "peer_unreachable"
 
 
 class SetupFailed(ClientError):

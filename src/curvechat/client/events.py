@@ -71,6 +71,31 @@ class Problem:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class PeerMessage:
+    """A message taken peer to peer while no server is reachable: not yet on
+    the server, shown at once in a provisional order (the sender's clock).
+    The server's copy, a `MessageReceived` with the same sender and txn,
+    replaces it when a server is back."""
+
+    room: str
+    sender: str
+    txn: str
+    text: str
+    sent_ms: int
+    via: str
+    """The member who relayed it to us (the sender, or another member)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """Peer-to-peer mode: `active` while no server is reachable and we try
+    peers; `peers` is how many members answered in the last round."""
+
+    active: bool
+    peers: int
+
+
 Event = (
     StatusChanged
     | MessageReceived
@@ -80,4 +105,6 @@ Event = (
     | KeyChangeDetected
     | CaughtUp
     | Problem
+    | PeerMessage
+    | PeerStatus
 )

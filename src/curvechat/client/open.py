@@ -1,5 +1,6 @@
 """`open_client`: the one way a front end (CLI, TUI, scripts) opens the
-engine on a user's home: the local cache and a `ChatClient` that owns it."""
+engine on a user's home: the local cache and a `ChatClient` that owns it,
+trying first the node that answered last (`recall`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from curvechat.client.engine import ChatClient
 from curvechat.client.errors import SetupFailed
 from curvechat.client.home import Home
 from curvechat.client.parts import EventHandler
+from curvechat.client.recall import Recall, remembered_node
+from curvechat.client.servers import prefer
 from curvechat.crypto.identity import Identity
 from curvechat.protocol.connect import ServerAddress
 
@@ -31,8 +34,14 @@ def open_client(
     except CacheError as exc:
         raise SetupFailed(f"cannot open the local cache: {exc}", "bad_cache") from exc
     try:
+        first = remembered_node(cache, addresses)
         client = ChatClient(
-            identity, cache, addresses, on_event=on_event, client_id=client_id, **options
+            identity,
+            cache,
+            prefer(addresses, first),
+            on_event=on_event,
+            client_id=client_id,
+            **options,
         )
     except RuntimeError as exc:  # libzmq without CURVE, or too old
         cache.close()
@@ -41,4 +50,5 @@ def open_client(
         cache.close()
         raise
     client.owns_cache = True
+    client.subscribe(Recall(client, addresses))
     return client

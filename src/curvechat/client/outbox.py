@@ -3,17 +3,28 @@ sealed and sent in order by one task, and kept until the server acknowledged
 it (a resend after a lost reply carries the same txn id, so the server
 stores it once: Idempotent Services).
 
+Sends are pipelined: up to `window` are in flight on the connection, and
+their answers are taken in the order sent. The node commits one
+connection's sends in the order received, so what a lost connection or a
+restarted node leaves committed is a prefix of the window; the rest stays
+queued and is resent, in order, with the same txn ids. What a send's
+answer means is decided without I/O (`sending.py`).
+
 Which epoch key a message is sealed under is the trust core's decision
 (`encryption_key`); when it says to rotate first, the new epoch is made here.
+This module must never choose a key or a recipient itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import secrets
 import time
+from collections import Counter, deque
+from dataclasses import dataclass
 from typing import Any
 
 from curvechat.client import events as ev
@@ -26,20 +37,33 @@ from curvechat.client.errors import (
 )
 from curvechat.client.model import CachedMessage, OutboxItem
 from curvechat.client.parts import Parts
+from curvechat.client.sending import RANK, Verdict, check_text, classify
 from curvechat.client.sync import Sync
 from curvechat.client.trust import EpochRecord, Rotate
 from curvechat.crypto.envelope import Plaintext, seal_message
 from curvechat.crypto.errors import CryptoError
 from curvechat.protocol import ErrorCode, LocalProtocolError
 from curvechat.protocol import messages as m
-from curvechat.protocol.limits import MAX_TEXT_CHARS, TEXT_LIMIT
 
 log = logging.getLogger("curvechat.client")
 
-RETRY_LATER = {ErrorCode.STORE_UNAVAILABLE, ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL}
 STORE_DOWN_FAILOVER = 3  # store_unavailable refusals in a row before trying another node
 MAX_UNCOLLECTED = 10_000
 """Acks kept for `wait_ack` before the collected ones are dropped."""
+WINDOW = 128
+"""Sends in flight at most (the node takes up to 256 of one connection)."""
+SEAL_BATCH = 32
+"""Messages sealed per turn of the lock (pushes are handled between turns)."""
+STALE_TRIES = 3
+"""A send refused as stale this many times more, with no newer epoch to be
+learned, fails."""
+
+
+@dataclass(slots=True)
+class _InFlight:
+    item: OutboxItem
+    epoch: int
+    task: asyncio.Future[m.SendAck]
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -55,28 +79,20 @@ def new_txn() -> str:
     return secrets.token_urlsafe(16)
 
 
-def check_text(text: str) -> None:
-    """Refuse, with a code, a text that cannot be a message: before it is
-    queued, so before anything is sealed. A text that passes also seals
-    (`MAX_TEXT_CHARS` is the whole limit)."""
-    if not text.strip():
-        raise NotReady("empty message", "empty")
-    if len(text) > MAX_TEXT_CHARS:
-        raise LocalProtocolError(
-            ErrorCode.TOO_LARGE, f"message of {len(text):,} characters; the limit is {TEXT_LIMIT}"
-        )
-    try:
-        text.encode()
-    except UnicodeEncodeError:  # lone surrogates (e.g. undecodable input bytes)
-        raise LocalProtocolError(ErrorCode.BAD_FRAME, "text is not valid Unicode") from None
-
-
 class Outbox:
     def __init__(
-        self, parts: Parts, sync: Sync, *, rotate_after_messages: int, rotate_after_seconds: float
+        self,
+        parts: Parts,
+        sync: Sync,
+        *,
+        rotate_after_messages: int,
+        rotate_after_seconds: float,
+        window: int = WINDOW,
     ) -> None:
         if rotate_after_messages < 1 or rotate_after_seconds <= 0:
             raise ValueError("rotation limits must be positive")
+        if not 1 <= window <= 256:
+            raise ValueError("the send window is 1 to 256")
         self.p = parts
         self.sync = sync
         self.rotate_after_messages = rotate_after_messages
@@ -87,23 +103,38 @@ class Outbox:
         self.halted = False
         self._waiters: dict[str, asyncio.Future[m.SendAck]] = {}
         self._store_down = 0  # store_unavailable refusals of sends in a row
+        self.window = window
+        self._in_flight: Counter[tuple[str, int]] = Counter()
+        """Sends in flight per (room, epoch): they count toward the epoch's use."""
+        self._stale: dict[str, int] = {}  # txn -> stale refusals so far
+        self._unwritten = False  # sends started that may not have written their frame yet
 
     # --- the user's side ----------------------------------------------------------
     def queue(self, room: str, text: str) -> str:
         """Check and queue `text` for `room` on disk; returns its txn id."""
-        check_text(text)
+        return self.queue_many(room, [text])[0]
+
+    def queue_many(self, room: str, texts: list[str]) -> list[str]:
+        """Queue several texts for `room` with one durable commit; their txn ids."""
+        for text in texts:
+            check_text(text)
         cached = self.p.cache.room(room)
         if cached is None or cached.left:
             raise NotReady(f"you are not a member of {room}", "not_member")
         self.p.core.refuse_if_key_changed(room)
-        txn = new_txn()
+        txns = [new_txn() for _ in texts]
+        self._wait_for(txns)
+        self.p.cache.enqueue_many(room, txns, texts)
+        self.wake.set()
+        return txns
+
+    def _wait_for(self, txns: list[str]) -> None:
         if len(self._waiters) > MAX_UNCOLLECTED:
             for old in [t for t, f in self._waiters.items() if f.done()]:
                 del self._waiters[old]
-        self._waiters[txn] = asyncio.get_running_loop().create_future()
-        self.p.cache.enqueue(room, txn, text)
-        self.wake.set()
-        return txn
+        loop = asyncio.get_running_loop()
+        for txn in txns:
+            self._waiters[txn] = loop.create_future()
 
     async def wait_ack(self, txn: str, timeout: float | None = None) -> m.SendAck:
         fut = self._waiters.get(txn)
@@ -146,33 +177,184 @@ class Outbox:
         asyncio.get_running_loop().call_later(1.0, self.wake.set)
 
     async def flush(self) -> None:
-        for item in self.p.cache.outbox():
-            if self.p.core.key_change_in(item.room):
-                continue  # held until the user accepts the new key
-            try:
-                ack = await self.send_one(item)
-            except NotConnected:
+        """Send what the outbox holds, in order, with up to `window` sends in
+        flight, until it is empty or a pass has to stop (no connection, retry
+        later); a pass stopped by a stale epoch goes round again at once."""
+        while await self._pass():
+            pass
+
+    async def _pass(self) -> bool:
+        self._in_flight = Counter()  # a pass ends with its window empty (or was torn down)
+        todo = deque(i for i in self.p.cache.outbox() if not self.p.core.key_change_in(i.room))
+        flight: deque[_InFlight] = deque()
+        stop: Verdict | None = None
+        stale: dict[str, tuple[OutboxItem, int, BaseException]] = {}
+        barrier = False  # the epoch changed: send no more until the window is empty
+        while True:
+            while stop is None and todo and len(flight) < self.window and not barrier:
+                n = min(SEAL_BATCH, self.window - len(flight), len(todo))
+                take = [todo.popleft() for _ in range(n)]
+                sealed, failed = await self._seal(take, flight)
+                if isinstance(failed, OutboxItem):
+                    todo.extendleft(reversed(take[sealed:]))
+                    barrier = True
+                elif failed is not None:
+                    todo.extendleft(reversed(take[sealed + 1 :]))
+                    stop = self._judge(stop, stale, failed[0], -1, failed[1])
+            if not flight:
+                if barrier and stop is None:
+                    barrier = False
+                    continue
                 break
-            except RequestTimeout:
-                self._later()  # the outcome is unknown; resending the same txn is safe
-                break
-            except ServerRefused as exc:
-                if exc.code in RETRY_LATER:
-                    if exc.code == ErrorCode.STORE_UNAVAILABLE:
-                        self._note_store_down()
-                    self._later()
-                    break
-                self._fail(item, exc.code, exc.message)
-                continue
-            except (ClientError, CryptoError, LocalProtocolError) as exc:
-                self._fail(item, getattr(exc, "code", "client_error"), str(exc))
-                continue
-            self._store_down = 0
-            self.p.cache.dequeue(item.txn)
-            fut = self._waiters.get(item.txn)
+            # The oldest send, then every later one already answered: one commit.
+            await asyncio.wait([flight[0].task])
+            acked: list[tuple[_InFlight, m.SendAck]] = []
+            while flight and flight[0].task.done():
+                sent = flight.popleft()
+                self._in_flight[(sent.item.room, sent.epoch)] -= 1
+                done = sent.task
+                exc = NotConnected("cancelled") if done.cancelled() else done.exception()
+                if exc is None:
+                    acked.append((sent, done.result()))
+                else:
+                    stop = self._judge(stop, stale, sent.item, sent.epoch, exc)
+            if acked:
+                self._acked(acked)
+        if stop is Verdict.LATER:
+            self._later()
+        if stop is not Verdict.STALE:
+            return False
+        again = False
+        for item, epoch, exc in stale.values():
+            again = await self._after_stale(item, epoch, exc) or again
+        return again
+
+    def _judge(
+        self,
+        stop: Verdict | None,
+        stale: dict[str, tuple[OutboxItem, int, BaseException]],
+        item: OutboxItem,
+        epoch: int,
+        exc: BaseException,
+    ) -> Verdict | None:
+        """Act on a send that was not acked; returns why the pass stops (the
+        gravest reason so far), None if it goes on."""
+        verdict = classify(exc)
+        if verdict is Verdict.FAIL:
+            self._fail(item, getattr(exc, "code", "client_error"), str(exc))
+            return stop
+        if verdict is Verdict.STALE:
+            stale.setdefault(item.room, (item, epoch, exc))
+        if isinstance(exc, ServerRefused) and exc.code == ErrorCode.STORE_UNAVAILABLE:
+            self._note_store_down()
+        return verdict if stop is None or RANK[verdict] > RANK[stop] else stop
+
+    async def _after_stale(self, item: OutboxItem, epoch: int, exc: BaseException) -> bool:
+        """Someone else rotated first, or the server wants a rotation: bring
+        the room up to date, rotating if we hold no newer epoch than the one
+        refused. A refusal that taught us no newer epoch counts against the
+        item, which fails after STALE_TRIES of them (a server that never lets
+        it through); one explained by another member's rotation does not.
+        False if the pass should not go round again."""
+        assert isinstance(exc, ServerRefused)
+        core = self.p.core
+        before = max(core.held(item.room), default=-1)
+        try:
+            async with self.p.lock:
+                await self.sync.refresh(item.room)
+                held = core.held(item.room)
+                learned = max(held, default=-1) > max(before, epoch)
+                rotate = held and max(held) == epoch and exc.code == ErrorCode.STALE_EPOCH
+                if rotate and not learned:
+                    with contextlib.suppress(ServerRefused):
+                        await self.p.rotate(item.room, epoch + 1)
+        except NotConnected:
+            return False
+        except (RequestTimeout, ServerRefused):
+            self._later()
+            return False
+        except (ClientError, CryptoError) as err:  # the room's log no longer verifies
+            self._fail(item, getattr(err, "code", "client_error"), str(err))
+            return True
+        if learned:
+            self._stale.pop(item.txn, None)
+            return True
+        tries = self._stale[item.txn] = self._stale.get(item.txn, 0) + 1
+        if tries > STALE_TRIES:
+            self._fail(item, exc.code, exc.message)
+        return True
+
+    async def _seal(
+        self, items: list[OutboxItem], flight: deque[_InFlight]
+    ) -> tuple[int, tuple[OutboxItem, Exception] | OutboxItem | None]:
+        """Seal `items` in order under the lock, each under the key the trust
+        core gives (rotating first where it says so), and send each at once.
+        Returns how many were sent, and why it stopped short: the item that
+        cannot be sealed with its error, or the item whose epoch differs from
+        that of sends still in flight for its room. (Were it sent, a send
+        still in flight under the old epoch could be refused as stale and
+        resent after it: out of order.)"""
+        sent = 0
+        async with self.p.lock:
+            for item in items:
+                try:
+                    current = await self.current_epoch(item.room)
+                    if any(
+                        r == item.room and e != current.epoch
+                        for (r, e), n in self._in_flight.items()
+                        if n
+                    ):
+                        return sent, item
+                    env = seal_message(
+                        self.p.identity,
+                        room=item.room,
+                        epoch=current.epoch,
+                        key=current.key,
+                        txn=item.txn,
+                        plaintext=Plaintext(text=item.text, ts=item.created_ms),
+                    )
+                except (ClientError, CryptoError, LocalProtocolError) as exc:
+                    return sent, (item, exc)
+                self._in_flight[(item.room, current.epoch)] += 1  # in flight from now on
+                task = asyncio.ensure_future(self.p.ask(m.Send(envelope=env), m.SendAck))
+                task.add_done_callback(_retrieve)
+                flight.append(_InFlight(item, current.epoch, task))
+                self._unwritten = True
+                sent += 1
+        return sent, None
+
+    def _acked(self, acked: list[tuple[_InFlight, m.SendAck]]) -> None:
+        """Acknowledged sends, in order: out of the outbox and into the cache
+        in one transaction per room; each told once."""
+        shown: list[CachedMessage] = []
+        for room, group in itertools.groupby(acked, key=lambda pair: pair[0].item.room):
+            with self.p.cache.batch(room) as batch:
+                for sent, ack in group:
+                    item = sent.item
+                    self.p.cache.dequeue(item.txn)
+                    msg = CachedMessage(
+                        room, ack.seq, ack.ts, self.p.me, item.txn, item.created_ms, item.text, None
+                    )
+                    if batch.add(
+                        msg.seq,
+                        msg.ts_ms,
+                        msg.sender,
+                        msg.txn,
+                        msg.sent_ms,
+                        msg.text,
+                        None,
+                        epoch=sent.epoch,
+                    ):  # not if a sync or push brought it in first: shown once
+                        shown.append(msg)
+        self._store_down = 0
+        for sent, ack in acked:
+            self._stale.pop(sent.item.txn, None)
+            fut = self._waiters.get(sent.item.txn)
             if fut is not None and not fut.done():
                 fut.set_result(ack)  # kept until wait_ack collects it
-            self.p.emit(ev.SendAcked(item.room, item.txn, ack.seq, ack.ts))
+            self.p.emit(ev.SendAcked(sent.item.room, sent.item.txn, ack.seq, ack.ts))
+        for msg in shown:
+            self.p.emit(ev.MessageReceived(msg, mine=True, live=True))
 
     def _note_store_down(self) -> None:
         """The node keeps answering store_unavailable (cut off from its store,
@@ -186,65 +368,12 @@ class Outbox:
 
     def _fail(self, item: OutboxItem, code: str, message: str) -> None:
         self.p.cache.dequeue(item.txn)
+        self._stale.pop(item.txn, None)
         fut = self._waiters.get(item.txn)
         if fut is not None and not fut.done():
             fut.set_exception(ServerRefused(code, message))
             fut.add_done_callback(_retrieve)
         self.p.emit(ev.SendFailed(item.room, item.txn, code, message))
-
-    async def send_one(self, item: OutboxItem) -> m.SendAck:
-        for attempt in range(4):
-            epoch = -1
-            try:
-                async with self.p.lock:
-                    current = await self.current_epoch(item.room)
-                    epoch = current.epoch
-                    env = seal_message(
-                        self.p.identity,
-                        room=item.room,
-                        epoch=epoch,
-                        key=current.key,
-                        txn=item.txn,
-                        plaintext=Plaintext(text=item.text, ts=item.created_ms),
-                    )
-                ack = await self.p.ask(m.Send(envelope=env), m.SendAck)
-            except ServerRefused as exc:
-                if exc.code in (ErrorCode.STALE_EPOCH, ErrorCode.CONFLICT) and attempt < 3:
-                    # Someone else rotated first, or the server wants a rotation.
-                    async with self.p.lock:
-                        await self.sync.refresh(item.room)
-                        held = self.p.core.held(item.room)
-                        if held and max(held) == epoch and exc.code == ErrorCode.STALE_EPOCH:
-                            with contextlib.suppress(ServerRefused):
-                                await self.rotate(item.room, epoch + 1)
-                    continue
-                raise
-            async with self.p.lock:
-                stored = self.p.cache.put_message(
-                    item.room,
-                    ack.seq,
-                    ack.ts,
-                    self.p.me,
-                    item.txn,
-                    item.created_ms,
-                    item.text,
-                    None,
-                    epoch=epoch,
-                )
-            if stored:  # not if a sync or push brought it in first: report it once
-                msg = CachedMessage(
-                    item.room,
-                    ack.seq,
-                    ack.ts,
-                    self.p.me,
-                    item.txn,
-                    item.created_ms,
-                    item.text,
-                    None,
-                )
-                self.p.emit(ev.MessageReceived(msg, mine=True, live=True))
-            return ack
-        raise AssertionError("the last attempt returns or raises")
 
     # --- epochs -------------------------------------------------------------------------
     async def current_epoch(self, room: str) -> EpochRecord:
@@ -253,25 +382,19 @@ class Outbox:
         core = self.p.core
         if not core.held(room):
             await self.sync.refresh(room)
+        held = core.held(room)
+        in_flight = self._in_flight[(room, max(held))] if held else 0
         decision = core.encryption_key(
             room,
             now_ms=now_ms(),
-            max_messages=self.rotate_after_messages,
+            max_messages=self.rotate_after_messages - in_flight,
             max_age_ms=int(self.rotate_after_seconds * 1000),
         )
         if isinstance(decision, Rotate):
-            return await self.rotate(room, decision.epoch)
+            if self._unwritten:
+                # Sends started by the flush write their frames on their first
+                # step: let them, so that they reach the node before the rotation.
+                self._unwritten = False
+                await asyncio.sleep(0)
+            return await self.p.rotate(room, decision.epoch)
         return decision
-
-    async def rotate(self, room: str, epoch: int) -> EpochRecord:
-        """Make epoch `epoch` of `room` for its current members. Lock held."""
-        key, packets = self.p.core.new_epoch(room, epoch)
-        await self.p.ask(
-            m.NewEpoch(
-                room=room,
-                epoch=m.EpochUpload(epoch=epoch, after_op=key.after_op, packets=packets),
-            ),
-            m.RoomChanged,
-        )
-        self.p.core.own_epoch(key)
-        return EpochRecord(epoch=epoch, after_op=key.after_op, key=key.key, sender=self.p.me)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from curvechat.client import events as ev
 from curvechat.client.errors import ServerRefused
-from curvechat.client.trust import TrustCore
+from curvechat.client.trust import EpochRecord, TrustCore
 from curvechat.crypto.identity import Identity
 from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
@@ -58,3 +58,12 @@ class Parts:
                 ErrorCode.BAD_FRAME, f"expected {kind.__name__}, got {type(reply).__name__}"
             )
         return reply
+
+    async def rotate(self, room: str, epoch: int) -> EpochRecord:
+        """Make epoch `epoch` of `room` for its current members (the trust
+        core makes and boxes the key; the server must take it). Lock held."""
+        key, packets = self.core.new_epoch(room, epoch)
+        upload = m.EpochUpload(epoch=epoch, after_op=key.after_op, packets=packets)
+        await self.ask(m.NewEpoch(room=room, epoch=upload), m.RoomChanged)
+        self.core.own_epoch(key)
+        return EpochRecord(epoch=epoch, after_op=key.after_op, key=key.key, sender=self.me)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from curvechat.client import events as ev
 from curvechat.client.errors import NotReady, ServerRefused
 from curvechat.client.keys import Keys
-from curvechat.client.outbox import Outbox, now_ms
+from curvechat.client.outbox import now_ms
 from curvechat.client.parts import Parts
 from curvechat.client.sync import Sync
 from curvechat.client.trust import RoomLog
@@ -38,11 +38,10 @@ class InviteResult:
 
 
 class RoomCommands:
-    def __init__(self, parts: Parts, sync: Sync, keys: Keys, outbox: Outbox) -> None:
+    def __init__(self, parts: Parts, sync: Sync, keys: Keys) -> None:
         self.p = parts
         self.sync = sync
         self.keys = keys
-        self.outbox = outbox
 
     def _signed(self, room: str, kind: str, target: str, target_key: bytes) -> m.SignedOp:
         """An op on our verified head, checked against the membership rules
@@ -144,7 +143,7 @@ class RoomCommands:
             # The newcomer holds no key yet: start an epoch that includes them.
             async with self.p.lock:
                 held = self.p.core.held(room)
-                await self.outbox.rotate(room, max(held) + 1 if held else 0)
+                await self.p.rotate(room, max(held) + 1 if held else 0)
         self.p.emit(ev.RoomUpdated(room, "members"))
         return InviteResult(
             user=user,

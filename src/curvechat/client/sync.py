@@ -2,14 +2,20 @@
 
 After every (re)connection `full` lists the rooms, brings each room's
 verified log and keys up to date and fetches everything past each room's
-cursor; pushes are handled in order by `handle_push`, and a gap in pushed
+cursor; pushes are handled in order by `handle_burst`, and a gap in pushed
 sequence numbers is fetched (the Clone pattern). Every reply goes through
 the trust core, which decides what is believed; this part only asks.
+
+A page of history, or a burst of pushes for one room, is verified and
+written to the cache in one transaction (`ingest_page`). This part must
+never decide itself whether a message is shown: the trust core does, message
+by message, in seq order.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 
 from curvechat.client import events as ev
 from curvechat.client.errors import KeyChanged, ServerRefused, UntrustedLog
@@ -22,9 +28,26 @@ from curvechat.protocol.limits import MAX_BATCH, MAX_PAGE
 GONE = (ErrorCode.NOT_MEMBER, ErrorCode.NO_SUCH_ROOM)
 
 
-def by_seq(items: list[m.StoredMessage]) -> list[m.StoredMessage]:
+def by_seq(items: Iterable[m.StoredMessage]) -> list[m.StoredMessage]:
     """A page in seq order, whatever order the server sent it in."""
     return sorted(items, key=lambda item: item.seq)
+
+
+def bursts(pushes: list[m.AnyReply]) -> list[list[m.AnyReply]]:
+    """Pushes as they are handled: a run of message pushes is split by room
+    (each room's pushes keep their order), anything else goes alone and in
+    its place."""
+    out: list[list[m.AnyReply]] = []
+    run: dict[str, list[m.AnyReply]] = {}
+    for push in pushes:
+        if isinstance(push, m.MessagePush):
+            run.setdefault(push.room, []).append(push)
+            continue
+        out.extend(run.values())
+        run = {}
+        out.append([push])
+    out.extend(run.values())
+    return out
 
 
 class Sync:
@@ -59,8 +82,7 @@ class Sync:
                     if msgs.room not in cursors:
                         continue  # not asked for
                     self.p.cache.set_head(msgs.room, msgs.head)
-                    for item in by_seq(msgs.items):
-                        count += await self.ingest(msgs.room, item, live=False)
+                    count += await self.ingest_page(msgs.room, msgs.items, live=False)
                 if not batch.more:
                     break
         return count
@@ -121,34 +143,65 @@ class Sync:
 
     async def ingest(self, room: str, item: m.StoredMessage, *, live: bool) -> int:
         """Verify, decrypt and store one message; 1 if it was new. Lock held."""
+        return await self.ingest_page(room, [item], live=live)
+
+    async def ingest_page(self, room: str, items: Iterable[m.StoredMessage], *, live: bool) -> int:
+        """Verify, decrypt and store a page of messages of `room` in one cache
+        transaction; the number that were new. Lock held."""
         cache, core = self.p.cache, self.p.core
-        if cache.has_message(room, item.seq):
+        page: dict[int, m.StoredMessage] = {}
+        for item in by_seq(items):
+            page.setdefault(item.seq, item)  # a seq twice in one page: the first
+        known = cache.known_seqs(room, list(page))
+        fresh = [item for seq, item in page.items() if seq not in known]
+        if not fresh:
             return 0
-        env = item.envelope
-        if env.room == room and core.needs_refresh(room, env):
+        if any(i.envelope.room == room and core.needs_refresh(room, i.envelope) for i in fresh):
             with contextlib.suppress(UntrustedLog):
                 await self.refresh(room)
-        opened = core.open(room, item.seq, env)
-        mine = env.sender == self.p.me
-        stored = cache.put_message(
-            room,
-            item.seq,
-            item.ts,
-            env.sender,
-            env.txn,
-            opened.sent_ms,
-            opened.text,
-            opened.error,
-            count_unread=not mine,
-            epoch=env.epoch,
-        )
-        if not stored:
-            return 0
-        msg = CachedMessage(
-            room, item.seq, item.ts, env.sender, env.txn, opened.sent_ms, opened.text, opened.error
-        )
-        self.p.emit(ev.MessageReceived(msg, mine=mine, live=live))
-        return 1
+        shown: list[tuple[CachedMessage, bool]] = []
+        # No await from here to the end of the transaction.
+        with cache.batch(room) as batch:
+            for item in fresh:
+                env = item.envelope
+                opened = core.open(room, item.seq, env)
+                mine = env.sender == self.p.me
+                if batch.add(
+                    item.seq,
+                    item.ts,
+                    env.sender,
+                    env.txn,
+                    opened.sent_ms,
+                    opened.text,
+                    opened.error,
+                    count_unread=not mine,
+                    epoch=env.epoch,
+                ):
+                    msg = CachedMessage(
+                        room,
+                        item.seq,
+                        item.ts,
+                        env.sender,
+                        env.txn,
+                        opened.sent_ms,
+                        opened.text,
+                        opened.error,
+                    )
+                    shown.append((msg, mine))
+        for msg, mine in shown:
+            self.p.emit(ev.MessageReceived(msg, mine=mine, live=live))
+        return len(shown)
+
+    async def handle_burst(self, pushes: list[m.AnyReply]) -> None:
+        """One element of `bursts`: message pushes of one room, or one other
+        push. Lock held."""
+        first = pushes[0]
+        if isinstance(first, m.MessagePush):
+            await self.handle_messages(
+                first.room, [p.message for p in pushes if isinstance(p, m.MessagePush)]
+            )
+        else:
+            await self.handle_push(first)
 
     async def handle_push(self, msg: m.AnyReply) -> None:
         """One push from the server, in order. Lock held."""
@@ -169,29 +222,40 @@ class Sync:
                 await self.catch_up(msg.room, joined.cursor)
             self.p.emit(ev.RoomUpdated(msg.room, msg.reason))
             return
-        if not isinstance(msg, m.MessagePush):
-            return
-        room = msg.room
+        if isinstance(msg, m.MessagePush):
+            await self.handle_messages(msg.room, [msg.message])
+
+    async def handle_messages(self, room: str, items: list[m.StoredMessage]) -> None:
+        """Pushed messages of one room, in order: stored in one transaction,
+        a gap before or between them fetched first. Lock held."""
+        cache = self.p.cache
         cached = cache.room(room)
         if cached is None or cached.left:
             await self.refresh(room)
             cached = cache.room(room)
             if cached is None or cached.left:
                 return
-        seq = msg.message.seq
-        if seq <= cached.cursor:
-            return
-        if seq > cached.cursor + 1:
-            await self.fill_gap(room, cached.cursor, seq)
-        await self.ingest(room, msg.message, live=True)
+        cursor = cached.cursor
+        run: list[m.StoredMessage] = []
+        for item in by_seq(items):
+            if item.seq <= cursor:
+                continue
+            if item.seq > cursor + 1:
+                if run:
+                    await self.ingest_page(room, run, live=True)
+                    run = []
+                await self.fill_gap(room, cursor, item.seq)
+            run.append(item)
+            cursor = item.seq
+        if run:
+            await self.ingest_page(room, run, live=True)
 
     async def catch_up(self, room: str, cursor: int) -> None:
         """Fetch everything after `cursor` (a room we just joined or rejoined)."""
         while True:
             reply = await self.p.ask(m.History(room=room, after=cursor, limit=MAX_PAGE), m.Messages)
             self.p.cache.set_head(room, reply.head)
-            for item in by_seq(reply.items):
-                await self.ingest(room, item, live=False)
+            await self.ingest_page(room, reply.items, live=False)
             top = max((item.seq for item in reply.items), default=cursor)
             if top <= cursor or top >= reply.head:
                 return  # done, or a server that makes no progress
@@ -206,8 +270,7 @@ class Sync:
             )
             if not reply.items:
                 return
-            for item in by_seq(reply.items):
-                await self.ingest(room, item, live=False)
+            await self.ingest_page(room, reply.items, live=False)
             top = max(item.seq for item in reply.items)
             if top <= cursor:
                 return  # a server that makes no progress
@@ -220,5 +283,4 @@ class Sync:
         )
         async with self.p.lock:
             self.p.cache.set_head(room, reply.head)
-            for item in by_seq(reply.items):
-                await self.ingest(room, item, live=False)
+            await self.ingest_page(room, reply.items, live=False)

@@ -30,6 +30,10 @@ CREATE TABLE IF NOT EXISTS pins (
     user TEXT PRIMARY KEY, sign_pub BLOB NOT NULL, first_seen_ms INTEGER NOT NULL,
     verified INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS epoch_shared (
+    room TEXT NOT NULL, epoch INTEGER NOT NULL, user TEXT NOT NULL,
+    PRIMARY KEY (room, epoch, user)
+);
 CREATE TABLE IF NOT EXISTS key_changes (
     user TEXT PRIMARY KEY, offered BLOB NOT NULL, seen_ms INTEGER NOT NULL
 );
@@ -111,6 +115,22 @@ class TrustRows:
             }
             self._epoch_keys[room] = cached
         return dict(cached)
+
+    def shared_with(self, room: str, epoch: int) -> frozenset[str]:
+        """Users we boxed `epoch`'s key for when adding them to `room`."""
+        return frozenset(
+            r[0]
+            for r in self._db.execute(
+                "SELECT user FROM epoch_shared WHERE room=? AND epoch=?", (room, epoch)
+            )
+        )
+
+    def record_shared(self, room: str, epochs: list[int], user: str) -> None:
+        with self._tx():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO epoch_shared (room, epoch, user) VALUES (?, ?, ?)",
+                [(room, e, user) for e in epochs],
+            )
 
     def epoch_keys(self, room: str) -> dict[int, tuple[int, bytes]]:
         """epoch -> (after_op, key)"""

@@ -6,7 +6,8 @@
   mode the other nodes of the registry, each with the path *on this node*
   to poll for its state;
 * `/api/state?since=MS&events_after=SEQ` — this node's status, connection
-  table, the history samples newer than `since` and the events after `SEQ`;
+  table, the count of clients that came back with peer-to-peer messages,
+  the history samples newer than `since` and the events after `SEQ`;
 * `/api/peers/{name}/state?since=…&events_after=…` — the same for another
   node of the registry, fetched by this node from that node's `/api/state`
   with the bearer token (`NodeProbe.peer_token`), and passed on.
@@ -62,6 +63,10 @@ class NodeProbe:
     peer_token: str = ""
     """The bearer token this node sends with its requests to the other nodes
     (every node of a cluster is given the same one)."""
+    peer_returns: Callable[[], dict[str, int]] = field(default=dict)
+    """Since the node started: clients that came back from an outage with
+    messages exchanged peer to peer (`clients`), and those messages
+    (`messages`)."""
 
 
 def _load_static() -> dict[str, tuple[bytes, str]]:
@@ -218,6 +223,7 @@ class Dashboard:
                 "node": self.node_entry(),
                 "interval_s": self.history.interval,
                 "connections": self.probe.connections(),
+                "peer_returns": {"clients": 0, "messages": 0, **self.probe.peer_returns()},
                 "history": self.history.since(since),
                 "events": [e.to_json() for e in self.probe.events.after(events_after, 200)],
             },

@@ -25,6 +25,7 @@ from curvechat.monitor.timeline import Timeline
 from curvechat.monitor.view import MonitorView
 from curvechat.monitor.watcher import Watcher, now_ms
 from curvechat.monitor.web import MonitorWeb
+from curvechat.protocol.errors import ConfigError
 from curvechat.server.httpguard import TOKEN_FILE, HttpGuard, load_or_create_token
 
 log = logging.getLogger("curvechat.monitor")
@@ -32,7 +33,7 @@ log = logging.getLogger("curvechat.monitor")
 DEFAULT_HTTP = "127.0.0.1:7790"
 
 
-class MonitorError(RuntimeError):
+class MonitorError(ConfigError):
     """The monitor cannot start (the message says why)."""
 
 

@@ -68,6 +68,14 @@ class CurvechatError(Exception):
     code: str = "error"
 
 
+class ConfigError(CurvechatError):
+    """A file, flag or setting the operator or user gave cannot be used (a
+    node name, a token or key file, the monitor's options): the process says
+    which and why, and does not start."""
+
+    code = "bad_config"
+
+
 class ProtocolError(CurvechatError):
     """Base of every protocol error; carries the code a reply would use."""
 

@@ -124,9 +124,20 @@ class StoredMessage(_Wire, frozen=True):
     envelope: Envelope
 
 
+class SignedRecord(_Wire, frozen=True):
+    """A peer's announcement (`curvechat.protocol.peer.PeerRecord`, msgpack)
+    and its author's identity signature over it. Opaque to the server, which
+    keeps the newest one per user while it runs."""
+
+    record: Annotated[bytes, Meta(max_length=512)]
+    sig: Sig64
+
+
 class UserKeys(_Wire, frozen=True):
     user: User
     sign_pub: Key32
+    peer: SignedRecord | None = None
+    """Where the user listens for peers, if it announced it to this node."""
 
 
 class RoomInfo(_Wire, frozen=True):
@@ -292,6 +303,16 @@ class Ping(Request, tag="ping", frozen=True):
     have restarted meanwhile) from an arrival from another node."""
 
 
+class Announce(Request, tag="announce", frozen=True):
+    """Publish where this user listens for peers (docs/protocol.md, "Peer
+    protocol"); the reply is `Announced`."""
+
+    record: SignedRecord
+    peer_messages: Annotated[int, Meta(ge=0, le=2**31)] = 0
+    """Messages the client wrote or took peer to peer while it could reach
+    no server, since its last announcement (a metric for operators)."""
+
+
 class Bye(Request, tag="bye", frozen=True):
     """The client is closing this connection on purpose (the user quit): the
     node shows it as left, not as a failure. Best effort: a client that
@@ -315,6 +336,7 @@ AnyRequest = (
     | Sync
     | FetchKeys
     | Ping
+    | Announce
     | Bye
 )
 
@@ -401,6 +423,10 @@ class Pong(Reply, tag="pong", frozen=True):
     boot: ShortText
 
 
+class Announced(Reply, tag="announced", frozen=True):
+    """The node keeps the record until it stops or a newer one comes."""
+
+
 class ByeAck(Reply, tag="bye_ack", frozen=True):
     """The node has noted the goodbye; the client may close the socket."""
 
@@ -455,6 +481,7 @@ AnyReply = (
     | SyncReply
     | KeyPackets
     | Pong
+    | Announced
     | ByeAck
     | Error
     | MessagePush

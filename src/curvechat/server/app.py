@@ -21,6 +21,7 @@ from curvechat.protocol.connect import (
     format_connect,
     parse_connect,
 )
+from curvechat.protocol.errors import ConfigError
 from curvechat.server.http import start_http
 from curvechat.server.httpguard import TOKEN_FILE, HttpGuard, load_or_create_token
 from curvechat.server.influx import DEFAULT_INTERVAL_S, InfluxPusher
@@ -39,8 +40,10 @@ STOP_STEP_S = 8.0
 NODE_ID_FILE = "node.id"
 
 
-class NodeNameError(RuntimeError):
-    """DATA/node.id holds something that is not a node name."""
+class NodeNameError(ConfigError):
+    """DATA/node.id or --node-name holds something that is not a node name."""
+
+    code = "bad_node_name"
 
 
 def default_node_name() -> str:

@@ -32,7 +32,7 @@ MARKS_KEPT = 8
 Scope = Literal["connection", "node"]
 
 
-@dataclass
+@dataclass(slots=True)
 class Flow:
     """Bytes queued to one connection, and how far it confirmed reading."""
 

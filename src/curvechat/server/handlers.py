@@ -21,6 +21,7 @@ from curvechat.crypto.membership import MemberState
 from curvechat.protocol import ErrorCode, decode_envelope, decode_member_op, encode
 from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_PAGE, REPLY_BUDGET_BYTES, dm_members
+from curvechat.server.peerdir import PeerDirectory, RecordRefused
 from curvechat.server.rooms import RoomView
 from curvechat.store import (
     ChangeTooLarge,
@@ -103,7 +104,9 @@ class Handlers:
             m.Sync: self.sync,
             m.FetchKeys: self.fetch_keys,
             m.Bye: self.bye,
+            m.Announce: self.announce,
         }
+        self.peerdir = PeerDirectory()
 
     async def dispatch(self, sess: Session, req: m.AnyRequest) -> m.AnyReply:
         try:
@@ -127,9 +130,7 @@ class Handlers:
         return self.node.welcome(sess)
 
     async def ping(self, sess: Session, req: m.Ping) -> m.AnyReply:
-        self.node.note_ping(
-            sess, req.rtt_ms, req.reconnects, req.outbox, req.read_mark, req.prev_node
-        )
+        self.node.liveness.note_ping(sess, req)
         return m.Pong(
             t=req.t, time=int(time.time() * 1000), node=self.node.node_name, boot=self.node.boot
         )
@@ -162,8 +163,24 @@ class Handlers:
     async def lookup(self, sess: Session, req: m.Lookup) -> m.AnyReply:
         found = await self.store.users(req.users)
         return m.Directory(
-            users=[m.UserKeys(user=u.user, sign_pub=u.sign_pub) for u in found.values()]
+            users=[
+                m.UserKeys(user=u.user, sign_pub=u.sign_pub, peer=self.peerdir.record(u.user))
+                for u in found.values()
+            ]
         )
+
+    async def announce(self, sess: Session, req: m.Announce) -> m.AnyReply:
+        assert sess.user is not None
+        found = await self.store.users([sess.user])
+        try:
+            self.peerdir.announce(sess.user, found[sess.user].sign_pub, req.record)
+        except (RecordRefused, KeyError) as exc:
+            code = exc.code if isinstance(exc, RecordRefused) else ErrorCode.NOT_REGISTERED
+            raise Refusal(code, str(exc)) from exc
+        if req.peer_messages:
+            self.node.metrics.peer_returns.inc()
+            self.node.metrics.peer_messages.inc(req.peer_messages)
+        return m.Announced()
 
     # --- rooms ---------------------------------------------------------------
     async def _member_view(self, sess: Session, room: str) -> RoomView:

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from curvechat.dashboard.routes import Dashboard, NodeProbe
 from curvechat.server.httpguard import HttpGuard
@@ -35,6 +35,15 @@ def refresh_metrics(node: ChatNode) -> None:
     messages = getattr(node.store, "committed_messages", None)
     if isinstance(commits, int) and isinstance(messages, int):
         node.metrics.note_store_commits(commits, messages)
+
+
+def counter_total(counter: Counter) -> int:
+    """The value of an unlabelled counter (its `_total` sample)."""
+    for family in counter.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                return int(sample.value)
+    return 0
 
 
 def connection_row(node: ChatNode, sess: Session) -> dict[str, Any]:
@@ -70,6 +79,13 @@ def node_probe(node: ChatNode, peer_token: str = "") -> NodeProbe:
     def on_store_state(ok: bool) -> None:
         node.metrics.store_up.set(1 if ok else 0)
 
+    def peer_returns() -> dict[str, int]:
+        # The counters of the announce handler (docs/protocol.md section 17).
+        return {
+            "clients": counter_total(node.metrics.peer_returns),
+            "messages": counter_total(node.metrics.peer_messages),
+        }
+
     return NodeProbe(
         name=node.node_name,
         boot=node.boot,
@@ -83,6 +99,7 @@ def node_probe(node: ChatNode, peer_token: str = "") -> NodeProbe:
         before_sample=lambda: refresh_metrics(node),
         peers=lambda: node.peer_nodes,
         peer_token=peer_token,
+        peer_returns=peer_returns,
     )
 
 

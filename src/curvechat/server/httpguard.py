@@ -32,6 +32,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from curvechat.protocol.errors import ConfigError
+
 log = logging.getLogger("curvechat.http")
 
 TOKEN_FILE = "http.token"
@@ -56,7 +58,7 @@ SECURITY_HEADERS = {
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class HttpTokenError(RuntimeError):
+class HttpTokenError(ConfigError):
     """The token file exists but cannot be used (bad mode or contents)."""
 
 

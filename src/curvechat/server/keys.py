@@ -8,11 +8,13 @@ from pathlib import Path
 
 import zmq
 
+from curvechat.protocol.errors import ConfigError
+
 SECRET_FILE = "server.key"
 PUBLIC_FILE = "server.pub"
 
 
-class ServerKeyError(Exception):
+class ServerKeyError(ConfigError):
     pass
 
 

@@ -59,6 +59,16 @@ class NodeMetrics:
             "Message pushes handed to client connections",
             registry=r,
         )
+        self.peer_returns = Counter(
+            "curvechat_peer_returns_total",
+            "Clients that came back from an outage with messages exchanged peer to peer",
+            registry=r,
+        )
+        self.peer_messages = Counter(
+            "curvechat_peer_messages_total",
+            "Messages those clients wrote or took peer to peer while no server was reachable",
+            registry=r,
+        )
         self.pushes_dropped = Counter(
             "curvechat_pushes_dropped_total",
             "Pushes dropped (peer gone or its queue full)",

@@ -111,7 +111,7 @@ class CurvechatApp(App[int]):
                 identity,
                 addresses,
                 client_id="curvechat-tui",
-                **dict(self.settings.client_options),
+                **{"peers": self.settings.peers, **self.settings.client_options},
             )
         except ClientError as exc:
             from curvechat.tui.errors import Attempt, explain

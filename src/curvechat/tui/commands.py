@@ -2,14 +2,19 @@
 
 The chat screen runs a parsed `Invocation`; everything a user can get wrong
 in the line itself (unknown command, missing or extra arguments) is a
-`CommandError` with a one-line explanation, raised here.
+`CommandError` with a one-line explanation, raised here; an unknown command
+names the nearest known one. The names IRC and weechat users type (/join,
+/list, /msg, /p, /g, /a, /exit) are here too (docs/tui.md has the table).
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
+
+from curvechat.protocol.errors import CurvechatError
 
 ArgKind = Literal["room", "user", "users", "text", "word"]
 
@@ -34,9 +39,28 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
         "join",
         "/join ROOM",
-        "switch to a room you are a member of (#room, @user)",
+        "open a room you are in (#room, @user), or create it (asks first)",
         (("ROOM", "room", True),),
-        aliases=("switch",),
+        aliases=("j",),
+    ),
+    CommandSpec(
+        "switch",
+        "/switch ROOM",
+        "open a room you are in (#room, @user)",
+        (("ROOM", "room", True),),
+    ),
+    CommandSpec(
+        "g",
+        "/g ROOM TEXT",
+        "send TEXT to ROOM and stay where you are",
+        (("ROOM", "room", True), ("TEXT", "text", True)),
+    ),
+    CommandSpec(
+        "msg",
+        "/msg USER TEXT",
+        "send USER a direct message and stay where you are",
+        (("USER", "user", True), ("TEXT", "text", True)),
+        aliases=("p",),
     ),
     CommandSpec("invite", "/invite USER", "add a member to this room", (("USER", "user", True),)),
     CommandSpec(
@@ -52,7 +76,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "open the direct-message room with USER (and send TEXT)",
         (("USER", "user", True), ("TEXT", "text", False)),
     ),
-    CommandSpec("rooms", "/rooms", "list your rooms"),
+    CommandSpec("rooms", "/rooms", "list your rooms", aliases=("list",)),
     CommandSpec("members", "/members", "list this room's members"),
     CommandSpec(
         "whois",
@@ -73,9 +97,17 @@ COMMANDS: tuple[CommandSpec, ...] = (
         (("USER", "user", True), ("ALIAS", "word", False)),
     ),
     CommandSpec(
+        "a",
+        "/a NAME [ALIAS]",
+        "an alias: a display name of your own for a user (bob) or a room (#team),"
+        " kept on this machine only; no ALIAS clears it",
+        (("NAME", "word", True), ("ALIAS", "word", False)),
+        aliases=("alias",),
+    ),
+    CommandSpec(
         "help", "/help [COMMAND]", "this list, or one command", (("COMMAND", "word", False),)
     ),
-    CommandSpec("quit", "/quit", "leave the app"),
+    CommandSpec("quit", "/quit", "leave the app", aliases=("exit",)),
 )
 
 _BY_NAME: dict[str, CommandSpec] = {
@@ -83,7 +115,7 @@ _BY_NAME: dict[str, CommandSpec] = {
 }
 
 
-class CommandError(Exception):
+class CommandError(CurvechatError):
     """A mistake in the command line; the message is one line for the user."""
 
 
@@ -113,8 +145,8 @@ def parse(line: str) -> Invocation:
         raise CommandError("type a command after '/', or /help for the list")
     spec = _BY_NAME.get(name)
     if spec is None:
-        near = sorted(n for n in _BY_NAME if n.startswith(name[:2]))
-        hint = f" (did you mean /{near[0]}?)" if near else ""
+        near = nearest(name)
+        hint = f" (did you mean /{near}?)" if near else ""
         raise CommandError(f"unknown command /{name}{hint}; /help lists the commands")
     words = tail.split()
     fixed = [a for a in spec.args if a[1] not in ("text", "users")]
@@ -125,6 +157,8 @@ def parse(line: str) -> Invocation:
         raise CommandError(f"/{name}: missing {missing}; usage: {spec.usage}")
     if rest_arg is None and len(words) > len(fixed):
         raise CommandError(f"/{name}: too many arguments; usage: {spec.usage}")
+    if rest_arg is not None and rest_arg[2] and len(words) <= len(fixed):
+        raise CommandError(f"/{name}: missing {rest_arg[0]}; usage: {spec.usage}")
     args = tuple(words[: len(fixed)])
     rest = ""
     if rest_arg is not None:
@@ -133,6 +167,17 @@ def parse(line: str) -> Invocation:
             remaining = remaining[len(word) :].lstrip(" ")
         rest = remaining
     return Invocation(spec, name, args, rest)
+
+
+def nearest(name: str) -> str | None:
+    """The known command nearest to the unknown `name`: one it starts,
+    else the closest spelling (difflib), else None."""
+    name = name.lower()
+    started = sorted(n for n in _BY_NAME if len(name) > 1 and n.startswith(name[:2]))
+    if started:
+        return started[0]
+    close = difflib.get_close_matches(name, list(_BY_NAME), n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def help_lines(name: str | None = None) -> list[str]:

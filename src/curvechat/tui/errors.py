@@ -55,6 +55,9 @@ WHAT: dict[str, str] = {
     "remove": "remove {target} from {room}",
     "leave": "leave {room}",
     "dm": "write to {target}",
+    "msg": "write to {target}",
+    "g": "write in {target}",
+    "join": "join {target}",
     "send": "write in {room}",
     "history": "read the history of {room}",
 }
@@ -105,6 +108,9 @@ BY_CODE: dict[str, str] = {
     ),
     # the connection and the client
     "not_connected": "You are not connected; try again when the status line says live.",
+    "key_mismatch": (
+        "The server's key is not the one in your connect string; check it with its operator."
+    ),
     "timeout": "The server did not answer in time; check whether it happened before trying again.",
     "untrusted_log": f"The member list of {{room}} did not verify, so nothing changed; {BUG}.",
     "crypto": f"A cryptographic check failed, so nothing changed; {BUG}.",
@@ -130,6 +136,10 @@ BY_ACTION: dict[tuple[str, str], str] = {
     ),
     ("create", "forbidden"): "{target} is the name of a direct-message room; use /dm instead.",
     ("create", "no_such_user"): "There is no user called {users}.",
+    ("join", "room_exists"): (
+        "A room called {target} exists, but you are not in it: ask one of its members"
+        " to /invite you."
+    ),
     ("send", "too_large"): "Your message is too long: the limit is {limit}.",
     ("send", "not_member"): "You are no longer a member of {room}.",
     ("send", "bad_frame"): "Your message can't be sent: it is not valid Unicode text.",

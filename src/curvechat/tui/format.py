@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping
 
 from rich.text import Text
 
@@ -61,13 +62,23 @@ def day_label(ms: int) -> str:
     return time.strftime("%A %d %B %Y", time.localtime(ms / 1000))
 
 
-def room_label(room: str, me: str) -> str:
-    """'@bob' for my direct-message room with bob, '#general' for a group."""
+def room_label(room: str, me: str, aliases: Mapping[str, str] | None = None) -> str:
+    """'@bob' for my direct-message room with bob, '#general' for a group;
+    with `aliases` (user or '#room' → alias), the alias where there is one."""
+    aliases = aliases or {}
     pair = dm_members(room)
     if pair is not None:
         other = pair[1] if pair[0] == me else pair[0]
-        return f"@{other}"
-    return f"#{room}"
+        return f"@{aliases.get(other, other)}"
+    return aliases.get(f"#{room}", f"#{room}")
+
+
+def unalias(name: str, aliases: Mapping[str, str]) -> str:
+    """What the alias `name` stands for (a user, or '#room'); else `name`."""
+    for key, value in aliases.items():
+        if value == name:
+            return key
+    return name
 
 
 def resolve_room(name: str, me: str, rooms: list[str]) -> str | None:

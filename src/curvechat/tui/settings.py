@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from curvechat.client.peer.shell import PeerOptions
+
 ALIASES_FILE = "aliases.json"
 KEYMAP_ENV = "CURVECHAT_KEYMAP"
 
@@ -31,6 +33,9 @@ class ChatSettings:
     """Identity passphrase; None: the app asks for it."""
     client_options: Mapping[str, Any] = field(default_factory=dict)
     """Extra `ChatClient` options (liveness, back-off); tests make them fast."""
+    peers: PeerOptions | None = field(default_factory=lambda: PeerOptions(mdns=True))
+    """Peer-to-peer mode: listen for members (and find them by mDNS) so that
+    rooms keep working while no server is reachable; None: off."""
     clock: Callable[[], float] = time.time
     """Wall clock for countdowns and local notices (fixed in snapshot tests)."""
     cursor_blink: bool = True

@@ -42,6 +42,8 @@ class TrustStore(Protocol):
         self, room: str, epoch: int, after_op: int, key: bytes, sender: str | None
     ) -> None: ...
     def epoch_usage(self, room: str, epoch: int) -> tuple[int, int]: ...
+    def shared_with(self, room: str, epoch: int) -> frozenset[str]: ...
+    def record_shared(self, room: str, epochs: list[int], user: str) -> None: ...
     def pin(self, user: str) -> bytes | None: ...
     def pin_record(self, user: str) -> Pin | None: ...
     def set_pin(self, user: str, sign_pub: bytes, *, verified: bool = False) -> None: ...
@@ -225,7 +227,14 @@ class TrustCore:
         if not held:
             raise NotReady(f"no key for room {room} yet", "no_key")
         current = held[max(held)]
-        broken = rules.check_encrypt(rules.EncryptCtx(me=self.me, log=log, current=current))
+        broken = rules.check_encrypt(
+            rules.EncryptCtx(
+                me=self.me,
+                log=log,
+                current=current,
+                shared=self.store.shared_with(room, current.epoch),
+            )
+        )
         if broken is not None:
             return Rotate(current.epoch + 1, rules.explain(broken))
         used, since_ms = self.store.epoch_usage(room, current.epoch)
@@ -253,7 +262,11 @@ class TrustCore:
         self.store.put_epoch_key(key.room, key.epoch, key.after_op, key.key, self.me)
 
     def history_for(self, room: str, user: str, user_key: bytes) -> list[m.KeyPacket]:
-        """Every epoch key we hold for `room`, boxed for a member we add."""
+        """Every epoch key we hold for `room`, boxed for a member we add.
+        Recorded before the packets leave: should the add then fail, the
+        server may still hand them to `user`, and E4 retires the epoch."""
+        held = self.held(room)
+        self.store.record_shared(room, sorted(held), user)
         return [
             wrap_epoch_key(
                 self.identity,
@@ -261,7 +274,7 @@ class TrustCore:
                 user,
                 user_key,
             )
-            for r in sorted(self.held(room).values(), key=lambda r: r.epoch)
+            for r in sorted(held.values(), key=lambda r: r.epoch)
         ]
 
     # --- messages ----------------------------------------------------------------------
@@ -269,8 +282,9 @@ class TrustCore:
         """Whether the log or keys may be behind for this envelope."""
         return env.epoch not in self.held(room) or env.sender not in self.log(room).logged_keys
 
-    def open(self, room: str, seq: int, env: m.Envelope) -> Opened:
-        """Decide whether a stored message is shown (M1-M6) and decrypt it."""
+    def verify(self, room: str, env: m.Envelope) -> Opened:
+        """Decide whether an envelope may be shown (M1-M5) and decrypt it;
+        where it came from (the server, a peer) is for the caller to judge."""
         log, held = self.log(room), self.held(room)
         broken = rules.check_message(rules.MessageCtx(room=room, envelope=env, log=log, held=held))
         if broken is not None:
@@ -285,6 +299,13 @@ class TrustCore:
             return Opened(
                 env.sender, None, None, f"failed to verify or decrypt: {type(exc).__name__}"
             )
+        return Opened(env.sender, plain.text, plain.ts, None)
+
+    def open(self, room: str, seq: int, env: m.Envelope) -> Opened:
+        """Decide whether a stored message is shown (M1-M6) and decrypt it."""
+        opened = self.verify(room, env)
+        if opened.error is not None:
+            return opened
         earlier = self.store.seen_txn(room, env.sender, env.txn)
         if earlier is not None and earlier < seq:
             return Opened(env.sender, None, None, f"replay of message {earlier}")  # M6
@@ -292,7 +313,7 @@ class TrustCore:
             # The copy came first: the lower seq is the original.
             self.store.mark_replay(room, earlier, seq)
             self._emit(ev.Problem(room, f"message {earlier} was a replay of {seq}"))
-        return Opened(env.sender, plain.text, plain.ts, None)
+        return opened
 
     # --- pins ------------------------------------------------------------------------------
     def check_pin(self, user: str, key: bytes, *, directory: bool = False) -> None:

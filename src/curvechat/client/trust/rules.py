@@ -20,7 +20,9 @@ the current epoch. The rules accept only what the verified membership log
   added us after it, who re-wraps the history for us);
 - a client encrypts only under an epoch key that, by its own log, no one
   outside the current members can hold: no member departed since the epoch
-  began, and whoever gave us the key is still a member;
+  began, whoever gave us the key is still a member, and everyone we boxed
+  it for when adding them became one (a refused add may still have handed
+  the server our packets for them);
 - a message is shown only if it verifies under the key its sender had when
   the log says they were a member.
 
@@ -133,12 +135,15 @@ class EncryptCtx:
     me: str
     log: RoomLog
     current: EpochRecord
+    shared: frozenset[str] = frozenset()
+    """Whom we boxed the current epoch's key for when adding them."""
 
 
 ENCRYPT_RULES: Final = (
     Rule("E1", "the epoch is based on an op in our verified log"),
     Rule("E2", "no member departed after the op the epoch is based on"),
     Rule("E3", "whoever gave us the epoch key is still a member"),
+    Rule("E4", "everyone we boxed the epoch key for when adding them is a member"),
 )
 
 _ENCRYPT_CHECKS: Final[Mapping[str, Callable[[EncryptCtx], bool]]] = MappingProxyType(
@@ -149,6 +154,7 @@ _ENCRYPT_CHECKS: Final[Mapping[str, Callable[[EncryptCtx], bool]]] = MappingProx
             c.current.sender is not None
             and (c.current.sender == c.me or c.log.is_member(c.current.sender))
         ),
+        "E4": lambda c: all(c.log.is_member(u) for u in c.shared),
     }
 )
 

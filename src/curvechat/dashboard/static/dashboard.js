@@ -32,7 +32,7 @@ function nodeRecord(entry) {
   return {
     key: entry.state, name: entry.name, url: entry.url || "", path: entry.state, info: entry,
     up: null, lastOk: 0, error: "", history: [], events: [], eventsAfter: 0, boot: entry.boot,
-    connections: [], downSince: null,
+    connections: [], downSince: null, peerReturns: null,
   };
 }
 
@@ -89,6 +89,7 @@ async function pollNode(node) {
   node.info = data.node;
   node.name = data.node.name;
   node.connections = data.connections;
+  node.peerReturns = data.peer_returns || null;
   for (const s of data.history) node.history.push(s);
   const cutoff = data.now - HISTORY_MS;
   while (node.history.length && node.history[0].t < cutoff) node.history.shift();
@@ -189,6 +190,21 @@ function renderConnections(now) {
     `${live} live · ${lost} lost` + (left ? ` · ${left} left` : "");
 }
 
+// Clients that came back from an outage with messages exchanged peer to peer,
+// over the nodes (each counts since it started; a node down keeps its last).
+function renderPeerReturns() {
+  const count = (v) => (Number.isSafeInteger(v) && v >= 0 ? v : 0);
+  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+  const known = [...state.nodes.values()].filter((n) => n.peerReturns);
+  const clients = known.reduce((sum, n) => sum + count(n.peerReturns.clients), 0);
+  const messages = known.reduce((sum, n) => sum + count(n.peerReturns.messages), 0);
+  const box = document.getElementById("peer-returns");
+  box.setAttribute("data-clients", String(clients));
+  box.setAttribute("data-messages", String(messages));
+  box.replaceChildren("came back with peer-to-peer messages: ",
+    el("b", {}, known.length ? `${plural(clients, "client")}, ${plural(messages, "message")}` : "–"));
+}
+
 function renderEvents() {
   const all = [...state.pageEvents];
   for (const node of state.nodes.values()) all.push(...node.events);
@@ -245,6 +261,7 @@ function render() {
   renderNodes(now);
   for (const spec of CHARTS) drawChart(spec, now);
   renderConnections(now);
+  renderPeerReturns();
   renderEvents();
   const samples = [...state.nodes.values()].reduce((n, node) => n + node.history.length, 0);
   document.body.setAttribute("data-samples", String(samples));

@@ -32,10 +32,11 @@ from curvechat.protocol.errors import CurvechatError
 from curvechat.protocol.text import visible
 from curvechat.tui import commands as cmds
 from curvechat.tui.errors import Attempt, explain, explain_code
-from curvechat.tui.format import resolve_room, room_label
+from curvechat.tui.format import room_label
 from curvechat.tui.keys import accept_key, key_view, pending_changes, trust_mark
 from curvechat.tui.messages import EngineEvent, LineSubmitted, OlderWanted, RoomChosen
-from curvechat.tui.settings import ChatSettings, load_aliases, save_aliases
+from curvechat.tui.screens import familiar
+from curvechat.tui.settings import ChatSettings, load_aliases
 from curvechat.tui.widgets.composer import Composer
 from curvechat.tui.widgets.rooms import RoomList, RoomRow
 from curvechat.tui.widgets.status import Banner, StatusLine, banner_text, status_text
@@ -72,6 +73,8 @@ class ChatScreen(Screen[None]):
         self.mentions: set[str] = set()
         self.aliases = load_aliases(settings.home)
         self.was_lost = False
+        self.peers_reached = 0
+        """Members reached peer to peer while the server is unreachable."""
         self.connected_once = False
         self._banner_timer: Timer | None = None
         self._key_dialogs: set[str] = set()
@@ -95,7 +98,7 @@ class ChatScreen(Screen[None]):
         composer.focus()
         self.query_one(Banner).display = False
         self.logs[NO_ROOM] = RoomLog(NO_ROOM, has_older=False, loaded=True)
-        rooms = self._room_ids()
+        rooms = self.room_ids()
         self.switch_room(rooms[0] if rooms else NO_ROOM)
         self._show_status()
         self.set_interval(0.5, self._tick)
@@ -106,14 +109,18 @@ class ChatScreen(Screen[None]):
     def _now_ms(self) -> int:
         return int(self.settings.clock() * 1000)
 
-    def _room_ids(self) -> list[str]:
+    def room_ids(self) -> list[str]:
         return [r.room for r in self._rows()]
+
+    def label(self, room: str) -> str:
+        """How `room` is named on screen: '#general', '@bob', or its alias."""
+        return room_label(room, self.me, self.aliases)
 
     def _rows(self) -> list[RoomRow]:
         return [
             RoomRow(
                 room=r.room,
-                label=room_label(r.room, self.me),
+                label=self.label(r.room),
                 unread=0 if r.room == self.current else r.unread,
                 mentioned=r.room in self.mentions,
             )
@@ -151,15 +158,16 @@ class ChatScreen(Screen[None]):
         self.notice(text, "error")
 
     def _complete(self, text: str) -> str:
-        rooms = [room_label(r, self.me) for r in self._room_ids()]
-        users = {u for r in self._room_ids() for u in self.client.members(r)} | set(self.aliases)
+        rooms = [room_label(r, self.me) for r in self.room_ids()]
+        users = {u for r in self.room_ids() for u in self.client.members(r)}
+        users |= {k for k in self.aliases if not k.startswith("#")}
         return cmds.complete(text, rooms, sorted(users - {self.me}) or sorted(users))
 
     # --- rooms ----------------------------------------------------------------
     def switch_room(self, room: str) -> None:
         self.current = room
         self.mentions.discard(room)
-        title = room_label(room, self.me) if room else "no room"
+        title = self.label(room) if room else "no room"
         self.sub_title = title
         self.query_one(Timeline).border_title = title
         if room:
@@ -283,7 +291,7 @@ class ChatScreen(Screen[None]):
     def _show_status(self) -> None:
         status = self.client.status
         self.query_one(StatusLine).update(
-            status_text(self.me, status, pending_changes(self.client))
+            status_text(self.me, status, pending_changes(self.client), self.peers_reached)
         )
         banner = self.query_one(Banner)
         text = banner_text(status, self.settings.clock())
@@ -354,6 +362,21 @@ class ChatScreen(Screen[None]):
         elif isinstance(event, ev.Problem):
             if event.room in (None, self.current):
                 self.notice(event.message, "warning", reveal=False)
+        elif isinstance(event, ev.PeerStatus):
+            if event.active and event.peers and not self.peers_reached:
+                self.notice(
+                    "server unreachable: your messages go peer to peer to the members you can "
+                    "reach; invites, removals and new keys wait for the server",
+                    reveal=False,
+                )
+            self.peers_reached = event.peers if event.active else 0
+            self._show_status()
+        elif isinstance(event, ev.PeerMessage):
+            room_log = self.logs.get(event.room)
+            if room_log is not None:
+                room_log.add_pending(event.txn, event.text, event.sent_ms, sender=event.sender)
+                if event.room == self.current:
+                    self._redraw()
         elif isinstance(event, ev.KeyChangeDetected):
             self._show_status()
             self.app.call_later(self._key_change_dialog, event.user)
@@ -381,7 +404,7 @@ class ChatScreen(Screen[None]):
         self._caught_up(count)
         self._show_status()
         if not self.current:
-            rooms = self._room_ids()
+            rooms = self.room_ids()
             if rooms:
                 self.switch_room(rooms[0])
         self.refresh_rooms()
@@ -395,9 +418,9 @@ class ChatScreen(Screen[None]):
                 "warning",
             )
             self.logs.pop(event.room, None)
-            rooms = [r for r in self._room_ids() if r != event.room]
+            rooms = [r for r in self.room_ids() if r != event.room]
             self.switch_room(rooms[0] if rooms else NO_ROOM)
-        elif not gone and not self.current and event.room in self._room_ids():
+        elif not gone and not self.current and event.room in self.room_ids():
             self.switch_room(event.room)
         elif event.reason in ("added", "created") and event.room != self.current:
             self._log().notice(f"you are now in {label}", self._now_ms())
@@ -444,23 +467,25 @@ class ChatScreen(Screen[None]):
         if cmds.is_command(text):
             self._run_command(text)
         else:
-            self._send(text[1:] if text.startswith("//") else text)
+            self.send(text[1:] if text.startswith("//") else text)
 
-    def _send(self, text: str) -> None:
-        """Queue `text` (checked before anything is sealed: `check_text`) and
-        show it as pending, in the same step as the Enter that sent it."""
-        room = self.current
+    def send(self, text: str, room: str | None = None) -> bool:
+        """Queue `text` for `room` (default: this one; checked before anything
+        is sealed: `check_text`) and show it as pending, in the same step as
+        the Enter that sent it. False if it was refused (and said why)."""
+        room = room or self.current
         if not room:
             self.error("no room selected: /create ROOM, /join ROOM or /dm USER first")
-            return
+            return False
         try:
             txn = self.client.queue(room, text)
         except CurvechatError as exc:
             self.error(explain(exc, Attempt("send", room=room_label(room, self.me))))
-            return
+            return False
         self.logs.setdefault(room, RoomLog(room)).add_pending(txn, text, self._now_ms())
         if room == self.current:
             self._redraw(anchor="newest")  # your own message comes into view
+        return True
 
     @work(group="command")
     async def _run_command(self, line: str) -> None:
@@ -496,19 +521,13 @@ class ChatScreen(Screen[None]):
             self._redraw()
         elif name == "quit":
             self.app.call_later(self.app.action_quit)
+        elif await familiar.dispatch(self, inv):  # /join /switch /g /msg /a /nick
+            pass
         elif name == "create":
             members = inv.rest.replace(",", " ").split()
             await c.create_room(args[0].lstrip("#"), members)
             self.switch_room(args[0].lstrip("#"))
             self.notice(f"created #{args[0].lstrip('#')} with {', '.join([self.me, *members])}")
-        elif name == "join":
-            room = resolve_room(args[0], self.me, self._room_ids())
-            if room is None:
-                raise cmds.CommandError(
-                    f"/{inv.name}: you are not in {args[0]}; ask a member to /invite you"
-                    + (f", or /dm {args[0][1:]}" if args[0].startswith("@") else "")
-                )
-            self.switch_room(room)
         elif name == "invite":
             room = self._need_room(inv)
             result = await c.invite(room, args[0])
@@ -539,7 +558,7 @@ class ChatScreen(Screen[None]):
             self.refresh_rooms()
             self.switch_room(room)
             if inv.rest.strip():
-                self._send(inv.rest)
+                self.send(inv.rest)
         elif name == "rooms":
             rows = self._rows()
             if not rows:
@@ -561,8 +580,6 @@ class ChatScreen(Screen[None]):
             await self._whois(args[0].lstrip("@"))
         elif name == "keys":
             await self._keys(inv)
-        elif name == "nick":
-            self._nick(args)
 
     async def _whois(self, user: str) -> None:
         if user != self.me:
@@ -618,16 +635,3 @@ class ChatScreen(Screen[None]):
                 f"safety number {view.offered_safety_number}: /keys accept {user}",
                 "error",
             )
-
-    def _nick(self, args: tuple[str, ...]) -> None:
-        user = args[0].lstrip("@")
-        if len(args) > 1:
-            self.aliases[user] = args[1]
-            self.notice(f"{user} is shown as {args[1]} on this machine")
-        elif self.aliases.pop(user, None) is not None:
-            self.notice(f"{user} is shown as {user} again")
-        else:
-            raise cmds.CommandError(f"/nick: {user} has no alias; usage: /nick USER ALIAS")
-        save_aliases(self.settings.home, self.aliases)
-        self.refresh_rooms()
-        self._redraw()

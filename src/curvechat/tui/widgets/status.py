@@ -13,9 +13,14 @@ from curvechat.client.state import ConnState, ConnStatus
 from curvechat.protocol.text import visible
 
 
-def status_text(me: str, status: ConnStatus, key_changes: list[str]) -> str:
+def status_text(me: str, status: ConnStatus, key_changes: list[str], peers: int = 0) -> str:
+    """`peers`: members reached peer to peer in the last round (0: none, or
+    the server is live)."""
     where = visible(status.endpoint) if status.endpoint else "no server"
     parts = [me, where, status.state.value]
+    if peers and status.state is not ConnState.LIVE:
+        noun = "member" if peers == 1 else "members"
+        parts = [me, "server unreachable", f"peer-to-peer with {peers} {noun}"]
     if status.state is ConnState.LIVE and status.rtt_ms is not None:
         parts.append(f"rtt {status.rtt_ms:.0f} ms")
     text = " · ".join(parts)

@@ -118,10 +118,12 @@ class RoomLog:
         self.entries = fresh + self.entries
         return len(fresh)
 
-    def add_pending(self, txn: str, text: str, created_ms: int) -> None:
+    def add_pending(self, txn: str, text: str, created_ms: int, sender: str = "") -> None:
+        """An entry not on the server yet: ours (no `sender`), or a member's
+        taken peer to peer. The server's copy replaces it (by txn)."""
         if any(e.txn == txn for e in self.entries):
             return
-        self.entries.append(Entry("pending", created_ms, text, txn=txn))
+        self.entries.append(Entry("pending", created_ms, text, sender=sender, txn=txn))
 
     def fail(self, txn: str, reason: str) -> None:
         for e in self.entries:
@@ -134,9 +136,10 @@ class RoomLog:
     def ordered(self) -> list[Entry]:
         """Messages and notices as they came, the outbox last (it is not yet
         part of the room's order)."""
-        return [e for e in self.entries if e.kind != "pending"] + [
-            e for e in self.entries if e.kind == "pending"
-        ]
+        pending = [e for e in self.entries if e.kind == "pending"]
+        # peer-to-peer: the provisional order (sender's clock, sender, txn)
+        pending.sort(key=lambda e: (e.ts_ms, e.sender, e.txn))
+        return [e for e in self.entries if e.kind != "pending"] + pending
 
 
 CONTINUATION = "│ "
@@ -238,7 +241,9 @@ def entry_block(e: Entry, me: str, aliases: Mapping[str, str]) -> Block:
     style = "dim italic" if e.kind == "pending" else ""
     lines = [safe_text(line, style) for line in split_lines(e.text)]
     if e.kind == "pending":
-        if e.error is None:
+        if e.error is None and not mine:
+            lines[-1].append("  ◌ peer-to-peer · not on the server yet", style="dim")
+        elif e.error is None:
             lines[-1].append("  ◌ pending", style="dim")
         else:
             lines[-1].append_text(safe_text(f"  ✗ not sent: {e.error}", "bold red"))

@@ -1,0 +1,179 @@
+"""Reaching a server from the command line, or knowing soon that none will
+answer.
+
+A command waits at most the connect timeout (`--connect-timeout`,
+`$CURVECHAT_CONNECT_TIMEOUT`, default 3 s) for a node to welcome it, and
+less when the failed attempts already tell (`servers.verdict`): nothing
+listens on any node (offline at once), or a node failed the CURVE handshake
+(a wrong server key, reported at once as `key_mismatch`; waiting cannot
+help). Messages queued by an earlier offline command go out as soon as the
+client is synced, and a command that connected waits for them before it
+ends.
+
+It must never decide what a failure means (that is `servers.verdict`) nor
+print what a command answers: it only waits, and says what it waited for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from curvechat.client import events as ev
+from curvechat.client import servers as sv
+from curvechat.client.errors import KeyMismatch
+from curvechat.client.recall import last_sync_ms
+from curvechat.protocol.text import visible
+
+if TYPE_CHECKING:
+    from curvechat.client.engine import ChatClient
+
+DEFAULT_CONNECT_TIMEOUT = 3.0
+CONNECT_TIMEOUT_ENV = "CURVECHAT_CONNECT_TIMEOUT"
+MIN_NODE_TIMEOUT = 1.0
+"""The shortest wait for one node's welcome when the connect timeout is
+shared among several nodes."""
+
+
+def connect_timeout(args: argparse.Namespace) -> float:
+    """The connect timeout: the flag, else the environment, else the
+    default. Raises ValueError for a value that is not a positive number."""
+    given = getattr(args, "connect_timeout", None)
+    if given is None:
+        text = os.environ.get(CONNECT_TIMEOUT_ENV, "").strip()
+        if not text:
+            return DEFAULT_CONNECT_TIMEOUT
+        try:
+            given = float(text)
+        except ValueError:
+            raise ValueError(f"${CONNECT_TIMEOUT_ENV}={text!r} is not a number") from None
+    if not given > 0:
+        raise ValueError("the connect timeout must be positive")
+    return float(given)
+
+
+def node_timeout(timeout: float, nodes: int) -> float:
+    """How long one node's welcome is awaited: the connect timeout shared
+    among the nodes of one round, and never below MIN_NODE_TIMEOUT."""
+    return max(MIN_NODE_TIMEOUT, timeout / max(1, nodes))
+
+
+@dataclass(frozen=True, slots=True)
+class Offline:
+    """No server answered: why, and when the cache was last in sync."""
+
+    why: str
+    last_sync_ms: int | None
+
+    def note(self) -> str:
+        """The stderr line of a command that answers from the local cache."""
+        return (
+            f"curvechat: offline ({visible(self.why)}); from the local cache, "
+            f"last synced {synced_words(self.last_sync_ms, time.time())}"
+        )
+
+
+def synced_words(ms: int | None, now: float) -> str:
+    """'2026-12-02 19:30:12 (4 min ago)', in local time; or 'never'."""
+    if ms is None:
+        return "never"
+    when = dt.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+    ago = max(0, int(now - ms / 1000))
+    if ago < 60:
+        span = f"{ago} s"
+    elif ago < 3600:
+        span = f"{ago // 60} min"
+    elif ago < 2 * 86400:
+        span = f"{ago // 3600} h"
+    else:
+        span = f"{ago // 86400} days"
+    return f"{when} ({span} ago)"
+
+
+async def reach(client: ChatClient, timeout: float) -> Offline | None:
+    """Wait until `client`'s connection is live (None), or no node can
+    answer (`Offline`): every node refused or failed, or `timeout` passed.
+    Raises KeyMismatch the moment the failures say a server key is wrong."""
+    changed = asyncio.Event()
+
+    def on_event(event: ev.Event) -> None:
+        if isinstance(event, ev.StatusChanged):
+            changed.set()
+
+    client.subscribe(on_event)
+    conn = client.conn
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not conn.live:
+        endpoints = [a.endpoint for a in conn.addresses]
+        kind = sv.verdict(endpoints, conn.failures)
+        if kind in (sv.KEY_MISMATCH, sv.AUTH):
+            raise KeyMismatch(_mismatch(endpoints, conn.failures))
+        if kind is not None:
+            why = _why(endpoints, conn.status.detail, kind, timeout)
+            return Offline(why, last_sync_ms(client.cache))
+        left = deadline - loop.time()
+        if left <= 0:
+            why = f"no server answered within {timeout:g} s"
+            return Offline(why, last_sync_ms(client.cache))
+        changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), left)
+    return None
+
+
+def _why(endpoints: list[str], detail: str, kind: str, timeout: float) -> str:
+    if kind == sv.REFUSED:
+        where = ", ".join(e.removeprefix("tcp://") for e in endpoints)
+        return f"no server is listening at {where}"
+    return f"no server answered within {timeout:g} s" + (f": {detail}" if detail else "")
+
+
+def _mismatch(endpoints: list[str], failures: dict[str, str]) -> str:
+    bad = [e for e in endpoints if failures.get(e) in (sv.KEY_MISMATCH, sv.AUTH)]
+    where = ", ".join(e.removeprefix("tcp://") for e in bad)
+    if any(failures.get(e) == sv.AUTH for e in bad):
+        return f"the server at {where} refused this client's key during the CURVE handshake"
+    return (
+        f"the server at {where} failed the CURVE handshake: the server key in the connect"
+        " string is not its key (compare the fingerprint `curvechat serve` printed)"
+    )
+
+
+async def deliver_queued(client: ChatClient, timeout: float) -> None:
+    """Wait (at most `timeout`) for the messages an earlier command left in
+    the outbox; say on stderr how many went out, and how many wait still.
+    Those held by a key change wait for the user, not for this."""
+    core = client.core
+    todo = {i.txn for i in client.pending() if not core.key_change_in(i.room)}
+    if not todo:
+        return
+    done = asyncio.Event()
+    sent: set[str] = set()
+
+    def on_event(event: ev.Event) -> None:
+        if isinstance(event, ev.SendAcked | ev.SendFailed) and event.txn in todo:
+            todo.discard(event.txn)
+            if isinstance(event, ev.SendAcked):
+                sent.add(event.txn)
+            if not todo:
+                done.set()
+
+    client.subscribe(on_event)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(done.wait(), timeout)
+    if sent:
+        print(f"curvechat: sent {len(sent)} queued message(s) from before", file=sys.stderr)
+    if todo:
+        print(
+            f"curvechat: {len(todo)} queued message(s) not yet acknowledged;"
+            " they go out on the next connection",
+            file=sys.stderr,
+        )

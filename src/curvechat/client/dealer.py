@@ -1,0 +1,87 @@
+"""The client's socket to one node: a DEALER with CURVE, ZMTP heartbeats and
+a monitor, and what each monitor event means for the connection.
+
+This module must never send or read a request: `connection` does, on the
+socket made here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import zmq
+import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
+
+from curvechat.client import servers as sv
+from curvechat.protocol.connect import ServerAddress
+from curvechat.protocol.limits import MAX_REPLY_BYTES
+
+MONITORED = (
+    zmq.EVENT_CONNECTED
+    | zmq.EVENT_CONNECT_RETRIED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+
+LostHandler = Callable[[str, str], None]
+"""(reason, kind: one of `servers.LOST`, `REFUSED`, `AUTH`, `KEY_MISMATCH`)."""
+
+
+def open_dealer(
+    ctx: zmq.asyncio.Context,
+    addr: ServerAddress,
+    *,
+    public_key: bytes,
+    secret_key: bytes,
+    beat_s: float,
+    liveness: int,
+) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
+    """A DEALER connecting to `addr`, and its monitor socket. libzmq drops
+    the peer after `liveness` heartbeats of `beat_s` go unanswered."""
+    sock = ctx.socket(zmq.DEALER)
+    sock.curve_serverkey = addr.server_key.encode()
+    sock.curve_publickey = public_key
+    sock.curve_secretkey = secret_key
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.IMMEDIATE, 1)
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_REPLY_BYTES + 4096)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, int(beat_s * 1000))
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(beat_s * liveness * 1000))
+    sock.setsockopt(zmq.HEARTBEAT_TTL, int(beat_s * liveness * 1000))
+    sock.setsockopt(zmq.RECONNECT_IVL, 100)
+    monitor = sock.get_monitor_socket(MONITORED)
+    sock.connect(addr.endpoint)
+    return sock, monitor
+
+
+def lost_by(event: int, connected: bool) -> tuple[str, str] | None:
+    """(reason, kind) when a monitor event ends the attempt, else None."""
+    if event == zmq.EVENT_CONNECT_RETRIED and not connected:
+        # libzmq retries a refused TCP connect by itself, forever: nothing
+        # listens there, so this attempt is over now.
+        return "connection refused", sv.REFUSED
+    if event == zmq.EVENT_DISCONNECTED:
+        return "connection closed", sv.LOST
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return "the server's authentication refused this client", sv.AUTH
+    if event in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+        return "CURVE handshake failed (wrong server key?)", sv.KEY_MISMATCH
+    return None
+
+
+async def watch_monitor(monitor: zmq.asyncio.Socket, on_lost: LostHandler) -> None:
+    """Read monitor events until cancelled, telling `on_lost` of each that
+    ends the attempt; closes the monitor socket."""
+    connected = False
+    try:
+        while True:
+            event = parse_monitor_message(await monitor.recv_multipart())["event"]
+            connected = connected or event == zmq.EVENT_CONNECTED
+            lost = lost_by(event, connected)
+            if lost is not None:
+                on_lost(*lost)
+    finally:
+        monitor.close(linger=0)

@@ -1,0 +1,283 @@
+"""The peer core (sans-IO): every decision of peer-to-peer mode.
+
+Who may connect to our listener, which rooms a peer is served, what an
+anti-entropy exchange gives and asks for, whether a relayed envelope is
+taken, and the provisional order of what was taken. It believes only what
+the trust core verified: a peer's record must be signed by the identity key
+our verified log records (and we pinned) for a member of a room we share,
+and a relayed envelope must pass the trust core's message rules (M1-M5).
+The table `PEER_RULES` is what docs/security.md cites; the first rule that
+fails decides, as in `curvechat.client.trust.rules`.
+
+Messages taken here are provisional: they live in memory, in the pool, and
+are never written to the history. The server's copy of the same (sender,
+txn) replaces them (`settle`); each author's outbox sends its own.
+
+This module must never do I/O of its own, nor import a transport or the
+cache's SQLite: the shell around it (`shell.py`) does the sockets, and the
+trust core it is given is its only memory.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Final
+
+from curvechat.client.errors import KeyChanged, NotReady, PeerRefused
+from curvechat.client.trust import Rotate, Rule, TrustCore
+from curvechat.crypto.envelope import Plaintext, seal_message
+from curvechat.crypto.errors import BadSignature
+from curvechat.crypto.identity import verify
+from curvechat.protocol import ErrorCode
+from curvechat.protocol import messages as m
+from curvechat.protocol import peer as p
+from curvechat.protocol.errors import RemoteProtocolError
+
+MAX_POOL: Final = 1000
+"""Provisional messages kept per room."""
+
+PEER_RULES: Final = (
+    Rule("N1", "a connecting transport key is the one announced in a record signed by the "
+         "identity key our verified log records (and we pinned) for a member of a room we share"),
+    Rule("N2", "a record replaces the one we hold only if it is newer"),
+    Rule("N3", "a peer is served only rooms that both it and we are members of, by our "
+         "verified log; nothing about other rooms is answered"),
+    Rule("N4", "a relayed envelope is for the room of the exchange, one we share with the peer"),
+    Rule("N5", "a relayed envelope passes the message rules M1-M5: signed by its sender, a "
+         "member since its epoch began, under an epoch key we hold"),
+    Rule("N6", "a message already in the server's history or in the pool is not taken again"),
+    Rule("N7", "an exchange is bounded: a digest lists at most 256 refs, a reply or offer "
+         "carries at most 64 envelopes (512 KiB), a room's pool holds at most 1,000"),
+    Rule("N8", "peer-to-peer messages are provisional: never written to the history; the "
+         "server's copy with the same sender and txn id replaces them"),
+    Rule("N9", "membership changes and key rotations are never made peer to peer: a message "
+         "that needs a new epoch first waits for the server"),
+)  # fmt: skip
+RULES: Final = {rule.id: rule for rule in PEER_RULES}
+
+
+def refuse(rule_id: str, code: str, detail: str) -> PeerRefused:
+    return PeerRefused(code, f"{detail}: requires that {RULES[rule_id].says} ({rule_id})", rule_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Provisional:
+    """A message taken peer to peer (or written by us while offline), not
+    yet on the server."""
+
+    room: str
+    sender: str
+    txn: str
+    text: str
+    sent_ms: int
+    envelope: m.Envelope
+    mine: bool
+    via: str
+    """Who gave it to us (ourselves for our own)."""
+
+    @property
+    def order(self) -> tuple[int, str, str]:
+        """The provisional order: the sender's clock, then sender and txn,
+        so every client holding the same messages shows the same order."""
+        return (self.sent_ms, self.sender, self.txn)
+
+
+class PeerCore:
+    def __init__(self, trust: TrustCore, *, max_pool: int = MAX_POOL) -> None:
+        self.trust = trust
+        self.me = trust.me
+        self.max_pool = max_pool
+        self._records: dict[str, tuple[p.PeerRecord, m.SignedRecord]] = {}
+        self._pool: dict[str, dict[tuple[str, str], Provisional]] = {}
+
+    # --- records (N1, N2) ---------------------------------------------------
+    def make_record(self, endpoints: list[str], now_ms: int) -> m.SignedRecord:
+        record = p.encode_record(
+            p.PeerRecord(
+                user=self.me,
+                transport_pub=self.trust.identity.transport_pub,
+                endpoints=endpoints[: p.MAX_ENDPOINTS],
+                ts=now_ms,
+            )
+        )
+        return m.SignedRecord(record=record, sig=self.trust.identity.sign(p.DOMAIN_RECORD + record))
+
+    def shared_rooms(self, user: str) -> list[str]:
+        """N3: the rooms both `user` and we are members of, by our verified log."""
+        out = []
+        for cached in self.trust.store.rooms():
+            log = self.trust.log(cached.room)
+            if log.is_member(self.me) and log.is_member(user):
+                out.append(cached.room)
+        return out
+
+    def _identity_key(self, user: str) -> bytes | None:
+        """The key our verified log records for `user` in a room we share,
+        if it is also the pinned one (no pending change)."""
+        pinned = self.trust.store.pin(user)
+        if pinned is None or user in self.trust.store.key_changes():
+            return None
+        for room in self.shared_rooms(user):
+            member = self.trust.log(room).state.members.get(user)
+            if member is not None and member.key == pinned:
+                return pinned
+        return None
+
+    def accept_record(self, signed: m.SignedRecord) -> p.PeerRecord | None:
+        """Take a peer's announcement (N1, N2). None: it is ours, or the one
+        we hold. Raises PeerRefused otherwise."""
+        try:
+            record = p.decode_record(signed.record)
+        except RemoteProtocolError as exc:
+            raise refuse("N1", ErrorCode.BAD_FRAME, f"undecodable record ({exc.message})") from exc
+        if record.user == self.me:
+            return None
+        key = self._identity_key(record.user)
+        if key is None:
+            raise refuse("N1", p.PeerCode.NOT_SHARED, f"record of {record.user}")
+        try:
+            verify(key, p.DOMAIN_RECORD + signed.record, signed.sig)
+        except BadSignature as exc:
+            raise refuse("N1", ErrorCode.BAD_SIGNATURE, f"record of {record.user}") from exc
+        held = self._records.get(record.user)
+        if held is not None:
+            if held[1] == signed:
+                return None
+            if held[0].ts >= record.ts:
+                raise refuse("N2", p.PeerCode.STALE_RECORD, f"record of {record.user}")
+        self._records[record.user] = (record, signed)
+        return record
+
+    def records(self) -> list[m.SignedRecord]:
+        return [signed for _, signed in self._records.values()]
+
+    def peers(self) -> list[p.PeerRecord]:
+        """The records of users we share a room with now (whom we may dial)."""
+        return [
+            record
+            for user, (record, _) in sorted(self._records.items())
+            if self._identity_key(user) is not None
+        ]
+
+    def user_for_key(self, transport_pub: bytes) -> str | None:
+        """N1 (the ZAP decision): the member a connecting key belongs to, or None."""
+        for record in self.peers():
+            if record.transport_pub == transport_pub:
+                return record.user
+        return None
+
+    # --- our own messages (N9) ---------------------------------------------------
+    def seal_own(self, room: str, txn: str, text: str, created_ms: int, now_ms: int) -> bool:
+        """Seal a message of our outbox for peers, under the current epoch.
+        False when that needs a rotation, a key or a pin decision first: it
+        then waits for the server (N9). True once it is in the pool."""
+        if (self.me, txn) in self._pool.get(room, {}):
+            return True
+        try:
+            decision = self.trust.encryption_key(
+                room, now_ms=now_ms, max_messages=2**31, max_age_ms=2**53
+            )
+        except (NotReady, KeyChanged):
+            return False
+        if isinstance(decision, Rotate):
+            return False
+        env = seal_message(
+            self.trust.identity,
+            room=room,
+            epoch=decision.epoch,
+            key=decision.key,
+            txn=txn,
+            plaintext=Plaintext(text=text, ts=created_ms),
+        )
+        self._put(Provisional(room, self.me, txn, text, created_ms, env, True, self.me))
+        return True
+
+    def _put(self, item: Provisional) -> bool:
+        pool = self._pool.setdefault(item.room, {})
+        if len(pool) >= self.max_pool:
+            return False
+        pool[(item.sender, item.txn)] = item
+        return True
+
+    # --- anti-entropy (N3, N6, N7) ----------------------------------------------
+    def digest(self, room: str) -> p.Digest:
+        newest = self.provisional(room)[-p.MAX_DIGEST :]
+        return p.Digest(room=room, have=[p.TxnRef(i.sender, i.txn) for i in newest])
+
+    def _check_shared(self, user: str, room: str) -> None:
+        if room not in self.shared_rooms(user):
+            raise refuse("N3", p.PeerCode.NOT_SHARED, f"{user} asked about a room")
+
+    def _known(self, room: str, sender: str, txn: str) -> bool:
+        return (sender, txn) in self._pool.get(room, {}) or (
+            self.trust.store.seen_txn(room, sender, txn) is not None
+        )
+
+    def answer(self, user: str, digest: p.Digest) -> p.DigestReply:
+        """What the listener answers a digest with: the provisional messages
+        `user` did not list, and the refs it listed that we lack."""
+        self._check_shared(user, digest.room)
+        have = {(ref.sender, ref.txn) for ref in digest.have}
+        give = [i.envelope for i in self.provisional(digest.room) if (i.sender, i.txn) not in have]
+        want = [ref for ref in digest.have if not self._known(digest.room, ref.sender, ref.txn)][
+            : p.MAX_WANT
+        ]
+        return p.DigestReply(room=digest.room, envelopes=bounded(give), want=want)
+
+    def offer(self, room: str, want: list[p.TxnRef]) -> p.Offer:
+        pool = self._pool.get(room, {})
+        envs = [pool[(r.sender, r.txn)].envelope for r in want if (r.sender, r.txn) in pool]
+        return p.Offer(room=room, envelopes=bounded(envs))
+
+    def accept(
+        self, user: str, room: str, envelopes: list[m.Envelope]
+    ) -> tuple[list[Provisional], list[p.Refused]]:
+        """Envelopes relayed by `user` for `room` (N4-N7): the ones taken
+        (new to us), and the ones refused, each with its code."""
+        self._check_shared(user, room)
+        taken: list[Provisional] = []
+        refused: list[p.Refused] = []
+        for env in envelopes[: p.MAX_RELAY]:
+            if env.room != room:
+                refused.append(p.Refused(env.txn, p.PeerCode.BAD_ENVELOPE))  # N4
+                continue
+            if self._known(room, env.sender, env.txn):
+                continue  # N6: nothing new, nothing wrong
+            opened = self.trust.verify(room, env)  # N5: the trust core's M1-M5
+            if opened.error is not None or opened.text is None:
+                refused.append(p.Refused(env.txn, p.PeerCode.BAD_ENVELOPE))
+                continue
+            item = Provisional(
+                room, env.sender, env.txn, opened.text, opened.sent_ms or 0, env,
+                env.sender == self.me, user,
+            )  # fmt: skip
+            if not self._put(item):
+                refused.append(p.Refused(env.txn, p.PeerCode.POOL_FULL))  # N7
+                continue
+            taken.append(item)
+        return taken, refused
+
+    # --- the server's copy (N8) -----------------------------------------------------
+    def settle(self, room: str, sender: str, txn: str) -> bool:
+        """The server has (sender, txn) in its history, or its author gave up
+        on it: drop the provisional copy. True if there was one."""
+        return self._pool.get(room, {}).pop((sender, txn), None) is not None
+
+    def provisional(self, room: str) -> list[Provisional]:
+        return sorted(self._pool.get(room, {}).values(), key=lambda i: i.order)
+
+    def pending_rooms(self) -> list[str]:
+        return sorted(room for room, pool in self._pool.items() if pool)
+
+
+def bounded(envelopes: list[m.Envelope]) -> list[m.Envelope]:
+    """N7: at most MAX_RELAY envelopes and RELAY_BYTES (at least one)."""
+    budget = p.RELAY_BYTES
+    out: list[m.Envelope] = []
+    for env in itertools.islice(envelopes, p.MAX_RELAY):
+        budget -= p.envelope_size(env)
+        if out and budget < 0:
+            break
+        out.append(env)
+    return out

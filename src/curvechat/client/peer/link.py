@@ -1,0 +1,96 @@
+"""A link to one peer's listener: a DEALER with CURVE that authenticates the
+listener by the transport key of its signed record, and asks one request at
+a time.
+
+A reply that does not decode, or does not come in time, fails the request
+(`PeerUnreachable`, `RemoteProtocolError`) and the socket is made anew, so a
+late reply never answers the next request. This module must never decide
+what to ask or what to believe: the shell asks, the core judges.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import zmq
+import zmq.asyncio
+import zmq.utils.z85
+
+from curvechat.client.errors import PeerUnreachable
+from curvechat.crypto.identity import Identity
+from curvechat.protocol import peer as p
+
+
+class PeerLink:
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        identity: Identity,
+        record: p.PeerRecord,
+        *,
+        timeout: float = 2.0,
+    ) -> None:
+        self.ctx = ctx
+        self.identity = identity
+        self.record = record
+        self.timeout = timeout
+        self._rids = itertools.count(1)
+        self._sock: zmq.asyncio.Socket | None = None
+
+    @property
+    def user(self) -> str:
+        return self.record.user
+
+    def _socket(self) -> zmq.asyncio.Socket:
+        if self._sock is None:
+            sock = self.ctx.socket(zmq.DEALER)
+            sock.linger = 0
+            sock.immediate = True  # queue only to a listener whose handshake completed
+            sock.maxmsgsize = p.MAX_PEER_FRAME
+            sock.curve_serverkey = zmq.utils.z85.encode(self.record.transport_pub)
+            sock.curve_publickey = zmq.utils.z85.encode(self.identity.transport_pub)
+            sock.curve_secretkey = zmq.utils.z85.encode(self.identity.transport_secret)
+            for endpoint in self.record.endpoints:
+                sock.connect(endpoint)
+            self._sock = sock
+        return self._sock
+
+    def update(self, record: p.PeerRecord) -> None:
+        if record != self.record:
+            self.record = record
+            self.reset()
+
+    def reset(self) -> None:
+        if self._sock is not None:
+            self._sock.close(0)
+            self._sock = None
+
+    async def ask(self, req: p.AnyPeerRequest) -> p.AnyPeerReply:
+        sock = self._socket()
+        rid = next(self._rids)
+        deadline = time.monotonic() + self.timeout
+        # `immediate`: writable only once a CURVE handshake completed (the
+        # listener let us in); until the deadline, wait for one.
+        if not await sock.poll(int(self.timeout * 1000) + 1, zmq.POLLOUT):  # type: ignore[call-arg]
+            self.reset()
+            raise PeerUnreachable(f"{self.user}: no link in {self.timeout:g} s")
+        try:
+            await sock.send(
+                p.encode_peer(p.PeerAsk(v=p.PEER_VERSION, rid=rid, req=req)), flags=zmq.NOBLOCK
+            )
+        except zmq.Again:
+            self.reset()
+            raise PeerUnreachable(f"{self.user}: no link") from None
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not await sock.poll(int(left * 1000) + 1):
+                self.reset()
+                raise PeerUnreachable(f"{self.user}: no reply in {self.timeout:g} s")
+            try:
+                answer = p.decode_answer(await sock.recv())
+            except Exception:
+                self.reset()
+                raise
+            if answer.rid == rid:
+                return answer.msg

@@ -1,0 +1,161 @@
+"""The peer listener: a ROUTER socket with CURVE, in a ZeroMQ context of its
+own, whose ZAP handler lets in only the transport keys the peer core allows
+(rule N1), and that answers each request with what the handler returns.
+
+A frame that does not decode gets a `PeerError` with its code (when its
+request id can be read) and the listener goes on; so does a handler that
+raises. This module must never decide anything itself: who connects and
+what is answered are the core's decisions, passed in as callables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import msgspec
+import zmq
+import zmq.asyncio
+import zmq.utils.z85
+from zmq.auth.asyncio import AsyncioAuthenticator
+
+from curvechat.client.errors import PeerRefused
+from curvechat.crypto.identity import Identity
+from curvechat.protocol import ErrorCode
+from curvechat.protocol import peer as p
+from curvechat.protocol.errors import ProtocolError
+
+log = logging.getLogger("curvechat.peer")
+
+ZAP_DOMAIN = "curvechat-peer"
+Handler = Callable[[str, p.AnyPeerRequest], Awaitable[p.AnyPeerReply]]
+
+
+class _Head(msgspec.Struct):
+    rid: int = 0
+
+
+_head = msgspec.msgpack.Decoder(_Head)
+
+
+def peek_rid(data: bytes) -> int:
+    try:
+        rid = _head.decode(data).rid
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        return 0
+    return rid if isinstance(rid, int) and 0 < rid <= 2**53 else 0
+
+
+class _Gate:
+    """The ZAP credentials provider: asks `allow` about each CURVE key."""
+
+    def __init__(self, allow: Callable[[bytes], str | None]) -> None:
+        self.allow = allow
+        self.refused = 0
+        self.admitted = 0
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        try:
+            ok = self.allow(zmq.utils.z85.decode(key)) is not None
+        except Exception:  # a bug here must not let anyone in
+            log.exception("peer admission failed")
+            ok = False
+        if ok:
+            self.admitted += 1
+        else:
+            self.refused += 1
+        return ok
+
+
+class PeerListener:
+    def __init__(
+        self,
+        identity: Identity,
+        allow: Callable[[bytes], str | None],
+        handler: Handler,
+        *,
+        bind: str = "tcp://127.0.0.1:*",
+    ) -> None:
+        self.identity = identity
+        self.allow = allow
+        self.handler = handler
+        self.bind = bind
+        self.gate = _Gate(allow)
+        self.endpoint = ""
+        self.bad_frames = 0
+        self._ctx = zmq.asyncio.Context()
+        self._auth: AsyncioAuthenticator | None = None
+        self._sock: zmq.asyncio.Socket | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> str:
+        """Bind and serve; returns the bound endpoint."""
+        self._auth = AsyncioAuthenticator(self._ctx)
+        self._auth.start()
+        self._auth.configure_curve_callback(ZAP_DOMAIN, credentials_provider=self.gate)
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.linger = 0
+        sock.curve_server = True
+        sock.curve_secretkey = zmq.utils.z85.encode(self.identity.transport_secret)
+        sock.curve_publickey = zmq.utils.z85.encode(self.identity.transport_pub)
+        sock.zap_domain = ZAP_DOMAIN.encode()
+        sock.maxmsgsize = p.MAX_PEER_FRAME
+        self._sock = sock
+        sock.bind(self.bind)
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._task = asyncio.create_task(self._serve(sock), name="peer-listener")
+        return self.endpoint
+
+    async def close(self) -> None:
+        """Stop serving; also after a `start` that failed to bind."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._sock is not None:
+            self._sock.close(0)
+            self._sock = None
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        self._ctx.term()
+
+    async def _serve(self, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            frames = await sock.recv_multipart(copy=False)
+            if len(frames) != 2:
+                self.bad_frames += 1
+                continue
+            ident, frame = frames
+            try:
+                key = zmq.utils.z85.decode(str(frame.get("User-Id")))
+            except (zmq.ZMQError, ValueError):
+                key = b""
+            reply = await self._answer(key, frame.bytes)
+            if reply is not None:
+                with contextlib.suppress(zmq.ZMQError):
+                    await sock.send_multipart([ident.bytes, reply])
+
+    async def _answer(self, key: bytes, data: bytes) -> bytes | None:
+        rid = peek_rid(data)
+        try:
+            ask = p.decode_ask(data)
+            rid = ask.rid
+            user = self.allow(key)  # again: membership may have changed since the handshake
+            if user is None:
+                raise PeerRefused(p.PeerCode.NOT_SHARED, "you share no room with this peer", "N1")
+            msg = await self.handler(user, ask.req)
+        except ProtocolError as exc:
+            self.bad_frames += 1
+            msg = p.PeerError(code=exc.code, message=exc.message[:500])
+        except PeerRefused as exc:
+            msg = p.PeerError(code=exc.code, message=str(exc)[:500])
+        except Exception:
+            log.exception("peer request failed")
+            msg = p.PeerError(code=ErrorCode.INTERNAL, message="the peer failed to answer")
+        if rid == 0:
+            return None  # nothing to answer to
+        return p.encode_peer(p.PeerAnswer(v=p.PEER_VERSION, rid=rid, msg=msg))

@@ -1,0 +1,128 @@
+"""Peer records on the local network by mDNS/DNS-SD (the `zeroconf`
+package): our signed record is published as the TXT data of a
+`_curvechat._tcp` service, and the records of others are read as they
+appear and handed to a callback (the shell, which has the core judge them).
+
+A record is split over TXT values of at most 200 bytes ("r0", "r1", …) with
+its signature in "s". Anything that does not reassemble is dropped. This
+module must never decide whether a record is believed: everyone on the
+network can publish anything here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+from typing import Final
+
+from zeroconf import IPVersion, ServiceStateChange, Zeroconf
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+from curvechat.protocol import messages as m
+from curvechat.protocol import peer as p
+
+log = logging.getLogger("curvechat.peer")
+
+SERVICE: Final = "_curvechat._tcp.local."
+CHUNK: Final = 200
+
+
+def to_txt(signed: m.SignedRecord) -> dict[bytes, bytes]:
+    parts = [signed.record[i : i + CHUNK] for i in range(0, len(signed.record), CHUNK)]
+    return {b"s": signed.sig, **{f"r{i}".encode(): part for i, part in enumerate(parts)}}
+
+
+def from_txt(props: dict[bytes, bytes | None]) -> m.SignedRecord | None:
+    """The record in a service's TXT data, or None if there is none."""
+    chunks = []
+    for i in range(4):
+        part = props.get(f"r{i}".encode())
+        if part is None:
+            break
+        chunks.append(part)
+    sig = props.get(b"s")
+    record = b"".join(chunks)
+    if not chunks or sig is None or len(sig) != 64 or len(record) > p.MAX_RECORD_BYTES:
+        return None
+    return m.SignedRecord(record=record, sig=sig)
+
+
+class MdnsPeers:
+    def __init__(
+        self,
+        me: str,
+        on_record: Callable[[m.SignedRecord], object],
+        *,
+        interfaces: list[str] | None = None,
+    ) -> None:
+        self.me = me
+        self.on_record = on_record
+        self.interfaces = interfaces
+        self.seen = 0
+        self._zc: AsyncZeroconf | None = None
+        self._browser: AsyncServiceBrowser | None = None
+        self._info: AsyncServiceInfo | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, own: m.SignedRecord | None) -> None:
+        if self.interfaces:
+            self._zc = AsyncZeroconf(interfaces=self.interfaces, ip_version=IPVersion.V4Only)
+        else:
+            self._zc = AsyncZeroconf(ip_version=IPVersion.V4Only)
+        if own is not None:
+            record = p.decode_record(own.record)
+            host, _, port = record.endpoints[0].removeprefix("tcp://").rpartition(":")
+            name = f"{self.me}-{record.transport_pub.hex()[:12]}"
+            self._info = AsyncServiceInfo(
+                SERVICE,
+                f"{name}.{SERVICE}",
+                addresses=[socket.inet_aton(host)] if _ipv4(host) else [],
+                port=int(port),
+                properties=to_txt(own),
+                server=f"{name}.local.",
+            )
+            await self._zc.async_register_service(self._info)
+        self._browser = AsyncServiceBrowser(self._zc.zeroconf, [SERVICE], handlers=[self._changed])
+
+    def _changed(
+        self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
+    ) -> None:
+        if state_change in (ServiceStateChange.Added, ServiceStateChange.Updated):
+            task = asyncio.ensure_future(self._read(service_type, name))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _read(self, service_type: str, name: str) -> None:
+        if self._zc is None:
+            return
+        info = AsyncServiceInfo(service_type, name)
+        if not await info.async_request(self._zc.zeroconf, 3000):
+            return
+        signed = from_txt(dict(info.properties))
+        if signed is not None:
+            self.seen += 1
+            self.on_record(signed)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._browser is not None:
+            with contextlib.suppress(Exception):
+                await self._browser.async_cancel()
+        if self._zc is not None:
+            if self._info is not None:
+                with contextlib.suppress(Exception):
+                    await self._zc.async_unregister_service(self._info)
+            await self._zc.async_close()
+            self._zc = None
+
+
+def _ipv4(host: str) -> bool:
+    try:
+        socket.inet_aton(host)
+    except OSError:
+        return False
+    return True

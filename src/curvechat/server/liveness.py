@@ -1,0 +1,215 @@
+"""Liveness of the node's connections, and what operators see of it.
+
+Liveness is ZMTP's: both ends heartbeat, libzmq disconnects a peer that
+stops answering, and the socket monitor tells this module, which marks the
+session gone; the reaper forgets gone sessions (and, as a backstop, ones
+silent for SESSION_TIMEOUT_S) once nothing of theirs is in flight. Pings
+are reports (RTT, reconnects, outbox, flow-control marks), not liveness.
+
+This module must never send a request's reply or touch the store: it only
+keeps the books (sessions, metrics, events) and asks the node to send a
+resync when flow control says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import gc
+import re
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
+import zmq
+import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
+
+from curvechat.protocol import encode_reply
+from curvechat.protocol import messages as m
+from curvechat.server.session import Session
+
+if TYPE_CHECKING:
+    from curvechat.server.node import ChatNode
+
+# A backstop for sessions the monitor never reported gone: silent this long
+# (several of the client's 30 s ping intervals), they are forgotten.
+SESSION_TIMEOUT_S = 120.0
+REAP_EVERY_S = 10.0
+COMPACT_AFTER_DROPS = 1_000  # sessions dropped before the reaper compacts the tables
+# Disconnect reasons that are not failures (a clean exit): no warning event.
+CLEAN_EXIT = "left"
+NODE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+NODE_NAME_RULE = "1-64 characters of A-Z a-z 0-9 _ . : -, starting with a letter or digit"
+
+
+def valid_node_name(name: str) -> bool:
+    """Whether `name` may name a node: it goes into URL paths, metric labels,
+    InfluxDB tags and log lines as it is."""
+    return NODE_NAME_RE.fullmatch(name) is not None
+
+
+class Liveness:
+    def __init__(self, node: ChatNode) -> None:
+        self.node = node
+        self._dropped = 0  # sessions dropped since the tables were last compacted
+
+    async def monitor_loop(self, monitor: zmq.asyncio.Socket) -> None:
+        try:
+            while True:
+                event = parse_monitor_message(await monitor.recv_multipart())
+                ev = event["event"]
+                if ev == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    self.node.metrics.handshakes.labels("ok").inc()
+                elif ev in (
+                    zmq.EVENT_HANDSHAKE_FAILED_AUTH,
+                    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+                ):
+                    self.node.metrics.handshakes.labels("failed").inc()
+                    reason = "denied" if ev == zmq.EVENT_HANDSHAKE_FAILED_AUTH else "handshake"
+                    self.node.metrics.auth_failures.labels(reason).inc()
+                elif ev == zmq.EVENT_DISCONNECTED:
+                    self._connection_lost(int(event["value"]))
+        finally:
+            monitor.close(linger=0)
+
+    async def reaper(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_EVERY_S)
+            cutoff = time.monotonic() - SESSION_TIMEOUT_S
+            before = len(self.node.sessions)
+            for routing_id, sess in list(self.node.sessions.items()):
+                if (
+                    (sess.gone is not None or sess.last_seen < cutoff)
+                    and (sess.worker is None or sess.worker.done())
+                    and not sess.sends
+                ):
+                    if sess.gone is None:
+                        self._mark_gone(
+                            sess,
+                            "timeout",
+                            "client_timeout",
+                            f"{_who(sess)} timed out: silent for {SESSION_TIMEOUT_S:g} s",
+                        )
+                    self.node.drop_session(routing_id)
+            self._dropped += before - len(self.node.sessions)
+            if self._dropped >= COMPACT_AFTER_DROPS:
+                self._dropped = 0
+                self._compact()
+
+    def _compact(self) -> None:
+        """Give back the memory of many sessions gone at once (a storm of
+        throwaway keys): dicts do not shrink by themselves, nor does the
+        allocator return freed pages unasked."""
+        self.node.sessions = dict(self.node.sessions)
+        self.node.by_user = {u: set(r) for u, r in self.node.by_user.items()}
+        self.node.by_fd = dict(self.node.by_fd)
+        gc.collect()
+        if _malloc_trim is not None:
+            _malloc_trim(0)
+
+    def _connection_lost(self, fd: int) -> None:
+        """The monitor saw connection `fd` close (peer gone or ZMTP heartbeat timeout)."""
+        sess = self.node.by_fd.pop(fd, None)
+        if sess is None or sess.fd != fd or sess.gone is not None:
+            return
+        self._mark_gone(
+            sess,
+            "disconnected",
+            "client_disconnected",
+            f"{_who(sess)} disconnected (connection closed or heartbeat timed out)",
+        )
+
+    def _mark_gone(self, sess: Session, reason: str, event: str | None, text: str = "") -> None:
+        """Record that a client went away: for the table, the metrics, the
+        events (a failure only: `event` None for a clean exit)."""
+        sess.gone, sess.gone_ms = reason, int(time.time() * 1000)
+        self.node.metrics.client_disconnects.labels(reason).inc()
+        if event is not None:
+            self.node.events.add(event, text, level="warning", user=sess.user)
+
+    def note_bye(self, sess: Session) -> None:
+        """The client says it is closing this connection on purpose: it left,
+        it did not fail. Its socket closing next is then no news."""
+        if sess.gone is None:
+            self._mark_gone(sess, CLEAN_EXIT, None)
+
+    def note_ping(self, sess: Session, ping: m.Ping) -> None:
+        """Record what a client's ping reports: its RTT, its reconnect count,
+        how many messages wait in its outbox, and how far it has read.
+
+        Reconnects are counted per session (connection), never per key: one
+        user may hold several sessions with one key (a TUI and a `tail`, two
+        devices), each with a count of its own. A session's first report is
+        its arrival: with a count above 0 it came by reconnecting, which is
+        counted once, as a reconnect if it came back to this node (by name:
+        `prev_node`, the node of its previous connection; a client that does
+        not say falls back to "this key was connected here before") and as a
+        failover if it came from another node. Later increases within one
+        session are counted as they come (the engine does not make them: its
+        count grows with each new connection)."""
+        rtt_ms, reconnects, read_mark, prev_node = (
+            ping.rtt_ms,
+            ping.reconnects,
+            ping.read_mark,
+            ping.prev_node,
+        )
+        if read_mark and self.node.flow.read(sess.flow, read_mark):
+            self.node.send(sess.routing_id, encode_reply(0, m.Resync(reason="pushes withheld")))
+        sess.last_ping_ms = int(time.time() * 1000)
+        sess.outbox = ping.outbox
+        if rtt_ms is not None:
+            sess.rtt_ms = rtt_ms
+            self.node.metrics.client_rtt_seconds.observe(rtt_ms / 1000)
+        previous, first = sess.reconnects, not sess.pinged
+        sess.reconnects, sess.pinged = reconnects, True
+        if first:
+            if reconnects > 0:
+                self._arrived(sess, reconnects, prev_node)
+        elif reconnects > previous:
+            self.node.metrics.client_reconnects.inc(reconnects - previous)
+            self.node.events.add(
+                "client_reconnected",
+                f"{_who(sess)} reconnected (reconnect #{reconnects})",
+                level="warning",
+                user=sess.user,
+            )
+
+    def _arrived(self, sess: Session, reconnects: int, prev_node: str) -> None:
+        """A new session whose client has reconnected before: one reconnect
+        (back to this node), or one failover (from another node)."""
+        back = prev_node == self.node.node_name if prev_node else not sess.first_here
+        if back:
+            restarted = " after this node restarted" if sess.first_here else ""
+            self.node.metrics.client_reconnects.inc()
+            self.node.events.add(
+                "client_reconnected",
+                f"{_who(sess)} reconnected{restarted} (reconnect #{reconnects})",
+                level="warning",
+                user=sess.user,
+            )
+            return
+        # prev_node is the client's word: shown only if it could be a node's name
+        source = f"from {prev_node}" if valid_node_name(prev_node) else "elsewhere"
+        self.node.metrics.client_failovers.inc()
+        self.node.events.add(
+            "client_failover",
+            f"{_who(sess)} arrived {source} after {reconnects} reconnect(s)",
+            level="warning",
+            user=sess.user,
+        )
+
+
+def _libc_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return cast("Callable[[int], int]", ctypes.CDLL("libc.so.6").malloc_trim)
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_malloc_trim = _libc_malloc_trim()
+
+
+def _who(sess: Session) -> str:
+    return sess.user or f"unregistered key {sess.transport_key[:8]}…"

@@ -1,0 +1,228 @@
+"""The peer core driven without sockets: each rule of `PEER_RULES` refused
+once and passed once, with real keys, ops, records and envelopes.
+
+docs/security.md ("Peers") cites these rule ids; `test_every_rule_is_tested`
+keeps the table and the tests in step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from curvechat.client import events as ev
+from curvechat.client.cache import Cache, cache_key
+from curvechat.client.errors import PeerRefused
+from curvechat.client.peer.core import PEER_RULES, PeerCore, bounded
+from curvechat.client.trust import TrustCore
+from curvechat.crypto.envelope import Plaintext, seal_message
+from curvechat.crypto.identity import Identity
+from curvechat.crypto.membership import MemberState, sign_op
+from curvechat.crypto.roomkeys import EpochKey, new_epoch_key, wrap_epoch_key
+from curvechat.protocol import messages as m
+from curvechat.protocol import peer as p
+
+PEOPLE = ("alice", "bob", "carol", "mallory")
+
+
+class World:
+    """Room "r" (bob made it: alice, bob, carol) and room "side" (alice,
+    carol); mallory shares no room with alice. Alice's cores are tested."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.ids = {name: Identity.generate(name) for name in PEOPLE}
+        self.events: list[ev.Event] = []
+        me = self.ids["alice"]
+        self.cache = Cache(tmp / "alice.db", cache_key(me.sign_seed))
+        self.trust = TrustCore(me, self.cache, self.events.append)
+        self.core = PeerCore(self.trust)
+        self.states: dict[str, MemberState] = {}
+        self.keys: dict[str, EpochKey] = {}
+        self.room("r", "bob", "alice", "carol")
+        self.room("side", "carol", "alice")
+
+    def op(self, room: str, kind: str, actor: str, target: str) -> None:
+        state = self.states.get(room) or MemberState.empty(room)
+        op = state.next_op(kind, actor, target, self.ids[target].sign_pub, 1)  # type: ignore[arg-type]
+        signed = sign_op(self.ids[actor], op)
+        self.states[room], _ = state.apply(signed)
+        self.trust.feed_ops(room, [signed])
+
+    def room(self, room: str, creator: str, *members: str) -> None:
+        self.op(room, "create", creator, creator)
+        for user in members:
+            self.op(room, "add", creator, user)
+        key = new_epoch_key(room, 0, self.states[room].index)
+        self.keys[room] = key
+        packet = wrap_epoch_key(self.ids[creator], key, "alice", self.ids["alice"].sign_pub)
+        assert self.trust.feed_packets(room, [packet]) == 1
+
+    def env(
+        self, room: str, sender: str, txn: str, text: str = "hi", ts: int = 1, signer: str = ""
+    ) -> m.Envelope:
+        return seal_message(
+            self.ids[signer or sender] if not signer else _as(self.ids[signer], sender),
+            room=room,
+            epoch=0,
+            key=self.keys[room].key,
+            txn=txn,
+            plaintext=Plaintext(text=text, ts=ts),
+        )
+
+    def record(self, user: str, ts: int = 1, signer: str = "") -> m.SignedRecord:
+        core = PeerCore(TrustCore(self.ids[user], _Mem(), lambda e: None))
+        signed = core.make_record(["tcp://127.0.0.1:5555"], ts)
+        if signer:
+            return m.SignedRecord(
+                record=signed.record, sig=self.ids[signer].sign(p.DOMAIN_RECORD + signed.record)
+            )
+        return signed
+
+
+def _as(identity: Identity, user: str) -> Identity:
+    """`identity`'s keys under another user's name: a forger."""
+    return Identity.from_secrets(user, identity.sign_seed, identity.transport_secret)
+
+
+class _Mem:
+    """Just enough of a trust store for a peer that only makes its record."""
+
+    def pin(self, user: str) -> bytes | None:
+        return None
+
+    def set_pin(self, *a: object, **k: object) -> None:
+        pass
+
+
+@pytest.fixture
+def w(tmp_path: Path) -> Iterator[World]:
+    world = World(tmp_path)
+    yield world
+    world.cache.close()
+
+
+def refused(call: Callable[[], object]) -> str:
+    with pytest.raises(PeerRefused) as info:
+        call()
+    return info.value.rule
+
+
+# --- one test per rule: refused and passed --------------------------------------
+
+
+def n1(w: World) -> None:
+    assert refused(lambda: w.core.accept_record(w.record("mallory"))) == "N1"  # no shared room
+    assert refused(lambda: w.core.accept_record(w.record("bob", signer="mallory"))) == "N1"
+    junk = m.SignedRecord(record=b"\x93junk", sig=bytes(64))
+    assert refused(lambda: w.core.accept_record(junk)) == "N1"
+    assert w.core.accept_record(w.record("bob")) is not None
+    assert w.core.user_for_key(w.ids["bob"].transport_pub) == "bob"
+    assert w.core.user_for_key(w.ids["mallory"].transport_pub) is None
+    # bob leaves every room we share: his key no longer gets in
+    w.op("r", "leave", "bob", "bob")
+    assert w.core.user_for_key(w.ids["bob"].transport_pub) is None
+
+
+def n2(w: World) -> None:
+    assert w.core.accept_record(w.record("bob", ts=5)) is not None
+    assert refused(lambda: w.core.accept_record(w.record("bob", ts=4))) == "N2"
+    assert w.core.accept_record(w.record("bob", ts=6)) is not None
+    assert [p.decode_record(s.record).ts for s in w.core.records()] == [6]
+
+
+def n3(w: World) -> None:
+    assert refused(lambda: w.core.answer("bob", p.Digest(room="side", have=[]))) == "N3"
+    assert w.core.shared_rooms("bob") == ["r"]
+    assert w.core.shared_rooms("carol") == ["r", "side"]
+    assert w.core.answer("carol", p.Digest(room="side", have=[])).envelopes == []
+
+
+def n4(w: World) -> None:
+    taken, bad = w.core.accept("bob", "r", [w.env("side", "carol", "txn-t1xx")])
+    assert taken == [] and [r.code for r in bad] == ["bad_envelope"]
+    assert (
+        refused(lambda: w.core.accept("bob", "side", [w.env("side", "carol", "txn-t1xx")])) == "N3"
+    )
+    taken, bad = w.core.accept("carol", "side", [w.env("side", "carol", "txn-t1xx")])
+    assert [t.txn for t in taken] == ["txn-t1xx"] and bad == []
+
+
+def n5(w: World) -> None:
+    forged = w.env("r", "carol", "txn-f1xx", signer="mallory")  # mallory writes as carol
+    outsider = w.env("r", "mallory", "txn-f2xx")  # mallory has the key, is no member
+    tampered = m.Envelope(**{**_fields(w.env("r", "carol", "txn-f3xx")), "txn": "txn-f4xx"})
+    taken, bad = w.core.accept("bob", "r", [forged, outsider, tampered])
+    assert taken == [] and [r.txn for r in bad] == ["txn-f1xx", "txn-f2xx", "txn-f4xx"]
+    assert w.core.provisional("r") == []
+    taken, bad = w.core.accept("bob", "r", [w.env("r", "carol", "txn-okxx", text="relayed")])
+    assert [(t.sender, t.text, t.via) for t in taken] == [("carol", "relayed", "bob")]
+
+
+def _fields(env: m.Envelope) -> dict[str, object]:
+    return {f: getattr(env, f) for f in env.__struct_fields__}
+
+
+def n6(w: World) -> None:
+    env = w.env("r", "carol", "txn-t1xx")
+    assert len(w.core.accept("bob", "r", [env])[0]) == 1
+    assert w.core.accept("bob", "r", [env]) == ([], [])  # again: nothing new, nothing wrong
+    w.cache.put_message("r", 1, 1, "bob", "onserver", 1, "x", None)
+    assert w.core.accept("bob", "r", [w.env("r", "bob", "onserver")]) == ([], [])
+    reply = w.core.answer("bob", p.Digest(room="r", have=[p.TxnRef("bob", "onserver"),
+                                                         p.TxnRef("bob", "txn-newx")]))  # fmt: skip
+    assert reply.want == [p.TxnRef("bob", "txn-newx")]
+    assert reply.envelopes == [env]
+
+
+def n7(w: World) -> None:
+    small = PeerCore(w.trust, max_pool=2)
+    envs = [w.env("r", "carol", f"txn-t{i:04}", ts=i) for i in range(3)]
+    taken, bad = small.accept("bob", "r", envs)
+    assert len(taken) == 2 and [r.code for r in bad] == ["pool_full"]
+    for i in range(300):
+        assert w.core.seal_own("r", f"mine{i:04}", "x", i, 1)
+    assert len(w.core.digest("r").have) == p.MAX_DIGEST
+    assert w.core.digest("r").have[-1] == p.TxnRef("alice", "mine0299")  # the newest
+    assert len(w.core.answer("bob", p.Digest(room="r", have=[])).envelopes) == p.MAX_RELAY
+    big = [w.env("r", "carol", f"txn-b{i:04}", text="x" * 15_000) for i in range(40)]
+    assert sum(p.envelope_size(e) for e in bounded(big)) <= p.RELAY_BYTES
+
+
+def n8(w: World) -> None:
+    later = w.env("r", "bob", "txn-bbbb", ts=20)
+    earlier = w.env("r", "carol", "txn-cccc", ts=10)
+    w.core.accept("bob", "r", [later, earlier])
+    assert [i.txn for i in w.core.provisional("r")] == ["txn-cccc", "txn-bbbb"]
+    assert w.cache.messages("r") == []  # nothing in the history
+    assert w.core.settle("r", "carol", "txn-cccc")
+    assert not w.core.settle("r", "carol", "txn-cccc")
+    assert [i.txn for i in w.core.provisional("r")] == ["txn-bbbb"]
+
+
+def n9(w: World) -> None:
+    assert w.core.seal_own("r", "txn-m1xx", "hello", 5, 6)
+    mine = w.core.provisional("r")[0]
+    assert mine.mine and w.trust.verify("r", mine.envelope).text == "hello"
+    w.op("r", "remove", "bob", "carol")  # epoch 0 may no longer be used (E2)
+    assert not w.core.seal_own("r", "txn-m2xx", "after the removal", 7, 8)
+    assert [i.txn for i in w.core.provisional("r")] == ["txn-m1xx"]
+
+
+CASES: dict[str, Callable[[World], None]] = {
+    "N1": n1, "N2": n2, "N3": n3, "N4": n4, "N5": n5, "N6": n6, "N7": n7, "N8": n8, "N9": n9,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("rule", [r.id for r in PEER_RULES])
+def test_rule(rule: str, w: World) -> None:
+    CASES[rule](w)
+
+
+def test_every_rule_is_tested() -> None:
+    assert sorted(CASES) == sorted(r.id for r in PEER_RULES)
+
+
+def test_no_event_reaches_the_user_for_refused_frames(w: World) -> None:
+    w.core.accept("bob", "r", [w.env("r", "carol", "txn-f1xx", signer="mallory")])
+    assert [e for e in w.events if isinstance(e, ev.MessageReceived)] == []

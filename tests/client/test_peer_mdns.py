@@ -1,0 +1,86 @@
+"""Peer records found by mDNS/DNS-SD on loopback (zeroconf bound to
+127.0.0.1): two members who never learn each other's record from the
+server's directory find each other on the "local network" and talk after
+the server is killed. Plus the TXT encoding of a record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from curvechat.client import events as ev
+from curvechat.client.peer.mdns import from_txt, to_txt
+from curvechat.client.peer.shell import PeerOptions
+from curvechat.client.state import ConnState
+from curvechat.protocol import messages as m
+
+from support.clients import ClientFactory
+from support.servers import ServerProcess
+
+LOOPBACK_MDNS = PeerOptions(
+    bind="tcp://127.0.0.1:*",
+    interval=0.2,
+    timeout=1.0,
+    mdns=True,
+    mdns_interfaces=("127.0.0.1",),
+    directory=False,
+)
+
+
+def test_a_record_survives_txt_and_garbage_does_not() -> None:
+    signed = m.SignedRecord(record=bytes(range(256)) * 2, sig=bytes(64))
+    txt = to_txt(signed)
+    assert all(len(k) + len(v) < 255 for k, v in txt.items())
+    assert from_txt(dict(txt)) == signed
+    assert from_txt({}) is None
+    assert from_txt({b"r0": b"x", b"s": b"short"}) is None
+    assert from_txt({b"s": bytes(64)}) is None
+
+
+async def test_members_find_each_other_by_mdns(tmp_path: Path, clients: ClientFactory) -> None:
+    server = ServerProcess(tmp_path / "node").start()
+    try:
+        alice, a_events = await clients.make("alice", server.connect, peers=LOOPBACK_MDNS)
+        bob, b_events = await clients.make("bob", server.connect, peers=LOOPBACK_MDNS)
+        await alice.create_room("lan", ["bob"])
+        await b_events.until(lambda: bool(bob.core.held("lan")))
+        for client, events, other in ((alice, a_events, "bob"), (bob, b_events, "alice")):
+            assert client.peer is not None
+            await events.until(
+                lambda c=client, o=other: [r.user for r in c.peer.core.peers()] == [o],  # type: ignore[union-attr]
+                timeout=30,
+            )
+        server.kill()
+        await a_events.until(lambda: alice.status.state is not ConnState.LIVE)
+        await alice.send("lan", "found you on the LAN", wait=False)
+        await b_events.until(
+            lambda: [e.text for e in b_events.of(ev.PeerMessage)] == ["found you on the LAN"],
+            timeout=30,
+        )
+    finally:
+        server.kill()
+
+
+def test_a_wildcard_listener_announces_this_hosts_addresses() -> None:
+    from curvechat.client.peer.shell import announced
+
+    assert announced("tcp://127.0.0.1:7000") == ["tcp://127.0.0.1:7000"]
+    out = announced("tcp://0.0.0.0:7001")
+    assert out[-1] == "tcp://127.0.0.1:7001" and 1 <= len(out) <= 4
+    assert all(e.endswith(":7001") and "0.0.0.0" not in e for e in out)
+
+
+async def test_a_listener_that_cannot_bind_does_not_stop_the_client(
+    server: ServerProcess, clients: ClientFactory
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = PeerOptions(bind=f"tcp://127.0.0.1:{port}")
+        alice, events = await clients.make("alice", server.connect, peers=busy)
+        assert alice.peer is not None and alice.peer.listener is None
+        problems = [e.message for e in events.of(ev.Problem)]
+        assert any("not listening for peers" in p for p in problems), problems
+        await alice.create_room("still-works", [])

@@ -1,0 +1,58 @@
+"""The outbox's and the push worker's decisions without I/O: what a send's
+answer means, and how a run of pushes is split into bursts."""
+
+from __future__ import annotations
+
+from curvechat.client.errors import NotConnected, NotReady, RequestTimeout, ServerRefused
+from curvechat.client.sending import RANK, Verdict, classify
+from curvechat.client.sync import bursts
+from curvechat.crypto.errors import CryptoError
+from curvechat.protocol import messages as m
+from curvechat.protocol.errors import LocalProtocolError
+
+
+def test_every_answer_has_one_verdict() -> None:
+    assert classify(NotConnected("gone")) is Verdict.LOST
+    assert classify(RequestTimeout("slow")) is Verdict.LATER
+    for code in ("store_unavailable", "rate_limited", "internal"):
+        assert classify(ServerRefused(code, "")) is Verdict.LATER
+    for code in ("stale_epoch", "conflict"):
+        assert classify(ServerRefused(code, "")) is Verdict.STALE
+    for code in ("not_member", "too_large", "bad_envelope", "no_such_room"):
+        assert classify(ServerRefused(code, "")) is Verdict.FAIL
+    assert classify(NotReady("no key", "no_key")) is Verdict.FAIL
+    assert classify(CryptoError("x")) is Verdict.FAIL
+    assert classify(LocalProtocolError("too_large", "x")) is Verdict.FAIL
+    # a lost connection outranks a retry, which outranks a stale epoch
+    assert RANK[Verdict.LOST] > RANK[Verdict.LATER] > RANK[Verdict.STALE] > RANK[Verdict.FAIL]
+
+
+def _push(room: str, seq: int) -> m.MessagePush:
+    env = m.Envelope(
+        room=room,
+        epoch=0,
+        sender="alice",
+        txn=f"txn-{room}-{seq:08d}",
+        nonce=bytes(24),
+        ct=bytes(16),
+        sig=bytes(64),
+    )
+    return m.MessagePush(room=room, message=m.StoredMessage(seq=seq, ts=1, envelope=env))
+
+
+def test_bursts_keep_each_rooms_order_and_other_pushes_in_place() -> None:
+    a1, b1, a2, b2, a3 = _push("a", 1), _push("b", 1), _push("a", 2), _push("b", 2), _push("a", 3)
+    room = m.RoomPush(room="a", reason="epoch")
+    resync = m.Resync(reason="budget")
+    assert bursts([a1, b1, a2, b2]) == [[a1, a2], [b1, b2]]
+    assert bursts([a1, b1, room, a2, resync, a3, b2]) == [
+        [a1],
+        [b1],
+        [room],
+        [a2],
+        [resync],
+        [a3],
+        [b2],
+    ]
+    assert bursts([room]) == [[room]]
+    assert bursts([]) == []

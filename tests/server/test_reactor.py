@@ -1,0 +1,306 @@
+"""The node's reactor (server/reactor.py) in one process with its clients:
+a drained batch of mixed requests, pings while the store is busy, and ZMTP
+heartbeats declaring a silent peer dead on both ends.
+
+No wall-clock assertions: timeouts here only bound how long a failing test
+waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+import zmq.asyncio
+import zmq.utils.z85
+from chaos.proxy import ProxyHub
+
+from curvechat.client import connection as conn_mod
+from curvechat.client.connection import Connection
+from curvechat.crypto import (
+    Identity,
+    MemberState,
+    Plaintext,
+    new_epoch_key,
+    seal_message,
+    sign_op,
+    wrap_epoch_key,
+)
+from curvechat.protocol import decode_server_frame, encode_request
+from curvechat.protocol import messages as m
+from curvechat.protocol.connect import ServerAddress
+from curvechat.server import node as node_mod
+from curvechat.server.node import ChatNode
+from curvechat.store import Committed, NewMessage
+from curvechat.store.sqlite import SQLiteStore
+
+_txns = itertools.count()
+
+
+class GatedStore(SQLiteStore):
+    """A SQLite store whose message commits wait while `gate` is closed."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.waiting = 0
+
+    async def append_messages(self, batch: Sequence[NewMessage]) -> list[Committed]:
+        self.waiting += 1
+        try:
+            await self.gate.wait()
+        finally:
+            self.waiting -= 1
+        return await super().append_messages(batch)
+
+
+class Peer:
+    """A raw asyncio DEALER with CURVE whose key is `identity`'s transport key."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, server_key: bytes, who: str):
+        self.identity = Identity.generate(who)
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.curve_serverkey = server_key
+        self.sock.curve_publickey = zmq.utils.z85.encode(self.identity.transport_pub)
+        self.sock.curve_secretkey = zmq.utils.z85.encode(self.identity.transport_secret)
+        self.sock.linger = 0
+        self.sock.connect(endpoint)
+        self.rids = itertools.count(1)
+
+    async def send(self, req: m.AnyRequest) -> int:
+        rid = next(self.rids)
+        await self.sock.send(encode_request(rid, req))
+        return rid
+
+    async def reply(self) -> m.ServerFrame:
+        """The next reply (pushes and marks skipped)."""
+        async with asyncio.timeout(20):
+            while True:
+                frame = decode_server_frame(await self.sock.recv())
+                if frame.rid != 0:
+                    return frame
+
+    async def request(self, req: m.AnyRequest) -> m.AnyReply:
+        rid = await self.send(req)
+        frame = await self.reply()
+        assert frame.rid == rid
+        return frame.msg
+
+    async def register(self) -> None:
+        ident = self.identity
+        reply = await self.request(
+            m.Register(
+                user=ident.user, sign_pub=ident.sign_pub, transport_sig=ident.transport_sig()
+            )
+        )
+        assert isinstance(reply, m.Registered), reply
+
+
+class Room:
+    def __init__(self, creator: Identity, name: str, members: Sequence[Identity]) -> None:
+        state = MemberState.empty(name)
+        ops = []
+        for who in (creator, *members):
+            kind = "create" if who is creator else "add"
+            signed = sign_op(
+                creator,
+                state.next_op(kind, creator.user, who.user, who.sign_pub, int(time.time() * 1000)),
+            )
+            state, _ = state.apply(signed)
+            ops.append(signed)
+        self.key = new_epoch_key(name, 0, state.index)
+        packets = [
+            wrap_epoch_key(creator, self.key, u, mem.key) for u, mem in state.members.items()
+        ]
+        upload = m.EpochUpload(epoch=0, after_op=state.index, packets=packets)
+        self.name = name
+        self.create = m.CreateRoom(room=name, ops=ops, epoch=upload)
+
+    def send(self, sender: Identity, text: str = "hi") -> m.Send:
+        env = seal_message(
+            sender,
+            room=self.name,
+            epoch=0,
+            key=self.key.key,
+            txn=f"txn-{next(_txns):08d}",
+            plaintext=Plaintext(text=text, ts=int(time.time() * 1000)),
+        )
+        return m.Send(envelope=env)
+
+
+class Setup:
+    def __init__(self, node: ChatNode, store: GatedStore, ctx: zmq.asyncio.Context) -> None:
+        self.node, self.store, self.ctx = node, store, ctx
+        assert node.endpoint is not None
+        self.endpoint = node.endpoint
+        self.server_key = node.public_key
+
+    def peer(self, who: str) -> Peer:
+        return Peer(self.ctx, self.endpoint, self.server_key, who)
+
+
+@pytest.fixture
+async def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Setup]:
+    # Fast ZMTP heartbeats so that a silent peer is found out in a test's time.
+    monkeypatch.setattr(node_mod, "HEARTBEAT_IVL", 100)
+    monkeypatch.setattr(node_mod, "HEARTBEAT_TIMEOUT", 400)
+    monkeypatch.setattr(node_mod, "HEARTBEAT_TTL", 400)
+    store = GatedStore(tmp_path / "store.db")
+    await store.open()
+    public, secret = zmq.curve_keypair()
+    node = ChatNode(store, public_key=public, secret_key=secret, bind="tcp://127.0.0.1:0")
+    await node.start()
+    ctx = zmq.asyncio.Context()
+    try:
+        yield Setup(node, store, ctx)
+    finally:
+        store.gate.set()
+        ctx.destroy(linger=0)
+        await node.stop()
+        await store.close()
+
+
+async def _room(setup: Setup) -> tuple[Peer, Peer, Room]:
+    alice, bob = setup.peer("alice"), setup.peer("bob")
+    await alice.register()
+    await bob.register()
+    room = Room(alice.identity, "general", [bob.identity])
+    assert isinstance(await alice.request(room.create), m.RoomChanged)
+    return alice, bob, room
+
+
+async def _frames(sock: zmq.Socket[bytes], count: int) -> list[list[zmq.Frame]]:
+    """Receive `count` messages from the node's socket ourselves."""
+    batch: list[list[zmq.Frame]] = []
+    async with asyncio.timeout(20):
+        while len(batch) < count:
+            try:
+                batch.append(sock.recv_multipart(zmq.NOBLOCK, copy=False))
+            except zmq.Again:
+                await asyncio.sleep(0.005)
+    return batch
+
+
+async def test_a_drained_batch_of_mixed_requests_is_answered_in_order(setup: Setup) -> None:
+    alice, bob, room = await _room(setup)
+    reactor = setup.node._reactor
+    assert reactor is not None
+    reactor.stop()  # the test drains the socket itself, then hands over one batch
+    bad = encode_request(999, m.Ping(t=1)).replace(b"ping", b"pong")
+    plans: dict[str, list[tuple[int, str]]] = {}
+    for peer in (alice, bob):
+        plan: list[tuple[int, str]] = []
+        for kind in ("send", "ping", "send", "rooms", "send", "hello", "bad", "send", "ping"):
+            if kind == "send":
+                rid = await peer.send(room.send(peer.identity, f"{peer.identity.user}"))
+            elif kind == "ping":
+                rid = await peer.send(m.Ping(t=len(plan)))
+            elif kind == "rooms":
+                rid = await peer.send(m.ListRooms())
+            elif kind == "hello":
+                rid = await peer.send(m.Hello(client="test"))
+            else:
+                rid = 999
+                await peer.sock.send(bad)
+            plan.append((rid, kind))
+        plans[peer.identity.user] = plan
+    batch = await _frames(reactor.sock, 18)
+    reactor._handle(batch)
+    reactor.start()
+    for peer in (alice, bob):
+        plan = plans[peer.identity.user]
+        replies = [await peer.reply() for _ in plan]
+        by_rid = {f.rid: f.msg for f in replies}
+        assert sorted(by_rid) == sorted(rid for rid, _ in plan)
+        # Pings may overtake; everything else comes in the order it was sent.
+        ordered = [f.rid for f in replies if not isinstance(f.msg, m.Pong)]
+        assert ordered == [rid for rid, kind in plan if kind != "ping"]
+        seqs = []
+        for rid, kind in plan:
+            msg = by_rid[rid]
+            if kind == "send":
+                assert isinstance(msg, m.SendAck) and not msg.duplicate, msg
+                seqs.append(msg.seq)
+            elif kind == "ping":
+                assert isinstance(msg, m.Pong) and msg.t == plan.index((rid, kind))
+            elif kind == "rooms":
+                # It sees the sends made before it on its connection.
+                assert isinstance(msg, m.RoomList)
+                assert msg.rooms[0].head >= seqs[-1]
+            elif kind == "hello":
+                assert isinstance(msg, m.Welcome) and msg.user == peer.identity.user
+            else:
+                assert isinstance(msg, m.Error) and msg.code == "bad_frame"
+        assert seqs == sorted(seqs)
+    # One order for the room, each message once, as the node acked it.
+    history = await alice.request(m.History(room=room.name, after=0))
+    assert isinstance(history, m.Messages)
+    assert [i.seq for i in history.items] == list(range(1, 9))
+    assert len({i.envelope.txn for i in history.items}) == 8
+
+
+async def test_pings_are_answered_inline_while_the_store_is_busy(setup: Setup) -> None:
+    alice, bob, room = await _room(setup)
+    setup.store.gate.clear()
+    send_rid = await alice.send(room.send(alice.identity))
+    async with asyncio.timeout(20):
+        while setup.store.waiting == 0:  # the send's commit is held in the store
+            await asyncio.sleep(0.01)
+    for t in (1, 2, 3):
+        pong = await alice.request(m.Ping(t=t))  # the same connection, and
+        assert isinstance(pong, m.Pong) and pong.t == t
+        pong = await bob.request(m.Ping(t=t))  # another one
+        assert isinstance(pong, m.Pong) and pong.t == t
+    assert setup.store.waiting > 0  # still held: the pongs did not wait for it
+    setup.store.gate.set()
+    ack = await alice.reply()
+    assert ack.rid == send_rid and isinstance(ack.msg, m.SendAck) and ack.msg.seq == 1
+
+
+async def _until(predicate: Any, timeout: float = 30.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+async def test_heartbeats_declare_a_silent_peer_dead(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(conn_mod, "HEARTBEAT_S", 0.1)
+    hub = ProxyHub()
+    try:
+        port = int(setup.endpoint.rsplit(":", 1)[1])
+        proxy = hub.add("node", port)
+        ident = Identity.generate("carol")
+        details: list[str] = []
+        conn = Connection(
+            [ServerAddress(f"tcp://{proxy.endpoint}", setup.server_key.decode())],
+            public_key=zmq.utils.z85.encode(ident.transport_pub),
+            secret_key=zmq.utils.z85.encode(ident.transport_secret),
+            on_push=lambda msg: None,
+            on_status=lambda st: details.append(st.detail),
+            ping_interval=3600.0,  # no app-level ping: liveness is the heartbeats' alone
+            liveness=4,
+        )
+        await conn.start()
+        try:
+            await _until(lambda: conn.live)
+            (sess,) = setup.node.sessions.values()
+            assert sess.gone is None
+            proxy.set(mode="blackhole")  # open connections, not a byte through
+            # The node's heartbeats time out: libzmq closes it, the monitor says so.
+            await _until(lambda: sess.gone == "disconnected")
+            # And the client's: it stops being live without having sent a ping.
+            await _until(lambda: not conn.live)
+            assert any("connection closed" in d for d in details), details
+        finally:
+            await conn.close(goodbye=False)
+    finally:
+        hub.close()

@@ -47,7 +47,11 @@ class Users:
 class Workers:
     """Load-generator processes (bench.worker), driven over pipes."""
 
-    def __init__(self, specs: list[list[dict[str, Any]]], servers: list[ServerProcess]) -> None:
+    def __init__(
+        self, specs: list[list[dict[str, Any]]], servers: list[ServerProcess], *, nice: int = 0
+    ) -> None:
+        """`nice`: the workers' scheduling priority (the idle clients' own
+        heartbeats would run on other machines: they yield the CPU here)."""
         addrs = [parse_connect(s.connect)[0] for s in servers]
         self.pipes = []
         self.procs = []
@@ -61,6 +65,7 @@ class Workers:
                 "clients": clients,
                 "endpoints": [a.endpoint for a in addrs],
                 "server_keys": [a.server_key for a in addrs],
+                "nice": nice,
             }
             p = SPAWN.Process(target=worker.main, args=(i + 1, spec, child), daemon=True)
             p.start()

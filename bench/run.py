@@ -277,7 +277,7 @@ def single_node(root: Path, args: argparse.Namespace, profile: Path | None) -> d
             for w in range(args.idle_workers)
         ]
         t0 = time.monotonic()
-        idle_workers = Workers(idle_specs, [server])
+        idle_workers = Workers(idle_specs, [server], nice=19)
         idle_connect = idle_workers.all("connect", (args.connect_batch, args.idle_budget))
         idle_n = sum(r["connected"] for r in idle_connect)
         connect_s = time.monotonic() - t0

@@ -392,6 +392,9 @@ class Worker:
 
 
 def main(index: int, spec: dict[str, Any], pipe: Connection) -> None:
+    if spec.get("nice"):
+        # before any socket: libzmq's I/O threads inherit it
+        os.nice(int(spec["nice"]))
     w = Worker(index, spec)
     try:
         while True:

@@ -1,0 +1,108 @@
+"""The libzmq floor of an idle connection: a bare CURVE ROUTER (the node's
+socket options and I/O threads, no Python state per connection) with N idle
+DEALERs (heartbeating as the client does) connected from other processes;
+prints the server's RSS per connection.
+
+    python -m bench.idle_floor [N=10000] [PROCESSES=4] [--no-heartbeats]
+
+What the node's idle connection costs beyond this figure is its own
+(`make bench`, "idle" line).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sys
+import time
+
+import zmq
+
+from bench.common import proc_mem, raise_fd_limit
+
+
+def server(q: mp.Queue[int], pub: bytes, sec: bytes, heartbeats: bool) -> None:
+    ctx = zmq.Context(io_threads=2)
+    s = ctx.socket(zmq.ROUTER)
+    s.curve_server = True
+    s.curve_secretkey = sec
+    s.curve_publickey = pub
+    s.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    s.setsockopt(zmq.SNDHWM, 10000)
+    s.setsockopt(zmq.RCVHWM, 10000)
+    if heartbeats:
+        s.setsockopt(zmq.HEARTBEAT_IVL, 10000)
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 30000)
+        s.setsockopt(zmq.HEARTBEAT_TTL, 30000)
+    port = s.bind_to_random_port("tcp://127.0.0.1")
+    q.put(port)
+    seen = set()
+    poller = zmq.Poller()
+    poller.register(s, zmq.POLLIN)
+    while True:
+        if poller.poll(200):
+            rid, body = s.recv_multipart()
+            if body == b"quit":
+                break
+            seen.add(rid)
+            s.send_multipart([rid, b"ok"])
+
+
+def clients(n: int, port: int, pub: bytes, done: mp.Queue[int]) -> None:
+    raise_fd_limit()
+    ctx = zmq.Context(io_threads=1)
+    ctx.set(zmq.MAX_SOCKETS, n + 100)
+    socks = []
+    for _ in range(n):
+        cp, cs = zmq.curve_keypair()
+        d = ctx.socket(zmq.DEALER)
+        d.curve_serverkey, d.curve_publickey, d.curve_secretkey = pub, cp, cs
+        d.setsockopt(zmq.HEARTBEAT_IVL, 5000)
+        d.setsockopt(zmq.HEARTBEAT_TIMEOUT, 15000)
+        d.setsockopt(zmq.HEARTBEAT_TTL, 15000)
+        d.setsockopt(zmq.LINGER, 0)
+        d.connect(f"tcp://127.0.0.1:{port}")
+        d.send(b"hello")
+        socks.append(d)
+    for d in socks:
+        d.recv()
+    done.put(n)
+    time.sleep(3600)
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
+    procs = int(sys.argv[2]) if len(sys.argv) > 2 else 4
+    heartbeats = "--no-heartbeats" not in sys.argv
+    raise_fd_limit()
+    pub, sec = zmq.curve_keypair()
+    q: mp.Queue[int] = mp.Queue()
+    srv = mp.Process(target=server, args=(q, pub, sec, heartbeats), daemon=True)
+    srv.start()
+    port = q.get()
+    time.sleep(0.5)
+    assert srv.pid is not None
+    before = proc_mem(srv.pid)["VmRSS"]
+    done: mp.Queue[int] = mp.Queue()
+    cps = [
+        mp.Process(target=clients, args=(n // procs, port, pub, done), daemon=True)
+        for _ in range(procs)
+    ]
+    t0 = time.monotonic()
+    for p in cps:
+        p.start()
+    total = sum(done.get() for _ in cps)
+    t1 = time.monotonic()
+    time.sleep(12)  # heartbeats in steady state
+    after = proc_mem(srv.pid)["VmRSS"]
+    print(
+        f"{total} idle CURVE connections in {t1 - t0:.1f} s; bare ROUTER RSS "
+        f"{before / 2**20:.1f} -> {after / 2**20:.1f} MB = "
+        f"{(after - before) / total:,.0f} B per connection"
+    )
+    for p in cps:
+        p.kill()
+    srv.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -2,6 +2,7 @@
 nodes on it, and a fault-injecting proxy on every path that can be cut:
 
     clients ──► [client proxy of node X] ──► node X ──► [proxy X→etcd mJ] ──► etcd mJ
+    etcd mI ──► [peer proxy of mJ] ──► etcd mJ   (Raft; links cut per pair, peers.py)
 
 Each node advertises its client proxy (``--advertise``), so the peers a
 welcome names are proxied too, and reaches etcd only through its own proxy to
@@ -17,6 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
+from .peers import PeerNet, add_peer_proxies
 from .proxy import Proxy, ProxyHub
 from support.etcd import EtcdCluster
 from support.servers import ServerProcess
@@ -84,6 +86,14 @@ class ChaosCluster:
         self._size = nodes
 
     def start(self) -> ChaosCluster:
+        # etcd's peer links through proxies too, so that members can be
+        # partitioned from each other (peers.py).
+        self.peer_net = PeerNet(m.name for m in self.etcd.members)
+        self.peer_proxies = add_peer_proxies(
+            self.hub, self.peer_net, [(m.name, m.peer_port) for m in self.etcd.members]
+        )
+        for member, proxy in zip(self.etcd.members, self.peer_proxies, strict=True):
+            member.advertised_peer_port = proxy.port
         self.etcd.start()
         for i in range(self._size):
             node = ChaosNode(self.root, "abcdefgh"[i], self.hub, self.etcd, self.prefix)
@@ -97,6 +107,8 @@ class ChaosCluster:
     def heal_network(self) -> None:
         for proxy in self.hub.proxies:
             proxy.heal()
+        if hasattr(self, "peer_net"):
+            self.peer_net.heal()
 
     def ensure_up(self) -> None:
         """Every etcd member and node running (after the faults)."""

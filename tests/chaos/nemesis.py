@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,9 +23,9 @@ from .workload import History
 
 class Fault:
     name = "fault"
-    # Faults that kill etcd members run one at a time (each from its begin
-    # to its healed end): two overlapping ones could kill a member the other
-    # is still waiting for, or all three.
+    # Faults that take etcd members away (kill or partition them) run one at
+    # a time (each from its begin to its healed end): two overlapping ones
+    # could take a member the other is still waiting for, or all three.
     kills_etcd = False
 
     def __init__(self, cluster: ChaosCluster) -> None:
@@ -104,6 +105,54 @@ class LoseQuorum(Fault):
         for member in self.victims:
             member.restart()
         self.cluster.etcd.wait_healthy(60)
+
+
+class PartitionEtcd(Fault):
+    """One etcd member (the leader, or a follower) cut off from the other two
+    on the Raft peer links (silently: bytes dropped, connections kept), while
+    every chat node still reaches it. The majority elects a leader (or keeps
+    its own); the cut-off member has none, so what a node asks of it cannot
+    be answered until the heal."""
+
+    kills_etcd = True
+
+    def __init__(self, cluster: ChaosCluster, role: str = "leader") -> None:
+        super().__init__(cluster)
+        self.role = role
+        self.name = f"partition-etcd-{role}"
+        self.victim: Any = None
+
+    def begin(self) -> None:
+        leader = self.cluster.etcd.leader()
+        others = [m for m in self.cluster.etcd.members if m is not leader and m.alive()]
+        self.victim = leader if self.role == "leader" else others[0]
+        self.info["target"] = self.victim.name
+        self.cluster.peer_net.isolate(self.victim.name)
+
+    def heal(self) -> None:
+        self.cluster.peer_net.heal()
+        self.cluster.etcd.wait_healthy(60, members=[self.victim])
+
+
+class RollingRestart(Fault):
+    """Every chat node restarted, one by one, as for an upgrade: stopped
+    (SIGINT, as an operator would), started again on its data, the next one
+    once it serves. No heal: it is over when the last node is back."""
+
+    name = "rolling-restart"
+
+    def begin(self) -> None:
+        took = []
+        for node in self.cluster.nodes:
+            if not node.alive():
+                continue
+            t0 = time.monotonic()
+            node.cont()
+            node.proc.stop()
+            node.start()
+            took.append(round(time.monotonic() - t0, 2))
+        self.info["target"] = ",".join(n.name for n in self.cluster.nodes)
+        self.info["restart_s"] = took
 
 
 class PauseNode(NodeFault):
@@ -254,12 +303,15 @@ async def run_schedule(
     await asyncio.gather(*(one(s) for s in steps))
 
 
-def mixed_schedule(duration: float, seed: int, node_names: list[str]) -> list[Step]:
-    """A random mix of every nemesis over `duration` seconds: one main fault
-    at a time (so that the cluster stays able to recover), sometimes with a
-    second, compatible one on top (latency, a follower kill, compaction)."""
+def mixed_schedule(
+    duration: float, seed: int, node_names: list[str], kinds: list[str] | None = None
+) -> list[Step]:
+    """A random mix of every nemesis (or of `kinds`) over `duration` seconds:
+    one main fault at a time (so that the cluster stays able to recover),
+    sometimes with a second, compatible one on top (latency, a follower kill,
+    clients cut)."""
     rng = random.Random(seed)
-    kinds = MAIN_KINDS
+    kinds = kinds or MAIN_KINDS
     steps: list[Step] = []
     t = 5.0
     i = 0
@@ -271,7 +323,9 @@ def mixed_schedule(duration: float, seed: int, node_names: list[str]) -> list[St
         length = rng.uniform(6, 12)
         if kind == "pause-node":
             length = LEASE_TTL_S + rng.uniform(2, 5)
-        steps.append(Step(t, length, _maker(kind, node)))
+        if kind == "rolling-restart":
+            length = 15.0  # no heal: about how long three restarts take here
+        steps.append(Step(t, 0 if kind == "rolling-restart" else length, _maker(kind, node)))
         # A compatible second fault on another node, some of the time.
         if kind not in ("lose-quorum",) and rng.random() < 0.5:
             extra = rng.choice(["latency", "kill-etcd-follower", "cut-clients"])
@@ -293,6 +347,9 @@ FAULTS: dict[str, Callable[[ChaosCluster, str], Fault]] = {
     "cut-clients": CutClients,
     "latency": Slow,
     "compact-lagging": CompactPastLagging,
+    "partition-etcd-leader": lambda c, _node: PartitionEtcd(c, "leader"),
+    "partition-etcd-follower": lambda c, _node: PartitionEtcd(c, "follower"),
+    "rolling-restart": lambda c, _node: RollingRestart(c),
 }
 # The main faults of a mixed schedule, in this order; latency only comes on top.
 MAIN_KINDS = [kind for kind in FAULTS if kind != "latency"]
@@ -304,7 +361,8 @@ def _maker(kind: str, node: str) -> Callable[[ChaosCluster], Fault]:
 
 
 def short_schedule(node_names: list[str]) -> list[Step]:
-    """About 50 s, every kind of fault once, some overlapping."""
+    """About 65 s, every kind of fault once (the follower partition aside),
+    some overlapping."""
     a, b, c = node_names[0], node_names[1 % len(node_names)], node_names[-1]
     return [
         Step(2, 5, _maker("kill-node", a)),
@@ -316,4 +374,6 @@ def short_schedule(node_names: list[str]) -> list[Step]:
         Step(33, 4, _maker("cut-clients", a)),
         Step(39, 6, _maker("compact-lagging", c)),
         Step(40, 4, _maker("kill-etcd-follower", a)),
+        Step(46, 5, _maker("partition-etcd-leader", a)),
+        Step(54, 0, _maker("rolling-restart", a)),
     ]

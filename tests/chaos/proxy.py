@@ -28,7 +28,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
 Mode = Literal["pass", "blackhole", "refuse"]
@@ -127,7 +127,15 @@ class Proxy:
         link = (writer, up_writer)
         self._links.add(link)
         try:
-            await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+            src, head = await self._identify(reader)
+
+            def blocked() -> bool:
+                return self._blocked(src)
+
+            await asyncio.gather(
+                self._pump(reader, up_writer, blocked, head),
+                self._pump(up_reader, writer, blocked),
+            )
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -136,7 +144,22 @@ class Proxy:
                 _reset(writer)
                 _reset(up_writer)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _identify(self, reader: asyncio.StreamReader) -> tuple[str | None, bytes]:
+        """Who dialled this connection, and the bytes read to find out (sent
+        on first). A plain proxy does not ask."""
+        return None, b""
+
+    def _blocked(self, src: str | None) -> bool:
+        """Whether the bytes of a connection from `src` are dropped now."""
+        return self.mode == "blackhole"
+
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        blocked: Callable[[], bool],
+        first: bytes = b"",
+    ) -> None:
         """Copy one direction; a chunk read in a partition is dropped (the TCP
         stream is then corrupt, so a healed link is reset, as after a real
         partition long enough for the peers' keep-alives to give up). With a
@@ -146,14 +169,14 @@ class Proxy:
         dropped = False
         try:
             while True:
-                data = await reader.read(CHUNK)
+                data, first = (first, b"") if first else (await reader.read(CHUNK), b"")
                 if sender.done():
                     sender.result()  # raises what ended it
                 if not data:
                     await queue.put((0.0, b""))
                     await sender
                     return
-                if self.mode == "blackhole":
+                if blocked():
                     dropped = True
                     continue
                 if dropped:
@@ -207,7 +230,10 @@ class ProxyHub:
         self._submit(run())
 
     def add(self, name: str, target_port: int) -> Proxy:
-        proxy = Proxy(self, name, target_port)
+        return self.start(Proxy(self, name, target_port))
+
+    def start(self, proxy: Proxy) -> Proxy:
+        """Listen with `proxy` (made on this hub) and keep it with the others."""
         self._submit(proxy._start())
         self.proxies.append(proxy)
         return proxy

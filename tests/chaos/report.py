@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .gaps import summary_lines
+
 
 def criteria(result: dict[str, Any], storm: dict[str, Any] | None) -> dict[str, bool]:
     c = result["counts"]
@@ -80,6 +82,8 @@ def summary(report: dict[str, Any]) -> str:
             f"in {storm.get('all_s')} s (p50 {storm.get('p50_s')} s, p99 {storm.get('p99_s')} s); "
             f"engine clients all live again after {storm.get('engine_clients_live')} s"
         )
+    if r.get("gaps"):
+        lines += [*summary_lines(r["gaps"]), ""]
     lines.append(f"watch re-lists after compaction, per node: {report.get('relists')}")
     if report.get("workload_errors"):
         lines.append(f"workload errors: {report['workload_errors']}")

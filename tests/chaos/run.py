@@ -25,7 +25,8 @@ from curvechat.client.state import ConnState
 from . import report as rep
 from .checker import check
 from .cluster import ChaosCluster
-from .nemesis import Step, mixed_schedule, run_schedule, short_schedule
+from .gaps import client_gaps
+from .nemesis import MAIN_KINDS, Step, mixed_schedule, run_schedule, short_schedule
 from .workload import History, Workload
 
 STORM_SCRIPT = Path(__file__).with_name("storm.py")
@@ -43,6 +44,7 @@ class Config:
     # when the storm clients connect (then they are cut at once), as fractions of duration
     storms: list[float] = field(default_factory=lambda: [0.4, 0.8])
     ack_timeout: float = 4.0
+    faults: list[str] = field(default_factory=list)  # main fault kinds (default: all)
 
 
 class Storm:
@@ -156,7 +158,7 @@ async def run(config: Config, work: Path, results: Path | None) -> dict[str, Any
         steps: list[Step] = (
             short_schedule(names)
             if config.schedule == "short"
-            else mixed_schedule(config.duration, config.seed, names)
+            else mixed_schedule(config.duration, config.seed, names, config.faults or None)
         )
         workload.start()
         t_base = history.now()
@@ -206,6 +208,7 @@ async def run(config: Config, work: Path, results: Path | None) -> dict[str, Any
     hist = history.as_dict()
     result = check(hist)
     result["drain"] = drain
+    result["gaps"] = client_gaps(hist)
     storm_checks = None
     if config.storm_clients:
         storm_checks = {
@@ -240,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rooms", type=int, default=4)
     parser.add_argument("--storm-clients", type=int, default=1000, help="0: no storm")
     parser.add_argument("--schedule", choices=["mixed", "short"], default="mixed")
+    parser.add_argument(
+        "--faults",
+        default="",
+        help=f"main fault kinds, comma-separated (default all: {','.join(MAIN_KINDS)})",
+    )
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     args = parser.parse_args(argv)
@@ -250,7 +258,11 @@ def main(argv: list[str] | None = None) -> int:
         rooms=args.rooms,
         storm_clients=args.storm_clients,
         schedule=args.schedule,
+        faults=[k for k in args.faults.split(",") if k],
     )
+    unknown = set(config.faults) - set(MAIN_KINDS)
+    if unknown:
+        parser.error(f"unknown fault kinds: {', '.join(sorted(unknown))}")
     # A hung run (a deadlock with the GIL held, say) must not hang `make chaos`
     # silently: dump every thread's stack and exit.
     faulthandler.dump_traceback_later(args.duration + 900, exit=True)

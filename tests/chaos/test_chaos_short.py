@@ -2,8 +2,9 @@
 engine clients in several rooms sending through fault-injecting proxies, and
 in about a minute every kind of fault once (kill -9 of a node, of the etcd
 leader and of a follower, quorum lost, a node stopped past its lease, a node
-partitioned away, clients cut, latency, compaction past a lagging node) plus a
-small reconnect storm. The checker must find nothing wrong, and the faults
+partitioned away, clients cut, latency, compaction past a lagging node, the
+etcd leader partitioned from the other members, every node restarted in turn)
+plus a small reconnect storm. The checker must find nothing wrong, and the faults
 must have bitten (sends timed out while quorum was lost, a node re-listed)."""
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from chaos.run import Config, run
 
 async def test_short_mixed_chaos_run(tmp_path: Path) -> None:
     config = Config(
-        duration=46,
+        duration=66,
         seed=7,
         clients=9,
         rooms=3,
         schedule="short",
         storm_clients=100,
-        storms=[0.12],
+        storms=[0.08],
     )
     report = await run(config, tmp_path / "work", tmp_path / "results")
     folder = Path(report["folder"])
@@ -44,6 +45,8 @@ async def test_short_mixed_chaos_run(tmp_path: Path) -> None:
         "cut-clients",
         "latency+loss",
         "compact-lagging",
+        "partition-etcd-leader",
+        "rolling-restart",
         "reconnect-storm",
     } <= names, summary
     assert counts["acked"] > 200, summary

@@ -33,7 +33,8 @@ class History:
         self.receipts: list[dict[str, Any]] = []
         self.final: dict[str, dict[str, list[list[Any]]]] = {}
         self.faults: list[dict[str, Any]] = []
-        self.windows: dict[str, list[list[float]]] = {"quorum_loss": []}
+        self.windows: dict[str, list[list[float]]] = {"quorum_loss": [], "workload": []}
+        self.status: list[dict[str, Any]] = []  # each client's connection states
 
     def now(self) -> float:
         return round(time.monotonic() - self.t0, 4)
@@ -72,6 +73,17 @@ class History:
                     "live": event.live,
                 }
             )
+        elif isinstance(event, ev.StatusChanged):
+            st = event.status
+            self.status.append(
+                {
+                    "client": client,
+                    "t": t,
+                    "state": str(st.state),
+                    "endpoint": st.endpoint,
+                    "detail": st.detail,
+                }
+            )
         elif isinstance(event, ev.SendAcked):
             op = self._ops.get((client, event.txn))
             if op is not None and op["seq"] is None:
@@ -93,6 +105,7 @@ class History:
             "final": self.final,
             "faults": self.faults,
             "windows": self.windows,
+            "status": self.status,
             "wall_start": self.wall0,
         }
 
@@ -150,6 +163,7 @@ class Workload:
 
     def start(self) -> None:
         self._running = True
+        self.history.windows["workload"].append([self.history.now(), self.history.now()])
         self._tasks = [
             asyncio.create_task(self._client_loop(name), name=f"load-{name}")
             for name in self.clients
@@ -159,6 +173,8 @@ class Workload:
         """Stop sending; returns the errors that ended a client's loop early."""
         self._running = False
         results = await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.history.windows["workload"]:
+            self.history.windows["workload"][-1][1] = self.history.now()
         return [repr(r) for r in results if isinstance(r, BaseException)]
 
     async def _client_loop(self, name: str) -> None:

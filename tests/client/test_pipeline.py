@@ -13,7 +13,9 @@ from typing import Any
 
 from curvechat.client import events as ev
 from curvechat.client.engine import ChatClient
+from curvechat.client.errors import ServerRefused
 from curvechat.client.state import ConnState
+from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
 
 from support.clients import ClientFactory, Recorder
@@ -140,6 +142,48 @@ async def test_a_connection_lost_mid_window_resends_in_order_once(
     check_exactly_once(bob, bob_events, "cut", sent, txns)
     reply = await alice.conn.request(m.History(room="cut", after=0, limit=500))
     assert isinstance(reply, m.Messages) and [i.seq for i in reply.items] == list(range(1, 401))
+
+
+async def test_a_send_refused_mid_window_leaves_no_later_one_stored_ahead(
+    server: ServerProcess, clients: ClientFactory
+) -> None:
+    """A send refused for a passing reason (here: rate_limited, as a busy node
+    answers) while later ones are in flight: the later ones name it as their
+    predecessor, so the node refuses them (out_of_order) instead of storing
+    them ahead of it, and the outbox resends from the refused one, in order."""
+    alice, events = await clients.make("alice", server.connect)
+    bob, bob_events = await clients.make("bob", server.connect)
+    await alice.create_room("gap", ["bob"])
+    conn = alice.conn
+    real = conn.request
+    refused: list[str] = []
+    out_of_order: list[str] = []
+    issued = 0
+
+    async def request(req: m.AnyRequest, timeout: float | None = None) -> m.AnyReply:
+        nonlocal issued
+        if not isinstance(req, m.Send):
+            return await real(req, timeout)
+        issued += 1
+        if issued in (60, 140):  # twice, each time with sends in flight behind it
+            refused.append(req.envelope.txn)
+            raise ServerRefused(ErrorCode.RATE_LIMITED, "refused by the test")
+        try:
+            return await real(req, timeout)
+        except ServerRefused as exc:
+            if exc.code == ErrorCode.OUT_OF_ORDER:
+                out_of_order.append(req.envelope.txn)
+            raise
+
+    conn.request = request  # type: ignore[method-assign]
+    sent = [f"g{i:03d}" for i in range(300)]
+    txns = alice.outbox.queue_many("gap", sent)
+    await wait_all(alice, txns)
+    assert len(refused) == 2
+    assert out_of_order, "no send was in flight behind the refused one"
+    check_exactly_once(alice, events, "gap", sent, txns)
+    await bob_events.until(lambda: len(texts(bob, "gap")) == 300)
+    check_exactly_once(bob, bob_events, "gap", sent, txns)
 
 
 async def test_a_node_killed_mid_window_loses_nothing_and_stores_once(

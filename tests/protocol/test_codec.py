@@ -145,6 +145,7 @@ REPLIES: list[m.Reply] = [
     m.Mark(mark=1),
     m.Mark(mark=2**53),
     m.Resync(reason="pushes withheld"),
+    m.Move(reason="draining"),
 ]
 
 

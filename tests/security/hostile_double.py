@@ -44,6 +44,8 @@ class _Node:
         self.rooms = RoomCache(store)
         self.metrics = NodeMetrics()
         self.node_name, self.boot = "double", "0"
+        self.draining = False
+        self.store_cut_off = False
 
     def push(self, users: list[str], msg: m.AnyReply, *, skip: bytes | None = None) -> int:
         return len(users)  # the harness resyncs clients explicitly

@@ -111,7 +111,7 @@ class Peer:
     def _next(self) -> m.ServerFrame:
         while True:
             frame = decode_server_frame(self.sock.recv())
-            if not isinstance(frame.msg, m.MessagePush | m.RoomPush):
+            if not isinstance(frame.msg, m.MessagePush | m.RoomPush | m.Move):
                 return frame
 
     def raw(self, *parts: bytes) -> m.ServerFrame:
@@ -1115,6 +1115,31 @@ def test_stale_epoch_from_the_future(peers: Peers) -> None:
     assert alice.history("general") == []
 
 
+# out_of_order
+
+
+@covers(ErrorCode.OUT_OF_ORDER)
+def test_out_of_order_when_the_message_before_is_not_stored(peers: Peers) -> None:
+    alice = peers.registered("alice")
+    bob = peers.registered("bob")
+    room = create_room(alice, "general", [bob])
+    first = room.envelope(alice.identity, text="one")
+    second = room.envelope(alice.identity, text="two")
+    alice.refused(m.Send(envelope=second, after=first.txn), ErrorCode.OUT_OF_ORDER)
+    assert alice.history("general") == []
+    # bob's message of that txn is not alice's
+    theirs = room.envelope(bob.identity)
+    bob.ok(m.Send(envelope=theirs), m.SendAck)
+    alice.refused(m.Send(envelope=second, after=theirs.txn), ErrorCode.OUT_OF_ORDER)
+    alice.ok(m.Send(envelope=first), m.SendAck)
+    alice.ok(m.Send(envelope=second, after=first.txn), m.SendAck)
+    assert [r.envelope.txn for r in alice.history("general")] == [
+        theirs.txn,
+        first.txn,
+        second.txn,
+    ]
+
+
 # bad_envelope
 
 
@@ -1130,3 +1155,22 @@ def test_bad_envelope_sender_is_not_the_requester(peers: Peers) -> None:
     assert alice.history("general") == []
     # the same envelope from its real sender is fine
     alice.ok(m.Send(envelope=forged), m.SendAck)
+
+
+# draining
+
+
+@covers(ErrorCode.DRAINING)
+def test_draining_for_hello_while_the_node_drains(peers: Peers, server: ServerProcess) -> None:
+    import urllib.request
+
+    alice = peers.registered("alice")  # connected before the drain: served as before
+    token = (server.data / "http.token").read_text().strip()
+    post = urllib.request.Request(
+        f"http://127.0.0.1:{server.http_port}/api/drain",
+        method="POST",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    urllib.request.urlopen(post, timeout=5).close()
+    assert "draining" in peers.new("bob").refused(m.Hello(client="t"), ErrorCode.DRAINING).message
+    alice.ok(m.ListRooms(), m.RoomList)

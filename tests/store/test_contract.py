@@ -338,6 +338,49 @@ async def test_message_expecting_an_old_membership_is_stale(store: Store) -> Non
     assert (fresh.seq, fresh.stale) == (2, False)
 
 
+def following(m: NewMessage, after: str) -> NewMessage:
+    return NewMessage(m.room, m.sender, m.txn, m.envelope, after=after)
+
+
+async def test_message_after_one_not_stored_is_behind(store: Store) -> None:
+    """A message naming the sender's earlier message (`after`) is stored only
+    when that one is stored already or earlier in the same group: so one
+    sender's messages are never stored out of the order sent."""
+    await make_room(store, "r", ["alice", "bob"])
+    (lone,) = await store.append_messages([following(msg("r", "alice", "t2"), "t1")])
+    assert (lone.behind, lone.seq, lone.duplicate, lone.stale) == (True, 0, False, False)
+    assert await store.messages("r") == []
+    first, second = await store.append_messages(
+        [msg("r", "alice", "t1"), following(msg("r", "alice", "t2"), "t1")]
+    )
+    assert (first.seq, second.seq, second.behind) == (1, 2, False)
+    (third,) = await store.append_messages([following(msg("r", "alice", "t3"), "t2")])
+    assert (third.seq, third.behind) == (3, False)
+    # Whose message, and in which room, counts: bob's t1 and alice's t1 in r2 do not.
+    await make_room(store, "r2", ["alice", "bob"])
+    (bobs,) = await store.append_messages([following(msg("r", "bob", "b2"), "t1")])
+    (other_room,) = await store.append_messages([following(msg("r2", "alice", "u2"), "t1")])
+    assert bobs.behind and other_room.behind
+    # A predecessor refused in the same group (stale) leaves its follower behind.
+    late, follower = await store.append_messages(
+        [expecting(msg("r", "alice", "t4"), (9, 9)), following(msg("r", "alice", "t5"), "t4")]
+    )
+    assert late.stale and follower.behind
+    # A resend of a stored message is its duplicate ack, whatever it names.
+    (dup,) = await store.append_messages([following(msg("r", "alice", "t3"), "gone")])
+    assert (dup.duplicate, dup.seq, dup.behind) == (True, 3, False)
+    assert [m.txn for m in await store.messages("r")] == ["t1", "t2", "t3"]
+
+
+async def test_message_after_one_stored_long_ago(store: Store) -> None:
+    """The predecessor is found in the store, not only among recent keys."""
+    await make_room(store, "r", ["alice"])
+    await store.append_messages([msg("r", "alice", "old")])
+    await store.append_messages([msg("r", "alice", f"x{i}") for i in range(300)])
+    (late,) = await store.append_messages([following(msg("r", "alice", "new"), "old")])
+    assert (late.seq, late.behind) == (302, False)
+
+
 def expecting(m: NewMessage, expect: tuple[int, int]) -> NewMessage:
     return NewMessage(m.room, m.sender, m.txn, m.envelope, expect=expect)
 

@@ -69,6 +69,29 @@ def test_an_old_key_not_in_memory_is_found_in_the_file(conn: sqlite3.Connection)
     )
 
 
+def test_a_predecessor_is_read_from_the_file_only_when_not_in_memory(
+    conn: sqlite3.Connection,
+) -> None:
+    a = GroupAppender(conn, keys_max=4)
+    for i in range(10):
+        a.append([[m("r1", f"t{i}")]])
+    after = NewMessage("r1", "alice", "u1", b"", after="t9")  # remembered
+    before = a.statements
+    (got,), _ = a.append([[after, NewMessage("r1", "alice", "u2", b"", after="u1")]])
+    assert [(c.seq, c.behind) for c in acks(got)] == [(11, False), (12, False)]
+    assert a.statements - before == 5  # no lookup: t9 remembered, u1 in the group
+    before = a.statements
+    (old, gone), _ = a.append(
+        [
+            [NewMessage("r1", "alice", "u3", b"", after="t0")],  # forgotten: in the file
+            [NewMessage("r1", "alice", "u4", b"", after="never")],
+        ]
+    )
+    assert a.statements - before == 6  # one lookup for both
+    assert (acks(old)[0].seq, acks(old)[0].behind) == (13, False)
+    assert (acks(gone)[0].seq, acks(gone)[0].behind) == (0, True)
+
+
 def test_a_failed_group_leaves_nothing_and_memory_unmoved(conn: sqlite3.Connection) -> None:
     a = GroupAppender(conn)
     a.append([[m("r1", "t0")]])

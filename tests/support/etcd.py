@@ -28,6 +28,9 @@ class EtcdMember:
         self.extra_args = extra_args
         self.client_port = free_port()
         self.peer_port = free_port()
+        # The port the other members are told to dial (a proxy in front of
+        # `peer_port`, when the peer links are to be cut); by default itself.
+        self.advertised_peer_port = self.peer_port
         self.log_path = data.parent / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.initial_cluster = ""  # set by EtcdCluster.start, reused by restart
@@ -39,6 +42,10 @@ class EtcdMember:
     @property
     def peer_url(self) -> str:
         return f"http://127.0.0.1:{self.peer_port}"
+
+    @property
+    def advertised_peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.advertised_peer_port}"
 
     @property
     def endpoint(self) -> str:
@@ -61,7 +68,7 @@ class EtcdMember:
                 "--listen-peer-urls",
                 self.peer_url,
                 "--initial-advertise-peer-urls",
-                self.peer_url,
+                self.advertised_peer_url,
                 "--initial-cluster",
                 initial_cluster,
                 "--initial-cluster-state",
@@ -138,7 +145,7 @@ class EtcdCluster:
         return "etcd://" + self.endpoints
 
     def start(self, timeout: float = 30.0) -> EtcdCluster:
-        initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        initial = ",".join(f"{m.name}={m.advertised_peer_url}" for m in self.members)
         for m in self.members:
             m.initial_cluster = initial
             m.start(initial)

@@ -61,6 +61,8 @@ class ConnectionNotes:
         reason = st.detail.partition(": ")[2] if st.detail.startswith("tcp://") else st.detail
         if self.up:
             self.up, self.reason, self.down_since = False, reason, time.monotonic()
+            if st.moving:  # the node is draining
+                return f"-- moving to another node ({visible(st.detail)})"
             wait = max(0.0, (st.next_retry_at or 0.0) - time.time())
             return (
                 f"-- connection lost ({visible(st.detail)}); reconnecting"

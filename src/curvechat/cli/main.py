@@ -243,6 +243,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.etcd_ca or args.etcd_cert or args.etcd_key or args.etcd_user or args.etcd_password_file
     ):
         raise CliError("bad_argument", "the --etcd-* options need --store", EXIT_USAGE)
+    if args.etcd_quota_bytes is not None:
+        from curvechat.server.capacity import MAX_QUOTA_BYTES, MIN_QUOTA_BYTES
+
+        if not args.store:
+            raise CliError("bad_argument", "--etcd-quota-bytes needs --store", EXIT_USAGE)
+        if not MIN_QUOTA_BYTES <= args.etcd_quota_bytes <= MAX_QUOTA_BYTES:
+            raise CliError(
+                "bad_argument",
+                f"--etcd-quota-bytes must be {MIN_QUOTA_BYTES} … {MAX_QUOTA_BYTES}"
+                " (etcd's --quota-backend-bytes)",
+                EXIT_USAGE,
+            )
 
     data = Path(args.data) if args.data else Path(os.environ.get("CURVECHAT_DATA", "data"))
     try:
@@ -259,6 +271,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 store_url=args.store,
                 etcd_max_txn_ops=args.etcd_max_txn_ops,
                 etcd_security=etcd_security,
+                etcd_quota_bytes=args.etcd_quota_bytes,
                 http_hosts=args.http_host,
                 http_token_file=Path(args.http_token_file) if args.http_token_file else None,
                 http_require_token=args.http_require_token,
@@ -669,6 +682,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="operations per etcd transaction; must not exceed the etcd cluster's"
         " --max-txn-ops (default 128, etcd's default)",
     )
+    serve.add_argument(
+        "--etcd-quota-bytes",
+        type=int,
+        metavar="N",
+        help="etcd's --quota-backend-bytes, for the quota gauges and events when etcd"
+        " does not report it (etcd before 3.6); default 2147483648, etcd's default",
+    )
     serve.set_defaults(func=cmd_serve)
 
     mon = sub.add_parser(
@@ -740,6 +760,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="how much metric history to keep, in memory and on disk (default 3600)",
     )
     mon.set_defaults(func=cmd_monitor)
+    from curvechat.cli.drain import add_parser as add_drain_parser
+
+    add_drain_parser(sub)
 
     client = argparse.ArgumentParser(add_help=False)
     client.add_argument(

@@ -133,6 +133,8 @@ def _why(endpoints: list[str], detail: str, kind: str, timeout: float) -> str:
     if kind == sv.REFUSED:
         where = ", ".join(e.removeprefix("tcp://") for e in endpoints)
         return f"no server is listening at {where}"
+    if kind == sv.DRAINING:
+        return "every server is draining (before a restart) or down: try again shortly"
     return f"no server answered within {timeout:g} s" + (f": {detail}" if detail else "")
 
 

@@ -2,14 +2,16 @@
 
 A DEALER socket with CURVE to one node at a time. Requests carry a request id
 and are matched with their replies; pushes (request id 0) go to a callback.
-In cluster mode a welcome names the live nodes, which join the list.
+In cluster mode a welcome names the live nodes, which join the list; the
+nodes are tried in the order `servers.attempt_order` gives (spread by the
+user's name), and a node that drains asks us to move (`push_move`).
 Liveness: ZMTP heartbeats (every few seconds, both ways; libzmq drops a
 silent peer) plus a rare app-level ping (tens of seconds) that measures RTT
 and reports to the node; a missed window, a dropped connection (socket
 monitor) or a node that restarted under us (new boot id) closes the socket and
 fails over to the next node after a jittered back-off (ZeroMQ Guide:
 Freelance, Paranoid Pirate). Each failed attempt is filed by kind
-(`failures`: refused, key mismatch, timeout) for a front end that must know
+(`failures`: refused, key mismatch, timeout, draining) for a front end that must know
 at once whether waiting can help.
 
 It must never interpret what it carries beyond the frame: the engine above
@@ -21,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import itertools
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -31,11 +32,12 @@ import zmq
 import zmq.asyncio
 
 from curvechat.client import servers as sv
-from curvechat.client.dealer import open_dealer, watch_monitor
+from curvechat.client.dealer import failure_kind, open_dealer, stop_monitor, watch_monitor
 from curvechat.client.errors import NotConnected, RequestTimeout, ServerRefused
+from curvechat.client.pending import Pending
 from curvechat.client.servers import ServerList
 from curvechat.client.state import Backoff, ConnEvent, ConnState, ConnStatus, transition
-from curvechat.protocol import RemoteProtocolError, decode_server_frame, encode_request
+from curvechat.protocol import RemoteProtocolError, decode_server_frame
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ServerAddress
 
@@ -66,8 +68,9 @@ class Connection:
         connect_timeout: float = 3.0,
         request_timeout: float = 10.0,
         backoff: Backoff | None = None,
+        spread_key: str = "",
     ) -> None:
-        self.servers = ServerList(addresses)
+        self.servers = ServerList(addresses, key=spread_key)
         if not zmq.has("curve") or zmq.zmq_version_info() < (4, 3, 2):
             # the same floor as the server: older CURVE handshakes have CVEs
             raise RuntimeError(
@@ -87,8 +90,7 @@ class Connection:
         self._ctx = zmq.asyncio.Context()
         self._sock: zmq.asyncio.Socket | None = None
         self._sock_tasks: list[asyncio.Task[None]] = []
-        self._pending: dict[int, asyncio.Future[m.AnyReply]] = {}
-        self._rids = itertools.count(1)
+        self._pending = Pending()
         self._live = asyncio.Event()
         self._lost = asyncio.Event()
         self._wake = asyncio.Event()
@@ -101,6 +103,7 @@ class Connection:
         self._read_mark = 0
         self._closing = False
         self._prev_node = ""  # the node of the previous live connection, reported in pings
+        self._current: ServerAddress | None = None  # the node of the socket
         self.outbox_depth: Callable[[], int] = lambda: 0  # reported in pings
         self.status = ConnStatus(ConnState.OFFLINE, since=time.time())
         self.reconnects = 0
@@ -119,7 +122,7 @@ class Connection:
         return self.status.state is ConnState.LIVE
 
     async def start(self) -> None:
-        self._move(ConnEvent.START, endpoint=self.addresses[0].endpoint)
+        self._move(ConnEvent.START, endpoint=self.servers.first(time.monotonic()).endpoint)
         self._runner = asyncio.create_task(self._run(), name="connection")
 
     async def close(self, *, goodbye: bool = True) -> None:
@@ -174,9 +177,11 @@ class Connection:
 
     # --- internals -----------------------------------------------------------
     def _move(self, event: ConnEvent, **fields: Any) -> None:
-        """A transition of the state table; `next_retry_at` and `detail` reset."""
+        """A transition of the state table; `next_retry_at` and `detail` reset,
+        `moving` lasts while the attempts to move go on."""
         state = transition(self.status.state, event)
-        fields = {"next_retry_at": None, "detail": "", **fields}
+        moving = self.status.moving and event in (ConnEvent.RETRY, ConnEvent.FAILED)
+        fields = {"next_retry_at": None, "detail": "", "moving": moving, **fields}
         self._update(state=state, since=time.time(), **fields)
 
     def _update(self, **fields: Any) -> None:
@@ -185,35 +190,9 @@ class Connection:
             self._on_status(self.status)
 
     async def _raw(self, req: m.AnyRequest, timeout: float) -> m.AnyReply:
-        sock = self._sock
-        if sock is None:
+        if self._sock is None:
             raise NotConnected("no socket")
-        rid = next(self._rids)
-        fut: asyncio.Future[m.AnyReply] = asyncio.get_running_loop().create_future()
-        # the caller may have given up (timeout) before the socket closes
-        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._pending[rid] = fut
-        try:
-            # One deadline for both: with IMMEDIATE, a send waits until a peer
-            # is connected, which for a dead endpoint is never.
-            async with asyncio.timeout(timeout):
-                try:
-                    await sock.send(encode_request(rid, req))
-                except (zmq.ZMQError, asyncio.CancelledError) as exc:
-                    # pyzmq cancels a pending send when the socket is closed
-                    # under it: a lost connection, not a cancellation of us.
-                    task = asyncio.current_task()
-                    if isinstance(exc, asyncio.CancelledError) and task and task.cancelling():
-                        raise
-                    raise NotConnected(f"connection closed while sending: {exc!r}") from None
-                reply = await asyncio.shield(fut)
-        except TimeoutError:
-            raise RequestTimeout(f"no reply to {type(req).__name__} in {timeout:.1f} s") from None
-        finally:
-            self._pending.pop(rid, None)
-        if isinstance(reply, m.Error):
-            raise ServerRefused(reply.code, reply.message)
-        return reply
+        return await self._pending.ask(self._sock, req, timeout)
 
     def _open_socket(self, addr: ServerAddress) -> None:
         sock, monitor = open_dealer(
@@ -225,6 +204,7 @@ class Connection:
             liveness=self.liveness,
         )
         self._sock = sock
+        self._current = addr
         self._lost.clear()
         self._lost_reason = ""
         self._lost_kind = sv.LOST
@@ -235,18 +215,9 @@ class Connection:
         ]
 
     async def _close_socket(self, reason: str) -> None:
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(NotConnected(reason))
-        self._pending.clear()
+        self._pending.fail_all(reason)
         if self._sock is not None:
-            # Stop the monitor while its reader still reads. libzmq's I/O thread
-            # sends monitor events blocking, under a lock that disable_monitor()
-            # and close() take: once the reading end is closed, one more event
-            # (the socket reconnecting to a flapping node) blocks it for good,
-            # and the next call here hangs the whole process, GIL held.
-            with contextlib.suppress(zmq.ZMQError):
-                self._sock.disable_monitor()
+            stop_monitor(self._sock)  # while its reader still reads
         for task in self._sock_tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -276,15 +247,16 @@ class Connection:
                 self._read_mark = frame.msg.mark
                 self._spawn(self._ping())
                 continue
+            if frame.rid == 0 and isinstance(frame.msg, m.Move):
+                self._spawn(self._moving(frame.msg.reason))
+                continue
             if frame.rid == 0:
                 try:
                     self._on_push(frame.msg)
                 except Exception:
                     log.exception("push handler failed")
                 continue
-            fut = self._pending.get(frame.rid)
-            if fut is not None and not fut.done():
-                fut.set_result(frame.msg)
+            self._pending.answer(frame.rid, frame.msg)
 
     async def _sleep(self, delay: float) -> None:
         self._wake.clear()
@@ -315,10 +287,9 @@ class Connection:
 
     async def _run(self) -> None:
         attempt = 0
-        index = 0
+        addr = self.servers.first(time.monotonic())
         ever_live = False
         while True:
-            addr = self.addresses[index % len(self.addresses)]
             if self.status.state is ConnState.RECONNECTING:
                 self._move(ConnEvent.RETRY, endpoint=addr.endpoint, attempt=attempt)
             else:
@@ -326,20 +297,20 @@ class Connection:
             try:
                 welcome = await self._connect_once(addr)
             except (NotConnected, RequestTimeout, ServerRefused) as exc:
-                lost = isinstance(exc, NotConnected) and self._lost.is_set()
-                timeout = isinstance(exc, RequestTimeout)
-                kind = self._lost_kind if lost else sv.TIMEOUT if timeout else sv.LOST
+                kind = failure_kind(exc, self._lost_kind if self._lost.is_set() else None)
+                if kind == sv.DRAINING:  # it takes no new connection: the next one, at once
+                    self.servers.mark_draining(addr, time.monotonic())
                 self.failures[addr.endpoint] = kind
                 await self._close_socket(str(exc))
                 attempt += 1
-                index += 1
+                failed, addr = addr, self.servers.after(addr, time.monotonic())
                 now = sv.next_attempt_now(attempt, len(self.addresses))
                 delay = 0.0 if now else self.backoff.delay(attempt)
                 self._move(
                     ConnEvent.FAILED,
                     attempt=attempt,
                     next_retry_at=time.time() + delay,
-                    detail=f"{addr.endpoint}: {exc}",
+                    detail=f"{failed.endpoint}: {exc}",
                 )
                 await self._sleep(delay)
                 continue
@@ -363,14 +334,18 @@ class Connection:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self._live_task
                 self._live_task = None
+            moving = self._lost_kind == sv.DRAINING
             await self._close_socket(reason)
-            if len(self.addresses) > 1:
-                index += 1
+            addr = self.servers.instead_of(addr, time.monotonic())  # itself if it is alone
             if self._drop_failed:
                 attempt = streak + 1
             delay = self.backoff.delay(attempt)
             self._move(
-                ConnEvent.LOST, attempt=attempt, next_retry_at=time.time() + delay, detail=reason
+                ConnEvent.LOST,
+                attempt=attempt,
+                next_retry_at=time.time() + delay,
+                detail=reason,
+                moving=moving,
             )
             await self._sleep(delay)
 
@@ -392,8 +367,18 @@ class Connection:
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
 
+    async def _moving(self, reason: str) -> None:
+        """The node asked us to move (it is draining): say goodbye (its sends
+        in flight are answered first), then reconnect to the next node."""
+        if self._current is not None:
+            self.servers.mark_draining(self._current, time.monotonic())
+        self._live.clear()  # nothing but the goodbye goes out on this connection now
+        with contextlib.suppress(NotConnected, RequestTimeout, ServerRefused):
+            await self._raw(m.Bye(), BYE_TIMEOUT_S)
+        self._mark_lost(sv.moving_detail(self.status.node or "?", reason), sv.DRAINING)
+
     async def _ping(self) -> None:
-        if self._closing:
+        if self._closing or not self._live.is_set():
             return
         t0 = time.perf_counter()
         try:

@@ -7,6 +7,7 @@ socket made here.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import zmq
@@ -14,6 +15,7 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from curvechat.client import servers as sv
+from curvechat.client.errors import NotConnected, RequestTimeout, ServerRefused
 from curvechat.protocol.connect import ServerAddress
 from curvechat.protocol.limits import MAX_REPLY_BYTES
 
@@ -85,3 +87,23 @@ async def watch_monitor(monitor: zmq.asyncio.Socket, on_lost: LostHandler) -> No
                 on_lost(*lost)
     finally:
         monitor.close(linger=0)
+
+
+def stop_monitor(sock: zmq.asyncio.Socket) -> None:
+    """Stop a socket's monitor; call it while the monitor's reader still
+    reads. libzmq's I/O thread sends monitor events blocking, under a lock
+    that disable_monitor() and close() take: once the reading end is closed,
+    one more event (the socket reconnecting to a flapping node) blocks it
+    for good, and the next call hangs the whole process, GIL held."""
+    with contextlib.suppress(zmq.ZMQError):
+        sock.disable_monitor()
+
+
+def failure_kind(exc: Exception, lost_kind: str | None) -> str:
+    """The kind (`servers.*`) of a failed attempt that ended with `exc`;
+    `lost_kind` is what the monitor said, if the socket was lost."""
+    if isinstance(exc, ServerRefused) and exc.code == sv.DRAINING:
+        return sv.DRAINING
+    if isinstance(exc, NotConnected) and lost_kind is not None:
+        return lost_kind
+    return sv.TIMEOUT if isinstance(exc, RequestTimeout) else sv.LOST

@@ -97,7 +97,7 @@ class ChatClient:
             on_push=self._on_push,
             on_status=self._on_status,
             on_live=self._on_live,
-            **connection_options,
+            **{"spread_key": identity.user, **connection_options},
         )
         if isinstance(link, Connection):
             link.outbox_depth = cache.outbox_count

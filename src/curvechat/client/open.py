@@ -1,17 +1,19 @@
 """`open_client`: the one way a front end (CLI, TUI, scripts) opens the
 engine on a user's home: the local cache and a `ChatClient` that owns it,
-trying first the node that answered last (`recall`)."""
+ranking first the live nodes its last connection was told of, or with a
+single node the node that answered last (`recall`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from curvechat.client.cache import Cache, CacheError, cache_key
+from curvechat.client.connection import Connection
 from curvechat.client.engine import ChatClient
 from curvechat.client.errors import SetupFailed
 from curvechat.client.home import Home
 from curvechat.client.parts import EventHandler
-from curvechat.client.recall import Recall, remembered_node
+from curvechat.client.recall import Recall, remembered_live, remembered_node
 from curvechat.client.servers import prefer
 from curvechat.crypto.identity import Identity
 from curvechat.protocol.connect import ServerAddress
@@ -34,11 +36,12 @@ def open_client(
     except CacheError as exc:
         raise SetupFailed(f"cannot open the local cache: {exc}", "bad_cache") from exc
     try:
-        first = remembered_node(cache, addresses)
+        live = remembered_live(cache, addresses)  # a cluster: they rank first
+        last = None if live else remembered_node(cache, addresses)  # a single node
         client = ChatClient(
             identity,
             cache,
-            prefer(addresses, first),
+            prefer(addresses, last),
             on_event=on_event,
             client_id=client_id,
             **options,
@@ -50,5 +53,8 @@ def open_client(
         cache.close()
         raise
     client.owns_cache = True
+    if isinstance(client.conn, Connection):
+        client.conn.servers.learn(live)
+        client.conn.servers.last = last
     client.subscribe(Recall(client, addresses))
     return client

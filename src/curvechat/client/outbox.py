@@ -4,9 +4,11 @@ it (a resend after a lost reply carries the same txn id, so the server
 stores it once: Idempotent Services).
 
 Sends are pipelined: up to `window` are in flight on the connection, and
-their answers are taken in the order sent. The node commits one
-connection's sends in the order received, so what a lost connection or a
-restarted node leaves committed is a prefix of the window; the rest stays
+their answers are taken in the order sent. Each send names the one sent
+before it in the pass for its room (`after`), and the node stores it only
+once that one is stored (else `out_of_order`): so whatever a refusal, a
+lost connection or a restarted node leaves stored is a prefix of the
+window, never a later message without an earlier one; the rest stays
 queued and is resent, in order, with the same txn ids. What a send's
 answer means is decided without I/O (`sending.py`).
 
@@ -25,9 +27,9 @@ import secrets
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Any
 
 from curvechat.client import events as ev
+from curvechat.client.acks import AckWaiters, retrieve
 from curvechat.client.errors import (
     ClientError,
     NotConnected,
@@ -48,8 +50,6 @@ from curvechat.protocol import messages as m
 log = logging.getLogger("curvechat.client")
 
 STORE_DOWN_FAILOVER = 3  # store_unavailable refusals in a row before trying another node
-MAX_UNCOLLECTED = 10_000
-"""Acks kept for `wait_ack` before the collected ones are dropped."""
 WINDOW = 128
 """Sends in flight at most (the node takes up to 256 of one connection)."""
 SEAL_BATCH = 32
@@ -63,12 +63,8 @@ learned, fails."""
 class _InFlight:
     item: OutboxItem
     epoch: int
+    after: str | None  # the txn sent before it in this pass, for its room
     task: asyncio.Future[m.SendAck]
-
-
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
 
 
 def now_ms() -> int:
@@ -101,13 +97,14 @@ class Outbox:
         self.ready = asyncio.Event()
         """Set while the connection is live and synced."""
         self.halted = False
-        self._waiters: dict[str, asyncio.Future[m.SendAck]] = {}
+        self._waiters = AckWaiters()
         self._store_down = 0  # store_unavailable refusals of sends in a row
         self.window = window
         self._in_flight: Counter[tuple[str, int]] = Counter()
         """Sends in flight per (room, epoch): they count toward the epoch's use."""
         self._stale: dict[str, int] = {}  # txn -> stale refusals so far
         self._unwritten = False  # sends started that may not have written their frame yet
+        self._last_sent: dict[str, str] = {}  # room -> txn sent last in this pass
 
     # --- the user's side ----------------------------------------------------------
     def queue(self, room: str, text: str) -> str:
@@ -123,41 +120,19 @@ class Outbox:
             raise NotReady(f"you are not a member of {room}", "not_member")
         self.p.core.refuse_if_key_changed(room)
         txns = [new_txn() for _ in texts]
-        self._wait_for(txns)
+        self._waiters.expect(txns)
         self.p.cache.enqueue_many(room, txns, texts)
         self.wake.set()
         return txns
 
-    def _wait_for(self, txns: list[str]) -> None:
-        if len(self._waiters) > MAX_UNCOLLECTED:
-            for old in [t for t, f in self._waiters.items() if f.done()]:
-                del self._waiters[old]
-        loop = asyncio.get_running_loop()
-        for txn in txns:
-            self._waiters[txn] = loop.create_future()
-
     async def wait_ack(self, txn: str, timeout: float | None = None) -> m.SendAck:
-        fut = self._waiters.get(txn)
-        if fut is None:
-            raise NotReady(f"no message {txn} is waiting for an ack", "no_such_message")
-        try:
-            ack = await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError:
-            raise RequestTimeout(
-                "not acknowledged yet; the message is queued and will be sent on reconnect"
-            ) from None
-        except ServerRefused:
-            self._waiters.pop(txn, None)
-            raise
-        self._waiters.pop(txn, None)
-        return ack
+        return await self._waiters.wait(txn, timeout)
 
     def pending(self, room: str | None = None) -> list[OutboxItem]:
         return [i for i in self.p.cache.outbox() if room is None or i.room == room]
 
     def cancel_waiters(self) -> None:
-        for fut in self._waiters.values():
-            fut.cancel()  # the message stays in the outbox for the next run
+        self._waiters.cancel()
 
     # --- the sending task -----------------------------------------------------------
     async def run(self) -> None:
@@ -185,6 +160,7 @@ class Outbox:
 
     async def _pass(self) -> bool:
         self._in_flight = Counter()  # a pass ends with its window empty (or was torn down)
+        self._last_sent = {}  # what an earlier pass sent is stored or back in the outbox
         todo = deque(i for i in self.p.cache.outbox() if not self.p.core.key_change_in(i.room))
         flight: deque[_InFlight] = deque()
         stop: Verdict | None = None
@@ -200,7 +176,7 @@ class Outbox:
                     barrier = True
                 elif failed is not None:
                     todo.extendleft(reversed(take[sealed + 1 :]))
-                    stop = self._judge(stop, stale, failed[0], -1, failed[1])
+                    stop = self._judge(stop, stale, failed[0], -1, failed[1], None)
             if not flight:
                 if barrier and stop is None:
                     barrier = False
@@ -217,11 +193,13 @@ class Outbox:
                 if exc is None:
                     acked.append((sent, done.result()))
                 else:
-                    stop = self._judge(stop, stale, sent.item, sent.epoch, exc)
+                    stop = self._judge(stop, stale, sent.item, sent.epoch, exc, sent.after)
             if acked:
                 self._acked(acked)
         if stop is Verdict.LATER:
             self._later()
+        if stop is Verdict.AGAIN:
+            return True  # from the first one not stored, in order
         if stop is not Verdict.STALE:
             return False
         again = False
@@ -236,10 +214,11 @@ class Outbox:
         item: OutboxItem,
         epoch: int,
         exc: BaseException,
+        after: str | None,
     ) -> Verdict | None:
         """Act on a send that was not acked; returns why the pass stops (the
         gravest reason so far), None if it goes on."""
-        verdict = classify(exc)
+        verdict = classify(exc, after=after)
         if verdict is Verdict.FAIL:
             self._fail(item, getattr(exc, "code", "client_error"), str(exc))
             return stop
@@ -316,9 +295,15 @@ class Outbox:
                 except (ClientError, CryptoError, LocalProtocolError) as exc:
                     return sent, (item, exc)
                 self._in_flight[(item.room, current.epoch)] += 1  # in flight from now on
-                task = asyncio.ensure_future(self.p.ask(m.Send(envelope=env), m.SendAck))
-                task.add_done_callback(_retrieve)
-                flight.append(_InFlight(item, current.epoch, task))
+                # Named so that the node stores it only after the one sent before
+                # it: a refusal of that one (rate limit, store hiccup) can then
+                # never leave this one stored ahead of it.
+                after = self._last_sent.get(item.room)
+                self._last_sent[item.room] = item.txn
+                send = m.Send(envelope=env, after=after)
+                task = asyncio.ensure_future(self.p.ask(send, m.SendAck))
+                task.add_done_callback(retrieve)
+                flight.append(_InFlight(item, current.epoch, after, task))
                 self._unwritten = True
                 sent += 1
         return sent, None
@@ -349,9 +334,7 @@ class Outbox:
         self._store_down = 0
         for sent, ack in acked:
             self._stale.pop(sent.item.txn, None)
-            fut = self._waiters.get(sent.item.txn)
-            if fut is not None and not fut.done():
-                fut.set_result(ack)  # kept until wait_ack collects it
+            self._waiters.acked(sent.item.txn, ack)
             self.p.emit(ev.SendAcked(sent.item.room, sent.item.txn, ack.seq, ack.ts))
         for msg in shown:
             self.p.emit(ev.MessageReceived(msg, mine=True, live=True))
@@ -369,10 +352,7 @@ class Outbox:
     def _fail(self, item: OutboxItem, code: str, message: str) -> None:
         self.p.cache.dequeue(item.txn)
         self._stale.pop(item.txn, None)
-        fut = self._waiters.get(item.txn)
-        if fut is not None and not fut.done():
-            fut.set_exception(ServerRefused(code, message))
-            fut.add_done_callback(_retrieve)
+        self._waiters.failed(item.txn, code, message)
         self.p.emit(ev.SendFailed(item.room, item.txn, code, message))
 
     # --- epochs -------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """What a client remembers between runs about its servers, in the local
-cache's meta table: the node that answered last (tried first next time, so
-a cluster whose first node is dead costs nothing) and when the cache was
-last known to be in sync with a server (what an offline answer tells).
+cache's meta table: the node that answered last and the live nodes its
+welcome named (ranked first next time, so a cluster node that is down
+costs nothing: `servers.attempt_order`), and when the cache was last known
+to be in sync with a server (what an offline answer tells).
 
-The remembered node is kept per connect string: given another one, the
-client starts from its first node as before. This module never opens a
+Both are kept per connect string: given another one, the client starts
+from that string's nodes alone. This module never opens a
 socket; it only reads and writes those two meta rows.
 """
 
@@ -24,6 +25,7 @@ from curvechat.protocol.connect import (
     format_connect,
     parse_connect,
 )
+from curvechat.protocol.limits import MAX_PEERS
 
 if TYPE_CHECKING:
     from curvechat.client.cache import Cache
@@ -46,6 +48,20 @@ def remembered_node(cache: Cache, given: list[ServerAddress]) -> ServerAddress |
     except (ValueError, KeyError, TypeError, AttributeError, ConnectStringError):
         return None
     return found[0] if len(found) == 1 else None
+
+
+def remembered_live(cache: Cache, given: list[ServerAddress]) -> list[str]:
+    """The live nodes the last welcome named, for the connect string `given`
+    (connect items; [] if none are remembered)."""
+    text = cache.get_meta(LAST_NODE)
+    try:
+        row = json.loads(text) if text else {}
+        live = row.get("live", []) if row.get("given") == format_connect(given) else []
+    except (ValueError, AttributeError):
+        return []
+    if not isinstance(live, list):
+        return []
+    return [str(x) for x in live if isinstance(x, str)][:MAX_PEERS]
 
 
 def last_sync_ms(cache: Cache) -> int | None:
@@ -85,7 +101,10 @@ class Recall:
         addresses: list[ServerAddress] = self.client.conn.addresses
         node = next((a for a in addresses if a.endpoint == endpoint), None)
         if node is not None:
-            self._write(LAST_NODE, json.dumps({"given": self.given, "node": str(node)}))
+            servers = getattr(self.client.conn, "servers", None)  # a test may swap in a double
+            live = [str(a) for a in getattr(servers, "live", None) or []]
+            row = {"given": self.given, "node": str(node), "live": live}
+            self._write(LAST_NODE, json.dumps(row))
 
     def _write(self, key: str, value: str) -> None:
         # the cache may be closing under a last status change

@@ -21,16 +21,20 @@ class Verdict(enum.Enum):
     """What the answer to a send (or the failure to seal it) means."""
 
     FAIL = "fail"  # for good: out of the outbox, told as SendFailed
+    AGAIN = "again"  # sent ahead of one not stored (out_of_order): resend in the next pass
     STALE = "stale"  # someone rotated: bring the room up to date, then send again
     LATER = "later"  # outcome unknown or the node is busy: resend in a second
     LOST = "lost"  # no connection: resend after the next sync
 
 
-RANK = {Verdict.FAIL: 0, Verdict.STALE: 1, Verdict.LATER: 2, Verdict.LOST: 3}
+RANK = {Verdict.FAIL: 0, Verdict.AGAIN: 1, Verdict.STALE: 2, Verdict.LATER: 3, Verdict.LOST: 4}
 """When several sends of a pass are not acked, the gravest reason decides."""
 
 
-def classify(exc: BaseException) -> Verdict:
+def classify(exc: BaseException, *, after: str | None = None) -> Verdict:
+    """What a send's failure means; `after` is what the send named as its
+    predecessor (an out_of_order refusal of a send that named none is the
+    server's confusion: retried later, not at once)."""
     if isinstance(exc, NotConnected):
         return Verdict.LOST
     if isinstance(exc, RequestTimeout):
@@ -40,6 +44,8 @@ def classify(exc: BaseException) -> Verdict:
             return Verdict.LATER
         if exc.code in STALE:
             return Verdict.STALE
+        if exc.code == ErrorCode.OUT_OF_ORDER:
+            return Verdict.LATER if after is None else Verdict.AGAIN
     return Verdict.FAIL
 
 

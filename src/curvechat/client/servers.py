@@ -2,15 +2,30 @@
 those a welcome named in cluster mode (Freelance pattern); and what the
 failed attempts on them say, taken together.
 
-The node that answered last (remembered by `client.recall`) goes first, so
-a cluster whose first node is dead costs nothing on the next run. Within
-one round over the nodes the next one is tried at once; the back-off comes
-between rounds. This module never opens a socket or reads a clock.
+Which node first (`attempt_order`): clients spread over a cluster by
+rendezvous hashing of their user name with each node's key, so every client
+of one user picks the same node, the users divide evenly over the nodes,
+and when a node leaves only its own clients move, evenly over the rest.
+The ranking, most preferred first:
+
+1. nodes not draining (a node that told us to move, or refused our hello
+   as draining, in the last DRAIN_AVOID_S) before draining ones;
+2. live nodes (named by the latest welcome, or remembered from the last
+   run's) before the others (given in the connect string, not named:
+   probably down); while no welcome named any (a single node), the node
+   that answered last before the others;
+3. within each group, the rendezvous order: highest score first.
+
+Within one round over the nodes the next one is tried at once; the
+back-off comes between rounds. This module never opens a socket or reads a
+clock: callers pass `now` (monotonic seconds).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Collection
 
 from curvechat.protocol.connect import ConnectStringError, ServerAddress, parse_connect
 from curvechat.protocol.limits import MAX_PEERS
@@ -30,9 +45,58 @@ LOST = "lost"
 """Anything else that ended an attempt."""
 
 
+DRAINING = "draining"
+"""The node is draining: it told us to move, or refused our hello."""
+
+DRAIN_AVOID_S = 60.0
+"""How long a node that said it is draining is tried last."""
+
+
+MOVE_REASONS = {"draining": "is draining", "store_unreachable": "cannot reach its store"}
+
+
+def moving_detail(node: str, reason: str) -> str:
+    """Why the client moves, for its status line (`reason` of a `push_move`)."""
+    why = MOVE_REASONS.get(reason, f"asks its clients to move ({reason})")
+    return f"node {node} {why}: moving to another node"
+
+
+def score(key: str, node: ServerAddress) -> int:
+    """The rendezvous score of `node` for the user `key`: the node's CURVE
+    key (not its address, which may be spelled several ways) hashed with
+    the user name. The same everywhere: every client computes it alike."""
+    h = hashlib.blake2b(digest_size=8, person=b"curvechat-spread")
+    h.update(key.encode())
+    h.update(b"\x00")
+    h.update(node.key)
+    return int.from_bytes(h.digest(), "big")
+
+
+def attempt_order(
+    key: str,
+    known: list[ServerAddress],
+    live: list[ServerAddress] | None,
+    draining: Collection[ServerAddress] = (),
+    last: ServerAddress | None = None,
+) -> list[ServerAddress]:
+    """`known` in the order to try them (module docstring): not draining
+    first, then live (when `live` is None: `last`, then all), then by
+    rendezvous score for `key`. With an empty `key` the given order is kept
+    within groups."""
+    live_set = set(known if live is None else live)
+    first = last if live is None else None
+
+    def rank(item: tuple[int, ServerAddress]) -> tuple[bool, bool, bool, int, int]:
+        index, node = item
+        not_first = first is not None and node != first
+        hashed = -score(key, node) if key else 0
+        return (node in draining, node not in live_set, not_first, hashed, index)
+
+    return [node for _, node in sorted(enumerate(known), key=rank)]
+
+
 def prefer(given: list[ServerAddress], first: ServerAddress | None) -> list[ServerAddress]:
-    """`given` with `first` (the node that answered last) moved to the front,
-    or put there if a welcome named it; the others keep their order."""
+    """`given` with `first` (the node that answered last) in it, first."""
     if first is None:
         return list(given)
     return [first, *(a for a in given if a != first)]
@@ -50,8 +114,8 @@ def verdict(endpoints: list[str], failures: dict[str, str]) -> str | None:
     while some node has not failed yet (it may still answer);
     KEY_MISMATCH if any node failed its handshake (the connect string is
     wrong: waiting cannot help), else AUTH if any node turned our key away;
-    REFUSED if nothing listens on any of them (the service is down); else
-    TIMEOUT."""
+    REFUSED if nothing listens on any of them (the service is down);
+    DRAINING if the others are draining (a restart is on); else TIMEOUT."""
     kinds = [failures.get(e) for e in endpoints]
     if not kinds or None in kinds:
         return None
@@ -60,30 +124,73 @@ def verdict(endpoints: list[str], failures: dict[str, str]) -> str | None:
             return decisive
     if all(k == REFUSED for k in kinds):
         return REFUSED
+    if all(k in (REFUSED, DRAINING) for k in kinds):
+        return DRAINING
     return TIMEOUT
 
 
 class ServerList:
-    def __init__(self, given: list[ServerAddress]) -> None:
+    def __init__(self, given: list[ServerAddress], *, key: str = "") -> None:
         if not given:
             raise ValueError("no server addresses")
         self.given = list(given)
+        self.key = key
+        """What the client spreads by: its user name ("" keeps the given order)."""
         self.learned: list[ServerAddress] = []
+        self.live: list[ServerAddress] | None = None
+        """The nodes the latest welcome named (None: no welcome named any)."""
+        self._draining: dict[ServerAddress, float] = {}  # node -> avoided until
+        self.last: ServerAddress | None = None
+        """The node that answered last (remembered between runs): first while
+        no welcome names the live nodes."""
 
     @property
     def all(self) -> list[ServerAddress]:
         return self.given + self.learned
 
     def learn(self, peers: list[str]) -> None:
-        """Add the live nodes a welcome names (the ones given stay, first and
-        in order); a peer that does not parse is ignored."""
+        """Take the live nodes a welcome names: they join the list (the ones
+        given stay, first and in order) and rank first; a peer that does
+        not parse is ignored. No peers (a single node) changes nothing."""
         found: list[ServerAddress] = []
         for text in peers:
             try:
-                found.extend(parse_connect(text))
+                found.extend(a for a in parse_connect(text) if a not in found)
             except ConnectStringError as exc:
                 log.warning("ignoring a peer the server named: %s", exc)
-        fresh = [a for a in found if a not in self.given][:MAX_PEERS]
+        if not found:
+            return
+        self.live = found[:MAX_PEERS]
+        fresh = [a for a in self.live if a not in self.given]
+        # The nodes learned before stay, after these: a welcome given while
+        # the node's view of the registry is stale (after a quorum loss, a
+        # node may name only itself) must not leave the client knowing one
+        # node, to retry alone when it goes silent.
+        fresh += [a for a in self.learned if a not in fresh]
+        fresh = fresh[:MAX_PEERS]
         if fresh != self.learned:
             self.learned = fresh
             log.info("cluster nodes known: %s", ", ".join(a.endpoint for a in self.all))
+
+    def mark_draining(self, node: ServerAddress, now: float) -> None:
+        """`node` said it is draining: try it last for DRAIN_AVOID_S."""
+        self._draining[node] = now + DRAIN_AVOID_S
+
+    def order(self, now: float) -> list[ServerAddress]:
+        draining = {a for a, until in self._draining.items() if until > now}
+        return attempt_order(self.key, self.all, self.live, draining, self.last)
+
+    def first(self, now: float) -> ServerAddress:
+        return self.order(now)[0]
+
+    def instead_of(self, node: ServerAddress, now: float) -> ServerAddress:
+        """The node to go to when the connection to `node` ended: the most
+        preferred other one (`node` itself if it is the only one)."""
+        return next((a for a in self.order(now) if a != node), node)
+
+    def after(self, node: ServerAddress, now: float) -> ServerAddress:
+        """The node to try after `node` (the next in the order, round and round)."""
+        order = self.order(now)
+        if node not in order:
+            return order[0]
+        return order[(order.index(node) + 1) % len(order)]

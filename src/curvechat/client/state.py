@@ -74,6 +74,9 @@ class ConnStatus:
     """Why the state changed, in words (e.g. "no reply for 6.0 s")."""
     node: str | None = None
     since: float = 0.0
+    moving: bool = False
+    """Reconnecting because the node asked its clients to move (it is
+    draining), not because something failed."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,9 @@ class ErrorCode(enum.StrEnum):
     """A compare-and-swap lost: the room's membership log or epoch moved on."""
     STALE_EPOCH = "stale_epoch"
     """The message is encrypted under an epoch that is no longer current."""
+    OUT_OF_ORDER = "out_of_order"
+    """The send names an earlier message of the same sender (`after`) that is
+    not stored: nothing was stored; resend from the earlier one."""
     BAD_ENVELOPE = "bad_envelope"
     """The envelope's room, sender or epoch do not match the request."""
     # service
@@ -56,6 +59,9 @@ class ErrorCode(enum.StrEnum):
     """The user already has as many connections to this node as it allows."""
     STORE_UNAVAILABLE = "store_unavailable"
     """The store could not commit; nothing was acknowledged. Retry later."""
+    DRAINING = "draining"
+    """The node is draining (before a restart) and takes no new connection:
+    connect to another node."""
     INTERNAL = "internal"
     """A bug on the server; the request had no effect that was acknowledged."""
 

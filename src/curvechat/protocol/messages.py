@@ -245,7 +245,13 @@ class Members(Request, tag="members", frozen=True):
 
 
 class Send(Request, tag="send", frozen=True):
+    """`after`: the txn of the sender's previous message in this room that is
+    still unacknowledged in the same pipelined window; the message is stored
+    only once that one is (else `out_of_order`), so one sender's messages
+    are never stored out of the order sent."""
+
     envelope: Envelope
+    after: Txn | None = None
 
 
 class History(Request, tag="history", frozen=True):
@@ -469,6 +475,14 @@ class Resync(Reply, tag="push_resync", frozen=True):
     reason: ShortText
 
 
+class Move(Reply, tag="push_move", frozen=True):
+    """The node asks the client to reconnect to another live node (it is
+    draining before a restart). A reason this client does not know means
+    the same: move."""
+
+    reason: Annotated[str, Meta(pattern=r"^[a-z_]{1,32}\Z")]
+
+
 AnyReply = (
     Welcome
     | Registered
@@ -488,6 +502,7 @@ AnyReply = (
     | RoomPush
     | Mark
     | Resync
+    | Move
 )
 
 

@@ -113,6 +113,7 @@ async def serve(
     store_url: str | None = None,
     etcd_max_txn_ops: int = 128,
     etcd_security: EtcdSecurity | None = None,
+    etcd_quota_bytes: int | None = None,
     http_hosts: Sequence[str] = (),
     http_token_file: Path | None = None,
     http_require_token: bool = False,
@@ -151,6 +152,7 @@ async def serve(
     runner = None
     pusher = None
     cluster = None
+    capacity = None
     dashboard = ""  # this node's HTTP base URL, for the cluster registry
     dashboard_link = ""  # what the operator opens: the URL, with the token if needed
     try:
@@ -198,6 +200,11 @@ async def serve(
             # which clients from before the new form can read too.
             cluster = Cluster(node, etcd, address.legacy, http=dashboard)
             await cluster.start()
+            from curvechat.server.capacity import CapacityWatch
+
+            capacity = CapacityWatch(etcd, node.metrics, node.events, quota_bytes=etcd_quota_bytes)
+            capacity.start()
+            node.etcd_quota = capacity.state
             nodes = await cluster.members()
             print(f"cluster: {len(nodes)} node(s) registered in etcd", flush=True)
             print(f"cluster connect string: {_cluster_connect(nodes)}", flush=True)
@@ -211,6 +218,8 @@ async def serve(
         await stop.wait()
         print("stopping…", flush=True)
     finally:
+        if capacity is not None:
+            await _bounded("etcd capacity", capacity.stop())
         if cluster is not None:
             await _bounded("cluster", cluster.stop())
         if pusher is not None:

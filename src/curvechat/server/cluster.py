@@ -34,8 +34,10 @@ from curvechat.protocol import decode_envelope
 from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_PEERS
 from curvechat.server.node import ChatNode
+from curvechat.server.storeguard import StoreGuard
 from curvechat.store import StoredRow, StoreUnavailable
 from curvechat.store.etcd import EtcdStore, prefix_end
+from curvechat.store.etcd_health import EtcdProbe
 
 log = logging.getLogger("curvechat.server")
 
@@ -64,6 +66,7 @@ class Cluster:
         self.relists = 0
         self._seen: dict[str, int] = {}  # room -> highest seq known to this node
         self._lease_id = 0
+        self.status = "up"  # in the registry: "up", or "draining" (server/drain.py)
         self._tasks: list[asyncio.Task[None]] = []
         self._watching = asyncio.Event()
         store.origin = node.boot
@@ -74,9 +77,16 @@ class Cluster:
             from_revision = await self.store.current_revision()
         self.revision = from_revision
         await self._register("up")
+        # Which etcd members serve (calls on one that does not give up at
+        # once), and whether any answers at all (if none, clients move).
+        self.probe = EtcdProbe(self.store)
+        self.store.probe = self.probe
+        self.guard = StoreGuard(self.node, self.probe)
         self._tasks = [
             asyncio.create_task(self._watch_loop(), name="cluster-watch"),
             asyncio.create_task(self._keepalive_loop(), name="cluster-lease"),
+            asyncio.create_task(self.probe.run(), name="etcd-probe"),
+            asyncio.create_task(self.guard.run(), name="store-guard"),
         ]
         try:
             async with asyncio.timeout(10):
@@ -107,6 +117,7 @@ class Cluster:
                 rpc.LeaseGrantRequest(TTL=LEASE_TTL_S), timeout=self.store.timeout
             )
             self._lease_id = int(grant.ID)
+            self.status = status
             info = NodeInfo(
                 self.node.node_name, self.connect, status, int(time.time() * 1000), self.http
             )
@@ -146,17 +157,31 @@ class Cluster:
                 resp = await call.read()
             if int(getattr(resp, "TTL", 0)) <= 0:  # expired, or the stream ended
                 # The lease expired (we were cut off too long): register anew.
-                await self._register("up")
+                await self._register("draining" if self.node.draining else "up")
                 return
+            await self._publish_status()
             await self.refresh_peers()
             await asyncio.sleep(LEASE_TTL_S / 3)
+
+    async def _publish_status(self) -> None:
+        """Say in the registry whether this node is draining: the other
+        nodes then leave it out of the live nodes their welcomes name."""
+        status = "draining" if self.node.draining else "up"
+        if status != self.status:
+            info = NodeInfo(
+                self.node.node_name, self.connect, status, int(time.time() * 1000), self.http
+            )
+            key = self.store.k_node(self.node.node_name)
+            await self.store.put(key, msgspec.msgpack.encode(info), lease=self._lease_id)
+            self.status = status
 
     async def refresh_peers(self) -> None:
         """Hand clients the live nodes (ours first) in their welcome."""
         nodes = await self.members()
         others = [n for n in nodes if n.name != self.node.node_name]
         self.node.metrics.cluster_nodes.set(len(nodes))
-        self.node.peers = [self.connect, *(n.connect for n in others)][:MAX_PEERS]
+        live = [n.connect for n in others if n.status == "up"]  # not those draining
+        self.node.peers = [self.connect, *live][:MAX_PEERS]
         # for the dashboard: the other nodes it should poll
         self.node.peer_nodes = [
             {"name": n.name, "url": n.http, "status": n.status, "started_ms": n.started_ms}

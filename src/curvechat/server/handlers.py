@@ -40,6 +40,11 @@ from curvechat.store import (
     StoreUnavailable,
 )
 
+OUT_OF_ORDER_TEXT = (
+    "the message sent before this one (after) is not stored; nothing was stored:"
+    " resend from that one"
+)
+
 if TYPE_CHECKING:
     from curvechat.server.node import ChatNode, Session
 
@@ -126,6 +131,15 @@ class Handlers:
 
     # --- session -----------------------------------------------------------
     async def hello(self, sess: Session, req: m.Hello) -> m.AnyReply:
+        if self.node.draining:
+            raise Refusal(
+                ErrorCode.DRAINING, f"node {self.node.node_name} is draining: use another node"
+            )
+        if self.node.store_cut_off:
+            raise Refusal(
+                ErrorCode.STORE_UNAVAILABLE,
+                f"node {self.node.node_name} cannot reach etcd: use another node",
+            )
         sess.client = req.client
         return self.node.welcome(sess)
 
@@ -418,7 +432,9 @@ class Handlers:
         # The commit is queued when this task first runs, before anything the
         # connection's next send can do (tasks start in the order created).
         body = encode(env)
-        commit = asyncio.ensure_future(self.store.append_messages([_expecting(env, body, view)]))
+        commit = asyncio.ensure_future(
+            self.store.append_messages([_expecting(env, body, view, req.after)])
+        )
         self.node.send_queued()
         (done,) = await commit
         if done.stale:
@@ -429,9 +445,11 @@ class Handlers:
             if sess.user not in view.members():
                 raise Refusal(ErrorCode.NOT_MEMBER, f"you are not a member of {env.room}")
             _require_current_epoch(env, view)
-            (done,) = await self.store.append_messages([_expecting(env, body, view)])
+            (done,) = await self.store.append_messages([_expecting(env, body, view, req.after)])
             if done.stale:
                 raise Refusal(ErrorCode.STALE_EPOCH, "the room keeps changing; try again")
+        if done.behind:
+            raise Refusal(ErrorCode.OUT_OF_ORDER, OUT_OF_ORDER_TEXT)
         self.node.metrics.store_commit_seconds.observe(time.perf_counter() - t0)
         if not done.duplicate:
             self.node.metrics.messages_accepted.inc()
@@ -512,8 +530,14 @@ def _require_current_epoch(env: m.Envelope, view: RoomView) -> None:
         )
 
 
-def _expecting(env: m.Envelope, body: bytes, view: RoomView) -> NewMessage:
-    """The message to commit, valid only while the room is as `view` saw it."""
+def _expecting(env: m.Envelope, body: bytes, view: RoomView, after: str | None) -> NewMessage:
+    """The message to commit, valid only while the room is as `view` saw it
+    and once the sender's message `after` is stored."""
     return NewMessage(
-        env.room, env.sender, env.txn, body, expect=(view.record.epoch, view.record.op_head)
+        env.room,
+        env.sender,
+        env.txn,
+        body,
+        expect=(view.record.epoch, view.record.op_head),
+        after=after,
     )

@@ -1,6 +1,7 @@
 """The node's HTTP side: `/healthz` (the process is serving), `/readyz` (the
 store answers), `/metrics` (Prometheus text format) and the live dashboard
-(`/`, `/static/…`, `/api/…`, see `curvechat.dashboard.routes`), behind the
+(`/`, `/static/…`, `/api/…`, see `curvechat.dashboard.routes`) and the
+drain (`/api/drain`, `curvechat.server.drain`), behind the
 Host check, the bearer token and the security headers of
 `curvechat.server.httpguard`.
 
@@ -18,6 +19,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from curvechat.dashboard.routes import Dashboard, NodeProbe
+from curvechat.server.drain import mount_drain
 from curvechat.server.httpguard import HttpGuard
 from curvechat.server.node import ChatNode, Session
 from curvechat.store import StoreUnavailable
@@ -74,7 +76,11 @@ def node_probe(node: ChatNode, peer_token: str = "") -> NodeProbe:
         return sorted(rows, key=lambda r: (r["state"] != "live", r["user"] or "", r["key"]))
 
     def info() -> dict[str, Any]:
-        return {"endpoint": node.endpoint}
+        return {
+            "endpoint": node.endpoint,
+            "etcd_quota": node.etcd_quota(),
+            "draining": node.draining,
+        }
 
     def on_store_state(ok: bool) -> None:
         node.metrics.store_up.set(1 if ok else 0)
@@ -124,6 +130,7 @@ def make_http_app(node: ChatNode, guard: HttpGuard, *, dashboard: bool = True) -
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    mount_drain(app, node, guard)
     if dashboard:
         Dashboard(node_probe(node, guard.token)).mount(app)
     return app

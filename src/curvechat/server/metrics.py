@@ -183,6 +183,25 @@ class NodeMetrics:
         self.cluster_nodes = Gauge(
             "curvechat_cluster_nodes", "Live nodes in the cluster's registry", registry=r
         )
+        # etcd's space quota (server/capacity.py): the fullest member's file.
+        self.etcd_db_bytes = Gauge(
+            "curvechat_etcd_db_bytes",
+            "Size of the fullest etcd member's database file (what etcd holds to its quota)",
+            registry=r,
+        )
+        self.etcd_db_in_use_bytes = Gauge(
+            "curvechat_etcd_db_in_use_bytes",
+            "Bytes in use in that file (what a defragmentation would shrink it to)",
+            registry=r,
+        )
+        self.etcd_quota_bytes = Gauge(
+            "curvechat_etcd_quota_bytes", "etcd's space quota (--quota-backend-bytes)", registry=r
+        )
+        self.etcd_quota_used_ratio = Gauge(
+            "curvechat_etcd_quota_used_ratio",
+            "curvechat_etcd_db_bytes / curvechat_etcd_quota_bytes (NOSPACE at 1)",
+            registry=r,
+        )
         self.start_time.set_to_current_time()
         self._store_totals = (0, 0)
 

@@ -118,6 +118,9 @@ class ChatNode:
         # Cluster from the registry and handed to every client in its welcome.
         self.peers: list[str] = []
         self.peer_nodes: list[dict[str, Any]] = []  # the other nodes, for the dashboard
+        self.draining = False  # no new connections (server/drain.py)
+        self.store_cut_off = False  # no etcd member answers (server/storeguard.py)
+        self.etcd_quota: Callable[[], dict[str, Any] | None] = lambda: None  # server/capacity.py
         self.metrics = NodeMetrics()
         self.metrics.set_node(self.node_name, self.boot)
         self.limits = limits or RateLimits()

@@ -45,7 +45,7 @@ from curvechat.protocol import (
     peek_request_id,
 )
 from curvechat.protocol import messages as m
-from curvechat.server.handlers import Handlers, Refusal
+from curvechat.server.handlers import OUT_OF_ORDER_TEXT, Handlers, Refusal
 from curvechat.server.rooms import RoomView
 from curvechat.server.session import SESSION_QUEUE_MAX, Session
 from curvechat.store import Committed, NewMessage, StoreUnavailable
@@ -58,6 +58,7 @@ log = logging.getLogger("curvechat.server")
 BATCH_MAX = 2048  # frames handled in one pass before the loop runs anything else
 REQUEST_BYTES_MAX = 2 * 1024 * 1024  # request bytes waiting to be served, per connection
 _PLAIN_SEND = Handlers.send
+OUT_OF_ORDER = m.Error(code=ErrorCode.OUT_OF_ORDER, message=OUT_OF_ORDER_TEXT)
 # Flags as plain ints: combining pyzmq's flag enums costs more than the send.
 _NOWAIT = int(zmq.NOBLOCK)
 _MORE_NOWAIT = int(zmq.SNDMORE) | int(zmq.NOBLOCK)
@@ -202,7 +203,12 @@ class Reactor:
                     if item is not None:
                         sends.append(item)
                         continue
-                elif kind is m.Hello and sess.resolved and not node.flow.over_budget(sess.flow):
+                elif (
+                    kind is m.Hello
+                    and sess.resolved
+                    and not node.draining  # its refusal is the handler's
+                    and not node.flow.over_budget(sess.flow)
+                ):
                     hellos += 1
                     sess.client = req.client  # type: ignore[union-attr]
                     node.reply(sess, frame.rid, node.welcome(sess))
@@ -258,7 +264,12 @@ class Reactor:
             return None
         record = view.record
         msg = NewMessage(
-            env.room, user, env.txn, encode(env), expect=(record.epoch, record.op_head)
+            env.room,
+            user,
+            env.txn,
+            encode(env),
+            expect=(record.epoch, record.op_head),
+            after=req.after,
         )
         return _Send(sess, rid, env, msg, view, t0)
 
@@ -316,6 +327,10 @@ class Reactor:
             if done.stale:
                 stale.append(s)
                 continue
+            if done.behind:
+                node.metrics.observe_request("send", ErrorCode.OUT_OF_ORDER)
+                self.send(s.sess.routing_id, encode_reply(s.rid, OUT_OF_ORDER))
+                continue
             env = s.env
             if not done.duplicate:
                 accepted += 1
@@ -348,7 +363,7 @@ class Reactor:
         node = self.node
         s.sess.request_t0 = s.t0
         try:
-            reply = await node.handlers.dispatch(s.sess, m.Send(envelope=s.env))
+            reply = await node.handlers.dispatch(s.sess, m.Send(envelope=s.env, after=s.msg.after))
             code = "ok"
         except Refusal as exc:
             reply, code = m.Error(code=exc.code, message=exc.message[:500]), exc.code

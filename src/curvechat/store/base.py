@@ -123,6 +123,10 @@ class NewMessage(msgspec.Struct, frozen=True):
     # message is stored only if the room is still there when it commits (a
     # membership change or rotation in between makes it `stale`). None: no check.
     expect: tuple[int, int] | None = None
+    # The txn of the same sender's message in the same room that must be
+    # stored before this one (or earlier in the same group): if it is not,
+    # nothing is stored and the ack says `behind`. None: no check.
+    after: str | None = None
 
 
 class Committed(msgspec.Struct, frozen=True):
@@ -130,7 +134,10 @@ class Committed(msgspec.Struct, frozen=True):
     True when (room, sender, txn) was already stored: seq/ts are then the
     original ones and nothing new was stored. `stale` is True when the
     message's `expect` no longer matched the room: nothing was stored, seq
-    and ts are 0 (a duplicate is reported as such, never as stale)."""
+    and ts are 0 (a duplicate is reported as such, never as stale).
+    `behind` is True when the message's `after` is not stored: nothing was
+    stored, seq and ts are 0 (checked after the duplicate check, before the
+    stale one)."""
 
     room: str
     txn: str
@@ -138,6 +145,7 @@ class Committed(msgspec.Struct, frozen=True):
     ts_ms: int
     duplicate: bool
     stale: bool = False
+    behind: bool = False
 
 
 class StoredRow(msgspec.Struct, frozen=True):

@@ -133,6 +133,7 @@ _CHANNEL_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
 ]
 PENALTY_MIN_S = 2.0
+_HAS_LEADER = (("hasleader", "true"),)
 PENALTY_MAX_S = 30.0
 
 
@@ -272,6 +273,9 @@ class EtcdStore(Store):
         #: Written into every message this store commits, so that a node can
         #: tell its own commits from other nodes' in the watch.
         self.origin = ""
+        #: the node's `etcd_health.EtcdProbe` once it runs one: calls on a
+        #: member it finds not serving give up at once
+        self.probe: Any = None
         self._members: list[_Member] = []
         self._next = 0  # where the rotation over the members goes on
         self._stream_member: _Member | None = None  # serving the cluster's streams
@@ -368,12 +372,18 @@ class EtcdStore(Store):
     async def _call(self, method: str, request: Any) -> Any:
         member = self._pick()
         try:
-            resp = await getattr(member.kv, method)(request, timeout=self.timeout)
+            # hasleader: a member cut off from the others says so at once
+            # instead of holding the call for its whole deadline.
+            call = getattr(member.kv, method)(request, timeout=self.timeout, metadata=_HAS_LEADER)
+            resp = await (call if self.probe is None else self.probe.guard(member.endpoint, call))
         except rpc.AioRpcError as exc:
             member.failed()
             raise conn.failure(
                 member.endpoint, exc, self.security, self.prefix, opening=not self._contacted
             ) from exc
+        except StoreUnavailable:  # the probe gave up on it
+            member.failed()
+            raise
         member.worked()
         self._contacted = True
         return resp
@@ -499,6 +509,10 @@ class EtcdStore(Store):
         if self._stream_member is not None:
             self._stream_member.failed()
             self._stream_member = None
+
+    def member_channels(self) -> list[tuple[str, Any]]:
+        """(endpoint, gRPC channel) of every member, for `etcd_status`."""
+        return [(mb.endpoint, mb.channel) for mb in self._members]
 
     async def put(self, key: bytes, value: bytes, *, lease: int = 0) -> None:
         """A plain put (the node registry uses it with a lease)."""
@@ -813,6 +827,15 @@ class EtcdStore(Store):
         idem_keys = list(
             dict.fromkeys(self.k_idem(m.room, m.sender, m.txn) for i in todo for m in batches[i])
         )
+        # The `after` keys too: a predecessor found here stays stored; one not
+        # found may be stored by this very transaction (earlier in it) or not.
+        own = set(idem_keys)
+        idem_keys += dict.fromkeys(
+            k
+            for i in todo
+            for m in batches[i]
+            if m.after is not None and (k := self.k_idem(m.room, m.sender, m.after)) not in own
+        )
         # Heads first, then idempotency keys: a txn id absent from a later read
         # was not committed before the heads were read, so committing it
         # anyway would also have moved its room's head and fail our CAS.
@@ -876,6 +899,9 @@ class EtcdStore(Store):
                 original = known.get(ik)
                 if original is not None:
                     acks.append(Committed(m.room, m.txn, original[0], original[1], True))
+                    continue
+                if m.after is not None and self.k_idem(m.room, m.sender, m.after) not in known:
+                    acks.append(Committed(m.room, m.txn, 0, 0, False, behind=True))
                     continue
                 if m.expect is not None and tuple(m.expect) != metas[m.room][0]:
                     acks.append(Committed(m.room, m.txn, 0, 0, False, stale=True))

@@ -151,6 +151,9 @@ class GroupAppender:
                     self._keys.clear()
                 self._data_version = version
             known = self._lookup(batches) if lookup else {}
+            earlier = self._predecessors(batches, known)
+            if earlier:
+                known.update(self._lookup_keys(earlier))
             outcomes, rows, heads, seen = self._plan(batches, known)
             if rows:
                 self.statements += 2
@@ -201,6 +204,11 @@ class GroupAppender:
                     seen[key] = original
                     acks.append(Committed(m.room, m.txn, original[0], original[1], True))
                     continue
+                if m.after is not None:
+                    prev = (m.room, m.sender, m.after)
+                    if prev not in seen and prev not in known and prev not in self._keys:
+                        acks.append(Committed(m.room, m.txn, 0, 0, False, behind=True))
+                        continue
                 state = rooms[m.room]
                 if m.expect is not None and tuple(m.expect) != (state[2], state[3]):
                     acks.append(Committed(m.room, m.txn, 0, 0, False, stale=True))
@@ -222,7 +230,25 @@ class GroupAppender:
 
     def _lookup(self, batches: Sequence[Sequence[NewMessage]]) -> dict[_Key, tuple[int, int]]:
         """The group's keys that are already stored, with their (seq, ts)."""
-        keys = list(dict.fromkeys((m.room, m.sender, m.txn) for b in batches for m in b))
+        return self._lookup_keys(
+            list(dict.fromkeys((m.room, m.sender, m.txn) for b in batches for m in b))
+        )
+
+    def _predecessors(
+        self, batches: Sequence[Sequence[NewMessage]], known: dict[_Key, tuple[int, int]]
+    ) -> list[_Key]:
+        """The `after` keys to look up in the file: those neither remembered
+        nor named by the group itself (in steady state, none)."""
+        own = {(m.room, m.sender, m.txn) for b in batches for m in b}
+        wanted = ((m.room, m.sender, m.after) for b in batches for m in b if m.after is not None)
+        return [
+            k
+            for k in dict.fromkeys(wanted)
+            if k not in own and k not in known and k not in self._keys
+        ]
+
+    def _lookup_keys(self, keys: list[_Key]) -> dict[_Key, tuple[int, int]]:
+        """Those of `keys` that are stored, with their (seq, ts)."""
         found: dict[_Key, tuple[int, int]] = {}
         for i in range(0, len(keys), _IN_CHUNK):
             part = keys[i : i + _IN_CHUNK]

@@ -83,12 +83,14 @@ BY_CODE: dict[str, str] = {
     "bad_op": "You can't {what} in the room's present state.",
     "conflict": "Someone changed {room} at the same moment; try again.",
     "stale_epoch": "The key of {room} changed at the same moment; try again.",
+    "out_of_order": "A message you sent before this one is not stored yet; both go again in order.",
     "bad_envelope": f"The server refused the message as malformed; {BUG}.",
     "rate_limited": "You are going too fast for the server; wait a moment and try again.",
     "too_many_connections": (
         "You have too many sessions open on this server; close one and try again."
     ),
     "store_unavailable": "The server can't save anything right now; try again in a moment.",
+    "draining": "That server is about to restart; the client moves to another one.",
     "internal": (
         "The server failed on its side; try again, and tell its operator if it keeps happening."
     ),

@@ -122,6 +122,18 @@ function drawChart(spec, now) {
 }
 
 // --- nodes, connections, events --------------------------------------------------
+// etcd's space quota (cluster mode): the fullest member's file against the
+// quota, as text; amber from 60 %, red from 80 % (the node logs both).
+function quotaLine(q) {
+  if (!q || typeof q.used !== "number" || typeof q.quota_bytes !== "number") return null;
+  const pct = q.used * 100;
+  const cls = pct >= 80 ? "bad" : pct >= 60 ? "warn" : "ok";
+  const source = q.quota_source === "etcd" ? "reported by etcd" : String(q.quota_source || "");
+  return el("div", { class: "node-quota", "data-quota": cls, title: `fullest member: ${q.member || "?"}` },
+    "etcd quota ", el("span", { class: cls }, `${fmtNum(pct, "%")} used`),
+    ` · ${fmtBytes(q.db_bytes)} of ${fmtBytes(q.quota_bytes)} (${fmtBytes(q.in_use_bytes)} in use) · quota ${source}`);
+}
+
 function renderNodes(now) {
   const box = document.getElementById("nodes");
   const cards = [];
@@ -129,8 +141,8 @@ function renderNodes(now) {
     const info = node.info || {};
     const latest = node.history.length ? node.history[node.history.length - 1] : {};
     const storeBad = info.store_ok === false;
-    const cls = node.up === false ? "down" : storeBad ? "degraded" : "up";
-    const label = node.up === false ? "node unreachable" : node.up === null ? "connecting…" : storeBad ? "store unavailable" : "up";
+    const cls = node.up === false ? "down" : storeBad || info.draining ? "degraded" : "up";
+    const label = node.up === false ? "node unreachable" : node.up === null ? "connecting…" : storeBad ? "store unavailable" : info.draining ? "draining" : "up";
     const stat = (k, v) => el("div", { class: "stat" }, el("div", { class: "v" }, v), el("div", { class: "k" }, k));
     const live = node.up === true;
     const foot = el("div", { class: "node-foot" });
@@ -146,15 +158,29 @@ function renderNodes(now) {
         el("span", { class: "node-state" }, label)),
       el("div", { class: "node-stats" },
         stat("uptime", live && info.started_at ? fmtDuration(now - info.started_at) : "–"),
-        stat("clients", live ? fmtNum(latest.clients, "") : "–"),
+        stat("clients", live ? clientShare(latest.clients) : "–"),
         stat("msgs/s in", live ? fmtNum(latest.msgs_in, "") : "–"),
         stat("msgs/s out", live ? fmtNum(latest.msgs_out, "") : "–"),
         stat("delivery p99", live ? fmtNum(latest.deliver_p99_ms, "ms") : "–"),
         stat("cpu", live ? fmtNum(latest.cpu_percent, "%") : "–"),
         stat("memory", live ? fmtBytes(latest.rss_bytes) : "–")),
+      ...(live && info.etcd_quota ? [quotaLine(info.etcd_quota)].filter(Boolean) : []),
       foot));
   }
   box.replaceChildren(...cards);
+}
+
+// Clients per node: the count and its share of the clients of the nodes up
+// (clients spread over the nodes by a hash of their user name).
+function clientShare(count) {
+  if (typeof count !== "number") return fmtNum(count, "");
+  let total = 0;
+  for (const n of state.nodes.values()) {
+    const last = n.up === true && n.history.length ? n.history[n.history.length - 1].clients : 0;
+    total += typeof last === "number" ? last : 0;
+  }
+  const share = total > 0 && state.nodes.size > 1 ? ` (${Math.round((count * 100) / total)} %)` : "";
+  return `${fmtNum(count, "")}${share}`;
 }
 
 function renderConnections(now) {

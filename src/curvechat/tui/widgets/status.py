@@ -36,10 +36,13 @@ def banner_text(status: ConnStatus, now: float) -> str | None:
         if status.next_retry_at is not None:
             due = f" in {max(0.0, status.next_retry_at - now):.1f} s"
         why = f" ({visible(status.detail)})" if status.detail else ""
+        if status.moving:  # the node is draining: nothing failed
+            return f"↪ moving to another node{why} · attempt {status.attempt + 1}{due}"
         return f"⚠ connection lost{why} · reconnect attempt {status.attempt + 1}{due}"
     if status.state is ConnState.CONNECTING:
         attempt = f" (attempt {status.attempt + 1})" if status.attempt else ""
-        return f"connecting to {visible(str(status.endpoint))}{attempt}…"
+        verb = "moving to" if status.moving else "connecting to"
+        return f"{verb} {visible(str(status.endpoint))}{attempt}…"
     if status.state is ConnState.OFFLINE:
         return "offline"
     if status.state is ConnState.CLOSED:

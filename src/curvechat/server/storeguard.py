@@ -1,0 +1,108 @@
+"""A node cut off from etcd sends its clients to the other nodes.
+
+What it is for: a node that reaches no etcd member can neither commit nor
+learn what the other nodes commit. Its clients that send notice (their sends
+are refused), but a client that only reads would stay, connected and seeing
+nothing new, until the cut heals. So once the node's probe
+(`store.etcd_health`) has gone CUT_OFF_ROUNDS rounds in a row without an
+answer from any member (about 1.5 s when the links refuse, 3 s when they
+are silent):
+
+* `hello` is refused with `store_unavailable` ("cannot reach etcd: use
+  another node"), so a client tries its next node at once;
+* every connection is sent `push_move` (reason ``store_unreachable``), again
+  every TELL_EVERY_S while it stays: the client moves to its next node (and
+  tries this one last for a while), and its outbox resends what was not
+  acknowledged, with the same txn ids;
+* an event says so, and another when a member answers again, after which
+  the node takes clients again.
+
+It is not a quorum loss: there the members answer (without a leader), every
+node is in the same boat, and moving clients would help nobody.
+
+It never closes a connection itself: a client that does not know
+`push_move` stays, and its sends are refused as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from curvechat.protocol import encode_reply
+from curvechat.protocol import messages as m
+from curvechat.server.node import ChatNode
+from curvechat.store.etcd_health import EtcdProbe
+
+log = logging.getLogger("curvechat.server")
+
+CUT_OFF_ROUNDS = 3
+TELL_EVERY_S = 2.0
+LOOP_S = 0.25
+MOVE_REASON = "store_unreachable"
+
+
+class StoreGuard:
+    def __init__(self, node: ChatNode, probe: EtcdProbe, *, rounds: int = CUT_OFF_ROUNDS) -> None:
+        self.node = node
+        self.probe = probe
+        self.rounds = rounds
+        self.cut_offs = 0  # how many times the node found itself cut off
+        self.since = 0.0
+        self._told: dict[bytes, float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="store-guard")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    async def run(self) -> None:
+        while True:
+            self.check()
+            await asyncio.sleep(LOOP_S)
+
+    def check(self) -> None:
+        cut = self.probe.silent_rounds >= self.rounds
+        if cut and not self.node.store_cut_off:
+            self.node.store_cut_off = True
+            self.cut_offs += 1
+            self.since = time.monotonic()
+            self._told.clear()
+            log.warning("no etcd member answers: asking the clients to move to other nodes")
+            self.node.events.add(
+                "store_cut_off",
+                f"node {self.node.node_name} reaches no etcd member: it takes no new client"
+                " and asks its clients to move to other nodes",
+                level="warning",
+            )
+        elif not cut and self.node.store_cut_off:
+            self.node.store_cut_off = False
+            took = time.monotonic() - self.since
+            log.info("etcd answers again after %.1f s: taking clients again", took)
+            self.node.events.add(
+                "store_reached",
+                f"node {self.node.node_name} reaches etcd again after {took:.1f} s"
+                " and takes clients again",
+            )
+        if self.node.store_cut_off:
+            self._tell()
+
+    def _tell(self) -> None:
+        now = time.monotonic()
+        frame = encode_reply(0, m.Move(reason=MOVE_REASON))
+        for routing_id, sess in list(self.node.sessions.items()):
+            if sess.gone is None and now - self._told.get(routing_id, -TELL_EVERY_S) >= (
+                TELL_EVERY_S
+            ):
+                self._told[routing_id] = now
+                self.node.send(routing_id, frame)
+        for routing_id in [r for r in self._told if r not in self.node.sessions]:
+            del self._told[routing_id]

@@ -1,0 +1,91 @@
+"""The etcd probe without sockets: when it gives up on calls in flight,
+which members it keeps out of the rotation, and when a node counts as cut
+off. Each member's Status answer is scripted."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from curvechat.store.base import StoreUnavailable
+from curvechat.store.etcd_health import EtcdProbe
+
+
+def _probe(*names: str) -> tuple[EtcdProbe, dict[str, tuple[bool, str, int]], Any]:
+    store = SimpleNamespace(
+        _members=[SimpleNamespace(endpoint=n, avoid_until=0.0) for n in names], login=None
+    )
+    probe = EtcdProbe(store)
+    answers = {n: (True, "", 1) for n in names}  # answered, why not serving, leader
+
+    async def status(member: Any) -> tuple[bool, str, int]:
+        return answers[member.endpoint]
+
+    probe._status = status  # type: ignore[method-assign]
+    return probe, answers, store
+
+
+async def _pending(probe: EtcdProbe, endpoint: str) -> asyncio.Task[Any]:
+    never: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(probe.guard(endpoint, never))
+    await asyncio.sleep(0)
+    return task
+
+
+async def test_a_call_on_a_member_that_goes_silent_gives_up() -> None:
+    probe, answers, store = _probe("m1", "m2")
+    await probe.probe_once()
+    task = await _pending(probe, "m1")
+    answers["m1"] = (False, "no answer within 1 s", 0)
+    await probe.probe_once()
+    with pytest.raises(StoreUnavailable, match="gave up"):
+        await task
+    assert store._members[0].avoid_until > time.monotonic()  # kept out of the rotation
+    assert probe.serving() == ["m2"]
+    answers["m1"] = (True, "", 1)
+    await probe.probe_once()
+    assert sorted(probe.serving()) == ["m1", "m2"]
+
+
+async def test_no_leader_counts_only_the_second_time_in_a_row() -> None:
+    probe, answers, _store = _probe("m1", "m2", "m3")
+    await probe.probe_once()
+    task = await _pending(probe, "m3")
+    answers["m3"] = (True, "it has no leader", 0)  # an election, or cut off from the others
+    await probe.probe_once()
+    assert not task.done()
+    await probe.probe_once()
+    with pytest.raises(StoreUnavailable):
+        await task
+
+
+async def test_every_call_in_flight_gives_up_when_the_leader_changes() -> None:
+    probe, answers, _store = _probe("m1", "m2", "m3")
+    await probe.probe_once()
+    calls = [await _pending(probe, m) for m in ("m1", "m2")]
+    answers.update({m: (True, "", 2) for m in answers})  # a new leader
+    await probe.probe_once()
+    for task in calls:
+        with pytest.raises(StoreUnavailable, match="leader changed"):
+            await task
+    done = asyncio.get_running_loop().create_future()
+    done.set_result("ok")
+    assert await probe.guard("m1", done) == "ok"  # calls started after it are not affected
+
+
+async def test_cut_off_only_when_no_member_answers() -> None:
+    probe, answers, _store = _probe("m1", "m2", "m3")
+    for m in answers:  # a quorum loss: members answer, without a leader
+        answers[m] = (True, "it has no leader", 0)
+    await probe.probe_once()
+    await probe.probe_once()
+    assert probe.silent_rounds == 0
+    for m in answers:  # the node's links to etcd are cut
+        answers[m] = (False, "no answer within 1 s", 0)
+    for rounds in (1, 2, 3):
+        await probe.probe_once()
+        assert probe.silent_rounds == rounds

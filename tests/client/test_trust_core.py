@@ -7,17 +7,20 @@ encrypts under and what it shows must follow from the rules alone."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 from curvechat.client import events as ev
 from curvechat.client.cache import Cache, cache_key
+from curvechat.client.crypt import open_split
 from curvechat.client.errors import KeyChanged, NotReady
 from curvechat.client.trust import EpochRecord, Rotate, TrustCore
 from curvechat.client.trust import rules as R
+from curvechat.client.trust.jobs import OpenJob, open_in_turn
 from curvechat.crypto.envelope import Plaintext, seal_message
+from curvechat.crypto.errors import CryptoError
 from curvechat.crypto.identity import Identity
 from curvechat.crypto.membership import MemberState, sign_op
 from curvechat.crypto.roomkeys import EpochKey, new_epoch_key, wrap_epoch_key
@@ -272,6 +275,41 @@ def test_message_rules(w: World) -> None:
     w.core.feed_packets("r", [w.packet(later, "bob")])
     error = w.core.open("r", 4, envelope(w, "mallory", "r", later)).error
     assert error == f"refused: requires that {_says('M4')} (M4)"
+
+
+def test_a_page_is_judged_alike_whether_its_crypto_runs_in_turn_or_on_two_threads(
+    w: World,
+) -> None:
+    """`verify_many` hands only what the rules let through to the crypt
+    function, with the keys it chose, and judges what comes back: the
+    two-thread one of the engine gives the same answers as one in turn."""
+    key = w.key("r", 0)
+    w.core.feed_packets("r", [w.packet(key, "bob")])
+    w.room("x", "bob", "alice")
+    envs = []
+    for i in range(80):
+        env = envelope(w, "bob", "r", key, txn=f"txn-{i:016d}")
+        if i % 7 == 3:  # a forged one: mallory's signature, bob's name
+            env = m.Envelope(**{**_fields(envelope(w, "mallory", "r", key)), "sender": "bob"})
+        if i % 11 == 5:  # M1: sealed for another room
+            env = envelope(w, "bob", "x", key, txn=f"txn-{i:016d}")
+        envs.append(env)
+    asked: list[OpenJob] = []
+
+    def spy(jobs: Sequence[OpenJob]) -> list[Plaintext | CryptoError]:
+        asked.extend(jobs)
+        return open_in_turn(jobs)
+
+    in_turn = w.core.verify_many("r", envs, crypt=spy)
+    split = w.core.verify_many("r", envs, crypt=open_split)
+    assert in_turn == split
+    assert len(asked) == 80 - len([i for i in range(80) if i % 11 == 5])  # M1 never asked
+    assert all(job.key == key.key for job in asked)
+    errors = [o.error for o in split]
+    assert errors.count(None) == len([i for i in range(80) if i % 7 != 3 and i % 11 != 5])
+    assert all("verify" in (errors[i] or "") for i in range(80) if i % 7 == 3 and i % 11 != 5)
+    with pytest.raises(ValueError):
+        w.core.verify_many("r", envs, crypt=lambda jobs: open_in_turn(jobs)[1:])
 
 
 def test_message_replay_is_marked(w: World) -> None:

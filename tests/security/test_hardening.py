@@ -145,7 +145,7 @@ def test_frame_over_the_socket_limit_drops_the_peer_not_the_server(server: Serve
 async def test_epochs_rotate_by_message_count(
     server: ServerProcess, clients: ClientFactory
 ) -> None:
-    alice, _ = await clients.make("alice", server.connect, rotate_after_messages=10)
+    alice, alice_events = await clients.make("alice", server.connect, rotate_after_messages=10)
     bob, bob_events = await clients.make("bob", server.connect, rotate_after_messages=10)
     await alice.create_room("r", ["bob"])
     await bob.history("r")
@@ -153,6 +153,7 @@ async def test_epochs_rotate_by_message_count(
     for i, text in enumerate(sent):
         await (alice if i % 2 else bob).send("r", text)
     await bob_events.until(lambda: len(bob.cache.messages("r", limit=100)) == 35)
+    await alice_events.until(lambda: len(alice.cache.messages("r", limit=100)) == 35)
     assert sorted(alice.cache.epoch_keys("r")) == [0, 1, 2, 3]
     for client in (alice, bob):
         rows = client.cache.messages("r", limit=100)

@@ -18,6 +18,7 @@ import contextlib
 from collections.abc import Iterable
 
 from curvechat.client import events as ev
+from curvechat.client.crypt import open_split
 from curvechat.client.errors import KeyChanged, ServerRefused, UntrustedLog
 from curvechat.client.model import CachedMessage
 from curvechat.client.parts import Parts
@@ -160,11 +161,12 @@ class Sync:
             with contextlib.suppress(UntrustedLog):
                 await self.refresh(room)
         shown: list[tuple[CachedMessage, bool]] = []
+        verified = core.verify_many(room, [i.envelope for i in fresh], crypt=open_split)
         # No await from here to the end of the transaction.
         with cache.batch(room) as batch:
-            for item in fresh:
+            for item, checked in zip(fresh, verified, strict=True):
                 env = item.envelope
-                opened = core.open(room, item.seq, env)
+                opened = core.check_replay(room, item.seq, env, checked)
                 mine = env.sender == self.p.me
                 if batch.add(
                     item.seq,

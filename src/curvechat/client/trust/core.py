@@ -14,7 +14,7 @@ signature it checked (`docs/security.md`, "Trust rules").
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,9 +22,9 @@ from curvechat.client import events as ev
 from curvechat.client.errors import KeyChanged, NotReady, UntrustedLog
 from curvechat.client.model import CachedRoom, Pin
 from curvechat.client.trust import rules
+from curvechat.client.trust.jobs import Crypt, OpenJob, open_in_turn
 from curvechat.client.trust.log import RoomLog
 from curvechat.client.trust.rules import EpochRecord
-from curvechat.crypto.envelope import Plaintext, open_message
 from curvechat.crypto.errors import CryptoError, MembershipError
 from curvechat.crypto.identity import Identity
 from curvechat.crypto.roomkeys import EpochKey, new_epoch_key, wrap_epoch_key
@@ -285,25 +285,50 @@ class TrustCore:
     def verify(self, room: str, env: m.Envelope) -> Opened:
         """Decide whether an envelope may be shown (M1-M5) and decrypt it;
         where it came from (the server, a peer) is for the caller to judge."""
+        return self.verify_many(room, [env])[0]
+
+    def verify_many(
+        self, room: str, envs: Sequence[m.Envelope], crypt: Crypt = open_in_turn
+    ) -> list[Opened]:
+        """`verify` for each envelope of `room`: the rules decide here, and
+        the signature checks and decryptions of those they let through are
+        handed to `crypt` at once (the engine may run them on threads)."""
         log, held = self.log(room), self.held(room)
-        broken = rules.check_message(rules.MessageCtx(room=room, envelope=env, log=log, held=held))
-        if broken is not None:
-            if broken.id == "M2":
-                return Opened(env.sender, None, None, f"no key for epoch {env.epoch} (M2)")
-            return Opened(env.sender, None, None, f"refused: {rules.explain(broken)}")
-        try:
-            plain: Plaintext = open_message(
-                env, key=held[env.epoch].key, sender_sign_pub=log.logged_keys[env.sender]
-            )
-        except CryptoError as exc:
-            return Opened(
-                env.sender, None, None, f"failed to verify or decrypt: {type(exc).__name__}"
-            )
-        return Opened(env.sender, plain.text, plain.ts, None)
+        out: list[Opened] = []
+        jobs: list[OpenJob] = []
+        where: list[int] = []
+        for env in envs:
+            ctx = rules.MessageCtx(room=room, envelope=env, log=log, held=held)
+            broken = rules.check_message(ctx)
+            if broken is None:
+                where.append(len(out))
+                jobs.append(OpenJob(env, held[env.epoch].key, log.logged_keys[env.sender]))
+                error = None  # until `crypt` has spoken
+            elif broken.id == "M2":
+                error = f"no key for epoch {env.epoch} (M2)"
+            else:
+                error = f"refused: {rules.explain(broken)}"
+            out.append(Opened(env.sender, None, None, error))
+        results = crypt(jobs)
+        if len(results) != len(jobs):
+            raise ValueError("the crypt function returned a result count other than asked")
+        for i, job, res in zip(where, jobs, results, strict=True):
+            sender = job.envelope.sender
+            if isinstance(res, CryptoError):
+                failed = f"failed to verify or decrypt: {type(res).__name__}"
+                out[i] = Opened(sender, None, None, failed)
+            else:
+                out[i] = Opened(sender, res.text, res.ts, None)
+        return out
 
     def open(self, room: str, seq: int, env: m.Envelope) -> Opened:
         """Decide whether a stored message is shown (M1-M6) and decrypt it."""
-        opened = self.verify(room, env)
+        return self.check_replay(room, seq, env, self.verify(room, env))
+
+    def check_replay(self, room: str, seq: int, env: m.Envelope, opened: Opened) -> Opened:
+        """M6 for a message `verify` let through: a txn seen at a lower seq
+        is a replay; one seen at a higher seq was the replay. Call it in seq
+        order, storing each message before the next is checked."""
         if opened.error is not None:
             return opened
         earlier = self.store.seen_txn(room, env.sender, env.txn)

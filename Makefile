@@ -9,7 +9,7 @@ HTTP  ?= 127.0.0.1:7780
 MONITOR_HTTP ?= 127.0.0.1:7790
 MONITOR_DATA ?= monitor-data
 
-.PHONY: setup run monitor test bench lint typecheck clean chaos fuzz-trust
+.PHONY: setup run monitor test bench lint typecheck clean chaos fuzz-trust fuzz-frames
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	scripts/setup.sh
@@ -46,6 +46,13 @@ FUZZ_EXAMPLES ?= 2000
 fuzz-trust: $(STAMP)
 	CURVECHAT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) CURVECHAT_FUZZ_SHRINK_SECONDS=120 \
 	  $(BIN)/pytest -q --timeout=0 tests/security/test_trust_harness.py
+
+# Malformed frames thrown at one node, each answered with an error code
+# (make test throws 3,000).
+FUZZ_FRAMES ?= 10000
+fuzz-frames: $(STAMP)
+	CURVECHAT_FUZZ_FRAMES=$(FUZZ_FRAMES) $(BIN)/pytest -q --timeout=0 \
+	  tests/server/test_fuzz.py::test_thousands_of_bad_frames
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -60,7 +60,7 @@ class Client:
         s.setsockopt(zmq.SNDHWM, 100_000)
         s.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
         s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * HEARTBEAT_MS)
-        s.setsockopt(zmq.HEARTBEAT_TTL, 3 * HEARTBEAT_MS)
+        s.setsockopt(zmq.HEARTBEAT_TTL, 0)  # as the real client: the node times us out itself
         if self.stalled:
             # A client that stops reading: tiny queues so that the backlog
             # lands on the server as soon as the kernel buffers are full.

@@ -5,6 +5,8 @@ normal client."""
 
 from __future__ import annotations
 
+import os
+
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -122,13 +124,17 @@ class RawClient:
         self.ctx.term()
 
 
-def test_ten_thousand_bad_frames(server: ServerProcess) -> None:
+BAD_FRAMES = int(os.environ.get("CURVECHAT_FUZZ_FRAMES", "3000"))
+"""Frames thrown at one node (`make fuzz-frames` throws 10,000)."""
+
+
+def test_thousands_of_bad_frames(server: ServerProcess) -> None:
     raw = RawClient(server.connect)
     seen = {"error": 0, "reply": 0}
     try:
 
         @settings(
-            max_examples=10_000,
+            max_examples=BAD_FRAMES,
             deadline=None,
             database=None,
             suppress_health_check=list(HealthCheck),
@@ -144,8 +150,8 @@ def test_ten_thousand_bad_frames(server: ServerProcess) -> None:
                 seen["reply"] += 1
 
         throw()
-        assert seen["error"] + seen["reply"] >= 10_000
-        assert seen["error"] > 9_000
+        assert seen["error"] + seen["reply"] >= BAD_FRAMES
+        assert seen["error"] > BAD_FRAMES * 0.9
 
         # frames the protocol forbids outright
         multi = raw.exchange(b"one", b"two")

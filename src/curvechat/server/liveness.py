@@ -125,6 +125,7 @@ class Liveness:
         """Record that a client went away: for the table, the metrics, the
         events (a failure only: `event` None for a clean exit)."""
         sess.gone, sess.gone_ms = reason, int(time.time() * 1000)
+        self.node.gone_sessions += 1
         self.node.metrics.client_disconnects.labels(reason).inc()
         if event is not None:
             self.node.events.add(event, text, level="warning", user=sess.user)

@@ -48,13 +48,14 @@ from curvechat.store import Store
 log = logging.getLogger("curvechat.server")
 
 MIN_LIBZMQ = (4, 3, 2)
-# ZMTP heartbeats (ms). Clients heartbeat every 5 s and ask the node (their
-# TTL) to drop them after 15 s without a word; the node's own pings are
-# rarer, for peers that do not heartbeat: a ping every HEARTBEAT_IVL, a peer
-# silent for HEARTBEAT_TIMEOUT is disconnected, and peers are told to drop
-# the node after HEARTBEAT_TTL without a word from it. Every heartbeat is a
-# CURVE message for libzmq's I/O threads: with 10,000 idle connections they
-# are most of the node's traffic.
+# ZMTP heartbeats (ms). Clients heartbeat every 5 s to find a silent node;
+# the node pings each peer every HEARTBEAT_IVL and disconnects one silent
+# for HEARTBEAT_TIMEOUT after it, and tells peers to drop the node after
+# HEARTBEAT_TTL without a word from it. Clients set no TTL: libzmq cancels
+# a timer by walking all of its I/O thread's timers, and a TTL timer is
+# armed at each client ping and cancelled at the next frame; with 10,000
+# idle connections that walk took a whole core. Every heartbeat is also a
+# CURVE message for libzmq's I/O threads.
 HEARTBEAT_IVL = 10000
 HEARTBEAT_TIMEOUT = 30000
 HEARTBEAT_TTL = 30000
@@ -127,6 +128,7 @@ class ChatNode:
         self._user_buckets: dict[str, TokenBucket] = {}
         self.rooms = RoomCache(store)
         self.sessions: dict[bytes, Session] = {}
+        self.gone_sessions = 0  # of `sessions`, those marked gone (the reaper drops them)
         self.by_user: dict[str, set[bytes]] = {}
         self.endpoint: str | None = None
         self._ctx = zmq.asyncio.Context(io_threads=IO_THREADS)
@@ -146,8 +148,10 @@ class ChatNode:
         self._keys_seen: Recent[str, bool] = Recent(KEYS_REMEMBERED)
         self.lost_sessions: deque[Session] = deque(maxlen=LOST_SESSIONS_KEPT)
         self.metrics.track(
-            connected_clients=lambda: sum(1 for s in self.sessions.values() if s.gone is None),
-            request_queue_depth=lambda: sum(s.waiting() for s in self.sessions.values()),
+            # Counted, not summed over every session: sampled each second,
+            # with 10,000 idle connections a sum stalls the loop for ms.
+            connected_clients=lambda: len(self.sessions) - self.gone_sessions,
+            request_queue_depth=lambda: sum(s.waiting() for s in self.ordered.active.values()),
             push_backlog_bytes=lambda: self.flow.backlog,
         )
 
@@ -245,6 +249,7 @@ class ChatNode:
                 sess.fd = fd
                 self.by_fd[fd] = sess
         if sess.gone is not None:
+            self.gone_sessions -= 1
             sess.gone = sess.gone_ms = None  # it spoke: whatever we concluded, it is here
         return sess
 
@@ -319,6 +324,8 @@ class ChatNode:
         sess = self.sessions.pop(routing_id, None)
         if sess is None:
             return
+        if sess.gone is not None:
+            self.gone_sessions -= 1
         sess.dropped_ms = int(time.time() * 1000)
         self.flow.forget(sess.flow)
         self.lost_sessions.append(sess)

@@ -96,6 +96,8 @@ class OrderedPath:
 
     def __init__(self, node: ChatNode) -> None:
         self.node = node
+        self.active: dict[int, Session] = {}
+        """Sessions with a queue being served, by id (what the queue-depth gauge sums)."""
 
     def enqueue(self, sess: Session, item: Queued) -> bool:
         """Queue a request; False if the connection has too many waiting."""
@@ -106,8 +108,14 @@ class OrderedPath:
         sess.pending.append(item)
         sess.queued_bytes += item[1]
         if sess.worker is None or sess.worker.done():
+            self.active[id(sess)] = sess
             sess.worker = asyncio.create_task(self._work(sess))
+            sess.worker.add_done_callback(lambda t: self._idle(sess, t))
         return True
+
+    def _idle(self, sess: Session, worker: asyncio.Task[None]) -> None:
+        if sess.worker is worker:  # not a later worker's session
+            self.active.pop(id(sess), None)
 
     async def _work(self, sess: Session) -> None:
         node = self.node

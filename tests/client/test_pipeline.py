@@ -257,3 +257,33 @@ async def test_a_catch_up_page_is_written_in_one_transaction(
     assert texts(bob, "page") == sent
     assert tx.writes == [len(sent)]
     assert events.of(ev.CaughtUp)[0].messages == len(sent)
+
+
+async def test_catch_up_asks_for_the_next_page_while_it_opens_this_one(
+    server: ServerProcess, clients: ClientFactory
+) -> None:
+    alice, _ = await clients.make("alice", server.connect)
+    bob, _ = await clients.make("bob", server.connect)
+    await alice.create_room("pages", ["bob"])
+    await clients.close(bob)
+    sent = [f"r{i:04d}" for i in range(1_100)]  # three pages of at most 500
+    await wait_all(alice, alice.outbox.queue_many("pages", sent))
+    bob, events = await clients.make("bob", server.connect, ready=False)
+    tx = Transactions(bob)  # before the client's first step: it has not synced yet
+    conn = bob.conn
+    real = conn.request
+    asked: list[tuple[int, int]] = []  # (cursor asked from, pages written by then)
+
+    async def request(req: m.AnyRequest, timeout: float | None = None) -> m.AnyReply:
+        if isinstance(req, m.Sync) and "pages" in req.cursors:
+            asked.append((req.cursors["pages"], len(tx.writes)))
+        return await real(req, timeout)
+
+    conn.request = request  # type: ignore[method-assign]
+    assert await bob.wait_ready(30)
+    assert texts(bob, "pages") == sent
+    # Each next page asked for before the one before it was written.
+    assert asked == [(0, 0), (500, 0), (1000, 1)]
+    assert tx.writes == [500, 500, 100]  # a transaction per page, in order
+    assert events.of(ev.CaughtUp)[0].messages == len(sent)
+    assert [r.seq for r in bob.cache.messages("pages", limit=2_000)] == list(range(1, 1_101))

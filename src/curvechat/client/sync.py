@@ -14,8 +14,10 @@ by message, in seq order.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
+from typing import Any, TypeVar
 
 from curvechat.client import events as ev
 from curvechat.client.crypt import open_split
@@ -27,6 +29,24 @@ from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_BATCH, MAX_PAGE
 
 GONE = (ErrorCode.NOT_MEMBER, ErrorCode.NO_SUCH_ROOM)
+
+
+R = TypeVar("R")
+
+
+async def _ask_ahead(request: Coroutine[Any, Any, R]) -> asyncio.Future[R]:
+    """Start a request and let it write its frame (its first step) before the
+    caller goes on with work that does not await."""
+    ahead = asyncio.ensure_future(request)
+    await asyncio.sleep(0)
+    return ahead
+
+
+async def _drop(ahead: asyncio.Future[Any] | None) -> None:
+    """Cancel a request asked ahead that is not wanted any more."""
+    if ahead is not None:
+        ahead.cancel()
+        await asyncio.gather(ahead, return_exceptions=True)
 
 
 def by_seq(items: Iterable[m.StoredMessage]) -> list[m.StoredMessage]:
@@ -73,20 +93,44 @@ class Sync:
         # One request names at most MAX_BATCH rooms: sync them a batch at a time.
         for start in range(0, max(len(rooms), 1), MAX_BATCH):
             names = rooms[start : start + MAX_BATCH]
+            only = len(rooms) > MAX_BATCH
+            cursors = self._cursors(names)
+            first = m.Sync(cursors=cursors, limit=MAX_PAGE, only=only)
+            batch = await self.p.ask(first, m.SyncReply)
             while True:
-                cursors = {r.room: r.cursor for r in self.p.cache.rooms() if r.room in names}
-                batch = await self.p.ask(
-                    m.Sync(cursors=cursors, limit=MAX_PAGE, only=len(rooms) > MAX_BATCH),
-                    m.SyncReply,
-                )
+                # Ask for the next batch before opening this one, from where
+                # this one should leave the cursors (kept only if it does).
+                expect = dict(cursors)
                 for msgs in batch.rooms:
-                    if msgs.room not in cursors:
-                        continue  # not asked for
-                    self.p.cache.set_head(msgs.room, msgs.head)
-                    count += await self.ingest_page(msgs.room, msgs.items, live=False)
-                if not batch.more:
+                    if msgs.room in expect and msgs.items:
+                        top = max(item.seq for item in msgs.items)
+                        expect[msgs.room] = max(expect[msgs.room], top)
+                ahead = None
+                if batch.more:
+                    ask = m.Sync(cursors=expect, limit=MAX_PAGE, only=only)
+                    ahead = await _ask_ahead(self.p.ask(ask, m.SyncReply))
+                try:
+                    for msgs in batch.rooms:
+                        if msgs.room not in cursors:
+                            continue  # not asked for
+                        self.p.cache.set_head(msgs.room, msgs.head)
+                        count += await self.ingest_page(msgs.room, msgs.items, live=False)
+                except BaseException:
+                    await _drop(ahead)
+                    raise
+                if ahead is None:
                     break
+                cursors = self._cursors(names)
+                if cursors == expect:
+                    batch = await ahead
+                else:  # a gap or a refused page: ask again from where we are
+                    await _drop(ahead)
+                    ask = m.Sync(cursors=cursors, limit=MAX_PAGE, only=only)
+                    batch = await self.p.ask(ask, m.SyncReply)
         return count
+
+    def _cursors(self, names: list[str]) -> dict[str, int]:
+        return {r.room: r.cursor for r in self.p.cache.rooms() if r.room in names}
 
     async def audit_directory(self) -> None:
         """Compare the directory's keys of everyone we share a room with to
@@ -253,15 +297,27 @@ class Sync:
             await self.ingest_page(room, run, live=True)
 
     async def catch_up(self, room: str, cursor: int) -> None:
-        """Fetch everything after `cursor` (a room we just joined or rejoined)."""
+        """Fetch everything after `cursor` (a room we just joined or rejoined).
+        The next page is asked for before this one is opened, so that the
+        server reads it while we verify."""
+        reply = await self.p.ask(m.History(room=room, after=cursor, limit=MAX_PAGE), m.Messages)
         while True:
-            reply = await self.p.ask(m.History(room=room, after=cursor, limit=MAX_PAGE), m.Messages)
             self.p.cache.set_head(room, reply.head)
-            await self.ingest_page(room, reply.items, live=False)
             top = max((item.seq for item in reply.items), default=cursor)
-            if top <= cursor or top >= reply.head:
-                return  # done, or a server that makes no progress
+            more = cursor < top < reply.head  # else done, or a server that makes no progress
+            ahead = None
+            if more:
+                ask = m.History(room=room, after=top, limit=MAX_PAGE)
+                ahead = await _ask_ahead(self.p.ask(ask, m.Messages))
+            try:
+                await self.ingest_page(room, reply.items, live=False)
+            except BaseException:
+                await _drop(ahead)
+                raise
+            if ahead is None:
+                return
             cursor = top
+            reply = await ahead
 
     async def fill_gap(self, room: str, cursor: int, upto: int) -> None:
         """Fetch the messages between the cursor and a pushed seq (Clone pattern)."""

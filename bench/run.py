@@ -523,7 +523,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=int, default=32, help="sends in flight per sender")
     ap.add_argument("--tp-rooms", type=int, default=4)
     ap.add_argument("--tp-count", type=int, default=5000, help="sealed messages per sender")
-    ap.add_argument("--fan-window", type=int, default=16)
+    ap.add_argument(
+        "--fan-window", type=int, default=64, help="sends in flight of the 100-member room's sender"
+    )
     ap.add_argument("--fan-count", type=int, default=2000)
     ap.add_argument("--idle", type=int, default=10_000)
     ap.add_argument("--idle-workers", type=int, default=4)

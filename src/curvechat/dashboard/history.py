@@ -13,7 +13,6 @@ It must never block the event loop for long or grow without bound.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -24,6 +23,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from curvechat.dashboard.events import EventLog
+from curvechat.tasks import cancel_and_wait
 
 log = logging.getLogger("curvechat.dashboard")
 
@@ -155,11 +155,8 @@ class Sampler:
         self._task = asyncio.create_task(self._run(), name="dashboard-sampler")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

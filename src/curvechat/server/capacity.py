@@ -23,7 +23,6 @@ outage).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from curvechat.dashboard.events import EventLog, Level
 from curvechat.server.metrics import NodeMetrics
+from curvechat.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from curvechat.store.etcd import EtcdStore
@@ -208,11 +208,8 @@ class CapacityWatch:
         self._task = asyncio.create_task(self._loop(), name="etcd-capacity")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         while True:

@@ -23,7 +23,6 @@ It never closes a connection itself: a client that does not know
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -31,10 +30,10 @@ from typing import Any
 
 from aiohttp import web
 
-from curvechat.protocol import encode_reply
-from curvechat.protocol import messages as m
 from curvechat.server.httpguard import HttpGuard
+from curvechat.server.moving import MoveAsker
 from curvechat.server.node import ChatNode
+from curvechat.tasks import cancel_and_wait
 
 log = logging.getLogger("curvechat.server")
 
@@ -48,7 +47,7 @@ class Drain:
         self.node = node
         self.since_ms: int | None = None
         self.drained_ms: int | None = None  # when the last client left
-        self._told: dict[bytes, float] = {}  # routing id -> when last asked to move
+        self._mover = MoveAsker(node, "draining", TELL_EVERY_S)
         self._present: set[bytes] = set()  # the connections the drain found
         self._task: asyncio.Task[None] | None = None
 
@@ -75,7 +74,7 @@ class Drain:
             return
         self.node.draining = True
         self.since_ms, self.drained_ms = int(time.time() * 1000), None
-        self._told.clear()
+        self._mover.reset()
         self._present = set(self.node.sessions)
         log.info("draining: asking %d connection(s) to move", self.clients())
         self.node.events.add(
@@ -95,24 +94,12 @@ class Drain:
         self.node.events.add("node_undrained", f"node {self.node.node_name} takes clients again")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _tell(self) -> None:
-        frame = encode_reply(0, m.Move(reason="draining"))
         while True:
-            now = time.monotonic()
-            for routing_id, sess in list(self.node.sessions.items()):
-                if sess.gone is None and now - self._told.get(routing_id, -TELL_EVERY_S) >= (
-                    TELL_EVERY_S
-                ):
-                    self._told[routing_id] = now
-                    self.node.send(routing_id, frame)
-            for routing_id in [r for r in self._told if r not in self.node.sessions]:
-                del self._told[routing_id]
+            self._mover.ask()
             self._present &= self.node.sessions.keys()
             if self.drained_ms is None and self.clients() == 0:
                 self.drained_ms = int(time.time() * 1000)

@@ -27,14 +27,13 @@ It never closes a connection itself: a client that does not know
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
-from curvechat.protocol import encode_reply
-from curvechat.protocol import messages as m
+from curvechat.server.moving import MoveAsker
 from curvechat.server.node import ChatNode
 from curvechat.store.etcd_health import EtcdProbe
+from curvechat.tasks import cancel_and_wait
 
 log = logging.getLogger("curvechat.server")
 
@@ -51,18 +50,15 @@ class StoreGuard:
         self.rounds = rounds
         self.cut_offs = 0  # how many times the node found itself cut off
         self.since = 0.0
-        self._told: dict[bytes, float] = {}
+        self._mover = MoveAsker(node, MOVE_REASON, TELL_EVERY_S)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="store-guard")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def run(self) -> None:
         while True:
@@ -75,7 +71,7 @@ class StoreGuard:
             self.node.store_cut_off = True
             self.cut_offs += 1
             self.since = time.monotonic()
-            self._told.clear()
+            self._mover.reset()
             log.warning("no etcd member answers: asking the clients to move to other nodes")
             self.node.events.add(
                 "store_cut_off",
@@ -93,16 +89,4 @@ class StoreGuard:
                 " and takes clients again",
             )
         if self.node.store_cut_off:
-            self._tell()
-
-    def _tell(self) -> None:
-        now = time.monotonic()
-        frame = encode_reply(0, m.Move(reason=MOVE_REASON))
-        for routing_id, sess in list(self.node.sessions.items()):
-            if sess.gone is None and now - self._told.get(routing_id, -TELL_EVERY_S) >= (
-                TELL_EVERY_S
-            ):
-                self._told[routing_id] = now
-                self.node.send(routing_id, frame)
-        for routing_id in [r for r in self._told if r not in self.node.sessions]:
-            del self._told[routing_id]
+            self._mover.ask()

@@ -40,6 +40,7 @@ from aetcd import rpc  # type: ignore[import-untyped]
 
 from curvechat.store import etcd_conn as conn
 from curvechat.store.base import StoreUnavailable
+from curvechat.tasks import cancel_and_wait
 
 __all__ = ["PROBE_INTERVAL_S", "EtcdProbe"]
 
@@ -136,11 +137,8 @@ class EtcdProbe:
         self._task = asyncio.create_task(self.run(), name="etcd-probe")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def run(self) -> None:
         while True:

@@ -239,13 +239,17 @@ class GroupAppender:
     ) -> list[_Key]:
         """The `after` keys to look up in the file: those neither remembered
         nor named by the group itself (in steady state, none)."""
-        own = {(m.room, m.sender, m.txn) for b in batches for m in b}
-        wanted = ((m.room, m.sender, m.after) for b in batches for m in b if m.after is not None)
-        return [
+        wanted = [
             k
-            for k in dict.fromkeys(wanted)
-            if k not in own and k not in known and k not in self._keys
+            for k in dict.fromkeys(
+                (m.room, m.sender, m.after) for b in batches for m in b if m.after is not None
+            )
+            if k not in known and k not in self._keys
         ]
+        if not wanted:
+            return []
+        own = {(m.room, m.sender, m.txn) for b in batches for m in b}
+        return [k for k in wanted if k not in own]
 
     def _lookup_keys(self, keys: list[_Key]) -> dict[_Key, tuple[int, int]]:
         """Those of `keys` that are stored, with their (seq, ts)."""

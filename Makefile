@@ -9,7 +9,7 @@ HTTP  ?= 127.0.0.1:7780
 MONITOR_HTTP ?= 127.0.0.1:7790
 MONITOR_DATA ?= monitor-data
 
-.PHONY: setup run monitor test bench lint typecheck clean chaos fuzz-trust fuzz-frames
+.PHONY: setup run monitor test bench lint typecheck clean chaos fuzz-trust fuzz-frames canaries
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	scripts/setup.sh
@@ -51,8 +51,15 @@ fuzz-trust: $(STAMP)
 # (make test throws 3,000).
 FUZZ_FRAMES ?= 10000
 fuzz-frames: $(STAMP)
-	CURVECHAT_FUZZ_FRAMES=$(FUZZ_FRAMES) $(BIN)/pytest -q --timeout=0 \
-	  tests/server/test_fuzz.py::test_thousands_of_bad_frames
+	CURVECHAT_FUZZ_FRAMES=$(FUZZ_FRAMES) CURVECHAT_CODEC_EXAMPLES=5000 $(BIN)/pytest -q --timeout=0 \
+	  tests/server/test_fuzz.py::test_thousands_of_bad_frames \
+	  tests/protocol/test_codec.py::test_decoders_raise_nothing_but_protocol_errors
+
+# Plaintext canaries through a node, then searched for in its files and memory
+# (make test sends 3,000).
+CANARIES ?= 10000
+canaries: $(STAMP)
+	CURVECHAT_CANARIES=$(CANARIES) $(BIN)/pytest -q --timeout=0 tests/server/test_canary.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

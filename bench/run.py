@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -493,6 +494,7 @@ def cluster(root: Path, args: argparse.Namespace, profile: Path | None) -> dict[
                 workers, nodes, _rate(args), {"lat0": lat_n}, extra_pids=etcd_pids
             )
             print("  cluster throughput ...", flush=True)
+            before = [cluster_counters(n) for n in nodes]
             out["throughput"] = workload(
                 workers,
                 nodes,
@@ -502,6 +504,12 @@ def cluster(root: Path, args: argparse.Namespace, profile: Path | None) -> dict[
                 name="cluster-throughput",
                 extra_pids=etcd_pids,
             )
+            # Room ownership (issue 17): sends forwarded to their room's owner,
+            # fallbacks, and commits lost to another node's compare-and-swap.
+            out["throughput"]["nodes"] = [
+                {k: v - b.get(k, 0.0) for k, v in cluster_counters(n).items()}
+                for n, b in zip(nodes, before, strict=True)
+            ]
         finally:
             workers.close()
             for n in nodes:
@@ -509,10 +517,26 @@ def cluster(root: Path, args: argparse.Namespace, profile: Path | None) -> dict[
     return out
 
 
+def cluster_counters(node: ServerProcess) -> dict[str, float]:
+    """The node's forwarding and CAS-retry counters, by label."""
+    url = f"http://127.0.0.1:{node.http_port}/metrics"
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(
+            ("curvechat_cluster_forwarded_messages_total", "curvechat_cluster_cas_retries_total")
+        ):
+            name, _, value = line.rpartition(" ")
+            out[name.removeprefix("curvechat_cluster_")] = float(value)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--out", default=str(ROOT / "results"), help="where the JSON goes")
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (node logs)")
     ap.add_argument(
         "--profile",
         action="store_true",
@@ -611,7 +635,10 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException:
         print(f"failed; logs kept in {root}", file=sys.stderr)
         raise
-    shutil.rmtree(root, ignore_errors=True)
+    if args.keep:
+        print(f"work folder kept: {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
     report["meta"]["seconds"] = seconds
     report["meta"]["total_seconds"] = round(time.time() - started, 1)
     report["meta"]["loadavg_end"] = os.getloadavg()

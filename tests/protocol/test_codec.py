@@ -6,6 +6,7 @@ RemoteProtocolError."""
 from __future__ import annotations
 
 import copy
+import os
 import struct
 import typing
 from collections.abc import Callable
@@ -859,7 +860,8 @@ def test_invalid_utf8_is_a_bad_frame(data: bytes) -> None:
 
 
 @settings(
-    max_examples=1000,
+    # `make fuzz-frames` runs more (CURVECHAT_CODEC_EXAMPLES).
+    max_examples=int(os.environ.get("CURVECHAT_CODEC_EXAMPLES", "300")),
     deadline=None,
     database=None,
     suppress_health_check=list(HealthCheck),

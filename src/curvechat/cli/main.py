@@ -20,6 +20,7 @@ import datetime as dt
 import getpass
 import logging
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -255,6 +256,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 " (etcd's --quota-backend-bytes)",
                 EXIT_USAGE,
             )
+    if args.link_bind is not None:
+        if not args.store:
+            raise CliError("bad_argument", "--link-bind needs --store", EXIT_USAGE)
+        if not re.fullmatch(r"tcp://[^\s/]+:(\d{1,5}|\*)", args.link_bind):
+            raise CliError(
+                "bad_argument",
+                "--link-bind must look like tcp://HOST:PORT or tcp://HOST:*",
+                EXIT_USAGE,
+            )
 
     data = Path(args.data) if args.data else Path(os.environ.get("CURVECHAT_DATA", "data"))
     try:
@@ -277,6 +287,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 http_require_token=args.http_require_token,
                 metrics_open=args.metrics_open,
                 node_name=args.node_name,
+                link_bind=args.link_bind,
             )
         )
     except ServerKeyError as exc:
@@ -617,6 +628,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve /metrics without the token (for a scraper that cannot send one)",
     )
     serve.add_argument("--advertise", help="endpoint to put in the connect string")
+    serve.add_argument(
+        "--link-bind",
+        metavar="ENDPOINT",
+        help="cluster mode: where this node listens for other nodes forwarding sends to"
+        " the rooms it owns (default: the --bind host, any free port), e.g. tcp://0.0.0.0:7701",
+    )
     serve.add_argument(
         "--node-name",
         metavar="NAME",

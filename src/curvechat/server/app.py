@@ -119,6 +119,7 @@ async def serve(
     http_require_token: bool = False,
     metrics_open: bool = False,
     node_name: str | None = None,
+    link_bind: str | None = None,
 ) -> None:
     # Ctrl-C / SIGTERM from here on means "stop cleanly", even during start-up.
     stop = asyncio.Event()
@@ -198,7 +199,9 @@ async def serve(
 
             # The registry (and so a welcome's peers) keeps the older z85 form,
             # which clients from before the new form can read too.
-            cluster = Cluster(node, etcd, address.legacy, http=dashboard)
+            if link_bind is None:  # the client port's host, any free port
+                link_bind = bind.rpartition(":")[0] + ":*"
+            cluster = Cluster(node, etcd, address.legacy, http=dashboard, link_bind=link_bind)
             await cluster.start()
             from curvechat.server.capacity import CapacityWatch
 
@@ -208,6 +211,8 @@ async def serve(
             nodes = await cluster.members()
             print(f"cluster: {len(nodes)} node(s) registered in etcd", flush=True)
             print(f"cluster connect string: {_cluster_connect(nodes)}", flush=True)
+            if cluster.link is not None:
+                print(f"node link: {cluster.link.endpoint}", flush=True)
         print(f"curvechat node {node.node_name} ready", flush=True)
         if dashboard_link:
             print(f"dashboard: {dashboard_link}", flush=True)

@@ -32,8 +32,10 @@ from aetcd import rpc  # type: ignore[import-untyped]
 
 from curvechat.protocol import decode_envelope
 from curvechat.protocol import messages as m
+from curvechat.protocol.connect import ConnectStringError, parse_connect
 from curvechat.protocol.limits import MAX_PEERS
 from curvechat.server.node import ChatNode
+from curvechat.server.nodelink import NodeLink
 from curvechat.server.storeguard import StoreGuard
 from curvechat.store import StoredRow, StoreUnavailable
 from curvechat.store.etcd import EtcdStore, prefix_end
@@ -51,13 +53,30 @@ class NodeInfo(msgspec.Struct, frozen=True):
     status: str
     started_ms: int
     http: str = ""  # base URL of the node's dashboard and API ("" if it serves none)
+    link: str = ""  # the node link's endpoint (server/nodelink.py), "" if it has none
 
 
 _node_dec = msgspec.msgpack.Decoder(NodeInfo)
 
 
+def _key_of(connect: str) -> bytes:
+    """The z85 CURVE key in a node's registered connect string (b"" if none)."""
+    try:
+        return parse_connect(connect)[0].server_key.encode()
+    except ConnectStringError:
+        return b""
+
+
 class Cluster:
-    def __init__(self, node: ChatNode, store: EtcdStore, connect: str, *, http: str = "") -> None:
+    def __init__(
+        self,
+        node: ChatNode,
+        store: EtcdStore,
+        connect: str,
+        *,
+        http: str = "",
+        link_bind: str | None = None,
+    ) -> None:
         self.node = node
         self.store = store
         self.connect = connect
@@ -70,12 +89,18 @@ class Cluster:
         self._tasks: list[asyncio.Task[None]] = []
         self._watching = asyncio.Event()
         store.origin = node.boot
+        # Room ownership and forwarding (server/ownership.py, nodelink.py).
+        self.link = NodeLink(node, store.submit_messages) if link_bind is not None else None
+        self._link_bind = link_bind
 
     async def start(self, from_revision: int | None = None) -> None:
         """Register and start watching after `from_revision` (default: now)."""
         if from_revision is None:
             from_revision = await self.store.current_revision()
         self.revision = from_revision
+        if self.link is not None and self._link_bind is not None:
+            host = parse_connect(self.connect)[0].endpoint.removeprefix("tcp://").rpartition(":")[0]
+            self.link.start(self._link_bind, host)
         await self._register("up")
         # Which etcd members serve (calls on one that does not give up at
         # once), and whether any answers at all (if none, clients move).
@@ -97,6 +122,8 @@ class Cluster:
         await self.refresh_peers()
 
     async def stop(self) -> None:
+        if self.link is not None:
+            await self.link.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -119,7 +146,12 @@ class Cluster:
             self._lease_id = int(grant.ID)
             self.status = status
             info = NodeInfo(
-                self.node.node_name, self.connect, status, int(time.time() * 1000), self.http
+                self.node.node_name,
+                self.connect,
+                status,
+                int(time.time() * 1000),
+                self.http,
+                self.link.endpoint if self.link is not None else "",
             )
             await self.store.put(
                 self.store.k_node(self.node.node_name),
@@ -169,7 +201,12 @@ class Cluster:
         status = "draining" if self.node.draining else "up"
         if status != self.status:
             info = NodeInfo(
-                self.node.node_name, self.connect, status, int(time.time() * 1000), self.http
+                self.node.node_name,
+                self.connect,
+                status,
+                int(time.time() * 1000),
+                self.http,
+                self.link.endpoint if self.link is not None else "",
             )
             key = self.store.k_node(self.node.node_name)
             await self.store.put(key, msgspec.msgpack.encode(info), lease=self._lease_id)
@@ -182,6 +219,11 @@ class Cluster:
         self.node.metrics.cluster_nodes.set(len(nodes))
         live = [n.connect for n in others if n.status == "up"]  # not those draining
         self.node.peers = [self.connect, *live][:MAX_PEERS]
+        if self.link is not None:
+            self.link.update(
+                self.status == "up" and not self.node.draining,
+                [(n.name, n.status, n.link, _key_of(n.connect)) for n in nodes],
+            )
         # for the dashboard: the other nodes it should poll
         self.node.peer_nodes = [
             {"name": n.name, "url": n.http, "status": n.status, "started_ms": n.started_ms}

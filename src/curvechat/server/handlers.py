@@ -433,7 +433,7 @@ class Handlers:
         # connection's next send can do (tasks start in the order created).
         body = encode(env)
         commit = asyncio.ensure_future(
-            self.store.append_messages([_expecting(env, body, view, req.after)])
+            self.node.append_messages([_expecting(env, body, view, req.after)])
         )
         self.node.send_queued()
         (done,) = await commit
@@ -445,7 +445,7 @@ class Handlers:
             if sess.user not in view.members():
                 raise Refusal(ErrorCode.NOT_MEMBER, f"you are not a member of {env.room}")
             _require_current_epoch(env, view)
-            (done,) = await self.store.append_messages([_expecting(env, body, view, req.after)])
+            (done,) = await self.node.append_messages([_expecting(env, body, view, req.after)])
             if done.stale:
                 raise Refusal(ErrorCode.STALE_EPOCH, "the room keeps changing; try again")
         if done.behind:

@@ -37,6 +37,9 @@ def refresh_metrics(node: ChatNode) -> None:
     messages = getattr(node.store, "committed_messages", None)
     if isinstance(commits, int) and isinstance(messages, int):
         node.metrics.note_store_commits(commits, messages)
+    retries = getattr(node.store, "cas_retries", None)
+    if isinstance(retries, int):
+        node.metrics.note_cas_retries(retries)
 
 
 def counter_total(counter: Counter) -> int:

@@ -180,6 +180,18 @@ class NodeMetrics:
             "Times the cluster watch's revision was compacted and the node re-listed",
             registry=r,
         )
+        self.forwarded = Counter(
+            "curvechat_cluster_forwarded_messages_total",
+            "Sends routed over the node link: out (to the room's owner), in (committed"
+            " here for another node), fallback (the owner did not commit; committed here)",
+            ["way"],
+            registry=r,
+        )
+        self.cas_retries = Counter(
+            "curvechat_cluster_cas_retries_total",
+            "Message commits redone because another writer moved a room's head first",
+            registry=r,
+        )
         self.cluster_nodes = Gauge(
             "curvechat_cluster_nodes", "Live nodes in the cluster's registry", registry=r
         )
@@ -233,3 +245,9 @@ class NodeMetrics:
         if messages > done_messages:
             self.store_committed_messages.inc(messages - done_messages)
         self._store_totals = (max(commits, done_commits), max(messages, done_messages))
+
+    def note_cas_retries(self, total: int) -> None:
+        """Bring the CAS-retry counter up to the store's running total."""
+        seen = int(self.cas_retries._value.get())
+        if total > seen:
+            self.cas_retries.inc(total - seen)

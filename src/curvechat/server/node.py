@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import zmq
@@ -43,7 +43,7 @@ from curvechat.server.ratelimit import RateLimits, TokenBucket
 from curvechat.server.reactor import Reactor
 from curvechat.server.rooms import RoomCache
 from curvechat.server.session import OrderedPath, Session
-from curvechat.store import Store
+from curvechat.store import Committed, NewMessage, Store
 
 log = logging.getLogger("curvechat.server")
 
@@ -110,6 +110,11 @@ class ChatNode:
         self.flow = flow or FlowControl()
         self.max_connections_per_user = max_connections_per_user
         self.store = store
+        # Where sends are committed: the store's group commit, or in cluster
+        # mode the room owners' (server/nodelink.py Forwarder.append).
+        self.append_messages: Callable[[Sequence[NewMessage]], Awaitable[list[Committed]]] = (
+            store.append_messages
+        )
         self.public_key = public_key
         self._secret_key = secret_key
         self.bind = bind
@@ -233,6 +238,18 @@ class ChatNode:
             self._auth.stop()
         self._ctx.term()
         self._stopped.set()
+
+    @property
+    def secret_key(self) -> bytes:
+        """The node's CURVE secret key (its node link uses it too)."""
+        return self._secret_key
+
+    def curve_domain(self, domain: str, provider: Any) -> zmq.asyncio.Context:
+        """Admit CURVE clients of sockets with `domain` by `provider`'s
+        callback; returns the node's context, to make such sockets in."""
+        assert self._auth is not None, "the node is not started"
+        self._auth.configure_curve_callback(domain, credentials_provider=provider)
+        return self._ctx
 
     # --- transport (the reactor reads and writes; this is its bookkeeping) ----
     def session_for(self, routing_id: bytes, key: str, payload: zmq.Frame) -> Session:

@@ -292,7 +292,7 @@ class Reactor:
         node = self.node
         t_commit = time.perf_counter()
         try:
-            results = await node.store.append_messages([s.msg for s in sends])
+            results = await node.append_messages([s.msg for s in sends])
         except StoreUnavailable as exc:
             self._fail(sends, ErrorCode.STORE_UNAVAILABLE, f"store unavailable: {exc}")
             return

@@ -912,7 +912,7 @@ class EtcdStore(Store):
                 writes.append(
                     self._put(
                         self.k_msg(m.room, seq),
-                        _enc.encode(_Msg(ts, m.sender, m.txn, m.envelope, self.origin)),
+                        _enc.encode(_Msg(ts, m.sender, m.txn, m.envelope, m.origin or self.origin)),
                     )
                 )
                 writes.append(self._put(ik, _enc.encode((seq, ts))))

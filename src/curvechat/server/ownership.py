@@ -1,0 +1,114 @@
+"""Room ownership in cluster mode: which node commits a room's messages.
+
+Every room has one owner among the live nodes of the registry: the node
+with the highest rendezvous score ``blake2b(node name, room)``. Rendezvous
+hashing needs no shared state (each node computes the same owner from the
+same registry), moves only the rooms of a node that comes or goes (about
+1/N of them), and spreads rooms evenly without virtual nodes. A lease per
+room would need one more etcd write per room per hand-over and a renewal
+loop; the head compare-and-swap already fences a stale owner, so the
+lease would buy nothing but slower hand-overs.
+
+A node that is not a room's owner forwards the room's sends to the owner
+over the node link (server/nodelink.py); the owner commits them in its own
+group commits, so a room's head is written by one node and no commit
+retries on another node's compare-and-swap. Ownership is an optimisation,
+never a rule of correctness: every commit still compares the room's head,
+so two nodes that both believe they own a room (while the registry change
+reaches them) only retry, and nothing is stored twice or out of order.
+
+The rules (`Ownership.route`), in order:
+
+===========================================  ===========================
+situation                                    decision
+===========================================  ===========================
+the send came over the node link             commit here (one hop only)
+no live node named, or this node not one     commit here
+the owner is this node                       commit here
+the owner's link failed in the last DOWN_S   commit here
+otherwise                                    forward to the owner
+===========================================  ===========================
+
+"Live" is the registry's nodes with status ``up`` and a link endpoint: a
+draining node hands its rooms over as soon as it says it drains.
+
+What this module must never do: any I/O, any clock reading of its own
+(callers pass `now`), or refuse a send: every path ends in a commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+
+DOWN_S = 5.0  # a failed link is not used for this long
+
+
+def owner_of(room: str, nodes: Iterable[str]) -> str | None:
+    """The rendezvous owner of `room` among `nodes` (None if there is none)."""
+    best: tuple[bytes, str] | None = None
+    key = room.encode()
+    for name in nodes:
+        score = hashlib.blake2b(key, key=name.encode()[:64], digest_size=8).digest()
+        if best is None or (score, name) > best:
+            best = (score, name)
+    return None if best is None else best[1]
+
+
+class Route(Enum):
+    LOCAL = "local"
+    FORWARD = "forward"
+
+
+@dataclass(slots=True)
+class Ownership:
+    """This node's view of who owns which room (see the module docstring)."""
+
+    me: str
+    live: tuple[str, ...] = ()
+    down_until: dict[str, float] = field(default_factory=dict)
+    _owners: dict[str, str | None] = field(default_factory=dict)
+
+    def set_live(self, names: Iterable[str]) -> bool:
+        """The live nodes from the registry; returns True if they changed."""
+        live = tuple(sorted(set(names)))
+        if live == self.live:
+            return False
+        self.live = live
+        self._owners.clear()
+        for name in list(self.down_until):
+            if name not in live:
+                del self.down_until[name]
+        return True
+
+    def owner(self, room: str) -> str | None:
+        try:
+            return self._owners[room]
+        except KeyError:
+            if len(self._owners) > 100_000:
+                self._owners.clear()
+            found = self._owners[room] = owner_of(room, self.live)
+            return found
+
+    def route(self, room: str, now: float, *, forwarded: bool = False) -> tuple[Route, str | None]:
+        """Where a send into `room` is committed: (LOCAL, None) or (FORWARD, owner)."""
+        if forwarded or self.me not in self.live:
+            return Route.LOCAL, None
+        owner = self.owner(room)
+        if owner is None or owner == self.me:
+            return Route.LOCAL, None
+        if self.down_until.get(owner, 0.0) > now:
+            return Route.LOCAL, None
+        return Route.FORWARD, owner
+
+    def link_failed(self, name: str, now: float) -> None:
+        self.down_until[name] = now + DOWN_S
+
+    def link_worked(self, name: str) -> None:
+        self.down_until.pop(name, None)
+
+    def owned(self, rooms: Iterable[str]) -> list[str]:
+        """Of `rooms`, those this node owns (for the dashboard and tests)."""
+        return [r for r in rooms if self.owner(r) == self.me]

@@ -1,0 +1,89 @@
+"""Room ownership's rules (server/ownership.py), driven without sockets."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from curvechat.server.ownership import DOWN_S, Ownership, Route, owner_of
+
+ROOMS = [f"room-{i}" for i in range(6000)]
+
+
+def test_every_node_computes_the_same_owner_whatever_the_order() -> None:
+    for room in ROOMS[:200]:
+        assert owner_of(room, ["a", "b", "c"]) == owner_of(room, ["c", "a", "b"])
+    assert owner_of("x", []) is None
+
+
+def test_rooms_spread_evenly_over_three_nodes() -> None:
+    counts = Counter(owner_of(r, ["n1", "n2", "n3"]) for r in ROOMS)
+    for name in ("n1", "n2", "n3"):
+        assert abs(counts[name] - len(ROOMS) / 3) < 0.05 * len(ROOMS) / 3, counts
+
+
+def test_only_the_rooms_of_a_node_that_leaves_move() -> None:
+    before = {r: owner_of(r, ["n1", "n2", "n3"]) for r in ROOMS}
+    after = {r: owner_of(r, ["n1", "n3"]) for r in ROOMS}
+    moved = [r for r in ROOMS if before[r] != after[r]]
+    assert moved and all(before[r] == "n2" for r in moved)
+    assert len(moved) == sum(1 for r in ROOMS if before[r] == "n2")
+    # and a node that comes back takes back exactly those
+    assert {r: owner_of(r, ["n1", "n2", "n3"]) for r in ROOMS} == before
+
+
+def _room_of(owner: str, nodes: list[str]) -> str:
+    return next(r for r in ROOMS if owner_of(r, nodes) == owner)
+
+
+@pytest.mark.parametrize(
+    ("live", "forwarded", "down", "owner", "expected"),
+    [
+        # the table in the module docstring, row by row
+        (["a", "b"], True, False, "b", (Route.LOCAL, None)),  # came over the link
+        ([], False, False, None, (Route.LOCAL, None)),  # no live node named
+        (["b", "c"], False, False, "b", (Route.LOCAL, None)),  # this node not live (draining)
+        (["a", "b"], False, False, "a", (Route.LOCAL, None)),  # owned here
+        (["a", "b"], False, True, "b", (Route.LOCAL, None)),  # owner's link failed lately
+        (["a", "b"], False, False, "b", (Route.FORWARD, "b")),  # otherwise: forward
+    ],
+)
+def test_route_table(
+    live: list[str],
+    forwarded: bool,
+    down: bool,
+    owner: str | None,
+    expected: tuple[Route, str | None],
+) -> None:
+    own = Ownership("a")
+    own.set_live(live)
+    room = _room_of(owner, live) if owner is not None else "any"
+    if down:
+        own.link_failed("b", now=100.0)
+    assert own.route(room, 100.0 + DOWN_S / 2, forwarded=forwarded) == expected
+
+
+def test_a_failed_link_is_tried_again_after_down_s() -> None:
+    own = Ownership("a")
+    own.set_live(["a", "b"])
+    room = _room_of("b", ["a", "b"])
+    own.link_failed("b", now=10.0)
+    assert own.route(room, 10.0 + DOWN_S - 0.01) == (Route.LOCAL, None)
+    assert own.route(room, 10.0 + DOWN_S) == (Route.FORWARD, "b")
+    own.link_failed("b", now=20.0)
+    own.link_worked("b")
+    assert own.route(room, 20.1) == (Route.FORWARD, "b")
+
+
+def test_owners_follow_the_registry() -> None:
+    own = Ownership("a")
+    assert own.set_live(["a", "b"]) is True
+    assert own.set_live(["b", "a"]) is False  # same set: nothing to redo
+    room = _room_of("b", ["a", "b"])
+    assert own.route(room, 0.0) == (Route.FORWARD, "b")
+    own.link_failed("b", now=0.0)
+    own.set_live(["a"])  # b left: its rooms are ours, its failure forgotten
+    assert own.route(room, 0.0) == (Route.LOCAL, None)
+    assert own.down_until == {}
+    assert own.owned([room, "other"]) == [room, "other"]

@@ -76,10 +76,13 @@ async def test_sends_into_a_room_owned_by_the_other_node_are_forwarded(
     assert seqs_texts(alice, room) == seqs_texts(carol, room) == expected
     # A forwarded its 30, B committed them for A; nothing fell back, and no
     # commit on either node lost a compare-and-swap to the other.
-    assert forwarded(a, "out") == 30 and forwarded(b, "in") == 30
-    assert forwarded(a, "fallback") == 0 and forwarded(b, "out") == 0
-    assert scrape(a)["curvechat_cluster_cas_retries_total"] == 0
-    assert scrape(b)["curvechat_cluster_cas_retries_total"] == 0
+    # (On a machine too busy to answer in 2 s a forward falls back; then, and
+    # only then, may the two nodes race for the head.)
+    assert forwarded(a, "out") + forwarded(a, "fallback") == 30
+    assert forwarded(b, "in") >= forwarded(a, "out") >= 1 and forwarded(b, "out") == 0
+    if forwarded(a, "fallback") == 0:
+        assert scrape(a)["curvechat_cluster_cas_retries_total"] == 0
+        assert scrape(b)["curvechat_cluster_cas_retries_total"] == 0
     # Each member got each message once, live: carol (on A) alice's through
     # A's own acks, bob (on B) through B's watch.
     for c_events, me in ((carol_events, "carol"), (bob_events, "bob")):
@@ -136,3 +139,33 @@ async def test_the_link_commits_only_for_registered_nodes(nodes: Nodes) -> None:
     finally:
         sock.close()
         ctx.term()
+
+
+async def test_a_hung_owner_costs_one_timeout(nodes: Nodes, clients: ClientFactory) -> None:
+    """SIGSTOP of a room's owner: its link stays up but nothing answers. The
+    sending node waits FORWARD_TIMEOUT_S once, commits the send itself, and
+    does not ask that owner again for DOWN_S; nothing is stored twice."""
+    a, b = nodes.start("a"), nodes.start("b")
+    await until_linked(a, b)
+    room = next(
+        f"r{i}" for i in range(100) if owner_of(f"r{i}", [name_of(a), name_of(b)]) == name_of(b)
+    )
+    alice, _events = await clients.make("alice", a.connect)
+    await alice.create_room(room, [])
+    await alice.send(room, "before")
+    b.freeze()
+    try:
+        t0 = time.monotonic()
+        ack = await alice.send(room, "hung 0")
+        first = time.monotonic() - t0
+        t1 = time.monotonic()
+        acks = [await alice.send(room, f"hung {i}") for i in range(1, 6)]
+        rest = time.monotonic() - t1
+    finally:
+        b.thaw()
+    assert isinstance(ack, m.SendAck) and ack.seq == 2
+    assert [x.seq for x in acks if isinstance(x, m.SendAck)] == [3, 4, 5, 6, 7]
+    print(f"hung owner: first ack {first:.2f} s, the next five {rest:.2f} s")
+    assert forwarded(a, "fallback") == 1
+    texts = [t for _, _, t in seqs_texts(alice, room)]
+    assert texts == ["before"] + [f"hung {i}" for i in range(6)]

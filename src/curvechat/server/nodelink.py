@@ -21,10 +21,10 @@ forwards the owners' parts, queues the rest on the local store, and falls
 back to committing locally when the owner does not answer within
 FORWARD_TIMEOUT_S or answers with an error (the head compare-and-swap
 fences a second writer; idempotency keys keep a message that both commit
-stored once). One gap is known: a message the owner commits after the
-forwarding node gave up on it is acked there as a duplicate and not pushed
-to that node's clients (its origin says the forwarding node pushes it);
-they fetch it by seq when the room's next message shows them the gap.
+stored once). A message the owner commits after the forwarding node gave
+up on it is stored with the forwarding node's origin, so only that node
+pushes it: its local commit, which finds it stored, is answered as not a
+duplicate, so that it is pushed (a client holding that seq keeps one copy).
 
 What this module must never do: decide ownership (ownership.py does),
 commit a frame from a key that is not a registered node's, or forward a
@@ -374,7 +374,11 @@ class Forwarder:
         self.fallbacks += len(part)
         if self.metrics is not None:
             self.metrics.forwarded.labels("fallback").inc(len(part))
-        return await self.submit(part)
+        acks = await self.submit(part)
+        # A duplicate here is most likely the owner's late commit of this very
+        # forward: stored with our origin, so no node pushes it but us. Push
+        # it (a client already holding that seq keeps one copy).
+        return [msgspec.structs.replace(a, duplicate=False) if a.duplicate else a for a in acks]
 
 
 class NodeLink:

@@ -187,3 +187,64 @@ async def test_ping_fails_when_etcd_refuses_writes(tmp_path: Path) -> None:
         finally:
             await channel.close()
             await store.close()
+
+
+async def test_a_remembered_room_commits_in_one_round_trip(
+    two: tuple[EtcdStore, EtcdStore],
+) -> None:
+    """After its first commit to a room, a store sends the next groups
+    straight away (etcd_messages.py's fast path), with the same answers."""
+    a, b = two
+    await make_room(a, "r")
+    (first,) = await a.append_messages([msg("r", "alice", "t0")])  # read path: learns the room
+    assert a._messages.fast == 0
+    for i in range(1, 6):
+        (ack,) = await a.append_messages([msg("r", "alice", f"t{i}")])
+        assert ack.seq == i + 1 and ack.ts_ms >= first.ts_ms and not ack.duplicate
+    assert (a._messages.fast, a._messages.fast_missed) == (5, 0)
+    # One group with the same send twice, and a predecessor within the group.
+    acks = await a.append_messages(
+        [
+            msg("r", "alice", "t6"),
+            NewMessage("r", "alice", "t7", b"x", after="t6"),
+            msg("r", "alice", "t6"),
+        ]
+    )
+    assert [(x.seq, x.duplicate) for x in acks] == [(7, False), (8, False), (7, True)]
+    assert a._messages.fast == 6
+    assert [r.txn for r in await b.messages("r", limit=100)] == [f"t{i}" for i in range(8)]
+    room = await b.room("r")
+    assert room is not None and room.head == 8
+
+
+async def test_the_fast_path_gives_way_whenever_etcd_disagrees(
+    two: tuple[EtcdStore, EtcdStore],
+) -> None:
+    """A resend, another writer, a missing predecessor, a stale room: the
+    fast transaction's compares fail and the read path answers as always."""
+    a, b = two
+    await make_room(a, "r")
+    (t1,) = await a.append_messages([msg("r", "alice", "t1")])
+    await a.append_messages([msg("r", "alice", "t2")])
+    # a resend of t1: its idempotency key exists
+    (again,) = await a.append_messages([msg("r", "alice", "t1")])
+    assert again.duplicate and (again.seq, again.ts_ms) == (t1.seq, t1.ts_ms)
+    # another writer moved the head
+    (theirs,) = await b.append_messages([msg("r", "bob", "b1")])
+    (ours,) = await a.append_messages([msg("r", "alice", "t3")])
+    assert (theirs.seq, ours.seq) == (3, 4)
+    # a predecessor that is not stored
+    (behind,) = await a.append_messages([NewMessage("r", "alice", "t4", b"x", after="nope")])
+    assert behind.behind and behind.seq == 0
+    # a room changed since the sender's checks (and one message that is fine)
+    room = await a.room("r")
+    assert room is not None
+    acks = await a.append_messages(
+        [
+            NewMessage("r", "alice", "t5", b"x", expect=(room.epoch + 1, room.op_head)),
+            NewMessage("r", "alice", "t6", b"x", expect=(room.epoch, room.op_head)),
+        ]
+    )
+    assert [(x.stale, x.seq) for x in acks] == [(True, 0), (False, 5)]
+    assert a._messages.fast_missed >= 3
+    assert [r.txn for r in await a.messages("r", limit=100)] == ["t1", "t2", "b1", "t3", "t6"]

@@ -55,6 +55,7 @@ import msgspec
 from aetcd import rpc  # type: ignore[import-untyped]
 
 from curvechat.store import etcd_conn as conn
+from curvechat.store import etcd_records as rec
 from curvechat.store.base import (
     ChangeTooLarge,
     Committed,
@@ -74,7 +75,8 @@ from curvechat.store.base import (
     StoreUnavailable,
     UserRecord,
 )
-from curvechat.store.committer import GroupCommitter, Outcome
+from curvechat.store.committer import GroupCommitter
+from curvechat.store.etcd_messages import MessageCommits
 
 __all__ = ["DEFAULT_PREFIX", "EtcdSecurity", "EtcdStore", "parse_etcd_url", "prefix_end"]
 
@@ -195,41 +197,6 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class _Meta(msgspec.Struct, array_like=True, frozen=True):
-    epoch: int
-    epoch_after_op: int
-    op_head: int
-    created_ms: int
-
-
-class _Head(msgspec.Struct, array_like=True, frozen=True):
-    head: int
-    last_ts: int
-
-
-class _Msg(msgspec.Struct, array_like=True, frozen=True):
-    ts_ms: int
-    sender: str
-    txn: str
-    envelope: bytes
-    origin: str = ""  # the `origin` of the store that committed it (a node's boot id)
-
-
-class _User(msgspec.Struct, array_like=True, frozen=True):
-    sign_pub: bytes
-    registered_ms: int
-
-
-_meta_dec = msgspec.msgpack.Decoder(_Meta)
-_head_dec = msgspec.msgpack.Decoder(_Head)
-_msg_dec = msgspec.msgpack.Decoder(_Msg)
-_user_dec = msgspec.msgpack.Decoder(_User)
-_op_dec = msgspec.msgpack.Decoder(tuple[bytes, bytes])
-_epoch_dec = msgspec.msgpack.Decoder(tuple[int, str])
-_packet_dec = msgspec.msgpack.Decoder(tuple[str, bytes])
-_seqts_dec = msgspec.msgpack.Decoder(tuple[int, int])
-
-
 class EtcdStore(Store):
     """The `Store` on an etcd v3 cluster (see the module docstring).
 
@@ -279,8 +246,9 @@ class EtcdStore(Store):
         self._members: list[_Member] = []
         self._next = 0  # where the rotation over the members goes on
         self._stream_member: _Member | None = None  # serving the cluster's streams
+        self._messages = MessageCommits(self)
         self._committer = GroupCommitter(
-            self._commit_group, batch_max=batch_max, name="curvechat-etcd-commit"
+            self._messages.commit_group, batch_max=batch_max, name="curvechat-etcd-commit"
         )
 
     # --- keys ------------------------------------------------------------------
@@ -348,7 +316,7 @@ class EtcdStore(Store):
     @staticmethod
     def decode_message(room: str, seq: int, value: bytes) -> tuple[StoredRow, str]:
         """A message value as a row, and the `origin` of the store that committed it."""
-        m = _msg_dec.decode(value)
+        m = rec.msg_dec.decode(value)
         return StoredRow(room, seq, m.ts_ms, m.sender, m.txn, m.envelope), m.origin
 
     # --- rpc helpers ------------------------------------------------------------
@@ -533,13 +501,13 @@ class EtcdStore(Store):
             ukv, tkv = await self._read_txn([rpc.RangeRequest(key=uk), rpc.RangeRequest(key=tk)])
             u = ukv[0] if ukv else None
             t = tkv[0] if tkv else None
-            if u is not None and _user_dec.decode(u.value).sign_pub != bytes(sign_pub):
+            if u is not None and rec.user_dec.decode(u.value).sign_pub != bytes(sign_pub):
                 raise NameTaken(user)
             if t is not None and t.value.decode() != user:
                 raise KeyTaken("the transport key belongs to another user")
             puts = []
             if u is None:
-                puts.append(self._put(uk, _enc.encode(_User(bytes(sign_pub), _now_ms()))))
+                puts.append(self._put(uk, _enc.encode(rec.User(bytes(sign_pub), _now_ms()))))
             if t is None:
                 puts.append(self._put(tk, user.encode()))
             if not puts:
@@ -566,8 +534,8 @@ class EtcdStore(Store):
         results = await self._read_many([rpc.RangeRequest(key=self.k_user(n)) for n in wanted])
         for name, kvs in zip(wanted, results, strict=True):
             if kvs:
-                rec = _user_dec.decode(kvs[0].value)
-                found[name] = UserRecord(name, rec.sign_pub, rec.registered_ms)
+                user = rec.user_dec.decode(kvs[0].value)
+                found[name] = UserRecord(name, user.sign_pub, user.registered_ms)
         return found
 
     # --- rooms and membership --------------------------------------------------
@@ -582,8 +550,8 @@ class EtcdStore(Store):
 
     @staticmethod
     def _record(room: str, meta_kv: Any, head_kv: Any) -> RoomRecord:
-        meta = _meta_dec.decode(meta_kv.value)
-        head = _head_dec.decode(head_kv.value)
+        meta = rec.meta_dec.decode(meta_kv.value)
+        head = rec.head_dec.decode(head_kv.value)
         return RoomRecord(
             room=room,
             head=head.head,
@@ -643,14 +611,14 @@ class EtcdStore(Store):
             op_head=len(ops) - 1,
             created_ms=_now_ms(),
         )
-        meta = _Meta(record.epoch, record.epoch_after_op, record.op_head, record.created_ms)
+        meta = rec.Meta(record.epoch, record.epoch_after_op, record.op_head, record.created_ms)
         # A new room has no packets yet: keep the first of any duplicates.
         first: dict[tuple[str, int], PacketRecord] = {}
         for p in packets:
             first.setdefault((p.recipient, p.epoch), p)
         writes = [
             self._put(self.k_meta(room), _enc.encode(meta)),
-            self._put(self.k_head(room), _enc.encode(_Head(0, 0))),
+            self._put(self.k_head(room), _enc.encode(rec.Head(0, 0))),
             self._put(self.k_epoch(room, 0), _enc.encode((epoch.after_op, epoch.creator))),
             *(self._put(self.k_op(room, o.index), _enc.encode((o.op, o.sig))) for o in ops),
             *self._member_ops(room, changes),
@@ -698,7 +666,7 @@ class EtcdStore(Store):
                 )
             writes += await self._packet_ops(room, packets)
             op_head = op.index if op is not None else current.op_head
-            meta = _Meta(new_epoch, after_op, op_head, current.created_ms)
+            meta = rec.Meta(new_epoch, after_op, op_head, current.created_ms)
             writes.append(self._put(self.k_meta(room), _enc.encode(meta)))
             self._check_ops(len(writes))
             resp = await self._txn([self._mod_is(self.k_meta(room), meta_kv.mod_revision)], writes)
@@ -753,7 +721,7 @@ class EtcdStore(Store):
     async def ops(self, room: str, after: int = -1) -> list[OpRecord]:
         sub = self._k("r", _q(room), "op", "")
         kvs = await self._room_range(room, sub, self.k_op(room, max(after + 1, 0)))
-        return [OpRecord(int(_tail(kv.key)), *_op_dec.decode(kv.value)) for kv in kvs]
+        return [OpRecord(int(_tail(kv.key)), *rec.op_dec.decode(kv.value)) for kv in kvs]
 
     async def members(self, room: str) -> dict[str, bool]:
         kvs = await self._room_range(room, self._k("r", _q(room), "mem", ""))
@@ -780,7 +748,7 @@ class EtcdStore(Store):
         sub = self._k("r", _q(room), "pk", _q(recipient), "")
         kvs = await self._room_range(room, sub, self.k_packet(room, recipient, max(min_epoch, 0)))
         return [
-            PacketRecord(room, int(_tail(kv.key)), recipient, *_packet_dec.decode(kv.value))
+            PacketRecord(room, int(_tail(kv.key)), recipient, *rec.packet_dec.decode(kv.value))
             for kv in kvs
         ]
 
@@ -795,156 +763,6 @@ class EtcdStore(Store):
             done.set_result([])
             return done
         return self._committer.submit(batch)
-
-    async def _commit_group(self, batches: list[Sequence[NewMessage]]) -> list[Outcome]:
-        """Commit the callers' batches, in transactions of at most max_txn_ops
-        operations; returns one outcome per batch."""
-        outcomes: list[list[Committed] | NoSuchRoom | None] = [None] * len(batches)
-        todo = list(range(len(batches)))
-        while todo:
-            for _ in range(_CAS_RETRIES):
-                done = await self._try_commit(batches, todo, outcomes)
-                if done is not None:
-                    todo = todo[done:]
-                    break
-                self.cas_retries += 1
-            else:
-                raise StoreUnavailable("too much contention on the rooms' heads")
-        return [o if o is not None else [] for o in outcomes]
-
-    async def _try_commit(
-        self,
-        batches: Sequence[Sequence[NewMessage]],
-        todo: list[int],
-        outcomes: list[list[Committed] | NoSuchRoom | None],
-    ) -> int | None:
-        """Plan and commit one transaction from the batches in `todo` (in order,
-        as many whole batches as fit; at least part of the first). Returns how
-        many batches of `todo` it finished, or None when a head moved (retry).
-        A batch too big for one transaction is committed in parts: its acks are
-        kept in `outcomes` and it is finished when its last part committed."""
-        rooms = list(dict.fromkeys(m.room for i in todo for m in batches[i]))
-        idem_keys = list(
-            dict.fromkeys(self.k_idem(m.room, m.sender, m.txn) for i in todo for m in batches[i])
-        )
-        # The `after` keys too: a predecessor found here stays stored; one not
-        # found may be stored by this very transaction (earlier in it) or not.
-        own = set(idem_keys)
-        idem_keys += dict.fromkeys(
-            k
-            for i in todo
-            for m in batches[i]
-            if m.after is not None and (k := self.k_idem(m.room, m.sender, m.after)) not in own
-        )
-        # Heads first, then idempotency keys: a txn id absent from a later read
-        # was not committed before the heads were read, so committing it
-        # anyway would also have moved its room's head and fail our CAS.
-        heads: dict[str, tuple[_Head, int] | None] = {}
-        # room -> ((epoch, op_head), mod_revision of its meta): a message whose
-        # `expect` differs is refused as stale, and the commit compares the
-        # metas too, so that no membership change slips in before it.
-        metas: dict[str, tuple[tuple[int, int], int]] = {}
-        got = await self._read_many(
-            [rpc.RangeRequest(key=k) for r in rooms for k in (self.k_head(r), self.k_meta(r))],
-            group=2,
-        )
-        for n, r in enumerate(rooms):
-            kvs, meta_kvs = got[2 * n], got[2 * n + 1]
-            heads[r] = (_head_dec.decode(kvs[0].value), kvs[0].mod_revision) if kvs else None
-            if meta_kvs:
-                meta = _meta_dec.decode(meta_kvs[0].value)
-                metas[r] = ((meta.epoch, meta.op_head), meta_kvs[0].mod_revision)
-        got = await self._read_many([rpc.RangeRequest(key=k) for k in idem_keys])
-        known: dict[bytes, tuple[int, int]] = {
-            k: _seqts_dec.decode(kvs[0].value) for k, kvs in zip(idem_keys, got, strict=True) if kvs
-        }
-        now = _now_ms()
-        state: dict[str, list[int]] = {}
-        writes: list[Any] = []
-        size = 0
-        results: dict[int, list[Committed]] = {}
-        finished = 0
-        stored = 0
-        partial = False
-        for i in todo:
-            batch = batches[i]
-            prior = outcomes[i]
-            acks: list[Committed] = list(prior) if isinstance(prior, list) else []
-            missing = next((m.room for m in batch if heads.get(m.room) is None), None)
-            if missing is not None:
-                # Nothing of this batch is written (rooms are never deleted, so
-                # a batch committed in parts fails, if ever, on its first part).
-                outcomes[i] = NoSuchRoom(missing)
-                finished += 1
-                continue
-            new_rooms = {m.room for m in batch[len(acks) :]} - state.keys()
-            need = 2 * (len(batch) - len(acks)) + len(new_rooms)
-            blob = sum(len(m.envelope) + _MSG_OVERHEAD for m in batch[len(acks) :])
-            if writes and (
-                len(writes) + len(state) + need > self.max_txn_ops or size + blob > _MAX_TXN_BYTES
-            ):
-                break
-            for m in batch[len(acks) :]:
-                if m.room not in state:
-                    entry = heads[m.room]
-                    assert entry is not None
-                    state[m.room] = [entry[0].head, entry[0].last_ts]
-                # Room heads + this message's 2 puts must fit.
-                if len(writes) + len(state) + 2 > self.max_txn_ops or (
-                    writes and size + len(m.envelope) + _MSG_OVERHEAD > _MAX_TXN_BYTES
-                ):
-                    partial = True
-                    break
-                ik = self.k_idem(m.room, m.sender, m.txn)
-                original = known.get(ik)
-                if original is not None:
-                    acks.append(Committed(m.room, m.txn, original[0], original[1], True))
-                    continue
-                if m.after is not None and self.k_idem(m.room, m.sender, m.after) not in known:
-                    acks.append(Committed(m.room, m.txn, 0, 0, False, behind=True))
-                    continue
-                if m.expect is not None and tuple(m.expect) != metas[m.room][0]:
-                    acks.append(Committed(m.room, m.txn, 0, 0, False, stale=True))
-                    continue
-                st = state[m.room]
-                seq, ts = st[0] + 1, max(now, st[1])
-                st[0], st[1] = seq, ts
-                writes.append(
-                    self._put(
-                        self.k_msg(m.room, seq),
-                        _enc.encode(_Msg(ts, m.sender, m.txn, m.envelope, m.origin or self.origin)),
-                    )
-                )
-                writes.append(self._put(ik, _enc.encode((seq, ts))))
-                size += len(m.envelope) + _MSG_OVERHEAD
-                stored += 1
-                known[ik] = (seq, ts)
-                acks.append(Committed(m.room, m.txn, seq, ts, False))
-            results[i] = acks
-            if partial:
-                break
-            finished += 1
-        if not writes and finished == 0:
-            raise StoreUnavailable(
-                f"one batch touches more rooms than fit in a transaction of {self.max_txn_ops} ops"
-            )
-        compares = []
-        for room, (head, last_ts) in state.items():
-            entry = heads[room]
-            assert entry is not None
-            compares.append(self._mod_is(self.k_head(room), entry[1]))
-            if entry[0].head != head:
-                compares.append(self._mod_is(self.k_meta(room), metas[room][1]))
-                writes.append(self._put(self.k_head(room), _enc.encode(_Head(head, last_ts))))
-        if writes:
-            resp = await self._txn(compares, writes)
-            if not resp.succeeded:
-                return None
-            self.commits += 1
-            self.committed_messages += stored
-        for i, acks in results.items():
-            outcomes[i] = acks
-        return finished
 
     async def messages(
         self,

@@ -1,0 +1,332 @@
+"""Committing messages to etcd: the group commit's transactions.
+
+Each group of caller batches becomes one etcd transaction (or several,
+when it needs more than ``max_txn_ops`` operations) that writes every
+message and its idempotency key, moves each room's head, and is guarded by
+compare-and-swap on the ``mod_revision`` of each room's head and meta.
+
+Two ways to the same transaction:
+
+* The fast path (one round trip): when this store remembers every room of
+  the group from its own last commit (head, head and meta revisions, the
+  meta's epoch and op head), it sends the transaction at once, with the
+  checks it would otherwise read for folded into the transaction's
+  compares: each new message's idempotency key absent (``version == 0``),
+  each ``after`` key from outside the group present (``version > 0``), each
+  room's head and meta unchanged. A room's owner (server/ownership.py)
+  commits this way almost always.
+* The read path (three round trips): read the heads and metas, then the
+  idempotency and ``after`` keys, then write with the heads' and metas'
+  revisions compared; a lost compare is retried (``cas_retries``). Taken
+  when a room is not remembered, when the fast transaction's compares fail
+  (a duplicate, a missing predecessor, another writer, a membership change:
+  it cannot tell which, and the read path sorts it out), or when the group
+  is too big for one fast transaction.
+
+Both give the same answers (the store contract suite runs on both, and
+tests/store/test_etcd_fast.py compares them).
+
+What it must never do: acknowledge a message before its transaction
+committed, write a room's head without comparing it, or trust a remembered
+room in a transaction that does not compare it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aetcd import rpc  # type: ignore[import-untyped]
+
+from curvechat.store import etcd_records as rec
+from curvechat.store.base import Committed, NewMessage, NoSuchRoom, StoreUnavailable
+from curvechat.store.committer import Outcome
+
+if TYPE_CHECKING:
+    from curvechat.store.etcd import EtcdStore
+
+MAX_TXN_BYTES = 1024 * 1024  # below etcd's default --max-request-bytes (1.5 MiB)
+CAS_RETRIES = 200
+MSG_OVERHEAD = 200  # bytes counted per message on top of its envelope (keys, ids)
+ROOMS_REMEMBERED = 10_000
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _version_is(key: bytes, version: int, result: Any) -> Any:
+    return rpc.Compare(
+        key=key, result=result, target=rpc.Compare.CompareTarget.VERSION, version=version
+    )
+
+
+_EQUAL = rpc.Compare.CompareResult.EQUAL
+_GREATER = rpc.Compare.CompareResult.GREATER
+
+
+@dataclass(slots=True)
+class _Room:
+    """A room as this store's last commit (or read) left it."""
+
+    head: int
+    last_ts: int
+    head_rev: int
+    meta: tuple[int, int]  # (epoch, op_head)
+    meta_rev: int
+
+
+class MessageCommits:
+    """The etcd store's `commit` function for its GroupCommitter."""
+
+    def __init__(self, store: EtcdStore) -> None:
+        self.store = store
+        self._rooms: dict[str, _Room] = {}
+        self.fast = 0  # transactions committed on the fast path
+        self.fast_missed = 0  # fast transactions whose compares failed
+
+    def _remember(self, room: str, known: _Room) -> None:
+        if room not in self._rooms and len(self._rooms) >= ROOMS_REMEMBERED:
+            self._rooms.clear()
+        self._rooms[room] = known
+
+    async def _try_fast(self, batches: Sequence[Sequence[NewMessage]]) -> list[Outcome] | None:
+        """The whole group in one transaction with its checks as compares, or
+        None (nothing written) when the read path must do it."""
+        st = self.store
+        rooms = self._rooms
+        n = sum(len(b) for b in batches)
+        if not n or any(m.room not in rooms for b in batches for m in b):
+            return None
+        state: dict[str, list[int]] = {}
+        assigned: dict[bytes, tuple[int, int]] = {}
+        compares: list[Any] = []
+        writes: list[Any] = []
+        size = 0
+        now = _now_ms()
+        results: list[Outcome] = []
+        for batch in batches:
+            acks: list[Committed] = []
+            for m in batch:
+                ik = st.k_idem(m.room, m.sender, m.txn)
+                seen = assigned.get(ik)
+                if seen is not None:  # the same send twice in one group
+                    acks.append(Committed(m.room, m.txn, seen[0], seen[1], True))
+                    continue
+                # As on the read path: a missing predecessor (`behind`) wins
+                # over a changed room (`stale`).
+                if m.after is not None:
+                    ak = st.k_idem(m.room, m.sender, m.after)
+                    if ak not in assigned:
+                        compares.append(_version_is(ak, 0, _GREATER))
+                known = rooms[m.room]
+                if m.expect is not None and tuple(m.expect) != known.meta:
+                    acks.append(Committed(m.room, m.txn, 0, 0, False, stale=True))
+                    continue
+                compares.append(_version_is(ik, 0, _EQUAL))
+                st_room = state.get(m.room)
+                if st_room is None:
+                    st_room = state[m.room] = [known.head, known.last_ts]
+                seq, ts = st_room[0] + 1, max(now, st_room[1])
+                st_room[0], st_room[1] = seq, ts
+                msg = rec.Msg(ts, m.sender, m.txn, m.envelope, m.origin or st.origin)
+                writes.append(st._put(st.k_msg(m.room, seq), rec.enc.encode(msg)))
+                writes.append(st._put(ik, rec.enc.encode((seq, ts))))
+                size += len(m.envelope) + MSG_OVERHEAD
+                assigned[ik] = (seq, ts)
+                acks.append(Committed(m.room, m.txn, seq, ts, False))
+            results.append(acks)
+        if not writes:
+            return None  # stale ones only: let the read path confirm against etcd
+        for room, (head, last_ts) in state.items():
+            known = rooms[room]
+            compares.append(st._mod_is(st.k_head(room), known.head_rev))
+            compares.append(st._mod_is(st.k_meta(room), known.meta_rev))
+            writes.append(st._put(st.k_head(room), rec.enc.encode(rec.Head(head, last_ts))))
+        if len(writes) > st.max_txn_ops or len(compares) > st.max_txn_ops or size > MAX_TXN_BYTES:
+            return None
+        resp = await st._txn(compares, writes)
+        if not resp.succeeded:
+            self.fast_missed += 1
+            for room in state:
+                rooms.pop(room, None)
+            return None
+        self.fast += 1
+        st.commits += 1
+        st.committed_messages += len(assigned)
+        revision = int(resp.header.revision)
+        for room, (head, last_ts) in state.items():
+            known = rooms[room]
+            known.head, known.last_ts, known.head_rev = head, last_ts, revision
+        return results
+
+    async def commit_group(self, batches: list[Sequence[NewMessage]]) -> list[Outcome]:
+        """Commit the callers' batches, in transactions of at most max_txn_ops
+        operations; returns one outcome per batch."""
+        fast = await self._try_fast(batches)
+        if fast is not None:
+            return fast
+        outcomes: list[list[Committed] | NoSuchRoom | None] = [None] * len(batches)
+        todo = list(range(len(batches)))
+        while todo:
+            for _ in range(CAS_RETRIES):
+                done = await self._try_slow(batches, todo, outcomes)
+                if done is not None:
+                    todo = todo[done:]
+                    break
+                self.store.cas_retries += 1
+            else:
+                raise StoreUnavailable("too much contention on the rooms' heads")
+        return [o if o is not None else [] for o in outcomes]
+
+    async def _try_slow(
+        self,
+        batches: Sequence[Sequence[NewMessage]],
+        todo: list[int],
+        outcomes: list[list[Committed] | NoSuchRoom | None],
+    ) -> int | None:
+        """Plan and commit one transaction from the batches in `todo` (in order,
+        as many whole batches as fit; at least part of the first). Returns how
+        many batches of `todo` it finished, or None when a head moved (retry).
+        A batch too big for one transaction is committed in parts: its acks are
+        kept in `outcomes` and it is finished when its last part committed."""
+        st = self.store
+        rooms = list(dict.fromkeys(m.room for i in todo for m in batches[i]))
+        idem_keys = list(
+            dict.fromkeys(st.k_idem(m.room, m.sender, m.txn) for i in todo for m in batches[i])
+        )
+        # The `after` keys too: a predecessor found here stays stored; one not
+        # found may be stored by this very transaction (earlier in it) or not.
+        own = set(idem_keys)
+        idem_keys += dict.fromkeys(
+            k
+            for i in todo
+            for m in batches[i]
+            if m.after is not None and (k := st.k_idem(m.room, m.sender, m.after)) not in own
+        )
+        # Heads first, then idempotency keys: a txn id absent from a later read
+        # was not committed before the heads were read, so committing it
+        # anyway would also have moved its room's head and fail our CAS.
+        heads: dict[str, tuple[rec.Head, int] | None] = {}
+        # room -> ((epoch, op_head), mod_revision of its meta): a message whose
+        # `expect` differs is refused as stale, and the commit compares the
+        # metas too, so that no membership change slips in before it.
+        metas: dict[str, tuple[tuple[int, int], int]] = {}
+        got = await st._read_many(
+            [rpc.RangeRequest(key=k) for r in rooms for k in (st.k_head(r), st.k_meta(r))],
+            group=2,
+        )
+        for n, r in enumerate(rooms):
+            kvs, meta_kvs = got[2 * n], got[2 * n + 1]
+            heads[r] = (rec.head_dec.decode(kvs[0].value), kvs[0].mod_revision) if kvs else None
+            if meta_kvs:
+                meta = rec.meta_dec.decode(meta_kvs[0].value)
+                metas[r] = ((meta.epoch, meta.op_head), meta_kvs[0].mod_revision)
+        got = await st._read_many([rpc.RangeRequest(key=k) for k in idem_keys])
+        known: dict[bytes, tuple[int, int]] = {
+            k: rec.seqts_dec.decode(kvs[0].value)
+            for k, kvs in zip(idem_keys, got, strict=True)
+            if kvs
+        }
+        now = _now_ms()
+        state: dict[str, list[int]] = {}
+        writes: list[Any] = []
+        size = 0
+        results: dict[int, list[Committed]] = {}
+        finished = 0
+        stored = 0
+        partial = False
+        for i in todo:
+            batch = batches[i]
+            prior = outcomes[i]
+            acks: list[Committed] = list(prior) if isinstance(prior, list) else []
+            missing = next((m.room for m in batch if heads.get(m.room) is None), None)
+            if missing is not None:
+                # Nothing of this batch is written (rooms are never deleted, so
+                # a batch committed in parts fails, if ever, on its first part).
+                outcomes[i] = NoSuchRoom(missing)
+                finished += 1
+                continue
+            new_rooms = {m.room for m in batch[len(acks) :]} - state.keys()
+            need = 2 * (len(batch) - len(acks)) + len(new_rooms)
+            blob = sum(len(m.envelope) + MSG_OVERHEAD for m in batch[len(acks) :])
+            if writes and (
+                len(writes) + len(state) + need > st.max_txn_ops or size + blob > MAX_TXN_BYTES
+            ):
+                break
+            for m in batch[len(acks) :]:
+                if m.room not in state:
+                    entry = heads[m.room]
+                    assert entry is not None
+                    state[m.room] = [entry[0].head, entry[0].last_ts]
+                # Room heads + this message's 2 puts must fit.
+                if len(writes) + len(state) + 2 > st.max_txn_ops or (
+                    writes and size + len(m.envelope) + MSG_OVERHEAD > MAX_TXN_BYTES
+                ):
+                    partial = True
+                    break
+                ik = st.k_idem(m.room, m.sender, m.txn)
+                original = known.get(ik)
+                if original is not None:
+                    acks.append(Committed(m.room, m.txn, original[0], original[1], True))
+                    continue
+                if m.after is not None and st.k_idem(m.room, m.sender, m.after) not in known:
+                    acks.append(Committed(m.room, m.txn, 0, 0, False, behind=True))
+                    continue
+                if m.expect is not None and tuple(m.expect) != metas[m.room][0]:
+                    acks.append(Committed(m.room, m.txn, 0, 0, False, stale=True))
+                    continue
+                cur = state[m.room]
+                seq, ts = cur[0] + 1, max(now, cur[1])
+                cur[0], cur[1] = seq, ts
+                writes.append(
+                    st._put(
+                        st.k_msg(m.room, seq),
+                        rec.enc.encode(
+                            rec.Msg(ts, m.sender, m.txn, m.envelope, m.origin or st.origin)
+                        ),
+                    )
+                )
+                writes.append(st._put(ik, rec.enc.encode((seq, ts))))
+                size += len(m.envelope) + MSG_OVERHEAD
+                stored += 1
+                known[ik] = (seq, ts)
+                acks.append(Committed(m.room, m.txn, seq, ts, False))
+            results[i] = acks
+            if partial:
+                break
+            finished += 1
+        if not writes and finished == 0:
+            raise StoreUnavailable(
+                f"one batch touches more rooms than fit in a transaction of {st.max_txn_ops} ops"
+            )
+        compares = []
+        for room, (head, last_ts) in state.items():
+            entry = heads[room]
+            assert entry is not None
+            compares.append(st._mod_is(st.k_head(room), entry[1]))
+            if entry[0].head != head:
+                compares.append(st._mod_is(st.k_meta(room), metas[room][1]))
+                writes.append(st._put(st.k_head(room), rec.enc.encode(rec.Head(head, last_ts))))
+        if writes:
+            resp = await st._txn(compares, writes)
+            if not resp.succeeded:
+                for room in state:
+                    self._rooms.pop(room, None)
+                return None
+            st.commits += 1
+            st.committed_messages += stored
+            revision = int(resp.header.revision)
+            for room, (head, last_ts) in state.items():
+                entry = heads[room]
+                if entry is not None and entry[0].head != head:  # written just now
+                    heads[room] = (rec.Head(head, last_ts), revision)
+        # What was read (or just written) is what the next group may assume.
+        for room, entry in heads.items():
+            if entry is not None and room in metas:
+                self._remember(room, _Room(entry[0].head, entry[0].last_ts, entry[1], *metas[room]))
+        for i, acks in results.items():
+            outcomes[i] = acks
+        return finished

@@ -1,0 +1,54 @@
+"""The values the etcd store writes, as msgpack arrays (docs/operations.md
+has the key layout they live under).
+
+What it must never do: change a field's position (the cluster's data is
+read back by every node, old and new).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Meta(msgspec.Struct, array_like=True, frozen=True):
+    """``r/<room>/meta``: the room's epoch and membership-log head."""
+
+    epoch: int
+    epoch_after_op: int
+    op_head: int
+    created_ms: int
+
+
+class Head(msgspec.Struct, array_like=True, frozen=True):
+    """``r/<room>/head``: the room's last seq and the timestamp it carries."""
+
+    head: int
+    last_ts: int
+
+
+class Msg(msgspec.Struct, array_like=True, frozen=True):
+    """``m/<room>/<seq>``: one message."""
+
+    ts_ms: int
+    sender: str
+    txn: str
+    envelope: bytes
+    origin: str = ""  # the boot id of the node whose clients got the acks
+
+
+class User(msgspec.Struct, array_like=True, frozen=True):
+    """``u/<user>/id``."""
+
+    sign_pub: bytes
+    registered_ms: int
+
+
+enc = msgspec.msgpack.Encoder()
+meta_dec = msgspec.msgpack.Decoder(Meta)
+head_dec = msgspec.msgpack.Decoder(Head)
+msg_dec = msgspec.msgpack.Decoder(Msg)
+user_dec = msgspec.msgpack.Decoder(User)
+op_dec = msgspec.msgpack.Decoder(tuple[bytes, bytes])
+epoch_dec = msgspec.msgpack.Decoder(tuple[int, str])
+packet_dec = msgspec.msgpack.Decoder(tuple[str, bytes])
+seqts_dec = msgspec.msgpack.Decoder(tuple[int, int])

@@ -99,6 +99,41 @@ def test_client_peer_core_is_sans_io() -> None:
     )
 
 
+def test_ownership_rules_are_sans_io() -> None:
+    """Room ownership (server/ownership.py) is decided without sockets,
+    etcd or the rest of the server."""
+    loaded = loaded_after("curvechat.server.ownership")
+    assert (
+        offending(loaded, ("zmq", "aetcd", "grpc", "curvechat.store", "curvechat.server.node"))
+        == []
+    )
+
+
+def test_handlers_and_the_cluster_do_not_reach_around() -> None:
+    """The request handlers see the node through NodeContext (they do not
+    import node.py), and cluster.py reaches etcd only through the store's
+    feed and registry (it does not import the gRPC messages)."""
+    import ast
+    import pathlib
+
+    import curvechat
+
+    server = pathlib.Path(curvechat.__file__).parent / "server"
+
+    def imports(name: str) -> set[str]:
+        tree = ast.parse((server / name).read_text())
+        out = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                out.add(node.module)
+            elif isinstance(node, ast.Import):
+                out.update(a.name for a in node.names)
+        return out
+
+    assert "curvechat.server.node" not in imports("handlers.py")
+    assert "aetcd" not in imports("cluster.py")
+
+
 def test_the_check_sees_what_is_loaded() -> None:
     # the same check does catch these modules when they are imported
     loaded = loaded_after("curvechat.crypto", "zmq")

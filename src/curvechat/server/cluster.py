@@ -25,10 +25,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
-from aetcd import rpc  # type: ignore[import-untyped]
 
 from curvechat.protocol import decode_envelope
 from curvechat.protocol import messages as m
@@ -38,7 +37,16 @@ from curvechat.server.node import ChatNode
 from curvechat.server.nodelink import NodeLink
 from curvechat.server.storeguard import StoreGuard
 from curvechat.store import StoredRow, StoreUnavailable
-from curvechat.store.etcd import EtcdStore, prefix_end
+from curvechat.store.etcd import EtcdStore
+from curvechat.store.etcd_feed import (
+    ClusterFeed,
+    Compacted,
+    FeedEvent,
+    MessageCommitted,
+    NodeRegistry,
+    NodesChanged,
+    RoomChanged,
+)
 from curvechat.store.etcd_health import EtcdProbe
 
 log = logging.getLogger("curvechat.server")
@@ -81,13 +89,14 @@ class Cluster:
         self.store = store
         self.connect = connect
         self.http = http
-        self.revision = 0  # the last revision whose events were processed
+        self.feed = ClusterFeed(store)
+        self.registry = NodeRegistry(store, node.node_name, LEASE_TTL_S)
         self.relists = 0
         self._seen: dict[str, int] = {}  # room -> highest seq known to this node
-        self._lease_id = 0
         self.status = "up"  # in the registry: "up", or "draining" (server/drain.py)
         self._tasks: list[asyncio.Task[None]] = []
         self._watching = asyncio.Event()
+        self.feed.on_created = self._watching.set
         store.origin = node.boot
         # Room ownership and forwarding (server/ownership.py, nodelink.py).
         self.link = NodeLink(node, store.submit_messages) if link_bind is not None else None
@@ -96,8 +105,8 @@ class Cluster:
     async def start(self, from_revision: int | None = None) -> None:
         """Register and start watching after `from_revision` (default: now)."""
         if from_revision is None:
-            from_revision = await self.store.current_revision()
-        self.revision = from_revision
+            from_revision = await self.feed.current_revision()
+        self.feed.revision = from_revision
         if self.link is not None and self._link_bind is not None:
             host = parse_connect(self.connect)[0].endpoint.removeprefix("tcp://").rpartition(":")[0]
             self.link.start(self._link_bind, host)
@@ -129,87 +138,52 @@ class Cluster:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        with contextlib.suppress(StoreUnavailable, rpc.AioRpcError):
-            _watch, lease = self.store.stubs
-            if self._lease_id:
-                await lease.LeaseRevoke(
-                    rpc.LeaseRevokeRequest(ID=self._lease_id), timeout=self.store.timeout
-                )
+        with contextlib.suppress(StoreUnavailable):
+            await self.registry.revoke()
 
     # --- registry ---------------------------------------------------------------
+    def _info(self, status: str) -> bytes:
+        info = NodeInfo(
+            self.node.node_name,
+            self.connect,
+            status,
+            int(time.time() * 1000),
+            self.http,
+            self.link.endpoint if self.link is not None else "",
+        )
+        return msgspec.msgpack.encode(info)
+
     async def _register(self, status: str) -> None:
-        _watch, lease = self.store.stubs
-        try:
-            grant = await lease.LeaseGrant(
-                rpc.LeaseGrantRequest(TTL=LEASE_TTL_S), timeout=self.store.timeout
-            )
-            self._lease_id = int(grant.ID)
-            self.status = status
-            info = NodeInfo(
-                self.node.node_name,
-                self.connect,
-                status,
-                int(time.time() * 1000),
-                self.http,
-                self.link.endpoint if self.link is not None else "",
-            )
-            await self.store.put(
-                self.store.k_node(self.node.node_name),
-                msgspec.msgpack.encode(info),
-                lease=self._lease_id,
-            )
-        except rpc.AioRpcError as exc:
-            self.store.stream_failed()
-            raise StoreUnavailable(f"etcd: {exc.code().name}: {exc.details()}") from exc
+        await self.registry.register(self._info(status))
+        self.status = status
 
     async def members(self) -> list[NodeInfo]:
         """The live nodes of the cluster (this one included), by name."""
-        kvs = await self.store.get_prefix(self.store.node_prefix)
-        return sorted((_node_dec.decode(kv.value) for kv in kvs), key=lambda n: n.name)
+        values = await self.registry.values()
+        return sorted((_node_dec.decode(v) for v in values), key=lambda n: n.name)
 
     async def _keepalive_loop(self) -> None:
         while True:
             try:
-                _watch, lease = self.store.stubs
-                call = lease.LeaseKeepAlive()
-                try:
-                    await self._keep(call)
-                finally:
-                    call.cancel()
-            except (rpc.AioRpcError, StoreUnavailable, TimeoutError) as exc:
+                await self.registry.keep_alive(LEASE_TTL_S / 3, self._tick)
+            except StoreUnavailable as exc:
                 log.warning("cluster registry: %s; retrying", exc)
-                self.store.stream_failed()
                 await asyncio.sleep(RETRY_S)
 
-    async def _keep(self, call: Any) -> None:
-        """Refresh the lease on one keep-alive stream until it breaks."""
-        while True:
-            await call.write(rpc.LeaseKeepAliveRequest(ID=self._lease_id))
-            async with asyncio.timeout(self.store.timeout):
-                resp = await call.read()
-            if int(getattr(resp, "TTL", 0)) <= 0:  # expired, or the stream ended
-                # The lease expired (we were cut off too long): register anew.
-                await self._register("draining" if self.node.draining else "up")
-                return
-            await self._publish_status()
-            await self.refresh_peers()
-            await asyncio.sleep(LEASE_TTL_S / 3)
+    async def _tick(self, alive: bool) -> None:
+        if not alive:
+            # The lease expired (we were cut off too long): register anew.
+            await self._register("draining" if self.node.draining else "up")
+            return
+        await self._publish_status()
+        await self.refresh_peers()
 
     async def _publish_status(self) -> None:
         """Say in the registry whether this node is draining: the other
         nodes then leave it out of the live nodes their welcomes name."""
         status = "draining" if self.node.draining else "up"
         if status != self.status:
-            info = NodeInfo(
-                self.node.node_name,
-                self.connect,
-                status,
-                int(time.time() * 1000),
-                self.http,
-                self.link.endpoint if self.link is not None else "",
-            )
-            key = self.store.k_node(self.node.node_name)
-            await self.store.put(key, msgspec.msgpack.encode(info), lease=self._lease_id)
+            await self.registry.update(self._info(status))
             self.status = status
 
     async def refresh_peers(self) -> None:
@@ -233,73 +207,34 @@ class Cluster:
 
     # --- fan-out ------------------------------------------------------------------
     async def _watch_loop(self) -> None:
-        start = self.store.message_prefix
-        end = prefix_end(self.store.room_prefix)  # m/ .. r/ (nodes/ in between)
         while True:
             try:
-                watch, _lease = self.store.stubs
-                call = watch.Watch(metadata=(("hasleader", "true"),))
-                try:
-                    await self._watch_once(call, start, end)
-                finally:
-                    call.cancel()
-            except (rpc.AioRpcError, StoreUnavailable) as exc:
-                log.warning("cluster watch cut off at revision %d: %s", self.revision, exc)
-                self.store.stream_failed()
+                async for events in self.feed.stream():
+                    for event in events:
+                        await self._on_event(event)
+            except StoreUnavailable as exc:
+                log.warning("cluster watch cut off at revision %d: %s", self.feed.revision, exc)
                 await asyncio.sleep(RETRY_S)
             except Exception:
                 # A bug: say so loudly, and do not let it end fan-out for good.
-                log.exception("cluster watch failed at revision %d", self.revision)
+                log.exception("cluster watch failed at revision %d", self.feed.revision)
                 await asyncio.sleep(RETRY_S)
 
-    async def _watch_once(self, call: Any, start: bytes, end: bytes) -> None:
-        """One watch stream, from the revision after the last one processed."""
-        await call.write(
-            rpc.WatchRequest(
-                create_request=rpc.WatchCreateRequest(
-                    key=start,
-                    range_end=end,
-                    start_revision=self.revision + 1,
-                    progress_notify=True,
-                )
-            )
-        )
-        async for resp in call:
-            if resp.compact_revision:
-                await self._relist(int(resp.compact_revision))
-                return  # watch again from the re-listed revision
-            if resp.created:
-                self._watching.set()
-            if resp.canceled:
-                raise StoreUnavailable(f"watch canceled: {resp.cancel_reason}")
-            for event in resp.events:
-                await self._on_event(event)
-            # Only now: all events of one revision (one transaction) come in one
-            # response, and a failure halfway must see them all again (a
-            # repeated push is harmless, clients keep one copy per seq).
-            if resp.events:
-                self.revision = max(self.revision, int(resp.events[-1].kv.mod_revision))
-            elif not resp.created and resp.header.revision:
-                # A progress notification: nothing of ours below it.
-                self.revision = max(self.revision, int(resp.header.revision))
-
-    async def _on_event(self, event: Any) -> None:
-        key = bytes(event.kv.key)
-        if key.startswith(self.store.message_prefix):
-            if event.type != rpc.Event.EventType.PUT:
-                return
-            room, seq = self.store.parse_msg_key(key)
-            self._seen[room] = max(self._seen.get(room, 0), seq)
-            row, origin = self.store.decode_message(room, seq, bytes(event.kv.value))
-            if origin == self.node.boot:
-                return  # our own commit: the handler pushed it
-            await self._push_row(row)
-            lag = time.time() - row.ts_ms / 1000
-            self.node.metrics.watch_lag_seconds.observe(max(0.0, lag))
-        elif key.startswith(self.store.room_prefix) and key.endswith(b"/meta"):
-            await self._room_changed(self.store.parse_room_key(key))
-        elif key.startswith(self.store.node_prefix):
-            await self.refresh_peers()  # a node joined or left
+    async def _on_event(self, event: FeedEvent) -> None:
+        match event:
+            case MessageCommitted(row=row, origin=origin):
+                self._seen[row.room] = max(self._seen.get(row.room, 0), row.seq)
+                if origin == self.node.boot:
+                    return  # acked by this node, which pushed it then
+                await self._push_row(row)
+                lag = time.time() - row.ts_ms / 1000
+                self.node.metrics.watch_lag_seconds.observe(max(0.0, lag))
+            case RoomChanged(room=room):
+                await self._room_changed(room)
+            case NodesChanged():
+                await self.refresh_peers()  # a node joined or left
+            case Compacted(revision=compacted):
+                await self._relist(compacted)  # the stream ended: watch again from there
 
     async def _push_row(self, row: StoredRow) -> None:
         try:
@@ -339,10 +274,10 @@ class Cluster:
         self.node.metrics.watch_relists.inc()
         log.warning(
             "cluster watch: revision %d was compacted (now %d); re-listing",
-            self.revision,
+            self.feed.revision,
             compacted,
         )
-        revision = await self.store.current_revision()
+        revision = await self.feed.current_revision()
         rooms: set[str] = set()
         for user in list(self.node.by_user):
             rooms.update(r.room for r in await self.store.rooms_of(user))
@@ -354,4 +289,4 @@ class Cluster:
                 # Pushing the newest message is enough: a client fills the gap
                 # between its cursor and this seq from the store.
                 await self._push_row(rows[-1])
-        self.revision = revision
+        self.feed.revision = revision

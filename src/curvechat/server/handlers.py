@@ -46,7 +46,8 @@ OUT_OF_ORDER_TEXT = (
 )
 
 if TYPE_CHECKING:
-    from curvechat.server.node import ChatNode, Session
+    from curvechat.server.context import NodeContext
+    from curvechat.server.session import Session
 
 
 class Refusal(Exception):
@@ -88,7 +89,7 @@ def _packets(room: str, packets: Sequence[m.KeyPacket]) -> list[PacketRecord]:
 
 
 class Handlers:
-    def __init__(self, node: ChatNode) -> None:
+    def __init__(self, node: NodeContext) -> None:
         self.node = node
         self.store = node.store
         self._table: dict[type, Any] = {

@@ -1,0 +1,204 @@
+"""What a chat node needs of etcd beyond the `Store`: the cluster feed and
+the node registry.
+
+* `ClusterFeed` watches the message, registry and room-state keys from a
+  revision on and yields typed events, one list per etcd response (all
+  events of one transaction come in one response): `MessageCommitted`,
+  `RoomChanged`, `NodesChanged`, and `Compacted` when the revision it was
+  to resume from is gone (the caller re-lists, then sets `revision`).
+  `revision` moves past a response's events only when the caller asks for
+  the next list, so a stream that breaks halfway gives them all again.
+* `NodeRegistry` keeps one key per live node under a lease: grant and put,
+  keep alive, rewrite, list, revoke.
+
+Both reach etcd through the store's member pool (a stream on a member
+that failed moves to another). The key layout is the store's
+(docs/operations.md).
+
+What this module must never do: decide what an event means for clients
+(server/cluster.py does), or hide a broken stream: every failure is
+raised as StoreUnavailable, for the caller to retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aetcd import rpc  # type: ignore[import-untyped]
+
+from curvechat.store.base import StoredRow, StoreUnavailable
+from curvechat.store.etcd import EtcdStore, prefix_end
+
+_HAS_LEADER = (("hasleader", "true"),)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageCommitted:
+    row: StoredRow
+    origin: str  # the boot id of the node whose clients were acked
+
+
+@dataclass(frozen=True, slots=True)
+class RoomChanged:
+    room: str  # its meta changed: membership or epoch
+
+
+@dataclass(frozen=True, slots=True)
+class NodesChanged:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Compacted:
+    revision: int  # etcd's compacted revision; the feed's own is gone
+
+
+FeedEvent = MessageCommitted | RoomChanged | NodesChanged | Compacted
+
+
+class ClusterFeed:
+    """The watch over ``m/`` .. ``r/`` (see the module docstring)."""
+
+    def __init__(self, store: EtcdStore, revision: int = 0) -> None:
+        self.store = store
+        self.revision = revision  # the last revision whose events were taken
+        self.on_created: Callable[[], None] = lambda: None
+
+    async def current_revision(self) -> int:
+        return await self.store.current_revision()
+
+    async def stream(self) -> AsyncIterator[list[FeedEvent]]:
+        """One watch stream from `revision` + 1, until it breaks (raises
+        StoreUnavailable) or the revision was compacted (yields [Compacted]
+        and ends)."""
+        store = self.store
+        try:
+            watch, _lease = store.stubs
+            call = watch.Watch(metadata=_HAS_LEADER)
+        except rpc.AioRpcError as exc:
+            raise self._broke(exc) from exc
+        try:
+            await call.write(
+                rpc.WatchRequest(
+                    create_request=rpc.WatchCreateRequest(
+                        key=store.message_prefix,
+                        range_end=prefix_end(store.room_prefix),  # nodes/ is in between
+                        start_revision=self.revision + 1,
+                        progress_notify=True,
+                    )
+                )
+            )
+            async for resp in call:
+                if resp.compact_revision:
+                    yield [Compacted(int(resp.compact_revision))]
+                    return
+                if resp.created:
+                    self.on_created()
+                if resp.canceled:
+                    raise StoreUnavailable(f"watch canceled: {resp.cancel_reason}")
+                events = [e for e in map(self._event, resp.events) if e is not None]
+                if events:
+                    yield events
+                if resp.events:
+                    self.revision = max(self.revision, int(resp.events[-1].kv.mod_revision))
+                elif not resp.created and resp.header.revision:
+                    # A progress notification: nothing of ours below it.
+                    self.revision = max(self.revision, int(resp.header.revision))
+        except rpc.AioRpcError as exc:
+            raise self._broke(exc) from exc
+        except StoreUnavailable:
+            store.stream_failed()
+            raise
+        finally:
+            call.cancel()
+
+    def _broke(self, exc: rpc.AioRpcError) -> StoreUnavailable:
+        self.store.stream_failed()
+        return StoreUnavailable(f"etcd watch: {exc.code().name}: {exc.details()}")
+
+    def _event(self, event: Any) -> FeedEvent | None:
+        store = self.store
+        key = bytes(event.kv.key)
+        if key.startswith(store.message_prefix):
+            if event.type != rpc.Event.EventType.PUT:
+                return None
+            room, seq = store.parse_msg_key(key)
+            row, origin = store.decode_message(room, seq, bytes(event.kv.value))
+            return MessageCommitted(row, origin)
+        if key.startswith(store.room_prefix) and key.endswith(b"/meta"):
+            return RoomChanged(store.parse_room_key(key))
+        if key.startswith(store.node_prefix):
+            return NodesChanged()
+        return None
+
+
+class NodeRegistry:
+    """The live nodes: one key each, under a lease of `ttl` seconds."""
+
+    def __init__(self, store: EtcdStore, name: str, ttl: int) -> None:
+        self.store = store
+        self.key = store.k_node(name)
+        self.ttl = ttl
+        self.lease_id = 0
+
+    async def register(self, value: bytes) -> None:
+        """A new lease, and this node's key under it."""
+        store = self.store
+        try:
+            _watch, lease = store.stubs
+            grant = await lease.LeaseGrant(
+                rpc.LeaseGrantRequest(TTL=self.ttl), timeout=store.timeout
+            )
+        except rpc.AioRpcError as exc:
+            store.stream_failed()
+            raise StoreUnavailable(f"etcd: {exc.code().name}: {exc.details()}") from exc
+        self.lease_id = int(grant.ID)
+        await self.update(value)
+
+    async def update(self, value: bytes) -> None:
+        """Rewrite this node's key (same lease)."""
+        await self.store.put(self.key, value, lease=self.lease_id)
+
+    async def values(self) -> list[bytes]:
+        """Every live node's value."""
+        return [bytes(kv.value) for kv in await self.store.get_prefix(self.store.node_prefix)]
+
+    async def keep_alive(self, every: float, tick: Callable[[bool], Awaitable[None]]) -> None:
+        """Refresh the lease on one keep-alive stream until it breaks (raises
+        StoreUnavailable); after each refresh call `tick(alive)`, where
+        alive is False when the lease had expired (then register anew)."""
+        store = self.store
+        try:
+            _watch, lease = store.stubs
+            call = lease.LeaseKeepAlive()
+        except rpc.AioRpcError as exc:
+            store.stream_failed()
+            raise StoreUnavailable(f"etcd: {exc.code().name}: {exc.details()}") from exc
+        try:
+            while True:
+                await call.write(rpc.LeaseKeepAliveRequest(ID=self.lease_id))
+                async with asyncio.timeout(store.timeout):
+                    resp = await call.read()
+                alive = int(getattr(resp, "TTL", 0)) > 0  # else expired, or the stream ended
+                await tick(alive)
+                if not alive:
+                    return
+                await asyncio.sleep(every)
+        except (rpc.AioRpcError, TimeoutError) as exc:
+            store.stream_failed()
+            raise StoreUnavailable(f"etcd lease keep-alive: {exc}") from exc
+        finally:
+            call.cancel()
+
+    async def revoke(self) -> None:
+        if not self.lease_id:
+            return
+        store = self.store
+        try:
+            _watch, lease = store.stubs
+            await lease.LeaseRevoke(rpc.LeaseRevokeRequest(ID=self.lease_id), timeout=store.timeout)
+        except rpc.AioRpcError as exc:
+            raise StoreUnavailable(f"etcd: {exc.code().name}: {exc.details()}") from exc

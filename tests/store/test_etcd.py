@@ -212,9 +212,17 @@ async def test_a_remembered_room_commits_in_one_round_trip(
     )
     assert [(x.seq, x.duplicate) for x in acks] == [(7, False), (8, False), (7, True)]
     assert a._messages.fast == 6
-    assert [r.txn for r in await b.messages("r", limit=100)] == [f"t{i}" for i in range(8)]
+    # 150 callers at once: one group, more than a transaction holds; each
+    # transaction takes the whole callers that fit, all on the fast path.
+    acks2 = await asyncio.gather(
+        *(a.append_messages([msg("r", "alice", f"u{i:03d}")]) for i in range(150))
+    )
+    assert sorted(x[0].seq for x in acks2) == list(range(9, 159))
+    assert a._messages.fast >= 6 + 3 and a._messages.fast_missed == 0
+    txns = [r.txn for r in await b.messages("r", limit=1000)]
+    assert txns == [f"t{i}" for i in range(8)] + [f"u{i:03d}" for i in range(150)]
     room = await b.room("r")
-    assert room is not None and room.head == 8
+    assert room is not None and room.head == 158
 
 
 async def test_the_fast_path_gives_way_whenever_etcd_disagrees(

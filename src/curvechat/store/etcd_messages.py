@@ -92,27 +92,35 @@ class MessageCommits:
             self._rooms.clear()
         self._rooms[room] = known
 
-    async def _try_fast(self, batches: Sequence[Sequence[NewMessage]]) -> list[Outcome] | None:
-        """The whole group in one transaction with its checks as compares, or
-        None (nothing written) when the read path must do it."""
+    async def _try_fast(
+        self, batches: Sequence[Sequence[NewMessage]], start: int, outcomes: list[Any]
+    ) -> int | None:
+        """Commit the longest run of whole batches from `start` that fits in
+        one transaction, with its checks as compares; returns how many
+        batches it finished, or None (nothing written) when the read path
+        must take over from `start`."""
         st = self.store
         rooms = self._rooms
-        n = sum(len(b) for b in batches)
-        if not n or any(m.room not in rooms for b in batches for m in b):
-            return None
+        limit = st.max_txn_ops
         state: dict[str, list[int]] = {}
         assigned: dict[bytes, tuple[int, int]] = {}
         compares: list[Any] = []
         writes: list[Any] = []
         size = 0
         now = _now_ms()
-        results: list[Outcome] = []
-        for batch in batches:
+        results: list[list[Committed]] = []
+        for batch in batches[start:]:
+            if any(m.room not in rooms for m in batch):
+                break
+            # What the transaction holds before this batch, to leave it out
+            # again if it does not fit.
+            mark = (len(compares), len(writes), size, len(assigned))
+            before = {r: list(v) for r, v in state.items()}
             acks: list[Committed] = []
             for m in batch:
                 ik = st.k_idem(m.room, m.sender, m.txn)
                 seen = assigned.get(ik)
-                if seen is not None:  # the same send twice in one group
+                if seen is not None:  # the same send twice in one transaction
                     acks.append(Committed(m.room, m.txn, seen[0], seen[1], True))
                     continue
                 # As on the read path: a missing predecessor (`behind`) wins
@@ -126,27 +134,36 @@ class MessageCommits:
                     acks.append(Committed(m.room, m.txn, 0, 0, False, stale=True))
                     continue
                 compares.append(_version_is(ik, 0, _EQUAL))
-                st_room = state.get(m.room)
-                if st_room is None:
-                    st_room = state[m.room] = [known.head, known.last_ts]
-                seq, ts = st_room[0] + 1, max(now, st_room[1])
-                st_room[0], st_room[1] = seq, ts
+                cur = state.get(m.room)
+                if cur is None:
+                    cur = state[m.room] = [known.head, known.last_ts]
+                seq, ts = cur[0] + 1, max(now, cur[1])
+                cur[0], cur[1] = seq, ts
                 msg = rec.Msg(ts, m.sender, m.txn, m.envelope, m.origin or st.origin)
                 writes.append(st._put(st.k_msg(m.room, seq), rec.enc.encode(msg)))
                 writes.append(st._put(ik, rec.enc.encode((seq, ts))))
                 size += len(m.envelope) + MSG_OVERHEAD
                 assigned[ik] = (seq, ts)
                 acks.append(Committed(m.room, m.txn, seq, ts, False))
+            if (
+                len(writes) + len(state) > limit
+                or len(compares) + 2 * len(state) > limit
+                or size > MAX_TXN_BYTES
+            ):
+                del compares[mark[0] :], writes[mark[1] :]
+                size = mark[2]
+                for key in list(assigned)[mark[3] :]:
+                    del assigned[key]
+                state = before
+                break
             results.append(acks)
         if not writes:
-            return None  # stale ones only: let the read path confirm against etcd
+            return None  # nothing fits, or stale ones only: the read path decides
         for room, (head, last_ts) in state.items():
             known = rooms[room]
             compares.append(st._mod_is(st.k_head(room), known.head_rev))
             compares.append(st._mod_is(st.k_meta(room), known.meta_rev))
             writes.append(st._put(st.k_head(room), rec.enc.encode(rec.Head(head, last_ts))))
-        if len(writes) > st.max_txn_ops or len(compares) > st.max_txn_ops or size > MAX_TXN_BYTES:
-            return None
         resp = await st._txn(compares, writes)
         if not resp.succeeded:
             self.fast_missed += 1
@@ -160,16 +177,21 @@ class MessageCommits:
         for room, (head, last_ts) in state.items():
             known = rooms[room]
             known.head, known.last_ts, known.head_rev = head, last_ts, revision
-        return results
+        for i, acks in enumerate(results):
+            outcomes[start + i] = acks
+        return len(results)
 
     async def commit_group(self, batches: list[Sequence[NewMessage]]) -> list[Outcome]:
         """Commit the callers' batches, in transactions of at most max_txn_ops
         operations; returns one outcome per batch."""
-        fast = await self._try_fast(batches)
-        if fast is not None:
-            return fast
         outcomes: list[list[Committed] | NoSuchRoom | None] = [None] * len(batches)
-        todo = list(range(len(batches)))
+        start = 0
+        while start < len(batches):
+            done = await self._try_fast(batches, start, outcomes)
+            if done is None:
+                break
+            start += done
+        todo = list(range(start, len(batches)))
         while todo:
             for _ in range(CAS_RETRIES):
                 done = await self._try_slow(batches, todo, outcomes)

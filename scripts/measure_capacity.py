@@ -38,7 +38,7 @@ from curvechat.crypto.identity import Identity  # noqa: E402
 from curvechat.protocol import encode  # noqa: E402
 from curvechat.store import EpochRecord, MemberChange, NewMessage, OpRecord  # noqa: E402
 from curvechat.store.etcd import EtcdStore  # noqa: E402
-from curvechat.store.etcd_status import member_statuses  # noqa: E402
+from curvechat.store.etcd.status import member_statuses  # noqa: E402
 
 from support.etcd import EtcdCluster, etcd_cluster  # noqa: E402
 from support.etcd_space import defragment  # noqa: E402

@@ -32,7 +32,7 @@ from curvechat.server.capacity import (
 from curvechat.server.metrics import NodeMetrics
 from curvechat.store import EpochRecord, MemberChange, NewMessage, OpRecord
 from curvechat.store.etcd import EtcdStore
-from curvechat.store.etcd_status import MemberStatus, member_statuses, reported_quota
+from curvechat.store.etcd.status import MemberStatus, member_statuses, reported_quota
 
 from support.etcd import EtcdCluster, etcd_cluster
 from support.etcd_space import defragment, delete_prefix

@@ -193,7 +193,7 @@ async def test_a_remembered_room_commits_in_one_round_trip(
     two: tuple[EtcdStore, EtcdStore],
 ) -> None:
     """After its first commit to a room, a store sends the next groups
-    straight away (etcd_messages.py's fast path), with the same answers."""
+    straight away (store/etcd/messages.py's fast path), with the same answers."""
     a, b = two
     await make_room(a, "r")
     (first,) = await a.append_messages([msg("r", "alice", "t0")])  # read path: learns the room

@@ -1,4 +1,4 @@
-"""The cluster feed and the node registry (store/etcd_feed.py) on a real etcd:
+"""The cluster feed and the node registry (store/etcd/feed.py) on a real etcd:
 typed events in commit order, a revision that moves only past what the
 caller took, a compacted revision said as such, and leases."""
 
@@ -13,7 +13,7 @@ from aetcd import rpc  # type: ignore[import-untyped]
 
 from curvechat.store import NewMessage
 from curvechat.store.etcd import EtcdStore
-from curvechat.store.etcd_feed import (
+from curvechat.store.etcd.feed import (
     ClusterFeed,
     Compacted,
     FeedEvent,

@@ -12,13 +12,12 @@ from typing import Any
 import pytest
 
 from curvechat.store.base import StoreUnavailable
-from curvechat.store.etcd_health import EtcdProbe
+from curvechat.store.etcd.health import EtcdProbe
 
 
 def _probe(*names: str) -> tuple[EtcdProbe, dict[str, tuple[bool, str, int]], Any]:
-    store = SimpleNamespace(
-        _members=[SimpleNamespace(endpoint=n, avoid_until=0.0) for n in names], login=None
-    )
+    members = [SimpleNamespace(endpoint=n, avoid_until=0.0) for n in names]
+    store = SimpleNamespace(pool=SimpleNamespace(members=members), login=None)
     probe = EtcdProbe(store)
     answers = {n: (True, "", 1) for n in names}  # answered, why not serving, leader
 
@@ -44,7 +43,7 @@ async def test_a_call_on_a_member_that_goes_silent_gives_up() -> None:
     await probe.probe_once()
     with pytest.raises(StoreUnavailable, match="gave up"):
         await task
-    assert store._members[0].avoid_until > time.monotonic()  # kept out of the rotation
+    assert store.pool.members[0].avoid_until > time.monotonic()  # kept out of the rotation
     assert probe.serving() == ["m2"]
     answers["m1"] = (True, "", 1)
     await probe.probe_once()

@@ -5,7 +5,7 @@ What it is for: etcd refuses every write once its file reaches its quota
 (the NOSPACE alarm; docs/operations.md, Size quota and compaction), and
 message history is what fills it. The operator needs to see it coming.
 
-How it works: a task polls every etcd member's Status (`etcd_status`) every
+How it works: a task polls every etcd member's Status (`store/etcd/status.py`) every
 `POLL_INTERVAL_S`, takes the member whose file is fullest against its
 quota, and sets the `curvechat_etcd_*` gauges. The quota is the one etcd
 reports (etcd 3.6 and later), else the one the node was given
@@ -34,7 +34,7 @@ from curvechat.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from curvechat.store.etcd import EtcdStore
-    from curvechat.store.etcd_status import MemberStatus
+    from curvechat.store.etcd.status import MemberStatus
 
 log = logging.getLogger("curvechat.server")
 
@@ -137,7 +137,7 @@ class CapacityWatch:
     async def poll(self) -> QuotaReading | None:
         """One poll of every member: the gauges and events it makes, and
         the reading (None when no member answered)."""
-        from curvechat.store.etcd_status import DEFAULT_QUOTA_BYTES, member_statuses
+        from curvechat.store.etcd.status import DEFAULT_QUOTA_BYTES, member_statuses
 
         statuses, errors = await member_statuses(self.store.member_channels(), self.store.login)
         self.polls += 1

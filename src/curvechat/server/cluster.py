@@ -38,7 +38,7 @@ from curvechat.server.nodelink import NodeLink
 from curvechat.server.storeguard import StoreGuard
 from curvechat.store import StoredRow, StoreUnavailable
 from curvechat.store.etcd import EtcdStore
-from curvechat.store.etcd_feed import (
+from curvechat.store.etcd.feed import (
     ClusterFeed,
     Compacted,
     FeedEvent,
@@ -47,7 +47,7 @@ from curvechat.store.etcd_feed import (
     NodesChanged,
     RoomChanged,
 )
-from curvechat.store.etcd_health import EtcdProbe
+from curvechat.store.etcd.health import EtcdProbe
 
 log = logging.getLogger("curvechat.server")
 

@@ -4,7 +4,7 @@ What it is for: a node that reaches no etcd member can neither commit nor
 learn what the other nodes commit. Its clients that send notice (their sends
 are refused), but a client that only reads would stay, connected and seeing
 nothing new, until the cut heals. So once the node's probe
-(`store.etcd_health`) has gone CUT_OFF_ROUNDS rounds in a row without an
+(`store/etcd/health.py`) has gone CUT_OFF_ROUNDS rounds in a row without an
 answer from any member (about 1.5 s when the links refuse, 3 s when they
 are silent):
 
@@ -32,7 +32,7 @@ import time
 
 from curvechat.server.moving import MoveAsker
 from curvechat.server.node import ChatNode
-from curvechat.store.etcd_health import EtcdProbe
+from curvechat.store.etcd.health import EtcdProbe
 from curvechat.tasks import cancel_and_wait
 
 log = logging.getLogger("curvechat.server")

@@ -7,15 +7,11 @@ a write is acknowledged by etcd only once a quorum has it on disk).
 How it works:
 
 * gRPC (asyncio) straight to etcd's v3 API, with the protobuf messages and
-  stubs that the `aetcd` package generates. One channel per member, calls
-  spread over them in turn, a deadline on every call; a member whose call
-  failed is skipped for a while (2 s, doubling to 30 s while it keeps
-  failing), so a hung member costs one deadline, not every third call.
-* TLS, client certificates and etcd authentication (``etcds://`` and the
-  `EtcdSecurity` given) are set up by `curvechat.store.etcd_conn`.
-* Every key lives under a prefix (default ``/curvechat/``); the layout is in
-  docs/operations.md. Names in keys are percent-quoted so that ``/`` in a
-  room or user name cannot make one room's range cover another's.
+  stubs that the `aetcd` package generates, through the member pool
+  (pool.py: one channel per member, deadlines, penalties). TLS, client
+  certificates and etcd authentication are conn.py's.
+* Every key lives under a prefix (default ``/curvechat/``): keys.py, and the
+  table in docs/operations.md.
 * Every write is one etcd transaction guarded by compare-and-swap on the
   ``mod_revision`` of what it read (the room's head for messages, the room's
   meta for membership ops and epochs), retried when another node won.
@@ -23,8 +19,8 @@ How it works:
   `curvechat.store.committer`): callers' batches are queued and each group
   is packed into transactions of at most
   ``max_txn_ops`` operations (etcd's --max-txn-ops, 128 by default), each
-  CAS-ing the heads of the rooms it touches. A caller is resolved only after
-  the transaction holding its messages committed.
+  CAS-ing the heads of the rooms it touches (messages.py). A caller is
+  resolved only after the transaction holding its messages committed.
 * Idempotency: ``i/<room>/<sender>/<txn>`` holds the original seq; it is
   written in the same transaction as the message, so a resend of the same
   (room, sender, txn) through ANY node finds it.
@@ -43,19 +39,13 @@ acknowledge a message before etcd committed it.
 from __future__ import annotations
 
 import asyncio
-import functools
-import socket
 import time
-import urllib.parse
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from aetcd import rpc  # type: ignore[import-untyped]
 
-from curvechat.store import etcd_conn as conn
-from curvechat.store import etcd_records as rec
 from curvechat.store.base import (
     ChangeTooLarge,
     Committed,
@@ -76,14 +66,24 @@ from curvechat.store.base import (
     UserRecord,
 )
 from curvechat.store.committer import GroupCommitter
-from curvechat.store.etcd_messages import MessageCommits
+from curvechat.store.etcd import conn
+from curvechat.store.etcd import records as rec
+from curvechat.store.etcd.keys import (
+    DEFAULT_PREFIX,
+    Keys,
+    parse_etcd_url,
+    prefix_end,
+    q,
+    tail,
+    uq,
+)
+from curvechat.store.etcd.messages import MessageCommits
+from curvechat.store.etcd.pool import MemberPool
 
 __all__ = ["DEFAULT_PREFIX", "EtcdSecurity", "EtcdStore", "parse_etcd_url", "prefix_end"]
 
 EtcdSecurity = conn.EtcdSecurity
 
-DEFAULT_PREFIX = "/curvechat/"
-_SEQ_DIGITS = 20
 _MAX_TXN_BYTES = 1024 * 1024  # below etcd's default --max-request-bytes (1.5 MiB)
 _CAS_RETRIES = 200
 _MSG_OVERHEAD = 200  # bytes counted per message on top of its envelope (keys, ids)
@@ -91,113 +91,11 @@ _MSG_OVERHEAD = 200  # bytes counted per message on top of its envelope (keys, i
 _enc = msgspec.msgpack.Encoder()
 
 
-def parse_etcd_url(url: str) -> tuple[list[str], str]:
-    """``etcd://h1:2379,h2:2379[/prefix]`` -> (["h1:2379", "h2:2379"], "/prefix/")
-    (the port defaults to 2379, the prefix to DEFAULT_PREFIX); ``etcds://``
-    is the same over TLS (see `EtcdSecurity.load`)."""
-    scheme = next((s for s in ("etcd://", "etcds://") if url.startswith(s)), "")
-    if not scheme:
-        raise ValueError(f"not an etcd:// or etcds:// URL: {url!r}")
-    hosts, slash, path = url[len(scheme) :].partition("/")
-    prefix = f"/{path.strip('/')}/" if slash and path.strip("/") else DEFAULT_PREFIX
-    out = []
-    for part in hosts.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        host, sep, port = part.rpartition(":")
-        if not sep or not port.isdigit() or host.endswith("["):
-            host, port = part, "2379"
-        if not host:
-            raise ValueError(f"no host in {part!r}")
-        out.append(f"{host}:{int(port)}")
-    if not out:
-        raise ValueError(f"no endpoints in {url!r}")
-    return out, prefix
-
-
-def _grpc_target(endpoint: str) -> str:
-    """The gRPC target of one member: ``ipv4:a:p`` (its name resolved now)."""
-    host, _, port = endpoint.rpartition(":")
-    host = host.strip("[]")
-    infos = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_STREAM)
-    return f"ipv4:{infos[0][4][0]}:{port}"
-
-
-_CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-    # Notice a member that went silent (kill -9, partition) in seconds;
-    # etcd refuses pings more often than every 5 s by default.
-    ("grpc.keepalive_time_ms", 5000),
-    ("grpc.keepalive_timeout_ms", 3000),
-    ("grpc.keepalive_permit_without_calls", 1),
-]
-PENALTY_MIN_S = 2.0
-_HAS_LEADER = (("hasleader", "true"),)
-PENALTY_MAX_S = 30.0
-
-
-@dataclass
-class _Member:
-    """One etcd member: its own channel and stubs, and how long to avoid it.
-
-    One channel per member (not one round-robin channel over all of them):
-    a member that hangs without closing its connections (SIGSTOP, a
-    blackholing partition) keeps a round-robin subchannel "ready", and every
-    third call would wait out its deadline. Here a member whose call failed
-    is skipped for a penalty that doubles while it keeps failing."""
-
-    endpoint: str
-    channel: Any
-    kv: Any
-    watch: Any
-    lease: Any
-    avoid_until: float = 0.0
-    penalty: float = 0.0
-
-    def failed(self) -> None:
-        self.penalty = min(PENALTY_MAX_S, max(PENALTY_MIN_S, self.penalty * 2))
-        self.avoid_until = time.monotonic() + self.penalty
-
-    def worked(self) -> None:
-        self.penalty = 0.0
-        self.avoid_until = 0.0
-
-
-def _q(name: str) -> str:
-    return urllib.parse.quote(name, safe="")
-
-
-def _uq(part: str) -> str:
-    return urllib.parse.unquote(part)
-
-
-def _tail(key: bytes) -> str:
-    """The last part of a key (after its last ``/``)."""
-    return key.decode().rsplit("/", 1)[1]
-
-
-def _seq(n: int) -> str:
-    return f"{n:0{_SEQ_DIGITS}d}"
-
-
-def prefix_end(key: bytes) -> bytes:
-    """The range_end covering every key that starts with `key`."""
-    b = bytearray(key)
-    for i in range(len(b) - 1, -1, -1):
-        if b[i] < 0xFF:
-            b[i] += 1
-            return bytes(b[: i + 1])
-    return b"\0"
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class EtcdStore(Store):
+class EtcdStore(Keys, Store):
     """The `Store` on an etcd v3 cluster (see the module docstring).
 
     `endpoints` are ``host:port`` strings; `prefix` separates deployments (and
@@ -223,138 +121,30 @@ class EtcdStore(Store):
             raise ValueError("no etcd endpoints")
         if max_txn_ops < 8:
             raise ValueError("max_txn_ops must be at least 8")
-        if not prefix.endswith("/"):
-            prefix += "/"
+        Keys.__init__(self, prefix)
         self.endpoints = list(endpoints)
-        self.prefix = prefix
         self.timeout = timeout
         self.max_txn_ops = max_txn_ops
         self.batch_max = batch_max
         self.security = security
-        #: the etcd token, when the node logs in with a user and password
-        self.login = conn.Login(security) if security and security.user else None
-        self._contacted = False  # a call succeeded since open (for error hints)
+        self.pool = MemberPool(endpoints, prefix=self.prefix, timeout=timeout, security=security)
         self.commits = 0
         self.committed_messages = 0
         self.cas_retries = 0
         #: Written into every message this store commits, so that a node can
         #: tell its own commits from other nodes' in the watch.
         self.origin = ""
-        #: the node's `etcd_health.EtcdProbe` once it runs one: calls on a
-        #: member it finds not serving give up at once
-        self.probe: Any = None
-        self._members: list[_Member] = []
-        self._next = 0  # where the rotation over the members goes on
-        self._stream_member: _Member | None = None  # serving the cluster's streams
         self._messages = MessageCommits(self)
         self._committer = GroupCommitter(
             self._messages.commit_group, batch_max=batch_max, name="curvechat-etcd-commit"
         )
 
-    # --- keys ------------------------------------------------------------------
-    def _k(self, *parts: str) -> bytes:
-        return (self.prefix + "/".join(parts)).encode()
-
-    def k_head(self, room: str) -> bytes:
-        return self._k("r", _q(room), "head")
-
-    def k_meta(self, room: str) -> bytes:
-        return self._k("r", _q(room), "meta")
-
-    def k_op(self, room: str, index: int) -> bytes:
-        return self._k("r", _q(room), "op", _seq(index))
-
-    def k_member(self, room: str, user: str) -> bytes:
-        return self._k("r", _q(room), "mem", _q(user))
-
-    def k_epoch(self, room: str, epoch: int) -> bytes:
-        return self._k("r", _q(room), "ep", _seq(epoch))
-
-    def k_packet(self, room: str, recipient: str, epoch: int) -> bytes:
-        return self._k("r", _q(room), "pk", _q(recipient), _seq(epoch))
-
-    def k_rooms_of(self, user: str, room: str) -> bytes:
-        return self._k("u", _q(user), "rooms", _q(room))
-
-    def k_user(self, user: str) -> bytes:
-        return self._k("u", _q(user), "id")
-
-    def k_transport(self, key: bytes) -> bytes:
-        return self._k("t", key.hex())
-
-    def k_msg(self, room: str, seq: int) -> bytes:
-        return self._k("m", _q(room), _seq(seq))
-
-    def k_idem(self, room: str, sender: str, txn: str) -> bytes:
-        return self._k("i", _q(room), _q(sender), _q(txn))
-
-    def k_node(self, name: str) -> bytes:
-        return self._k("nodes", _q(name))
-
-    @functools.cached_property
-    def node_prefix(self) -> bytes:
-        """The node registry: one key per live chat node, under its lease."""
-        return self._k("nodes", "")
-
-    @functools.cached_property
-    def message_prefix(self) -> bytes:
-        """Every message key starts with this (what cross-node fan-out watches)."""
-        return self._k("m", "")
-
-    @functools.cached_property
-    def room_prefix(self) -> bytes:
-        """Every room state key (head, meta, ops, members, epochs) starts with this."""
-        return self._k("r", "")
-
-    def parse_msg_key(self, key: bytes) -> tuple[str, int]:
-        room, seq = key[len(self.message_prefix) :].decode().split("/")
-        return _uq(room), int(seq)
-
-    def parse_room_key(self, key: bytes) -> str:
-        return _uq(key[len(self.room_prefix) :].decode().split("/")[0])
-
-    @staticmethod
-    def decode_message(room: str, seq: int, value: bytes) -> tuple[StoredRow, str]:
-        """A message value as a row, and the `origin` of the store that committed it."""
-        m = rec.msg_dec.decode(value)
-        return StoredRow(room, seq, m.ts_ms, m.sender, m.txn, m.envelope), m.origin
-
     # --- rpc helpers ------------------------------------------------------------
     def _require_open(self) -> None:
-        if not self._members:
-            raise StoreUnavailable("the store is not open")
-
-    def _pick(self) -> _Member:
-        """The next member in rotation that is not being avoided (or, if all
-        are, the one whose penalty ends first)."""
-        self._require_open()
-        now = time.monotonic()
-        n = len(self._members)
-        for i in range(n):
-            member = self._members[(self._next + i) % n]
-            if member.avoid_until <= now:
-                self._next = (self._next + i + 1) % n
-                return member
-        return min(self._members, key=lambda mb: mb.avoid_until)
+        self.pool.require_open()
 
     async def _call(self, method: str, request: Any) -> Any:
-        member = self._pick()
-        try:
-            # hasleader: a member cut off from the others says so at once
-            # instead of holding the call for its whole deadline.
-            call = getattr(member.kv, method)(request, timeout=self.timeout, metadata=_HAS_LEADER)
-            resp = await (call if self.probe is None else self.probe.guard(member.endpoint, call))
-        except rpc.AioRpcError as exc:
-            member.failed()
-            raise conn.failure(
-                member.endpoint, exc, self.security, self.prefix, opening=not self._contacted
-            ) from exc
-        except StoreUnavailable:  # the probe gave up on it
-            member.failed()
-            raise
-        member.worked()
-        self._contacted = True
-        return resp
+        return await self.pool.call(method, request)
 
     async def _txn(
         self, compares: Sequence[Any], success: Sequence[Any], failure: Sequence[Any] = ()
@@ -412,46 +202,25 @@ class EtcdStore(Store):
 
     # --- lifecycle -----------------------------------------------------------
     async def open(self) -> None:
-        if self._members:
+        if self.pool.members:
             return
-        try:
-            targets = [(ep, _grpc_target(ep)) for ep in self.endpoints]
-        except OSError as exc:
-            raise StoreUnavailable(f"cannot resolve etcd endpoints: {exc}") from exc
-        for endpoint, target in targets:
-            channel = conn.channel(endpoint, target, self.security, _CHANNEL_OPTIONS)
-            self._members.append(
-                _Member(
-                    endpoint,
-                    channel,
-                    conn.authed(rpc.KVStub(channel), self.login, channel),
-                    conn.authed(rpc.WatchStub(channel), self.login, channel),
-                    conn.authed(rpc.LeaseStub(channel), self.login, channel),
-                )
-            )
+        self.pool.connect()
         try:
             # Any member that answers will do; each failure moves on to the next.
-            for _ in self._members:
+            for _ in self.pool.members:
                 try:
                     await self.ping()
                     break
                 except StoreUnavailable:
-                    if all(mb.avoid_until for mb in self._members):
+                    if all(mb.avoid_until for mb in self.pool.members):
                         raise
         except BaseException:
-            await self._close_channel()
+            await self.pool.close()
             raise
-
-    async def _close_channel(self) -> None:
-        members, self._members = self._members, []
-        self._stream_member = None
-        self._contacted = False
-        for member in members:
-            await member.channel.close()
 
     async def close(self) -> None:
         await self._committer.drain()
-        await self._close_channel()
+        await self.pool.close()
 
     async def ping(self) -> None:
         # A write, not a read: reads still work when etcd refuses writes (its
@@ -464,23 +233,30 @@ class EtcdStore(Store):
 
     @property
     def stubs(self) -> tuple[Any, Any]:
-        """(WatchStub, LeaseStub) of a member to open a stream on, for the
-        cluster layer: the one used last unless it failed (`stream_failed`).
-        Raises StoreUnavailable."""
-        member = self._stream_member
-        if member is None or member.avoid_until > time.monotonic():
-            member = self._stream_member = self._pick()
-        return member.watch, member.lease
+        """(WatchStub, LeaseStub) to open a stream on (see MemberPool.stubs)."""
+        return self.pool.stubs
 
     def stream_failed(self) -> None:
-        """A watch or keep-alive stream broke: avoid its member for a while."""
-        if self._stream_member is not None:
-            self._stream_member.failed()
-            self._stream_member = None
+        self.pool.stream_failed()
 
     def member_channels(self) -> list[tuple[str, Any]]:
-        """(endpoint, gRPC channel) of every member, for `etcd_status`."""
-        return [(mb.endpoint, mb.channel) for mb in self._members]
+        """(endpoint, gRPC channel) of every member, for status.py."""
+        return self.pool.channels()
+
+    @property
+    def login(self) -> conn.Login | None:
+        """The etcd token, when the node logs in with a user and password."""
+        return self.pool.login
+
+    @property
+    def probe(self) -> Any:
+        """The node's health.EtcdProbe once it runs one (calls on a member it
+        finds not serving give up at once)."""
+        return self.pool.probe
+
+    @probe.setter
+    def probe(self, probe: Any) -> None:
+        self.pool.probe = probe
 
     async def put(self, key: bytes, value: bytes, *, lease: int = 0) -> None:
         """A plain put (the node registry uses it with a lease)."""
@@ -719,18 +495,18 @@ class EtcdStore(Store):
         return kvs
 
     async def ops(self, room: str, after: int = -1) -> list[OpRecord]:
-        sub = self._k("r", _q(room), "op", "")
+        sub = self._k("r", q(room), "op", "")
         kvs = await self._room_range(room, sub, self.k_op(room, max(after + 1, 0)))
-        return [OpRecord(int(_tail(kv.key)), *rec.op_dec.decode(kv.value)) for kv in kvs]
+        return [OpRecord(int(tail(kv.key)), *rec.op_dec.decode(kv.value)) for kv in kvs]
 
     async def members(self, room: str) -> dict[str, bool]:
-        kvs = await self._room_range(room, self._k("r", _q(room), "mem", ""))
-        return {_uq(_tail(kv.key)): kv.value == b"1" for kv in kvs}
+        kvs = await self._room_range(room, self._k("r", q(room), "mem", ""))
+        return {uq(tail(kv.key)): kv.value == b"1" for kv in kvs}
 
     async def rooms_of(self, user: str) -> list[RoomRecord]:
-        sub = self._k("u", _q(user), "rooms", "")
+        sub = self._k("u", q(user), "rooms", "")
         kvs = await self._range(sub, prefix_end(sub), keys_only=True)
-        names = sorted(_uq(_tail(kv.key)) for kv in kvs)
+        names = sorted(uq(tail(kv.key)) for kv in kvs)
         got = await self._read_many(
             [rpc.RangeRequest(key=k) for n in names for k in (self.k_meta(n), self.k_head(n))],
             group=2,
@@ -745,10 +521,10 @@ class EtcdStore(Store):
     async def key_packets(
         self, room: str, recipient: str, min_epoch: int = 0
     ) -> list[PacketRecord]:
-        sub = self._k("r", _q(room), "pk", _q(recipient), "")
+        sub = self._k("r", q(room), "pk", q(recipient), "")
         kvs = await self._room_range(room, sub, self.k_packet(room, recipient, max(min_epoch, 0)))
         return [
-            PacketRecord(room, int(_tail(kv.key)), recipient, *rec.packet_dec.decode(kv.value))
+            PacketRecord(room, int(tail(kv.key)), recipient, *rec.packet_dec.decode(kv.value))
             for kv in kvs
         ]
 
@@ -772,7 +548,7 @@ class EtcdStore(Store):
         before: int | None = None,
         limit: int = 100,
     ) -> list[StoredRow]:
-        sub = self._k("m", _q(room), "")
+        sub = self._k("m", q(room), "")
         start, end = sub, prefix_end(sub)
         if after is not None:
             start = self.k_msg(room, max(after + 1, 0))

@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Any
 
 from aetcd import rpc  # type: ignore[import-untyped]
 
-from curvechat.store import etcd_records as rec
 from curvechat.store.base import Committed, NewMessage, NoSuchRoom, StoreUnavailable
 from curvechat.store.committer import Outcome
+from curvechat.store.etcd import records as rec
 
 if TYPE_CHECKING:
     from curvechat.store.etcd import EtcdStore

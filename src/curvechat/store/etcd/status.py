@@ -26,8 +26,8 @@ from typing import Any
 
 from aetcd import rpc  # type: ignore[import-untyped]
 
-from curvechat.store import etcd_conn as conn
 from curvechat.store.base import StoreUnavailable
+from curvechat.store.etcd import conn as conn
 
 __all__ = [
     "DEFAULT_QUOTA_BYTES",

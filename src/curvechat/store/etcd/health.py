@@ -12,7 +12,7 @@ about a second, and then:
   client resends with the same transaction id, which the idempotency key
   recognises);
 * the member is avoided until it answers again with a leader, so no call
-  waits a deadline on it when its penalty (store/etcd.py) runs out.
+  waits a deadline on it when its penalty (pool.py) runs out.
 
 It also tells the node whether it reaches etcd at all (`reachable`): a node
 that no member answers is cut off, which is not the same as an etcd without
@@ -38,8 +38,8 @@ from typing import Any, TypeVar
 
 from aetcd import rpc  # type: ignore[import-untyped]
 
-from curvechat.store import etcd_conn as conn
 from curvechat.store.base import StoreUnavailable
+from curvechat.store.etcd import conn as conn
 from curvechat.tasks import cancel_and_wait
 
 __all__ = ["PROBE_INTERVAL_S", "EtcdProbe"]
@@ -150,7 +150,7 @@ class EtcdProbe:
             await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
 
     async def probe_once(self) -> None:
-        members = list(getattr(self.store, "_members", []))
+        members = list(self.store.pool.members)
         results = await asyncio.gather(*(self._status(mb) for mb in members))
         self.rounds += 1
         now = time.monotonic()

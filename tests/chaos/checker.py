@@ -266,10 +266,16 @@ def check(history: dict[str, Any]) -> dict[str, Any]:
         if r["client"] != r["sender"] and key not in first_seen:
             first_seen[key] = r["t"]
     deliver_lat = []
+    # Sends made while etcd had no quorum wait for it whatever the nodes do:
+    # the latency of the others is reported apart too.
+    lost_quorum = history.get("windows", {}).get("quorum_loss", [])
+    deliver_outside = []
     for (_client, room, sender, txn), t in first_seen.items():
         sent = by_id.get((room, sender, txn))
         if sent is not None:
             deliver_lat.append(t - sent["t_invoke"])
+            if not any(a <= sent["t_invoke"] <= b for a, b in lost_quorum):
+                deliver_outside.append(t - sent["t_invoke"])
 
     recovery = recovery_times(history, ops)
     counts = {
@@ -299,6 +305,7 @@ def check(history: dict[str, Any]) -> dict[str, Any]:
         "latency": {
             "send_to_ack_s": quantiles(ack_lat),
             "send_to_deliver_s": quantiles(deliver_lat),
+            "send_to_deliver_outside_quorum_loss_s": quantiles(deliver_outside),
         },
         "recovery": recovery,
     }

@@ -54,8 +54,14 @@ def summary(report: dict[str, Any]) -> str:
         f"acks while quorum lost: {c['acks_in_quorum_loss']} (false: {c['false_acks']})",
         f"messages received (engine events): {c['received']}",
     ]
-    for key, label in (("send_to_ack_s", "send->ack"), ("send_to_deliver_s", "send->deliver")):
-        q = r["latency"][key]
+    for key, label in (
+        ("send_to_ack_s", "send->ack"),
+        ("send_to_deliver_s", "send->deliver"),
+        ("send_to_deliver_outside_quorum_loss_s", "  (sent while etcd had quorum)"),
+    ):
+        q = r["latency"].get(key)
+        if q is None:
+            continue
         lines.append(
             f"{label:14} n={q['n']} p50={q['p50']} p90={q['p90']} p99={q['p99']} max={q['max']} s"
         )

@@ -178,3 +178,15 @@ def test_unrecovered_ambiguous(good: dict[str, Any]) -> None:
     result = check(good)
     assert result["counts"]["ambiguous_recovered"] == 0
     assert result["valid"]  # an unacked send may be lost: not an anomaly
+
+
+def test_delivery_latency_is_also_given_without_sends_made_while_quorum_was_lost(
+    good: dict[str, Any],
+) -> None:
+    good["windows"]["quorum_loss"] = [[1.5, 2.5]]  # alice's send at t=2 waits for quorum
+    latency = check(good)["latency"]
+    everything = latency["send_to_deliver_s"]
+    outside = latency["send_to_deliver_outside_quorum_loss_s"]
+    # two members other than the sender see each of the 4 sends; alice's t=2 one is left out
+    assert everything["n"] == 8 and outside["n"] == 6
+    assert outside["max"] <= everything["max"]

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import msgspec
+import pytest
 import zmq
 import zmq.asyncio
 
+from curvechat.cli.main import main
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import parse_connect
 from curvechat.server.nodelink import Forward, Forwarded
@@ -169,3 +172,22 @@ async def test_a_hung_owner_costs_one_timeout(nodes: Nodes, clients: ClientFacto
     assert forwarded(a, "fallback") == 1
     texts = [t for _, _, t in seqs_texts(alice, room)]
     assert texts == ["before"] + [f"hung {i}" for i in range(6)]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--link-bind", "tcp://127.0.0.1:7701"], "--link-bind needs --store"),
+        (["--store", "etcd://h:2379", "--link-bind", "127.0.0.1:7701"], "tcp://HOST:PORT"),
+        (["--store", "etcd://h:2379", "--link-bind", "tcp://h:port"], "tcp://HOST:PORT"),
+        (["--store", "etcd://h:2379", "--link-bind", "tcp://h:1/x"], "tcp://HOST:PORT"),
+    ],
+)
+def test_serve_refuses_a_bad_link_bind(
+    args: list[str], expected: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--data", str(tmp_path), *args])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "[bad_argument]" in err and expected in err, err

@@ -134,6 +134,8 @@ async def test_the_link_commits_only_for_registered_nodes(nodes: Nodes) -> None:
     sock.linger = 0
     sock.connect(link)
     try:
+        await sock.send(b"\xc1 not msgpack")  # dropped; the link goes on
+        await sock.send_multipart([b"two", b"frames"])
         fwd = Forward(1, "intruder", [NewMessage("r", "mallory", "t1", b"x")])
         await sock.send(msgspec.msgpack.encode(fwd))
         reply = msgspec.msgpack.decode(await asyncio.wait_for(sock.recv(), 5), type=Forwarded)

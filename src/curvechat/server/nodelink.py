@@ -75,6 +75,11 @@ class Forwarded(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     message: str = ""
 
 
+class _Id(msgspec.Struct):
+    id: int
+
+
+_id_dec = msgspec.msgpack.Decoder(_Id)
 _forward_dec = msgspec.msgpack.Decoder(Forward)
 _forwarded_dec = msgspec.msgpack.Decoder(Forwarded)
 _enc = msgspec.msgpack.Encoder()
@@ -163,20 +168,29 @@ class LinkServer:
                 continue
             rid, payload = frames[0].bytes, frames[1]
             key = str(payload.get("User-Id")).encode()
+            if key not in self.keys.allowed:
+                # Only the id is read of a frame from a key that is not a node's.
+                self.refused += 1
+                try:
+                    fid = _id_dec.decode(payload.buffer).id
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+                reply = Forwarded(fid, error="NotANode", message="not a registered node's key")
+                self._reply(rid, reply)
+                continue
             try:
                 fwd = _forward_dec.decode(payload.buffer)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 self.bad_frames += 1
                 log.warning("node link: bad frame: %s", exc)
                 continue
-            if key not in self.keys.allowed:
-                self.refused += 1
-                reply = Forwarded(fwd.id, error="NotANode", message="not a registered node's key")
-                self._reply(rid, reply)
-                continue
             batch = [msgspec.structs.replace(x, origin=fwd.origin) for x in fwd.messages]
             # Queued now, in the order the frames came (group commit keeps it).
-            future = self.submit(batch)
+            try:
+                future = self.submit(batch)
+            except StoreError as exc:  # the store is not open (stopping)
+                self._reply(rid, Forwarded(fwd.id, error=type(exc).__name__, message=str(exc)))
+                continue
             task = asyncio.ensure_future(self._answer(rid, fwd.id, future, len(batch)))
             self._replies.add(task)
             task.add_done_callback(self._replies.discard)

@@ -48,7 +48,7 @@ fuzz-trust: $(STAMP)
 	  $(BIN)/pytest -q --timeout=0 tests/security/test_trust_harness.py
 
 # Malformed frames thrown at one node, each answered with an error code
-# (make test throws 3,000).
+# (make test throws 1,500).
 FUZZ_FRAMES ?= 10000
 fuzz-frames: $(STAMP)
 	CURVECHAT_FUZZ_FRAMES=$(FUZZ_FRAMES) CURVECHAT_CODEC_EXAMPLES=5000 $(BIN)/pytest -q --timeout=0 \

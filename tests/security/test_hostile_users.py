@@ -249,7 +249,7 @@ def test_request_bytes_queued_per_connection_are_bounded(server: ServerProcess) 
     ctx.term()
 
 
-KEYS = int(os.environ.get("CURVECHAT_STORM_KEYS", "5000"))
+KEYS = int(os.environ.get("CURVECHAT_STORM_KEYS", "2500"))
 BATCH = 500
 
 
@@ -286,8 +286,9 @@ def _storm_batch(ctx: zmq.Context[zmq.Socket[bytes]], connect: str) -> int:
 
 
 def test_per_key_memory_is_returned(server: ServerProcess) -> None:
-    """50,000 distinct CURVE keys connect, say hello and leave: once they are
-    gone the node's memory is back to within a few MB of where it was."""
+    """KEYS distinct CURVE keys (2,500; CURVECHAT_STORM_KEYS=50000 for the long
+    run) connect, say hello and leave: once they are gone the node's memory is
+    back to within a few MB of where it was."""
     assert server.proc is not None
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     ctx.setsockopt(zmq.MAX_SOCKETS, BATCH + 64)

@@ -124,7 +124,7 @@ class RawClient:
         self.ctx.term()
 
 
-BAD_FRAMES = int(os.environ.get("CURVECHAT_FUZZ_FRAMES", "3000"))
+BAD_FRAMES = int(os.environ.get("CURVECHAT_FUZZ_FRAMES", "1500"))
 """Frames thrown at one node (`make fuzz-frames` throws 10,000)."""
 
 

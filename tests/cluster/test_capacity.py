@@ -20,7 +20,6 @@ import pytest
 from aetcd import rpc  # type: ignore[import-untyped]
 from prometheus_client.parser import text_string_to_metric_families
 
-from curvechat.cli.main import main
 from curvechat.dashboard.events import EventLog
 from curvechat.server.capacity import (
     CapacityWatch,
@@ -34,6 +33,7 @@ from curvechat.store import EpochRecord, MemberChange, NewMessage, OpRecord
 from curvechat.store.etcd import EtcdStore
 from curvechat.store.etcd.status import MemberStatus, member_statuses, reported_quota
 
+from .conftest import serve_refuses
 from support.etcd import EtcdCluster, etcd_cluster
 from support.etcd_space import defragment, delete_prefix
 from support.servers import ServerProcess, free_port
@@ -297,11 +297,7 @@ def test_node_shows_the_quota(tmp_path: Path, small_etcd: EtcdCluster) -> None:
 def test_serve_refuses_a_bad_quota(
     args: list[str], expected: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        main(["serve", "--data", str(tmp_path), *args])
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err
-    assert "[bad_argument]" in err and expected in err, err
+    serve_refuses(args, expected, capsys, tmp_path)
 
 
 async def test_a_member_that_does_not_answer_is_left_out(small_etcd: EtcdCluster) -> None:

@@ -14,14 +14,13 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from curvechat.cli.main import main
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import parse_connect
 from curvechat.server.nodelink import Forward, Forwarded
 from curvechat.server.ownership import owner_of
 from curvechat.store import NewMessage
 
-from .conftest import Nodes
+from .conftest import Nodes, serve_refuses
 from .test_two_nodes import scrape, seqs_texts
 from support.clients import ClientFactory
 from support.servers import ServerProcess
@@ -44,6 +43,14 @@ async def until_linked(a: ServerProcess, b: ServerProcess) -> None:
     await asyncio.sleep(0.5)
 
 
+async def two_nodes_and_a_room_of_b(nodes: Nodes) -> tuple[ServerProcess, ServerProcess, str]:
+    """Nodes a and b, linked, and the name of a room that b owns."""
+    a, b = nodes.start("a"), nodes.start("b")
+    await until_linked(a, b)
+    names = [name_of(a), name_of(b)]
+    return a, b, next(f"r{i}" for i in range(100) if owner_of(f"r{i}", names) == names[1])
+
+
 async def until_nodes(node: ServerProcess, n: int) -> None:
     for _ in range(100):
         if scrape(node)["curvechat_cluster_nodes"] == n:
@@ -55,11 +62,7 @@ async def until_nodes(node: ServerProcess, n: int) -> None:
 async def test_sends_into_a_room_owned_by_the_other_node_are_forwarded(
     nodes: Nodes, clients: ClientFactory
 ) -> None:
-    a, b = nodes.start("a"), nodes.start("b")
-    await until_linked(a, b)
-    room = next(
-        f"r{i}" for i in range(100) if owner_of(f"r{i}", [name_of(a), name_of(b)]) == name_of(b)
-    )
+    a, b, room = await two_nodes_and_a_room_of_b(nodes)
     alice, alice_events = await clients.make("alice", a.connect)
     carol, carol_events = await clients.make("carol", a.connect)
     bob, bob_events = await clients.make("bob", b.connect)
@@ -98,11 +101,7 @@ async def test_owner_killed_its_rooms_are_taken_over(nodes: Nodes, clients: Clie
     """kill -9 of a room's owner while a client on the other node sends into
     it: every send is acked once, in order, and the hand-over time (from the
     kill to the first ack committed without the owner) is printed."""
-    a, b = nodes.start("a"), nodes.start("b")
-    await until_linked(a, b)
-    room = next(
-        f"r{i}" for i in range(100) if owner_of(f"r{i}", [name_of(a), name_of(b)]) == name_of(b)
-    )
+    a, b, room = await two_nodes_and_a_room_of_b(nodes)
     alice, _events = await clients.make("alice", a.connect)
     await alice.create_room(room, [])
     first = await asyncio.gather(*(alice.send(room, f"x{i}") for i in range(10)))
@@ -150,11 +149,7 @@ async def test_a_hung_owner_costs_one_timeout(nodes: Nodes, clients: ClientFacto
     """SIGSTOP of a room's owner: its link stays up but nothing answers. The
     sending node waits FORWARD_TIMEOUT_S once, commits the send itself, and
     does not ask that owner again for DOWN_S; nothing is stored twice."""
-    a, b = nodes.start("a"), nodes.start("b")
-    await until_linked(a, b)
-    room = next(
-        f"r{i}" for i in range(100) if owner_of(f"r{i}", [name_of(a), name_of(b)]) == name_of(b)
-    )
+    a, b, room = await two_nodes_and_a_room_of_b(nodes)
     alice, _events = await clients.make("alice", a.connect)
     await alice.create_room(room, [])
     await alice.send(room, "before")
@@ -188,8 +183,4 @@ async def test_a_hung_owner_costs_one_timeout(nodes: Nodes, clients: ClientFacto
 def test_serve_refuses_a_bad_link_bind(
     args: list[str], expected: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        main(["serve", "--data", str(tmp_path), *args])
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err
-    assert "[bad_argument]" in err and expected in err, err
+    serve_refuses(args, expected, capsys, tmp_path)

@@ -356,10 +356,20 @@ class Forwarder:
             fut = self.submit(part) if owner is None else self._forward(owner, part)
             queued.append((owner, idx, part, fut))
         results: list[Committed | None] = [None] * len(batch)
+        failed: BaseException | None = None
         for owner, idx, part, fut in queued:
-            acks = await fut if owner is None else await self._settle(owner, part, fut)
+            # Every part is settled even when one failed: each forward's
+            # outcome is taken (none is left to fail unseen), and the parts
+            # committed are committed; the caller gets the first error.
+            try:
+                acks = await fut if owner is None else await self._settle(owner, part, fut)
+            except StoreError as exc:
+                failed = failed or exc
+                continue
             for i, ack in zip(idx, acks, strict=True):
                 results[i] = ack
+        if failed is not None:
+            raise failed
         return [r for r in results if r is not None]
 
     async def _settle(

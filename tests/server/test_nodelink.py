@@ -1,0 +1,106 @@
+"""The forwarding side of the node link (server/nodelink.py Forwarder)
+without an owner to reach: routing by ownership, the fallback to a local
+commit, acks in the caller's order, and no forward left unsettled."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+import zmq.asyncio
+
+from curvechat.server.nodelink import Forwarder
+from curvechat.server.ownership import Ownership, owner_of
+from curvechat.store import Committed, NewMessage, StoreUnavailable
+
+NODES = ["a", "b"]
+OURS = next(f"r{i}" for i in range(100) if owner_of(f"r{i}", NODES) == "a")
+THEIRS = next(f"r{i}" for i in range(100) if owner_of(f"r{i}", NODES) == "b")
+
+
+class FakeStore:
+    """The local group commit: records what was queued, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.fail_rooms: set[str] = set()
+        self.duplicates: set[str] = set()
+
+    def submit(self, batch: Sequence[NewMessage]) -> asyncio.Future[list[Committed]]:
+        self.calls.append([m.txn for m in batch])
+        fut: asyncio.Future[list[Committed]] = asyncio.get_running_loop().create_future()
+        if any(m.room in self.fail_rooms for m in batch):
+            fut.set_exception(StoreUnavailable("etcd is away"))
+        else:
+            seq = len(self.calls) * 100
+            fut.set_result(
+                [
+                    Committed(m.room, m.txn, seq + i, 1, m.txn in self.duplicates)
+                    for i, m in enumerate(batch)
+                ]
+            )
+        return fut
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.asyncio.Context]:
+    c = zmq.asyncio.Context()
+    yield c
+    c.term()
+
+
+def forwarder(ctx: zmq.asyncio.Context, store: FakeStore) -> Forwarder:
+    own = Ownership("a")
+    own.set_live(NODES)
+    pub, sec = zmq.curve_keypair()
+    # No link is known for b: every forward to it fails at once.
+    return Forwarder(ctx, pub, sec, own, store.submit, origin="boot-a")
+
+
+def msg(room: str, txn: str) -> NewMessage:
+    return NewMessage(room, "alice", txn, b"env")
+
+
+async def test_parts_owned_elsewhere_fall_back_and_acks_keep_the_callers_order(
+    ctx: zmq.asyncio.Context,
+) -> None:
+    store = FakeStore()
+    fwd = forwarder(ctx, store)
+    batch = [msg(OURS, "o1"), msg(THEIRS, "t1"), msg(OURS, "o2"), msg(THEIRS, "t2")]
+    acks = await fwd.append(batch)
+    assert [a.txn for a in acks] == ["o1", "t1", "o2", "t2"]
+    # ours queued first (before any await), then b's part committed here
+    assert store.calls == [["o1", "o2"], ["t1", "t2"]]
+    assert (fwd.forwarded, fwd.fallbacks) == (0, 2)
+    # no link is not a failed owner: b is not skipped for DOWN_S
+    assert fwd.ownership.down_until == {}
+
+
+async def test_a_fallback_that_finds_the_message_stored_answers_it_as_new(
+    ctx: zmq.asyncio.Context,
+) -> None:
+    """The owner may have committed it after all (with our origin): we push it."""
+    store = FakeStore()
+    store.duplicates = {"t1"}
+    fwd = forwarder(ctx, store)
+    (ack,) = await fwd.append([msg(THEIRS, "t1")])
+    assert not ack.duplicate
+
+
+async def test_a_failing_part_fails_the_call_and_leaves_nothing_unsettled(
+    ctx: zmq.asyncio.Context,
+) -> None:
+    store = FakeStore()
+    store.fail_rooms = {OURS}
+    fwd = forwarder(ctx, store)
+    unseen: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, c: unseen.append(c))
+    with pytest.raises(StoreUnavailable):
+        await fwd.append([msg(OURS, "o1"), msg(THEIRS, "t1")])
+    assert store.calls == [["o1"], ["t1"]]  # b's part was still settled (here)
+    gc.collect()
+    await asyncio.sleep(0)
+    assert unseen == []

@@ -394,7 +394,9 @@ class Forwarder:
         except LinkRefused as exc:
             if exc.owner_failed:
                 self.ownership.link_failed(owner, time.monotonic())
-            log.warning("node link to %s: %s; committing here", owner, exc)
+                log.warning("node link to %s: %s; committing here", owner, exc)
+            else:  # not up: every send would say so (the fallback counter does)
+                log.debug("node link to %s: %s; committing here", owner, exc)
         self.fallbacks += len(part)
         if self.metrics is not None:
             self.metrics.forwarded.labels("fallback").inc(len(part))

@@ -79,15 +79,15 @@ async def test_parts_owned_elsewhere_fall_back_and_acks_keep_the_callers_order(
     assert fwd.ownership.down_until == {}
 
 
-async def test_a_fallback_that_finds_the_message_stored_answers_it_as_new(
-    ctx: zmq.asyncio.Context,
-) -> None:
-    """The owner may have committed it after all (with our origin): we push it."""
+async def test_a_fallback_answer_is_this_nodes_own(ctx: zmq.asyncio.Context) -> None:
+    """Committed (or found stored) here: this node pushes it, not the watch;
+    a duplicate stays one (the owner's late commit has the owner's origin,
+    so this node's watch delivers it)."""
     store = FakeStore()
     store.duplicates = {"t1"}
     fwd = forwarder(ctx, store)
-    (ack,) = await fwd.append([msg(THEIRS, "t1")])
-    assert not ack.duplicate
+    acks = await fwd.append([msg(THEIRS, "t1"), msg(THEIRS, "t2")])
+    assert [(a.duplicate, a.remote) for a in acks] == [(True, False), (False, False)]
 
 
 async def test_a_failing_part_fails_the_call_and_leaves_nothing_unsettled(

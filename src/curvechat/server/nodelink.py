@@ -3,17 +3,19 @@
 Each node in cluster mode binds one more ROUTER socket, its link, with
 CURVE on (the node's own key pair). Another node connects a DEALER to it
 with its own node key pair and sends `Forward` frames: a batch of messages
-as the store takes them, and the forwarding node's boot id as their origin.
+as the store takes them (and the forwarding node's boot id, for its logs).
 The owner commits only for keys of nodes in the registry (each frame's
 CURVE key is checked; any other key gets the error ``NotANode``), queues
 the batch on its store's group commit in the order the frames came (so one
 node's forwards keep their order) and answers `Forwarded` with one ack per
 message, or the store error's kind.
 
-Pushes: the owner commits a forwarded message with the forwarding node's
-origin, so the forwarding node pushes it to its own clients when the acks
-come back (as for its own commits) and every other node, the owner
-included, pushes it from the cluster watch.
+Pushes: the owner commits a forwarded message as its own (its origin), so
+a room's messages reach the owner's clients from the owner, in commit
+order, and every other node's clients from that node's cluster watch, in
+revision order (one path per node: pushes of a room never overtake each
+other). The forwarding node marks the owner's acks `remote` and does not
+push them itself.
 
 `Forwarder.append` is what the node's hot path calls instead of the
 store's `append_messages`: it routes each message by `Ownership.route`,
@@ -22,9 +24,8 @@ back to committing locally when the owner does not answer within
 FORWARD_TIMEOUT_S or answers with an error (the head compare-and-swap
 fences a second writer; idempotency keys keep a message that both commit
 stored once). A message the owner commits after the forwarding node gave
-up on it is stored with the forwarding node's origin, so only that node
-pushes it: its local commit, which finds it stored, is answered as not a
-duplicate, so that it is pushed (a client holding that seq keeps one copy).
+up on it has the owner's origin, so the forwarding node's watch delivers
+it to that node's clients.
 
 What this module must never do: decide ownership (ownership.py does),
 commit a frame from a key that is not a registered node's, or forward a
@@ -37,13 +38,15 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import zmq
 import zmq.asyncio
 
+from curvechat.protocol import decode_envelope
+from curvechat.protocol import messages as m
 from curvechat.server.ownership import Ownership, Route
 from curvechat.store import Committed, NewMessage, StoreError
 from curvechat.tasks import cancel_and_wait
@@ -83,6 +86,10 @@ _id_dec = msgspec.msgpack.Decoder(_Id)
 _forward_dec = msgspec.msgpack.Decoder(Forward)
 _forwarded_dec = msgspec.msgpack.Decoder(Forwarded)
 _enc = msgspec.msgpack.Encoder()
+
+
+async def _nothing(_batch: list[NewMessage], _acks: list[Committed]) -> None:
+    return None
 
 
 def _sent(done: Any) -> BaseException | None:
@@ -149,6 +156,8 @@ class LinkServer:
         self.bad_frames = 0
         self.refused = 0  # frames from keys that are not a registered node's
         self.metrics: NodeMetrics | None = None
+        #: pushes what was committed to this node's clients (NodeLink sets it)
+        self.on_committed: Callable[[list[NewMessage], list[Committed]], Awaitable[None]] = _nothing
         self._task: asyncio.Task[None] | None = None
         self._replies: set[asyncio.Task[None]] = set()
 
@@ -184,33 +193,42 @@ class LinkServer:
                 self.bad_frames += 1
                 log.warning("node link: bad frame: %s", exc)
                 continue
-            batch = [msgspec.structs.replace(x, origin=fwd.origin) for x in fwd.messages]
+            # Committed as the owner's own: the owner pushes them to its
+            # clients (below) and every other node's watch to theirs.
+            batch = [msgspec.structs.replace(x, origin="") for x in fwd.messages]
             # Queued now, in the order the frames came (group commit keeps it).
             try:
                 future = self.submit(batch)
             except StoreError as exc:  # the store is not open (stopping)
                 self._reply(rid, Forwarded(fwd.id, error=type(exc).__name__, message=str(exc)))
                 continue
-            task = asyncio.ensure_future(self._answer(rid, fwd.id, future, len(batch)))
+            task = asyncio.ensure_future(self._answer(rid, fwd.id, future, batch))
             self._replies.add(task)
             task.add_done_callback(self._replies.discard)
 
     async def _answer(
-        self, rid: bytes, fid: int, future: asyncio.Future[list[Committed]], n: int
+        self,
+        rid: bytes,
+        fid: int,
+        future: asyncio.Future[list[Committed]],
+        batch: list[NewMessage],
     ) -> None:
         try:
-            reply = Forwarded(fid, results=await future)
-            self.forwarded += n
-            if self.metrics is not None:
-                self.metrics.forwarded.labels("in").inc(n)
+            results = await future
         except StoreError as exc:
-            reply = Forwarded(fid, error=type(exc).__name__, message=str(exc)[:300])
+            self._reply(rid, Forwarded(fid, error=type(exc).__name__, message=str(exc)[:300]))
+            return
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("node link: commit failed")
-            reply = Forwarded(fid, error="internal", message="internal error")
-        self._reply(rid, reply)
+            self._reply(rid, Forwarded(fid, error="internal", message="internal error"))
+            return
+        self.forwarded += len(batch)
+        if self.metrics is not None:
+            self.metrics.forwarded.labels("in").inc(len(batch))
+        self._reply(rid, Forwarded(fid, results=results))
+        await self.on_committed(batch, results)
 
     def _reply(self, rid: bytes, reply: Forwarded) -> None:
         # An error (the forwarding node is gone) needs nothing: it fell back.
@@ -384,7 +402,7 @@ class Forwarder:
             self.forwarded += len(part)
             if self.metrics is not None:
                 self.metrics.forwarded.labels("out").inc(len(part))
-            return acks
+            return [msgspec.structs.replace(a, remote=True) for a in acks]
         except TimeoutError:
             fut.cancel()
             self.ownership.link_failed(owner, time.monotonic())
@@ -400,11 +418,9 @@ class Forwarder:
         self.fallbacks += len(part)
         if self.metrics is not None:
             self.metrics.forwarded.labels("fallback").inc(len(part))
-        acks = await self.submit(part)
-        # A duplicate here is most likely the owner's late commit of this very
-        # forward: stored with our origin, so no node pushes it but us. Push
-        # it (a client already holding that seq keeps one copy).
-        return [msgspec.structs.replace(a, duplicate=False) if a.duplicate else a for a in acks]
+        # A duplicate here may be the owner's late commit of this very
+        # forward: it has the owner's origin, so this node's watch pushes it.
+        return await self.submit(part)
 
 
 class NodeLink:
@@ -427,6 +443,7 @@ class NodeLink:
         sock, bound = bind_link(ctx, node.public_key, node.secret_key, bind)
         self.server = LinkServer(sock, self._submit, self.keys)
         self.server.metrics = node.metrics
+        self.server.on_committed = self._push_committed
         self.server.start()
         self.forwarder = Forwarder(
             ctx, node.public_key, node.secret_key, self.ownership, self._submit, node.boot
@@ -436,6 +453,20 @@ class NodeLink:
         port = bound.rsplit(":", 1)[1]
         self.endpoint = f"tcp://{advertise_host}:{port}"
         return self.endpoint
+
+    async def _push_committed(self, batch: list[NewMessage], acks: list[Committed]) -> None:
+        """What this node committed for another one, to its own clients in
+        commit order (its watch skips its own commits)."""
+        for msg, ack in zip(batch, acks, strict=True):
+            if ack.stale or ack.behind:
+                continue
+            try:
+                envelope = decode_envelope(msg.envelope)
+            except Exception:  # checked by the forwarding node: not expected
+                log.warning("node link: undecodable envelope in %s", msg.room)
+                continue
+            stored = m.StoredMessage(seq=ack.seq, ts=ack.ts_ms, envelope=envelope)
+            await self.node.push_remote(msg.room, stored)
 
     def update(self, me_up: bool, nodes: Sequence[tuple[str, str, str, bytes]]) -> None:
         """The registry's nodes as (name, status, link endpoint, z85 key)."""

@@ -334,6 +334,11 @@ class Reactor:
             env = s.env
             if not done.duplicate:
                 accepted += 1
+            # A duplicate is pushed too: its first commit may have gone
+            # unpushed (an answer lost to a deadline while etcd committed it);
+            # clients keep one copy per seq. A remote one is pushed by the
+            # owner and the watch.
+            if not done.remote:
                 room = env.room
                 who = members.get(room)
                 if who is None:

@@ -150,6 +150,10 @@ class Committed(msgspec.Struct, frozen=True):
     duplicate: bool
     stale: bool = False
     behind: bool = False
+    # Set by the node, never by a store: committed by another node (the
+    # room's owner), which pushes it to its own clients; every other node's
+    # cluster watch delivers it to theirs.
+    remote: bool = False
 
 
 class StoredRow(msgspec.Struct, frozen=True):

@@ -304,3 +304,22 @@ async def test_heartbeats_declare_a_silent_peer_dead(
             await conn.close(goodbye=False)
     finally:
         hub.close()
+
+
+async def test_a_duplicate_send_is_pushed_again(setup: Setup) -> None:
+    """A resend of a stored message gets the original ack, and the other
+    members its push once more: the first commit may have gone unpushed
+    (its answer lost to a deadline while the store committed it)."""
+    alice, bob, room = await _room(setup)
+    send = room.send(alice.identity, "once")
+    first = await alice.request(send)
+    again = await alice.request(send)
+    assert isinstance(first, m.SendAck) and isinstance(again, m.SendAck)
+    assert (again.seq, again.ts, again.duplicate) == (first.seq, first.ts, True)
+    pushes = []
+    async with asyncio.timeout(10):
+        while len(pushes) < 2:
+            frame = decode_server_frame(await bob.sock.recv())
+            if isinstance(frame.msg, m.MessagePush):
+                pushes.append(frame.msg.message)
+    assert [(p.seq, p.envelope.txn) for p in pushes] == [(first.seq, send.envelope.txn)] * 2

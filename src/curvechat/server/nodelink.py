@@ -60,7 +60,6 @@ Submit = Callable[[Sequence[NewMessage]], "asyncio.Future[list[Committed]]"]
 
 LINK_DOMAIN = "curvechat-nodes"
 FORWARD_TIMEOUT_S = 2.0
-RELINK_S = 1.0  # a link not up this long after it was made is made anew
 MAX_FORWARD = 4096  # messages in one Forward frame
 MAX_LINK_FRAME = 64 * 1024 * 1024
 
@@ -152,9 +151,6 @@ class LinkServer:
         self.sock = sock
         self.keys = keys
         self.submit = submit
-        self.forwarded = 0  # messages committed for other nodes
-        self.bad_frames = 0
-        self.refused = 0  # frames from keys that are not a registered node's
         self.metrics: NodeMetrics | None = None
         #: pushes what was committed to this node's clients (NodeLink sets it)
         self.on_committed: Callable[[list[NewMessage], list[Committed]], Awaitable[None]] = _nothing
@@ -173,13 +169,11 @@ class LinkServer:
         while True:
             frames = await self.sock.recv_multipart(copy=False)
             if len(frames) != 2:
-                self.bad_frames += 1
                 continue
             rid, payload = frames[0].bytes, frames[1]
             key = str(payload.get("User-Id")).encode()
             if key not in self.keys.allowed:
                 # Only the id is read of a frame from a key that is not a node's.
-                self.refused += 1
                 try:
                     fid = _id_dec.decode(payload.buffer).id
                 except (msgspec.DecodeError, msgspec.ValidationError):
@@ -190,7 +184,6 @@ class LinkServer:
             try:
                 fwd = _forward_dec.decode(payload.buffer)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                self.bad_frames += 1
                 log.warning("node link: bad frame: %s", exc)
                 continue
             # Committed as the owner's own: the owner pushes them to its
@@ -224,7 +217,6 @@ class LinkServer:
             log.exception("node link: commit failed")
             self._reply(rid, Forwarded(fid, error="internal", message="internal error"))
             return
-        self.forwarded += len(batch)
         if self.metrics is not None:
             self.metrics.forwarded.labels("in").inc(len(batch))
         self._reply(rid, Forwarded(fid, results=results))
@@ -240,7 +232,6 @@ class _Peer:
         self.name = name
         self.sock = sock
         self.reader: asyncio.Task[None] | None = None
-        self.made = time.monotonic()
 
 
 class Forwarder:
@@ -345,11 +336,7 @@ class Forwarder:
         fid = next(self._ids)
         frame = _enc.encode(Forward(fid, self.origin, list(batch)))
         error = _sent(peer.sock.send(frame, flags=zmq.NOBLOCK))
-        if error is not None:  # EAGAIN: the link is not up (IMMEDIATE)
-            # libzmq does not retry a handshake the owner refused (it may not
-            # have known our key yet): a link down for a while is made anew.
-            if time.monotonic() - peer.made > RELINK_S:
-                self._close(name)
+        if error is not None:  # EAGAIN: the link is not up (IMMEDIATE); libzmq reconnects
             future.set_exception(LinkRefused(f"link to {name}: {error}", owner_failed=False))
             return future
         self._pending[fid] = future

@@ -108,7 +108,3 @@ class Ownership:
 
     def link_worked(self, name: str) -> None:
         self.down_until.pop(name, None)
-
-    def owned(self, rooms: Iterable[str]) -> list[str]:
-        """Of `rooms`, those this node owns (for the dashboard and tests)."""
-        return [r for r in rooms if self.owner(r) == self.me]

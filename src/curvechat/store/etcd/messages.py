@@ -67,6 +67,19 @@ _EQUAL = rpc.Compare.CompareResult.EQUAL
 _GREATER = rpc.Compare.CompareResult.GREATER
 
 
+def _next_message(
+    st: EtcdStore, m: NewMessage, ik: bytes, cur: list[int], now: int, writes: list[Any]
+) -> Committed:
+    """Store `m` at its room's next seq: `cur` is the room's [head, last_ts]
+    in the transaction being built (moved on), the two puts go to `writes`."""
+    seq, ts = cur[0] + 1, max(now, cur[1])
+    cur[0], cur[1] = seq, ts
+    msg = rec.Msg(ts, m.sender, m.txn, m.envelope, m.origin or st.origin)
+    writes.append(st._put(st.k_msg(m.room, seq), rec.enc.encode(msg)))
+    writes.append(st._put(ik, rec.enc.encode((seq, ts))))
+    return Committed(m.room, m.txn, seq, ts, False)
+
+
 @dataclass(slots=True)
 class _Room:
     """A room as this store's last commit (or read) left it."""
@@ -137,14 +150,10 @@ class MessageCommits:
                 cur = state.get(m.room)
                 if cur is None:
                     cur = state[m.room] = [known.head, known.last_ts]
-                seq, ts = cur[0] + 1, max(now, cur[1])
-                cur[0], cur[1] = seq, ts
-                msg = rec.Msg(ts, m.sender, m.txn, m.envelope, m.origin or st.origin)
-                writes.append(st._put(st.k_msg(m.room, seq), rec.enc.encode(msg)))
-                writes.append(st._put(ik, rec.enc.encode((seq, ts))))
+                ack = _next_message(st, m, ik, cur, now, writes)
                 size += len(m.envelope) + MSG_OVERHEAD
-                assigned[ik] = (seq, ts)
-                acks.append(Committed(m.room, m.txn, seq, ts, False))
+                assigned[ik] = (ack.seq, ack.ts_ms)
+                acks.append(ack)
             if (
                 len(writes) + len(state) > limit
                 or len(compares) + 2 * len(state) > limit
@@ -300,22 +309,11 @@ class MessageCommits:
                 if m.expect is not None and tuple(m.expect) != metas[m.room][0]:
                     acks.append(Committed(m.room, m.txn, 0, 0, False, stale=True))
                     continue
-                cur = state[m.room]
-                seq, ts = cur[0] + 1, max(now, cur[1])
-                cur[0], cur[1] = seq, ts
-                writes.append(
-                    st._put(
-                        st.k_msg(m.room, seq),
-                        rec.enc.encode(
-                            rec.Msg(ts, m.sender, m.txn, m.envelope, m.origin or st.origin)
-                        ),
-                    )
-                )
-                writes.append(st._put(ik, rec.enc.encode((seq, ts))))
+                ack = _next_message(st, m, ik, state[m.room], now, writes)
                 size += len(m.envelope) + MSG_OVERHEAD
                 stored += 1
-                known[ik] = (seq, ts)
-                acks.append(Committed(m.room, m.txn, seq, ts, False))
+                known[ik] = (ack.seq, ack.ts_ms)
+                acks.append(ack)
             results[i] = acks
             if partial:
                 break

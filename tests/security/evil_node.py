@@ -154,7 +154,9 @@ def install() -> None:
             return m.SyncReply(rooms=rooms, more=reply.more)
         return reply
 
-    async def send(self: h.Handlers, sess: n.Session, req: m.Send) -> m.AnyReply:
+    async def send(
+        self: h.Handlers, sess: n.Session, req: m.Send, queued: Any = None
+    ) -> m.AnyReply:
         p = plan()
         if p.get("capture_sends"):
             line = {"user": sess.user, "envelope": encode(req.envelope).hex()}
@@ -162,7 +164,7 @@ def install() -> None:
                 f.write(json.dumps(line) + "\n")
         if p.get("allow_forged_sender") and req.envelope.sender != sess.user:
             sess = dataclasses.replace(sess, user=req.envelope.sender)
-        return await orig_send(self, sess, req)
+        return await orig_send(self, sess, req, queued)
 
     async def fetch_keys(self: h.Handlers, sess: n.Session, req: m.FetchKeys) -> m.AnyReply:
         p = plan()

@@ -50,9 +50,6 @@ class _Node:
     def push(self, users: list[str], msg: m.AnyReply, *, skip: bytes | None = None) -> int:
         return len(users)  # the harness resyncs clients explicitly
 
-    def send_queued(self) -> None:
-        pass
-
     def bind_user(self, sess: Any, user: str) -> None:
         sess.user = user
 

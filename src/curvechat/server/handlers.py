@@ -114,9 +114,18 @@ class Handlers:
         }
         self.peerdir = PeerDirectory()
 
-    async def dispatch(self, sess: Session, req: m.AnyRequest) -> m.AnyReply:
+    async def dispatch(
+        self, sess: Session, req: m.AnyRequest, queued: asyncio.Future[None] | None = None
+    ) -> m.AnyReply:
+        """Serve one request. `queued`, for a pipelined send, is resolved once
+        its commit is queued in the store (the connection's next request may
+        start then)."""
         try:
-            reply: m.AnyReply = await self._table[type(req)](sess, req)
+            reply: m.AnyReply
+            if queued is not None and type(req) is m.Send:
+                reply = await self.send(sess, req, queued)
+            else:
+                reply = await self._table[type(req)](sess, req)
         except StoreUnavailable as exc:
             raise Refusal(ErrorCode.STORE_UNAVAILABLE, f"store unavailable: {exc}") from exc
         except NoSuchRoom as exc:
@@ -420,7 +429,9 @@ class Handlers:
         return m.MemberLog(room=req.room, ops=[m.SignedOp(op=o.op, sig=o.sig) for o in ops])
 
     # --- messages --------------------------------------------------------------
-    async def send(self, sess: Session, req: m.Send) -> m.AnyReply:
+    async def send(
+        self, sess: Session, req: m.Send, queued: asyncio.Future[None] | None = None
+    ) -> m.AnyReply:
         t_request = sess.request_t0  # before any await: the next send may overwrite it
         env = req.envelope
         if env.sender != sess.user:
@@ -436,7 +447,8 @@ class Handlers:
         commit = asyncio.ensure_future(
             self.node.append_messages([_expecting(env, body, view, req.after)])
         )
-        self.node.send_queued()
+        if queued is not None and not queued.done():
+            queued.set_result(None)
         (done,) = await commit
         if done.stale:
             # The room changed between our check and the commit: a membership

@@ -293,10 +293,6 @@ class ChatNode:
                 )
         return None
 
-    def send_queued(self) -> None:
-        """Called by the send handler once its commit is queued in the store."""
-        self.ordered.send_queued()
-
     def send(self, routing_id: bytes, data: bytes) -> bool:
         """Send without ever waiting (see Reactor.send)."""
         assert self._reactor is not None

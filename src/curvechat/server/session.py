@@ -16,7 +16,6 @@ This module must never touch the socket: replies go through the node.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import time
 from collections import deque
@@ -41,12 +40,6 @@ UNREGISTERED_OK = (m.Hello, m.Register, m.Ping, m.Bye)
 # A request waiting for the ordered path: the decoded frame (or why it did
 # not decode), its size in bytes, when it arrived (perf_counter), its rid.
 Queued = tuple["m.ClientFrame | RemoteProtocolError", int, float, int]
-
-# Set in the task that serves one pipelined send: resolved once its commit is
-# queued in the store, which lets the connection's next request start.
-_send_queued: contextvars.ContextVar[asyncio.Future[None] | None] = contextvars.ContextVar(
-    "send_queued", default=None
-)
 
 
 @dataclass(slots=True)
@@ -135,24 +128,15 @@ class OrderedPath:
                 continue
             if len(sess.sends) >= SESSION_QUEUE_MAX:
                 await asyncio.wait(set(sess.sends), return_when=asyncio.FIRST_COMPLETED)
+            # Resolved by the send handler once the commit is queued in the
+            # store (or here, when the send ends before that): then the
+            # connection's next request may start.
             queued: asyncio.Future[None] = loop.create_future()
-            token = _send_queued.set(queued)
-            try:
-                task = asyncio.create_task(self._guarded(sess, frame, t0, queued))
-            finally:
-                _send_queued.reset(token)
+            task = asyncio.create_task(self._guarded(sess, frame, t0, queued))
             sess.sends.add(task)
             task.add_done_callback(sess.sends.discard)
             await queued
         sess.pending = None  # an idle connection keeps no queue
-
-    @staticmethod
-    def send_queued() -> None:
-        """Called by the send handler once its commit is queued in the store:
-        the connection's next request may start."""
-        queued = _send_queued.get()
-        if queued is not None and not queued.done():
-            queued.set_result(None)
 
     async def _guarded(
         self,
@@ -162,7 +146,7 @@ class OrderedPath:
         queued: asyncio.Future[None] | None = None,
     ) -> None:
         try:
-            await self._serve(sess, frame, t0)
+            await self._serve(sess, frame, t0, queued)
         except Exception:
             # _serve answers every error it knows; this is a bug, and one
             # bad frame must not stop the connection's other requests.
@@ -174,7 +158,13 @@ class OrderedPath:
             if queued is not None and not queued.done():
                 queued.set_result(None)  # refused or failed before its commit
 
-    async def _serve(self, sess: Session, frame: m.ClientFrame, t0: float) -> None:
+    async def _serve(
+        self,
+        sess: Session,
+        frame: m.ClientFrame,
+        t0: float,
+        queued: asyncio.Future[None] | None = None,
+    ) -> None:
         node = self.node
         req = frame.req
         kind = type(req).__struct_config__.tag
@@ -197,7 +187,7 @@ class OrderedPath:
                     "this connection has not read what the node sent it; read it first",
                 )
             sess.request_t0 = t0
-            reply = await node.handlers.dispatch(sess, req)
+            reply = await node.handlers.dispatch(sess, req, queued)
             code = "ok"
         except Refusal as exc:
             reply = m.Error(code=exc.code, message=exc.message[:500])

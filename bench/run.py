@@ -85,6 +85,10 @@ class Profiler:
                 "-o",
                 str(out / f"{name}.collapsed.txt"),
                 "--nonblocking",
+                # Idle samples too, per thread: where the time waits, not
+                # only where the CPU goes (profile_summary splits them).
+                "--idle",
+                "--threads",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

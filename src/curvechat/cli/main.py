@@ -198,7 +198,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from curvechat.server.app import serve
     from curvechat.server.keys import ServerKeyError
     from curvechat.server.ratelimit import RateLimits
-    from curvechat.store import StoreRefused, StoreUnavailable
+    from curvechat.store import NodeNameTaken, StoreRefused, StoreUnavailable
 
     if args.rate_conn <= 0 or args.rate_user <= 0:
         raise CliError("bad_argument", "rates must be positive", EXIT_USAGE)
@@ -294,6 +294,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError("server_key", str(exc)) from exc
     except StoreRefused as exc:
         raise CliError(exc.code, f"cannot use etcd: {exc}") from exc
+    except NodeNameTaken as exc:
+        raise CliError(exc.code, str(exc)) from exc
     except StoreUnavailable as exc:
         raise CliError("store_unavailable", f"the store is unavailable: {exc}") from exc
     except RuntimeError as exc:

@@ -110,7 +110,8 @@ class Cluster:
         if self.link is not None and self._link_bind is not None:
             host = parse_connect(self.connect)[0].endpoint.removeprefix("tcp://").rpartition(":")[0]
             self.link.start(self._link_bind, host)
-        await self._register("up")
+        await self.registry.register(self._info("up"), self._taken)
+        self.status = "up"
         # Which etcd members serve (calls on one that does not give up at
         # once), and whether any answers at all (if none, clients move).
         self.probe = EtcdProbe(self.store)
@@ -152,6 +153,22 @@ class Cluster:
             self.link.endpoint if self.link is not None else "",
         )
         return msgspec.msgpack.encode(info)
+
+    def _taken(self, value: bytes) -> str | None:
+        """Why the registry entry under this node's name is another node's
+        (None when an earlier life of this node wrote it: the same CURVE key,
+        i.e. the same data folder, restarted before its lease ran out)."""
+        try:
+            other = _node_dec.decode(value)
+        except msgspec.DecodeError:
+            return None  # no node wrote that: take the name over
+        if _key_of(other.connect) == _key_of(self.connect):
+            return None
+        return (
+            f"node name {self.node.node_name!r} is registered in etcd by another live node"
+            f" ({other.connect}); give this node another --node-name, or stop that node"
+            f" (its entry goes at most {LEASE_TTL_S} s after it stops)"
+        )
 
     async def _register(self, status: str) -> None:
         await self.registry.register(self._info(status))

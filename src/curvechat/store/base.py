@@ -44,6 +44,13 @@ class StoreRefused(StoreUnavailable):
         self.code = code
 
 
+class NodeNameTaken(StoreError):
+    """Another live node is registered under this node's name (cluster mode):
+    the node does not start, so that two nodes never share a registry entry."""
+
+    code = "node_name_taken"
+
+
 class NameTaken(StoreError):
     """The user name is already bound to another identity key."""
 

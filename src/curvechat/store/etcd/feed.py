@@ -23,13 +23,14 @@ raised as StoreUnavailable, for the caller to retry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aetcd import rpc  # type: ignore[import-untyped]
 
-from curvechat.store.base import StoredRow, StoreUnavailable
+from curvechat.store.base import NodeNameTaken, StoredRow, StoreUnavailable
 from curvechat.store.etcd import EtcdStore, prefix_end
 
 _HAS_LEADER = (("hasleader", "true"),)
@@ -144,8 +145,13 @@ class NodeRegistry:
         self.ttl = ttl
         self.lease_id = 0
 
-    async def register(self, value: bytes) -> None:
-        """A new lease, and this node's key under it."""
+    async def register(
+        self, value: bytes, taken: Callable[[bytes], str | None] | None = None
+    ) -> None:
+        """A new lease, and this node's key under it. With `taken`, the key is
+        written only when it is absent or `taken(its value)` is None (an
+        earlier life of this node wrote it); else the new lease is revoked
+        and NodeNameTaken raised with what `taken` said."""
         store = self.store
         try:
             _watch, lease = store.stubs
@@ -156,7 +162,31 @@ class NodeRegistry:
             store.stream_failed()
             raise StoreUnavailable(f"etcd: {exc.code().name}: {exc.details()}") from exc
         self.lease_id = int(grant.ID)
-        await self.update(value)
+        if taken is None:
+            await self.update(value)
+            return
+        put = rpc.PutRequest(key=self.key, value=value, lease=self.lease_id)
+        absent = rpc.Compare(
+            key=self.key,
+            result=rpc.Compare.CompareResult.EQUAL,
+            target=rpc.Compare.CompareTarget.VERSION,
+            version=0,
+        )
+        resp = await store._txn(
+            [absent],
+            [rpc.RequestOp(request_put=put)],
+            [rpc.RequestOp(request_range=rpc.RangeRequest(key=self.key))],
+        )
+        if resp.succeeded:
+            return
+        kvs = resp.responses[0].response_range.kvs
+        why = taken(bytes(kvs[0].value)) if kvs else None
+        if why is not None:
+            with contextlib.suppress(StoreUnavailable):
+                await self.revoke()
+            self.lease_id = 0
+            raise NodeNameTaken(why)
+        await self.update(value)  # an earlier life's entry (or gone meanwhile)
 
     async def update(self, value: bytes) -> None:
         """Rewrite this node's key (same lease)."""

@@ -1,0 +1,63 @@
+"""Two nodes never share a registry entry: a node whose --node-name another
+live node holds does not start (`node_name_taken`), while the same node
+restarted before its old lease ran out (same data folder, here on another
+port) takes its entry back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from .conftest import Nodes
+from support.servers import ServerProcess, free_port
+
+
+def _node(nodes: Nodes, folder: str, name: str) -> ServerProcess:
+    proc = ServerProcess(
+        nodes.root / folder, extra_args=("--store", nodes.url, "--node-name", name)
+    )
+    nodes.started.append(proc)
+    return proc
+
+
+def test_a_second_node_with_a_live_nodes_name_is_refused(nodes: Nodes) -> None:
+    first = _node(nodes, "a", "n1").start()
+    t0 = time.monotonic()
+    second = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "curvechat",
+            "serve",
+            "--data",
+            str(nodes.root / "b"),
+            "--bind",
+            f"tcp://127.0.0.1:{free_port()}",
+            "--store",
+            nodes.url,
+            "--node-name",
+            "n1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    took = time.monotonic() - t0
+    assert second.returncode == 1, second.stderr[-2000:]
+    assert "[node_name_taken]" in second.stderr, second.stderr[-2000:]
+    assert "n1" in second.stderr and "another --node-name" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert "ready" not in second.stdout
+    assert took < 30, took
+    # The first node is untouched: still registered, still serving.
+    assert first.proc is not None and first.proc.poll() is None
+    nodes.kill(first)
+    # Restarted at once (its old lease still live), from the same folder on
+    # another port: the entry is its own, so it starts.
+    again = ServerProcess(nodes.root / "a", extra_args=("--store", nodes.url, "--node-name", "n1"))
+    nodes.started.append(again)
+    again.start()
+    assert f":{again.port}/" in again.connect, again.connect

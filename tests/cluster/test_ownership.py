@@ -16,7 +16,7 @@ import zmq.asyncio
 
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import parse_connect
-from curvechat.server.nodelink import Forward, Forwarded
+from curvechat.server.linkwire import Forward, Forwarded
 from curvechat.server.ownership import owner_of
 from curvechat.store import NewMessage
 

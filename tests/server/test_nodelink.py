@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import zmq.asyncio
 
-from curvechat.server.nodelink import Forwarder
+from curvechat.server.forwarder import Forwarder
 from curvechat.server.ownership import Ownership, owner_of
 from curvechat.store import Committed, NewMessage, StoreUnavailable
 

@@ -17,7 +17,8 @@ revision order (one path per node: pushes of a room never overtake each
 other). The forwarding node marks the owner's acks `remote` and does not
 push them itself.
 
-`Forwarder.append` is what the node's hot path calls instead of the
+`Forwarder.append` (server/forwarder.py; the frames are in
+server/linkwire.py) is what the node's hot path calls instead of the
 store's `append_messages`: it routes each message by `Ownership.route`,
 forwards the owners' parts, queues the rest on the local store, and falls
 back to committing locally when the owner does not answer within
@@ -35,11 +36,9 @@ message a second time.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 import zmq
@@ -47,7 +46,18 @@ import zmq.asyncio
 
 from curvechat.protocol import decode_envelope
 from curvechat.protocol import messages as m
-from curvechat.server.ownership import Ownership, Route
+from curvechat.server.forwarder import Forwarder
+from curvechat.server.linkwire import (
+    LINK_DOMAIN,
+    MAX_LINK_FRAME,
+    Forwarded,
+    Submit,
+    enc,
+    forward_dec,
+    id_dec,
+    sent,
+)
+from curvechat.server.ownership import Ownership
 from curvechat.store import Committed, NewMessage, StoreError
 from curvechat.tasks import cancel_and_wait
 
@@ -56,60 +66,10 @@ if TYPE_CHECKING:
     from curvechat.server.node import ChatNode
 
 log = logging.getLogger("curvechat.server")
-Submit = Callable[[Sequence[NewMessage]], "asyncio.Future[list[Committed]]"]
-
-LINK_DOMAIN = "curvechat-nodes"
-FORWARD_TIMEOUT_S = 2.0
-MAX_FORWARD = 4096  # messages in one Forward frame
-MAX_LINK_FRAME = 64 * 1024 * 1024
-
-
-class Forward(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    id: int
-    origin: Annotated[str, msgspec.Meta(max_length=64)]
-    messages: Annotated[list[NewMessage], msgspec.Meta(max_length=MAX_FORWARD)]
-
-
-class Forwarded(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    id: int
-    results: list[Committed] = []
-    error: str = ""  # the store error's kind when nothing was committed
-    message: str = ""
-
-
-class _Id(msgspec.Struct):
-    id: int
-
-
-_id_dec = msgspec.msgpack.Decoder(_Id)
-_forward_dec = msgspec.msgpack.Decoder(Forward)
-_forwarded_dec = msgspec.msgpack.Decoder(Forwarded)
-_enc = msgspec.msgpack.Encoder()
 
 
 async def _nothing(_batch: list[NewMessage], _acks: list[Committed]) -> None:
     return None
-
-
-def _sent(done: Any) -> BaseException | None:
-    """The error of a NOBLOCK send on an asyncio socket (None if it was sent).
-    Such a send is finished when it returns; it goes through the asyncio
-    socket, not a plain one, because a send may consume the edge of the
-    socket's FD and only the asyncio socket then wakes its waiting reader."""
-    return done.exception() if done.done() else None
-
-
-class LinkRefused(StoreError):
-    """The owner did not commit a forwarded batch (the message says why)."""
-
-    code = "link_refused"
-
-    def __init__(self, message: str, *, owner_failed: bool = True) -> None:
-        super().__init__(message)
-        # True: the owner cannot commit (do not ask it again for a while);
-        # False: the link is not up (falling back costs nothing) or a room of
-        # the batch is not there (the local commit says so to the caller).
-        self.owner_failed = owner_failed
 
 
 class NodeKeys:
@@ -175,14 +135,14 @@ class LinkServer:
             if key not in self.keys.allowed:
                 # Only the id is read of a frame from a key that is not a node's.
                 try:
-                    fid = _id_dec.decode(payload.buffer).id
+                    fid = id_dec.decode(payload.buffer).id
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     continue
                 reply = Forwarded(fid, error="NotANode", message="not a registered node's key")
                 self._reply(rid, reply)
                 continue
             try:
-                fwd = _forward_dec.decode(payload.buffer)
+                fwd = forward_dec.decode(payload.buffer)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 log.warning("node link: bad frame: %s", exc)
                 continue
@@ -224,190 +184,7 @@ class LinkServer:
 
     def _reply(self, rid: bytes, reply: Forwarded) -> None:
         # An error (the forwarding node is gone) needs nothing: it fell back.
-        _sent(self.sock.send_multipart([rid, _enc.encode(reply)], flags=zmq.NOBLOCK))
-
-
-class _Peer:
-    def __init__(self, name: str, sock: zmq.asyncio.Socket) -> None:
-        self.name = name
-        self.sock = sock
-        self.reader: asyncio.Task[None] | None = None
-
-
-class Forwarder:
-    """The forwarding side, and the node's `append_messages` in cluster mode."""
-
-    def __init__(
-        self,
-        ctx: zmq.asyncio.Context,
-        public_key: bytes,
-        secret_key: bytes,
-        ownership: Ownership,
-        submit: Submit,
-        origin: str,
-    ) -> None:
-        self._ctx = ctx
-        self._public = public_key
-        self._secret = secret_key
-        self.ownership = ownership
-        self.submit = submit
-        self.origin = origin
-        self._peers: dict[str, _Peer] = {}
-        self._links: dict[str, tuple[str, bytes]] = {}  # name -> (endpoint, key)
-        self._pending: dict[int, asyncio.Future[list[Committed]]] = {}
-        self._ids = itertools.count(1)
-        self.forwarded = 0  # messages sent to an owner
-        self.fallbacks = 0  # messages committed here after the owner failed
-        self.metrics: NodeMetrics | None = None
-
-    def set_links(self, links: dict[str, tuple[str, bytes]]) -> None:
-        """The other nodes' link endpoints and keys, from the registry."""
-        for name in list(self._peers):
-            if links.get(name) != self._links.get(name):
-                self._close(name)
-        self._links = dict(links)
-        for name in links:  # connected now, so that the first forward finds it up
-            self._peer(name)
-
-    async def close(self) -> None:
-        for name in list(self._peers):
-            self._close(name)
-        for future in self._pending.values():
-            future.cancel()
-        self._pending.clear()
-
-    def _close(self, name: str) -> None:
-        peer = self._peers.pop(name)
-        if peer.reader is not None:
-            peer.reader.cancel()
-        peer.sock.close(linger=0)
-
-    def _peer(self, name: str) -> _Peer | None:
-        peer = self._peers.get(name)
-        if peer is not None:
-            return peer
-        link = self._links.get(name)
-        if link is None:
-            return None
-        endpoint, key = link
-        sock = self._ctx.socket(zmq.DEALER)
-        sock.curve_secretkey = self._secret
-        sock.curve_publickey = self._public
-        sock.curve_serverkey = key
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing for a link not up
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_LINK_FRAME)
-        sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, 2000)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
-        sock.connect(endpoint)
-        peer = self._peers[name] = _Peer(name, sock)
-        peer.reader = asyncio.create_task(self._read(peer), name=f"node-link-{name}")
-        return peer
-
-    async def _read(self, peer: _Peer) -> None:
-        while True:
-            payload = await peer.sock.recv()
-            try:
-                reply = _forwarded_dec.decode(payload)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                log.warning("node link: bad reply from %s", peer.name)
-                continue
-            future = self._pending.pop(reply.id, None)
-            if future is None or future.done():
-                continue
-            if reply.error:
-                future.set_exception(
-                    LinkRefused(
-                        f"{reply.error}: {reply.message}",
-                        owner_failed=reply.error not in ("NoSuchRoom", "NotANode"),
-                    )
-                )
-            else:
-                future.set_result(reply.results)
-
-    def _forward(self, name: str, batch: Sequence[NewMessage]) -> asyncio.Future[list[Committed]]:
-        future: asyncio.Future[list[Committed]] = asyncio.get_running_loop().create_future()
-        peer = self._peer(name)
-        if peer is None:
-            future.set_exception(LinkRefused(f"no link to {name}", owner_failed=False))
-            return future
-        fid = next(self._ids)
-        frame = _enc.encode(Forward(fid, self.origin, list(batch)))
-        error = _sent(peer.sock.send(frame, flags=zmq.NOBLOCK))
-        if error is not None:  # EAGAIN: the link is not up (IMMEDIATE); libzmq reconnects
-            future.set_exception(LinkRefused(f"link to {name}: {error}", owner_failed=False))
-            return future
-        self._pending[fid] = future
-        future.add_done_callback(lambda _f: self._pending.pop(fid, None))
-        return future
-
-    async def append(self, batch: Sequence[NewMessage]) -> list[Committed]:
-        """Commit `batch` here or at the rooms' owners; one ack per message, in order."""
-        now = time.monotonic()
-        parts: dict[str | None, list[int]] = {}
-        route = self.ownership.route
-        for i, msg in enumerate(batch):
-            how, owner = route(msg.room, now)
-            parts.setdefault(owner if how is Route.FORWARD else None, []).append(i)
-        if len(parts) == 1 and None in parts:
-            return await self.submit(batch)
-        # Everything is queued (locally or on a link) before the first await,
-        # so the order of calls is the order of commits per room.
-        queued = []
-        for owner, idx in parts.items():
-            part = [batch[i] for i in idx]
-            fut = self.submit(part) if owner is None else self._forward(owner, part)
-            queued.append((owner, idx, part, fut))
-        results: list[Committed | None] = [None] * len(batch)
-        failed: BaseException | None = None
-        for owner, idx, part, fut in queued:
-            # Every part is settled even when one failed: each forward's
-            # outcome is taken (none is left to fail unseen), and the parts
-            # committed are committed; the caller gets the first error.
-            try:
-                acks = await fut if owner is None else await self._settle(owner, part, fut)
-            except StoreError as exc:
-                failed = failed or exc
-                continue
-            for i, ack in zip(idx, acks, strict=True):
-                results[i] = ack
-        if failed is not None:
-            raise failed
-        return [r for r in results if r is not None]
-
-    async def _settle(
-        self, owner: str, part: list[NewMessage], fut: asyncio.Future[list[Committed]]
-    ) -> list[Committed]:
-        try:
-            async with asyncio.timeout(FORWARD_TIMEOUT_S):
-                acks = await asyncio.shield(fut)
-            if len(acks) != len(part):
-                raise LinkRefused(f"{owner} answered {len(acks)} acks for {len(part)} messages")
-            self.ownership.link_worked(owner)
-            self.forwarded += len(part)
-            if self.metrics is not None:
-                self.metrics.forwarded.labels("out").inc(len(part))
-            return [msgspec.structs.replace(a, remote=True) for a in acks]
-        except TimeoutError:
-            fut.cancel()
-            self.ownership.link_failed(owner, time.monotonic())
-            log.warning(
-                "node link to %s: no answer in %g s; committing here", owner, FORWARD_TIMEOUT_S
-            )
-        except LinkRefused as exc:
-            if exc.owner_failed:
-                self.ownership.link_failed(owner, time.monotonic())
-                log.warning("node link to %s: %s; committing here", owner, exc)
-            else:  # not up: every send would say so (the fallback counter does)
-                log.debug("node link to %s: %s; committing here", owner, exc)
-        self.fallbacks += len(part)
-        if self.metrics is not None:
-            self.metrics.forwarded.labels("fallback").inc(len(part))
-        # A duplicate here may be the owner's late commit of this very
-        # forward: it has the owner's origin, so this node's watch pushes it.
-        return await self.submit(part)
+        sent(self.sock.send_multipart([rid, enc.encode(reply)], flags=zmq.NOBLOCK))
 
 
 class NodeLink:

@@ -1,0 +1,230 @@
+"""The forwarding side of the node link: the node's `append_messages` in
+cluster mode.
+
+`Forwarder.append` routes each message by `Ownership.route`, forwards the
+owners' parts over a DEALER per owner (CURVE, the node's own key pair),
+queues the rest on the local store, and falls back to committing locally
+when the owner does not answer within FORWARD_TIMEOUT_S or answers with an
+error (the head compare-and-swap fences a second writer; idempotency keys
+keep a message that both commit stored once). A message the owner commits
+after this node gave up on it has the owner's origin, so this node's watch
+delivers it to this node's clients. The owner's acks are marked `remote`:
+the owner and the watches push them, this node does not.
+
+What this module must never do: decide ownership (ownership.py does), or
+forward a message a second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import msgspec
+import zmq
+import zmq.asyncio
+
+from curvechat.server.linkwire import (
+    FORWARD_TIMEOUT_S,
+    MAX_LINK_FRAME,
+    Forward,
+    LinkRefused,
+    Submit,
+    enc,
+    forwarded_dec,
+    sent,
+)
+from curvechat.server.ownership import Ownership, Route
+from curvechat.store import Committed, NewMessage, StoreError
+
+if TYPE_CHECKING:
+    from curvechat.server.metrics import NodeMetrics
+
+log = logging.getLogger("curvechat.server")
+
+
+class _Peer:
+    def __init__(self, name: str, sock: zmq.asyncio.Socket) -> None:
+        self.name = name
+        self.sock = sock
+        self.reader: asyncio.Task[None] | None = None
+
+
+class Forwarder:
+    """The forwarding side, and the node's `append_messages` in cluster mode."""
+
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        public_key: bytes,
+        secret_key: bytes,
+        ownership: Ownership,
+        submit: Submit,
+        origin: str,
+    ) -> None:
+        self._ctx = ctx
+        self._public = public_key
+        self._secret = secret_key
+        self.ownership = ownership
+        self.submit = submit
+        self.origin = origin
+        self._peers: dict[str, _Peer] = {}
+        self._links: dict[str, tuple[str, bytes]] = {}  # name -> (endpoint, key)
+        self._pending: dict[int, asyncio.Future[list[Committed]]] = {}
+        self._ids = itertools.count(1)
+        self.forwarded = 0  # messages sent to an owner
+        self.fallbacks = 0  # messages committed here after the owner failed
+        self.metrics: NodeMetrics | None = None
+
+    def set_links(self, links: dict[str, tuple[str, bytes]]) -> None:
+        """The other nodes' link endpoints and keys, from the registry."""
+        for name in list(self._peers):
+            if links.get(name) != self._links.get(name):
+                self._close(name)
+        self._links = dict(links)
+        for name in links:  # connected now, so that the first forward finds it up
+            self._peer(name)
+
+    async def close(self) -> None:
+        for name in list(self._peers):
+            self._close(name)
+        for future in self._pending.values():
+            future.cancel()
+        self._pending.clear()
+
+    def _close(self, name: str) -> None:
+        peer = self._peers.pop(name)
+        if peer.reader is not None:
+            peer.reader.cancel()
+        peer.sock.close(linger=0)
+
+    def _peer(self, name: str) -> _Peer | None:
+        peer = self._peers.get(name)
+        if peer is not None:
+            return peer
+        link = self._links.get(name)
+        if link is None:
+            return None
+        endpoint, key = link
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.curve_secretkey = self._secret
+        sock.curve_publickey = self._public
+        sock.curve_serverkey = key
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing for a link not up
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_LINK_FRAME)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 2000)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
+        sock.connect(endpoint)
+        peer = self._peers[name] = _Peer(name, sock)
+        peer.reader = asyncio.create_task(self._read(peer), name=f"node-link-{name}")
+        return peer
+
+    async def _read(self, peer: _Peer) -> None:
+        while True:
+            payload = await peer.sock.recv()
+            try:
+                reply = forwarded_dec.decode(payload)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                log.warning("node link: bad reply from %s", peer.name)
+                continue
+            future = self._pending.pop(reply.id, None)
+            if future is None or future.done():
+                continue
+            if reply.error:
+                future.set_exception(
+                    LinkRefused(
+                        f"{reply.error}: {reply.message}",
+                        owner_failed=reply.error not in ("NoSuchRoom", "NotANode"),
+                    )
+                )
+            else:
+                future.set_result(reply.results)
+
+    def _forward(self, name: str, batch: Sequence[NewMessage]) -> asyncio.Future[list[Committed]]:
+        future: asyncio.Future[list[Committed]] = asyncio.get_running_loop().create_future()
+        peer = self._peer(name)
+        if peer is None:
+            future.set_exception(LinkRefused(f"no link to {name}", owner_failed=False))
+            return future
+        fid = next(self._ids)
+        frame = enc.encode(Forward(fid, self.origin, list(batch)))
+        error = sent(peer.sock.send(frame, flags=zmq.NOBLOCK))
+        if error is not None:  # EAGAIN: the link is not up (IMMEDIATE); libzmq reconnects
+            future.set_exception(LinkRefused(f"link to {name}: {error}", owner_failed=False))
+            return future
+        self._pending[fid] = future
+        future.add_done_callback(lambda _f: self._pending.pop(fid, None))
+        return future
+
+    async def append(self, batch: Sequence[NewMessage]) -> list[Committed]:
+        """Commit `batch` here or at the rooms' owners; one ack per message, in order."""
+        now = time.monotonic()
+        parts: dict[str | None, list[int]] = {}
+        route = self.ownership.route
+        for i, msg in enumerate(batch):
+            how, owner = route(msg.room, now)
+            parts.setdefault(owner if how is Route.FORWARD else None, []).append(i)
+        if len(parts) == 1 and None in parts:
+            return await self.submit(batch)
+        # Everything is queued (locally or on a link) before the first await,
+        # so the order of calls is the order of commits per room.
+        queued = []
+        for owner, idx in parts.items():
+            part = [batch[i] for i in idx]
+            fut = self.submit(part) if owner is None else self._forward(owner, part)
+            queued.append((owner, idx, part, fut))
+        results: list[Committed | None] = [None] * len(batch)
+        failed: BaseException | None = None
+        for owner, idx, part, fut in queued:
+            # Every part is settled even when one failed: each forward's
+            # outcome is taken (none is left to fail unseen), and the parts
+            # committed are committed; the caller gets the first error.
+            try:
+                acks = await fut if owner is None else await self._settle(owner, part, fut)
+            except StoreError as exc:
+                failed = failed or exc
+                continue
+            for i, ack in zip(idx, acks, strict=True):
+                results[i] = ack
+        if failed is not None:
+            raise failed
+        return [r for r in results if r is not None]
+
+    async def _settle(
+        self, owner: str, part: list[NewMessage], fut: asyncio.Future[list[Committed]]
+    ) -> list[Committed]:
+        try:
+            async with asyncio.timeout(FORWARD_TIMEOUT_S):
+                acks = await asyncio.shield(fut)
+            if len(acks) != len(part):
+                raise LinkRefused(f"{owner} answered {len(acks)} acks for {len(part)} messages")
+            self.ownership.link_worked(owner)
+            self.forwarded += len(part)
+            if self.metrics is not None:
+                self.metrics.forwarded.labels("out").inc(len(part))
+            return [msgspec.structs.replace(a, remote=True) for a in acks]
+        except TimeoutError:
+            fut.cancel()
+            self.ownership.link_failed(owner, time.monotonic())
+            log.warning(
+                "node link to %s: no answer in %g s; committing here", owner, FORWARD_TIMEOUT_S
+            )
+        except LinkRefused as exc:
+            if exc.owner_failed:
+                self.ownership.link_failed(owner, time.monotonic())
+                log.warning("node link to %s: %s; committing here", owner, exc)
+            else:  # not up: every send would say so (the fallback counter does)
+                log.debug("node link to %s: %s; committing here", owner, exc)
+        self.fallbacks += len(part)
+        if self.metrics is not None:
+            self.metrics.forwarded.labels("fallback").inc(len(part))
+        # A duplicate here may be the owner's late commit of this very
+        # forward: it has the owner's origin, so this node's watch pushes it.
+        return await self.submit(part)

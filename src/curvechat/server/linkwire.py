@@ -1,0 +1,71 @@
+"""The node link's frames and the names both of its sides use
+(server/nodelink.py serves the link, server/forwarder.py forwards over it).
+
+A `Forward` carries a batch of messages as the store takes them and the
+forwarding node's boot id; a `Forwarded` answers it with one ack per
+message, or the store error's kind. Both are msgpack, checked on decode
+(unknown fields, sizes).
+
+What this module must never do: hold state or do I/O of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
+
+import msgspec
+
+from curvechat.store import Committed, NewMessage, StoreError
+
+Submit = Callable[[Sequence[NewMessage]], "asyncio.Future[list[Committed]]"]
+
+LINK_DOMAIN = "curvechat-nodes"
+FORWARD_TIMEOUT_S = 2.0
+MAX_FORWARD = 4096  # messages in one Forward frame
+MAX_LINK_FRAME = 64 * 1024 * 1024
+
+
+class Forward(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: int
+    origin: Annotated[str, msgspec.Meta(max_length=64)]
+    messages: Annotated[list[NewMessage], msgspec.Meta(max_length=MAX_FORWARD)]
+
+
+class Forwarded(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: int
+    results: list[Committed] = []
+    error: str = ""  # the store error's kind when nothing was committed
+    message: str = ""
+
+
+class FrameId(msgspec.Struct):
+    id: int
+
+
+id_dec = msgspec.msgpack.Decoder(FrameId)
+forward_dec = msgspec.msgpack.Decoder(Forward)
+forwarded_dec = msgspec.msgpack.Decoder(Forwarded)
+enc = msgspec.msgpack.Encoder()
+
+
+def sent(done: Any) -> BaseException | None:
+    """The error of a NOBLOCK send on an asyncio socket (None if it was sent).
+    Such a send is finished when it returns; it goes through the asyncio
+    socket, not a plain one, because a send may consume the edge of the
+    socket's FD and only the asyncio socket then wakes its waiting reader."""
+    return done.exception() if done.done() else None
+
+
+class LinkRefused(StoreError):
+    """The owner did not commit a forwarded batch (the message says why)."""
+
+    code = "link_refused"
+
+    def __init__(self, message: str, *, owner_failed: bool = True) -> None:
+        super().__init__(message)
+        # True: the owner cannot commit (do not ask it again for a while);
+        # False: the link is not up (falling back costs nothing) or a room of
+        # the batch is not there (the local commit says so to the caller).
+        self.owner_failed = owner_failed

@@ -125,12 +125,13 @@ def test_a_server_error_message_is_one_safe_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from curvechat.cli import main as cli
+    from curvechat.cli import parser
     from curvechat.client.errors import ServerRefused
 
     def refused(args: object) -> int:
         raise ServerRefused("evil\x1b[2J", CORPUS["osc52_clipboard"] + CORPUS["forged_cli_line"])
 
-    monkeypatch.setattr(cli, "cmd_rooms", refused)
+    monkeypatch.setattr(parser, "cmd_rooms", refused)  # the name build_parser looks up
     with pytest.raises(SystemExit) as exit_:
         cli.main(["rooms"])
     assert exit_.value.code == 1

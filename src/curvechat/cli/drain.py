@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from curvechat.cli.main import EXIT_UNREACHABLE, EXIT_USAGE, CliError
+from curvechat.cli.common import EXIT_UNREACHABLE, EXIT_USAGE, CliError
 
 POLL_S = 0.2
 REQUEST_TIMEOUT_S = 5.0

@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from curvechat.cli.main import (
+from curvechat.cli.common import (
     EXIT_QUEUED,
     EXIT_UNREACHABLE,
     EXIT_USAGE,

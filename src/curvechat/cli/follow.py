@@ -12,7 +12,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from curvechat.cli.main import CliError, _message_json, _message_line, _resolve_room, _run
+from curvechat.cli.common import CliError, _message_json, _message_line, _resolve_room, _run
 from curvechat.protocol.text import visible
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING, Any
 
-from curvechat.cli.main import (
+from curvechat.cli.common import (
     EXIT_QUEUED,
     EXIT_UNREACHABLE,
     EXIT_USAGE,

@@ -11,7 +11,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from curvechat.cli import agent
-from curvechat.cli.main import EXIT_USAGE, CliError, _home, _load_identity
+from curvechat.cli.common import EXIT_USAGE, CliError, _home, _load_identity
 from curvechat.protocol.text import visible
 
 if TYPE_CHECKING:

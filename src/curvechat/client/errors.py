@@ -23,7 +23,7 @@ else is a bug.
     │   ├── HttpTokenError             bad_config            (curvechat.server.httpguard)
     │   ├── ServerKeyError             bad_config            (curvechat.server.keys)
     │   └── MonitorError               bad_config            (curvechat.monitor.app)
-    ├── CliError                       the failed command's code (curvechat.cli.main)
+    ├── CliError                       the failed command's code (curvechat.cli.common)
     ├── AgentError                     error                 (curvechat.cli.agent)
     ├── CommandError                   error: a TUI command line (curvechat.tui.commands)
     └── ClientError                    client_error

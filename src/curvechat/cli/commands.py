@@ -1,0 +1,218 @@
+"""The client commands: each opens the identity, connects, syncs, does one
+thing on a room, a member or a key, prints what it did and exits
+(`common._run`). `send`, `dm`, `history` and `rooms` are in
+`cli/offline.py` (they still answer with no server), `tail` in
+`cli/follow.py`, `init` in `cli/enroll.py`; `chat` starts the terminal
+client, which asks on screen for what is missing.
+
+It must never print a failure itself: a failure is raised as a `CliError`,
+which `main` prints as one line with its exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from curvechat.cli.common import (
+    CliError,
+    _addresses,
+    _home,
+    _passphrase,
+    _resolve_room,
+    _run,
+)
+from curvechat.cli.output import log_handler
+
+if TYPE_CHECKING:
+    from curvechat.client.engine import ChatClient
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from curvechat.cli.enroll import cmd_init as init  # the name is checked before it is kept
+
+    return init(args)
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    members = [u.strip() for u in (args.members or "").split(",") if u.strip()]
+
+    async def body(client: ChatClient) -> int:
+        await client.create_room(args.room, members)
+        print(f"created {args.room} with {', '.join([client.me, *members])}")
+        return 0
+
+    return _run(args, body)
+
+
+def cmd_invite(args: argparse.Namespace) -> int:
+    async def body(client: ChatClient) -> int:
+        result = await client.invite(args.room, args.user)
+        print(f"added {args.user} to {args.room}")
+        if not result.verified:
+            print(
+                f"note: the key of {args.user} is unverified (first seen through the server)."
+                f" Compare this safety number with {args.user} in person or by phone:\n"
+                f"  {result.safety_number}\n"
+                f"then: curvechat keys --verify {args.user}"
+            )
+        if not result.shared_history:
+            print(
+                f"{args.user} gets no earlier messages: {args.room} shares history with"
+                " verified members only; the room key was rotated"
+            )
+        return 0
+
+    return _run(args, body)
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    async def body(client: ChatClient) -> int:
+        await client.remove(args.room, args.user)
+        print(f"removed {args.user} from {args.room}; the room key was rotated")
+        return 0
+
+    return _run(args, body)
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    async def body(client: ChatClient) -> int:
+        await client.promote(args.room, args.user)
+        print(f"{args.user} is now an admin of {args.room}")
+        return 0
+
+    return _run(args, body)
+
+
+def cmd_leave(args: argparse.Namespace) -> int:
+    async def body(client: ChatClient) -> int:
+        await client.leave(args.room)
+        print(f"left {args.room}")
+        return 0
+
+    return _run(args, body)
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from curvechat.cli.offline import cmd_send as send  # queues when offline
+
+    return send(args)
+
+
+def cmd_dm(args: argparse.Namespace) -> int:
+    from curvechat.cli.offline import cmd_dm as dm
+
+    return dm(args)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from curvechat.cli.offline import cmd_history as history  # the cache, when offline
+
+    return history(args)
+
+
+def cmd_rooms(args: argparse.Namespace) -> int:
+    from curvechat.cli.offline import cmd_rooms as rooms
+
+    return rooms(args)
+
+
+def cmd_members(args: argparse.Namespace) -> int:
+    async def body(client: ChatClient) -> int:
+        room = _resolve_room(client, args.room)
+        for member in client.member_details(room):
+            marks = [
+                *(["admin"] if member.admin else []),
+                *([] if member.verified else ["unverified"]),
+                *(["KEY CHANGED"] if member.key_changed else []),
+            ]
+            shown = f" ({', '.join(marks)})" if marks else ""
+            print(f"{member.user}{shown}")
+        return 0
+
+    return _run(args, body)
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from curvechat.cli.follow import cmd_tail as tail
+
+    return tail(args)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    async def body(client: ChatClient) -> int:
+        if args.accept:
+            info = await client.key_info(args.accept)
+            if not info.changed:
+                raise CliError("no_key_change", f"no key change is pending for {args.accept}")
+            await client.accept_key(args.accept)
+            print(f"accepted the new key of {args.accept}: {info.offered_fingerprint}")
+            return 0
+        if args.verify:
+            info = client.verify_key(args.verify)
+            print(f"marked the key of {args.verify} as verified: {info.fingerprint}")
+            return 0
+        users = [args.user] if args.user else sorted(set(client.cache.pins()) - {client.me})
+        infos = [await client.key_info(user) for user in users]
+        me = await client.key_info(client.me)
+        print(f"you ({client.me}): {me.fingerprint}")
+        for info in infos:
+            user = info.user
+            state = "verified" if info.verified else "unverified"
+            print(f"{user}: {info.fingerprint} ({state})")
+            print(f"  safety number with {user}: {info.safety_number}")
+            if info.changed:
+                print(f"  !! the key of {user} CHANGED to {info.offered_fingerprint}")
+                print(f"  !! new safety number: {info.offered_safety_number}")
+                print(
+                    f"  !! compare it with {user} in person, then: curvechat keys --accept {user}"
+                )
+        return 1 if any(u in client.key_changes() for u in users) else 0
+
+    return _run(args, body)
+
+
+def cmd_history_sharing(args: argparse.Namespace) -> int:
+    async def body(client: ChatClient) -> int:
+        room = _resolve_room(client, args.room)
+        if args.mode:
+            client.set_history_sharing(room, args.mode)
+        mode = client.history_sharing(room)
+        print(
+            f"{room}: members you add get "
+            + ("the whole history" if mode == "all" else "earlier messages only if verified")
+        )
+        return 0
+
+    return _run(args, body)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """The terminal client. It asks for what is missing (identity, passphrase,
+    server) on screen instead of on stdin, so nothing here prompts."""
+    from curvechat.tui.app import make_app
+    from curvechat.tui.settings import ChatSettings
+
+    home = _home(args)
+    passphrase: bytes | None = None
+    if args.passphrase_file or "CURVECHAT_PASSPHRASE" in os.environ:
+        passphrase = _passphrase(args)
+    server = args.server or os.environ.get("CURVECHAT_SERVER") or None
+    if server is not None:
+        _addresses(server)
+    # Log lines on stderr would tear the screen: they go to a file in the home.
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    home.ensure()
+    root.addHandler(log_handler(logging.FileHandler(home.path / "chat.log")))
+    settings = ChatSettings(
+        home=home.path,
+        server=server,
+        passphrase=passphrase,
+        keymap=ChatSettings.keymap_from_env(),
+    )
+    result = make_app(settings).run()
+    return int(result or 0)

@@ -1,0 +1,221 @@
+"""What every command shares: `CliError` and the exit codes, the identity
+and its passphrase, the server to reach, running a body on a connected
+client, and printing a message or an error as one line.
+
+It must never print what a command answers (each command does) nor parse
+the command line (`cli/parser.py`); it only opens, connects and formats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import getpass
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from curvechat.cli.output import error_line, json_line, message_line
+from curvechat.protocol.errors import CurvechatError
+
+if TYPE_CHECKING:
+    from curvechat.client.engine import ChatClient
+
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_QUEUED = 75
+
+
+class CliError(CurvechatError):
+    """A command failed; `code` and `exit_code` say how (README, Exit codes)."""
+
+    def __init__(self, code: str, message: str, exit_code: int = EXIT_FAIL) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.exit_code = exit_code
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return (
+        dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def _local(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# --- passphrase and identity ---------------------------------------------------------
+def _passphrase(args: argparse.Namespace, *, confirm: bool = False) -> bytes:
+    if args.passphrase_file:
+        try:
+            text = Path(args.passphrase_file).read_text().rstrip("\n")
+        except OSError as exc:
+            raise CliError("passphrase_file", f"cannot read {args.passphrase_file}: {exc}") from exc
+    elif "CURVECHAT_PASSPHRASE" in os.environ:
+        text = os.environ["CURVECHAT_PASSPHRASE"]
+    elif sys.stdin.isatty():
+        text = getpass.getpass("passphrase: ")
+        if confirm and getpass.getpass("again: ") != text:
+            raise CliError("passphrase_mismatch", "the passphrases differ")
+    else:
+        raise CliError(
+            "no_passphrase", "no passphrase: set CURVECHAT_PASSPHRASE or use --passphrase-file"
+        )
+    if not text:
+        raise CliError("no_passphrase", "the passphrase is empty")
+    return text.encode()
+
+
+def _home(args: argparse.Namespace) -> Any:
+    from curvechat.client.home import Home, default_home
+
+    return Home(Path(args.home) if args.home else default_home())
+
+
+def _server_string(args: argparse.Namespace, home: Any) -> str:
+    text = args.server or os.environ.get("CURVECHAT_SERVER") or home.saved_server()
+    if not text:
+        raise CliError(
+            "no_server", "no server: pass --server CONNECT (printed by `curvechat serve`)"
+        )
+    return str(text)
+
+
+def _addresses(text: str) -> Any:
+    from curvechat.protocol.connect import ConnectStringError, parse_connect
+
+    try:
+        return parse_connect(text)
+    except ConnectStringError as exc:
+        raise CliError("bad_connect_string", str(exc), EXIT_USAGE) from exc
+
+
+def _load_identity(args: argparse.Namespace, home: Any, *, agent: bool = True) -> Any:
+    """The identity: from the unlock agent if one holds it (cli/unlock.py),
+    else opened with the passphrase (Argon2id)."""
+    from curvechat.crypto.errors import KeyFileError, WrongPassphrase
+    from curvechat.crypto.keyfile import load_identity
+
+    if not home.identity.exists():
+        raise CliError(
+            "no_identity", f"no identity in {home.path}: run `curvechat init --user NAME`"
+        )
+    if agent:
+        from curvechat.cli.unlock import identity_from_agent
+
+        unlocked = identity_from_agent(home)
+        if unlocked is not None:
+            return unlocked
+    try:
+        return load_identity(home.identity, _passphrase(args))
+    except WrongPassphrase as exc:
+        raise CliError("wrong_passphrase", "wrong passphrase") from exc
+    except KeyFileError as exc:
+        raise CliError("bad_identity", str(exc)) from exc
+
+
+# --- running a client ---------------------------------------------------------------
+async def _with_client(
+    args: argparse.Namespace,
+    body: Callable[[ChatClient], Awaitable[int]],
+    *,
+    identity: Any = None,
+    offline: Callable[[ChatClient, Any], Awaitable[int]] | None = None,
+) -> int:
+    """Run `body` on a connected, synced client; with no server reachable,
+    `offline` on the client and the `reach.Offline` that says why (or exit 3)."""
+    from curvechat.cli.follow import peer_options
+    from curvechat.cli.reach import connect_timeout, deliver_queued, node_timeout, reach
+    from curvechat.client.errors import ServerRefused
+    from curvechat.client.open import open_client
+
+    try:
+        wait = connect_timeout(args)
+    except ValueError as exc:
+        raise CliError("bad_argument", str(exc), EXIT_USAGE) from exc
+    home = _home(args)
+    identity = identity or _load_identity(args, home)
+    server = _server_string(args, home)
+    addresses = _addresses(server)
+    per_node = node_timeout(wait, len(addresses))
+    client = open_client(
+        home,
+        identity,
+        addresses,
+        client_id="curvechat-cli",
+        connect_timeout=per_node,
+        **peer_options(args),
+    )
+    try:
+        await client.start()
+        away = await reach(client, wait)
+        if away is not None:
+            if offline is None:
+                raise CliError("unreachable", away.why, EXIT_UNREACHABLE)
+            return await offline(client, away)
+        try:
+            ready = await client.wait_ready(args.timeout)
+        except ServerRefused as exc:
+            raise CliError(exc.code, exc.message) from exc
+        if not ready:
+            raise CliError(
+                "unreachable",
+                f"no server answered within {args.timeout:g} s "
+                f"({client.status.detail or client.status.state})",
+                EXIT_UNREACHABLE,
+            )
+        home.save_server(server)
+        await deliver_queued(client, args.timeout)
+        return await body(client)
+    finally:
+        await client.close()
+
+
+def _run(args: argparse.Namespace, body: Callable[[ChatClient], Awaitable[int]]) -> int:
+    return asyncio.run(_with_client(args, body))
+
+
+# --- messages and rooms -------------------------------------------------------------
+def _message_record(msg: Any) -> dict[str, Any]:
+    return {
+        "room": msg.room,
+        "seq": msg.seq,
+        "sender": msg.sender,
+        "ts": _iso(msg.ts_ms),
+        "sent": _iso(msg.sent_ms),
+        "text": msg.text,
+        "error": msg.error,
+        "txn": msg.txn,
+    }
+
+
+def _message_json(msg: Any) -> str:
+    return json_line(_message_record(msg))
+
+
+def _message_line(msg: Any) -> str:
+    return message_line(_local(msg.ts_ms), msg.seq, msg.sender, msg.text, msg.error)
+
+
+def _resolve_room(client: ChatClient, room: str) -> str:
+    from curvechat.protocol.limits import dm_room, is_user_name
+
+    if room.startswith("@") and is_user_name(room[1:]):
+        return str(dm_room(client.me, room[1:]))
+    return room
+
+
+# --- failing ------------------------------------------------------------------------
+def _fail(code: str, message: str, exit_code: int) -> NoReturn:
+    print(error_line(code, message), file=sys.stderr)
+    raise SystemExit(exit_code)

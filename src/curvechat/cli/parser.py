@@ -1,0 +1,308 @@
+"""The `curvechat` command line: every subcommand, its flags and help
+texts, and the function it runs (`func`). The options every client command
+takes (`--home`, `--server`, `--passphrase-file`, `--timeout`,
+`--connect-timeout`) are declared once, as the parent parser `client`.
+
+It must never run anything: it only says what the command line means.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from curvechat.cli.commands import (
+    cmd_chat,
+    cmd_create,
+    cmd_dm,
+    cmd_history,
+    cmd_history_sharing,
+    cmd_init,
+    cmd_invite,
+    cmd_keys,
+    cmd_leave,
+    cmd_members,
+    cmd_promote,
+    cmd_remove,
+    cmd_rooms,
+    cmd_send,
+    cmd_tail,
+)
+from curvechat.cli.serve import cmd_monitor, cmd_serve
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="curvechat", description="End-to-end encrypted chat.")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run a server node")
+    serve.add_argument("--data", help="data directory (default ./data or $CURVECHAT_DATA)")
+    serve.add_argument("--bind", default="tcp://127.0.0.1:7700", help="ZeroMQ endpoint to bind")
+    serve.add_argument(
+        "--http",
+        default="127.0.0.1:7780",
+        help="HOST:PORT for the dashboard, health and metrics ('' to disable)",
+    )
+    serve.add_argument(
+        "--http-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name the HTTP side answers to, besides its address (repeatable);"
+        " requests for any other name get 421",
+    )
+    serve.add_argument(
+        "--http-token-file",
+        metavar="PATH",
+        help="the HTTP bearer token, made there if missing (default DATA/http.token);"
+        " give every node of a cluster the same one",
+    )
+    serve.add_argument(
+        "--http-require-token",
+        action="store_true",
+        help="require the token on loopback too (it is always required on other addresses)",
+    )
+    serve.add_argument(
+        "--metrics-open",
+        action="store_true",
+        help="serve /metrics without the token (for a scraper that cannot send one)",
+    )
+    serve.add_argument("--advertise", help="endpoint to put in the connect string")
+    serve.add_argument(
+        "--link-bind",
+        metavar="ENDPOINT",
+        help="cluster mode: where this node listens for other nodes forwarding sends to"
+        " the rooms it owns (default: the --bind host, any free port), e.g. tcp://0.0.0.0:7701",
+    )
+    serve.add_argument(
+        "--node-name",
+        metavar="NAME",
+        help="this node's name in the dashboard, metrics and welcome (kept in DATA/node.id;"
+        " default: made on first start from the host name)",
+    )
+    serve.add_argument(
+        "--rate-conn",
+        type=float,
+        default=500.0,
+        help="requests/s one connection may sustain (default 500)",
+    )
+    serve.add_argument(
+        "--rate-user",
+        type=float,
+        default=1000.0,
+        help="requests/s one user may sustain over all connections (default 1000)",
+    )
+    serve.add_argument(
+        "--influx",
+        metavar="URL",
+        help="also push metrics to InfluxDB: a write URL "
+        "(http://HOST:8086/write?db=curvechat) or a base URL with --influx-db",
+    )
+    serve.add_argument(
+        "--influx-db", help="InfluxDB database (default: from the URL, or curvechat)"
+    )
+    serve.add_argument(
+        "--influx-interval",
+        type=float,
+        default=10.0,
+        help="seconds between pushes to InfluxDB (default 10)",
+    )
+    serve.add_argument(
+        "--store",
+        metavar="URL",
+        help="etcd://HOST:PORT[,HOST:PORT…][/PREFIX] (etcds://… for TLS): keep everything"
+        " in etcd and join the cluster of nodes on it (default: SQLite in the data dir)",
+    )
+    serve.add_argument(
+        "--etcd-ca",
+        metavar="FILE",
+        help="CA certificate(s) etcd's are checked with (PEM; default: the system's)",
+    )
+    serve.add_argument(
+        "--etcd-cert", metavar="FILE", help="this node's TLS client certificate for etcd (PEM)"
+    )
+    serve.add_argument("--etcd-key", metavar="FILE", help="the key of --etcd-cert (PEM)")
+    serve.add_argument(
+        "--etcd-user", metavar="NAME", help="etcd user to log in as (needs etcds://)"
+    )
+    serve.add_argument(
+        "--etcd-password-file",
+        metavar="FILE",
+        help="file holding the etcd user's password (default: $CURVECHAT_ETCD_PASSWORD;"
+        " never on the command line, where ps shows it)",
+    )
+    serve.add_argument(
+        "--etcd-max-txn-ops",
+        type=int,
+        default=128,
+        metavar="N",
+        help="operations per etcd transaction; must not exceed the etcd cluster's"
+        " --max-txn-ops (default 128, etcd's default)",
+    )
+    serve.add_argument(
+        "--etcd-quota-bytes",
+        type=int,
+        metavar="N",
+        help="etcd's --quota-backend-bytes, for the quota gauges and events when etcd"
+        " does not report it (etcd before 3.6); default 2147483648, etcd's default",
+    )
+    serve.set_defaults(func=cmd_serve)
+
+    mon = sub.add_parser(
+        "monitor", help="run the monitoring web application (its own process and port)"
+    )
+    mon.add_argument(
+        "--node",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a node's HTTP URL, e.g. http://127.0.0.1:7780 (repeatable;"
+        " default http://127.0.0.1:7780 unless --store is given)",
+    )
+    mon.add_argument(
+        "--store",
+        metavar="URL",
+        help="etcd://HOST:PORT[,…][/PREFIX] (etcds:// for TLS): watch the nodes of the"
+        " cluster registry there, as they come and go",
+    )
+    for flag, text in [
+        ("--etcd-ca", "CA certificate(s) etcd's are checked with (PEM)"),
+        ("--etcd-cert", "TLS client certificate for etcd (PEM)"),
+        ("--etcd-key", "the key of --etcd-cert (PEM)"),
+        ("--etcd-user", "etcd user to log in as (needs etcds://)"),
+        ("--etcd-password-file", "file holding the etcd user's password"),
+    ]:
+        mon.add_argument(flag, metavar="FILE" if flag != "--etcd-user" else "NAME", help=text)
+    mon.add_argument(
+        "--node-token-file",
+        metavar="PATH",
+        help="the nodes' HTTP token (their http.token), sent with every poll;"
+        " needed when they are bound off loopback or require it",
+    )
+    mon.add_argument(
+        "--data",
+        help="where the monitor keeps its history and token"
+        " (default ./monitor-data or $CURVECHAT_MONITOR_DATA)",
+    )
+    mon.add_argument(
+        "--http",
+        default="127.0.0.1:7790",
+        help="HOST:PORT of the monitor's page (default %(default)s)",
+    )
+    mon.add_argument(
+        "--http-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name the page answers to, besides its address (repeatable)",
+    )
+    mon.add_argument(
+        "--http-token-file",
+        metavar="PATH",
+        help="the monitor's own HTTP bearer token, made there if missing (default DATA/http.token)",
+    )
+    mon.add_argument(
+        "--http-require-token",
+        action="store_true",
+        help="require the monitor's token on loopback too (always required on other addresses)",
+    )
+    mon.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between polls of a node (default 1)"
+    )
+    mon.add_argument(
+        "--history",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="how much metric history to keep, in memory and on disk (default 3600)",
+    )
+    mon.set_defaults(func=cmd_monitor)
+    from curvechat.cli.drain import add_parser as add_drain_parser
+
+    add_drain_parser(sub)
+
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument(
+        "--home", help="client home (identity, cache); default $CURVECHAT_HOME or the XDG data dir"
+    )
+    client.add_argument(
+        "--server", help="connect string (default $CURVECHAT_SERVER, then the last one used)"
+    )
+    client.add_argument("--passphrase-file", help="read the identity passphrase from this file")
+    client.add_argument(
+        "--timeout",
+        type=float,
+        default=15.0,
+        help="seconds to wait for a reply or an acknowledgement once connected (default 15)",
+    )
+    client.add_argument(
+        "--connect-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="seconds to wait for a server before working offline"
+        " (default $CURVECHAT_CONNECT_TIMEOUT, else 3)",
+    )
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> Any:
+        p = sub.add_parser(name, parents=[client], help=help)
+        p.set_defaults(func=func)
+        return p
+
+    add("init", cmd_init, "create an identity (and register it)").add_argument(
+        "--user", required=True
+    )
+    p = add("create", cmd_create, "create a room")
+    p.add_argument("room")
+    p.add_argument("--members", help="comma-separated users to add")
+    for name, func, text in [
+        ("invite", cmd_invite, "add a member (admins)"),
+        ("remove", cmd_remove, "remove a member (admins)"),
+        ("promote", cmd_promote, "make a member an admin (admins)"),
+    ]:
+        p = add(name, func, text)
+        p.add_argument("room")
+        p.add_argument("user")
+    add("leave", cmd_leave, "leave a room").add_argument("room")
+    p = add("dm", cmd_dm, "send a direct message")
+    p.add_argument("user")
+    p.add_argument("text")
+    p = add("send", cmd_send, "send a message ('-' reads lines from stdin)")
+    p.add_argument("room")
+    p.add_argument("text")
+    p = add("history", cmd_history, "show a room's history")
+    p.add_argument("room", help="room id, or @user for a direct-message room")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, default=50)
+    add("rooms", cmd_rooms, "list your rooms").add_argument("--json", action="store_true")
+    add("members", cmd_members, "list a room's members").add_argument("room")
+    p = add("keys", cmd_keys, "fingerprints and safety numbers; accept a changed key")
+    p.add_argument("user", nargs="?", help="show this user only")
+    p.add_argument("--accept", metavar="USER", help="accept the changed key of USER")
+    p.add_argument(
+        "--verify",
+        metavar="USER",
+        help="mark the key of USER as verified, after comparing safety numbers",
+    )
+    p = add(
+        "history-sharing",
+        cmd_history_sharing,
+        "show or set whether members you add get the room's earlier messages",
+    )
+    p.add_argument("room")
+    p.add_argument("mode", nargs="?", choices=["all", "verified"])
+    add("chat", cmd_chat, "the terminal chat client")
+    p = add("tail", cmd_tail, "follow a room until interrupted")
+    p.add_argument("room")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--last", type=int, default=0, help="show the last N messages first")
+    p.add_argument(
+        "--peers",
+        action="store_true",
+        help="listen for members and keep the room going peer to peer while the server is down",
+    )
+    from curvechat.cli.unlock import add_parsers as add_agent_parsers
+
+    add_agent_parsers(add)
+    return parser

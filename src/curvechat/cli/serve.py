@@ -1,0 +1,197 @@
+"""The two commands that run a process instead of a client: `serve`, a
+server node, and `monitor`, the monitoring web application that watches the
+nodes from outside. Both check their options before anything starts, so a
+bad one is a usage error (exit 2), not a half-started node.
+
+They must never open an identity nor connect as a client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+from pathlib import Path
+
+from curvechat.cli.common import EXIT_USAGE, CliError
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from curvechat.server.app import serve
+    from curvechat.server.keys import ServerKeyError
+    from curvechat.server.ratelimit import RateLimits
+    from curvechat.store import NodeNameTaken, StoreRefused, StoreUnavailable
+
+    if args.rate_conn <= 0 or args.rate_user <= 0:
+        raise CliError("bad_argument", "rates must be positive", EXIT_USAGE)
+    limits = RateLimits(per_connection=args.rate_conn, per_user=args.rate_user)
+
+    if args.influx_interval <= 0:
+        raise CliError("bad_argument", "--influx-interval must be positive", EXIT_USAGE)
+    if args.node_name is not None:
+        from curvechat.server.node import NODE_NAME_RULE, valid_node_name
+
+        if not valid_node_name(args.node_name):
+            raise CliError("bad_argument", f"--node-name: {NODE_NAME_RULE}", EXIT_USAGE)
+    if args.influx:
+        from curvechat.server.influx import write_url
+
+        try:
+            write_url(args.influx, args.influx_db)
+        except ValueError as exc:
+            raise CliError("bad_argument", f"--influx: {exc}", EXIT_USAGE) from exc
+
+    if not 8 <= args.etcd_max_txn_ops <= 100_000:
+        raise CliError("bad_argument", "--etcd-max-txn-ops must be 8 … 100000", EXIT_USAGE)
+    etcd_security = None
+    if args.store:
+        from curvechat.store.etcd import EtcdSecurity, parse_etcd_url
+
+        try:
+            parse_etcd_url(args.store)
+        except ValueError as exc:
+            raise CliError("bad_argument", f"--store: {exc}", EXIT_USAGE) from exc
+        try:
+            etcd_security = EtcdSecurity.load(
+                args.store,
+                ca_file=args.etcd_ca,
+                cert_file=args.etcd_cert,
+                key_file=args.etcd_key,
+                user=args.etcd_user,
+                password_file=args.etcd_password_file,
+            )
+        except ValueError as exc:
+            raise CliError("bad_argument", str(exc), EXIT_USAGE) from exc
+    elif (
+        args.etcd_ca or args.etcd_cert or args.etcd_key or args.etcd_user or args.etcd_password_file
+    ):
+        raise CliError("bad_argument", "the --etcd-* options need --store", EXIT_USAGE)
+    if args.etcd_quota_bytes is not None:
+        from curvechat.server.capacity import MAX_QUOTA_BYTES, MIN_QUOTA_BYTES
+
+        if not args.store:
+            raise CliError("bad_argument", "--etcd-quota-bytes needs --store", EXIT_USAGE)
+        if not MIN_QUOTA_BYTES <= args.etcd_quota_bytes <= MAX_QUOTA_BYTES:
+            raise CliError(
+                "bad_argument",
+                f"--etcd-quota-bytes must be {MIN_QUOTA_BYTES} … {MAX_QUOTA_BYTES}"
+                " (etcd's --quota-backend-bytes)",
+                EXIT_USAGE,
+            )
+    if args.link_bind is not None:
+        if not args.store:
+            raise CliError("bad_argument", "--link-bind needs --store", EXIT_USAGE)
+        if not re.fullmatch(r"tcp://[^\s/]+:(\d{1,5}|\*)", args.link_bind):
+            raise CliError(
+                "bad_argument",
+                "--link-bind must look like tcp://HOST:PORT or tcp://HOST:*",
+                EXIT_USAGE,
+            )
+
+    data = Path(args.data) if args.data else Path(os.environ.get("CURVECHAT_DATA", "data"))
+    try:
+        asyncio.run(
+            serve(
+                data,
+                args.bind,
+                args.http or None,
+                args.advertise,
+                limits=limits,
+                influx=args.influx,
+                influx_db=args.influx_db,
+                influx_interval=args.influx_interval,
+                store_url=args.store,
+                etcd_max_txn_ops=args.etcd_max_txn_ops,
+                etcd_security=etcd_security,
+                etcd_quota_bytes=args.etcd_quota_bytes,
+                http_hosts=args.http_host,
+                http_token_file=Path(args.http_token_file) if args.http_token_file else None,
+                http_require_token=args.http_require_token,
+                metrics_open=args.metrics_open,
+                node_name=args.node_name,
+                link_bind=args.link_bind,
+            )
+        )
+    except ServerKeyError as exc:
+        raise CliError("server_key", str(exc)) from exc
+    except StoreRefused as exc:
+        raise CliError(exc.code, f"cannot use etcd: {exc}") from exc
+    except NodeNameTaken as exc:
+        raise CliError(exc.code, str(exc)) from exc
+    except StoreUnavailable as exc:
+        raise CliError("store_unavailable", f"the store is unavailable: {exc}") from exc
+    except RuntimeError as exc:
+        raise CliError("refused_to_start", str(exc)) from exc
+    except OSError as exc:
+        raise CliError("bind_failed", str(exc)) from exc
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """The monitoring web application: its own process and port, watching
+    the nodes from outside (docs/monitoring.md, "The monitor")."""
+    from curvechat.monitor.app import MonitorError, run_monitor
+    from curvechat.monitor.sources import EtcdRegistry, NodeSource, UrlList
+    from curvechat.server.httpguard import HttpTokenError, load_or_create_token
+
+    if args.interval <= 0 or args.history < 60:
+        raise CliError(
+            "bad_argument", "--interval must be positive and --history at least 60", EXIT_USAGE
+        )
+    _host, colon, port = args.http.rpartition(":")
+    if not colon or not port.isdigit():
+        raise CliError("bad_argument", f"--http {args.http!r}: give HOST:PORT", EXIT_USAGE)
+    etcd_flags = (args.etcd_ca, args.etcd_cert, args.etcd_key, args.etcd_user)
+    source: NodeSource
+    if args.store:
+        if args.node:
+            raise CliError("bad_argument", "give --node URLs or --store, not both", EXIT_USAGE)
+        from curvechat.store.etcd import EtcdSecurity
+
+        try:
+            security = EtcdSecurity.load(
+                args.store,
+                ca_file=args.etcd_ca,
+                cert_file=args.etcd_cert,
+                key_file=args.etcd_key,
+                user=args.etcd_user,
+                password_file=args.etcd_password_file,
+            )
+            source = EtcdRegistry(args.store, security)
+        except ValueError as exc:
+            raise CliError("bad_argument", f"--store: {exc}", EXIT_USAGE) from exc
+    elif any(etcd_flags) or args.etcd_password_file:
+        raise CliError("bad_argument", "the --etcd-* options need --store", EXIT_USAGE)
+    else:
+        try:
+            source = UrlList(args.node or ["http://127.0.0.1:7780"])
+        except ValueError as exc:
+            raise CliError("bad_argument", f"--node: {exc}", EXIT_USAGE) from exc
+    node_token = ""
+    try:
+        if args.node_token_file:
+            if not Path(args.node_token_file).is_file():
+                raise CliError("node_token_file", f"no token file at {args.node_token_file}")
+            node_token = load_or_create_token(Path(args.node_token_file))
+        data = Path(args.data or os.environ.get("CURVECHAT_MONITOR_DATA", "monitor-data"))
+        asyncio.run(
+            run_monitor(
+                data,
+                source,
+                http=args.http,
+                node_token=node_token,
+                http_hosts=args.http_host,
+                http_token_file=Path(args.http_token_file) if args.http_token_file else None,
+                http_require_token=args.http_require_token,
+                interval=args.interval,
+                history_s=args.history,
+            )
+        )
+    except HttpTokenError as exc:
+        raise CliError("http_token", str(exc)) from exc
+    except MonitorError as exc:
+        raise CliError("refused_to_start", str(exc)) from exc
+    except OSError as exc:
+        raise CliError("bind_failed", str(exc)) from exc
+    return 0

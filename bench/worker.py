@@ -82,6 +82,7 @@ class Client:
         self.inflight: dict[int, int] = {}  # rid -> index into t_send
         self.t_send = array("q")
         self.t_ack = array("q")
+        self.seqs = array("q")  # the seq each send was acked with (0: not acked)
         self.sent_ids = array("q")
         self.next_ping = 0.0
 
@@ -252,6 +253,7 @@ class Worker:
         for idx, count in cfg.get("senders", {}).items():
             c = self.clients[int(idx)]
             c.t_send, c.t_ack, c.sent_ids, c.inflight = array("q"), array("q"), array("q"), {}
+            c.seqs = array("q")
             c.limit = min(len(c.frames), c.next + int(count))
             active.append(c)
         if ping_interval:
@@ -319,6 +321,7 @@ class Worker:
                     "ids": c.sent_ids.tobytes(),
                     "t_send": c.t_send.tobytes(),
                     "t_ack": c.t_ack.tobytes(),
+                    "seqs": c.seqs.tobytes(),
                 }
                 for c in active
             ],
@@ -345,6 +348,7 @@ class Worker:
         c.inflight[FRAME_RID + c.next] = len(c.t_send)
         c.t_send.append(now_ns)
         c.t_ack.append(0)
+        c.seqs.append(0)
         c.sent_ids.append(c.ids[c.next])
         c.next += 1
         return True
@@ -383,6 +387,7 @@ class Worker:
             return
         c.t_ack[idx] = now if acked else -1
         if acked:
+            c.seqs[idx] = seq
             # one sender, one room: seqs must follow the send order
             if seq <= c.last_seq:
                 self.order_violations += 1

@@ -171,11 +171,26 @@ class Sampler:
         return self.samples
 
 
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs since boot, from /proc/stat
+    (idle and iowait are not busy; softirq work, which no process is
+    charged for, is)."""
+    try:
+        with open("/proc/stat") as fh:
+            ticks = [int(x) for x in fh.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return 0, 0
+    total = sum(ticks)
+    return total - ticks[3] - ticks[4], total
+
+
 class Window:
-    """CPU seconds and peak RSS of a set of processes over a measured window."""
+    """CPU seconds and peak RSS of a set of processes over a measured window,
+    and how busy the whole machine's CPUs were."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
+        self.machine0 = machine_cpu()
         self.t0 = time.monotonic()
         self.cpu0 = {name: proc_cpu_seconds(pid) for name, pid in pids.items()}
         self.wait0 = {name: proc_runq_wait_seconds(pid) for name, pid in pids.items()}
@@ -183,7 +198,11 @@ class Window:
 
     def close(self) -> dict[str, Any]:
         wall = time.monotonic() - self.t0
+        busy1, total1 = machine_cpu()
+        busy0, total0 = self.machine0
         out: dict[str, Any] = {"wall_s": round(wall, 3)}
+        if total1 > total0:
+            out["machine_busy_pct"] = round(100 * (busy1 - busy0) / (total1 - total0), 1)
         for name, pid in self.pids.items():
             samples = self.samplers[name].stop()
             cpu = proc_cpu_seconds(pid) - self.cpu0[name]

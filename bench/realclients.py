@@ -145,6 +145,9 @@ def _bottleneck(usage: dict[str, Any]) -> str:
     top = max(procs, key=lambda k: procs[k]["cpu_pct"])
     if procs[top]["cpu_pct"] >= 85:
         return f"{top} CPU ({procs[top]['cpu_pct']:.0f}% of a core)"
+    machine = float(usage.get("machine_busy_pct", 0))
+    if machine >= 90:
+        return f"the machine's CPUs ({machine:.0f}% busy; ran {used:.0f}%, wanted {demand:.0f}%)"
     if demand >= 170:  # of 200 on two cores
         return f"starved of CPU (ran {used:.0f}%, wanted {demand:.0f}% of 200)"
     return f"neither CPU-bound (ran {used:.0f}%, wanted {demand:.0f}% of 200)"

@@ -225,10 +225,13 @@ def bottleneck(out: dict[str, Any]) -> str:
         return f"load generator (a worker at {loadgen:.0f}% of a core)"
     if server >= 85:
         return f"server CPU ({server:.0f}% of a core)"
+    machine = float(procs.get("machine_busy_pct", 0))
+    if machine >= 90:
+        return f"the machine's CPUs ({machine:.0f}% busy, all processes)"
     if server_demand >= 85:
         wait = server_demand - server
         return f"server starved of CPU (ran {server:.0f}%, waited {wait:.0f}% for a core)"
-    return "neither CPU-bound (fsync / etcd / pacing)"
+    return f"neither CPU-bound (fsync / etcd / pacing; machine {machine:.0f}% busy)"
 
 
 # --- single node ------------------------------------------------------------------

@@ -2,12 +2,16 @@
 nodes on it, and a fault-injecting proxy on every path that can be cut:
 
     clients ──► [client proxy of node X] ──► node X ──► [proxy X→etcd mJ] ──► etcd mJ
+    node Y ──► [link proxy of node X] ──► node X's link   (forwarded sends)
     etcd mI ──► [peer proxy of mJ] ──► etcd mJ   (Raft; links cut per pair, peers.py)
 
 Each node advertises its client proxy (``--advertise``), so the peers a
 welcome names are proxied too, and reaches etcd only through its own proxy to
 each member (``--store etcd://proxy,proxy,proxy/PREFIX``): one node can be
-cut off from etcd, or from its clients, without touching the others.
+cut off from etcd, or from its clients, without touching the others. The
+node link is bound on a port of its own and advertised in the registry as
+its proxy (``--link-bind``, ``--link-advertise``), so the other nodes'
+forwards to this node's rooms can be cut too.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 from .peers import PeerNet, add_peer_proxies
 from .proxy import Proxy, ProxyHub
 from support.etcd import EtcdCluster
-from support.servers import ServerProcess
+from support.servers import ServerProcess, free_port
 
 
 class ChaosNode:
@@ -30,12 +34,18 @@ class ChaosNode:
         self.proc = ServerProcess(root / name)
         self.client_proxy = hub.add(f"{name}<-clients", self.proc.port)
         self.etcd_proxies = [hub.add(f"{name}->{m.name}", m.client_port) for m in etcd.members]
+        link_port = free_port()
+        self.link_proxy = hub.add(f"{name}<-nodes", link_port)
         store = "etcd://" + ",".join(p.endpoint for p in self.etcd_proxies) + "/" + prefix
         self.proc.extra_args = (
             "--store",
             store,
             "--advertise",
             f"tcp://{self.client_proxy.endpoint}",
+            "--link-bind",
+            f"tcp://127.0.0.1:{link_port}",
+            "--link-advertise",
+            f"tcp://{self.link_proxy.endpoint}",
         )
         self.paused = False
 
@@ -45,7 +55,7 @@ class ChaosNode:
 
     @property
     def proxies(self) -> list[Proxy]:
-        return [self.client_proxy, *self.etcd_proxies]
+        return [self.client_proxy, *self.etcd_proxies, self.link_proxy]
 
     def alive(self) -> bool:
         return self.proc.proc is not None and self.proc.proc.poll() is None

@@ -168,7 +168,8 @@ class PauseNode(NodeFault):
 
 
 class CutLinks(NodeFault):
-    """Some of one node's proxied links (`links`: "all", "etcd" or "clients")
+    """Some of one node's proxied links (`links`: "all", "etcd", "clients" or
+    "link", the node link other nodes forward to)
     put in `mode` ("blackhole": bytes dropped, connections stay open;
     "refuse": resets), healed by setting them back."""
 
@@ -180,6 +181,8 @@ class CutLinks(NodeFault):
             return self.node.etcd_proxies
         if self.links == "clients":
             return [self.node.client_proxy]
+        if self.links == "link":
+            return [self.node.link_proxy]
         return self.node.proxies
 
     def begin(self) -> None:
@@ -192,8 +195,11 @@ class CutLinks(NodeFault):
 
 
 class IsolateNode(CutLinks):
-    """A partition that cuts one node off from everything: its clients and
-    all etcd members (silently: bytes are dropped, connections stay open)."""
+    """A partition that cuts one node off from everything: its clients, all
+    etcd members and the other nodes' forwards to it (silently: bytes are
+    dropped, connections stay open). Its own forwards go out through the
+    other nodes' link proxies, which stay up; with its clients cut it has
+    none to make."""
 
     name = "isolate-node"
 
@@ -208,6 +214,17 @@ class SplitStore(CutLinks):
 
     name = "split-nodes"
     links = "etcd"
+
+
+class CutNodeLink(CutLinks):
+    """The node link into one node cut (silently): the other nodes' forwards
+    of sends to the rooms it owns get no answer, so each such send is
+    committed by the node that took it after FORWARD_TIMEOUT_S, the head
+    compare-and-swap fencing it against the owner; the owner keeps its
+    clients and etcd."""
+
+    name = "cut-node-link"
+    links = "link"
 
 
 class CutClients(CutLinks):
@@ -345,6 +362,7 @@ FAULTS: dict[str, Callable[[ChaosCluster, str], Fault]] = {
     "isolate-node": IsolateNode,
     "split-nodes": SplitStore,
     "cut-clients": CutClients,
+    "cut-node-link": CutNodeLink,
     "latency": Slow,
     "compact-lagging": CompactPastLagging,
     "partition-etcd-leader": lambda c, _node: PartitionEtcd(c, "leader"),
@@ -372,6 +390,7 @@ def short_schedule(node_names: list[str]) -> list[Step]:
         Step(24, LEASE_TTL_S + 2, _maker("pause-node", b)),
         Step(26, 5, _maker("isolate-node", c)),
         Step(33, 4, _maker("cut-clients", a)),
+        Step(34, 5, _maker("cut-node-link", b)),
         Step(39, 6, _maker("compact-lagging", c)),
         Step(40, 4, _maker("kill-etcd-follower", a)),
         Step(46, 5, _maker("partition-etcd-leader", a)),

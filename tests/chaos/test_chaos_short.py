@@ -43,6 +43,7 @@ async def test_short_mixed_chaos_run(tmp_path: Path) -> None:
         "pause-node",
         "isolate-node",
         "cut-clients",
+        "cut-node-link",
         "latency+loss",
         "compact-lagging",
         "partition-etcd-leader",

@@ -182,6 +182,10 @@ async def test_a_hung_owner_costs_one_timeout(nodes: Nodes, clients: ClientFacto
         (["--store", "etcd://h:2379", "--link-bind", "127.0.0.1:7701"], "tcp://HOST:PORT"),
         (["--store", "etcd://h:2379", "--link-bind", "tcp://h:port"], "tcp://HOST:PORT"),
         (["--store", "etcd://h:2379", "--link-bind", "tcp://h:1/x"], "tcp://HOST:PORT"),
+        (["--link-advertise", "tcp://10.0.0.1:7701"], "--link-advertise needs --store"),
+        (["--store", "etcd://h:2379", "--link-advertise", "tcp://h:*"], "tcp://HOST:PORT"),
+        (["--store", "etcd://h:2379", "--link-advertise", "tcp://h:0"], "tcp://HOST:PORT"),
+        (["--store", "etcd://h:2379", "--link-advertise", "tcp://h:70000"], "tcp://HOST:PORT"),
     ],
 )
 def test_serve_refuses_a_bad_link_bind(

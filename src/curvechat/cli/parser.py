@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         " the rooms it owns (default: the --bind host, any free port), e.g. tcp://0.0.0.0:7701",
     )
     serve.add_argument(
+        "--link-advertise",
+        metavar="ENDPOINT",
+        help="cluster mode: the node link's endpoint as other nodes reach it, when that is"
+        " not the --bind host and the bound port (a NAT or a proxy), e.g. tcp://10.0.0.11:7701",
+    )
+    serve.add_argument(
         "--node-name",
         metavar="NAME",
         help="this node's name in the dashboard, metrics and welcome (kept in DATA/node.id;"

@@ -88,6 +88,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "--link-bind must look like tcp://HOST:PORT or tcp://HOST:*",
                 EXIT_USAGE,
             )
+    if args.link_advertise is not None:
+        if not args.store:
+            raise CliError("bad_argument", "--link-advertise needs --store", EXIT_USAGE)
+        port = re.fullmatch(r"tcp://[^\s/*]+:(\d{1,5})", args.link_advertise)
+        if port is None or not 0 < int(port.group(1)) < 65536:
+            raise CliError(
+                "bad_argument", "--link-advertise must look like tcp://HOST:PORT", EXIT_USAGE
+            )
 
     data = Path(args.data) if args.data else Path(os.environ.get("CURVECHAT_DATA", "data"))
     try:
@@ -111,6 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 metrics_open=args.metrics_open,
                 node_name=args.node_name,
                 link_bind=args.link_bind,
+                link_advertise=args.link_advertise,
             )
         )
     except ServerKeyError as exc:

@@ -120,6 +120,7 @@ async def serve(
     metrics_open: bool = False,
     node_name: str | None = None,
     link_bind: str | None = None,
+    link_advertise: str | None = None,
 ) -> None:
     # Ctrl-C / SIGTERM from here on means "stop cleanly", even during start-up.
     stop = asyncio.Event()
@@ -201,7 +202,14 @@ async def serve(
             # which clients from before the new form can read too.
             if link_bind is None:  # the client port's host, any free port
                 link_bind = bind.rpartition(":")[0] + ":*"
-            cluster = Cluster(node, etcd, address.legacy, http=dashboard, link_bind=link_bind)
+            cluster = Cluster(
+                node,
+                etcd,
+                address.legacy,
+                http=dashboard,
+                link_bind=link_bind,
+                link_advertise=link_advertise,
+            )
             await cluster.start()
             from curvechat.server.capacity import CapacityWatch
 

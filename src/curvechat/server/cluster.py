@@ -84,6 +84,7 @@ class Cluster:
         *,
         http: str = "",
         link_bind: str | None = None,
+        link_advertise: str | None = None,
     ) -> None:
         self.node = node
         self.store = store
@@ -101,6 +102,7 @@ class Cluster:
         # Room ownership and forwarding (server/ownership.py, nodelink.py).
         self.link = NodeLink(node, store.submit_messages) if link_bind is not None else None
         self._link_bind = link_bind
+        self._link_advertise = link_advertise
 
     async def start(self, from_revision: int | None = None) -> None:
         """Register and start watching after `from_revision` (default: now)."""
@@ -109,7 +111,7 @@ class Cluster:
         self.feed.revision = from_revision
         if self.link is not None and self._link_bind is not None:
             host = parse_connect(self.connect)[0].endpoint.removeprefix("tcp://").rpartition(":")[0]
-            self.link.start(self._link_bind, host)
+            self.link.start(self._link_bind, host, self._link_advertise)
         await self.registry.register(self._info("up"), self._taken)
         self.status = "up"
         # Which etcd members serve (calls on one that does not give up at

@@ -200,8 +200,9 @@ class NodeLink:
         self.forwarder: Forwarder | None = None
         self.endpoint = ""
 
-    def start(self, bind: str, advertise_host: str) -> str:
-        """Bind, serve, and route the node's sends; returns the advertised endpoint."""
+    def start(self, bind: str, advertise_host: str, advertise: str | None = None) -> str:
+        """Bind, serve, and route the node's sends; returns the advertised
+        endpoint: `advertise` if given, else `advertise_host` and the bound port."""
         node = self.node
         ctx = node.curve_domain(LINK_DOMAIN, self.keys)
         sock, bound = bind_link(ctx, node.public_key, node.secret_key, bind)
@@ -215,7 +216,7 @@ class NodeLink:
         self.forwarder.metrics = node.metrics
         node.append_messages = self.forwarder.append
         port = bound.rsplit(":", 1)[1]
-        self.endpoint = f"tcp://{advertise_host}:{port}"
+        self.endpoint = advertise or f"tcp://{advertise_host}:{port}"
         return self.endpoint
 
     async def _push_committed(self, batch: list[NewMessage], acks: list[Committed]) -> None:

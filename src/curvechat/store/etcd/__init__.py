@@ -5,7 +5,9 @@ needs of etcd beyond the `Store`.
 * `records`: the values stored (msgpack arrays);
 * `conn`: TLS, client certificates and etcd authentication;
 * `pool`: the members, one gRPC channel each, deadlines and penalties;
-* `store`: `EtcdStore`, the `Store` on etcd;
+* `client`: the RPC helpers and the lifecycle over the pool;
+* `rooms`: rooms and membership (ops, epochs, key packets);
+* `store`: `EtcdStore`, the `Store` on etcd (users and messages here);
 * `messages`: the group commit's transactions (the fast path and the read path);
 * `feed`: the cluster feed (typed watch events) and the node registry;
 * `health`: the probe that finds members not serving;

@@ -13,147 +13,43 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import msgspec
 from msgspec import Meta
 
 from curvechat.protocol import limits as L
 
-User = Annotated[str, Meta(pattern=L.USER_PATTERN, max_length=L.MAX_NAME_LEN)]
-Room = Annotated[str, Meta(pattern=L.ROOM_PATTERN, max_length=2 * L.MAX_NAME_LEN + 2)]
-Txn = Annotated[str, Meta(pattern=L.TXN_PATTERN, max_length=L.MAX_TXN_LEN)]
-Key32 = Annotated[bytes, Meta(min_length=32, max_length=32)]
-Sig64 = Annotated[bytes, Meta(min_length=64, max_length=64)]
-Nonce24 = Annotated[bytes, Meta(min_length=24, max_length=24)]
-Seq = Annotated[int, Meta(ge=0, le=2**53)]
-Epoch = Annotated[int, Meta(ge=0, le=2**31)]
-OpIndex = Annotated[int, Meta(ge=0, le=2**31)]
-Millis = Annotated[int, Meta(ge=0, le=2**53)]
-RequestId = Annotated[int, Meta(ge=1, le=2**53)]
-Limit = Annotated[int, Meta(ge=1, le=L.MAX_PAGE)]
-ShortText = Annotated[str, Meta(max_length=500)]
-OpKind = Literal["create", "add", "remove", "leave", "promote"]
+# The payload and field types are part of this namespace too (`m.Envelope`).
+# isort: off
+from curvechat.protocol.wire import (
+    Envelope as Envelope,
+    Epoch as Epoch,
+    EpochUpload as EpochUpload,
+    Key32 as Key32,
+    KeyPacket as KeyPacket,
+    Limit as Limit,
+    MemberOp as MemberOp,
+    Millis as Millis,
+    Nonce24 as Nonce24,
+    OpIndex as OpIndex,
+    OpKind as OpKind,
+    RequestId as RequestId,
+    Room as Room,
+    RoomInfo as RoomInfo,
+    Seq as Seq,
+    ShortText as ShortText,
+    Sig64 as Sig64,
+    SignedOp as SignedOp,
+    SignedRecord as SignedRecord,
+    StoredMessage as StoredMessage,
+    Txn as Txn,
+    User as User,
+    UserKeys as UserKeys,
+    Wire,
+    check_room,
+)
+# isort: on
 
 
-class _Wire(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Base of all wire structs: immutable, and strict about unknown fields."""
-
-
-def _check_room(room: str) -> None:
-    if room.startswith("@") and L.dm_members(room) is None:
-        raise ValueError(f"not a canonical direct-message room id: {room!r}")
-
-
-# --- payload types -------------------------------------------------------
-
-
-class Envelope(_Wire, frozen=True):
-    """One encrypted, signed message. The server sees only these fields.
-
-    `ct` is XChaCha20-Poly1305 ciphertext of the sender's `Plaintext` under the
-    room's epoch key; (room, epoch, sender, txn) are its associated data and
-    `sig` is the sender's Ed25519 signature over all of it.
-    """
-
-    room: Room
-    epoch: Epoch
-    sender: User
-    txn: Txn
-    nonce: Nonce24
-    ct: Annotated[bytes, Meta(min_length=16, max_length=L.MAX_CIPHERTEXT_BYTES)]
-    sig: Sig64
-
-    def __post_init__(self) -> None:
-        _check_room(self.room)
-
-
-class MemberOp(_Wire, array_like=True, frozen=True):
-    """One entry of a room's membership log, before signing.
-
-    `prev` is the hash of the previous entry's `SignedOp` (32 zero bytes for the
-    genesis `create`), which chains the log. `target_key` is the target's
-    Ed25519 identity key as the actor vouches for it.
-    """
-
-    room: Room
-    index: OpIndex
-    prev: Key32
-    kind: OpKind
-    actor: User
-    target: User
-    target_key: Key32
-    ts: Millis
-
-    def __post_init__(self) -> None:
-        _check_room(self.room)
-
-
-class SignedOp(_Wire, frozen=True):
-    """A msgpack-encoded `MemberOp` and the actor's signature over it."""
-
-    op: Annotated[bytes, Meta(max_length=L.MAX_OP_BYTES)]
-    sig: Sig64
-
-
-class KeyPacket(_Wire, frozen=True):
-    """An epoch key sealed by `sender` for `recipient` (crypto_box)."""
-
-    room: Room
-    epoch: Epoch
-    recipient: User
-    sender: User
-    box: Annotated[bytes, Meta(min_length=40, max_length=L.MAX_BOX_BYTES)]
-
-    def __post_init__(self) -> None:
-        _check_room(self.room)
-
-
-class EpochUpload(_Wire, frozen=True):
-    """A new epoch of a room, based on membership op `after_op`, with its key
-    packets for the members of that moment."""
-
-    epoch: Epoch
-    after_op: OpIndex
-    packets: Annotated[list[KeyPacket], Meta(max_length=L.MAX_BATCH)]
-
-
-class StoredMessage(_Wire, frozen=True):
-    """A committed message: its per-room sequence number and server timestamp."""
-
-    seq: Seq
-    ts: Millis
-    envelope: Envelope
-
-
-class SignedRecord(_Wire, frozen=True):
-    """A peer's announcement (`curvechat.protocol.peer.PeerRecord`, msgpack)
-    and its author's identity signature over it. Opaque to the server, which
-    keeps the newest one per user while it runs."""
-
-    record: Annotated[bytes, Meta(max_length=512)]
-    sig: Sig64
-
-
-class UserKeys(_Wire, frozen=True):
-    user: User
-    sign_pub: Key32
-    peer: SignedRecord | None = None
-    """Where the user listens for peers, if it announced it to this node."""
-
-
-class RoomInfo(_Wire, frozen=True):
-    room: Room
-    head: Seq
-    epoch: Epoch
-    op_head: OpIndex
-    members: int
-
-    # --- requests ------------------------------------------------------------
-
-    def __post_init__(self) -> None:
-        _check_room(self.room)
-
-
-class Request(_Wire, tag_field="type", frozen=True):
+class Request(Wire, tag_field="type", frozen=True):
     """Base of every client request."""
 
 
@@ -183,7 +79,7 @@ class CreateRoom(Request, tag="create_room", frozen=True):
     epoch: EpochUpload
 
     def __post_init__(self) -> None:
-        _check_room(self.room)
+        check_room(self.room)
 
 
 class AddMember(Request, tag="add_member", frozen=True):
@@ -194,7 +90,7 @@ class AddMember(Request, tag="add_member", frozen=True):
     packets: Annotated[list[KeyPacket], Meta(max_length=L.MAX_BATCH)]
 
     def __post_init__(self) -> None:
-        _check_room(self.room)
+        check_room(self.room)
 
 
 class RemoveMember(Request, tag="remove_member", frozen=True):
@@ -205,7 +101,7 @@ class RemoveMember(Request, tag="remove_member", frozen=True):
     epoch: EpochUpload
 
     def __post_init__(self) -> None:
-        _check_room(self.room)
+        check_room(self.room)
 
 
 class Leave(Request, tag="leave", frozen=True):
@@ -213,7 +109,7 @@ class Leave(Request, tag="leave", frozen=True):
     op: SignedOp
 
     def __post_init__(self) -> None:
-        _check_room(self.room)
+        check_room(self.room)
 
 
 class Promote(Request, tag="promote", frozen=True):
@@ -221,7 +117,7 @@ class Promote(Request, tag="promote", frozen=True):
     op: SignedOp
 
     def __post_init__(self) -> None:
-        _check_room(self.room)
+        check_room(self.room)
 
 
 class NewEpoch(Request, tag="new_epoch", frozen=True):
@@ -229,7 +125,7 @@ class NewEpoch(Request, tag="new_epoch", frozen=True):
     epoch: EpochUpload
 
     def __post_init__(self) -> None:
-        _check_room(self.room)
+        check_room(self.room)
 
 
 class ListRooms(Request, tag="list_rooms", frozen=True):
@@ -241,7 +137,7 @@ class Members(Request, tag="members", frozen=True):
     after: Annotated[int, Meta(ge=-1, le=2**31)] = -1
 
     def __post_init__(self) -> None:
-        _check_room(self.room)
+        check_room(self.room)
 
 
 class Send(Request, tag="send", frozen=True):
@@ -264,7 +160,7 @@ class History(Request, tag="history", frozen=True):
     limit: Limit = 100
 
     def __post_init__(self) -> None:
-        _check_room(self.room)
+        check_room(self.room)
 
 
 class Sync(Request, tag="sync", frozen=True):
@@ -279,7 +175,7 @@ class Sync(Request, tag="sync", frozen=True):
 
     def __post_init__(self) -> None:
         for room in self.cursors:
-            _check_room(room)
+            check_room(room)
 
 
 class FetchKeys(Request, tag="fetch_keys", frozen=True):
@@ -287,7 +183,7 @@ class FetchKeys(Request, tag="fetch_keys", frozen=True):
     min_epoch: Epoch = 0
 
     def __post_init__(self) -> None:
-        _check_room(self.room)
+        check_room(self.room)
 
 
 class Ping(Request, tag="ping", frozen=True):
@@ -350,7 +246,7 @@ AnyRequest = (
 # --- replies and pushes -----------------------------------------------------
 
 
-class Reply(_Wire, tag_field="type", frozen=True):
+class Reply(Wire, tag_field="type", frozen=True):
     """Base of every server reply and push."""
 
 
@@ -362,7 +258,7 @@ class Welcome(Reply, tag="welcome", frozen=True):
     version: int
     # Cluster mode: the connect strings of the live nodes (from the registry),
     # so a client that knew one node can fail over to the others.
-    peers: Annotated[list[ShortText], Meta(max_length=L.MAX_PEERS)] = []
+    peers: Annotated[list[ShortText], Meta(max_length=L.MAX_PEERS)] = []  # noqa: RUF012 (a Struct)
 
 
 class Registered(Reply, tag="registered", frozen=True):
@@ -386,7 +282,7 @@ class MemberLog(Reply, tag="member_log", frozen=True):
     ops: list[SignedOp]
 
     def __post_init__(self) -> None:
-        _check_room(self.room)
+        check_room(self.room)
 
 
 class SendAck(Reply, tag="send_ack", frozen=True):
@@ -397,7 +293,7 @@ class SendAck(Reply, tag="send_ack", frozen=True):
     duplicate: bool = False
 
     def __post_init__(self) -> None:
-        _check_room(self.room)
+        check_room(self.room)
 
 
 class Messages(Reply, tag="messages", frozen=True):
@@ -406,7 +302,7 @@ class Messages(Reply, tag="messages", frozen=True):
     head: Seq
 
     def __post_init__(self) -> None:
-        _check_room(self.room)
+        check_room(self.room)
 
 
 class SyncReply(Reply, tag="sync", frozen=True):
@@ -419,7 +315,7 @@ class KeyPackets(Reply, tag="key_packets", frozen=True):
     packets: list[KeyPacket]
 
     def __post_init__(self) -> None:
-        _check_room(self.room)
+        check_room(self.room)
 
 
 class Pong(Reply, tag="pong", frozen=True):
@@ -447,7 +343,7 @@ class MessagePush(Reply, tag="push_message", frozen=True):
     message: StoredMessage
 
     def __post_init__(self) -> None:
-        _check_room(self.room)
+        check_room(self.room)
 
 
 class RoomPush(Reply, tag="push_room", frozen=True):
@@ -458,7 +354,7 @@ class RoomPush(Reply, tag="push_room", frozen=True):
     reason: Literal["members", "epoch", "keys", "removed"]
 
     def __post_init__(self) -> None:
-        _check_room(self.room)
+        check_room(self.room)
 
 
 class Mark(Reply, tag="push_mark", frozen=True):
@@ -506,13 +402,13 @@ AnyReply = (
 )
 
 
-class ClientFrame(_Wire, frozen=True):
+class ClientFrame(Wire, frozen=True):
     v: int
     rid: RequestId
     req: AnyRequest
 
 
-class ServerFrame(_Wire, frozen=True):
+class ServerFrame(Wire, frozen=True):
     v: int
     rid: Annotated[int, Meta(ge=0, le=2**53)]
     msg: AnyReply

@@ -30,7 +30,7 @@ from msgspec import Meta
 
 from curvechat.protocol import limits as L
 from curvechat.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
-from curvechat.protocol.messages import Envelope, Key32, Millis, Room, Txn, User
+from curvechat.protocol.wire import Envelope, Key32, Millis, Room, Txn, User, Wire
 
 MAX_ENDPOINTS: Final = 4
 """Endpoints one record may announce."""
@@ -66,11 +66,7 @@ class PeerCode(enum.StrEnum):
 Endpoint = Annotated[str, Meta(pattern=r"^tcp://[0-9A-Za-z.:\[\]-]{1,200}:[0-9]{1,5}\Z")]
 
 
-class _Wire(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    pass
-
-
-class PeerRecord(_Wire, frozen=True):
+class PeerRecord(Wire, frozen=True):
     """Where `user` listens, and the CURVE key its listener proves."""
 
     user: User
@@ -80,12 +76,12 @@ class PeerRecord(_Wire, frozen=True):
     """The announcer's clock: a newer record replaces an older one."""
 
 
-class TxnRef(_Wire, array_like=True, frozen=True):
+class TxnRef(Wire, array_like=True, frozen=True):
     sender: User
     txn: Txn
 
 
-class PeerRequest(_Wire, tag_field="type", frozen=True):
+class PeerRequest(Wire, tag_field="type", frozen=True):
     pass
 
 
@@ -103,7 +99,7 @@ class Offer(PeerRequest, tag="offer", frozen=True):
     envelopes: Annotated[list[Envelope], Meta(max_length=MAX_RELAY)]
 
 
-class PeerReply(_Wire, tag_field="type", frozen=True):
+class PeerReply(Wire, tag_field="type", frozen=True):
     pass
 
 
@@ -115,7 +111,7 @@ class DigestReply(PeerReply, tag="digest_reply", frozen=True):
     """Refs the dialer listed that the listener lacks: offer them."""
 
 
-class Refused(_Wire, array_like=True, frozen=True):
+class Refused(Wire, array_like=True, frozen=True):
     txn: Txn
     code: Annotated[str, Meta(max_length=64)]
 
@@ -135,13 +131,13 @@ AnyPeerRequest = Digest | Offer
 AnyPeerReply = DigestReply | OfferReply | PeerError
 
 
-class PeerAsk(_Wire, frozen=True):
+class PeerAsk(Wire, frozen=True):
     v: int
     rid: Annotated[int, Meta(ge=1, le=2**53)]
     req: AnyPeerRequest
 
 
-class PeerAnswer(_Wire, frozen=True):
+class PeerAnswer(Wire, frozen=True):
     v: int
     rid: Annotated[int, Meta(ge=1, le=2**53)]
     msg: AnyPeerReply

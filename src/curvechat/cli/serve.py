@@ -13,8 +13,12 @@ import asyncio
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from curvechat.cli.common import EXIT_USAGE, CliError
+
+if TYPE_CHECKING:
+    from curvechat.store.etcd import EtcdSecurity
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -46,21 +50,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError("bad_argument", "--etcd-max-txn-ops must be 8 … 100000", EXIT_USAGE)
     etcd_security = None
     if args.store:
-        from curvechat.store.etcd import EtcdSecurity, parse_etcd_url
+        from curvechat.store.etcd import parse_etcd_url
 
         try:
             parse_etcd_url(args.store)
         except ValueError as exc:
             raise CliError("bad_argument", f"--store: {exc}", EXIT_USAGE) from exc
         try:
-            etcd_security = EtcdSecurity.load(
-                args.store,
-                ca_file=args.etcd_ca,
-                cert_file=args.etcd_cert,
-                key_file=args.etcd_key,
-                user=args.etcd_user,
-                password_file=args.etcd_password_file,
-            )
+            etcd_security = _etcd_security(args)
         except ValueError as exc:
             raise CliError("bad_argument", str(exc), EXIT_USAGE) from exc
     elif (
@@ -156,18 +153,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if args.store:
         if args.node:
             raise CliError("bad_argument", "give --node URLs or --store, not both", EXIT_USAGE)
-        from curvechat.store.etcd import EtcdSecurity
-
         try:
-            security = EtcdSecurity.load(
-                args.store,
-                ca_file=args.etcd_ca,
-                cert_file=args.etcd_cert,
-                key_file=args.etcd_key,
-                user=args.etcd_user,
-                password_file=args.etcd_password_file,
-            )
-            source = EtcdRegistry(args.store, security)
+            source = EtcdRegistry(args.store, _etcd_security(args))
         except ValueError as exc:
             raise CliError("bad_argument", f"--store: {exc}", EXIT_USAGE) from exc
     elif any(etcd_flags) or args.etcd_password_file:
@@ -204,3 +191,18 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError("bind_failed", str(exc)) from exc
     return 0
+
+
+def _etcd_security(args: argparse.Namespace) -> EtcdSecurity:
+    """TLS and credentials for --store from the --etcd-* flags (ValueError
+    says what is wrong with them). Loads gRPC: only when --store is given."""
+    from curvechat.store.etcd import EtcdSecurity
+
+    return EtcdSecurity.load(
+        args.store,
+        ca_file=args.etcd_ca,
+        cert_file=args.etcd_cert,
+        key_file=args.etcd_key,
+        user=args.etcd_user,
+        password_file=args.etcd_password_file,
+    )

@@ -1,0 +1,138 @@
+"""What etcd itself can do with the chat store's message transactions, with
+no chat node in the way: a fresh 3-member cluster on loopback, `WRITERS`
+Python writers each committing one room's messages in transactions shaped
+like `store/etcd/messages.py`'s fast path (per message: the message put,
+the idempotency-key put and its "absent" compare; per transaction: the
+head put), optionally with cluster feeds (`ClusterFeed`, what every node
+runs) watching. Prints msgs/s and the CPU etcd and this process spent per
+message (from /proc/<pid>/stat).
+
+    python -m bench.etcd_shape [--group 32] [--writers 2] [--watchers 0,2] [--seconds 5]
+
+docs/performance.md (the cluster row) compares it with the chat nodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from aetcd import rpc  # type: ignore[import-untyped]
+
+from bench.common import proc_cpu_seconds
+from curvechat.store.etcd import EtcdStore
+from curvechat.store.etcd import records as rec
+from curvechat.store.etcd.feed import ClusterFeed
+
+ENVELOPE = os.urandom(420)  # about a 100-character message's envelope
+
+
+def _self_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+async def _writer(store: EtcdStore, room: str, group: int, stop: asyncio.Event) -> int:
+    seq = done = 0
+    while not stop.is_set():
+        compares, puts = [], []
+        for _ in range(group):
+            seq += 1
+            txn = f"t{seq:015d}"
+            ik = store.k_idem(room, "alice", txn)
+            msg = rec.Msg(seq, "alice", txn, ENVELOPE, "bench")
+            puts.append(store._put(store.k_msg(room, seq), rec.enc.encode(msg)))
+            puts.append(store._put(ik, rec.enc.encode((seq, seq))))
+            compares.append(
+                rpc.Compare(
+                    key=ik,
+                    result=rpc.Compare.CompareResult.EQUAL,
+                    target=rpc.Compare.CompareTarget.VERSION,
+                    version=0,
+                )
+            )
+        puts.append(store._put(store.k_head(room), b"%d" % seq))
+        await store._txn(compares, puts)
+        done += group
+    return done
+
+
+async def _watcher(store: EtcdStore, seen: list[int]) -> None:
+    feed = ClusterFeed(store, await store.current_revision())
+    async for events in feed.stream():
+        seen[0] += len(events)
+
+
+async def one_run(
+    endpoints: list[str], pids: list[int], group: int, writers: int, watchers: int, seconds: float
+) -> dict[str, float]:
+    prefix = f"/bench-shape-{time.monotonic_ns()}/"
+    stores = [EtcdStore(endpoints, prefix=prefix) for _ in range(max(writers, watchers))]
+    for s in stores:
+        await s.open()
+    seen = [0]
+    watching = [asyncio.create_task(_watcher(stores[i], seen)) for i in range(watchers)]
+    await asyncio.sleep(0.5)
+    stop = asyncio.Event()
+    etcd0, self0, t0 = sum(map(proc_cpu_seconds, pids)), _self_cpu(), time.monotonic()
+    writing = [
+        asyncio.create_task(_writer(stores[i], f"room{i}", group, stop)) for i in range(writers)
+    ]
+    await asyncio.sleep(seconds)
+    stop.set()
+    n = sum(await asyncio.gather(*writing))
+    wall = time.monotonic() - t0
+    etcd_cpu = sum(map(proc_cpu_seconds, pids)) - etcd0
+    self_cpu = _self_cpu() - self0
+    for t in watching:
+        t.cancel()
+    await asyncio.gather(*watching, return_exceptions=True)
+    for s in stores:
+        await s.close()
+    return {
+        "msgs_per_s": round(n / wall, 1),
+        "etcd_us_per_msg": round(1e6 * etcd_cpu / n, 1),
+        "python_us_per_msg": round(1e6 * self_cpu / n, 1),
+        "events_seen": seen[0],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from support.etcd import etcd_cluster
+
+    ap = argparse.ArgumentParser(prog="python -m bench.etcd_shape", description=__doc__)
+    ap.add_argument("--group", type=int, default=32, help="messages per transaction (<= 40)")
+    ap.add_argument("--writers", type=int, default=2)
+    ap.add_argument("--watchers", default="0,2", help="feeds watching, one run each")
+    ap.add_argument("--seconds", type=float, default=5.0)
+    args = ap.parse_args(argv)
+    if not 1 <= args.group <= 40:  # 3 operations per message under etcd's 128
+        ap.error("--group must be 1 … 40")
+    with tempfile.TemporaryDirectory() as tmp, etcd_cluster(Path(tmp), size=3) as etcd:
+        pids = [m.proc.pid for m in etcd.members if m.proc is not None]
+        for watchers in (int(w) for w in args.watchers.split(",")):
+            r = asyncio.run(
+                one_run(
+                    etcd.endpoints.split(","),
+                    pids,
+                    args.group,
+                    args.writers,
+                    watchers,
+                    args.seconds,
+                )
+            )
+            print(
+                f"group {args.group}, {args.writers} writers, {watchers} watchers:"
+                f" {r['msgs_per_s']:,.0f} msgs/s, etcd {r['etcd_us_per_msg']} us/msg,"
+                f" this process {r['python_us_per_msg']} us/msg, events seen {r['events_seen']}",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -102,6 +102,8 @@ async def one_run(
 
 
 def main(argv: list[str] | None = None) -> int:
+    import bench.harness  # noqa: F401 - puts tests/ on sys.path, for support.etcd
+
     from support.etcd import etcd_cluster
 
     ap = argparse.ArgumentParser(prog="python -m bench.etcd_shape", description=__doc__)

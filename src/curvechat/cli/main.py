@@ -11,8 +11,7 @@ the local cache (`cli/offline.py`); how long a command waits to know that is
 `cli/reach.py`.
 
 Here is only `main`: the parser is `cli/parser.py`, the commands
-`cli/commands.py` and `cli/serve.py`, what they share `cli/common.py`. The
-names they had here are still importable from here.
+`cli/commands.py` and `cli/serve.py`, what they share `cli/common.py`.
 """
 
 from __future__ import annotations
@@ -21,88 +20,9 @@ import contextlib
 import logging
 import sys
 
-from curvechat.cli.commands import (
-    cmd_chat,
-    cmd_create,
-    cmd_dm,
-    cmd_history,
-    cmd_history_sharing,
-    cmd_init,
-    cmd_invite,
-    cmd_keys,
-    cmd_leave,
-    cmd_members,
-    cmd_promote,
-    cmd_remove,
-    cmd_rooms,
-    cmd_send,
-    cmd_tail,
-)
-from curvechat.cli.common import (
-    EXIT_FAIL,
-    EXIT_QUEUED,
-    EXIT_UNREACHABLE,
-    EXIT_USAGE,
-    CliError,
-    _addresses,
-    _fail,
-    _home,
-    _iso,
-    _load_identity,
-    _local,
-    _message_json,
-    _message_line,
-    _message_record,
-    _passphrase,
-    _resolve_room,
-    _run,
-    _server_string,
-    _with_client,
-)
+from curvechat.cli.common import EXIT_FAIL, EXIT_USAGE, CliError, _fail
 from curvechat.cli.output import log_handler
 from curvechat.cli.parser import build_parser
-from curvechat.cli.serve import cmd_monitor, cmd_serve
-
-__all__ = [
-    "EXIT_FAIL",
-    "EXIT_QUEUED",
-    "EXIT_UNREACHABLE",
-    "EXIT_USAGE",
-    "CliError",
-    "_addresses",
-    "_fail",
-    "_home",
-    "_iso",
-    "_load_identity",
-    "_local",
-    "_message_json",
-    "_message_line",
-    "_message_record",
-    "_passphrase",
-    "_resolve_room",
-    "_run",
-    "_server_string",
-    "_with_client",
-    "build_parser",
-    "cmd_chat",
-    "cmd_create",
-    "cmd_dm",
-    "cmd_history",
-    "cmd_history_sharing",
-    "cmd_init",
-    "cmd_invite",
-    "cmd_keys",
-    "cmd_leave",
-    "cmd_members",
-    "cmd_monitor",
-    "cmd_promote",
-    "cmd_remove",
-    "cmd_rooms",
-    "cmd_send",
-    "cmd_serve",
-    "cmd_tail",
-    "main",
-]
 
 
 def main(argv: list[str] | None = None) -> int:

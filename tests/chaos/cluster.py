@@ -131,17 +131,21 @@ class ChaosCluster:
             if not node.alive():
                 node.start()
 
-    def stop(self) -> tuple[dict[str, list[str]], dict[str, int]]:
+    def stop(self) -> tuple[dict[str, list[str]], dict[str, int], dict[str, int]]:
         """Stop everything; returns each node's log lines that hold a traceback,
-        and how many times each node's watch re-listed after a compaction."""
+        how many times each node's watch re-listed after a compaction, and
+        how many forwards each node committed itself because the owner's
+        link did not answer (or refused) them."""
         problems: dict[str, list[str]] = {}
         relists: dict[str, int] = {}
+        fallbacks: dict[str, int] = {}
         for node in self.nodes:
             node.cont()
             with contextlib.suppress(subprocess.TimeoutExpired, OSError):
                 node.proc.stop()
             log = node.proc.log()
             relists[node.name] = log.count("re-listing")
+            fallbacks[node.name] = log.count("; committing here")
             bad = [
                 line
                 for line in log.splitlines()
@@ -151,4 +155,4 @@ class ChaosCluster:
                 problems[node.name] = bad[:10]
         self.hub.close()
         self.etcd.stop()
-        return problems, relists
+        return problems, relists, fallbacks

@@ -141,6 +141,7 @@ async def run(config: Config, work: Path, results: Path | None) -> dict[str, Any
     drain: dict[str, Any] = {}
     problems: dict[str, list[str]] = {}
     relists: dict[str, int] = {}
+    fallbacks: dict[str, int] = {}
     workload_errors: list[str] = []
     try:
         await asyncio.to_thread(cluster.start)
@@ -204,7 +205,7 @@ async def run(config: Config, work: Path, results: Path | None) -> dict[str, Any
             await storm.stop()
         if workload is not None:
             await workload.close()
-        problems, relists = await asyncio.to_thread(cluster.stop)
+        problems, relists, fallbacks = await asyncio.to_thread(cluster.stop)
     hist = history.as_dict()
     result = check(hist)
     result["drain"] = drain
@@ -226,6 +227,7 @@ async def run(config: Config, work: Path, results: Path | None) -> dict[str, Any
         "faults": history.faults,
         "node_log_problems": problems,
         "relists": relists,
+        "link_fallbacks": fallbacks,
         "workload_errors": workload_errors,
         "wall_s": round(time.monotonic() - started, 1),
     }

@@ -53,5 +53,6 @@ async def test_short_mixed_chaos_run(tmp_path: Path) -> None:
     assert counts["acked"] > 200, summary
     assert counts["ambiguous"] >= 1, summary  # sends timed out while quorum was lost
     assert sum(report["relists"].values()) >= 1, summary  # the lagging node re-listed
+    assert sum(report["link_fallbacks"].values()) >= 1, summary  # the cut node link bit
     assert report["storms"][0]["all_reconnected"], summary
     assert not report["node_log_problems"], summary

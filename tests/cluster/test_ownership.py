@@ -186,6 +186,9 @@ async def test_a_hung_owner_costs_one_timeout(nodes: Nodes, clients: ClientFacto
         (["--store", "etcd://h:2379", "--link-advertise", "tcp://h:*"], "tcp://HOST:PORT"),
         (["--store", "etcd://h:2379", "--link-advertise", "tcp://h:0"], "tcp://HOST:PORT"),
         (["--store", "etcd://h:2379", "--link-advertise", "tcp://h:70000"], "tcp://HOST:PORT"),
+        (["--store", "etcd://h:2379", "--link-advertise", "tcp://a,b:7701"], "tcp://HOST:PORT"),
+        (["--store", "etcd://h:2379", "--link-advertise", "tcp://u@h:7701"], "tcp://HOST:PORT"),
+        (["--store", "etcd://h:2379", "--link-advertise", "tcp://0.0.0.0:7701"], "not 0.0.0.0"),
     ],
 )
 def test_serve_refuses_a_bad_link_bind(

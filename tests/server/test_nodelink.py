@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -104,3 +105,26 @@ async def test_a_failing_part_fails_the_call_and_leaves_nothing_unsettled(
     gc.collect()
     await asyncio.sleep(0)
     assert unseen == []
+
+
+@pytest.mark.parametrize(
+    "link",
+    [("tcp://a,b:7701", None), ("tcp://user@h:7701", None), ("tcp://127.0.0.1:7701", b"short")],
+)
+async def test_a_link_libzmq_cannot_use_falls_back_and_warns_once(
+    ctx: zmq.asyncio.Context, link: tuple[str, bytes | None], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another node's bad registry entry (a mistyped --link-advertise, a bad
+    key) must not break this node: its rooms' sends are committed here."""
+    store = FakeStore()
+    fwd = forwarder(ctx, store)
+    endpoint, key = link
+    entry = (endpoint, key or zmq.curve_keypair()[0])
+    with caplog.at_level(logging.WARNING, logger="curvechat.server"):
+        for _ in range(3):  # as each registry refresh would
+            fwd.set_links({"b": entry})
+        acks = await fwd.append([msg(THEIRS, "t1")])
+    assert [a.txn for a in acks] == ["t1"] and store.calls == [["t1"]]
+    assert (fwd.forwarded, fwd.fallbacks) == (0, 1)
+    assert sum("cannot use" in r.getMessage() for r in caplog.records) == 1
+    await fwd.close()

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aetcd import rpc  # type: ignore[import-untyped]
 
-from curvechat.store import NewMessage
+from curvechat.store import NewMessage, NodeNameTaken
 from curvechat.store.etcd import EtcdStore
 from curvechat.store.etcd.feed import (
     ClusterFeed,
@@ -102,3 +102,24 @@ async def test_a_compacted_revision_is_said(store: EtcdStore) -> None:
     feed = ClusterFeed(store, start)
     (event,) = await take(feed, 1)
     assert event == Compacted(now)
+
+
+async def test_a_name_is_claimed_only_when_free_or_ones_own(store: EtcdStore) -> None:
+    def taken(value: bytes) -> str | None:
+        return None if value.startswith(b"me") else f"held by {value.decode()}"
+
+    other = NodeRegistry(store, "n2", ttl=5)
+    await other.register(b"other node")
+    me = NodeRegistry(store, "n2", ttl=5)
+    with pytest.raises(NodeNameTaken, match="held by other node"):
+        await me.register(b"me", taken)
+    assert me.lease_id == 0  # the new lease was revoked, none left behind
+    assert await me.values() == [b"other node"]
+    await other.revoke()
+    await me.register(b"me, first life", taken)  # free: claimed
+    again = NodeRegistry(store, "n2", ttl=5)
+    await again.register(b"me, second life", taken)  # its own entry: taken back
+    assert await again.values() == [b"me, second life"]
+    await me.revoke()  # the first life's lease no longer holds the key
+    assert await again.values() == [b"me, second life"]
+    await again.revoke()

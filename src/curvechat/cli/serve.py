@@ -88,10 +88,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.link_advertise is not None:
         if not args.store:
             raise CliError("bad_argument", "--link-advertise needs --store", EXIT_USAGE)
-        port = re.fullmatch(r"tcp://[^\s/*]+:(\d{1,5})", args.link_advertise)
-        if port is None or not 0 < int(port.group(1)) < 65536:
+        found = re.fullmatch(
+            r"tcp://([0-9A-Za-z.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]):(\d{1,5})", args.link_advertise
+        )
+        if (
+            found is None
+            or found.group(1) in ("0.0.0.0", "[::]")  # where to listen, not where to reach
+            or not 0 < int(found.group(2)) < 65536
+        ):
             raise CliError(
-                "bad_argument", "--link-advertise must look like tcp://HOST:PORT", EXIT_USAGE
+                "bad_argument",
+                "--link-advertise must look like tcp://HOST:PORT, with a host the other"
+                " nodes can reach (not 0.0.0.0)",
+                EXIT_USAGE,
             )
 
     data = Path(args.data) if args.data else Path(os.environ.get("CURVECHAT_DATA", "data"))

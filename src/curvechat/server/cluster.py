@@ -36,7 +36,7 @@ from curvechat.protocol.limits import MAX_PEERS
 from curvechat.server.node import ChatNode
 from curvechat.server.nodelink import NodeLink
 from curvechat.server.storeguard import StoreGuard
-from curvechat.store import StoredRow, StoreUnavailable
+from curvechat.store import NodeNameTaken, StoredRow, StoreUnavailable
 from curvechat.store.etcd import EtcdStore
 from curvechat.store.etcd.feed import (
     ClusterFeed,
@@ -112,8 +112,7 @@ class Cluster:
         if self.link is not None and self._link_bind is not None:
             host = parse_connect(self.connect)[0].endpoint.removeprefix("tcp://").rpartition(":")[0]
             self.link.start(self._link_bind, host, self._link_advertise)
-        await self.registry.register(self._info("up"), self._taken)
-        self.status = "up"
+        await self._register("up")
         # Which etcd members serve (calls on one that does not give up at
         # once), and whether any answers at all (if none, clients move).
         self.probe = EtcdProbe(self.store)
@@ -173,7 +172,9 @@ class Cluster:
         )
 
     async def _register(self, status: str) -> None:
-        await self.registry.register(self._info(status))
+        """Register (at start, and anew after the lease expired); refused
+        with NodeNameTaken when another node holds this node's name."""
+        await self.registry.register(self._info(status), self._taken)
         self.status = status
 
     async def members(self) -> list[NodeInfo]:
@@ -188,6 +189,13 @@ class Cluster:
             except StoreUnavailable as exc:
                 log.warning("cluster registry: %s; retrying", exc)
                 await asyncio.sleep(RETRY_S)
+            except NodeNameTaken as exc:
+                # Another node took this node's name while its lease had
+                # expired: stay out of the registry (its rooms are owned by
+                # the registered nodes, this node forwards to them) and try
+                # again after a lease's time.
+                log.error("cluster registry: %s; this node stays unregistered", exc)
+                await asyncio.sleep(LEASE_TTL_S)
 
     async def _tick(self, alive: bool) -> None:
         if not alive:

@@ -74,6 +74,7 @@ class Forwarder:
         self.origin = origin
         self._peers: dict[str, _Peer] = {}
         self._links: dict[str, tuple[str, bytes]] = {}  # name -> (endpoint, key)
+        self._unusable: dict[str, tuple[str, bytes]] = {}  # links already warned about
         self._pending: dict[int, asyncio.Future[list[Committed]]] = {}
         self._ids = itertools.count(1)
         self.forwarded = 0  # messages sent to an owner
@@ -111,17 +112,27 @@ class Forwarder:
             return None
         endpoint, key = link
         sock = self._ctx.socket(zmq.DEALER)
-        sock.curve_secretkey = self._secret
-        sock.curve_publickey = self._public
-        sock.curve_serverkey = key
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing for a link not up
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_LINK_FRAME)
-        sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, 2000)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
-        sock.connect(endpoint)
+        try:
+            sock.curve_secretkey = self._secret
+            sock.curve_publickey = self._public
+            sock.curve_serverkey = key
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing for a link not up
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_LINK_FRAME)
+            sock.setsockopt(zmq.RECONNECT_IVL, 100)
+            sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+            sock.setsockopt(zmq.HEARTBEAT_IVL, 2000)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
+            sock.connect(endpoint)
+        except (zmq.ZMQError, ValueError, TypeError) as exc:
+            # A registry entry libzmq cannot use (another node's bad
+            # --link-advertise): no link to it; its rooms' sends are
+            # committed here (the head CAS fences the two writers).
+            sock.close(linger=0)
+            if self._unusable.get(name) != link:
+                self._unusable[name] = link
+                log.warning("node link to %s: cannot use %r: %s", name, endpoint, exc)
+            return None
         peer = self._peers[name] = _Peer(name, sock)
         peer.reader = asyncio.create_task(self._read(peer), name=f"node-link-{name}")
         return peer

@@ -136,6 +136,18 @@ class ClusterFeed:
         return None
 
 
+CLAIM_TRIES = 5
+
+
+def _version_is(key: bytes, version: int) -> Any:
+    return rpc.Compare(
+        key=key,
+        result=rpc.Compare.CompareResult.EQUAL,
+        target=rpc.Compare.CompareTarget.VERSION,
+        version=version,
+    )
+
+
 class NodeRegistry:
     """The live nodes: one key each, under a lease of `ttl` seconds."""
 
@@ -162,31 +174,47 @@ class NodeRegistry:
             store.stream_failed()
             raise StoreUnavailable(f"etcd: {exc.code().name}: {exc.details()}") from exc
         self.lease_id = int(grant.ID)
-        if taken is None:
-            await self.update(value)
-            return
-        put = rpc.PutRequest(key=self.key, value=value, lease=self.lease_id)
-        absent = rpc.Compare(
-            key=self.key,
-            result=rpc.Compare.CompareResult.EQUAL,
-            target=rpc.Compare.CompareTarget.VERSION,
-            version=0,
-        )
-        resp = await store._txn(
-            [absent],
-            [rpc.RequestOp(request_put=put)],
-            [rpc.RequestOp(request_range=rpc.RangeRequest(key=self.key))],
-        )
-        if resp.succeeded:
-            return
-        kvs = resp.responses[0].response_range.kvs
-        why = taken(bytes(kvs[0].value)) if kvs else None
-        if why is not None:
+        try:
+            if taken is None:
+                await self.update(value)
+            else:
+                await self._claim(value, taken)
+        except asyncio.CancelledError:
+            self.lease_id = 0  # it expires within ttl, with the key if it was written
+            raise
+        except BaseException:
+            # No lease left alive without this node's key under it.
             with contextlib.suppress(StoreUnavailable):
                 await self.revoke()
             self.lease_id = 0
-            raise NodeNameTaken(why)
-        await self.update(value)  # an earlier life's entry (or gone meanwhile)
+            raise
+
+    async def _claim(self, value: bytes, taken: Callable[[bytes], str | None]) -> None:
+        """Write this node's key under the new lease if it is absent, or if
+        it is this node's own (then only if it did not change since read)."""
+        store = self.store
+        put = rpc.RequestOp(
+            request_put=rpc.PutRequest(key=self.key, value=value, lease=self.lease_id)
+        )
+        for _ in range(CLAIM_TRIES):
+            resp = await store._txn(
+                [_version_is(self.key, 0)],
+                [put],
+                [rpc.RequestOp(request_range=rpc.RangeRequest(key=self.key))],
+            )
+            if resp.succeeded:
+                return
+            kvs = resp.responses[0].response_range.kvs
+            if not kvs:
+                continue  # gone meanwhile
+            why = taken(bytes(kvs[0].value))
+            if why is not None:
+                raise NodeNameTaken(why)
+            # An earlier life's entry: taken back only as it was read.
+            same = store._mod_is(self.key, int(kvs[0].mod_revision))
+            if (await store._txn([same], [put])).succeeded:
+                return
+        raise StoreUnavailable("node registry: this node's entry kept changing; retrying")
 
     async def update(self, value: bytes) -> None:
         """Rewrite this node's key (same lease)."""

@@ -17,10 +17,14 @@ forwards to this node's rooms can be cut too.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import re
 import subprocess
 import time
 import uuid
 from pathlib import Path
+
+from curvechat.server.ownership import owner_of
 
 from .peers import PeerNet, add_peer_proxies
 from .proxy import Proxy, ProxyHub
@@ -57,6 +61,11 @@ class ChaosNode:
     def proxies(self) -> list[Proxy]:
         return [self.client_proxy, *self.etcd_proxies, self.link_proxy]
 
+    def node_id(self) -> str:
+        """The node's name in its own logs (kept in DATA/node.id)."""
+        path = self.proc.data / "node.id"
+        return path.read_text().strip() if path.exists() else ""
+
     def alive(self) -> bool:
         return self.proc.proc is not None and self.proc.proc.poll() is None
 
@@ -86,6 +95,18 @@ class ChaosNode:
         self.paused = False
 
 
+_FALLBACK = re.compile(r"^(\S+ \S+) WARNING \S+ node link to (\S+): .*; committing here$", re.M)
+
+
+def _fallbacks(log: str, names: dict[str, str]) -> list[tuple[float, str]]:
+    """The fallback lines of a node's log: (time, owner's chaos name)."""
+    out = []
+    for stamp, owner in _FALLBACK.findall(log):
+        t = datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        out.append((t, names.get(owner, owner)))
+    return out
+
+
 class ChaosCluster:
     def __init__(self, root: Path, nodes: int = 3) -> None:
         self.root = root
@@ -94,6 +115,7 @@ class ChaosCluster:
         self.prefix = f"chaos-{uuid.uuid4().hex[:12]}"
         self.nodes: list[ChaosNode] = []
         self._size = nodes
+        self.rooms: list[str] = []  # the workload's, once it made them
 
     def start(self) -> ChaosCluster:
         # etcd's peer links through proxies too, so that members can be
@@ -114,6 +136,15 @@ class ChaosCluster:
     def node(self, name: str) -> ChaosNode:
         return next(n for n in self.nodes if n.name == name)
 
+    def room_owner(self, prefer: str) -> str:
+        """`prefer` if it owns one of the workload's rooms (server/ownership.py,
+        over all nodes), else the node that owns the most."""
+        ids = {n.node_id(): n.name for n in self.nodes}
+        owned = [ids[owner_of(room, ids)] for room in self.rooms if owner_of(room, ids)]
+        if prefer in owned or not owned:
+            return prefer
+        return max(set(owned), key=owned.count)
+
     def heal_network(self) -> None:
         for proxy in self.hub.proxies:
             proxy.heal()
@@ -131,21 +162,22 @@ class ChaosCluster:
             if not node.alive():
                 node.start()
 
-    def stop(self) -> tuple[dict[str, list[str]], dict[str, int], dict[str, int]]:
+    def stop(self) -> tuple[dict[str, list[str]], dict[str, int], list[tuple[float, str]]]:
         """Stop everything; returns each node's log lines that hold a traceback,
         how many times each node's watch re-listed after a compaction, and
-        how many forwards each node committed itself because the owner's
-        link did not answer (or refused) them."""
+        the forwards a node committed itself because the owner's link did
+        not answer (or refused) them: (wall-clock time, owner's name here)."""
         problems: dict[str, list[str]] = {}
         relists: dict[str, int] = {}
-        fallbacks: dict[str, int] = {}
+        fallbacks: list[tuple[float, str]] = []
+        names = {n.node_id(): n.name for n in self.nodes}
         for node in self.nodes:
             node.cont()
             with contextlib.suppress(subprocess.TimeoutExpired, OSError):
                 node.proc.stop()
             log = node.proc.log()
             relists[node.name] = log.count("re-listing")
-            fallbacks[node.name] = log.count("; committing here")
+            fallbacks += _fallbacks(log, names)
             bad = [
                 line
                 for line in log.splitlines()

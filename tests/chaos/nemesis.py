@@ -226,6 +226,10 @@ class CutNodeLink(CutLinks):
     name = "cut-node-link"
     links = "link"
 
+    def __init__(self, cluster: ChaosCluster, node: str) -> None:
+        # A node that owns none of the rooms gets no forwards: cut one that does.
+        super().__init__(cluster, cluster.room_owner(node))
+
 
 class CutClients(CutLinks):
     """Clients of one node cut off (the link is down and says so: resets);
@@ -250,7 +254,7 @@ class CompactPastLagging(CutLinks):
 
 class Slow(NodeFault):
     """Added latency and (emulated, see proxy.py) packet loss on every link of
-    one node: to its clients and to etcd."""
+    one node: to its clients, to etcd, and the other nodes' forwards to it."""
 
     name = "latency+loss"
 
@@ -390,7 +394,7 @@ def short_schedule(node_names: list[str]) -> list[Step]:
         Step(24, LEASE_TTL_S + 2, _maker("pause-node", b)),
         Step(26, 5, _maker("isolate-node", c)),
         Step(33, 4, _maker("cut-clients", a)),
-        Step(34, 5, _maker("cut-node-link", b)),
+        Step(33, 6, _maker("cut-node-link", a)),  # a, or the node that owns rooms
         Step(39, 6, _maker("compact-lagging", c)),
         Step(40, 4, _maker("kill-etcd-follower", a)),
         Step(46, 5, _maker("partition-etcd-leader", a)),

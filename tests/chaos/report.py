@@ -91,10 +91,10 @@ def summary(report: dict[str, Any]) -> str:
     if r.get("gaps"):
         lines += [*summary_lines(r["gaps"]), ""]
     lines.append(f"watch re-lists after compaction, per node: {report.get('relists')}")
-    lines.append(
-        "forwards committed by the taking node after the owner's link failed, per node:"
-        f" {report.get('link_fallbacks')}"
-    )
+    owners: dict[str, int] = {}
+    for f in report.get("link_fallbacks", []):
+        owners[f["owner"]] = owners.get(f["owner"], 0) + 1
+    lines.append(f"forwards committed here after the owner's link failed, per owner: {owners}")
     if report.get("workload_errors"):
         lines.append(f"workload errors: {report['workload_errors']}")
     if report.get("node_log_problems"):

@@ -141,7 +141,7 @@ async def run(config: Config, work: Path, results: Path | None) -> dict[str, Any
     drain: dict[str, Any] = {}
     problems: dict[str, list[str]] = {}
     relists: dict[str, int] = {}
-    fallbacks: dict[str, int] = {}
+    fallbacks: list[tuple[float, str]] = []
     workload_errors: list[str] = []
     try:
         await asyncio.to_thread(cluster.start)
@@ -155,6 +155,7 @@ async def run(config: Config, work: Path, results: Path | None) -> dict[str, Any
             seed=config.seed,
         )
         await workload.setup()
+        cluster.rooms = list(history.rooms)
         names = [n.name for n in cluster.nodes]
         steps: list[Step] = (
             short_schedule(names)
@@ -227,7 +228,10 @@ async def run(config: Config, work: Path, results: Path | None) -> dict[str, Any
         "faults": history.faults,
         "node_log_problems": problems,
         "relists": relists,
-        "link_fallbacks": fallbacks,
+        # Run-relative times, like the faults'.
+        "link_fallbacks": [
+            {"t": round(t - history.wall0, 3), "owner": owner} for t, owner in fallbacks
+        ],
         "workload_errors": workload_errors,
         "wall_s": round(time.monotonic() - started, 1),
     }

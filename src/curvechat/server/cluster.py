@@ -196,6 +196,11 @@ class Cluster:
                 # again after a lease's time.
                 log.error("cluster registry: %s; this node stays unregistered", exc)
                 await asyncio.sleep(LEASE_TTL_S)
+            except Exception:
+                # A bug or an error of the gRPC stream: never end the keep-alive
+                # for good (the node would drop out of the registry unseen).
+                log.exception("cluster registry: keep-alive failed; retrying")
+                await asyncio.sleep(RETRY_S)
 
     async def _tick(self, alive: bool) -> None:
         if not alive:

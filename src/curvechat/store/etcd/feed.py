@@ -110,6 +110,9 @@ class ClusterFeed:
                     self.revision = max(self.revision, int(resp.header.revision))
         except rpc.AioRpcError as exc:
             raise self._broke(exc) from exc
+        except asyncio.InvalidStateError as exc:  # gRPC: "RPC already finished"
+            store.stream_failed()
+            raise StoreUnavailable(f"etcd watch: the stream ended: {exc}") from exc
         except StoreUnavailable:
             store.stream_failed()
             raise
@@ -237,17 +240,22 @@ class NodeRegistry:
             raise StoreUnavailable(f"etcd: {exc.code().name}: {exc.details()}") from exc
         try:
             while True:
-                await call.write(rpc.LeaseKeepAliveRequest(ID=self.lease_id))
+                # The write too: on a stream whose member was killed it can
+                # wait forever, and the lease then runs out unnoticed.
                 async with asyncio.timeout(store.timeout):
+                    await call.write(rpc.LeaseKeepAliveRequest(ID=self.lease_id))
                     resp = await call.read()
                 alive = int(getattr(resp, "TTL", 0)) > 0  # else expired, or the stream ended
                 await tick(alive)
                 if not alive:
                     return
                 await asyncio.sleep(every)
-        except (rpc.AioRpcError, TimeoutError) as exc:
+        except (rpc.AioRpcError, TimeoutError, asyncio.InvalidStateError) as exc:
+            # InvalidStateError: gRPC's "RPC already finished", a write on a
+            # stream whose member went away. Uncaught, it once ended the
+            # keep-alive for good and the node dropped out of the registry.
             store.stream_failed()
-            raise StoreUnavailable(f"etcd lease keep-alive: {exc}") from exc
+            raise StoreUnavailable(f"etcd lease keep-alive: {exc!r}") from exc
         finally:
             call.cancel()
 

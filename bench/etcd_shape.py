@@ -21,19 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from aetcd import rpc  # type: ignore[import-untyped]
-
 from bench.common import proc_cpu_seconds
 from curvechat.store.etcd import EtcdStore
 from curvechat.store.etcd import records as rec
 from curvechat.store.etcd.feed import ClusterFeed
 
 ENVELOPE = os.urandom(420)  # about a 100-character message's envelope
-
-
-def _self_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 async def _writer(store: EtcdStore, room: str, group: int, stop: asyncio.Event) -> int:
@@ -47,14 +40,7 @@ async def _writer(store: EtcdStore, room: str, group: int, stop: asyncio.Event) 
             msg = rec.Msg(seq, "alice", txn, ENVELOPE, "bench")
             puts.append(store._put(store.k_msg(room, seq), rec.enc.encode(msg)))
             puts.append(store._put(ik, rec.enc.encode((seq, seq))))
-            compares.append(
-                rpc.Compare(
-                    key=ik,
-                    result=rpc.Compare.CompareResult.EQUAL,
-                    target=rpc.Compare.CompareTarget.VERSION,
-                    version=0,
-                )
-            )
+            compares.append(store._version_is(ik, 0))
         puts.append(store._put(store.k_head(room), b"%d" % seq))
         await store._txn(compares, puts)
         done += group
@@ -78,7 +64,8 @@ async def one_run(
     watching = [asyncio.create_task(_watcher(stores[i], seen)) for i in range(watchers)]
     await asyncio.sleep(0.5)
     stop = asyncio.Event()
-    etcd0, self0, t0 = sum(map(proc_cpu_seconds, pids)), _self_cpu(), time.monotonic()
+    me = os.getpid()
+    etcd0, self0, t0 = sum(map(proc_cpu_seconds, pids)), proc_cpu_seconds(me), time.monotonic()
     writing = [
         asyncio.create_task(_writer(stores[i], f"room{i}", group, stop)) for i in range(writers)
     ]
@@ -87,7 +74,7 @@ async def one_run(
     n = sum(await asyncio.gather(*writing))
     wall = time.monotonic() - t0
     etcd_cpu = sum(map(proc_cpu_seconds, pids)) - etcd0
-    self_cpu = _self_cpu() - self0
+    self_cpu = proc_cpu_seconds(me) - self0
     for t in watching:
         t.cancel()
     await asyncio.gather(*watching, return_exceptions=True)

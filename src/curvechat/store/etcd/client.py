@@ -99,6 +99,13 @@ class EtcdClient(Keys):
         return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
 
     @staticmethod
+    def _version_is(key: bytes, version: int, result: Any = rpc.Compare.CompareResult.EQUAL) -> Any:
+        """Compare a key's version (0: absent) with `result` (EQUAL, GREATER...)."""
+        return rpc.Compare(
+            key=key, result=result, target=rpc.Compare.CompareTarget.VERSION, version=version
+        )
+
+    @staticmethod
     def _mod_is(key: bytes, revision: int) -> Any:
         return rpc.Compare(
             key=key,

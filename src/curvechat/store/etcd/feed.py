@@ -142,15 +142,6 @@ class ClusterFeed:
 CLAIM_TRIES = 5
 
 
-def _version_is(key: bytes, version: int) -> Any:
-    return rpc.Compare(
-        key=key,
-        result=rpc.Compare.CompareResult.EQUAL,
-        target=rpc.Compare.CompareTarget.VERSION,
-        version=version,
-    )
-
-
 class NodeRegistry:
     """The live nodes: one key each, under a lease of `ttl` seconds."""
 
@@ -201,7 +192,7 @@ class NodeRegistry:
         )
         for _ in range(CLAIM_TRIES):
             resp = await store._txn(
-                [_version_is(self.key, 0)],
+                [store._version_is(self.key, 0)],
                 [put],
                 [rpc.RequestOp(request_range=rpc.RangeRequest(key=self.key))],
             )

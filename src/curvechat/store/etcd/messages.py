@@ -33,7 +33,6 @@ room in a transaction that does not compare it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -43,24 +42,14 @@ from aetcd import rpc  # type: ignore[import-untyped]
 from curvechat.store.base import Committed, NewMessage, NoSuchRoom, StoreUnavailable
 from curvechat.store.committer import Outcome
 from curvechat.store.etcd import records as rec
+from curvechat.store.etcd.client import CAS_RETRIES, now_ms
 
 if TYPE_CHECKING:
     from curvechat.store.etcd import EtcdStore
 
 MAX_TXN_BYTES = 1024 * 1024  # below etcd's default --max-request-bytes (1.5 MiB)
-CAS_RETRIES = 200
 MSG_OVERHEAD = 200  # bytes counted per message on top of its envelope (keys, ids)
 ROOMS_REMEMBERED = 10_000
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _version_is(key: bytes, version: int, result: Any) -> Any:
-    return rpc.Compare(
-        key=key, result=result, target=rpc.Compare.CompareTarget.VERSION, version=version
-    )
 
 
 _EQUAL = rpc.Compare.CompareResult.EQUAL
@@ -120,7 +109,7 @@ class MessageCommits:
         compares: list[Any] = []
         writes: list[Any] = []
         size = 0
-        now = _now_ms()
+        now = now_ms()
         results: list[list[Committed]] = []
         for batch in batches[start:]:
             if any(m.room not in rooms for m in batch):
@@ -141,12 +130,12 @@ class MessageCommits:
                 if m.after is not None:
                     ak = st.k_idem(m.room, m.sender, m.after)
                     if ak not in assigned:
-                        compares.append(_version_is(ak, 0, _GREATER))
+                        compares.append(st._version_is(ak, 0, _GREATER))
                 known = rooms[m.room]
                 if m.expect is not None and tuple(m.expect) != known.meta:
                     acks.append(Committed(m.room, m.txn, 0, 0, False, stale=True))
                     continue
-                compares.append(_version_is(ik, 0, _EQUAL))
+                compares.append(st._version_is(ik, 0, _EQUAL))
                 cur = state.get(m.room)
                 if cur is None:
                     cur = state[m.room] = [known.head, known.last_ts]
@@ -261,7 +250,7 @@ class MessageCommits:
             for k, kvs in zip(idem_keys, got, strict=True)
             if kvs
         }
-        now = _now_ms()
+        now = now_ms()
         state: dict[str, list[int]] = {}
         writes: list[Any] = []
         size = 0

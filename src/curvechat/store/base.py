@@ -172,6 +172,24 @@ class StoredRow(msgspec.Struct, frozen=True):
     envelope: bytes
 
 
+def check_packets(room: str, packets: Sequence[PacketRecord]) -> None:
+    """Every backend's argument check: each key packet is for `room`."""
+    for packet in packets:
+        if packet.room != room:
+            raise ValueError(f"a key packet for room {packet.room!r} given for room {room!r}")
+
+
+def check_new_room(
+    room: str, ops: Sequence[OpRecord], epoch: EpochRecord, packets: Sequence[PacketRecord]
+) -> None:
+    """Every backend's argument check of `create_room`."""
+    if [op.index for op in ops] != list(range(len(ops))):
+        raise ValueError("create_room takes ops indexed 0..n-1")
+    if epoch.epoch != 0:
+        raise ValueError("create_room starts epoch 0")
+    check_packets(room, packets)
+
+
 class Store(abc.ABC):
     """Async store interface. Implementations must be safe to call from many
     tasks of one event loop at once."""

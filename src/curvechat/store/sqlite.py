@@ -56,6 +56,8 @@ from curvechat.store.base import (
     StoredRow,
     StoreUnavailable,
     UserRecord,
+    check_new_room,
+    check_packets,
 )
 from curvechat.store.committer import GroupCommitter, Outcome
 from curvechat.store.sqlite_append import GroupAppender
@@ -204,11 +206,7 @@ class SQLiteStore(Store):
         packets: Sequence[PacketRecord],
     ) -> RoomRecord:
         ops, changes, packets = tuple(ops), tuple(changes), tuple(packets)
-        if [op.index for op in ops] != list(range(len(ops))):
-            raise ValueError("create_room takes ops indexed 0..n-1")
-        if epoch.epoch != 0:
-            raise ValueError("create_room starts epoch 0")
-        _check_packets(room, packets)
+        check_new_room(room, ops, epoch, packets)
         return await self._run(
             functools.partial(
                 q.create_room, room=room, ops=ops, changes=changes, epoch=epoch, packets=packets
@@ -224,14 +222,14 @@ class SQLiteStore(Store):
         packets: Sequence[PacketRecord] = (),
     ) -> RoomRecord:
         changes, packets = tuple(changes), tuple(packets)
-        _check_packets(room, packets)
+        check_packets(room, packets)
         return await self._change_room(room, op, changes, epoch, packets)
 
     async def add_epoch(
         self, room: str, epoch: EpochRecord, packets: Sequence[PacketRecord]
     ) -> RoomRecord:
         packets = tuple(packets)
-        _check_packets(room, packets)
+        check_packets(room, packets)
         return await self._change_room(room, None, (), epoch, packets)
 
     async def _change_room(
@@ -322,9 +320,3 @@ class SQLiteStore(Store):
         return await self._run(
             functools.partial(q.messages, room=room, after=after, before=before, limit=limit)
         )
-
-
-def _check_packets(room: str, packets: Sequence[PacketRecord]) -> None:
-    for packet in packets:
-        if packet.room != room:
-            raise ValueError(f"a key packet for room {packet.room!r} given for room {room!r}")

@@ -26,6 +26,8 @@ from curvechat.store.base import (
     RoomExists,
     RoomRecord,
     StoreUnavailable,
+    check_new_room,
+    check_packets,
 )
 from curvechat.store.etcd import records as rec
 from curvechat.store.etcd.client import CAS_RETRIES, EtcdClient, now_ms
@@ -93,11 +95,7 @@ class EtcdRooms(EtcdClient):
         packets: Sequence[PacketRecord],
     ) -> RoomRecord:
         ops, changes, packets = tuple(ops), tuple(changes), tuple(packets)
-        if [op.index for op in ops] != list(range(len(ops))):
-            raise ValueError("create_room takes ops indexed 0..n-1")
-        if epoch.epoch != 0:
-            raise ValueError("create_room starts epoch 0")
-        _check_packets(room, packets)
+        check_new_room(room, ops, epoch, packets)
         self._require_open()
         record = RoomRecord(
             room=room,
@@ -183,7 +181,7 @@ class EtcdRooms(EtcdClient):
         packets: Sequence[PacketRecord] = (),
     ) -> RoomRecord:
         changes, packets = tuple(changes), tuple(packets)
-        _check_packets(room, packets)
+        check_packets(room, packets)
         self._require_open()
         return await self._change_room(room, op, changes, epoch, packets)
 
@@ -191,7 +189,7 @@ class EtcdRooms(EtcdClient):
         self, room: str, epoch: EpochRecord, packets: Sequence[PacketRecord]
     ) -> RoomRecord:
         packets = tuple(packets)
-        _check_packets(room, packets)
+        check_packets(room, packets)
         self._require_open()
         return await self._change_room(room, None, (), epoch, packets)
 
@@ -249,9 +247,3 @@ class EtcdRooms(EtcdClient):
             PacketRecord(room, int(tail(kv.key)), recipient, *rec.packet_dec.decode(kv.value))
             for kv in kvs
         ]
-
-
-def _check_packets(room: str, packets: Sequence[PacketRecord]) -> None:
-    for packet in packets:
-        if packet.room != room:
-            raise ValueError(f"a key packet for room {packet.room!r} given for room {room!r}")

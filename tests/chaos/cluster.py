@@ -95,11 +95,17 @@ class ChaosNode:
         self.paused = False
 
 
-_FALLBACK = re.compile(r"^(\S+ \S+) WARNING \S+ node link to (\S+): .*; committing here$", re.M)
+# A forward given up (timeout, error), or a link found unreachable by its
+# heartbeat (server/forwarder.py): either way the node commits in the owner's place.
+_FALLBACK = re.compile(
+    r"^(\S+ \S+) WARNING \S+ node link to (\S+): .*; committing (?:its rooms' sends )?here$",
+    re.M,
+)
 
 
 def _fallbacks(log: str, names: dict[str, str]) -> list[tuple[float, str]]:
-    """The fallback lines of a node's log: (time, owner's chaos name)."""
+    """The lines of a node's log where it took over an owner's sends: (time,
+    owner's chaos name)."""
     out = []
     for stamp, owner in _FALLBACK.findall(log):
         t = datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()

@@ -94,7 +94,10 @@ def summary(report: dict[str, Any]) -> str:
     owners: dict[str, int] = {}
     for f in report.get("link_fallbacks", []):
         owners[f["owner"]] = owners.get(f["owner"], 0) + 1
-    lines.append(f"forwards committed here after the owner's link failed, per owner: {owners}")
+    lines.append(
+        "times a node took over an owner's sends (a forward given up, or the link"
+        f" found unreachable by its heartbeat), per owner: {owners}"
+    )
     if report.get("workload_errors"):
         lines.append(f"workload errors: {report['workload_errors']}")
     if report.get("node_log_problems"):

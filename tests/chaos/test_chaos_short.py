@@ -53,9 +53,9 @@ async def test_short_mixed_chaos_run(tmp_path: Path) -> None:
     assert counts["acked"] > 200, summary
     assert counts["ambiguous"] >= 1, summary  # sends timed out while quorum was lost
     assert sum(report["relists"].values()) >= 1, summary  # the lagging node re-listed
-    # The cut node link bit: forwards to the node whose link was cut (one
-    # that owns rooms, a unless it owns none) fell back while it was cut.
-    # (a has only its clients cut meanwhile, which does not touch its link.)
+    # The cut node link bit: the other nodes found the link into the node
+    # whose link was cut (one that owns rooms) unreachable while it was cut
+    # (its heartbeat needs no traffic) and took over its rooms' sends.
     (cut,) = [f for f in report["faults"] if f["name"] == "cut-node-link"]
     assert any(
         f["owner"] == cut["target"] and cut["start"] <= f["t"] <= cut["end"] + 3

@@ -1,19 +1,24 @@
-"""The forwarding side of the node link (server/nodelink.py Forwarder)
-without an owner to reach: routing by ownership, the fallback to a local
-commit, acks in the caller's order, and no forward left unsettled."""
+"""The forwarding side of the node link (server/forwarder.py): routing by
+ownership, the fallback to a local commit, acks in the caller's order, no
+forward left unsettled; and the link's heartbeat against a real owner side
+(server/nodelink.py LinkServer) on loopback."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 import zmq.asyncio
+from zmq.auth.asyncio import AsyncioAuthenticator
 
 from curvechat.server.forwarder import Forwarder
+from curvechat.server.linkwire import FORWARD_TIMEOUT_S, LINK_DOMAIN, PING_S, SILENT_S
+from curvechat.server.nodelink import LinkServer, NodeKeys, bind_link
 from curvechat.server.ownership import Ownership, owner_of
 from curvechat.store import Committed, NewMessage, StoreUnavailable
 
@@ -128,3 +133,109 @@ async def test_a_link_libzmq_cannot_use_falls_back_and_warns_once(
     assert (fwd.forwarded, fwd.fallbacks) == (0, 1)
     assert sum("cannot use" in r.getMessage() for r in caplog.records) == 1
     await fwd.close()
+
+
+class Owner:
+    """Node b's side of the link, for real: a LinkServer on loopback (CURVE,
+    ZAP admitting by NodeKeys) committing into its own FakeStore."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, a_public: bytes) -> None:
+        self.public, secret = zmq.curve_keypair()
+        self.auth = AsyncioAuthenticator(ctx)
+        self.auth.start()
+        self.keys = NodeKeys()
+        self.keys.allowed = {a_public}
+        self.auth.configure_curve_callback(LINK_DOMAIN, credentials_provider=self.keys)
+        sock, self.endpoint = bind_link(ctx, self.public, secret, "tcp://127.0.0.1:*")
+        self.store = FakeStore()
+        self.server = LinkServer(sock, self.store.submit, self.keys)
+        self.server.start()
+
+    async def close(self) -> None:
+        await self.server.stop()
+        self.server.sock.close(linger=0)
+        self.auth.stop()
+
+
+async def linked(ctx: zmq.asyncio.Context) -> tuple[Forwarder, FakeStore, Owner]:
+    store = FakeStore()
+    fwd = forwarder(ctx, store)
+    owner = Owner(ctx, fwd._public)
+    fwd.set_links({"b": (owner.endpoint, owner.public)})
+    fwd.start()
+    for _ in range(100):  # until a ping was answered
+        await asyncio.sleep(0.05)
+        if fwd._peers["b"].answered > time.monotonic() - 0.1:
+            break
+    return fwd, store, owner
+
+
+async def test_a_link_that_answers_its_pings_is_forwarded_to(ctx: zmq.asyncio.Context) -> None:
+    fwd, store, owner = await linked(ctx)
+    try:
+        await asyncio.sleep(SILENT_S + 2 * PING_S)  # pings keep it reachable
+        acks = await fwd.append([msg(THEIRS, "t1")])
+        assert [(a.txn, a.remote) for a in acks] == [("t1", True)]
+        assert owner.store.calls == [["t1"]] and store.calls == []
+        assert fwd.ownership.unreachable == set()
+    finally:
+        await fwd.close()
+        await owner.close()
+
+
+async def test_a_silent_link_gives_up_its_forwards_after_silent_s(
+    ctx: zmq.asyncio.Context,
+) -> None:
+    """The owner stops answering (its loop is stuck): the forward waiting on
+    it falls back after about SILENT_S, not FORWARD_TIMEOUT_S; the rooms'
+    next sends are committed here at once, and forwarded again as soon as
+    the owner answers."""
+    fwd, store, owner = await linked(ctx)
+    try:
+        owner.server._task.cancel()  # answers nothing from now on
+        await asyncio.sleep(0)
+        t0 = time.monotonic()
+        acks = await fwd.append([msg(THEIRS, "t1")])
+        took = time.monotonic() - t0
+        assert [(a.txn, a.remote) for a in acks] == [("t1", False)]
+        assert store.calls == [["t1"]]
+        assert took < FORWARD_TIMEOUT_S - 0.5, took
+        assert fwd.ownership.unreachable == {"b"}
+        assert fwd.ownership.down_until == {}  # no DOWN_S: the heartbeat decides
+        t1 = time.monotonic()
+        await fwd.append([msg(THEIRS, "t2")])
+        assert time.monotonic() - t1 < 0.2 and store.calls == [["t1"], ["t2"]]
+        owner.server.start()  # answers again
+        for _ in range(40):
+            await asyncio.sleep(PING_S)
+            if not fwd.ownership.unreachable:
+                break
+        assert fwd.ownership.unreachable == set()
+        acks = await fwd.append([msg(THEIRS, "t3")])
+        assert acks[0].remote and ["t3"] in owner.store.calls
+    finally:
+        await fwd.close()
+        await owner.close()
+
+
+async def test_an_owner_cut_off_from_etcd_is_not_forwarded_to(ctx: zmq.asyncio.Context) -> None:
+    fwd, store, owner = await linked(ctx)
+    try:
+        owner.server.cut_off = lambda: True
+        for _ in range(40):
+            await asyncio.sleep(PING_S)
+            if fwd.ownership.unreachable:
+                break
+        assert fwd.ownership.unreachable == {"b"}
+        acks = await fwd.append([msg(THEIRS, "t1")])
+        assert not acks[0].remote and store.calls == [["t1"]]
+        assert owner.store.calls == []  # a cut-off owner queues nothing
+        owner.server.cut_off = lambda: False
+        for _ in range(40):
+            await asyncio.sleep(PING_S)
+            if not fwd.ownership.unreachable:
+                break
+        assert fwd.ownership.unreachable == set()
+    finally:
+        await fwd.close()
+        await owner.close()

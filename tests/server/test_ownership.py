@@ -38,30 +38,48 @@ def _room_of(owner: str, nodes: list[str]) -> str:
 
 
 @pytest.mark.parametrize(
-    ("live", "forwarded", "down", "owner", "expected"),
+    ("live", "forwarded", "link", "owner", "expected"),
     [
         # the table in the module docstring, row by row
-        (["a", "b"], True, False, "b", (Route.LOCAL, None)),  # came over the link
-        ([], False, False, None, (Route.LOCAL, None)),  # no live node named
-        (["b", "c"], False, False, "b", (Route.LOCAL, None)),  # this node not live (draining)
-        (["a", "b"], False, False, "a", (Route.LOCAL, None)),  # owned here
-        (["a", "b"], False, True, "b", (Route.LOCAL, None)),  # owner's link failed lately
-        (["a", "b"], False, False, "b", (Route.FORWARD, "b")),  # otherwise: forward
+        (["a", "b"], True, "", "b", (Route.LOCAL, None)),  # came over the link
+        ([], False, "", None, (Route.LOCAL, None)),  # no live node named
+        (["b", "c"], False, "", "b", (Route.LOCAL, None)),  # this node not live (draining)
+        (["a", "b"], False, "", "a", (Route.LOCAL, None)),  # owned here
+        (["a", "b"], False, "unreachable", "b", (Route.INSTEAD, "b")),  # heartbeat unanswered
+        (["a", "b"], False, "failed", "b", (Route.INSTEAD, "b")),  # owner's link failed lately
+        (["a", "b"], False, "", "b", (Route.FORWARD, "b")),  # otherwise: forward
     ],
 )
 def test_route_table(
     live: list[str],
     forwarded: bool,
-    down: bool,
+    link: str,
     owner: str | None,
     expected: tuple[Route, str | None],
 ) -> None:
     own = Ownership("a")
     own.set_live(live)
     room = _room_of(owner, live) if owner is not None else "any"
-    if down:
+    if link == "failed":
         own.link_failed("b", now=100.0)
+    elif link == "unreachable":
+        own.set_reachable("b", False)
     assert own.route(room, 100.0 + DOWN_S / 2, forwarded=forwarded) == expected
+
+
+def test_an_unreachable_owner_is_used_again_as_soon_as_it_answers() -> None:
+    own = Ownership("a")
+    own.set_live(["a", "b"])
+    room = _room_of("b", ["a", "b"])
+    assert own.set_reachable("b", False) is True
+    assert own.set_reachable("b", False) is False  # no change
+    assert own.route(room, 10.0) == (Route.INSTEAD, "b")
+    assert own.set_reachable("b", True) is True
+    assert own.route(room, 10.0) == (Route.FORWARD, "b")  # no DOWN_S wait
+    own.set_reachable("b", False)
+    own.set_live(["a"])  # b left: what its heartbeat said is forgotten
+    own.set_live(["a", "b"])
+    assert own.route(room, 10.0) == (Route.FORWARD, "b")
 
 
 def test_a_failed_link_is_tried_again_after_down_s() -> None:
@@ -69,7 +87,7 @@ def test_a_failed_link_is_tried_again_after_down_s() -> None:
     own.set_live(["a", "b"])
     room = _room_of("b", ["a", "b"])
     own.link_failed("b", now=10.0)
-    assert own.route(room, 10.0 + DOWN_S - 0.01) == (Route.LOCAL, None)
+    assert own.route(room, 10.0 + DOWN_S - 0.01) == (Route.INSTEAD, "b")
     assert own.route(room, 10.0 + DOWN_S) == (Route.FORWARD, "b")
     own.link_failed("b", now=20.0)
     own.link_worked("b")

@@ -11,6 +11,14 @@ after this node gave up on it has the owner's origin, so this node's watch
 delivers it to this node's clients. The owner's acks are marked `remote`:
 the owner and the watches push them, this node does not.
 
+The heartbeat: every PING_S each link is pinged (an empty `Forward`). A
+link that answers nothing for SILENT_S (cut, or its owner stopped), or
+whose owner answers that it reaches no etcd member, is unreachable: the
+forwards waiting on it give up at once (their messages are committed here,
+as after a timeout), and its rooms' sends are committed here until it
+answers a ping again. So a cut link costs its forwards about SILENT_S, not
+FORWARD_TIMEOUT_S, and nothing is sent into it while it stays cut.
+
 What this module must never do: decide ownership (ownership.py does), or
 forward a message a second time.
 """
@@ -29,8 +37,11 @@ import zmq
 import zmq.asyncio
 
 from curvechat.server.linkwire import (
+    CUT_OFF,
     FORWARD_TIMEOUT_S,
     MAX_LINK_FRAME,
+    PING_S,
+    SILENT_S,
     Forward,
     LinkRefused,
     Submit,
@@ -52,6 +63,9 @@ class _Peer:
         self.name = name
         self.sock = sock
         self.reader: asyncio.Task[None] | None = None
+        self.answered = time.monotonic()  # when it last answered anything
+        self.cut_off = False  # its last answer: it reaches no etcd member
+        self.pending: set[int] = set()  # its forwards not yet answered
 
 
 class Forwarder:
@@ -78,8 +92,43 @@ class Forwarder:
         self._pending: dict[int, asyncio.Future[list[Committed]]] = {}
         self._ids = itertools.count(1)
         self.forwarded = 0  # messages sent to an owner
-        self.fallbacks = 0  # messages committed here after the owner failed
+        self.fallbacks = 0  # messages committed here in place of their rooms' owner
         self.metrics: NodeMetrics | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Ping every link every PING_S (see the module docstring)."""
+        self._heartbeat = asyncio.create_task(self._beat_loop(), name="node-link-heartbeat")
+
+    async def _beat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PING_S)
+            try:
+                self.beat(time.monotonic())
+            except Exception:  # a bug: say so, keep beating
+                log.exception("node link heartbeat failed")
+
+    def beat(self, now: float) -> None:
+        """Judge each link by its last answer, then ping it."""
+        for peer in list(self._peers.values()):
+            self._judge(peer, now)
+            ping = enc.encode(Forward(next(self._ids), self.origin, []))
+            sent(peer.sock.send(ping, flags=zmq.NOBLOCK))  # EAGAIN: not up, so silent
+
+    def _judge(self, peer: _Peer, now: float) -> None:
+        silent = now - peer.answered > SILENT_S
+        reachable = not (silent or peer.cut_off)
+        if not self.ownership.set_reachable(peer.name, reachable):
+            return
+        if reachable:
+            log.info("node link to %s answers again: forwarding to it", peer.name)
+            return
+        why = "reaches no etcd member" if peer.cut_off else f"no answer for {SILENT_S:g} s"
+        log.warning("node link to %s: %s; committing its rooms' sends here", peer.name, why)
+        for fid in list(peer.pending):
+            future = self._pending.get(fid)
+            if future is not None and not future.done():
+                future.set_exception(LinkRefused(f"link to {peer.name}: {why}", owner_failed=False))
 
     def set_links(self, links: dict[str, tuple[str, bytes]]) -> None:
         """The other nodes' link endpoints and keys, from the registry."""
@@ -91,6 +140,8 @@ class Forwarder:
             self._peer(name)
 
     async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         for name in list(self._peers):
             self._close(name)
         for future in self._pending.values():
@@ -99,6 +150,7 @@ class Forwarder:
 
     def _close(self, name: str) -> None:
         peer = self._peers.pop(name)
+        self.ownership.set_reachable(name, True)  # a new link is judged afresh
         if peer.reader is not None:
             peer.reader.cancel()
         peer.sock.close(linger=0)
@@ -145,6 +197,10 @@ class Forwarder:
             except (msgspec.DecodeError, msgspec.ValidationError):
                 log.warning("node link: bad reply from %s", peer.name)
                 continue
+            # Any answer (to a ping or a forward) says the link is up.
+            peer.answered = time.monotonic()
+            peer.cut_off = reply.error == CUT_OFF
+            self._judge(peer, peer.answered)
             future = self._pending.pop(reply.id, None)
             if future is None or future.done():
                 continue
@@ -171,7 +227,13 @@ class Forwarder:
             future.set_exception(LinkRefused(f"link to {name}: {error}", owner_failed=False))
             return future
         self._pending[fid] = future
-        future.add_done_callback(lambda _f: self._pending.pop(fid, None))
+        peer.pending.add(fid)
+
+        def settled(_f: asyncio.Future[list[Committed]]) -> None:
+            self._pending.pop(fid, None)
+            peer.pending.discard(fid)
+
+        future.add_done_callback(settled)
         return future
 
     async def append(self, batch: Sequence[NewMessage]) -> list[Committed]:
@@ -179,9 +241,13 @@ class Forwarder:
         now = time.monotonic()
         parts: dict[str | None, list[int]] = {}
         route = self.ownership.route
+        instead = 0
         for i, msg in enumerate(batch):
             how, owner = route(msg.room, now)
             parts.setdefault(owner if how is Route.FORWARD else None, []).append(i)
+            instead += how is Route.INSTEAD
+        if instead:
+            self._fell_back(instead)
         if len(parts) == 1 and None in parts:
             return await self.submit(batch)
         # Everything is queued (locally or on a link) before the first await,
@@ -208,6 +274,12 @@ class Forwarder:
             raise failed
         return [r for r in results if r is not None]
 
+    def _fell_back(self, n: int) -> None:
+        """`n` messages committed here in place of their rooms' owner."""
+        self.fallbacks += n
+        if self.metrics is not None:
+            self.metrics.forwarded.labels("fallback").inc(n)
+
     async def _settle(
         self, owner: str, part: list[NewMessage], fut: asyncio.Future[list[Committed]]
     ) -> list[Committed]:
@@ -233,9 +305,7 @@ class Forwarder:
                 log.warning("node link to %s: %s; committing here", owner, exc)
             else:  # not up: every send would say so (the fallback counter does)
                 log.debug("node link to %s: %s; committing here", owner, exc)
-        self.fallbacks += len(part)
-        if self.metrics is not None:
-            self.metrics.forwarded.labels("fallback").inc(len(part))
+        self._fell_back(len(part))
         # A duplicate here may be the owner's late commit of this very
         # forward: it has the owner's origin, so this node's watch pushes it.
         return await self.submit(part)

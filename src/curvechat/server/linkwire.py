@@ -3,7 +3,10 @@
 
 A `Forward` carries a batch of messages as the store takes them and the
 forwarding node's boot id; a `Forwarded` answers it with one ack per
-message, or the store error's kind. Both are msgpack, checked on decode
+message, or the store error's kind. A `Forward` with no message is the
+link's heartbeat (a ping, every PING_S): the owner answers it at once, with
+no result, or with the error ``StoreUnavailable`` while it reaches no etcd
+member; a link that answers no ping for SILENT_S is unreachable. Both are msgpack, checked on decode
 (unknown fields, sizes).
 
 What this module must never do: hold state or do I/O of its own.
@@ -23,6 +26,9 @@ Submit = Callable[[Sequence[NewMessage]], "asyncio.Future[list[Committed]]"]
 
 LINK_DOMAIN = "curvechat-nodes"
 FORWARD_TIMEOUT_S = 2.0
+PING_S = 0.2
+SILENT_S = 0.8  # a link that answers no ping for this long is unreachable
+CUT_OFF = "StoreUnavailable"  # the owner's answer while it reaches no etcd member
 MAX_FORWARD = 4096  # messages in one Forward frame
 MAX_LINK_FRAME = 64 * 1024 * 1024
 

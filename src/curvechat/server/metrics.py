@@ -183,7 +183,8 @@ class NodeMetrics:
         self.forwarded = Counter(
             "curvechat_cluster_forwarded_messages_total",
             "Sends routed over the node link: out (to the room's owner), in (committed"
-            " here for another node), fallback (the owner did not commit; committed here)",
+            " here for another node), fallback (committed here in place of the room's owner,"
+            " whose link failed or answers no ping)",
             ["way"],
             registry=r,
         )

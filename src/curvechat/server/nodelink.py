@@ -8,7 +8,10 @@ The owner commits only for keys of nodes in the registry (each frame's
 CURVE key is checked; any other key gets the error ``NotANode``), queues
 the batch on its store's group commit in the order the frames came (so one
 node's forwards keep their order) and answers `Forwarded` with one ack per
-message, or the store error's kind.
+message, or the store error's kind. An empty `Forward` is a ping (see
+server/linkwire.py), answered at once; while the owner reaches no etcd
+member (server/storeguard.py) it answers pings and forwards with the error
+``StoreUnavailable`` instead of queueing them on a store that cannot commit.
 
 Pushes: the owner commits a forwarded message as its own (its origin), so
 a room's messages reach the owner's clients from the owner, in commit
@@ -48,6 +51,7 @@ from curvechat.protocol import decode_envelope
 from curvechat.protocol import messages as m
 from curvechat.server.forwarder import Forwarder
 from curvechat.server.linkwire import (
+    CUT_OFF,
     LINK_DOMAIN,
     MAX_LINK_FRAME,
     Forwarded,
@@ -114,6 +118,8 @@ class LinkServer:
         self.metrics: NodeMetrics | None = None
         #: pushes what was committed to this node's clients (NodeLink sets it)
         self.on_committed: Callable[[list[NewMessage], list[Committed]], Awaitable[None]] = _nothing
+        #: whether the node reaches no etcd member now (NodeLink sets it)
+        self.cut_off: Callable[[], bool] = lambda: False
         self._task: asyncio.Task[None] | None = None
         self._replies: set[asyncio.Task[None]] = set()
 
@@ -145,6 +151,13 @@ class LinkServer:
                 fwd = forward_dec.decode(payload.buffer)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 log.warning("node link: bad frame: %s", exc)
+                continue
+            if self.cut_off():
+                reply = Forwarded(fwd.id, error=CUT_OFF, message="the owner reaches no etcd member")
+                self._reply(rid, reply)
+                continue
+            if not fwd.messages:  # a ping
+                self._reply(rid, Forwarded(fwd.id))
                 continue
             # Committed as the owner's own: the owner pushes them to its
             # clients (below) and every other node's watch to theirs.
@@ -209,11 +222,13 @@ class NodeLink:
         self.server = LinkServer(sock, self._submit, self.keys)
         self.server.metrics = node.metrics
         self.server.on_committed = self._push_committed
+        self.server.cut_off = lambda: node.store_cut_off
         self.server.start()
         self.forwarder = Forwarder(
             ctx, node.public_key, node.secret_key, self.ownership, self._submit, node.boot
         )
         self.forwarder.metrics = node.metrics
+        self.forwarder.start()
         node.append_messages = self.forwarder.append
         port = bound.rsplit(":", 1)[1]
         self.endpoint = advertise or f"tcp://{advertise_host}:{port}"

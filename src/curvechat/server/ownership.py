@@ -25,12 +25,17 @@ situation                                    decision
 the send came over the node link             commit here (one hop only)
 no live node named, or this node not one     commit here
 the owner is this node                       commit here
-the owner's link failed in the last DOWN_S   commit here
+the owner's link is unreachable              commit here, instead of it
+the owner's link failed in the last DOWN_S   commit here, instead of it
 otherwise                                    forward to the owner
 ===========================================  ===========================
 
 "Live" is the registry's nodes with status ``up`` and a link endpoint: a
 draining node hands its rooms over as soon as it says it drains.
+"Unreachable" is what the link's heartbeat says (server/forwarder.py): the
+owner answered no ping for SILENT_S, or answered that it reaches no etcd
+member. It lasts until the owner answers a ping again, with no DOWN_S
+wait: a heartbeat, unlike a forward, costs nothing when it goes unanswered.
 
 What this module must never do: any I/O, any clock reading of its own
 (callers pass `now`), or refuse a send: every path ends in a commit.
@@ -60,6 +65,7 @@ def owner_of(room: str, nodes: Iterable[str]) -> str | None:
 class Route(Enum):
     LOCAL = "local"
     FORWARD = "forward"
+    INSTEAD = "instead"  # here, in place of an owner that cannot take it now
 
 
 @dataclass(slots=True)
@@ -69,6 +75,7 @@ class Ownership:
     me: str
     live: tuple[str, ...] = ()
     down_until: dict[str, float] = field(default_factory=dict)
+    unreachable: set[str] = field(default_factory=set)
     _owners: dict[str, str | None] = field(default_factory=dict)
 
     def set_live(self, names: Iterable[str]) -> bool:
@@ -81,6 +88,7 @@ class Ownership:
         for name in list(self.down_until):
             if name not in live:
                 del self.down_until[name]
+        self.unreachable &= set(live)
         return True
 
     def owner(self, room: str) -> str | None:
@@ -93,14 +101,15 @@ class Ownership:
             return found
 
     def route(self, room: str, now: float, *, forwarded: bool = False) -> tuple[Route, str | None]:
-        """Where a send into `room` is committed: (LOCAL, None) or (FORWARD, owner)."""
+        """Where a send into `room` is committed: (LOCAL, None), (FORWARD,
+        owner), or (INSTEAD, owner) when the owner cannot take it now."""
         if forwarded or self.me not in self.live:
             return Route.LOCAL, None
         owner = self.owner(room)
         if owner is None or owner == self.me:
             return Route.LOCAL, None
-        if self.down_until.get(owner, 0.0) > now:
-            return Route.LOCAL, None
+        if owner in self.unreachable or self.down_until.get(owner, 0.0) > now:
+            return Route.INSTEAD, owner
         return Route.FORWARD, owner
 
     def link_failed(self, name: str, now: float) -> None:
@@ -108,3 +117,13 @@ class Ownership:
 
     def link_worked(self, name: str) -> None:
         self.down_until.pop(name, None)
+
+    def set_reachable(self, name: str, reachable: bool) -> bool:
+        """What the link's heartbeat says of `name`; returns True if it changed."""
+        if reachable == (name not in self.unreachable):
+            return False
+        if reachable:
+            self.unreachable.discard(name)
+        else:
+            self.unreachable.add(name)
+        return True

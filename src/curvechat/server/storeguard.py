@@ -5,8 +5,9 @@ learn what the other nodes commit. Its clients that send notice (their sends
 are refused), but a client that only reads would stay, connected and seeing
 nothing new, until the cut heals. So once the node's probe
 (`store/etcd/health.py`) has gone CUT_OFF_ROUNDS rounds in a row without an
-answer from any member (about 1.5 s when the links refuse, 3 s when they
-are silent):
+answer from any member (about 1 s when the links refuse, 2 s when they
+are silent: a silent round is the probe's 1 s deadline; two rounds, not
+one, so that one slow round of all members under load is not a cut):
 
 * `hello` is refused with `store_unavailable` ("cannot reach etcd: use
   another node"), so a client tries its next node at once;
@@ -37,7 +38,7 @@ from curvechat.tasks import cancel_and_wait
 
 log = logging.getLogger("curvechat.server")
 
-CUT_OFF_ROUNDS = 3
+CUT_OFF_ROUNDS = 2
 TELL_EVERY_S = 2.0
 LOOP_S = 0.25
 MOVE_REASON = "store_unreachable"

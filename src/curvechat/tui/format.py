@@ -15,6 +15,9 @@ from rich.text import Text
 from curvechat.protocol.limits import dm_members
 from curvechat.protocol.text import visible_parts
 
+NO_ROOM = ""
+"""The chat screen's "room" when you are in none."""
+
 PLACEHOLDER_STYLE = "reverse"
 """How a placeholder for an unsafe character (``\\x1b``) is drawn, so it is
 told apart from the same characters typed."""

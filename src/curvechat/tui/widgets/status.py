@@ -7,6 +7,9 @@ markup."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from textual.timer import Timer
 from textual.widgets import Static
 
 from curvechat.client.state import ConnState, ConnStatus
@@ -55,6 +58,48 @@ class StatusLine(Static):
         super().__init__(content, markup=False, id=id)
 
 
+BANNER_SECONDS = 10.0
+"""How long "✓ reconnected … caught up" stays up."""
+
+
 class Banner(Static):
+    """Up while the connection is not live (`banner_text`); then "✓
+    (re)connected · caught up N messages" for BANNER_SECONDS."""
+
     def __init__(self, content: str = "", *, id: str | None = None) -> None:
         super().__init__(content, markup=False, id=id)
+        self.was_lost = False  # the connection was lost since the last catch-up
+        self._timer: Timer | None = None
+
+    def show_status(self, status: ConnStatus, now: float) -> None:
+        text = banner_text(status, now)
+        if text is not None:
+            self._stop_timer()
+            self.update(text)
+            self.set_class(status.state is ConnState.RECONNECTING, "-lost")
+            self.set_class(False, "-back")
+            self.display = True
+        elif self.was_lost and self.display and self.has_class("-lost"):
+            self.update(f"connection is back ({visible(str(status.endpoint))}); catching up…")
+            self.set_class(False, "-lost")
+
+    def caught_up(self, endpoint: str, count: int, still_live: Callable[[], bool]) -> None:
+        noun = "message" if count == 1 else "messages"
+        verb = "reconnected" if self.was_lost else "connected"
+        self.was_lost = False
+        self.update(f"✓ {verb} to {visible(endpoint)} · caught up {count} {noun}")
+        self.set_class(False, "-lost")
+        self.set_class(True, "-back")
+        self.display = True
+        self._stop_timer()
+
+        def hide() -> None:
+            if still_live():
+                self.display = False
+
+        self._timer = self.set_timer(BANNER_SECONDS, hide)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None

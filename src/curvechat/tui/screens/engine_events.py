@@ -1,0 +1,121 @@
+"""What the chat screen does with each of the engine's events: connection
+status and the banner, messages in, your own sends acked or failed, catch-up,
+rooms joined or left, peer-to-peer state, key changes.
+
+What this module must never do: send anything, or accept a key change (it
+only opens the dialog that asks).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from curvechat.client import events as ev
+from curvechat.client.state import ConnState
+from curvechat.tui.errors import Attempt, explain_code
+from curvechat.tui.format import NO_ROOM, room_label
+from curvechat.tui.widgets.status import Banner
+
+if TYPE_CHECKING:
+    from curvechat.tui.screens.chat import ChatScreen
+
+
+def handle(screen: ChatScreen, event: ev.Event) -> None:
+    """Show what `event` changes on `screen`."""
+    if isinstance(event, ev.StatusChanged):
+        if event.status.state is ConnState.RECONNECTING:
+            screen.query_one(Banner).was_lost = True
+        screen.show_status()
+    elif isinstance(event, ev.MessageReceived):
+        _message_in(screen, event)
+    elif isinstance(event, ev.SendAcked):
+        room_log = screen.logs.get(event.room)
+        placed = room_log is not None and room_log.acked(
+            event.txn, event.seq, event.ts_ms, screen.me
+        )
+        if placed and event.room == screen.current:
+            screen.redraw()
+    elif isinstance(event, ev.SendFailed):
+        room_log = screen.logs.get(event.room)
+        if room_log is not None:
+            attempt = Attempt("send", room=room_label(event.room, screen.me))
+            room_log.fail(event.txn, explain_code(event.code, event.message, attempt))
+            if event.room == screen.current:
+                screen.redraw()
+    elif isinstance(event, ev.CaughtUp):
+        _on_caught_up(screen, event.messages)
+    elif isinstance(event, ev.RoomUpdated):
+        _on_room_updated(screen, event)
+    elif isinstance(event, ev.Problem):
+        if event.room in (None, screen.current):
+            screen.notice(event.message, "warning", reveal=False)
+    elif isinstance(event, ev.PeerStatus):
+        if event.active and event.peers and not screen.peers_reached:
+            screen.notice(
+                "server unreachable: your messages go peer to peer to the members you can "
+                "reach; invites, removals and new keys wait for the server",
+                reveal=False,
+            )
+        screen.peers_reached = event.peers if event.active else 0
+        screen.show_status()
+    elif isinstance(event, ev.PeerMessage):
+        room_log = screen.logs.get(event.room)
+        if room_log is not None:
+            room_log.add_pending(event.txn, event.text, event.sent_ms, sender=event.sender)
+            if event.room == screen.current:
+                screen.redraw()
+    elif isinstance(event, ev.KeyChangeDetected):
+        screen.show_status()
+        screen.app.call_later(screen.key_change_dialog, event.user)
+
+
+def _message_in(screen: ChatScreen, event: ev.MessageReceived) -> None:
+    msg = event.message
+    room_log = screen.logs.get(msg.room)
+    if room_log is not None:
+        # also while its history loads: the load merges by seq, and this
+        # may be the message that ends one of our pending entries
+        room_log.add_message(msg)
+    if msg.room == screen.current:
+        screen.client.mark_read(msg.room)
+        screen.redraw()
+    elif not event.mine and msg.text and screen.mention_re.search(msg.text):
+        screen.mentions.add(msg.room)
+    screen.refresh_rooms()
+
+
+def _on_caught_up(screen: ChatScreen, count: int) -> None:
+    if not screen.connected_once:
+        screen.connected_once = True
+        app = screen.app
+        if hasattr(app, "on_first_connect"):
+            app.on_first_connect()
+    status = screen.client.status
+    screen.query_one(Banner).caught_up(
+        str(status.endpoint), count, lambda: screen.client.status.state is ConnState.LIVE
+    )
+    screen.show_status()
+    if not screen.current:
+        rooms = screen.room_ids()
+        if rooms:
+            screen.switch_room(rooms[0])
+    screen.refresh_rooms()
+
+
+def _on_room_updated(screen: ChatScreen, event: ev.RoomUpdated) -> None:
+    gone = event.reason in ("removed", "left")
+    label = room_label(event.room, screen.me)
+    if gone and event.room == screen.current:
+        screen.notice(
+            f"you left {label}" if event.reason == "left" else f"you were removed from {label}",
+            "warning",
+        )
+        screen.logs.pop(event.room, None)
+        rooms = [r for r in screen.room_ids() if r != event.room]
+        screen.switch_room(rooms[0] if rooms else NO_ROOM)
+    elif not gone and not screen.current and event.room in screen.room_ids():
+        screen.switch_room(event.room)
+    elif event.reason in ("added", "created") and event.room != screen.current:
+        screen.current_log().notice(f"you are now in {label}", screen.now_ms())
+        screen.redraw()
+    screen.refresh_rooms()

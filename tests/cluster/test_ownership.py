@@ -172,7 +172,9 @@ async def test_a_hung_owner_costs_one_heartbeat(nodes: Nodes, clients: ClientFac
     assert first < FORWARD_TIMEOUT_S, first
     # "before" went to b, "hung 0" fell back; "hung 1"-"hung 5" were not
     # forwarded at all (b unreachable): all six committed in b's place
-    assert (forwarded(a, "out"), forwarded(a, "fallback")) == (1, 6)
+    # ("before" may itself have been committed here if the link was not up yet)
+    assert forwarded(a, "fallback") >= 6
+    assert forwarded(a, "out") + forwarded(a, "fallback") == 7
     texts = [t for _, _, t in seqs_texts(alice, room)]
     assert texts == ["before"] + [f"hung {i}" for i in range(6)]
 

@@ -43,6 +43,7 @@ from curvechat.server.linkwire import (
     PING_S,
     SILENT_S,
     Forward,
+    Forwarded,
     LinkRefused,
     Submit,
     enc,
@@ -51,6 +52,7 @@ from curvechat.server.linkwire import (
 )
 from curvechat.server.ownership import Ownership, Route
 from curvechat.store import Committed, NewMessage, StoreError
+from curvechat.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from curvechat.server.metrics import NodeMetrics
@@ -64,8 +66,10 @@ class _Peer:
         self.sock = sock
         self.reader: asyncio.Task[None] | None = None
         self.answered = time.monotonic()  # when it last answered anything
+        self.answers = 0  # how many answers (to pings and forwards) came
         self.cut_off = False  # its last answer: it reaches no etcd member
-        self.pending: set[int] = set()  # its forwards not yet answered
+        # Its forwards not yet answered, in the order they were sent.
+        self.pending: dict[int, Sequence[NewMessage]] = {}
 
 
 class Forwarder:
@@ -125,10 +129,23 @@ class Forwarder:
             return
         why = "reaches no etcd member" if peer.cut_off else f"no answer for {SILENT_S:g} s"
         log.warning("node link to %s: %s; committing its rooms' sends here", peer.name, why)
-        for fid in list(peer.pending):
+        self._give_up(peer, why)
+
+    def _give_up(self, peer: _Peer, why: str) -> None:
+        """Commit here what waits on `peer`'s link: each forward's messages
+        are queued on the local store now, in the order they were sent, so
+        that no send routed here from now on overtakes them."""
+        for fid, part in list(peer.pending.items()):
             future = self._pending.get(fid)
-            if future is not None and not future.done():
-                future.set_exception(LinkRefused(f"link to {peer.name}: {why}", owner_failed=False))
+            if future is None or future.done():
+                continue
+            refused = LinkRefused(f"link to {peer.name}: {why}", owner_failed=False)
+            try:
+                refused.local = self.submit(part)
+            except StoreError as exc:  # the store is not open (stopping)
+                future.set_exception(exc)
+                continue
+            future.set_exception(refused)
 
     def set_links(self, links: dict[str, tuple[str, bytes]]) -> None:
         """The other nodes' link endpoints and keys, from the registry."""
@@ -140,8 +157,8 @@ class Forwarder:
             self._peer(name)
 
     async def close(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        await cancel_and_wait(self._heartbeat)
+        self._heartbeat = None
         for name in list(self._peers):
             self._close(name)
         for future in self._pending.values():
@@ -151,6 +168,7 @@ class Forwarder:
     def _close(self, name: str) -> None:
         peer = self._peers.pop(name)
         self.ownership.set_reachable(name, True)  # a new link is judged afresh
+        self._give_up(peer, "its link was replaced")
         if peer.reader is not None:
             peer.reader.cancel()
         peer.sock.close(linger=0)
@@ -197,22 +215,28 @@ class Forwarder:
             except (msgspec.DecodeError, msgspec.ValidationError):
                 log.warning("node link: bad reply from %s", peer.name)
                 continue
-            # Any answer (to a ping or a forward) says the link is up.
+            # Any answer (to a ping or a forward) says the link is up; the
+            # answered forward is settled first, with its own outcome.
+            self._settle_reply(reply)
             peer.answered = time.monotonic()
+            peer.answers += 1
             peer.cut_off = reply.error == CUT_OFF
             self._judge(peer, peer.answered)
-            future = self._pending.pop(reply.id, None)
-            if future is None or future.done():
-                continue
-            if reply.error:
-                future.set_exception(
-                    LinkRefused(
-                        f"{reply.error}: {reply.message}",
-                        owner_failed=reply.error not in ("NoSuchRoom", "NotANode"),
-                    )
+
+    def _settle_reply(self, reply: Forwarded) -> None:
+        """Resolve the forward `reply` answers (a ping's answer resolves nothing)."""
+        future = self._pending.pop(reply.id, None)
+        if future is None or future.done():
+            return
+        if reply.error:
+            future.set_exception(
+                LinkRefused(
+                    f"{reply.error}: {reply.message}",
+                    owner_failed=reply.error not in ("NoSuchRoom", "NotANode"),
                 )
-            else:
-                future.set_result(reply.results)
+            )
+        else:
+            future.set_result(reply.results)
 
     def _forward(self, name: str, batch: Sequence[NewMessage]) -> asyncio.Future[list[Committed]]:
         future: asyncio.Future[list[Committed]] = asyncio.get_running_loop().create_future()
@@ -227,11 +251,11 @@ class Forwarder:
             future.set_exception(LinkRefused(f"link to {name}: {error}", owner_failed=False))
             return future
         self._pending[fid] = future
-        peer.pending.add(fid)
+        peer.pending[fid] = batch
 
         def settled(_f: asyncio.Future[list[Committed]]) -> None:
             self._pending.pop(fid, None)
-            peer.pending.discard(fid)
+            peer.pending.pop(fid, None)
 
         future.add_done_callback(settled)
         return future
@@ -300,6 +324,9 @@ class Forwarder:
                 "node link to %s: no answer in %g s; committing here", owner, FORWARD_TIMEOUT_S
             )
         except LinkRefused as exc:
+            if exc.local is not None:  # given up by the heartbeat, already queued here
+                self._fell_back(len(part))
+                return await exc.local
             if exc.owner_failed:
                 self.ownership.link_failed(owner, time.monotonic())
                 log.warning("node link to %s: %s; committing here", owner, exc)

@@ -5,9 +5,10 @@ A `Forward` carries a batch of messages as the store takes them and the
 forwarding node's boot id; a `Forwarded` answers it with one ack per
 message, or the store error's kind. A `Forward` with no message is the
 link's heartbeat (a ping, every PING_S): the owner answers it at once, with
-no result, or with the error ``StoreUnavailable`` while it reaches no etcd
-member; a link that answers no ping for SILENT_S is unreachable. Both are msgpack, checked on decode
-(unknown fields, sizes).
+no result, or with the error ``CutOff`` while it reaches no etcd member
+(an error of its own: ``StoreUnavailable`` answers a commit that failed);
+a link that answers no ping for SILENT_S is unreachable. Both frames are
+msgpack, checked on decode (unknown fields, sizes).
 
 What this module must never do: hold state or do I/O of its own.
 """
@@ -28,7 +29,7 @@ LINK_DOMAIN = "curvechat-nodes"
 FORWARD_TIMEOUT_S = 2.0
 PING_S = 0.2
 SILENT_S = 0.8  # a link that answers no ping for this long is unreachable
-CUT_OFF = "StoreUnavailable"  # the owner's answer while it reaches no etcd member
+CUT_OFF = "CutOff"  # the owner's answer while it reaches no etcd member
 MAX_FORWARD = 4096  # messages in one Forward frame
 MAX_LINK_FRAME = 64 * 1024 * 1024
 
@@ -75,3 +76,6 @@ class LinkRefused(StoreError):
         # False: the link is not up (falling back costs nothing) or a room of
         # the batch is not there (the local commit says so to the caller).
         self.owner_failed = owner_failed
+        # Set when the heartbeat gave up on the forward: its messages were
+        # queued on the local store then (server/forwarder.py `_give_up`).
+        self.local: asyncio.Future[list[Committed]] | None = None

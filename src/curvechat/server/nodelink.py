@@ -11,7 +11,7 @@ node's forwards keep their order) and answers `Forwarded` with one ack per
 message, or the store error's kind. An empty `Forward` is a ping (see
 server/linkwire.py), answered at once; while the owner reaches no etcd
 member (server/storeguard.py) it answers pings and forwards with the error
-``StoreUnavailable`` instead of queueing them on a store that cannot commit.
+``CutOff`` instead of queueing them on a store that cannot commit.
 
 Pushes: the owner commits a forwarded message as its own (its origin), so
 a room's messages reach the owner's clients from the owner, in commit
@@ -238,7 +238,9 @@ class NodeLink:
         """What this node committed for another one, to its own clients in
         commit order (its watch skips its own commits)."""
         for msg, ack in zip(batch, acks, strict=True):
-            if ack.stale or ack.behind:
+            # A duplicate was pushed when it was first committed (here, or by
+            # this node's watch if the forwarding node committed it).
+            if ack.stale or ack.behind or ack.duplicate:
                 continue
             try:
                 envelope = decode_envelope(msg.envelope)

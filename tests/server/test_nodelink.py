@@ -6,10 +6,11 @@ forward left unsettled; and the link's heartbeat against a real owner side
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -151,37 +152,56 @@ class Owner:
         self.server = LinkServer(sock, self.store.submit, self.keys)
         self.server.start()
 
+    async def silence(self) -> None:
+        """From now on b answers nothing (its loop is stuck, or the link cut)."""
+        assert self.server._task is not None
+        self.server._task.cancel()
+        await asyncio.sleep(0)
+
     async def close(self) -> None:
         await self.server.stop()
         self.server.sock.close(linger=0)
         self.auth.stop()
 
 
-async def linked(ctx: zmq.asyncio.Context) -> tuple[Forwarder, FakeStore, Owner]:
+@contextlib.asynccontextmanager
+async def linked(
+    ctx: zmq.asyncio.Context,
+) -> AsyncIterator[tuple[Forwarder, FakeStore, Owner]]:
+    """Node a's forwarder linked to a real owner b, a ping answered."""
     store = FakeStore()
     fwd = forwarder(ctx, store)
     owner = Owner(ctx, fwd._public)
     fwd.set_links({"b": (owner.endpoint, owner.public)})
     fwd.start()
-    for _ in range(200):  # until a ping was answered
-        await asyncio.sleep(0.05)
-        if fwd._peers["b"].answers:
-            break
-    assert fwd._peers["b"].answers, "no ping was answered"
-    return fwd, store, owner
+    try:
+        for _ in range(200):  # until a ping was answered
+            await asyncio.sleep(0.05)
+            if fwd._peers["b"].answers:
+                break
+        assert fwd._peers["b"].answers, "no ping was answered"
+        yield fwd, store, owner
+    finally:
+        await fwd.close()
+        await owner.close()
+
+
+async def until_reachable(fwd: Forwarder, reachable: bool) -> None:
+    """Until the heartbeat says b is (or is not) reachable."""
+    for _ in range(50):
+        if (fwd.ownership.unreachable == set()) == reachable:
+            return
+        await asyncio.sleep(PING_S)
+    raise AssertionError(f"b never became {'reachable' if reachable else 'unreachable'}")
 
 
 async def test_a_link_that_answers_its_pings_is_forwarded_to(ctx: zmq.asyncio.Context) -> None:
-    fwd, store, owner = await linked(ctx)
-    try:
+    async with linked(ctx) as (fwd, store, owner):
         await asyncio.sleep(SILENT_S + 2 * PING_S)  # pings keep it reachable
         acks = await fwd.append([msg(THEIRS, "t1")])
         assert [(a.txn, a.remote) for a in acks] == [("t1", True)]
         assert owner.store.calls == [["t1"]] and store.calls == []
         assert fwd.ownership.unreachable == set()
-    finally:
-        await fwd.close()
-        await owner.close()
 
 
 async def test_a_silent_link_gives_up_its_forwards_after_silent_s(
@@ -192,10 +212,8 @@ async def test_a_silent_link_gives_up_its_forwards_after_silent_s(
     after FORWARD_TIMEOUT_S (which would also skip the owner for DOWN_S);
     the rooms' next sends are committed here without a forward, and are
     forwarded again as soon as the owner answers."""
-    fwd, store, owner = await linked(ctx)
-    try:
-        owner.server._task.cancel()  # answers nothing from now on
-        await asyncio.sleep(0)
+    async with linked(ctx) as (fwd, store, owner):
+        await owner.silence()
         t0 = time.monotonic()
         acks = await fwd.append([msg(THEIRS, "t1")])
         print(f"forward to a silent link committed here after {time.monotonic() - t0:.2f} s")
@@ -207,16 +225,9 @@ async def test_a_silent_link_gives_up_its_forwards_after_silent_s(
         assert store.calls == [["t1"], ["t2"]] and fwd.fallbacks == 2
         assert fwd.forwarded == 0 and fwd._peers["b"].pending == {}
         owner.server.start()  # answers again
-        for _ in range(40):
-            await asyncio.sleep(PING_S)
-            if not fwd.ownership.unreachable:
-                break
-        assert fwd.ownership.unreachable == set()
+        await until_reachable(fwd, True)
         acks = await fwd.append([msg(THEIRS, "t3")])
         assert acks[0].remote and ["t3"] in owner.store.calls
-    finally:
-        await fwd.close()
-        await owner.close()
 
 
 async def test_forwards_given_up_are_committed_in_send_order_before_later_sends(
@@ -226,10 +237,8 @@ async def test_forwards_given_up_are_committed_in_send_order_before_later_sends(
     right after the link was found unreachable. The local store gets them
     in the order they were sent: the forwards' messages are queued when the
     link is given up, so the later send cannot overtake them."""
-    fwd, store, owner = await linked(ctx)
-    try:
-        owner.server._task.cancel()
-        await asyncio.sleep(0)
+    async with linked(ctx) as (fwd, store, owner):
+        await owner.silence()
         n = 20
         waiting = [asyncio.ensure_future(fwd.append([msg(THEIRS, f"m{i}")])) for i in range(n)]
         await asyncio.sleep(0)
@@ -241,9 +250,6 @@ async def test_forwards_given_up_are_committed_in_send_order_before_later_sends(
         expected = [f"m{i}" for i in range(n)] + ["last"]
         assert [a.txn for a in acks + later] == expected
         assert store.calls == [[t] for t in expected]
-    finally:
-        await fwd.close()
-        await owner.close()
 
 
 async def test_an_owner_whose_commit_failed_is_skipped_not_called_cut_off(
@@ -251,54 +257,34 @@ async def test_an_owner_whose_commit_failed_is_skipped_not_called_cut_off(
 ) -> None:
     """`StoreUnavailable` answers one failed commit: the owner is skipped for
     DOWN_S; only `CutOff` says it reaches no etcd member."""
-    fwd, store, owner = await linked(ctx)
-    try:
+    async with linked(ctx) as (fwd, store, owner):
         owner.store.fail_rooms = {THEIRS}
         acks = await fwd.append([msg(THEIRS, "t1")])
         assert not acks[0].remote and store.calls == [["t1"]]
         assert "b" in fwd.ownership.down_until
         assert fwd.ownership.unreachable == set() and not fwd._peers["b"].cut_off
-    finally:
-        await fwd.close()
-        await owner.close()
 
 
 async def test_a_replaced_link_gives_up_its_forwards_at_once(ctx: zmq.asyncio.Context) -> None:
     """The registry names a new endpoint for b (b restarted elsewhere): what
     waited on the old link is committed here now, not after a timeout."""
-    fwd, store, owner = await linked(ctx)
-    try:
-        owner.server._task.cancel()
-        await asyncio.sleep(0)
+    async with linked(ctx) as (fwd, store, owner):
+        await owner.silence()
         waiting = asyncio.ensure_future(fwd.append([msg(THEIRS, "t1")]))
         await asyncio.sleep(0)
         fwd.set_links({"b": ("tcp://127.0.0.1:9", owner.public)})  # nothing listens there
         acks = await asyncio.wait_for(waiting, SILENT_S / 2)
         assert [(a.txn, a.remote) for a in acks] == [("t1", False)]
         assert store.calls == [["t1"]]
-    finally:
-        await fwd.close()
-        await owner.close()
 
 
 async def test_an_owner_cut_off_from_etcd_is_not_forwarded_to(ctx: zmq.asyncio.Context) -> None:
-    fwd, store, owner = await linked(ctx)
-    try:
+    async with linked(ctx) as (fwd, store, owner):
         owner.server.cut_off = lambda: True
-        for _ in range(40):
-            await asyncio.sleep(PING_S)
-            if fwd.ownership.unreachable:
-                break
+        await until_reachable(fwd, False)
         assert fwd.ownership.unreachable == {"b"}
         acks = await fwd.append([msg(THEIRS, "t1")])
         assert not acks[0].remote and store.calls == [["t1"]]
         assert owner.store.calls == []  # a cut-off owner queues nothing
         owner.server.cut_off = lambda: False
-        for _ in range(40):
-            await asyncio.sleep(PING_S)
-            if not fwd.ownership.unreachable:
-                break
-        assert fwd.ownership.unreachable == set()
-    finally:
-        await fwd.close()
-        await owner.close()
+        await until_reachable(fwd, True)

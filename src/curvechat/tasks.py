@@ -18,13 +18,20 @@ log = logging.getLogger("curvechat")
 
 
 async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
-    """Cancel `task` (if any) and wait for it to end."""
+    """Cancel `task` (if any) and wait for it to end.
+
+    Only the task's own cancellation is taken: if the caller is cancelled
+    while it waits (a stop step's deadline ran out because the task does not
+    end), that cancellation goes on to the caller. (Awaiting the task and
+    catching CancelledError could not tell the two apart, and swallowed the
+    caller's deadline.)"""
     if task is None:
         return
     task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
-    except Exception:
-        log.exception("background task %s had failed", task.get_name())
+    await asyncio.wait({task})
+    if not task.cancelled() and task.exception() is not None:
+        log.error(
+            "background task %s had failed",
+            task.get_name(),
+            exc_info=task.exception(),
+        )

@@ -125,7 +125,8 @@ async def reach(client: ChatClient, timeout: float) -> Offline | None:
             return Offline(why, last_sync_ms(client.cache))
         changed.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), left)
+            async with asyncio.timeout(left):
+                await changed.wait()
     return None
 
 
@@ -170,7 +171,8 @@ async def deliver_queued(client: ChatClient, timeout: float) -> None:
 
     client.subscribe(on_event)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(done.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await done.wait()
     if sent:
         print(f"curvechat: sent {len(sent)} queued message(s) from before", file=sys.stderr)
     if todo:

@@ -41,7 +41,8 @@ class AckWaiters:
         if fut is None:
             raise NotReady(f"no message {txn} is waiting for an ack", "no_such_message")
         try:
-            ack = await asyncio.wait_for(asyncio.shield(fut), timeout)
+            async with asyncio.timeout(timeout):
+                ack = await asyncio.shield(fut)
         except TimeoutError:
             raise RequestTimeout(
                 "not acknowledged yet; the message is queued and will be sent on reconnect"

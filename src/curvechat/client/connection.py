@@ -148,7 +148,8 @@ class Connection:
 
     async def wait_live(self, timeout: float | None = None) -> bool:
         try:
-            await asyncio.wait_for(self._live.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._live.wait()
         except TimeoutError:
             return False
         return True
@@ -261,7 +262,8 @@ class Connection:
     async def _sleep(self, delay: float) -> None:
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay)
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
 
     async def _connect_once(self, addr: ServerAddress) -> m.Welcome:
         self._open_socket(addr)
@@ -354,7 +356,8 @@ class Connection:
         window = self.ping_interval * self.liveness
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), self.ping_interval)
+                async with asyncio.timeout(self.ping_interval):
+                    await self._lost.wait()
             if self._lost.is_set():
                 return self._lost_reason
             silent = time.monotonic() - self._last_rx

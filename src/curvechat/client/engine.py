@@ -189,7 +189,8 @@ class ChatClient:
         """Wait until connected, registered and synced. Raises the fatal error
         (e.g. the name is taken) if there is one."""
         try:
-            await asyncio.wait_for(self.outbox.ready.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.outbox.ready.wait()
         except TimeoutError:
             return False
         if self.fatal is not None:

@@ -174,7 +174,8 @@ class Sampler:
         if self._store_probe is None:
             return
         try:
-            await asyncio.wait_for(self._store_probe(), STORE_PROBE_TIMEOUT_S)
+            async with asyncio.timeout(STORE_PROBE_TIMEOUT_S):
+                await self._store_probe()
         except Exception as exc:  # any failure of the probe means "not usable now"
             error = str(exc) or type(exc).__name__
             if self.store_ok is not False:

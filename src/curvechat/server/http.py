@@ -118,7 +118,8 @@ def make_http_app(node: ChatNode, guard: HttpGuard, *, dashboard: bool = True) -
 
     async def readyz(request: web.Request) -> web.Response:
         try:
-            await asyncio.wait_for(node.store.ping(), READY_TIMEOUT_S)
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                await node.store.ping()
         except (StoreUnavailable, TimeoutError) as exc:
             return web.json_response({"status": "store unavailable", "error": str(exc)}, status=503)
         return web.json_response({"status": "ready"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import socket
@@ -10,11 +11,21 @@ import sys
 import threading
 from pathlib import Path
 
+_GIVEN: collections.deque[int] = collections.deque(maxlen=2000)
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port, and not one of the last ones this process handed
+    out: the port is only bound later (by a child), so two calls in a row
+    could otherwise return the same port (a node's HTTP port on its ZeroMQ
+    port: `address already in use`, seen once in `make test`)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.append(port)
+            return port
 
 
 class ServerProcess:

@@ -68,8 +68,8 @@ class _Peer:
         self.answered = time.monotonic()  # when it last answered anything
         self.answers = 0  # how many answers (to pings and forwards) came
         self.cut_off = False  # its last answer: it reaches no etcd member
-        # Its forwards not yet answered, in the order they were sent.
-        self.pending: dict[int, Sequence[NewMessage]] = {}
+        # Its forwards not yet answered (id -> messages, future), in send order.
+        self.pending: dict[int, tuple[Sequence[NewMessage], asyncio.Future[list[Committed]]]] = {}
 
 
 class Forwarder:
@@ -93,7 +93,6 @@ class Forwarder:
         self._peers: dict[str, _Peer] = {}
         self._links: dict[str, tuple[str, bytes]] = {}  # name -> (endpoint, key)
         self._unusable: dict[str, tuple[str, bytes]] = {}  # links already warned about
-        self._pending: dict[int, asyncio.Future[list[Committed]]] = {}
         self._ids = itertools.count(1)
         self.forwarded = 0  # messages sent to an owner
         self.fallbacks = 0  # messages committed here in place of their rooms' owner
@@ -135,9 +134,8 @@ class Forwarder:
         """Commit here what waits on `peer`'s link: each forward's messages
         are queued on the local store now, in the order they were sent, so
         that no send routed here from now on overtakes them."""
-        for fid, part in list(peer.pending.items()):
-            future = self._pending.get(fid)
-            if future is None or future.done():
+        for part, future in list(peer.pending.values()):
+            if future.done():
                 continue
             refused = LinkRefused(f"link to {peer.name}: {why}", owner_failed=False)
             try:
@@ -161,9 +159,6 @@ class Forwarder:
         self._heartbeat = None
         for name in list(self._peers):
             self._close(name)
-        for future in self._pending.values():
-            future.cancel()
-        self._pending.clear()
 
     def _close(self, name: str) -> None:
         peer = self._peers.pop(name)
@@ -217,15 +212,15 @@ class Forwarder:
                 continue
             # Any answer (to a ping or a forward) says the link is up; the
             # answered forward is settled first, with its own outcome.
-            self._settle_reply(reply)
+            self._settle_reply(peer, reply)
             peer.answered = time.monotonic()
             peer.answers += 1
             peer.cut_off = reply.error == CUT_OFF
             self._judge(peer, peer.answered)
 
-    def _settle_reply(self, reply: Forwarded) -> None:
+    def _settle_reply(self, peer: _Peer, reply: Forwarded) -> None:
         """Resolve the forward `reply` answers (a ping's answer resolves nothing)."""
-        future = self._pending.pop(reply.id, None)
+        _part, future = peer.pending.pop(reply.id, (None, None))
         if future is None or future.done():
             return
         if reply.error:
@@ -250,14 +245,8 @@ class Forwarder:
         if error is not None:  # EAGAIN: the link is not up (IMMEDIATE); libzmq reconnects
             future.set_exception(LinkRefused(f"link to {name}: {error}", owner_failed=False))
             return future
-        self._pending[fid] = future
-        peer.pending[fid] = batch
-
-        def settled(_f: asyncio.Future[list[Committed]]) -> None:
-            self._pending.pop(fid, None)
-            peer.pending.pop(fid, None)
-
-        future.add_done_callback(settled)
+        peer.pending[fid] = (batch, future)
+        future.add_done_callback(lambda _f: peer.pending.pop(fid, None))
         return future
 
     async def append(self, batch: Sequence[NewMessage]) -> list[Committed]:

@@ -96,9 +96,11 @@ class ChaosNode:
 
 
 # A forward given up (timeout, error), or a link found unreachable by its
-# heartbeat (server/forwarder.py): either way the node commits in the owner's place.
+# heartbeat (server/forwarder.py): either way the owner's sends are
+# committed elsewhere (here, or at its stand-in).
 _FALLBACK = re.compile(
-    r"^(\S+ \S+) WARNING \S+ node link to (\S+): .*; committing (?:its rooms' sends )?here$",
+    r"^(\S+ \S+) WARNING \S+ node link to (\S+): .*;"
+    r" (?:committing here|its rooms' sends go to a stand-in)$",
     re.M,
 )
 

@@ -12,10 +12,11 @@ T = "2026-12-03 13:12"
 LOG = "\n".join(
     [
         "2026-12-03 13:12:40,100 INFO curvechat.server node link to n-b answers again: ...",
-        f"{T}:41,250 {W} n-b: no answer for 0.8 s; committing its rooms' sends here",
+        f"{T}:41,250 {W} n-b: no answer for 0.8 s; its rooms' sends go to a stand-in",
         f"{T}:42,500 {W} n-c: no answer in 2 s; committing here",
-        f"{T}:43,000 {W} n-c: reaches no etcd member; committing its rooms' sends here",
+        f"{T}:43,000 {W} n-c: reaches no etcd member; its rooms' sends go to a stand-in",
         f"{T}:44,000 {W} n-c: cannot use 'tcp://x': bad",
+        f"{T}:45,000 {W} n-c: its etcd is slow, it says; its rooms go to stand-ins",
     ]
 )
 

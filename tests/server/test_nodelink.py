@@ -288,3 +288,47 @@ async def test_an_owner_cut_off_from_etcd_is_not_forwarded_to(ctx: zmq.asyncio.C
         assert owner.store.calls == []  # a cut-off owner queues nothing
         owner.server.cut_off = lambda: False
         await until_reachable(fwd, True)
+
+
+async def until(check: Any) -> None:
+    for _ in range(50):
+        if check():
+            return
+        await asyncio.sleep(PING_S)
+    raise AssertionError("the heartbeat never got there")
+
+
+async def test_an_owner_that_says_its_etcd_is_slow_is_not_forwarded_to(
+    ctx: zmq.asyncio.Context,
+) -> None:
+    """b answers its pings `Slow`: its rooms' sends go to their stand-in (a,
+    of two nodes) until it answers them plainly again; b stays reachable."""
+    async with linked(ctx) as (fwd, store, owner):
+        owner.server.slow = lambda: True
+        await until(lambda: fwd.ownership.slow == {"b"})
+        acks = await fwd.append([msg(THEIRS, "t1")])
+        assert [(a.txn, a.remote) for a in acks] == [("t1", False)]
+        assert store.calls == [["t1"]] and owner.store.calls == []
+        assert fwd.ownership.unreachable == set() and fwd.fallbacks == 1
+        owner.server.slow = lambda: False
+        await until(lambda: fwd.ownership.slow == set())
+        acks = await fwd.append([msg(THEIRS, "t2")])
+        assert acks[0].remote and owner.store.calls == [["t2"]]
+
+
+async def test_a_node_whose_etcd_is_slow_forwards_its_own_rooms_sends(
+    ctx: zmq.asyncio.Context,
+) -> None:
+    """This node (a) is slow: the sends into the rooms it owns are committed
+    by their stand-in (b), and by a again once it is quick."""
+    slow = True
+    async with linked(ctx) as (fwd, store, owner):
+        fwd.slow_here = lambda: slow
+        await until(lambda: fwd.ownership.slow == {"a"})
+        acks = await fwd.append([msg(OURS, "t1"), msg(THEIRS, "t2")])
+        assert [(a.txn, a.remote) for a in acks] == [("t1", True), ("t2", True)]
+        assert owner.store.calls == [["t1", "t2"]] and store.calls == []
+        slow = False
+        await until(lambda: fwd.ownership.slow == set())
+        await fwd.append([msg(OURS, "t3")])
+        assert store.calls == [["t3"]]

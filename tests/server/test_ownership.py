@@ -48,6 +48,11 @@ def _room_of(owner: str, nodes: list[str]) -> str:
         (["a", "b"], False, "unreachable", "b", (Route.INSTEAD, "b")),  # heartbeat unanswered
         (["a", "b"], False, "failed", "b", (Route.INSTEAD, "b")),  # owner's link failed lately
         (["a", "b"], False, "", "b", (Route.FORWARD, "b")),  # otherwise: forward
+        (["a", "b"], False, "slow", "b", (Route.INSTEAD, "b")),  # slow owner, a stands in
+        (["a", "b"], False, "me slow", "a", (Route.FORWARD, "b")),  # slow here: b stands in
+        (["a", "b"], False, "me slow", "b", (Route.FORWARD, "b")),  # b owns it anyway
+        (["a", "b"], False, "all slow", "b", (Route.FORWARD, "b")),  # nobody better placed
+        (["a", "b"], False, "all slow", "a", (Route.LOCAL, None)),
     ],
 )
 def test_route_table(
@@ -64,6 +69,8 @@ def test_route_table(
         own.link_failed("b", now=100.0)
     elif link == "unreachable":
         own.set_reachable("b", False)
+    for name in {"slow": "b", "me slow": "a", "all slow": "ab"}.get(link, ""):
+        assert own.set_slow(name, True) is True
     assert own.route(room, 100.0 + DOWN_S / 2, forwarded=forwarded) == expected
 
 
@@ -105,3 +112,80 @@ def test_owners_follow_the_registry() -> None:
     assert own.route(room, 0.0) == (Route.LOCAL, None)
     assert own.down_until == {}
     assert [own.owner(r) for r in (room, "other")] == ["a", "a"]
+
+
+NODES = ["a", "b", "c"]
+
+
+def _views(**state: str) -> dict[str, Ownership]:
+    """Each of the three nodes' Ownership, with the same view of the others."""
+    views = {}
+    for me in NODES:
+        own = Ownership(me)
+        own.set_live(NODES)
+        for name, how in state.items():
+            if how == "slow":
+                own.set_slow(name, True)
+            elif how == "unreachable" and name != me:
+                own.set_reachable(name, False)
+        views[me] = own
+    return views
+
+
+def _committer(own: Ownership, room: str) -> str:
+    """The node where a send into `room` taken by `own.me` is committed."""
+    how, name = own.route(room, 0.0)
+    return name if how is Route.FORWARD and name is not None else own.me
+
+
+@pytest.mark.parametrize("how", ["unreachable", "slow"])
+def test_an_owner_that_cannot_take_its_rooms_has_one_stand_in_for_every_node(how: str) -> None:
+    # Whichever node a send is taken by, b's rooms are committed by one node
+    # (so their head compare-and-swaps do not race), and the rooms of a and
+    # c stay where they were.
+    views = _views(b=how)
+    moved = 0
+    for room in ROOMS[:300]:
+        owner = owner_of(room, NODES)
+        takers = {me: _committer(views[me], room) for me in NODES if me != "b" or how == "slow"}
+        committers = set(takers.values())
+        assert len(committers) == 1, (room, takers)
+        (committer,) = committers
+        if owner == "b":
+            moved += 1
+            assert committer == owner_of(room, ["a", "c"])
+        else:
+            assert committer == owner
+    assert moved > 50  # about a third of the rooms
+
+
+def test_a_slow_owner_stands_in_only_when_every_node_is_slow() -> None:
+    views = _views(b="slow", c="slow")
+    for room in ROOMS[:100]:
+        assert {_committer(v, room) for v in views.values()} == {"a"}
+    views = _views(a="slow", b="slow", c="slow")
+    for room in ROOMS[:100]:
+        assert {_committer(v, room) for v in views.values()} == {owner_of(room, NODES)}
+
+
+def test_a_slow_owner_that_is_also_unreachable_is_not_a_stand_in() -> None:
+    own = Ownership("a")
+    own.set_live(NODES)
+    own.set_slow("c", True)
+    own.set_reachable("b", False)
+    room = _room_of("b", NODES)
+    # b cannot be reached; c is slow but usable: a healthy node (a) is preferred.
+    assert own.route(room, 0.0) == (Route.INSTEAD, "b")
+    own.set_slow("a", True)  # every usable node is slow: the rendezvous among them
+    assert _committer(own, room) == owner_of(room, ["a", "c"])
+
+
+def test_slowness_is_forgotten_with_the_node_but_kept_for_this_one() -> None:
+    own = Ownership("a")
+    own.set_live(NODES)
+    assert own.set_slow("a", True) is True
+    assert own.set_slow("a", True) is False  # no change
+    own.set_slow("c", True)
+    own.set_live(["a", "b"])
+    assert own.slow == {"a"}
+    assert own.set_slow("a", False) is True

@@ -88,3 +88,32 @@ async def test_cut_off_only_when_no_member_answers() -> None:
     for rounds in (1, 2, 3):
         await probe.probe_once()
         assert probe.silent_rounds == rounds
+
+
+async def test_rounds_are_slow_or_quick_by_the_quickest_serving_member() -> None:
+    probe, answers, _store = _probe("m1", "m2", "m3")
+    delays = dict.fromkeys(answers, 0.0)
+
+    async def status(member: Any) -> tuple[bool, str, int]:
+        await asyncio.sleep(delays[member.endpoint])
+        return answers[member.endpoint]
+
+    probe._status = status  # type: ignore[method-assign]
+    await probe.probe_once()
+    assert (probe.quick_rounds, probe.slow_rounds) == (1, 0)
+    delays.update(m1=0.2, m2=0.2, m3=0.2)  # every link to etcd is slow
+    await probe.probe_once()
+    await probe.probe_once()
+    assert (probe.quick_rounds, probe.slow_rounds) == (0, 2)
+    assert probe.fastest_s is not None and probe.fastest_s >= 0.2
+    delays["m2"] = 0.0
+    answers["m2"] = (True, "it has no leader", 0)  # a quick member that cannot serve
+    await probe.probe_once()
+    assert probe.slow_rounds == 3
+    answers["m2"] = (True, "", 1)  # one quick member serving is enough
+    await probe.probe_once()
+    assert (probe.quick_rounds, probe.slow_rounds) == (1, 0)
+    for m in answers:  # nobody serves (a quorum loss): the round counts as neither
+        answers[m] = (True, "it has no leader", 0)
+    await probe.probe_once()
+    assert (probe.quick_rounds, probe.slow_rounds, probe.fastest_s) == (1, 0, None)

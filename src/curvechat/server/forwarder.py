@@ -15,9 +15,14 @@ The heartbeat: every PING_S each link is pinged (an empty `Forward`). A
 link that answers nothing for SILENT_S (cut, or its owner stopped), or
 whose owner answers that it reaches no etcd member, is unreachable: the
 forwards waiting on it give up at once (their messages are committed here,
-as after a timeout), and its rooms' sends are committed here until it
-answers a ping again. So a cut link costs its forwards about SILENT_S, not
-FORWARD_TIMEOUT_S, and nothing is sent into it while it stays cut.
+as after a timeout), and its rooms' sends go to their stand-in (ownership.py)
+until it answers a ping again. So a cut link costs its forwards about
+SILENT_S, not FORWARD_TIMEOUT_S, and nothing is sent into it while it stays
+cut. An owner that answers pings ``Slow`` (its round trips to etcd are
+slow) is treated the same way, but stays usable as a stand-in of last
+resort; and this node tells `Ownership` each beat whether it is slow
+itself (`slow_here`), so that it forwards its own rooms' sends to their
+stand-in too.
 
 What this module must never do: decide ownership (ownership.py does), or
 forward a message a second time.
@@ -29,7 +34,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -42,6 +47,7 @@ from curvechat.server.linkwire import (
     MAX_LINK_FRAME,
     PING_S,
     SILENT_S,
+    SLOW,
     Forward,
     Forwarded,
     LinkRefused,
@@ -68,6 +74,7 @@ class _Peer:
         self.answered = time.monotonic()  # when it last answered anything
         self.answers = 0  # how many answers (to pings and forwards) came
         self.cut_off = False  # its last answer: it reaches no etcd member
+        self.slow = False  # its last answer to a ping: its round trips to etcd are slow
         # Its forwards not yet answered (id -> messages, future), in send order.
         self.pending: dict[int, tuple[Sequence[NewMessage], asyncio.Future[list[Committed]]]] = {}
 
@@ -97,6 +104,8 @@ class Forwarder:
         self.forwarded = 0  # messages sent to an owner
         self.fallbacks = 0  # messages committed here in place of their rooms' owner
         self.metrics: NodeMetrics | None = None
+        #: whether this node should not own rooms now (NodeLink sets it)
+        self.slow_here: Callable[[], bool] = lambda: False
         self._heartbeat: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -112,13 +121,27 @@ class Forwarder:
                 log.exception("node link heartbeat failed")
 
     def beat(self, now: float) -> None:
-        """Judge each link by its last answer, then ping it."""
+        """Say whether this node is slow, judge each link by its last
+        answer, then ping it (a negative id: its answer settles nothing)."""
+        me = self.ownership.me
+        if self.ownership.set_slow(me, self.slow_here()):
+            how = "to their stand-ins" if me in self.ownership.slow else "here again"
+            log.info("this node's rooms' sends are committed %s", how)
         for peer in list(self._peers.values()):
             self._judge(peer, now)
-            ping = enc.encode(Forward(next(self._ids), self.origin, []))
+            ping = enc.encode(Forward(-next(self._ids), self.origin, []))
             sent(peer.sock.send(ping, flags=zmq.NOBLOCK))  # EAGAIN: not up, so silent
 
     def _judge(self, peer: _Peer, now: float) -> None:
+        if self.ownership.set_slow(peer.name, peer.slow):
+            if peer.slow:
+                log.warning(
+                    "node link to %s: its etcd is slow, it says; its rooms go to stand-ins",
+                    peer.name,
+                )
+                self._give_up(peer, "its etcd is slow")
+            else:
+                log.info("node link to %s: its etcd is quick again; forwarding to it", peer.name)
         silent = now - peer.answered > SILENT_S
         reachable = not (silent or peer.cut_off)
         if not self.ownership.set_reachable(peer.name, reachable):
@@ -127,7 +150,7 @@ class Forwarder:
             log.info("node link to %s answers again: forwarding to it", peer.name)
             return
         why = "reaches no etcd member" if peer.cut_off else f"no answer for {SILENT_S:g} s"
-        log.warning("node link to %s: %s; committing its rooms' sends here", peer.name, why)
+        log.warning("node link to %s: %s; its rooms' sends go to a stand-in", peer.name, why)
         self._give_up(peer, why)
 
     def _give_up(self, peer: _Peer, why: str) -> None:
@@ -216,6 +239,8 @@ class Forwarder:
             peer.answered = time.monotonic()
             peer.answers += 1
             peer.cut_off = reply.error == CUT_OFF
+            if reply.id < 0:  # a ping's answer
+                peer.slow = reply.error == SLOW
             self._judge(peer, peer.answered)
 
     def _settle_reply(self, peer: _Peer, reply: Forwarded) -> None:

@@ -3,11 +3,14 @@
 
 A `Forward` carries a batch of messages as the store takes them and the
 forwarding node's boot id; a `Forwarded` answers it with one ack per
-message, or the store error's kind. A `Forward` with no message is the
-link's heartbeat (a ping, every PING_S): the owner answers it at once, with
-no result, or with the error ``CutOff`` while it reaches no etcd member
-(an error of its own: ``StoreUnavailable`` answers a commit that failed);
-a link that answers no ping for SILENT_S is unreachable. Both frames are
+message, or the store error's kind. A `Forward` with no message and a
+negative id is the link's heartbeat (a ping, every PING_S): the owner
+answers it at once, with no result, or with the error ``CutOff`` while it
+reaches no etcd member (an error of its own: ``StoreUnavailable`` answers
+a commit that failed), or ``Slow`` while its round trips to etcd are slow
+(it commits what it is sent all the same, but would rather not own rooms:
+server/ownership.py); a link that answers no ping for SILENT_S is
+unreachable. Both frames are
 msgpack, checked on decode (unknown fields, sizes).
 
 What this module must never do: hold state or do I/O of its own.
@@ -30,6 +33,7 @@ FORWARD_TIMEOUT_S = 2.0
 PING_S = 0.2
 SILENT_S = 0.8  # a link that answers no ping for this long is unreachable
 CUT_OFF = "CutOff"  # the owner's answer while it reaches no etcd member
+SLOW = "Slow"  # its answer to a ping while its round trips to etcd are slow
 MAX_FORWARD = 4096  # messages in one Forward frame
 MAX_LINK_FRAME = 64 * 1024 * 1024
 

@@ -126,6 +126,7 @@ class ChatNode:
         self.peer_nodes: list[dict[str, Any]] = []  # the other nodes, for the dashboard
         self.draining = False  # no new connections (server/drain.py)
         self.store_cut_off = False  # no etcd member answers (server/storeguard.py)
+        self.store_slow = False  # etcd answers slowly: own no room (server/storeguard.py)
         self.etcd_quota: Callable[[], dict[str, Any] | None] = lambda: None  # server/capacity.py
         self.metrics = NodeMetrics()
         self.metrics.set_node(self.node_name, self.boot)

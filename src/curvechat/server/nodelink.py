@@ -11,7 +11,9 @@ node's forwards keep their order) and answers `Forwarded` with one ack per
 message, or the store error's kind. An empty `Forward` is a ping (see
 server/linkwire.py), answered at once; while the owner reaches no etcd
 member (server/storeguard.py) it answers pings and forwards with the error
-``CutOff`` instead of queueing them on a store that cannot commit.
+``CutOff`` instead of queueing them on a store that cannot commit, and
+while its round trips to etcd are slow it answers pings ``Slow`` (and
+still commits the forwards that come).
 
 Pushes: the owner commits a forwarded message as its own (its origin), so
 a room's messages reach the owner's clients from the owner, in commit
@@ -54,6 +56,7 @@ from curvechat.server.linkwire import (
     CUT_OFF,
     LINK_DOMAIN,
     MAX_LINK_FRAME,
+    SLOW,
     Forwarded,
     Submit,
     enc,
@@ -120,6 +123,8 @@ class LinkServer:
         self.on_committed: Callable[[list[NewMessage], list[Committed]], Awaitable[None]] = _nothing
         #: whether the node reaches no etcd member now (NodeLink sets it)
         self.cut_off: Callable[[], bool] = lambda: False
+        #: whether its round trips to etcd are slow now (NodeLink sets it)
+        self.slow: Callable[[], bool] = lambda: False
         self._task: asyncio.Task[None] | None = None
         self._replies: set[asyncio.Task[None]] = set()
 
@@ -157,7 +162,8 @@ class LinkServer:
                 self._reply(rid, reply)
                 continue
             if not fwd.messages:  # a ping
-                self._reply(rid, Forwarded(fwd.id))
+                slow = SLOW if self.slow() else ""
+                self._reply(rid, Forwarded(fwd.id, error=slow))
                 continue
             # Committed as the owner's own: the owner pushes them to its
             # clients (below) and every other node's watch to theirs.
@@ -223,11 +229,13 @@ class NodeLink:
         self.server.metrics = node.metrics
         self.server.on_committed = self._push_committed
         self.server.cut_off = lambda: node.store_cut_off
+        self.server.slow = lambda: node.store_slow
         self.server.start()
         self.forwarder = Forwarder(
             ctx, node.public_key, node.secret_key, self.ownership, self._submit, node.boot
         )
         self.forwarder.metrics = node.metrics
+        self.forwarder.slow_here = lambda: node.store_slow or node.store_cut_off
         self.forwarder.start()
         node.append_messages = self.forwarder.append
         port = bound.rsplit(":", 1)[1]

@@ -24,18 +24,29 @@ situation                                    decision
 ===========================================  ===========================
 the send came over the node link             commit here (one hop only)
 no live node named, or this node not one     commit here
-the owner is this node                       commit here
-the owner's link is unreachable              commit here, instead of it
-the owner's link failed in the last DOWN_S   commit here, instead of it
-otherwise                                    forward to the owner
+the owner can take it, and it is this node   commit here
+the owner can take it                        forward to the owner
+its stand-in is this node                    commit here, instead of it
+otherwise                                    forward to the stand-in
 ===========================================  ===========================
 
 "Live" is the registry's nodes with status ``up`` and a link endpoint: a
 draining node hands its rooms over as soon as it says it drains.
-"Unreachable" is what the link's heartbeat says (server/forwarder.py): the
-owner answered no ping for SILENT_S, or answered that it reaches no etcd
-member. It lasts until the owner answers a ping again, with no DOWN_S
-wait: a heartbeat, unlike a forward, costs nothing when it goes unanswered.
+A node *can take* a room's sends when it is usable from here and not slow.
+*Usable*: this node always; another one unless its link is unreachable
+(what the heartbeat says, server/forwarder.py: it answered no ping for
+SILENT_S, or answered that it reaches no etcd member; this lasts until it
+answers a ping again, with no DOWN_S wait: a heartbeat, unlike a forward,
+costs nothing when it goes unanswered) or a forward to it failed in the
+last DOWN_S. *Slow*: its round trips to etcd take over SLOW_RTT_S
+(server/storeguard.py; another node says so in its ping answers), or it
+reaches no etcd member. The *stand-in* is the rendezvous owner among the
+usable nodes that are not slow (among all usable nodes when every one is
+slow: then nobody is better placed than the owner). Every node that sees
+the same owner fail computes the same stand-in, so the owner's rooms are
+still committed by one node, not by every node its senders are on, and
+their head compare-and-swaps do not race; rendezvous hashing moves only
+the rooms of the owner that cannot take them.
 
 What this module must never do: any I/O, any clock reading of its own
 (callers pass `now`), or refuse a send: every path ends in a commit.
@@ -76,6 +87,7 @@ class Ownership:
     live: tuple[str, ...] = ()
     down_until: dict[str, float] = field(default_factory=dict)
     unreachable: set[str] = field(default_factory=set)
+    slow: set[str] = field(default_factory=set)
     _owners: dict[str, str | None] = field(default_factory=dict)
 
     def set_live(self, names: Iterable[str]) -> bool:
@@ -89,6 +101,7 @@ class Ownership:
             if name not in live:
                 del self.down_until[name]
         self.unreachable &= set(live)
+        self.slow = {n for n in self.slow if n in live or n == self.me}
         return True
 
     def owner(self, room: str) -> str | None:
@@ -102,21 +115,45 @@ class Ownership:
 
     def route(self, room: str, now: float, *, forwarded: bool = False) -> tuple[Route, str | None]:
         """Where a send into `room` is committed: (LOCAL, None), (FORWARD,
-        owner), or (INSTEAD, owner) when the owner cannot take it now."""
+        owner or stand-in), or (INSTEAD, owner) when this node stands in."""
         if forwarded or self.me not in self.live:
             return Route.LOCAL, None
         owner = self.owner(room)
-        if owner is None or owner == self.me:
+        if owner is None:
             return Route.LOCAL, None
-        if owner in self.unreachable or self.down_until.get(owner, 0.0) > now:
-            return Route.INSTEAD, owner
-        return Route.FORWARD, owner
+        if owner not in self.slow and self._usable(owner, now):
+            return (Route.LOCAL, None) if owner == self.me else (Route.FORWARD, owner)
+        stand_in = self.stand_in(room, now)
+        if stand_in != self.me:
+            return Route.FORWARD, stand_in
+        return (Route.LOCAL, None) if owner == self.me else (Route.INSTEAD, owner)
+
+    def stand_in(self, room: str, now: float) -> str:
+        """The node that takes `room`'s sends when its owner cannot."""
+        usable = [n for n in self.live if self._usable(n, now)]
+        healthy = [n for n in usable if n not in self.slow]
+        return owner_of(room, healthy or usable) or self.me
+
+    def _usable(self, name: str, now: float) -> bool:
+        if name == self.me:
+            return True
+        return name not in self.unreachable and self.down_until.get(name, 0.0) <= now
 
     def link_failed(self, name: str, now: float) -> None:
         self.down_until[name] = now + DOWN_S
 
     def link_worked(self, name: str) -> None:
         self.down_until.pop(name, None)
+
+    def set_slow(self, name: str, slow: bool) -> bool:
+        """Whether `name` (this node too) is slow now; returns True if it changed."""
+        if slow == (name in self.slow):
+            return False
+        if slow:
+            self.slow.add(name)
+        else:
+            self.slow.discard(name)
+        return True
 
     def set_reachable(self, name: str, reachable: bool) -> bool:
         """What the link's heartbeat says of `name`; returns True if it changed."""

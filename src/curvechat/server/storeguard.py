@@ -23,6 +23,16 @@ node is in the same boat, and moving clients would help nobody.
 
 It never closes a connection itself: a client that does not know
 `push_move` stays, and its sends are refused as before.
+
+It also says when the node's etcd is slow (`node.store_slow`): the probe's
+quickest member took over SLOW_RTT_S in SLOW_ROUNDS rounds in a row (a
+lossy or distant link to every member). Then the node stops owning rooms
+(server/ownership.py): it answers pings saying so, the other nodes commit
+its rooms' sends, and it forwards its own clients' sends to them, instead
+of committing through links where each round trip takes that long. It
+keeps its clients (their sends are acked by the other nodes; what the
+others commit reaches them by its watch, late but in order). It owns rooms
+again after QUICK_ROUNDS quick rounds in a row.
 """
 
 from __future__ import annotations
@@ -33,12 +43,14 @@ import time
 
 from curvechat.server.moving import MoveAsker
 from curvechat.server.node import ChatNode
-from curvechat.store.etcd.health import EtcdProbe
+from curvechat.store.etcd.health import SLOW_RTT_S, EtcdProbe
 from curvechat.tasks import cancel_and_wait
 
 log = logging.getLogger("curvechat.server")
 
 CUT_OFF_ROUNDS = 2
+SLOW_ROUNDS = 2
+QUICK_ROUNDS = 4
 TELL_EVERY_S = 2.0
 LOOP_S = 0.25
 MOVE_REASON = "store_unreachable"
@@ -50,6 +62,7 @@ class StoreGuard:
         self.probe = probe
         self.rounds = rounds
         self.cut_offs = 0  # how many times the node found itself cut off
+        self.slow_spells = 0  # how many times it found its etcd slow
         self.since = 0.0
         self._mover = MoveAsker(node, MOVE_REASON, TELL_EVERY_S)
         self._task: asyncio.Task[None] | None = None
@@ -91,3 +104,30 @@ class StoreGuard:
             )
         if self.node.store_cut_off:
             self._mover.ask()
+        self._check_slow()
+
+    def _check_slow(self) -> None:
+        node, probe = self.node, self.probe
+        if not node.store_slow and probe.slow_rounds >= SLOW_ROUNDS:
+            node.store_slow = True
+            self.slow_spells += 1
+            rtt = (probe.fastest_s or 0.0) * 1000
+            log.warning(
+                "etcd round trips take %.0f ms (over %.0f ms): handing this node's rooms"
+                " to the other nodes",
+                rtt,
+                SLOW_RTT_S * 1000,
+            )
+            node.events.add(
+                "store_slow",
+                f"node {node.node_name}'s round trips to etcd take {rtt:.0f} ms: the other"
+                " nodes commit its rooms' sends",
+                level="warning",
+            )
+        elif node.store_slow and probe.quick_rounds >= QUICK_ROUNDS:
+            node.store_slow = False
+            log.info("etcd round trips are quick again: owning rooms again")
+            node.events.add(
+                "store_quick",
+                f"node {node.node_name}'s round trips to etcd are quick again: it owns rooms again",
+            )

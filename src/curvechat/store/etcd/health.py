@@ -17,7 +17,11 @@ about a second, and then:
 It also tells the node whether it reaches etcd at all (`reachable`): a node
 that no member answers is cut off, which is not the same as an etcd without
 a leader (a quorum loss: members answer, none has a leader), where every
-node is in the same boat and sending clients elsewhere helps nobody.
+node is in the same boat and sending clients elsewhere helps nobody. And
+how quickly: `fastest_s`, the round trip of the quickest member that
+answered with a leader in the last round, and how many rounds in a row it
+was over SLOW_RTT_S (`slow_rounds`) or within it (`quick_rounds`); a round
+in which no member served counts as neither (server/storeguard.py judges).
 
 How it works: the Maintenance ``Status`` call of every member at once, with a
 short deadline. A member is *serving* if it answered and names a leader.
@@ -42,7 +46,7 @@ from curvechat.store.base import StoreUnavailable
 from curvechat.store.etcd import conn as conn
 from curvechat.tasks import cancel_and_wait
 
-__all__ = ["PROBE_INTERVAL_S", "EtcdProbe"]
+__all__ = ["PROBE_INTERVAL_S", "SLOW_RTT_S", "EtcdProbe"]
 
 log = logging.getLogger("curvechat.store")
 
@@ -52,6 +56,9 @@ PROBE_TIMEOUT_S = 1.0
 # (longer than a probe round, so it stays avoided while it keeps failing).
 AVOID_S = 2 * (PROBE_INTERVAL_S + PROBE_TIMEOUT_S)
 LEADERLESS_PROBES = 2
+# A round whose quickest serving member took longer than this is slow: on
+# loopback or a LAN a Status round trip takes milliseconds.
+SLOW_RTT_S = 0.15
 _NOT_REACHED = {"UNAVAILABLE", "CANCELLED", "UNKNOWN", "INTERNAL"}
 
 T = TypeVar("T")
@@ -84,6 +91,9 @@ class EtcdProbe:
         self.last_reach = time.monotonic()  # when some member last answered
         self.rounds = 0
         self.silent_rounds = 0  # rounds in a row in which no member answered
+        self.fastest_s: float | None = None  # the last round's quickest serving member
+        self.slow_rounds = 0  # rounds in a row whose quickest member was over SLOW_RTT_S
+        self.quick_rounds = 0  # rounds in a row whose quickest member was within it
         self._task: asyncio.Task[None] | None = None
         # Set (and replaced) when the members' leader changes: a write that a
         # follower had forwarded to the old leader is lost with it, and would
@@ -151,11 +161,13 @@ class EtcdProbe:
 
     async def probe_once(self) -> None:
         members = list(self.store.pool.members)
-        results = await asyncio.gather(*(self._status(mb) for mb in members))
+        timed = await asyncio.gather(*(self._timed(mb) for mb in members))
+        results = [result for result, _rtt in timed]
         self.rounds += 1
         now = time.monotonic()
         answered_any = any(answered for answered, _why, _leader in results)
         self.silent_rounds = 0 if answered_any else self.silent_rounds + 1
+        self._time_round([rtt for (answered, why, _l), rtt in timed if answered and not why])
         leaders = {leader for _a, _w, leader in results if leader}
         if len(leaders) == 1:
             (leader,) = leaders
@@ -185,6 +197,23 @@ class EtcdProbe:
             st.serving, st.why = False, why
             st.down.set()
             mb.avoid_until = max(mb.avoid_until, now + AVOID_S)
+
+    def _time_round(self, rtts: list[float]) -> None:
+        """Count the round as slow or quick by its quickest serving member."""
+        self.fastest_s = min(rtts) if rtts else None
+        if self.fastest_s is None:
+            return
+        if self.fastest_s > SLOW_RTT_S:
+            self.slow_rounds += 1
+            self.quick_rounds = 0
+        else:
+            self.quick_rounds += 1
+            self.slow_rounds = 0
+
+    async def _timed(self, member: Any) -> tuple[tuple[bool, str, int], float]:
+        started = time.monotonic()
+        result = await self._status(member)
+        return result, time.monotonic() - started
 
     async def _status(self, member: Any) -> tuple[bool, str, int]:
         """(answered, why it cannot serve: "" if it can, the leader it names)."""

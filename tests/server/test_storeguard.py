@@ -1,0 +1,49 @@
+"""The store guard's judgement (server/storeguard.py), driven without
+sockets: a scripted probe, a node with an event list."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from curvechat.server.storeguard import QUICK_ROUNDS, SLOW_ROUNDS, StoreGuard
+
+
+class Events:
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
+
+    def add(self, kind: str, text: str, **_kw: Any) -> None:
+        self.kinds.append(kind)
+
+
+def _guard() -> tuple[StoreGuard, Any, Any]:
+    node = SimpleNamespace(
+        node_name="n1", store_cut_off=False, store_slow=False, events=Events(), sessions={}
+    )
+    probe = SimpleNamespace(silent_rounds=0, slow_rounds=0, quick_rounds=0, fastest_s=None)
+    return StoreGuard(node, probe), node, probe  # type: ignore[arg-type]
+
+
+def test_slow_after_slow_rounds_and_quick_again_after_quick_rounds() -> None:
+    guard, node, probe = _guard()
+    probe.slow_rounds, probe.fastest_s = SLOW_ROUNDS - 1, 0.3
+    guard.check()
+    assert not node.store_slow  # one slow round is not enough
+    probe.slow_rounds = SLOW_ROUNDS
+    guard.check()
+    guard.check()
+    assert node.store_slow and node.events.kinds == ["store_slow"] and guard.slow_spells == 1
+    probe.slow_rounds, probe.quick_rounds = 0, QUICK_ROUNDS - 1
+    guard.check()
+    assert node.store_slow  # it stays slow until QUICK_ROUNDS quick rounds in a row
+    probe.quick_rounds = QUICK_ROUNDS
+    guard.check()
+    assert not node.store_slow and node.events.kinds == ["store_slow", "store_quick"]
+
+
+def test_cut_off_and_slow_are_judged_apart() -> None:
+    guard, node, probe = _guard()
+    probe.silent_rounds = 5  # no member answers: cut off, which says nothing of speed
+    guard.check()
+    assert node.store_cut_off and not node.store_slow

@@ -400,3 +400,9 @@ def short_schedule(node_names: list[str]) -> list[Step]:
         Step(46, 5, _maker("partition-etcd-leader", a)),
         Step(54, 0, _maker("rolling-restart", a)),
     ]
+
+
+def latency_schedule(node_names: list[str]) -> list[Step]:
+    """`latency+loss` alone, on each node in turn: 8 s each, 12 s apart (about
+    45 s with three nodes), to measure what that one fault costs."""
+    return [Step(5 + 20 * i, 8, _maker("latency", name)) for i, name in enumerate(node_names)]

@@ -26,7 +26,13 @@ from . import report as rep
 from .checker import check
 from .cluster import ChaosCluster
 from .gaps import client_gaps
-from .nemesis import MAIN_KINDS, Step, mixed_schedule, run_schedule, short_schedule
+from .nemesis import (
+    MAIN_KINDS,
+    latency_schedule,
+    mixed_schedule,
+    run_schedule,
+    short_schedule,
+)
 from .workload import History, Workload
 
 STORM_SCRIPT = Path(__file__).with_name("storm.py")
@@ -39,7 +45,7 @@ class Config:
     clients: int = 12
     rooms: int = 4
     nodes: int = 3
-    schedule: str = "mixed"  # or "short"
+    schedule: str = "mixed"  # or "short", or "latency"
     storm_clients: int = 1000
     # when the storm clients connect (then they are cut at once), as fractions of duration
     storms: list[float] = field(default_factory=lambda: [0.4, 0.8])
@@ -157,11 +163,12 @@ async def run(config: Config, work: Path, results: Path | None) -> dict[str, Any
         await workload.setup()
         cluster.rooms = list(history.rooms)
         names = [n.name for n in cluster.nodes]
-        steps: list[Step] = (
-            short_schedule(names)
-            if config.schedule == "short"
-            else mixed_schedule(config.duration, config.seed, names, config.faults or None)
-        )
+        if config.schedule == "short":
+            steps = short_schedule(names)
+        elif config.schedule == "latency":
+            steps = latency_schedule(names)
+        else:
+            steps = mixed_schedule(config.duration, config.seed, names, config.faults or None)
         workload.start()
         t_base = history.now()
 
@@ -248,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=12, help="engine clients")
     parser.add_argument("--rooms", type=int, default=4)
     parser.add_argument("--storm-clients", type=int, default=1000, help="0: no storm")
-    parser.add_argument("--schedule", choices=["mixed", "short"], default="mixed")
+    parser.add_argument("--schedule", choices=["mixed", "short", "latency"], default="mixed")
     parser.add_argument(
         "--faults",
         default="",

@@ -18,8 +18,15 @@ class Events:
 
 
 def _guard() -> tuple[StoreGuard, Any, Any]:
+    sent: list[tuple[bytes, bytes]] = []
     node = SimpleNamespace(
-        node_name="n1", store_cut_off=False, store_slow=False, events=Events(), sessions={}
+        node_name="n1",
+        store_cut_off=False,
+        store_slow=False,
+        events=Events(),
+        sessions={b"alice": SimpleNamespace(gone=None)},
+        sent=sent,
+        send=lambda rid, frame: sent.append((rid, frame)),
     )
     probe = SimpleNamespace(silent_rounds=0, slow_rounds=0, quick_rounds=0, fastest_s=None)
     return StoreGuard(node, probe), node, probe  # type: ignore[arg-type]
@@ -47,3 +54,16 @@ def test_cut_off_and_slow_are_judged_apart() -> None:
     probe.silent_rounds = 5  # no member answers: cut off, which says nothing of speed
     guard.check()
     assert node.store_cut_off and not node.store_slow
+
+
+def test_a_slow_node_asks_its_clients_to_move_only_if_another_node_is_quick() -> None:
+    guard, node, probe = _guard()
+    probe.slow_rounds, probe.fastest_s = SLOW_ROUNDS, 0.3
+    guard.check()
+    assert node.store_slow and node.sent == []  # no quick node elsewhere: they stay
+    guard.quick_elsewhere = lambda: True
+    guard.check()
+    ((rid, frame),) = node.sent
+    assert rid == b"alice" and b"push_move" in frame and b"store_slow" in frame
+    guard.check()
+    assert len(node.sent) == 1  # asked again only after TELL_EVERY_S

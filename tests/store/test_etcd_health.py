@@ -117,3 +117,36 @@ async def test_rounds_are_slow_or_quick_by_the_quickest_serving_member() -> None
         answers[m] = (True, "it has no leader", 0)
     await probe.probe_once()
     assert (probe.quick_rounds, probe.slow_rounds, probe.fastest_s) == (1, 0, None)
+
+
+async def test_a_round_the_node_itself_was_late_for_is_not_counted() -> None:
+    """The answers came late because the node's own event loop was busy
+    (a reconnect storm, say), not because its links are slow."""
+    probe, answers, _store = _probe("m1", "m2")
+
+    async def status(member: Any) -> tuple[bool, str, int]:
+        await asyncio.sleep(0.001)
+        time.sleep(0.3)  # the loop is held: every timer fires late
+        return answers[member.endpoint]
+
+    probe._status = status  # type: ignore[method-assign]
+    await probe.probe_once()
+    assert probe.loop_lag_s > 0.2
+    assert (probe.quick_rounds, probe.slow_rounds) == (0, 0)
+
+
+async def test_while_rounds_are_slow_a_member_is_avoided_after_two_silent_probes() -> None:
+    probe, answers, _store = _probe("m1", "m2")
+
+    async def status(member: Any) -> tuple[bool, str, int]:
+        await asyncio.sleep(0.2)  # every member answers slowly
+        return answers[member.endpoint]
+
+    probe._status = status  # type: ignore[method-assign]
+    await probe.probe_once()
+    assert probe.slow_rounds == 1
+    answers["m1"] = (False, "no answer within 1 s", 0)
+    await probe.probe_once()
+    assert sorted(probe.serving()) == ["m1", "m2"]  # one silent probe: not yet
+    await probe.probe_once()
+    assert probe.serving() == ["m2"]

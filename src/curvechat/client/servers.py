@@ -52,7 +52,11 @@ DRAIN_AVOID_S = 60.0
 """How long a node that said it is draining is tried last."""
 
 
-MOVE_REASONS = {"draining": "is draining", "store_unreachable": "cannot reach its store"}
+MOVE_REASONS = {
+    "draining": "is draining",
+    "store_unreachable": "cannot reach its store",
+    "store_slow": "reaches its store slowly",
+}
 
 
 def moving_detail(node: str, reason: str) -> str:

@@ -118,6 +118,8 @@ class Cluster:
         self.probe = EtcdProbe(self.store)
         self.store.probe = self.probe
         self.guard = StoreGuard(self.node, self.probe)
+        if self.link is not None:
+            self.guard.quick_elsewhere = self.link.ownership.quick_elsewhere
         self._tasks = [
             asyncio.create_task(self._watch_loop(), name="cluster-watch"),
             asyncio.create_task(self._keepalive_loop(), name="cluster-lease"),

@@ -134,6 +134,12 @@ class Ownership:
         healthy = [n for n in usable if n not in self.slow]
         return owner_of(room, healthy or usable) or self.me
 
+    def quick_elsewhere(self) -> bool:
+        """Whether another live node answers its pings and is not slow."""
+        return any(
+            n != self.me and n not in self.slow and n not in self.unreachable for n in self.live
+        )
+
     def _usable(self, name: str, now: float) -> bool:
         if name == self.me:
             return True

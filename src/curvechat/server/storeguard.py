@@ -26,13 +26,17 @@ It never closes a connection itself: a client that does not know
 
 It also says when the node's etcd is slow (`node.store_slow`): the probe's
 quickest member took over SLOW_RTT_S in SLOW_ROUNDS rounds in a row (a
-lossy or distant link to every member). Then the node stops owning rooms
+lossy or distant link to every member; rounds in which the node's own
+event loop was late are not counted). Then the node stops owning rooms
 (server/ownership.py): it answers pings saying so, the other nodes commit
 its rooms' sends, and it forwards its own clients' sends to them, instead
-of committing through links where each round trip takes that long. It
-keeps its clients (their sends are acked by the other nodes; what the
-others commit reaches them by its watch, late but in order). It owns rooms
-again after QUICK_ROUNDS quick rounds in a row.
+of committing through links where each round trip takes that long. And
+while another node is quick (`quick_elsewhere`), it asks its clients to
+move (`push_move`, reason ``store_slow``): what the other nodes commit
+reaches this node's clients only through its watch, over the same slow
+links, seconds late. It still takes clients (a client that reaches no
+other node is better served late than not at all). It owns rooms again
+after QUICK_ROUNDS quick rounds in a row.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from curvechat.server.moving import MoveAsker
 from curvechat.server.node import ChatNode
@@ -54,6 +59,7 @@ QUICK_ROUNDS = 4
 TELL_EVERY_S = 2.0
 LOOP_S = 0.25
 MOVE_REASON = "store_unreachable"
+SLOW_MOVE_REASON = "store_slow"
 
 
 class StoreGuard:
@@ -65,6 +71,9 @@ class StoreGuard:
         self.slow_spells = 0  # how many times it found its etcd slow
         self.since = 0.0
         self._mover = MoveAsker(node, MOVE_REASON, TELL_EVERY_S)
+        self._slow_mover = MoveAsker(node, SLOW_MOVE_REASON, TELL_EVERY_S)
+        #: whether another live node is quick (Cluster sets it from the node link)
+        self.quick_elsewhere: Callable[[], bool] = lambda: False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -111,6 +120,7 @@ class StoreGuard:
         if not node.store_slow and probe.slow_rounds >= SLOW_ROUNDS:
             node.store_slow = True
             self.slow_spells += 1
+            self._slow_mover.reset()
             rtt = (probe.fastest_s or 0.0) * 1000
             log.warning(
                 "etcd round trips take %.0f ms (over %.0f ms): handing this node's rooms"
@@ -121,7 +131,8 @@ class StoreGuard:
             node.events.add(
                 "store_slow",
                 f"node {node.node_name}'s round trips to etcd take {rtt:.0f} ms: the other"
-                " nodes commit its rooms' sends",
+                " nodes commit its rooms' sends, and its clients are asked to move to a"
+                " quick node if there is one",
                 level="warning",
             )
         elif node.store_slow and probe.quick_rounds >= QUICK_ROUNDS:
@@ -131,3 +142,5 @@ class StoreGuard:
                 "store_quick",
                 f"node {node.node_name}'s round trips to etcd are quick again: it owns rooms again",
             )
+        if node.store_slow and not node.store_cut_off and self.quick_elsewhere():
+            self._slow_mover.ask()

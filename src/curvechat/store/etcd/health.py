@@ -21,7 +21,10 @@ node is in the same boat and sending clients elsewhere helps nobody. And
 how quickly: `fastest_s`, the round trip of the quickest member that
 answered with a leader in the last round, and how many rounds in a row it
 was over SLOW_RTT_S (`slow_rounds`) or within it (`quick_rounds`); a round
-in which no member served counts as neither (server/storeguard.py judges).
+in which no member served counts as neither, nor does a round in which the
+node's own event loop was late by over half of SLOW_RTT_S (a busy node, say
+in a reconnect storm, is not a node with slow links: its round trips are
+long because it reads their answers late). server/storeguard.py judges.
 
 How it works: the Maintenance ``Status`` call of every member at once, with a
 short deadline. A member is *serving* if it answered and names a leader.
@@ -59,9 +62,27 @@ LEADERLESS_PROBES = 2
 # A round whose quickest serving member took longer than this is slow: on
 # loopback or a LAN a Status round trip takes milliseconds.
 SLOW_RTT_S = 0.15
+# While rounds are slow (every member answers slowly: this node's links are
+# lossy or long), one probe left unanswered within the deadline says little,
+# and avoiding the member would cut the calls and the watch on it, which
+# then start again over the same slow links: it takes this many in a row.
+SILENT_PROBES_WHEN_SLOW = 2
 _NOT_REACHED = {"UNAVAILABLE", "CANCELLED", "UNKNOWN", "INTERNAL"}
 
 T = TypeVar("T")
+
+
+async def _loop_lag(until: asyncio.Future[Any], nap: float = 0.01) -> float:
+    """How late, at worst, the event loop woke a task that naps `nap`
+    seconds at a time, until `until` is done."""
+    loop = asyncio.get_running_loop()
+    worst = 0.0
+    while True:
+        started = loop.time()
+        await asyncio.sleep(nap)
+        worst = max(worst, loop.time() - started - nap)
+        if until.done():
+            return worst
 
 
 class _State:
@@ -72,6 +93,7 @@ class _State:
         self.down = asyncio.Event()  # set while it is not serving
         self.why = ""
         self.leaderless = 0  # probes in a row that found it without a leader
+        self.silent = 0  # probes in a row it did not answer
 
 
 class EtcdProbe:
@@ -94,6 +116,7 @@ class EtcdProbe:
         self.fastest_s: float | None = None  # the last round's quickest serving member
         self.slow_rounds = 0  # rounds in a row whose quickest member was over SLOW_RTT_S
         self.quick_rounds = 0  # rounds in a row whose quickest member was within it
+        self.loop_lag_s = 0.0  # how late the event loop ran a timer during the last round
         self._task: asyncio.Task[None] | None = None
         # Set (and replaced) when the members' leader changes: a write that a
         # follower had forwarded to the old leader is lost with it, and would
@@ -161,13 +184,21 @@ class EtcdProbe:
 
     async def probe_once(self) -> None:
         members = list(self.store.pool.members)
-        timed = await asyncio.gather(*(self._timed(mb) for mb in members))
+        round_ = asyncio.gather(*(self._timed(mb) for mb in members))
+        lag = asyncio.ensure_future(_loop_lag(round_))
+        try:
+            timed = await round_
+        except BaseException:
+            lag.cancel()
+            raise
+        self.loop_lag_s = await lag  # at most one more nap
         results = [result for result, _rtt in timed]
         self.rounds += 1
         now = time.monotonic()
         answered_any = any(answered for answered, _why, _leader in results)
         self.silent_rounds = 0 if answered_any else self.silent_rounds + 1
-        self._time_round([rtt for (answered, why, _l), rtt in timed if answered and not why])
+        if self.loop_lag_s <= SLOW_RTT_S / 2:
+            self._time_round([rtt for (answered, why, _l), rtt in timed if answered and not why])
         leaders = {leader for _a, _w, leader in results if leader}
         if len(leaders) == 1:
             (leader,) = leaders
@@ -182,9 +213,13 @@ class EtcdProbe:
             if answered:
                 self.last_reach = now
             # Without a leader during an election too: only the second probe
-            # in a row that finds none counts (a silent member counts at once).
+            # in a row that finds none counts (a silent member counts at once,
+            # unless the rounds are slow: SILENT_PROBES_WHEN_SLOW).
             st.leaderless = st.leaderless + 1 if answered and why else 0
             if answered and why and st.leaderless < LEADERLESS_PROBES:
+                continue
+            st.silent = 0 if answered else st.silent + 1
+            if st.silent and self.slow_rounds and st.silent < SILENT_PROBES_WHEN_SLOW:
                 continue
             if not why:
                 if not st.serving:

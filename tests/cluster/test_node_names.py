@@ -24,6 +24,7 @@ def _node(nodes: Nodes, folder: str, name: str) -> ServerProcess:
 
 def test_a_second_node_with_a_live_nodes_name_is_refused(nodes: Nodes) -> None:
     first = _node(nodes, "a", "n1").start()
+    port = free_port()
     t0 = time.monotonic()
     second = subprocess.run(
         [
@@ -34,7 +35,7 @@ def test_a_second_node_with_a_live_nodes_name_is_refused(nodes: Nodes) -> None:
             "--data",
             str(nodes.root / "b"),
             "--bind",
-            f"tcp://127.0.0.1:{free_port()}",
+            f"tcp://127.0.0.1:{port}",
             "--store",
             nodes.url,
             "--node-name",
@@ -51,6 +52,10 @@ def test_a_second_node_with_a_live_nodes_name_is_refused(nodes: Nodes) -> None:
     assert "n1" in second.stderr and "another --node-name" in second.stderr
     assert "Traceback" not in second.stderr
     assert "ready" not in second.stdout
+    # Refused before it bound its port or wrote its connect string: it was
+    # never live, not even for a moment.
+    assert "listening on" not in second.stderr + second.stdout
+    assert not (nodes.root / "b" / "connect").exists()
     assert took < 30, took
     # The first node is untouched: still registered, still serving.
     assert first.proc is not None and first.proc.poll() is None

@@ -147,6 +147,14 @@ async def serve(
     else:
         store = SQLiteStore(data_dir / "curvechat.db")
     await store.open()
+    if etcd is not None:
+        from curvechat.server.cluster import refuse_a_taken_name
+
+        try:
+            await refuse_a_taken_name(etcd, name, public)
+        except BaseException:
+            await store.close()
+            raise
     node = ChatNode(
         store, public_key=public, secret_key=secret, bind=bind, node_name=name, limits=limits
     )
@@ -194,7 +202,6 @@ async def serve(
         # What people paste: curvechat://HOST:PORT/<base32 key> (connect.py).
         address = ServerAddress(dial, public.decode())
         connect = str(address)
-        (data_dir / "connect").write_text(connect + "\n")
         if etcd is not None:
             from curvechat.server.cluster import Cluster
 
@@ -221,6 +228,8 @@ async def serve(
             print(f"cluster connect string: {_cluster_connect(nodes)}", flush=True)
             if cluster.link is not None:
                 print(f"node link: {cluster.link.endpoint}", flush=True)
+        # Written once the node is registered: a node refused never writes it.
+        (data_dir / "connect").write_text(connect + "\n")
         print(f"curvechat node {node.node_name} ready", flush=True)
         if dashboard_link:
             print(f"dashboard: {dashboard_link}", flush=True)

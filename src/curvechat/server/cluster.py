@@ -67,6 +67,33 @@ class NodeInfo(msgspec.Struct, frozen=True):
 _node_dec = msgspec.msgpack.Decoder(NodeInfo)
 
 
+async def refuse_a_taken_name(store: EtcdStore, name: str, key: bytes) -> None:
+    """NodeNameTaken if another live node's registry entry holds `name`:
+    checked before the node binds a port or writes a file, so a node refused
+    is never live for a moment. (Registering checks again, atomically.)"""
+    value = await NodeRegistry(store, name, LEASE_TTL_S).holder()
+    why = None if value is None else _held_by_another(value, name, key)
+    if why is not None:
+        raise NodeNameTaken(why)
+
+
+def _held_by_another(value: bytes, name: str, key: bytes) -> str | None:
+    """Why the registry entry `value` under `name` is another node's (None
+    when an earlier life of the node with CURVE key `key` wrote it: the same
+    data folder, restarted before its lease ran out)."""
+    try:
+        other = _node_dec.decode(value)
+    except msgspec.DecodeError:
+        return None  # no node wrote that: take the name over
+    if _key_of(other.connect) == key:
+        return None
+    return (
+        f"node name {name!r} is registered in etcd by another live node"
+        f" ({other.connect}); give this node another --node-name, or stop that node"
+        f" (its entry goes at most {LEASE_TTL_S} s after it stops)"
+    )
+
+
 def _key_of(connect: str) -> bytes:
     """The z85 CURVE key in a node's registered connect string (b"" if none)."""
     try:
@@ -158,20 +185,7 @@ class Cluster:
         return msgspec.msgpack.encode(info)
 
     def _taken(self, value: bytes) -> str | None:
-        """Why the registry entry under this node's name is another node's
-        (None when an earlier life of this node wrote it: the same CURVE key,
-        i.e. the same data folder, restarted before its lease ran out)."""
-        try:
-            other = _node_dec.decode(value)
-        except msgspec.DecodeError:
-            return None  # no node wrote that: take the name over
-        if _key_of(other.connect) == _key_of(self.connect):
-            return None
-        return (
-            f"node name {self.node.node_name!r} is registered in etcd by another live node"
-            f" ({other.connect}); give this node another --node-name, or stop that node"
-            f" (its entry goes at most {LEASE_TTL_S} s after it stops)"
-        )
+        return _held_by_another(value, self.node.node_name, _key_of(self.connect))
 
     async def _register(self, status: str) -> None:
         """Register (at start, and anew after the lease expired); refused

@@ -210,6 +210,11 @@ class NodeRegistry:
                 return
         raise StoreUnavailable("node registry: this node's entry kept changing; retrying")
 
+    async def holder(self) -> bytes | None:
+        """The entry under this node's name now (None if there is none)."""
+        kv = await self.store._get(self.key)
+        return None if kv is None else bytes(kv.value)
+
     async def update(self, value: bytes) -> None:
         """Rewrite this node's key (same lease)."""
         await self.store.put(self.key, value, lease=self.lease_id)

@@ -310,6 +310,10 @@ async def test_an_owner_that_says_its_etcd_is_slow_is_not_forwarded_to(
         assert [(a.txn, a.remote) for a in acks] == [("t1", False)]
         assert store.calls == [["t1"]] and owner.store.calls == []
         assert fwd.ownership.unreachable == set() and fwd.fallbacks == 1
+        owner.server.cut_off = lambda: True  # a cut-off answer says nothing of speed
+        await until_reachable(fwd, False)
+        assert fwd._peers["b"].slow and fwd.ownership.slow == {"b"}
+        owner.server.cut_off = lambda: False
         owner.server.slow = lambda: False
         await until(lambda: fwd.ownership.slow == set())
         acks = await fwd.append([msg(THEIRS, "t2")])

@@ -168,7 +168,7 @@ def test_a_slow_owner_stands_in_only_when_every_node_is_slow() -> None:
         assert {_committer(v, room) for v in views.values()} == {owner_of(room, NODES)}
 
 
-def test_a_slow_owner_that_is_also_unreachable_is_not_a_stand_in() -> None:
+def test_an_unreachable_owners_stand_in_is_a_quick_node_if_there_is_one() -> None:
     own = Ownership("a")
     own.set_live(NODES)
     own.set_slow("c", True)
@@ -189,3 +189,17 @@ def test_slowness_is_forgotten_with_the_node_but_kept_for_this_one() -> None:
     own.set_live(["a", "b"])
     assert own.slow == {"a"}
     assert own.set_slow("a", False) is True
+
+
+def test_a_node_cut_off_from_etcd_is_not_its_own_stand_in() -> None:
+    own = Ownership("a")
+    own.set_live(NODES)
+    own.set_slow("a", True)  # what a cut-off node says of itself
+    own.cut_off_here = True
+    own.set_slow("b", True)
+    own.set_slow("c", True)  # every node slow: the rendezvous among all usable
+    for room in ROOMS[:200]:
+        assert _committer(own, room) == owner_of(room, ["b", "c"])
+    own.set_reachable("b", False)
+    own.set_reachable("c", False)  # nobody else usable: here, and it fails
+    assert {_committer(own, room) for room in ROOMS[:50]} == {"a"}

@@ -3,10 +3,11 @@ sockets: a scripted probe, a node with an event list."""
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 from typing import Any
 
-from curvechat.server.storeguard import QUICK_ROUNDS, SLOW_ROUNDS, StoreGuard
+from curvechat.server.storeguard import MOVE_AFTER_S, QUICK_ROUNDS, SLOW_ROUNDS, StoreGuard
 
 
 class Events:
@@ -24,7 +25,7 @@ def _guard() -> tuple[StoreGuard, Any, Any]:
         store_cut_off=False,
         store_slow=False,
         events=Events(),
-        sessions={b"alice": SimpleNamespace(gone=None)},
+        sessions={b"alice": SimpleNamespace(gone=None, connected_ms=0)},
         sent=sent,
         send=lambda rid, frame: sent.append((rid, frame)),
     )
@@ -58,11 +59,18 @@ def test_cut_off_and_slow_are_judged_apart() -> None:
 
 def test_a_slow_node_asks_its_clients_to_move_only_if_another_node_is_quick() -> None:
     guard, node, probe = _guard()
+    guard.quick_elsewhere = lambda: True
     probe.slow_rounds, probe.fastest_s = SLOW_ROUNDS, 0.3
     guard.check()
-    assert node.store_slow and node.sent == []  # no quick node elsewhere: they stay
-    guard.quick_elsewhere = lambda: True
+    assert node.store_slow and node.sent == []  # not at once: every node may be finding it
+    guard.slow_since -= MOVE_AFTER_S
+    guard.quick_elsewhere = lambda: False
     guard.check()
+    assert node.sent == []  # no quick node elsewhere: they stay
+    guard.quick_elsewhere = lambda: True
+    node.sessions[b"bob"] = SimpleNamespace(gone=None, connected_ms=int(time.time() * 1000))
+    guard.check()
+    # alice is asked; bob connected during the spell (he may reach no other node)
     ((rid, frame),) = node.sent
     assert rid == b"alice" and b"push_move" in frame and b"store_slow" in frame
     guard.check()

@@ -128,6 +128,8 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The connect string of an earlier life is not this one's (until ready).
+    (data_dir / "connect").unlink(missing_ok=True)
     public, secret = load_or_create_keypair(data_dir)
     name = load_or_create_node_name(data_dir, node_name)
     # The HTTP side's bearer token: made on first start, reused after.
@@ -153,7 +155,7 @@ async def serve(
         try:
             await refuse_a_taken_name(etcd, name, public)
         except BaseException:
-            await store.close()
+            await _bounded("store", store.close())
             raise
     node = ChatNode(
         store, public_key=public, secret_key=secret, bind=bind, node_name=name, limits=limits

@@ -19,10 +19,19 @@ as after a timeout), and its rooms' sends go to their stand-in (ownership.py)
 until it answers a ping again. So a cut link costs its forwards about
 SILENT_S, not FORWARD_TIMEOUT_S, and nothing is sent into it while it stays
 cut. An owner that answers pings ``Slow`` (its round trips to etcd are
-slow) is treated the same way, but stays usable as a stand-in of last
-resort; and this node tells `Ownership` each beat whether it is slow
-itself (`slow_here`), so that it forwards its own rooms' sends to their
-stand-in too.
+slow) gets no new forward either (its rooms' sends go to their stand-in),
+but keeps the ones in flight, which it commits; it stays usable as a
+stand-in of last resort. This node tells `Ownership` each beat whether it
+is slow or cut off itself (`slow_here`, `cut_off_here`), so that it
+forwards its own rooms' sends to their stand-in too.
+
+Order: the messages of the forwards given up are queued on the local store
+in the order they were sent, before any send taken after. When the
+stand-in is another node, a later send of the same sender can reach that
+node's store before an earlier one is committed here (or by a slow owner);
+the store then refuses it as ``behind`` (it names its predecessor) and the
+client's outbox resends it after the earlier one: late, never out of
+order.
 
 What this module must never do: decide ownership (ownership.py does), or
 forward a message a second time.
@@ -106,6 +115,8 @@ class Forwarder:
         self.metrics: NodeMetrics | None = None
         #: whether this node should not own rooms now (NodeLink sets it)
         self.slow_here: Callable[[], bool] = lambda: False
+        #: whether this node reaches no etcd member now (NodeLink sets it)
+        self.cut_off_here: Callable[[], bool] = lambda: False
         self._heartbeat: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -124,6 +135,7 @@ class Forwarder:
         """Say whether this node is slow, judge each link by its last
         answer, then ping it (a negative id: its answer settles nothing)."""
         me = self.ownership.me
+        self.ownership.cut_off_here = self.cut_off_here()
         if self.ownership.set_slow(me, self.slow_here()):
             how = "to their stand-ins" if me in self.ownership.slow else "here again"
             log.info("this node's rooms' sends are committed %s", how)
@@ -135,11 +147,12 @@ class Forwarder:
     def _judge(self, peer: _Peer, now: float) -> None:
         if self.ownership.set_slow(peer.name, peer.slow):
             if peer.slow:
+                # Its forwards in flight are left to it: it commits them,
+                # slowly (or they time out and are committed here).
                 log.warning(
                     "node link to %s: its etcd is slow, it says; its rooms go to stand-ins",
                     peer.name,
                 )
-                self._give_up(peer, "its etcd is slow")
             else:
                 log.info("node link to %s: its etcd is quick again; forwarding to it", peer.name)
         silent = now - peer.answered > SILENT_S
@@ -156,7 +169,8 @@ class Forwarder:
     def _give_up(self, peer: _Peer, why: str) -> None:
         """Commit here what waits on `peer`'s link: each forward's messages
         are queued on the local store now, in the order they were sent, so
-        that no send routed here from now on overtakes them."""
+        that no send committed here from now on overtakes them (see the
+        module docstring for sends that go to another stand-in)."""
         for part, future in list(peer.pending.values()):
             if future.done():
                 continue
@@ -239,7 +253,7 @@ class Forwarder:
             peer.answered = time.monotonic()
             peer.answers += 1
             peer.cut_off = reply.error == CUT_OFF
-            if reply.id < 0:  # a ping's answer
+            if reply.id < 0 and reply.error != CUT_OFF:  # a ping's answer
                 peer.slow = reply.error == SLOW
             self._judge(peer, peer.answered)
 

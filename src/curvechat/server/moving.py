@@ -29,11 +29,14 @@ class MoveAsker:
         """A new round: everyone is asked at the next `ask`."""
         self._asked.clear()
 
-    def ask(self) -> None:
-        """Ask the connections not asked within `every` seconds; forget the gone."""
+    def ask(self, *, connected_before_ms: int | None = None) -> None:
+        """Ask the connections not asked within `every` seconds (only those
+        connected before `connected_before_ms`, if given); forget the gone."""
         now = time.monotonic()
         sessions = self.node.sessions
         for routing_id, sess in list(sessions.items()):
+            if connected_before_ms is not None and sess.connected_ms >= connected_before_ms:
+                continue
             if sess.gone is None and now - self._asked.get(routing_id, -self.every) >= self.every:
                 self._asked[routing_id] = now
                 self.node.send(routing_id, self._frame)

@@ -236,6 +236,7 @@ class NodeLink:
         )
         self.forwarder.metrics = node.metrics
         self.forwarder.slow_here = lambda: node.store_slow or node.store_cut_off
+        self.forwarder.cut_off_here = lambda: node.store_cut_off
         self.forwarder.start()
         node.append_messages = self.forwarder.append
         port = bound.rsplit(":", 1)[1]

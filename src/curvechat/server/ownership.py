@@ -42,7 +42,8 @@ last DOWN_S. *Slow*: its round trips to etcd take over SLOW_RTT_S
 (server/storeguard.py; another node says so in its ping answers), or it
 reaches no etcd member. The *stand-in* is the rendezvous owner among the
 usable nodes that are not slow (among all usable nodes when every one is
-slow: then nobody is better placed than the owner). Every node that sees
+slow: then nobody is better placed than the owner; a node that reaches no
+etcd member is never its own stand-in while another node is usable). Every node that sees
 the same owner fail computes the same stand-in, so the owner's rooms are
 still committed by one node, not by every node its senders are on, and
 their head compare-and-swaps do not race; rendezvous hashing moves only
@@ -88,6 +89,7 @@ class Ownership:
     down_until: dict[str, float] = field(default_factory=dict)
     unreachable: set[str] = field(default_factory=set)
     slow: set[str] = field(default_factory=set)
+    cut_off_here: bool = False  # this node reaches no etcd member: it commits nothing
     _owners: dict[str, str | None] = field(default_factory=dict)
 
     def set_live(self, names: Iterable[str]) -> bool:
@@ -131,6 +133,8 @@ class Ownership:
     def stand_in(self, room: str, now: float) -> str:
         """The node that takes `room`'s sends when its owner cannot."""
         usable = [n for n in self.live if self._usable(n, now)]
+        if self.cut_off_here and len(usable) > 1:
+            usable.remove(self.me)  # it could not commit: any other node can
         healthy = [n for n in usable if n not in self.slow]
         return owner_of(room, healthy or usable) or self.me
 

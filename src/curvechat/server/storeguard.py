@@ -32,10 +32,12 @@ event loop was late are not counted). Then the node stops owning rooms
 its rooms' sends, and it forwards its own clients' sends to them, instead
 of committing through links where each round trip takes that long. And
 while another node is quick (`quick_elsewhere`), it asks its clients to
-move (`push_move`, reason ``store_slow``): what the other nodes commit
-reaches this node's clients only through its watch, over the same slow
-links, seconds late. It still takes clients (a client that reaches no
-other node is better served late than not at all). It owns rooms again
+move (`push_move`, reason ``store_slow``) once it has been slow for
+MOVE_AFTER_S: what the other nodes commit reaches this node's clients only
+through its watch, over the same slow links, seconds late. It still takes
+clients, and does not ask those that connected during the spell to move
+(a client that reaches no other node is better served late than not at
+all). It owns rooms again
 after QUICK_ROUNDS quick rounds in a row.
 """
 
@@ -60,6 +62,11 @@ TELL_EVERY_S = 2.0
 LOOP_S = 0.25
 MOVE_REASON = "store_unreachable"
 SLOW_MOVE_REASON = "store_slow"
+# A node that is slow asks its clients to move only once it has been slow
+# this long: when etcd itself is slow every node finds it within a round or
+# two of the others, and none should send its clients to one that is
+# about to find it too.
+MOVE_AFTER_S = 1.0
 
 
 class StoreGuard:
@@ -69,6 +76,8 @@ class StoreGuard:
         self.rounds = rounds
         self.cut_offs = 0  # how many times the node found itself cut off
         self.slow_spells = 0  # how many times it found its etcd slow
+        self.slow_since = 0.0  # monotonic time the current slow spell began
+        self._slow_since_ms = 0  # the same, wall clock (sessions' connected_ms)
         self.since = 0.0
         self._mover = MoveAsker(node, MOVE_REASON, TELL_EVERY_S)
         self._slow_mover = MoveAsker(node, SLOW_MOVE_REASON, TELL_EVERY_S)
@@ -120,6 +129,8 @@ class StoreGuard:
         if not node.store_slow and probe.slow_rounds >= SLOW_ROUNDS:
             node.store_slow = True
             self.slow_spells += 1
+            self.slow_since = time.monotonic()
+            self._slow_since_ms = int(time.time() * 1000)
             self._slow_mover.reset()
             rtt = (probe.fastest_s or 0.0) * 1000
             log.warning(
@@ -142,5 +153,12 @@ class StoreGuard:
                 "store_quick",
                 f"node {node.node_name}'s round trips to etcd are quick again: it owns rooms again",
             )
-        if node.store_slow and not node.store_cut_off and self.quick_elsewhere():
-            self._slow_mover.ask()
+        if (
+            node.store_slow
+            and not node.store_cut_off
+            and time.monotonic() - self.slow_since >= MOVE_AFTER_S
+            and self.quick_elsewhere()
+        ):
+            # Not the connections made since the spell began: a client that
+            # reaches no other node comes back, and is served here, late.
+            self._slow_mover.ask(connected_before_ms=self._slow_since_ms)

@@ -198,7 +198,7 @@ class EtcdProbe:
         answered_any = any(answered for answered, _why, _leader in results)
         self.silent_rounds = 0 if answered_any else self.silent_rounds + 1
         if self.loop_lag_s <= SLOW_RTT_S / 2:
-            self._time_round([rtt for (answered, why, _l), rtt in timed if answered and not why])
+            self._time_round([rtt for (ok, why, leader), rtt in timed if ok and leader and not why])
         leaders = {leader for _a, _w, leader in results if leader}
         if len(leaders) == 1:
             (leader,) = leaders

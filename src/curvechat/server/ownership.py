@@ -157,20 +157,19 @@ class Ownership:
 
     def set_slow(self, name: str, slow: bool) -> bool:
         """Whether `name` (this node too) is slow now; returns True if it changed."""
-        if slow == (name in self.slow):
-            return False
-        if slow:
-            self.slow.add(name)
-        else:
-            self.slow.discard(name)
-        return True
+        return _mark(self.slow, name, slow)
 
     def set_reachable(self, name: str, reachable: bool) -> bool:
         """What the link's heartbeat says of `name`; returns True if it changed."""
-        if reachable == (name not in self.unreachable):
-            return False
-        if reachable:
-            self.unreachable.discard(name)
-        else:
-            self.unreachable.add(name)
-        return True
+        return _mark(self.unreachable, name, not reachable)
+
+
+def _mark(names: set[str], name: str, member: bool) -> bool:
+    """Put `name` in `names` or take it out; returns True if that changed it."""
+    if member == (name in names):
+        return False
+    if member:
+        names.add(name)
+    else:
+        names.discard(name)
+    return True

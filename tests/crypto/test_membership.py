@@ -28,7 +28,8 @@ from curvechat.crypto import (
     replay,
     sign_op,
 )
-from curvechat.crypto.membership import _PREDICATES, COMMON_CHECKS, Cond, Effect
+from curvechat.crypto.membership import COMMON_CHECKS, Cond, Effect
+from curvechat.crypto.membership_rules import _PREDICATES
 from curvechat.protocol import encode
 from curvechat.protocol.errors import ErrorCode
 from curvechat.protocol.messages import MemberOp, OpKind, SignedOp

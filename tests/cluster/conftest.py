@@ -34,10 +34,13 @@ class Nodes:
         self.started: list[ServerProcess] = []
         self.killed: set[int] = set()
 
-    def start(self, name: str, endpoints: str | None = None) -> ServerProcess:
-        """A node on the cluster (or only on `endpoints`, host:port,…)."""
+    def start(
+        self, name: str, endpoints: str | None = None, extra: tuple[str, ...] = ()
+    ) -> ServerProcess:
+        """A node on the cluster (or only on `endpoints`, host:port,…), with
+        `extra` arguments for `curvechat serve`."""
         url = self.url if endpoints is None else f"etcd://{endpoints}/{self.prefix}"
-        proc = ServerProcess(self.root / name, extra_args=("--store", url))
+        proc = ServerProcess(self.root / name, extra_args=("--store", url, *extra))
         self.started.append(proc)
         return proc.start()
 

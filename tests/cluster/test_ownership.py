@@ -191,7 +191,8 @@ async def test_a_node_whose_etcd_is_slow_hands_its_rooms_and_clients_over(
     try:
         proxies = [hub.add(f"etcd{i}", mb.client_port) for i, mb in enumerate(nodes.etcd.members)]
         a = nodes.start("a")
-        b = nodes.start("b", endpoints=",".join(p.endpoint for p in proxies))
+        endpoints = ",".join(p.endpoint for p in proxies)
+        b = nodes.start("b", endpoints=endpoints, extra=("--etcd-slow-ms", "120"))
         await until_linked(a, b)
         names = [name_of(a), name_of(b)]
         room = next(f"r{i}" for i in range(100) if owner_of(f"r{i}", names) == names[1])
@@ -206,6 +207,7 @@ async def test_a_node_whose_etcd_is_slow_hands_its_rooms_and_clients_over(
         await alice_events.until(lambda: alice.status.endpoint == a.endpoint, timeout=20)
         moved = time.monotonic() - t0
         assert "etcd round trips take" in b.log(), b.log()[-2000:]
+        assert "(over 120 ms)" in b.log()  # its --etcd-slow-ms
         await asyncio.sleep(0.5)  # a hears it in b's next ping answers
         assert "its etcd is slow, it says" in a.log()
         out_before = forwarded(a, "out")
@@ -245,6 +247,21 @@ async def test_a_node_whose_etcd_is_slow_hands_its_rooms_and_clients_over(
     ],
 )
 def test_serve_refuses_a_bad_link_bind(
+    args: list[str], expected: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    serve_refuses(args, expected, capsys, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--etcd-slow-ms", "200"], "--etcd-slow-ms needs --store"),
+        (["--store", "etcd://h:2379", "--etcd-slow-ms", "5"], "must be 10 … 60000"),
+        (["--store", "etcd://h:2379", "--etcd-slow-ms", "60001"], "must be 10 … 60000"),
+        (["--store", "etcd://h:2379", "--etcd-slow-ms", "-1"], "must be 10 … 60000"),
+    ],
+)
+def test_serve_refuses_a_bad_etcd_slow_ms(
     args: list[str], expected: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     serve_refuses(args, expected, capsys, tmp_path)

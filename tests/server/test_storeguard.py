@@ -29,7 +29,9 @@ def _guard() -> tuple[StoreGuard, Any, Any]:
         sent=sent,
         send=lambda rid, frame: sent.append((rid, frame)),
     )
-    probe = SimpleNamespace(silent_rounds=0, slow_rounds=0, quick_rounds=0, fastest_s=None)
+    probe = SimpleNamespace(
+        silent_rounds=0, slow_rounds=0, quick_rounds=0, fastest_s=None, slow_rtt=0.15
+    )
     return StoreGuard(node, probe), node, probe  # type: ignore[arg-type]
 
 

@@ -150,3 +150,17 @@ async def test_while_rounds_are_slow_a_member_is_avoided_after_two_silent_probes
     assert sorted(probe.serving()) == ["m1", "m2"]  # one silent probe: not yet
     await probe.probe_once()
     assert probe.serving() == ["m2"]
+
+
+async def test_the_slow_threshold_is_the_operators_to_set() -> None:
+    """`curvechat serve --etcd-slow-ms 500`: 200 ms rounds are quick then."""
+    probe, answers, _store = _probe("m1")
+    probe.slow_rtt = 0.5
+
+    async def status(member: Any) -> tuple[bool, str, int]:
+        await asyncio.sleep(0.2)
+        return answers[member.endpoint]
+
+    probe._status = status  # type: ignore[method-assign]
+    await probe.probe_once()
+    assert (probe.quick_rounds, probe.slow_rounds) == (1, 0)

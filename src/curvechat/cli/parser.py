@@ -154,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="etcd's --quota-backend-bytes, for the quota gauges and events when etcd"
         " does not report it (etcd before 3.6); default 2147483648, etcd's default",
     )
+    serve.add_argument(
+        "--etcd-slow-ms",
+        type=int,
+        metavar="MS",
+        help="a round trip to the quickest etcd member longer than this, twice in a row,"
+        " makes the node hand its rooms and clients to quicker nodes (default 150;"
+        " docs/operations.md, 'A node whose etcd is slow')",
+    )
     serve.set_defaults(func=cmd_serve)
 
     mon = sub.add_parser(

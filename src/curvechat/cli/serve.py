@@ -76,6 +76,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 " (etcd's --quota-backend-bytes)",
                 EXIT_USAGE,
             )
+    if args.etcd_slow_ms is not None:
+        if not args.store:
+            raise CliError("bad_argument", "--etcd-slow-ms needs --store", EXIT_USAGE)
+        if not 10 <= args.etcd_slow_ms <= 60_000:
+            raise CliError("bad_argument", "--etcd-slow-ms must be 10 … 60000", EXIT_USAGE)
     if args.link_bind is not None:
         if not args.store:
             raise CliError("bad_argument", "--link-bind needs --store", EXIT_USAGE)
@@ -119,6 +124,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 etcd_max_txn_ops=args.etcd_max_txn_ops,
                 etcd_security=etcd_security,
                 etcd_quota_bytes=args.etcd_quota_bytes,
+                etcd_slow_s=args.etcd_slow_ms / 1000 if args.etcd_slow_ms else None,
                 http_hosts=args.http_host,
                 http_token_file=Path(args.http_token_file) if args.http_token_file else None,
                 http_require_token=args.http_require_token,

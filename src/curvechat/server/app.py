@@ -114,6 +114,7 @@ async def serve(
     etcd_max_txn_ops: int = 128,
     etcd_security: EtcdSecurity | None = None,
     etcd_quota_bytes: int | None = None,
+    etcd_slow_s: float | None = None,
     http_hosts: Sequence[str] = (),
     http_token_file: Path | None = None,
     http_require_token: bool = False,
@@ -218,6 +219,7 @@ async def serve(
                 http=dashboard,
                 link_bind=link_bind,
                 link_advertise=link_advertise,
+                slow_rtt_s=etcd_slow_s,
             )
             await cluster.start()
             from curvechat.server.capacity import CapacityWatch

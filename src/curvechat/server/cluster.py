@@ -47,7 +47,7 @@ from curvechat.store.etcd.feed import (
     NodesChanged,
     RoomChanged,
 )
-from curvechat.store.etcd.health import EtcdProbe
+from curvechat.store.etcd.health import SLOW_RTT_S, EtcdProbe
 
 log = logging.getLogger("curvechat.server")
 
@@ -112,6 +112,7 @@ class Cluster:
         http: str = "",
         link_bind: str | None = None,
         link_advertise: str | None = None,
+        slow_rtt_s: float | None = None,
     ) -> None:
         self.node = node
         self.store = store
@@ -130,6 +131,7 @@ class Cluster:
         self.link = NodeLink(node, store.submit_messages) if link_bind is not None else None
         self._link_bind = link_bind
         self._link_advertise = link_advertise
+        self._slow_rtt_s = slow_rtt_s
 
     async def start(self, from_revision: int | None = None) -> None:
         """Register and start watching after `from_revision` (default: now)."""
@@ -142,7 +144,7 @@ class Cluster:
         await self._register("up")
         # Which etcd members serve (calls on one that does not give up at
         # once), and whether any answers at all (if none, clients move).
-        self.probe = EtcdProbe(self.store)
+        self.probe = EtcdProbe(self.store, slow_rtt=self._slow_rtt_s or SLOW_RTT_S)
         self.store.probe = self.probe
         self.guard = StoreGuard(self.node, self.probe)
         if self.link is not None:

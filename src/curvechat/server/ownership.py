@@ -38,7 +38,7 @@ A node *can take* a room's sends when it is usable from here and not slow.
 SILENT_S, or answered that it reaches no etcd member; this lasts until it
 answers a ping again, with no DOWN_S wait: a heartbeat, unlike a forward,
 costs nothing when it goes unanswered) or a forward to it failed in the
-last DOWN_S. *Slow*: its round trips to etcd take over SLOW_RTT_S
+last DOWN_S. *Slow*: its round trips to etcd take over `--etcd-slow-ms`
 (server/storeguard.py; another node says so in its ping answers), or it
 reaches no etcd member. The *stand-in* is the rendezvous owner among the
 usable nodes that are not slow (among all usable nodes when every one is

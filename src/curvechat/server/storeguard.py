@@ -25,7 +25,8 @@ It never closes a connection itself: a client that does not know
 `push_move` stays, and its sends are refused as before.
 
 It also says when the node's etcd is slow (`node.store_slow`): the probe's
-quickest member took over SLOW_RTT_S in SLOW_ROUNDS rounds in a row (a
+quickest member took over the probe's `slow_rtt` (150 ms, or
+`--etcd-slow-ms`) in SLOW_ROUNDS rounds in a row (a
 lossy or distant link to every member; rounds in which the node's own
 event loop was late are not counted). Then the node stops owning rooms
 (server/ownership.py): it answers pings saying so, the other nodes commit
@@ -50,7 +51,7 @@ from collections.abc import Callable
 
 from curvechat.server.moving import MoveAsker
 from curvechat.server.node import ChatNode
-from curvechat.store.etcd.health import SLOW_RTT_S, EtcdProbe
+from curvechat.store.etcd.health import EtcdProbe
 from curvechat.tasks import cancel_and_wait
 
 log = logging.getLogger("curvechat.server")
@@ -137,7 +138,7 @@ class StoreGuard:
                 "etcd round trips take %.0f ms (over %.0f ms): handing this node's rooms"
                 " to the other nodes",
                 rtt,
-                SLOW_RTT_S * 1000,
+                probe.slow_rtt * 1000,
             )
             node.events.add(
                 "store_slow",

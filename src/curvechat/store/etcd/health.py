@@ -20,9 +20,10 @@ a leader (a quorum loss: members answer, none has a leader), where every
 node is in the same boat and sending clients elsewhere helps nobody. And
 how quickly: `fastest_s`, the round trip of the quickest member that
 answered with a leader in the last round, and how many rounds in a row it
-was over SLOW_RTT_S (`slow_rounds`) or within it (`quick_rounds`); a round
+was over `slow_rtt` (SLOW_RTT_S unless `--etcd-slow-ms` says otherwise:
+`slow_rounds`) or within it (`quick_rounds`); a round
 in which no member served counts as neither, nor does a round in which the
-node's own event loop was late by over half of SLOW_RTT_S (a busy node, say
+node's own event loop was late by over half of `slow_rtt` (a busy node, say
 in a reconnect storm, is not a node with slow links: its round trips are
 long because it reads their answers late). server/storeguard.py judges.
 
@@ -60,7 +61,8 @@ PROBE_TIMEOUT_S = 1.0
 AVOID_S = 2 * (PROBE_INTERVAL_S + PROBE_TIMEOUT_S)
 LEADERLESS_PROBES = 2
 # A round whose quickest serving member took longer than this is slow: on
-# loopback or a LAN a Status round trip takes milliseconds.
+# loopback or a LAN a Status round trip takes milliseconds (the default of
+# `curvechat serve --etcd-slow-ms`).
 SLOW_RTT_S = 0.15
 # While rounds are slow (every member answers slowly: this node's links are
 # lossy or long), one probe left unanswered within the deadline says little,
@@ -105,8 +107,10 @@ class EtcdProbe:
         *,
         interval: float = PROBE_INTERVAL_S,
         timeout: float = PROBE_TIMEOUT_S,
+        slow_rtt: float = SLOW_RTT_S,
     ) -> None:
         self.store = store
+        self.slow_rtt = slow_rtt  # a round slower than this is slow (--etcd-slow-ms)
         self.interval = interval
         self.timeout = timeout
         self._state: dict[str, _State] = {}
@@ -114,7 +118,7 @@ class EtcdProbe:
         self.rounds = 0
         self.silent_rounds = 0  # rounds in a row in which no member answered
         self.fastest_s: float | None = None  # the last round's quickest serving member
-        self.slow_rounds = 0  # rounds in a row whose quickest member was over SLOW_RTT_S
+        self.slow_rounds = 0  # rounds in a row whose quickest member was over slow_rtt
         self.quick_rounds = 0  # rounds in a row whose quickest member was within it
         self.loop_lag_s = 0.0  # how late the event loop ran a timer during the last round
         self._task: asyncio.Task[None] | None = None
@@ -197,7 +201,7 @@ class EtcdProbe:
         now = time.monotonic()
         answered_any = any(answered for answered, _why, _leader in results)
         self.silent_rounds = 0 if answered_any else self.silent_rounds + 1
-        if self.loop_lag_s <= SLOW_RTT_S / 2:
+        if self.loop_lag_s <= self.slow_rtt / 2:
             self._time_round([rtt for (ok, why, leader), rtt in timed if ok and leader and not why])
         leaders = {leader for _a, _w, leader in results if leader}
         if len(leaders) == 1:
@@ -238,7 +242,7 @@ class EtcdProbe:
         self.fastest_s = min(rtts) if rtts else None
         if self.fastest_s is None:
             return
-        if self.fastest_s > SLOW_RTT_S:
+        if self.fastest_s > self.slow_rtt:
             self.slow_rounds += 1
             self.quick_rounds = 0
         else:

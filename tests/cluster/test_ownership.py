@@ -244,24 +244,13 @@ async def test_a_node_whose_etcd_is_slow_hands_its_rooms_and_clients_over(
         (["--store", "etcd://h:2379", "--link-advertise", "tcp://a,b:7701"], "tcp://HOST:PORT"),
         (["--store", "etcd://h:2379", "--link-advertise", "tcp://u@h:7701"], "tcp://HOST:PORT"),
         (["--store", "etcd://h:2379", "--link-advertise", "tcp://0.0.0.0:7701"], "not 0.0.0.0"),
-    ],
-)
-def test_serve_refuses_a_bad_link_bind(
-    args: list[str], expected: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    serve_refuses(args, expected, capsys, tmp_path)
-
-
-@pytest.mark.parametrize(
-    ("args", "expected"),
-    [
         (["--etcd-slow-ms", "200"], "--etcd-slow-ms needs --store"),
         (["--store", "etcd://h:2379", "--etcd-slow-ms", "5"], "must be 10 … 60000"),
         (["--store", "etcd://h:2379", "--etcd-slow-ms", "60001"], "must be 10 … 60000"),
         (["--store", "etcd://h:2379", "--etcd-slow-ms", "-1"], "must be 10 … 60000"),
     ],
 )
-def test_serve_refuses_a_bad_etcd_slow_ms(
+def test_serve_refuses_a_bad_cluster_flag(
     args: list[str], expected: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     serve_refuses(args, expected, capsys, tmp_path)

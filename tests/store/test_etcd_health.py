@@ -164,3 +164,20 @@ async def test_the_slow_threshold_is_the_operators_to_set() -> None:
     probe._status = status  # type: ignore[method-assign]
     await probe.probe_once()
     assert (probe.quick_rounds, probe.slow_rounds) == (1, 0)
+
+
+async def test_an_answer_between_two_silent_probes_ends_the_run() -> None:
+    """While rounds are slow: silent, then an answer naming no leader, then
+    silent again is not two silent probes in a row."""
+    probe, answers, _store = _probe("m1", "m2")
+
+    async def status(member: Any) -> tuple[bool, str, int]:
+        await asyncio.sleep(0.2)  # every member answers slowly
+        return answers[member.endpoint]
+
+    probe._status = status  # type: ignore[method-assign]
+    await probe.probe_once()
+    for answer in [(False, "no answer", 0), (True, "it has no leader", 0), (False, "no answer", 0)]:
+        answers["m1"] = answer
+        await probe.probe_once()
+    assert sorted(probe.serving()) == ["m1", "m2"]

@@ -69,8 +69,9 @@ _node_dec = msgspec.msgpack.Decoder(NodeInfo)
 
 async def refuse_a_taken_name(store: EtcdStore, name: str, key: bytes) -> None:
     """NodeNameTaken if another live node's registry entry holds `name`:
-    checked before the node binds a port or writes a file, so a node refused
-    is never live for a moment. (Registering checks again, atomically.)"""
+    checked before the node binds a port or writes its connect string.
+    Registering checks again, atomically: a node that takes the name in
+    between is found then, after this node has bound its port."""
     value = await NodeRegistry(store, name, LEASE_TTL_S).holder()
     why = None if value is None else _held_by_another(value, name, key)
     if why is not None:

@@ -220,9 +220,9 @@ class EtcdProbe:
             # in a row that finds none counts (a silent member counts at once,
             # unless the rounds are slow: SILENT_PROBES_WHEN_SLOW).
             st.leaderless = st.leaderless + 1 if answered and why else 0
+            st.silent = 0 if answered else st.silent + 1  # in a row: any answer ends it
             if answered and why and st.leaderless < LEADERLESS_PROBES:
                 continue
-            st.silent = 0 if answered else st.silent + 1
             if st.silent and self.slow_rounds and st.silent < SILENT_PROBES_WHEN_SLOW:
                 continue
             if not why:

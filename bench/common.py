@@ -85,6 +85,12 @@ class _LMsg(msgspec.Struct):
     txn: str | None = None
     seq: int = 0
     message: _LStored | None = None
+    items: list[_LItem] | None = None  # a batch's
+
+
+class _LItem(msgspec.Struct):
+    rid: int
+    msg: _LMsg
 
 
 class _LFrame(msgspec.Struct):
@@ -94,9 +100,12 @@ class _LFrame(msgspec.Struct):
 
 _light = msgspec.msgpack.Decoder(_LFrame)
 
+Light = tuple[int, str, str | None, int]
 
-def light_decode(data: bytes) -> tuple[int, str, str | None, int]:
-    """(rid, type, txn, seq): txn and seq of a push's message or of an ack.
+
+def light_decode(data: bytes) -> list[Light]:
+    """(rid, type, txn, seq) of a frame, or of each item of a `batch` frame:
+    txn and seq of a push's message or of an ack.
 
     Replies whose fields do not fit the light shape (errors carry a string
     `message`) come back as ("error"-ish) types with txn None."""
@@ -104,11 +113,16 @@ def light_decode(data: bytes) -> tuple[int, str, str | None, int]:
         f = _light.decode(data)
     except msgspec.ValidationError:
         g = msgspec.msgpack.decode(data)
-        return int(g.get("rid", 0)), str(g.get("msg", {}).get("type", "?")), None, 0
-    msg = f.msg
+        return [(int(g.get("rid", 0)), str(g.get("msg", {}).get("type", "?")), None, 0)]
+    if f.msg.items is not None:
+        return [_light_one(item.rid, item.msg) for item in f.msg.items]
+    return [_light_one(f.rid, f.msg)]
+
+
+def _light_one(rid: int, msg: _LMsg) -> Light:
     if msg.message is not None:
-        return f.rid, msg.type, msg.message.envelope.txn, msg.message.seq
-    return f.rid, msg.type, msg.txn, msg.seq
+        return rid, msg.type, msg.message.envelope.txn, msg.message.seq
+    return rid, msg.type, msg.txn, msg.seq
 
 
 # --- process statistics ---------------------------------------------------------

@@ -48,6 +48,9 @@ class Users:
 class Workers:
     """Load-generator processes (bench.worker), driven over pipes."""
 
+    batch = True
+    """Whether their clients' hellos ask for `batch` frames (`--plain-frames`: no)."""
+
     def __init__(
         self, specs: list[list[dict[str, Any]]], servers: list[ServerProcess], *, nice: int = 0
     ) -> None:
@@ -67,6 +70,7 @@ class Workers:
                 "endpoints": [a.endpoint for a in addrs],
                 "server_keys": [a.server_key for a in addrs],
                 "nice": nice,
+                "batch": self.batch,
             }
             p = SPAWN.Process(target=worker.main, args=(i + 1, spec, child), daemon=True)
             p.start()

@@ -59,26 +59,28 @@ def ratios(r: dict[str, Any]) -> list[dict[str, Any]]:
         _get(r, "limits", "sqlite", "rows_per_s_batch_256"),
         ">= 0.25",
     )
-    # What the row above could reach if receiving, storing and acking cost
-    # nothing: the bare fan-out's deliveries/s over this workload's pushes per
-    # acked message (both from this run).
+    # With one frame per push (--plain-frames): what the row above could reach
+    # if receiving, storing and acking cost nothing: the bare fan-out's
+    # deliveries/s over this workload's pushes per acked message (both from
+    # this run). With `batch` frames a frame carries many pushes: no ceiling.
     acked = _get(r, "single", "throughput", "acked_per_s")
     pushed = _get(r, "single", "throughput", "delivered_per_s")
     fan = _get(r, "limits", "zmq_fanout", "deliveries_per_s")
-    ceiling = round(fan * acked / pushed, 1) if acked and pushed and fan else None
-    add(
-        "single: its ceiling from bare fan-out alone, vs bare SQLite group commit",
-        ceiling,
-        _get(r, "limits", "sqlite", "rows_per_s_batch_256"),
-        "(no target)",
-        "bare fan-out deliveries/s / the throughput run's pushes per acked message",
-    )
-    add(
-        "single: acked msgs/s vs that ceiling",
-        acked,
-        ceiling,
-        "(no target)",
-    )
+    if _get(r, "meta", "args", "plain_frames"):
+        ceiling = round(fan * acked / pushed, 1) if acked and pushed and fan else None
+        add(
+            "single: its ceiling from bare fan-out alone, vs bare SQLite group commit",
+            ceiling,
+            _get(r, "limits", "sqlite", "rows_per_s_batch_256"),
+            "(no target)",
+            "bare fan-out deliveries/s / the throughput run's pushes per acked message",
+        )
+        add(
+            "single: acked msgs/s vs that ceiling",
+            acked,
+            ceiling,
+            "(no target)",
+        )
     add(
         "single: 100-member room deliveries/s vs bare pyzmq fan-out",
         _get(r, "single", "fanout", "delivered_per_s"),

@@ -551,9 +551,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--only", default="limits,single,catchup,real,cluster")
     ap.add_argument("--duration", type=float, default=8.0, help="seconds per timed workload")
-    ap.add_argument("--window", type=int, default=32, help="sends in flight per sender")
+    ap.add_argument(
+        "--window",
+        type=int,
+        default=128,
+        help="sends in flight per sender (the client engine's own window: 128)",
+    )
     ap.add_argument("--tp-rooms", type=int, default=4)
-    ap.add_argument("--tp-count", type=int, default=5000, help="sealed messages per sender")
+    ap.add_argument("--tp-count", type=int, default=12_000, help="sealed messages per sender")
     ap.add_argument(
         "--fan-window", type=int, default=64, help="sends in flight of the 100-member room's sender"
     )
@@ -575,6 +580,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--solo-count", type=int, default=2000, help="messages of the one-client run")
     ap.add_argument(
+        "--plain-frames",
+        action="store_true",
+        help="load clients ask for one frame per ack and push (no `batch` frames)",
+    )
+    ap.add_argument(
         "--switch-interval", type=float, help="run the servers with this sys.setswitchinterval"
     )
     args = ap.parse_args(argv)
@@ -594,6 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only.split(","))
     global SWITCH_INTERVAL
     SWITCH_INTERVAL = args.switch_interval
+    Workers.batch = not args.plain_frames
     raise_fd_limit()
     started = time.time()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))

@@ -101,6 +101,7 @@ class Worker:
         self.specs = spec["clients"]
         self.endpoints: list[str] = spec["endpoints"]
         self.server_keys: list[str] = spec["server_keys"]
+        self.batch: bool = spec.get("batch", True)
         self.clients: list[Client] = []
         self.by_sock: dict[zmq.Socket, Client] = {}
         self.recv_ids = array("q")
@@ -132,7 +133,7 @@ class Worker:
                 c = Client(self.ctx, spec, self.endpoints[node], self.server_keys[node])
                 self.clients.append(c)
                 self.by_sock[c.sock] = c
-                c.request(m.Hello(client="curvechat-bench"))
+                c.request(m.Hello(client="curvechat-bench", batch=self.batch))
                 chunk.append(c)
             failed = self._welcome(chunk, 60.0 if budget else 120.0)
             if failed:
@@ -367,15 +368,15 @@ class Worker:
             for data in recv_ready(sock):
                 now = time.monotonic_ns()
                 got += 1
-                rid, kind, txn, seq = light_decode(data)
-                if kind == "push_message" and txn is not None:
-                    self.pushes += 1
-                    self.recv_ids.append(int(txn[1:]))
-                    self.recv_t.append(now)
-                elif kind == "pong":
-                    self.pongs += 1
-                elif kind in ("send_ack", "error") and rid:
-                    self._on_send_reply(c, rid, kind == "send_ack", seq, now)
+                for rid, kind, txn, seq in light_decode(data):
+                    if kind == "push_message" and txn is not None:
+                        self.pushes += 1
+                        self.recv_ids.append(int(txn[1:]))
+                        self.recv_t.append(now)
+                    elif kind == "pong":
+                        self.pongs += 1
+                    elif kind in ("send_ack", "error") and rid:
+                        self._on_send_reply(c, rid, kind == "send_ack", seq, now)
         return -1 if stop else got
 
     def _on_send_reply(self, c: Client, rid: int, acked: bool, seq: int, now: int) -> None:

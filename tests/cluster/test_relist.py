@@ -32,10 +32,10 @@ class FakeNode:
         self.peers: list[str] = []
         self.peer_nodes: list[dict[str, Any]] = []
 
-    async def push_remote(self, room: str, message: m.StoredMessage) -> int:
-        self.pushed.append((room, message.seq))
+    async def push_remote(self, messages: list[tuple[str, m.StoredMessage]]) -> int:
+        self.pushed += [(room, message.seq) for room, message in messages]
         self.changed.set()
-        return 1
+        return len(messages)
 
     def push(self, users: list[str], msg: Any, *, skip: bytes | None = None) -> int:
         return 0

@@ -27,13 +27,17 @@ from curvechat.protocol import (
     decode_request,
     decode_server_frame,
     encode,
+    encode_batch,
+    encode_item,
     encode_reply,
     encode_request,
     peek_request_id,
 )
 from curvechat.protocol import messages as m
 from curvechat.protocol.limits import (
+    BATCH_BUDGET_BYTES,
     MAX_BATCH,
+    MAX_BATCH_ITEMS,
     MAX_BOX_BYTES,
     MAX_CIPHERTEXT_BYTES,
     MAX_CLIENT_ID_LEN,
@@ -85,6 +89,7 @@ PING = m.Ping(t=2**53)
 REQUESTS: list[m.Request] = [
     HELLO,
     m.Hello(),
+    m.Hello(client="x", batch=True),
     REGISTER,
     LOOKUP,
     CREATE,
@@ -142,6 +147,12 @@ REPLIES: list[m.Reply] = [
     m.ByeAck(),
     ERROR,
     m.MessagePush(room="general", message=STORED),
+    m.Batch(
+        items=[
+            m.BatchItem(rid=7, msg=SEND_ACK),
+            m.BatchItem(rid=0, msg=m.MessagePush(room="general", message=STORED)),
+        ]
+    ),
     *(m.RoomPush(room="general", reason=r) for r in ("members", "epoch", "keys", "removed")),
     m.Mark(mark=1),
     m.Mark(mark=2**53),
@@ -176,6 +187,42 @@ def test_reply_round_trip(msg: m.Reply, rid: int) -> None:
     frame = decode_server_frame(encode_reply(rid, msg))  # type: ignore[arg-type]
     assert frame == m.ServerFrame(v=PROTOCOL_VERSION, rid=rid, msg=msg)  # type: ignore[arg-type]
     assert type(frame.msg) is type(msg)
+
+
+def test_a_batch_of_pre_encoded_items_decodes_as_a_batch() -> None:
+    push = m.MessagePush(room="general", message=STORED)
+    items = [encode_item(3, SEND_ACK), encode_item(0, push)] * (MAX_BATCH_ITEMS // 2)
+    frame = decode_server_frame(encode_batch(items))
+    assert frame.rid == 0
+    assert frame.msg == m.Batch(
+        items=[m.BatchItem(rid=3, msg=SEND_ACK), m.BatchItem(rid=0, msg=push)]
+        * (MAX_BATCH_ITEMS // 2)
+    )
+    # the largest item a node can make and a full budget fit a reply frame
+    big = m.StoredMessage(
+        seq=1, ts=1, envelope=msgspec.structs.replace(ENVELOPE, ct=b"c" * MAX_CIPHERTEXT_BYTES)
+    )
+    assert BATCH_BUDGET_BYTES + len(encode_item(0, m.MessagePush(room="g", message=big))) < (
+        MAX_REPLY_BYTES
+    )
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [],
+        [m.BatchItem(rid=1, msg=SEND_ACK)] * (MAX_BATCH_ITEMS + 1),
+        [{"rid": 0, "msg": {"type": "error", "code": "x", "message": "y"}}],
+        [{"rid": 0, "msg": {"type": "batch", "items": [{"rid": 1, "msg": SEND_ACK}]}}],
+        [{"rid": -1, "msg": SEND_ACK}],
+    ],
+    ids=["empty", "too-many", "not-an-ack-or-push", "nested", "negative-rid"],
+)
+def test_bad_batches_are_refused(items: list[Any]) -> None:
+    data = encode({"v": PROTOCOL_VERSION, "rid": 0, "msg": {"type": "batch", "items": items}})
+    with pytest.raises(RemoteProtocolError) as err:
+        decode_server_frame(data)
+    assert err.value.code == ErrorCode.BAD_FRAME
 
 
 def test_member_op_and_envelope_round_trip() -> None:

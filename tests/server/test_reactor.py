@@ -323,3 +323,57 @@ async def test_a_duplicate_send_is_pushed_again(setup: Setup) -> None:
             if isinstance(frame.msg, m.MessagePush):
                 pushes.append(frame.msg.message)
     assert [(p.seq, p.envelope.txn) for p in pushes] == [(first.seq, send.envelope.txn)] * 2
+
+
+async def _items(peer: Peer, count: int) -> tuple[int, list[tuple[bool, int, m.AnyReply]]]:
+    """How many frames brought them, and (in a batch frame, rid, message) of
+    the next `count` acks and message pushes `peer` receives."""
+    got: list[tuple[bool, int, m.AnyReply]] = []
+    frames = 0
+    async with asyncio.timeout(20):
+        while len(got) < count:
+            frame = decode_server_frame(await peer.sock.recv())
+            if isinstance(frame.msg, m.Batch):
+                got += [(True, i.rid, i.msg) for i in frame.msg.items]
+            elif isinstance(frame.msg, m.SendAck | m.MessagePush):
+                got.append((False, frame.rid, frame.msg))
+            else:
+                continue
+            frames += 1
+    return frames, got
+
+
+async def test_batch_readers_get_a_pass_in_batch_frames_and_others_plain_frames(
+    setup: Setup,
+) -> None:
+    alice, bob, carol = setup.peer("alice"), setup.peer("bob"), setup.peer("carol")
+    for peer, batch in ((alice, True), (bob, False), (carol, True)):
+        assert isinstance(await peer.request(m.Hello(client="t", batch=batch)), m.Welcome)
+        await peer.register()
+    room = Room(alice.identity, "general", [bob.identity, carol.identity])
+    assert isinstance(await alice.request(room.create), m.RoomChanged)
+    reactor = setup.node._reactor
+    assert reactor is not None
+    reactor.stop()  # one pass for every send below: one group commit
+    rids = {"alice": [await alice.send(room.send(alice.identity)) for _ in range(5)]}
+    rids["carol"] = [await carol.send(room.send(carol.identity)) for _ in range(3)]
+    rids["bob"] = []
+    reactor._handle(await _frames(reactor.sock, 8))
+    reactor.start()
+    for peer in (alice, bob, carol):
+        user = peer.identity.user
+        # each gets 8 items: its own acks and the others' pushes
+        frames, got = await _items(peer, 8)
+        if user == "bob":
+            assert frames == 8 and not any(b for b, _, _ in got)
+        else:
+            assert frames == 1 and all(b for b, _, _ in got)  # the whole pass in one frame
+        acks = [rid for _, rid, msg in got if isinstance(msg, m.SendAck)]
+        assert acks == rids[user]
+        senders = [
+            msg.message.envelope.sender for _, _, msg in got if isinstance(msg, m.MessagePush)
+        ]
+        assert user not in senders and len(senders) == 8 - len(acks)
+        # acks and pushes together: the room's one order, each message once
+        seqs = [msg.seq if isinstance(msg, m.SendAck) else msg.message.seq for _, _, msg in got]  # type: ignore[union-attr]
+        assert seqs == list(range(1, 9)), (user, seqs)

@@ -37,7 +37,7 @@ from curvechat.client.errors import NotConnected, RequestTimeout, ServerRefused
 from curvechat.client.pending import Pending
 from curvechat.client.servers import ServerList
 from curvechat.client.state import Backoff, ConnEvent, ConnState, ConnStatus, transition
-from curvechat.protocol import RemoteProtocolError, decode_server_frame
+from curvechat.protocol import ErrorCode, RemoteProtocolError, decode_server_frame
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ServerAddress
 
@@ -91,6 +91,7 @@ class Connection:
         self._sock: zmq.asyncio.Socket | None = None
         self._sock_tasks: list[asyncio.Task[None]] = []
         self._pending = Pending()
+        self._plain_hello: set[str] = set()  # endpoints of nodes older than `batch`
         self._live = asyncio.Event()
         self._lost = asyncio.Event()
         self._wake = asyncio.Event()
@@ -251,13 +252,21 @@ class Connection:
             if frame.rid == 0 and isinstance(frame.msg, m.Move):
                 self._spawn(self._moving(frame.msg.reason))
                 continue
-            if frame.rid == 0:
-                try:
-                    self._on_push(frame.msg)
-                except Exception:
-                    log.exception("push handler failed")
+            if frame.rid == 0 and isinstance(frame.msg, m.Batch):
+                for item in frame.msg.items:
+                    self._deliver(item.rid, item.msg)
                 continue
-            self._pending.answer(frame.rid, frame.msg)
+            self._deliver(frame.rid, frame.msg)
+
+    def _deliver(self, rid: int, msg: m.AnyReply) -> None:
+        """A push (rid 0) to the engine, a reply to the request it answers."""
+        if rid != 0:
+            self._pending.answer(rid, msg)
+            return
+        try:
+            self._on_push(msg)
+        except Exception:
+            log.exception("push handler failed")
 
     async def _sleep(self, delay: float) -> None:
         self._wake.clear()
@@ -267,9 +276,7 @@ class Connection:
 
     async def _connect_once(self, addr: ServerAddress) -> m.Welcome:
         self._open_socket(addr)
-        hello = asyncio.create_task(
-            self._raw(m.Hello(client=self._client_id), self.connect_timeout)
-        )
+        hello = asyncio.create_task(self._hello())
         hello.add_done_callback(lambda t: t.cancelled() or t.exception())
         lost = asyncio.create_task(self._lost.wait())
         try:
@@ -286,6 +293,21 @@ class Connection:
         if not isinstance(reply, m.Welcome):
             raise NotConnected(f"unexpected reply to hello: {type(reply).__name__}")
         return reply
+
+    async def _hello(self) -> m.AnyReply:
+        endpoint = self._current.endpoint if self._current else ""
+        if endpoint not in self._plain_hello:
+            try:
+                return await self._raw(
+                    m.Hello(client=self._client_id, batch=True), self.connect_timeout
+                )
+            except ServerRefused as exc:
+                if exc.code != ErrorCode.BAD_FRAME:
+                    raise
+            # A node older than `batch` frames refuses the field: hello as
+            # before, from now on (until this connection object is closed).
+            self._plain_hello.add(endpoint)
+        return await self._raw(m.Hello(client=self._client_id), self.connect_timeout)
 
     async def _run(self) -> None:
         attempt = 0

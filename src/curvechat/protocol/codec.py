@@ -17,9 +17,13 @@ from curvechat.protocol.errors import ErrorCode, LocalProtocolError, RemoteProto
 from curvechat.protocol.messages import (
     AnyReply,
     AnyRequest,
+    BatchItem,
     ClientFrame,
     Envelope,
     MemberOp,
+    MessagePush,
+    Reply,
+    SendAck,
     ServerFrame,
 )
 
@@ -53,6 +57,30 @@ def encode_request(rid: int, req: AnyRequest) -> bytes:
 
 def encode_reply(rid: int, msg: AnyReply) -> bytes:
     return _encoder.encode(ServerFrame(v=L.PROTOCOL_VERSION, rid=rid, msg=msg))
+
+
+class _RawBatch(Reply, tag="batch", frozen=True):
+    """A `Batch` whose items are already encoded (encoding side only)."""
+
+    items: list[msgspec.Raw]
+
+
+class _RawBatchFrame(msgspec.Struct, frozen=True):
+    v: int
+    rid: int
+    msg: _RawBatch
+
+
+def encode_item(rid: int, msg: SendAck | MessagePush) -> bytes:
+    """One item of a `batch` frame; encoded once, it can join many frames."""
+    return _encoder.encode(BatchItem(rid=rid, msg=msg))
+
+
+def encode_batch(items: list[bytes]) -> bytes:
+    """A `batch` frame of items from `encode_item` (the caller keeps their
+    count and size within `MAX_BATCH_ITEMS` and `BATCH_BUDGET_BYTES`)."""
+    raw = [msgspec.Raw(item) for item in items]
+    return _encoder.encode(_RawBatchFrame(v=L.PROTOCOL_VERSION, rid=0, msg=_RawBatch(items=raw)))
 
 
 def peek_request_id(data: bytes) -> int:

@@ -44,6 +44,14 @@ MAX_BATCH: Final = 500
 MAX_PAGE: Final = 500
 """Most messages, ops or key packets one reply carries."""
 
+MAX_BATCH_ITEMS: Final = 1024
+"""Most acks and message pushes one `batch` frame carries."""
+
+BATCH_BUDGET_BYTES: Final = 256 * 1024
+"""Item bytes a server puts in one `batch` frame before it starts the next
+(an item larger than this goes in a frame of its own), so a batch frame
+always fits `MAX_REPLY_BYTES`."""
+
 MAX_PEERS: Final = 32
 """Most cluster nodes a welcome names (and a client remembers beyond its own list)."""
 

@@ -49,198 +49,30 @@ from curvechat.protocol.wire import (
 # isort: on
 
 
-class Request(Wire, tag_field="type", frozen=True):
-    """Base of every client request."""
-
-
-class Hello(Request, tag="hello", frozen=True):
-    client: Annotated[str, Meta(max_length=L.MAX_CLIENT_ID_LEN)] = ""
-
-
-class Register(Request, tag="register", frozen=True):
-    """Bind `user` to identity key `sign_pub` and to this connection's CURVE key.
-
-    `transport_sig` is the identity's signature over the transport key (see
-    `curvechat.crypto.identity.transport_statement`).
-    """
-
-    user: User
-    sign_pub: Key32
-    transport_sig: Sig64
-
-
-class Lookup(Request, tag="lookup", frozen=True):
-    users: Annotated[list[User], Meta(min_length=1, max_length=L.MAX_BATCH)]
-
-
-class CreateRoom(Request, tag="create_room", frozen=True):
-    room: Room
-    ops: Annotated[list[SignedOp], Meta(min_length=1, max_length=L.MAX_BATCH)]
-    epoch: EpochUpload
-
-    def __post_init__(self) -> None:
-        check_room(self.room)
-
-
-class AddMember(Request, tag="add_member", frozen=True):
-    """Add a member; `packets` wrap every earlier epoch key for them."""
-
-    room: Room
-    op: SignedOp
-    packets: Annotated[list[KeyPacket], Meta(max_length=L.MAX_BATCH)]
-
-    def __post_init__(self) -> None:
-        check_room(self.room)
-
-
-class RemoveMember(Request, tag="remove_member", frozen=True):
-    """Remove a member and start a new epoch the removed member never gets."""
-
-    room: Room
-    op: SignedOp
-    epoch: EpochUpload
-
-    def __post_init__(self) -> None:
-        check_room(self.room)
-
-
-class Leave(Request, tag="leave", frozen=True):
-    room: Room
-    op: SignedOp
-
-    def __post_init__(self) -> None:
-        check_room(self.room)
-
-
-class Promote(Request, tag="promote", frozen=True):
-    room: Room
-    op: SignedOp
-
-    def __post_init__(self) -> None:
-        check_room(self.room)
-
-
-class NewEpoch(Request, tag="new_epoch", frozen=True):
-    room: Room
-    epoch: EpochUpload
-
-    def __post_init__(self) -> None:
-        check_room(self.room)
-
-
-class ListRooms(Request, tag="list_rooms", frozen=True):
-    pass
-
-
-class Members(Request, tag="members", frozen=True):
-    room: Room
-    after: Annotated[int, Meta(ge=-1, le=2**31)] = -1
-
-    def __post_init__(self) -> None:
-        check_room(self.room)
-
-
-class Send(Request, tag="send", frozen=True):
-    """`after`: the txn of the sender's previous message in this room that is
-    still unacknowledged in the same pipelined window; the message is stored
-    only once that one is (else `out_of_order`), so one sender's messages
-    are never stored out of the order sent."""
-
-    envelope: Envelope
-    after: Txn | None = None
-
-
-class History(Request, tag="history", frozen=True):
-    """Messages of a room: the newest `limit` before `before`, or the oldest
-    `limit` after `after` (exclusive bounds)."""
-
-    room: Room
-    before: Seq | None = None
-    after: Seq | None = None
-    limit: Limit = 100
-
-    def __post_init__(self) -> None:
-        check_room(self.room)
-
-
-class Sync(Request, tag="sync", frozen=True):
-    """Everything after each cursor, for every room the user is in (a room
-    missing from `cursors` syncs from its beginning). With `only`, just the
-    rooms named in `cursors` (how a client in more than MAX_BATCH rooms syncs
-    them a batch at a time)."""
-
-    cursors: Annotated[dict[Room, Seq], Meta(max_length=L.MAX_BATCH)]
-    limit: Limit = L.MAX_PAGE
-    only: bool = False
-
-    def __post_init__(self) -> None:
-        for room in self.cursors:
-            check_room(room)
-
-
-class FetchKeys(Request, tag="fetch_keys", frozen=True):
-    room: Room
-    min_epoch: Epoch = 0
-
-    def __post_init__(self) -> None:
-        check_room(self.room)
-
-
-class Ping(Request, tag="ping", frozen=True):
-    """Liveness probe. The client reports what only it can measure, so the
-    node can show it to operators: its last round-trip time, how many times
-    it has reconnected since it started, and how many messages wait in its
-    outbox."""
-
-    t: Millis
-    rtt_ms: Annotated[float, Meta(ge=0, le=3_600_000)] | None = None
-    reconnects: Annotated[int, Meta(ge=0, le=2**31)] = 0
-    outbox: Annotated[int, Meta(ge=0, le=2**31)] = 0
-    read_mark: Annotated[int, Meta(ge=0, le=2**53)] = 0
-    """The latest `push_mark` the client has read (0: none): flow control,
-    proof that it read everything the node sent before that mark."""
-    prev_node: ShortText = ""
-    """The `node` of the welcome of the client's previous live connection
-    ("" if this is its first): tells a reconnect to the same node (that may
-    have restarted meanwhile) from an arrival from another node."""
-
-
-class Announce(Request, tag="announce", frozen=True):
-    """Publish where this user listens for peers (docs/protocol.md, "Peer
-    protocol"); the reply is `Announced`."""
-
-    record: SignedRecord
-    peer_messages: Annotated[int, Meta(ge=0, le=2**31)] = 0
-    """Messages the client wrote or took peer to peer while it could reach
-    no server, since its last announcement (a metric for operators)."""
-
-
-class Bye(Request, tag="bye", frozen=True):
-    """The client is closing this connection on purpose (the user quit): the
-    node shows it as left, not as a failure. Best effort: a client that
-    cannot say it (killed, cut off) is seen as disconnected, as before."""
-
-
-AnyRequest = (
-    Hello
-    | Register
-    | Lookup
-    | CreateRoom
-    | AddMember
-    | RemoveMember
-    | Leave
-    | Promote
-    | NewEpoch
-    | ListRooms
-    | Members
-    | Send
-    | History
-    | Sync
-    | FetchKeys
-    | Ping
-    | Announce
-    | Bye
+# isort: off
+from curvechat.protocol.requests import (
+    Request as Request,
+    Hello as Hello,
+    Register as Register,
+    Lookup as Lookup,
+    CreateRoom as CreateRoom,
+    AddMember as AddMember,
+    RemoveMember as RemoveMember,
+    Leave as Leave,
+    Promote as Promote,
+    NewEpoch as NewEpoch,
+    ListRooms as ListRooms,
+    Members as Members,
+    Send as Send,
+    History as History,
+    Sync as Sync,
+    FetchKeys as FetchKeys,
+    Ping as Ping,
+    Announce as Announce,
+    Bye as Bye,
+    AnyRequest as AnyRequest,
 )
+# isort: on
 
 
 # --- replies and pushes -----------------------------------------------------
@@ -346,6 +178,20 @@ class MessagePush(Reply, tag="push_message", frozen=True):
         check_room(self.room)
 
 
+class BatchItem(Wire, frozen=True):
+    """One ack (`rid` of the send it answers) or message push (`rid` 0)."""
+
+    rid: Annotated[int, Meta(ge=0, le=2**53)]
+    msg: SendAck | MessagePush
+
+
+class Batch(Reply, tag="batch", frozen=True):
+    """Acks and message pushes for one connection, in the order the node
+    made them; sent (with `rid` 0) only to a client whose hello said `batch`."""
+
+    items: Annotated[list[BatchItem], Meta(min_length=1, max_length=L.MAX_BATCH_ITEMS)]
+
+
 class RoomPush(Reply, tag="push_room", frozen=True):
     """Something other than a message changed in a room the user is (or was
     just made) a member of: fetch members / keys again."""
@@ -395,6 +241,7 @@ AnyReply = (
     | ByeAck
     | Error
     | MessagePush
+    | Batch
     | RoomPush
     | Mark
     | Resync

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from typing import Literal
 
 import msgspec
@@ -261,8 +262,7 @@ class Cluster:
         while True:
             try:
                 async for events in self.feed.stream():
-                    for event in events:
-                        await self._on_event(event)
+                    await self._on_events(events)
             except StoreUnavailable as exc:
                 log.warning("cluster watch cut off at revision %d: %s", self.feed.revision, exc)
                 await asyncio.sleep(RETRY_S)
@@ -271,15 +271,26 @@ class Cluster:
                 log.exception("cluster watch failed at revision %d", self.feed.revision)
                 await asyncio.sleep(RETRY_S)
 
+    async def _on_events(self, events: Sequence[FeedEvent]) -> None:
+        """One watch answer: its messages pushed together (one frame per
+        client that reads batches), in order with its other events."""
+        rows: list[StoredRow] = []
+        lag = self.node.metrics.watch_lag_seconds
+        for event in events:
+            if not isinstance(event, MessageCommitted):
+                await self._push_rows(rows)
+                rows = []
+                await self._on_event(event)
+                continue
+            row = event.row
+            self._seen[row.room] = max(self._seen.get(row.room, 0), row.seq)
+            if event.origin != self.node.boot:  # else acked by this node, which pushed it then
+                rows.append(row)
+                lag.observe(max(0.0, time.time() - row.ts_ms / 1000))
+        await self._push_rows(rows)
+
     async def _on_event(self, event: FeedEvent) -> None:
         match event:
-            case MessageCommitted(row=row, origin=origin):
-                self._seen[row.room] = max(self._seen.get(row.room, 0), row.seq)
-                if origin == self.node.boot:
-                    return  # acked by this node, which pushed it then
-                await self._push_row(row)
-                lag = time.time() - row.ts_ms / 1000
-                self.node.metrics.watch_lag_seconds.observe(max(0.0, lag))
             case RoomChanged(room=room):
                 await self._room_changed(room)
             case NodesChanged():
@@ -287,14 +298,20 @@ class Cluster:
             case Compacted(revision=compacted):
                 await self._relist(compacted)  # the stream ended: watch again from there
 
-    async def _push_row(self, row: StoredRow) -> None:
-        try:
-            envelope = decode_envelope(row.envelope)
-        except Exception:  # stored by a node that validated it: not expected
-            log.warning("undecodable envelope in %s at seq %d", row.room, row.seq)
+    async def _push_rows(self, rows: Sequence[StoredRow]) -> None:
+        messages = []
+        for row in rows:
+            try:
+                envelope = decode_envelope(row.envelope)
+            except Exception:  # stored by a node that validated it: not expected
+                log.warning("undecodable envelope in %s at seq %d", row.room, row.seq)
+                continue
+            messages.append(
+                (row.room, m.StoredMessage(seq=row.seq, ts=row.ts_ms, envelope=envelope))
+            )
+        if not messages:
             return
-        message = m.StoredMessage(seq=row.seq, ts=row.ts_ms, envelope=envelope)
-        await self.node.push_remote(row.room, message)
+        await self.node.push_remote(messages)
 
     async def _room_changed(self, room: str) -> None:
         view = self.node.rooms.peek(room)
@@ -339,5 +356,6 @@ class Cluster:
                 self._seen[room] = rows[-1].seq
                 # Pushing the newest message is enough: a client fills the gap
                 # between its cursor and this seq from the store.
-                await self._push_row(rows[-1])
+                await self._push_rows(rows[-1:])
         self.feed.revision = revision
+

@@ -67,11 +67,17 @@ class FlowControl:
         self.node_limited = False
         """The node-wide budget is biting (until the backlog halves)."""
 
-    def refuse_push(self, flow: Flow, size: int) -> Scope | None:
-        """Why a push of `size` bytes must not be queued for `flow` (None: it may)."""
-        if flow.outstanding + size > self.per_connection:
+    def refuse_push(
+        self, flow: Flow, size: int, *, ahead: int = 0, pending: int = 0
+    ) -> Scope | None:
+        """Why a push of `size` bytes must not be queued for `flow` (None: it
+        may). `ahead`: bytes already set aside for `flow` and not yet
+        `queued`; `pending`: such bytes for all connections (a batch being
+        gathered), counted as if queued."""
+        outstanding = flow.outstanding + ahead
+        if outstanding + size > self.per_connection:
             scope: Scope = "connection"
-        elif self.backlog + size > self.node and flow.outstanding > self.mark_every:
+        elif self.backlog + pending + size > self.node and outstanding > self.mark_every:
             scope = "node"
             self.node_limited = True
         else:

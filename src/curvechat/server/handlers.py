@@ -125,6 +125,7 @@ class Handlers(RoomHandlers):
                 f"node {self.node.node_name} cannot reach etcd: use another node",
             )
         sess.client = req.client
+        sess.batch = req.batch
         return self.node.welcome(sess)
 
     async def ping(self, sess: Session, req: m.Ping) -> m.AnyReply:

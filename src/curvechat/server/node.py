@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import zmq
@@ -34,6 +34,7 @@ from curvechat.dashboard.events import EventLog
 from curvechat.protocol import ErrorCode, encode, encode_reply
 from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_FRAME_BYTES, PROTOCOL_VERSION
+from curvechat.server.fanout import Fanout, push_remote
 from curvechat.server.flow import FlowControl
 from curvechat.server.handlers import Handlers, Refusal
 from curvechat.server.liveness import NODE_NAME_RULE, Liveness, valid_node_name
@@ -353,22 +354,27 @@ class ChatNode:
 
     def push(self, users: list[str], msg: m.AnyReply, *, skip: bytes | None = None) -> int:
         """Send a push to every connection of `users`; returns how many went out."""
-        data = encode_reply(0, msg)
-        sent = 0
-        send = self.send if self._reactor is None else self._reactor.send
+        out = self.fanout()
+        sent = out.push(users, msg, skip=skip)
+        return sent - out.flush()
+
+    def fanout(self) -> Fanout:
+        """A collector for one pass's acks and pushes (server/fanout.py)."""
+        return Fanout(self, self.send if self._reactor is None else self._reactor.send)
+
+    def receivers(self, users: Iterable[str], skip: bytes | None) -> Iterator[Session]:
+        """Every connection of `users` but `skip`."""
         for user in users:
             for routing_id in list(self.by_user.get(user, ())):
                 sess = self.sessions.get(routing_id)
-                if routing_id == skip or sess is None or self._withheld(sess, len(data)):
-                    continue
-                if send(routing_id, data):
-                    sent += 1
-        return sent
+                if routing_id != skip and sess is not None:
+                    yield sess
 
-    def _withheld(self, sess: Session, size: int) -> bool:
-        """Whether a push must not be queued for `sess` (it does not read)."""
+    def withheld(self, sess: Session, size: int, *, ahead: int = 0, pending: int = 0) -> bool:
+        """Whether a push must not be queued for `sess` (it does not read);
+        `ahead`, `pending`: see `FlowControl.refuse_push`."""
         was_limited = self.flow.node_limited
-        scope = self.flow.refuse_push(sess.flow, size)
+        scope = self.flow.refuse_push(sess.flow, size, ahead=ahead, pending=pending)
         if scope is None:
             return False
         self.metrics.pushes_withheld.labels(scope).inc()
@@ -381,16 +387,9 @@ class ChatNode:
             )
         return True
 
-    async def push_remote(self, room: str, message: m.StoredMessage) -> int:
-        """Push a message that ANOTHER node committed (learned from the cluster
-        watch) to this node's online members of its room; returns how many
-        pushes went out. The node's own commits are pushed by the handlers."""
-        view = await self.rooms.get(room)
-        if view is None:
-            return 0
-        sent = self.push(view.members(), m.MessagePush(room=room, message=message))
-        self.metrics.messages_delivered.inc(sent)
-        return sent
+    async def push_remote(self, messages: Sequence[tuple[str, m.StoredMessage]]) -> int:
+        """Push messages ANOTHER node committed (server/fanout.py `push_remote`)."""
+        return await push_remote(self, messages)
 
     def note_bye(self, sess: Session) -> None:
         self.liveness.note_bye(sess)

@@ -246,6 +246,7 @@ class NodeLink:
     async def _push_committed(self, batch: list[NewMessage], acks: list[Committed]) -> None:
         """What this node committed for another one, to its own clients in
         commit order (its watch skips its own commits)."""
+        messages = []
         for msg, ack in zip(batch, acks, strict=True):
             # A duplicate was pushed when it was first committed (here, or by
             # this node's watch if the forwarding node committed it).
@@ -256,8 +257,11 @@ class NodeLink:
             except Exception:  # checked by the forwarding node: not expected
                 log.warning("node link: undecodable envelope in %s", msg.room)
                 continue
-            stored = m.StoredMessage(seq=ack.seq, ts=ack.ts_ms, envelope=envelope)
-            await self.node.push_remote(msg.room, stored)
+            messages.append(
+                (msg.room, m.StoredMessage(seq=ack.seq, ts=ack.ts_ms, envelope=envelope))
+            )
+        if messages:
+            await self.node.push_remote(messages)
 
     def update(self, me_up: bool, nodes: Sequence[tuple[str, str, str, bytes]]) -> None:
         """The registry's nodes as (name, status, link endpoint, z85 key)."""

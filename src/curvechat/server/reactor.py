@@ -11,7 +11,8 @@ next loop turn) and handles the batch in one pass:
 * a plain send from a connection with nothing waiting, into a room whose
   cached view admits it, joins the batch's commit: one store call for the
   whole batch (the store's group commit), one task, and when it returns the
-  acks and pushes of every message go out in commit order;
+  acks and pushes of every message go out in commit order, each client's
+  in as few frames as they fit in (fanout.py);
 * everything else goes to the connection's ordered path (session.py), and
   so does everything behind it, so each connection is still served in the
   order it sent.
@@ -211,6 +212,7 @@ class Reactor:
                 ):
                     hellos += 1
                     sess.client = req.client  # type: ignore[union-attr]
+                    sess.batch = req.batch  # type: ignore[union-attr]
                     node.reply(sess, frame.rid, node.welcome(sess))
                     continue
             self._enqueue(sess, (frame, len(data), t0, frame.rid))
@@ -323,6 +325,7 @@ class Reactor:
         accepted = delivered = acked = 0
         members: dict[str, list[str]] = {}
         stale: list[_Send] = []
+        out = node.fanout()
         for s, done in zip(sends, results, strict=True):
             if done.stale:
                 stale.append(s)
@@ -346,16 +349,17 @@ class Reactor:
                 push = m.MessagePush(
                     room=room, message=m.StoredMessage(seq=done.seq, ts=done.ts_ms, envelope=env)
                 )
-                sent = node.push(who, push, skip=s.sess.routing_id)
+                sent = out.push(who, push, skip=s.sess.routing_id)
                 delivered += sent
                 if sent:
                     self._deliver_s.observe(now - s.t0)
             ack = m.SendAck(
                 room=env.room, txn=env.txn, seq=done.seq, ts=done.ts_ms, duplicate=done.duplicate
             )
-            self.send(s.sess.routing_id, encode_reply(s.rid, ack))
+            out.ack(s.sess, s.rid, ack)
             self._ack_s.observe(time.perf_counter() - s.t0)
             acked += 1
+        delivered -= out.flush()
         self._n_send.inc(acked)
         if accepted:
             self._accepted.inc(accepted)

@@ -54,6 +54,7 @@ class Session:
     connected_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     last_seen: float = field(default_factory=time.monotonic)
     client: str = ""
+    batch: bool = False  # its hello said it reads `batch` frames
     pending: deque[Queued] | None = None  # waiting for the ordered path (made when needed)
     bucket: TokenBucket | None = None
     worker: asyncio.Task[None] | None = None

@@ -1,0 +1,144 @@
+"""The acks and message pushes of one reactor pass, gathered per connection
+and sent in as few frames as they fit in.
+
+A connection whose hello said `batch` gets what the pass made for it in
+`batch` frames (at most `MAX_BATCH_ITEMS` items and about
+`BATCH_BUDGET_BYTES` each), in the order the pass made it, when the pass
+calls `flush`; any other connection gets one frame per ack or push at once,
+as before. Each push is encoded once for all its receivers, and each frame
+is one libzmq send and one CURVE box instead of one per message.
+
+This module must never decide who receives what (the caller names the
+members; the node's flow control withholds pushes from connections that do
+not read, counting what this pass already queued for them) and never send
+anything but acks and message pushes: errors and other replies go out alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from curvechat.protocol import encode_batch, encode_item, encode_reply
+from curvechat.protocol import limits as L
+from curvechat.protocol import messages as m
+
+if TYPE_CHECKING:
+    from curvechat.server.node import ChatNode
+    from curvechat.server.rooms import RoomView
+    from curvechat.server.session import Session
+
+
+@dataclass(slots=True)
+class _Frames:
+    """What one connection gets from a pass: full frames, and the open one."""
+
+    full: list[tuple[list[bytes], int]] = field(default_factory=list)  # (items, pushes)
+    items: list[bytes] = field(default_factory=list)
+    size: int = 0  # bytes of `items`
+    pushes: int = 0  # pushes among `items`
+    queued: int = 0  # bytes of every item so far (for flow control)
+
+    def add(self, item: bytes, push: bool) -> None:
+        if self.items and (
+            self.size + len(item) > L.BATCH_BUDGET_BYTES or len(self.items) >= L.MAX_BATCH_ITEMS
+        ):
+            self.full.append((self.items, self.pushes))
+            self.items, self.size, self.pushes = [], 0, 0
+        self.items.append(item)
+        self.size += len(item)
+        self.pushes += push
+        self.queued += len(item)
+
+    def frames(self) -> Iterable[tuple[list[bytes], int]]:
+        yield from self.full
+        if self.items:
+            yield self.items, self.pushes
+
+
+class Fanout:
+    __slots__ = ("_node", "_out", "_pending", "_send")
+
+    def __init__(self, node: ChatNode, send: Callable[[bytes, bytes], bool]) -> None:
+        self._node = node
+        self._send = send
+        self._out: dict[bytes, _Frames] = {}
+        self._pending = 0  # bytes of every item gathered and not yet sent
+
+    def push(self, users: Iterable[str], push: m.AnyReply, *, skip: bytes | None) -> int:
+        """Send or queue `push` for every connection of `users` but `skip`
+        (only a message push goes into batches); returns how many connections
+        it went to."""
+        node = self._node
+        item = plain = None
+        batchable = type(push) is m.MessagePush
+        sent = 0
+        for sess in node.receivers(users, skip):
+            if batchable and sess.batch:
+                if item is None:
+                    item = encode_item(0, push)  # type: ignore[arg-type]
+                frames = self._out.get(sess.routing_id)
+                ahead = 0 if frames is None else frames.queued
+                if node.withheld(sess, len(item), ahead=ahead, pending=self._pending):
+                    continue
+                if frames is None:
+                    frames = self._out[sess.routing_id] = _Frames()
+                frames.add(item, True)
+                self._pending += len(item)
+                sent += 1
+            else:
+                if plain is None:
+                    plain = encode_reply(0, push)
+                if not node.withheld(sess, len(plain)) and self._send(sess.routing_id, plain):
+                    sent += 1
+        return sent
+
+    def ack(self, sess: Session, rid: int, ack: m.SendAck) -> None:
+        """Answer send `rid` of `sess`."""
+        if not sess.batch:
+            self._send(sess.routing_id, encode_reply(rid, ack))
+            return
+        frames = self._out.get(sess.routing_id)
+        if frames is None:
+            frames = self._out[sess.routing_id] = _Frames()
+        item = encode_item(rid, ack)
+        frames.add(item, False)
+        self._pending += len(item)
+
+    def flush(self) -> int:
+        """Send what was queued; returns the pushes lost with frames that
+        could not be sent (clients fetch them by seq)."""
+        lost = 0
+        send = self._send
+        for routing_id, frames in self._out.items():
+            for items, pushes in frames.frames():
+                if not send(routing_id, encode_batch(items)):
+                    lost += pushes
+                    if len(items) > 1:  # the sender counted the frame as one
+                        self._node.metrics.pushes_dropped.inc(len(items) - 1)
+        self._out.clear()
+        self._pending = 0
+        return lost
+
+
+async def push_remote(node: ChatNode, messages: Sequence[tuple[str, m.StoredMessage]]) -> int:
+    """Push (room, message) pairs that ANOTHER node committed (learned from
+    the cluster watch or a node link) to `node`'s online members of their
+    rooms, in the order given; returns how many pushes went out. A node's
+    own commits are pushed by the reactor and the handlers."""
+    views: dict[str, RoomView | None] = {}
+    out = node.fanout()
+    sent = 0
+    try:
+        for room, message in messages:
+            if room not in views:
+                views[room] = await node.rooms.get(room)
+            view = views[room]
+            if view is not None:
+                push = m.MessagePush(room=room, message=message)
+                sent += out.push(view.members(), push, skip=None)
+    finally:  # what was gathered goes out, also when a room could not be read
+        sent -= out.flush()
+        node.metrics.messages_delivered.inc(sent)
+    return sent

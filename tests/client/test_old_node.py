@@ -1,0 +1,79 @@
+"""A node older than `batch` frames refuses a hello that asks for them (an
+unknown field is `bad_frame`): the client says hello again without, and
+connects. Played by a bare ROUTER with CURVE that decodes hellos strictly
+as the old node did."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import msgspec
+import pytest
+import zmq
+import zmq.asyncio
+import zmq.utils.z85
+from msgspec import Meta
+
+from curvechat.client.connection import Connection
+from curvechat.crypto import Identity
+from curvechat.protocol import PROTOCOL_VERSION, encode_reply
+from curvechat.protocol import messages as m
+from curvechat.protocol.connect import ServerAddress
+
+
+class _OldHello(msgspec.Struct, tag_field="type", tag="hello", forbid_unknown_fields=True):
+    client: Annotated[str, Meta(max_length=64)] = ""
+
+
+class _OldFrame(msgspec.Struct):
+    v: int
+    rid: int
+    req: _OldHello
+
+
+async def _old_node(sock: zmq.asyncio.Socket, hellos: list[dict[str, object]]) -> None:
+    while True:
+        ident, data = await sock.recv_multipart()
+        raw = msgspec.msgpack.decode(data)
+        hellos.append(raw["req"])
+        try:
+            frame = msgspec.msgpack.decode(data, type=_OldFrame)
+        except msgspec.ValidationError as exc:
+            reply = encode_reply(raw["rid"], m.Error(code="bad_frame", message=str(exc)[:500]))
+        else:
+            welcome = m.Welcome(node="old", boot="b", user=None, time=1, version=PROTOCOL_VERSION)
+            reply = encode_reply(frame.rid, welcome)
+        await sock.send_multipart([ident, reply])
+
+
+@pytest.mark.asyncio
+async def test_a_node_older_than_batch_frames_still_takes_the_client() -> None:
+    ctx = zmq.asyncio.Context()
+    public, secret = zmq.curve_keypair()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.curve_server = True
+    sock.curve_secretkey = secret
+    sock.linger = 0
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    hellos: list[dict[str, object]] = []
+    node = asyncio.create_task(_old_node(sock, hellos))
+    ident = Identity.generate("alice")
+    conn = Connection(
+        [ServerAddress(f"tcp://127.0.0.1:{port}", public.decode())],
+        public_key=zmq.utils.z85.encode(ident.transport_pub),
+        secret_key=zmq.utils.z85.encode(ident.transport_secret),
+        on_push=lambda msg: None,
+        on_status=lambda st: None,
+    )
+    try:
+        await conn.start()
+        async with asyncio.timeout(20):
+            while not conn.live:
+                await asyncio.sleep(0.02)
+        assert [h.get("batch") for h in hellos[:2]] == [True, None]
+    finally:
+        await conn.close(goodbye=False)
+        node.cancel()
+        sock.close(0)
+        ctx.term()

@@ -81,6 +81,7 @@ async def test_kill_9_under_load_loses_no_ack(tmp_path: Path, clients: ClientFac
                     if len(rows) == total and rows[-1].seq == total:
                         break
                     await engine.wait_ready(5)
+                    await asyncio.sleep(0.05)  # a ready engine returns at once: let it work
             assert [(r.seq, r.txn) for r in rows] == [(i.seq, i.envelope.txn) for i in items]
             assert all(r.error is None for r in rows)
     finally:

@@ -151,10 +151,10 @@ async def serve(
         store = SQLiteStore(data_dir / "curvechat.db")
     await store.open()
     if etcd is not None:
-        from curvechat.server.cluster import refuse_a_taken_name
+        from curvechat.server.cluster import refuse_a_taken_name, retrying
 
         try:
-            await refuse_a_taken_name(etcd, name, public)
+            await retrying("checking the name", lambda: refuse_a_taken_name(etcd, name, public))
         except BaseException:
             await _bounded("store", store.close())
             raise
@@ -227,7 +227,7 @@ async def serve(
             capacity = CapacityWatch(etcd, node.metrics, node.events, quota_bytes=etcd_quota_bytes)
             capacity.start()
             node.etcd_quota = capacity.state
-            nodes = await cluster.members()
+            nodes = await retrying("listing the nodes", cluster.members)
             print(f"cluster: {len(nodes)} node(s) registered in etcd", flush=True)
             print(f"cluster connect string: {_cluster_connect(nodes)}", flush=True)
             if cluster.link is not None:

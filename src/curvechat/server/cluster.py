@@ -25,8 +25,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Literal, TypeVar
 
 import msgspec
 
@@ -53,7 +53,9 @@ from curvechat.store.etcd.health import SLOW_RTT_S, EtcdProbe
 log = logging.getLogger("curvechat.server")
 
 LEASE_TTL_S = 10
+T = TypeVar("T")
 RETRY_S = 0.5
+START_RETRY_S = 30.0  # how long a starting node retries what etcd briefly refuses
 
 
 class NodeInfo(msgspec.Struct, frozen=True):
@@ -138,12 +140,12 @@ class Cluster:
     async def start(self, from_revision: int | None = None) -> None:
         """Register and start watching after `from_revision` (default: now)."""
         if from_revision is None:
-            from_revision = await self.feed.current_revision()
+            from_revision = await retrying("reading the revision", self.feed.current_revision)
         self.feed.revision = from_revision
         if self.link is not None and self._link_bind is not None:
             host = parse_connect(self.connect)[0].endpoint.removeprefix("tcp://").rpartition(":")[0]
             self.link.start(self._link_bind, host, self._link_advertise)
-        await self._register("up")
+        await retrying("registering", lambda: self._register("up"))
         # Which etcd members serve (calls on one that does not give up at
         # once), and whether any answers at all (if none, clients move).
         self.probe = EtcdProbe(self.store, slow_rtt=self._slow_rtt_s or SLOW_RTT_S)
@@ -163,7 +165,11 @@ class Cluster:
         except TimeoutError:
             await self.stop()
             raise StoreUnavailable("etcd did not start the cluster watch within 10 s") from None
-        await self.refresh_peers()
+        try:
+            await retrying("listing the nodes", self.refresh_peers)
+        except StoreUnavailable:
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
         if self.link is not None:
@@ -359,3 +365,17 @@ class Cluster:
                 await self._push_rows(rows[-1:])
         self.feed.revision = revision
 
+
+async def retrying(what: str, call: Callable[[], Awaitable[T]]) -> T:
+    """`call()`, again while etcd is briefly unavailable (a leader change, a
+    member lost) for up to START_RETRY_S: a node starting in the middle of
+    one must not exit for it."""
+    deadline = time.monotonic() + START_RETRY_S
+    while True:
+        try:
+            return await call()
+        except StoreUnavailable as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("cluster start: %s: %s; retrying", what, exc)
+            await asyncio.sleep(RETRY_S)

@@ -86,6 +86,7 @@ class _LMsg(msgspec.Struct):
     seq: int = 0
     message: _LStored | None = None
     items: list[_LItem] | None = None  # a batch's
+    mark: int = 0  # a push_mark's
 
 
 class _LItem(msgspec.Struct):
@@ -105,7 +106,8 @@ Light = tuple[int, str, str | None, int]
 
 def light_decode(data: bytes) -> list[Light]:
     """(rid, type, txn, seq) of a frame, or of each item of a `batch` frame:
-    txn and seq of a push's message or of an ack.
+    txn and seq of a push's message or of an ack (of a `push_mark`: its mark
+    as the seq).
 
     Replies whose fields do not fit the light shape (errors carry a string
     `message`) come back as ("error"-ish) types with txn None."""
@@ -120,6 +122,8 @@ def light_decode(data: bytes) -> list[Light]:
 
 
 def _light_one(rid: int, msg: _LMsg) -> Light:
+    if msg.mark:  # flow control: the mark to echo, where a seq would be
+        return rid, msg.type, None, msg.mark
     if msg.message is not None:
         return rid, msg.type, msg.message.envelope.txn, msg.message.seq
     return rid, msg.type, msg.txn, msg.seq

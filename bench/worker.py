@@ -339,6 +339,16 @@ class Worker:
                         encode_request(c.rid, m.Ping(t=int(time.time() * 1000))), zmq.NOBLOCK
                     )
 
+    @staticmethod
+    def _echo_mark(c: Client, mark: int) -> None:
+        """Flow control: prove to the node at once that we read up to its
+        mark, as the client engine does (else it withholds our pushes and
+        refuses our sends once 4 MiB are unconfirmed)."""
+        c.rid += 1
+        with contextlib.suppress(zmq.Again):
+            ping = m.Ping(t=int(time.time() * 1000), read_mark=mark)
+            c.sock.send(encode_request(c.rid, ping), zmq.NOBLOCK)
+
     def _send_next(self, c: Client, now_ns: int) -> bool:
         if c.next >= c.limit:
             return False
@@ -375,6 +385,8 @@ class Worker:
                         self.recv_t.append(now)
                     elif kind == "pong":
                         self.pongs += 1
+                    elif kind == "push_mark":
+                        self._echo_mark(c, seq)
                     elif kind in ("send_ack", "error") and rid:
                         self._on_send_reply(c, rid, kind == "send_ack", seq, now)
         return -1 if stop else got

@@ -12,7 +12,7 @@ next loop turn) and handles the batch in one pass:
   cached view admits it, joins the batch's commit: one store call for the
   whole batch (the store's group commit), one task, and when it returns the
   acks and pushes of every message go out in commit order, each client's
-  in as few frames as they fit in (fanout.py);
+  in as few frames as they fit in (sendbatch.py, fanout.py);
 * everything else goes to the connection's ordered path (session.py), and
   so does everything behind it, so each connection is still served in the
   order it sent.
@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import zmq
@@ -41,15 +40,12 @@ from curvechat.protocol import (
     ErrorCode,
     RemoteProtocolError,
     decode_request,
-    encode,
     encode_reply,
     peek_request_id,
 )
 from curvechat.protocol import messages as m
-from curvechat.server.handlers import OUT_OF_ORDER_TEXT, Handlers, Refusal
-from curvechat.server.rooms import RoomView
-from curvechat.server.session import SESSION_QUEUE_MAX, Session
-from curvechat.store import Committed, NewMessage, StoreUnavailable
+from curvechat.server.sendbatch import PlainSend, SendBatches
+from curvechat.server.session import Session
 
 if TYPE_CHECKING:
     from curvechat.server.node import ChatNode
@@ -58,24 +54,10 @@ log = logging.getLogger("curvechat.server")
 
 BATCH_MAX = 2048  # frames handled in one pass before the loop runs anything else
 REQUEST_BYTES_MAX = 2 * 1024 * 1024  # request bytes waiting to be served, per connection
-_PLAIN_SEND = Handlers.send
-OUT_OF_ORDER = m.Error(code=ErrorCode.OUT_OF_ORDER, message=OUT_OF_ORDER_TEXT)
 # Flags as plain ints: combining pyzmq's flag enums costs more than the send.
 _NOWAIT = int(zmq.NOBLOCK)
 _MORE_NOWAIT = int(zmq.SNDMORE) | int(zmq.NOBLOCK)
 _EHOSTUNREACH = int(zmq.EHOSTUNREACH)
-
-
-@dataclass(slots=True)
-class _Send:
-    """One send of a batch commit."""
-
-    sess: Session
-    rid: int
-    env: m.Envelope
-    msg: NewMessage
-    view: RoomView
-    t0: float
 
 
 class Reactor:
@@ -85,22 +67,14 @@ class Reactor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fd = -1
         self._scheduled = False
-        # Commit plain sends in batches; not when the send handler was replaced
-        # (a test double's): then every send goes to it.
-        self.fast_sends = Handlers.send is _PLAIN_SEND
+        self.batches = SendBatches(node, self.send)
         metrics = node.metrics
         requests = metrics.requests
         # Label children bound once: counting is one call per batch.
         self._n_ping = requests.labels("ping", "ok")
         self._n_hello = requests.labels("hello", "ok")
-        self._n_send = requests.labels("send", "ok")
         self._n_limited = requests.labels("?", ErrorCode.RATE_LIMITED)
         self._dropped = metrics.pushes_dropped
-        self._accepted = metrics.messages_accepted
-        self._delivered = metrics.messages_delivered
-        self._ack_s = metrics.send_ack_seconds
-        self._deliver_s = metrics.send_deliver_seconds
-        self._commit_s = metrics.store_commit_seconds
 
     # --- readiness -----------------------------------------------------------
     def start(self) -> None:
@@ -145,7 +119,7 @@ class Reactor:
         node = self.node
         now = time.monotonic()
         t0 = time.perf_counter()
-        sends: list[_Send] = []
+        sends: list[PlainSend] = []
         pings = hellos = limited = 0
         for frames in batch:
             if len(frames) != 2:
@@ -200,7 +174,7 @@ class Reactor:
                 continue
             if not sess.busy:
                 if kind is m.Send:
-                    item = self._batchable(sess, frame.rid, req, t0)  # type: ignore[arg-type]
+                    item = self.batches.batchable(sess, frame.rid, req, t0)  # type: ignore[arg-type]
                     if item is not None:
                         sends.append(item)
                         continue
@@ -217,7 +191,7 @@ class Reactor:
                     continue
             self._enqueue(sess, (frame, len(data), t0, frame.rid))
         if sends:
-            self._commit(sends)
+            self.batches.commit(sends)
         if pings:
             self._n_ping.inc(pings)
         if hellos:
@@ -242,152 +216,6 @@ class Reactor:
         node.liveness.note_ping(sess, req)
         pong = m.Pong(t=req.t, time=int(time.time() * 1000), node=node.node_name, boot=node.boot)
         self.send(sess.routing_id, encode_reply(rid, pong))
-
-    def _batchable(self, sess: Session, rid: int, req: m.Send, t0: float) -> _Send | None:
-        """The send as a member of the batch commit, or None when the handlers
-        must decide (anything to refuse, reload or wait for)."""
-        user = sess.user
-        env = req.envelope
-        if (
-            not self.fast_sends
-            or user is None
-            or env.sender != user
-            or sess.inflight >= SESSION_QUEUE_MAX
-            or self.node.flow.over_budget(sess.flow)
-        ):
-            return None
-        view = self.node.rooms.peek(env.room)
-        if (
-            view is None
-            or env.epoch != view.record.epoch
-            or view.epoch_is_stale
-            or not view.state.is_member(user)
-        ):
-            return None
-        record = view.record
-        msg = NewMessage(
-            env.room,
-            user,
-            env.txn,
-            encode(env),
-            expect=(record.epoch, record.op_head),
-            after=req.after,
-        )
-        return _Send(sess, rid, env, msg, view, t0)
-
-    # --- batch commits -------------------------------------------------------
-    def _commit(self, sends: list[_Send]) -> None:
-        # The task is created now, before anything a later batch or a later
-        # request of these connections can queue: tasks start in the order
-        # created and the store commits its queue in order.
-        task = asyncio.ensure_future(self._settle(sends))
-        seen: set[int] = set()
-        for s in sends:
-            sess = s.sess
-            sess.inflight += 1
-            if id(sess) not in seen:
-                seen.add(id(sess))
-                sess.sends.add(task)
-                task.add_done_callback(sess.sends.discard)
-
-    async def _settle(self, sends: list[_Send]) -> None:
-        node = self.node
-        t_commit = time.perf_counter()
-        try:
-            results = await node.append_messages([s.msg for s in sends])
-        except StoreUnavailable as exc:
-            self._fail(sends, ErrorCode.STORE_UNAVAILABLE, f"store unavailable: {exc}")
-            return
-        except asyncio.CancelledError:
-            self._release(sends)
-            raise
-        except Exception:  # NoSuchRoom (a room gone meanwhile) or a bug: one by one
-            log.debug("batch commit failed; serving its sends one by one", exc_info=True)
-            self._release(sends)
-            for s in sends:
-                await self._again(s)
-            return
-        self._release(sends)
-        done_t = time.perf_counter()
-        self._commit_s.observe(done_t - t_commit)
-        again = self._answer(sends, results, done_t)
-        for s in again:
-            await self._again(s)
-
-    def _release(self, sends: list[_Send]) -> None:
-        for s in sends:
-            s.sess.inflight -= 1
-
-    def _answer(self, sends: list[_Send], results: list[Committed], now: float) -> list[_Send]:
-        """Push and ack every committed message, in commit order; returns the
-        stale ones (the room changed before the commit)."""
-        node = self.node
-        accepted = delivered = acked = 0
-        members: dict[str, list[str]] = {}
-        stale: list[_Send] = []
-        out = node.fanout()
-        for s, done in zip(sends, results, strict=True):
-            if done.stale:
-                stale.append(s)
-                continue
-            if done.behind:
-                node.metrics.observe_request("send", ErrorCode.OUT_OF_ORDER)
-                self.send(s.sess.routing_id, encode_reply(s.rid, OUT_OF_ORDER))
-                continue
-            env = s.env
-            if not done.duplicate:
-                accepted += 1
-            # A duplicate is pushed too: its first commit may have gone
-            # unpushed (an answer lost to a deadline while etcd committed it);
-            # clients keep one copy per seq. A remote one is pushed by the
-            # owner and the watch.
-            if not done.remote:
-                room = env.room
-                who = members.get(room)
-                if who is None:
-                    who = members[room] = s.view.members()
-                push = m.MessagePush(
-                    room=room, message=m.StoredMessage(seq=done.seq, ts=done.ts_ms, envelope=env)
-                )
-                sent = out.push(who, push, skip=s.sess.routing_id)
-                delivered += sent
-                if sent:
-                    self._deliver_s.observe(now - s.t0)
-            ack = m.SendAck(
-                room=env.room, txn=env.txn, seq=done.seq, ts=done.ts_ms, duplicate=done.duplicate
-            )
-            out.ack(s.sess, s.rid, ack)
-            self._ack_s.observe(time.perf_counter() - s.t0)
-            acked += 1
-        delivered -= out.flush()
-        self._n_send.inc(acked)
-        if accepted:
-            self._accepted.inc(accepted)
-        if delivered:
-            self._delivered.inc(delivered)
-        return stale
-
-    async def _again(self, s: _Send) -> None:
-        """Serve one send through the handlers (they reload and re-check)."""
-        node = self.node
-        s.sess.request_t0 = s.t0
-        try:
-            reply = await node.handlers.dispatch(s.sess, m.Send(envelope=s.env, after=s.msg.after))
-            code = "ok"
-        except Refusal as exc:
-            reply, code = m.Error(code=exc.code, message=exc.message[:500]), exc.code
-        except Exception:
-            log.exception("internal error serving a send")
-            reply = m.Error(code=ErrorCode.INTERNAL, message="internal server error")
-            code = ErrorCode.INTERNAL
-        node.metrics.observe_request("send", code)
-        node.reply(s.sess, s.rid, reply)
-
-    def _fail(self, sends: list[_Send], code: ErrorCode, message: str) -> None:
-        self._release(sends)
-        for s in sends:
-            self.node.metrics.observe_request("send", code)
-            self.node.reply(s.sess, s.rid, m.Error(code=code, message=message[:500]))
 
     # --- sending ---------------------------------------------------------------
     def send(self, routing_id: bytes, data: bytes) -> bool:

@@ -219,7 +219,7 @@ class Handlers(RoomHandlers):
         self.node.metrics.store_commit_seconds.observe(time.perf_counter() - t0)
         if not done.duplicate:
             self.node.metrics.messages_accepted.inc()
-        if not done.remote:  # a duplicate too: see Reactor._answer
+        if not done.remote:  # a duplicate too: see SendBatches._answer
             push = m.MessagePush(
                 room=env.room, message=m.StoredMessage(seq=done.seq, ts=done.ts_ms, envelope=env)
             )

@@ -15,13 +15,19 @@ from curvechat.store.base import StoreUnavailable
 from curvechat.store.etcd.health import EtcdProbe
 
 
-def _probe(*names: str) -> tuple[EtcdProbe, dict[str, tuple[bool, str, int]], Any]:
+def _probe(
+    *names: str, slow: float = 0.0
+) -> tuple[EtcdProbe, dict[str, tuple[bool, str, int]], Any]:
+    """A probe over members `names` whose answers are scripted; with `slow`,
+    every member answers after that many seconds."""
     members = [SimpleNamespace(endpoint=n, avoid_until=0.0) for n in names]
     store = SimpleNamespace(pool=SimpleNamespace(members=members), login=None)
     probe = EtcdProbe(store)
     answers = {n: (True, "", 1) for n in names}  # answered, why not serving, leader
 
     async def status(member: Any) -> tuple[bool, str, int]:
+        if slow:
+            await asyncio.sleep(slow)
         return answers[member.endpoint]
 
     probe._status = status  # type: ignore[method-assign]
@@ -136,13 +142,7 @@ async def test_a_round_the_node_itself_was_late_for_is_not_counted() -> None:
 
 
 async def test_while_rounds_are_slow_a_member_is_avoided_after_two_silent_probes() -> None:
-    probe, answers, _store = _probe("m1", "m2")
-
-    async def status(member: Any) -> tuple[bool, str, int]:
-        await asyncio.sleep(0.2)  # every member answers slowly
-        return answers[member.endpoint]
-
-    probe._status = status  # type: ignore[method-assign]
+    probe, answers, _store = _probe("m1", "m2", slow=0.2)  # every member answers slowly
     await probe.probe_once()
     assert probe.slow_rounds == 1
     answers["m1"] = (False, "no answer within 1 s", 0)
@@ -154,14 +154,8 @@ async def test_while_rounds_are_slow_a_member_is_avoided_after_two_silent_probes
 
 async def test_the_slow_threshold_is_the_operators_to_set() -> None:
     """`curvechat serve --etcd-slow-ms 500`: 200 ms rounds are quick then."""
-    probe, answers, _store = _probe("m1")
+    probe, _answers, _store = _probe("m1", slow=0.2)
     probe.slow_rtt = 0.5
-
-    async def status(member: Any) -> tuple[bool, str, int]:
-        await asyncio.sleep(0.2)
-        return answers[member.endpoint]
-
-    probe._status = status  # type: ignore[method-assign]
     await probe.probe_once()
     assert (probe.quick_rounds, probe.slow_rounds) == (1, 0)
 
@@ -169,13 +163,7 @@ async def test_the_slow_threshold_is_the_operators_to_set() -> None:
 async def test_an_answer_between_two_silent_probes_ends_the_run() -> None:
     """While rounds are slow: silent, then an answer naming no leader, then
     silent again is not two silent probes in a row."""
-    probe, answers, _store = _probe("m1", "m2")
-
-    async def status(member: Any) -> tuple[bool, str, int]:
-        await asyncio.sleep(0.2)  # every member answers slowly
-        return answers[member.endpoint]
-
-    probe._status = status  # type: ignore[method-assign]
+    probe, answers, _store = _probe("m1", "m2", slow=0.2)  # every member answers slowly
     await probe.probe_once()
     for answer in [(False, "no answer", 0), (True, "it has no leader", 0), (False, "no answer", 0)]:
         answers["m1"] = answer

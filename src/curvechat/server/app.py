@@ -227,9 +227,9 @@ async def serve(
             capacity = CapacityWatch(etcd, node.metrics, node.events, quota_bytes=etcd_quota_bytes)
             capacity.start()
             node.etcd_quota = capacity.state
-            nodes = await retrying("listing the nodes", cluster.members)
-            print(f"cluster: {len(nodes)} node(s) registered in etcd", flush=True)
-            print(f"cluster connect string: {_cluster_connect(nodes)}", flush=True)
+            # As listed by the start (it retried etcd's brief refusals).
+            print(f"cluster: {len(cluster.nodes)} node(s) registered in etcd", flush=True)
+            print(f"cluster connect string: {_cluster_connect(cluster.nodes)}", flush=True)
             if cluster.link is not None:
                 print(f"node link: {cluster.link.endpoint}", flush=True)
         # Written once the node is registered: a node refused never writes it.

@@ -136,6 +136,7 @@ class Cluster:
         self._link_bind = link_bind
         self._link_advertise = link_advertise
         self._slow_rtt_s = slow_rtt_s
+        self.nodes: list[NodeInfo] = []  # the registry's live nodes, as last listed
 
     async def start(self, from_revision: int | None = None) -> None:
         """Register and start watching after `from_revision` (default: now)."""
@@ -246,7 +247,7 @@ class Cluster:
 
     async def refresh_peers(self) -> None:
         """Hand clients the live nodes (ours first) in their welcome."""
-        nodes = await self.members()
+        self.nodes = nodes = await self.members()
         others = [n for n in nodes if n.name != self.node.node_name]
         self.node.metrics.cluster_nodes.set(len(nodes))
         live = [n.connect for n in others if n.status == "up"]  # not those draining

@@ -82,10 +82,7 @@ class Fanout:
                 ahead = 0 if frames is None else frames.queued
                 if node.withheld(sess, len(item), ahead=ahead, pending=self._pending):
                     continue
-                if frames is None:
-                    frames = self._out[sess.routing_id] = _Frames()
-                frames.add(item, True)
-                self._pending += len(item)
+                self._queue(sess.routing_id, item, push=True)
                 sent += 1
             else:
                 if plain is None:
@@ -99,11 +96,13 @@ class Fanout:
         if not sess.batch:
             self._send(sess.routing_id, encode_reply(rid, ack))
             return
-        frames = self._out.get(sess.routing_id)
+        self._queue(sess.routing_id, encode_item(rid, ack), push=False)
+
+    def _queue(self, routing_id: bytes, item: bytes, *, push: bool) -> None:
+        frames = self._out.get(routing_id)
         if frames is None:
-            frames = self._out[sess.routing_id] = _Frames()
-        item = encode_item(rid, ack)
-        frames.add(item, False)
+            frames = self._out[routing_id] = _Frames()
+        frames.add(item, push)
         self._pending += len(item)
 
     def flush(self) -> int:

@@ -4,8 +4,9 @@
 * a 10-member room, 5 senders at full rate (each keeps `--real-backlog`
   messages queued and unacknowledged);
 * a 100-member room, 2 senders at 25 messages/s each (50 messages/s);
-* one client alone: it queues `--solo-count` messages at once and waits for
-  every ack (its acked sends/s, against its bare seal rate).
+* one client alone, in a room of its own: it queues `--solo-count` messages
+  at once and waits for every ack (its acked sends/s, against its bare seal
+  rate).
 
 It must never seal, send or receive around the engine: the figures are a
 user's client's.
@@ -25,6 +26,7 @@ from bench.common import Window, summary_ms
 from bench.harness import ServerProcess, Users
 from bench.limits import SPAWN
 
+SOLO_ROOM = "rcsolo"
 ROOMS = {
     "rc10": [f"rc10m{i}" for i in range(10)],
     "rc100": [f"rc100m{i}" for i in range(100)],
@@ -191,9 +193,14 @@ def real_clients(
             100,
         )
         print(f"  real clients: one client queues {args.solo_count} messages ...", flush=True)
+        # In a room of its own: the other members' clients would open its
+        # messages on their own machines, not on the two cores it runs on.
         sender = ROOMS["rc10"][0]
+        where = eng.where[sender]
+        eng.ask("create", {"room": SOLO_ROOM, "creator": sender, "members": []}, where)
+        eng.ask("joined", {"room": SOLO_ROOM, "members": [sender]}, where)
         out["solo"] = eng.ask(
-            "solo", {"room": "rc10", "sender": sender, "count": args.solo_count}, eng.where[sender]
+            "solo", {"room": SOLO_ROOM, "sender": sender, "count": args.solo_count}, where
         )[0]
     finally:
         if eng is not None:

@@ -38,22 +38,24 @@ class InFlight:
         self.most = 0
         self.issued = 0
         conn = client.conn
-        real = conn.request
+        real = conn.submit
 
-        async def request(req: m.AnyRequest, timeout: float | None = None) -> m.AnyReply:
+        def submit(req: m.AnyRequest, timeout: float | None = None) -> asyncio.Future[m.AnyReply]:
             if not isinstance(req, m.Send):
-                return await real(req, timeout)
+                return real(req, timeout)
             if on_send is not None:
                 on_send(self.issued, self.now)
             self.issued += 1
             self.now += 1
             self.most = max(self.most, self.now)
-            try:
-                return await real(req, timeout)
-            finally:
-                self.now -= 1
+            fut = real(req, timeout)
+            fut.add_done_callback(self._answered)
+            return fut
 
-        conn.request = request
+        conn.submit = submit  # type: ignore[method-assign]
+
+    def _answered(self, _: asyncio.Future[m.AnyReply]) -> None:
+        self.now -= 1
 
 
 class Transactions:
@@ -155,27 +157,33 @@ async def test_a_send_refused_mid_window_leaves_no_later_one_stored_ahead(
     bob, bob_events = await clients.make("bob", server.connect)
     await alice.create_room("gap", ["bob"])
     conn = alice.conn
-    real = conn.request
+    real = conn.submit
     refused: list[str] = []
     out_of_order: list[str] = []
     issued = 0
 
-    async def request(req: m.AnyRequest, timeout: float | None = None) -> m.AnyReply:
+    def submit(req: m.AnyRequest, timeout: float | None = None) -> asyncio.Future[m.AnyReply]:
         nonlocal issued
         if not isinstance(req, m.Send):
-            return await real(req, timeout)
+            return real(req, timeout)
         issued += 1
         if issued in (60, 140):  # twice, each time with sends in flight behind it
             refused.append(req.envelope.txn)
-            raise ServerRefused(ErrorCode.RATE_LIMITED, "refused by the test")
-        try:
-            return await real(req, timeout)
-        except ServerRefused as exc:
-            if exc.code == ErrorCode.OUT_OF_ORDER:
-                out_of_order.append(req.envelope.txn)
-            raise
+            fut: asyncio.Future[m.AnyReply] = asyncio.get_running_loop().create_future()
+            fut.set_exception(ServerRefused(ErrorCode.RATE_LIMITED, "refused by the test"))
+            return fut
+        txn = req.envelope.txn
 
-    conn.request = request  # type: ignore[method-assign]
+        def answered(f: asyncio.Future[m.AnyReply]) -> None:
+            exc = None if f.cancelled() else f.exception()
+            if isinstance(exc, ServerRefused) and exc.code == ErrorCode.OUT_OF_ORDER:
+                out_of_order.append(txn)
+
+        fut = real(req, timeout)
+        fut.add_done_callback(answered)
+        return fut
+
+    conn.submit = submit  # type: ignore[method-assign]
     sent = [f"g{i:03d}" for i in range(300)]
     txns = alice.outbox.queue_many("gap", sent)
     await wait_all(alice, txns)

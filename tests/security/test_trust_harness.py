@@ -83,6 +83,11 @@ class FakeConn:
             raise ServerRefused(reply.code, reply.message)
         return reply
 
+    def submit(
+        self, req: msg.AnyRequest, timeout: float | None = None
+    ) -> asyncio.Future[msg.AnyReply]:
+        return asyncio.ensure_future(self.request(req, timeout))
+
     def drop(self, reason: str, *, failed: bool = False) -> None:
         self.drops.append(reason)
 

@@ -177,6 +177,15 @@ class Connection:
             raise NotConnected(f"not connected ({self.status.state})")
         return await self._raw(req, timeout or self.request_timeout)
 
+    def submit(self, req: m.AnyRequest, timeout: float | None = None) -> asyncio.Future[m.AnyReply]:
+        """Send a request on the live connection now; the future of its reply
+        fails as `request` raises."""
+        if not self._live.is_set() or self._sock is None:
+            fut: asyncio.Future[m.AnyReply] = asyncio.get_running_loop().create_future()
+            fut.set_exception(NotConnected(f"not connected ({self.status.state})"))
+            return fut
+        return self._pending.submit(self._sock, req, timeout or self.request_timeout)
+
     # --- internals -----------------------------------------------------------
     def _move(self, event: ConnEvent, **fields: Any) -> None:
         """A transition of the state table; `next_retry_at` and `detail` reset,

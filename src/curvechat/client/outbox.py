@@ -38,10 +38,10 @@ from curvechat.client.errors import (
     ServerRefused,
 )
 from curvechat.client.model import CachedMessage, OutboxItem
-from curvechat.client.parts import Parts
+from curvechat.client.parts import Parts, expect
 from curvechat.client.sending import RANK, Verdict, check_text, classify
 from curvechat.client.sync import Sync
-from curvechat.client.trust import EpochRecord, Rotate
+from curvechat.client.trust import EpochRecord, Grant, Rotate
 from curvechat.crypto.envelope import Plaintext, seal_message
 from curvechat.crypto.errors import CryptoError
 from curvechat.protocol import ErrorCode, LocalProtocolError
@@ -64,7 +64,7 @@ class _InFlight:
     item: OutboxItem
     epoch: int
     after: str | None  # the txn sent before it in this pass, for its room
-    task: asyncio.Future[m.SendAck]
+    task: asyncio.Future[m.AnyReply]
 
 
 def now_ms() -> int:
@@ -103,7 +103,6 @@ class Outbox:
         self._in_flight: Counter[tuple[str, int]] = Counter()
         """Sends in flight per (room, epoch): they count toward the epoch's use."""
         self._stale: dict[str, int] = {}  # txn -> stale refusals so far
-        self._unwritten = False  # sends started that may not have written their frame yet
         self._last_sent: dict[str, str] = {}  # room -> txn sent last in this pass
 
     # --- the user's side ----------------------------------------------------------
@@ -161,7 +160,9 @@ class Outbox:
     async def _pass(self) -> bool:
         self._in_flight = Counter()  # a pass ends with its window empty (or was torn down)
         self._last_sent = {}  # what an earlier pass sent is stored or back in the outbox
-        todo = deque(i for i in self.p.cache.outbox() if not self.p.core.key_change_in(i.room))
+        items = self.p.cache.outbox()
+        blocked = {r for r in {i.room for i in items} if self.p.core.key_change_in(r)}
+        todo = deque(i for i in items if i.room not in blocked)
         flight: deque[_InFlight] = deque()
         stop: Verdict | None = None
         stale: dict[str, tuple[OutboxItem, int, BaseException]] = {}
@@ -191,8 +192,11 @@ class Outbox:
                 done = sent.task
                 exc = NotConnected("cancelled") if done.cancelled() else done.exception()
                 if exc is None:
-                    acked.append((sent, done.result()))
-                else:
+                    try:
+                        acked.append((sent, expect(done.result(), m.SendAck)))
+                    except ServerRefused as refused:
+                        exc = refused
+                if exc is not None:
                     stop = self._judge(stop, stale, sent.item, sent.epoch, exc, sent.after)
             if acked:
                 self._acked(acked)
@@ -267,46 +271,66 @@ class Outbox:
         self, items: list[OutboxItem], flight: deque[_InFlight]
     ) -> tuple[int, tuple[OutboxItem, Exception] | OutboxItem | None]:
         """Seal `items` in order under the lock, each under the key the trust
-        core gives (rotating first where it says so), and send each at once.
-        Returns how many were sent, and why it stopped short: the item that
-        cannot be sealed with its error, or the item whose epoch differs from
-        that of sends still in flight for its room. (Were it sent, a send
-        still in flight under the old epoch could be refused as stale and
-        resent after it: out of order.)"""
-        sent = 0
-        async with self.p.lock:
-            for item in items:
-                try:
-                    current = await self.current_epoch(item.room)
-                    if any(
-                        r == item.room and e != current.epoch
-                        for (r, e), n in self._in_flight.items()
-                        if n
-                    ):
-                        return sent, item
-                    env = seal_message(
-                        self.p.identity,
-                        room=item.room,
-                        epoch=current.epoch,
-                        key=current.key,
-                        txn=item.txn,
-                        plaintext=Plaintext(text=item.text, ts=item.created_ms),
-                    )
-                except (ClientError, CryptoError, LocalProtocolError) as exc:
-                    return sent, (item, exc)
-                self._in_flight[(item.room, current.epoch)] += 1  # in flight from now on
-                # Named so that the node stores it only after the one sent before
-                # it: a refusal of that one (rate limit, store hiccup) can then
-                # never leave this one stored ahead of it.
-                after = self._last_sent.get(item.room)
-                self._last_sent[item.room] = item.txn
-                send = m.Send(envelope=env, after=after)
-                task = asyncio.ensure_future(self.p.ask(send, m.SendAck))
-                task.add_done_callback(retrieve)
-                flight.append(_InFlight(item, current.epoch, after, task))
-                self._unwritten = True
-                sent += 1
-        return sent, None
+        core gives (rotating first where it says so), and send them. Returns
+        how many were sent, and why it stopped short: the item that cannot be
+        sealed with its error, or the item whose epoch differs from that of
+        sends still in flight for its room. (Were it sent, a send still in
+        flight under the old epoch could be refused as stale and resent after
+        it: out of order.)
+
+        The sealed sends are written together, at the end of the turn or
+        before a rotation is asked for (the node then takes them in one
+        batch, and commits them before the new epoch)."""
+        grants: dict[str, Grant] = {}  # room -> the key, and how many it may still seal
+        sealed: list[tuple[OutboxItem, int, str | None, m.Send]] = []
+        n = 0  # of `items`, sealed (and sent at the latest when this returns)
+        try:
+            async with self.p.lock:
+                for item in items:
+                    try:
+                        grant = grants.get(item.room)
+                        if grant is None or grant.left <= 0:
+                            self._write(sealed, flight)
+                            grant = grants[item.room] = await self._grant(item.room)
+                            if any(
+                                r == item.room and e != grant.record.epoch
+                                for (r, e), n in self._in_flight.items()
+                                if n
+                            ):
+                                return n, item
+                        current = grant.record
+                        env = seal_message(
+                            self.p.identity,
+                            room=item.room,
+                            epoch=current.epoch,
+                            key=current.key,
+                            txn=item.txn,
+                            plaintext=Plaintext(text=item.text, ts=item.created_ms),
+                        )
+                    except (ClientError, CryptoError, LocalProtocolError) as exc:
+                        return n, (item, exc)
+                    self._in_flight[(item.room, current.epoch)] += 1  # in flight from now on
+                    grants[item.room] = Grant(current, grant.left - 1)
+                    # Named so that the node stores it only after the one sent before
+                    # it: a refusal of that one (rate limit, store hiccup) can then
+                    # never leave this one stored ahead of it.
+                    after = self._last_sent.get(item.room)
+                    self._last_sent[item.room] = item.txn
+                    sealed.append((item, current.epoch, after, m.Send(envelope=env, after=after)))
+                    n += 1
+                return n, None
+        finally:
+            self._write(sealed, flight)
+
+    def _write(
+        self, sealed: list[tuple[OutboxItem, int, str | None, m.Send]], flight: deque[_InFlight]
+    ) -> None:
+        """Send the sealed sends, in order, into the window (and empty `sealed`)."""
+        for item, epoch, after, send in sealed:
+            task = self.p.conn.submit(send)
+            task.add_done_callback(retrieve)
+            flight.append(_InFlight(item, epoch, after, task))
+        sealed.clear()
 
     def _acked(self, acked: list[tuple[_InFlight, m.SendAck]]) -> None:
         """Acknowledged sends, in order: out of the outbox and into the cache
@@ -359,22 +383,24 @@ class Outbox:
     async def current_epoch(self, room: str) -> EpochRecord:
         """The epoch key to seal under, rotating first when the trust core
         says so. Lock held."""
+        return (await self._grant(room)).record
+
+    async def _grant(self, room: str) -> Grant:
+        """The epoch key to seal under and how many more messages it may
+        seal (the sends in flight under it counted as used), rotating first
+        when the trust core says so. Lock held: the grant holds while it is."""
         core = self.p.core
         if not core.held(room):
             await self.sync.refresh(room)
         held = core.held(room)
         in_flight = self._in_flight[(room, max(held))] if held else 0
-        decision = core.encryption_key(
+        decision = core.encryption_grant(
             room,
             now_ms=now_ms(),
             max_messages=self.rotate_after_messages - in_flight,
             max_age_ms=int(self.rotate_after_seconds * 1000),
         )
         if isinstance(decision, Rotate):
-            if self._unwritten:
-                # Sends started by the flush write their frames on their first
-                # step: let them, so that they reach the node before the rotation.
-                self._unwritten = False
-                await asyncio.sleep(0)
-            return await self.p.rotate(room, decision.epoch)
+            record = await self.p.rotate(room, decision.epoch)
+            return Grant(record, self.rotate_after_messages)
         return decision

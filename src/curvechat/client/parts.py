@@ -34,6 +34,9 @@ class Requester(Protocol):
     @property
     def live(self) -> bool: ...
     async def request(self, req: m.AnyRequest, timeout: float | None = None) -> m.AnyReply: ...
+    def submit(
+        self, req: m.AnyRequest, timeout: float | None = None
+    ) -> asyncio.Future[m.AnyReply]: ...
     def drop(self, reason: str, *, failed: bool = False) -> None: ...
 
 
@@ -52,12 +55,7 @@ class Parts:
 
     async def ask(self, req: m.AnyRequest, kind: type[R]) -> R:
         """Send `req` and return its reply, which must be a `kind`."""
-        reply = await self.conn.request(req)
-        if not isinstance(reply, kind):
-            raise ServerRefused(
-                ErrorCode.BAD_FRAME, f"expected {kind.__name__}, got {type(reply).__name__}"
-            )
-        return reply
+        return expect(await self.conn.request(req), kind)
 
     async def rotate(self, room: str, epoch: int) -> EpochRecord:
         """Make epoch `epoch` of `room` for its current members (the trust
@@ -67,3 +65,12 @@ class Parts:
         await self.ask(m.NewEpoch(room=room, epoch=upload), m.RoomChanged)
         self.core.own_epoch(key)
         return EpochRecord(epoch=epoch, after_op=key.after_op, key=key.key, sender=self.me)
+
+
+def expect(reply: m.AnyReply, kind: type[R]) -> R:
+    """`reply`, which must be a `kind` (else ServerRefused, bad_frame)."""
+    if not isinstance(reply, kind):
+        raise ServerRefused(
+            ErrorCode.BAD_FRAME, f"expected {kind.__name__}, got {type(reply).__name__}"
+        )
+    return reply

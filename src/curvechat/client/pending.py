@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import cast
 
 import zmq
 import zmq.asyncio
@@ -57,14 +58,48 @@ class Pending:
             raise RequestTimeout(f"no reply to {type(req).__name__} in {timeout:.1f} s") from None
         finally:
             self._futures.pop(rid, None)
-        if isinstance(reply, m.Error):
-            raise ServerRefused(reply.code, reply.message)
         return reply
 
+    def submit(
+        self, sock: zmq.asyncio.Socket, req: m.AnyRequest, timeout: float
+    ) -> asyncio.Future[m.AnyReply]:
+        """Send `req` on `sock` now and return the future of its reply,
+        without a task of its own (the outbox's pipelined sends). The frame
+        is written before this returns, or queued in order behind frames
+        still waiting to be written. The future fails as `ask` raises."""
+        loop = asyncio.get_running_loop()
+        rid = next(self._rids)
+        fut: asyncio.Future[m.AnyReply] = loop.create_future()
+        self._futures[rid] = fut
+        late = RequestTimeout(f"no reply to {type(req).__name__} in {timeout:.1f} s")
+        timer = loop.call_later(timeout, _fail, fut, late)
+
+        def finished(_: asyncio.Future[m.AnyReply]) -> None:
+            timer.cancel()
+            self._futures.pop(rid, None)
+
+        fut.add_done_callback(finished)
+        try:
+            # pyzmq's asyncio socket answers a send with a Future
+            sending = cast("asyncio.Future[object]", sock.send(encode_request(rid, req)))
+        except zmq.ZMQError as exc:
+            _fail(fut, NotConnected(f"connection closed while sending: {exc!r}"))
+            return fut
+        if sending.done():
+            _sent(fut, sending)
+        else:
+            sending.add_done_callback(lambda s: _sent(fut, s))
+        return fut
+
     def answer(self, rid: int, reply: m.AnyReply) -> None:
-        """The reply to request `rid` came (ignored if no one waits for it)."""
+        """The reply to request `rid` came (ignored if no one waits for it);
+        an `Error` fails its future with ServerRefused."""
         fut = self._futures.get(rid)
-        if fut is not None and not fut.done():
+        if fut is None or fut.done():
+            return
+        if isinstance(reply, m.Error):
+            fut.set_exception(ServerRefused(reply.code, reply.message))
+        else:
             fut.set_result(reply)
 
     def fail_all(self, reason: str) -> None:
@@ -73,3 +108,17 @@ class Pending:
             if not fut.done():
                 fut.set_exception(NotConnected(reason))
         self._futures.clear()
+
+
+def _fail(fut: asyncio.Future[m.AnyReply], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+def _sent(fut: asyncio.Future[m.AnyReply], sending: asyncio.Future[object]) -> None:
+    """pyzmq's send future is done: a send that failed or was cancelled (the
+    socket closed under it) fails the request with NotConnected."""
+    if sending.cancelled():
+        _fail(fut, NotConnected("connection closed while sending"))
+    elif (exc := sending.exception()) is not None:
+        _fail(fut, NotConnected(f"connection closed while sending: {exc!r}"))

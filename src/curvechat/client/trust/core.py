@@ -68,6 +68,15 @@ class Rotate:
 
 
 @dataclass(frozen=True, slots=True)
+class Grant:
+    """Decision: encrypt under `record`, at most `left` more messages (the
+    epoch's count limit); a later message asks again."""
+
+    record: EpochRecord
+    left: int
+
+
+@dataclass(frozen=True, slots=True)
 class Opened:
     """Decision about one stored message: its text, or why it is not shown."""
 
@@ -219,6 +228,18 @@ class TrustCore:
         """The epoch key to encrypt a message for `room` under, or the
         rotation to make first. Raises NotReady (not a member, no key) or
         KeyChanged (P2)."""
+        decision = self.encryption_grant(
+            room, now_ms=now_ms, max_messages=max_messages, max_age_ms=max_age_ms
+        )
+        return decision.record if isinstance(decision, Grant) else decision
+
+    def encryption_grant(
+        self, room: str, *, now_ms: int, max_messages: int, max_age_ms: int
+    ) -> Grant | Rotate:
+        """As `encryption_key`, with how many messages the key may still
+        encrypt before the count limit makes a new epoch due (at least 1).
+        The grant holds only while nothing changes the room's log, keys or
+        pins: a caller seals under it within one turn of the engine's lock."""
         log = self.log(room)
         if not log.is_member(self.me):
             raise NotReady(f"you are not a member of {room}", "not_member")
@@ -242,7 +263,7 @@ class TrustCore:
             # Epoch hygiene (as Megolm): a leaked epoch key exposes at most
             # this many messages, or this much time.
             return Rotate(current.epoch + 1, "epoch used up")
-        return current
+        return Grant(current, max_messages - used)
 
     def new_epoch(self, room: str, epoch: int) -> tuple[EpochKey, list[m.KeyPacket]]:
         """A fresh key for `epoch` of `room`, based on the log's head, boxed for

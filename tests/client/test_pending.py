@@ -1,0 +1,113 @@
+"""Requests matched with their replies (`client/pending.py`) over a real
+ZeroMQ DEALER/ROUTER pair: `submit` (the outbox's task-less send) and `ask`
+end the same way for each kind of answer, or for none."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+import zmq
+import zmq.asyncio
+
+from curvechat.client.errors import NotConnected, RequestTimeout, ServerRefused
+from curvechat.client.pending import Pending
+from curvechat.protocol import ErrorCode, decode_request, decode_server_frame, encode_reply
+from curvechat.protocol import messages as m
+
+
+@dataclass
+class Pair:
+    dealer: zmq.asyncio.Socket
+    router: zmq.asyncio.Socket
+    pending: Pending
+
+    async def take(self) -> tuple[bytes, int, m.AnyRequest]:
+        """What the ROUTER got: (peer id, request id, request)."""
+        peer, data = await asyncio.wait_for(self.router.recv_multipart(), 5)
+        frame = decode_request(data)
+        return peer, frame.rid, frame.req
+
+    async def reply(self, peer: bytes, rid: int, msg: m.AnyReply) -> None:
+        await self.router.send_multipart([peer, encode_reply(rid, msg)])
+
+    async def pump(self) -> None:
+        """Hand the DEALER's next reply to `pending`, as the connection's reader does."""
+        frame = decode_server_frame(await asyncio.wait_for(self.dealer.recv(), 5))
+        self.pending.answer(frame.rid, frame.msg)
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[Pair]:
+    ctx = zmq.asyncio.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.bind("inproc://pending")
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.connect("inproc://pending")
+    yield Pair(dealer, router, Pending())
+    dealer.close(linger=0)
+    router.close(linger=0)
+    ctx.term()
+
+
+def ping() -> m.Ping:
+    return m.Ping(t=1)
+
+
+PONG = m.Pong(t=1, time=2, node="n1", boot="b1")
+
+
+async def test_submit_writes_at_once_and_resolves_with_the_reply(pair: Pair) -> None:
+    fut = pair.pending.submit(pair.dealer, ping(), 5.0)
+    peer, rid, req = await pair.take()  # written before `submit` returned
+    assert isinstance(req, m.Ping) and not fut.done()
+    await pair.reply(peer, rid, PONG)
+    await pair.pump()
+    assert isinstance(await fut, m.Pong)
+
+
+async def test_submitted_frames_go_out_in_order(pair: Pair) -> None:
+    futs = [pair.pending.submit(pair.dealer, m.History(room="r", after=i), 5.0) for i in range(50)]
+    got = [await pair.take() for _ in futs]
+    assert [req.after for _, _, req in got] == list(range(50))  # type: ignore[union-attr]
+    for peer, rid, _ in reversed(got):  # answered in any order: each to its own future
+        await pair.reply(peer, rid, PONG)
+        await pair.pump()
+    assert all(isinstance(f.result(), m.Pong) for f in futs)
+
+
+async def test_an_error_reply_fails_both_ways_with_its_code(pair: Pair) -> None:
+    fut = pair.pending.submit(pair.dealer, ping(), 5.0)
+    asked = asyncio.ensure_future(pair.pending.ask(pair.dealer, ping(), 5.0))
+    for _ in range(2):
+        peer, rid, _ = await pair.take()
+        await pair.reply(peer, rid, m.Error(code=ErrorCode.RATE_LIMITED, message="slow down"))
+        await pair.pump()
+    for done in (fut, asked):
+        with pytest.raises(ServerRefused) as refused:
+            await done
+        assert refused.value.code == ErrorCode.RATE_LIMITED
+
+
+async def test_no_reply_times_out_and_a_late_one_is_ignored(pair: Pair) -> None:
+    fut = pair.pending.submit(pair.dealer, ping(), 0.1)
+    peer, rid, _ = await pair.take()
+    with pytest.raises(RequestTimeout):
+        await fut
+    await pair.reply(peer, rid, PONG)
+    await pair.pump()  # nobody waits for it any more: no error
+
+
+async def test_a_lost_socket_fails_what_waits(pair: Pair) -> None:
+    fut = pair.pending.submit(pair.dealer, ping(), 5.0)
+    pair.pending.fail_all("gone")
+    with pytest.raises(NotConnected):
+        await fut
+
+
+async def test_a_closed_socket_fails_the_submit(pair: Pair) -> None:
+    pair.dealer.close(linger=0)
+    with pytest.raises(NotConnected):
+        await pair.pending.submit(pair.dealer, ping(), 5.0)

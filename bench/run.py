@@ -578,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         default=128,
         help="queued, unacked messages per full-rate sender",
     )
-    ap.add_argument("--solo-count", type=int, default=2000, help="messages of the one-client run")
+    ap.add_argument("--solo-count", type=int, default=6000, help="messages of the one-client run")
     ap.add_argument(
         "--plain-frames",
         action="store_true",

@@ -118,6 +118,7 @@ async def test_metrics_count_the_traffic(server: ServerProcess, clients: ClientF
     assert value(samples, "curvechat_requests_total", type="ping", code="ok") >= 1
     assert value(samples, "process_resident_memory_bytes") > 1_000_000
     assert value(samples, "process_cpu_seconds_total") > 0
+    assert 10 < value(samples, "process_open_fds") < value(samples, "process_max_fds")
     assert value(samples, "curvechat_node_start_time_seconds") > 1_600_000_000
 
     # The stranger's connection closed: a disconnect, and three clients left.
@@ -158,3 +159,19 @@ async def test_outbox_depth_reported_in_pings(
     ):
         rows = (await resp.json())["connections"]
     assert {r["user"]: r["outbox"] for r in rows} == {"alice": 5, "bob": 0}
+
+
+def test_the_dashboard_samples_no_listing_of_open_files() -> None:
+    """The dashboard reads `registry` every second on the event loop; the
+    count of open files (a listing of /proc/self/fd, one entry per
+    connection) is served at /metrics only."""
+    from curvechat.dashboard.history import read_registry
+    from curvechat.server.metrics import NodeMetrics
+
+    metrics = NodeMetrics()
+    sampled, _ = read_registry(metrics.registry)
+    assert sampled["process_cpu_seconds_total"] > 0
+    assert sampled["process_resident_memory_bytes"] > 1_000_000
+    assert "process_open_fds" not in sampled
+    scraped, _ = read_registry(metrics.scrape_registry)
+    assert scraped["process_open_fds"] > 0

@@ -126,7 +126,9 @@ def make_http_app(node: ChatNode, guard: HttpGuard, *, dashboard: bool = True) -
 
     async def metrics(request: web.Request) -> web.Response:
         refresh_metrics(node)
-        body = generate_latest(node.metrics.registry)
+        body = generate_latest(node.metrics.registry) + generate_latest(
+            node.metrics.scrape_registry
+        )
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()

@@ -91,10 +91,31 @@ def test_the_server_list_learns_marks_and_walks_round() -> None:
     assert sv.ServerList([a]).instead_of(a, 0.0) == a
 
 
+def test_a_rebalance_sends_the_client_home_past_an_old_drain_mark() -> None:
+    """Connected to c while b (its first choice) drained, the client knows b
+    only as draining. When c asks it to move back (`push_move` naming the
+    live nodes, b among them), b is its first choice again, not a."""
+    a, b, c = nodes = _addresses(3)
+    user = next(
+        u for u in (f"u{i}" for i in range(10_000)) if sv.attempt_order(u, nodes, None) == [b, c, a]
+    )
+    servers = sv.ServerList(nodes, key=user)
+    servers.mark_draining(b, now=0.0)  # b drained: the client went to c
+    servers.learn([c.legacy, a.legacy])  # c's welcome, while b was away
+    assert servers.instead_of(c, 10.0) == a
+    servers.learn([c.legacy, b.legacy, a.legacy], moving=True)  # c: "rebalance"
+    servers.mark_draining(c, now=10.0)  # what a move does to the node that asked
+    assert servers.order(10.0) == [b, a, c]
+    servers.learn([c.legacy, a.legacy])  # a welcome does not clear marks
+    servers.mark_draining(b, now=20.0)
+    assert servers.first(20.0) == a
+
+
 def test_the_status_says_why_the_client_moves() -> None:
     assert sv.moving_detail("n1", "draining") == "node n1 is draining: moving to another node"
     assert sv.moving_detail("n1", "store_unreachable").startswith("node n1 cannot reach its store")
     assert "asks its clients to move (future_reason)" in sv.moving_detail("n1", "future_reason")
+    assert sv.moving_detail("n1", "rebalance").startswith("node n1 hands its clients back")
 
 
 def test_within_a_round_the_next_node_is_tried_at_once() -> None:

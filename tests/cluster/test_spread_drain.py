@@ -1,7 +1,8 @@
 """Spread and rebalance (issue 17, item 2) on real processes: clients spread
-over the nodes by rendezvous hashing of their user names, and a node that
+over the nodes by rendezvous hashing of their user names, a node that
 drains (`curvechat drain`) moves its clients to the others while they send,
-with every acknowledged message stored once."""
+with every acknowledged message stored once, and once it takes clients
+again the others send its clients back to it."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ KEY_SEED = 0
 seed the preferred nodes of u000..u099 are 35, 34 and 31."""
 
 
-def start_keyed(nodes: Nodes, name: str, index: int) -> ServerProcess:
+def start_keyed(nodes: Nodes, name: str, index: int, extra: tuple[str, ...] = ()) -> ServerProcess:
     """A node whose CURVE key pair is derived from KEY_SEED and `index`."""
     data = nodes.root / name
     data.mkdir(parents=True, mode=0o700)
@@ -43,11 +44,11 @@ def start_keyed(nodes: Nodes, name: str, index: int) -> ServerProcess:
     os.write(fd, secret)
     os.close(fd)
     (data / "server.pub").write_bytes(zmq.curve_public(secret))
-    return nodes.start(name)
+    return nodes.start(name, extra=extra)
 
 
-def three_nodes(nodes: Nodes) -> tuple[list[ServerProcess], str]:
-    started = [start_keyed(nodes, name, i) for i, name in enumerate(("a", "b", "c"))]
+def three_nodes(nodes: Nodes, extra: tuple[str, ...] = ()) -> tuple[list[ServerProcess], str]:
+    started = [start_keyed(nodes, name, i, extra) for i, name in enumerate(("a", "b", "c"))]
     (line,) = [x for x in started[-1].stdout if x.startswith("cluster connect string: ")]
     connect = line.split(": ", 1)[1].strip()
     assert len(parse_connect(connect)) == 3
@@ -202,3 +203,55 @@ async def test_drain_moves_every_client_while_they_send(
 
 def stored(client: ChatClient, room: str) -> int:
     return len(client.cache.messages(room, limit=10_000))
+
+
+async def test_clients_go_back_to_their_node_once_it_is_up_again(
+    nodes: Nodes, clients: ClientFactory
+) -> None:
+    """A node drains (its clients move to the others), then takes clients
+    again: after `--rebalance-after` the other nodes ask its clients, and
+    only them, to move back, and they do (in one move: the request names
+    the live nodes, and lifts the client's memory of the drain)."""
+    # 8 s: longer than a drain takes to show in the others' listings (about 7 s).
+    started, connect = three_nodes(nodes, ("--rebalance-after", "8"))
+    names = [f"u{i:02d}" for i in range(30)]
+    made = await make_many(clients, names, connect)
+    home = {user: str(c.status.endpoint) for (c, _), user in zip(made, names, strict=True)}
+    await made[0][0].create_room("r", names[1:])
+    for client, events in made:
+        await events.until(lambda c=client: c.cache.room("r") is not None)
+    victim = max(started, key=lambda n: sum(e == n.endpoint for e in home.values()))
+    movers = [(c, e) for (c, e), u in zip(made, names, strict=True) if home[u] == victim.endpoint]
+    stayers = [(c, e) for c, e in made if (c, e) not in movers]
+    token = (victim.data / "http.token").read_text().strip()
+    api(victim, "/api/drain", "POST", token)
+    for client, events in movers:
+        await events.until(lambda c=client: c.status.endpoint != victim.endpoint, timeout=30)
+    assert live_connections(victim) == 0
+    t0 = time.monotonic()
+    api(victim, "/api/drain", "DELETE", token)  # takes clients again
+    for client, events in movers:
+        await events.until(
+            lambda c=client: (
+                c.status.endpoint == victim.endpoint and c.status.state is ConnState.LIVE
+            ),
+            timeout=60,
+        )
+    back_s = time.monotonic() - t0
+    print(f"\n{len(movers)} clients back on their node {back_s:.1f} s after it took clients again")
+    for _, events in movers:
+        said = [e.status for e in events.events if type(e).__name__ == "StatusChanged"]
+        assert any(s.moving and "hands its clients back" in s.detail for s in said), said[-5:]
+        # Home, away once, home: no stop on a third node on the way back.
+        visited = [s.endpoint for s in said if s.state is ConnState.LIVE]
+        hops = [e for i, e in enumerate(visited) if i == 0 or e != visited[i - 1]]
+        assert len(hops) == 3 and hops[0] == hops[2] == victim.endpoint, hops
+    for client, events in stayers:
+        said = [e.status for e in events.events if type(e).__name__ == "StatusChanged"]
+        assert not any("hands its clients back" in s.detail for s in said)
+        assert client.status.endpoint == home[client.identity.user]
+    assert live_connections(victim) == len(movers)
+    # They send from home as before.
+    client, _ = movers[0]
+    ack = await client.wait_ack(str(await client.send("r", "home again", wait=False)), timeout=30)
+    assert ack.seq >= 1

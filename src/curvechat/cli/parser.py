@@ -162,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
         " makes the node hand its rooms and clients to quicker nodes (default 150;"
         " docs/operations.md, 'A node whose etcd is slow')",
     )
+    serve.add_argument(
+        "--rebalance-after",
+        type=float,
+        metavar="S",
+        help="ask a client to move to the node it would pick once that node has been up"
+        " this long (default 30; 0: never; docs/operations.md, 'Clients back home')",
+    )
     serve.set_defaults(func=cmd_serve)
 
     mon = sub.add_parser(

@@ -81,6 +81,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise CliError("bad_argument", "--etcd-slow-ms needs --store", EXIT_USAGE)
         if not 10 <= args.etcd_slow_ms <= 60_000:
             raise CliError("bad_argument", "--etcd-slow-ms must be 10 … 60000", EXIT_USAGE)
+    if args.rebalance_after is not None:
+        if not args.store:
+            raise CliError("bad_argument", "--rebalance-after needs --store", EXIT_USAGE)
+        if not 0 <= args.rebalance_after <= 86_400:
+            raise CliError("bad_argument", "--rebalance-after must be 0 … 86400", EXIT_USAGE)
     if args.link_bind is not None:
         if not args.store:
             raise CliError("bad_argument", "--link-bind needs --store", EXIT_USAGE)
@@ -132,6 +137,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 node_name=args.node_name,
                 link_bind=args.link_bind,
                 link_advertise=args.link_advertise,
+                rebalance_after_s=args.rebalance_after,
             )
         )
     except ServerKeyError as exc:

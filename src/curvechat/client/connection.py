@@ -259,6 +259,7 @@ class Connection:
                 self._spawn(self._ping())
                 continue
             if frame.rid == 0 and isinstance(frame.msg, m.Move):
+                self.servers.learn(frame.msg.peers, moving=True)  # where to go, with these
                 self._spawn(self._moving(frame.msg.reason))
                 continue
             if frame.rid == 0 and isinstance(frame.msg, m.Batch):

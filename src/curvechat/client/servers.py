@@ -23,11 +23,15 @@ clock: callers pass `now` (monotonic seconds).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Collection
 
-from curvechat.protocol.connect import ConnectStringError, ServerAddress, parse_connect
+from curvechat.protocol.connect import (
+    ConnectStringError,
+    ServerAddress,
+    parse_connect,
+    spread_score,
+)
 from curvechat.protocol.limits import MAX_PEERS
 
 log = logging.getLogger("curvechat.client")
@@ -56,6 +60,7 @@ MOVE_REASONS = {
     "draining": "is draining",
     "store_unreachable": "cannot reach its store",
     "store_slow": "reaches its store slowly",
+    "rebalance": "hands its clients back to their own nodes",
 }
 
 
@@ -69,11 +74,7 @@ def score(key: str, node: ServerAddress) -> int:
     """The rendezvous score of `node` for the user `key`: the node's CURVE
     key (not its address, which may be spelled several ways) hashed with
     the user name. The same everywhere: every client computes it alike."""
-    h = hashlib.blake2b(digest_size=8, person=b"curvechat-spread")
-    h.update(key.encode())
-    h.update(b"\x00")
-    h.update(node.key)
-    return int.from_bytes(h.digest(), "big")
+    return spread_score(key, node.key)
 
 
 def attempt_order(
@@ -152,10 +153,12 @@ class ServerList:
     def all(self) -> list[ServerAddress]:
         return self.given + self.learned
 
-    def learn(self, peers: list[str]) -> None:
+    def learn(self, peers: list[str], *, moving: bool = False) -> None:
         """Take the live nodes a welcome names: they join the list (the ones
         given stay, first and in order) and rank first; a peer that does
-        not parse is ignored. No peers (a single node) changes nothing."""
+        not parse is ignored. No peers (a single node) changes nothing.
+        `moving`: a node that asks us to move named them; they are no longer
+        tried last for having said they drain (the registry says they are up)."""
         found: list[ServerAddress] = []
         for text in peers:
             try:
@@ -165,6 +168,9 @@ class ServerList:
         if not found:
             return
         self.live = found[:MAX_PEERS]
+        if moving:
+            for address in self.live:
+                self._draining.pop(address, None)
         fresh = [a for a in self.live if a not in self.given]
         # The nodes learned before stay, after these: a welcome given while
         # the node's view of the registry is stale (after a quorum loss, a

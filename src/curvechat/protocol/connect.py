@@ -180,6 +180,17 @@ def _parse_item(n: int, item: str) -> ServerAddress:
     return ServerAddress(endpoint, key)
 
 
+def spread_score(user: str, node_key: bytes) -> int:
+    """The rendezvous score of the node with CURVE public key `node_key` for
+    `user` (protocol.md, "Which node"): clients rank nodes by it, highest
+    first, and nodes find by it which node a client would pick."""
+    h = hashlib.blake2b(digest_size=8, person=b"curvechat-spread")
+    h.update(user.encode())
+    h.update(b"\x00")
+    h.update(node_key)
+    return int.from_bytes(h.digest(), "big")
+
+
 def parse_connect(text: str) -> list[ServerAddress]:
     """Parse a connect string into one address per node (order kept, no repeats)."""
     text = text.strip()

@@ -217,12 +217,14 @@ class Resync(Reply, tag="push_resync", frozen=True):
     reason: ShortText
 
 
-class Move(Reply, tag="push_move", frozen=True):
+class Move(Reply, tag="push_move", frozen=True, omit_defaults=True):
     """The node asks the client to reconnect to another live node (it is
-    draining before a restart). A reason this client does not know means
-    the same: move."""
+    draining before a restart, or hands the client back to the node it
+    would pick). A reason this client does not know means the same: move.
+    `peers`: the live nodes as the node knows them now (as in `welcome`)."""
 
     reason: Annotated[str, Meta(pattern=r"^[a-z_]{1,32}\Z")]
+    peers: Annotated[list[ShortText], Meta(max_length=L.MAX_PEERS)] = []  # noqa: RUF012 (a Struct)
 
 
 AnyReply = (

@@ -122,6 +122,7 @@ async def serve(
     node_name: str | None = None,
     link_bind: str | None = None,
     link_advertise: str | None = None,
+    rebalance_after_s: float | None = None,
 ) -> None:
     # Ctrl-C / SIGTERM from here on means "stop cleanly", even during start-up.
     stop = asyncio.Event()
@@ -206,7 +207,7 @@ async def serve(
         address = ServerAddress(dial, public.decode())
         connect = str(address)
         if etcd is not None:
-            from curvechat.server.cluster import Cluster
+            from curvechat.server.cluster import REBALANCE_AFTER_S, Cluster
 
             # The registry (and so a welcome's peers) keeps the older z85 form,
             # which clients from before the new form can read too.
@@ -220,6 +221,9 @@ async def serve(
                 link_bind=link_bind,
                 link_advertise=link_advertise,
                 slow_rtt_s=etcd_slow_s,
+                rebalance_after_s=(
+                    REBALANCE_AFTER_S if rebalance_after_s is None else rebalance_after_s
+                ),
             )
             await cluster.start()
             from curvechat.server.capacity import CapacityWatch

@@ -34,6 +34,7 @@ from curvechat.protocol import decode_envelope
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ConnectStringError, parse_connect
 from curvechat.protocol.limits import MAX_PEERS
+from curvechat.server.homing import Homing
 from curvechat.server.node import ChatNode
 from curvechat.server.nodelink import NodeLink
 from curvechat.server.storeguard import StoreGuard
@@ -55,6 +56,8 @@ log = logging.getLogger("curvechat.server")
 LEASE_TTL_S = 10
 T = TypeVar("T")
 RETRY_S = 0.5
+REBALANCE_AFTER_S = 30.0
+"""A node sends clients back to another node once it has been up this long."""
 START_RETRY_S = 30.0  # how long a starting node retries what etcd briefly refuses
 
 
@@ -117,6 +120,7 @@ class Cluster:
         link_bind: str | None = None,
         link_advertise: str | None = None,
         slow_rtt_s: float | None = None,
+        rebalance_after_s: float = REBALANCE_AFTER_S,
     ) -> None:
         self.node = node
         self.store = store
@@ -137,6 +141,16 @@ class Cluster:
         self._link_advertise = link_advertise
         self._slow_rtt_s = slow_rtt_s
         self.nodes: list[NodeInfo] = []  # the registry's live nodes, as last listed
+        # Clients sent back to the node they pick (server/homing.py); 0: never.
+        self.homing = (
+            Homing(
+                node,
+                lambda: ((n.name, n.connect, n.status, n.started_ms) for n in self.nodes),
+                rebalance_after_s,
+            )
+            if rebalance_after_s > 0
+            else None
+        )
 
     async def start(self, from_revision: int | None = None) -> None:
         """Register and start watching after `from_revision` (default: now)."""
@@ -160,6 +174,8 @@ class Cluster:
             asyncio.create_task(self.probe.run(), name="etcd-probe"),
             asyncio.create_task(self.guard.run(), name="store-guard"),
         ]
+        if self.homing is not None:
+            self._tasks.append(asyncio.create_task(self.homing.run(), name="rebalance"))
         try:
             async with asyncio.timeout(10):
                 await self._watching.wait()

@@ -2,7 +2,8 @@
 
 What it is for: a node that drains, or that reaches no etcd member, asks
 every connection still here to move, and asks again every `every` seconds
-while it stays (a push may be lost). A client moves to the next node of its
+while it stays (a push may be lost); a node that rebalances asks some of
+them (homing.py). A client moves to the next node of its
 order and resends what was not acknowledged there.
 
 It must never close a connection: a client that does not know `push_move`
@@ -12,6 +13,7 @@ stays until it leaves.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from curvechat.protocol import encode_reply
 from curvechat.protocol import messages as m
@@ -19,26 +21,44 @@ from curvechat.server.node import ChatNode
 
 
 class MoveAsker:
-    def __init__(self, node: ChatNode, reason: str, every: float) -> None:
+    def __init__(self, node: ChatNode, reason: str, every: float, *, peers: bool = False) -> None:
+        """`peers`: name the node's live nodes in the request (the client
+        then knows where to go even if it connected while one was down)."""
         self.node = node
+        self.reason = reason
         self.every = every
-        self._frame = encode_reply(0, m.Move(reason=reason))
+        self.peers = peers
         self._asked: dict[bytes, float] = {}  # routing id -> when last asked
 
     def reset(self) -> None:
         """A new round: everyone is asked at the next `ask`."""
         self._asked.clear()
 
-    def ask(self, *, connected_before_ms: int | None = None) -> None:
+    def ask(
+        self,
+        *,
+        connected_before_ms: int | None = None,
+        only: Iterable[bytes] | None = None,
+        limit: int | None = None,
+    ) -> int:
         """Ask the connections not asked within `every` seconds (only those
-        connected before `connected_before_ms`, if given); forget the gone."""
+        connected before `connected_before_ms`, and only those of `only`, if
+        given; at most `limit`); forget the gone. Returns how many it asked."""
         now = time.monotonic()
         sessions = self.node.sessions
-        for routing_id, sess in list(sessions.items()):
+        peers = list(self.node.peers) if self.peers else []
+        frame = encode_reply(0, m.Move(reason=self.reason, peers=peers))
+        asked = 0
+        for routing_id in list(sessions if only is None else only):
+            sess = sessions.get(routing_id)
+            if sess is None or (limit is not None and asked >= limit):
+                continue
             if connected_before_ms is not None and sess.connected_ms >= connected_before_ms:
                 continue
             if sess.gone is None and now - self._asked.get(routing_id, -self.every) >= self.every:
                 self._asked[routing_id] = now
-                self.node.send(routing_id, self._frame)
+                self.node.send(routing_id, frame)
+                asked += 1
         for routing_id in [r for r in self._asked if r not in sessions]:
             del self._asked[routing_id]
+        return asked

@@ -111,3 +111,21 @@ async def test_a_closed_socket_fails_the_submit(pair: Pair) -> None:
     pair.dealer.close(linger=0)
     with pytest.raises(NotConnected):
         await pair.pending.submit(pair.dealer, ping(), 5.0)
+
+
+async def test_a_request_too_large_to_send_fails_alone(pair: Pair) -> None:
+    """A frame over the limit is this request's failure (its code), not an
+    exception out of `submit`: the outbox fails that one message."""
+    from curvechat.protocol import LocalProtocolError
+    from curvechat.protocol.limits import MAX_FRAME_BYTES
+
+    env = m.Envelope(
+        room="r", epoch=0, sender="alice", txn="t" * 16, nonce=bytes(24),
+        ct=bytes(MAX_FRAME_BYTES), sig=bytes(64),
+    )  # fmt: skip
+    fut = pair.pending.submit(pair.dealer, m.Send(envelope=env), 5.0)
+    with pytest.raises(LocalProtocolError) as refused:
+        await fut
+    assert refused.value.code == ErrorCode.TOO_LARGE
+    await asyncio.sleep(0)  # its done-callbacks run
+    assert not pair.pending._futures  # nothing left waiting

@@ -212,8 +212,8 @@ async def test_clients_go_back_to_their_node_once_it_is_up_again(
     again: after `--rebalance-after` the other nodes ask its clients, and
     only them, to move back, and they do (in one move: the request names
     the live nodes, and lifts the client's memory of the drain)."""
-    # 8 s: longer than a drain takes to show in the others' listings (about 7 s).
-    started, connect = three_nodes(nodes, ("--rebalance-after", "8"))
+    # The least it may be: longer than a drain takes to reach the others (about 7 s).
+    started, connect = three_nodes(nodes, ("--rebalance-after", "10"))
     names = [f"u{i:02d}" for i in range(30)]
     made = await make_many(clients, names, connect)
     home = {user: str(c.status.endpoint) for (c, _), user in zip(made, names, strict=True)}

@@ -5,12 +5,19 @@ towards a node up long enough, never while this node's listing leaves it out."""
 from __future__ import annotations
 
 import hashlib
+import time
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from curvechat.client import servers as sv
+from curvechat.protocol import decode_server_frame
+from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ServerAddress, z85_encode
-from curvechat.server.homing import Peer, home, misplaced, up_peers
+from curvechat.server.homing import Homing, Peer, home, misplaced, up_peers
+from curvechat.server.ownership import Ownership
+from curvechat.server.session import Session
 
 NOW = 1_000_000
 SETTLE = 30_000
@@ -86,3 +93,67 @@ def test_many_sessions_one_cache() -> None:
     assert misplaced(
         [(b"again", users[0], 0)], "a", peers, now_ms=NOW, settle_ms=SETTLE, homes=homes
     ) == [b"again"]
+
+
+def test_not_to_a_node_the_link_finds_unfit() -> None:
+    peers = [peer(n) for n in "abc"]
+    user = user_at("b", peers)
+    args: dict[str, Any] = {"now_ms": NOW, "settle_ms": SETTLE}
+    assert misplaced([(b"r1", user, 0)], "a", peers, **args) == [b"r1"]
+    assert misplaced([(b"r1", user, 0)], "a", peers, unfit={"b"}, **args) == []
+    own = Ownership("a", live=("a", "b", "c"))
+    assert own.unfit(0.0) == set()
+    own.set_slow("b", True)  # slow to reach etcd
+    own.link_failed("c", 0.0)  # its link failed a moment ago
+    assert own.unfit(0.0) == {"b", "c"}
+    own.set_slow("a", True)  # this node itself is never "another node"
+    assert "a" not in own.unfit(0.0)
+
+
+class FakeNode(SimpleNamespace):
+    """What `Homing` and `MoveAsker` use of a ChatNode: its sessions, flags,
+    live nodes, and a send that records the frames."""
+
+    def send(self, routing_id: bytes, frame: bytes) -> bool:
+        self.sent.append((routing_id, decode_server_frame(frame).msg))
+        return True
+
+
+def fake_node(connect: dict[str, str]) -> FakeNode:
+    return FakeNode(
+        node_name="a",
+        sessions={},
+        draining=False,
+        store_cut_off=False,
+        store_slow=False,
+        peers=list(connect.values()),
+        sent=[],
+    )
+
+
+def connect_strings() -> dict[str, str]:
+    return {n: f"tcp://127.0.0.1:{7700 + i}/{z85_encode(key(n))}" for i, n in enumerate("abc")}
+
+
+def test_the_driver_asks_each_user_once_in_a_while() -> None:
+    connect = connect_strings()
+    entries = [(n, c, "up", 0) for n, c in connect.items()]
+    node = fake_node(connect)
+    user = user_at("b", up_peers(entries))
+    first = Session(routing_id=b"r1", transport_key="k", user=user, connected_ms=0)
+    node.sessions[b"r1"] = first
+    homing = Homing(node, lambda: entries, settle_s=30)  # type: ignore[arg-type]
+    now_ms = int(time.time() * 1000)
+    assert homing.tick(now_ms) == 1
+    ((to, move),) = node.sent
+    assert to == b"r1" and isinstance(move, m.Move)
+    assert move.reason == "rebalance" and move.peers == list(connect.values())
+    # Its first choice was out of its reach: it came back on a new connection.
+    del node.sessions[b"r1"]
+    node.sessions[b"r2"] = Session(routing_id=b"r2", transport_key="k", user=user, connected_ms=0)
+    assert homing.tick(now_ms) == 0  # not again within ASK_AGAIN_S
+    node.draining = True
+    homing._asked_users.clear()
+    assert homing.tick(now_ms) == 0  # a draining node asks for its own reason
+    with pytest.raises(ValueError):
+        Homing(node, lambda: entries, settle_s=5)  # type: ignore[arg-type]

@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="S",
         help="ask a client to move to the node it would pick once that node has been up"
-        " this long (default 30; 0: never; docs/operations.md, 'Clients back home')",
+        " this long (10 or more, default 30; 0: never; docs/operations.md, 'Clients back home')",
     )
     serve.set_defaults(func=cmd_serve)
 

@@ -84,8 +84,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.rebalance_after is not None:
         if not args.store:
             raise CliError("bad_argument", "--rebalance-after needs --store", EXIT_USAGE)
-        if not 0 <= args.rebalance_after <= 86_400:
-            raise CliError("bad_argument", "--rebalance-after must be 0 … 86400", EXIT_USAGE)
+        if not (args.rebalance_after == 0 or 10 <= args.rebalance_after <= 86_400):
+            raise CliError(
+                "bad_argument", "--rebalance-after must be 0 (never) or 10 … 86400", EXIT_USAGE
+            )
     if args.link_bind is not None:
         if not args.store:
             raise CliError("bad_argument", "--link-bind needs --store", EXIT_USAGE)

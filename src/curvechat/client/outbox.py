@@ -291,6 +291,9 @@ class Outbox:
                         grant = grants.get(item.room)
                         if grant is None or grant.left <= 0:
                             self._write(sealed, flight)
+                            # It may wait: what another room was granted is asked again
+                            # (a pin or key change can come meanwhile, lock or not).
+                            grants.clear()
                             grant = grants[item.room] = await self._grant(item.room)
                             if any(
                                 r == item.room and e != grant.record.epoch

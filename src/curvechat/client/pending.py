@@ -19,7 +19,7 @@ import zmq
 import zmq.asyncio
 
 from curvechat.client.errors import NotConnected, RequestTimeout, ServerRefused
-from curvechat.protocol import encode_request
+from curvechat.protocol import LocalProtocolError, encode_request
 from curvechat.protocol import messages as m
 
 
@@ -80,8 +80,13 @@ class Pending:
 
         fut.add_done_callback(finished)
         try:
+            data = encode_request(rid, req)
+        except LocalProtocolError as exc:  # too large to send: this request fails, not the caller
+            _fail(fut, exc)
+            return fut
+        try:
             # pyzmq's asyncio socket answers a send with a Future
-            sending = cast("asyncio.Future[object]", sock.send(encode_request(rid, req)))
+            sending = cast("asyncio.Future[object]", sock.send(data))
         except zmq.ZMQError as exc:
             _fail(fut, NotConnected(f"connection closed while sending: {exc!r}"))
             return fut

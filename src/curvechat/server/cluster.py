@@ -147,10 +147,17 @@ class Cluster:
                 node,
                 lambda: ((n.name, n.connect, n.status, n.started_ms) for n in self.nodes),
                 rebalance_after_s,
+                self._unfit,
             )
             if rebalance_after_s > 0
             else None
         )
+
+    def _unfit(self) -> set[str]:
+        """Nodes the node link finds slow, unreachable or failing (homing.py)."""
+        if self.link is None:
+            return set()
+        return self.link.ownership.unfit(time.monotonic())
 
     async def start(self, from_revision: int | None = None) -> None:
         """Register and start watching after `from_revision` (default: now)."""

@@ -10,11 +10,14 @@ registry is another node that has been up for `settle_s` (one that has just
 started may not stay), and the client has been here that long too (one that
 has just come may have come from a node that drains or fails, before the
 registry says so: a node's status reaches the others' listings within two
-keep-alive ticks, about 7 s). A few at a time (`SHARE_PER_TICK` of
-the node's connections a tick, at least `MIN_PER_TICK`), each connection at
-most once per `ASK_AGAIN_S` (one that did not go, or came back because
-its first choice did not answer, is left alone meanwhile; the client itself
-tries the node that moved it last for a minute).
+keep-alive ticks, about 7 s; so `settle_s` is at least `MIN_SETTLE_S`).
+Not to a node this node's link finds slow to reach etcd, unreachable or
+failing (the registry says none of that). A few at a time
+(`SHARE_PER_TICK` of the node's connections a tick, at least
+`MIN_PER_TICK`), and each user at most once per `ASK_AGAIN_S` from this
+node: a client that could not reach its first choice (and came here, or
+back) is left alone meanwhile, so one whose first choice is up but out of
+its reach moves at most once per node in that time.
 
 The decision (`misplaced`) is sans-IO: the live nodes and the connections'
 users in, the routing ids to ask out. `Homing` is the thin driver the
@@ -29,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from curvechat.protocol.connect import ConnectStringError, parse_connect, spread_score
@@ -40,7 +43,8 @@ log = logging.getLogger("curvechat.server")
 
 REASON = "rebalance"
 TICK_S = 1.0
-ASK_AGAIN_S = 60.0
+ASK_AGAIN_S = 300.0
+MIN_SETTLE_S = 10.0
 SHARE_PER_TICK = 0.02
 MIN_PER_TICK = 10
 
@@ -67,17 +71,19 @@ def misplaced(
     *,
     now_ms: int,
     settle_ms: int,
+    unfit: Collection[str] = (),
     homes: dict[str, str] | None = None,
 ) -> list[bytes]:
     """The routing ids of `sessions` ((routing id, user, connected ms)),
     here for `settle_ms` at least, whose user would pick another node of
-    `peers` that has been up for `settle_ms`. None while `me` is not among
-    `peers` (this node's listing is stale, or it is not up). `homes`: a
-    cache of `home` for these `peers`."""
+    `peers` that has been up for `settle_ms` and is not `unfit`. None while
+    `me` is not among `peers` (this node's listing is stale, or it is not
+    up). `homes`: a cache of `home` for these `peers`."""
     if not any(p.name == me for p in peers):
         return []
     settled = {p.name for p in peers if now_ms - p.up_since_ms >= settle_ms}
     settled.discard(me)
+    settled.difference_update(unfit)
     if not settled:
         return []
     homes = {} if homes is None else homes
@@ -117,14 +123,20 @@ class Homing:
         node: ChatNode,
         nodes: Callable[[], Iterable[tuple[str, str, str, int]]],
         settle_s: float,
+        unfit: Callable[[], Collection[str]] = frozenset,
     ) -> None:
+        if settle_s < MIN_SETTLE_S:
+            raise ValueError(f"the settle time is at least {MIN_SETTLE_S:g} s")
         self.node = node
         self.nodes = nodes
+        self.unfit = unfit
         self.settle_ms = int(settle_s * 1000)
         self.asked = 0  # connections asked to move, in all
-        self._mover = MoveAsker(node, REASON, ASK_AGAIN_S, peers=True)
+        # Each connection is asked once: the users' own memory below says when again.
+        self._mover = MoveAsker(node, REASON, float("inf"), peers=True)
         self._homes: dict[str, str] = {}
         self._peers: tuple[Peer, ...] = ()
+        self._asked_users: dict[str, float] = {}  # user -> when asked (monotonic), oldest first
 
     async def run(self) -> None:
         while True:
@@ -139,13 +151,21 @@ class Homing:
         node = self.node
         if node.draining or node.store_cut_off or node.store_slow:
             return 0
+        now = time.monotonic()
+        asked_users = self._asked_users
+        while asked_users:  # forget who was asked longer ago than ASK_AGAIN_S
+            user, when = next(iter(asked_users.items()))
+            if now - when < ASK_AGAIN_S:
+                break
+            del asked_users[user]
         peers = tuple(up_peers(self.nodes()))
-        if peers != self._peers:
+        if peers != self._peers or len(self._homes) > 2 * len(node.sessions) + 1000:
             self._peers, self._homes = peers, {}
+        sessions = node.sessions
         users = (
             (r, s.user, s.connected_ms)
-            for r, s in node.sessions.items()
-            if s.user and s.gone is None
+            for r, s in sessions.items()
+            if s.user and s.gone is None and s.user not in asked_users
         )
         found = misplaced(
             users,
@@ -153,12 +173,18 @@ class Homing:
             peers,
             now_ms=now_ms,
             settle_ms=self.settle_ms,
+            unfit=self.unfit(),
             homes=self._homes,
         )
         if not found:
             return 0
-        limit = max(MIN_PER_TICK, int(len(node.sessions) * SHARE_PER_TICK))
-        asked = self._mover.ask(only=found, limit=limit)
+        limit = max(MIN_PER_TICK, int(len(sessions) * SHARE_PER_TICK))
+        asked = self._mover.ask(only=found[:limit])
+        for routing_id in found[:limit]:
+            sess = sessions.get(routing_id)
+            if sess is not None and sess.user:
+                asked_users.pop(sess.user, None)
+                asked_users[sess.user] = now
         if asked:
             self.asked += asked
             log.info("asked %d client(s) to move back to the node they pick", asked)

@@ -86,14 +86,17 @@ class OpenFiles(Collector):
 
     def collect(self) -> Iterable[Metric]:
         try:
-            with open("/proc/self/limits", "rb") as f:
-                most = next(
-                    (float(line.split()[3]) for line in f if line.startswith(b"Max open file")),
-                    None,
-                )
             count = len(os.listdir("/proc/self/fd"))
-        except (OSError, ValueError, IndexError):
+        except OSError:
             return []
+        most = None
+        try:
+            with open("/proc/self/limits", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Max open files"):
+                        most = float(line.split()[3])  # "unlimited": ValueError, left out
+        except (OSError, ValueError, IndexError):
+            pass
         out: list[Metric] = [
             GaugeMetricFamily("process_open_fds", "Number of open file descriptors.", count)
         ]

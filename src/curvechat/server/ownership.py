@@ -144,6 +144,12 @@ class Ownership:
             n != self.me and n not in self.slow and n not in self.unreachable for n in self.live
         )
 
+    def unfit(self, now: float) -> set[str]:
+        """Other nodes not to send clients to now: slow to reach etcd, or
+        their link unreachable or failing (homing.py)."""
+        others = (n for n in self.live if n != self.me)
+        return {n for n in others if n in self.slow or not self._usable(n, now)}
+
     def _usable(self, name: str, now: float) -> bool:
         if name == self.me:
             return True

@@ -40,11 +40,11 @@ chaos: $(STAMP)
 	$(BIN)/python scripts/chaos.py $(CHAOS_ARGS)
 
 # The hostile-server harness (tests/security/test_trust_harness.py) with a large
-# budget: each family of lies alone, then all together, FUZZ_EXAMPLES each
-# (make test runs 40 each).
+# budget: each family of lies alone, then all together, FUZZ_EXAMPLES each,
+# new random examples each run (make test runs the same 40 each time).
 FUZZ_EXAMPLES ?= 2000
 fuzz-trust: $(STAMP)
-	CURVECHAT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) CURVECHAT_FUZZ_SHRINK_SECONDS=120 \
+	CURVECHAT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) CURVECHAT_FUZZ_SHRINK_SECONDS=120 CURVECHAT_FUZZ_RANDOM=1 \
 	  $(BIN)/pytest -q --timeout=0 tests/security/test_trust_harness.py
 
 # Malformed frames thrown at one node, each answered with an error code

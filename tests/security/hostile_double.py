@@ -235,7 +235,7 @@ class Double:
         if isinstance(req, m.AddMember):
             self.packets_seen.extend(req.packets)
             invitee = decode_member_op(req.op.op).target
-            self.invited.setdefault((user, req.room, invitee), len(self.sent))
+            self.invited[(user, req.room, invitee)] = len(self.sent)  # the latest invite
         elif isinstance(req, m.CreateRoom | m.RemoveMember | m.NewEpoch):
             self.packets_seen.extend(req.epoch.packets)
             self.after_ops.setdefault((req.room, req.epoch.epoch), req.epoch.after_op)

@@ -297,8 +297,8 @@ class Outbox:
                             grant = grants[item.room] = await self._grant(item.room)
                             if any(
                                 r == item.room and e != grant.record.epoch
-                                for (r, e), n in self._in_flight.items()
-                                if n
+                                for (r, e), count in self._in_flight.items()
+                                if count
                             ):
                                 return n, item
                         current = grant.record

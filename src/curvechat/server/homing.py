@@ -42,11 +42,12 @@ from curvechat.server.node import ChatNode
 log = logging.getLogger("curvechat.server")
 
 REASON = "rebalance"
-TICK_S = 1.0
+TICK_S = 5.0
+"""A look walks every connection: on the event loop, so not every second."""
 ASK_AGAIN_S = 300.0
 MIN_SETTLE_S = 10.0
-SHARE_PER_TICK = 0.02
-MIN_PER_TICK = 10
+SHARE_PER_TICK = 0.1
+MIN_PER_TICK = 50
 
 
 @dataclass(frozen=True, slots=True)

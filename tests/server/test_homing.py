@@ -1,6 +1,8 @@
-"""Which clients a node sends back to the node they pick (server/homing.py),
-decided without sockets: the same choice as the client's own order, only
-towards a node up long enough, never while this node's listing leaves it out."""
+"""Which clients a node sends back to the node they pick (server/spread.py
+with nodes that do not say their load, as older ones; the bounds on the
+load are test_spread.py's), decided without sockets: the same choice as the
+client's own order, only towards a node up long enough, never while this
+node's listing leaves it out; and the driver (server/homing.py)."""
 
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ from curvechat.client import servers as sv
 from curvechat.protocol import decode_server_frame
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ServerAddress, z85_encode
-from curvechat.server.homing import Homing, Peer, home, misplaced, up_peers
+from curvechat.server.homing import Homing
 from curvechat.server.ownership import Ownership
 from curvechat.server.session import Session
+from curvechat.server.spread import Peer, home, plan, up_peers
 
 NOW = 1_000_000
 SETTLE = 30_000
@@ -29,6 +32,15 @@ def key(name: str) -> bytes:
 
 def peer(name: str, up_for_ms: int = 60_000) -> Peer:
     return Peer(name, key(name), NOW - up_for_ms)
+
+
+def misplaced(
+    sessions: list[tuple[bytes, str, int]], me: str, peers: list[Peer], **kwargs: Any
+) -> list[bytes]:
+    """Who `plan` asks to move: all of them home, none of the peers saying its load."""
+    asks = plan(sessions, me, peers, mine=len(sessions), **kwargs)
+    assert all(a.home for a in asks)
+    return [a.routing_id for a in asks]
 
 
 def user_at(home_of: str, peers: list[Peer], skip: int = 0) -> str:
@@ -76,8 +88,8 @@ def test_a_node_not_up_is_nobodys_home() -> None:
     """Draining (or unparsable) entries are left out: their users' next
     choice is their home meanwhile."""
     connect = {n: f"tcp://127.0.0.1:1/{z85_encode(key(n))}" for n in "abc"}
-    entries = [("a", connect["a"], "up", 0), ("b", connect["b"], "draining", 0)]
-    entries += [("c", connect["c"], "up", 0), ("d", "not a connect string", "up", 0)]
+    entries = [("a", connect["a"], "up", 0, -1), ("b", connect["b"], "draining", 0, -1)]
+    entries += [("c", connect["c"], "up", 0, -1), ("d", "not a connect string", "up", 0, -1)]
     assert [p.name for p in up_peers(entries)] == ["a", "c"]
 
 
@@ -123,6 +135,7 @@ def fake_node(connect: dict[str, str]) -> FakeNode:
     return FakeNode(
         node_name="a",
         sessions={},
+        gone_sessions=0,
         draining=False,
         store_cut_off=False,
         store_slow=False,
@@ -137,7 +150,7 @@ def connect_strings() -> dict[str, str]:
 
 def test_the_driver_asks_each_user_once_in_a_while() -> None:
     connect = connect_strings()
-    entries = [(n, c, "up", 0) for n, c in connect.items()]
+    entries = [(n, c, "up", 0, -1) for n, c in connect.items()]
     node = fake_node(connect)
     user = user_at("b", up_peers(entries))
     first = Session(routing_id=b"r1", transport_key="k", user=user, connected_ms=0)
@@ -157,3 +170,26 @@ def test_the_driver_asks_each_user_once_in_a_while() -> None:
     assert homing.tick(now_ms) == 0  # a draining node asks for its own reason
     with pytest.raises(ValueError):
         Homing(node, lambda: entries, settle_s=5)  # type: ignore[arg-type]
+
+
+def test_the_driver_names_only_the_node_with_room_when_it_spreads() -> None:
+    connect = connect_strings()
+    node = fake_node(connect)
+    loads = {"a": 0, "b": 10, "c": 2}  # a's own count is its sessions: 20
+    entries = [(n, c, "up", 0, loads[n]) for n, c in connect.items()]
+    peers = up_peers(entries)
+    for i, user in enumerate(user_at("a", peers, i) for i in range(20)):
+        rid = f"r{i}".encode()
+        node.sessions[rid] = Session(routing_id=rid, transport_key="k", user=user, connected_ms=0)
+    homing = Homing(node, lambda: entries, settle_s=30)  # type: ignore[arg-type]
+    asked = homing.tick(int(time.time() * 1000))
+    # Mean 32 / 3: a gives ceil(20 - 10.67) = 10, c's room is floor(10.67) - 2 = 8, b's 0.
+    assert asked == 8 == homing.spread and homing.asked == 0
+    assert {(mv.reason, tuple(mv.peers)) for _, mv in node.sent} == {("spread", (connect["c"],))}
+    # They went; c now says 10. a (12) is within the band: nobody else is asked.
+    for to, _ in node.sent:
+        del node.sessions[to]
+    node.sent.clear()
+    loads["c"] = 10
+    entries[:] = [(n, c, "up", 0, loads[n]) for n, c in connect.items()]
+    assert homing.tick(int(time.time() * 1000)) == 0

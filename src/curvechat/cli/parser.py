@@ -166,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--rebalance-after",
         type=float,
         metavar="S",
-        help="ask a client to move to the node it would pick once that node has been up"
-        " this long (10 or more, default 30; 0: never; docs/operations.md, 'Clients back home')",
+        help="ask a client to move to the node it would pick, or to a node with fewer"
+        " clients, once that node has been up this long (10 or more, default 30; 0: never;"
+        " docs/operations.md, 'Clients back home, and spread evenly')",
     )
     serve.set_defaults(func=cmd_serve)
 

@@ -61,6 +61,7 @@ MOVE_REASONS = {
     "store_unreachable": "cannot reach its store",
     "store_slow": "reaches its store slowly",
     "rebalance": "hands its clients back to their own nodes",
+    "spread": "has more than its share of clients",
 }
 
 

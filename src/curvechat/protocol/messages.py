@@ -219,9 +219,10 @@ class Resync(Reply, tag="push_resync", frozen=True):
 
 class Move(Reply, tag="push_move", frozen=True, omit_defaults=True):
     """The node asks the client to reconnect to another live node (it is
-    draining before a restart, or hands the client back to the node it
-    would pick). A reason this client does not know means the same: move.
-    `peers`: the live nodes as the node knows them now (as in `welcome`)."""
+    draining before a restart, hands the client back to the node it would
+    pick, or has more than its share of clients). A reason this client does
+    not know means the same: move. `peers`: the live nodes as the node knows
+    them now (as in `welcome`), or for ``spread`` only the node to go to."""
 
     reason: Annotated[str, Meta(pattern=r"^[a-z_]{1,32}\Z")]
     peers: Annotated[list[ShortText], Meta(max_length=L.MAX_PEERS)] = []  # noqa: RUF012 (a Struct)

@@ -68,6 +68,7 @@ class NodeInfo(msgspec.Struct, frozen=True):
     started_ms: int
     http: str = ""  # base URL of the node's dashboard and API ("" if it serves none)
     link: str = ""  # the node link's endpoint (server/nodelink.py), "" if it has none
+    clients: int = -1  # its connected clients, as last published (-1: an older node)
 
 
 _node_dec = msgspec.msgpack.Decoder(NodeInfo)
@@ -131,6 +132,8 @@ class Cluster:
         self.relists = 0
         self._seen: dict[str, int] = {}  # room -> highest seq known to this node
         self.status = "up"  # in the registry: "up", or "draining" (server/drain.py)
+        self._since_ms = 0  # in the registry: when `status` last changed (wall clock)
+        self.published_clients = -1  # in the registry: the clients count it shows
         self._tasks: list[asyncio.Task[None]] = []
         self._watching = asyncio.Event()
         self.feed.on_created = self._watching.set
@@ -145,7 +148,9 @@ class Cluster:
         self.homing = (
             Homing(
                 node,
-                lambda: ((n.name, n.connect, n.status, n.started_ms) for n in self.nodes),
+                lambda: (
+                    (n.name, n.connect, n.status, n.started_ms, n.clients) for n in self.nodes
+                ),
                 rebalance_after_s,
                 self._unfit,
             )
@@ -207,16 +212,20 @@ class Cluster:
             await self.registry.revoke()
 
     # --- registry ---------------------------------------------------------------
-    def _info(self, status: str) -> bytes:
+    def _info(self, status: str, clients: int) -> bytes:
         info = NodeInfo(
             self.node.node_name,
             self.connect,
             status,
-            int(time.time() * 1000),
+            self._since_ms,
             self.http,
             self.link.endpoint if self.link is not None else "",
+            clients,
         )
         return msgspec.msgpack.encode(info)
+
+    def _clients(self) -> int:
+        return len(self.node.sessions) - self.node.gone_sessions
 
     def _taken(self, value: bytes) -> str | None:
         return _held_by_another(value, self.node.node_name, _key_of(self.connect))
@@ -224,8 +233,10 @@ class Cluster:
     async def _register(self, status: str) -> None:
         """Register (at start, and anew after the lease expired); refused
         with NodeNameTaken when another node holds this node's name."""
-        await self.registry.register(self._info(status), self._taken)
-        self.status = status
+        self._since_ms = int(time.time() * 1000)
+        clients = self._clients()
+        await self.registry.register(self._info(status, clients), self._taken)
+        self.status, self.published_clients = status, clients
 
     async def members(self) -> list[NodeInfo]:
         """The live nodes of the cluster (this one included), by name."""
@@ -261,12 +272,18 @@ class Cluster:
         await self.refresh_peers()
 
     async def _publish_status(self) -> None:
-        """Say in the registry whether this node is draining: the other
-        nodes then leave it out of the live nodes their welcomes name."""
+        """Say in the registry whether this node is draining (the other
+        nodes then leave it out of the live nodes their welcomes name) and
+        how many clients it has (they spread clients by it: homing.py),
+        when either changed: the count by at least 1 in 50."""
         status = "draining" if self.node.draining else "up"
-        if status != self.status:
-            await self.registry.update(self._info(status))
-            self.status = status
+        clients = self._clients()
+        moved = abs(clients - self.published_clients) >= max(1, self.published_clients // 50)
+        if status != self.status or moved:
+            if status != self.status:
+                self._since_ms = int(time.time() * 1000)
+            await self.registry.update(self._info(status, clients))
+            self.status, self.published_clients = status, clients
 
     async def refresh_peers(self) -> None:
         """Hand clients the live nodes (ours first) in their welcome."""

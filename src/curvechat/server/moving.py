@@ -3,8 +3,9 @@
 What it is for: a node that drains, or that reaches no etcd member, asks
 every connection still here to move, and asks again every `every` seconds
 while it stays (a push may be lost); a node that rebalances asks some of
-them (homing.py). A client moves to the next node of its
-order and resends what was not acknowledged there.
+them (homing.py), naming the live nodes or only the one to go to. A
+client moves to the next node of its order (the named ones first) and
+resends what was not acknowledged there.
 
 It must never close a connection: a client that does not know `push_move`
 stays until it leaves.
@@ -13,7 +14,7 @@ stays until it leaves.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from curvechat.protocol import encode_reply
 from curvechat.protocol import messages as m
@@ -40,13 +41,16 @@ class MoveAsker:
         connected_before_ms: int | None = None,
         only: Iterable[bytes] | None = None,
         limit: int | None = None,
+        to: Sequence[str] = (),
     ) -> int:
         """Ask the connections not asked within `every` seconds (only those
         connected before `connected_before_ms`, and only those of `only`, if
-        given; at most `limit`); forget the gone. Returns how many it asked."""
+        given; at most `limit`); forget the gone. Returns how many it asked.
+        `to`: name only these nodes (where the client should go), not the
+        live ones."""
         now = time.monotonic()
         sessions = self.node.sessions
-        peers = list(self.node.peers) if self.peers else []
+        peers = list(to) if to else list(self.node.peers) if self.peers else []
         frame = encode_reply(0, m.Move(reason=self.reason, peers=peers))
         asked = 0
         for routing_id in list(sessions if only is None else only):

@@ -19,13 +19,16 @@ from support.etcd import EtcdCluster
 
 
 class FakeNode:
-    """What Cluster uses of a ChatNode: its rooms, its online users, pushes."""
+    """What Cluster uses of a ChatNode: its rooms, its online users and
+    connections, pushes."""
 
     def __init__(self, store: EtcdStore) -> None:
         self.boot = "node-b"
         self.node_name = "b"
         self.rooms = RoomCache(store)
         self.by_user: dict[str, set[bytes]] = {"bob": {b"conn"}}
+        self.sessions: dict[bytes, Any] = {b"conn": None}
+        self.gone_sessions = 0
         self.pushed: list[tuple[str, int]] = []
         self.changed = asyncio.Event()
         self.metrics = NodeMetrics()

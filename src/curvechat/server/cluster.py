@@ -6,17 +6,13 @@
   node re-reads them when the watch shows a node come or go (and with
   every keep-alive) and names them in each client's welcome, so clients
   learn the nodes their connect string did not list.
+  It publishes its client count there too, and sends clients home or to
+  nodes with fewer (server/homing.py).
 * Fan-out: one etcd watch over the message and room-state keys, from the
-  revision the node started at. A message committed by ANOTHER node (its
-  value carries the committing node's origin) is pushed to this node's
-  online members of the room; a change of a room's state drops the room from
-  the node's RoomCache and tells the members here to refetch. The node's own
-  commits are pushed by the request handlers as before, never twice.
-* A cut-off watch resumes from the last revision it processed. If that
-  revision was compacted meanwhile, the node re-lists: every room with an
-  online member here whose head moved past what the node last saw gets its
-  newest message pushed, and the clients fetch the gap by seq (the Clone
-  pattern), so nothing is skipped.
+  revision the node started at (server/watchfan.py).
+* Room ownership and forwarding over the node link (server/nodelink.py),
+  and moving clients away while etcd is out of reach or slow
+  (server/storeguard.py).
 """
 
 from __future__ import annotations
@@ -25,29 +21,23 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Literal, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import msgspec
 
-from curvechat.protocol import decode_envelope
-from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ConnectStringError, parse_connect
 from curvechat.protocol.limits import MAX_PEERS
 from curvechat.server.homing import Homing
 from curvechat.server.node import ChatNode
 from curvechat.server.nodelink import NodeLink
 from curvechat.server.storeguard import StoreGuard
-from curvechat.store import NodeNameTaken, StoredRow, StoreUnavailable
+from curvechat.server.watchfan import WatchFanout
+from curvechat.store import NodeNameTaken, StoreUnavailable
 from curvechat.store.etcd import EtcdStore
 from curvechat.store.etcd.feed import (
     ClusterFeed,
-    Compacted,
-    FeedEvent,
-    MessageCommitted,
     NodeRegistry,
-    NodesChanged,
-    RoomChanged,
 )
 from curvechat.store.etcd.health import SLOW_RTT_S, EtcdProbe
 
@@ -129,14 +119,13 @@ class Cluster:
         self.http = http
         self.feed = ClusterFeed(store)
         self.registry = NodeRegistry(store, node.node_name, LEASE_TTL_S)
-        self.relists = 0
-        self._seen: dict[str, int] = {}  # room -> highest seq known to this node
         self.status = "up"  # in the registry: "up", or "draining" (server/drain.py)
         self._since_ms = 0  # in the registry: when `status` last changed (wall clock)
         self.published_clients = -1  # in the registry: the clients count it shows
         self._tasks: list[asyncio.Task[None]] = []
         self._watching = asyncio.Event()
         self.feed.on_created = self._watching.set
+        self.fanout = WatchFanout(node, store, self.feed, self.refresh_peers)
         store.origin = node.boot
         # Room ownership and forwarding (server/ownership.py, nodelink.py).
         self.link = NodeLink(node, store.submit_messages) if link_bind is not None else None
@@ -157,6 +146,11 @@ class Cluster:
             if rebalance_after_s > 0
             else None
         )
+
+    @property
+    def relists(self) -> int:
+        """How often the watch re-listed after its revision was compacted."""
+        return self.fanout.relists
 
     def _unfit(self) -> set[str]:
         """Nodes the node link finds slow, unreachable or failing (homing.py)."""
@@ -181,7 +175,7 @@ class Cluster:
         if self.link is not None:
             self.guard.quick_elsewhere = self.link.ownership.quick_elsewhere
         self._tasks = [
-            asyncio.create_task(self._watch_loop(), name="cluster-watch"),
+            asyncio.create_task(self.fanout.run(), name="cluster-watch"),
             asyncio.create_task(self._keepalive_loop(), name="cluster-lease"),
             asyncio.create_task(self.probe.run(), name="etcd-probe"),
             asyncio.create_task(self.guard.run(), name="store-guard"),
@@ -303,108 +297,6 @@ class Cluster:
             for n in others
             if n.http
         ]
-
-    # --- fan-out ------------------------------------------------------------------
-    async def _watch_loop(self) -> None:
-        while True:
-            try:
-                async for events in self.feed.stream():
-                    await self._on_events(events)
-            except StoreUnavailable as exc:
-                log.warning("cluster watch cut off at revision %d: %s", self.feed.revision, exc)
-                await asyncio.sleep(RETRY_S)
-            except Exception:
-                # A bug: say so loudly, and do not let it end fan-out for good.
-                log.exception("cluster watch failed at revision %d", self.feed.revision)
-                await asyncio.sleep(RETRY_S)
-
-    async def _on_events(self, events: Sequence[FeedEvent]) -> None:
-        """One watch answer: its messages pushed together (one frame per
-        client that reads batches), in order with its other events."""
-        rows: list[StoredRow] = []
-        lag = self.node.metrics.watch_lag_seconds
-        for event in events:
-            if not isinstance(event, MessageCommitted):
-                await self._push_rows(rows)
-                rows = []
-                await self._on_event(event)
-                continue
-            row = event.row
-            self._seen[row.room] = max(self._seen.get(row.room, 0), row.seq)
-            if event.origin != self.node.boot:  # else acked by this node, which pushed it then
-                rows.append(row)
-                lag.observe(max(0.0, time.time() - row.ts_ms / 1000))
-        await self._push_rows(rows)
-
-    async def _on_event(self, event: FeedEvent) -> None:
-        match event:
-            case RoomChanged(room=room):
-                await self._room_changed(room)
-            case NodesChanged():
-                await self.refresh_peers()  # a node joined or left
-            case Compacted(revision=compacted):
-                await self._relist(compacted)  # the stream ended: watch again from there
-
-    async def _push_rows(self, rows: Sequence[StoredRow]) -> None:
-        messages = []
-        for row in rows:
-            try:
-                envelope = decode_envelope(row.envelope)
-            except Exception:  # stored by a node that validated it: not expected
-                log.warning("undecodable envelope in %s at seq %d", row.room, row.seq)
-                continue
-            messages.append(
-                (row.room, m.StoredMessage(seq=row.seq, ts=row.ts_ms, envelope=envelope))
-            )
-        if not messages:
-            return
-        await self.node.push_remote(messages)
-
-    async def _room_changed(self, room: str) -> None:
-        view = self.node.rooms.peek(room)
-        record = await self.store.room(room)
-        if record is None:
-            return
-        if view is not None and (view.record.op_head, view.record.epoch) == (
-            record.op_head,
-            record.epoch,
-        ):
-            return  # this node made the change (its handler pushed) or already knows it
-        before = set(view.members()) if view is not None else set()
-        fresh = await self.node.rooms.reload(room)
-        if fresh is None:
-            return
-        after = set(fresh.members())
-        reason: Literal["epoch", "members"] = (
-            "epoch" if view is not None and view.record.epoch != record.epoch else "members"
-        )
-        self.node.push(sorted(after), m.RoomPush(room=room, reason=reason))
-        if before - after:
-            self.node.push(sorted(before - after), m.RoomPush(room=room, reason="removed"))
-
-    async def _relist(self, compacted: int) -> None:
-        """Our revision was compacted: find what we may have missed from the
-        store itself, then watch on from the revision we read it at."""
-        self.relists += 1
-        self.node.metrics.watch_relists.inc()
-        log.warning(
-            "cluster watch: revision %d was compacted (now %d); re-listing",
-            self.feed.revision,
-            compacted,
-        )
-        revision = await self.feed.current_revision()
-        rooms: set[str] = set()
-        for user in list(self.node.by_user):
-            rooms.update(r.room for r in await self.store.rooms_of(user))
-        for room in sorted(rooms):
-            self.node.rooms.forget(room)
-            rows = await self.store.messages(room, limit=1)
-            if rows and rows[-1].seq > self._seen.get(room, 0):
-                self._seen[room] = rows[-1].seq
-                # Pushing the newest message is enough: a client fills the gap
-                # between its cursor and this seq from the store.
-                await self._push_rows(rows[-1:])
-        self.feed.revision = revision
 
 
 async def retrying(what: str, call: Callable[[], Awaitable[T]]) -> T:

@@ -16,7 +16,7 @@ that failed moves to another). The key layout is the store's
 (docs/operations.md).
 
 What this module must never do: decide what an event means for clients
-(server/cluster.py does), or hide a broken stream: every failure is
+(server/watchfan.py does), or hide a broken stream: every failure is
 raised as StoreUnavailable, for the caller to retry.
 """
 

@@ -1,0 +1,168 @@
+"""Fan-out from the cluster watch: what a node pushes to its own clients
+when the etcd watch shows another node's commit or a room's change.
+
+* One watch (`store.etcd.feed.ClusterFeed`) over the message and
+  room-state keys, from the revision the node started at. A message
+  committed by ANOTHER node (its value carries the committing node's
+  origin) is pushed to this node's online members of the room, the
+  messages of one watch answer together; a change of a room's state drops
+  the room from the node's RoomCache and tells the members here to
+  refetch. The node's own commits are pushed by the request handlers, never
+  twice. A node coming or going makes the cluster re-list the registry.
+* A cut-off watch resumes from the last revision it processed. If that
+  revision was compacted meanwhile, the node re-lists: every room with an
+  online member here whose head moved past what the node last saw gets its
+  newest message pushed, and the clients fetch the gap by seq (the Clone
+  pattern), so nothing is skipped.
+
+What it must never do: write to etcd, push a message this node acked
+itself, or stop watching for good (an error is logged and the watch
+resumes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Literal
+
+from curvechat.protocol import decode_envelope
+from curvechat.protocol import messages as m
+from curvechat.server.node import ChatNode
+from curvechat.store import StoredRow, StoreUnavailable
+from curvechat.store.etcd import EtcdStore
+from curvechat.store.etcd.feed import (
+    ClusterFeed,
+    Compacted,
+    FeedEvent,
+    MessageCommitted,
+    NodesChanged,
+    RoomChanged,
+)
+
+log = logging.getLogger("curvechat.server")
+
+RESUME_S = 0.5  # how long a cut watch waits before it resumes
+
+
+class WatchFanout:
+    """Pushes what `feed` shows to `node`'s clients (the module docstring);
+    `on_nodes_changed` is called when a node joins or leaves."""
+
+    def __init__(
+        self,
+        node: ChatNode,
+        store: EtcdStore,
+        feed: ClusterFeed,
+        on_nodes_changed: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.node = node
+        self.store = store
+        self.feed = feed
+        self.on_nodes_changed = on_nodes_changed
+        self.relists = 0
+        self._seen: dict[str, int] = {}  # room -> highest seq known to this node
+
+    async def run(self) -> None:
+        """Watch until cancelled, resuming after each cut."""
+        while True:
+            try:
+                async for events in self.feed.stream():
+                    await self._on_events(events)
+            except StoreUnavailable as exc:
+                log.warning("cluster watch cut off at revision %d: %s", self.feed.revision, exc)
+                await asyncio.sleep(RESUME_S)
+            except Exception:
+                # A bug: say so loudly, and do not let it end fan-out for good.
+                log.exception("cluster watch failed at revision %d", self.feed.revision)
+                await asyncio.sleep(RESUME_S)
+
+    async def _on_events(self, events: Sequence[FeedEvent]) -> None:
+        """One watch answer: its messages pushed together (one frame per
+        client that reads batches), in order with its other events."""
+        rows: list[StoredRow] = []
+        lag = self.node.metrics.watch_lag_seconds
+        for event in events:
+            if not isinstance(event, MessageCommitted):
+                await self._push_rows(rows)
+                rows = []
+                await self._on_event(event)
+                continue
+            row = event.row
+            self._seen[row.room] = max(self._seen.get(row.room, 0), row.seq)
+            if event.origin != self.node.boot:  # else acked by this node, which pushed it then
+                rows.append(row)
+                lag.observe(max(0.0, time.time() - row.ts_ms / 1000))
+        await self._push_rows(rows)
+
+    async def _on_event(self, event: FeedEvent) -> None:
+        match event:
+            case RoomChanged(room=room):
+                await self._room_changed(room)
+            case NodesChanged():
+                await self.on_nodes_changed()  # a node joined or left
+            case Compacted(revision=compacted):
+                await self._relist(compacted)  # the stream ended: watch again from there
+
+    async def _push_rows(self, rows: Sequence[StoredRow]) -> None:
+        messages = []
+        for row in rows:
+            try:
+                envelope = decode_envelope(row.envelope)
+            except Exception:  # stored by a node that validated it: not expected
+                log.warning("undecodable envelope in %s at seq %d", row.room, row.seq)
+                continue
+            messages.append(
+                (row.room, m.StoredMessage(seq=row.seq, ts=row.ts_ms, envelope=envelope))
+            )
+        if not messages:
+            return
+        await self.node.push_remote(messages)
+
+    async def _room_changed(self, room: str) -> None:
+        view = self.node.rooms.peek(room)
+        record = await self.store.room(room)
+        if record is None:
+            return
+        if view is not None and (view.record.op_head, view.record.epoch) == (
+            record.op_head,
+            record.epoch,
+        ):
+            return  # this node made the change (its handler pushed) or already knows it
+        before = set(view.members()) if view is not None else set()
+        fresh = await self.node.rooms.reload(room)
+        if fresh is None:
+            return
+        after = set(fresh.members())
+        reason: Literal["epoch", "members"] = (
+            "epoch" if view is not None and view.record.epoch != record.epoch else "members"
+        )
+        self.node.push(sorted(after), m.RoomPush(room=room, reason=reason))
+        if before - after:
+            self.node.push(sorted(before - after), m.RoomPush(room=room, reason="removed"))
+
+    async def _relist(self, compacted: int) -> None:
+        """Our revision was compacted: find what we may have missed from the
+        store itself, then watch on from the revision we read it at."""
+        self.relists += 1
+        self.node.metrics.watch_relists.inc()
+        log.warning(
+            "cluster watch: revision %d was compacted (now %d); re-listing",
+            self.feed.revision,
+            compacted,
+        )
+        revision = await self.feed.current_revision()
+        rooms: set[str] = set()
+        for user in list(self.node.by_user):
+            rooms.update(r.room for r in await self.store.rooms_of(user))
+        for room in sorted(rooms):
+            self.node.rooms.forget(room)
+            rows = await self.store.messages(room, limit=1)
+            if rows and rows[-1].seq > self._seen.get(room, 0):
+                self._seen[room] = rows[-1].seq
+                # Pushing the newest message is enough: a client fills the gap
+                # between its cursor and this seq from the store.
+                await self._push_rows(rows[-1:])
+        self.feed.revision = revision

@@ -111,6 +111,26 @@ def test_a_rebalance_sends_the_client_home_past_an_old_drain_mark() -> None:
     assert servers.first(20.0) == a
 
 
+def test_a_spread_sends_the_client_to_the_one_node_it_names() -> None:
+    """On c (its first choice), asked to go to a (`spread`, naming only a):
+    the client goes to a, keeps knowing every node, does not take c for a
+    draining node, and a's welcome makes them all live again."""
+    a, b, c = nodes = _addresses(3)
+    user = next(
+        u for u in (f"u{i}" for i in range(10_000)) if sv.attempt_order(u, nodes, None) == [c, b, a]
+    )
+    servers = sv.ServerList(nodes, key=user)
+    servers.learn([c.legacy, b.legacy, a.legacy])
+    servers.learn([a.legacy], moving=True)
+    assert "spread" in sv.DIRECTED and "draining" not in sv.DIRECTED
+    assert servers.instead_of(c, 0.0) == a
+    assert set(servers.all) == {a, b, c}
+    assert servers.order(0.0) == [a, c, b]  # a first; then by score, c not last
+    servers.learn([a.legacy, b.legacy, c.legacy])  # a's welcome
+    assert servers.order(0.0) == [c, b, a]
+    assert sv.moving_detail("n1", "spread").startswith("node n1 has more than its share")
+
+
 def test_the_status_says_why_the_client_moves() -> None:
     assert sv.moving_detail("n1", "draining") == "node n1 is draining: moving to another node"
     assert sv.moving_detail("n1", "store_unreachable").startswith("node n1 cannot reach its store")

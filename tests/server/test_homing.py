@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from types import SimpleNamespace
 from typing import Any
 
@@ -38,7 +39,7 @@ def misplaced(
     sessions: list[tuple[bytes, str, int]], me: str, peers: list[Peer], **kwargs: Any
 ) -> list[bytes]:
     """Who `plan` asks to move: all of them home, none of the peers saying its load."""
-    asks = plan(sessions, me, peers, mine=len(sessions), **kwargs)
+    asks = plan(sessions, me, peers, mine=len(sessions), **kwargs).asks
     assert all(a.home for a in asks)
     return [a.routing_id for a in asks]
 
@@ -182,14 +183,20 @@ def test_the_driver_names_only_the_node_with_room_when_it_spreads() -> None:
         rid = f"r{i}".encode()
         node.sessions[rid] = Session(routing_id=rid, transport_key="k", user=user, connected_ms=0)
     homing = Homing(node, lambda: entries, settle_s=30)  # type: ignore[arg-type]
-    asked = homing.tick(int(time.time() * 1000))
-    # Mean 32 / 3: a gives ceil(20 - 10.67) = 10, c's room is floor(10.67) - 2 = 8, b's 0.
-    assert asked == 8 == homing.spread and homing.asked == 0
-    assert {(mv.reason, tuple(mv.peers)) for _, mv in node.sent} == {("spread", (connect["c"],))}
-    # They went; c now says 10. a (12) is within the band: nobody else is asked.
+    now_ms = int(time.time() * 1000)
+    # Uneven, but only since this look: nobody is asked before the settle time.
+    assert homing.tick(now_ms, now=1000.0) == 0
+    assert homing.tick(now_ms + 29_000, now=1029.0) == 0
+    asked = homing.tick(now_ms + 30_000, now=1030.0)
+    # Mean 32 / 3, c light: a gives down to 10. c's room up to the home cap
+    # (11) is 9, b's 1, all a's (the only node over the home floor, 10).
+    assert asked == 10 == homing.spread and homing.asked == 0
+    said = Counter((mv.reason, tuple(mv.peers)) for _, mv in node.sent)
+    assert said == {("spread", (connect["c"],)): 9, ("spread", (connect["b"],)): 1}
+    # They went; c now says 11, b 11. a (10) is at the mean: nobody else is asked.
     for to, _ in node.sent:
         del node.sessions[to]
     node.sent.clear()
-    loads["c"] = 10
+    loads["b"], loads["c"] = 11, 11
     entries[:] = [(n, c, "up", 0, loads[n]) for n, c in connect.items()]
-    assert homing.tick(int(time.time() * 1000)) == 0
+    assert homing.tick(now_ms + 35_000, now=1035.0) == 0

@@ -403,9 +403,10 @@ class Connection:
         task.add_done_callback(self._bg.discard)
 
     async def _moving(self, reason: str) -> None:
-        """The node asked us to move (it is draining): say goodbye (its sends
-        in flight are answered first), then reconnect to the next node."""
-        if self._current is not None:
+        """The node asked us to move (it is draining, or names where to go):
+        say goodbye (its sends in flight are answered first), then reconnect
+        to the next node."""
+        if self._current is not None and reason not in sv.DIRECTED:
             self.servers.mark_draining(self._current, time.monotonic())
         self._live.clear()  # nothing but the goodbye goes out on this connection now
         with contextlib.suppress(NotConnected, RequestTimeout, ServerRefused):

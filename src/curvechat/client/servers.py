@@ -65,6 +65,11 @@ MOVE_REASONS = {
 }
 
 
+DIRECTED = frozenset({"rebalance", "spread"})
+"""Moves that name where to go (`peers`): the node that asks is not
+draining, so it is not tried last afterwards."""
+
+
 def moving_detail(node: str, reason: str) -> str:
     """Why the client moves, for its status line (`reason` of a `push_move`)."""
     why = MOVE_REASONS.get(reason, f"asks its clients to move ({reason})")

@@ -28,7 +28,7 @@ import msgspec
 
 from curvechat.protocol.connect import ConnectStringError, parse_connect
 from curvechat.protocol.limits import MAX_PEERS
-from curvechat.server.homing import Homing
+from curvechat.server.homing import Homing, signed_in
 from curvechat.server.node import ChatNode
 from curvechat.server.nodelink import NodeLink
 from curvechat.server.storeguard import StoreGuard
@@ -125,7 +125,8 @@ class Cluster:
         self._tasks: list[asyncio.Task[None]] = []
         self._watching = asyncio.Event()
         self.feed.on_created = self._watching.set
-        self.fanout = WatchFanout(node, store, self.feed, self.refresh_peers)
+        self._relist_nodes = asyncio.Event()  # the watch saw a registry entry change
+        self.fanout = WatchFanout(node, store, self.feed, self._relist_nodes.set)
         store.origin = node.boot
         # Room ownership and forwarding (server/ownership.py, nodelink.py).
         self.link = NodeLink(node, store.submit_messages) if link_bind is not None else None
@@ -177,6 +178,7 @@ class Cluster:
         self._tasks = [
             asyncio.create_task(self.fanout.run(), name="cluster-watch"),
             asyncio.create_task(self._keepalive_loop(), name="cluster-lease"),
+            asyncio.create_task(self._nodes_loop(), name="cluster-nodes"),
             asyncio.create_task(self.probe.run(), name="etcd-probe"),
             asyncio.create_task(self.guard.run(), name="store-guard"),
         ]
@@ -218,9 +220,6 @@ class Cluster:
         )
         return msgspec.msgpack.encode(info)
 
-    def _clients(self) -> int:
-        return len(self.node.sessions) - self.node.gone_sessions
-
     def _taken(self, value: bytes) -> str | None:
         return _held_by_another(value, self.node.node_name, _key_of(self.connect))
 
@@ -228,7 +227,7 @@ class Cluster:
         """Register (at start, and anew after the lease expired); refused
         with NodeNameTaken when another node holds this node's name."""
         self._since_ms = int(time.time() * 1000)
-        clients = self._clients()
+        clients = signed_in(self.node)
         await self.registry.register(self._info(status, clients), self._taken)
         self.status, self.published_clients = status, clients
 
@@ -257,6 +256,24 @@ class Cluster:
                 log.exception("cluster registry: keep-alive failed; retrying")
                 await asyncio.sleep(RETRY_S)
 
+    async def _nodes_loop(self) -> None:
+        """List the registry again when the watch saw an entry change, off
+        the watch's own path (its messages are not held up by it), several
+        changes at once taken as one."""
+        while True:
+            await self._relist_nodes.wait()
+            self._relist_nodes.clear()
+            try:
+                await self.refresh_peers()
+            except StoreUnavailable as exc:
+                log.warning("cluster registry: listing the nodes: %s; retrying", exc)
+                self._relist_nodes.set()
+                await asyncio.sleep(RETRY_S)
+            except Exception:
+                log.exception("cluster registry: listing the nodes failed; retrying")
+                self._relist_nodes.set()
+                await asyncio.sleep(RETRY_S)
+
     async def _tick(self, alive: bool) -> None:
         if not alive:
             # The lease expired (we were cut off too long): register anew.
@@ -269,10 +286,11 @@ class Cluster:
         """Say in the registry whether this node is draining (the other
         nodes then leave it out of the live nodes their welcomes name) and
         how many clients it has (they spread clients by it: homing.py),
-        when either changed: the count by at least 1 in 50."""
+        when either changed: the count by at least 1 in 20 (every rewrite
+        makes every node list the registry again)."""
         status = "draining" if self.node.draining else "up"
-        clients = self._clients()
-        moved = abs(clients - self.published_clients) >= max(1, self.published_clients // 50)
+        clients = signed_in(self.node)
+        moved = abs(clients - self.published_clients) >= max(1, self.published_clients // 20)
         if status != self.status or moved:
             if status != self.status:
                 self._since_ms = int(time.time() * 1000)

@@ -42,9 +42,19 @@ SPREAD_REASON = "spread"
 TICK_S = 5.0
 """A look walks every connection: on the event loop, so not every second."""
 ASK_AGAIN_S = 300.0
+IN_TRANSIT_S = 15.0
+"""How long a client asked to move counts as on its way (gone from here, at
+the node it was sent to): its new node's count reaches the registry at its
+next keep-alive, about 3 s after it arrives, or later (server/cluster.py)."""
 MIN_SETTLE_S = 10.0
 SHARE_PER_TICK = 0.1
 MIN_PER_TICK = 50
+
+
+def signed_in(node: ChatNode) -> int:
+    """The node's connections that said hello (a connection that has not is
+    no one's client, and must not weigh on where clients go)."""
+    return sum(1 for s in node.sessions.values() if s.user and s.gone is None)
 
 
 class Homing:
@@ -72,6 +82,9 @@ class Homing:
         self._homes: dict[str, str] = {}
         self._ring: tuple[tuple[str, bytes], ...] = ()  # the peers `_homes` was made for
         self._asked_users: dict[str, float] = {}  # user -> when asked (monotonic), oldest first
+        # routing id -> (when asked (monotonic), to which node), oldest first
+        self._in_transit: dict[bytes, tuple[float, str]] = {}
+        self._uneven_since: float | None = None  # since when the listings call for a spread
 
     async def run(self) -> None:
         while True:
@@ -81,39 +94,62 @@ class Homing:
             except Exception:  # a bug: say so, and keep the cluster's other work going
                 log.exception("rebalancing clients failed")
 
-    def tick(self, now_ms: int) -> int:
-        """One look: returns how many connections were asked to move."""
+    def tick(self, now_ms: int, now: float | None = None) -> int:
+        """One look at wall-clock `now_ms` (and monotonic `now`, by default
+        the clock's): returns how many connections were asked to move."""
         node = self.node
         if node.draining or node.store_cut_off or node.store_slow:
+            self._uneven_since = None
             return 0
-        now = time.monotonic()
+        now = time.monotonic() if now is None else now
         asked_users = self._asked_users
         while asked_users:  # forget who was asked longer ago than ASK_AGAIN_S
             user, when = next(iter(asked_users.items()))
             if now - when < ASK_AGAIN_S:
                 break
             del asked_users[user]
+        in_transit = self._in_transit
+        while in_transit:
+            routing_id, (when, _) = next(iter(in_transit.items()))
+            if now - when < IN_TRANSIT_S:
+                break
+            del in_transit[routing_id]
+        incoming: dict[str, int] = {}
+        for _, to in in_transit.values():
+            incoming[to] = incoming.get(to, 0) + 1
         peers = up_peers(self.nodes())
         ring = tuple((p.name, p.key) for p in peers)
         sessions = node.sessions
         if ring != self._ring or len(self._homes) > 2 * len(sessions) + 1000:
             self._ring, self._homes = ring, {}
-        users = (
-            (r, s.user, s.connected_ms)
-            for r, s in sessions.items()
-            if s.user and s.gone is None and s.user not in asked_users
-        )
-        limit = max(MIN_PER_TICK, int(len(sessions) * SHARE_PER_TICK))
-        found = plan(
+        mine = 0
+        users = []
+        for routing_id, conn in sessions.items():
+            if not conn.user or conn.gone is not None or routing_id in in_transit:
+                continue
+            mine += 1
+            if conn.user not in asked_users:
+                users.append((routing_id, conn.user, conn.connected_ms))
+        uneven_for = 0.0 if self._uneven_since is None else now - self._uneven_since
+        result = plan(
             users,
             node.node_name,
             peers,
-            mine=len(sessions) - node.gone_sessions,
+            mine=mine,
             now_ms=now_ms,
             settle_ms=self.settle_ms,
             unfit=self.unfit(),
             homes=self._homes,
-        )[:limit]
+            incoming=incoming,
+            limit=max(MIN_PER_TICK, int(len(sessions) * SHARE_PER_TICK)),
+            turn=int(now_ms // (TICK_S * 1000)),
+            may_spread=uneven_for * 1000 >= self.settle_ms,
+        )
+        if not result.uneven:
+            self._uneven_since = None
+        elif self._uneven_since is None:
+            self._uneven_since = now
+        found = result.asks
         if not found:
             return 0
         homes = self._home_mover.ask(only=[a.routing_id for a in found if a.home])
@@ -127,6 +163,7 @@ class Homing:
             if sess is not None and sess.user:
                 asked_users.pop(sess.user, None)
                 asked_users[sess.user] = now
+                in_transit[ask.routing_id] = (now, ask.to)
         self.asked += homes
         self.spread += spread
         if homes:

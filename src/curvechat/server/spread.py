@@ -11,21 +11,37 @@ at its own clients and at the loads the other nodes publish in the
 registry, and asks some of its clients to move:
 
 * home (reason ``rebalance``): a client whose first choice is another node
-  goes there while that node stays at or under (1 + HOME) × the mean load
-  and this node at or over (1 − HOME) × the mean;
-* spread (reason ``spread``): a node over (1 + BAND) × the mean, or over
-  the mean while another is under (1 − BAND) × it, sends clients to the
-  nodes under the mean until it is down to the mean; to each such node
-  first the clients that rank it highest (those for whom it is the next
-  choice). Only in a look that sends nobody home: those moves change the
-  loads, so the next look decides on a fresh listing.
+  goes there while that node stays at or under the home cap,
+  max(⌊(1 + HOME) × mean⌋, ⌈mean⌉), and this node at or over the home
+  floor, ⌊(1 − HOME) × mean⌋;
+* spread (reason ``spread``): a node over max((1 + BAND) × mean, home cap)
+  (heavy), or over the mean while another is under
+  min((1 − BAND) × mean, home floor) (light), sends clients to the nodes
+  with room under the home cap, the emptiest first, until it is down to
+  ⌈mean⌉ (⌊mean⌋ while a node is light: else, the others all at ⌈mean⌉,
+  nobody would spare a client for it); to each node the clients that rank
+  it highest, among `POOL` times as many as it sends. Only once the
+  listings have called for it for the settle time (the driver keeps that
+  time): a node that has just come back first fills with its own clients,
+  and a listing a keep-alive behind moves nobody.
 
-HOME < BAND keeps the two from undoing each other: a move home never makes
-a node heavy or light in the spread's sense, so a node brought down to the
-mean by a spread takes back only a few of its clients. A node that gives
-takes only its share of another node's room (the room divided by the
-nodes over the mean), so nodes deciding at once from the same listing do
-not all fill the same node.
+Why it settles: a move home never takes a node over the home cap or under
+the home floor, so it never makes a node heavy or light, and a spread
+leaves the giver at ⌊mean⌋ or ⌈mean⌉ and the taker at most at the home
+cap, inside both bounds. A node's room under the home cap is split exactly
+among the nodes that may give (those over the home floor, which every
+node reads alike from the same listing; the remainder goes to one of them
+after another, look by look), and a node fills its part with homes first
+(keeping room for its clients homed there that came too lately to be
+asked yet: they may come from that very node, draining a moment ago), then
+spreads: so nodes deciding at once on the same listing never fill a node
+past the cap, nor with others' clients while its own are on their way.
+The listing lags (a node's count reaches it at its next keep-alive), so
+the driver counts the clients it asked to go somewhere as there already,
+for a while. Simulated (tests/server/test_spread.py): 3 to
+8 nodes, 100 or 1,000 clients, every node deciding at once on the same
+listing, end within BAND of an even share, no client moved more than
+twice.
 
 The mean is over this node and the nodes it may send clients to: up in the
 registry for `settle_ms` (a node that has just started may not stay), and
@@ -42,8 +58,9 @@ while this node is not in its own listing.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from curvechat.protocol.connect import ConnectStringError, parse_connect, spread_score
@@ -52,6 +69,9 @@ HOME = 0.05
 """A client goes home while its home stays within this share above the mean."""
 BAND = 0.15
 """A node this share above the mean is heavy, this share below it light."""
+POOL = 8
+"""A spread picks the clients that rank the target highest among this many
+times as many as it sends (not among all: a look stays cheap)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +97,17 @@ class Ask:
     home: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A look's asks, and whether this listing calls for a spread from this
+    node (made only when the caller said it may: the driver waits until it
+    has for a while, so that a node just back fills with its own clients
+    first and a stale listing does not move anyone)."""
+
+    asks: list[Ask]
+    uneven: bool = False
+
+
 def home(user: str, peers: Sequence[Peer]) -> str:
     """The node `user`'s clients pick among `peers`: the highest score."""
     return max(peers, key=lambda p: spread_score(user, p.key)).name
@@ -97,9 +128,13 @@ def up_peers(nodes: Iterable[tuple[str, str, str, int, int]]) -> list[Peer]:
     return out
 
 
-def _share(room: float, givers: int) -> int:
-    """One giver's share of `room` clients (rounded up; none if no room)."""
-    return math.ceil(room / givers) if room >= 1 else 0
+def _part(room: int, me: str, givers: Sequence[str], turn: int) -> int:
+    """`me`'s part of `room` clients split exactly among `givers` (in one
+    order every node computes alike), the remainder taken in turns."""
+    if room <= 0 or me not in givers:
+        return 0
+    whole, left = divmod(room, len(givers))
+    return whole + ((givers.index(me) - turn) % len(givers) < left)
 
 
 def plan(
@@ -112,22 +147,31 @@ def plan(
     settle_ms: int,
     unfit: Collection[str] = (),
     homes: dict[str, str] | None = None,
-) -> list[Ask]:
+    incoming: Mapping[str, int] | None = None,
+    limit: int | None = None,
+    turn: int = 0,
+    may_spread: bool = True,
+) -> Plan:
     """Who of `sessions` ((routing id, user, connected ms); those it may
-    ask) to ask to move where, homes first. `mine`: this node's clients,
-    all of them. None while `me` is not among `peers` (this node's listing
-    is stale, or it is not up). `homes`: a cache of `home` for these
-    `peers`."""
+    ask) to ask to move where, at most `limit`. `mine`: this node's signed-in
+    clients, less those it asked to leave that are still here. `incoming`:
+    clients this node asked to go to a peer lately, which its published
+    count may not show yet. None while `me` is not among `peers` (this
+    node's listing is stale, or it is not up). `homes`: a cache of `home`
+    for these `peers`. `turn`: which giver takes a room's remainder (the
+    same on every node at once: the look's number). `may_spread`: make the
+    spread this listing calls for (else only say it does)."""
     if not any(p.name == me for p in peers):
-        return []
+        return Plan([])
     targets = {
         p.name: p
         for p in peers
         if p.name != me and now_ms - p.up_since_ms >= settle_ms and p.name not in unfit
     }
     if not targets:
-        return []
+        return Plan([])
     homes = {} if homes is None else homes
+    limit = 1 << 62 if limit is None else limit
 
     def home_of(user: str) -> str:
         where = homes.get(user)
@@ -135,43 +179,61 @@ def plan(
             where = homes[user] = home(user, peers)
         return where
 
-    settled = [(r, u) for r, u, since in sessions if now_ms - since >= settle_ms]
+    everyone = list(sessions)
     if any(p.clients < 0 for p in targets.values()):  # an older node: homes only, unbounded
-        return [Ask(r, where, True) for r, u in settled if (where := home_of(u)) in targets]
-    load = {name: p.clients for name, p in targets.items()}
+        found = (
+            Ask(r, where, True)
+            for r, u, since in everyone
+            if now_ms - since >= settle_ms and (where := home_of(u)) in targets
+        )
+        return Plan(list(itertools.islice(found, limit)))
+    incoming = incoming or {}
+    load = {name: p.clients + incoming.get(name, 0) for name, p in targets.items()}
     load[me] = mine
     mean = sum(load.values()) / len(load)
-    givers = sum(1 for n in load.values() if n > mean) or 1
-
+    home_cap = max(math.floor((1 + HOME) * mean), math.ceil(mean))
+    home_floor = math.floor((1 - HOME) * mean)
+    # Each target's room, split exactly among the nodes that may give (over
+    # the home floor, in every node's listing alike): homes and spreads from
+    # every node at once never take it over the home cap.
+    listed = {p.name: p.clients for p in peers} | {me: mine}
+    givers = sorted(n for n, count in listed.items() if count > home_floor)
+    room = {t: _part(home_cap - load[t], me, [n for n in givers if n != t], turn) for t in targets}
     out: list[Ask] = []
-    room = {t: _share(math.floor((1 + HOME) * mean) - load[t], givers) for t in targets}
-    may_give = math.floor(mine - (1 - HOME) * mean)
     rest: list[tuple[bytes, str]] = []
-    for routing_id, user in settled:
+    kept = 0  # room kept for clients that just came here and will go home
+    for routing_id, user, since in everyone:
+        settled = now_ms - since >= settle_ms
         where = home_of(user)
-        if may_give > 0 and room.get(where, 0) > 0:
-            out.append(Ask(routing_id, where, True))
+        if len(out) + kept < min(mine - home_floor, limit) and room.get(where, 0) > 0:
             room[where] -= 1
-            may_give -= 1
-        else:
+            if settled:
+                out.append(Ask(routing_id, where, True))
+            else:  # not yet (it may come from a node that drains), but the room is its
+                kept += 1
+        elif settled:
             rest.append((routing_id, user))
 
-    if out:  # the loads change with these: spread on the next listing, if still due
-        return out
-    light = any(load[t] < (1 - BAND) * mean for t in targets)
-    if not (mine > (1 + BAND) * mean or (light and mine > mean)):
-        return out
-    give = math.ceil(mine - mean)
+    heavy = mine > max((1 + BAND) * mean, home_cap)
+    light = any(load[t] < min((1 - BAND) * mean, home_floor) for t in targets)
+    if not (heavy or (light and mine > mean)):
+        return Plan(out)
+    if not may_spread:
+        return Plan(out, uneven=True)
+    # Down to ⌈mean⌉; to ⌊mean⌋ while a node is light (else, all the others
+    # at ⌈mean⌉, nobody would have a client to spare for it).
+    level = math.floor(mean) if light else math.ceil(mean)
+    give = min(mine - level, limit) - len(out) - kept
     for t in sorted(targets, key=lambda name: load[name]):
-        if give <= 0 or not rest:
-            break
-        count = min(give, _share(math.floor(mean) - load[t], givers))
+        count = min(give, room[t])
         if count <= 0:
             continue
+        # Those that rank t highest, among a few times as many as it takes.
         key = targets[t].key
-        chosen = heapq.nlargest(count, rest, key=lambda item: spread_score(item[1], key))
+        pool = rest[: count * POOL]
+        chosen = heapq.nlargest(count, pool, key=lambda item: spread_score(item[1], key))
         out += [Ask(routing_id, t, False) for routing_id, _ in chosen]
         taken = {routing_id for routing_id, _ in chosen}
         rest = [item for item in rest if item[0] not in taken]
         give -= len(chosen)
-    return out
+    return Plan(out, uneven=True)

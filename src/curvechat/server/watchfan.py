@@ -8,7 +8,8 @@ when the etcd watch shows another node's commit or a room's change.
   messages of one watch answer together; a change of a room's state drops
   the room from the node's RoomCache and tells the members here to
   refetch. The node's own commits are pushed by the request handlers, never
-  twice. A node coming or going makes the cluster re-list the registry.
+  twice. A registry entry that changed makes the cluster list the nodes
+  again (not on this path).
 * A cut-off watch resumes from the last revision it processed. If that
   revision was compacted meanwhile, the node re-lists: every room with an
   online member here whose head moved past what the node last saw gets its
@@ -25,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from curvechat.protocol import decode_envelope
@@ -49,14 +50,15 @@ RESUME_S = 0.5  # how long a cut watch waits before it resumes
 
 class WatchFanout:
     """Pushes what `feed` shows to `node`'s clients (the module docstring);
-    `on_nodes_changed` is called when a node joins or leaves."""
+    `on_nodes_changed` is called when a registry entry changed (it must not
+    block: the watch's messages wait for it)."""
 
     def __init__(
         self,
         node: ChatNode,
         store: EtcdStore,
         feed: ClusterFeed,
-        on_nodes_changed: Callable[[], Awaitable[None]],
+        on_nodes_changed: Callable[[], None],
     ) -> None:
         self.node = node
         self.store = store
@@ -102,7 +104,7 @@ class WatchFanout:
             case RoomChanged(room=room):
                 await self._room_changed(room)
             case NodesChanged():
-                await self.on_nodes_changed()  # a node joined or left
+                self.on_nodes_changed()  # a node joined, left or changed its entry
             case Compacted(revision=compacted):
                 await self._relist(compacted)  # the stream ended: watch again from there
 

@@ -27,8 +27,7 @@ class FakeNode:
         self.node_name = "b"
         self.rooms = RoomCache(store)
         self.by_user: dict[str, set[bytes]] = {"bob": {b"conn"}}
-        self.sessions: dict[bytes, Any] = {b"conn": None}
-        self.gone_sessions = 0
+        self.sessions: dict[bytes, Any] = {}  # counted for the registry entry
         self.pushed: list[tuple[str, int]] = []
         self.changed = asyncio.Event()
         self.metrics = NodeMetrics()

@@ -188,15 +188,15 @@ def test_the_driver_names_only_the_node_with_room_when_it_spreads() -> None:
     assert homing.tick(now_ms, now=1000.0) == 0
     assert homing.tick(now_ms + 29_000, now=1029.0) == 0
     asked = homing.tick(now_ms + 30_000, now=1030.0)
-    # Mean 32 / 3, c light: a gives down to 10. c's room up to the home cap
-    # (11) is 9, b's 1, all a's (the only node over the home floor, 10).
-    assert asked == 10 == homing.spread and homing.asked == 0
+    # Mean 32 / 3, c light: a gives down to the home cap (11), all into c's
+    # room up to the cap (9, all a's part: a is the only node over the home floor).
+    assert asked == 9 == homing.spread and homing.asked == 0
     said = Counter((mv.reason, tuple(mv.peers)) for _, mv in node.sent)
-    assert said == {("spread", (connect["c"],)): 9, ("spread", (connect["b"],)): 1}
-    # They went; c now says 11, b 11. a (10) is at the mean: nobody else is asked.
+    assert said == {("spread", (connect["c"],)): 9}
+    # They went; c now says 11. a (11) is at the cap: nobody else is asked.
     for to, _ in node.sent:
         del node.sessions[to]
     node.sent.clear()
-    loads["b"], loads["c"] = 11, 11
+    loads["c"] = 11
     entries[:] = [(n, c, "up", 0, loads[n]) for n, c in connect.items()]
     assert homing.tick(now_ms + 35_000, now=1035.0) == 0

@@ -83,8 +83,9 @@ def test_a_heavy_node_spreads_to_the_light_one_its_clients_rank_highest() -> Non
     asks = run("a", own, peers)
     assert not any(a.home for a in asks)
     # a is the only node over the home floor (31): c's room up to the home
-    # cap (35) is all a's, 11, then b 2: a at 33, the mean rounded down while c is light.
-    assert Counter(a.to for a in asks) == {"c": 11, "b": 2}
+    # cap (35) is all a's, 11, and a comes down to the cap (its 11 over the
+    # cap lift c over the light line, 28.3).
+    assert Counter(a.to for a in asks) == {"c": 11}
     # Those whose next choice is c (not b) go to c.
     others = [p for p in peers if p.name != "a"]
     assert all(home(a.routing_id.decode(), others) == a.to for a in asks)
@@ -130,54 +131,61 @@ def test_unfit_unsettled_and_unlisted() -> None:
     assert plan(fresh, "a", peers, mine=50, now_ms=NOW, settle_ms=SETTLE).asks == []
 
 
+LOOK_MS = 5_000
+
+
 def simulate(
-    nodes: list[str], users: list[str], seed: int, place: dict[str, str], rounds: int = 40
+    nodes: list[str], users: list[str], seed: int, place: dict[str, str], rounds: int = 80
 ) -> tuple[Counter[str], int, Counter[str]]:
-    """Every node plans from the same listing at once, each round (the
-    round's number is the turn); the asked clients move. Returns the loads
-    at the end, the rounds until nobody was asked for as many rounds as
-    there are nodes (a remainder may wait for its giver's turn), and how
-    often each user moved."""
+    """Every node plans from the same listing at once, one look every
+    LOOK_MS (the look's number is the turn); the asked clients move at
+    once, and may be asked again only after SETTLE. Returns the loads at
+    the end, the look after which nobody was asked for as many looks as
+    there are nodes plus a settle time, and how often each user moved."""
     moves: Counter[str] = Counter()
+    came = dict.fromkeys(users, NOW - 10 * SETTLE)
     quiet = 0
     for n in range(rounds):
+        now = NOW + n * LOOK_MS
         load = Counter(place.values())
         peers = [Peer(x, key(x, seed), 0, x, load[x]) for x in nodes]
         asks = []
         for me in nodes:
-            mine = [u for u in users if place[u] == me]
-            asks += plan(
-                sessions_of(mine), me, peers, mine=len(mine), now_ms=NOW, settle_ms=SETTLE, turn=n
-            ).asks
+            mine = [(u.encode(), u, came[u]) for u in users if place[u] == me]
+            asks += plan(mine, me, peers, mine=len(mine), now_ms=now, settle_ms=SETTLE, turn=n).asks
         quiet = 0 if asks else quiet + 1
-        if quiet == len(nodes):
+        if quiet == len(nodes) + SETTLE // LOOK_MS:
             return load, n - quiet + 1, moves
         for ask in asks:
             user = ask.routing_id.decode()
             place[user] = ask.to
+            came[user] = now
             moves[user] += 1
-    raise AssertionError(f"still moving clients after {rounds} rounds: {Counter(place.values())}")
+    raise AssertionError(f"still moving clients after {rounds} looks: {Counter(place.values())}")
 
 
 @pytest.mark.parametrize(
     ("nodes", "count", "sets"),
-    [(3, 100, 200), (3, 1000, 20), (5, 100, 40), (8, 100, 40), (8, 1000, 5)],
+    [(3, 100, 200), (5, 100, 40), (8, 100, 40), (4, 400, 20), (5, 300, 20)],
 )
 def test_any_keys_end_within_the_band_and_then_stay(nodes: int, count: int, sets: int) -> None:
     names = [chr(ord("a") + i) for i in range(nodes)]
     users = [f"u{i:04d}" for i in range(count)]
     worst = 0.0
+    moved = 0
     for seed in range(sets):
         peers = [Peer(x, key(x, seed), 0, x, 0) for x in names]
         place = {u: home(u, peers) for u in users}
         load, rounds, moves = simulate(names, users, seed, place)
+        moved += bool(moves)
         share = count / nodes
         off = max(abs(load[x] - share) / share for x in names)
         worst = max(worst, off)
         assert off <= BAND + 1 / share, (seed, load)
         assert max(moves.values(), default=0) <= 2, (seed, moves.most_common(3))
-        assert rounds <= 16, (seed, rounds)
+        assert rounds <= 40, (seed, rounds)
     assert worst <= 0.2  # the issue's target: each node within 20 % of its share
+    assert moved  # some sets of keys needed moves: the rules were exercised
 
 
 @pytest.mark.parametrize(("nodes", "count"), [(2, 1), (3, 2), (3, 5), (5, 7), (8, 10), (8, 30)])

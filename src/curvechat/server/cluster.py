@@ -1,13 +1,13 @@
 """Cluster mode: what a node does when its store is etcd.
 
-* Registry: the node puts its connect string and status under
-  ``<prefix>nodes/<name>`` with a lease it keeps alive; a node that dies
-  drops out when the lease expires. `members()` lists the live nodes; the
-  node re-reads them when the watch shows a node come or go (and with
-  every keep-alive) and names them in each client's welcome, so clients
-  learn the nodes their connect string did not list.
-  It publishes its client count there too, and sends clients home or to
-  nodes with fewer (server/homing.py).
+* Registry: the node puts its connect string, status and client count
+  under ``<prefix>nodes/<name>`` with a lease it keeps alive; a node that
+  dies drops out when the lease expires. `members()` lists the live nodes;
+  the node re-reads them when the watch shows an entry change (a node come
+  or gone, a status or a count rewritten) and with every keep-alive, and
+  names them in each client's welcome, so clients learn the nodes their
+  connect string did not list. It sends clients home, or to nodes with
+  fewer, by those counts (server/homing.py).
 * Fan-out: one etcd watch over the message and room-state keys, from the
   revision the node started at (server/watchfan.py).
 * Room ownership and forwarding over the node link (server/nodelink.py),
@@ -126,6 +126,8 @@ class Cluster:
         self._watching = asyncio.Event()
         self.feed.on_created = self._watching.set
         self._relist_nodes = asyncio.Event()  # the watch saw a registry entry change
+        self._listings = 0  # registry listings started
+        self._listed = 0  # the newest of them taken
         self.fanout = WatchFanout(node, store, self.feed, self._relist_nodes.set)
         store.origin = node.boot
         # Room ownership and forwarding (server/ownership.py, nodelink.py).
@@ -259,19 +261,17 @@ class Cluster:
     async def _nodes_loop(self) -> None:
         """List the registry again when the watch saw an entry change, off
         the watch's own path (its messages are not held up by it), several
-        changes at once taken as one."""
+        changes at once taken as one. A listing that fails is left to the
+        next change or keep-alive (every LEASE_TTL_S / 3), which lists too."""
         while True:
             await self._relist_nodes.wait()
             self._relist_nodes.clear()
             try:
                 await self.refresh_peers()
             except StoreUnavailable as exc:
-                log.warning("cluster registry: listing the nodes: %s; retrying", exc)
-                self._relist_nodes.set()
-                await asyncio.sleep(RETRY_S)
+                log.info("cluster registry: listing the nodes: %s", exc)
             except Exception:
-                log.exception("cluster registry: listing the nodes failed; retrying")
-                self._relist_nodes.set()
+                log.exception("cluster registry: listing the nodes failed")
                 await asyncio.sleep(RETRY_S)
 
     async def _tick(self, alive: bool) -> None:
@@ -286,11 +286,12 @@ class Cluster:
         """Say in the registry whether this node is draining (the other
         nodes then leave it out of the live nodes their welcomes name) and
         how many clients it has (they spread clients by it: homing.py),
-        when either changed: the count by at least 1 in 20 (every rewrite
-        makes every node list the registry again)."""
+        when either changed: the count by at least 1 in 100 (every rewrite
+        makes every node list the registry again; the spread's margins are
+        5 % and 15 %)."""
         status = "draining" if self.node.draining else "up"
         clients = signed_in(self.node)
-        moved = abs(clients - self.published_clients) >= max(1, self.published_clients // 20)
+        moved = abs(clients - self.published_clients) >= max(1, self.published_clients // 100)
         if status != self.status or moved:
             if status != self.status:
                 self._since_ms = int(time.time() * 1000)
@@ -298,8 +299,16 @@ class Cluster:
             self.status, self.published_clients = status, clients
 
     async def refresh_peers(self) -> None:
-        """Hand clients the live nodes (ours first) in their welcome."""
-        self.nodes = nodes = await self.members()
+        """Hand clients the live nodes (ours first) in their welcome. Two
+        listings may be in flight (a keep-alive's and a registry change's):
+        one that started before the listing last taken is dropped."""
+        self._listings += 1
+        started = self._listings
+        nodes = await self.members()
+        if started < self._listed:
+            return
+        self._listed = started
+        self.nodes = nodes
         others = [n for n in nodes if n.name != self.node.node_name]
         self.node.metrics.cluster_nodes.set(len(nodes))
         live = [n.connect for n in others if n.status == "up"]  # not those draining

@@ -33,7 +33,7 @@ from collections.abc import Callable, Collection, Iterable
 
 from curvechat.server.moving import MoveAsker
 from curvechat.server.node import ChatNode
-from curvechat.server.spread import plan, up_peers
+from curvechat.server.spread import plan, targets_of, up_peers
 
 log = logging.getLogger("curvechat.server")
 
@@ -85,6 +85,7 @@ class Homing:
         # routing id -> (when asked (monotonic), to which node), oldest first
         self._in_transit: dict[bytes, tuple[float, str]] = {}
         self._uneven_since: float | None = None  # since when the listings call for a spread
+        self._uneven_among: frozenset[str] = frozenset()  # ... among these nodes
 
     async def run(self) -> None:
         while True:
@@ -130,6 +131,14 @@ class Homing:
             mine += 1
             if conn.user not in asked_users:
                 users.append((routing_id, conn.user, conn.connected_ms))
+        unfit = self.unfit()
+        among = frozenset(
+            targets_of(node.node_name, peers, now_ms=now_ms, settle_ms=self.settle_ms, unfit=unfit)
+        )
+        if among != self._uneven_among:
+            # Another set of nodes to send clients to (one came back, or
+            # left): the settle time runs again before a spread, homes first.
+            self._uneven_since, self._uneven_among = None, among
         uneven_for = 0.0 if self._uneven_since is None else now - self._uneven_since
         result = plan(
             users,
@@ -138,10 +147,10 @@ class Homing:
             mine=mine,
             now_ms=now_ms,
             settle_ms=self.settle_ms,
-            unfit=self.unfit(),
+            unfit=unfit,
             homes=self._homes,
             incoming=incoming,
-            limit=max(MIN_PER_TICK, int(len(sessions) * SHARE_PER_TICK)),
+            limit=max(MIN_PER_TICK, int(mine * SHARE_PER_TICK)),
             turn=int(now_ms // (TICK_S * 1000)),
             may_spread=uneven_for * 1000 >= self.settle_ms,
         )

@@ -18,30 +18,34 @@ registry, and asks some of its clients to move:
   (heavy), or over the mean while another is under
   min((1 − BAND) × mean, home floor) (light), sends clients to the nodes
   with room under the home cap, the emptiest first, until it is down to
-  ⌈mean⌉ (⌊mean⌋ while a node is light: else, the others all at ⌈mean⌉,
-  nobody would spare a client for it); to each node the clients that rank
-  it highest, among `POOL` times as many as it sends. Only once the
+  the home cap (lower, and the nodes holding its own users would send them
+  back), or to ⌊mean⌋ if what the nodes have over the cap cannot lift the
+  light ones over the line (many nodes, or few clients); clients at home
+  elsewhere first, then those that rank the target highest, among `POOL`
+  times as many as it sends. Only once the
   listings have called for it for the settle time (the driver keeps that
   time): a node that has just come back first fills with its own clients,
   and a listing a keep-alive behind moves nobody.
 
-Why it settles: a move home never takes a node over the home cap or under
-the home floor, so it never makes a node heavy or light, and a spread
-leaves the giver at ⌊mean⌋ or ⌈mean⌉ and the taker at most at the home
-cap, inside both bounds. A node's room under the home cap is split exactly
-among the nodes that may give (those over the home floor, which every
-node reads alike from the same listing; the remainder goes to one of them
-after another, look by look), and a node fills its part with homes first
+Why it settles: on one listing, a move home never takes a node over the
+home cap or under the home floor, so it never makes a node heavy or light,
+and a spread leaves the giver at the home cap (or ⌊mean⌋) and the taker
+at most at the home cap, inside both bounds. A node's room under the home
+cap is split exactly among the nodes that may give (this node and the
+targets over the home floor; the remainder goes to one of them after
+another, look by look, by the look's number on the wall clock, which two
+nodes may read one apart), and a node fills its part with homes first
 (keeping room for its clients homed there that came too lately to be
 asked yet: they may come from that very node, draining a moment ago), then
-spreads: so nodes deciding at once on the same listing never fill a node
-past the cap, nor with others' clients while its own are on their way.
-The listing lags (a node's count reaches it at its next keep-alive), so
-the driver counts the clients it asked to go somewhere as there already,
-for a while. Simulated (tests/server/test_spread.py): 3 to
-8 nodes, 100 or 1,000 clients, every node deciding at once on the same
-listing, end within BAND of an even share, no client moved more than
-twice.
+spreads. The listing lags (a node's count reaches it at its next
+keep-alive), so the driver counts the clients it asked to go somewhere as
+there already, and sends no more to that node, for a while; and it waits,
+before a spread, until the listings have called for one for the settle
+time among the same nodes. Simulated (tests/server/test_spread.py: every
+node deciding at once on the same listing; tests/server/test_spread_driver.py:
+the real drivers, listings a keep-alive behind, looks at phases of their
+own): clients end within BAND of an even share (+1), none moved more than
+twice, and then nobody moves.
 
 The mean is over this node and the nodes it may send clients to: up in the
 registry for `settle_ms` (a node that has just started may not stay), and
@@ -137,6 +141,21 @@ def _part(room: int, me: str, givers: Sequence[str], turn: int) -> int:
     return whole + ((givers.index(me) - turn) % len(givers) < left)
 
 
+def targets_of(
+    me: str, peers: Sequence[Peer], *, now_ms: int, settle_ms: int, unfit: Collection[str] = ()
+) -> dict[str, Peer]:
+    """The nodes `me` may send clients to: up for `settle_ms`, not `unfit`,
+    not itself; none while `me` is not among `peers` (its listing is stale,
+    or it is not up)."""
+    if not any(p.name == me for p in peers):
+        return {}
+    return {
+        p.name: p
+        for p in peers
+        if p.name != me and now_ms - p.up_since_ms >= settle_ms and p.name not in unfit
+    }
+
+
 def plan(
     sessions: Iterable[tuple[bytes, str, int]],
     me: str,
@@ -161,13 +180,7 @@ def plan(
     for these `peers`. `turn`: which giver takes a room's remainder (the
     same on every node at once: the look's number). `may_spread`: make the
     spread this listing calls for (else only say it does)."""
-    if not any(p.name == me for p in peers):
-        return Plan([])
-    targets = {
-        p.name: p
-        for p in peers
-        if p.name != me and now_ms - p.up_since_ms >= settle_ms and p.name not in unfit
-    }
+    targets = targets_of(me, peers, now_ms=now_ms, settle_ms=settle_ms, unfit=unfit)
     if not targets:
         return Plan([])
     homes = {} if homes is None else homes
@@ -193,14 +206,19 @@ def plan(
     mean = sum(load.values()) / len(load)
     home_cap = max(math.floor((1 + HOME) * mean), math.ceil(mean))
     home_floor = math.floor((1 - HOME) * mean)
-    # Each target's room, split exactly among the nodes that may give (over
-    # the home floor, in every node's listing alike): homes and spreads from
-    # every node at once never take it over the home cap.
-    listed = {p.name: p.clients for p in peers} | {me: mine}
-    givers = sorted(n for n, count in listed.items() if count > home_floor)
+    # Each target's room, split exactly among the nodes that may give (this
+    # node and the targets over the home floor, alike in every node's
+    # listing): nodes deciding at once on one listing never fill it past the
+    # home cap. A target this node sent clients to lately gets no more from
+    # it until the listing shows them there.
+    givers = sorted(n for n, count in load.items() if count > home_floor)
     room = {t: _part(home_cap - load[t], me, [n for n in givers if n != t], turn) for t in targets}
+    for t in incoming:
+        if t in room:
+            room[t] = 0
     out: list[Ask] = []
-    rest: list[tuple[bytes, str]] = []
+    strays: list[tuple[bytes, str]] = []  # settled, at home elsewhere
+    own: list[tuple[bytes, str]] = []  # settled, at home here
     kept = 0  # room kept for clients that just came here and will go home
     for routing_id, user, since in everyone:
         settled = now_ms - since >= settle_ms
@@ -212,28 +230,35 @@ def plan(
             else:  # not yet (it may come from a node that drains), but the room is its
                 kept += 1
         elif settled:
-            rest.append((routing_id, user))
+            (own if where == me else strays).append((routing_id, user))
 
     heavy = mine > max((1 + BAND) * mean, home_cap)
-    light = any(load[t] < min((1 - BAND) * mean, home_floor) for t in targets)
-    if not (heavy or (light and mine > mean)):
+    light_line = min((1 - BAND) * mean, home_floor)
+    lights = [t for t in targets if load[t] < light_line]
+    if not (heavy or (lights and mine > mean)):
         return Plan(out)
     if not may_spread:
         return Plan(out, uneven=True)
-    # Down to ⌈mean⌉; to ⌊mean⌋ while a node is light (else, all the others
-    # at ⌈mean⌉, nobody would have a client to spare for it).
-    level = math.floor(mean) if light else math.ceil(mean)
+    # Down to the home cap (lower, and the nodes holding its own clients would
+    # send them back); to ⌊mean⌋ only if what the nodes have over the cap
+    # cannot lift the light ones over the line (many nodes, or few clients).
+    need = sum(math.ceil(light_line) - load[t] for t in lights)
+    spare = sum(max(0, count - home_cap) for count in load.values())
+    level = home_cap if spare >= need else math.floor(mean)
     give = min(mine - level, limit) - len(out) - kept
     for t in sorted(targets, key=lambda name: load[name]):
         count = min(give, room[t])
         if count <= 0:
             continue
-        # Those that rank t highest, among a few times as many as it takes.
+        # Clients at home elsewhere first, then those that rank t highest,
+        # among a few times as many as it takes.
         key = targets[t].key
-        pool = rest[: count * POOL]
-        chosen = heapq.nlargest(count, pool, key=lambda item: spread_score(item[1], key))
-        out += [Ask(routing_id, t, False) for routing_id, _ in chosen]
-        taken = {routing_id for routing_id, _ in chosen}
-        rest = [item for item in rest if item[0] not in taken]
+        pool = [(True, *x) for x in strays[: count * POOL]]
+        pool += [(False, *x) for x in own[: count * POOL]]
+        chosen = heapq.nlargest(count, pool, key=lambda x: (x[0], spread_score(x[2], key)))
+        out += [Ask(routing_id, t, False) for _, routing_id, _ in chosen]
+        taken = {routing_id for _, routing_id, _ in chosen}
+        strays = [x for x in strays if x[0] not in taken]
+        own = [x for x in own if x[0] not in taken]
         give -= len(chosen)
     return Plan(out, uneven=True)

@@ -1,7 +1,8 @@
 """One logical connection to a chat service over a list of nodes.
 
-A DEALER socket with CURVE to one node at a time. Requests carry a request id
-and are matched with their replies; pushes (request id 0) go to a callback.
+A DEALER socket with CURVE to one node at a time (`nodesocket.NodeSocket`).
+Requests carry a request id and are matched with their replies; pushes
+(request id 0) go to a callback.
 In cluster mode a welcome names the live nodes, which join the list; the
 nodes are tried in the order `servers.attempt_order` gives (spread by the
 user's name), and a node that drains asks us to move (`push_move`).
@@ -32,18 +33,17 @@ import zmq
 import zmq.asyncio
 
 from curvechat.client import servers as sv
-from curvechat.client.dealer import failure_kind, open_dealer, stop_monitor, watch_monitor
+from curvechat.client.dealer import failure_kind
 from curvechat.client.errors import NotConnected, RequestTimeout, ServerRefused
-from curvechat.client.pending import Pending
+from curvechat.client.nodesocket import NodeSocket, PushHandler
 from curvechat.client.servers import ServerList
 from curvechat.client.state import Backoff, ConnEvent, ConnState, ConnStatus, transition
-from curvechat.protocol import ErrorCode, RemoteProtocolError, decode_server_frame
+from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ServerAddress
 
 log = logging.getLogger("curvechat.client")
 
-PushHandler = Callable[[m.AnyReply], None]
 StatusHandler = Callable[[ConnStatus], None]
 LiveHandler = Callable[[m.Welcome], Coroutine[Any, Any, None]]
 
@@ -88,16 +88,13 @@ class Connection:
         self.request_timeout = request_timeout
         self.backoff = backoff or Backoff()
         self._ctx = zmq.asyncio.Context()
-        self._sock: zmq.asyncio.Socket | None = None
-        self._sock_tasks: list[asyncio.Task[None]] = []
-        self._pending = Pending()
+        self._sock: NodeSocket | None = None
         self._plain_hello: set[str] = set()  # endpoints of nodes older than `batch`
         self._live = asyncio.Event()
         self._lost = asyncio.Event()
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._live_task: asyncio.Task[None] | None = None
-        self._last_rx = 0.0
         self._bg: set[asyncio.Task[None]] = set()
         self._boot: str | None = None
         self._drop_failed = False
@@ -184,7 +181,7 @@ class Connection:
             fut: asyncio.Future[m.AnyReply] = asyncio.get_running_loop().create_future()
             fut.set_exception(NotConnected(f"not connected ({self.status.state})"))
             return fut
-        return self._pending.submit(self._sock, req, timeout or self.request_timeout)
+        return self._sock.submit(req, timeout or self.request_timeout)
 
     # --- internals -----------------------------------------------------------
     def _move(self, event: ConnEvent, **fields: Any) -> None:
@@ -203,40 +200,29 @@ class Connection:
     async def _raw(self, req: m.AnyRequest, timeout: float) -> m.AnyReply:
         if self._sock is None:
             raise NotConnected("no socket")
-        return await self._pending.ask(self._sock, req, timeout)
+        return await self._sock.ask(req, timeout)
 
     def _open_socket(self, addr: ServerAddress) -> None:
-        sock, monitor = open_dealer(
+        self._sock = NodeSocket(
             self._ctx,
             addr,
             public_key=self._public,
             secret_key=self._secret,
             beat_s=min(self.ping_interval, HEARTBEAT_S),
             liveness=self.liveness,
+            on_push=self._push,
+            on_signal=self._signal,
+            on_lost=self._mark_lost,
         )
-        self._sock = sock
         self._current = addr
         self._lost.clear()
         self._lost_reason = ""
         self._lost_kind = sv.LOST
-        self._last_rx = time.monotonic()
-        self._sock_tasks = [
-            asyncio.create_task(self._reader(sock), name="reader"),
-            asyncio.create_task(watch_monitor(monitor, self._mark_lost), name="monitor"),
-        ]
 
     async def _close_socket(self, reason: str) -> None:
-        self._pending.fail_all(reason)
-        if self._sock is not None:
-            stop_monitor(self._sock)  # while its reader still reads
-        for task in self._sock_tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._sock_tasks = []
-        if self._sock is not None:
-            self._sock.close(linger=0)
-            self._sock = None
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            await sock.close(reason)
 
     def _mark_lost(self, reason: str, kind: str = sv.LOST) -> None:
         if not self._lost.is_set():
@@ -244,39 +230,18 @@ class Connection:
             self._lost_kind = kind
             self._lost.set()
 
-    async def _reader(self, sock: zmq.asyncio.Socket) -> None:
-        while True:
-            data = await sock.recv()
-            self._last_rx = time.monotonic()
-            try:
-                frame = decode_server_frame(data)
-            except RemoteProtocolError as exc:
-                log.warning("ignored an invalid frame from the server: %s", exc)
-                continue
-            if frame.rid == 0 and isinstance(frame.msg, m.Mark):
-                # Flow control: prove to the node at once that we read up to here.
-                self._read_mark = frame.msg.mark
-                self._spawn(self._ping())
-                continue
-            if frame.rid == 0 and isinstance(frame.msg, m.Move):
-                self.servers.learn(frame.msg.peers, moving=True)  # where to go, with these
-                self._spawn(self._moving(frame.msg.reason))
-                continue
-            if frame.rid == 0 and isinstance(frame.msg, m.Batch):
-                for item in frame.msg.items:
-                    self._deliver(item.rid, item.msg)
-                continue
-            self._deliver(frame.rid, frame.msg)
+    def _push(self, msg: m.AnyReply) -> None:
+        self._on_push(msg)
 
-    def _deliver(self, rid: int, msg: m.AnyReply) -> None:
-        """A push (rid 0) to the engine, a reply to the request it answers."""
-        if rid != 0:
-            self._pending.answer(rid, msg)
-            return
-        try:
-            self._on_push(msg)
-        except Exception:
-            log.exception("push handler failed")
+    def _signal(self, msg: m.AnyReply) -> None:
+        """A push the connection acts on itself, at once."""
+        if isinstance(msg, m.Mark):
+            # Flow control: prove to the node at once that we read up to here.
+            self._read_mark = msg.mark
+            self._spawn(self._ping())
+        elif isinstance(msg, m.Move):
+            self.servers.learn(msg.peers, moving=True)  # where to go, with these
+            self._spawn(self._moving(msg.reason))
 
     async def _sleep(self, delay: float) -> None:
         self._wake.clear()
@@ -392,7 +357,7 @@ class Connection:
                     await self._lost.wait()
             if self._lost.is_set():
                 return self._lost_reason
-            silent = time.monotonic() - self._last_rx
+            silent = time.monotonic() - (self._sock.last_rx if self._sock else 0.0)
             if silent > window:
                 return f"no reply for {silent:.1f} s"
             self._spawn(self._ping())

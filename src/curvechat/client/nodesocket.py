@@ -1,0 +1,120 @@
+"""One socket to one node, while it lasts: the DEALER (`dealer.open_dealer`),
+the task that reads it, the task that watches its monitor, and the requests
+in flight on it (`pending.Pending`).
+
+The reader matches replies to their requests by request id, unpacks `batch`
+frames, and hands every push (request id 0) on: flow-control marks and
+move requests to `on_signal` (the connection acts on them at once), the rest
+to `on_push` (the engine). A frame that does not decode is logged and
+skipped; the socket stays open. Whatever ends the socket (its monitor, or
+the connection above) is told through `on_lost`.
+
+This module must never decide what a connection does next (retry, move,
+back off: `connection` does), interpret a push beyond its type, or outlive
+`close`: a closed NodeSocket has failed every request that waited on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import zmq
+import zmq.asyncio
+
+from curvechat.client.dealer import LostHandler, open_dealer, stop_monitor, watch_monitor
+from curvechat.client.pending import Pending
+from curvechat.protocol import RemoteProtocolError, decode_server_frame
+from curvechat.protocol import messages as m
+from curvechat.protocol.connect import ServerAddress
+
+log = logging.getLogger("curvechat.client")
+
+PushHandler = Callable[[m.AnyReply], None]
+
+
+class NodeSocket:
+    """A DEALER to `addr`, read from the moment it is made until `close`."""
+
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        addr: ServerAddress,
+        *,
+        public_key: bytes,
+        secret_key: bytes,
+        beat_s: float,
+        liveness: int,
+        on_push: PushHandler,
+        on_signal: PushHandler,
+        on_lost: LostHandler,
+    ) -> None:
+        self.addr = addr
+        self.sock, monitor = open_dealer(
+            ctx,
+            addr,
+            public_key=public_key,
+            secret_key=secret_key,
+            beat_s=beat_s,
+            liveness=liveness,
+        )
+        self.last_rx = time.monotonic()
+        """When a frame last came in (monotonic clock)."""
+        self._on_push = on_push
+        self._on_signal = on_signal
+        self._pending = Pending()
+        self._tasks = [
+            asyncio.create_task(self._read(), name="reader"),
+            asyncio.create_task(watch_monitor(monitor, on_lost), name="monitor"),
+        ]
+
+    async def ask(self, req: m.AnyRequest, timeout: float) -> m.AnyReply:
+        """Send `req` and wait for its reply (errors as `Pending.ask` raises them)."""
+        return await self._pending.ask(self.sock, req, timeout)
+
+    def submit(self, req: m.AnyRequest, timeout: float) -> asyncio.Future[m.AnyReply]:
+        """Send `req` now; the future of its reply."""
+        return self._pending.submit(self.sock, req, timeout)
+
+    async def close(self, reason: str) -> None:
+        """Fail what waits with `reason`, stop the tasks, close the socket."""
+        self._pending.fail_all(reason)
+        stop_monitor(self.sock)  # while its reader still reads
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        self.sock.close(linger=0)
+
+    async def _read(self) -> None:
+        sock = self.sock
+        while True:
+            data = await sock.recv()
+            self.last_rx = time.monotonic()
+            try:
+                frame = decode_server_frame(data)
+            except RemoteProtocolError as exc:
+                log.warning("ignored an invalid frame from the server: %s", exc)
+                continue
+            msg = frame.msg
+            if frame.rid == 0 and isinstance(msg, m.Mark | m.Move):
+                self._on_signal(msg)
+            elif frame.rid == 0 and isinstance(msg, m.Batch):
+                for item in msg.items:
+                    self._deliver(item.rid, item.msg)
+            else:
+                self._deliver(frame.rid, msg)
+
+    def _deliver(self, rid: int, msg: m.AnyReply) -> None:
+        """A push (rid 0) to the engine, a reply to the request it answers."""
+        if rid != 0:
+            self._pending.answer(rid, msg)
+            return
+        try:
+            self._on_push(msg)
+        except Exception:
+            log.exception("push handler failed")

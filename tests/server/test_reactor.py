@@ -35,7 +35,7 @@ from curvechat.crypto import (
 from curvechat.protocol import decode_server_frame, encode_request
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ServerAddress
-from curvechat.server import node as node_mod
+from curvechat.server import router as router_mod
 from curvechat.server.node import ChatNode
 from curvechat.store import Committed, NewMessage
 from curvechat.store.sqlite import SQLiteStore
@@ -149,9 +149,9 @@ class Setup:
 @pytest.fixture
 async def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Setup]:
     # Fast ZMTP heartbeats so that a silent peer is found out in a test's time.
-    monkeypatch.setattr(node_mod, "HEARTBEAT_IVL", 100)
-    monkeypatch.setattr(node_mod, "HEARTBEAT_TIMEOUT", 400)
-    monkeypatch.setattr(node_mod, "HEARTBEAT_TTL", 400)
+    monkeypatch.setattr(router_mod, "HEARTBEAT_IVL", 100)
+    monkeypatch.setattr(router_mod, "HEARTBEAT_TIMEOUT", 400)
+    monkeypatch.setattr(router_mod, "HEARTBEAT_TTL", 400)
     store = GatedStore(tmp_path / "store.db")
     await store.open()
     public, secret = zmq.curve_keypair()

@@ -52,7 +52,7 @@ def open_dealer(
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_REPLY_BYTES + 4096)
     sock.setsockopt(zmq.HEARTBEAT_IVL, int(beat_s * 1000))
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(beat_s * liveness * 1000))
-    sock.setsockopt(zmq.HEARTBEAT_TTL, 0)  # no TTL: costly for the node (server/node.py)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, 0)  # no TTL: costly for the node (server/router.py)
     sock.setsockopt(zmq.RECONNECT_IVL, 100)
     monitor = sock.get_monitor_socket(MONITORED)
     sock.connect(addr.endpoint)

@@ -33,7 +33,7 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 from curvechat.dashboard.events import EventLog
 from curvechat.protocol import ErrorCode, encode, encode_reply
 from curvechat.protocol import messages as m
-from curvechat.protocol.limits import MAX_FRAME_BYTES, PROTOCOL_VERSION
+from curvechat.protocol.limits import PROTOCOL_VERSION
 from curvechat.server.fanout import Fanout, push_remote
 from curvechat.server.flow import FlowControl
 from curvechat.server.handlers import Handlers, Refusal
@@ -43,55 +43,22 @@ from curvechat.server.metrics import NodeMetrics
 from curvechat.server.ratelimit import RateLimits, TokenBucket
 from curvechat.server.reactor import Reactor
 from curvechat.server.rooms import RoomCache
+from curvechat.server.router import (
+    IO_THREADS,
+    ZAP_DOMAIN,
+    AllowKnownGood,
+    check_libzmq,
+    open_router,
+    source_fd,
+)
 from curvechat.server.session import OrderedPath, Session
 from curvechat.store import Committed, NewMessage, Store
 
 log = logging.getLogger("curvechat.server")
 
-MIN_LIBZMQ = (4, 3, 2)
-# ZMTP heartbeats (ms). Clients heartbeat every 5 s to find a silent node;
-# the node pings each peer every HEARTBEAT_IVL and disconnects one silent
-# for HEARTBEAT_TIMEOUT after it, and tells peers to drop the node after
-# HEARTBEAT_TTL without a word from it. Clients set no TTL: libzmq cancels
-# a timer by walking all of its I/O thread's timers, and a TTL timer is
-# armed at each client ping and cancelled at the next frame; with 10,000
-# idle connections that walk took a whole core. Every heartbeat is also a
-# CURVE message for libzmq's I/O threads.
-HEARTBEAT_IVL = 10000
-HEARTBEAT_TIMEOUT = 30000
-HEARTBEAT_TTL = 30000
-IO_THREADS = 2  # libzmq I/O threads: handshakes and heartbeats on both cores
 MAX_CONNECTIONS_PER_USER = 16
 KEYS_REMEMBERED = 10_000  # per-key memory (users of keys, keys seen), most recent first
 LOST_SESSIONS_KEPT = 200  # dropped sessions kept for the dashboard's connection table
-
-
-def check_libzmq() -> None:
-    """Refuse to run on a libzmq without CURVE or older than 4.3.2 (CVE-2019-6250,
-    CVE-2019-13132 in the CURVE handshake path)."""
-    if not zmq.has("curve"):
-        raise RuntimeError("this libzmq was built without CURVE support; refusing to start")
-    version = zmq.zmq_version_info()
-    if version < MIN_LIBZMQ:
-        raise RuntimeError(
-            f"libzmq {'.'.join(map(str, version))} is older than 4.3.2 (known CURVE CVEs)"
-        )
-
-
-class _AllowKnownGood:
-    """ZAP credentials provider: any well-formed CURVE key may connect (the key
-    *is* the login; unknown keys may only register). Keys on the deny list are
-    refused. Purely in memory: a slow store cannot stall handshakes."""
-
-    def __init__(self, metrics: NodeMetrics) -> None:
-        self.denied: set[bytes] = set()
-        self._metrics = metrics
-
-    def callback(self, domain: str, key: bytes) -> bool:
-        if key in self.denied:
-            self._metrics.handshakes.labels("denied").inc()
-            return False
-        return True
 
 
 class ChatNode:
@@ -167,43 +134,14 @@ class ChatNode:
         """Bind and start serving; returns the bound endpoint."""
         self._auth = AsyncioAuthenticator(self._ctx)
         self._auth.start()
-        provider = _AllowKnownGood(self.metrics)
+        provider = AllowKnownGood(self.metrics)
         self._provider = provider
-        self._auth.configure_curve_callback("curvechat", credentials_provider=provider)
-        # A plain socket: the reactor reads and writes it without a Future per
-        # frame (the monitor socket made from the same context stays asyncio).
-        sock: zmq.Socket[bytes] = zmq.Socket(self._ctx, zmq.ROUTER)
-        sock.curve_server = True
-        sock.curve_secretkey = self._secret_key
-        sock.curve_publickey = self.public_key
-        sock.zap_domain = b"curvechat"
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES + 1024)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT)
-        sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TTL)
-        sock.setsockopt(zmq.HANDSHAKE_IVL, 10000)
-        sock.setsockopt(zmq.SNDHWM, 10000)
-        sock.setsockopt(zmq.RCVHWM, 10000)
-        sock.setsockopt(zmq.LINGER, 1000)
-        sock.bind(self.bind)
+        self._auth.configure_curve_callback(ZAP_DOMAIN, credentials_provider=provider)
+        sock, monitor = open_router(
+            self._ctx, self.bind, secret_key=self._secret_key, public_key=self.public_key
+        )
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._sock = sock
-        # libzmq's I/O thread sends monitor events blocking: a bounded queue
-        # that the event loop has not read yet would stall every connection.
-        # The receiving end is unbounded (RCVHWM 0), as it is made here.
-        monitor_addr = f"inproc://curvechat-monitor-{id(sock):x}"
-        sock.monitor(
-            monitor_addr,
-            zmq.EVENT_HANDSHAKE_SUCCEEDED
-            | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-            | zmq.EVENT_DISCONNECTED,
-        )
-        monitor = self._ctx.socket(zmq.PAIR)
-        monitor.rcvhwm = 0
-        monitor.connect(monitor_addr)
         self._reactor = Reactor(self, sock)
         self._reactor.start()
         self._tasks = [
@@ -263,7 +201,7 @@ class ChatNode:
             self._keys_seen.put(key, True)
             self.sessions[routing_id] = sess
         if sess.fd < 0 or sess.gone is not None:
-            fd = _source_fd(payload)
+            fd = source_fd(payload)
             if fd >= 0 and self.by_fd.get(fd) is not sess:
                 sess.fd = fd
                 self.by_fd[fd] = sess
@@ -404,14 +342,6 @@ class ChatNode:
             version=PROTOCOL_VERSION,
             peers=self.peers,
         )
-
-
-def _source_fd(frame: zmq.Frame) -> int:
-    """The socket a received frame came in on (-1 if libzmq cannot say)."""
-    try:
-        return int(frame.get(zmq.SRCFD))
-    except (zmq.ZMQError, ValueError, TypeError):
-        return -1
 
 
 Handler = Callable[[Session, Any], Awaitable[m.AnyReply]]

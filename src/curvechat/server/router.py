@@ -1,0 +1,107 @@
+"""The node's ROUTER socket as libzmq makes it: the libzmq it refuses to run
+on, the socket's options (CURVE, ZMTP heartbeats, size and queue limits), its
+monitor, and the ZAP provider that admits any well-formed key.
+
+This module must never read or write a frame (the reactor does) nor touch
+the store: a handshake is decided in memory, so a slow store cannot stall
+new connections.
+"""
+
+from __future__ import annotations
+
+import zmq
+import zmq.asyncio
+
+from curvechat.protocol.limits import MAX_FRAME_BYTES
+from curvechat.server.metrics import NodeMetrics
+
+ZAP_DOMAIN = "curvechat"
+MIN_LIBZMQ = (4, 3, 2)
+# ZMTP heartbeats (ms). Clients heartbeat every 5 s to find a silent node;
+# the node pings each peer every HEARTBEAT_IVL and disconnects one silent
+# for HEARTBEAT_TIMEOUT after it, and tells peers to drop the node after
+# HEARTBEAT_TTL without a word from it. Clients set no TTL: libzmq cancels
+# a timer by walking all of its I/O thread's timers, and a TTL timer is
+# armed at each client ping and cancelled at the next frame; with 10,000
+# idle connections that walk took a whole core. Every heartbeat is also a
+# CURVE message for libzmq's I/O threads.
+HEARTBEAT_IVL = 10000
+HEARTBEAT_TIMEOUT = 30000
+HEARTBEAT_TTL = 30000
+IO_THREADS = 2  # libzmq I/O threads: handshakes and heartbeats on both cores
+MONITORED = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_DISCONNECTED
+)
+
+
+def check_libzmq() -> None:
+    """Refuse to run on a libzmq without CURVE or older than 4.3.2 (CVE-2019-6250,
+    CVE-2019-13132 in the CURVE handshake path)."""
+    if not zmq.has("curve"):
+        raise RuntimeError("this libzmq was built without CURVE support; refusing to start")
+    version = zmq.zmq_version_info()
+    if version < MIN_LIBZMQ:
+        raise RuntimeError(
+            f"libzmq {'.'.join(map(str, version))} is older than 4.3.2 (known CURVE CVEs)"
+        )
+
+
+class AllowKnownGood:
+    """ZAP credentials provider: any well-formed CURVE key may connect (the key
+    *is* the login; unknown keys may only register). Keys on the deny list are
+    refused. Purely in memory: a slow store cannot stall handshakes."""
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self.denied: set[bytes] = set()
+        self._metrics = metrics
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        if key in self.denied:
+            self._metrics.handshakes.labels("denied").inc()
+            return False
+        return True
+
+
+def open_router(
+    ctx: zmq.asyncio.Context, bind: str, *, secret_key: bytes, public_key: bytes
+) -> tuple[zmq.Socket[bytes], zmq.asyncio.Socket]:
+    """The bound ROUTER (CURVE server, ZAP domain `ZAP_DOMAIN`) and the
+    asyncio socket that reads its monitor."""
+    # A plain socket: the reactor reads and writes it without a Future per
+    # frame (the monitor socket made from the same context stays asyncio).
+    sock: zmq.Socket[bytes] = zmq.Socket(ctx, zmq.ROUTER)
+    sock.curve_server = True
+    sock.curve_secretkey = secret_key
+    sock.curve_publickey = public_key
+    sock.zap_domain = ZAP_DOMAIN.encode()
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES + 1024)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TTL)
+    sock.setsockopt(zmq.HANDSHAKE_IVL, 10000)
+    sock.setsockopt(zmq.SNDHWM, 10000)
+    sock.setsockopt(zmq.RCVHWM, 10000)
+    sock.setsockopt(zmq.LINGER, 1000)
+    sock.bind(bind)
+    # libzmq's I/O thread sends monitor events blocking: a bounded queue
+    # that the event loop has not read yet would stall every connection.
+    # The receiving end is unbounded (RCVHWM 0), as it is made here.
+    monitor_addr = f"inproc://curvechat-monitor-{id(sock):x}"
+    sock.monitor(monitor_addr, MONITORED)
+    monitor = ctx.socket(zmq.PAIR)
+    monitor.rcvhwm = 0
+    monitor.connect(monitor_addr)
+    return sock, monitor
+
+
+def source_fd(frame: zmq.Frame) -> int:
+    """The socket a received frame came in on (-1 if libzmq cannot say)."""
+    try:
+        return int(frame.get(zmq.SRCFD))
+    except (zmq.ZMQError, ValueError, TypeError):
+        return -1

@@ -7,7 +7,7 @@ engine's connection cancelled its monitor reader, whose `finally` closes it,
 and only then called `disable_monitor()`), the next event, say a reconnect
 to a flapping node that resets the link, blocks the I/O thread for good; then
 `disable_monitor()` (or `close()`) waits for that lock with the GIL held. The
-fix (client/connection.py `_close_socket`): disable the monitor first, while
+fix (client/nodesocket.py `NodeSocket.close`): disable the monitor first, while
 its reader still reads.
 
 Each order runs in a child process, so that the hang cannot hang the suite.

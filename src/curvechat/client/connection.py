@@ -357,7 +357,9 @@ class Connection:
                     await self._lost.wait()
             if self._lost.is_set():
                 return self._lost_reason
-            silent = time.monotonic() - (self._sock.last_rx if self._sock else 0.0)
+            if self._sock is None:
+                return self._lost_reason or "no socket"
+            silent = time.monotonic() - self._sock.last_rx
             if silent > window:
                 return f"no reply for {silent:.1f} s"
             self._spawn(self._ping())

@@ -1,7 +1,7 @@
 """The client's socket to one node: a DEALER with CURVE, ZMTP heartbeats and
 a monitor, and what each monitor event means for the connection.
 
-This module must never send or read a request: `connection` does, on the
+This module must never send or read a request: `nodesocket` does, on the
 socket made here.
 """
 

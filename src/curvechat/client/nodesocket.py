@@ -6,8 +6,9 @@ The reader matches replies to their requests by request id, unpacks `batch`
 frames, and hands every push (request id 0) on: flow-control marks and
 move requests to `on_signal` (the connection acts on them at once), the rest
 to `on_push` (the engine). A frame that does not decode is logged and
-skipped; the socket stays open. Whatever ends the socket (its monitor, or
-the connection above) is told through `on_lost`.
+skipped; the socket stays open. What its monitor sees end the connection
+(closed, refused, a failed handshake) is told through `on_lost`; `close` is
+the connection's own decision and tells nobody.
 
 This module must never decide what a connection does next (retry, move,
 back off: `connection` does), interpret a push beyond its type, or outlive

@@ -5,7 +5,7 @@ the reply that carries the same id; the reader hands each reply here. A
 socket that goes away fails every request still waiting, with the reason.
 
 It must never open, close or read a socket, nor interpret a reply beyond
-turning an `Error` into `ServerRefused`: `connection` owns the socket and
+turning an `Error` into `ServerRefused`: `nodesocket` owns the socket and
 the engine decides what a reply means.
 """
 

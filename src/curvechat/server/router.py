@@ -2,7 +2,7 @@
 on, the socket's options (CURVE, ZMTP heartbeats, size and queue limits), its
 monitor, and the ZAP provider that admits any well-formed key.
 
-This module must never read or write a frame (the reactor does) nor touch
+This module must never read from or write to the socket (the reactor does) nor touch
 the store: a handshake is decided in memory, so a slow store cannot stall
 new connections.
 """

@@ -3,10 +3,13 @@ socket options and I/O threads, no Python state per connection) with N idle
 DEALERs (heartbeating as the client does) connected from other processes;
 prints the server's RSS per connection.
 
-    python -m bench.idle_floor [N=10000] [PROCESSES=4] [--no-heartbeats]
+    python -m bench.idle_floor [N=10000] [PROCESSES=4] [--no-heartbeats] [--zap] [--no-curve]
 
-What the node's idle connection costs beyond this figure is its own
-(`make bench`, "idle" line).
+`--zap`: the server authenticates through ZAP as the node does (a handler
+that admits any CURVE key); libzmq then keeps a ZAP pipe per connection.
+`--no-curve`: plain connections, to tell CURVE's share from the rest.
+What the node's idle connection costs beyond the `--zap` figure is its own
+(`make bench`, "idle" line; `python -m bench.idle_node` for its Python side).
 """
 
 from __future__ import annotations
@@ -16,16 +19,26 @@ import sys
 import time
 
 import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
 
 from bench.common import proc_mem, raise_fd_limit
 
 
-def server(q: mp.Queue[int], pub: bytes, sec: bytes, heartbeats: bool) -> None:
+def server(
+    q: mp.Queue[int], pub: bytes, sec: bytes, heartbeats: bool, zap: bool, curve: bool
+) -> None:
     ctx = zmq.Context(io_threads=2)
     s = ctx.socket(zmq.ROUTER)
-    s.curve_server = True
-    s.curve_secretkey = sec
-    s.curve_publickey = pub
+    if curve:
+        s.curve_server = True
+        s.curve_secretkey = sec
+        s.curve_publickey = pub
+    if zap:
+        auth = ThreadAuthenticator(ctx)
+        auth.start()
+        auth.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
+        s.zap_domain = b"curvechat"
     s.setsockopt(zmq.ROUTER_MANDATORY, 1)
     s.setsockopt(zmq.SNDHWM, 10000)
     s.setsockopt(zmq.RCVHWM, 10000)
@@ -47,7 +60,7 @@ def server(q: mp.Queue[int], pub: bytes, sec: bytes, heartbeats: bool) -> None:
             s.send_multipart([rid, b"ok"])
 
 
-def clients(n: int, port: int, pub: bytes, done: mp.Queue[int]) -> None:
+def clients(n: int, port: int, pub: bytes, done: mp.Queue[int], curve: bool) -> None:
     raise_fd_limit()
     ctx = zmq.Context(io_threads=1)
     ctx.set(zmq.MAX_SOCKETS, n + 100)
@@ -55,7 +68,8 @@ def clients(n: int, port: int, pub: bytes, done: mp.Queue[int]) -> None:
     for _ in range(n):
         cp, cs = zmq.curve_keypair()
         d = ctx.socket(zmq.DEALER)
-        d.curve_serverkey, d.curve_publickey, d.curve_secretkey = pub, cp, cs
+        if curve:
+            d.curve_serverkey, d.curve_publickey, d.curve_secretkey = pub, cp, cs
         d.setsockopt(zmq.HEARTBEAT_IVL, 5000)
         d.setsockopt(zmq.HEARTBEAT_TIMEOUT, 15000)
         d.setsockopt(zmq.HEARTBEAT_TTL, 15000)
@@ -70,13 +84,16 @@ def clients(n: int, port: int, pub: bytes, done: mp.Queue[int]) -> None:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
-    procs = int(sys.argv[2]) if len(sys.argv) > 2 else 4
     heartbeats = "--no-heartbeats" not in sys.argv
+    zap = "--zap" in sys.argv
+    curve = "--no-curve" not in sys.argv
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    n = int(args[0]) if args else 10000
+    procs = int(args[1]) if len(args) > 1 else 4
     raise_fd_limit()
     pub, sec = zmq.curve_keypair()
     q: mp.Queue[int] = mp.Queue()
-    srv = mp.Process(target=server, args=(q, pub, sec, heartbeats), daemon=True)
+    srv = mp.Process(target=server, args=(q, pub, sec, heartbeats, zap, curve), daemon=True)
     srv.start()
     port = q.get()
     time.sleep(0.5)
@@ -84,7 +101,7 @@ def main() -> None:
     before = proc_mem(srv.pid)["VmRSS"]
     done: mp.Queue[int] = mp.Queue()
     cps = [
-        mp.Process(target=clients, args=(n // procs, port, pub, done), daemon=True)
+        mp.Process(target=clients, args=(n // procs, port, pub, done, curve), daemon=True)
         for _ in range(procs)
     ]
     t0 = time.monotonic()
@@ -94,8 +111,9 @@ def main() -> None:
     t1 = time.monotonic()
     time.sleep(12)  # heartbeats in steady state
     after = proc_mem(srv.pid)["VmRSS"]
+    kind = ("CURVE" if curve else "plain") + (" (ZAP)" if zap else "")
     print(
-        f"{total} idle CURVE connections in {t1 - t0:.1f} s; bare ROUTER RSS "
+        f"{total} idle {kind} connections in {t1 - t0:.1f} s; bare ROUTER RSS "
         f"{before / 2**20:.1f} -> {after / 2**20:.1f} MB = "
         f"{(after - before) / total:,.0f} B per connection"
     )

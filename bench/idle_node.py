@@ -1,0 +1,109 @@
+"""The node's own share of an idle connection: one ChatNode (SQLite store)
+in this process, N idle clients (CURVE, `hello`, ZMTP heartbeats) connected
+from two other processes; prints the process's RSS per connection and what
+Python keeps per connection (tracemalloc), with the lines that keep it.
+
+    python -m bench.idle_node [N=3000]
+
+Next to `python -m bench.idle_floor N 4 --zap` (libzmq's share with ZAP, as
+the node authenticates), this says which part of `make bench`'s "idle" line
+is libzmq's and which is the node's Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import zmq
+
+from bench.common import proc_mem, raise_fd_limit
+from curvechat.protocol import encode_request
+from curvechat.protocol import messages as m
+
+STEP = 200  # handshakes in flight per client process
+
+
+def clients(n: int, endpoint: str, server_key: bytes, done: mp.Queue[int]) -> None:
+    raise_fd_limit()
+    ctx = zmq.Context(io_threads=1)
+    ctx.set(zmq.MAX_SOCKETS, n + 100)
+    socks = []
+    for start in range(0, n, STEP):
+        chunk = []
+        for _ in range(min(STEP, n - start)):
+            pub, sec = zmq.curve_keypair()
+            d = ctx.socket(zmq.DEALER)
+            d.curve_serverkey, d.curve_publickey, d.curve_secretkey = server_key, pub, sec
+            d.setsockopt(zmq.LINGER, 0)
+            d.setsockopt(zmq.HEARTBEAT_IVL, 5000)
+            d.setsockopt(zmq.HEARTBEAT_TIMEOUT, 15000)
+            d.connect(endpoint)
+            d.send(encode_request(1, m.Hello(client="idle", batch=True)))
+            chunk.append(d)
+        for d in chunk:
+            d.recv()  # the welcome
+        socks.extend(chunk)
+    done.put(len(socks))
+    time.sleep(3600)
+
+
+async def measure(n: int, folder: Path) -> None:
+    from curvechat.server.node import ChatNode
+    from curvechat.store.sqlite import SQLiteStore
+
+    raise_fd_limit()
+    tracemalloc.start(1)
+    store = SQLiteStore(folder / "store.db")
+    await store.open()
+    pub, sec = zmq.curve_keypair()
+    node = ChatNode(store, public_key=pub, secret_key=sec, bind="tcp://127.0.0.1:0")
+    endpoint = await node.start()
+    await asyncio.sleep(1)
+    gc.collect()
+    snap0, rss0 = tracemalloc.take_snapshot(), proc_mem(os.getpid())["VmRSS"]
+    fork = mp.get_context("fork")
+    done: mp.Queue[int] = fork.Queue()
+    procs = [
+        fork.Process(target=clients, args=(n // 2, endpoint, pub, done), daemon=True)
+        for _ in range(2)
+    ]
+    for p in procs:
+        p.start()
+    connected = 0
+    for _ in procs:
+        while done.empty():
+            await asyncio.sleep(0.2)
+        connected += done.get()
+    await asyncio.sleep(5)  # heartbeats in steady state
+    gc.collect()
+    snap1, rss1 = tracemalloc.take_snapshot(), proc_mem(os.getpid())["VmRSS"]
+    kept = sum(s.size_diff for s in snap1.compare_to(snap0, "filename"))
+    print(
+        f"{connected} idle connections, {len(node.sessions)} sessions: RSS "
+        f"{(rss1 - rss0) / connected:,.0f} B per connection, of which Python keeps "
+        f"{kept / connected:,.0f} B (tracemalloc)"
+    )
+    for stat in snap1.compare_to(snap0, "lineno")[:12]:
+        print(f"  {stat.size_diff / connected:7.0f} B  {stat.traceback}")
+    for p in procs:
+        p.kill()
+    await node.stop()
+    await store.close()
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
+    with tempfile.TemporaryDirectory() as folder:
+        asyncio.run(measure(n, Path(folder)))
+
+
+if __name__ == "__main__":
+    main()

@@ -18,7 +18,7 @@ from curvechat.client import servers as sv
 from curvechat.protocol import decode_server_frame
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ServerAddress, z85_encode
-from curvechat.server.homing import Homing
+from curvechat.server.homing import ASK_AGAIN_S, Homing
 from curvechat.server.ownership import Ownership
 from curvechat.server.session import Session
 from curvechat.server.spread import Peer, home, plan, up_peers
@@ -171,6 +171,26 @@ def test_the_driver_asks_each_user_once_in_a_while() -> None:
     assert homing.tick(now_ms) == 0  # a draining node asks for its own reason
     with pytest.raises(ValueError):
         Homing(node, lambda: entries, settle_s=5)  # type: ignore[arg-type]
+
+
+def test_a_client_that_stays_when_asked_is_not_counted_on_its_way() -> None:
+    """Each connection is asked once; one that stayed (a client without
+    `push_move`) is planned again after ASK_AGAIN_S, not asked again, and
+    still counts as here, not as on its way to its node."""
+    connect = connect_strings()
+    entries = [(n, c, "up", 0, -1) for n, c in connect.items()]
+    node = fake_node(connect)
+    user = user_at("b", up_peers(entries))
+    node.sessions[b"r1"] = Session(routing_id=b"r1", transport_key="k", user=user, connected_ms=0)
+    homing = Homing(node, lambda: entries, settle_s=30)  # type: ignore[arg-type]
+    now_ms = int(time.time() * 1000)
+    assert homing.tick(now_ms, now=1000.0) == 1
+    assert b"r1" in homing._in_transit
+    later = 1000.0 + ASK_AGAIN_S + 1
+    assert homing.tick(now_ms + 301_000, now=later) == 0  # planned, not asked again
+    assert len(node.sent) == 1 and homing.asked == 1
+    assert b"r1" not in homing._in_transit
+    assert user in homing._asked_users  # and not planned at every look meanwhile
 
 
 def test_the_driver_names_only_the_node_with_room_when_it_spreads() -> None:

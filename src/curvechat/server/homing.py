@@ -163,20 +163,25 @@ class Homing:
             return 0
         homes = self._home_mover.ask(only=[a.routing_id for a in found if a.home])
         connect = {p.name: p.connect for p in peers}
-        spread = 0
+        spread: list[bytes] = []
         for to in {a.to for a in found if not a.home}:
             only = [a.routing_id for a in found if not a.home and a.to == to]
             spread += self._spread_mover.ask(only=only, to=[connect[to]])
+        # Only those asked now are on their way: a connection a mover had
+        # asked before (each is asked once: it did not move) stays, and is
+        # counted here; its user waits ASK_AGAIN_S like the others.
+        sent = {*homes, *spread}
         for ask in found:
             sess = sessions.get(ask.routing_id)
             if sess is not None and sess.user:
                 asked_users.pop(sess.user, None)
                 asked_users[sess.user] = now
-                in_transit[ask.routing_id] = (now, ask.to)
-        self.asked += homes
-        self.spread += spread
+                if ask.routing_id in sent:
+                    in_transit[ask.routing_id] = (now, ask.to)
+        self.asked += len(homes)
+        self.spread += len(spread)
         if homes:
-            log.info("asked %d client(s) to move back to the node they pick", homes)
+            log.info("asked %d client(s) to move back to the node they pick", len(homes))
         if spread:
-            log.info("asked %d client(s) to move to nodes with fewer clients", spread)
-        return homes + spread
+            log.info("asked %d client(s) to move to nodes with fewer clients", len(spread))
+        return len(sent)

@@ -42,27 +42,28 @@ class MoveAsker:
         only: Iterable[bytes] | None = None,
         limit: int | None = None,
         to: Sequence[str] = (),
-    ) -> int:
+    ) -> list[bytes]:
         """Ask the connections not asked within `every` seconds (only those
         connected before `connected_before_ms`, and only those of `only`, if
-        given; at most `limit`); forget the gone. Returns how many it asked.
+        given; at most `limit`); forget the gone. Returns the routing ids it
+        asked (a connection skipped here was not asked, and is not moving).
         `to`: name only these nodes (where the client should go), not the
         live ones."""
         now = time.monotonic()
         sessions = self.node.sessions
         peers = list(to) if to else list(self.node.peers) if self.peers else []
         frame = encode_reply(0, m.Move(reason=self.reason, peers=peers))
-        asked = 0
+        asked: list[bytes] = []
         for routing_id in list(sessions if only is None else only):
             sess = sessions.get(routing_id)
-            if sess is None or (limit is not None and asked >= limit):
+            if sess is None or (limit is not None and len(asked) >= limit):
                 continue
             if connected_before_ms is not None and sess.connected_ms >= connected_before_ms:
                 continue
             if sess.gone is None and now - self._asked.get(routing_id, -self.every) >= self.every:
                 self._asked[routing_id] = now
                 self.node.send(routing_id, frame)
-                asked += 1
+                asked.append(routing_id)
         for routing_id in [r for r in self._asked if r not in sessions]:
             del self._asked[routing_id]
         return asked

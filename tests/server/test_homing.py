@@ -9,19 +9,19 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from curvechat.client import servers as sv
-from curvechat.protocol import decode_server_frame
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ServerAddress, z85_encode
 from curvechat.server.homing import ASK_AGAIN_S, Homing
 from curvechat.server.ownership import Ownership
 from curvechat.server.session import Session
 from curvechat.server.spread import Peer, home, plan, up_peers
+
+from support.fakenode import fake_node
 
 NOW = 1_000_000
 SETTLE = 30_000
@@ -123,28 +123,6 @@ def test_not_to_a_node_the_link_finds_unfit() -> None:
     assert "a" not in own.unfit(0.0)
 
 
-class FakeNode(SimpleNamespace):
-    """What `Homing` and `MoveAsker` use of a ChatNode: its sessions, flags,
-    live nodes, and a send that records the frames."""
-
-    def send(self, routing_id: bytes, frame: bytes) -> bool:
-        self.sent.append((routing_id, decode_server_frame(frame).msg))
-        return True
-
-
-def fake_node(connect: dict[str, str]) -> FakeNode:
-    return FakeNode(
-        node_name="a",
-        sessions={},
-        gone_sessions=0,
-        draining=False,
-        store_cut_off=False,
-        store_slow=False,
-        peers=list(connect.values()),
-        sent=[],
-    )
-
-
 def connect_strings() -> dict[str, str]:
     return {n: f"tcp://127.0.0.1:{7700 + i}/{z85_encode(key(n))}" for i, n in enumerate("abc")}
 
@@ -152,7 +130,7 @@ def connect_strings() -> dict[str, str]:
 def test_the_driver_asks_each_user_once_in_a_while() -> None:
     connect = connect_strings()
     entries = [(n, c, "up", 0, -1) for n, c in connect.items()]
-    node = fake_node(connect)
+    node = fake_node(list(connect.values()))
     user = user_at("b", up_peers(entries))
     first = Session(routing_id=b"r1", transport_key="k", user=user, connected_ms=0)
     node.sessions[b"r1"] = first
@@ -179,7 +157,7 @@ def test_a_client_that_stays_when_asked_is_not_counted_on_its_way() -> None:
     still counts as here, not as on its way to its node."""
     connect = connect_strings()
     entries = [(n, c, "up", 0, -1) for n, c in connect.items()]
-    node = fake_node(connect)
+    node = fake_node(list(connect.values()))
     user = user_at("b", up_peers(entries))
     node.sessions[b"r1"] = Session(routing_id=b"r1", transport_key="k", user=user, connected_ms=0)
     homing = Homing(node, lambda: entries, settle_s=30)  # type: ignore[arg-type]
@@ -195,7 +173,7 @@ def test_a_client_that_stays_when_asked_is_not_counted_on_its_way() -> None:
 
 def test_the_driver_names_only_the_node_with_room_when_it_spreads() -> None:
     connect = connect_strings()
-    node = fake_node(connect)
+    node = fake_node(list(connect.values()))
     loads = {"a": 0, "b": 10, "c": 2}  # a's own count is its sessions: 20
     entries = [(n, c, "up", 0, loads[n]) for n, c in connect.items()]
     peers = up_peers(entries)

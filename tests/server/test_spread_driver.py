@@ -17,24 +17,18 @@ import itertools
 import random
 from collections import Counter
 from collections.abc import Callable
-from types import SimpleNamespace
 
 import pytest
 
-from curvechat.protocol import decode_server_frame
 from curvechat.protocol.connect import parse_connect, spread_score, z85_encode
 from curvechat.server.homing import Homing, signed_in
 from curvechat.server.session import Session
 from curvechat.server.spread import BAND, HOME
 
+from support.fakenode import fake_node
+
 T0 = 1_700_000_000_000
 LONG_AGO = T0 - 10**7
-
-
-class FakeNode(SimpleNamespace):
-    def send(self, routing_id: bytes, frame: bytes) -> bool:
-        self.sent.append((routing_id, decode_server_frame(frame).msg))
-        return True
 
 
 def run(
@@ -47,19 +41,7 @@ def run(
     keys = {n: hashlib.sha256(f"{seed}-{n}".encode()).digest() for n in names}
     connect = {n: f"tcp://127.0.0.1:{7700 + i}/{z85_encode(keys[n])}" for i, n in enumerate(names)}
     by_key = {parse_connect(connect[n])[0].key: n for n in names}
-    fake = {
-        n: FakeNode(
-            node_name=n,
-            sessions={},
-            gone_sessions=0,
-            draining=False,
-            store_cut_off=False,
-            store_slow=False,
-            peers=list(connect.values()),
-            sent=[],
-        )
-        for n in names
-    }
+    fake = {n: fake_node(list(connect.values()), n) for n in names}
     registry: dict[str, tuple[str, str, str, int, int]] = {}
     view: dict[str, list[tuple[str, str, str, int, int]]] = {}
     homing = {n: Homing(fake[n], lambda n=n: view[n], settle_s=30) for n in names}  # type: ignore[arg-type]

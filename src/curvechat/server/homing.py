@@ -168,8 +168,8 @@ class Homing:
             only = [a.routing_id for a in found if not a.home and a.to == to]
             spread += self._spread_mover.ask(only=only, to=[connect[to]])
         # Only those asked now are on their way: a connection a mover had
-        # asked before (each is asked once: it did not move) stays, and is
-        # counted here; its user waits ASK_AGAIN_S like the others.
+        # asked before (each mover asks a connection once: it did not move)
+        # stays, and is counted here; its user waits ASK_AGAIN_S like the others.
         sent = {*homes, *spread}
         for ask in found:
             sess = sessions.get(ask.routing_id)

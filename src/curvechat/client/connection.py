@@ -33,7 +33,7 @@ import zmq
 import zmq.asyncio
 
 from curvechat.client import servers as sv
-from curvechat.client.dealer import failure_kind
+from curvechat.client.dealer import failure_kind, open_dealer
 from curvechat.client.errors import NotConnected, RequestTimeout, ServerRefused
 from curvechat.client.nodesocket import NodeSocket, PushHandler
 from curvechat.client.servers import ServerList
@@ -203,14 +203,19 @@ class Connection:
         return await self._sock.ask(req, timeout)
 
     def _open_socket(self, addr: ServerAddress) -> None:
-        self._sock = NodeSocket(
+        sock, monitor = open_dealer(
             self._ctx,
             addr,
             public_key=self._public,
             secret_key=self._secret,
             beat_s=min(self.ping_interval, HEARTBEAT_S),
             liveness=self.liveness,
-            on_push=self._push,
+        )
+        self._sock = NodeSocket(
+            addr,
+            sock,
+            monitor,
+            on_push=lambda msg: self._on_push(msg),  # looked up at each push
             on_signal=self._signal,
             on_lost=self._mark_lost,
         )
@@ -229,9 +234,6 @@ class Connection:
             self._lost_reason = reason
             self._lost_kind = kind
             self._lost.set()
-
-    def _push(self, msg: m.AnyReply) -> None:
-        self._on_push(msg)
 
     def _signal(self, msg: m.AnyReply) -> None:
         """A push the connection acts on itself, at once."""

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import zmq
 import zmq.asyncio
 
-from curvechat.client.dealer import LostHandler, open_dealer, stop_monitor, watch_monitor
+from curvechat.client.dealer import LostHandler, stop_monitor, watch_monitor
 from curvechat.client.pending import Pending
 from curvechat.protocol import RemoteProtocolError, decode_server_frame
 from curvechat.protocol import messages as m
@@ -38,30 +38,21 @@ PushHandler = Callable[[m.AnyReply], None]
 
 
 class NodeSocket:
-    """A DEALER to `addr`, read from the moment it is made until `close`."""
+    """A DEALER to `addr` (made by `dealer.open_dealer`, with its monitor),
+    read from the moment it is handed here until `close`."""
 
     def __init__(
         self,
-        ctx: zmq.asyncio.Context,
         addr: ServerAddress,
+        sock: zmq.asyncio.Socket,
+        monitor: zmq.asyncio.Socket,
         *,
-        public_key: bytes,
-        secret_key: bytes,
-        beat_s: float,
-        liveness: int,
         on_push: PushHandler,
         on_signal: PushHandler,
         on_lost: LostHandler,
     ) -> None:
         self.addr = addr
-        self.sock, monitor = open_dealer(
-            ctx,
-            addr,
-            public_key=public_key,
-            secret_key=secret_key,
-            beat_s=beat_s,
-            liveness=liveness,
-        )
+        self.sock = sock
         self.last_rx = time.monotonic()
         """When a frame last came in (monotonic clock)."""
         self._on_push = on_push

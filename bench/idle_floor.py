@@ -60,26 +60,41 @@ def server(
             s.send_multipart([rid, b"ok"])
 
 
-def clients(n: int, port: int, pub: bytes, done: mp.Queue[int], curve: bool) -> None:
+def clients(
+    n: int,
+    endpoint: str,
+    pub: bytes,
+    done: mp.Queue[int],
+    curve: bool = True,
+    hello: bytes = b"hello",
+    step: int = 0,
+) -> None:
+    """N idle DEALERs (fresh CURVE keys, heartbeating): each sends `hello`
+    and waits for one answer, `step` handshakes at a time (0: all at once);
+    then they stay connected until the process is killed."""
     raise_fd_limit()
     ctx = zmq.Context(io_threads=1)
     ctx.set(zmq.MAX_SOCKETS, n + 100)
-    socks = []
-    for _ in range(n):
-        cp, cs = zmq.curve_keypair()
-        d = ctx.socket(zmq.DEALER)
-        if curve:
-            d.curve_serverkey, d.curve_publickey, d.curve_secretkey = pub, cp, cs
-        d.setsockopt(zmq.HEARTBEAT_IVL, 5000)
-        d.setsockopt(zmq.HEARTBEAT_TIMEOUT, 15000)
-        d.setsockopt(zmq.HEARTBEAT_TTL, 15000)
-        d.setsockopt(zmq.LINGER, 0)
-        d.connect(f"tcp://127.0.0.1:{port}")
-        d.send(b"hello")
-        socks.append(d)
-    for d in socks:
-        d.recv()
-    done.put(n)
+    socks: list[zmq.Socket[bytes]] = []
+    step = step or n
+    for start in range(0, n, step):
+        chunk = []
+        for _ in range(min(step, n - start)):
+            cp, cs = zmq.curve_keypair()
+            d = ctx.socket(zmq.DEALER)
+            if curve:
+                d.curve_serverkey, d.curve_publickey, d.curve_secretkey = pub, cp, cs
+            d.setsockopt(zmq.HEARTBEAT_IVL, 5000)
+            d.setsockopt(zmq.HEARTBEAT_TIMEOUT, 15000)
+            d.setsockopt(zmq.HEARTBEAT_TTL, 15000)
+            d.setsockopt(zmq.LINGER, 0)
+            d.connect(endpoint)
+            d.send(hello)
+            chunk.append(d)
+        for d in chunk:
+            d.recv()
+        socks.extend(chunk)
+    done.put(len(socks))
     time.sleep(3600)
 
 
@@ -101,7 +116,11 @@ def main() -> None:
     before = proc_mem(srv.pid)["VmRSS"]
     done: mp.Queue[int] = mp.Queue()
     cps = [
-        mp.Process(target=clients, args=(n // procs, port, pub, done, curve), daemon=True)
+        mp.Process(
+            target=clients,
+            args=(n // procs, f"tcp://127.0.0.1:{port}", pub, done, curve),
+            daemon=True,
+        )
         for _ in range(procs)
     ]
     t0 = time.monotonic()

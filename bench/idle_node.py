@@ -18,41 +18,18 @@ import multiprocessing as mp
 import os
 import sys
 import tempfile
-import time
 import tracemalloc
 from pathlib import Path
 
 import zmq
 
 from bench.common import proc_mem, raise_fd_limit
+from bench.idle_floor import clients
 from curvechat.protocol import encode_request
 from curvechat.protocol import messages as m
 
-STEP = 200  # handshakes in flight per client process
-
-
-def clients(n: int, endpoint: str, server_key: bytes, done: mp.Queue[int]) -> None:
-    raise_fd_limit()
-    ctx = zmq.Context(io_threads=1)
-    ctx.set(zmq.MAX_SOCKETS, n + 100)
-    socks = []
-    for start in range(0, n, STEP):
-        chunk = []
-        for _ in range(min(STEP, n - start)):
-            pub, sec = zmq.curve_keypair()
-            d = ctx.socket(zmq.DEALER)
-            d.curve_serverkey, d.curve_publickey, d.curve_secretkey = server_key, pub, sec
-            d.setsockopt(zmq.LINGER, 0)
-            d.setsockopt(zmq.HEARTBEAT_IVL, 5000)
-            d.setsockopt(zmq.HEARTBEAT_TIMEOUT, 15000)
-            d.connect(endpoint)
-            d.send(encode_request(1, m.Hello(client="idle", batch=True)))
-            chunk.append(d)
-        for d in chunk:
-            d.recv()  # the welcome
-        socks.extend(chunk)
-    done.put(len(socks))
-    time.sleep(3600)
+STEP = 200  # handshakes in flight per client process (the node's handshake timeout is 10 s)
+HELLO = encode_request(1, m.Hello(client="idle", batch=True))
 
 
 async def measure(n: int, folder: Path) -> None:
@@ -72,7 +49,12 @@ async def measure(n: int, folder: Path) -> None:
     fork = mp.get_context("fork")
     done: mp.Queue[int] = fork.Queue()
     procs = [
-        fork.Process(target=clients, args=(n // 2, endpoint, pub, done), daemon=True)
+        fork.Process(
+            target=clients,
+            args=(n // 2, endpoint, pub, done),
+            kwargs={"hello": HELLO, "step": STEP},
+            daemon=True,
+        )
         for _ in range(2)
     ]
     for p in procs:

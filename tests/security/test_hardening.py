@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import zmq
 
+from curvechat.client.connection import Connection
 from curvechat.protocol import decode_server_frame, encode_request
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import parse_connect
@@ -78,6 +79,11 @@ def test_unsafe_libzmq_is_refused(
     monkeypatch.setattr(node_mod.zmq, "zmq_version_info", lambda: version)
     with pytest.raises(RuntimeError, match=words):
         node_mod.check_libzmq()
+    # The client refuses the same libzmq before it opens anything.
+    public, secret = zmq.curve_keypair()
+    addresses = parse_connect(f"tcp://127.0.0.1:1/{public.decode()}")
+    with pytest.raises(RuntimeError, match=f"{words}.*refusing to connect"):
+        Connection(addresses, public_key=public, secret_key=secret, on_push=lambda msg: None)
 
 
 def raw_dealer(connect: str) -> tuple[zmq.Context[zmq.Socket[bytes]], zmq.Socket[bytes]]:

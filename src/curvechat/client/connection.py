@@ -41,6 +41,7 @@ from curvechat.client.state import Backoff, ConnEvent, ConnState, ConnStatus, tr
 from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ServerAddress
+from curvechat.protocol.limits import libzmq_refusal
 
 log = logging.getLogger("curvechat.client")
 
@@ -71,11 +72,9 @@ class Connection:
         spread_key: str = "",
     ) -> None:
         self.servers = ServerList(addresses, key=spread_key)
-        if not zmq.has("curve") or zmq.zmq_version_info() < (4, 3, 2):
-            # the same floor as the server: older CURVE handshakes have CVEs
-            raise RuntimeError(
-                f"libzmq {zmq.zmq_version()} without CURVE or older than 4.3.2; refusing to connect"
-            )
+        problem = libzmq_refusal(zmq.zmq_version_info(), zmq.has("curve"))
+        if problem is not None:  # the same floor as the server
+            raise RuntimeError(f"{problem}; refusing to connect")
         self._public = public_key
         self._secret = secret_key
         self._on_push = on_push
@@ -212,7 +211,6 @@ class Connection:
             liveness=self.liveness,
         )
         self._sock = NodeSocket(
-            addr,
             sock,
             monitor,
             on_push=lambda msg: self._on_push(msg),  # looked up at each push

@@ -30,7 +30,6 @@ from curvechat.client.dealer import LostHandler, stop_monitor, watch_monitor
 from curvechat.client.pending import Pending
 from curvechat.protocol import RemoteProtocolError, decode_server_frame
 from curvechat.protocol import messages as m
-from curvechat.protocol.connect import ServerAddress
 
 log = logging.getLogger("curvechat.client")
 
@@ -38,12 +37,11 @@ PushHandler = Callable[[m.AnyReply], None]
 
 
 class NodeSocket:
-    """A DEALER to `addr` (made by `dealer.open_dealer`, with its monitor),
+    """A DEALER to one node (made by `dealer.open_dealer`, with its monitor),
     read from the moment it is handed here until `close`."""
 
     def __init__(
         self,
-        addr: ServerAddress,
         sock: zmq.asyncio.Socket,
         monitor: zmq.asyncio.Socket,
         *,
@@ -51,7 +49,6 @@ class NodeSocket:
         on_signal: PushHandler,
         on_lost: LostHandler,
     ) -> None:
-        self.addr = addr
         self.sock = sock
         self.last_rx = time.monotonic()
         """When a frame last came in (monotonic clock)."""

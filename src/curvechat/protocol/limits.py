@@ -11,6 +11,22 @@ from typing import Final
 
 PROTOCOL_VERSION: Final = 1
 
+MIN_LIBZMQ: Final = (4, 3, 2)
+"""The oldest libzmq either end runs on: older CURVE handshakes have known
+CVEs (CVE-2019-6250, CVE-2019-13132)."""
+
+
+def libzmq_refusal(version: tuple[int, ...], has_curve: bool) -> str | None:
+    """Why a libzmq of `version` (with or without CURVE) must not be used,
+    or None. The caller asks libzmq (``zmq.zmq_version_info()``,
+    ``zmq.has("curve")``): this package loads no transport."""
+    if not has_curve:
+        return "this libzmq was built without CURVE support"
+    if version < MIN_LIBZMQ:
+        return f"libzmq {'.'.join(map(str, version))} is older than 4.3.2 (known CURVE CVEs)"
+    return None
+
+
 MAX_FRAME_BYTES: Final = 256 * 1024
 """Largest single ZeroMQ frame either side accepts (also the socket MAXMSGSIZE)."""
 

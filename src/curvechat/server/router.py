@@ -12,11 +12,10 @@ from __future__ import annotations
 import zmq
 import zmq.asyncio
 
-from curvechat.protocol.limits import MAX_FRAME_BYTES
+from curvechat.protocol.limits import MAX_FRAME_BYTES, libzmq_refusal
 from curvechat.server.metrics import NodeMetrics
 
 ZAP_DOMAIN = "curvechat"
-MIN_LIBZMQ = (4, 3, 2)
 # ZMTP heartbeats (ms). Clients heartbeat every 5 s to find a silent node;
 # the node pings each peer every HEARTBEAT_IVL and disconnects one silent
 # for HEARTBEAT_TIMEOUT after it, and tells peers to drop the node after
@@ -39,15 +38,10 @@ MONITORED = (
 
 
 def check_libzmq() -> None:
-    """Refuse to run on a libzmq without CURVE or older than 4.3.2 (CVE-2019-6250,
-    CVE-2019-13132 in the CURVE handshake path)."""
-    if not zmq.has("curve"):
-        raise RuntimeError("this libzmq was built without CURVE support; refusing to start")
-    version = zmq.zmq_version_info()
-    if version < MIN_LIBZMQ:
-        raise RuntimeError(
-            f"libzmq {'.'.join(map(str, version))} is older than 4.3.2 (known CURVE CVEs)"
-        )
+    """Refuse to run on a libzmq the protocol refuses (`limits.libzmq_refusal`)."""
+    problem = libzmq_refusal(zmq.zmq_version_info(), zmq.has("curve"))
+    if problem is not None:
+        raise RuntimeError(f"{problem}; refusing to start")
 
 
 class AllowKnownGood:

@@ -26,8 +26,10 @@ run: $(STAMP)
 monitor: $(STAMP)
 	$(BIN)/curvechat monitor --node http://$(HTTP) --http $(MONITOR_HTTP) --data $(MONITOR_DATA)
 
+# Most of the suite waits on real processes (nodes, etcd, terminals, a
+# browser): two workers, each taking one test file at a time.
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 # curvechat next to its bare limits (pyzmq, SQLite, etcd, PyNaCl): prints a
 # table, writes results/bench-<timestamp>.json; docs/performance.md. ~6 min.

@@ -289,10 +289,7 @@ def single_node(root: Path, args: argparse.Namespace, profile: Path | None) -> d
         idle_connect = idle_workers.all("connect", (args.connect_batch, args.idle_budget))
         idle_n = sum(r["connected"] for r in idle_connect)
         connect_s = time.monotonic() - t0
-        idle_workers.send(
-            [("run", {"mode": "idle", "ping_interval": args.ping_interval, "quiet": 0.2})]
-            * args.idle_workers
-        )
+        idle_workers.send([("idle", {"ping_interval": args.ping_interval})] * args.idle_workers)
         time.sleep(max(3.0, min(args.ping_interval * 1.5, 10.0)))  # heartbeats in steady state
         rss1 = proc_mem(pid)["VmRSS"]
         print("  latency again, with the idle clients connected ...", flush=True)
@@ -312,6 +309,7 @@ def single_node(root: Path, args: argparse.Namespace, profile: Path | None) -> d
             "connect": idle_connect,
             "ping_interval_s": args.ping_interval,
             "pongs": sum(r["pongs"] for r in idle_runs),
+            "worker_cpu_pct": [round(r["cpu_pct"], 1) for r in idle_runs],
             "rss_before_mb": round(rss0 / 2**20, 1),
             "rss_connected_mb": round(rss1 / 2**20, 1),
             "rss_after_latency_mb": round(rss2 / 2**20, 1),

@@ -1,7 +1,8 @@
-"""A node older than `batch` frames refuses a hello that asks for them (an
-unknown field is `bad_frame`): the client says hello again without, and
-connects. Played by a bare ROUTER with CURVE that decodes hellos strictly
-as the old node did."""
+"""A node older than `sends` requests, or than `batch` frames, refuses a
+hello that asks for them (an unknown field is `bad_frame`): the client says
+hello again without the newest field, then without the next, and connects.
+Played by a bare ROUTER with CURVE that decodes hellos strictly as the old
+node did."""
 
 from __future__ import annotations
 
@@ -22,23 +23,36 @@ from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ServerAddress
 
 
-class _OldHello(msgspec.Struct, tag_field="type", tag="hello", forbid_unknown_fields=True):
+class _HelloBeforeBatch(msgspec.Struct, tag_field="type", tag="hello", forbid_unknown_fields=True):
     client: Annotated[str, Meta(max_length=64)] = ""
 
 
-class _OldFrame(msgspec.Struct):
+class _HelloBeforeSends(msgspec.Struct, tag_field="type", tag="hello", forbid_unknown_fields=True):
+    client: Annotated[str, Meta(max_length=64)] = ""
+    batch: bool = False
+
+
+class _FrameBeforeBatch(msgspec.Struct):
     v: int
     rid: int
-    req: _OldHello
+    req: _HelloBeforeBatch
 
 
-async def _old_node(sock: zmq.asyncio.Socket, hellos: list[dict[str, object]]) -> None:
+class _FrameBeforeSends(msgspec.Struct):
+    v: int
+    rid: int
+    req: _HelloBeforeSends
+
+
+async def _old_node(
+    sock: zmq.asyncio.Socket, frame_type: type, hellos: list[dict[str, object]]
+) -> None:
     while True:
         ident, data = await sock.recv_multipart()
         raw = msgspec.msgpack.decode(data)
         hellos.append(raw["req"])
         try:
-            frame = msgspec.msgpack.decode(data, type=_OldFrame)
+            frame = msgspec.msgpack.decode(data, type=frame_type)
         except msgspec.ValidationError as exc:
             reply = encode_reply(raw["rid"], m.Error(code="bad_frame", message=str(exc)[:500]))
         else:
@@ -47,8 +61,17 @@ async def _old_node(sock: zmq.asyncio.Socket, hellos: list[dict[str, object]]) -
         await sock.send_multipart([ident, reply])
 
 
-@pytest.mark.asyncio
-async def test_a_node_older_than_batch_frames_still_takes_the_client() -> None:
+@pytest.mark.parametrize(
+    ("frame_type", "asked"),
+    [
+        (_FrameBeforeBatch, [(True, True), (True, None), (None, None)]),
+        (_FrameBeforeSends, [(True, True), (True, None)]),
+    ],
+    ids=["before-batch", "before-sends"],
+)
+async def test_an_older_node_still_takes_the_client(
+    frame_type: type, asked: list[tuple[object, object]]
+) -> None:
     ctx = zmq.asyncio.Context()
     public, secret = zmq.curve_keypair()
     sock = ctx.socket(zmq.ROUTER)
@@ -57,7 +80,7 @@ async def test_a_node_older_than_batch_frames_still_takes_the_client() -> None:
     sock.linger = 0
     port = sock.bind_to_random_port("tcp://127.0.0.1")
     hellos: list[dict[str, object]] = []
-    node = asyncio.create_task(_old_node(sock, hellos))
+    node = asyncio.create_task(_old_node(sock, frame_type, hellos))
     ident = Identity.generate("alice")
     conn = Connection(
         [ServerAddress(f"tcp://127.0.0.1:{port}", public.decode())],
@@ -71,7 +94,7 @@ async def test_a_node_older_than_batch_frames_still_takes_the_client() -> None:
         async with asyncio.timeout(20):
             while not conn.live:
                 await asyncio.sleep(0.02)
-        assert [h.get("batch") for h in hellos[:2]] == [True, None]
+        assert [(h.get("batch"), h.get("sends")) for h in hellos] == asked
     finally:
         await conn.close(goodbye=False)
         node.cancel()

@@ -53,6 +53,7 @@ class InFlight:
             return fut
 
         conn.submit = submit  # type: ignore[method-assign]
+        conn.submit_sends = lambda reqs, timeout=None: [submit(r, timeout) for r in reqs]  # type: ignore[method-assign]
 
     def _answered(self, _: asyncio.Future[m.AnyReply]) -> None:
         self.now -= 1
@@ -184,6 +185,7 @@ async def test_a_send_refused_mid_window_leaves_no_later_one_stored_ahead(
         return fut
 
     conn.submit = submit  # type: ignore[method-assign]
+    conn.submit_sends = lambda reqs, timeout=None: [submit(r, timeout) for r in reqs]  # type: ignore[method-assign]
     sent = [f"g{i:03d}" for i in range(300)]
     txns = alice.outbox.queue_many("gap", sent)
     await wait_all(alice, txns)

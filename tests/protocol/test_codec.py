@@ -90,6 +90,7 @@ REQUESTS: list[m.Request] = [
     HELLO,
     m.Hello(),
     m.Hello(client="x", batch=True),
+    m.Hello(client="x", batch=True, sends=True),
     REGISTER,
     LOOKUP,
     CREATE,
@@ -104,6 +105,7 @@ REQUESTS: list[m.Request] = [
     MEMBERS,
     m.Members(room="general"),
     SEND,
+    m.Sends(items=[m.SendItem(rid=1, send=SEND), m.SendItem(rid=2, send=m.Send(ENVELOPE, TXN))]),
     HISTORY,
     m.History(room="general", after=0, limit=1),
     m.History(room="general"),
@@ -128,6 +130,7 @@ ROOM_PUSH = m.RoomPush(room="general", reason="members")
 REPLIES: list[m.Reply] = [
     WELCOME,
     m.Welcome(node="", boot="", user=None, time=0, version=7),
+    m.Welcome(node="n", boot="b", user="bob", time=0, version=7, peers=["p"], sends=True),
     m.Registered(user="alice"),
     DIRECTORY,
     m.Directory(users=[]),

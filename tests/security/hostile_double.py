@@ -56,7 +56,7 @@ class _Node:
     def note_ping(self, *args: Any) -> None:
         pass
 
-    def welcome(self, sess: Any) -> m.Welcome:
+    def welcome(self, sess: Any, *, sends: bool = False) -> m.Welcome:
         return m.Welcome(
             node=self.node_name,
             boot=self.boot,

@@ -26,7 +26,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -87,6 +87,11 @@ class FakeConn:
         self, req: msg.AnyRequest, timeout: float | None = None
     ) -> asyncio.Future[msg.AnyReply]:
         return asyncio.ensure_future(self.request(req, timeout))
+
+    def submit_sends(
+        self, reqs: Sequence[msg.AnyRequest], timeout: float | None = None
+    ) -> list[asyncio.Future[msg.AnyReply]]:
+        return [self.submit(r, timeout) for r in reqs]
 
     def drop(self, reason: str, *, failed: bool = False) -> None:
         self.drops.append(reason)

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import zmq
 import zmq.asyncio
@@ -32,11 +33,17 @@ from curvechat.crypto import (
     sign_op,
     wrap_epoch_key,
 )
-from curvechat.protocol import decode_server_frame, encode_request
+from curvechat.protocol import (
+    decode_server_frame,
+    encode_request,
+    encode_send_item,
+    encode_sends,
+)
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ServerAddress
 from curvechat.server import router as router_mod
 from curvechat.server.node import ChatNode
+from curvechat.server.ratelimit import RateLimits
 from curvechat.store import Committed, NewMessage
 from curvechat.store.sqlite import SQLiteStore
 
@@ -377,3 +384,72 @@ async def test_batch_readers_get_a_pass_in_batch_frames_and_others_plain_frames(
         # acks and pushes together: the room's one order, each message once
         seqs = [msg.seq if isinstance(msg, m.SendAck) else msg.message.seq for _, _, msg in got]  # type: ignore[union-attr]
         assert seqs == list(range(1, 9)), (user, seqs)
+
+
+# --- `sends` requests: several sends in one frame ------------------------------
+
+
+def _sends(room: Room, sender: Identity, rids: Sequence[int]) -> bytes:
+    """A `sends` frame of one send per rid, each naming the one before (`after`)."""
+    items, after = [], None
+    for rid in rids:
+        send = room.send(sender, f"m{rid}")
+        items.append(encode_send_item(rid, m.Send(envelope=send.envelope, after=after)))
+        after = send.envelope.txn
+    return encode_sends(rids[0], items)
+
+
+async def _replies(peer: Peer, count: int) -> dict[int, m.AnyReply]:
+    frames = [await peer.reply() for _ in range(count)]
+    by_rid = {f.rid: f.msg for f in frames}
+    assert len(by_rid) == count, "a request was answered twice"
+    return by_rid
+
+
+async def test_a_sends_frame_is_answered_send_by_send_in_order(setup: Setup) -> None:
+    alice, bob, room = await _room(setup)
+    welcome = await alice.request(m.Hello(client="t", sends=True))
+    assert isinstance(welcome, m.Welcome) and welcome.sends
+    plain = await bob.request(m.Hello(client="t"))
+    assert isinstance(plain, m.Welcome) and not plain.sends  # only said to who asks
+    rids = [100, 101, 102, 103, 104]
+    await alice.sock.send(_sends(room, alice.identity, rids))
+    frames = [await alice.reply() for _ in rids]
+    assert [f.rid for f in frames] == rids  # each answered, in the order sent
+    acks = [f.msg for f in frames]
+    assert all(isinstance(a, m.SendAck) and not a.duplicate for a in acks), acks
+    assert [a.seq for a in acks] == [1, 2, 3, 4, 5]  # type: ignore[union-attr]
+    history = await bob.request(m.History(room=room.name, after=0))
+    assert isinstance(history, m.Messages) and len(history.items) == 5
+
+
+async def test_every_send_of_a_sends_frame_is_answered_under_the_rate_limit(
+    setup: Setup,
+) -> None:
+    setup.node.limits = RateLimits(per_connection=4, per_user=1000, burst_seconds=2)
+    alice, _, room = await _room(setup)  # alice's bucket holds 8, the room took 2
+    rids = list(range(200, 220))
+    await alice.sock.send(_sends(room, alice.identity, rids))
+    got = await _replies(alice, len(rids))
+    acked = [r for r in rids if isinstance(got[r], m.SendAck)]
+    assert acked == rids[: len(acked)] and 0 < len(acked) < len(rids), got
+    for rid in rids[len(acked) :]:  # refused one by one, each with its code
+        reply = got[rid]
+        assert isinstance(reply, m.Error) and reply.code in ("rate_limited", "out_of_order")
+    # With the bucket empty the frame is refused unread: still one answer per send.
+    more = [300, 301, 302]
+    await alice.sock.send(_sends(room, alice.identity, more))
+    got = await _replies(alice, len(more))
+    assert sorted(got) == more
+    assert all(isinstance(e, m.Error) and e.code == "rate_limited" for e in got.values())
+
+
+async def test_a_sends_frame_that_does_not_decode_answers_every_send(setup: Setup) -> None:
+    alice, _, room = await _room(setup)
+    frame = msgspec.msgpack.decode(_sends(room, alice.identity, [400, 401, 402]))
+    frame["req"]["items"][1]["send"] = {"type": "ping", "t": 1}  # only sends belong in one
+    await alice.sock.send(msgspec.msgpack.encode(frame))
+    got = await _replies(alice, 3)
+    assert sorted(got) == [400, 401, 402]
+    assert all(isinstance(e, m.Error) and e.code == "bad_frame" for e in got.values())
+    assert isinstance(await alice.request(m.Ping(t=5)), m.Pong)  # the connection stays

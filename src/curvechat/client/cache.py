@@ -313,8 +313,8 @@ class Cache(TrustRows):
         finally:
             self._db.execute("PRAGMA synchronous=NORMAL")
 
-    def dequeue(self, txn: str) -> None:
-        self._db.execute("DELETE FROM outbox WHERE txn=?", (txn,))
+    def dequeue(self, *txns: str) -> None:
+        self._db.executemany("DELETE FROM outbox WHERE txn=?", [(t,) for t in txns])
 
     # --- helpers -----------------------------------------------------------------------------
     def _tx(self) -> _Tx:

@@ -26,7 +26,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import zmq
@@ -88,7 +88,7 @@ class Connection:
         self.backoff = backoff or Backoff()
         self._ctx = zmq.asyncio.Context()
         self._sock: NodeSocket | None = None
-        self._plain_hello: set[str] = set()  # endpoints of nodes older than `batch`
+        self._older: dict[str, int] = {}  # endpoint -> hellos its node refused (older than a field)
         self._live = asyncio.Event()
         self._lost = asyncio.Event()
         self._wake = asyncio.Event()
@@ -96,6 +96,7 @@ class Connection:
         self._live_task: asyncio.Task[None] | None = None
         self._bg: set[asyncio.Task[None]] = set()
         self._boot: str | None = None
+        self._takes_sends = False  # the node's welcome said it takes `sends` requests
         self._drop_failed = False
         self._read_mark = 0
         self._closing = False
@@ -176,11 +177,29 @@ class Connection:
     def submit(self, req: m.AnyRequest, timeout: float | None = None) -> asyncio.Future[m.AnyReply]:
         """Send a request on the live connection now; the future of its reply
         fails as `request` raises."""
-        if not self._live.is_set() or self._sock is None:
-            fut: asyncio.Future[m.AnyReply] = asyncio.get_running_loop().create_future()
-            fut.set_exception(NotConnected(f"not connected ({self.status.state})"))
-            return fut
-        return self._sock.submit(req, timeout or self.request_timeout)
+        return self._submit([req], timeout)[0]
+
+    def submit_sends(
+        self, reqs: Sequence[m.AnyRequest], timeout: float | None = None
+    ) -> list[asyncio.Future[m.AnyReply]]:
+        """As `submit` for each of `reqs`, in order; sends go several to a
+        frame where the node takes that (its welcome said `sends`)."""
+        return self._submit(reqs, timeout)
+
+    def _submit(
+        self, reqs: Sequence[m.AnyRequest], timeout: float | None
+    ) -> list[asyncio.Future[m.AnyReply]]:
+        sock, timeout = self._sock, timeout or self.request_timeout
+        if not self._live.is_set() or sock is None:
+            loop = asyncio.get_running_loop()
+            futs: list[asyncio.Future[m.AnyReply]] = [loop.create_future() for _ in reqs]
+            for fut in futs:
+                fut.set_exception(NotConnected(f"not connected ({self.status.state})"))
+            return futs
+        sends = [r for r in reqs if isinstance(r, m.Send)]
+        if self._takes_sends and len(reqs) > 1 and len(sends) == len(reqs):
+            return sock.submit_sends(sends, timeout)
+        return [sock.submit(r, timeout) for r in reqs]
 
     # --- internals -----------------------------------------------------------
     def _move(self, event: ConnEvent, **fields: Any) -> None:
@@ -270,19 +289,23 @@ class Connection:
         return reply
 
     async def _hello(self) -> m.AnyReply:
+        """Hello with the newest fields first: a node older than a field
+        refuses it (`bad_frame`), and is greeted without it from then on
+        (until this connection object is closed)."""
         endpoint = self._current.endpoint if self._current else ""
-        if endpoint not in self._plain_hello:
+        hellos = (
+            m.Hello(client=self._client_id, batch=True, sends=True),
+            m.Hello(client=self._client_id, batch=True),
+            m.Hello(client=self._client_id),
+        )
+        while True:
+            level = self._older.get(endpoint, 0)
             try:
-                return await self._raw(
-                    m.Hello(client=self._client_id, batch=True), self.connect_timeout
-                )
+                return await self._raw(hellos[level], self.connect_timeout)
             except ServerRefused as exc:
-                if exc.code != ErrorCode.BAD_FRAME:
+                if exc.code != ErrorCode.BAD_FRAME or level == len(hellos) - 1:
                     raise
-            # A node older than `batch` frames refuses the field: hello as
-            # before, from now on (until this connection object is closed).
-            self._plain_hello.add(endpoint)
-        return await self._raw(m.Hello(client=self._client_id), self.connect_timeout)
+            self._older[endpoint] = level + 1
 
     async def _run(self) -> None:
         attempt = 0
@@ -320,6 +343,7 @@ class Connection:
             streak, attempt = attempt, 0
             self._drop_failed = False
             self._boot = welcome.boot
+            self._takes_sends = welcome.sends
             self.failures.pop(addr.endpoint, None)
             self.servers.learn(welcome.peers)
             self._move(ConnEvent.WELCOMED, endpoint=addr.endpoint, attempt=0, node=welcome.node)

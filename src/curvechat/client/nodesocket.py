@@ -68,6 +68,10 @@ class NodeSocket:
         """Send `req` now; the future of its reply."""
         return self._pending.submit(self.sock, req, timeout)
 
+    def submit_sends(self, reqs: list[m.Send], timeout: float) -> list[asyncio.Future[m.AnyReply]]:
+        """Send `reqs` now, several to a `sends` frame; the futures of their replies."""
+        return self._pending.submit_sends(self.sock, reqs, timeout)
+
     async def close(self, reason: str) -> None:
         """Fail what waits with `reason`, stop the tasks, close the socket."""
         self._pending.fail_all(reason)

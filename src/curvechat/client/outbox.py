@@ -329,8 +329,8 @@ class Outbox:
         self, sealed: list[tuple[OutboxItem, int, str | None, m.Send]], flight: deque[_InFlight]
     ) -> None:
         """Send the sealed sends, in order, into the window (and empty `sealed`)."""
-        for item, epoch, after, send in sealed:
-            task = self.p.conn.submit(send)
+        tasks = self.p.conn.submit_sends([send for _, _, _, send in sealed])
+        for (item, epoch, after, _), task in zip(sealed, tasks, strict=True):
             task.add_done_callback(retrieve)
             flight.append(_InFlight(item, epoch, after, task))
         sealed.clear()
@@ -341,9 +341,10 @@ class Outbox:
         shown: list[CachedMessage] = []
         for room, group in itertools.groupby(acked, key=lambda pair: pair[0].item.room):
             with self.p.cache.batch(room) as batch:
-                for sent, ack in group:
+                pairs = list(group)
+                self.p.cache.dequeue(*(sent.item.txn for sent, _ in pairs))
+                for sent, ack in pairs:
                     item = sent.item
-                    self.p.cache.dequeue(item.txn)
                     msg = CachedMessage(
                         room, ack.seq, ack.ts, self.p.me, item.txn, item.created_ms, item.text, None
                     )

@@ -8,7 +8,7 @@ order, whichever part makes them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -37,6 +37,9 @@ class Requester(Protocol):
     def submit(
         self, req: m.AnyRequest, timeout: float | None = None
     ) -> asyncio.Future[m.AnyReply]: ...
+    def submit_sends(
+        self, reqs: Sequence[m.AnyRequest], timeout: float | None = None
+    ) -> list[asyncio.Future[m.AnyReply]]: ...
     def drop(self, reason: str, *, failed: bool = False) -> None: ...
 
 

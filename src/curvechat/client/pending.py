@@ -12,15 +12,25 @@ the engine decides what a reply means.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
+import math
 from typing import cast
 
 import zmq
 import zmq.asyncio
 
 from curvechat.client.errors import NotConnected, RequestTimeout, ServerRefused
-from curvechat.protocol import LocalProtocolError, encode_request
+from curvechat.protocol import (
+    ErrorCode,
+    LocalProtocolError,
+    encode_request,
+    encode_send_item,
+    encode_sends,
+)
 from curvechat.protocol import messages as m
+from curvechat.protocol.codec import SENDS_OVERHEAD_BYTES
+from curvechat.protocol.limits import MAX_FRAME_BYTES, MAX_SENDS
 
 
 class Pending:
@@ -29,6 +39,12 @@ class Pending:
     def __init__(self) -> None:
         self._futures: dict[int, asyncio.Future[m.AnyReply]] = {}
         self._rids = itertools.count(1)
+        # The deadlines of submitted requests, soonest first: (when, rid, what,
+        # timeout). One timer for all of them, not one per request; an entry
+        # whose request was answered is dropped when it comes to the top.
+        self._deadlines: list[tuple[float, int, str, float]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
 
     async def ask(self, sock: zmq.asyncio.Socket, req: m.AnyRequest, timeout: float) -> m.AnyReply:
         """Send `req` on `sock` and wait for its reply, within `timeout`.
@@ -67,39 +83,105 @@ class Pending:
         without a task of its own (the outbox's pipelined sends). The frame
         is written before this returns, or queued in order behind frames
         still waiting to be written. The future fails as `ask` raises."""
+        rid, fut = self._track(req, timeout)
+        try:
+            data = encode_request(rid, req)
+        except LocalProtocolError as exc:  # too large to send: this request fails, not the caller
+            self._futures.pop(rid, None)
+            _fail(fut, exc)
+            return fut
+        self._write(sock, data, [fut])
+        return fut
+
+    def submit_sends(
+        self, sock: zmq.asyncio.Socket, reqs: list[m.Send], timeout: float
+    ) -> list[asyncio.Future[m.AnyReply]]:
+        """As `submit` for each of `reqs`, in order, several to a `sends`
+        frame (for a node whose welcome said it takes them): as many as fit
+        one frame, at most MAX_SENDS."""
+        futs: list[asyncio.Future[m.AnyReply]] = []
+        items: list[bytes] = []
+        waiting: list[asyncio.Future[m.AnyReply]] = []
+        first = size = 0
+        for req in reqs:
+            rid, fut = self._track(req, timeout)
+            futs.append(fut)
+            item = encode_send_item(rid, req)
+            if len(item) + SENDS_OVERHEAD_BYTES > MAX_FRAME_BYTES:
+                self._futures.pop(rid, None)
+                _fail(fut, LocalProtocolError(ErrorCode.TOO_LARGE, f"send of {len(item)} bytes"))
+                continue
+            if items and (
+                len(items) >= MAX_SENDS or size + len(item) + SENDS_OVERHEAD_BYTES > MAX_FRAME_BYTES
+            ):
+                self._write(sock, encode_sends(first, items), waiting)
+                items, waiting, size = [], [], 0
+            if not items:
+                first = rid
+            items.append(item)
+            waiting.append(fut)
+            size += len(item)
+        if items:
+            self._write(sock, encode_sends(first, items), waiting)
+        return futs
+
+    def _track(self, req: m.AnyRequest, timeout: float) -> tuple[int, asyncio.Future[m.AnyReply]]:
+        """A fresh request id and the future of its reply, failed with
+        RequestTimeout after `timeout`."""
         loop = asyncio.get_running_loop()
         rid = next(self._rids)
         fut: asyncio.Future[m.AnyReply] = loop.create_future()
         self._futures[rid] = fut
-        late = RequestTimeout(f"no reply to {type(req).__name__} in {timeout:.1f} s")
-        timer = loop.call_later(timeout, _fail, fut, late)
+        when = loop.time() + timeout
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][1] not in self._futures:
+            heapq.heappop(deadlines)  # answered (or failed) already
+        heapq.heappush(deadlines, (when, rid, type(req).__name__, timeout))
+        if when < self._timer_at:
+            self._arm(loop, when)
+        return rid, fut
 
-        def finished(_: asyncio.Future[m.AnyReply]) -> None:
-            timer.cancel()
-            self._futures.pop(rid, None)
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(when, self._expire)
+        self._timer_at = when
 
-        fut.add_done_callback(finished)
-        try:
-            data = encode_request(rid, req)
-        except LocalProtocolError as exc:  # too large to send: this request fails, not the caller
-            _fail(fut, exc)
-            return fut
+    def _expire(self) -> None:
+        """Fail every submitted request whose deadline has passed."""
+        self._timer, self._timer_at = None, math.inf
+        loop = asyncio.get_running_loop()
+        now, deadlines = loop.time(), self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, rid, what, timeout = heapq.heappop(deadlines)
+            fut = self._futures.pop(rid, None)
+            if fut is not None:
+                _fail(fut, RequestTimeout(f"no reply to {what} in {timeout:.1f} s"))
+        if deadlines:
+            self._arm(loop, deadlines[0][0])
+
+    @staticmethod
+    def _write(
+        sock: zmq.asyncio.Socket, data: bytes, futs: list[asyncio.Future[m.AnyReply]]
+    ) -> None:
+        """Write one frame carrying the requests of `futs`; each fails with
+        NotConnected if the frame cannot be written."""
         try:
             # pyzmq's asyncio socket answers a send with a Future
             sending = cast("asyncio.Future[object]", sock.send(data))
         except zmq.ZMQError as exc:
-            _fail(fut, NotConnected(f"connection closed while sending: {exc!r}"))
-            return fut
+            for fut in futs:
+                _fail(fut, NotConnected(f"connection closed while sending: {exc!r}"))
+            return
         if sending.done():
-            _sent(fut, sending)
+            _sent_all(futs, sending)
         else:
-            sending.add_done_callback(lambda s: _sent(fut, s))
-        return fut
+            sending.add_done_callback(lambda s: _sent_all(futs, s))
 
     def answer(self, rid: int, reply: m.AnyReply) -> None:
         """The reply to request `rid` came (ignored if no one waits for it);
         an `Error` fails its future with ServerRefused."""
-        fut = self._futures.get(rid)
+        fut = self._futures.pop(rid, None)
         if fut is None or fut.done():
             return
         if isinstance(reply, m.Error):
@@ -113,11 +195,20 @@ class Pending:
             if not fut.done():
                 fut.set_exception(NotConnected(reason))
         self._futures.clear()
+        self._deadlines.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = None, math.inf
 
 
 def _fail(fut: asyncio.Future[m.AnyReply], exc: BaseException) -> None:
     if not fut.done():
         fut.set_exception(exc)
+
+
+def _sent_all(futs: list[asyncio.Future[m.AnyReply]], sending: asyncio.Future[object]) -> None:
+    for fut in futs:
+        _sent(fut, sending)
 
 
 def _sent(fut: asyncio.Future[m.AnyReply], sending: asyncio.Future[object]) -> None:

@@ -14,7 +14,10 @@ from curvechat.protocol.codec import (
     encode_item,
     encode_reply,
     encode_request,
+    encode_send_item,
+    encode_sends,
     peek_request_id,
+    peek_request_ids,
 )
 from curvechat.protocol.errors import (
     ErrorCode,
@@ -39,5 +42,8 @@ __all__ = [
     "encode_item",
     "encode_reply",
     "encode_request",
+    "encode_send_item",
+    "encode_sends",
     "peek_request_id",
+    "peek_request_ids",
 ]

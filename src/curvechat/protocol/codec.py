@@ -23,7 +23,10 @@ from curvechat.protocol.messages import (
     MemberOp,
     MessagePush,
     Reply,
+    Request,
+    Send,
     SendAck,
+    SendItem,
     ServerFrame,
 )
 
@@ -81,6 +84,71 @@ def encode_batch(items: list[bytes]) -> bytes:
     count and size within `MAX_BATCH_ITEMS` and `BATCH_BUDGET_BYTES`)."""
     raw = [msgspec.Raw(item) for item in items]
     return _encoder.encode(_RawBatchFrame(v=L.PROTOCOL_VERSION, rid=0, msg=_RawBatch(items=raw)))
+
+
+class _RawSends(Request, tag="sends", frozen=True):
+    """A `Sends` whose items are already encoded (encoding side only)."""
+
+    items: list[msgspec.Raw]
+
+
+class _RawSendsFrame(msgspec.Struct, frozen=True):
+    v: int
+    rid: int
+    req: _RawSends
+
+
+def encode_send_item(rid: int, send: Send) -> bytes:
+    """One item of a `sends` request (see `encode_sends`)."""
+    return _encoder.encode(SendItem(rid=rid, send=send))
+
+
+def encode_sends(rid: int, items: list[bytes]) -> bytes:
+    """A `sends` request of items from `encode_send_item`, `rid` the first
+    item's; raises LocalProtocolError if it would not fit one frame (the
+    caller keeps the count within `MAX_SENDS`)."""
+    raw = [msgspec.Raw(item) for item in items]
+    data = _encoder.encode(_RawSendsFrame(v=L.PROTOCOL_VERSION, rid=rid, req=_RawSends(items=raw)))
+    if len(data) > L.MAX_FRAME_BYTES:
+        raise LocalProtocolError(ErrorCode.TOO_LARGE, f"request of {len(data)} bytes")
+    return data
+
+
+SENDS_OVERHEAD_BYTES = 64
+"""A `sends` frame's bytes beyond its items' (a bound, for fitting items in)."""
+
+
+class _RidOnly(msgspec.Struct):
+    rid: int = 0
+
+
+class _ReqHead(msgspec.Struct):
+    type: str = ""
+    items: list[_RidOnly] = msgspec.field(default_factory=list)
+
+
+class _FrameHead(msgspec.Struct):
+    rid: int = 0
+    req: _ReqHead = msgspec.field(default_factory=_ReqHead)
+
+
+_frame_head_decoder = msgspec.msgpack.Decoder(_FrameHead)
+
+
+def peek_request_ids(data: bytes) -> list[int]:
+    """Best-effort request ids of a frame that is refused unread or failed to
+    decode: each item's of a `sends` request, else the frame's (as
+    `peek_request_id`: [0] if it has none). Each of them is owed an answer."""
+    try:
+        head = _frame_head_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        return [peek_request_id(data)]
+    if head.req.type == "sends" and 0 < len(head.req.items) <= L.MAX_SENDS:
+        rids = [i.rid for i in head.req.items if 0 < i.rid <= 2**53]
+        if rids:
+            return rids
+    rid = head.rid
+    return [rid if 0 < rid <= 2**53 else 0]
 
 
 def peek_request_id(data: bytes) -> int:

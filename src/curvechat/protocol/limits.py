@@ -63,6 +63,10 @@ MAX_PAGE: Final = 500
 MAX_BATCH_ITEMS: Final = 1024
 """Most acks and message pushes one `batch` frame carries."""
 
+MAX_SENDS: Final = 256
+"""Most sends one `sends` request carries (a node serves at most 256 requests
+in flight per connection)."""
+
 BATCH_BUDGET_BYTES: Final = 256 * 1024
 """Item bytes a server puts in one `batch` frame before it starts the next
 (an item larger than this goes in a frame of its own), so a batch frame

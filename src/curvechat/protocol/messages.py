@@ -64,6 +64,8 @@ from curvechat.protocol.requests import (
     ListRooms as ListRooms,
     Members as Members,
     Send as Send,
+    SendItem as SendItem,
+    Sends as Sends,
     History as History,
     Sync as Sync,
     FetchKeys as FetchKeys,
@@ -82,7 +84,10 @@ class Reply(Wire, tag_field="type", frozen=True):
     """Base of every server reply and push."""
 
 
-class Welcome(Reply, tag="welcome", frozen=True):
+class Welcome(Reply, tag="welcome", frozen=True, omit_defaults=True):
+    """Fields at their defaults are left out, so that clients older than a
+    field still read the welcome."""
+
     node: ShortText
     boot: ShortText
     user: User | None
@@ -91,6 +96,9 @@ class Welcome(Reply, tag="welcome", frozen=True):
     # Cluster mode: the connect strings of the live nodes (from the registry),
     # so a client that knew one node can fail over to the others.
     peers: Annotated[list[ShortText], Meta(max_length=L.MAX_PEERS)] = []  # noqa: RUF012 (a Struct)
+    # The node takes `sends` requests (several sends in one frame); said
+    # only to a client whose hello asked.
+    sends: bool = False
 
 
 class Registered(Reply, tag="registered", frozen=True):

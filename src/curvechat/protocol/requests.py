@@ -22,6 +22,7 @@ from curvechat.protocol.wire import (
     KeyPacket,
     Limit,
     Millis,
+    RequestId,
     Room,
     Seq,
     ShortText,
@@ -47,6 +48,9 @@ class Hello(Request, tag="hello", frozen=True, omit_defaults=True):
     # The client reads `batch` frames: the node may then send this
     # connection's acks and message pushes several to a frame.
     batch: bool = False
+    # The client would send several sends to a frame (`sends`): a node that
+    # takes them says so in its welcome.
+    sends: bool = False
 
 
 class Register(Request, tag="register", frozen=True):
@@ -142,6 +146,23 @@ class Send(Request, tag="send", frozen=True):
     after: Txn | None = None
 
 
+class SendItem(Wire, frozen=True):
+    """One send of a `sends` request, with the request id its answer carries."""
+
+    rid: RequestId
+    send: Send
+
+
+class Sends(Request, tag="sends", frozen=True):
+    """Several sends in one frame, in the order sent, to a node whose welcome
+    said `sends`. The node answers each item as if it had come in a frame of
+    its own with the item's `rid`; the frame's own `rid` is the first item's
+    (it answers a frame the node cannot read). One frame instead of one per
+    message saves both ends a CURVE message and a pass of their I/O loop."""
+
+    items: Annotated[list[SendItem], Meta(min_length=1, max_length=L.MAX_SENDS)]
+
+
 class History(Request, tag="history", frozen=True):
     """Messages of a room: the newest `limit` before `before`, or the oldest
     `limit` after `after` (exclusive bounds)."""
@@ -226,6 +247,7 @@ AnyRequest = (
     | ListRooms
     | Members
     | Send
+    | Sends
     | History
     | Sync
     | FetchKeys

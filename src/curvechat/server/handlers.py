@@ -126,7 +126,7 @@ class Handlers(RoomHandlers):
             )
         sess.client = req.client
         sess.batch = req.batch
-        return self.node.welcome(sess)
+        return self.node.welcome(sess, sends=req.sends)
 
     async def ping(self, sess: Session, req: m.Ping) -> m.AnyReply:
         self.node.liveness.note_ping(sess, req)

@@ -333,7 +333,9 @@ class ChatNode:
         self.liveness.note_bye(sess)
 
     # --- helpers for handlers ------------------------------------------------
-    def welcome(self, sess: Session) -> m.Welcome:
+    def welcome(self, sess: Session, *, sends: bool = False) -> m.Welcome:
+        """The welcome for `sess`; `sends`: its hello asked whether the node
+        takes `sends` requests (it does)."""
         return m.Welcome(
             node=self.node_name,
             boot=self.boot,
@@ -341,6 +343,7 @@ class ChatNode:
             time=int(time.time() * 1000),
             version=PROTOCOL_VERSION,
             peers=self.peers,
+            sends=sends,
         )
 
 

@@ -8,6 +8,8 @@ next loop turn) and handles the batch in one pass:
 * pings are answered at once, also while the connection's other requests
   wait on the store; a `hello` from a connection whose user is known and
   that has nothing waiting is answered at once too;
+* the sends of a `sends` request are taken one by one, as if each had come
+  in a frame of its own;
 * a plain send from a connection with nothing waiting, into a room whose
   cached view admits it, joins the batch's commit: one store call for the
   whole batch (the store's group commit), one task, and when it returns the
@@ -37,11 +39,12 @@ from typing import TYPE_CHECKING
 import zmq
 
 from curvechat.protocol import (
+    PROTOCOL_VERSION,
     ErrorCode,
     RemoteProtocolError,
     decode_request,
     encode_reply,
-    peek_request_id,
+    peek_request_ids,
 )
 from curvechat.protocol import messages as m
 from curvechat.server.sendbatch import PlainSend, SendBatches
@@ -147,27 +150,27 @@ class Reactor:
             if refusal is None and sess.queued_bytes + len(data) > REQUEST_BYTES_MAX:
                 refusal = "too many request bytes in flight on this connection"
             if refusal is not None:
-                limited += 1
-                node.reply(
-                    sess,
-                    peek_request_id(data),
-                    m.Error(code=ErrorCode.RATE_LIMITED, message=refusal),
-                )
+                for rid in peek_request_ids(data):  # each send of a `sends` is owed one
+                    limited += 1
+                    node.reply(sess, rid, m.Error(code=ErrorCode.RATE_LIMITED, message=refusal))
                 continue
             try:
                 frame: m.ClientFrame | RemoteProtocolError = decode_request(data)
             except RemoteProtocolError as exc:
                 frame = exc
             if isinstance(frame, RemoteProtocolError):
-                rid = peek_request_id(data)
-                if sess.busy:  # answered in its turn
-                    self._enqueue(sess, (frame, len(data), t0, rid))
-                else:
-                    node.metrics.requests.labels("invalid", frame.code).inc()
-                    node.reply(sess, rid, m.Error(code=frame.code, message=frame.message[:500]))
+                for rid in peek_request_ids(data):
+                    if sess.busy:  # answered in its turn
+                        self._enqueue(sess, (frame, 0, t0, rid))
+                    else:
+                        node.metrics.requests.labels("invalid", frame.code).inc()
+                        node.reply(sess, rid, m.Error(code=frame.code, message=frame.message[:500]))
                 continue
             req = frame.req
             kind = type(req)
+            if kind is m.Sends:
+                limited += self._sends(sess, req, len(data), now, t0, sends)  # type: ignore[arg-type]
+                continue
             if kind is m.Ping:
                 pings += 1
                 self._pong(sess, frame.rid, req)  # type: ignore[arg-type]
@@ -187,7 +190,7 @@ class Reactor:
                     hellos += 1
                     sess.client = req.client  # type: ignore[union-attr]
                     sess.batch = req.batch  # type: ignore[union-attr]
-                    node.reply(sess, frame.rid, node.welcome(sess))
+                    node.reply(sess, frame.rid, node.welcome(sess, sends=req.sends))  # type: ignore[union-attr]
                     continue
             self._enqueue(sess, (frame, len(data), t0, frame.rid))
         if sends:
@@ -198,6 +201,30 @@ class Reactor:
             self._n_hello.inc(hellos)
         if limited:
             self._n_limited.inc(limited)
+
+    def _sends(
+        self, sess: Session, req: m.Sends, size: int, now: float, t0: float, sends: list[PlainSend]
+    ) -> int:
+        """Each send of a `sends` request, in order, as if it had come in a
+        frame of its own: rate-limited one by one (the frame paid for the
+        first), batched while the connection has nothing waiting, else queued
+        on its ordered path. Returns how many were refused."""
+        node = self.node
+        share = size // len(req.items)
+        limited = 0
+        for i, item in enumerate(req.items):
+            if i and (refusal := node.rate_limited(sess, now)) is not None:
+                limited += 1
+                node.reply(sess, item.rid, m.Error(code=ErrorCode.RATE_LIMITED, message=refusal))
+                continue
+            if not sess.busy:
+                batched = self.batches.batchable(sess, item.rid, item.send, t0)
+                if batched is not None:
+                    sends.append(batched)
+                    continue
+            frame = m.ClientFrame(v=PROTOCOL_VERSION, rid=item.rid, req=item.send)
+            self._enqueue(sess, (frame, share, t0, item.rid))
+        return limited
 
     def _enqueue(self, sess: Session, item: tuple[object, int, float, int]) -> None:
         if not self.node.ordered.enqueue(sess, item):  # type: ignore[arg-type]

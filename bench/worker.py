@@ -271,15 +271,7 @@ class Worker:
                         elif kind == "push_mark":
                             self._echo_mark(c, seq)
         pipe.recv()
-        wall = time.monotonic() - start
-        cpu1 = os.times()
-        cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
-        return {
-            "wall_s": wall,
-            "cpu_s": cpu,
-            "cpu_pct": 100 * cpu / wall if wall else 0,
-            "pongs": self.pongs,
-        }
+        return {**_usage(start, cpu0), "pongs": self.pongs}
 
     # --- run ----------------------------------------------------------------------
     def run(self, pipe: Connection, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -357,14 +349,9 @@ class Worker:
                         sched[id(c)] += step
             if ping_interval:
                 self._pings(time.monotonic(), ping_interval)
-        wall = time.monotonic() - start
-        cpu1 = os.times()
-        cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
         return {
-            "wall_s": wall,
+            **_usage(start, cpu0),
             "start_ns": start_ns,
-            "cpu_s": cpu,
-            "cpu_pct": 100 * cpu / wall if wall else 0,
             "recv_ids": self.recv_ids.tobytes(),
             "recv_t": self.recv_t.tobytes(),
             "pushes": self.pushes,
@@ -461,6 +448,14 @@ class Worker:
             c.last_seq = seq
         if self.sending and self.mode == "window":
             self._send_next(c, now)
+
+
+def _usage(start: float, cpu0: os.times_result) -> dict[str, float]:
+    """Wall time and this process's CPU since `start` (monotonic) and `cpu0`."""
+    wall = time.monotonic() - start
+    cpu1 = os.times()
+    cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    return {"wall_s": wall, "cpu_s": cpu, "cpu_pct": 100 * cpu / wall if wall else 0}
 
 
 def main(index: int, spec: dict[str, Any], pipe: Connection) -> None:

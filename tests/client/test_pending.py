@@ -129,3 +129,67 @@ async def test_a_request_too_large_to_send_fails_alone(pair: Pair) -> None:
     assert refused.value.code == ErrorCode.TOO_LARGE
     await asyncio.sleep(0)  # its done-callbacks run
     assert not pair.pending._futures  # nothing left waiting
+
+
+def _send(i: int) -> m.Send:
+    env = m.Envelope(
+        room="r", epoch=0, sender="alice", txn=f"txn-{i:08d}", nonce=bytes(24),
+        ct=bytes(48), sig=bytes(64),
+    )  # fmt: skip
+    return m.Send(envelope=env)
+
+
+async def test_sends_go_several_to_a_frame_and_are_answered_each(pair: Pair) -> None:
+    futs = pair.pending.submit_sends(pair.dealer, [_send(i) for i in range(5)], 5.0)
+    peer, rid, req = await pair.take()  # one frame, written before `submit_sends` returned
+    assert isinstance(req, m.Sends)
+    assert [i.send for i in req.items] == [_send(i) for i in range(5)]
+    rids = [i.rid for i in req.items]
+    assert rid == rids[0] and len(set(rids)) == 5
+    refusal = m.Error(code=ErrorCode.NOT_MEMBER, message="no")  # about one send only
+    for n, item_rid in enumerate(rids):
+        ack = m.SendAck(room="r", txn=f"txn-{n:08d}", seq=n + 1, ts=1)
+        await pair.reply(peer, item_rid, refusal if n == 0 else ack)
+        await pair.pump()
+    with pytest.raises(ServerRefused):
+        await futs[0]
+    assert [f.result().seq for f in futs[1:]] == [2, 3, 4, 5]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("code", [ErrorCode.RATE_LIMITED, ErrorCode.BAD_FRAME])
+async def test_a_sends_frame_refused_whole_fails_each_of_its_sends(
+    pair: Pair, code: ErrorCode
+) -> None:
+    futs = pair.pending.submit_sends(pair.dealer, [_send(i) for i in range(3)], 5.0)
+    peer, rid, _ = await pair.take()
+    await pair.reply(peer, rid, m.Error(code=code, message="not read"))  # once, to its rid
+    await pair.pump()
+    for fut in futs:
+        with pytest.raises(ServerRefused) as refused:
+            await fut
+        assert refused.value.code == code
+    assert not pair.pending._futures and not pair.pending._frames  # nothing left waiting
+
+
+async def test_sends_fill_frames_up_to_the_limit(pair: Pair) -> None:
+    from curvechat.protocol.limits import MAX_SENDS
+
+    futs = pair.pending.submit_sends(pair.dealer, [_send(i) for i in range(MAX_SENDS + 3)], 5.0)
+    first = await pair.take()
+    second = await pair.take()
+    sizes = [len(f[2].items) for f in (first, second)]  # type: ignore[union-attr]
+    assert sizes == [MAX_SENDS, 3] and len(futs) == MAX_SENDS + 3
+
+
+async def test_request_ids_stay_fresh_after_earlier_ones_were_answered(pair: Pair) -> None:
+    seen: set[int] = set()
+    for round_ in range(3):  # each round's answers leave finished deadlines behind
+        futs = pair.pending.submit_sends(pair.dealer, [_send(i) for i in range(3)], 5.0)
+        peer, _, req = await pair.take()
+        rids = [i.rid for i in req.items]  # type: ignore[union-attr]
+        assert len(set(rids)) == 3 and not seen & set(rids), (round_, rids, seen)
+        seen |= set(rids)
+        for n, rid in enumerate(rids):
+            await pair.reply(peer, rid, m.SendAck(room="r", txn=f"txn-{n:08d}", seq=n + 1, ts=1))
+            await pair.pump()
+        assert [f.result().seq for f in futs] == [1, 2, 3]  # type: ignore[union-attr]

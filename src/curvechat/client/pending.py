@@ -32,6 +32,13 @@ from curvechat.protocol import messages as m
 from curvechat.protocol.codec import SENDS_OVERHEAD_BYTES
 from curvechat.protocol.limits import MAX_FRAME_BYTES, MAX_SENDS
 
+FRAME_REFUSALS = frozenset(
+    {ErrorCode.RATE_LIMITED, ErrorCode.BAD_FRAME, ErrorCode.TOO_LARGE, ErrorCode.BAD_VERSION}
+)
+"""Answers to a `sends` frame's first send that stand for the whole frame: the
+node refused it unread or could not read it (or, `rate_limited` for a full
+queue, refuses every send of the frame alike)."""
+
 
 class Pending:
     """Requests sent and not yet answered, by request id."""
@@ -41,10 +48,13 @@ class Pending:
         self._rids = itertools.count(1)
         # The deadlines of submitted requests, soonest first: (when, rid, what,
         # timeout). One timer for all of them, not one per request; an entry
-        # whose request was answered is dropped when it comes to the top.
+        # whose request is answered or failed is dropped when it comes to the top.
         self._deadlines: list[tuple[float, int, str, float]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        # A `sends` frame's first rid -> its other sends' rids: a frame the
+        # node refuses unread, or cannot decode, is answered once, to its rid.
+        self._frames: dict[int, list[int]] = {}
 
     async def ask(self, sock: zmq.asyncio.Socket, req: m.AnyRequest, timeout: float) -> m.AnyReply:
         """Send `req` on `sock` and wait for its reply, within `timeout`.
@@ -101,8 +111,9 @@ class Pending:
         one frame, at most MAX_SENDS."""
         futs: list[asyncio.Future[m.AnyReply]] = []
         items: list[bytes] = []
+        rids: list[int] = []
         waiting: list[asyncio.Future[m.AnyReply]] = []
-        first = size = 0
+        size = 0
         for req in reqs:
             rid, fut = self._track(req, timeout)
             futs.append(fut)
@@ -114,16 +125,26 @@ class Pending:
             if items and (
                 len(items) >= MAX_SENDS or size + len(item) + SENDS_OVERHEAD_BYTES > MAX_FRAME_BYTES
             ):
-                self._write(sock, encode_sends(first, items), waiting)
-                items, waiting, size = [], [], 0
-            if not items:
-                first = rid
+                self._write_sends(sock, items, rids, waiting)
+                items, rids, waiting, size = [], [], [], 0
             items.append(item)
+            rids.append(rid)
             waiting.append(fut)
             size += len(item)
         if items:
-            self._write(sock, encode_sends(first, items), waiting)
+            self._write_sends(sock, items, rids, waiting)
         return futs
+
+    def _write_sends(
+        self,
+        sock: zmq.asyncio.Socket,
+        items: list[bytes],
+        rids: list[int],
+        futs: list[asyncio.Future[m.AnyReply]],
+    ) -> None:
+        if len(rids) > 1:
+            self._frames[rids[0]] = rids[1:]
+        self._write(sock, encode_sends(rids[0], items), futs)
 
     def _track(self, req: m.AnyRequest, timeout: float) -> tuple[int, asyncio.Future[m.AnyReply]]:
         """A fresh request id and the future of its reply, failed with
@@ -134,8 +155,10 @@ class Pending:
         self._futures[rid] = fut
         when = loop.time() + timeout
         deadlines = self._deadlines
-        while deadlines and deadlines[0][1] not in self._futures:
-            heapq.heappop(deadlines)  # answered (or failed) already
+        while deadlines and _finished(self._futures.get(deadlines[0][1])):
+            done = heapq.heappop(deadlines)[1]  # answered (or failed) already
+            self._futures.pop(done, None)
+            self._frames.pop(done, None)
         heapq.heappush(deadlines, (when, rid, type(req).__name__, timeout))
         if when < self._timer_at:
             self._arm(loop, when)
@@ -154,6 +177,7 @@ class Pending:
         now, deadlines = loop.time(), self._deadlines
         while deadlines and deadlines[0][0] <= now:
             _, rid, what, timeout = heapq.heappop(deadlines)
+            self._frames.pop(rid, None)
             fut = self._futures.pop(rid, None)
             if fut is not None:
                 _fail(fut, RequestTimeout(f"no reply to {what} in {timeout:.1f} s"))
@@ -181,6 +205,12 @@ class Pending:
     def answer(self, rid: int, reply: m.AnyReply) -> None:
         """The reply to request `rid` came (ignored if no one waits for it);
         an `Error` fails its future with ServerRefused."""
+        others = self._frames.pop(rid, None)
+        if others and isinstance(reply, m.Error) and reply.code in FRAME_REFUSALS:
+            # The node refused the whole `sends` frame (or could not read it):
+            # the answer stands for each of its sends.
+            for other in others:
+                _fail(self._futures.pop(other, None), ServerRefused(reply.code, reply.message))
         fut = self._futures.pop(rid, None)
         if fut is None or fut.done():
             return
@@ -195,14 +225,19 @@ class Pending:
             if not fut.done():
                 fut.set_exception(NotConnected(reason))
         self._futures.clear()
+        self._frames.clear()
         self._deadlines.clear()
         if self._timer is not None:
             self._timer.cancel()
         self._timer, self._timer_at = None, math.inf
 
 
-def _fail(fut: asyncio.Future[m.AnyReply], exc: BaseException) -> None:
-    if not fut.done():
+def _finished(fut: asyncio.Future[m.AnyReply] | None) -> bool:
+    return fut is None or fut.done()
+
+
+def _fail(fut: asyncio.Future[m.AnyReply] | None, exc: BaseException) -> None:
+    if fut is not None and not fut.done():
         fut.set_exception(exc)
 
 

@@ -17,7 +17,6 @@ from curvechat.protocol.codec import (
     encode_send_item,
     encode_sends,
     peek_request_id,
-    peek_request_ids,
 )
 from curvechat.protocol.errors import (
     ErrorCode,
@@ -45,5 +44,4 @@ __all__ = [
     "encode_send_item",
     "encode_sends",
     "peek_request_id",
-    "peek_request_ids",
 ]

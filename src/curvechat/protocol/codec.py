@@ -118,39 +118,6 @@ SENDS_OVERHEAD_BYTES = 64
 """A `sends` frame's bytes beyond its items' (a bound, for fitting items in)."""
 
 
-class _RidOnly(msgspec.Struct):
-    rid: int = 0
-
-
-class _ReqHead(msgspec.Struct):
-    type: str = ""
-    items: list[_RidOnly] = msgspec.field(default_factory=list)
-
-
-class _FrameHead(msgspec.Struct):
-    rid: int = 0
-    req: _ReqHead = msgspec.field(default_factory=_ReqHead)
-
-
-_frame_head_decoder = msgspec.msgpack.Decoder(_FrameHead)
-
-
-def peek_request_ids(data: bytes) -> list[int]:
-    """Best-effort request ids of a frame that is refused unread or failed to
-    decode: each item's of a `sends` request, else the frame's (as
-    `peek_request_id`: [0] if it has none). Each of them is owed an answer."""
-    try:
-        head = _frame_head_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
-        return [peek_request_id(data)]
-    if head.req.type == "sends" and 0 < len(head.req.items) <= L.MAX_SENDS:
-        rids = [i.rid for i in head.req.items if 0 < i.rid <= 2**53]
-        if rids:
-            return rids
-    rid = head.rid
-    return [rid if 0 < rid <= 2**53 else 0]
-
-
 def peek_request_id(data: bytes) -> int:
     """Best-effort request id of a frame that failed to decode (0 if none)."""
     try:

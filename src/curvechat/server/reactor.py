@@ -9,7 +9,8 @@ next loop turn) and handles the batch in one pass:
   wait on the store; a `hello` from a connection whose user is known and
   that has nothing waiting is answered at once too;
 * the sends of a `sends` request are taken one by one, as if each had come
-  in a frame of its own;
+  in a frame of its own (a `sends` frame refused unread, or that does not
+  decode, is answered once, to its rid: the client fails all its sends);
 * a plain send from a connection with nothing waiting, into a room whose
   cached view admits it, joins the batch's commit: one store call for the
   whole batch (the store's group commit), one task, and when it returns the
@@ -44,7 +45,7 @@ from curvechat.protocol import (
     RemoteProtocolError,
     decode_request,
     encode_reply,
-    peek_request_ids,
+    peek_request_id,
 )
 from curvechat.protocol import messages as m
 from curvechat.server.sendbatch import PlainSend, SendBatches
@@ -56,6 +57,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("curvechat.server")
 
 BATCH_MAX = 2048  # frames handled in one pass before the loop runs anything else
+BATCH_BYTES_MAX = 512 * 1024  # and their bytes: a `sends` frame carries up to 256 requests
+SEND_FIELDS_BYTES = 512  # a send's bytes beyond its ciphertext, at most
 REQUEST_BYTES_MAX = 2 * 1024 * 1024  # request bytes waiting to be served, per connection
 # Flags as plain ints: combining pyzmq's flag enums costs more than the send.
 _NOWAIT = int(zmq.NOBLOCK)
@@ -103,9 +106,12 @@ class Reactor:
             return
         batch: list[list[zmq.Frame]] = []
         recv = self.sock.recv_multipart
+        size = 0
         try:
-            while len(batch) < BATCH_MAX:
-                batch.append(recv(_NOWAIT, copy=False))
+            while len(batch) < BATCH_MAX and size < BATCH_BYTES_MAX:
+                frames = recv(_NOWAIT, copy=False)
+                batch.append(frames)
+                size += len(frames[-1])
             self._kick()  # cut short: the rest next turn
         except zmq.Again:
             pass
@@ -150,26 +156,31 @@ class Reactor:
             if refusal is None and sess.queued_bytes + len(data) > REQUEST_BYTES_MAX:
                 refusal = "too many request bytes in flight on this connection"
             if refusal is not None:
-                for rid in peek_request_ids(data):  # each send of a `sends` is owed one
-                    limited += 1
-                    node.reply(sess, rid, m.Error(code=ErrorCode.RATE_LIMITED, message=refusal))
+                # One answer, to the frame's rid (a `sends` frame's first item's):
+                # the client takes it for every send of the frame.
+                limited += 1
+                node.reply(
+                    sess,
+                    peek_request_id(data),
+                    m.Error(code=ErrorCode.RATE_LIMITED, message=refusal),
+                )
                 continue
             try:
                 frame: m.ClientFrame | RemoteProtocolError = decode_request(data)
             except RemoteProtocolError as exc:
                 frame = exc
             if isinstance(frame, RemoteProtocolError):
-                for rid in peek_request_ids(data):
-                    if sess.busy:  # answered in its turn
-                        self._enqueue(sess, (frame, 0, t0, rid))
-                    else:
-                        node.metrics.requests.labels("invalid", frame.code).inc()
-                        node.reply(sess, rid, m.Error(code=frame.code, message=frame.message[:500]))
+                rid = peek_request_id(data)
+                if sess.busy:  # answered in its turn
+                    self._enqueue(sess, (frame, len(data), t0, rid))
+                else:
+                    node.metrics.requests.labels("invalid", frame.code).inc()
+                    node.reply(sess, rid, m.Error(code=frame.code, message=frame.message[:500]))
                 continue
             req = frame.req
             kind = type(req)
             if kind is m.Sends:
-                limited += self._sends(sess, req, len(data), now, t0, sends)  # type: ignore[arg-type]
+                limited += self._sends(sess, req, now, t0, sends)  # type: ignore[arg-type]
                 continue
             if kind is m.Ping:
                 pings += 1
@@ -203,14 +214,13 @@ class Reactor:
             self._n_limited.inc(limited)
 
     def _sends(
-        self, sess: Session, req: m.Sends, size: int, now: float, t0: float, sends: list[PlainSend]
+        self, sess: Session, req: m.Sends, now: float, t0: float, sends: list[PlainSend]
     ) -> int:
         """Each send of a `sends` request, in order, as if it had come in a
         frame of its own: rate-limited one by one (the frame paid for the
         first), batched while the connection has nothing waiting, else queued
         on its ordered path. Returns how many were refused."""
         node = self.node
-        share = size // len(req.items)
         limited = 0
         for i, item in enumerate(req.items):
             if i and (refusal := node.rate_limited(sess, now)) is not None:
@@ -222,8 +232,11 @@ class Reactor:
                 if batched is not None:
                     sends.append(batched)
                     continue
+            # Counted by its own size (the ciphertext, and a bound for the rest),
+            # so that one large send among small ones is not counted as small.
             frame = m.ClientFrame(v=PROTOCOL_VERSION, rid=item.rid, req=item.send)
-            self._enqueue(sess, (frame, share, t0, item.rid))
+            size = len(item.send.envelope.ct) + SEND_FIELDS_BYTES
+            self._enqueue(sess, (frame, size, t0, item.rid))
         return limited
 
     def _enqueue(self, sess: Session, item: tuple[object, int, float, int]) -> None:

@@ -235,8 +235,8 @@ class Worker:
 
         An idle client costs its own machine nearly nothing, so this loop must
         not either: the clients share the node's two cores, and a poll over
-        every socket each few milliseconds (as `run` does) took about a fifth
-        of a core per 2,500 clients. Each `tick` it pings the clients that are
+        every socket every 20 ms (as `run` does) took 22-30 % of a core per
+        2,500 clients. Each `tick` it pings the clients that are
         due and reads only the sockets with a ping out; libzmq's I/O thread
         answers the ZMTP heartbeats meanwhile, as for a real client."""
         interval = float(cfg.get("ping_interval", PING_S))
@@ -252,12 +252,7 @@ class Worker:
         while not pipe.poll(tick):
             now = time.monotonic()
             while interval > 0 and n and due[nxt] <= now:
-                c = self.clients[nxt]
-                c.rid += 1
-                with contextlib.suppress(zmq.Again):
-                    c.sock.send(
-                        encode_request(c.rid, m.Ping(t=int(time.time() * 1000))), zmq.NOBLOCK
-                    )
+                if _ping(self.clients[nxt]):
                     waiting.add(nxt)
                 due[nxt] += interval
                 nxt = (nxt + 1) % n
@@ -374,11 +369,7 @@ class Worker:
         for c in self.clients:
             if now >= c.next_ping and (c.ready or not only_ready):
                 c.next_ping = now + interval
-                c.rid += 1
-                with contextlib.suppress(zmq.Again):
-                    c.sock.send(
-                        encode_request(c.rid, m.Ping(t=int(time.time() * 1000))), zmq.NOBLOCK
-                    )
+                _ping(c)
 
     @staticmethod
     def _echo_mark(c: Client, mark: int) -> None:
@@ -448,6 +439,17 @@ class Worker:
             c.last_seq = seq
         if self.sending and self.mode == "window":
             self._send_next(c, now)
+
+
+def _ping(c: Client) -> bool:
+    """An app-level ping from `c`, as the real client sends; False if its
+    queue is full (or it has no peer yet)."""
+    c.rid += 1
+    try:
+        c.sock.send(encode_request(c.rid, m.Ping(t=int(time.time() * 1000))), zmq.NOBLOCK)
+    except zmq.Again:
+        return False
+    return True
 
 
 def _usage(start: float, cpu0: os.times_result) -> dict[str, float]:

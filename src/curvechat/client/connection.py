@@ -177,29 +177,26 @@ class Connection:
     def submit(self, req: m.AnyRequest, timeout: float | None = None) -> asyncio.Future[m.AnyReply]:
         """Send a request on the live connection now; the future of its reply
         fails as `request` raises."""
-        return self._submit([req], timeout)[0]
+        if not self._live.is_set() or self._sock is None:
+            return self._not_connected()
+        return self._sock.submit(req, timeout or self.request_timeout)
 
     def submit_sends(
-        self, reqs: Sequence[m.AnyRequest], timeout: float | None = None
+        self, reqs: Sequence[m.Send], timeout: float | None = None
     ) -> list[asyncio.Future[m.AnyReply]]:
-        """As `submit` for each of `reqs`, in order; sends go several to a
-        frame where the node takes that (its welcome said `sends`)."""
-        return self._submit(reqs, timeout)
+        """As `submit` for each of `reqs`, in order, several to a frame where
+        the node takes that (its welcome said `sends`)."""
+        if not self._live.is_set() or self._sock is None:
+            return [self._not_connected() for _ in reqs]
+        timeout = timeout or self.request_timeout
+        if self._takes_sends and len(reqs) > 1:
+            return self._sock.submit_sends(reqs, timeout)
+        return [self._sock.submit(r, timeout) for r in reqs]
 
-    def _submit(
-        self, reqs: Sequence[m.AnyRequest], timeout: float | None
-    ) -> list[asyncio.Future[m.AnyReply]]:
-        sock, timeout = self._sock, timeout or self.request_timeout
-        if not self._live.is_set() or sock is None:
-            loop = asyncio.get_running_loop()
-            futs: list[asyncio.Future[m.AnyReply]] = [loop.create_future() for _ in reqs]
-            for fut in futs:
-                fut.set_exception(NotConnected(f"not connected ({self.status.state})"))
-            return futs
-        sends = [r for r in reqs if isinstance(r, m.Send)]
-        if self._takes_sends and len(reqs) > 1 and len(sends) == len(reqs):
-            return sock.submit_sends(sends, timeout)
-        return [sock.submit(r, timeout) for r in reqs]
+    def _not_connected(self) -> asyncio.Future[m.AnyReply]:
+        fut: asyncio.Future[m.AnyReply] = asyncio.get_running_loop().create_future()
+        fut.set_exception(NotConnected(f"not connected ({self.status.state})"))
+        return fut
 
     # --- internals -----------------------------------------------------------
     def _move(self, event: ConnEvent, **fields: Any) -> None:

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import zmq
 import zmq.asyncio
@@ -68,7 +68,9 @@ class NodeSocket:
         """Send `req` now; the future of its reply."""
         return self._pending.submit(self.sock, req, timeout)
 
-    def submit_sends(self, reqs: list[m.Send], timeout: float) -> list[asyncio.Future[m.AnyReply]]:
+    def submit_sends(
+        self, reqs: Sequence[m.Send], timeout: float
+    ) -> list[asyncio.Future[m.AnyReply]]:
         """Send `reqs` now, several to a `sends` frame; the futures of their replies."""
         return self._pending.submit_sends(self.sock, reqs, timeout)
 

@@ -15,6 +15,7 @@ import asyncio
 import heapq
 import itertools
 import math
+from collections.abc import Sequence
 from typing import cast
 
 import zmq
@@ -104,7 +105,7 @@ class Pending:
         return fut
 
     def submit_sends(
-        self, sock: zmq.asyncio.Socket, reqs: list[m.Send], timeout: float
+        self, sock: zmq.asyncio.Socket, reqs: Sequence[m.Send], timeout: float
     ) -> list[asyncio.Future[m.AnyReply]]:
         """As `submit` for each of `reqs`, in order, several to a `sends`
         frame (for a node whose welcome said it takes them): as many as fit
@@ -198,9 +199,9 @@ class Pending:
                 _fail(fut, NotConnected(f"connection closed while sending: {exc!r}"))
             return
         if sending.done():
-            _sent_all(futs, sending)
+            _sent(futs, sending)
         else:
-            sending.add_done_callback(lambda s: _sent_all(futs, s))
+            sending.add_done_callback(lambda s: _sent(futs, s))
 
     def answer(self, rid: int, reply: m.AnyReply) -> None:
         """The reply to request `rid` came (ignored if no one waits for it);
@@ -241,15 +242,14 @@ def _fail(fut: asyncio.Future[m.AnyReply] | None, exc: BaseException) -> None:
         fut.set_exception(exc)
 
 
-def _sent_all(futs: list[asyncio.Future[m.AnyReply]], sending: asyncio.Future[object]) -> None:
-    for fut in futs:
-        _sent(fut, sending)
-
-
-def _sent(fut: asyncio.Future[m.AnyReply], sending: asyncio.Future[object]) -> None:
+def _sent(futs: list[asyncio.Future[m.AnyReply]], sending: asyncio.Future[object]) -> None:
     """pyzmq's send future is done: a send that failed or was cancelled (the
-    socket closed under it) fails the request with NotConnected."""
+    socket closed under it) fails the requests of its frame with NotConnected."""
     if sending.cancelled():
-        _fail(fut, NotConnected("connection closed while sending"))
-    elif (exc := sending.exception()) is not None:
-        _fail(fut, NotConnected(f"connection closed while sending: {exc!r}"))
+        why = "connection closed while sending"
+    elif (err := sending.exception()) is not None:
+        why = f"connection closed while sending: {err!r}"
+    else:
+        return
+    for fut in futs:
+        _fail(fut, NotConnected(why))

@@ -27,9 +27,11 @@ monitor: $(STAMP)
 	$(BIN)/curvechat monitor --node http://$(HTTP) --http $(MONITOR_HTTP) --data $(MONITOR_DATA)
 
 # Most of the suite waits on real processes (nodes, etcd, terminals, a
-# browser): two workers, each taking one test file at a time.
+# browser): two workers, each taking one test file at a time; then the
+# cluster and chaos tests, which measure time under faults, alone.
 test: $(STAMP)
-	$(BIN)/pytest -q -n 2 --dist loadfile
+	$(BIN)/pytest -q -n 2 --dist loadfile -m "not alone"
+	$(BIN)/pytest -q -m alone
 
 # curvechat next to its bare limits (pyzmq, SQLite, etcd, PyNaCl): prints a
 # table, writes results/bench-<timestamp>.json; docs/performance.md. ~6 min.

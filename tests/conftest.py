@@ -12,6 +12,16 @@ import pytest
 from support.clients import ClientFactory
 from support.servers import ServerProcess
 
+# Whole clusters and the chaos run measure time under faults: `make test` runs
+# them alone, after the rest (which runs on two workers).
+ALONE = ("tests/cluster/", "tests/chaos/")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(ALONE):
+            item.add_marker(pytest.mark.alone)
+
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:

@@ -236,10 +236,16 @@ def test_request_bytes_queued_per_connection_are_bounded(server: ServerProcess) 
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     raw = RawClient(ctx, server.connect, Identity.generate("frank"))
     raw.register()
-    for n in range(60):  # 60 sends of 64 KiB into a room frank is not in
-        env = m.Envelope(room="nowhere", epoch=0, sender="frank", txn=f"frank-{n:010d}",
-                         nonce=bytes(24), ct=bytes(BIG_CT), sig=bytes(64))  # fmt: skip
-        raw.send(m.Send(envelope=env))
+    # Held while they are sent, so that they arrive together, faster than served
+    # (else a node with a core to spare may serve each before the next comes).
+    server.freeze()
+    try:
+        for n in range(60):  # 60 sends of 64 KiB into a room frank is not in
+            env = m.Envelope(room="nowhere", epoch=0, sender="frank", txn=f"frank-{n:010d}",
+                             nonce=bytes(24), ct=bytes(BIG_CT), sig=bytes(64))  # fmt: skip
+            raw.send(m.Send(envelope=env))
+    finally:
+        server.thaw()
     replies = [raw.recv() for _ in range(60)]
     assert all(isinstance(r, m.Error) for r in replies)
     bounded = [r for r in replies if "request bytes" in getattr(r, "message", "")]

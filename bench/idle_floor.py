@@ -1,13 +1,17 @@
 """The libzmq floor of an idle connection: a bare CURVE ROUTER (the node's
-socket options and I/O threads, no Python state per connection) with N idle
-DEALERs (heartbeating as the client does) connected from other processes;
-prints the server's RSS per connection.
+socket options, heartbeats and I/O threads, no Python state per connection)
+with N idle DEALERs (heartbeating as the client does) connected from other
+processes; prints the server's RSS per connection, and its CPU over one
+period of its heartbeats once every connection has begun them.
 
     python -m bench.idle_floor [N=10000] [PROCESSES=4] [--no-heartbeats] [--zap] [--no-curve]
+        [--heartbeat IVL:TIMEOUT]
 
 `--zap`: the server authenticates through ZAP as the node does (a handler
 that admits any CURVE key); libzmq then keeps a ZAP pipe per connection.
 `--no-curve`: plain connections, to tell CURVE's share from the rest.
+`--heartbeat 10000:30000`: the server's heartbeat interval and timeout (ms)
+instead of the node's (`server/router.py`), to compare their CPU.
 What the node's idle connection costs beyond the `--zap` figure is its own
 (`make bench`, "idle" line; `python -m bench.idle_node` for its Python side).
 """
@@ -22,13 +26,14 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from bench.common import proc_mem, raise_fd_limit
+from bench.common import proc_cpu_seconds, proc_mem, raise_fd_limit
+from curvechat.server import router
 
 
 def server(
-    q: mp.Queue[int], pub: bytes, sec: bytes, heartbeats: bool, zap: bool, curve: bool
+    q: mp.Queue[int], pub: bytes, sec: bytes, heartbeat: tuple[int, int], zap: bool, curve: bool
 ) -> None:
-    ctx = zmq.Context(io_threads=2)
+    ctx = zmq.Context(io_threads=router.IO_THREADS)
     s = ctx.socket(zmq.ROUTER)
     if curve:
         s.curve_server = True
@@ -42,10 +47,11 @@ def server(
     s.setsockopt(zmq.ROUTER_MANDATORY, 1)
     s.setsockopt(zmq.SNDHWM, 10000)
     s.setsockopt(zmq.RCVHWM, 10000)
-    if heartbeats:
-        s.setsockopt(zmq.HEARTBEAT_IVL, 10000)
-        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 30000)
-        s.setsockopt(zmq.HEARTBEAT_TTL, 30000)
+    ivl, timeout = heartbeat
+    if ivl:
+        s.setsockopt(zmq.HEARTBEAT_IVL, ivl)
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, timeout)
+        s.setsockopt(zmq.HEARTBEAT_TTL, ivl + timeout)
     port = s.bind_to_random_port("tcp://127.0.0.1")
     q.put(port)
     seen = set()
@@ -84,9 +90,9 @@ def clients(
             d = ctx.socket(zmq.DEALER)
             if curve:
                 d.curve_serverkey, d.curve_publickey, d.curve_secretkey = pub, cp, cs
-            d.setsockopt(zmq.HEARTBEAT_IVL, 5000)
+            d.setsockopt(zmq.HEARTBEAT_IVL, 5000)  # as the client (client/dealer.py)
             d.setsockopt(zmq.HEARTBEAT_TIMEOUT, 15000)
-            d.setsockopt(zmq.HEARTBEAT_TTL, 15000)
+            d.setsockopt(zmq.HEARTBEAT_TTL, 0)
             d.setsockopt(zmq.LINGER, 0)
             d.connect(endpoint)
             d.send(hello)
@@ -99,16 +105,21 @@ def clients(
 
 
 def main() -> None:
-    heartbeats = "--no-heartbeats" not in sys.argv
+    heartbeat = (router.HEARTBEAT_IVL, router.HEARTBEAT_TIMEOUT)
+    if "--heartbeat" in sys.argv:
+        ivl, timeout = sys.argv[sys.argv.index("--heartbeat") + 1].split(":")
+        heartbeat = (int(ivl), int(timeout))
+    if "--no-heartbeats" in sys.argv:
+        heartbeat = (0, 0)
     zap = "--zap" in sys.argv
     curve = "--no-curve" not in sys.argv
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    args = [a for a in sys.argv[1:] if not a.startswith("--") and ":" not in a]
     n = int(args[0]) if args else 10000
     procs = int(args[1]) if len(args) > 1 else 4
     raise_fd_limit()
     pub, sec = zmq.curve_keypair()
     q: mp.Queue[int] = mp.Queue()
-    srv = mp.Process(target=server, args=(q, pub, sec, heartbeats, zap, curve), daemon=True)
+    srv = mp.Process(target=server, args=(q, pub, sec, heartbeat, zap, curve), daemon=True)
     srv.start()
     port = q.get()
     time.sleep(0.5)
@@ -128,13 +139,21 @@ def main() -> None:
         p.start()
     total = sum(done.get() for _ in cps)
     t1 = time.monotonic()
-    time.sleep(12)  # heartbeats in steady state
+    # Steady state: the server's heartbeats begin one interval after each
+    # handshake; then one whole interval, in which it pings every connection.
+    period = max(heartbeat[0] / 1000, 12.0)
+    time.sleep(max(2.0, period - (time.monotonic() - t0)))
     after = proc_mem(srv.pid)["VmRSS"]
+    cpu0, w0 = proc_cpu_seconds(srv.pid), time.monotonic()
+    time.sleep(period)
+    cpu_pct = 100 * (proc_cpu_seconds(srv.pid) - cpu0) / (time.monotonic() - w0)
     kind = ("CURVE" if curve else "plain") + (" (ZAP)" if zap else "")
+    beats = f"heartbeat {heartbeat[0]}:{heartbeat[1]} ms" if heartbeat[0] else "no heartbeat"
     print(
         f"{total} idle {kind} connections in {t1 - t0:.1f} s; bare ROUTER RSS "
         f"{before / 2**20:.1f} -> {after / 2**20:.1f} MB = "
-        f"{(after - before) / total:,.0f} B per connection"
+        f"{(after - before) / total:,.0f} B per connection; its CPU ({beats}) "
+        f"over {period:.0f} s: {cpu_pct:.1f} % of a core"
     )
     for p in cps:
         p.kill()

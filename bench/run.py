@@ -42,6 +42,7 @@ from bench.report import ratios, table
 from curvechat.crypto.envelope import Plaintext, seal_message
 from curvechat.crypto.identity import Identity
 from curvechat.protocol import encode
+from curvechat.server import router
 
 SERVER_ARGS = ("--rate-conn", RATE_UNLIMITED, "--rate-user", RATE_UNLIMITED)
 SWITCH_INTERVAL: float | None = None  # --switch-interval: an experiment, see docs
@@ -113,9 +114,17 @@ def _window(args: argparse.Namespace, window: int) -> dict[str, Any]:
     return {"mode": "window", "window": window, "duration": args.duration}
 
 
-def _latency_count(args: argparse.Namespace) -> int:
-    """Messages a paced sender needs for one latency run (with a margin)."""
-    return int(args.duration / LATENCY_INTERVAL) + 50
+def _latency_count(duration: float) -> int:
+    """Messages a paced sender needs for a latency run of `duration` s (with a margin)."""
+    return int(duration / LATENCY_INTERVAL) + 50
+
+
+def _idle_window(args: argparse.Namespace) -> float:
+    """Seconds of the latency run with the idle clients: a whole period of
+    the node's ZMTP heartbeats (every connection pinged once), unless given."""
+    if args.idle_window is not None:
+        return float(args.idle_window)
+    return max(args.duration, router.HEARTBEAT_IVL / 1000)
 
 
 def _pid(server: ServerProcess) -> int:
@@ -255,11 +264,12 @@ def single_node(root: Path, args: argparse.Namespace, profile: Path | None) -> d
     try:
         out["connect"] = workers.all("connect")
         asyncio.run(create_rooms(root, [server], users, rooms))
-        lat_n = _latency_count(args)
+        lat_n = _latency_count(args.duration)
+        idle_s = _idle_window(args)
         tp_counts = {f"tp{r}m{k}": args.tp_count for r in range(args.tp_rooms) for k in range(2)}
         fan_counts = dict.fromkeys(("fan0", "fan1"), args.fan_count)
         # lat0 sends in two latency runs: without and with the idle clients
-        counts = {"lat0": 2 * lat_n, **tp_counts, **fan_counts}
+        counts = {"lat0": lat_n + _latency_count(idle_s), **tp_counts, **fan_counts}
         out["prepare"] = _prepare(workers, users, rooms, counts)
         pid = _pid(server)
         out["rss_after_setup_mb"] = round(proc_mem(pid)["VmRSS"] / 2**20, 1)
@@ -290,13 +300,16 @@ def single_node(root: Path, args: argparse.Namespace, profile: Path | None) -> d
         idle_n = sum(r["connected"] for r in idle_connect)
         connect_s = time.monotonic() - t0
         idle_workers.send([("idle", {"ping_interval": args.ping_interval})] * args.idle_workers)
-        time.sleep(max(3.0, min(args.ping_interval * 1.5, 10.0)))  # heartbeats in steady state
+        # Steady state: the node's heartbeats begin one interval after each
+        # handshake, so wait that long from the first one (and the pings).
+        settle = max(3.0, min(args.ping_interval * 1.5, 10.0))
+        time.sleep(max(settle, router.HEARTBEAT_IVL / 1000 - (time.monotonic() - t0)))
         rss1 = proc_mem(pid)["VmRSS"]
         print("  latency again, with the idle clients connected ...", flush=True)
         lat2 = run(
             "latency-idle",
-            _rate(args),
-            {"lat0": lat_n},
+            {**_rate(args), "duration": idle_s},
+            {"lat0": _latency_count(idle_s)},
             extra_pids={f"idle{i}": p for i, p in enumerate(idle_workers.pids)},
         )
         rss2 = proc_mem(pid)["VmRSS"]
@@ -308,6 +321,8 @@ def single_node(root: Path, args: argparse.Namespace, profile: Path | None) -> d
             "connect_s": round(connect_s, 1),
             "connect": idle_connect,
             "ping_interval_s": args.ping_interval,
+            "node_heartbeat_s": router.HEARTBEAT_IVL / 1000,
+            "window_s": idle_s,
             "pongs": sum(r["pongs"] for r in idle_runs),
             "worker_cpu_pct": [round(r["cpu_pct"], 1) for r in idle_runs],
             "rss_before_mb": round(rss0 / 2**20, 1),
@@ -488,7 +503,7 @@ def cluster(root: Path, args: argparse.Namespace, profile: Path | None) -> dict[
         try:
             out["connect"] = workers.all("connect")
             asyncio.run(create_rooms(root, nodes, users, rooms))
-            lat_n = _latency_count(args)
+            lat_n = _latency_count(args.duration)
             tp_counts = {
                 f"tp{r}m{k}": args.tp_count for r in range(args.tp_rooms) for k in range(2)
             }
@@ -564,6 +579,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle", type=int, default=10_000)
     ap.add_argument("--idle-workers", type=int, default=4)
     ap.add_argument("--ping-interval", type=float, default=30.0)
+    ap.add_argument(
+        "--idle-window",
+        type=float,
+        help="seconds of the latency run with the idle clients (default: the node's "
+        "heartbeat interval, so that every connection is pinged once in it)",
+    )
     ap.add_argument("--connect-batch", type=int, default=100, help="idle handshakes at a time")
     ap.add_argument(
         "--idle-budget", type=float, default=150.0, help="seconds to open idle connections"
@@ -593,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
             "--tp-count": 1500,
             "--fan-count": 600,
             "--idle": 1000,
+            "--idle-window": 3.0,
             "--catchup": 5000,
             "--solo-count": 500,
         }

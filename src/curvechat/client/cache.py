@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
 from pathlib import Path
 
 import nacl.encoding
@@ -28,6 +27,8 @@ import nacl.utils
 
 from curvechat.client.errors import ClientError
 from curvechat.client.model import CachedMessage, CachedRoom, OutboxItem
+from curvechat.client.outboxrows import SCHEMA as OUTBOX_SCHEMA
+from curvechat.client.outboxrows import OutboxRows
 from curvechat.client.trust.rules import EpochRecord
 from curvechat.client.trustrows import SCHEMA as TRUST_SCHEMA
 from curvechat.client.trustrows import TrustRows, migrate
@@ -61,11 +62,6 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_txn ON messages (room, sender, txn);
 CREATE INDEX IF NOT EXISTS messages_epoch ON messages (room, epoch);
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    room TEXT NOT NULL, txn TEXT NOT NULL UNIQUE, sealed BLOB NOT NULL,
-    created_ms INTEGER NOT NULL
-);
 """
 
 
@@ -83,7 +79,7 @@ def cache_key(identity_seed: bytes) -> bytes:
     )
 
 
-class Cache(TrustRows):
+class Cache(TrustRows, OutboxRows):
     def __init__(self, path: Path, key: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
@@ -100,7 +96,7 @@ class Cache(TrustRows):
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise CacheError(f"{path} was written by a newer curvechat (schema {version})")
-            self._db.executescript(_SCHEMA + TRUST_SCHEMA)
+            self._db.executescript(_SCHEMA + OUTBOX_SCHEMA + TRUST_SCHEMA)
             migrate(self._db)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
@@ -272,49 +268,6 @@ class Cache(TrustRows):
             for r in rows
         ]
         return sorted(out, key=lambda msg: msg.seq)
-
-    # --- outbox ------------------------------------------------------------------------
-    def enqueue(self, room: str, txn: str, text: str) -> OutboxItem:
-        now = int(time.time() * 1000)
-        # What the user wrote is never lost: this commit waits for the disk.
-        self._db.execute("PRAGMA synchronous=FULL")
-        try:
-            cur = self._db.execute(
-                "INSERT INTO outbox (room, txn, sealed, created_ms) VALUES (?, ?, ?, ?)",
-                (room, txn, self._seal(text.encode()), now),
-            )
-        finally:
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        return OutboxItem(int(cur.lastrowid or 0), room, txn, text, now)
-
-    def outbox(self) -> list[OutboxItem]:
-        return [
-            OutboxItem(r[0], r[1], r[2], self._open(r[3]).decode(), r[4])
-            for r in self._db.execute(
-                "SELECT id, room, txn, sealed, created_ms FROM outbox ORDER BY id"
-            )
-        ]
-
-    def outbox_count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-
-    def enqueue_many(self, room: str, txns: list[str], texts: list[str]) -> None:
-        """Queue several messages with one durable commit (one fsync)."""
-        now = int(time.time() * 1000)
-        rows = [(room, t, self._seal(x.encode()), now) for t, x in zip(txns, texts, strict=True)]
-        sql = "INSERT INTO outbox (room, txn, sealed, created_ms) VALUES (?, ?, ?, ?)"
-        if self._db.in_transaction:  # queued from an event handler inside a batch: joins it
-            self._db.executemany(sql, rows)
-            return
-        self._db.execute("PRAGMA synchronous=FULL")
-        try:
-            with self._tx():
-                self._db.executemany(sql, rows)
-        finally:
-            self._db.execute("PRAGMA synchronous=NORMAL")
-
-    def dequeue(self, *txns: str) -> None:
-        self._db.executemany("DELETE FROM outbox WHERE txn=?", [(t,) for t in txns])
 
     # --- helpers -----------------------------------------------------------------------------
     def _tx(self) -> _Tx:

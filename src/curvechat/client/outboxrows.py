@@ -1,0 +1,74 @@
+"""The cache's outbox rows: what the user wrote and the server has not yet
+acknowledged, in the order written, each text sealed at rest.
+
+A mixin of `Cache`: it shares the cache's connection and sealing key. Every
+write that queues waits for the disk (synchronous=FULL for that commit): a
+message the user sent is never lost by a crash of the client. It must never
+decide what is sent or when: that is the outbox's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from curvechat.client.model import OutboxItem
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    room TEXT NOT NULL, txn TEXT NOT NULL UNIQUE, sealed BLOB NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+"""
+
+_INSERT = "INSERT INTO outbox (room, txn, sealed, created_ms) VALUES (?, ?, ?, ?)"
+
+
+class OutboxRows:
+    _db: sqlite3.Connection
+    _seal: Callable[[bytes], bytes]
+    _open: Callable[[bytes], bytes]
+    _tx: Callable[[], Any]
+
+    def enqueue(self, room: str, txn: str, text: str) -> OutboxItem:
+        now = int(time.time() * 1000)
+        with self._durable():
+            cur = self._db.execute(_INSERT, (room, txn, self._seal(text.encode()), now))
+        return OutboxItem(int(cur.lastrowid or 0), room, txn, text, now)
+
+    def enqueue_many(self, room: str, txns: list[str], texts: list[str]) -> None:
+        """Queue several messages with one durable commit (one fsync)."""
+        now = int(time.time() * 1000)
+        rows = [(room, t, self._seal(x.encode()), now) for t, x in zip(txns, texts, strict=True)]
+        if self._db.in_transaction:  # queued from an event handler inside a batch: joins it
+            self._db.executemany(_INSERT, rows)
+            return
+        with self._durable(), self._tx():
+            self._db.executemany(_INSERT, rows)
+
+    def outbox(self) -> list[OutboxItem]:
+        return [
+            OutboxItem(r[0], r[1], r[2], self._open(r[3]).decode(), r[4])
+            for r in self._db.execute(
+                "SELECT id, room, txn, sealed, created_ms FROM outbox ORDER BY id"
+            )
+        ]
+
+    def outbox_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    def dequeue(self, *txns: str) -> None:
+        self._db.executemany("DELETE FROM outbox WHERE txn=?", [(t,) for t in txns])
+
+    @contextlib.contextmanager
+    def _durable(self) -> Iterator[None]:
+        """What the user wrote is never lost: the commits inside wait for the disk."""
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            yield
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")

@@ -82,6 +82,8 @@ async def test_sends_start_before_the_earlier_ones_are_acked_and_others_wait() -
     assert node.log[3:] == ["acked 1", "acked 2", "acked 3", "other"]
     assert [rid for rid, _ in node.replies] == [1, 2, 3, 9]
     assert sess.pending is None and not sess.busy
+    # An idle connection keeps no finished task (nor what it holds).
+    assert sess.worker is None and id(sess) not in path.active
 
 
 async def test_a_send_that_ends_before_queuing_its_commit_lets_the_next_start() -> None:

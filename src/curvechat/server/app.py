@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import re
@@ -245,6 +246,10 @@ async def serve(
         print(f"connect string: {connect}", flush=True)
         if ready is not None:
             ready.set()
+        # What the start made (modules, the node, its store) lives as long as
+        # the process: out of the cyclic GC's full collections, which would
+        # walk it all again each time, with the event loop stopped.
+        gc.freeze()
         await stop.wait()
         print("stopping…", flush=True)
     finally:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 # (several of the client's 30 s ping intervals), they are forgotten.
 SESSION_TIMEOUT_S = 120.0
 REAP_EVERY_S = 10.0
+REAP_SLICE = 1_000  # sessions looked at between two turns of the event loop
 COMPACT_AFTER_DROPS = 1_000  # sessions dropped before the reaper compacts the tables
 # Disconnect reasons that are not failures (a clean exit): no warning event.
 CLEAN_EXIT = "left"
@@ -77,26 +78,42 @@ class Liveness:
     async def reaper(self) -> None:
         while True:
             await asyncio.sleep(REAP_EVERY_S)
-            cutoff = time.monotonic() - SESSION_TIMEOUT_S
-            before = len(self.node.sessions)
-            for routing_id, sess in list(self.node.sessions.items()):
-                if (
-                    (sess.gone is not None or sess.last_seen < cutoff)
-                    and (sess.worker is None or sess.worker.done())
-                    and not sess.sends
-                ):
-                    if sess.gone is None:
-                        self._mark_gone(
-                            sess,
-                            "timeout",
-                            "client_timeout",
-                            f"{_who(sess)} timed out: silent for {SESSION_TIMEOUT_S:g} s",
-                        )
-                    self.node.drop_session(routing_id)
-            self._dropped += before - len(self.node.sessions)
+            self._dropped += await self.reap(time.monotonic() - SESSION_TIMEOUT_S)
             if self._dropped >= COMPACT_AFTER_DROPS:
                 self._dropped = 0
                 self._compact()
+
+    async def reap(self, cutoff: float) -> int:
+        """Drop the sessions that are gone (or silent since before `cutoff`)
+        and have nothing in flight; returns how many. REAP_SLICE sessions at
+        a time, the event loop running between slices, and nothing allocated
+        per session kept: a pass over 10,000 sessions that built a tuple for
+        each took 7 ms at once and set off the cyclic GC's full collections."""
+        sessions = self.node.sessions
+        keys = list(sessions)  # the table may change between slices
+        dropped = 0
+        for start in range(0, len(keys), REAP_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            for routing_id in keys[start : start + REAP_SLICE]:
+                sess = sessions.get(routing_id)
+                if (
+                    sess is None
+                    or (sess.gone is None and sess.last_seen >= cutoff)
+                    or (sess.worker is not None and not sess.worker.done())
+                    or sess.sends
+                ):
+                    continue
+                if sess.gone is None:
+                    self._mark_gone(
+                        sess,
+                        "timeout",
+                        "client_timeout",
+                        f"{_who(sess)} timed out: silent for {SESSION_TIMEOUT_S:g} s",
+                    )
+                self.node.drop_session(routing_id)
+                dropped += 1
+        return dropped
 
     def _compact(self) -> None:
         """Give back the memory of many sessions gone at once (a storm of

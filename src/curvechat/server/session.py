@@ -110,6 +110,7 @@ class OrderedPath:
     def _idle(self, sess: Session, worker: asyncio.Task[None]) -> None:
         if sess.worker is worker:  # not a later worker's session
             self.active.pop(id(sess), None)
+            sess.worker = None  # an idle connection keeps no finished task
 
     async def _work(self, sess: Session) -> None:
         node = self.node

@@ -1,10 +1,13 @@
 """The cache's outbox rows: what the user wrote and the server has not yet
 acknowledged, in the order written, each text sealed at rest.
 
-A mixin of `Cache`: it shares the cache's connection and sealing key. Every
+A mixin of `Cache`: it shares the cache's connection and sealing key. A
 write that queues waits for the disk (synchronous=FULL for that commit): a
-message the user sent is never lost by a crash of the client. It must never
-decide what is sent or when: that is the outbox's.
+message the user sent is never lost by a crash of the client. The one
+exception is a message queued from an event handler while a batch of
+messages is being written: it joins that transaction (NORMAL), and a batch
+that fails takes it back with the rest. It must never decide what is sent
+or when: that is the outbox's.
 """
 
 from __future__ import annotations

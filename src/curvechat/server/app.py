@@ -248,7 +248,9 @@ async def serve(
             ready.set()
         # What the start made (modules, the node, its store) lives as long as
         # the process: out of the cyclic GC's full collections, which would
-        # walk it all again each time, with the event loop stopped.
+        # walk it all again each time, with the event loop stopped. Collected
+        # first: a cycle frozen would never be freed.
+        gc.collect()
         gc.freeze()
         await stop.wait()
         print("stopping…", flush=True)

@@ -17,21 +17,23 @@ from curvechat.server.metrics import NodeMetrics
 
 ZAP_DOMAIN = "curvechat"
 # ZMTP heartbeats (ms). Clients heartbeat every 5 s to find a silent node;
-# the node pings each peer every HEARTBEAT_IVL and disconnects one silent
-# for HEARTBEAT_TIMEOUT after it, and tells peers to drop the node after
-# HEARTBEAT_TTL without a word from it (so a dead client's connection goes
-# within 40 s). libzmq cancels a timer by walking its I/O thread's timers
+# the node pings each peer every HEARTBEAT_IVL and disconnects one from which
+# no whole message came for HEARTBEAT_TIMEOUT after it (so a dead client's
+# connection goes within 90 s), and tells peers to drop the node after
+# HEARTBEAT_TTL without a word from it. The timeout is that long for a slow
+# uplink: a frame of 256 KiB takes 21 s at 100 kbit/s, and only a whole
+# message counts. libzmq cancels a timer by walking its I/O thread's timers
 # in expiry order up to it, and each ping arms a timeout timer that the
 # peer's answer cancels: the node's pings cost about n/IVL walks a second
 # over the n·TIMEOUT/IVL heartbeat timers due before the timeout's, i.e.
 # n²·TIMEOUT/IVL². At 10 s and 30 s (the timeout behind every heartbeat
 # timer) 10,000 idle connections kept libzmq's I/O threads 30 % of a core
-# busy walking (70 % of their samples in std::_Rb_tree_increment); 30 s
-# and 10 s walk nine times less (docs/performance.md). Clients set no TTL
+# busy walking (70 % of their samples in std::_Rb_tree_increment); 60 s and
+# 30 s walk twelve times less (docs/performance.md). Clients set no TTL
 # for the same reason (a TTL timer is armed at each client ping and
 # cancelled at the next frame). Every heartbeat is also a CURVE message.
-HEARTBEAT_IVL = 30000
-HEARTBEAT_TIMEOUT = 10000
+HEARTBEAT_IVL = 60000
+HEARTBEAT_TIMEOUT = 30000
 HEARTBEAT_TTL = HEARTBEAT_IVL + HEARTBEAT_TIMEOUT
 IO_THREADS = 2  # libzmq I/O threads: handshakes and heartbeats on both cores
 MONITORED = (

@@ -35,10 +35,10 @@ import zmq.asyncio
 from curvechat.client import servers as sv
 from curvechat.client.dealer import failure_kind, open_dealer
 from curvechat.client.errors import NotConnected, RequestTimeout, ServerRefused
+from curvechat.client.hello import Greeting
 from curvechat.client.nodesocket import NodeSocket, PushHandler
 from curvechat.client.servers import ServerList
 from curvechat.client.state import Backoff, ConnEvent, ConnState, ConnStatus, transition
-from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ServerAddress
 from curvechat.protocol.limits import libzmq_refusal
@@ -80,7 +80,7 @@ class Connection:
         self._on_push = on_push
         self._on_status = on_status
         self._on_live = on_live
-        self._client_id = client_id
+        self._greeting = Greeting(client_id)
         self.ping_interval = ping_interval
         self.liveness = liveness
         self.connect_timeout = connect_timeout
@@ -88,7 +88,6 @@ class Connection:
         self.backoff = backoff or Backoff()
         self._ctx = zmq.asyncio.Context()
         self._sock: NodeSocket | None = None
-        self._older: dict[str, int] = {}  # endpoint -> hellos its node refused (older than a field)
         self._live = asyncio.Event()
         self._lost = asyncio.Event()
         self._wake = asyncio.Event()
@@ -286,23 +285,8 @@ class Connection:
         return reply
 
     async def _hello(self) -> m.AnyReply:
-        """Hello with the newest fields first: a node older than a field
-        refuses it (`bad_frame`), and is greeted without it from then on
-        (until this connection object is closed)."""
         endpoint = self._current.endpoint if self._current else ""
-        hellos = (
-            m.Hello(client=self._client_id, batch=True, sends=True),
-            m.Hello(client=self._client_id, batch=True),
-            m.Hello(client=self._client_id),
-        )
-        while True:
-            level = self._older.get(endpoint, 0)
-            try:
-                return await self._raw(hellos[level], self.connect_timeout)
-            except ServerRefused as exc:
-                if exc.code != ErrorCode.BAD_FRAME or level == len(hellos) - 1:
-                    raise
-            self._older[endpoint] = level + 1
+        return await self._greeting.greet(endpoint, lambda h: self._raw(h, self.connect_timeout))
 
     async def _run(self) -> None:
         attempt = 0

@@ -1,6 +1,6 @@
 """The libzmq floor of an idle connection: a bare CURVE ROUTER (the node's
 socket options, heartbeats and I/O threads, no Python state per connection)
-with N idle DEALERs (heartbeating as the client does) connected from other
+with N idle DEALERs (heartbeating as the client does, TTL included) connected from other
 processes; prints the server's RSS per connection, and its CPU over one
 period of its heartbeats once every connection has begun them.
 
@@ -10,8 +10,9 @@ period of its heartbeats once every connection has begun them.
 `--zap`: the server authenticates through ZAP as the node does (a handler
 that admits any CURVE key); libzmq then keeps a ZAP pipe per connection.
 `--no-curve`: plain connections, to tell CURVE's share from the rest.
-`--heartbeat 10000:30000`: the server's heartbeat interval and timeout (ms)
-instead of the node's (`server/router.py`), to compare their CPU.
+`--heartbeat 10000:30000`: the server heartbeats too, with this interval and
+timeout (ms), as the node did before it left liveness to the clients' TTL
+(`server/router.py`), to compare their CPU.
 What the node's idle connection costs beyond the `--zap` figure is its own
 (`make bench`, "idle" line; `python -m bench.idle_node` for its Python side).
 """
@@ -27,6 +28,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from bench.common import proc_cpu_seconds, proc_mem, raise_fd_limit
+from curvechat.client.dealer import heartbeat_ttl_ms
 from curvechat.server import router
 
 
@@ -92,7 +94,7 @@ def clients(
                 d.curve_serverkey, d.curve_publickey, d.curve_secretkey = pub, cp, cs
             d.setsockopt(zmq.HEARTBEAT_IVL, 5000)  # as the client (client/dealer.py)
             d.setsockopt(zmq.HEARTBEAT_TIMEOUT, 15000)
-            d.setsockopt(zmq.HEARTBEAT_TTL, 0)
+            d.setsockopt(zmq.HEARTBEAT_TTL, heartbeat_ttl_ms(5.0, 3))
             d.setsockopt(zmq.LINGER, 0)
             d.connect(endpoint)
             d.send(hello)
@@ -105,7 +107,7 @@ def clients(
 
 
 def main() -> None:
-    heartbeat = (router.HEARTBEAT_IVL, router.HEARTBEAT_TIMEOUT)
+    heartbeat = (0, 0)  # as the node: the clients' TTL is its liveness check (server/router.py)
     if "--heartbeat" in sys.argv:
         ivl, timeout = sys.argv[sys.argv.index("--heartbeat") + 1].split(":")
         heartbeat = (int(ivl), int(timeout))

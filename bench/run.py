@@ -42,7 +42,6 @@ from bench.report import ratios, table
 from curvechat.crypto.envelope import Plaintext, seal_message
 from curvechat.crypto.identity import Identity
 from curvechat.protocol import encode
-from curvechat.server import router
 
 SERVER_ARGS = ("--rate-conn", RATE_UNLIMITED, "--rate-user", RATE_UNLIMITED)
 SWITCH_INTERVAL: float | None = None  # --switch-interval: an experiment, see docs
@@ -121,10 +120,10 @@ def _latency_count(duration: float) -> int:
 
 def _idle_window(args: argparse.Namespace) -> float:
     """Seconds of the latency run with the idle clients: a whole period of
-    the node's ZMTP heartbeats (every connection pinged once), unless given."""
+    their app-level pings (every connection pings once), unless given."""
     if args.idle_window is not None:
         return float(args.idle_window)
-    return max(args.duration, router.HEARTBEAT_IVL / 1000)
+    return max(args.duration, args.ping_interval)
 
 
 def _pid(server: ServerProcess) -> int:
@@ -300,10 +299,7 @@ def single_node(root: Path, args: argparse.Namespace, profile: Path | None) -> d
         idle_n = sum(r["connected"] for r in idle_connect)
         connect_s = time.monotonic() - t0
         idle_workers.send([("idle", {"ping_interval": args.ping_interval})] * args.idle_workers)
-        # Steady state: the node's heartbeats begin one interval after each
-        # handshake, so wait that long from the first one (and the pings).
-        settle = max(3.0, min(args.ping_interval * 1.5, 10.0))
-        time.sleep(max(settle, router.HEARTBEAT_IVL / 1000 - (time.monotonic() - t0)))
+        time.sleep(max(3.0, min(args.ping_interval * 1.5, 10.0)))  # heartbeats in steady state
         rss1 = proc_mem(pid)["VmRSS"]
         print("  latency again, with the idle clients connected ...", flush=True)
         lat2 = run(
@@ -321,7 +317,6 @@ def single_node(root: Path, args: argparse.Namespace, profile: Path | None) -> d
             "connect_s": round(connect_s, 1),
             "connect": idle_connect,
             "ping_interval_s": args.ping_interval,
-            "node_heartbeat_s": router.HEARTBEAT_IVL / 1000,
             "window_s": idle_s,
             "pongs": sum(r["pongs"] for r in idle_runs),
             "worker_cpu_pct": [round(r["cpu_pct"], 1) for r in idle_runs],
@@ -582,8 +577,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--idle-window",
         type=float,
-        help="seconds of the latency run with the idle clients (default: the node's "
-        "heartbeat interval, so that every connection is pinged once in it)",
+        help="seconds of the latency run with the idle clients (default: their ping "
+        "interval, so that every connection pings once in it)",
     )
     ap.add_argument("--connect-batch", type=int, default=100, help="idle handshakes at a time")
     ap.add_argument(

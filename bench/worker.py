@@ -27,6 +27,7 @@ import zmq
 import zmq.utils.z85
 
 from bench.common import TEXT, light_decode, msg_id, recv_ready, txn_of
+from curvechat.client.dealer import heartbeat_ttl_ms
 from curvechat.crypto.envelope import Plaintext, seal_message
 from curvechat.crypto.identity import Identity
 from curvechat.crypto.roomkeys import unwrap_key_packet
@@ -61,7 +62,7 @@ class Client:
         s.setsockopt(zmq.SNDHWM, 100_000)
         s.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
         s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * HEARTBEAT_MS)
-        s.setsockopt(zmq.HEARTBEAT_TTL, 0)  # as the real client: the node times us out itself
+        s.setsockopt(zmq.HEARTBEAT_TTL, heartbeat_ttl_ms(HEARTBEAT_MS / 1000, 3))  # as the client
         if self.stalled:
             # A client that stops reading: tiny queues so that the backlog
             # lands on the server as soon as the kernel buffers are full.

@@ -42,7 +42,9 @@ def open_dealer(
     liveness: int,
 ) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
     """A DEALER connecting to `addr`, and its monitor socket. libzmq drops
-    the peer after `liveness` heartbeats of `beat_s` go unanswered."""
+    the peer after `liveness` heartbeats of `beat_s` go unanswered, and asks
+    the node to drop us when no whole message of ours came for twice that
+    (the TTL: the node's only liveness check of its clients, server/router.py)."""
     sock = ctx.socket(zmq.DEALER)
     sock.curve_serverkey = addr.server_key.encode()
     sock.curve_publickey = public_key
@@ -52,11 +54,19 @@ def open_dealer(
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_REPLY_BYTES + 4096)
     sock.setsockopt(zmq.HEARTBEAT_IVL, int(beat_s * 1000))
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(beat_s * liveness * 1000))
-    sock.setsockopt(zmq.HEARTBEAT_TTL, 0)  # no TTL: costly for the node (server/router.py)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, heartbeat_ttl_ms(beat_s, liveness))
     sock.setsockopt(zmq.RECONNECT_IVL, 100)
     monitor = sock.get_monitor_socket(MONITORED)
     sock.connect(addr.endpoint)
     return sock, monitor
+
+
+def heartbeat_ttl_ms(beat_s: float, liveness: int) -> int:
+    """The TTL our heartbeats carry: twice the silence we allow the node, so
+    that a large frame on a slow uplink (256 KiB: 21 s at 100 kbit/s, and only
+    a whole message counts) is not taken for a dead client. ZMTP carries it
+    in deciseconds, 6,553.5 s at most."""
+    return min(int(beat_s * liveness * 2 * 1000), 6_553_500)
 
 
 def lost_by(event: int, connected: bool) -> tuple[str, str] | None:

@@ -1,10 +1,11 @@
 """Liveness of the node's connections, and what operators see of it.
 
-Liveness is ZMTP's: both ends heartbeat, libzmq disconnects a peer that
-stops answering, and the socket monitor tells this module, which marks the
-session gone; the reaper forgets gone sessions (and, as a backstop, ones
-silent for SESSION_TIMEOUT_S) once nothing of theirs is in flight. Pings
-are reports (RTT, reconnects, outbox, flow-control marks), not liveness.
+Liveness is ZMTP's: the client heartbeats with a TTL, libzmq disconnects
+a client from which no whole message came for that long (server/router.py),
+and the socket monitor tells this module, which marks the session gone;
+the reaper forgets gone sessions (and, as a backstop, ones silent for
+SESSION_TIMEOUT_S) once nothing of theirs is in flight. Pings are reports
+(RTT, reconnects, outbox, flow-control marks), not liveness.
 
 This module must never send a request's reply or touch the store: it only
 keeps the books (sessions, metrics, events) and asks the node to send a

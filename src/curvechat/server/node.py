@@ -7,9 +7,9 @@ pushes every committed message to the online members of its room. Reading
 and writing the socket is the reactor's job (reactor.py), serving requests
 in order the ordered path's (session.py).
 
-Liveness is ZMTP's: both ends send heartbeats, and a peer that stops
-answering them is disconnected by libzmq (the monitor tells the node);
-requests are not needed to stay connected.
+Liveness is ZMTP's: clients heartbeat with a TTL, and one from which no
+whole message came for that long is disconnected by libzmq (the monitor
+tells the node); requests are not needed to stay connected.
 
 It must never see plaintext: it checks envelopes' routing fields (room,
 sender, epoch) and stores them as they came.

@@ -16,25 +16,23 @@ from curvechat.protocol.limits import MAX_FRAME_BYTES, libzmq_refusal
 from curvechat.server.metrics import NodeMetrics
 
 ZAP_DOMAIN = "curvechat"
-# ZMTP heartbeats (ms). Clients heartbeat every 5 s to find a silent node;
-# the node pings each peer every HEARTBEAT_IVL and disconnects one from which
-# no whole message came for HEARTBEAT_TIMEOUT after it (so a dead client's
-# connection goes within 90 s), and tells peers to drop the node after
-# HEARTBEAT_TTL without a word from it. The timeout is that long for a slow
-# uplink: a frame of 256 KiB takes 21 s at 100 kbit/s, and only a whole
-# message counts. libzmq cancels a timer by walking its I/O thread's timers
-# in expiry order up to it, and each ping arms a timeout timer that the
-# peer's answer cancels: the node's pings cost about n/IVL walks a second
-# over the n·TIMEOUT/IVL heartbeat timers due before the timeout's, i.e.
-# n²·TIMEOUT/IVL². At 10 s and 30 s (the timeout behind every heartbeat
-# timer) 10,000 idle connections kept libzmq's I/O threads 30 % of a core
-# busy walking (70 % of their samples in std::_Rb_tree_increment); 60 s and
-# 30 s walk twelve times less (docs/performance.md). Clients set no TTL
-# for the same reason (a TTL timer is armed at each client ping and
-# cancelled at the next frame). Every heartbeat is also a CURVE message.
-HEARTBEAT_IVL = 60000
-HEARTBEAT_TIMEOUT = 30000
-HEARTBEAT_TTL = HEARTBEAT_IVL + HEARTBEAT_TIMEOUT
+# Liveness of client connections. The node sends no ZMTP heartbeats: each
+# client's heartbeats (every 5 s) carry a TTL (30 s: client/dealer.py), and
+# libzmq drops a connection from which no whole message came for that long.
+# libzmq cancels a timer by walking its I/O thread's timers in expiry order
+# up to it. A TTL timer is armed at each client heartbeat and cancelled at
+# its next message, and being the oldest it is the first in that order: a
+# walk of one step. The node's own pings armed a timeout timer that sat
+# behind the heartbeat timers of all the other connections: at 10 s / 30 s,
+# 10,000 idle connections kept libzmq's I/O threads 30 % of a core busy
+# walking (70 % of their samples in std::_Rb_tree_increment), and a connect
+# storm left their timers due together, so the walks came in bursts
+# (docs/performance.md). A client that sets no TTL (older than this) is
+# found dead by TCP keepalive (the kernel's timers: a host gone or cut off,
+# within KEEPALIVE_IDLE_S + 3 probes), and its session by the reaper.
+KEEPALIVE_IDLE_S = 60
+KEEPALIVE_INTVL_S = 10
+KEEPALIVE_CNT = 3
 IO_THREADS = 2  # libzmq I/O threads: handshakes and heartbeats on both cores
 MONITORED = (
     zmq.EVENT_HANDSHAKE_SUCCEEDED
@@ -82,9 +80,10 @@ def open_router(
     sock.zap_domain = ZAP_DOMAIN.encode()
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES + 1024)
-    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT)
-    sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TTL)
+    sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, KEEPALIVE_IDLE_S)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, KEEPALIVE_INTVL_S)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, KEEPALIVE_CNT)
     sock.setsockopt(zmq.HANDSHAKE_IVL, 10000)
     sock.setsockopt(zmq.SNDHWM, 10000)
     sock.setsockopt(zmq.RCVHWM, 10000)

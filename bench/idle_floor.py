@@ -141,8 +141,9 @@ def main() -> None:
         p.start()
     total = sum(done.get() for _ in cps)
     t1 = time.monotonic()
-    # Steady state: the server's heartbeats begin one interval after each
-    # handshake; then one whole interval, in which it pings every connection.
+    # Steady state: a server's heartbeats (--heartbeat) begin one interval
+    # after each handshake; then one whole interval, in which it pings every
+    # connection (12 s without: the clients' heartbeats, every 5 s).
     period = max(heartbeat[0] / 1000, 12.0)
     time.sleep(max(2.0, period - (time.monotonic() - t0)))
     after = proc_mem(srv.pid)["VmRSS"]

@@ -8,7 +8,7 @@ import zmq
 import zmq.asyncio
 
 from curvechat.client.connection import HEARTBEAT_S
-from curvechat.client.dealer import heartbeat_ttl_ms, open_dealer
+from curvechat.client.dealer import TTL_MAX_MS, heartbeat_ttl_ms, open_dealer
 from curvechat.protocol.connect import ServerAddress
 from curvechat.protocol.limits import MAX_FRAME_BYTES
 
@@ -18,7 +18,10 @@ def test_the_ttl_is_twice_our_own_patience_and_outlasts_a_large_frame_on_a_slow_
     assert ttl == int(HEARTBEAT_S * 3 * 2 * 1000)
     slow_uplink_s = MAX_FRAME_BYTES * 8 / 100_000  # the largest frame at 100 kbit/s
     assert ttl / 1000 > slow_uplink_s
-    assert heartbeat_ttl_ms(3600.0, 10) == 6_553_500  # what ZMTP can carry
+    # libzmq reads a TTL into 16 bits of milliseconds: more would wrap to a
+    # short one at the node, which would then drop a healthy client.
+    assert heartbeat_ttl_ms(3600.0, 10) == TTL_MAX_MS <= 65_535
+    assert heartbeat_ttl_ms(0.01, 1) == 100  # under 100 ms it would be 0: no TTL
 
 
 async def test_the_dealer_heartbeats_with_the_ttl() -> None:

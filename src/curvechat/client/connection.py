@@ -6,8 +6,9 @@ Requests carry a request id and are matched with their replies; pushes
 In cluster mode a welcome names the live nodes, which join the list; the
 nodes are tried in the order `servers.attempt_order` gives (spread by the
 user's name), and a node that drains asks us to move (`push_move`).
-Liveness: ZMTP heartbeats (every few seconds, both ways; libzmq drops a
-silent peer) plus a rare app-level ping (tens of seconds) that measures RTT
+Liveness: ZMTP heartbeats (every few seconds; libzmq drops a silent node,
+and the TTL they carry has the node drop us when we go silent) plus a rare
+app-level ping (tens of seconds) that measures RTT
 and reports to the node; a missed window, a dropped connection (socket
 monitor) or a node that restarted under us (new boot id) closes the socket and
 fails over to the next node after a jittered back-off (ZeroMQ Guide:

@@ -61,12 +61,18 @@ def open_dealer(
     return sock, monitor
 
 
+TTL_MAX_MS = 65_500
+"""ZMTP carries a TTL in deciseconds, but libzmq 4.3 turns it into
+milliseconds in 16 bits on the receiving side: a TTL over 65.5 s wraps to
+a short one there, and the node would drop a healthy client."""
+
+
 def heartbeat_ttl_ms(beat_s: float, liveness: int) -> int:
     """The TTL our heartbeats carry: twice the silence we allow the node, so
     that a large frame on a slow uplink (256 KiB: 21 s at 100 kbit/s, and only
-    a whole message counts) is not taken for a dead client. ZMTP carries it
-    in deciseconds, 6,553.5 s at most."""
-    return min(int(beat_s * liveness * 2 * 1000), 6_553_500)
+    a whole message counts) is not taken for a dead client; at least 100 ms
+    (less is 0: no TTL) and at most TTL_MAX_MS."""
+    return max(100, min(int(beat_s * liveness * 2 * 1000), TTL_MAX_MS))
 
 
 def lost_by(event: int, connected: bool) -> tuple[str, str] | None:

@@ -1,5 +1,5 @@
 """The node's ROUTER socket as libzmq makes it: the libzmq it refuses to run
-on, the socket's options (CURVE, ZMTP heartbeats, size and queue limits), its
+on, the socket's options (CURVE, TCP keepalive, size and queue limits), its
 monitor, and the ZAP provider that admits any well-formed key.
 
 This module must never read from or write to the socket (the reactor does) nor touch
@@ -28,8 +28,11 @@ ZAP_DOMAIN = "curvechat"
 # walking (70 % of their samples in std::_Rb_tree_increment), and a connect
 # storm left their timers due together, so the walks came in bursts
 # (docs/performance.md). A client that sets no TTL (older than this) is
-# found dead by TCP keepalive (the kernel's timers: a host gone or cut off,
-# within KEEPALIVE_IDLE_S + 3 probes), and its session by the reaper.
+# found dead only by TCP keepalive (the kernel's timers: a host gone or cut
+# off, within KEEPALIVE_IDLE_S + 3 probes while nothing is queued to it;
+# with data queued, when the kernel gives up retransmitting, minutes), not
+# at all while its host lives (a stopped process); its session goes with
+# the reaper, its libzmq connection stays.
 KEEPALIVE_IDLE_S = 60
 KEEPALIVE_INTVL_S = 10
 KEEPALIVE_CNT = 3

@@ -28,7 +28,8 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from bench.common import proc_cpu_seconds, proc_mem, raise_fd_limit
-from curvechat.client.dealer import heartbeat_ttl_ms
+from curvechat.client.connection import HEARTBEAT_S
+from curvechat.client.dealer import set_heartbeats
 from curvechat.server import router
 
 
@@ -92,9 +93,7 @@ def clients(
             d = ctx.socket(zmq.DEALER)
             if curve:
                 d.curve_serverkey, d.curve_publickey, d.curve_secretkey = pub, cp, cs
-            d.setsockopt(zmq.HEARTBEAT_IVL, 5000)  # as the client (client/dealer.py)
-            d.setsockopt(zmq.HEARTBEAT_TIMEOUT, 15000)
-            d.setsockopt(zmq.HEARTBEAT_TTL, heartbeat_ttl_ms(5.0, 3))
+            set_heartbeats(d, HEARTBEAT_S, 3)  # as the client
             d.setsockopt(zmq.LINGER, 0)
             d.connect(endpoint)
             d.send(hello)

@@ -27,7 +27,8 @@ import zmq
 import zmq.utils.z85
 
 from bench.common import TEXT, light_decode, msg_id, recv_ready, txn_of
-from curvechat.client.dealer import heartbeat_ttl_ms
+from curvechat.client.connection import HEARTBEAT_S, PING_INTERVAL_S
+from curvechat.client.dealer import set_heartbeats
 from curvechat.crypto.envelope import Plaintext, seal_message
 from curvechat.crypto.identity import Identity
 from curvechat.crypto.roomkeys import unwrap_key_packet
@@ -39,8 +40,7 @@ from curvechat.protocol.limits import MAX_REPLY_BYTES
 FRAME_RID = 1 << 30
 #: As the real client (client/connection.py): an app-level ping every 30 s,
 #: liveness from ZMTP heartbeats every 5 s (15 s without a word: dead).
-PING_S = 30.0
-HEARTBEAT_MS = 5000
+PING_S = PING_INTERVAL_S
 
 
 class Client:
@@ -60,9 +60,7 @@ class Client:
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.MAXMSGSIZE, MAX_REPLY_BYTES + 4096)
         s.setsockopt(zmq.SNDHWM, 100_000)
-        s.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
-        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * HEARTBEAT_MS)
-        s.setsockopt(zmq.HEARTBEAT_TTL, heartbeat_ttl_ms(HEARTBEAT_MS / 1000, 3))  # as the client
+        set_heartbeats(s, HEARTBEAT_S, 3)  # as the client (client/connection.py)
         if self.stalled:
             # A client that stops reading: tiny queues so that the backlog
             # lands on the server as soon as the kernel buffers are full.

@@ -56,7 +56,8 @@ class _Node:
     def note_ping(self, *args: Any) -> None:
         pass
 
-    def welcome(self, sess: Any, *, sends: bool = False) -> m.Welcome:
+    def welcome(self, sess: Any, hello: m.Hello) -> m.Welcome:
+        sess.client, sess.batch = hello.client, hello.batch
         return m.Welcome(
             node=self.node_name,
             boot=self.boot,

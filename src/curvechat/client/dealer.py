@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -52,9 +53,7 @@ def open_dealer(
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.IMMEDIATE, 1)
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_REPLY_BYTES + 4096)
-    sock.setsockopt(zmq.HEARTBEAT_IVL, int(beat_s * 1000))
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(beat_s * liveness * 1000))
-    sock.setsockopt(zmq.HEARTBEAT_TTL, heartbeat_ttl_ms(beat_s, liveness))
+    set_heartbeats(sock, beat_s, liveness)
     sock.setsockopt(zmq.RECONNECT_IVL, 100)
     monitor = sock.get_monitor_socket(MONITORED)
     sock.connect(addr.endpoint)
@@ -65,6 +64,14 @@ TTL_MAX_MS = 65_500
 """ZMTP carries a TTL in deciseconds, but libzmq 4.3 turns it into
 milliseconds in 16 bits on the receiving side: a TTL over 65.5 s wraps to
 a short one there, and the node would drop a healthy client."""
+
+
+def set_heartbeats(sock: zmq.Socket[Any], beat_s: float, liveness: int) -> None:
+    """The client's ZMTP heartbeats on `sock`: every `beat_s`, the peer
+    dropped after `liveness` of them go unanswered, and the TTL they carry."""
+    sock.setsockopt(zmq.HEARTBEAT_IVL, int(beat_s * 1000))
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(beat_s * liveness * 1000))
+    sock.setsockopt(zmq.HEARTBEAT_TTL, heartbeat_ttl_ms(beat_s, liveness))
 
 
 def heartbeat_ttl_ms(beat_s: float, liveness: int) -> int:

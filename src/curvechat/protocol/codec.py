@@ -8,7 +8,7 @@ error with the code the reply should carry.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import msgspec
 
@@ -63,15 +63,10 @@ def encode_reply(rid: int, msg: AnyReply) -> bytes:
 
 
 class _RawBatch(Reply, tag="batch", frozen=True):
-    """A `Batch` whose items are already encoded (encoding side only)."""
+    """A `Batch` whose items are already encoded (encoding side only: the
+    frame around it is encoded as it stands, whatever its field's type says)."""
 
     items: list[msgspec.Raw]
-
-
-class _RawBatchFrame(msgspec.Struct, frozen=True):
-    v: int
-    rid: int
-    msg: _RawBatch
 
 
 def encode_item(rid: int, msg: SendAck | MessagePush) -> bytes:
@@ -83,19 +78,14 @@ def encode_batch(items: list[bytes]) -> bytes:
     """A `batch` frame of items from `encode_item` (the caller keeps their
     count and size within `MAX_BATCH_ITEMS` and `BATCH_BUDGET_BYTES`)."""
     raw = [msgspec.Raw(item) for item in items]
-    return _encoder.encode(_RawBatchFrame(v=L.PROTOCOL_VERSION, rid=0, msg=_RawBatch(items=raw)))
+    return encode_reply(0, cast(AnyReply, _RawBatch(items=raw)))
 
 
 class _RawSends(Request, tag="sends", frozen=True):
-    """A `Sends` whose items are already encoded (encoding side only)."""
+    """A `Sends` whose items are already encoded (encoding side only, as
+    `_RawBatch`)."""
 
     items: list[msgspec.Raw]
-
-
-class _RawSendsFrame(msgspec.Struct, frozen=True):
-    v: int
-    rid: int
-    req: _RawSends
 
 
 def encode_send_item(rid: int, send: Send) -> bytes:
@@ -108,10 +98,7 @@ def encode_sends(rid: int, items: list[bytes]) -> bytes:
     item's; raises LocalProtocolError if it would not fit one frame (the
     caller keeps the count within `MAX_SENDS`)."""
     raw = [msgspec.Raw(item) for item in items]
-    data = _encoder.encode(_RawSendsFrame(v=L.PROTOCOL_VERSION, rid=rid, req=_RawSends(items=raw)))
-    if len(data) > L.MAX_FRAME_BYTES:
-        raise LocalProtocolError(ErrorCode.TOO_LARGE, f"request of {len(data)} bytes")
-    return data
+    return encode_request(rid, cast(AnyRequest, _RawSends(items=raw)))
 
 
 SENDS_OVERHEAD_BYTES = 64

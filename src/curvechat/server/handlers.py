@@ -124,9 +124,7 @@ class Handlers(RoomHandlers):
                 ErrorCode.STORE_UNAVAILABLE,
                 f"node {self.node.node_name} cannot reach etcd: use another node",
             )
-        sess.client = req.client
-        sess.batch = req.batch
-        return self.node.welcome(sess, sends=req.sends)
+        return self.node.welcome(sess, req)
 
     async def ping(self, sess: Session, req: m.Ping) -> m.AnyReply:
         self.node.liveness.note_ping(sess, req)

@@ -333,9 +333,12 @@ class ChatNode:
         self.liveness.note_bye(sess)
 
     # --- helpers for handlers ------------------------------------------------
-    def welcome(self, sess: Session, *, sends: bool = False) -> m.Welcome:
-        """The welcome for `sess`; `sends`: its hello asked whether the node
-        takes `sends` requests (it does)."""
+    def welcome(self, sess: Session, hello: m.Hello) -> m.Welcome:
+        """The welcome for `sess`'s `hello`, noting what the hello says of the
+        client (its name, whether it reads `batch` frames). `sends` is said
+        only to a client that asked (the node takes them)."""
+        sess.client = hello.client
+        sess.batch = hello.batch
         return m.Welcome(
             node=self.node_name,
             boot=self.boot,
@@ -343,7 +346,7 @@ class ChatNode:
             time=int(time.time() * 1000),
             version=PROTOCOL_VERSION,
             peers=self.peers,
-            sends=sends,
+            sends=hello.sends,
         )
 
 

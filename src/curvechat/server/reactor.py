@@ -199,9 +199,7 @@ class Reactor:
                     and not node.flow.over_budget(sess.flow)
                 ):
                     hellos += 1
-                    sess.client = req.client  # type: ignore[union-attr]
-                    sess.batch = req.batch  # type: ignore[union-attr]
-                    node.reply(sess, frame.rid, node.welcome(sess, sends=req.sends))  # type: ignore[union-attr]
+                    node.reply(sess, frame.rid, node.welcome(sess, req))  # type: ignore[arg-type]
                     continue
             self._enqueue(sess, (frame, len(data), t0, frame.rid))
         if sends:

@@ -340,25 +340,8 @@ class Outbox:
         in one transaction per room; each told once."""
         shown: list[CachedMessage] = []
         for room, group in itertools.groupby(acked, key=lambda pair: pair[0].item.room):
-            with self.p.cache.batch(room) as batch:
-                pairs = list(group)
-                self.p.cache.dequeue(*(sent.item.txn for sent, _ in pairs))
-                for sent, ack in pairs:
-                    item = sent.item
-                    msg = CachedMessage(
-                        room, ack.seq, ack.ts, self.p.me, item.txn, item.created_ms, item.text, None
-                    )
-                    if batch.add(
-                        msg.seq,
-                        msg.ts_ms,
-                        msg.sender,
-                        msg.txn,
-                        msg.sent_ms,
-                        msg.text,
-                        None,
-                        epoch=sent.epoch,
-                    ):  # not if a sync or push brought it in first: shown once
-                        shown.append(msg)
+            rows = [(sent.item, ack.seq, ack.ts, sent.epoch) for sent, ack in group]
+            shown += self.p.cache.record_sent(room, self.p.me, rows)
         self._store_down = 0
         for sent, ack in acked:
             self._stale.pop(sent.item.txn, None)

@@ -15,10 +15,13 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
-from curvechat.client.model import OutboxItem
+from curvechat.client.model import CachedMessage, OutboxItem
+
+if TYPE_CHECKING:
+    from curvechat.client.cache import MessageBatch
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -36,6 +39,7 @@ class OutboxRows:
     _seal: Callable[[bytes], bytes]
     _open: Callable[[bytes], bytes]
     _tx: Callable[[], Any]
+    batch: Callable[[str], MessageBatch]
 
     def enqueue(self, room: str, txn: str, text: str) -> OutboxItem:
         now = int(time.time() * 1000)
@@ -66,6 +70,22 @@ class OutboxRows:
 
     def dequeue(self, *txns: str) -> None:
         self._db.executemany("DELETE FROM outbox WHERE txn=?", [(t,) for t in txns])
+
+    def record_sent(
+        self, room: str, me: str, acked: Sequence[tuple[OutboxItem, int, int, int]]
+    ) -> list[CachedMessage]:
+        """Sends of `room` the server acknowledged, in order, as (item, seq,
+        ts, epoch): out of the outbox and into the room's messages in one
+        transaction. Returns those not already brought in by a sync or a push
+        (each is shown once)."""
+        shown: list[CachedMessage] = []
+        with self.batch(room) as batch:
+            self.dequeue(*(item.txn for item, _, _, _ in acked))
+            for item, seq, ts, epoch in acked:
+                msg = CachedMessage(room, seq, ts, me, item.txn, item.created_ms, item.text, None)
+                if batch.add(seq, ts, me, item.txn, item.created_ms, item.text, None, epoch=epoch):
+                    shown.append(msg)
+        return shown
 
     @contextlib.contextmanager
     def _durable(self) -> Iterator[None]:

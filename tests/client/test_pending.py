@@ -131,10 +131,10 @@ async def test_a_request_too_large_to_send_fails_alone(pair: Pair) -> None:
     assert not pair.pending._futures  # nothing left waiting
 
 
-def _send(i: int) -> m.Send:
+def _send(i: int, ct: int = 48) -> m.Send:
     env = m.Envelope(
         room="r", epoch=0, sender="alice", txn=f"txn-{i:08d}", nonce=bytes(24),
-        ct=bytes(48), sig=bytes(64),
+        ct=bytes(ct), sig=bytes(64),
     )  # fmt: skip
     return m.Send(envelope=env)
 
@@ -171,6 +171,24 @@ async def test_a_sends_frame_refused_whole_fails_each_of_its_sends(
     assert not pair.pending._futures and not pair.pending._frames  # nothing left waiting
 
 
+async def test_a_refusal_of_a_later_send_stands_for_the_rest_of_its_frame(pair: Pair) -> None:
+    futs = pair.pending.submit_sends(pair.dealer, [_send(i) for i in range(5)], 5.0)
+    peer, _, req = await pair.take()
+    rids = [i.rid for i in req.items]  # type: ignore[union-attr]
+    for n in (0, 1):
+        await pair.reply(peer, rids[n], m.SendAck(room="r", txn=f"txn-{n:08d}", seq=n + 1, ts=1))
+        await pair.pump()
+    # The node read no further than the third: one answer, to it.
+    await pair.reply(peer, rids[2], m.Error(code=ErrorCode.RATE_LIMITED, message="slow down"))
+    await pair.pump()
+    assert [f.result().seq for f in futs[:2]] == [1, 2]  # type: ignore[union-attr]
+    for fut in futs[2:]:
+        with pytest.raises(ServerRefused) as refused:
+            await fut
+        assert refused.value.code == ErrorCode.RATE_LIMITED
+    assert not pair.pending._futures and not pair.pending._frames  # nothing left waiting
+
+
 async def test_sends_fill_frames_up_to_the_limit(pair: Pair) -> None:
     from curvechat.protocol.limits import MAX_SENDS
 
@@ -179,6 +197,20 @@ async def test_sends_fill_frames_up_to_the_limit(pair: Pair) -> None:
     second = await pair.take()
     sizes = [len(f[2].items) for f in (first, second)]  # type: ignore[union-attr]
     assert sizes == [MAX_SENDS, 3] and len(futs) == MAX_SENDS + 3
+
+
+async def test_sends_frames_stay_small_enough_to_upload_within_a_deadline(pair: Pair) -> None:
+    from curvechat.client.pending import SENDS_FRAME_BYTES
+
+    big = [_send(i, ct=20_000) for i in range(10)]  # 200 KB in all
+    pair.pending.submit_sends(pair.dealer, big, 5.0)
+    counts = []
+    while sum(counts) < len(big):
+        _, _, req = await pair.take()
+        assert isinstance(req, m.Sends)
+        counts.append(len(req.items))
+    assert counts == [3, 3, 3, 1]
+    assert 3 * 20_000 < SENDS_FRAME_BYTES < 4 * 20_000
 
 
 async def test_request_ids_stay_fresh_after_earlier_ones_were_answered(pair: Pair) -> None:

@@ -419,27 +419,60 @@ async def test_a_sends_frame_is_answered_send_by_send_in_order(setup: Setup) -> 
     assert isinstance(history, m.Messages) and len(history.items) == 5
 
 
-async def test_every_send_of_a_sends_frame_is_answered_under_the_rate_limit(
+async def test_a_sends_frame_costs_one_refusal_at_most_under_the_rate_limit(
     setup: Setup,
 ) -> None:
     setup.node.limits = RateLimits(per_connection=4, per_user=1000, burst_seconds=2)
     alice, _, room = await _room(setup)  # alice's bucket holds 8, the room took 2
     rids = list(range(200, 220))
     await alice.sock.send(_sends(room, alice.identity, rids))
-    got = await _replies(alice, len(rids))
-    acked = [r for r in rids if isinstance(got[r], m.SendAck)]
-    assert acked == rids[: len(acked)] and 0 < len(acked) < len(rids), got
-    for rid in rids[len(acked) :]:  # refused one by one, each with its code
-        reply = got[rid]
-        assert isinstance(reply, m.Error) and reply.code in ("rate_limited", "out_of_order")
-    # With the bucket empty the frame is refused unread: one answer, to its rid
-    # (the client takes it for every send of the frame), not one per send.
+    got: dict[int, m.AnyReply] = {}
+    refused: int | None = None
+    while refused is None or len(got) <= rids.index(refused):
+        frame = await alice.reply()
+        assert frame.rid not in got, f"{frame.rid} answered twice"
+        got[frame.rid] = frame.msg
+        if isinstance(frame.msg, m.Error):
+            assert refused is None, got  # one refusal for the whole frame
+            refused = frame.rid
+    # The sends the bucket paid for are acked; the first it could not pay for
+    # is refused, and the node reads no further: the client takes that one
+    # answer for it and every later send of the frame.
+    k = rids.index(refused)
+    assert k > 0 and isinstance(got[refused], m.Error) and got[refused].code == "rate_limited"
+    assert [r for r in rids if isinstance(got.get(r), m.SendAck)] == rids[:k]
+    # With the bucket empty the frame is refused unread: one answer, to its rid.
     await alice.sock.send(_sends(room, alice.identity, [300, 301, 302]))
-    refused = await alice.reply()
-    assert refused.rid == 300, refused
-    assert isinstance(refused.msg, m.Error) and refused.msg.code == "rate_limited"
+    unread = await alice.reply()
+    assert unread.rid == 300, unread
+    assert isinstance(unread.msg, m.Error) and unread.msg.code == "rate_limited"
     await asyncio.sleep(1.0)  # a token again
     assert isinstance(await alice.request(m.Ping(t=5)), m.Pong)  # and nothing else came
+
+
+async def test_a_sends_frame_of_a_connection_that_does_not_read_is_refused_once(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, _, room = await _room(setup)
+    monkeypatch.setattr(setup.node.flow, "over_budget", lambda flow: True)
+    await alice.sock.send(_sends(room, alice.identity, [500, 501, 502, 503]))
+    refused = await alice.reply()
+    assert refused.rid == 500 and isinstance(refused.msg, m.Error), refused
+    assert refused.msg.code == "rate_limited" and "not read" in refused.msg.message
+    assert isinstance(await alice.request(m.Ping(t=5)), m.Pong)  # and nothing else came
+
+
+async def test_hello_again_is_refused_while_the_node_cannot_reach_its_store(
+    setup: Setup,
+) -> None:
+    alice = setup.peer("alice")
+    await alice.register()
+    assert isinstance(await alice.request(m.Hello(client="t")), m.Welcome)
+    setup.node.store_cut_off = True  # as its store guard sets it
+    refused = await alice.request(m.Hello(client="t"))
+    assert isinstance(refused, m.Error) and refused.code == "store_unavailable", refused
+    setup.node.store_cut_off = False
+    assert isinstance(await alice.request(m.Hello(client="t")), m.Welcome)
 
 
 async def test_a_sends_frame_that_does_not_decode_is_answered_once(setup: Setup) -> None:

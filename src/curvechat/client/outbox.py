@@ -98,7 +98,8 @@ class Outbox:
         """Set while the connection is live and synced."""
         self.halted = False
         self._waiters = AckWaiters()
-        self._store_down = 0  # store_unavailable refusals of sends in a row
+        self._store_down = 0  # passes in a row with sends refused store_unavailable
+        self._down_noted = False  # this pass counted in `_store_down` already
         self.window = window
         self._in_flight: Counter[tuple[str, int]] = Counter()
         """Sends in flight per (room, epoch): they count toward the epoch's use."""
@@ -160,6 +161,7 @@ class Outbox:
     async def _pass(self) -> bool:
         self._in_flight = Counter()  # a pass ends with its window empty (or was torn down)
         self._last_sent = {}  # what an earlier pass sent is stored or back in the outbox
+        self._down_noted = False
         items = self.p.cache.outbox()
         blocked = {r for r in {i.room for i in items} if self.p.core.key_change_in(r)}
         todo = deque(i for i in items if i.room not in blocked)
@@ -228,7 +230,9 @@ class Outbox:
             return stop
         if verdict is Verdict.STALE:
             stale.setdefault(item.room, (item, epoch, exc))
-        if isinstance(exc, ServerRefused) and exc.code == ErrorCode.STORE_UNAVAILABLE:
+        store_down = isinstance(exc, ServerRefused) and exc.code == ErrorCode.STORE_UNAVAILABLE
+        if store_down and not self._down_noted:  # one failed commit answers many sends
+            self._down_noted = True
             self._note_store_down()
         return verdict if stop is None or RANK[verdict] > RANK[stop] else stop
 
@@ -352,8 +356,8 @@ class Outbox:
 
     def _note_store_down(self) -> None:
         """The node keeps answering store_unavailable (cut off from its store,
-        or the store lost quorum): after a few in a row, try another node if
-        there is one."""
+        or the store lost quorum): after a few passes in a row, try another
+        node if there is one."""
         self._store_down += 1
         if self._store_down >= STORE_DOWN_FAILOVER and len(self.p.conn.addresses) > 1:
             self._store_down = 0

@@ -36,9 +36,15 @@ from curvechat.protocol.limits import MAX_FRAME_BYTES, MAX_SENDS
 FRAME_REFUSALS = frozenset(
     {ErrorCode.RATE_LIMITED, ErrorCode.BAD_FRAME, ErrorCode.TOO_LARGE, ErrorCode.BAD_VERSION}
 )
-"""Answers to a `sends` frame's first send that stand for the whole frame: the
-node refused it unread or could not read it (or, `rate_limited` for a full
-queue, refuses every send of the frame alike)."""
+"""Answers to a send of a `sends` frame that stand for it and every later
+send of the frame: to the first, the node refused the frame unread or could
+not read it; to a later one, the node refused that one unread (its rate, a
+full queue) and read no further."""
+
+SENDS_FRAME_BYTES = 64 * 1024
+"""A `sends` frame is filled up to this: a frame arrives whole or not at all,
+and each of its sends' deadlines runs while it uploads (64 KiB take 5 s at
+100 kbit/s). A send larger than this goes in a frame of its own."""
 
 
 class Pending:
@@ -53,9 +59,9 @@ class Pending:
         self._deadlines: list[tuple[float, int, str, float]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
-        # A `sends` frame's first rid -> its other sends' rids: a frame the
-        # node refuses unread, or cannot decode, is answered once, to its rid.
-        self._frames: dict[int, list[int]] = {}
+        # Each rid of a `sends` frame -> the frame's rids and its place among
+        # them: a refusal of one stands for it and the sends after it.
+        self._frames: dict[int, tuple[tuple[int, ...], int]] = {}
 
     async def ask(self, sock: zmq.asyncio.Socket, req: m.AnyRequest, timeout: float) -> m.AnyReply:
         """Send `req` on `sock` and wait for its reply, within `timeout`.
@@ -124,7 +130,8 @@ class Pending:
                 _fail(fut, LocalProtocolError(ErrorCode.TOO_LARGE, f"send of {len(item)} bytes"))
                 continue
             if items and (
-                len(items) >= MAX_SENDS or size + len(item) + SENDS_OVERHEAD_BYTES > MAX_FRAME_BYTES
+                len(items) >= MAX_SENDS
+                or size + len(item) + SENDS_OVERHEAD_BYTES > SENDS_FRAME_BYTES
             ):
                 self._write_sends(sock, items, rids, waiting)
                 items, rids, waiting, size = [], [], [], 0
@@ -144,7 +151,9 @@ class Pending:
         futs: list[asyncio.Future[m.AnyReply]],
     ) -> None:
         if len(rids) > 1:
-            self._frames[rids[0]] = rids[1:]
+            frame = tuple(rids)
+            for place, rid in enumerate(frame):
+                self._frames[rid] = (frame, place)
         self._write(sock, encode_sends(rids[0], items), futs)
 
     def _track(self, req: m.AnyRequest, timeout: float) -> tuple[int, asyncio.Future[m.AnyReply]]:
@@ -206,11 +215,13 @@ class Pending:
     def answer(self, rid: int, reply: m.AnyReply) -> None:
         """The reply to request `rid` came (ignored if no one waits for it);
         an `Error` fails its future with ServerRefused."""
-        others = self._frames.pop(rid, None)
-        if others and isinstance(reply, m.Error) and reply.code in FRAME_REFUSALS:
-            # The node refused the whole `sends` frame (or could not read it):
-            # the answer stands for each of its sends.
-            for other in others:
+        where = self._frames.pop(rid, None)
+        if where and isinstance(reply, m.Error) and reply.code in FRAME_REFUSALS:
+            # The node read no further in the `sends` frame (or could not read
+            # it): the answer stands for each of its sends from this one on.
+            frame, place = where
+            for other in frame[place + 1 :]:
+                self._frames.pop(other, None)
                 _fail(self._futures.pop(other, None), ServerRefused(reply.code, reply.message))
         fut = self._futures.pop(rid, None)
         if fut is None or fut.done():

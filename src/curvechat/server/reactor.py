@@ -49,7 +49,7 @@ from curvechat.protocol import (
 )
 from curvechat.protocol import messages as m
 from curvechat.server.sendbatch import PlainSend, SendBatches
-from curvechat.server.session import Session
+from curvechat.server.session import UNREAD, Session
 
 if TYPE_CHECKING:
     from curvechat.server.node import ChatNode
@@ -180,7 +180,7 @@ class Reactor:
             req = frame.req
             kind = type(req)
             if kind is m.Sends:
-                limited += self._sends(sess, req, now, t0, sends)  # type: ignore[arg-type]
+                limited += self._sends(sess, frame.rid, req, now, t0, sends)  # type: ignore[arg-type]
                 continue
             if kind is m.Ping:
                 pings += 1
@@ -196,6 +196,7 @@ class Reactor:
                     kind is m.Hello
                     and sess.resolved
                     and not node.draining  # its refusal is the handler's
+                    and not node.store_cut_off  # as is this one
                     and not node.flow.over_budget(sess.flow)
                 ):
                     hellos += 1
@@ -212,19 +213,24 @@ class Reactor:
             self._n_limited.inc(limited)
 
     def _sends(
-        self, sess: Session, req: m.Sends, now: float, t0: float, sends: list[PlainSend]
+        self, sess: Session, rid: int, req: m.Sends, now: float, t0: float, sends: list[PlainSend]
     ) -> int:
         """Each send of a `sends` request, in order, as if it had come in a
         frame of its own: rate-limited one by one (the frame paid for the
         first), batched while the connection has nothing waiting, else queued
-        on its ordered path. Returns how many were refused."""
+        on its ordered path. The first one refused unread (rate, a full
+        queue) is answered and the rest of the frame with it: one answer,
+        which the client takes for that send and every later one of the
+        frame (a frame of many sends never costs many refusals). Returns how
+        many answers were refusals."""
         node = self.node
-        limited = 0
+        if node.flow.over_budget(sess.flow):  # refused by the ordered path, else
+            node.reply(sess, rid, m.Error(code=ErrorCode.RATE_LIMITED, message=UNREAD))
+            return 1
         for i, item in enumerate(req.items):
             if i and (refusal := node.rate_limited(sess, now)) is not None:
-                limited += 1
                 node.reply(sess, item.rid, m.Error(code=ErrorCode.RATE_LIMITED, message=refusal))
-                continue
+                return 1
             if not sess.busy:
                 batched = self.batches.batchable(sess, item.rid, item.send, t0)
                 if batched is not None:
@@ -234,20 +240,25 @@ class Reactor:
             # so that one large send among small ones is not counted as small.
             frame = m.ClientFrame(v=PROTOCOL_VERSION, rid=item.rid, req=item.send)
             size = len(item.send.envelope.ct) + SEND_FIELDS_BYTES
-            self._enqueue(sess, (frame, size, t0, item.rid))
-        return limited
+            if not self._enqueue(sess, (frame, size, t0, item.rid)):
+                return 0  # counted there
+        return 0
 
-    def _enqueue(self, sess: Session, item: tuple[object, int, float, int]) -> None:
-        if not self.node.ordered.enqueue(sess, item):  # type: ignore[arg-type]
-            self._n_limited.inc()
-            self.node.reply(
-                sess,
-                item[3],
-                m.Error(
-                    code=ErrorCode.RATE_LIMITED,
-                    message="too many requests in flight on this connection",
-                ),
-            )
+    def _enqueue(self, sess: Session, item: tuple[object, int, float, int]) -> bool:
+        """Queue a request on the connection's ordered path; False (and it is
+        refused) if the path is full."""
+        if self.node.ordered.enqueue(sess, item):  # type: ignore[arg-type]
+            return True
+        self._n_limited.inc()
+        self.node.reply(
+            sess,
+            item[3],
+            m.Error(
+                code=ErrorCode.RATE_LIMITED,
+                message="too many requests in flight on this connection",
+            ),
+        )
+        return False
 
     def _pong(self, sess: Session, rid: int, req: m.Ping) -> None:
         node = self.node

@@ -36,6 +36,8 @@ log = logging.getLogger("curvechat.server")
 
 SESSION_QUEUE_MAX = 256  # requests waiting per connection; sends in flight per connection
 UNREGISTERED_OK = (m.Hello, m.Register, m.Ping, m.Bye)
+UNREAD = "this connection has not read what the node sent it; read it first"
+"""Why a request is refused while its connection is over its flow budget."""
 
 # A request waiting for the ordered path: the decoded frame (or why it did
 # not decode), its size in bytes, when it arrived (perf_counter), its rid.
@@ -184,10 +186,7 @@ class OrderedPath:
                     ErrorCode.NOT_REGISTERED, "this key is not registered; register first"
                 )
             if node.flow.over_budget(sess.flow) and not isinstance(req, m.Ping | m.Bye):
-                raise Refusal(
-                    ErrorCode.RATE_LIMITED,
-                    "this connection has not read what the node sent it; read it first",
-                )
+                raise Refusal(ErrorCode.RATE_LIMITED, UNREAD)
             sess.request_t0 = t0
             reply = await node.handlers.dispatch(sess, req, queued)
             code = "ok"

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import faulthandler
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -279,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     # A hung run (a deadlock with the GIL held, say) must not hang `make chaos`
     # silently: dump every thread's stack and exit.
     faulthandler.dump_traceback_later(args.duration + 900, exit=True)
+    # Stopped with SIGTERM as with Ctrl-C: the run's cleanup stops every etcd
+    # member, node and client it started, instead of leaving them running.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     work = Path(tempfile.mkdtemp(prefix="curvechat-chaos-"))
     print(f"chaos: {config}; work folder {work}", flush=True)
     out = asyncio.run(run(config, work, args.results))

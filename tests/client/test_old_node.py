@@ -17,6 +17,8 @@ import zmq.utils.z85
 from msgspec import Meta
 
 from curvechat.client.connection import Connection
+from curvechat.client.errors import ServerRefused
+from curvechat.client.hello import RETRY_NEWER_S, Greeting
 from curvechat.crypto import Identity
 from curvechat.protocol import PROTOCOL_VERSION, encode_reply
 from curvechat.protocol import messages as m
@@ -100,3 +102,28 @@ async def test_an_older_node_still_takes_the_client(
         node.cancel()
         sock.close(0)
         ctx.term()
+
+
+async def test_an_older_node_is_asked_the_newest_hello_again_after_a_while() -> None:
+    """Its endpoint may be served by an upgraded node after a rolling upgrade:
+    the older hello lasts RETRY_NEWER_S, then the newest is tried again."""
+    greeting = Greeting("t")
+    asked: list[tuple[object, object]] = []
+    takes_sends = False
+
+    async def ask(hello: m.Hello) -> m.AnyReply:
+        asked.append((hello.batch, hello.sends))
+        if hello.sends and not takes_sends:
+            raise ServerRefused("bad_frame", "unknown field `sends`")
+        return m.Welcome(node="n", boot="b", user=None, time=1, version=PROTOCOL_VERSION)
+
+    await greeting.greet("tcp://a", ask, now=0.0)
+    assert asked == [(True, True), (True, False)]
+    await greeting.greet("tcp://a", ask, now=RETRY_NEWER_S - 1)  # the older one at once
+    await greeting.greet("tcp://b", ask, now=RETRY_NEWER_S - 1)  # another node: the newest
+    assert asked[2:] == [(True, False), (True, True), (True, False)]
+    takes_sends = True  # upgraded
+    await greeting.greet("tcp://a", ask, now=RETRY_NEWER_S + 1)
+    assert asked[5:] == [(True, True)]
+    await greeting.greet("tcp://a", ask, now=RETRY_NEWER_S + 2)
+    assert asked[6:] == [(True, True)]

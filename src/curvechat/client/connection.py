@@ -287,7 +287,9 @@ class Connection:
 
     async def _hello(self) -> m.AnyReply:
         endpoint = self._current.endpoint if self._current else ""
-        return await self._greeting.greet(endpoint, lambda h: self._raw(h, self.connect_timeout))
+        return await self._greeting.greet(
+            endpoint, lambda h: self._raw(h, self.connect_timeout), time.monotonic()
+        )
 
     async def _run(self) -> None:
         attempt = 0

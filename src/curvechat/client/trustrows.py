@@ -85,12 +85,20 @@ class TrustRows:
     def put_epoch_key(
         self, room: str, epoch: int, after_op: int, key: bytes, sender: str | None
     ) -> None:
-        self._epoch_keys.pop(room, None)
-        self._db.execute(
+        cur = self._db.execute(
             "INSERT OR IGNORE INTO epoch_keys (room, epoch, after_op, sealed, stored_ms, sender)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (room, epoch, after_op, self._seal(key), _now_ms(), sender),
         )
+        cached = self._epoch_keys.get(room)
+        if cached is None or cur.rowcount == 0:
+            return  # read when next asked for; or an epoch already held, kept as it was
+        if self._db.in_transaction or (cached and epoch < max(cached)):
+            # It may yet be rolled back, or it is an older epoch (the records are
+            # kept in epoch order): read them again when next asked for.
+            del self._epoch_keys[room]
+        else:  # committed: one more key, not every key of the room read and opened again
+            cached[epoch] = EpochRecord(epoch=epoch, after_op=after_op, key=key, sender=sender)
 
     def epoch_usage(self, room: str, epoch: int) -> tuple[int, int]:
         """(messages stored under `epoch`, when its key was stored, ms)."""

@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(chromium influxdb tmux etcd-server openssl)
 
 need=()
-python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+# `venv` itself comes with Python; the pip it installs needs `ensurepip`,
+# which Debian ships in python3-venv.
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
@@ -19,9 +21,23 @@ if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+  # On a host run by systemd, installing these starts etcd (port 2379) and
+  # InfluxDB (8086) as services: the tests start their own, so the ones
+  # installed here are stopped and disabled again.
+  if [ -d /run/systemd/system ]; then
+    for pair in etcd-server:etcd influxdb:influxdb; do
+      pkg=${pair%%:*} unit=${pair##*:}
+      if [[ " ${need[*]} " == *" $pkg "* ]]; then
+        $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
+      fi
+    done
+  fi
 fi
 
-if [ ! -x .venv/bin/python ]; then
+# A .venv without pip was left by a `python3 -m venv` that failed half-way
+# (no ensurepip then): make it again.
+if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/pip ]; then
+  rm -rf .venv
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip

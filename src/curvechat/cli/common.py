@@ -69,7 +69,9 @@ def _passphrase(args: argparse.Namespace, *, confirm: bool = False) -> bytes:
             raise CliError("passphrase_mismatch", "the passphrases differ")
     else:
         raise CliError(
-            "no_passphrase", "no passphrase: set CURVECHAT_PASSPHRASE or use --passphrase-file"
+            "no_passphrase",
+            "no passphrase, and no terminal to ask on (input is not one): set"
+            " CURVECHAT_PASSPHRASE, use --passphrase-file, or 'curvechat unlock' first",
         )
     if not text:
         raise CliError("no_passphrase", "the passphrase is empty")

@@ -180,6 +180,16 @@ def n7(w: World) -> None:
     envs = [w.env("r", "carol", f"txn-t{i:04}", ts=i) for i in range(3)]
     taken, bad = small.accept("bob", "r", envs)
     assert len(taken) == 2 and [r.code for r in bad] == ["pool_full"]
+    # One sender cannot crowd out the others, nor fill the room against ours.
+    fair = PeerCore(w.trust, max_pool=4, max_from_one=2)
+    taken, bad = fair.accept("bob", "r", [w.env("r", "carol", f"txn-c{i:04}") for i in range(3)])
+    assert len(taken) == 2 and [r.code for r in bad] == ["pool_full"]
+    assert len(fair.accept("carol", "r", [w.env("r", "bob", "txn-bob1")])[0]) == 1
+    assert all(fair.seal_own("r", f"mine{i:04}", "x", i, 1) for i in range(4))  # ours apart
+    assert not fair.seal_own("r", "mine0004", "x", 4, 1)  # full for ours: said so
+    assert "mine0004" not in {i.txn for i in fair.provisional("r")}
+    assert fair.settle("r", "carol", "txn-c0000")  # the server has one: room again
+    assert len(fair.accept("bob", "r", [w.env("r", "carol", "txn-c0002")])[0]) == 1
     for i in range(300):
         assert w.core.seal_own("r", f"mine{i:04}", "x", i, 1)
     assert len(w.core.digest("r").have) == p.MAX_DIGEST
@@ -207,6 +217,13 @@ def n9(w: World) -> None:
     w.op("r", "remove", "bob", "carol")  # epoch 0 may no longer be used (E2)
     assert not w.core.seal_own("r", "txn-m2xx", "after the removal", 7, 8)
     assert [i.txn for i in w.core.provisional("r")] == ["txn-m1xx"]
+    # The client's rotation limits hold offline too, our peer messages counted.
+    limited = PeerCore(w.trust, rotate_after_messages=3, rotate_after_seconds=3600)
+    sealed = [limited.seal_own("side", f"txn-s{i}xx", "x", i, 1_000) for i in range(4)]
+    assert sealed == [True, True, True, False]
+    aged = PeerCore(w.trust, rotate_after_messages=100, rotate_after_seconds=1)
+    stored_ms = w.cache.epoch_usage("side", 0)[1]
+    assert not aged.seal_own("side", "txn-oldx", "x", 1, stored_ms + 5_000)
 
 
 CASES: dict[str, Callable[[World], None]] = {

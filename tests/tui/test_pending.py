@@ -256,7 +256,7 @@ def test_an_ack_ends_pending_once_whatever_comes_first() -> None:
     """The ack places the message by its seq; the message itself (by push,
     sync or the ack's own report) does the same; together, it is shown once."""
     for order in (("ack", "message"), ("message", "ack")):
-        log = RoomLog("den", loaded=True)
+        log = RoomLog("den", "alice", loaded=True)
         log.add_message(CachedMessage("den", 1, 1_000, "bob", "b1", 1_000, "hi", None))
         log.add_pending("a2", "mine", 2_000)
         log.add_pending("a3", "next", 2_500)
@@ -268,3 +268,23 @@ def test_an_ack_ends_pending_once_whatever_comes_first() -> None:
         kinds = [(e.kind, e.txn, e.seq) for e in log.ordered()]
         assert kinds == [("message", "b1", 1), ("message", "a2", 2), ("pending", "a3", 0)]
     assert log.acked("nope", 9, 0, "alice") is False
+
+
+def test_a_member_reusing_another_senders_txn_touches_nothing_of_theirs() -> None:
+    """A member learns others' txn ids (peer digests): a message of theirs
+    with our pending txn, or with another member's, must not end or hide
+    ours or that member's pending entry, nor take an ack or a failure."""
+    log = RoomLog("den", "alice", loaded=True)
+    log.add_pending("a1", "mine", 1_000)  # ours
+    log.add_pending("b1", "bob's, peer to peer", 1_500, sender="bob")
+    log.add_pending("b1", "mallory's copy of bob's txn", 1_600, sender="mallory")
+    log.add_message(CachedMessage("den", 1, 2_000, "mallory", "a1", 2_000, "not yours", None))
+    log.add_message(CachedMessage("den", 2, 2_100, "mallory", "b1", 2_100, "nor bob's", None))
+    pending = {(e.sender, e.txn, e.text) for e in log.entries if e.kind == "pending"}
+    assert pending == {("", "a1", "mine"), ("bob", "b1", "bob's, peer to peer")}
+    log.fail("a1", "refused")  # our failure finds our entry
+    assert [e.error for e in log.entries if e.kind == "pending" and e.txn == "a1"] == ["refused"]
+    assert log.acked("b1", 3, 3_000, "alice") is False  # not ours to ack
+    assert log.acked("a1", 3, 3_000, "alice") is True
+    log.add_message(CachedMessage("den", 4, 3_100, "bob", "b1", 1_500, "bob's", None))
+    assert [e.txn for e in log.entries if e.kind == "pending"] == []

@@ -21,6 +21,7 @@ trust core it is given is its only memory.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from dataclasses import dataclass
 from typing import Final
 
@@ -35,7 +36,9 @@ from curvechat.protocol import peer as p
 from curvechat.protocol.errors import RemoteProtocolError
 
 MAX_POOL: Final = 1000
-"""Provisional messages kept per room."""
+"""Provisional messages of others kept per room (and of ours, apart)."""
+MAX_FROM_ONE: Final = 250
+"""Of those, from one sender: no member can crowd out the others."""
 
 PEER_RULES: Final = (
     Rule("N1", "a connecting transport key is the one announced in a record signed by the "
@@ -48,11 +51,13 @@ PEER_RULES: Final = (
          "member since its epoch began, under an epoch key we hold"),
     Rule("N6", "a message already in the server's history or in the pool is not taken again"),
     Rule("N7", "an exchange is bounded: a digest lists at most 256 refs, a reply or offer "
-         "carries at most 64 envelopes (512 KiB), a room's pool holds at most 1,000"),
+         "carries at most 64 envelopes (512 KiB), a room's pool holds at most 1,000 messages "
+         "of others, at most 250 of them from one sender, and 1,000 of ours apart"),
     Rule("N8", "peer-to-peer messages are provisional: never written to the history; the "
          "server's copy with the same sender and txn id replaces them"),
     Rule("N9", "membership changes and key rotations are never made peer to peer: a message "
-         "that needs a new epoch first waits for the server"),
+         "that needs a new epoch first (by membership, or its key used up by the client's "
+         "rotation limits, our messages sealed for peers counted) waits for the server"),
 )  # fmt: skip
 RULES: Final = {rule.id: rule for rule in PEER_RULES}
 
@@ -84,12 +89,26 @@ class Provisional:
 
 
 class PeerCore:
-    def __init__(self, trust: TrustCore, *, max_pool: int = MAX_POOL) -> None:
+    def __init__(
+        self,
+        trust: TrustCore,
+        *,
+        max_pool: int = MAX_POOL,
+        max_from_one: int = MAX_FROM_ONE,
+        rotate_after_messages: int = 2**31,
+        rotate_after_seconds: float = 2**40,
+    ) -> None:
         self.trust = trust
         self.me = trust.me
         self.max_pool = max_pool
+        self.max_from_one = max_from_one
+        self.rotate_after_messages = rotate_after_messages
+        """The client's rotation limits: a message that would use the key
+        past them waits for the server (N9)."""
+        self.rotate_after_seconds = rotate_after_seconds
         self._records: dict[str, tuple[p.PeerRecord, m.SignedRecord]] = {}
         self._pool: dict[str, dict[tuple[str, str], Provisional]] = {}
+        self._senders: dict[str, Counter[str]] = {}  # room -> messages in its pool per sender
 
     # --- records (N1, N2) ---------------------------------------------------
     def make_record(self, endpoints: list[str], now_ms: int) -> m.SignedRecord:
@@ -171,12 +190,22 @@ class PeerCore:
     def seal_own(self, room: str, txn: str, text: str, created_ms: int, now_ms: int) -> bool:
         """Seal a message of our outbox for peers, under the current epoch.
         False when that needs a rotation, a key or a pin decision first: it
-        then waits for the server (N9). True once it is in the pool."""
-        if (self.me, txn) in self._pool.get(room, {}):
+        then waits for the server (N9), or when the pool holds as many of
+        ours as it may (N7). True once it is in the pool."""
+        pool = self._pool.get(room, {})
+        if (self.me, txn) in pool:
             return True
+        held = self.trust.held(room)
+        current = max(held, default=None)
+        # What we sealed for peers under the current key is not in the
+        # history yet: it counts toward the key's use here.
+        sealed = sum(1 for i in pool.values() if i.mine and i.envelope.epoch == current)
         try:
             decision = self.trust.encryption_key(
-                room, now_ms=now_ms, max_messages=2**31, max_age_ms=2**53
+                room,
+                now_ms=now_ms,
+                max_messages=self.rotate_after_messages - sealed,
+                max_age_ms=int(self.rotate_after_seconds * 1000),
             )
         except (NotReady, KeyChanged):
             return False
@@ -190,14 +219,21 @@ class PeerCore:
             txn=txn,
             plaintext=Plaintext(text=text, ts=created_ms),
         )
-        self._put(Provisional(room, self.me, txn, text, created_ms, env, True, self.me))
-        return True
+        return self._put(Provisional(room, self.me, txn, text, created_ms, env, True, self.me))
 
     def _put(self, item: Provisional) -> bool:
+        """Into the room's pool, within N7's bounds; False if it is full for it."""
         pool = self._pool.setdefault(item.room, {})
-        if len(pool) >= self.max_pool:
+        senders = self._senders.setdefault(item.room, Counter())
+        if item.sender == self.me:
+            full = senders[self.me] >= self.max_pool
+        else:
+            others = len(pool) - senders[self.me]
+            full = others >= self.max_pool or senders[item.sender] >= self.max_from_one
+        if full:
             return False
         pool[(item.sender, item.txn)] = item
+        senders[item.sender] += 1
         return True
 
     # --- anti-entropy (N3, N6, N7) ----------------------------------------------
@@ -262,7 +298,10 @@ class PeerCore:
     def settle(self, room: str, sender: str, txn: str) -> bool:
         """The server has (sender, txn) in its history, or its author gave up
         on it: drop the provisional copy. True if there was one."""
-        return self._pool.get(room, {}).pop((sender, txn), None) is not None
+        if self._pool.get(room, {}).pop((sender, txn), None) is None:
+            return False
+        self._senders[room][sender] -= 1
+        return True
 
     def provisional(self, room: str) -> list[Provisional]:
         return sorted(self._pool.get(room, {}).values(), key=lambda i: i.order)

@@ -48,6 +48,7 @@ class PeerLink:
             sock.linger = 0
             sock.immediate = True  # queue only to a listener whose handshake completed
             sock.maxmsgsize = p.MAX_PEER_FRAME
+            sock.rcvhwm = p.PEER_RCVHWM
             sock.curve_serverkey = zmq.utils.z85.encode(self.record.transport_pub)
             sock.curve_publickey = zmq.utils.z85.encode(self.identity.transport_pub)
             sock.curve_secretkey = zmq.utils.z85.encode(self.identity.transport_secret)

@@ -102,6 +102,7 @@ class PeerListener:
         sock.curve_publickey = zmq.utils.z85.encode(self.identity.transport_pub)
         sock.zap_domain = ZAP_DOMAIN.encode()
         sock.maxmsgsize = p.MAX_PEER_FRAME
+        sock.rcvhwm = p.PEER_RCVHWM
         self._sock = sock
         sock.bind(self.bind)
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)

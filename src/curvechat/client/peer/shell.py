@@ -74,7 +74,11 @@ class PeerMode:
     def __init__(self, client: ChatClient, options: PeerOptions) -> None:
         self.client = client
         self.options = options
-        self.core = PeerCore(client.core)
+        self.core = PeerCore(
+            client.core,
+            rotate_after_messages=client.outbox.rotate_after_messages,
+            rotate_after_seconds=client.outbox.rotate_after_seconds,
+        )
         self.listener: PeerListener | None = None
         self.endpoints: list[str] = []
         self.links: dict[str, PeerLink] = {}

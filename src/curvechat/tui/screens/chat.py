@@ -90,7 +90,7 @@ class ChatScreen(Screen[None]):
         composer.cursor_blink = self.settings.cursor_blink
         composer.focus()
         self.query_one(Banner).display = False
-        self.logs[NO_ROOM] = RoomLog(NO_ROOM, has_older=False, loaded=True)
+        self.logs[NO_ROOM] = RoomLog(NO_ROOM, self.me, has_older=False, loaded=True)
         rooms = self.room_ids()
         self.switch_room(rooms[0] if rooms else NO_ROOM)
         self.show_status()
@@ -136,7 +136,7 @@ class ChatScreen(Screen[None]):
 
     def current_log(self) -> RoomLog:
         """The log of the room on screen."""
-        return self.logs.setdefault(self.current, RoomLog(self.current))
+        return self.logs.setdefault(self.current, RoomLog(self.current, self.me))
 
     def redraw(self, anchor: Anchor = "follow") -> None:
         self.query_one(Timeline).show(self.current_log(), self.me, self.aliases, anchor=anchor)
@@ -184,7 +184,7 @@ class ChatScreen(Screen[None]):
         sent) while it loaded. Its own worker group: loading an older page
         (an exclusive worker) must never cancel it, or the room would stay
         unloaded and ignore every later message."""
-        room_log = self.logs.setdefault(room, RoomLog(room))
+        room_log = self.logs.setdefault(room, RoomLog(room, self.me))
         failed = False
         try:
             msgs = await self.client.history(room, limit=self.settings.page_size)
@@ -194,10 +194,8 @@ class ChatScreen(Screen[None]):
                 self.error(explain(exc, Attempt("history", room=room_label(room, self.me))))
         for msg in msgs:
             room_log.add_message(msg)
-        shown = {e.txn for e in room_log.entries}
-        for item in self.client.pending(room):
-            if item.txn not in shown:
-                room_log.add_pending(item.txn, item.text, item.created_ms)
+        for item in self.client.pending(room):  # those shown already are skipped
+            room_log.add_pending(item.txn, item.text, item.created_ms)
         first = room_log.first_seq
         room_log.has_older = failed or (first is not None and first > 1)
         room_log.loaded = True
@@ -354,7 +352,7 @@ class ChatScreen(Screen[None]):
         except CurvechatError as exc:
             self.error(explain(exc, Attempt("send", room=room_label(room, self.me))))
             return False
-        self.logs.setdefault(room, RoomLog(room)).add_pending(txn, text, self.now_ms())
+        self.logs.setdefault(room, RoomLog(room, self.me)).add_pending(txn, text, self.now_ms())
         if room == self.current:
             self.redraw(anchor="newest")  # your own message comes into view
         return True

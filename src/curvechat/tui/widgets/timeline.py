@@ -50,6 +50,9 @@ class Entry:
 @dataclass
 class RoomLog:
     room: str
+    me: str = ""
+    """Who our own pending entries (sender "") are from: a pending entry is
+    matched by sender and txn, since any member can reuse another's txn."""
     entries: list[Entry] = field(default_factory=list)
     has_older: bool = True
     loaded: bool = False
@@ -69,7 +72,7 @@ class RoomLog:
     def add_message(self, msg: CachedMessage) -> bool:
         """Place `msg` by sequence number; drop the pending copy of it. False
         if it was already shown."""
-        self._drop_pending(msg.txn)
+        self._drop_pending(msg.txn, msg.sender)
         return self._place(
             Entry(
                 "message",
@@ -86,16 +89,19 @@ class RoomLog:
         """The server acknowledged the pending message `txn` as `seq`: it is
         pending no more, and takes its place by `seq` (unless the message
         itself is already shown). False if `txn` was not pending here."""
-        pending = [e for e in self.entries if e.kind == "pending" and e.txn == txn]
+        pending = [e for e in self.entries if self._is_pending(e, txn, sender)]
         if not pending:
             return False
-        self._drop_pending(txn)
+        self._drop_pending(txn, sender)
         mine = pending[0]
         self._place(Entry("message", ts_ms or mine.ts_ms, mine.text, sender, seq, txn))
         return True
 
-    def _drop_pending(self, txn: str) -> None:
-        self.entries = [e for e in self.entries if not (e.kind == "pending" and e.txn == txn)]
+    def _is_pending(self, e: Entry, txn: str, sender: str) -> bool:
+        return e.kind == "pending" and e.txn == txn and (e.sender or self.me) == sender
+
+    def _drop_pending(self, txn: str, sender: str) -> None:
+        self.entries = [e for e in self.entries if not self._is_pending(e, txn, sender)]
 
     def _place(self, entry: Entry) -> bool:
         if entry.seq in self.seqs():
@@ -120,14 +126,16 @@ class RoomLog:
 
     def add_pending(self, txn: str, text: str, created_ms: int, sender: str = "") -> None:
         """An entry not on the server yet: ours (no `sender`), or a member's
-        taken peer to peer. The server's copy replaces it (by txn)."""
-        if any(e.txn == txn for e in self.entries):
+        taken peer to peer. The server's copy replaces it (by sender and txn)."""
+        who = sender or self.me
+        if any(e.txn == txn and (e.sender or self.me) == who for e in self.entries):
             return
         self.entries.append(Entry("pending", created_ms, text, sender=sender, txn=txn))
 
     def fail(self, txn: str, reason: str) -> None:
+        """Our pending message `txn` was not sent, for `reason`."""
         for e in self.entries:
-            if e.kind == "pending" and e.txn == txn:
+            if self._is_pending(e, txn, self.me):
                 e.error = reason
 
     def notice(self, text: str, ts_ms: int, level: NoticeLevel = "info") -> None:

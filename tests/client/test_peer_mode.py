@@ -285,3 +285,36 @@ async def test_a_client_started_while_the_server_is_down_finds_its_peers(
         lambda: [e.text for e in events.of(ev.PeerMessage)] == ["are you there, bob?"]
     )
     assert bob.status.state is not ConnState.LIVE
+
+
+async def test_a_member_that_is_away_delays_no_other_in_a_round(
+    tmp_path: Path, clients: ClientFactory
+) -> None:
+    """alice dials bob and carol in her rounds; bob is gone (his link waits
+    out alice's 30 s timeout) and carol dials nobody: carol's message reaches
+    alice through alice's own round, long before bob's wait ends."""
+    server = ServerProcess(tmp_path / "node").start()
+    slow = PeerOptions(bind="tcp://127.0.0.1:*", interval=0.2, timeout=30.0)
+    members: dict[str, Member] = {}
+    try:
+        for name in ("alice", "bob", "carol"):
+            opts = slow if name == "alice" else options(reach=set())
+            client, events = await clients.make(name, server.connect, peers=opts)
+            members[name] = Member(name, client, events)
+        await members["alice"].client.create_room(ROOM, ["bob", "carol"])
+        for mem in members.values():
+            await mem.events.until(lambda c=mem.client: bool(c.core.held(ROOM)))
+        for _ in range(2):
+            for mem in members.values():
+                assert mem.client.peer is not None
+                await mem.client.peer.publish()
+        alice = members["alice"]
+        assert alice.client.peer is not None
+        assert [r.user for r in alice.client.peer.core.peers()] == ["bob", "carol"]
+        server.kill()
+        await members["bob"].client.close()  # gone: nothing answers at his address
+        await alice.events.until(lambda: alice.client.status.state is not ConnState.LIVE)
+        await members["carol"].client.send(ROOM, "carol, offline", wait=False)
+        await alice.events.until(lambda: "carol, offline" in provisional(alice), timeout=10)
+    finally:
+        server.kill()

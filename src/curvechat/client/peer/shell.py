@@ -6,9 +6,12 @@ reachable.
 Every round (every `interval` seconds while the connection is not live) it
 seals the messages of our outbox for peers, then for each member it can
 reach and each room both share: sends a digest, takes the envelopes the
-reply carries, and offers the ones asked for. What comes in goes through
-the peer core; what it takes is told as `PeerMessage`. The server's copy of
-a message (`MessageReceived`) settles the provisional one.
+reply carries, and offers the ones asked for (up to DIAL_AT_ONCE members at
+once, each within PEER_BUDGET request timeouts; a round waits for them one
+interval at most, so a member that is away or slow delays no other).
+What comes in goes through the peer core; what it takes is told as
+`PeerMessage`. The server's copy of a message (`MessageReceived`) settles
+the provisional one.
 
 This module must never decide what to believe or whom to serve (the core
 does), nor send anything to the server but its own announcement and a
@@ -49,6 +52,12 @@ MAX_HEARD = 256
 _records = msgspec.msgpack.Decoder(list[m.SignedRecord])
 
 
+DIAL_AT_ONCE = 16
+"""Members exchanged with at once in a round."""
+PEER_BUDGET = 4
+"""A member's exchanges in one round may take this many request timeouts."""
+
+
 @dataclass(frozen=True, slots=True)
 class PeerOptions:
     listen: bool = True
@@ -86,6 +95,9 @@ class PeerMode:
         self.active = False
         self._ctx = zmq.asyncio.Context()
         self._tasks: list[asyncio.Task[None]] = []
+        self._dialing: dict[str, asyncio.Task[None]] = {}  # user -> its exchange under way
+        self._answered: dict[str, bool] = {}  # user -> whether its last exchange went through
+        self._gate = asyncio.Semaphore(DIAL_AT_ONCE)
         self._mdns: object | None = None
         self.exchanged = 0
         """Messages written or taken peer to peer not yet reported to a server."""
@@ -126,11 +138,12 @@ class PeerMode:
         self._tasks.append(asyncio.create_task(self._rounds(), name="peer-rounds"))
 
     async def close(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._dialing.values()]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        self._dialing.clear()
         if self._mdns is not None:
             from curvechat.client.peer.mdns import MdnsPeers
 
@@ -264,24 +277,46 @@ class PeerMode:
                 self.exchanged += 1
 
     async def round(self) -> None:
-        """One anti-entropy round with every member we can reach."""
+        """One anti-entropy round: an exchange with every member we can reach
+        that is not still busy with the one before, several at once. It waits
+        for them one round interval at most: a member that is away, or slow
+        to answer, goes on in the background and delays no other."""
         self._seal_outbox()
-        reached: set[str] = set()
+        users = set()
+        started = []
         for record in self.core.peers():
             if self.options.reach is not None and not self.options.reach(record.user):
                 continue
-            link = self.links.get(record.user)
-            if link is None:
-                link = self.links[record.user] = PeerLink(
-                    self._ctx, self.client.identity, record, timeout=self.options.timeout
-                )
+            users.add(record.user)
+            busy = self._dialing.get(record.user)
+            if busy is None or busy.done():
+                task = asyncio.create_task(self._with(record), name=f"peer-{record.user}")
+                self._dialing[record.user] = task
+                started.append(task)
+        if started:
+            await asyncio.wait(started, timeout=self.options.interval)
+        self._set(True, {u for u in users if self._answered.get(u)})
+
+    async def _with(self, record: p.PeerRecord) -> None:
+        """Exchange every room we share with `record`'s user, within
+        PEER_BUDGET request timeouts in all; note whether it answered."""
+        link = self.links.get(record.user)
+        if link is None:
+            link = self.links[record.user] = PeerLink(
+                self._ctx, self.client.identity, record, timeout=self.options.timeout
+            )
+        async with self._gate:
             try:
-                for room in self.core.shared_rooms(record.user):
-                    await self._exchange(link, room)
-                reached.add(record.user)
-            except (PeerUnreachable, ProtocolError) as exc:
-                log.debug("peer %s: %s", record.user, exc)
-        self._set(True, reached)
+                async with asyncio.timeout(self.options.timeout * PEER_BUDGET):
+                    for room in self.core.shared_rooms(record.user):
+                        await self._exchange(link, room)
+            except (PeerUnreachable, ProtocolError, TimeoutError) as exc:
+                if isinstance(exc, TimeoutError):
+                    link.reset()  # a request cut short: its answer is not waited for
+                log.debug("peer %s: %s", record.user, exc or "over its time")
+                self._answered[record.user] = False
+            else:
+                self._answered[record.user] = True
 
     async def _exchange(self, link: PeerLink, room: str) -> None:
         reply = await link.ask(self.core.digest(room))

@@ -20,7 +20,7 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
   # On a host run by systemd, installing these starts etcd (port 2379) and
   # InfluxDB (8086) as services: the tests start their own, so the ones
   # installed here are stopped and disabled again.
@@ -34,9 +34,9 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
-# A .venv without pip was left by a `python3 -m venv` that failed half-way
-# (no ensurepip then): make it again.
-if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/pip ]; then
+# A .venv whose Python has no pip was left by a `python3 -m venv` that failed
+# half-way (no ensurepip then): make it again.
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
   rm -rf .venv
   python3 -m venv .venv
 fi

@@ -138,6 +138,11 @@ class Storm:
 
 
 async def run(config: Config, work: Path, results: Path | None) -> dict[str, Any]:
+    # Stopped with SIGTERM, the run is cancelled: its cleanup stops every etcd
+    # member, node and client it started, instead of leaving them running.
+    me = asyncio.current_task()
+    assert me is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, me.cancel)
     started = time.monotonic()
     name = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     history = History()
@@ -280,18 +285,21 @@ def main(argv: list[str] | None = None) -> int:
     # A hung run (a deadlock with the GIL held, say) must not hang `make chaos`
     # silently: dump every thread's stack and exit.
     faulthandler.dump_traceback_later(args.duration + 900, exit=True)
-    # Stopped with SIGTERM as with Ctrl-C: the run's cleanup stops every etcd
-    # member, node and client it started, instead of leaving them running.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     work = Path(tempfile.mkdtemp(prefix="curvechat-chaos-"))
     print(f"chaos: {config}; work folder {work}", flush=True)
-    out = asyncio.run(run(config, work, args.results))
-    print(rep.summary(out), flush=True)
-    print(f"report: {out.get('folder')}")
+    try:
+        out: dict[str, Any] | None = asyncio.run(run(config, work, args.results))
+    except asyncio.CancelledError:
+        print("chaos: stopped (SIGTERM); everything it started is stopped", flush=True)
+        out = None
     if not args.keep:
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
+    if out is None:
+        return 143
+    print(rep.summary(out), flush=True)
+    print(f"report: {out.get('folder')}")
     return 0 if out["passed"] else 1
 
 

@@ -3,10 +3,16 @@ answer means, and how a run of pushes is split into bursts."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 from curvechat.client.errors import NotConnected, NotReady, RequestTimeout, ServerRefused
+from curvechat.client.model import OutboxItem
+from curvechat.client.outbox import STORE_DOWN_FAILOVER, Outbox
 from curvechat.client.sending import RANK, Verdict, classify
 from curvechat.client.sync import bursts
 from curvechat.crypto.errors import CryptoError
+from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
 from curvechat.protocol.errors import LocalProtocolError
 
@@ -56,3 +62,20 @@ def test_bursts_keep_each_rooms_order_and_other_pushes_in_place() -> None:
     ]
     assert bursts([room]) == [[room]]
     assert bursts([]) == []
+
+
+def test_a_failed_commit_counts_once_toward_leaving_the_node() -> None:
+    """One failed commit answers every send of its group store_unavailable:
+    that is one pass with the store down, not one per send. The client
+    tries another node after STORE_DOWN_FAILOVER such passes in a row."""
+    dropped: list[str] = []
+    conn = SimpleNamespace(addresses=["a", "b"], drop=lambda reason, failed: dropped.append(reason))
+    parts: Any = SimpleNamespace(conn=conn, emit=lambda event: None)
+    box = Outbox(parts, None, rotate_after_messages=100, rotate_after_seconds=60)  # type: ignore[arg-type]
+    item = OutboxItem(1, "r", "txn", "text", 0)
+    refused = ServerRefused(ErrorCode.STORE_UNAVAILABLE, "no quorum")
+    for n in range(1, STORE_DOWN_FAILOVER + 1):
+        box._begin_pass()
+        for _ in range(32):  # the sends of one frame, one commit
+            assert box._judge(None, {}, item, 0, refused, None) is Verdict.LATER
+        assert len(dropped) == (1 if n == STORE_DOWN_FAILOVER else 0), n

@@ -64,7 +64,7 @@ def drawn(app: CurvechatApp) -> list[Strip]:
 @pytest.mark.parametrize("width", [12, 24, 40, 80, 200])
 @pytest.mark.parametrize("sender", ["mallory", "an-alias-for-mallory-longer-than-any-name"])
 def test_no_text_starts_a_row_at_any_width(width: int, sender: str) -> None:
-    log = RoomLog("den")
+    log = RoomLog("den", "alice")
     for seq, text in enumerate(TEXTS, 1):
         log.add_message(
             CachedMessage("den", seq, seq * 60_000, "mallory", f"t{seq}", 0, text, None)

@@ -49,7 +49,7 @@ from curvechat.protocol import messages as m
 
 log = logging.getLogger("curvechat.client")
 
-STORE_DOWN_FAILOVER = 3  # store_unavailable refusals in a row before trying another node
+STORE_DOWN_FAILOVER = 3  # passes in a row with store_unavailable refusals: try another node
 WINDOW = 128
 """Sends in flight at most (the node takes up to 256 of one connection)."""
 SEAL_BATCH = 32
@@ -158,10 +158,13 @@ class Outbox:
         while await self._pass():
             pass
 
-    async def _pass(self) -> bool:
+    def _begin_pass(self) -> None:
         self._in_flight = Counter()  # a pass ends with its window empty (or was torn down)
         self._last_sent = {}  # what an earlier pass sent is stored or back in the outbox
         self._down_noted = False
+
+    async def _pass(self) -> bool:
+        self._begin_pass()
         items = self.p.cache.outbox()
         blocked = {r for r in {i.room for i in items} if self.p.core.key_change_in(r)}
         todo = deque(i for i in items if i.room not in blocked)

@@ -221,8 +221,8 @@ class Reactor:
         on its ordered path. The first one refused unread (rate, a full
         queue) is answered and the rest of the frame with it: one answer,
         which the client takes for that send and every later one of the
-        frame (a frame of many sends never costs many refusals). Returns how
-        many answers were refusals."""
+        frame (a frame of many sends never costs many refusals). Returns the
+        refusals to count here (a full queue's is counted by `_enqueue`)."""
         node = self.node
         if node.flow.over_budget(sess.flow):  # refused by the ordered path, else
             node.reply(sess, rid, m.Error(code=ErrorCode.RATE_LIMITED, message=UNREAD))

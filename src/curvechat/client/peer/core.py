@@ -195,6 +195,8 @@ class PeerCore:
         pool = self._pool.get(room, {})
         if (self.me, txn) in pool:
             return True
+        if self._senders.get(room, Counter())[self.me] >= self.max_pool:
+            return False  # full for ours: not sealed only to be turned away
         held = self.trust.held(room)
         current = max(held, default=None)
         # What we sealed for peers under the current key is not in the

@@ -98,6 +98,7 @@ class PeerMode:
         self._dialing: dict[str, asyncio.Task[None]] = {}  # user -> its exchange under way
         self._answered: dict[str, bool] = {}  # user -> whether its last exchange went through
         self._gate = asyncio.Semaphore(DIAL_AT_ONCE)
+        self._turns: dict[str, int] = {}  # user -> exchanges started, to rotate its rooms
         self._mdns: object | None = None
         self.exchanged = 0
         """Messages written or taken peer to peer not yet reported to a server."""
@@ -140,8 +141,8 @@ class PeerMode:
     async def close(self) -> None:
         for task in [*self._tasks, *self._dialing.values()]:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task  # one that failed said so in the log
         self._tasks.clear()
         self._dialing.clear()
         if self._mdns is not None:
@@ -269,12 +270,15 @@ class PeerMode:
                 log.exception("peer round failed")
 
     def _seal_outbox(self) -> None:
+        waiting: set[str] = set()  # rooms whose next message waits for the server
         for item in self.client.cache.outbox():
-            if item.txn in self._sealed:
-                continue
+            if item.txn in self._sealed or item.room in waiting:
+                continue  # in order: none after one that waits
             if self.core.seal_own(item.room, item.txn, item.text, item.created_ms, now_ms()):
                 self._sealed.add(item.txn)
                 self.exchanged += 1
+            else:
+                waiting.add(item.room)
 
     async def round(self) -> None:
         """One anti-entropy round: an exchange with every member we can reach
@@ -305,15 +309,23 @@ class PeerMode:
             link = self.links[record.user] = PeerLink(
                 self._ctx, self.client.identity, record, timeout=self.options.timeout
             )
+        rooms = self.core.shared_rooms(record.user)
+        # Each exchange starts one room further on: a budget spent before the
+        # last rooms does not leave the same ones out every time.
+        turn = self._turns[record.user] = self._turns.get(record.user, -1) + 1
+        rooms = rooms[turn % len(rooms) :] + rooms[: turn % len(rooms)] if rooms else rooms
         async with self._gate:
             try:
                 async with asyncio.timeout(self.options.timeout * PEER_BUDGET):
-                    for room in self.core.shared_rooms(record.user):
+                    for room in rooms:
                         await self._exchange(link, room)
-            except (PeerUnreachable, ProtocolError, TimeoutError) as exc:
+            except Exception as exc:  # a task of its own: nothing else would see it
                 if isinstance(exc, TimeoutError):
                     link.reset()  # a request cut short: its answer is not waited for
-                log.debug("peer %s: %s", record.user, exc or "over its time")
+                if isinstance(exc, PeerUnreachable | ProtocolError | TimeoutError):
+                    log.debug("peer %s: %s", record.user, exc or "over its time")
+                else:
+                    log.exception("exchange with peer %s failed", record.user)
                 self._answered[record.user] = False
             else:
                 self._answered[record.user] = True
@@ -331,6 +343,8 @@ class PeerMode:
             return  # the room stopped being shared meanwhile
         self._tell(taken)
         for bad in refused:
+            if bad.code == p.PeerCode.POOL_FULL:
+                continue  # our own bound, not the relayer's doing: it comes again later
             self.client.parts.emit(
                 ev.Problem(room, f"{link.user} relayed a message we refused ({bad.code})")
             )

@@ -50,7 +50,7 @@ class Entry:
 @dataclass
 class RoomLog:
     room: str
-    me: str = ""
+    me: str
     """Who our own pending entries (sender "") are from: a pending entry is
     matched by sender and txn, since any member can reuse another's txn."""
     entries: list[Entry] = field(default_factory=list)

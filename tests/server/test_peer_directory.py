@@ -1,6 +1,7 @@
 """The server's part in peer-to-peer mode: `announce` keeps a user's signed
 record (its own, signed by the identity key it registered, the newest) and
-`lookup` hands it out; anything else gets its code and changes nothing."""
+`lookup` hands it out to members of a room the user shares; anything else
+gets its code and changes nothing."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from curvechat.crypto.identity import Identity
 from curvechat.protocol import messages as m
 from curvechat.protocol import peer as p
 
-from support.raw import RawClient
+from support.raw import RawClient, Room
 from support.servers import ServerProcess
 
 
@@ -36,6 +37,7 @@ def test_announce_and_lookup(server: ServerProcess) -> None:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     alice_id, bob_id = Identity.generate("alice"), Identity.generate("bob")
     alice, bob = RawClient(ctx, server.connect, alice_id), RawClient(ctx, server.connect, bob_id)
+    carol = RawClient(ctx, server.connect, Identity.generate("carol"))
     try:
         # unregistered: not_registered
         assert code(alice.request(m.Announce(record=record(alice_id, 1)))) == "not_registered"
@@ -49,13 +51,25 @@ def test_announce_and_lookup(server: ServerProcess) -> None:
         assert code(alice.request(m.Announce(record=junk))) == "bad_frame"
         # an older record does not replace the newer one
         assert code(alice.request(m.Announce(record=record(alice_id, 1)))) == "Announced"
-        reply = bob.request(m.Lookup(users=["alice", "bob"]))
-        assert isinstance(reply, m.Directory)
-        entries = {e.user: e.peer for e in reply.users}
-        assert entries["bob"] is None
-        held = entries["alice"]
-        assert held is not None and p.decode_record(held.record).ts == 2
+        # a user's record (its addresses) goes only to members of a room it
+        # shares, and to itself; its keys to anyone registered
+        assert peers(bob, "alice", "bob") == {"alice": None, "bob": None}
+        assert peers(alice, "alice") == {"alice": 2}
+        assert code(alice.request(Room(alice_id, "den", [bob_id]).create)) == "RoomChanged"
+        assert peers(bob, "alice", "bob") == {"alice": 2, "bob": None}
+        carol.register()
+        assert peers(carol, "alice") == {"alice": None}
     finally:
         alice.close()
         bob.close()
+        carol.close()
         ctx.term()
+
+
+def peers(client: RawClient, *users: str) -> dict[str, int | None]:
+    """What a lookup by `client` gives of each user: its record's time, or None."""
+    reply = client.request(m.Lookup(users=list(users)))
+    assert isinstance(reply, m.Directory), reply
+    return {
+        e.user: None if e.peer is None else p.decode_record(e.peer.record).ts for e in reply.users
+    }

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,6 @@ from curvechat.client import connection as conn_mod
 from curvechat.client.connection import Connection
 from curvechat.crypto import (
     Identity,
-    MemberState,
-    Plaintext,
-    new_epoch_key,
-    seal_message,
-    sign_op,
-    wrap_epoch_key,
 )
 from curvechat.protocol import (
     decode_server_frame,
@@ -46,7 +39,7 @@ from curvechat.server.ratelimit import RateLimits
 from curvechat.store import Committed, NewMessage
 from curvechat.store.sqlite import SQLiteStore
 
-_txns = itertools.count()
+from support.raw import Room
 
 
 class GatedStore(SQLiteStore):
@@ -107,38 +100,6 @@ class Peer:
             )
         )
         assert isinstance(reply, m.Registered), reply
-
-
-class Room:
-    def __init__(self, creator: Identity, name: str, members: Sequence[Identity]) -> None:
-        state = MemberState.empty(name)
-        ops = []
-        for who in (creator, *members):
-            kind = "create" if who is creator else "add"
-            signed = sign_op(
-                creator,
-                state.next_op(kind, creator.user, who.user, who.sign_pub, int(time.time() * 1000)),
-            )
-            state, _ = state.apply(signed)
-            ops.append(signed)
-        self.key = new_epoch_key(name, 0, state.index)
-        packets = [
-            wrap_epoch_key(creator, self.key, u, mem.key) for u, mem in state.members.items()
-        ]
-        upload = m.EpochUpload(epoch=0, after_op=state.index, packets=packets)
-        self.name = name
-        self.create = m.CreateRoom(room=name, ops=ops, epoch=upload)
-
-    def send(self, sender: Identity, text: str = "hi") -> m.Send:
-        env = seal_message(
-            sender,
-            room=self.name,
-            epoch=0,
-            key=self.key.key,
-            txn=f"txn-{next(_txns):08d}",
-            plaintext=Plaintext(text=text, ts=int(time.time() * 1000)),
-        )
-        return m.Send(envelope=env)
 
 
 class Setup:

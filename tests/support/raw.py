@@ -4,10 +4,20 @@ only when told to, and never does what a real client would do on its own."""
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Sequence
 
 import zmq
 
+from curvechat.crypto import (
+    MemberState,
+    Plaintext,
+    new_epoch_key,
+    seal_message,
+    sign_op,
+    wrap_epoch_key,
+)
 from curvechat.crypto.identity import Identity
 from curvechat.protocol import decode_server_frame, encode_request
 from curvechat.protocol import messages as m
@@ -82,3 +92,41 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close(linger=0)
+
+
+_txns = itertools.count()
+
+
+class Room:
+    """A room made by `creator` with `members`: its signed ops, its first
+    epoch key, the `create_room` request, and sends sealed under that key."""
+
+    def __init__(self, creator: Identity, name: str, members: Sequence[Identity]) -> None:
+        state = MemberState.empty(name)
+        ops = []
+        for who in (creator, *members):
+            kind = "create" if who is creator else "add"
+            signed = sign_op(
+                creator,
+                state.next_op(kind, creator.user, who.user, who.sign_pub, int(time.time() * 1000)),
+            )
+            state, _ = state.apply(signed)
+            ops.append(signed)
+        self.key = new_epoch_key(name, 0, state.index)
+        packets = [
+            wrap_epoch_key(creator, self.key, u, mem.key) for u, mem in state.members.items()
+        ]
+        upload = m.EpochUpload(epoch=0, after_op=state.index, packets=packets)
+        self.name = name
+        self.create = m.CreateRoom(room=name, ops=ops, epoch=upload)
+
+    def send(self, sender: Identity, text: str = "hi") -> m.Send:
+        env = seal_message(
+            sender,
+            room=self.name,
+            epoch=0,
+            key=self.key.key,
+            txn=f"txn-{next(_txns):08d}",
+            plaintext=Plaintext(text=text, ts=int(time.time() * 1000)),
+        )
+        return m.Send(envelope=env)

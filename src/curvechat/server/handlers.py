@@ -158,13 +158,32 @@ class Handlers(RoomHandlers):
         return m.Registered(user=req.user)
 
     async def lookup(self, sess: Session, req: m.Lookup) -> m.AnyReply:
+        """Users' keys for anyone registered; a user's peer record (its
+        addresses, its last time online) only for members of a room it shares
+        with the one who asks, or for itself."""
+        assert sess.user is not None
         found = await self.store.users(req.users)
+        records = {u: r for u in found if (r := self.peerdir.record(u)) is not None}
+        if set(records) - {sess.user}:
+            shared = await self._sharing(sess.user, set(records) - {sess.user})
+            records = {u: r for u, r in records.items() if u in shared or u == sess.user}
         return m.Directory(
             users=[
-                m.UserKeys(user=u.user, sign_pub=u.sign_pub, peer=self.peerdir.record(u.user))
+                m.UserKeys(user=u.user, sign_pub=u.sign_pub, peer=records.get(u.user))
                 for u in found.values()
             ]
         )
+
+    async def _sharing(self, user: str, others: set[str]) -> set[str]:
+        """Which of `others` are members of a room `user` is in now."""
+        out: set[str] = set()
+        for record in await self.store.rooms_of(user):
+            view = await self.node.rooms.get(record.room)
+            if view is not None:
+                out |= others & view.state.members.keys()
+                if out == others:
+                    break
+        return out
 
     async def announce(self, sess: Session, req: m.Announce) -> m.AnyReply:
         assert sess.user is not None

@@ -155,8 +155,16 @@ async def run(config: Config, work: Path, results: Path | None) -> dict[str, Any
     relists: dict[str, int] = {}
     fallbacks: list[tuple[float, str]] = []
     workload_errors: list[str] = []
+    tasks: list[asyncio.Task[Any]] = []
     try:
-        await asyncio.to_thread(cluster.start)
+        # Started to its end even if cancelled meanwhile: `stop` then finds
+        # every process it started (a thread cannot be cancelled halfway).
+        starting = asyncio.ensure_future(asyncio.to_thread(cluster.start))
+        try:
+            await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            await asyncio.wait([starting])
+            raise
         workload = Workload(
             cluster,
             work / "homes",
@@ -205,7 +213,7 @@ async def run(config: Config, work: Path, results: Path | None) -> dict[str, Any
                     await storm.stop()
                     storm = None
 
-        tasks = [asyncio.create_task(run_schedule(cluster, history, steps))]
+        tasks.append(asyncio.create_task(run_schedule(cluster, history, steps)))
         if config.storm_clients:
             tasks.append(asyncio.create_task(storms_task()))
         await asyncio.sleep(config.duration)
@@ -215,6 +223,12 @@ async def run(config: Config, work: Path, results: Path | None) -> dict[str, Any
         await asyncio.to_thread(cluster.ensure_up)
         drain = await workload.drain()
     finally:
+        # The cleanup itself is not cut short by a second SIGTERM; faults and
+        # storms still under way end first.
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if storm is not None:
             await storm.stop()
         if workload is not None:

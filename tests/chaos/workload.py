@@ -270,4 +270,10 @@ class Workload:
         return bool(rows) and rows[0].seq >= head
 
     async def close(self) -> None:
+        # A run cut short never called `stop`: the sending loops end before
+        # their clients' caches close under them.
+        self._running = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.factory.close_all()

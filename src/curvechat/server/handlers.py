@@ -179,6 +179,8 @@ class Handlers(RoomHandlers):
         out: set[str] = set()
         for record in await self.store.rooms_of(user):
             view = await self.node.rooms.get(record.room)
+            if view is not None and view.record.op_head != record.op_head:
+                view = await self.node.rooms.reload(record.room)  # its members changed since
             if view is not None:
                 out |= others & view.state.members.keys()
                 if out == others:

@@ -21,7 +21,6 @@ directory lookup, nor ever hold the engine's lock across a network wait.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -141,8 +140,12 @@ class PeerMode:
     async def close(self) -> None:
         for task in [*self._tasks, *self._dialing.values()]:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task  # one that failed said so in the log
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # closing goes on whatever a task did
+                log.exception("peer task %s failed", task.get_name())
         self._tasks.clear()
         self._dialing.clear()
         if self._mdns is not None:
@@ -309,12 +312,12 @@ class PeerMode:
             link = self.links[record.user] = PeerLink(
                 self._ctx, self.client.identity, record, timeout=self.options.timeout
             )
-        rooms = self.core.shared_rooms(record.user)
-        # Each exchange starts one room further on: a budget spent before the
-        # last rooms does not leave the same ones out every time.
-        turn = self._turns[record.user] = self._turns.get(record.user, -1) + 1
-        rooms = rooms[turn % len(rooms) :] + rooms[: turn % len(rooms)] if rooms else rooms
         async with self._gate:
+            rooms = self.core.shared_rooms(record.user)  # as they are now, past the gate
+            # Each exchange starts one room further on: a budget spent before
+            # the last rooms does not leave the same ones out every time.
+            turn = self._turns[record.user] = self._turns.get(record.user, -1) + 1
+            rooms = rooms[turn % len(rooms) :] + rooms[: turn % len(rooms)] if rooms else rooms
             try:
                 async with asyncio.timeout(self.options.timeout * PEER_BUDGET):
                     for room in rooms:

@@ -93,7 +93,7 @@ class TrustRows:
         cached = self._epoch_keys.get(room)
         if cached is None or cur.rowcount == 0:
             return  # read when next asked for; or an epoch already held, kept as it was
-        if self._db.in_transaction or (cached and epoch < max(cached)):
+        if self._db.in_transaction or (cached and epoch < next(reversed(cached))):
             # It may yet be rolled back, or it is an older epoch (the records are
             # kept in epoch order): read them again when next asked for.
             del self._epoch_keys[room]

@@ -164,9 +164,10 @@ class Handlers(RoomHandlers):
         assert sess.user is not None
         found = await self.store.users(req.users)
         records = {u: r for u in found if (r := self.peerdir.record(u)) is not None}
-        if set(records) - {sess.user}:
-            shared = await self._sharing(sess.user, set(records) - {sess.user})
-            records = {u: r for u, r in records.items() if u in shared or u == sess.user}
+        others = set(records) - {sess.user}
+        if others:
+            shared = await self._sharing(sess.user, others)
+            records = {u: r for u, r in records.items() if u in shared or u not in others}
         return m.Directory(
             users=[
                 m.UserKeys(user=u.user, sign_pub=u.sign_pub, peer=records.get(u.user))

@@ -108,7 +108,8 @@ class PeerCore:
         self.rotate_after_seconds = rotate_after_seconds
         self._records: dict[str, tuple[p.PeerRecord, m.SignedRecord]] = {}
         self._pool: dict[str, dict[tuple[str, str], Provisional]] = {}
-        self._senders: dict[str, Counter[str]] = {}  # room -> messages in its pool per sender
+        self._senders: dict[str, Counter[str]] = {}  # room -> others' messages in its pool
+        self._ours: dict[str, Counter[int]] = {}  # room -> our messages in its pool per epoch
 
     # --- records (N1, N2) ---------------------------------------------------
     def make_record(self, endpoints: list[str], now_ms: int) -> m.SignedRecord:
@@ -192,32 +193,29 @@ class PeerCore:
         False when that needs a rotation, a key or a pin decision first: it
         then waits for the server (N9), or when the pool holds as many of
         ours as it may (N7). True once it is in the pool."""
-        pool = self._pool.get(room, {})
-        if (self.me, txn) in pool:
+        if (self.me, txn) in self._pool.get(room, {}):
             return True
-        if self._senders.get(room, Counter())[self.me] >= self.max_pool:
+        ours = self._ours.get(room, Counter())
+        if ours.total() >= self.max_pool:
             return False  # full for ours: not sealed only to be turned away
-        held = self.trust.held(room)
-        current = max(held, default=None)
-        # What we sealed for peers under the current key is not in the
-        # history yet: it counts toward the key's use here.
-        sealed = sum(1 for i in pool.values() if i.mine and i.envelope.epoch == current)
         try:
-            decision = self.trust.encryption_key(
+            grant = self.trust.encryption_grant(
                 room,
                 now_ms=now_ms,
-                max_messages=self.rotate_after_messages - sealed,
+                max_messages=self.rotate_after_messages,
                 max_age_ms=int(self.rotate_after_seconds * 1000),
             )
         except (NotReady, KeyChanged):
             return False
-        if isinstance(decision, Rotate):
+        # What we sealed for peers under the key is not in the history yet:
+        # it counts toward the key's use here.
+        if isinstance(grant, Rotate) or ours[grant.record.epoch] >= grant.left:
             return False
         env = seal_message(
             self.trust.identity,
             room=room,
-            epoch=decision.epoch,
-            key=decision.key,
+            epoch=grant.record.epoch,
+            key=grant.record.key,
             txn=txn,
             plaintext=Plaintext(text=text, ts=created_ms),
         )
@@ -227,15 +225,19 @@ class PeerCore:
         """Into the room's pool, within N7's bounds; False if it is full for it."""
         pool = self._pool.setdefault(item.room, {})
         senders = self._senders.setdefault(item.room, Counter())
+        ours = self._ours.setdefault(item.room, Counter())
         if item.sender == self.me:
-            full = senders[self.me] >= self.max_pool
+            full = ours.total() >= self.max_pool
         else:
-            others = len(pool) - senders[self.me]
+            others = len(pool) - ours.total()
             full = others >= self.max_pool or senders[item.sender] >= self.max_from_one
         if full:
             return False
         pool[(item.sender, item.txn)] = item
-        senders[item.sender] += 1
+        if item.sender == self.me:
+            ours[item.envelope.epoch] += 1
+        else:
+            senders[item.sender] += 1
         return True
 
     # --- anti-entropy (N3, N6, N7) ----------------------------------------------
@@ -300,9 +302,13 @@ class PeerCore:
     def settle(self, room: str, sender: str, txn: str) -> bool:
         """The server has (sender, txn) in its history, or its author gave up
         on it: drop the provisional copy. True if there was one."""
-        if self._pool.get(room, {}).pop((sender, txn), None) is None:
+        item = self._pool.get(room, {}).pop((sender, txn), None)
+        if item is None:
             return False
-        self._senders[room][sender] -= 1
+        if sender == self.me:
+            self._ours[room][item.envelope.epoch] -= 1
+        else:
+            self._senders[room][sender] -= 1
         return True
 
     def provisional(self, room: str) -> list[Provisional]:

@@ -317,21 +317,21 @@ class PeerMode:
             # Each exchange starts one room further on: a budget spent before
             # the last rooms does not leave the same ones out every time.
             turn = self._turns[record.user] = self._turns.get(record.user, -1) + 1
-            rooms = rooms[turn % len(rooms) :] + rooms[: turn % len(rooms)] if rooms else rooms
+            first = turn % len(rooms) if rooms else 0
+            answered = False
             try:
                 async with asyncio.timeout(self.options.timeout * PEER_BUDGET):
-                    for room in rooms:
+                    for room in rooms[first:] + rooms[:first]:
                         await self._exchange(link, room)
-            except Exception as exc:  # a task of its own: nothing else would see it
-                if isinstance(exc, TimeoutError):
-                    link.reset()  # a request cut short: its answer is not waited for
-                if isinstance(exc, PeerUnreachable | ProtocolError | TimeoutError):
-                    log.debug("peer %s: %s", record.user, exc or "over its time")
-                else:
-                    log.exception("exchange with peer %s failed", record.user)
-                self._answered[record.user] = False
-            else:
-                self._answered[record.user] = True
+                answered = True
+            except TimeoutError:
+                link.reset()  # a request cut short: its answer is not waited for
+                log.debug("peer %s: over its time", record.user)
+            except (PeerUnreachable, ProtocolError) as exc:
+                log.debug("peer %s: %s", record.user, exc)
+            except Exception:  # a task of its own: nothing else would see it
+                log.exception("exchange with peer %s failed", record.user)
+            self._answered[record.user] = answered
 
     async def _exchange(self, link: PeerLink, room: str) -> None:
         reply = await link.ask(self.core.digest(room))

@@ -97,8 +97,11 @@ class RoomLog:
         self._place(Entry("message", ts_ms or mine.ts_ms, mine.text, sender, seq, txn))
         return True
 
+    def _from(self, e: Entry) -> str:
+        return e.sender or self.me  # our own pending entries have no sender
+
     def _is_pending(self, e: Entry, txn: str, sender: str) -> bool:
-        return e.kind == "pending" and e.txn == txn and (e.sender or self.me) == sender
+        return e.kind == "pending" and e.txn == txn and self._from(e) == sender
 
     def _drop_pending(self, txn: str, sender: str) -> None:
         self.entries = [e for e in self.entries if not self._is_pending(e, txn, sender)]
@@ -128,7 +131,7 @@ class RoomLog:
         """An entry not on the server yet: ours (no `sender`), or a member's
         taken peer to peer. The server's copy replaces it (by sender and txn)."""
         who = sender or self.me
-        if any(e.txn == txn and (e.sender or self.me) == who for e in self.entries):
+        if any(e.txn == txn and self._from(e) == who for e in self.entries):
             return
         self.entries.append(Entry("pending", created_ms, text, sender=sender, txn=txn))
 

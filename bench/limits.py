@@ -4,6 +4,9 @@
   the size of a real `push_message`;
 * SQLite WAL ``synchronous=FULL``: one commit (one fsync of the WAL) and the
   group-commit insert rate, on the store's own `messages` table;
+* the round trip and the one commit twice: back to back, and one every
+  `LATENCY_INTERVAL` (the latency rows' pace, where every thread on the
+  path has gone to sleep before each message);
 * etcd: batched-transaction puts (one transaction in flight, like the store's
   committer), values the size of a stored message;
 * PyNaCl: sign+encrypt and verify+decrypt of one envelope-sized message.
@@ -23,7 +26,14 @@ import nacl.bindings
 import nacl.signing
 import zmq
 
-from bench.common import TEXT, push_frame_size, recv_ready, sample_envelope, summary_ms
+from bench.common import (
+    LATENCY_INTERVAL,
+    TEXT,
+    push_frame_size,
+    recv_ready,
+    sample_envelope,
+    summary_ms,
+)
 from curvechat.crypto.envelope import Plaintext, open_message, seal_message
 from curvechat.crypto.identity import Identity
 from curvechat.protocol import encode
@@ -61,7 +71,8 @@ def _echo_server(endpoint: str, secret: bytes, public: bytes, ready: Connection)
     ctx.term()
 
 
-def zmq_round_trip(size: int, n: int = 3000) -> dict[str, Any]:
+def zmq_round_trip(size: int, n: int = 3000, pause: float = 0.0) -> dict[str, Any]:
+    """Round trips of `size` bytes: `n` back to back, or one every `pause` s."""
     public, secret = zmq.curve_keypair()
     parent, child = SPAWN.Pipe()
     proc = SPAWN.Process(target=_echo_server, args=("tcp://127.0.0.1:*", secret, public, child))
@@ -77,6 +88,8 @@ def zmq_round_trip(size: int, n: int = 3000) -> dict[str, Any]:
         sock.recv()
     rtts = []
     for _ in range(n):
+        if pause:
+            time.sleep(pause)
         t0 = time.monotonic_ns()
         sock.send(payload)
         sock.recv()
@@ -208,12 +221,20 @@ def sqlite_limits(root: Path, envelope_size: int, seconds: float = 3.0) -> dict[
         conn.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)", rows)
         conn.execute("COMMIT")
 
-    one = []
-    for _ in range(300):
-        t0 = time.monotonic_ns()
-        commit(1)
-        one.append(time.monotonic_ns() - t0)
-    out: dict[str, Any] = {"commit_1": summary_ms(one)}
+    def one_row(pause: float) -> dict[str, Any]:
+        times = []
+        for _ in range(300):
+            if pause:
+                time.sleep(pause)
+            t0 = time.monotonic_ns()
+            commit(1)
+            times.append(time.monotonic_ns() - t0)
+        return summary_ms(times)
+
+    out: dict[str, Any] = {
+        "commit_1": one_row(0.0),
+        "commit_1_paced": one_row(LATENCY_INTERVAL),
+    }
     for batch in (8, 256):
         n = 0
         t0 = time.monotonic()
@@ -325,6 +346,7 @@ def run_all(root: Path) -> dict[str, Any]:
     env_size = len(encode(sample_envelope()))
     out: dict[str, Any] = {"push_frame_bytes": size, "envelope_bytes": env_size}
     out["zmq_rtt"] = zmq_round_trip(size)
+    out["zmq_rtt_paced"] = zmq_round_trip(size, 300, LATENCY_INTERVAL)
     out["zmq_fanout"] = zmq_fan_out(size)
     out["sqlite"] = sqlite_limits(root, env_size)
     out["crypto"] = crypto_limits()

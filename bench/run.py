@@ -26,6 +26,7 @@ import zmq
 
 from bench import limits
 from bench.common import (
+    LATENCY_INTERVAL,
     RATE_UNLIMITED,
     TEXT,
     Window,
@@ -45,7 +46,6 @@ from curvechat.protocol import encode
 
 SERVER_ARGS = ("--rate-conn", RATE_UNLIMITED, "--rate-user", RATE_UNLIMITED)
 SWITCH_INTERVAL: float | None = None  # --switch-interval: an experiment, see docs
-LATENCY_INTERVAL = 0.01  # the latency rows: one message every 10 ms
 
 
 def new_server(data: Path, extra: tuple[str, ...] = ()) -> ServerProcess:

@@ -6,6 +6,7 @@ keeps the table and the tests in step."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from curvechat.client import events as ev
 from curvechat.client.cache import Cache, cache_key
 from curvechat.client.errors import PeerRefused
-from curvechat.client.peer.core import PEER_RULES, PeerCore, bounded
+from curvechat.client.peer.core import PEER_RULES, RECORD_AHEAD_MS, PeerCore, bounded
 from curvechat.client.trust import TrustCore
 from curvechat.crypto.envelope import Plaintext, seal_message
 from curvechat.crypto.identity import Identity
@@ -24,6 +25,7 @@ from curvechat.protocol import messages as m
 from curvechat.protocol import peer as p
 
 PEOPLE = ("alice", "bob", "carol", "mallory")
+NOW = 1_800_000_000_000  # our clock, ms
 
 
 class World:
@@ -70,8 +72,14 @@ class World:
             plaintext=Plaintext(text=text, ts=ts),
         )
 
-    def record(self, user: str, ts: int = 1, signer: str = "") -> m.SignedRecord:
-        core = PeerCore(TrustCore(self.ids[user], _Mem(), lambda e: None))
+    def record(
+        self, user: str, ts: int = 1, signer: str = "", transport: str = ""
+    ) -> m.SignedRecord:
+        """`user`'s record; `transport`: announcing that user's transport key."""
+        who = self.ids[user]
+        if transport:
+            who = Identity.from_secrets(user, who.sign_seed, self.ids[transport].transport_secret)
+        core = PeerCore(TrustCore(who, _Mem(), lambda e: None))
         signed = core.make_record(["tcp://127.0.0.1:5555"], ts)
         if signer:
             return m.SignedRecord(
@@ -112,23 +120,45 @@ def refused(call: Callable[[], object]) -> str:
 
 
 def n1(w: World) -> None:
-    assert refused(lambda: w.core.accept_record(w.record("mallory"))) == "N1"  # no shared room
-    assert refused(lambda: w.core.accept_record(w.record("bob", signer="mallory"))) == "N1"
+    take = functools.partial(w.core.accept_record, now_ms=NOW)
+    assert refused(lambda: take(w.record("mallory"))) == "N1"  # no shared room
+    assert refused(lambda: take(w.record("bob", signer="mallory"))) == "N1"
     junk = m.SignedRecord(record=b"\x93junk", sig=bytes(64))
-    assert refused(lambda: w.core.accept_record(junk)) == "N1"
-    assert w.core.accept_record(w.record("bob")) is not None
-    assert w.core.user_for_key(w.ids["bob"].transport_pub) == "bob"
+    assert refused(lambda: take(junk)) == "N1"
+    assert take(w.record("bob")) is not None
+    bob_key = w.ids["bob"].transport_pub
+    assert w.core.admits(bob_key)
+    assert w.core.user_for_key(bob_key) == "bob"
+    assert w.core.user_for_key(bob_key, "bob") == "bob"
+    assert w.core.user_for_key(bob_key, "carol") is None  # carol's record does not say so
+    assert not w.core.admits(w.ids["mallory"].transport_pub)
     assert w.core.user_for_key(w.ids["mallory"].transport_pub) is None
-    # bob leaves every room we share: his key no longer gets in
+    # carol announces bob's key as hers (a record proves who signed it, not
+    # who holds the key): bob, who names himself, is still served as bob;
+    # carol cannot make his connections hers, and an unnamed request is
+    # refused rather than guessed
+    assert take(w.record("carol", transport="bob")) is not None
+    assert w.core.user_for_key(bob_key, "bob") == "bob"
+    assert w.core.user_for_key(bob_key, "carol") == "carol"  # only the key's holder gets here
+    assert w.core.user_for_key(bob_key) is None
+    # bob leaves every room we share: he is no longer served (whoever holds
+    # his key is served as carol only, whose record vouched for it: no more
+    # than carol could pass on herself)
     w.op("r", "leave", "bob", "bob")
-    assert w.core.user_for_key(w.ids["bob"].transport_pub) is None
+    assert w.core.user_for_key(bob_key, "bob") is None
+    assert w.core.user_for_key(bob_key) == "carol"
 
 
 def n2(w: World) -> None:
-    assert w.core.accept_record(w.record("bob", ts=5)) is not None
-    assert refused(lambda: w.core.accept_record(w.record("bob", ts=4))) == "N2"
-    assert w.core.accept_record(w.record("bob", ts=6)) is not None
+    take = functools.partial(w.core.accept_record, now_ms=NOW)
+    assert take(w.record("bob", ts=5)) is not None
+    assert refused(lambda: take(w.record("bob", ts=4))) == "N2"
+    assert take(w.record("bob", ts=6)) is not None
+    # dated past our clock's tolerance: it would shut out every later record
+    ahead = NOW + RECORD_AHEAD_MS
+    assert refused(lambda: take(w.record("bob", ts=ahead + 1))) == "N2"
     assert [p.decode_record(s.record).ts for s in w.core.records()] == [6]
+    assert take(w.record("bob", ts=ahead)) is not None
 
 
 def n3(w: World) -> None:

@@ -25,9 +25,11 @@ from chaos.checker import check
 from curvechat.client import events as ev
 from curvechat.client.engine import ChatClient
 from curvechat.client.errors import PeerUnreachable
+from curvechat.client.peer.core import PeerCore
 from curvechat.client.peer.link import PeerLink
-from curvechat.client.peer.shell import PeerOptions
+from curvechat.client.peer.shell import PeerOptions, now_ms
 from curvechat.client.state import ConnState
+from curvechat.client.trust import TrustCore
 from curvechat.crypto.envelope import Plaintext, seal_message
 from curvechat.crypto.identity import Identity
 from curvechat.protocol import peer as p
@@ -255,6 +257,45 @@ async def test_a_forged_envelope_relayed_by_a_member_is_refused(
         assert [i.text for i in alice.provisional(ROOM)] == ["bob did say this"]
         link.reset()
     finally:
+        ctx.term()
+
+
+async def test_a_member_announcing_anothers_key_does_not_take_its_connections(
+    trio: tuple[ServerProcess, dict[str, Member]],
+) -> None:
+    """bob signs a record that announces carol's transport key as his (a
+    record proves who signed it, not who holds the key). carol's requests
+    name her, so alice still serves them as carol's; an unnamed request on
+    that key is refused rather than given to either."""
+    _, members = trio
+    alice, bob, carol = (members[n].client for n in ("alice", "bob", "carol"))
+    assert alice.peer is not None and alice.peer.listener is not None
+    thief = Identity.from_secrets("bob", bob.identity.sign_seed, carol.identity.transport_secret)
+    claim = PeerCore(TrustCore(thief, bob.cache, lambda e: None)).make_record(
+        ["tcp://127.0.0.1:9"], now_ms()
+    )
+    assert alice.peer.take_record(claim)
+    record = p.decode_record(alice.peer.core.make_record(alice.peer.endpoints, 1).record)
+    epoch = max(carol.core.held(ROOM))
+    ctx = zmq.asyncio.Context()
+    link = PeerLink(ctx, carol.identity, record, timeout=2.0)
+    try:
+        env = seal_message(
+            carol.identity, room=ROOM, epoch=epoch, key=carol.core.held(ROOM)[epoch].key,
+            txn="carol-0001", plaintext=Plaintext(text="from carol herself", ts=1),
+        )  # fmt: skip
+        reply = await _ask_when_linked(link, p.Offer(room=ROOM, envelopes=[env]))
+        assert isinstance(reply, p.OfferReply) and reply.accepted == 1
+        assert [(i.text, i.via) for i in alice.provisional(ROOM)] == [
+            ("from carol herself", "carol")
+        ]
+        sock = link._socket()
+        unnamed = p.PeerAsk(v=p.PEER_VERSION, rid=99, req=p.Digest(room=ROOM, have=[]))
+        await sock.send(p.encode_peer(unnamed))
+        answer = p.decode_answer(await asyncio.wait_for(sock.recv(), 5))
+        assert isinstance(answer.msg, p.PeerError) and answer.msg.code == "not_shared"
+    finally:
+        link.reset()
         ctx.term()
 
 

@@ -61,7 +61,8 @@ class PeerCode(enum.StrEnum):
     BAD_ENVELOPE = "bad_envelope"
     """N4/N5: a relayed envelope is for another room, or fails M1-M5."""
     STALE_RECORD = "stale_record"
-    """N2: a record no newer than the one held."""
+    """N2: a record no newer than the one held, or dated too far ahead of
+    the receiver's clock."""
     POOL_FULL = "pool_full"
     """N7: the room's provisional pool is full."""
 
@@ -138,6 +139,10 @@ class PeerAsk(Wire, frozen=True):
     v: int
     rid: Annotated[int, Meta(ge=1, le=2**53)]
     req: AnyPeerRequest
+    user: User | None = None
+    """Who the dialer is: served as this user if that user's record
+    announces the link's key (N1). Omitted: the only user whose record
+    announces it."""
 
 
 class PeerAnswer(Wire, frozen=True):

@@ -39,11 +39,16 @@ MAX_POOL: Final = 1000
 """Provisional messages of others kept per room (and of ours, apart)."""
 MAX_FROM_ONE: Final = 250
 """Of those, from one sender: no member can crowd out the others."""
+RECORD_AHEAD_MS: Final = 10 * 60 * 1000
+"""How far ahead of our clock a record may be dated (N2): a record from
+the future would keep every later one of its author out until then."""
 
 PEER_RULES: Final = (
     Rule("N1", "a connecting transport key is the one announced in a record signed by the "
-         "identity key our verified log records (and we pinned) for a member of a room we share"),
-    Rule("N2", "a record replaces the one we hold only if it is newer"),
+         "identity key our verified log records (and we pinned) for a member of a room we share; "
+         "a request is served as the member it names, whose record must announce that key"),
+    Rule("N2", "a record replaces the one we hold only if it is newer, and is dated at most "
+         "10 minutes ahead of our clock"),
     Rule("N3", "a peer is served only rooms that both it and we are members of, by our "
          "verified log; nothing about other rooms is answered"),
     Rule("N4", "a relayed envelope is for the room of the exchange, one we share with the peer"),
@@ -144,9 +149,9 @@ class PeerCore:
                 return pinned
         return None
 
-    def accept_record(self, signed: m.SignedRecord) -> p.PeerRecord | None:
-        """Take a peer's announcement (N1, N2). None: it is ours, or the one
-        we hold. Raises PeerRefused otherwise."""
+    def accept_record(self, signed: m.SignedRecord, now_ms: int) -> p.PeerRecord | None:
+        """Take a peer's announcement (N1, N2) at our time `now_ms`. None: it
+        is ours, or the one we hold. Raises PeerRefused otherwise."""
         try:
             record = p.decode_record(signed.record)
         except RemoteProtocolError as exc:
@@ -160,6 +165,8 @@ class PeerCore:
             verify(key, p.DOMAIN_RECORD + signed.record, signed.sig)
         except BadSignature as exc:
             raise refuse("N1", ErrorCode.BAD_SIGNATURE, f"record of {record.user}") from exc
+        if record.ts > now_ms + RECORD_AHEAD_MS:
+            raise refuse("N2", p.PeerCode.STALE_RECORD, f"record of {record.user} from the future")
         held = self._records.get(record.user)
         if held is not None:
             if held[1] == signed:
@@ -180,12 +187,21 @@ class PeerCore:
             if self._identity_key(user) is not None
         ]
 
-    def user_for_key(self, transport_pub: bytes) -> str | None:
-        """N1 (the ZAP decision): the member a connecting key belongs to, or None."""
-        for record in self.peers():
-            if record.transport_pub == transport_pub:
-                return record.user
-        return None
+    def admits(self, transport_pub: bytes) -> bool:
+        """N1 at the handshake (the ZAP decision): a member's record announces the key."""
+        return any(record.transport_pub == transport_pub for record in self.peers())
+
+    def user_for_key(self, transport_pub: bytes, named: str | None = None) -> str | None:
+        """N1 for a request: the member a connection with `transport_pub` is
+        served as, or None. A record proves who signed it, not that its author
+        holds the key it announces, so another member may announce our
+        peer's key too: the request names its member (`named`), whose record
+        must announce the key; unnamed, the key must be announced by one
+        member only."""
+        claimants = [r.user for r in self.peers() if r.transport_pub == transport_pub]
+        if named is not None:
+            return named if named in claimants else None
+        return claimants[0] if len(claimants) == 1 else None
 
     # --- our own messages (N9) ---------------------------------------------------
     def seal_own(self, room: str, txn: str, text: str, created_ms: int, now_ms: int) -> bool:

@@ -78,7 +78,10 @@ class PeerLink:
             raise PeerUnreachable(f"{self.user}: no link in {self.timeout:g} s")
         try:
             await sock.send(
-                p.encode_peer(p.PeerAsk(v=p.PEER_VERSION, rid=rid, req=req)), flags=zmq.NOBLOCK
+                p.encode_peer(
+                    p.PeerAsk(v=p.PEER_VERSION, rid=rid, req=req, user=self.identity.user)
+                ),
+                flags=zmq.NOBLOCK,
             )
         except zmq.Again:
             self.reset()

@@ -1,6 +1,7 @@
 """The peer listener: a ROUTER socket with CURVE, in a ZeroMQ context of its
-own, whose ZAP handler lets in only the transport keys the peer core allows
-(rule N1), and that answers each request with what the handler returns.
+own, whose ZAP handler lets in only the transport keys the peer core admits
+(rule N1), and that answers each request, as the member the core says the
+connection is, with what the handler returns.
 
 A frame that does not decode gets a `PeerError` with its code (when its
 request id can be read) and the listener goes on; so does a handler that
@@ -31,6 +32,11 @@ log = logging.getLogger("curvechat.peer")
 
 ZAP_DOMAIN = "curvechat-peer"
 Handler = Callable[[str, p.AnyPeerRequest], Awaitable[p.AnyPeerReply]]
+Admits = Callable[[bytes], bool]
+"""Whether a CURVE key may complete the handshake."""
+UserFor = Callable[[bytes, str | None], str | None]
+"""The member a request on a connection with this key is served as, given
+the member the request names (or None): None refuses it."""
 
 
 class _Head(msgspec.Struct):
@@ -49,16 +55,16 @@ def peek_rid(data: bytes) -> int:
 
 
 class _Gate:
-    """The ZAP credentials provider: asks `allow` about each CURVE key."""
+    """The ZAP credentials provider: asks `admits` about each CURVE key."""
 
-    def __init__(self, allow: Callable[[bytes], str | None]) -> None:
-        self.allow = allow
+    def __init__(self, admits: Admits) -> None:
+        self.admits = admits
         self.refused = 0
         self.admitted = 0
 
     def callback(self, domain: str, key: bytes) -> bool:
         try:
-            ok = self.allow(zmq.utils.z85.decode(key)) is not None
+            ok = self.admits(zmq.utils.z85.decode(key))
         except Exception:  # a bug here must not let anyone in
             log.exception("peer admission failed")
             ok = False
@@ -73,16 +79,17 @@ class PeerListener:
     def __init__(
         self,
         identity: Identity,
-        allow: Callable[[bytes], str | None],
+        admits: Admits,
+        user_for: UserFor,
         handler: Handler,
         *,
         bind: str = "tcp://127.0.0.1:*",
     ) -> None:
         self.identity = identity
-        self.allow = allow
+        self.user_for = user_for
         self.handler = handler
         self.bind = bind
-        self.gate = _Gate(allow)
+        self.gate = _Gate(admits)
         self.endpoint = ""
         self.bad_frames = 0
         self._ctx = zmq.asyncio.Context()
@@ -145,9 +152,14 @@ class PeerListener:
         try:
             ask = p.decode_ask(data)
             rid = ask.rid
-            user = self.allow(key)  # again: membership may have changed since the handshake
+            # Again: membership may have changed since the handshake.
+            user = self.user_for(key, ask.user)
             if user is None:
-                raise PeerRefused(p.PeerCode.NOT_SHARED, "you share no room with this peer", "N1")
+                raise PeerRefused(
+                    p.PeerCode.NOT_SHARED,
+                    "you share no room with this peer, or your record does not announce your key",
+                    "N1",
+                )
             msg = await self.handler(user, ask.req)
         except ProtocolError as exc:
             self.bad_frames += 1

@@ -114,7 +114,11 @@ class PeerMode:
         # stops the client: peer-to-peer mode is told to be off, or partly.
         if self.options.listen:
             listener = PeerListener(
-                self.client.identity, self.core.user_for_key, self.handle, bind=self.options.bind
+                self.client.identity,
+                self.core.admits,
+                self.core.user_for_key,
+                self.handle,
+                bind=self.options.bind,
             )
             try:
                 self.endpoints = announced(await listener.start())
@@ -180,7 +184,7 @@ class PeerMode:
     def take_record(self, signed: m.SignedRecord, *, save: bool = True) -> bool:
         """A record from the directory, mDNS or the cache, judged by the core."""
         try:
-            record = self.core.accept_record(signed)
+            record = self.core.accept_record(signed, now_ms())
         except PeerRefused as exc:
             log.debug("peer record refused: %s", exc)
             return False

@@ -12,10 +12,18 @@ from pathlib import Path
 
 import pytest
 
+from curvechat.bucket import TokenBucket
 from curvechat.client import events as ev
 from curvechat.client.cache import Cache, cache_key
 from curvechat.client.errors import PeerRefused
-from curvechat.client.peer.core import PEER_RULES, RECORD_AHEAD_MS, PeerCore, bounded
+from curvechat.client.peer.core import (
+    ASKS_PER_S,
+    PEER_RULES,
+    RECORD_AHEAD_MS,
+    VERIFIES_PER_S,
+    PeerCore,
+    bounded,
+)
 from curvechat.client.trust import TrustCore
 from curvechat.crypto.envelope import Plaintext, seal_message
 from curvechat.crypto.identity import Identity
@@ -26,6 +34,7 @@ from curvechat.protocol import peer as p
 
 PEOPLE = ("alice", "bob", "carol", "mallory")
 NOW = 1_800_000_000_000  # our clock, ms
+T = 100.0  # our monotonic clock, s
 
 
 class World:
@@ -162,19 +171,20 @@ def n2(w: World) -> None:
 
 
 def n3(w: World) -> None:
-    assert refused(lambda: w.core.answer("bob", p.Digest(room="side", have=[]))) == "N3"
+    assert refused(lambda: w.core.answer("bob", p.Digest(room="side", have=[]), T)) == "N3"
     assert w.core.shared_rooms("bob") == ["r"]
     assert w.core.shared_rooms("carol") == ["r", "side"]
-    assert w.core.answer("carol", p.Digest(room="side", have=[])).envelopes == []
+    assert w.core.answer("carol", p.Digest(room="side", have=[]), T).envelopes == []
 
 
 def n4(w: World) -> None:
-    taken, bad = w.core.accept("bob", "r", [w.env("side", "carol", "txn-t1xx")])
+    taken, bad = w.core.accept("bob", "r", [w.env("side", "carol", "txn-t1xx")], T)
     assert taken == [] and [r.code for r in bad] == ["bad_envelope"]
     assert (
-        refused(lambda: w.core.accept("bob", "side", [w.env("side", "carol", "txn-t1xx")])) == "N3"
+        refused(lambda: w.core.accept("bob", "side", [w.env("side", "carol", "txn-t1xx")], T))
+        == "N3"
     )
-    taken, bad = w.core.accept("carol", "side", [w.env("side", "carol", "txn-t1xx")])
+    taken, bad = w.core.accept("carol", "side", [w.env("side", "carol", "txn-t1xx")], T)
     assert [t.txn for t in taken] == ["txn-t1xx"] and bad == []
 
 
@@ -182,10 +192,10 @@ def n5(w: World) -> None:
     forged = w.env("r", "carol", "txn-f1xx", signer="mallory")  # mallory writes as carol
     outsider = w.env("r", "mallory", "txn-f2xx")  # mallory has the key, is no member
     tampered = m.Envelope(**{**_fields(w.env("r", "carol", "txn-f3xx")), "txn": "txn-f4xx"})
-    taken, bad = w.core.accept("bob", "r", [forged, outsider, tampered])
+    taken, bad = w.core.accept("bob", "r", [forged, outsider, tampered], T)
     assert taken == [] and [r.txn for r in bad] == ["txn-f1xx", "txn-f2xx", "txn-f4xx"]
     assert w.core.provisional("r") == []
-    taken, bad = w.core.accept("bob", "r", [w.env("r", "carol", "txn-okxx", text="relayed")])
+    taken, bad = w.core.accept("bob", "r", [w.env("r", "carol", "txn-okxx", text="relayed")], T)
     assert [(t.sender, t.text, t.via) for t in taken] == [("carol", "relayed", "bob")]
 
 
@@ -195,12 +205,12 @@ def _fields(env: m.Envelope) -> dict[str, object]:
 
 def n6(w: World) -> None:
     env = w.env("r", "carol", "txn-t1xx")
-    assert len(w.core.accept("bob", "r", [env])[0]) == 1
-    assert w.core.accept("bob", "r", [env]) == ([], [])  # again: nothing new, nothing wrong
+    assert len(w.core.accept("bob", "r", [env], T)[0]) == 1
+    assert w.core.accept("bob", "r", [env], T) == ([], [])  # again: nothing new, nothing wrong
     w.cache.put_message("r", 1, 1, "bob", "onserver", 1, "x", None)
-    assert w.core.accept("bob", "r", [w.env("r", "bob", "onserver")]) == ([], [])
-    reply = w.core.answer("bob", p.Digest(room="r", have=[p.TxnRef("bob", "onserver"),
-                                                         p.TxnRef("bob", "txn-newx")]))  # fmt: skip
+    assert w.core.accept("bob", "r", [w.env("r", "bob", "onserver")], T) == ([], [])
+    have = [p.TxnRef("bob", "onserver"), p.TxnRef("bob", "txn-newx")]
+    reply = w.core.answer("bob", p.Digest(room="r", have=have), T)
     assert reply.want == [p.TxnRef("bob", "txn-newx")]
     assert reply.envelopes == [env]
 
@@ -208,23 +218,23 @@ def n6(w: World) -> None:
 def n7(w: World) -> None:
     small = PeerCore(w.trust, max_pool=2)
     envs = [w.env("r", "carol", f"txn-t{i:04}", ts=i) for i in range(3)]
-    taken, bad = small.accept("bob", "r", envs)
+    taken, bad = small.accept("bob", "r", envs, T)
     assert len(taken) == 2 and [r.code for r in bad] == ["pool_full"]
     # One sender cannot crowd out the others, nor fill the room against ours.
     fair = PeerCore(w.trust, max_pool=4, max_from_one=2)
-    taken, bad = fair.accept("bob", "r", [w.env("r", "carol", f"txn-c{i:04}") for i in range(3)])
+    taken, bad = fair.accept("bob", "r", [w.env("r", "carol", f"txn-c{i:04}") for i in range(3)], T)
     assert len(taken) == 2 and [r.code for r in bad] == ["pool_full"]
-    assert len(fair.accept("carol", "r", [w.env("r", "bob", "txn-bob1")])[0]) == 1
+    assert len(fair.accept("carol", "r", [w.env("r", "bob", "txn-bob1")], T)[0]) == 1
     assert all(fair.seal_own("r", f"mine{i:04}", "x", i, 1) for i in range(4))  # ours apart
     assert not fair.seal_own("r", "mine0004", "x", 4, 1)  # full for ours: said so
     assert "mine0004" not in {i.txn for i in fair.provisional("r")}
     assert fair.settle("r", "carol", "txn-c0000")  # the server has one: room again
-    assert len(fair.accept("bob", "r", [w.env("r", "carol", "txn-c0002")])[0]) == 1
+    assert len(fair.accept("bob", "r", [w.env("r", "carol", "txn-c0002")], T)[0]) == 1
     for i in range(300):
         assert w.core.seal_own("r", f"mine{i:04}", "x", i, 1)
     assert len(w.core.digest("r").have) == p.MAX_DIGEST
     assert w.core.digest("r").have[-1] == p.TxnRef("alice", "mine0299")  # the newest
-    assert len(w.core.answer("bob", p.Digest(room="r", have=[])).envelopes) == p.MAX_RELAY
+    assert len(w.core.answer("bob", p.Digest(room="r", have=[]), T).envelopes) == p.MAX_RELAY
     big = [w.env("r", "carol", f"txn-b{i:04}", text="x" * 15_000) for i in range(40)]
     assert sum(p.envelope_size(e) for e in bounded(big)) <= p.RELAY_BYTES
 
@@ -232,7 +242,7 @@ def n7(w: World) -> None:
 def n8(w: World) -> None:
     later = w.env("r", "bob", "txn-bbbb", ts=20)
     earlier = w.env("r", "carol", "txn-cccc", ts=10)
-    w.core.accept("bob", "r", [later, earlier])
+    w.core.accept("bob", "r", [later, earlier], T)
     assert [i.txn for i in w.core.provisional("r")] == ["txn-cccc", "txn-bbbb"]
     assert w.cache.messages("r") == []  # nothing in the history
     assert w.core.settle("r", "carol", "txn-cccc")
@@ -256,8 +266,33 @@ def n9(w: World) -> None:
     assert not aged.seal_own("side", "txn-oldx", "x", 1, stored_ms + 5_000)
 
 
+def n10(w: World) -> None:
+    digest = p.Digest(room="r", have=[])
+    burst = int(2 * ASKS_PER_S)
+    for _ in range(burst):
+        w.core.answer("bob", digest, T)
+    assert refused(lambda: w.core.answer("bob", digest, T)) == "N10"
+    assert refused(lambda: w.core.accept("bob", "r", [], T)) == "N10"  # an offer is a request too
+    w.core.answer("carol", digest, T)  # another member, and bob about another room, still served
+    w.core.answer("bob", p.Digest(room="r", have=[]), T + 1.5 / ASKS_PER_S)  # a token back
+    # verifying: a member's envelopes past its budget are refused unverified, by their txn
+    envs = [w.env("r", "carol", f"txn-v{i:04}") for i in range(5)]
+    tight = PeerCore(w.trust)
+    tight._verifies["bob"] = TokenBucket(VERIFIES_PER_S, 3, stamp=T)
+    taken, bad = tight.accept("bob", "r", envs, T)
+    assert len(taken) == 3
+    assert [(r.txn, r.code) for r in bad] == [
+        ("txn-v0003", "rate_limited"),
+        ("txn-v0004", "rate_limited"),
+    ]
+    # a digest's reply we asked for is not a request of theirs; its envelopes still count
+    taken, bad = tight.accept("bob", "r", envs[3:], T + 1.5 / VERIFIES_PER_S, asked=False)
+    assert [i.txn for i in taken] == ["txn-v0003"] and [r.txn for r in bad] == ["txn-v0004"]
+
+
 CASES: dict[str, Callable[[World], None]] = {
     "N1": n1, "N2": n2, "N3": n3, "N4": n4, "N5": n5, "N6": n6, "N7": n7, "N8": n8, "N9": n9,
+    "N10": n10,
 }  # fmt: skip
 
 
@@ -271,5 +306,5 @@ def test_every_rule_is_tested() -> None:
 
 
 def test_no_event_reaches_the_user_for_refused_frames(w: World) -> None:
-    w.core.accept("bob", "r", [w.env("r", "carol", "txn-f1xx", signer="mallory")])
+    w.core.accept("bob", "r", [w.env("r", "carol", "txn-f1xx", signer="mallory")], T)
     assert [e for e in w.events if isinstance(e, ev.MessageReceived)] == []

@@ -25,6 +25,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Final
 
+from curvechat.bucket import TokenBucket
 from curvechat.client.errors import KeyChanged, NotReady, PeerRefused
 from curvechat.client.trust import Rotate, Rule, TrustCore
 from curvechat.crypto.envelope import Plaintext, seal_message
@@ -39,6 +40,12 @@ MAX_POOL: Final = 1000
 """Provisional messages of others kept per room (and of ours, apart)."""
 MAX_FROM_ONE: Final = 250
 """Of those, from one sender: no member can crowd out the others."""
+ASKS_PER_S: Final = 20.0
+"""Requests one member may make of us per second about one room (N10),
+twice that at once: a round asks two per shared room, each second."""
+VERIFIES_PER_S: Final = 500.0
+"""Envelopes one member gives us that we verify per second (N10), twice
+that at once: about 30 ms of Ed25519 and decryption a second."""
 RECORD_AHEAD_MS: Final = 10 * 60 * 1000
 """How far ahead of our clock a record may be dated (N2): a record from
 the future would keep every later one of its author out until then."""
@@ -63,6 +70,8 @@ PEER_RULES: Final = (
     Rule("N9", "membership changes and key rotations are never made peer to peer: a message "
          "that needs a new epoch first (by membership, or its key used up by the client's "
          "rotation limits, our messages sealed for peers counted) waits for the server"),
+    Rule("N10", "a member's work is bounded in time: 20 requests a second about one room, "
+         "500 of its envelopes verified a second (twice that at once)"),
 )  # fmt: skip
 RULES: Final = {rule.id: rule for rule in PEER_RULES}
 
@@ -112,6 +121,9 @@ class PeerCore:
         past them waits for the server (N9)."""
         self.rotate_after_seconds = rotate_after_seconds
         self._records: dict[str, tuple[p.PeerRecord, m.SignedRecord]] = {}
+        self._by_key: dict[bytes, set[str]] = {}  # transport key -> users announcing it
+        self._asks: dict[tuple[str, str], TokenBucket] = {}  # (member, room) -> N10
+        self._verifies: dict[str, TokenBucket] = {}  # member -> N10
         self._pool: dict[str, dict[tuple[str, str], Provisional]] = {}
         self._senders: dict[str, Counter[str]] = {}  # room -> others' messages in its pool
         self._ours: dict[str, Counter[int]] = {}  # room -> our messages in its pool per epoch
@@ -173,7 +185,10 @@ class PeerCore:
                 return None
             if held[0].ts >= record.ts:
                 raise refuse("N2", p.PeerCode.STALE_RECORD, f"record of {record.user}")
+        if held is not None:
+            self._by_key[held[0].transport_pub].discard(record.user)
         self._records[record.user] = (record, signed)
+        self._by_key.setdefault(record.transport_pub, set()).add(record.user)
         return record
 
     def records(self) -> list[m.SignedRecord]:
@@ -187,9 +202,15 @@ class PeerCore:
             if self._identity_key(user) is not None
         ]
 
+    def _claimants(self, transport_pub: bytes) -> list[str]:
+        """The members we share a room with whose records announce the key
+        (a key no record announces costs a dict lookup, whoever tries it)."""
+        users = self._by_key.get(transport_pub, ())
+        return [u for u in sorted(users) if self._identity_key(u) is not None]
+
     def admits(self, transport_pub: bytes) -> bool:
         """N1 at the handshake (the ZAP decision): a member's record announces the key."""
-        return any(record.transport_pub == transport_pub for record in self.peers())
+        return bool(self._claimants(transport_pub))
 
     def user_for_key(self, transport_pub: bytes, named: str | None = None) -> str | None:
         """N1 for a request: the member a connection with `transport_pub` is
@@ -198,7 +219,7 @@ class PeerCore:
         peer's key too: the request names its member (`named`), whose record
         must announce the key; unnamed, the key must be announced by one
         member only."""
-        claimants = [r.user for r in self.peers() if r.transport_pub == transport_pub]
+        claimants = self._claimants(transport_pub)
         if named is not None:
             return named if named in claimants else None
         return claimants[0] if len(claimants) == 1 else None
@@ -265,15 +286,33 @@ class PeerCore:
         if room not in self.shared_rooms(user):
             raise refuse("N3", p.PeerCode.NOT_SHARED, f"{user} asked about a room")
 
+    def _check_rate(self, user: str, room: str, now: float) -> None:
+        """N10: `user`'s requests about `room` (at our monotonic time `now`)."""
+        bucket = self._asks.get((user, room))
+        if bucket is None:
+            bucket = self._asks[(user, room)] = TokenBucket(ASKS_PER_S, 2 * ASKS_PER_S, stamp=now)
+        if not bucket.take(now):
+            raise refuse("N10", ErrorCode.RATE_LIMITED, f"{user} asked too often about a room")
+
+    def _may_verify(self, user: str, now: float) -> bool:
+        """N10: one more of `user`'s envelopes verified now?"""
+        bucket = self._verifies.get(user)
+        if bucket is None:
+            rate = VERIFIES_PER_S
+            bucket = self._verifies[user] = TokenBucket(rate, 2 * rate, stamp=now)
+        return bucket.take(now)
+
     def _known(self, room: str, sender: str, txn: str) -> bool:
         return (sender, txn) in self._pool.get(room, {}) or (
             self.trust.store.seen_txn(room, sender, txn) is not None
         )
 
-    def answer(self, user: str, digest: p.Digest) -> p.DigestReply:
-        """What the listener answers a digest with: the provisional messages
-        `user` did not list, and the refs it listed that we lack."""
+    def answer(self, user: str, digest: p.Digest, now: float) -> p.DigestReply:
+        """What the listener answers a digest with (at our monotonic time
+        `now`): the provisional messages `user` did not list, and the refs
+        it listed that we lack."""
         self._check_shared(user, digest.room)
+        self._check_rate(user, digest.room, now)
         have = {(ref.sender, ref.txn) for ref in digest.have}
         give = [i.envelope for i in self.provisional(digest.room) if (i.sender, i.txn) not in have]
         want = [ref for ref in digest.have if not self._known(digest.room, ref.sender, ref.txn)][
@@ -287,11 +326,15 @@ class PeerCore:
         return p.Offer(room=room, envelopes=bounded(envs))
 
     def accept(
-        self, user: str, room: str, envelopes: list[m.Envelope]
+        self, user: str, room: str, envelopes: list[m.Envelope], now: float, *, asked: bool = True
     ) -> tuple[list[Provisional], list[p.Refused]]:
-        """Envelopes relayed by `user` for `room` (N4-N7): the ones taken
-        (new to us), and the ones refused, each with its code."""
+        """Envelopes relayed by `user` for `room` at our monotonic time `now`
+        (N4-N7, N10): the ones taken (new to us), and the ones refused, each
+        with its code. `asked`: `user` asked us (an offer), so the request
+        counts too; not for the envelopes of a reply to our own digest."""
         self._check_shared(user, room)
+        if asked:
+            self._check_rate(user, room, now)
         taken: list[Provisional] = []
         refused: list[p.Refused] = []
         for env in envelopes[: p.MAX_RELAY]:
@@ -300,6 +343,9 @@ class PeerCore:
                 continue
             if self._known(room, env.sender, env.txn):
                 continue  # N6: nothing new, nothing wrong
+            if not self._may_verify(user, now):
+                refused.append(p.Refused(env.txn, ErrorCode.RATE_LIMITED))  # N10
+                continue
             opened = self.trust.verify(room, env)  # N5: the trust core's M1-M5
             if opened.error is not None or opened.text is None:
                 refused.append(p.Refused(env.txn, p.PeerCode.BAD_ENVELOPE))

@@ -38,7 +38,7 @@ from curvechat.client.peer.listener import PeerListener
 from curvechat.client.state import ConnState
 from curvechat.protocol import messages as m
 from curvechat.protocol import peer as p
-from curvechat.protocol.errors import ProtocolError
+from curvechat.protocol.errors import ErrorCode, ProtocolError
 from curvechat.protocol.limits import MAX_BATCH
 
 if TYPE_CHECKING:
@@ -248,8 +248,8 @@ class PeerMode:
     # --- the listener's side -----------------------------------------------------------
     async def handle(self, user: str, req: p.AnyPeerRequest) -> p.AnyPeerReply:
         if isinstance(req, p.Digest):
-            return self.core.answer(user, req)
-        taken, refused = self.core.accept(user, req.room, req.envelopes)
+            return self.core.answer(user, req, time.monotonic())
+        taken, refused = self.core.accept(user, req.room, req.envelopes, time.monotonic())
         self._tell(taken)
         return p.OfferReply(room=req.room, accepted=len(taken), refused=refused)
 
@@ -345,13 +345,15 @@ class PeerMode:
         if not isinstance(reply, p.DigestReply) or reply.room != room:
             raise PeerUnreachable(f"{link.user}: not an answer to the digest")
         try:
-            taken, refused = self.core.accept(link.user, room, reply.envelopes)
+            taken, refused = self.core.accept(
+                link.user, room, reply.envelopes, time.monotonic(), asked=False
+            )
         except PeerRefused:
             return  # the room stopped being shared meanwhile
         self._tell(taken)
         for bad in refused:
-            if bad.code == p.PeerCode.POOL_FULL:
-                continue  # our own bound, not the relayer's doing: it comes again later
+            if bad.code in (p.PeerCode.POOL_FULL, ErrorCode.RATE_LIMITED):
+                continue  # our own bounds, not the relayer's doing: it comes again later
             self.client.parts.emit(
                 ev.Problem(room, f"{link.user} relayed a message we refused ({bad.code})")
             )

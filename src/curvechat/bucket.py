@@ -1,0 +1,39 @@
+"""A token bucket: what a rate limit is made of, on both sides.
+
+A bucket holds up to `burst` tokens and refills at `rate` per second; each
+request takes one, and an empty bucket means the request is refused. The
+node limits each connection and user with it (`server/ratelimit.py`), the
+peer core each member (`client/peer/core.py`).
+
+It must never read a clock of its own when the caller gives the time (the
+sans-IO cores pass theirs), nor decide what a refusal means.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    rate: float
+    burst: float
+    tokens: float = -1.0
+    stamp: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        if self.tokens < 0:
+            self.tokens = self.burst
+
+    def take(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def retry_after(self) -> float:
+        return max(0.0, (1.0 - self.tokens) / self.rate)

@@ -16,13 +16,13 @@ from curvechat.bucket import TokenBucket
 from curvechat.client import events as ev
 from curvechat.client.cache import Cache, cache_key
 from curvechat.client.errors import PeerRefused
+from curvechat.client.peer.bounds import bounded
 from curvechat.client.peer.core import (
     ASKS_PER_S,
     PEER_RULES,
     RECORD_AHEAD_MS,
     VERIFIES_PER_S,
     PeerCore,
-    bounded,
 )
 from curvechat.client.trust import TrustCore
 from curvechat.crypto.envelope import Plaintext, seal_message
@@ -232,8 +232,11 @@ def n7(w: World) -> None:
     assert len(fair.accept("bob", "r", [w.env("r", "carol", "txn-c0002")], T)[0]) == 1
     for i in range(300):
         assert w.core.seal_own("r", f"mine{i:04}", "x", i, 1)
-    assert len(w.core.digest("r").have) == p.MAX_DIGEST
-    assert w.core.digest("r").have[-1] == p.TxnRef("alice", "mine0299")  # the newest
+    newest, older = w.core.digests("r", 0)  # more than a digest lists: two parts
+    assert len(newest.have) == p.MAX_DIGEST and newest.until is None
+    assert newest.have[-1] == p.TxnRef("alice", "mine0299")  # the newest
+    assert newest.after == p.At(43, "alice", "mine0043")
+    assert len(older.have) == 44 and older.after is None and older.until == newest.after
     assert len(w.core.answer("bob", p.Digest(room="r", have=[]), T).envelopes) == p.MAX_RELAY
     big = [w.env("r", "carol", f"txn-b{i:04}", text="x" * 15_000) for i in range(40)]
     assert sum(p.envelope_size(e) for e in bounded(big)) <= p.RELAY_BYTES
@@ -288,6 +291,34 @@ def n10(w: World) -> None:
     # a digest's reply we asked for is not a request of theirs; its envelopes still count
     taken, bad = tight.accept("bob", "r", envs[3:], T + 1.5 / VERIFIES_PER_S, asked=False)
     assert [i.txn for i in taken] == ["txn-v0003"] and [r.txn for r in bad] == ["txn-v0004"]
+
+
+def test_a_pool_larger_than_a_digest_still_spreads(w: World) -> None:
+    """The dialer holds 600 provisional messages (more than a digest lists);
+    the listener holds them too and two more: an old one and a new one. The
+    listener gives exactly those two, not what the dialer holds and could
+    not list."""
+    dialer = PeerCore(w.trust, max_pool=2000, max_from_one=2000)
+    listener = PeerCore(w.trust, max_pool=2000, max_from_one=2000)
+    held = [w.env("r", "carol", f"txn-h{i:04}", ts=10 * i) for i in range(600)]
+    extra = [w.env("r", "carol", "txn-old1", ts=1_005), w.env("r", "carol", "txn-new1", ts=9_000)]
+    for core, envs in ((dialer, held), (listener, held + extra)):
+        for k in range(0, len(envs), p.MAX_RELAY):
+            _, bad = core.accept("bob", "r", envs[k : k + p.MAX_RELAY], T + k, asked=False)
+            assert bad == []
+    # before: one digest of the newest 256, and the oldest 64 of the 344 it
+    # held and could not list given back every time, the two never
+    unbounded = p.Digest(room="r", have=dialer.digests("r", 0)[0].have)
+    again = listener.answer("carol", unbounded, T + 50).envelopes
+    assert [e.txn for e in again] == [f"txn-h{i:04}" for i in range(p.MAX_RELAY)]
+    given: list[str] = []
+    for turn in range(3):  # 600 = 256 newest and 344 older: 2 older parts in turn
+        for digest in dialer.digests("r", turn):
+            reply = listener.answer("carol", digest, T + 100 + turn)
+            assert reply.want == []
+            given += [e.txn for e in reply.envelopes]
+            dialer.accept("bob", "r", reply.envelopes, T + 100 + turn, asked=False)
+    assert sorted(given) == ["txn-new1", "txn-old1"]  # each once, and nothing else
 
 
 CASES: dict[str, Callable[[World], None]] = {

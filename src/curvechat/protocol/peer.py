@@ -89,11 +89,23 @@ class PeerRequest(Wire, tag_field="type", frozen=True):
     pass
 
 
+class At(Wire, array_like=True, frozen=True):
+    """A place in the provisional order: the sender's clock, sender, txn."""
+
+    ts: Millis
+    sender: User
+    txn: Txn
+
+
 class Digest(PeerRequest, tag="digest", frozen=True):
-    """The provisional messages the dialer holds for `room`."""
+    """The provisional messages the dialer holds for `room` in the part of
+    the provisional order after `after` and up to `until` (each open when
+    omitted): `have` lists every one it holds there."""
 
     room: Room
     have: Annotated[list[TxnRef], Meta(max_length=MAX_DIGEST)]
+    after: At | None = None
+    until: At | None = None
 
 
 class Offer(PeerRequest, tag="offer", frozen=True):

@@ -20,13 +20,14 @@ trust core it is given is its only memory.
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
 from dataclasses import dataclass
 from typing import Final
 
 from curvechat.bucket import TokenBucket
 from curvechat.client.errors import KeyChanged, NotReady, PeerRefused
+from curvechat.client.peer import bounds
+from curvechat.client.peer.bounds import bounded
 from curvechat.client.trust import Rotate, Rule, TrustCore
 from curvechat.crypto.envelope import Plaintext, seal_message
 from curvechat.crypto.errors import BadSignature
@@ -278,9 +279,13 @@ class PeerCore:
         return True
 
     # --- anti-entropy (N3, N6, N7) ----------------------------------------------
-    def digest(self, room: str) -> p.Digest:
-        newest = self.provisional(room)[-p.MAX_DIGEST :]
-        return p.Digest(room=room, have=[p.TxnRef(i.sender, i.txn) for i in newest])
+    def digests(self, room: str, turn: int) -> list[p.Digest]:
+        """What exchange number `turn` about `room` lists (bounds.py): the
+        whole pool, or its newest part and one older part in turn (N7)."""
+        return [
+            p.Digest(room=room, have=[p.TxnRef(i.sender, i.txn) for i in listed], after=a, until=u)
+            for listed, a, u in bounds.slices(self.provisional(room), turn)
+        ]
 
     def _check_shared(self, user: str, room: str) -> None:
         if room not in self.shared_rooms(user):
@@ -290,7 +295,7 @@ class PeerCore:
         """N10: `user`'s requests about `room` (at our monotonic time `now`)."""
         bucket = self._asks.get((user, room))
         if bucket is None:
-            bucket = self._asks[(user, room)] = TokenBucket(ASKS_PER_S, 2 * ASKS_PER_S, stamp=now)
+            bucket = self._asks[(user, room)] = _bucket(ASKS_PER_S, now)
         if not bucket.take(now):
             raise refuse("N10", ErrorCode.RATE_LIMITED, f"{user} asked too often about a room")
 
@@ -298,8 +303,7 @@ class PeerCore:
         """N10: one more of `user`'s envelopes verified now?"""
         bucket = self._verifies.get(user)
         if bucket is None:
-            rate = VERIFIES_PER_S
-            bucket = self._verifies[user] = TokenBucket(rate, 2 * rate, stamp=now)
+            bucket = self._verifies[user] = _bucket(VERIFIES_PER_S, now)
         return bucket.take(now)
 
     def _known(self, room: str, sender: str, txn: str) -> bool:
@@ -314,7 +318,11 @@ class PeerCore:
         self._check_shared(user, digest.room)
         self._check_rate(user, digest.room, now)
         have = {(ref.sender, ref.txn) for ref in digest.have}
-        give = [i.envelope for i in self.provisional(digest.room) if (i.sender, i.txn) not in have]
+        give = [
+            i.envelope
+            for i in self.provisional(digest.room)
+            if (i.sender, i.txn) not in have and bounds.within(i.order, digest.after, digest.until)
+        ]
         want = [ref for ref in digest.have if not self._known(digest.room, ref.sender, ref.txn)][
             : p.MAX_WANT
         ]
@@ -380,13 +388,6 @@ class PeerCore:
         return sorted(room for room, pool in self._pool.items() if pool)
 
 
-def bounded(envelopes: list[m.Envelope]) -> list[m.Envelope]:
-    """N7: at most MAX_RELAY envelopes and RELAY_BYTES (at least one)."""
-    budget = p.RELAY_BYTES
-    out: list[m.Envelope] = []
-    for env in itertools.islice(envelopes, p.MAX_RELAY):
-        budget -= p.envelope_size(env)
-        if out and budget < 0:
-            break
-        out.append(env)
-    return out
+def _bucket(rate: float, now: float) -> TokenBucket:
+    """N10: `rate` a second, twice that at once, full at `now`."""
+    return TokenBucket(rate, 2 * rate, stamp=now)

@@ -326,7 +326,8 @@ class PeerMode:
             try:
                 async with asyncio.timeout(self.options.timeout * PEER_BUDGET):
                     for room in rooms[first:] + rooms[:first]:
-                        await self._exchange(link, room)
+                        for digest in self.core.digests(room, turn):
+                            await self._exchange(link, digest)
                 answered = True
             except TimeoutError:
                 link.reset()  # a request cut short: its answer is not waited for
@@ -337,8 +338,9 @@ class PeerMode:
                 log.exception("exchange with peer %s failed", record.user)
             self._answered[record.user] = answered
 
-    async def _exchange(self, link: PeerLink, room: str) -> None:
-        reply = await link.ask(self.core.digest(room))
+    async def _exchange(self, link: PeerLink, digest: p.Digest) -> None:
+        room = digest.room
+        reply = await link.ask(digest)
         if isinstance(reply, p.PeerError):
             log.info("peer %s refused a digest of %s: %s", link.user, room, reply.code)
             return

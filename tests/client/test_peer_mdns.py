@@ -5,10 +5,20 @@ the server is killed. Plus the TXT encoding of a record."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+from zeroconf import ServiceStateChange
+
 from curvechat.client import events as ev
-from curvechat.client.peer.mdns import from_txt, to_txt
+from curvechat.client.peer.mdns import (
+    MAX_READS,
+    MAX_WAITING,
+    SERVICE,
+    MdnsPeers,
+    from_txt,
+    to_txt,
+)
 from curvechat.client.peer.shell import PeerOptions
 from curvechat.client.state import ConnState
 from curvechat.protocol import messages as m
@@ -34,6 +44,40 @@ def test_a_record_survives_txt_and_garbage_does_not() -> None:
     assert from_txt({}) is None
     assert from_txt({b"r0": b"x", b"s": b"short"}) is None
     assert from_txt({b"s": bytes(64)}) is None
+
+
+async def test_a_flood_of_services_is_read_a_few_at_a_time() -> None:
+    """Anyone on the network can announce services by the thousand: at most
+    MAX_READS are read at once (each read can wait 3 s), one read per
+    service at a time, up to MAX_WAITING wait their turn in order (zeroconf
+    tells of a service once), and the rest are counted and left out."""
+    mdns = MdnsPeers("alice", lambda signed: None)
+    mdns._zc = object()  # type: ignore[assignment]  # started, as far as the reads go
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def read(service_type: str, name: str) -> None:
+        started.append(name)
+        await release.wait()
+
+    mdns._read = read  # type: ignore[method-assign]
+    added, updated = ServiceStateChange.Added, ServiceStateChange.Updated
+    flood = MAX_READS + MAX_WAITING + 100
+    for i in range(flood):
+        mdns._changed(None, SERVICE, f"s{i}.{SERVICE}", added)  # type: ignore[arg-type]
+    mdns._changed(None, SERVICE, f"s0.{SERVICE}", updated)  # type: ignore[arg-type]
+    mdns._changed(None, SERVICE, f"s20.{SERVICE}", updated)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert len(started) == MAX_READS and mdns.dropped == 100
+    release.set()
+    for _ in range(10_000):
+        if not mdns._reads:
+            break
+        await asyncio.sleep(0)
+    # every waiting service was read in its turn, each once; none of the 100 over
+    assert started == [f"s{i}.{SERVICE}" for i in range(MAX_READS + MAX_WAITING)]
+    mdns._zc = None
+    await mdns.close()
 
 
 async def test_members_find_each_other_by_mdns(tmp_path: Path, clients: ClientFactory) -> None:

@@ -299,6 +299,35 @@ async def test_a_member_announcing_anothers_key_does_not_take_its_connections(
         ctx.term()
 
 
+async def test_a_dialer_is_not_fooled_by_a_record_announcing_another_members_key(
+    trio: tuple[ServerProcess, dict[str, Member]],
+) -> None:
+    """bob's record announces alice's key and alice's endpoints: dialing
+    "bob" reaches alice, who says who answers, and the link refuses it
+    rather than booking alice's answers as bob's."""
+    _, members = trio
+    alice, bob, carol = (members[n].client for n in ("alice", "bob", "carol"))
+    assert alice.peer is not None
+    genuine = p.decode_record(alice.peer.core.make_record(alice.peer.endpoints, 1).record)
+    thief = Identity.from_secrets("bob", bob.identity.sign_seed, alice.identity.transport_secret)
+    forged = p.decode_record(
+        PeerCore(TrustCore(thief, bob.cache, lambda e: None))
+        .make_record(list(genuine.endpoints), now_ms())
+        .record
+    )
+    ctx = zmq.asyncio.Context()
+    links = [PeerLink(ctx, carol.identity, r, timeout=2.0) for r in (genuine, forged)]
+    try:
+        reply = await _ask_when_linked(links[0], p.Digest(room=ROOM, have=[]))
+        assert isinstance(reply, p.DigestReply)  # alice, as alice
+        with pytest.raises(PeerUnreachable, match="alice answered"):
+            await links[1].ask(p.Digest(room=ROOM, have=[]))
+    finally:
+        for link in links:
+            link.reset()
+        ctx.term()
+
+
 async def _ask_when_linked(link: PeerLink, req: p.AnyPeerRequest) -> p.AnyPeerReply:
     for _ in range(20):
         try:

@@ -161,6 +161,9 @@ class PeerAnswer(Wire, frozen=True):
     v: int
     rid: Annotated[int, Meta(ge=1, le=2**53)]
     msg: AnyPeerReply
+    user: User | None = None
+    """Who answers: the dialer checks it is the member it meant to reach
+    (another member's record may announce this listener's key)."""
 
 
 _encoder = msgspec.msgpack.Encoder()

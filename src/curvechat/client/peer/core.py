@@ -24,10 +24,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Final
 
-from curvechat.bucket import TokenBucket
 from curvechat.client.errors import KeyChanged, NotReady, PeerRefused
 from curvechat.client.peer import bounds
 from curvechat.client.peer.bounds import bounded
+from curvechat.client.peer.pacing import Pacing
 from curvechat.client.trust import Rotate, Rule, TrustCore
 from curvechat.crypto.envelope import Plaintext, seal_message
 from curvechat.crypto.errors import BadSignature
@@ -41,12 +41,6 @@ MAX_POOL: Final = 1000
 """Provisional messages of others kept per room (and of ours, apart)."""
 MAX_FROM_ONE: Final = 250
 """Of those, from one sender: no member can crowd out the others."""
-ASKS_PER_S: Final = 20.0
-"""Requests one member may make of us per second about one room (N10),
-twice that at once: a round asks two per shared room, each second."""
-VERIFIES_PER_S: Final = 500.0
-"""Envelopes one member gives us that we verify per second (N10), twice
-that at once: about 30 ms of Ed25519 and decryption a second."""
 RECORD_AHEAD_MS: Final = 10 * 60 * 1000
 """How far ahead of our clock a record may be dated (N2): a record from
 the future would keep every later one of its author out until then."""
@@ -71,14 +65,23 @@ PEER_RULES: Final = (
     Rule("N9", "membership changes and key rotations are never made peer to peer: a message "
          "that needs a new epoch first (by membership, or its key used up by the client's "
          "rotation limits, our messages sealed for peers counted) waits for the server"),
-    Rule("N10", "a member's work is bounded in time: 20 requests a second about one room, "
-         "500 of its envelopes verified a second (twice that at once)"),
+    Rule("N10", "a member's work is bounded in time: 200 requests a second per connection, "
+         "20 about one room, 500 of its envelopes verified a second (twice that at once)"),
 )  # fmt: skip
 RULES: Final = {rule.id: rule for rule in PEER_RULES}
 
 
 def refuse(rule_id: str, code: str, detail: str) -> PeerRefused:
     return PeerRefused(code, f"{detail}: requires that {RULES[rule_id].says} ({rule_id})", rule_id)
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A member's record, and the identity key it was verified with."""
+
+    record: p.PeerRecord
+    signed: m.SignedRecord
+    key: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +124,9 @@ class PeerCore:
         """The client's rotation limits: a message that would use the key
         past them waits for the server (N9)."""
         self.rotate_after_seconds = rotate_after_seconds
-        self._records: dict[str, tuple[p.PeerRecord, m.SignedRecord]] = {}
+        self._records: dict[str, _Held] = {}
         self._by_key: dict[bytes, set[str]] = {}  # transport key -> users announcing it
-        self._asks: dict[tuple[str, str], TokenBucket] = {}  # (member, room) -> N10
-        self._verifies: dict[str, TokenBucket] = {}  # member -> N10
+        self.pacing = Pacing()  # N10
         self._pool: dict[str, dict[tuple[str, str], Provisional]] = {}
         self._senders: dict[str, Counter[str]] = {}  # room -> others' messages in its pool
         self._ours: dict[str, Counter[int]] = {}  # room -> our messages in its pool per epoch
@@ -162,9 +164,11 @@ class PeerCore:
                 return pinned
         return None
 
-    def accept_record(self, signed: m.SignedRecord, now_ms: int) -> p.PeerRecord | None:
-        """Take a peer's announcement (N1, N2) at our time `now_ms`. None: it
-        is ours, or the one we hold. Raises PeerRefused otherwise."""
+    def accept_record(self, signed: m.SignedRecord, now_ms: int | None) -> p.PeerRecord | None:
+        """Take a peer's announcement (N1, N2) at our time `now_ms` (None: a
+        record from our own cache, accepted before: not dated against a
+        clock that may be behind). None: it is ours, or the one we hold.
+        Raises PeerRefused otherwise."""
         try:
             record = p.decode_record(signed.record)
         except RemoteProtocolError as exc:
@@ -178,36 +182,50 @@ class PeerCore:
             verify(key, p.DOMAIN_RECORD + signed.record, signed.sig)
         except BadSignature as exc:
             raise refuse("N1", ErrorCode.BAD_SIGNATURE, f"record of {record.user}") from exc
-        if record.ts > now_ms + RECORD_AHEAD_MS:
+        if now_ms is not None and record.ts > now_ms + RECORD_AHEAD_MS:
             raise refuse("N2", p.PeerCode.STALE_RECORD, f"record of {record.user} from the future")
         held = self._records.get(record.user)
-        if held is not None:
-            if held[1] == signed:
+        if held is not None and held.key == key:  # one signed by an older key gives way
+            if held.signed == signed:
                 return None
-            if held[0].ts >= record.ts:
+            if held.record.ts >= record.ts:
                 raise refuse("N2", p.PeerCode.STALE_RECORD, f"record of {record.user}")
         if held is not None:
-            self._by_key[held[0].transport_pub].discard(record.user)
-        self._records[record.user] = (record, signed)
+            users = self._by_key[held.record.transport_pub]
+            users.discard(record.user)
+            if not users:
+                del self._by_key[held.record.transport_pub]
+        self._records[record.user] = _Held(record, signed, key)
         self._by_key.setdefault(record.transport_pub, set()).add(record.user)
         return record
 
     def records(self) -> list[m.SignedRecord]:
-        return [signed for _, signed in self._records.values()]
+        return [held.signed for held in self._records.values()]
+
+    def _current(self, user: str) -> p.PeerRecord | None:
+        """`user`'s record, if it was verified with the key N1 trusts for
+        `user` now (not one since replaced by a key change)."""
+        held = self._records.get(user)
+        if held is None or held.key != self._identity_key(user):
+            return None
+        return held.record
 
     def peers(self) -> list[p.PeerRecord]:
         """The records of users we share a room with now (whom we may dial)."""
-        return [
-            record
-            for user, (record, _) in sorted(self._records.items())
-            if self._identity_key(user) is not None
-        ]
+        current = (self._current(user) for user in sorted(self._records))
+        return [record for record in current if record is not None]
 
     def _claimants(self, transport_pub: bytes) -> list[str]:
-        """The members we share a room with whose records announce the key
-        (a key no record announces costs a dict lookup, whoever tries it)."""
+        """The members we share a room with whose current records announce
+        the key (a key no record announces costs a dict lookup)."""
         users = self._by_key.get(transport_pub, ())
-        return [u for u in sorted(users) if self._identity_key(u) is not None]
+        return [u for u in sorted(users) if self._current(u) is not None]
+
+    def pace(self, transport_pub: bytes, now: float) -> bool:
+        """N10, before a request is read: one more from a connection with
+        this key (all its rooms together)? Only keys a record announces get
+        a bucket; any other is refused by N1 at no cost anyway."""
+        return transport_pub not in self._by_key or self.pacing.connection(transport_pub, now)
 
     def admits(self, transport_pub: bytes) -> bool:
         """N1 at the handshake (the ZAP decision): a member's record announces the key."""
@@ -293,18 +311,8 @@ class PeerCore:
 
     def _check_rate(self, user: str, room: str, now: float) -> None:
         """N10: `user`'s requests about `room` (at our monotonic time `now`)."""
-        bucket = self._asks.get((user, room))
-        if bucket is None:
-            bucket = self._asks[(user, room)] = _bucket(ASKS_PER_S, now)
-        if not bucket.take(now):
+        if not self.pacing.ask(user, room, now):
             raise refuse("N10", ErrorCode.RATE_LIMITED, f"{user} asked too often about a room")
-
-    def _may_verify(self, user: str, now: float) -> bool:
-        """N10: one more of `user`'s envelopes verified now?"""
-        bucket = self._verifies.get(user)
-        if bucket is None:
-            bucket = self._verifies[user] = _bucket(VERIFIES_PER_S, now)
-        return bucket.take(now)
 
     def _known(self, room: str, sender: str, txn: str) -> bool:
         return (sender, txn) in self._pool.get(room, {}) or (
@@ -323,9 +331,12 @@ class PeerCore:
             for i in self.provisional(digest.room)
             if (i.sender, i.txn) not in have and bounds.within(i.order, digest.after, digest.until)
         ]
-        want = [ref for ref in digest.have if not self._known(digest.room, ref.sender, ref.txn)][
-            : p.MAX_WANT
-        ]
+        want: list[p.TxnRef] = []
+        for ref in digest.have:
+            if len(want) == p.MAX_WANT:
+                break
+            if not self._known(digest.room, ref.sender, ref.txn):
+                want.append(ref)
         return p.DigestReply(room=digest.room, envelopes=bounded(give), want=want)
 
     def offer(self, room: str, want: list[p.TxnRef]) -> p.Offer:
@@ -351,7 +362,7 @@ class PeerCore:
                 continue
             if self._known(room, env.sender, env.txn):
                 continue  # N6: nothing new, nothing wrong
-            if not self._may_verify(user, now):
+            if not self.pacing.verify(user, now):
                 refused.append(p.Refused(env.txn, ErrorCode.RATE_LIMITED))  # N10
                 continue
             opened = self.trust.verify(room, env)  # N5: the trust core's M1-M5
@@ -386,8 +397,3 @@ class PeerCore:
 
     def pending_rooms(self) -> list[str]:
         return sorted(room for room, pool in self._pool.items() if pool)
-
-
-def _bucket(rate: float, now: float) -> TokenBucket:
-    """N10: `rate` a second, twice that at once, full at `now`."""
-    return TokenBucket(rate, 2 * rate, stamp=now)

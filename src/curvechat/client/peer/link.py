@@ -97,4 +97,8 @@ class PeerLink:
                 self.reset()
                 raise
             if answer.rid == rid:
+                if answer.user is not None and answer.user != self.user:
+                    # another member's record announced this listener's key
+                    self.reset()
+                    raise PeerUnreachable(f"{self.user}: {answer.user} answered there")
                 return answer.msg

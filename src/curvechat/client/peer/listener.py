@@ -34,6 +34,8 @@ ZAP_DOMAIN = "curvechat-peer"
 Handler = Callable[[str, p.AnyPeerRequest], Awaitable[p.AnyPeerReply]]
 Admits = Callable[[bytes], bool]
 """Whether a CURVE key may complete the handshake."""
+Pace = Callable[[bytes], bool]
+"""Whether one more request of a connection with this key is read now."""
 UserFor = Callable[[bytes, str | None], str | None]
 """The member a request on a connection with this key is served as, given
 the member the request names (or None): None refuses it."""
@@ -80,12 +82,14 @@ class PeerListener:
         self,
         identity: Identity,
         admits: Admits,
+        pace: Pace,
         user_for: UserFor,
         handler: Handler,
         *,
         bind: str = "tcp://127.0.0.1:*",
     ) -> None:
         self.identity = identity
+        self.pace = pace
         self.user_for = user_for
         self.handler = handler
         self.bind = bind
@@ -150,6 +154,8 @@ class PeerListener:
     async def _answer(self, key: bytes, data: bytes) -> bytes | None:
         rid = peek_rid(data)
         try:
+            if not self.pace(key):  # before the frame is read: N10
+                raise PeerRefused(ErrorCode.RATE_LIMITED, "too many requests", "N10")
             ask = p.decode_ask(data)
             rid = ask.rid
             # Again: membership may have changed since the handshake.
@@ -171,4 +177,6 @@ class PeerListener:
             msg = p.PeerError(code=ErrorCode.INTERNAL, message="the peer failed to answer")
         if rid == 0:
             return None  # nothing to answer to
-        return p.encode_peer(p.PeerAnswer(v=p.PEER_VERSION, rid=rid, msg=msg))
+        return p.encode_peer(
+            p.PeerAnswer(v=p.PEER_VERSION, rid=rid, msg=msg, user=self.identity.user)
+        )

@@ -4,9 +4,15 @@ package): our signed record is published as the TXT data of a
 appear and handed to a callback (the shell, which has the core judge them).
 
 A record is split over TXT values of at most 200 bytes ("r0", "r1", …) with
-its signature in "s". Anything that does not reassemble is dropped. This
-module must never decide whether a record is believed: everyone on the
-network can publish anything here.
+its signature in "s". Anything that does not reassemble is dropped. At most
+`MAX_READS` services are read at once, each once at a time: anyone on the
+network can announce services by the thousand, and each read waits up to
+3 s for an answer. A service announced while the reads are full waits its
+turn, in order (zeroconf tells of a service once, not again while it stays
+the same); at most `MAX_WAITING` wait, and one announced beyond that is
+left out (counted in `dropped`). This module must
+never decide whether a record is believed: everyone on the network can
+publish anything here.
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ log = logging.getLogger("curvechat.peer")
 
 SERVICE: Final = "_curvechat._tcp.local."
 CHUNK: Final = 200
+MAX_READS: Final = 16
+"""Services read at once."""
+MAX_WAITING: Final = 1024
+"""Services waiting to be read."""
 
 
 def to_txt(signed: m.SignedRecord) -> dict[bytes, bytes]:
@@ -62,10 +72,12 @@ class MdnsPeers:
         self.on_record = on_record
         self.interfaces = interfaces
         self.seen = 0
+        self.dropped = 0
         self._zc: AsyncZeroconf | None = None
         self._browser: AsyncServiceBrowser | None = None
         self._info: AsyncServiceInfo | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._reads: dict[str, asyncio.Task[None]] = {}  # service name -> its read
+        self._waiting: dict[str, str] = {}  # service name -> type, in the order announced
 
     async def start(self, own: m.SignedRecord | None) -> None:
         if self.interfaces:
@@ -90,10 +102,27 @@ class MdnsPeers:
     def _changed(
         self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
     ) -> None:
-        if state_change in (ServiceStateChange.Added, ServiceStateChange.Updated):
-            task = asyncio.ensure_future(self._read(service_type, name))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if state_change not in (ServiceStateChange.Added, ServiceStateChange.Updated):
+            return
+        if name in self._reads or name in self._waiting:
+            return  # being read, or waiting: what it says now comes with that read
+        if len(self._reads) < MAX_READS:
+            self._start(service_type, name)
+        elif len(self._waiting) < MAX_WAITING:
+            self._waiting[name] = service_type
+        else:
+            self.dropped += 1
+
+    def _start(self, service_type: str, name: str) -> None:
+        task = asyncio.ensure_future(self._read(service_type, name))
+        self._reads[name] = task
+        task.add_done_callback(lambda _t: self._done(name))
+
+    def _done(self, name: str) -> None:
+        self._reads.pop(name, None)
+        if self._waiting and self._zc is not None:
+            waiting = next(iter(self._waiting))
+            self._start(self._waiting.pop(waiting), waiting)
 
     async def _read(self, service_type: str, name: str) -> None:
         if self._zc is None:
@@ -107,7 +136,8 @@ class MdnsPeers:
             self.on_record(signed)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
+        self._waiting.clear()
+        for task in list(self._reads.values()):
             task.cancel()
         if self._browser is not None:
             with contextlib.suppress(Exception):

@@ -116,6 +116,7 @@ class PeerMode:
             listener = PeerListener(
                 self.client.identity,
                 self.core.admits,
+                lambda key: self.core.pace(key, time.monotonic()),
                 self.core.user_for_key,
                 self.handle,
                 bind=self.options.bind,
@@ -177,14 +178,17 @@ class PeerMode:
             return
         try:
             for signed in _records.decode(bytes.fromhex(raw)):
-                self.take_record(signed, save=False)
+                self.take_record(signed, save=False, cached=True)
         except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
             log.warning("stored peer records unreadable; dropped")
 
-    def take_record(self, signed: m.SignedRecord, *, save: bool = True) -> bool:
-        """A record from the directory, mDNS or the cache, judged by the core."""
+    def take_record(
+        self, signed: m.SignedRecord, *, save: bool = True, cached: bool = False
+    ) -> bool:
+        """A record from the directory, mDNS or (`cached`) our cache, judged
+        by the core (a cached one not against our clock: it may be behind)."""
         try:
-            record = self.core.accept_record(signed, now_ms())
+            record = self.core.accept_record(signed, None if cached else now_ms())
         except PeerRefused as exc:
             log.debug("peer record refused: %s", exc)
             return False
@@ -326,8 +330,12 @@ class PeerMode:
             try:
                 async with asyncio.timeout(self.options.timeout * PEER_BUDGET):
                     for room in rooms[first:] + rooms[:first]:
-                        for digest in self.core.digests(room, turn):
-                            await self._exchange(link, digest)
+                        # Each digest as the pool is when it is sent: what an
+                        # exchange took meanwhile is listed, not given back.
+                        for part in range(len(self.core.digests(room, turn))):
+                            parts = self.core.digests(room, turn)
+                            if part < len(parts):
+                                await self._exchange(link, parts[part])
                 answered = True
             except TimeoutError:
                 link.reset()  # a request cut short: its answer is not waited for

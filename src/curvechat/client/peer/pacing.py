@@ -1,0 +1,55 @@
+"""How much work a peer may ask of us per second (rule N10, sans-IO).
+
+Token buckets (`curvechat.bucket`), each `rate` a second and twice that at
+once, keyed by what they bound: a connection's requests (by its transport
+key, all rooms together, before the request is read), a member's requests
+about one room, and how many of a member's envelopes we verify. The caller
+gives the time (monotonic seconds) and decides what a refusal means.
+
+This module must never do I/O, read a clock of its own, or decide who a
+peer is: the core asks it only about peers N1 already let in.
+"""
+
+from __future__ import annotations
+
+from typing import Final, TypeVar
+
+from curvechat.bucket import TokenBucket
+
+KEY_ASKS_PER_S: Final = 200.0
+"""Requests one connection may make of us per second, all rooms together."""
+ASKS_PER_S: Final = 20.0
+"""Requests one member may make of us per second about one room: a round
+asks up to four per shared room (two digests and two offers) each second."""
+VERIFIES_PER_S: Final = 500.0
+"""Envelopes of one member we verify per second: about 30 ms of Ed25519 and
+decryption a second."""
+
+
+class Pacing:
+    def __init__(self) -> None:
+        self._keys: dict[bytes, TokenBucket] = {}
+        self.asks: dict[tuple[str, str], TokenBucket] = {}
+        self.verifies: dict[str, TokenBucket] = {}
+
+    def connection(self, transport_pub: bytes, now: float) -> bool:
+        """One more request read from a connection with this key?"""
+        return _take(self._keys, transport_pub, KEY_ASKS_PER_S, now)
+
+    def ask(self, user: str, room: str, now: float) -> bool:
+        """One more request of `user` about `room`?"""
+        return _take(self.asks, (user, room), ASKS_PER_S, now)
+
+    def verify(self, user: str, now: float) -> bool:
+        """One more envelope of `user` verified?"""
+        return _take(self.verifies, user, VERIFIES_PER_S, now)
+
+
+K = TypeVar("K")
+
+
+def _take(buckets: dict[K, TokenBucket], key: K, rate: float, now: float) -> bool:
+    bucket = buckets.get(key)
+    if bucket is None:
+        bucket = buckets[key] = TokenBucket(rate, 2 * rate, stamp=now)
+    return bucket.take(now)

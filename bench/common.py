@@ -25,8 +25,8 @@ TEXT_LEN = 120
 TEXT = ("The quick brown fox jumps over the lazy dog; " * 4)[:TEXT_LEN]
 RATE_UNLIMITED = "1000000"
 #: The latency rows' pace: one message every 10 ms. The bare round trip and
-#: commit are measured at this pace too: after 10 ms idle every thread on the
-#: path wakes from sleep, which a back-to-back loop never pays.
+#: commit are also measured on this schedule (a diagnostic): after the idle
+#: time between messages they cost more than in a back-to-back loop.
 LATENCY_INTERVAL = 0.01
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -4,9 +4,9 @@
   the size of a real `push_message`;
 * SQLite WAL ``synchronous=FULL``: one commit (one fsync of the WAL) and the
   group-commit insert rate, on the store's own `messages` table;
-* the round trip and the one commit twice: back to back, and one every
-  `LATENCY_INTERVAL` (the latency rows' pace, where every thread on the
-  path has gone to sleep before each message);
+* the round trip and the one commit twice: back to back, and on the
+  latency rows' schedule (one every `LATENCY_INTERVAL`, idle in between: a
+  diagnostic, not a target's yardstick);
 * etcd: batched-transaction puts (one transaction in flight, like the store's
   committer), values the size of a stored message;
 * PyNaCl: sign+encrypt and verify+decrypt of one envelope-sized message.
@@ -40,6 +40,8 @@ from curvechat.protocol import encode
 from curvechat.protocol.messages import Envelope
 
 SPAWN = mp.get_context("spawn")
+PACED_N = 400
+"""Samples of each paced bare figure: as many as the latency row's messages."""
 
 
 def _curve_server(sock: zmq.Socket, secret: bytes, public: bytes) -> None:
@@ -71,8 +73,15 @@ def _echo_server(endpoint: str, secret: bytes, public: bytes, ready: Connection)
     ctx.term()
 
 
+def _tick(due: float, step: float) -> float:
+    """Sleep until `due` (a monotonic time) if it is ahead; the next one."""
+    time.sleep(max(0.0, due - time.monotonic()))
+    return due + step
+
+
 def zmq_round_trip(size: int, n: int = 3000, pause: float = 0.0) -> dict[str, Any]:
-    """Round trips of `size` bytes: `n` back to back, or one every `pause` s."""
+    """Round trips of `size` bytes: `n` back to back, or one every `pause` s
+    on a fixed schedule (as the latency rows send)."""
     public, secret = zmq.curve_keypair()
     parent, child = SPAWN.Pipe()
     proc = SPAWN.Process(target=_echo_server, args=("tcp://127.0.0.1:*", secret, public, child))
@@ -87,9 +96,10 @@ def zmq_round_trip(size: int, n: int = 3000, pause: float = 0.0) -> dict[str, An
         sock.send(payload)
         sock.recv()
     rtts = []
+    due = time.monotonic() + pause
     for _ in range(n):
         if pause:
-            time.sleep(pause)
+            due = _tick(due, pause)
         t0 = time.monotonic_ns()
         sock.send(payload)
         sock.recv()
@@ -223,9 +233,10 @@ def sqlite_limits(root: Path, envelope_size: int, seconds: float = 3.0) -> dict[
 
     def one_row(pause: float) -> dict[str, Any]:
         times = []
-        for _ in range(300):
+        due = time.monotonic() + pause
+        for _ in range(PACED_N if pause else 300):
             if pause:
-                time.sleep(pause)
+                due = _tick(due, pause)
             t0 = time.monotonic_ns()
             commit(1)
             times.append(time.monotonic_ns() - t0)
@@ -346,7 +357,8 @@ def run_all(root: Path) -> dict[str, Any]:
     env_size = len(encode(sample_envelope()))
     out: dict[str, Any] = {"push_frame_bytes": size, "envelope_bytes": env_size}
     out["zmq_rtt"] = zmq_round_trip(size)
-    out["zmq_rtt_paced"] = zmq_round_trip(size, 300, LATENCY_INTERVAL)
+    out["zmq_rtt_paced"] = zmq_round_trip(size, PACED_N, LATENCY_INTERVAL)
+    out["paced_interval_s"] = LATENCY_INTERVAL
     out["zmq_fanout"] = zmq_fan_out(size)
     out["sqlite"] = sqlite_limits(root, env_size)
     out["crypto"] = crypto_limits()

@@ -17,12 +17,10 @@ from curvechat.client import events as ev
 from curvechat.client.cache import Cache, cache_key
 from curvechat.client.errors import PeerRefused
 from curvechat.client.peer.bounds import bounded
-from curvechat.client.peer.core import (
-    PEER_RULES,
-    RECORD_AHEAD_MS,
-    PeerCore,
-)
+from curvechat.client.peer.core import PeerCore
 from curvechat.client.peer.pacing import ASKS_PER_S, KEY_ASKS_PER_S, VERIFIES_PER_S
+from curvechat.client.peer.records import RECORD_AHEAD_MS
+from curvechat.client.peer.rules import PEER_RULES
 from curvechat.client.trust import TrustCore
 from curvechat.crypto.envelope import Plaintext, seal_message
 from curvechat.crypto.identity import Identity

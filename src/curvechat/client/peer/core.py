@@ -1,13 +1,14 @@
 """The peer core (sans-IO): every decision of peer-to-peer mode.
 
-Who may connect to our listener, which rooms a peer is served, what an
-anti-entropy exchange gives and asks for, whether a relayed envelope is
-taken, and the provisional order of what was taken. It believes only what
-the trust core verified: a peer's record must be signed by the identity key
-our verified log records (and we pinned) for a member of a room we share,
-and a relayed envelope must pass the trust core's message rules (M1-M5).
-The table `PEER_RULES` is what docs/security.md cites; the first rule that
-fails decides, as in `curvechat.client.trust.rules`.
+Who may connect to our listener (its records part, records.py), which
+rooms a peer is served, what an anti-entropy exchange gives and asks for,
+whether a relayed envelope is taken, and the provisional order of what was
+taken. It believes only what the trust core verified: a peer's record must
+be signed by the identity key our verified log records (and we pinned) for
+a member of a room we share, and a relayed envelope must pass the trust
+core's message rules (M1-M5). The table `PEER_RULES` (rules.py) is what
+docs/security.md cites; the first rule that fails decides, as in
+`curvechat.client.trust.rules`.
 
 Messages taken here are provisional: they live in memory, in the pool, and
 are never written to the history. The server's copy of the same (sender,
@@ -24,64 +25,21 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Final
 
-from curvechat.client.errors import KeyChanged, NotReady, PeerRefused
+from curvechat.client.errors import KeyChanged, NotReady
 from curvechat.client.peer import bounds
 from curvechat.client.peer.bounds import bounded
-from curvechat.client.peer.pacing import Pacing
-from curvechat.client.trust import Rotate, Rule, TrustCore
+from curvechat.client.peer.records import PeerRecords
+from curvechat.client.peer.rules import refuse
+from curvechat.client.trust import Rotate, TrustCore
 from curvechat.crypto.envelope import Plaintext, seal_message
-from curvechat.crypto.errors import BadSignature
-from curvechat.crypto.identity import verify
 from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
 from curvechat.protocol import peer as p
-from curvechat.protocol.errors import RemoteProtocolError
 
 MAX_POOL: Final = 1000
 """Provisional messages of others kept per room (and of ours, apart)."""
 MAX_FROM_ONE: Final = 250
 """Of those, from one sender: no member can crowd out the others."""
-RECORD_AHEAD_MS: Final = 10 * 60 * 1000
-"""How far ahead of our clock a record may be dated (N2): a record from
-the future would keep every later one of its author out until then."""
-
-PEER_RULES: Final = (
-    Rule("N1", "a connecting transport key is the one announced in a record signed by the "
-         "identity key our verified log records (and we pinned) for a member of a room we share; "
-         "a request is served as the member it names, whose record must announce that key"),
-    Rule("N2", "a record replaces the one we hold only if it is newer, and is dated at most "
-         "10 minutes ahead of our clock"),
-    Rule("N3", "a peer is served only rooms that both it and we are members of, by our "
-         "verified log; nothing about other rooms is answered"),
-    Rule("N4", "a relayed envelope is for the room of the exchange, one we share with the peer"),
-    Rule("N5", "a relayed envelope passes the message rules M1-M5: signed by its sender, a "
-         "member since its epoch began, under an epoch key we hold"),
-    Rule("N6", "a message already in the server's history or in the pool is not taken again"),
-    Rule("N7", "an exchange is bounded: a digest lists at most 256 refs, a reply or offer "
-         "carries at most 64 envelopes (512 KiB), a room's pool holds at most 1,000 messages "
-         "of others, at most 250 of them from one sender, and 1,000 of ours apart"),
-    Rule("N8", "peer-to-peer messages are provisional: never written to the history; the "
-         "server's copy with the same sender and txn id replaces them"),
-    Rule("N9", "membership changes and key rotations are never made peer to peer: a message "
-         "that needs a new epoch first (by membership, or its key used up by the client's "
-         "rotation limits, our messages sealed for peers counted) waits for the server"),
-    Rule("N10", "a member's work is bounded in time: 200 requests a second per connection, "
-         "20 about one room, 500 of its envelopes verified a second (twice that at once)"),
-)  # fmt: skip
-RULES: Final = {rule.id: rule for rule in PEER_RULES}
-
-
-def refuse(rule_id: str, code: str, detail: str) -> PeerRefused:
-    return PeerRefused(code, f"{detail}: requires that {RULES[rule_id].says} ({rule_id})", rule_id)
-
-
-@dataclass(frozen=True, slots=True)
-class _Held:
-    """A member's record, and the identity key it was verified with."""
-
-    record: p.PeerRecord
-    signed: m.SignedRecord
-    key: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +64,7 @@ class Provisional:
         return (self.sent_ms, self.sender, self.txn)
 
 
-class PeerCore:
+class PeerCore(PeerRecords):
     def __init__(
         self,
         trust: TrustCore,
@@ -124,124 +82,10 @@ class PeerCore:
         """The client's rotation limits: a message that would use the key
         past them waits for the server (N9)."""
         self.rotate_after_seconds = rotate_after_seconds
-        self._records: dict[str, _Held] = {}
-        self._by_key: dict[bytes, set[str]] = {}  # transport key -> users announcing it
-        self.pacing = Pacing()  # N10
+        super().__init__(trust)
         self._pool: dict[str, dict[tuple[str, str], Provisional]] = {}
         self._senders: dict[str, Counter[str]] = {}  # room -> others' messages in its pool
         self._ours: dict[str, Counter[int]] = {}  # room -> our messages in its pool per epoch
-
-    # --- records (N1, N2) ---------------------------------------------------
-    def make_record(self, endpoints: list[str], now_ms: int) -> m.SignedRecord:
-        record = p.encode_record(
-            p.PeerRecord(
-                user=self.me,
-                transport_pub=self.trust.identity.transport_pub,
-                endpoints=endpoints[: p.MAX_ENDPOINTS],
-                ts=now_ms,
-            )
-        )
-        return m.SignedRecord(record=record, sig=self.trust.identity.sign(p.DOMAIN_RECORD + record))
-
-    def shared_rooms(self, user: str) -> list[str]:
-        """N3: the rooms both `user` and we are members of, by our verified log."""
-        out = []
-        for cached in self.trust.store.rooms():
-            log = self.trust.log(cached.room)
-            if log.is_member(self.me) and log.is_member(user):
-                out.append(cached.room)
-        return out
-
-    def _identity_key(self, user: str) -> bytes | None:
-        """The key our verified log records for `user` in a room we share,
-        if it is also the pinned one (no pending change)."""
-        pinned = self.trust.store.pin(user)
-        if pinned is None or user in self.trust.store.key_changes():
-            return None
-        for room in self.shared_rooms(user):
-            member = self.trust.log(room).state.members.get(user)
-            if member is not None and member.key == pinned:
-                return pinned
-        return None
-
-    def accept_record(self, signed: m.SignedRecord, now_ms: int | None) -> p.PeerRecord | None:
-        """Take a peer's announcement (N1, N2) at our time `now_ms` (None: a
-        record from our own cache, accepted before: not dated against a
-        clock that may be behind). None: it is ours, or the one we hold.
-        Raises PeerRefused otherwise."""
-        try:
-            record = p.decode_record(signed.record)
-        except RemoteProtocolError as exc:
-            raise refuse("N1", ErrorCode.BAD_FRAME, f"undecodable record ({exc.message})") from exc
-        if record.user == self.me:
-            return None
-        key = self._identity_key(record.user)
-        if key is None:
-            raise refuse("N1", p.PeerCode.NOT_SHARED, f"record of {record.user}")
-        try:
-            verify(key, p.DOMAIN_RECORD + signed.record, signed.sig)
-        except BadSignature as exc:
-            raise refuse("N1", ErrorCode.BAD_SIGNATURE, f"record of {record.user}") from exc
-        if now_ms is not None and record.ts > now_ms + RECORD_AHEAD_MS:
-            raise refuse("N2", p.PeerCode.STALE_RECORD, f"record of {record.user} from the future")
-        held = self._records.get(record.user)
-        if held is not None and held.key == key:  # one signed by an older key gives way
-            if held.signed == signed:
-                return None
-            if held.record.ts >= record.ts:
-                raise refuse("N2", p.PeerCode.STALE_RECORD, f"record of {record.user}")
-        if held is not None:
-            users = self._by_key[held.record.transport_pub]
-            users.discard(record.user)
-            if not users:
-                del self._by_key[held.record.transport_pub]
-        self._records[record.user] = _Held(record, signed, key)
-        self._by_key.setdefault(record.transport_pub, set()).add(record.user)
-        return record
-
-    def records(self) -> list[m.SignedRecord]:
-        return [held.signed for held in self._records.values()]
-
-    def _current(self, user: str) -> p.PeerRecord | None:
-        """`user`'s record, if it was verified with the key N1 trusts for
-        `user` now (not one since replaced by a key change)."""
-        held = self._records.get(user)
-        if held is None or held.key != self._identity_key(user):
-            return None
-        return held.record
-
-    def peers(self) -> list[p.PeerRecord]:
-        """The records of users we share a room with now (whom we may dial)."""
-        current = (self._current(user) for user in sorted(self._records))
-        return [record for record in current if record is not None]
-
-    def _claimants(self, transport_pub: bytes) -> list[str]:
-        """The members we share a room with whose current records announce
-        the key (a key no record announces costs a dict lookup)."""
-        users = self._by_key.get(transport_pub, ())
-        return [u for u in sorted(users) if self._current(u) is not None]
-
-    def pace(self, transport_pub: bytes, now: float) -> bool:
-        """N10, before a request is read: one more from a connection with
-        this key (all its rooms together)? Only keys a record announces get
-        a bucket; any other is refused by N1 at no cost anyway."""
-        return transport_pub not in self._by_key or self.pacing.connection(transport_pub, now)
-
-    def admits(self, transport_pub: bytes) -> bool:
-        """N1 at the handshake (the ZAP decision): a member's record announces the key."""
-        return bool(self._claimants(transport_pub))
-
-    def user_for_key(self, transport_pub: bytes, named: str | None = None) -> str | None:
-        """N1 for a request: the member a connection with `transport_pub` is
-        served as, or None. A record proves who signed it, not that its author
-        holds the key it announces, so another member may announce our
-        peer's key too: the request names its member (`named`), whose record
-        must announce the key; unnamed, the key must be announced by one
-        member only."""
-        claimants = self._claimants(transport_pub)
-        if named is not None:
-            return named if named in claimants else None
-        return claimants[0] if len(claimants) == 1 else None
 
     # --- our own messages (N9) ---------------------------------------------------
     def seal_own(self, room: str, txn: str, text: str, created_ms: int, now_ms: int) -> bool:

@@ -41,7 +41,9 @@ from curvechat.protocol.messages import Envelope
 
 SPAWN = mp.get_context("spawn")
 PACED_N = 400
-"""Samples of each paced bare figure: as many as the latency row's messages."""
+"""Samples of each paced bare figure: as many as the latency row's
+messages at `--duration 4` (about 850 at the default 8 s): its p99 is the
+4th-worst sample, a noisy figure."""
 
 
 def _curve_server(sock: zmq.Socket, secret: bytes, public: bytes) -> None:

@@ -49,7 +49,7 @@ def ratios(r: dict[str, Any]) -> list[dict[str, Any]]:
 
     def bare_latency(q: str, *, paced: bool = False) -> float | None:
         """Bare RTT plus bare 1-row commit, at percentile `q`: back to back,
-        or (`paced`) one every 10 ms, the latency rows' own pace."""
+        or (`paced`) on the latency rows' schedule (`paced_interval_s`)."""
         rtt = _get(r, "limits", "zmq_rtt_paced" if paced else "zmq_rtt", q)
         fsync = _get(r, "limits", "sqlite", "commit_1_paced" if paced else "commit_1", q)
         return round(rtt + fsync, 3) if rtt is not None and fsync is not None else None

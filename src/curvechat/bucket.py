@@ -3,7 +3,7 @@
 A bucket holds up to `burst` tokens and refills at `rate` per second; each
 request takes one, and an empty bucket means the request is refused. The
 node limits each connection and user with it (`server/ratelimit.py`), the
-peer core each member (`client/peer/core.py`).
+peer core each member and connection (`client/peer/pacing.py`).
 
 It must never read a clock of its own when the caller gives the time (the
 sans-IO cores pass theirs), nor decide what a refusal means.

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import zmq.asyncio
 from chaos.checker import check
@@ -265,8 +266,9 @@ async def test_a_member_announcing_anothers_key_does_not_take_its_connections(
 ) -> None:
     """bob signs a record that announces carol's transport key as his (a
     record proves who signed it, not who holds the key). carol's requests
-    name her, so alice still serves them as carol's; an unnamed request on
-    that key is refused rather than given to either."""
+    name her, so alice still serves them as carol's; a request naming a
+    member whose record does not announce the key, or naming no one, is
+    refused."""
     _, members = trio
     alice, bob, carol = (members[n].client for n in ("alice", "bob", "carol"))
     assert alice.peer is not None and alice.peer.listener is not None
@@ -290,10 +292,19 @@ async def test_a_member_announcing_anothers_key_does_not_take_its_connections(
             ("from carol herself", "carol")
         ]
         sock = link._socket()
-        unnamed = p.PeerAsk(v=p.PEER_VERSION, rid=99, req=p.Digest(room=ROOM, have=[]))
-        await sock.send(p.encode_peer(unnamed))
+        digest = p.Digest(room=ROOM, have=[])
+        # naming a member whose record does not announce the key: refused
+        other = p.PeerAsk(v=p.PEER_VERSION, rid=98, req=digest, user="alice")
+        await sock.send(p.encode_peer(other))
         answer = p.decode_answer(await asyncio.wait_for(sock.recv(), 5))
         assert isinstance(answer.msg, p.PeerError) and answer.msg.code == "not_shared"
+        # naming no one: not a request of this version
+        unnamed = msgspec.msgpack.encode(
+            {"v": p.PEER_VERSION, "rid": 99, "req": {"type": "digest", "room": ROOM, "have": []}}
+        )
+        await sock.send(unnamed)
+        answer = p.decode_answer(await asyncio.wait_for(sock.recv(), 5))
+        assert isinstance(answer.msg, p.PeerError) and answer.msg.code == "bad_frame"
     finally:
         link.reset()
         ctx.term()

@@ -34,13 +34,13 @@ ANSWERS: list[p.AnyPeerReply] = [
 
 @pytest.mark.parametrize("req", ASKS)
 def test_requests_round_trip(req: p.AnyPeerRequest) -> None:
-    frame = p.PeerAsk(v=p.PEER_VERSION, rid=7, req=req)
+    frame = p.PeerAsk(v=p.PEER_VERSION, rid=7, req=req, user="alice")
     assert p.decode_ask(p.encode_peer(frame)) == frame
 
 
 @pytest.mark.parametrize("msg", ANSWERS)
 def test_replies_round_trip(msg: p.AnyPeerReply) -> None:
-    frame = p.PeerAnswer(v=p.PEER_VERSION, rid=2**53, msg=msg)
+    frame = p.PeerAnswer(v=p.PEER_VERSION, rid=2**53, msg=msg, user="bob")
     assert p.decode_answer(p.encode_peer(frame)) == frame
 
 
@@ -58,8 +58,10 @@ def test_a_record_round_trips_and_is_bounded() -> None:
 def test_what_a_peer_may_not_send() -> None:
     too_many = p.Digest(room="general", have=[REF] * (p.MAX_DIGEST + 1))
     cases = {
-        "bad_version": p.encode_peer(p.PeerAsk(v=2, rid=1, req=ASKS[0])),
-        "bad_frame": msgspec.msgpack.encode(p.PeerAsk(v=1, rid=1, req=too_many)),
+        "bad_version": p.encode_peer(p.PeerAsk(v=1, rid=1, req=ASKS[0], user="alice")),
+        "bad_frame": msgspec.msgpack.encode(
+            p.PeerAsk(v=p.PEER_VERSION, rid=1, req=too_many, user="alice")
+        ),
         "too_large": b"\x00" * (p.MAX_PEER_FRAME + 1),
     }
     for code, data in cases.items():

@@ -114,7 +114,7 @@ class NotReady(ClientError):
 
 class PeerRefused(ClientError):
     """Something a peer sent (a record, a digest, an envelope) breaks one of
-    the peer rules (`curvechat.client.peer.core`): the code is the one the
+    the peer rules (`curvechat.client.peer.rules`): the code is the one the
     answer carries, `rule` the id docs/security.md cites."""
 
     def __init__(self, code: str, message: str, rule: str = "") -> None:

@@ -35,7 +35,7 @@ from curvechat.protocol.wire import Envelope, Key32, Millis, Room, Txn, User, Wi
 MAX_ENDPOINTS: Final = 4
 """Endpoints one record may announce."""
 MAX_DIGEST: Final = 256
-"""Refs one `Digest` may list: the newest provisional messages of a room."""
+"""Refs one `Digest` may list: a room's pool, or one part of it."""
 MAX_WANT: Final = 64
 """Refs one reply may ask for."""
 MAX_RELAY: Final = 64
@@ -48,7 +48,8 @@ reading it (each up to MAX_PEER_FRAME): what a peer can make us buffer."""
 MAX_RECORD_BYTES: Final = 512
 """As `SignedRecord.record` allows."""
 DOMAIN_RECORD: Final = b"curvechat/peer-record/v1\x00"
-PEER_VERSION: Final = 1
+PEER_VERSION: Final = 2
+"""2: requests name the dialer (`PeerAsk.user`), answers the listener."""
 
 
 class PeerCode(enum.StrEnum):
@@ -151,17 +152,16 @@ class PeerAsk(Wire, frozen=True):
     v: int
     rid: Annotated[int, Meta(ge=1, le=2**53)]
     req: AnyPeerRequest
-    user: User | None = None
+    user: User
     """Who the dialer is: served as this user if that user's record
-    announces the link's key (N1). Omitted: the only user whose record
-    announces it."""
+    announces the link's key (N1)."""
 
 
 class PeerAnswer(Wire, frozen=True):
     v: int
     rid: Annotated[int, Meta(ge=1, le=2**53)]
     msg: AnyPeerReply
-    user: User | None = None
+    user: User
     """Who answers: the dialer checks it is the member it meant to reach
     (another member's record may announce this listener's key)."""
 

@@ -74,15 +74,13 @@ class PeerCore(PeerRecords):
         rotate_after_messages: int = 2**31,
         rotate_after_seconds: float = 2**40,
     ) -> None:
-        self.trust = trust
-        self.me = trust.me
+        super().__init__(trust)
         self.max_pool = max_pool
         self.max_from_one = max_from_one
         self.rotate_after_messages = rotate_after_messages
         """The client's rotation limits: a message that would use the key
         past them waits for the server (N9)."""
         self.rotate_after_seconds = rotate_after_seconds
-        super().__init__(trust)
         self._pool: dict[str, dict[tuple[str, str], Provisional]] = {}
         self._senders: dict[str, Counter[str]] = {}  # room -> others' messages in its pool
         self._ours: dict[str, Counter[int]] = {}  # room -> our messages in its pool per epoch

@@ -34,11 +34,12 @@ ZAP_DOMAIN = "curvechat-peer"
 Handler = Callable[[str, p.AnyPeerRequest], Awaitable[p.AnyPeerReply]]
 Admits = Callable[[bytes], bool]
 """Whether a CURVE key may complete the handshake."""
-Pace = Callable[[bytes], bool]
-"""Whether one more request of a connection with this key is read now."""
-UserFor = Callable[[bytes, str | None], str | None]
+Pace = Callable[[bytes], str | None]
+"""Before a request of a connection with this key is read: None to read
+it, or the code it is refused with."""
+UserFor = Callable[[bytes, str], str | None]
 """The member a request on a connection with this key is served as, given
-the member the request names (or None): None refuses it."""
+the member the request names: None refuses it."""
 
 
 class _Head(msgspec.Struct):
@@ -154,8 +155,11 @@ class PeerListener:
     async def _answer(self, key: bytes, data: bytes) -> bytes | None:
         rid = peek_rid(data)
         try:
-            if not self.pace(key):  # before the frame is read: N10
-                raise PeerRefused(ErrorCode.RATE_LIMITED, "too many requests", "N10")
+            refusal = self.pace(key)  # before the frame is read
+            if refusal == p.PeerCode.NOT_SHARED:
+                raise PeerRefused(refusal, "no member's record announces your key now", "N1")
+            if refusal is not None:
+                raise PeerRefused(refusal, "too many requests", "N10")
             ask = p.decode_ask(data)
             rid = ask.rid
             # Again: membership may have changed since the handshake.

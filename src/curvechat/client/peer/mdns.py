@@ -10,7 +10,8 @@ network can announce services by the thousand, and each read waits up to
 3 s for an answer. A service announced while the reads are full waits its
 turn, in order (zeroconf tells of a service once, not again while it stays
 the same); at most `MAX_WAITING` wait, and one announced beyond that is
-left out (counted in `dropped`). This module must
+left out (counted in `dropped`). A service that changes while it is read
+is read once more. This module must
 never decide whether a record is believed: everyone on the network can
 publish anything here.
 """
@@ -78,6 +79,7 @@ class MdnsPeers:
         self._info: AsyncServiceInfo | None = None
         self._reads: dict[str, asyncio.Task[None]] = {}  # service name -> its read
         self._waiting: dict[str, str] = {}  # service name -> type, in the order announced
+        self._again: dict[str, str] = {}  # changed while being read: read once more
 
     async def start(self, own: m.SignedRecord | None) -> None:
         if self.interfaces:
@@ -104,8 +106,11 @@ class MdnsPeers:
     ) -> None:
         if state_change not in (ServiceStateChange.Added, ServiceStateChange.Updated):
             return
-        if name in self._reads or name in self._waiting:
-            return  # being read, or waiting: what it says now comes with that read
+        if name in self._reads:
+            self._again[name] = service_type  # the read may have had the old data
+            return
+        if name in self._waiting:
+            return  # what it says now comes with its read
         if len(self._reads) < MAX_READS:
             self._start(service_type, name)
         elif len(self._waiting) < MAX_WAITING:
@@ -116,11 +121,17 @@ class MdnsPeers:
     def _start(self, service_type: str, name: str) -> None:
         task = asyncio.ensure_future(self._read(service_type, name))
         self._reads[name] = task
-        task.add_done_callback(lambda _t: self._done(name))
+        task.add_done_callback(lambda t: self._done(name, t))
 
-    def _done(self, name: str) -> None:
+    def _done(self, name: str, task: asyncio.Task[None]) -> None:
         self._reads.pop(name, None)
-        if self._waiting and self._zc is not None:
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("reading mDNS service %s failed", name, exc_info=task.exception())
+        if self._zc is None:
+            return
+        if name in self._again:  # ahead of the queue: it was waiting already
+            self._start(self._again.pop(name), name)
+        elif self._waiting:
             waiting = next(iter(self._waiting))
             self._start(self._waiting.pop(waiting), waiting)
 
@@ -137,6 +148,7 @@ class MdnsPeers:
 
     async def close(self) -> None:
         self._waiting.clear()
+        self._again.clear()
         for task in list(self._reads.values()):
             task.cancel()
         if self._browser is not None:

@@ -7,7 +7,8 @@ about one room, and how many of a member's envelopes we verify. The caller
 gives the time (monotonic seconds) and decides what a refusal means.
 
 This module must never do I/O, read a clock of its own, or decide who a
-peer is: the core asks it only about peers N1 already let in.
+peer is: it is asked only about keys a member's record announces, and
+about members N1 let in.
 """
 
 from __future__ import annotations

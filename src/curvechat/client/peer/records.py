@@ -10,7 +10,9 @@ signed it, not who holds the key it announces, so a key may be announced
 by several members: a request names its member.
 
 This module must never do I/O, nor believe a record the trust core did
-not vouch for; it does not pace anyone (pacing.py) beyond asking.
+not vouch for. It holds the pacing of requests (pacing.py), whose buckets
+the core asks too, and asks it about a connection only once N1 knows the
+connection's key.
 """
 
 from __future__ import annotations
@@ -139,24 +141,23 @@ class PeerRecords:
         users = self._by_key.get(transport_pub, ())
         return [u for u in sorted(users) if self._current(u) is not None]
 
-    def pace(self, transport_pub: bytes, now: float) -> bool:
-        """N10, before a request is read: one more from a connection with
-        this key (all its rooms together)? Only keys a record announces get
-        a bucket; any other is refused by N1 at no cost anyway."""
-        return transport_pub not in self._by_key or self.pacing.connection(transport_pub, now)
+    def pace(self, transport_pub: bytes, now: float) -> str | None:
+        """Before a request is read: None to read it, or the code it is
+        refused with. A key no record announces now (a member's newer record
+        named another, after its connection was let in) is refused at once
+        (N1); any other is paced, all its rooms together (N10)."""
+        if transport_pub not in self._by_key:
+            return p.PeerCode.NOT_SHARED
+        return None if self.pacing.connection(transport_pub, now) else ErrorCode.RATE_LIMITED
 
     def admits(self, transport_pub: bytes) -> bool:
         """N1 at the handshake (the ZAP decision): a member's record announces the key."""
         return bool(self._claimants(transport_pub))
 
-    def user_for_key(self, transport_pub: bytes, named: str | None = None) -> str | None:
+    def user_for_key(self, transport_pub: bytes, named: str) -> str | None:
         """N1 for a request: the member a connection with `transport_pub` is
         served as, or None. A record proves who signed it, not that its author
         holds the key it announces, so another member may announce our
         peer's key too: the request names its member (`named`), whose record
-        must announce the key; unnamed, the key must be announced by one
-        member only."""
-        claimants = self._claimants(transport_pub)
-        if named is not None:
-            return named if named in claimants else None
-        return claimants[0] if len(claimants) == 1 else None
+        must announce the key."""
+        return named if named in self._claimants(transport_pub) else None

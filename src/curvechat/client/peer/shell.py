@@ -332,10 +332,11 @@ class PeerMode:
                     for room in rooms[first:] + rooms[:first]:
                         # Each digest as the pool is when it is sent: what an
                         # exchange took meanwhile is listed, not given back.
-                        for part in range(len(self.core.digests(room, turn))):
+                        for part in (0, 1):
                             parts = self.core.digests(room, turn)
-                            if part < len(parts):
-                                await self._exchange(link, parts[part])
+                            if part >= len(parts):
+                                break
+                            await self._exchange(link, parts[part])
                 answered = True
             except TimeoutError:
                 link.reset()  # a request cut short: its answer is not waited for
@@ -350,7 +351,9 @@ class PeerMode:
         room = digest.room
         reply = await link.ask(digest)
         if isinstance(reply, p.PeerError):
-            log.info("peer %s refused a digest of %s: %s", link.user, room, reply.code)
+            # Paced (N10): it comes again next round, not worth a line each time.
+            level = logging.DEBUG if reply.code == ErrorCode.RATE_LIMITED else logging.INFO
+            log.log(level, "peer %s refused a digest of %s: %s", link.user, room, reply.code)
             return
         if not isinstance(reply, p.DigestReply) or reply.room != room:
             raise PeerUnreachable(f"{link.user}: not an answer to the digest")

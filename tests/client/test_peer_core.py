@@ -338,6 +338,15 @@ def test_a_pool_larger_than_a_digest_still_spreads(w: World) -> None:
     assert sorted(given) == ["txn-new1", "txn-old1"]  # each once, and nothing else
 
 
+def test_records_heard_on_the_network_say_whether_we_know_their_user(w: World) -> None:
+    """mDNS lets anyone send records under any number of names: the shell
+    keeps those of users whose key we pinned apart (nothing verified yet)."""
+    assert w.core.heard_from(w.record("bob")) == ("bob", True)
+    assert w.core.heard_from(w.record("bob", signer="mallory")) == ("bob", True)  # judged later
+    assert w.core.heard_from(w.record("mallory")) == ("mallory", False)
+    assert w.core.heard_from(m.SignedRecord(record=b"\x93junk", sig=bytes(64))) is None
+
+
 CASES: dict[str, Callable[[World], None]] = {
     "N1": n1, "N2": n2, "N3": n3, "N4": n4, "N5": n5, "N6": n6, "N7": n7, "N8": n8, "N9": n9,
     "N10": n10,

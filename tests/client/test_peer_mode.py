@@ -28,11 +28,12 @@ from curvechat.client.engine import ChatClient
 from curvechat.client.errors import PeerUnreachable
 from curvechat.client.peer.core import PeerCore
 from curvechat.client.peer.link import PeerLink
-from curvechat.client.peer.shell import PeerOptions, now_ms
+from curvechat.client.peer.shell import MAX_HEARD, PeerOptions, now_ms
 from curvechat.client.state import ConnState
 from curvechat.client.trust import TrustCore
 from curvechat.crypto.envelope import Plaintext, seal_message
 from curvechat.crypto.identity import Identity
+from curvechat.protocol import messages as m
 from curvechat.protocol import peer as p
 
 from support.clients import ClientFactory, Recorder
@@ -337,6 +338,24 @@ async def test_a_dialer_is_not_fooled_by_a_record_announcing_another_members_key
         for link in links:
             link.reset()
         ctx.term()
+
+
+async def test_records_heard_under_many_names_do_not_push_out_known_members(
+    trio: tuple[ServerProcess, dict[str, Member]],
+) -> None:
+    """Anyone on the LAN can send records under any number of names: the
+    records of users we know are all kept (one each) to be judged again,
+    those of others only the newest MAX_HEARD."""
+    _, members = trio
+    alice, bob = members["alice"].client, members["bob"].client
+    assert alice.peer is not None and bob.peer is not None
+    alice.peer._heard(bob.peer.core.make_record(["tcp://127.0.0.1:9"], now_ms()))
+    for i in range(MAX_HEARD + 50):
+        junk = p.PeerRecord(user=f"x{i}", transport_pub=bytes(32), endpoints=[], ts=1)
+        alice.peer._heard(m.SignedRecord(record=p.encode_record(junk), sig=bytes(64)))
+    assert list(alice.peer._heard_records) == ["bob"]
+    assert len(alice.peer._heard_strangers) == MAX_HEARD
+    assert next(iter(alice.peer._heard_strangers)) == "x50"  # the oldest went first
 
 
 async def _ask_when_linked(link: PeerLink, req: p.AnyPeerRequest) -> p.AnyPeerReply:

@@ -27,6 +27,11 @@ VERIFIES_PER_S: Final = 500.0
 decryption a second."""
 
 
+MAX_BUCKETS: Final = 4096
+"""Buckets of one kind kept before the full ones (idle long enough to have
+refilled) are let go."""
+
+
 class Pacing:
     def __init__(self) -> None:
         self._keys: dict[bytes, TokenBucket] = {}
@@ -52,5 +57,13 @@ K = TypeVar("K")
 def _take(buckets: dict[K, TokenBucket], key: K, rate: float, now: float) -> bool:
     bucket = buckets.get(key)
     if bucket is None:
+        if len(buckets) >= MAX_BUCKETS:
+            _sweep(buckets, now)
         bucket = buckets[key] = TokenBucket(rate, 2 * rate, stamp=now)
     return bucket.take(now)
+
+
+def _sweep(buckets: dict[K, TokenBucket], now: float) -> None:
+    """Let go of the buckets that have refilled: a new one is the same."""
+    for key in [k for k, b in buckets.items() if b.tokens + (now - b.stamp) * b.rate >= b.burst]:
+        del buckets[key]

@@ -119,6 +119,16 @@ class PeerRecords:
         self._by_key.setdefault(record.transport_pub, set()).add(record.user)
         return record
 
+    def heard_from(self, signed: m.SignedRecord) -> tuple[str, bool] | None:
+        """The user a record heard on the network claims to be from, and
+        whether we know that user (a pinned key); None if it does not
+        decode. Nothing is verified here."""
+        try:
+            user = p.decode_record(signed.record).user
+        except RemoteProtocolError:
+            return None
+        return user, self.trust.store.pin(user) is not None
+
     def records(self) -> list[m.SignedRecord]:
         return [held.signed for held in self._records.values()]
 

@@ -48,6 +48,8 @@ log = logging.getLogger("curvechat.peer")
 
 RECORDS_META = "peer:records"
 MAX_HEARD = 256
+"""Records heard by mDNS from users we do not know yet, kept to be judged
+again when our rooms change (the oldest goes first)."""
 _records = msgspec.msgpack.Decoder(list[m.SignedRecord])
 
 
@@ -103,8 +105,11 @@ class PeerMode:
         """Messages written or taken peer to peer not yet reported to a server."""
         self._sealed: set[str] = set()
         """Txns of our outbox already sealed for peers."""
-        self._heard_records: dict[bytes, m.SignedRecord] = {}
-        """Records heard by mDNS, judged again when our rooms change."""
+        self._heard_records: dict[str, m.SignedRecord] = {}
+        """Records heard by mDNS, the last one per user we know, judged again
+        when our rooms change."""
+        self._heard_strangers: dict[str, m.SignedRecord] = {}
+        """The same for users we do not know yet, at most MAX_HEARD."""
         self._load_records()
         client.subscribe(self._on_event)
 
@@ -203,14 +208,25 @@ class PeerMode:
         return True
 
     def _heard(self, signed: m.SignedRecord) -> None:
-        if len(self._heard_records) < MAX_HEARD:
-            self._heard_records[signed.sig] = signed
+        # One per user: for users we know (a pinned key) always, for others
+        # the newest MAX_HEARD, as anyone on the network can send records
+        # under any number of names.
+        heard = self.core.heard_from(signed)
+        if heard is not None:
+            user, known = heard
+            if known:
+                self._heard_records[user] = signed
+            else:
+                self._heard_strangers.pop(user, None)
+                self._heard_strangers[user] = signed
+                if len(self._heard_strangers) > MAX_HEARD:
+                    del self._heard_strangers[next(iter(self._heard_strangers))]
         self.take_record(signed)
 
     async def publish(self) -> None:
         """While the server is up: announce where we listen, and look up
         where the members we share rooms with do."""
-        for signed in list(self._heard_records.values()):
+        for signed in [*self._heard_records.values(), *self._heard_strangers.values()]:
             self.take_record(signed)
         if not self.options.directory:
             return

@@ -35,5 +35,9 @@ class TokenBucket:
             return True
         return False
 
+    def full(self, now: float) -> bool:
+        """Whether the bucket has refilled by `now` (a new one is the same)."""
+        return self.tokens + max(0.0, now - self.stamp) * self.rate >= self.burst
+
     def retry_after(self) -> float:
         return max(0.0, (1.0 - self.tokens) / self.rate)

@@ -16,7 +16,7 @@ This module must never do I/O or decide what is taken: it only cuts.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 from curvechat.protocol import messages as m
@@ -51,11 +51,12 @@ def slices(items: Sequence[T], turn: int) -> list[Slice[T]]:
     return out
 
 
-def within(order: tuple[int, str, str], after: p.At | None, until: p.At | None) -> bool:
-    """Whether a place in the order is in the part (after, until]."""
-    if after is not None and order <= (after.ts, after.sender, after.txn):
-        return False
-    return until is None or order <= (until.ts, until.sender, until.txn)
+def part(after: p.At | None, until: p.At | None) -> Callable[[tuple[int, str, str]], bool]:
+    """Whether a place in the order is in the part (after, until], as a test
+    made once per digest and asked once per message."""
+    lo = None if after is None else (after.ts, after.sender, after.txn)
+    hi = None if until is None else (until.ts, until.sender, until.txn)
+    return lambda order: (lo is None or order > lo) and (hi is None or order <= hi)
 
 
 def bounded(envelopes: list[m.Envelope]) -> list[m.Envelope]:

@@ -168,10 +168,11 @@ class PeerCore(PeerRecords):
         self._check_shared(user, digest.room)
         self._check_rate(user, digest.room, now)
         have = {(ref.sender, ref.txn) for ref in digest.have}
+        inside = bounds.part(digest.after, digest.until)
         give = [
             i.envelope
             for i in self.provisional(digest.room)
-            if (i.sender, i.txn) not in have and bounds.within(i.order, digest.after, digest.until)
+            if (i.sender, i.txn) not in have and inside(i.order)
         ]
         want: list[p.TxnRef] = []
         for ref in digest.have:

@@ -97,7 +97,7 @@ class PeerLink:
                 self.reset()
                 raise
             if answer.rid == rid:
-                if answer.user is not None and answer.user != self.user:
+                if answer.user != self.user:
                     # another member's record announced this listener's key
                     self.reset()
                     raise PeerUnreachable(f"{self.user}: {answer.user} answered there")

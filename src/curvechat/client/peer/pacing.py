@@ -65,5 +65,5 @@ def _take(buckets: dict[K, TokenBucket], key: K, rate: float, now: float) -> boo
 
 def _sweep(buckets: dict[K, TokenBucket], now: float) -> None:
     """Let go of the buckets that have refilled: a new one is the same."""
-    for key in [k for k, b in buckets.items() if b.tokens + (now - b.stamp) * b.rate >= b.burst]:
+    for key in [k for k, b in buckets.items() if b.full(now)]:
         del buckets[key]

@@ -22,6 +22,8 @@ first and attack later. Each key of the JSON turns on one attack:
 - "inject_keys": {"room": R, "packets": [hex]}  fetch_keys for R also answers
   these msgpack-encoded KeyPackets (those for the requester, from min_epoch)
 - "report_epoch": {"room": R, "epoch": E}  list_rooms says R is at epoch E
+- "ack_seq": N             every send is stored as usual, but acked as seq N
+- "ack_txn": T             every send is stored as usual, but its ack names txn T
 """
 
 from __future__ import annotations
@@ -164,7 +166,12 @@ def install() -> None:
                 f.write(json.dumps(line) + "\n")
         if p.get("allow_forged_sender") and req.envelope.sender != sess.user:
             sess = dataclasses.replace(sess, user=req.envelope.sender)
-        return await orig_send(self, sess, req, queued)
+        reply = await orig_send(self, sess, req, queued)
+        if isinstance(reply, m.SendAck) and "ack_seq" in p:
+            reply = msgspec.structs.replace(reply, seq=int(p["ack_seq"]))
+        if isinstance(reply, m.SendAck) and "ack_txn" in p:
+            reply = msgspec.structs.replace(reply, txn=str(p["ack_txn"]))
+        return reply
 
     async def fetch_keys(self: h.Handlers, sess: n.Session, req: m.FetchKeys) -> m.AnyReply:
         p = plan()

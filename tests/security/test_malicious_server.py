@@ -12,7 +12,7 @@ import nacl.signing
 import pytest
 
 from curvechat.client import events as ev
-from curvechat.client.errors import KeyChanged, NotReady
+from curvechat.client.errors import KeyChanged, NotReady, ServerRefused
 from curvechat.crypto.envelope import DOMAIN_MSG, Plaintext, _pad, associated_data
 from curvechat.crypto.identity import Identity
 from curvechat.crypto.membership import DOMAIN_OP
@@ -243,3 +243,41 @@ async def test_key_change_blocks_invites_too(evil: EvilServer, clients: ClientFa
     assert "bob" not in alice.members("r")
     with pytest.raises(NotReady):
         await alice.accept_key("carol")  # nothing pending for carol
+
+
+async def test_an_ack_at_another_messages_seq_fails_the_send_and_hides_nothing(
+    evil: EvilServer, clients: ClientFactory
+) -> None:
+    alice, alice_ev = await clients.make("alice", evil.connect)
+    bob, _ = await clients.make("bob", evil.connect)
+    await alice.create_room("r", ["bob"])
+    await bob.history("r")
+    await bob.send("r", "from bob")
+    await alice_ev.until(lambda: texts(alice, "r") == ["from bob"])
+    (bobs,) = alice.cache.messages("r")
+    evil.attack(ack_seq=bobs.seq)
+    with pytest.raises(ServerRefused) as refused:
+        await alice.send("r", "mine")
+    assert refused.value.code == "bad_ack"
+    assert alice_ev.of(ev.SendFailed)[-1].code == "bad_ack"
+    # Bob's message keeps its place; alice's is neither stored in its place nor lost
+    # unseen: it failed, and the copy the server really stored comes with the next sync.
+    assert [(r.seq, r.sender, r.text) for r in alice.cache.messages("r")] == [
+        (bobs.seq, "bob", "from bob")
+    ]
+    assert alice.pending("r") == []
+    evil.attack()
+    await resync(alice, alice_ev)
+    assert texts(alice, "r") == ["from bob", "mine"]
+
+
+async def test_an_ack_naming_another_txn_fails_the_send(
+    evil: EvilServer, clients: ClientFactory
+) -> None:
+    alice, _ = await clients.make("alice", evil.connect)
+    await alice.create_room("r", [])
+    evil.attack(ack_txn="A" * 22)
+    with pytest.raises(ServerRefused) as refused:
+        await alice.send("r", "mine")
+    assert refused.value.code == "bad_ack"
+    assert texts(alice, "r") == []

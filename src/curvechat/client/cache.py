@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import nacl.encoding
 import nacl.hash
@@ -185,15 +187,29 @@ class Cache(TrustRows, OutboxRows):
         return MessageBatch(self, room)
 
     def known_seqs(self, room: str, seqs: list[int]) -> set[int]:
-        """Which of `seqs` are already stored for `room` (one query)."""
-        if not seqs:
-            return set()
-        rows = self._db.execute(
-            "SELECT seq FROM messages WHERE room=? AND seq BETWEEN ? AND ?",
-            (room, min(seqs), max(seqs)),
-        )
-        wanted = set(seqs)
-        return {r[0] for r in rows if r[0] in wanted}
+        """Which of `seqs` are already stored for `room`."""
+        return set(self.holders(room, seqs))
+
+    def holders(self, room: str, seqs: Sequence[int]) -> dict[int, tuple[str, str]]:
+        """The (sender, txn) stored at each of `seqs` that holds a message of
+        `room` (whatever the seqs' spread, no range is scanned)."""
+        sql = "SELECT seq, sender, txn FROM messages WHERE room=? AND seq IN ({})"
+        return {int(seq): (who, txn) for seq, who, txn in self._rows_in(sql, (room,), seqs)}
+
+    def own_txns(self, room: str, sender: str, txns: Sequence[str]) -> set[str]:
+        """Which of `txns` a message of `sender` stored in `room` carries
+        (`seen_txn` for many)."""
+        sql = "SELECT txn FROM messages WHERE room=? AND sender=? AND error IS NULL AND txn IN ({})"
+        return {r[0] for r in self._rows_in(sql, (room, sender), txns)}
+
+    def _rows_in(
+        self, sql: str, args: tuple[object, ...], values: Sequence[object]
+    ) -> Iterator[tuple[Any, ...]]:
+        """The rows of `sql` with its `{}` an IN list of `values`, 500 at a time."""
+        wanted = list(dict.fromkeys(values))
+        for i in range(0, len(wanted), _IN_CHUNK):
+            part = wanted[i : i + _IN_CHUNK]
+            yield from self._db.execute(sql.format(", ".join("?" * len(part))), (*args, *part))
 
     def _advance(self, room: str, added: list[int], unread: int) -> None:
         """After `added` were stored: the room's head, unread count and cursor
@@ -292,6 +308,14 @@ class _Tx:
             self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
+_IN_CHUNK = 500  # values per IN (...) list
+
+_INSERT_MESSAGE = (
+    "INSERT OR IGNORE INTO messages (room, seq, ts_ms, sender, txn, sent_ms, sealed,"
+    " error, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 class MessageBatch:
     """Messages of one room added in one transaction; the room's head, unread
     count and cursor are updated once, at the end. Never held across an
@@ -324,8 +348,7 @@ class MessageBatch:
         """Store one message (once per seq); False if it was already there."""
         c = self._cache
         cur = c._db.execute(
-            "INSERT OR IGNORE INTO messages (room, seq, ts_ms, sender, txn, sent_ms, sealed,"
-            " error, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _INSERT_MESSAGE,
             (
                 self.room,
                 seq,
@@ -343,6 +366,21 @@ class MessageBatch:
         self.added.append(seq)
         self._unread += int(count_unread)
         return True
+
+    def add_sealed(
+        self, rows: Sequence[tuple[int, int, str, str, int | None, bytes, int | None]]
+    ) -> None:
+        """Store messages at seqs the caller found free, their text already
+        sealed at rest, as (seq, ts, sender, txn, sent_ms, sealed text,
+        epoch): one insert for all."""
+        self._cache._db.executemany(
+            _INSERT_MESSAGE,
+            [
+                (self.room, s, ts, who, txn, sent, sealed, None, e)
+                for s, ts, who, txn, sent, sealed, e in rows
+            ],
+        )
+        self.added.extend(r[0] for r in rows)
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:

@@ -28,6 +28,8 @@ class OutboxItem:
     txn: str
     text: str
     created_ms: int
+    sealed: bytes = b""
+    """The text as the cache sealed it at rest (empty: not read from the cache)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import secrets
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from curvechat.client.errors import (
 )
 from curvechat.client.model import CachedMessage, OutboxItem
 from curvechat.client.parts import Parts, expect
-from curvechat.client.sending import RANK, Verdict, check_text, classify
+from curvechat.client.sending import BAD_ACK, RANK, Verdict, check_text, classify, new_txn
 from curvechat.client.sync import Sync
 from curvechat.client.trust import EpochRecord, Grant, Rotate
 from curvechat.crypto.envelope import Plaintext, seal_message
@@ -69,10 +68,6 @@ class _InFlight:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def new_txn() -> str:
-    return secrets.token_urlsafe(16)
 
 
 class Outbox:
@@ -346,11 +341,17 @@ class Outbox:
         """Acknowledged sends, in order: out of the outbox and into the cache
         in one transaction per room; each told once."""
         shown: list[CachedMessage] = []
+        bad: dict[str, str] = {}  # txn -> why its ack cannot be true
         for room, group in itertools.groupby(acked, key=lambda pair: pair[0].item.room):
-            rows = [(sent.item, ack.seq, ack.ts, sent.epoch) for sent, ack in group]
-            shown += self.p.cache.record_sent(room, self.p.me, rows)
+            rows = [(sent.item, ack, sent.epoch) for sent, ack in group]
+            stored, refused = self.p.cache.record_sent(room, self.p.me, rows)
+            shown += stored
+            bad.update((item.txn, why) for item, why in refused)
         self._store_down = 0
         for sent, ack in acked:
+            if sent.item.txn in bad:
+                self._fail(sent.item, BAD_ACK, bad[sent.item.txn])
+                continue
             self._stale.pop(sent.item.txn, None)
             self._waiters.acked(sent.item.txn, ack)
             self.p.emit(ev.SendAcked(sent.item.room, sent.item.txn, ack.seq, ack.ts))

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from curvechat.client.model import CachedMessage, OutboxItem
+from curvechat.client.sending import Placed, place_acks
+from curvechat.protocol import messages as m
 
 if TYPE_CHECKING:
     from curvechat.client.cache import MessageBatch
@@ -40,12 +42,15 @@ class OutboxRows:
     _open: Callable[[bytes], bytes]
     _tx: Callable[[], Any]
     batch: Callable[[str], MessageBatch]
+    holders: Callable[[str, Sequence[int]], dict[int, tuple[str, str]]]
+    own_txns: Callable[[str, str, Sequence[str]], set[str]]
 
     def enqueue(self, room: str, txn: str, text: str) -> OutboxItem:
         now = int(time.time() * 1000)
+        sealed = self._seal(text.encode())
         with self._durable():
-            cur = self._db.execute(_INSERT, (room, txn, self._seal(text.encode()), now))
-        return OutboxItem(int(cur.lastrowid or 0), room, txn, text, now)
+            cur = self._db.execute(_INSERT, (room, txn, sealed, now))
+        return OutboxItem(int(cur.lastrowid or 0), room, txn, text, now, sealed)
 
     def enqueue_many(self, room: str, txns: list[str], texts: list[str]) -> None:
         """Queue several messages with one durable commit (one fsync)."""
@@ -59,7 +64,7 @@ class OutboxRows:
 
     def outbox(self) -> list[OutboxItem]:
         return [
-            OutboxItem(r[0], r[1], r[2], self._open(r[3]).decode(), r[4])
+            OutboxItem(r[0], r[1], r[2], self._open(r[3]).decode(), r[4], r[3])
             for r in self._db.execute(
                 "SELECT id, room, txn, sealed, created_ms FROM outbox ORDER BY id"
             )
@@ -72,20 +77,43 @@ class OutboxRows:
         self._db.executemany("DELETE FROM outbox WHERE txn=?", [(t,) for t in txns])
 
     def record_sent(
-        self, room: str, me: str, acked: Sequence[tuple[OutboxItem, int, int, int]]
-    ) -> list[CachedMessage]:
-        """Sends of `room` the server acknowledged, in order, as (item, seq,
-        ts, epoch): out of the outbox and into the room's messages in one
-        transaction. Returns those not already brought in by a sync or a push
-        (each is shown once)."""
-        shown: list[CachedMessage] = []
+        self, room: str, me: str, acked: Sequence[tuple[OutboxItem, m.SendAck, int]]
+    ) -> tuple[list[CachedMessage], list[tuple[OutboxItem, str]]]:
+        """Sends of `room` the server acknowledged, in order, as (item, ack,
+        epoch), judged against what the cache holds (`sending.place_acks`),
+        out of the outbox and into the room's messages in one transaction.
+        Returns the messages to show (each once: not those a push or a sync
+        brought in already) and the sends whose ack cannot be true, with
+        why: those stay in the outbox for the outbox to fail."""
         with self.batch(room) as batch:
-            self.dequeue(*(item.txn for item, _, _, _ in acked))
-            for item, seq, ts, epoch in acked:
-                msg = CachedMessage(room, seq, ts, me, item.txn, item.created_ms, item.text, None)
-                if batch.add(seq, ts, me, item.txn, item.created_ms, item.text, None, epoch=epoch):
-                    shown.append(msg)
-        return shown
+            plan = place_acks(
+                me,
+                room,
+                [(item.txn, ack.room, ack.txn, ack.seq) for item, ack, _ in acked],
+                taken=self.holders(room, [ack.seq for _, ack, _ in acked]),
+                stored=self.own_txns(room, me, [item.txn for item, _, _ in acked]),
+            )
+            rows: list[tuple[int, int, str, str, int | None, bytes, int | None]] = []
+            shown: list[CachedMessage] = []
+            bad: list[tuple[OutboxItem, str]] = []
+            done: list[str] = []
+            for (item, ack, epoch), (where, why) in zip(acked, plan, strict=True):
+                if where is Placed.BAD:
+                    bad.append((item, why))
+                    continue
+                done.append(item.txn)
+                if where is Placed.STORE:
+                    # The text the outbox row holds sealed at rest is the message row's.
+                    sealed = item.sealed or self._seal(item.text.encode())
+                    rows.append((ack.seq, ack.ts, me, item.txn, item.created_ms, sealed, epoch))
+                    shown.append(
+                        CachedMessage(
+                            room, ack.seq, ack.ts, me, item.txn, item.created_ms, item.text, None
+                        )
+                    )
+            self.dequeue(*done)
+            batch.add_sealed(rows)
+        return shown, bad
 
     @contextlib.contextmanager
     def _durable(self) -> Iterator[None]:

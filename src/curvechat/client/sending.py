@@ -8,6 +8,8 @@ verdicts out.
 from __future__ import annotations
 
 import enum
+import secrets
+from collections.abc import Collection, Mapping, Sequence
 
 from curvechat.client.errors import NotConnected, NotReady, RequestTimeout, ServerRefused
 from curvechat.protocol import ErrorCode, LocalProtocolError
@@ -15,6 +17,11 @@ from curvechat.protocol.limits import MAX_TEXT_CHARS, TEXT_LIMIT
 
 RETRY_LATER = {ErrorCode.STORE_UNAVAILABLE, ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL}
 STALE = {ErrorCode.STALE_EPOCH, ErrorCode.CONFLICT}
+
+
+def new_txn() -> str:
+    """A send's transaction id: random, so that no two senders' collide."""
+    return secrets.token_urlsafe(16)
 
 
 class Verdict(enum.Enum):
@@ -63,3 +70,49 @@ def check_text(text: str) -> None:
         text.encode()
     except UnicodeEncodeError:  # lone surrogates (e.g. undecodable input bytes)
         raise LocalProtocolError(ErrorCode.BAD_FRAME, "text is not valid Unicode") from None
+
+
+class Placed(enum.Enum):
+    """Where an acknowledged send goes (`place_acks`)."""
+
+    STORE = "store"  # into the room's messages at its ack's seq, and shown
+    KNOWN = "known"  # a push or a sync brought it in already: not stored or shown again
+    BAD = "bad"  # the ack cannot be true: the send fails and nothing is stored
+
+
+BAD_ACK = "bad_ack"
+"""The code a send fails with when the server's ack for it cannot be true."""
+
+
+def place_acks(
+    me: str,
+    room: str,
+    acks: Sequence[tuple[str, str, str, int]],
+    *,
+    taken: Mapping[int, tuple[str, str]],
+    stored: Collection[str],
+) -> list[tuple[Placed, str]]:
+    """Judge the acks of `room`'s sends, in the order sent, each as (the
+    send's txn, the ack's room, txn and seq), against what the cache holds:
+    `taken` maps the acks' seqs that hold a message to its (sender, txn),
+    `stored` holds the txns of our messages already stored in the room.
+    Returns where each goes and, if BAD, why.
+
+    An ack is not taken on trust: one that names another message, a seq
+    that holds another message, or a seq an earlier send of the same
+    answers was given, fails its send rather than hide, replace or double a
+    message; one for a send a push or a sync already brought in changes
+    nothing."""
+    out: list[tuple[Placed, str]] = []
+    given: dict[int, str] = {}  # seq -> txn, for the sends judged so far
+    for txn, ack_room, ack_txn, seq in acks:
+        if (ack_room, ack_txn) != (room, txn):
+            out.append((Placed.BAD, "the server's answer names another message"))
+            continue
+        holder = (me, given[seq]) if seq in given else taken.get(seq)
+        if holder is not None and holder != (me, txn):
+            out.append((Placed.BAD, f"the server acknowledged it as message {seq}, another one"))
+            continue
+        given[seq] = txn
+        out.append((Placed.KNOWN if holder is not None or txn in stored else Placed.STORE, ""))
+    return out

@@ -26,11 +26,12 @@ How it keeps the statements few:
   its keys and rooms.
 * Rows are inserted by one ``executemany`` and the heads moved by another.
   (Measured: multi-row ``INSERT ... VALUES (...), (...)`` statements cost
-  about 40% more CPU than ``executemany`` for the same rows, and a busy
-  thread did not make the per-row GIL release of ``executemany`` costlier
-  in any way that stood out of the machine's noise: a short release is
-  usually taken back before the other thread wakes up. The long release is
-  the COMMIT's fsync, one per group.)
+  about 40% more CPU than ``executemany`` for the same rows. While the
+  event loop is busy, the per-row GIL release makes the ``executemany``
+  take about three times its cost in wall time, and 64-row statements cut
+  that by a third, but the node's throughput did not move beyond the
+  machine's noise either way: docs/performance.md, "Single node: where a
+  group commit's time goes".)
 
 So a group in steady state is five statements: BEGIN IMMEDIATE, PRAGMA
 data_version, the INSERT, the UPDATE of the heads, COMMIT.

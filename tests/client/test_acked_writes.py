@@ -1,0 +1,144 @@
+"""Acknowledged sends (client/sending.py `place_acks`, client/outboxrows.py
+`record_sent`): judged against what the cache holds, then out of the outbox
+and into the room's messages in one transaction, each text sealed at rest
+once, each shown once; an ack that cannot be true stores nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from curvechat.client.cache import Cache
+from curvechat.client.model import OutboxItem
+from curvechat.client.sending import Placed, place_acks
+from curvechat.protocol import messages as m
+
+STORE, KNOWN, BAD = Placed.STORE, Placed.KNOWN, Placed.BAD
+
+
+# --- the judgement, without a cache -------------------------------------------------
+def _places(acks: list[tuple[str, str, str, int]], **facts: object) -> list[Placed]:
+    taken = facts.get("taken", {})
+    stored = facts.get("stored", set())
+    return [p for p, _ in place_acks("me", "r", acks, taken=taken, stored=stored)]  # type: ignore[arg-type]
+
+
+def test_fresh_acks_are_stored() -> None:
+    assert _places([("a", "r", "a", 5), ("b", "r", "b", 6)]) == [STORE, STORE]
+
+
+def test_an_ack_that_names_another_room_or_txn_is_bad() -> None:
+    assert _places([("a", "other", "a", 5), ("b", "r", "c", 6), ("d", "r", "d", 7)]) == [
+        BAD,
+        BAD,
+        STORE,
+    ]
+
+
+def test_an_ack_at_a_seq_holding_another_message_is_bad() -> None:
+    taken = {5: ("bob", "x"), 6: ("me", "other-txn")}
+    assert _places([("a", "r", "a", 5), ("b", "r", "b", 6)], taken=taken) == [BAD, BAD]
+
+
+def test_two_sends_acked_at_one_seq_store_the_first_only() -> None:
+    acks = [("a", "r", "a", 5), ("b", "r", "b", 5), ("c", "r", "c", 6)]
+    placed = place_acks("me", "r", acks, taken={}, stored=set())
+    assert [p for p, _ in placed] == [STORE, BAD, STORE]
+    assert "message 5" in placed[1][1]
+
+
+def test_a_send_a_push_brought_in_first_is_known_at_its_seq_or_another() -> None:
+    taken = {5: ("me", "a")}  # pushed at the seq its ack names
+    assert _places([("a", "r", "a", 5)], taken=taken) == [KNOWN]
+    # pushed at another seq: the copy that verified stands, no second row
+    assert _places([("a", "r", "a", 9)], stored={"a"}) == [KNOWN]
+
+
+# --- the cache ----------------------------------------------------------------------
+@pytest.fixture
+def cache(tmp_path: Path) -> Cache:
+    c = Cache(tmp_path / "cache.db", b"k" * 32)
+    c.ensure_room("r")
+    return c
+
+
+def _queue(cache: Cache, texts: list[str]) -> list[OutboxItem]:
+    cache.enqueue_many("r", [f"t{i}" for i in range(len(texts))], texts)
+    return cache.outbox()
+
+
+def _ack(item: OutboxItem, seq: int, ts: int = 0) -> tuple[OutboxItem, m.SendAck, int]:
+    return item, m.SendAck(room=item.room, txn=item.txn, seq=seq, ts=ts), 0
+
+
+def test_acked_sends_leave_the_outbox_and_are_readable_with_their_text(cache: Cache) -> None:
+    items = _queue(cache, ["one", "two", "three"])
+    shown, bad = cache.record_sent(
+        "r", "alice", [_ack(it, 10 + k, 1000 + k) for k, it in enumerate(items)]
+    )
+    assert bad == []
+    assert [(m.seq, m.txn, m.text) for m in shown] == [
+        (10, "t0", "one"),
+        (11, "t1", "two"),
+        (12, "t2", "three"),
+    ]
+    assert cache.outbox_count() == 0
+    stored = cache.messages("r")
+    assert [(m.seq, m.ts_ms, m.sender, m.text) for m in stored] == [
+        (10, 1000, "alice", "one"),
+        (11, 1001, "alice", "two"),
+        (12, 1002, "alice", "three"),
+    ]
+    assert cache.room("r").head == 12  # type: ignore[union-attr]
+
+
+def test_the_outbox_rows_sealed_text_is_stored_without_sealing_it_again(
+    cache: Cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items = _queue(cache, ["a", "b"])
+    sealed: list[bytes] = []
+    real = cache._seal
+
+    def counting(data: bytes) -> bytes:
+        sealed.append(data)
+        return real(data)
+
+    monkeypatch.setattr(cache, "_seal", counting)
+    cache.record_sent("r", "alice", [_ack(it, k + 1) for k, it in enumerate(items)])
+    assert sealed == []
+    assert [m.text for m in cache.messages("r")] == ["a", "b"]
+
+
+def test_a_message_a_push_brought_in_first_is_neither_replaced_nor_shown_again(
+    cache: Cache,
+) -> None:
+    items = _queue(cache, ["mine", "also mine"])
+    with cache.batch("r") as batch:  # the push of the first one came before its ack
+        assert batch.add(5, 77, "alice", "t0", None, "mine", None)
+    shown, bad = cache.record_sent("r", "alice", [_ack(items[0], 5, 99), _ack(items[1], 6, 100)])
+    assert bad == []
+    assert [m.seq for m in shown] == [6]
+    stored = {m.seq: m for m in cache.messages("r")}
+    assert stored[5].ts_ms == 77  # the row the push stored is kept as it was
+    assert stored[6].text == "also mine"
+    assert cache.outbox_count() == 0
+
+
+def test_acks_that_cannot_be_true_store_nothing_and_leave_the_sends_queued(
+    cache: Cache,
+) -> None:
+    items = _queue(cache, ["first", "second", "third"])
+    with cache.batch("r") as batch:
+        assert batch.add(7, 1, "bob", "bobs-txn", None, "from bob", None)
+    shown, bad = cache.record_sent(
+        "r", "alice", [_ack(items[0], 7), _ack(items[1], 8), _ack(items[2], 8)]
+    )
+    # The first was acked at bob's seq, the third at the seq the second was given.
+    assert [item.txn for item, _ in bad] == ["t0", "t2"]
+    assert [(m.seq, m.text) for m in shown] == [(8, "second")]
+    assert [(m.seq, m.sender, m.text) for m in cache.messages("r")] == [
+        (7, "bob", "from bob"),
+        (8, "alice", "second"),
+    ]
+    assert [i.txn for i in cache.outbox()] == ["t0", "t2"]  # the outbox fails them

@@ -7,7 +7,9 @@ import contextlib
 import tempfile
 from pathlib import Path
 
+import nacl.bindings
 import nacl.signing
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -93,3 +95,45 @@ def test_a_valid_key_really_opens() -> None:
         ALICE, room="r", epoch=0, key=KEY, txn="abcdefgh", plaintext=Plaintext(text="hi", ts=1)
     )
     assert open_message(env, key=KEY, sender_sign_pub=ALICE.sign_pub).text == "hi"
+
+
+def _nested(depth: int) -> bytes:
+    """A frame head `{"v": 1, "rid": 7, "req": ...}` whose `req` is `depth`
+    arrays deep: deeper than the interpreter's recursion limit."""
+    return bytes.fromhex("83a17601a372696407a3726571") + b"\x91" * depth + b"\xc0"
+
+
+def test_values_nested_too_deeply_are_refused_like_any_bad_input() -> None:
+    from curvechat.protocol import peer as p
+    from curvechat.protocol.codec import peek_request_id
+
+    deep = _nested(5000)
+    for decode in (decode_request, decode_server_frame, decode_member_op, decode_envelope):
+        with pytest.raises(RemoteProtocolError) as refused:
+            decode(deep)
+        assert refused.value.code == "bad_frame"
+    assert peek_request_id(deep) == 0
+    with pytest.raises(RemoteProtocolError):
+        p.decode_ask(deep)
+
+
+def test_a_plaintext_nested_too_deeply_does_not_open() -> None:
+    """A member's message whose body, once decrypted, holds an unknown field
+    nested deeper than the recursion limit: refused like any bad body."""
+    from curvechat.crypto.envelope import _pad, _signed_bytes, associated_data
+
+    body = b"\x83\xa4text\xa1x\xa2ts\x01\xa2zz" + b"\x91" * 5000 + b"\xc0"
+    ad = associated_data("r", 0, "alice", "abcdefgh")
+    nonce = bytes(24)
+    ct = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(_pad(body), ad, nonce, KEY)
+    env = m.Envelope(
+        room="r",
+        epoch=0,
+        sender="alice",
+        txn="abcdefgh",
+        nonce=nonce,
+        ct=ct,
+        sig=ALICE.sign(_signed_bytes(ad, nonce, ct)),
+    )
+    with pytest.raises(CryptoError):
+        open_message(env, key=KEY, sender_sign_pub=ALICE.sign_pub)

@@ -336,3 +336,23 @@ async def test_a_node_whose_etcd_is_slow_forwards_its_own_rooms_sends(
         await until(lambda: fwd.ownership.slow == set())
         await fwd.append([msg(OURS, "t3")])
         assert store.calls == [["t3"]]
+
+
+async def test_a_stranger_nesting_its_frame_too_deeply_does_not_stop_the_link(
+    ctx: zmq.asyncio.Context,
+) -> None:
+    async with linked(ctx) as (fwd, store, owner):
+        stranger = ctx.socket(zmq.DEALER)
+        public, secret = zmq.curve_keypair()  # any key gets through the handshake
+        stranger.curve_serverkey, stranger.curve_publickey = owner.public, public
+        stranger.curve_secretkey = secret
+        stranger.linger = 0
+        stranger.connect(owner.endpoint)
+        # `{"x": [[[... nil ...]]], "id": 1}`: the id after a value nested too deeply.
+        await stranger.send(b"\x82\xa1x" + b"\x91" * 3000 + b"\xc0\xa2id\x01")
+        await asyncio.sleep(2 * PING_S)
+        stranger.close()
+        assert owner.server._task is not None and not owner.server._task.done()
+        acks = await fwd.append([msg(THEIRS, "t1")])
+        assert [a.txn for a in acks] == ["t1"] and store.calls == []  # forwarded to b
+        assert owner.store.calls == [["t1"]]

@@ -445,3 +445,29 @@ async def test_a_sends_frame_that_does_not_decode_is_answered_once(setup: Setup)
     assert refused.rid == 400 and isinstance(refused.msg, m.Error), refused
     assert refused.msg.code == "bad_frame"
     assert isinstance(await alice.request(m.Ping(t=5)), m.Pong)  # and nothing else came
+
+
+NESTED = bytes.fromhex("83a17601a372696407a3726571") + b"\x91" * 3000 + b"\xc0"
+"""`{"v": 1, "rid": 7, "req": [[[... nil ...]]]}`: nested deeper than the
+interpreter's recursion limit, in about 3 KB."""
+
+
+async def test_a_frame_nested_too_deeply_is_refused_and_costs_no_one_else_anything(
+    setup: Setup,
+) -> None:
+    alice, bob, room = await _room(setup)
+    reactor = setup.node._reactor
+    assert reactor is not None
+    reactor.stop()  # one pass: the nested frame between the others' requests
+    ping_rid = await bob.send(m.Ping(t=1))
+    await alice.sock.send(NESTED)
+    send_rid = await bob.send(room.send(bob.identity, "after it"))
+    reactor._handle(await _frames(reactor.sock, 3))
+    reactor.start()
+    # Its request id cannot be read either (it is beside the nesting): answered to rid 0.
+    async with asyncio.timeout(20):
+        refused = decode_server_frame(await alice.sock.recv())
+    assert isinstance(refused.msg, m.Error) and refused.msg.code == "bad_frame", refused
+    replies = {f.rid: f.msg for f in [await bob.reply(), await bob.reply()]}
+    assert isinstance(replies[ping_rid], m.Pong)
+    assert isinstance(replies[send_rid], m.SendAck)

@@ -42,7 +42,7 @@ from typing import IO, Final, Literal
 
 import msgspec
 
-from curvechat.protocol.errors import CurvechatError
+from curvechat.protocol.errors import UNDECODABLE, CurvechatError
 
 AGENT_ENV: Final = "CURVECHAT_AGENT"
 SOCKET_NAME: Final = "agent.sock"
@@ -157,7 +157,7 @@ def ask(path: Path, op: Literal["identity", "status", "stop"]) -> Reply | None:
             return None
     try:
         return msgspec.msgpack.decode(data, type=Reply)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except UNDECODABLE:
         return None
 
 
@@ -303,7 +303,7 @@ class Agent:
                 self.refused += 1
                 return
             request = msgspec.msgpack.decode(_read_all(conn), type=Request)
-        except (OSError, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        except (OSError, ValueError, *UNDECODABLE):
             return
         reply = Reply(
             ok=True,
@@ -356,7 +356,7 @@ def _agent_main() -> int:
     _not_dumpable()
     try:
         handoff = msgspec.msgpack.decode(sys.stdin.buffer.read(MAX_MESSAGE), type=_Handoff)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except UNDECODABLE:
         print("error the handoff is malformed", flush=True)
         return 1
     if os.fork():

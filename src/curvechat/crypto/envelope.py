@@ -28,7 +28,7 @@ from curvechat.crypto.errors import DecryptError
 from curvechat.crypto.identity import Identity, verify
 from curvechat.protocol import limits
 from curvechat.protocol.codec import encode
-from curvechat.protocol.errors import ErrorCode, LocalProtocolError
+from curvechat.protocol.errors import UNDECODABLE, ErrorCode, LocalProtocolError
 from curvechat.protocol.messages import Envelope
 
 DOMAIN_MSG: Final = b"curvechat/msg/v1\x00"
@@ -176,5 +176,5 @@ def open_message(envelope: Envelope, *, key: bytes, sender_sign_pub: bytes) -> P
         raise DecryptError("message does not decrypt under this epoch key") from exc
     try:
         return _plaintext_decoder.decode(_unpad(padded))
-    except msgspec.DecodeError as exc:
+    except UNDECODABLE as exc:
         raise DecryptError(f"message body is not a valid plaintext: {exc}") from exc

@@ -34,6 +34,7 @@ from nacl.pwhash import argon2id
 from curvechat.crypto.errors import KeyFileError, WrongPassphrase
 from curvechat.crypto.identity import Identity
 from curvechat.protocol.codec import encode
+from curvechat.protocol.errors import UNDECODABLE
 
 FORMAT: Final = "curvechat-identity"
 VERSION: Final = 1
@@ -216,7 +217,7 @@ def _fsync_directory(directory: Path) -> None:
 def _parse(data: bytes, path: Path) -> _KeyFile:
     try:
         header = _header_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except UNDECODABLE as exc:
         raise KeyFileError(f"{path} is not a curvechat identity file") from exc
     if header.format != FORMAT:
         raise KeyFileError(f"{path} is not a curvechat identity file")
@@ -227,7 +228,7 @@ def _parse(data: bytes, path: Path) -> _KeyFile:
         )
     try:
         file = _file_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except UNDECODABLE as exc:
         raise KeyFileError(f"identity file {path} is corrupt: {exc}") from exc
     if file.kdf != KDF:
         raise KeyFileError(f"identity file {path} uses unsupported KDF {file.kdf!r}")
@@ -275,7 +276,7 @@ def load_identity(path: Path, passphrase: bytes) -> Identity:
     try:
         secrets = _secrets_decoder.decode(body)
         return Identity.from_secrets(secrets.user, secrets.sign_seed, secrets.transport_secret)
-    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError) as exc:
+    except (*UNDECODABLE, ValueError, TypeError) as exc:
         # Reaching here means the passphrase was right but the sealed contents
         # are not an identity: a bug in whatever wrote the file, not tampering.
         raise KeyFileError(f"identity file {path} holds invalid key material") from exc

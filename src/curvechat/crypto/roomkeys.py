@@ -25,6 +25,7 @@ import nacl.utils
 from curvechat.crypto.errors import BadSignature, DecryptError
 from curvechat.crypto.identity import Identity, box_pub_from_sign_pub
 from curvechat.protocol.codec import encode
+from curvechat.protocol.errors import UNDECODABLE
 from curvechat.protocol.messages import KeyPacket
 
 EPOCH_KEY_SIZE: Final = 32
@@ -107,7 +108,7 @@ def unwrap_key_packet(identity: Identity, packet: KeyPacket, sender_sign_pub: by
         raise DecryptError("key packet sender's key is not a valid Ed25519 key") from exc
     try:
         room, epoch, after_op, key, recipient = _boxed_decoder.decode(box.decrypt(packet.box))
-    except (nacl.exceptions.CryptoError, msgspec.DecodeError, ValueError, TypeError) as exc:
+    except (nacl.exceptions.CryptoError, *UNDECODABLE, ValueError, TypeError) as exc:
         raise DecryptError("key packet does not open") from exc
     if (room, epoch, recipient) != (packet.room, packet.epoch, packet.recipient):
         raise DecryptError("key packet contents do not match its room, epoch or recipient")

@@ -13,7 +13,12 @@ from typing import TypeVar, cast
 import msgspec
 
 from curvechat.protocol import limits as L
-from curvechat.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from curvechat.protocol.errors import (
+    UNDECODABLE,
+    ErrorCode,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
 from curvechat.protocol.messages import (
     AnyReply,
     AnyRequest,
@@ -109,7 +114,7 @@ def peek_request_id(data: bytes) -> int:
     """Best-effort request id of a frame that failed to decode (0 if none)."""
     try:
         head = _head_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+    except UNDECODABLE:
         return 0
     rid = head.rid
     return rid if isinstance(rid, int) and 0 < rid <= 2**53 else 0
@@ -128,7 +133,7 @@ def _decode(
     except msgspec.ValidationError as exc:
         try:
             version = _head_decoder.decode(data).v
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        except UNDECODABLE:
             version = -1
         if version not in (-1, L.PROTOCOL_VERSION):
             raise RemoteProtocolError(
@@ -136,8 +141,7 @@ def _decode(
                 f"protocol version {version} (this side speaks {L.PROTOCOL_VERSION})",
             ) from exc
         raise RemoteProtocolError(ErrorCode.BAD_FRAME, f"invalid {what}: {exc}") from exc
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        # msgspec raises a bare UnicodeDecodeError for invalid UTF-8 in map keys
+    except UNDECODABLE as exc:
         raise RemoteProtocolError(ErrorCode.BAD_FRAME, f"malformed {what}: {exc}") from exc
 
 

@@ -15,6 +15,18 @@ turns them into `ServerRefused`. Every code is listed in docs/protocol.md.
 from __future__ import annotations
 
 import enum
+from typing import Final
+
+import msgspec
+
+UNDECODABLE: Final = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+"""What decoding bytes from outside can raise (`msgspec.ValidationError` is a
+`DecodeError`): besides malformed and invalid input, a bare
+`UnicodeDecodeError` for invalid UTF-8 in map keys, and `RecursionError` for
+a value nested deeper than the interpreter's recursion limit (msgspec
+recurses once per level, also to skip a field it does not know: a frame of
+about a thousand bytes is enough). Every decoder of outside bytes catches
+all three."""
 
 
 class ErrorCode(enum.StrEnum):

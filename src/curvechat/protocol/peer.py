@@ -29,7 +29,12 @@ import msgspec
 from msgspec import Meta
 
 from curvechat.protocol import limits as L
-from curvechat.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from curvechat.protocol.errors import (
+    UNDECODABLE,
+    ErrorCode,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
 from curvechat.protocol.wire import Envelope, Key32, Millis, Room, Txn, User, Wire
 
 MAX_ENDPOINTS: Final = 4
@@ -193,7 +198,7 @@ def _decode(decoder: msgspec.msgpack.Decoder, data: bytes, what: str) -> object:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
         raise RemoteProtocolError(ErrorCode.BAD_FRAME, f"invalid {what}: {exc}") from exc
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except UNDECODABLE as exc:
         raise RemoteProtocolError(ErrorCode.BAD_FRAME, f"malformed {what}: {exc}") from exc
 
 

@@ -50,6 +50,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
+from curvechat.protocol.errors import UNDECODABLE
 from curvechat.server.linkwire import (
     CUT_OFF,
     FORWARD_TIMEOUT_S,
@@ -244,7 +245,7 @@ class Forwarder:
             payload = await peer.sock.recv()
             try:
                 reply = forwarded_dec.decode(payload)
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except UNDECODABLE:
                 log.warning("node link: bad reply from %s", peer.name)
                 continue
             # Any answer (to a ping or a forward) says the link is up; the

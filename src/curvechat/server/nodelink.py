@@ -51,6 +51,7 @@ import zmq.asyncio
 
 from curvechat.protocol import decode_envelope
 from curvechat.protocol import messages as m
+from curvechat.protocol.errors import UNDECODABLE
 from curvechat.server.forwarder import Forwarder
 from curvechat.server.linkwire import (
     CUT_OFF,
@@ -147,14 +148,14 @@ class LinkServer:
                 # Only the id is read of a frame from a key that is not a node's.
                 try:
                     fid = id_dec.decode(payload.buffer).id
-                except (msgspec.DecodeError, msgspec.ValidationError):
+                except UNDECODABLE:
                     continue
                 reply = Forwarded(fid, error="NotANode", message="not a registered node's key")
                 self._reply(rid, reply)
                 continue
             try:
                 fwd = forward_dec.decode(payload.buffer)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except UNDECODABLE as exc:
                 log.warning("node link: bad frame: %s", exc)
                 continue
             if self.cut_off():

@@ -64,6 +64,7 @@ REQUEST_BYTES_MAX = 2 * 1024 * 1024  # request bytes waiting to be served, per c
 _NOWAIT = int(zmq.NOBLOCK)
 _MORE_NOWAIT = int(zmq.SNDMORE) | int(zmq.NOBLOCK)
 _EHOSTUNREACH = int(zmq.EHOSTUNREACH)
+FAILED_FRAMES_LOGGED = 100  # tracebacks logged for frames whose handling raised
 
 
 class Reactor:
@@ -80,7 +81,9 @@ class Reactor:
         self._n_ping = requests.labels("ping", "ok")
         self._n_hello = requests.labels("hello", "ok")
         self._n_limited = requests.labels("?", ErrorCode.RATE_LIMITED)
+        self._n_failed = requests.labels("?", ErrorCode.INTERNAL)
         self._dropped = metrics.pushes_dropped
+        self._failed_frames = 0  # frames whose handling raised (logged up to a bound)
 
     # --- readiness -----------------------------------------------------------
     def start(self) -> None:
@@ -131,78 +134,86 @@ class Reactor:
         sends: list[PlainSend] = []
         pings = hellos = limited = 0
         for frames in batch:
-            if len(frames) != 2:
-                if len(frames) > 2:
-                    self.send(
-                        frames[0].bytes,
-                        encode_reply(
-                            0,
-                            m.Error(
-                                code=ErrorCode.BAD_FRAME,
-                                message=f"expected one frame, got {len(frames) - 1}",
+            # One frame that breaks something unforeseen costs that frame
+            # only, not the rest of the pass (other users' frames among them).
+            try:
+                if len(frames) != 2:
+                    if len(frames) > 2:
+                        self.send(
+                            frames[0].bytes,
+                            encode_reply(
+                                0,
+                                m.Error(
+                                    code=ErrorCode.BAD_FRAME,
+                                    message=f"expected one frame, got {len(frames) - 1}",
+                                ),
                             ),
-                        ),
-                    )
-                continue
-            payload = frames[1]
-            try:
-                key = payload.get("User-Id")
-            except zmq.ZMQError:
-                continue  # no ZAP identity: never serve it
-            sess = node.session_for(frames[0].bytes, str(key), payload)
-            sess.last_seen = now
-            data = payload.bytes
-            refusal = node.rate_limited(sess, now)
-            if refusal is None and sess.queued_bytes + len(data) > REQUEST_BYTES_MAX:
-                refusal = "too many request bytes in flight on this connection"
-            if refusal is not None:
-                # One answer, to the frame's rid (a `sends` frame's first item's):
-                # the client takes it for every send of the frame.
-                limited += 1
-                node.reply(
-                    sess,
-                    peek_request_id(data),
-                    m.Error(code=ErrorCode.RATE_LIMITED, message=refusal),
-                )
-                continue
-            try:
-                frame: m.ClientFrame | RemoteProtocolError = decode_request(data)
-            except RemoteProtocolError as exc:
-                frame = exc
-            if isinstance(frame, RemoteProtocolError):
-                rid = peek_request_id(data)
-                if sess.busy:  # answered in its turn
-                    self._enqueue(sess, (frame, len(data), t0, rid))
-                else:
-                    node.metrics.requests.labels("invalid", frame.code).inc()
-                    node.reply(sess, rid, m.Error(code=frame.code, message=frame.message[:500]))
-                continue
-            req = frame.req
-            kind = type(req)
-            if kind is m.Sends:
-                limited += self._sends(sess, frame.rid, req, now, t0, sends)  # type: ignore[arg-type]
-                continue
-            if kind is m.Ping:
-                pings += 1
-                self._pong(sess, frame.rid, req)  # type: ignore[arg-type]
-                continue
-            if not sess.busy:
-                if kind is m.Send:
-                    item = self.batches.batchable(sess, frame.rid, req, t0)  # type: ignore[arg-type]
-                    if item is not None:
-                        sends.append(item)
-                        continue
-                elif (
-                    kind is m.Hello
-                    and sess.resolved
-                    and not node.draining  # its refusal is the handler's
-                    and not node.store_cut_off  # as is this one
-                    and not node.flow.over_budget(sess.flow)
-                ):
-                    hellos += 1
-                    node.reply(sess, frame.rid, node.welcome(sess, req))  # type: ignore[arg-type]
+                        )
                     continue
-            self._enqueue(sess, (frame, len(data), t0, frame.rid))
+                payload = frames[1]
+                try:
+                    key = payload.get("User-Id")
+                except zmq.ZMQError:
+                    continue  # no ZAP identity: never serve it
+                sess = node.session_for(frames[0].bytes, str(key), payload)
+                sess.last_seen = now
+                data = payload.bytes
+                refusal = node.rate_limited(sess, now)
+                if refusal is None and sess.queued_bytes + len(data) > REQUEST_BYTES_MAX:
+                    refusal = "too many request bytes in flight on this connection"
+                if refusal is not None:
+                    # One answer, to the frame's rid (a `sends` frame's first item's):
+                    # the client takes it for every send of the frame.
+                    limited += 1
+                    node.reply(
+                        sess,
+                        peek_request_id(data),
+                        m.Error(code=ErrorCode.RATE_LIMITED, message=refusal),
+                    )
+                    continue
+                try:
+                    frame: m.ClientFrame | RemoteProtocolError = decode_request(data)
+                except RemoteProtocolError as exc:
+                    frame = exc
+                if isinstance(frame, RemoteProtocolError):
+                    rid = peek_request_id(data)
+                    if sess.busy:  # answered in its turn
+                        self._enqueue(sess, (frame, len(data), t0, rid))
+                    else:
+                        node.metrics.requests.labels("invalid", frame.code).inc()
+                        node.reply(sess, rid, m.Error(code=frame.code, message=frame.message[:500]))
+                    continue
+                req = frame.req
+                kind = type(req)
+                if kind is m.Sends:
+                    limited += self._sends(sess, frame.rid, req, now, t0, sends)  # type: ignore[arg-type]
+                    continue
+                if kind is m.Ping:
+                    pings += 1
+                    self._pong(sess, frame.rid, req)  # type: ignore[arg-type]
+                    continue
+                if not sess.busy:
+                    if kind is m.Send:
+                        item = self.batches.batchable(sess, frame.rid, req, t0)  # type: ignore[arg-type]
+                        if item is not None:
+                            sends.append(item)
+                            continue
+                    elif (
+                        kind is m.Hello
+                        and sess.resolved
+                        and not node.draining  # its refusal is the handler's
+                        and not node.store_cut_off  # as is this one
+                        and not node.flow.over_budget(sess.flow)
+                    ):
+                        hellos += 1
+                        node.reply(sess, frame.rid, node.welcome(sess, req))  # type: ignore[arg-type]
+                        continue
+                self._enqueue(sess, (frame, len(data), t0, frame.rid))
+            except Exception:
+                self._failed_frames += 1
+                self._n_failed.inc()
+                if self._failed_frames <= FAILED_FRAMES_LOGGED:
+                    log.exception("unexpected failure handling a frame")
         if sends:
             self.batches.commit(sends)
         if pings:

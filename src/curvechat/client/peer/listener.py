@@ -26,7 +26,7 @@ from curvechat.client.errors import PeerRefused
 from curvechat.crypto.identity import Identity
 from curvechat.protocol import ErrorCode
 from curvechat.protocol import peer as p
-from curvechat.protocol.errors import ProtocolError
+from curvechat.protocol.errors import UNDECODABLE, ProtocolError
 
 log = logging.getLogger("curvechat.peer")
 
@@ -52,7 +52,7 @@ _head = msgspec.msgpack.Decoder(_Head)
 def peek_rid(data: bytes) -> int:
     try:
         rid = _head.decode(data).rid
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+    except UNDECODABLE:
         return 0
     return rid if isinstance(rid, int) and 0 < rid <= 2**53 else 0
 

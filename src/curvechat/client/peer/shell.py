@@ -38,7 +38,7 @@ from curvechat.client.peer.listener import PeerListener
 from curvechat.client.state import ConnState
 from curvechat.protocol import messages as m
 from curvechat.protocol import peer as p
-from curvechat.protocol.errors import ErrorCode, ProtocolError
+from curvechat.protocol.errors import UNDECODABLE, ErrorCode, ProtocolError
 from curvechat.protocol.limits import MAX_BATCH
 
 if TYPE_CHECKING:
@@ -184,7 +184,7 @@ class PeerMode:
         try:
             for signed in _records.decode(bytes.fromhex(raw)):
                 self.take_record(signed, save=False, cached=True)
-        except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        except (ValueError, *UNDECODABLE):
             log.warning("stored peer records unreadable; dropped")
 
     def take_record(

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from curvechat.client.cache import Cache
+from curvechat.protocol import messages as m
 
 TEXT = "x" * 200
 
@@ -28,7 +29,12 @@ def per_message_us(count: int, batch: int) -> float:
         t0 = time.perf_counter()
         for i in range(0, count, batch):
             part = items[i : i + batch]
-            cache.record_sent("r", "alice", [(it, i + k + 1, 0, 0) for k, it in enumerate(part)])
+            acks = [
+                m.SendAck(room="r", txn=it.txn, seq=i + k + 1, ts=0) for k, it in enumerate(part)
+            ]
+            cache.record_sent(
+                "r", "alice", [(it, ack, 0) for it, ack in zip(part, acks, strict=True)]
+            )
         elapsed = time.perf_counter() - t0
         assert cache.outbox_count() == 0
         cache.close()

@@ -142,3 +142,14 @@ def test_acks_that_cannot_be_true_store_nothing_and_leave_the_sends_queued(
         (8, "alice", "second"),
     ]
     assert [i.txn for i in cache.outbox()] == ["t0", "t2"]  # the outbox fails them
+
+
+def test_an_ack_at_a_copy_of_ours_that_did_not_verify_is_bad(cache: Cache) -> None:
+    """A server that pushes a tampered copy of our message, then acks the
+    send at its seq, must not make the outbox forget the text."""
+    items = _queue(cache, ["mine"])
+    with cache.batch("r") as batch:
+        assert batch.add(5, 1, "alice", "t0", None, None, "message does not verify")
+    shown, bad = cache.record_sent("r", "alice", [_ack(items[0], 5)])
+    assert shown == [] and [item.txn for item, _ in bad] == ["t0"]
+    assert [i.text for i in cache.outbox()] == ["mine"]

@@ -192,9 +192,13 @@ class Cache(TrustRows, OutboxRows):
 
     def holders(self, room: str, seqs: Sequence[int]) -> dict[int, tuple[str, str]]:
         """The (sender, txn) stored at each of `seqs` that holds a message of
-        `room` (whatever the seqs' spread, no range is scanned)."""
-        sql = "SELECT seq, sender, txn FROM messages WHERE room=? AND seq IN ({})"
-        return {int(seq): (who, txn) for seq, who, txn in self._rows_in(sql, (room,), seqs)}
+        `room`, ("", "") for a row that did not verify (it names a sender and
+        txn it may not have): whatever the seqs' spread, no range is scanned."""
+        sql = "SELECT seq, sender, txn, error FROM messages WHERE room=? AND seq IN ({})"
+        return {
+            int(seq): ("", "") if error is not None else (who, txn)
+            for seq, who, txn, error in self._rows_in(sql, (room,), seqs)
+        }
 
     def own_txns(self, room: str, sender: str, txns: Sequence[str]) -> set[str]:
         """Which of `txns` a message of `sender` stored in `room` carries

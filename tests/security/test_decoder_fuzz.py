@@ -107,7 +107,7 @@ def test_values_nested_too_deeply_are_refused_like_any_bad_input() -> None:
     from curvechat.protocol import peer as p
     from curvechat.protocol.codec import peek_request_id
 
-    deep = _nested(5000)
+    deep = _nested(100_000)
     for decode in (decode_request, decode_server_frame, decode_member_op, decode_envelope):
         with pytest.raises(RemoteProtocolError) as refused:
             decode(deep)
@@ -122,7 +122,7 @@ def test_a_plaintext_nested_too_deeply_does_not_open() -> None:
     nested deeper than the recursion limit: refused like any bad body."""
     from curvechat.crypto.envelope import _pad, _signed_bytes, associated_data
 
-    body = b"\x83\xa4text\xa1x\xa2ts\x01\xa2zz" + b"\x91" * 5000 + b"\xc0"
+    body = b"\x83\xa4text\xa1x\xa2ts\x01\xa2zz" + b"\x91" * 60_000 + b"\xc0"
     ad = associated_data("r", 0, "alice", "abcdefgh")
     nonce = bytes(24)
     ct = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(_pad(body), ad, nonce, KEY)

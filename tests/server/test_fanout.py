@@ -46,11 +46,13 @@ class FakeNode:
     def __init__(self, flow: FlowControl) -> None:
         self.flow = flow
         self.by_user: dict[str, list[Session]] = {}
+        self.sessions: dict[bytes, Session] = {}
         self.metrics = SimpleNamespace(pushes_dropped=Counter())
 
     def add(self, user: str, rid: bytes, *, batch: bool) -> Session:
         sess = Session(routing_id=rid, transport_key="k", user=user, batch=batch)
         self.by_user.setdefault(user, []).append(sess)
+        self.sessions[rid] = sess
         return sess
 
     def receivers(self, users: Iterable[str], skip: bytes | None) -> Iterator[Session]:

@@ -70,3 +70,22 @@ def test_the_node_budget_bites_on_those_that_do_not_read() -> None:
 def test_limits_must_make_sense() -> None:
     with pytest.raises(ValueError):
         FlowControl(per_connection=10, node=5, mark_every=1)
+
+
+def test_replies_past_a_connections_budget_do_not_spend_the_nodes() -> None:
+    """Replies (refusals, pongs) are queued whatever the budget: a connection
+    that reads them but never confirms counts for its own budget and a mark
+    at most, so that the node's budget stays for the pushes of others."""
+    fc = FlowControl(per_connection=64 * KIB, node=128 * KIB, mark_every=16 * KIB)
+    taker = Flow()
+    for _ in range(1000):  # 1,000 refusals of 100 bytes each, never confirmed
+        mark = fc.queued(taker, 100)
+        if mark is not None:
+            fc.marked(taker, mark, 20)
+    assert taker.outstanding > 96 * KIB
+    assert fc.backlog == (64 + 16) * KIB
+    reader = Flow()
+    feed(fc, reader, 5)  # 20 KiB, more than a mark: the node's budget applies to it
+    assert fc.refuse_push(reader, 4 * KIB) is None  # 80 + 20 + 4 of 128
+    fc.forget(taker)
+    assert fc.backlog == reader.outstanding

@@ -349,7 +349,7 @@ async def test_a_stranger_nesting_its_frame_too_deeply_does_not_stop_the_link(
         stranger.linger = 0
         stranger.connect(owner.endpoint)
         # `{"x": [[[... nil ...]]], "id": 1}`: the id after a value nested too deeply.
-        await stranger.send(b"\x82\xa1x" + b"\x91" * 3000 + b"\xc0\xa2id\x01")
+        await stranger.send(b"\x82\xa1x" + b"\x91" * 100_000 + b"\xc0\xa2id\x01")
         await asyncio.sleep(2 * PING_S)
         stranger.close()
         assert owner.server._task is not None and not owner.server._task.done()

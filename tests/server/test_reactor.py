@@ -447,9 +447,9 @@ async def test_a_sends_frame_that_does_not_decode_is_answered_once(setup: Setup)
     assert isinstance(await alice.request(m.Ping(t=5)), m.Pong)  # and nothing else came
 
 
-NESTED = bytes.fromhex("83a17601a372696407a3726571") + b"\x91" * 3000 + b"\xc0"
+NESTED = bytes.fromhex("83a17601a372696407a3726571") + b"\x91" * 100_000 + b"\xc0"
 """`{"v": 1, "rid": 7, "req": [[[... nil ...]]]}`: nested deeper than the
-interpreter's recursion limit, in about 3 KB."""
+decoder's recursion limit (about 1,000 levels on Python 3.11, 20,000 on 3.13)."""
 
 
 async def test_a_frame_nested_too_deeply_is_refused_and_costs_no_one_else_anything(
@@ -471,3 +471,63 @@ async def test_a_frame_nested_too_deeply_is_refused_and_costs_no_one_else_anythi
     replies = {f.rid: f.msg for f in [await bob.reply(), await bob.reply()]}
     assert isinstance(replies[ping_rid], m.Pong)
     assert isinstance(replies[send_rid], m.SendAck)
+
+
+async def test_a_routing_id_reused_under_another_key_drops_the_old_session(
+    setup: Setup,
+) -> None:
+    """A peer may choose its routing id, and once the connection that had it
+    is gone another key may come with it: the session it replaces is
+    dropped as if its connection had ended, not left in its user's set."""
+    node = setup.node
+    first = setup.peer("alice")
+    first.sock.close(linger=0)
+    for n, who in enumerate(("alice", "mallory")):
+        peer = setup.peer(who)
+        peer.sock.close(linger=0)
+        peer.sock = setup.ctx.socket(zmq.DEALER)
+        peer.sock.curve_serverkey = setup.server_key
+        peer.sock.curve_publickey = zmq.utils.z85.encode(peer.identity.transport_pub)
+        peer.sock.curve_secretkey = zmq.utils.z85.encode(peer.identity.transport_secret)
+        peer.sock.routing_id = b"chosen"
+        peer.sock.linger = 0
+        peer.sock.connect(setup.endpoint)
+        await peer.register()
+        assert isinstance(await peer.request(m.Hello(client="test")), m.Welcome)
+        if n == 0:
+            assert b"chosen" in node.by_user["alice"]
+        peer.sock.close(linger=0)
+        await asyncio.sleep(0.2)  # libzmq lets the id go with the connection
+    assert b"chosen" not in node.by_user.get("alice", set())
+    assert node.by_user["mallory"] == {b"chosen"}
+    assert node.sessions[b"chosen"].user == "mallory"
+    await asyncio.sleep(0.5)  # the monitor reports the connections closed
+    assert node.gone_sessions == sum(s.gone is not None for s in node.sessions.values())
+
+
+async def test_a_frame_whose_handling_raises_is_answered_internal_and_the_pass_goes_on(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, bob, _ = await _room(setup)
+    node = setup.node
+    real = node.rate_limited
+
+    def broken(sess: Any, now: float) -> str | None:
+        if sess.user == "alice":
+            raise RuntimeError("a bug on alice's frames only")
+        return real(sess, now)
+
+    monkeypatch.setattr(node, "rate_limited", broken)
+    reactor = node._reactor
+    assert reactor is not None
+    reactor.stop()  # one pass: alice's frame between two of bob's
+    first = await bob.send(m.Ping(t=1))
+    broken_rid = await alice.send(m.Ping(t=2))
+    second = await bob.send(m.Ping(t=3))
+    reactor._handle(await _frames(reactor.sock, 3))
+    reactor.start()
+    refused = await alice.reply()
+    assert refused.rid == broken_rid and isinstance(refused.msg, m.Error), refused
+    assert refused.msg.code == "internal"
+    pongs = {f.rid: f.msg for f in [await bob.reply(), await bob.reply()]}
+    assert isinstance(pongs[first], m.Pong) and isinstance(pongs[second], m.Pong)

@@ -182,6 +182,8 @@ def test_arrivals_are_counted_once_per_session(server: ServerProcess) -> None:
         session(keys[0], (1, ""), (1, ""))  # no prev_node, key seen here: a reconnect
         session(keys[3], (3, ""))  # no prev_node, key new here: a failover
         first.request(m.Ping(t=1, reconnects=2))  # within a session, increases count
+        # A ping may add at most 10, and one event a minute per connection.
+        first.request(m.Ping(t=1, reconnects=2**31))
         session(keys[4], (1, "x\n[forged] line"))  # not a node's name: not shown
         samples = asyncio.run(scrape(server))
         state = asyncio.run(api_state(server))
@@ -191,7 +193,7 @@ def test_arrivals_are_counted_once_per_session(server: ServerProcess) -> None:
         for raw in opened:
             raw.close()
         ctx.term()
-    assert value(samples, "curvechat_client_reconnects_total") == 1 + 1 + 2
+    assert value(samples, "curvechat_client_reconnects_total") == 1 + 1 + 2 + 10
     assert value(samples, "curvechat_client_failovers_total") == 3
     details = [e["detail"] for e in state["events"] if e["kind"].startswith("client_")]
     assert len(details) == 6, details

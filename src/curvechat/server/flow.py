@@ -10,7 +10,8 @@ connection and asks, every `mark_every` bytes, for proof of reading: a
 
 Pushes (not replies) to a connection are withheld while it holds more than
 `per_connection` unconfirmed bytes, or, once the node as a whole holds more
-than `node` bytes, while it holds more than one mark's worth. When it has
+than `node` bytes, while it holds more than one mark's worth. A connection
+counts toward the node's bytes for at most its own budget and one mark. When it has
 read its way back under half its budget it is told to resync (`push_resync`)
 and fetches what it missed by seq. Nothing is lost: withheld pushes are
 messages the store already holds.
@@ -90,18 +91,29 @@ class FlowControl:
         requests, other than pings, wait until it reads)."""
         return flow.outstanding > self.per_connection
 
+    def _share(self, flow: Flow) -> int:
+        """What `flow` counts for in the node-wide backlog: its unconfirmed
+        bytes up to its own budget and one mark more. Replies and refusals
+        are still queued past that (pushes are not), and a connection that
+        reads everything but never confirms must not spend, with them, the
+        budget every other connection's pushes share."""
+        return min(flow.outstanding, self.per_connection + self.mark_every)
+
+    def _add(self, flow: Flow, size: int) -> None:
+        before = self._share(flow)
+        flow.out += size
+        self.backlog += self._share(flow) - before
+
     def queued(self, flow: Flow, size: int) -> int | None:
         """`size` bytes were queued for `flow`; returns a mark to send next
         (whose own bytes the caller reports with `marked`), or None."""
-        flow.out += size
-        self.backlog += size
+        self._add(flow, size)
         if flow.out - flow.last_mark < self.mark_every:
             return None
         return secrets.randbelow(2**53 - 1) + 1
 
     def marked(self, flow: Flow, mark: int, size: int) -> None:
-        flow.out += size
-        self.backlog += size
+        self._add(flow, size)
         flow.marks[mark] = flow.out
         while len(flow.marks) > MARKS_KEPT:
             del flow.marks[next(iter(flow.marks))]
@@ -115,8 +127,9 @@ class FlowControl:
             return False
         for old in [m for m, pos in flow.marks.items() if pos <= at]:
             del flow.marks[old]
-        self.backlog -= at - flow.acked
+        before = self._share(flow)
         flow.acked = at
+        self.backlog -= before - self._share(flow)
         if self.node_limited and self.backlog < self.node // 2:
             self.node_limited = False
         if flow.withheld and flow.outstanding < self.per_connection // 2:
@@ -126,5 +139,5 @@ class FlowControl:
 
     def forget(self, flow: Flow) -> None:
         """The connection is gone: its bytes no longer count."""
-        self.backlog -= flow.outstanding
+        self.backlog -= self._share(flow)
         flow.acked = flow.out

@@ -26,6 +26,7 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
+from curvechat.bucket import TokenBucket
 from curvechat.protocol import encode_reply
 from curvechat.protocol import messages as m
 from curvechat.server.session import Session
@@ -39,6 +40,9 @@ SESSION_TIMEOUT_S = 120.0
 REAP_EVERY_S = 10.0
 REAP_SLICE = 1_000  # sessions looked at between two turns of the event loop
 COMPACT_AFTER_DROPS = 1_000  # sessions dropped before the reaper compacts the tables
+CLIENT_EVENTS_PER_S = 2.0  # client events the log takes, on average; bursts of 200
+RECONNECTS_PER_PING = 10  # reconnects one ping may add to the count (within a session)
+RECONNECT_NOTE_MS = 60_000  # one event a minute at most for those, per connection
 # Disconnect reasons that are not failures (a clean exit): no warning event.
 CLEAN_EXIT = "left"
 NODE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
@@ -55,6 +59,7 @@ class Liveness:
     def __init__(self, node: ChatNode) -> None:
         self.node = node
         self._dropped = 0  # sessions dropped since the tables were last compacted
+        self._client_events = TokenBucket(rate=CLIENT_EVENTS_PER_S, burst=200)
 
     async def monitor_loop(self, monitor: zmq.asyncio.Socket) -> None:
         try:
@@ -132,6 +137,8 @@ class Liveness:
         sess = self.node.by_fd.pop(fd, None)
         if sess is None or sess.fd != fd or sess.gone is not None:
             return
+        if self.node.sessions.get(sess.routing_id) is not sess:
+            return  # dropped already (its routing id came back under another key)
         self._mark_gone(
             sess,
             "disconnected",
@@ -146,7 +153,7 @@ class Liveness:
         self.node.gone_sessions += 1
         self.node.metrics.client_disconnects.labels(reason).inc()
         if event is not None:
-            self.node.events.add(event, text, level="warning", user=sess.user)
+            self._client_event(event, text, sess.user)
 
     def note_bye(self, sess: Session) -> None:
         """The client says it is closing this connection on purpose: it left,
@@ -187,12 +194,16 @@ class Liveness:
             if reconnects > 0:
                 self._arrived(sess, reconnects, prev_node)
         elif reconnects > previous:
-            self.node.metrics.client_reconnects.inc(reconnects - previous)
-            self.node.events.add(
+            # What one ping can say is bounded: at most RECONNECTS_PER_PING counted,
+            # and one event a minute per connection (each is a warning in the log).
+            self.node.metrics.client_reconnects.inc(min(reconnects - previous, RECONNECTS_PER_PING))
+            if sess.last_ping_ms - sess.reconnect_noted_ms < RECONNECT_NOTE_MS:
+                return
+            sess.reconnect_noted_ms = sess.last_ping_ms
+            self._client_event(
                 "client_reconnected",
                 f"{_who(sess)} reconnected (reconnect #{reconnects})",
-                level="warning",
-                user=sess.user,
+                sess.user,
             )
 
     def _arrived(self, sess: Session, reconnects: int, prev_node: str) -> None:
@@ -202,22 +213,27 @@ class Liveness:
         if back:
             restarted = " after this node restarted" if sess.first_here else ""
             self.node.metrics.client_reconnects.inc()
-            self.node.events.add(
+            self._client_event(
                 "client_reconnected",
                 f"{_who(sess)} reconnected{restarted} (reconnect #{reconnects})",
-                level="warning",
-                user=sess.user,
+                sess.user,
             )
             return
         # prev_node is the client's word: shown only if it could be a node's name
         source = f"from {prev_node}" if valid_node_name(prev_node) else "elsewhere"
         self.node.metrics.client_failovers.inc()
-        self.node.events.add(
+        self._client_event(
             "client_failover",
             f"{_who(sess)} arrived {source} after {reconnects} reconnect(s)",
-            level="warning",
-            user=sess.user,
+            sess.user,
         )
+
+    def _client_event(self, kind: str, text: str, user: str | None) -> None:
+        """A warning event about a client, within the node's allowance for
+        them (CLIENT_EVENTS_PER_S): connections from throwaway keys must not
+        push every other event out of the log. The metrics count them all."""
+        if self._client_events.take():
+            self.node.events.add(kind, text, level="warning", user=user)
 
 
 def _libc_malloc_trim() -> Callable[[int], int] | None:

@@ -196,6 +196,10 @@ class ChatNode:
         """The session of a frame from `routing_id` with CURVE key `key`."""
         sess = self.sessions.get(routing_id)
         if sess is None or sess.transport_key != key:
+            if sess is not None:
+                # A peer may choose its routing id, and another key may come with
+                # one once its connection is gone: that session ended with it.
+                self.drop_session(routing_id)
             sess = Session(routing_id=routing_id, transport_key=key)
             sess.first_here = key not in self._keys_seen
             self._keys_seen.put(key, True)
@@ -239,7 +243,8 @@ class ChatNode:
         return self._reactor.send(routing_id, data)
 
     def reply(self, sess: Session, rid: int, msg: m.AnyReply) -> None:
-        self.send(sess.routing_id, encode_reply(rid, msg))
+        if self.sessions.get(sess.routing_id) is sess:  # not to a connection now holding its id
+            self.send(sess.routing_id, encode_reply(rid, msg))
 
     async def user_for(self, transport_key: str) -> str | None:
         user = self._user_cache.get(transport_key)
@@ -280,6 +285,8 @@ class ChatNode:
         if sess.gone is not None:
             self.gone_sessions -= 1
         sess.dropped_ms = int(time.time() * 1000)
+        if sess.fd >= 0 and self.by_fd.get(sess.fd) is sess:
+            del self.by_fd[sess.fd]
         self.flow.forget(sess.flow)
         self.lost_sessions.append(sess)
         if sess.user is not None:

@@ -33,6 +33,7 @@ not sure about goes to the handlers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -64,7 +65,8 @@ REQUEST_BYTES_MAX = 2 * 1024 * 1024  # request bytes waiting to be served, per c
 _NOWAIT = int(zmq.NOBLOCK)
 _MORE_NOWAIT = int(zmq.SNDMORE) | int(zmq.NOBLOCK)
 _EHOSTUNREACH = int(zmq.EHOSTUNREACH)
-FAILED_FRAMES_LOGGED = 100  # tracebacks logged for frames whose handling raised
+FAILURE_LOG_EVERY_S = 10.0  # a frame whose handling raised: one traceback this often at most
+INTERNAL_ERROR = m.Error(code=ErrorCode.INTERNAL, message="internal server error")
 
 
 class Reactor:
@@ -83,7 +85,7 @@ class Reactor:
         self._n_limited = requests.labels("?", ErrorCode.RATE_LIMITED)
         self._n_failed = requests.labels("?", ErrorCode.INTERNAL)
         self._dropped = metrics.pushes_dropped
-        self._failed_frames = 0  # frames whose handling raised (logged up to a bound)
+        self._failure_logged = -FAILURE_LOG_EVERY_S  # when a failed frame was last logged
 
     # --- readiness -----------------------------------------------------------
     def start(self) -> None:
@@ -210,10 +212,13 @@ class Reactor:
                         continue
                 self._enqueue(sess, (frame, len(data), t0, frame.rid))
             except Exception:
-                self._failed_frames += 1
                 self._n_failed.inc()
-                if self._failed_frames <= FAILED_FRAMES_LOGGED:
+                if now - self._failure_logged >= FAILURE_LOG_EVERY_S:  # a bug, not a flood
+                    self._failure_logged = now
                     log.exception("unexpected failure handling a frame")
+                with contextlib.suppress(Exception):
+                    rid = peek_request_id(frames[-1].bytes)
+                    self.send_frame(frames[0].bytes, encode_reply(rid, INTERNAL_ERROR))
         if sends:
             self.batches.commit(sends)
         if pings:

@@ -69,6 +69,7 @@ class Session:
     rtt_ms: float | None = None  # as the client last reported it
     reconnects: int = 0  # as the client last reported it
     pinged: bool = False  # it has reported its reconnect count at least once
+    reconnect_noted_ms: int = 0  # when a reconnect it reported was last made an event
     outbox: int = 0  # messages waiting in the client's outbox, as it last reported
     gone: str | None = None  # why the connection ended: disconnected, timeout, left (clean exit)
     gone_ms: int | None = None

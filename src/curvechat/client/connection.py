@@ -99,6 +99,7 @@ class Connection:
         self._takes_sends = False  # the node's welcome said it takes `sends` requests
         self._drop_failed = False
         self._read_mark = 0
+        self._echoing = False  # a ping that echoes `_read_mark` is on its way
         self._closing = False
         self._prev_node = ""  # the node of the previous live connection, reported in pings
         self._current: ServerAddress | None = None  # the node of the socket
@@ -252,9 +253,12 @@ class Connection:
     def _signal(self, msg: m.AnyReply) -> None:
         """A push the connection acts on itself, at once."""
         if isinstance(msg, m.Mark):
-            # Flow control: prove to the node at once that we read up to here.
+            # Flow control: prove to the node at once that we read up to here;
+            # one ping at a time for it (a mark that comes meanwhile goes in the next).
             self._read_mark = msg.mark
-            self._spawn(self._ping())
+            if not self._echoing:
+                self._echoing = True
+                self._spawn(self._echo_marks())
         elif isinstance(msg, m.Move):
             self.servers.learn(msg.peers, moving=True)  # where to go, with these
             self._spawn(self._moving(msg.reason))
@@ -387,6 +391,15 @@ class Connection:
         with contextlib.suppress(NotConnected, RequestTimeout, ServerRefused):
             await self._raw(m.Bye(), BYE_TIMEOUT_S)
         self._mark_lost(sv.moving_detail(self.status.node or "?", reason), sv.DRAINING)
+
+    async def _echo_marks(self) -> None:
+        try:
+            echoed = None
+            while echoed != self._read_mark:
+                echoed = self._read_mark
+                await self._ping()
+        finally:
+            self._echoing = False
 
     async def _ping(self) -> None:
         if self._closing or not self._live.is_set():

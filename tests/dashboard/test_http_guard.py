@@ -76,6 +76,9 @@ def test_bearer_check() -> None:
     assert guard.authorised(f"bearer  {TOKEN}")
     for bad in (None, "", "Bearer", f"Basic {TOKEN}", f"Bearer {TOKEN[:-1]}", f"{TOKEN}"):
         assert not guard.authorised(bad), bad
+    # aiohttp hands a header's raw bytes over as surrogates: refused, not raised on
+    assert not guard.authorised("Bearer \udcff")
+    assert not guard.authorised(f"Bearer {TOKEN[:-1]}\u00e9")
 
 
 def test_token_file(tmp_path: Path) -> None:

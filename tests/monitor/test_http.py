@@ -79,6 +79,7 @@ async def test_a_poll_sends_the_token_and_reads_the_state(fake_node: Any) -> Non
         ({"status": 421, "body": {}}, "does not answer to the host name"),
         ({"status": 503, "body": {}}, "answered HTTP 503"),
         ({"raw": b"<html>"}, "not JSON"),
+        ({"raw": b"[" * 100_000 + b"]" * 100_000}, "nests too deeply"),
         ({"status": 200, "body": {"node": {"name": "x"}}}, "names no node or boot id"),
         ({"status": 200, "body": [1, 2]}, "not a curvechat node's state"),
     ],
@@ -118,13 +119,14 @@ def test_only_numbers_are_kept_from_a_node() -> None:
     body = node_state(
         history=[
             {"t": 5, "clients": 1, "evil": "<script>", "nested": {"a": 1}, "inf": float("inf")},
+            {"t": 7, "clients": 10**310},  # an int no float can hold: dropped, not raised on
             {"t": "6"},
             {"t": True},
             "junk",
         ]
     )
     state = parse_state(body)
-    assert state.samples == [{"t": 5, "clients": 1}]
+    assert state.samples == [{"t": 5, "clients": 1}, {"t": 7}]
     assert not hasattr(state, "connections")  # user names are never kept
 
 

@@ -28,6 +28,7 @@ MAX_BYTES = 32 * 1024 * 1024
 MAX_SAMPLES = 7200  # per answer (a node keeps 3600)
 MAX_FIELDS = 64  # per sample
 MAX_TEXT = 200
+MAX_INT = 2**53  # a number in an answer is at most this large
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,9 @@ def _text(value: Any) -> str:
 def _number(value: Any) -> bool:
     if isinstance(value, bool) or value is None:
         return True
-    return isinstance(value, int | float) and math.isfinite(value)
+    if isinstance(value, int):
+        return abs(value) <= MAX_INT  # a float of it is finite too
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def parse_sample(raw: Any) -> Sample | None:
@@ -154,5 +157,5 @@ class NodePoller:
                 raise BadAnswer("its answer is too large")
         try:
             return json.loads(body)
-        except ValueError as exc:
-            raise BadAnswer("its answer is not JSON") from exc
+        except (ValueError, RecursionError) as exc:
+            raise BadAnswer("its answer is not JSON (or nests too deeply)") from exc

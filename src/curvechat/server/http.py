@@ -25,6 +25,7 @@ from curvechat.server.node import ChatNode, Session
 from curvechat.store import StoreUnavailable
 
 READY_TIMEOUT_S = 2.0
+READY_REUSE_S = 1.0  # a /readyz answer is reused this long (anyone may ask)
 LOST_SHOWN_S = 600.0  # lost connections stay in the table this long
 
 
@@ -116,12 +117,26 @@ def make_http_app(node: ChatNode, guard: HttpGuard, *, dashboard: bool = True) -
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "node": node.node_name, "boot": node.boot})
 
+    ready: list[Any] = [-READY_REUSE_S, None]  # when the store was last probed, why it failed
+    probing = asyncio.Lock()
+
     async def readyz(request: web.Request) -> web.Response:
-        try:
-            async with asyncio.timeout(READY_TIMEOUT_S):
-                await node.store.ping()
-        except (StoreUnavailable, TimeoutError) as exc:
-            return web.json_response({"status": "store unavailable", "error": str(exc)}, status=503)
+        # Anyone may ask (no token), and on etcd a probe is a write: one probe
+        # at a time, its answer reused for READY_REUSE_S.
+        async with probing:
+            if time.monotonic() - ready[0] >= READY_REUSE_S:
+                try:
+                    async with asyncio.timeout(READY_TIMEOUT_S):
+                        await node.store.ping()
+                    ready[1] = None
+                except StoreUnavailable:
+                    ready[1] = "the store refused or failed the probe"
+                except TimeoutError:
+                    ready[1] = f"the store did not answer within {READY_TIMEOUT_S:g} s"
+                ready[0] = time.monotonic()
+            error = ready[1]
+        if error is not None:
+            return web.json_response({"status": "store unavailable", "error": error}, status=503)
         return web.json_response({"status": "ready"})
 
     async def metrics(request: web.Request) -> web.Response:

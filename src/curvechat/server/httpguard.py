@@ -185,7 +185,11 @@ class HttpGuard:
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer":
             return False
-        return hmac.compare_digest(value.strip().encode(), self.token.encode())
+        try:
+            given = value.strip().encode("ascii")
+        except UnicodeEncodeError:  # aiohttp hands raw bytes over as surrogates
+            return False
+        return hmac.compare_digest(given, self.token.encode())
 
     async def check(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """The middleware: Host first (421), then the token (401)."""

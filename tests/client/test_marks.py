@@ -12,23 +12,17 @@ import zmq
 import zmq.asyncio
 import zmq.utils.z85
 
-from curvechat.client.connection import Connection
-from curvechat.crypto import Identity
 from curvechat.protocol import PROTOCOL_VERSION, encode_reply
 from curvechat.protocol import messages as m
-from curvechat.protocol.connect import ServerAddress
+
+from support.bare import bare_router, connection_to
 
 MARKS = 2000
 
 
 async def test_a_flood_of_marks_is_echoed_by_one_ping_at_a_time() -> None:
     ctx = zmq.asyncio.Context()
-    public, secret = zmq.curve_keypair()
-    sock = ctx.socket(zmq.ROUTER)
-    sock.curve_server = True
-    sock.curve_secretkey = secret
-    sock.linger = 0
-    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    sock, port, public = bare_router(ctx)
     pings: list[int] = []  # the read_mark of each ping
 
     async def node() -> None:
@@ -45,14 +39,7 @@ async def test_a_flood_of_marks_is_echoed_by_one_ping_at_a_time() -> None:
                 pings.append(int(req["req"].get("read_mark") or 0))
 
     served = asyncio.create_task(node())
-    ident = Identity.generate("alice")
-    conn = Connection(
-        [ServerAddress(f"tcp://127.0.0.1:{port}", public.decode())],
-        public_key=zmq.utils.z85.encode(ident.transport_pub),
-        secret_key=zmq.utils.z85.encode(ident.transport_secret),
-        on_push=lambda msg: None,
-        on_status=lambda st: None,
-    )
+    conn = connection_to(port, public)
     try:
         await conn.start()
         async with asyncio.timeout(20):

@@ -16,13 +16,12 @@ import zmq.asyncio
 import zmq.utils.z85
 from msgspec import Meta
 
-from curvechat.client.connection import Connection
 from curvechat.client.errors import ServerRefused
 from curvechat.client.hello import RETRY_NEWER_S, Greeting
-from curvechat.crypto import Identity
 from curvechat.protocol import PROTOCOL_VERSION, encode_reply
 from curvechat.protocol import messages as m
-from curvechat.protocol.connect import ServerAddress
+
+from support.bare import bare_router, connection_to
 
 
 class _HelloBeforeBatch(msgspec.Struct, tag_field="type", tag="hello", forbid_unknown_fields=True):
@@ -75,22 +74,10 @@ async def test_an_older_node_still_takes_the_client(
     frame_type: type, asked: list[tuple[object, object]]
 ) -> None:
     ctx = zmq.asyncio.Context()
-    public, secret = zmq.curve_keypair()
-    sock = ctx.socket(zmq.ROUTER)
-    sock.curve_server = True
-    sock.curve_secretkey = secret
-    sock.linger = 0
-    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    sock, port, public = bare_router(ctx)
     hellos: list[dict[str, object]] = []
     node = asyncio.create_task(_old_node(sock, frame_type, hellos))
-    ident = Identity.generate("alice")
-    conn = Connection(
-        [ServerAddress(f"tcp://127.0.0.1:{port}", public.decode())],
-        public_key=zmq.utils.z85.encode(ident.transport_pub),
-        secret_key=zmq.utils.z85.encode(ident.transport_secret),
-        on_push=lambda msg: None,
-        on_status=lambda st: None,
-    )
+    conn = connection_to(port, public)
     try:
         await conn.start()
         async with asyncio.timeout(20):

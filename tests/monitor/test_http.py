@@ -5,6 +5,7 @@ page (behind the nodes' own HTTP guard: token, Host check, headers)."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -48,7 +49,11 @@ async def fake_node() -> AsyncIterator[tuple[str, list[web.Request], dict[str, A
     async def state(request: web.Request) -> web.Response:
         seen.append(request)
         if behaviour.get("raw") is not None:
-            return web.Response(body=behaviour["raw"], content_type="application/json")
+            return web.Response(
+                body=behaviour["raw"],
+                content_type="application/json",
+                headers=behaviour.get("headers"),
+            )
         return web.json_response(behaviour["body"], status=behaviour["status"])
 
     app = web.Application()
@@ -80,6 +85,11 @@ async def test_a_poll_sends_the_token_and_reads_the_state(fake_node: Any) -> Non
         ({"status": 503, "body": {}}, "answered HTTP 503"),
         ({"raw": b"<html>"}, "not JSON"),
         ({"raw": b"[" * 100_000 + b"]" * 100_000}, "nests too deeply"),
+        # 32 KB that would unpack to 32 MB: not unpacked, refused
+        (
+            {"raw": gzip.compress(b" " * 32_000_000), "headers": {"Content-Encoding": "gzip"}},
+            "compressed",
+        ),
         ({"status": 200, "body": {"node": {"name": "x"}}}, "names no node or boot id"),
         ({"status": 200, "body": [1, 2]}, "not a curvechat node's state"),
     ],

@@ -104,7 +104,11 @@ class Dashboard:
     async def _sampling(self, app: web.Application) -> AsyncIterator[None]:
         self.sampler.start()
         self._client = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S), auto_decompress=True
+            # Nodes answer uncompressed: a compressed answer could unpack to far
+            # more than the bytes PEER_MAX_BYTES counts.
+            timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S),
+            auto_decompress=False,
+            headers={"Accept-Encoding": "identity"},
         )
         yield
         await self._client.close()
@@ -202,6 +206,8 @@ class Dashboard:
                         f" ({unquote(answered)[:100] or 'not a curvechat node'}):"
                         " bind --http to an address the other nodes can reach",
                     )
+                if resp.headers.get("Content-Encoding", "identity").lower() != "identity":
+                    return _peer_error(502, "its answer is compressed (a node's is not)")
                 body = bytearray()
                 async for chunk in resp.content.iter_any():
                     body += chunk

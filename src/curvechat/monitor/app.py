@@ -91,7 +91,12 @@ async def run_monitor(
     runner: web.AppRunner | None = None
     try:
         view = await asyncio.to_thread(load_view, archive, history_s, interval)
-        session = aiohttp.ClientSession()
+        session = aiohttp.ClientSession(
+            # Nodes answer uncompressed: a compressed answer could unpack to far
+            # more than the bytes the poller counts (poller.MAX_BYTES).
+            auto_decompress=False,
+            headers={"Accept-Encoding": "identity"},
+        )
         watcher = Watcher(view, source, NodePoller(session, node_token), archive, interval=interval)
         about = {"boot": secrets.token_hex(8), "started_at": now_ms()}
         known = len(view.nodes)  # from an earlier run

@@ -134,6 +134,8 @@ class NodePoller:
                     return PollFailure("it does not answer to the host name in its URL")
                 if resp.status != 200:
                     return PollFailure(f"it answered HTTP {resp.status}")
+                if resp.headers.get("Content-Encoding", "identity").lower() != "identity":
+                    return PollFailure("its answer is compressed (a node's is not)")
                 body = await self._read(resp)
         except TimeoutError:
             return PollFailure(f"no answer within {TIMEOUT_S:g} s")

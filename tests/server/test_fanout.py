@@ -46,13 +46,11 @@ class FakeNode:
     def __init__(self, flow: FlowControl) -> None:
         self.flow = flow
         self.by_user: dict[str, list[Session]] = {}
-        self.sessions: dict[bytes, Session] = {}
         self.metrics = SimpleNamespace(pushes_dropped=Counter())
 
     def add(self, user: str, rid: bytes, *, batch: bool) -> Session:
         sess = Session(routing_id=rid, transport_key="k", user=user, batch=batch)
         self.by_user.setdefault(user, []).append(sess)
-        self.sessions[rid] = sess
         return sess
 
     def receivers(self, users: Iterable[str], skip: bytes | None) -> Iterator[Session]:
@@ -190,3 +188,13 @@ def test_the_node_wide_budget_counts_what_the_pass_gathered_for_everyone() -> No
     assert flow.node_limited
     out.flush()
     assert flow.backlog <= 96 * 1024 + 3 * 8_200
+
+
+def test_a_forgotten_session_is_not_acked(parts: tuple[FakeNode, Wire, Fanout]) -> None:
+    """Its routing id may belong to another connection now (a peer chooses
+    its id): an ack still due to it goes nowhere."""
+    node, wire, out = parts
+    old = node.add("alice", b"a", batch=False)
+    old.dropped_ms = 1
+    out.ack(old, 7, m.SendAck(room="general", txn=TXN, seq=1, ts=1))
+    assert out.flush() == 0 and wire.to(b"a") == []

@@ -104,15 +104,15 @@ def place_acks(
     message; one for a send a push or a sync already brought in changes
     nothing."""
     out: list[tuple[Placed, str]] = []
-    given: dict[int, str] = {}  # seq -> txn, for the sends judged so far
+    held = dict(taken)  # and the seqs given to the sends judged so far
     for txn, ack_room, ack_txn, seq in acks:
         if (ack_room, ack_txn) != (room, txn):
             out.append((Placed.BAD, "the server's answer names another message"))
             continue
-        holder = (me, given[seq]) if seq in given else taken.get(seq)
+        holder = held.get(seq)
         if holder is not None and holder != (me, txn):
             out.append((Placed.BAD, f"the server acknowledged it as message {seq}, another one"))
             continue
-        given[seq] = txn
+        held[seq] = (me, txn)
         out.append((Placed.KNOWN if holder is not None or txn in stored else Placed.STORE, ""))
     return out

@@ -24,9 +24,9 @@ UNDECODABLE: Final = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 `DecodeError`): besides malformed and invalid input, a bare
 `UnicodeDecodeError` for invalid UTF-8 in map keys, and `RecursionError` for
 a value nested deeper than the interpreter's recursion limit (msgspec
-recurses once per level, also to skip a field it does not know: a frame of
-about a thousand bytes is enough). Every decoder of outside bytes catches
-all three."""
+recurses once per level, also to skip a field it does not know: about a
+thousand levels on Python 3.11, so a frame of about a thousand bytes).
+Every decoder of outside bytes catches all three."""
 
 
 class ErrorCode(enum.StrEnum):

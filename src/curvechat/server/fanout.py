@@ -93,8 +93,8 @@ class Fanout:
 
     def ack(self, sess: Session, rid: int, ack: m.SendAck) -> None:
         """Answer send `rid` of `sess`."""
-        if self._node.sessions.get(sess.routing_id) is not sess:
-            return  # its connection is gone and another holds its routing id
+        if sess.dropped_ms is not None:
+            return  # forgotten: another connection may hold its routing id now
         if not sess.batch:
             self._send(sess.routing_id, encode_reply(rid, ack))
             return

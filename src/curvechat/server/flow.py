@@ -63,6 +63,7 @@ class FlowControl:
         self.per_connection = per_connection
         self.node = node
         self.mark_every = mark_every
+        self._cap = per_connection + mark_every  # what one connection counts for, at most
         self.backlog = 0
         """Unconfirmed bytes over all connections."""
         self.node_limited = False
@@ -97,12 +98,14 @@ class FlowControl:
         are still queued past that (pushes are not), and a connection that
         reads everything but never confirms must not spend, with them, the
         budget every other connection's pushes share."""
-        return min(flow.outstanding, self.per_connection + self.mark_every)
+        return min(flow.outstanding, self._cap)
 
     def _add(self, flow: Flow, size: int) -> None:
-        before = self._share(flow)
+        """`size` more bytes queued for `flow` (on every frame sent: kept cheap)."""
+        before = flow.out - flow.acked
         flow.out += size
-        self.backlog += self._share(flow) - before
+        if before < self._cap:
+            self.backlog += min(before + size, self._cap) - before
 
     def queued(self, flow: Flow, size: int) -> int | None:
         """`size` bytes were queued for `flow`; returns a mark to send next

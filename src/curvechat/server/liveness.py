@@ -137,8 +137,6 @@ class Liveness:
         sess = self.node.by_fd.pop(fd, None)
         if sess is None or sess.fd != fd or sess.gone is not None:
             return
-        if self.node.sessions.get(sess.routing_id) is not sess:
-            return  # dropped already (its routing id came back under another key)
         self._mark_gone(
             sess,
             "disconnected",

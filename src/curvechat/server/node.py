@@ -243,7 +243,7 @@ class ChatNode:
         return self._reactor.send(routing_id, data)
 
     def reply(self, sess: Session, rid: int, msg: m.AnyReply) -> None:
-        if self.sessions.get(sess.routing_id) is sess:  # not to a connection now holding its id
+        if sess.dropped_ms is None:  # forgotten: another connection may hold its routing id now
             self.send(sess.routing_id, encode_reply(rid, msg))
 
     async def user_for(self, transport_key: str) -> str | None:

@@ -77,6 +77,26 @@ def test_client_trust_core_is_sans_io() -> None:
     assert offending(loaded, ("curvechat.client.cache", "curvechat.client.connection")) == []
 
 
+def test_client_recovery_is_sans_io() -> None:
+    """Which messages that did not open are tried again, and what replaces
+    what, is decided without a transport, SQLite or the cache."""
+    loaded = loaded_after("curvechat.client.recovery")
+    assert offending(loaded, ("zmq", "sqlite3", "_sqlite3", "textual", "aiohttp")) == []
+    assert (
+        offending(
+            loaded,
+            (
+                "curvechat.server",
+                "curvechat.client.cache",
+                "curvechat.client.connection",
+                "curvechat.client.recover",
+                "curvechat.client.sync",
+            ),
+        )
+        == []
+    )
+
+
 def test_client_peer_core_is_sans_io() -> None:
     """The peer core decides who connects, what is served and what is taken
     from what it is fed: no transport, no SQLite, no UI, no server code."""

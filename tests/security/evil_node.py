@@ -21,6 +21,7 @@ first and attack later. Each key of the JSON turns on one attack:
   genuine key packets of room X instead (as they are: they still say room X)
 - "inject_keys": {"room": R, "packets": [hex]}  fetch_keys for R also answers
   these msgpack-encoded KeyPackets (those for the requester, from min_epoch)
+- "withhold_keys": U       fetch_keys answers user U no key packets
 - "report_epoch": {"room": R, "epoch": E}  list_rooms says R is at epoch E
 - "ack_seq": N             every send is stored as usual, but acked as seq N
 - "ack_txn": T             every send is stored as usual, but its ack names txn T
@@ -184,6 +185,8 @@ def install() -> None:
                 return m.KeyPackets(room=req.room, packets=other.packets)
             return other
         reply = await orig_fetch_keys(self, sess, req)
+        if p.get("withhold_keys") == sess.user and isinstance(reply, m.KeyPackets):
+            return m.KeyPackets(room=reply.room, packets=[])
         if inj and inj["room"] == req.room and isinstance(reply, m.KeyPackets):
             forged = [
                 msgspec.msgpack.decode(bytes.fromhex(x), type=m.KeyPacket) for x in inj["packets"]

@@ -288,3 +288,21 @@ def test_a_member_reusing_another_senders_txn_touches_nothing_of_theirs() -> Non
     assert log.acked("a1", 3, 3_000, "alice") is True
     log.add_message(CachedMessage("den", 4, 3_100, "bob", "b1", 1_500, "bob's", None))
     assert [e.txn for e in log.entries if e.kind == "pending"] == []
+
+
+def test_a_message_opened_later_takes_the_place_of_its_unreadable_entry() -> None:
+    """The engine opens a message it could not open before (its key came
+    later) and tells it again at the same seq: it replaces the entry that
+    said it could not be read, once; an entry that was readable is never
+    replaced, nor made unreadable."""
+    log = RoomLog("den", "alice", loaded=True)
+    log.add_message(CachedMessage("den", 1, 1_000, "bob", "b1", None, None, "no key (M2)"))
+    log.add_message(CachedMessage("den", 2, 1_100, "bob", "b2", 1_100, "second", None))
+    assert log.add_message(CachedMessage("den", 1, 1_000, "bob", "b1", 900, "first", None))
+    assert not log.add_message(CachedMessage("den", 1, 1_000, "bob", "b1", 900, "first", None))
+    assert not log.add_message(CachedMessage("den", 2, 1_100, "eve", "e1", 0, "swapped", None))
+    assert not log.add_message(CachedMessage("den", 2, 1_100, "bob", "b2", None, None, "bad"))
+    assert [(e.seq, e.text, e.error) for e in log.ordered()] == [
+        (1, "first", None),
+        (2, "second", None),
+    ]

@@ -221,6 +221,7 @@ class ChatClient:
                     ErrorCode.KEY_TAKEN, f"this key is registered as {welcome.user}, not {self.me}"
                 )
             async with self.lock:
+                self.sync.recover.new_round()
                 count = await self.sync.full()
         except ServerRefused as exc:
             if exc.code in (ErrorCode.NAME_TAKEN, ErrorCode.KEY_TAKEN, ErrorCode.BAD_SIGNATURE):

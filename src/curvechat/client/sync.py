@@ -7,9 +7,11 @@ sequence numbers is fetched (the Clone pattern). Every reply goes through
 the trust core, which decides what is believed; this part only asks.
 
 A page of history, or a burst of pushes for one room, is verified and
-written to the cache in one transaction (`ingest_page`). This part must
-never decide itself whether a message is shown: the trust core does, message
-by message, in seq order.
+written to the cache in one transaction (`ingest_page`); a message that did
+not open is stored with its error and its envelope, and tried again after
+each `refresh` of its room and at the end of `full` (`recover.py`). This
+part must never decide itself whether a message is shown: the trust core
+does, message by message, in seq order.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from curvechat.client.crypt import open_split
 from curvechat.client.errors import KeyChanged, ServerRefused, UntrustedLog
 from curvechat.client.model import CachedMessage
 from curvechat.client.parts import Parts
-from curvechat.protocol import ErrorCode
+from curvechat.client.recover import Recover
+from curvechat.protocol import ErrorCode, encode
 from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_BATCH, MAX_PAGE
 
@@ -74,6 +77,8 @@ def bursts(pushes: list[m.AnyReply]) -> list[list[m.AnyReply]]:
 class Sync:
     def __init__(self, parts: Parts) -> None:
         self.p = parts
+        self.recover = Recover(parts)
+        """Rows that did not open, tried again (`recover.py`)."""
 
     async def full(self) -> int:
         """The sync after a (re)connection. Lock held. Returns the number of
@@ -127,7 +132,7 @@ class Sync:
                     await _drop(ahead)
                     ask = m.Sync(cursors=cursors, limit=MAX_PAGE, only=only)
                     batch = await self.p.ask(ask, m.SyncReply)
-        return count
+        return count + await self.recover.rooms()
 
     def _cursors(self, names: list[str]) -> dict[str, int]:
         return {r.room: r.cursor for r in self.p.cache.rooms() if r.room in names}
@@ -166,11 +171,13 @@ class Sync:
                 return True
 
     async def refresh(self, room: str) -> None:
-        """Bring the verified log and the epoch keys of `room` up to date.
+        """Bring the verified log and the epoch keys of `room` up to date,
+        then try again the messages that did not open if that changed them.
         Lock held. Raises UntrustedLog if the log does not verify."""
         if await self.refresh_ops(room):
             held = self.p.core.held(room)
             await self.fetch_keys(room, max(held) + 1 if held else 0)
+            await self.recover.room(room)
 
     async def fetch_keys(self, room: str, min_epoch: int) -> None:
         while True:
@@ -212,6 +219,7 @@ class Sync:
                 env = item.envelope
                 opened = core.check_replay(room, item.seq, env, checked)
                 mine = env.sender == self.p.me
+                keep = opened.error is not None and opened.rule != "M6"  # to open again
                 if batch.add(
                     item.seq,
                     item.ts,
@@ -222,6 +230,7 @@ class Sync:
                     opened.error,
                     count_unread=not mine,
                     epoch=env.epoch,
+                    envelope=encode(env) if keep else None,
                 ):
                     msg = CachedMessage(
                         room,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from curvechat.client.model import Pin
@@ -46,8 +46,10 @@ MIGRATIONS = (
 )
 
 
-def migrate(db: sqlite3.Connection) -> None:
-    for table, column, sql in MIGRATIONS:
+def migrate(db: sqlite3.Connection, steps: Sequence[tuple[str, str, str]] = MIGRATIONS) -> None:
+    """Add to an older cache the columns `steps` name, as (table, column,
+    statement), where they are missing."""
+    for table, column, sql in steps:
         columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
         if column not in columns:
             db.execute(sql)

@@ -68,6 +68,8 @@ class Opened:
     text: str | None
     sent_ms: int | None
     error: str | None
+    rule: str | None = None
+    """The rule that refused it (M1-M6), None if it opened."""
 
 
 @dataclass(frozen=True, slots=True)

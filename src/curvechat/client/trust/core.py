@@ -261,7 +261,7 @@ class TrustCore:
                 error = f"no key for epoch {env.epoch} (M2)"
             else:
                 error = f"refused: {rules.explain(broken)}"
-            out.append(Opened(env.sender, None, None, error))
+            out.append(Opened(env.sender, None, None, error, None if broken is None else broken.id))
         results = crypt(jobs)
         if len(results) != len(jobs):
             raise ValueError("the crypt function returned a result count other than asked")
@@ -269,7 +269,7 @@ class TrustCore:
             sender = job.envelope.sender
             if isinstance(res, CryptoError):
                 failed = f"failed to verify or decrypt: {type(res).__name__}"
-                out[i] = Opened(sender, None, None, failed)
+                out[i] = Opened(sender, None, None, failed, "M5")
             else:
                 out[i] = Opened(sender, res.text, res.ts, None)
         return out
@@ -286,7 +286,7 @@ class TrustCore:
             return opened
         earlier = self.store.seen_txn(room, env.sender, env.txn)
         if earlier is not None and earlier < seq:
-            return Opened(env.sender, None, None, f"replay of message {earlier}")  # M6
+            return Opened(env.sender, None, None, f"replay of message {earlier}", "M6")
         if earlier is not None and earlier > seq:
             # The copy came first: the lower seq is the original.
             self.store.mark_replay(room, earlier, seq)

@@ -70,20 +70,26 @@ class RoomLog:
         return {e.seq for e in self.entries if e.kind == "message"}
 
     def add_message(self, msg: CachedMessage) -> bool:
-        """Place `msg` by sequence number; drop the pending copy of it. False
-        if it was already shown."""
+        """Place `msg` by sequence number; drop the pending copy of it. A
+        message that opened takes the place of one at its seq that did not
+        (the engine opened it later). False if it was already shown."""
         self._drop_pending(msg.txn, msg.sender)
-        return self._place(
-            Entry(
-                "message",
-                msg.ts_ms,
-                msg.text or "",
-                sender=msg.sender,
-                seq=msg.seq,
-                txn=msg.txn,
-                error=msg.error,
-            )
+        entry = Entry(
+            "message",
+            msg.ts_ms,
+            msg.text or "",
+            sender=msg.sender,
+            seq=msg.seq,
+            txn=msg.txn,
+            error=msg.error,
         )
+        for i, e in enumerate(self.entries):
+            if e.kind == "message" and e.seq == msg.seq:
+                if e.error is None or msg.error is not None:
+                    return False
+                self.entries[i] = entry
+                return True
+        return self._place(entry)
 
     def acked(self, txn: str, seq: int, ts_ms: int, sender: str) -> bool:
         """The server acknowledged the pending message `txn` as `seq`: it is

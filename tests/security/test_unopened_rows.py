@@ -1,0 +1,107 @@
+"""Messages a client could not open, against a real (malicious) node: they
+keep their envelope and are opened again when the key arrives, a forged
+copy is replaced by the genuine one fetched later, and a node that keeps
+serving garbage is not asked again without bound (docs/security.md, 6.7)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from curvechat.client import events as ev
+from curvechat.protocol import messages as m
+
+from .conftest import EvilServer
+from .test_malicious_server import resync, texts
+from support.clients import ClientFactory, Recorder
+
+
+def shown(events: Recorder, room: str) -> list[tuple[int, str]]:
+    """The messages of `room` the client told as readable, in order."""
+    return [
+        (e.message.seq, e.message.text)
+        for e in events.of(ev.MessageReceived)
+        if e.message.room == room and e.message.text is not None
+    ]
+
+
+async def test_a_message_whose_key_is_held_back_opens_when_the_key_comes(
+    evil: EvilServer, clients: ClientFactory
+) -> None:
+    alice, _ = await clients.make("alice", evil.connect)
+    bob, bob_ev = await clients.make("bob", evil.connect)
+    await clients.make("carol", evil.connect)
+    await alice.create_room("r", ["bob", "carol"])
+    await bob.history("r")
+    evil.attack(withhold_keys="bob")
+    await alice.remove("r", "carol")  # a new epoch, whose key the node keeps from bob
+    ack = await alice.send("r", "under the new key")
+    assert isinstance(ack, m.SendAck)
+    await bob_ev.until(lambda: bob.cache.has_message("r", ack.seq))
+    (row,) = [r for r in bob.cache.messages("r") if r.seq == ack.seq]
+    assert row.text is None and row.error is not None and "(M2)" in row.error
+
+    evil.attack()  # the key packet is served from now on
+    later = await alice.send("r", "and one more")
+    assert isinstance(later, m.SendAck)
+    await bob_ev.until(lambda: texts(bob, "r") == ["under the new key", "and one more"])
+    assert [r.seq for r in bob.cache.messages("r")] == [ack.seq, later.seq]  # in its place
+    assert shown(bob_ev, "r") == [(ack.seq, "under the new key"), (later.seq, "and one more")]
+
+
+async def test_forged_copies_are_replaced_by_the_genuine_ones_after_a_reconnection(
+    evil: EvilServer, clients: ClientFactory
+) -> None:
+    alice, _ = await clients.make("alice", evil.connect)
+    bob, bob_ev = await clients.make("bob", evil.connect)
+    await alice.create_room("r", ["bob"])
+    await alice.send("r", "before")
+    await bob_ev.until(lambda: texts(bob, "r") == ["before"])
+    evil.attack(flip={"field": "sig", "bit": 3})
+    sent = [f"forged in transit {i}" for i in range(5)]
+    for text in sent:
+        await alice.send("r", text)
+    await bob_ev.until(lambda: len(bob.cache.messages("r")) == 6)
+    assert texts(bob, "r") == ["before"]  # five rows that did not verify
+    seqs = [r.seq for r in bob.cache.messages("r")]
+
+    evil.attack()  # the node stops tampering (or bob reaches an honest node)
+    await resync(bob, bob_ev)
+    assert texts(bob, "r") == ["before", *sent]
+    assert [r.seq for r in bob.cache.messages("r")] == seqs
+    assert all(r.error is None for r in bob.cache.messages("r"))
+    assert [text for _, text in shown(bob_ev, "r")] == ["before", *sent]  # each once
+
+
+async def test_a_node_serving_garbage_for_ever_is_asked_again_a_bounded_number_of_times(
+    evil: EvilServer, clients: ClientFactory
+) -> None:
+    alice, _ = await clients.make("alice", evil.connect)
+    bob, bob_ev = await clients.make("bob", evil.connect)
+    await alice.create_room("r", ["bob"])
+    await bob.history("r")
+    evil.attack(flip={"field": "ct", "bit": 100})
+    count = 70  # more than one pass asks for
+    txns = [alice.queue("r", f"m{i}") for i in range(count)]
+    await asyncio.gather(*(alice.wait_ack(txn, 30) for txn in txns))
+    await bob_ev.until(lambda: len(bob.cache.messages("r", limit=100)) == count)
+
+    asked: list[int] = []
+    ask = bob.parts.ask
+
+    async def counting(req: Any, kind: Any) -> Any:
+        if isinstance(req, m.History):
+            asked.extend(range(req.after + 1, req.after + 1 + req.limit))
+        return await ask(req, kind)
+
+    bob.parts.ask = counting  # type: ignore[method-assign]
+    for _ in range(3):
+        await resync(bob, bob_ev)
+        # What a node's resync push or a refresh does: nothing new learned,
+        # so nothing is asked again on this connection.
+        async with bob.lock:
+            await bob.sync.full()
+            await bob.sync.refresh("r")
+    assert len(asked) == 3 * 64  # one pass per connection, at most 64 seqs each
+    assert set(asked) == set(range(1, count + 1))  # taking turns
+    assert texts(bob, "r") == []

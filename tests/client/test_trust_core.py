@@ -15,7 +15,7 @@ import pytest
 from curvechat.client import events as ev
 from curvechat.client.cache import Cache, cache_key
 from curvechat.client.crypt import open_split
-from curvechat.client.errors import KeyChanged, NotReady
+from curvechat.client.errors import KeyChanged, NotReady, UntrustedLog
 from curvechat.client.trust import EpochRecord, Rotate, TrustCore
 from curvechat.client.trust import rules as R
 from curvechat.client.trust.jobs import OpenJob, open_in_turn
@@ -275,6 +275,31 @@ def test_message_rules(w: World) -> None:
     w.core.feed_packets("r", [w.packet(later, "bob")])
     error = w.core.open("r", 4, envelope(w, "mallory", "r", later)).error
     assert error == f"refused: requires that {_says('M4')} (M4)"
+
+
+def test_an_op_recording_a_key_other_than_the_pin_stops_the_log_in_memory_too(
+    tmp_path: Path,
+) -> None:
+    """P2 in a log: the op that records a key other than the pin is not
+    taken, neither in the cache nor in the log the core decides by, so the
+    member it adds is not one (M3) until the user accepts the key."""
+    w = World(tmp_path)
+    w.cache.set_pin("carol", Identity.generate("carol").sign_pub)  # another key pinned
+    w.room("r", "bob", "alice", "carol")  # ops 0-2: carol's add records her real key
+    with pytest.raises(UntrustedLog):
+        w.feed("r")
+    log = w.core.log("r")
+    assert log.index == 1 and "carol" not in log.logged_keys and not log.is_member("carol")
+    assert len(w.cache.ops("r")) == 2
+    key = w.key("r", 0, after_op=1)
+    w.core.feed_packets("r", [w.packet(key, "bob")])
+    refused = w.core.open("r", 1, envelope(w, "carol", "r", key))
+    assert (refused.text, refused.rule) == (None, "M3")
+    w.cache.accept_key_change("carol")
+    w.feed("r")  # the same op, now that the key is the pin
+    assert w.core.log("r").is_member("carol")
+    assert w.core.open("r", 1, envelope(w, "carol", "r", key)).text == "from carol"
+    w.cache.close()
 
 
 def test_a_page_is_judged_alike_whether_its_crypto_runs_in_turn_or_on_two_threads(

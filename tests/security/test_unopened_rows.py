@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import nacl.signing
+
 from curvechat.client import events as ev
 from curvechat.protocol import messages as m
 
@@ -47,6 +49,32 @@ async def test_a_message_whose_key_is_held_back_opens_when_the_key_comes(
     await bob_ev.until(lambda: texts(bob, "r") == ["under the new key", "and one more"])
     assert [r.seq for r in bob.cache.messages("r")] == [ack.seq, later.seq]  # in its place
     assert shown(bob_ev, "r") == [(ack.seq, "under the new key"), (later.seq, "and one more")]
+
+
+async def test_messages_refused_under_a_key_change_open_once_the_user_accepts_it(
+    evil: EvilServer, clients: ClientFactory
+) -> None:
+    alice, _ = await clients.make("alice", evil.connect)
+    bob, _ = await clients.make("bob", evil.connect)
+    fake = nacl.signing.SigningKey.generate().verify_key.encode()
+    evil.attack(substitute_key={"user": "bob", "key": fake.hex()})
+    ann, ann_ev = await clients.make("ann", evil.connect)
+    await ann.lookup(["bob"])  # ann pins the key the server made up (first use)
+    evil.attack()
+    await alice.create_room("r", ["ann", "bob"])  # alice adds ann, then bob
+    await resync(ann, ann_ev)  # ann's log stops before bob's add: his key is not her pin
+    assert ann.key_changes() == ["bob"] and "bob" not in ann.members("r")
+    ack = await bob.send("r", "from the real bob")
+    assert isinstance(ack, m.SendAck)
+    await ann_ev.until(lambda: ann.cache.has_message("r", ack.seq))
+    (row,) = ann.cache.messages("r")
+    # The room's key is based on bob's add, which her log does not take: she
+    # files it only after that op (K5), so the message waits for both.
+    assert row.text is None and row.error is not None and "(M2)" in row.error
+
+    await ann.accept_key("bob")  # after comparing safety numbers
+    assert texts(ann, "r") == ["from the real bob"]
+    assert shown(ann_ev, "r") == [(ack.seq, "from the real bob")]
 
 
 async def test_forged_copies_are_replaced_by_the_genuine_ones_after_a_reconnection(

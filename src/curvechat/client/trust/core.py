@@ -71,10 +71,8 @@ class TrustCore:
         accepted: list[tuple[int, bytes, bytes]] = []
         try:
             for signed in ops:
-                op = log.apply(signed)
+                op = log.apply(signed, check=self._check_logged_key)  # the log stops before it
                 accepted.append((op.index, signed.op, signed.sig))
-                if op.kind in ("create", "add"):
-                    self.check_pin(op.target, op.target_key)
         except (MembershipError, KeyChanged) as exc:
             self._emit(ev.Problem(room, f"membership log rejected: {exc}"))
             raise UntrustedLog(f"{room}: {exc}") from exc
@@ -84,6 +82,11 @@ class TrustCore:
                 self.store.ensure_room(room)
         self.settle(room)
         return log
+
+    def _check_logged_key(self, op: m.MemberOp) -> None:
+        """P1, P2 for the key an op records, before the log takes the op."""
+        if op.kind in ("create", "add"):
+            self.check_pin(op.target, op.target_key)
 
     def settle(self, room: str) -> bool:
         """R1: the room counts as joined exactly when the verified log makes us

@@ -10,6 +10,7 @@ This module must never do I/O, nor trust anything but the ops it applied.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from curvechat.crypto.membership import MemberState, epoch_is_stale
@@ -38,9 +39,15 @@ class RoomLog:
     def index(self) -> int:
         return self.state.index
 
-    def apply(self, signed: m.SignedOp) -> m.MemberOp:
-        """Extend the log by `signed`. Raises MembershipError (nothing changed)."""
+    def apply(
+        self, signed: m.SignedOp, check: Callable[[m.MemberOp], None] | None = None
+    ) -> m.MemberOp:
+        """Extend the log by `signed`, if `check` (given the verified op)
+        does not refuse it by raising. Raises MembershipError, or what
+        `check` raised: nothing changed."""
         state, op = self.state.apply(signed)
+        if check is not None:
+            check(op)
         self.state = state
         if op.kind in ("create", "add"):
             self.spans.setdefault(op.target, []).append((op.index, None))

@@ -69,6 +69,41 @@ def test_an_old_key_not_in_memory_is_found_in_the_file(conn: sqlite3.Connection)
     )
 
 
+def test_a_sender_resending_old_keys_costs_one_retry_not_one_a_group(
+    conn: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from curvechat.store import sqlite_append
+
+    clock = [1_000_000]
+    monkeypatch.setattr(sqlite_append, "_now_ms", lambda: clock[0])
+    a = GroupAppender(conn, keys_max=4)
+    for i in range(10):
+        a.append([[m("r1", f"t{i}", "mallory")], [m("r1", f"h{i}", "bob")]])
+    # mallory's t0 is forgotten: the first resend rolls its group back once.
+    (old, new), _ = a.append([[m("r1", "t0", "mallory")], [m("r1", "h10", "bob")]])
+    assert a.retries == 1
+    assert acks(old)[0].duplicate and not acks(new)[0].duplicate
+    # Her next old txns are looked up first, in the group's one lookup: no retry.
+    for i, txn in enumerate(("t1", "t2", "t3")):
+        before = a.statements
+        (again, honest), _ = a.append([[m("r1", txn, "mallory")], [m("r1", f"k{i}", "bob")]])
+        assert a.retries == 1
+        assert a.statements - before == 6  # the five, and one lookup
+        assert acks(again)[0].duplicate and not acks(honest)[0].duplicate
+    # Her new messages are stored as usual meanwhile, and others pay nothing.
+    (fresh,), _ = a.append([[m("r1", "u1", "mallory")]])
+    assert not acks(fresh)[0].duplicate
+    before = a.statements
+    a.append([[m("r1", "k9", "bob")]])
+    assert a.statements - before == 5
+    # A minute later she is trusted again: the next old resend costs one retry.
+    clock[0] += sqlite_append.SUSPECT_MS + 1
+    (late,), _ = a.append([[m("r1", "t4", "mallory")]])
+    assert a.retries == 2 and acks(late)[0].duplicate
+    seqs = [r[0] for r in conn.execute("SELECT seq FROM messages ORDER BY seq")]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
 def test_a_predecessor_is_read_from_the_file_only_when_not_in_memory(
     conn: sqlite3.Connection,
 ) -> None:

@@ -23,7 +23,10 @@ How it keeps the statements few:
   the table's UNIQUE (room, sender, txn) constraint is the check. If it
   fires (an older resend, or a room that moved) the transaction is rolled
   back and the group is planned again from the file: one query for all of
-  its keys and rooms.
+  its keys and rooms. The senders whose old keys made it fire are then
+  looked up before the insert for `SUSPECT_MS` (one query for the group's
+  keys of such senders, in the query for predecessors): a sender that
+  keeps resending its old txns costs one retry a minute, not one a group.
 * Rows are inserted by one ``executemany`` and the heads moved by another.
   (Measured: multi-row ``INSERT ... VALUES (...), (...)`` statements cost
   about 40% more CPU than ``executemany`` for the same rows. While the
@@ -55,10 +58,14 @@ from collections.abc import Sequence
 from curvechat.store.base import Committed, NewMessage, NoSuchRoom
 from curvechat.store.committer import Outcome
 
-__all__ = ["KEYS_MAX", "GroupAppender"]
+__all__ = ["KEYS_MAX", "SUSPECT_MS", "GroupAppender"]
 
 #: Idempotency keys remembered (about 300 bytes each).
 KEYS_MAX = 10_000
+#: How long a sender whose old key made a group roll back is looked up first.
+SUSPECT_MS = 60_000
+#: Such senders remembered at most (the oldest is forgotten first).
+SUSPECTS_MAX = 1_000
 _IN_CHUNK = 300  # keys or rooms per lookup query (3 variables per key)
 
 _Key = tuple[str, str, str]  # (room, sender, txn)
@@ -107,6 +114,8 @@ class GroupAppender:
         # room -> [head seq, ts of the head message, epoch, op_head]
         self._rooms: dict[str, list[int]] = {}
         self._keys: dict[_Key, tuple[int, int]] = {}  # oldest first
+        # sender -> until when its keys are looked up before the insert (oldest first)
+        self._suspects: dict[str, int] = {}
         self._data_version = -1
         self.groups = 0
         self.statements = 0
@@ -152,7 +161,10 @@ class GroupAppender:
                     self._keys.clear()
                 self._data_version = version
             known = self._lookup(batches) if lookup else {}
+            old = [k for k in known if k not in self._keys]  # what made the insert fail
             earlier = self._predecessors(batches, known)
+            if not lookup:
+                earlier += self._suspected(batches)
             if earlier:
                 known.update(self._lookup_keys(earlier))
             outcomes, rows, heads, seen = self._plan(batches, known)
@@ -171,6 +183,7 @@ class GroupAppender:
         for room, (head, ts) in heads.items():
             state = self._rooms[room]
             state[0], state[1] = head, ts
+        self._suspect(old)
         self._remember(seen)
         return outcomes, len(rows)
 
@@ -251,6 +264,40 @@ class GroupAppender:
             return []
         own = {(m.room, m.sender, m.txn) for b in batches for m in b}
         return [k for k in wanted if k not in own]
+
+    def _suspected(self, batches: Sequence[Sequence[NewMessage]]) -> list[_Key]:
+        """The group's keys, not remembered, of senders whose old keys made
+        an earlier group roll back (in steady state, none)."""
+        if not self._suspects:
+            return []
+        now = _now_ms()
+        while self._suspects:  # expired ones leave, oldest first
+            sender, until = next(iter(self._suspects.items()))
+            if until > now:
+                break
+            del self._suspects[sender]
+        suspects = self._suspects
+        return [
+            k
+            for k in dict.fromkeys(
+                (m.room, m.sender, m.txn) for b in batches for m in b if m.sender in suspects
+            )
+            if k not in self._keys
+        ]
+
+    def _suspect(self, old: list[_Key]) -> None:
+        """After a retry: the senders of the group's keys that were stored
+        but not remembered (their inserts made the first attempt fail)."""
+        if not old:
+            return
+        until = _now_ms() + SUSPECT_MS
+        for _room, sender, _txn in old:
+            self._suspects.pop(sender, None)
+            self._suspects[sender] = until
+        over = len(self._suspects) - SUSPECTS_MAX
+        if over > 0:
+            for sender in list(itertools.islice(self._suspects, over)):
+                del self._suspects[sender]
 
     def _lookup_keys(self, keys: list[_Key]) -> dict[_Key, tuple[int, int]]:
         """Those of `keys` that are stored, with their (seq, ts)."""

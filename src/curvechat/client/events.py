@@ -22,6 +22,17 @@ class MessageReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplayMarked:
+    """The message at `seq` is a replay of the one at `original`: shown
+    there no more (an unreadable entry now, which a message that opens
+    later at `seq` replaces)."""
+
+    room: str
+    seq: int
+    original: int
+
+
+@dataclass(frozen=True, slots=True)
 class SendAcked:
     """The server acknowledged (stored) the message `txn` as `seq`: it is no
     longer pending. Comes after the `MessageReceived` of the same message."""
@@ -99,6 +110,7 @@ class PeerStatus:
 Event = (
     StatusChanged
     | MessageReceived
+    | ReplayMarked
     | SendAcked
     | SendFailed
     | RoomUpdated

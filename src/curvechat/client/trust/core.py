@@ -293,6 +293,7 @@ class TrustCore:
         if earlier is not None and earlier > seq:
             # The copy came first: the lower seq is the original.
             self.store.mark_replay(room, earlier, seq)
+            self._emit(ev.ReplayMarked(room, earlier, seq))
             self._emit(ev.Problem(room, f"message {earlier} was a replay of {seq}"))
         return opened
 

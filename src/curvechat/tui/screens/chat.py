@@ -192,13 +192,9 @@ class ChatScreen(Screen[None]):
             msgs, failed = [], True
             if room == self.current:
                 self.error(explain(exc, Attempt("history", room=room_label(room, self.me))))
-        for msg in msgs:
-            room_log.add_message(msg)
+        room_log.newest_page(msgs, failed=failed)
         for item in self.client.pending(room):  # those shown already are skipped
             room_log.add_pending(item.txn, item.text, item.created_ms)
-        first = room_log.first_seq
-        room_log.has_older = failed or (first is not None and first > 1)
-        room_log.loaded = True
         if room == self.current:
             self.redraw()
 

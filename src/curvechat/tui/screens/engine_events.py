@@ -1,6 +1,7 @@
 """What the chat screen does with each of the engine's events: connection
-status and the banner, messages in, your own sends acked or failed, catch-up,
-rooms joined or left, peer-to-peer state, key changes.
+status and the banner, messages in (and those found to be replays), your own
+sends acked or failed, catch-up, rooms joined or left, peer-to-peer state,
+key changes.
 
 What this module must never do: send anything, or accept a key change (it
 only opens the dialog that asks).
@@ -28,6 +29,11 @@ def handle(screen: ChatScreen, event: ev.Event) -> None:
         screen.show_status()
     elif isinstance(event, ev.MessageReceived):
         _message_in(screen, event)
+    elif isinstance(event, ev.ReplayMarked):
+        room_log = screen.logs.get(event.room)
+        marked = room_log is not None and room_log.mark_replay(event.seq, event.original)
+        if marked and event.room == screen.current:
+            screen.redraw()
     elif isinstance(event, ev.SendAcked):
         room_log = screen.logs.get(event.room)
         placed = room_log is not None and room_log.acked(

@@ -72,7 +72,8 @@ class RoomLog:
     def add_message(self, msg: CachedMessage) -> bool:
         """Place `msg` by sequence number; drop the pending copy of it. A
         message that opened takes the place of one at its seq that did not
-        (the engine opened it later). False if it was already shown."""
+        (the engine opened it later). False if it was already shown, or if
+        it is older than the loaded pages (`_place`)."""
         self._drop_pending(msg.txn, msg.sender)
         entry = Entry(
             "message",
@@ -113,7 +114,15 @@ class RoomLog:
         self.entries = [e for e in self.entries if not self._is_pending(e, txn, sender)]
 
     def _place(self, entry: Entry) -> bool:
+        """Put `entry` in seq order, unless a message at its seq is shown,
+        or it is older than the pages loaded while older ones are not (a
+        message the engine opened late, far back): the older pages bring it
+        in its place, and it must not become the first loaded message, from
+        which they are asked for (history in between would be skipped)."""
         if entry.seq in self.seqs():
+            return False
+        first = self.first_seq
+        if self.loaded and self.has_older and first is not None and entry.seq < first:
             return False
         later = [i for i, e in enumerate(self.entries) if e.kind == "message" and e.seq > entry.seq]
         if later:
@@ -121,6 +130,29 @@ class RoomLog:
         else:
             self.entries.append(entry)
         return True
+
+    def newest_page(self, msgs: list[CachedMessage], *, failed: bool = False) -> None:
+        """The room's newest page (`msgs`) is loaded, merged
+        with what came in meanwhile; a message that came in older than the
+        page (opened late, far back) is left to the older pages."""
+        for msg in msgs:
+            self.add_message(msg)
+        if msgs:
+            low = min(msg.seq for msg in msgs)
+            self.entries = [e for e in self.entries if e.kind != "message" or e.seq >= low]
+        first = self.first_seq
+        self.has_older = failed or (first is not None and first > 1)
+        self.loaded = True
+
+    def mark_replay(self, seq: int, original: int) -> bool:
+        """The message shown at `seq` is a replay of the one at `original`:
+        it is shown as unreadable from now on (so a message that opens there
+        later takes its place). False if no message at `seq` is shown."""
+        for e in self.entries:
+            if e.kind == "message" and e.seq == seq:
+                e.text, e.error = "", f"replay of message {original}"
+                return True
+        return False
 
     def prepend(self, msgs: list[CachedMessage]) -> int:
         """Add an older page; returns how many were new."""

@@ -23,13 +23,12 @@ from curvechat.client.parts import Parts
 from curvechat.client.recovery import (
     REFETCH_PER_PASS,
     REFETCH_PER_ROUND,
-    REOPEN_PER_PASS,
     Fate,
     Recovery,
+    fits,
+    placed,
     refetched,
     reopened,
-    runs,
-    still_stuck,
 )
 from curvechat.client.sync import Sync
 from curvechat.client.trust import Opened, TrustCore
@@ -52,58 +51,96 @@ def _opened(rule: str | None) -> Opened:
 def test_a_pass_is_due_once_per_round_and_per_change_of_log_or_keys() -> None:
     plan = Recovery()
     plan.new_round()
-    assert plan.begin("r", (3, (0,)))
-    assert not plan.begin("r", (3, (0,)))  # the same round, nothing learned: no pass
-    assert plan.begin("other", (3, (0,)))  # rooms apart
-    assert plan.begin("r", (3, (0, 1)))  # a key learned
-    assert plan.begin("r", (4, (0, 1)))  # an op learned
-    assert not plan.begin("r", (4, (0, 1)))
+    assert plan.begin("r", (3, 1))
+    assert not plan.begin("r", (3, 1))  # the same round, nothing learned: no pass
+    assert plan.begin("other", (3, 1))  # rooms apart
+    assert plan.begin("r", (3, 2))  # a key learned
+    assert plan.begin("r", (4, 2))  # an op learned
+    assert not plan.begin("r", (4, 2))
     plan.new_round()  # a new connection
-    assert plan.begin("r", (4, (0, 1)))
-    assert not plan.begin("r", (4, (0, 1)))
+    assert plan.begin("r", (4, 2))
+    assert not plan.begin("r", (4, 2))
+
+
+def test_rows_refused_by_the_log_are_opened_again_once_per_index_of_the_log() -> None:
+    plan = Recovery()
+    plan.new_round()
+    first = plan.begin("r", (3, 1))
+    assert first is not None and first.log_from == 0  # the first pass: all of them
+    plan.reopened_to("r", more_keys=False, log_to=None)  # all tried
+    second = plan.begin("r", (3, 2))  # a key learned, the log as it was
+    assert second is not None and second.log_from is None
+    plan.reopened_to("r", more_keys=False, log_to=None)
+    plan.new_round()  # a new connection: the log as it was
+    third = plan.begin("r", (3, 2))
+    assert third is not None and third.log_from is None
+    plan.reopened_to("r", more_keys=False, log_to=None)
+    fourth = plan.begin("r", (4, 2))  # an op learned
+    assert fourth is not None and fourth.log_from == 0
+    plan.reopened_to("r", more_keys=False, log_to=None)
+    plan.new_round(key_accepted=True)  # the user accepted a key change
+    fifth = plan.begin("r", (4, 2))
+    assert fifth is not None and fifth.log_from == 0
+
+
+def test_a_pass_that_left_rows_to_open_again_makes_the_next_one_due() -> None:
+    plan = Recovery()
+    plan.new_round()
+    assert plan.begin("r", (3, 1))
+    plan.reopened_to("r", more_keys=False, log_to=700)  # the cap: rows past 700 are left
+    more = plan.begin("r", (3, 1))
+    assert more is not None and more.log_from == 700 and not more.refetch  # opening only
+    plan.reopened_to("r", more_keys=True, log_to=700)  # rows waiting for a key first
+    more = plan.begin("r", (3, 1))
+    assert more is not None and more.log_from == 700
+    plan.reopened_to("r", more_keys=False, log_to=None)
+    assert plan.begin("r", (3, 1)) is None
 
 
 def test_refetch_is_capped_per_pass_and_per_round() -> None:
     plan = Recovery()
     plan.new_round()
-    seqs = range(1, 2001)
+    seqs = list(range(2000, 0, -1))
     asked: list[int] = []
     for epoch in range(20):  # as many changes as a server could wish for
-        assert plan.begin("r", (0, tuple(range(epoch + 1))))
-        picked = plan.pick_refetch("r", seqs)
+        assert plan.begin("r", (0, epoch + 1))
+        top = plan.below("r")[0]
+        order = [s for s in seqs if top is None or s < top] + [
+            s for s in seqs if top is not None and s >= top
+        ]
+        picked = [s for span in plan.pick_refetch("r", order, []) for s in span.seqs]
         assert len(picked) <= REFETCH_PER_PASS
         asked += picked
     assert len(asked) == REFETCH_PER_ROUND  # the round's budget, then nothing
     assert len(set(asked)) == len(asked)  # no seq twice while others wait
+    assert sorted(asked) == list(range(2000 - REFETCH_PER_ROUND + 1, 2001))  # newest down
     plan.new_round()
-    plan.begin("r", (0, (0,)))
-    assert len(plan.pick_refetch("r", seqs)) == REFETCH_PER_PASS
+    plan.begin("r", (0, 1))
+    assert sum(len(span.seqs) for span in plan.pick_refetch("r", seqs, [])) == REFETCH_PER_PASS
 
 
-def test_refetch_asks_the_least_recently_asked_first_then_the_newest() -> None:
+def test_refetch_asks_rows_refused_for_good_first_and_takes_turns_in_each_kind() -> None:
     plan = Recovery()
     plan.new_round()
-    plan.begin("r", (0, ()))
-    seqs = list(range(1, REFETCH_PER_PASS + 11))
-    first = plan.pick_refetch("r", seqs)
-    assert first == seqs[10:]  # the newest
-    plan.new_round()
-    plan.begin("r", (0, ()))
-    second = plan.pick_refetch("r", seqs)
-    assert second[:10] == seqs[:10]  # never asked, so first now
-    assert len(second) == REFETCH_PER_PASS
-    plan.settled("r", 5)  # opened: forgotten, asked again only if it is stuck again
+    plan.begin("r", (0, 1))
+    forged, waiting = [30, 20, 10], list(range(2000, 1900, -1))
+    spans = plan.pick_refetch("r", forged, waiting)
+    picked = sorted(s for span in spans for s in span.seqs)
+    assert picked[:3] == [10, 20, 30]  # refused for good: all of them, first
+    assert picked[3:] == list(range(2000 - (REFETCH_PER_PASS - 3) + 1, 2001))  # then the newest
+    assert plan.below("r") == (10, 2000 - (REFETCH_PER_PASS - 3) + 1)  # where it goes on
 
 
-def test_reopen_is_capped_per_pass_and_takes_turns() -> None:
+def test_passes_remember_nothing_of_a_room_the_user_left() -> None:
     plan = Recovery()
     plan.new_round()
-    plan.begin("r", (0, ()))
-    seqs = range(1, REOPEN_PER_PASS + 101)
-    first = plan.pick_reopen("r", seqs)
-    assert len(first) == REOPEN_PER_PASS and first[0] == 101
-    plan.begin("r", (0, (1,)))
-    assert plan.pick_reopen("r", seqs)[:100] == list(range(1, 101))
+    plan.begin("r", (0, 1))
+    plan.begin("gone", (0, 1))
+    plan.keep(["r"])
+    assert plan.below("gone") == (None, None)
+    assert plan.begin("gone", (0, 1))  # a first pass again, if the user comes back
+    plan.forget("gone")
+    assert "gone" not in repr(plan)
 
 
 def test_what_a_copy_does_to_an_error_row() -> None:
@@ -112,26 +149,24 @@ def test_what_a_copy_does_to_an_error_row() -> None:
     assert reopened(_opened(None), was="no key", shown_at=7) is Fate.REPLAY
     assert reopened(_opened("M5"), was="refused (M5)", shown_at=None) is Fate.KEEP
     assert reopened(_opened("M5"), was="no key (M2)", shown_at=None) is Fate.HOLD  # new verdict
-    # fetched again
-    assert refetched(_opened(None), kept=_opened("M5"), shown_at=None) is Fate.OPEN
-    assert refetched(_opened(None), kept=None, shown_at=3) is Fate.REPLAY
-    assert refetched(_opened("M2"), kept=_opened("M5"), shown_at=None) is Fate.HOLD
-    assert refetched(_opened("M2"), kept=None, shown_at=None) is Fate.HOLD
-    assert refetched(_opened("M5"), kept=_opened("M2"), shown_at=None) is Fate.KEEP
-    assert refetched(_opened("M3"), kept=_opened("M2"), shown_at=None) is Fate.KEEP
-    assert refetched(_opened("M1"), kept=None, shown_at=None) is Fate.KEEP
+    # fetched again (`waits`: the row keeps an envelope a key or op may open)
+    assert refetched(_opened(None), waits=False, shown_at=None) is Fate.OPEN
+    assert refetched(_opened(None), waits=False, shown_at=3) is Fate.REPLAY
+    assert refetched(_opened("M2"), waits=False, shown_at=None) is Fate.HOLD
+    assert refetched(_opened("M5"), waits=True, shown_at=None) is Fate.KEEP
+    assert refetched(_opened("M3"), waits=True, shown_at=None) is Fate.KEEP
+    assert refetched(_opened("M1"), waits=False, shown_at=None) is Fate.KEEP
 
 
-def test_what_is_asked_again_after_the_kept_envelopes_were_tried() -> None:
-    has = {1: True, 2: True, 3: False, 4: True, 5: False}
-    # 2 opened, 5 became a replay marker: settled. 4 keeps an envelope not
-    # tried in this pass (the cap): it waits to be opened again first.
-    assert still_stuck(has, reopened=[1, 2], settled=[2, 5]) == [1, 3]
-
-
-def test_runs_of_seqs_become_history_requests() -> None:
-    assert runs([5, 3, 4, 9, 0, 10, 12]) == [(2, 3), (8, 2), (11, 1)]
-    assert runs([]) == []
+def test_a_copy_goes_only_where_its_epoch_fits_between_the_rows_that_opened() -> None:
+    assert fits(3, (None, None)) and fits(3, (3, 3)) and fits(3, (2, 4)) and fits(0, (None, 0))
+    assert not fits(3, (4, None)) and not fits(3, (None, 2))
+    assert placed(Fate.OPEN, 5, (0, 0), own=False) is Fate.KEEP  # a copy fetched: not used
+    assert placed(Fate.HOLD, 5, (0, 0), own=False) is Fate.KEEP
+    assert placed(Fate.OPEN, 5, (0, 0), own=True) is Fate.DROP  # its own: never opens there
+    assert placed(Fate.REPLAY, 5, (0, 0), own=True) is Fate.DROP
+    assert placed(Fate.OPEN, 0, (0, 0), own=True) is Fate.OPEN
+    assert placed(Fate.KEEP, 5, (0, 0), own=True) is Fate.KEEP
 
 
 # --- a room, its keys and its messages, made with real keys ----------------------------------
@@ -266,7 +301,8 @@ async def test_the_envelope_of_a_row_that_did_not_open_is_kept_sealed(
     db.close()
     for clear in (encode(item.envelope), item.envelope.ct, item.envelope.sig):
         assert clear not in stored  # sealed at rest, like a text
-    assert w.cache.stuck("r") == {1: ("no key for epoch 1 (M2)", True)}
+    assert w.cache.unopened("r", waits=True, below=None, limit=10) == [1]  # with its rule
+    assert w.cache.waiting_for_keys("r", [1], 10) == {1: ("no key for epoch 1 (M2)", "M2")}
 
 
 async def test_rewrite_never_touches_a_row_that_opened(w: Room) -> None:
@@ -277,25 +313,6 @@ async def test_rewrite_never_touches_a_row_that_opened(w: Room) -> None:
         assert not batch.rewrite(1, None, other.envelope, sent_ms=0, text="swapped")
         assert not batch.rewrite(1, None, other.envelope, error="x", envelope=b"y")
     assert w.rows() == [(1, "fine", None)]
-
-
-def test_a_cache_of_schema_2_is_brought_up_to_date(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    db = sqlite3.connect(path)
-    db.executescript(
-        "CREATE TABLE messages (room TEXT NOT NULL, seq INTEGER NOT NULL,"
-        " ts_ms INTEGER NOT NULL, sender TEXT NOT NULL, txn TEXT NOT NULL, sent_ms INTEGER,"
-        " sealed BLOB, error TEXT, epoch INTEGER, PRIMARY KEY (room, seq));"
-        "INSERT INTO messages VALUES ('r', 1, 5, 'bob', 't', NULL, NULL, 'no key', 0);"
-        "PRAGMA user_version=2;"
-    )
-    db.close()
-    cache = Cache(path, bytes(32))
-    try:
-        assert cache.stuck("r") == {1: ("no key", False)}  # no envelope: asked for again only
-        assert cache._db.execute("PRAGMA user_version").fetchone()[0] == 3
-    finally:
-        cache.close()
 
 
 # --- the engine's sync, against the node stand-in ------------------------------------------------
@@ -334,7 +351,7 @@ async def test_a_forged_copy_is_replaced_by_the_genuine_one_on_the_next_connecti
     w.node.serve[2] = w.message(2, "a swap of a message that opened")
     await _connected(w)
     assert w.rows() == [(1, "m1", None), (2, "m2", None), (3, "m3", None)]
-    assert [(q.after, q.limit) for q in w.node.asked] == [(0, 1), (2, 1)]  # only the stuck seqs
+    assert [(q.after, q.limit) for q in w.node.asked] == [(0, 3)]  # one request for 1 and 3
     assert w.shown() == [(2, "m2"), (1, "m1"), (3, "m3")]  # each once
 
 
@@ -361,6 +378,9 @@ async def test_a_node_that_keeps_serving_garbage_is_asked_a_bounded_number_of_ti
     garbage = {g.seq: forged(g) for g in genuine}
     await w.sync.ingest_page("r", list(garbage.values()), live=True)
     w.node.serve = garbage
+    checked: list[int] = []
+    verify = w.core.verify_many
+    w.core.verify_many = lambda r, envs, crypt: checked.append(len(envs)) or verify(r, envs, crypt)  # type: ignore[method-assign]
     rounds = 3
     for _ in range(rounds):
         await _connected(w)
@@ -368,7 +388,8 @@ async def test_a_node_that_keeps_serving_garbage_is_asked_a_bounded_number_of_ti
             async with w.sync.p.lock:
                 await w.sync.refresh("r")
                 await w.sync.recover.rooms()
+    assert len(w.node.asked) == rounds  # once a round, in one request
+    assert sum(checked) == rounds * REFETCH_PER_PASS  # within the cap (none opened again)
     asked = [s for q in w.node.asked for s in range(q.after + 1, q.after + 1 + q.limit)]
-    assert len(asked) == rounds * REFETCH_PER_PASS  # once a round, within the cap
     assert set(asked) == set(range(1, count + 1))  # taking turns: every seq asked
     assert all(r[1] is None for r in w.rows()) and w.shown() == []

@@ -10,7 +10,8 @@ lost by a crash of the client.
 
 Plain synchronous sqlite3: every call is a few indexed rows and runs in well
 under a millisecond, so it is called straight from the event loop. Messages
-are written a page or a burst per transaction (`batch`, `messagerows.py`).
+are written a page or a burst per transaction (`batch`, `messagerows.py`);
+the rows that did not open are picked for another try by `unopenedrows.py`.
 It must never hold a transaction open across an await, nor decide what a
 message says: what is stored is what the trust core decided.
 """
@@ -37,6 +38,8 @@ from curvechat.client.trust.rules import EpochRecord
 from curvechat.client.trustrows import MIGRATIONS as TRUST_MIGRATIONS
 from curvechat.client.trustrows import SCHEMA as TRUST_SCHEMA
 from curvechat.client.trustrows import TrustRows, migrate
+from curvechat.client.unopenedrows import INDEXES as MESSAGE_INDEXES
+from curvechat.client.unopenedrows import UnopenedRows
 
 __all__ = [
     "Cache",
@@ -50,8 +53,8 @@ __all__ = [
 
 SCHEMA_VERSION = 3
 """2: who gave us each epoch key, verified pins; 3: the envelopes of
-messages that did not open. An older cache is brought up to date in place
-(`migrate`); a newer one is refused."""
+messages that did not open, and the rule that refused each. An older cache
+is brought up to date in place (`migrate`); a newer one is refused."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -79,7 +82,7 @@ def cache_key(identity_seed: bytes) -> bytes:
     )
 
 
-class Cache(MessageRows, TrustRows, OutboxRows):
+class Cache(MessageRows, UnopenedRows, TrustRows, OutboxRows):
     def __init__(self, path: Path, key: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
@@ -98,6 +101,7 @@ class Cache(MessageRows, TrustRows, OutboxRows):
                 raise CacheError(f"{path} was written by a newer curvechat (schema {version})")
             self._db.executescript(_SCHEMA + MESSAGE_SCHEMA + OUTBOX_SCHEMA + TRUST_SCHEMA)
             migrate(self._db, TRUST_MIGRATIONS + MESSAGE_MIGRATIONS)
+            self._db.executescript(MESSAGE_INDEXES)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise CacheError(f"cannot open the local cache {path}: {exc}") from exc

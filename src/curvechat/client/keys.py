@@ -110,6 +110,6 @@ class Keys:
             raise NotReady(f"no key change is pending for {user}", "no_key_change")
         if self.p.conn.live:
             async with self.p.lock:
-                self.sync.recover.new_round()  # what the old key refused is tried again
+                self.sync.recover.new_round(key_accepted=True)  # what it refused, tried again
                 with contextlib.suppress(NotConnected, RequestTimeout):
                     await self.sync.full()

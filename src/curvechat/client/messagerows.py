@@ -1,10 +1,12 @@
 """The cache's message rows: one per seq of each room, written a page or a
 burst per transaction (`MessageBatch`), each text sealed at rest.
 
-A message that did not open is a row with an error and no text; the
-envelope it came in is kept with it, sealed at rest like a text, so that it
-can be opened again when what it needed arrives (`recovery.py`). Such a
-row, and only such a row, may later be rewritten (`MessageBatch.rewrite`).
+A message that did not open is a row with an error, the rule that refused
+it (M1-M6) and no text; the envelope it came in is kept with it, sealed at
+rest like a text, so that it can be opened again when what it needed
+arrives (`recovery.py`). Such a row, and only such a row, may later be
+rewritten (`MessageBatch.rewrite`). Which such rows a pass tries again is
+read by `unopenedrows.py`.
 
 A mixin of `Cache`: it shares the cache's connection and sealing key. It
 must never decide what a message says or whether a row is replaced: the
@@ -17,34 +19,40 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import nacl.exceptions
-
 from curvechat.client.model import CachedMessage
-from curvechat.protocol import ProtocolError, decode_envelope
 from curvechat.protocol import messages as m
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     room TEXT NOT NULL, seq INTEGER NOT NULL, ts_ms INTEGER NOT NULL,
     sender TEXT NOT NULL, txn TEXT NOT NULL, sent_ms INTEGER,
-    sealed BLOB, error TEXT, epoch INTEGER, envelope BLOB,
+    sealed BLOB, error TEXT, epoch INTEGER, envelope BLOB, rule TEXT,
     PRIMARY KEY (room, seq)
 );
 CREATE INDEX IF NOT EXISTS messages_txn ON messages (room, sender, txn);
 CREATE INDEX IF NOT EXISTS messages_epoch ON messages (room, epoch);
-CREATE INDEX IF NOT EXISTS messages_stuck ON messages (room, seq) WHERE error IS NOT NULL;
+"""
+
+_RULE_FROM_ERROR = """
+UPDATE messages SET rule = CASE
+    WHEN error LIKE 'replay of message %' THEN 'M6'
+    WHEN error LIKE 'failed to verify or decrypt%' THEN 'M5'
+    WHEN error GLOB '*(M[1-6])' THEN substr(error, -3, 2)
+END WHERE error IS NOT NULL
 """
 
 MIGRATIONS = (
-    # schema 2 -> 3: the envelope of a message that did not open, sealed
+    # schema 2 -> 3: the envelope of a message that did not open, sealed,
+    # and the rule that refused it (read back from the error of older rows)
     ("messages", "envelope", "ALTER TABLE messages ADD COLUMN envelope BLOB"),
+    ("messages", "rule", f"ALTER TABLE messages ADD COLUMN rule TEXT; {_RULE_FROM_ERROR}"),
 )
 
 _IN_CHUNK = 500  # values per IN (...) list
 
 _INSERT_MESSAGE = (
     "INSERT OR IGNORE INTO messages (room, seq, ts_ms, sender, txn, sent_ms, sealed,"
-    " error, epoch, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " error, epoch, envelope, rule) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -66,6 +74,7 @@ class MessageRows:
         *,
         count_unread: bool = False,
         epoch: int | None = None,
+        rule: str | None = None,
     ) -> bool:
         """Store one message (once per seq); returns False if it was already there.
         Advances the room's cursor over every contiguous stored seq."""
@@ -80,6 +89,7 @@ class MessageRows:
                 error,
                 count_unread=count_unread,
                 epoch=epoch,
+                rule=rule,
             )
 
     def batch(self, room: str) -> MessageBatch:
@@ -150,7 +160,8 @@ class MessageRows:
     def mark_replay(self, room: str, seq: int, original: int) -> None:
         """Turn a stored message into a replay marker of `original`."""
         self._db.execute(
-            "UPDATE messages SET sealed=NULL, envelope=NULL, error=? WHERE room=? AND seq=?",
+            "UPDATE messages SET sealed=NULL, envelope=NULL, error=?, rule='M6'"
+            " WHERE room=? AND seq=?",
             (f"replay of message {original}", room, seq),
         )
 
@@ -160,31 +171,6 @@ class MessageRows:
             (room, sender, txn),
         ).fetchone()
         return None if row is None else int(row[0])
-
-    def stuck(self, room: str) -> dict[int, tuple[str, bool]]:
-        """The rows of `room` that did not open: seq -> (error, whether the
-        envelope it came in is kept)."""
-        rows = self._db.execute(
-            "SELECT seq, error, envelope IS NOT NULL FROM messages"
-            " WHERE room=? AND error IS NOT NULL ORDER BY seq",
-            (room,),
-        )
-        return {int(seq): (str(error), bool(kept)) for seq, error, kept in rows}
-
-    def kept_envelopes(self, room: str, seqs: Sequence[int]) -> dict[int, m.Envelope]:
-        """The envelopes kept with the rows of `room` at `seqs` that did not
-        open, in seq order (one that no longer decodes is left out)."""
-        sql = (
-            "SELECT seq, envelope FROM messages WHERE room=? AND error IS NOT NULL"
-            " AND envelope IS NOT NULL AND seq IN ({})"
-        )
-        out: dict[int, m.Envelope] = {}
-        for seq, sealed in sorted(self._rows_in(sql, (room,), seqs)):
-            try:
-                out[int(seq)] = decode_envelope(self._open(sealed))
-            except (ProtocolError, ValueError, nacl.exceptions.CryptoError):
-                continue
-        return out
 
     def messages(
         self, room: str, *, limit: int = 100, before: int | None = None, after: int | None = None
@@ -236,9 +222,10 @@ class Tx:
 
 
 class MessageBatch:
-    """Messages of one room added in one transaction; the room's head, unread
-    count and cursor are updated once, at the end. Never held across an
-    await: the transaction would take in whatever else ran meanwhile."""
+    """Messages of one room added (or rewritten) in one transaction; the
+    room's head, unread count and cursor are updated once, at the end. Never
+    held across an await: the transaction would take in whatever else ran
+    meanwhile."""
 
     def __init__(self, cache: MessageRows, room: str) -> None:
         self._cache = cache
@@ -264,10 +251,11 @@ class MessageBatch:
         count_unread: bool = False,
         epoch: int | None = None,
         envelope: bytes | None = None,
+        rule: str | None = None,
     ) -> bool:
         """Store one message (once per seq); False if it was already there.
         `envelope` (the encoded envelope of a message that did not open) is
-        kept sealed with its row."""
+        kept sealed with its row, and `rule` (the rule that refused it)."""
         c = self._cache
         cur = c._db.execute(
             _INSERT_MESSAGE,
@@ -282,6 +270,7 @@ class MessageBatch:
                 error,
                 epoch,
                 None if envelope is None or text is not None else c._seal(envelope),
+                None if error is None else rule,
             ),
         )
         if cur.rowcount == 0:
@@ -299,7 +288,7 @@ class MessageBatch:
         self._cache._db.executemany(
             _INSERT_MESSAGE,
             [
-                (self.room, s, ts, who, txn, sent, sealed, None, e, None)
+                (self.room, s, ts, who, txn, sent, sealed, None, e, None, None)
                 for s, ts, who, txn, sent, sealed, e in rows
             ],
         )
@@ -314,18 +303,21 @@ class MessageBatch:
         sent_ms: int | None = None,
         text: str | None = None,
         error: str | None = None,
+        rule: str | None = None,
         envelope: bytes | None = None,
+        count_unread: bool = False,
     ) -> bool:
         """Rewrite the row at `seq` if it did not open (never another row):
-        with `text` (the copy `env` opened) or with `error` and the encoded
-        envelope to keep (None: none); `ts_ms` None keeps the row's server
-        time. False if `seq` holds no such row."""
+        with `text` (the copy `env` opened; `count_unread`: one more unread
+        message) or with `error`, the `rule` that refused the copy and the
+        encoded envelope to keep (None: none); `ts_ms` None keeps the row's
+        server time. False if `seq` holds no such row."""
         if (text is None) == (error is None):
             raise ValueError("a row holds a text or an error, not both nor neither")
         c = self._cache
         cur = c._db.execute(
             "UPDATE messages SET ts_ms=COALESCE(?, ts_ms), sender=?, txn=?, sent_ms=?,"
-            " sealed=?, error=?, epoch=?, envelope=?"
+            " sealed=?, error=?, epoch=?, envelope=?, rule=?"
             " WHERE room=? AND seq=? AND error IS NOT NULL",
             (
                 ts_ms,
@@ -336,16 +328,23 @@ class MessageBatch:
                 error,
                 env.epoch,
                 None if envelope is None or text is not None else c._seal(envelope),
+                None if error is None else rule,
                 self.room,
                 seq,
             ),
         )
-        return cur.rowcount == 1
+        done = cur.rowcount == 1
+        self._unread += int(done and text is not None and count_unread)
+        return done
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
             if exc_type is None and self.added:
                 self._cache._advance(self.room, self.added, self._unread)
+            elif exc_type is None and self._unread:  # rows rewritten, none added
+                self._cache._db.execute(
+                    "UPDATE rooms SET unread=unread+? WHERE room=?", (self._unread, self.room)
+                )
         except BaseException:
             self._tx.__exit__(RuntimeError, None, None)
             raise

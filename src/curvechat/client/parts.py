@@ -56,9 +56,12 @@ class Parts:
     def me(self) -> str:
         return self.identity.user
 
-    async def ask(self, req: m.AnyRequest, kind: type[R]) -> R:
-        """Send `req` and return its reply, which must be a `kind`."""
-        return expect(await self.conn.request(req), kind)
+    async def ask(self, req: m.AnyRequest, kind: type[R], *, timeout: float | None = None) -> R:
+        """Send `req` and return its reply, which must be a `kind` (within
+        `timeout` seconds; None: the connection's request timeout)."""
+        if timeout is None:
+            return expect(await self.conn.request(req), kind)
+        return expect(await self.conn.request(req, timeout), kind)
 
     async def rotate(self, room: str, epoch: int) -> EpochRecord:
         """Make epoch `epoch` of `room` for its current members (the trust

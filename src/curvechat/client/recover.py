@@ -1,12 +1,14 @@
 """Messages that did not open, tried again: the I/O around `recovery.py`.
 
 When a room's log and keys have been brought up to date (`Sync.refresh`),
-and at the end of every sync, `Recover.room` makes a pass over the room's
-rows that did not open, if `Recovery.begin` says one is due: it opens their
-kept envelopes again, asks the node it is connected to for the seqs still
-not open (`history`), and stores what `recovery.py` decides, in seq order,
-in one transaction per step. A row that opens is told as a
-`MessageReceived`, like a message just received.
+and at the end of every sync (`Sync.full`), `Recover.room` makes a pass
+over the room's rows that did not open, if `Recovery.begin` says one is
+due: it opens again the kept envelopes of the rows the change can unblock,
+asks the node it is connected to for the seqs `Recovery.pick_refetch`
+picks (`history`, within one deadline), and stores what `recovery.py`
+decides, in seq order, in one transaction per step. A row that opens is
+told as a `MessageReceived`, like a message just received; a row that
+becomes a replay marker as a `ReplayMarked`.
 
 It must never decide what replaces what, nor ask for more than the plan
 picked, nor refresh a room's log or keys (a pass never starts another).
@@ -14,13 +16,25 @@ picked, nor refresh a room's log or keys (a pass never starts another).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 
 from curvechat.client import events as ev
 from curvechat.client.crypt import open_split
 from curvechat.client.errors import RequestTimeout, ServerRefused
 from curvechat.client.parts import Parts
-from curvechat.client.recovery import Fate, Recovery, refetched, reopened, runs, still_stuck
+from curvechat.client.recovery import (
+    REFETCH_PER_PASS,
+    REFETCH_SECONDS,
+    REOPEN_PER_PASS,
+    Fate,
+    Pass,
+    Recovery,
+    Span,
+    placed,
+    refetched,
+    reopened,
+)
 from curvechat.client.trust.api import Opened
 from curvechat.protocol import encode
 from curvechat.protocol import messages as m
@@ -28,65 +42,113 @@ from curvechat.protocol import messages as m
 Judge = Callable[[int, Opened, int | None], Fate]
 """(seq, how the copy fared, seq of a shown message with its sender and txn) -> fate"""
 
+Row = tuple[str, str | None]
+"""A row that did not open: its error and the rule that refused it."""
+
 
 class Recover:
     def __init__(self, parts: Parts) -> None:
         self.p = parts
         self.plan = Recovery()
 
-    def new_round(self) -> None:
+    def new_round(self, *, key_accepted: bool = False) -> None:
         """A new connection, or a key change the user accepted."""
-        self.plan.new_round()
+        self.plan.new_round(key_accepted=key_accepted)
 
     async def rooms(self) -> int:
-        """A pass over every joined room where one is due. Lock held.
-        Returns how many messages opened."""
+        """A pass over every joined room where one is due, their asking
+        within one deadline. Lock held. Returns how many messages opened."""
+        joined = [cached.room for cached in self.p.cache.rooms()]
+        self.plan.keep(joined)
+        deadline = asyncio.get_running_loop().time() + REFETCH_SECONDS
         count = 0
-        for cached in self.p.cache.rooms():
-            count += await self.room(cached.room)
+        for room in self.plan.in_turn(joined):
+            count += await self.room(room, deadline)
         return count
 
-    async def room(self, room: str) -> int:
-        """A pass over the rows of `room` that did not open, if one is due.
-        Lock held. Returns how many opened."""
-        cache, core = self.p.cache, self.p.core
-        cached = cache.room(room)
+    async def room(self, room: str, deadline: float | None = None) -> int:
+        """A pass over the rows of `room` that did not open, if one is due;
+        its asking ends at `deadline` (loop time; None: `REFETCH_SECONDS`
+        from now). Lock held. Returns how many opened."""
+        cached = self.p.cache.room(room)
         if cached is None or cached.left:
+            self.plan.forget(room)
             return 0
-        if not self.plan.begin(room, (core.log(room).index, tuple(sorted(core.held(room))))):
+        core = self.p.core
+        held = core.held(room)
+        due = self.plan.begin(room, (core.log(room).index, len(held)))
+        if due is None:
             return 0
-        stuck = cache.stuck(room)
-        if not stuck:
-            return 0
-        # Their kept envelopes, opened again under what we hold now.
-        again = self.plan.pick_reopen(room, [seq for seq, (_, has) in stuck.items() if has])
-        envs = cache.kept_envelopes(room, again)
-        kept = dict(zip(envs, core.verify_many(room, list(envs.values()), open_split), strict=True))
-        opened, settled = self._settle(
-            room,
-            [(seq, None, env, kept[seq]) for seq, env in envs.items()],
-            lambda seq, copy, shown_at: reopened(copy, was=stuck[seq][0], shown_at=shown_at),
-        )
-        # What is still not open, asked for again.
-        has = {seq: kept_one for seq, (_, kept_one) in stuck.items()}
-        wanted = self.plan.pick_refetch(room, still_stuck(has, again, settled))
-        copies = await self._fetch(room, wanted)
-        fetched = core.verify_many(room, [item.envelope for item in copies], open_split)
-        more, _ = self._settle(
-            room,
-            [(i.seq, i.ts, i.envelope, v) for i, v in zip(copies, fetched, strict=True)],
-            lambda seq, copy, shown_at: refetched(copy, kept=kept.get(seq), shown_at=shown_at),
-        )
-        return opened + more
+        opened = self._reopen(room, due, sorted(held))
+        if due.refetch:
+            if deadline is None:
+                deadline = asyncio.get_running_loop().time() + REFETCH_SECONDS
+            opened += await self._refetch(room, deadline)
+        return opened
 
-    async def _fetch(self, room: str, seqs: Sequence[int]) -> list[m.StoredMessage]:
-        """The copies a node serves for `seqs` (each once, in seq order); a
-        refusal or a timeout ends the asking."""
-        wanted = set(seqs)
+    def _reopen(self, room: str, due: Pass, held: Sequence[int]) -> int:
+        """Open again the kept envelopes of the rows `due` can unblock: those
+        waiting for a key now held, then those refused by the log past
+        `due.log_from`, at most `REOPEN_PER_PASS` together."""
+        cache = self.p.cache
+        rows = cache.waiting_for_keys(room, held, REOPEN_PER_PASS)
+        more_keys = len(rows) >= REOPEN_PER_PASS
+        log_to = due.log_from
+        if log_to is not None and not more_keys:
+            room_left = REOPEN_PER_PASS - len(rows)
+            by_log = cache.waiting_for_log(room, log_to, room_left)
+            log_to = max(by_log) if len(by_log) >= room_left else None
+            rows.update(by_log)
+        self.plan.reopened_to(room, more_keys=more_keys, log_to=log_to)
+        if not rows:
+            return 0
+        envs = cache.kept_envelopes(room, sorted(rows))
+        verdicts = self.p.core.verify_many(room, list(envs.values()), open_split)
+        kept = [
+            (seq, None, env, v, rows[seq])
+            for (seq, env), v in zip(envs.items(), verdicts, strict=True)
+        ]
+        return self._settle(
+            room,
+            kept,
+            lambda seq, copy, shown_at: reopened(copy, was=rows[seq][0], shown_at=shown_at),
+        )
+
+    async def _refetch(self, room: str, deadline: float) -> int:
+        """Ask a node again for the rows `Recovery.pick_refetch` picks, and
+        put in their place what opens."""
+        if deadline <= asyncio.get_running_loop().time():
+            return 0  # no time left: the rows keep their turn
+        cache = self.p.cache
+        below_first, below_rest = self.plan.below(room)
+        first = cache.unopened(room, waits=False, below=below_first, limit=REFETCH_PER_PASS)
+        rest = cache.unopened(room, waits=True, below=below_rest, limit=REFETCH_PER_PASS)
+        spans = self.plan.pick_refetch(room, first, rest)
+        copies = await self._fetch(room, spans, deadline)
+        verdicts = self.p.core.verify_many(room, [item.envelope for item in copies], open_split)
+        waits = set(rest)
+        return self._settle(
+            room,
+            [(i.seq, i.ts, i.envelope, v, None) for i, v in zip(copies, verdicts, strict=True)],
+            lambda seq, copy, shown_at: refetched(copy, waits=seq in waits, shown_at=shown_at),
+        )
+
+    async def _fetch(
+        self, room: str, spans: Sequence[Span], deadline: float
+    ) -> list[m.StoredMessage]:
+        """The copies a node serves for the seqs of `spans` (each once, in
+        seq order), asked for until `deadline`; a refusal or a timeout ends
+        the asking."""
+        loop = asyncio.get_running_loop()
+        wanted = set().union(*(span.seqs for span in spans))
         out: dict[int, m.StoredMessage] = {}
-        for after, limit in runs(seqs):
+        for span in spans:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            ask = m.History(room=room, after=span.after, limit=span.limit)
             try:
-                reply = await self.p.ask(m.History(room=room, after=after, limit=limit), m.Messages)
+                reply = await self.p.ask(ask, m.Messages, timeout=left)
             except (ServerRefused, RequestTimeout):
                 break
             if reply.room == room:
@@ -98,33 +160,43 @@ class Recover:
     def _settle(
         self,
         room: str,
-        copies: list[tuple[int, int | None, m.Envelope, Opened]],
+        copies: Sequence[tuple[int, int | None, m.Envelope, Opened, Row | None]],
         judge: Judge,
-    ) -> tuple[int, set[int]]:
+    ) -> int:
         """Store what `judge` decides for each (seq, server time or None
-        for the row's, envelope, verdict), in seq order: each decided after
-        the ones before it are stored (M6). Returns how many opened, and
-        the seqs that are settled (opened or marked a replay)."""
-        cache = self.p.cache
+        for the row's, envelope, verdict, the row if the envelope is its
+        own), in seq order: each decided after the ones before it are
+        stored (M6, the epochs of the rows that opened), and told. Returns
+        how many opened."""
+        cache, me = self.p.cache, self.p.me
         opened: list[int] = []
-        settled: set[int] = set()
+        replays: list[tuple[int, int]] = []
         with cache.batch(room) as batch:
-            for seq, ts, env, copy in sorted(copies, key=lambda c: c[0]):
+            for seq, ts, env, copy, own in sorted(copies, key=lambda c: c[0]):
                 shown_at = None if copy.error else cache.seen_txn(room, env.sender, env.txn)
                 fate = judge(seq, copy, shown_at)
+                if fate is not Fate.KEEP:
+                    around = cache.epochs_around(room, seq)
+                    fate = placed(fate, env.epoch, around, own=own is not None)
                 if fate is Fate.HOLD:
-                    batch.rewrite(seq, ts, env, error=copy.error, envelope=encode(env))
+                    batch.rewrite(
+                        seq, ts, env, error=copy.error, rule=copy.rule, envelope=encode(env)
+                    )
+                elif fate is Fate.DROP and own is not None:
+                    batch.rewrite(seq, ts, env, error=own[0], rule=own[1])
                 elif fate is Fate.OPEN:
-                    if batch.rewrite(seq, ts, env, sent_ms=copy.sent_ms, text=copy.text):
+                    unread = env.sender != me
+                    if batch.rewrite(
+                        seq, ts, env, sent_ms=copy.sent_ms, text=copy.text, count_unread=unread
+                    ):
                         opened.append(seq)
-                        settled.add(seq)
-                elif fate is Fate.REPLAY:
+                elif fate is Fate.REPLAY and shown_at is not None:
                     replay = f"replay of message {shown_at}"
-                    if batch.rewrite(seq, ts, env, error=replay):
-                        settled.add(seq)
-        for seq in settled:
-            self.plan.settled(room, seq)
+                    if batch.rewrite(seq, ts, env, error=replay, rule="M6"):
+                        replays.append((seq, shown_at))
+        for seq, original in replays:
+            self.p.emit(ev.ReplayMarked(room, seq, original))
         for seq in opened:
             for msg in cache.messages(room, after=seq - 1, limit=1):
-                self.p.emit(ev.MessageReceived(msg, mine=msg.sender == self.p.me, live=False))
-        return len(opened), settled
+                self.p.emit(ev.MessageReceived(msg, mine=msg.sender == me, live=False))
+        return len(opened)

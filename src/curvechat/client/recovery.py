@@ -4,38 +4,51 @@ engine's `recover.py` asks and stores).
 A message the client could not open (no key for its epoch yet, M2; a sender
 its verified log does not have yet or does not allow, M3, M4; a signature or
 an AEAD that does not check, M5; another room, M1; a replay, M6) is cached
-as a row with an error, which holds its seq: the cursor moves over it. The
-envelope it came in is kept with it (sealed at rest), except for a replay.
-This module decides what becomes of such rows:
+as a row with an error and the rule that refused it, which holds its seq:
+the cursor moves over it. The envelope it came in is kept with it (sealed
+at rest), except for a replay. This module decides what becomes of such
+rows:
 
 - **When** (`Recovery.begin`): a pass over a room's rows is due once per
-  round (a new connection, a key change the user accepted) and per change of
-  what can make a kept envelope open, the room's verified log and the epochs
-  it holds keys for. Neither changes without signed evidence, so a server
-  cannot make passes happen by repeating itself.
-- **Which** (`pick_reopen`, `still_stuck`, `pick_refetch`): a pass opens
-  again the rows' kept envelopes (at most `REOPEN_PER_PASS`), then asks a
-  node again for the seqs still not open, by `history`: at most `REFETCH_PER_PASS` seqs in a
-  pass and `REFETCH_PER_ROUND` in a round, each at most once a pass, those
-  asked least recently first, then the newest.
-- **What replaces what** (`reopened`, `refetched`): only a row that did not
-  open is ever rewritten. A copy that opens takes its place (same seq) and
-  is shown, unless a message already shown at another seq carries its
-  sender and txn (M6): the row then becomes a replay marker, and the message
-  already shown stays where it is. A fetched copy that did not open is kept
-  instead of the row's only if it may still open (M2-M4) and the row's copy
-  may not.
+  round (a new connection, a key change the user accepted) and per change
+  of what can make a kept envelope open: the index of the room's verified
+  log, or the number of epochs it holds keys for (which only grows). Neither
+  changes without signed evidence, so a server cannot make passes happen
+  by repeating itself (but it can start a round by dropping the connection).
+- **Which rows are opened again**: only those the change can unblock. A
+  row refused for want of a key (M2) is opened again once its epoch's key
+  is held; one refused by the log (M3, M4) once per index of the log (and
+  in the first pass of a round that followed an accepted key change), those
+  past a seq cursor; at most `REOPEN_PER_PASS` a pass, and a pass that
+  left some makes the next one due. A row refused for good (M1, M5, M6)
+  is never opened again: it can only be asked for again.
+- **Which are asked for again** (`pick_refetch`): those no key or op can
+  open (no envelope kept, or M1, M5, M6) first, then the others, each kind
+  in turn from the newest down from where the last pass left off; at most
+  `REFETCH_PER_PASS` seqs a pass and `REFETCH_PER_ROUND` a round, covered
+  by at most `REFETCH_SPANS` `history` requests of at most a page each,
+  asked within `REFETCH_SECONDS` all together.
+- **What replaces what** (`reopened`, `refetched`, `placed`): only a row
+  that did not open is ever rewritten. A copy that opens takes its place
+  (same seq) and is shown, unless a message already shown at another seq
+  carries its sender and txn (M6): the row then becomes a replay marker,
+  and the message already shown stays where it is. A fetched copy that did
+  not open is kept instead of the row's only if it may still open (M2-M4)
+  and the row's copy may not. No copy is used where its epoch does not lie
+  between those of the nearest rows that opened before and after it.
 
-It must never touch a socket, the cache or a clock.
+What it remembers is a few numbers per room it holds, whatever the number
+of rows. It must never touch a socket, the cache or a clock.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from curvechat.client.trust.api import Opened
+from curvechat.protocol.limits import MAX_PAGE
 
 REOPEN_PER_PASS = 500
 """Kept envelopes opened again in one pass over a room."""
@@ -46,12 +59,19 @@ REFETCH_PER_PASS = 64
 REFETCH_PER_ROUND = 512
 """Seqs asked for again in one round (connection), all rooms together."""
 
+REFETCH_SPANS = 4
+"""`history` requests a pass makes at most; each covers at most a page."""
+
+REFETCH_SECONDS = 5.0
+"""How long the asking of a pass (or of the passes at the end of a sync,
+all together) may take: then it stops asking."""
+
 WAITING = frozenset({"M2", "M3", "M4"})
 """Refusals a key or an op learned later can lift."""
 
-Context = tuple[int, tuple[int, ...]]
+Context = tuple[int, int]
 """What decides whether a kept envelope opens: the index of the room's
-verified log and the epochs it holds keys for."""
+verified log and the number of epochs it holds keys for."""
 
 
 class Fate(enum.Enum):
@@ -61,6 +81,7 @@ class Fate(enum.Enum):
     REPLAY = "replay"  # it opened, but is shown at another seq: the row marks it a replay
     HOLD = "hold"  # not open: the row keeps this copy, and its verdict, for a later pass
     KEEP = "keep"  # the row stays as it is
+    DROP = "drop"  # the row keeps its verdict but not its envelope, which cannot go here
 
 
 def reopened(copy: Opened, *, was: str, shown_at: int | None) -> Fate:
@@ -71,97 +92,164 @@ def reopened(copy: Opened, *, was: str, shown_at: int | None) -> Fate:
     return Fate.KEEP if copy.error == was else Fate.HOLD
 
 
-def refetched(copy: Opened, *, kept: Opened | None, shown_at: int | None) -> Fate:
-    """A copy a node served again for a row's seq: `kept` is how the row's
-    kept envelope fared in the same pass (None: the row keeps none)."""
+def refetched(copy: Opened, *, waits: bool, shown_at: int | None) -> Fate:
+    """A copy a node served again for a row's seq: `waits` says whether
+    the row keeps an envelope that a key or an op may still open."""
     if copy.error is None:
         return Fate.OPEN if shown_at is None else Fate.REPLAY
-    if copy.rule in WAITING and (kept is None or kept.rule not in WAITING):
+    if copy.rule in WAITING and not waits:
         return Fate.HOLD
     return Fate.KEEP
 
 
-def still_stuck(
-    has_envelope: Mapping[int, bool], reopened: Collection[int], settled: Collection[int]
-) -> list[int]:
-    """The rows to ask a node for again, after a pass opened some kept
-    envelopes again (`reopened`) and settled some rows: those not settled
-    that keep no envelope or whose envelope was just tried (one waiting its
-    turn to be opened again waits for that first), in seq order."""
-    return sorted(
-        seq
-        for seq, has in has_envelope.items()
-        if seq not in settled and (not has or seq in reopened)
-    )
+def fits(epoch: int, around: tuple[int | None, int | None]) -> bool:
+    """Whether a copy under `epoch` may go between rows that opened under
+    the epochs `around` (before, after; None: no such row). An honest
+    server stores a message under the room's current epoch only, so epochs
+    never go down as seqs go up."""
+    before, after = around
+    return (before is None or before <= epoch) and (after is None or epoch <= after)
 
 
-def runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
-    """`seqs` (those from 1) as `history` requests: (after, limit) for each
-    run of consecutive seqs, in order."""
-    out: list[tuple[int, int]] = []
-    for seq in sorted(s for s in set(seqs) if s >= 1):
-        if out and out[-1][0] + out[-1][1] == seq - 1:
-            out[-1] = (out[-1][0], out[-1][1] + 1)
-        else:
-            out.append((seq - 1, 1))
-    return out
+def placed(fate: Fate, epoch: int, around: tuple[int | None, int | None], *, own: bool) -> Fate:
+    """`fate`, unless the copy (under `epoch`) does not fit `around`: then
+    it is not used. The row's own envelope (`own`) can then never open
+    there: the row drops it, and is asked for again by seq only."""
+    if fate in (Fate.KEEP, Fate.DROP) or fits(epoch, around):
+        return fate
+    return Fate.DROP if own else Fate.KEEP
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """A pass that is due, and what it does."""
+
+    log_from: int | None
+    """Rows refused by the log (M3, M4) past this seq are opened again
+    (None: none are)."""
+    refetch: bool
+    """Whether it asks a node again (not in a pass that only goes on opening
+    what the last one left)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """One `history` request of a pass, and the seqs it is for."""
+
+    after: int
+    limit: int
+    seqs: frozenset[int]
+
+
+@dataclass
+class _Room:
+    round: int
+    context: Context
+    log_from: int | None = 0
+    more: bool = False
+    """The last pass left rows to open again (its cap)."""
+    below: list[int | None] = field(default_factory=lambda: [None, None])
+    """Where asking goes on, for each kind (refused for good, waiting)."""
 
 
 @dataclass
 class Recovery:
     """What this client has tried so far (in memory: a restart is a new
-    round anyway)."""
+    round anyway), a few numbers per room."""
 
     round: int = 0
-    _passes: dict[str, tuple[int, Context]] = field(default_factory=dict)
-    _pass: int = 0
+    _rekeyed: int = -1
+    """The round that a key change the user accepted began."""
     _spent: int = 0
     """Seqs asked for again in this round."""
-    _reopened: dict[tuple[str, int], int] = field(default_factory=dict)
-    _asked: dict[tuple[str, int], int] = field(default_factory=dict)
-    """(room, seq) -> the pass that last tried it that way."""
+    _rooms: dict[str, _Room] = field(default_factory=dict)
 
-    def new_round(self) -> None:
+    def new_round(self, *, key_accepted: bool = False) -> None:
         """A new connection, or a key change the user accepted: every room
         gets a pass again, and the round's refetch budget is whole."""
         self.round += 1
         self._spent = 0
+        if key_accepted:
+            self._rekeyed = self.round
 
-    def begin(self, room: str, context: Context) -> bool:
-        """Whether a pass over `room`'s rows is due in `context`; if so, it
-        starts (and is not due again until the round or the context changes)."""
-        key = (self.round, context)
-        if self._passes.get(room) == key:
-            return False
-        self._passes[room] = key
-        self._pass += 1
-        return True
+    def begin(self, room: str, context: Context) -> Pass | None:
+        """The pass over `room`'s rows due in `context`, if one is (it is not
+        due again until the round or the context changes, or unless it
+        leaves rows to open again)."""
+        st = self._rooms.get(room)
+        if st is None:
+            self._rooms[room] = _Room(self.round, context)
+            return Pass(log_from=0, refetch=True)
+        fresh = st.round != self.round or st.context != context
+        if not fresh and not st.more:
+            return None
+        rekeyed = st.round != self.round and self.round == self._rekeyed
+        if st.context[0] != context[0] or rekeyed:
+            st.log_from = 0  # the log moved, or a key change was accepted: all of them again
+        st.round, st.context = self.round, context
+        return Pass(log_from=st.log_from, refetch=fresh)
 
-    def pick_reopen(self, room: str, seqs: Iterable[int]) -> list[int]:
-        """Of the rows at `seqs`, which keep an envelope, those to open
-        again in this pass, in seq order."""
-        return self._pick(room, seqs, self._reopened, REOPEN_PER_PASS)
+    def reopened_to(self, room: str, *, more_keys: bool, log_to: int | None) -> None:
+        """What the pass opened again: `more_keys` if rows waiting for a
+        key were left (the cap), `log_to` the last row refused by the log
+        it tried (None: it reached the end of them)."""
+        st = self._rooms.get(room)
+        if st is not None:
+            st.log_from = log_to
+            st.more = more_keys or log_to is not None
 
-    def pick_refetch(self, room: str, seqs: Iterable[int]) -> list[int]:
-        """Of the rows at `seqs`, still not open, those to ask a node for
-        again in this pass, in seq order."""
+    def below(self, room: str) -> tuple[int | None, int | None]:
+        """Where asking goes on in `room`, for rows refused for good and for
+        rows that wait (None: from the newest)."""
+        st = self._rooms.get(room)
+        return (None, None) if st is None else (st.below[0], st.below[1])
+
+    def pick_refetch(self, room: str, first: Sequence[int], rest: Sequence[int]) -> list[Span]:
+        """Of the rows refused for good (`first`) and those that wait
+        (`rest`), each in the order they are to be asked in (from where the
+        last pass left off), those to ask a node for again in this pass, as
+        `history` requests."""
+        st = self._rooms.get(room)
         cap = min(REFETCH_PER_PASS, REFETCH_PER_ROUND - self._spent)
-        chosen = self._pick(room, seqs, self._asked, cap)
-        self._spent += len(chosen)
-        return chosen
+        spans: list[tuple[list[int], set[int]]] = []  # ([lowest, highest], seqs) a request
+        count = 0
+        for kind, seqs in enumerate((first, rest)):
+            for seq in seqs:
+                into = next((s for s in spans if _within(s[0], seq)), None)
+                if count >= cap or (into is None and len(spans) >= REFETCH_SPANS):
+                    break
+                if into is None:
+                    into = ([seq, seq], set())
+                    spans.append(into)
+                into[0][:] = [min(into[0][0], seq), max(into[0][1], seq)]
+                into[1].add(seq)
+                count += 1
+                if st is not None:
+                    st.below[kind] = seq
+        self._spent += count
+        return [
+            Span(low - 1, high - low + 1, frozenset(seqs))
+            for (low, high), seqs in sorted(spans, key=lambda s: s[0])
+        ]
 
-    def settled(self, room: str, seq: int) -> None:
-        """The row at `seq` opened or became a replay marker: forget it."""
-        self._reopened.pop((room, seq), None)
-        self._asked.pop((room, seq), None)
+    def in_turn(self, rooms: Sequence[str]) -> list[str]:
+        """`rooms` in the order their passes go at the end of a sync, which
+        share one deadline: each round from the next room on, so that a
+        node that answers slowly in one room does not keep the others'
+        turn for good."""
+        start = self.round % len(rooms) if rooms else 0
+        return [*rooms[start:], *rooms[:start]]
 
-    def _pick(
-        self, room: str, seqs: Iterable[int], last: dict[tuple[str, int], int], cap: int
-    ) -> list[int]:
-        """Up to `cap` of `seqs`, those tried least recently (in `last`)
-        first, then the newest; recorded as tried in this pass."""
-        order = sorted(set(seqs), key=lambda s: (last.get((room, s), 0), -s))
-        chosen = order[: max(cap, 0)]
-        for seq in chosen:
-            last[(room, seq)] = self._pass
-        return sorted(chosen)
+    def keep(self, rooms: Collection[str]) -> None:
+        """Forget the rooms not in `rooms` (those the user left)."""
+        for room in [r for r in self._rooms if r not in rooms]:
+            del self._rooms[room]
+
+    def forget(self, room: str) -> None:
+        """Forget `room` (the user left it)."""
+        self._rooms.pop(room, None)
+
+
+def _within(span: list[int], seq: int) -> bool:
+    """Whether one `history` request can cover `span` ([lowest, highest]) and `seq`."""
+    return max(span[1], seq) - min(span[0], seq) < MAX_PAGE

@@ -231,6 +231,7 @@ class Sync:
                     count_unread=not mine,
                     epoch=env.epoch,
                     envelope=encode(env) if keep else None,
+                    rule=opened.rule,
                 ):
                     msg = CachedMessage(
                         room,

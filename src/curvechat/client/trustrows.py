@@ -48,11 +48,12 @@ MIGRATIONS = (
 
 def migrate(db: sqlite3.Connection, steps: Sequence[tuple[str, str, str]] = MIGRATIONS) -> None:
     """Add to an older cache the columns `steps` name, as (table, column,
-    statement), where they are missing."""
+    statements), where they are missing: each step's statements in one
+    transaction."""
     for table, column, sql in steps:
         columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
         if column not in columns:
-            db.execute(sql)
+            db.executescript(f"BEGIN; {sql}; COMMIT;")
 
 
 def _now_ms() -> int:

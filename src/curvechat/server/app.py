@@ -163,7 +163,11 @@ async def serve(
     node = ChatNode(
         store, public_key=public, secret_key=secret, bind=bind, node_name=name, limits=limits
     )
-    endpoint = await node.start()
+    try:
+        endpoint = await node.start()
+    except BaseException:
+        await _bounded("store", store.close())
+        raise
     runner = None
     pusher = None
     cluster = None

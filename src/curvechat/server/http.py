@@ -163,8 +163,11 @@ async def start_http(
     """Start serving; returns the runner (to clean up) and the bound port."""
     runner = web.AppRunner(make_http_app(node, guard), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()  # the app's sessions too: nothing left open
+        raise
     bound = port
     for address in runner.addresses:  # the real port when asked for port 0
         if isinstance(address, tuple) and len(address) >= 2:

@@ -66,6 +66,7 @@ from curvechat.server.linkwire import (
     sent,
 )
 from curvechat.server.ownership import Ownership
+from curvechat.server.router import bind_or_close
 from curvechat.store import Committed, NewMessage, StoreError
 from curvechat.tasks import cancel_and_wait
 
@@ -108,7 +109,7 @@ def bind_link(
     sock.setsockopt(zmq.RCVHWM, 100_000)
     sock.setsockopt(zmq.HEARTBEAT_IVL, 2000)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
-    sock.bind(bind)
+    bind_or_close(sock, bind)
     return sock, sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
 

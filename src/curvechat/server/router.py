@@ -9,6 +9,8 @@ new connections.
 
 from __future__ import annotations
 
+import os
+
 import zmq
 import zmq.asyncio
 
@@ -69,6 +71,17 @@ class AllowKnownGood:
         return True
 
 
+def bind_or_close(sock: zmq.Socket[bytes] | zmq.asyncio.Socket, bind: str) -> None:
+    """Bind `sock` to `bind`; if that fails, close it and raise OSError
+    naming the address (an address in use is a person's mistake, not a bug)."""
+    try:
+        sock.bind(bind)
+    except zmq.ZMQError as exc:
+        sock.close(linger=0)
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise OSError(exc.errno, f"cannot listen on {bind}: {why}") from exc
+
+
 def open_router(
     ctx: zmq.asyncio.Context, bind: str, *, secret_key: bytes, public_key: bytes
 ) -> tuple[zmq.Socket[bytes], zmq.asyncio.Socket]:
@@ -91,7 +104,7 @@ def open_router(
     sock.setsockopt(zmq.SNDHWM, 10000)
     sock.setsockopt(zmq.RCVHWM, 10000)
     sock.setsockopt(zmq.LINGER, 1000)
-    sock.bind(bind)
+    bind_or_close(sock, bind)
     # libzmq's I/O thread sends monitor events blocking: a bounded queue
     # that the event loop has not read yet would stall every connection.
     # The receiving end is unbounded (RCVHWM 0), as it is made here.

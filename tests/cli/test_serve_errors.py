@@ -1,0 +1,44 @@
+"""`curvechat serve` on an address another process holds: one line with a
+code, exit 1, nothing left open, no traceback (an address in use is the
+most likely mistake of someone who starts a second node by accident)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from support.servers import ServerProcess, free_port
+
+SERVE = (sys.executable, "-m", "curvechat", "serve")
+
+
+def serve(data: Path, bind: str, http: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SERVE, "--data", str(data), "--bind", bind, "--http", http],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_client_port_in_use_is_bind_failed_with_the_address(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    got = serve(tmp_path / "second", server.endpoint, f"127.0.0.1:{free_port()}")
+    assert got.returncode == 1
+    line = f"curvechat: error [bind_failed]: [Errno 98] cannot listen on {server.endpoint}"
+    assert got.stderr.strip().splitlines()[-1].startswith(line), got.stderr
+    assert "Traceback" not in got.stderr + got.stdout
+
+
+def test_an_http_port_in_use_is_bind_failed_and_leaves_nothing_open(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    got = serve(
+        tmp_path / "second", f"tcp://127.0.0.1:{free_port()}", f"127.0.0.1:{server.http_port}"
+    )
+    assert got.returncode == 1
+    assert got.stderr.strip().splitlines()[-1].startswith("curvechat: error [bind_failed]")
+    for marker in ("Traceback", "Unclosed", "never retrieved"):
+        assert marker not in got.stderr + got.stdout, got.stderr

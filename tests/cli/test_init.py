@@ -82,3 +82,40 @@ def test_a_registration_sent_but_not_confirmed_keeps_the_identity(
     monkeypatch.undo()
     # the next command registers it (registration is idempotent)
     assert alice.run("rooms").returncode == 0
+
+
+def test_a_wrong_server_key_is_key_mismatch_and_leaves_no_home(cli: Callable[[str], Any]) -> None:
+    alice = cli("alice")
+    base, _, key = alice.server.connect.rpartition("/")
+    wrong = f"{base}/{key[:-6]}{'aaaaaa' if not key.endswith('aaaaaa') else 'bbbbbb'}"
+    proc = alice.run("init", "--user", "alice", "--server", wrong, ok=False, server=False)
+    assert proc.returncode == 1 and "[key_mismatch]" in proc.stderr, proc.stderr
+    assert "nothing was kept" in proc.stderr
+    assert not alice.home.exists()
+
+
+def test_init_waits_the_connect_timeout_for_a_server_that_never_answers(
+    cli: Callable[[str], Any],
+) -> None:
+    import socket
+
+    alice = cli("alice")
+    with socket.socket() as silent:  # accepts connections, never speaks
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        mute = alice.server.connect.replace(f":{alice.server.port}/", f":{port}/")
+        proc = alice.run(
+            "init",
+            "--user",
+            "alice",
+            "--server",
+            mute,
+            "--connect-timeout",
+            "1",
+            ok=False,
+            server=False,
+        )
+    assert proc.returncode == 3 and "[unreachable]" in proc.stderr
+    assert "no server answered within 1 s" in proc.stderr, proc.stderr
+    assert not alice.home.exists()

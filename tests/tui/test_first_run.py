@@ -66,6 +66,58 @@ async def test_first_run_creates_identity_and_asks_for_server(
     assert Home(home).identity.stat().st_mode & 0o077 == 0
 
 
+async def test_a_taken_name_or_a_wrong_server_key_keeps_nothing_and_asks_again(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """The first run registers the name before it keeps the identity: a name
+    taken, or a connect string whose key is not the server's, asks again
+    with the reason, and the home holds no identity meanwhile."""
+    from curvechat.client.enroll import register
+    from curvechat.crypto.identity import Identity
+    from curvechat.protocol.connect import parse_connect
+
+    taken = Identity.generate("alice")
+    addresses = parse_connect(server.connect)
+    assert await register(taken, addresses, wait=5, timeout=10, client_id="test")
+    home = tmp_path / "newcomer"
+    base, _, key = server.connect.rpartition("/")
+    wrong = f"{base}/{key[:-6]}{'aaaaaa' if not key.endswith('aaaaaa') else 'bbbbbb'}"
+
+    async def create(pilot, name: str, error: str | None = None) -> None:  # type: ignore[no-untyped-def]
+        await until(pilot, lambda: isinstance(app.screen, CreateIdentityScreen), "create form")
+        screen = app.screen
+        if error is not None:
+            shown = screen.query_one("#setup-error", Static)
+            await until(pilot, lambda: error in str(shown.render()), error)
+            assert not Home(home).identity.exists()  # nothing kept while it asks again
+        await pilot.pause()
+        screen.query_one("#setup-name", Input).value = name
+        screen.query_one("#setup-pass", Input).value = "one passphrase"
+        screen.query_one("#setup-pass2", Input).value = "one passphrase"
+        await pilot.click("#setup-ok")
+
+    async def connect(pilot, text: str, error: str | None = None) -> None:  # type: ignore[no-untyped-def]
+        await until(pilot, lambda: isinstance(app.screen, ConnectScreen), "connect form")
+        screen = app.screen
+        if error is not None:
+            shown = screen.query_one("#setup-error", Static)
+            await until(pilot, lambda: error in str(shown.render()), error)
+        await pilot.pause()
+        screen.query_one("#setup-server", Input).value = text
+        await pilot.click("#setup-ok")
+
+    app = CurvechatApp(ChatSettings(home=home, client_options=FAST, cursor_blink=False))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await create(pilot, "alice")
+        await connect(pilot, wrong)
+        await connect(pilot, server.connect, error="CURVE handshake")
+        assert not Home(home).identity.exists()
+        await create(pilot, "dora", error="name_taken")
+        await ready(pilot, app)
+        assert app.client.me == "dora"
+    assert Home(home).identity.exists()
+
+
 async def test_wrong_passphrase_is_asked_again(server: ServerProcess, kit) -> None:  # type: ignore[no-untyped-def]
     path = kit.home("erin", server.connect)
     app = CurvechatApp(ChatSettings(home=path, client_options=FAST, cursor_blink=False))

@@ -137,7 +137,8 @@ async def _with_client(
     """Run `body` on a connected, synced client; with no server reachable,
     `offline` on the client and the `reach.Offline` that says why (or exit 3)."""
     from curvechat.cli.follow import peer_options
-    from curvechat.cli.reach import connect_timeout, deliver_queued, node_timeout, reach
+    from curvechat.cli.reach import connect_timeout, deliver_queued, reach
+    from curvechat.client.enroll import node_timeout
     from curvechat.client.errors import ServerRefused
     from curvechat.client.open import open_client
 

@@ -103,58 +103,27 @@ def _commit(tmp: Path, target: Path) -> None:
             os.close(fd)
 
 
-async def register(identity: Identity, addresses: list[ServerAddress], timeout: float) -> bool:
-    """Register `identity` with the first node that answers, within
-    `timeout`. True: registered; False: a registration was sent and not
-    confirmed (outcome unknown). Raises CliError: refused (e.g.
-    name_taken), or no node answered (nothing was sent)."""
-    import zmq.utils.z85
-
-    from curvechat.client.connection import Connection
-    from curvechat.client.errors import NotConnected, RequestTimeout, ServerRefused
-    from curvechat.protocol import messages as m
+async def register(
+    identity: Identity, addresses: list[ServerAddress], wait: float, timeout: float
+) -> bool:
+    """`curvechat.client.enroll.register`, its refusals as CliError: True
+    registered, False sent and not confirmed (outcome unknown)."""
+    from curvechat.client.enroll import Unreachable
+    from curvechat.client.enroll import register as enroll
+    from curvechat.client.errors import KeyMismatch, ServerRefused
 
     try:
-        conn = Connection(
-            addresses,
-            public_key=zmq.utils.z85.encode(identity.transport_pub),
-            secret_key=zmq.utils.z85.encode(identity.transport_secret),
-            on_push=lambda _msg: None,
-            client_id="curvechat-init",
+        return await enroll(
+            identity, addresses, wait=wait, timeout=timeout, client_id="curvechat-init"
         )
     except RuntimeError as exc:  # libzmq without CURVE, or too old
         raise CliError("no_curve", str(exc)) from exc
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    sent = False
-    await conn.start()
-    try:
-        while (left := deadline - loop.time()) > 0:
-            if not await conn.wait_live(left):
-                break
-            sent = True
-            try:
-                await conn.request(
-                    m.Register(
-                        user=identity.user,
-                        sign_pub=identity.sign_pub,
-                        transport_sig=identity.transport_sig(),
-                    ),
-                    timeout=max(0.1, min(left, conn.request_timeout)),
-                )
-                return True
-            except ServerRefused as exc:
-                raise CliError(exc.code, exc.message) from exc
-            except (NotConnected, RequestTimeout):
-                await asyncio.sleep(0.05)  # the connection retries; so do we
-        detail = conn.status.detail or conn.status.state
-    finally:
-        await conn.close()
-    if sent:
-        return False
-    raise CliError(
-        "unreachable", f"no server answered within {timeout:g} s ({detail})", EXIT_UNREACHABLE
-    )
+    except ServerRefused as exc:
+        raise CliError(exc.code, exc.message) from exc
+    except KeyMismatch as exc:
+        raise CliError(exc.code, str(exc)) from exc
+    except Unreachable as exc:
+        raise CliError(exc.code, str(exc), EXIT_UNREACHABLE) from exc
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -168,6 +137,12 @@ def cmd_init(args: argparse.Namespace) -> int:
             f"{args.user!r}: a user name is a-z first, then a-z 0-9 . _ -, up to 32",
             EXIT_USAGE,
         )
+    from curvechat.cli.reach import connect_timeout
+
+    try:
+        wait = connect_timeout(args)
+    except ValueError as exc:
+        raise CliError("bad_argument", str(exc), EXIT_USAGE) from exc
     home = _home(args)
     if home.identity.exists():
         raise CliError("identity_exists", f"{home.identity} exists; refusing to overwrite it")
@@ -186,7 +161,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             raise CliError("write_failed", f"cannot write in {home.path}: {exc}") from exc
         confirmed = True
         if addresses is not None:
-            confirmed = asyncio.run(register(identity, addresses, args.timeout))
+            confirmed = asyncio.run(register(identity, addresses, wait, args.timeout))
         _commit(staged, home.identity)
         kept = True
     except BaseException as exc:

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from curvechat.client import events as ev
-from curvechat.client import servers as sv
-from curvechat.client.errors import KeyMismatch
+from curvechat.client.enroll import reach_node
 from curvechat.client.recall import last_sync_ms
 from curvechat.protocol.text import visible
 
@@ -37,9 +36,6 @@ if TYPE_CHECKING:
 
 DEFAULT_CONNECT_TIMEOUT = 3.0
 CONNECT_TIMEOUT_ENV = "CURVECHAT_CONNECT_TIMEOUT"
-MIN_NODE_TIMEOUT = 1.0
-"""The shortest wait for one node's welcome when the connect timeout is
-shared among several nodes."""
 
 
 def connect_timeout(args: argparse.Namespace) -> float:
@@ -57,12 +53,6 @@ def connect_timeout(args: argparse.Namespace) -> float:
     if not given > 0:
         raise ValueError("the connect timeout must be positive")
     return float(given)
-
-
-def node_timeout(timeout: float, nodes: int) -> float:
-    """How long one node's welcome is awaited: the connect timeout shared
-    among the nodes of one round, and never below MIN_NODE_TIMEOUT."""
-    return max(MIN_NODE_TIMEOUT, timeout / max(1, nodes))
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,46 +98,8 @@ async def reach(client: ChatClient, timeout: float) -> Offline | None:
             changed.set()
 
     client.subscribe(on_event)
-    conn = client.conn
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not conn.live:
-        endpoints = [a.endpoint for a in conn.addresses]
-        kind = sv.verdict(endpoints, conn.failures)
-        if kind in (sv.KEY_MISMATCH, sv.AUTH):
-            raise KeyMismatch(_mismatch(endpoints, conn.failures))
-        if kind is not None:
-            why = _why(endpoints, conn.status.detail, kind, timeout)
-            return Offline(why, last_sync_ms(client.cache))
-        left = deadline - loop.time()
-        if left <= 0:
-            why = f"no server answered within {timeout:g} s"
-            return Offline(why, last_sync_ms(client.cache))
-        changed.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(left):
-                await changed.wait()
-    return None
-
-
-def _why(endpoints: list[str], detail: str, kind: str, timeout: float) -> str:
-    if kind == sv.REFUSED:
-        where = ", ".join(e.removeprefix("tcp://") for e in endpoints)
-        return f"no server is listening at {where}"
-    if kind == sv.DRAINING:
-        return "every server is draining (before a restart) or down: try again shortly"
-    return f"no server answered within {timeout:g} s" + (f": {detail}" if detail else "")
-
-
-def _mismatch(endpoints: list[str], failures: dict[str, str]) -> str:
-    bad = [e for e in endpoints if failures.get(e) in (sv.KEY_MISMATCH, sv.AUTH)]
-    where = ", ".join(e.removeprefix("tcp://") for e in bad)
-    if any(failures.get(e) == sv.AUTH for e in bad):
-        return f"the server at {where} refused this client's key during the CURVE handshake"
-    return (
-        f"the server at {where} failed the CURVE handshake: the server key in the connect"
-        " string is not its key (compare the fingerprint `curvechat serve` printed)"
-    )
+    why = await reach_node(client.conn, timeout, changed)
+    return None if why is None else Offline(why, last_sync_ms(client.cache))
 
 
 async def deliver_queued(client: ChatClient, timeout: float) -> None:

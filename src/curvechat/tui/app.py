@@ -22,8 +22,13 @@ from curvechat.tui.settings import ChatSettings
 
 if TYPE_CHECKING:
     from curvechat.client.engine import ChatClient
+    from curvechat.crypto.identity import Identity
+    from curvechat.protocol.connect import ServerAddress
 
 log = logging.getLogger("curvechat.tui")
+
+REGISTER_WAIT_S = 3.0  # a first run waits this long for a node's welcome
+REGISTER_TIMEOUT_S = 15.0  # and this long for its answer to `register`
 
 
 class CurvechatApp(App[int]):
@@ -66,16 +71,15 @@ class CurvechatApp(App[int]):
 
         home = Home(self.settings.home)
         identity: Identity | None = None
+        new_passphrase: bytes | None = None  # a first run: kept once registered
         error: str | None = None
         if not home.identity.exists():
             answer = await self.push_screen_wait(CreateIdentityScreen())
             if answer is None:
                 self.exit(1)
                 return
-            name, passphrase = answer
+            name, new_passphrase = answer
             identity = Identity.generate(name)
-            home.ensure()
-            await asyncio.to_thread(seal_identity, identity, passphrase, home.identity)
         passphrase_given = self.settings.passphrase
         while identity is None:
             passphrase = passphrase_given
@@ -102,9 +106,30 @@ class CurvechatApp(App[int]):
                     return
             try:
                 addresses = parse_connect(server)
-                break
             except ConnectStringError as exc:
                 error, server = str(exc), None
+                continue
+            if new_passphrase is None:
+                break
+            # A first run: the name is registered before the identity is kept,
+            # so a name taken or a wrong server key leaves nothing behind.
+            refused = await self._enroll(identity, addresses)
+            if refused is None:
+                break
+            kind, error = refused
+            if kind == "server":
+                server = None
+                continue
+            answer = await self.push_screen_wait(CreateIdentityScreen(error))
+            if answer is None:
+                self.exit(1)
+                return
+            name, new_passphrase = answer
+            identity = Identity.generate(name)
+            error = None
+        if new_passphrase is not None:
+            home.ensure()
+            await asyncio.to_thread(seal_identity, identity, new_passphrase, home.identity)
         try:
             client = open_client(
                 home,
@@ -121,6 +146,37 @@ class CurvechatApp(App[int]):
         self.client = client
         self._server = server
         await self._open_chat(client)
+
+    async def _enroll(
+        self, identity: Identity, addresses: list[ServerAddress]
+    ) -> tuple[str, str] | None:
+        """Register a new identity (first run). None: registered, or no
+        server answered (it registers on its first connection, as before);
+        else what to ask again ("server" or "name") and why."""
+        from curvechat.client.enroll import Unreachable, register
+        from curvechat.client.errors import KeyMismatch, ServerRefused
+
+        self.notify(f"registering {identity.user}…", timeout=5, markup=False)
+        try:
+            await register(
+                identity,
+                addresses,
+                wait=REGISTER_WAIT_S,
+                timeout=REGISTER_TIMEOUT_S,
+                client_id="curvechat-tui",
+            )
+        except KeyMismatch as exc:
+            return "server", str(exc)
+        except ServerRefused as exc:
+            return "name", f"{exc.code}: {exc.message}"
+        except (Unreachable, RuntimeError) as exc:
+            self.notify(
+                f"not registered yet ({exc}); it is, on the first connection",
+                severity="warning",
+                timeout=10,
+                markup=False,
+            )
+        return None
 
     async def _open_chat(self, client: ChatClient) -> None:
         screen = ChatScreen(client, self.settings)

@@ -1,0 +1,144 @@
+"""Registering a new identity before it is kept, for `curvechat init` and
+the terminal client's first run: a bare connection (no cache), a wait for
+a node's welcome that ends as soon as the failures tell (nothing listens,
+or the server key is not the node's), then `register`.
+
+It must never write anything: the caller keeps the identity only once this
+says the name is its own (or that the outcome is unknown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import zmq.utils.z85
+
+from curvechat.client import servers as sv
+from curvechat.client.connection import Connection
+from curvechat.client.errors import (
+    ClientError,
+    KeyMismatch,
+    NotConnected,
+    RequestTimeout,
+)
+from curvechat.crypto.identity import Identity
+from curvechat.protocol import messages as m
+from curvechat.protocol.connect import ServerAddress
+
+__all__ = ["Unreachable", "reach_node", "register"]
+
+MIN_NODE_TIMEOUT = 1.0
+"""The shortest wait for one node's welcome when the connect timeout is
+shared among several nodes."""
+
+
+class Unreachable(ClientError):
+    """No node welcomed us: nothing was sent."""
+
+    code = "unreachable"
+
+
+def node_timeout(timeout: float, nodes: int) -> float:
+    """How long one node's welcome is awaited: the connect timeout shared
+    among the nodes of one round, and never below MIN_NODE_TIMEOUT."""
+    return max(MIN_NODE_TIMEOUT, timeout / max(1, nodes))
+
+
+async def reach_node(conn: Connection, timeout: float, changed: asyncio.Event) -> str | None:
+    """Wait until `conn` is live (None), or no node can answer: then why.
+    `changed` is set by the caller whenever the connection's status changes.
+    Raises KeyMismatch the moment the failures say a server key is wrong."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not conn.live:
+        endpoints = [a.endpoint for a in conn.addresses]
+        kind = sv.verdict(endpoints, conn.failures)
+        if kind in (sv.KEY_MISMATCH, sv.AUTH):
+            raise KeyMismatch(_mismatch(endpoints, conn.failures))
+        if kind is not None:
+            return _why(endpoints, conn.status.detail, kind, timeout)
+        left = deadline - loop.time()
+        if left <= 0:
+            return f"no server answered within {timeout:g} s"
+        changed.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(left):
+                await changed.wait()
+    return None
+
+
+def _why(endpoints: list[str], detail: str, kind: str, timeout: float) -> str:
+    if kind == sv.REFUSED:
+        where = ", ".join(e.removeprefix("tcp://") for e in endpoints)
+        return f"no server is listening at {where}"
+    if kind == sv.DRAINING:
+        return "every server is draining (before a restart) or down: try again shortly"
+    return f"no server answered within {timeout:g} s" + (f": {detail}" if detail else "")
+
+
+def _mismatch(endpoints: list[str], failures: dict[str, str]) -> str:
+    bad = [e for e in endpoints if failures.get(e) in (sv.KEY_MISMATCH, sv.AUTH)]
+    where = ", ".join(e.removeprefix("tcp://") for e in bad)
+    if any(failures.get(e) == sv.AUTH for e in bad):
+        return f"the server at {where} refused this client's key during the CURVE handshake"
+    return (
+        f"the server at {where} failed the CURVE handshake: the server key in the connect"
+        " string is not its key (compare the fingerprint `curvechat serve` printed)"
+    )
+
+
+async def register(
+    identity: Identity,
+    addresses: list[ServerAddress],
+    *,
+    wait: float,
+    timeout: float,
+    client_id: str,
+) -> bool:
+    """Register `identity` with the first node that welcomes it within the
+    connect timeout `wait` (less when the failures already tell), then
+    answers within `timeout`. True: registered; False: a registration was
+    sent and not confirmed (the outcome is unknown). Raises ServerRefused
+    (e.g. name_taken), KeyMismatch, Unreachable (nothing was sent), or
+    RuntimeError (a libzmq without CURVE)."""
+    changed = asyncio.Event()
+    conn = Connection(
+        addresses,
+        public_key=zmq.utils.z85.encode(identity.transport_pub),
+        secret_key=zmq.utils.z85.encode(identity.transport_secret),
+        on_push=lambda _msg: None,
+        on_status=lambda _status: changed.set(),
+        client_id=client_id,
+        connect_timeout=node_timeout(wait, len(addresses)),
+    )
+    loop = asyncio.get_running_loop()
+    sent = False
+    await conn.start()
+    try:
+        why = await reach_node(conn, wait, changed)
+        if why is not None:
+            raise Unreachable(why)
+        deadline = loop.time() + timeout
+        while (left := deadline - loop.time()) > 0:
+            if not await conn.wait_live(left):
+                break
+            sent = True
+            try:
+                await conn.request(
+                    m.Register(
+                        user=identity.user,
+                        sign_pub=identity.sign_pub,
+                        transport_sig=identity.transport_sig(),
+                    ),
+                    timeout=max(0.1, min(left, conn.request_timeout)),
+                )
+                return True
+            except (NotConnected, RequestTimeout):
+                await asyncio.sleep(0.05)  # the connection retries; so do we
+        detail = conn.status.detail or conn.status.state
+    finally:
+        await conn.close()
+    if sent:
+        return False
+    raise Unreachable(f"no server answered within {timeout:g} s ({detail})")

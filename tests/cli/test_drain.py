@@ -86,6 +86,25 @@ async def test_drain_a_single_node_and_take_it_back(
     await events.until(lambda: alice.status.state is ConnState.LIVE, timeout=30)
 
 
+def test_a_data_directory_of_another_node_drains_nothing(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """Nodes of a cluster share one token: the node that answers at --http
+    must be the one whose data directory was given."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "node.id").write_text("some-other-node\n")
+    token = other / "http.token"
+    token.write_text((server.data / "http.token").read_text())
+    token.chmod(0o600)
+    http = ("--http", f"127.0.0.1:{server.http_port}")
+    done = drain(*http, "--data", str(other), "--no-wait")
+    assert done.returncode == 1 and "[wrong_node]" in done.stderr, done.stderr
+    assert "not some-other-node" in done.stderr
+    status = drain(*http, "--data", str(server.data), "--status")
+    assert status.returncode == 0 and "taking clients" in status.stdout  # not drained
+
+
 def test_the_status_line_says_the_client_is_moving_not_lost() -> None:
     from curvechat.cli.follow import ConnectionNotes
     from curvechat.client.state import ConnStatus

@@ -2,7 +2,10 @@
 
 It talks to the node's HTTP side (`/api/drain`, `curvechat.server.drain`)
 with the node's bearer token, read from the node's data directory (or
-`--http-token-file`): only who can read that file may drain a node. The
+`--http-token-file`): only who can read that file may drain a node. When
+the data directory names the node (its `node.id`), the node that answers
+at `--http` must be that one (nodes of a cluster share one token, so a
+wrong `--http` would otherwise drain another node). The
 node then refuses new connections and asks its clients to move to other
 nodes; the command waits until none is left (or `--timeout`), printing
 how many remain. `--cancel` makes the node take clients again; `--status`
@@ -86,6 +89,21 @@ def read_token(args: argparse.Namespace) -> str:
         raise CliError("http_token", f"cannot read {path}: {exc.strerror}") from exc
 
 
+def data_node_name(args: argparse.Namespace) -> str | None:
+    """The name of the node whose data directory was given (or is the
+    default one), from its DATA/node.id; None when there is none to check."""
+    from curvechat.server.app import NODE_ID_FILE
+
+    if args.data is None and args.http_token_file and "CURVECHAT_DATA" not in os.environ:
+        return None  # no data directory named: nothing to check against
+    path = Path(args.data or os.environ.get("CURVECHAT_DATA", "data")) / NODE_ID_FILE
+    try:
+        name = path.read_text().strip()
+    except OSError:
+        return None
+    return name or None
+
+
 def call(url: str, method: str, token: str) -> dict[str, Any]:
     """One request to `/api/drain`; the node's JSON answer."""
     req = urllib.request.Request(
@@ -127,6 +145,15 @@ def cmd_drain(args: argparse.Namespace) -> int:
         raise CliError("bad_argument", "--timeout must be positive", EXIT_USAGE)
     url = base_url(args.http)
     token = read_token(args)
+    expected = data_node_name(args)
+    if expected is not None:  # the node that answers must be the one DATA belongs to
+        answered = str(call(url, "GET", token).get("node", "?"))
+        if answered != expected:
+            raise CliError(
+                "wrong_node",
+                f"the node at {url} is {answered}, not {expected} (whose data directory this"
+                " is): give that node's HTTP side with --http",
+            )
     method = "GET" if args.status else "DELETE" if args.cancel else "POST"
     state = call(url, method, token)
     node = str(state.get("node", "?"))

@@ -12,6 +12,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from curvechat import __version__
 from curvechat.cli.commands import (
     cmd_chat,
     cmd_create,
@@ -34,7 +35,14 @@ from curvechat.cli.serve import cmd_monitor, cmd_serve
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curvechat", description="End-to-end encrypted chat.")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log more (serve: -v debug; others: -v info, -vv debug)",
+    )
+    parser.add_argument("--version", action="version", version=f"curvechat {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run a server node")

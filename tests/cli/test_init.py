@@ -119,3 +119,28 @@ def test_init_waits_the_connect_timeout_for_a_server_that_never_answers(
     assert proc.returncode == 3 and "[unreachable]" in proc.stderr
     assert "no server answered within 1 s" in proc.stderr, proc.stderr
     assert not alice.home.exists()
+
+
+def test_a_refusal_that_may_pass_keeps_the_identity_unconfirmed(
+    cli: Callable[[str], Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only a refusal of the name itself (name_taken, key_taken, a bad
+    signature or frame) throws the identity away: after store_unavailable
+    the registration may have been stored, so it is kept, unconfirmed."""
+    from curvechat.cli.main import main
+    from curvechat.client.connection import Connection
+    from curvechat.client.errors import ServerRefused
+
+    async def busy(self: Connection, req: object, timeout: float | None = None) -> object:
+        raise ServerRefused("store_unavailable", "the store is unavailable")
+
+    alice = cli("alice")
+    monkeypatch.setattr(Connection, "request", busy)
+    monkeypatch.setenv("CURVECHAT_HOME", str(alice.home))
+    monkeypatch.setenv("CURVECHAT_PASSPHRASE", "correct horse alice")
+    code = main(["init", "--user", "alice", "--server", alice.server.connect])
+    assert code == 75
+    assert "did not confirm the registration" in capsys.readouterr().err
+    assert (alice.home / "identity.key").exists()
+    monkeypatch.undo()
+    assert alice.run("rooms").returncode == 0  # registered on the next connection

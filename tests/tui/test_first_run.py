@@ -118,6 +118,35 @@ async def test_a_taken_name_or_a_wrong_server_key_keeps_nothing_and_asks_again(
     assert Home(home).identity.exists()
 
 
+async def test_a_home_that_cannot_take_the_identity_registers_nothing(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """The identity is written aside before the name is registered: a home
+    that cannot be written ends the first run with the reason, and the name
+    stays free."""
+    from curvechat.client.enroll import register
+    from curvechat.crypto.identity import Identity
+    from curvechat.protocol.connect import parse_connect
+
+    home = tmp_path / "not-a-directory"
+    home.write_text("a file where the home should be\n")
+    settings = ChatSettings(
+        home=home, server=server.connect, client_options=FAST, cursor_blink=False
+    )
+    app = CurvechatApp(settings)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, CreateIdentityScreen), "create form")
+        await pilot.pause()
+        app.screen.query_one("#setup-name", Input).value = "dora"
+        app.screen.query_one("#setup-pass", Input).value = "one passphrase"
+        app.screen.query_one("#setup-pass2", Input).value = "one passphrase"
+        await pilot.click("#setup-ok")
+        await until(pilot, lambda: app.return_value == 1, "the app ends")
+    assert home.read_text() == "a file where the home should be\n"
+    other = Identity.generate("dora")
+    assert await register(other, parse_connect(server.connect), wait=5, timeout=10, client_id="t")
+
+
 async def test_wrong_passphrase_is_asked_again(server: ServerProcess, kit) -> None:  # type: ignore[no-untyped-def]
     path = kit.home("erin", server.connect)
     app = CurvechatApp(ChatSettings(home=path, client_options=FAST, cursor_blink=False))

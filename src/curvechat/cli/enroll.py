@@ -24,11 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import secrets
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from curvechat.cli.common import (
@@ -45,62 +42,6 @@ from curvechat.protocol.text import visible
 if TYPE_CHECKING:
     from curvechat.crypto.identity import Identity
     from curvechat.protocol.connect import ServerAddress
-
-
-class _Created:
-    """What this `init` made on disk, to remove on failure (only that)."""
-
-    def __init__(self) -> None:
-        self.dirs: list[Path] = []
-        self.files: list[Path] = []
-
-    def mkdir(self, path: Path) -> None:
-        missing: list[Path] = []
-        for p in [path, *path.parents]:
-            if p.exists():
-                break
-            missing.append(p)
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.dirs += reversed(missing)  # outermost first
-
-    def stage(self, target: Path, data: bytes) -> Path:
-        """`data` in a new hidden file beside `target`, 0600 from the start."""
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.init")
-        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW
-        fd = os.open(tmp, flags, 0o600)
-        self.files.append(tmp)
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return tmp
-
-    def undo(self) -> None:
-        for f in self.files:
-            with contextlib.suppress(FileNotFoundError):
-                f.unlink()
-        for d in reversed(self.dirs):  # innermost first; only if still empty
-            with contextlib.suppress(OSError):
-                d.rmdir()
-
-
-def _commit(tmp: Path, target: Path) -> None:
-    """`tmp` becomes `target`, never replacing a file already there."""
-    try:
-        os.link(tmp, target)
-    except FileExistsError:
-        raise CliError("identity_exists", f"{target} appeared meanwhile; leaving it") from None
-    os.unlink(tmp)
-    with contextlib.suppress(OSError):
-        fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 async def register(
@@ -151,7 +92,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     passphrase = _passphrase(args, confirm=True)
     identity = Identity.generate(args.user)
     data = sealed_identity(identity, passphrase)
-    created = _Created()
+    from curvechat.client.enroll import Created, IdentityExists, keep
+
+    created = Created()
     kept = False
     try:
         try:
@@ -162,7 +105,10 @@ def cmd_init(args: argparse.Namespace) -> int:
         confirmed = True
         if addresses is not None:
             confirmed = asyncio.run(register(identity, addresses, wait, args.timeout))
-        _commit(staged, home.identity)
+        try:
+            keep(staged, home.identity)
+        except IdentityExists as exc:
+            raise CliError(exc.code, str(exc)) from None
         kept = True
     except BaseException as exc:
         if not kept:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
+from pathlib import Path
 
 import zmq.utils.z85
 
@@ -21,16 +24,30 @@ from curvechat.client.errors import (
     KeyMismatch,
     NotConnected,
     RequestTimeout,
+    ServerRefused,
 )
 from curvechat.crypto.identity import Identity
+from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ServerAddress
 
-__all__ = ["Unreachable", "reach_node", "register"]
+__all__ = ["Created", "IdentityExists", "Unreachable", "keep", "reach_node", "register"]
 
 MIN_NODE_TIMEOUT = 1.0
 """The shortest wait for one node's welcome when the connect timeout is
 shared among several nodes."""
+
+
+REFUSED_FOR_GOOD = frozenset(
+    {ErrorCode.NAME_TAKEN, ErrorCode.KEY_TAKEN, ErrorCode.BAD_SIGNATURE, ErrorCode.BAD_FRAME}
+)
+"""Refusals of `register` that mean this identity cannot have this name
+(nothing was stored). Any other (store_unavailable, internal, rate_limited…)
+leaves the outcome to a later try: the registration counts as unconfirmed."""
+
+
+class IdentityExists(ClientError):
+    code = "identity_exists"
 
 
 class Unreachable(ClientError):
@@ -99,9 +116,10 @@ async def register(
     """Register `identity` with the first node that welcomes it within the
     connect timeout `wait` (less when the failures already tell), then
     answers within `timeout`. True: registered; False: a registration was
-    sent and not confirmed (the outcome is unknown). Raises ServerRefused
-    (e.g. name_taken), KeyMismatch, Unreachable (nothing was sent), or
-    RuntimeError (a libzmq without CURVE)."""
+    sent and not confirmed, or refused for a reason that may pass (the
+    outcome is unknown). Raises ServerRefused (one of `REFUSED_FOR_GOOD`),
+    KeyMismatch, Unreachable (nothing was sent), or RuntimeError (a libzmq
+    without CURVE)."""
     changed = asyncio.Event()
     conn = Connection(
         addresses,
@@ -134,6 +152,10 @@ async def register(
                     timeout=max(0.1, min(left, conn.request_timeout)),
                 )
                 return True
+            except ServerRefused as exc:
+                if exc.code in REFUSED_FOR_GOOD:
+                    raise
+                return False  # it may have been stored: unconfirmed, tried again later
             except (NotConnected, RequestTimeout):
                 await asyncio.sleep(0.05)  # the connection retries; so do we
         detail = conn.status.detail or conn.status.state
@@ -142,3 +164,60 @@ async def register(
     if sent:
         return False
     raise Unreachable(f"no server answered within {timeout:g} s ({detail})")
+
+
+class Created:
+    """What a first registration made on disk, to remove on failure (only that)."""
+
+    def __init__(self) -> None:
+        self.dirs: list[Path] = []
+        self.files: list[Path] = []
+
+    def mkdir(self, path: Path) -> None:
+        missing: list[Path] = []
+        for p in [path, *path.parents]:
+            if p.exists():
+                break
+            missing.append(p)
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.dirs += reversed(missing)  # outermost first
+
+    def stage(self, target: Path, data: bytes) -> Path:
+        """`data` in a new hidden file beside `target`, 0600 from the start."""
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.new")
+        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(tmp, flags, 0o600)
+        self.files.append(tmp)
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return tmp
+
+    def undo(self) -> None:
+        for f in self.files:
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+        for d in reversed(self.dirs):  # innermost first; only if still empty
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
+def keep(tmp: Path, target: Path) -> None:
+    """`tmp` becomes `target`, never replacing a file already there
+    (IdentityExists: one appeared meanwhile, and stays)."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise IdentityExists(f"{target} appeared meanwhile; leaving it") from None
+    os.unlink(tmp)
+    with contextlib.suppress(OSError):
+        fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

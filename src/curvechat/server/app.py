@@ -166,6 +166,7 @@ async def serve(
     try:
         endpoint = await node.start()
     except BaseException:
+        await _bounded("node", node.stop())  # its authenticator and context
         await _bounded("store", store.close())
         raise
     runner = None

@@ -22,6 +22,7 @@ from curvechat.tui.settings import ChatSettings
 
 if TYPE_CHECKING:
     from curvechat.client.engine import ChatClient
+    from curvechat.client.home import Home
     from curvechat.crypto.identity import Identity
     from curvechat.protocol.connect import ServerAddress
 
@@ -65,7 +66,7 @@ class CurvechatApp(App[int]):
         from curvechat.client.open import open_client
         from curvechat.crypto.errors import KeyFileError, WrongPassphrase
         from curvechat.crypto.identity import Identity
-        from curvechat.crypto.keyfile import load_identity, seal_identity
+        from curvechat.crypto.keyfile import load_identity
         from curvechat.protocol.connect import ConnectStringError, parse_connect
         from curvechat.tui.screens.setup import ConnectScreen, CreateIdentityScreen, UnlockScreen
 
@@ -111,12 +112,17 @@ class CurvechatApp(App[int]):
                 continue
             if new_passphrase is None:
                 break
-            # A first run: the name is registered before the identity is kept,
-            # so a name taken or a wrong server key leaves nothing behind.
-            refused = await self._enroll(identity, addresses)
+            # A first run: the identity is written aside, and kept only once
+            # the server took its name (or could not be asked): a name taken
+            # or a wrong server key leaves nothing behind.
+            refused = await self._enroll(home, identity, new_passphrase, addresses)
             if refused is None:
                 break
             kind, error = refused
+            if kind == "fatal":
+                self.notify(error, severity="error", timeout=30, markup=False)
+                self.exit(1)
+                return
             if kind == "server":
                 server = None
                 continue
@@ -127,9 +133,6 @@ class CurvechatApp(App[int]):
             name, new_passphrase = answer
             identity = Identity.generate(name)
             error = None
-        if new_passphrase is not None:
-            home.ensure()
-            await asyncio.to_thread(seal_identity, identity, new_passphrase, home.identity)
         try:
             client = open_client(
                 home,
@@ -148,34 +151,57 @@ class CurvechatApp(App[int]):
         await self._open_chat(client)
 
     async def _enroll(
-        self, identity: Identity, addresses: list[ServerAddress]
+        self, home: Home, identity: Identity, passphrase: bytes, addresses: list[ServerAddress]
     ) -> tuple[str, str] | None:
-        """Register a new identity (first run). None: registered, or no
-        server answered (it registers on its first connection, as before);
-        else what to ask again ("server" or "name") and why."""
-        from curvechat.client.enroll import Unreachable, register
+        """A first run: seal `identity` into a file beside the home's
+        identity, register it, and keep the file only then (or when no
+        server answered: it registers on its first connection, as before).
+        None: kept; else what to ask again ("server", "name"), or "fatal"
+        (the home cannot take it), and why."""
+        from curvechat.client.enroll import Created, IdentityExists, Unreachable, keep, register
         from curvechat.client.errors import KeyMismatch, ServerRefused
+        from curvechat.crypto.keyfile import sealed_identity
 
-        self.notify(f"registering {identity.user}…", timeout=5, markup=False)
+        created = Created()
         try:
-            await register(
+            created.mkdir(home.path)
+            data = await asyncio.to_thread(sealed_identity, identity, passphrase)
+            staged = created.stage(home.identity, data)
+        except (OSError, ValueError, MemoryError) as exc:
+            created.undo()
+            return "fatal", f"cannot write your identity in {home.path}: {exc}"
+        self.notify(f"registering {identity.user}…", timeout=5, markup=False)
+        note = None  # why it is kept unconfirmed, if it is
+        try:
+            if not await register(
                 identity,
                 addresses,
                 wait=REGISTER_WAIT_S,
                 timeout=REGISTER_TIMEOUT_S,
                 client_id="curvechat-tui",
-            )
+            ):
+                note = (
+                    f"the server did not confirm {identity.user}'s registration;"
+                    " it is sent again on the first connection"
+                )
         except KeyMismatch as exc:
+            created.undo()
             return "server", str(exc)
         except ServerRefused as exc:
+            created.undo()
             return "name", f"{exc.code}: {exc.message}"
         except (Unreachable, RuntimeError) as exc:
-            self.notify(
-                f"not registered yet ({exc}); it is, on the first connection",
-                severity="warning",
-                timeout=10,
-                markup=False,
-            )
+            note = f"not registered yet ({exc}); it is, on the first connection"
+        except BaseException:
+            created.undo()
+            raise
+        try:
+            keep(staged, home.identity)
+        except (IdentityExists, OSError) as exc:
+            created.undo()
+            return "fatal", str(exc)
+        if note is not None:
+            self.notify(note, severity="warning", timeout=10, markup=False)
         return None
 
     async def _open_chat(self, client: ChatClient) -> None:

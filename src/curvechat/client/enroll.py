@@ -27,6 +27,7 @@ from curvechat.client.errors import (
     ServerRefused,
 )
 from curvechat.crypto.identity import Identity
+from curvechat.crypto.keyfile import create_private
 from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ServerAddress
@@ -185,17 +186,8 @@ class Created:
     def stage(self, target: Path, data: bytes) -> Path:
         """`data` in a new hidden file beside `target`, 0600 from the start."""
         tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.new")
-        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW
-        fd = os.open(tmp, flags, 0o600)
+        create_private(tmp, data)
         self.files.append(tmp)
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         return tmp
 
     def undo(self) -> None:

@@ -167,10 +167,10 @@ def sealed_identity(
     return data
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    directory = path.parent
-    tmp = directory / f".{path.name}.{nacl.utils.random(8).hex()}.tmp"
-    # O_EXCL: never write through a file or symlink someone else prepared.
+def create_private(path: Path, data: bytes) -> None:
+    """`data` in a NEW file at `path`, mode 0600 from the start, synced to
+    disk. Never writes through a file or symlink already there (O_EXCL,
+    O_NOFOLLOW); a write that fails removes what it created."""
     flags = (
         os.O_CREAT
         | os.O_EXCL
@@ -179,7 +179,7 @@ def _write_private(path: Path, data: bytes) -> None:
         | getattr(os, "O_CLOEXEC", 0)
         | getattr(os, "O_NOFOLLOW", 0)
     )
-    fd = os.open(tmp, flags, 0o600)
+    fd = os.open(path, flags, 0o600)
     try:
         try:
             # The umask can only remove bits from 0o600; fchmod makes the mode
@@ -192,6 +192,17 @@ def _write_private(path: Path, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    directory = path.parent
+    tmp = directory / f".{path.name}.{nacl.utils.random(8).hex()}.tmp"
+    create_private(tmp, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

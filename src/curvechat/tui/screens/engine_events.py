@@ -122,6 +122,6 @@ def _on_room_updated(screen: ChatScreen, event: ev.RoomUpdated) -> None:
     elif not gone and not screen.current and event.room in screen.room_ids():
         screen.switch_room(event.room)
     elif event.reason in ("added", "created") and event.room != screen.current:
-        screen.current_log().notice(f"you are now in {label}", screen.now_ms())
+        screen.current_log().notice(f"you are now a member of {label}", screen.now_ms())
         screen.redraw()
     screen.refresh_rooms()

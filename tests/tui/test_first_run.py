@@ -22,7 +22,7 @@ from curvechat.tui.app import CurvechatApp
 from curvechat.tui.screens.setup import ConnectScreen, CreateIdentityScreen, UnlockScreen
 from curvechat.tui.settings import ChatSettings
 
-from .conftest import ready, until
+from .conftest import PASSPHRASE, ready, until
 from support.clients import FAST
 from support.servers import ServerProcess
 
@@ -326,3 +326,29 @@ def test_no_color_means_greys_only(server: ServerProcess, tmp_path: Path, no_col
         assert not colours, sorted(colours)
     else:
         assert colours, "the control run drew no colour at all"
+
+
+async def test_a_saved_server_key_that_is_wrong_is_said_once_with_what_to_do(
+    server: ServerProcess,
+    kit,  # type: ignore[no-untyped-def]
+) -> None:
+    base, _, key = server.connect.rpartition("/")
+    wrong = f"{base}/{key[:-6]}{'aaaaaa' if not key.endswith('aaaaaa') else 'bbbbbb'}"
+    path = kit.home("erin", wrong)
+    settings = ChatSettings(
+        home=path, passphrase=PASSPHRASE, client_options=FAST, cursor_blink=False
+    )
+    app = CurvechatApp(settings)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: app.chat is not None, "chat screen")
+        chat = app.chat
+
+        def told() -> int:
+            log = chat.current_log()
+            return sum("failed the CURVE handshake" in str(e) for e in log.entries)
+
+        await until(pilot, lambda: told() == 1, "the notice")
+        # more failed attempts do not repeat it
+        failed = app.client.conn.status.attempt
+        await until(pilot, lambda: app.client.conn.status.attempt > failed + 1, "more attempts")
+        assert told() == 1

@@ -32,7 +32,15 @@ from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ServerAddress
 
-__all__ = ["Created", "IdentityExists", "Unreachable", "keep", "reach_node", "register"]
+__all__ = [
+    "Created",
+    "IdentityExists",
+    "Unreachable",
+    "keep",
+    "mismatch",
+    "reach_node",
+    "register",
+]
 
 MIN_NODE_TIMEOUT = 1.0
 """The shortest wait for one node's welcome when the connect timeout is
@@ -73,7 +81,7 @@ async def reach_node(conn: Connection, timeout: float, changed: asyncio.Event) -
         endpoints = [a.endpoint for a in conn.addresses]
         kind = sv.verdict(endpoints, conn.failures)
         if kind in (sv.KEY_MISMATCH, sv.AUTH):
-            raise KeyMismatch(_mismatch(endpoints, conn.failures))
+            raise KeyMismatch(mismatch(endpoints, conn.failures))
         if kind is not None:
             return _why(endpoints, conn.status.detail, kind, timeout)
         left = deadline - loop.time()
@@ -95,7 +103,8 @@ def _why(endpoints: list[str], detail: str, kind: str, timeout: float) -> str:
     return f"no server answered within {timeout:g} s" + (f": {detail}" if detail else "")
 
 
-def _mismatch(endpoints: list[str], failures: dict[str, str]) -> str:
+def mismatch(endpoints: list[str], failures: dict[str, str]) -> str:
+    """What a failed CURVE handshake with the nodes at `endpoints` means."""
     bad = [e for e in endpoints if failures.get(e) in (sv.KEY_MISMATCH, sv.AUTH)]
     where = ", ".join(e.removeprefix("tcp://") for e in bad)
     if any(failures.get(e) == sv.AUTH for e in bad):

@@ -69,6 +69,8 @@ class ChatScreen(Screen[None]):
         self.aliases = load_aliases(settings.home)
         self.peers_reached = 0
         """Members reached peer to peer while the server is unreachable."""
+        self.wrong_key_told = False
+        """Told that every node failed the CURVE handshake (until live again)."""
         self.connected_once = False
         self._key_dialogs: set[str] = set()
         self.mention_re = re.compile(rf"(?<![\w@.-])@?{re.escape(self.me)}(?![\w-])")

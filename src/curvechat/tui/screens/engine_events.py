@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from curvechat.client import events as ev
+from curvechat.client import servers as sv
+from curvechat.client.enroll import mismatch
 from curvechat.client.state import ConnState
 from curvechat.tui.errors import Attempt, explain_code
 from curvechat.tui.format import NO_ROOM, room_label
@@ -26,6 +28,7 @@ def handle(screen: ChatScreen, event: ev.Event) -> None:
     if isinstance(event, ev.StatusChanged):
         if event.status.state is ConnState.RECONNECTING:
             screen.query_one(Banner).was_lost = True
+        _wrong_key(screen, event.status.state)
         screen.show_status()
     elif isinstance(event, ev.MessageReceived):
         _message_in(screen, event)
@@ -106,6 +109,26 @@ def _on_caught_up(screen: ChatScreen, count: int) -> None:
         if rooms:
             screen.switch_room(rooms[0])
     screen.refresh_rooms()
+
+
+def _wrong_key(screen: ChatScreen, state: ConnState) -> None:
+    """Every node failed the CURVE handshake: waiting cannot help, so say
+    once (until a connection is live again) what is wrong and what to do."""
+    conn = screen.client.conn
+    if state is ConnState.LIVE:
+        screen.wrong_key_told = False
+        return
+    endpoints = [a.endpoint for a in conn.addresses]
+    if screen.wrong_key_told or sv.verdict(endpoints, conn.failures) not in (
+        sv.KEY_MISMATCH,
+        sv.AUTH,
+    ):
+        return
+    screen.wrong_key_told = True
+    screen.error(
+        f"{mismatch(endpoints, conn.failures)}. Quit (Ctrl+Q) and start again with"
+        " --server and the connect string the server printed."
+    )
 
 
 def _on_room_updated(screen: ChatScreen, event: ev.RoomUpdated) -> None:

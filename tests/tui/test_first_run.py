@@ -62,6 +62,14 @@ async def test_first_run_creates_identity_and_asks_for_server(
         await ready(pilot, app)
         assert app.client.me == "dora"
         await until(pilot, lambda: Home(home).saved_server() == server.connect, "server saved")
+        # the server's fingerprint, to compare with what `serve` printed
+        from curvechat.protocol.connect import parse_connect
+
+        fingerprint = parse_connect(server.connect)[0].fingerprint
+        log = app.chat.current_log()
+        await until(
+            pilot, lambda: any(fingerprint in str(e) for e in log.entries), "fingerprint shown"
+        )
     assert Home(home).identity.exists()
     assert Home(home).identity.stat().st_mode & 0o077 == 0
 

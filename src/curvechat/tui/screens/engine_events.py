@@ -94,12 +94,21 @@ def _message_in(screen: ChatScreen, event: ev.MessageReceived) -> None:
 
 
 def _on_caught_up(screen: ChatScreen, count: int) -> None:
+    status = screen.client.status
     if not screen.connected_once:
         screen.connected_once = True
         app = screen.app
         if hasattr(app, "on_first_connect"):
             app.on_first_connect()
-    status = screen.client.status
+        # What people read to each other to know the connect string was not changed.
+        for addr in screen.client.conn.addresses:
+            if addr.endpoint == status.endpoint:
+                where = addr.endpoint.removeprefix("tcp://")
+                screen.notice(
+                    f"connected to {where}, server fingerprint {addr.fingerprint}"
+                    " (the one `curvechat serve` printed)",
+                    reveal=False,
+                )
     screen.query_one(Banner).caught_up(
         str(status.endpoint), count, lambda: screen.client.status.state is ConnState.LIVE
     )

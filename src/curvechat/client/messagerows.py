@@ -2,11 +2,12 @@
 burst per transaction (`MessageBatch`), each text sealed at rest.
 
 A message that did not open is a row with an error, the rule that refused
-it (M1-M6) and no text; the envelope it came in is kept with it, sealed at
-rest like a text, so that it can be opened again when what it needed
-arrives (`recovery.py`). Such a row, and only such a row, may later be
-rewritten (`MessageBatch.rewrite`). Which such rows a pass tries again is
-read by `unopenedrows.py`.
+it (M1-M6) and no text; if a key or an op may still open it (M2-M4), the
+envelope it came in is kept with it, sealed at rest like a text, so that
+it can be opened again when what it needed arrives (`recovery.py`). Such a
+row is not unread: it counts as unread when it opens. Such a row, and only
+such a row, may later be rewritten (`MessageBatch.rewrite`). Which such
+rows a pass tries again is read by `unopenedrows.py`.
 
 A mixin of `Cache`: it shares the cache's connection and sealing key. It
 must never decide what a message says or whether a row is replaced: the
@@ -156,6 +157,16 @@ class MessageRows:
             ).fetchone()
             is not None
         )
+
+    def drop_envelopes(self, room: str, seqs: Sequence[int]) -> None:
+        """Drop the envelope kept with the rows of `room` at `seqs` that did
+        not open (their error and rule stay: they are asked for again by
+        seq only)."""
+        with Tx(self._db):
+            self._db.executemany(
+                "UPDATE messages SET envelope=NULL WHERE room=? AND seq=? AND error IS NOT NULL",
+                [(room, seq) for seq in seqs],
+            )
 
     def mark_replay(self, room: str, seq: int, original: int) -> None:
         """Turn a stored message into a replay marker of `original`."""

@@ -3,12 +3,14 @@
 When a room's log and keys have been brought up to date (`Sync.refresh`),
 and at the end of every sync (`Sync.full`), `Recover.room` makes a pass
 over the room's rows that did not open, if `Recovery.begin` says one is
-due: it opens again the kept envelopes of the rows the change can unblock,
-asks the node it is connected to for the seqs `Recovery.pick_refetch`
-picks (`history`, within one deadline), and stores what `recovery.py`
-decides, in seq order, in one transaction per step. A row that opens is
-told as a `MessageReceived`, like a message just received; a row that
-becomes a replay marker as a `ReplayMarked`.
+due: it opens again the kept envelopes of the rows the change can unblock
+(and drops those that no longer decode), asks the node it is connected to
+for the seqs `Recovery.pick_refetch` picks (`history`, within one
+deadline: the sync's, `Recover.one_deadline`, for every pass made during
+a sync), and stores what `recovery.py` decides, in seq order, in one
+transaction per step. A row that opens is told as a `MessageReceived`,
+like a message just received, and counts as unread if someone else sent
+it; a row that becomes a replay marker is told as a `ReplayMarked`.
 
 It must never decide what replaces what, nor ask for more than the plan
 picked, nor refresh a room's log or keys (a pass never starts another).
@@ -17,7 +19,8 @@ picked, nor refresh a room's log or keys (a pass never starts another).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 
 from curvechat.client import events as ev
 from curvechat.client.crypt import open_split
@@ -31,6 +34,7 @@ from curvechat.client.recovery import (
     Pass,
     Recovery,
     Span,
+    keeps_envelope,
     placed,
     refetched,
     reopened,
@@ -50,46 +54,76 @@ class Recover:
     def __init__(self, parts: Parts) -> None:
         self.p = parts
         self.plan = Recovery()
+        self._deadline: float | None = None
+        """When the asking of the sync under way ends (loop time), if one is."""
 
     def new_round(self, *, key_accepted: bool = False) -> None:
         """A new connection, or a key change the user accepted."""
         self.plan.new_round(key_accepted=key_accepted)
 
+    @contextlib.contextmanager
+    def one_deadline(self) -> Iterator[None]:
+        """The passes made inside it (those of one sync: started by the
+        refreshes it makes, and at its end) ask within one deadline,
+        `REFETCH_SECONDS` from its start, all together. Inside another one,
+        that one's deadline holds."""
+        if self._deadline is not None:
+            yield
+            return
+        self._deadline = asyncio.get_running_loop().time() + REFETCH_SECONDS
+        try:
+            yield
+        finally:
+            self._deadline = None
+
+    def _until(self) -> float:
+        """When the asking of a pass that starts now ends."""
+        if self._deadline is not None:
+            return self._deadline
+        return asyncio.get_running_loop().time() + REFETCH_SECONDS
+
     async def rooms(self) -> int:
         """A pass over every joined room where one is due, their asking
-        within one deadline. Lock held. Returns how many messages opened."""
-        joined = [cached.room for cached in self.p.cache.rooms()]
-        self.plan.keep(joined)
-        deadline = asyncio.get_running_loop().time() + REFETCH_SECONDS
+        within one deadline (the sync's, inside `one_deadline`). Lock held.
+        Returns how many messages opened."""
+        core, me = self.p.core, self.p.me
+        self.plan.keep([r for r in self.plan.known() if core.log(r).is_member(me)])
+        deadline = self._until()
         count = 0
-        for room in self.plan.in_turn(joined):
+        for room in self.plan.in_turn([cached.room for cached in self.p.cache.rooms()]):
             count += await self.room(room, deadline)
         return count
 
     async def room(self, room: str, deadline: float | None = None) -> int:
         """A pass over the rows of `room` that did not open, if one is due;
-        its asking ends at `deadline` (loop time; None: `REFETCH_SECONDS`
-        from now). Lock held. Returns how many opened."""
-        cached = self.p.cache.room(room)
-        if cached is None or cached.left:
+        its asking ends at `deadline` (loop time; None: the sync's inside
+        `one_deadline`, else `REFETCH_SECONDS` from now). Lock held. Returns
+        how many opened. A room that is not joined, or that the verified
+        log says the user is not in, gets no pass; what the passes did there
+        is forgotten in the latter case only (a listing that leaves a room
+        out only hides it)."""
+        core = self.p.core
+        if not core.log(room).is_member(self.p.me):
             self.plan.forget(room)
             return 0
-        core = self.p.core
+        cached = self.p.cache.room(room)
+        if cached is None or cached.left:
+            return 0
         held = core.held(room)
         due = self.plan.begin(room, (core.log(room).index, len(held)))
         if due is None:
             return 0
         opened = self._reopen(room, due, sorted(held))
         if due.refetch:
-            if deadline is None:
-                deadline = asyncio.get_running_loop().time() + REFETCH_SECONDS
-            opened += await self._refetch(room, deadline)
+            opened += await self._refetch(room, self._until() if deadline is None else deadline)
         return opened
 
     def _reopen(self, room: str, due: Pass, held: Sequence[int]) -> int:
         """Open again the kept envelopes of the rows `due` can unblock: those
         waiting for a key now held, then those refused by the log past
-        `due.log_from`, at most `REOPEN_PER_PASS` together."""
+        `due.log_from`, at most `REOPEN_PER_PASS` together. A row whose
+        envelope no longer decodes drops it (it is asked for again by seq
+        only): else it would be picked again in every pass."""
         cache = self.p.cache
         rows = cache.waiting_for_keys(room, held, REOPEN_PER_PASS)
         more_keys = len(rows) >= REOPEN_PER_PASS
@@ -103,6 +137,7 @@ class Recover:
         if not rows:
             return 0
         envs = cache.kept_envelopes(room, sorted(rows))
+        cache.drop_envelopes(room, [seq for seq in rows if seq not in envs])
         verdicts = self.p.core.verify_many(room, list(envs.values()), open_split)
         kept = [
             (seq, None, env, v, rows[seq])
@@ -179,9 +214,8 @@ class Recover:
                     around = cache.epochs_around(room, seq)
                     fate = placed(fate, env.epoch, around, own=own is not None)
                 if fate is Fate.HOLD:
-                    batch.rewrite(
-                        seq, ts, env, error=copy.error, rule=copy.rule, envelope=encode(env)
-                    )
+                    keep = encode(env) if keeps_envelope(copy.rule) else None
+                    batch.rewrite(seq, ts, env, error=copy.error, rule=copy.rule, envelope=keep)
                 elif fate is Fate.DROP and own is not None:
                     batch.rewrite(seq, ts, env, error=own[0], rule=own[1])
                 elif fate is Fate.OPEN:

@@ -6,8 +6,9 @@ its verified log does not have yet or does not allow, M3, M4; a signature or
 an AEAD that does not check, M5; another room, M1; a replay, M6) is cached
 as a row with an error and the rule that refused it, which holds its seq:
 the cursor moves over it. The envelope it came in is kept with it (sealed
-at rest), except for a replay. This module decides what becomes of such
-rows:
+at rest) only if a key or an op may still open it (M2-M4,
+`keeps_envelope`); it is dropped when it no longer decodes, or cannot go
+at its seq. This module decides what becomes of such rows:
 
 - **When** (`Recovery.begin`): a pass over a room's rows is due once per
   round (a new connection, a key change the user accepted) and per change
@@ -27,18 +28,23 @@ rows:
   in turn from the newest down from where the last pass left off; at most
   `REFETCH_PER_PASS` seqs a pass and `REFETCH_PER_ROUND` a round, covered
   by at most `REFETCH_SPANS` `history` requests of at most a page each,
-  asked within `REFETCH_SECONDS` all together.
+  asked within `REFETCH_SECONDS` (one deadline for all the passes a sync
+  makes, those its refreshes start included).
 - **What replaces what** (`reopened`, `refetched`, `placed`): only a row
   that did not open is ever rewritten. A copy that opens takes its place
-  (same seq) and is shown, unless a message already shown at another seq
-  carries its sender and txn (M6): the row then becomes a replay marker,
-  and the message already shown stays where it is. A fetched copy that did
+  (same seq), is shown and, if someone else sent it, counts as unread (a
+  row that did not open never does), unless a message already shown at
+  another seq carries its sender and txn (M6): the row then becomes a
+  replay marker, and the message already shown stays where it is. A fetched copy that did
   not open is kept instead of the row's only if it may still open (M2-M4)
   and the row's copy may not. No copy is used where its epoch does not lie
   between those of the nearest rows that opened before and after it.
 
-What it remembers is a few numbers per room it holds, whatever the number
-of rows. It must never touch a socket, the cache or a clock.
+What it remembers is a few numbers per room, whatever the number of rows,
+for the rooms the verified log says the user is in (a room a listing only
+hides keeps them: a server cannot make every row refused by the log open
+again by leaving the room out of one listing). It must never touch a
+socket, the cache or a clock.
 """
 
 from __future__ import annotations
@@ -63,11 +69,20 @@ REFETCH_SPANS = 4
 """`history` requests a pass makes at most; each covers at most a page."""
 
 REFETCH_SECONDS = 5.0
-"""How long the asking of a pass (or of the passes at the end of a sync,
-all together) may take: then it stops asking."""
+"""How long the asking of a pass may take, or of all the passes of one
+sync together (those started by the refreshes it makes, and those at its
+end): then it stops asking."""
 
 WAITING = frozenset({"M2", "M3", "M4"})
 """Refusals a key or an op learned later can lift."""
+
+
+def keeps_envelope(rule: str | None) -> bool:
+    """Whether a row refused by `rule` keeps the envelope it came in: only
+    if a key or an op may still open it (M2-M4); a row refused for good is
+    only ever asked for again, by seq."""
+    return rule in WAITING
+
 
 Context = tuple[int, int]
 """What decides whether a kept envelope opens: the index of the room's
@@ -240,13 +255,19 @@ class Recovery:
         start = self.round % len(rooms) if rooms else 0
         return [*rooms[start:], *rooms[:start]]
 
+    def known(self) -> list[str]:
+        """The rooms it remembers something of."""
+        return list(self._rooms)
+
     def keep(self, rooms: Collection[str]) -> None:
-        """Forget the rooms not in `rooms` (those the user left)."""
+        """Forget the rooms not in `rooms` (those the verified log says the
+        user is not in). A room a listing only hides is kept: forgetting it
+        would make its next pass open every row refused by the log again."""
         for room in [r for r in self._rooms if r not in rooms]:
             del self._rooms[room]
 
     def forget(self, room: str) -> None:
-        """Forget `room` (the user left it)."""
+        """Forget `room` (the verified log says the user is not in it)."""
         self._rooms.pop(room, None)
 
 

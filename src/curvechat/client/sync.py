@@ -8,10 +8,12 @@ the trust core, which decides what is believed; this part only asks.
 
 A page of history, or a burst of pushes for one room, is verified and
 written to the cache in one transaction (`ingest_page`); a message that did
-not open is stored with its error and its envelope, and tried again after
-each `refresh` of its room and at the end of `full` (`recover.py`). This
-part must never decide itself whether a message is shown: the trust core
-does, message by message, in seq order.
+not open is stored with its error (and, if a key or an op may still open
+it, its envelope), is not unread until it opens, and is tried again after
+each `refresh` of its room and at the end of `full` (`recover.py`; the
+passes of one `full` ask within one deadline). This part must never decide
+itself whether a message is shown: the trust core does, message by
+message, in seq order.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from curvechat.client.errors import KeyChanged, ServerRefused, UntrustedLog
 from curvechat.client.model import CachedMessage
 from curvechat.client.parts import Parts
 from curvechat.client.recover import Recover
+from curvechat.client.recovery import keeps_envelope
 from curvechat.protocol import ErrorCode, encode
 from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_BATCH, MAX_PAGE
@@ -82,7 +85,13 @@ class Sync:
 
     async def full(self) -> int:
         """The sync after a (re)connection. Lock held. Returns the number of
-        messages it brought in."""
+        messages it brought in. The passes over rows that did not open it
+        makes (in the refreshes of its pages, and at its end) ask within one
+        deadline."""
+        with self.recover.one_deadline():
+            return await self._full()
+
+    async def _full(self) -> int:
         reply = await self.p.ask(m.ListRooms(), m.RoomList)
         plan = self.p.core.listing(reply.rooms)
         for info in reply.rooms:
@@ -219,7 +228,7 @@ class Sync:
                 env = item.envelope
                 opened = core.check_replay(room, item.seq, env, checked)
                 mine = env.sender == self.p.me
-                keep = opened.error is not None and opened.rule != "M6"  # to open again
+                keep = opened.error is not None and keeps_envelope(opened.rule)  # to open again
                 if batch.add(
                     item.seq,
                     item.ts,
@@ -228,7 +237,7 @@ class Sync:
                     opened.sent_ms,
                     opened.text,
                     opened.error,
-                    count_unread=not mine,
+                    count_unread=not mine and opened.error is None,  # else when it opens
                     epoch=env.epoch,
                     envelope=encode(env) if keep else None,
                     rule=opened.rule,

@@ -1,8 +1,10 @@
 """The cache's rows of messages that did not open, as passes pick them
-(`recovery.py` decides, `recover.py` asks): each pick is one indexed query
-with a bound, so a pass never reads every such row of a room, however many
-there are (a member who joined late holds one for every message sent
-before, under keys it never got).
+(`recovery.py` decides, `recover.py` asks): each pick is an indexed search
+with a bound, reading rows in the index's order (never a scan; the rows of
+several epochs merged at most `limit` an epoch, never all of them sorted),
+so a pass never reads every such row of a room, however many there are (a
+member who joined late holds one for every message sent before, under keys
+it never got; a server can make rows refused by the log cheaply).
 
 A mixin of `Cache`, over the message rows of `messagerows.py`. It must
 never decide which rows are tried, nor write a row.
@@ -23,10 +25,20 @@ WAITS = "(envelope IS NOT NULL AND ifnull(rule, '') IN ('M2', 'M3', 'M4'))"
 """A row that did not open whose kept envelope a key or an op may still
 open: 1 or 0 (never NULL), the same text in the index and the queries."""
 
+BY_KEY = "envelope IS NOT NULL AND rule = 'M2'"
+"""A row waiting for a key: the same text in its index and its query (a
+partial index serves only a query that says what it says)."""
+
+BY_LOG = "envelope IS NOT NULL AND rule IN ('M3', 'M4')"
+"""A row waiting for an op of the log: the same text in its index and its
+query, which reads them in seq order (an index that puts the rule first
+would give M3 then M4: every such row of the room sorted at each pick)."""
+
 INDEXES = f"""
 DROP INDEX IF EXISTS messages_stuck;
-CREATE INDEX IF NOT EXISTS messages_waiting ON messages (room, rule, epoch, seq)
-    WHERE envelope IS NOT NULL;
+DROP INDEX IF EXISTS messages_waiting;
+CREATE INDEX IF NOT EXISTS messages_by_key ON messages (room, epoch, seq) WHERE {BY_KEY};
+CREATE INDEX IF NOT EXISTS messages_by_log ON messages (room, seq) WHERE {BY_LOG};
 CREATE INDEX IF NOT EXISTS messages_unopened ON messages (room, {WAITS}, seq)
     WHERE error IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_opened ON messages (room, seq, epoch) WHERE error IS NULL;
@@ -44,11 +56,13 @@ class UnopenedRows:
     ) -> dict[int, tuple[str, str | None]]:
         """The rows of `room` refused for want of a key (M2) under one of
         `epochs` that keep their envelope: seq -> (error, rule), the lowest
-        seqs first, at most `limit`."""
+        seqs first, at most `limit`. The index gives each epoch's rows in
+        seq order, so the search of each stops once its rows are past the
+        `limit` lowest found so far: what it reads is bounded by `limit`
+        an epoch, not by the rows waiting."""
         sql = (
-            "SELECT seq, error, rule FROM messages INDEXED BY messages_waiting"
-            " WHERE room=? AND rule='M2'"
-            " AND envelope IS NOT NULL AND error IS NOT NULL AND epoch IN ({})"
+            "SELECT seq, error, rule FROM messages INDEXED BY messages_by_key"
+            f" WHERE room=? AND {BY_KEY} AND epoch IN ({{}}) AND error IS NOT NULL"
             f" ORDER BY seq LIMIT {int(limit)}"
         )
         rows = sorted(self._rows_in(sql, (room,), epochs))[: max(limit, 0)]
@@ -61,9 +75,8 @@ class UnopenedRows:
         that keep their envelope: seq -> (error, rule), in seq order, at
         most `limit`."""
         rows = self._db.execute(
-            "SELECT seq, error, rule FROM messages INDEXED BY messages_waiting"
-            " WHERE room=? AND rule IN ('M3', 'M4')"
-            " AND envelope IS NOT NULL AND error IS NOT NULL AND seq>? ORDER BY seq LIMIT ?",
+            "SELECT seq, error, rule FROM messages INDEXED BY messages_by_log"
+            f" WHERE room=? AND {BY_LOG} AND seq>? AND error IS NOT NULL ORDER BY seq LIMIT ?",
             (room, after, max(limit, 0)),
         )
         return {int(seq): (str(error), rule) for seq, error, rule in rows}
@@ -98,7 +111,8 @@ class UnopenedRows:
 
     def kept_envelopes(self, room: str, seqs: Sequence[int]) -> dict[int, m.Envelope]:
         """The envelopes kept with the rows of `room` at `seqs` that did not
-        open, in seq order (one that no longer decodes is left out)."""
+        open, in seq order (one that no longer decodes is left out: the
+        caller drops it, `drop_envelopes`)."""
         sql = (
             "SELECT seq, envelope FROM messages WHERE room=? AND error IS NOT NULL"
             " AND envelope IS NOT NULL AND seq IN ({})"

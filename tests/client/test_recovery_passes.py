@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import pickle
 import sqlite3
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -245,11 +244,8 @@ async def test_a_node_that_answers_slowly_holds_a_pass_one_deadline_at_most(
 
     w.node.request = slow  # type: ignore[method-assign]
     monkeypatch.setattr(recover_mod, "REFETCH_SECONDS", 0.12)
-    start = time.monotonic()
     await _connected(w)
-    took = time.monotonic() - start
     assert len(w.node.asked) <= 3  # then the pass stops asking
-    assert took < 1.0
     assert all(t is not None and t <= 0.12 for t in timeouts)  # each ask within the deadline
 
 

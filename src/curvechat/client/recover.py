@@ -29,6 +29,7 @@ from curvechat.client.parts import Parts
 from curvechat.client.recovery import (
     REFETCH_PER_PASS,
     REFETCH_SECONDS,
+    REFETCH_SPANS,
     REOPEN_PER_PASS,
     Fate,
     Pass,
@@ -177,19 +178,29 @@ class Recover:
         loop = asyncio.get_running_loop()
         wanted = set().union(*(span.seqs for span in spans))
         out: dict[int, m.StoredMessage] = {}
-        for span in spans:
+        todo = [(span.after, span.limit, max(span.seqs, default=0)) for span in spans]
+        asks = 0
+        while todo and asks < REFETCH_SPANS:
+            after, limit, last = todo.pop(0)
             left = deadline - loop.time()
             if left <= 0:
                 break
-            ask = m.History(room=room, after=span.after, limit=span.limit)
+            asks += 1
+            ask = m.History(room=room, after=after, limit=limit)
             try:
                 reply = await self.p.ask(ask, m.Messages, timeout=left)
             except (ServerRefused, RequestTimeout):
                 break
-            if reply.room == room:
-                for item in reply.items:
-                    if item.seq in wanted:
-                        out.setdefault(item.seq, item)
+            if reply.room != room:
+                continue
+            for item in reply.items:
+                if item.seq in wanted:
+                    out.setdefault(item.seq, item)
+            # A reply cut short by the node's size budget: the rest of the
+            # span is asked for next, while requests are left.
+            end = max((item.seq for item in reply.items), default=after)
+            if after < end < last:
+                todo.insert(0, (end, last - end, last))
         return [out[seq] for seq in sorted(out)]
 
     def _settle(

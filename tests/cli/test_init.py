@@ -144,3 +144,31 @@ def test_a_refusal_that_may_pass_keeps_the_identity_unconfirmed(
     assert (alice.home / "identity.key").exists()
     monkeypatch.undo()
     assert alice.run("rooms").returncode == 0  # registered on the next connection
+
+
+def test_a_link_that_fails_after_the_registration_keeps_the_staged_identity(
+    cli: Callable[[str], Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Once the server bound the name, the staged file holds the only copy
+    of its key: a link that fails then leaves it, and says where it is."""
+    import errno
+
+    from curvechat.cli.main import main
+    from curvechat.client import enroll
+
+    def no_links(tmp: Path, target: Path) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    alice = cli("alice")
+    monkeypatch.setattr(enroll, "link_new", no_links)
+    monkeypatch.setenv("CURVECHAT_HOME", str(alice.home))
+    monkeypatch.setenv("CURVECHAT_PASSPHRASE", "correct horse alice")
+    with pytest.raises(SystemExit) as done:
+        main(["init", "--user", "alice", "--server", alice.server.connect])
+    err = capsys.readouterr().err
+    assert done.value.code == 1 and "[write_failed]" in err and "nothing was kept" not in err
+    (staged,) = [p for p in alice.home.iterdir() if p.name.startswith(".identity.key.")]
+    assert str(staged) in err
+    monkeypatch.undo()
+    staged.rename(alice.home / "identity.key")  # as the message says
+    assert alice.run("rooms").returncode == 0  # the name is this identity's

@@ -150,6 +150,8 @@ async def test_a_home_that_cannot_take_the_identity_registers_nothing(
         app.screen.query_one("#setup-pass2", Input).value = "one passphrase"
         await pilot.click("#setup-ok")
         await until(pilot, lambda: app.return_value == 1, "the app ends")
+        # the reason is printed once the screen is gone
+        assert any("cannot write your identity" in str(r) for r in app._exit_renderables)
     assert home.read_text() == "a file where the home should be\n"
     other = Identity.generate("dora")
     assert await register(other, parse_connect(server.connect), wait=5, timeout=10, client_id="t")

@@ -15,9 +15,12 @@ that binding is also the only check it offers a key it does not know yet
    removes what it created — the staged file and the directories it made —
    and nothing else.
 
-If a registration was sent but never confirmed (the server went away), the
-identity is kept: deleting it could lose a name the server did bind; the
-next command registers it again (registration is idempotent).
+If a registration was sent but never confirmed (the server went away), or
+was refused for a reason that may pass (`store_unavailable`, `rate_limited`:
+anything but a refusal of the name itself), the identity is kept: deleting
+it could lose a name the server did bind; the next command registers it
+again (registration is idempotent). If the link fails after the server took
+the name, the staged file stays, and the error says where it is.
 """
 
 from __future__ import annotations
@@ -92,9 +95,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     passphrase = _passphrase(args, confirm=True)
     identity = Identity.generate(args.user)
     data = sealed_identity(identity, passphrase)
-    from curvechat.client.enroll import Created, IdentityExists, keep
+    from curvechat.client.enroll import IdentityExists, WriteFailed, keep
+    from curvechat.crypto.keyfile import Staging
 
-    created = Created()
+    created = Staging()
     kept = False
     try:
         try:
@@ -107,8 +111,16 @@ def cmd_init(args: argparse.Namespace) -> int:
             confirmed = asyncio.run(register(identity, addresses, wait, args.timeout))
         try:
             keep(staged, home.identity)
-        except IdentityExists as exc:
-            raise CliError(exc.code, str(exc)) from None
+        except (IdentityExists, WriteFailed) as exc:
+            if addresses is None:
+                raise CliError(exc.code, str(exc)) from None
+            created.keep(staged)  # it holds the key the server bound the name to
+            kept = True
+            raise CliError(
+                exc.code,
+                f"{exc}; {args.user} is registered with the identity in {staged}:"
+                f" rename it to {home.identity}",
+            ) from None
         kept = True
     except BaseException as exc:
         if not kept:

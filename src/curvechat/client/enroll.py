@@ -3,16 +3,17 @@ the terminal client's first run: a bare connection (no cache), a wait for
 a node's welcome that ends as soon as the failures tell (nothing listens,
 or the server key is not the node's), then `register`.
 
-It must never write anything: the caller keeps the identity only once this
-says the name is its own (or that the outcome is unknown).
+The caller stages the sealed identity (`crypto.keyfile.Staging`) before
+registering, and `keep` links it in place only once this says the name is
+its own (or that the outcome is unknown). It must never write anything
+else, nor remove a staged file: after a registration the staged file holds
+the key the name is bound to.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
 from pathlib import Path
 
 import zmq.utils.z85
@@ -27,15 +28,15 @@ from curvechat.client.errors import (
     ServerRefused,
 )
 from curvechat.crypto.identity import Identity
-from curvechat.crypto.keyfile import create_private
+from curvechat.crypto.keyfile import link_new
 from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ServerAddress
 
 __all__ = [
-    "Created",
     "IdentityExists",
     "Unreachable",
+    "WriteFailed",
     "keep",
     "mismatch",
     "reach_node",
@@ -57,6 +58,10 @@ leaves the outcome to a later try: the registration counts as unconfirmed."""
 
 class IdentityExists(ClientError):
     code = "identity_exists"
+
+
+class WriteFailed(ClientError):
+    code = "write_failed"
 
 
 class Unreachable(ClientError):
@@ -176,49 +181,14 @@ async def register(
     raise Unreachable(f"no server answered within {timeout:g} s ({detail})")
 
 
-class Created:
-    """What a first registration made on disk, to remove on failure (only that)."""
-
-    def __init__(self) -> None:
-        self.dirs: list[Path] = []
-        self.files: list[Path] = []
-
-    def mkdir(self, path: Path) -> None:
-        missing: list[Path] = []
-        for p in [path, *path.parents]:
-            if p.exists():
-                break
-            missing.append(p)
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.dirs += reversed(missing)  # outermost first
-
-    def stage(self, target: Path, data: bytes) -> Path:
-        """`data` in a new hidden file beside `target`, 0600 from the start."""
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.new")
-        create_private(tmp, data)
-        self.files.append(tmp)
-        return tmp
-
-    def undo(self) -> None:
-        for f in self.files:
-            with contextlib.suppress(FileNotFoundError):
-                f.unlink()
-        for d in reversed(self.dirs):  # innermost first; only if still empty
-            with contextlib.suppress(OSError):
-                d.rmdir()
-
-
-def keep(tmp: Path, target: Path) -> None:
-    """`tmp` becomes `target`, never replacing a file already there
-    (IdentityExists: one appeared meanwhile, and stays)."""
+def keep(staged: Path, target: Path) -> None:
+    """The staged identity file becomes `target`, never replacing a file
+    already there: IdentityExists if one appeared meanwhile (it stays),
+    WriteFailed if the link cannot be made. Either way `staged` is left
+    where it is: after a registration it holds the key the name is bound to."""
     try:
-        os.link(tmp, target)
+        link_new(staged, target)
     except FileExistsError:
         raise IdentityExists(f"{target} appeared meanwhile; leaving it") from None
-    os.unlink(tmp)
-    with contextlib.suppress(OSError):
-        fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    except OSError as exc:
+        raise WriteFailed(f"cannot make {target}: {exc.strerror or exc}") from None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from pathlib import Path
 from typing import Any, Final
 
@@ -209,6 +210,51 @@ def _write_private(path: Path, data: bytes) -> None:
             os.unlink(tmp)
         raise
     _fsync_directory(directory)
+
+
+class Staging:
+    """Directories and staged files made for a new identity, to remove on
+    failure (only those): `init` and the terminal client's first run."""
+
+    def __init__(self) -> None:
+        self.dirs: list[Path] = []
+        self.files: list[Path] = []
+
+    def mkdir(self, path: Path) -> None:
+        missing: list[Path] = []
+        for p in [path, *path.parents]:
+            if p.exists():
+                break
+            missing.append(p)
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.dirs += reversed(missing)  # outermost first
+
+    def stage(self, target: Path, data: bytes) -> Path:
+        """`data` in a new hidden file beside `target`, 0600 from the start."""
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.new")
+        create_private(tmp, data)
+        self.files.append(tmp)
+        return tmp
+
+    def undo(self) -> None:
+        for f in self.files:
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+        for d in reversed(self.dirs):  # innermost first; only if still empty
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+    def keep(self, path: Path) -> None:
+        """`path` is no longer removed by `undo` (it holds what must stay)."""
+        self.files = [f for f in self.files if f != path]
+
+
+def link_new(tmp: Path, target: Path) -> None:
+    """`tmp` becomes `target`, never replacing a file already there
+    (FileExistsError), synced; `tmp` is gone after."""
+    os.link(tmp, target)
+    os.unlink(tmp)
+    _fsync_directory(target.parent)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -16,6 +16,7 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 
 from curvechat.client import events as ev
+from curvechat.protocol.text import visible
 from curvechat.tui.messages import EngineEvent
 from curvechat.tui.screens.chat import ChatScreen
 from curvechat.tui.settings import ChatSettings
@@ -119,9 +120,8 @@ class CurvechatApp(App[int]):
             if refused is None:
                 break
             kind, error = refused
-            if kind == "fatal":
-                self.notify(error, severity="error", timeout=30, markup=False)
-                self.exit(1)
+            if kind == "fatal":  # said where it stays: after the screen is gone
+                self.exit(1, message=f"curvechat: {visible(error)}")
                 return
             if kind == "server":
                 server = None
@@ -158,11 +158,12 @@ class CurvechatApp(App[int]):
         server answered: it registers on its first connection, as before).
         None: kept; else what to ask again ("server", "name"), or "fatal"
         (the home cannot take it), and why."""
-        from curvechat.client.enroll import Created, IdentityExists, Unreachable, keep, register
-        from curvechat.client.errors import KeyMismatch, ServerRefused
-        from curvechat.crypto.keyfile import sealed_identity
+        from curvechat.client.enroll import Unreachable, keep, register
+        from curvechat.client.errors import ClientError, KeyMismatch, ServerRefused
+        from curvechat.crypto.keyfile import Staging, sealed_identity
+        from curvechat.protocol import ErrorCode
 
-        created = Created()
+        created = Staging()
         try:
             created.mkdir(home.path)
             data = await asyncio.to_thread(sealed_identity, identity, passphrase)
@@ -189,7 +190,8 @@ class CurvechatApp(App[int]):
             return "server", str(exc)
         except ServerRefused as exc:
             created.undo()
-            return "name", f"{exc.code}: {exc.message}"
+            taken = exc.code in (ErrorCode.NAME_TAKEN, ErrorCode.KEY_TAKEN)
+            return "name" if taken else "fatal", f"{exc.code}: {exc.message}"
         except (Unreachable, RuntimeError) as exc:
             note = f"not registered yet ({exc}); it is, on the first connection"
         except BaseException:
@@ -197,9 +199,8 @@ class CurvechatApp(App[int]):
             raise
         try:
             keep(staged, home.identity)
-        except (IdentityExists, OSError) as exc:
-            created.undo()
-            return "fatal", str(exc)
+        except ClientError as exc:  # the staged file holds the key the name is bound to
+            return "fatal", f"{exc}; {identity.user} is in {staged}: rename it to {home.identity}"
         if note is not None:
             self.notify(note, severity="warning", timeout=10, markup=False)
         return None

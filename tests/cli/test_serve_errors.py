@@ -27,7 +27,7 @@ def test_a_client_port_in_use_is_bind_failed_with_the_address(
 ) -> None:
     got = serve(tmp_path / "second", server.endpoint, f"127.0.0.1:{free_port()}")
     assert got.returncode == 1
-    line = f"curvechat: error [bind_failed]: [Errno 98] cannot listen on {server.endpoint}"
+    line = f"curvechat: error [bind_failed]: cannot listen on {server.endpoint}: "
     assert got.stderr.strip().splitlines()[-1].startswith(line), got.stderr
     assert "Traceback" not in got.stderr + got.stdout
 

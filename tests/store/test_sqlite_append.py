@@ -75,7 +75,7 @@ def test_a_sender_resending_old_keys_costs_one_retry_not_one_a_group(
     from curvechat.store import sqlite_append
 
     clock = [1_000_000]
-    monkeypatch.setattr(sqlite_append, "_now_ms", lambda: clock[0])
+    monkeypatch.setattr(sqlite_append, "_clock_ms", lambda: clock[0])
     a = GroupAppender(conn, keys_max=4)
     for i in range(10):
         a.append([[m("r1", f"t{i}", "mallory")], [m("r1", f"h{i}", "bob")]])

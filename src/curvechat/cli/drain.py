@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from curvechat.cli.common import EXIT_UNREACHABLE, EXIT_USAGE, CliError
+from curvechat.protocol.text import visible
 
 POLL_S = 0.2
 REQUEST_TIMEOUT_S = 5.0
@@ -93,15 +94,18 @@ def data_node_name(args: argparse.Namespace) -> str | None:
     """The name of the node whose data directory was given (or is the
     default one), from its DATA/node.id; None when there is none to check."""
     from curvechat.server.app import NODE_ID_FILE
+    from curvechat.server.liveness import valid_node_name
 
     if args.data is None and args.http_token_file and "CURVECHAT_DATA" not in os.environ:
         return None  # no data directory named: nothing to check against
     path = Path(args.data or os.environ.get("CURVECHAT_DATA", "data")) / NODE_ID_FILE
     try:
         name = path.read_text().strip()
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return None
-    return name or None
+    if not valid_node_name(name):
+        raise CliError("bad_config", f"{path} holds no valid node name")
+    return name
 
 
 def call(url: str, method: str, token: str) -> dict[str, Any]:
@@ -151,8 +155,8 @@ def cmd_drain(args: argparse.Namespace) -> int:
         if answered != expected:
             raise CliError(
                 "wrong_node",
-                f"the node at {url} is {answered}, not {expected} (whose data directory this"
-                " is): give that node's HTTP side with --http",
+                f"the node at {url} is {visible(answered)}, not {expected} (whose data"
+                " directory this is): give that node's HTTP side with --http",
             )
     method = "GET" if args.status else "DELETE" if args.cancel else "POST"
     state = call(url, method, token)

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--verbose",
         action="count",
         default=0,
-        help="log more (serve: -v debug; others: -v info, -vv debug)",
+        help="log more (serve, monitor: -v debug; others: -v info, -vv debug)",
     )
     parser.add_argument("--version", action="version", version=f"curvechat {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)

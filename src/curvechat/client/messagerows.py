@@ -6,7 +6,8 @@ it (M1-M6) and no text; if a key or an op may still open it (M2-M4), the
 envelope it came in is kept with it, sealed at rest like a text, so that
 it can be opened again when what it needed arrives (`recovery.py`). Such a
 row is not unread: it counts as unread when it opens. Such a row, and only
-such a row, may later be rewritten (`MessageBatch.rewrite`). Which such
+such a row, may later be rewritten (`MessageBatch.rewrite`); a row that
+opened changes only to a replay marker (M6, `mark_replay`). Which such
 rows a pass tries again is read by `unopenedrows.py`.
 
 A mixin of `Cache`: it shares the cache's connection and sealing key. It

@@ -31,7 +31,8 @@ at its seq. This module decides what becomes of such rows:
   asked within `REFETCH_SECONDS` (one deadline for all the passes a sync
   makes, those its refreshes start included).
 - **What replaces what** (`reopened`, `refetched`, `placed`): only a row
-  that did not open is ever rewritten. A copy that opens takes its place
+  that did not open is ever rewritten (a row that opened only ever becomes
+  a replay marker, by M6). A copy that opens takes its place
   (same seq), is shown and, if someone else sent it, counts as unread (a
   row that did not open never does), unless a message already shown at
   another seq carries its sender and txn (M6): the row then becomes a

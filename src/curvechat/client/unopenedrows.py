@@ -35,8 +35,6 @@ query, which reads them in seq order (an index that puts the rule first
 would give M3 then M4: every such row of the room sorted at each pick)."""
 
 INDEXES = f"""
-DROP INDEX IF EXISTS messages_stuck;
-DROP INDEX IF EXISTS messages_waiting;
 CREATE INDEX IF NOT EXISTS messages_by_key ON messages (room, epoch, seq) WHERE {BY_KEY};
 CREATE INDEX IF NOT EXISTS messages_by_log ON messages (room, seq) WHERE {BY_LOG};
 CREATE INDEX IF NOT EXISTS messages_unopened ON messages (room, {WAITS}, seq)
@@ -63,7 +61,7 @@ class UnopenedRows:
         sql = (
             "SELECT seq, error, rule FROM messages INDEXED BY messages_by_key"
             f" WHERE room=? AND {BY_KEY} AND epoch IN ({{}}) AND error IS NOT NULL"
-            f" ORDER BY seq LIMIT {int(limit)}"
+            f" ORDER BY seq LIMIT {max(int(limit), 0)}"
         )
         rows = sorted(self._rows_in(sql, (room,), epochs))[: max(limit, 0)]
         return {int(seq): (str(error), rule) for seq, error, rule in rows}

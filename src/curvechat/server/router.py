@@ -9,8 +9,6 @@ new connections.
 
 from __future__ import annotations
 
-import os
-
 import zmq
 import zmq.asyncio
 
@@ -78,8 +76,8 @@ def bind_or_close(sock: zmq.Socket[bytes] | zmq.asyncio.Socket, bind: str) -> No
         sock.bind(bind)
     except zmq.ZMQError as exc:
         sock.close(linger=0)
-        why = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise OSError(exc.errno, f"cannot listen on {bind}: {why}") from exc
+        why = (exc.strerror or str(exc)).split(" (addr=")[0]  # libzmq adds the address
+        raise OSError(f"cannot listen on {bind}: {why}") from exc
 
 
 def open_router(

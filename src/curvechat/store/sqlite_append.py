@@ -75,6 +75,11 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _clock_ms() -> int:
+    """For how long a sender stays suspect: a clock no one can set back."""
+    return int(time.monotonic() * 1000)
+
+
 _INSERT = "INSERT INTO messages (room, seq, ts_ms, sender, txn, envelope) VALUES (?, ?, ?, ?, ?, ?)"
 _HEADS = "UPDATE rooms SET head = ? WHERE room = ?"
 
@@ -270,7 +275,7 @@ class GroupAppender:
         an earlier group roll back (in steady state, none)."""
         if not self._suspects:
             return []
-        now = _now_ms()
+        now = _clock_ms()
         while self._suspects:  # expired ones leave, oldest first
             sender, until = next(iter(self._suspects.items()))
             if until > now:
@@ -290,7 +295,7 @@ class GroupAppender:
         but not remembered (their inserts made the first attempt fail)."""
         if not old:
             return
-        until = _now_ms() + SUSPECT_MS
+        until = _clock_ms() + SUSPECT_MS
         for _room, sender, _txn in old:
             self._suspects.pop(sender, None)
             self._suspects[sender] = until

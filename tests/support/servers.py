@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -14,18 +15,38 @@ from pathlib import Path
 _GIVEN: collections.deque[int] = collections.deque(maxlen=2000)
 
 
+def _below_ephemeral() -> tuple[int, int]:
+    """Ports below the kernel's ephemeral range: no client socket's source
+    port is ever taken from them, so a port found free stays free until the
+    child binds it (one from the ephemeral range was once taken meanwhile by
+    an outgoing connection: `address already in use` in `make test`)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            low = int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return max(1024, low - 12000), max(1025, low - 1)
+
+
+_RANGE = _below_ephemeral()
+
+
 def free_port() -> int:
-    """A free loopback port, and not one of the last ones this process handed
-    out: the port is only bound later (by a child), so two calls in a row
-    could otherwise return the same port (a node's HTTP port on its ZeroMQ
-    port: `address already in use`, seen once in `make test`)."""
+    """A free loopback port outside the ephemeral range, at random (the test
+    workers are separate processes), and not one of the last ones this
+    process handed out: the port is only bound later (by a child), so two
+    calls in a row could otherwise return the same port."""
     while True:
+        port = random.randint(*_RANGE)
+        if port in _GIVEN:
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _GIVEN:
-            _GIVEN.append(port)
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.append(port)
+        return port
 
 
 class ServerProcess:

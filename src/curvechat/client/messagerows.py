@@ -58,6 +58,9 @@ _INSERT_MESSAGE = (
 )
 
 
+_SELECT_MESSAGES = "SELECT room, seq, ts_ms, sender, txn, sent_ms, sealed, error FROM messages"
+
+
 class MessageRows:
     _db: sqlite3.Connection
     _seal: Callable[[bytes], bytes]
@@ -76,7 +79,6 @@ class MessageRows:
         *,
         count_unread: bool = False,
         epoch: int | None = None,
-        rule: str | None = None,
     ) -> bool:
         """Store one message (once per seq); returns False if it was already there.
         Advances the room's cursor over every contiguous stored seq."""
@@ -91,7 +93,6 @@ class MessageRows:
                 error,
                 count_unread=count_unread,
                 epoch=epoch,
-                rule=rule,
             )
 
     def batch(self, room: str) -> MessageBatch:
@@ -184,13 +185,19 @@ class MessageRows:
         ).fetchone()
         return None if row is None else int(row[0])
 
+    def messages_at(self, room: str, seqs: Sequence[int]) -> list[CachedMessage]:
+        """The messages of `room` stored at `seqs`, in seq order."""
+        sql = f"{_SELECT_MESSAGES} WHERE room=? AND seq IN ({{}})"
+        return sorted(map(self._message, self._rows_in(sql, (room,), seqs)), key=lambda m: m.seq)
+
+    def _message(self, r: tuple[Any, ...]) -> CachedMessage:
+        text = None if r[6] is None else self._open(r[6]).decode()
+        return CachedMessage(r[0], r[1], r[2], r[3], r[4], r[5], text, r[7])
+
     def messages(
         self, room: str, *, limit: int = 100, before: int | None = None, after: int | None = None
     ) -> list[CachedMessage]:
-        sql = (
-            "SELECT room, seq, ts_ms, sender, txn, sent_ms, sealed, error"
-            " FROM messages WHERE room=?"
-        )
+        sql = f"{_SELECT_MESSAGES} WHERE room=?"
         args: list[object] = [room]
         if after is not None:
             rows = self._db.execute(sql + " AND seq>? ORDER BY seq LIMIT ?", (*args, after, limit))
@@ -199,20 +206,7 @@ class MessageRows:
                 sql += " AND seq<?"
                 args.append(before)
             rows = self._db.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit))
-        out = [
-            CachedMessage(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                r[5],
-                None if r[6] is None else self._open(r[6]).decode(),
-                r[7],
-            )
-            for r in rows
-        ]
-        return sorted(out, key=lambda msg: msg.seq)
+        return sorted(map(self._message, rows), key=lambda msg: msg.seq)
 
 
 class Tx:

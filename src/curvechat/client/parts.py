@@ -59,8 +59,6 @@ class Parts:
     async def ask(self, req: m.AnyRequest, kind: type[R], *, timeout: float | None = None) -> R:
         """Send `req` and return its reply, which must be a `kind` (within
         `timeout` seconds; None: the connection's request timeout)."""
-        if timeout is None:
-            return expect(await self.conn.request(req), kind)
         return expect(await self.conn.request(req, timeout), kind)
 
     async def rotate(self, room: str, epoch: int) -> EpochRecord:

@@ -241,7 +241,6 @@ class Recover:
                         replays.append((seq, shown_at))
         for seq, original in replays:
             self.p.emit(ev.ReplayMarked(room, seq, original))
-        for seq in opened:
-            for msg in cache.messages(room, after=seq - 1, limit=1):
-                self.p.emit(ev.MessageReceived(msg, mine=msg.sender == me, live=False))
+        for msg in cache.messages_at(room, opened):
+            self.p.emit(ev.MessageReceived(msg, mine=msg.sender == me, live=False))
         return len(opened)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from pathlib import Path
 from typing import Any, Final
 
@@ -231,7 +230,7 @@ class Staging:
 
     def stage(self, target: Path, data: bytes) -> Path:
         """`data` in a new hidden file beside `target`, 0600 from the start."""
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.new")
+        tmp = target.with_name(f".{target.name}.{nacl.utils.random(8).hex()}.new")
         create_private(tmp, data)
         self.files.append(tmp)
         return tmp

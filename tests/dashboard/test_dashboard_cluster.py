@@ -7,6 +7,7 @@ node killed with -9 is shown as unreachable while the page keeps running."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -46,12 +47,20 @@ async def test_dashboard_shows_every_node_through_its_own(
         c.start()
         token = shared.read_text().strip()
         try:
-            status, nodes, _ = get_json(f"http://127.0.0.1:{a.http_port}/api/nodes", token)
-            assert status == 200
-            listed = nodes["nodes"]
+            others = {f"http://127.0.0.1:{p.http_port}/" for p in (b, c)}
+            # A learns the registry through a watch: C, registered last, may
+            # reach it a moment after C said it was ready.
+            deadline = time.monotonic() + 15
+            while True:
+                status, nodes, _ = get_json(f"http://127.0.0.1:{a.http_port}/api/nodes", token)
+                assert status == 200
+                listed = nodes["nodes"]
+                by_url = {n["url"]: n for n in listed[1:]}
+                if set(by_url) == others or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
             assert listed[0]["url"] == "" and listed[0]["state"] == "api/state"  # this node first
-            by_url = {n["url"]: n for n in listed[1:]}
-            assert set(by_url) == {f"http://127.0.0.1:{p.http_port}/" for p in (b, c)}
+            assert set(by_url) == others
             b_name = by_url[f"http://127.0.0.1:{b.http_port}/"]["name"]
             c_name = by_url[f"http://127.0.0.1:{c.http_port}/"]["name"]
             assert by_url[f"http://127.0.0.1:{b.http_port}/"]["state"] == (

@@ -9,7 +9,9 @@ outbox is written with synchronous=FULL: a message the user sent is never
 lost by a crash of the client.
 
 Plain synchronous sqlite3: every call is a few indexed rows and runs in well
-under a millisecond, so it is called straight from the event loop. Messages
+under a millisecond, so it is called straight from the event loop; the
+write-ahead log is copied into the database file (a checkpoint, which waits
+for the disk) on a thread of its own (`checkpoint.py`). Messages
 are written a page or a burst per transaction (`batch`, `messagerows.py`);
 the rows that did not open are picked for another try by `unopenedrows.py`.
 It must never hold a transaction open across an await, nor decide what a
@@ -27,6 +29,7 @@ import nacl.hash
 import nacl.secret
 import nacl.utils
 
+from curvechat.client.checkpoint import INTERVAL, Checkpointer
 from curvechat.client.errors import ClientError
 from curvechat.client.messagerows import MIGRATIONS as MESSAGE_MIGRATIONS
 from curvechat.client.messagerows import SCHEMA as MESSAGE_SCHEMA
@@ -83,7 +86,7 @@ def cache_key(identity_seed: bytes) -> bytes:
 
 
 class Cache(MessageRows, UnopenedRows, TrustRows, OutboxRows):
-    def __init__(self, path: Path, key: bytes) -> None:
+    def __init__(self, path: Path, key: bytes, *, checkpoint_every: float = INTERVAL) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
@@ -96,6 +99,8 @@ class Cache(MessageRows, UnopenedRows, TrustRows, OutboxRows):
             # Received messages can always be fetched again from the server, so
             # their commits need not wait for the disk; the outbox does (enqueue).
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # Checkpoints (and their fsyncs) run on a thread of their own.
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise CacheError(f"{path} was written by a newer curvechat (schema {version})")
@@ -105,8 +110,10 @@ class Cache(MessageRows, UnopenedRows, TrustRows, OutboxRows):
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise CacheError(f"cannot open the local cache {path}: {exc}") from exc
+        self.checkpointer = Checkpointer(path, checkpoint_every)
 
     def close(self) -> None:
+        self.checkpointer.close()
         self._db.close()
 
     # --- sealing -------------------------------------------------------------

@@ -1,0 +1,75 @@
+"""The local cache's checkpoints run on a thread of their own
+(client/checkpoint.py): a commit on the event loop's connection never copies
+the write-ahead log into the database file (and waits for the disk), the
+thread does, and closing the cache stops it and leaves no log behind."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from curvechat.client.cache import Cache
+
+KEY = bytes(32)
+PAGE = 4096
+
+
+def _fill(cache: Cache, pages: int) -> None:
+    """Queue messages until about `pages` pages were committed to the log,
+    in commits of about 40 pages, as a busy sender's acks are."""
+    text = "x" * 2000
+    for i in range(pages // 20):
+        cache.enqueue_many("r", [f"t{i}-{j}" for j in range(40)], [text] * 40)
+
+
+def _log_frames(path: Path) -> int:
+    """Frames in the log since it last restarted (after a full checkpoint)."""
+    db = sqlite3.connect(path)
+    try:
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        return int(db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+    finally:
+        db.close()
+
+
+def test_commits_on_the_cache_connection_never_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "cache.db"
+    cache = Cache(path, KEY, checkpoint_every=3600)  # the thread does not run meanwhile
+    try:
+        _fill(cache, 3000)
+        # SQLite's own default would have checkpointed at 1,000 pages and
+        # started the log again from its beginning.
+        assert _log_frames(path) > 2000
+        assert cache.checkpointer.runs == 0
+    finally:
+        cache.close()
+
+
+def test_the_thread_copies_the_log_into_the_database_file(tmp_path: Path) -> None:
+    path = tmp_path / "cache.db"
+    cache = Cache(path, KEY, checkpoint_every=0.05)
+    try:
+        _fill(cache, 400)
+        deadline = time.monotonic() + 30
+        while cache.checkpointer.runs == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert cache.checkpointer.runs > 0
+        assert path.stat().st_size > 300 * PAGE  # the rows are in the database file
+        assert len(cache.outbox()) == 20 * 40
+    finally:
+        cache.close()
+
+
+def test_closing_the_cache_stops_the_thread_and_leaves_no_log(tmp_path: Path) -> None:
+    path = tmp_path / "cache.db"
+    cache = Cache(path, KEY, checkpoint_every=3600)
+    _fill(cache, 200)
+    cache.close()
+    assert not cache.checkpointer.alive
+    assert not (tmp_path / "cache.db-wal").exists()
+    again = Cache(path, KEY)
+    try:
+        assert len(again.outbox()) == 10 * 40
+    finally:
+        again.close()

@@ -102,6 +102,31 @@ class Engine:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
 
 
+class LoopLag:
+    """How late the event loop runs a 5 ms timer, all along a run: what a
+    user of the terminal client would feel as a frozen screen."""
+
+    TICK = 0.005
+
+    def __init__(self) -> None:
+        self.late: list[float] = []
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self.TICK
+            await asyncio.sleep(self.TICK)
+            self.late.append(max(0.0, loop.time() - due))
+
+    def summary(self) -> dict[str, float]:
+        s = sorted(self.late) or [0.0]
+        return {
+            "p50": round(s[len(s) // 2] * 1e3, 2),
+            "p99": round(s[int(len(s) * 0.99)] * 1e3, 2),
+            "max": round(s[-1] * 1e3, 2),
+        }
+
+
 async def _serve(spec: dict[str, Any], pipe: Connection) -> None:
     loop = asyncio.get_running_loop()
     root = Path(spec["home"])
@@ -154,6 +179,8 @@ async def _serve(spec: dict[str, Any], pipe: Connection) -> None:
 
     async def solo(cfg: dict[str, Any]) -> dict[str, Any]:
         e = engines[cfg["sender"]]
+        lag = LoopLag()
+        ticker = asyncio.create_task(lag.run())
         cpu0, t0 = os.times(), time.monotonic()
         e.queue(cfg["room"], cfg["count"])
         async with asyncio.timeout(600):
@@ -162,6 +189,7 @@ async def _serve(spec: dict[str, Any], pipe: Connection) -> None:
                 await e.acked_event.wait()
         wall = time.monotonic() - t0
         cpu1 = os.times()
+        ticker.cancel()
         return {
             "count": cfg["count"],
             "seconds": round(wall, 3),
@@ -169,6 +197,7 @@ async def _serve(spec: dict[str, Any], pipe: Connection) -> None:
             "client_cpu_pct": round(
                 100 * (cpu1.user - cpu0.user + cpu1.system - cpu0.system) / wall, 1
             ),
+            "loop_late_ms": lag.summary(),
         }
 
     try:

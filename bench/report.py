@@ -5,6 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 
+def _late(late: dict[str, float] | None) -> str:
+    """The event loop's lateness (bench/engines.py `LoopLag`), if measured."""
+    if not late:
+        return ""
+    return f"; its event loop late p50/p99/max {late['p50']} / {late['p99']} / {late['max']} ms"
+
+
 def _get(d: dict[str, Any], *path: str) -> Any:
     for p in path:
         if not isinstance(d, dict) or p not in d:
@@ -283,7 +290,7 @@ def table(r: dict[str, Any]) -> str:
         lines.append(
             f"one real client: {solo['count']:,} messages queued at once, all acked in "
             f"{solo['seconds']:.2f} s ({solo['acked_per_s']:,.0f}/s; client CPU "
-            f"{solo['client_cpu_pct']}%)"
+            f"{solo['client_cpu_pct']}%)" + _late(solo.get("loop_late_ms"))
         )
     tp = _get(r, "single", "throughput")
     if tp:

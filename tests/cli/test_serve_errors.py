@@ -42,3 +42,28 @@ def test_an_http_port_in_use_is_bind_failed_and_leaves_nothing_open(
     assert got.stderr.strip().splitlines()[-1].startswith("curvechat: error [bind_failed]")
     for marker in ("Traceback", "Unclosed", "never retrieved"):
         assert marker not in got.stderr + got.stdout, got.stderr
+
+
+def test_a_data_directory_that_cannot_be_made_is_data_dir_not_bind_failed(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "afile").write_text("")
+    got = serve(
+        tmp_path / "afile" / "data", f"tcp://127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    )
+    assert got.returncode == 1
+    last = got.stderr.strip().splitlines()[-1]
+    assert last.startswith("curvechat: error [data_dir]: cannot use the data directory "), last
+    assert "Not a directory" in last
+    assert "Traceback" not in got.stderr + got.stdout
+
+
+def test_an_http_host_that_does_not_resolve_is_bind_failed_naming_it(tmp_path: Path) -> None:
+    got = serve(tmp_path / "d", f"tcp://127.0.0.1:{free_port()}", "no-such-host.invalid:7780")
+    assert got.returncode == 1
+    last = got.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "curvechat: error [bind_failed]: cannot listen on http://no-such-host.invalid:7780: "
+    ), last
+    for marker in ("Traceback", "Unclosed", "never retrieved"):
+        assert marker not in got.stderr + got.stdout, got.stderr

@@ -51,3 +51,20 @@ def test_a_data_dir_it_cannot_use_is_one_line(
     assert exit_.value.code == 1
     assert "refused_to_start" in err and "cannot use the data directory" in err, err
     assert "Traceback" not in err
+
+
+def test_an_http_port_in_use_is_bind_failed_naming_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as exit_:
+            main(["monitor", "--data", str(tmp_path), "--http", f"127.0.0.1:{port}"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1
+    assert f"[bind_failed]: cannot listen on http://127.0.0.1:{port}: " in err, err
+    assert "Traceback" not in err

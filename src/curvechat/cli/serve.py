@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from curvechat.cli.common import EXIT_USAGE, CliError
+from curvechat.protocol.errors import BindFailed
 
 if TYPE_CHECKING:
     from curvechat.store.etcd import EtcdSecurity
@@ -152,8 +153,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError("store_unavailable", f"the store is unavailable: {exc}") from exc
     except RuntimeError as exc:
         raise CliError("refused_to_start", str(exc)) from exc
-    except OSError as exc:
-        raise CliError("bind_failed", str(exc)) from exc
+    except BindFailed:
+        raise  # a CurvechatError with its own code
+    except OSError as exc:  # anything else the system refused at start-up
+        raise CliError("io_error", str(exc)) from exc
     return 0
 
 
@@ -211,8 +214,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         raise CliError("http_token", str(exc)) from exc
     except MonitorError as exc:
         raise CliError("refused_to_start", str(exc)) from exc
+    except BindFailed:
+        raise
     except OSError as exc:
-        raise CliError("bind_failed", str(exc)) from exc
+        raise CliError("io_error", str(exc)) from exc
     return 0
 
 

@@ -26,7 +26,7 @@ from curvechat.monitor.view import MonitorView
 from curvechat.monitor.watcher import Watcher, now_ms
 from curvechat.monitor.web import MonitorWeb
 from curvechat.protocol.errors import ConfigError
-from curvechat.server.httpguard import TOKEN_FILE, HttpGuard, load_or_create_token
+from curvechat.server.httpguard import TOKEN_FILE, HttpGuard, listen, load_or_create_token
 
 log = logging.getLogger("curvechat.monitor")
 
@@ -107,11 +107,7 @@ async def run_monitor(
         await runner.setup()
         host, _, port = http.rpartition(":")
         bind_host = host.strip("[]") or "127.0.0.1"
-        await web.TCPSite(runner, bind_host, int(port)).start()
-        bound = next(
-            (int(a[1]) for a in runner.addresses if isinstance(a, tuple) and len(a) >= 2),
-            int(port),
-        )
+        bound = await listen(runner, bind_host, int(port))
         link = _base_url(bind_host, bound) + (f"#token={token}" if guard.require_token else "")
         print(
             f"curvechat monitor ready: nodes from the {source.description}"

@@ -94,6 +94,13 @@ class ConfigError(CurvechatError):
     code = "bad_config"
 
 
+class BindFailed(ConfigError, OSError):
+    """An address to listen on cannot be taken (in use, not one of this
+    host's, not allowed): the process names it and does not start."""
+
+    code = "bind_failed"
+
+
 class ProtocolError(CurvechatError):
     """Base of every protocol error; carries the code a reply would use."""
 

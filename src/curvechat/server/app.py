@@ -41,6 +41,12 @@ STOP_STEP_S = 8.0
 NODE_ID_FILE = "node.id"
 
 
+class DataDirError(ConfigError):
+    """The data directory (or a file in it) cannot be made, read or written."""
+
+    code = "data_dir"
+
+
 class NodeNameError(ConfigError):
     """DATA/node.id or --node-name holds something that is not a node name."""
 
@@ -130,13 +136,16 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # The connect string of an earlier life is not this one's (until ready).
-    (data_dir / "connect").unlink(missing_ok=True)
-    public, secret = load_or_create_keypair(data_dir)
-    name = load_or_create_node_name(data_dir, node_name)
-    # The HTTP side's bearer token: made on first start, reused after.
-    token = load_or_create_token(http_token_file or data_dir / TOKEN_FILE) if http else ""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # The connect string of an earlier life is not this one's (until ready).
+        (data_dir / "connect").unlink(missing_ok=True)
+        public, secret = load_or_create_keypair(data_dir)
+        name = load_or_create_node_name(data_dir, node_name)
+        # The HTTP side's bearer token: made on first start, reused after.
+        token = load_or_create_token(http_token_file or data_dir / TOKEN_FILE) if http else ""
+    except OSError as exc:
+        raise DataDirError(f"cannot use the data directory {data_dir}: {exc}") from exc
     store: Store
     etcd: EtcdStore | None = None  # cluster mode
     if store_url:

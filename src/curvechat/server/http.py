@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from curvechat.dashboard.routes import Dashboard, NodeProbe
 from curvechat.server.drain import mount_drain
-from curvechat.server.httpguard import HttpGuard
+from curvechat.server.httpguard import HttpGuard, listen
 from curvechat.server.node import ChatNode, Session
 from curvechat.store import StoreUnavailable
 
@@ -164,12 +164,7 @@ async def start_http(
     runner = web.AppRunner(make_http_app(node, guard), access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        return runner, await listen(runner, host, port)
     except BaseException:
         await runner.cleanup()  # the app's sessions too: nothing left open
         raise
-    bound = port
-    for address in runner.addresses:  # the real port when asked for port 0
-        if isinstance(address, tuple) and len(address) >= 2:
-            bound = int(address[1])
-    return runner, bound

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from curvechat.protocol.errors import ConfigError
+from curvechat.protocol.errors import BindFailed, ConfigError
 
 log = logging.getLogger("curvechat.http")
 
@@ -88,6 +88,23 @@ def load_or_create_token(path: Path) -> str:
         os.close(fd)
     os.replace(tmp, path)
     return token
+
+
+async def listen(runner: web.AppRunner, host: str, port: int) -> int:
+    """Serve `runner` (set up) on host:port; returns the port bound (the
+    real one when asked for port 0). An address that cannot be taken (in
+    use, not this host's, a name that does not resolve) is BindFailed,
+    naming it; the caller cleans the runner up."""
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        shown = f"[{host}]" if ":" in host else host
+        why = exc.strerror or str(exc)
+        raise BindFailed(f"cannot listen on http://{shown}:{port}: {why}") from exc
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return port
 
 
 def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

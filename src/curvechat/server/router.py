@@ -12,6 +12,7 @@ from __future__ import annotations
 import zmq
 import zmq.asyncio
 
+from curvechat.protocol.errors import BindFailed
 from curvechat.protocol.limits import MAX_FRAME_BYTES, libzmq_refusal
 from curvechat.server.metrics import NodeMetrics
 
@@ -70,14 +71,14 @@ class AllowKnownGood:
 
 
 def bind_or_close(sock: zmq.Socket[bytes] | zmq.asyncio.Socket, bind: str) -> None:
-    """Bind `sock` to `bind`; if that fails, close it and raise OSError
+    """Bind `sock` to `bind`; if that fails, close it and raise BindFailed
     naming the address (an address in use is a person's mistake, not a bug)."""
     try:
         sock.bind(bind)
     except zmq.ZMQError as exc:
         sock.close(linger=0)
         why = (exc.strerror or str(exc)).split(" (addr=")[0]  # libzmq adds the address
-        raise OSError(f"cannot listen on {bind}: {why}") from exc
+        raise BindFailed(f"cannot listen on {bind}: {why}") from exc
 
 
 def open_router(

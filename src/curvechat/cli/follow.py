@@ -12,7 +12,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from curvechat.cli.common import CliError, _message_json, _message_line, _resolve_room, _run
+from curvechat.cli.common import CliError, _message_line, _message_record, _resolve_room, _run
+from curvechat.cli.output import json_line
 from curvechat.protocol.text import visible
 
 if TYPE_CHECKING:
@@ -74,6 +75,43 @@ class ConnectionNotes:
         return None
 
 
+class MessageLines:
+    """What `tail` prints for the engine's message events. A message comes
+    once, in seq order, as the room moves on; but one can also open late,
+    below what was printed (its key or its sender's op came after it, or a
+    node served it again: docs/security.md 4.3), and a message printed can
+    turn out a replay of an earlier one (`ReplayMarked`). A printed line
+    cannot be taken back, so both are said: the late one with `late` (JSON)
+    or a note on stderr before it, the replay with a `replay_of` record
+    (JSON) or a note on stderr."""
+
+    def __init__(self, room: str, *, as_json: bool) -> None:
+        self.room = room
+        self.as_json = as_json
+        self.top = 0
+        """The highest seq printed (or given by `--last`)."""
+
+    def message(self, msg: Any) -> tuple[str | None, str]:
+        """(the note for stderr or None, what goes to stdout)."""
+        late = msg.seq <= self.top
+        self.top = max(self.top, msg.seq)
+        if self.as_json:
+            record = _message_record(msg)
+            if late:
+                record["late"] = True
+            return None, json_line(record)
+        note = f"-- #{msg.seq} is an earlier message, opened only now" if late else None
+        return note, _message_line(msg)
+
+    def replay(self, seq: int, original: int) -> tuple[str | None, str | None]:
+        if self.as_json:
+            return None, json_line({"room": self.room, "seq": seq, "replay_of": original})
+        return (
+            f"-- #{seq} was a replay of #{original} (the same message again): not a new message",
+            None,
+        )
+
+
 def departure(client: ChatClient, room: str) -> tuple[str, str] | None:
     """None while we are a member of `room`; else (how, by whom): ("left",
     me), ("removed", actor), or ("removed", "") when the server just stopped
@@ -124,12 +162,23 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     async def body(client: ChatClient) -> int:
         room = _resolve_room(client, args.room)
-        if client.cache.room(room) is None:
+        cached = client.cache.room(room)
+        if cached is None:
             raise CliError("no_such_room", f"you are not a member of {room}")
         if departure(client, room) is not None:
             raise CliError("not_member", f"you are not a member of {room}")
+        lines = MessageLines(room, as_json=args.json)
+
+        def show(note: str | None, line: str | None) -> None:
+            if note is not None:
+                _note(note)
+            if line is not None:
+                print(line, flush=True)
+
         for msg in await client.history(room, limit=args.last) if args.last else []:
-            print(_message_json(msg) if args.json else _message_line(msg), flush=True)
+            show(*lines.message(msg))
+        # What the cache held before: a message below it that comes now opened late.
+        lines.top = max(lines.top, cached.cursor)
 
         notes = ConnectionNotes(client.status)
         stop = asyncio.Event()
@@ -137,8 +186,9 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
         def on_event(event: Any) -> None:
             if isinstance(event, ev.MessageReceived) and event.message.room == room:
-                msg = event.message
-                print(_message_json(msg) if args.json else _message_line(msg), flush=True)
+                show(*lines.message(event.message))
+            elif isinstance(event, ev.ReplayMarked) and event.room == room:
+                show(*lines.replay(event.seq, event.original))
             elif isinstance(event, ev.StatusChanged):
                 line = notes.line(event.status)
                 if line is not None:

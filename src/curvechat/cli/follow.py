@@ -137,6 +137,17 @@ def departure(client: ChatClient, room: str) -> tuple[str, str] | None:
     return ("removed", "")
 
 
+def departed_note(room: str, how: str, actor: str) -> str:
+    """What `history` says on stderr of a room `departure` found you out of."""
+    if how == "left":
+        why = f"you left {visible(room)}"
+    elif actor:
+        why = f"you were removed from {visible(room)} by {visible(actor)}"
+    else:
+        why = f"you are no longer a member of {visible(room)}"
+    return f"-- {why}: these are the messages this home kept"
+
+
 def peer_options(args: argparse.Namespace) -> dict[str, Any]:
     """`tail --peers`: peer-to-peer mode (listening, mDNS) for this client."""
     if not getattr(args, "peers", False):

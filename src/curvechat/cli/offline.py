@@ -27,6 +27,7 @@ from curvechat.cli.common import (
     _resolve_room,
     _with_client,
 )
+from curvechat.cli.follow import departed_note, departure
 from curvechat.cli.output import json_line
 from curvechat.client.recall import last_sync_ms
 from curvechat.protocol.text import visible
@@ -125,6 +126,9 @@ def cmd_history(args: argparse.Namespace) -> int:
         messages = await client.history(room, limit=args.limit)
         if away is not None:
             print(away.note(), file=sys.stderr)
+        gone = departure(client, room) if client.cache.room(room) is not None else None
+        if gone is not None:
+            print(departed_note(room, *gone), file=sys.stderr)
         extra = _sync_fields(client, away)
         for msg in messages:
             print(json_line({**_message_record(msg), **extra}) if args.json else _message_line(msg))

@@ -105,6 +105,7 @@ class ChatClient:
         self.parts = Parts(
             identity=identity, cache=cache, core=self.core, conn=link, emit=self._emit
         )
+        self.parts.told.update(cache.top_seqs())  # what the front end reads from the cache
         self.sync = Sync(self.parts)
         self.outbox = Outbox(
             self.parts,

@@ -141,6 +141,8 @@ class Sync:
                     await _drop(ahead)
                     ask = m.Sync(cursors=cursors, limit=MAX_PAGE, only=only)
                     batch = await self.p.ask(ask, m.SyncReply)
+        for room in rooms:  # what another process of this home synced meanwhile
+            self.p.tell_cached(room, live=False)
         return count + await self.recover.rooms()
 
     def _cursors(self, names: list[str]) -> dict[str, int]:
@@ -216,11 +218,13 @@ class Sync:
         known = cache.known_seqs(room, list(page))
         fresh = [item for seq, item in page.items() if seq not in known]
         if not fresh:
+            self.p.tell(self.p.untold(room, known), live=live)
             return 0
         if any(i.envelope.room == room and core.needs_refresh(room, i.envelope) for i in fresh):
             with contextlib.suppress(UntrustedLog):
                 await self.refresh(room)
         shown: list[tuple[CachedMessage, bool]] = []
+        taken: list[int] = []  # stored meanwhile by another process of this home
         verified = core.verify_many(room, [i.envelope for i in fresh], crypt=open_split)
         # No await from here to the end of the transaction.
         with cache.batch(room) as batch:
@@ -253,7 +257,11 @@ class Sync:
                         opened.error,
                     )
                     shown.append((msg, mine))
-        for msg, mine in shown:
+                else:
+                    taken.append(item.seq)
+        # Rows of the page another process of this home stored first, in order with ours.
+        others = [(msg, msg.sender == self.p.me) for msg in self.p.untold(room, [*known, *taken])]
+        for msg, mine in sorted(shown + others, key=lambda pair: pair[0].seq):
             self.p.emit(ev.MessageReceived(msg, mine=mine, live=live))
         return len(shown)
 
@@ -301,6 +309,8 @@ class Sync:
             if cached is None or cached.left:
                 return
         cursor = cached.cursor
+        # Stored (and the cursor moved) by another process of this home.
+        self.p.tell(self.p.untold(room, [i.seq for i in items if i.seq <= cursor]), live=True)
         run: list[m.StoredMessage] = []
         for item in by_seq(items):
             if item.seq <= cursor:

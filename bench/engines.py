@@ -24,6 +24,7 @@ to send: what it measures is what a user's client does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -181,15 +182,19 @@ async def _serve(spec: dict[str, Any], pipe: Connection) -> None:
         e = engines[cfg["sender"]]
         lag = LoopLag()
         ticker = asyncio.create_task(lag.run())
-        cpu0, t0 = os.times(), time.monotonic()
-        e.queue(cfg["room"], cfg["count"])
-        async with asyncio.timeout(600):
-            while e.unacked > 0:
-                e.acked_event.clear()
-                await e.acked_event.wait()
-        wall = time.monotonic() - t0
-        cpu1 = os.times()
-        ticker.cancel()
+        try:
+            cpu0, t0 = os.times(), time.monotonic()
+            e.queue(cfg["room"], cfg["count"])
+            async with asyncio.timeout(600):
+                while e.unacked > 0:
+                    e.acked_event.clear()
+                    await e.acked_event.wait()
+            wall = time.monotonic() - t0
+            cpu1 = os.times()
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
         return {
             "count": cfg["count"],
             "seconds": round(wall, 3),

@@ -67,3 +67,30 @@ def test_an_http_host_that_does_not_resolve_is_bind_failed_naming_it(tmp_path: P
     ), last
     for marker in ("Traceback", "Unclosed", "never retrieved"):
         assert marker not in got.stderr + got.stdout, got.stderr
+
+
+def test_a_token_file_that_cannot_be_made_is_http_token_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    got = subprocess.run(
+        [
+            *SERVE,
+            "--data",
+            str(tmp_path / "d"),
+            "--bind",
+            f"tcp://127.0.0.1:{free_port()}",
+            "--http",
+            f"127.0.0.1:{free_port()}",
+            "--http-token-file",
+            str(tmp_path / "afile" / "tok"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert got.returncode == 1
+    last = got.stderr.strip().splitlines()[-1]
+    token = tmp_path / "afile" / "tok"
+    assert last.startswith(f"curvechat: error [http_token]: cannot use the token file {token}"), (
+        last
+    )
+    assert "Traceback" not in got.stderr + got.stdout

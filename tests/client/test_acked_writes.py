@@ -5,6 +5,7 @@ once, each shown once; an ack that cannot be true stores nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,10 +58,11 @@ def test_a_send_a_push_brought_in_first_is_known_at_its_seq_or_another() -> None
 
 # --- the cache ----------------------------------------------------------------------
 @pytest.fixture
-def cache(tmp_path: Path) -> Cache:
+def cache(tmp_path: Path) -> Iterator[Cache]:
     c = Cache(tmp_path / "cache.db", b"k" * 32)
     c.ensure_room("r")
-    return c
+    yield c
+    c.close()
 
 
 def _queue(cache: Cache, texts: list[str]) -> list[OutboxItem]:

@@ -73,3 +73,40 @@ def test_closing_the_cache_stops_the_thread_and_leaves_no_log(tmp_path: Path) ->
         assert len(again.outbox()) == 10 * 40
     finally:
         again.close()
+
+
+def test_the_log_is_started_again_while_commits_never_stop(tmp_path: Path) -> None:
+    """Commits that keep coming while the thread checkpoints: every
+    checkpoint of the thread overlaps a transaction, so the log would never
+    start again from its beginning by itself; the cache's connection
+    restarts it once it holds `restart_frames` frames."""
+    path = tmp_path / "cache.db"
+    cache = Cache(path, KEY, checkpoint_every=0.01, restart_frames=256)
+    wal = tmp_path / "cache.db-wal"
+    largest = 0
+    try:
+        text = "x" * 2000
+        for i in range(1500):  # about 15,000 pages written in all, back to back
+            with cache._tx():
+                cache.enqueue_many("r", [f"t{i}-{j}" for j in range(5)], [text] * 5)
+            largest = max(largest, wal.stat().st_size)
+        assert cache.checkpointer.runs > 0 and cache.checkpointer.restarts > 0
+        # Without the restarts the log took about 14,800 pages here.
+        assert largest < 4000 * PAGE, largest // PAGE
+    finally:
+        cache.close()
+
+
+def test_a_cache_never_closed_stops_its_thread_when_collected(tmp_path: Path) -> None:
+    import gc
+    import threading
+
+    before = threading.active_count()
+    cache = Cache(tmp_path / "cache.db", KEY, checkpoint_every=0.01)
+    thread_alive = cache.checkpointer.alive
+    del cache
+    gc.collect()
+    deadline = time.monotonic() + 30
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert thread_alive and threading.active_count() == before

@@ -4,6 +4,7 @@ and open every key the room ever had again."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,10 @@ from curvechat.client.cache import Cache
 
 
 @pytest.fixture
-def cache(tmp_path: Path) -> Cache:
-    return Cache(tmp_path / "cache.db", b"k" * 32)
+def cache(tmp_path: Path) -> Iterator[Cache]:
+    c = Cache(tmp_path / "cache.db", b"k" * 32)
+    yield c
+    c.close()
 
 
 def _opens(cache: Cache, monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
@@ -50,6 +53,7 @@ def test_a_new_epoch_key_joins_the_records_without_reading_the_others(
     # What is kept is what a fresh read of the file gives.
     fresh = Cache(cache_path(cache), b"k" * 32)
     assert list(fresh.epoch_records("r").items()) == list(cache.epoch_records("r").items())
+    fresh.close()
 
 
 def test_an_older_epoch_or_a_key_stored_in_a_transaction_is_read_again(

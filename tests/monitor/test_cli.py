@@ -49,7 +49,7 @@ def test_a_data_dir_it_cannot_use_is_one_line(
         main(["monitor", "--data", str(tmp_path / "file" / "data"), "--http", "127.0.0.1:0"])
     err = capsys.readouterr().err
     assert exit_.value.code == 1
-    assert "refused_to_start" in err and "cannot use the data directory" in err, err
+    assert "[data_dir]: cannot use the data directory" in err, err
     assert "Traceback" not in err
 
 

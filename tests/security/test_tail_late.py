@@ -26,7 +26,7 @@ def test_tail_says_a_message_opened_late_is_an_earlier_one(
         evil.attack(withhold_keys="bob")
         alice.run("remove", "r", "carol")  # a new epoch, whose key the node keeps from bob
         alice.run("send", "r", "under the new key")
-        unreadable = json.loads(tail.out.until('"error"'))
+        unreadable = json.loads(tail.out.until('"error": "'))  # one that did not open
         assert unreadable["text"] is None and "late" not in unreadable
 
         evil.attack()  # the key packet is served from now on
@@ -36,4 +36,5 @@ def test_tail_says_a_message_opened_late_is_an_earlier_one(
         newest = json.loads(tail.out.until("and one more"))
         assert newest["seq"] > opened["seq"] and "late" not in newest
     finally:
-        assert tail.stop() == 0
+        code = tail.stop()
+    assert code == 0

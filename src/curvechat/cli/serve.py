@@ -163,9 +163,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_monitor(args: argparse.Namespace) -> int:
     """The monitoring web application: its own process and port, watching
     the nodes from outside (docs/monitoring.md, "The monitor")."""
-    from curvechat.monitor.app import MonitorError, run_monitor
+    from curvechat.monitor.app import run_monitor
     from curvechat.monitor.sources import EtcdRegistry, NodeSource, UrlList
-    from curvechat.server.httpguard import HttpTokenError, load_or_create_token
+    from curvechat.server.httpguard import load_or_create_token
 
     if args.interval <= 0 or args.history < 60:
         raise CliError(
@@ -210,12 +210,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                 history_s=args.history,
             )
         )
-    except HttpTokenError as exc:
-        raise CliError("http_token", str(exc)) from exc
-    except MonitorError as exc:
-        raise CliError("refused_to_start", str(exc)) from exc
     except BindFailed:
-        raise
+        raise  # a CurvechatError with its own code
     except OSError as exc:
         raise CliError("io_error", str(exc)) from exc
     return 0

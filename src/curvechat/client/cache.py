@@ -29,7 +29,7 @@ import nacl.hash
 import nacl.secret
 import nacl.utils
 
-from curvechat.client.checkpoint import INTERVAL, Checkpointer
+from curvechat.client.checkpoint import INTERVAL, RESTART_FRAMES, Checkpointer
 from curvechat.client.errors import ClientError
 from curvechat.client.messagerows import MIGRATIONS as MESSAGE_MIGRATIONS
 from curvechat.client.messagerows import SCHEMA as MESSAGE_SCHEMA
@@ -86,7 +86,14 @@ def cache_key(identity_seed: bytes) -> bytes:
 
 
 class Cache(MessageRows, UnopenedRows, TrustRows, OutboxRows):
-    def __init__(self, path: Path, key: bytes, *, checkpoint_every: float = INTERVAL) -> None:
+    def __init__(
+        self,
+        path: Path,
+        key: bytes,
+        *,
+        checkpoint_every: float = INTERVAL,
+        restart_frames: int = RESTART_FRAMES,
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
@@ -95,12 +102,17 @@ class Cache(MessageRows, UnopenedRows, TrustRows, OutboxRows):
         """Opened epoch keys per room (read on every message, written rarely)."""
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise CacheError(f"cannot open the local cache {path}: {exc}") from exc
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             # Received messages can always be fetched again from the server, so
             # their commits need not wait for the disk; the outbox does (enqueue).
             self._db.execute("PRAGMA synchronous=NORMAL")
-            # Checkpoints (and their fsyncs) run on a thread of their own.
+            # Checkpoints (and their fsyncs) run on a thread of their own
+            # (`checkpoint.py`); a log restarted is cut back to 64 MiB.
             self._db.execute("PRAGMA wal_autocheckpoint=0")
+            self._db.execute(f"PRAGMA journal_size_limit={64 << 20}")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise CacheError(f"{path} was written by a newer curvechat (schema {version})")
@@ -108,9 +120,12 @@ class Cache(MessageRows, UnopenedRows, TrustRows, OutboxRows):
             migrate(self._db, TRUST_MIGRATIONS + MESSAGE_MIGRATIONS)
             self._db.executescript(MESSAGE_INDEXES)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as exc:
-            raise CacheError(f"cannot open the local cache {path}: {exc}") from exc
-        self.checkpointer = Checkpointer(path, checkpoint_every)
+            self.checkpointer = Checkpointer(path, checkpoint_every, restart_frames)
+        except BaseException as exc:
+            self._db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise CacheError(f"cannot open the local cache {path}: {exc}") from exc
+            raise
 
     def close(self) -> None:
         self.checkpointer.close()
@@ -161,4 +176,7 @@ class Cache(MessageRows, UnopenedRows, TrustRows, OutboxRows):
 
     # --- helpers -----------------------------------------------------------------------------
     def _tx(self) -> Tx:
-        return Tx(self._db)
+        return Tx(self._db, self._restart_log)
+
+    def _restart_log(self) -> None:
+        self.checkpointer.restart_if_due(self._db)

@@ -20,9 +20,10 @@ else is a bug.
     ├── StoreError                     store                 (server side only)
     ├── ConfigError                    bad_config: a file, flag or setting cannot be used
     │   ├── NodeNameError              bad_node_name         (curvechat.server.app)
-    │   ├── HttpTokenError             bad_config            (curvechat.server.httpguard)
+    │   ├── HttpTokenError             http_token            (curvechat.server.httpguard)
     │   ├── ServerKeyError             bad_config            (curvechat.server.keys)
-    │   └── MonitorError               bad_config            (curvechat.monitor.app)
+    │   ├── DataDirError               data_dir: a node's or the monitor's data directory
+    │   └── BindFailed                 bind_failed: an address to listen on (also an OSError)
     ├── CliError                       the failed command's code (curvechat.cli.common)
     ├── AgentError                     error                 (curvechat.cli.agent)
     ├── CommandError                   error: a TUI command line (curvechat.tui.commands)

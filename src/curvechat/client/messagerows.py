@@ -65,6 +65,7 @@ class MessageRows:
     _db: sqlite3.Connection
     _seal: Callable[[bytes], bytes]
     _open: Callable[[bytes], bytes]
+    _tx: Callable[[], Tx]
 
     def put_message(
         self,
@@ -172,7 +173,7 @@ class MessageRows:
         """Drop the envelope kept with the rows of `room` at `seqs` that did
         not open (their error and rule stay: they are asked for again by
         seq only)."""
-        with Tx(self._db):
+        with self._tx():
             self._db.executemany(
                 "UPDATE messages SET envelope=NULL WHERE room=? AND seq=? AND error IS NOT NULL",
                 [(room, seq) for seq in seqs],
@@ -218,14 +219,18 @@ class MessageRows:
 
 
 class Tx:
-    """One transaction; inside another one (a batch) it joins that one."""
+    """One transaction; inside another one (a batch) it joins that one.
+    `before` runs first when it begins one (the cache's log restart)."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, before: Callable[[], None] | None = None) -> None:
         self._db = db
+        self._before = before
         self._own = False
 
     def __enter__(self) -> None:
         if not self._db.in_transaction:
+            if self._before is not None:
+                self._before()
             self._db.execute("BEGIN IMMEDIATE")
             self._own = True
 
@@ -246,7 +251,7 @@ class MessageBatch:
         self.room = room
         self.added: list[int] = []
         self._unread = 0
-        self._tx = Tx(cache._db)
+        self._tx = cache._tx()
 
     def __enter__(self) -> MessageBatch:
         self._tx.__enter__()

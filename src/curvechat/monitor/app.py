@@ -25,16 +25,12 @@ from curvechat.monitor.timeline import Timeline
 from curvechat.monitor.view import MonitorView
 from curvechat.monitor.watcher import Watcher, now_ms
 from curvechat.monitor.web import MonitorWeb
-from curvechat.protocol.errors import ConfigError
+from curvechat.protocol.errors import DataDirError
 from curvechat.server.httpguard import TOKEN_FILE, HttpGuard, listen, load_or_create_token
 
 log = logging.getLogger("curvechat.monitor")
 
 DEFAULT_HTTP = "127.0.0.1:7790"
-
-
-class MonitorError(ConfigError):
-    """The monitor cannot start (the message says why)."""
 
 
 STOP_STEP_S = 8.0
@@ -85,7 +81,7 @@ async def run_monitor(
         archive = Archive(data_dir)
         archive.open()
     except (OSError, sqlite3.Error) as exc:
-        raise MonitorError(f"cannot use the data directory {data_dir}: {exc}") from exc
+        raise DataDirError(f"cannot use the data directory {data_dir}: {exc}") from exc
     session: aiohttp.ClientSession | None = None
     watcher: Watcher | None = None
     runner: web.AppRunner | None = None

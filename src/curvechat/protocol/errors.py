@@ -101,6 +101,12 @@ class BindFailed(ConfigError, OSError):
     code = "bind_failed"
 
 
+class DataDirError(ConfigError):
+    """A data directory (or a file in it) cannot be made, read or written."""
+
+    code = "data_dir"
+
+
 class ProtocolError(CurvechatError):
     """Base of every protocol error; carries the code a reply would use."""
 

@@ -22,7 +22,7 @@ from curvechat.protocol.connect import (
     format_connect,
     parse_connect,
 )
-from curvechat.protocol.errors import ConfigError
+from curvechat.protocol.errors import ConfigError, DataDirError
 from curvechat.server.http import start_http
 from curvechat.server.httpguard import TOKEN_FILE, HttpGuard, load_or_create_token
 from curvechat.server.influx import DEFAULT_INTERVAL_S, InfluxPusher
@@ -39,12 +39,6 @@ log = logging.getLogger("curvechat.server")
 
 STOP_STEP_S = 8.0
 NODE_ID_FILE = "node.id"
-
-
-class DataDirError(ConfigError):
-    """The data directory (or a file in it) cannot be made, read or written."""
-
-    code = "data_dir"
 
 
 class NodeNameError(ConfigError):
@@ -142,10 +136,10 @@ async def serve(
         (data_dir / "connect").unlink(missing_ok=True)
         public, secret = load_or_create_keypair(data_dir)
         name = load_or_create_node_name(data_dir, node_name)
-        # The HTTP side's bearer token: made on first start, reused after.
-        token = load_or_create_token(http_token_file or data_dir / TOKEN_FILE) if http else ""
     except OSError as exc:
         raise DataDirError(f"cannot use the data directory {data_dir}: {exc}") from exc
+    # The HTTP side's bearer token: made on first start, reused after.
+    token = load_or_create_token(http_token_file or data_dir / TOKEN_FILE) if http else ""
     store: Store
     etcd: EtcdStore | None = None  # cluster mode
     if store_url:

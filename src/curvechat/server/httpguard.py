@@ -59,23 +59,35 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class HttpTokenError(ConfigError):
-    """The token file exists but cannot be used (bad mode or contents)."""
+    """The token file cannot be used (bad mode or contents, or it cannot be
+    read or made)."""
+
+    code = "http_token"
 
 
 def load_or_create_token(path: Path) -> str:
     """The node's HTTP bearer token: read from `path`, or made there (mode
     0600 from the first byte) on first start."""
-    if path.exists():
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise HttpTokenError(f"{path} is readable by others (mode {mode:o}); chmod 600 it")
-        token = path.read_text(errors="replace").strip()
-        if not TOKEN_RE.fullmatch(token):
-            raise HttpTokenError(
-                f"{path} does not hold a token (16-512 characters of A-Z a-z 0-9 _-.~+/=);"
-                " delete it to have a new one made"
-            )
-        return token
+    try:
+        return _read_token(path) if path.exists() else _create_token(path)
+    except OSError as exc:
+        raise HttpTokenError(f"cannot use the token file {path}: {exc}") from exc
+
+
+def _read_token(path: Path) -> str:
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise HttpTokenError(f"{path} is readable by others (mode {mode:o}); chmod 600 it")
+    token = path.read_text(errors="replace").strip()
+    if not TOKEN_RE.fullmatch(token):
+        raise HttpTokenError(
+            f"{path} does not hold a token (16-512 characters of A-Z a-z 0-9 _-.~+/=);"
+            " delete it to have a new one made"
+        )
+    return token
+
+
+def _create_token(path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     token = secrets.token_urlsafe(32)
     tmp = path.with_name(path.name + ".tmp")

@@ -25,6 +25,8 @@ first and attack later. Each key of the JSON turns on one attack:
 - "report_epoch": {"room": R, "epoch": E}  list_rooms says R is at epoch E
 - "ack_seq": N             every send is stored as usual, but acked as seq N
 - "ack_txn": T             every send is stored as usual, but its ack names txn T
+- "store_down": true      list_rooms is refused store_unavailable, as a node whose
+  store lost its quorum refuses it (so no client gets through a sync)
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from typing import Any
 
 import msgspec
 
-from curvechat.protocol import encode
+from curvechat.protocol import ErrorCode, encode
 from curvechat.protocol import messages as m
 from curvechat.server import handlers as h
 from curvechat.server import node as n
@@ -125,8 +127,10 @@ def install() -> None:
         return reply
 
     async def list_rooms(self: h.Handlers, sess: n.Session, req: m.ListRooms) -> m.AnyReply:
-        reply = await orig_list(self, sess, req)
         p = plan()
+        if p.get("store_down"):
+            raise h.Refusal(ErrorCode.STORE_UNAVAILABLE, "store unavailable: no leader")
+        reply = await orig_list(self, sess, req)
         inj, told = p.get("inject_member"), p.get("report_epoch")
         if (inj or told) and isinstance(reply, m.RoomList):
             rooms = []

@@ -137,10 +137,11 @@ async def _with_client(
     """Run `body` on a connected, synced client; with no server reachable,
     `offline` on the client and the `reach.Offline` that says why (or exit 3)."""
     from curvechat.cli.follow import peer_options
-    from curvechat.cli.reach import connect_timeout, deliver_queued, reach
+    from curvechat.cli.reach import Offline, connect_timeout, deliver_queued, reach
     from curvechat.client.enroll import node_timeout
     from curvechat.client.errors import ServerRefused
     from curvechat.client.open import open_client
+    from curvechat.client.recall import last_sync_ms
 
     try:
         wait = connect_timeout(args)
@@ -171,12 +172,15 @@ async def _with_client(
         except ServerRefused as exc:
             raise CliError(exc.code, exc.message) from exc
         if not ready:
-            raise CliError(
-                "unreachable",
-                f"no server answered within {args.timeout:g} s "
-                f"({client.status.detail or client.status.state})",
-                EXIT_UNREACHABLE,
+            # A node answered but could not serve (its store lost its quorum,
+            # it keeps refusing the sync): as good as none, for what waits.
+            why = (
+                f"no server got ready within {args.timeout:g} s "
+                f"({client.status.detail or client.status.state})"
             )
+            if offline is not None:
+                return await offline(client, Offline(why, last_sync_ms(client.cache)))
+            raise CliError("unreachable", why, EXIT_UNREACHABLE)
         home.save_server(server)
         await deliver_queued(client, args.timeout)
         return await body(client)

@@ -121,7 +121,10 @@ def cmd_rooms(args: argparse.Namespace) -> int:
 
 def cmd_members(args: argparse.Namespace) -> int:
     async def body(client: ChatClient) -> int:
+        from curvechat.cli.follow import require_member
+
         room = _resolve_room(client, args.room)
+        require_member(client, room)
         for member in client.member_details(room):
             marks = [
                 *(["admin"] if member.admin else []),

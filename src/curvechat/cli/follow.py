@@ -18,6 +18,7 @@ from curvechat.protocol.text import visible
 
 if TYPE_CHECKING:
     from curvechat.client.engine import ChatClient
+    from curvechat.client.model import CachedRoom
     from curvechat.client.state import ConnStatus
 
 MEMBERSHIP_POLL_S = 1.0
@@ -137,6 +138,18 @@ def departure(client: ChatClient, room: str) -> tuple[str, str] | None:
     return ("removed", "")
 
 
+def require_member(client: ChatClient, room: str) -> CachedRoom:
+    """The cached room, if we are a member of it (after the sync); else
+    `no_such_room` (this home never joined it) or `not_member` (it left, or
+    the server no longer serves it to us)."""
+    cached = client.cache.room(room)
+    if cached is None:
+        raise CliError("no_such_room", f"no room {room} here: you are not a member of it")
+    if departure(client, room) is not None:
+        raise CliError("not_member", f"you are no longer a member of {room}")
+    return cached
+
+
 def departed_note(room: str, how: str, actor: str) -> str:
     """What `history` says on stderr of a room `departure` found you out of."""
     if how == "left":
@@ -173,11 +186,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     async def body(client: ChatClient) -> int:
         room = _resolve_room(client, args.room)
-        cached = client.cache.room(room)
-        if cached is None:
-            raise CliError("no_such_room", f"you are not a member of {room}")
-        if departure(client, room) is not None:
-            raise CliError("not_member", f"you are not a member of {room}")
+        cached = require_member(client, room)
         lines = MessageLines(room, as_json=args.json)
 
         def show(note: str | None, line: str | None) -> None:

@@ -34,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         else logging.INFO - 10 * min(args.verbose, 1),
         handlers=[log_handler(logging.StreamHandler())],
     )
-    if getattr(args, "limit", 1) < 1 or getattr(args, "timeout", 1) <= 0:
-        _fail("bad_argument", "--limit and --timeout must be positive", EXIT_USAGE)
+    for flag in ("limit", "timeout"):
+        if getattr(args, flag, 1) <= 0:
+            _fail("bad_argument", f"--{flag} must be positive", EXIT_USAGE)
     from curvechat.client.errors import ServerRefused
     from curvechat.protocol import ProtocolError
     from curvechat.protocol.errors import CurvechatError

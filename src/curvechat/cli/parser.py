@@ -9,8 +9,9 @@ It must never run anything: it only says what the command line means.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from typing import Any
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from curvechat import __version__
 from curvechat.cli.commands import (
@@ -30,11 +31,38 @@ from curvechat.cli.commands import (
     cmd_send,
     cmd_tail,
 )
+from curvechat.cli.common import EXIT_USAGE
+from curvechat.cli.output import error_line
 from curvechat.cli.serve import cmd_monitor, cmd_serve
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors are one line with a code
+    (`bad_argument`, exit 2), as every other error of the command is, and
+    name the subcommand whose help says more."""
+
+    def error(self, message: str) -> NoReturn:
+        self.fail(message, self.prog)
+
+    @staticmethod
+    def fail(message: str, prog: str) -> NoReturn:
+        line = error_line("bad_argument", f"{message} (see {prog} --help)")
+        print(line, file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: None = None
+    ) -> argparse.Namespace:
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:  # the subcommand's own, not the top level's, help lists what it takes
+            command = getattr(parsed, "command", None)
+            prog = f"{self.prog} {command}" if command else self.prog
+            self.fail(f"unrecognized arguments: {' '.join(extra)}", prog)
+        return parsed
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="curvechat", description="End-to-end encrypted chat.")
+    parser = Parser(prog="curvechat", description="End-to-end encrypted chat.")
     parser.add_argument(
         "-v",
         "--verbose",
@@ -253,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_drain_parser(sub)
 
-    client = argparse.ArgumentParser(add_help=False)
+    client = Parser(add_help=False)
     client.add_argument(
         "--home", help="client home (identity, cache); default $CURVECHAT_HOME or the XDG data dir"
     )

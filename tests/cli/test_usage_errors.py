@@ -1,0 +1,41 @@
+"""Usage errors are one line with a code, as every other error of the
+command (README: "Every command prints errors as one line with a code"),
+exit 2, and name the help that says more: the subcommand's when there is
+one."""
+
+from __future__ import annotations
+
+import pytest
+
+from curvechat.cli.main import main
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["send"], "the following arguments are required: room, text (see curvechat send --help)"),
+        (
+            ["send", "--bogus", "r", "hi"],
+            "unrecognized arguments: --bogus (see curvechat send --help)",
+        ),
+        (
+            ["members", "r", "--json"],
+            "unrecognized arguments: --json (see curvechat members --help)",
+        ),
+        (["history", "r", "--limit", "x"], "invalid int value: 'x' (see curvechat history --help)"),
+        (["sendx"], "invalid choice: 'sendx'"),
+        ([], "the following arguments are required: command (see curvechat --help)"),
+        (["drain", "--timeout", "-1"], "--timeout must be positive"),
+    ],
+)
+def test_a_usage_error_is_one_line_with_a_code(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("curvechat: error [bad_argument]: "), lines
+    assert expected in lines[0]
+    assert captured.out == ""

@@ -136,7 +136,11 @@ def call(url: str, method: str, token: str) -> dict[str, Any]:
 
 def _refused(exc: urllib.error.HTTPError) -> CliError:
     if exc.code == 401:
-        return CliError("unauthorized", "the node refused the token (is it this node's?)")
+        return CliError(
+            "unauthorized",
+            "the node refused the token: give the token file the node was started with"
+            " (--http-token-file, as given to `serve`; DATA/http.token by default)",
+        )
     if exc.code == 404:
         return CliError("bad_answer", "this node does not know how to drain (an older version?)")
     if exc.code == 421:

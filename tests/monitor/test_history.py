@@ -67,6 +67,8 @@ def test_the_monitor_restarting_keeps_history_and_timeline(tmp_path: Path) -> No
     view.failed(URL, t0 + 3000, "connection refused")
     view.failed(URL, t0 + 4000, "connection refused")
     archive.save(view.take_unsaved(), view.timeline.to_json())
+    for name in (FILE, f"{FILE}-wal", f"{FILE}-shm"):  # the log holds the same rows
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
     archive.close()
     assert (tmp_path / FILE).stat().st_mode & 0o777 == 0o600
 

@@ -128,7 +128,9 @@ async def run_monitor(
 
 def _guard(http: str, token: str, hosts: Sequence[str], require: bool) -> HttpGuard:
     host = http.rpartition(":")[0].strip("[]") or "127.0.0.1"
-    return HttpGuard.for_bind(host, token, extra_hosts=hosts, require_token=require)
+    return HttpGuard.for_bind(
+        host, token, extra_hosts=hosts, require_token=require, serves="monitor"
+    )
 
 
 async def _bounded(what: str, step: Coroutine[Any, Any, None]) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -57,6 +58,8 @@ class Archive:
             self._db = self._connect()
 
     def _connect(self) -> sqlite3.Connection:
+        if not self.path.exists():  # 0600 from the start: SQLite gives its -wal and -shm its mode
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")

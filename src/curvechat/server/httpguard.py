@@ -165,6 +165,8 @@ class HttpGuard:
     hosts: frozenset[str]  # normalised names and addresses allowed in Host
     any_ip: bool = False  # bound to a wildcard: any IP address is this node
     metrics_open: bool = False
+    serves: str = "node"
+    """What it guards, as its refusals name it ("node", "monitor")."""
     _refused: set[str] = field(default_factory=set)
 
     @classmethod
@@ -176,6 +178,7 @@ class HttpGuard:
         extra_hosts: Iterable[str] = (),
         require_token: bool = False,
         metrics_open: bool = False,
+        serves: str = "node",
     ) -> HttpGuard:
         """The policy of a node whose HTTP side is bound to `bind_host`:
         loopback binds need the token only if `require_token`."""
@@ -191,6 +194,7 @@ class HttpGuard:
             hosts=frozenset(hosts),
             any_ip=wildcard,
             metrics_open=metrics_open,
+            serves=serves,
         )
 
     def host_allowed(self, header: str | None) -> bool:
@@ -251,9 +255,9 @@ class HttpGuard:
             )
         return web.Response(
             status=421,
-            text=f"421 Misdirected Request: this node does not answer to the host name {shown}"
-            " (a DNS rebinding attempt, or a name it was not told about: if it is one of"
-            " the node's names, start the node with --http-host NAME).\n",
+            text=f"421 Misdirected Request: this {self.serves} does not answer to the host"
+            f" name {shown} (a DNS rebinding attempt, or a name it was not told about: if it"
+            f" is one of its names, start the {self.serves} with --http-host NAME).\n",
         )
 
     async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:

@@ -69,7 +69,7 @@ def _queue_offline(client: ChatClient, away: Offline, room: str, lines: list[str
         client.queue(room, line)
     print(
         f"curvechat: offline ({visible(away.why)}); {len(lines)} message(s) queued for"
-        f" {visible(room)}: the next `send`, `tail` or `chat` that connects sends them",
+        f" {visible(room)}: the next command that connects (`send`, `tail`, `chat`…) sends them",
         file=sys.stderr,
     )
     return EXIT_QUEUED

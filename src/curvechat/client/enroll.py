@@ -105,7 +105,8 @@ def _why(endpoints: list[str], detail: str, kind: str, timeout: float) -> str:
         return f"no server is listening at {where}"
     if kind == sv.DRAINING:
         return "every server is draining (before a restart) or down: try again shortly"
-    return f"no server answered within {timeout:g} s" + (f": {detail}" if detail else "")
+    # Every node failed before the time was up (a reset, a closed connection).
+    return "no server answered" + (f": {detail}" if detail else "")
 
 
 def mismatch(endpoints: list[str], failures: dict[str, str]) -> str:

@@ -78,6 +78,8 @@ def bind_or_close(sock: zmq.Socket[bytes] | zmq.asyncio.Socket, bind: str) -> No
     except zmq.ZMQError as exc:
         sock.close(linger=0)
         why = (exc.strerror or str(exc)).split(" (addr=")[0]  # libzmq adds the address
+        if "://" not in bind:
+            why += " (give an endpoint: tcp://HOST:PORT)"
         raise BindFailed(f"cannot listen on {bind}: {why}") from exc
 
 

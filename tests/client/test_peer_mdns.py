@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from zeroconf import ServiceStateChange
 
 from curvechat.client import events as ev
@@ -86,6 +87,12 @@ async def test_a_flood_of_services_is_read_a_few_at_a_time() -> None:
     await mdns.close()
 
 
+# Alone: on two workers it failed twice in a day (the two never saw each
+# other's records within 30 s), never on its own, loaded or not. The suspect
+# is another mDNS user beside it (`tail --peers` in tests/cli): two
+# responders of one host share port 5353, and an answer sent there by
+# unicast reaches one of them only.
+@pytest.mark.alone
 async def test_members_find_each_other_by_mdns(tmp_path: Path, clients: ClientFactory) -> None:
     server = ServerProcess(tmp_path / "node").start()
     try:

@@ -107,7 +107,11 @@ class Checkpointer:
         self._db.close()
 
     def __del__(self) -> None:
+        # Collected without `close` (its cache was dropped unclosed): the thread
+        # holds it only during a checkpoint, so none runs now.
         self._stop.set()
+        with contextlib.suppress(Exception):
+            self._db.close()
 
 
 def _run(ref: weakref.ref[Checkpointer], stop: threading.Event, interval: float) -> None:

@@ -87,9 +87,13 @@ class Checkpointer:
         transaction starts it again."""
         if self.frames < self._restart_frames or db.in_transaction:
             return
-        self.frames = 0
-        with contextlib.suppress(sqlite3.Error):  # busy: another checkpoint runs; next time
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        try:
+            busy, _, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            log.warning("cache checkpoint failed: %s", exc)
+            busy = 1
+        if not busy:  # else the thread's checkpoint runs: the next transaction tries again
+            self.frames = 0
             self.restarts += 1
 
     @property

@@ -37,6 +37,7 @@ from curvechat.client.peer.shell import PeerMode, PeerOptions
 from curvechat.client.rooms import InviteResult, RoomCommands
 from curvechat.client.state import ConnState, ConnStatus
 from curvechat.client.sync import Sync, bursts
+from curvechat.client.told import Told
 from curvechat.client.trust import TrustCore
 from curvechat.crypto.identity import Identity
 from curvechat.protocol import ErrorCode
@@ -105,7 +106,7 @@ class ChatClient:
         self.parts = Parts(
             identity=identity, cache=cache, core=self.core, conn=link, emit=self._emit
         )
-        self.parts.told.update(cache.top_seqs())  # what the front end reads from the cache
+        self.parts.told = Told(cache.top_seqs())  # what was there: the front end reads it
         self.sync = Sync(self.parts)
         self.outbox = Outbox(
             self.parts,

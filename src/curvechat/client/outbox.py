@@ -356,7 +356,11 @@ class Outbox:
             self._waiters.acked(sent.item.txn, ack)
             self.p.emit(ev.SendAcked(sent.item.room, sent.item.txn, ack.seq, ack.ts))
         for msg in shown:
+            # What another process of this home stored below it first.
+            self.p.tell_stored_now(msg.room, msg.seq - 1, live=True)
             self.p.emit(ev.MessageReceived(msg, mine=True, live=True))
+        for room in {sent.item.room for sent, _ in acked}:  # and, say, our own it stored
+            self.p.tell_stored_now(room, live=True)
 
     def _note_store_down(self) -> None:
         """The node keeps answering store_unavailable (cut off from its store,

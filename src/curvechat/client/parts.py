@@ -8,13 +8,13 @@ order, whichever part makes them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from curvechat.client import events as ev
 from curvechat.client.errors import ServerRefused
-from curvechat.client.model import CachedMessage
+from curvechat.client.told import Told
 from curvechat.client.trust import EpochRecord, TrustCore
 from curvechat.crypto.identity import Identity
 from curvechat.protocol import ErrorCode
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from curvechat.client.cache import Cache
 
 EventHandler = Callable[[ev.Event], None]
+TELL_PAGE = 512
+"""Rows read at a time to tell those another process stored."""
 R = TypeVar("R", bound=m.AnyReply)
 
 
@@ -52,21 +54,15 @@ class Parts:
     conn: Requester
     emit: EventHandler
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    told: dict[str, int] = field(default_factory=dict)
-    """Per room, the highest seq the front end was told of (`MessageReceived`)
-    or that the cache held when the engine started. A row above it that the
-    cache holds and this engine did not store was stored by another process
-    of the same home (a `send`, a second `tail`): it is told all the same
-    (`untold`), or the front end would never show it."""
+    told: Told = field(default_factory=lambda: Told({}))
+    """Which cached messages the front end was told of (`told.py`)."""
 
     def __post_init__(self) -> None:
         sink = self.emit
 
         def emit(event: ev.Event) -> None:
             if isinstance(event, ev.MessageReceived):
-                room, seq = event.message.room, event.message.seq
-                if seq > self.told.get(room, 0):
-                    self.told[room] = seq
+                self.told.noted(event.message.room, event.message.seq)
             sink(event)
 
         self.emit = emit
@@ -74,29 +70,6 @@ class Parts:
     @property
     def me(self) -> str:
         return self.identity.user
-
-    def untold(self, room: str, seqs: Iterable[int]) -> list[CachedMessage]:
-        """The messages of `room` the cache holds at `seqs` above what the
-        front end was told, in seq order."""
-        ahead = [seq for seq in seqs if seq > self.told.get(room, 0)]
-        return self.cache.messages_at(room, ahead) if ahead else []
-
-    def tell(self, messages: Iterable[CachedMessage], *, live: bool) -> None:
-        for msg in messages:
-            self.emit(ev.MessageReceived(msg, mine=msg.sender == self.me, live=live))
-
-    def tell_cached(self, room: str, *, live: bool) -> None:
-        """Tell what the cache holds of `room` up to its cursor above what
-        the front end was told: rows another process of this home stored
-        and moved the cursor over (so a sync of this one fetches nothing)."""
-        cached = self.cache.room(room)
-        cursor = 0 if cached is None else cached.cursor
-        while self.told.get(room, 0) < cursor:
-            rows = self.cache.messages(room, after=self.told.get(room, 0), limit=512)
-            rows = [msg for msg in rows if msg.seq <= cursor]
-            if not rows:
-                return
-            self.tell(rows, live=live)
 
     async def ask(self, req: m.AnyRequest, kind: type[R], *, timeout: float | None = None) -> R:
         """Send `req` and return its reply, which must be a `kind` (within
@@ -111,6 +84,37 @@ class Parts:
         await self.ask(m.NewEpoch(room=room, epoch=upload), m.RoomChanged)
         self.core.own_epoch(key)
         return EpochRecord(epoch=epoch, after_op=key.after_op, key=key.key, sender=self.me)
+
+    def tell_stored_now(self, room: str, upto: int | None = None, *, live: bool) -> None:
+        """Tell, in seq order, the rows of `room` the cache holds up to `upto`
+        (its cursor at most) that the front end was not told of: another
+        process of this home stored them. All at once: see `tell_stored`."""
+        while not self._tell_page(room, upto, live=live):
+            pass
+
+    async def tell_stored(self, room: str, upto: int | None = None, *, live: bool) -> None:
+        """As `tell_stored_now`, a page of rows at a time, letting the event
+        loop run between pages (another process may have synced thousands)."""
+        while not self._tell_page(room, upto, live=live):
+            await asyncio.sleep(0)
+
+    def _tell_page(self, room: str, upto: int | None, *, live: bool) -> bool:
+        """One page of `tell_stored`; True when there is nothing more."""
+        cached = self.cache.room(room)
+        limit = 0 if cached is None else cached.cursor
+        if upto is not None:
+            limit = min(limit, upto)
+        start = self.told.upto(room)
+        if start >= limit:
+            return True
+        rows = self.cache.messages(room, after=start, limit=TELL_PAGE)
+        for msg in rows:
+            if msg.seq <= limit and not self.told.told(room, msg.seq):
+                self.emit(ev.MessageReceived(msg, mine=msg.sender == self.me, live=live))
+        seen = [msg.seq for msg in rows if msg.seq <= limit]
+        done = len(rows) < TELL_PAGE or len(seen) < len(rows)
+        self.told.passed(room, limit if done else seen[-1])
+        return done
 
 
 def expect(reply: m.AnyReply, kind: type[R]) -> R:

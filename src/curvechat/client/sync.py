@@ -142,7 +142,7 @@ class Sync:
                     ask = m.Sync(cursors=cursors, limit=MAX_PAGE, only=only)
                     batch = await self.p.ask(ask, m.SyncReply)
         for room in rooms:  # what another process of this home synced meanwhile
-            self.p.tell_cached(room, live=False)
+            await self.p.tell_stored(room, live=False)
         return count + await self.recover.rooms()
 
     def _cursors(self, names: list[str]) -> dict[str, int]:
@@ -218,13 +218,12 @@ class Sync:
         known = cache.known_seqs(room, list(page))
         fresh = [item for seq, item in page.items() if seq not in known]
         if not fresh:
-            self.p.tell(self.p.untold(room, known), live=live)
+            await self.p.tell_stored(room, live=live)  # another process stored them
             return 0
         if any(i.envelope.room == room and core.needs_refresh(room, i.envelope) for i in fresh):
             with contextlib.suppress(UntrustedLog):
                 await self.refresh(room)
         shown: list[tuple[CachedMessage, bool]] = []
-        taken: list[int] = []  # stored meanwhile by another process of this home
         verified = core.verify_many(room, [i.envelope for i in fresh], crypt=open_split)
         # No await from here to the end of the transaction.
         with cache.batch(room) as batch:
@@ -257,12 +256,13 @@ class Sync:
                         opened.error,
                     )
                     shown.append((msg, mine))
-                else:
-                    taken.append(item.seq)
-        # Rows of the page another process of this home stored first, in order with ours.
-        others = [(msg, msg.sender == self.p.me) for msg in self.p.untold(room, [*known, *taken])]
-        for msg, mine in sorted(shown + others, key=lambda pair: pair[0].seq):
+        # Rows another process of this home stored (below the page, in it, or
+        # past it up to the cursor) are told in their place among ours.
+        if shown:
+            await self.p.tell_stored(room, shown[0][0].seq - 1, live=live)
+        for msg, mine in shown:
             self.p.emit(ev.MessageReceived(msg, mine=mine, live=live))
+        await self.p.tell_stored(room, live=live)
         return len(shown)
 
     async def handle_burst(self, pushes: list[m.AnyReply]) -> None:
@@ -309,8 +309,8 @@ class Sync:
             if cached is None or cached.left:
                 return
         cursor = cached.cursor
-        # Stored (and the cursor moved) by another process of this home.
-        self.p.tell(self.p.untold(room, [i.seq for i in items if i.seq <= cursor]), live=True)
+        # Pushes at or below the cursor: another process of this home stored them.
+        await self.p.tell_stored(room, live=True)
         run: list[m.StoredMessage] = []
         for item in by_seq(items):
             if item.seq <= cursor:
@@ -344,6 +344,7 @@ class Sync:
                 await _drop(ahead)
                 raise
             if ahead is None:
+                await self.p.tell_stored(room, live=False)  # another process's catch-up
                 return
             cursor = top
             reply = await ahead

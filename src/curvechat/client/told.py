@@ -1,0 +1,52 @@
+"""Which cached messages the front end was told of (`MessageReceived`).
+
+Several processes of one home (a terminal client, a `tail`, a `send`) share
+one cache; each stores what it receives, and the one that stores a row
+first is the only one that would tell its front end of it. So each engine
+keeps, per room, the seq up to which every cached row was told to its front
+end (or was in the cache when the engine started), and the seqs above that
+it told one by one (its own sends acked, a page past a gap). A row the
+cache holds that is in neither was stored by another process: `Parts`
+reads those from the cache and tells them, in seq order.
+
+Not covered: a row told as unreadable that another process then opens (its
+key came there first) is not told again here; this front end shows it
+when it next reads the room from the cache (a restart, paging back).
+
+Sans-IO: it never reads the cache, nor tells anything itself.
+"""
+
+from __future__ import annotations
+
+
+class Told:
+    def __init__(self, start: dict[str, int]) -> None:
+        self._upto = dict(start)
+        self._above: dict[str, set[int]] = {}
+
+    def upto(self, room: str) -> int:
+        """Every cached row of `room` up to this seq was told (or was there
+        at the start)."""
+        return self._upto.get(room, 0)
+
+    def told(self, room: str, seq: int) -> bool:
+        return seq <= self.upto(room) or seq in self._above.get(room, ())
+
+    def noted(self, room: str, seq: int) -> None:
+        """The front end was told of the row at `seq`."""
+        if seq > self.upto(room):
+            self._above.setdefault(room, set()).add(seq)
+            self._close(room, self.upto(room))
+
+    def passed(self, room: str, seq: int) -> None:
+        """Every cached row of `room` up to `seq` was told now."""
+        if seq > self.upto(room):
+            self._close(room, seq)
+
+    def _close(self, room: str, upto: int) -> None:
+        above = self._above.get(room, set())
+        while upto + 1 in above:
+            upto += 1
+        self._upto[room] = upto
+        if above:
+            above.difference_update([s for s in above if s <= upto])

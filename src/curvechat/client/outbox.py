@@ -355,11 +355,16 @@ class Outbox:
             self._stale.pop(sent.item.txn, None)
             self._waiters.acked(sent.item.txn, ack)
             self.p.emit(ev.SendAcked(sent.item.room, sent.item.txn, ack.seq, ack.ts))
+        ours: dict[str, list[CachedMessage]] = {sent.item.room: [] for sent, _ in acked}
         for msg in shown:
-            # What another process of this home stored below it first.
-            self.p.tell_stored_now(msg.room, msg.seq - 1, live=True)
-            self.p.emit(ev.MessageReceived(msg, mine=True, live=True))
-        for room in {sent.item.room for sent, _ in acked}:  # and, say, our own it stored
+            ours[msg.room].append(msg)
+        for room, msgs in ours.items():
+            # What another process of this home stored first: below ours, then
+            # among or past them (our own sends its pushes brought in, too).
+            if msgs:
+                self.p.tell_stored_now(room, msgs[0].seq - 1, live=True)
+            for msg in msgs:
+                self.p.emit(ev.MessageReceived(msg, mine=True, live=True))
             self.p.tell_stored_now(room, live=True)
 
     def _note_store_down(self) -> None:

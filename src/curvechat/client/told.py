@@ -34,7 +34,10 @@ class Told:
 
     def noted(self, room: str, seq: int) -> None:
         """The front end was told of the row at `seq`."""
-        if seq > self.upto(room):
+        upto = self._upto.get(room, 0)
+        if seq == upto + 1 and not self._above.get(room):  # the usual case: the next one
+            self._upto[room] = seq
+        elif seq > upto:
             self._above.setdefault(room, set()).add(seq)
             self._close(room, self.upto(room))
 

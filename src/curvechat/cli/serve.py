@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from curvechat.cli.common import EXIT_USAGE, CliError
-from curvechat.protocol.errors import BindFailed
 
 if TYPE_CHECKING:
     from curvechat.store.etcd import EtcdSecurity
@@ -153,8 +152,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError("store_unavailable", f"the store is unavailable: {exc}") from exc
     except RuntimeError as exc:
         raise CliError("refused_to_start", str(exc)) from exc
-    except BindFailed:
-        raise  # a CurvechatError with its own code
     except OSError as exc:  # anything else the system refused at start-up
         raise CliError("io_error", str(exc)) from exc
     return 0
@@ -210,8 +207,6 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                 history_s=args.history,
             )
         )
-    except BindFailed:
-        raise  # a CurvechatError with its own code
     except OSError as exc:
         raise CliError("io_error", str(exc)) from exc
     return 0

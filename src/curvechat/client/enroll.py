@@ -38,6 +38,7 @@ __all__ = [
     "Unreachable",
     "WriteFailed",
     "keep",
+    "key_refused",
     "mismatch",
     "reach_node",
     "register",
@@ -83,10 +84,11 @@ async def reach_node(conn: Connection, timeout: float, changed: asyncio.Event) -
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not conn.live:
+        wrong_key = key_refused(conn)
+        if wrong_key is not None:
+            raise KeyMismatch(wrong_key)
         endpoints = [a.endpoint for a in conn.addresses]
         kind = sv.verdict(endpoints, conn.failures)
-        if kind in (sv.KEY_MISMATCH, sv.AUTH):
-            raise KeyMismatch(mismatch(endpoints, conn.failures))
         if kind is not None:
             return _why(endpoints, conn.status.detail, kind, timeout)
         left = deadline - loop.time()
@@ -107,6 +109,15 @@ def _why(endpoints: list[str], detail: str, kind: str, timeout: float) -> str:
         return "every server is draining (before a restart) or down: try again shortly"
     # Every node failed before the time was up (a reset, a closed connection).
     return "no server answered" + (f": {detail}" if detail else "")
+
+
+def key_refused(conn: Connection) -> str | None:
+    """What it means that every node of `conn` failed the CURVE handshake
+    (waiting cannot help), or None while some node may still answer."""
+    endpoints = [a.endpoint for a in conn.addresses]
+    if sv.verdict(endpoints, conn.failures) not in (sv.KEY_MISMATCH, sv.AUTH):
+        return None
+    return mismatch(endpoints, conn.failures)
 
 
 def mismatch(endpoints: list[str], failures: dict[str, str]) -> str:

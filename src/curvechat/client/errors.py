@@ -23,7 +23,7 @@ else is a bug.
     │   ├── HttpTokenError             http_token            (curvechat.server.httpguard)
     │   ├── ServerKeyError             bad_config            (curvechat.server.keys)
     │   ├── DataDirError               data_dir: a node's or the monitor's data directory
-    │   └── BindFailed                 bind_failed: an address to listen on (also an OSError)
+    │   └── BindFailed                 bind_failed: an address to listen on
     ├── CliError                       the failed command's code (curvechat.cli.common)
     ├── AgentError                     error                 (curvechat.cli.agent)
     ├── CommandError                   error: a TUI command line (curvechat.tui.commands)

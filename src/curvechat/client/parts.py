@@ -100,11 +100,13 @@ class Parts:
 
     def _tell_page(self, room: str, upto: int | None, *, live: bool) -> bool:
         """One page of `tell_stored`; True when there is nothing more."""
+        start = self.told.upto(room)
+        if upto is not None and start >= upto:
+            return True  # no need to ask the cache
         cached = self.cache.room(room)
         limit = 0 if cached is None else cached.cursor
         if upto is not None:
             limit = min(limit, upto)
-        start = self.told.upto(room)
         if start >= limit:
             return True
         rows = self.cache.messages(room, after=start, limit=TELL_PAGE)

@@ -138,7 +138,9 @@ class Recover:
         if not rows:
             return 0
         envs = cache.kept_envelopes(room, sorted(rows))
-        cache.drop_envelopes(room, [seq for seq in rows if seq not in envs])
+        gone = [seq for seq in rows if seq not in envs]
+        if gone:
+            cache.drop_envelopes(room, gone)
         verdicts = self.p.core.verify_many(room, list(envs.values()), open_split)
         kept = [
             (seq, None, env, v, rows[seq])

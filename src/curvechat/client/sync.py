@@ -309,8 +309,10 @@ class Sync:
             if cached is None or cached.left:
                 return
         cursor = cached.cursor
-        # Pushes at or below the cursor: another process of this home stored them.
-        await self.p.tell_stored(room, live=True)
+        if all(item.seq <= cursor for item in items):
+            # Another process of this home stored them (else `ingest_page` tells those).
+            await self.p.tell_stored(room, live=True)
+            return
         run: list[m.StoredMessage] = []
         for item in by_seq(items):
             if item.seq <= cursor:

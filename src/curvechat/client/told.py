@@ -39,7 +39,7 @@ class Told:
             self._upto[room] = seq
         elif seq > upto:
             self._above.setdefault(room, set()).add(seq)
-            self._close(room, self.upto(room))
+            self._close(room, upto)
 
     def passed(self, room: str, seq: int) -> None:
         """Every cached row of `room` up to `seq` was told now."""

@@ -94,7 +94,7 @@ class ConfigError(CurvechatError):
     code = "bad_config"
 
 
-class BindFailed(ConfigError, OSError):
+class BindFailed(ConfigError):
     """An address to listen on cannot be taken (in use, not one of this
     host's, not allowed): the process names it and does not start."""
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from curvechat.client import events as ev
-from curvechat.client import servers as sv
-from curvechat.client.enroll import mismatch
+from curvechat.client.enroll import key_refused
 from curvechat.client.state import ConnState
 from curvechat.tui.errors import Attempt, explain_code
 from curvechat.tui.format import NO_ROOM, room_label
@@ -123,19 +122,15 @@ def _on_caught_up(screen: ChatScreen, count: int) -> None:
 def _wrong_key(screen: ChatScreen, state: ConnState) -> None:
     """Every node failed the CURVE handshake: waiting cannot help, so say
     once (until a connection is live again) what is wrong and what to do."""
-    conn = screen.client.conn
     if state is ConnState.LIVE:
         screen.wrong_key_told = False
         return
-    endpoints = [a.endpoint for a in conn.addresses]
-    if screen.wrong_key_told or sv.verdict(endpoints, conn.failures) not in (
-        sv.KEY_MISMATCH,
-        sv.AUTH,
-    ):
+    why = None if screen.wrong_key_told else key_refused(screen.client.conn)
+    if why is None:
         return
     screen.wrong_key_told = True
     screen.error(
-        f"{mismatch(endpoints, conn.failures)}. Quit (Ctrl+Q) and start again with"
+        f"{why}. Quit (Ctrl+Q) and start again with"
         " --server and the connect string the server printed."
     )
 

@@ -23,12 +23,10 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import time
-from collections import Counter, deque
-from dataclasses import dataclass
+from collections import deque
 
 from curvechat.client import events as ev
-from curvechat.client.acks import AckWaiters, retrieve
+from curvechat.client.acks import AckWaiters
 from curvechat.client.errors import (
     ClientError,
     NotConnected,
@@ -38,12 +36,12 @@ from curvechat.client.errors import (
 )
 from curvechat.client.model import CachedMessage, OutboxItem
 from curvechat.client.parts import Parts, expect
+from curvechat.client.sealing import SEAL_BATCH, InFlight, Sealer
 from curvechat.client.sending import BAD_ACK, RANK, Verdict, check_text, classify, new_txn
 from curvechat.client.sync import Sync
-from curvechat.client.trust import EpochRecord, Grant, Rotate
-from curvechat.crypto.envelope import Plaintext, seal_message
+from curvechat.client.trust import EpochRecord
 from curvechat.crypto.errors import CryptoError
-from curvechat.protocol import ErrorCode, LocalProtocolError
+from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
 
 log = logging.getLogger("curvechat.client")
@@ -51,23 +49,9 @@ log = logging.getLogger("curvechat.client")
 STORE_DOWN_FAILOVER = 3  # passes in a row with store_unavailable refusals: try another node
 WINDOW = 128
 """Sends in flight at most (the node takes up to 256 of one connection)."""
-SEAL_BATCH = 32
-"""Messages sealed per turn of the lock (pushes are handled between turns)."""
 STALE_TRIES = 3
 """A send refused as stale this many times more, with no newer epoch to be
 learned, fails."""
-
-
-@dataclass(slots=True)
-class _InFlight:
-    item: OutboxItem
-    epoch: int
-    after: str | None  # the txn sent before it in this pass, for its room
-    task: asyncio.Future[m.AnyReply]
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Outbox:
@@ -86,8 +70,13 @@ class Outbox:
             raise ValueError("the send window is 1 to 256")
         self.p = parts
         self.sync = sync
-        self.rotate_after_messages = rotate_after_messages
-        self.rotate_after_seconds = rotate_after_seconds
+        self.sealer = Sealer(
+            parts,
+            sync,
+            rotate_after_messages=rotate_after_messages,
+            rotate_after_seconds=rotate_after_seconds,
+            window=window,
+        )
         self.wake = asyncio.Event()
         self.ready = asyncio.Event()
         """Set while the connection is live and synced."""
@@ -96,10 +85,19 @@ class Outbox:
         self._store_down = 0  # passes in a row with sends refused store_unavailable
         self._down_noted = False  # this pass counted in `_store_down` already
         self.window = window
-        self._in_flight: Counter[tuple[str, int]] = Counter()
-        """Sends in flight per (room, epoch): they count toward the epoch's use."""
         self._stale: dict[str, int] = {}  # txn -> stale refusals so far
-        self._last_sent: dict[str, str] = {}  # room -> txn sent last in this pass
+
+    @property
+    def rotate_after_messages(self) -> int:
+        return self.sealer.rotate_after_messages
+
+    @rotate_after_messages.setter
+    def rotate_after_messages(self, n: int) -> None:
+        self.sealer.rotate_after_messages = n
+
+    @property
+    def rotate_after_seconds(self) -> float:
+        return self.sealer.rotate_after_seconds
 
     # --- the user's side ----------------------------------------------------------
     def queue(self, room: str, text: str) -> str:
@@ -154,8 +152,7 @@ class Outbox:
             pass
 
     def _begin_pass(self) -> None:
-        self._in_flight = Counter()  # a pass ends with its window empty (or was torn down)
-        self._last_sent = {}  # what an earlier pass sent is stored or back in the outbox
+        self.sealer.begin_pass()
         self._down_noted = False
 
     async def _pass(self) -> bool:
@@ -163,20 +160,17 @@ class Outbox:
         items = self.p.cache.outbox()
         blocked = {r for r in {i.room for i in items} if self.p.core.key_change_in(r)}
         todo = deque(i for i in items if i.room not in blocked)
-        flight: deque[_InFlight] = deque()
+        flight: deque[InFlight] = deque()
         stop: Verdict | None = None
         stale: dict[str, tuple[OutboxItem, int, BaseException]] = {}
         barrier = False  # the epoch changed: send no more until the window is empty
         while True:
             while stop is None and todo and len(flight) < self.window and not barrier:
-                n = min(SEAL_BATCH, self.window - len(flight), len(todo))
-                take = [todo.popleft() for _ in range(n)]
-                sealed, failed = await self._seal(take, flight)
+                n = min(SEAL_BATCH, self.window - len(flight))
+                failed = await self.sealer.seal(todo, n, flight)
                 if isinstance(failed, OutboxItem):
-                    todo.extendleft(reversed(take[sealed:]))
                     barrier = True
                 elif failed is not None:
-                    todo.extendleft(reversed(take[sealed + 1 :]))
                     stop = self._judge(stop, stale, failed[0], -1, failed[1], None)
             if not flight:
                 if barrier and stop is None:
@@ -185,10 +179,10 @@ class Outbox:
                 break
             # The oldest send, then every later one already answered: one commit.
             await asyncio.wait([flight[0].task])
-            acked: list[tuple[_InFlight, m.SendAck]] = []
+            acked: list[tuple[InFlight, m.SendAck]] = []
             while flight and flight[0].task.done():
                 sent = flight.popleft()
-                self._in_flight[(sent.item.room, sent.epoch)] -= 1
+                self.sealer.landed(sent)
                 done = sent.task
                 exc = NotConnected("cancelled") if done.cancelled() else done.exception()
                 if exc is None:
@@ -269,75 +263,7 @@ class Outbox:
             self._fail(item, exc.code, exc.message)
         return True
 
-    async def _seal(
-        self, items: list[OutboxItem], flight: deque[_InFlight]
-    ) -> tuple[int, tuple[OutboxItem, Exception] | OutboxItem | None]:
-        """Seal `items` in order under the lock, each under the key the trust
-        core gives (rotating first where it says so), and send them. Returns
-        how many were sent, and why it stopped short: the item that cannot be
-        sealed with its error, or the item whose epoch differs from that of
-        sends still in flight for its room. (Were it sent, a send still in
-        flight under the old epoch could be refused as stale and resent after
-        it: out of order.)
-
-        The sealed sends are written together, at the end of the turn or
-        before a rotation is asked for (the node then takes them in one
-        batch, and commits them before the new epoch)."""
-        grants: dict[str, Grant] = {}  # room -> the key, and how many it may still seal
-        sealed: list[tuple[OutboxItem, int, str | None, m.Send]] = []
-        n = 0  # of `items`, sealed (and sent at the latest when this returns)
-        try:
-            async with self.p.lock:
-                for item in items:
-                    try:
-                        grant = grants.get(item.room)
-                        if grant is None or grant.left <= 0:
-                            self._write(sealed, flight)
-                            # It may wait: what another room was granted is asked again
-                            # (a pin or key change can come meanwhile, lock or not).
-                            grants.clear()
-                            grant = grants[item.room] = await self._grant(item.room)
-                            if any(
-                                r == item.room and e != grant.record.epoch
-                                for (r, e), count in self._in_flight.items()
-                                if count
-                            ):
-                                return n, item
-                        current = grant.record
-                        env = seal_message(
-                            self.p.identity,
-                            room=item.room,
-                            epoch=current.epoch,
-                            key=current.key,
-                            txn=item.txn,
-                            plaintext=Plaintext(text=item.text, ts=item.created_ms),
-                        )
-                    except (ClientError, CryptoError, LocalProtocolError) as exc:
-                        return n, (item, exc)
-                    self._in_flight[(item.room, current.epoch)] += 1  # in flight from now on
-                    grants[item.room] = Grant(current, grant.left - 1)
-                    # Named so that the node stores it only after the one sent before
-                    # it: a refusal of that one (rate limit, store hiccup) can then
-                    # never leave this one stored ahead of it.
-                    after = self._last_sent.get(item.room)
-                    self._last_sent[item.room] = item.txn
-                    sealed.append((item, current.epoch, after, m.Send(envelope=env, after=after)))
-                    n += 1
-                return n, None
-        finally:
-            self._write(sealed, flight)
-
-    def _write(
-        self, sealed: list[tuple[OutboxItem, int, str | None, m.Send]], flight: deque[_InFlight]
-    ) -> None:
-        """Send the sealed sends, in order, into the window (and empty `sealed`)."""
-        tasks = self.p.conn.submit_sends([send for _, _, _, send in sealed])
-        for (item, epoch, after, _), task in zip(sealed, tasks, strict=True):
-            task.add_done_callback(retrieve)
-            flight.append(_InFlight(item, epoch, after, task))
-        sealed.clear()
-
-    def _acked(self, acked: list[tuple[_InFlight, m.SendAck]]) -> None:
+    def _acked(self, acked: list[tuple[InFlight, m.SendAck]]) -> None:
         """Acknowledged sends, in order: out of the outbox and into the cache
         in one transaction per room; each told once."""
         shown: list[CachedMessage] = []
@@ -387,24 +313,4 @@ class Outbox:
     async def current_epoch(self, room: str) -> EpochRecord:
         """The epoch key to seal under, rotating first when the trust core
         says so. Lock held."""
-        return (await self._grant(room)).record
-
-    async def _grant(self, room: str) -> Grant:
-        """The epoch key to seal under and how many more messages it may
-        seal (the sends in flight under it counted as used), rotating first
-        when the trust core says so. Lock held: the grant holds while it is."""
-        core = self.p.core
-        if not core.held(room):
-            await self.sync.refresh(room)
-        held = core.held(room)
-        in_flight = self._in_flight[(room, max(held))] if held else 0
-        decision = core.encryption_grant(
-            room,
-            now_ms=now_ms(),
-            max_messages=self.rotate_after_messages - in_flight,
-            max_age_ms=int(self.rotate_after_seconds * 1000),
-        )
-        if isinstance(decision, Rotate):
-            record = await self.p.rotate(room, decision.epoch)
-            return Grant(record, self.rotate_after_messages)
-        return decision
+        return await self.sealer.current_epoch(room)

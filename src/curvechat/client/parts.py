@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from curvechat.client import events as ev
+from curvechat.client.acks import retrieve
 from curvechat.client.errors import ServerRefused
 from curvechat.client.told import Told
 from curvechat.client.trust import EpochRecord, TrustCore
 from curvechat.crypto.identity import Identity
+from curvechat.crypto.roomkeys import EpochKey
 from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
 
@@ -79,11 +81,23 @@ class Parts:
     async def rotate(self, room: str, epoch: int) -> EpochRecord:
         """Make epoch `epoch` of `room` for its current members (the trust
         core makes and boxes the key; the server must take it). Lock held."""
+        key, answer = self.begin_rotation(room, epoch)
+        expect(await answer, m.RoomChanged)
+        return self.rotated(key)
+
+    def begin_rotation(self, room: str, epoch: int) -> tuple[EpochKey, asyncio.Future[m.AnyReply]]:
+        """`rotate` up to the request: the key, and the future of the
+        server's answer (the request is on its way). Lock held."""
         key, packets = self.core.new_epoch(room, epoch)
         upload = m.EpochUpload(epoch=epoch, after_op=key.after_op, packets=packets)
-        await self.ask(m.NewEpoch(room=room, epoch=upload), m.RoomChanged)
+        answer = self.conn.submit(m.NewEpoch(room=room, epoch=upload))
+        answer.add_done_callback(retrieve)
+        return key, answer
+
+    def rotated(self, key: EpochKey) -> EpochRecord:
+        """The server took the epoch `key` begun: it is ours to seal under."""
         self.core.own_epoch(key)
-        return EpochRecord(epoch=epoch, after_op=key.after_op, key=key.key, sender=self.me)
+        return EpochRecord(epoch=key.epoch, after_op=key.after_op, key=key.key, sender=self.me)
 
     def tell_stored_now(self, room: str, upto: int | None = None, *, live: bool) -> None:
         """Tell, in seq order, the rows of `room` the cache holds up to `upto`

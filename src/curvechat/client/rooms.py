@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from curvechat.client import events as ev
 from curvechat.client.errors import NotReady, ServerRefused
 from curvechat.client.keys import Keys
-from curvechat.client.outbox import now_ms
 from curvechat.client.parts import Parts
+from curvechat.client.sealing import now_ms
 from curvechat.client.sync import Sync
 from curvechat.client.trust import RoomLog
 from curvechat.crypto.identity import safety_number

@@ -9,12 +9,13 @@ from typing import Any
 from curvechat.client.errors import NotConnected, NotReady, RequestTimeout, ServerRefused
 from curvechat.client.model import OutboxItem
 from curvechat.client.outbox import STORE_DOWN_FAILOVER, Outbox
-from curvechat.client.sending import RANK, Verdict, classify
+from curvechat.client.sending import RANK, TxnIds, Verdict, classify
 from curvechat.client.sync import bursts
 from curvechat.crypto.errors import CryptoError
 from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
 from curvechat.protocol.errors import LocalProtocolError
+from curvechat.protocol.limits import TXN_RE
 
 
 def test_every_answer_has_one_verdict() -> None:
@@ -79,3 +80,14 @@ def test_a_failed_commit_counts_once_toward_leaving_the_node() -> None:
         for _ in range(32):  # the sends of one frame, one commit
             assert box._judge(None, {}, item, 0, refused, None) is Verdict.LATER
         assert len(dropped) == (1 if n == STORE_DOWN_FAILOVER else 0), n
+
+
+def test_txn_ids_are_valid_unique_and_in_order_and_each_sender_draws_its_own() -> None:
+    one, two = TxnIds(), TxnIds()
+    firsts = [one() for _ in range(2000)]
+    assert all(TXN_RE.fullmatch(t) for t in firsts)
+    assert len(set(firsts)) == 2000
+    assert firsts == sorted(firsts)  # the indexes they key grow at one end
+    seconds = [two() for _ in range(10)]
+    assert not set(firsts) & set(seconds)
+    assert firsts[0][:22] != seconds[0][:22]  # 16 random bytes each

@@ -37,7 +37,7 @@ from curvechat.client.errors import (
 from curvechat.client.model import CachedMessage, OutboxItem
 from curvechat.client.parts import Parts, expect
 from curvechat.client.sealing import SEAL_BATCH, InFlight, Sealer
-from curvechat.client.sending import BAD_ACK, RANK, Verdict, check_text, classify, new_txn
+from curvechat.client.sending import BAD_ACK, RANK, TxnIds, Verdict, check_text, classify
 from curvechat.client.sync import Sync
 from curvechat.client.trust import EpochRecord
 from curvechat.crypto.errors import CryptoError
@@ -86,6 +86,8 @@ class Outbox:
         self._down_noted = False  # this pass counted in `_store_down` already
         self.window = window
         self._stale: dict[str, int] = {}  # txn -> stale refusals so far
+        self._txns = TxnIds()
+        self._texts: dict[str, str] = {}  # txn -> text, of what this outbox queued and holds
 
     @property
     def rotate_after_messages(self) -> int:
@@ -112,9 +114,10 @@ class Outbox:
         if cached is None or cached.left:
             raise NotReady(f"you are not a member of {room}", "not_member")
         self.p.core.refuse_if_key_changed(room)
-        txns = [new_txn() for _ in texts]
+        txns = [self._txns() for _ in texts]
         self._waiters.expect(txns)
         self.p.cache.enqueue_many(room, txns, texts)
+        self._texts.update(zip(txns, texts, strict=True))
         self.wake.set()
         return txns
 
@@ -122,7 +125,7 @@ class Outbox:
         return await self._waiters.wait(txn, timeout)
 
     def pending(self, room: str | None = None) -> list[OutboxItem]:
-        return [i for i in self.p.cache.outbox() if room is None or i.room == room]
+        return [i for i in self.p.cache.outbox(self._texts) if room is None or i.room == room]
 
     def cancel_waiters(self) -> None:
         self._waiters.cancel()
@@ -157,7 +160,10 @@ class Outbox:
 
     async def _pass(self) -> bool:
         self._begin_pass()
-        items = self.p.cache.outbox()
+        items = self.p.cache.outbox(self._texts)
+        if len(self._texts) > len(items):  # another process of this home sent some
+            held = {i.txn for i in items}
+            self._texts = {t: x for t, x in self._texts.items() if t in held}
         blocked = {r for r in {i.room for i in items} if self.p.core.key_change_in(r)}
         todo = deque(i for i in items if i.room not in blocked)
         flight: deque[InFlight] = deque()
@@ -280,6 +286,7 @@ class Outbox:
                 continue
             self._stale.pop(sent.item.txn, None)
             self._waiters.acked(sent.item.txn, ack)
+            self._texts.pop(sent.item.txn, None)
             self.p.emit(ev.SendAcked(sent.item.room, sent.item.txn, ack.seq, ack.ts))
         ours: dict[str, list[CachedMessage]] = {sent.item.room: [] for sent, _ in acked}
         for msg in shown:
@@ -305,6 +312,7 @@ class Outbox:
 
     def _fail(self, item: OutboxItem, code: str, message: str) -> None:
         self.p.cache.dequeue(item.txn)
+        self._texts.pop(item.txn, None)
         self._stale.pop(item.txn, None)
         self._waiters.failed(item.txn, code, message)
         self.p.emit(ev.SendFailed(item.room, item.txn, code, message))

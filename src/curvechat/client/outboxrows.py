@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from curvechat.client.model import CachedMessage, OutboxItem
@@ -62,9 +62,12 @@ class OutboxRows:
         with self._durable(), self._tx():
             self._db.executemany(_INSERT, rows)
 
-    def outbox(self) -> list[OutboxItem]:
+    def outbox(self, known: Mapping[str, str] | None = None) -> list[OutboxItem]:
+        """The queued messages, in order; a text `known` by txn (the caller
+        queued it) is taken from there, not opened again."""
+        known = known or {}
         return [
-            OutboxItem(r[0], r[1], r[2], self._open(r[3]).decode(), r[4], r[3])
+            OutboxItem(r[0], r[1], r[2], known.get(r[2]) or self._open(r[3]).decode(), r[4], r[3])
             for r in self._db.execute(
                 "SELECT id, room, txn, sealed, created_ms FROM outbox ORDER BY id"
             )

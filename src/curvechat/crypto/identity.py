@@ -77,10 +77,11 @@ class Identity:
     :param transport_secret: the 32-byte X25519 secret of the CURVE transport
     """
 
-    __slots__ = ("_box_secret", "_signing_key", "_transport_key", "_user")
+    __slots__ = ("_box_secret", "_sign_secret", "_signing_key", "_transport_key", "_user")
 
     _user: str
     _signing_key: nacl.signing.SigningKey
+    _sign_secret: bytes  # libsodium's 64-byte form of the signing key, for `sign`
     _box_secret: nacl.public.PrivateKey
     _transport_key: nacl.public.PrivateKey
 
@@ -93,6 +94,9 @@ class Identity:
         # object.__setattr__ because __setattr__ is blocked to keep this immutable.
         object.__setattr__(self, "_user", user)
         object.__setattr__(self, "_signing_key", signing_key)
+        object.__setattr__(
+            self, "_sign_secret", nacl.bindings.crypto_sign_seed_keypair(sign_seed)[1]
+        )
         object.__setattr__(self, "_box_secret", signing_key.to_curve25519_private_key())
         object.__setattr__(self, "_transport_key", nacl.public.PrivateKey(transport_secret))
 
@@ -155,7 +159,9 @@ class Identity:
 
     def sign(self, data: bytes) -> bytes:
         """The 64-byte detached Ed25519 signature of `data`."""
-        return self._signing_key.sign(data).signature
+        # The binding, not SigningKey.sign: the same libsodium call without
+        # building a SignedMessage (a tenth of a message's seal).
+        return nacl.bindings.crypto_sign(data, self._sign_secret)[: nacl.bindings.crypto_sign_BYTES]
 
     def transport_sig(self) -> bytes:
         return self.sign(transport_statement(self._user, self.transport_pub))

@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from client.test_pipeline import check_exactly_once, texts, wait_all
 
 from curvechat.client import sealing
 from curvechat.client.engine import ChatClient
@@ -18,7 +19,6 @@ from curvechat.client.errors import ServerRefused
 from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
 
-from client.test_pipeline import check_exactly_once, texts, wait_all
 from support.clients import ClientFactory
 from support.servers import ServerProcess
 

@@ -190,7 +190,7 @@ async def serve(
             )
             pusher.start()
             log.info("pushing metrics to InfluxDB every %g s", influx_interval)
-        dial = advertised_endpoint(endpoint, advertise)
+        dial = node.dial = advertised_endpoint(endpoint, advertise)
         if http:
             host, _, port = http.rpartition(":")
             bind_host = host.strip("[]") or "127.0.0.1"

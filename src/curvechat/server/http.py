@@ -81,7 +81,9 @@ def node_probe(node: ChatNode, peer_token: str = "") -> NodeProbe:
 
     def info() -> dict[str, Any]:
         return {
-            "endpoint": node.endpoint,
+            # What clients dial (--advertise), and the address bound when it differs.
+            "endpoint": node.dial or node.endpoint,
+            "bound": node.endpoint,
             "etcd_quota": node.etcd_quota(),
             "draining": node.draining,
         }

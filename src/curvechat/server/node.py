@@ -105,6 +105,8 @@ class ChatNode:
         self.gone_sessions = 0  # of `sessions`, those marked gone (the reaper drops them)
         self.by_user: dict[str, set[bytes]] = {}
         self.endpoint: str | None = None
+        self.dial: str | None = None
+        """The endpoint clients are told to dial (`--advertise`), once known."""
         self._ctx = zmq.asyncio.Context(io_threads=IO_THREADS)
         self._sock: zmq.Socket[bytes] | None = None
         self._reactor: Reactor | None = None

@@ -129,7 +129,8 @@ async def deliver_queued(client: ChatClient, timeout: float) -> None:
         print(f"curvechat: sent {len(sent)} queued message(s) from before", file=sys.stderr)
     if todo:
         print(
-            f"curvechat: {len(todo)} queued message(s) not yet acknowledged;"
-            " they go out on the next connection",
+            f"curvechat: {len(todo)} queued message(s) not yet acknowledged (they may"
+            " have reached the server already); the next command that connects sends them"
+            " again, and the server keeps each once",
             file=sys.stderr,
         )

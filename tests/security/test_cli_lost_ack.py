@@ -1,0 +1,36 @@
+"""`send` whose message the node stored but whose ack never came: exit 75,
+and the note does not claim the message is still to go out (it may have
+reached the server); the next command that connects sends it again, and
+the server keeps it once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .conftest import EvilServer
+from support.cli import CliUser
+
+
+def test_a_send_whose_ack_is_lost_is_sent_again_and_kept_once(
+    evil: EvilServer, tmp_path: Path
+) -> None:
+    alice, bob = CliUser("alice", tmp_path / "alice", evil), CliUser("bob", tmp_path / "bob", evil)
+    for user in (alice, bob):
+        user.run("init", "--user", user.name)
+    alice.run("create", "r", "--members", "bob")
+
+    evil.attack(lose_acks=True)
+    got = alice.run("send", "r", "stored, never acked", "--timeout", "2", ok=False)
+    assert got.returncode == 75, got.stderr
+    assert "may have reached the server already" in got.stderr
+    assert "keeps each once" in got.stderr
+    evil.attack()
+    assert [ln.split(": ", 1)[1] for ln in bob.run("history", "r").stdout.splitlines()] == [
+        "stored, never acked"
+    ]
+    again = alice.run("send", "r", "next")
+    assert "sent 1 queued message(s) from before" in again.stderr
+    assert [ln.split(": ", 1)[1] for ln in bob.run("history", "r").stdout.splitlines()] == [
+        "stored, never acked",
+        "next",
+    ]

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from client.test_pipeline import check_exactly_once, texts, wait_all
 
+from curvechat.client import events as ev
 from curvechat.client import sealing
 from curvechat.client.engine import ChatClient
 from curvechat.client.errors import ServerRefused
-from curvechat.protocol import ErrorCode
+from curvechat.protocol import ErrorCode, LocalProtocolError
 from curvechat.protocol import messages as m
 
 from support.clients import ClientFactory
@@ -33,6 +34,10 @@ class Wire:
         self.sends: list[tuple[int, bool]] = []  # (epoch, its new_epoch answered by then)
         self.seals: list[tuple[int, bool]] = []  # (epoch, sealed ahead of its new_epoch's answer)
         self.refuse_epochs = 0  # new_epoch requests to refuse here, unsent
+        self.epoch_refusal: Exception = ServerRefused(
+            ErrorCode.CONFLICT, "another member started this epoch"
+        )
+        self.fail_seal_once: set[str] = set()  # texts whose first seal fails, for a moment
         self.refuse_sends: set[int] = set()  # sends (by number, from 1) to refuse here, unsent
         self.refused: list[str] = []
         conn = client.conn
@@ -43,11 +48,7 @@ class Wire:
             if isinstance(req, m.NewEpoch) and self.refuse_epochs:
                 self.refuse_epochs -= 1
                 fut: asyncio.Future[m.AnyReply] = loop.create_future()
-                loop.call_later(
-                    0.02,
-                    fut.set_exception,
-                    ServerRefused(ErrorCode.CONFLICT, "another member started this epoch"),
-                )
+                loop.call_later(0.02, fut.set_exception, self.epoch_refusal)
                 self.refused.append(f"epoch {req.epoch.epoch}")
                 return fut
             if isinstance(req, m.Send):
@@ -69,6 +70,10 @@ class Wire:
         seal = sealing.seal_message
 
         def recording_seal(identity: Any, **kw: Any) -> m.Envelope:
+            text = kw["plaintext"].text
+            if text in self.fail_seal_once:
+                self.fail_seal_once.discard(text)
+                raise LocalProtocolError(ErrorCode.BAD_FRAME, "failed once, by the test")
             answer = self.made.get(kw["epoch"])
             self.seals.append((kw["epoch"], answer is not None and not answer.done()))
             return seal(identity, **kw)
@@ -137,3 +142,50 @@ async def test_an_old_epoch_send_refused_while_the_next_is_made_keeps_the_order(
     check_exactly_once(alice, events, "order", sent, txns)
     await bob_events.until(lambda: len(texts(bob, "order")) == 300)
     check_exactly_once(bob, bob_events, "order", sent, txns)
+
+
+async def test_a_message_that_failed_to_seal_ahead_keeps_its_place_when_the_rest_wait(
+    server: ServerProcess, clients: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last send of an epoch is refused while the next epoch is made, and
+    a message after some sealed ahead fails to seal (for a moment): all of
+    them wait for the window to drain and go out again in the user's order."""
+    alice, events = await clients.make("alice", server.connect, rotate_after_messages=50)
+    await alice.create_room("place", [])
+    wire = Wire(alice, monkeypatch)
+    wire.refuse_sends = {50}
+    sent = [f"p{i:03d}" for i in range(120)]
+    wire.fail_seal_once = {"p055"}
+    txns = alice.outbox.queue_many("place", sent)
+    acks = await wait_all(alice, txns)
+    assert not wire.fail_seal_once and len(wire.refused) == 1
+    assert [a.seq for a in acks] == list(range(1, 121))
+    check_exactly_once(alice, events, "place", sent, txns)
+
+
+async def test_an_epoch_too_large_to_send_fails_its_messages_and_stalls_nothing(
+    server: ServerProcess, clients: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `new_epoch` the client cannot send (too large: a room of many
+    hundreds of members) fails the messages that needed it, one at a time,
+    as before; the sends in flight are still taken and nothing else waits."""
+    alice, events = await clients.make("alice", server.connect, rotate_after_messages=10)
+    await alice.create_room("huge", [])
+    await alice.create_room("other", [])
+    wire = Wire(alice, monkeypatch)
+    wire.refuse_epochs = 1000
+    wire.epoch_refusal = LocalProtocolError(ErrorCode.TOO_LARGE, "frame too large")
+    txns = alice.outbox.queue_many("huge", [f"h{i:02d}" for i in range(30)])
+    other = alice.outbox.queue_many("other", ["after them"])
+    acked = failed = 0
+    for txn in txns:
+        try:
+            await alice.wait_ack(txn, 30)
+            acked += 1
+        except ServerRefused as exc:
+            assert exc.code == ErrorCode.TOO_LARGE
+            failed += 1
+    assert acked == 10 and failed == 20
+    await alice.wait_ack(other[0], 30)
+    assert alice.pending() == []
+    assert [e.txn for e in events.of(ev.SendFailed)] == txns[10:]

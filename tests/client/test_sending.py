@@ -91,3 +91,22 @@ def test_txn_ids_are_valid_unique_and_in_order_and_each_sender_draws_its_own() -
     seconds = [two() for _ in range(10)]
     assert not set(firsts) & set(seconds)
     assert firsts[0][:22] != seconds[0][:22]  # 16 random bytes each
+
+
+async def test_each_room_counts_its_own_txn_ids() -> None:
+    """What a room's members see of a sender's ids counts nothing sent elsewhere."""
+    queued: dict[str, list[str]] = {}
+    parts: Any = SimpleNamespace(
+        cache=SimpleNamespace(
+            room=lambda room: SimpleNamespace(left=False),
+            enqueue_many=lambda room, txns, texts: queued.setdefault(room, []).extend(txns),
+        ),
+        core=SimpleNamespace(refuse_if_key_changed=lambda room: None),
+    )
+    box = Outbox(parts, None, rotate_after_messages=100, rotate_after_seconds=60)  # type: ignore[arg-type]
+    box.queue_many("a", ["one"])
+    box.queue_many("b", ["x"] * 5)
+    box.queue_many("a", ["two"])
+    a, b = queued["a"], queued["b"]
+    assert a[0][:22] != b[0][:22]
+    assert [int(t[22:]) for t in a] == [1, 2]  # the five sent to b left no gap in a

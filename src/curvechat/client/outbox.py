@@ -86,7 +86,7 @@ class Outbox:
         self._down_noted = False  # this pass counted in `_store_down` already
         self.window = window
         self._stale: dict[str, int] = {}  # txn -> stale refusals so far
-        self._txns = TxnIds()
+        self._txns: dict[str, TxnIds] = {}  # room -> its ids (none tells of another room)
         self._texts: dict[str, str] = {}  # txn -> text, of what this outbox queued and holds
 
     @property
@@ -114,7 +114,8 @@ class Outbox:
         if cached is None or cached.left:
             raise NotReady(f"you are not a member of {room}", "not_member")
         self.p.core.refuse_if_key_changed(room)
-        txns = [self._txns() for _ in texts]
+        ids = self._txns.setdefault(room, TxnIds())
+        txns = [ids() for _ in texts]
         self._waiters.expect(txns)
         self.p.cache.enqueue_many(room, txns, texts)
         self._texts.update(zip(txns, texts, strict=True))

@@ -195,15 +195,15 @@ class Sealer:
         sealed under it if the node took it and acked every earlier send of
         the room, else put it back, unsent, at the head of `todo`."""
         room = making.key.room
-        held = [s.item for s in making.held]
+        # What was sealed under it, and the one that then failed to seal (it
+        # came after them): back at the head of `todo` in that order if unsent.
+        back = [s.item for s in making.held] + ([stop[0]] if isinstance(stop, tuple) else [])
         try:
             reply = await making.answer
             if not isinstance(reply, m.RoomChanged):
                 raise ClientError(f"expected RoomChanged, got {type(reply).__name__}")
-        except ClientError as exc:
-            if isinstance(stop, tuple):
-                todo.appendleft(stop[0])  # sealed again, and judged then
-            todo.extendleft(reversed(held))
+        except (ClientError, LocalProtocolError) as exc:  # e.g. too_large: a huge room
+            todo.extendleft(reversed(back))
             return (todo.popleft(), exc) if todo else stop
         self.p.rotated(making.key)
         earlier = [s for s in flight if s.item.room == room]
@@ -211,9 +211,7 @@ class Sealer:
             # A refusal to resend first, a node that did not answer them
             # first, or the room's log, keys or pins changed meanwhile: the
             # window drains, and these are sealed again.
-            todo.extendleft(reversed(held))
-            if isinstance(stop, tuple):
-                todo.appendleft(stop[0])
+            todo.extendleft(reversed(back))
             return todo[0] if todo else None
         self._write(making.held, flight)
         return stop

@@ -21,12 +21,13 @@ STALE = {ErrorCode.STALE_EPOCH, ErrorCode.CONFLICT}
 
 
 class TxnIds:
-    """A sender's transaction ids: 16 random bytes (URL-safe base64, 22
-    characters) drawn once, then a 12-digit counter. Random where it
-    matters, so that no two senders' (or two processes') collide; in order
-    after that, so that the indexes they key (the cache's and the node's,
-    by room, sender and txn) grow at one end rather than everywhere: a
-    random id dirties a page of each index per message."""
+    """A sender's transaction ids in one room: 16 random bytes (URL-safe
+    base64, 22 characters) drawn once, then a 12-digit counter. Random where
+    it matters, so that no two senders' (or two processes') collide; in
+    order after that, so that the indexes they key (the cache's and the
+    node's, by room, sender and txn) grow at one end rather than
+    everywhere: a random id dirties a page of each index per message. One
+    per room: the ids a room's members see count nothing sent elsewhere."""
 
     def __init__(self) -> None:
         self._prefix = secrets.token_urlsafe(16)

@@ -393,3 +393,37 @@ async def test_a_node_that_keeps_serving_garbage_is_asked_a_bounded_number_of_ti
     asked = [s for q in w.node.asked for s in range(q.after + 1, q.after + 1 + q.limit)]
     assert set(asked) == set(range(1, count + 1))  # taking turns: every seq asked
     assert all(r[1] is None for r in w.rows()) and w.shown() == []
+
+
+async def test_a_row_another_process_of_the_home_opened_is_told_again_here(
+    w: Room, tmp_path: Path
+) -> None:
+    """A row told as unreadable here that another process of the same home
+    opened (its key came there first) is told again, opened, by this
+    engine's next pass, which has nothing left to open itself."""
+    await _connected(w)
+    w.epoch(1)
+    w.node.withheld = {1}
+    item = w.message(1, "opened by the other process", epoch=1)
+    await w.sync.ingest_page("r", [item], live=True)
+    assert w.rows() == [(1, None, "no key for epoch 1 (M2)")] and w.shown() == []
+    me = w.ids["alice"]
+    cache = Cache(tmp_path / "alice.db", cache_key(me.sign_seed))
+    other: list[ev.Event] = []
+    parts = Parts(
+        identity=me,
+        cache=cache,
+        core=TrustCore(me, cache, other.append),
+        conn=w.node,  # type: ignore[arg-type]
+        emit=other.append,
+    )
+    w.node.withheld = set()
+    elsewhere = Sync(parts)
+    async with parts.lock:
+        elsewhere.recover.new_round()
+        await elsewhere.refresh("r")
+        await elsewhere.recover.rooms()
+    cache.close()
+    assert w.rows() == [(1, "opened by the other process", None)]
+    await _connected(w)
+    assert w.shown() == [(1, "opened by the other process")]

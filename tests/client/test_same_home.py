@@ -11,7 +11,7 @@ from typing import Any
 from curvechat.client import events as ev
 from curvechat.client.cache import Cache, cache_key
 from curvechat.client.engine import ChatClient
-from curvechat.client.told import Told
+from curvechat.client.told import UNREADABLE_KEPT, Told
 from curvechat.protocol.connect import parse_connect
 
 from support.clients import FAST, ClientFactory, Recorder
@@ -69,6 +69,15 @@ def test_told_keeps_a_contiguous_mark_and_what_was_told_above_it() -> None:
     assert t.upto("r") == 6
     t.passed("r", 9)
     assert t.upto("r") == 9 and t.upto("new") == 0
+
+
+def test_told_keeps_the_newest_rows_told_as_unreadable_until_told_readable() -> None:
+    t = Told({})
+    for seq in range(1, UNREADABLE_KEPT + 3):
+        t.shown("r", seq, readable=False)
+    assert t.unreadable("r") == list(range(3, UNREADABLE_KEPT + 3))  # the newest kept
+    t.shown("r", 7, readable=True)
+    assert 7 not in t.unreadable("r") and t.told("r", 7) and t.unreadable("s") == []
 
 
 async def test_an_engine_that_connects_after_another_synced_tells_what_it_stored(
@@ -141,5 +150,33 @@ async def test_a_room_joined_while_another_engine_caught_up_is_told_whole(
         await alice.send("r2", "after")
         await rec2.until(lambda: "after" in told(rec2, "r2"))
         assert told(rec2, "r2") == ["n0", "n1", "n2", "after"]
+    finally:
+        await stop(bob2)
+
+
+async def test_a_key_another_engine_stored_first_opens_messages_here(
+    server: ServerProcess, clients: ClientFactory
+) -> None:
+    """bob1 learns a new epoch's key first and stores it in the shared cache;
+    bob2, which had read the room's keys before, still opens what comes
+    under that epoch."""
+    alice, _ = await clients.make("alice", server.connect, rotate_after_messages=2)
+    bob1, rec1 = await clients.make("bob", server.connect)
+    await alice.create_room("r", ["bob"])
+    await alice.send("r", "m0")
+    await rec1.until(lambda: "m0" in told(rec1, "r"))
+    bob2, rec2 = second(clients, "bob", server.connect, hold=True)
+    await bob2.start()
+    try:
+        assert await bob2.wait_ready(20)
+        assert bob2.core.held("r")  # its process has read the room's keys
+        for text in ("m1", "m2", "m3"):  # a new epoch from the third on
+            await alice.send("r", text)
+        await rec1.until(lambda: "m3" in told(rec1, "r"))
+        await clients.close(bob1)
+        await alice.send("r", "m4")  # under the new epoch; no other engine stores it
+        bob2._jobs.release()  # its pushes come after bob1 stored the new key
+        await rec2.until(lambda: "m4" in told(rec2, "r"), 10)
+        assert told(rec2, "r") == ["m1", "m2", "m3", "m4"]
     finally:
         await stop(bob2)

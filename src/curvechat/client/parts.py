@@ -64,7 +64,8 @@ class Parts:
 
         def emit(event: ev.Event) -> None:
             if isinstance(event, ev.MessageReceived):
-                self.told.noted(event.message.room, event.message.seq)
+                msg = event.message
+                self.told.shown(msg.room, msg.seq, readable=msg.error is None)
             sink(event)
 
         self.emit = emit
@@ -98,6 +99,16 @@ class Parts:
         """The server took the epoch `key` begun: it is ours to seal under."""
         self.core.own_epoch(key)
         return EpochRecord(epoch=key.epoch, after_op=key.after_op, key=key.key, sender=self.me)
+
+    def tell_opened(self, room: str) -> None:
+        """Tell again the rows of `room` told as unreadable that the cache
+        holds opened now: another process of this home opened them."""
+        seqs = self.told.unreadable(room)
+        if not seqs:
+            return
+        for msg in self.cache.messages_at(room, seqs):
+            if msg.error is None:
+                self.emit(ev.MessageReceived(msg, mine=msg.sender == self.me, live=False))
 
     def tell_stored_now(self, room: str, upto: int | None = None, *, live: bool) -> None:
         """Tell, in seq order, the rows of `room` the cache holds up to `upto`

@@ -9,20 +9,45 @@ it told one by one (its own sends acked, a page past a gap). A row the
 cache holds that is in neither was stored by another process: `Parts`
 reads those from the cache and tells them, in seq order.
 
-Not covered: a row told as unreadable that another process then opens (its
-key came there first) is not told again here; this front end shows it
-when it next reads the room from the cache (a restart, paging back).
+It also keeps the seqs it told as unreadable (at most `UNREADABLE_KEPT` a
+room, the newest): a row another process then opens (its key came there
+first) is not one this engine opens itself, so `Parts.tell_opened` reads
+those seqs again and tells the ones that opened. An older one told as
+unreadable shows opened when the front end next reads the room from the
+cache (a restart, paging back).
 
 Sans-IO: it never reads the cache, nor tells anything itself.
 """
 
 from __future__ import annotations
 
+UNREADABLE_KEPT = 512
+"""Seqs told as unreadable kept per room, to be told again once opened."""
+
 
 class Told:
     def __init__(self, start: dict[str, int]) -> None:
         self._upto = dict(start)
         self._above: dict[str, set[int]] = {}
+        self._unreadable: dict[str, set[int]] = {}
+
+    def unreadable(self, room: str) -> list[int]:
+        """The seqs of `room` last told as unreadable, in order."""
+        return sorted(self._unreadable.get(room, ()))
+
+    def shown(self, room: str, seq: int, *, readable: bool) -> None:
+        """The front end was told of the row at `seq`, readable or not."""
+        self.noted(room, seq)
+        kept = self._unreadable.get(room)
+        if readable:
+            if kept:
+                kept.discard(seq)
+            return
+        if kept is None:
+            kept = self._unreadable[room] = set()
+        kept.add(seq)
+        if len(kept) > UNREADABLE_KEPT:
+            kept.discard(min(kept))
 
     def upto(self, room: str) -> int:
         """Every cached row of `room` up to this seq was told (or was there

@@ -8,16 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from .conftest import EvilServer
-from support.cli import CliUser
+from support.cli import in_a_room
 
 
 def test_a_send_whose_ack_is_lost_is_sent_again_and_kept_once(
     evil: EvilServer, tmp_path: Path
 ) -> None:
-    alice, bob = CliUser("alice", tmp_path / "alice", evil), CliUser("bob", tmp_path / "bob", evil)
-    for user in (alice, bob):
-        user.run("init", "--user", user.name)
-    alice.run("create", "r", "--members", "bob")
+    alice, bob = in_a_room(evil, tmp_path, "r", "alice", "bob")
 
     evil.attack(lose_acks=True)
     got = alice.run("send", "r", "stored, never acked", "--timeout", "2", ok=False)

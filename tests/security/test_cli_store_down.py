@@ -8,16 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from .conftest import EvilServer
-from support.cli import CliUser
+from support.cli import in_a_room
 
 
 def test_a_send_to_a_node_whose_store_is_down_is_queued_and_goes_out_later(
     evil: EvilServer, tmp_path: Path
 ) -> None:
-    alice, bob = CliUser("alice", tmp_path / "alice", evil), CliUser("bob", tmp_path / "bob", evil)
-    for user in (alice, bob):
-        user.run("init", "--user", user.name)
-    alice.run("create", "r", "--members", "bob")
+    alice, bob = in_a_room(evil, tmp_path, "r", "alice", "bob")
 
     evil.attack(store_down=True)
     got = alice.run("send", "r", "while the store is down", "--timeout", "3", ok=False)

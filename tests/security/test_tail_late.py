@@ -9,16 +9,13 @@ import json
 from pathlib import Path
 
 from .conftest import EvilServer
-from support.cli import CliUser, Tail
+from support.cli import Tail, in_a_room
 
 
 def test_tail_says_a_message_opened_late_is_an_earlier_one(
     evil: EvilServer, tmp_path: Path
 ) -> None:
-    alice, bob, carol = (CliUser(n, tmp_path / n, evil) for n in ("alice", "bob", "carol"))
-    for user in (alice, bob, carol):
-        user.run("init", "--user", user.name)
-    alice.run("create", "r", "--members", "bob,carol")
+    alice, bob, _carol = in_a_room(evil, tmp_path, "r", "alice", "bob", "carol")
     alice.run("send", "r", "before")
     tail = Tail(bob, "r", "--json")
     try:

@@ -16,6 +16,16 @@ from typing import IO
 from support.servers import ServerProcess
 
 
+def in_a_room(server: ServerProcess, root: Path, room: str, *names: str) -> list[CliUser]:
+    """Users `names`, each with a home under `root` and registered on
+    `server`; the first made `room` with the others in it."""
+    users = [CliUser(name, root / name, server) for name in names]
+    for user in users:
+        user.run("init", "--user", user.name)
+    users[0].run("create", room, "--members", ",".join(names[1:]))
+    return users
+
+
 class CliUser:
     def __init__(self, name: str, home: Path, server: ServerProcess) -> None:
         self.name = name

@@ -13,8 +13,9 @@ queued and is resent, in order, with the same txn ids. What a send's
 answer means is decided without I/O (`sending.py`).
 
 Which epoch key a message is sealed under is the trust core's decision
-(`encryption_key`); when it says to rotate first, the new epoch is made here.
-This module must never choose a key or a recipient itself.
+(`encryption_grant`); the sealing turns, and the new epochs it asks for,
+are `sealing.py`'s. This module must never choose a key or a recipient
+itself.
 """
 
 from __future__ import annotations

@@ -170,8 +170,7 @@ class Sealer:
                     else:
                         sealed.append(_Sealed(item, record.epoch, env))
                         limit -= 1
-                if making is not None:
-                    self._write(sealed, flight)
+                if making is not None:  # (`sealed` went out before it was asked for)
                     return await self._settle(making, todo, flight, stop)
                 return stop
         finally:

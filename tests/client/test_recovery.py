@@ -399,8 +399,8 @@ async def test_a_row_another_process_of_the_home_opened_is_told_again_here(
     w: Room, tmp_path: Path
 ) -> None:
     """A row told as unreadable here that another process of the same home
-    opened (its key came there first) is told again, opened, by this
-    engine's next pass, which has nothing left to open itself."""
+    opened (its key came there first) is told again, opened, with the next
+    page this engine stores (it has nothing left to open itself)."""
     await _connected(w)
     w.epoch(1)
     w.node.withheld = {1}
@@ -425,5 +425,8 @@ async def test_a_row_another_process_of_the_home_opened_is_told_again_here(
         await elsewhere.recover.rooms()
     cache.close()
     assert w.rows() == [(1, "opened by the other process", None)]
-    await _connected(w)
-    assert w.shown() == [(1, "opened by the other process")]
+    # Still connected, nothing of the room refreshed: the next page tells it.
+    await w.sync.ingest_page("r", [w.message(2, "the next one")], live=True)
+    assert w.shown() == [(1, "opened by the other process"), (2, "the next one")]
+    await _connected(w)  # and no pass tells it twice
+    assert w.shown() == [(1, "opened by the other process"), (2, "the next one")]

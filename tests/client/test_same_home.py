@@ -78,6 +78,8 @@ def test_told_keeps_the_newest_rows_told_as_unreadable_until_told_readable() -> 
     assert t.unreadable("r") == list(range(3, UNREADABLE_KEPT + 3))  # the newest kept
     t.shown("r", 7, readable=True)
     assert 7 not in t.unreadable("r") and t.told("r", 7) and t.unreadable("s") == []
+    t.read_unreadable("s", [40, 41])  # read from the cache by the front end: not told
+    assert t.unreadable("s") == [40, 41] and not t.told("s", 40)
 
 
 async def test_an_engine_that_connects_after_another_synced_tells_what_it_stored(

@@ -27,8 +27,9 @@ first and attack later. Each key of the JSON turns on one attack:
 - "ack_txn": T             every send is stored as usual, but its ack names txn T
 - "store_down": true      list_rooms is refused store_unavailable, as a node whose
   store lost its quorum refuses it (so no client gets through a sync)
-- "lose_acks": true       every send is stored as usual, but its ack never leaves
-  (as when a connection dies between the commit and the reply)
+- "lose_acks": true       every send is stored as usual, but its ack is held back
+  while this is on: the sender times out, as when a connection dies between
+  the commit and the reply
 """
 
 from __future__ import annotations
@@ -174,8 +175,8 @@ def install() -> None:
         if p.get("allow_forged_sender") and req.envelope.sender != sess.user:
             sess = dataclasses.replace(sess, user=req.envelope.sender)
         reply = await orig_send(self, sess, req, queued)
-        if p.get("lose_acks"):
-            await asyncio.Event().wait()  # never answered
+        while plan().get("lose_acks"):
+            await asyncio.sleep(0.1)  # the ack waits (its connection may be gone by then)
         if isinstance(reply, m.SendAck) and "ack_seq" in p:
             reply = msgspec.structs.replace(reply, seq=int(p["ack_seq"]))
         if isinstance(reply, m.SendAck) and "ack_txn" in p:

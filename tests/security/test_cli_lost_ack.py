@@ -20,7 +20,7 @@ def test_a_send_whose_ack_is_lost_is_sent_again_and_kept_once(
     got = alice.run("send", "r", "stored, never acked", "--timeout", "2", ok=False)
     assert got.returncode == 75, got.stderr
     assert "may have reached the server already" in got.stderr
-    assert "keeps each once" in got.stderr
+    assert "(the server keeps each once)" in got.stderr
     evil.attack()
     assert [ln.split(": ", 1)[1] for ln in bob.run("history", "r").stdout.splitlines()] == [
         "stored, never acked"
@@ -31,3 +31,16 @@ def test_a_send_whose_ack_is_lost_is_sent_again_and_kept_once(
         "stored, never acked",
         "next",
     ]
+
+
+def test_a_queued_send_refused_for_good_later_is_said(evil: EvilServer, tmp_path: Path) -> None:
+    """Removed from the room before the next command resends it: that
+    command says the message was not sent, and why."""
+    bob, alice = in_a_room(evil, tmp_path, "r", "bob", "alice")
+    evil.attack(lose_acks=True)
+    got = alice.run("send", "r", "stored, never acked", "--timeout", "2", ok=False)
+    assert got.returncode == 75, got.stderr
+    evil.attack()
+    bob.run("remove", "r", "alice")
+    later = alice.run("rooms")
+    assert "a queued message for r from before was not sent [not_member]" in later.stderr

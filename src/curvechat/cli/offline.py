@@ -57,7 +57,7 @@ async def _send_lines(client: ChatClient, room: str, lines: list[str], timeout: 
         print(
             f"curvechat: {len(txns) - acked} message(s) queued, not yet acknowledged"
             " (they may have reached the server already); the next command that connects"
-            " sends them again, and the server keeps each once",
+            " sends them again (the server keeps each once)",
             file=sys.stderr,
         )
         return EXIT_QUEUED

@@ -105,19 +105,23 @@ async def reach(client: ChatClient, timeout: float) -> Offline | None:
 async def deliver_queued(client: ChatClient, timeout: float) -> None:
     """Wait (at most `timeout`) for the messages an earlier command left in
     the outbox; say on stderr how many went out, and how many wait still.
-    Those held by a key change wait for the user, not for this."""
+    Those held by a key change wait for the user, not for this; those the
+    node refused for good (the user left the room meanwhile) are said."""
     core = client.core
     todo = {i.txn for i in client.pending() if not core.key_change_in(i.room)}
     if not todo:
         return
     done = asyncio.Event()
     sent: set[str] = set()
+    failed: list[ev.SendFailed] = []
 
     def on_event(event: ev.Event) -> None:
         if isinstance(event, ev.SendAcked | ev.SendFailed) and event.txn in todo:
             todo.discard(event.txn)
             if isinstance(event, ev.SendAcked):
                 sent.add(event.txn)
+            else:
+                failed.append(event)
             if not todo:
                 done.set()
 
@@ -127,10 +131,16 @@ async def deliver_queued(client: ChatClient, timeout: float) -> None:
             await done.wait()
     if sent:
         print(f"curvechat: sent {len(sent)} queued message(s) from before", file=sys.stderr)
+    for f in failed:
+        print(
+            f"curvechat: a queued message for {visible(f.room)} from before was not sent"
+            f" [{f.code}]: {visible(f.message)}",
+            file=sys.stderr,
+        )
     if todo:
         print(
             f"curvechat: {len(todo)} queued message(s) not yet acknowledged (they may"
             " have reached the server already); the next command that connects sends them"
-            " again, and the server keeps each once",
+            " again (the server keeps each once)",
             file=sys.stderr,
         )

@@ -138,6 +138,11 @@ class Cache(MessageRows, UnopenedRows, TrustRows, OutboxRows):
     def _open(self, data: bytes) -> bytes:
         return bytes(self._box.decrypt(data))
 
+    def written_elsewhere(self) -> int:
+        """A count that changes whenever another connection (another process
+        of this home) commits to the cache (SQLite's `data_version`)."""
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
     # --- meta ------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT v FROM meta WHERE k=?", (key,)).fetchone()

@@ -374,6 +374,8 @@ class ChatClient:
         if len(rows) < limit and older_exist and self.conn.live:
             await self.sync.older(room, rows[0].seq if rows else before, limit)
             rows = self.cache.messages(room, limit=limit, before=before)
+        # Told again if another process of this home opens them (told.py).
+        self.parts.told.read_unreadable(room, [r.seq for r in rows if r.error is not None])
         return rows
 
     def provisional(self, room: str) -> list[Provisional]:

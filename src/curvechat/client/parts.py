@@ -58,6 +58,8 @@ class Parts:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     told: Told = field(default_factory=lambda: Told({}))
     """Which cached messages the front end was told of (`told.py`)."""
+    _opened_at: dict[str, int] = field(default_factory=dict)
+    """room -> the cache's count of writes by other processes, when `tell_opened` last read it."""
 
     def __post_init__(self) -> None:
         sink = self.emit
@@ -102,10 +104,15 @@ class Parts:
 
     def tell_opened(self, room: str) -> None:
         """Tell again the rows of `room` told as unreadable that the cache
-        holds opened now: another process of this home opened them."""
+        holds opened now: another process of this home opened them. Read
+        only when another process wrote to the cache since last asked."""
         seqs = self.told.unreadable(room)
         if not seqs:
             return
+        version = self.cache.written_elsewhere()
+        if self._opened_at.get(room) == version:
+            return
+        self._opened_at[room] = version
         for msg in self.cache.messages_at(room, seqs):
             if msg.error is None:
                 self.emit(ev.MessageReceived(msg, mine=msg.sender == self.me, live=False))
@@ -114,12 +121,14 @@ class Parts:
         """Tell, in seq order, the rows of `room` the cache holds up to `upto`
         (its cursor at most) that the front end was not told of: another
         process of this home stored them. All at once: see `tell_stored`."""
+        self.tell_opened(room)
         while not self._tell_page(room, upto, live=live):
             pass
 
     async def tell_stored(self, room: str, upto: int | None = None, *, live: bool) -> None:
         """As `tell_stored_now`, a page of rows at a time, letting the event
         loop run between pages (another process may have synced thousands)."""
+        self.tell_opened(room)
         while not self._tell_page(room, upto, live=live):
             await asyncio.sleep(0)
 

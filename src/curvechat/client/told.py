@@ -9,12 +9,13 @@ it told one by one (its own sends acked, a page past a gap). A row the
 cache holds that is in neither was stored by another process: `Parts`
 reads those from the cache and tells them, in seq order.
 
-It also keeps the seqs it told as unreadable (at most `UNREADABLE_KEPT` a
-room, the newest): a row another process then opens (its key came there
+It also keeps the seqs it told as unreadable, or that the front end read
+as unreadable from the cache (its history), at most `UNREADABLE_KEPT` a
+room, the newest: a row another process then opens (its key came there
 first) is not one this engine opens itself, so `Parts.tell_opened` reads
-those seqs again and tells the ones that opened. An older one told as
-unreadable shows opened when the front end next reads the room from the
-cache (a restart, paging back).
+those seqs again, once another process wrote to the cache, and tells the
+ones that opened. An older one shows opened when the front end next reads
+the room from the cache (a restart, paging back).
 
 Sans-IO: it never reads the cache, nor tells anything itself.
 """
@@ -38,15 +39,19 @@ class Told:
     def shown(self, room: str, seq: int, *, readable: bool) -> None:
         """The front end was told of the row at `seq`, readable or not."""
         self.noted(room, seq)
-        kept = self._unreadable.get(room)
         if readable:
+            kept = self._unreadable.get(room)
             if kept:
                 kept.discard(seq)
-            return
-        if kept is None:
-            kept = self._unreadable[room] = set()
-        kept.add(seq)
-        if len(kept) > UNREADABLE_KEPT:
+        else:
+            self.read_unreadable(room, [seq])
+
+    def read_unreadable(self, room: str, seqs: list[int]) -> None:
+        """The front end read these unreadable rows from the cache itself
+        (its history): kept to be told again once opened, not marked told."""
+        kept = self._unreadable.setdefault(room, set())
+        kept.update(seqs)
+        while len(kept) > UNREADABLE_KEPT:
             kept.discard(min(kept))
 
     def upto(self, room: str) -> int:

@@ -150,7 +150,9 @@ function renderNodes(now) {
       foot.append(el("span", { class: "bad" }, `down for ${fmtDuration(now - node.downSince)}`),
         ` · last seen ${node.lastOk ? fmtTime(node.lastOk) : "never"} · ${node.error}`);
     } else {
-      foot.append(`started ${info.started_at ? fmtTime(info.started_at) : "–"} · ${info.endpoint || ""}${info.bound && info.bound !== info.endpoint ? ` (bound ${info.bound})` : ""} · store ${storeBad ? "UNAVAILABLE: " + (info.store_error || "") : "ok"}`);
+      // What another node reports comes through as it sent it: shown with `visible`.
+      const where = visible(info.endpoint || "") + (info.bound && info.bound !== info.endpoint ? ` (bound ${visible(info.bound)})` : "");
+      foot.append(`started ${info.started_at ? fmtTime(info.started_at) : "–"} · ${where} · store ${storeBad ? "UNAVAILABLE: " + visible(info.store_error || "") : "ok"}`);
     }
     cards.push(el("div", { class: `card node ${cls}`, "data-node": visible(node.name), "data-up": String(node.up) },
       el("div", { class: "node-head" },

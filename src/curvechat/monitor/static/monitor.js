@@ -138,7 +138,7 @@ function renderNodes(t) {
       foot.append(UI.el("span", { class: "bad" }, `down ${sinceText(n.since)}`),
         ` · last answered ${n.last_ok ? UI.fmtTime(n.last_ok) : "never"} · ${n.error}`);
     } else if (up) {
-      foot.append(`up since ${UI.fmtTime(n.since)} · process started ${card.started_at ? UI.fmtTime(card.started_at) : "–"} · ${card.endpoint || ""} · store ${storeBad ? "UNAVAILABLE: " + (card.store_error || "") : "ok"}`);
+      foot.append(`up since ${UI.fmtTime(n.since)} · process started ${card.started_at ? UI.fmtTime(card.started_at) : "–"} · ${UI.visible(card.endpoint || "")} · store ${storeBad ? "UNAVAILABLE: " + UI.visible(card.store_error || "") : "ok"}`);
     } else {
       foot.append(n.error ? `no answer yet: ${n.error}` : "waiting for its first answer");
     }

@@ -49,6 +49,8 @@ class Told:
     def read_unreadable(self, room: str, seqs: list[int]) -> None:
         """The front end read these unreadable rows from the cache itself
         (its history): kept to be told again once opened, not marked told."""
+        if not seqs:
+            return
         kept = self._unreadable.setdefault(room, set())
         kept.update(seqs)
         while len(kept) > UNREADABLE_KEPT:

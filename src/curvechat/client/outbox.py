@@ -85,10 +85,13 @@ class Outbox:
         self._waiters = AckWaiters()
         self._store_down = 0  # passes in a row with sends refused store_unavailable
         self._down_noted = False  # this pass counted in `_store_down` already
-        self.window = window
         self._stale: dict[str, int] = {}  # txn -> stale refusals so far
         self._txns: dict[str, TxnIds] = {}  # room -> its ids (none tells of another room)
         self._texts: dict[str, str] = {}  # txn -> text, of what this outbox queued and holds
+
+    @property
+    def window(self) -> int:
+        return self.sealer.window
 
     @property
     def rotate_after_messages(self) -> int:

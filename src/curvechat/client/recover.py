@@ -110,7 +110,6 @@ class Recover:
         cached = self.p.cache.room(room)
         if cached is None or cached.left:
             return 0
-        self.p.tell_opened(room)  # by another process of this home, since told here
         held = core.held(room)
         due = self.plan.begin(room, (core.log(room).index, len(held)))
         if due is None:

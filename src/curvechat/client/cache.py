@@ -24,10 +24,10 @@ import os
 import sqlite3
 from pathlib import Path
 
+import nacl.bindings
 import nacl.encoding
 import nacl.hash
 import nacl.secret
-import nacl.utils
 
 from curvechat.client.checkpoint import INTERVAL, RESTART_FRAMES, Checkpointer
 from curvechat.client.errors import ClientError
@@ -58,6 +58,8 @@ SCHEMA_VERSION = 3
 """2: who gave us each epoch key, verified pins; 3: the envelopes of
 messages that did not open, and the rule that refused each. An older cache
 is brought up to date in place (`migrate`); a newer one is refused."""
+
+_NONCE = nacl.secret.SecretBox.NONCE_SIZE
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -97,7 +99,9 @@ class Cache(MessageRows, UnopenedRows, TrustRows, OutboxRows):
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        self._box = nacl.secret.SecretBox(key)
+        if len(key) != nacl.secret.SecretBox.KEY_SIZE:
+            raise ValueError("the cache key must be 32 bytes")
+        self._key = key
         self._epoch_keys: dict[str, dict[int, EpochRecord]] = {}
         """Opened epoch keys per room (read on every message, written rarely)."""
         try:
@@ -132,11 +136,15 @@ class Cache(MessageRows, UnopenedRows, TrustRows, OutboxRows):
         self._db.close()
 
     # --- sealing -------------------------------------------------------------
+    # SecretBox's layout (the nonce, then the box), through the bindings:
+    # the same libsodium calls without SecretBox's wrappers (a tenth of
+    # what queueing a message costs).
     def _seal(self, data: bytes) -> bytes:
-        return bytes(self._box.encrypt(data))
+        nonce = os.urandom(_NONCE)
+        return nonce + nacl.bindings.crypto_secretbox_easy(data, nonce, self._key)
 
     def _open(self, data: bytes) -> bytes:
-        return bytes(self._box.decrypt(data))
+        return nacl.bindings.crypto_secretbox_open_easy(data[_NONCE:], data[:_NONCE], self._key)
 
     def written_elsewhere(self) -> int:
         """A count that changes whenever another connection (another process

@@ -27,7 +27,7 @@ import logging
 from collections import deque
 
 from curvechat.client import events as ev
-from curvechat.client.acks import AckWaiters
+from curvechat.client.acks import AckWaiters, retrieve
 from curvechat.client.errors import (
     ClientError,
     NotConnected,
@@ -164,6 +164,15 @@ class Outbox:
         self._down_noted = False
 
     async def _pass(self) -> bool:
+        flight: deque[InFlight] = deque()
+        try:
+            return await self._sends(flight)
+        finally:
+            for sent in flight:  # torn down with sends unanswered: nobody takes those
+                sent.task.add_done_callback(retrieve)
+
+    async def _sends(self, flight: deque[InFlight]) -> bool:
+        """One pass over the outbox, its sends in flight in `flight`."""
         self._begin_pass()
         items = self.p.cache.outbox(self._texts)
         if len(self._texts) > len(items):  # another process of this home sent some
@@ -171,7 +180,6 @@ class Outbox:
             self._texts = {t: x for t, x in self._texts.items() if t in held}
         blocked = {r for r in {i.room for i in items} if self.p.core.key_change_in(r)}
         todo = deque(i for i in items if i.room not in blocked)
-        flight: deque[InFlight] = deque()
         stop: Verdict | None = None
         stale: dict[str, tuple[OutboxItem, int, BaseException]] = {}
         barrier = False  # the epoch changed: send no more until the window is empty

@@ -24,7 +24,6 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from curvechat.client.acks import retrieve
 from curvechat.client.errors import ClientError
 from curvechat.client.model import OutboxItem
 from curvechat.client.parts import Parts
@@ -251,8 +250,9 @@ class Sealer:
             self.in_flight[(s.item.room, s.epoch)] += 1  # in flight from now on
         sends = [m.Send(envelope=s.env, after=a) for s, a in zip(sealed, afters, strict=True)]
         tasks = self.p.conn.submit_sends(sends)
+        # (An answer is taken from each task by the outbox's pass, or marked
+        # as seen when the pass ends without it: `Outbox._pass`.)
         for s, after, task in zip(sealed, afters, tasks, strict=True):
-            task.add_done_callback(retrieve)
             flight.append(InFlight(s.item, s.epoch, after, task))
         sealed.clear()
 

@@ -289,8 +289,16 @@ async def etcd_limits(endpoints: list[str], value_size: int, seconds: float = 3.
             lat.append(time.monotonic_ns() - t1)
             n += len(puts)
         wall = time.monotonic() - t0
-        await store._call(
+        gone = await store._call(
             "DeleteRange", rpc.DeleteRangeRequest(key=b"/bare-bench/", range_end=b"/bare-bench0")
+        )
+        # Compacted away at once: left as tombstones, the keys just deleted
+        # made every later put cost etcd about three times its CPU (each
+        # member 45 against 15 us a put, until a compaction), which the
+        # cluster workloads that run next on this cluster would pay
+        # (docs/performance.md, "The bare etcd run's tombstones").
+        await store._call(
+            "Compact", rpc.CompactionRequest(revision=gone.header.revision, physical=True)
         )
     finally:
         await store.close()

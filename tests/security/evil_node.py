@@ -27,6 +27,10 @@ first and attack later. Each key of the JSON turns on one attack:
 - "ack_txn": T             every send is stored as usual, but its ack names txn T
 - "store_down": true      list_rooms is refused store_unavailable, as a node whose
   store lost its quorum refuses it (so no client gets through a sync)
+- "server_ts": N          every stored message the node hands out (page or push)
+  carries server timestamp N
+- "ack_ts": N             every send is acked with server timestamp N
+- "send_error": {"code": C, "message": M}  every send is refused with this error
 - "lose_acks": true       every send is stored as usual, but its ack is held back
   while this is on: the sender times out, as when a connection dies between
   the commit and the reply
@@ -91,6 +95,8 @@ def tamper_items(
         out = [
             msgspec.structs.replace(i, envelope=tamper_envelope(i.envelope, p["flip"])) for i in out
         ]
+    if "server_ts" in p:
+        out = [msgspec.structs.replace(i, ts=int(p["server_ts"])) for i in out]
     if p.get("replay") and out:
         out.append(msgspec.structs.replace(out[0], seq=head + 1))
     if p.get("reorder"):
@@ -172,6 +178,8 @@ def install() -> None:
             line = {"user": sess.user, "envelope": encode(req.envelope).hex()}
             with (STATE["path"].parent / SENDS).open("a") as f:
                 f.write(json.dumps(line) + "\n")
+        if p.get("send_error"):
+            raise h.Refusal(p["send_error"]["code"], p["send_error"]["message"])
         if p.get("allow_forged_sender") and req.envelope.sender != sess.user:
             sess = dataclasses.replace(sess, user=req.envelope.sender)
         reply = await orig_send(self, sess, req, queued)
@@ -179,6 +187,8 @@ def install() -> None:
             await asyncio.sleep(0.1)  # the ack waits (its connection may be gone by then)
         if isinstance(reply, m.SendAck) and "ack_seq" in p:
             reply = msgspec.structs.replace(reply, seq=int(p["ack_seq"]))
+        if isinstance(reply, m.SendAck) and "ack_ts" in p:
+            reply = msgspec.structs.replace(reply, ts=int(p["ack_ts"]))
         if isinstance(reply, m.SendAck) and "ack_txn" in p:
             reply = msgspec.structs.replace(reply, txn=str(p["ack_txn"]))
         return reply
@@ -215,6 +225,9 @@ def install() -> None:
                 stored = msgspec.structs.replace(
                     msg.message, envelope=tamper_envelope(msg.message.envelope, p["flip"])
                 )
+                msg = m.MessagePush(room=msg.room, message=stored)
+            if "server_ts" in p:
+                stored = msgspec.structs.replace(msg.message, ts=int(p["server_ts"]))
                 msg = m.MessagePush(room=msg.room, message=stored)
         # A message push goes to clients that read them in a `batch` frame
         # (ChatNode.push), so every attack here reaches that path too.

@@ -44,3 +44,20 @@ def test_a_queued_send_refused_for_good_later_is_said(evil: EvilServer, tmp_path
     bob.run("remove", "r", "alice")
     later = alice.run("rooms")
     assert "a queued message for r from before was not sent [not_member]" in later.stderr
+
+
+def test_the_code_of_a_queued_send_refused_later_reaches_the_terminal_as_text(
+    evil: EvilServer, tmp_path: Path
+) -> None:
+    """A server that refuses the resend with control, escape and bidi
+    characters in its error code: the note shows them as visible text."""
+    alice, _bob = in_a_room(evil, tmp_path, "r", "alice", "bob")
+    evil.attack(lose_acks=True)
+    got = alice.run("send", "r", "queued", "--timeout", "2", ok=False)
+    assert got.returncode == 75, got.stderr
+    evil.attack(send_error={"code": "x\x1b]2;owned\x07\x1b[2J\u202e", "message": "m\x1b[31m"})
+    later = alice.run("rooms", ok=False)
+    assert "was not sent" in later.stderr, later.stderr
+    for bad in ("\x1b", "\x07", "\u202e"):
+        assert bad not in later.stderr, repr(later.stderr)
+        assert bad not in later.stdout, repr(later.stdout)

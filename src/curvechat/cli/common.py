@@ -40,18 +40,29 @@ class CliError(CurvechatError):
         self.exit_code = exit_code
 
 
-def _iso(ms: int | None) -> str | None:
-    if ms is None:
+OUT_OF_RANGE = "(time out of range)"
+"""Shown for a time no calendar date holds: the wire allows any up to 2**53
+ms (year 287,396), a server's as well as a sender's; a date stops at 9999."""
+
+
+def _when(ms: int, tz: dt.tzinfo | None = None) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromtimestamp(ms / 1000, tz)
+    except (OverflowError, OSError, ValueError):
         return None
-    return (
-        dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+
+
+def _iso(ms: int | None) -> str | None:
+    """`ms` in ISO 8601, UTC; None if unknown or out of range."""
+    when = None if ms is None else _when(ms, dt.UTC)
+    if when is None:
+        return None
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _local(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+    when = _when(ms)
+    return OUT_OF_RANGE if when is None else when.strftime("%Y-%m-%d %H:%M:%S")
 
 
 # --- passphrase and identity ---------------------------------------------------------

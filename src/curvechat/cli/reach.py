@@ -134,7 +134,7 @@ async def deliver_queued(client: ChatClient, timeout: float) -> None:
     for f in failed:
         print(
             f"curvechat: a queued message for {visible(f.room)} from before was not sent"
-            f" [{f.code}]: {visible(f.message)}",
+            f" [{visible(f.code)}]: {visible(f.message)}",
             file=sys.stderr,
         )
     if todo:

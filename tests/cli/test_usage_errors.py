@@ -5,6 +5,10 @@ one."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from curvechat.cli.main import main
@@ -39,3 +43,19 @@ def test_a_usage_error_is_one_line_with_a_code(
     assert len(lines) == 1 and lines[0].startswith("curvechat: error [bad_argument]: "), lines
     assert expected in lines[0]
     assert captured.out == ""
+
+
+def test_the_terminal_client_without_a_terminal_says_so_at_once(tmp_path: Path) -> None:
+    """`chat` with stdin and stdout not a terminal (a script, a pipe, a
+    service): one line with a code and exit 2, not a client that waits
+    forever for keys while it renders into a pipe."""
+    got = subprocess.run(
+        [sys.executable, "-m", "curvechat", "chat", "--home", str(tmp_path / "home")],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert got.returncode == 2, (got.returncode, got.stderr[-600:])
+    assert got.stderr.startswith("curvechat: error [not_a_terminal]: "), got.stderr
+    assert got.stdout == ""

@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from typing import TYPE_CHECKING
 
 from curvechat.cli.common import (
+    EXIT_USAGE,
     CliError,
     _addresses,
     _home,
@@ -198,6 +200,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from curvechat.tui.app import make_app
     from curvechat.tui.settings import ChatSettings
 
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        # Without one it would wait forever for keys, rendering into a pipe.
+        raise CliError(
+            "not_a_terminal",
+            "the terminal client needs a terminal on stdin and stdout;"
+            " in a script, use send, history or tail",
+            EXIT_USAGE,
+        )
     home = _home(args)
     passphrase: bytes | None = None
     if args.passphrase_file or "CURVECHAT_PASSPHRASE" in os.environ:

@@ -22,8 +22,9 @@ from textual.widgets import Static
 from curvechat.client.cache import CachedMessage
 from curvechat.client.state import ConnState, ConnStatus
 from curvechat.tui.app import CurvechatApp
+from curvechat.tui.roomlog import RoomLog
 from curvechat.tui.widgets.status import Banner, banner_text
-from curvechat.tui.widgets.timeline import RoomLog, render_log
+from curvechat.tui.widgets.timeline import render_log
 
 from .conftest import Kit, ready, say, shown, until
 from .test_first_run import Tmux, init_user

@@ -16,8 +16,8 @@ from client.test_recovery import Room, _connected
 from curvechat.client.cache import CachedMessage
 from curvechat.client.events import Event
 from curvechat.protocol import messages as m
+from curvechat.tui.roomlog import RoomLog
 from curvechat.tui.screens import engine_events
-from curvechat.tui.widgets.timeline import RoomLog
 
 
 def msg(seq: int, text: str | None = None, error: str | None = None) -> CachedMessage:
@@ -95,6 +95,7 @@ class Screen:
     def mark_read(self, room: str) -> None: ...
     def redraw(self, **kw: Any) -> None: ...
     def refresh_rooms(self) -> None: ...
+    def soon(self, *what: str) -> None: ...
     def notice(self, *a: Any, **kw: Any) -> None: ...
 
 

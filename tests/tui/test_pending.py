@@ -15,9 +15,10 @@ import random
 from curvechat.client import events as ev
 from curvechat.client.cache import CachedMessage
 from curvechat.tui.app import CurvechatApp
+from curvechat.tui.roomlog import RoomLog
 from curvechat.tui.widgets.composer import Composer
 from curvechat.tui.widgets.rooms import RoomList
-from curvechat.tui.widgets.timeline import RoomLog, Timeline
+from curvechat.tui.widgets.timeline import Timeline
 
 from .conftest import Kit, on_screen, ready, say, shown, until
 from support.clients import ClientFactory, Recorder

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -384,4 +385,10 @@ class ChatClient:
         return self.peer.core.provisional(room) if self.peer is not None else []
 
     def mark_read(self, room: str) -> None:
-        self.cache.clear_unread(room)
+        """Clear `room`'s unread count; kept as it was, and logged, if another
+        process of this home holds the cache past its busy timeout (the next
+        mark clears it)."""
+        try:
+            self.cache.clear_unread(room)
+        except sqlite3.OperationalError as exc:
+            log.warning("could not mark %s read: %s", room, exc)

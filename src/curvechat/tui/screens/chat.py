@@ -34,15 +34,22 @@ from curvechat.tui.errors import Attempt, explain
 from curvechat.tui.format import NO_ROOM, room_label
 from curvechat.tui.keys import accept_key, key_view, pending_changes, trust_mark
 from curvechat.tui.messages import EngineEvent, LineSubmitted, OlderWanted, RoomChosen
+from curvechat.tui.roomlog import NoticeLevel, RoomLog
 from curvechat.tui.screens import engine_events, slash
 from curvechat.tui.settings import ChatSettings, load_aliases
 from curvechat.tui.widgets.composer import Composer
 from curvechat.tui.widgets.rooms import RoomList, RoomRow
 from curvechat.tui.widgets.status import Banner, StatusLine, status_text
-from curvechat.tui.widgets.timeline import Anchor, NoticeLevel, RoomLog, Timeline
+from curvechat.tui.widgets.timeline import Anchor, Timeline
 
 if TYPE_CHECKING:
     from curvechat.client.engine import ChatClient
+
+BURST_S = 0.1
+"""Messages coming in are shown, and the room marked read, this often at most."""
+KEPT_MESSAGES = 2_000
+"""Messages of the room on screen kept in memory while the view follows the
+newest: older ones are read again from the cache when scrolled up to."""
 
 
 class ChatScreen(Screen[None]):
@@ -74,6 +81,10 @@ class ChatScreen(Screen[None]):
         self.connected_once = False
         self._key_dialogs: set[str] = set()
         self.mention_re = re.compile(rf"(?<![\w@.-])@?{re.escape(self.me)}(?![\w-])")
+        self._due: set[str] = set()
+        """What messages that came in still ask for ("read", "redraw", "rooms"),
+        done together at most every BURST_S: a burst of thousands costs a
+        few renders, not one each."""
 
     # --- layout ---------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -142,6 +153,24 @@ class ChatScreen(Screen[None]):
 
     def redraw(self, anchor: Anchor = "follow") -> None:
         self.query_one(Timeline).show(self.current_log(), self.me, self.aliases, anchor=anchor)
+
+    def soon(self, *what: str) -> None:
+        """Mark the room on screen read, redraw it, refresh the room list
+        (`what`), together with whatever else is due, within BURST_S."""
+        if not self._due:
+            self.set_timer(BURST_S, self._catch_up)
+        self._due.update(what)
+
+    def _catch_up(self) -> None:
+        due, self._due = self._due, set()
+        if "read" in due and self.current:
+            self.client.mark_read(self.current)
+        if "redraw" in due:
+            if self.query_one(Timeline).following:
+                self.current_log().trim(KEPT_MESSAGES)
+            self.redraw()
+        if "rooms" in due:
+            self.refresh_rooms()
 
     def notice(self, text: str, level: NoticeLevel = "info", *, reveal: bool = True) -> None:
         """A local line in the current room's timeline (not sent anywhere),

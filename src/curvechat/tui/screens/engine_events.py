@@ -85,11 +85,11 @@ def _message_in(screen: ChatScreen, event: ev.MessageReceived) -> None:
         # may be the message that ends one of our pending entries
         room_log.add_message(msg)
     if msg.room == screen.current:
-        screen.client.mark_read(msg.room)
-        screen.redraw()
-    elif not event.mine and msg.text and screen.mention_re.search(msg.text):
+        screen.soon("read", "redraw", "rooms")
+        return
+    if not event.mine and msg.text and screen.mention_re.search(msg.text):
         screen.mentions.add(msg.room)
-    screen.refresh_rooms()
+    screen.soon("rooms")
 
 
 def _on_caught_up(screen: ChatScreen, count: int) -> None:

@@ -1,7 +1,6 @@
 """The centre of the chat screen: one room's history as text.
 
-A `RoomLog` is the model (messages by sequence number, the user's messages
-still in the outbox, local notices); `render_log` turns it into lines; the
+A `RoomLog` (`tui/roomlog.py`) is the model; `render_log` turns it into lines; the
 `Timeline` widget shows them and asks for older pages when scrolled to the
 top. A message that failed to decrypt or verify is shown with a marker, never
 hidden.
@@ -15,7 +14,7 @@ starts in column 0 (`Block`), so a message cannot forge another one.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from rich.console import Console, ConsoleOptions, RenderResult
@@ -25,171 +24,10 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from curvechat.client.cache import CachedMessage
 from curvechat.protocol.text import split_lines
 from curvechat.tui.format import clock_time, day, day_label, name_colour, safe_text
 from curvechat.tui.messages import OlderWanted
-
-EntryKind = Literal["message", "pending", "notice"]
-NoticeLevel = Literal["info", "error", "warning"]
-
-
-@dataclass(slots=True)
-class Entry:
-    kind: EntryKind
-    ts_ms: int
-    text: str
-    sender: str = ""
-    seq: int = 0
-    txn: str = ""
-    error: str | None = None
-    """Message: why it could not be read. Pending: why it was not sent."""
-    level: NoticeLevel = "info"
-
-
-@dataclass
-class RoomLog:
-    room: str
-    me: str
-    """Who our own pending entries (sender "") are from: a pending entry is
-    matched by sender and txn, since any member can reuse another's txn."""
-    entries: list[Entry] = field(default_factory=list)
-    has_older: bool = True
-    loaded: bool = False
-
-    @property
-    def first_seq(self) -> int | None:
-        seqs = [e.seq for e in self.entries if e.kind == "message"]
-        return min(seqs) if seqs else None
-
-    @property
-    def last_seq(self) -> int:
-        return max((e.seq for e in self.entries if e.kind == "message"), default=0)
-
-    def seqs(self) -> set[int]:
-        return {e.seq for e in self.entries if e.kind == "message"}
-
-    def add_message(self, msg: CachedMessage) -> bool:
-        """Place `msg` by sequence number; drop the pending copy of it. A
-        message that opened takes the place of one at its seq that did not
-        (the engine opened it later). False if it was already shown, or if
-        it is older than the loaded pages (`_place`)."""
-        self._drop_pending(msg.txn, msg.sender)
-        entry = Entry(
-            "message",
-            msg.ts_ms,
-            msg.text or "",
-            sender=msg.sender,
-            seq=msg.seq,
-            txn=msg.txn,
-            error=msg.error,
-        )
-        for i, e in enumerate(self.entries):
-            if e.kind == "message" and e.seq == msg.seq:
-                if e.error is None or msg.error is not None:
-                    return False
-                self.entries[i] = entry
-                return True
-        return self._place(entry)
-
-    def acked(self, txn: str, seq: int, ts_ms: int, sender: str) -> bool:
-        """The server acknowledged the pending message `txn` as `seq`: it is
-        pending no more, and takes its place by `seq` (unless the message
-        itself is already shown). False if `txn` was not pending here."""
-        pending = [e for e in self.entries if self._is_pending(e, txn, sender)]
-        if not pending:
-            return False
-        self._drop_pending(txn, sender)
-        mine = pending[0]
-        self._place(Entry("message", ts_ms or mine.ts_ms, mine.text, sender, seq, txn))
-        return True
-
-    def _from(self, e: Entry) -> str:
-        return e.sender or self.me  # our own pending entries have no sender
-
-    def _is_pending(self, e: Entry, txn: str, sender: str) -> bool:
-        return e.kind == "pending" and e.txn == txn and self._from(e) == sender
-
-    def _drop_pending(self, txn: str, sender: str) -> None:
-        self.entries = [e for e in self.entries if not self._is_pending(e, txn, sender)]
-
-    def _place(self, entry: Entry) -> bool:
-        """Put `entry` in seq order, unless a message at its seq is shown,
-        or it is older than the pages loaded while older ones are not (a
-        message the engine opened late, far back): the older pages bring it
-        in its place, and it must not become the first loaded message, from
-        which they are asked for (history in between would be skipped)."""
-        if entry.seq in self.seqs():
-            return False
-        first = self.first_seq
-        if self.loaded and self.has_older and first is not None and entry.seq < first:
-            return False
-        later = [i for i, e in enumerate(self.entries) if e.kind == "message" and e.seq > entry.seq]
-        if later:
-            self.entries.insert(later[0], entry)
-        else:
-            self.entries.append(entry)
-        return True
-
-    def newest_page(self, msgs: list[CachedMessage], *, failed: bool = False) -> None:
-        """The room's newest page (`msgs`) is loaded, merged
-        with what came in meanwhile; a message that came in older than the
-        page (opened late, far back) is left to the older pages."""
-        for msg in msgs:
-            self.add_message(msg)
-        if msgs:
-            low = min(msg.seq for msg in msgs)
-            self.entries = [e for e in self.entries if e.kind != "message" or e.seq >= low]
-        first = self.first_seq
-        self.has_older = failed or (first is not None and first > 1)
-        self.loaded = True
-
-    def mark_replay(self, seq: int, original: int) -> bool:
-        """The message shown at `seq` is a replay of the one at `original`:
-        it is shown as unreadable from now on (so a message that opens there
-        later takes its place). False if no message at `seq` is shown."""
-        for e in self.entries:
-            if e.kind == "message" and e.seq == seq:
-                e.text, e.error = "", f"replay of message {original}"
-                return True
-        return False
-
-    def prepend(self, msgs: list[CachedMessage]) -> int:
-        """Add an older page; returns how many were new."""
-        known = self.seqs()
-        fresh = [
-            Entry("message", m.ts_ms, m.text or "", m.sender, m.seq, m.txn, m.error)
-            for m in msgs
-            if m.seq not in known
-        ]
-        self.entries = fresh + self.entries
-        return len(fresh)
-
-    def add_pending(self, txn: str, text: str, created_ms: int, sender: str = "") -> None:
-        """An entry not on the server yet: ours (no `sender`), or a member's
-        taken peer to peer. The server's copy replaces it (by sender and txn)."""
-        who = sender or self.me
-        if any(e.txn == txn and self._from(e) == who for e in self.entries):
-            return
-        self.entries.append(Entry("pending", created_ms, text, sender=sender, txn=txn))
-
-    def fail(self, txn: str, reason: str) -> None:
-        """Our pending message `txn` was not sent, for `reason`."""
-        for e in self.entries:
-            if self._is_pending(e, txn, self.me):
-                e.error = reason
-
-    def notice(self, text: str, ts_ms: int, level: NoticeLevel = "info") -> None:
-        self.entries.append(Entry("notice", ts_ms, text, level=level))
-
-    def ordered(self) -> list[Entry]:
-        """Messages and notices as they came, the outbox last (it is not yet
-        part of the room's order)."""
-        pending = [e for e in self.entries if e.kind == "pending"]
-        # peer-to-peer: the provisional order (sender's clock, sender, txn)
-        pending.sort(key=lambda e: (e.ts_ms, e.sender, e.txn))
-        return [e for e in self.entries if e.kind != "pending"] + pending
-
+from curvechat.tui.roomlog import Entry, RoomLog
 
 CONTINUATION = "│ "
 """Drawn before each further line of a multi-line text, under its first line."""

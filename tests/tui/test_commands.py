@@ -74,3 +74,20 @@ def test_help_lists_every_command() -> None:
     assert cmds.help_lines("p")[0].startswith("/msg USER TEXT")
     assert "(also /exit)" in cmds.help_lines("quit")[0]
     assert "display name" in cmds.help_lines("a")[0]
+
+
+@pytest.mark.parametrize(
+    ("line", "name"),
+    [
+        ("/part", "leave"),
+        ("/close", "leave"),
+        ("/names", "members"),
+        ("/kick bob", "remove"),
+        ("/query bob", "dm"),
+    ],
+)
+def test_irc_and_weechat_names_are_the_commands_the_table_maps_them_to(
+    line: str, name: str
+) -> None:
+    """docs/tui.md, "Coming from IRC or weechat": each name works as what it maps to."""
+    assert cmds.parse(line).spec.name == name

@@ -159,6 +159,10 @@ def test_errors_are_one_line_with_a_code(people: dict[str, User], tmp_path: Path
     alice = people["alice"]
     no_id = alice.run("rooms", ok=False)
     assert no_id.returncode == 1 and "[no_identity]" in no_id.stderr
+    assert "run `curvechat init --user NAME`" in no_id.stderr  # the home from the environment
+    elsewhere = tmp_path / "elsewhere home"
+    named = alice.run("rooms", "--home", str(elsewhere), ok=False)
+    assert f"run `curvechat init --user NAME --home '{elsewhere}'`" in named.stderr, named.stderr
     alice.run("init", "--user", "alice")
     again = alice.run("init", "--user", "alice", ok=False)
     assert "[identity_exists]" in again.stderr

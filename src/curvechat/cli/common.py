@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import getpass
 import os
+import shlex
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -113,6 +114,15 @@ def _addresses(text: str) -> Any:
         raise CliError("bad_connect_string", str(exc), EXIT_USAGE) from exc
 
 
+def no_identity(args: argparse.Namespace, home: Any) -> CliError:
+    """The error for a home with no identity, naming the command that makes
+    one there (with `--home` when the home was given by it)."""
+    where = f" --home {shlex.quote(args.home)}" if args.home else ""
+    return CliError(
+        "no_identity", f"no identity in {home.path}: run `curvechat init --user NAME{where}`"
+    )
+
+
 def _load_identity(args: argparse.Namespace, home: Any, *, agent: bool = True) -> Any:
     """The identity: from the unlock agent if one holds it (cli/unlock.py),
     else opened with the passphrase (Argon2id)."""
@@ -120,9 +130,7 @@ def _load_identity(args: argparse.Namespace, home: Any, *, agent: bool = True) -
     from curvechat.crypto.keyfile import load_identity
 
     if not home.identity.exists():
-        raise CliError(
-            "no_identity", f"no identity in {home.path}: run `curvechat init --user NAME`"
-        )
+        raise no_identity(args, home)
     if agent:
         from curvechat.cli.unlock import identity_from_agent
 

@@ -332,7 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("history", cmd_history, "show a room's history")
     p.add_argument("room", help="room id, or @user for a direct-message room")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument(
+        "--limit", type=int, default=50, help="the newest this many messages (default 50)"
+    )
     add("rooms", cmd_rooms, "list your rooms").add_argument("--json", action="store_true")
     add("members", cmd_members, "list a room's members").add_argument("room")
     p = add("keys", cmd_keys, "fingerprints and safety numbers; accept a changed key")

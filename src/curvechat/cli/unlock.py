@@ -11,7 +11,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from curvechat.cli import agent
-from curvechat.cli.common import EXIT_USAGE, CliError, _home, _load_identity
+from curvechat.cli.common import EXIT_USAGE, CliError, _home, _load_identity, no_identity
 from curvechat.protocol.text import visible
 
 if TYPE_CHECKING:
@@ -79,9 +79,7 @@ def cmd_unlock(args: argparse.Namespace) -> int:
         raise CliError("agent_off", f"{agent.AGENT_ENV}=off: no agent is used", EXIT_USAGE)
     lifetime = parse_lifetime(args.lifetime)
     if not home.identity.exists():
-        raise CliError(
-            "no_identity", f"no identity in {home.path}: run `curvechat init --user NAME`"
-        )
+        raise no_identity(args, home)
     data = home.identity.read_bytes()
     identity = _load_identity(args, home, agent=False)
     old = agent.ask(path, "stop")  # a new unlock replaces (and so renews) the old agent

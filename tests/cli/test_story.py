@@ -219,3 +219,20 @@ def test_keys_show_matching_safety_numbers(people: dict[str, User]) -> None:
     assert "CHANGED" not in mine
     none = alice.run("keys", "--accept", "bob", ok=False)
     assert none.returncode == 1 and "[no_key_change]" in none.stderr
+
+
+def test_many_lines_are_sent_for_as_long_as_acks_keep_coming(people: dict[str, User]) -> None:
+    """`send -` of more lines than its `--timeout` takes to send (the node
+    takes 500 requests/s of a connection by default, after a burst of
+    1,000: 4,000 lines take about 6 s): the timeout bounds the wait for each
+    next acknowledgement, not for all of them, so a live server gets every
+    line and the command exits 0."""
+    alice = people["alice"]
+    alice.run("init", "--user", "alice")
+    alice.run("create", "bulk")
+    lines = [f"line {i:05d}" for i in range(4_000)]
+    got = alice.run("send", "bulk", "-", "--timeout", "3", stdin="\n".join(lines) + "\n", ok=False)
+    assert got.returncode == 0, got.stderr[-600:]
+    assert got.stdout.strip() == "sent 4000 message(s) to bulk"
+    shown = alice.run("history", "bulk", "--limit", "3").stdout.splitlines()
+    assert [ln.split(": ", 1)[1] for ln in shown] == lines[-3:]

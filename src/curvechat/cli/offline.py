@@ -45,13 +45,13 @@ def _sync_fields(client: ChatClient, away: Offline | None) -> dict[str, Any]:
 async def _send_lines(client: ChatClient, room: str, lines: list[str], timeout: float) -> int:
     from curvechat.client.errors import RequestTimeout
 
-    txns = [client.queue(room, line) for line in lines]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    txns = client.queue_many(room, lines)
     acked = 0
     try:
+        # `timeout` bounds the wait for each next ack: many lines take as long
+        # as the server keeps acknowledging them.
         for txn in txns:
-            await client.wait_ack(txn, max(0.0, deadline - loop.time()))
+            await client.wait_ack(txn, timeout)
             acked += 1
     except RequestTimeout:
         print(
@@ -66,8 +66,7 @@ async def _send_lines(client: ChatClient, room: str, lines: list[str], timeout: 
 
 
 def _queue_offline(client: ChatClient, away: Offline, room: str, lines: list[str]) -> int:
-    for line in lines:
-        client.queue(room, line)
+    client.queue_many(room, lines)
     print(
         f"curvechat: offline ({visible(away.why)}); {len(lines)} message(s) queued for"
         f" {visible(room)}: the next command that connects (`send`, `tail`, `chat`…) sends them",

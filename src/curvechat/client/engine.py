@@ -306,6 +306,10 @@ class ChatClient:
         """Queue `text` for `room` in the persistent outbox; its txn id."""
         return self.outbox.queue(room, text)
 
+    def queue_many(self, room: str, texts: list[str]) -> list[str]:
+        """Queue `texts` for `room`, in order, with one durable commit; their txn ids."""
+        return self.outbox.queue_many(room, texts)
+
     async def wait_ack(self, txn: str, timeout: float | None = None) -> m.SendAck:
         """Wait for the ack of a message queued with `send(..., wait=False)`.
         Raises RequestTimeout (still queued) or ServerRefused (it failed)."""

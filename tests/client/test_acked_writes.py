@@ -13,9 +13,10 @@ import pytest
 from curvechat.client.cache import Cache
 from curvechat.client.model import OutboxItem
 from curvechat.client.sending import Placed, place_acks
+from curvechat.client.unopenedrows import WAITS
 from curvechat.protocol import messages as m
 
-STORE, KNOWN, BAD = Placed.STORE, Placed.KNOWN, Placed.BAD
+STORE, KNOWN, BAD, WAIT = Placed.STORE, Placed.KNOWN, Placed.BAD, Placed.WAIT
 
 
 # --- the judgement, without a cache -------------------------------------------------
@@ -38,7 +39,7 @@ def test_an_ack_that_names_another_room_or_txn_is_bad() -> None:
 
 
 def test_an_ack_at_a_seq_holding_another_message_is_bad() -> None:
-    taken = {5: ("bob", "x"), 6: ("me", "other-txn")}
+    taken = {5: ("bob", "x", "opened"), 6: ("me", "other-txn", "opened")}
     assert _places([("a", "r", "a", 5), ("b", "r", "b", 6)], taken=taken) == [BAD, BAD]
 
 
@@ -50,10 +51,19 @@ def test_two_sends_acked_at_one_seq_store_the_first_only() -> None:
 
 
 def test_a_send_a_push_brought_in_first_is_known_at_its_seq_or_another() -> None:
-    taken = {5: ("me", "a")}  # pushed at the seq its ack names
+    taken = {5: ("me", "a", "opened")}  # pushed at the seq its ack names
     assert _places([("a", "r", "a", 5)], taken=taken) == [KNOWN]
     # pushed at another seq: the copy that verified stands, no second row
     assert _places([("a", "r", "a", 9)], stored={"a"}) == [KNOWN]
+
+
+def test_an_ack_at_a_row_of_ours_that_may_yet_open_waits() -> None:
+    """Another process of this home sent it under a key this one does not
+    hold yet (a rotation there): the pushed row claims to be this send and
+    waits for the key. Neither stored nor failed: sent again later."""
+    taken = {5: ("me", "a", "waits"), 6: ("bob", "b", "waits"), 7: ("me", "c", "never")}
+    acks = [("a", "r", "a", 5), ("b", "r", "b", 6), ("c", "r", "c", 7)]
+    assert _places(acks, taken=taken) == [WAIT, BAD, BAD]
 
 
 # --- the cache ----------------------------------------------------------------------
@@ -76,7 +86,7 @@ def _ack(item: OutboxItem, seq: int, ts: int = 0) -> tuple[OutboxItem, m.SendAck
 
 def test_acked_sends_leave_the_outbox_and_are_readable_with_their_text(cache: Cache) -> None:
     items = _queue(cache, ["one", "two", "three"])
-    shown, bad = cache.record_sent(
+    shown, bad, _ = cache.record_sent(
         "r", "alice", [_ack(it, 10 + k, 1000 + k) for k, it in enumerate(items)]
     )
     assert bad == []
@@ -118,7 +128,7 @@ def test_a_message_a_push_brought_in_first_is_neither_replaced_nor_shown_again(
     items = _queue(cache, ["mine", "also mine"])
     with cache.batch("r") as batch:  # the push of the first one came before its ack
         assert batch.add(5, 77, "alice", "t0", None, "mine", None)
-    shown, bad = cache.record_sent("r", "alice", [_ack(items[0], 5, 99), _ack(items[1], 6, 100)])
+    shown, bad, _ = cache.record_sent("r", "alice", [_ack(items[0], 5, 99), _ack(items[1], 6, 100)])
     assert bad == []
     assert [m.seq for m in shown] == [6]
     stored = {m.seq: m for m in cache.messages("r")}
@@ -133,7 +143,7 @@ def test_acks_that_cannot_be_true_store_nothing_and_leave_the_sends_queued(
     items = _queue(cache, ["first", "second", "third"])
     with cache.batch("r") as batch:
         assert batch.add(7, 1, "bob", "bobs-txn", None, "from bob", None)
-    shown, bad = cache.record_sent(
+    shown, bad, _ = cache.record_sent(
         "r", "alice", [_ack(items[0], 7), _ack(items[1], 8), _ack(items[2], 8)]
     )
     # The first was acked at bob's seq, the third at the seq the second was given.
@@ -152,6 +162,25 @@ def test_an_ack_at_a_copy_of_ours_that_did_not_verify_is_bad(cache: Cache) -> No
     items = _queue(cache, ["mine"])
     with cache.batch("r") as batch:
         assert batch.add(5, 1, "alice", "t0", None, None, "message does not verify")
-    shown, bad = cache.record_sent("r", "alice", [_ack(items[0], 5)])
+    shown, bad, _ = cache.record_sent("r", "alice", [_ack(items[0], 5)])
     assert shown == [] and [item.txn for item, _ in bad] == ["t0"]
     assert [i.text for i in cache.outbox()] == ["mine"]
+
+
+def test_an_ack_at_our_row_waiting_for_its_key_keeps_the_send_queued(cache: Cache) -> None:
+    """The row at the ack's seq names our send and waits for its epoch's
+    key (M2, its envelope kept): the send stays in the outbox, neither
+    stored again nor failed; once the row opened, the same ack is known."""
+    items = _queue(cache, ["mine"])
+    cache._db.execute(
+        "INSERT INTO messages (room, seq, ts_ms, sender, txn, error, epoch, envelope, rule)"
+        " VALUES ('r', 5, 1, 'alice', 't0', 'no key for epoch 3 (M2)', 3, x'00', 'M2')"
+    )
+    assert cache._db.execute(f"SELECT {WAITS} FROM messages WHERE seq=5").fetchone()[0] == 1
+    shown, bad, waiting = cache.record_sent("r", "alice", [_ack(items[0], 5)])
+    assert (shown, bad, [i.txn for i in waiting]) == ([], [], ["t0"])
+    assert [i.text for i in cache.outbox()] == ["mine"]
+    cache._db.execute("UPDATE messages SET error=NULL, rule=NULL, envelope=NULL WHERE seq=5")
+    shown, bad, waiting = cache.record_sent("r", "alice", [_ack(items[0], 5)])
+    assert (shown, bad, waiting) == ([], [], [])
+    assert cache.outbox() == []

@@ -19,10 +19,15 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from curvechat.client.model import CachedMessage
+from curvechat.client.unopenedrows import WAITS
 from curvechat.protocol import messages as m
+
+Held = Literal["opened", "waits", "never"]
+"""How a row holds its seq: it opened; it did not, but a key or an op may
+still open it (M2-M4); it did not and never will."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -114,14 +119,16 @@ class MessageRows:
         """Which of `seqs` are already stored for `room`."""
         return set(self.holders(room, seqs))
 
-    def holders(self, room: str, seqs: Sequence[int]) -> dict[int, tuple[str, str]]:
-        """The (sender, txn) stored at each of `seqs` that holds a message of
-        `room`, ("", "") for a row that did not verify (it names a sender and
-        txn it may not have): whatever the seqs' spread, no range is scanned."""
-        sql = "SELECT seq, sender, txn, error FROM messages WHERE room=? AND seq IN ({})"
+    def holders(self, room: str, seqs: Sequence[int]) -> dict[int, tuple[str, str, Held]]:
+        """The (sender, txn, how it is held) stored at each of `seqs` that
+        holds a message of `room`: a row that did not open only claims its
+        sender and txn. Whatever the seqs' spread, no range is scanned."""
+        sql = (
+            f"SELECT seq, sender, txn, error, {WAITS} FROM messages WHERE room=? AND seq IN ({{}})"
+        )
         return {
-            int(seq): ("", "") if error is not None else (who, txn)
-            for seq, who, txn, error in self._rows_in(sql, (room,), seqs)
+            int(seq): (who, txn, "opened" if error is None else "waits" if waits else "never")
+            for seq, who, txn, error, waits in self._rows_in(sql, (room,), seqs)
         }
 
     def own_txns(self, room: str, sender: str, txns: Sequence[str]) -> set[str]:

@@ -86,6 +86,7 @@ class Outbox:
         self._store_down = 0  # passes in a row with sends refused store_unavailable
         self._down_noted = False  # this pass counted in `_store_down` already
         self._stale: dict[str, int] = {}  # txn -> stale refusals so far
+        self._unopened: dict[str, int] = {}  # txn -> acks at a row that did not open, so far
         self._txns: dict[str, TxnIds] = {}  # room -> its ids (none tells of another room)
         self._texts: dict[str, str] = {}  # txn -> text, of what this outbox queued and holds
 
@@ -287,16 +288,26 @@ class Outbox:
         in one transaction per room; each told once."""
         shown: list[CachedMessage] = []
         bad: dict[str, str] = {}  # txn -> why its ack cannot be true
+        waiting: set[str] = set()
         for room, group in itertools.groupby(acked, key=lambda pair: pair[0].item.room):
             rows = [(sent.item, ack, sent.epoch) for sent, ack in group]
-            stored, refused = self.p.cache.record_sent(room, self.p.me, rows)
+            stored, refused, unopened = self.p.cache.record_sent(room, self.p.me, rows)
             shown += stored
             bad.update((item.txn, why) for item, why in refused)
+            waiting.update(item.txn for item in unopened)
         self._store_down = 0
         for sent, ack in acked:
-            if sent.item.txn in bad:
-                self._fail(sent.item, BAD_ACK, bad[sent.item.txn])
+            txn = sent.item.txn
+            if txn in waiting:  # its row opens once this process has the key: sent again then
+                tries = self._unopened[txn] = self._unopened.get(txn, 0) + 1
+                if tries <= STALE_TRIES:
+                    self._later()
+                    continue
+                bad[txn] = f"the server acknowledged it as message {ack.seq}, which does not open"
+            if txn in bad:
+                self._fail(sent.item, BAD_ACK, bad[txn])
                 continue
+            self._unopened.pop(txn, None)
             self._stale.pop(sent.item.txn, None)
             self._waiters.acked(sent.item.txn, ack)
             self._texts.pop(sent.item.txn, None)
@@ -327,6 +338,7 @@ class Outbox:
         self.p.cache.dequeue(item.txn)
         self._texts.pop(item.txn, None)
         self._stale.pop(item.txn, None)
+        self._unopened.pop(item.txn, None)
         self._waiters.failed(item.txn, code, message)
         self.p.emit(ev.SendFailed(item.room, item.txn, code, message))
 

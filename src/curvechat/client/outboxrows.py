@@ -24,6 +24,7 @@ from curvechat.protocol import messages as m
 
 if TYPE_CHECKING:
     from curvechat.client.cache import MessageBatch
+    from curvechat.client.messagerows import Held
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -42,7 +43,7 @@ class OutboxRows:
     _open: Callable[[bytes], bytes]
     _tx: Callable[[], Any]
     batch: Callable[[str], MessageBatch]
-    holders: Callable[[str, Sequence[int]], dict[int, tuple[str, str]]]
+    holders: Callable[[str, Sequence[int]], dict[int, tuple[str, str, Held]]]
     own_txns: Callable[[str, str, Sequence[str]], set[str]]
 
     def enqueue(self, room: str, txn: str, text: str) -> OutboxItem:
@@ -81,13 +82,14 @@ class OutboxRows:
 
     def record_sent(
         self, room: str, me: str, acked: Sequence[tuple[OutboxItem, m.SendAck, int]]
-    ) -> tuple[list[CachedMessage], list[tuple[OutboxItem, str]]]:
+    ) -> tuple[list[CachedMessage], list[tuple[OutboxItem, str]], list[OutboxItem]]:
         """Sends of `room` the server acknowledged, in order, as (item, ack,
         epoch), judged against what the cache holds (`sending.place_acks`),
         out of the outbox and into the room's messages in one transaction.
         Returns the messages to show (each once: not those a push or a sync
-        brought in already) and the sends whose ack cannot be true, with
-        why: those stay in the outbox for the outbox to fail."""
+        brought in already), the sends whose ack cannot be true, with why,
+        and those whose seq holds a row that did not open yet but claims to
+        be them: both stay in the outbox, for the outbox to fail or send again."""
         with self.batch(room) as batch:
             plan = place_acks(
                 me,
@@ -99,10 +101,14 @@ class OutboxRows:
             rows: list[tuple[int, int, str, str, int | None, bytes, int | None]] = []
             shown: list[CachedMessage] = []
             bad: list[tuple[OutboxItem, str]] = []
+            waiting: list[OutboxItem] = []
             done: list[str] = []
             for (item, ack, epoch), (where, why) in zip(acked, plan, strict=True):
                 if where is Placed.BAD:
                     bad.append((item, why))
+                    continue
+                if where is Placed.WAIT:
+                    waiting.append(item)
                     continue
                 done.append(item.txn)
                 if where is Placed.STORE:
@@ -116,7 +122,7 @@ class OutboxRows:
                     )
             self.dequeue(*done)
             batch.add_sealed(rows)
-        return shown, bad
+        return shown, bad, waiting
 
     @contextlib.contextmanager
     def _durable(self) -> Iterator[None]:

@@ -91,6 +91,8 @@ class Placed(enum.Enum):
     STORE = "store"  # into the room's messages at its ack's seq, and shown
     KNOWN = "known"  # a push or a sync brought it in already: not stored or shown again
     BAD = "bad"  # the ack cannot be true: the send fails and nothing is stored
+    WAIT = "wait"  # its seq holds a row that did not open but says it is this send:
+    # left in the outbox and sent again later (the server keeps it once), judged anew
 
 
 BAD_ACK = "bad_ack"
@@ -102,12 +104,14 @@ def place_acks(
     room: str,
     acks: Sequence[tuple[str, str, str, int]],
     *,
-    taken: Mapping[int, tuple[str, str]],
+    taken: Mapping[int, tuple[str, str, str]],
     stored: Collection[str],
 ) -> list[tuple[Placed, str]]:
     """Judge the acks of `room`'s sends, in the order sent, each as (the
     send's txn, the ack's room, txn and seq), against what the cache holds:
-    `taken` maps the acks' seqs that hold a message to its (sender, txn),
+    `taken` maps the acks' seqs that hold a row to the (sender, txn) it
+    names and how it holds the seq (`messagerows.Held`: "opened", or not
+    yet, "waits", or "never": a row that did not open only claims them),
     `stored` holds the txns of our messages already stored in the room.
     Returns where each goes and, if BAD, why.
 
@@ -115,7 +119,10 @@ def place_acks(
     that holds another message, or a seq an earlier send of the same
     answers was given, fails its send rather than hide, replace or double a
     message; one for a send a push or a sync already brought in changes
-    nothing."""
+    nothing. A seq whose row did not open but may yet, and claims to be
+    this very send (ours, sealed under a key this process does not hold
+    yet: another process of this home made it), waits: neither stored nor
+    failed."""
     out: list[tuple[Placed, str]] = []
     held = dict(taken)  # and the seqs given to the sends judged so far
     for txn, ack_room, ack_txn, seq in acks:
@@ -123,9 +130,12 @@ def place_acks(
             out.append((Placed.BAD, "the server's answer names another message"))
             continue
         holder = held.get(seq)
-        if holder is not None and holder != (me, txn):
+        if holder == (me, txn, "waits"):
+            out.append((Placed.WAIT, ""))
+            continue
+        if holder is not None and holder != (me, txn, "opened"):
             out.append((Placed.BAD, f"the server acknowledged it as message {seq}, another one"))
             continue
-        held[seq] = (me, txn)
+        held[seq] = (me, txn, "opened")
         out.append((Placed.KNOWN if holder is not None or txn in stored else Placed.STORE, ""))
     return out

@@ -26,3 +26,17 @@ def test_members_after_a_removal_is_not_member(cli: Callable[[str], Any]) -> Non
     got = carol.run("members", "r", ok=False)
     assert got.returncode == 1 and got.stdout == ""
     assert "[not_member]: you are no longer a member of r" in got.stderr
+
+
+def test_a_refused_membership_change_says_its_code_once(cli: Callable[[str], Any]) -> None:
+    """A member who is not an admin removing another: one line, the code in
+    brackets and not again at the start of the message."""
+    alice, bob = cli("alice"), cli("bob")
+    alice.run("init", "--user", "alice")
+    bob.run("init", "--user", "bob")
+    alice.run("create", "r", "--members", "bob")
+    got = bob.run("remove", "r", "alice", ok=False)
+    assert got.returncode == 1, got.stderr
+    line = got.stderr.strip()
+    assert line.startswith("curvechat: error [forbidden]: remove of 'alice' by 'bob'"), line
+    assert "requires that the actor is an admin" in line

@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, flag, 1) <= 0:
             _fail("bad_argument", f"--{flag} must be positive", EXIT_USAGE)
     from curvechat.client.errors import ServerRefused
+    from curvechat.crypto.errors import MembershipError
     from curvechat.protocol import ProtocolError
     from curvechat.protocol.errors import CurvechatError
 
@@ -45,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except CliError as exc:
         _fail(exc.code, exc.message, exc.exit_code)
-    except (ServerRefused, ProtocolError) as exc:
-        _fail(str(exc.code), exc.message, EXIT_FAIL)
+    except (ServerRefused, ProtocolError, MembershipError) as exc:
+        _fail(str(exc.code), exc.message, EXIT_FAIL)  # (their str() leads with the code)
     except CurvechatError as exc:
         _fail(str(exc.code), str(exc), EXIT_FAIL)
     except KeyboardInterrupt:

@@ -40,3 +40,13 @@ def test_a_refused_membership_change_says_its_code_once(cli: Callable[[str], Any
     line = got.stderr.strip()
     assert line.startswith("curvechat: error [forbidden]: remove of 'alice' by 'bob'"), line
     assert "requires that the actor is an admin" in line
+
+
+def test_sending_to_a_room_never_joined_is_no_such_room_as_elsewhere(
+    cli: Callable[[str], Any],
+) -> None:
+    alice = cli("alice")
+    alice.run("init", "--user", "alice")
+    got = alice.run("send", "nosuchroom", "hello", ok=False)
+    assert got.returncode == 1 and got.stdout == ""
+    assert "[no_such_room]: no room nosuchroom here" in got.stderr

@@ -116,8 +116,10 @@ class Outbox:
         for text in texts:
             check_text(text)
         cached = self.p.cache.room(room)
-        if cached is None or cached.left:
-            raise NotReady(f"you are not a member of {room}", "not_member")
+        if cached is None:  # as `history`, `members` and `tail` say it
+            raise NotReady(f"no room {room} here: you are not a member of it", "no_such_room")
+        if cached.left:
+            raise NotReady(f"you are no longer a member of {room}", "not_member")
         self.p.core.refuse_if_key_changed(room)
         ids = self._txns.setdefault(room, TxnIds())
         txns = [ids() for _ in texts]

@@ -39,6 +39,9 @@ class RoomLog:
     entries: list[Entry] = field(default_factory=list)
     has_older: bool = True
     loaded: bool = False
+    trims: int = 0
+    """Times `trim` dropped messages: an older page asked for before one
+    would leave a gap between it and what is kept."""
     _pending: set[tuple[str, str]] = field(default_factory=set, repr=False)
     """(sender, txn) of the pending entries (ours under `me`)."""
 
@@ -136,17 +139,19 @@ class RoomLog:
         self.loaded = True
 
     def trim(self, keep: int) -> None:
-        """Keep the newest `keep` messages (with what came after the oldest
-        of them): the rest are older pages again, read from the cache when
-        scrolled up to."""
+        """Keep the newest `keep` messages, and every notice and pending
+        entry (the cache holds neither): the older messages are older pages
+        again, read from the cache when scrolled up to. A page asked for
+        before a trim must not be added after it (`trims`)."""
         seqs = sorted(e.seq for e in self.entries if e.kind == "message")
         if len(seqs) <= keep:
             return
         low = seqs[-keep]  # messages are in seq order among the entries
         cut = next(i for i, e in enumerate(self.entries) if e.kind == "message" and e.seq >= low)
         older, self.entries = self.entries[:cut], self.entries[cut:]
-        self.entries[:0] = [e for e in older if e.kind == "pending"]
+        self.entries[:0] = [e for e in older if e.kind != "message"]
         self.has_older = True
+        self.trims += 1
 
     def mark_replay(self, seq: int, original: int) -> bool:
         """The message shown at `seq` is a replay of the one at `original`:

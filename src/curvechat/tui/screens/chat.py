@@ -241,15 +241,16 @@ class ChatScreen(Screen[None]):
         if not room or room_log is None or not room_log.loaded or not room_log.has_older:
             return
         timeline.loading_older = True
+        trims, before = room_log.trims, room_log.first_seq
         try:
-            msgs = await self.client.history(
-                room, limit=self.settings.page_size, before=room_log.first_seq
-            )
+            msgs = await self.client.history(room, limit=self.settings.page_size, before=before)
         except CurvechatError as exc:
             self.error(explain(exc, Attempt("history", room=room_label(room, self.me))))
             return
         finally:
             timeline.loading_older = False
+        if room_log.trims != trims:  # it would sit below a gap: asked for again when scrolled up
+            return
         added = room_log.prepend(msgs)
         first = room_log.first_seq
         room_log.has_older = bool(added) and first is not None and first > 1

@@ -23,6 +23,28 @@ SENT = 1_200
 KEPT = 300
 
 
+async def _flood_room(
+    server: ServerProcess, kit: Kit, clients: ClientFactory, pilot: Any, app: Any
+) -> ChatClient:
+    await ready(pilot, app)
+    bob, _ = await clients.make("bob", server.connect)
+    await bob.create_room("flood", ["alice"])
+    await until(pilot, lambda: "flood" in app.chat.room_ids(), "alice in #flood")
+    await say(pilot, app, "/join flood")
+    await until(pilot, lambda: app.chat.current == "flood", "#flood on screen")
+    return bob
+
+
+async def _scroll_to_top(pilot: Any, app: Any) -> str:
+    for _ in range(80):
+        log = app.chat.logs["flood"]
+        if not log.has_older and app.chat.query_one(Timeline).scroll_y <= 0:
+            break
+        await pilot.press("pageup")
+        await pilot.pause(0.05)
+    return shown(app)
+
+
 async def test_a_burst_is_drawn_a_few_times_and_kept_bounded(
     server: ServerProcess, kit: Kit, clients: ClientFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -38,12 +60,7 @@ async def test_a_burst_is_drawn_a_few_times_and_kept_bounded(
     monkeypatch.setattr(Timeline, "show", counted)
     app = kit.app("alice", server.connect, page_size=100)
     async with app.run_test(size=(100, 30)) as pilot:
-        await ready(pilot, app)
-        bob, _ = await clients.make("bob", server.connect)
-        await bob.create_room("flood", ["alice"])
-        await until(pilot, lambda: "flood" in app.chat.room_ids(), "alice in #flood")
-        await say(pilot, app, "/join flood")
-        await until(pilot, lambda: app.chat.current == "flood", "#flood on screen")
+        bob = await _flood_room(server, kit, clients, pilot, app)
         before = draws
         bob.outbox.queue_many("flood", [f"line {i:04d}" for i in range(SENT)])
         last = f"bob: line {SENT - 1:04d}"
@@ -69,28 +86,6 @@ async def test_a_burst_is_drawn_a_few_times_and_kept_bounded(
 KEPT_SMALL = 50
 FIRST = 200
 MORE = 30
-
-
-async def _flood_room(
-    server: ServerProcess, kit: Kit, clients: ClientFactory, pilot: Any, app: Any
-) -> ChatClient:
-    await ready(pilot, app)
-    bob, _ = await clients.make("bob", server.connect)
-    await bob.create_room("flood", ["alice"])
-    await until(pilot, lambda: "flood" in app.chat.room_ids(), "alice in #flood")
-    await say(pilot, app, "/join flood")
-    await until(pilot, lambda: app.chat.current == "flood", "#flood on screen")
-    return bob
-
-
-async def _scroll_to_top(pilot: Any, app: Any) -> str:
-    for _ in range(80):
-        log = app.chat.logs["flood"]
-        if not log.has_older and app.chat.query_one(Timeline).scroll_y <= 0:
-            break
-        await pilot.press("pageup")
-        await pilot.pause(0.05)
-    return shown(app)
 
 
 async def test_an_older_page_asked_for_before_a_trim_is_asked_for_again(

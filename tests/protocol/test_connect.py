@@ -295,3 +295,12 @@ def test_the_server_fingerprint_is_digits_to_read_out() -> None:
     assert groups[0] == f"{int.from_bytes(digest[:5], 'big') % 100_000:05d}"
     with pytest.raises(ValueError):
         server_fingerprint(KEY_A_BYTES[:31])
+
+
+def test_a_bad_key_names_every_form_taken() -> None:
+    """The README accepts the older `tcp://HOST:PORT/<z85 key>` too: a key
+    that is none of the forms says so, not only the two new spellings."""
+    with pytest.raises(ConnectStringError) as info:
+        parse_connect(f"curvechat://h:1/{KEY_A_B32[:-1]}")
+    assert "base32" in str(info.value) and "hex" in str(info.value)
+    assert "z85" in str(info.value) and "tcp://HOST:PORT/" in str(info.value)

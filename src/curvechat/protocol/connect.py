@@ -142,7 +142,8 @@ def _key_of(n: int, text: str) -> bytes:
         return binascii.unhexlify(text)
     raise ConnectStringError(
         f"item {n}: the server key is neither {BASE32_KEY_LEN} base32 characters "
-        f"(a-z, 2-7) nor {HEX_KEY_LEN} hex digits"
+        f"(a-z, 2-7) nor {HEX_KEY_LEN} hex digits (the older form, tcp://HOST:PORT/"
+        "followed by the key's 40 z85 characters, is taken too)"
     )
 
 

@@ -38,3 +38,6 @@ def test_blank_lines_sent_from_stdin_are_counted(cli: Callable[[str], Any]) -> N
     blank = alice.run("send", "general", "-", stdin="\n \n\n", ok=False)
     assert blank.returncode == 2 and "[empty]" in blank.stderr
     assert "3 blank line(s)" in blank.stderr
+    empty = alice.run("send", "general", "  ", ok=False)  # an argument, not lines
+    assert empty.returncode == 2
+    assert "[empty]: nothing to send: the message is empty or blank" in empty.stderr

@@ -80,11 +80,11 @@ def cmd_send(args: argparse.Namespace) -> int:
     lines = [ln for ln in given if ln.strip()]
     blank = len(given) - len(lines)
     if not lines:
-        raise CliError(
-            "empty",
-            f"nothing to send: {blank} blank line(s)" if blank else "nothing to send",
-            EXIT_USAGE,
-        )
+        if args.text != "-":
+            why = "nothing to send: the message is empty or blank"
+        else:
+            why = f"nothing to send: {blank} blank line(s)" if blank else "nothing to send"
+        raise CliError("empty", why, EXIT_USAGE)
     if blank:
         print(f"curvechat: skipped {blank} blank line(s)", file=sys.stderr)
 

@@ -15,9 +15,9 @@ import argparse
 import asyncio
 import os
 import tempfile
-import time
 from pathlib import Path
 
+from bench.limits import delete_keys, put_batches
 from bench.one_client import process_cpu
 
 MODES = ("tombstones", "compacted", "kept")
@@ -28,41 +28,19 @@ async def one_run(
 ) -> tuple[float, float]:
     """Puts/s of one run under `prefix` and the CPU seconds etcd's members
     used meanwhile, then what `mode` leaves behind."""
-    from aetcd import rpc  # type: ignore[import-untyped]
-
     from curvechat.store.etcd import EtcdStore
 
     store = EtcdStore(endpoints, prefix=prefix.decode())
     await store.open()
-    value = os.urandom(340)
-    n = 0
     before = [process_cpu(p) for p in pids]
-    t0 = time.monotonic()
     try:
-        while time.monotonic() - t0 < seconds:
-            puts = [
-                rpc.RequestOp(
-                    request_put=rpc.PutRequest(key=prefix + b"%012d" % (n + i), value=value)
-                )
-                for i in range(128)
-            ]
-            await store._txn([], puts)
-            n += len(puts)
-        rate = n / (time.monotonic() - t0)
+        n, wall, _ = await put_batches(store, prefix, os.urandom(340), seconds)
         used = sum(process_cpu(p) - b for p, b in zip(pids, before, strict=True))
         if mode != "kept":
-            end = prefix[:-1] + bytes([prefix[-1] + 1])
-            gone = await store._call(
-                "DeleteRange", rpc.DeleteRangeRequest(key=prefix, range_end=end)
-            )
-            if mode == "compacted":
-                await store._call(
-                    "Compact",
-                    rpc.CompactionRequest(revision=gone.header.revision, physical=True),
-                )
+            await delete_keys(store, prefix, compact=mode == "compacted")
     finally:
         await store.close()
-    return rate, used
+    return n / wall, used
 
 
 def main() -> None:

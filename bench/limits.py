@@ -262,48 +262,62 @@ def sqlite_limits(root: Path, envelope_size: int, seconds: float = 3.0) -> dict[
 
 
 # --- etcd -----------------------------------------------------------------------
-async def etcd_limits(endpoints: list[str], value_size: int, seconds: float = 3.0) -> dict:
+TXN_PUTS = 128
+"""Puts per transaction: etcd's default `--max-txn-ops`, the store's transaction size."""
+
+
+async def put_batches(
+    store: Any, prefix: bytes, value: bytes, seconds: float
+) -> tuple[int, float, list[int]]:
+    """Transactions of TXN_PUTS puts of `value` under new keys of `prefix`,
+    one in flight, for `seconds`: (puts, wall seconds, each one's ns)."""
     from aetcd import rpc  # type: ignore[import-untyped]
 
-    from curvechat.store.etcd import EtcdStore
-
-    store = EtcdStore(endpoints, prefix="/bare-bench/")
-    await store.open()
-    value = os.urandom(value_size)
     n = 0
-    k = 0
-    lat = []
+    lat: list[int] = []
     t0 = time.monotonic()
-    try:
-        while time.monotonic() - t0 < seconds:
-            puts = []
-            for _ in range(128):
-                k += 1
-                puts.append(
-                    rpc.RequestOp(
-                        request_put=rpc.PutRequest(key=b"/bare-bench/%012d" % k, value=value)
-                    )
-                )
-            t1 = time.monotonic_ns()
-            await store._txn([], puts)
-            lat.append(time.monotonic_ns() - t1)
-            n += len(puts)
-        wall = time.monotonic() - t0
-        gone = await store._call(
-            "DeleteRange", rpc.DeleteRangeRequest(key=b"/bare-bench/", range_end=b"/bare-bench0")
-        )
-        # Compacted away at once: left as tombstones, the keys just deleted
-        # made every later put cost etcd about three times its CPU (each
-        # member 45 against 15 us a put, until a compaction), which the
-        # cluster workloads that run next on this cluster would pay
-        # (docs/performance.md, "The bare etcd run's tombstones").
+    while time.monotonic() - t0 < seconds:
+        puts = [
+            rpc.RequestOp(request_put=rpc.PutRequest(key=prefix + b"%012d" % (n + i), value=value))
+            for i in range(TXN_PUTS)
+        ]
+        t1 = time.monotonic_ns()
+        await store._txn([], puts)
+        lat.append(time.monotonic_ns() - t1)
+        n += len(puts)
+    return n, time.monotonic() - t0, lat
+
+
+async def delete_keys(store: Any, prefix: bytes, *, compact: bool) -> None:
+    """Delete every key under `prefix`; with `compact`, compact them away
+    at once. Left as tombstones, keys deleted make every later put cost
+    etcd about three times its CPU until a compaction (docs/performance.md,
+    "The bare etcd run's tombstones")."""
+    from aetcd import rpc  # type: ignore[import-untyped]
+
+    end = prefix[:-1] + bytes([prefix[-1] + 1])
+    gone = await store._call("DeleteRange", rpc.DeleteRangeRequest(key=prefix, range_end=end))
+    if compact:
         await store._call(
             "Compact", rpc.CompactionRequest(revision=gone.header.revision, physical=True)
         )
+
+
+async def etcd_limits(endpoints: list[str], value_size: int, seconds: float = 3.0) -> dict:
+    from curvechat.store.etcd import EtcdStore
+
+    prefix = b"/bare-bench/"
+    store = EtcdStore(endpoints, prefix=prefix.decode())
+    await store.open()
+    try:
+        n, wall, lat = await put_batches(store, prefix, os.urandom(value_size), seconds)
+        # Compacted: the cluster workloads that run next on this cluster
+        # would otherwise pay for these keys' tombstones.
+        await delete_keys(store, prefix, compact=True)
     finally:
         await store.close()
     return {
-        "txn_ops": 128,
+        "txn_ops": TXN_PUTS,
         "puts_per_s": round(n / wall, 1),
         "txn_ms": summary_ms(lat),
     }

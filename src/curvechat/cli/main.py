@@ -37,19 +37,17 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("limit", "timeout"):
         if getattr(args, flag, 1) <= 0:
             _fail("bad_argument", f"--{flag} must be positive", EXIT_USAGE)
-    from curvechat.client.errors import ServerRefused
-    from curvechat.crypto.errors import MembershipError
-    from curvechat.protocol import ProtocolError
     from curvechat.protocol.errors import CurvechatError
 
     try:
         return int(args.func(args))
     except CliError as exc:
         _fail(exc.code, exc.message, exc.exit_code)
-    except (ServerRefused, ProtocolError, MembershipError) as exc:
-        _fail(str(exc.code), exc.message, EXIT_FAIL)  # (their str() leads with the code)
     except CurvechatError as exc:
-        _fail(str(exc.code), str(exc), EXIT_FAIL)
+        # An error that keeps its message apart from its code (a server's
+        # refusal, a protocol or membership error: their str() leads with
+        # the code) is said by that message, the code once, in brackets.
+        _fail(str(exc.code), getattr(exc, "message", None) or str(exc), EXIT_FAIL)
     except KeyboardInterrupt:
         return 130
 

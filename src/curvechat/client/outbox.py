@@ -298,21 +298,22 @@ class Outbox:
             bad.update((item.txn, why) for item, why in refused)
             waiting.update(item.txn for item in unopened)
         self._store_down = 0
+        if waiting:  # their rows open once this process has the key: sent again then
+            self._later()
         for sent, ack in acked:
             txn = sent.item.txn
-            if txn in waiting:  # its row opens once this process has the key: sent again then
+            if txn in waiting:
                 tries = self._unopened[txn] = self._unopened.get(txn, 0) + 1
                 if tries <= STALE_TRIES:
-                    self._later()
                     continue
                 bad[txn] = f"the server acknowledged it as message {ack.seq}, which does not open"
             if txn in bad:
                 self._fail(sent.item, BAD_ACK, bad[txn])
                 continue
             self._unopened.pop(txn, None)
-            self._stale.pop(sent.item.txn, None)
-            self._waiters.acked(sent.item.txn, ack)
-            self._texts.pop(sent.item.txn, None)
+            self._stale.pop(txn, None)
+            self._waiters.acked(txn, ack)
+            self._texts.pop(txn, None)
             self.p.emit(ev.SendAcked(sent.item.room, sent.item.txn, ack.seq, ack.ts))
         ours: dict[str, list[CachedMessage]] = {sent.item.room: [] for sent, _ in acked}
         for msg in shown:

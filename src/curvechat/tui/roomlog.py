@@ -143,11 +143,10 @@ class RoomLog:
         entry (the cache holds neither): the older messages are older pages
         again, read from the cache when scrolled up to. A page asked for
         before a trim must not be added after it (`trims`)."""
-        seqs = sorted(e.seq for e in self.entries if e.kind == "message")
-        if len(seqs) <= keep:
+        at = [i for i, e in enumerate(self.entries) if e.kind == "message"]
+        if len(at) <= keep:
             return
-        low = seqs[-keep]  # messages are in seq order among the entries
-        cut = next(i for i, e in enumerate(self.entries) if e.kind == "message" and e.seq >= low)
+        cut = at[-keep]  # messages are in seq order among the entries
         older, self.entries = self.entries[:cut], self.entries[cut:]
         self.entries[:0] = [e for e in older if e.kind != "message"]
         self.has_older = True

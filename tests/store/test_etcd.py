@@ -225,6 +225,38 @@ async def test_a_remembered_room_commits_in_one_round_trip(
     assert room is not None and room.head == 158
 
 
+async def test_a_batch_too_big_for_one_transaction_commits_in_fast_parts(
+    two: tuple[EtcdStore, EtcdStore],
+) -> None:
+    """One caller's batch of more messages than a transaction holds (what a
+    node forwards to a room's owner) is committed on the fast path, in
+    parts, in order, with a chain of predecessors; a resend inside such a
+    batch is answered as one."""
+    a, b = two
+    await make_room(a, "r")
+    await a.append_messages([msg("r", "alice", "t0")])  # read path: learns the room
+    batch = [msg("r", "alice", "t1")]
+    batch += [NewMessage("r", "alice", f"t{i}", b"x", after=f"t{i - 1}") for i in range(2, 151)]
+    acks = await a.append_messages(batch)
+    assert [(x.seq, x.duplicate, x.behind, x.stale) for x in acks] == [
+        (seq, False, False, False) for seq in range(2, 152)
+    ]
+    # 2 puts a message and the head's, in transactions of 128 operations:
+    # 63 + 63 + 24 messages, each part in one round trip.
+    assert (a._messages.fast, a._messages.fast_missed) == (3, 0)
+    # A resend of one committed in an earlier part, in the middle of the next
+    # big batch: the fast transaction holding it fails, the read path answers.
+    batch = [msg("r", "alice", f"u{i:03d}") for i in range(100)]
+    batch.insert(70, msg("r", "alice", "t5"))
+    acks = await a.append_messages(batch)
+    assert [x.seq for x in acks] == [*range(152, 222), 6, *range(222, 252)]
+    assert [i for i, x in enumerate(acks) if x.duplicate] == [70]
+    txns = [r.txn for r in await b.messages("r", limit=1000)]
+    assert txns == [f"t{i}" for i in range(151)] + [f"u{i:03d}" for i in range(100)]
+    room = await b.room("r")
+    assert room is not None and room.head == 251
+
+
 async def test_the_fast_path_gives_way_whenever_etcd_disagrees(
     two: tuple[EtcdStore, EtcdStore],
 ) -> None:

@@ -20,11 +20,16 @@ Two ways to the same transaction:
   revisions compared; a lost compare is retried (``cas_retries``). Taken
   when a room is not remembered, when the fast transaction's compares fail
   (a duplicate, a missing predecessor, another writer, a membership change:
-  it cannot tell which, and the read path sorts it out), or when the group
-  is too big for one fast transaction.
+  it cannot tell which, and the read path sorts it out).
+
+A group too big for one transaction is committed in several, each taking
+the whole batches that fit; a batch too big for one transaction is
+committed in parts, on either path, and answered when its last part
+committed (a crash in between leaves its first parts stored, and the
+client's resend finds them by their idempotency keys).
 
 Both give the same answers (the store contract suite runs on both, and
-tests/store/test_etcd_fast.py compares them).
+tests/store/test_etcd.py compares them).
 
 What it must never do: acknowledge a message before its transaction
 committed, write a room's head without comparing it, or trust a remembered
@@ -95,11 +100,16 @@ class MessageCommits:
         self._rooms[room] = known
 
     async def _try_fast(
-        self, batches: Sequence[Sequence[NewMessage]], start: int, outcomes: list[Any]
+        self,
+        batches: Sequence[Sequence[NewMessage]],
+        start: int,
+        outcomes: list[list[Committed] | NoSuchRoom | None],
     ) -> int | None:
-        """Commit the longest run of whole batches from `start` that fits in
-        one transaction, with its checks as compares; returns how many
-        batches it finished, or None (nothing written) when the read path
+        """Commit in one transaction, with its checks as compares, the longest
+        run of whole batches from `start` that fits, or the next part of the
+        batch at `start` when that one does not fit whole (its acks so far
+        stay in `outcomes`, as on the read path). Returns how many batches it
+        finished (0: a part), or None (nothing written) when the read path
         must take over from `start`."""
         st = self.store
         rooms = self._rooms
@@ -111,26 +121,39 @@ class MessageCommits:
         size = 0
         now = now_ms()
         results: list[list[Committed]] = []
+        part: list[Committed] | None = None
         for batch in batches[start:]:
             if any(m.room not in rooms for m in batch):
                 break
+            prior = outcomes[start] if not results else None
+            acks: list[Committed] = list(prior) if isinstance(prior, list) else []
             # What the transaction holds before this batch, to leave it out
-            # again if it does not fit.
+            # again if it does not fit whole (and is not the first).
             mark = (len(compares), len(writes), size, len(assigned))
             before = {r: list(v) for r, v in state.items()}
-            acks: list[Committed] = []
-            for m in batch:
+            full = False
+            for m in batch[len(acks) :]:
                 ik = st.k_idem(m.room, m.sender, m.txn)
                 seen = assigned.get(ik)
                 if seen is not None:  # the same send twice in one transaction
                     acks.append(Committed(m.room, m.txn, seen[0], seen[1], True))
                     continue
+                ak = None if m.after is None else st.k_idem(m.room, m.sender, m.after)
+                if ak in assigned:
+                    ak = None
+                # This message's compares and puts, and its room's, must fit.
+                heads = len(state) + (m.room not in state)
+                if (
+                    len(writes) + 2 + heads > limit
+                    or len(compares) + 2 + 2 * heads > limit
+                    or (writes and size + len(m.envelope) + MSG_OVERHEAD > MAX_TXN_BYTES)
+                ):
+                    full = True
+                    break
                 # As on the read path: a missing predecessor (`behind`) wins
                 # over a changed room (`stale`).
-                if m.after is not None:
-                    ak = st.k_idem(m.room, m.sender, m.after)
-                    if ak not in assigned:
-                        compares.append(st._version_is(ak, 0, _GREATER))
+                if ak is not None:
+                    compares.append(st._version_is(ak, 0, _GREATER))
                 known = rooms[m.room]
                 if m.expect is not None and tuple(m.expect) != known.meta:
                     acks.append(Committed(m.room, m.txn, 0, 0, False, stale=True))
@@ -143,16 +166,15 @@ class MessageCommits:
                 size += len(m.envelope) + MSG_OVERHEAD
                 assigned[ik] = (ack.seq, ack.ts_ms)
                 acks.append(ack)
-            if (
-                len(writes) + len(state) > limit
-                or len(compares) + 2 * len(state) > limit
-                or size > MAX_TXN_BYTES
-            ):
-                del compares[mark[0] :], writes[mark[1] :]
-                size = mark[2]
-                for key in list(assigned)[mark[3] :]:
-                    del assigned[key]
-                state = before
+            if full:
+                if not results:
+                    part = acks  # the first batch: this transaction takes a part
+                else:
+                    del compares[mark[0] :], writes[mark[1] :]
+                    size = mark[2]
+                    for key in list(assigned)[mark[3] :]:
+                        del assigned[key]
+                    state = before
                 break
             results.append(acks)
         if not writes:
@@ -177,6 +199,8 @@ class MessageCommits:
             known.head, known.last_ts, known.head_rev = head, last_ts, revision
         for i, acks in enumerate(results):
             outcomes[start + i] = acks
+        if part is not None:
+            outcomes[start] = part
         return len(results)
 
     async def commit_group(self, batches: list[Sequence[NewMessage]]) -> list[Outcome]:
@@ -188,7 +212,7 @@ class MessageCommits:
             done = await self._try_fast(batches, start, outcomes)
             if done is None:
                 break
-            start += done
+            start += done  # 0 when it committed a part of the batch at `start`
         todo = list(range(start, len(batches)))
         while todo:
             for _ in range(CAS_RETRIES):

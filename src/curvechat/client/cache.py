@@ -104,6 +104,9 @@ class Cache(MessageRows, UnopenedRows, TrustRows, OutboxRows):
         self._key = key
         self._epoch_keys: dict[str, dict[int, EpochRecord]] = {}
         """Opened epoch keys per room (read on every message, written rarely)."""
+        self._epoch_keys_at = -1
+        """`written_elsewhere()` when `_epoch_keys` was last known to be current:
+        another process of this home may have stored keys since."""
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:

@@ -65,7 +65,9 @@ class TrustRows:
     _seal: Callable[[bytes], bytes]
     _open: Callable[[bytes], bytes]
     _epoch_keys: dict[str, dict[int, EpochRecord]]
+    _epoch_keys_at: int
     _tx: Callable[[], Any]
+    written_elsewhere: Callable[[], int]
 
     # --- membership log ---------------------------------------------------------
     def ops(self, room: str) -> list[tuple[bytes, bytes]]:
@@ -114,6 +116,10 @@ class TrustRows:
         return int(count), int(row[0]) if row else 0
 
     def epoch_records(self, room: str) -> dict[int, EpochRecord]:
+        version = self.written_elsewhere()
+        if version != self._epoch_keys_at:  # another process of this home wrote
+            self._epoch_keys.clear()
+            self._epoch_keys_at = version
         cached = self._epoch_keys.get(room)
         if cached is None:
             cached = {

@@ -34,6 +34,7 @@ from curvechat.store.base import NodeNameTaken, StoredRow, StoreUnavailable
 from curvechat.store.etcd import EtcdStore, prefix_end
 
 _HAS_LEADER = (("hasleader", "true"),)
+_PUT = rpc.Event.EventType.PUT  # looked up once, not per event
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +128,7 @@ class ClusterFeed:
         store = self.store
         key = bytes(event.kv.key)
         if key.startswith(store.message_prefix):
-            if event.type != rpc.Event.EventType.PUT:
+            if event.type != _PUT:
                 return None
             room, seq = store.parse_msg_key(key)
             row, origin = store.decode_message(room, seq, bytes(event.kv.value))

@@ -62,15 +62,16 @@ _GREATER = rpc.Compare.CompareResult.GREATER
 
 
 def _next_message(
-    st: EtcdStore, m: NewMessage, ik: bytes, cur: list[int], now: int, writes: list[Any]
+    st: EtcdStore, m: NewMessage, ik: bytes, cur: list[int], now: int, writes: Any
 ) -> Committed:
     """Store `m` at its room's next seq: `cur` is the room's [head, last_ts]
-    in the transaction being built (moved on), the two puts go to `writes`."""
+    in the transaction being built (moved on), the two puts go to `writes`
+    (the TxnRequest's `success`)."""
     seq, ts = cur[0] + 1, max(now, cur[1])
     cur[0], cur[1] = seq, ts
     msg = rec.Msg(ts, m.sender, m.txn, m.envelope, m.origin or st.origin)
-    writes.append(st._put(st.k_msg(m.room, seq), rec.enc.encode(msg)))
-    writes.append(st._put(ik, rec.enc.encode((seq, ts))))
+    st.add_put(writes, st.k_msg(m.room, seq), rec.enc.encode(msg))
+    st.add_put(writes, ik, rec.enc.encode((seq, ts)))
     return Committed(m.room, m.txn, seq, ts, False)
 
 
@@ -116,8 +117,8 @@ class MessageCommits:
         limit = st.max_txn_ops
         state: dict[str, list[int]] = {}
         assigned: dict[bytes, tuple[int, int]] = {}
-        compares: list[Any] = []
-        writes: list[Any] = []
+        req = rpc.TxnRequest()
+        compares, writes = req.compare, req.success
         size = 0
         now = now_ms()
         results: list[list[Committed]] = []
@@ -153,12 +154,12 @@ class MessageCommits:
                 # As on the read path: a missing predecessor (`behind`) wins
                 # over a changed room (`stale`).
                 if ak is not None:
-                    compares.append(st._version_is(ak, 0, _GREATER))
+                    st.add_version_is(compares, ak, 0, _GREATER)
                 known = rooms[m.room]
                 if m.expect is not None and tuple(m.expect) != known.meta:
                     acks.append(Committed(m.room, m.txn, 0, 0, False, stale=True))
                     continue
-                compares.append(st._version_is(ik, 0, _EQUAL))
+                st.add_version_is(compares, ik, 0, _EQUAL)
                 cur = state.get(m.room)
                 if cur is None:
                     cur = state[m.room] = [known.head, known.last_ts]
@@ -181,10 +182,10 @@ class MessageCommits:
             return None  # nothing fits, or stale ones only: the read path decides
         for room, (head, last_ts) in state.items():
             known = rooms[room]
-            compares.append(st._mod_is(st.k_head(room), known.head_rev))
-            compares.append(st._mod_is(st.k_meta(room), known.meta_rev))
-            writes.append(st._put(st.k_head(room), rec.enc.encode(rec.Head(head, last_ts))))
-        resp = await st._txn(compares, writes)
+            st.add_mod_is(compares, st.k_head(room), known.head_rev)
+            st.add_mod_is(compares, st.k_meta(room), known.meta_rev)
+            st.add_put(writes, st.k_head(room), rec.enc.encode(rec.Head(head, last_ts)))
+        resp = await st._send_txn(req)
         if not resp.succeeded:
             self.fast_missed += 1
             for room in state:
@@ -276,7 +277,8 @@ class MessageCommits:
         }
         now = now_ms()
         state: dict[str, list[int]] = {}
-        writes: list[Any] = []
+        req = rpc.TxnRequest()
+        compares, writes = req.compare, req.success
         size = 0
         results: dict[int, list[Committed]] = {}
         finished = 0
@@ -335,16 +337,15 @@ class MessageCommits:
             raise StoreUnavailable(
                 f"one batch touches more rooms than fit in a transaction of {st.max_txn_ops} ops"
             )
-        compares = []
         for room, (head, last_ts) in state.items():
             entry = heads[room]
             assert entry is not None
-            compares.append(st._mod_is(st.k_head(room), entry[1]))
+            st.add_mod_is(compares, st.k_head(room), entry[1])
             if entry[0].head != head:
-                compares.append(st._mod_is(st.k_meta(room), metas[room][1]))
-                writes.append(st._put(st.k_head(room), rec.enc.encode(rec.Head(head, last_ts))))
+                st.add_mod_is(compares, st.k_meta(room), metas[room][1])
+                st.add_put(writes, st.k_head(room), rec.enc.encode(rec.Head(head, last_ts)))
         if writes:
-            resp = await st._txn(compares, writes)
+            resp = await st._send_txn(req)
             if not resp.succeeded:
                 for room in state:
                     self._rooms.pop(room, None)

@@ -70,10 +70,13 @@ class TrustRows:
     written_elsewhere: Callable[[], int]
 
     # --- membership log ---------------------------------------------------------
-    def ops(self, room: str) -> list[tuple[bytes, bytes]]:
+    def ops(self, room: str, after: int = -1) -> list[tuple[bytes, bytes]]:
+        """The room's ops past index `after`, in order, as (op, sig)."""
         return [
             (bytes(r[0]), bytes(r[1]))
-            for r in self._db.execute("SELECT op, sig FROM ops WHERE room=? ORDER BY idx", (room,))
+            for r in self._db.execute(
+                "SELECT op, sig FROM ops WHERE room=? AND idx>? ORDER BY idx", (room, after)
+            )
         ]
 
     def add_ops(self, room: str, ops: list[tuple[int, bytes, bytes]]) -> None:

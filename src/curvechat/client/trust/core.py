@@ -26,7 +26,9 @@ from curvechat.client.trust.rules import EpochRecord
 from curvechat.crypto.errors import CryptoError, MembershipError
 from curvechat.crypto.identity import Identity
 from curvechat.crypto.roomkeys import EpochKey, new_epoch_key, wrap_epoch_key
+from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
+from curvechat.protocol.codec import decode_member_op
 
 EventSink = Callable[[ev.Event], None]
 
@@ -38,6 +40,8 @@ class TrustCore:
         self.store = store
         self._emit = on_event
         self._logs: dict[str, RoomLog] = {}
+        self._logs_at = -1  # the store's `written_elsewhere()` when last compared
+        self._unchecked: set[str] = set()  # logs another process may have extended since
         pinned = store.pin(self.me)
         if pinned is None:
             store.set_pin(self.me, identity.sign_pub, verified=True)
@@ -46,21 +50,38 @@ class TrustCore:
 
     # --- the verified log ------------------------------------------------------
     def log(self, room: str) -> RoomLog:
+        """The verified membership log of `room`: with the ops another process
+        of this home stored since (they share the store), applied and checked
+        here as when it was loaded."""
+        version = self.store.written_elsewhere()
+        if version != self._logs_at:
+            self._logs_at = version
+            self._unchecked = set(self._logs)
         log = self._logs.get(room)
         if log is None:
             log = self._logs[room] = self._load(room)
+        elif room in self._unchecked:
+            self._unchecked.discard(room)
+            self._apply_stored(log, self.store.ops(room, after=log.index))
         return log
 
     def _load(self, room: str) -> RoomLog:
         log = RoomLog.empty(room)
-        for op_bytes, sig in self.store.ops(room):
+        if not self._apply_stored(log, self.store.ops(room)):
+            self.store.drop_ops(room)
+            return RoomLog.empty(room)
+        return log
+
+    def _apply_stored(self, log: RoomLog, ops: list[tuple[bytes, bytes]]) -> bool:
+        """Extend `log` by ops read from the store; False (told as a Problem,
+        the log stopped before it) at one that does not apply."""
+        for op_bytes, sig in ops:
             try:
                 log.apply(m.SignedOp(op=op_bytes, sig=sig))
             except MembershipError as exc:
-                self._emit(ev.Problem(room, f"local membership log is invalid: {exc}"))
-                self.store.drop_ops(room)
-                return RoomLog.empty(room)
-        return log
+                self._emit(ev.Problem(log.room, f"local membership log is invalid: {exc}"))
+                return False
+        return True
 
     def feed_ops(self, room: str, ops: Iterable[m.SignedOp]) -> RoomLog:
         """Extend the verified log of `room` by `ops` (a reply to `Members`).
@@ -71,6 +92,8 @@ class TrustCore:
         accepted: list[tuple[int, bytes, bytes]] = []
         try:
             for signed in ops:
+                if self._held_already(log, signed):
+                    continue
                 op = log.apply(signed, check=self._check_logged_key)  # the log stops before it
                 accepted.append((op.index, signed.op, signed.sig))
         except (MembershipError, KeyChanged) as exc:
@@ -82,6 +105,23 @@ class TrustCore:
                 self.store.ensure_room(room)
         self.settle(room)
         return log
+
+    def _held_already(self, log: RoomLog, signed: m.SignedOp) -> bool:
+        """Whether `log` already holds `signed`: another process of this home
+        stored it after this one asked for it (or sent it). An op at an index
+        the log holds with other bytes is the server telling the two processes
+        different logs (MembershipError)."""
+        try:
+            index = decode_member_op(signed.op).index
+        except Exception:
+            return False  # `apply` refuses it, saying why
+        if index > log.index:
+            return False
+        if self.store.ops(log.room, after=index - 1)[:1] != [(signed.op, signed.sig)]:
+            raise MembershipError(
+                ErrorCode.CONFLICT, f"op {index} differs from the one this home holds"
+            )
+        return True
 
     def _check_logged_key(self, op: m.MemberOp) -> None:
         """P1, P2 for the key an op records, before the log takes the op."""

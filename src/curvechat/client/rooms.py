@@ -192,7 +192,7 @@ class RoomCommands:
             return m.Leave(room=room, op=signed), signed
 
         await self._membership_change(room, build)
-        self.p.cache.set_left(room, True)
+        self.p.core.left(room)
         self.p.emit(ev.RoomUpdated(room, "left"))
 
     async def open_dm(self, user: str) -> str:

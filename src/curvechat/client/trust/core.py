@@ -42,6 +42,10 @@ class TrustCore:
         self._logs: dict[str, RoomLog] = {}
         self._logs_at = -1  # the store's `written_elsewhere()` when last compared
         self._unchecked: set[str] = set()  # logs another process may have extended since
+        # What this process has told its front end, apart from the shared store:
+        # another process of the home may have written the same rows first.
+        self._told_changes: dict[str, bytes] = dict(store.key_changes())
+        self._told_gone = {r.room for r in store.rooms(include_left=True) if r.left}
         pinned = store.pin(self.me)
         if pinned is None:
             store.set_pin(self.me, identity.sign_pub, verified=True)
@@ -135,15 +139,28 @@ class TrustCore:
         cached = self.store.room(room)
         if cached is None or cached.left == joined:
             self.store.set_left(room, not joined)
+        if joined:
+            self._told_gone.discard(room)
         return joined
 
     def withdrawn(self, room: str) -> None:
         """R3: the server no longer serves `room` to us (we were removed, or it
-        hides the room). Hidden; the log and keys stay."""
+        hides the room). Hidden; the log and keys stay. Told once in this
+        process, also when another process of the home hid it first."""
         cached = self.store.room(room)
-        if cached is not None and not cached.left:
+        if cached is None:
+            return
+        if not cached.left:
             self.store.set_left(room, True)
+        if room not in self._told_gone:
+            self._told_gone.add(room)
             self._emit(ev.RoomUpdated(room, "removed"))
+
+    def left(self, room: str) -> None:
+        """We left `room` (our own leave op was taken): hidden, and not told
+        again as a removal when the server then stops serving it."""
+        self.store.set_left(room, True)
+        self._told_gone.add(room)
 
     def listing(self, infos: Iterable[m.RoomInfo]) -> ListingPlan:
         """A room listing: rooms no longer listed are hidden (R3); listed
@@ -340,13 +357,15 @@ class TrustCore:
     # --- pins ------------------------------------------------------------------------------
     def check_pin(self, user: str, key: bytes, *, directory: bool = False) -> None:
         """P1: pin `key` for `user` on first sight, unverified. P2: on a
-        different key, record the change (once), tell the front end, and raise
-        KeyChanged. When the directory shows the pinned key again, a pending
+        different key, record the change (once), tell the front end (once in
+        this process, also when another process of the home recorded it
+        first), and raise KeyChanged. When the directory shows the pinned key again, a pending
         change is dropped: there is nothing left to accept."""
         pinned = self.store.pin(user)
         if pinned is None:
             self.store.set_pin(user, key)
         elif pinned == key:
+            self._told_changes.pop(user, None)
             if directory and user in self.store.key_changes():
                 self.store.drop_key_change(user)
                 self._emit(
@@ -359,6 +378,8 @@ class TrustCore:
         else:
             if self.store.key_changes().get(user) != key:
                 self.store.record_key_change(user, key)
+            if self._told_changes.get(user) != key:  # told once per process
+                self._told_changes[user] = key
                 self._emit(ev.KeyChangeDetected(user))
             raise KeyChanged(user, pinned, key)
 

@@ -1,0 +1,49 @@
+"""A room the server stops serving is told to the front end of every
+process of the home (`RoomUpdated(room, "removed")`: the terminal client's
+"you were removed", and its leaving the room's view), not only by the one
+that handled the push first: the cache's `left` flag is shared, what each
+process told its own user is not. A process's own leave is not told again
+as a removal."""
+
+from __future__ import annotations
+
+import asyncio
+
+from curvechat.client import events as ev
+
+from support.clients import ClientFactory, Recorder
+from support.servers import ServerProcess
+
+
+def _gone(events: Recorder, room: str) -> list[str]:
+    return [e.reason for e in events.of(ev.RoomUpdated) if e.room == room and e.reason != "members"]
+
+
+async def test_both_processes_of_the_home_are_told_of_a_removal(
+    server: ServerProcess, clients: ClientFactory
+) -> None:
+    carol, _ = await clients.make("carol", server.connect)
+    chat, chat_ev = await clients.make("alice", server.connect)
+    tail, tail_ev = await clients.make("alice", server.connect)
+    await carol.create_room("r", ["alice"])
+    await chat.history("r")
+    await tail.history("r")
+
+    await carol.remove("r", "alice")
+    await chat_ev.until(lambda: bool(_gone(chat_ev, "r") or _gone(tail_ev, "r")), 10)
+    await asyncio.sleep(1.0)  # both got the push by now
+    assert chat.cache.room("r") is not None and chat.cache.room("r").left
+    assert (_gone(chat_ev, "r"), _gone(tail_ev, "r")) == (["removed"], ["removed"])
+
+
+async def test_a_leave_is_not_told_as_a_removal_as_well(
+    server: ServerProcess, clients: ClientFactory
+) -> None:
+    carol, _ = await clients.make("carol", server.connect)
+    alice, events = await clients.make("alice", server.connect)
+    await carol.create_room("r", ["alice"])
+    await alice.history("r")
+    await alice.leave("r")
+    await asyncio.sleep(1.0)  # the server's push, and any listing after it
+    alice.retry_now()
+    assert _gone(events, "r") == ["left"]

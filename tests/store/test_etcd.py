@@ -288,3 +288,58 @@ async def test_the_fast_path_gives_way_whenever_etcd_disagrees(
     assert [(x.stale, x.seq) for x in acks] == [(True, 0), (False, 5)]
     assert a._messages.fast_missed >= 3
     assert [r.txn for r in await a.messages("r", limit=100)] == ["t1", "t2", "b1", "t3", "t6"]
+
+
+async def test_a_current_expect_is_not_refused_as_stale_by_a_remembered_meta(
+    two: tuple[EtcdStore, EtcdStore],
+) -> None:
+    """A `stale` answer on the fast path relies on the room's remembered
+    meta, so the transaction compares it even when it writes nothing to that
+    room: once the meta moved (a rotation), the read path judges, and learns
+    it again. Before, a node whose groups also wrote to other rooms answered
+    every send to the room stale from then on."""
+    a, b = two
+    await make_room(a, "r")
+    await make_room(a, "s")
+    await a.append_messages([msg("r", "alice", "r1"), msg("s", "alice", "s1")])  # remembered
+    # The room's epoch moves on: a rotation, taken by this very store.
+    await a.add_epoch("r", EpochRecord(1, 0, "alice"), [])  # this very node
+    room = await b.room("r")
+    assert room is not None
+    current = (room.epoch, room.op_head)
+    # The read path takes a message that expects the room as it is now ...
+    alone = await b.append_messages([NewMessage("r", "alice", "r2", b"x", expect=current)])
+    assert not alone[0].stale
+    # ... and so must `a`, whose groups also write to another room (a busy
+    # node): the remembered meta is never compared, so never learned again.
+    stale = []
+    for i in range(5):
+        acks = await a.append_messages(
+            [
+                msg("s", "alice", f"s{i + 2}"),
+                NewMessage("r", "alice", f"r{i + 3}", b"x", expect=current),
+            ]
+        )
+        stale.append(acks[1].stale)
+    assert stale == [False] * 5
+
+
+async def test_a_resend_is_a_duplicate_on_the_fast_path_too_whatever_it_expects(
+    two: tuple[EtcdStore, EtcdStore],
+) -> None:
+    """The read path answers a resend with its original seq before it looks
+    at `expect`; the fast path judges `expect` first and adds no compare on
+    the resend's idempotency key."""
+    a, b = two
+    await make_room(a, "r")
+    await make_room(a, "s")
+    (first, _) = await a.append_messages([msg("r", "alice", "r1"), msg("s", "alice", "s1")])
+    room = await a.room("r")
+    assert room is not None
+    lagging = (room.epoch + 1, room.op_head)  # a node's view that is not the store's
+    (read,) = await b.append_messages([NewMessage("r", "alice", "r1", b"r1", expect=lagging)])
+    assert (read.duplicate, read.seq) == (True, first.seq)  # the read path
+    acks = await a.append_messages(
+        [msg("s", "alice", "s2"), NewMessage("r", "alice", "r1", b"r1", expect=lagging)]
+    )
+    assert [(x.txn, x.duplicate, x.stale, x.seq) for x in acks][1] == ("r1", True, False, first.seq)

@@ -11,10 +11,11 @@ Two ways to the same transaction:
   the group from its own last commit (head, head and meta revisions, the
   meta's epoch and op head), it sends the transaction at once, with the
   checks it would otherwise read for folded into the transaction's
-  compares: each new message's idempotency key absent (``version == 0``),
+  compares: each message's idempotency key absent (``version == 0``),
   each ``after`` key from outside the group present (``version > 0``), each
-  room's head and meta unchanged. A room's owner (server/ownership.py)
-  commits this way almost always.
+  room's head and meta unchanged (the meta also of a room whose sends it
+  answers ``stale`` by the remembered meta, without writing to it). A
+  room's owner (server/ownership.py) commits this way almost always.
 * The read path (three round trips): read the heads and metas, then the
   idempotency and ``after`` keys, then write with the heads' and metas'
   revisions compared; a lost compare is retried (``cas_retries``). Taken
@@ -116,6 +117,10 @@ class MessageCommits:
         rooms = self._rooms
         limit = st.max_txn_ops
         state: dict[str, list[int]] = {}
+        # The rooms whose remembered meta a `stale` answer relied on, and
+        # every room the transaction compares (those and the ones written).
+        judged: set[str] = set()
+        touched: set[str] = set()
         assigned: dict[bytes, tuple[int, int]] = {}
         req = rpc.TxnRequest()
         compares, writes = req.compare, req.success
@@ -131,7 +136,7 @@ class MessageCommits:
             # What the transaction holds before this batch, to leave it out
             # again if it does not fit whole (and is not the first).
             mark = (len(compares), len(writes), size, len(assigned))
-            before = {r: list(v) for r, v in state.items()}
+            before = ({r: list(v) for r, v in state.items()}, set(judged), set(touched))
             full = False
             for m in batch[len(acks) :]:
                 ik = st.k_idem(m.room, m.sender, m.txn)
@@ -143,7 +148,7 @@ class MessageCommits:
                 if ak in assigned:
                     ak = None
                 # This message's compares and puts, and its room's, must fit.
-                heads = len(state) + (m.room not in state)
+                heads = len(touched) + (m.room not in touched)
                 if (
                     len(writes) + 2 + heads > limit
                     or len(compares) + 2 + 2 * heads > limit
@@ -156,10 +161,14 @@ class MessageCommits:
                 if ak is not None:
                     st.add_version_is(compares, ak, 0, _GREATER)
                 known = rooms[m.room]
+                st.add_version_is(compares, ik, 0, _EQUAL)  # a resend: the read path
+                touched.add(m.room)
                 if m.expect is not None and tuple(m.expect) != known.meta:
+                    # Judged on the remembered meta, which the transaction
+                    # then compares: if it moved, the read path judges.
+                    judged.add(m.room)
                     acks.append(Committed(m.room, m.txn, 0, 0, False, stale=True))
                     continue
-                st.add_version_is(compares, ik, 0, _EQUAL)
                 cur = state.get(m.room)
                 if cur is None:
                     cur = state[m.room] = [known.head, known.last_ts]
@@ -175,7 +184,7 @@ class MessageCommits:
                     size = mark[2]
                     for key in list(assigned)[mark[3] :]:
                         del assigned[key]
-                    state = before
+                    state, judged, touched = before
                 break
             results.append(acks)
         if not writes:
@@ -185,10 +194,12 @@ class MessageCommits:
             st.add_mod_is(compares, st.k_head(room), known.head_rev)
             st.add_mod_is(compares, st.k_meta(room), known.meta_rev)
             st.add_put(writes, st.k_head(room), rec.enc.encode(rec.Head(head, last_ts)))
+        for room in judged - state.keys():
+            st.add_mod_is(compares, st.k_meta(room), rooms[room].meta_rev)
         resp = await st._send_txn(req)
         if not resp.succeeded:
             self.fast_missed += 1
-            for room in state:
+            for room in touched:
                 rooms.pop(room, None)
             return None
         self.fast += 1

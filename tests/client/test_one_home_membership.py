@@ -84,3 +84,68 @@ def test_ops_another_process_stored_are_applied_once_and_must_agree(tmp_path: Pa
     finally:
         other_cache.close()
         w.cache.close()
+
+
+def test_a_second_story_stored_meanwhile_is_refused_not_overwritten(tmp_path: Path) -> None:
+    """The server tells two processes of the home two different op 2s at
+    about the same moment, and one stores its own after the other looked at
+    the log and before it stored: the op stored first stays, and the second
+    story is refused and told (it once overwrote the first, silently)."""
+    w = World(tmp_path)
+    w.room("r", "bob", "alice")  # ops 0-1, held by both processes
+    w.feed("r")
+    other_cache = Cache(tmp_path / "alice.db", cache_key(w.ids["alice"].sign_seed))
+    other = TrustCore(w.ids["alice"], other_cache, w.events.append)
+    try:
+        assert other.log("r").index == 1
+        story_x = w.op("r", "add", "bob", "carol")  # op 2 as `other` is told it
+        forged = MemberState.empty("r")
+        for signed in w.ops["r"][:2]:
+            forged, _ = forged.apply(signed)
+        story_y = sign_op(
+            w.ids["bob"], forged.next_op("add", "bob", "mallory", w.ids["mallory"].sign_pub, 1)
+        )  # op 2 as `w.core` is told it
+
+        real = w.core._held_already
+        raced: list[bool] = []
+
+        def held_already(log, signed):  # type: ignore[no-untyped-def]
+            if not raced:  # `other` commits right after this process looked
+                raced.append(True)
+                other.feed_ops("r", [story_x])
+            return real(log, signed)
+
+        w.core._held_already = held_already  # type: ignore[method-assign]
+        with pytest.raises(UntrustedLog):  # another op 2: a second story
+            w.core.feed_ops("r", [story_y])
+        stored = w.cache.ops("r", after=1)
+        assert stored == [(story_x.op, story_x.sig)]  # what `other` verified stays
+    finally:
+        other_cache.close()
+        w.cache.close()
+
+
+def test_a_held_op_is_checked_by_reading_one_row(tmp_path: Path) -> None:
+    """A server answering with a page of ops the log already holds costs a
+    row read for each, not the rest of the log for each."""
+    w = World(tmp_path)
+    w.room("r", "bob", "alice")
+    for _ in range(150):
+        w.op("r", "add", "bob", "carol")
+        w.op("r", "remove", "bob", "carol")
+    w.feed("r")  # ops 0-301
+    real = w.cache.ops
+    rows: list[int] = []
+
+    def counting(room: str, after: int = -1) -> list[tuple[bytes, bytes]]:
+        got = real(room, after)
+        rows.append(len(got))
+        return got
+
+    w.cache.ops = counting  # type: ignore[method-assign]
+    try:
+        w.core.feed_ops("r", w.ops["r"][:100])  # a page of held ops, from op 0
+        assert w.core.log("r").index == 301
+        assert sum(rows) <= 2 * 100, sum(rows)
+    finally:
+        w.cache.close()

@@ -15,6 +15,8 @@ from typing import Any
 
 from curvechat.client.model import Pin
 from curvechat.client.trust.rules import EpochRecord
+from curvechat.crypto.errors import MembershipError
+from curvechat.protocol import ErrorCode
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ops (
@@ -79,10 +81,25 @@ class TrustRows:
             )
         ]
 
+    def op_at(self, room: str, index: int) -> tuple[bytes, bytes] | None:
+        row = self._db.execute(
+            "SELECT op, sig FROM ops WHERE room=? AND idx=?", (room, index)
+        ).fetchone()
+        return None if row is None else (bytes(row[0]), bytes(row[1]))
+
     def add_ops(self, room: str, ops: list[tuple[int, bytes, bytes]]) -> None:
+        """Store verified ops. An index held already keeps its op; if the op
+        held there differs (another process of this home stored another one),
+        nothing is stored and MembershipError (conflict) is raised."""
         with self._tx():
+            for i, op, sig in ops:
+                held = self.op_at(room, i)
+                if held is not None and held != (op, sig):
+                    raise MembershipError(
+                        ErrorCode.CONFLICT, f"op {i} differs from the one this home holds"
+                    )
             self._db.executemany(
-                "INSERT OR REPLACE INTO ops (room, idx, op, sig) VALUES (?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO ops (room, idx, op, sig) VALUES (?, ?, ?, ?)",
                 [(room, i, op, sig) for i, op, sig in ops],
             )
 

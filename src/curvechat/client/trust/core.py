@@ -66,7 +66,8 @@ class TrustCore:
             log = self._logs[room] = self._load(room)
         elif room in self._unchecked:
             self._unchecked.discard(room)
-            self._apply_stored(log, self.store.ops(room, after=log.index))
+            if not self._apply_stored(log, self.store.ops(room, after=log.index)):
+                log = self._logs[room] = self._load(room)  # read again from the start
         return log
 
     def _load(self, room: str) -> RoomLog:
@@ -104,11 +105,24 @@ class TrustCore:
             self._emit(ev.Problem(room, f"membership log rejected: {exc}"))
             raise UntrustedLog(f"{room}: {exc}") from exc
         finally:
-            if accepted:
-                self.store.add_ops(room, accepted)
-                self.store.ensure_room(room)
+            self._keep(room, accepted)
         self.settle(room)
         return log
+
+    def _keep(self, room: str, accepted: list[tuple[int, bytes, bytes]]) -> None:
+        """Store the ops `feed_ops` applied. The store refuses them all if
+        another process of this home stored another op at one of their
+        indexes meanwhile: the server told the two different logs. The log
+        in memory is then read again from the store, and the problem told."""
+        if not accepted:
+            return
+        try:
+            self.store.add_ops(room, accepted)
+        except MembershipError as exc:
+            self._logs.pop(room, None)
+            self._emit(ev.Problem(room, f"membership log rejected: {exc}"))
+            raise UntrustedLog(f"{room}: {exc}") from exc
+        self.store.ensure_room(room)
 
     def _held_already(self, log: RoomLog, signed: m.SignedOp) -> bool:
         """Whether `log` already holds `signed`: another process of this home
@@ -119,13 +133,14 @@ class TrustCore:
             index = decode_member_op(signed.op).index
         except Exception:
             return False  # `apply` refuses it, saying why
-        if index > log.index:
+        held = self.store.op_at(log.room, index)
+        if held is None:
             return False
-        if self.store.ops(log.room, after=index - 1)[:1] != [(signed.op, signed.sig)]:
+        if held != (signed.op, signed.sig):
             raise MembershipError(
                 ErrorCode.CONFLICT, f"op {index} differs from the one this home holds"
             )
-        return True
+        return index <= log.index  # else stored by another process since: applied here too
 
     def _check_logged_key(self, op: m.MemberOp) -> None:
         """P1, P2 for the key an op records, before the log takes the op."""

@@ -108,6 +108,12 @@ class _Mem:
     def set_pin(self, *a: object, **k: object) -> None:
         pass
 
+    def key_changes(self) -> dict[str, bytes]:
+        return {}
+
+    def rooms(self, *, include_left: bool = False) -> list[object]:
+        return []
+
 
 @pytest.fixture
 def w(tmp_path: Path) -> Iterator[World]:

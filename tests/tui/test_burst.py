@@ -15,7 +15,7 @@ from curvechat.client.engine import ChatClient
 from curvechat.tui.screens import chat as chat_screen
 from curvechat.tui.widgets.timeline import Timeline
 
-from .conftest import Kit, ready, say, shown, until
+from .conftest import Kit, on_screen, ready, say, shown, until
 from support.clients import ClientFactory
 from support.servers import ServerProcess
 
@@ -153,3 +153,49 @@ async def test_a_notice_outlives_the_trim(
         text = await _scroll_to_top(pilot, app)
         assert "before the notice" in text and "line 0000" in text
         assert "MARKER" in text, "the notice is gone for good"
+
+
+async def test_a_burst_while_reading_older_messages_is_drawn_back_at_the_bottom(
+    server: ServerProcess, kit: Kit, clients: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the user reads older messages (scrolled up), a burst coming in
+    is not drawn again and again with the whole log: the timeline says new
+    messages are below, and draws them once the view is back at the bottom."""
+    monkeypatch.setattr(chat_screen, "KEPT_MESSAGES", KEPT_SMALL)
+    draws = 0
+    real_show = Timeline.show
+
+    def counted(self: Timeline, *args: Any, **kwargs: Any) -> None:
+        nonlocal draws
+        draws += 1
+        real_show(self, *args, **kwargs)
+
+    monkeypatch.setattr(Timeline, "show", counted)
+    app = kit.app("alice", server.connect, page_size=20)
+    async with app.run_test(size=(100, 30)) as pilot:
+        bob = await _flood_room(server, kit, clients, pilot, app)
+        bob.outbox.queue_many("flood", [f"line {i:04d}" for i in range(FIRST)])
+        await until(pilot, lambda: f"line {FIRST - 1:04d}" in shown(app), "first burst", 120)
+        timeline = app.chat.query_one(Timeline)
+        await pilot.pause(0.3)
+        await pilot.press("pageup")
+        await pilot.pause(0.3)
+        assert not timeline.following
+        before = draws
+        bob.outbox.queue_many("flood", [f"more {i:04d}" for i in range(SENT)])
+        log = app.chat.logs["flood"]
+        last = f"more {SENT - 1:04d}"
+        await until(pilot, lambda: any(e.text == last for e in log.entries), "the burst in", 120)
+        await pilot.pause(0.3)
+        assert draws == before, f"{draws - before} draws while scrolled up"
+        assert "new messages below" in str(timeline.border_subtitle)
+        for _ in range(40):  # back down, a page at a time
+            if timeline.following:
+                break
+            await pilot.press("pagedown")
+            await pilot.pause(0.05)
+        await until(pilot, lambda: last in on_screen(app), "drawn back at the bottom", 20)
+        await pilot.pause(0.3)
+        assert timeline.following and not timeline.border_subtitle
+        kept = [e for e in log.entries if e.kind == "message"]
+        assert len(kept) <= KEPT_SMALL + 1, len(kept)

@@ -33,3 +33,8 @@ class RoomChosen(Message):
 
 class OlderWanted(Message):
     """The timeline was scrolled to its top and has older history to load."""
+
+
+class FollowingAgain(Message):
+    """The timeline was scrolled back to its bottom: it follows the newest
+    message again (what came in meanwhile may not be drawn yet)."""

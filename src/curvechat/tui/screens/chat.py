@@ -33,7 +33,13 @@ from curvechat.tui import commands as cmds
 from curvechat.tui.errors import Attempt, explain
 from curvechat.tui.format import NO_ROOM, room_label
 from curvechat.tui.keys import accept_key, key_view, pending_changes, trust_mark
-from curvechat.tui.messages import EngineEvent, LineSubmitted, OlderWanted, RoomChosen
+from curvechat.tui.messages import (
+    EngineEvent,
+    FollowingAgain,
+    LineSubmitted,
+    OlderWanted,
+    RoomChosen,
+)
 from curvechat.tui.roomlog import NoticeLevel, RoomLog
 from curvechat.tui.screens import engine_events, slash
 from curvechat.tui.settings import ChatSettings, load_aliases
@@ -166,9 +172,15 @@ class ChatScreen(Screen[None]):
         if "read" in due and self.current:
             self.client.mark_read(self.current)
         if "redraw" in due:
-            if self.query_one(Timeline).following:
+            timeline = self.query_one(Timeline)
+            if timeline.following:
                 self.current_log().trim(KEPT_MESSAGES)
-            self.redraw()
+                self.redraw()
+            else:
+                # The user reads older messages: what came in is drawn when
+                # they scroll back down (`on_following_again`), not redrawn
+                # with the whole log every BURST_S while a flood goes on.
+                timeline.mark_behind()
         if "rooms" in due:
             self.refresh_rooms()
 
@@ -228,6 +240,10 @@ class ChatScreen(Screen[None]):
             room_log.add_pending(item.txn, item.text, item.created_ms)
         if room == self.current:
             self.redraw()
+
+    def on_following_again(self, message: FollowingAgain) -> None:
+        message.stop()
+        self.soon("redraw")
 
     def on_older_wanted(self, message: OlderWanted) -> None:
         message.stop()

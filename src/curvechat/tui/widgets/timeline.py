@@ -26,7 +26,7 @@ from textual.widgets import Static
 
 from curvechat.protocol.text import split_lines
 from curvechat.tui.format import clock_time, day, day_label, name_colour, safe_text
-from curvechat.tui.messages import OlderWanted
+from curvechat.tui.messages import FollowingAgain, OlderWanted
 from curvechat.tui.roomlog import Entry, RoomLog
 
 CONTINUATION = "│ "
@@ -169,6 +169,8 @@ class Timeline(VerticalScroll):
         self.loading_older = False
         self.following = True
         """The view sticks to the newest message (the user has not scrolled up)."""
+        self.behind = False
+        """Messages came in that are not drawn yet: the user reads older ones."""
         self._me = ""
         self._aliases: Mapping[str, str] = {}
 
@@ -204,6 +206,8 @@ class Timeline(VerticalScroll):
         self.log_model = log
         self._me, self._aliases = me, aliases
         self.query_one("#timeline-body", Static).update(render_log(log, me, aliases))
+        self.behind = False
+        self.border_subtitle = ""
         if anchor == "newest" or switched:
             self.follow()
         elif anchor == "keep":
@@ -213,6 +217,12 @@ class Timeline(VerticalScroll):
                 self.scroll_to(y=before_y + max(grown, 0), animate=False, immediate=True)
 
             self.call_after_refresh(restore)
+
+    def mark_behind(self) -> None:
+        """Messages came in while the user reads older ones: say so, and draw
+        them when the view is back at the bottom (`FollowingAgain`)."""
+        self.behind = True
+        self.border_subtitle = "new messages below ↓"
 
     def follow(self) -> None:
         """Go to the newest message and stay with it."""
@@ -233,6 +243,8 @@ class Timeline(VerticalScroll):
         super().watch_scroll_y(old_value, new_value)  # re-anchors at the bottom
         if not self.following and self.is_anchored and new_value >= self.max_scroll_y:
             self.following = True
+            if self.behind:
+                self.post_message(FollowingAgain())
         # Only the user's scrolling asks for older messages: not a view that
         # reached the top because another room's shorter log replaced it.
         if new_value <= 0 < old_value and not self.following:

@@ -13,13 +13,8 @@ import nacl.signing
 from curvechat.client import events as ev
 
 from .conftest import EvilServer
-from support.clients import ClientFactory, Recorder
-
-
-async def _resync(client, events: Recorder) -> None:  # type: ignore[no-untyped-def]
-    before = len(events.of(ev.CaughtUp))
-    client.conn.drop("test: resync")
-    await events.until(lambda: len(events.of(ev.CaughtUp)) > before)
+from .test_malicious_server import resync
+from support.clients import ClientFactory
 
 
 async def test_every_process_of_the_home_tells_its_user_of_a_key_change(
@@ -32,8 +27,8 @@ async def test_every_process_of_the_home_tells_its_user_of_a_key_change(
 
     fake = nacl.signing.SigningKey.generate().verify_key.encode()
     evil.attack(substitute_key={"user": "bob", "key": fake.hex()})
-    await _resync(tail, tail_ev)  # the `tail` syncs first and records the change
+    await resync(tail, tail_ev)  # the `tail` syncs first and records the change
     assert [e.user for e in tail_ev.of(ev.KeyChangeDetected)] == ["bob"]
-    await _resync(chat, chat_ev)  # the terminal client's own audit meets it too
+    await resync(chat, chat_ev)  # the terminal client's own audit meets it too
     assert chat.key_changes() == ["bob"]
     assert [e.user for e in chat_ev.of(ev.KeyChangeDetected)] == ["bob"]

@@ -45,28 +45,33 @@ async def _scroll_to_top(pilot: Any, app: Any) -> str:
     return shown(app)
 
 
+def _count_draws(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the timeline's draws from now on, in the list's one item."""
+    draws = [0]
+    real_show = Timeline.show
+
+    def counted(self: Timeline, *args: Any, **kwargs: Any) -> None:
+        draws[0] += 1
+        real_show(self, *args, **kwargs)
+
+    monkeypatch.setattr(Timeline, "show", counted)
+    return draws
+
+
 async def test_a_burst_is_drawn_a_few_times_and_kept_bounded(
     server: ServerProcess, kit: Kit, clients: ClientFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(chat_screen, "KEPT_MESSAGES", KEPT)
-    draws = 0
-    real_show = Timeline.show
-
-    def counted(self: Timeline, *args: Any, **kwargs: Any) -> None:
-        nonlocal draws
-        draws += 1
-        real_show(self, *args, **kwargs)
-
-    monkeypatch.setattr(Timeline, "show", counted)
+    draws = _count_draws(monkeypatch)
     app = kit.app("alice", server.connect, page_size=100)
     async with app.run_test(size=(100, 30)) as pilot:
         bob = await _flood_room(server, kit, clients, pilot, app)
-        before = draws
+        before = draws[0]
         bob.outbox.queue_many("flood", [f"line {i:04d}" for i in range(SENT)])
         last = f"bob: line {SENT - 1:04d}"
         await until(pilot, lambda: last in shown(app), "the burst's last message", 120)
         await pilot.pause(0.3)
-        burst_draws = draws - before
+        burst_draws = draws[0] - before
         assert burst_draws < SENT / 10, f"{burst_draws} draws for {SENT} messages"
         kept = [e for e in app.chat.logs["flood"].entries if e.kind == "message"]
         assert len(kept) <= KEPT + 1, len(kept)
@@ -162,15 +167,7 @@ async def test_a_burst_while_reading_older_messages_is_drawn_back_at_the_bottom(
     is not drawn again and again with the whole log: the timeline says new
     messages are below, and draws them once the view is back at the bottom."""
     monkeypatch.setattr(chat_screen, "KEPT_MESSAGES", KEPT_SMALL)
-    draws = 0
-    real_show = Timeline.show
-
-    def counted(self: Timeline, *args: Any, **kwargs: Any) -> None:
-        nonlocal draws
-        draws += 1
-        real_show(self, *args, **kwargs)
-
-    monkeypatch.setattr(Timeline, "show", counted)
+    draws = _count_draws(monkeypatch)
     app = kit.app("alice", server.connect, page_size=20)
     async with app.run_test(size=(100, 30)) as pilot:
         bob = await _flood_room(server, kit, clients, pilot, app)
@@ -181,13 +178,13 @@ async def test_a_burst_while_reading_older_messages_is_drawn_back_at_the_bottom(
         await pilot.press("pageup")
         await pilot.pause(0.3)
         assert not timeline.following
-        before = draws
+        before = draws[0]
         bob.outbox.queue_many("flood", [f"more {i:04d}" for i in range(SENT)])
         log = app.chat.logs["flood"]
         last = f"more {SENT - 1:04d}"
         await until(pilot, lambda: any(e.text == last for e in log.entries), "the burst in", 120)
         await pilot.pause(0.3)
-        assert draws == before, f"{draws - before} draws while scrolled up"
+        assert draws[0] == before, f"{draws[0] - before} draws while scrolled up"
         assert "new messages below" in str(timeline.border_subtitle)
         for _ in range(40):  # back down, a page at a time
             if timeline.following:

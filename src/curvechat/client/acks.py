@@ -53,6 +53,11 @@ class AckWaiters:
         self._futures.pop(txn, None)
         return ack
 
+    def waits(self, txn: str) -> bool:
+        """Whether an answer for `txn` is still to come."""
+        fut = self._futures.get(txn)
+        return fut is not None and not fut.done()
+
     def acked(self, txn: str, ack: m.SendAck) -> None:
         fut = self._futures.get(txn)
         if fut is not None and not fut.done():

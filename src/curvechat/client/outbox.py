@@ -89,6 +89,7 @@ class Outbox:
         self._unopened: dict[str, int] = {}  # txn -> acks at a row that did not open, so far
         self._txns: dict[str, TxnIds] = {}  # room -> its ids (none tells of another room)
         self._texts: dict[str, str] = {}  # txn -> text, of what this outbox queued and holds
+        self._rooms: dict[str, str] = {}  # txn -> room, of the same
 
     @property
     def window(self) -> int:
@@ -126,6 +127,7 @@ class Outbox:
         self._waiters.expect(txns)
         self.p.cache.enqueue_many(room, txns, texts)
         self._texts.update(zip(txns, texts, strict=True))
+        self._rooms.update((txn, room) for txn in txns)
         self.wake.set()
         return txns
 
@@ -151,6 +153,21 @@ class Outbox:
                 # A bug must not stop the outbox for good: log, retry shortly.
                 log.exception("outbox flush failed")
                 self._later()
+
+    def _sent_elsewhere(self, txns: list[str]) -> None:
+        """Sends queued here that another process of this home took out of the
+        outbox: one still awaited here is answered from the message that
+        process stored (it was acked there), not left to time out as queued."""
+        for txn in txns:
+            room = self._rooms.pop(txn, None)
+            if room is None or not self._waiters.waits(txn):
+                continue
+            seq = self.p.cache.seen_txn(room, self.p.me, txn)
+            if seq is None:
+                continue  # not stored: failed there (told there), or gone with the room
+            stored = self.p.cache.messages_at(room, [seq])
+            ts = stored[0].ts_ms if stored else 0
+            self._waiters.acked(txn, m.SendAck(room=room, txn=txn, seq=seq, ts=ts))
 
     def _later(self) -> None:
         asyncio.get_running_loop().call_later(1.0, self.wake.set)
@@ -180,6 +197,7 @@ class Outbox:
         items = self.p.cache.outbox(self._texts)
         if len(self._texts) > len(items):  # another process of this home sent some
             held = {i.txn for i in items}
+            self._sent_elsewhere([t for t in self._texts if t not in held])
             self._texts = {t: x for t, x in self._texts.items() if t in held}
         blocked = {r for r in {i.room for i in items} if self.p.core.key_change_in(r)}
         todo = deque(i for i in items if i.room not in blocked)
@@ -314,6 +332,7 @@ class Outbox:
             self._stale.pop(txn, None)
             self._waiters.acked(txn, ack)
             self._texts.pop(txn, None)
+            self._rooms.pop(txn, None)
             self.p.emit(ev.SendAcked(sent.item.room, sent.item.txn, ack.seq, ack.ts))
         ours: dict[str, list[CachedMessage]] = {sent.item.room: [] for sent, _ in acked}
         for msg in shown:
@@ -340,6 +359,7 @@ class Outbox:
     def _fail(self, item: OutboxItem, code: str, message: str) -> None:
         self.p.cache.dequeue(item.txn)
         self._texts.pop(item.txn, None)
+        self._rooms.pop(item.txn, None)
         self._stale.pop(item.txn, None)
         self._unopened.pop(item.txn, None)
         self._waiters.failed(item.txn, code, message)

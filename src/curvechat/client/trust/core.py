@@ -22,13 +22,12 @@ from curvechat.client.trust import rules
 from curvechat.client.trust.api import Grant, ListingPlan, Opened, Rotate, TrustStore
 from curvechat.client.trust.jobs import Crypt, OpenJob, open_in_turn
 from curvechat.client.trust.log import RoomLog
+from curvechat.client.trust.logbook import LogBook
 from curvechat.client.trust.rules import EpochRecord
 from curvechat.crypto.errors import CryptoError, MembershipError
 from curvechat.crypto.identity import Identity
 from curvechat.crypto.roomkeys import EpochKey, new_epoch_key, wrap_epoch_key
-from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
-from curvechat.protocol.codec import decode_member_op
 
 EventSink = Callable[[ev.Event], None]
 
@@ -39,9 +38,7 @@ class TrustCore:
         self.me = identity.user
         self.store = store
         self._emit = on_event
-        self._logs: dict[str, RoomLog] = {}
-        self._logs_at = -1  # the store's `written_elsewhere()` when last compared
-        self._unchecked: set[str] = set()  # logs another process may have extended since
+        self._book = LogBook(store, on_event)
         # What this process has told its front end, apart from the shared store:
         # another process of the home may have written the same rows first.
         self._told_changes: dict[str, bytes] = dict(store.key_changes())
@@ -54,39 +51,9 @@ class TrustCore:
 
     # --- the verified log ------------------------------------------------------
     def log(self, room: str) -> RoomLog:
-        """The verified membership log of `room`: with the ops another process
-        of this home stored since (they share the store), applied and checked
-        here as when it was loaded."""
-        version = self.store.written_elsewhere()
-        if version != self._logs_at:
-            self._logs_at = version
-            self._unchecked = set(self._logs)
-        log = self._logs.get(room)
-        if log is None:
-            log = self._logs[room] = self._load(room)
-        elif room in self._unchecked:
-            self._unchecked.discard(room)
-            if not self._apply_stored(log, self.store.ops(room, after=log.index)):
-                log = self._logs[room] = self._load(room)  # read again from the start
-        return log
-
-    def _load(self, room: str) -> RoomLog:
-        log = RoomLog.empty(room)
-        if not self._apply_stored(log, self.store.ops(room)):
-            self.store.drop_ops(room)
-            return RoomLog.empty(room)
-        return log
-
-    def _apply_stored(self, log: RoomLog, ops: list[tuple[bytes, bytes]]) -> bool:
-        """Extend `log` by ops read from the store; False (told as a Problem,
-        the log stopped before it) at one that does not apply."""
-        for op_bytes, sig in ops:
-            try:
-                log.apply(m.SignedOp(op=op_bytes, sig=sig))
-            except MembershipError as exc:
-                self._emit(ev.Problem(log.room, f"local membership log is invalid: {exc}"))
-                return False
-        return True
+        """The verified membership log of `room`, with what other processes of
+        this home stored since (logbook.py)."""
+        return self._book.get(room)
 
     def feed_ops(self, room: str, ops: Iterable[m.SignedOp]) -> RoomLog:
         """Extend the verified log of `room` by `ops` (a reply to `Members`).
@@ -119,28 +86,13 @@ class TrustCore:
         try:
             self.store.add_ops(room, accepted)
         except MembershipError as exc:
-            self._logs.pop(room, None)
+            self._book.forget(room)
             self._emit(ev.Problem(room, f"membership log rejected: {exc}"))
             raise UntrustedLog(f"{room}: {exc}") from exc
         self.store.ensure_room(room)
 
     def _held_already(self, log: RoomLog, signed: m.SignedOp) -> bool:
-        """Whether `log` already holds `signed`: another process of this home
-        stored it after this one asked for it (or sent it). An op at an index
-        the log holds with other bytes is the server telling the two processes
-        different logs (MembershipError)."""
-        try:
-            index = decode_member_op(signed.op).index
-        except Exception:
-            return False  # `apply` refuses it, saying why
-        held = self.store.op_at(log.room, index)
-        if held is None:
-            return False
-        if held != (signed.op, signed.sig):
-            raise MembershipError(
-                ErrorCode.CONFLICT, f"op {index} differs from the one this home holds"
-            )
-        return index <= log.index  # else stored by another process since: applied here too
+        return self._book.held_already(log, signed)
 
     def _check_logged_key(self, op: m.MemberOp) -> None:
         """P1, P2 for the key an op records, before the log takes the op."""

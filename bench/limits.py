@@ -277,14 +277,13 @@ async def put_batches(
     lat: list[int] = []
     t0 = time.monotonic()
     while time.monotonic() - t0 < seconds:
-        puts = [
-            rpc.RequestOp(request_put=rpc.PutRequest(key=prefix + b"%012d" % (n + i), value=value))
-            for i in range(TXN_PUTS)
-        ]
+        req = rpc.TxnRequest()  # built in place, as the store builds its own
+        for i in range(TXN_PUTS):
+            store.add_put(req.success, prefix + b"%012d" % (n + i), value)
         t1 = time.monotonic_ns()
-        await store._txn([], puts)
+        await store._send_txn(req)
         lat.append(time.monotonic_ns() - t1)
-        n += len(puts)
+        n += TXN_PUTS
     return n, time.monotonic() - t0, lat
 
 
@@ -295,7 +294,9 @@ async def delete_keys(store: Any, prefix: bytes, *, compact: bool) -> None:
     "The bare etcd run's tombstones")."""
     from aetcd import rpc  # type: ignore[import-untyped]
 
-    end = prefix[:-1] + bytes([prefix[-1] + 1])
+    from curvechat.store.etcd import prefix_end
+
+    end = prefix_end(prefix)
     gone = await store._call("DeleteRange", rpc.DeleteRangeRequest(key=prefix, range_end=end))
     if compact:
         await store._call(

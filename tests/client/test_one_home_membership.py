@@ -106,7 +106,7 @@ def test_a_second_story_stored_meanwhile_is_refused_not_overwritten(tmp_path: Pa
             w.ids["bob"], forged.next_op("add", "bob", "mallory", w.ids["mallory"].sign_pub, 1)
         )  # op 2 as `w.core` is told it
 
-        real = w.core._held_already
+        real = w.core._book.held_already
         raced: list[bool] = []
 
         def held_already(log, signed):  # type: ignore[no-untyped-def]
@@ -115,7 +115,7 @@ def test_a_second_story_stored_meanwhile_is_refused_not_overwritten(tmp_path: Pa
                 other.feed_ops("r", [story_x])
             return real(log, signed)
 
-        w.core._held_already = held_already  # type: ignore[method-assign]
+        w.core._book.held_already = held_already  # type: ignore[method-assign]
         with pytest.raises(UntrustedLog):  # another op 2: a second story
             w.core.feed_ops("r", [story_y])
         stored = w.cache.ops("r", after=1)

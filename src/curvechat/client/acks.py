@@ -26,15 +26,17 @@ def retrieve(fut: asyncio.Future[Any]) -> None:
 class AckWaiters:
     def __init__(self) -> None:
         self._futures: dict[str, asyncio.Future[m.SendAck]] = {}
+        self._rooms: dict[str, str] = {}  # txn -> its room, while awaited
 
-    def expect(self, txns: list[str]) -> None:
-        """Answers for `txns` will come (call when they are queued)."""
+    def expect(self, room: str, txns: list[str]) -> None:
+        """Answers for `txns` of `room` will come (call when they are queued)."""
         if len(self._futures) > MAX_UNCOLLECTED:
             for old in [t for t, f in self._futures.items() if f.done()]:
                 del self._futures[old]
         loop = asyncio.get_running_loop()
         for txn in txns:
             self._futures[txn] = loop.create_future()
+            self._rooms[txn] = room
 
     async def wait(self, txn: str, timeout: float | None = None) -> m.SendAck:
         fut = self._futures.get(txn)
@@ -53,22 +55,24 @@ class AckWaiters:
         self._futures.pop(txn, None)
         return ack
 
-    def waits(self, txn: str) -> bool:
-        """Whether an answer for `txn` is still to come."""
-        fut = self._futures.get(txn)
-        return fut is not None and not fut.done()
+    def awaited(self, txn: str) -> str | None:
+        """The room of `txn` if its answer is still to come."""
+        return self._rooms.get(txn)
 
     def acked(self, txn: str, ack: m.SendAck) -> None:
+        self._rooms.pop(txn, None)
         fut = self._futures.get(txn)
         if fut is not None and not fut.done():
             fut.set_result(ack)  # kept until `wait` collects it
 
     def failed(self, txn: str, code: str, message: str) -> None:
+        self._rooms.pop(txn, None)
         fut = self._futures.get(txn)
         if fut is not None and not fut.done():
             fut.set_exception(ServerRefused(code, message))
             fut.add_done_callback(retrieve)
 
     def cancel(self) -> None:
+        self._rooms.clear()
         for fut in self._futures.values():
             fut.cancel()  # the message stays in the outbox for the next run

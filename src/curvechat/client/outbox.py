@@ -89,7 +89,6 @@ class Outbox:
         self._unopened: dict[str, int] = {}  # txn -> acks at a row that did not open, so far
         self._txns: dict[str, TxnIds] = {}  # room -> its ids (none tells of another room)
         self._texts: dict[str, str] = {}  # txn -> text, of what this outbox queued and holds
-        self._rooms: dict[str, str] = {}  # txn -> room, of the same
 
     @property
     def window(self) -> int:
@@ -124,10 +123,9 @@ class Outbox:
         self.p.core.refuse_if_key_changed(room)
         ids = self._txns.setdefault(room, TxnIds())
         txns = [ids() for _ in texts]
-        self._waiters.expect(txns)
+        self._waiters.expect(room, txns)
         self.p.cache.enqueue_many(room, txns, texts)
         self._texts.update(zip(txns, texts, strict=True))
-        self._rooms.update((txn, room) for txn in txns)
         self.wake.set()
         return txns
 
@@ -159,8 +157,8 @@ class Outbox:
         outbox: one still awaited here is answered from the message that
         process stored (it was acked there), not left to time out as queued."""
         for txn in txns:
-            room = self._rooms.pop(txn, None)
-            if room is None or not self._waiters.waits(txn):
+            room = self._waiters.awaited(txn)
+            if room is None:
                 continue
             seq = self.p.cache.seen_txn(room, self.p.me, txn)
             if seq is None:
@@ -332,7 +330,6 @@ class Outbox:
             self._stale.pop(txn, None)
             self._waiters.acked(txn, ack)
             self._texts.pop(txn, None)
-            self._rooms.pop(txn, None)
             self.p.emit(ev.SendAcked(sent.item.room, sent.item.txn, ack.seq, ack.ts))
         ours: dict[str, list[CachedMessage]] = {sent.item.room: [] for sent, _ in acked}
         for msg in shown:
@@ -359,7 +356,6 @@ class Outbox:
     def _fail(self, item: OutboxItem, code: str, message: str) -> None:
         self.p.cache.dequeue(item.txn)
         self._texts.pop(item.txn, None)
-        self._rooms.pop(item.txn, None)
         self._stale.pop(item.txn, None)
         self._unopened.pop(item.txn, None)
         self._waiters.failed(item.txn, code, message)

@@ -220,7 +220,7 @@ class Sync:
         if not fresh:
             await self.p.tell_stored(room, live=live)  # another process stored them
             return 0
-        if any(i.envelope.room == room and core.needs_refresh(room, i.envelope) for i in fresh):
+        if core.needs_refresh(room, (i.envelope for i in fresh if i.envelope.room == room)):
             with contextlib.suppress(UntrustedLog):
                 await self.refresh(room)
         shown: list[tuple[CachedMessage, bool]] = []

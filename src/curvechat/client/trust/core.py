@@ -64,7 +64,7 @@ class TrustCore:
         accepted: list[tuple[int, bytes, bytes]] = []
         try:
             for signed in ops:
-                if self._held_already(log, signed):
+                if self._book.held_already(log, signed):
                     continue
                 op = log.apply(signed, check=self._check_logged_key)  # the log stops before it
                 accepted.append((op.index, signed.op, signed.sig))
@@ -90,9 +90,6 @@ class TrustCore:
             self._emit(ev.Problem(room, f"membership log rejected: {exc}"))
             raise UntrustedLog(f"{room}: {exc}") from exc
         self.store.ensure_room(room)
-
-    def _held_already(self, log: RoomLog, signed: m.SignedOp) -> bool:
-        return self._book.held_already(log, signed)
 
     def _check_logged_key(self, op: m.MemberOp) -> None:
         """P1, P2 for the key an op records, before the log takes the op."""
@@ -258,9 +255,11 @@ class TrustCore:
         ]
 
     # --- messages ----------------------------------------------------------------------
-    def needs_refresh(self, room: str, env: m.Envelope) -> bool:
-        """Whether the log or keys may be behind for this envelope."""
-        return env.epoch not in self.held(room) or env.sender not in self.log(room).logged_keys
+    def needs_refresh(self, room: str, envs: Iterable[m.Envelope]) -> bool:
+        """Whether the log or keys may be behind for any of these envelopes
+        (of `room`; the held keys and the log read once for them all)."""
+        held, logged = self.held(room), self.log(room).logged_keys
+        return any(env.epoch not in held or env.sender not in logged for env in envs)
 
     def verify(self, room: str, env: m.Envelope) -> Opened:
         """Decide whether an envelope may be shown (M1-M5) and decrypt it;

@@ -12,7 +12,7 @@ from curvechat.protocol import messages as m
 from curvechat.server.cluster import Cluster
 from curvechat.server.metrics import NodeMetrics
 from curvechat.server.rooms import RoomCache
-from curvechat.store import EpochRecord, MemberChange, NewMessage, OpRecord
+from curvechat.store import EpochRecord, MemberChange, NewMessage, OpRecord, StoredRow
 from curvechat.store.etcd import EtcdStore
 
 from support.etcd import EtcdCluster
@@ -34,10 +34,10 @@ class FakeNode:
         self.peers: list[str] = []
         self.peer_nodes: list[dict[str, Any]] = []
 
-    async def push_remote(self, messages: list[tuple[str, m.StoredMessage]]) -> int:
-        self.pushed += [(room, message.seq) for room, message in messages]
+    async def push_remote(self, rows: list[StoredRow]) -> int:
+        self.pushed += [(row.room, row.seq) for row in rows]
         self.changed.set()
-        return len(messages)
+        return len(rows)
 
     def push(self, users: list[str], msg: Any, *, skip: bytes | None = None) -> int:
         return 0

@@ -31,6 +31,8 @@ from curvechat.protocol import (
     encode_item,
     encode_reply,
     encode_request,
+    is_message_push,
+    message_push,
     peek_request_id,
 )
 from curvechat.protocol import messages as m
@@ -208,6 +210,24 @@ def test_a_batch_of_pre_encoded_items_decodes_as_a_batch() -> None:
     assert BATCH_BUDGET_BYTES + len(encode_item(0, m.MessagePush(room="g", message=big))) < (
         MAX_REPLY_BYTES
     )
+
+
+def test_a_push_of_a_stored_envelope_is_the_same_frame_as_of_the_decoded_one() -> None:
+    """The watch and the node link push envelopes as stored, without
+    decoding them: the frames must be byte for byte the ones a push of the
+    decoded envelope makes, alone and in a batch."""
+    stored = encode(ENVELOPE)
+    raw = message_push("general", STORED.seq, STORED.ts, stored)
+    typed = m.MessagePush(
+        room="general", message=m.StoredMessage(seq=STORED.seq, ts=STORED.ts, envelope=ENVELOPE)
+    )
+    assert encode_item(0, raw) == encode_item(0, typed)
+    assert encode_reply(0, raw) == encode_reply(0, typed)
+    assert decode_server_frame(encode_batch([encode_item(0, raw)])).msg == m.Batch(
+        items=[m.BatchItem(rid=0, msg=typed)]
+    )
+    assert is_message_push(raw) and is_message_push(typed)
+    assert not is_message_push(SEND_ACK)
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ control sees, and what a failed send loses."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from types import SimpleNamespace
 
 import pytest
@@ -53,11 +53,8 @@ class FakeNode:
         self.by_user.setdefault(user, []).append(sess)
         return sess
 
-    def receivers(self, users: Iterable[str], skip: bytes | None) -> Iterator[Session]:
-        for user in users:
-            for sess in self.by_user.get(user, []):
-                if sess.routing_id != skip:
-                    yield sess
+    def receivers(self, users: Iterable[str]) -> list[Session]:
+        return [sess for user in users for sess in self.by_user.get(user, [])]
 
     def withheld(self, sess: Session, size: int, *, ahead: int = 0, pending: int = 0) -> bool:
         return self.flow.refuse_push(sess.flow, size, ahead=ahead, pending=pending) is not None

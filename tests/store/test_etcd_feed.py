@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aetcd import rpc  # type: ignore[import-untyped]
 
-from curvechat.store import NewMessage, NodeNameTaken
+from curvechat.store import NewMessage, NodeNameTaken, StoredRow
 from curvechat.store.etcd import EtcdStore
 from curvechat.store.etcd.feed import (
     ClusterFeed,
@@ -20,6 +20,7 @@ from curvechat.store.etcd.feed import (
     MessageCommitted,
     NodeRegistry,
     NodesChanged,
+    OwnCommitted,
     RoomChanged,
 )
 
@@ -68,6 +69,28 @@ async def test_events_are_typed_and_in_commit_order(store: EtcdStore) -> None:
     assert await registry.values() == [b"info"]
     await registry.revoke()
     assert await registry.values() == []
+
+
+async def test_the_own_origins_commits_come_without_their_value(store: EtcdStore) -> None:
+    """A node's own commits, which it pushed itself, are told by room and
+    seq only (their values are not decoded); every other origin's in full."""
+    feed = ClusterFeed(store, await store.current_revision(), own="0123456789ab")
+    await make_room(store, "r")
+    await store.append_messages(
+        [
+            NewMessage("r", "alice", "t1", b"e1", origin="0123456789ab"),
+            NewMessage("r", "alice", "t2", b"e2", origin="ba9876543210"),
+            NewMessage("r", "alice", "t3", b"e3", origin="0123456789ab"),
+        ]
+    )
+    events = await take(feed, 4)
+    assert events[1:] == [
+        OwnCommitted("r", 1),
+        MessageCommitted(
+            StoredRow("r", 2, events[2].row.ts_ms, "alice", "t2", b"e2"), "ba9876543210"
+        ),  # type: ignore[union-attr]
+        OwnCommitted("r", 3),
+    ]
 
 
 async def test_a_broken_stream_gives_the_untaken_events_again(store: EtcdStore) -> None:

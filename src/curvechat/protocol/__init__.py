@@ -16,6 +16,8 @@ from curvechat.protocol.codec import (
     encode_request,
     encode_send_item,
     encode_sends,
+    is_message_push,
+    message_push,
     peek_request_id,
 )
 from curvechat.protocol.errors import (
@@ -43,5 +45,7 @@ __all__ = [
     "encode_request",
     "encode_send_item",
     "encode_sends",
+    "is_message_push",
+    "message_push",
     "peek_request_id",
 ]

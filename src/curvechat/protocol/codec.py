@@ -74,6 +74,35 @@ class _RawBatch(Reply, tag="batch", frozen=True):
     items: list[msgspec.Raw]
 
 
+class _RawStored(msgspec.Struct, frozen=True):
+    """A `StoredMessage` whose envelope is already encoded (encoding side only)."""
+
+    seq: int
+    ts: int
+    envelope: msgspec.Raw
+
+
+class _RawPush(Reply, tag="push_message", frozen=True):
+    """A `MessagePush` of a `_RawStored` (encoding side only, as `_RawBatch`)."""
+
+    room: str
+    message: _RawStored
+
+
+def message_push(room: str, seq: int, ts: int, envelope: bytes) -> MessagePush:
+    """The push of a stored message whose envelope is `envelope` as stored
+    (the encoding of an `Envelope` the node checked when it took the send):
+    encoded, it is the same frame as a `MessagePush` of the decoded envelope,
+    without decoding and encoding the envelope again. For encoding only."""
+    stored = _RawStored(seq=seq, ts=ts, envelope=msgspec.Raw(envelope))
+    return cast(MessagePush, _RawPush(room=room, message=stored))
+
+
+def is_message_push(msg: object) -> bool:
+    """Whether `msg` is a message push (a `MessagePush` or a `message_push`)."""
+    return type(msg) is MessagePush or type(msg) is _RawPush
+
+
 def encode_item(rid: int, msg: SendAck | MessagePush) -> bytes:
     """One item of a `batch` frame; encoded once, it can join many frames."""
     return _encoder.encode(BatchItem(rid=rid, msg=msg))

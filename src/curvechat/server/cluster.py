@@ -117,7 +117,7 @@ class Cluster:
         self.store = store
         self.connect = connect
         self.http = http
-        self.feed = ClusterFeed(store)
+        self.feed = ClusterFeed(store, own=node.boot)
         self.registry = NodeRegistry(store, node.node_name, LEASE_TTL_S)
         self.status = "up"  # in the registry: "up", or "draining" (server/drain.py)
         self._since_ms = 0  # in the registry: when `status` last changed (wall clock)

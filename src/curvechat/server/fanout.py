@@ -20,14 +20,20 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from curvechat.protocol import encode_batch, encode_item, encode_reply
+from curvechat.protocol import (
+    encode_batch,
+    encode_item,
+    encode_reply,
+    is_message_push,
+    message_push,
+)
 from curvechat.protocol import limits as L
 from curvechat.protocol import messages as m
 
 if TYPE_CHECKING:
     from curvechat.server.node import ChatNode
-    from curvechat.server.rooms import RoomView
     from curvechat.server.session import Session
+    from curvechat.store import StoredRow
 
 
 @dataclass(slots=True)
@@ -58,13 +64,24 @@ class _Frames:
 
 
 class Fanout:
-    __slots__ = ("_node", "_out", "_pending", "_send")
+    __slots__ = ("_node", "_out", "_pending", "_receivers", "_send")
 
     def __init__(self, node: ChatNode, send: Callable[[bytes, bytes], bool]) -> None:
         self._node = node
         self._send = send
         self._out: dict[bytes, _Frames] = {}
         self._pending = 0  # bytes of every item gathered and not yet sent
+        # id(users) -> (users, their connections): a pass pushes many messages
+        # to one room's member list, which is looked up once.
+        self._receivers: dict[int, tuple[Iterable[str], list[Session]]] = {}
+
+    def _connections(self, users: Iterable[str]) -> list[Session]:
+        hit = self._receivers.get(id(users))
+        if hit is not None and hit[0] is users:
+            return hit[1]
+        sessions = self._node.receivers(users)
+        self._receivers[id(users)] = (users, sessions)
+        return sessions
 
     def push(self, users: Iterable[str], push: m.AnyReply, *, skip: bytes | None) -> int:
         """Send or queue `push` for every connection of `users` but `skip`
@@ -72,9 +89,11 @@ class Fanout:
         it went to."""
         node = self._node
         item = plain = None
-        batchable = type(push) is m.MessagePush
+        batchable = is_message_push(push)
         sent = 0
-        for sess in node.receivers(users, skip):
+        for sess in self._connections(users):
+            if sess.routing_id == skip:
+                continue
             if batchable and sess.batch:
                 if item is None:
                     item = encode_item(0, push)  # type: ignore[arg-type]
@@ -119,26 +138,29 @@ class Fanout:
                     if len(items) > 1:  # the sender counted the frame as one
                         self._node.metrics.pushes_dropped.inc(len(items) - 1)
         self._out.clear()
+        self._receivers.clear()
         self._pending = 0
         return lost
 
 
-async def push_remote(node: ChatNode, messages: Sequence[tuple[str, m.StoredMessage]]) -> int:
-    """Push (room, message) pairs that ANOTHER node committed (learned from
-    the cluster watch or a node link) to `node`'s online members of their
-    rooms, in the order given; returns how many pushes went out. A node's
-    own commits are pushed by the reactor and the handlers."""
-    views: dict[str, RoomView | None] = {}
+async def push_remote(node: ChatNode, rows: Sequence[StoredRow]) -> int:
+    """Push messages that ANOTHER node committed (learned from the cluster
+    watch or a node link) to `node`'s online members of their rooms, in the
+    order given, their envelopes as stored; returns how many pushes went
+    out. A node's own commits are pushed by the reactor and the handlers."""
+    members: dict[str, list[str] | None] = {}  # room -> its members (None: no such room)
     out = node.fanout()
     sent = 0
     try:
-        for room, message in messages:
-            if room not in views:
-                views[room] = await node.rooms.get(room)
-            view = views[room]
-            if view is not None:
-                push = m.MessagePush(room=room, message=message)
-                sent += out.push(view.members(), push, skip=None)
+        for row in rows:
+            room = row.room
+            if room not in members:
+                view = await node.rooms.get(room)
+                members[room] = None if view is None else view.members()
+            who = members[room]
+            if who is not None:
+                push = message_push(room, row.seq, row.ts_ms, row.envelope)
+                sent += out.push(who, push, skip=None)
     finally:  # what was gathered goes out, also when a room could not be read
         sent -= out.flush()
         node.metrics.messages_delivered.inc(sent)

@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import zmq
@@ -52,7 +52,7 @@ from curvechat.server.router import (
     source_fd,
 )
 from curvechat.server.session import OrderedPath, Session
-from curvechat.store import Committed, NewMessage, Store
+from curvechat.store import Committed, NewMessage, Store, StoredRow
 
 log = logging.getLogger("curvechat.server")
 
@@ -309,13 +309,15 @@ class ChatNode:
         """A collector for one pass's acks and pushes (server/fanout.py)."""
         return Fanout(self, self.send if self._reactor is None else self._reactor.send)
 
-    def receivers(self, users: Iterable[str], skip: bytes | None) -> Iterator[Session]:
-        """Every connection of `users` but `skip`."""
-        for user in users:
-            for routing_id in list(self.by_user.get(user, ())):
-                sess = self.sessions.get(routing_id)
-                if routing_id != skip and sess is not None:
-                    yield sess
+    def receivers(self, users: Iterable[str]) -> list[Session]:
+        """Every connection of `users`."""
+        sessions = self.sessions
+        return [
+            sess
+            for user in users
+            for routing_id in self.by_user.get(user, ())
+            if (sess := sessions.get(routing_id)) is not None
+        ]
 
     def withheld(self, sess: Session, size: int, *, ahead: int = 0, pending: int = 0) -> bool:
         """Whether a push must not be queued for `sess` (it does not read);
@@ -334,9 +336,9 @@ class ChatNode:
             )
         return True
 
-    async def push_remote(self, messages: Sequence[tuple[str, m.StoredMessage]]) -> int:
+    async def push_remote(self, rows: Sequence[StoredRow]) -> int:
         """Push messages ANOTHER node committed (server/fanout.py `push_remote`)."""
-        return await push_remote(self, messages)
+        return await push_remote(self, rows)
 
     def note_bye(self, sess: Session) -> None:
         self.liveness.note_bye(sess)

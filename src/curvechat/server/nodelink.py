@@ -49,8 +49,6 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from curvechat.protocol import decode_envelope
-from curvechat.protocol import messages as m
 from curvechat.protocol.errors import UNDECODABLE
 from curvechat.server.forwarder import Forwarder
 from curvechat.server.linkwire import (
@@ -67,7 +65,7 @@ from curvechat.server.linkwire import (
 )
 from curvechat.server.ownership import Ownership
 from curvechat.server.router import bind_or_close
-from curvechat.store import Committed, NewMessage, StoreError
+from curvechat.store import Committed, NewMessage, StoredRow, StoreError
 from curvechat.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -169,7 +167,9 @@ class LinkServer:
                 continue
             # Committed as the owner's own: the owner pushes them to its
             # clients (below) and every other node's watch to theirs.
-            batch = [msgspec.structs.replace(x, origin="") for x in fwd.messages]
+            batch = [
+                x if not x.origin else msgspec.structs.replace(x, origin="") for x in fwd.messages
+            ]
             # Queued now, in the order the frames came (group commit keeps it).
             try:
                 future = self.submit(batch)
@@ -248,22 +248,16 @@ class NodeLink:
     async def _push_committed(self, batch: list[NewMessage], acks: list[Committed]) -> None:
         """What this node committed for another one, to its own clients in
         commit order (its watch skips its own commits)."""
-        messages = []
-        for msg, ack in zip(batch, acks, strict=True):
-            # A duplicate was pushed when it was first committed (here, or by
-            # this node's watch if the forwarding node committed it).
-            if ack.stale or ack.behind or ack.duplicate:
-                continue
-            try:
-                envelope = decode_envelope(msg.envelope)
-            except Exception:  # checked by the forwarding node: not expected
-                log.warning("node link: undecodable envelope in %s", msg.room)
-                continue
-            messages.append(
-                (msg.room, m.StoredMessage(seq=ack.seq, ts=ack.ts_ms, envelope=envelope))
-            )
-        if messages:
-            await self.node.push_remote(messages)
+        # A duplicate was pushed when it was first committed (here, or by
+        # this node's watch if the forwarding node committed it). The
+        # envelopes as forwarded: the forwarding node checked each one.
+        rows = [
+            StoredRow(msg.room, ack.seq, ack.ts_ms, msg.sender, msg.txn, msg.envelope)
+            for msg, ack in zip(batch, acks, strict=True)
+            if not (ack.stale or ack.behind or ack.duplicate)
+        ]
+        if rows:
+            await self.node.push_remote(rows)
 
     def update(self, me_up: bool, nodes: Sequence[tuple[str, str, str, bytes]]) -> None:
         """The registry's nodes as (name, status, link endpoint, z85 key)."""

@@ -22,9 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from curvechat.protocol import ErrorCode, encode, encode_reply
+from curvechat.protocol import ErrorCode, encode, encode_reply, message_push
 from curvechat.protocol import messages as m
 from curvechat.server.handlers import OUT_OF_ORDER_TEXT, Handlers, Refusal
+from curvechat.server.metrics import observe_all
 from curvechat.server.rooms import RoomView
 from curvechat.server.session import SESSION_QUEUE_MAX, Session
 from curvechat.store import Committed, NewMessage, StoreUnavailable
@@ -146,7 +147,9 @@ class SendBatches:
         """Push and ack every committed message, in commit order; returns the
         stale ones (the room changed before the commit)."""
         node = self.node
-        accepted = delivered = acked = 0
+        accepted = delivered = 0
+        acked: list[float] = []  # the t0 of each send acked
+        delivered_t0: list[float] = []  # the t0 of each send pushed to someone
         members: dict[str, list[str]] = {}
         stale: list[PlainSend] = []
         out = node.fanout()
@@ -170,21 +173,21 @@ class SendBatches:
                 who = members.get(room)
                 if who is None:
                     who = members[room] = s.view.members()
-                push = m.MessagePush(
-                    room=room, message=m.StoredMessage(seq=done.seq, ts=done.ts_ms, envelope=env)
-                )
+                push = message_push(room, done.seq, done.ts_ms, s.msg.envelope)
                 sent = out.push(who, push, skip=s.sess.routing_id)
                 delivered += sent
                 if sent:
-                    self._deliver_s.observe(now - s.t0)
+                    delivered_t0.append(s.t0)
             ack = m.SendAck(
                 room=env.room, txn=env.txn, seq=done.seq, ts=done.ts_ms, duplicate=done.duplicate
             )
             out.ack(s.sess, s.rid, ack)
-            self._ack_s.observe(time.perf_counter() - s.t0)
-            acked += 1
+            acked.append(s.t0)
         delivered -= out.flush()
-        self._n_send.inc(acked)
+        t_ack = time.perf_counter()
+        observe_all(self._ack_s, [t_ack - t0 for t0 in acked])
+        observe_all(self._deliver_s, [now - t0 for t0 in delivered_t0])
+        self._n_send.inc(len(acked))
         if accepted:
             self._accepted.inc(accepted)
         if delivered:

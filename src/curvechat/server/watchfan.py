@@ -29,8 +29,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from curvechat.protocol import decode_envelope
 from curvechat.protocol import messages as m
+from curvechat.server.metrics import observe_all
 from curvechat.server.node import ChatNode
 from curvechat.store import StoredRow, StoreUnavailable
 from curvechat.store.etcd import EtcdStore
@@ -40,6 +40,7 @@ from curvechat.store.etcd.feed import (
     FeedEvent,
     MessageCommitted,
     NodesChanged,
+    OwnCommitted,
     RoomChanged,
 )
 
@@ -85,18 +86,26 @@ class WatchFanout:
         """One watch answer: its messages pushed together (one frame per
         client that reads batches), in order with its other events."""
         rows: list[StoredRow] = []
-        lag = self.node.metrics.watch_lag_seconds
+        lags: list[float] = []  # of the rows pushed, their lag behind the commit
+        now = time.time()
+        seen = self._seen
         for event in events:
+            if type(event) is OwnCommitted:  # acked by this node, which pushed it then
+                if event.seq > seen.get(event.room, 0):
+                    seen[event.room] = event.seq
+                continue
             if not isinstance(event, MessageCommitted):
                 await self._push_rows(rows)
                 rows = []
                 await self._on_event(event)
                 continue
             row = event.row
-            self._seen[row.room] = max(self._seen.get(row.room, 0), row.seq)
-            if event.origin != self.node.boot:  # else acked by this node, which pushed it then
+            if row.seq > seen.get(row.room, 0):
+                seen[row.room] = row.seq
+            if event.origin != self.node.boot:  # (the feed tells this node's own apart)
                 rows.append(row)
-                lag.observe(max(0.0, time.time() - row.ts_ms / 1000))
+                lags.append(max(0.0, now - row.ts_ms / 1000))
+        observe_all(self.node.metrics.watch_lag_seconds, lags)
         await self._push_rows(rows)
 
     async def _on_event(self, event: FeedEvent) -> None:
@@ -109,19 +118,9 @@ class WatchFanout:
                 await self._relist(compacted)  # the stream ended: watch again from there
 
     async def _push_rows(self, rows: Sequence[StoredRow]) -> None:
-        messages = []
-        for row in rows:
-            try:
-                envelope = decode_envelope(row.envelope)
-            except Exception:  # stored by a node that validated it: not expected
-                log.warning("undecodable envelope in %s at seq %d", row.room, row.seq)
-                continue
-            messages.append(
-                (row.room, m.StoredMessage(seq=row.seq, ts=row.ts_ms, envelope=envelope))
-            )
-        if not messages:
-            return
-        await self.node.push_remote(messages)
+        if rows:
+            # As stored: a node checked each envelope when it took the send.
+            await self.node.push_remote(rows)
 
     async def _room_changed(self, room: str) -> None:
         view = self.node.rooms.peek(room)

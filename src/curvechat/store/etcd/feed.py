@@ -5,7 +5,10 @@ the node registry.
   revision on and yields typed events, one list per etcd response (all
   events of one transaction come in one response): `MessageCommitted`,
   `RoomChanged`, `NodesChanged`, and `Compacted` when the revision it was
-  to resume from is gone (the caller re-lists, then sets `revision`).
+  to resume from is gone (the caller re-lists, then sets `revision`). A
+  message whose origin is the feed's `own` (the node's own commits, which
+  the node pushed itself) comes as `OwnCommitted`, its room and seq only:
+  its value is not decoded.
   `revision` moves past a response's events only when the caller asks for
   the next list, so a stream that breaks halfway gives them all again.
 * `NodeRegistry` keeps one key per live node under a lease: grant and put,
@@ -32,6 +35,7 @@ from aetcd import rpc  # type: ignore[import-untyped]
 
 from curvechat.store.base import NodeNameTaken, StoredRow, StoreUnavailable
 from curvechat.store.etcd import EtcdStore, prefix_end
+from curvechat.store.etcd import records as rec
 
 _HAS_LEADER = (("hasleader", "true"),)
 _PUT = rpc.Event.EventType.PUT  # looked up once, not per event
@@ -41,6 +45,12 @@ _PUT = rpc.Event.EventType.PUT  # looked up once, not per event
 class MessageCommitted:
     row: StoredRow
     origin: str  # the boot id of the node whose clients were acked
+
+
+@dataclass(frozen=True, slots=True)
+class OwnCommitted:
+    room: str  # a message the feed's `own` origin committed: where, not what
+    seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,16 +68,20 @@ class Compacted:
     revision: int  # etcd's compacted revision; the feed's own is gone
 
 
-FeedEvent = MessageCommitted | RoomChanged | NodesChanged | Compacted
+FeedEvent = MessageCommitted | OwnCommitted | RoomChanged | NodesChanged | Compacted
 
 
 class ClusterFeed:
     """The watch over ``m/`` .. ``r/`` (see the module docstring)."""
 
-    def __init__(self, store: EtcdStore, revision: int = 0) -> None:
+    def __init__(self, store: EtcdStore, revision: int = 0, *, own: str = "") -> None:
         self.store = store
         self.revision = revision  # the last revision whose events were taken
         self.on_created: Callable[[], None] = lambda: None
+        # A stored message's value is an array whose last item is its origin:
+        # one that ends with this encoding is `own`'s (origins are written by
+        # nodes only, as their boot ids, all of one length).
+        self._own_tail = rec.enc.encode(own) if own else None
 
     async def current_revision(self) -> int:
         return await self.store.current_revision()
@@ -131,7 +145,10 @@ class ClusterFeed:
             if event.type != _PUT:
                 return None
             room, seq = store.parse_msg_key(key)
-            row, origin = store.decode_message(room, seq, bytes(event.kv.value))
+            value = event.kv.value
+            if self._own_tail is not None and value.endswith(self._own_tail):
+                return OwnCommitted(room, seq)
+            row, origin = store.decode_message(room, seq, bytes(value))
             return MessageCommitted(row, origin)
         if key.startswith(store.room_prefix) and key.endswith(b"/meta"):
             return RoomChanged(store.parse_room_key(key))

@@ -257,6 +257,39 @@ async def test_a_batch_too_big_for_one_transaction_commits_in_fast_parts(
     assert room is not None and room.head == 251
 
 
+async def test_the_stores_own_rotation_keeps_the_room_on_the_fast_path(
+    two: tuple[EtcdStore, EtcdStore],
+) -> None:
+    """A rotation or membership change written by the store that commits the
+    room's messages (the room's owner) moves the meta it remembers: the
+    sends that expect the new meta commit on the fast path at once, and one
+    that still expects the old meta is refused stale. Another store's change
+    is not taken on trust: its sends go the read path, as before."""
+    a, b = two
+    await make_room(a, "r")
+    await a.append_messages([msg("r", "alice", "t0")])  # read path: learns the room
+    await a.add_epoch("r", EpochRecord(1, 0, "alice"), [])
+    (ack,) = await a.append_messages([NewMessage("r", "alice", "t1", b"x", expect=(1, 0))])
+    assert ack.seq == 2 and not ack.stale
+    assert (a._messages.fast, a._messages.fast_missed) == (1, 0)
+    (old,) = await a.append_messages([NewMessage("r", "alice", "t2", b"x", expect=(0, 0))])
+    assert old.stale
+    await a.append_op(
+        "r", OpRecord(1, b"op1", b"sig"), [MemberChange("bob", True)], EpochRecord(2, 1, "alice")
+    )
+    (ack,) = await a.append_messages([NewMessage("r", "alice", "t3", b"x", expect=(2, 1))])
+    assert ack.seq == 3 and not ack.stale
+    assert (a._messages.fast, a._messages.fast_missed) == (2, 0)
+    # b rotates: a's memory is not moved, its fast transaction fails, the
+    # read path commits.
+    await b.add_epoch("r", EpochRecord(3, 1, "alice"), [])
+    (ack,) = await a.append_messages([NewMessage("r", "alice", "t4", b"x", expect=(3, 1))])
+    assert ack.seq == 4 and not ack.stale
+    assert a._messages.fast == 2
+    txns = [r.txn for r in await b.messages("r", limit=10)]
+    assert txns == ["t0", "t1", "t3", "t4"]
+
+
 async def test_the_fast_path_gives_way_whenever_etcd_disagrees(
     two: tuple[EtcdStore, EtcdStore],
 ) -> None:

@@ -96,6 +96,16 @@ class MessageCommits:
         self.fast = 0  # transactions committed on the fast path
         self.fast_missed = 0  # fast transactions whose compares failed
 
+    def meta_written(self, room: str, was: int, meta: tuple[int, int], revision: int) -> None:
+        """This store wrote `room`'s meta (a rotation or a membership change),
+        moving it from revision `was` to `meta` at `revision`: a room
+        remembered at `was` is remembered with it (its head did not move), so
+        that its next sends need not fail a fast transaction, or be judged
+        stale on the old meta, and go the read path."""
+        known = self._rooms.get(room)
+        if known is not None and known.meta_rev == was:
+            known.meta, known.meta_rev = meta, revision
+
     def _remember(self, room: str, known: _Room) -> None:
         if room not in self._rooms and len(self._rooms) >= ROOMS_REMEMBERED:
             self._rooms.clear()

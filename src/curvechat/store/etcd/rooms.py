@@ -46,6 +46,10 @@ class EtcdRooms(EtcdClient):
             return None
         return meta[0], head[0]
 
+    def _meta_written(self, room: str, was: int, meta: tuple[int, int], revision: int) -> None:
+        """This store moved `room`'s meta from revision `was` to (epoch,
+        op_head) `meta` at `revision` (store.py tells its message commits)."""
+
     @staticmethod
     def _record(room: str, meta_kv: Any, head_kv: Any) -> RoomRecord:
         meta = rec.meta_dec.decode(meta_kv.value)
@@ -167,6 +171,9 @@ class EtcdRooms(EtcdClient):
             self._check_ops(len(writes))
             resp = await self._txn([self._mod_is(self.k_meta(room), meta_kv.mod_revision)], writes)
             if resp.succeeded:
+                self._meta_written(
+                    room, int(meta_kv.mod_revision), (new_epoch, op_head), int(resp.header.revision)
+                )
                 return msgspec.structs.replace(
                     current, epoch=new_epoch, epoch_after_op=after_op, op_head=op_head
                 )

@@ -102,6 +102,9 @@ class EtcdStore(EtcdRooms, Store):
             self._messages.commit_group, batch_max=batch_max, name="curvechat-etcd-commit"
         )
 
+    def _meta_written(self, room: str, was: int, meta: tuple[int, int], revision: int) -> None:
+        self._messages.meta_written(room, was, meta, revision)
+
     async def close(self) -> None:
         await self._committer.drain()
         await self.pool.close()

@@ -50,6 +50,9 @@ class Workers:
 
     batch = True
     """Whether their clients' hellos ask for `batch` frames (`--plain-frames`: no)."""
+    sends = True
+    """Whether a windowed sender puts every send it can make at once into one
+    `sends` frame, as the client engine does (`--single-sends`: one frame each)."""
 
     def __init__(
         self, specs: list[list[dict[str, Any]]], servers: list[ServerProcess], *, nice: int = 0
@@ -71,6 +74,7 @@ class Workers:
                 "server_keys": [a.server_key for a in addrs],
                 "nice": nice,
                 "batch": self.batch,
+                "sends": self.sends,
             }
             p = SPAWN.Process(target=worker.main, args=(i + 1, spec, child), daemon=True)
             p.start()

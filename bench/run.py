@@ -599,6 +599,12 @@ def main(argv: list[str] | None = None) -> int:
         help="load clients ask for one frame per ack and push (no `batch` frames)",
     )
     ap.add_argument(
+        "--single-sends",
+        action="store_true",
+        help="windowed load clients send one `send` frame per message, not `sends`"
+        " frames of every send they can (the client engine's way)",
+    )
+    ap.add_argument(
         "--switch-interval", type=float, help="run the servers with this sys.setswitchinterval"
     )
     args = ap.parse_args(argv)
@@ -620,6 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     global SWITCH_INTERVAL
     SWITCH_INTERVAL = args.switch_interval
     Workers.batch = not args.plain_frames
+    Workers.sends = not args.single_sends
     raise_fd_limit()
     started = time.time()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))

@@ -10,6 +10,10 @@ The orchestrator talks to it over a multiprocessing pipe:
   signatures; sealing is measured separately, in the client-crypto row).
 * ``("run", {...})``: send (paced or windowed), receive every push, answer
   with send/ack/receive times (monotonic ns, comparable across processes).
+  A windowed sender puts the sends it makes at once (its window at the
+  start, then one for each ack of a frame it received) into one `sends`
+  frame, as the client engine does, and a paced one a `sends` frame of
+  one; with ``spec["sends"]`` false, each send is a `send` frame.
 * ``("idle", {...})``: only ping every interval, reading just the pongs,
   until "stop".
 """
@@ -32,7 +36,7 @@ from curvechat.client.dealer import set_heartbeats
 from curvechat.crypto.envelope import Plaintext, seal_message
 from curvechat.crypto.identity import Identity
 from curvechat.crypto.roomkeys import unwrap_key_packet
-from curvechat.protocol import decode_server_frame, encode_request
+from curvechat.protocol import decode_server_frame, encode_request, encode_send_item, encode_sends
 from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_REPLY_BYTES
 
@@ -74,7 +78,9 @@ class Client:
         self.welcomed = False
         self.ready = False
         # sender state
-        self.frames: list[bytes] = []
+        self.frames: list[bytes] = []  # sends (spec "sends": `sends` items)
+        self.items: list[bytes] = []  # `sends` items of `frames` not yet sent
+        self.frame_end: dict[int, int] = {}  # rid -> the last rid of its `sends` frame
         self.ids: list[int] = []
         self.next = 0
         self.limit = 0
@@ -102,6 +108,7 @@ class Worker:
         self.endpoints: list[str] = spec["endpoints"]
         self.server_keys: list[str] = spec["server_keys"]
         self.batch: bool = spec.get("batch", True)
+        self.sends: bool = spec.get("sends", False)
         self.clients: list[Client] = []
         self.by_sock: dict[zmq.Socket, Client] = {}
         self.recv_ids = array("q")
@@ -133,7 +140,7 @@ class Worker:
                 c = Client(self.ctx, spec, self.endpoints[node], self.server_keys[node])
                 self.clients.append(c)
                 self.by_sock[c.sock] = c
-                c.request(m.Hello(client="curvechat-bench", batch=self.batch))
+                c.request(m.Hello(client="curvechat-bench", batch=self.batch, sends=self.sends))
                 chunk.append(c)
             failed = self._welcome(chunk, 60.0 if budget else 120.0)
             if failed:
@@ -219,7 +226,10 @@ class Worker:
                     txn=txn_of(mid),
                     plaintext=Plaintext(text=TEXT, ts=int(time.time() * 1000)),
                 )
-                c.frames.append(encode_request(FRAME_RID + len(c.frames), m.Send(envelope=env)))
+                rid, send = FRAME_RID + len(c.frames), m.Send(envelope=env)
+                c.frames.append(
+                    encode_send_item(rid, send) if self.sends else encode_request(rid, send)
+                )
                 c.ids.append(mid)
                 if len(c.frames) % 500 == 0:
                     # report meanwhile, as a real client would
@@ -311,6 +321,7 @@ class Worker:
                 for _ in range(window):
                     if not self._send_next(c, now_ns):
                         break
+                self._flush(c)
         stop_requested = False
         quiet = float(cfg.get("quiet", 0.5))
         while True:
@@ -381,12 +392,19 @@ class Worker:
             c.sock.send(encode_request(c.rid, ping), zmq.NOBLOCK)
 
     def _send_next(self, c: Client, now_ns: int) -> bool:
+        """Send (or, windowed with `sends` frames, queue for `_flush`) the next send."""
         if c.next >= c.limit:
             return False
-        try:
-            c.sock.send(c.frames[c.next], zmq.NOBLOCK)
-        except zmq.Again:
-            return False
+        if self.sends and self.mode == "window":
+            c.items.append(c.frames[c.next])
+        else:
+            frame = c.frames[c.next]
+            if self.sends:  # paced: a `sends` frame of one, as the client engine
+                frame = encode_sends(FRAME_RID + c.next, [frame])
+            try:
+                c.sock.send(frame, zmq.NOBLOCK)
+            except zmq.Again:
+                return False
         c.inflight[FRAME_RID + c.next] = len(c.t_send)
         c.t_send.append(now_ns)
         c.t_ack.append(0)
@@ -394,6 +412,17 @@ class Worker:
         c.sent_ids.append(c.ids[c.next])
         c.next += 1
         return True
+
+    def _flush(self, c: Client) -> None:
+        """The sends `_send_next` queued, in one `sends` frame (the load stays
+        within MAX_SENDS: the window is smaller)."""
+        if not c.items:
+            return
+        first = FRAME_RID + c.next - len(c.items)
+        for rid in range(first, FRAME_RID + c.next):
+            c.frame_end[rid] = FRAME_RID + c.next - 1
+        c.sock.send(encode_sends(first, c.items), zmq.NOBLOCK)  # SNDHWM 100,000: no Again
+        c.items = []
 
     def _drain(self, poller: zmq.Poller, timeout: float, pipe: Connection) -> int:
         """Receive everything that is ready; returns frames handled (-1: stop asked)."""
@@ -420,12 +449,19 @@ class Worker:
                         self._echo_mark(c, seq)
                     elif kind in ("send_ack", "error") and rid:
                         self._on_send_reply(c, rid, kind == "send_ack", seq, now)
+                self._flush(c)
         return -1 if stop else got
 
     def _on_send_reply(self, c: Client, rid: int, acked: bool, seq: int, now: int) -> None:
         """A `send_ack` (acked) or an `error` answering request `rid` of `c`."""
         if not acked:
             self.errors["error"] = self.errors.get("error", 0) + 1
+            # A refusal of a `sends` frame's send answers the rest of it too.
+            for later in range(rid + 1, c.frame_end.pop(rid, rid) + 1):
+                idx = c.inflight.pop(later, None)
+                if idx is not None:
+                    c.t_ack[idx] = -1
+        c.frame_end.pop(rid, None)
         idx = c.inflight.pop(rid, None)
         if idx is None:
             return

@@ -3,7 +3,9 @@ process of the home (`RoomUpdated(room, "removed")`: the terminal client's
 "you were removed", and its leaving the room's view), not only by the one
 that handled the push first: the cache's `left` flag is shared, what each
 process told its own user is not. A process's own leave is not told again
-as a removal."""
+as a removal, nor in another process of the home: the server says `left`
+to the leaver's other connections, and they tell "you left" (a leave made
+in the shell used to show "you were removed" in the terminal client)."""
 
 from __future__ import annotations
 
@@ -47,3 +49,19 @@ async def test_a_leave_is_not_told_as_a_removal_as_well(
     await asyncio.sleep(1.0)  # the server's push, and any listing after it
     alice.retry_now()
     assert _gone(events, "r") == ["left"]
+
+
+async def test_a_leave_in_one_process_is_told_as_a_leave_in_the_other(
+    server: ServerProcess, clients: ClientFactory
+) -> None:
+    carol, _ = await clients.make("carol", server.connect)
+    chat, chat_ev = await clients.make("alice", server.connect)
+    shell, shell_ev = await clients.make("alice", server.connect)
+    await carol.create_room("r", ["alice"])
+    await chat.history("r")
+    await shell.history("r")
+    await shell.leave("r")
+    await chat_ev.until(lambda: bool(_gone(chat_ev, "r")), 10)
+    await asyncio.sleep(0.5)  # anything told after the push
+    assert (_gone(chat_ev, "r"), _gone(shell_ev, "r")) == (["left"], ["left"])
+    assert chat.cache.room("r") is not None and chat.cache.room("r").left

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import urllib.request
 
+from curvechat.client import events as ev
 from curvechat.protocol import messages as m
 
 from .conftest import Nodes
@@ -120,3 +121,35 @@ async def test_kill_a_chat_node_while_20_clients_send(nodes: Nodes, clients: Cli
     for user in users:
         mine = [t for _, s, t in expected if s == user]
         assert mine == [f"{user}-{n}" for n in range(per_client)]
+
+
+async def test_a_leave_through_one_node_is_told_as_a_leave_on_the_other(
+    nodes: Nodes, clients: ClientFactory
+) -> None:
+    """The node that took the leave says `left` to the leaver's connections
+    on it; another node learns of the change from etcd and says the same,
+    from the op, to the leaver's connections on it (and `removed` for a
+    removal)."""
+    a, b = nodes.start("a"), nodes.start("b")
+    carol, _ = await clients.make("carol", a.connect)
+    on_a, _ = await clients.make("alice", a.connect)
+    on_b, b_events = await clients.make("alice", b.connect)
+    dave_b, dave_events = await clients.make("dave", b.connect)
+    await carol.create_room("r", ["alice", "dave"])
+    await b_events.until(lambda: on_b.cache.room("r") is not None)
+    await dave_events.until(lambda: dave_b.cache.room("r") is not None)
+
+    def gone(events, room):  # type: ignore[no-untyped-def]
+        return [
+            e.reason
+            for e in events.of(ev.RoomUpdated)
+            if e.room == room and e.reason in ("left", "removed")
+        ]
+
+    await on_a.leave("r")
+    await b_events.until(lambda: bool(gone(b_events, "r")), 15)
+    await carol.remove("r", "dave")
+    await dave_events.until(lambda: bool(gone(dave_events, "r")), 15)
+    await asyncio.sleep(0.5)
+    assert gone(b_events, "r") == ["left"]
+    assert gone(dave_events, "r") == ["removed"]

@@ -158,7 +158,10 @@ REPLIES: list[m.Reply] = [
             m.BatchItem(rid=0, msg=m.MessagePush(room="general", message=STORED)),
         ]
     ),
-    *(m.RoomPush(room="general", reason=r) for r in ("members", "epoch", "keys", "removed")),
+    *(
+        m.RoomPush(room="general", reason=r)
+        for r in ("members", "epoch", "keys", "removed", "left")
+    ),
     m.Mark(mark=1),
     m.Mark(mark=2**53),
     m.Resync(reason="pushes withheld"),

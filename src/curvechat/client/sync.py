@@ -285,9 +285,9 @@ class Sync:
             self.p.emit(ev.CaughtUp(count))
             return
         if isinstance(msg, m.RoomPush):
-            if msg.reason == "removed":
+            if msg.reason in ("removed", "left"):
                 # Only a hint: the room is hidden until a listing shows it again (R3).
-                self.p.core.withdrawn(msg.room)
+                self.p.core.withdrawn(msg.room, msg.reason)
                 return
             await self.refresh(msg.room)
             joined = cache.room(msg.room)

@@ -205,7 +205,7 @@ class RoomPush(Reply, tag="push_room", frozen=True):
     just made) a member of: fetch members / keys again."""
 
     room: Room
-    reason: Literal["members", "epoch", "keys", "removed"]
+    reason: Literal["members", "epoch", "keys", "removed", "left"]
 
     def __post_init__(self) -> None:
         check_room(self.room)

@@ -12,7 +12,7 @@ replies. What this module must never do: touch a socket (pushes go through
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from curvechat.crypto.membership import MemberState
 from curvechat.protocol import ErrorCode
@@ -222,9 +222,8 @@ class RoomHandlers:
             skip=sess.routing_id,
         )
         if kind in ("remove", "leave"):
-            self.node.push(
-                [op.target], m.RoomPush(room=room, reason="removed"), skip=sess.routing_id
-            )
+            gone: Literal["removed", "left"] = "left" if kind == "leave" else "removed"
+            self.node.push([op.target], m.RoomPush(room=room, reason=gone), skip=sess.routing_id)
         return m.RoomChanged(info=room_info(record, len(state.members)))
 
     async def add_member(self, sess: Session, req: m.AddMember) -> m.AnyReply:

@@ -29,10 +29,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Literal
 
+from curvechat.protocol import RemoteProtocolError, decode_member_op
 from curvechat.protocol import messages as m
 from curvechat.server.metrics import observe_all
 from curvechat.server.node import ChatNode
-from curvechat.store import StoredRow, StoreUnavailable
+from curvechat.store import StoredRow, StoreError, StoreUnavailable
 from curvechat.store.etcd import EtcdStore
 from curvechat.store.etcd.feed import (
     ClusterFeed,
@@ -141,8 +142,23 @@ class WatchFanout:
             "epoch" if view is not None and view.record.epoch != record.epoch else "members"
         )
         self.node.push(sorted(after), m.RoomPush(room=room, reason=reason))
-        if before - after:
-            self.node.push(sorted(before - after), m.RoomPush(room=room, reason="removed"))
+        gone = before - after
+        if gone:
+            leaver = await self._leaver(room, record.op_head)
+            if leaver in gone:  # as the node that took the op says it (handlers.py)
+                gone.discard(leaver)
+                self.node.push([leaver], m.RoomPush(room=room, reason="left"))
+            if gone:
+                self.node.push(sorted(gone), m.RoomPush(room=room, reason="removed"))
+
+    async def _leaver(self, room: str, index: int) -> str | None:
+        """Who left `room` by its op `index`, if that op is a leave."""
+        try:
+            ops = await self.store.ops(room, after=index - 1)
+            op = decode_member_op(ops[0].op) if ops and ops[0].index == index else None
+        except (StoreError, RemoteProtocolError):
+            return None  # told as a removal: the room is hidden all the same
+        return op.target if op is not None and op.kind == "leave" else None
 
     async def _relist(self, compacted: int) -> None:
         """Our revision was compacted: find what we may have missed from the

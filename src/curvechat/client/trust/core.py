@@ -15,6 +15,7 @@ signature it checked (`docs/security.md`, "Trust rules").
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
 
 from curvechat.client import events as ev
 from curvechat.client.errors import KeyChanged, NotReady, UntrustedLog
@@ -107,10 +108,11 @@ class TrustCore:
             self._told_gone.discard(room)
         return joined
 
-    def withdrawn(self, room: str) -> None:
+    def withdrawn(self, room: str, reason: Literal["removed", "left"] = "removed") -> None:
         """R3: the server no longer serves `room` to us (we were removed, or it
-        hides the room). Hidden; the log and keys stay. Told once in this
-        process, also when another process of the home hid it first."""
+        hides the room; "left": it says another connection of ours left it).
+        Hidden; the log and keys stay. Told once in this process, also when
+        another process of the home hid it first."""
         cached = self.store.room(room)
         if cached is None:
             return
@@ -118,7 +120,7 @@ class TrustCore:
             self.store.set_left(room, True)
         if room not in self._told_gone:
             self._told_gone.add(room)
-            self._emit(ev.RoomUpdated(room, "removed"))
+            self._emit(ev.RoomUpdated(room, reason))
 
     def left(self, room: str) -> None:
         """We left `room` (our own leave op was taken): hidden, and not told

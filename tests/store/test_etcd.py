@@ -9,11 +9,14 @@ import json
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from curvechat.store import (
     ChangeTooLarge,
@@ -24,6 +27,7 @@ from curvechat.store import (
     StoreUnavailable,
 )
 from curvechat.store.etcd import DEFAULT_PREFIX, EtcdStore, parse_etcd_url
+from curvechat.store.etcd.keys import q, uq
 
 from support.etcd import EtcdCluster, etcd_cluster
 from support.servers import free_port
@@ -56,6 +60,14 @@ async def two(etcd_for_store: EtcdCluster) -> AsyncIterator[tuple[EtcdStore, Etc
     finally:
         await a.close()
         await b.close()
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=40) | st.sampled_from(["general", "@alice:bob", "a/b", "%2F", "~x.y-z_"]))
+def test_a_key_part_is_quoted_as_urllib_quotes_it(name: str) -> None:
+    """`q` skips `quote` for names it would leave as they are: same keys."""
+    assert q(name) == urllib.parse.quote(name, safe="")
+    assert "/" not in q(name) and uq(q(name)) == name
 
 
 def test_parse_etcd_url() -> None:

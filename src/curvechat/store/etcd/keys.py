@@ -12,6 +12,7 @@ and new, reads the same keys).
 from __future__ import annotations
 
 import functools
+import re
 import urllib.parse
 
 from curvechat.store.base import StoredRow
@@ -46,8 +47,14 @@ def parse_etcd_url(url: str) -> tuple[list[str], str]:
     return out, prefix
 
 
+# What `quote` never escapes: a name made of these alone is its own quoting
+# (most are: user names, room ids but direct messages', transaction ids).
+_PLAIN = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
 def q(name: str) -> str:
-    return urllib.parse.quote(name, safe="")
+    """`name` as one part of a key (percent-quoted, "/" included)."""
+    return name if _PLAIN.fullmatch(name) else urllib.parse.quote(name, safe="")
 
 
 def uq(part: str) -> str:

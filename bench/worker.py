@@ -42,6 +42,8 @@ from curvechat.protocol.limits import MAX_REPLY_BYTES
 
 #: Request ids of pre-sealed sends: frame k of a client is rid FRAME_RID + k.
 FRAME_RID = 1 << 30
+#: Sends in one `sends` frame at most (about 80 KiB of the bench's messages).
+SENDS_PER_FRAME = 128
 #: As the real client (client/connection.py): an app-level ping every 30 s,
 #: liveness from ZMTP heartbeats every 5 s (15 s without a word: dead).
 PING_S = PING_INTERVAL_S
@@ -414,14 +416,15 @@ class Worker:
         return True
 
     def _flush(self, c: Client) -> None:
-        """The sends `_send_next` queued, in one `sends` frame (the load stays
-        within MAX_SENDS: the window is smaller)."""
-        if not c.items:
-            return
+        """The sends `_send_next` queued, in `sends` frames of at most
+        SENDS_PER_FRAME (well within the node's MAX_SENDS and frame size)."""
         first = FRAME_RID + c.next - len(c.items)
-        for rid in range(first, FRAME_RID + c.next):
-            c.frame_end[rid] = FRAME_RID + c.next - 1
-        c.sock.send(encode_sends(first, c.items), zmq.NOBLOCK)  # SNDHWM 100,000: no Again
+        for at in range(0, len(c.items), SENDS_PER_FRAME):
+            items = c.items[at : at + SENDS_PER_FRAME]
+            start = first + at
+            for rid in range(start, start + len(items)):
+                c.frame_end[rid] = start + len(items) - 1
+            c.sock.send(encode_sends(start, items), zmq.NOBLOCK)  # SNDHWM 100,000: no Again
         c.items = []
 
     def _drain(self, poller: zmq.Poller, timeout: float, pipe: Connection) -> int:
@@ -457,7 +460,8 @@ class Worker:
         if not acked:
             self.errors["error"] = self.errors.get("error", 0) + 1
             # A refusal of a `sends` frame's send answers the rest of it too.
-            for later in range(rid + 1, c.frame_end.pop(rid, rid) + 1):
+            for later in range(rid + 1, c.frame_end.get(rid, rid) + 1):
+                c.frame_end.pop(later, None)
                 idx = c.inflight.pop(later, None)
                 if idx is not None:
                     c.t_ack[idx] = -1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from curvechat.client import events as ev
+from curvechat.client.engine import ChatClient
 
 from support.clients import ClientFactory, Recorder
 from support.servers import ServerProcess
@@ -21,15 +22,24 @@ def _gone(events: Recorder, room: str) -> list[str]:
     return [e.reason for e in events.of(ev.RoomUpdated) if e.room == room and e.reason != "members"]
 
 
+async def _alice_twice_in_r(
+    server: ServerProcess, clients: ClientFactory
+) -> tuple[ChatClient, tuple[ChatClient, Recorder], tuple[ChatClient, Recorder]]:
+    """carol, and two processes of alice's home (each with its events),
+    both members of carol's room r."""
+    carol, _ = await clients.make("carol", server.connect)
+    one = await clients.make("alice", server.connect)
+    two = await clients.make("alice", server.connect)
+    await carol.create_room("r", ["alice"])
+    for client, _events in (one, two):
+        await client.history("r")
+    return carol, one, two
+
+
 async def test_both_processes_of_the_home_are_told_of_a_removal(
     server: ServerProcess, clients: ClientFactory
 ) -> None:
-    carol, _ = await clients.make("carol", server.connect)
-    chat, chat_ev = await clients.make("alice", server.connect)
-    tail, tail_ev = await clients.make("alice", server.connect)
-    await carol.create_room("r", ["alice"])
-    await chat.history("r")
-    await tail.history("r")
+    carol, (chat, chat_ev), (_tail, tail_ev) = await _alice_twice_in_r(server, clients)
 
     await carol.remove("r", "alice")
     await chat_ev.until(lambda: bool(_gone(chat_ev, "r") or _gone(tail_ev, "r")), 10)
@@ -54,12 +64,7 @@ async def test_a_leave_is_not_told_as_a_removal_as_well(
 async def test_a_leave_in_one_process_is_told_as_a_leave_in_the_other(
     server: ServerProcess, clients: ClientFactory
 ) -> None:
-    carol, _ = await clients.make("carol", server.connect)
-    chat, chat_ev = await clients.make("alice", server.connect)
-    shell, shell_ev = await clients.make("alice", server.connect)
-    await carol.create_room("r", ["alice"])
-    await chat.history("r")
-    await shell.history("r")
+    _carol, (chat, chat_ev), (shell, shell_ev) = await _alice_twice_in_r(server, clients)
     await shell.leave("r")
     await chat_ev.until(lambda: bool(_gone(chat_ev, "r")), 10)
     await asyncio.sleep(0.5)  # anything told after the push

@@ -103,7 +103,7 @@ class WatchFanout:
             row = event.row
             if row.seq > seen.get(row.room, 0):
                 seen[row.room] = row.seq
-            if event.origin != self.node.boot:  # (the feed tells this node's own apart)
+            if event.origin != self.node.boot:  # else this node's own (a feed without `own`)
                 rows.append(row)
                 lags.append(max(0.0, now - row.ts_ms / 1000))
         observe_all(self.node.metrics.watch_lag_seconds, lags)

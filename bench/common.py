@@ -114,12 +114,16 @@ def light_decode(data: bytes) -> list[Light]:
     as the seq).
 
     Replies whose fields do not fit the light shape (errors carry a string
-    `message`) come back as ("error"-ish) types with txn None."""
+    `message`) come back as ("error"-ish) types with txn None, but an error
+    with its code where the txn would be."""
     try:
         f = _light.decode(data)
     except msgspec.ValidationError:
         g = msgspec.msgpack.decode(data)
-        return [(int(g.get("rid", 0)), str(g.get("msg", {}).get("type", "?")), None, 0)]
+        msg = g.get("msg", {})
+        kind = str(msg.get("type", "?"))
+        code = str(msg.get("code", "")) if kind == "error" else None
+        return [(int(g.get("rid", 0)), kind, code, 0)]
     if f.msg.items is not None:
         return [_light_one(item.rid, item.msg) for item in f.msg.items]
     return [_light_one(f.rid, f.msg)]

@@ -451,20 +451,26 @@ class Worker:
                     elif kind == "push_mark":
                         self._echo_mark(c, seq)
                     elif kind in ("send_ack", "error") and rid:
-                        self._on_send_reply(c, rid, kind == "send_ack", seq, now)
+                        self._on_send_reply(c, rid, kind == "send_ack", seq, now, txn)
                 self._flush(c)
         return -1 if stop else got
 
-    def _on_send_reply(self, c: Client, rid: int, acked: bool, seq: int, now: int) -> None:
-        """A `send_ack` (acked) or an `error` answering request `rid` of `c`."""
+    def _on_send_reply(
+        self, c: Client, rid: int, acked: bool, seq: int, now: int, code: str | None = None
+    ) -> None:
+        """A `send_ack` (acked) or an `error` (`code`) answering request `rid` of `c`."""
         if not acked:
             self.errors["error"] = self.errors.get("error", 0) + 1
-            # A refusal of a `sends` frame's send answers the rest of it too.
-            for later in range(rid + 1, c.frame_end.get(rid, rid) + 1):
-                c.frame_end.pop(later, None)
-                idx = c.inflight.pop(later, None)
-                if idx is not None:
-                    c.t_ack[idx] = -1
+            # A send refused unread (rate_limited) answers the rest of its
+            # `sends` frame too; any other refusal answers that send only.
+            if code == "rate_limited":
+                for later in range(rid + 1, c.frame_end.get(rid, rid) + 1):
+                    c.frame_end.pop(later, None)
+                    idx = c.inflight.pop(later, None)
+                    if idx is not None:
+                        c.t_ack[idx] = -1
+                        if self.sending and self.mode == "window":
+                            self._send_next(c, now)  # its slot in the window
         c.frame_end.pop(rid, None)
         idx = c.inflight.pop(rid, None)
         if idx is None:

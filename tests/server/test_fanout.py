@@ -195,3 +195,30 @@ def test_a_forgotten_session_is_not_acked(parts: tuple[FakeNode, Wire, Fanout]) 
     old.dropped_ms = 1
     out.ack(old, 7, m.SendAck(room="general", txn=TXN, seq=1, ts=1))
     assert out.flush() == 0 and wire.to(b"a") == []
+
+
+def test_a_session_dropped_while_the_pass_waited_gets_nothing_more(
+    parts: tuple[FakeNode, Wire, Fanout],
+) -> None:
+    """A pass that awaits between rooms (push_remote reads a room's view)
+    keeps what it queued and the room's connections: a connection dropped
+    meanwhile, whose routing id a new connection took (a peer chooses its
+    id), gets neither the frames queued for it nor the room's later pushes;
+    the new one gets only what was pushed to it."""
+    node, wire, out = parts
+    old = node.add("alice", b"a", batch=True)
+    node.add("bob", b"b", batch=True)
+    assert out.push(["alice", "bob"], _push(1), skip=None) == 2
+    old.dropped_ms = 1  # meanwhile: alice's connection goes, mallory takes "a"
+    node.by_user["alice"].remove(old)
+    mallory = node.add("mallory", b"a", batch=True)
+    assert out.push(["alice", "bob"], _push(2), skip=None) == 1
+    assert out.push(["mallory"], _push(3), skip=None) == 1
+    assert out.flush() == 1  # alice's first push, lost with her connection
+    pushed = [
+        (rid, item.msg.message.seq)
+        for rid, frame in wire.frames
+        for item in frame.msg.items  # type: ignore[union-attr]
+    ]
+    assert sorted(pushed) == [(b"a", 3), (b"b", 1), (b"b", 2)]
+    assert mallory.dropped_ms is None

@@ -17,6 +17,8 @@ import pytest
 import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
+from curvechat.protocol import encode
+from curvechat.protocol import messages as m
 from curvechat.server.forwarder import Forwarder
 from curvechat.server.linkwire import LINK_DOMAIN, PING_S, SILENT_S
 from curvechat.server.nodelink import LinkServer, NodeKeys, bind_link
@@ -37,7 +39,7 @@ class FakeStore:
         self.duplicates: set[str] = set()
 
     def submit(self, batch: Sequence[NewMessage]) -> asyncio.Future[list[Committed]]:
-        self.calls.append([m.txn for m in batch])
+        self.calls.append([short(m.txn) for m in batch])
         fut: asyncio.Future[list[Committed]] = asyncio.get_running_loop().create_future()
         if any(m.room in self.fail_rooms for m in batch):
             fut.set_exception(StoreUnavailable("etcd is away"))
@@ -45,7 +47,7 @@ class FakeStore:
             seq = len(self.calls) * 100
             fut.set_result(
                 [
-                    Committed(m.room, m.txn, seq + i, 1, m.txn in self.duplicates)
+                    Committed(m.room, m.txn, seq + i, 1, short(m.txn) in self.duplicates)
                     for i, m in enumerate(batch)
                 ]
             )
@@ -67,8 +69,26 @@ def forwarder(ctx: zmq.asyncio.Context, store: FakeStore) -> Forwarder:
     return Forwarder(ctx, pub, sec, own, store.submit, origin="boot-a")
 
 
+PAD = "-forward"  # a test's short txn names, made valid transaction ids
+
+
+def short(txn: str) -> str:
+    return txn.removesuffix(PAD)
+
+
 def msg(room: str, txn: str) -> NewMessage:
-    return NewMessage(room, "alice", txn, b"env")
+    """A send of alice's as a node forwards it: its envelope a valid one of
+    its room, sender and txn (the owner checks; see the last test)."""
+    env = m.Envelope(
+        room=room,
+        epoch=0,
+        sender="alice",
+        txn=txn + PAD,
+        nonce=bytes(24),
+        ct=bytes(16),
+        sig=bytes(64),
+    )
+    return NewMessage(room, "alice", txn + PAD, encode(env))
 
 
 async def test_parts_owned_elsewhere_fall_back_and_acks_keep_the_callers_order(
@@ -78,7 +98,7 @@ async def test_parts_owned_elsewhere_fall_back_and_acks_keep_the_callers_order(
     fwd = forwarder(ctx, store)
     batch = [msg(OURS, "o1"), msg(THEIRS, "t1"), msg(OURS, "o2"), msg(THEIRS, "t2")]
     acks = await fwd.append(batch)
-    assert [a.txn for a in acks] == ["o1", "t1", "o2", "t2"]
+    assert [short(a.txn) for a in acks] == ["o1", "t1", "o2", "t2"]
     # ours queued first (before any await), then b's part committed here
     assert store.calls == [["o1", "o2"], ["t1", "t2"]]
     assert (fwd.forwarded, fwd.fallbacks) == (0, 2)
@@ -130,7 +150,7 @@ async def test_a_link_libzmq_cannot_use_falls_back_and_warns_once(
         for _ in range(3):  # as each registry refresh would
             fwd.set_links({"b": entry})
         acks = await fwd.append([msg(THEIRS, "t1")])
-    assert [a.txn for a in acks] == ["t1"] and store.calls == [["t1"]]
+    assert [short(a.txn) for a in acks] == ["t1"] and store.calls == [["t1"]]
     assert (fwd.forwarded, fwd.fallbacks) == (0, 1)
     assert sum("cannot use" in r.getMessage() for r in caplog.records) == 1
     await fwd.close()
@@ -199,7 +219,7 @@ async def test_a_link_that_answers_its_pings_is_forwarded_to(ctx: zmq.asyncio.Co
     async with linked(ctx) as (fwd, store, owner):
         await asyncio.sleep(SILENT_S + 2 * PING_S)  # pings keep it reachable
         acks = await fwd.append([msg(THEIRS, "t1")])
-        assert [(a.txn, a.remote) for a in acks] == [("t1", True)]
+        assert [(short(a.txn), a.remote) for a in acks] == [("t1", True)]
         assert owner.store.calls == [["t1"]] and store.calls == []
         assert fwd.ownership.unreachable == set()
 
@@ -217,7 +237,7 @@ async def test_a_silent_link_gives_up_its_forwards_after_silent_s(
         t0 = time.monotonic()
         acks = await fwd.append([msg(THEIRS, "t1")])
         print(f"forward to a silent link committed here after {time.monotonic() - t0:.2f} s")
-        assert [(a.txn, a.remote) for a in acks] == [("t1", False)]
+        assert [(short(a.txn), a.remote) for a in acks] == [("t1", False)]
         assert store.calls == [["t1"]]
         assert fwd.ownership.unreachable == {"b"}
         assert fwd.ownership.down_until == {}  # the heartbeat, not the timeout
@@ -248,7 +268,7 @@ async def test_forwards_given_up_are_committed_in_send_order_before_later_sends(
         later = await fwd.append([msg(THEIRS, "last")])
         acks = [a for t in waiting for a in await t]
         expected = [f"m{i}" for i in range(n)] + ["last"]
-        assert [a.txn for a in acks + later] == expected
+        assert [short(a.txn) for a in acks + later] == expected
         assert store.calls == [[t] for t in expected]
 
 
@@ -274,7 +294,7 @@ async def test_a_replaced_link_gives_up_its_forwards_at_once(ctx: zmq.asyncio.Co
         await asyncio.sleep(0)
         fwd.set_links({"b": ("tcp://127.0.0.1:9", owner.public)})  # nothing listens there
         acks = await asyncio.wait_for(waiting, SILENT_S / 2)
-        assert [(a.txn, a.remote) for a in acks] == [("t1", False)]
+        assert [(short(a.txn), a.remote) for a in acks] == [("t1", False)]
         assert store.calls == [["t1"]]
 
 
@@ -307,7 +327,7 @@ async def test_an_owner_that_says_its_etcd_is_slow_is_not_forwarded_to(
         owner.server.slow = lambda: True
         await until(lambda: fwd.ownership.slow == {"b"})
         acks = await fwd.append([msg(THEIRS, "t1")])
-        assert [(a.txn, a.remote) for a in acks] == [("t1", False)]
+        assert [(short(a.txn), a.remote) for a in acks] == [("t1", False)]
         assert store.calls == [["t1"]] and owner.store.calls == []
         assert fwd.ownership.unreachable == set() and fwd.fallbacks == 1
         owner.server.cut_off = lambda: True  # a cut-off answer says nothing of speed
@@ -330,7 +350,7 @@ async def test_a_node_whose_etcd_is_slow_forwards_its_own_rooms_sends(
         fwd.slow_here = lambda: slow
         await until(lambda: fwd.ownership.slow == {"a"})
         acks = await fwd.append([msg(OURS, "t1"), msg(THEIRS, "t2")])
-        assert [(a.txn, a.remote) for a in acks] == [("t1", True), ("t2", True)]
+        assert [(short(a.txn), a.remote) for a in acks] == [("t1", True), ("t2", True)]
         assert owner.store.calls == [["t1", "t2"]] and store.calls == []
         slow = False
         await until(lambda: fwd.ownership.slow == set())
@@ -354,5 +374,28 @@ async def test_a_stranger_nesting_its_frame_too_deeply_does_not_stop_the_link(
         stranger.close()
         assert owner.server._task is not None and not owner.server._task.done()
         acks = await fwd.append([msg(THEIRS, "t1")])
-        assert [a.txn for a in acks] == ["t1"] and store.calls == []  # forwarded to b
+        assert [short(a.txn) for a in acks] == ["t1"] and store.calls == []  # forwarded to b
         assert owner.store.calls == [["t1"]]
+
+
+async def test_an_owner_refuses_a_forward_with_an_invalid_envelope(
+    ctx: zmq.asyncio.Context,
+) -> None:
+    """The owner pushes envelopes as stored (protocol `message_push`), so it
+    stores none it did not check: a forward with an envelope that does not
+    decode, or is another room's, is refused whole (nothing of it is
+    committed there), and the forwarding node commits it itself, as for any
+    refusal that is not the owner's failure."""
+    async with linked(ctx) as (fwd, store, owner):
+        good = msg(THEIRS, "t1")
+        garbage = NewMessage(THEIRS, "alice", "t2" + PAD, b"\xc1")
+        elsewhere = msg(OURS, "t3")
+        moved = NewMessage(THEIRS, "alice", elsewhere.txn, elsewhere.envelope)
+        for bad in (garbage, moved):
+            acks = await fwd.append([good, bad])
+            assert [(a.remote, a.duplicate) for a in acks] == [(False, False)] * 2
+        assert owner.store.calls == []
+        assert store.calls == [["t1", "t2"], ["t1", "t3"]]  # committed here instead
+        assert fwd.ownership.down_until == {}  # not the owner's failure
+        acks = await fwd.append([msg(THEIRS, "t4")])
+        assert [(short(a.txn), a.remote) for a in acks] == [("t4", True)]

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 class _Frames:
     """What one connection gets from a pass: full frames, and the open one."""
 
+    sess: Session
     full: list[tuple[list[bytes], int]] = field(default_factory=list)  # (items, pushes)
     items: list[bytes] = field(default_factory=list)
     size: int = 0  # bytes of `items`
@@ -69,7 +70,7 @@ class Fanout:
     def __init__(self, node: ChatNode, send: Callable[[bytes, bytes], bool]) -> None:
         self._node = node
         self._send = send
-        self._out: dict[bytes, _Frames] = {}
+        self._out: dict[int, _Frames] = {}  # id(session) -> its frames
         self._pending = 0  # bytes of every item gathered and not yet sent
         # id(users) -> (users, their connections): a pass pushes many messages
         # to one room's member list, which is looked up once.
@@ -92,16 +93,16 @@ class Fanout:
         batchable = is_message_push(push)
         sent = 0
         for sess in self._connections(users):
-            if sess.routing_id == skip:
-                continue
+            if sess.routing_id == skip or sess.dropped_ms is not None:
+                continue  # (dropped: its routing id may be another connection's now)
             if batchable and sess.batch:
                 if item is None:
                     item = encode_item(0, push)  # type: ignore[arg-type]
-                frames = self._out.get(sess.routing_id)
+                frames = self._out.get(id(sess))
                 ahead = 0 if frames is None else frames.queued
                 if node.withheld(sess, len(item), ahead=ahead, pending=self._pending):
                     continue
-                self._queue(sess.routing_id, item, push=True)
+                self._queue(sess, item, push=True)
                 sent += 1
             else:
                 if plain is None:
@@ -117,23 +118,26 @@ class Fanout:
         if not sess.batch:
             self._send(sess.routing_id, encode_reply(rid, ack))
             return
-        self._queue(sess.routing_id, encode_item(rid, ack), push=False)
+        self._queue(sess, encode_item(rid, ack), push=False)
 
-    def _queue(self, routing_id: bytes, item: bytes, *, push: bool) -> None:
-        frames = self._out.get(routing_id)
+    def _queue(self, sess: Session, item: bytes, *, push: bool) -> None:
+        frames = self._out.get(id(sess))
         if frames is None:
-            frames = self._out[routing_id] = _Frames()
+            frames = self._out[id(sess)] = _Frames(sess)
         frames.add(item, push)
         self._pending += len(item)
 
     def flush(self) -> int:
         """Send what was queued; returns the pushes lost with frames that
-        could not be sent (clients fetch them by seq)."""
+        could not be sent (clients fetch them by seq), or whose connection was
+        dropped meanwhile (a pass that awaited: its routing id may be another
+        connection's now)."""
         lost = 0
         send = self._send
-        for routing_id, frames in self._out.items():
+        for frames in self._out.values():
+            sess = frames.sess
             for items, pushes in frames.frames():
-                if not send(routing_id, encode_batch(items)):
+                if sess.dropped_ms is not None or not send(sess.routing_id, encode_batch(items)):
                     lost += pushes
                     if len(items) > 1:  # the sender counted the frame as one
                         self._node.metrics.pushes_dropped.inc(len(items) - 1)

@@ -52,6 +52,7 @@ import zmq.asyncio
 
 from curvechat.protocol.errors import UNDECODABLE
 from curvechat.server.linkwire import (
+    BAD_ENVELOPE,
     CUT_OFF,
     FORWARD_TIMEOUT_S,
     MAX_LINK_FRAME,
@@ -267,7 +268,7 @@ class Forwarder:
             future.set_exception(
                 LinkRefused(
                     f"{reply.error}: {reply.message}",
-                    owner_failed=reply.error not in ("NoSuchRoom", "NotANode"),
+                    owner_failed=reply.error not in ("NoSuchRoom", "NotANode", BAD_ENVELOPE),
                 )
             )
         else:

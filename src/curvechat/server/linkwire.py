@@ -44,6 +44,11 @@ class Forward(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     messages: Annotated[list[NewMessage], msgspec.Meta(max_length=MAX_FORWARD)]
 
 
+#: `Forwarded.error` for a frame with a message whose envelope is not a valid
+#: `Envelope` of that room, sender and txn (nothing of the frame is committed).
+BAD_ENVELOPE = "BadEnvelope"
+
+
 class Forwarded(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: int
     results: list[Committed] = []

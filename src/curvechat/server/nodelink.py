@@ -5,7 +5,10 @@ CURVE on (the node's own key pair). Another node connects a DEALER to it
 with its own node key pair and sends `Forward` frames: a batch of messages
 as the store takes them (and the forwarding node's boot id, for its logs).
 The owner commits only for keys of nodes in the registry (each frame's
-CURVE key is checked; any other key gets the error ``NotANode``), queues
+CURVE key is checked; any other key gets the error ``NotANode``) and only
+envelopes that decode as an `Envelope` of their message's room, sender and
+txn (else ``BadEnvelope``, nothing of the frame committed: the owner pushes
+what it stored as it is, `protocol.message_push`), queues
 the batch on its store's group commit in the order the frames came (so one
 node's forwards keep their order) and answers `Forwarded` with one ack per
 message, or the store error's kind. An empty `Forward` is a ping (see
@@ -49,9 +52,11 @@ import msgspec
 import zmq
 import zmq.asyncio
 
+from curvechat.protocol import RemoteProtocolError, decode_envelope
 from curvechat.protocol.errors import UNDECODABLE
 from curvechat.server.forwarder import Forwarder
 from curvechat.server.linkwire import (
+    BAD_ENVELOPE,
     CUT_OFF,
     LINK_DOMAIN,
     MAX_LINK_FRAME,
@@ -161,6 +166,13 @@ class LinkServer:
                 reply = Forwarded(fwd.id, error=CUT_OFF, message="the owner reaches no etcd member")
                 self._reply(rid, reply)
                 continue
+            bad = next((x for x in fwd.messages if not _well_formed(x)), None)
+            if bad is not None:
+                # Pushed as stored (codec.message_push): nothing unchecked is stored.
+                log.warning("node link: a forward with an invalid envelope in %s", bad.room[:80])
+                reply = Forwarded(fwd.id, error=BAD_ENVELOPE, message="invalid envelope")
+                self._reply(rid, reply)
+                continue
             if not fwd.messages:  # a ping
                 slow = SLOW if self.slow() else ""
                 self._reply(rid, Forwarded(fwd.id, error=slow))
@@ -206,6 +218,16 @@ class LinkServer:
     def _reply(self, rid: bytes, reply: Forwarded) -> None:
         # An error (the forwarding node is gone) needs nothing: it fell back.
         sent(self.sock.send_multipart([rid, enc.encode(reply)], flags=zmq.NOBLOCK))
+
+
+def _well_formed(msg: NewMessage) -> bool:
+    """Whether a forwarded message's envelope is an `Envelope` of its room,
+    sender and txn (as the forwarding node checked its client's send)."""
+    try:
+        env = decode_envelope(msg.envelope)
+    except RemoteProtocolError:
+        return False
+    return (env.room, env.sender, env.txn) == (msg.room, msg.sender, msg.txn)
 
 
 class NodeLink:

@@ -22,8 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from curvechat.store import NewMessage
 from curvechat.store.etcd import EtcdStore
-from curvechat.store.etcd import records as rec
+from curvechat.store.etcd.client import now_ms
+from curvechat.store.etcd.messages import _next_message
 
 ENVELOPE = os.urandom(439)  # a 120-character message's envelope
 
@@ -31,19 +33,19 @@ ENVELOPE = os.urandom(439)  # a 120-character message's envelope
 def _builder(store: EtcdStore, messages: int) -> Any:
     from aetcd import rpc  # type: ignore[import-untyped]
 
-    seq = 0
+    head = [0, 0]  # the room's [head, last_ts], as the group commit keeps it
 
     def build() -> Any:
-        nonlocal seq
+        """As the fast path builds it (`_next_message`, the store's own)."""
         req = rpc.TxnRequest()
+        now = now_ms()
         for _ in range(messages):
-            seq += 1
-            txn = f"t{seq:015d}"
+            txn = f"t{head[0] + 1:015d}"
             ik = store.k_idem("room", "alice", txn)
             store.add_version_is(req.compare, ik, 0)
-            msg = rec.Msg(seq, "alice", txn, ENVELOPE, "bench")
-            store.add_put(req.success, store.k_msg("room", seq), rec.enc.encode(msg))
-            store.add_put(req.success, ik, rec.enc.encode((seq, seq)))
+            _next_message(
+                store, NewMessage("room", "alice", txn, ENVELOPE), ik, head, now, req.success
+            )
         return req
 
     return build

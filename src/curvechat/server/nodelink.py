@@ -272,7 +272,8 @@ class NodeLink:
         commit order (its watch skips its own commits)."""
         # A duplicate was pushed when it was first committed (here, or by
         # this node's watch if the forwarding node committed it). The
-        # envelopes as forwarded: the forwarding node checked each one.
+        # envelopes as forwarded: each was checked when its frame came in
+        # (`_well_formed`).
         rows = [
             StoredRow(msg.room, ack.seq, ack.ts_ms, msg.sender, msg.txn, msg.envelope)
             for msg, ack in zip(batch, acks, strict=True)

@@ -26,6 +26,7 @@ from curvechat.store import NewMessage
 from curvechat.store.etcd import EtcdStore
 from curvechat.store.etcd.client import now_ms
 from curvechat.store.etcd.messages import _next_message
+from curvechat.store.etcd.runs import RunBuilder
 
 ENVELOPE = os.urandom(439)  # a 120-character message's envelope
 
@@ -38,14 +39,16 @@ def _builder(store: EtcdStore, messages: int) -> Any:
     def build() -> Any:
         """As the fast path builds it (`_next_message`, the store's own)."""
         req = rpc.TxnRequest()
+        runs = RunBuilder()
         now = now_ms()
         for _ in range(messages):
             txn = f"t{head[0] + 1:015d}"
             ik = store.k_idem("room", "alice", txn)
             store.add_version_is(req.compare, ik, 0)
             _next_message(
-                store, NewMessage("room", "alice", txn, ENVELOPE), ik, head, now, req.success
+                store, NewMessage("room", "alice", txn, ENVELOPE), ik, head, now, req.success, runs
             )
+        runs.write(store, req.success)
         return req
 
     return build

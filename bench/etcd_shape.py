@@ -1,13 +1,15 @@
 """What etcd itself can do with the chat store's message transactions, with
 no chat node in the way: a fresh 3-member cluster on loopback, `WRITERS`
 Python writers each committing one room's messages in transactions shaped
-like `store/etcd/messages.py`'s fast path (per message: the message put,
-the idempotency-key put and its "absent" compare; per transaction: the
-head put), optionally with cluster feeds (`ClusterFeed`, what every node
-runs) watching. Prints msgs/s and the CPU etcd and this process spent per
-message (from /proc/<pid>/stat).
+like `store/etcd/messages.py`'s fast path (per message: the
+idempotency-key put and its "absent" compare; per transaction: the message
+run's put and the head's; `--shape keys`: a put a message instead of the
+run, as before message runs), optionally with cluster feeds (`ClusterFeed`,
+what every node runs) watching. Prints msgs/s and the CPU etcd and this
+process spent per message (from /proc/<pid>/stat).
 
     python -m bench.etcd_shape [--group 32] [--writers 2] [--watchers 0,2] [--seconds 5]
+                               [--shape runs|keys]
 
 docs/performance.md (the cluster row) compares it with the chat nodes.
 """
@@ -29,18 +31,24 @@ from curvechat.store.etcd.feed import ClusterFeed
 ENVELOPE = os.urandom(420)  # about a 100-character message's envelope
 
 
-async def _writer(store: EtcdStore, room: str, group: int, stop: asyncio.Event) -> int:
+async def _writer(store: EtcdStore, room: str, group: int, runs: bool, stop: asyncio.Event) -> int:
     seq = done = 0
     while not stop.is_set():
-        compares, puts = [], []
+        compares, puts, run = [], [], []
         for _ in range(group):
             seq += 1
             txn = f"t{seq:015d}"
             ik = store.k_idem(room, "alice", txn)
-            msg = rec.Msg(seq, "alice", txn, ENVELOPE, "bench")
-            puts.append(store._put(store.k_msg(room, seq), rec.enc.encode(msg)))
+            if runs:
+                run.append((seq, "alice", txn, ENVELOPE))
+            else:
+                msg = rec.Msg(seq, "alice", txn, ENVELOPE, "bench")
+                puts.append(store._put(store.k_msg(room, seq), rec.enc.encode(msg)))
             puts.append(store._put(ik, rec.enc.encode((seq, seq))))
             compares.append(store._version_is(ik, 0))
+        if runs:
+            value = rec.enc.encode(rec.Run(seq - group + 1, run, "bench"))
+            puts.append(store._put(store.k_msg(room, seq), value))
         puts.append(store._put(store.k_head(room), b"%d" % seq))
         await store._txn(compares, puts)
         done += group
@@ -54,7 +62,13 @@ async def _watcher(store: EtcdStore, seen: list[int]) -> None:
 
 
 async def one_run(
-    endpoints: list[str], pids: list[int], group: int, writers: int, watchers: int, seconds: float
+    endpoints: list[str],
+    pids: list[int],
+    group: int,
+    writers: int,
+    watchers: int,
+    seconds: float,
+    runs: bool = True,
 ) -> dict[str, float]:
     prefix = f"/bench-shape-{time.monotonic_ns()}/"
     stores = [EtcdStore(endpoints, prefix=prefix) for _ in range(max(writers, watchers))]
@@ -67,7 +81,8 @@ async def one_run(
     me = os.getpid()
     etcd0, self0, t0 = sum(map(proc_cpu_seconds, pids)), proc_cpu_seconds(me), time.monotonic()
     writing = [
-        asyncio.create_task(_writer(stores[i], f"room{i}", group, stop)) for i in range(writers)
+        asyncio.create_task(_writer(stores[i], f"room{i}", group, runs, stop))
+        for i in range(writers)
     ]
     await asyncio.sleep(seconds)
     stop.set()
@@ -98,9 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--writers", type=int, default=2)
     ap.add_argument("--watchers", default="0,2", help="feeds watching, one run each")
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--shape", choices=("runs", "keys"), default="runs")
     args = ap.parse_args(argv)
-    if not 1 <= args.group <= 40:  # 3 operations per message under etcd's 128
-        ap.error("--group must be 1 … 40")
+    most = 40 if args.shape == "keys" else 60  # under etcd's 128 operations
+    if not 1 <= args.group <= most:
+        ap.error(f"--group must be 1 … {most} with --shape {args.shape}")
     with tempfile.TemporaryDirectory() as tmp, etcd_cluster(Path(tmp), size=3) as etcd:
         pids = [m.proc.pid for m in etcd.members if m.proc is not None]
         for watchers in (int(w) for w in args.watchers.split(",")):
@@ -112,10 +129,11 @@ def main(argv: list[str] | None = None) -> int:
                     args.writers,
                     watchers,
                     args.seconds,
+                    args.shape == "runs",
                 )
             )
             print(
-                f"group {args.group}, {args.writers} writers, {watchers} watchers:"
+                f"{args.shape}: group {args.group}, {args.writers} writers, {watchers} watchers:"
                 f" {r['msgs_per_s']:,.0f} msgs/s, etcd {r['etcd_us_per_msg']} us/msg,"
                 f" this process {r['python_us_per_msg']} us/msg, events seen {r['events_seen']}",
                 flush=True,

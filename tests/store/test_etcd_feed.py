@@ -93,6 +93,37 @@ async def test_the_own_origins_commits_come_without_their_value(store: EtcdStore
     ]
 
 
+async def test_a_run_comes_as_its_messages_and_an_own_run_as_its_last_seq(
+    store: EtcdStore,
+) -> None:
+    """A transaction's messages of one room and origin are one key (a run,
+    store/etcd/runs.py): another origin's run comes as one event a message,
+    in order, an own run as one `OwnCommitted` with its last seq."""
+    own, other = "0123456789ab", "ba9876543210"
+    feed = ClusterFeed(store, await store.current_revision(), own=own)
+    await make_room(store, "r")
+    await store.append_messages(
+        [
+            NewMessage("r", "alice", "t1", b"e1", origin=own),
+            NewMessage("r", "alice", "t2", b"e2", origin=own),
+            NewMessage("r", "bob", "t3", b"e3", origin=other),
+            NewMessage("r", "bob", "t4", b"e4", origin=other),
+            NewMessage("r", "bob", "t5", b"e5", origin=other),
+            NewMessage("r", "alice", "t6", b"e6", origin=own),
+        ]
+    )
+    events = await take(feed, 6)
+    assert events[0] == RoomChanged("r")
+    assert events[1] == OwnCommitted("r", 2)
+    told = [e for e in events[2:5] if isinstance(e, MessageCommitted)]
+    assert [(e.row.seq, e.row.txn, e.row.envelope, e.origin) for e in told] == [
+        (3, "t3", b"e3", other),
+        (4, "t4", b"e4", other),
+        (5, "t5", b"e5", other),
+    ]
+    assert events[5:] == [OwnCommitted("r", 6)]
+
+
 async def test_a_broken_stream_gives_the_untaken_events_again(store: EtcdStore) -> None:
     """The revision moves past a response's events only when the caller asks
     for the next one: a caller that stopped halfway gets them all again."""

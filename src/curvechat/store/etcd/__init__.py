@@ -9,6 +9,7 @@ needs of etcd beyond the `Store`.
 * `rooms`: rooms and membership (ops, epochs, key packets);
 * `store`: `EtcdStore`, the `Store` on etcd (users and messages here);
 * `messages`: the group commit's transactions (the fast path and the read path);
+* `runs`: the message runs, written and read;
 * `feed`: the cluster feed (typed watch events) and the node registry;
 * `health`: the probe that finds members not serving;
 * `status`: the members' status and space quota.

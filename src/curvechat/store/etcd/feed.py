@@ -7,8 +7,9 @@ the node registry.
   `RoomChanged`, `NodesChanged`, and `Compacted` when the revision it was
   to resume from is gone (the caller re-lists, then sets `revision`). A
   message whose origin is the feed's `own` (the node's own commits, which
-  the node pushed itself) comes as `OwnCommitted`, its room and seq only:
-  its value is not decoded.
+  the node pushed itself) comes as `OwnCommitted`, its room and seq only
+  (a run's last): its value is not decoded. A message run (runs.py) comes
+  as one `MessageCommitted` a message.
   `revision` moves past a response's events only when the caller asks for
   the next list, so a stream that breaks halfway gives them all again.
 * `NodeRegistry` keeps one key per live node under a lease: grant and put,
@@ -36,6 +37,7 @@ from aetcd import rpc  # type: ignore[import-untyped]
 from curvechat.store.base import NodeNameTaken, StoredRow, StoreUnavailable
 from curvechat.store.etcd import EtcdStore, prefix_end
 from curvechat.store.etcd import records as rec
+from curvechat.store.etcd.runs import decode_run
 
 _HAS_LEADER = (("hasleader", "true"),)
 _PUT = rpc.Event.EventType.PUT  # looked up once, not per event
@@ -115,7 +117,9 @@ class ClusterFeed:
                     self.on_created()
                 if resp.canceled:
                     raise StoreUnavailable(f"watch canceled: {resp.cancel_reason}")
-                events = [e for e in map(self._event, resp.events) if e is not None]
+                events: list[FeedEvent] = []
+                for event in resp.events:
+                    self._event(event, events)
                 if events:
                     yield events
                 if resp.events:
@@ -138,23 +142,25 @@ class ClusterFeed:
         self.store.stream_failed()
         return StoreUnavailable(f"etcd watch: {exc.code().name}: {exc.details()}")
 
-    def _event(self, event: Any) -> FeedEvent | None:
+    def _event(self, event: Any, out: list[FeedEvent]) -> None:
+        """What one watch event says, added to `out`: a message run's
+        messages (one event each), or the run's last seq for one of `own`."""
         store = self.store
         key = bytes(event.kv.key)
         if key.startswith(store.message_prefix):
             if event.type != _PUT:
-                return None
-            room, seq = store.parse_msg_key(key)
+                return
+            room, last = store.parse_msg_key(key)
             value = event.kv.value
             if self._own_tail is not None and value.endswith(self._own_tail):
-                return OwnCommitted(room, seq)
-            row, origin = store.decode_message(room, seq, bytes(value))
-            return MessageCommitted(row, origin)
-        if key.startswith(store.room_prefix) and key.endswith(b"/meta"):
-            return RoomChanged(store.parse_room_key(key))
-        if key.startswith(store.node_prefix):
-            return NodesChanged()
-        return None
+                out.append(OwnCommitted(room, last))
+                return
+            rows, origin = decode_run(room, last, bytes(value))
+            out += [MessageCommitted(row, origin) for row in rows]
+        elif key.startswith(store.room_prefix) and key.endswith(b"/meta"):
+            out.append(RoomChanged(store.parse_room_key(key)))
+        elif key.startswith(store.node_prefix):
+            out.append(NodesChanged())
 
 
 CLAIM_TRIES = 5

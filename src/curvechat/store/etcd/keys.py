@@ -15,9 +15,6 @@ import functools
 import re
 import urllib.parse
 
-from curvechat.store.base import StoredRow
-from curvechat.store.etcd import records as rec
-
 DEFAULT_PREFIX = "/curvechat/"
 _SEQ_DIGITS = 20
 
@@ -119,7 +116,12 @@ class Keys:
         return self._k("t", key.hex())
 
     def k_msg(self, room: str, seq: int) -> bytes:
+        """The key of the message run (runs.py) whose last message is `seq`."""
         return self._k("m", q(room), seq_part(seq))
+
+    def k_msgs(self, room: str) -> bytes:
+        """Every message run of `room` starts with this."""
+        return self._k("m", q(room), "")
 
     def k_idem(self, room: str, sender: str, txn: str) -> bytes:
         return self._k("i", q(room), q(sender), q(txn))
@@ -148,9 +150,3 @@ class Keys:
 
     def parse_room_key(self, key: bytes) -> str:
         return uq(key[len(self.room_prefix) :].decode().split("/")[0])
-
-    @staticmethod
-    def decode_message(room: str, seq: int, value: bytes) -> tuple[StoredRow, str]:
-        """A message value as a row, and the `origin` of the store that committed it."""
-        m = rec.msg_dec.decode(value)
-        return StoredRow(room, seq, m.ts_ms, m.sender, m.txn, m.envelope), m.origin

@@ -2,8 +2,9 @@
 
 Each group of caller batches becomes one etcd transaction (or several,
 when it needs more than ``max_txn_ops`` operations) that writes every
-message and its idempotency key, moves each room's head, and is guarded by
-compare-and-swap on the ``mod_revision`` of each room's head and meta.
+message (in runs, runs.py) and its idempotency key, moves each room's head,
+and is guarded by compare-and-swap on the ``mod_revision`` of each room's
+head and meta.
 
 Two ways to the same transaction:
 
@@ -49,6 +50,7 @@ from curvechat.store.base import Committed, NewMessage, NoSuchRoom, StoreUnavail
 from curvechat.store.committer import Outcome
 from curvechat.store.etcd import records as rec
 from curvechat.store.etcd.client import CAS_RETRIES, now_ms
+from curvechat.store.etcd.runs import RunBuilder
 
 if TYPE_CHECKING:
     from curvechat.store.etcd import EtcdStore
@@ -63,17 +65,35 @@ _GREATER = rpc.Compare.CompareResult.GREATER
 
 
 def _next_message(
-    st: EtcdStore, m: NewMessage, ik: bytes, cur: list[int], now: int, writes: Any
+    st: EtcdStore,
+    m: NewMessage,
+    ik: bytes,
+    cur: list[int],
+    now: int,
+    writes: Any,
+    runs: RunBuilder,
 ) -> Committed:
     """Store `m` at its room's next seq: `cur` is the room's [head, last_ts]
-    in the transaction being built (moved on), the two puts go to `writes`
-    (the TxnRequest's `success`)."""
+    in the transaction being built (moved on), the idempotency key's put
+    goes to `writes` (the TxnRequest's `success`), the message to its run
+    in `runs` (written with `runs.write` once the transaction is built)."""
     seq, ts = cur[0] + 1, max(now, cur[1])
     cur[0], cur[1] = seq, ts
-    msg = rec.Msg(ts, m.sender, m.txn, m.envelope, m.origin or st.origin)
-    st.add_put(writes, st.k_msg(m.room, seq), rec.enc.encode(msg))
+    runs.add(m.room, seq, m.origin or st.origin, ts, m.sender, m.txn, m.envelope)
     st.add_put(writes, ik, rec.enc.encode((seq, ts)))
     return Committed(m.room, m.txn, seq, ts, False)
+
+
+def _runs_needed(msgs: Sequence[NewMessage]) -> int:
+    """At most how many runs `msgs` start (one per room, and one more each
+    time a room's origin changes)."""
+    last: dict[str, str] = {}
+    n = 0
+    for m in msgs:
+        if last.get(m.room) != m.origin:
+            last[m.room] = m.origin
+            n += 1
+    return n
 
 
 @dataclass(slots=True)
@@ -134,6 +154,7 @@ class MessageCommits:
         assigned: dict[bytes, tuple[int, int]] = {}
         req = rpc.TxnRequest()
         compares, writes = req.compare, req.success
+        runs = RunBuilder()
         size = 0
         now = now_ms()
         results: list[list[Committed]] = []
@@ -145,7 +166,7 @@ class MessageCommits:
             acks: list[Committed] = list(prior) if isinstance(prior, list) else []
             # What the transaction holds before this batch, to leave it out
             # again if it does not fit whole (and is not the first).
-            mark = (len(compares), len(writes), size, len(assigned))
+            mark = (len(compares), len(writes), size, len(assigned), runs.mark())
             before = ({r: list(v) for r, v in state.items()}, set(judged), set(touched))
             full = False
             for m in batch[len(acks) :]:
@@ -159,9 +180,10 @@ class MessageCommits:
                     ak = None
                 # This message's compares and puts, and its room's, must fit.
                 heads = len(touched) + (m.room not in touched)
+                opens = runs.opens(m.room, m.origin or st.origin)
                 if (
-                    len(writes) + 2 + heads > limit
-                    or len(compares) + 2 + 2 * heads > limit
+                    len(writes) + len(runs) + opens + 1 + heads > limit
+                    or len(compares) + 1 + (ak is not None) + 2 * heads > limit
                     or (writes and size + len(m.envelope) + MSG_OVERHEAD > MAX_TXN_BYTES)
                 ):
                     full = True
@@ -182,7 +204,7 @@ class MessageCommits:
                 cur = state.get(m.room)
                 if cur is None:
                     cur = state[m.room] = [known.head, known.last_ts]
-                ack = _next_message(st, m, ik, cur, now, writes)
+                ack = _next_message(st, m, ik, cur, now, writes, runs)
                 size += len(m.envelope) + MSG_OVERHEAD
                 assigned[ik] = (ack.seq, ack.ts_ms)
                 acks.append(ack)
@@ -191,12 +213,14 @@ class MessageCommits:
                     part = acks  # the first batch: this transaction takes a part
                 else:
                     del compares[mark[0] :], writes[mark[1] :]
+                    runs.undo(mark[4])
                     size = mark[2]
                     for key in list(assigned)[mark[3] :]:
                         del assigned[key]
                     state, judged, touched = before
                 break
             results.append(acks)
+        runs.write(st, writes)
         if not writes:
             return None  # nothing fits, or stale ones only: the read path decides
         for room, (head, last_ts) in state.items():
@@ -300,6 +324,7 @@ class MessageCommits:
         state: dict[str, list[int]] = {}
         req = rpc.TxnRequest()
         compares, writes = req.compare, req.success
+        runs = RunBuilder()
         size = 0
         results: dict[int, list[Committed]] = {}
         finished = 0
@@ -316,11 +341,13 @@ class MessageCommits:
                 outcomes[i] = NoSuchRoom(missing)
                 finished += 1
                 continue
-            new_rooms = {m.room for m in batch[len(acks) :]} - state.keys()
-            need = 2 * (len(batch) - len(acks)) + len(new_rooms)
-            blob = sum(len(m.envelope) + MSG_OVERHEAD for m in batch[len(acks) :])
+            rest = batch[len(acks) :]
+            new_rooms = {m.room for m in rest} - state.keys()
+            need = len(rest) + _runs_needed(rest) + len(new_rooms)
+            blob = sum(len(m.envelope) + MSG_OVERHEAD for m in rest)
             if writes and (
-                len(writes) + len(state) + need > st.max_txn_ops or size + blob > MAX_TXN_BYTES
+                len(writes) + len(runs) + len(state) + need > st.max_txn_ops
+                or size + blob > MAX_TXN_BYTES
             ):
                 break
             for m in batch[len(acks) :]:
@@ -328,8 +355,9 @@ class MessageCommits:
                     entry = heads[m.room]
                     assert entry is not None
                     state[m.room] = [entry[0].head, entry[0].last_ts]
-                # Room heads + this message's 2 puts must fit.
-                if len(writes) + len(state) + 2 > st.max_txn_ops or (
+                # Room heads, runs and this message's puts must fit.
+                opens = runs.opens(m.room, m.origin or st.origin)
+                if len(writes) + len(runs) + opens + 1 + len(state) > st.max_txn_ops or (
                     writes and size + len(m.envelope) + MSG_OVERHEAD > MAX_TXN_BYTES
                 ):
                     partial = True
@@ -345,7 +373,7 @@ class MessageCommits:
                 if m.expect is not None and tuple(m.expect) != metas[m.room][0]:
                     acks.append(Committed(m.room, m.txn, 0, 0, False, stale=True))
                     continue
-                ack = _next_message(st, m, ik, state[m.room], now, writes)
+                ack = _next_message(st, m, ik, state[m.room], now, writes, runs)
                 size += len(m.envelope) + MSG_OVERHEAD
                 stored += 1
                 known[ik] = (ack.seq, ack.ts_ms)
@@ -354,6 +382,7 @@ class MessageCommits:
             if partial:
                 break
             finished += 1
+        runs.write(st, writes)
         if not writes and finished == 0:
             raise StoreUnavailable(
                 f"one batch touches more rooms than fit in a transaction of {st.max_txn_ops} ops"

@@ -27,13 +27,25 @@ class Head(msgspec.Struct, array_like=True, frozen=True):
 
 
 class Msg(msgspec.Struct, array_like=True, frozen=True):
-    """``m/<room>/<seq>``: one message."""
+    """``m/<room>/<seq>``: one message, as stores before message runs wrote
+    it (still read: a run of one)."""
 
     ts_ms: int
     sender: str
     txn: str
     envelope: bytes
     origin: str = ""  # the boot id of the node whose clients got the acks
+
+
+class Run(msgspec.Struct, array_like=True, frozen=True):
+    """``m/<room>/<last seq>``: the messages `first` … `last seq` of a room,
+    committed in one transaction for the clients of one node (`origin`, the
+    last field: the cluster feed tells a node's own runs by their value's
+    tail). Each message is ``(ts_ms, sender, txn, envelope)``."""
+
+    first: int
+    msgs: list[tuple[int, str, str, bytes]]
+    origin: str
 
 
 class User(msgspec.Struct, array_like=True, frozen=True):
@@ -47,6 +59,7 @@ enc = msgspec.msgpack.Encoder()
 meta_dec = msgspec.msgpack.Decoder(Meta)
 head_dec = msgspec.msgpack.Decoder(Head)
 msg_dec = msgspec.msgpack.Decoder(Msg)
+run_dec = msgspec.msgpack.Decoder(Run)
 user_dec = msgspec.msgpack.Decoder(User)
 op_dec = msgspec.msgpack.Decoder(tuple[bytes, bytes])
 epoch_dec = msgspec.msgpack.Decoder(tuple[int, str])

@@ -21,6 +21,8 @@ How it works:
   ``max_txn_ops`` operations (etcd's --max-txn-ops, 128 by default), each
   CAS-ing the heads of the rooms it touches (messages.py). A caller is
   resolved only after the transaction holding its messages committed.
+* Messages are kept in runs: one key for a room's messages of one
+  transaction from one origin (runs.py).
 * Idempotency: ``i/<room>/<sender>/<txn>`` holds the original seq; it is
   written in the same transaction as the message, so a resend of the same
   (room, sender, txn) through ANY node finds it.
@@ -54,10 +56,10 @@ from curvechat.store.base import (
     UserRecord,
 )
 from curvechat.store.committer import GroupCommitter
-from curvechat.store.etcd import conn
+from curvechat.store.etcd import conn, runs
 from curvechat.store.etcd import records as rec
 from curvechat.store.etcd.client import CAS_RETRIES, now_ms
-from curvechat.store.etcd.keys import DEFAULT_PREFIX, parse_etcd_url, prefix_end, q
+from curvechat.store.etcd.keys import DEFAULT_PREFIX, parse_etcd_url, prefix_end
 from curvechat.store.etcd.messages import MessageCommits
 from curvechat.store.etcd.rooms import EtcdRooms
 
@@ -173,27 +175,10 @@ class EtcdStore(EtcdRooms, Store):
         before: int | None = None,
         limit: int = 100,
     ) -> list[StoredRow]:
-        sub = self._k("m", q(room), "")
-        start, end = sub, prefix_end(sub)
-        if after is not None:
-            start = self.k_msg(room, max(after + 1, 0))
-        if before is not None:
-            end = self.k_msg(room, max(before, 0))
-        if limit <= 0 or start >= end:
+        lo = 0 if after is None else max(after + 1, 0)
+        if limit <= 0 or (before is not None and lo >= before):
             await self._room_read(room)  # NoSuchRoom, or nothing to read
             return []
-        descending = after is None
-        req = rpc.RangeRequest(
-            key=start,
-            range_end=end,
-            limit=limit,
-            sort_order=(
-                rpc.RangeRequest.SortOrder.DESCEND
-                if descending
-                else rpc.RangeRequest.SortOrder.ASCEND
-            ),
-            sort_target=rpc.RangeRequest.SortTarget.KEY,
-        )
-        (kvs,) = await self._room_read(room, req)
-        rows = [self.decode_message(*self.parse_msg_key(kv.key), kv.value)[0] for kv in kvs]
-        return rows[::-1] if descending else rows
+        if after is None:
+            return await runs.read_newest(self, room, before, limit)
+        return await runs.read_from(self, room, lo, before, limit)

@@ -89,7 +89,7 @@ async def test_group_commit_batches_concurrent_callers(two: tuple[EtcdStore, Etc
     elapsed = time.perf_counter() - t0
     assert sorted(r[0].seq for r in results) == list(range(1, n + 1))
     # A put a message, one a run, the head: at most 126 messages per
-    # 128-op transaction (and 63 by the compares of the fast path).
+    # 128-op transaction (the fast path's compares: one a message, two a room).
     assert store.commits < n / 10, store.commits
     assert store.committed_messages == n
     print(f"{n} concurrent single-message sends: {store.commits} txns, {n / elapsed:.0f} msg/s")

@@ -117,3 +117,32 @@ async def test_messages_stored_before_runs_still_read(store: EtcdStore) -> None:
     old = rec.enc.encode(rec.Msg(1001, "alice", "old1", b"e1", "node-a"))
     (row,), origin = decode_run("r", 1, old)
     assert (row.seq, row.txn, origin) == (1, "old1", "node-a")
+
+
+async def test_a_run_is_cut_at_run_bytes_of_envelopes(store: EtcdStore) -> None:
+    """Big envelopes make several runs of one transaction, so that a read
+    of one message gets at most about RUN_BYTES with it."""
+    from curvechat.store.etcd.runs import RUN_BYTES
+
+    await make_room(store, "r")
+    size = RUN_BYTES // 8
+    acks = await store.append_messages([msg("r", "alice", f"t{i:02d}", size) for i in range(20)])
+    assert [a.seq for a in acks] == list(range(1, 21)) and store.commits == 1
+    assert await message_keys(store) == [("r", 8), ("r", 16), ("r", 20)]
+    assert [x.seq for x in await store.messages("r", after=0)] == list(range(1, 21))
+
+
+async def test_while_a_node_cannot_read_runs_a_message_is_a_key(store: EtcdStore) -> None:
+    """`message_runs` off (an older node in the cluster): every message its
+    own key, in the shape stores before runs wrote and read."""
+    await make_room(store, "r")
+    store.message_runs = False
+    await store.append_messages([msg("r", "alice", f"t{i}") for i in range(3)])
+    keys = await message_keys(store)
+    assert keys == [("r", 1), ("r", 2), ("r", 3)]
+    kvs = await store._range(store.message_prefix, prefix_end(store.message_prefix))
+    assert [rec.msg_dec.decode(kv.value).txn for kv in kvs] == ["t0", "t1", "t2"]
+    store.message_runs = True
+    await store.append_messages([msg("r", "alice", f"t{i}") for i in range(3, 6)])
+    assert await message_keys(store) == [("r", 1), ("r", 2), ("r", 3), ("r", 6)]
+    assert [x.txn for x in await store.messages("r", after=0)] == [f"t{i}" for i in range(6)]

@@ -59,6 +59,7 @@ class NodeInfo(msgspec.Struct, frozen=True):
     http: str = ""  # base URL of the node's dashboard and API ("" if it serves none)
     link: str = ""  # the node link's endpoint (server/nodelink.py), "" if it has none
     clients: int = -1  # its connected clients, as last published (-1: an older node)
+    runs: bool = False  # it reads message runs (store/etcd/runs.py); False: an older node
 
 
 _node_dec = msgspec.msgpack.Decoder(NodeInfo)
@@ -130,6 +131,8 @@ class Cluster:
         self._listed = 0  # the newest of them taken
         self.fanout = WatchFanout(node, store, self.feed, self._relist_nodes.set)
         store.origin = node.boot
+        # A message a key until the registry says every live node reads runs.
+        store.message_runs = False
         # Room ownership and forwarding (server/ownership.py, nodelink.py).
         self.link = NodeLink(node, store.submit_messages) if link_bind is not None else None
         self._link_bind = link_bind
@@ -219,6 +222,7 @@ class Cluster:
             self.http,
             self.link.endpoint if self.link is not None else "",
             clients,
+            True,
         )
         return msgspec.msgpack.encode(info)
 
@@ -309,6 +313,7 @@ class Cluster:
             return
         self._listed = started
         self.nodes = nodes
+        self.store.message_runs = all(n.runs for n in nodes)
         others = [n for n in nodes if n.name != self.node.node_name]
         self.node.metrics.cluster_nodes.set(len(nodes))
         live = [n.connect for n in others if n.status == "up"]  # not those draining

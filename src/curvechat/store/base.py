@@ -134,9 +134,10 @@ class NewMessage(msgspec.Struct, frozen=True):
     # stored before this one (or earlier in the same group): if it is not,
     # nothing is stored and the ack says `behind`. None: no check.
     after: str | None = None
-    # Cluster mode: the boot id of the node whose clients the commit's acks
-    # go to (a message forwarded to its room's owner keeps its first node's);
-    # "" for the committing store's own. Backends without a watch ignore it.
+    # Cluster mode: the boot id stored as the message's origin, "" for the
+    # committing store's own (a room's owner commits the messages other
+    # nodes forward to it as its own: server/nodelink.py). Backends without
+    # a watch ignore it.
     origin: str = ""
 
 

@@ -58,6 +58,9 @@ class EtcdClient(Keys):
         #: Written into every message this store commits, so that a node can
         #: tell its own commits from other nodes' in the watch.
         self.origin = ""
+        # Messages written as runs (store/etcd/runs.py), or a message a key
+        # while a node that cannot read runs is in the cluster (cluster.py).
+        self.message_runs = True
 
     # --- rpc helpers ------------------------------------------------------------
     def _require_open(self) -> None:

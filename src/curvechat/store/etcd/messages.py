@@ -84,16 +84,15 @@ def _next_message(
     return Committed(m.room, m.txn, seq, ts, False)
 
 
-def _runs_needed(msgs: Sequence[NewMessage]) -> int:
-    """At most how many runs `msgs` start (one per room, and one more each
-    time a room's origin changes)."""
-    last: dict[str, str] = {}
-    n = 0
+def _runs_needed(msgs: Sequence[NewMessage], legacy: bool) -> int:
+    """At most how many runs `msgs` start: as many as on their own, and one
+    more a room (its open run in the transaction may be cut elsewhere)."""
+    runs = RunBuilder(legacy)
+    seqs: dict[str, int] = {}
     for m in msgs:
-        if last.get(m.room) != m.origin:
-            last[m.room] = m.origin
-            n += 1
-    return n
+        seq = seqs[m.room] = seqs.get(m.room, 0) + 1
+        runs.add(m.room, seq, m.origin, 0, "", "", m.envelope)
+    return len(runs) + len(seqs)
 
 
 @dataclass(slots=True)
@@ -154,7 +153,7 @@ class MessageCommits:
         assigned: dict[bytes, tuple[int, int]] = {}
         req = rpc.TxnRequest()
         compares, writes = req.compare, req.success
-        runs = RunBuilder()
+        runs = RunBuilder(not st.message_runs)
         size = 0
         now = now_ms()
         results: list[list[Committed]] = []
@@ -180,7 +179,7 @@ class MessageCommits:
                     ak = None
                 # This message's compares and puts, and its room's, must fit.
                 heads = len(touched) + (m.room not in touched)
-                opens = runs.opens(m.room, m.origin or st.origin)
+                opens = runs.opens(m.room, m.origin or st.origin, len(m.envelope))
                 if (
                     len(writes) + len(runs) + opens + 1 + heads > limit
                     or len(compares) + 1 + (ak is not None) + 2 * heads > limit
@@ -324,7 +323,7 @@ class MessageCommits:
         state: dict[str, list[int]] = {}
         req = rpc.TxnRequest()
         compares, writes = req.compare, req.success
-        runs = RunBuilder()
+        runs = RunBuilder(not st.message_runs)
         size = 0
         results: dict[int, list[Committed]] = {}
         finished = 0
@@ -343,7 +342,7 @@ class MessageCommits:
                 continue
             rest = batch[len(acks) :]
             new_rooms = {m.room for m in rest} - state.keys()
-            need = len(rest) + _runs_needed(rest) + len(new_rooms)
+            need = len(rest) + _runs_needed(rest, not st.message_runs) + len(new_rooms)
             blob = sum(len(m.envelope) + MSG_OVERHEAD for m in rest)
             if writes and (
                 len(writes) + len(runs) + len(state) + need > st.max_txn_ops
@@ -356,7 +355,7 @@ class MessageCommits:
                     assert entry is not None
                     state[m.room] = [entry[0].head, entry[0].last_ts]
                 # Room heads, runs and this message's puts must fit.
-                opens = runs.opens(m.room, m.origin or st.origin)
+                opens = runs.opens(m.room, m.origin or st.origin, len(m.envelope))
                 if len(writes) + len(runs) + opens + 1 + len(state) > st.max_txn_ops or (
                     writes and size + len(m.envelope) + MSG_OVERHEAD > MAX_TXN_BYTES
                 ):

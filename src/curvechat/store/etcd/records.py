@@ -39,7 +39,7 @@ class Msg(msgspec.Struct, array_like=True, frozen=True):
 
 class Run(msgspec.Struct, array_like=True, frozen=True):
     """``m/<room>/<last seq>``: the messages `first` … `last seq` of a room,
-    committed in one transaction for the clients of one node (`origin`, the
+    committed in one transaction by one node (`origin`, its boot id; the
     last field: the cluster feed tells a node's own runs by their value's
     tail). Each message is ``(ts_ms, sender, txn, envelope)``."""
 

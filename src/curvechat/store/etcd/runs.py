@@ -2,17 +2,21 @@
 
 A transaction that commits messages writes them as runs: per room, the
 messages it gives consecutive seqs, cut where the origin changes (the node
-whose clients get the acks), one ``m/<room>/<last seq>`` key a run
-(`records.Run`). A put a run instead of one a message is about a quarter
-less of etcd's CPU a message in a group commit (docs/performance.md). The
-idempotency keys stay one a message, so that a resend through any node
-finds its original.
+that committed them) and at RUN_BYTES of envelopes, one
+``m/<room>/<last seq>`` key a run (`records.Run`). A put a run instead of
+one a message is about a quarter less of etcd's CPU a message in a group
+commit (docs/performance.md). The idempotency keys stay one a message, so
+that a resend through any node finds its original.
 
 Reading: keys sort as numbers, so the run that holds seq ``n`` is the first
 key at or after ``m/<room>/<n>``. A run never changes once written and
 only the room's head moves on, so a read in several round trips sees one
 history. A value written before runs (a `records.Msg` a key) reads as a run
 of one.
+
+A node from before runs cannot read one: while such a node is in the
+cluster's registry, the store writes a `records.Msg` a key instead
+(`legacy`; server/cluster.py sets `EtcdStore.message_runs`).
 
 What it must never do: write a run under a key other than its last seq,
 put two origins or two rooms in one run, or return a message outside the
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
     from curvechat.store.etcd import EtcdStore
 
 FIRST_KEYS = 16  # the runs a history read asks for in its first round trip
+RUN_BYTES = 64 * 1024  # a run's envelopes, at most (but a run of one): what a read may get too many
 _DESCEND = rpc.RangeRequest.SortOrder.DESCEND
 _BY_KEY = rpc.RangeRequest.SortTarget.KEY
 
@@ -45,34 +50,43 @@ class _Run:
     first: int
     origin: str
     msgs: list[tuple[int, str, str, bytes]]
+    size: int = 0  # of the envelopes
 
 
 class RunBuilder:
     """The runs of one transaction being built (`add` each message in its
-    room's seq order, then `write` them)."""
+    room's seq order, then `write` them); with `legacy`, a message a key,
+    as stores before runs wrote them."""
 
-    __slots__ = ("_open", "_runs")
+    __slots__ = ("_legacy", "_open", "_runs")
 
-    def __init__(self) -> None:
+    def __init__(self, legacy: bool = False) -> None:
+        self._legacy = legacy
         self._runs: list[_Run] = []
         self._open: dict[str, _Run] = {}  # room -> the run its next message may join
 
     def __len__(self) -> int:
         return len(self._runs)
 
-    def opens(self, room: str, origin: str) -> bool:
-        """Whether a message of `room` from `origin` would start a run (a put)."""
+    def opens(self, room: str, origin: str, size: int) -> bool:
+        """Whether a message of `room` from `origin` with an envelope of
+        `size` bytes would start a run (a put)."""
         run = self._open.get(room)
-        return run is None or run.origin != origin
+        return self._legacy or run is None or run.origin != origin or run.size + size > RUN_BYTES
 
     def add(
         self, room: str, seq: int, origin: str, ts_ms: int, sender: str, txn: str, envelope: bytes
     ) -> None:
         run = self._open.get(room)
-        if run is None or run.origin != origin or run.first + len(run.msgs) != seq:
+        if (
+            run is None
+            or self.opens(room, origin, len(envelope))
+            or run.first + len(run.msgs) != seq
+        ):
             run = self._open[room] = _Run(room, seq, origin, [])
             self._runs.append(run)
         run.msgs.append((ts_ms, sender, txn, envelope))
+        run.size += len(envelope)
 
     def mark(self) -> list[int]:
         """What `undo` goes back to."""
@@ -83,12 +97,17 @@ class RunBuilder:
         del self._runs[len(mark) :]
         for run, n in zip(self._runs, mark, strict=True):
             del run.msgs[n:]
+            run.size = sum(len(m[3]) for m in run.msgs)
         self._open = {run.room: run for run in self._runs}
 
     def write(self, st: EtcdStore, writes: Any) -> None:
         """One put a run into `writes` (a TxnRequest's `success`)."""
         for run in self._runs:
-            value = rec.enc.encode(rec.Run(run.first, run.msgs, run.origin))
+            if self._legacy:
+                ((ts_ms, sender, txn, envelope),) = run.msgs
+                value = rec.enc.encode(rec.Msg(ts_ms, sender, txn, envelope, run.origin))
+            else:
+                value = rec.enc.encode(rec.Run(run.first, run.msgs, run.origin))
             st.add_put(writes, st.k_msg(run.room, run.first + len(run.msgs) - 1), value)
 
 
@@ -125,30 +144,42 @@ async def read_from(
 ) -> list[StoredRow]:
     """Up to `limit` messages of `room` from seq `lo` on and below `before`
     (if given), oldest first; NoSuchRoom if there is no such room."""
-    end = prefix_end(st.k_msgs(room))
-    key = st.k_msg(room, lo)
+    sub = st.k_msgs(room)
+    end = prefix_end(sub) if before is None else st.k_msg(room, before)
     rows: list[StoredRow] = []
     seen = runs = 0
-    keys = min(limit, FIRST_KEYS)
-    req = rpc.RangeRequest(key=key, range_end=end, limit=keys)
-    (kvs,) = await st._room_read(room, req)
-    while True:
+
+    def take(kvs: list[Any]) -> bool:
+        """Add the rows of `kvs` wanted; whether the read is done."""
+        nonlocal seen, runs
         for kv in kvs:
             got, _origin = decode_run(room, _seq(kv.key), kv.value)
             seen, runs = seen + len(got), runs + 1
             for row in got:
-                if row.seq < lo:
-                    continue
                 if before is not None and row.seq >= before:
-                    return rows
-                rows.append(row)
-                if len(rows) == limit:
-                    return rows
+                    return True
+                if row.seq >= lo:
+                    rows.append(row)
+                    if len(rows) == limit:
+                        return True
+        return False
+
+    keys = min(limit, FIRST_KEYS)
+    (kvs,) = await st._room_read(
+        room, rpc.RangeRequest(key=st.k_msg(room, lo), range_end=end, limit=keys)
+    )
+    while not take(kvs):
         if len(kvs) < keys:
-            return rows
+            if before is not None:
+                # The run that holds `before` - 1 may end at `before` or after it.
+                across = rpc.RangeRequest(key=end, range_end=prefix_end(sub), limit=1)
+                (kvs,) = await st._read_txn([across])
+                take(kvs)
+            break
         keys = _more(limit - len(rows), seen, runs)
         req = rpc.RangeRequest(key=bytes(kvs[-1].key) + b"\0", range_end=end, limit=keys)
         (kvs,) = await st._read_txn([req])
+    return rows
 
 
 async def read_newest(st: EtcdStore, room: str, before: int | None, limit: int) -> list[StoredRow]:

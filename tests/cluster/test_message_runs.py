@@ -61,3 +61,42 @@ async def test_runs_are_written_once_no_older_node_is_live(etcd3: EtcdCluster) -
         await cluster.stop()
         await store.close()
         await other.close()
+
+
+async def test_a_value_the_node_cannot_decode_is_counted_and_the_next_pushed(
+    etcd3: EtcdCluster,
+) -> None:
+    """One message value no node can read (a newer node's, or damaged) does
+    not stop the node's watch: it is counted, and what follows is pushed."""
+    import asyncio
+
+    from curvechat.store import EpochRecord, MemberChange, OpRecord
+    from curvechat.store.etcd import records as rec
+
+    prefix = f"/t-{uuid.uuid4().hex}/"
+    endpoints = etcd3.endpoints.split(",")
+    store, writer = EtcdStore(endpoints, prefix=prefix), EtcdStore(endpoints, prefix=prefix)
+    await store.open()
+    await writer.open()
+    node = FakeNode(store)
+    cluster = Cluster(node, store, "tcp://127.0.0.1:1/" + "k" * 40)  # type: ignore[arg-type]
+    try:
+        await writer.create_room(
+            "r", [OpRecord(0, b"op", b"sig")],
+            [MemberChange("alice", True, True), MemberChange("bob", True)],
+            EpochRecord(0, 0, "alice"), [],
+        )  # fmt: skip
+        await cluster.start()
+        await writer.put(writer.k_msg("r", 1), b"\x93\x01\xc1\xa1x")
+        await writer.put(writer.k_head("r"), rec.enc.encode(rec.Head(1, 0)))
+        await writer.append_messages([NewMessage("r", "alice", "txn-2", envelope("r", "txn-2"))])
+        async with asyncio.timeout(10):
+            while ("r", 2) not in node.pushed:
+                node.changed.clear()
+                await node.changed.wait()
+        assert node.pushed == [("r", 2)]
+        assert node.metrics.watch_undecodable._value.get() == 1
+    finally:
+        await cluster.stop()
+        await store.close()
+        await writer.close()

@@ -33,6 +33,7 @@ class FakeNode:
         self.metrics = NodeMetrics()
         self.peers: list[str] = []
         self.peer_nodes: list[dict[str, Any]] = []
+        self.draining = False
 
     async def push_remote(self, rows: list[StoredRow]) -> int:
         self.pushed += [(row.room, row.seq) for row in rows]

@@ -22,6 +22,7 @@ from curvechat.store.etcd.feed import (
     NodesChanged,
     OwnCommitted,
     RoomChanged,
+    Undecodable,
 )
 
 from .test_etcd import make_room
@@ -122,6 +123,22 @@ async def test_a_run_comes_as_its_messages_and_an_own_run_as_its_last_seq(
         (5, "t5", b"e5", other),
     ]
     assert events[5:] == [OwnCommitted("r", 6)]
+
+
+async def test_a_value_it_cannot_decode_is_told_and_the_watch_goes_on(store: EtcdStore) -> None:
+    feed = ClusterFeed(store, await store.current_revision())
+    await make_room(store, "r")
+    await store.put(store.k_msg("r", 1), b"\x93\x01\xc1\xa1x")  # not msgpack at all
+    await store.put(store.k_msg("r", 2), b"\x93\x01\x90\xa1x")  # a run of no message
+    await store.put(store.k_head("r"), b"\x92\x02\x00")
+    await store.append_messages([NewMessage("r", "alice", "t3", b"e3")])
+    events = await take(feed, 4)
+    assert events[0] == RoomChanged("r")
+    assert [(e.room, e.seq) for e in events[1:3] if isinstance(e, Undecodable)] == [
+        ("r", 1),
+        ("r", 2),
+    ]
+    assert isinstance(events[3], MessageCommitted) and events[3].row.seq == 3
 
 
 async def test_a_broken_stream_gives_the_untaken_events_again(store: EtcdStore) -> None:

@@ -114,8 +114,8 @@ async def test_messages_stored_before_runs_still_read(store: EtcdStore) -> None:
     assert [(x.seq, x.txn, x.ts_ms) for x in rows[:2]] == [(1, "old1", 1001), (2, "old2", 1002)]
     assert [x.txn for x in rows[2:]] == ["new1", "new2"]
     assert [x.seq for x in await store.messages("r", before=3, limit=1)] == [2]
-    old = rec.enc.encode(rec.Msg(1001, "alice", "old1", b"e1", "node-a"))
-    (row,), origin = decode_run("r", 1, old)
+    value = rec.enc.encode(rec.Msg(1001, "alice", "old1", b"e1", "node-a"))
+    (row,), origin = decode_run("r", 1, value)
     assert (row.seq, row.txn, origin) == (1, "old1", "node-a")
 
 

@@ -285,6 +285,11 @@ class NodeMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.watch_undecodable = Counter(
+            "curvechat_cluster_undecodable_total",
+            "Message values from the cluster watch this node could not decode (skipped)",
+            registry=r,
+        )
         self.watch_relists = Counter(
             "curvechat_cluster_relists_total",
             "Times the cluster watch's revision was compacted and the node re-listed",

@@ -15,6 +15,9 @@ when the etcd watch shows another node's commit or a room's change.
   online member here whose head moved past what the node last saw gets its
   newest message pushed, and the clients fetch the gap by seq (the Clone
   pattern), so nothing is skipped.
+* A message value the node cannot decode (a newer node's, or damaged) is
+  logged, counted (`curvechat_cluster_undecodable_total`) and passed over:
+  one such value does not stop the watch for the messages after it.
 
 What it must never do: write to etcd, push a message this node acked
 itself, or stop watching for good (an error is logged and the watch
@@ -43,6 +46,7 @@ from curvechat.store.etcd.feed import (
     NodesChanged,
     OwnCommitted,
     RoomChanged,
+    Undecodable,
 )
 
 log = logging.getLogger("curvechat.server")
@@ -117,6 +121,16 @@ class WatchFanout:
                 self.on_nodes_changed()  # a node joined, left or changed its entry
             case Compacted(revision=compacted):
                 await self._relist(compacted)  # the stream ended: watch again from there
+            case Undecodable(room=room, seq=seq, reason=reason):
+                # Not pushed from here; fetched by seq, it fails the same way.
+                self.node.metrics.watch_undecodable.inc()
+                log.error(
+                    "cluster watch: the message value of %r under seq %d cannot be"
+                    " decoded (%s); skipped",
+                    room,
+                    seq,
+                    reason,
+                )
 
     async def _push_rows(self, rows: Sequence[StoredRow]) -> None:
         if rows:

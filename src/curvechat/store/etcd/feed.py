@@ -9,7 +9,8 @@ the node registry.
   message whose origin is the feed's `own` (the node's own commits, which
   the node pushed itself) comes as `OwnCommitted`, its room and seq only
   (a run's last): its value is not decoded. A message run (runs.py) comes
-  as one `MessageCommitted` a message.
+  as one `MessageCommitted` a message; a value it cannot decode (written by
+  a newer node, or damaged) as `Undecodable`, and the watch goes on.
   `revision` moves past a response's events only when the caller asks for
   the next list, so a stream that breaks halfway gives them all again.
 * `NodeRegistry` keeps one key per live node under a lease: grant and put,
@@ -34,6 +35,7 @@ from typing import Any
 
 from aetcd import rpc  # type: ignore[import-untyped]
 
+from curvechat.protocol.errors import UNDECODABLE
 from curvechat.store.base import NodeNameTaken, StoredRow, StoreUnavailable
 from curvechat.store.etcd import EtcdStore, prefix_end
 from curvechat.store.etcd import records as rec
@@ -70,7 +72,14 @@ class Compacted:
     revision: int  # etcd's compacted revision; the feed's own is gone
 
 
-FeedEvent = MessageCommitted | OwnCommitted | RoomChanged | NodesChanged | Compacted
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    room: str  # a message value the feed cannot read (skipped): its key's room and seq
+    seq: int
+    reason: str
+
+
+FeedEvent = MessageCommitted | OwnCommitted | RoomChanged | NodesChanged | Compacted | Undecodable
 
 
 class ClusterFeed:
@@ -155,7 +164,11 @@ class ClusterFeed:
             if self._own_tail is not None and value.endswith(self._own_tail):
                 out.append(OwnCommitted(room, last))
                 return
-            rows, origin = decode_run(room, last, bytes(value))
+            try:
+                rows, origin = decode_run(room, last, bytes(value))
+            except UNDECODABLE as exc:  # told, not raised: the watch goes on past it
+                out.append(Undecodable(room, last, str(exc)))
+                return
             out += [MessageCommitted(row, origin) for row in rows]
         elif key.startswith(store.room_prefix) and key.endswith(b"/meta"):
             out.append(RoomChanged(store.parse_room_key(key)))

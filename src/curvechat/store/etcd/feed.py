@@ -48,7 +48,7 @@ _PUT = rpc.Event.EventType.PUT  # looked up once, not per event
 @dataclass(frozen=True, slots=True)
 class MessageCommitted:
     row: StoredRow
-    origin: str  # the boot id of the node whose clients were acked
+    origin: str  # the boot id of the node that committed it
 
 
 @dataclass(frozen=True, slots=True)

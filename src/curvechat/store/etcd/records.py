@@ -34,7 +34,7 @@ class Msg(msgspec.Struct, array_like=True, frozen=True):
     sender: str
     txn: str
     envelope: bytes
-    origin: str = ""  # the boot id of the node whose clients got the acks
+    origin: str = ""  # the boot id of the node that committed it
 
 
 class Run(msgspec.Struct, array_like=True, frozen=True):

@@ -5,13 +5,15 @@ in-process, on a real etcd)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import msgspec
 
 from curvechat.server.cluster import Cluster
-from curvechat.store import NewMessage
+from curvechat.store import EpochRecord, MemberChange, NewMessage, OpRecord
 from curvechat.store.etcd import EtcdStore, prefix_end
+from curvechat.store.etcd import records as rec
 from curvechat.store.etcd.feed import NodeRegistry
 
 from .test_relist import FakeNode, envelope
@@ -35,8 +37,6 @@ async def test_runs_are_written_once_no_older_node_is_live(etcd3: EtcdCluster) -
         await cluster.start()
         await cluster.refresh_peers()
         assert [n.name for n in cluster.nodes] == ["a", "b"] and not store.message_runs
-        from curvechat.store import EpochRecord, MemberChange, OpRecord
-
         await store.create_room(
             "r", [OpRecord(0, b"op", b"sig")], [MemberChange("alice", True, True)],
             EpochRecord(0, 0, "alice"), [],
@@ -68,10 +68,6 @@ async def test_a_value_the_node_cannot_decode_is_counted_and_the_next_pushed(
 ) -> None:
     """One message value no node can read (a newer node's, or damaged) does
     not stop the node's watch: it is counted, and what follows is pushed."""
-    import asyncio
-
-    from curvechat.store import EpochRecord, MemberChange, OpRecord
-    from curvechat.store.etcd import records as rec
 
     prefix = f"/t-{uuid.uuid4().hex}/"
     endpoints = etcd3.endpoints.split(",")

@@ -14,6 +14,7 @@ import pytest
 from curvechat.store import NewMessage
 from curvechat.store.etcd import EtcdStore, prefix_end
 from curvechat.store.etcd import records as rec
+from curvechat.store.etcd.runs import RUN_BYTES, decode_run
 
 from .test_etcd import make_room, msg
 from support.etcd import EtcdCluster
@@ -101,8 +102,6 @@ async def test_every_read_of_a_history_in_runs_is_the_history(store: EtcdStore) 
 async def test_messages_stored_before_runs_still_read(store: EtcdStore) -> None:
     """A message a key, as stores before runs wrote them: read as runs of
     one, in history and in the feed's decoding, and the room goes on."""
-    from curvechat.store.etcd.runs import decode_run
-
     await make_room(store, "r")
     for seq in (1, 2):
         old = rec.Msg(1000 + seq, "alice", f"old{seq}", b"e%d" % seq, "node-a")
@@ -122,8 +121,6 @@ async def test_messages_stored_before_runs_still_read(store: EtcdStore) -> None:
 async def test_a_run_is_cut_at_run_bytes_of_envelopes(store: EtcdStore) -> None:
     """Big envelopes make several runs of one transaction, so that a read
     of one message gets at most about RUN_BYTES with it."""
-    from curvechat.store.etcd.runs import RUN_BYTES
-
     await make_room(store, "r")
     size = RUN_BYTES // 8
     acks = await store.append_messages([msg("r", "alice", f"t{i:02d}", size) for i in range(20)])

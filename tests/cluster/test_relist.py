@@ -4,7 +4,9 @@ skipping what it missed (the Cluster layer in-process, on a real etcd)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from curvechat.protocol import encode
@@ -51,23 +53,48 @@ def envelope(room: str, txn: str) -> bytes:
     return encode(env)
 
 
-async def test_compacted_watch_relists(etcd3: EtcdCluster) -> None:
+@contextlib.asynccontextmanager
+async def node_b(etcd: EtcdCluster) -> AsyncIterator[tuple[EtcdStore, FakeNode, Cluster]]:
+    """Node B's Cluster layer in-process (not started yet), and node A's
+    store ("the writer") on the same fresh prefix."""
     prefix = f"/t-{uuid.uuid4().hex}/"
-    endpoints = etcd3.endpoints.split(",")
-    writer = EtcdStore(endpoints, prefix=prefix)  # "node A"
-    reader = EtcdStore(endpoints, prefix=prefix)  # "node B"
+    endpoints = etcd.endpoints.split(",")
+    writer, reader = EtcdStore(endpoints, prefix=prefix), EtcdStore(endpoints, prefix=prefix)
     await writer.open()
     await reader.open()
     node = FakeNode(reader)
     cluster = Cluster(node, reader, "tcp://127.0.0.1:1/" + "k" * 40)  # type: ignore[arg-type]
     try:
-        await writer.create_room(
-            "r",
-            [OpRecord(0, b"op", b"sig")],
-            [MemberChange("alice", True, True), MemberChange("bob", True)],
-            EpochRecord(0, 0, "alice"),
-            [],
-        )
+        yield writer, node, cluster
+    finally:
+        await cluster.stop()
+        await reader.close()
+        await writer.close()
+
+
+async def room_r(store: EtcdStore) -> None:
+    """Room r: alice's, bob (online on node B) a member."""
+    await store.create_room(
+        "r",
+        [OpRecord(0, b"op", b"sig")],
+        [MemberChange("alice", True, True), MemberChange("bob", True)],
+        EpochRecord(0, 0, "alice"),
+        [],
+    )
+
+
+async def pushed(node: FakeNode, room: str, seq: int) -> None:
+    """Until `node` pushed `room`'s message `seq` (20 s at most)."""
+    async with asyncio.timeout(20):
+        while (room, seq) not in node.pushed:
+            node.changed.clear()
+            await node.changed.wait()
+
+
+async def test_compacted_watch_relists(etcd3: EtcdCluster) -> None:
+    async with node_b(etcd3) as (writer, node, cluster):
+        reader = cluster.store
+        await room_r(writer)
         await writer.append_messages(
             [NewMessage("r", "alice", "txn-0000", envelope("r", "txn-0000"))]
         )
@@ -79,25 +106,15 @@ async def test_compacted_watch_relists(etcd3: EtcdCluster) -> None:
             )
         etcd3.compact()
         await cluster.start(from_revision=cut_at)
-        async with asyncio.timeout(20):
-            while (("r", 6)) not in node.pushed:
-                node.changed.clear()
-                await node.changed.wait()
+        await pushed(node, "r", 6)
         assert cluster.relists == 1
         # And it watches on from there: the next message comes live.
         await writer.append_messages(
             [NewMessage("r", "alice", "txn-0006", envelope("r", "txn-0006"))]
         )
-        async with asyncio.timeout(20):
-            while ("r", 7) not in node.pushed:
-                node.changed.clear()
-                await node.changed.wait()
+        await pushed(node, "r", 7)
         assert node.pushed == [("r", 6), ("r", 7)]
         registry = node.metrics.registry
         assert registry.get_sample_value("curvechat_cluster_relists_total") == 1
         # only the live one has a watch lag: the re-listed one may be old
         assert registry.get_sample_value("curvechat_cluster_watch_lag_seconds_count") == 1
-    finally:
-        await cluster.stop()
-        await reader.close()
-        await writer.close()

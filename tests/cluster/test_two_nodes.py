@@ -14,6 +14,12 @@ from support.clients import ClientFactory
 from support.servers import ServerProcess
 
 
+async def until_they_see(room, made):  # type: ignore[no-untyped-def]
+    """Until each of `made` (client, its events) has `room` in its cache."""
+    for client, events in made:
+        await events.until(lambda c=client: c.cache.room(room) is not None)
+
+
 def seqs_texts(client, room):  # type: ignore[no-untyped-def]
     return [(x.seq, x.sender, x.text) for x in client.cache.messages(room, limit=10_000)]
 
@@ -30,8 +36,7 @@ async def test_message_via_a_reaches_members_on_b_in_order(
     carol, carol_events = await clients.make("carol", b.connect)
     await alice.create_room("general", ["bob", "carol"])
     # B learns of the room from etcd's watch and tells its members.
-    await bob_events.until(lambda: bob.cache.room("general") is not None)
-    await carol_events.until(lambda: carol.cache.room("general") is not None)
+    await until_they_see("general", [(bob, bob_events), (carol, carol_events)])
     # Alice (on A) and bob (on B) send concurrently; everyone sees one order.
     acks = await asyncio.gather(
         *(alice.send("general", f"a{i}") for i in range(10)),
@@ -83,8 +88,7 @@ async def test_kill_a_chat_node_while_20_clients_send(nodes: Nodes, clients: Cli
         assert [x.endpoint for x in client.conn.addresses] == [a.endpoint, b.endpoint]
     owner = made[0][0]
     await owner.create_room("ops", users[1:])
-    for client, events in made[1:]:
-        await events.until(lambda c=client: c.cache.room("ops") is not None)
+    await until_they_see("ops", made[1:])
     per_client = 12
     waits: list[asyncio.Future[m.SendAck]] = []
 
@@ -136,8 +140,7 @@ async def test_a_leave_through_one_node_is_told_as_a_leave_on_the_other(
     on_b, b_events = await clients.make("alice", b.connect)
     dave_b, dave_events = await clients.make("dave", b.connect)
     await carol.create_room("r", ["alice", "dave"])
-    await b_events.until(lambda: on_b.cache.room("r") is not None)
-    await dave_events.until(lambda: dave_b.cache.room("r") is not None)
+    await until_they_see("r", [(on_b, b_events), (dave_b, dave_events)])
 
     def gone(events, room):  # type: ignore[no-untyped-def]
         return [

@@ -68,6 +68,17 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[St
 
 
 @pytest.fixture
+async def etcd_store(etcd_for_store: EtcdCluster) -> AsyncIterator[EtcdStore]:
+    """An EtcdStore alone on a fresh prefix of the module's etcd."""
+    s = EtcdStore(etcd_for_store.endpoints.split(","), prefix=f"/t-{uuid.uuid4().hex}/")
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
 async def store(store_factory: StoreFactory) -> AsyncIterator[Store]:
     s = store_factory()
     await s.open()

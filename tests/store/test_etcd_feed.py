@@ -5,8 +5,6 @@ caller took, a compacted revision said as such, and leases."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from aetcd import rpc  # type: ignore[import-untyped]
@@ -26,17 +24,6 @@ from curvechat.store.etcd.feed import (
 )
 
 from .test_etcd import make_room
-from support.etcd import EtcdCluster
-
-
-@pytest.fixture
-async def store(etcd_for_store: EtcdCluster) -> AsyncIterator[EtcdStore]:
-    s = EtcdStore(etcd_for_store.endpoints.split(","), prefix=f"/feed-{uuid.uuid4().hex}/")
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def take(feed: ClusterFeed, n: int) -> list[FeedEvent]:
@@ -49,14 +36,14 @@ async def take(feed: ClusterFeed, n: int) -> list[FeedEvent]:
     return got
 
 
-async def test_events_are_typed_and_in_commit_order(store: EtcdStore) -> None:
-    feed = ClusterFeed(store, await store.current_revision())
-    store.origin = "node-a"
-    await make_room(store, "r")
-    await store.append_messages(
+async def test_events_are_typed_and_in_commit_order(etcd_store: EtcdStore) -> None:
+    feed = ClusterFeed(etcd_store, await etcd_store.current_revision())
+    etcd_store.origin = "node-a"
+    await make_room(etcd_store, "r")
+    await etcd_store.append_messages(
         [NewMessage("r", "alice", "t1", b"e1"), NewMessage("r", "alice", "t2", b"e2", origin="b")]
     )
-    registry = NodeRegistry(store, "n1", ttl=5)
+    registry = NodeRegistry(etcd_store, "n1", ttl=5)
     await registry.register(b"info")
     events = await take(feed, 4)
     assert events[0] == RoomChanged("r")
@@ -72,12 +59,12 @@ async def test_events_are_typed_and_in_commit_order(store: EtcdStore) -> None:
     assert await registry.values() == []
 
 
-async def test_the_own_origins_commits_come_without_their_value(store: EtcdStore) -> None:
+async def test_the_own_origins_commits_come_without_their_value(etcd_store: EtcdStore) -> None:
     """A node's own commits, which it pushed itself, are told by room and
     seq only (their values are not decoded); every other origin's in full."""
-    feed = ClusterFeed(store, await store.current_revision(), own="0123456789ab")
-    await make_room(store, "r")
-    await store.append_messages(
+    feed = ClusterFeed(etcd_store, await etcd_store.current_revision(), own="0123456789ab")
+    await make_room(etcd_store, "r")
+    await etcd_store.append_messages(
         [
             NewMessage("r", "alice", "t1", b"e1", origin="0123456789ab"),
             NewMessage("r", "alice", "t2", b"e2", origin="ba9876543210"),
@@ -95,15 +82,15 @@ async def test_the_own_origins_commits_come_without_their_value(store: EtcdStore
 
 
 async def test_a_run_comes_as_its_messages_and_an_own_run_as_its_last_seq(
-    store: EtcdStore,
+    etcd_store: EtcdStore,
 ) -> None:
     """A transaction's messages of one room and origin are one key (a run,
     store/etcd/runs.py): another origin's run comes as one event a message,
     in order, an own run as one `OwnCommitted` with its last seq."""
     own, other = "0123456789ab", "ba9876543210"
-    feed = ClusterFeed(store, await store.current_revision(), own=own)
-    await make_room(store, "r")
-    await store.append_messages(
+    feed = ClusterFeed(etcd_store, await etcd_store.current_revision(), own=own)
+    await make_room(etcd_store, "r")
+    await etcd_store.append_messages(
         [
             NewMessage("r", "alice", "t1", b"e1", origin=own),
             NewMessage("r", "alice", "t2", b"e2", origin=own),
@@ -125,13 +112,15 @@ async def test_a_run_comes_as_its_messages_and_an_own_run_as_its_last_seq(
     assert events[5:] == [OwnCommitted("r", 6)]
 
 
-async def test_a_value_it_cannot_decode_is_told_and_the_watch_goes_on(store: EtcdStore) -> None:
-    feed = ClusterFeed(store, await store.current_revision())
-    await make_room(store, "r")
-    await store.put(store.k_msg("r", 1), b"\x93\x01\xc1\xa1x")  # not msgpack at all
-    await store.put(store.k_msg("r", 2), b"\x93\x01\x90\xa1x")  # a run of no message
-    await store.put(store.k_head("r"), b"\x92\x02\x00")
-    await store.append_messages([NewMessage("r", "alice", "t3", b"e3")])
+async def test_a_value_it_cannot_decode_is_told_and_the_watch_goes_on(
+    etcd_store: EtcdStore,
+) -> None:
+    feed = ClusterFeed(etcd_store, await etcd_store.current_revision())
+    await make_room(etcd_store, "r")
+    await etcd_store.put(etcd_store.k_msg("r", 1), b"\x93\x01\xc1\xa1x")  # not msgpack at all
+    await etcd_store.put(etcd_store.k_msg("r", 2), b"\x93\x01\x90\xa1x")  # a run of no message
+    await etcd_store.put(etcd_store.k_head("r"), b"\x92\x02\x00")
+    await etcd_store.append_messages([NewMessage("r", "alice", "t3", b"e3")])
     events = await take(feed, 4)
     assert events[0] == RoomChanged("r")
     assert [(e.room, e.seq) for e in events[1:3] if isinstance(e, Undecodable)] == [
@@ -141,18 +130,18 @@ async def test_a_value_it_cannot_decode_is_told_and_the_watch_goes_on(store: Etc
     assert isinstance(events[3], MessageCommitted) and events[3].row.seq == 3
 
 
-async def test_a_broken_stream_gives_the_untaken_events_again(store: EtcdStore) -> None:
+async def test_a_broken_stream_gives_the_untaken_events_again(etcd_store: EtcdStore) -> None:
     """The revision moves past a response's events only when the caller asks
     for the next one: a caller that stopped halfway gets them all again."""
-    feed = ClusterFeed(store, await store.current_revision())
-    await make_room(store, "r")
-    await store.append_messages([NewMessage("r", "alice", "t1", b"e1")])
+    feed = ClusterFeed(etcd_store, await etcd_store.current_revision())
+    await make_room(etcd_store, "r")
+    await etcd_store.append_messages([NewMessage("r", "alice", "t1", b"e1")])
     first = await take(feed, 1)  # stopped inside the first response
     assert first[0] == RoomChanged("r")
     again = await take(feed, len(first))
     assert again == first
     # Taking on past them: the next stream starts after them.
-    await store.append_messages([NewMessage("r", "alice", "t2", b"e2")])
+    await etcd_store.append_messages([NewMessage("r", "alice", "t2", b"e2")])
     seen: list[FeedEvent] = []
     async with asyncio.timeout(10):
         async for events in feed.stream():
@@ -163,32 +152,32 @@ async def test_a_broken_stream_gives_the_untaken_events_again(store: EtcdStore) 
     assert txns[-1] == "t2" and txns.count("t1") <= 1
 
 
-async def test_a_compacted_revision_is_said(store: EtcdStore) -> None:
-    start = await store.current_revision()
-    await make_room(store, "r")
+async def test_a_compacted_revision_is_said(etcd_store: EtcdStore) -> None:
+    start = await etcd_store.current_revision()
+    await make_room(etcd_store, "r")
     for i in range(3):
-        await store.append_messages([NewMessage("r", "alice", f"t{i}", b"e")])
-    now = await store.current_revision()
-    await store._call("Compact", rpc.CompactionRequest(revision=now, physical=True))
-    feed = ClusterFeed(store, start)
+        await etcd_store.append_messages([NewMessage("r", "alice", f"t{i}", b"e")])
+    now = await etcd_store.current_revision()
+    await etcd_store._call("Compact", rpc.CompactionRequest(revision=now, physical=True))
+    feed = ClusterFeed(etcd_store, start)
     (event,) = await take(feed, 1)
     assert event == Compacted(now)
 
 
-async def test_a_name_is_claimed_only_when_free_or_ones_own(store: EtcdStore) -> None:
+async def test_a_name_is_claimed_only_when_free_or_ones_own(etcd_store: EtcdStore) -> None:
     def taken(value: bytes) -> str | None:
         return None if value.startswith(b"me") else f"held by {value.decode()}"
 
-    other = NodeRegistry(store, "n2", ttl=5)
+    other = NodeRegistry(etcd_store, "n2", ttl=5)
     await other.register(b"other node")
-    me = NodeRegistry(store, "n2", ttl=5)
+    me = NodeRegistry(etcd_store, "n2", ttl=5)
     with pytest.raises(NodeNameTaken, match="held by other node"):
         await me.register(b"me", taken)
     assert me.lease_id == 0  # the new lease was revoked, none left behind
     assert await me.values() == [b"other node"]
     await other.revoke()
     await me.register(b"me, first life", taken)  # free: claimed
-    again = NodeRegistry(store, "n2", ttl=5)
+    again = NodeRegistry(etcd_store, "n2", ttl=5)
     await again.register(b"me, second life", taken)  # its own entry: taken back
     assert await again.values() == [b"me, second life"]
     await me.revoke()  # the first life's lease no longer holds the key

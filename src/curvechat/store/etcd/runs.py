@@ -33,7 +33,7 @@ from aetcd import rpc  # type: ignore[import-untyped]
 
 from curvechat.store.base import StoredRow
 from curvechat.store.etcd import records as rec
-from curvechat.store.etcd.keys import prefix_end
+from curvechat.store.etcd.keys import prefix_end, tail
 
 if TYPE_CHECKING:
     from curvechat.store.etcd import EtcdStore
@@ -127,10 +127,6 @@ def decode_run(room: str, last: int, value: bytes) -> tuple[list[StoredRow], str
     ], run.origin
 
 
-def _seq(key: bytes) -> int:
-    return int(key[key.rindex(b"/") + 1 :])
-
-
 def _more(wanted: int, rows: int, keys: int) -> int:
     """How many runs to ask for next: enough for `wanted` more messages at
     the rows per run read so far, and one more (never more than `wanted`:
@@ -153,7 +149,7 @@ async def read_from(
         """Add the rows of `kvs` wanted; whether the read is done."""
         nonlocal seen, runs
         for kv in kvs:
-            got, _origin = decode_run(room, _seq(kv.key), kv.value)
+            got, _origin = decode_run(room, int(tail(kv.key)), kv.value)
             seen, runs = seen + len(got), runs + 1
             for row in got:
                 if before is not None and row.seq >= before:
@@ -203,7 +199,7 @@ async def read_newest(st: EtcdStore, room: str, before: int | None, limit: int) 
         got_runs = straddle + kvs
     while True:
         for kv in got_runs:
-            got, _origin = decode_run(room, _seq(kv.key), kv.value)
+            got, _origin = decode_run(room, int(tail(kv.key)), kv.value)
             seen, runs = seen + len(got), runs + 1
             for row in reversed(got):
                 if before is not None and row.seq >= before:

@@ -94,3 +94,21 @@ async def test_a_session_replaced_between_slices_is_judged_as_it_is_now(
     dropped = await Liveness(node).reap(cutoff=time.monotonic() - 10)
     await task
     assert dropped == 1 and list(node.sessions) == [b"b"]
+
+
+def test_a_peer_a_send_cannot_reach_is_told_as_a_disconnect() -> None:
+    """A push can find a connection closed before the socket monitor reports
+    it: the client is then gone for the table and the events, not silently
+    forgotten (its row said "lost", with no event, on the dashboard)."""
+    node: Any = FakeNode()
+    carol = node.add("carol")
+    node.add("erin", gone=liveness_mod.CLEAN_EXIT)  # said goodbye first
+    watch = Liveness(node)
+
+    watch.unreachable(b"carol")
+    watch.unreachable(b"erin")
+    watch.unreachable(b"nobody")
+
+    assert node.dropped == [b"carol", b"erin"]
+    assert carol.gone == "disconnected"
+    assert node.events_said == ["client_disconnected"]  # carol's; erin left

@@ -144,6 +144,20 @@ class Liveness:
             f"{_who(sess)} disconnected (connection closed or heartbeat timed out)",
         )
 
+    def unreachable(self, routing_id: bytes) -> None:
+        """A send found no peer for `routing_id`: its connection closed before
+        the monitor said so. That is the same news, told first; the session
+        goes now, and the monitor's report that follows finds nothing to do."""
+        sess = self.node.sessions.get(routing_id)
+        if sess is not None and sess.gone is None:
+            self._mark_gone(
+                sess,
+                "disconnected",
+                "client_disconnected",
+                f"{_who(sess)} disconnected (connection closed)",
+            )
+        self.node.drop_session(routing_id)
+
     def _mark_gone(self, sess: Session, reason: str, event: str | None, text: str = "") -> None:
         """Record that a client went away: for the table, the metrics, the
         events (a failure only: `event` None for a clean exit)."""

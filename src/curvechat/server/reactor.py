@@ -313,7 +313,7 @@ class Reactor:
         except zmq.ZMQError as exc:
             self._dropped.inc()
             if exc.errno == _EHOSTUNREACH:
-                self.node.drop_session(routing_id)
+                self.node.liveness.unreachable(routing_id)
             else:
                 log.warning("send to a client failed: %s", exc)
             return False

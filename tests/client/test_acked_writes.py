@@ -55,6 +55,9 @@ def test_a_send_a_push_brought_in_first_is_known_at_its_seq_or_another() -> None
     assert _places([("a", "r", "a", 5)], taken=taken) == [KNOWN]
     # pushed at another seq: the copy that verified stands, no second row
     assert _places([("a", "r", "a", 9)], stored={"a"}) == [KNOWN]
+    # ... whatever seq its ack names, one that holds another message too:
+    # A2 is judged before A1 (failing it would report a shown message unsent)
+    assert _places([("a", "r", "a", 4)], taken={4: ("bob", "x", "opened")}, stored={"a"}) == [KNOWN]
 
 
 def test_an_ack_at_a_row_of_ours_that_may_yet_open_waits() -> None:

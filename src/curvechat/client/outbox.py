@@ -338,6 +338,9 @@ class Outbox:
             # What another process of this home stored first: below ours, then
             # among or past them (our own sends its pushes brought in, too).
             if msgs:
+                # In seq order, whatever order the acks came in: the rows told
+                # before ours are those below the lowest.
+                msgs.sort(key=lambda msg: msg.seq)
                 self.p.tell_stored_now(room, msgs[0].seq - 1, live=True)
             for msg in msgs:
                 self.p.emit(ev.MessageReceived(msg, mine=True, live=True))

@@ -130,6 +130,10 @@ def place_acks(
             out.append((Placed.BAD, "the server's answer names another message"))
             continue
         holder = held.get(seq)
+        if txn in stored:  # A2: a push or a sync brought it in (here or at its own seq)
+            held.setdefault(seq, (me, txn, "opened"))
+            out.append((Placed.KNOWN, ""))
+            continue
         if holder == (me, txn, "waits"):
             out.append((Placed.WAIT, ""))
             continue
@@ -137,5 +141,5 @@ def place_acks(
             out.append((Placed.BAD, f"the server acknowledged it as message {seq}, another one"))
             continue
         held[seq] = (me, txn, "opened")
-        out.append((Placed.KNOWN if holder is not None or txn in stored else Placed.STORE, ""))
+        out.append((Placed.KNOWN if holder is not None else Placed.STORE, ""))
     return out

@@ -164,8 +164,10 @@ async def test_a_burst_while_reading_older_messages_is_drawn_back_at_the_bottom(
     server: ServerProcess, kit: Kit, clients: ClientFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While the user reads older messages (scrolled up), a burst coming in
-    is not drawn again and again with the whole log: the timeline says new
-    messages are below, and draws them once the view is back at the bottom."""
+    is not drawn again and again with the whole log, nor kept in memory past
+    KEPT_MESSAGES more (the cache holds the rest): the timeline says new
+    messages are below, and draws the newest once the view is back at the
+    bottom."""
     monkeypatch.setattr(chat_screen, "KEPT_MESSAGES", KEPT_SMALL)
     draws = _count_draws(monkeypatch)
     app = kit.app("alice", server.connect, page_size=20)
@@ -179,12 +181,17 @@ async def test_a_burst_while_reading_older_messages_is_drawn_back_at_the_bottom(
         await pilot.pause(0.3)
         assert not timeline.following
         before = draws[0]
-        bob.outbox.queue_many("flood", [f"more {i:04d}" for i in range(SENT)])
         log = app.chat.logs["flood"]
+        held = len([e for e in log.entries if e.kind == "message"])
+        bob.outbox.queue_many("flood", [f"more {i:04d}" for i in range(SENT)])
         last = f"more {SENT - 1:04d}"
-        await until(pilot, lambda: any(e.text == last for e in log.entries), "the burst in", 120)
+        cache = app.chat.client.cache
+        await until(pilot, lambda: cache.room("flood").head >= FIRST + SENT, "the burst in", 120)
         await pilot.pause(0.3)
         assert draws[0] == before, f"{draws[0] - before} draws while scrolled up"
+        in_memory = len([e for e in log.entries if e.kind == "message"])
+        assert in_memory <= held + KEPT_SMALL, (held, in_memory)
+        assert log.has_newer
         assert "new messages below" in str(timeline.border_subtitle)
         for _ in range(40):  # back down, a page at a time
             if timeline.following:
@@ -196,3 +203,28 @@ async def test_a_burst_while_reading_older_messages_is_drawn_back_at_the_bottom(
         assert timeline.following and not timeline.border_subtitle
         kept = [e for e in log.entries if e.kind == "message"]
         assert len(kept) <= KEPT_SMALL + 1, len(kept)
+
+
+async def test_a_room_not_on_screen_keeps_only_its_newest_messages(
+    server: ServerProcess, kit: Kit, clients: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A room the user looked at and left, flooded meanwhile, keeps its
+    newest KEPT_MESSAGES in memory; opened again, it shows the newest."""
+    monkeypatch.setattr(chat_screen, "KEPT_MESSAGES", KEPT_SMALL)
+    app = kit.app("alice", server.connect, page_size=20)
+    async with app.run_test(size=(100, 30)) as pilot:
+        bob = await _flood_room(server, kit, clients, pilot, app)
+        await bob.create_room("quiet", ["alice"])
+        await until(pilot, lambda: "quiet" in app.chat.room_ids(), "alice in #quiet")
+        await say(pilot, app, "/join quiet")
+        await until(pilot, lambda: app.chat.current == "quiet", "#quiet on screen")
+        bob.outbox.queue_many("flood", [f"line {i:04d}" for i in range(FIRST)])
+        cache = app.chat.client.cache
+        await until(pilot, lambda: cache.room("flood").head >= FIRST, "the burst in", 120)
+        await pilot.pause(0.3)
+        log = app.chat.logs["flood"]
+        kept = [e.seq for e in log.entries if e.kind == "message"]
+        assert len(kept) <= KEPT_SMALL and kept[-1] == FIRST, (len(kept), kept[-1:])
+        await say(pilot, app, "/join flood")
+        last = f"line {FIRST - 1:04d}"
+        await until(pilot, lambda: last in on_screen(app), "the newest, back on screen", 20)

@@ -38,3 +38,8 @@ class OlderWanted(Message):
 class FollowingAgain(Message):
     """The timeline was scrolled back to its bottom: it follows the newest
     message again (what came in meanwhile may not be drawn yet)."""
+
+
+class StoppedFollowing(Message):
+    """The user scrolled the timeline up: it no longer follows the newest
+    message (what comes in is drawn when it follows again)."""

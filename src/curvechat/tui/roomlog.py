@@ -42,8 +42,14 @@ class RoomLog:
     trims: int = 0
     """Times `trim` dropped messages: an older page asked for before one
     would leave a gap between it and what is kept."""
+    has_newer: bool = False
+    """Messages newer than the last one kept are in the cache only: the log
+    took no more while its view did not follow (`hold_newer`), and the
+    newest page brings them back (`newest_page`)."""
     _pending: set[tuple[str, str]] = field(default_factory=set, repr=False)
     """(sender, txn) of the pending entries (ours under `me`)."""
+    _newer_room: int | None = field(default=None, repr=False)
+    """While held: how many newer messages the log still takes."""
 
     @property
     def first_seq(self) -> int | None:
@@ -74,6 +80,8 @@ class RoomLog:
         )
         last = next((e for e in reversed(self.entries) if e.kind == "message"), None)
         if last is not None and msg.seq > last.seq:  # the usual case: the newest, in order
+            if not self._takes_newer():
+                return False
             self.entries.append(entry)
             return True
         for i, e in enumerate(self.entries):
@@ -115,6 +123,8 @@ class RoomLog:
         which they are asked for (history in between would be skipped)."""
         if entry.seq in self.seqs():
             return False
+        if entry.seq > self.last_seq and not self._takes_newer():
+            return False
         first = self.first_seq
         if self.loaded and self.has_older and first is not None and entry.seq < first:
             return False
@@ -125,10 +135,46 @@ class RoomLog:
             self.entries.append(entry)
         return True
 
+    def hold_newer(self, room_for: int) -> None:
+        """The view does not follow the newest message: from now on take at
+        most `room_for` newer ones, then none (`has_newer`), so that a flood
+        while the user reads older messages does not grow the log without
+        bound. A hold already in place stays as it is."""
+        if self._newer_room is None:
+            self._newer_room = room_for
+
+    @property
+    def held(self) -> bool:
+        """Whether newer messages are held back (`hold_newer`)."""
+        return self._newer_room is not None
+
+    def release_newer(self) -> None:
+        """The view follows again and nothing newer was left out: take every
+        newer message again. (If some were, the newest page must be loaded.)"""
+        if not self.has_newer:
+            self._newer_room = None
+
+    def expect_newest(self) -> None:
+        """The newest page is being read: take what comes in meanwhile (the
+        page is merged with it, and what is left below it dropped)."""
+        self.has_newer, self._newer_room = False, None
+
+    def _takes_newer(self) -> bool:
+        """Whether a message newer than the last one kept may be added."""
+        room = self._newer_room
+        if room is None:
+            return True
+        if room <= 0:
+            self.has_newer = True
+            return False
+        self._newer_room = room - 1
+        return True
+
     def newest_page(self, msgs: list[CachedMessage], *, failed: bool = False) -> None:
         """The room's newest page (`msgs`) is loaded, merged
         with what came in meanwhile; a message that came in older than the
         page (opened late, far back) is left to the older pages."""
+        self.expect_newest()
         for msg in msgs:
             self.add_message(msg)
         if msgs:

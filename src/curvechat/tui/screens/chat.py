@@ -32,16 +32,17 @@ from curvechat.protocol.text import visible
 from curvechat.tui import commands as cmds
 from curvechat.tui.errors import Attempt, explain
 from curvechat.tui.format import NO_ROOM, room_label
-from curvechat.tui.keys import accept_key, key_view, pending_changes, trust_mark
+from curvechat.tui.keys import pending_changes, trust_mark
 from curvechat.tui.messages import (
     EngineEvent,
     FollowingAgain,
     LineSubmitted,
     OlderWanted,
     RoomChosen,
+    StoppedFollowing,
 )
 from curvechat.tui.roomlog import NoticeLevel, RoomLog
-from curvechat.tui.screens import engine_events, slash
+from curvechat.tui.screens import engine_events, keydialog, slash
 from curvechat.tui.settings import ChatSettings, load_aliases
 from curvechat.tui.widgets.composer import Composer
 from curvechat.tui.widgets.rooms import RoomList, RoomRow
@@ -85,12 +86,16 @@ class ChatScreen(Screen[None]):
         self.wrong_key_told = False
         """Told that every node failed the CURVE handshake (until live again)."""
         self.connected_once = False
-        self._key_dialogs: set[str] = set()
+        self.key_dialogs: set[str] = set()
+        """Users whose key-change dialog is open (keydialog.py)."""
         self.mention_re = re.compile(rf"(?<![\w@.-])@?{re.escape(self.me)}(?![\w-])")
         self._due: set[str] = set()
         """What messages that came in still ask for ("read", "redraw", "rooms"),
         done together at most every BURST_S: a burst of thousands costs a
         few renders, not one each."""
+        self.grown: set[str] = set()
+        """Rooms not on screen that messages came in for: trimmed to their
+        newest KEPT_MESSAGES with what `_due` asks for."""
 
     # --- layout ---------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -115,7 +120,7 @@ class ChatScreen(Screen[None]):
         self.show_status()
         self.set_interval(0.5, self._tick)
         if pending_changes(self.client):
-            self.app.call_later(self._warn_key_changes)
+            self.app.call_later(keydialog.warn_all, self)
 
     # --- helpers --------------------------------------------------------------
     def now_ms(self) -> int:
@@ -179,8 +184,13 @@ class ChatScreen(Screen[None]):
             else:
                 # The user reads older messages: what came in is drawn when
                 # they scroll back down (`on_following_again`), not redrawn
-                # with the whole log every BURST_S while a flood goes on.
+                # with the whole log every BURST_S while a flood goes on
+                # (and past KEPT_MESSAGES more, left to the cache till then).
                 timeline.mark_behind()
+        for room in self.grown - {self.current}:  # rooms not on screen: their newest
+            if (room_log := self.logs.get(room)) is not None:
+                room_log.trim(KEPT_MESSAGES)
+        self.grown.clear()
         if "rooms" in due:
             self.refresh_rooms()
 
@@ -202,6 +212,8 @@ class ChatScreen(Screen[None]):
 
     # --- rooms ----------------------------------------------------------------
     def switch_room(self, room: str) -> None:
+        if (left := self.logs.get(self.current)) is not None:
+            left.release_newer()  # not on screen: it takes what comes in (trimmed)
         self.current = room
         self.mentions.discard(room)
         title = self.label(room) if room else "no room"
@@ -218,7 +230,7 @@ class ChatScreen(Screen[None]):
                 )
         self.refresh_rooms()
         self.redraw()
-        if room and not self.current_log().loaded:
+        if room and (not self.current_log().loaded or self.current_log().has_newer):
             self._load_room(room)
 
     @work(group="load")
@@ -228,6 +240,7 @@ class ChatScreen(Screen[None]):
         (an exclusive worker) must never cancel it, or the room would stay
         unloaded and ignore every later message."""
         room_log = self.logs.setdefault(room, RoomLog(room, self.me))
+        room_log.expect_newest()
         failed = False
         try:
             msgs = await self.client.history(room, limit=self.settings.page_size)
@@ -241,9 +254,18 @@ class ChatScreen(Screen[None]):
         if room == self.current:
             self.redraw()
 
+    def on_stopped_following(self, message: StoppedFollowing) -> None:
+        message.stop()
+        self.current_log().hold_newer(KEPT_MESSAGES)
+
     def on_following_again(self, message: FollowingAgain) -> None:
         message.stop()
-        self.soon("redraw")
+        room_log = self.current_log()
+        if room_log.has_newer:  # some came in that only the cache holds
+            self._load_room(self.current)
+        else:
+            room_log.release_newer()
+            self.soon("redraw")
 
     def on_older_wanted(self, message: OlderWanted) -> None:
         message.stop()
@@ -321,7 +343,7 @@ class ChatScreen(Screen[None]):
         changes = pending_changes(self.client)
         if not changes:
             self.notice("no pending key changes")
-        self._warn_key_changes()
+        keydialog.warn_all(self)
 
     # --- status ---------------------------------------------------------------
     def show_status(self) -> None:
@@ -339,40 +361,6 @@ class ChatScreen(Screen[None]):
     def on_engine_event(self, message: EngineEvent) -> None:
         message.stop()
         engine_events.handle(self, message.event)
-
-    # --- keys -----------------------------------------------------------------
-    def _warn_key_changes(self) -> None:
-        for user in pending_changes(self.client):
-            self.app.call_later(self.key_change_dialog, user)
-
-    async def key_change_dialog(self, user: str) -> None:
-        from curvechat.tui.screens.keychange import KeyChangeScreen
-
-        if user in self._key_dialogs or user not in pending_changes(self.client):
-            return
-        self._key_dialogs.add(user)
-        view = await key_view(self.client, user)
-        self.notice(
-            f"⚠ the identity key of {user} changed; nothing is sent to them until you accept it",
-            "error",
-        )
-
-        async def done(accepted: bool | None) -> None:
-            self._key_dialogs.discard(user)
-            if accepted:
-                await self.accept(user)
-            else:
-                self.notice(f"key change of {user} not accepted; /keys accept {user} when ready")
-
-        await self.app.push_screen(KeyChangeScreen(view), done)
-
-    async def accept(self, user: str) -> None:
-        """Accept the pending key change of `user` and say so."""
-        if await accept_key(self.client, user):
-            self.notice(f"accepted the new key of {user}")
-        else:
-            self.error(f"/keys: no key change is pending for {user}")
-        self.show_status()
 
     # --- input ----------------------------------------------------------------
     def on_line_submitted(self, message: LineSubmitted) -> None:
@@ -416,6 +404,6 @@ class ChatScreen(Screen[None]):
             self.error(str(exc))
         except KeyChanged as exc:
             self.error(explain(exc, attempt))
-            await self.key_change_dialog(exc.user)
+            await keydialog.ask(self, exc.user)
         except Exception as exc:  # a refusal or a bug: one sentence, never a traceback
             self.error(explain(exc, attempt))

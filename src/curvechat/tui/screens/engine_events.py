@@ -16,6 +16,7 @@ from curvechat.client.enroll import key_refused
 from curvechat.client.state import ConnState
 from curvechat.tui.errors import Attempt, explain_code
 from curvechat.tui.format import NO_ROOM, room_label
+from curvechat.tui.screens import keydialog
 from curvechat.tui.widgets.status import Banner
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ def handle(screen: ChatScreen, event: ev.Event) -> None:
                 screen.redraw()
     elif isinstance(event, ev.KeyChangeDetected):
         screen.show_status()
-        screen.app.call_later(screen.key_change_dialog, event.user)
+        screen.app.call_later(keydialog.ask, screen, event.user)
 
 
 def _message_in(screen: ChatScreen, event: ev.MessageReceived) -> None:
@@ -89,6 +90,7 @@ def _message_in(screen: ChatScreen, event: ev.MessageReceived) -> None:
         return
     if not event.mine and msg.text and screen.mention_re.search(msg.text):
         screen.mentions.add(msg.room)
+    screen.grown.add(msg.room)
     screen.soon("rooms")
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from curvechat.tui import commands as cmds
 from curvechat.tui.format import room_label
 from curvechat.tui.keys import key_view, pending_changes, trust_mark
-from curvechat.tui.screens import familiar
+from curvechat.tui.screens import familiar, keydialog
 
 if TYPE_CHECKING:
     from curvechat.tui.screens.chat import ChatScreen
@@ -116,7 +116,7 @@ async def keys(screen: ChatScreen, inv: cmds.Invocation) -> None:
     if args and args[0] == "accept":
         if len(args) < 2:
             raise cmds.CommandError("/keys accept: missing USER; usage: /keys accept USER")
-        await screen.accept(args[1].lstrip("@"))
+        await keydialog.accept(screen, args[1].lstrip("@"))
         return
     if args and args[0] == "verify":
         if len(args) < 2:

@@ -26,7 +26,7 @@ from textual.widgets import Static
 
 from curvechat.protocol.text import split_lines
 from curvechat.tui.format import clock_time, day, day_label, name_colour, safe_text
-from curvechat.tui.messages import FollowingAgain, OlderWanted
+from curvechat.tui.messages import FollowingAgain, OlderWanted, StoppedFollowing
 from curvechat.tui.roomlog import Entry, RoomLog
 
 CONTINUATION = "│ "
@@ -226,12 +226,24 @@ class Timeline(VerticalScroll):
 
     def follow(self) -> None:
         """Go to the newest message and stay with it."""
+        was = self.following
         self.following = True
         self.anchor()
+        if not was:
+            self._caught_up()
+
+    def _caught_up(self) -> None:
+        """The view follows again: what came in meanwhile, drawn or not, or
+        left to the cache (a held log), is the screen's to bring in."""
+        log = self.log_model
+        if self.behind or (log is not None and log.held):
+            self.post_message(FollowingAgain())
 
     def release_anchor(self) -> None:
         # Textual calls this when the user scrolls (keys, wheel, scrollbar).
         super().release_anchor()
+        if self.following:
+            self.post_message(StoppedFollowing())
         self.following = False
 
     def want_older(self) -> None:
@@ -243,8 +255,7 @@ class Timeline(VerticalScroll):
         super().watch_scroll_y(old_value, new_value)  # re-anchors at the bottom
         if not self.following and self.is_anchored and new_value >= self.max_scroll_y:
             self.following = True
-            if self.behind:
-                self.post_message(FollowingAgain())
+            self._caught_up()
         # Only the user's scrolling asks for older messages: not a view that
         # reached the top because another room's shorter log replaced it.
         if new_value <= 0 < old_value and not self.following:

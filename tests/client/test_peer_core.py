@@ -228,6 +228,13 @@ def n6(w: World) -> None:
     reply = w.core.answer("bob", p.Digest(room="r", have=have), T)
     assert reply.want == [p.TxnRef("bob", "txn-newx")]
     assert reply.envelopes == [env]
+    # Ours relayed back after we gave up on it (its send refused for good):
+    # not taken again, so not handed on as "not on the server yet".
+    assert w.core.seal_own("r", "mine-gone", "the plan is off", 2, 2)
+    (mine,) = [i.envelope for i in w.core.provisional("r") if i.txn == "mine-gone"]
+    assert w.core.settle("r", "alice", "mine-gone")
+    assert w.core.accept("bob", "r", [mine], T) == ([], [])
+    assert mine not in w.core.answer("carol", p.Digest(room="r", have=[]), T + 1).envelopes
 
 
 def n7(w: World) -> None:
@@ -245,6 +252,15 @@ def n7(w: World) -> None:
     assert "mine0004" not in {i.txn for i in fair.provisional("r")}
     assert fair.settle("r", "carol", "txn-c0000")  # the server has one: room again
     assert len(fair.accept("bob", "r", [w.env("r", "carol", "txn-c0002")], T)[0]) == 1
+    # One sender's in all rooms together: more rooms with us in them hold no more.
+    spread = PeerCore(w.trust, max_pool=10, max_from_one=3)
+    taken, bad = spread.accept(
+        "bob", "r", [w.env("r", "carol", f"txn-r{i:04}") for i in range(2)], T
+    )
+    assert len(taken) == 2 and bad == []
+    side = [w.env("side", "carol", f"txn-s{i:04}") for i in range(2)]
+    taken, bad = spread.accept("carol", "side", side, T)
+    assert len(taken) == 1 and [r.code for r in bad] == ["pool_full"]
     for i in range(300):
         assert w.core.seal_own("r", f"mine{i:04}", "x", i, 1)
     newest, older = w.core.digests("r", 0)  # more than a digest lists: two parts
@@ -346,9 +362,10 @@ def test_a_pool_larger_than_a_digest_still_spreads(w: World) -> None:
 
 def test_records_heard_on_the_network_say_whether_we_know_their_user(w: World) -> None:
     """mDNS lets anyone send records under any number of names: the shell
-    keeps those of users whose key we pinned apart (nothing verified yet)."""
+    keeps those of users whose key we pinned apart, if that key signed them:
+    a forged one is a stranger's, and cannot take the place of theirs."""
     assert w.core.heard_from(w.record("bob")) == ("bob", True)
-    assert w.core.heard_from(w.record("bob", signer="mallory")) == ("bob", True)  # judged later
+    assert w.core.heard_from(w.record("bob", signer="mallory")) == ("bob", False)
     assert w.core.heard_from(w.record("mallory")) == ("mallory", False)
     assert w.core.heard_from(m.SignedRecord(record=b"\x93junk", sig=bytes(64))) is None
 
@@ -371,3 +388,16 @@ def test_every_rule_is_tested() -> None:
 def test_no_event_reaches_the_user_for_refused_frames(w: World) -> None:
     w.core.accept("bob", "r", [w.env("r", "carol", "txn-f1xx", signer="mallory")], T)
     assert [e for e in w.events if isinstance(e, ev.MessageReceived)] == []
+
+
+def test_refusals_a_member_relays_are_told_once_a_minute(w: World) -> None:
+    """A member relaying junk: each reason told with its count, once a
+    minute per member, room and reason; our own bounds never."""
+    junk = [p.Refused(f"t{i}", p.PeerCode.BAD_ENVELOPE) for i in range(64)]
+    ours = [p.Refused("full", p.PeerCode.POOL_FULL), p.Refused("paced", "rate_limited")]
+    assert w.core.told("bob", "r", junk + ours, T) == [("bad_envelope", 64)]
+    assert w.core.told("bob", "r", junk, T + 30) == []
+    assert w.core.told("carol", "r", junk[:1], T + 30) == [("bad_envelope", 1)]
+    assert w.core.told("bob", "side", junk[:2], T + 30) == [("bad_envelope", 2)]
+    assert w.core.told("bob", "r", junk, T + 61) == [("bad_envelope", 64)]
+    assert w.core.told("bob", "r", ours, T + 200) == []

@@ -75,6 +75,9 @@ class FixedClient:
     def pending(self, room: str | None = None) -> list[OutboxItem]:
         return [OutboxItem(1, "general", "p1", "tagged v1.2, release notes next", DAY2 + 300_000)]
 
+    def provisional(self, room: str) -> list[object]:
+        return []  # nothing taken peer to peer
+
     def mark_read(self, room: str) -> None:
         pass
 

@@ -39,7 +39,8 @@ from curvechat.protocol import peer as p
 MAX_POOL: Final = 1000
 """Provisional messages of others kept per room (and of ours, apart)."""
 MAX_FROM_ONE: Final = 250
-"""Of those, from one sender: no member can crowd out the others."""
+"""From one sender, in all rooms together: no member can crowd out the
+others, nor make us hold more by making more rooms with us in them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,7 @@ class PeerCore(PeerRecords):
         past them waits for the server (N9)."""
         self.rotate_after_seconds = rotate_after_seconds
         self._pool: dict[str, dict[tuple[str, str], Provisional]] = {}
-        self._senders: dict[str, Counter[str]] = {}  # room -> others' messages in its pool
+        self._senders: Counter[str] = Counter()  # others' messages in every pool, per sender
         self._ours: dict[str, Counter[int]] = {}  # room -> our messages in its pool per epoch
 
     # --- our own messages (N9) ---------------------------------------------------
@@ -122,20 +123,19 @@ class PeerCore(PeerRecords):
     def _put(self, item: Provisional) -> bool:
         """Into the room's pool, within N7's bounds; False if it is full for it."""
         pool = self._pool.setdefault(item.room, {})
-        senders = self._senders.setdefault(item.room, Counter())
         ours = self._ours.setdefault(item.room, Counter())
         if item.sender == self.me:
             full = ours.total() >= self.max_pool
         else:
             others = len(pool) - ours.total()
-            full = others >= self.max_pool or senders[item.sender] >= self.max_from_one
+            full = others >= self.max_pool or self._senders[item.sender] >= self.max_from_one
         if full:
             return False
         pool[(item.sender, item.txn)] = item
         if item.sender == self.me:
             ours[item.envelope.epoch] += 1
         else:
-            senders[item.sender] += 1
+            self._senders[item.sender] += 1
         return True
 
     # --- anti-entropy (N3, N6, N7) ----------------------------------------------
@@ -157,8 +157,12 @@ class PeerCore(PeerRecords):
             raise refuse("N10", ErrorCode.RATE_LIMITED, f"{user} asked too often about a room")
 
     def _known(self, room: str, sender: str, txn: str) -> bool:
-        return (sender, txn) in self._pool.get(room, {}) or (
-            self.trust.store.seen_txn(room, sender, txn) is not None
+        """N6: in the pool or the history, or ours (we hold what we still
+        send, and gave up on the rest: relayed back, it is not taken)."""
+        return (
+            sender == self.me
+            or (sender, txn) in self._pool.get(room, {})
+            or self.trust.store.seen_txn(room, sender, txn) is not None
         )
 
     def answer(self, user: str, digest: p.Digest, now: float) -> p.DigestReply:
@@ -222,6 +226,21 @@ class PeerCore(PeerRecords):
             taken.append(item)
         return taken, refused
 
+    def told(
+        self, user: str, room: str, refused: list[p.Refused], now: float
+    ) -> list[tuple[str, int]]:
+        """Of the envelopes `user` relayed for `room` that we refused, what
+        to tell the user now (at our monotonic time `now`): each reason with
+        its count, at most once a minute per member, room and reason (pacing).
+        Refusals by our own bounds (a full pool, N10) are never told: they
+        are not the relayer's doing, and come again later."""
+        counts = Counter(
+            bad.code
+            for bad in refused
+            if bad.code not in (p.PeerCode.POOL_FULL, ErrorCode.RATE_LIMITED)
+        )
+        return [(code, n) for code, n in counts.items() if self.pacing.tell(user, room, code, now)]
+
     # --- the server's copy (N8) -----------------------------------------------------
     def settle(self, room: str, sender: str, txn: str) -> bool:
         """The server has (sender, txn) in its history, or its author gave up
@@ -232,7 +251,7 @@ class PeerCore(PeerRecords):
         if sender == self.me:
             self._ours[room][item.envelope.epoch] -= 1
         else:
-            self._senders[room][sender] -= 1
+            self._senders[sender] -= 1
         return True
 
     def provisional(self, room: str) -> list[Provisional]:

@@ -1,4 +1,5 @@
-"""How much work a peer may ask of us per second (rule N10, sans-IO).
+"""How much work a peer may ask of us per second (rule N10, sans-IO), and
+how often what it relays and we refuse is told to the user.
 
 Token buckets (`curvechat.bucket`), each `rate` a second and twice that at
 once, keyed by what they bound: a connection's requests (by its transport
@@ -25,6 +26,9 @@ asks up to four per shared room (two digests and two offers) each second."""
 VERIFIES_PER_S: Final = 500.0
 """Envelopes of one member we verify per second: about 30 ms of Ed25519 and
 decryption a second."""
+TOLD_EVERY_S: Final = 60.0
+"""A member's refused envelopes are told at most once this often per room
+and reason: a member relaying junk must not flood the user's screen."""
 
 
 MAX_BUCKETS: Final = 4096
@@ -37,6 +41,7 @@ class Pacing:
         self._keys: dict[bytes, TokenBucket] = {}
         self.asks: dict[tuple[str, str], TokenBucket] = {}
         self.verifies: dict[str, TokenBucket] = {}
+        self.told: dict[tuple[str, str, str], TokenBucket] = {}
 
     def connection(self, transport_pub: bytes, now: float) -> bool:
         """One more request read from a connection with this key?"""
@@ -50,16 +55,23 @@ class Pacing:
         """One more envelope of `user` verified?"""
         return _take(self.verifies, user, VERIFIES_PER_S, now)
 
+    def tell(self, user: str, room: str, code: str, now: float) -> bool:
+        """Tell the user now that `user` relayed envelopes of `room` we
+        refused for `code`?"""
+        return _take(self.told, (user, room, code), 1 / TOLD_EVERY_S, now, burst=1.0)
+
 
 K = TypeVar("K")
 
 
-def _take(buckets: dict[K, TokenBucket], key: K, rate: float, now: float) -> bool:
+def _take(
+    buckets: dict[K, TokenBucket], key: K, rate: float, now: float, burst: float | None = None
+) -> bool:
     bucket = buckets.get(key)
     if bucket is None:
         if len(buckets) >= MAX_BUCKETS:
             _sweep(buckets, now)
-        bucket = buckets[key] = TokenBucket(rate, 2 * rate, stamp=now)
+        bucket = buckets[key] = TokenBucket(rate, 2 * rate if burst is None else burst, stamp=now)
     return bucket.take(now)
 
 

@@ -121,13 +121,21 @@ class PeerRecords:
 
     def heard_from(self, signed: m.SignedRecord) -> tuple[str, bool] | None:
         """The user a record heard on the network claims to be from, and
-        whether we know that user (a pinned key); None if it does not
-        decode. Nothing is verified here."""
+        whether it is a user we know: their pinned key signed it (one it did
+        not sign is as a stranger's, so that a forged record cannot take the
+        place of theirs). None if it does not decode."""
         try:
             user = p.decode_record(signed.record).user
         except RemoteProtocolError:
             return None
-        return user, self.trust.store.pin(user) is not None
+        pinned = self.trust.store.pin(user)
+        if pinned is None:
+            return user, False
+        try:
+            verify(pinned, p.DOMAIN_RECORD + signed.record, signed.sig)
+        except BadSignature:
+            return user, False
+        return user, True
 
     def records(self) -> list[m.SignedRecord]:
         return [held.signed for held in self._records.values()]

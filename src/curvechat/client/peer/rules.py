@@ -23,10 +23,11 @@ PEER_RULES: Final = (
     Rule("N4", "a relayed envelope is for the room of the exchange, one we share with the peer"),
     Rule("N5", "a relayed envelope passes the message rules M1-M5: signed by its sender, a "
          "member since its epoch began, under an epoch key we hold"),
-    Rule("N6", "a message already in the server's history or in the pool is not taken again"),
+    Rule("N6", "a message already in the server's history or in the pool is not taken again, "
+         "nor one of ours (we hold what we still send, and gave up on the rest)"),
     Rule("N7", "an exchange is bounded: a digest lists at most 256 refs, a reply or offer "
          "carries at most 64 envelopes (512 KiB), a room's pool holds at most 1,000 messages "
-         "of others, at most 250 of them from one sender, and 1,000 of ours apart"),
+         "of others, and 1,000 of ours apart; one sender's, in all rooms together, at most 250"),
     Rule("N8", "peer-to-peer messages are provisional: never written to the history; the "
          "server's copy with the same sender and txn id replaces them"),
     Rule("N9", "membership changes and key rotations are never made peer to peer: a message "

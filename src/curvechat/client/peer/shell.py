@@ -380,12 +380,10 @@ class PeerMode:
         except PeerRefused:
             return  # the room stopped being shared meanwhile
         self._tell(taken)
-        for bad in refused:
-            if bad.code in (p.PeerCode.POOL_FULL, ErrorCode.RATE_LIMITED):
-                continue  # our own bounds, not the relayer's doing: it comes again later
-            self.client.parts.emit(
-                ev.Problem(room, f"{link.user} relayed a message we refused ({bad.code})")
-            )
+        for code, n in self.core.told(link.user, room, refused, time.monotonic()):
+            what = "a message" if n == 1 else f"{n} messages"
+            text = f"{link.user} relayed {what} we refused ({code})"
+            self.client.parts.emit(ev.Problem(room, text))
         if reply.want:
             await link.ask(self.core.offer(room, reply.want))
 

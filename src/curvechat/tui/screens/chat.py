@@ -251,6 +251,9 @@ class ChatScreen(Screen[None]):
         room_log.newest_page(msgs, failed=failed)
         for item in self.client.pending(room):  # those shown already are skipped
             room_log.add_pending(item.txn, item.text, item.created_ms)
+        for peer in self.client.provisional(room):  # members' taken peer to peer
+            if not peer.mine:
+                room_log.add_pending(peer.txn, peer.text, peer.sent_ms, sender=peer.sender)
         if room == self.current:
             self.redraw()
 

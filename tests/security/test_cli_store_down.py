@@ -17,7 +17,7 @@ def test_a_send_to_a_node_whose_store_is_down_is_queued_and_goes_out_later(
     alice, bob = in_a_room(evil, tmp_path, "r", "alice", "bob")
 
     evil.attack(store_down=True)
-    got = alice.run("send", "r", "while the store is down", "--timeout", "3", ok=False)
+    got = alice.run("send", "r", "while the store is down", "--timeout", "8", ok=False)
     assert got.returncode == 75, got.stderr
     assert "1 message(s) queued for r" in got.stderr and "store_unavailable" in got.stderr
     history = alice.run("history", "r", "--timeout", "3", ok=False)  # from the cache

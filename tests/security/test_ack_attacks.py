@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 
 import msgspec
 import pytest
@@ -297,22 +298,34 @@ def _first_of_frame(client: ChatClient, rid: int) -> tuple[bool, int]:
     return (where is not None and where[1] == 0), (0 if where is None else len(where[0]))
 
 
+Reply = list[tuple[int, m.AnyReply]]
+
+
+def at_a_frames_first_ack(
+    mitm: Mitm, client: ChatClient, answer: Callable[[int, m.SendAck], Reply]
+) -> list[int]:
+    """Have `answer(rid, ack)` stand for the ack of the first send of the
+    first `sends` frame of more than one; returns that frame's size, once
+    it came."""
+    seen: list[int] = []
+
+    def hook(rid: int, msg: m.AnyReply) -> Reply:
+        first, size = _first_of_frame(client, rid)
+        if isinstance(msg, m.SendAck) and first and size > 1 and not seen:
+            seen.append(size)
+            return answer(rid, msg)
+        return [(rid, msg)]
+
+    mitm.hook = hook
+    return seen
+
+
 async def test_a_sends_frame_answered_but_for_its_first_send_resends_it_once(
     server: ServerProcess, clients: ClientFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     alice, events = await clients.make("alice", server.connect, request_timeout=2.0)
     await alice.create_room("r", [])
-    mitm = Mitm(monkeypatch, alice)
-    dropped: list[int] = []
-
-    def hook(rid: int, msg: m.AnyReply) -> list[tuple[int, m.AnyReply]]:
-        first, size = _first_of_frame(alice, rid)
-        if isinstance(msg, m.SendAck) and first and size > 1 and not dropped:
-            dropped.append(rid)
-            return []
-        return [(rid, msg)]
-
-    mitm.hook = hook
+    dropped = at_a_frames_first_ack(Mitm(monkeypatch, alice), alice, lambda rid, ack: [])
     texts = [f"f{i}" for i in range(8)]
     txns = alice.queue_many("r", texts)
     await settled(events, txns, timeout=30)
@@ -331,17 +344,11 @@ async def test_an_error_for_a_sends_frames_first_rid_only(
 ) -> None:
     alice, events = await clients.make("alice", server.connect, request_timeout=2.0)
     await alice.create_room("r", [])
-    mitm = Mitm(monkeypatch, alice)
-    refused: list[int] = []
-
-    def hook(rid: int, msg: m.AnyReply) -> list[tuple[int, m.AnyReply]]:
-        first, size = _first_of_frame(alice, rid)
-        if isinstance(msg, m.SendAck) and first and size > 1 and not refused:
-            refused.append(size)
-            return [(rid, m.Error(code=code, message="first only"))]
-        return [(rid, msg)]
-
-    mitm.hook = hook
+    refused = at_a_frames_first_ack(
+        Mitm(monkeypatch, alice),
+        alice,
+        lambda rid, ack: [(rid, m.Error(code=code, message="first only"))],
+    )
     texts = [f"e{i}" for i in range(8)]
     txns = alice.queue_many("r", texts)
     await settled(events, txns, timeout=30)

@@ -179,6 +179,7 @@ class ChatScreen(Screen[None]):
         if "redraw" in due:
             timeline = self.query_one(Timeline)
             if timeline.following:
+                self._back_to_newest()  # (a hold whose scroll raced a room switch)
                 self.current_log().trim(KEPT_MESSAGES)
                 self.redraw()
             else:
@@ -263,12 +264,19 @@ class ChatScreen(Screen[None]):
 
     def on_following_again(self, message: FollowingAgain) -> None:
         message.stop()
-        room_log = self.current_log()
-        if room_log.has_newer:  # some came in that only the cache holds
-            self._load_room(self.current)
-        else:
-            room_log.release_newer()
+        if not self._back_to_newest():
             self.soon("redraw")
+
+    def _back_to_newest(self) -> bool:
+        """The view follows the newest message again: the room takes every
+        newer one again; True if some were left to the cache meanwhile (the
+        newest page is read again, and drawn)."""
+        room_log = self.current_log()
+        if room_log.has_newer:
+            self._load_room(self.current)
+            return True
+        room_log.release_newer()
+        return False
 
     def on_older_wanted(self, message: OlderWanted) -> None:
         message.stop()

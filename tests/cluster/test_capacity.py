@@ -34,7 +34,7 @@ from curvechat.store.etcd import EtcdStore
 from curvechat.store.etcd.status import MemberStatus, member_statuses, reported_quota
 
 from .conftest import serve_refuses
-from support.etcd import EtcdCluster, etcd_cluster
+from support.etcd import EtcdCluster, etcd_cluster, fresh_store
 from support.etcd_space import defragment, delete_prefix
 from support.servers import ServerProcess, free_port
 
@@ -51,12 +51,8 @@ def small_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster
 
 @pytest.fixture
 async def store(small_etcd: EtcdCluster) -> AsyncIterator[EtcdStore]:
-    s = EtcdStore(small_etcd.endpoints.split(","), prefix=f"/q-{uuid.uuid4().hex}/")
-    await s.open()
-    try:
+    async with fresh_store(small_etcd) as s:
         yield s
-    finally:
-        await s.close()
 
 
 def gateway_status(cluster: EtcdCluster) -> dict[str, Any]:

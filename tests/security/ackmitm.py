@@ -52,6 +52,26 @@ class Mitm:
         for rid, msg in pairs:
             self._real(sock, rid, msg)
 
+    def on_acks(self, answer: Callable[[int, m.SendAck], list[tuple[int, m.AnyReply]]]) -> None:
+        """Every ack goes through `answer(rid, ack)`; the rest passes as it is."""
+        self.hook = lambda rid, msg: (
+            answer(rid, msg) if isinstance(msg, m.SendAck) else [(rid, msg)]
+        )
+
+    def hold_acks(self, n: int, then: Callable[[list[tuple[int, m.SendAck]]], None]) -> None:
+        """Hold every ack until `n` are held, then give those to `then`,
+        which delivers them as it likes (`release`)."""
+        held: list[tuple[int, m.SendAck]] = []
+
+        def hold(rid: int, ack: m.SendAck) -> list[tuple[int, m.AnyReply]]:
+            held.append((rid, ack))
+            if len(held) == n:
+                then(list(held))
+                held.clear()
+            return []
+
+        self.on_acks(hold)
+
     def push(self, msg: m.AnyReply) -> None:
         """A push (rid 0) as if the node had sent it."""
         self._real(self.victim.conn._sock, 0, msg)

@@ -20,6 +20,19 @@ from .ackmitm import Mitm
 from support.clients import ClientFactory, Recorder
 from support.servers import ServerProcess
 
+Alone = tuple[ChatClient, Recorder, Mitm]
+
+
+@pytest.fixture
+async def alone(
+    server: ServerProcess, clients: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> Alone:
+    """alice in room "r" on her own, what her socket gets passing through a
+    man in the middle."""
+    alice, events = await clients.make("alice", server.connect)
+    await alice.create_room("r", [])
+    return alice, events, Mitm(monkeypatch, alice)
+
 
 def rows(client: ChatClient, room: str) -> list[tuple[int, str, str | None, str | None]]:
     return [(r.seq, r.txn, r.text, r.error) for r in client.cache.messages(room, limit=10_000)]
@@ -39,31 +52,21 @@ async def settled(events: Recorder, txns: list[str], timeout: float = 20.0) -> N
     await events.until(done, timeout)
 
 
-async def test_acks_out_of_seq_order_in_one_batch_show_each_message_once(
-    server: ServerProcess, clients: ClientFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_acks_out_of_seq_order_in_one_batch_show_each_message_once(alone: Alone) -> None:
     """Two sends in flight; the server acks them together (one `batch`),
     the later send at the lower free seq. Each is stored once and told to
     the front end once (the lower one was told twice)."""
-    alice, events = await clients.make("alice", server.connect)
-    await alice.create_room("r", [])
-    mitm = Mitm(monkeypatch, alice)
+    alice, events, mitm = alone
 
-    def hold(rid: int, msg: m.AnyReply) -> list[tuple[int, m.AnyReply]]:
-        if isinstance(msg, m.SendAck):
-            mitm.held.append((rid, msg))
-            if len(mitm.held) == 2:
-                (r1, a1), (r2, a2) = mitm.held
-                mitm.held.clear()
-                swapped = [
-                    (r1, msgspec.structs.replace(a1, seq=a2.seq)),
-                    (r2, msgspec.structs.replace(a2, seq=a1.seq)),
-                ]
-                asyncio.get_running_loop().call_soon(mitm.release, swapped)
-            return []
-        return [(rid, msg)]
+    def swap(held: list[tuple[int, m.SendAck]]) -> None:
+        (r1, a1), (r2, a2) = held
+        swapped: list[tuple[int, m.AnyReply]] = [
+            (r1, msgspec.structs.replace(a1, seq=a2.seq)),
+            (r2, msgspec.structs.replace(a2, seq=a1.seq)),
+        ]
+        asyncio.get_running_loop().call_soon(mitm.release, swapped)
 
-    mitm.hook = hold
+    mitm.hold_acks(2, swap)
     txns = alice.queue_many("r", ["first", "second"])
     await settled(events, txns)
     assert [e.txn for e in events.of(ev.SendFailed)] == []
@@ -119,13 +122,11 @@ async def test_an_ack_at_another_row_for_a_send_a_push_brought_in_changes_nothin
         )
         mitm.release([(rid, msgspec.structs.replace(ack, seq=1))])
 
-    def hook(rid: int, msg: m.AnyReply) -> list[tuple[int, m.AnyReply]]:
-        if isinstance(msg, m.SendAck):
-            asyncio.get_running_loop().create_task(echo_then_ack(rid, msg))
-            return []
-        return [(rid, msg)]
+    def hook(rid: int, ack: m.SendAck) -> list[tuple[int, m.AnyReply]]:
+        asyncio.get_running_loop().create_task(echo_then_ack(rid, ack))
+        return []
 
-    mitm.hook = hook
+    mitm.on_acks(hook)
     txn = alice.queue("r", "from alice")
     await settled(events, [txn])
     assert rows(alice, "r") == [
@@ -143,7 +144,7 @@ def bob_rows_txn(bob: ChatClient) -> str:
 
 
 async def test_resends_after_a_reconnect_acked_at_each_others_seqs_change_nothing(
-    server: ServerProcess, clients: ClientFactory, monkeypatch: pytest.MonkeyPatch
+    alone: Alone,
 ) -> None:
     """Four sends in flight; the node commits them all (1..4); the server
     delivers the acks of 1 and 2 and drops the connection. After the
@@ -151,9 +152,7 @@ async def test_resends_after_a_reconnect_acked_at_each_others_seqs_change_nothin
     4); then it answers the resends of 3 and 4 with each other's seq. A2:
     neither is failed (both were, with bad_ack, though the client held and
     showed both as stored)."""
-    alice, events = await clients.make("alice", server.connect)
-    await alice.create_room("r", [])
-    mitm = Mitm(monkeypatch, alice)
+    alice, events, mitm = alone
     phase = {"cut": False}
 
     def hook(rid: int, msg: m.AnyReply) -> list[tuple[int, m.AnyReply]]:
@@ -213,7 +212,7 @@ async def test_an_ack_that_cannot_be_true_fails_the_send_and_changes_nothing(
     alice, events = await _room_with_bob_message(clients, server)
     before = rows(alice, "r")
     mitm = Mitm(monkeypatch, alice)
-    mitm.hook = lambda rid, msg: [(rid, LIES[lie](msg) if isinstance(msg, m.SendAck) else msg)]
+    mitm.on_acks(lambda rid, ack: [(rid, LIES[lie](ack))])
     txn = alice.queue("r", "from alice")
     await settled(events, [txn])
     assert [(e.txn, e.code) for e in events.of(ev.SendFailed)] == [(txn, "bad_ack")]
@@ -222,19 +221,15 @@ async def test_an_ack_that_cannot_be_true_fails_the_send_and_changes_nothing(
 
 
 async def test_duplicate_flag_absurd_ts_and_an_ack_delivered_twice_are_harmless(
-    server: ServerProcess, clients: ClientFactory, monkeypatch: pytest.MonkeyPatch
+    alone: Alone,
 ) -> None:
-    alice, events = await clients.make("alice", server.connect)
-    await alice.create_room("r", [])
-    mitm = Mitm(monkeypatch, alice)
+    alice, events, mitm = alone
 
-    def hook(rid: int, msg: m.AnyReply) -> list[tuple[int, m.AnyReply]]:
-        if isinstance(msg, m.SendAck):
-            lie = msgspec.structs.replace(msg, duplicate=True, ts=2**53)
-            return [(rid, lie), (rid, lie)]
-        return [(rid, msg)]
+    def hook(rid: int, ack: m.SendAck) -> list[tuple[int, m.AnyReply]]:
+        lie = msgspec.structs.replace(ack, duplicate=True, ts=2**53)
+        return [(rid, lie), (rid, lie)]
 
-    mitm.hook = hook
+    mitm.on_acks(hook)
     txns = alice.queue_many("r", ["a", "b", "c"])
     await settled(events, txns)
     assert [e.txn for e in events.of(ev.SendAcked)] == txns
@@ -244,27 +239,16 @@ async def test_duplicate_flag_absurd_ts_and_an_ack_delivered_twice_are_harmless(
     assert shown_counts(events, "r") == {1: 1, 2: 1, 3: 1}
 
 
-async def test_acks_of_a_window_delivered_last_first_are_taken_in_order(
-    server: ServerProcess, clients: ClientFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    alice, events = await clients.make("alice", server.connect)
-    await alice.create_room("r", [])
-    mitm = Mitm(monkeypatch, alice)
+async def test_acks_of_a_window_delivered_last_first_are_taken_in_order(alone: Alone) -> None:
+    alice, events, mitm = alone
     n = 20
 
-    def hook(rid: int, msg: m.AnyReply) -> list[tuple[int, m.AnyReply]]:
-        if isinstance(msg, m.SendAck):
-            mitm.held.append((rid, msg))
-            if len(mitm.held) == n:
-                later = list(reversed(mitm.held))
-                mitm.held.clear()
-                loop = asyncio.get_running_loop()
-                for i, pair in enumerate(later):  # one per turn of the loop, last first
-                    loop.call_later(0.01 * i, mitm.release, [pair])
-            return []
-        return [(rid, msg)]
+    def last_first(held: list[tuple[int, m.SendAck]]) -> None:
+        loop = asyncio.get_running_loop()
+        for i, pair in enumerate(reversed(held)):  # one per turn of the loop, last first
+            loop.call_later(0.01 * i, mitm.release, [pair])
 
-    mitm.hook = hook
+    mitm.hold_acks(n, last_first)
     texts = [f"t{i}" for i in range(n)]
     txns = alice.queue_many("r", texts)
     await settled(events, txns)
@@ -274,19 +258,15 @@ async def test_acks_of_a_window_delivered_last_first_are_taken_in_order(
 
 
 async def test_an_ack_for_a_send_never_made_is_ignored_and_one_under_anothers_rid_fails_that_one(
-    server: ServerProcess, clients: ClientFactory, monkeypatch: pytest.MonkeyPatch
+    alone: Alone,
 ) -> None:
-    alice, events = await clients.make("alice", server.connect)
-    await alice.create_room("r", [])
-    mitm = Mitm(monkeypatch, alice)
+    alice, events, mitm = alone
 
-    def hook(rid: int, msg: m.AnyReply) -> list[tuple[int, m.AnyReply]]:
-        if isinstance(msg, m.SendAck):
-            ghost = m.SendAck(room="r", txn="x" * 34, seq=msg.seq + 100, ts=msg.ts)
-            return [(10**9, ghost), (rid, msg)]
-        return [(rid, msg)]
+    def hook(rid: int, ack: m.SendAck) -> list[tuple[int, m.AnyReply]]:
+        ghost = m.SendAck(room="r", txn="x" * 34, seq=ack.seq + 100, ts=ack.ts)
+        return [(10**9, ghost), (rid, ack)]
 
-    mitm.hook = hook
+    mitm.on_acks(hook)
     txns = alice.queue_many("r", ["a", "b"])
     await settled(events, txns)
     assert [r[:3] for r in rows(alice, "r")] == [(1, txns[0], "a"), (2, txns[1], "b")]
@@ -309,14 +289,14 @@ def at_a_frames_first_ack(
     it came."""
     seen: list[int] = []
 
-    def hook(rid: int, msg: m.AnyReply) -> Reply:
+    def hook(rid: int, ack: m.SendAck) -> Reply:
         first, size = _first_of_frame(client, rid)
-        if isinstance(msg, m.SendAck) and first and size > 1 and not seen:
+        if first and size > 1 and not seen:
             seen.append(size)
-            return answer(rid, msg)
-        return [(rid, msg)]
+            return answer(rid, ack)
+        return [(rid, ack)]
 
-    mitm.hook = hook
+    mitm.on_acks(hook)
     return seen
 
 
@@ -403,18 +383,12 @@ async def test_a_push_of_bobs_message_ahead_of_an_ack_at_its_seq_in_one_frame(
     assert [(e.txn, e.code) for e in events.of(ev.SendFailed)] == [(txn, "bad_ack")]
 
 
-async def test_every_send_refused_stale_costs_rotations_then_fails(
-    server: ServerProcess, clients: ClientFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_every_send_refused_stale_costs_rotations_then_fails(alone: Alone) -> None:
     """Not an ack, but the other answer a send gets: the server answers
     every send stale_epoch. Each queued message is failed after STALE_TRIES,
     with a clear code; the client rotates on the way (counted here)."""
-    alice, events = await clients.make("alice", server.connect)
-    await alice.create_room("r", [])
-    mitm = Mitm(monkeypatch, alice)
-    mitm.hook = lambda rid, msg: [
-        (rid, m.Error(code="stale_epoch", message="lie") if isinstance(msg, m.SendAck) else msg)
-    ]
+    alice, events, mitm = alone
+    mitm.on_acks(lambda rid, ack: [(rid, m.Error(code="stale_epoch", message="lie"))])
     epoch0 = alice.rooms()[0].epoch
     txns = alice.queue_many("r", ["s1", "s2", "s3"])
     await settled(events, txns, timeout=60)

@@ -19,7 +19,7 @@ import pytest
 from curvechat.store import SQLiteStore, Store
 from curvechat.store.etcd import EtcdStore
 
-from support.etcd import EtcdCluster, etcd_cluster
+from support.etcd import EtcdCluster, etcd_cluster, fresh_store
 
 StoreFactory = Callable[[], Store]
 
@@ -70,12 +70,8 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[St
 @pytest.fixture
 async def etcd_store(etcd_for_store: EtcdCluster) -> AsyncIterator[EtcdStore]:
     """An EtcdStore alone on a fresh prefix of the module's etcd."""
-    s = EtcdStore(etcd_for_store.endpoints.split(","), prefix=f"/t-{uuid.uuid4().hex}/")
-    await s.open()
-    try:
+    async with fresh_store(etcd_for_store) as s:
         yield s
-    finally:
-        await s.close()
 
 
 @pytest.fixture

@@ -12,9 +12,12 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+
+from curvechat.store.etcd import EtcdStore
 
 from support.servers import free_port
 
@@ -217,3 +220,14 @@ def etcd_cluster(
         yield cluster.start()
     finally:
         cluster.stop()
+
+
+@contextlib.asynccontextmanager
+async def fresh_store(cluster: EtcdCluster) -> AsyncIterator[EtcdStore]:
+    """An EtcdStore of `cluster`, open, alone on a key prefix of its own."""
+    s = EtcdStore(cluster.endpoints.split(","), prefix=f"/t-{uuid.uuid4().hex}/")
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()

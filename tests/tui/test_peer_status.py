@@ -7,6 +7,8 @@ message taken so in a room not opened yet is shown when it is opened
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,23 @@ LOOPBACK = PeerOptions(bind="tcp://127.0.0.1:*", interval=0.2, timeout=1.0)
 MARK = "◌ peer-to-peer · not on the server yet"
 
 
+@contextlib.asynccontextmanager
+async def alice_and_bob(
+    tmp_path: Path, kit: Kit, clients: ClientFactory
+) -> AsyncIterator[tuple[ServerProcess, Any, Any, ChatClient]]:
+    """A real server; alice's terminal client and bob's engine, both in
+    peer-to-peer mode on loopback: (server, app, pilot, bob)."""
+    server = ServerProcess(tmp_path / "node").start()
+    try:
+        app = kit.app("alice", server.connect, peers=LOOPBACK)
+        async with app.run_test(size=(100, 24)) as pilot:
+            await ready(pilot, app)
+            bob, _ = await clients.make("bob", server.connect, peers=LOOPBACK)
+            yield server, app, pilot, bob
+    finally:
+        server.stop()
+
+
 async def meet(pilot: Any, alice: ChatClient, bob: ChatClient) -> None:
     """Until alice and bob know where the other listens."""
     assert alice.peer is not None and bob.peer is not None
@@ -37,66 +56,50 @@ async def meet(pilot: Any, alice: ChatClient, bob: ChatClient) -> None:
 async def test_status_line_and_provisional_messages(
     tmp_path: Path, kit: Kit, clients: ClientFactory
 ) -> None:
-    server = ServerProcess(tmp_path / "node").start()
-    try:
-        app = kit.app("alice", server.connect, peers=LOOPBACK)
-        async with app.run_test(size=(100, 24)) as pilot:
-            await ready(pilot, app)
-            bob, _ = await clients.make("bob", server.connect, peers=LOOPBACK)
-            await bob.create_room("p2p", ["alice"])
-            await until(pilot, lambda: app.chat.current == "p2p", "alice in #p2p")
-            alice = app.client
-            await meet(pilot, alice, bob)
-            server.kill()
-            await until(pilot, lambda: bob.status.state is not ConnState.LIVE, "bob offline")
-            await bob.send("p2p", "hello without a server", wait=False)
-            await until(pilot, lambda: MARK in shown(app), "the provisional message")
-            assert f"bob: hello without a server  {MARK}" in shown(app)
-            status = app.chat.query_one(StatusLine)
-            await until(
-                pilot,
-                lambda: "server unreachable · peer-to-peer with 1 member" in str(status.render()),
-                "the peer-to-peer status line",
-            )
-            assert "invites, removals and new keys wait for the server" in shown(app)
+    async with alice_and_bob(tmp_path, kit, clients) as (server, app, pilot, bob):
+        await bob.create_room("p2p", ["alice"])
+        await until(pilot, lambda: app.chat.current == "p2p", "alice in #p2p")
+        alice = app.client
+        await meet(pilot, alice, bob)
+        server.kill()
+        await until(pilot, lambda: bob.status.state is not ConnState.LIVE, "bob offline")
+        await bob.send("p2p", "hello without a server", wait=False)
+        await until(pilot, lambda: MARK in shown(app), "the provisional message")
+        assert f"bob: hello without a server  {MARK}" in shown(app)
+        status = app.chat.query_one(StatusLine)
+        await until(
+            pilot,
+            lambda: "server unreachable · peer-to-peer with 1 member" in str(status.render()),
+            "the peer-to-peer status line",
+        )
+        assert "invites, removals and new keys wait for the server" in shown(app)
 
-            server.start()
-            await until(pilot, lambda: MARK not in shown(app), "the server's copy", 40)
-            assert shown(app).count("hello without a server") == 1
-            assert "peer-to-peer" not in str(status.render())
-    finally:
-        server.stop()
+        server.start()
+        await until(pilot, lambda: MARK not in shown(app), "the server's copy", 40)
+        assert shown(app).count("hello without a server") == 1
+        assert "peer-to-peer" not in str(status.render())
 
 
 async def test_a_peer_message_in_a_room_opened_later_is_shown(
     tmp_path: Path, kit: Kit, clients: ClientFactory
 ) -> None:
-    server = ServerProcess(tmp_path / "node").start()
-    try:
-        app = kit.app("alice", server.connect, peers=LOOPBACK)
-        async with app.run_test(size=(100, 24)) as pilot:
-            await ready(pilot, app)
-            bob, _ = await clients.make("bob", server.connect, peers=LOOPBACK)
-            await bob.create_room("first", ["alice"])
-            await until(pilot, lambda: app.chat.current == "first", "alice in #first")
-            await bob.create_room("second", ["alice"])
-            alice = app.client
-            await until(pilot, lambda: bool(alice.core.held("second")), "alice in #second")
-            await meet(pilot, alice, bob)
-            server.kill()
-            await until(pilot, lambda: bob.status.state is not ConnState.LIVE, "bob offline")
-            await bob.send("second", "meet at noon, not at ten", wait=False)
-            await until(
-                pilot,
-                lambda: (
-                    [i.text for i in alice.provisional("second")] == ["meet at noon, not at ten"]
-                ),
-                "alice's client took bob's message",
-            )
-            assert app.chat.current == "first"
-            app.chat.switch_room("second")
-            await until(pilot, lambda: app.chat.logs["second"].loaded, "#second loaded")
-            await pilot.pause(0.5)
-            assert "meet at noon, not at ten" in shown(app), shown(app)
-    finally:
+    async with alice_and_bob(tmp_path, kit, clients) as (server, app, pilot, bob):
+        await bob.create_room("first", ["alice"])
+        await until(pilot, lambda: app.chat.current == "first", "alice in #first")
+        await bob.create_room("second", ["alice"])
+        alice = app.client
+        await until(pilot, lambda: bool(alice.core.held("second")), "alice in #second")
+        await meet(pilot, alice, bob)
         server.kill()
+        await until(pilot, lambda: bob.status.state is not ConnState.LIVE, "bob offline")
+        await bob.send("second", "meet at noon, not at ten", wait=False)
+        await until(
+            pilot,
+            lambda: [i.text for i in alice.provisional("second")] == ["meet at noon, not at ten"],
+            "alice's client took bob's message",
+        )
+        assert app.chat.current == "first"
+        app.chat.switch_room("second")
+        await until(pilot, lambda: app.chat.logs["second"].loaded, "#second loaded")
+        await pilot.pause(0.5)
+        assert "meet at noon, not at ten" in shown(app), shown(app)

@@ -40,6 +40,7 @@ from curvechat.client.hello import Greeting
 from curvechat.client.nodesocket import NodeSocket, PushHandler
 from curvechat.client.servers import ServerList
 from curvechat.client.state import Backoff, ConnEvent, ConnState, ConnStatus, transition
+from curvechat.protocol import RemoteProtocolError
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ServerAddress
 from curvechat.protocol.limits import libzmq_refusal
@@ -233,6 +234,7 @@ class Connection:
             on_push=lambda msg: self._on_push(msg),  # looked up at each push
             on_signal=self._signal,
             on_lost=self._mark_lost,
+            on_invalid=self._unreadable,
         )
         self._current = addr
         self._lost.clear()
@@ -249,6 +251,13 @@ class Connection:
             self._lost_reason = reason
             self._lost_kind = kind
             self._lost.set()
+
+    def _unreadable(self, exc: RemoteProtocolError) -> None:
+        """The node sent a reply or a batch this client cannot read: what it
+        answered is lost, so the connection is not to be trusted with more. It
+        is dropped as a failed attempt (the back-off grows while the node keeps
+        doing it, and another node is tried if there is one)."""
+        self.drop(f"the node sent a frame this client cannot read ({exc.code})", failed=True)
 
     def _signal(self, msg: m.AnyReply) -> None:
         """A push the connection acts on itself, at once."""

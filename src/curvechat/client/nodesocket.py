@@ -5,8 +5,11 @@ in flight on it (`pending.Pending`).
 The reader matches replies to their requests by request id, unpacks `batch`
 frames, and hands every push (request id 0) on: flow-control marks and
 move requests to `on_signal` (the connection acts on them at once), the rest
-to `on_push` (the engine). A frame that does not decode is logged and
-skipped; the socket stays open. What its monitor sees end the connection
+to `on_push` (the engine). A frame that does not decode is logged. A push
+that does not is skipped (a newer node's kind that this client does not
+know; a lost push is found as a gap), but a reply or a `batch` (of acks) is
+told through `on_invalid`: the requests it answered would wait for an answer
+that never comes, and be sent again to the same end. What its monitor sees end the connection
 (closed, refused, a failed handshake) is told through `on_lost`; `close` is
 the connection's own decision and tells nobody.
 
@@ -28,12 +31,13 @@ import zmq.asyncio
 
 from curvechat.client.dealer import LostHandler, stop_monitor, watch_monitor
 from curvechat.client.pending import Pending
-from curvechat.protocol import RemoteProtocolError, decode_server_frame
+from curvechat.protocol import RemoteProtocolError, decode_server_frame, peek_push_kind
 from curvechat.protocol import messages as m
 
 log = logging.getLogger("curvechat.client")
 
 PushHandler = Callable[[m.AnyReply], None]
+InvalidHandler = Callable[[RemoteProtocolError], None]
 
 
 class NodeSocket:
@@ -48,12 +52,14 @@ class NodeSocket:
         on_push: PushHandler,
         on_signal: PushHandler,
         on_lost: LostHandler,
+        on_invalid: InvalidHandler,
     ) -> None:
         self.sock = sock
         self.last_rx = time.monotonic()
         """When a frame last came in (monotonic clock)."""
         self._on_push = on_push
         self._on_signal = on_signal
+        self._on_invalid = on_invalid
         self._pending = Pending()
         self._tasks = [
             asyncio.create_task(self._read(), name="reader"),
@@ -86,23 +92,29 @@ class NodeSocket:
         self.sock.close(linger=0)
 
     async def _read(self) -> None:
-        sock = self.sock
         while True:
-            data = await sock.recv()
-            self.last_rx = time.monotonic()
-            try:
-                frame = decode_server_frame(data)
-            except RemoteProtocolError as exc:
-                log.warning("ignored an invalid frame from the server: %s", exc)
-                continue
-            msg = frame.msg
-            if frame.rid == 0 and isinstance(msg, m.Mark | m.Move):
-                self._on_signal(msg)
-            elif frame.rid == 0 and isinstance(msg, m.Batch):
-                for item in msg.items:
-                    self._deliver(item.rid, item.msg)
+            self._read_one(await self.sock.recv())
+
+    def _read_one(self, data: bytes) -> None:
+        self.last_rx = time.monotonic()
+        try:
+            frame = decode_server_frame(data)
+        except RemoteProtocolError as exc:
+            kind = peek_push_kind(data)
+            if kind is None or kind == "batch":
+                log.warning("the server sent a frame that cannot be read: %.200r", exc.message)
+                self._on_invalid(exc)
             else:
-                self._deliver(frame.rid, msg)
+                log.info("skipped a push that cannot be read (%.40r): %.200r", kind, exc.message)
+            return
+        msg = frame.msg
+        if frame.rid == 0 and isinstance(msg, m.Mark | m.Move):
+            self._on_signal(msg)
+        elif frame.rid == 0 and isinstance(msg, m.Batch):
+            for item in msg.items:
+                self._deliver(item.rid, item.msg)
+        else:
+            self._deliver(frame.rid, msg)
 
     def _deliver(self, rid: int, msg: m.AnyReply) -> None:
         """A push (rid 0) to the engine, a reply to the request it answers."""

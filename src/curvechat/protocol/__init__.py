@@ -18,6 +18,7 @@ from curvechat.protocol.codec import (
     encode_sends,
     is_message_push,
     message_push,
+    peek_push_kind,
     peek_request_id,
 )
 from curvechat.protocol.errors import (
@@ -47,5 +48,6 @@ __all__ = [
     "encode_sends",
     "is_message_push",
     "message_push",
+    "peek_push_kind",
     "peek_request_id",
 ]

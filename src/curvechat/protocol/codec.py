@@ -52,6 +52,20 @@ class _Head(msgspec.Struct):
 _head_decoder = msgspec.msgpack.Decoder(_Head)
 
 
+class _Kind(msgspec.Struct):
+    type: object = None
+
+
+class _PushHead(msgspec.Struct):
+    """A server frame's request id and the kind its message names."""
+
+    rid: object = None
+    msg: _Kind = msgspec.field(default_factory=_Kind)
+
+
+_push_head_decoder = msgspec.msgpack.Decoder(_PushHead)
+
+
 def encode(obj: object) -> bytes:
     return _encoder.encode(obj)
 
@@ -147,6 +161,20 @@ def peek_request_id(data: bytes) -> int:
         return 0
     rid = head.rid
     return rid if isinstance(rid, int) and 0 < rid <= 2**53 else 0
+
+
+def peek_push_kind(data: bytes) -> str | None:
+    """The kind a server frame that failed to decode names, if it is a push
+    (request id 0): e.g. a newer node's push of a kind this side does not
+    know. None for a reply, or a frame whose kind cannot be read."""
+    try:
+        head = _push_head_decoder.decode(data)
+    except UNDECODABLE:
+        return None
+    kind = head.msg.type
+    if type(head.rid) is not int or head.rid != 0 or not isinstance(kind, str):
+        return None
+    return kind
 
 
 T = TypeVar("T")

@@ -197,6 +197,28 @@ def test_e2_a_departure_after_the_base_forces_a_new_epoch(w: World) -> None:
     assert isinstance(decision, Rotate) and decision.reason.endswith("(E2)")
 
 
+def test_a_stale_refusal_the_log_does_not_explain_rotates_once_per_log_state(w: World) -> None:
+    w.core.feed_packets("r", [w.packet(w.key("r", 0), "bob")])
+    assert not w.core.rotate_on_refusal("r", 1)  # not the epoch we hold
+    assert w.core.rotate_on_refusal("r", 0)
+    assert not w.core.rotate_on_refusal("r", 0)  # again, nothing changed: no
+    w.core.feed_packets("r", [w.packet(w.key("r", 1), "bob")])
+    assert not w.core.rotate_on_refusal("r", 0)  # a newer epoch is held: send under it
+    assert not w.core.rotate_on_refusal("r", 1)  # the log has not moved
+    w.op("r", "add", "bob", "carol")
+    w.feed("r")
+    assert w.core.rotate_on_refusal("r", 1)  # a new state of the log: once more
+    assert not w.core.rotate_on_refusal("r", 1)
+
+
+def test_a_stale_refusal_the_log_explains_rotates_every_time(w: World) -> None:
+    w.core.feed_packets("r", [w.packet(w.key("r", 0), "bob")])
+    w.op("r", "leave", "mallory", "mallory")
+    w.feed("r")
+    assert w.core.rotate_on_refusal("r", 0)
+    assert w.core.rotate_on_refusal("r", 0)  # E2 calls for it, whatever was done before
+
+
 def test_e3_a_key_given_by_someone_who_left_is_not_used(tmp_path: Path) -> None:
     w = World(tmp_path)
     w.room("r", "mallory", "alice", "bob")  # mallory created r and "added" everyone

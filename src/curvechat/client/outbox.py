@@ -268,10 +268,12 @@ class Outbox:
 
     async def _after_stale(self, item: OutboxItem, epoch: int, exc: BaseException) -> bool:
         """Someone else rotated first, or the server wants a rotation: bring
-        the room up to date, rotating if we hold no newer epoch than the one
-        refused. A refusal that taught us no newer epoch counts against the
-        item, which fails after STALE_TRIES of them (a server that never lets
-        it through); one explained by another member's rotation does not.
+        the room up to date, rotating if the trust core says so
+        (`rotate_on_refusal`: no newer epoch held, and at most once per state
+        of the room's log unless the log itself calls for one). A refusal
+        that taught us no newer epoch counts against the item, which fails
+        after STALE_TRIES of them (a server that never lets it through); one
+        explained by another member's rotation does not.
         False if the pass should not go round again."""
         assert isinstance(exc, ServerRefused)
         core = self.p.core
@@ -279,10 +281,12 @@ class Outbox:
         try:
             async with self.p.lock:
                 await self.sync.refresh(item.room)
-                held = core.held(item.room)
-                learned = max(held, default=-1) > max(before, epoch)
-                rotate = held and max(held) == epoch and exc.code == ErrorCode.STALE_EPOCH
-                if rotate and not learned:
+                learned = max(core.held(item.room), default=-1) > max(before, epoch)
+                if (
+                    not learned
+                    and exc.code == ErrorCode.STALE_EPOCH
+                    and core.rotate_on_refusal(item.room, epoch)
+                ):
                     with contextlib.suppress(ServerRefused):
                         await self.p.rotate(item.room, epoch + 1)
         except NotConnected:

@@ -40,6 +40,9 @@ class TrustCore:
         self.store = store
         self._emit = on_event
         self._book = LogBook(store, on_event)
+        # room -> the index of its log at which a stale_epoch refusal that the
+        # log did not explain made us rotate (rotate_on_refusal)
+        self._rotated_on_refusal: dict[str, int] = {}
         # What this process has told its front end, apart from the shared store:
         # another process of the home may have written the same rows first.
         self._told_changes: dict[str, bytes] = dict(store.key_changes())
@@ -206,14 +209,7 @@ class TrustCore:
         if not held:
             raise NotReady(f"no key for room {room} yet", "no_key")
         current = held[max(held)]
-        broken = rules.check_encrypt(
-            rules.EncryptCtx(
-                me=self.me,
-                log=log,
-                current=current,
-                shared=self.store.shared_with(room, current.epoch),
-            )
-        )
+        broken = self._encrypt_broken(room, log, current)
         if broken is not None:
             return Rotate(current.epoch + 1, rules.explain(broken))
         used, since_ms = self.store.epoch_usage(room, current.epoch)
@@ -222,6 +218,35 @@ class TrustCore:
             # this many messages, or this much time.
             return Rotate(current.epoch + 1, "epoch used up")
         return Grant(current, max_messages - used)
+
+    def _encrypt_broken(self, room: str, log: RoomLog, current: EpochRecord) -> rules.Rule | None:
+        return rules.check_encrypt(
+            rules.EncryptCtx(
+                me=self.me,
+                log=log,
+                current=current,
+                shared=self.store.shared_with(room, current.epoch),
+            )
+        )
+
+    def rotate_on_refusal(self, room: str, refused: int) -> bool:
+        """A send under epoch `refused` was refused `stale_epoch`, and the
+        room was refreshed since: make a new epoch? Not when we hold a newer
+        one (someone rotated: the send goes again under it). Otherwise yes
+        when our own log calls for one (the E rules), and when it does not,
+        once per state of the room's log: a node that wants a rotation for an
+        op we are about to learn gets it, and one that keeps refusing gets one
+        rotation per change of the log, not one per send (security.md 4.10)."""
+        held = self.held(room)
+        if not held or max(held) != refused:
+            return False
+        log = self.log(room)
+        if self._encrypt_broken(room, log, held[refused]) is not None:
+            return True
+        if self._rotated_on_refusal.get(room) == log.index:
+            return False
+        self._rotated_on_refusal[room] = log.index
+        return True
 
     def new_epoch(self, room: str, epoch: int) -> tuple[EpochKey, list[m.KeyPacket]]:
         """A fresh key for `epoch` of `room`, based on the log's head, boxed for

@@ -38,6 +38,7 @@ from curvechat.client.dealer import failure_kind, open_dealer
 from curvechat.client.errors import NotConnected, RequestTimeout, ServerRefused
 from curvechat.client.hello import Greeting
 from curvechat.client.nodesocket import NodeSocket, PushHandler
+from curvechat.client.pings import Pinger
 from curvechat.client.servers import ServerList
 from curvechat.client.state import Backoff, ConnEvent, ConnState, ConnStatus, transition
 from curvechat.protocol import RemoteProtocolError
@@ -99,8 +100,13 @@ class Connection:
         self._boot: str | None = None
         self._takes_sends = False  # the node's welcome said it takes `sends` requests
         self._drop_failed = False
-        self._read_mark = 0
-        self._echoing = False  # a ping that echoes `_read_mark` is on its way
+        self._pinger = Pinger(
+            ask=self._raw,
+            make=self._make_ping,
+            on_pong=self._pong,
+            spawn=self._spawn,
+            timeout=lambda: self.ping_interval * self.liveness,
+        )
         self._closing = False
         self._prev_node = ""  # the node of the previous live connection, reported in pings
         self._current: ServerAddress | None = None  # the node of the socket
@@ -262,12 +268,7 @@ class Connection:
     def _signal(self, msg: m.AnyReply) -> None:
         """A push the connection acts on itself, at once."""
         if isinstance(msg, m.Mark):
-            # Flow control: prove to the node at once that we read up to here;
-            # one ping at a time for it (a mark that comes meanwhile goes in the next).
-            self._read_mark = msg.mark
-            if not self._echoing:
-                self._echoing = True
-                self._spawn(self._echo_marks())
+            self._pinger.mark(msg.mark)  # flow control: prove at once that we read up to it
         elif isinstance(msg, m.Move):
             self.servers.learn(msg.peers, moving=True)  # where to go, with these
             self._spawn(self._moving(msg.reason))
@@ -383,7 +384,7 @@ class Connection:
             silent = time.monotonic() - self._sock.last_rx
             if silent > window:
                 return f"no reply for {silent:.1f} s"
-            self._spawn(self._ping())
+            self._spawn(self._pinger.ping())
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -401,32 +402,19 @@ class Connection:
             await self._raw(m.Bye(), BYE_TIMEOUT_S)
         self._mark_lost(sv.moving_detail(self.status.node or "?", reason), sv.DRAINING)
 
-    async def _echo_marks(self) -> None:
-        try:
-            echoed = None
-            while echoed != self._read_mark:
-                echoed = self._read_mark
-                await self._ping()
-        finally:
-            self._echoing = False
-
-    async def _ping(self) -> None:
+    def _make_ping(self, read_mark: int) -> m.Ping | None:
         if self._closing or not self._live.is_set():
-            return
-        t0 = time.perf_counter()
-        try:
-            ping = m.Ping(
-                t=int(time.time() * 1000),
-                rtt_ms=self.status.rtt_ms,
-                reconnects=self.reconnects,
-                outbox=self.outbox_depth(),
-                read_mark=self._read_mark,
-                prev_node=self._prev_node,
-            )
-            reply = await self._raw(ping, self.ping_interval * self.liveness)
-        except (NotConnected, RequestTimeout, ServerRefused):
-            return
-        if isinstance(reply, m.Pong):
-            self._update(rtt_ms=(time.perf_counter() - t0) * 1000)
-            if self._boot is not None and reply.boot != self._boot:
-                self._mark_lost(f"server {reply.node} restarted")
+            return None
+        return m.Ping(
+            t=int(time.time() * 1000),
+            rtt_ms=self.status.rtt_ms,
+            reconnects=self.reconnects,
+            outbox=self.outbox_depth(),
+            read_mark=read_mark,
+            prev_node=self._prev_node,
+        )
+
+    def _pong(self, reply: m.Pong, rtt_ms: float) -> None:
+        self._update(rtt_ms=rtt_ms)
+        if self._boot is not None and reply.boot != self._boot:
+            self._mark_lost(f"server {reply.node} restarted")

@@ -27,6 +27,7 @@ from curvechat.monitor.watcher import Watcher, now_ms
 from curvechat.monitor.web import MonitorWeb
 from curvechat.protocol.errors import DataDirError
 from curvechat.server.httpguard import TOKEN_FILE, HttpGuard, listen, load_or_create_token
+from curvechat.server.httpload import IDLE_S
 
 log = logging.getLogger("curvechat.monitor")
 
@@ -99,7 +100,7 @@ async def run_monitor(
         watcher.start()
         guard = _guard(http, token, http_hosts, http_require_token)
         pages = MonitorWeb(view, lambda: {**about, **watcher.about()})
-        runner = web.AppRunner(pages.app(guard), access_log=None)
+        runner = web.AppRunner(pages.app(guard), access_log=None, keepalive_timeout=IDLE_S)
         await runner.setup()
         host, _, port = http.rpartition(":")
         bind_host = host.strip("[]") or "127.0.0.1"

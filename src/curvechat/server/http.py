@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from curvechat.dashboard.routes import Dashboard, NodeProbe
 from curvechat.server.drain import mount_drain
 from curvechat.server.httpguard import HttpGuard, listen
+from curvechat.server.httpload import IDLE_S, LoopBudget
 from curvechat.server.node import ChatNode, Session
 from curvechat.store import StoreUnavailable
 
@@ -149,6 +150,7 @@ def make_http_app(node: ChatNode, guard: HttpGuard, *, dashboard: bool = True) -
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
+    LoopBudget().install(app)  # outermost: every answer is paid for, refusals too
     guard.install(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -163,7 +165,7 @@ async def start_http(
     node: ChatNode, host: str, port: int, guard: HttpGuard
 ) -> tuple[web.AppRunner, int]:
     """Start serving; returns the runner (to clean up) and the bound port."""
-    runner = web.AppRunner(make_http_app(node, guard), access_log=None)
+    runner = web.AppRunner(make_http_app(node, guard), access_log=None, keepalive_timeout=IDLE_S)
     await runner.setup()
     try:
         return runner, await listen(runner, host, port)

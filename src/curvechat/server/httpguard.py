@@ -33,6 +33,7 @@ from pathlib import Path
 from aiohttp import web
 
 from curvechat.protocol.errors import BindFailed, ConfigError
+from curvechat.server.httpload import cap_connections
 
 log = logging.getLogger("curvechat.http")
 
@@ -103,10 +104,13 @@ def _create_token(path: Path) -> str:
 
 
 async def listen(runner: web.AppRunner, host: str, port: int) -> int:
-    """Serve `runner` (set up) on host:port; returns the port bound (the
-    real one when asked for port 0). An address that cannot be taken (in
-    use, not this host's, a name that does not resolve) is BindFailed,
-    naming it; the caller cleans the runner up."""
+    """Serve `runner` (set up, with `httpload.IDLE_S` as its keep-alive
+    timeout) on host:port, at most `httpload.MAX_CONNECTIONS` connections at
+    once; returns the port bound (the real one when asked for port 0). An
+    address that cannot be taken (in use, not this host's, a name that does
+    not resolve) is BindFailed, naming it; the caller cleans the runner up."""
+    assert runner.server is not None, "set the runner up first"
+    cap_connections(runner.server)
     try:
         await web.TCPSite(runner, host, port).start()
     except OSError as exc:

@@ -7,7 +7,7 @@ away from the chat:
 * **Connections**: at most `MAX_CONNECTIONS` open at once, and
   `MAX_PER_HOST` from one address (a browser's page uses a handful, so an
   orchestrator's probes from elsewhere still get in); one more is closed as
-  it comes, before any of its bytes are read. A connection that has sent
+  it comes, before a request of it is served. A connection that has sent
   no complete request for `IDLE_S` seconds (one that never sends, or
   trickles a request in) is closed.
 * **Loop time**: every answer but `/healthz` and `/readyz` (which cost next
@@ -29,7 +29,7 @@ away from the chat:
   address cannot make the loop parse requests as fast as it can send them.
 
 What it must never do: refuse `/healthz` or `/readyz` for the budget, or
-read a byte of a connection over the cap.
+serve a request of a connection over the cap.
 """
 
 from __future__ import annotations
@@ -77,21 +77,23 @@ def cap_connections(
     def connection_made(handler: RequestHandler, transport: asyncio.Transport) -> None:
         peer = transport.get_extra_info("peername")
         host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
-        if len(open_from) >= total or hosts[host] >= per_host:
-            transport.abort()
+        over = len(open_from) >= total or hosts[host] >= per_host
+        hosts[host] += 1
+        open_from[handler] = host
+        made(handler, transport)
+        if over:
+            # Closed once aiohttp has set the connection up (closed before, its
+            # task would find it torn down and log a traceback each time).
+            asyncio.get_running_loop().call_soon(handler.force_close)
             now = time.monotonic()
             if now - told[0] >= TOLD_EVERY_S:
                 told[0] = now
                 log.warning(
                     "HTTP: %d connections open (%d from %s): closing new ones",
-                    len(open_from),
-                    hosts[host],
+                    len(open_from) - 1,
+                    hosts[host] - 1,
                     ascii(host),
                 )
-            return
-        hosts[host] += 1
-        open_from[handler] = host
-        made(handler, transport)
 
     def connection_lost(handler: RequestHandler, exc: BaseException | None = None) -> None:
         host = open_from.pop(handler, None)

@@ -11,7 +11,7 @@ import sys
 from importlib import resources
 
 FORBIDDEN = ("zmq", "curvechat.store", "curvechat.client", "curvechat.crypto", "nacl", "grpc")
-SERVER_ALLOWED = {"curvechat.server", "curvechat.server.httpguard"}
+SERVER_ALLOWED = {"curvechat.server", "curvechat.server.httpguard", "curvechat.server.httpload"}
 
 
 def test_the_monitor_does_not_load_the_server_or_the_store() -> None:

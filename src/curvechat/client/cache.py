@@ -20,12 +20,14 @@ message says: what is stored is what the trust core decided.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from pathlib import Path
 
 import nacl.bindings
 import nacl.encoding
+import nacl.exceptions
 import nacl.hash
 import nacl.secret
 
@@ -59,6 +61,8 @@ SCHEMA_VERSION = 3
 messages that did not open, and the rule that refused each. An older cache
 is brought up to date in place (`migrate`); a newer one is refused."""
 
+log = logging.getLogger("curvechat.client")
+_KEY_CHECK = "cache key check"
 _NONCE = nacl.secret.SecretBox.NONCE_SIZE
 
 _SCHEMA = """
@@ -102,6 +106,7 @@ class Cache(MessageRows, UnopenedRows, TrustRows, OutboxRows):
         if len(key) != nacl.secret.SecretBox.KEY_SIZE:
             raise ValueError("the cache key must be 32 bytes")
         self._key = key
+        self._damaged: set[str] = set()  # kinds of rows found not to open, told once
         self._epoch_keys: dict[str, dict[int, EpochRecord]] = {}
         """Opened epoch keys per room (read on every message, written rarely)."""
         self._epoch_keys_at = -1
@@ -127,6 +132,7 @@ class Cache(MessageRows, UnopenedRows, TrustRows, OutboxRows):
             migrate(self._db, TRUST_MIGRATIONS + MESSAGE_MIGRATIONS)
             self._db.executescript(MESSAGE_INDEXES)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._check_key(path)
             self.checkpointer = Checkpointer(path, checkpoint_every, restart_frames)
         except BaseException as exc:
             self._db.close()
@@ -148,6 +154,36 @@ class Cache(MessageRows, UnopenedRows, TrustRows, OutboxRows):
 
     def _open(self, data: bytes) -> bytes:
         return nacl.bindings.crypto_secretbox_open_easy(data[_NONCE:], data[:_NONCE], self._key)
+
+    def _check_key(self, path: Path) -> None:
+        """A file sealed under another key (another identity's cache copied
+        here) is refused at once, rather than every row found damaged."""
+        row = self._db.execute("SELECT v FROM meta WHERE k=?", (_KEY_CHECK,)).fetchone()
+        if row is None:
+            self.set_meta(_KEY_CHECK, self._seal(_KEY_CHECK.encode()).hex())
+            return
+        try:
+            ok = self._open(bytes.fromhex(str(row[0]))) == _KEY_CHECK.encode()
+        except (nacl.exceptions.CryptoError, ValueError, TypeError):
+            ok = False
+        if not ok:
+            raise CacheError(
+                f"{path} was not written by this identity (another user's, or damaged):"
+                " move it away, and a new one is made and filled from the server"
+            )
+
+    def _open_or_none(self, data: bytes, what: str) -> bytes | None:
+        """`data` opened, or None if it does not (the file was damaged, or
+        the row was written under another key): such a row is left out or
+        shown as damaged, and the rest of the cache stays usable. Said in the
+        log once per kind of row."""
+        try:
+            return self._open(data)
+        except (nacl.exceptions.CryptoError, ValueError, TypeError):
+            if what not in self._damaged:
+                self._damaged.add(what)
+                log.warning("the local cache holds %s that does not open (damaged)", what)
+            return None
 
     def written_elsewhere(self) -> int:
         """A count that changes whenever another connection (another process

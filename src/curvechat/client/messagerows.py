@@ -25,6 +25,9 @@ from curvechat.client.model import CachedMessage
 from curvechat.client.unopenedrows import WAITS
 from curvechat.protocol import messages as m
 
+DAMAGED = "damaged in the local cache"
+"""The error of a message row whose text does not open (the file was damaged)."""
+
 Held = Literal["opened", "waits", "never"]
 """How a row holds its seq: it opened; it did not, but a key or an op may
 still open it (M2-M4); it did not and never will."""
@@ -70,6 +73,7 @@ class MessageRows:
     _db: sqlite3.Connection
     _seal: Callable[[bytes], bytes]
     _open: Callable[[bytes], bytes]
+    _open_or_none: Callable[[bytes, str], bytes | None]
     _tx: Callable[[], Tx]
 
     def put_message(
@@ -207,8 +211,12 @@ class MessageRows:
         return sorted(map(self._message, self._rows_in(sql, (room,), seqs)), key=lambda m: m.seq)
 
     def _message(self, r: tuple[Any, ...]) -> CachedMessage:
-        text = None if r[6] is None else self._open(r[6]).decode()
-        return CachedMessage(r[0], r[1], r[2], r[3], r[4], r[5], text, r[7])
+        if r[6] is None:
+            return CachedMessage(r[0], r[1], r[2], r[3], r[4], r[5], None, r[7])
+        opened = self._open_or_none(r[6], "a message")
+        if opened is None:
+            return CachedMessage(r[0], r[1], r[2], r[3], r[4], r[5], None, DAMAGED)
+        return CachedMessage(r[0], r[1], r[2], r[3], r[4], r[5], opened.decode(), r[7])
 
     def messages(
         self, room: str, *, limit: int = 100, before: int | None = None, after: int | None = None

@@ -41,6 +41,7 @@ class OutboxRows:
     _db: sqlite3.Connection
     _seal: Callable[[bytes], bytes]
     _open: Callable[[bytes], bytes]
+    _open_or_none: Callable[[bytes, str], bytes | None]
     _tx: Callable[[], Any]
     batch: Callable[[str], MessageBatch]
     holders: Callable[[str, Sequence[int]], dict[int, tuple[str, str, Held]]]
@@ -67,12 +68,18 @@ class OutboxRows:
         """The queued messages, in order; a text `known` by txn (the caller
         queued it) is taken from there, not opened again."""
         known = known or {}
-        return [
-            OutboxItem(r[0], r[1], r[2], known.get(r[2]) or self._open(r[3]).decode(), r[4], r[3])
-            for r in self._db.execute(
-                "SELECT id, room, txn, sealed, created_ms FROM outbox ORDER BY id"
-            )
-        ]
+        out = []
+        for r in self._db.execute(
+            "SELECT id, room, txn, sealed, created_ms FROM outbox ORDER BY id"
+        ):
+            text = known.get(r[2])
+            if text is None:
+                opened = self._open_or_none(r[3], "a queued message")
+                if opened is None:  # left in the file, out of the queue
+                    continue
+                text = opened.decode()
+            out.append(OutboxItem(r[0], r[1], r[2], text, r[4], r[3]))
+        return out
 
     def outbox_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])

@@ -66,6 +66,7 @@ class TrustRows:
     _db: sqlite3.Connection
     _seal: Callable[[bytes], bytes]
     _open: Callable[[bytes], bytes]
+    _open_or_none: Callable[[bytes, str], bytes | None]
     _epoch_keys: dict[str, dict[int, EpochRecord]]
     _epoch_keys_at: int
     _tx: Callable[[], Any]
@@ -142,14 +143,15 @@ class TrustRows:
             self._epoch_keys_at = version
         cached = self._epoch_keys.get(room)
         if cached is None:
-            cached = {
-                r[0]: EpochRecord(epoch=r[0], after_op=r[1], key=self._open(r[2]), sender=r[3])
-                for r in self._db.execute(
-                    "SELECT epoch, after_op, sealed, sender FROM epoch_keys WHERE room=?"
-                    " ORDER BY epoch",
-                    (room,),
-                )
-            }
+            cached = {}
+            for r in self._db.execute(
+                "SELECT epoch, after_op, sealed, sender FROM epoch_keys WHERE room=?"
+                " ORDER BY epoch",
+                (room,),
+            ):
+                key = self._open_or_none(r[2], "a room key")
+                if key is not None:  # a damaged one is as if not held
+                    cached[r[0]] = EpochRecord(epoch=r[0], after_op=r[1], key=key, sender=r[3])
             self._epoch_keys[room] = cached
         return dict(cached)
 

@@ -117,7 +117,7 @@ def test_an_error_echoing_what_the_user_typed(tmp_path: Path, server: ServerProc
     proc = bob.run("tail", typed, ok=False)
     assert proc.returncode == 1
     err = proc.stderr.decode("utf-8")
-    assert "[no_such_room]" in err and "\\x1b[2J" in err
+    assert "[bad_room]" in err and "\\x1b[2J" in err  # not a room id: refused before asking
     assert unsafe(err.rstrip("\n")) == [] and err.count("\n") == 1, err
 
 

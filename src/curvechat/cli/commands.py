@@ -25,6 +25,7 @@ from curvechat.cli.common import (
     _passphrase,
     _resolve_room,
     _run,
+    stdin_is_a_terminal,
 )
 from curvechat.cli.output import log_handler
 
@@ -200,7 +201,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from curvechat.tui.app import make_app
     from curvechat.tui.settings import ChatSettings
 
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+    if not (stdin_is_a_terminal() and sys.stdout is not None and sys.stdout.isatty()):
         # Without one it would wait forever for keys, rendering into a pipe.
         raise CliError(
             "not_a_terminal",

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from curvechat.cli.output import error_line, json_line, message_line
 from curvechat.protocol.errors import CurvechatError
+from curvechat.protocol.text import visible
+from curvechat.smallfiles import read_small_text
 
 if TYPE_CHECKING:
     from curvechat.client.engine import ChatClient
@@ -68,14 +70,18 @@ def _local(ms: int) -> str:
 
 # --- passphrase and identity ---------------------------------------------------------
 def _passphrase(args: argparse.Namespace, *, confirm: bool = False) -> bytes:
-    if args.passphrase_file:
+    if args.passphrase_file is not None:
+        if not args.passphrase_file:
+            raise CliError("passphrase_file", "--passphrase-file names no file", EXIT_USAGE)
         try:
-            text = Path(args.passphrase_file).read_text().rstrip("\n")
-        except OSError as exc:
-            raise CliError("passphrase_file", f"cannot read {args.passphrase_file}: {exc}") from exc
+            text = read_small_text(Path(args.passphrase_file)).rstrip("\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(
+                "passphrase_file", f"cannot read {visible(args.passphrase_file)}: {exc}"
+            ) from exc
     elif "CURVECHAT_PASSPHRASE" in os.environ:
         text = os.environ["CURVECHAT_PASSPHRASE"]
-    elif sys.stdin.isatty():
+    elif stdin_is_a_terminal():
         text = getpass.getpass("passphrase: ")
         if confirm and getpass.getpass("again: ") != text:
             raise CliError("passphrase_mismatch", "the passphrases differ")
@@ -87,7 +93,15 @@ def _passphrase(args: argparse.Namespace, *, confirm: bool = False) -> bytes:
         )
     if not text:
         raise CliError("no_passphrase", "the passphrase is empty")
-    return text.encode()
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # bytes the locale could not decode, as surrogates
+        raise CliError("bad_passphrase", "the passphrase is not valid UTF-8") from None
+
+
+def stdin_is_a_terminal() -> bool:
+    """False also when there is no stdin at all (closed: `<&-`)."""
+    return sys.stdin is not None and sys.stdin.isatty()
 
 
 def _home(args: argparse.Namespace) -> Any:
@@ -231,6 +245,27 @@ def _message_json(msg: Any) -> str:
 
 def _message_line(msg: Any) -> str:
     return message_line(_local(msg.ts_ms), msg.seq, msg.sender, msg.text, msg.error)
+
+
+def room_problem(room: str, *, create: bool = False) -> str | None:
+    """Why `room`, as typed, names no room (None: it may): a room id, or
+    @user for the direct-message room with that user; a room to create is
+    a group room (direct-message rooms are made by `dm`)."""
+    from curvechat.protocol.limits import ROOM_RE, is_room_id, is_user_name
+
+    if create and room.startswith("@") and is_room_id(room):
+        return (
+            f"{visible(room)} is a direct-message room: send to it with"
+            " `curvechat dm USER TEXT`, which makes it with both of you in it"
+        )
+    if ROOM_RE.fullmatch(room) or (not create and is_room_id(room)):
+        return None
+    if not create and room.startswith("@") and is_user_name(room[1:]):
+        return None
+    return (
+        f"not a room id: {visible(room[:80])} (1-64 of a-z 0-9 _ . -, starting with a"
+        " letter or digit" + (")" if create else "; or @user)")
+    )
 
 
 def _resolve_room(client: ChatClient, room: str) -> str:

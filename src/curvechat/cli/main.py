@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import sys
 
-from curvechat.cli.common import EXIT_FAIL, EXIT_USAGE, CliError, _fail
+from curvechat.cli.common import EXIT_FAIL, EXIT_USAGE, CliError, _fail, room_problem
 from curvechat.cli.output import log_handler
 from curvechat.cli.parser import build_parser
 
@@ -37,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("limit", "timeout"):
         if getattr(args, flag, 1) <= 0:
             _fail("bad_argument", f"--{flag} must be positive", EXIT_USAGE)
+    if getattr(args, "last", 0) < 0:
+        _fail("bad_argument", "--last must be 0 or more", EXIT_USAGE)
+    room = getattr(args, "room", None)
+    problem = None if room is None else room_problem(room, create=args.command == "create")
+    if problem is not None:
+        _fail("bad_room", problem, EXIT_FAIL)
     from curvechat.protocol.errors import CurvechatError
 
     try:
@@ -48,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         # refusal, a protocol or membership error: their str() leads with
         # the code) is said by that message, the code once, in brackets.
         _fail(str(exc.code), getattr(exc, "message", None) or str(exc), EXIT_FAIL)
+    except sqlite3.DatabaseError as exc:  # a cache file of another shape than ours
+        _fail("bad_cache", f"the local cache cannot be used: {exc}", EXIT_FAIL)
     except KeyboardInterrupt:
         return 130
 

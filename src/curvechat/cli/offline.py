@@ -76,6 +76,10 @@ def _queue_offline(client: ChatClient, away: Offline, room: str, lines: list[str
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    if args.text == "-" and sys.stdin is None:
+        raise CliError(
+            "no_input", "send - reads the messages from stdin, which is closed", EXIT_USAGE
+        )
     given = sys.stdin.read().splitlines() if args.text == "-" else [args.text]
     lines = [ln for ln in given if ln.strip()]
     blank = len(given) - len(lines)

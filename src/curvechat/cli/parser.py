@@ -9,6 +9,7 @@ It must never run anything: it only says what the command line means.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -54,11 +55,32 @@ class Parser(argparse.ArgumentParser):
         self, args: Sequence[str] | None = None, namespace: None = None
     ) -> argparse.Namespace:
         parsed, extra = self.parse_known_args(args, namespace)
+        command = getattr(parsed, "command", None)
+        prog = f"{self.prog} {command}" if command else self.prog
         if extra:  # the subcommand's own, not the top level's, help lists what it takes
-            command = getattr(parsed, "command", None)
-            prog = f"{self.prog} {command}" if command else self.prog
             self.fail(f"unrecognized arguments: {' '.join(extra)}", prog)
+        problem = _unusable(parsed)
+        if problem is not None:
+            self.fail(problem, prog)
         return parsed
+
+
+def _unusable(parsed: argparse.Namespace) -> str | None:
+    """What no command can take, whatever the argument: text that is not
+    UTF-8 (the terminal's bytes undecodable), a number that is not finite,
+    a count out of any range."""
+    for name, value in vars(parsed).items():
+        shown = f"argument {name}"
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"{shown} is not valid UTF-8"
+        elif isinstance(value, float) and not math.isfinite(value):
+            return f"{shown} must be a finite number"
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53:
+            return f"{shown} is out of range"
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,9 +16,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from curvechat.cli.common import EXIT_USAGE, CliError
+from curvechat.protocol.text import visible
 
 if TYPE_CHECKING:
     from curvechat.store.etcd import EtcdSecurity
+
+
+def _check_http(value: str) -> None:
+    """--http HOST:PORT, the port 0 … 65535 in ASCII digits (0: any free one)."""
+    _host, colon, port = value.rpartition(":")
+    if not colon or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise CliError(
+            "bad_argument",
+            f"--http {visible(value)!r}: give HOST:PORT (a port 0-65535)",
+            EXIT_USAGE,
+        )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -33,6 +45,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.influx_interval <= 0:
         raise CliError("bad_argument", "--influx-interval must be positive", EXIT_USAGE)
+    if args.http:
+        _check_http(args.http)
     if args.node_name is not None:
         from curvechat.server.node import NODE_NAME_RULE, valid_node_name
 
@@ -168,9 +182,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         raise CliError(
             "bad_argument", "--interval must be positive and --history at least 60", EXIT_USAGE
         )
-    _host, colon, port = args.http.rpartition(":")
-    if not colon or not port.isdigit():
-        raise CliError("bad_argument", f"--http {args.http!r}: give HOST:PORT", EXIT_USAGE)
+    _check_http(args.http)
     etcd_flags = (args.etcd_ca, args.etcd_cert, args.etcd_key, args.etcd_user)
     source: NodeSource
     if args.store:

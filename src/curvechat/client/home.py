@@ -7,13 +7,19 @@ connect string used) and `cache.db` (the local cache). The default home is
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from curvechat.protocol.errors import ConfigError
+from curvechat.smallfiles import read_small_text
+
 IDENTITY_FILE = "identity.key"
 SERVER_FILE = "server"
 CACHE_FILE = "cache.db"
+
+log = logging.getLogger("curvechat.client")
 
 
 def default_home() -> Path:
@@ -46,11 +52,21 @@ class Home:
 
     def saved_server(self) -> str | None:
         try:
-            text = self.server_file.read_text().strip()
+            text = read_small_text(self.server_file).strip()
         except FileNotFoundError:
             return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"cannot read the saved server address {self.server_file}: {exc}"
+                " (remove the file, or give --server)"
+            ) from exc
         return text or None
 
     def save_server(self, connect: str) -> None:
-        self.ensure()
-        self.server_file.write_text(connect.strip() + "\n")
+        """Keep `connect` for the next command (a convenience: a file that
+        cannot be written is said in the log, and nothing else changes)."""
+        try:
+            self.ensure()
+            self.server_file.write_text(connect.strip() + "\n")
+        except OSError as exc:
+            log.warning("could not keep the server address in %s: %s", self.server_file, exc)

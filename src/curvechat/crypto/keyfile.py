@@ -35,6 +35,7 @@ from curvechat.crypto.errors import KeyFileError, WrongPassphrase
 from curvechat.crypto.identity import Identity
 from curvechat.protocol.codec import encode
 from curvechat.protocol.errors import UNDECODABLE
+from curvechat.smallfiles import FileTooLarge, read_small_file
 
 FORMAT: Final = "curvechat-identity"
 VERSION: Final = 1
@@ -310,14 +311,13 @@ def load_identity(path: Path, passphrase: bytes) -> Identity:
         raise TypeError("passphrase must be bytes")
     path = Path(path)
     try:
-        with path.open("rb") as f:
-            data = f.read(_MAX_FILE_BYTES + 1)
+        data = read_small_file(path, _MAX_FILE_BYTES)
     except FileNotFoundError as exc:
         raise KeyFileError(f"no identity key file at {path}") from exc
+    except FileTooLarge as exc:
+        raise KeyFileError(f"{path} is too large to be a curvechat identity file") from exc
     except OSError as exc:
-        raise KeyFileError(f"cannot read identity key file {path}: {exc.strerror}") from exc
-    if len(data) > _MAX_FILE_BYTES:
-        raise KeyFileError(f"{path} is too large to be a curvechat identity file")
+        raise KeyFileError(f"cannot read identity key file {path}: {exc.strerror or exc}") from exc
     file = _parse(data, path)
     try:
         key = _derive(passphrase, file.salt, file.opslimit, file.memlimit)

@@ -40,7 +40,12 @@ Z85_ALPHABET: Final = (
     "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
 )
 _Z85_INDEX: Final = {c: i for i, c in enumerate(Z85_ALPHABET)}
-_HOST_PORT_RE: Final = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
+_LABEL: Final = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+# A host name of dot-separated labels (an IPv4 address is one), or a
+# bracketed IPv6 address; ASCII digits only (`\d` would take any script's).
+_HOST_PORT_RE: Final = re.compile(
+    rf"(\[[0-9a-fA-F:.]+\]|{_LABEL}(?:\.{_LABEL})*):([0-9]{{1,5}})", re.ASCII
+)
 _BASE32_RE: Final = re.compile(r"[a-z2-7]{52}|[A-Z2-7]{52}")
 _HEX_RE: Final = re.compile(r"[0-9a-fA-F]{64}")
 

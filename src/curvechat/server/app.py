@@ -29,6 +29,7 @@ from curvechat.server.influx import DEFAULT_INTERVAL_S, InfluxPusher
 from curvechat.server.keys import load_or_create_keypair
 from curvechat.server.node import NODE_NAME_RULE, ChatNode, valid_node_name
 from curvechat.server.ratelimit import RateLimits
+from curvechat.smallfiles import read_small_text
 from curvechat.store import Store
 from curvechat.store.sqlite import SQLiteStore
 
@@ -59,8 +60,11 @@ def load_or_create_node_name(data_dir: Path, name: str | None = None) -> str:
     its InfluxDB series and its clients see a reconnect, not a failover.
     `name` (from --node-name) renames the node, and is kept for later starts."""
     path = data_dir / NODE_ID_FILE
-    if name is None and path.exists():
-        stored = path.read_text().strip()
+    try:
+        stored = read_small_text(path).strip() if path.exists() else None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NodeNameError(f"cannot read {path}: {exc}") from exc
+    if name is None and stored is not None:
         if not valid_node_name(stored):
             raise NodeNameError(f"{path} holds no valid node name ({NODE_NAME_RULE})")
         return stored
@@ -68,7 +72,7 @@ def load_or_create_node_name(data_dir: Path, name: str | None = None) -> str:
         name = default_node_name()
     elif not valid_node_name(name):
         raise NodeNameError(f"not a valid node name: {name!r} ({NODE_NAME_RULE})")
-    if not path.exists() or path.read_text().strip() != name:
+    if stored != name:
         tmp = path.with_name(f".{NODE_ID_FILE}.{os.getpid()}.tmp")
         tmp.write_text(name + "\n")
         os.replace(tmp, path)

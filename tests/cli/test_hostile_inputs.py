@@ -23,6 +23,8 @@ from curvechat.protocol.connect import (
     parse_connect,
 )
 
+from support.servers import ServerProcess
+
 KEY = zmq.curve_keypair()[0].decode()
 
 
@@ -170,3 +172,18 @@ def test_an_identity_file_that_is_a_fifo_is_refused(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "identity.key")
     with pytest.raises(KeyFileError, match="not a regular file"):
         load_identity(tmp_path / "identity.key", b"a long passphrase")
+
+
+def test_history_sharing_of_a_room_one_is_not_in(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    server: ServerProcess,
+) -> None:
+    monkeypatch.setenv("CURVECHAT_PASSPHRASE", "a long passphrase")
+    monkeypatch.setenv("CURVECHAT_AGENT", "off")
+    home = ("--home", str(tmp_path / "alice"), "--server", server.connect)
+    assert main(["init", "--user", "alice", *home]) == 0
+    capsys.readouterr()
+    code, err = run(capsys, "history-sharing", "nosuch", "all", *home)
+    assert code == 1 and "[no_such_room]" in err

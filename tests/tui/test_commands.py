@@ -53,6 +53,15 @@ def test_mistakes_are_one_line(line: str, expected: str) -> None:
     assert "\n" not in str(err.value)
 
 
+def test_words_are_apart_by_any_white_space() -> None:
+    """A tab after the name, or an ideographic space (U+3000) before the
+    text, separates words as a space does; the text keeps its own spaces."""
+    tab = cmds.parse("/msg\tbob hi  there")
+    assert (tab.name, tab.args, tab.rest) == ("msg", ("bob",), "hi  there")
+    wide = cmds.parse("/g general\u3000hi")
+    assert (wide.args, wide.rest) == (("general",), "hi")
+
+
 def test_completion() -> None:
     rooms, users = ["#general", "#games", "@bob"], ["bob", "carol"]
     assert cmds.complete("/inv", rooms, users) == "ite "

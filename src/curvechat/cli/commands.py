@@ -28,6 +28,7 @@ from curvechat.cli.common import (
     stdin_is_a_terminal,
 )
 from curvechat.cli.output import log_handler
+from curvechat.protocol.text import visible
 
 if TYPE_CHECKING:
     from curvechat.client.engine import ChatClient
@@ -183,6 +184,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def cmd_history_sharing(args: argparse.Namespace) -> int:
     async def body(client: ChatClient) -> int:
         room = _resolve_room(client, args.room)
+        if room not in {r.room for r in client.rooms()}:
+            raise CliError("no_such_room", f"you are in no room {visible(room)}")
         if args.mode:
             client.set_history_sharing(room, args.mode)
         mode = client.history_sharing(room)

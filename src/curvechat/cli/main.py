@@ -22,7 +22,7 @@ import sqlite3
 import sys
 
 from curvechat.cli.common import EXIT_FAIL, EXIT_USAGE, CliError, _fail, room_problem
-from curvechat.cli.output import log_handler
+from curvechat.cli.output import error_line, log_handler
 from curvechat.cli.parser import build_parser
 
 
@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     except sqlite3.DatabaseError as exc:  # a cache file of another shape than ours
         _fail("bad_cache", f"the local cache cannot be used: {exc}", EXIT_FAIL)
     except KeyboardInterrupt:
+        print(
+            error_line("interrupted", "stopped (Ctrl-C); what was queued stays queued"),
+            file=sys.stderr,
+        )
         return 130
 
 

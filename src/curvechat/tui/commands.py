@@ -141,7 +141,9 @@ def lookup(name: str) -> CommandSpec | None:
 
 
 def parse(line: str) -> Invocation:
-    head, _, tail = line.strip().partition(" ")
+    # Words are apart by any white space (a tab, U+3000 …), as `split` takes them.
+    head, *more = line.strip().split(maxsplit=1)
+    tail = more[0] if more else ""
     name = head[1:].lower()
     if not name:
         raise CommandError("type a command after '/', or /help for the list")
@@ -166,7 +168,7 @@ def parse(line: str) -> Invocation:
     if rest_arg is not None:
         remaining = tail.strip()
         for word in args:
-            remaining = remaining[len(word) :].lstrip(" ")
+            remaining = remaining[len(word) :].lstrip()
         rest = remaining
     return Invocation(spec, name, args, rest)
 

@@ -92,7 +92,13 @@ async def test_a_taken_name_or_a_wrong_server_key_keeps_nothing_and_asks_again(
     wrong = f"{base}/{key[:-6]}{'aaaaaa' if not key.endswith('aaaaaa') else 'bbbbbb'}"
 
     async def create(pilot, name: str, error: str | None = None) -> None:  # type: ignore[no-untyped-def]
-        await until(pilot, lambda: isinstance(app.screen, CreateIdentityScreen), "create form")
+        await until(
+            pilot,
+            lambda: (
+                isinstance(app.screen, CreateIdentityScreen) and app.screen.query("#setup-name")
+            ),
+            "create form",
+        )
         screen = app.screen
         if error is not None:
             shown = screen.query_one("#setup-error", Static)
@@ -105,7 +111,12 @@ async def test_a_taken_name_or_a_wrong_server_key_keeps_nothing_and_asks_again(
         await pilot.click("#setup-ok")
 
     async def connect(pilot, text: str, error: str | None = None) -> None:  # type: ignore[no-untyped-def]
-        await until(pilot, lambda: isinstance(app.screen, ConnectScreen), "connect form")
+        # The screen and its widgets: a screen just pushed may not be composed yet.
+        await until(
+            pilot,
+            lambda: isinstance(app.screen, ConnectScreen) and app.screen.query("#setup-server"),
+            "connect form",
+        )
         screen = app.screen
         if error is not None:
             shown = screen.query_one("#setup-error", Static)

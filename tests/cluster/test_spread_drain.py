@@ -214,6 +214,8 @@ async def test_drain_moves_every_client_while_they_send(
     acks = await asyncio.gather(*waits)
     for client, events in movers:
         assert client.status.endpoint != victim.endpoint
+        # It may be on its way again (spread among the nodes left): live soon.
+        await events.until(lambda c=client: c.status.state is ConnState.LIVE)
         assert client.status.state is ConnState.LIVE
         said = [e.status for e in events.events if type(e).__name__ == "StatusChanged"]
         assert any(s.moving and "draining" in s.detail for s in said), said[-5:]

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import datetime as dt
 import getpass
+import math
 import os
 import shlex
 import sys
@@ -245,6 +246,17 @@ def _message_json(msg: Any) -> str:
 
 def _message_line(msg: Any) -> str:
     return message_line(_local(msg.ts_ms), msg.seq, msg.sender, msg.text, msg.error)
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a float that is a number (not nan, not inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {visible(text[:40])}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{visible(text[:40])} is not a finite number")
+    return value
 
 
 def room_problem(room: str, *, create: bool = False) -> str | None:

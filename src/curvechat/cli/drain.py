@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from curvechat.cli.common import EXIT_UNREACHABLE, EXIT_USAGE, CliError
+from curvechat.cli.common import EXIT_UNREACHABLE, EXIT_USAGE, CliError, finite_float
 from curvechat.protocol.text import visible
 
 POLL_S = 0.2
@@ -50,7 +50,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--http-token-file", help="the node's HTTP token (default DATA/http.token)")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=finite_float,
         default=300.0,
         help="seconds to wait for the last client to leave (default 300)",
     )

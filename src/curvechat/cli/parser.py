@@ -9,7 +9,6 @@ It must never run anything: it only says what the command line means.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -32,7 +31,7 @@ from curvechat.cli.commands import (
     cmd_send,
     cmd_tail,
 )
-from curvechat.cli.common import EXIT_USAGE
+from curvechat.cli.common import EXIT_USAGE, finite_float
 from curvechat.cli.output import error_line
 from curvechat.cli.serve import cmd_monitor, cmd_serve
 
@@ -67,8 +66,9 @@ class Parser(argparse.ArgumentParser):
 
 def _unusable(parsed: argparse.Namespace) -> str | None:
     """What no command can take, whatever the argument: text that is not
-    UTF-8 (the terminal's bytes undecodable), a number that is not finite,
-    a count out of any range."""
+    UTF-8 (the terminal's bytes undecodable), a count out of any range.
+    (Numbers that are not finite are refused by `finite_float`, the type of
+    every float option but those whose own range check says more.)"""
     for name, value in vars(parsed).items():
         shown = f"argument {name}"
         if isinstance(value, str):
@@ -76,8 +76,6 @@ def _unusable(parsed: argparse.Namespace) -> str | None:
                 value.encode("utf-8")
             except UnicodeEncodeError:
                 return f"{shown} is not valid UTF-8"
-        elif isinstance(value, float) and not math.isfinite(value):
-            return f"{shown} must be a finite number"
         elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53:
             return f"{shown} is out of range"
     return None
@@ -148,13 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--rate-conn",
-        type=float,
+        type=finite_float,
         default=500.0,
         help="requests/s one connection may sustain (default 500)",
     )
     serve.add_argument(
         "--rate-user",
-        type=float,
+        type=finite_float,
         default=1000.0,
         help="requests/s one user may sustain over all connections (default 1000)",
     )
@@ -169,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--influx-interval",
-        type=float,
+        type=finite_float,
         default=10.0,
         help="seconds between pushes to InfluxDB (default 10)",
     )
@@ -289,11 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="require the monitor's token on loopback too (always required on other addresses)",
     )
     mon.add_argument(
-        "--interval", type=float, default=1.0, help="seconds between polls of a node (default 1)"
+        "--interval",
+        type=finite_float,
+        default=1.0,
+        help="seconds between polls of a node (default 1)",
     )
     mon.add_argument(
         "--history",
-        type=float,
+        type=finite_float,
         default=3600.0,
         metavar="SECONDS",
         help="how much metric history to keep, in memory and on disk (default 3600)",
@@ -313,13 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--passphrase-file", help="read the identity passphrase from this file")
     client.add_argument(
         "--timeout",
-        type=float,
+        type=finite_float,
         default=15.0,
         help="seconds to wait for a reply or an acknowledgement once connected (default 15)",
     )
     client.add_argument(
         "--connect-timeout",
-        type=float,
+        type=finite_float,
         metavar="SECONDS",
         help="seconds to wait for a server before working offline"
         " (default $CURVECHAT_CONNECT_TIMEOUT, else 3)",

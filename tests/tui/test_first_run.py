@@ -59,7 +59,7 @@ async def test_first_run_creates_identity_and_asks_for_server(
         )
         app.screen.query_one("#setup-server", Input).value = server.connect
         await pilot.click("#setup-ok")
-        await ready(pilot, app)
+        await until(pilot, lambda: app.chat is not None, "chat screen")
         assert app.client.me == "dora"
         await until(pilot, lambda: Home(home).saved_server() == server.connect, "server saved")
         # the server's fingerprint, to compare with what `serve` printed
@@ -373,3 +373,27 @@ async def test_a_saved_server_key_that_is_wrong_is_said_once_with_what_to_do(
         failed = app.client.conn.status.attempt
         await until(pilot, lambda: app.client.conn.status.attempt > failed + 1, "more attempts")
         assert told() == 1
+
+
+async def test_a_saved_server_file_that_cannot_be_read_is_asked_for_again(
+    server: ServerProcess,
+    kit,  # type: ignore[no-untyped-def]
+) -> None:
+    path = kit.home("fay", server.connect)
+    (path / "server").write_bytes(b"\xff\xfe not UTF-8")
+    settings = ChatSettings(
+        home=path, passphrase=PASSPHRASE, client_options=FAST, cursor_blink=False
+    )
+    app = CurvechatApp(settings)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(
+            pilot,
+            lambda: isinstance(app.screen, ConnectScreen) and app.screen.query("#setup-error"),
+            "connect form",
+        )
+        shown = app.screen.query_one("#setup-error", Static)
+        await until(pilot, lambda: "saved server address" in str(shown.render()), "why")
+        await pilot.pause()
+        app.screen.query_one("#setup-server", Input).value = server.connect
+        await pilot.click("#setup-ok")
+        await until(pilot, lambda: app.chat is not None, "chat screen")

@@ -64,6 +64,20 @@ TOLD_EVERY_S = 60.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class Seldom:
+    """A warning said at most once every `TOLD_EVERY_S` (an attack would
+    otherwise write one line per connection or request)."""
+
+    def __init__(self) -> None:
+        self._at = -TOLD_EVERY_S
+
+    def warn(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._at >= TOLD_EVERY_S:
+            self._at = now
+            log.warning(message, *args)
+
+
 def cap_connections(
     server: web.Server, total: int = MAX_CONNECTIONS, per_host: int = MAX_PER_HOST
 ) -> None:
@@ -72,7 +86,7 @@ def cap_connections(
     made, lost = server.connection_made, server.connection_lost
     hosts: collections.Counter[str] = collections.Counter()
     open_from: dict[RequestHandler, str] = {}
-    told = [-TOLD_EVERY_S]
+    seldom = Seldom()
 
     def connection_made(handler: RequestHandler, transport: asyncio.Transport) -> None:
         peer = transport.get_extra_info("peername")
@@ -85,15 +99,12 @@ def cap_connections(
             # Closed once aiohttp has set the connection up (closed before, its
             # task would find it torn down and log a traceback each time).
             asyncio.get_running_loop().call_soon(handler.force_close)
-            now = time.monotonic()
-            if now - told[0] >= TOLD_EVERY_S:
-                told[0] = now
-                log.warning(
-                    "HTTP: %d connections open (%d from %s): closing new ones",
-                    len(open_from) - 1,
-                    hosts[host] - 1,
-                    ascii(host),
-                )
+            seldom.warn(
+                "HTTP: %d connections open (%d from %s): closing new ones",
+                len(open_from) - 1,
+                hosts[host] - 1,
+                ascii(host),
+            )
 
     def connection_lost(handler: RequestHandler, exc: BaseException | None = None) -> None:
         host = open_from.pop(handler, None)
@@ -151,7 +162,7 @@ class LoopBudget:
         self._left = burst
         self._at = clock()
         self.refused = 0
-        self._told = -TOLD_EVERY_S
+        self._seldom = Seldom()
 
     def _refill(self) -> None:
         now = self._clock()
@@ -168,10 +179,7 @@ class LoopBudget:
 
     def busy(self, why: str) -> web.Response:
         self.refused += 1
-        now = time.monotonic()
-        if now - self._told >= TOLD_EVERY_S:
-            self._told = now
-            log.warning("HTTP: %s (%d answers refused so far); answering 503", why, self.refused)
+        self._seldom.warn("HTTP: %s (%d answers refused so far); answering 503", why, self.refused)
         return web.json_response(
             {"error": "busy", "detail": f"the node's HTTP side is busy: {why}; try again later"},
             status=503,

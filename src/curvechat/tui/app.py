@@ -16,6 +16,7 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 
 from curvechat.client import events as ev
+from curvechat.protocol.errors import ConfigError
 from curvechat.protocol.text import visible
 from curvechat.tui.messages import EngineEvent
 from curvechat.tui.screens.chat import ChatScreen
@@ -98,8 +99,11 @@ class CurvechatApp(App[int]):
             except KeyFileError as exc:
                 error = str(exc)
 
-        server = self.settings.server or home.saved_server()
         error = None
+        try:
+            server = self.settings.server or home.saved_server()
+        except ConfigError as exc:  # the saved address cannot be read: asked for instead
+            server, error = None, str(exc)
         while True:
             if server is None:
                 server = await self.push_screen_wait(ConnectScreen(error))

@@ -100,3 +100,10 @@ def test_irc_and_weechat_names_are_the_commands_the_table_maps_them_to(
 ) -> None:
     """docs/tui.md, "Coming from IRC or weechat": each name works as what it maps to."""
     assert cmds.parse(line).spec.name == name
+
+
+def test_an_alias_saved_by_hand_that_could_drive_the_terminal_is_left_out(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from curvechat.tui.settings import load_aliases, save_aliases
+
+    save_aliases(tmp_path, {"bob": "Bobby", "#team": "[/x]", "carol": "\x1b]2;x", "dan": "a b"})
+    assert load_aliases(tmp_path) == {"bob": "Bobby"}

@@ -7,6 +7,7 @@ from curvechat.crypto.identity import Identity
 from curvechat.tui.app import CurvechatApp
 from curvechat.tui.screens.keychange import KeyChangeScreen
 from curvechat.tui.settings import load_aliases
+from curvechat.tui.widgets.composer import Composer
 from curvechat.tui.widgets.status import StatusLine
 
 from .conftest import Kit, ready, say, shown, until
@@ -114,6 +115,50 @@ async def test_slash_commands_and_their_errors(
         await until(pilot, lambda: chat.current == "@alice:bob", "back in the DM after /leave")
         assert "team" not in [r.room for r in app.client.rooms()]
         await expect(pilot, app, "/switch team", "/switch: you are not in team", error=True)
+
+
+async def test_removed_while_typing_the_line_is_not_sent_to_the_next_room(
+    server: ServerProcess, kit: Kit, clients: ClientFactory
+) -> None:
+    app = kit.app("alice", server.connect)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot, app)
+        bob, _ = await clients.make("bob", server.connect)
+        carol, _ = await clients.make("carol", server.connect)
+        await carol.create_room("aaa", ["alice"])
+        await bob.create_room("secret", ["alice"])
+        await until(pilot, lambda: "secret" in app.chat.room_ids(), "in #secret")
+        await say(pilot, app, "/switch secret")
+        await until(pilot, lambda: app.chat.current == "secret", "on #secret")
+        composer = app.chat.query_one(Composer)
+        composer.text = "the #secret password is hunter2"
+        await bob.remove("secret", "alice")
+        await until(pilot, lambda: app.chat.current == "aaa", "moved to #aaa")
+        await pilot.press("enter")
+        await until(pilot, lambda: "you were removed from #secret" in shown(app), "told")
+        assert "the line you were typing was not sent" in shown(app)
+        await pilot.pause(0.5)
+        assert [m.text for m in carol.cache.messages("aaa")] == []
+        assert app.client.pending() == []
+        assert composer.sent[-1] == "the #secret password is hunter2"  # Up brings it back
+
+
+async def test_the_enter_that_ends_a_line_does_not_accept_a_changed_key(
+    server: ServerProcess, kit: Kit, clients: ClientFactory
+) -> None:
+    app = kit.app("alice", server.connect)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot, app)
+        bob, _ = await clients.make("bob", server.connect)
+        await bob.create_room("general", ["alice"])
+        await until(pilot, lambda: app.chat.current == "general", "alice in #general")
+        real = app.client.cache.pin("bob")
+        app.client.cache.set_pin("bob", Identity.generate("bob").sign_pub)
+        await say(pilot, app, "/whois bob")
+        await until(pilot, lambda: isinstance(app.screen, KeyChangeScreen), "the warning")
+        await pilot.press("enter")  # the end of a line typed as the dialog opened
+        await until(pilot, lambda: "key change of bob not accepted" in shown(app), "dismissed")
+        assert app.client.cache.pin("bob") != real
 
 
 async def test_key_change_warning_and_accept(

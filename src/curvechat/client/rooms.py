@@ -60,9 +60,13 @@ class RoomCommands:
             )
         others = sorted(set(members) - {self.p.me})
         pair = dm_members(room)
-        if pair is not None and (self.p.me not in pair or set(others) - set(pair)):
+        # A direct-message room is made with both of its users in it (else its
+        # messages would reach no one but the sender): `open_dm` makes it so.
+        if pair is not None and (self.p.me not in pair or set(others) != set(pair) - {self.p.me}):
             raise NotReady(
-                f"{room} is a direct-message room of {pair[0]} and {pair[1]}", "forbidden"
+                f"{room} is a direct-message room of {pair[0]} and {pair[1]}: it is made"
+                " with both of them in it (send a direct message to make it)",
+                "forbidden",
             )
         keys = await self.keys.lookup(others) if others else {}
         async with self.p.lock:
@@ -153,6 +157,11 @@ class RoomCommands:
         )
 
     async def remove(self, room: str, user: str) -> None:
+        if dm_members(room) is not None:
+            raise NotReady(
+                f"{room} is a direct-message room: it keeps both of you (leave it instead)",
+                "forbidden",
+            )
         made: list[EpochKey] = []
 
         def build() -> tuple[m.AnyRequest, m.SignedOp]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from curvechat.client.peer.shell import PeerOptions
+from curvechat.protocol.text import visible
 
 ALIASES_FILE = "aliases.json"
 KEYMAP_ENV = "CURVECHAT_KEYMAP"
@@ -68,7 +69,24 @@ def load_aliases(home: Path) -> dict[str, str]:
         return {}
     if not isinstance(data, dict):
         return {}
-    return {str(k): str(v) for k, v in data.items()}
+    # One written by hand (or by a version that let it through) that could
+    # drive the terminal or be read as markup is left out.
+    return {str(k): str(v) for k, v in data.items() if is_alias(str(v))}
+
+
+MAX_ALIAS = 32
+
+
+def is_alias(text: str) -> bool:
+    """One word of at most MAX_ALIAS characters, not starting with / # or @,
+    with no character that could drive the terminal (`visible` would mark
+    it), no white space and no square bracket (Textual's markup)."""
+    return (
+        0 < len(text) <= MAX_ALIAS
+        and not text.startswith(("/", "#", "@"))
+        and visible(text) == text
+        and not any(ch.isspace() or ch in "[]" for ch in text)
+    )
 
 
 def save_aliases(home: Path, aliases: Mapping[str, str]) -> None:

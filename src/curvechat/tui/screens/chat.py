@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -219,7 +220,7 @@ class ChatScreen(Screen[None]):
         self.mentions.discard(room)
         title = self.label(room) if room else "no room"
         self.sub_title = title
-        self.query_one(Timeline).border_title = title
+        self.query_one(Timeline).border_title = escape(title)  # a title is not markup
         if room:
             self.client.mark_read(room)
         else:

@@ -17,6 +17,7 @@ from curvechat.client.state import ConnState
 from curvechat.tui.errors import Attempt, explain_code
 from curvechat.tui.format import NO_ROOM, room_label
 from curvechat.tui.screens import keydialog
+from curvechat.tui.widgets.composer import Composer
 from curvechat.tui.widgets.status import Banner
 
 if TYPE_CHECKING:
@@ -141,13 +142,15 @@ def _on_room_updated(screen: ChatScreen, event: ev.RoomUpdated) -> None:
     gone = event.reason in ("removed", "left")
     label = room_label(event.room, screen.me)
     if gone and event.room == screen.current:
-        screen.notice(
-            f"you left {label}" if event.reason == "left" else f"you were removed from {label}",
-            "warning",
-        )
+        set_aside = screen.query_one(Composer).set_aside()
         screen.logs.pop(event.room, None)
         rooms = [r for r in screen.room_ids() if r != event.room]
         screen.switch_room(rooms[0] if rooms else NO_ROOM)
+        # Said in the room shown now (the room left has no log any more).
+        said = f"you left {label}" if event.reason == "left" else f"you were removed from {label}"
+        if set_aside:
+            said += "; the line you were typing was not sent (Up brings it back)"
+        screen.notice(said, "warning")
     elif not gone and not screen.current and event.room in screen.room_ids():
         screen.switch_room(event.room)
     elif event.reason in ("added", "created") and event.room != screen.current:

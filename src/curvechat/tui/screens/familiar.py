@@ -21,12 +21,11 @@ from curvechat.protocol.text import visible
 from curvechat.tui import commands as cmds
 from curvechat.tui.format import resolve_room, room_label, unalias
 from curvechat.tui.screens.confirm import ConfirmScreen
-from curvechat.tui.settings import save_aliases
+from curvechat.tui.settings import MAX_ALIAS, is_alias, save_aliases
 
 if TYPE_CHECKING:
     from curvechat.tui.screens.chat import ChatScreen
 
-MAX_ALIAS = 32
 """Characters an alias may have."""
 
 
@@ -116,10 +115,10 @@ def alias(screen: ChatScreen, inv: cmds.Invocation) -> None:
         new = inv.args[1]
         taken = {room_label(r, screen.me) for r in screen.room_ids()} | set(screen.room_ids())
         taken |= {u for r in screen.room_ids() for u in screen.client.members(r)}
-        if len(new) > MAX_ALIAS or new.startswith(("/", "#", "@")):
+        if not is_alias(new):
             raise cmds.CommandError(
                 f"/{inv.name}: an alias is one word of at most {MAX_ALIAS} characters,"
-                " not starting with / # or @"
+                " not starting with / # or @, without [ ] or control characters"
             )
         if new in taken or any(v == new for k, v in aliases.items() if k != key):
             raise cmds.CommandError(

@@ -24,6 +24,10 @@ class KeyChangeScreen(ModalScreen[bool]):
         Binding("escape", "later", "Not now", id="keychange.later"),
     ]
 
+    # A key is accepted only on purpose (ctrl+a, or a click): the Enter that
+    # ends a line typed while the dialog opens must not do it.
+    AUTO_FOCUS = "#keychange-later"
+
     def __init__(self, view: KeyView) -> None:
         super().__init__()
         self.view = view
@@ -42,7 +46,9 @@ class KeyChangeScreen(ModalScreen[bool]):
                 id="keychange-body",
             )
             with Horizontal(id="keychange-buttons"):
-                yield Button("Accept new key (ctrl+a)", id="keychange-accept", variant="error")
+                accept = Button("Accept new key (ctrl+a)", id="keychange-accept", variant="error")
+                accept.can_focus = False
+                yield accept
                 yield Button("Not now (esc)", id="keychange-later")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:

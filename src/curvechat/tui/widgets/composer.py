@@ -76,6 +76,20 @@ class Composer(TextArea):
             self.text = self.sent[pos]
         self.move_cursor(self.document.end)
 
+    def set_aside(self) -> bool:
+        """Take what is typed out of the line, into its history (Up brings it
+        back): the room it was typed for is gone, and the Enter that ends it
+        must not send it to the room shown next. False if nothing was typed."""
+        text = self.text
+        if not text.strip():
+            return False
+        if not self.sent or self.sent[-1] != text:
+            self.sent.append(text)
+        self._history_pos = None
+        self._draft = ""
+        self.text = ""
+        return True
+
     def submit(self) -> None:
         text = self.text
         if not text.strip():

@@ -2,7 +2,7 @@
 string, a passphrase file, a node's name): read whole, as UTF-8, without
 blocking on a FIFO or reading a huge file into memory.
 
-It must never follow anything but a regular file, or return text that was
+It must never read anything but a regular file, or return text that was
 not valid UTF-8.
 """
 

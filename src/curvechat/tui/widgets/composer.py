@@ -92,11 +92,5 @@ class Composer(TextArea):
 
     def submit(self) -> None:
         text = self.text
-        if not text.strip():
-            return
-        if not self.sent or self.sent[-1] != text:
-            self.sent.append(text)
-        self._history_pos = None
-        self._draft = ""
-        self.text = ""
-        self.post_message(LineSubmitted(text))
+        if self.set_aside():
+            self.post_message(LineSubmitted(text))

@@ -143,19 +143,26 @@ async def test_removed_while_typing_the_line_is_not_sent_to_the_next_room(
         assert composer.sent[-1] == "the #secret password is hunter2"  # Up brings it back
 
 
+async def _bob_offers_a_new_key(pilot, app, server, clients) -> bytes | None:  # type: ignore[no-untyped-def]
+    """Alice in #general with bob, the key she pinned for him not the one the
+    directory now says, and the warning on screen; returns the real pin."""
+    await ready(pilot, app)
+    bob, _ = await clients.make("bob", server.connect)
+    await bob.create_room("general", ["alice"])
+    await until(pilot, lambda: app.chat.current == "general", "alice in #general")
+    real: bytes | None = app.client.cache.pin("bob")
+    app.client.cache.set_pin("bob", Identity.generate("bob").sign_pub)
+    await say(pilot, app, "/whois bob")
+    await until(pilot, lambda: isinstance(app.screen, KeyChangeScreen), "the warning")
+    return real
+
+
 async def test_the_enter_that_ends_a_line_does_not_accept_a_changed_key(
     server: ServerProcess, kit: Kit, clients: ClientFactory
 ) -> None:
     app = kit.app("alice", server.connect)
     async with app.run_test(size=(80, 24)) as pilot:
-        await ready(pilot, app)
-        bob, _ = await clients.make("bob", server.connect)
-        await bob.create_room("general", ["alice"])
-        await until(pilot, lambda: app.chat.current == "general", "alice in #general")
-        real = app.client.cache.pin("bob")
-        app.client.cache.set_pin("bob", Identity.generate("bob").sign_pub)
-        await say(pilot, app, "/whois bob")
-        await until(pilot, lambda: isinstance(app.screen, KeyChangeScreen), "the warning")
+        real = await _bob_offers_a_new_key(pilot, app, server, clients)
         await pilot.press("enter")  # the end of a line typed as the dialog opened
         await until(pilot, lambda: "key change of bob not accepted" in shown(app), "dismissed")
         assert app.client.cache.pin("bob") != real
@@ -166,15 +173,7 @@ async def test_key_change_warning_and_accept(
 ) -> None:
     app = kit.app("alice", server.connect)
     async with app.run_test(size=(80, 24)) as pilot:
-        await ready(pilot, app)
-        bob, _ = await clients.make("bob", server.connect)
-        await bob.create_room("general", ["alice"])
-        await until(pilot, lambda: app.chat.current == "general", "alice in #general")
-        real = app.client.cache.pin("bob")
-        # what alice pinned earlier is not what the directory now says
-        app.client.cache.set_pin("bob", Identity.generate("bob").sign_pub)
-        await say(pilot, app, "/whois bob")
-        await until(pilot, lambda: isinstance(app.screen, KeyChangeScreen), "the warning")
+        real = await _bob_offers_a_new_key(pilot, app, server, clients)
         assert "THE IDENTITY KEY OF BOB HAS CHANGED" in str(
             app.screen.query_one("#keychange-title").render()
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from curvechat.crypto.identity import Identity
 from curvechat.tui.app import CurvechatApp
+from curvechat.tui.messages import LineSubmitted
 from curvechat.tui.screens.keychange import KeyChangeScreen
 from curvechat.tui.settings import load_aliases
 from curvechat.tui.widgets.composer import Composer
@@ -141,6 +142,12 @@ async def test_removed_while_typing_the_line_is_not_sent_to_the_next_room(
         assert [m.text for m in carol.cache.messages("aaa")] == []
         assert app.client.pending() == []
         assert composer.sent[-1] == "the #secret password is hunter2"  # Up brings it back
+        # An Enter handled after the switch, though pressed before it: not sent either.
+        app.chat.post_message(LineSubmitted("also for #secret", "secret"))
+        await until(pilot, lambda: "the line was typed in another room" in shown(app), "told")
+        await pilot.pause(0.3)
+        assert [m.text for m in carol.cache.messages("aaa")] == []
+        assert app.client.pending() == []
 
 
 async def _bob_offers_a_new_key(pilot, app, server, clients) -> bytes | None:  # type: ignore[no-untyped-def]

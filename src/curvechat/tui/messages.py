@@ -18,9 +18,11 @@ class EngineEvent(Message):
 class LineSubmitted(Message):
     """The composer's text (a message or a slash command) after Enter."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, room: str = "") -> None:
         super().__init__()
         self.text = text
+        self.room = room
+        """The room on screen when Enter was pressed (the line was typed for it)."""
 
 
 class RoomChosen(Message):

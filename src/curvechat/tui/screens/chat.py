@@ -217,6 +217,7 @@ class ChatScreen(Screen[None]):
         if (left := self.logs.get(self.current)) is not None:
             left.release_newer()  # not on screen: it takes what comes in (trimmed)
         self.current = room
+        self.query_one(Composer).room = room
         self.mentions.discard(room)
         title = self.label(room) if room else "no room"
         self.sub_title = title
@@ -380,6 +381,8 @@ class ChatScreen(Screen[None]):
         text = message.text
         if cmds.is_command(text):
             self._run_command(text)
+        elif message.room != self.current:  # the room changed under the Enter (a removal)
+            self.error("the line was typed in another room: not sent (Up brings it back)")
         else:
             self.send(text[1:] if text.startswith("//") else text)
 

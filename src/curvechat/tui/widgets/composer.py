@@ -26,6 +26,8 @@ class Composer(TextArea):
         self.sent: list[str] = []
         self._history_pos: int | None = None
         self._draft = ""
+        self.room = ""
+        """The room on screen, which a line submitted is for (set by the screen)."""
 
     def update_suggestion(self) -> None:
         text = self.text
@@ -93,4 +95,4 @@ class Composer(TextArea):
     def submit(self) -> None:
         text = self.text
         if self.set_aside():
-            self.post_message(LineSubmitted(text))
+            self.post_message(LineSubmitted(text, self.room))

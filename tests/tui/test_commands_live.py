@@ -197,3 +197,27 @@ async def test_key_change_warning_and_accept(
         await until(pilot, lambda: "accepted the new key of bob" in shown(app), "accepted")
         assert app.client.cache.pin("bob") == real
         assert "KEY CHANGED" not in str(status.render())
+
+
+async def test_member_names_as_typed_and_long_errors(
+    server: ServerProcess, kit: Kit, clients: ClientFactory
+) -> None:
+    app = kit.app("alice", server.connect)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot, app)
+        await clients.make("bob", server.connect)
+        await clients.make("carol", server.connect)
+        await expect(
+            pilot,
+            app,
+            "/create ok Bad!User",
+            "/create: Bad!User is not a valid user name",
+            error=True,
+        )
+        await expect(pilot, app, "/create ok3 alice @bob bob", "created #ok3 with alice, bob")
+        assert "alice, alice" not in shown(app) and "bob, bob" not in shown(app)
+        await expect(pilot, app, "/invite @carol", "added carol to #ok3")
+        await expect(pilot, app, "/remove @carol", "removed carol from #ok3")
+        await say(pilot, app, "/whois " + "x" * 100_000)
+        await until(pilot, lambda: "…" in shown(app), "the error, cut short")
+        assert max(len(line) for line in shown(app).splitlines()) < 1_000

@@ -204,7 +204,8 @@ class ChatScreen(Screen[None]):
         self.redraw(anchor="newest" if reveal else "follow")
 
     def error(self, text: str) -> None:
-        self.notice(text, "error")
+        # An error may echo what was typed (up to a whole pasted page): its start says enough.
+        self.notice(text if len(text) <= 300 else text[:300] + "…", "error")
 
     def _complete(self, text: str) -> str:
         rooms = [room_label(r, self.me) for r in self.room_ids()]

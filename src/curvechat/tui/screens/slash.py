@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from curvechat.protocol.limits import is_user_name
+from curvechat.protocol.text import visible
 from curvechat.tui import commands as cmds
 from curvechat.tui.format import room_label
 from curvechat.tui.keys import key_view, pending_changes, trust_mark
@@ -41,12 +43,17 @@ async def dispatch(screen: ChatScreen, inv: cmds.Invocation) -> None:
     elif await familiar.dispatch(screen, inv):  # /join /switch /g /msg /a /nick
         pass
     elif name == "create":
-        members = inv.rest.replace(",", " ").split()
+        members = [u.lstrip("@") for u in inv.rest.replace(",", " ").split()]
+        members = [u for u in dict.fromkeys(members) if u != screen.me]
+        for user in members:
+            if not is_user_name(user):
+                raise cmds.CommandError(f"/create: {visible(user[:64])} is not a valid user name")
         await c.create_room(args[0].lstrip("#"), members)
         screen.switch_room(args[0].lstrip("#"))
         screen.notice(f"created #{args[0].lstrip('#')} with {', '.join([screen.me, *members])}")
     elif name == "invite":
         room = need_room(screen, inv)
+        args = (args[0].lstrip("@"), *args[1:])
         result = await c.invite(room, args[0])
         screen.notice(f"added {args[0]} to {room_label(room, screen.me)}")
         if not result.verified:
@@ -60,6 +67,7 @@ async def dispatch(screen: ChatScreen, inv: cmds.Invocation) -> None:
             screen.notice(f"{args[0]} gets no earlier messages (history: verified members only)")
     elif name == "remove":
         room = need_room(screen, inv)
+        args = (args[0].lstrip("@"), *args[1:])
         if args[0] == screen.me:
             raise cmds.CommandError("/remove: to remove yourself, /leave")
         await c.remove(room, args[0])

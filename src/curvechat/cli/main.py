@@ -55,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         # refusal, a protocol or membership error: their str() leads with
         # the code) is said by that message, the code once, in brackets.
         _fail(str(exc.code), getattr(exc, "message", None) or str(exc), EXIT_FAIL)
-    except sqlite3.DatabaseError as exc:  # a cache file of another shape than ours
+    except sqlite3.DatabaseError as exc:
+        if args.command in ("serve", "monitor"):  # their files are not a client's cache
+            raise
+        # A client's cache file of another shape than ours.
         _fail("bad_cache", f"the local cache cannot be used: {exc}", EXIT_FAIL)
     except KeyboardInterrupt:
         print(

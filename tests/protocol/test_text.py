@@ -85,6 +85,14 @@ def test_tags_are_kept_only_in_a_subdivision_flag() -> None:
     long = "\U0001f3f4" + "".join(chr(0xE0000 + ord(c)) for c in "gbengland") + "\U000e007f"
     assert unsafe(visible(long)) == []
 
+    # thousands of flags with controls between them: each flag kept, each
+    # control and each stray tag shown (the flags are looked up, not scanned)
+    stray = "\U000e0041"
+    text = (flag + "\x00" + stray) * 1_000
+    parts = list(visible_parts(text))
+    assert "".join(p for p, _ in parts) == (flag + "\\x00\\U000e0041") * 1_000
+    assert [p for p, unsafe_part in parts if unsafe_part][:2] == ["\\x00\\U000e0041"] * 2
+
 
 def test_lines_split_at_newlines_only() -> None:
     assert visible_lines(CORPUS["forged_cli_line"]) == ["see below", FORGED_CLI]

@@ -293,29 +293,40 @@ def _storm_batch(ctx: zmq.Context[zmq.Socket[bytes]], connect: str) -> int:
 
 def test_per_key_memory_is_returned(server: ServerProcess) -> None:
     """KEYS distinct CURVE keys (2,500; CURVECHAT_STORM_KEYS=50000 for the long
-    run) connect, say hello and leave: once they are gone the node's memory is
-    back to within a few MB of where it was."""
+    run) connect, say hello and leave, twice: once they are gone the node's
+    memory is back to within a few MB of where it was, or, where the
+    allocator keeps the freed pages (as glibc may when the machine is busy),
+    the second storm takes no more than the first left: what a key cost is
+    returned for the next to use, not kept."""
     assert server.proc is not None
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     ctx.setsockopt(zmq.MAX_SOCKETS, BATCH + 64)
-    try:  # closed whatever fails: a socket left open fails a later test of this worker
-        _storm_batch(ctx, server.connect)  # warm up: the first allocations are not growth
-        time.sleep(12)
-        before = _rss_mb(server.proc.pid)
+
+    def storm_and_settle(before: float) -> tuple[int, float, float]:
         welcomed = sum(_storm_batch(ctx, server.connect) for _ in range(KEYS // BATCH))
-        peak = _rss_mb(server.proc.pid)
-        honest = RawClient(ctx, server.connect, Identity.generate("grace"))
+        peak = _rss_mb(server.proc.pid)  # type: ignore[union-attr]
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # the reaper forgets the sessions within 10 s
             time.sleep(2)
-            after = _rss_mb(server.proc.pid)
+            after = _rss_mb(server.proc.pid)  # type: ignore[union-attr]
             if after - before < 4:
                 break
         print(
             f"{welcomed} keys welcomed; node RSS {before:.1f} -> peak {peak:.1f} -> {after:.1f} MB"
         )
+        return welcomed, peak, after
+
+    try:  # closed whatever fails: a socket left open fails a later test of this worker
+        _storm_batch(ctx, server.connect)  # warm up: the first allocations are not growth
+        time.sleep(12)
+        before = _rss_mb(server.proc.pid)
+        welcomed, _, after = storm_and_settle(before)
+        honest = RawClient(ctx, server.connect, Identity.generate("grace"))
         assert welcomed > KEYS * 0.95
-        assert after - before < 4
+        if after - before >= 4:  # kept by the allocator, or by the node? A second storm tells
+            welcomed, peak, again = storm_and_settle(after)
+            assert welcomed > KEYS * 0.95
+            assert peak - after < 4 and again - after < 4
         assert isinstance(honest.request(m.Hello(client="after")), m.Welcome)
     finally:
         ctx.destroy(linger=0)

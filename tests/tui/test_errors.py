@@ -8,10 +8,12 @@ from __future__ import annotations
 import logging
 
 import pytest
+from textual.widgets import TextArea
 
 from curvechat.client.errors import NOT_READY_CODES
 from curvechat.protocol.errors import ErrorCode
 from curvechat.protocol.limits import MAX_TEXT_CHARS
+from curvechat.tui.screens.reader import ReaderScreen
 
 from .conftest import Kit, on_screen, ready, say, shown, until
 from support.clients import ClientFactory
@@ -104,8 +106,12 @@ async def test_the_text_limit_is_stated_and_checked_before_sealing(
         assert "too long" in shown(app).splitlines()[-1]  # one character over
         await say(pilot, app, "😀" * (MAX_TEXT_CHARS - 11) + " <last-end>")
         await until(pilot, lambda: app.client.pending() == [], "acked")
-        await until(pilot, lambda: "<last-end>" in on_screen(app), "in view")
+        folded = "⋯ folded: 1 line, 16,000 characters · /more reads it whole"
+        await until(pilot, lambda: folded in on_screen(app), "in view, folded")
         assert "pending" not in shown(app) and "not sent" not in shown(app)
+        await say(pilot, app, "/more")
+        await until(pilot, lambda: isinstance(app.screen, ReaderScreen), "the reader")
+        assert app.screen.query_one(TextArea).text.endswith("😀 <last-end>")
         (message,) = app.client.cache.messages("notes", limit=5)
         assert len(message.text or "") == MAX_TEXT_CHARS
         assert len((message.text or "").encode()) == 4 * (MAX_TEXT_CHARS - 11) + 11

@@ -15,6 +15,7 @@ import random
 from curvechat.client import events as ev
 from curvechat.client.cache import CachedMessage
 from curvechat.tui.app import CurvechatApp
+from curvechat.tui.fold import fold, folded_note
 from curvechat.tui.roomlog import RoomLog
 from curvechat.tui.widgets.composer import Composer
 from curvechat.tui.widgets.rooms import RoomList
@@ -79,6 +80,13 @@ def long_text(n: int, tag: str) -> str:
     return text + " " * (n - len(text)) if len(text) < n else text
 
 
+def end_mark(text: str, tag: str) -> str:
+    """What shows on the screen when a message's end is in view: its
+    <tag-end>, or the line under it if the timeline folds it."""
+    shown = fold(text)
+    return folded_note(shown) if shown.cut else f"<{tag}-end>"
+
+
 class Acks(Recorder):
     """The engine's events, and for each of our messages whether the screen
     still showed it pending at the moment the engine learnt it was stored
@@ -130,7 +138,8 @@ async def send_and_see_acked(  # type: ignore[no-untyped-def]
     assert recorder.pending_until_stored[txn], f"{tag} was not pending until it was stored"
     await until(pilot, lambda: "pending" not in shown(app), f"{tag} to leave pending", 5)
     if in_view:
-        await until(pilot, lambda: f"<{tag}-end>" in on_screen(app), f"{tag} in view", 5)
+        end = end_mark(text, tag)
+        await until(pilot, lambda: end in on_screen(app), f"{tag} in view", 5)
 
 
 async def test_own_messages_of_1000_to_16000_characters_leave_pending_when_acked(
@@ -169,7 +178,8 @@ async def test_messages_sent_while_a_room_loads_leave_pending_when_acked(
         await send_and_see_acked(pilot, app, recorder, long_text(1_000, "two"), "two")
         await send_and_see_acked(pilot, app, recorder, "short <two-short-end>", "two-short")
         await say(pilot, app, "/join one")
-        await until(pilot, lambda: "<one-end>" in on_screen(app), "#one at its newest", 5)
+        one_end = end_mark(text, "one")
+        await until(pilot, lambda: one_end in on_screen(app), "#one at its newest", 5)
         assert app.client.pending() == []
 
 
@@ -185,10 +195,13 @@ async def test_the_view_stays_with_the_newest_message_while_you_type(
         await until(pilot, lambda: app.chat.current == "general", "alice in #general")
         for i in range(3):
             await bob.send("general", long_text(1_500, f"bob-{i}"))
-        await until(pilot, lambda: "<bob-2-end>" in on_screen(app), "bob's messages", 10)
+        bob_end = end_mark(long_text(1_500, "bob-2"), "bob-2")
+        await until(pilot, lambda: bob_end in on_screen(app), "bob's messages", 10)
 
         composer = app.chat.query_one(Composer)
-        composer.text = long_text(2_000, "draft")  # the input line grows to its full height
+        draft = long_text(2_000, "draft")
+        draft_end = end_mark(draft, "draft")
+        composer.text = draft  # the input line grows to its full height
         composer.move_cursor(composer.document.end)
         await until(pilot, lambda: composer.size.height > 2, "a taller input line")
         await bob.send("general", "while you type <bob-typed-end>")
@@ -199,7 +212,7 @@ async def test_the_view_stays_with_the_newest_message_while_you_type(
         await recorder.until(lambda: len(recorder.of(ev.SendAcked)) > before)
         await until(
             pilot,
-            lambda: "pending" not in shown(app) and "<draft-end>" in on_screen(app),
+            lambda: "pending" not in shown(app) and draft_end in on_screen(app),
             "the draft sent, acked and in view",
             5,
         )
@@ -215,15 +228,17 @@ async def test_a_room_opens_at_its_newest_message(
         recorder = acks(app)
         await say(pilot, app, "/create notes")
         await until(pilot, lambda: app.chat.current == "notes", "in #notes")
-        await send_and_see_acked(
-            pilot, app, recorder, long_text(2_500, "note"), "note", in_view=False
-        )
+        note = long_text(2_500, "note")
+        await send_and_see_acked(pilot, app, recorder, note, "note", in_view=False)
+        note_end = end_mark(note, "note")
 
         bob, _ = await clients.make("bob", slow_link)
         await bob.create_room("long", ["alice"])
         rng = random.Random(77)
-        for i in range(77):
-            bob.queue("long", long_text(rng.randint(1_200, 3_000), f"m{i}"))
+        texts = [long_text(rng.randint(1_200, 3_000), f"m{i}") for i in range(77)]
+        for text in texts:
+            bob.queue("long", text)
+        m76_end = end_mark(texts[76], "m76")
         await until(pilot, lambda: bob.pending() == [], "bob's 77 messages acked", 60)
         await until(
             pilot,
@@ -244,13 +259,13 @@ async def test_a_room_opens_at_its_newest_message(
         for _ in range(3):  # open it, go back to #notes, open it again
             await pilot.press(step)
             await until(pilot, lambda: app.chat.current == "long", "in #long")
-            await until(pilot, lambda: "<m76-end>" in on_screen(app), "#long at its newest", 5)
+            await until(pilot, lambda: m76_end in on_screen(app), "#long at its newest", 5)
             assert at_bottom(app)
             await pilot.pause(0.5)  # and it stays there
-            assert "<m76-end>" in on_screen(app) and at_bottom(app)
+            assert m76_end in on_screen(app) and at_bottom(app)
             await pilot.press(back)
             await until(pilot, lambda: app.chat.current == "notes", "in #notes")
-            await until(pilot, lambda: "<note-end>" in on_screen(app), "#notes at its newest", 5)
+            await until(pilot, lambda: note_end in on_screen(app), "#notes at its newest", 5)
 
 
 def test_an_ack_ends_pending_once_whatever_comes_first() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from .test_first_run import Tmux, init_user
-from .test_pending import long_text
+from .test_pending import end_mark, long_text
 from support.servers import ServerProcess
 
 
@@ -21,11 +21,12 @@ def sent(tmux: Tmux, text: str, tag: str, *, page_down: bool = False) -> None:
     nothing there is pending (`page_down`: pressing PgDn, as a user would
     to look for it)."""
     tmux.paste(text)
+    end = end_mark(text, tag)
 
     def acked(pane: str) -> bool:
         if page_down:
             tmux("send-keys", "-t", "chat", "PageDown")
-        return f"<{tag}-end>" in pane and "pending" not in pane
+        return end in pane and "pending" not in pane
 
     tmux.wait(acked, f"{tag} acked and in view")
 

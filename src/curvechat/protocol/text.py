@@ -110,26 +110,39 @@ def _joins(text: str, i: int) -> bool:
 
 
 def visible_parts(text: str) -> Iterator[tuple[str, bool]]:
-    """`text` as runs of (shown text, False) and (placeholder, True), in
-    order; joining them gives `visible(text)`. A line break is a placeholder
-    here: split a multi-line text with `split_lines` first."""
+    """`text` as runs of (shown text, False) and (placeholders, True), in
+    order, each run as long as it goes; joining them gives `visible(text)`.
+    A line break is a placeholder here: split a multi-line text with
+    `split_lines` first."""
     if text.isprintable():
         if text:
             yield text, False
         return
-    flags = [m.span() for m in _FLAG.finditer(text)] if "\U0001f3f4" in text else []
+    # the tags inside a subdivision flag stay (a set: a text of thousands of
+    # flags and controls must not cost a scan of every flag per control)
+    flagged = (
+        {i for m in _FLAG.finditer(text) for i in range(m.start() + 1, m.end())}
+        if "\U0001f3f4" in text
+        else set()
+    )
     start = 0
+    held: list[str] = []  # placeholders of a run of unsafe characters: one part
     for i, ch in enumerate(text):
         if _shown(ch):
             continue
         if ch in JOINERS and _joins(text, i):
             continue
-        if flags and any(lo < i < hi for lo, hi in flags):
+        if i in flagged:
             continue
         if start < i:
+            if held:
+                yield "".join(held), True
+                held = []
             yield text[start:i], False
-        yield placeholder(ch), True
+        held.append(placeholder(ch))
         start = i + 1
+    if held:
+        yield "".join(held), True
     if start < len(text):
         yield text[start:], False
 

@@ -107,6 +107,12 @@ COMMANDS: tuple[CommandSpec, ...] = (
         aliases=("alias",),
     ),
     CommandSpec(
+        "more",
+        "/more [N]",
+        "read a folded (long) message whole: the newest, or the N-th newest",
+        (("N", "word", False),),
+    ),
+    CommandSpec(
         "help", "/help [COMMAND]", "this list, or one command", (("COMMAND", "word", False),)
     ),
     CommandSpec("quit", "/quit", "leave the app", aliases=("exit",)),

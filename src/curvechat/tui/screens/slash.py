@@ -1,5 +1,5 @@
 """The chat screen's own slash commands: /help, /quit, /create, /invite,
-/remove, /leave, /dm, /rooms, /members, /whois and /keys (the IRC-style
+/remove, /leave, /dm, /rooms, /members, /whois, /keys and /more (the IRC-style
 ones are in familiar.py). `dispatch` runs a parsed command on the screen;
 a refusal is raised (`cmds.CommandError`, or the engine's error) for the
 screen to explain in one sentence.
@@ -15,9 +15,12 @@ from typing import TYPE_CHECKING
 from curvechat.protocol.limits import is_user_name
 from curvechat.protocol.text import visible
 from curvechat.tui import commands as cmds
-from curvechat.tui.format import room_label
+from curvechat.tui.fold import text_size
+from curvechat.tui.format import clock_time, day_label, room_label
 from curvechat.tui.keys import key_view, pending_changes, trust_mark
 from curvechat.tui.screens import familiar, keydialog
+from curvechat.tui.screens.reader import ReaderScreen
+from curvechat.tui.widgets.timeline import is_folded
 
 if TYPE_CHECKING:
     from curvechat.tui.screens.chat import ChatScreen
@@ -105,6 +108,24 @@ async def dispatch(screen: ChatScreen, inv: cmds.Invocation) -> None:
         await whois(screen, args[0].lstrip("@"))
     elif name == "keys":
         await keys(screen, inv)
+    elif name == "more":
+        more(screen, args[0] if args else "1")
+
+
+def more(screen: ChatScreen, which: str) -> None:
+    """Open the reader on the `which`-th newest folded message of the room."""
+    if not (which.isascii() and which.isdigit()) or len(which) > 6 or int(which) < 1:
+        raise cmds.CommandError("/more: N is a number from 1, the newest; usage: /more [N]")
+    folded = [e for e in screen.current_log().ordered() if is_folded(e)]
+    nth = int(which)
+    if not folded:
+        raise cmds.CommandError("/more: no folded message in this room")
+    if nth > len(folded):
+        raise cmds.CommandError(f"/more: this room shows {len(folded)} folded message(s)")
+    e = folded[-nth]
+    who = screen.aliases.get(e.sender or screen.me, e.sender or screen.me)
+    title = f"{day_label(e.ts_ms)} {clock_time(e.ts_ms)}  {who} · {text_size(e.text)}"
+    screen.app.push_screen(ReaderScreen(title, e.text))
 
 
 async def whois(screen: ChatScreen, user: str) -> None:

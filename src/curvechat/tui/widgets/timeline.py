@@ -14,7 +14,7 @@ starts in column 0 (`Block`), so a message cannot forge another one.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from rich.console import Console, ConsoleOptions, RenderResult
@@ -25,6 +25,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from curvechat.protocol.text import split_lines
+from curvechat.tui.fold import Folded, fold, folded_note
 from curvechat.tui.format import clock_time, day, day_label, name_colour, safe_text
 from curvechat.tui.messages import FollowingAgain, OlderWanted, StoppedFollowing
 from curvechat.tui.roomlog import Entry, RoomLog
@@ -45,6 +46,22 @@ class Block:
 
     head: Text
     lines: list[Text]
+    folded: Folded | None = None
+    """A message too long to draw whole: what `fold` made of it."""
+    drawn: dict[int, list[Segment]] = field(default_factory=dict, compare=False, repr=False)
+    """The segments already drawn, by width (see `LogView`)."""
+
+    def segments(self, width: int, console: Console) -> list[Segment]:
+        """The rows at `width` as segments, each row ending in a new line:
+        made once for each width, since a block never changes."""
+        drawn = self.drawn.get(width)
+        if drawn is None:
+            drawn = [
+                s for row in self.rows(width, console) for s in _row_segments(row, width, console)
+            ]
+            self.drawn.clear()  # only the width on screen is kept
+            self.drawn[width] = drawn
+        return drawn
 
     def rows(self, width: int | None = None, console: Console | None = None) -> list[Text]:
         """The rows to draw at `width` columns (None: one row per line, no wrapping)."""
@@ -88,22 +105,26 @@ class LogView:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = max(options.max_width, len(CONTINUATION) + 2)
-        rows: list[Text] = []
         for item in self.items:
             if isinstance(item, Block):
-                rows.extend(item.rows(width, console))
+                yield from item.segments(width, console)
             else:
-                rows.append(item)  # a day separator: cropped if too wide
-        for row in rows:
-            if row.cell_len > width:
-                row = row.copy()
-                row.truncate(width, overflow="crop")
-            # Text.render drops the base style of a row without spans: apply it here
-            yield from Segment.apply_style(row.render(console), console.get_style(row.style))
-            yield Segment.line()
+                yield from _row_segments(item, width, console)  # a day separator
 
     def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
         return Measurement(min(MIN_BODY, options.max_width), options.max_width)
+
+
+def _row_segments(row: Text, width: int, console: Console) -> list[Segment]:
+    """One row as segments and a new line, cropped if it is wider than `width`."""
+    if row.cell_len > width:
+        row = row.copy()
+        row.truncate(width, overflow="crop")
+    # Text.render drops the base style of a row without spans: apply it here
+    return [
+        *Segment.apply_style(row.render(console), console.get_style(row.style)),
+        Segment.line(),
+    ]
 
 
 def entry_block(e: Entry, me: str, aliases: Mapping[str, str]) -> Block:
@@ -126,7 +147,8 @@ def entry_block(e: Entry, me: str, aliases: Mapping[str, str]) -> Block:
         why = safe_text(f"⚠ unreadable message ({e.error})", "bold reverse red")
         return Block(head, [why])
     style = "dim italic" if e.kind == "pending" else ""
-    lines = [safe_text(line, style) for line in split_lines(e.text)]
+    shown = fold(e.text, style)
+    lines = shown.lines
     if e.kind == "pending":
         if e.error is None and not mine:
             lines[-1].append("  ◌ peer-to-peer · not on the server yet", style="dim")
@@ -134,19 +156,54 @@ def entry_block(e: Entry, me: str, aliases: Mapping[str, str]) -> Block:
             lines[-1].append("  ◌ pending", style="dim")
         else:
             lines[-1].append_text(safe_text(f"  ✗ not sent: {e.error}", "bold red"))
-    return Block(head, lines)
+    if not shown.cut:
+        return Block(head, lines)
+    return Block(head, [*lines, Text(folded_note(shown), style="dim")], shown)
 
 
-def render_log(log: RoomLog, me: str, aliases: Mapping[str, str]) -> LogView:
+def is_folded(e: Entry) -> bool:
+    """The timeline shows `e` folded (`/more` reads it)."""
+    unreadable = e.kind == "message" and e.error is not None
+    return e.kind != "notice" and not unreadable and fold(e.text).cut
+
+
+class BlockMemo:
+    """The blocks of the entries drawn last time: each entry is made into a
+    `Block` (and drawn, see `Block.segments`) once, not on every redraw, so
+    a redraw costs little more than the rows it shows, whatever the texts."""
+
+    def __init__(self) -> None:
+        self._made: dict[int, tuple[Entry, tuple[object, ...], str, Block]] = {}
+        self._used: dict[int, tuple[Entry, tuple[object, ...], str, Block]] = {}
+
+    def block(self, e: Entry, me: str, aliases: Mapping[str, str]) -> tuple[str, Block]:
+        """The day of `e` and its block, made again only if what it shows changed."""
+        name = aliases.get(e.sender or me)
+        key = (e.kind, e.ts_ms, e.text, e.sender, e.error, e.level, me, name)
+        made = self._made.get(id(e))
+        if made is None or made[0] is not e or made[1] != key:
+            made = (e, key, day(e.ts_ms), entry_block(e, me, aliases))
+        self._used[id(e)] = made
+        return made[2], made[3]
+
+    def done(self) -> None:
+        """A redraw ended: keep only the blocks of the entries it drew."""
+        self._made, self._used = self._used, {}
+
+
+def render_log(
+    log: RoomLog, me: str, aliases: Mapping[str, str], memo: BlockMemo | None = None
+) -> LogView:
+    memo = memo or BlockMemo()
     items: list[Text | Block] = []
     last_day: str | None = None
     for e in log.ordered():
-        if e.kind != "notice":
-            d = day(e.ts_ms)
-            if d != last_day:
-                items.append(Text(f"──── {day_label(e.ts_ms)} ────", style="bold dim"))
-                last_day = d
-        items.append(entry_block(e, me, aliases))
+        d, block = memo.block(e, me, aliases)
+        if e.kind != "notice" and d != last_day:
+            items.append(Text(f"──── {day_label(e.ts_ms)} ────", style="bold dim"))
+            last_day = d
+        items.append(block)
+    memo.done()
     return LogView(items)
 
 
@@ -173,6 +230,7 @@ class Timeline(VerticalScroll):
         """Messages came in that are not drawn yet: the user reads older ones."""
         self._me = ""
         self._aliases: Mapping[str, str] = {}
+        self._memo = BlockMemo()
 
     def compose(self):  # type: ignore[no-untyped-def]
         yield Static("", id="timeline-body", markup=False)
@@ -205,7 +263,8 @@ class Timeline(VerticalScroll):
         before_y = self.scroll_y
         self.log_model = log
         self._me, self._aliases = me, aliases
-        self.query_one("#timeline-body", Static).update(render_log(log, me, aliases))
+        view = render_log(log, me, aliases, self._memo)
+        self.query_one("#timeline-body", Static).update(view)
         self.behind = False
         self.border_subtitle = ""
         if anchor == "newest" or switched:

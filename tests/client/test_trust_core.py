@@ -148,6 +148,27 @@ def test_packet_refused(w: World, rule: str) -> None:
     assert w.core.held("r") == {} or rule == "K7"
 
 
+def test_a_refused_packet_is_told_once_and_a_flood_in_one_line(w: World) -> None:
+    """A member who starts hundreds of epochs with garbage in our packet
+    costs one line, not one at each fetch of each packet (the server keeps
+    the first packet for an epoch, so every fetch brings them back)."""
+    good = w.packet(w.key("r", 1), "mallory")
+    flood = [
+        m.KeyPacket(room="r", epoch=e, recipient="alice", sender="mallory", box=good.box)
+        for e in range(2, 302)
+    ]
+    for _ in range(3):  # fetched again at every message that did not open
+        assert w.core.feed_packets("r", flood) == 0
+    (line,) = w.problems()
+    assert line.startswith("300 key packets for r (epochs 2, 3, 4, 5, 6 and 295 more) from ")
+    assert line.endswith("(K4)")
+    # a packet refused for another reason, or another packet, is told
+    assert refused_by(w, "r", w.packet(w.key("r", 1, after_op=9), "bob")) == "K5"
+    assert refused_by(w, "r", _k2(w)) == "K2"
+    assert len(w.problems()) == 3
+    assert w.core.feed_packets("r", [good]) == 1  # a genuine one is filed as ever
+
+
 def test_packet_from_a_member_is_filed_under_its_own_room_and_epoch(w: World) -> None:
     key = w.key("r", 4)
     assert w.core.feed_packets("r", [w.packet(key, "mallory")]) == 1

@@ -5,7 +5,7 @@ that tells a page asked for before one from a page asked for after."""
 from __future__ import annotations
 
 from curvechat.client.cache import CachedMessage
-from curvechat.tui.roomlog import RoomLog
+from curvechat.tui.roomlog import KEPT_NOTICES, RoomLog
 
 
 def _msg(seq: int) -> CachedMessage:
@@ -72,3 +72,14 @@ def test_a_held_log_that_left_nothing_out_takes_everything_again() -> None:
     for s in range(3, 20):
         log.add_message(_msg(s))
     assert _seqs(log) == list(range(1, 20)) and not log.has_newer
+
+
+def test_a_flood_of_notices_keeps_the_newest_and_every_message() -> None:
+    log = RoomLog("den", "alice", loaded=True)
+    log.add_message(CachedMessage("den", 1, 1000, "bob", "t1", 0, "hello", None))
+    for i in range(KEPT_NOTICES + 100):
+        log.notice(f"problem {i}", 2000 + i, "warning")
+    notices = [e.text for e in log.entries if e.kind == "notice"]
+    assert len(notices) == KEPT_NOTICES
+    assert notices[0] == "problem 100" and notices[-1] == f"problem {KEPT_NOTICES + 99}"
+    assert [e.text for e in log.entries if e.kind == "message"] == ["hello"]

@@ -157,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="requests/s one user may sustain over all connections (default 1000)",
     )
     serve.add_argument(
+        "--rate-epochs",
+        type=finite_float,
+        default=1.0,
+        help="new epochs/s one member may start in one room, after 20 at once (default 1)",
+    )
+    serve.add_argument(
         "--influx",
         metavar="URL",
         help="also push metrics to InfluxDB: a write URL "

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from curvechat.protocol import messages as m
     from curvechat.server.liveness import Liveness
     from curvechat.server.metrics import NodeMetrics
+    from curvechat.server.ratelimit import RateLimits
     from curvechat.server.rooms import RoomCache
     from curvechat.server.session import Session
     from curvechat.store import Committed, NewMessage, Store
@@ -30,6 +31,7 @@ class NodeContext(Protocol):
     draining: bool  # no new connections (server/drain.py)
     store_cut_off: bool  # no etcd member answers (server/storeguard.py)
     store: Store
+    limits: RateLimits
     rooms: RoomCache
     metrics: NodeMetrics
     liveness: Liveness

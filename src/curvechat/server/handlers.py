@@ -22,6 +22,7 @@ from curvechat.crypto.identity import transport_statement, verify
 from curvechat.protocol import ErrorCode, decode_envelope, decode_member_op, encode
 from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_PAGE, REPLY_BUDGET_BYTES
+from curvechat.server.epochpace import EpochPace
 from curvechat.server.peerdir import PeerDirectory, RecordRefused
 from curvechat.server.room_handlers import Refusal, RoomHandlers
 from curvechat.server.rooms import RoomView
@@ -87,6 +88,7 @@ class Handlers(RoomHandlers):
             m.Announce: self.announce,
         }
         self.peerdir = PeerDirectory()
+        self.epoch_pace = EpochPace(node.limits.new_epochs)
 
     async def dispatch(
         self, sess: Session, req: m.AnyRequest, queued: asyncio.Future[None] | None = None

@@ -23,3 +23,6 @@ class RateLimits:
     """Requests per second all connections of one user may sustain together."""
     burst_seconds: float = 2.0
     """How many seconds' worth of requests may come at once."""
+    new_epochs: float = 1.0
+    """New epochs a second one member may start in one room, after a burst
+    of 20 (server/epochpace.py)."""

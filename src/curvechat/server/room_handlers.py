@@ -18,6 +18,7 @@ from curvechat.crypto.membership import MemberState
 from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_PAGE, dm_members
+from curvechat.server.epochpace import EpochPace
 from curvechat.server.rooms import RoomView
 from curvechat.store import (
     Conflict,
@@ -61,6 +62,7 @@ class RoomHandlers:
 
     node: NodeContext
     store: Store
+    epoch_pace: EpochPace
 
     async def _member_view(self, sess: Session, room: str) -> RoomView:
         view = await self.node.rooms.get(room)
@@ -241,6 +243,12 @@ class RoomHandlers:
     async def new_epoch(self, sess: Session, req: m.NewEpoch) -> m.AnyReply:
         assert sess.user is not None
         view = await self._member_view(sess, req.room)
+        if not self.epoch_pace.allow(req.room, sess.user):
+            raise Refusal(
+                ErrorCode.RATE_LIMITED,
+                f"new epochs of this room come faster than {self.epoch_pace.rate:g} a second "
+                "from one member; try again in a moment",
+            )
         async with view.lock:
             view = await self.node.rooms.get(req.room) or view
             self._check_epoch(

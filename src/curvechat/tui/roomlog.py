@@ -14,6 +14,9 @@ from typing import Literal
 from curvechat.client.cache import CachedMessage
 
 EntryKind = Literal["message", "pending", "notice"]
+
+KEPT_NOTICES = 500
+"""Local notices a room's log keeps: the newest."""
 NoticeLevel = Literal["info", "error", "warning"]
 
 
@@ -49,6 +52,7 @@ class RoomLog:
     _pending: set[tuple[str, str]] = field(default_factory=set, repr=False)
     """(sender, txn) of the pending entries (ours under `me`)."""
     _newer_room: int | None = field(default=None, repr=False)
+    _notices: int = field(default=0, repr=False)
     """While held: how many newer messages the log still takes."""
 
     @property
@@ -235,7 +239,15 @@ class RoomLog:
                 e.error = reason
 
     def notice(self, text: str, ts_ms: int, level: NoticeLevel = "info") -> None:
+        """A local line; past `KEPT_NOTICES` of them, the oldest goes (the
+        cache does not keep notices, and a flood of them must not grow the
+        log for ever)."""
         self.entries.append(Entry("notice", ts_ms, text, level=level))
+        self._notices += 1
+        if self._notices > KEPT_NOTICES:
+            oldest = next(i for i, e in enumerate(self.entries) if e.kind == "notice")
+            del self.entries[oldest]
+            self._notices -= 1
 
     def ordered(self) -> list[Entry]:
         """Messages and notices as they came, the outbox last (it is not yet

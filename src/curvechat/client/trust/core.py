@@ -24,6 +24,7 @@ from curvechat.client.trust.api import Grant, ListingPlan, Opened, Rotate, Trust
 from curvechat.client.trust.jobs import Crypt, OpenJob, open_in_turn
 from curvechat.client.trust.log import RoomLog
 from curvechat.client.trust.logbook import LogBook
+from curvechat.client.trust.refusals import Refusals
 from curvechat.client.trust.rules import EpochRecord
 from curvechat.crypto.errors import CryptoError, MembershipError
 from curvechat.crypto.identity import Identity
@@ -40,6 +41,7 @@ class TrustCore:
         self.store = store
         self._emit = on_event
         self._book = LogBook(store, on_event)
+        self._refusals = Refusals(on_event)
         # room -> the index of its log at which a stale_epoch refusal that the
         # log did not explain made us rotate (rotate_on_refusal)
         self._rotated_on_refusal: dict[str, int] = {}
@@ -158,29 +160,25 @@ class TrustCore:
 
     def feed_packets(self, room: str, packets: Iterable[m.KeyPacket]) -> int:
         """Key packets fetched for `room`: each is filed only if every packet
-        rule (K1-K7) holds; a refused one is told as a Problem. Returns how
-        many were filed."""
+        rule (K1-K7) holds; a refused one is told as a Problem, once
+        (`Refusals`). Returns how many were filed."""
         filed = 0
         log = self.log(room)
+        refused: list[tuple[m.KeyPacket, rules.Rule]] = []
         for packet in packets:
             ctx = rules.PacketCtx(
                 identity=self.identity, room=room, packet=packet, log=log, held=self.held(room)
             )
             broken = rules.check_packet(ctx)
             if broken is not None:
-                self._emit(
-                    ev.Problem(
-                        room,
-                        f"key packet for {packet.room} epoch {packet.epoch} from "
-                        f"{packet.sender} refused: {rules.explain(broken)}",
-                    )
-                )
+                refused.append((packet, broken))
                 continue
             key = ctx.opened
             assert key is not None and key.room == room
             if key.epoch not in ctx.held:
                 self.store.put_epoch_key(room, key.epoch, key.after_op, key.key, packet.sender)
                 filed += 1
+        self._refusals.tell(room, refused)
         return filed
 
     def encryption_key(

@@ -1,0 +1,69 @@
+"""Key packets the trust core refused, told once.
+
+The server keeps the first packet for each epoch and recipient, and a
+client fetches again every epoch above the newest key it holds whenever a
+message it cannot open comes in. So a packet refused once (a member boxed
+us garbage, or another member's key) comes back at every such fetch; told
+each time, a member who started a few hundred such epochs made a victim's
+client tell tens of thousands of problems, and its screen redraw for each.
+
+Here each refused packet is told once for each rule it breaks, and the
+packets one fetch refuses for the same sender and rule are told together,
+in one line that names their epochs. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Final
+
+from curvechat.client import events as ev
+from curvechat.client.trust import rules
+from curvechat.protocol import messages as m
+
+MAX_REMEMBERED: Final = 50_000
+"""Refused packets remembered in all (about 100 bytes each); past it, only
+the room just told keeps its own, and another room's refused again is told
+again."""
+
+_Told = tuple[int, str, str, bytes]
+"""(epoch, sender, rule, digest of the box)."""
+
+
+class Refusals:
+    def __init__(self, emit: Callable[[ev.Event], None]) -> None:
+        self._emit = emit
+        self._told: dict[str, set[_Told]] = {}
+
+    def tell(self, room: str, refused: list[tuple[m.KeyPacket, rules.Rule]]) -> None:
+        """Tell the user of the packets of `room` refused in one fetch that
+        were not told before, as one Problem for each sender and rule."""
+        told = self._told.setdefault(room, set())
+        fresh: dict[tuple[str, rules.Rule], list[m.KeyPacket]] = defaultdict(list)
+        for packet, rule in refused:
+            mark = (packet.epoch, packet.sender, rule.id, _digest(packet))
+            if mark not in told:
+                told.add(mark)
+                fresh[(packet.sender, rule)].append(packet)
+        for (sender, rule), packets in fresh.items():
+            self._emit(ev.Problem(room, _sentence(sender, rule, packets)))
+        if sum(len(s) for s in self._told.values()) > MAX_REMEMBERED:
+            self._told = {room: told}  # the other rooms' refusals may be told again
+
+
+def _digest(packet: m.KeyPacket) -> bytes:
+    return hashlib.blake2b(packet.box, digest_size=16).digest()
+
+
+def _sentence(sender: str, rule: rules.Rule, packets: list[m.KeyPacket]) -> str:
+    epochs = sorted({p.epoch for p in packets})
+    first = packets[0]
+    if len(packets) == 1:
+        what = f"key packet for {first.room} epoch {first.epoch}"
+    else:
+        shown = ", ".join(str(e) for e in epochs[:5])
+        more = f" and {len(epochs) - 5:,} more" if len(epochs) > 5 else ""
+        what = f"{len(packets):,} key packets for {first.room} (epochs {shown}{more})"
+    return f"{what} from {sender} refused: {rules.explain(rule)}"

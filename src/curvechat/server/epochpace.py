@@ -1,0 +1,43 @@
+"""How often a member may start a new epoch of a room (`new_epoch`).
+
+Every epoch costs each member of the room a key packet stored for ever and
+fetched by every client, and each one makes the senders' current key old:
+a member who started 400 epochs a second (well under the connection's
+request rate) kept every other member's sends from being acked for 30 s and
+an admin's removal of them from ever landing (each attempt met a newer
+epoch). An honest client starts one after 100 of its own messages, a week,
+or a departure: far below the default of one a second. Removals carry their own epoch
+and are not paced here.
+
+It must never decide more than whether this member may start one now.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Final
+
+from curvechat.bucket import TokenBucket
+
+BURST: Final = 20.0
+"""New epochs one member may start in one room at once; then `rate` a
+second (`RateLimits.new_epochs`, `serve --rate-epochs`, default 1)."""
+
+MAX_TRACKED: Final = 4096
+"""(room, member) pairs kept; past it, those whose bucket is full again
+are dropped (a dropped pair starts full, which is what it was)."""
+
+
+class EpochPace:
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+
+    def allow(self, room: str, user: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        bucket = self._buckets.get((room, user))
+        if bucket is None:
+            if len(self._buckets) >= MAX_TRACKED:
+                self._buckets = {k: b for k, b in self._buckets.items() if not b.full(now)}
+            bucket = self._buckets[(room, user)] = TokenBucket(self.rate, BURST, stamp=now)
+        return bucket.take(now)

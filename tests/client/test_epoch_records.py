@@ -56,14 +56,19 @@ def test_a_new_epoch_key_joins_the_records_without_reading_the_others(
     fresh.close()
 
 
-def test_an_older_epoch_or_a_key_stored_in_a_transaction_is_read_again(
+def test_an_older_epoch_takes_its_place_and_a_key_stored_in_a_transaction_is_read_again(
     cache: Cache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for epoch in (0, 2, 3):
         cache.put_epoch_key("r", epoch, epoch, _key(epoch), None)
     assert list(cache.epoch_records("r")) == [0, 2, 3]
+    opened = _opens(cache, monkeypatch)
     cache.put_epoch_key("r", 1, 1, _key(1), None)  # learned late: still in epoch order
     assert list(cache.epoch_records("r")) == [0, 1, 2, 3]
+    assert opened == []  # and the others not read and opened again (history shared late)
+    fresh = Cache(cache_path(cache), b"k" * 32)
+    assert list(fresh.epoch_records("r").items()) == list(cache.epoch_records("r").items())
+    fresh.close()
     # Stored in a transaction that is rolled back: not held.
     with pytest.raises(RuntimeError), cache._tx():
         cache.put_epoch_key("r", 4, 4, _key(4), None)

@@ -79,6 +79,7 @@ REGISTER = m.Register(user="alice", sign_pub=K32, transport_sig=SIG)
 LOOKUP = m.Lookup(users=["alice", "bob"])
 CREATE = m.CreateRoom(room="general", ops=[SIGNED], epoch=UPLOAD)
 ADD = m.AddMember(room="general", op=SIGNED, packets=[PACKET])
+SHARE_KEYS = m.ShareKeys(room="general", recipient="bob", packets=[PACKET])
 REMOVE = m.RemoveMember(room="general", op=SIGNED, epoch=UPLOAD)
 NEW_EPOCH = m.NewEpoch(room="general", epoch=UPLOAD)
 MEMBERS = m.Members(room="general", after=3)
@@ -99,6 +100,7 @@ REQUESTS: list[m.Request] = [
     m.CreateRoom(room="@alice:bob", ops=[SIGNED, SIGNED], epoch=UPLOAD),
     ADD,
     m.AddMember(room="general", op=SIGNED, packets=[]),
+    SHARE_KEYS,
     REMOVE,
     m.Leave(room="general", op=SIGNED),
     m.Promote(room="general", op=SIGNED),
@@ -285,6 +287,7 @@ def test_limits_themselves_are_accepted() -> None:
             room="general",
             epoch=m.EpochUpload(epoch=2**31, after_op=2**31, packets=[PACKET] * MAX_BATCH),
         ),
+        m.ShareKeys(room=room, recipient=name, packets=[PACKET] * MAX_BATCH),
         m.Send(envelope=msgspec.structs.replace(ENVELOPE, txn="T" * 64, epoch=2**31)),
         m.Send(envelope=msgspec.structs.replace(ENVELOPE, txn="a_b-C9z0", ct=bytes(16))),
         m.Ping(t=2**53),
@@ -562,6 +565,10 @@ CASES: dict[str, tuple[Callable[[bytes], object], bytes]] = {
     "create-no-ops": q(CREATE, ("ops",), []),
     "create-too-many-ops": q(CREATE, ("ops",), [_builtins(SIGNED)] * (MAX_BATCH + 1)),
     "add-too-many-packets": q(ADD, ("packets",), [_builtins(PACKET)] * (MAX_BATCH + 1)),
+    "share-keys-too-many-packets": q(
+        SHARE_KEYS, ("packets",), [_builtins(PACKET)] * (MAX_BATCH + 1)
+    ),
+    "share-keys-no-packets": q(SHARE_KEYS, ("packets",), []),
     "upload-too-many-packets": q(
         NEW_EPOCH, ("epoch", "packets"), [_builtins(PACKET)] * (MAX_BATCH + 1)
     ),

@@ -450,6 +450,42 @@ async def test_key_packets_filtering(store: Store) -> None:
     assert await store.key_packets("r2", "bob") == [packet("r2", 0, "bob")]
 
 
+async def test_put_packets_first_wins_without_changing_the_room(store: Store) -> None:
+    before = await make_room(store, "r1", ["alice", "carol"])
+    # More packets than one etcd transaction carries (max_txn_ops 128).
+    wanted = [packet("r1", epoch, "bob") for epoch in range(300)]
+    given = [
+        *wanted[:150],
+        packet("r1", 7, "bob", "mallory"),  # the same key twice in one call: the first wins
+        packet("r1", 0, "alice", "mallory"),  # stored by create_room: kept
+        *wanted[150:],
+    ]
+    await store.put_packets("r1", given)
+    assert await store.key_packets("r1", "bob") == wanted
+    assert await store.key_packets("r1", "alice") == [packet("r1", 0, "alice")]
+    # Later calls add only what has no packet yet.
+    await store.put_packets(
+        "r1", [packet("r1", 3, "bob", "mallory"), packet("r1", 300, "bob", "carol")]
+    )
+    assert await store.key_packets("r1", "bob", min_epoch=299) == [
+        packet("r1", 299, "bob"),
+        packet("r1", 300, "bob", "carol"),
+    ]
+    assert (await store.key_packets("r1", "bob"))[3] == packet("r1", 3, "bob")
+    await store.put_packets("r1", [])
+    assert await store.room("r1") == before  # no op, no epoch, no head moved
+    assert await store.ops("r1") == [op(0)]
+
+
+async def test_put_packets_checks_the_room(store: Store) -> None:
+    await make_room(store, "r1")
+    with pytest.raises(NoSuchRoom):
+        await store.put_packets("nope", [packet("nope", 0, "bob")])
+    with pytest.raises(ValueError):
+        await store.put_packets("r1", [packet("r2", 0, "bob")])
+    assert await store.key_packets("r1", "bob") == []
+
+
 # --- messages ------------------------------------------------------------------
 async def test_append_messages_basic(store: Store) -> None:
     await make_room(store, "r1")

@@ -23,7 +23,7 @@ from curvechat.crypto.membership import sign_op
 from curvechat.crypto.roomkeys import EpochKey, new_epoch_key
 from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
-from curvechat.protocol.limits import dm_members, dm_room, is_room_id
+from curvechat.protocol.limits import MAX_BATCH, dm_members, dm_room, is_room_id
 
 HISTORY_MODES = ("all", "verified")
 
@@ -35,6 +35,26 @@ class InviteResult:
     safety_number: str
     """Compare this with the invitee before trusting the invite went to them."""
     shared_history: bool
+    epochs_not_shared: int = 0
+    """Epochs of the history that did not reach the new member (the server
+    refused `share_keys`: a node older than it, or the member left)."""
+
+
+ADD_PACKETS = 100
+"""History packets that go with the add itself: an etcd store writes the op
+and its packets in one transaction, which holds 128 operations by default."""
+
+
+def split_history(
+    packets: list[m.KeyPacket],
+) -> tuple[list[m.KeyPacket], list[list[m.KeyPacket]]]:
+    """History packets (by epoch) for a member we add: the newest
+    `ADD_PACKETS`, which go with the add, and the rest in `share_keys`
+    pages of at most MAX_BATCH, newest first."""
+    cut = max(len(packets) - ADD_PACKETS, 0)
+    older = packets[:cut]
+    pages = [older[max(end - MAX_BATCH, 0) : end] for end in range(cut, 0, -MAX_BATCH)]
+    return packets[cut:], pages
 
 
 class RoomCommands:
@@ -134,15 +154,19 @@ class RoomCommands:
         verified = self.p.core.verified(user)
         share = verified or self.history_sharing(room) == "all"
 
+        pages: list[list[m.KeyPacket]] = []  # what does not fit in the add
+
         def build() -> tuple[m.AnyRequest, m.SignedOp]:
             if self.p.core.log(room).is_member(user):
                 raise NotReady(f"{user} is already a member of {room}", "already_member")
             self.p.core.refuse_if_key_changed(room)
             signed = self._signed(room, "add", user, key)
             packets = self.p.core.history_for(room, user, key) if share else []
-            return m.AddMember(room=room, op=signed, packets=packets), signed
+            first, pages[:] = split_history(packets)
+            return m.AddMember(room=room, op=signed, packets=first), signed
 
         await self._membership_change(room, build)
+        left_out = await self._share_rest(room, user, pages)
         if not share:
             # The newcomer holds no key yet: start an epoch that includes them.
             async with self.p.lock:
@@ -154,7 +178,27 @@ class RoomCommands:
             verified=verified,
             safety_number=safety_number(self.p.me, self.p.identity.sign_pub, user, key),
             shared_history=share,
+            epochs_not_shared=left_out,
         )
+
+    async def _share_rest(self, room: str, user: str, pages: list[list[m.KeyPacket]]) -> int:
+        """Send the history that did not fit in the add; how many epochs of it
+        the server refused (0: all delivered)."""
+        async with self.p.lock:
+            for done, page in enumerate(pages):
+                try:
+                    await self.p.ask(
+                        m.ShareKeys(room=room, recipient=user, packets=page), m.RoomChanged
+                    )
+                except ServerRefused as exc:
+                    left = sum(len(p) for p in pages[done:])
+                    self.p.emit(
+                        ev.Problem(
+                            room, f"{left} earlier epochs were not shared with {user}: {exc}"
+                        )
+                    )
+                    return left
+        return 0
 
     async def remove(self, room: str, user: str) -> None:
         if dm_members(room) is not None:

@@ -181,16 +181,24 @@ class Sync:
             if len(reply.ops) < MAX_PAGE or core.log(room).index == index:
                 return True
 
-    async def refresh(self, room: str) -> None:
+    async def refresh(self, room: str, *, all_keys: bool = False) -> None:
         """Bring the verified log and the epoch keys of `room` up to date,
         then try again the messages that did not open if that changed them.
-        Lock held. Raises UntrustedLog if the log does not verify."""
+        With `all_keys`, fetch also the packets below the newest epoch held
+        (history shared after an add is older). Lock held. Raises
+        UntrustedLog if the log does not verify."""
         if await self.refresh_ops(room):
             held = self.p.core.held(room)
+            if all_keys:  # from the oldest epoch we lack, up to keys we hold
+                lacking = next(e for e in range(len(held) + 1) if e not in held)
+                await self.fetch_keys(room, lacking, until_held=True)
+                held = self.p.core.held(room)
             await self.fetch_keys(room, max(held) + 1 if held else 0)
             await self.recover.room(room)
 
-    async def fetch_keys(self, room: str, min_epoch: int) -> None:
+    async def fetch_keys(self, room: str, min_epoch: int, *, until_held: bool = False) -> None:
+        """Key packets for us from `min_epoch` on, page by page; with
+        `until_held`, only until a page brings no key we lacked."""
         while True:
             try:
                 reply = await self.p.ask(m.FetchKeys(room=room, min_epoch=min_epoch), m.KeyPackets)
@@ -198,9 +206,9 @@ class Sync:
                 if exc.code in GONE:
                     return
                 raise
-            self.p.core.feed_packets(room, reply.packets)
+            filed = self.p.core.feed_packets(room, reply.packets)
             top = max((p.epoch for p in reply.packets), default=min_epoch - 1)
-            if len(reply.packets) < MAX_PAGE or top < min_epoch:
+            if len(reply.packets) < MAX_PAGE or top < min_epoch or (until_held and not filed):
                 return
             min_epoch = top + 1
 
@@ -289,7 +297,7 @@ class Sync:
                 # Only a hint: the room is hidden until a listing shows it again (R3).
                 self.p.core.withdrawn(msg.room, msg.reason)
                 return
-            await self.refresh(msg.room)
+            await self.refresh(msg.room, all_keys=msg.reason == "keys")
             joined = cache.room(msg.room)
             if joined is not None and not joined.left:
                 await self.catch_up(msg.room, joined.cursor)

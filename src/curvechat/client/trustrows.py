@@ -119,12 +119,15 @@ class TrustRows:
         cached = self._epoch_keys.get(room)
         if cached is None or cur.rowcount == 0:
             return  # read when next asked for; or an epoch already held, kept as it was
-        if self._db.in_transaction or (cached and epoch < next(reversed(cached))):
-            # It may yet be rolled back, or it is an older epoch (the records are
-            # kept in epoch order): read them again when next asked for.
+        if self._db.in_transaction:
+            # It may yet be rolled back: read them again when next asked for.
             del self._epoch_keys[room]
-        else:  # committed: one more key, not every key of the room read and opened again
-            cached[epoch] = EpochRecord(epoch=epoch, after_op=after_op, key=key, sender=sender)
+            return
+        # Committed: one more key, not every key of the room read and opened again.
+        older = bool(cached) and epoch < next(reversed(cached))
+        cached[epoch] = EpochRecord(epoch=epoch, after_op=after_op, key=key, sender=sender)
+        if older:  # history shared late: the records are kept in epoch order
+            self._epoch_keys[room] = dict(sorted(cached.items()))
 
     def epoch_usage(self, room: str, epoch: int) -> tuple[int, int]:
         """(messages stored under `epoch`, when its key was stored, ms)."""

@@ -57,6 +57,7 @@ from curvechat.protocol.requests import (
     Lookup as Lookup,
     CreateRoom as CreateRoom,
     AddMember as AddMember,
+    ShareKeys as ShareKeys,
     RemoveMember as RemoveMember,
     Leave as Leave,
     Promote as Promote,

@@ -79,11 +79,25 @@ class CreateRoom(Request, tag="create_room", frozen=True):
 
 
 class AddMember(Request, tag="add_member", frozen=True):
-    """Add a member; `packets` wrap every earlier epoch key for them."""
+    """Add a member; `packets` wrap earlier epoch keys for them (at most
+    MAX_BATCH: a client sends the newest, and the rest with `ShareKeys`)."""
 
     room: Room
     op: SignedOp
     packets: Annotated[list[KeyPacket], Meta(max_length=L.MAX_BATCH)]
+
+    def __post_init__(self) -> None:
+        check_room(self.room)
+
+
+class ShareKeys(Request, tag="share_keys", frozen=True):
+    """More history for `recipient`, a member the sender added last: key
+    packets of earlier epochs that did not fit in its `AddMember`. An
+    (epoch, recipient) that has a packet already keeps it (first wins)."""
+
+    room: Room
+    recipient: User
+    packets: Annotated[list[KeyPacket], Meta(min_length=1, max_length=L.MAX_BATCH)]
 
     def __post_init__(self) -> None:
         check_room(self.room)
@@ -240,6 +254,7 @@ AnyRequest = (
     | Lookup
     | CreateRoom
     | AddMember
+    | ShareKeys
     | RemoveMember
     | Leave
     | Promote

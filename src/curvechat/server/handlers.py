@@ -74,6 +74,7 @@ class Handlers(RoomHandlers):
             m.Lookup: self.lookup,
             m.CreateRoom: self.create_room,
             m.AddMember: self.add_member,
+            m.ShareKeys: self.share_keys,
             m.RemoveMember: self.remove_member,
             m.Leave: self.leave,
             m.Promote: self.promote,

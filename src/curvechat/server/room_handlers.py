@@ -1,8 +1,9 @@
-"""The membership requests: create a room, add, remove, leave, promote, a new
-epoch, list rooms and members, and the access rule every room request
-shares (`_member_view`). Each op is applied to the same `MemberState` the
-clients use and checked (signer, target key, key packets, epoch) before the
-store commits it; the room's cached view is replaced under its lock.
+"""The membership requests: create a room, add, share more history with a
+member just added, remove, leave, promote, a new epoch, list rooms and
+members, and the access rule every room request shares (`_member_view`).
+Each op is applied to the same `MemberState` the clients use and checked
+(signer, target key, key packets, epoch) before the store commits it; the
+room's cached view is replaced under its lock.
 
 Refusals are `Refusal(code, message)`; the node turns them into `Error`
 replies. What this module must never do: touch a socket (pushes go through
@@ -19,7 +20,7 @@ from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_PAGE, dm_members
 from curvechat.server.epochpace import EpochPace
-from curvechat.server.rooms import RoomView
+from curvechat.server.rooms import RoomView, note_adder
 from curvechat.store import (
     Conflict,
     EpochRecord,
@@ -135,8 +136,10 @@ class RoomHandlers:
             raise Refusal(ErrorCode.FORBIDDEN, "only its two users can open a direct-message room")
         state = MemberState.empty(req.room)
         records: list[OpRecord] = []
+        adders: dict[str, str] = {}
         for signed in req.ops:
             state, op = state.apply(signed)
+            note_adder(adders, op.kind, op.actor, op.target)
             if op.index == 0 and op.actor != sess.user:
                 raise Refusal(ErrorCode.FORBIDDEN, "the room must be created by its requester")
             if op.kind not in ("create", "add", "promote"):
@@ -156,7 +159,7 @@ class RoomHandlers:
             )
         except RoomExists as exc:
             raise Refusal(ErrorCode.ROOM_EXISTS, f"room {req.room} exists") from exc
-        self.node.rooms.put(RoomView(record=record, state=state))
+        self.node.rooms.put(RoomView(record=record, state=state, adders=adders))
         self.node.push(
             list(state.members), m.RoomPush(room=req.room, reason="members"), skip=sess.routing_id
         )
@@ -214,8 +217,16 @@ class RoomHandlers:
                 await self.node.rooms.reload(room)
                 raise Refusal(ErrorCode.CONFLICT, "the room changed meanwhile; refetch") from exc
             departure = op.index if kind in ("remove", "leave") else view.last_departure
+            adders = dict(view.adders)
+            note_adder(adders, op.kind, op.actor, op.target)
             self.node.rooms.put(
-                RoomView(record=record, state=state, last_departure=departure, lock=view.lock)
+                RoomView(
+                    record=record,
+                    state=state,
+                    last_departure=departure,
+                    adders=adders,
+                    lock=view.lock,
+                )
             )
         everyone = sorted(before | set(state.members))
         self.node.push(
@@ -230,6 +241,32 @@ class RoomHandlers:
 
     async def add_member(self, sess: Session, req: m.AddMember) -> m.AnyReply:
         return await self._change(sess, req.room, req.op, "add", packets=req.packets)
+
+    async def share_keys(self, sess: Session, req: m.ShareKeys) -> m.AnyReply:
+        """More of the room's history for a member the sender added last
+        (after an `add_member` whose packets could not hold it all)."""
+        assert sess.user is not None
+        view = await self._member_view(sess, req.room)
+        async with view.lock:  # no membership change in between
+            view = await self.node.rooms.get(req.room) or view
+            if not view.state.is_member(req.recipient):
+                raise Refusal(ErrorCode.BAD_OP, f"{req.recipient} is not a member of {req.room}")
+            if view.adders.get(req.recipient) != sess.user:
+                raise Refusal(
+                    ErrorCode.FORBIDDEN,
+                    f"only the member who added {req.recipient} shares history with them",
+                )
+            self._check_packets(
+                sess,
+                req.room,
+                req.packets,
+                recipients={req.recipient},
+                epochs=range(0, view.record.epoch + 1),
+            )
+            # The store keeps the first packet of each (epoch, recipient).
+            await self.store.put_packets(req.room, packet_records(req.room, req.packets))
+        self.node.push([req.recipient], m.RoomPush(room=req.room, reason="keys"))
+        return m.RoomChanged(info=room_info(view.record, len(view.state.members)))
 
     async def remove_member(self, sess: Session, req: m.RemoveMember) -> m.AnyReply:
         return await self._change(sess, req.room, req.op, "remove", upload=req.epoch)
@@ -268,6 +305,7 @@ class RoomHandlers:
                     record=record,
                     state=view.state,
                     last_departure=view.last_departure,
+                    adders=view.adders,
                     lock=view.lock,
                 )
             )

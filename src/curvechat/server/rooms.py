@@ -30,6 +30,9 @@ class RoomView:
     state: MemberState
     last_departure: int = -1
     """Index of the latest remove/leave op; an epoch older than it is stale."""
+    adders: dict[str, str] = field(default_factory=dict)
+    """Each member -> the actor of the op that last added them (who may
+    share the room's history with them: `share_keys`)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     refused: set[str] = field(default_factory=set)
     """Users refused as non-members at this version of the room."""
@@ -46,12 +49,26 @@ REFUSED_KEPT = 10_000  # refused users remembered per room version
 REPLAY_IN_THREAD = 64  # ops to verify above which the work leaves the event loop
 
 
-def _last_departure(ops: Sequence[SignedOp], last: int = -1) -> int:
+def _log_facts(
+    ops: Sequence[SignedOp], last: int = -1, adders: dict[str, str] | None = None
+) -> tuple[int, dict[str, str]]:
+    """(index of the latest remove or leave, member -> who last added them)
+    after `ops`, from those of the log before them."""
+    adders = dict(adders or {})
     for signed in ops:
         op = decode_member_op(signed.op)
         if op.kind in ("remove", "leave"):
             last = op.index
-    return last
+        note_adder(adders, op.kind, op.actor, op.target)
+    return last, adders
+
+
+def note_adder(adders: dict[str, str], kind: str, actor: str, target: str) -> None:
+    """What an op of `kind` does to `RoomView.adders`."""
+    if kind in ("create", "add"):
+        adders[target] = actor
+    elif kind in ("remove", "leave"):
+        adders.pop(target, None)
 
 
 def _extend(state: MemberState, ops: Sequence[SignedOp]) -> MemberState:
@@ -86,16 +103,17 @@ class RoomCache:
             old.record = record  # only the message head moved: same view, same refusals
             return old
         if old is not None and record.op_head > old.state.index:
-            base, last = old.state, old.last_departure
+            base, last, adders = old.state, old.last_departure, old.adders
             ops = [SignedOp(op=r.op, sig=r.sig) for r in await self._store.ops(room, base.index)]
         else:
-            base, last = MemberState.empty(room), -1
+            base, last, adders = MemberState.empty(room), -1, {}
             ops = [SignedOp(op=r.op, sig=r.sig) for r in await self._store.ops(room)]
         if len(ops) > REPLAY_IN_THREAD:
             state = await asyncio.to_thread(_extend, base, ops)
         else:
             state = _extend(base, ops)
-        view = RoomView(record=record, state=state, last_departure=_last_departure(ops, last))
+        last, adders = _log_facts(ops, last, adders)
+        view = RoomView(record=record, state=state, last_departure=last, adders=adders)
         if old is not None:
             view.lock = old.lock
         self._rooms[room] = view

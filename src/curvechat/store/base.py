@@ -261,6 +261,14 @@ class Store(abc.ABC):
         packets. Raises NoSuchRoom."""
 
     @abc.abstractmethod
+    async def put_packets(self, room: str, packets: Sequence[PacketRecord]) -> None:
+        """Store key packets of epochs the room has, without an op or a new
+        epoch (history shared after an add). A packet whose (epoch,
+        recipient) has one already is ignored: the first wins. Raises
+        NoSuchRoom. The etcd store may write a long list in several
+        transactions (each packet is stored once either way)."""
+
+    @abc.abstractmethod
     async def room(self, room: str) -> RoomRecord | None:
         """The room's record, or None."""
 

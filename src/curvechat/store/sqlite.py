@@ -232,6 +232,11 @@ class SQLiteStore(Store):
         check_packets(room, packets)
         return await self._change_room(room, None, (), epoch, packets)
 
+    async def put_packets(self, room: str, packets: Sequence[PacketRecord]) -> None:
+        packets = tuple(packets)
+        check_packets(room, packets)
+        await self._run(functools.partial(q.put_packets, room=room, packets=packets))
+
     async def _change_room(
         self,
         room: str,

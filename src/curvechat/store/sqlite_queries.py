@@ -222,6 +222,16 @@ def change_room(
     return transaction(conn, body)
 
 
+def put_packets(conn: sqlite3.Connection, room: str, packets: Sequence[PacketRecord]) -> None:
+    """`put_packets`: the room's row is not changed."""
+
+    def body() -> None:
+        _require_room(conn, room)
+        _insert_packets(conn, packets)
+
+    transaction(conn, body)
+
+
 def ops(conn: sqlite3.Connection, room: str, after: int) -> list[OpRecord]:
     def body() -> list[OpRecord]:
         _require_room(conn, room)

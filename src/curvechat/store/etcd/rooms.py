@@ -1,6 +1,7 @@
 """The etcd store's rooms and membership: creating a room, appending a
 membership op or an epoch (each one transaction, compare-and-swap on the
-room's meta, retried when another node won), and the reads of a room's
+room's meta, retried when another node won), key packets shared after an
+add (each put only while its key is absent), and the reads of a room's
 record, ops, members and key packets (each at one revision with the
 room's meta, so a room that does not exist is NoSuchRoom).
 
@@ -32,6 +33,8 @@ from curvechat.store.base import (
 from curvechat.store.etcd import records as rec
 from curvechat.store.etcd.client import CAS_RETRIES, EtcdClient, now_ms
 from curvechat.store.etcd.keys import prefix_end, q, tail, uq
+
+_GREATER = rpc.Compare.CompareResult.GREATER
 
 
 class EtcdRooms(EtcdClient):
@@ -199,6 +202,42 @@ class EtcdRooms(EtcdClient):
         check_packets(room, packets)
         self._require_open()
         return await self._change_room(room, None, (), epoch, packets)
+
+    async def put_packets(self, room: str, packets: Sequence[PacketRecord]) -> None:
+        """A transaction per `max_txn_ops - 1` packets, each put only while
+        its key is absent and the room's meta present (a lost compare reads
+        which keys exist now, and tries again without them)."""
+        packets = tuple(packets)
+        check_packets(room, packets)
+        self._require_open()
+        first: dict[bytes, PacketRecord] = {}
+        for p in packets:
+            first.setdefault(self.k_packet(room, p.recipient, p.epoch), p)
+        todo = list(first.items())
+        step = self.max_txn_ops - 1
+        for start in range(0, len(todo), step):
+            chunk = dict(todo[start : start + step])
+            for _ in range(CAS_RETRIES):
+                meta, *got = await self._read_txn(
+                    [
+                        rpc.RangeRequest(key=self.k_meta(room), keys_only=True),
+                        *(rpc.RangeRequest(key=k, keys_only=True) for k in chunk),
+                    ]
+                )
+                if not meta:
+                    raise NoSuchRoom(room)
+                for key, kvs in zip(list(chunk), got, strict=True):
+                    if kvs:
+                        del chunk[key]
+                if not chunk:
+                    break
+                compares = [self._version_is(self.k_meta(room), 0, _GREATER)]
+                compares += [self._version_is(k, 0) for k in chunk]
+                writes = [self._put(k, rec.enc.encode((p.sender, p.box))) for k, p in chunk.items()]
+                if (await self._txn(compares, writes)).succeeded:
+                    break
+            else:
+                raise StoreUnavailable("too much contention on the room's key packets")
 
     async def room(self, room: str) -> RoomRecord | None:
         state = await self._room_state(room)

@@ -80,9 +80,38 @@ async def test_a_flood_of_services_is_read_a_few_at_a_time() -> None:
     assert sorted(started) == sorted(
         [f"s{i}.{SERVICE}" for i in range(MAX_READS + MAX_WAITING)] + [f"s0.{SERVICE}"]
     )
-    assert started[: MAX_READS + 1] == [f"s{i}.{SERVICE}" for i in range(MAX_READS)] + [
-        f"s0.{SERVICE}"
-    ]
+    # s0's second read waits its turn behind those that waited before it
+    assert started[: MAX_READS + 1] == [f"s{i}.{SERVICE}" for i in range(MAX_READS + 1)]
+    assert started[-1] == f"s0.{SERVICE}"
+
+
+async def test_services_that_change_at_every_read_do_not_starve_one_waiting() -> None:
+    """A stranger's MAX_READS services change while each is read, again and
+    again: each is read again behind the services that waited before it, so
+    a genuine one waiting is read in its turn (it once waited for ever)."""
+    mdns = MdnsPeers("alice", lambda signed: None)
+    mdns._zc = object()  # type: ignore[assignment]
+    started: list[str] = []
+
+    async def read(service_type: str, name: str) -> None:
+        started.append(name)
+        await asyncio.sleep(0)
+        if name != f"genuine.{SERVICE}":  # it changes while it is read
+            mdns._changed(None, SERVICE, name, ServiceStateChange.Updated)  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+
+    mdns._read = read  # type: ignore[method-assign]
+    for i in range(MAX_READS):
+        mdns._changed(None, SERVICE, f"s{i}.{SERVICE}", ServiceStateChange.Added)  # type: ignore[arg-type]
+    mdns._changed(None, SERVICE, f"genuine.{SERVICE}", ServiceStateChange.Added)  # type: ignore[arg-type]
+    for _ in range(200):
+        await asyncio.sleep(0)
+    assert f"genuine.{SERVICE}" in started, started[:40]
+    assert started.index(f"genuine.{SERVICE}") <= MAX_READS
+    for task in list(mdns._reads.values()):
+        task.cancel()
+    mdns._zc = None  # type: ignore[assignment]
+    await asyncio.sleep(0)
     mdns._zc = None
     await mdns.close()
 

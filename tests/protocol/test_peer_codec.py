@@ -55,6 +55,41 @@ def test_a_record_round_trips_and_is_bounded() -> None:
     assert info.value.code == "bad_frame"
 
 
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "tcp://localhost:5432",  # a name: every member who dials it would ask a resolver
+        "tcp://internal.example:80",
+        "tcp://-:1",  # passed the pattern; libzmq refused it at every round
+        "tcp://.:1",
+        "tcp://]:1",
+        "tcp://0.0.0.0:7000",
+        "tcp://[::]:7000",
+        "tcp://224.0.0.251:5353",
+        "tcp://255.255.255.255:9",
+        "tcp://::1:7000",  # IPv6 without brackets
+        "tcp://[192.0.2.1]:7000",
+        "tcp://192.0.2.1:0",
+        "tcp://192.0.2.1:65536",
+    ],
+)
+def test_a_record_names_addresses_a_member_may_dial(endpoint: str) -> None:
+    good = p.PeerRecord(
+        user="alice", transport_pub=bytes(32), endpoints=["tcp://192.0.2.1:7000"], ts=1
+    )
+    fields = {**msgspec.structs.asdict(good), "endpoints": ["tcp://192.0.2.1:7000", endpoint]}
+    with pytest.raises(RemoteProtocolError) as info:
+        p.decode_record(msgspec.msgpack.encode(fields))
+    assert info.value.code == "bad_frame" and "endpoint" in info.value.message
+    for fine in (
+        "tcp://127.0.0.1:7000",
+        "tcp://[::1]:7000",
+        "tcp://[fe80::1]:7",
+        "tcp://10.1.2.3:1",
+    ):
+        assert p.endpoint_problem(fine) is None
+
+
 def test_what_a_peer_may_not_send() -> None:
     too_many = p.Digest(room="general", have=[REF] * (p.MAX_DIGEST + 1))
     cases = {

@@ -23,6 +23,7 @@ says what a well-formed frame is, and decodes bytes into one or a
 from __future__ import annotations
 
 import enum
+import ipaddress
 from typing import Annotated, Final
 
 import msgspec
@@ -76,6 +77,26 @@ class PeerCode(enum.StrEnum):
 Endpoint = Annotated[str, Meta(pattern=r"^tcp://[0-9A-Za-z.:\[\]-]{1,200}:[0-9]{1,5}\Z")]
 
 
+def endpoint_problem(endpoint: str) -> str | None:
+    """Why a record's endpoint may not be dialled, or None. Only an IP
+    address and a port 1-65535: a host name would make every member who
+    dials it ask a resolver (a beacon of when they are offline), and an
+    unspecified, multicast or broadcast address is no peer."""
+    host, _, port = endpoint.removeprefix("tcp://").rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return f"port {port!r} is not 1-65535"
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        ip = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        return f"{host!r} is not an IP address"
+    if (ip.version == 6) != bracketed:
+        return f"{host!r}: an IPv6 address is written in brackets, an IPv4 one is not"
+    if ip.is_unspecified or ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
+        return f"{host!r} is not the address of one host"
+    return None
+
+
 class PeerRecord(Wire, frozen=True):
     """Where `user` listens, and the CURVE key its listener proves."""
 
@@ -84,6 +105,12 @@ class PeerRecord(Wire, frozen=True):
     endpoints: Annotated[list[Endpoint], Meta(max_length=MAX_ENDPOINTS)]
     ts: Millis
     """The announcer's clock: a newer record replaces an older one."""
+
+    def __post_init__(self) -> None:
+        for endpoint in self.endpoints:
+            problem = endpoint_problem(endpoint)
+            if problem is not None:
+                raise ValueError(f"endpoint {endpoint}: {problem}")
 
 
 class TxnRef(Wire, array_like=True, frozen=True):

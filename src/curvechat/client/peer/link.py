@@ -47,13 +47,18 @@ class PeerLink:
             sock = self.ctx.socket(zmq.DEALER)
             sock.linger = 0
             sock.immediate = True  # queue only to a listener whose handshake completed
+            sock.ipv6 = True  # a record may name an IPv6 address
             sock.maxmsgsize = p.MAX_PEER_FRAME
             sock.rcvhwm = p.PEER_RCVHWM
             sock.curve_serverkey = zmq.utils.z85.encode(self.record.transport_pub)
             sock.curve_publickey = zmq.utils.z85.encode(self.identity.transport_pub)
             sock.curve_secretkey = zmq.utils.z85.encode(self.identity.transport_secret)
-            for endpoint in self.record.endpoints:
-                sock.connect(endpoint)
+            try:
+                for endpoint in self.record.endpoints:
+                    sock.connect(endpoint)
+            except zmq.ZMQError as exc:  # closed here: never left to the collector
+                sock.close(0)
+                raise PeerUnreachable(f"{self.user}: cannot dial its record: {exc}") from exc
             self._sock = sock
         return self._sock
 

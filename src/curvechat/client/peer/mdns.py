@@ -129,9 +129,12 @@ class MdnsPeers:
             log.warning("reading mDNS service %s failed", name, exc_info=task.exception())
         if self._zc is None:
             return
-        if name in self._again:  # ahead of the queue: it was waiting already
-            self._start(self._again.pop(name), name)
-        elif self._waiting:
+        if name in self._again:
+            # Read again, but behind those that waited before: a service that
+            # changes at every read must not keep the others from being read.
+            # (Past MAX_WAITING too: at most MAX_READS more, and none lost.)
+            self._waiting[name] = self._again.pop(name)
+        if self._waiting:
             waiting = next(iter(self._waiting))
             self._start(self._waiting.pop(waiting), waiting)
 

@@ -57,7 +57,10 @@ class PeerRecords:
             p.PeerRecord(
                 user=self.me,
                 transport_pub=self.trust.identity.transport_pub,
-                endpoints=endpoints[: p.MAX_ENDPOINTS],
+                # only what a member may dial (an address, not a name)
+                endpoints=[e for e in endpoints if p.endpoint_problem(e) is None][
+                    : p.MAX_ENDPOINTS
+                ],
                 ts=now_ms,
             )
         )

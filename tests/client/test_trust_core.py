@@ -169,6 +169,18 @@ def test_a_refused_packet_is_told_once_and_a_flood_in_one_line(w: World) -> None
     assert w.core.feed_packets("r", [good]) == 1  # a genuine one is filed as ever
 
 
+def test_a_fetch_of_late_history_passes_over_the_epochs_held(w: World) -> None:
+    """`new_only`: a packet of an epoch we hold is not opened (a fetch from
+    the oldest epoch we lack walks over every epoch above it) nor told."""
+    assert w.core.feed_packets("r", [w.packet(w.key("r", 2), "bob")]) == 1
+    garbage = m.KeyPacket(room="r", epoch=2, recipient="alice", sender="bob", box=bytes(80))
+    late = w.packet(w.key("r", 1), "bob")
+    assert w.core.feed_packets("r", [garbage, late], new_only=True) == 1
+    assert sorted(w.core.held("r")) == [1, 2] and w.problems() == []
+    assert w.core.feed_packets("r", [garbage]) == 0  # read as ever without it: K4
+    assert w.problems()[-1].endswith("(K4)")
+
+
 def test_packet_from_a_member_is_filed_under_its_own_room_and_epoch(w: World) -> None:
     key = w.key("r", 4)
     assert w.core.feed_packets("r", [w.packet(key, "mallory")]) == 1

@@ -15,6 +15,7 @@ from curvechat.crypto import new_epoch_key, wrap_epoch_key
 from curvechat.crypto.identity import Identity
 from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
+from curvechat.server import epochpace
 from curvechat.server.epochpace import BURST, EpochPace
 
 from support.raw import RawClient, Room
@@ -29,6 +30,17 @@ def test_a_member_is_paced_per_room_on_a_clock() -> None:
     assert pace.allow("s", "mallory", now=100.0)  # another room too
     assert not pace.allow("r", "mallory", now=100.5)
     assert pace.allow("r", "mallory", now=101.01)
+
+
+def test_the_pairs_kept_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_TRACKED (room, member) pairs, the full ones go, and then the
+    oldest: a user acting in thousands of rooms a second cannot grow it."""
+    monkeypatch.setattr(epochpace, "MAX_TRACKED", 8)
+    pace = EpochPace(rate=1.0)
+    for i in range(100):  # every pair took a token this second: none is full
+        assert pace.allow(f"r{i}", "mallory", now=100.0)
+        assert len(pace._buckets) <= 8
+    assert ("r99", "mallory") in pace._buckets and ("r0", "mallory") not in pace._buckets
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@ import pytest
 from server.test_error_codes import Peer, Peers, Room, add_member, create_room
 
 from curvechat.crypto import new_epoch_key, wrap_epoch_key
-from curvechat.protocol import ErrorCode
+from curvechat.protocol import ErrorCode, decode_server_frame
 from curvechat.protocol import messages as m
+from curvechat.server.epochpace import BURST
 
 from support.servers import ServerProcess
 
@@ -111,3 +112,34 @@ def test_a_packet_already_stored_for_the_recipient_is_kept(raw: Peers) -> None:
     # Sent again, all different: nothing changes.
     alice.ok(share(room, carol, history(alice, room, carol, range(0, 3))), m.RoomChanged)
     assert fetched(carol, room) == now
+
+
+def _keys_pushes(peer: Peer) -> int:
+    """The `keys` pushes waiting on `peer`'s socket (and nothing else read)."""
+    count = 0
+    while peer.sock.poll(300):
+        frame = decode_server_frame(peer.sock.recv())
+        count += isinstance(frame.msg, m.RoomPush) and frame.msg.reason == "keys"
+    return count
+
+
+def test_a_share_that_stores_nothing_pushes_nothing_and_shares_are_paced(raw: Peers) -> None:
+    """Each `keys` push makes the recipient fetch and open a page of packets:
+    an inviter sending the same packets again and again (stored once, then
+    ignored) once made the newcomer's client open 63,500 packets for 200
+    requests."""
+    alice, carol = raw.registered("alice"), raw.registered("carol")
+    room = create_room(alice, "general")
+    rotate(alice, room, 3)
+    add_with(alice, room, carol, history(alice, room, carol, range(3, 4)))
+    _keys_pushes(carol)
+    alice.ok(share(room, carol, history(alice, room, carol, range(0, 3))), m.RoomChanged)
+    assert _keys_pushes(carol) == 1
+    replies = [
+        alice.request(share(room, carol, history(alice, room, carol, range(0, 1))))
+        for _ in range(int(BURST) + 5)
+    ]
+    assert _keys_pushes(carol) == 0  # nothing new was stored
+    refused = [r for r in replies if isinstance(r, m.Error)]
+    assert refused and {r.code for r in refused} == {ErrorCode.RATE_LIMITED}
+    assert "history shares" in refused[0].message

@@ -460,19 +460,19 @@ async def test_put_packets_first_wins_without_changing_the_room(store: Store) ->
         packet("r1", 0, "alice", "mallory"),  # stored by create_room: kept
         *wanted[150:],
     ]
-    await store.put_packets("r1", given)
+    assert await store.put_packets("r1", given) == 300  # how many were stored
     assert await store.key_packets("r1", "bob") == wanted
     assert await store.key_packets("r1", "alice") == [packet("r1", 0, "alice")]
     # Later calls add only what has no packet yet.
-    await store.put_packets(
-        "r1", [packet("r1", 3, "bob", "mallory"), packet("r1", 300, "bob", "carol")]
-    )
+    new = [packet("r1", 3, "bob", "mallory"), packet("r1", 300, "bob", "carol")]
+    assert await store.put_packets("r1", new) == 1
     assert await store.key_packets("r1", "bob", min_epoch=299) == [
         packet("r1", 299, "bob"),
         packet("r1", 300, "bob", "carol"),
     ]
     assert (await store.key_packets("r1", "bob"))[3] == packet("r1", 3, "bob")
-    await store.put_packets("r1", [])
+    assert await store.put_packets("r1", []) == 0
+    assert await store.put_packets("r1", wanted[:5]) == 0  # all held: nothing stored
     assert await store.room("r1") == before  # no op, no epoch, no head moved
     assert await store.ops("r1") == [op(0)]
 

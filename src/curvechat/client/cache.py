@@ -109,6 +109,8 @@ class Cache(MessageRows, UnopenedRows, TrustRows, OutboxRows):
         self._damaged: set[str] = set()  # kinds of rows found not to open, told once
         self._epoch_keys: dict[str, dict[int, EpochRecord]] = {}
         """Opened epoch keys per room (read on every message, written rarely)."""
+        self._unsorted: set[str] = set()
+        """Rooms whose `_epoch_keys` took an older key: sorted when next read."""
         self._epoch_keys_at = -1
         """`written_elsewhere()` when `_epoch_keys` was last known to be current:
         another process of this home may have stored keys since."""

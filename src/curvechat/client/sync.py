@@ -36,6 +36,9 @@ from curvechat.protocol.limits import MAX_BATCH, MAX_PAGE
 
 GONE = (ErrorCode.NOT_MEMBER, ErrorCode.NO_SUCH_ROOM)
 
+MAX_KEY_PAGES = 64
+"""Pages of key packets one fetch reads at most (32,000 packets)."""
+
 
 R = TypeVar("R")
 
@@ -197,16 +200,19 @@ class Sync:
             await self.recover.room(room)
 
     async def fetch_keys(self, room: str, min_epoch: int, *, until_held: bool = False) -> None:
-        """Key packets for us from `min_epoch` on, page by page; with
-        `until_held`, only until a page brings no key we lacked."""
-        while True:
+        """Key packets for us from `min_epoch` on, page by page, at most
+        `MAX_KEY_PAGES` (a server sending page after page of packets that
+        do not file cannot keep the lock; the rest come at the next fetch);
+        with `until_held`, only until a page brings no key we lacked, and
+        packets of epochs we hold are passed over unopened."""
+        for _ in range(MAX_KEY_PAGES):
             try:
                 reply = await self.p.ask(m.FetchKeys(room=room, min_epoch=min_epoch), m.KeyPackets)
             except ServerRefused as exc:
                 if exc.code in GONE:
                     return
                 raise
-            filed = self.p.core.feed_packets(room, reply.packets)
+            filed = self.p.core.feed_packets(room, reply.packets, new_only=until_held)
             top = max((p.epoch for p in reply.packets), default=min_epoch - 1)
             if len(reply.packets) < MAX_PAGE or top < min_epoch or (until_held and not filed):
                 return

@@ -69,6 +69,7 @@ class TrustRows:
     _open_or_none: Callable[[bytes, str], bytes | None]
     _epoch_keys: dict[str, dict[int, EpochRecord]]
     _epoch_keys_at: int
+    _unsorted: set[str]
     _tx: Callable[[], Any]
     written_elsewhere: Callable[[], int]
 
@@ -124,10 +125,9 @@ class TrustRows:
             del self._epoch_keys[room]
             return
         # Committed: one more key, not every key of the room read and opened again.
-        older = bool(cached) and epoch < next(reversed(cached))
+        if cached and epoch < next(reversed(cached)):
+            self._unsorted.add(room)  # history shared late: sorted when next read
         cached[epoch] = EpochRecord(epoch=epoch, after_op=after_op, key=key, sender=sender)
-        if older:  # history shared late: the records are kept in epoch order
-            self._epoch_keys[room] = dict(sorted(cached.items()))
 
     def epoch_usage(self, room: str, epoch: int) -> tuple[int, int]:
         """(messages stored under `epoch`, when its key was stored, ms)."""
@@ -145,6 +145,9 @@ class TrustRows:
             self._epoch_keys.clear()
             self._epoch_keys_at = version
         cached = self._epoch_keys.get(room)
+        if cached is not None and room in self._unsorted:  # the records are in epoch order
+            cached = self._epoch_keys[room] = dict(sorted(cached.items()))
+        self._unsorted.discard(room)
         if cached is None:
             cached = {}
             for r in self._db.execute(

@@ -1,4 +1,6 @@
-"""How often a member may start a new epoch of a room (`new_epoch`).
+"""How often a member may start a new epoch of a room (`new_epoch`), or
+share history with a member it added (`share_keys`: each stored page is a
+push that makes the recipient fetch; one `EpochPace` each).
 
 Every epoch costs each member of the room a key packet stored for ever and
 fetched by every client, and each one makes the senders' current key old:
@@ -9,7 +11,7 @@ epoch). An honest client starts one after 100 of its own messages, a week,
 or a departure: far below the default of one a second. Removals carry their own epoch
 and are not paced here.
 
-It must never decide more than whether this member may start one now.
+It must never decide more than whether this member may go on now.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ second (`RateLimits.new_epochs`, `serve --rate-epochs`, default 1)."""
 
 MAX_TRACKED: Final = 4096
 """(room, member) pairs kept; past it, those whose bucket is full again
-are dropped (a dropped pair starts full, which is what it was)."""
+are dropped (a dropped pair starts full, which is what it was), and if
+that is not enough the oldest too (which lets them start 20 at once again:
+only a user acting in thousands of rooms a second gets that)."""
 
 
 class EpochPace:
@@ -39,5 +43,9 @@ class EpochPace:
         if bucket is None:
             if len(self._buckets) >= MAX_TRACKED:
                 self._buckets = {k: b for k, b in self._buckets.items() if not b.full(now)}
+                # Still full: the oldest go, down to three quarters (a sweep a
+                # new pair, then, would cost the whole dict each time).
+                for key in list(self._buckets)[: len(self._buckets) - MAX_TRACKED * 3 // 4]:
+                    del self._buckets[key]
             bucket = self._buckets[(room, user)] = TokenBucket(self.rate, BURST, stamp=now)
         return bucket.take(now)

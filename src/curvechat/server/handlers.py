@@ -90,6 +90,8 @@ class Handlers(RoomHandlers):
         }
         self.peerdir = PeerDirectory()
         self.epoch_pace = EpochPace(node.limits.new_epochs)
+        # share_keys: an invite of up to 10,000 epochs fits the burst
+        self.history_pace = EpochPace(node.limits.new_epochs)
 
     async def dispatch(
         self, sess: Session, req: m.AnyRequest, queued: asyncio.Future[None] | None = None

@@ -64,6 +64,16 @@ class RoomHandlers:
     node: NodeContext
     store: Store
     epoch_pace: EpochPace
+    history_pace: EpochPace
+
+    @staticmethod
+    def _paced(pace: EpochPace, room: str, user: str, what: str) -> None:
+        if not pace.allow(room, user):
+            raise Refusal(
+                ErrorCode.RATE_LIMITED,
+                f"{what} of this room come faster than {pace.rate:g} a second from one "
+                "member; try again in a moment",
+            )
 
     async def _member_view(self, sess: Session, room: str) -> RoomView:
         view = await self.node.rooms.get(room)
@@ -247,6 +257,7 @@ class RoomHandlers:
         (after an `add_member` whose packets could not hold it all)."""
         assert sess.user is not None
         view = await self._member_view(sess, req.room)
+        self._paced(self.history_pace, req.room, sess.user, "history shares")
         async with view.lock:  # no membership change in between
             view = await self.node.rooms.get(req.room) or view
             if not view.state.is_member(req.recipient):
@@ -264,8 +275,9 @@ class RoomHandlers:
                 epochs=range(0, view.record.epoch + 1),
             )
             # The store keeps the first packet of each (epoch, recipient).
-            await self.store.put_packets(req.room, packet_records(req.room, req.packets))
-        self.node.push([req.recipient], m.RoomPush(room=req.room, reason="keys"))
+            stored = await self.store.put_packets(req.room, packet_records(req.room, req.packets))
+        if stored:  # nothing new, nothing to fetch: no push for the recipient to act on
+            self.node.push([req.recipient], m.RoomPush(room=req.room, reason="keys"))
         return m.RoomChanged(info=room_info(view.record, len(view.state.members)))
 
     async def remove_member(self, sess: Session, req: m.RemoveMember) -> m.AnyReply:
@@ -280,12 +292,7 @@ class RoomHandlers:
     async def new_epoch(self, sess: Session, req: m.NewEpoch) -> m.AnyReply:
         assert sess.user is not None
         view = await self._member_view(sess, req.room)
-        if not self.epoch_pace.allow(req.room, sess.user):
-            raise Refusal(
-                ErrorCode.RATE_LIMITED,
-                f"new epochs of this room come faster than {self.epoch_pace.rate:g} a second "
-                "from one member; try again in a moment",
-            )
+        self._paced(self.epoch_pace, req.room, sess.user, "new epochs")
         async with view.lock:
             view = await self.node.rooms.get(req.room) or view
             self._check_epoch(

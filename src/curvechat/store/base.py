@@ -261,10 +261,10 @@ class Store(abc.ABC):
         packets. Raises NoSuchRoom."""
 
     @abc.abstractmethod
-    async def put_packets(self, room: str, packets: Sequence[PacketRecord]) -> None:
+    async def put_packets(self, room: str, packets: Sequence[PacketRecord]) -> int:
         """Store key packets of epochs the room has, without an op or a new
-        epoch (history shared after an add). A packet whose (epoch,
-        recipient) has one already is ignored: the first wins. Raises
+        epoch (history shared after an add); how many were stored. A packet
+        whose (epoch, recipient) has one already is ignored: the first wins. Raises
         NoSuchRoom. The etcd store may write a long list in several
         transactions (each packet is stored once either way)."""
 

@@ -232,10 +232,10 @@ class SQLiteStore(Store):
         check_packets(room, packets)
         return await self._change_room(room, None, (), epoch, packets)
 
-    async def put_packets(self, room: str, packets: Sequence[PacketRecord]) -> None:
+    async def put_packets(self, room: str, packets: Sequence[PacketRecord]) -> int:
         packets = tuple(packets)
         check_packets(room, packets)
-        await self._run(functools.partial(q.put_packets, room=room, packets=packets))
+        return await self._run(functools.partial(q.put_packets, room=room, packets=packets))
 
     async def _change_room(
         self,

@@ -87,13 +87,13 @@ def _insert_epoch(conn: sqlite3.Connection, room: str, epoch: EpochRecord) -> No
     )
 
 
-def _insert_packets(conn: sqlite3.Connection, packets: Sequence[PacketRecord]) -> None:
+def _insert_packets(conn: sqlite3.Connection, packets: Sequence[PacketRecord]) -> int:
     # The first packet for (room, epoch, recipient) wins; later ones are ignored.
-    conn.executemany(
+    return conn.executemany(
         "INSERT INTO packets (room, epoch, recipient, sender, box) VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT (room, epoch, recipient) DO NOTHING",
         [(p.room, p.epoch, p.recipient, p.sender, p.box) for p in packets],
-    )
+    ).rowcount
 
 
 # --- users -------------------------------------------------------------------
@@ -222,14 +222,14 @@ def change_room(
     return transaction(conn, body)
 
 
-def put_packets(conn: sqlite3.Connection, room: str, packets: Sequence[PacketRecord]) -> None:
+def put_packets(conn: sqlite3.Connection, room: str, packets: Sequence[PacketRecord]) -> int:
     """`put_packets`: the room's row is not changed."""
 
-    def body() -> None:
+    def body() -> int:
         _require_room(conn, room)
-        _insert_packets(conn, packets)
+        return _insert_packets(conn, packets)
 
-    transaction(conn, body)
+    return transaction(conn, body)
 
 
 def ops(conn: sqlite3.Connection, room: str, after: int) -> list[OpRecord]:

@@ -158,16 +158,22 @@ class TrustCore:
     def held(self, room: str) -> dict[int, EpochRecord]:
         return self.store.epoch_records(room)
 
-    def feed_packets(self, room: str, packets: Iterable[m.KeyPacket]) -> int:
+    def feed_packets(
+        self, room: str, packets: Iterable[m.KeyPacket], *, new_only: bool = False
+    ) -> int:
         """Key packets fetched for `room`: each is filed only if every packet
         rule (K1-K7) holds; a refused one is told as a Problem, once
-        (`Refusals`). Returns how many were filed."""
+        (`Refusals`). With `new_only`, one for an epoch we hold is passed
+        over unopened (a fetch of late history walks over held epochs).
+        Returns how many were filed."""
         filed = 0
-        log = self.log(room)
+        log, held = self.log(room), self.held(room)
         refused: list[tuple[m.KeyPacket, rules.Rule]] = []
         for packet in packets:
+            if new_only and packet.epoch in held:
+                continue
             ctx = rules.PacketCtx(
-                identity=self.identity, room=room, packet=packet, log=log, held=self.held(room)
+                identity=self.identity, room=room, packet=packet, log=log, held=held
             )
             broken = rules.check_packet(ctx)
             if broken is not None:
@@ -175,8 +181,9 @@ class TrustCore:
                 continue
             key = ctx.opened
             assert key is not None and key.room == room
-            if key.epoch not in ctx.held:
+            if key.epoch not in held:
                 self.store.put_epoch_key(room, key.epoch, key.after_op, key.key, packet.sender)
+                held[key.epoch] = EpochRecord(key.epoch, key.after_op, key.key, packet.sender)
                 filed += 1
         self._refusals.tell(room, refused)
         return filed

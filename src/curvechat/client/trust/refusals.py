@@ -25,8 +25,8 @@ from curvechat.protocol import messages as m
 
 MAX_REMEMBERED: Final = 50_000
 """Refused packets remembered in all (about 100 bytes each); past it, only
-the room just told keeps its own, and another room's refused again is told
-again."""
+the room just told keeps its own (none, if it has that many alone), and a
+packet forgotten is told again if refused again."""
 
 _Told = tuple[int, str, str, bytes]
 """(epoch, sender, rule, digest of the box)."""
@@ -50,7 +50,9 @@ class Refusals:
         for (sender, rule), packets in fresh.items():
             self._emit(ev.Problem(room, _sentence(sender, rule, packets)))
         if sum(len(s) for s in self._told.values()) > MAX_REMEMBERED:
-            self._told = {room: told}  # the other rooms' refusals may be told again
+            # The other rooms' refusals may be told again; and this room's, if
+            # it alone holds that many (a server sending page after page).
+            self._told = {room: told} if len(told) <= MAX_REMEMBERED else {}
 
 
 def _digest(packet: m.KeyPacket) -> bytes:

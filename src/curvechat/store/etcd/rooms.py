@@ -203,7 +203,7 @@ class EtcdRooms(EtcdClient):
         self._require_open()
         return await self._change_room(room, None, (), epoch, packets)
 
-    async def put_packets(self, room: str, packets: Sequence[PacketRecord]) -> None:
+    async def put_packets(self, room: str, packets: Sequence[PacketRecord]) -> int:
         """A transaction per `max_txn_ops - 1` packets, each put only while
         its key is absent and the room's meta present (a lost compare reads
         which keys exist now, and tries again without them)."""
@@ -215,6 +215,7 @@ class EtcdRooms(EtcdClient):
             first.setdefault(self.k_packet(room, p.recipient, p.epoch), p)
         todo = list(first.items())
         step = self.max_txn_ops - 1
+        stored = 0
         for start in range(0, len(todo), step):
             chunk = dict(todo[start : start + step])
             for _ in range(CAS_RETRIES):
@@ -235,9 +236,11 @@ class EtcdRooms(EtcdClient):
                 compares += [self._version_is(k, 0) for k in chunk]
                 writes = [self._put(k, rec.enc.encode((p.sender, p.box))) for k, p in chunk.items()]
                 if (await self._txn(compares, writes)).succeeded:
+                    stored += len(chunk)
                     break
             else:
                 raise StoreUnavailable("too much contention on the room's key packets")
+        return stored
 
     async def room(self, room: str) -> RoomRecord | None:
         state = await self._room_state(room)

@@ -253,6 +253,24 @@ def test_bad_batches_are_refused(items: list[Any]) -> None:
     assert err.value.code == ErrorCode.BAD_FRAME
 
 
+def test_a_stored_message_or_an_ack_at_seq_0_is_refused() -> None:
+    """A room's first message is seq 1 (0, as a head or cursor, is "none
+    yet"): a server that says a message is at 0 sends a frame that does not
+    decode (the client drops such a connection as a failed attempt)."""
+    ack = msgspec.structs.asdict(SEND_ACK)
+    for seq, ok in ((0, False), (1, True)):
+        data = encode_reply(1, {**ack, "type": "send_ack", "seq": seq})  # type: ignore[arg-type]
+        if ok:
+            assert decode_server_frame(data).msg == msgspec.structs.replace(SEND_ACK, seq=1)
+            continue
+        with pytest.raises(RemoteProtocolError) as err:
+            decode_server_frame(data)
+        assert err.value.code == ErrorCode.BAD_FRAME
+    stored = encode({"seq": 0, "ts": 1, "envelope": ENVELOPE})
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.msgpack.decode(stored, type=m.StoredMessage)
+
+
 def test_member_op_and_envelope_round_trip() -> None:
     assert decode_member_op(encode(OP)) == OP
     assert isinstance(msgspec.msgpack.decode(encode(OP)), list)  # array-like on the wire

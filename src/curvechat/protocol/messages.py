@@ -35,6 +35,7 @@ from curvechat.protocol.wire import (
     Room as Room,
     RoomInfo as RoomInfo,
     Seq as Seq,
+    StoredSeq as StoredSeq,
     ShortText as ShortText,
     Sig64 as Sig64,
     SignedOp as SignedOp,
@@ -129,7 +130,7 @@ class MemberLog(Reply, tag="member_log", frozen=True):
 class SendAck(Reply, tag="send_ack", frozen=True):
     room: Room
     txn: Txn
-    seq: Seq
+    seq: StoredSeq
     ts: Millis
     duplicate: bool = False
 

@@ -23,6 +23,9 @@ Key32 = Annotated[bytes, Meta(min_length=32, max_length=32)]
 Sig64 = Annotated[bytes, Meta(min_length=64, max_length=64)]
 Nonce24 = Annotated[bytes, Meta(min_length=24, max_length=24)]
 Seq = Annotated[int, Meta(ge=0, le=2**53)]
+StoredSeq = Annotated[int, Meta(ge=1, le=2**53)]
+"""The sequence number of a stored message: a room's first is 1 (0, as a
+head or a cursor, is "none yet")."""
 Epoch = Annotated[int, Meta(ge=0, le=2**31)]
 OpIndex = Annotated[int, Meta(ge=0, le=2**31)]
 Millis = Annotated[int, Meta(ge=0, le=2**53)]
@@ -117,7 +120,7 @@ class EpochUpload(Wire, frozen=True):
 class StoredMessage(Wire, frozen=True):
     """A committed message: its per-room sequence number and server timestamp."""
 
-    seq: Seq
+    seq: StoredSeq
     ts: Millis
     envelope: Envelope
 

@@ -3,9 +3,7 @@ added, taken only from the member who added them, first packet wins."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
+from server import test_error_codes
 from server.test_error_codes import Peer, Peers, Room, add_member, create_room
 
 from curvechat.crypto import new_epoch_key, wrap_epoch_key
@@ -15,14 +13,7 @@ from curvechat.server.epochpace import BURST
 
 from support.servers import ServerProcess
 
-
-@pytest.fixture
-def raw(server: ServerProcess) -> Iterator[Peers]:
-    factory = Peers(server.connect)
-    try:
-        yield factory
-    finally:
-        factory.close()
+peers = test_error_codes.peers  # the fixture: a raw peer per user, the server checked after
 
 
 def rotate(member: Peer, room: Room, times: int) -> None:
@@ -54,9 +45,9 @@ def add_with(admin: Peer, room: Room, who: Peer, packets: list[m.KeyPacket]) -> 
 
 
 def test_only_the_member_who_added_the_recipient_shares_history(
-    raw: Peers, server: ServerProcess
+    peers: Peers, server: ServerProcess
 ) -> None:
-    alice, bob, carol, dave = (raw.registered(n) for n in ("alice", "bob", "carol", "dave"))
+    alice, bob, carol, dave = (peers.registered(n) for n in ("alice", "bob", "carol", "dave"))
     room = create_room(alice, "general", [bob])
     rotate(alice, room, 3)
     add_with(alice, room, carol, history(alice, room, carol, range(3, 4)))
@@ -75,7 +66,7 @@ def test_only_the_member_who_added_the_recipient_shares_history(
     assert sorted(fetched(carol, room)) == [3]  # nothing refused was stored
     # The adder is known again after a restart (replayed from the log).
     server.restart()
-    alice, bob, carol = (raw.new(p.identity) for p in (alice, bob, carol))
+    alice, bob, carol = (peers.new(p.identity) for p in (alice, bob, carol))
     alice.ok(share(room, carol, history(alice, room, carol, range(0, 3))), m.RoomChanged)
     assert sorted(fetched(carol, room)) == [0, 1, 2, 3]
     # Removed and added again by another admin: the history is now theirs to share.
@@ -94,8 +85,8 @@ def test_only_the_member_who_added_the_recipient_shares_history(
     bob.ok(share(room, carol, history(bob, room, carol, range(0, 1))), m.RoomChanged)
 
 
-def test_a_packet_already_stored_for_the_recipient_is_kept(raw: Peers) -> None:
-    alice, carol = raw.registered("alice"), raw.registered("carol")
+def test_a_packet_already_stored_for_the_recipient_is_kept(peers: Peers) -> None:
+    alice, carol = peers.registered("alice"), peers.registered("carol")
     room = create_room(alice, "general")
     rotate(alice, room, 2)
     add_with(alice, room, carol, history(alice, room, carol, range(2, 3)))
@@ -123,12 +114,12 @@ def _keys_pushes(peer: Peer) -> int:
     return count
 
 
-def test_a_share_that_stores_nothing_pushes_nothing_and_shares_are_paced(raw: Peers) -> None:
+def test_a_share_that_stores_nothing_pushes_nothing_and_shares_are_paced(peers: Peers) -> None:
     """Each `keys` push makes the recipient fetch and open a page of packets:
     an inviter sending the same packets again and again (stored once, then
     ignored) once made the newcomer's client open 63,500 packets for 200
     requests."""
-    alice, carol = raw.registered("alice"), raw.registered("carol")
+    alice, carol = peers.registered("alice"), peers.registered("carol")
     room = create_room(alice, "general")
     rotate(alice, room, 3)
     add_with(alice, room, carol, history(alice, room, carol, range(3, 4)))

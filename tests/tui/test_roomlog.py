@@ -1,6 +1,7 @@
 """The room log's trim (tui/roomlog.py), without a screen: the newest
-messages kept, every notice and pending entry kept, and a count of trims
-that tells a page asked for before one from a page asked for after."""
+messages kept, every pending entry and the newest notices kept, and a count
+of trims that tells a page asked for before one from a page asked for
+after."""
 
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ a member who started 400 epochs a second (well under the connection's
 request rate) kept every other member's sends from being acked for 30 s and
 an admin's removal of them from ever landing (each attempt met a newer
 epoch). An honest client starts one after 100 of its own messages, a week,
-or a departure: far below the default of one a second. Removals carry their own epoch
-and are not paced here.
+or a departure: far below the default of one a second. Removals carry
+their own epoch and are not paced here.
 
 It must never decide more than whether this member may go on now.
 """

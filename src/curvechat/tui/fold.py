@@ -67,7 +67,8 @@ def folded_note(f: Folded) -> str:
 
 
 def text_size(text: str) -> str:
-    """ "3 lines, 120 characters"."""
+    """The size of `text` as the timeline and the reader say it: "3 lines,
+    120 characters"."""
     return _size(text.count("\n") + 1, len(text))
 
 

@@ -14,10 +14,10 @@ from typing import Literal
 from curvechat.client.cache import CachedMessage
 
 EntryKind = Literal["message", "pending", "notice"]
+NoticeLevel = Literal["info", "error", "warning"]
 
 KEPT_NOTICES = 500
 """Local notices a room's log keeps: the newest."""
-NoticeLevel = Literal["info", "error", "warning"]
 
 
 @dataclass(slots=True)
@@ -52,8 +52,9 @@ class RoomLog:
     _pending: set[tuple[str, str]] = field(default_factory=set, repr=False)
     """(sender, txn) of the pending entries (ours under `me`)."""
     _newer_room: int | None = field(default=None, repr=False)
-    _notices: int = field(default=0, repr=False)
     """While held: how many newer messages the log still takes."""
+    _notices: int = field(default=0, repr=False)
+    """How many of the entries are notices."""
 
     @property
     def first_seq(self) -> int | None:

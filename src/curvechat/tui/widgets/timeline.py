@@ -25,7 +25,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from curvechat.protocol.text import split_lines
-from curvechat.tui.fold import Folded, fold, folded_note
+from curvechat.tui.fold import fold, folded_note
 from curvechat.tui.format import clock_time, day, day_label, name_colour, safe_text
 from curvechat.tui.messages import FollowingAgain, OlderWanted, StoppedFollowing
 from curvechat.tui.roomlog import Entry, RoomLog
@@ -46,8 +46,6 @@ class Block:
 
     head: Text
     lines: list[Text]
-    folded: Folded | None = None
-    """A message too long to draw whole: what `fold` made of it."""
     drawn: dict[int, list[Segment]] = field(default_factory=dict, compare=False, repr=False)
     """The segments already drawn, by width (see `LogView`)."""
 
@@ -158,7 +156,7 @@ def entry_block(e: Entry, me: str, aliases: Mapping[str, str]) -> Block:
             lines[-1].append_text(safe_text(f"  ✗ not sent: {e.error}", "bold red"))
     if not shown.cut:
         return Block(head, lines)
-    return Block(head, [*lines, Text(folded_note(shown), style="dim")], shown)
+    return Block(head, [*lines, Text(folded_note(shown), style="dim")])
 
 
 def is_folded(e: Entry) -> bool:

@@ -4,7 +4,8 @@ the node registry.
 * `ClusterFeed` watches the message, registry and room-state keys from a
   revision on and yields typed events, one list per etcd response (all
   events of one transaction come in one response): `MessageCommitted`,
-  `RoomChanged`, `NodesChanged`, and `Compacted` when the revision it was
+  `RoomChanged`, `PacketStored` (a key packet, for its recipient),
+  `NodesChanged`, and `Compacted` when the revision it was
   to resume from is gone (the caller re-lists, then sets `revision`). A
   message whose origin is the feed's `own` (the node's own commits, which
   the node pushed itself) comes as `OwnCommitted`, its room and seq only
@@ -63,6 +64,12 @@ class RoomChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class PacketStored:
+    room: str  # a key packet for `recipient` was stored (an epoch's, an add's, or shared late)
+    recipient: str
+
+
+@dataclass(frozen=True, slots=True)
 class NodesChanged:
     pass
 
@@ -79,7 +86,15 @@ class Undecodable:
     reason: str
 
 
-FeedEvent = MessageCommitted | OwnCommitted | RoomChanged | NodesChanged | Compacted | Undecodable
+FeedEvent = (
+    MessageCommitted
+    | OwnCommitted
+    | RoomChanged
+    | PacketStored
+    | NodesChanged
+    | Compacted
+    | Undecodable
+)
 
 
 class ClusterFeed:
@@ -172,6 +187,10 @@ class ClusterFeed:
             out += [MessageCommitted(row, origin) for row in rows]
         elif key.startswith(store.room_prefix) and key.endswith(b"/meta"):
             out.append(RoomChanged(store.parse_room_key(key)))
+        elif key.startswith(store.room_prefix) and event.type == _PUT:
+            packet = store.parse_packet_key(key)
+            if packet is not None:
+                out.append(PacketStored(*packet))
         elif key.startswith(store.node_prefix):
             out.append(NodesChanged())
 

@@ -150,3 +150,10 @@ class Keys:
 
     def parse_room_key(self, key: bytes) -> str:
         return uq(key[len(self.room_prefix) :].decode().split("/")[0])
+
+    def parse_packet_key(self, key: bytes) -> tuple[str, str] | None:
+        """(room, recipient) of a `k_packet` key; None for another key of a room."""
+        parts = key[len(self.room_prefix) :].decode().split("/")
+        if len(parts) != 4 or parts[1] != "pk":
+            return None
+        return uq(parts[0]), uq(parts[2])

@@ -44,7 +44,14 @@ from curvechat.crypto.envelope import Plaintext, seal_message
 from curvechat.crypto.identity import Identity
 from curvechat.protocol import encode
 
-SERVER_ARGS = ("--rate-conn", RATE_UNLIMITED, "--rate-user", RATE_UNLIMITED)
+SERVER_ARGS = (
+    "--rate-conn",
+    RATE_UNLIMITED,
+    "--rate-user",
+    RATE_UNLIMITED,
+    "--rate-epochs",
+    RATE_UNLIMITED,
+)
 SWITCH_INTERVAL: float | None = None  # --switch-interval: an experiment, see docs
 
 

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+K = TypeVar("K")
 
 
 @dataclass(slots=True)
@@ -41,3 +44,23 @@ class TokenBucket:
 
     def retry_after(self) -> float:
         return max(0.0, (1.0 - self.tokens) / self.rate)
+
+
+def take_keyed(
+    buckets: dict[K, TokenBucket], key: K, now: float, *, rate: float, burst: float, limit: int
+) -> bool:
+    """One token from the bucket of `key`, made full if it has none. Past
+    `limit` keys, those whose bucket has refilled go (a new one is the
+    same); if that is not enough, the oldest too, down to three quarters of
+    `limit`: a caller with thousands of keys in play at once gets them a
+    fresh burst, but the memory stays bounded and a sweep is not paid for
+    each new key."""
+    bucket = buckets.get(key)
+    if bucket is None:
+        if len(buckets) >= limit:
+            for old in [k for k, b in buckets.items() if b.full(now)]:
+                del buckets[old]
+            for old in list(buckets)[: len(buckets) - limit * 3 // 4]:
+                del buckets[old]
+        bucket = buckets[key] = TokenBucket(rate, burst, stamp=now)
+    return bucket.take(now)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from typing import Final
 
-from curvechat.bucket import TokenBucket
+from curvechat.bucket import TokenBucket, take_keyed
 
 BURST: Final = 20.0
 """New epochs one member may start in one room at once; then `rate` a
@@ -39,13 +39,6 @@ class EpochPace:
 
     def allow(self, room: str, user: str, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
-        bucket = self._buckets.get((room, user))
-        if bucket is None:
-            if len(self._buckets) >= MAX_TRACKED:
-                self._buckets = {k: b for k, b in self._buckets.items() if not b.full(now)}
-                # Still full: the oldest go, down to three quarters (a sweep a
-                # new pair, then, would cost the whole dict each time).
-                for key in list(self._buckets)[: len(self._buckets) - MAX_TRACKED * 3 // 4]:
-                    del self._buckets[key]
-            bucket = self._buckets[(room, user)] = TokenBucket(self.rate, BURST, stamp=now)
-        return bucket.take(now)
+        return take_keyed(
+            self._buckets, (room, user), now, rate=self.rate, burst=BURST, limit=MAX_TRACKED
+        )

@@ -95,10 +95,14 @@ class WatchFanout:
         lags: list[float] = []  # of the rows pushed, their lag behind the commit
         now = time.time()
         seen = self._seen
-        self._push_shared(events)
+        shared: set[tuple[str, str]] = set()
+        changed: set[str] = set()
         for event in events:
             if type(event) is PacketStored:
+                shared.add((event.room, event.recipient))
                 continue
+            if type(event) is RoomChanged:
+                changed.add(event.room)
             if type(event) is OwnCommitted:  # acked by this node, which pushed it then
                 if event.seq > seen.get(event.room, 0):
                     seen[event.room] = event.seq
@@ -116,21 +120,18 @@ class WatchFanout:
                 lags.append(max(0.0, now - row.ts_ms / 1000))
         observe_all(self.node.metrics.watch_lag_seconds, lags)
         await self._push_rows(rows)
+        self._push_shared(shared, changed)
 
-    def _push_shared(self, events: Sequence[FeedEvent]) -> None:
-        """Key packets stored without a change of their room's state are
-        history shared late (`share_keys`, through any node): the recipient
-        is told, once per room in this answer, as the node that took them
-        told its own connections. Packets stored with a membership op or an
-        epoch come with that room's change, pushed as such."""
-        changed = {e.room for e in events if type(e) is RoomChanged}
-        shared = {
-            (e.room, e.recipient)
-            for e in events
-            if type(e) is PacketStored and e.room not in changed
-        }
+    def _push_shared(self, shared: set[tuple[str, str]], changed: set[str]) -> None:
+        """Key packets (`shared`: room, recipient) stored without a change of
+        their room's state are history shared late (`share_keys`, through any
+        node): the recipient is told, once per room in this answer, as the
+        node that took them told its own connections. Packets stored with a
+        membership op or an epoch come with that room's change (`changed`),
+        pushed as such."""
         for room, recipient in sorted(shared):
-            self.node.push([recipient], m.RoomPush(room=room, reason="keys"))
+            if room not in changed:
+                self.node.push([recipient], m.RoomPush(room=room, reason="keys"))
 
     async def _on_event(self, event: FeedEvent) -> None:
         match event:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Final, TypeVar
 
-from curvechat.bucket import TokenBucket
+from curvechat.bucket import TokenBucket, take_keyed
 
 KEY_ASKS_PER_S: Final = 200.0
 """Requests one connection may make of us per second, all rooms together."""
@@ -33,7 +33,7 @@ and reason: a member relaying junk must not flood the user's screen."""
 
 MAX_BUCKETS: Final = 4096
 """Buckets of one kind kept before the full ones (idle long enough to have
-refilled) are let go."""
+refilled) are let go, and then the oldest (`take_keyed`)."""
 
 
 class Pacing:
@@ -67,15 +67,5 @@ K = TypeVar("K")
 def _take(
     buckets: dict[K, TokenBucket], key: K, rate: float, now: float, burst: float | None = None
 ) -> bool:
-    bucket = buckets.get(key)
-    if bucket is None:
-        if len(buckets) >= MAX_BUCKETS:
-            _sweep(buckets, now)
-        bucket = buckets[key] = TokenBucket(rate, 2 * rate if burst is None else burst, stamp=now)
-    return bucket.take(now)
-
-
-def _sweep(buckets: dict[K, TokenBucket], now: float) -> None:
-    """Let go of the buckets that have refilled: a new one is the same."""
-    for key in [k for k, b in buckets.items() if b.full(now)]:
-        del buckets[key]
+    burst = 2 * rate if burst is None else burst
+    return take_keyed(buckets, key, now, rate=rate, burst=burst, limit=MAX_BUCKETS)

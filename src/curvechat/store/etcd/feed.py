@@ -187,7 +187,7 @@ class ClusterFeed:
             out += [MessageCommitted(row, origin) for row in rows]
         elif key.startswith(store.room_prefix) and key.endswith(b"/meta"):
             out.append(RoomChanged(store.parse_room_key(key)))
-        elif key.startswith(store.room_prefix) and event.type == _PUT:
+        elif b"/pk/" in key and key.startswith(store.room_prefix) and event.type == _PUT:
             packet = store.parse_packet_key(key)
             if packet is not None:
                 out.append(PacketStored(*packet))

@@ -448,3 +448,29 @@ def test_the_cache_file_holds_no_text_and_no_epoch_key(w: World, tmp_path: Path)
     assert b"canary" not in raw and key.key not in raw
     assert b"txn-0000000000000001" in raw  # control: the file is what we searched
     w.cache = Cache(tmp_path / "alice.db", cache_key(w.ids["alice"].sign_seed))
+
+
+def test_e5_messages_sealed_under_another_key_are_told_once_and_rotate(w: World) -> None:
+    """mallory, who gave us epoch 0's key, seals under another: each such
+    message is refused naming her, the split is told once for all of them,
+    and our next message starts a new epoch."""
+    ours = w.key("r", 0)
+    w.core.feed_packets("r", [w.packet(ours, "mallory")])
+    other = w.key("r", 0).key
+    envs = [
+        seal_message(w.ids[who], room="r", epoch=0, key=other, txn=f"txn-{who}-{i:04d}",
+                     plaintext=Plaintext(text="x", ts=1))
+        for who in ("mallory", "bob") for i in range(50)
+    ]  # fmt: skip
+    opened = w.core.verify_many("r", envs)
+    assert all(o.text is None and o.rule == "M5" for o in opened)
+    assert "mallory split the epoch's keys" in (opened[0].error or "")
+    assert "split, by bob or by mallory" in (opened[-1].error or "")
+    assert w.core.verify_many("r", envs[:1])[0].error == opened[0].error  # again: not told
+    assert len(w.problems()) == 2
+    decision = decide(w)
+    assert isinstance(decision, Rotate) and decision.reason.endswith("(E5)")
+    # a message under the key we hold opens as ever
+    env = seal_message(w.ids["bob"], room="r", epoch=0, key=ours.key, txn="txn-bob-fine",
+                       plaintext=Plaintext(text="fine", ts=1))  # fmt: skip
+    assert w.core.verify("r", env).text == "fine"

@@ -12,6 +12,7 @@ encrypted and signed) are checked byte for byte.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections.abc import Callable
 from functools import partial
@@ -24,7 +25,7 @@ import nacl.secret
 import pytest
 from nacl.pwhash import argon2id
 
-from curvechat.crypto import CryptoError, EpochKey, Identity, box_pub_from_sign_pub
+from curvechat.crypto import CryptoError, EpochKey, Identity, Uncommitted, box_pub_from_sign_pub
 from curvechat.crypto.envelope import Plaintext, associated_data, open_message, seal_message
 from curvechat.crypto.identity import fingerprint, safety_number, transport_statement, verify
 from curvechat.crypto.keyfile import VERSION as KEYFILE_VERSION
@@ -68,18 +69,38 @@ ALICE_FINGERPRINT = "d0d3 ad14 88a7 3401 0ce0 6c98 8201 3c72"
 BOB_FINGERPRINT = "2ca9 5d6d fbad 4df3 6f61 7dc4 90c7 485e"
 SAFETY_NUMBER = "35111 01720 87218 78763 76923 08984 83231 71667 04314 74098 96551 30142"
 
-# --- message envelope (protocol v1) ---------------------------------------------
+# --- message envelope (protocol v1, the second message format) -------------------
 # alice's "hello, bob" in room "general", epoch 3, txn "txn-0001", under
 # EPOCH_KEY. AD is msgpack [room, epoch, sender, txn]; BODY is the msgpack
-# Plaintext, padded (0x80, then zeros) to 256 bytes before encryption; the
-# signature covers DOMAIN_MSG + AD + nonce + ct. ENVELOPE is the msgpack
-# Envelope as sent, with a nonce drawn once. Changing any of these is a
-# protocol version change.
+# Plaintext, padded (0x80, then zeros) to 256 bytes before encryption; ct is
+# the key commitment (KEY_COMMIT: BLAKE2b-256 keyed with the epoch key, of
+# DOMAIN_KEY_COMMIT + nonce) and then the AEAD ciphertext; the signature
+# covers DOMAIN_MSG + AD + nonce + ct. ENVELOPE is the msgpack Envelope as
+# sent, with a nonce drawn once. Changing any of these is a protocol version
+# change.
 AD = b"\x94\xa7general\x03\xa5alice\xa8txn-0001"
 BODY = b"\x83\xa4text\xaahello, bob\xa2ts" + TS_BYTES + b"\xa4kind\xa4text"
 PADDED_BODY = BODY + b"\x80" + bytes(256 - len(BODY) - 1)
 DOMAIN_MSG = b"curvechat/msg/v1\x00"
+DOMAIN_KEY_COMMIT = b"curvechat/key-commit/v1\x00"
 ENVELOPE = bytes.fromhex(
+    "87a4726f6f6da767656e6572616ca565706f636803a673656e646572a5616c696365a374786ea874786e2d30"
+    "303031a56e6f6e6365c4186144881de999d31fa6b16796e8e86c3e451e52b826ddf374a26374c501308df74c"
+    "622d604e9ec12bcf4532cb984b3dde47cac1a576029b095ba9b49eabb921d8e79ed74ea7cf208c9e502935ba"
+    "295fa3a10a74bfb596c88e0d04e25ff37945381854b33c2636098b422c25c7fd5f7be832387378e6be6c8d57"
+    "f5a375c36df9af7ee185dc6157a2296ab3069ed05034f25afdc2d0db206c0d91f3969c13ee156ef00c6c4305"
+    "28a12033186fdc9dca51584980340cbab663789037ba2e6210210baabcc92fffbd01cc8c088d3eb4ac40e574"
+    "a0991eb6e589e9d984b7d459cbb7717fc04b3ffbd3126640e8dc186d51b863f745fdb7e4442b0c1a18a46d97"
+    "90d28a7704d2f9ccd519cc09fec3013fe8859654159b16801066802d33a06ee97ee9c7de27daea4863b813e1"
+    "8df1cd0a4243eb62ee6601e4170464dc208dada1a9a739b4fc9c77cce42b53a622b83e8390a3736967c440ba"
+    "c926c142e589bf697924c48a2788c43063df3d8db9ef076e57ebe43c0f8d0435690fd22ca431f625230c9249"
+    "929fdd4effe1ab91e01a3220643d8efe44fc0f"
+)
+KEY_COMMIT = bytes.fromhex("8df74c622d604e9ec12bcf4532cb984b3dde47cac1a576029b095ba9b49eabb9")
+
+# The first message format: the same message, ct without the key commitment.
+# Its signature still verifies; it is refused (`Uncommitted`) for its format.
+ENVELOPE_FIRST_FORMAT = bytes.fromhex(
     "87a4726f6f6da767656e6572616ca565706f636803a673656e646572a5616c696365a374786ea874786e2d30"
     "303031a56e6f6e6365c418eff24b6b8405ba5f4d4f3b49bc6402ab8cb23673a7b4b1f3a26374c50110235669"
     "0960844a26005eb134eceed65a11060114aabf7441a80e5ed579310ab927a29d13c80980e2541ff3b373648c"
@@ -184,8 +205,19 @@ def test_fingerprint_and_safety_number() -> None:
 def test_envelope_vector_opens() -> None:
     env = decode_envelope(ENVELOPE)
     assert encode(env) == ENVELOPE
-    assert len(env.ct) == 256 + 16
+    assert len(env.ct) == 32 + 256 + 16
+    assert env.ct[:32] == KEY_COMMIT
     assert open_message(env, key=EPOCH_KEY, sender_sign_pub=ALICE_SIGN_PUB) == PLAIN
+
+
+def test_the_first_format_verifies_and_is_refused_for_its_format() -> None:
+    env = decode_envelope(ENVELOPE_FIRST_FORMAT)
+    assert len(env.ct) == 256 + 16
+    verify(ALICE_SIGN_PUB, DOMAIN_MSG + AD + env.nonce + env.ct, env.sig)
+    aead_open = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt
+    assert aead_open(env.ct, AD, env.nonce, EPOCH_KEY) == PADDED_BODY
+    with pytest.raises(Uncommitted):
+        open_message(env, key=EPOCH_KEY, sender_sign_pub=ALICE_SIGN_PUB)
 
 
 def test_envelope_sealing_is_byte_exact_but_for_the_nonce() -> None:
@@ -196,7 +228,9 @@ def test_envelope_sealing_is_byte_exact_but_for_the_nonce() -> None:
     )
     assert (env.room, env.epoch, env.sender, env.txn) == ("general", 3, "alice", "txn-0001")
     aead_open = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt
-    assert aead_open(env.ct, AD, env.nonce, EPOCH_KEY) == PADDED_BODY
+    commit = hashlib.blake2b(DOMAIN_KEY_COMMIT + env.nonce, key=EPOCH_KEY, digest_size=32)
+    assert env.ct[:32] == commit.digest()
+    assert aead_open(env.ct[32:], AD, env.nonce, EPOCH_KEY) == PADDED_BODY
     assert env.sig == ALICE.sign(DOMAIN_MSG + AD + env.nonce + env.ct)
 
 

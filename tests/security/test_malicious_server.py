@@ -7,13 +7,12 @@ import secrets
 import sqlite3
 import time
 
-import nacl.bindings
 import nacl.signing
 import pytest
 
 from curvechat.client import events as ev
 from curvechat.client.errors import KeyChanged, NotReady, ServerRefused
-from curvechat.crypto.envelope import DOMAIN_MSG, Plaintext, _pad, associated_data
+from curvechat.crypto.envelope import DOMAIN_MSG, Plaintext, _pad, associated_data, encrypt_body
 from curvechat.crypto.identity import Identity
 from curvechat.crypto.membership import DOMAIN_OP
 from curvechat.protocol import encode
@@ -226,7 +225,7 @@ def forge(
     ad = associated_data(room, epoch, claimed, txn)
     nonce = secrets.token_bytes(24)
     body = _pad(encode(Plaintext(text=text, ts=int(time.time() * 1000))))
-    ct = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(body, ad, nonce, key)
+    ct = encrypt_body(body, ad, nonce, key)
     sig = identity.sign(DOMAIN_MSG + ad + nonce + ct)
     return m.Envelope(room=room, epoch=epoch, sender=claimed, txn=txn, nonce=nonce, ct=ct, sig=sig)
 

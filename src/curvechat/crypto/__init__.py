@@ -17,7 +17,9 @@ from curvechat.crypto.errors import (
     CryptoError,
     DecryptError,
     KeyFileError,
+    KeyMismatch,
     MembershipError,
+    Uncommitted,
     WrongPassphrase,
 )
 from curvechat.crypto.identity import (
@@ -53,10 +55,12 @@ __all__ = [
     "EpochKey",
     "Identity",
     "KeyFileError",
+    "KeyMismatch",
     "Member",
     "MemberState",
     "MembershipError",
     "Plaintext",
+    "Uncommitted",
     "WrongPassphrase",
     "associated_data",
     "box_pub_from_sign_pub",

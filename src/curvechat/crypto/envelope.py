@@ -1,14 +1,25 @@
 """Sealing and opening chat messages: `Plaintext` <-> `Envelope`.
 
 A message is encrypted with XChaCha20-Poly1305 under the room's current epoch
-key, with ``(room, epoch, sender, txn)`` as associated data, and then signed
-by the sender's identity key over the associated data, nonce and ciphertext.
+key, with ``(room, epoch, sender, txn)`` as associated data; the ciphertext
+starts with a commitment to that key (keyed BLAKE2b of the nonce); and all
+of it is signed by the sender's identity key over the associated data, nonce
+and ciphertext.
 
 * The AEAD tag proves the message came from someone holding the epoch key,
   i.e. a member of that epoch, and binds it to its room, epoch, sender and
   transaction id: a ciphertext moved to another context does not open.
 * The signature proves *which* member sent it. Members share the epoch key,
   so without it any member could write in another's name.
+* The key commitment makes a ciphertext open under one key only. Poly1305
+  does not commit to its key: a member who starts an epoch and boxes a
+  different key to each member could craft one signed ciphertext that opens
+  as different texts under each key. With the commitment signed, every
+  member who opens it holds the key the sender sealed it under, and a
+  member given another key learns that the epoch's keys were split
+  (`KeyMismatch`). Messages of the first format, without the commitment,
+  are refused (`Uncommitted`): nothing tells an honest old one from such a
+  crafted one.
 
 Bodies are padded to a multiple of 256 bytes so the ciphertext length tells
 the server little about the length of the text.
@@ -16,6 +27,8 @@ the server little about the length of the text.
 
 from __future__ import annotations
 
+import hmac
+from hashlib import blake2b
 from typing import Annotated, Final, Literal
 
 import msgspec
@@ -24,7 +37,7 @@ import nacl.exceptions
 import nacl.utils
 from msgspec import Meta
 
-from curvechat.crypto.errors import DecryptError
+from curvechat.crypto.errors import DecryptError, KeyMismatch, Uncommitted
 from curvechat.crypto.identity import Identity, verify
 from curvechat.protocol import limits
 from curvechat.protocol.codec import encode
@@ -32,7 +45,9 @@ from curvechat.protocol.errors import UNDECODABLE, ErrorCode, LocalProtocolError
 from curvechat.protocol.messages import Envelope
 
 DOMAIN_MSG: Final = b"curvechat/msg/v1\x00"
+DOMAIN_KEY_COMMIT: Final = b"curvechat/key-commit/v1\x00"
 PAD_BLOCK: Final = 256
+COMMIT_SIZE: Final = 32
 
 KEY_SIZE: Final = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_KEYBYTES
 NONCE_SIZE: Final = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
@@ -91,6 +106,20 @@ def _unpad(padded: bytes) -> bytes:
     return stripped[:-1]
 
 
+def key_commitment(key: bytes, nonce: bytes) -> bytes:
+    """What a ciphertext starts with: BLAKE2b-256 keyed with the epoch key,
+    of the domain and the nonce. Two keys giving the same value would be a
+    BLAKE2b collision."""
+    return blake2b(DOMAIN_KEY_COMMIT + nonce, key=key, digest_size=COMMIT_SIZE).digest()
+
+
+def encrypt_body(padded: bytes, ad: bytes, nonce: bytes, key: bytes) -> bytes:
+    """The `ct` of an envelope: the key commitment, then the AEAD ciphertext
+    of the padded body."""
+    aead = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(padded, ad, nonce, key)
+    return key_commitment(key, nonce) + aead
+
+
 def _check_key(key: bytes) -> None:
     if not isinstance(key, bytes) or len(key) != KEY_SIZE:
         raise ValueError(f"the epoch key must be exactly {KEY_SIZE} bytes long")
@@ -130,7 +159,7 @@ def seal_message(
     except UnicodeEncodeError as exc:
         # Lone surrogates: Python allows them in str, UTF-8 does not.
         raise LocalProtocolError(ErrorCode.BAD_FRAME, "text is not valid Unicode") from exc
-    ct_len = _padded_length(len(body)) + TAG_SIZE
+    ct_len = COMMIT_SIZE + _padded_length(len(body)) + TAG_SIZE
     # Unreachable for a text within MAX_TEXT_CHARS (see `limits`): a guard.
     if ct_len > limits.MAX_CIPHERTEXT_BYTES:
         raise LocalProtocolError(
@@ -142,7 +171,7 @@ def seal_message(
     # 24 random bytes: XChaCha's nonce is long enough that random nonces
     # never repeat in practice, with no counter to keep in sync among senders.
     nonce = nacl.utils.random(NONCE_SIZE)
-    ct = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(_pad(body), ad, nonce, key)
+    ct = encrypt_body(_pad(body), ad, nonce, key)
     return Envelope(
         room=room,
         epoch=epoch,
@@ -162,15 +191,28 @@ def open_message(envelope: Envelope, *, key: bytes, sender_sign_pub: bytes) -> P
     by one member cannot pass for another's.
 
     The signature is checked first (`BadSignature`), so that nothing from an
-    unauthenticated sender reaches the decryptor; then the ciphertext is
-    decrypted and decoded (`DecryptError`).
+    unauthenticated sender reaches the decryptor; then the format
+    (`Uncommitted`: the first one, without a key commitment) and the key
+    commitment (`KeyMismatch`: the sender sealed it under another key for
+    this epoch than `key`); then the ciphertext is decrypted and decoded
+    (`DecryptError`, of which both are kinds).
     """
     _check_key(key)
     ad = associated_data(envelope.room, envelope.epoch, envelope.sender, envelope.txn)
-    verify(sender_sign_pub, _signed_bytes(ad, envelope.nonce, envelope.ct), envelope.sig)
+    ct = envelope.ct
+    verify(sender_sign_pub, _signed_bytes(ad, envelope.nonce, ct), envelope.sig)
+    if len(ct) % PAD_BLOCK == TAG_SIZE % PAD_BLOCK:
+        raise Uncommitted(
+            "sealed in the first message format, without a key commitment: refused, "
+            "as a member could make such a message read differently for each member"
+        )
+    if len(ct) % PAD_BLOCK != (COMMIT_SIZE + TAG_SIZE) % PAD_BLOCK:
+        raise DecryptError("message ciphertext has a length no sealing gives")
+    if not hmac.compare_digest(ct[:COMMIT_SIZE], key_commitment(key, envelope.nonce)):
+        raise KeyMismatch("sealed under another key for this epoch than the one held")
     try:
         padded = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
-            envelope.ct, ad, envelope.nonce, key
+            ct[COMMIT_SIZE:], ad, envelope.nonce, key
         )
     except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
         raise DecryptError("message does not decrypt under this epoch key") from exc

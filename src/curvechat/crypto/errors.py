@@ -5,6 +5,8 @@
     CryptoError              anything this package refuses (a CurvechatError)
     ├── BadSignature         a signature (or the key meant to check it) is invalid
     ├── DecryptError         authenticated decryption failed, or bound fields differ
+    │   ├── KeyMismatch      a message was sealed under another key than the one held
+    │   └── Uncommitted      a message of the first format, without a key commitment
     ├── KeyFileError         the identity key file is unreadable, corrupt or unsupported
     │   └── WrongPassphrase  the key file is intact but the passphrase does not open it
     └── MembershipError      a membership op breaks a rule; carries a protocol ErrorCode
@@ -35,6 +37,22 @@ class DecryptError(CryptoError):
     the fields it travelled with."""
 
     code = "decrypt_failed"
+
+
+class KeyMismatch(DecryptError):
+    """A message's signed key commitment names another key than the one held
+    for its epoch: the sender and whoever gave us the key hold different
+    keys for the same epoch, and one of them is not honest."""
+
+    code = "key_mismatch"
+
+
+class Uncommitted(DecryptError):
+    """A message of the first format, whose ciphertext does not commit to its
+    key: refused, as a member could craft one that opens as different texts
+    under keys she gave to different members."""
+
+    code = "uncommitted"
 
 
 class KeyFileError(CryptoError):

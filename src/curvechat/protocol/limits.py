@@ -39,8 +39,8 @@ MAX_TEXT_CHARS: Final = 16_000
 sealed. A code point is at most 4 bytes in UTF-8, so a text is at most
 `MAX_TEXT_BYTES`, and every text within the limit seals within
 `MAX_CIPHERTEXT_BYTES` (64,000 bytes of text, 31 of msgpack around it,
-padding to 64,256, the tag: 64,272). The limit is one number a person can
-check: there is no separate byte limit to run into."""
+padding to 64,256, the key commitment and the tag: 64,304). The limit is
+one number a person can check: there is no separate byte limit to run into."""
 
 MAX_TEXT_BYTES: Final = 4 * MAX_TEXT_CHARS
 """The most UTF-8 bytes a text within `MAX_TEXT_CHARS` can take."""

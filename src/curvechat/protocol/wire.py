@@ -50,9 +50,10 @@ def check_room(room: str) -> None:
 class Envelope(Wire, frozen=True):
     """One encrypted, signed message. The server sees only these fields.
 
-    `ct` is XChaCha20-Poly1305 ciphertext of the sender's `Plaintext` under the
-    room's epoch key; (room, epoch, sender, txn) are its associated data and
-    `sig` is the sender's Ed25519 signature over all of it.
+    `ct` is a commitment to the room's epoch key and then the XChaCha20-Poly1305
+    ciphertext of the sender's `Plaintext` under it; (room, epoch, sender,
+    txn) are its associated data and `sig` is the sender's Ed25519 signature
+    over all of it.
     """
 
     room: Room

@@ -231,6 +231,7 @@ class TrustCore:
                 log=log,
                 current=current,
                 shared=self.store.shared_with(room, current.epoch),
+                split=self._refusals.was_split(room, current.epoch),
             )
         )
 
@@ -326,7 +327,8 @@ class TrustCore:
         for i, job, res in zip(where, jobs, results, strict=True):
             sender = job.envelope.sender
             if isinstance(res, CryptoError):
-                failed = f"failed to verify or decrypt: {type(res).__name__}"
+                giver = held[job.envelope.epoch].sender
+                failed = self._refusals.not_opened(room, job.envelope, res, giver)
                 out[i] = Opened(sender, None, None, failed, "M5")
             else:
                 out[i] = Opened(sender, res.text, res.ts, None)

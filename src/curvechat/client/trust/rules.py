@@ -137,6 +137,8 @@ class EncryptCtx:
     current: EpochRecord
     shared: frozenset[str] = frozenset()
     """Whom we boxed the current epoch's key for when adding them."""
+    split: bool = False
+    """A member's message showed the current epoch's keys split (`KeyMismatch`)."""
 
 
 ENCRYPT_RULES: Final = (
@@ -144,6 +146,7 @@ ENCRYPT_RULES: Final = (
     Rule("E2", "no member departed after the op the epoch is based on"),
     Rule("E3", "whoever gave us the epoch key is still a member"),
     Rule("E4", "everyone we boxed the epoch key for when adding them is a member"),
+    Rule("E5", "no member's message showed the epoch's keys split (sealed under another key)"),
 )
 
 _ENCRYPT_CHECKS: Final[Mapping[str, Callable[[EncryptCtx], bool]]] = MappingProxyType(
@@ -155,6 +158,7 @@ _ENCRYPT_CHECKS: Final[Mapping[str, Callable[[EncryptCtx], bool]]] = MappingProx
             and (c.current.sender == c.me or c.log.is_member(c.current.sender))
         ),
         "E4": lambda c: all(c.log.is_member(u) for u in c.shared),
+        "E5": lambda c: not c.split,
     }
 )
 

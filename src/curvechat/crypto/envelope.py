@@ -16,8 +16,7 @@ and ciphertext.
   different key to each member could craft one signed ciphertext that opens
   as different texts under each key. With the commitment signed, every
   member who opens it holds the key the sender sealed it under, and a
-  member given another key learns that the epoch's keys were split
-  (`KeyMismatch`). Messages of the first format, without the commitment,
+  member given another key is told so (`KeyMismatch`). Messages of the first format, without the commitment,
   are refused (`Uncommitted`): nothing tells an honest old one from such a
   crafted one.
 

@@ -24,6 +24,7 @@ from curvechat.client.trust.api import Grant, ListingPlan, Opened, Rotate, Trust
 from curvechat.client.trust.jobs import Crypt, OpenJob, open_in_turn
 from curvechat.client.trust.log import RoomLog
 from curvechat.client.trust.logbook import LogBook
+from curvechat.client.trust.pins import Pins
 from curvechat.client.trust.refusals import Refusals
 from curvechat.client.trust.rules import EpochRecord
 from curvechat.crypto.errors import CryptoError, MembershipError
@@ -45,15 +46,12 @@ class TrustCore:
         # room -> the index of its log at which a stale_epoch refusal that the
         # log did not explain made us rotate (rotate_on_refusal)
         self._rotated_on_refusal: dict[str, int] = {}
-        # What this process has told its front end, apart from the shared store:
-        # another process of the home may have written the same rows first.
-        self._told_changes: dict[str, bytes] = dict(store.key_changes())
+        self._pending: dict[str, EpochKey] = {}  # room -> the key of an epoch not yet taken
+        # The rooms whose departure this process told its front end.
         self._told_gone = {r.room for r in store.rooms(include_left=True) if r.left}
-        pinned = store.pin(self.me)
-        if pinned is None:
-            store.set_pin(self.me, identity.sign_pub, verified=True)
-        elif pinned != identity.sign_pub:
-            raise KeyChanged(self.me, pinned, identity.sign_pub)
+        self.pins = Pins(self.me, identity.sign_pub, store, on_event)
+        self.check_pin = self.pins.check
+        self.verified = self.pins.verified
 
     # --- the verified log ------------------------------------------------------
     def log(self, room: str) -> RoomLog:
@@ -256,10 +254,13 @@ class TrustCore:
 
     def new_epoch(self, room: str, epoch: int) -> tuple[EpochKey, list[m.KeyPacket]]:
         """A fresh key for `epoch` of `room`, based on the log's head, boxed for
-        exactly the current members under their logged (and pinned) keys."""
-        log = self.log(room)
-        key = new_epoch_key(room, epoch, log.index)
-        return key, self.wrap_for(key, self.member_keys(room))
+        exactly the current members under their logged (and pinned) keys.
+        An attempt again at the same epoch and head reuses the key: a server
+        that kept an earlier attempt's packets has no second key to hand out."""
+        index, pending = self.log(room).index, self._pending.get(room)
+        if pending is None or (pending.epoch, pending.after_op) != (epoch, index):
+            pending = self._pending[room] = new_epoch_key(room, epoch, index)
+        return pending, self.wrap_for(pending, self.member_keys(room))
 
     def wrap_for(self, key: EpochKey, recipients: dict[str, bytes]) -> list[m.KeyPacket]:
         return [
@@ -270,6 +271,8 @@ class TrustCore:
     def own_epoch(self, key: EpochKey) -> None:
         """An epoch key we made, once the server took it."""
         self.store.put_epoch_key(key.room, key.epoch, key.after_op, key.key, self.me)
+        if self._pending.get(key.room) == key:
+            del self._pending[key.room]
 
     def history_for(self, room: str, user: str, user_key: bytes) -> list[m.KeyPacket]:
         """Every epoch key we hold for `room`, boxed for a member we add.
@@ -322,13 +325,16 @@ class TrustCore:
                 error = f"refused: {rules.explain(broken)}"
             out.append(Opened(env.sender, None, None, error, None if broken is None else broken.id))
         results = crypt(jobs)
+        top = max(held, default=-1)
         if len(results) != len(jobs):
             raise ValueError("the crypt function returned a result count other than asked")
         for i, job, res in zip(where, jobs, results, strict=True):
             sender = job.envelope.sender
             if isinstance(res, CryptoError):
                 giver = held[job.envelope.epoch].sender
-                failed = self._refusals.not_opened(room, job.envelope, res, giver)
+                failed = self._refusals.not_opened(
+                    room, job.envelope, res, giver, me=self.me, current=job.envelope.epoch == top
+                )
                 out[i] = Opened(sender, None, None, failed, "M5")
             else:
                 out[i] = Opened(sender, res.text, res.ts, None)
@@ -355,38 +361,6 @@ class TrustCore:
         return opened
 
     # --- pins ------------------------------------------------------------------------------
-    def check_pin(self, user: str, key: bytes, *, directory: bool = False) -> None:
-        """P1: pin `key` for `user` on first sight, unverified. P2: on a
-        different key, record the change (once), tell the front end (once in
-        this process, also when another process of the home recorded it
-        first), and raise KeyChanged. When the directory shows the pinned key again, a pending
-        change is dropped: there is nothing left to accept."""
-        pinned = self.store.pin(user)
-        if pinned is None:
-            self.store.set_pin(user, key)
-        elif pinned == key:
-            self._told_changes.pop(user, None)
-            if directory and user in self.store.key_changes():
-                self.store.drop_key_change(user)
-                self._emit(
-                    ev.Problem(
-                        None,
-                        f"the server shows the pinned key of {user} again; the pending key "
-                        "change was dropped (compare safety numbers if in doubt)",
-                    )
-                )
-        else:
-            if self.store.key_changes().get(user) != key:
-                self.store.record_key_change(user, key)
-            if self._told_changes.get(user) != key:  # told once per process
-                self._told_changes[user] = key
-                self._emit(ev.KeyChangeDetected(user))
-            raise KeyChanged(user, pinned, key)
-
-    def verified(self, user: str) -> bool:
-        pin = self.store.pin_record(user)
-        return pin is not None and pin.verified
-
     def member_keys(self, room: str) -> dict[str, bytes]:
         """The current members' logged keys, each checked against its pin."""
         keys = {}
@@ -396,14 +370,7 @@ class TrustCore:
         return keys
 
     def key_change_in(self, room: str) -> str | None:
-        changes = self.store.key_changes()
-        for user in self.log(room).state.members:
-            if user in changes:
-                return user
-        return None
+        return self.pins.changed_among(self.log(room).state.members)
 
     def refuse_if_key_changed(self, room: str) -> None:
-        user = self.key_change_in(room)
-        if user is not None:
-            pinned = self.store.pin(user) or b""
-            raise KeyChanged(user, pinned, self.store.key_changes()[user])
+        self.pins.refuse_if_changed_among(self.log(room).state.members)

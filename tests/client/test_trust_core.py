@@ -474,3 +474,36 @@ def test_e5_messages_sealed_under_another_key_are_told_once_and_rotate(w: World)
     env = seal_message(w.ids["bob"], room="r", epoch=0, key=ours.key, txn="txn-bob-fine",
                        plaintext=Plaintext(text="fine", ts=1))  # fmt: skip
     assert w.core.verify("r", env).text == "fine"
+
+
+def test_a_packet_that_did_not_open_is_not_opened_again_and_fetches_start_past_it(
+    w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node keeps the first packet for each epoch and member: one that
+    did not open (K4) comes back at every fetch. It is not opened again, and
+    the fetches of a round start past the epochs right above the newest key
+    held whose packet did not open; a new round asks for them again."""
+    opened = 0
+    real = R.unwrap_key_packet
+
+    def counting(*args, **kw):  # type: ignore[no-untyped-def]
+        nonlocal opened
+        opened += 1
+        return real(*args, **kw)
+
+    monkeypatch.setattr(R, "unwrap_key_packet", counting)
+    assert w.core.feed_packets("r", [w.packet(w.key("r", 0), "bob")]) == 1
+    good = w.packet(w.key("r", 1), "mallory")
+    garbage = [
+        m.KeyPacket(room="r", epoch=e, recipient="alice", sender="mallory", box=bytes(80))
+        for e in range(1, 41)
+    ]
+    for _ in range(3):
+        assert w.core.feed_packets("r", garbage) == 0
+    assert opened == 1 + 40  # the good one, and each garbage packet once
+    assert len(w.problems()) == 1
+    assert w.core.keys_from("r") == 41
+    w.core.new_round()
+    assert w.core.keys_from("r") == 1
+    # another packet for a refused epoch is opened, and filed if it opens
+    assert w.core.feed_packets("r", [good]) == 1 and opened == 42

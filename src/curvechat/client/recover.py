@@ -61,6 +61,7 @@ class Recover:
     def new_round(self, *, key_accepted: bool = False) -> None:
         """A new connection, or a key change the user accepted."""
         self.plan.new_round(key_accepted=key_accepted)
+        self.p.core.new_round()
 
     @contextlib.contextmanager
     def one_deadline(self) -> Iterator[None]:

@@ -196,7 +196,7 @@ class Sync:
                 lacking = next(e for e in range(len(held) + 1) if e not in held)
                 await self.fetch_keys(room, lacking, until_held=True)
                 held = self.p.core.held(room)
-            await self.fetch_keys(room, max(held) + 1 if held else 0)
+            await self.fetch_keys(room, self.p.core.keys_from(room))
             await self.recover.room(room)
 
     async def fetch_keys(self, room: str, min_epoch: int, *, until_held: bool = False) -> None:

@@ -16,9 +16,9 @@ and ciphertext.
   different key to each member could craft one signed ciphertext that opens
   as different texts under each key. With the commitment signed, every
   member who opens it holds the key the sender sealed it under, and a
-  member given another key is told so (`KeyMismatch`). Messages of the first format, without the commitment,
-  are refused (`Uncommitted`): nothing tells an honest old one from such a
-  crafted one.
+  member given another key is told so (`KeyMismatch`). Messages of the
+  first format, without the commitment, are refused (`Uncommitted`):
+  nothing tells an honest old one from such a crafted one.
 
 Bodies are padded to a multiple of 256 bytes so the ciphertext length tells
 the server little about the length of the text.

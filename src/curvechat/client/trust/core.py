@@ -168,7 +168,10 @@ class TrustCore:
         log, held = self.log(room), self.held(room)
         refused: list[tuple[m.KeyPacket, rules.Rule]] = []
         for packet in packets:
-            if new_only and packet.epoch in held:
+            sender_key = log.logged_keys.get(packet.sender)
+            if (new_only and packet.epoch in held) or self._refusals.known_unopenable(
+                packet, sender_key
+            ):
                 continue
             ctx = rules.PacketCtx(
                 identity=self.identity, room=room, packet=packet, log=log, held=held
@@ -176,6 +179,8 @@ class TrustCore:
             broken = rules.check_packet(ctx)
             if broken is not None:
                 refused.append((packet, broken))
+                if broken.id == "K4":
+                    self._refusals.unopenable(room, packet, sender_key)
                 continue
             key = ctx.opened
             assert key is not None and key.room == room
@@ -185,6 +190,15 @@ class TrustCore:
                 filed += 1
         self._refusals.tell(room, refused)
         return filed
+
+    def keys_from(self, room: str) -> int:
+        """The first epoch to fetch key packets from (`Refusals.fetch_from`)."""
+        newest = max(self.held(room), default=-1)
+        return self._refusals.fetch_from(room, newest, self.log(room).logged_keys)
+
+    def new_round(self) -> None:
+        """A new connection (epochs refused this round are asked for again)."""
+        self._refusals.new_round()
 
     def encryption_key(
         self, room: str, *, now_ms: int, max_messages: int, max_age_ms: int

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from curvechat.client import events as ev
 from curvechat.client.trust import rules
 from curvechat.crypto.errors import CryptoError, KeyMismatch, Uncommitted
 from curvechat.protocol import messages as m
+from curvechat.protocol.codec import encode
 
 MAX_REMEMBERED: Final = 50_000
 """Refused packets remembered in all (about 100 bytes each); past it, only
@@ -53,6 +54,12 @@ class Refusals:
         self._healed: set[tuple[str, str | None]] = set()
         """(room, giver) whose split made an epoch call for a new one (E5)."""
         self._split_epochs: set[tuple[str, int]] = set()
+        self._unopenable: set[bytes] = set()
+        """Digests of the packets that did not open (K4), with the key they
+        were tried under: the same packet under the same key never opens."""
+        self._refused_epochs: dict[str, dict[int, tuple[str, bytes | None]]] = {}
+        """Per room, the epochs whose packet for us did not open this round,
+        with its sender and the key it was tried under."""
 
     def tell(self, room: str, refused: list[tuple[m.KeyPacket, rules.Rule]]) -> None:
         """Tell the user of the packets of `room` refused in one fetch that
@@ -70,6 +77,35 @@ class Refusals:
             # The other rooms' refusals may be told again; and this room's, if
             # it alone holds that many (a server sending page after page).
             self._told = {room: told} if len(told) <= MAX_REMEMBERED else {}
+
+    def known_unopenable(self, packet: m.KeyPacket, sender_key: bytes | None) -> bool:
+        """Whether `packet` did not open (K4) before under `sender_key`: then
+        it does not now either, and was told."""
+        return bool(self._unopenable) and _tried(packet, sender_key) in self._unopenable
+
+    def unopenable(self, room: str, packet: m.KeyPacket, sender_key: bytes | None) -> None:
+        """`packet` did not open under `sender_key` (K4)."""
+        if len(self._unopenable) >= MAX_REMEMBERED:
+            self._unopenable.clear()
+        self._unopenable.add(_tried(packet, sender_key))
+        refused = self._refused_epochs.setdefault(room, {})
+        if len(refused) < MAX_REMEMBERED:
+            refused[packet.epoch] = (packet.sender, sender_key)
+
+    def fetch_from(self, room: str, newest_held: int, logged: Mapping[str, bytes]) -> int:
+        """The first epoch to fetch key packets from: past the newest held
+        and every epoch right above it whose packet did not open this round
+        under its sender's key as `logged` now (the node keeps the first
+        packet for each epoch and member, so it would serve the same one)."""
+        epoch, refused = newest_held + 1, self._refused_epochs.get(room, {})
+        while epoch in refused and logged.get(refused[epoch][0]) == refused[epoch][1]:
+            epoch += 1
+        return epoch
+
+    def new_round(self) -> None:
+        """A new connection: ask again for the epochs whose packet did not
+        open (another node may serve the genuine one)."""
+        self._refused_epochs.clear()
 
     def not_opened(
         self,
@@ -143,6 +179,11 @@ class Refusals:
         a new epoch (E5: our next message starts one, with one key for every
         member)."""
         return (room, epoch) in self._split_epochs
+
+
+def _tried(packet: m.KeyPacket, sender_key: bytes | None) -> bytes:
+    fields = (packet.room, packet.epoch, packet.recipient, packet.sender, packet.box, sender_key)
+    return hashlib.blake2b(encode(fields), digest_size=16).digest()
 
 
 def _digest(packet: m.KeyPacket) -> bytes:

@@ -242,6 +242,18 @@ class ChatClient:
             # Not ready without a complete sync: start over on a fresh connection.
             self.conn.drop(f"sync failed: {exc}", failed=True)
             return
+        except sqlite3.OperationalError as exc:
+            # Another process of this home holds the cache past SQLite's wait
+            # (a long write): not a bug, and not ready without a complete
+            # sync either. Start over on a fresh connection, after the back-off.
+            log.warning("the sync after connecting stopped: the local cache: %s", exc)
+            self.conn.drop(f"sync failed: the local cache: {exc}", failed=True)
+            return
+        except Exception:
+            # A bug must not leave the client connected and never ready.
+            log.exception("the sync after connecting failed")
+            self.conn.drop("sync failed: an internal error", failed=True)
+            return
         self.last_caught_up = count
         self._emit(ev.CaughtUp(count))
         self.outbox.ready.set()

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import sqlite3
 from collections import deque
 
 from curvechat.client import events as ev
@@ -147,6 +148,11 @@ class Outbox:
                 continue
             try:
                 await self.flush()
+            except sqlite3.OperationalError as exc:
+                # Another process of this home holds the cache (a long
+                # write): not a bug; what is queued stays queued.
+                log.warning("the outbox waits: the local cache: %s", exc)
+                self._later()
             except Exception:
                 # A bug must not stop the outbox for good: log, retry shortly.
                 log.exception("outbox flush failed")

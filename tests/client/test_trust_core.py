@@ -26,6 +26,8 @@ from curvechat.crypto.membership import MemberState, sign_op
 from curvechat.crypto.roomkeys import EpochKey, new_epoch_key, wrap_epoch_key
 from curvechat.protocol import messages as m
 
+from support.counting import count_calls
+
 PEOPLE = ("alice", "bob", "carol", "mallory")
 
 
@@ -483,15 +485,7 @@ def test_a_packet_that_did_not_open_is_not_opened_again_and_fetches_start_past_i
     did not open (K4) comes back at every fetch. It is not opened again, and
     the fetches of a round start past the epochs right above the newest key
     held whose packet did not open; a new round asks for them again."""
-    opened = 0
-    real = R.unwrap_key_packet
-
-    def counting(*args, **kw):  # type: ignore[no-untyped-def]
-        nonlocal opened
-        opened += 1
-        return real(*args, **kw)
-
-    monkeypatch.setattr(R, "unwrap_key_packet", counting)
+    opened = count_calls(monkeypatch, R, "unwrap_key_packet")
     assert w.core.feed_packets("r", [w.packet(w.key("r", 0), "bob")]) == 1
     good = w.packet(w.key("r", 1), "mallory")
     garbage = [
@@ -500,10 +494,31 @@ def test_a_packet_that_did_not_open_is_not_opened_again_and_fetches_start_past_i
     ]
     for _ in range(3):
         assert w.core.feed_packets("r", garbage) == 0
-    assert opened == 1 + 40  # the good one, and each garbage packet once
+    assert opened == [1 + 40]  # the good one, and each garbage packet once
     assert len(w.problems()) == 1
     assert w.core.keys_from("r") == 41
     w.core.new_round()
     assert w.core.keys_from("r") == 1
     # another packet for a refused epoch is opened, and filed if it opens
-    assert w.core.feed_packets("r", [good]) == 1 and opened == 42
+    assert w.core.feed_packets("r", [good]) == 1 and opened == [42]
+
+
+def test_the_epochs_remembered_as_refused_stay_bounded_in_all_rooms(
+    w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_REMEMBERED epochs in all rooms, they are forgotten (and
+    fetched again): a member making epochs in many rooms cannot grow it."""
+    from curvechat.client.trust import refusals
+
+    monkeypatch.setattr(refusals, "MAX_REMEMBERED", 8)
+    for room in ("r", "s", "t"):
+        if room != "r":
+            w.room(room, "bob", "alice", "mallory")
+            w.feed(room)
+        garbage = [
+            m.KeyPacket(room=room, epoch=e, recipient="alice", sender="mallory", box=bytes(80))
+            for e in range(5)
+        ]
+        assert w.core.feed_packets(room, garbage) == 0
+        kept = w.core._refusals._refused_epochs
+        assert sum(len(epochs) for epochs in kept.values()) <= 8

@@ -20,7 +20,7 @@ import secrets
 import nacl.bindings
 import pytest
 
-from curvechat.crypto import Identity, KeyMismatch, Uncommitted
+from curvechat.crypto import DecryptError, Identity, KeyMismatch, Uncommitted
 from curvechat.crypto.envelope import (
     COMMIT_SIZE,
     DOMAIN_MSG,
@@ -88,7 +88,8 @@ def test_with_the_commitment_only_the_committed_key_gets_past_it(
         open_message(env, key=key2, sender_sign_pub=MALLORY.sign_pub)
     # Under key1 it passes the commitment and the tag; the random body is
     # then no plaintext, which is a DecryptError but not a KeyMismatch.
-    with pytest.raises(Exception) as refused:
+    with pytest.raises(DecryptError) as refused:
         open_message(env, key=key1, sender_sign_pub=MALLORY.sign_pub)
     assert not isinstance(refused.value, KeyMismatch | Uncommitted)
-    assert "not" in str(refused.value)
+    # (random bytes: not padded, or once in about 256 runs padded but no plaintext)
+    assert "not correctly padded" in str(refused.value) or "not a valid" in str(refused.value)

@@ -60,6 +60,7 @@ class Refusals:
         self._refused_epochs: dict[str, dict[int, tuple[str, bytes | None]]] = {}
         """Per room, the epochs whose packet for us did not open this round,
         with its sender and the key it was tried under."""
+        self._refused_count = 0
 
     def tell(self, room: str, refused: list[tuple[m.KeyPacket, rules.Rule]]) -> None:
         """Tell the user of the packets of `room` refused in one fetch that
@@ -88,9 +89,12 @@ class Refusals:
         if len(self._unopenable) >= MAX_REMEMBERED:
             self._unopenable.clear()
         self._unopenable.add(_tried(packet, sender_key))
+        if self._refused_count >= MAX_REMEMBERED:  # in all rooms: fetched again, then
+            self.new_round()
         refused = self._refused_epochs.setdefault(room, {})
-        if len(refused) < MAX_REMEMBERED:
-            refused[packet.epoch] = (packet.sender, sender_key)
+        if packet.epoch not in refused:
+            self._refused_count += 1
+        refused[packet.epoch] = (packet.sender, sender_key)
 
     def fetch_from(self, room: str, newest_held: int, logged: Mapping[str, bytes]) -> int:
         """The first epoch to fetch key packets from: past the newest held
@@ -106,6 +110,7 @@ class Refusals:
         """A new connection: ask again for the epochs whose packet did not
         open (another node may serve the genuine one)."""
         self._refused_epochs.clear()
+        self._refused_count = 0
 
     def not_opened(
         self,

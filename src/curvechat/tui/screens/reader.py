@@ -56,8 +56,8 @@ class MarkedText(TextArea):
         self.theme = THEME
 
     def _build_highlight_map(self) -> None:
-        # Called by the text area when its document is set (in __init__,
-        # before the marks exist: then there are none yet).
+        # Called by the text area whenever its document is set: the marks
+        # are made before (a text area that is read only keeps its document).
         self._line_cache.clear()
         self._highlights.clear()
         for row, marks in getattr(self, "_marks", {}).items():
@@ -72,12 +72,12 @@ class ReaderScreen(ModalScreen[None]):
     def __init__(self, title: str, text: str) -> None:
         super().__init__()
         self.title_line = visible(title)
-        self.text = text
+        self.body = text
 
     def compose(self) -> ComposeResult:
         with Vertical(id="reader-box"):
             yield Static(self.title_line, id="reader-title", markup=False)
-            yield MarkedText(self.text, id="reader-text", soft_wrap=True)
+            yield MarkedText(self.body, id="reader-text", soft_wrap=True)
             yield Static("Esc or q closes", id="reader-help", markup=False)
 
     def on_mount(self) -> None:

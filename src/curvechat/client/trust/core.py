@@ -27,6 +27,7 @@ from curvechat.client.trust.logbook import LogBook
 from curvechat.client.trust.pins import Pins
 from curvechat.client.trust.refusals import Refusals
 from curvechat.client.trust.rules import EpochRecord
+from curvechat.client.trust.splits import Splits
 from curvechat.crypto.errors import CryptoError, MembershipError
 from curvechat.crypto.identity import Identity
 from curvechat.crypto.roomkeys import EpochKey, new_epoch_key, wrap_epoch_key
@@ -43,6 +44,7 @@ class TrustCore:
         self._emit = on_event
         self._book = LogBook(store, on_event)
         self._refusals = Refusals(on_event)
+        self._splits = Splits(on_event)
         # room -> the index of its log at which a stale_epoch refusal that the
         # log did not explain made us rotate (rotate_on_refusal)
         self._rotated_on_refusal: dict[str, int] = {}
@@ -243,7 +245,7 @@ class TrustCore:
                 log=log,
                 current=current,
                 shared=self.store.shared_with(room, current.epoch),
-                split=self._refusals.was_split(room, current.epoch),
+                split=self._splits.was_split(room, current.epoch),
             )
         )
 
@@ -346,7 +348,7 @@ class TrustCore:
             sender = job.envelope.sender
             if isinstance(res, CryptoError):
                 giver = held[job.envelope.epoch].sender
-                failed = self._refusals.not_opened(
+                failed = self._splits.not_opened(
                     room, job.envelope, res, giver, me=self.me, current=job.envelope.epoch == top
                 )
                 out[i] = Opened(sender, None, None, failed, "M5")

@@ -25,6 +25,7 @@ from textual.widgets import Static, TextArea
 from textual.widgets.text_area import TextAreaTheme
 
 from curvechat.protocol.text import split_lines, visible, visible_parts
+from curvechat.tui.format import PLACEHOLDER_STYLE
 
 PLACEHOLDER: Final = "curvechat.placeholder"
 THEME: Final = "curvechat-reader"
@@ -51,7 +52,7 @@ class MarkedText(TextArea):
         super().__init__("\n".join(lines), read_only=True, **kwargs)  # type: ignore[arg-type]
         base = TextAreaTheme.get_builtin_theme("css")
         assert base is not None
-        styles = {**base.syntax_styles, PLACEHOLDER: Style(reverse=True)}
+        styles = {**base.syntax_styles, PLACEHOLDER: Style.parse(PLACEHOLDER_STYLE)}
         self.register_theme(dataclasses.replace(base, name=THEME, syntax_styles=styles))
         self.theme = THEME
 

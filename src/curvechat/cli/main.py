@@ -17,16 +17,35 @@ Here is only `main`: the parser is `cli/parser.py`, the commands
 from __future__ import annotations
 
 import contextlib
-import logging
 import sqlite3
 import sys
 
-from curvechat.cli.common import EXIT_FAIL, EXIT_USAGE, CliError, _fail, room_problem
-from curvechat.cli.output import error_line, log_handler
-from curvechat.cli.parser import build_parser
+INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A Ctrl-C at any point, the imports included (they
+    take a noticeable fraction of a second), is one line and exit code 130,
+    never a traceback: nothing above the standard library is imported
+    before this guard."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        from curvechat.cli.output import error_line
+
+        said = error_line("interrupted", "stopped (Ctrl-C); what was queued stays queued")
+        print(said, file=sys.stderr)
+        return INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
+    import logging
+
+    from curvechat.cli.common import EXIT_FAIL, EXIT_USAGE, CliError, _fail, room_problem
+    from curvechat.cli.output import log_handler
+    from curvechat.cli.parser import build_parser
+    from curvechat.protocol.errors import CurvechatError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -44,8 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     problem = None if room is None else room_problem(room, create=args.command == "create")
     if problem is not None:
         _fail("bad_room", problem, EXIT_FAIL)
-    from curvechat.protocol.errors import CurvechatError
-
     try:
         return int(args.func(args))
     except CliError as exc:
@@ -60,12 +77,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         # A client's cache file of another shape than ours.
         _fail("bad_cache", f"the local cache cannot be used: {exc}", EXIT_FAIL)
-    except KeyboardInterrupt:
-        print(
-            error_line("interrupted", "stopped (Ctrl-C); what was queued stays queued"),
-            file=sys.stderr,
-        )
-        return 130
 
 
 if __name__ == "__main__":

@@ -60,3 +60,21 @@ async def test_a_value_the_node_cannot_decode_is_counted_and_the_next_pushed(
         await pushed(node, "r", 2)
         assert node.pushed == [("r", 2)]
         assert node.metrics.watch_undecodable._value.get() == 1
+
+
+async def test_a_value_the_node_cannot_decode_is_left_out_of_history_reads(
+    etcd3: EtcdCluster,
+) -> None:
+    """Reading past such a value failed the read, so every page holding it
+    failed for every client: the room's history stopped there."""
+    async with node_b(etcd3) as (writer, _node, _cluster):
+        await room_r(writer)
+        await writer.put(writer.k_msg("r", 1), b"\x93\x01\xc1\xa1x")
+        await writer.put(writer.k_head("r"), rec.enc.encode(rec.Head(1, 0)))
+        await writer.append_messages(
+            [NewMessage("r", "alice", f"txn-{i}", envelope("r", f"txn-{i}")) for i in (2, 3)]
+        )
+        assert [r.seq for r in await writer.messages("r", after=0)] == [2, 3]
+        assert [r.seq for r in await writer.messages("r", after=0, limit=1)] == [2]
+        assert [r.seq for r in await writer.messages("r")] == [2, 3]
+        assert [r.seq for r in await writer.messages("r", before=3)] == [2]

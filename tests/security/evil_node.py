@@ -10,6 +10,8 @@ first and attack later. Each key of the JSON turns on one attack:
 - "replay": true          sync/history replies replay their first item at a new seq
 - "reorder": true         sync/history replies list their items in reverse
 - "drop_pushes": true     message pushes are not sent (clients must find the gap)
+- "hole": {"room": R, "seqs": [N, ...]}  pages and pushes of R never hold these
+  seqs (withheld for good, the messages after them served as usual)
 - "flip": {"field": F, "bit": N}  flip bit N of envelope field F (ct, nonce, sig)
   or change an associated-data field (room, epoch, sender, txn) in every
   message the node hands out
@@ -88,9 +90,12 @@ def tamper_envelope(env: m.Envelope, how: dict[str, Any]) -> m.Envelope:
 
 
 def tamper_items(
-    items: list[m.StoredMessage], p: dict[str, Any], head: int
+    items: list[m.StoredMessage], p: dict[str, Any], head: int, room: str = ""
 ) -> list[m.StoredMessage]:
     out = list(items)
+    hole = p.get("hole")
+    if hole and hole["room"] == room:
+        out = [i for i in out if i.seq not in hole["seqs"]]
     if "flip" in p:
         out = [
             msgspec.structs.replace(i, envelope=tamper_envelope(i.envelope, p["flip"])) for i in out
@@ -155,7 +160,7 @@ def install() -> None:
     async def history(self: h.Handlers, sess: n.Session, req: m.History) -> m.AnyReply:
         reply = await orig_history(self, sess, req)
         if isinstance(reply, m.Messages):
-            items = tamper_items(reply.items, plan(), reply.head)
+            items = tamper_items(reply.items, plan(), reply.head, reply.room)
             return m.Messages(room=reply.room, items=items, head=reply.head)
         return reply
 
@@ -164,7 +169,7 @@ def install() -> None:
         if isinstance(reply, m.SyncReply):
             p = plan()
             rooms = [
-                m.Messages(room=r.room, items=tamper_items(r.items, p, r.head), head=r.head)
+                m.Messages(room=r.room, items=tamper_items(r.items, p, r.head, r.room), head=r.head)
                 for r in reply.rooms
             ]
             return m.SyncReply(rooms=rooms, more=reply.more)
@@ -220,6 +225,9 @@ def install() -> None:
         p = plan()
         if isinstance(msg, m.MessagePush):
             if p.get("drop_pushes"):
+                return 0
+            hole = p.get("hole")
+            if hole and hole["room"] == msg.room and msg.message.seq in hole["seqs"]:
                 return 0
             if "flip" in p:
                 stored = msgspec.structs.replace(

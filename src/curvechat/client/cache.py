@@ -45,6 +45,8 @@ from curvechat.client.trustrows import SCHEMA as TRUST_SCHEMA
 from curvechat.client.trustrows import TrustRows, migrate
 from curvechat.client.unopenedrows import INDEXES as MESSAGE_INDEXES
 from curvechat.client.unopenedrows import UnopenedRows
+from curvechat.client.withheldrows import SCHEMA as WITHHELD_SCHEMA
+from curvechat.client.withheldrows import WithheldRows
 
 __all__ = [
     "Cache",
@@ -91,7 +93,7 @@ def cache_key(identity_seed: bytes) -> bytes:
     )
 
 
-class Cache(MessageRows, UnopenedRows, TrustRows, OutboxRows):
+class Cache(MessageRows, UnopenedRows, WithheldRows, TrustRows, OutboxRows):
     def __init__(
         self,
         path: Path,
@@ -130,7 +132,9 @@ class Cache(MessageRows, UnopenedRows, TrustRows, OutboxRows):
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise CacheError(f"{path} was written by a newer curvechat (schema {version})")
-            self._db.executescript(_SCHEMA + MESSAGE_SCHEMA + OUTBOX_SCHEMA + TRUST_SCHEMA)
+            self._db.executescript(
+                _SCHEMA + MESSAGE_SCHEMA + WITHHELD_SCHEMA + OUTBOX_SCHEMA + TRUST_SCHEMA
+            )
             migrate(self._db, TRUST_MIGRATIONS + MESSAGE_MIGRATIONS)
             self._db.executescript(MESSAGE_INDEXES)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

@@ -152,23 +152,36 @@ class MessageRows:
 
     def _advance(self, room: str, added: list[int], unread: int) -> None:
         """After `added` were stored: the room's head, unread count and cursor
-        (moved over every contiguous stored seq)."""
+        (moved over every contiguous stored seq, and every range recorded as
+        withheld)."""
         self._db.execute(
             "UPDATE rooms SET head=MAX(head, ?), unread=unread+? WHERE room=?",
             (max(added), unread, room),
         )
+        self._walk(room, set(added))
+
+    def _walk(self, room: str, fresh: set[int]) -> None:
+        """Move the room's cursor over every contiguous seq stored (or in
+        `fresh`, just stored) and every range recorded as withheld."""
         row = self._db.execute("SELECT cursor FROM rooms WHERE room=?", (room,)).fetchone()
         if row is None:
             return
         start = cursor = int(row[0])
-        fresh = set(added)
-        while (
-            cursor + 1 in fresh
-            or self._db.execute(
-                "SELECT 1 FROM messages WHERE room=? AND seq=?", (room, cursor + 1)
+        while True:
+            if (
+                cursor + 1 in fresh
+                or self._db.execute(
+                    "SELECT 1 FROM messages WHERE room=? AND seq=?", (room, cursor + 1)
+                ).fetchone()
+            ):
+                cursor += 1
+                continue
+            hole = self._db.execute(  # seqs the server did not hand out (withheldrows.py)
+                "SELECT hi FROM withheld WHERE room=? AND lo=?", (room, cursor + 1)
             ).fetchone()
-        ):
-            cursor += 1
+            if hole is None:
+                break
+            cursor = max(cursor + 1, int(hole[0]))
         if cursor != start:
             self._db.execute("UPDATE rooms SET cursor=? WHERE room=?", (cursor, room))
 

@@ -30,6 +30,7 @@ from curvechat.client.model import CachedMessage
 from curvechat.client.parts import Parts
 from curvechat.client.recover import Recover
 from curvechat.client.recovery import keeps_envelope
+from curvechat.client.withheld import Withheld
 from curvechat.protocol import ErrorCode, encode
 from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_BATCH, MAX_PAGE
@@ -85,6 +86,8 @@ class Sync:
         self.p = parts
         self.recover = Recover(parts)
         """Rows that did not open, tried again (`recover.py`)."""
+        self.withheld = Withheld(parts)
+        """Seqs the server did not hand out when asked (`withheld.py`)."""
 
     async def full(self) -> int:
         """The sync after a (re)connection. Lock held. Returns the number of
@@ -92,9 +95,13 @@ class Sync:
         makes (in the refreshes of its pages, and at its end) ask within one
         deadline."""
         with self.recover.one_deadline():
-            return await self._full()
+            try:
+                return await self._full()
+            finally:
+                self.withheld.sync_done()  # what it found, told even if it failed
 
     async def _full(self) -> int:
+        self.withheld.new_round()
         reply = await self.p.ask(m.ListRooms(), m.RoomList)
         plan = self.p.core.listing(reply.rooms)
         for info in reply.rooms:
@@ -132,6 +139,7 @@ class Sync:
                             continue  # not asked for
                         self.p.cache.set_head(msgs.room, msgs.head)
                         count += await self.ingest_page(msgs.room, msgs.items, live=False)
+                        self.withheld.note(msgs.room, cursors[msgs.room], msgs.items)
                 except BaseException:
                     await _drop(ahead)
                     raise
@@ -144,6 +152,7 @@ class Sync:
                     await _drop(ahead)
                     ask = m.Sync(cursors=cursors, limit=MAX_PAGE, only=only)
                     batch = await self.p.ask(ask, m.SyncReply)
+        await self.withheld.ask_again(lambda room, items: self.ingest_page(room, items, live=False))
         for room in rooms:  # what another process of this home synced meanwhile
             await self.p.tell_stored(room, live=False)
         return count + await self.recover.rooms()
@@ -356,6 +365,7 @@ class Sync:
                 ahead = await _ask_ahead(self.p.ask(ask, m.Messages))
             try:
                 await self.ingest_page(room, reply.items, live=False)
+                self.withheld.note(room, cursor, reply.items)
             except BaseException:
                 await _drop(ahead)
                 raise
@@ -368,16 +378,12 @@ class Sync:
     async def fill_gap(self, room: str, cursor: int, upto: int) -> None:
         """Fetch the messages between the cursor and a pushed seq (Clone pattern)."""
         while cursor < upto - 1:
+            top = min(upto - 1, cursor + MAX_PAGE)  # all stored: `upto` was pushed
             reply = await self.p.ask(
-                m.History(room=room, after=cursor, limit=min(MAX_PAGE, upto - 1 - cursor)),
-                m.Messages,
+                m.History(room=room, after=cursor, limit=top - cursor), m.Messages
             )
-            if not reply.items:
-                return
             await self.ingest_page(room, reply.items, live=False)
-            top = max(item.seq for item in reply.items)
-            if top <= cursor:
-                return  # a server that makes no progress
+            self.withheld.note(room, cursor, reply.items, top)
             cursor = top
 
     async def older(self, room: str, before: int | None, limit: int) -> None:

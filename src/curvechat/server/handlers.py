@@ -12,6 +12,7 @@ through `node.push`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ import zmq.utils.z85
 
 from curvechat.crypto.errors import BadSignature, MembershipError
 from curvechat.crypto.identity import transport_statement, verify
-from curvechat.protocol import ErrorCode, decode_envelope, decode_member_op, encode
+from curvechat.protocol import ErrorCode, ProtocolError, decode_envelope, decode_member_op, encode
 from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_PAGE, REPLY_BUDGET_BYTES
 from curvechat.server.epochpace import EpochPace
@@ -44,6 +45,9 @@ OUT_OF_ORDER_TEXT = (
 if TYPE_CHECKING:
     from curvechat.server.context import NodeContext
     from curvechat.server.session import Session
+
+
+log = logging.getLogger("curvechat.server")
 
 
 def _stored(row: StoredRow) -> m.StoredMessage:
@@ -266,7 +270,7 @@ class Handlers(RoomHandlers):
         rows = _fit(rows, REPLY_BUDGET_BYTES, newest=req.after is None)
         record = await self.store.room(req.room)
         head = record.head if record is not None else view.record.head
-        return m.Messages(room=req.room, items=[_stored(r) for r in rows], head=head)
+        return m.Messages(room=req.room, items=self._items(rows), head=head)
 
     async def sync(self, sess: Session, req: m.Sync) -> m.AnyReply:
         assert sess.user is not None
@@ -290,10 +294,24 @@ class Handlers(RoomHandlers):
             size_budget -= sum(len(r.envelope) for r in rows)
             if rows and rows[-1].seq < record.head:
                 more = True
-            out.append(
-                m.Messages(room=record.room, items=[_stored(r) for r in rows], head=record.head)
-            )
+            out.append(m.Messages(room=record.room, items=self._items(rows), head=record.head))
         return m.SyncReply(rooms=out, more=more)
+
+    def _items(self, rows: list[StoredRow]) -> list[m.StoredMessage]:
+        """A page's messages. One whose stored envelope does not decode (a
+        damaged store) is left out, counted and logged, so that the rest of
+        its room stays readable: clients record its seq as withheld and ask
+        for it again at their next connection."""
+        items = []
+        for row in rows:
+            try:
+                items.append(_stored(row))
+            except ProtocolError as exc:
+                self.node.metrics.stored_undecodable.inc()
+                log.error(
+                    "message %d of %r in the store cannot be read: %s", row.seq, row.room, exc
+                )
+        return items
 
     async def fetch_keys(self, sess: Session, req: m.FetchKeys) -> m.AnyReply:
         assert sess.user is not None

@@ -278,6 +278,11 @@ class NodeMetrics:
             ["node", "boot"],
             registry=r,
         )
+        self.stored_undecodable = Counter(
+            "curvechat_stored_undecodable_total",
+            "Stored messages a page could not decode (a damaged store): left out of it",
+            registry=r,
+        )
         # Cluster mode (stay at zero on a single node).
         self.watch_lag_seconds = Histogram(
             "curvechat_cluster_watch_lag_seconds",

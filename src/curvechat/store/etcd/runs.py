@@ -19,18 +19,21 @@ cluster's registry, the store writes a `records.Msg` a key instead
 (`legacy`; server/cluster.py sets `EtcdStore.message_runs`).
 
 What it must never do: write a run under a key other than its last seq,
-put two origins or two rooms in one run, or return a message outside the
-seqs asked for.
+put two origins or two rooms in one run, return a message outside the
+seqs asked for, or fail a read for a run it cannot decode (it is left out
+and logged).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aetcd import rpc  # type: ignore[import-untyped]
 
+from curvechat.protocol.errors import UNDECODABLE
 from curvechat.store.base import StoredRow
 from curvechat.store.etcd import records as rec
 from curvechat.store.etcd.keys import prefix_end, tail
@@ -127,6 +130,23 @@ def decode_run(room: str, last: int, value: bytes) -> tuple[list[StoredRow], str
     ], run.origin
 
 
+log = logging.getLogger("curvechat.store")
+
+
+def _readable(room: str, kv: Any) -> list[StoredRow]:
+    """The messages of the run `kv` of `room`; none, logged, if its value
+    cannot be decoded (a damaged store, or a writer of another format):
+    the read goes on past it, so that the rest of the room stays readable
+    (its clients record the seqs as withheld; the watch skips it the same
+    way)."""
+    last = int(tail(kv.key))
+    try:
+        return decode_run(room, last, kv.value)[0]
+    except UNDECODABLE as exc:
+        log.error("the message run of %r under seq %d cannot be read: %s", room, last, exc)
+        return []
+
+
 def _more(wanted: int, rows: int, keys: int) -> int:
     """How many runs to ask for next: enough for `wanted` more messages at
     the rows per run read so far, and one more (never more than `wanted`:
@@ -149,7 +169,7 @@ async def read_from(
         """Add the rows of `kvs` wanted; whether the read is done."""
         nonlocal seen, runs
         for kv in kvs:
-            got, _origin = decode_run(room, int(tail(kv.key)), kv.value)
+            got = _readable(room, kv)
             seen, runs = seen + len(got), runs + 1
             for row in got:
                 if before is not None and row.seq >= before:
@@ -199,7 +219,7 @@ async def read_newest(st: EtcdStore, room: str, before: int | None, limit: int) 
         got_runs = straddle + kvs
     while True:
         for kv in got_runs:
-            got, _origin = decode_run(room, int(tail(kv.key)), kv.value)
+            got = _readable(room, kv)
             seen, runs = seen + len(got), runs + 1
             for row in reversed(got):
                 if before is not None and row.seq >= before:

@@ -1,0 +1,131 @@
+"""Messages the server did not hand out when asked for them.
+
+An honest node's page of a room asked for after seq c holds c+1, c+2, ...
+with nothing left out (every seq up to the room's head holds a message,
+numbered and stored in one transaction), and a pushed seq s means every
+seq below s is stored. So a seq that a page asked for from below it skips,
+or that a gap fill below a pushed seq does not bring, was withheld: by a
+server that hides it, or by a node that cannot read what its store holds.
+
+Such seqs are recorded (`withheldrows.py`) and the room's cursor moves over
+them; the user is told once per room and connection; each sync after
+connecting asks for the newest of them again (`MAX_ASKED` ranges in all),
+and what comes back is verified and stored in its place like any message.
+Before, the cursor stopped at the first such seq for good: every push
+after it fetched everything from there again, and a sync with more than a
+page past it asked for the same page forever, never ready.
+
+`missing` is the rule, without I/O. This module must never record a seq
+above the highest one the server served or pushed, nor decide what a
+message says (`ingest_page`, through the trust core, does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+
+from curvechat.client import events as ev
+from curvechat.client.errors import ServerRefused
+from curvechat.client.parts import Parts
+from curvechat.protocol import ErrorCode
+from curvechat.protocol import messages as m
+from curvechat.protocol.limits import MAX_PAGE
+
+MAX_ASKED = 64
+"""Ranges asked for again at one sync, over all rooms."""
+
+Ingest = Callable[[str, list[m.StoredMessage]], Awaitable[int]]
+
+
+def missing(after: int, served: Iterable[int], top: int | None = None) -> list[tuple[int, int]]:
+    """The ranges (lo, hi) of seqs above `after` and up to `top` (default:
+    the highest served) that a page asked for after `after` did not hold."""
+    seqs = sorted({s for s in served if s > after})
+    top = (seqs[-1] if seqs else after) if top is None else top
+    ranges, expect = [], after + 1
+    for s in seqs:
+        if s > top:
+            break
+        if s > expect:
+            ranges.append((expect, s - 1))
+        expect = s + 1
+    if expect <= top:
+        ranges.append((expect, top))
+    return ranges
+
+
+SHOWN = 5
+"""Ranges named in what the user is told."""
+
+
+def said(ranges: list[tuple[int, int]]) -> str:
+    """What the user is told about `ranges` of one room (past `SHOWN`, "...")."""
+    shown = ", ".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges[:SHOWN])
+    more = ", ..." if len(ranges) > SHOWN else ""
+    single = len(ranges) == 1 and ranges[0][0] == ranges[0][1]
+    what = "a message" if single else "messages"
+    return (
+        f"the server did not hand out {what} of this room (seq {shown}{more})"
+        " when asked: a server that hides messages, or one that cannot read them;"
+        " asked for again at each connection"
+    )
+
+
+class Withheld:
+    def __init__(self, parts: Parts) -> None:
+        self.p = parts
+        self._told: set[str] = set()
+        """Rooms told about in this connection."""
+        self._syncing: dict[str, list[tuple[int, int]]] | None = None
+        """While the sync after connecting runs: what it found, per room, told
+        at its end in one line a room (the first `SHOWN` ranges are named)."""
+
+    def new_round(self) -> None:
+        """A new connection's sync begins: each room may be told about once more."""
+        self._told.clear()
+        self._syncing = {}
+
+    def sync_done(self) -> None:
+        """Tell what the sync after connecting found, one line a room."""
+        found, self._syncing = self._syncing or {}, None
+        for room, ranges in found.items():
+            self._told.add(room)
+            self.p.emit(ev.Problem(room, said(ranges)))
+
+    def note(
+        self, room: str, after: int, items: Iterable[m.StoredMessage], top: int | None = None
+    ) -> None:
+        """A page asked for after `after` (up to `top`, a pushed seq's
+        predecessor, if given) held `items`, already stored: record what it
+        left out. Lock held."""
+        ranges = missing(after, (item.seq for item in items), top)
+        if not ranges:
+            return
+        self.p.cache.add_withheld(room, ranges)
+        if self._syncing is not None:
+            found = self._syncing.setdefault(room, [])
+            found += ranges[: SHOWN + 1 - len(found)]
+        elif room not in self._told:
+            self._told.add(room)
+            self.p.emit(ev.Problem(room, said(ranges)))
+
+    async def ask_again(self, ingest: Ingest) -> None:
+        """Ask for the newest ranges recorded as withheld once more, and
+        store what comes back in its place. Lock held."""
+        cache, budget = self.p.cache, MAX_ASKED
+        for room in cache.withheld_rooms():
+            for lo, hi in cache.withheld(room, budget):
+                budget -= 1
+                ask = m.History(room=room, after=lo - 1, limit=min(hi - lo + 1, MAX_PAGE))
+                try:
+                    reply = await self.p.ask(ask, m.Messages)
+                except ServerRefused as exc:
+                    if exc.code in (ErrorCode.NOT_MEMBER, ErrorCode.NO_SUCH_ROOM):
+                        break
+                    raise
+                items = [item for item in reply.items if lo <= item.seq <= hi]
+                if items:
+                    await ingest(room, items)
+                    cache.served(room, lo, hi, (item.seq for item in items))
+            if budget <= 0:
+                return

@@ -1,0 +1,76 @@
+"""Seqs the server did not hand out: the rule (`withheld.missing`) and the
+cache's record of them (`withheldrows.py`), without a server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from curvechat.client.cache import Cache
+from curvechat.client.withheld import missing, said
+from curvechat.client.withheldrows import MAX_RANGES
+
+KEY = bytes(32)
+
+
+@pytest.mark.parametrize(
+    ("after", "served", "top", "expected"),
+    [
+        (0, [1, 2, 3], None, []),
+        (0, [], None, []),  # nothing served, nothing known to exist
+        (0, [2, 3], None, [(1, 1)]),
+        (10, [11, 14, 15, 18], None, [(12, 13), (16, 17)]),
+        (10, [18, 11, 14, 15], None, [(12, 13), (16, 17)]),  # in any order
+        (10, [5, 10, 11], None, []),  # at or below `after`: not asked for
+        (10, [], 15, [(11, 15)]),  # a gap fill below a pushed 16 that brought nothing
+        (10, [11, 12], 15, [(13, 15)]),
+        (10, [11, 12, 17], 15, [(13, 15)]),  # above `top`: not asked for
+    ],
+)
+def test_what_a_page_left_out(
+    after: int, served: list[int], top: int | None, expected: list[tuple[int, int]]
+) -> None:
+    assert missing(after, served, top) == expected
+
+
+def test_what_the_user_is_told_names_a_few_ranges() -> None:
+    assert said([(3, 3)]).startswith("the server did not hand out a message of this room (seq 3)")
+    many = said([(i, i + 1) for i in range(0, 70, 10)])
+    assert "messages of this room (seq 0-1, 10-11, 20-21, 30-31, 40-41, ...)" in many
+
+
+def room_with(cache: Cache, seqs: list[int]) -> None:
+    with cache.batch("r") as batch:
+        for seq in seqs:
+            batch.add(seq, 0, "alice", f"t{seq:08d}", None, f"m{seq}", None)
+
+
+def test_the_cursor_moves_over_withheld_seqs_and_what_comes_later_fills_them(
+    tmp_path: Path,
+) -> None:
+    cache = Cache(tmp_path / "c.db", KEY)
+    cache.ensure_room("r")
+    room_with(cache, [1, 2, 5, 6, 9])
+    assert cache.room("r").cursor == 2  # type: ignore[union-attr]
+    cache.add_withheld("r", [(3, 4), (7, 8)])
+    assert cache.room("r").cursor == 9  # type: ignore[union-attr]
+    room_with(cache, [10])
+    assert cache.room("r").cursor == 10  # type: ignore[union-attr]
+    cache.served("r", 7, 8, [8, 11])  # 11 is not of the range
+    assert cache.withheld("r", 10) == [(3, 4), (7, 7)]
+    cache.served("r", 3, 4, [3])
+    assert cache.withheld("r", 10) == [(4, 4), (7, 7)]
+    cache.served("r", 7, 7, [7])
+    assert cache.withheld("r", 1) == [(4, 4)]
+    assert cache.withheld_rooms() == ["r"]
+
+
+def test_the_ranges_kept_are_bounded(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "c.db", KEY)
+    cache.ensure_room("r")
+    ranges = [(2 * i + 1, 2 * i + 1) for i in range(MAX_RANGES + 300)]
+    for start in range(0, len(ranges), 100):
+        cache.add_withheld("r", ranges[start : start + 100])
+    kept = cache.withheld("r", 10 * MAX_RANGES)
+    assert len(kept) == MAX_RANGES and kept[-1] == ranges[-1]

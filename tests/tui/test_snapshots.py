@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from curvechat.client.cache import CachedMessage, OutboxItem
-from curvechat.client.engine import MemberInfo, RoomSummary
 from curvechat.client.state import ConnState, ConnStatus
+from curvechat.client.summary import MemberInfo, RoomSummary
 from curvechat.tui.app import CurvechatApp
 from curvechat.tui.settings import ChatSettings
 

@@ -1,8 +1,8 @@
 """One logical connection to a chat service over a list of nodes.
 
 A DEALER socket with CURVE to one node at a time (`nodesocket.NodeSocket`).
-Requests carry a request id and are matched with their replies; pushes
-(request id 0) go to a callback.
+Requests carry a request id and are matched with their replies, and go
+out only while live (requests.py); pushes (request id 0) go to a callback.
 In cluster mode a welcome names the live nodes, which join the list; the
 nodes are tried in the order `servers.attempt_order` gives (spread by the
 user's name), and a node that drains asks us to move (`push_move`).
@@ -27,7 +27,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import zmq
@@ -39,6 +39,7 @@ from curvechat.client.errors import NotConnected, RequestTimeout, ServerRefused
 from curvechat.client.hello import Greeting
 from curvechat.client.nodesocket import NodeSocket, PushHandler
 from curvechat.client.pings import Pinger
+from curvechat.client.requests import Requests
 from curvechat.client.servers import ServerList
 from curvechat.client.state import Backoff, ConnEvent, ConnState, ConnStatus, transition
 from curvechat.protocol import RemoteProtocolError
@@ -56,7 +57,7 @@ PING_INTERVAL_S = 30.0  # app-level pings: RTT and reports, not liveness
 HEARTBEAT_S = 5.0  # ZMTP heartbeats at most this far apart (liveness)
 
 
-class Connection:
+class Connection(Requests):
     def __init__(
         self,
         addresses: list[ServerAddress],
@@ -172,40 +173,6 @@ class Connection:
         """Cut a back-off wait short (e.g. the user asked to reconnect)."""
         self._wake.set()
 
-    async def request(self, req: m.AnyRequest, timeout: float | None = None) -> m.AnyReply:
-        """Send a request on the live connection and wait for its reply.
-
-        Raises NotConnected (nothing sent), RequestTimeout (outcome unknown),
-        ServerRefused (an Error reply).
-        """
-        if not self._live.is_set():
-            raise NotConnected(f"not connected ({self.status.state})")
-        return await self._raw(req, timeout or self.request_timeout)
-
-    def submit(self, req: m.AnyRequest, timeout: float | None = None) -> asyncio.Future[m.AnyReply]:
-        """Send a request on the live connection now; the future of its reply
-        fails as `request` raises."""
-        if not self._live.is_set() or self._sock is None:
-            return self._not_connected()
-        return self._sock.submit(req, timeout or self.request_timeout)
-
-    def submit_sends(
-        self, reqs: Sequence[m.Send], timeout: float | None = None
-    ) -> list[asyncio.Future[m.AnyReply]]:
-        """As `submit` for each of `reqs`, in order, several to a frame where
-        the node takes that (its welcome said `sends`)."""
-        if not self._live.is_set() or self._sock is None:
-            return [self._not_connected() for _ in reqs]
-        timeout = timeout or self.request_timeout
-        if self._takes_sends and len(reqs) > 1:
-            return self._sock.submit_sends(reqs, timeout)
-        return [self._sock.submit(r, timeout) for r in reqs]
-
-    def _not_connected(self) -> asyncio.Future[m.AnyReply]:
-        fut: asyncio.Future[m.AnyReply] = asyncio.get_running_loop().create_future()
-        fut.set_exception(NotConnected(f"not connected ({self.status.state})"))
-        return fut
-
     # --- internals -----------------------------------------------------------
     def _move(self, event: ConnEvent, **fields: Any) -> None:
         """A transition of the state table; `next_retry_at` and `detail` reset,
@@ -219,11 +186,6 @@ class Connection:
         self.status = dataclasses.replace(self.status, **fields)
         if self._on_status is not None:
             self._on_status(self.status)
-
-    async def _raw(self, req: m.AnyRequest, timeout: float) -> m.AnyReply:
-        if self._sock is None:
-            raise NotConnected("no socket")
-        return await self._sock.ask(req, timeout)
 
     def _open_socket(self, addr: ServerAddress) -> None:
         sock, monitor = open_dealer(

@@ -3,8 +3,9 @@
 It wires the parts together and runs the commands: the connection
 (failover, liveness), the trust core (every decision about keys, epochs,
 members and messages; `trust/`), sync and gap fill (`sync.py`), the outbox
-(`outbox.py`) and the pins (`keys.py`). Pushes and syncs are handled in
-order by one worker under the shared lock; commands take the same lock.
+(`outbox.py`) and the pins (`keys.py`); what a front end is shown about
+rooms is read in `summary.py`. Pushes and syncs are handled in order by
+one worker under the shared lock; commands take the same lock.
 
 The engine never decides what to believe: it asks the server, feeds the
 replies to the trust core, and acts on what the core returns.
@@ -16,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from dataclasses import dataclass
 from typing import Any
 
 import zmq.utils.z85
@@ -37,6 +37,7 @@ from curvechat.client.peer.core import Provisional
 from curvechat.client.peer.shell import PeerMode, PeerOptions
 from curvechat.client.rooms import InviteResult, RoomCommands
 from curvechat.client.state import ConnState, ConnStatus
+from curvechat.client.summary import MemberInfo, RoomSummary, member_details, room_summaries
 from curvechat.client.sync import Sync, bursts
 from curvechat.client.told import Told
 from curvechat.client.trust import TrustCore
@@ -45,33 +46,13 @@ from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ServerAddress
 
-__all__ = ["ChatClient", "InviteResult", "KeyInfo", "MemberInfo", "RoomSummary"]
+__all__ = ["ChatClient", "InviteResult", "KeyInfo"]
 
 log = logging.getLogger("curvechat.client")
 
 PUSH_BURST = 128
 """At most this many queued pushes are handled in one go (its verification
 runs without a break: this bounds how long other tasks wait)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RoomSummary:
-    room: str
-    members: list[str]
-    admins: list[str]
-    head: int
-    cursor: int
-    unread: int
-    epoch: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class MemberInfo:
-    user: str
-    admin: bool
-    verified: bool
-    """The user compared safety numbers with this member (`keys --verify`)."""
-    key_changed: bool
 
 
 class ChatClient:
@@ -354,37 +335,13 @@ class ChatClient:
 
     # --- reading ----------------------------------------------------------------------------------
     def rooms(self) -> list[RoomSummary]:
-        out = []
-        for room in self.cache.rooms():
-            state = self.core.log(room.room).state
-            held = self.core.held(room.room)
-            out.append(
-                RoomSummary(
-                    room=room.room,
-                    members=sorted(state.members),
-                    admins=sorted(u for u, mem in state.members.items() if mem.admin),
-                    head=room.head,
-                    cursor=room.cursor,
-                    unread=room.unread,
-                    epoch=max(held) if held else None,
-                )
-            )
-        return out
+        return room_summaries(self.cache, self.core)
 
     def members(self, room: str) -> dict[str, bool]:
         return {u: mem.admin for u, mem in self.core.log(room).state.members.items()}
 
     def member_details(self, room: str) -> list[MemberInfo]:
-        changes = self.cache.key_changes()
-        return [
-            MemberInfo(
-                user=u,
-                admin=mem.admin,
-                verified=u == self.me or self.core.verified(u),
-                key_changed=u in changes,
-            )
-            for u, mem in sorted(self.core.log(room).state.members.items())
-        ]
+        return member_details(self.cache, self.core, self.me, room)
 
     async def history(
         self, room: str, *, limit: int = 100, before: int | None = None

@@ -1,14 +1,15 @@
 """Peer-to-peer mode's I/O shell, `PeerMode`: the listener, the links to
-other members, the announcements (the server's directory while it is up,
-mDNS on the local network), and the anti-entropy rounds while no server is
-reachable.
+other members (dialer.py), the announcements (the server's directory while
+it is up, mDNS on the local network), and the anti-entropy rounds while no
+server is reachable.
 
 Every round (every `interval` seconds while the connection is not live) it
 seals the messages of our outbox for peers, then for each member it can
 reach and each room both share: sends a digest, takes the envelopes the
-reply carries, and offers the ones asked for (up to DIAL_AT_ONCE members at
-once, each within PEER_BUDGET request timeouts; a round waits for them one
-interval at most, so a member that is away or slow delays no other).
+reply carries, and offers the ones asked for (the dialer: up to
+DIAL_AT_ONCE members at once, each within PEER_BUDGET request timeouts; a
+round waits for them one interval at most, so a member that is away or
+slow delays no other).
 What comes in goes through the peer core; what it takes is told as
 `PeerMessage`. The server's copy of a message (`MessageReceived`) settles
 the provisional one.
@@ -31,14 +32,14 @@ import msgspec
 import zmq.asyncio
 
 from curvechat.client import events as ev
-from curvechat.client.errors import ClientError, PeerRefused, PeerUnreachable
+from curvechat.client.errors import ClientError, PeerRefused
 from curvechat.client.peer.core import PeerCore, Provisional
-from curvechat.client.peer.link import PeerLink
+from curvechat.client.peer.dialer import Dialer
 from curvechat.client.peer.listener import PeerListener
 from curvechat.client.state import ConnState
 from curvechat.protocol import messages as m
 from curvechat.protocol import peer as p
-from curvechat.protocol.errors import UNDECODABLE, ErrorCode, ProtocolError
+from curvechat.protocol.errors import UNDECODABLE
 from curvechat.protocol.limits import MAX_BATCH
 
 if TYPE_CHECKING:
@@ -51,12 +52,6 @@ MAX_HEARD = 256
 """Records heard by mDNS from users we do not know yet, kept to be judged
 again when our rooms change (the oldest goes first)."""
 _records = msgspec.msgpack.Decoder(list[m.SignedRecord])
-
-
-DIAL_AT_ONCE = 16
-"""Members exchanged with at once in a round."""
-PEER_BUDGET = 4
-"""A member's exchanges in one round may take this many request timeouts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,15 +86,16 @@ class PeerMode:
         )
         self.listener: PeerListener | None = None
         self.endpoints: list[str] = []
-        self.links: dict[str, PeerLink] = {}
+        self.dialer = Dialer(
+            self.core,
+            client.identity,
+            timeout=options.timeout,
+            tell=self._tell,
+            emit=client.parts.emit,
+        )
         self.reached: set[str] = set()
         self.active = False
-        self._ctx = zmq.asyncio.Context()
         self._tasks: list[asyncio.Task[None]] = []
-        self._dialing: dict[str, asyncio.Task[None]] = {}  # user -> its exchange under way
-        self._answered: dict[str, bool] = {}  # user -> whether its last exchange went through
-        self._gate = asyncio.Semaphore(DIAL_AT_ONCE)
-        self._turns: dict[str, int] = {}  # user -> exchanges started, to rotate its rooms
         self._mdns: object | None = None
         self.exchanged = 0
         """Messages written or taken peer to peer not yet reported to a server."""
@@ -148,7 +144,7 @@ class PeerMode:
         self._tasks.append(asyncio.create_task(self._rounds(), name="peer-rounds"))
 
     async def close(self) -> None:
-        for task in [*self._tasks, *self._dialing.values()]:
+        for task in [*self._tasks, *self.dialer.tasks]:
             task.cancel()
             try:
                 await task
@@ -157,7 +153,6 @@ class PeerMode:
             except Exception:  # closing goes on whatever a task did
                 log.exception("peer task %s failed", task.get_name())
         self._tasks.clear()
-        self._dialing.clear()
         if self._mdns is not None:
             from curvechat.client.peer.mdns import MdnsPeers
 
@@ -165,9 +160,7 @@ class PeerMode:
             await self._mdns.close()
         if self.listener is not None:
             await self.listener.close()
-        for link in self.links.values():
-            link.reset()
-        self._ctx.term()
+        self.dialer.close()
 
     def _problem(self, text: str) -> None:
         log.warning("%s", text)
@@ -199,7 +192,7 @@ class PeerMode:
             return False
         if record is None:
             return False
-        link = self.links.get(record.user)
+        link = self.dialer.links.get(record.user)
         if link is not None:
             link.update(record)
         if save:
@@ -313,79 +306,9 @@ class PeerMode:
         for them one round interval at most: a member that is away, or slow
         to answer, goes on in the background and delays no other."""
         self._seal_outbox()
-        users = set()
-        started = []
-        for record in self.core.peers():
-            if self.options.reach is not None and not self.options.reach(record.user):
-                continue
-            users.add(record.user)
-            busy = self._dialing.get(record.user)
-            if busy is None or busy.done():
-                task = asyncio.create_task(self._with(record), name=f"peer-{record.user}")
-                self._dialing[record.user] = task
-                started.append(task)
-        if started:
-            await asyncio.wait(started, timeout=self.options.interval)
-        self._set(True, {u for u in users if self._answered.get(u)})
-
-    async def _with(self, record: p.PeerRecord) -> None:
-        """Exchange every room we share with `record`'s user, within
-        PEER_BUDGET request timeouts in all; note whether it answered."""
-        link = self.links.get(record.user)
-        if link is None:
-            link = self.links[record.user] = PeerLink(
-                self._ctx, self.client.identity, record, timeout=self.options.timeout
-            )
-        async with self._gate:
-            rooms = self.core.shared_rooms(record.user)  # as they are now, past the gate
-            # Each exchange starts one room further on: a budget spent before
-            # the last rooms does not leave the same ones out every time.
-            turn = self._turns[record.user] = self._turns.get(record.user, -1) + 1
-            first = turn % len(rooms) if rooms else 0
-            answered = False
-            try:
-                async with asyncio.timeout(self.options.timeout * PEER_BUDGET):
-                    for room in rooms[first:] + rooms[:first]:
-                        # Each digest as the pool is when it is sent: what an
-                        # exchange took meanwhile is listed, not given back.
-                        for part in (0, 1):
-                            parts = self.core.digests(room, turn)
-                            if part >= len(parts):
-                                break
-                            await self._exchange(link, parts[part])
-                answered = True
-            except TimeoutError:
-                link.reset()  # a request cut short: its answer is not waited for
-                log.debug("peer %s: over its time", record.user)
-            except (PeerUnreachable, ProtocolError) as exc:
-                log.debug("peer %s: %s", record.user, exc)
-            except Exception:  # a task of its own: nothing else would see it
-                log.exception("exchange with peer %s failed", record.user)
-            self._answered[record.user] = answered
-
-    async def _exchange(self, link: PeerLink, digest: p.Digest) -> None:
-        room = digest.room
-        reply = await link.ask(digest)
-        if isinstance(reply, p.PeerError):
-            # Paced (N10): it comes again next round, not worth a line each time.
-            level = logging.DEBUG if reply.code == ErrorCode.RATE_LIMITED else logging.INFO
-            log.log(level, "peer %s refused a digest of %s: %s", link.user, room, reply.code)
-            return
-        if not isinstance(reply, p.DigestReply) or reply.room != room:
-            raise PeerUnreachable(f"{link.user}: not an answer to the digest")
-        try:
-            taken, refused = self.core.accept(
-                link.user, room, reply.envelopes, time.monotonic(), asked=False
-            )
-        except PeerRefused:
-            return  # the room stopped being shared meanwhile
-        self._tell(taken)
-        for code, n in self.core.told(link.user, room, refused, time.monotonic()):
-            what = "a message" if n == 1 else f"{n} messages"
-            text = f"{link.user} relayed {what} we refused ({code})"
-            self.client.parts.emit(ev.Problem(room, text))
-        if reply.want:
-            await link.ask(self.core.offer(room, reply.want))
+        reach = self.options.reach
+        records = [r for r in self.core.peers() if reach is None or reach(r.user)]
+        self._set(True, await self.dialer.dial(records, self.options.interval))
 
     def _set(self, active: bool, reached: set[str]) -> None:
         if active != self.active or reached != self.reached:

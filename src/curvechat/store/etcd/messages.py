@@ -18,11 +18,12 @@ Two ways to the same transaction:
   answers ``stale`` by the remembered meta, without writing to it). A
   room's owner (server/ownership.py) commits this way almost always.
 * The read path (three round trips): read the heads and metas, then the
-  idempotency and ``after`` keys, then write with the heads' and metas'
-  revisions compared; a lost compare is retried (``cas_retries``). Taken
-  when a room is not remembered, when the fast transaction's compares fail
-  (a duplicate, a missing predecessor, another writer, a membership change:
-  it cannot tell which, and the read path sorts it out).
+  idempotency and ``after`` keys (readpath.py), then write with the heads'
+  and metas' revisions compared; a lost compare is retried
+  (``cas_retries``). Taken when a room is not remembered, when the fast
+  transaction's compares fail (a duplicate, a missing predecessor, another
+  writer, a membership change: it cannot tell which, and the read path
+  sorts it out).
 
 A group too big for one transaction is committed in several, each taking
 the whole batches that fit; a batch too big for one transaction is
@@ -50,6 +51,7 @@ from curvechat.store.base import Committed, NewMessage, NoSuchRoom, StoreUnavail
 from curvechat.store.committer import Outcome
 from curvechat.store.etcd import records as rec
 from curvechat.store.etcd.client import CAS_RETRIES, now_ms
+from curvechat.store.etcd.readpath import read_rooms
 from curvechat.store.etcd.runs import RunBuilder
 
 if TYPE_CHECKING:
@@ -282,43 +284,8 @@ class MessageCommits:
         A batch too big for one transaction is committed in parts: its acks are
         kept in `outcomes` and it is finished when its last part committed."""
         st = self.store
-        rooms = list(dict.fromkeys(m.room for i in todo for m in batches[i]))
-        idem_keys = list(
-            dict.fromkeys(st.k_idem(m.room, m.sender, m.txn) for i in todo for m in batches[i])
-        )
-        # The `after` keys too: a predecessor found here stays stored; one not
-        # found may be stored by this very transaction (earlier in it) or not.
-        own = set(idem_keys)
-        idem_keys += dict.fromkeys(
-            k
-            for i in todo
-            for m in batches[i]
-            if m.after is not None and (k := st.k_idem(m.room, m.sender, m.after)) not in own
-        )
-        # Heads first, then idempotency keys: a txn id absent from a later read
-        # was not committed before the heads were read, so committing it
-        # anyway would also have moved its room's head and fail our CAS.
-        heads: dict[str, tuple[rec.Head, int] | None] = {}
-        # room -> ((epoch, op_head), mod_revision of its meta): a message whose
-        # `expect` differs is refused as stale, and the commit compares the
-        # metas too, so that no membership change slips in before it.
-        metas: dict[str, tuple[tuple[int, int], int]] = {}
-        got = await st._read_many(
-            [rpc.RangeRequest(key=k) for r in rooms for k in (st.k_head(r), st.k_meta(r))],
-            group=2,
-        )
-        for n, r in enumerate(rooms):
-            kvs, meta_kvs = got[2 * n], got[2 * n + 1]
-            heads[r] = (rec.head_dec.decode(kvs[0].value), kvs[0].mod_revision) if kvs else None
-            if meta_kvs:
-                meta = rec.meta_dec.decode(meta_kvs[0].value)
-                metas[r] = ((meta.epoch, meta.op_head), meta_kvs[0].mod_revision)
-        got = await st._read_many([rpc.RangeRequest(key=k) for k in idem_keys])
-        known: dict[bytes, tuple[int, int]] = {
-            k: rec.seqts_dec.decode(kvs[0].value)
-            for k, kvs in zip(idem_keys, got, strict=True)
-            if kvs
-        }
+        # Heads first, then idempotency keys (readpath.py).
+        heads, metas, known = await read_rooms(st, batches, todo)
         now = now_ms()
         state: dict[str, list[int]] = {}
         req = rpc.TxnRequest()

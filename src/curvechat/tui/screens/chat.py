@@ -2,8 +2,9 @@
 input line at the bottom, a status line and a connection banner.
 
 It reacts to the engine's events (delivered as `EngineEvent` messages on the
-app's loop; engine_events.py says what each one changes) and runs the slash
-commands (slash.py, and familiar.py for the IRC-style ones). Every error a user can cause ends as
+app's loop; engine_events.py says what each one changes), reads the rooms'
+pages of history (history.py) and runs the slash commands (slash.py, and
+familiar.py for the IRC-style ones). Every error a user can cause ends as
 one sentence in the timeline (`tui.errors`), its code and details in the
 log, never a traceback.
 
@@ -43,7 +44,7 @@ from curvechat.tui.messages import (
     StoppedFollowing,
 )
 from curvechat.tui.roomlog import NoticeLevel, RoomLog
-from curvechat.tui.screens import engine_events, keydialog, slash
+from curvechat.tui.screens import engine_events, history, keydialog, slash
 from curvechat.tui.settings import ChatSettings, load_aliases
 from curvechat.tui.widgets.composer import Composer
 from curvechat.tui.widgets.rooms import RoomList, RoomRow
@@ -180,7 +181,7 @@ class ChatScreen(Screen[None]):
         if "redraw" in due:
             timeline = self.query_one(Timeline)
             if timeline.following:
-                self._back_to_newest()  # (a hold whose scroll raced a room switch)
+                history.back_to_newest(self)  # (a hold whose scroll raced a room switch)
                 self.current_log().trim(KEPT_MESSAGES)
                 self.redraw()
             else:
@@ -235,31 +236,7 @@ class ChatScreen(Screen[None]):
         self.refresh_rooms()
         self.redraw()
         if room and (not self.current_log().loaded or self.current_log().has_newer):
-            self._load_room(room)
-
-    @work(group="load")
-    async def _load_room(self, room: str) -> None:
-        """The newest page of `room`, merged with whatever came in (or was
-        sent) while it loaded. Its own worker group: loading an older page
-        (an exclusive worker) must never cancel it, or the room would stay
-        unloaded and ignore every later message."""
-        room_log = self.logs.setdefault(room, RoomLog(room, self.me))
-        room_log.expect_newest()
-        failed = False
-        try:
-            msgs = await self.client.history(room, limit=self.settings.page_size)
-        except CurvechatError as exc:
-            msgs, failed = [], True
-            if room == self.current:
-                self.error(explain(exc, Attempt("history", room=room_label(room, self.me))))
-        room_log.newest_page(msgs, failed=failed)
-        for item in self.client.pending(room):  # those shown already are skipped
-            room_log.add_pending(item.txn, item.text, item.created_ms)
-        for peer in self.client.provisional(room):  # members' taken peer to peer
-            if not peer.mine:
-                room_log.add_pending(peer.txn, peer.text, peer.sent_ms, sender=peer.sender)
-        if room == self.current:
-            self.redraw()
+            history.load_room(self, room)
 
     def on_stopped_following(self, message: StoppedFollowing) -> None:
         message.stop()
@@ -267,47 +244,12 @@ class ChatScreen(Screen[None]):
 
     def on_following_again(self, message: FollowingAgain) -> None:
         message.stop()
-        if not self._back_to_newest():
+        if not history.back_to_newest(self):
             self.soon("redraw")
-
-    def _back_to_newest(self) -> bool:
-        """The view follows the newest message again: the room takes every
-        newer one again; True if some were left to the cache meanwhile (the
-        newest page is read again, and drawn)."""
-        room_log = self.current_log()
-        if room_log.has_newer:
-            self._load_room(self.current)
-            return True
-        room_log.release_newer()
-        return False
 
     def on_older_wanted(self, message: OlderWanted) -> None:
         message.stop()
-        self._load_older()
-
-    @work(group="older", exclusive=True)
-    async def _load_older(self) -> None:
-        room = self.current
-        room_log = self.logs.get(room)
-        timeline = self.query_one(Timeline)
-        if not room or room_log is None or not room_log.loaded or not room_log.has_older:
-            return
-        timeline.loading_older = True
-        trims, before = room_log.trims, room_log.first_seq
-        try:
-            msgs = await self.client.history(room, limit=self.settings.page_size, before=before)
-        except CurvechatError as exc:
-            self.error(explain(exc, Attempt("history", room=room_label(room, self.me))))
-            return
-        finally:
-            timeline.loading_older = False
-        if room_log.trims != trims:  # it would sit below a gap: asked for again when scrolled up
-            return
-        added = room_log.prepend(msgs)
-        first = room_log.first_seq
-        room_log.has_older = bool(added) and first is not None and first > 1
-        if room == self.current:
-            self.redraw(anchor="keep")
+        history.load_older(self)
 
     def on_room_chosen(self, message: RoomChosen) -> None:
         message.stop()

@@ -24,6 +24,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import aiohttp
 import zmq
@@ -379,3 +380,39 @@ async def test_hostile_client_name_is_shown_as_text(
     ]
     got = await page.evaluate(f"JSON.parse({json.dumps(json.dumps(corpus))}).map(visible)")
     assert got == [visible(text) for text in corpus]
+
+
+async def test_the_error_of_fetching_a_hostile_node_is_shown_as_text(browser: Chromium) -> None:
+    """A node of the registry that answers as another node names itself in
+    the error this node's page shows in its "down" footer: that text came
+    straight into the footer, so a node could put bidi and terminal escapes
+    there."""
+    from aiohttp import web
+
+    from curvechat.dashboard.routes import NODE_HEADER
+
+    from .test_peer_proxy import TOKEN, Site
+
+    hostile = "\u202eevil\x1b[2J <b>x</b>"
+
+    async def state(_request: web.Request) -> web.Response:
+        return web.json_response({}, headers={NODE_HEADER: quote(hostile, safe="")})
+
+    liar = web.Application()
+    liar.router.add_get("/api/state", state)
+    runner = web.AppRunner(liar, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    a = Site("a", TOKEN, [{"name": "b", "url": f"http://127.0.0.1:{port}/"}])
+    await a.start()
+    try:
+        page = await browser.new_page()
+        await page.goto(f"{a.url}#token={TOKEN}")
+        down = 'document.querySelector(\'.card.node[data-node="b"][data-up="false"] .node-foot\')'
+        await page.wait_for(down, what="b's card, down")
+        foot = await page.evaluate(f"{down}.textContent")
+        assert visible(hostile) in foot and "\u202e" not in foot and "\x1b" not in foot
+    finally:
+        await a.runner.cleanup()
+        await runner.cleanup()

@@ -146,11 +146,14 @@ function renderNodes(now) {
     const stat = (k, v) => el("div", { class: "stat" }, el("div", { class: "v" }, v), el("div", { class: "k" }, k));
     const live = node.up === true;
     const foot = el("div", { class: "node-foot" });
+    // What another node reports comes through as it sent it: `el` shows its
+    // texts with `visible`, and a string appended to the footer as it is
+    // needs `visible` of its own (its endpoint, or the error of fetching it,
+    // which names its registered URL and what it answered).
     if (node.up === false) {
       foot.append(el("span", { class: "bad" }, `down for ${fmtDuration(now - node.downSince)}`),
-        ` · last seen ${node.lastOk ? fmtTime(node.lastOk) : "never"} · ${node.error}`);
+        ` · last seen ${node.lastOk ? fmtTime(node.lastOk) : "never"} · ${visible(node.error)}`);
     } else {
-      // What another node reports comes through as it sent it: shown with `visible`.
       const where = visible(info.endpoint || "") + (info.bound && info.bound !== info.endpoint ? ` (bound ${visible(info.bound)})` : "");
       foot.append(`started ${info.started_at ? fmtTime(info.started_at) : "–"} · ${where} · store ${storeBad ? "UNAVAILABLE: " + visible(info.store_error || "") : "ok"}`);
     }

@@ -136,11 +136,11 @@ function renderNodes(t) {
     const foot = UI.el("div", { class: "node-foot" });
     if (n.health === "down") {
       foot.append(UI.el("span", { class: "bad" }, `down ${sinceText(n.since)}`),
-        ` · last answered ${n.last_ok ? UI.fmtTime(n.last_ok) : "never"} · ${n.error}`);
+        ` · last answered ${n.last_ok ? UI.fmtTime(n.last_ok) : "never"} · ${UI.visible(n.error)}`);
     } else if (up) {
       foot.append(`up since ${UI.fmtTime(n.since)} · process started ${card.started_at ? UI.fmtTime(card.started_at) : "–"} · ${UI.visible(card.endpoint || "")} · store ${storeBad ? "UNAVAILABLE: " + UI.visible(card.store_error || "") : "ok"}`);
     } else {
-      foot.append(n.error ? `no answer yet: ${n.error}` : "waiting for its first answer");
+      foot.append(n.error ? `no answer yet: ${UI.visible(n.error)}` : "waiting for its first answer");
     }
     if (!n.listed && n.unlisted_since) foot.append(` · not in the ${n.source} since ${UI.fmtTime(n.unlisted_since)}`);
     cards.push(UI.el("div", { class: `card node ${cls}`, "data-node": n.url, "data-health": n.health },

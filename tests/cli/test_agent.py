@@ -150,6 +150,19 @@ def test_unlock_refuses_a_socket_directory_others_can_write(
     assert bad.returncode == 2 and "[bad_argument]" in bad.stderr
 
 
+def test_unlock_makes_the_sockets_directory_but_none_above_it(
+    cli: Callable[[str], Any], tmp_path: Path
+) -> None:
+    alice = cli("alice")
+    alice.run("init", "--user", "alice")
+    typo = tmp_path / "no" / "such"
+    env = {**alice.env, "CURVECHAT_AGENT": str(typo / "a.sock")}
+    proc = alice.run("unlock", env=env, ok=False)
+    assert proc.returncode == 1 and "[agent_failed]" in proc.stderr
+    assert f"{tmp_path / 'no'} does not exist" in proc.stderr
+    assert not (tmp_path / "no").exists()
+
+
 def _secrets() -> agent.Unsealed:
     return agent.Unsealed(
         user="alice", sign_seed=b"s" * 32, transport_secret=b"t" * 32, key_file="ab" * 32

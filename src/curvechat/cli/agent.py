@@ -252,7 +252,10 @@ class Agent:
         """Listen at `path`. Raises AgentError."""
         _check_socket_path(self.path)
         directory = self.path.parent
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:  # its own directory, 0700, if need be; never the ones above it
+            directory.mkdir(exist_ok=True, mode=0o700)
+        except FileNotFoundError:
+            raise AgentError(f"{directory.parent} does not exist") from None
         st = os.lstat(directory)
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
             raise AgentError(f"{directory} is not a directory of yours")

@@ -125,3 +125,25 @@ async def test_reconnect_banner_caught_up_and_pending_send(
         await bob_events.until(
             lambda: any(m.text == "sent while offline" for m in bob.cache.messages("general"))
         )
+
+
+async def test_a_problem_of_another_room_is_in_its_timeline_when_the_user_goes_there(
+    server: ServerProcess, kit: Kit
+) -> None:
+    """What the engine tells about a room not on screen (e.g. a server that
+    withheld some of its messages) was dropped: the user never read it."""
+    from curvechat.client import events as ev
+    from curvechat.tui.messages import EngineEvent
+
+    app = kit.app("alice", server.connect)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot, app)
+        await say(pilot, app, "/create first")
+        await say(pilot, app, "/create second")
+        await until(pilot, lambda: app.chat.current == "second", "alice in #second")
+        said = "the server did not hand out a message of this room (seq 3) when asked"
+        app.chat.post_message(EngineEvent(ev.Problem("first", said)))
+        await pilot.pause(0.1)
+        assert said not in shown(app)
+        await say(pilot, app, "/switch first")
+        await until(pilot, lambda: said in shown(app), "the problem in #first")

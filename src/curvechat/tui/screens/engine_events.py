@@ -16,6 +16,7 @@ from curvechat.client.enroll import key_refused
 from curvechat.client.state import ConnState
 from curvechat.tui.errors import Attempt, explain_code
 from curvechat.tui.format import NO_ROOM, room_label
+from curvechat.tui.roomlog import RoomLog
 from curvechat.tui.screens import keydialog
 from curvechat.tui.widgets.composer import Composer
 from curvechat.tui.widgets.status import Banner
@@ -59,6 +60,9 @@ def handle(screen: ChatScreen, event: ev.Event) -> None:
     elif isinstance(event, ev.Problem):
         if event.room in (None, screen.current):
             screen.notice(event.message, "warning", reveal=False)
+        else:  # in its room's timeline, read when the user goes there
+            room_log = screen.logs.setdefault(event.room, RoomLog(event.room, screen.me))
+            room_log.notice(event.message, screen.now_ms(), "warning")
     elif isinstance(event, ev.PeerStatus):
         if event.active and event.peers and not screen.peers_reached:
             screen.notice(

@@ -18,11 +18,12 @@ from rich.console import Console
 from textual.widgets import TextArea
 
 from curvechat.client.cache import CachedMessage
+from curvechat.tui import logview
 from curvechat.tui.fold import FOLD_CELLS, FOLD_LINES, fold
+from curvechat.tui.logview import BlockMemo, render_log
 from curvechat.tui.roomlog import RoomLog
 from curvechat.tui.screens.reader import ReaderScreen
-from curvechat.tui.widgets import timeline
-from curvechat.tui.widgets.timeline import BlockMemo, Timeline, render_log
+from curvechat.tui.widgets.timeline import Timeline
 
 from .conftest import Kit, on_screen, ready, say, shown, until
 from support.clients import ClientFactory
@@ -88,13 +89,13 @@ def test_what_folds_and_what_does_not() -> None:
 
 def test_a_redraw_makes_only_the_entries_that_changed(monkeypatch: pytest.MonkeyPatch) -> None:
     made: list[str] = []
-    entry_block = timeline.entry_block
+    entry_block = logview.entry_block
 
     def counting(e, me, aliases):  # type: ignore[no-untyped-def]
         made.append(e.text[:10])
         return entry_block(e, me, aliases)
 
-    monkeypatch.setattr(timeline, "entry_block", counting)
+    monkeypatch.setattr(logview, "entry_block", counting)
     log = log_of(TALL, "hello", "\x1b" * 16_000)
     memo = BlockMemo()
     first = render_log(log, "alice", {}, memo)

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from textual.geometry import Region
 from textual.strip import Strip
 from textual.widgets import Static
 
 from curvechat.client.cache import CachedMessage
 from curvechat.client.state import ConnState, ConnStatus
 from curvechat.tui.app import CurvechatApp
+from curvechat.tui.logview import render_log
 from curvechat.tui.roomlog import RoomLog
 from curvechat.tui.widgets.status import Banner, banner_text
-from curvechat.tui.widgets.timeline import render_log
+from curvechat.tui.widgets.timeline import Timeline
 
 from .conftest import Kit, ready, say, shown, until
 from .test_first_run import Tmux, init_user
@@ -57,9 +57,10 @@ def _is_head(row: str, sender: str) -> bool:
 
 
 def drawn(app: CurvechatApp) -> list[Strip]:
+    """Every row of the timeline as drawn, on screen or scrolled away."""
     assert app.chat is not None
-    body = app.chat.query_one("#timeline-body", Static)
-    return body.render_lines(Region(0, 0, body.size.width, body.size.height))
+    timeline = app.chat.query_one(Timeline)
+    return [timeline.drawn_row(y) for y in range(timeline.virtual_size.height)]
 
 
 @pytest.mark.parametrize("width", [12, 24, 40, 80, 200])

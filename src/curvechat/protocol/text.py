@@ -101,6 +101,25 @@ def _shown(ch: str) -> bool:
     return ch.isprintable() or unicodedata.category(ch) not in UNSAFE_CATEGORIES
 
 
+_STAND_INS: dict[str, str] = {}
+"""`placeholder` of the unsafe characters met so far, "" for the non-printable
+ones that are shown (a text of thousands of controls is one dictionary
+lookup a character, not two calls)."""
+
+_MAX_STAND_INS: Final = 4096
+
+
+def _stand_in(ch: str) -> str:
+    """`placeholder(ch)` if `ch` is not shown as itself (joiners and flag
+    tags aside), else ""."""
+    found = _STAND_INS.get(ch)
+    if found is None:
+        found = "" if _shown(ch) else placeholder(ch)
+        if len(_STAND_INS) < _MAX_STAND_INS:
+            _STAND_INS[ch] = found
+    return found
+
+
 def _joins(text: str, i: int) -> bool:
     """Whether the joiner at `i` sits between two visible characters."""
     if i == 0 or i + 1 >= len(text):
@@ -128,7 +147,10 @@ def visible_parts(text: str) -> Iterator[tuple[str, bool]]:
     start = 0
     held: list[str] = []  # placeholders of a run of unsafe characters: one part
     for i, ch in enumerate(text):
-        if _shown(ch):
+        if ch.isprintable():
+            continue
+        stand_in = _stand_in(ch)
+        if not stand_in:
             continue
         if ch in JOINERS and _joins(text, i):
             continue
@@ -139,7 +161,7 @@ def visible_parts(text: str) -> Iterator[tuple[str, bool]]:
                 yield "".join(held), True
                 held = []
             yield text[start:i], False
-        held.append(placeholder(ch))
+        held.append(stand_in)
         start = i + 1
     if held:
         yield "".join(held), True

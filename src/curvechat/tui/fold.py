@@ -1,9 +1,9 @@
 """How much of one message the timeline draws: a long message is folded.
 
-The timeline draws every entry it holds whenever anything changes, so what
-one message costs to draw must be bounded, whatever its sender put in it: a
-text of 16,000 line breaks would otherwise be 16,000 rows, drawn again on
-every keystroke's redraw. A message of more than `FOLD_LINES` lines, or more
+The timeline wraps every entry it holds when a room is opened and when the
+view's width changes, so what one message costs must be bounded, whatever
+its sender put in it: a text of 16,000 line breaks would otherwise be
+16,000 rows, wrapped again at every resize. A message of more than `FOLD_LINES` lines, or more
 than `FOLD_CELLS` columns of visible text (a placeholder counts at its
 width), shows its start; the timeline then says how long it is and how to
 read it all (`/more`, the reader screen).

@@ -18,9 +18,9 @@ from curvechat.tui import commands as cmds
 from curvechat.tui.fold import text_size
 from curvechat.tui.format import clock_time, day_label, room_label
 from curvechat.tui.keys import key_view, pending_changes, trust_mark
+from curvechat.tui.logview import is_folded
 from curvechat.tui.screens import familiar, keydialog
 from curvechat.tui.screens.reader import ReaderScreen
-from curvechat.tui.widgets.timeline import is_folded
 
 if TYPE_CHECKING:
     from curvechat.tui.screens.chat import ChatScreen

@@ -1,216 +1,38 @@
 """The centre of the chat screen: one room's history as text.
 
-A `RoomLog` (`tui/roomlog.py`) is the model; `render_log` turns it into lines; the
-`Timeline` widget shows them and asks for older pages when scrolled to the
-top. A message that failed to decrypt or verify is shown with a marker, never
-hidden.
-
-Every text here is another person's (or a server's) and hostile: it is drawn
-through `safe_text` (no control character, escape sequence or bidi control
-reaches the terminal, no markup is parsed), and only an entry's first row
-starts in column 0 (`Block`), so a message cannot forge another one.
+A `RoomLog` (`tui/roomlog.py`) is the model; `render_log` (`tui/logview.py`)
+turns it into a `LogView` of blocks that wrap at the width they are drawn
+at; the `Timeline` widget draws the rows in view only and asks for older
+pages when scrolled to the top. A message that failed to decrypt or verify
+is shown with a marker, never hidden; what makes each text safe to draw is
+`logview.py`'s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Literal
 
-from rich.console import Console, ConsoleOptions, RenderResult
-from rich.measure import Measurement
-from rich.segment import Segment
-from rich.text import Text
-from textual.containers import VerticalScroll
-from textual.widgets import Static
+from textual import events
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
-from curvechat.protocol.text import split_lines
-from curvechat.tui.fold import fold, folded_note
-from curvechat.tui.format import clock_time, day, day_label, name_colour, safe_text
+from curvechat.tui.logview import BlockMemo, LogView, render_log
 from curvechat.tui.messages import FollowingAgain, OlderWanted, StoppedFollowing
-from curvechat.tui.roomlog import Entry, RoomLog
-
-CONTINUATION = "│ "
-"""Drawn before each further line of a multi-line text, under its first line."""
-
-MIN_BODY = 16
-"""Fewest columns a message body gets; a longer head goes on a row of its own."""
-
-
-@dataclass(frozen=True, slots=True)
-class Block:
-    """One entry as drawn: a `head` ("09:00  bob: ") followed by the lines of
-    its text. Every row after the first (a further line of the text, marked
-    with `CONTINUATION`, or the wrap of a long line) starts under the text,
-    never in column 0: no text can pass for a new entry of the timeline."""
-
-    head: Text
-    lines: list[Text]
-    drawn: dict[int, list[Segment]] = field(default_factory=dict, compare=False, repr=False)
-    """The segments already drawn, by width (see `LogView`)."""
-
-    def segments(self, width: int, console: Console) -> list[Segment]:
-        """The rows at `width` as segments, each row ending in a new line:
-        made once for each width, since a block never changes."""
-        drawn = self.drawn.get(width)
-        if drawn is None:
-            drawn = [
-                s for row in self.rows(width, console) for s in _row_segments(row, width, console)
-            ]
-            self.drawn.clear()  # only the width on screen is kept
-            self.drawn[width] = drawn
-        return drawn
-
-    def rows(self, width: int | None = None, console: Console | None = None) -> list[Text]:
-        """The rows to draw at `width` columns (None: one row per line, no wrapping)."""
-        if width is None or console is None:
-            lead = self._lead(self.head.cell_len, marked=True)
-            return [self.head + self.lines[0], *(lead + ln for ln in self.lines[1:])]
-        indent = min(self.head.cell_len, max(width - MIN_BODY, len(CONTINUATION) + 1))
-        out: list[Text] = []
-        for n, line in enumerate(self.lines):
-            room = width - indent
-            pieces = [line] if line.cell_len <= room else line.wrap(console, room, overflow="fold")
-            for k, piece in enumerate(pieces):
-                if n == 0 and k == 0:
-                    if self.head.cell_len <= indent:
-                        out.append(self.head + piece)
-                        continue
-                    out.append(self.head.copy())
-                out.append(self._lead(indent, marked=n > 0 and k == 0) + piece)
-        return out
-
-    def _lead(self, indent: int, *, marked: bool) -> Text:
-        """What a row after the first starts with: `indent` columns, ending in
-        `CONTINUATION` if the row starts a further line of the text. It has
-        the head's style, as the first row has."""
-        if not marked:
-            return Text(" " * indent, style=self.head.style)
-        lead = Text(" " * max(0, indent - len(CONTINUATION)), style=self.head.style)
-        lead.append(CONTINUATION, style="dim")
-        return lead
-
-
-class LogView:
-    """A rendered room log that wraps itself at the width it is drawn at
-    (so wrapped rows stay indented however the terminal is resized)."""
-
-    def __init__(self, items: list[Text | Block]) -> None:
-        self.items = items
-
-    def plain_rows(self) -> list[Text]:
-        return [r for i in self.items for r in (i.rows() if isinstance(i, Block) else [i])]
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        width = max(options.max_width, len(CONTINUATION) + 2)
-        for item in self.items:
-            if isinstance(item, Block):
-                yield from item.segments(width, console)
-            else:
-                yield from _row_segments(item, width, console)  # a day separator
-
-    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
-        return Measurement(min(MIN_BODY, options.max_width), options.max_width)
-
-
-def _row_segments(row: Text, width: int, console: Console) -> list[Segment]:
-    """One row as segments and a new line, cropped if it is wider than `width`."""
-    if row.cell_len > width:
-        row = row.copy()
-        row.truncate(width, overflow="crop")
-    # Text.render drops the base style of a row without spans: apply it here
-    return [
-        *Segment.apply_style(row.render(console), console.get_style(row.style)),
-        Segment.line(),
-    ]
-
-
-def entry_block(e: Entry, me: str, aliases: Mapping[str, str]) -> Block:
-    """An entry as a `Block`: every text from others, and every alias, made
-    safe (placeholders for controls, escapes and bidi; no markup)."""
-    if e.kind == "notice":
-        style = {"info": "dim", "warning": "bold yellow", "error": "bold red"}[e.level]
-        mark = {"info": "--", "warning": "!!", "error": "!!"}[e.level]
-        head = Text(f"{clock_time(e.ts_ms)} {mark} ", style=style)
-        return Block(head, [safe_text(line, style) for line in split_lines(e.text)])
-    sender = e.sender or me
-    mine = sender == me
-    name = safe_text(aliases.get(sender, sender))
-    head = Text(clock_time(e.ts_ms) + " ", style="dim")
-    head.append("»" if mine else " ", style="bold")
-    name.stylize(f"bold {name_colour(sender)}" + (" underline" if mine else ""))
-    head.append_text(name)
-    head.append(": ")
-    if e.kind == "message" and e.error is not None:
-        why = safe_text(f"⚠ unreadable message ({e.error})", "bold reverse red")
-        return Block(head, [why])
-    style = "dim italic" if e.kind == "pending" else ""
-    shown = fold(e.text, style)
-    lines = shown.lines
-    if e.kind == "pending":
-        if e.error is None and not mine:
-            lines[-1].append("  ◌ peer-to-peer · not on the server yet", style="dim")
-        elif e.error is None:
-            lines[-1].append("  ◌ pending", style="dim")
-        else:
-            lines[-1].append_text(safe_text(f"  ✗ not sent: {e.error}", "bold red"))
-    if not shown.cut:
-        return Block(head, lines)
-    return Block(head, [*lines, Text(folded_note(shown), style="dim")])
-
-
-def is_folded(e: Entry) -> bool:
-    """The timeline shows `e` folded (`/more` reads it)."""
-    unreadable = e.kind == "message" and e.error is not None
-    return e.kind != "notice" and not unreadable and fold(e.text).cut
-
-
-class BlockMemo:
-    """The blocks of the entries drawn last time: each entry is made into a
-    `Block` (and drawn, see `Block.segments`) once, not on every redraw, so
-    a redraw costs little more than the rows it shows, whatever the texts."""
-
-    def __init__(self) -> None:
-        self._made: dict[int, tuple[Entry, tuple[object, ...], str, Block]] = {}
-        self._used: dict[int, tuple[Entry, tuple[object, ...], str, Block]] = {}
-
-    def block(self, e: Entry, me: str, aliases: Mapping[str, str]) -> tuple[str, Block]:
-        """The day of `e` and its block, made again only if what it shows changed."""
-        name = aliases.get(e.sender or me)
-        key = (e.kind, e.ts_ms, e.text, e.sender, e.error, e.level, me, name)
-        made = self._made.get(id(e))
-        if made is None or made[0] is not e or made[1] != key:
-            made = (e, key, day(e.ts_ms), entry_block(e, me, aliases))
-        self._used[id(e)] = made
-        return made[2], made[3]
-
-    def done(self) -> None:
-        """A redraw ended: keep only the blocks of the entries it drew."""
-        self._made, self._used = self._used, {}
-
-
-def render_log(
-    log: RoomLog, me: str, aliases: Mapping[str, str], memo: BlockMemo | None = None
-) -> LogView:
-    memo = memo or BlockMemo()
-    items: list[Text | Block] = []
-    last_day: str | None = None
-    for e in log.ordered():
-        d, block = memo.block(e, me, aliases)
-        if e.kind != "notice" and d != last_day:
-            items.append(Text(f"──── {day_label(e.ts_ms)} ────", style="bold dim"))
-            last_day = d
-        items.append(block)
-    memo.done()
-    return LogView(items)
-
+from curvechat.tui.roomlog import RoomLog
 
 Anchor = Literal["follow", "newest", "keep"]
 
 
-class Timeline(VerticalScroll):
+class Timeline(ScrollView):
     """Shows a `RoomLog`, following its newest message; scrolling up to the
     top asks for the previous page.
+
+    It draws only the rows on screen (Textual's line API, `render_line`):
+    a log of 2,000 messages of 1,600 escapes each (42,000 rows) cost 0.2 s
+    a redraw when the whole log was one renderable, for every message that
+    came in and every change of the view's size.
 
     Following is Textual's anchor: while the view follows, every layout
     (a message added, a long message wrapped, the input line growing or
@@ -229,12 +51,54 @@ class Timeline(VerticalScroll):
         self._me = ""
         self._aliases: Mapping[str, str] = {}
         self._memo = BlockMemo()
-
-    def compose(self):  # type: ignore[no-untyped-def]
-        yield Static("", id="timeline-body", markup=False)
+        self._view = LogView([])
+        self._measure_due = False
 
     def on_mount(self) -> None:
         self.follow()
+
+    def on_resize(self, _event: events.Resize) -> None:
+        self._measure()
+
+    def _measure(self) -> None:
+        """The log's rows at the view's width, as its virtual size (nothing
+        before the view has a width: measured again when it gets one). A
+        log taller than the view will show the scroll bar: it is wrapped at
+        the width left beside it at once, not wrapped a second time when
+        the bar shows."""
+        self._measure_due = False
+        region, console, view = self.scrollable_content_region, self.app.console, self._view
+        width, bar = region.width, self.styles.scrollbar_size_vertical
+        if width > 0:
+            bar_to_come = not self.show_vertical_scrollbar
+            # Each entry is a row at least: more of them than the view has
+            # rows will show the bar.
+            if bar_to_come and len(view.items) > region.height:
+                width = max(1, width - bar)
+            height = view.height(width, console)
+            if bar_to_come and width == region.width and height > region.height:
+                width = max(1, width - bar)
+                height = view.height(width, console)
+            self.virtual_size = Size(width, height)
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        width = self.scrollable_content_region.width
+        if width != self.virtual_size.width and not self._measure_due:
+            # The scroll bar came or went (no resize is sent for that): the
+            # rows wrap at the new width, and the log's height follows.
+            self._measure_due = True
+            self.call_after_refresh(self._measure)
+        return self.drawn_row(scroll_y + y).apply_offsets(scroll_x, scroll_y + y)
+
+    def drawn_row(self, row: int) -> Strip:
+        """Row `row` of the whole log as the view draws it (blank past the end)."""
+        width, style = self.scrollable_content_region.width, self.rich_style
+        segments = self._view.row(row, width, self.app.console)
+        if not segments:
+            return Strip.blank(width, style)
+        return Strip(segments).crop_extend(0, width, style).apply_style(style)
 
     def plain(self) -> str:
         """What the timeline shows, as plain text: one row for each line of
@@ -261,8 +125,8 @@ class Timeline(VerticalScroll):
         before_y = self.scroll_y
         self.log_model = log
         self._me, self._aliases = me, aliases
-        view = render_log(log, me, aliases, self._memo)
-        self.query_one("#timeline-body", Static).update(view)
+        self._view = render_log(log, me, aliases, self._memo)
+        self._measure()
         self.behind = False
         self.border_subtitle = ""
         if anchor == "newest" or switched:
@@ -309,7 +173,8 @@ class Timeline(VerticalScroll):
             self.post_message(OlderWanted())
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
-        super().watch_scroll_y(old_value, new_value)  # re-anchors at the bottom
+        super().watch_scroll_y(old_value, new_value)
+        self._check_anchor()  # back at the bottom: anchored again (a ScrollView does not)
         if not self.following and self.is_anchored and new_value >= self.max_scroll_y:
             self.following = True
             self._caught_up()

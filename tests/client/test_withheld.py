@@ -26,6 +26,9 @@ KEY = bytes(32)
         (10, [], 15, [(11, 15)]),  # a gap fill below a pushed 16 that brought nothing
         (10, [11, 12], 15, [(13, 15)]),
         (10, [11, 12, 17], 15, [(13, 15)]),  # above `top`: not asked for
+        (0, [2, 4, 10_006, 10_008], None, [(1, 1), (3, 3)]),  # 5-10,005: too wide
+        (0, [1], 10**9, []),  # a gap fill below a made-up push
+        (0, [2, 10_002], None, [(1, 1), (3, 10_001)]),  # exactly MAX_SPAN wide
     ],
 )
 def test_what_a_page_left_out(

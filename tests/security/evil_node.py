@@ -12,6 +12,8 @@ first and attack later. Each key of the JSON turns on one attack:
 - "drop_pushes": true     message pushes are not sent (clients must find the gap)
 - "hole": {"room": R, "seqs": [N, ...]}  pages and pushes of R never hold these
   seqs (withheld for good, the messages after them served as usual)
+- "shift": {"room": R, "from": N, "by": K}  pages and pushes of R name each
+  message from seq N on at its seq plus K
 - "flip": {"field": F, "bit": N}  flip bit N of envelope field F (ct, nonce, sig)
   or change an associated-data field (room, epoch, sender, txn) in every
   message the node hands out
@@ -96,6 +98,14 @@ def tamper_items(
     hole = p.get("hole")
     if hole and hole["room"] == room:
         out = [i for i in out if i.seq not in hole["seqs"]]
+    shift = p.get("shift")
+    if shift and shift["room"] == room:
+        out = [
+            msgspec.structs.replace(i, seq=i.seq + int(shift["by"]))
+            if i.seq >= int(shift["from"])
+            else i
+            for i in out
+        ]
     if "flip" in p:
         out = [
             msgspec.structs.replace(i, envelope=tamper_envelope(i.envelope, p["flip"])) for i in out
@@ -229,6 +239,8 @@ def install() -> None:
             hole = p.get("hole")
             if hole and hole["room"] == msg.room and msg.message.seq in hole["seqs"]:
                 return 0
+            (moved,) = tamper_items([msg.message], {"shift": p.get("shift")}, 0, msg.room)
+            msg = m.MessagePush(room=msg.room, message=moved)
             if "flip" in p:
                 stored = msgspec.structs.replace(
                     msg.message, envelope=tamper_envelope(msg.message.envelope, p["flip"])

@@ -79,6 +79,52 @@ async def test_a_withheld_push_is_filled_once_then_passed_over(
     assert bob.cache.withheld("r", 10) == [(2, 2)]
 
 
+async def test_a_push_at_a_made_up_seq_neither_floods_the_server_nor_moves_the_cursor(
+    evil: EvilServer, clients: ClientFactory
+) -> None:
+    """A push far ahead of the room: the gap fill asks once (a short page
+    says the server will not give the rest), records nothing that wide, and
+    the messages that come after it in their true places are taken."""
+    alice, _ = await clients.make("alice", evil.connect)
+    bob, bob_ev = await clients.make("bob", evil.connect)
+    await alice.create_room("r", ["bob"])
+    await bob.history("r")
+    await alice.send("r", "one")
+    await bob_ev.until(lambda: seqs(bob, "r") == [1])
+    evil.attack(shift={"room": "r", "from": 2, "by": 10**9})
+    await alice.send("r", "two")
+    await bob_ev.until(lambda: 10**9 + 2 in seqs(bob, "r"))
+    evil.attack()
+    await alice.send("r", "three")
+    await bob_ev.until(lambda: 3 in seqs(bob, "r"))  # the gap fill brought 2, then 3
+    room = bob.cache.room("r")
+    assert room is not None and room.cursor == 3
+    assert bob.cache.withheld("r", 10) == []
+    assert told(bob_ev) == ["message 1000000002 was a replay of 2"]  # nothing withheld
+    texts = {r.seq: r.text for r in bob.cache.messages("r", limit=100)}
+    assert [texts[s] for s in (1, 2, 3)] == ["one", "two", "three"]
+
+
+async def test_a_sync_past_a_gap_too_wide_to_record_is_ready(
+    evil: EvilServer, clients: ClientFactory
+) -> None:
+    """Pages that jump far ahead (more than a page past the jump): the sync
+    asks once more from where it is, then stops, ready, its cursor below the
+    gap; it asked for the same page forever before."""
+    alice, alice_ev = await clients.make("alice", evil.connect)
+    bob, _ = await clients.make("bob", evil.connect)
+    await alice.create_room("r", ["bob"])
+    await bob.history("r")
+    await clients.close(bob)
+    txns = alice.queue_many("r", [f"m{i}" for i in range(700)])
+    await alice_ev.until(lambda: len(alice_ev.of(ev.SendAcked)) == len(txns), timeout=60)
+    evil.attack(shift={"room": "r", "from": 3, "by": 10**6})
+    bob, bob_ev = await clients.make("bob", evil.connect)  # ready, or it fails here
+    room = bob.cache.room("r")
+    assert room is not None and room.cursor == 2
+    assert bob.cache.withheld("r", 10) == [] and told(bob_ev) == []
+
+
 async def test_a_message_the_node_cannot_read_from_its_store_is_left_out_not_every_page(
     server: ServerProcess, clients: ClientFactory
 ) -> None:

@@ -121,6 +121,7 @@ class Sync:
             cursors = self._cursors(names)
             first = m.Sync(cursors=cursors, limit=MAX_PAGE, only=only)
             batch = await self.p.ask(first, m.SyncReply)
+            again: dict[str, int] | None = None  # the cursors last asked again from
             while True:
                 # Ask for the next batch before opening this one, from where
                 # this one should leave the cursors (kept only if it does).
@@ -150,6 +151,9 @@ class Sync:
                     batch = await ahead
                 else:  # a gap or a refused page: ask again from where we are
                     await _drop(ahead)
+                    if cursors == again:
+                        break  # it moved nothing: a gap too wide to pass (withheld.py)
+                    again = cursors
                     ask = m.Sync(cursors=cursors, limit=MAX_PAGE, only=only)
                     batch = await self.p.ask(ask, m.SyncReply)
         await self.withheld.ask_again(lambda room, items: self.ingest_page(room, items, live=False))
@@ -383,7 +387,11 @@ class Sync:
                 m.History(room=room, after=cursor, limit=top - cursor), m.Messages
             )
             await self.ingest_page(room, reply.items, live=False)
-            self.withheld.note(room, cursor, reply.items, top)
+            short = len({i.seq for i in reply.items if cursor < i.seq <= top}) < top - cursor
+            # A short page: the server will not give the rest either.
+            self.withheld.note(room, cursor, reply.items, upto - 1 if short else top)
+            if short:
+                return
             cursor = top
 
     async def older(self, room: str, before: int | None, limit: int) -> None:

@@ -34,23 +34,30 @@ from curvechat.protocol.limits import MAX_PAGE
 MAX_ASKED = 64
 """Ranges asked for again at one sync, over all rooms."""
 
+MAX_SPAN = 10_000
+"""The widest range of seqs recorded as withheld. A gap wider than that is
+not passed over (nor any above it): the cursor stays below it, as it did
+before anything was recorded, so that one push of a made-up seq (a server
+can name any) cannot move the cursor past the messages still to come and
+make the client pass them over. A node that cannot read part of its store
+leaves gaps of a message run each (at most 64 KiB of envelopes)."""
+
 Ingest = Callable[[str, list[m.StoredMessage]], Awaitable[int]]
 
 
 def missing(after: int, served: Iterable[int], top: int | None = None) -> list[tuple[int, int]]:
     """The ranges (lo, hi) of seqs above `after` and up to `top` (default:
-    the highest served) that a page asked for after `after` did not hold."""
+    the highest served) that a page asked for after `after` did not hold,
+    up to the first one wider than `MAX_SPAN` (not included)."""
     seqs = sorted({s for s in served if s > after})
     top = (seqs[-1] if seqs else after) if top is None else top
     ranges, expect = [], after + 1
-    for s in seqs:
-        if s > top:
-            break
+    for s in [*(s for s in seqs if s <= top), top + 1]:
         if s > expect:
+            if s - expect > MAX_SPAN:
+                break
             ranges.append((expect, s - 1))
         expect = s + 1
-    if expect <= top:
-        ranges.append((expect, top))
     return ranges
 
 

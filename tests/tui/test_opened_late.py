@@ -89,6 +89,7 @@ class Screen:
         self.logs = {log.room: log}
         self.current = log.room
         self.me = log.me
+        self.peer_unread: dict[str, set[tuple[str, str]]] = {}
         self.mention_re = re.compile("(?!)")
         self.client = self
 

@@ -2,7 +2,8 @@
 member's message comes straight from that member, marked as not on the
 server yet, and the status line says "server unreachable · peer-to-peer
 with 1 member"; once the server is back the message takes its place. A
-message taken so in a room not opened yet is shown when it is opened
+message taken so in a room not opened yet counts in its unread number
+(once, also after the server's copy came) and is shown when it is opened
 (loading a room's log adds what the peer core holds, not only the outbox)."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from curvechat.client.engine import ChatClient
 from curvechat.client.peer.shell import PeerOptions
 from curvechat.client.state import ConnState
+from curvechat.tui.widgets.rooms import RoomList
 from curvechat.tui.widgets.status import StatusLine
 
 from .conftest import Kit, ready, shown, until
@@ -40,6 +42,10 @@ async def alice_and_bob(
             yield server, app, pilot, bob
     finally:
         server.stop()
+
+
+def rooms_line(app: Any, room: str) -> str:
+    return str(app.chat.query_one(RoomList).line(room))
 
 
 async def meet(pilot: Any, alice: ChatClient, bob: ChatClient) -> None:
@@ -99,6 +105,13 @@ async def test_a_peer_message_in_a_room_opened_later_is_shown(
             "alice's client took bob's message",
         )
         assert app.chat.current == "first"
+        # Unread in the room list, as a message from the server would be; and
+        # once the server's copy comes, counted once.
+        await until(pilot, lambda: rooms_line(app, "second").endswith(" 1"), "marked unread")
+        server.start()
+        await until(pilot, lambda: not alice.provisional("second"), "the server's copy", 40)
+        await pilot.pause(0.3)
+        assert rooms_line(app, "second").endswith(" 1")
         app.chat.switch_room("second")
         await until(pilot, lambda: app.chat.logs["second"].loaded, "#second loaded")
         await pilot.pause(0.5)

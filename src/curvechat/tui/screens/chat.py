@@ -82,6 +82,10 @@ class ChatScreen(Screen[None]):
         self.logs: dict[str, RoomLog] = {}
         self.current: str = NO_ROOM
         self.mentions: set[str] = set()
+        self.peer_unread: dict[str, set[tuple[str, str]]] = {}
+        """Per room not on screen, the (sender, txn) of messages taken peer
+        to peer since it was: unread, and in no cache count until the
+        server's copy comes."""
         self.aliases = load_aliases(settings.home)
         self.peers_reached = 0
         """Members reached peer to peer while the server is unreachable."""
@@ -140,7 +144,9 @@ class ChatScreen(Screen[None]):
             RoomRow(
                 room=r.room,
                 label=self.label(r.room),
-                unread=0 if r.room == self.current else r.unread,
+                unread=0
+                if r.room == self.current
+                else r.unread + len(self.peer_unread.get(r.room, ())),
                 mentioned=r.room in self.mentions,
             )
             for r in self.client.rooms()
@@ -221,6 +227,7 @@ class ChatScreen(Screen[None]):
         self.current = room
         self.query_one(Composer).room = room
         self.mentions.discard(room)
+        self.peer_unread.pop(room, None)
         title = self.label(room) if room else "no room"
         self.sub_title = title
         self.query_one(Timeline).border_title = escape(title)  # a title is not markup

@@ -21,6 +21,9 @@ from curvechat.tui.screens import keydialog
 from curvechat.tui.widgets.composer import Composer
 from curvechat.tui.widgets.status import Banner
 
+MAX_PEER_UNREAD = 10_000
+"""Messages taken peer to peer that a room's unread count adds at most."""
+
 if TYPE_CHECKING:
     from curvechat.tui.screens.chat import ChatScreen
 
@@ -78,6 +81,13 @@ def handle(screen: ChatScreen, event: ev.Event) -> None:
             room_log.add_pending(event.txn, event.text, event.sent_ms, sender=event.sender)
             if event.room == screen.current:
                 screen.redraw()
+        if event.room != screen.current:
+            unread = screen.peer_unread.setdefault(event.room, set())
+            if len(unread) < MAX_PEER_UNREAD:
+                unread.add((event.sender, event.txn))
+            if screen.mention_re.search(event.text):
+                screen.mentions.add(event.room)
+            screen.soon("rooms")
     elif isinstance(event, ev.KeyChangeDetected):
         screen.show_status()
         screen.app.call_later(keydialog.ask, screen, event.user)
@@ -85,6 +95,8 @@ def handle(screen: ChatScreen, event: ev.Event) -> None:
 
 def _message_in(screen: ChatScreen, event: ev.MessageReceived) -> None:
     msg = event.message
+    if (taken := screen.peer_unread.get(msg.room)) is not None:
+        taken.discard((msg.sender, msg.txn))  # the server's copy: counted by the cache
     room_log = screen.logs.get(msg.room)
     if room_log is not None:
         # also while its history loads: the load merges by seq, and this

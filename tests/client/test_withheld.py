@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from curvechat.client.cache import Cache
-from curvechat.client.withheld import missing, said
-from curvechat.client.withheldrows import MAX_RANGES
+from curvechat.client.withheld import MAX_WITHHELD, missing, said, within
+from curvechat.client.withheldrows import without
 
 KEY = bytes(32)
 
@@ -28,7 +28,7 @@ KEY = bytes(32)
         (10, [11, 12, 17], 15, [(13, 15)]),  # above `top`: not asked for
         (0, [2, 4, 10_006, 10_008], None, [(1, 1), (3, 3)]),  # 5-10,005: too wide
         (0, [1], 10**9, []),  # a gap fill below a made-up push
-        (0, [2, 10_002], None, [(1, 1), (3, 10_001)]),  # exactly MAX_SPAN wide
+        (0, [2, 10_002], None, [(1, 1), (3, 10_001)]),  # exactly MAX_WITHHELD wide
     ],
 )
 def test_what_a_page_left_out(
@@ -60,20 +60,47 @@ def test_the_cursor_moves_over_withheld_seqs_and_what_comes_later_fills_them(
     assert cache.room("r").cursor == 9  # type: ignore[union-attr]
     room_with(cache, [10])
     assert cache.room("r").cursor == 10  # type: ignore[union-attr]
-    cache.served("r", 7, 8, [8, 11])  # 11 is not of the range
+    assert cache.withheld_among("r", [3, 5, 8, 11]) == {3, 8}
+    cache.unwithhold("r", [8, 11])  # 11 is in no range
     assert cache.withheld("r", 10) == [(3, 4), (7, 7)]
-    cache.served("r", 3, 4, [3])
+    cache.unwithhold("r", [3])
     assert cache.withheld("r", 10) == [(4, 4), (7, 7)]
-    cache.served("r", 7, 7, [7])
-    assert cache.withheld("r", 1) == [(4, 4)]
-    assert cache.withheld_rooms() == ["r"]
+    cache.unwithhold("r", [7])
+    assert cache.withheld("r", 10) == [(4, 4)] and cache.withheld_count("r") == 1
+    assert cache.withheld_after("", -1, 10) == [("r", 4, 4)]
 
 
-def test_the_ranges_kept_are_bounded(tmp_path: Path) -> None:
+def test_ranges_recorded_never_overlap_so_one_cannot_wipe_out_another(tmp_path: Path) -> None:
+    """Two notes that overlap: the second adds only what the first did not
+    hold. Before, both were kept, and taking a seq out of one re-inserted
+    its rest over the other (INSERT OR REPLACE), forgetting 111-5000."""
     cache = Cache(tmp_path / "c.db", KEY)
     cache.ensure_room("r")
-    ranges = [(2 * i + 1, 2 * i + 1) for i in range(MAX_RANGES + 300)]
-    for start in range(0, len(ranges), 100):
-        cache.add_withheld("r", ranges[start : start + 100])
-    kept = cache.withheld("r", 10 * MAX_RANGES)
-    assert len(kept) == MAX_RANGES and kept[-1] == ranges[-1]
+    cache.add_withheld("r", [(100, 110)])
+    cache.add_withheld("r", [(101, 5000)])
+    assert cache.withheld("r", 10) == [(100, 110), (111, 5000)]
+    cache.unwithhold("r", [100])
+    assert cache.withheld("r", 10) == [(101, 110), (111, 5000)]
+    assert cache.withheld_count("r") == 4900
+
+
+@pytest.mark.parametrize(
+    ("ranges", "taken", "left"),
+    [
+        ([(1, 10)], [], [(1, 10)]),
+        ([(1, 10)], [1, 10], [(2, 9)]),
+        ([(1, 10)], [(3, 4), 7], [(1, 2), (5, 6), (8, 10)]),
+        ([(1, 10), (20, 30)], [(5, 25)], [(1, 4), (26, 30)]),
+        ([(1, 3)], [(0, 9)], []),
+    ],
+)
+def test_what_is_left_of_ranges(
+    ranges: list[tuple[int, int]], taken: list[int | tuple[int, int]], left: list[tuple[int, int]]
+) -> None:
+    assert without(ranges, taken) == left
+
+
+def test_a_room_holds_at_most_its_budget_of_withheld_seqs() -> None:
+    assert within([(1, 4000), (5000, 9000), (9500, 12000)], 10_000) == [(1, 4000), (5000, 9000)]
+    assert within([(1, 1)], 0) == []
+    assert within([(1, MAX_WITHHELD)], MAX_WITHHELD) == [(1, MAX_WITHHELD)]

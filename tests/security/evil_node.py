@@ -14,6 +14,9 @@ first and attack later. Each key of the JSON turns on one attack:
   seqs (withheld for good, the messages after them served as usual)
 - "shift": {"room": R, "from": N, "by": K}  pages and pushes of R name each
   message from seq N on at its seq plus K
+- "spread": {"room": R, "from": N, "gap": G}  pages and pushes of R name the
+  message at seq s >= N at seq N - 1 + (s - N + 1) * G (G - 1 made-up seqs
+  before each)
 - "flip": {"field": F, "bit": N}  flip bit N of envelope field F (ct, nonce, sig)
   or change an associated-data field (room, epoch, sender, txn) in every
   message the node hands out
@@ -98,6 +101,13 @@ def tamper_items(
     hole = p.get("hole")
     if hole and hole["room"] == room:
         out = [i for i in out if i.seq not in hole["seqs"]]
+    spread = p.get("spread")
+    if spread and spread["room"] == room:
+        n, g = int(spread["from"]), int(spread["gap"])
+        out = [
+            msgspec.structs.replace(i, seq=n - 1 + (i.seq - n + 1) * g) if i.seq >= n else i
+            for i in out
+        ]
     shift = p.get("shift")
     if shift and shift["room"] == room:
         out = [
@@ -239,7 +249,8 @@ def install() -> None:
             hole = p.get("hole")
             if hole and hole["room"] == msg.room and msg.message.seq in hole["seqs"]:
                 return 0
-            (moved,) = tamper_items([msg.message], {"shift": p.get("shift")}, 0, msg.room)
+            renumber = {k: p.get(k) for k in ("shift", "spread")}
+            (moved,) = tamper_items([msg.message], renumber, 0, msg.room)
             msg = m.MessagePush(room=msg.room, message=moved)
             if "flip" in p:
                 stored = msgspec.structs.replace(

@@ -81,3 +81,30 @@ async def test_the_newest_row_stays_in_view_when_the_scroll_bar_comes() -> None:
         assert rows[-2].startswith("00:00  mallory: 29x"), rows
         newest = rows[-2][head:] + rows[-1].strip()
         assert newest == "29" + "x" * (full - head - 2), rows
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 4])
+async def test_a_view_as_narrow_as_its_scroll_bar_does_not_measure_for_ever(width: int) -> None:
+    """With no column left beside the bar, the view measured at one column
+    (max(1, width - bar)) found a width of 0 drawn, measured again, and so
+    on, about 60 times a second for as long as it stayed that narrow."""
+    log = RoomLog("den", "alice", loaded=True)
+    for seq in range(1, 40):
+        log.add_message(message(seq, "hello"))
+    app = OneTimeline()
+    async with app.run_test(size=(width, 10)) as pilot:
+        timeline = app.query_one(Timeline)
+        measured = 0
+        measure = timeline._measure
+
+        def counting() -> None:
+            nonlocal measured
+            measured += 1
+            measure()
+
+        timeline._measure = counting  # type: ignore[method-assign]
+        timeline.show(log, "alice", {})
+        await pilot.pause()
+        measured = 0
+        await pilot.pause(0.5)
+        assert measured <= 2

@@ -38,7 +38,7 @@ from curvechat.client.peer.shell import PeerMode, PeerOptions
 from curvechat.client.rooms import InviteResult, RoomCommands
 from curvechat.client.state import ConnState, ConnStatus
 from curvechat.client.summary import MemberInfo, RoomSummary, member_details, room_summaries
-from curvechat.client.sync import Sync, bursts
+from curvechat.client.sync import Sync
 from curvechat.client.told import Told
 from curvechat.client.trust import TrustCore
 from curvechat.crypto.identity import Identity
@@ -53,6 +53,23 @@ log = logging.getLogger("curvechat.client")
 PUSH_BURST = 128
 """At most this many queued pushes are handled in one go (its verification
 runs without a break: this bounds how long other tasks wait)."""
+
+
+def bursts(pushes: list[m.AnyReply]) -> list[list[m.AnyReply]]:
+    """Pushes as they are handled: a run of message pushes is split by room
+    (each room's pushes keep their order), anything else goes alone and in
+    its place."""
+    out: list[list[m.AnyReply]] = []
+    run: dict[str, list[m.AnyReply]] = {}
+    for push in pushes:
+        if isinstance(push, m.MessagePush):
+            run.setdefault(push.room, []).append(push)
+            continue
+        out.extend(run.values())
+        run = {}
+        out.append([push])
+    out.extend(run.values())
+    return out
 
 
 class ChatClient:

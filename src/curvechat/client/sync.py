@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Coroutine, Iterable
+from functools import partial
 from typing import Any, TypeVar
 
 from curvechat.client import events as ev
@@ -62,23 +63,6 @@ async def _drop(ahead: asyncio.Future[Any] | None) -> None:
 def by_seq(items: Iterable[m.StoredMessage]) -> list[m.StoredMessage]:
     """A page in seq order, whatever order the server sent it in."""
     return sorted(items, key=lambda item: item.seq)
-
-
-def bursts(pushes: list[m.AnyReply]) -> list[list[m.AnyReply]]:
-    """Pushes as they are handled: a run of message pushes is split by room
-    (each room's pushes keep their order), anything else goes alone and in
-    its place."""
-    out: list[list[m.AnyReply]] = []
-    run: dict[str, list[m.AnyReply]] = {}
-    for push in pushes:
-        if isinstance(push, m.MessagePush):
-            run.setdefault(push.room, []).append(push)
-            continue
-        out.extend(run.values())
-        run = {}
-        out.append([push])
-    out.extend(run.values())
-    return out
 
 
 class Sync:
@@ -156,7 +140,7 @@ class Sync:
                     again = cursors
                     ask = m.Sync(cursors=cursors, limit=MAX_PAGE, only=only)
                     batch = await self.p.ask(ask, m.SyncReply)
-        await self.withheld.ask_again(lambda room, items: self.ingest_page(room, items, live=False))
+        await self.withheld.ask_again(partial(self.ingest_page, live=False))
         for room in rooms:  # what another process of this home synced meanwhile
             await self.p.tell_stored(room, live=False)
         return count + await self.recover.rooms()
@@ -336,7 +320,9 @@ class Sync:
             if cached is None or cached.left:
                 return
         cursor = cached.cursor
-        if all(item.seq <= cursor for item in items):
+        late = [item for item in items if item.seq <= cursor]
+        await self.withheld.came(room, late, partial(self.ingest_page, live=True))
+        if len(late) == len(items):
             # Another process of this home stored them (else `ingest_page` tells those).
             await self.p.tell_stored(room, live=True)
             return

@@ -9,15 +9,21 @@ server that hides it, or by a node that cannot read what its store holds.
 
 Such seqs are recorded (`withheldrows.py`) and the room's cursor moves over
 them; the user is told once per room and connection; each sync after
-connecting asks for the newest of them again (`MAX_ASKED` ranges in all),
-and what comes back is verified and stored in its place like any message.
-Before, the cursor stopped at the first such seq for good: every push
-after it fetched everything from there again, and a sync with more than a
-page past it asked for the same page forever, never ready.
+connecting asks for `MAX_ASKED` of the recorded ranges again, taking all
+rooms' ranges in turn from one sync to the next, and what comes back, or
+is pushed later at such a seq, is verified and stored in its place like
+any message. Before, the cursor stopped at the first such seq for good:
+every push after it fetched everything from there again, and a sync with
+more than a page past it asked for the same page forever, never ready.
 
-`missing` is the rule, without I/O. This module must never record a seq
-above the highest one the server served or pushed, nor decide what a
-message says (`ingest_page`, through the trust core, does).
+A server names seqs as it likes, so what it can make a client pass over
+is bounded: at most `MAX_WITHHELD` seqs of a room are recorded at a time,
+and a gap that does not fit is not recorded (nor any above it): the
+cursor stays below it, as before.
+
+`missing` and `within` are the rules, without I/O. This module must never
+record a seq above the highest one the server served or pushed, nor decide
+what a message says (`ingest_page`, through the trust core, does).
 """
 
 from __future__ import annotations
@@ -34,13 +40,12 @@ from curvechat.protocol.limits import MAX_PAGE
 MAX_ASKED = 64
 """Ranges asked for again at one sync, over all rooms."""
 
-MAX_SPAN = 10_000
-"""The widest range of seqs recorded as withheld. A gap wider than that is
-not passed over (nor any above it): the cursor stays below it, as it did
-before anything was recorded, so that one push of a made-up seq (a server
-can name any) cannot move the cursor past the messages still to come and
-make the client pass them over. A node that cannot read part of its store
-leaves gaps of a message run each (at most 64 KiB of envelopes)."""
+MAX_WITHHELD = 10_000
+"""The most seqs of one room recorded as withheld at a time: what a server
+can make a client pass over with made-up seqs (a push far ahead of the
+room, or pages that jump), and what the record holds. A node that cannot
+read part of its store leaves gaps of a message run each (at most 64 KiB
+of envelopes)."""
 
 Ingest = Callable[[str, list[m.StoredMessage]], Awaitable[int]]
 
@@ -48,17 +53,29 @@ Ingest = Callable[[str, list[m.StoredMessage]], Awaitable[int]]
 def missing(after: int, served: Iterable[int], top: int | None = None) -> list[tuple[int, int]]:
     """The ranges (lo, hi) of seqs above `after` and up to `top` (default:
     the highest served) that a page asked for after `after` did not hold,
-    up to the first one wider than `MAX_SPAN` (not included)."""
+    up to the first one wider than `MAX_WITHHELD` (not included)."""
     seqs = sorted({s for s in served if s > after})
     top = (seqs[-1] if seqs else after) if top is None else top
     ranges, expect = [], after + 1
     for s in [*(s for s in seqs if s <= top), top + 1]:
         if s > expect:
-            if s - expect > MAX_SPAN:
+            if s - expect > MAX_WITHHELD:
                 break
             ranges.append((expect, s - 1))
         expect = s + 1
     return ranges
+
+
+def within(ranges: list[tuple[int, int]], room_left: int) -> list[tuple[int, int]]:
+    """The first of `ranges` that fit in `room_left` seqs, up to the first
+    that does not."""
+    out = []
+    for lo, hi in ranges:
+        room_left -= hi - lo + 1
+        if room_left < 0:
+            break
+        out.append((lo, hi))
+    return out
 
 
 SHOWN = 5
@@ -86,6 +103,8 @@ class Withheld:
         self._syncing: dict[str, list[tuple[int, int]]] | None = None
         """While the sync after connecting runs: what it found, per room, told
         at its end in one line a room (the first `SHOWN` ranges are named)."""
+        self._turn: tuple[str, int] = ("", -1)
+        """(room, lo) of the last range asked for again."""
 
     def new_round(self) -> None:
         """A new connection's sync begins: each room may be told about once more."""
@@ -105,10 +124,13 @@ class Withheld:
         """A page asked for after `after` (up to `top`, a pushed seq's
         predecessor, if given) held `items`, already stored: record what it
         left out. Lock held."""
+        cache = self.p.cache
         ranges = missing(after, (item.seq for item in items), top)
+        if ranges:  # (a room's record is read only when there is something to add)
+            ranges = within(ranges, MAX_WITHHELD - cache.withheld_count(room))
         if not ranges:
             return
-        self.p.cache.add_withheld(room, ranges)
+        cache.add_withheld(room, ranges)
         if self._syncing is not None:
             found = self._syncing.setdefault(room, [])
             found += ranges[: SHOWN + 1 - len(found)]
@@ -117,22 +139,37 @@ class Withheld:
             self.p.emit(ev.Problem(room, said(ranges)))
 
     async def ask_again(self, ingest: Ingest) -> None:
-        """Ask for the newest ranges recorded as withheld once more, and
-        store what comes back in its place. Lock held."""
-        cache, budget = self.p.cache, MAX_ASKED
-        for room in cache.withheld_rooms():
-            for lo, hi in cache.withheld(room, budget):
-                budget -= 1
-                ask = m.History(room=room, after=lo - 1, limit=min(hi - lo + 1, MAX_PAGE))
-                try:
-                    reply = await self.p.ask(ask, m.Messages)
-                except ServerRefused as exc:
-                    if exc.code in (ErrorCode.NOT_MEMBER, ErrorCode.NO_SUCH_ROOM):
-                        break
-                    raise
-                items = [item for item in reply.items if lo <= item.seq <= hi]
-                if items:
-                    await ingest(room, items)
-                    cache.served(room, lo, hi, (item.seq for item in items))
-            if budget <= 0:
-                return
+        """Ask for `MAX_ASKED` of the ranges recorded as withheld once more,
+        after those asked last time (all rooms' in turn), and store what
+        comes back in its place. Lock held."""
+        cache = self.p.cache
+        turn = cache.withheld_after(*self._turn, MAX_ASKED)
+        if len(turn) < MAX_ASKED:  # round again from the first
+            first = cache.withheld_after("", -1, MAX_ASKED - len(turn))
+            turn += [r for r in first if r not in turn]
+        gone: set[str] = set()
+        for room, lo, hi in turn:
+            self._turn = (room, lo)
+            if room in gone:
+                continue
+            ask = m.History(room=room, after=lo - 1, limit=min(hi - lo + 1, MAX_PAGE))
+            try:
+                reply = await self.p.ask(ask, m.Messages)
+            except ServerRefused as exc:
+                if exc.code in (ErrorCode.NOT_MEMBER, ErrorCode.NO_SUCH_ROOM):
+                    gone.add(room)
+                    continue
+                raise
+            await self.came(room, [i for i in reply.items if lo <= i.seq <= hi], ingest)
+
+    async def came(self, room: str, items: list[m.StoredMessage], ingest: Ingest) -> None:
+        """`items` of `room` at seqs at or below its cursor (asked for again,
+        or pushed): those at seqs recorded as withheld are stored in their
+        place, and leave the record. Lock held."""
+        if not items:
+            return
+        cache = self.p.cache
+        late = cache.withheld_among(room, [item.seq for item in items])
+        if late:
+            await ingest(room, [item for item in items if item.seq in late])
+            cache.unwithhold(room, late)

@@ -1,11 +1,12 @@
 """The cache's record of seqs the server did not hand out when asked for
-them (`withheld.py` decides which): ranges of seqs per room, which the
-room's cursor moves over as over stored rows (`messagerows.py`), and which
-are asked for again at each sync after connecting.
+them (`withheld.py` decides which, and how many a room may hold): disjoint
+ranges of seqs per room, which the room's cursor moves over as over stored
+rows (`messagerows.py`), and which are asked for again at each sync after
+connecting. A message that comes at such a seq later (asked again, or
+pushed) is taken in its place and its seq leaves the record.
 
-A mixin of `Cache`. It must never decide that a seq was withheld, nor hold
-more than `MAX_RANGES` ranges of a room (the lowest are forgotten: the
-cursor is past them already, they are only not asked for again).
+A mixin of `Cache`. It must never decide that a seq was withheld, nor let
+two ranges of a room overlap.
 """
 
 from __future__ import annotations
@@ -22,8 +23,24 @@ CREATE TABLE IF NOT EXISTS withheld (
 );
 """
 
-MAX_RANGES = 1024
-"""Ranges kept per room: what a server can make a client remember."""
+Range = tuple[int, int]
+
+
+def without(ranges: Iterable[Range], taken: Iterable[int | Range]) -> list[Range]:
+    """`ranges` less the seqs and ranges in `taken`, in seq order."""
+    cuts = sorted((t, t) if isinstance(t, int) else t for t in taken)
+    out: list[Range] = []
+    for lo, hi in sorted(ranges):
+        start = lo
+        for c_lo, c_hi in cuts:
+            if c_hi < start or c_lo > hi:
+                continue
+            if c_lo > start:
+                out.append((start, c_lo - 1))
+            start = max(start, c_hi + 1)
+        if start <= hi:
+            out.append((start, hi))
+    return out
 
 
 class WithheldRows:
@@ -31,46 +48,70 @@ class WithheldRows:
     _tx: Callable[[], Tx]
     _walk: Callable[[str, set[int]], None]
 
-    def add_withheld(self, room: str, ranges: Sequence[tuple[int, int]]) -> None:
-        """Record `ranges` (lo, hi) of `room` as withheld, and move the
-        room's cursor over them where it stands just below one."""
+    def add_withheld(self, room: str, ranges: Sequence[Range]) -> None:
+        """Record `ranges` of `room` as withheld (less what is recorded
+        already), and move the room's cursor over them where it stands just
+        below one."""
         if not ranges:
             return
+        lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
         with self._tx():
+            fresh = without(ranges, self._ranges_within(room, lo, hi))
             self._db.executemany(
-                "INSERT OR REPLACE INTO withheld (room, lo, hi) VALUES (?, ?, ?)",
-                [(room, lo, hi) for lo, hi in ranges],
-            )
-            self._db.execute(
-                "DELETE FROM withheld WHERE room=? AND lo < ("
-                " SELECT lo FROM withheld WHERE room=? ORDER BY lo DESC LIMIT 1 OFFSET ?)",
-                (room, room, MAX_RANGES - 1),
+                "INSERT INTO withheld (room, lo, hi) VALUES (?, ?, ?)",
+                [(room, a, b) for a, b in fresh],
             )
             self._walk(room, set())
 
-    def withheld(self, room: str, limit: int) -> list[tuple[int, int]]:
-        """The newest `limit` ranges of `room` recorded as withheld, lowest first."""
+    def withheld(self, room: str, limit: int) -> list[Range]:
+        """The lowest `limit` ranges of `room` recorded as withheld."""
         rows = self._db.execute(
-            "SELECT lo, hi FROM withheld WHERE room=? ORDER BY lo DESC LIMIT ?", (room, limit)
-        ).fetchall()
-        return [(int(lo), int(hi)) for lo, hi in reversed(rows)]
+            "SELECT lo, hi FROM withheld WHERE room=? ORDER BY lo LIMIT ?", (room, limit)
+        )
+        return [(int(lo), int(hi)) for lo, hi in rows]
 
-    def withheld_rooms(self) -> list[str]:
-        return [r[0] for r in self._db.execute("SELECT DISTINCT room FROM withheld ORDER BY room")]
+    def withheld_count(self, room: str) -> int:
+        """How many seqs of `room` are recorded as withheld."""
+        row = self._db.execute(
+            "SELECT ifnull(sum(hi - lo + 1), 0) FROM withheld WHERE room=?", (room,)
+        ).fetchone()
+        return int(row[0])
 
-    def served(self, room: str, lo: int, hi: int, seqs: Iterable[int]) -> None:
-        """`seqs` of the range (lo, hi) of `room` came after all: what is
-        left of the range stays recorded."""
-        got = sorted({s for s in seqs if lo <= s <= hi})
+    def withheld_after(self, room: str, lo: int, limit: int) -> list[tuple[str, int, int]]:
+        """Up to `limit` ranges of any room after (`room`, `lo`), in (room,
+        seq) order: asked for again a budget at a time, in turn."""
+        rows = self._db.execute(
+            "SELECT room, lo, hi FROM withheld WHERE (room, lo) > (?, ?) ORDER BY room, lo LIMIT ?",
+            (room, lo, limit),
+        )
+        return [(str(r), int(a), int(b)) for r, a, b in rows]
+
+    def withheld_among(self, room: str, seqs: Sequence[int]) -> set[int]:
+        """Which of `seqs` lie in a range of `room` recorded as withheld."""
+        if not seqs:
+            return set()
+        ranges = self._ranges_within(room, min(seqs), max(seqs))
+        return {s for s in seqs if any(lo <= s <= hi for lo, hi in ranges)}
+
+    def unwithhold(self, room: str, seqs: Iterable[int]) -> None:
+        """`seqs` of `room` came after all: they leave the ranges they were in."""
+        got = sorted(set(seqs))
         if not got:
             return
-        rest, start = [], lo
-        for s in got:
-            if s > start:
-                rest.append((room, start, s - 1))
-            start = s + 1
-        if start <= hi:
-            rest.append((room, start, hi))
         with self._tx():
-            self._db.execute("DELETE FROM withheld WHERE room=? AND lo=?", (room, lo))
-            self._db.executemany("INSERT OR REPLACE INTO withheld VALUES (?, ?, ?)", rest)
+            hit = self._ranges_within(room, got[0], got[-1])
+            self._db.executemany(
+                "DELETE FROM withheld WHERE room=? AND lo=?", [(room, lo) for lo, _ in hit]
+            )
+            self._db.executemany(
+                "INSERT INTO withheld (room, lo, hi) VALUES (?, ?, ?)",
+                [(room, a, b) for a, b in without(hit, got)],
+            )
+
+    def _ranges_within(self, room: str, lo: int, hi: int) -> list[Range]:
+        """The ranges of `room` that share a seq with lo..hi."""
+        rows = self._db.execute(
+            "SELECT lo, hi FROM withheld WHERE room=? AND lo <= ? AND hi >= ? ORDER BY lo",
+            (room, hi, lo),
+        )
+        return [(int(a), int(b)) for a, b in rows]

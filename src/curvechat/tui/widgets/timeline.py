@@ -70,14 +70,14 @@ class Timeline(ScrollView):
         region, console, view = self.scrollable_content_region, self.app.console, self._view
         width, bar = region.width, self.styles.scrollbar_size_vertical
         if width > 0:
-            bar_to_come = not self.show_vertical_scrollbar
+            bar_to_come = not self.show_vertical_scrollbar and width > bar
             # Each entry is a row at least: more of them than the view has
             # rows will show the bar.
             if bar_to_come and len(view.items) > region.height:
-                width = max(1, width - bar)
+                width -= bar
             height = view.height(width, console)
             if bar_to_come and width == region.width and height > region.height:
-                width = max(1, width - bar)
+                width -= bar
                 height = view.height(width, console)
             self.virtual_size = Size(width, height)
         self.refresh()
@@ -85,7 +85,7 @@ class Timeline(ScrollView):
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         width = self.scrollable_content_region.width
-        if width != self.virtual_size.width and not self._measure_due:
+        if 0 < width != self.virtual_size.width and not self._measure_due:
             # The scroll bar came or went (no resize is sent for that): the
             # rows wrap at the new width, and the log's height follows.
             self._measure_due = True

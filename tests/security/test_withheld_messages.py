@@ -39,6 +39,20 @@ async def sent_while_bob_is_away(
     return alice
 
 
+async def both_read_one(
+    evil: EvilServer, clients: ClientFactory
+) -> tuple[ChatClient, ChatClient, Recorder]:
+    """alice and bob in room "r", bob's client open and holding alice's
+    first message: (alice, bob, bob's events)."""
+    alice, _ = await clients.make("alice", evil.connect)
+    bob, bob_ev = await clients.make("bob", evil.connect)
+    await alice.create_room("r", ["bob"])
+    await bob.history("r")
+    await alice.send("r", "one")
+    await bob_ev.until(lambda: seqs(bob, "r") == [1])
+    return alice, bob, bob_ev
+
+
 async def test_a_sync_past_withheld_messages_is_ready_and_takes_them_later(
     evil: EvilServer, clients: ClientFactory
 ) -> None:
@@ -94,12 +108,7 @@ async def test_a_push_at_a_made_up_seq_neither_floods_the_server_nor_moves_the_c
     """A push far ahead of the room: the gap fill asks once (a short page
     says the server will not give the rest), records nothing that wide, and
     the messages that come after it in their true places are taken."""
-    alice, _ = await clients.make("alice", evil.connect)
-    bob, bob_ev = await clients.make("bob", evil.connect)
-    await alice.create_room("r", ["bob"])
-    await bob.history("r")
-    await alice.send("r", "one")
-    await bob_ev.until(lambda: seqs(bob, "r") == [1])
+    alice, bob, bob_ev = await both_read_one(evil, clients)
     evil.attack(shift={"room": "r", "from": 2, "by": 10**9})
     await alice.send("r", "two")
     await bob_ev.until(lambda: 10**9 + 2 in seqs(bob, "r"))
@@ -193,12 +202,7 @@ async def test_a_push_far_ahead_does_not_make_the_next_pushes_pass_unseen(
     """One push 10,000 seqs ahead of the room: the gap is recorded and the
     cursor moves past it; the messages pushed next, at seqs in that gap,
     are taken at once, not dropped as already stored."""
-    alice, _ = await clients.make("alice", evil.connect)
-    bob, bob_ev = await clients.make("bob", evil.connect)
-    await alice.create_room("r", ["bob"])
-    await bob.history("r")
-    await alice.send("r", "one")
-    await bob_ev.until(lambda: seqs(bob, "r") == [1])
+    alice, bob, bob_ev = await both_read_one(evil, clients)
     evil.attack(spread={"room": "r", "from": 2, "gap": 10_001})
     await alice.send("r", "two")
     await bob_ev.until(lambda: 10_002 in seqs(bob, "r"))

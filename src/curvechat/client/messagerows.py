@@ -75,6 +75,7 @@ class MessageRows:
     _open: Callable[[bytes], bytes]
     _open_or_none: Callable[[bytes, str], bytes | None]
     _tx: Callable[[], Tx]
+    _stored_at: Callable[[str, Sequence[int]], None]
 
     def put_message(
         self,
@@ -151,13 +152,15 @@ class MessageRows:
             yield from self._db.execute(sql.format(", ".join("?" * len(part))), (*args, *part))
 
     def _advance(self, room: str, added: list[int], unread: int) -> None:
-        """After `added` were stored: the room's head, unread count and cursor
-        (moved over every contiguous stored seq, and every range recorded as
-        withheld)."""
+        """After `added` were stored: the room's head, unread count, the seqs
+        recorded as withheld (`withheldrows.py`: the added leave them) and
+        cursor (moved over every contiguous stored seq, and every range
+        still recorded as withheld)."""
         self._db.execute(
             "UPDATE rooms SET head=MAX(head, ?), unread=unread+? WHERE room=?",
             (max(added), unread, room),
         )
+        self._stored_at(room, added)
         self._walk(room, set(added))
 
     def _walk(self, room: str, fresh: set[int]) -> None:

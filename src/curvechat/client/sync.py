@@ -321,11 +321,13 @@ class Sync:
                 return
         cursor = cached.cursor
         late = [item for item in items if item.seq <= cursor]
-        await self.withheld.came(room, late, partial(self.ingest_page, live=True))
-        if len(late) == len(items):
-            # Another process of this home stored them (else `ingest_page` tells those).
-            await self.p.tell_stored(room, live=True)
-            return
+        if late:
+            # Stored by another process of this home (told), or at seqs
+            # recorded as withheld (stored in their place): `ingest_page`
+            # stores only the seqs not stored yet.
+            await self.ingest_page(room, late, live=True)
+            if len(late) == len(items):
+                return
         run: list[m.StoredMessage] = []
         for item in by_seq(items):
             if item.seq <= cursor:

@@ -12,9 +12,10 @@ them; the user is told once per room and connection; each sync after
 connecting asks for `MAX_ASKED` of the recorded ranges again, taking all
 rooms' ranges in turn from one sync to the next, and what comes back, or
 is pushed later at such a seq, is verified and stored in its place like
-any message. Before, the cursor stopped at the first such seq for good:
-every push after it fetched everything from there again, and a sync with
-more than a page past it asked for the same page forever, never ready.
+any message (the cache takes a stored seq out of the record). Before, the
+cursor stopped at the first such seq for good: every push after it
+fetched everything from there again, and a sync with more than a page
+past it asked for the same page forever, never ready.
 
 A server names seqs as it likes, so what it can make a client pass over
 is bounded: at most `MAX_WITHHELD` seqs of a room are recorded at a time,
@@ -160,16 +161,6 @@ class Withheld:
                     gone.add(room)
                     continue
                 raise
-            await self.came(room, [i for i in reply.items if lo <= i.seq <= hi], ingest)
-
-    async def came(self, room: str, items: list[m.StoredMessage], ingest: Ingest) -> None:
-        """`items` of `room` at seqs at or below its cursor (asked for again,
-        or pushed): those at seqs recorded as withheld are stored in their
-        place, and leave the record. Lock held."""
-        if not items:
-            return
-        cache = self.p.cache
-        late = cache.withheld_among(room, [item.seq for item in items])
-        if late:
-            await ingest(room, [item for item in items if item.seq in late])
-            cache.unwithhold(room, late)
+            items = [item for item in reply.items if lo <= item.seq <= hi]
+            if items:  # stored in their place, they leave the record
+                await ingest(room, items)

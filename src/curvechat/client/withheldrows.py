@@ -2,8 +2,9 @@
 them (`withheld.py` decides which, and how many a room may hold): disjoint
 ranges of seqs per room, which the room's cursor moves over as over stored
 rows (`messagerows.py`), and which are asked for again at each sync after
-connecting. A message that comes at such a seq later (asked again, or
-pushed) is taken in its place and its seq leaves the record.
+connecting. A row stored at such a seq later (asked again, pushed, a page
+of older history, another process of this home) takes it out of the
+record: `MessageRows._advance` says which seqs it stored.
 
 A mixin of `Cache`. It must never decide that a seq was withheld, nor let
 two ranges of a room overlap.
@@ -86,32 +87,32 @@ class WithheldRows:
         )
         return [(str(r), int(a), int(b)) for r, a, b in rows]
 
-    def withheld_among(self, room: str, seqs: Sequence[int]) -> set[int]:
-        """Which of `seqs` lie in a range of `room` recorded as withheld."""
-        if not seqs:
-            return set()
-        ranges = self._ranges_within(room, min(seqs), max(seqs))
-        return {s for s in seqs if any(lo <= s <= hi for lo, hi in ranges)}
-
-    def unwithhold(self, room: str, seqs: Iterable[int]) -> None:
-        """`seqs` of `room` came after all: they leave the ranges they were in."""
-        got = sorted(set(seqs))
-        if not got:
+    def _stored_at(self, room: str, seqs: Sequence[int]) -> None:
+        """Rows of `room` were just stored at `seqs`: they leave the ranges
+        they were in (two index lookups when none was)."""
+        hit = self._ranges_within(room, min(seqs), max(seqs))
+        if not hit:
             return
-        with self._tx():
-            hit = self._ranges_within(room, got[0], got[-1])
-            self._db.executemany(
-                "DELETE FROM withheld WHERE room=? AND lo=?", [(room, lo) for lo, _ in hit]
-            )
-            self._db.executemany(
-                "INSERT INTO withheld (room, lo, hi) VALUES (?, ?, ?)",
-                [(room, a, b) for a, b in without(hit, got)],
-            )
+        self._db.executemany(
+            "DELETE FROM withheld WHERE room=? AND lo=?", [(room, lo) for lo, _ in hit]
+        )
+        self._db.executemany(
+            "INSERT INTO withheld (room, lo, hi) VALUES (?, ?, ?)",
+            [(room, a, b) for a, b in without(hit, seqs)],
+        )
 
     def _ranges_within(self, room: str, lo: int, hi: int) -> list[Range]:
-        """The ranges of `room` that share a seq with lo..hi."""
+        """The ranges of `room` that share a seq with lo..hi: the one that
+        holds `lo`, if any, and those that start after it, up to `hi` (the
+        ranges are disjoint)."""
+        below = self._db.execute(
+            "SELECT lo, hi FROM withheld WHERE room=? AND lo <= ? ORDER BY lo DESC LIMIT 1",
+            (room, lo),
+        ).fetchone()
         rows = self._db.execute(
-            "SELECT lo, hi FROM withheld WHERE room=? AND lo <= ? AND hi >= ? ORDER BY lo",
-            (room, hi, lo),
-        )
+            "SELECT lo, hi FROM withheld WHERE room=? AND lo > ? AND lo <= ? ORDER BY lo",
+            (room, lo, hi),
+        ).fetchall()
+        if below is not None and below[1] >= lo:
+            rows.insert(0, below)
         return [(int(a), int(b)) for a, b in rows]

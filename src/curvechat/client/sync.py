@@ -31,7 +31,7 @@ from curvechat.client.model import CachedMessage
 from curvechat.client.parts import Parts
 from curvechat.client.recover import Recover
 from curvechat.client.recovery import keeps_envelope
-from curvechat.client.withheld import Withheld
+from curvechat.client.withheld import Withheld, cut_at_budget
 from curvechat.protocol import ErrorCode, encode
 from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_BATCH, MAX_PAGE
@@ -115,7 +115,7 @@ class Sync:
                         top = max(item.seq for item in msgs.items)
                         expect[msgs.room] = max(expect[msgs.room], top)
                 ahead = None
-                if batch.more:
+                if batch.more and expect != cursors:  # (a page moving nothing: no further)
                     ask = m.Sync(cursors=expect, limit=MAX_PAGE, only=only)
                     ahead = await _ask_ahead(self.p.ask(ask, m.SyncReply))
                 try:
@@ -375,11 +375,14 @@ class Sync:
                 m.History(room=room, after=cursor, limit=top - cursor), m.Messages
             )
             await self.ingest_page(room, reply.items, live=False)
-            short = len({i.seq for i in reply.items if cursor < i.seq <= top}) < top - cursor
-            # A short page: the server will not give the rest either.
-            self.withheld.note(room, cursor, reply.items, upto - 1 if short else top)
-            if short:
-                return
+            seqs = {i.seq for i in reply.items if cursor < i.seq <= top}
+            if len(seqs) < top - cursor:
+                if not seqs or not cut_at_budget(reply.items):
+                    # A short page: the server will not give the rest either.
+                    self.withheld.note(room, cursor, reply.items, upto - 1)
+                    return
+                top = max(seqs)  # cut at the node's reply budget: go on after it
+            self.withheld.note(room, cursor, reply.items, top)
             cursor = top
 
     async def older(self, room: str, before: int | None, limit: int) -> None:

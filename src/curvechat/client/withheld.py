@@ -17,6 +17,13 @@ cursor stopped at the first such seq for good: every push after it
 fetched everything from there again, and a sync with more than a page
 past it asked for the same page forever, never ready.
 
+An honest node also cuts a page at its reply budget (`REPLY_BUDGET_BYTES`
+of envelopes): a page shorter than asked for whose envelopes fill at
+least half of that budget (`cut_at_budget`) was cut, not refused, and the gap fill
+and the ranges asked again go on after its last seq. Anything shorter ends
+them: a server can keep a client asking only by sending it at least half
+a budget a page.
+
 A server names seqs as it likes, so what it can make a client pass over
 is bounded: at most `MAX_WITHHELD` seqs of a room are recorded at a time,
 and a gap that does not fit is not recorded (nor any above it): the
@@ -36,7 +43,7 @@ from curvechat.client.errors import ServerRefused
 from curvechat.client.parts import Parts
 from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
-from curvechat.protocol.limits import MAX_PAGE
+from curvechat.protocol.limits import MAX_PAGE, REPLY_BUDGET_BYTES
 
 MAX_ASKED = 64
 """Ranges asked for again at one sync, over all rooms."""
@@ -65,6 +72,14 @@ def missing(after: int, served: Iterable[int], top: int | None = None) -> list[t
             ranges.append((expect, s - 1))
         expect = s + 1
     return ranges
+
+
+def cut_at_budget(items: Iterable[m.StoredMessage]) -> bool:
+    """Whether a page shorter than asked for was cut at the node's reply
+    budget: its ciphertexts fill at least half of it (an honest node cuts a
+    page only when the next envelope, at most `MAX_CIPHERTEXT_BYTES` and its
+    names, would pass the whole budget)."""
+    return sum(len(item.envelope.ct) for item in items) >= REPLY_BUDGET_BYTES // 2
 
 
 def within(ranges: list[tuple[int, int]], room_left: int) -> list[tuple[int, int]]:
@@ -153,14 +168,20 @@ class Withheld:
             self._turn = (room, lo)
             if room in gone:
                 continue
-            ask = m.History(room=room, after=lo - 1, limit=min(hi - lo + 1, MAX_PAGE))
-            try:
-                reply = await self.p.ask(ask, m.Messages)
-            except ServerRefused as exc:
-                if exc.code in (ErrorCode.NOT_MEMBER, ErrorCode.NO_SUCH_ROOM):
-                    gone.add(room)
-                    continue
-                raise
-            items = [item for item in reply.items if lo <= item.seq <= hi]
-            if items:  # stored in their place, they leave the record
-                await ingest(room, items)
+            after = lo - 1
+            while after < hi:
+                ask = m.History(room=room, after=after, limit=min(hi - after, MAX_PAGE))
+                try:
+                    reply = await self.p.ask(ask, m.Messages)
+                except ServerRefused as exc:
+                    if exc.code in (ErrorCode.NOT_MEMBER, ErrorCode.NO_SUCH_ROOM):
+                        gone.add(room)
+                        break
+                    raise
+                items = [item for item in reply.items if after < item.seq <= hi]
+                if not items:
+                    break
+                await ingest(room, items)  # stored in their place, they leave the record
+                if not cut_at_budget(reply.items):
+                    break
+                after = max(item.seq for item in items)  # a page cut at the budget: go on

@@ -23,9 +23,7 @@ from chaos.proxy import ProxyHub
 
 from curvechat.client import connection as conn_mod
 from curvechat.client.connection import Connection
-from curvechat.crypto import (
-    Identity,
-)
+from curvechat.crypto import Identity, Plaintext, seal_message
 from curvechat.protocol import (
     decode_server_frame,
     encode_request,
@@ -287,6 +285,35 @@ async def test_a_duplicate_send_is_pushed_again(setup: Setup) -> None:
             if isinstance(frame.msg, m.MessagePush):
                 pushes.append(frame.msg.message)
     assert [(p.seq, p.envelope.txn) for p in pushes] == [(first.seq, send.envelope.txn)] * 2
+
+
+async def test_a_resend_with_other_contents_is_pushed_as_stored(setup: Setup) -> None:
+    """A resend of a stored txn with another envelope gets the original ack,
+    and what is pushed again is the stored envelope: it was the resend's, so
+    a member who missed the first push held at that seq what history does
+    not serve there."""
+    alice, bob, room = await _room(setup)
+    send = room.send(alice.identity, "pay carol 10")
+    other = m.Send(
+        envelope=seal_message(
+            alice.identity,
+            room=room.name,
+            epoch=0,
+            key=room.key.key,
+            txn=send.envelope.txn,
+            plaintext=Plaintext(text="pay mallory 1000", ts=1),
+        )
+    )
+    first = await alice.request(send)
+    again = await alice.request(other)
+    assert isinstance(again, m.SendAck) and (again.seq, again.duplicate) == (first.seq, True)
+    pushes = []
+    async with asyncio.timeout(10):
+        while len(pushes) < 2:
+            frame = decode_server_frame(await bob.sock.recv())
+            if isinstance(frame.msg, m.MessagePush):
+                pushes.append(frame.msg.message)
+    assert [p.envelope for p in pushes] == [send.envelope] * 2
 
 
 async def _items(peer: Peer, count: int) -> tuple[int, list[tuple[bool, int, m.AnyReply]]]:

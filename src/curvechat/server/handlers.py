@@ -20,7 +20,14 @@ import zmq.utils.z85
 
 from curvechat.crypto.errors import BadSignature, MembershipError
 from curvechat.crypto.identity import transport_statement, verify
-from curvechat.protocol import ErrorCode, ProtocolError, decode_envelope, decode_member_op, encode
+from curvechat.protocol import (
+    ErrorCode,
+    ProtocolError,
+    decode_envelope,
+    decode_member_op,
+    encode,
+    message_push,
+)
 from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_PAGE, REPLY_BUDGET_BYTES
 from curvechat.server.epochpace import EpochPace
@@ -65,6 +72,28 @@ def _fit(rows: list[StoredRow], budget: int, *, newest: bool = False) -> list[St
         budget -= len(row.envelope)
         kept.append(row)
     return kept[::-1] if newest else kept
+
+
+async def push_stored(node: NodeContext, at: list[tuple[str, int, bytes]]) -> None:
+    """Push again what the store holds at each (room, seq) of `at`, to every
+    connection of its members but the one named (the resend's): the
+    originals of duplicate sends, whose first push may not have gone out (an
+    answer lost to a deadline while etcd committed it). Never a resend's own
+    envelope: a sender may resend a txn with other contents, and members
+    would be handed at that seq what the store does not hold there. Best
+    effort: what cannot be read is not pushed."""
+    for room, seq, skip in at:
+        try:
+            rows = await node.store.messages(room, after=seq - 1, limit=1)
+            view = await node.rooms.get(room)
+        except StoreUnavailable:
+            return
+        if view is None:
+            continue
+        for row in rows:
+            if row.seq == seq:
+                push = message_push(room, seq, row.ts_ms, row.envelope)
+                node.metrics.messages_delivered.inc(node.push(view.members(), push, skip=skip))
 
 
 class Handlers(RoomHandlers):
@@ -246,9 +275,12 @@ class Handlers(RoomHandlers):
         if done.behind:
             raise Refusal(ErrorCode.OUT_OF_ORDER, OUT_OF_ORDER_TEXT)
         self.node.metrics.store_commit_seconds.observe(time.perf_counter() - t0)
-        if not done.duplicate:
+        if done.duplicate:
+            if not done.remote:  # pushed again as stored: see SendBatches._answer
+                await push_stored(self.node, [(env.room, done.seq, sess.routing_id)])
+        else:
             self.node.metrics.messages_accepted.inc()
-        if not done.remote:  # a duplicate too: see SendBatches._answer
+        if not done.remote and not done.duplicate:
             push = m.MessagePush(
                 room=env.room, message=m.StoredMessage(seq=done.seq, ts=done.ts_ms, envelope=env)
             )

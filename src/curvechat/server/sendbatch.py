@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from curvechat.protocol import ErrorCode, encode, encode_reply, message_push
 from curvechat.protocol import messages as m
-from curvechat.server.handlers import OUT_OF_ORDER_TEXT, Handlers, Refusal
+from curvechat.server.handlers import OUT_OF_ORDER_TEXT, Handlers, Refusal, push_stored
 from curvechat.server.metrics import observe_all
 from curvechat.server.rooms import RoomView
 from curvechat.server.session import SESSION_QUEUE_MAX, Session
@@ -133,9 +133,11 @@ class SendBatches:
         self._release(sends)
         done_t = time.perf_counter()
         self._commit_s.observe(done_t - t_commit)
-        again = self._answer(sends, results, done_t)
+        again, duplicates = self._answer(sends, results, done_t)
         for s in again:
             await self._again(s)
+        if duplicates:
+            await push_stored(node, duplicates)
 
     def _release(self, sends: list[PlainSend]) -> None:
         for s in sends:
@@ -143,15 +145,18 @@ class SendBatches:
 
     def _answer(
         self, sends: list[PlainSend], results: list[Committed], now: float
-    ) -> list[PlainSend]:
+    ) -> tuple[list[PlainSend], list[tuple[str, int, bytes]]]:
         """Push and ack every committed message, in commit order; returns the
-        stale ones (the room changed before the commit)."""
+        stale ones (the room changed before the commit) and the (room, seq) of
+        the duplicates (and the resend's connection), to push again as stored
+        (`handlers.push_stored`)."""
         node = self.node
         accepted = delivered = 0
         acked: list[float] = []  # the t0 of each send acked
         delivered_t0: list[float] = []  # the t0 of each send pushed to someone
         members: dict[str, list[str]] = {}
         stale: list[PlainSend] = []
+        duplicates: list[tuple[str, int, bytes]] = []
         out = node.fanout()
         for s, done in zip(sends, results, strict=True):
             if done.stale:
@@ -162,13 +167,12 @@ class SendBatches:
                 self.send(s.sess.routing_id, encode_reply(s.rid, OUT_OF_ORDER))
                 continue
             env = s.env
-            if not done.duplicate:
+            if done.duplicate:
+                if not done.remote:  # (a remote one is pushed by the owner and the watch)
+                    duplicates.append((env.room, done.seq, s.sess.routing_id))
+            else:
                 accepted += 1
-            # A duplicate is pushed too: its first commit may have gone
-            # unpushed (an answer lost to a deadline while etcd committed it);
-            # clients keep one copy per seq. A remote one is pushed by the
-            # owner and the watch.
-            if not done.remote:
+            if not done.remote and not done.duplicate:
                 room = env.room
                 who = members.get(room)
                 if who is None:
@@ -192,7 +196,7 @@ class SendBatches:
             self._accepted.inc(accepted)
         if delivered:
             self._delivered.inc(delivered)
-        return stale
+        return stale, duplicates
 
     async def _again(self, s: PlainSend) -> None:
         """Serve one send through the handlers (they reload and re-check)."""

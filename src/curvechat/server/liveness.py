@@ -30,6 +30,7 @@ from curvechat.bucket import TokenBucket
 from curvechat.protocol import encode_reply
 from curvechat.protocol import messages as m
 from curvechat.server.session import Session
+from curvechat.server.silent import Silent, shut_down
 
 if TYPE_CHECKING:
     from curvechat.server.node import ChatNode
@@ -60,13 +61,17 @@ class Liveness:
         self.node = node
         self._dropped = 0  # sessions dropped since the tables were last compacted
         self._client_events = TokenBucket(rate=CLIENT_EVENTS_PER_S, burst=200)
+        self.silent = Silent()
+        """Connections past their handshake that have not spoken (server/silent.py)."""
 
     async def monitor_loop(self, monitor: zmq.asyncio.Socket) -> None:
         try:
             while True:
                 event = parse_monitor_message(await monitor.recv_multipart())
                 ev = event["event"]
-                if ev == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                if ev == zmq.EVENT_ACCEPTED:
+                    self.silent.accepted(int(event["value"]), time.monotonic())
+                elif ev == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     self.node.metrics.handshakes.labels("ok").inc()
                 elif ev in (
                     zmq.EVENT_HANDSHAKE_FAILED_AUTH,
@@ -77,6 +82,7 @@ class Liveness:
                     reason = "denied" if ev == zmq.EVENT_HANDSHAKE_FAILED_AUTH else "handshake"
                     self.node.metrics.auth_failures.labels(reason).inc()
                 elif ev == zmq.EVENT_DISCONNECTED:
+                    self.silent.closed(int(event["value"]))
                     self._connection_lost(int(event["value"]))
         finally:
             monitor.close(linger=0)
@@ -84,10 +90,23 @@ class Liveness:
     async def reaper(self) -> None:
         while True:
             await asyncio.sleep(REAP_EVERY_S)
+            self.close_silent(time.monotonic())
             self._dropped += await self.reap(time.monotonic() - SESSION_TIMEOUT_S)
             if self._dropped >= COMPACT_AFTER_DROPS:
                 self._dropped = 0
                 self._compact()
+
+    def close_silent(self, now: float) -> int:
+        """Shut down the connections silent since their handshake for longer
+        than `silent.SILENT_S` since it was accepted; returns how many."""
+        endpoint = self.node.endpoint
+        if endpoint is None:
+            return 0
+        port = int(endpoint.rsplit(":", 1)[1])
+        closed = sum(shut_down(fd, port) for fd in self.silent.overdue(self.node.by_fd, now))
+        if closed:
+            self.node.metrics.auth_failures.labels("silent").inc(closed)
+        return closed
 
     async def reap(self, cutoff: float) -> int:
         """Drop the sessions that are gone (or silent since before `cutoff`)

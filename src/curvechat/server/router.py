@@ -15,6 +15,7 @@ import zmq.asyncio
 from curvechat.protocol.errors import BindFailed
 from curvechat.protocol.limits import MAX_FRAME_BYTES, libzmq_refusal
 from curvechat.server.metrics import NodeMetrics
+from curvechat.server.silent import seed_rand
 
 ZAP_DOMAIN = "curvechat"
 # Liveness of client connections. The node sends no ZMTP heartbeats: each
@@ -39,7 +40,8 @@ KEEPALIVE_INTVL_S = 10
 KEEPALIVE_CNT = 3
 IO_THREADS = 2  # libzmq I/O threads: handshakes and heartbeats on both cores
 MONITORED = (
-    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    zmq.EVENT_ACCEPTED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
@@ -90,6 +92,7 @@ def open_router(
     asyncio socket that reads its monitor."""
     # A plain socket: the reactor reads and writes it without a Future per
     # frame (the monitor socket made from the same context stays asyncio).
+    seed_rand()  # the first routing id libzmq hands out, unpredictable (server/silent.py)
     sock: zmq.Socket[bytes] = zmq.Socket(ctx, zmq.ROUTER)
     sock.curve_server = True
     sock.curve_secretkey = secret_key

@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from curvechat.dashboard.routes import Dashboard, NodeProbe
 from curvechat.server.drain import mount_drain
 from curvechat.server.httpguard import HttpGuard, listen
-from curvechat.server.httpload import IDLE_S, LoopBudget
+from curvechat.server.httpload import IDLE_S, LoopBudget, server_logger
 from curvechat.server.node import ChatNode, Session
 from curvechat.store import StoreUnavailable
 
@@ -165,7 +165,12 @@ async def start_http(
     node: ChatNode, host: str, port: int, guard: HttpGuard
 ) -> tuple[web.AppRunner, int]:
     """Start serving; returns the runner (to clean up) and the bound port."""
-    runner = web.AppRunner(make_http_app(node, guard), access_log=None, keepalive_timeout=IDLE_S)
+    runner = web.AppRunner(
+        make_http_app(node, guard),
+        access_log=None,
+        keepalive_timeout=IDLE_S,
+        logger=server_logger,
+    )
     await runner.setup()
     try:
         return runner, await listen(runner, host, port)

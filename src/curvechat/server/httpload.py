@@ -28,6 +28,11 @@ away from the chat:
   turn is more than `MAX_WAIT_S` away: then it is 503 at once. So one
   address cannot make the loop parse requests as fast as it can send them.
 
+* **The log**: aiohttp logs each request its parser refuses (a bad target,
+  two `Host` headers, ...) at ERROR with a traceback, before any of the
+  above; `server_logger` says such a refusal once a minute at most, as one
+  line, and how many it left out (a flood wrote 110 MiB in 5 s before).
+
 What it must never do: refuse `/healthz` or `/readyz` for the budget, or
 serve a request of a connection over the cap.
 """
@@ -41,6 +46,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 log = logging.getLogger("curvechat.http")
@@ -62,6 +68,37 @@ HOSTS_KEPT = 1024
 TOLD_EVERY_S = 60.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _ParserRefusals(logging.Filter):
+    """aiohttp's records of requests its parser refused: one line (no
+    traceback) every `TOLD_EVERY_S` at most, saying how many were left out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._at = -TOLD_EVERY_S
+        self._left_out = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        now = time.monotonic()
+        if now - self._at < TOLD_EVERY_S:
+            self._left_out += 1
+            return False
+        self._at, left_out, self._left_out = now, self._left_out, 0
+        why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        record.msg = "refused a malformed HTTP request (%s); %d more since the last said"
+        record.args = (why, left_out)
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+server_logger = logging.getLogger("curvechat.http.server")
+"""The logger aiohttp's request handlers are given (`start_http`)."""
+server_logger.addFilter(_ParserRefusals())
 
 
 class Seldom:

@@ -23,7 +23,7 @@ from curvechat.store import SQLiteStore
 from curvechat.store.base import EpochRecord, MemberChange, OpRecord
 
 from support.clients import ClientFactory
-from support.raw import RawClient
+from support.raw import RawClient, Room
 from support.servers import ServerProcess
 
 LOG_OPS = 5_001  # create, then bob added and removed 2,500 times
@@ -229,6 +229,47 @@ def test_connections_per_user_are_limited(server: ServerProcess) -> None:
     for raw in conns[1:]:
         raw.close()
     ctx.term()
+
+
+def test_connections_that_said_bye_and_speak_again_are_admitted_again(
+    server: ServerProcess,
+) -> None:
+    """16 connections say `bye`, 16 new ones take their places, and the first
+    16 speak again: they used to count as live again without admission (64
+    connections of one user, all pushed to). Now a request of theirs is
+    refused `too_many_connections`, and a message is pushed to 16."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    eve, alice = Identity.generate("eve"), Identity.generate("alice")
+    a = RawClient(ctx, server.connect, alice)
+    a.register()
+    first = [RawClient(ctx, server.connect, eve) for _ in range(16)]
+    first[0].register()
+    for raw in first[1:]:
+        assert isinstance(raw.request(m.Hello(client="x")), m.Welcome)
+    room = Room(alice, "limits", [eve])
+    assert isinstance(a.request(room.create), m.RoomChanged)
+    for raw in first:
+        assert isinstance(raw.request(m.Bye()), m.ByeAck)
+    fresh = [RawClient(ctx, server.connect, eve) for _ in range(16)]
+    for raw in fresh:
+        assert isinstance(raw.request(m.Hello(client="x")), m.Welcome)
+    for raw in first:  # back from bye
+        assert isinstance(raw.request(m.Ping(t=1)), m.Pong)
+        again = raw.request(m.Hello(client="x"))
+        assert isinstance(again, m.Error) and again.code == "too_many_connections"
+    for raw in [*first, *fresh]:
+        raw.drain()
+    assert isinstance(a.request(room.send(alice)), m.SendAck)
+    time.sleep(1.0)
+    pushed = 0
+    for raw in [*first, *fresh]:
+        while raw.sock.poll(0):
+            if isinstance(decode_server_frame(raw.sock.recv()).msg, m.MessagePush):
+                pushed += 1
+    for raw in [*first, *fresh, a]:
+        raw.close()
+    ctx.term()
+    assert pushed == 16
 
 
 def test_request_bytes_queued_per_connection_are_bounded(server: ServerProcess) -> None:

@@ -214,7 +214,21 @@ class ChatNode:
         if sess.gone is not None:
             self.gone_sessions -= 1
             sess.gone = sess.gone_ms = None  # it spoke: whatever we concluded, it is here
+            self._readmit(sess)
         return sess
+
+    def _readmit(self, sess: Session) -> None:
+        """A session back from gone (it said `bye`, or the monitor or the
+        reaper gave up on it) is not one of its user's connections until its
+        next request admits it again, within the user's limit: counted as
+        they were, sessions that said `bye` and spoke again passed it."""
+        if sess.user is not None:
+            peers = self.by_user.get(sess.user)
+            if peers is not None:
+                peers.discard(sess.routing_id)
+                if not peers:
+                    del self.by_user[sess.user]
+        sess.user, sess.resolved = None, False
 
     def rate_limited(self, sess: Session, now: float) -> str | None:
         """None if the request may go on, else why it may not."""

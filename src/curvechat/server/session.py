@@ -174,7 +174,7 @@ class OrderedPath:
         req = frame.req
         kind = type(req).__struct_config__.tag
         try:
-            if not sess.resolved:
+            if not sess.resolved and kind != "bye":  # (leaving needs no admission)
                 try:
                     sess.user = await node.user_for(sess.transport_key)
                 except StoreUnavailable as exc:

@@ -76,6 +76,14 @@ async def test_api_state_carries_the_peer_returns(server: ServerProcess) -> None
     assert "curvechat_peer_messages_total 7.0" in metrics
 
 
+async def test_one_announcement_adds_a_bounded_count(server: ServerProcess) -> None:
+    """A client names its own figure: one announcement of 2^31 used to add
+    2^31 to the counter (five made it 1.07e10)."""
+    await asyncio.to_thread(come_back, server, "mallory", 2**31)
+    state = await get_json(server, "/api/state")
+    assert state["peer_returns"] == {"clients": 1, "messages": 10_000}
+
+
 async def test_dashboard_shows_clients_back_with_peer_messages(
     server: ServerProcess, browser: Chromium
 ) -> None:

@@ -1012,3 +1012,14 @@ def test_peek_request_id_is_zero_without_a_valid_rid(data: bytes) -> None:
 def test_peek_request_id_with_invalid_utf8_does_not_raise() -> None:
     data = mp_map([(mp_str(b"rid"), encode(7)), (mp_str(b"\xff"), encode(1))])
     assert peek_request_id(data) in (0, 7)
+
+
+@pytest.mark.parametrize("v", ["1", 1.5, None, [1], -7])
+def test_the_request_id_is_read_whatever_the_version_field_holds(v: object) -> None:
+    """A frame whose `v` is of the wrong type is still answered under its own
+    `rid` (it was answered under 0, which no client waits on)."""
+    data = msgspec.msgpack.encode({"v": v, "rid": 7, "req": {"type": "ping", "t": 0}})
+    with pytest.raises(RemoteProtocolError):
+        decode_request(data)
+    assert peek_request_id(data) == 7
+    assert peek_request_id(msgspec.msgpack.encode({"v": 1, "rid": 1.5})) == 0

@@ -52,6 +52,15 @@ class _Head(msgspec.Struct):
 _head_decoder = msgspec.msgpack.Decoder(_Head)
 
 
+class _Rid(msgspec.Struct):
+    """A frame's request id alone: readable whatever its other fields hold."""
+
+    rid: int = 0
+
+
+_rid_decoder = msgspec.msgpack.Decoder(_Rid)
+
+
 class _Kind(msgspec.Struct):
     type: object = None
 
@@ -156,11 +165,10 @@ SENDS_OVERHEAD_BYTES = 64
 def peek_request_id(data: bytes) -> int:
     """Best-effort request id of a frame that failed to decode (0 if none)."""
     try:
-        head = _head_decoder.decode(data)
+        rid = _rid_decoder.decode(data).rid
     except UNDECODABLE:
         return 0
-    rid = head.rid
-    return rid if isinstance(rid, int) and 0 < rid <= 2**53 else 0
+    return rid if 0 < rid <= 2**53 else 0
 
 
 def peek_push_kind(data: bytes) -> str | None:

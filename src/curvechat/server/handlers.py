@@ -74,6 +74,11 @@ def _fit(rows: list[StoredRow], budget: int, *, newest: bool = False) -> list[St
     return kept[::-1] if newest else kept
 
 
+PEER_MESSAGES_COUNTED = 10_000
+"""The most one `announce` adds to `curvechat_peer_messages_total` (a client
+names the figure: unbounded, one user could make the counter say anything)."""
+
+
 async def push_stored(node: NodeContext, at: list[tuple[str, int, bytes]]) -> None:
     """Push again what the store holds at each (room, seq) of `at`, to every
     connection of its members but the one named (the resend's): the
@@ -236,7 +241,7 @@ class Handlers(RoomHandlers):
             raise Refusal(code, str(exc)) from exc
         if req.peer_messages:
             self.node.metrics.peer_returns.inc()
-            self.node.metrics.peer_messages.inc(req.peer_messages)
+            self.node.metrics.peer_messages.inc(min(req.peer_messages, PEER_MESSAGES_COUNTED))
         return m.Announced()
 
     # --- messages --------------------------------------------------------------

@@ -287,10 +287,16 @@ def _refuse(code: ErrorCode, message: str) -> NoReturn:
 
 
 def apply_op(
-    room: str, index: int, head: bytes, members: dict[str, Member], signed: SignedOp
+    room: str,
+    index: int,
+    head: bytes,
+    members: dict[str, Member],
+    signed: SignedOp,
+    check: Callable[[MemberOp], None] | None = None,
 ) -> tuple[MemberOp, bytes]:
-    """Check `signed` against the state; if it passes, update `members` in
-    place and return the op and the new head. If it fails, nothing changed."""
+    """Check `signed` against the state, and `check` (given the verified op,
+    it refuses by raising); if both pass, update `members` in place and
+    return the op and the new head. If either fails, nothing changed."""
     if len(signed.op) > limits.MAX_OP_BYTES:
         _refuse(ErrorCode.BAD_OP, f"op of {len(signed.op)} bytes")
     try:
@@ -308,5 +314,7 @@ def apply_op(
                 f"{op.kind} of {op.target!r} by {op.actor!r} at index {op.index} "
                 f"refused: requires that {req.cond.value}",
             )
+    if check is not None:
+        check(op)
     _effect(rule.effect, members, op)
     return op, op_hash(signed)

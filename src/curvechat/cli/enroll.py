@@ -11,16 +11,19 @@ that binding is also the only check it offers a key it does not know yet
    fails here, before the server binds the name to a key nobody kept);
 3. registers over a bare connection (nothing else is written: no cache);
 4. on success links the staged file to ``identity.key`` (never over an
-   existing one) and remembers the server; on any failure, or Ctrl-C, it
-   removes what it created — the staged file and the directories it made —
-   and nothing else.
+   existing one) and remembers the server; on a failure, or a Ctrl-C, before
+   the registration was sent (or on a refusal of the name) it removes what
+   it created — the staged file and the directories it made — and nothing
+   else.
 
-If a registration was sent but never confirmed (the server went away), or
-was refused for a reason that may pass (`store_unavailable`, `rate_limited`:
-anything but a refusal of the name itself), the identity is kept: deleting
-it could lose a name the server did bind; the next command registers it
-again (registration is idempotent). If the link fails after the server took
-the name, the staged file stays, and the error says where it is.
+If a registration was sent but never confirmed (the server went away, or a
+Ctrl-C stopped `init` once the request may have left), or was refused for a
+reason that may pass (`store_unavailable`, `rate_limited`: anything but a
+refusal of the name itself), the identity is kept: deleting it could lose a
+name the server did bind; the next command registers it again
+(registration is idempotent), and the message says so. If the link fails
+after the server took the name, the staged file stays, and the error says
+where it is.
 """
 
 from __future__ import annotations
@@ -40,15 +43,25 @@ from curvechat.cli.common import (
     _home,
     _passphrase,
 )
+from curvechat.cli.main import INTERRUPTED
 from curvechat.protocol.text import visible
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from curvechat.client.enroll import Progress
+    from curvechat.client.home import Home
     from curvechat.crypto.identity import Identity
+    from curvechat.crypto.keyfile import Staging
     from curvechat.protocol.connect import ServerAddress
 
 
 async def register(
-    identity: Identity, addresses: list[ServerAddress], wait: float, timeout: float
+    identity: Identity,
+    addresses: list[ServerAddress],
+    wait: float,
+    timeout: float,
+    progress: Progress | None = None,
 ) -> bool:
     """`curvechat.client.enroll.register`, its refusals as CliError: True
     registered, False sent and not confirmed (outcome unknown)."""
@@ -58,7 +71,12 @@ async def register(
 
     try:
         return await enroll(
-            identity, addresses, wait=wait, timeout=timeout, client_id="curvechat-init"
+            identity,
+            addresses,
+            wait=wait,
+            timeout=timeout,
+            client_id="curvechat-init",
+            progress=progress,
         )
     except RuntimeError as exc:  # libzmq without CURVE, or too old
         raise CliError("no_curve", str(exc)) from exc
@@ -95,10 +113,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     passphrase = _passphrase(args, confirm=True)
     identity = Identity.generate(args.user)
     data = sealed_identity(identity, passphrase)
-    from curvechat.client.enroll import IdentityExists, WriteFailed, keep
+    from curvechat.client.enroll import IdentityExists, Progress, WriteFailed, keep
     from curvechat.crypto.keyfile import Staging
 
     created = Staging()
+    progress = Progress()
     kept = False
     try:
         try:
@@ -108,7 +127,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             raise CliError("write_failed", f"cannot write in {home.path}: {exc}") from exc
         confirmed = True
         if addresses is not None:
-            confirmed = asyncio.run(register(identity, addresses, wait, args.timeout))
+            confirmed = asyncio.run(register(identity, addresses, wait, args.timeout, progress))
         try:
             keep(staged, home.identity)
         except (IdentityExists, WriteFailed) as exc:
@@ -123,13 +142,56 @@ def cmd_init(args: argparse.Namespace) -> int:
             ) from None
         kept = True
     except BaseException as exc:
-        if not kept:
-            created.undo()
-            if isinstance(exc, CliError) and exc.code != "identity_exists":
-                exc.message += f" (nothing was kept in {home.path})"
+        if kept:
+            raise
+        if progress.sent and not isinstance(exc, CliError):  # a CliError here: name refused
+            # The server may have bound the name to this key: keep it.
+            where = _keep_sent(home, staged, created, server)
+            if isinstance(exc, KeyboardInterrupt):
+                raise CliError(
+                    "interrupted",
+                    f"stopped (Ctrl-C) after the registration of {args.user} was sent, so"
+                    f" its identity is kept {where}; the next command that connects"
+                    " (`curvechat rooms`, say) completes the registration",
+                    INTERRUPTED,
+                ) from None
+            raise
+        created.undo()
+        if isinstance(exc, KeyboardInterrupt):
+            sent = "" if addresses is None else " before the registration was sent"
+            raise CliError(
+                "interrupted",
+                f"stopped (Ctrl-C){sent}; nothing was kept in {home.path}",
+                INTERRUPTED,
+            ) from None
+        if isinstance(exc, CliError) and exc.code != "identity_exists":
+            exc.message += f" (nothing was kept in {home.path})"
         raise
     _report(home, identity, fingerprint(identity.sign_pub), server, addresses, confirmed)
     return 0 if confirmed else EXIT_QUEUED
+
+
+def _keep_sent(home: Home, staged: Path, created: Staging, server: str | None) -> str:
+    """After a registration that may have reached the server and was not
+    seen through: the staged identity becomes the home's and the server is
+    remembered, as for an unconfirmed one. Says where the identity is."""
+    from curvechat.client.enroll import keep
+    from curvechat.client.errors import ClientError
+
+    created.keep(staged)
+    if server is not None:
+        home.save_server(server)
+    try:
+        keep(staged, home.identity)
+    except ClientError:
+        try:
+            linked = home.identity.samefile(staged)  # stopped between link and unlink
+        except OSError:
+            linked = False
+        if not linked:
+            return f"in {staged} (rename it to {home.identity})"
+        staged.unlink(missing_ok=True)
+    return f"in {home.identity}"
 
 
 def _report(

@@ -35,6 +35,7 @@ from curvechat.protocol.connect import ServerAddress
 
 __all__ = [
     "IdentityExists",
+    "Progress",
     "Unreachable",
     "WriteFailed",
     "keep",
@@ -69,6 +70,16 @@ class Unreachable(ClientError):
     """No node welcomed us: nothing was sent."""
 
     code = "unreachable"
+
+
+class Progress:
+    """How far a `register` got, readable after it raised or was cancelled
+    (a Ctrl-C): `sent` from the moment the registration may have reached a
+    node. From then on the staged identity may hold the key the name is
+    bound to, and must not be removed."""
+
+    def __init__(self) -> None:
+        self.sent = False
 
 
 def node_timeout(timeout: float, nodes: int) -> float:
@@ -139,6 +150,7 @@ async def register(
     wait: float,
     timeout: float,
     client_id: str,
+    progress: Progress | None = None,
 ) -> bool:
     """Register `identity` with the first node that welcomes it within the
     connect timeout `wait` (less when the failures already tell), then
@@ -146,7 +158,8 @@ async def register(
     sent and not confirmed, or refused for a reason that may pass (the
     outcome is unknown). Raises ServerRefused (one of `REFUSED_FOR_GOOD`),
     KeyMismatch, Unreachable (nothing was sent), or RuntimeError (a libzmq
-    without CURVE)."""
+    without CURVE). `progress.sent` is set before the request goes out."""
+    progress = progress or Progress()
     changed = asyncio.Event()
     conn = Connection(
         addresses,
@@ -158,7 +171,6 @@ async def register(
         connect_timeout=node_timeout(wait, len(addresses)),
     )
     loop = asyncio.get_running_loop()
-    sent = False
     await conn.start()
     try:
         why = await reach_node(conn, wait, changed)
@@ -168,7 +180,7 @@ async def register(
         while (left := deadline - loop.time()) > 0:
             if not await conn.wait_live(left):
                 break
-            sent = True
+            progress.sent = True
             try:
                 await conn.request(
                     m.Register(
@@ -188,7 +200,7 @@ async def register(
         detail = conn.status.detail or conn.status.state
     finally:
         await conn.close()
-    if sent:
+    if progress.sent:
         return False
     raise Unreachable(f"no server answered within {timeout:g} s ({detail})")
 

@@ -1,7 +1,8 @@
 """Two nodes never share a registry entry: a node whose --node-name another
-live node holds does not start (`node_name_taken`), while the same node
-restarted before its old lease ran out (same data folder, here on another
-port) takes its entry back."""
+live node holds does not start (`node_name_taken`), a second node on the
+data folder of a running one does not start either (`data_dir_in_use`),
+while the same node restarted before its old lease ran out (same data
+folder, here on another port) takes its entry back."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 import time
 
 from .conftest import Nodes
-from support.servers import ServerProcess, free_port
+from support.servers import ServerProcess, free_port, serve_to_the_end
 
 
 def _node(nodes: Nodes, folder: str, name: str) -> ServerProcess:
@@ -66,3 +67,26 @@ def test_a_second_node_with_a_live_nodes_name_is_refused(nodes: Nodes) -> None:
     nodes.started.append(again)
     again.start()
     assert f":{again.port}/" in again.connect, again.connect
+
+
+def test_a_copy_on_a_running_nodes_data_folder_leaves_its_entry_alone(nodes: Nodes) -> None:
+    """Same folder, so the same key and name: before the lock, the copy took
+    the running node's registry entry over, and its Ctrl-C deleted it."""
+    first = nodes.start("a")
+    assert first.proc is not None
+    copy = serve_to_the_end(first.data, "--store", nodes.url)
+    assert copy.returncode == 1, copy.stderr[-2000:]
+    assert copy.stderr.splitlines() == [
+        f"curvechat: error [data_dir_in_use]: the data directory {first.data} is in use by"
+        f" another node (process {first.proc.pid}): stop it first, or give this one a --data"
+        " of its own"
+    ]
+    assert copy.stdout == ""
+    assert (first.data / "connect").read_text().strip() == first.connect
+    # The registry still has the first node, at its own address.
+    second = nodes.start("b")
+    assert any(line.startswith("cluster: 2 node(s)") for line in second.stdout), second.stdout
+    (listed,) = [x for x in second.stdout if x.startswith("cluster connect string: ")]
+    assert sorted(listed.split(": ", 1)[1].strip().split(",")) == sorted(
+        [first.connect, second.connect]
+    )

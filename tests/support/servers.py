@@ -154,3 +154,30 @@ class ServerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+def serve_to_the_end(
+    data: Path, *extra: str, timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
+    """`curvechat serve --data data` on free ports, with `extra` arguments,
+    for a node that must stop by itself (refused): its exit code and
+    output. One still running after `timeout` is killed (exit code -9)."""
+    argv = [
+        sys.executable,
+        *("-m", "curvechat", "serve", "--data", str(data)),
+        *("--bind", f"tcp://127.0.0.1:{free_port()}", "--http", f"127.0.0.1:{free_port()}"),
+        *extra,
+    ]
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)

@@ -23,6 +23,7 @@ else is a bug.
     │   ├── HttpTokenError             http_token            (curvechat.server.httpguard)
     │   ├── ServerKeyError             bad_config            (curvechat.server.keys)
     │   ├── DataDirError               data_dir: a node's or the monitor's data directory
+    │   │   └── DataDirInUse           data_dir_in_use: another node holds it (server.datadir)
     │   └── BindFailed                 bind_failed: an address to listen on
     ├── CliError                       the failed command's code (curvechat.cli.common)
     ├── AgentError                     error                 (curvechat.cli.agent)

@@ -107,6 +107,13 @@ class DataDirError(ConfigError):
     code = "data_dir"
 
 
+class DataDirInUse(DataDirError):
+    """Another node holds the data directory (its lock file): two nodes on
+    one directory would share its key, its connect file and its store."""
+
+    code = "data_dir_in_use"
+
+
 class ProtocolError(CurvechatError):
     """Base of every protocol error; carries the code a reply would use."""
 

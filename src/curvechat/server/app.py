@@ -23,6 +23,7 @@ from curvechat.protocol.connect import (
     parse_connect,
 )
 from curvechat.protocol.errors import ConfigError, DataDirError
+from curvechat.server.datadir import holding
 from curvechat.server.http import start_http
 from curvechat.server.httpguard import TOKEN_FILE, HttpGuard, load_or_create_token
 from curvechat.server.influx import DEFAULT_INTERVAL_S, InfluxPusher
@@ -134,149 +135,153 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # The connect string of an earlier life is not this one's (until ready).
-        (data_dir / "connect").unlink(missing_ok=True)
-        public, secret = load_or_create_keypair(data_dir)
-        name = load_or_create_node_name(data_dir, node_name)
-    except OSError as exc:
-        raise DataDirError(f"cannot use the data directory {data_dir}: {exc}") from exc
-    # The HTTP side's bearer token: made on first start, reused after.
-    token = load_or_create_token(http_token_file or data_dir / TOKEN_FILE) if http else ""
-    store: Store
-    etcd: EtcdStore | None = None  # cluster mode
-    if store_url:
-        from curvechat.store.etcd import EtcdSecurity, EtcdStore, parse_etcd_url  # loads gRPC
-
-        endpoints, prefix = parse_etcd_url(store_url)
-        store = etcd = EtcdStore(
-            endpoints,
-            prefix=prefix,
-            max_txn_ops=etcd_max_txn_ops,
-            security=etcd_security or EtcdSecurity.load(store_url),
-        )
-    else:
-        store = SQLiteStore(data_dir / "curvechat.db")
-    await store.open()
-    if etcd is not None:
-        from curvechat.server.cluster import refuse_a_taken_name, retrying
-
+    # Nothing in the data directory is touched before the lock is ours: a
+    # second node on it stops here (data_dir_in_use).
+    with holding(data_dir):
         try:
-            await retrying("checking the name", lambda: refuse_a_taken_name(etcd, name, public))
+            # The connect string of an earlier life is not this one's (until ready).
+            (data_dir / "connect").unlink(missing_ok=True)
+            public, secret = load_or_create_keypair(data_dir)
+            name = load_or_create_node_name(data_dir, node_name)
+        except OSError as exc:
+            raise DataDirError(f"cannot use the data directory {data_dir}: {exc}") from exc
+        # The HTTP side's bearer token: made on first start, reused after.
+        token = load_or_create_token(http_token_file or data_dir / TOKEN_FILE) if http else ""
+        store: Store
+        etcd: EtcdStore | None = None  # cluster mode
+        if store_url:
+            from curvechat.store.etcd import EtcdSecurity, EtcdStore, parse_etcd_url  # loads gRPC
+
+            endpoints, prefix = parse_etcd_url(store_url)
+            store = etcd = EtcdStore(
+                endpoints,
+                prefix=prefix,
+                max_txn_ops=etcd_max_txn_ops,
+                security=etcd_security or EtcdSecurity.load(store_url),
+            )
+        else:
+            store = SQLiteStore(data_dir / "curvechat.db")
+        await store.open()
+        if etcd is not None:
+            from curvechat.server.cluster import refuse_a_taken_name, retrying
+
+            try:
+                await retrying("checking the name", lambda: refuse_a_taken_name(etcd, name, public))
+            except BaseException:
+                await _bounded("store", store.close())
+                raise
+        node = ChatNode(
+            store, public_key=public, secret_key=secret, bind=bind, node_name=name, limits=limits
+        )
+        try:
+            endpoint = await node.start()
         except BaseException:
+            await _bounded("node", node.stop())  # its authenticator and context
             await _bounded("store", store.close())
             raise
-    node = ChatNode(
-        store, public_key=public, secret_key=secret, bind=bind, node_name=name, limits=limits
-    )
-    try:
-        endpoint = await node.start()
-    except BaseException:
-        await _bounded("node", node.stop())  # its authenticator and context
-        await _bounded("store", store.close())
-        raise
-    runner = None
-    pusher = None
-    cluster = None
-    capacity = None
-    dashboard = ""  # this node's HTTP base URL, for the cluster registry
-    dashboard_link = ""  # what the operator opens: the URL, with the token if needed
-    try:
-        if influx:
-            pusher = InfluxPusher(
-                node.metrics.registry,
-                influx,
-                node=node.node_name,
-                db=influx_db,
-                interval=influx_interval,
-                events=node.events,
-            )
-            pusher.start()
-            log.info("pushing metrics to InfluxDB every %g s", influx_interval)
-        dial = node.dial = advertised_endpoint(endpoint, advertise)
-        if http:
-            host, _, port = http.rpartition(":")
-            bind_host = host.strip("[]") or "127.0.0.1"
-            # Host names this node answers to: see HttpGuard.for_bind; the
-            # host in its registry URL is one (other nodes fetch its state).
-            guard = HttpGuard.for_bind(
-                bind_host,
-                token,
-                extra_hosts=[*http_hosts, advertised_http_host(bind_host, dial)],
-                require_token=http_require_token,
-                metrics_open=metrics_open,
-            )
-            runner, http_port = await start_http(node, bind_host, int(port), guard)
-            dashboard = advertised_http(bind_host, http_port, dial)
-            dashboard_link = dashboard + (f"#token={token}" if guard.require_token else "")
-            log.info(
-                "HTTP (dashboard, health, metrics) on http://%s:%d/; token %s",
-                host or "127.0.0.1",
-                http_port,
-                "required" if guard.require_token else "not required on loopback",
-            )
-        # What people paste: curvechat://HOST:PORT/<base32 key> (connect.py).
-        address = ServerAddress(dial, public.decode())
-        connect = str(address)
-        if etcd is not None:
-            from curvechat.server.cluster import REBALANCE_AFTER_S, Cluster
+        runner = None
+        pusher = None
+        cluster = None
+        capacity = None
+        dashboard = ""  # this node's HTTP base URL, for the cluster registry
+        dashboard_link = ""  # what the operator opens: the URL, with the token if needed
+        try:
+            if influx:
+                pusher = InfluxPusher(
+                    node.metrics.registry,
+                    influx,
+                    node=node.node_name,
+                    db=influx_db,
+                    interval=influx_interval,
+                    events=node.events,
+                )
+                pusher.start()
+                log.info("pushing metrics to InfluxDB every %g s", influx_interval)
+            dial = node.dial = advertised_endpoint(endpoint, advertise)
+            if http:
+                host, _, port = http.rpartition(":")
+                bind_host = host.strip("[]") or "127.0.0.1"
+                # Host names this node answers to: see HttpGuard.for_bind; the
+                # host in its registry URL is one (other nodes fetch its state).
+                guard = HttpGuard.for_bind(
+                    bind_host,
+                    token,
+                    extra_hosts=[*http_hosts, advertised_http_host(bind_host, dial)],
+                    require_token=http_require_token,
+                    metrics_open=metrics_open,
+                )
+                runner, http_port = await start_http(node, bind_host, int(port), guard)
+                dashboard = advertised_http(bind_host, http_port, dial)
+                dashboard_link = dashboard + (f"#token={token}" if guard.require_token else "")
+                log.info(
+                    "HTTP (dashboard, health, metrics) on http://%s:%d/; token %s",
+                    host or "127.0.0.1",
+                    http_port,
+                    "required" if guard.require_token else "not required on loopback",
+                )
+            # What people paste: curvechat://HOST:PORT/<base32 key> (connect.py).
+            address = ServerAddress(dial, public.decode())
+            connect = str(address)
+            if etcd is not None:
+                from curvechat.server.cluster import REBALANCE_AFTER_S, Cluster
 
-            # The registry (and so a welcome's peers) keeps the older z85 form,
-            # which clients from before the new form can read too.
-            if link_bind is None:  # the client port's host, any free port
-                link_bind = bind.rpartition(":")[0] + ":*"
-            cluster = Cluster(
-                node,
-                etcd,
-                address.legacy,
-                http=dashboard,
-                link_bind=link_bind,
-                link_advertise=link_advertise,
-                slow_rtt_s=etcd_slow_s,
-                rebalance_after_s=(
-                    REBALANCE_AFTER_S if rebalance_after_s is None else rebalance_after_s
-                ),
-            )
-            await cluster.start()
-            from curvechat.server.capacity import CapacityWatch
+                # The registry (and so a welcome's peers) keeps the older z85 form,
+                # which clients from before the new form can read too.
+                if link_bind is None:  # the client port's host, any free port
+                    link_bind = bind.rpartition(":")[0] + ":*"
+                cluster = Cluster(
+                    node,
+                    etcd,
+                    address.legacy,
+                    http=dashboard,
+                    link_bind=link_bind,
+                    link_advertise=link_advertise,
+                    slow_rtt_s=etcd_slow_s,
+                    rebalance_after_s=(
+                        REBALANCE_AFTER_S if rebalance_after_s is None else rebalance_after_s
+                    ),
+                )
+                await cluster.start()
+                from curvechat.server.capacity import CapacityWatch
 
-            capacity = CapacityWatch(etcd, node.metrics, node.events, quota_bytes=etcd_quota_bytes)
-            capacity.start()
-            node.etcd_quota = capacity.state
-            # As listed by the start (it retried etcd's brief refusals).
-            print(f"cluster: {len(cluster.nodes)} node(s) registered in etcd", flush=True)
-            print(f"cluster connect string: {_cluster_connect(cluster.nodes)}", flush=True)
-            if cluster.link is not None:
-                print(f"node link: {cluster.link.endpoint}", flush=True)
-        # Written once the node is registered: a node refused never writes it.
-        (data_dir / "connect").write_text(connect + "\n")
-        print(f"curvechat node {node.node_name} ready", flush=True)
-        if dashboard_link:
-            print(f"dashboard: {dashboard_link}", flush=True)
-        print(f"server fingerprint: {address.fingerprint}", flush=True)
-        print(f"connect string: {connect}", flush=True)
-        if ready is not None:
-            ready.set()
-        # What the start made (modules, the node, its store) lives as long as
-        # the process: out of the cyclic GC's full collections, which would
-        # walk it all again each time, with the event loop stopped. Collected
-        # first: a cycle frozen would never be freed.
-        gc.collect()
-        gc.freeze()
-        await stop.wait()
-        print("stopping…", flush=True)
-    finally:
-        if capacity is not None:
-            await _bounded("etcd capacity", capacity.stop())
-        if cluster is not None:
-            await _bounded("cluster", cluster.stop())
-        if pusher is not None:
-            await _bounded("influx push", pusher.stop())
-        if runner is not None:
-            await _bounded("http", runner.cleanup())
-        await _bounded("node", node.stop())
-        await _bounded("store", store.close())
+                capacity = CapacityWatch(
+                    etcd, node.metrics, node.events, quota_bytes=etcd_quota_bytes
+                )
+                capacity.start()
+                node.etcd_quota = capacity.state
+                # As listed by the start (it retried etcd's brief refusals).
+                print(f"cluster: {len(cluster.nodes)} node(s) registered in etcd", flush=True)
+                print(f"cluster connect string: {_cluster_connect(cluster.nodes)}", flush=True)
+                if cluster.link is not None:
+                    print(f"node link: {cluster.link.endpoint}", flush=True)
+            # Written once the node is registered: a node refused never writes it.
+            (data_dir / "connect").write_text(connect + "\n")
+            print(f"curvechat node {node.node_name} ready", flush=True)
+            if dashboard_link:
+                print(f"dashboard: {dashboard_link}", flush=True)
+            print(f"server fingerprint: {address.fingerprint}", flush=True)
+            print(f"connect string: {connect}", flush=True)
+            if ready is not None:
+                ready.set()
+            # What the start made (modules, the node, its store) lives as long as
+            # the process: out of the cyclic GC's full collections, which would
+            # walk it all again each time, with the event loop stopped. Collected
+            # first: a cycle frozen would never be freed.
+            gc.collect()
+            gc.freeze()
+            await stop.wait()
+            print("stopping…", flush=True)
+        finally:
+            if capacity is not None:
+                await _bounded("etcd capacity", capacity.stop())
+            if cluster is not None:
+                await _bounded("cluster", cluster.stop())
+            if pusher is not None:
+                await _bounded("influx push", pusher.stop())
+            if runner is not None:
+                await _bounded("http", runner.cleanup())
+            await _bounded("node", node.stop())
+            await _bounded("store", store.close())
 
 
 def _cluster_connect(nodes: Sequence[Any]) -> str:

@@ -118,7 +118,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     created = Staging()
     progress = Progress()
-    kept = False
+    kept = ""  # where the identity is, once it is kept
     try:
         try:
             created.mkdir(home.path)
@@ -128,47 +128,56 @@ def cmd_init(args: argparse.Namespace) -> int:
         confirmed = True
         if addresses is not None:
             confirmed = asyncio.run(register(identity, addresses, wait, args.timeout, progress))
+            home.save_server(server)
         try:
             keep(staged, home.identity)
         except (IdentityExists, WriteFailed) as exc:
             if addresses is None:
                 raise CliError(exc.code, str(exc)) from None
             created.keep(staged)  # it holds the key the server bound the name to
-            kept = True
+            kept = f"in {staged}"
             raise CliError(
                 exc.code,
                 f"{exc}; {args.user} is registered with the identity in {staged}:"
                 f" rename it to {home.identity}",
             ) from None
-        kept = True
+        kept = f"in {home.identity}"
+        _report(home, identity, fingerprint(identity.sign_pub), server, addresses, confirmed)
     except BaseException as exc:
-        if kept:
-            raise
-        if progress.sent and not isinstance(exc, CliError):  # a CliError here: name refused
-            # The server may have bound the name to this key: keep it.
-            where = _keep_sent(home, staged, created, server)
+        # Once sent, the server may have bound the name to this key: keep it
+        # (a CliError then is a refusal of the name: nothing was stored).
+        if not kept and progress.sent and not isinstance(exc, CliError):
+            kept = _keep_sent(home, staged, created, server)
+        if not kept:
+            created.undo()
             if isinstance(exc, KeyboardInterrupt):
+                sent = "" if addresses is None else " before the registration was sent"
                 raise CliError(
                     "interrupted",
-                    f"stopped (Ctrl-C) after the registration of {args.user} was sent, so"
-                    f" its identity is kept {where}; the next command that connects"
-                    " (`curvechat rooms`, say) completes the registration",
+                    f"stopped (Ctrl-C){sent}; nothing was kept in {home.path}",
                     INTERRUPTED,
                 ) from None
-            raise
-        created.undo()
-        if isinstance(exc, KeyboardInterrupt):
-            sent = "" if addresses is None else " before the registration was sent"
-            raise CliError(
-                "interrupted",
-                f"stopped (Ctrl-C){sent}; nothing was kept in {home.path}",
-                INTERRUPTED,
-            ) from None
-        if isinstance(exc, CliError) and exc.code != "identity_exists":
-            exc.message += f" (nothing was kept in {home.path})"
+            if isinstance(exc, CliError) and exc.code != "identity_exists":
+                exc.message += f" (nothing was kept in {home.path})"
+        elif isinstance(exc, KeyboardInterrupt):
+            said = _stopped_after(args.user, kept, progress.sent)
+            raise CliError("interrupted", said, INTERRUPTED) from None
         raise
-    _report(home, identity, fingerprint(identity.sign_pub), server, addresses, confirmed)
     return 0 if confirmed else EXIT_QUEUED
+
+
+def _stopped_after(user: str, where: str, sent: bool) -> str:
+    """What a Ctrl-C that came once the identity was kept leaves."""
+    if not sent:  # no server given
+        return (
+            f"stopped (Ctrl-C) with the identity of {user} kept {where};"
+            " it registers on its first connection"
+        )
+    return (
+        f"stopped (Ctrl-C) after the registration of {user} was sent, so its identity is"
+        f" kept {where}; the next command that connects (`curvechat rooms`, say)"
+        " completes the registration"
+    )
 
 
 def _keep_sent(home: Home, staged: Path, created: Staging, server: str | None) -> str:
@@ -184,11 +193,12 @@ def _keep_sent(home: Home, staged: Path, created: Staging, server: str | None) -
     try:
         keep(staged, home.identity)
     except ClientError:
-        try:
-            linked = home.identity.samefile(staged)  # stopped between link and unlink
+        try:  # it may be in place already: stopped during or just after the link
+            there = home.identity.exists()
+            moved = there and (not staged.exists() or home.identity.samefile(staged))
         except OSError:
-            linked = False
-        if not linked:
+            moved = False
+        if not moved:
             return f"in {staged} (rename it to {home.identity})"
         staged.unlink(missing_ok=True)
     return f"in {home.identity}"
@@ -207,7 +217,6 @@ def _report(
     if server is None or addresses is None:
         print("no server given: registration happens on first connection")
         return
-    home.save_server(server)
     if not confirmed:
         print(
             f"curvechat: the server did not confirm the registration of {identity.user};"

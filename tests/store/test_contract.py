@@ -286,6 +286,11 @@ async def test_ops_after(store: Store) -> None:
     assert await store.ops("r1", after=2) == [op(3), op(4), op(5)]
     assert await store.ops("r1", after=5) == []
     assert await store.ops("r1", after=99) == []
+    # a page of them: the node read a room's whole log to answer 500 ops
+    assert await store.ops("r1", after=1, limit=2) == [op(2), op(3)]
+    assert await store.ops("r1", limit=0) == []
+    with pytest.raises(NoSuchRoom):
+        await store.ops("nope", limit=0)
 
 
 # --- epochs --------------------------------------------------------------------
@@ -301,6 +306,8 @@ async def test_add_epoch(store: Store) -> None:
     assert (record.head, record.created_ms) == (created.head, created.created_ms)
     assert await store.room("r1") == record
     assert await store.key_packets("r1", "alice", min_epoch=1) == [packet("r1", 1, "alice", "bob")]
+    assert await store.key_packets("r1", "alice", limit=1) == [packet("r1", 0, "alice")]
+    assert await store.key_packets("r1", "alice", limit=0) == []
 
 
 @pytest.mark.parametrize("epoch", [0, 2])
@@ -722,3 +729,22 @@ async def test_everything_survives_reopen(store_factory: StoreFactory) -> None:
             await reopened.register("alice", b"X", b"X-tr")
     finally:
         await reopened.close()
+
+
+async def test_a_page_read_stops_past_its_byte_budget(store: Store) -> None:
+    """With `max_bytes`, a read stops at the first row that takes the page
+    past it (that row included): a node that cuts a page at 512 KiB read
+    all 500 rows of up to 64 KiB first, 32 MB for 8 kept."""
+    await make_room(store, "r")
+    for i in range(40):
+        m = NewMessage("r", "alice", f"t{i:03d}", bytes([i]) * 1_000)
+        await store.append_messages([m])
+    seqs = [r.seq for r in await store.messages("r", after=0, limit=40, max_bytes=5_500)]
+    assert seqs == [1, 2, 3, 4, 5, 6]
+    seqs = [r.seq for r in await store.messages("r", limit=40, max_bytes=5_500)]
+    assert seqs == [35, 36, 37, 38, 39, 40]
+    seqs = [r.seq for r in await store.messages("r", before=20, limit=40, max_bytes=2_500)]
+    assert seqs == [17, 18, 19]
+    seqs = [r.seq for r in await store.messages("r", after=30, before=35, max_bytes=1)]
+    assert seqs == [31]
+    assert len(await store.messages("r", after=0, limit=40)) == 40

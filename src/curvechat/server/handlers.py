@@ -302,7 +302,11 @@ class Handlers(RoomHandlers):
         if req.after is not None and req.before is not None:
             raise Refusal(ErrorCode.BAD_FRAME, "give `before` or `after`, not both")
         rows = await self.store.messages(
-            req.room, after=req.after, before=req.before, limit=req.limit
+            req.room,
+            after=req.after,
+            before=req.before,
+            limit=req.limit,
+            max_bytes=REPLY_BUDGET_BYTES,
         )
         rows = _fit(rows, REPLY_BUDGET_BYTES, newest=req.after is None)
         record = await self.store.room(req.room)
@@ -325,7 +329,9 @@ class Handlers(RoomHandlers):
             if budget <= 0 or size_budget <= 0:
                 more = True
                 continue
-            rows = await self.store.messages(record.room, after=cursor, limit=budget)
+            rows = await self.store.messages(
+                record.room, after=cursor, limit=budget, max_bytes=size_budget
+            )
             rows = _fit(rows, size_budget)
             budget -= len(rows)
             size_budget -= sum(len(r.envelope) for r in rows)
@@ -353,7 +359,7 @@ class Handlers(RoomHandlers):
     async def fetch_keys(self, sess: Session, req: m.FetchKeys) -> m.AnyReply:
         assert sess.user is not None
         await self._member_view(sess, req.room)
-        packets = (await self.store.key_packets(req.room, sess.user, req.min_epoch))[:MAX_PAGE]
+        packets = await self.store.key_packets(req.room, sess.user, req.min_epoch, limit=MAX_PAGE)
         return m.KeyPackets(
             room=req.room,
             packets=[

@@ -332,5 +332,5 @@ class RoomHandlers:
 
     async def members(self, sess: Session, req: m.Members) -> m.AnyReply:
         await self._member_view(sess, req.room)
-        ops = (await self.store.ops(req.room, req.after))[:MAX_PAGE]
+        ops = await self.store.ops(req.room, req.after, limit=MAX_PAGE)
         return m.MemberLog(room=req.room, ops=[m.SignedOp(op=o.op, sig=o.sig) for o in ops])

@@ -273,8 +273,9 @@ class Store(abc.ABC):
         """The room's record, or None."""
 
     @abc.abstractmethod
-    async def ops(self, room: str, after: int = -1) -> list[OpRecord]:
-        """Membership ops with index > after, in order. Raises NoSuchRoom."""
+    async def ops(self, room: str, after: int = -1, limit: int | None = None) -> list[OpRecord]:
+        """Membership ops with index > after, in order (the first `limit`, if
+        given). Raises NoSuchRoom."""
 
     @abc.abstractmethod
     async def members(self, room: str) -> dict[str, bool]:
@@ -286,10 +287,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def key_packets(
-        self, room: str, recipient: str, min_epoch: int = 0
+        self, room: str, recipient: str, min_epoch: int = 0, limit: int | None = None
     ) -> list[PacketRecord]:
         """Key packets addressed to `recipient` in `room` with epoch >=
-        min_epoch, by epoch. Raises NoSuchRoom."""
+        min_epoch, by epoch (the first `limit`, if given). Raises NoSuchRoom."""
 
     # --- messages ---------------------------------------------------------
     @abc.abstractmethod
@@ -322,7 +323,12 @@ class Store(abc.ABC):
         after: int | None = None,
         before: int | None = None,
         limit: int = 100,
+        max_bytes: int | None = None,
     ) -> list[StoredRow]:
         """Messages in ascending seq order: with `after`, the first `limit`
         with seq > after; with `before` (and no after), the last `limit` with
-        seq < before; with neither, the last `limit`. Raises NoSuchRoom."""
+        seq < before; with neither, the last `limit`. With `max_bytes`, the
+        read stops at the first row (in the order it reads: from `after` up,
+        else from the newest down) whose envelope takes the page's envelopes
+        past `max_bytes`, that row included, so a caller that cuts the page
+        at that size reads little more than it keeps. Raises NoSuchRoom."""

@@ -256,8 +256,8 @@ class SQLiteStore(Store):
     async def room(self, room: str) -> RoomRecord | None:
         return await self._run(functools.partial(q.get_room, room=room))
 
-    async def ops(self, room: str, after: int = -1) -> list[OpRecord]:
-        return await self._run(functools.partial(q.ops, room=room, after=after))
+    async def ops(self, room: str, after: int = -1, limit: int | None = None) -> list[OpRecord]:
+        return await self._run(functools.partial(q.ops, room=room, after=after, limit=limit))
 
     async def members(self, room: str) -> dict[str, bool]:
         return await self._run(functools.partial(q.members, room=room))
@@ -266,10 +266,12 @@ class SQLiteStore(Store):
         return await self._run(functools.partial(q.rooms_of, user=user))
 
     async def key_packets(
-        self, room: str, recipient: str, min_epoch: int = 0
+        self, room: str, recipient: str, min_epoch: int = 0, limit: int | None = None
     ) -> list[PacketRecord]:
         return await self._run(
-            functools.partial(q.key_packets, room=room, recipient=recipient, min_epoch=min_epoch)
+            functools.partial(
+                q.key_packets, room=room, recipient=recipient, min_epoch=min_epoch, limit=limit
+            )
         )
 
     # --- messages ----------------------------------------------------------------
@@ -321,7 +323,10 @@ class SQLiteStore(Store):
         after: int | None = None,
         before: int | None = None,
         limit: int = 100,
+        max_bytes: int | None = None,
     ) -> list[StoredRow]:
         return await self._run(
-            functools.partial(q.messages, room=room, after=after, before=before, limit=limit)
+            functools.partial(
+                q.messages, room=room, after=after, before=before, limit=limit, max_bytes=max_bytes
+            )
         )

@@ -232,11 +232,14 @@ def put_packets(conn: sqlite3.Connection, room: str, packets: Sequence[PacketRec
     return transaction(conn, body)
 
 
-def ops(conn: sqlite3.Connection, room: str, after: int) -> list[OpRecord]:
+def ops(
+    conn: sqlite3.Connection, room: str, after: int, limit: int | None = None
+) -> list[OpRecord]:
     def body() -> list[OpRecord]:
         _require_room(conn, room)
         rows = conn.execute(
-            "SELECT idx, op, sig FROM ops WHERE room = ? AND idx > ? ORDER BY idx", (room, after)
+            "SELECT idx, op, sig FROM ops WHERE room = ? AND idx > ? ORDER BY idx LIMIT ?",
+            (room, after, -1 if limit is None else limit),
         )
         return [OpRecord(r[0], r[1], r[2]) for r in rows]
 
@@ -263,14 +266,14 @@ def rooms_of(conn: sqlite3.Connection, user: str) -> list[RoomRecord]:
 
 
 def key_packets(
-    conn: sqlite3.Connection, room: str, recipient: str, min_epoch: int
+    conn: sqlite3.Connection, room: str, recipient: str, min_epoch: int, limit: int | None = None
 ) -> list[PacketRecord]:
     def body() -> list[PacketRecord]:
         _require_room(conn, room)
         rows = conn.execute(
             "SELECT room, epoch, recipient, sender, box FROM packets"
-            " WHERE room = ? AND recipient = ? AND epoch >= ? ORDER BY epoch",
-            (room, recipient, min_epoch),
+            " WHERE room = ? AND recipient = ? AND epoch >= ? ORDER BY epoch LIMIT ?",
+            (room, recipient, min_epoch, -1 if limit is None else limit),
         )
         return [PacketRecord(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
@@ -279,30 +282,35 @@ def key_packets(
 
 # --- messages --------------------------------------------------------------------
 def messages(
-    conn: sqlite3.Connection, room: str, after: int | None, before: int | None, limit: int
+    conn: sqlite3.Connection,
+    room: str,
+    after: int | None,
+    before: int | None,
+    limit: int,
+    max_bytes: int | None = None,
 ) -> list[StoredRow]:
     def body() -> list[StoredRow]:
         _require_room(conn, room)
         if limit <= 0:
             return []
         select = f"SELECT {_MSG_COLS} FROM messages WHERE room = ?"
+        args: tuple[int, ...]
         if after is not None and before is not None:
-            rows = conn.execute(
-                f"{select} AND seq > ? AND seq < ? ORDER BY seq LIMIT ?",
-                (room, after, before, limit),
-            ).fetchall()
+            sql, args = f"{select} AND seq > ? AND seq < ? ORDER BY seq LIMIT ?", (after, before)
         elif after is not None:
-            rows = conn.execute(
-                f"{select} AND seq > ? ORDER BY seq LIMIT ?", (room, after, limit)
-            ).fetchall()
+            sql, args = f"{select} AND seq > ? ORDER BY seq LIMIT ?", (after,)
         elif before is not None:
-            rows = conn.execute(
-                f"{select} AND seq < ? ORDER BY seq DESC LIMIT ?", (room, before, limit)
-            ).fetchall()[::-1]
+            sql, args = f"{select} AND seq < ? ORDER BY seq DESC LIMIT ?", (before,)
         else:
-            rows = conn.execute(f"{select} ORDER BY seq DESC LIMIT ?", (room, limit)).fetchall()[
-                ::-1
-            ]
-        return [StoredRow(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+            sql, args = f"{select} ORDER BY seq DESC LIMIT ?", ()
+        rows = []
+        size = 0
+        # Row by row: a page cut at `max_bytes` does not read what it cuts.
+        for r in conn.execute(sql, (room, *args, limit)):
+            rows.append(StoredRow(r[0], r[1], r[2], r[3], r[4], r[5]))
+            size += len(r[5])
+            if max_bytes is not None and size > max_bytes:
+                break
+        return rows if after is not None else rows[::-1]
 
     return transaction(conn, body, write=False)

@@ -256,16 +256,22 @@ class EtcdRooms(EtcdClient):
             raise NoSuchRoom(room)
         return got
 
-    async def _room_range(self, room: str, sub: bytes, start: bytes | None = None) -> list[Any]:
-        """The kvs under one of the room's sub-prefixes (from `start`, if given)."""
+    async def _room_range(
+        self, room: str, sub: bytes, start: bytes | None = None, limit: int | None = None
+    ) -> list[Any]:
+        """The kvs under one of the room's sub-prefixes (from `start`, if
+        given; the first `limit`, if given)."""
         (kvs,) = await self._room_read(
-            room, rpc.RangeRequest(key=start or sub, range_end=prefix_end(sub))
+            room, rpc.RangeRequest(key=start or sub, range_end=prefix_end(sub), limit=limit or 0)
         )
         return kvs
 
-    async def ops(self, room: str, after: int = -1) -> list[OpRecord]:
+    async def ops(self, room: str, after: int = -1, limit: int | None = None) -> list[OpRecord]:
+        if limit is not None and limit <= 0:
+            await self._room_read(room)  # NoSuchRoom, or nothing to read
+            return []
         sub = self._k("r", q(room), "op", "")
-        kvs = await self._room_range(room, sub, self.k_op(room, max(after + 1, 0)))
+        kvs = await self._room_range(room, sub, self.k_op(room, max(after + 1, 0)), limit)
         return [OpRecord(int(tail(kv.key)), *rec.op_dec.decode(kv.value)) for kv in kvs]
 
     async def members(self, room: str) -> dict[str, bool]:
@@ -288,10 +294,14 @@ class EtcdRooms(EtcdClient):
         return out
 
     async def key_packets(
-        self, room: str, recipient: str, min_epoch: int = 0
+        self, room: str, recipient: str, min_epoch: int = 0, limit: int | None = None
     ) -> list[PacketRecord]:
+        if limit is not None and limit <= 0:
+            await self._room_read(room)  # NoSuchRoom, or nothing to read
+            return []
         sub = self._k("r", q(room), "pk", q(recipient), "")
-        kvs = await self._room_range(room, sub, self.k_packet(room, recipient, max(min_epoch, 0)))
+        start = self.k_packet(room, recipient, max(min_epoch, 0))
+        kvs = await self._room_range(room, sub, start, limit)
         return [
             PacketRecord(room, int(tail(kv.key)), recipient, *rec.packet_dec.decode(kv.value))
             for kv in kvs

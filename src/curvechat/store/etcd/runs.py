@@ -156,18 +156,25 @@ def _more(wanted: int, rows: int, keys: int) -> int:
 
 
 async def read_from(
-    st: EtcdStore, room: str, lo: int, before: int | None, limit: int
+    st: EtcdStore,
+    room: str,
+    lo: int,
+    before: int | None,
+    limit: int,
+    max_bytes: int | None = None,
 ) -> list[StoredRow]:
     """Up to `limit` messages of `room` from seq `lo` on and below `before`
-    (if given), oldest first; NoSuchRoom if there is no such room."""
+    (if given), oldest first, up to the first whose envelope takes them past
+    `max_bytes` (if given); NoSuchRoom if there is no such room."""
     sub = st.k_msgs(room)
     end = prefix_end(sub) if before is None else st.k_msg(room, before)
     rows: list[StoredRow] = []
-    seen = runs = 0
+    seen = runs = size = 0
+    budget = max_bytes if max_bytes is not None else -1
 
     def take(kvs: list[Any]) -> bool:
         """Add the rows of `kvs` wanted; whether the read is done."""
-        nonlocal seen, runs
+        nonlocal seen, runs, size
         for kv in kvs:
             got = _readable(room, kv)
             seen, runs = seen + len(got), runs + 1
@@ -176,7 +183,8 @@ async def read_from(
                     return True
                 if row.seq >= lo:
                     rows.append(row)
-                    if len(rows) == limit:
+                    size += len(row.envelope)
+                    if len(rows) == limit or size > budget >= 0:
                         return True
         return False
 
@@ -198,13 +206,17 @@ async def read_from(
     return rows
 
 
-async def read_newest(st: EtcdStore, room: str, before: int | None, limit: int) -> list[StoredRow]:
+async def read_newest(
+    st: EtcdStore, room: str, before: int | None, limit: int, max_bytes: int | None = None
+) -> list[StoredRow]:
     """The newest `limit` messages of `room` below `before` (if given),
-    oldest first; NoSuchRoom if there is no such room."""
+    oldest first, down to the first whose envelope takes them past
+    `max_bytes` (if given); NoSuchRoom if there is no such room."""
     sub = st.k_msgs(room)
     end = prefix_end(sub) if before is None else st.k_msg(room, before)
     newest: list[StoredRow] = []  # newest first
-    seen = runs = 0
+    seen = runs = size = 0
+    budget = max_bytes if max_bytes is not None else -1
     keys = min(limit, FIRST_KEYS)
     req = rpc.RangeRequest(
         key=sub, range_end=end, limit=keys, sort_order=_DESCEND, sort_target=_BY_KEY
@@ -225,7 +237,8 @@ async def read_newest(st: EtcdStore, room: str, before: int | None, limit: int) 
                 if before is not None and row.seq >= before:
                     continue
                 newest.append(row)
-                if len(newest) == limit:
+                size += len(row.envelope)
+                if len(newest) == limit or size > budget >= 0:
                     return newest[::-1]
         if len(kvs) < keys:
             return newest[::-1]

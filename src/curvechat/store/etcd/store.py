@@ -174,11 +174,12 @@ class EtcdStore(EtcdRooms, Store):
         after: int | None = None,
         before: int | None = None,
         limit: int = 100,
+        max_bytes: int | None = None,
     ) -> list[StoredRow]:
         lo = 0 if after is None else max(after + 1, 0)
         if limit <= 0 or (before is not None and lo >= before):
             await self._room_read(room)  # NoSuchRoom, or nothing to read
             return []
         if after is None:
-            return await runs.read_newest(self, room, before, limit)
-        return await runs.read_from(self, room, lo, before, limit)
+            return await runs.read_newest(self, room, before, limit, max_bytes)
+        return await runs.read_from(self, room, lo, before, limit, max_bytes)

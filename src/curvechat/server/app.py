@@ -161,10 +161,14 @@ async def serve(
             )
         else:
             store = SQLiteStore(data_dir / "curvechat.db")
-        await store.open()
-        if etcd is not None:
+        if etcd is None:
+            await store.open()
+        else:
             from curvechat.server.cluster import refuse_a_taken_name, retrying
 
+            # etcd down for a moment (a leader change, a member restarting)
+            # when the node starts: retried, as every other start-up call.
+            await retrying("connecting to etcd", etcd.open)
             try:
                 await retrying("checking the name", lambda: refuse_a_taken_name(etcd, name, public))
             except BaseException:

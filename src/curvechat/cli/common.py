@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from curvechat.cli.output import error_line, json_line, message_line
 from curvechat.protocol.errors import CurvechatError
-from curvechat.protocol.text import visible
+from curvechat.protocol.text import clip, visible
 from curvechat.smallfiles import read_small_text
 
 if TYPE_CHECKING:
@@ -77,8 +77,10 @@ def _passphrase(args: argparse.Namespace, *, confirm: bool = False) -> bytes:
         try:
             text = read_small_text(Path(args.passphrase_file)).rstrip("\n")
         except (OSError, UnicodeDecodeError) as exc:
+            # an OSError's str() names the file again, in full: its reason only
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise CliError(
-                "passphrase_file", f"cannot read {visible(args.passphrase_file)}: {exc}"
+                "passphrase_file", f"cannot read {visible(clip(args.passphrase_file))}: {why}"
             ) from exc
     elif "CURVECHAT_PASSPHRASE" in os.environ:
         text = os.environ["CURVECHAT_PASSPHRASE"]
@@ -106,9 +108,14 @@ def stdin_is_a_terminal() -> bool:
 
 
 def _home(args: argparse.Namespace) -> Any:
+    """The client home, checked (`Home.check`): a path the system refuses
+    (too long, not ours to search) is one `data_dir` line naming it, before
+    any command uses it."""
     from curvechat.client.home import Home, default_home
 
-    return Home(Path(args.home) if args.home else default_home())
+    home = Home(Path(args.home) if args.home else default_home())
+    home.check()
+    return home
 
 
 def _server_string(args: argparse.Namespace, home: Any) -> str:
@@ -275,7 +282,7 @@ def room_problem(room: str, *, create: bool = False) -> str | None:
     if not create and room.startswith("@") and is_user_name(room[1:]):
         return None
     return (
-        f"not a room id: {visible(room[:80])} (1-64 of a-z 0-9 _ . -, starting with a"
+        f"not a room id: {visible(clip(room))} (1-64 of a-z 0-9 _ . -, starting with a"
         " letter or digit" + (")" if create else "; or @user)")
     )
 

@@ -44,7 +44,7 @@ from curvechat.cli.common import (
     _passphrase,
 )
 from curvechat.cli.main import INTERRUPTED
-from curvechat.protocol.text import visible
+from curvechat.protocol.text import clip, visible
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -96,7 +96,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     if not is_user_name(args.user):
         raise CliError(
             "bad_name",
-            f"{args.user!r}: a user name is a-z first, then a-z 0-9 . _ -, up to 32",
+            f"{clip(args.user)!r}: a user name is a-z first, then a-z 0-9 . _ -, up to 32",
             EXIT_USAGE,
         )
     from curvechat.cli.reach import connect_timeout
@@ -124,7 +124,10 @@ def cmd_init(args: argparse.Namespace) -> int:
             created.mkdir(home.path)
             staged = created.stage(home.identity, data)
         except OSError as exc:
-            raise CliError("write_failed", f"cannot write in {home.path}: {exc}") from exc
+            where = visible(clip(str(home.path)))
+            raise CliError(
+                "write_failed", f"cannot write in {where}: {exc.strerror or exc}"
+            ) from exc
         confirmed = True
         if addresses is not None:
             confirmed = asyncio.run(register(identity, addresses, wait, args.timeout, progress))

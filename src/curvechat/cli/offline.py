@@ -30,7 +30,7 @@ from curvechat.cli.common import (
 from curvechat.cli.follow import departed_note, departure
 from curvechat.cli.output import json_line
 from curvechat.client.recall import last_sync_ms
-from curvechat.protocol.text import visible
+from curvechat.protocol.text import clip, visible
 
 if TYPE_CHECKING:
     from curvechat.cli.reach import Offline
@@ -113,8 +113,9 @@ def cmd_dm(args: argparse.Namespace) -> int:
 
         try:
             room = dm_room(client.me, args.user)
-        except ValueError as exc:
-            raise CliError("bad_name", str(exc)) from exc
+        except ValueError:
+            why = f"a direct message needs another user's valid name, not {clip(args.user)!r}"
+            raise CliError("bad_name", why) from None
         if client.cache.room(room) is None:
             why = f"{away.why}; a new direct-message room needs the server"
             raise CliError("unreachable", why, EXIT_UNREACHABLE)

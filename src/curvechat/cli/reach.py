@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import math
 import os
 import sys
 import time
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING
 from curvechat.client import events as ev
 from curvechat.client.enroll import reach_node
 from curvechat.client.recall import last_sync_ms
-from curvechat.protocol.text import visible
+from curvechat.protocol.text import clip, visible
 
 if TYPE_CHECKING:
     from curvechat.client.engine import ChatClient
@@ -40,7 +41,8 @@ CONNECT_TIMEOUT_ENV = "CURVECHAT_CONNECT_TIMEOUT"
 
 def connect_timeout(args: argparse.Namespace) -> float:
     """The connect timeout: the flag, else the environment, else the
-    default. Raises ValueError for a value that is not a positive number."""
+    default. Raises ValueError for a value that is not a positive number
+    (nor inf or nan, which the flag's type refuses too: `finite_float`)."""
     given = getattr(args, "connect_timeout", None)
     if given is None:
         text = os.environ.get(CONNECT_TIMEOUT_ENV, "").strip()
@@ -49,7 +51,9 @@ def connect_timeout(args: argparse.Namespace) -> float:
         try:
             given = float(text)
         except ValueError:
-            raise ValueError(f"${CONNECT_TIMEOUT_ENV}={text!r} is not a number") from None
+            raise ValueError(f"${CONNECT_TIMEOUT_ENV}={clip(text)!r} is not a number") from None
+        if not math.isfinite(given):
+            raise ValueError(f"${CONNECT_TIMEOUT_ENV}={clip(text)!r} is not a finite number")
     if not given > 0:
         raise ValueError("the connect timeout must be positive")
     return float(given)

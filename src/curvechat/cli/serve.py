@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from curvechat.cli.common import EXIT_USAGE, CliError
-from curvechat.protocol.text import visible
+from curvechat.protocol.text import clip, visible
 
 if TYPE_CHECKING:
     from curvechat.store.etcd import EtcdSecurity
@@ -28,7 +28,7 @@ def _check_http(value: str) -> None:
     if not colon or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise CliError(
             "bad_argument",
-            f"--http {visible(value)!r}: give HOST:PORT (a port 0-65535)",
+            f"--http {visible(clip(value))!r}: give HOST:PORT (a port 0-65535)",
             EXIT_USAGE,
         )
 

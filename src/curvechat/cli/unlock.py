@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from curvechat.cli import agent
 from curvechat.cli.common import EXIT_USAGE, CliError, _home, _load_identity, no_identity
-from curvechat.protocol.text import visible
+from curvechat.protocol.text import clip, visible
 
 if TYPE_CHECKING:
     from curvechat.client.home import Home
@@ -27,7 +27,9 @@ def parse_lifetime(text: str) -> float:
     """``900``, ``90s``, ``15m``, ``2h``, ``1h30m`` → seconds (1 s … 24 h)."""
     m = _LIFETIME_RE.fullmatch(text.strip().lower())
     if m is None or not any(m.groups()):
-        raise CliError("bad_argument", f"--lifetime {text!r}: e.g. 900, 90s, 15m, 2h", EXIT_USAGE)
+        raise CliError(
+            "bad_argument", f"--lifetime {clip(text)!r}: e.g. 900, 90s, 15m, 2h", EXIT_USAGE
+        )
     hours, minutes, seconds = (int(g or 0) for g in m.groups())
     total = float(hours * 3600 + minutes * 60 + seconds)
     if not 1 <= total <= agent.MAX_LIFETIME_S:

@@ -11,13 +11,18 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
-from curvechat.protocol.errors import ConfigError
+from curvechat.protocol.errors import ConfigError, DataDirError
+from curvechat.protocol.text import clip, visible
 from curvechat.smallfiles import read_small_text
 
 IDENTITY_FILE = "identity.key"
 SERVER_FILE = "server"
 CACHE_FILE = "cache.db"
+NAME_ROOM = 40
+"""Room for the longest name a home holds (`identity.key` staged under a
+hidden name while `init` makes it)."""
 
 log = logging.getLogger("curvechat.client")
 
@@ -47,6 +52,29 @@ class Home:
     def cache(self) -> Path:
         return self.path / CACHE_FILE
 
+    def check(self) -> None:
+        """Raise DataDirError if no file can be made or looked for in the
+        home: a name in its path, or the path with a file name, longer than
+        the file system takes, or a lookup the system refuses. (The system
+        reports a long name only once the directories before it exist: a
+        home to make would fail half made.)"""
+        try:
+            path = Path(os.path.abspath(self.path))
+        except OSError as exc:  # a relative path, and the working directory is gone
+            self._refuse(exc.strerror or str(exc))
+        name_max, path_max = _name_limits(path)
+        if max(len(os.fsencode(part)) for part in path.parts) > name_max:
+            self._refuse(f"file name too long (a name in it is over {name_max} bytes)")
+        if len(os.fsencode(path)) + NAME_ROOM >= path_max:
+            self._refuse(f"file name too long (with its files, over {path_max} bytes)")
+        try:
+            self.identity.exists()
+        except OSError as exc:
+            self._refuse(exc.strerror or str(exc))
+
+    def _refuse(self, why: str) -> NoReturn:
+        raise DataDirError(f"cannot use the home {visible(clip(str(self.path)))}: {why}")
+
     def ensure(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
 
@@ -70,3 +98,14 @@ class Home:
             self.server_file.write_text(connect.strip() + "\n")
         except OSError as exc:
             log.warning("could not keep the server address in %s: %s", self.server_file, exc)
+
+
+def _name_limits(path: Path) -> tuple[int, int]:
+    """The longest file name and path the file system of `path` takes (of
+    the nearest directory above it that exists)."""
+    for where in [path, *path.parents]:
+        try:
+            return os.pathconf(where, "PC_NAME_MAX"), os.pathconf(where, "PC_PATH_MAX")
+        except (OSError, ValueError):
+            continue
+    return 255, 4096

@@ -22,6 +22,7 @@ from curvechat.crypto.identity import fingerprint, safety_number
 from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
 from curvechat.protocol.limits import is_user_name
+from curvechat.protocol.text import clip
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +50,13 @@ class Keys:
         pinned on first use into) the local pins. Raises KeyChanged."""
         for user in users:
             if not is_user_name(user):
-                raise NotReady(f"{user!r} is not a valid user name", "bad_name")
+                raise NotReady(f"{clip(user)!r} is not a valid user name", "bad_name")
         wanted = sorted(set(users))
         reply = await self.p.ask(m.Lookup(users=wanted), m.Directory)
         found = {u.user: u.sign_pub for u in reply.users if u.user in wanted}
         missing = sorted(set(users) - set(found))
         if missing:
-            raise ServerRefused(ErrorCode.NO_SUCH_USER, f"no such user: {', '.join(missing)}")
+            raise ServerRefused(ErrorCode.NO_SUCH_USER, f"no such user: {clip(', '.join(missing))}")
         for user, key in found.items():
             self.p.core.check_pin(user, key, directory=True)
         return found
@@ -65,7 +66,7 @@ class Keys:
         me, mine = self.p.me, self.p.identity.sign_pub
         pin = self.p.cache.pin_record(user)
         if pin is None:
-            raise NotReady(f"no key known for {user} (not connected?)", "no_such_user")
+            raise NotReady(f"no key known for {clip(user)} (not connected?)", "no_such_user")
         offered = self.p.cache.key_changes().get(user)
         return KeyInfo(
             user=user,
@@ -90,7 +91,7 @@ class Keys:
         if user == self.p.me:
             raise NotReady("your own key needs no verifying", "bad_name")
         if self.p.cache.pin(user) is None:
-            raise NotReady(f"no key known for {user}", "no_such_user")
+            raise NotReady(f"no key known for {clip(user)}", "no_such_user")
         if user in self.p.cache.key_changes():
             raise NotReady(
                 f"the key of {user} changed: accept the new one first (keys --accept)",
@@ -107,7 +108,7 @@ class Keys:
         """Accept the changed key of `user` (after comparing safety numbers):
         re-verify the rooms. The key is pinned unverified."""
         if self.p.cache.accept_key_change(user) is None:
-            raise NotReady(f"no key change is pending for {user}", "no_key_change")
+            raise NotReady(f"no key change is pending for {clip(user)}", "no_key_change")
         if self.p.conn.live:
             async with self.p.lock:
                 self.sync.recover.new_round(key_accepted=True)  # what it refused, tried again

@@ -24,6 +24,7 @@ from curvechat.crypto.roomkeys import EpochKey, new_epoch_key
 from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_BATCH, dm_members, dm_room, is_room_id
+from curvechat.protocol.text import clip
 
 HISTORY_MODES = ("all", "verified")
 
@@ -158,7 +159,7 @@ class RoomCommands:
 
         def build() -> tuple[m.AnyRequest, m.SignedOp]:
             if self.p.core.log(room).is_member(user):
-                raise NotReady(f"{user} is already a member of {room}", "already_member")
+                raise NotReady(f"{clip(user)} is already a member of {room}", "already_member")
             self.p.core.refuse_if_key_changed(room)
             signed = self._signed(room, "add", user, key)
             packets = self.p.core.history_for(room, user, key) if share else []
@@ -212,7 +213,7 @@ class RoomCommands:
             log = self.p.core.log(room)
             member = log.state.members.get(user)
             if member is None:
-                raise NotReady(f"{user} is not a member of {room}", "not_member")
+                raise NotReady(f"{clip(user)} is not a member of {room}", "not_member")
             signed = self._signed(room, "remove", user, member.key)
             after = log.state.apply(signed)[0]
             held = self.p.core.held(room)
@@ -233,7 +234,7 @@ class RoomCommands:
         def build() -> tuple[m.AnyRequest, m.SignedOp]:
             member = self.p.core.log(room).state.members.get(user)
             if member is None:
-                raise NotReady(f"{user} is not a member of {room}", "not_member")
+                raise NotReady(f"{clip(user)} is not a member of {room}", "not_member")
             signed = self._signed(room, "promote", user, member.key)
             return m.Promote(room=room, op=signed), signed
 
@@ -254,7 +255,7 @@ class RoomCommands:
             room = dm_room(self.p.me, user)
         except ValueError:
             raise NotReady(
-                f"a direct message needs another user's valid name, not {user!r}", "bad_name"
+                f"a direct message needs another user's valid name, not {clip(user)!r}", "bad_name"
             ) from None
         cached = self.p.cache.room(room)
         if cached is not None and not cached.left:

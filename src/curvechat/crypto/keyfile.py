@@ -226,8 +226,10 @@ class Staging:
             if p.exists():
                 break
             missing.append(p)
+        # outermost first, and before making them: a mkdir that fails half way
+        # (a name too long for the file system) leaves none of them behind
+        self.dirs += reversed(missing)
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.dirs += reversed(missing)  # outermost first
 
     def stage(self, target: Path, data: bytes) -> Path:
         """`data` in a new hidden file beside `target`, 0600 from the start."""

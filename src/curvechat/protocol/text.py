@@ -187,3 +187,15 @@ def split_lines(text: str) -> list[str]:
 def visible_lines(text: str) -> list[str]:
     """The lines of `text` (see `split_lines`), each made `visible`."""
     return [visible(line) for line in split_lines(text)]
+
+
+CLIP: Final = 80
+"""How much of a text a user gave an error message echoes."""
+
+
+def clip(text: str, limit: int = CLIP) -> str:
+    """`text` cut to its first `limit` characters, with "…" when it was
+    longer: an error that echoes what was typed (a name, a path, a room id)
+    says which, not all of a 100 kB argument. Still unsafe: pass the result
+    through `visible` (or `!r`) like the text itself."""
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from support.servers import ServerProcess, free_port
 
 SERVE = (sys.executable, "-m", "curvechat", "serve")
@@ -94,3 +96,39 @@ def test_a_token_file_that_cannot_be_made_is_http_token_naming_the_file(tmp_path
         last
     )
     assert "Traceback" not in got.stderr + got.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (("--bind", "tcp://127.0.0.1:99999"), "--bind"),
+        (("--bind", "tcp://127.0.0.1"), "--bind"),
+        (("--bind", "127.0.0.1:7700"), "--bind"),
+        (("--bind", f"tcp://{'a' * 300}:7700"), "--bind"),
+        (("--advertise", "garbage"), "--advertise"),
+        (("--advertise", "tcp://10.0.0.11"), "--advertise"),
+        (("--advertise", "tcp://10.0.0.11:0"), "--advertise"),
+        (("--advertise", "tcp://10.0.0.11:70000"), "--advertise"),
+        (("--advertise", "tcp://0.0.0.0:7700"), "--advertise"),
+        (("--store", "etcd://h:2379", "--link-bind", "tcp://h:99999"), "--link-bind"),
+    ],
+)
+def test_an_endpoint_that_cannot_be_used_is_refused_before_anything_starts(
+    tmp_path: Path, argv: tuple[str, ...], flag: str
+) -> None:
+    """A port over 65535 would be taken modulo 65536, an --advertise with
+    no port written into every connect string: both are usage errors. (The
+    data directory cannot be made: a start that got past the options would
+    end there, with another code.)"""
+    (tmp_path / "afile").write_text("")
+    bind = () if argv[0] == "--bind" else ("--bind", f"tcp://127.0.0.1:{free_port()}")
+    got = subprocess.run(
+        [*SERVE, "--data", str(tmp_path / "afile" / "d"), "--http", "", *bind, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert got.returncode == 2, got.stderr
+    line = got.stderr.strip()
+    assert line.startswith(f"curvechat: error [bad_argument]: {flag} "), line
+    assert "tcp://HOST:PORT" in line and len(line) < 300 and "\n" not in line, line

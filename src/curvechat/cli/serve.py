@@ -33,6 +33,44 @@ def _check_http(value: str) -> None:
         )
 
 
+_LISTEN_RE = re.compile(
+    r"tcp://(\*|\[[0-9A-Fa-f:.]+\]|[0-9A-Za-z](?:[0-9A-Za-z.-]*[0-9A-Za-z])?):([0-9]{1,5}|\*)",
+    re.ASCII,
+)
+
+
+def _check_endpoints(args: argparse.Namespace) -> None:
+    """--bind and --link-bind: tcp://HOST:PORT to listen on, HOST also *
+    (every address), PORT 1-65535, or 0 or * (any free one); --advertise:
+    tcp://HOST:PORT as a connect string carries it, with a host clients can
+    dial (not a wildcard). A host is at most 253 characters (DNS's limit)."""
+    from curvechat.protocol.connect import dialable
+
+    for flag, value in (("--bind", args.bind), ("--link-bind", args.link_bind)):
+        found = None if value is None else _LISTEN_RE.fullmatch(value)
+        if value is not None and (
+            found is None or len(found[1]) > 253 or int(found[2].replace("*", "0")) > 65535
+        ):
+            raise CliError(
+                "bad_argument",
+                f"{flag} {visible(clip(value))!r} must look like tcp://HOST:PORT"
+                " (a port 1-65535, or 0 or * for any free one)",
+                EXIT_USAGE,
+            )
+    advertise = args.advertise
+    if advertise is not None and (
+        not dialable(advertise)
+        or len(advertise) > len("tcp://:65535") + 253
+        or advertise.startswith(("tcp://0.0.0.0:", "tcp://[::]:"))
+    ):
+        raise CliError(
+            "bad_argument",
+            f"--advertise {visible(clip(advertise))!r} must look like tcp://HOST:PORT"
+            " (a port 1-65535), with a host clients can reach (not 0.0.0.0)",
+            EXIT_USAGE,
+        )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from curvechat.server.app import serve
     from curvechat.server.keys import ServerKeyError
@@ -49,6 +87,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError("bad_argument", "--influx-interval must be positive", EXIT_USAGE)
     if args.http:
         _check_http(args.http)
+    if args.link_bind is not None and not args.store:
+        raise CliError("bad_argument", "--link-bind needs --store", EXIT_USAGE)
+    _check_endpoints(args)
     if args.node_name is not None:
         from curvechat.server.node import NODE_NAME_RULE, valid_node_name
 
@@ -103,15 +144,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not (args.rebalance_after == 0 or 10 <= args.rebalance_after <= 86_400):
             raise CliError(
                 "bad_argument", "--rebalance-after must be 0 (never) or 10 … 86400", EXIT_USAGE
-            )
-    if args.link_bind is not None:
-        if not args.store:
-            raise CliError("bad_argument", "--link-bind needs --store", EXIT_USAGE)
-        if not re.fullmatch(r"tcp://[^\s/]+:(\d{1,5}|\*)", args.link_bind):
-            raise CliError(
-                "bad_argument",
-                "--link-bind must look like tcp://HOST:PORT or tcp://HOST:*",
-                EXIT_USAGE,
             )
     if args.link_advertise is not None:
         if not args.store:

@@ -159,6 +159,13 @@ def _endpoint_of(n: int, host_port: str, shown: str) -> str:
     return f"tcp://{host_port}"
 
 
+def dialable(endpoint: str) -> bool:
+    """Whether a connect string can carry `endpoint`: ``tcp://HOST:PORT``
+    with a port 1-65535 (what `serve --advertise` must give)."""
+    m = _HOST_PORT_RE.fullmatch(endpoint.removeprefix("tcp://"))
+    return endpoint.startswith("tcp://") and m is not None and 0 < int(m.group(2)) < 65536
+
+
 def _parse_item(n: int, item: str) -> ServerAddress:
     if item.startswith(SCHEME):
         host_port, slash, key = item[len(SCHEME) :].rpartition("/")

@@ -53,8 +53,9 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 def cmd_invite(args: argparse.Namespace) -> int:
     async def body(client: ChatClient) -> int:
-        result = await client.invite(args.room, args.user)
-        print(f"added {args.user} to {args.room}")
+        room = _resolve_room(client, args.room)
+        result = await client.invite(room, args.user)
+        print(f"added {args.user} to {room}")
         if not result.verified:
             print(
                 f"note: the key of {args.user} is unverified (first seen through the server)."
@@ -64,7 +65,7 @@ def cmd_invite(args: argparse.Namespace) -> int:
             )
         if not result.shared_history:
             print(
-                f"{args.user} gets no earlier messages: {args.room} shares history with"
+                f"{args.user} gets no earlier messages: {room} shares history with"
                 " verified members only; the room key was rotated"
             )
         return 0
@@ -74,8 +75,9 @@ def cmd_invite(args: argparse.Namespace) -> int:
 
 def cmd_remove(args: argparse.Namespace) -> int:
     async def body(client: ChatClient) -> int:
-        await client.remove(args.room, args.user)
-        print(f"removed {args.user} from {args.room}; the room key was rotated")
+        room = _resolve_room(client, args.room)
+        await client.remove(room, args.user)
+        print(f"removed {args.user} from {room}; the room key was rotated")
         return 0
 
     return _run(args, body)
@@ -83,8 +85,9 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     async def body(client: ChatClient) -> int:
-        await client.promote(args.room, args.user)
-        print(f"{args.user} is now an admin of {args.room}")
+        room = _resolve_room(client, args.room)
+        await client.promote(room, args.user)
+        print(f"{args.user} is now an admin of {room}")
         return 0
 
     return _run(args, body)
@@ -92,8 +95,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 def cmd_leave(args: argparse.Namespace) -> int:
     async def body(client: ChatClient) -> int:
-        await client.leave(args.room)
-        print(f"left {args.room}")
+        room = _resolve_room(client, args.room)
+        await client.leave(room)
+        print(f"left {room}")
         return 0
 
     return _run(args, body)

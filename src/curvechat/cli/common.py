@@ -288,9 +288,13 @@ def room_problem(room: str, *, create: bool = False) -> str | None:
 
 
 def _resolve_room(client: ChatClient, room: str) -> str:
+    """The room id `room` names: @user is the direct-message room with that
+    user (`bad_room` for your own name: there is no room with yourself)."""
     from curvechat.protocol.limits import dm_room, is_user_name
 
     if room.startswith("@") and is_user_name(room[1:]):
+        if room[1:] == client.me:
+            raise CliError("bad_room", f"{room} is you: a direct-message room is with another user")
         return str(dm_room(client.me, room[1:]))
     return room
 

@@ -93,10 +93,10 @@ def cmd_send(args: argparse.Namespace) -> int:
         print(f"curvechat: skipped {blank} blank line(s)", file=sys.stderr)
 
     async def body(client: ChatClient) -> int:
-        return await _send_lines(client, args.room, lines, args.timeout)
+        return await _send_lines(client, _resolve_room(client, args.room), lines, args.timeout)
 
     async def offline(client: ChatClient, away: Offline) -> int:
-        return _queue_offline(client, away, args.room, lines)
+        return _queue_offline(client, away, _resolve_room(client, args.room), lines)
 
     return asyncio.run(_with_client(args, body, offline=offline))
 

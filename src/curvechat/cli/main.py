@@ -5,7 +5,8 @@ Every client command opens the identity (passphrase from
 does one thing and exits. Errors are one line with a code, never a traceback.
 
 Exit codes: 0 done; 1 refused or failed (the message says why); 2 usage;
-3 no server reachable; 75 a message is queued but not yet acknowledged.
+3 no server reachable; 75 a message is queued but not yet acknowledged;
+130 interrupted (Ctrl-C).
 With no server reachable `send` queues and `history` and `rooms` answer from
 the local cache (`cli/offline.py`); how long a command waits to know that is
 `cli/reach.py`.

@@ -32,6 +32,7 @@ from curvechat.protocol import (
 )
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ServerAddress
+from curvechat.server import rooms as rooms_module
 from curvechat.server.node import ChatNode
 from curvechat.server.ratelimit import RateLimits
 from curvechat.store import Committed, NewMessage
@@ -558,3 +559,21 @@ async def test_a_frame_whose_handling_raises_is_answered_internal_and_the_pass_g
     assert refused.msg.code == "internal"
     pongs = {f.rid: f.msg for f in [await bob.reply(), await bob.reply()]}
     assert isinstance(pongs[first], m.Pong) and isinstance(pongs[second], m.Pong)
+
+
+async def test_the_node_keeps_a_bounded_number_of_room_views(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rooms created by the thousand grew the node for good (1.7 KiB each):
+    the least recently asked-for views go past ROOMS_KEPT, and a room let go
+    is read again from the store when it is asked for."""
+    monkeypatch.setattr(rooms_module, "ROOMS_KEPT", 3)
+    alice, bob, first = await _room(setup)
+    for i in range(5):
+        room = Room(alice.identity, f"more-{i}", [bob.identity])
+        assert isinstance(await alice.request(room.create), m.RoomChanged)
+    assert len(setup.node.rooms._rooms) == 3
+    assert setup.node.rooms.peek(first.name) is None
+    ack = await alice.request(first.send(alice.identity, "still here"))
+    assert isinstance(ack, m.SendAck) and ack.seq == 1
+    assert setup.node.rooms.peek(first.name) is not None

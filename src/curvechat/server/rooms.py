@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from curvechat.crypto.membership import MemberState, epoch_is_stale
+from curvechat.crypto.membership_rules import apply_op
 from curvechat.protocol import decode_member_op
 from curvechat.protocol.messages import SignedOp
 from curvechat.store import RoomRecord, Store
@@ -46,6 +47,7 @@ class RoomView:
 
 
 REFUSED_KEPT = 10_000  # refused users remembered per room version
+ROOMS_KEPT = 4_096  # rooms whose views are kept, the least recently asked for go first
 REPLAY_IN_THREAD = 64  # ops to verify above which the work leaves the event loop
 
 
@@ -72,9 +74,13 @@ def note_adder(adders: dict[str, str], kind: str, actor: str, target: str) -> No
 
 
 def _extend(state: MemberState, ops: Sequence[SignedOp]) -> MemberState:
+    """`state` after `ops`, in one copy of its members (`MemberState.apply`
+    copies them at each op: a first load of a log of n adds cost n^2)."""
+    members, index, head = state.members, state.index, state.head
     for signed in ops:
-        state, _ = state.apply(signed)
-    return state
+        op, head = apply_op(state.room, index, head, members, signed)
+        index = op.index
+    return MemberState(state.room, index, head, members)
 
 
 class RoomCache:
@@ -85,8 +91,21 @@ class RoomCache:
     async def get(self, room: str) -> RoomView | None:
         view = self._rooms.get(room)
         if view is None:
-            view = await self.reload(room)
+            return await self.reload(room)
+        self._keep(view)
         return view
+
+    def _keep(self, view: RoomView) -> None:
+        """Cache `view` as its room's newest, and let the least recently
+        asked-for rooms go past ROOMS_KEPT (a user creating rooms by the
+        thousand grew the node by 1.7 KiB each, for good). A room let go is
+        read from the store again when asked for: the store, whose compares
+        fence every change, is the truth, not this cache."""
+        rooms = self._rooms
+        rooms.pop(view.record.room, None)
+        rooms[view.record.room] = view
+        while len(rooms) > ROOMS_KEPT:
+            del rooms[next(iter(rooms))]
 
     async def reload(self, room: str) -> RoomView | None:
         """The room as the store has it now, from the cached view plus the ops
@@ -116,7 +135,7 @@ class RoomCache:
         view = RoomView(record=record, state=state, last_departure=last, adders=adders)
         if old is not None:
             view.lock = old.lock
-        self._rooms[room] = view
+        self._keep(view)
         return view
 
     @staticmethod
@@ -127,7 +146,7 @@ class RoomCache:
         view.refused.add(user)
 
     def put(self, view: RoomView) -> None:
-        self._rooms[view.record.room] = view
+        self._keep(view)
 
     def peek(self, room: str) -> RoomView | None:
         """The cached view, without loading it."""

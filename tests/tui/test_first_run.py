@@ -397,3 +397,32 @@ async def test_a_saved_server_file_that_cannot_be_read_is_asked_for_again(
         app.screen.query_one("#setup-server", Input).value = server.connect
         await pilot.click("#setup-ok")
         await until(pilot, lambda: app.chat is not None, "chat screen")
+
+
+async def test_quitting_once_the_registration_was_sent_keeps_the_identity(
+    server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server may have bound the name to the key by then: removing the
+    identity (as the first run did on any exception) lost the name."""
+    import asyncio
+
+    from curvechat.client import enroll
+    from curvechat.crypto.identity import Identity
+    from curvechat.protocol.connect import parse_connect
+
+    async def sent_then_quit(
+        *args: object, progress: enroll.Progress | None = None, **kw: object
+    ) -> bool:
+        if progress is not None:
+            progress.sent = True
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(enroll, "register", sent_then_quit)
+    home = Home(tmp_path / "h")
+    app = CurvechatApp(ChatSettings(home=home.path, client_options=FAST, cursor_blink=False))
+    async with app.run_test(size=(80, 24)):
+        with pytest.raises(asyncio.CancelledError):
+            await app._enroll(
+                home, Identity.generate("dora"), b"one passphrase", parse_connect(server.connect)
+            )
+    assert home.identity.exists()

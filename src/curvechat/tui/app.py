@@ -8,6 +8,7 @@ a client passed in (tests, demos) stays the caller's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, ClassVar
 
@@ -162,7 +163,7 @@ class CurvechatApp(App[int]):
         server answered: it registers on its first connection, as before).
         None: kept; else what to ask again ("server", "name"), or "fatal"
         (the home cannot take it), and why."""
-        from curvechat.client.enroll import Unreachable, keep, register
+        from curvechat.client.enroll import Progress, Unreachable, keep, register
         from curvechat.client.errors import ClientError, KeyMismatch, ServerRefused
         from curvechat.crypto.keyfile import Staging, sealed_identity
         from curvechat.protocol import ErrorCode
@@ -177,6 +178,7 @@ class CurvechatApp(App[int]):
             return "fatal", f"cannot write your identity in {home.path}: {exc}"
         self.notify(f"registering {identity.user}…", timeout=5, markup=False)
         note = None  # why it is kept unconfirmed, if it is
+        progress = Progress()
         try:
             if not await register(
                 identity,
@@ -184,6 +186,7 @@ class CurvechatApp(App[int]):
                 wait=REGISTER_WAIT_S,
                 timeout=REGISTER_TIMEOUT_S,
                 client_id="curvechat-tui",
+                progress=progress,
             ):
                 note = (
                     f"the server did not confirm {identity.user}'s registration;"
@@ -199,7 +202,11 @@ class CurvechatApp(App[int]):
         except (Unreachable, RuntimeError) as exc:
             note = f"not registered yet ({exc}); it is, on the first connection"
         except BaseException:
-            created.undo()
+            if not progress.sent:
+                created.undo()
+            else:  # (quit once it was sent) the name may be bound to this key
+                with contextlib.suppress(ClientError):
+                    keep(staged, home.identity)
             raise
         try:
             keep(staged, home.identity)

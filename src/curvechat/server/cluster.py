@@ -33,7 +33,7 @@ from curvechat.server.node import ChatNode
 from curvechat.server.nodelink import NodeLink
 from curvechat.server.storeguard import StoreGuard
 from curvechat.server.watchfan import WatchFanout
-from curvechat.store import NodeNameTaken, StoreUnavailable
+from curvechat.store import NodeNameTaken, StoreRefused, StoreUnavailable
 from curvechat.store.etcd import EtcdStore
 from curvechat.store.etcd.feed import (
     ClusterFeed,
@@ -334,11 +334,15 @@ class Cluster:
 async def retrying(what: str, call: Callable[[], Awaitable[T]]) -> T:
     """`call()`, again while etcd is briefly unavailable (a leader change, a
     member lost) for up to START_RETRY_S: a node starting in the middle of
-    one must not exit for it."""
+    one must not exit for it. Not when etcd refused this node's set-up
+    (`StoreRefused`: credentials, TLS): that stays until the operator
+    fixes it, and is said at once."""
     deadline = time.monotonic() + START_RETRY_S
     while True:
         try:
             return await call()
+        except StoreRefused:
+            raise
         except StoreUnavailable as exc:
             if time.monotonic() >= deadline:
                 raise

@@ -286,10 +286,13 @@ def failure(
             f"{where} refused this node's TLS client certificate ({given}):"
             " etcd asks for one signed by its CA (--etcd-cert, --etcd-key)",
         )
-    # At once a closed (or reset) connection: maybe TLS on one side only.
+    # At once a closed (or reset) connection: TLS on one side only, most
+    # likely, which no retry mends (not one etcd down or electing a leader).
     hint = ""
     if opening and sec.tls and "Handshake read failed" in details:
         hint = " (does it serve plaintext (etcd://)?)"
     elif opening and not sec.tls and ("Socket closed" in details or "reset by peer" in details):
         hint = " (if etcd serves TLS on that port, use etcds://)"
-    return StoreUnavailable(f"{where}: {code}: {details}{hint}")
+    if hint:
+        return StoreRefused("store_unavailable", f"{where}: {code}: {details}{hint}")
+    return StoreUnavailable(f"{where}: {code}: {details}")

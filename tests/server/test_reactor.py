@@ -269,6 +269,17 @@ async def test_heartbeats_declare_a_silent_peer_dead(
         hub.close()
 
 
+async def _pushes(peer: Peer, count: int) -> list[m.StoredMessage]:
+    """The next `count` messages pushed to `peer`, one to a frame."""
+    pushes = []
+    async with asyncio.timeout(10):
+        while len(pushes) < count:
+            frame = decode_server_frame(await peer.sock.recv())
+            if isinstance(frame.msg, m.MessagePush):
+                pushes.append(frame.msg.message)
+    return pushes
+
+
 async def test_a_duplicate_send_is_pushed_again(setup: Setup) -> None:
     """A resend of a stored message gets the original ack, and the other
     members its push once more: the first commit may have gone unpushed
@@ -279,12 +290,7 @@ async def test_a_duplicate_send_is_pushed_again(setup: Setup) -> None:
     again = await alice.request(send)
     assert isinstance(first, m.SendAck) and isinstance(again, m.SendAck)
     assert (again.seq, again.ts, again.duplicate) == (first.seq, first.ts, True)
-    pushes = []
-    async with asyncio.timeout(10):
-        while len(pushes) < 2:
-            frame = decode_server_frame(await bob.sock.recv())
-            if isinstance(frame.msg, m.MessagePush):
-                pushes.append(frame.msg.message)
+    pushes = await _pushes(bob, 2)
     assert [(p.seq, p.envelope.txn) for p in pushes] == [(first.seq, send.envelope.txn)] * 2
 
 
@@ -308,12 +314,7 @@ async def test_a_resend_with_other_contents_is_pushed_as_stored(setup: Setup) ->
     first = await alice.request(send)
     again = await alice.request(other)
     assert isinstance(again, m.SendAck) and (again.seq, again.duplicate) == (first.seq, True)
-    pushes = []
-    async with asyncio.timeout(10):
-        while len(pushes) < 2:
-            frame = decode_server_frame(await bob.sock.recv())
-            if isinstance(frame.msg, m.MessagePush):
-                pushes.append(frame.msg.message)
+    pushes = await _pushes(bob, 2)
     assert [p.envelope for p in pushes] == [send.envelope] * 2
 
 

@@ -79,15 +79,18 @@ PEER_MESSAGES_COUNTED = 10_000
 names the figure: unbounded, one user could make the counter say anything)."""
 
 
-async def push_stored(node: NodeContext, at: list[tuple[str, int, bytes]]) -> None:
-    """Push again what the store holds at each (room, seq) of `at`, to every
-    connection of its members but the one named (the resend's): the
-    originals of duplicate sends, whose first push may not have gone out (an
-    answer lost to a deadline while etcd committed it). Never a resend's own
-    envelope: a sender may resend a txn with other contents, and members
-    would be handed at that seq what the store does not hold there. Best
-    effort: what cannot be read is not pushed."""
-    for room, seq, skip in at:
+async def push_stored(node: NodeContext, at: list[tuple[str, int, bytes, int]]) -> None:
+    """Push again the message stored at each (room, seq) of `at`, to every
+    connection of its members but the one named (the resend's), if it is
+    no longer than the resend's envelope (the last item, in bytes): the
+    original of a duplicate send, whose first push may not have gone out (an
+    answer lost to a deadline while etcd committed it; the client's resend
+    is sealed again, so its bytes differ, but not its size). Never the
+    resend's own envelope: it would hand members at that seq what the store
+    does not hold there. And not a stored message longer than the resend:
+    a resend of a few bytes would make the node push up to 64 KiB, to every
+    member's connections. Best effort: what cannot be read is not pushed."""
+    for room, seq, skip, resent in at:
         try:
             rows = await node.store.messages(room, after=seq - 1, limit=1)
             view = await node.rooms.get(room)
@@ -96,7 +99,7 @@ async def push_stored(node: NodeContext, at: list[tuple[str, int, bytes]]) -> No
         if view is None:
             continue
         for row in rows:
-            if row.seq == seq:
+            if row.seq == seq and len(row.envelope) <= resent:
                 push = message_push(room, seq, row.ts_ms, row.envelope)
                 node.metrics.messages_delivered.inc(node.push(view.members(), push, skip=skip))
 
@@ -282,7 +285,7 @@ class Handlers(RoomHandlers):
         self.node.metrics.store_commit_seconds.observe(time.perf_counter() - t0)
         if done.duplicate:
             if not done.remote:  # pushed again as stored: see SendBatches._answer
-                await push_stored(self.node, [(env.room, done.seq, sess.routing_id)])
+                await push_stored(self.node, [(env.room, done.seq, sess.routing_id, len(body))])
         else:
             self.node.metrics.messages_accepted.inc()
         if not done.remote and not done.duplicate:

@@ -145,10 +145,10 @@ class SendBatches:
 
     def _answer(
         self, sends: list[PlainSend], results: list[Committed], now: float
-    ) -> tuple[list[PlainSend], list[tuple[str, int, bytes]]]:
+    ) -> tuple[list[PlainSend], list[tuple[str, int, bytes, int]]]:
         """Push and ack every committed message, in commit order; returns the
         stale ones (the room changed before the commit) and the (room, seq) of
-        the duplicates (and the resend's connection), to push again as stored
+        the duplicates (with the resend's connection and size), to push again
         (`handlers.push_stored`)."""
         node = self.node
         accepted = delivered = 0
@@ -156,7 +156,7 @@ class SendBatches:
         delivered_t0: list[float] = []  # the t0 of each send pushed to someone
         members: dict[str, list[str]] = {}
         stale: list[PlainSend] = []
-        duplicates: list[tuple[str, int, bytes]] = []
+        duplicates: list[tuple[str, int, bytes, int]] = []
         out = node.fanout()
         for s, done in zip(sends, results, strict=True):
             if done.stale:
@@ -169,7 +169,7 @@ class SendBatches:
             env = s.env
             if done.duplicate:
                 if not done.remote:  # (a remote one is pushed by the owner and the watch)
-                    duplicates.append((env.room, done.seq, s.sess.routing_id))
+                    duplicates.append((env.room, done.seq, s.sess.routing_id, len(s.msg.envelope)))
             else:
                 accepted += 1
             if not done.remote and not done.duplicate:

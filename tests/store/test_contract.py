@@ -748,3 +748,10 @@ async def test_a_page_read_stops_past_its_byte_budget(store: Store) -> None:
     seqs = [r.seq for r in await store.messages("r", after=30, before=35, max_bytes=1)]
     assert seqs == [31]
     assert len(await store.messages("r", after=0, limit=40)) == 40
+
+
+async def test_member_counts(store: Store) -> None:
+    await make_room(store, "r1", ["alice", "bob"])
+    await make_room(store, "r2")
+    assert await store.member_counts(["r1", "r2", "nope"]) == {"r1": 2, "r2": 1}
+    assert await store.member_counts([]) == {}

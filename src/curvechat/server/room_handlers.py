@@ -325,9 +325,15 @@ class RoomHandlers:
         assert sess.user is not None
         records = await self.store.rooms_of(sess.user)
         infos = []
+        # The views kept, else the store's counts (one read): reading every
+        # room's view would push the rooms out of the node's cache for a user
+        # in more than it keeps, and replay their logs at every list.
+        views = {r.room: self.node.rooms.peek(r.room) for r in records}
+        counts = await self.store.member_counts([r for r, v in views.items() if v is None])
         for record in records:
-            view = await self.node.rooms.get(record.room)
-            infos.append(room_info(record, len(view.state.members) if view else 0))
+            view = views[record.room]
+            count = len(view.state.members) if view else counts.get(record.room, 0)
+            infos.append(room_info(record, count))
         return m.RoomList(rooms=infos)
 
     async def members(self, sess: Session, req: m.Members) -> m.AnyReply:

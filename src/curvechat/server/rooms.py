@@ -15,6 +15,7 @@ has already verified.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -87,6 +88,10 @@ class RoomCache:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._rooms: dict[str, RoomView] = {}
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        """Each room's lock while anything holds it (a view kept here, or one
+        a request still works on after this cache let it go): a view read
+        again takes the same lock, so changes to a room stay one at a time."""
 
     async def get(self, room: str) -> RoomView | None:
         view = self._rooms.get(room)
@@ -104,6 +109,7 @@ class RoomCache:
         rooms = self._rooms
         rooms.pop(view.record.room, None)
         rooms[view.record.room] = view
+        self._locks.setdefault(view.record.room, view.lock)
         while len(rooms) > ROOMS_KEPT:
             del rooms[next(iter(rooms))]
 
@@ -115,9 +121,10 @@ class RoomCache:
             self._rooms.pop(room, None)
             return None
         old = self._rooms.get(room)
-        if old is not None and (record.op_head, record.epoch) == (
+        if old is not None and (record.op_head, record.epoch, record.op_head) == (
             old.record.op_head,
             old.record.epoch,
+            old.state.index,
         ):
             old.record = record  # only the message head moved: same view, same refusals
             return old
@@ -132,9 +139,10 @@ class RoomCache:
         else:
             state = _extend(base, ops)
         last, adders = _log_facts(ops, last, adders)
-        view = RoomView(record=record, state=state, last_departure=last, adders=adders)
-        if old is not None:
-            view.lock = old.lock
+        lock = old.lock if old is not None else self._locks.get(room)
+        if lock is None:
+            lock = self._locks[room] = asyncio.Lock()
+        view = RoomView(record=record, state=state, last_departure=last, adders=adders, lock=lock)
         self._keep(view)
         return view
 

@@ -282,6 +282,11 @@ class Store(abc.ABC):
         """Current members of the room -> is admin. Raises NoSuchRoom."""
 
     @abc.abstractmethod
+    async def member_counts(self, rooms: Sequence[str]) -> dict[str, int]:
+        """How many members each of `rooms` has now, in as few reads as the
+        backend can (a room that does not exist is left out)."""
+
+    @abc.abstractmethod
     async def rooms_of(self, user: str) -> list[RoomRecord]:
         """The rooms `user` is currently a member of, sorted by room id."""
 

@@ -262,6 +262,9 @@ class SQLiteStore(Store):
     async def members(self, room: str) -> dict[str, bool]:
         return await self._run(functools.partial(q.members, room=room))
 
+    async def member_counts(self, rooms: Sequence[str]) -> dict[str, int]:
+        return await self._run(functools.partial(q.member_counts, rooms=list(rooms)))
+
     async def rooms_of(self, user: str) -> list[RoomRecord]:
         return await self._run(functools.partial(q.rooms_of, user=user))
 

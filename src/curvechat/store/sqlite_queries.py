@@ -246,6 +246,19 @@ def ops(
     return transaction(conn, body, write=False)
 
 
+def member_counts(conn: sqlite3.Connection, rooms: list[str]) -> dict[str, int]:
+    def body() -> dict[str, int]:
+        out: dict[str, int] = {}
+        for i in range(0, len(rooms), _IN_CHUNK):
+            chunk = rooms[i : i + _IN_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            sql = f"SELECT room, COUNT(*) FROM members WHERE room IN ({marks}) GROUP BY room"
+            out.update((r[0], int(r[1])) for r in conn.execute(sql, chunk))
+        return out
+
+    return transaction(conn, body, write=False)
+
+
 def members(conn: sqlite3.Connection, room: str) -> dict[str, bool]:
     def body() -> dict[str, bool]:
         _require_room(conn, room)

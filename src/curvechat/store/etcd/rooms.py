@@ -278,6 +278,13 @@ class EtcdRooms(EtcdClient):
         kvs = await self._room_range(room, self._k("r", q(room), "mem", ""))
         return {uq(tail(kv.key)): kv.value == b"1" for kv in kvs}
 
+    async def member_counts(self, rooms: Sequence[str]) -> dict[str, int]:
+        subs = [self._k("r", q(room), "mem", "") for room in rooms]
+        got = await self._read_many(
+            [rpc.RangeRequest(key=s, range_end=prefix_end(s), keys_only=True) for s in subs]
+        )
+        return {room: len(kvs) for room, kvs in zip(rooms, got, strict=True) if kvs}
+
     async def rooms_of(self, user: str) -> list[RoomRecord]:
         sub = self._k("u", q(user), "rooms", "")
         kvs = await self._range(sub, prefix_end(sub), keys_only=True)

@@ -25,6 +25,7 @@ from curvechat.server.node import ChatNode
 from curvechat.server.silent import SILENT_S, Silent, shut_down
 from curvechat.store.sqlite import SQLiteStore
 
+from support.nodes import running_node
 from support.raw import RawClient
 from support.servers import ServerProcess
 
@@ -79,16 +80,8 @@ def test_ids_named_ahead_of_the_counter_do_not_abort_the_node(tmp_path: Path) ->
 
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[ChatNode]:
-    store = SQLiteStore(tmp_path / "store.db")
-    await store.open()
-    public, secret = zmq.curve_keypair()
-    chat = ChatNode(store, public_key=public, secret_key=secret, bind="tcp://127.0.0.1:0")
-    await chat.start()
-    try:
+    async with running_node(SQLiteStore(tmp_path / "store.db")) as chat:
         yield chat
-    finally:
-        await chat.stop()
-        await store.close()
 
 
 async def test_a_connection_that_does_not_speak_is_closed(node: ChatNode) -> None:

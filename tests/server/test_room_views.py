@@ -24,6 +24,7 @@ from curvechat.store.base import EpochRecord, PacketRecord, RoomRecord
 
 from .test_error_codes import create_request
 from .test_reactor import Peer
+from support.nodes import running_node
 
 
 class GatedEpochs(SQLiteStore):
@@ -46,16 +47,11 @@ class GatedEpochs(SQLiteStore):
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[ChatNode]:
     store = GatedEpochs(tmp_path / "store.db")
-    await store.open()
-    public, secret = zmq.curve_keypair()
-    chat = ChatNode(store, public_key=public, secret_key=secret, bind="tcp://127.0.0.1:0")
-    await chat.start()
-    try:
-        yield chat
-    finally:
-        store.gate.set()
-        await chat.stop()
-        await store.close()
+    async with running_node(store) as chat:
+        try:
+            yield chat
+        finally:
+            store.gate.set()  # nothing left waiting when the node stops
 
 
 async def test_a_view_let_go_during_a_change_keeps_the_rooms_lock(

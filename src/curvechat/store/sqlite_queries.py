@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -123,16 +123,20 @@ def user_for_transport(conn: sqlite3.Connection, transport_pub: bytes) -> str | 
     return None if row is None else str(row[0])
 
 
+def _rows_in(conn: sqlite3.Connection, sql: str, names: Sequence[str]) -> Iterator[tuple[Any, ...]]:
+    """The rows of `sql` (whose "{}" is the list of "?" for "IN ({})") for
+    all of `names`, _IN_CHUNK names a query."""
+    for i in range(0, len(names), _IN_CHUNK):
+        chunk = names[i : i + _IN_CHUNK]
+        yield from conn.execute(sql.format(", ".join("?" * len(chunk))), chunk)
+
+
 def users(conn: sqlite3.Connection, wanted: Sequence[str]) -> dict[str, UserRecord]:
     def body() -> dict[str, UserRecord]:
         found: dict[str, UserRecord] = {}
-        for i in range(0, len(wanted), _IN_CHUNK):
-            chunk = wanted[i : i + _IN_CHUNK]
-            marks = ", ".join("?" * len(chunk))
-            for row in conn.execute(
-                f"SELECT user, sign_pub, registered_ms FROM users WHERE user IN ({marks})", chunk
-            ):
-                found[row[0]] = UserRecord(row[0], row[1], row[2])
+        sql = "SELECT user, sign_pub, registered_ms FROM users WHERE user IN ({})"
+        for row in _rows_in(conn, sql, wanted):
+            found[row[0]] = UserRecord(row[0], row[1], row[2])
         return found
 
     return transaction(conn, body, write=False)
@@ -248,13 +252,8 @@ def ops(
 
 def member_counts(conn: sqlite3.Connection, rooms: list[str]) -> dict[str, int]:
     def body() -> dict[str, int]:
-        out: dict[str, int] = {}
-        for i in range(0, len(rooms), _IN_CHUNK):
-            chunk = rooms[i : i + _IN_CHUNK]
-            marks = ", ".join("?" * len(chunk))
-            sql = f"SELECT room, COUNT(*) FROM members WHERE room IN ({marks}) GROUP BY room"
-            out.update((r[0], int(r[1])) for r in conn.execute(sql, chunk))
-        return out
+        sql = "SELECT room, COUNT(*) FROM members WHERE room IN ({}) GROUP BY room"
+        return {r[0]: int(r[1]) for r in _rows_in(conn, sql, rooms)}
 
     return transaction(conn, body, write=False)
 

@@ -31,6 +31,9 @@ SCRIPT = textwrap.dedent(
     from curvechat.client.connection import Connection
     from curvechat.protocol import messages as m
 
+    # Ctrl-C as in a terminal, whatever this process inherited (a job started
+    # in the background by a non-interactive shell ignores SIGINT).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     when = sys.argv[1]
 
     def ctrl_c():

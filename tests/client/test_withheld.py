@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from curvechat.client.cache import Cache
-from curvechat.client.withheld import MAX_WITHHELD, missing, said, within
+from curvechat.client.withheld import MAX_WITHHELD, Ask, missing, pages, said, within
 from curvechat.client.withheldrows import without
+from curvechat.protocol import messages as m
+from curvechat.protocol.limits import REPLY_BUDGET_BYTES
 
 KEY = bytes(32)
 
@@ -103,3 +105,49 @@ def test_a_room_holds_at_most_its_budget_of_withheld_seqs() -> None:
     assert within([(1, 4000), (5000, 9000), (9500, 12000)], 10_000) == [(1, 4000), (5000, 9000)]
     assert within([(1, 1)], 0) == []
     assert within([(1, MAX_WITHHELD)], MAX_WITHHELD) == [(1, MAX_WITHHELD)]
+
+
+def _stored(seq: int, size: int) -> m.StoredMessage:
+    env = m.Envelope(
+        room="r", epoch=0, sender="alice", txn=f"t{seq}", nonce=bytes(24), ct=bytes(size),
+        sig=bytes(64),
+    )  # fmt: skip
+    return m.StoredMessage(seq=seq, ts=1, envelope=env)
+
+
+def _node(held: dict[int, int]) -> Ask:
+    """An honest node's `history` over `held` (seq -> ciphertext size): pages
+    cut at its reply budget, as `server/handlers.py` cuts them."""
+
+    async def ask(req: m.AnyRequest, _kind: object) -> m.Messages:
+        assert isinstance(req, m.History) and req.after is not None
+        items, budget = [], REPLY_BUDGET_BYTES
+        for seq in range(req.after + 1, req.after + req.limit + 1):
+            if seq in held:
+                if items and budget - held[seq] < 0:
+                    break
+                budget -= held[seq]
+                items.append(_stored(seq, held[seq]))
+        return m.Messages(room="r", items=items, head=max(held))
+
+    return ask
+
+
+@pytest.mark.parametrize(
+    ("held", "hi", "got", "last"),
+    [
+        ({s: 100 for s in range(1, 1201)}, 1200, 1200, 1200),  # full pages: on to the end
+        ({s: 64_000 for s in range(1, 41)}, 40, 40, 40),  # pages cut at the budget
+        ({s: 100 for s in (*range(1, 5), *range(11, 21))}, 20, 14, None),  # 5-10 left out
+        ({s: 100 for s in range(3, 9)}, 20, 6, None),  # a short page ends the range
+    ],
+)
+async def test_pages_go_on_after_full_and_cut_pages_only(
+    held: dict[int, int], hi: int, got: int, last: int | None
+) -> None:
+    """A range asked for again was asked one page a time: a range of more
+    than a page (500), or of long messages, came over several connections."""
+    seen = [p async for p in pages(_node(held), "r", 0, hi)]
+    assert sum(len(p.items) for p in seen) == got
+    assert seen[-1].last == last
+    assert all(p.last is not None for p in seen[:-1])

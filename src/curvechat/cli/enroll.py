@@ -187,23 +187,13 @@ def _keep_sent(home: Home, staged: Path, created: Staging, server: str | None) -
     """After a registration that may have reached the server and was not
     seen through: the staged identity becomes the home's and the server is
     remembered, as for an unconfirmed one. Says where the identity is."""
-    from curvechat.client.enroll import keep
-    from curvechat.client.errors import ClientError
+    from curvechat.client.enroll import keep_sent
 
     created.keep(staged)
     if server is not None:
         home.save_server(server)
-    try:
-        keep(staged, home.identity)
-    except ClientError:
-        try:  # it may be in place already: stopped during or just after the link
-            there = home.identity.exists()
-            moved = there and (not staged.exists() or home.identity.samefile(staged))
-        except OSError:
-            moved = False
-        if not moved:
-            return f"in {staged} (rename it to {home.identity})"
-        staged.unlink(missing_ok=True)
+    if keep_sent(staged, home.identity) == staged:
+        return f"in {staged} (rename it to {home.identity})"
     return f"in {home.identity}"
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "Unreachable",
     "WriteFailed",
     "keep",
+    "keep_sent",
     "key_refused",
     "mismatch",
     "reach_node",
@@ -203,6 +204,24 @@ async def register(
     if progress.sent:
         return False
     raise Unreachable(f"no server answered within {timeout:g} s ({detail})")
+
+
+def keep_sent(staged: Path, target: Path) -> Path:
+    """After a registration that may have reached a node and was not seen
+    through (a Ctrl-C, the app quit): the staged identity becomes `target`
+    if it can (it may hold the key the name is bound to); where it is now.
+    Never raises for the link: it stays `staged` then."""
+    try:
+        keep(staged, target)
+    except ClientError:
+        try:  # it may be in place already: stopped during or just after the link
+            moved = target.exists() and (not staged.exists() or target.samefile(staged))
+        except OSError:
+            moved = False
+        if not moved:
+            return staged
+        staged.unlink(missing_ok=True)
+    return target
 
 
 def keep(staged: Path, target: Path) -> None:

@@ -31,7 +31,7 @@ from curvechat.client.model import CachedMessage
 from curvechat.client.parts import Parts
 from curvechat.client.recover import Recover
 from curvechat.client.recovery import keeps_envelope
-from curvechat.client.withheld import Withheld, cut_at_budget
+from curvechat.client.withheld import Withheld, pages
 from curvechat.protocol import ErrorCode, encode
 from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_BATCH, MAX_PAGE
@@ -368,22 +368,14 @@ class Sync:
             reply = await ahead
 
     async def fill_gap(self, room: str, cursor: int, upto: int) -> None:
-        """Fetch the messages between the cursor and a pushed seq (Clone pattern)."""
-        while cursor < upto - 1:
-            top = min(upto - 1, cursor + MAX_PAGE)  # all stored: `upto` was pushed
-            reply = await self.p.ask(
-                m.History(room=room, after=cursor, limit=top - cursor), m.Messages
+        """Fetch the messages between the cursor and a pushed seq (Clone
+        pattern): all are stored, since `upto` was pushed, so what the
+        server does not give is recorded as withheld."""
+        async for page in pages(self.p.ask, room, cursor, upto - 1):
+            await self.ingest_page(room, page.items, live=False)
+            self.withheld.note(
+                room, page.after, page.items, upto - 1 if page.last is None else page.last
             )
-            await self.ingest_page(room, reply.items, live=False)
-            seqs = {i.seq for i in reply.items if cursor < i.seq <= top}
-            if len(seqs) < top - cursor:
-                if not seqs or not cut_at_budget(reply.items):
-                    # A short page: the server will not give the rest either.
-                    self.withheld.note(room, cursor, reply.items, upto - 1)
-                    return
-                top = max(seqs)  # cut at the node's reply budget: go on after it
-            self.withheld.note(room, cursor, reply.items, top)
-            cursor = top
 
     async def older(self, room: str, before: int | None, limit: int) -> None:
         """Fetch a page of older history into the cache (lock taken here)."""

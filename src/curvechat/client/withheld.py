@@ -36,7 +36,8 @@ what a message says (`ingest_page`, through the trust core, does).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, NamedTuple
 
 from curvechat.client import events as ev
 from curvechat.client.errors import ServerRefused
@@ -56,6 +57,7 @@ read part of its store leaves gaps of a message run each (at most 64 KiB
 of envelopes)."""
 
 Ingest = Callable[[str, list[m.StoredMessage]], Awaitable[int]]
+Ask = Callable[[m.AnyRequest, Any], Awaitable[Any]]
 
 
 def missing(after: int, served: Iterable[int], top: int | None = None) -> list[tuple[int, int]]:
@@ -80,6 +82,36 @@ def cut_at_budget(items: Iterable[m.StoredMessage]) -> bool:
     page only when the next envelope, at most `MAX_CIPHERTEXT_BYTES` and its
     names, would pass the whole budget)."""
     return sum(len(item.envelope.ct) for item in items) >= REPLY_BUDGET_BYTES // 2
+
+
+class Page(NamedTuple):
+    after: int
+    """The seq the page was asked for after."""
+    items: list[m.StoredMessage]
+    """What it held of the range, in the order it came."""
+    last: int | None
+    """The seq it speaks for up to (the next page goes on after it), or
+    None: it ends the range early, the server will not give the rest."""
+
+
+async def pages(ask: Ask, room: str, after: int, hi: int) -> AsyncIterator[Page]:
+    """The messages of `room` in after+1..hi, a `history` page at a time:
+    a page holding fewer than asked for ends them (`last` None), unless the
+    node cut it at its reply budget (`cut_at_budget`): then the next goes
+    on after it. Each page moves past at least one seq, so there are at
+    most hi - after of them."""
+    while after < hi:
+        top = min(hi, after + MAX_PAGE)
+        reply = await ask(m.History(room=room, after=after, limit=top - after), m.Messages)
+        items = [item for item in reply.items if after < item.seq <= top]
+        seqs = {item.seq for item in items}
+        if len(seqs) < top - after:
+            if not seqs or not cut_at_budget(reply.items):
+                yield Page(after, items, None)
+                return
+            top = max(seqs)
+        yield Page(after, items, top)
+        after = top
 
 
 def within(ranges: list[tuple[int, int]], room_left: int) -> list[tuple[int, int]]:
@@ -168,20 +200,11 @@ class Withheld:
             self._turn = (room, lo)
             if room in gone:
                 continue
-            after = lo - 1
-            while after < hi:
-                ask = m.History(room=room, after=after, limit=min(hi - after, MAX_PAGE))
-                try:
-                    reply = await self.p.ask(ask, m.Messages)
-                except ServerRefused as exc:
-                    if exc.code in (ErrorCode.NOT_MEMBER, ErrorCode.NO_SUCH_ROOM):
-                        gone.add(room)
-                        break
+            try:
+                async for page in pages(self.p.ask, room, lo - 1, hi):
+                    if page.items:  # stored in their place, they leave the record
+                        await ingest(room, page.items)
+            except ServerRefused as exc:
+                if exc.code not in (ErrorCode.NOT_MEMBER, ErrorCode.NO_SUCH_ROOM):
                     raise
-                items = [item for item in reply.items if after < item.seq <= hi]
-                if not items:
-                    break
-                await ingest(room, items)  # stored in their place, they leave the record
-                if not cut_at_budget(reply.items):
-                    break
-                after = max(item.seq for item in items)  # a page cut at the budget: go on
+                gone.add(room)

@@ -8,7 +8,6 @@ a client passed in (tests, demos) stays the caller's.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING, ClassVar
 
@@ -163,7 +162,7 @@ class CurvechatApp(App[int]):
         server answered: it registers on its first connection, as before).
         None: kept; else what to ask again ("server", "name"), or "fatal"
         (the home cannot take it), and why."""
-        from curvechat.client.enroll import Progress, Unreachable, keep, register
+        from curvechat.client.enroll import Progress, Unreachable, keep, keep_sent, register
         from curvechat.client.errors import ClientError, KeyMismatch, ServerRefused
         from curvechat.crypto.keyfile import Staging, sealed_identity
         from curvechat.protocol import ErrorCode
@@ -205,8 +204,7 @@ class CurvechatApp(App[int]):
             if not progress.sent:
                 created.undo()
             else:  # (quit once it was sent) the name may be bound to this key
-                with contextlib.suppress(ClientError):
-                    keep(staged, home.identity)
+                keep_sent(staged, home.identity)
             raise
         try:
             keep(staged, home.identity)

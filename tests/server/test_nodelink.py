@@ -20,9 +20,11 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 from curvechat.protocol import encode
 from curvechat.protocol import messages as m
 from curvechat.server.forwarder import Forwarder
-from curvechat.server.linkwire import LINK_DOMAIN, PING_S, SILENT_S
-from curvechat.server.nodelink import LinkServer, NodeKeys, bind_link
+from curvechat.server.linkwire import LINK_DOMAIN, PING_S, SILENT_S, Forward, enc
+from curvechat.server.metrics import NodeMetrics
+from curvechat.server.nodelink import GUARDED, LinkServer, NodeKeys, bind_link
 from curvechat.server.ownership import Ownership, owner_of
+from curvechat.server.router import open_monitor
 from curvechat.store import Committed, NewMessage, StoreUnavailable
 
 NODES = ["a", "b"]
@@ -160,7 +162,7 @@ class Owner:
     """Node b's side of the link, for real: a LinkServer on loopback (CURVE,
     ZAP admitting by NodeKeys) committing into its own FakeStore."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, a_public: bytes) -> None:
+    def __init__(self, ctx: zmq.asyncio.Context, a_public: bytes, silent_s: float = 1.0) -> None:
         self.public, secret = zmq.curve_keypair()
         self.auth = AsyncioAuthenticator(ctx)
         self.auth.start()
@@ -170,7 +172,14 @@ class Owner:
         sock, self.endpoint = bind_link(ctx, self.public, secret, "tcp://127.0.0.1:*")
         self.store = FakeStore()
         self.server = LinkServer(sock, self.store.submit, self.keys)
+        self.server.metrics = self.metrics = NodeMetrics()
         self.server.start()
+        self.server.silent.limit_s = silent_s  # the node's own is 15 s
+        self.server.guard(open_monitor(ctx, sock, GUARDED), int(self.endpoint.rsplit(":", 1)[1]))
+
+    def shut(self, reason: str) -> float:
+        """How many link connections were shut down for `reason`."""
+        return self.metrics.auth_failures.labels(reason)._value.get()
 
     async def silence(self) -> None:
         """From now on b answers nothing (its loop is stuck, or the link cut)."""
@@ -399,3 +408,57 @@ async def test_an_owner_refuses_a_forward_with_an_invalid_envelope(
         assert fwd.ownership.down_until == {}  # not the owner's failure
         acks = await fwd.append([msg(THEIRS, "t4")])
         assert [(short(a.txn), a.remote) for a in acks] == [("t4", True)]
+
+
+def stranger_of(ctx: zmq.asyncio.Context, owner: Owner) -> zmq.asyncio.Socket:
+    """A DEALER with a key of its own, connected to b's link."""
+    stranger = ctx.socket(zmq.DEALER)
+    public, secret = zmq.curve_keypair()  # any key gets through the handshake
+    stranger.curve_serverkey, stranger.curve_publickey = owner.public, public
+    stranger.curve_secretkey = secret
+    stranger.linger = 0
+    stranger.connect(owner.endpoint)
+    return stranger
+
+
+async def test_a_stranger_is_answered_and_then_shut_out(ctx: zmq.asyncio.Context) -> None:
+    """A key that is not a node's gets its ``NotANode`` answer, and its
+    connection is shut down: it holds no routing id on the link (libzmq
+    aborts on a duplicate one) and no file descriptor. The node's own link
+    stays up, pinging, past the silence limit."""
+    async with linked(ctx) as (fwd, store, owner):
+        owner.server.silent.limit_s = 10.0  # not shut down as silent first
+        stranger = stranger_of(ctx, owner)
+        events = stranger.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        try:
+            await stranger.send(enc.encode(Forward(-7, "stranger", [])))  # a ping
+            answer = await asyncio.wait_for(stranger.recv(), 5)
+            assert b"NotANode" in answer
+            await asyncio.wait_for(events.recv_multipart(), 5)  # shut down by b
+            assert owner.shut("not_a_node") >= 1
+        finally:
+            stranger.disable_monitor()
+            events.close(linger=0)
+            stranger.close()
+        owner.server.silent.limit_s = 0.5
+        await asyncio.sleep(2.5)  # past b's silence limit and a sweep
+        acks = await fwd.append([msg(THEIRS, "t1")])
+        assert [(short(a.txn), a.remote) for a in acks] == [("t1", True)]
+        assert store.calls == [] and owner.shut("silent") == 0
+
+
+async def test_a_connection_that_never_speaks_is_shut_down(ctx: zmq.asyncio.Context) -> None:
+    """A TCP connection to the link that sends nothing (not even a
+    handshake) is shut down once silent past the limit."""
+    owner = Owner(ctx, b"", silent_s=0.5)
+    host, port = owner.endpoint.removeprefix("tcp://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        started = time.monotonic()
+        while await asyncio.wait_for(reader.read(4096), 10):
+            pass  # libzmq's greeting, then the end of the stream
+        assert time.monotonic() - started >= 0.5
+        assert owner.shut("silent") == 1
+    finally:
+        writer.close()
+        await owner.close()

@@ -45,12 +45,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from curvechat.protocol import RemoteProtocolError, decode_envelope
 from curvechat.protocol.errors import UNDECODABLE
@@ -69,7 +71,8 @@ from curvechat.server.linkwire import (
     sent,
 )
 from curvechat.server.ownership import Ownership
-from curvechat.server.router import bind_or_close
+from curvechat.server.router import bind_or_close, open_monitor, source_fd
+from curvechat.server.silent import Silent, peer_of, shut_down
 from curvechat.store import Committed, NewMessage, StoredRow, StoreError
 from curvechat.tasks import cancel_and_wait
 
@@ -78,6 +81,12 @@ if TYPE_CHECKING:
     from curvechat.server.node import ChatNode
 
 log = logging.getLogger("curvechat.server")
+
+REFUSE_AFTER_S = 1.0
+"""A connection whose key is not a node's is shut down this long after its
+first frame (time for its ``NotANode`` answer to leave)."""
+SWEEP_S = 1.0  # how often silent connections are looked for
+GUARDED = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
 
 
 async def _nothing(_batch: list[NewMessage], _acks: list[Committed]) -> None:
@@ -88,7 +97,9 @@ class NodeKeys:
     """The registered nodes' keys, and the ZAP credentials provider of the
     link's domain. The handshake admits any key (a node may connect before
     the owner has read it from the registry, and libzmq does not retry a
-    refused handshake); every frame is then checked against `allowed`."""
+    refused handshake); every frame is then checked against `allowed`, and
+    the connection of a key that is not a node's is shut down once it has
+    its answer (`LinkServer.guard`)."""
 
     def __init__(self) -> None:
         self.allowed: set[bytes] = set()
@@ -100,7 +111,9 @@ class NodeKeys:
 def bind_link(
     ctx: zmq.asyncio.Context, public_key: bytes, secret_key: bytes, bind: str
 ) -> tuple[zmq.asyncio.Socket, str]:
-    """The link's ROUTER socket, bound; returns it and the bound endpoint."""
+    """The link's ROUTER socket, bound; returns it and the bound endpoint.
+    Its routing ids are libzmq's counter, seeded when the node's ROUTER was
+    made (server/silent.py)."""
     sock = ctx.socket(zmq.ROUTER)
     sock.curve_server = True
     sock.curve_secretkey = secret_key
@@ -131,13 +144,30 @@ class LinkServer:
         #: whether its round trips to etcd are slow now (NodeLink sets it)
         self.slow: Callable[[], bool] = lambda: False
         self._task: asyncio.Task[None] | None = None
+        self._guard: asyncio.Task[None] | None = None
         self._replies: set[asyncio.Task[None]] = set()
+        self.silent = Silent()
+        """The link's connections that have not spoken (server/silent.py)."""
+        self._nodes: set[int] = set()  # connections (fds) that sent a node's frame
+        self._refusing: set[int] = set()  # connections to shut down once answered
+        self._port = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._serve(), name="node-link")
 
+    def guard(self, monitor: zmq.asyncio.Socket, port: int) -> None:
+        """Shut down the link's connections that are no node's, as the
+        node's ROUTER does its clients' (server/silent.py): one that sends
+        nothing within SILENT_S of being accepted, and one whose key is not
+        a registered node's once its frame is answered. Anyone can make a
+        CURVE handshake, and a connection held open holds a routing id it
+        may have named; libzmq aborts on a duplicate."""
+        self._port = port
+        self._guard = asyncio.create_task(self._watch(monitor), name="node-link-guard")
+
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
+        await cancel_and_wait(self._guard)
         for task in list(self._replies):
             await cancel_and_wait(task)
 
@@ -149,6 +179,7 @@ class LinkServer:
             rid, payload = frames[0].bytes, frames[1]
             key = str(payload.get("User-Id")).encode()
             if key not in self.keys.allowed:
+                self._refuse(source_fd(payload))
                 # Only the id is read of a frame from a key that is not a node's.
                 try:
                     fid = id_dec.decode(payload.buffer).id
@@ -157,6 +188,7 @@ class LinkServer:
                 reply = Forwarded(fid, error="NotANode", message="not a registered node's key")
                 self._reply(rid, reply)
                 continue
+            self._nodes.add(source_fd(payload))
             try:
                 fwd = forward_dec.decode(payload.buffer)
             except UNDECODABLE as exc:
@@ -219,6 +251,44 @@ class LinkServer:
         # An error (the forwarding node is gone) needs nothing: it fell back.
         sent(self.sock.send_multipart([rid, enc.encode(reply)], flags=zmq.NOBLOCK))
 
+    def _refuse(self, fd: int) -> None:
+        """Shut connection `fd` down REFUSE_AFTER_S from now (if it is still
+        the connection from the same address), once; a node whose key this
+        node has not read from the registry yet connects again (DEALER)."""
+        if not self._port or fd < 0 or fd in self._refusing:
+            return
+        self._refusing.add(fd)
+        peer = peer_of(fd)
+
+        def shut() -> None:
+            self._refusing.discard(fd)
+            if peer is not None and shut_down(fd, self._port, peer) and self.metrics:
+                self.metrics.auth_failures.labels("not_a_node").inc()
+
+        asyncio.get_running_loop().call_later(REFUSE_AFTER_S, shut)
+
+    async def _watch(self, monitor: zmq.asyncio.Socket) -> None:
+        swept = time.monotonic()
+        try:
+            while True:
+                if await monitor.poll(SWEEP_S * 1000):
+                    event = parse_monitor_message(await monitor.recv_multipart())
+                    fd = int(event["value"])
+                    if event["event"] == zmq.EVENT_ACCEPTED:
+                        self.silent.accepted(fd, time.monotonic())
+                    elif event["event"] == zmq.EVENT_DISCONNECTED:
+                        self.silent.closed(fd)
+                        self._nodes.discard(fd)
+                now = time.monotonic()
+                if now - swept >= SWEEP_S:
+                    swept = now
+                    overdue = self.silent.overdue(self._nodes, now)
+                    closed = sum(shut_down(fd, self._port) for fd in overdue)
+                    if closed and self.metrics is not None:
+                        self.metrics.auth_failures.labels("silent").inc(closed)
+        finally:
+            monitor.close(linger=0)
+
 
 def _well_formed(msg: NewMessage) -> bool:
     """Whether a forwarded message's envelope is an `Envelope` of its room,
@@ -255,6 +325,7 @@ class NodeLink:
         self.server.cut_off = lambda: node.store_cut_off
         self.server.slow = lambda: node.store_slow
         self.server.start()
+        self.server.guard(open_monitor(ctx, sock, GUARDED), int(bound.rsplit(":", 1)[1]))
         self.forwarder = Forwarder(
             ctx, node.public_key, node.secret_key, self.ownership, self._submit, node.boot
         )

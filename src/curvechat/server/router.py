@@ -109,15 +109,22 @@ def open_router(
     sock.setsockopt(zmq.RCVHWM, 10000)
     sock.setsockopt(zmq.LINGER, 1000)
     bind_or_close(sock, bind)
+    return sock, open_monitor(ctx, sock, MONITORED)
+
+
+def open_monitor(
+    ctx: zmq.asyncio.Context, sock: zmq.Socket[bytes] | zmq.asyncio.Socket, events: int
+) -> zmq.asyncio.Socket:
+    """The asyncio socket that reads `sock`'s monitor events `events`."""
     # libzmq's I/O thread sends monitor events blocking: a bounded queue
     # that the event loop has not read yet would stall every connection.
     # The receiving end is unbounded (RCVHWM 0), as it is made here.
     monitor_addr = f"inproc://curvechat-monitor-{id(sock):x}"
-    sock.monitor(monitor_addr, MONITORED)
+    sock.monitor(monitor_addr, events)
     monitor = ctx.socket(zmq.PAIR)
     monitor.rcvhwm = 0
     monitor.connect(monitor_addr)
-    return sock, monitor
+    return monitor
 
 
 def source_fd(frame: zmq.Frame) -> int:

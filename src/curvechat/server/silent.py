@@ -57,16 +57,34 @@ def seed_rand() -> bool:
     return True
 
 
-def shut_down(fd: int, port: int) -> bool:
+def peer_of(fd: int) -> object:
+    """The remote address of the TCP connection `fd` (None if it has none)."""
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return None
+    try:
+        return sock.getpeername()
+    except OSError:
+        return None
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
+def shut_down(fd: int, port: int, peer: object = None) -> bool:
     """Shut down the TCP connection `fd` if it is one accepted on local
-    `port` (an fd the monitor named may have been closed and reused since:
-    anything else is left alone); whether it was."""
+    `port` (and from `peer`, if given): an fd the monitor named may have
+    been closed and reused since, and anything else is left alone; whether
+    it was."""
     try:
         sock = socket.socket(fileno=os.dup(fd))
     except OSError:
         return False
     try:
         if sock.type != socket.SOCK_STREAM or sock.getsockname()[1] != port:
+            return False
+        if peer is not None and sock.getpeername() != peer:
             return False
         sock.shutdown(socket.SHUT_RDWR)
         return True

@@ -19,6 +19,7 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 
 from curvechat.protocol import encode
 from curvechat.protocol import messages as m
+from curvechat.server import nodelink
 from curvechat.server.forwarder import Forwarder
 from curvechat.server.linkwire import LINK_DOMAIN, PING_S, SILENT_S, Forward, enc
 from curvechat.server.metrics import NodeMetrics
@@ -410,9 +411,10 @@ async def test_an_owner_refuses_a_forward_with_an_invalid_envelope(
         assert [(short(a.txn), a.remote) for a in acks] == [("t4", True)]
 
 
-def stranger_of(ctx: zmq.asyncio.Context, owner: Owner) -> zmq.asyncio.Socket:
+def stranger_of(ctx: zmq.asyncio.Context, owner: Owner, sndhwm: int = 1000) -> zmq.asyncio.Socket:
     """A DEALER with a key of its own, connected to b's link."""
     stranger = ctx.socket(zmq.DEALER)
+    stranger.sndhwm = sndhwm
     public, secret = zmq.curve_keypair()  # any key gets through the handshake
     stranger.curve_serverkey, stranger.curve_publickey = owner.public, public
     stranger.curve_secretkey = secret
@@ -461,4 +463,71 @@ async def test_a_connection_that_never_speaks_is_shut_down(ctx: zmq.asyncio.Cont
         assert owner.shut("silent") == 1
     finally:
         writer.close()
+        await owner.close()
+
+
+async def test_the_oldest_unproven_connections_are_shut_down_past_the_limit(
+    ctx: zmq.asyncio.Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections that have sent no node's frame are held to MAX_UNPROVEN:
+    a host opening many holds no more file descriptors than that."""
+    monkeypatch.setattr(nodelink, "MAX_UNPROVEN", 4)
+    owner = Owner(ctx, b"", silent_s=60.0)
+    host, port = owner.endpoint.removeprefix("tcp://").rsplit(":", 1)
+    streams = [await asyncio.open_connection(host, int(port)) for _ in range(6)]
+    try:
+        for reader, _w in streams[:2]:  # the oldest two
+            while await asyncio.wait_for(reader.read(4096), 10):
+                pass  # libzmq's greeting, then the end of the stream
+        await asyncio.sleep(0.5)
+        for reader, _w in streams[2:]:  # the others stay
+            assert not reader.at_eof()
+        assert owner.shut("not_a_node") == 2
+    finally:
+        for _r, writer in streams:
+            writer.close()
+        await owner.close()
+
+
+async def test_a_stranger_streaming_frames_does_not_hold_the_event_loop(
+    ctx: zmq.asyncio.Context,
+) -> None:
+    """Frames waiting in the link's socket are read without a pause unless
+    the reader makes one: a stranger streaming small frames kept the node's
+    loop from its clients and its etcd lease. The reader lets the loop run
+    every YIELD_EVERY frames: another task gets a turn at least that often."""
+    owner = Owner(ctx, b"", silent_s=60.0)
+    stranger = stranger_of(ctx, owner, sndhwm=0)
+    frames = 100 * nodelink.YIELD_EVERY
+    reads = ticked = longest = 0
+    sock = owner.server.sock
+    recv = sock.recv_multipart
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal reads, longest
+        reads += 1
+        longest = max(longest, reads - ticked)
+        return recv(*args, **kwargs)
+
+    async def ticker() -> None:
+        nonlocal ticked
+        while True:
+            ticked = reads
+            await asyncio.sleep(0)
+
+    sock.recv_multipart = counting  # type: ignore[method-assign]
+    task: asyncio.Task[None] | None = None
+    try:
+        for _ in range(frames):  # queued, and read only once this test awaits
+            stranger.send(b"\xc1", flags=zmq.NOBLOCK)
+        stranger.send(enc.encode(Forward(-1, "stranger", [])), flags=zmq.NOBLOCK)
+        time.sleep(1.0)  # the loop held: libzmq moves them into b's socket
+        task = asyncio.ensure_future(ticker())
+        answer = await asyncio.wait_for(stranger.recv(), 20)  # after every frame was read
+        assert b"NotANode" in answer and reads > frames
+        assert longest <= nodelink.YIELD_EVERY + 1
+    finally:
+        if task is not None:
+            task.cancel()
+        stranger.close()
         await owner.close()

@@ -131,6 +131,7 @@ class Cluster:
         self._listed = 0  # the newest of them taken
         self.fanout = WatchFanout(node, store, self.feed, self._relist_nodes.set)
         store.origin = node.boot
+        store.prober = node.node_name
         # A message a key until the registry says every live node reads runs.
         store.message_runs = False
         # Room ownership and forwarding (server/ownership.py, nodelink.py).

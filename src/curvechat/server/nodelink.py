@@ -86,6 +86,13 @@ REFUSE_AFTER_S = 1.0
 """A connection whose key is not a node's is shut down this long after its
 first frame (time for its ``NotANode`` answer to leave)."""
 SWEEP_S = 1.0  # how often silent connections are looked for
+MAX_UNPROVEN = 64
+"""Link connections that have not sent a node's frame yet, at most: past it
+the oldest are shut down (nodes are a few, and each pings at once)."""
+YIELD_EVERY = 64
+"""Frames the link reads before it lets the event loop run: a frame waiting
+in the socket is read without a pause, so a stranger streaming small frames
+kept the loop from everything else (the node's clients, its lease)."""
 GUARDED = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
 
 
@@ -121,8 +128,8 @@ def bind_link(
     sock.zap_domain = LINK_DOMAIN.encode()
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_LINK_FRAME)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDHWM, 100_000)
-    sock.setsockopt(zmq.RCVHWM, 100_000)
+    sock.setsockopt(zmq.SNDHWM, 10_000)
+    sock.setsockopt(zmq.RCVHWM, 10_000)
     sock.setsockopt(zmq.HEARTBEAT_IVL, 2000)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
     bind_or_close(sock, bind)
@@ -159,9 +166,11 @@ class LinkServer:
         """Shut down the link's connections that are no node's, as the
         node's ROUTER does its clients' (server/silent.py): one that sends
         nothing within SILENT_S of being accepted, and one whose key is not
-        a registered node's once its frame is answered. Anyone can make a
-        CURVE handshake, and a connection held open holds a routing id it
-        may have named; libzmq aborts on a duplicate."""
+        a registered node's once its frame is answered; and past
+        MAX_UNPROVEN connections that have sent no node's frame, the oldest
+        of them. Anyone can make a CURVE handshake: a connection held open
+        holds a file descriptor, queues, and a routing id it may have
+        named (libzmq aborts on a duplicate)."""
         self._port = port
         self._guard = asyncio.create_task(self._watch(monitor), name="node-link-guard")
 
@@ -172,7 +181,11 @@ class LinkServer:
             await cancel_and_wait(task)
 
     async def _serve(self) -> None:
+        read = 0
         while True:
+            read += 1
+            if read % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             frames = await self.sock.recv_multipart(copy=False)
             if len(frames) != 2:
                 continue
@@ -276,18 +289,22 @@ class LinkServer:
                     fd = int(event["value"])
                     if event["event"] == zmq.EVENT_ACCEPTED:
                         self.silent.accepted(fd, time.monotonic())
+                        crowd = self.silent.crowded(MAX_UNPROVEN)
+                        self._shut(crowd, "not_a_node")
                     elif event["event"] == zmq.EVENT_DISCONNECTED:
                         self.silent.closed(fd)
                         self._nodes.discard(fd)
                 now = time.monotonic()
                 if now - swept >= SWEEP_S:
                     swept = now
-                    overdue = self.silent.overdue(self._nodes, now)
-                    closed = sum(shut_down(fd, self._port) for fd in overdue)
-                    if closed and self.metrics is not None:
-                        self.metrics.auth_failures.labels("silent").inc(closed)
+                    self._shut(self.silent.overdue(self._nodes, now), "silent")
         finally:
             monitor.close(linger=0)
+
+    def _shut(self, fds: list[int], reason: str) -> None:
+        closed = sum(shut_down(fd, self._port) for fd in fds)
+        if closed and self.metrics is not None:
+            self.metrics.auth_failures.labels(reason).inc(closed)
 
 
 def _well_formed(msg: NewMessage) -> bool:

@@ -112,6 +112,13 @@ class Silent:
     def closed(self, fd: int) -> None:
         self._since.pop(fd, None)
 
+    def crowded(self, limit: int) -> list[int]:
+        """The oldest fds past the `limit` newest (forgotten here)."""
+        out = list(self._since)[: max(len(self._since) - limit, 0)]
+        for fd in out:
+            del self._since[fd]
+        return out
+
     def overdue(self, spoke: Container[int], now: float) -> list[int]:
         """The fds silent for longer than the limit (forgotten here); those
         in `spoke` (their session has spoken) are forgotten too."""

@@ -58,6 +58,10 @@ class EtcdClient(Keys):
         #: Written into every message this store commits, so that a node can
         #: tell its own commits from other nodes' in the watch.
         self.origin = ""
+        #: Whose health key the probe writes (`ping`): a node's name, so that
+        #: a node's runs share one key (its boot id made a key a run, left
+        #: behind for good); else the origin.
+        self.prober = ""
         # Messages written as runs (store/etcd/runs.py), or a message a key
         # while a node that cannot read runs is in the cluster (cluster.py).
         self.message_runs = True
@@ -185,7 +189,7 @@ class EtcdClient(Keys):
         # A write, not a read: reads still work when etcd refuses writes (its
         # space quota exceeded, the NOSPACE alarm), and then so must the probe
         # fail. The key is outside the ranges the cluster watches.
-        who = self.origin or "store"
+        who = self.prober or self.origin or "store"
         await self._call(
             "Put", rpc.PutRequest(key=self._k("health", who), value=str(now_ms()).encode())
         )

@@ -97,6 +97,17 @@ def test_client_recovery_is_sans_io() -> None:
     )
 
 
+def test_client_push_queue_is_sans_io() -> None:
+    """The engine's bounded push queue counts and drops without a transport,
+    SQLite or the rest of the client."""
+    loaded = loaded_after("curvechat.client.pushqueue")
+    assert offending(loaded, ("zmq", "sqlite3", "_sqlite3", "textual", "aiohttp")) == []
+    assert offending(loaded, ("curvechat.server", "nacl")) == []
+    assert sorted(n for n in loaded if n.startswith("curvechat.client.")) == [
+        "curvechat.client.pushqueue"
+    ]
+
+
 def test_client_peer_core_is_sans_io() -> None:
     """The peer core decides who connects, what is served and what is taken
     from what it is fed: no transport, no SQLite, no UI, no server code."""

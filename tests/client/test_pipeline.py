@@ -9,7 +9,6 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from curvechat.client import events as ev
 from curvechat.client.engine import ChatClient
@@ -240,7 +239,7 @@ async def test_a_burst_of_pushes_is_written_in_one_transaction(
     sent = [f"b{i:02d}" for i in range(60)]
     async with bob.lock:  # bob's worker waits: the pushes pile up
         await wait_all(alice, alice.outbox.queue_many("burst", sent))
-        jobs: asyncio.Queue[Any] = bob._jobs
+        jobs = bob._jobs
         async with asyncio.timeout(20):
             while jobs.qsize() < len(sent) - 1:  # the worker holds the first one
                 await asyncio.sleep(0.02)

@@ -5,12 +5,12 @@ The second engine's pushes can be held back, as a busy worker's are."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from curvechat.client import events as ev
 from curvechat.client.cache import Cache, cache_key
 from curvechat.client.engine import ChatClient
+from curvechat.client.pushqueue import PushQueue
 from curvechat.client.told import UNREADABLE_KEPT, Told
 from curvechat.protocol.connect import parse_connect
 
@@ -18,7 +18,7 @@ from support.clients import FAST, ClientFactory, Recorder
 from support.servers import ServerProcess
 
 
-class HeldQueue(asyncio.Queue[Any]):
+class HeldQueue(PushQueue):
     """The engine's push queue, which holds what comes while `held`."""
 
     def __init__(self) -> None:
@@ -26,11 +26,11 @@ class HeldQueue(asyncio.Queue[Any]):
         self.held = True
         self.buf: list[Any] = []
 
-    def put_nowait(self, item: Any) -> None:
+    def put_nowait(self, push: Any) -> bool:
         if self.held:
-            self.buf.append(item)
-        else:
-            super().put_nowait(item)
+            self.buf.append(push)
+            return True
+        return super().put_nowait(push)
 
     def release(self) -> None:
         self.held = False

@@ -6,10 +6,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from curvechat.client.engine import bursts
 from curvechat.client.errors import NotConnected, NotReady, RequestTimeout, ServerRefused
 from curvechat.client.model import OutboxItem
 from curvechat.client.outbox import STORE_DOWN_FAILOVER, Outbox
+from curvechat.client.pushqueue import bursts
 from curvechat.client.sending import RANK, TxnIds, Verdict, classify
 from curvechat.crypto.errors import CryptoError
 from curvechat.protocol import ErrorCode

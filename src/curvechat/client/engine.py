@@ -5,7 +5,9 @@ It wires the parts together and runs the commands: the connection
 members and messages; `trust/`), sync and gap fill (`sync.py`), the outbox
 (`outbox.py`) and the pins (`keys.py`); what a front end is shown about
 rooms is read in `summary.py`. Pushes and syncs are handled in order by
-one worker under the shared lock; commands take the same lock.
+one worker under the shared lock; commands take the same lock. Pushes wait
+for the worker in a bounded queue (`pushqueue.py`): what it drops, a sync
+fetches once the worker has drained it.
 
 The engine never decides what to believe: it asks the server, feeds the
 replies to the trust core, and acts on what the core returns.
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+from collections.abc import Awaitable
 from typing import Any
 
 import zmq.utils.z85
@@ -35,6 +38,7 @@ from curvechat.client.outbox import Outbox
 from curvechat.client.parts import EventHandler, Parts, Requester
 from curvechat.client.peer.core import Provisional
 from curvechat.client.peer.shell import PeerMode, PeerOptions
+from curvechat.client.pushqueue import PUSH_BURST, PushQueue, bursts
 from curvechat.client.rooms import InviteResult, RoomCommands
 from curvechat.client.state import ConnState, ConnStatus
 from curvechat.client.summary import MemberInfo, RoomSummary, member_details, room_summaries
@@ -49,27 +53,6 @@ from curvechat.protocol.connect import ServerAddress
 __all__ = ["ChatClient", "InviteResult", "KeyInfo"]
 
 log = logging.getLogger("curvechat.client")
-
-PUSH_BURST = 128
-"""At most this many queued pushes are handled in one go (its verification
-runs without a break: this bounds how long other tasks wait)."""
-
-
-def bursts(pushes: list[m.AnyReply]) -> list[list[m.AnyReply]]:
-    """Pushes as they are handled: a run of message pushes is split by room
-    (each room's pushes keep their order), anything else goes alone and in
-    its place."""
-    out: list[list[m.AnyReply]] = []
-    run: dict[str, list[m.AnyReply]] = {}
-    for push in pushes:
-        if isinstance(push, m.MessagePush):
-            run.setdefault(push.room, []).append(push)
-            continue
-        out.extend(run.values())
-        run = {}
-        out.append([push])
-    out.extend(run.values())
-    return out
 
 
 class ChatClient:
@@ -115,7 +98,7 @@ class ChatClient:
         )
         self.keys = Keys(self.parts, self.sync)
         self.room_commands = RoomCommands(self.parts, self.sync, self.keys)
-        self._jobs: asyncio.Queue[m.AnyReply] = asyncio.Queue()
+        self._jobs = PushQueue()
         self._tasks: list[asyncio.Task[None]] = []
         self.fatal: ClientError | None = None
         self.last_caught_up = 0
@@ -205,7 +188,15 @@ class ChatClient:
         self._emit(ev.StatusChanged(status))
 
     def _on_push(self, msg: m.AnyReply) -> None:
-        self._jobs.put_nowait(msg)
+        jobs = self._jobs
+        was_full = jobs.overflowed
+        if not jobs.put_nowait(msg) and not was_full:  # once until the sync that follows
+            log.warning(
+                "the push queue is full (%d pushes, %d bytes): pushes are dropped "
+                "until it drains, then a sync fetches what they told",
+                jobs.qsize(),
+                jobs.nbytes,
+            )
 
     async def _on_live(self, welcome: m.Welcome) -> None:
         try:
@@ -265,19 +256,36 @@ class ChatClient:
                 while not self._jobs.empty() and len(pushes) < PUSH_BURST:
                     pushes.append(self._jobs.get_nowait())
                 for burst in bursts(pushes):
-                    try:
-                        await self.sync.handle_burst(burst)
-                    except (NotConnected, RequestTimeout):
-                        pass  # the next sync after reconnect covers it
-                    except ClientError as exc:
-                        self._emit(ev.Problem(getattr(burst[0], "room", None), str(exc)))
-                    except sqlite3.OperationalError as exc:
-                        # Another process of this home holds the cache (a long
-                        # write): not a bug. What was pushed is fetched again
-                        # as a gap at the next push or sync.
-                        log.warning("a push was not stored: the local cache: %s", exc)
-                    except Exception:
-                        log.exception("push handling failed")
+                    room = getattr(burst[0], "room", None)
+                    await self._worker_step(self.sync.handle_burst(burst), room, "a push")
+                if self._jobs.overflowed and self._jobs.empty():
+                    # Pushes were dropped: fetch what they told, as after a
+                    # reconnect. What is dropped from here on needs another.
+                    self._jobs.overflowed = False
+                    what = "the sync after dropped pushes"
+                    if not await self._worker_step(self._catch_up(), None, what):
+                        self._jobs.overflowed = True  # again after the next pushes
+
+    async def _catch_up(self) -> None:
+        self._emit(ev.CaughtUp(await self.sync.full()))
+
+    async def _worker_step(self, step: Awaitable[None], room: str | None, what: str) -> bool:
+        """Await one step of the worker (a burst, a sync); whether it went through."""
+        try:
+            await step
+            return True
+        except (NotConnected, RequestTimeout):
+            pass  # the next sync after reconnect covers it
+        except ClientError as exc:
+            self._emit(ev.Problem(room, str(exc)))
+        except sqlite3.OperationalError as exc:
+            # Another process of this home holds the cache (a long write):
+            # not a bug. What was pushed is fetched again as a gap at the
+            # next push or sync.
+            log.warning("%s was not stored: the local cache: %s", what, exc)
+        except Exception:
+            log.exception("%s failed", what)
+        return False
 
     # --- membership commands (rooms.py) ------------------------------------------------
     async def create_room(self, room: str, members: list[str]) -> None:

@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from curvechat.crypto.identity import Identity, fingerprint
 
 from support.servers import ServerProcess
 
@@ -219,6 +222,69 @@ def test_keys_show_matching_safety_numbers(people: dict[str, User]) -> None:
     assert "CHANGED" not in mine
     none = alice.run("keys", "--accept", "bob", ok=False)
     assert none.returncode == 1 and "[no_key_change]" in none.stderr
+
+
+def test_a_changed_key_is_accepted_by_its_fingerprint(people: dict[str, User]) -> None:
+    """`keys --accept USER FINGERPRINT` accepts the offered key only if
+    FINGERPRINT (all of it, or its first 16 hex digits or more) is its
+    fingerprint; without FINGERPRINT it shows the key and exits 2."""
+    alice, bob = people["alice"], people["bob"]
+    alice.run("init", "--user", "alice")
+    bob.run("init", "--user", "bob")
+    alice.run("keys", "bob")  # pinned
+    real = pinned(alice.home, "bob")
+    # As if the directory had answered another key before: the real one is now offered.
+    other = Identity.generate("bob").sign_pub
+    set_pin(alice.home, "bob", other)
+    offered = fingerprint(real)
+
+    listing = alice.run("keys", "bob", ok=False)
+    assert listing.returncode == 1
+    assert f"the key of bob CHANGED to {offered}" in listing.stdout
+    assert f"then: curvechat keys --accept bob {offered}" in listing.stdout
+
+    blind = alice.run("keys", "--accept", "bob", ok=False)
+    assert blind.returncode == 2, blind.stderr
+    assert f"bob offers a new key: {offered}" in blind.stdout
+    assert "new safety number: " in blind.stdout
+    assert "[no_fingerprint]" in blind.stderr
+    assert f"curvechat keys --accept bob {offered}" in blind.stderr
+    assert pinned(alice.home, "bob") == other
+
+    wrong = fingerprint(Identity.generate("bob").sign_pub)
+    refused = alice.run("keys", "--accept", "bob", wrong, ok=False)
+    assert refused.returncode == 1 and "[fingerprint_mismatch]" in refused.stderr
+    assert f"bob offers a new key: {offered}" in refused.stdout
+    assert pinned(alice.home, "bob") == other
+
+    for bad in ("1234", "zz" * 8, offered + " 0000"):
+        usage = alice.run("keys", "--accept", "bob", bad, ok=False)
+        assert usage.returncode == 2 and "[bad_argument]" in usage.stderr, bad
+    assert pinned(alice.home, "bob") == other
+
+    start = offered.split()[:4]  # 16 hex digits, typed as the groups shown
+    done = alice.run("keys", "--accept", "bob", *start)
+    assert f"accepted the new key of bob: {offered}" in done.stdout
+    assert pinned(alice.home, "bob") == real
+    assert "CHANGED" not in alice.run("keys", "bob").stdout
+
+
+def pinned(home: Path, user: str) -> bytes:
+    db = sqlite3.connect(home / "cache.db")
+    try:
+        (key,) = db.execute("SELECT sign_pub FROM pins WHERE user=?", (user,)).fetchone()
+    finally:
+        db.close()
+    return bytes(key)
+
+
+def set_pin(home: Path, user: str, key: bytes) -> None:
+    db = sqlite3.connect(home / "cache.db")
+    try:
+        with db:
+            db.execute("UPDATE pins SET sign_pub=? WHERE user=?", (key, user))
+    finally:
+        db.close()
 
 
 def test_many_lines_are_sent_for_as_long_as_acks_keep_coming(people: dict[str, User]) -> None:

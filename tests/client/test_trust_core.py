@@ -352,7 +352,7 @@ def test_an_op_recording_a_key_other_than_the_pin_stops_the_log_in_memory_too(
     w.core.feed_packets("r", [w.packet(key, "bob")])
     refused = w.core.open("r", 1, envelope(w, "carol", "r", key))
     assert (refused.text, refused.rule) == (None, "M3")
-    w.cache.accept_key_change("carol")
+    w.cache.accept_key_change("carol", w.cache.key_changes()["carol"])
     w.feed("r")  # the same op, now that the key is the pin
     assert w.core.log("r").is_member("carol")
     assert w.core.open("r", 1, envelope(w, "carol", "r", key)).text == "from carol"

@@ -61,7 +61,7 @@ async def test_substituted_identity_key_is_noticed(
     # The user accepts the change (after comparing safety numbers, in a real
     # case of a new key): sending resumes. Were the directory to flip back, that
     # would be one more change, and noticed as well.
-    await alice.accept_key("bob")
+    await alice.accept_key("bob", (await alice.key_info("bob")).offered)
     assert alice.key_changes() == []
     ack = await alice.send("r", "after accepting")
     assert isinstance(ack, m.SendAck)
@@ -241,7 +241,7 @@ async def test_key_change_blocks_invites_too(evil: EvilServer, clients: ClientFa
         await alice.invite("r", "bob")
     assert "bob" not in alice.members("r")
     with pytest.raises(NotReady):
-        await alice.accept_key("carol")  # nothing pending for carol
+        await alice.accept_key("carol", fake)  # nothing pending for carol
 
 
 async def test_an_ack_at_another_messages_seq_fails_the_send_and_hides_nothing(

@@ -72,7 +72,8 @@ async def test_messages_refused_under_a_key_change_open_once_the_user_accepts_it
     # files it only after that op (K5), so the message waits for both.
     assert row.text is None and row.error is not None and "(M2)" in row.error
 
-    await ann.accept_key("bob")  # after comparing safety numbers
+    # after comparing the safety number of the key she is shown
+    await ann.accept_key("bob", bob.identity.sign_pub)
     assert texts(ann, "r") == ["from the real bob"]
     assert shown(ann_ev, "r") == [(ack.seq, "from the real bob")]
 

@@ -3,7 +3,12 @@ mistake is one line in the timeline, never a traceback."""
 
 from __future__ import annotations
 
-from curvechat.crypto.identity import Identity
+import contextlib
+
+from textual.widgets import Static
+
+from curvechat.client.errors import KeyChanged
+from curvechat.crypto.identity import Identity, fingerprint
 from curvechat.tui.app import CurvechatApp
 from curvechat.tui.messages import LineSubmitted
 from curvechat.tui.screens.keychange import KeyChangeScreen
@@ -197,6 +202,89 @@ async def test_key_change_warning_and_accept(
         await until(pilot, lambda: "accepted the new key of bob" in shown(app), "accepted")
         assert app.client.cache.pin("bob") == real
         assert "KEY CHANGED" not in str(status.render())
+
+
+def dialog_text(app: CurvechatApp) -> str:
+    assert isinstance(app.screen, KeyChangeScreen)
+    return str(app.screen.query_one("#keychange-body", Static).render())
+
+
+async def test_a_key_offered_while_the_warning_is_open_takes_its_place(
+    server: ServerProcess, kit: Kit, clients: ClientFactory
+) -> None:
+    """Another key offered while the warning shows one: the warning shows the
+    new one, a notice says the offer changed, and accepting pins what is
+    shown."""
+    app = kit.app("alice", server.connect)
+    async with app.run_test(size=(100, 30)) as pilot:
+        real = await _bob_offers_a_new_key(pilot, app, server, clients)
+        assert real is not None and fingerprint(real) in dialog_text(app)
+        dialog = app.screen
+        other = Identity.generate("bob").sign_pub
+        with contextlib.suppress(KeyChanged):  # as a directory answer would
+            app.client.core.check_pin("bob", other, directory=True)
+        await until(pilot, lambda: fingerprint(other) in dialog_text(app), "the new key shown")
+        assert app.screen is dialog and fingerprint(real) not in dialog_text(app)
+        assert "offered key changed while this warning was open" in dialog_text(app)
+        assert "the key bob offers changed while the warning was open" in shown(app)
+        await pilot.press("ctrl+a")
+        await until(pilot, lambda: "accepted the new key of bob" in shown(app), "accepted")
+        assert app.client.cache.pin("bob") == other
+
+
+async def test_an_offer_changed_unseen_is_not_accepted(
+    server: ServerProcess, kit: Kit, clients: ClientFactory
+) -> None:
+    """The offer changes without the warning being told (another process of
+    the home recorded it): Ctrl+A accepts nothing, says why, and the warning
+    opens again with the key offered now."""
+    app = kit.app("alice", server.connect)
+    async with app.run_test(size=(100, 30)) as pilot:
+        real = await _bob_offers_a_new_key(pilot, app, server, clients)
+        assert real is not None and fingerprint(real) in dialog_text(app)
+        before = app.client.cache.pin("bob")
+        other = Identity.generate("bob").sign_pub
+        app.client.cache.record_key_change("bob", other)
+        await pilot.press("ctrl+a")
+        await until(
+            pilot,
+            lambda: (
+                "!! The key bob offers changed since it was shown, so nothing was accepted"
+                in shown(app)
+            ),
+            "refused",
+        )
+        assert app.client.cache.pin("bob") == before
+        await until(
+            pilot,
+            lambda: (
+                isinstance(app.screen, KeyChangeScreen) and fingerprint(other) in dialog_text(app)
+            ),
+            "the warning again, with the new key",
+        )
+        assert "accepted the new key of bob" not in shown(app)
+
+
+async def test_keys_accept_shows_the_key_and_asks(
+    server: ServerProcess, kit: Kit, clients: ClientFactory
+) -> None:
+    """`/keys accept USER` never accepts by itself: it shows the offered
+    key's fingerprint and opens the warning, whose Ctrl+A accepts it."""
+    app = kit.app("alice", server.connect)
+    async with app.run_test(size=(100, 30)) as pilot:
+        real = await _bob_offers_a_new_key(pilot, app, server, clients)
+        assert real is not None
+        before = app.client.cache.pin("bob")
+        await pilot.press("escape")
+        await until(pilot, lambda: "key change of bob not accepted" in shown(app), "dismissed")
+        await say(pilot, app, "/keys accept bob")
+        await until(pilot, lambda: isinstance(app.screen, KeyChangeScreen), "the warning")
+        assert f"bob offers the key {fingerprint(real)}" in shown(app)
+        assert fingerprint(real) in dialog_text(app)
+        assert app.client.cache.pin("bob") == before
+        await pilot.press("ctrl+a")
+        await until(pilot, lambda: "accepted the new key of bob" in shown(app), "accepted")
+        assert app.client.cache.pin("bob") == real
 
 
 async def test_member_names_as_typed_and_long_errors(

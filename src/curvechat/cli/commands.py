@@ -152,15 +152,76 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return tail(args)
 
 
+FINGERPRINT_DIGITS = 32
+"""Hex digits in a fingerprint (`crypto.identity.fingerprint`)."""
+FINGERPRINT_MIN_DIGITS = 16
+"""The shortest start of a fingerprint `keys --accept` takes (64 bits)."""
+
+
+def _typed_fingerprint(parts: list[str]) -> str:
+    """The hex digits of a fingerprint typed as one or more words (spaces
+    ignored); a usage error if that is not the start of a fingerprint."""
+    typed = "".join("".join(parts).split()).lower()
+    if not (
+        FINGERPRINT_MIN_DIGITS <= len(typed) <= FINGERPRINT_DIGITS
+        and all(c in "0123456789abcdef" for c in typed)
+    ):
+        raise CliError(
+            "bad_argument",
+            f"--accept USER FINGERPRINT: give the fingerprint `curvechat keys` prints for the"
+            f" offered key, at least its first {FINGERPRINT_MIN_DIGITS} hex digits;"
+            f" got {visible(' '.join(parts))!r}",
+            EXIT_USAGE,
+        )
+    return typed
+
+
+def _grouped(digits: str) -> str:
+    """Hex digits in groups of 4, as fingerprints are printed."""
+    return " ".join(digits[i : i + 4] for i in range(0, len(digits), 4))
+
+
+def _accept_command(user: str, fingerprint: str) -> str:
+    return f"curvechat keys --accept {user} {fingerprint}"
+
+
+async def _accept_key(client: ChatClient, user: str, typed: str) -> int:
+    """`keys --accept USER [FINGERPRINT]`: accept the key USER offers only
+    if FINGERPRINT names it; without one, show it and say how to accept it."""
+    info = await client.key_info(user)
+    offered, shown = info.offered, info.offered_fingerprint
+    if offered is None or shown is None:
+        raise CliError("no_key_change", f"no key change is pending for {user}")
+    if not typed:
+        print(f"{user} offers a new key: {shown}")
+        print(f"  new safety number: {info.offered_safety_number}")
+        raise CliError(
+            "no_fingerprint",
+            f"compare the new safety number above with {user} in person, then accept that key"
+            f" by its fingerprint: {_accept_command(user, shown)}",
+            EXIT_USAGE,
+        )
+    if not shown.replace(" ", "").startswith(typed):
+        print(f"{user} offers a new key: {shown}")
+        print(f"  new safety number: {info.offered_safety_number}")
+        raise CliError(
+            "fingerprint_mismatch",
+            f"the key {user} offers is not the one you named ({_grouped(typed)}), so nothing was"
+            f" accepted: it may have changed since you compared it; compare the new safety"
+            f" number with {user}, then: {_accept_command(user, shown)}",
+        )
+    await client.accept_key(user, offered)
+    print(f"accepted the new key of {user}: {shown}")
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
+    accept: list[str] = args.accept or []
+    typed = _typed_fingerprint(accept[1:]) if len(accept) > 1 else ""
+
     async def body(client: ChatClient) -> int:
-        if args.accept:
-            info = await client.key_info(args.accept)
-            if not info.changed:
-                raise CliError("no_key_change", f"no key change is pending for {args.accept}")
-            await client.accept_key(args.accept)
-            print(f"accepted the new key of {args.accept}: {info.offered_fingerprint}")
-            return 0
+        if accept:
+            return await _accept_key(client, accept[0], typed)
         if args.verify:
             info = client.verify_key(args.verify)
             print(f"marked the key of {args.verify} as verified: {info.fingerprint}")
@@ -178,7 +239,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 print(f"  !! the key of {user} CHANGED to {info.offered_fingerprint}")
                 print(f"  !! new safety number: {info.offered_safety_number}")
                 print(
-                    f"  !! compare it with {user} in person, then: curvechat keys --accept {user}"
+                    f"  !! compare it with {user} in person, then: "
+                    + _accept_command(user, info.offered_fingerprint or "")
                 )
         return 1 if any(u in client.key_changes() for u in users) else 0
 

@@ -368,7 +368,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("members", cmd_members, "list a room's members").add_argument("room")
     p = add("keys", cmd_keys, "fingerprints and safety numbers; accept a changed key")
     p.add_argument("user", nargs="?", help="show this user only")
-    p.add_argument("--accept", metavar="USER", help="accept the changed key of USER")
+    p.add_argument(
+        "--accept",
+        nargs="+",
+        metavar=("USER", "FINGERPRINT"),
+        help="accept the changed key of USER: the key whose fingerprint (as `keys USER` prints"
+        " it, or its first 16 hex digits or more) is FINGERPRINT; without it, show that"
+        " fingerprint",
+    )
     p.add_argument(
         "--verify",
         metavar="USER",

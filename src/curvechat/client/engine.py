@@ -351,11 +351,19 @@ class ChatClient:
     async def key_info(self, user: str) -> KeyInfo:
         return await self.keys.key_info(user)
 
+    def known_key_info(self, user: str) -> KeyInfo:
+        """`key_info` from the cache alone, without asking the directory:
+        the pending change as recorded now."""
+        return self.keys.info(user)
+
     def verify_key(self, user: str, verified: bool = True) -> KeyInfo:
         return self.keys.verify(user, verified)
 
-    async def accept_key(self, user: str) -> None:
-        await self.keys.accept(user)
+    async def accept_key(self, user: str, key: bytes) -> None:
+        """Accept the changed key of `user`: `key` is the offered key the
+        user was shown (`key_info(user).offered`); refused with
+        `key_changed_again` if another key is offered by now."""
+        await self.keys.accept(user, key)
         self.outbox.wake.set()
 
     # --- reading ----------------------------------------------------------------------------------

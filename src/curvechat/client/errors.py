@@ -58,6 +58,7 @@ NOT_READY_CODES = (
     "no_such_message",
     "no_such_user",
     "key_changed",
+    "key_changed_again",
 )
 
 

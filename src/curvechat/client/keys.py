@@ -38,6 +38,9 @@ class KeyInfo:
     """The user said they compared safety numbers for the pinned key."""
     offered_fingerprint: str | None = None
     offered_safety_number: str | None = None
+    offered: bytes | None = None
+    """The offered identity key itself: what `accept_key` is given once the
+    user compared its safety number."""
 
 
 class Keys:
@@ -76,6 +79,7 @@ class Keys:
             verified=pin.verified,
             offered_fingerprint=fingerprint(offered) if offered else None,
             offered_safety_number=safety_number(me, mine, user, offered) if offered else None,
+            offered=offered,
         )
 
     async def key_info(self, user: str) -> KeyInfo:
@@ -104,11 +108,22 @@ class Keys:
         """Users whose identity key changed and awaits acceptance."""
         return sorted(self.p.cache.key_changes())
 
-    async def accept(self, user: str) -> None:
-        """Accept the changed key of `user` (after comparing safety numbers):
-        re-verify the rooms. The key is pinned unverified."""
-        if self.p.cache.accept_key_change(user) is None:
+    async def accept(self, user: str, key: bytes) -> None:
+        """Accept the changed key of `user`, `key` being the offered key the
+        user was shown and compared (its safety number): pinned unverified,
+        then the rooms are verified again. Refused (nothing pinned) when no
+        change is pending, or when the key offered now is another one: the
+        offer changed since it was shown, and the new one needs comparing."""
+        offered = self.p.cache.accept_key_change(user, key)
+        if offered is None:
             raise NotReady(f"no key change is pending for {clip(user)}", "no_key_change")
+        if offered != key:
+            raise NotReady(
+                f"the key {clip(user)} offers changed since it was shown (it is now "
+                f"{fingerprint(offered)}); nothing was accepted: compare the new safety "
+                "number with them first",
+                "key_changed_again",
+            )
         if self.p.conn.live:
             async with self.p.lock:
                 self.sync.recover.new_round(key_accepted=True)  # what it refused, tried again

@@ -217,19 +217,24 @@ class TrustRows:
     def drop_key_change(self, user: str) -> None:
         self._db.execute("DELETE FROM key_changes WHERE user=?", (user,))
 
-    def accept_key_change(self, user: str) -> bytes | None:
-        """Pin the offered key of `user` (not verified: accepting is not
-        comparing); returns it (None if no change was pending)."""
-        offered = self.key_changes().get(user)
-        if offered is None:
-            return None
+    def accept_key_change(self, user: str, key: bytes) -> bytes | None:
+        """Pin `key` for `user` (not verified: accepting is not comparing) if
+        it is the key offered now, read and written in one transaction.
+        Returns the key offered now (None if no change is pending): `key`
+        when it was pinned; another key when the offer changed since the
+        user was shown `key`, and then nothing is pinned."""
         with self._tx():
+            row = self._db.execute(
+                "SELECT offered FROM key_changes WHERE user=?", (user,)
+            ).fetchone()
+            if row is None or bytes(row[0]) != key:
+                return None if row is None else bytes(row[0])
             self._db.execute(
                 "UPDATE pins SET sign_pub=?, first_seen_ms=?, verified=0 WHERE user=?",
-                (offered, _now_ms(), user),
+                (key, _now_ms(), user),
             )
             self._db.execute("DELETE FROM key_changes WHERE user=?", (user,))
-        return offered
+        return key
 
     def pins(self) -> dict[str, bytes]:
         return {r[0]: bytes(r[1]) for r in self._db.execute("SELECT user, sign_pub FROM pins")}

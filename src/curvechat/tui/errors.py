@@ -108,6 +108,10 @@ BY_CODE: dict[str, str] = {
     "key_changed": (
         "The identity key of {target} changed; compare safety numbers, then /keys accept {target}."
     ),
+    "key_changed_again": (
+        "The key {target} offers changed since it was shown, so nothing was accepted;"
+        " compare the new safety number with them first."
+    ),
     # the connection and the client
     "not_connected": "You are not connected; try again when the status line says live.",
     "key_mismatch": (

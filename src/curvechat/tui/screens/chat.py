@@ -53,6 +53,7 @@ from curvechat.tui.widgets.timeline import Anchor, Timeline
 
 if TYPE_CHECKING:
     from curvechat.client.engine import ChatClient
+    from curvechat.tui.screens.keychange import KeyChangeScreen
 
 BURST_S = 0.1
 """Messages coming in are shown, and the room marked read, this often at most."""
@@ -92,8 +93,8 @@ class ChatScreen(Screen[None]):
         self.wrong_key_told = False
         """Told that every node failed the CURVE handshake (until live again)."""
         self.connected_once = False
-        self.key_dialogs: set[str] = set()
-        """Users whose key-change dialog is open (keydialog.py)."""
+        self.key_dialogs: dict[str, KeyChangeScreen] = {}
+        """Users whose key-change dialog is open, with it (keydialog.py)."""
         self.mention_re = re.compile(rf"(?<![\w@.-])@?{re.escape(self.me)}(?![\w-])")
         self._due: set[str] = set()
         """What messages that came in still ask for ("read", "redraw", "rooms"),

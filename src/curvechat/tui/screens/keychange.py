@@ -2,7 +2,9 @@
 
 A peer's identity key differs from the one pinned. Nothing is encrypted to
 them until the user accepts the new key, which they should do only after
-comparing the safety number over another channel.
+comparing the safety number over another channel. Accepting answers the
+offered key the dialog shows, so that only that key can be pinned; when
+another one is offered while it is open, `show` puts that one in its place.
 """
 
 from __future__ import annotations
@@ -18,7 +20,27 @@ from textual.widgets import Button, Label, Static
 from curvechat.tui.keys import KeyView
 
 
-class KeyChangeScreen(ModalScreen[bool]):
+def body(v: KeyView, *, changed_meanwhile: bool = False) -> str:
+    again = (
+        "⚠ The offered key changed while this warning was open: this is the new one.\n\n"
+        if changed_meanwhile
+        else ""
+    )
+    return (
+        f"{again}"
+        f"pinned key:  {v.fingerprint or '-'}\n"
+        f"offered key: {v.offered_fingerprint or '-'}\n"
+        f"new safety number:\n  {v.offered_safety_number or '-'}\n\n"
+        f"Nothing will be sent to {v.user} until you accept the new key. "
+        "Someone may be impersonating them, or they set up a new device: "
+        "compare the safety number with them over another channel first."
+    )
+
+
+class KeyChangeScreen(ModalScreen[bytes | None]):
+    """Dismissed with the offered key it shows when the user accepts it,
+    with None when they put it off."""
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+a", "accept", "Accept new key", id="keychange.accept"),
         Binding("escape", "later", "Not now", id="keychange.later"),
@@ -31,31 +53,35 @@ class KeyChangeScreen(ModalScreen[bool]):
     def __init__(self, view: KeyView) -> None:
         super().__init__()
         self.view = view
+        self.changed_meanwhile = False
 
     def compose(self) -> ComposeResult:
         v = self.view
         with Vertical(id="keychange-box"):
             yield Label(f"⚠ THE IDENTITY KEY OF {v.user.upper()} HAS CHANGED", id="keychange-title")
-            yield Static(
-                f"pinned key:  {v.fingerprint or '-'}\n"
-                f"offered key: {v.offered_fingerprint or '-'}\n"
-                f"new safety number:\n  {v.offered_safety_number or '-'}\n\n"
-                f"Nothing will be sent to {v.user} until you accept the new key. "
-                "Someone may be impersonating them, or they set up a new device: "
-                "compare the safety number with them over another channel first.",
-                id="keychange-body",
-            )
+            yield Static(body(v, changed_meanwhile=self.changed_meanwhile), id="keychange-body")
             with Horizontal(id="keychange-buttons"):
                 accept = Button("Accept new key (ctrl+a)", id="keychange-accept", variant="error")
                 accept.can_focus = False
                 yield accept
                 yield Button("Not now (esc)", id="keychange-later")
 
+    def show(self, view: KeyView) -> None:
+        """Show `view` instead: another key is offered now. Accepting then
+        accepts that one."""
+        self.view = view
+        self.changed_meanwhile = True
+        if self.is_mounted:
+            self.query_one("#keychange-body", Static).update(body(view, changed_meanwhile=True))
+
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "keychange-accept")
+        if event.button.id == "keychange-accept":
+            self.action_accept()
+        else:
+            self.action_later()
 
     def action_accept(self) -> None:
-        self.dismiss(True)
+        self.dismiss(self.view.offered)
 
     def action_later(self) -> None:
-        self.dismiss(False)
+        self.dismiss(None)

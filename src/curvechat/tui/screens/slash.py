@@ -145,7 +145,7 @@ async def keys(screen: ChatScreen, inv: cmds.Invocation) -> None:
     if args and args[0] == "accept":
         if len(args) < 2:
             raise cmds.CommandError("/keys accept: missing USER; usage: /keys accept USER")
-        await keydialog.accept(screen, args[1].lstrip("@"))
+        await keydialog.confirm(screen, args[1].lstrip("@"))
         return
     if args and args[0] == "verify":
         if len(args) < 2:

@@ -19,7 +19,7 @@ from .conftest import Kit, on_screen, ready, say, shown, until
 from support.clients import ClientFactory
 from support.servers import ServerProcess
 
-CLIENT_CODES = ("not_connected", "timeout", "untrusted_log", "key_changed")
+CLIENT_CODES = ("not_connected", "timeout", "untrusted_log", "key_changed", "cache_write")
 ACTIONS = ("create", "invite", "remove", "leave", "dm", "send", "history", "keys", "whois")
 INTERNALS = ("Error", "[", "{", "}", "forbidden", "too_large", "index", "Traceback")
 

@@ -297,5 +297,6 @@ def cmd_chat(args: argparse.Namespace) -> int:
         passphrase=passphrase,
         keymap=ChatSettings.keymap_from_env(),
     )
-    result = make_app(settings).run()
-    return int(result or 0)
+    app = make_app(settings)
+    result = app.run()
+    return int(result or app.return_code or 0)  # (a bug: no result, return code 1)

@@ -79,6 +79,16 @@ CREATE TABLE IF NOT EXISTS rooms (
 """
 
 
+def cache_busy(exc: sqlite3.Error) -> bool:
+    """`exc` says another connection (another process of this home) holds
+    the cache past SQLite's wait: it passes by itself, unlike a full disk."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
 class CacheError(ClientError):
     code = "bad_cache"
 

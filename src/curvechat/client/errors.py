@@ -38,7 +38,8 @@ else is a bug.
         ├── NotReady                   refused before asking the server (codes below)
         ├── PeerRefused                a peer's frame or record refused (peer rule's code)
         ├── PeerUnreachable            peer_unreachable: no link to a peer, or no reply in time
-        └── SetupFailed                bad_cache, no_curve: the client could not be opened
+        ├── SetupFailed                bad_cache, no_curve: the client could not be opened
+        └── CacheWriteFailed           cache_write: the local cache refused a write (disk full, I/O)
 """
 
 from __future__ import annotations
@@ -141,3 +142,12 @@ class SetupFailed(ClientError):
     def __init__(self, message: str, code: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class CacheWriteFailed(ClientError):
+    """The local cache refused a write for a reason of its own (the disk is
+    full, an I/O error, a read-only file), not because another process of
+    the home held it for a while: what was asked for was not done (a
+    message was not queued). Waiting alone may not help."""
+
+    code = "cache_write"

@@ -33,7 +33,9 @@ def open_client(
     or KeyChanged (the cache belongs to another identity of the same name)."""
     try:
         cache = Cache(home.cache, cache_key(identity.sign_seed))
-    except CacheError as exc:
+    except CacheError as exc:  # (it says which file, and why)
+        raise SetupFailed(str(exc), "bad_cache") from exc
+    except OSError as exc:  # its directory or file cannot be made
         raise SetupFailed(f"cannot open the local cache: {exc}", "bad_cache") from exc
     try:
         live = remembered_live(cache, addresses)  # a cluster: they rank first

@@ -29,7 +29,9 @@ from collections import deque
 
 from curvechat.client import events as ev
 from curvechat.client.acks import AckWaiters, retrieve
+from curvechat.client.cache import cache_busy
 from curvechat.client.errors import (
+    CacheWriteFailed,
     ClientError,
     NotConnected,
     NotReady,
@@ -54,6 +56,8 @@ WINDOW = 128
 STALE_TRIES = 3
 """A send refused as stale this many times more, with no newer epoch to be
 learned, fails."""
+CACHE_TRIES = 3
+"""Passes in a row stopped by a cache refusing writes, not held: the user is told."""
 
 
 class Outbox:
@@ -85,6 +89,7 @@ class Outbox:
         self.halted = False
         self._waiters = AckWaiters()
         self._store_down = 0  # passes in a row with sends refused store_unavailable
+        self._cache_failures = 0  # passes in a row stopped by a cache refusing writes
         self._down_noted = False  # this pass counted in `_store_down` already
         self._stale: dict[str, int] = {}  # txn -> stale refusals so far
         self._unopened: dict[str, int] = {}  # txn -> acks at a row that did not open, so far
@@ -113,19 +118,24 @@ class Outbox:
         return self.queue_many(room, [text])[0]
 
     def queue_many(self, room: str, texts: list[str]) -> list[str]:
-        """Queue several texts for `room` with one durable commit; their txn ids."""
+        """Queue several texts for `room` with one durable commit; their txn
+        ids. A cache that refuses it (a full disk, or held too long by
+        another process of this home) is CacheWriteFailed: nothing queued."""
         for text in texts:
             check_text(text)
-        cached = self.p.cache.room(room)
-        if cached is None:  # as `history`, `members` and `tail` say it
-            raise NotReady(f"no room {room} here: you are not a member of it", "no_such_room")
-        if cached.left:
-            raise NotReady(f"you are no longer a member of {room}", "not_member")
-        self.p.core.refuse_if_key_changed(room)
-        ids = self._txns.setdefault(room, TxnIds())
-        txns = [ids() for _ in texts]
+        try:
+            cached = self.p.cache.room(room)
+            if cached is None:  # as `history`, `members` and `tail` say it
+                raise NotReady(f"no room {room} here: you are not a member of it", "no_such_room")
+            if cached.left:
+                raise NotReady(f"you are no longer a member of {room}", "not_member")
+            self.p.core.refuse_if_key_changed(room)
+            ids = self._txns.setdefault(room, TxnIds())
+            txns = [ids() for _ in texts]
+            self.p.cache.enqueue_many(room, txns, texts)
+        except sqlite3.Error as exc:
+            raise CacheWriteFailed(f"not queued: the local cache refused the write: {exc}") from exc
         self._waiters.expect(room, txns)
-        self.p.cache.enqueue_many(room, txns, texts)
         self._texts.update(zip(txns, texts, strict=True))
         self.wake.set()
         return txns
@@ -148,15 +158,27 @@ class Outbox:
                 continue
             try:
                 await self.flush()
-            except sqlite3.OperationalError as exc:
-                # Another process of this home holds the cache (a long
-                # write): not a bug; what is queued stays queued.
-                log.warning("the outbox waits: the local cache: %s", exc)
+            except sqlite3.Error as exc:
+                self._cache_refused(exc)
                 self._later()
             except Exception:
                 # A bug must not stop the outbox for good: log, retry shortly.
                 log.exception("outbox flush failed")
                 self._later()
+            else:
+                self._cache_failures = 0
+
+    def _cache_refused(self, exc: sqlite3.Error) -> None:
+        """A pass stopped on the local cache; what is queued stays queued.
+        Another process of this home holding it passes by itself; a full
+        disk or an I/O error keeps even sends the server stored pending
+        here: told once, CACHE_TRIES passes in a row into it."""
+        log.warning("the outbox waits: the local cache: %s", exc)
+        if not cache_busy(exc):
+            self._cache_failures += 1
+            if self._cache_failures == CACHE_TRIES:
+                why = f"the local cache refuses writes ({exc}): messages stay pending meanwhile"
+                self.p.emit(ev.Problem(None, why))
 
     def _sent_elsewhere(self, txns: list[str]) -> None:
         """Sends queued here that another process of this home took out of the

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.text import Text
 from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
@@ -18,6 +21,7 @@ from textual.binding import Binding, BindingType
 from curvechat.client import events as ev
 from curvechat.protocol.errors import ConfigError
 from curvechat.protocol.text import visible
+from curvechat.tui.errors import LOG_NAME
 from curvechat.tui.messages import EngineEvent
 from curvechat.tui.screens.chat import ChatScreen
 from curvechat.tui.settings import ChatSettings
@@ -125,7 +129,7 @@ class CurvechatApp(App[int]):
                 break
             kind, error = refused
             if kind == "fatal":  # said where it stays: after the screen is gone
-                self.exit(1, message=f"curvechat: {visible(error)}")
+                self.exit(1, message=Text(f"curvechat: {visible(error)}"))
                 return
             if kind == "server":
                 server = None
@@ -145,10 +149,12 @@ class CurvechatApp(App[int]):
                 client_id="curvechat-tui",
                 **{"peers": self.settings.peers, **self.settings.client_options},
             )
-        except ClientError as exc:
-            from curvechat.tui.errors import Attempt, explain
-
-            self.notify(explain(exc, Attempt("open")), severity="error", timeout=30, markup=False)
+        except ClientError as exc:  # nothing to show without it: said after the screen is gone
+            log.error("the client could not be opened: %s", exc)
+            said = f"curvechat: error [{exc.code}]: {visible(str(exc))}"
+            if exc.code == "bad_cache":
+                said += "\n" + cache_advice(home.cache)
+            self.exit(1, message=Text(said))
             return
         self.client = client
         self._server = server
@@ -234,6 +240,17 @@ class CurvechatApp(App[int]):
             Home(self.settings.home).save_server(self._server)
 
     # --- leaving --------------------------------------------------------------
+    def _fatal_error(self) -> None:
+        """A bug reached Textual: the app ends with status 1, one line on the
+        terminal and the traceback in the log (`chat.log`). Textual's own
+        would be printed with the locals of every frame, where the text of a
+        message or a passphrase may be."""
+        error = sys.exc_info()[1]
+        log.critical("the terminal client stopped on a bug", exc_info=error)
+        self.bell()
+        what = type(error).__name__ if error is not None else "an error"
+        self.panic(Text(f"curvechat: stopped on a bug ({what}); the details are in {LOG_NAME}"))
+
     async def close_client(self) -> None:
         if self._closed or not self._owns_client or self.client is None:
             return
@@ -246,6 +263,14 @@ class CurvechatApp(App[int]):
 
     async def on_unmount(self) -> None:
         await self.close_client()
+
+
+def cache_advice(path: Path) -> str:
+    """What to do about a cache file that cannot be opened."""
+    return (
+        f"Move {path} aside (rename it) and start curvechat again: your history comes back"
+        " from the server, but messages still queued in that file's outbox are lost."
+    )
 
 
 def make_app(settings: ChatSettings, *, client: ChatClient | None = None) -> CurvechatApp:

@@ -135,6 +135,8 @@ class Invocation:
     args: tuple[str, ...]
     rest: str
     """The raw text after the last fixed argument (for TEXT and USER ...)."""
+    line: str = ""
+    """The whole line as typed."""
 
 
 def is_command(line: str) -> bool:
@@ -176,7 +178,7 @@ def parse(line: str) -> Invocation:
         for word in args:
             remaining = remaining[len(word) :].lstrip()
         rest = remaining
-    return Invocation(spec, name, args, rest)
+    return Invocation(spec, name, args, rest, line)
 
 
 def nearest(name: str) -> str | None:

@@ -7,9 +7,10 @@ Every code the engine can end a command with is mapped here, once:
 the server's refusals (`ErrorCode`, as `ServerRefused`), the engine's own
 refusals before asking (`NotReady` and its `NOT_READY_CODES`), a membership
 change the rules refuse (`MembershipError`, which carries an `ErrorCode`),
-local protocol errors (`too_large`), and the connection's `not_connected`
-and `timeout`. A sentence may name what the user tried: `Attempt` says
-which command, whom and where.
+local protocol errors (`too_large`), the connection's `not_connected`
+and `timeout`, and a cache that refuses a write (`cache_write`). A
+sentence may name what the user tried: `Attempt` says which command, whom
+and where.
 
 Pure: no Textual, no I/O but the log, so the tests (and any front end) can
 use it.
@@ -124,6 +125,10 @@ BY_CODE: dict[str, str] = {
     "bad_identity": "Your identity file could not be read.",
     "wrong_passphrase": "That passphrase does not open your identity.",
     "bad_cache": f"The local cache in your home could not be opened; see {LOG_NAME}.",
+    "cache_write": (
+        "The local cache in your home can't be written (is the disk full?), so nothing"
+        f" was saved; see {LOG_NAME}."
+    ),
     "no_curve": (
         "This machine's ZeroMQ library has no CURVE encryption (or is older than 4.3.2);"
         " install a newer libzmq."
@@ -147,6 +152,10 @@ BY_ACTION: dict[tuple[str, str], str] = {
         " to /invite you."
     ),
     ("send", "too_large"): "Your message is too long: the limit is {limit}.",
+    ("send", "cache_write"): (
+        "Your message was not queued, as the local cache in your home can't be written"
+        " (is the disk full?); it is back in the input line."
+    ),
     ("send", "not_member"): "You are no longer a member of {room}.",
     ("send", "bad_frame"): "Your message can't be sent: it is not valid Unicode text.",
     ("send", "key_changed"): (

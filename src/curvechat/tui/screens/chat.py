@@ -27,7 +27,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from curvechat.client.errors import KeyChanged
+from curvechat.client.errors import CacheWriteFailed, KeyChanged
 from curvechat.client.state import ConnState
 from curvechat.protocol.errors import CurvechatError
 from curvechat.protocol.text import visible
@@ -335,12 +335,13 @@ class ChatScreen(Screen[None]):
         elif message.room != self.current:  # the room changed under the Enter (a removal)
             self.error("the line was typed in another room: not sent (Up brings it back)")
         else:
-            self.send(text[1:] if text.startswith("//") else text)
+            self.send(text[1:] if text.startswith("//") else text, typed=text)
 
-    def send(self, text: str, room: str | None = None) -> bool:
+    def send(self, text: str, room: str | None = None, *, typed: str = "") -> bool:
         """Queue `text` for `room` (default: this one; checked before anything
         is sealed: `check_text`) and show it as pending, in the same step as
-        the Enter that sent it. False if it was refused (and said why)."""
+        the Enter that sent it. False if it was refused (and said why); the
+        line `typed` goes back into the input if the cache would not take it."""
         room = room or self.current
         if not room:
             self.error("no room selected: /create ROOM, /join ROOM or /dm USER first")
@@ -349,6 +350,8 @@ class ChatScreen(Screen[None]):
             txn = self.client.queue(room, text)
         except CurvechatError as exc:
             self.error(explain(exc, Attempt("send", room=room_label(room, self.me))))
+            if isinstance(exc, CacheWriteFailed):
+                self.query_one(Composer).give_back(typed or text)
             return False
         self.logs.setdefault(room, RoomLog(room, self.me)).add_pending(txn, text, self.now_ms())
         if room == self.current:

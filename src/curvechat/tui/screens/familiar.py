@@ -36,12 +36,12 @@ async def dispatch(screen: ChatScreen, inv: cmds.Invocation) -> bool:
         await join(screen, inv)
     elif name == "g":
         room = _member_room(screen, inv, inv.args[0])
-        _send_elsewhere(screen, room, inv.rest)
+        _send_elsewhere(screen, room, inv)
     elif name == "msg":
         user = _user(screen, inv, inv.args[0])
         room = await screen.client.open_dm(user)
         screen.refresh_rooms()
-        _send_elsewhere(screen, room, inv.rest)
+        _send_elsewhere(screen, room, inv)
     elif name in ("a", "nick"):
         alias(screen, inv)
     else:
@@ -155,8 +155,9 @@ def _member_room(screen: ChatScreen, inv: cmds.Invocation, given: str) -> str:
     return room
 
 
-def _send_elsewhere(screen: ChatScreen, room: str, text: str) -> None:
-    """Queue `text` for `room` and say so here, without leaving this room."""
-    if screen.send(text, room) and room != screen.current:
+def _send_elsewhere(screen: ChatScreen, room: str, inv: cmds.Invocation) -> None:
+    """Queue the command's text for `room` and say so here, without leaving this room."""
+    text = inv.rest
+    if screen.send(text, room, typed=inv.line) and room != screen.current:
         label = screen.label(room)
         screen.notice(f"→ {label}: {visible(text)}  (/join {label} to follow it)")

@@ -86,7 +86,7 @@ async def dispatch(screen: ChatScreen, inv: cmds.Invocation) -> None:
         screen.refresh_rooms()
         screen.switch_room(room)
         if inv.rest.strip():
-            screen.send(inv.rest)
+            screen.send(inv.rest, typed=inv.line)
     elif name == "rooms":
         rows = screen.rows()
         if not rows:

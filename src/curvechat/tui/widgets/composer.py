@@ -92,6 +92,14 @@ class Composer(TextArea):
         self.text = ""
         return True
 
+    def give_back(self, text: str) -> None:
+        """Put `text`, a line that was submitted but not queued, back into
+        the input to send again; if something new was typed meanwhile, that
+        stays (and Up brings `text` back)."""
+        if not self.text:
+            self.text = text
+            self.move_cursor(self.document.end)
+
     def submit(self) -> None:
         text = self.text
         if self.set_aside():

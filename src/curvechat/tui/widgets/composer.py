@@ -1,5 +1,6 @@
-"""The input line: Enter sends, pasted text keeps its lines, Up/Down walk
-the history of what was sent, Tab completes slash commands, rooms and users."""
+"""The input line: Enter sends, Ctrl+J (or Alt+Enter) starts a new line,
+pasted text keeps its lines, Up/Down walk the history of what was sent, Tab
+completes slash commands, rooms and users."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ Completer = Callable[[str], str]
 
 class Composer(TextArea):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("alt+enter", "newline", "New line", id="composer.newline", show=False),
+        # Ctrl+J (a line feed) reaches us from every terminal; Alt+Enter only
+        # with the kitty keyboard protocol: others send it as ESC CR, read as Enter.
+        Binding("ctrl+j,alt+enter", "newline", "New line", id="composer.newline", show=False),
     ]
 
     def __init__(self, *, id: str | None = None, completer: Completer | None = None) -> None:

@@ -108,10 +108,10 @@ async def test_slash_commands_and_their_errors(
         await expect(pilot, app, "/keys a b c", "/keys: too many arguments", error=True)
 
         await expect(pilot, app, "/nick", "/nick: missing USER", error=True)
-        await expect(pilot, app, "/nick bob Bobby", "bob is shown as Bobby on this machine")
+        await expect(pilot, app, "/nick bob Bobby", "bob is shown as Bobby~ on this machine")
         assert load_aliases(kit.root / "alice") == {"bob": "Bobby"}
         await bob.send("@alice:bob", "it is me")
-        await until(pilot, lambda: "Bobby: it is me" in shown(app), "the alias in the timeline")
+        await until(pilot, lambda: "Bobby~: it is me" in shown(app), "the alias in the timeline")
         await expect(pilot, app, "/nick bob", "bob is shown as bob again")
         await expect(pilot, app, "/nick bob", "/nick: bob has no alias", error=True)
 

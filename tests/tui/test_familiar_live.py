@@ -107,15 +107,15 @@ async def test_familiar_commands_and_their_errors(
 
         # /a: a display name of your own, for a user or a room, kept on this machine
         await expect(pilot, app, "/a", "/a: missing NAME", error=True)
-        await expect(pilot, app, "/a bob Bobby", "bob is shown as Bobby on this machine (an alias")
-        await expect(pilot, app, "/a #team crew", "#team is shown as crew on this machine")
+        await expect(pilot, app, "/a bob Bobby", "bob is shown as Bobby~ on this machine (an alias")
+        await expect(pilot, app, "/a #team crew", "#team is shown as crew~ on this machine")
         assert load_aliases(kit.root / "alice") == {"bob": "Bobby", "#team": "crew"}
-        await until(pilot, lambda: "crew" in labels(app), "the alias in the rooms list")
+        await until(pilot, lambda: "crew~" in labels(app), "the alias in the rooms list")
         await expect(pilot, app, "/switch bobs", "hello from team")
-        await expect(pilot, app, "/g crew through the alias", "→ crew: through the alias")
+        await expect(pilot, app, "/g crew through the alias", "→ crew~: through the alias")
         await bob.send("bobs", "hi alice")
-        await until(pilot, lambda: "Bobby: hi alice" in shown(app), "bob shown as Bobby")
-        await expect(pilot, app, "/msg Bobby to bob", "→ @Bobby: to bob")
+        await until(pilot, lambda: "Bobby~: hi alice" in shown(app), "bob shown as Bobby~")
+        await expect(pilot, app, "/msg Bobby to bob", "→ @Bobby~: to bob")
         await bob_events.until(
             lambda: [m.text for m in bob.cache.messages("@alice:bob")] == ["to bob"]
         )

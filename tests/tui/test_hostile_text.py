@@ -21,6 +21,7 @@ from textual.widgets import Static
 from curvechat.client.cache import CachedMessage
 from curvechat.client.state import ConnState, ConnStatus
 from curvechat.tui.app import CurvechatApp
+from curvechat.tui.format import shown_name
 from curvechat.tui.logview import render_log
 from curvechat.tui.roomlog import RoomLog
 from curvechat.tui.widgets.status import Banner, banner_text
@@ -76,7 +77,7 @@ def test_no_text_starts_a_row_at_any_width(width: int, sender: str) -> None:
     rows = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
     assert all(len(r) <= width for r in rows)
     assert unsafe("".join(rows)) == []
-    check_rows(rows, len(TEXTS), sender)
+    check_rows(rows, len(TEXTS), shown_name("mallory", {"mallory": sender}))
 
 
 async def test_the_timeline_shows_hostile_text_as_placeholders(

@@ -65,21 +65,39 @@ def day_label(ms: int) -> str:
     return time.strftime("%A %d %B %Y", time.localtime(ms / 1000))
 
 
+ALIAS_MARK = "~"
+"""Drawn after every alias (`bobby~`). No user or room name has it (they are
+`a-z0-9._-`) and no alias may, so a name on screen can never pass for an
+alias, nor an alias for someone's name, whoever registers it later."""
+
+
+def shown_name(name: str, aliases: Mapping[str, str]) -> str:
+    """How a user (or a '#room') is named on screen: its alias, marked, or itself."""
+    alias = aliases.get(name)
+    return name if alias is None else alias + ALIAS_MARK
+
+
 def room_label(room: str, me: str, aliases: Mapping[str, str] | None = None) -> str:
     """'@bob' for my direct-message room with bob, '#general' for a group;
-    with `aliases` (user or '#room' → alias), the alias where there is one."""
+    with `aliases` (user or '#room' → alias), the alias where there is one
+    (`@bobby~`, `crew~`)."""
     aliases = aliases or {}
     pair = dm_members(room)
     if pair is not None:
         other = pair[1] if pair[0] == me else pair[0]
-        return f"@{aliases.get(other, other)}"
-    return aliases.get(f"#{room}", f"#{room}")
+        return f"@{shown_name(other, aliases)}"
+    return shown_name(f"#{room}", aliases)
 
 
 def unalias(name: str, aliases: Mapping[str, str]) -> str:
-    """What the alias `name` stands for (a user, or '#room'); else `name`."""
+    """What the alias `name` stands for (a user, or '#room'), typed bare or
+    as drawn (`bobby~`, and `@bobby~` for a user; `@bobby` is the user
+    bobby's room); else `name`."""
+    bare = name.removesuffix(ALIAS_MARK)
+    dm = bare != name and bare.startswith("@")
+    bare = bare.removeprefix("@") if dm else bare
     for key, value in aliases.items():
-        if value == name:
+        if value == bare and not (dm and key.startswith("#")):
             return key
     return name
 

@@ -23,7 +23,14 @@ from rich.text import Text
 
 from curvechat.protocol.text import split_lines
 from curvechat.tui.fold import fold, folded_note
-from curvechat.tui.format import clock_time, day, day_label, name_colour, safe_text
+from curvechat.tui.format import (
+    clock_time,
+    day,
+    day_label,
+    name_colour,
+    safe_text,
+    shown_name,
+)
 from curvechat.tui.roomlog import Entry, RoomLog
 
 CONTINUATION = "│ "
@@ -172,7 +179,7 @@ def entry_block(e: Entry, me: str, aliases: Mapping[str, str]) -> Block:
         return Block(head, [safe_text(line, style) for line in split_lines(e.text)])
     sender = e.sender or me
     mine = sender == me
-    name = safe_text(aliases.get(sender, sender))
+    name = safe_text(shown_name(sender, aliases))
     head = Text(clock_time(e.ts_ms) + " ", style="dim")
     head.append("»" if mine else " ", style="bold")
     name.stylize(f"bold {name_colour(sender)}" + (" underline" if mine else ""))

@@ -17,6 +17,7 @@ from typing import Any
 
 from curvechat.client.peer.shell import PeerOptions
 from curvechat.protocol.text import visible
+from curvechat.tui.format import ALIAS_MARK
 
 ALIASES_FILE = "aliases.json"
 KEYMAP_ENV = "CURVECHAT_KEYMAP"
@@ -70,8 +71,10 @@ def load_aliases(home: Path) -> dict[str, str]:
     if not isinstance(data, dict):
         return {}
     # One written by hand (or by a version that let it through) that could
-    # drive the terminal or be read as markup is left out.
-    return {str(k): str(v) for k, v in data.items() if is_alias(str(v))}
+    # drive the terminal or be read as markup, or that names two, is left out.
+    aliases = {str(k): str(v) for k, v in data.items() if is_alias(str(v))}
+    twice = {v for v in aliases.values() if list(aliases.values()).count(v) > 1}
+    return {k: v for k, v in aliases.items() if v not in twice}
 
 
 MAX_ALIAS = 32
@@ -80,12 +83,13 @@ MAX_ALIAS = 32
 def is_alias(text: str) -> bool:
     """One word of at most MAX_ALIAS characters, not starting with / # or @,
     with no character that could drive the terminal (`visible` would mark
-    it), no white space and no square bracket (Textual's markup)."""
+    it), no white space, no square bracket (Textual's markup) and no `~`
+    (the mark every alias is drawn with, `format.ALIAS_MARK`)."""
     return (
         0 < len(text) <= MAX_ALIAS
         and not text.startswith(("/", "#", "@"))
         and visible(text) == text
-        and not any(ch.isspace() or ch in "[]" for ch in text)
+        and not any(ch.isspace() or ch in "[]" + ALIAS_MARK for ch in text)
     )
 
 

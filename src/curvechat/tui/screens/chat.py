@@ -33,7 +33,7 @@ from curvechat.protocol.errors import CurvechatError
 from curvechat.protocol.text import visible
 from curvechat.tui import commands as cmds
 from curvechat.tui.errors import Attempt, explain
-from curvechat.tui.format import NO_ROOM, room_label
+from curvechat.tui.format import NO_ROOM, room_label, shown_name
 from curvechat.tui.keys import pending_changes, trust_mark
 from curvechat.tui.messages import (
     EngineEvent,
@@ -159,7 +159,7 @@ class ChatScreen(Screen[None]):
         members = self.query_one("#members", Static)
         if self.current:
             lines = [
-                f"{'★' if m.admin else ' '} {visible(self.aliases.get(m.user, m.user))}"
+                f"{'★' if m.admin else ' '} {visible(shown_name(m.user, self.aliases))}"
                 f"{trust_mark(m.verified, m.key_changed)}"
                 for m in self.client.member_details(self.current)
             ]

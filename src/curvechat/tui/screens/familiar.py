@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from curvechat.protocol.limits import is_room_id, is_user_name
 from curvechat.protocol.text import visible
 from curvechat.tui import commands as cmds
-from curvechat.tui.format import resolve_room, room_label, unalias
+from curvechat.tui.format import ALIAS_MARK, resolve_room, room_label, unalias
 from curvechat.tui.screens.confirm import ConfirmScreen
 from curvechat.tui.settings import MAX_ALIAS, is_alias, save_aliases
 
@@ -118,7 +118,7 @@ def alias(screen: ChatScreen, inv: cmds.Invocation) -> None:
         if not is_alias(new):
             raise cmds.CommandError(
                 f"/{inv.name}: an alias is one word of at most {MAX_ALIAS} characters,"
-                " not starting with / # or @, without [ ] or control characters"
+                f" not starting with / # or @, without [ ] {ALIAS_MARK} or control characters"
             )
         if new in taken or any(v == new for k, v in aliases.items() if k != key):
             raise cmds.CommandError(
@@ -126,8 +126,8 @@ def alias(screen: ChatScreen, inv: cmds.Invocation) -> None:
             )
         aliases[key] = new
         screen.notice(
-            f"{shown} is shown as {visible(new)} on this machine"
-            " (an alias: your own display name, never sent to anyone)"
+            f"{shown} is shown as {visible(new)}{ALIAS_MARK} on this machine (an alias: your"
+            f" own display name, never sent to anyone; {ALIAS_MARK} marks every alias)"
         )
     save_aliases(screen.settings.home, aliases)
     screen.switch_room(screen.current)  # the titles and the timeline, with the alias

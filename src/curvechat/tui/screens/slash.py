@@ -16,7 +16,7 @@ from curvechat.protocol.limits import is_user_name
 from curvechat.protocol.text import visible
 from curvechat.tui import commands as cmds
 from curvechat.tui.fold import text_size
-from curvechat.tui.format import clock_time, day_label, room_label
+from curvechat.tui.format import clock_time, day_label, room_label, shown_name
 from curvechat.tui.keys import key_view, pending_changes, trust_mark
 from curvechat.tui.logview import is_folded
 from curvechat.tui.screens import familiar, keydialog
@@ -99,7 +99,7 @@ async def dispatch(screen: ChatScreen, inv: cmds.Invocation) -> None:
     elif name == "members":
         room = need_room(screen, inv)
         people = [
-            f"{screen.aliases.get(m.user, m.user)}{' (admin)' if m.admin else ''}"
+            f"{shown_name(m.user, screen.aliases)}{' (admin)' if m.admin else ''}"
             f"{trust_mark(m.verified, m.key_changed)}"
             for m in c.member_details(room)
         ]
@@ -123,7 +123,7 @@ def more(screen: ChatScreen, which: str) -> None:
     if nth > len(folded):
         raise cmds.CommandError(f"/more: this room shows {len(folded)} folded message(s)")
     e = folded[-nth]
-    who = screen.aliases.get(e.sender or screen.me, e.sender or screen.me)
+    who = shown_name(e.sender or screen.me, screen.aliases)
     title = f"{day_label(e.ts_ms)} {clock_time(e.ts_ms)}  {who} · {text_size(e.text)}"
     screen.app.push_screen(ReaderScreen(title, e.text))
 
@@ -132,7 +132,7 @@ async def whois(screen: ChatScreen, user: str) -> None:
     if user != screen.me:
         await screen.client.lookup([user])  # the directory's key, checked against the pin
     view = await key_view(screen.client, user)
-    alias = f" (shown as {screen.aliases[user]})" if user in screen.aliases else ""
+    alias = f" (shown as {shown_name(user, screen.aliases)})" if user in screen.aliases else ""
     screen.notice(f"{user}{alias}: fingerprint {view.fingerprint}")
     if view.safety_number:
         screen.notice(f"safety number with {user}: {view.safety_number}")

@@ -135,6 +135,9 @@ BY_CODE: dict[str, str] = {
     ),
 }
 
+TOO_LONG = "Your message is too long: the limit is {limit}."
+NOT_TEXT = "Your message can't be sent: it is not valid Unicode text."
+
 # Where a command's own words say it better: (action, code).
 BY_ACTION: dict[tuple[str, str], str] = {
     ("remove", "forbidden"): "You can't remove {target}: only admins can remove members.",
@@ -151,13 +154,16 @@ BY_ACTION: dict[tuple[str, str], str] = {
         "A room called {target} exists, but you are not in it: ask one of its members"
         " to /invite you."
     ),
-    ("send", "too_large"): "Your message is too long: the limit is {limit}.",
+    **{
+        (action, code): text  # /msg and /dm check their TEXT before the room is opened
+        for action in ("send", "msg", "dm")
+        for code, text in (("too_large", TOO_LONG), ("bad_frame", NOT_TEXT))
+    },
     ("send", "cache_write"): (
         "Your message was not queued, as the local cache in your home can't be written"
         " (is the disk full?); it is back in the input line."
     ),
     ("send", "not_member"): "You are no longer a member of {room}.",
-    ("send", "bad_frame"): "Your message can't be sent: it is not valid Unicode text.",
     ("send", "key_changed"): (
         "The identity key of {target} changed; compare safety numbers and /keys accept"
         " {target} before writing in {room}."

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from curvechat.client.sending import check_text
 from curvechat.protocol.limits import is_room_id, is_user_name
 from curvechat.protocol.text import visible
 from curvechat.tui import commands as cmds
@@ -39,6 +40,7 @@ async def dispatch(screen: ChatScreen, inv: cmds.Invocation) -> bool:
         _send_elsewhere(screen, room, inv)
     elif name == "msg":
         user = _user(screen, inv, inv.args[0])
+        check_text(inv.rest)  # refused before the room is made
         room = await screen.client.open_dm(user)
         screen.refresh_rooms()
         _send_elsewhere(screen, room, inv)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from curvechat.client.sending import check_text
 from curvechat.protocol.limits import is_user_name
 from curvechat.protocol.text import visible
 from curvechat.tui import commands as cmds
@@ -82,6 +83,8 @@ async def dispatch(screen: ChatScreen, inv: cmds.Invocation) -> None:
         user = args[0].lstrip("@")
         if user == screen.me:
             raise cmds.CommandError("/dm: that is you; pick someone else")
+        if inv.rest.strip():
+            check_text(inv.rest)  # refused before the room is made
         room = await c.open_dm(user)
         screen.refresh_rooms()
         screen.switch_room(room)

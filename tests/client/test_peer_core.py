@@ -18,8 +18,9 @@ from curvechat.client.cache import Cache, cache_key
 from curvechat.client.errors import PeerRefused
 from curvechat.client.peer.bounds import bounded
 from curvechat.client.peer.core import PeerCore
+from curvechat.client.peer.heard import MAX_HEARD, HeardRecords
 from curvechat.client.peer.pacing import ASKS_PER_S, KEY_ASKS_PER_S, VERIFIES_PER_S
-from curvechat.client.peer.records import RECORD_AHEAD_MS
+from curvechat.client.peer.records import FAILS_TO_WITHDRAW, MAX_PER_USER, RECORD_AHEAD_MS
 from curvechat.client.peer.rules import PEER_RULES
 from curvechat.client.trust import TrustCore
 from curvechat.crypto.envelope import Plaintext, seal_message
@@ -79,14 +80,15 @@ class World:
         )
 
     def record(
-        self, user: str, ts: int = 1, signer: str = "", transport: str = ""
+        self, user: str, ts: int = 1, signer: str = "", transport: str = "", port: int = 5555
     ) -> m.SignedRecord:
-        """`user`'s record; `transport`: announcing that user's transport key."""
+        """`user`'s record (of its listener at `port`); `transport`:
+        announcing that user's transport key."""
         who = self.ids[user]
         if transport:
             who = Identity.from_secrets(user, who.sign_seed, self.ids[transport].transport_secret)
         core = PeerCore(TrustCore(who, _Mem(), lambda e: None))
-        signed = core.make_record(["tcp://127.0.0.1:5555"], ts)
+        signed = core.make_record([f"tcp://127.0.0.1:{port}"], ts)
         if signer:
             return m.SignedRecord(
                 record=signed.record, sig=self.ids[signer].sign(p.DOMAIN_RECORD + signed.record)
@@ -183,6 +185,19 @@ def n2(w: World) -> None:
     # one from our own cache was taken before: not dated against a clock that
     # may be behind at start (else a start offline would lose every record)
     assert w.core.accept_record(w.record("carol", ts=ahead + 1), None) is not None
+    # another listener of bob's (a second client) is kept beside the first,
+    # an older one too; at most MAX_PER_USER, the oldest giving way
+    assert take(w.record("bob", ts=3, port=1)) is not None
+    assert ports(w.core.peers(), "bob") == [5555, 1]
+    for i in range(MAX_PER_USER):
+        assert take(w.record("bob", ts=100 + i, port=10 + i)) is not None
+    # (the one at 5555 is the newest: dated `ahead`)
+    assert ports(w.core.peers(), "bob") == [5555, *range(9 + MAX_PER_USER, 10, -1)]
+    assert refused(lambda: take(w.record("bob", ts=100, port=2))) == "N2"  # older than all
+    # a withdrawn record (its client closed) is not taken again; a newer one of its listener is
+    assert w.core.closed(w.record("bob", ts=101, port=11))
+    assert refused(lambda: take(w.record("bob", ts=101, port=11))) == "N2"
+    assert take(w.record("bob", ts=200, port=11)) is not None
 
 
 def n3(w: World) -> None:
@@ -364,10 +379,84 @@ def test_records_heard_on_the_network_say_whether_we_know_their_user(w: World) -
     """mDNS lets anyone send records under any number of names: the shell
     keeps those of users whose key we pinned apart, if that key signed them:
     a forged one is a stranger's, and cannot take the place of theirs."""
-    assert w.core.heard_from(w.record("bob")) == ("bob", True)
-    assert w.core.heard_from(w.record("bob", signer="mallory")) == ("bob", False)
-    assert w.core.heard_from(w.record("mallory")) == ("mallory", False)
-    assert w.core.heard_from(m.SignedRecord(record=b"\x93junk", sig=bytes(64))) is None
+
+    def heard(signed: m.SignedRecord) -> tuple[str, bool] | None:
+        said = w.core.heard_from(signed)
+        return None if said is None else (said[0].user, said[1])
+
+    assert heard(w.record("bob")) == ("bob", True)
+    assert heard(w.record("bob", signer="mallory")) == ("bob", False)
+    assert heard(w.record("mallory")) == ("mallory", False)
+    assert heard(m.SignedRecord(record=b"\x93junk", sig=bytes(64))) is None
+
+
+def ports(records: list[p.PeerRecord], user: str) -> list[int]:
+    """The ports of `user`'s listeners among `records`, in their order."""
+    return [int(r.endpoints[0].rsplit(":", 1)[1]) for r in records if r.user == user]
+
+
+def test_each_listener_of_a_member_is_dialed_and_a_dead_one_withdrawn(w: World) -> None:
+    """bob runs two clients: both records are dialed. The one that quit
+    (port 2, the newer) fails FAILS_TO_WITHDRAW exchanges in a row while the
+    other answers: it is withdrawn, and not taken again from the directory
+    or the network unless newer. A member's last record is never withdrawn:
+    one who is away is dialed again when back."""
+    take = functools.partial(w.core.accept_record, now_ms=NOW)
+    first, second = w.record("bob", ts=10, port=1), w.record("bob", ts=20, port=2)
+    assert take(first) is not None and take(second) is not None
+    alive, dead = (p.decode_record(r.record) for r in (first, second))
+    assert ports(w.core.peers(), "bob") == [2, 1]  # each one dialed, the newest first
+    w.core.dialed(alive, True)
+    for _ in range(FAILS_TO_WITHDRAW - 1):
+        assert not w.core.dialed(dead, False)
+    w.core.dialed(dead, True)  # failures in a row only
+    for _ in range(FAILS_TO_WITHDRAW - 1):
+        assert not w.core.dialed(dead, False)
+    assert w.core.dialed(dead, False)
+    assert ports(w.core.peers(), "bob") == [1]
+    assert [p.decode_record(s.record).ts for s in w.core.records()] == [10]
+    assert refused(lambda: take(second)) == "N2"
+    # the last one stays, however long it fails, and its client closing does not withdraw it
+    for _ in range(3 * FAILS_TO_WITHDRAW):
+        assert not w.core.dialed(alive, False)
+    assert not w.core.closed(first)
+    assert ports(w.core.peers(), "bob") == [1]
+    # a newer record of the withdrawn listener (its client announced again) is taken
+    assert take(w.record("bob", ts=30, port=2)) is not None
+    assert ports(w.core.peers(), "bob") == [2, 1]
+    # of two that both fail, the newer stays
+    for _ in range(FAILS_TO_WITHDRAW):
+        w.core.dialed(p.decode_record(w.record("bob", ts=30, port=2).record), False)
+    assert ports(w.core.peers(), "bob") == [2, 1]  # the older did not answer its last
+    w.core.dialed(alive, False)
+    assert ports(w.core.peers(), "bob") == [2]
+    # the connections of a withdrawn listener's key are still let in while
+    # another record announces it (same home: same key)
+    assert w.core.admits(w.ids["bob"].transport_pub)
+
+
+def test_heard_records_are_kept_per_listener_and_bounded(w: World) -> None:
+    """Heard on the network, kept to be judged again when our rooms change:
+    each listener of a user we know, MAX_PER_USER at most (the oldest
+    heard goes first), forgotten when its service goes away; strangers'
+    only the newest MAX_HEARD, whatever their names."""
+    heard = HeardRecords(w.core)
+    bob = [w.record("bob", ts=i, port=100 + i) for i in range(MAX_PER_USER + 2)]
+    for signed in bob:
+        heard.hear(signed)
+    heard.hear(bob[5])  # heard again: newest
+    for i in range(MAX_HEARD + 50):
+        junk = p.PeerRecord(user=f"x{i}", transport_pub=bytes(32), endpoints=[], ts=1)
+        heard.hear(m.SignedRecord(record=p.encode_record(junk), sig=bytes(64)))
+    heard.hear(w.record("bob", signer="mallory", port=7))  # a forgery is a stranger's
+    assert list(heard.known) == ["bob"]
+    kept = [*heard.known["bob"].values()]
+    assert kept == [*bob[2:5], *bob[6:], bob[5]]
+    assert len(heard.strangers) == MAX_HEARD
+    assert next(iter(heard.strangers)).user == "x51"  # the oldest went first
+    heard.forget(bob[5])
+    heard.forget(w.record("bob", ts=99, port=102))  # not the one heard there: kept
+    assert len(heard.known["bob"]) == MAX_PER_USER - 1 and bob[2] in heard.records()
 
 
 CASES: dict[str, Callable[[World], None]] = {

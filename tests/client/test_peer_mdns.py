@@ -12,17 +12,22 @@ import pytest
 from zeroconf import ServiceStateChange
 
 from curvechat.client import events as ev
+from curvechat.client.peer.core import PeerCore
 from curvechat.client.peer.mdns import (
     MAX_READS,
     MAX_WAITING,
     SERVICE,
     MdnsPeers,
     from_txt,
+    service_tag,
     to_txt,
 )
 from curvechat.client.peer.shell import PeerOptions
 from curvechat.client.state import ConnState
+from curvechat.client.trust import TrustCore
+from curvechat.crypto.identity import Identity
 from curvechat.protocol import messages as m
+from curvechat.protocol import peer as p
 
 from support.clients import ClientFactory
 from support.servers import ServerProcess
@@ -116,6 +121,64 @@ async def test_services_that_change_at_every_read_do_not_starve_one_waiting() ->
     await mdns.close()
 
 
+async def test_a_service_that_goes_away_is_told_with_the_record_read_from_it() -> None:
+    """A client that closes unregisters its service: the record last read
+    from it is handed on, so that its listener is no longer dialed; a read
+    under way of a service that went away is called off."""
+    removed: list[m.SignedRecord] = []
+    mdns = MdnsPeers("alice", lambda signed: None, on_removed=removed.append)
+    mdns._zc = object()  # type: ignore[assignment]
+    release = asyncio.Event()
+
+    async def read(service_type: str, name: str) -> None:
+        await release.wait()
+        mdns._took(name, m.SignedRecord(record=name.encode(), sig=bytes(64)))
+
+    mdns._read = read  # type: ignore[method-assign]
+    added, gone = ServiceStateChange.Added, ServiceStateChange.Removed
+    for name in ("a", "b", "c"):
+        mdns._changed(None, SERVICE, f"{name}.{SERVICE}", added)  # type: ignore[arg-type]
+    mdns._changed(None, SERVICE, f"c.{SERVICE}", gone)  # type: ignore[arg-type]
+    release.set()
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert mdns.seen == 2 and not mdns._reads  # c's read was called off
+    mdns._changed(None, SERVICE, f"b.{SERVICE}", gone)  # type: ignore[arg-type]
+    mdns._changed(None, SERVICE, f"b.{SERVICE}", gone)  # type: ignore[arg-type]  # told once
+    mdns._changed(None, SERVICE, f"never.{SERVICE}", gone)  # type: ignore[arg-type]
+    assert [r.record for r in removed] == [f"b.{SERVICE}".encode()]
+    mdns._zc = None
+    await mdns.close()
+
+
+def test_each_listener_of_a_user_has_a_service_name_of_its_own() -> None:
+    """Two clients of one home (one key) on one host differ by their port:
+    each gets a service of its own (one name for both made the second one's
+    registration fail)."""
+    key = bytes(range(32))
+    tags = {
+        service_tag(p.PeerRecord(user="xavier", transport_pub=key, endpoints=[e], ts=1))
+        for e in ("tcp://127.0.0.1:7000", "tcp://127.0.0.1:7001")
+    }
+    assert len(tags) == 2
+
+
+async def test_a_failure_of_mdns_that_says_nothing_is_told_by_its_name(
+    server: ServerProcess, clients: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zeroconf import NonUniqueNameException
+
+    async def refuse(self: MdnsPeers, own: m.SignedRecord | None) -> None:
+        raise NonUniqueNameException
+
+    monkeypatch.setattr(MdnsPeers, "start", refuse)
+    _, events = await clients.make("alice", server.connect, peers=LOOPBACK_MDNS)
+    problems = [e.message for e in events.of(ev.Problem)]
+    assert any(t.endswith("(mDNS): NonUniqueNameException") for t in problems if "mDNS" in t), (
+        problems
+    )
+
+
 # Alone: on two workers it failed twice in a day (the two never saw each
 # other's records within 30 s), never on its own, loaded or not. The suspect
 # is another mDNS user beside it (`tail --peers` in tests/cli): two
@@ -170,3 +233,55 @@ async def test_a_listener_that_cannot_bind_does_not_stop_the_client(
         problems = [e.message for e in events.of(ev.Problem)]
         assert any("not listening for peers" in p for p in problems), problems
         await alice.create_room("still-works", [])
+
+
+@pytest.mark.alone
+async def test_two_clients_of_one_home_are_both_announced_and_one_that_closes_goes() -> None:
+    """Two listeners of xavier's, one key (one home), on loopback mDNS: both
+    register (one service name for both made the second fail with an empty
+    message), yves hears both, and hears the one that closes go."""
+    xavier = Identity.generate("xavier")
+    records = [
+        PeerCore(TrustCore(xavier, _Pins(), lambda e: None)).make_record(
+            [f"tcp://127.0.0.1:{port}"], 1
+        )
+        for port in (28401, 28402)
+    ]
+    heard: list[m.SignedRecord] = []
+    removed: list[m.SignedRecord] = []
+    yves = MdnsPeers("yves", heard.append, on_removed=removed.append, interfaces=["127.0.0.1"])
+    first, second = (MdnsPeers("xavier", lambda s: None, interfaces=["127.0.0.1"]) for _ in "12")
+    try:
+        await yves.start(None)
+        await first.start(records[0])
+        await second.start(records[1])
+        for _ in range(300):
+            if set(records) <= set(heard):
+                break
+            await asyncio.sleep(0.1)
+        assert set(records) <= set(heard)
+        await second.close()
+        for _ in range(300):
+            if removed:
+                break
+            await asyncio.sleep(0.1)
+        assert removed == [records[1]]
+    finally:
+        for mdns in (first, second, yves):
+            await mdns.close()
+
+
+class _Pins:
+    """Just enough of a trust store for a peer that only makes its record."""
+
+    def pin(self, user: str) -> bytes | None:
+        return None
+
+    def set_pin(self, *a: object, **k: object) -> None:
+        pass
+
+    def key_changes(self) -> dict[str, bytes]:
+        return {}
+
+    def rooms(self, *, include_left: bool = False) -> list[object]:
+        return []

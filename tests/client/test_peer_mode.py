@@ -27,8 +27,9 @@ from curvechat.client import events as ev
 from curvechat.client.engine import ChatClient
 from curvechat.client.errors import PeerUnreachable
 from curvechat.client.peer.core import PeerCore
+from curvechat.client.peer.heard import MAX_HEARD
 from curvechat.client.peer.link import PeerLink
-from curvechat.client.peer.shell import MAX_HEARD, PeerOptions, now_ms
+from curvechat.client.peer.shell import PeerOptions, now_ms
 from curvechat.client.state import ConnState
 from curvechat.client.trust import TrustCore
 from curvechat.crypto.envelope import Plaintext, seal_message
@@ -344,8 +345,8 @@ async def test_records_heard_under_many_names_do_not_push_out_known_members(
     trio: tuple[ServerProcess, dict[str, Member]],
 ) -> None:
     """Anyone on the LAN can send records under any number of names: the
-    records of users we know are all kept (one each) to be judged again,
-    those of others only the newest MAX_HEARD."""
+    records of users we know are all kept (each listener) to be judged
+    again, those of others only the newest MAX_HEARD."""
     _, members = trio
     alice, bob = members["alice"].client, members["bob"].client
     assert alice.peer is not None and bob.peer is not None
@@ -353,9 +354,9 @@ async def test_records_heard_under_many_names_do_not_push_out_known_members(
     for i in range(MAX_HEARD + 50):
         junk = p.PeerRecord(user=f"x{i}", transport_pub=bytes(32), endpoints=[], ts=1)
         alice.peer._heard(m.SignedRecord(record=p.encode_record(junk), sig=bytes(64)))
-    assert list(alice.peer._heard_records) == ["bob"]
-    assert len(alice.peer._heard_strangers) == MAX_HEARD
-    assert next(iter(alice.peer._heard_strangers)) == "x50"  # the oldest went first
+    assert list(alice.peer.heard.known) == ["bob"]
+    assert len(alice.peer.heard.strangers) == MAX_HEARD
+    assert next(iter(alice.peer.heard.strangers)).user == "x50"  # the oldest went first
 
 
 async def _ask_when_linked(link: PeerLink, req: p.AnyPeerRequest) -> p.AnyPeerReply:
@@ -416,5 +417,45 @@ async def test_a_member_that_is_away_delays_no_other_in_a_round(
         await alice.events.until(lambda: alice.client.status.state is not ConnState.LIVE)
         await members["carol"].client.send(ROOM, "carol, offline", wait=False)
         await alice.events.until(lambda: "carol, offline" in provisional(alice), timeout=10)
+    finally:
+        server.kill()
+
+
+async def test_a_second_client_of_a_member_that_quits_takes_no_one_off_peer_to_peer(
+    tmp_path: Path, clients: ClientFactory
+) -> None:
+    """xavier runs two clients (two homes, one identity); the second, the
+    last to announce, quits, then the server goes away. yves holds a record
+    of each of xavier's listeners, dials both, reaches xavier through the
+    first, and withdraws the record of the one that quit as dialing it keeps
+    failing. (With one record per user, the newest, yves dialed only the
+    one that quit, and stayed off peer-to-peer.)"""
+    server = ServerProcess(tmp_path / "node").start()
+    try:
+        x1, _ = await clients.make("xavier", server.connect, peers=options())
+        yves, y_events = await clients.make("yves", server.connect, peers=options())
+        await x1.create_room(ROOM, ["yves"])
+        await y_events.until(lambda: bool(yves.core.held(ROOM)))
+        x2, x2_events = await clients.make(
+            "xavier", server.connect, home_name="xavier-2", peers=options()
+        )
+        await x2_events.until(lambda: bool(x2.core.held(ROOM)))
+        # yves looks xavier up before and after the second announces (the
+        # directory holds the last one announced)
+        for client in (x1, yves, x2, yves):
+            assert client.peer is not None
+            await client.peer.publish()
+        assert yves.peer is not None
+        dialed = {tuple(r.endpoints) for r in yves.peer.core.peers() if r.user == "xavier"}
+        assert dialed == {tuple(c.peer.endpoints) for c in (x1, x2)}  # type: ignore[union-attr]
+        await clients.close(x2)
+        server.kill()
+        await y_events.until(lambda: yves.status.state is not ConnState.LIVE)
+        await y_events.until(lambda: yves.peer.reached == {"xavier"}, timeout=20)  # type: ignore[union-attr]
+        await y_events.until(
+            lambda: [r.endpoints for r in yves.peer.core.peers()] == [x1.peer.endpoints],  # type: ignore[union-attr]
+            timeout=20,
+        )
+        assert [e.peers for e in y_events.of(ev.PeerStatus) if e.active][-1] == 1
     finally:
         server.kill()

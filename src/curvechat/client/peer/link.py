@@ -62,11 +62,6 @@ class PeerLink:
             self._sock = sock
         return self._sock
 
-    def update(self, record: p.PeerRecord) -> None:
-        if record != self.record:
-            self.record = record
-            self.reset()
-
     def reset(self) -> None:
         if self._sock is not None:
             self._sock.close(0)

@@ -11,15 +11,19 @@ network can announce services by the thousand, and each read waits up to
 turn, in order (zeroconf tells of a service once, not again while it stays
 the same); at most `MAX_WAITING` wait, and one announced beyond that is
 left out (counted in `dropped`). A service that changes while it is read
-is read once more. This module must
-never decide whether a record is believed: everyone on the network can
-publish anything here.
+is read once more. A service that goes away (its client closed: zeroconf
+unregisters it) is told with the record last read from it. Each listener
+has a service name of its own (its user and a hash of its key and
+endpoints), so that two clients of one user, in one home or two, are both
+announced. This module must never decide whether a record is believed:
+everyone on the network can publish anything here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import socket
 from collections.abc import Callable
@@ -39,6 +43,8 @@ MAX_READS: Final = 16
 """Services read at once."""
 MAX_WAITING: Final = 1024
 """Services waiting to be read."""
+MAX_FOUND: Final = 1024
+"""Services whose record is remembered, to tell which went away."""
 
 
 def to_txt(signed: m.SignedRecord) -> dict[bytes, bytes]:
@@ -67,10 +73,12 @@ class MdnsPeers:
         me: str,
         on_record: Callable[[m.SignedRecord], object],
         *,
+        on_removed: Callable[[m.SignedRecord], object] = lambda signed: None,
         interfaces: list[str] | None = None,
     ) -> None:
         self.me = me
         self.on_record = on_record
+        self.on_removed = on_removed
         self.interfaces = interfaces
         self.seen = 0
         self.dropped = 0
@@ -80,6 +88,7 @@ class MdnsPeers:
         self._reads: dict[str, asyncio.Task[None]] = {}  # service name -> its read
         self._waiting: dict[str, str] = {}  # service name -> type, in the order announced
         self._again: dict[str, str] = {}  # changed while being read: read once more
+        self._found: dict[str, m.SignedRecord] = {}  # service name -> the record last read
 
     async def start(self, own: m.SignedRecord | None) -> None:
         if self.interfaces:
@@ -89,7 +98,7 @@ class MdnsPeers:
         if own is not None:
             record = p.decode_record(own.record)
             host, _, port = record.endpoints[0].removeprefix("tcp://").rpartition(":")
-            name = f"{self.me}-{record.transport_pub.hex()[:12]}"
+            name = f"{self.me}-{service_tag(record)}"
             self._info = AsyncServiceInfo(
                 SERVICE,
                 f"{name}.{SERVICE}",
@@ -104,6 +113,9 @@ class MdnsPeers:
     def _changed(
         self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
     ) -> None:
+        if state_change is ServiceStateChange.Removed:
+            self._removed(name)
+            return
         if state_change not in (ServiceStateChange.Added, ServiceStateChange.Updated):
             return
         if name in self._reads:
@@ -117,6 +129,16 @@ class MdnsPeers:
             self._waiting[name] = service_type
         else:
             self.dropped += 1
+
+    def _removed(self, name: str) -> None:
+        self._waiting.pop(name, None)
+        self._again.pop(name, None)
+        reading = self._reads.get(name)
+        if reading is not None:
+            reading.cancel()  # what it would read is gone
+        signed = self._found.pop(name, None)
+        if signed is not None:
+            self.on_removed(signed)
 
     def _start(self, service_type: str, name: str) -> None:
         task = asyncio.ensure_future(self._read(service_type, name))
@@ -146,12 +168,21 @@ class MdnsPeers:
             return
         signed = from_txt(dict(info.properties))
         if signed is not None:
-            self.seen += 1
-            self.on_record(signed)
+            self._took(name, signed)
+
+    def _took(self, name: str, signed: m.SignedRecord) -> None:
+        """`signed` read from the service `name`."""
+        self.seen += 1
+        self._found.pop(name, None)
+        self._found[name] = signed
+        if len(self._found) > MAX_FOUND:
+            del self._found[next(iter(self._found))]
+        self.on_record(signed)
 
     async def close(self) -> None:
         self._waiting.clear()
         self._again.clear()
+        self._found.clear()
         for task in list(self._reads.values()):
             task.cancel()
         if self._browser is not None:
@@ -159,10 +190,20 @@ class MdnsPeers:
                 await self._browser.async_cancel()
         if self._zc is not None:
             if self._info is not None:
+                # The goodbyes tell the others we closed (they withdraw our
+                # record): sent before zeroconf stops, a second at most.
                 with contextlib.suppress(Exception):
-                    await self._zc.async_unregister_service(self._info)
+                    goodbyes = await self._zc.async_unregister_service(self._info)
+                    async with asyncio.timeout(1.0):
+                        await goodbyes
             await self._zc.async_close()
             self._zc = None
+
+
+def service_tag(record: p.PeerRecord) -> str:
+    """What tells a listener's service from another of the same user."""
+    listener = record.transport_pub + "\n".join(record.endpoints).encode()
+    return hashlib.sha256(listener).hexdigest()[:12]
 
 
 def _ipv4(host: str) -> bool:

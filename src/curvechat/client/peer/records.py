@@ -1,6 +1,17 @@
 """Who a peer is (rules N1, N2, sans-IO): the signed records members
 announce (where they listen, and the transport key their listener
-proves), which of them we believe, and which member a connecting key is.
+proves), which of them we believe and keep, and which member a connecting
+key is.
+
+A member may run several clients (in one home or several), each with a
+listener of its own: its records are kept one per listener (`Listener`:
+its key and endpoints), at most MAX_PER_USER, the oldest giving way, and
+each is dialed. A record is withdrawn when its client says it closed (its
+mDNS service goes away) or when dialing it failed FAILS_TO_WITHDRAW times
+in a row and the member has a record more worth dialing (a newer one, or
+one that answers); a member's last record is never withdrawn, so a member
+who is away is dialed again when back. A withdrawn record is not taken
+again, only a newer one of its listener.
 
 A record is believed only if signed by the identity key our verified log
 records (and we pinned, with no pending change) for a member of a room we
@@ -18,7 +29,7 @@ connection's key.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from curvechat.client.peer.pacing import Pacing
 from curvechat.client.peer.rules import refuse
@@ -33,23 +44,47 @@ from curvechat.protocol.errors import RemoteProtocolError
 RECORD_AHEAD_MS: Final = 10 * 60 * 1000
 """How far ahead of our clock a record may be dated (N2): a record from
 the future would keep every later one of its author out until then."""
+MAX_PER_USER: Final = 8
+"""Records kept per member, one per listener (N2): no member can make us
+hold or dial more by announcing listeners by the dozen."""
+FAILS_TO_WITHDRAW: Final = 3
+"""Failed exchanges in a row after which a record is withdrawn, if its
+member has one more worth dialing."""
 
 
-@dataclass(frozen=True, slots=True)
+class Listener(NamedTuple):
+    """What a record stands for: one client's listener."""
+
+    user: str
+    transport_pub: bytes
+    endpoints: tuple[str, ...]
+
+
+def listener(record: p.PeerRecord) -> Listener:
+    return Listener(record.user, record.transport_pub, tuple(record.endpoints))
+
+
+@dataclass(slots=True)
 class _Held:
-    """A member's record, and the identity key it was verified with."""
+    """A member's record, the identity key it was verified with, and how
+    dialing it went."""
 
     record: p.PeerRecord
     signed: m.SignedRecord
     key: bytes
+    fails: int = 0
+    """Exchanges in a row that failed."""
+    answered: bool = False
+    """Its last exchange went through."""
 
 
 class PeerRecords:
     def __init__(self, trust: TrustCore) -> None:
         self.trust = trust
         self.me = trust.me
-        self._records: dict[str, _Held] = {}
-        self._by_key: dict[bytes, set[str]] = {}  # transport key -> users announcing it
+        self._records: dict[str, dict[Listener, _Held]] = {}
+        self._withdrawn: dict[str, dict[Listener, int]] = {}  # user -> listener -> ts withdrawn
+        self._by_key: dict[bytes, dict[str, int]] = {}  # transport key -> user -> its records
         self.pacing = Pacing()  # N10
 
     def make_record(self, endpoints: list[str], now_ms: int) -> m.SignedRecord:
@@ -96,71 +131,143 @@ class PeerRecords:
             record = p.decode_record(signed.record)
         except RemoteProtocolError as exc:
             raise refuse("N1", ErrorCode.BAD_FRAME, f"undecodable record ({exc.message})") from exc
-        if record.user == self.me:
+        user = record.user
+        if user == self.me:
             return None
-        key = self._identity_key(record.user)
+        key = self._identity_key(user)
         if key is None:
-            raise refuse("N1", p.PeerCode.NOT_SHARED, f"record of {record.user}")
+            raise refuse("N1", p.PeerCode.NOT_SHARED, f"record of {user}")
         try:
             verify(key, p.DOMAIN_RECORD + signed.record, signed.sig)
         except BadSignature as exc:
-            raise refuse("N1", ErrorCode.BAD_SIGNATURE, f"record of {record.user}") from exc
+            raise refuse("N1", ErrorCode.BAD_SIGNATURE, f"record of {user}") from exc
         if now_ms is not None and record.ts > now_ms + RECORD_AHEAD_MS:
-            raise refuse("N2", p.PeerCode.STALE_RECORD, f"record of {record.user} from the future")
-        held = self._records.get(record.user)
-        if held is not None and held.key == key:  # one signed by an older key gives way
-            if held.signed == signed:
-                return None
-            if held.record.ts >= record.ts:
-                raise refuse("N2", p.PeerCode.STALE_RECORD, f"record of {record.user}")
-        if held is not None:
-            users = self._by_key[held.record.transport_pub]
-            users.discard(record.user)
-            if not users:
-                del self._by_key[held.record.transport_pub]
-        self._records[record.user] = _Held(record, signed, key)
-        self._by_key.setdefault(record.transport_pub, set()).add(record.user)
+            raise refuse("N2", p.PeerCode.STALE_RECORD, f"record of {user} from the future")
+        held = self._records.get(user, {})
+        for old in [at for at, h in held.items() if h.key != key]:
+            self._drop(old)  # signed by an older key: it gives way
+        at = listener(record)
+        same = held.get(at)
+        if same is not None and same.signed == signed:
+            return None
+        if same is not None and same.record.ts >= record.ts:
+            raise refuse("N2", p.PeerCode.STALE_RECORD, f"record of {user}")
+        if record.ts <= self._withdrawn.get(user, {}).get(at, -1):
+            raise refuse("N2", p.PeerCode.STALE_RECORD, f"withdrawn record of {user}")
+        if same is None and len(held) >= MAX_PER_USER:
+            oldest = min(held, key=lambda a: held[a].record.ts)
+            if held[oldest].record.ts >= record.ts:
+                raise refuse("N2", p.PeerCode.STALE_RECORD, f"record of {user}, older than all")
+            self._drop(oldest)
+        if same is not None:
+            self._drop(at)
+        self._records.setdefault(user, {})[at] = _Held(record, signed, key)
+        users = self._by_key.setdefault(record.transport_pub, {})
+        users[user] = users.get(user, 0) + 1
         return record
 
-    def heard_from(self, signed: m.SignedRecord) -> tuple[str, bool] | None:
-        """The user a record heard on the network claims to be from, and
-        whether it is a user we know: their pinned key signed it (one it did
-        not sign is as a stranger's, so that a forged record cannot take the
-        place of theirs). None if it does not decode."""
+    def _drop(self, at: Listener) -> None:
+        held = self._records[at.user]
+        del held[at]
+        if not held:
+            del self._records[at.user]
+        users = self._by_key[at.transport_pub]
+        users[at.user] -= 1
+        if not users[at.user]:
+            del users[at.user]
+            if not users:
+                del self._by_key[at.transport_pub]
+
+    def _withdraw(self, at: Listener, ts: int) -> None:
+        self._drop(at)
+        gone = self._withdrawn.setdefault(at.user, {})
+        gone.pop(at, None)
+        gone[at] = ts
+        if len(gone) > MAX_PER_USER:
+            del gone[next(iter(gone))]  # the one withdrawn first
+
+    def dialed(self, record: p.PeerRecord, answered: bool) -> bool:
+        """How an exchange with `record`'s listener went. True if that
+        withdrew the record: it failed FAILS_TO_WITHDRAW times in a row, and
+        its member has another that is newer, or answered its last exchange."""
+        at = listener(record)
+        held = self._records.get(record.user, {}).get(at)
+        if held is None:
+            return False
+        held.answered = answered
+        held.fails = 0 if answered else held.fails + 1
+        if held.fails < FAILS_TO_WITHDRAW:
+            return False
+        better = [
+            h
+            for a, h in self._records[record.user].items()
+            if a != at and h.key == held.key and (h.record.ts > held.record.ts or h.answered)
+        ]
+        if not better:
+            return False
+        self._withdraw(at, held.record.ts)
+        return True
+
+    def closed(self, signed: m.SignedRecord) -> bool:
+        """The client that announced `signed` said it closed (its mDNS
+        service went away): withdraw the record of that listener we hold,
+        if it is no newer, and its member has another. True if it was."""
         try:
-            user = p.decode_record(signed.record).user
+            record = p.decode_record(signed.record)
+        except RemoteProtocolError:
+            return False
+        at = listener(record)
+        held = self._records.get(record.user, {})
+        if at not in held or held[at].record.ts > record.ts or len(held) < 2:
+            return False
+        self._withdraw(at, record.ts)
+        return True
+
+    def heard_from(self, signed: m.SignedRecord) -> tuple[Listener, bool] | None:
+        """The listener a record heard on the network claims to be (its
+        user's), and whether it is of a user we know: their pinned key
+        signed it (one it did not sign is as a stranger's, so that a forged
+        record cannot take the place of theirs). None if it does not decode."""
+        try:
+            record = p.decode_record(signed.record)
         except RemoteProtocolError:
             return None
-        pinned = self.trust.store.pin(user)
+        pinned = self.trust.store.pin(record.user)
         if pinned is None:
-            return user, False
+            return listener(record), False
         try:
             verify(pinned, p.DOMAIN_RECORD + signed.record, signed.sig)
         except BadSignature:
-            return user, False
-        return user, True
+            return listener(record), False
+        return listener(record), True
 
     def records(self) -> list[m.SignedRecord]:
-        return [held.signed for held in self._records.values()]
+        return [held.signed for user in self._records.values() for held in user.values()]
 
-    def _current(self, user: str) -> p.PeerRecord | None:
-        """`user`'s record, if it was verified with the key N1 trusts for
-        `user` now (not one since replaced by a key change)."""
+    def _current(self, user: str) -> list[p.PeerRecord]:
+        """`user`'s records verified with the key N1 trusts for `user` now
+        (not ones since replaced by a key change), the newest first."""
         held = self._records.get(user)
-        if held is None or held.key != self._identity_key(user):
-            return None
-        return held.record
+        if not held:
+            return []
+        key = self._identity_key(user)
+        current = [h.record for h in held.values() if h.key == key]
+        return sorted(current, key=lambda r: r.ts, reverse=True)
 
     def peers(self) -> list[p.PeerRecord]:
-        """The records of users we share a room with now (whom we may dial)."""
-        current = (self._current(user) for user in sorted(self._records))
-        return [record for record in current if record is not None]
+        """The records of users we share a room with now (whom we may dial):
+        each listener of theirs."""
+        return [record for user in sorted(self._records) for record in self._current(user)]
 
     def _claimants(self, transport_pub: bytes) -> list[str]:
         """The members we share a room with whose current records announce
         the key (a key no record announces costs a dict lookup)."""
-        users = self._by_key.get(transport_pub, ())
-        return [u for u in sorted(users) if self._current(u) is not None]
+        users = self._by_key.get(transport_pub, {})
+        return [
+            u
+            for u in sorted(users)
+            if any(r.transport_pub == transport_pub for r in self._current(u))
+        ]
 
     def pace(self, transport_pub: bytes, now: float) -> str | None:
         """Before a request is read: None to read it, or the code it is

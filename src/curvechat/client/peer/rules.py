@@ -16,7 +16,9 @@ PEER_RULES: Final = (
     Rule("N1", "a connecting transport key is the one announced in a record signed by the "
          "identity key our verified log records (and we pinned) for a member of a room we share; "
          "a request is served as the member it names, whose record must announce that key"),
-    Rule("N2", "a record replaces the one we hold only if it is newer, and is dated at most "
+    Rule("N2", "a member's records are kept one per listener, at most 8 (the oldest gives way); "
+         "a record replaces the one we hold for its listener only if it is newer, is not one "
+         "withdrawn (its client closed, or dialing it kept failing), and is dated at most "
          "10 minutes ahead of our clock"),
     Rule("N3", "a peer is served only rooms that both it and we are members of, by our "
          "verified log; nothing about other rooms is answered"),

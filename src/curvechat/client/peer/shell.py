@@ -4,12 +4,14 @@ it is up, mDNS on the local network), and the anti-entropy rounds while no
 server is reachable.
 
 Every round (every `interval` seconds while the connection is not live) it
-seals the messages of our outbox for peers, then for each member it can
-reach and each room both share: sends a digest, takes the envelopes the
-reply carries, and offers the ones asked for (the dialer: up to
-DIAL_AT_ONCE members at once, each within PEER_BUDGET request timeouts; a
-round waits for them one interval at most, so a member that is away or
-slow delays no other).
+seals the messages of our outbox for peers, then for each listener of a
+member it holds a record of (a member may run several clients) and each
+room both share: sends a digest, takes the envelopes the reply carries, and
+offers the ones asked for (the dialer: up to DIAL_AT_ONCE listeners at
+once, each within PEER_BUDGET request timeouts; a round waits for them one
+interval at most, so a member that is away or slow delays no other). The
+core keeps the records, one per listener, and withdraws one whose client
+closed (its mDNS service went away) or that keeps failing.
 What comes in goes through the peer core; what it takes is told as
 `PeerMessage`. The server's copy of a message (`MessageReceived`) settles
 the provisional one.
@@ -35,6 +37,7 @@ from curvechat.client import events as ev
 from curvechat.client.errors import ClientError, PeerRefused
 from curvechat.client.peer.core import PeerCore, Provisional
 from curvechat.client.peer.dialer import Dialer
+from curvechat.client.peer.heard import HeardRecords
 from curvechat.client.peer.listener import PeerListener
 from curvechat.client.state import ConnState
 from curvechat.protocol import messages as m
@@ -48,9 +51,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("curvechat.peer")
 
 RECORDS_META = "peer:records"
-MAX_HEARD = 256
-"""Records heard by mDNS from users we do not know yet, kept to be judged
-again when our rooms change (the oldest goes first)."""
 _records = msgspec.msgpack.Decoder(list[m.SignedRecord])
 
 
@@ -92,6 +92,7 @@ class PeerMode:
             timeout=options.timeout,
             tell=self._tell,
             emit=client.parts.emit,
+            withdrawn=self._withdrawn,
         )
         self.reached: set[str] = set()
         self.active = False
@@ -101,11 +102,8 @@ class PeerMode:
         """Messages written or taken peer to peer not yet reported to a server."""
         self._sealed: set[str] = set()
         """Txns of our outbox already sealed for peers."""
-        self._heard_records: dict[str, m.SignedRecord] = {}
-        """Records heard by mDNS, the last one per user we know, judged again
-        when our rooms change."""
-        self._heard_strangers: dict[str, m.SignedRecord] = {}
-        """The same for users we do not know yet, at most MAX_HEARD."""
+        self.heard = HeardRecords(self.core)
+        """Records heard by mDNS, judged again when our rooms change."""
         self._load_records()
         client.subscribe(self._on_event)
 
@@ -134,13 +132,16 @@ class PeerMode:
             mdns = MdnsPeers(
                 self.client.me,
                 self._heard,
+                on_removed=self._gone,
                 interfaces=list(self.options.mdns_interfaces or []) or None,
             )
             self._mdns = mdns
             try:
                 await mdns.start(self._own_record() if self.listener else None)
             except Exception as exc:  # zeroconf raises OSError and its own errors
-                self._problem(f"no peer discovery on the local network (mDNS): {exc}")
+                # (zeroconf's own exceptions may say nothing but their name)
+                why = str(exc) or type(exc).__name__
+                self._problem(f"no peer discovery on the local network (mDNS): {why}")
         self._tasks.append(asyncio.create_task(self._rounds(), name="peer-rounds"))
 
     async def close(self) -> None:
@@ -192,34 +193,33 @@ class PeerMode:
             return False
         if record is None:
             return False
-        link = self.dialer.links.get(record.user)
-        if link is not None:
-            link.update(record)
         if save:
-            encoded = msgspec.msgpack.encode(self.core.records())
-            self.client.cache.set_meta(RECORDS_META, encoded.hex())
+            self._save_records()
         return True
 
+    def _save_records(self) -> None:
+        encoded = msgspec.msgpack.encode(self.core.records())
+        self.client.cache.set_meta(RECORDS_META, encoded.hex())
+
     def _heard(self, signed: m.SignedRecord) -> None:
-        # One per user: for users we know (a pinned key) always, for others
-        # the newest MAX_HEARD, as anyone on the network can send records
-        # under any number of names.
-        heard = self.core.heard_from(signed)
-        if heard is not None:
-            user, known = heard
-            if known:
-                self._heard_records[user] = signed
-            else:
-                self._heard_strangers.pop(user, None)
-                self._heard_strangers[user] = signed
-                if len(self._heard_strangers) > MAX_HEARD:
-                    del self._heard_strangers[next(iter(self._heard_strangers))]
+        self.heard.hear(signed)
         self.take_record(signed)
+
+    def _gone(self, signed: m.SignedRecord) -> None:
+        """A record's mDNS service went away: its client closed."""
+        self.heard.forget(signed)
+        if self.core.closed(signed):
+            log.info("peer record withdrawn: its client closed")
+            self._save_records()
+
+    def _withdrawn(self, record: p.PeerRecord) -> None:
+        log.info("peer record of %s withdrawn: dialing it kept failing", record.user)
+        self._save_records()
 
     async def publish(self) -> None:
         """While the server is up: announce where we listen, and look up
         where the members we share rooms with do."""
-        for signed in [*self._heard_records.values(), *self._heard_strangers.values()]:
+        for signed in self.heard.records():
             self.take_record(signed)
         if not self.options.directory:
             return

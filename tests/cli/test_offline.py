@@ -7,8 +7,11 @@ is tried first."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import socket
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -93,6 +96,41 @@ def test_tail_delivers_what_send_queued_offline(
     assert tail.stop() == 0
     texts = [r["text"] for r in rows(bob, "general")]
     assert texts == ["before the outage", "queued for tail", "seen it"]
+
+
+def test_a_long_backlog_goes_out_first_and_what_is_said_of_it_is_true(
+    cli: Callable[[str], Any],
+) -> None:
+    """Thousands of messages left in the outbox (by `send -` offline here, as
+    by one killed mid-way): the next `send` waits for them as long as they
+    keep being acknowledged, longer in all than its --timeout, sends its own
+    after them, and says nothing that is not true when it exits."""
+    alice, bob = _pair(cli)
+    alice.server.stop()
+    backlog = [f"backlog {i}" for i in range(2500)]
+    queued = alice.run("send", "general", "-", stdin="\n".join(backlog), ok=False)
+    assert queued.returncode == 75, queued.stderr
+    assert _outbox(alice) == 2500
+    alice.server.start()
+
+    t0 = time.monotonic()
+    sent = alice.run("send", "general", "after the backlog", "--timeout", "2", ok=False)
+    elapsed = time.monotonic() - t0
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout == "sent to general\n"
+    assert "not yet acknowledged" not in sent.stderr
+    told = re.findall(r"sent (\d+)(?: more)? queued message\(s\) from before", sent.stderr)
+    assert sum(map(int, told)) == 2500, sent.stderr
+    assert elapsed > 2, "the backlog took less than one --timeout: nothing was shown"
+    assert _outbox(alice) == 0
+    want = ["before the outage", *backlog, "after the backlog"]
+    for user in (alice, bob):
+        assert [r["text"] for r in rows(user, "general", "--limit", "3000")] == want
+
+
+def _outbox(user: Any) -> int:
+    with contextlib.closing(sqlite3.connect(user.home / "cache.db")) as db:
+        return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
 
 def test_commands_that_need_the_server_still_say_unreachable(cli: Callable[[str], Any]) -> None:

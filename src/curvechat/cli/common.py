@@ -223,8 +223,11 @@ async def _with_client(
                 return await offline(client, Offline(why, last_sync_ms(client.cache)))
             raise CliError("unreachable", why, EXIT_UNREACHABLE)
         home.save_server(server)
-        await deliver_queued(client, args.timeout)
-        return await body(client)
+        queued = await deliver_queued(client, args.timeout)
+        try:
+            return await body(client)
+        finally:
+            await queued.finish()
     finally:
         await client.close()
 

@@ -43,25 +43,23 @@ def _sync_fields(client: ChatClient, away: Offline | None) -> dict[str, Any]:
 
 # --- sending ------------------------------------------------------------------------------
 async def _send_lines(client: ChatClient, room: str, lines: list[str], timeout: float) -> int:
-    from curvechat.client.errors import RequestTimeout
+    from curvechat.cli.reach import Acks
 
-    txns = client.queue_many(room, lines)
-    acked = 0
-    try:
-        # `timeout` bounds the wait for each next ack: many lines take as long
-        # as the server keeps acknowledging them.
-        for txn in txns:
-            await client.wait_ack(txn, timeout)
-            acked += 1
-    except RequestTimeout:
+    acks = Acks(client, client.queue_many(room, lines))
+    # `timeout` bounds the wait for each next ack: many lines take as long as
+    # the server keeps acknowledging them.
+    done = await acks.wait(timeout)
+    if acks.failed:
+        raise acks.failed[0][1]
+    if not done:
         print(
-            f"curvechat: {len(txns) - acked} message(s) queued, not yet acknowledged"
+            f"curvechat: {len(acks.left)} message(s) queued, not yet acknowledged"
             " (they may have reached the server already); the next command that connects"
             " sends them again (the server keeps each once)",
             file=sys.stderr,
         )
         return EXIT_QUEUED
-    print(f"sent {acked} message(s) to {room}" if acked != 1 else f"sent to {room}")
+    print(f"sent {acks.acked} message(s) to {room}" if acks.acked != 1 else f"sent to {room}")
     return 0
 
 

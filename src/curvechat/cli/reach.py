@@ -6,9 +6,11 @@ A command waits at most the connect timeout (`--connect-timeout`,
 less when the failed attempts already tell (`servers.verdict`): nothing
 listens on any node (offline at once), or a node failed the CURVE handshake
 (a wrong server key, reported at once as `key_mismatch`; waiting cannot
-help). Messages queued by an earlier offline command go out as soon as the
-client is synced, and a command that connected waits for them before it
-ends.
+help). Messages queued by an earlier command (offline, or killed) go out as
+soon as the client is synced, before the command's own: it waits for them
+as long as they keep being acknowledged (`--timeout` at most for each next
+one, as `send` waits for its own), and says only at its end how many are
+still not acknowledged.
 
 It must never decide what a failure means (that is `servers.verdict`) nor
 print what a command answers: it only waits, and says what it waited for.
@@ -18,12 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import math
 import os
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,6 +36,8 @@ from curvechat.protocol.text import clip, visible
 
 if TYPE_CHECKING:
     from curvechat.client.engine import ChatClient
+    from curvechat.client.errors import ServerRefused
+    from curvechat.client.model import OutboxItem
 
 DEFAULT_CONNECT_TIMEOUT = 3.0
 CONNECT_TIMEOUT_ENV = "CURVECHAT_CONNECT_TIMEOUT"
@@ -106,45 +110,88 @@ async def reach(client: ChatClient, timeout: float) -> Offline | None:
     return None if why is None else Offline(why, last_sync_ms(client.cache))
 
 
-async def deliver_queued(client: ChatClient, timeout: float) -> None:
-    """Wait (at most `timeout`) for the messages an earlier command left in
-    the outbox; say on stderr how many went out, and how many wait still.
-    Those held by a key change wait for the user, not for this; those the
-    node refused for good (the user left the room meanwhile) are said."""
-    core = client.core
-    todo = {i.txn for i in client.pending() if not core.key_change_in(i.room)}
-    if not todo:
-        return
-    done = asyncio.Event()
-    sent: set[str] = set()
-    failed: list[ev.SendFailed] = []
+class Acks:
+    """Sends awaited in the order they were queued: how many the server
+    acknowledged, which it refused, and which are left. The one waiting
+    logic of the commands that send, `send` and `dm` for their own messages
+    and every command that connects for those an earlier one left queued."""
 
-    def on_event(event: ev.Event) -> None:
-        if isinstance(event, ev.SendAcked | ev.SendFailed) and event.txn in todo:
-            todo.discard(event.txn)
-            if isinstance(event, ev.SendAcked):
-                sent.add(event.txn)
-            else:
-                failed.append(event)
-            if not todo:
-                done.set()
+    def __init__(self, client: ChatClient, txns: list[str]) -> None:
+        self.client = client
+        self.left: deque[str] = deque(txns)
+        self.acked = 0
+        self.failed: list[tuple[str, ServerRefused]] = []
 
-    client.subscribe(on_event)
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
-            await done.wait()
-    if sent:
-        print(f"curvechat: sent {len(sent)} queued message(s) from before", file=sys.stderr)
-    for f in failed:
-        print(
-            f"curvechat: a queued message for {visible(f.room)} from before was not sent"
-            f" [{visible(f.code)}]: {visible(f.message)}",
-            file=sys.stderr,
-        )
-    if todo:
-        print(
-            f"curvechat: {len(todo)} queued message(s) not yet acknowledged (they may"
-            " have reached the server already); the next command that connects sends them"
-            " again (the server keeps each once)",
-            file=sys.stderr,
-        )
+    async def wait(self, timeout: float) -> bool:
+        """Wait for each send in turn, `timeout` seconds at most for each
+        next answer: many messages take as long as the server keeps
+        answering. True when none is left. (`timeout` 0 takes the answers
+        that came meanwhile, and waits for none.)"""
+        from curvechat.client.errors import NotReady, RequestTimeout, ServerRefused
+
+        while self.left:
+            try:
+                await self.client.wait_ack(self.left[0], timeout)
+                self.acked += 1
+            except ServerRefused as exc:
+                self.failed.append((self.left[0], exc))
+            except (RequestTimeout, NotReady):  # NotReady: its answer is no longer kept
+                return False
+            self.left.popleft()
+        return True
+
+
+class Queued:
+    """What this command does with the messages an earlier one left in the
+    outbox (killed, or offline): they go out first, in order; what became of
+    them is said on stderr as it is known, and what is still not
+    acknowledged only at the command's end, when this one sends no more."""
+
+    def __init__(self, client: ChatClient, items: list[OutboxItem]) -> None:
+        self.rooms = {i.txn: i.room for i in items}
+        self.acks = Acks(client, [i.txn for i in items])
+        self._sent = 0  # of the acked, how many were said
+        self._failed = 0  # of the failed, how many were said
+
+    def tell(self) -> None:
+        """Say what became of them since last told."""
+        sent = self.acks.acked - self._sent
+        if sent:
+            more = " more" if self._sent else ""
+            print(f"curvechat: sent {sent}{more} queued message(s) from before", file=sys.stderr)
+        for txn, exc in self.acks.failed[self._failed :]:
+            print(
+                f"curvechat: a queued message for {visible(self.rooms[txn])} from before was"
+                f" not sent [{visible(exc.code)}]: {visible(exc.message)}",
+                file=sys.stderr,
+            )
+        self._sent, self._failed = self.acks.acked, len(self.acks.failed)
+
+    async def finish(self) -> None:
+        """At the command's end: the answers that came while it went on, and
+        how many are still not acknowledged."""
+        await self.acks.wait(0)
+        self.tell()
+        if self.acks.left:
+            print(
+                f"curvechat: {len(self.acks.left)} queued message(s) not yet acknowledged (they"
+                " may have reached the server already); the next command that connects sends"
+                " them again (the server keeps each once)",
+                file=sys.stderr,
+            )
+
+
+async def deliver_queued(client: ChatClient, timeout: float) -> Queued:
+    """Send the messages an earlier command left in the outbox before this
+    one's own, waiting for them as long as they keep being acknowledged
+    (`timeout` at most for each next one; `Acks.wait`), and say how many
+    went out; `Queued.finish` says at the end what is still not
+    acknowledged. Those held by a key change wait for the user, not for
+    this; those the node refused for good (the user left the room
+    meanwhile) are said."""
+    items = [i for i in client.pending() if not client.core.key_change_in(i.room)]
+    client.expect_acks(items)
+    queued = Queued(client, items)
+    await queued.acks.wait(timeout)
+    queued.tell()
+    return queued

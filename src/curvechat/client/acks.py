@@ -35,8 +35,9 @@ class AckWaiters:
                 del self._futures[old]
         loop = asyncio.get_running_loop()
         for txn in txns:
-            self._futures[txn] = loop.create_future()
-            self._rooms[txn] = room
+            if txn not in self._futures:  # one already awaited keeps its answer
+                self._futures[txn] = loop.create_future()
+                self._rooms[txn] = room
 
     async def wait(self, txn: str, timeout: float | None = None) -> m.SendAck:
         fut = self._futures.get(txn)

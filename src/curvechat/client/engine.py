@@ -338,6 +338,10 @@ class ChatClient:
         Raises RequestTimeout (still queued) or ServerRefused (it failed)."""
         return await self.outbox.wait_ack(txn, timeout)
 
+    def expect_acks(self, items: list[OutboxItem]) -> None:
+        """`wait_ack` answers for `items` (the outbox's, queued by an earlier process) too."""
+        self.outbox.expect(items)
+
     def pending(self, room: str | None = None) -> list[OutboxItem]:
         return self.outbox.pending(room)
 

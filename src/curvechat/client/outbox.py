@@ -140,6 +140,14 @@ class Outbox:
         self.wake.set()
         return txns
 
+    def expect(self, items: list[OutboxItem]) -> None:
+        """Have `wait_ack` answer for `items` too (queued by an earlier process)."""
+        rooms: dict[str, list[str]] = {}
+        for item in items:
+            rooms.setdefault(item.room, []).append(item.txn)
+        for room, txns in rooms.items():
+            self._waiters.expect(room, txns)
+
     async def wait_ack(self, txn: str, timeout: float | None = None) -> m.SendAck:
         return await self._waiters.wait(txn, timeout)
 

@@ -10,7 +10,7 @@ from curvechat.client.errors import NotConnected, NotReady, RequestTimeout, Serv
 from curvechat.client.model import OutboxItem
 from curvechat.client.outbox import STORE_DOWN_FAILOVER, Outbox
 from curvechat.client.pushqueue import bursts
-from curvechat.client.sending import RANK, TxnIds, Verdict, classify
+from curvechat.client.sending import RANK, StaleRefusals, TxnIds, Verdict, classify
 from curvechat.crypto.errors import CryptoError
 from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
@@ -110,3 +110,16 @@ async def test_each_room_counts_its_own_txn_ids() -> None:
     a, b = queued["a"], queued["b"]
     assert a[0][:22] != b[0][:22]
     assert [int(t[22:]) for t in a] == [1, 2]  # the five sent to b left no gap in a
+
+
+def test_a_stale_refusal_counts_unless_it_taught_a_newer_epoch_than_any_refused() -> None:
+    """Another member's rotation counts nothing; a server that lowers the
+    epoch, then raises it back, is counted each time, and the send fails
+    past the limit."""
+    stale = StaleRefusals(limit=2)
+    assert stale.refused("t", 2, 3) == (True, False)  # someone rotated: 3 is new
+    assert stale.refused("t", 3, 1) == (False, False)  # the server says 1: counted
+    assert stale.refused("t", 1, 3) == (False, False)  # back up to 3, refused before
+    assert stale.refused("t", 3, 3) == (False, True)  # past the limit: it fails
+    stale.done("t")
+    assert stale.refused("t", 0, None) == (False, False)  # a send of its own again

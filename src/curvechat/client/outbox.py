@@ -41,7 +41,15 @@ from curvechat.client.errors import (
 from curvechat.client.model import CachedMessage, OutboxItem
 from curvechat.client.parts import Parts, expect
 from curvechat.client.sealing import SEAL_BATCH, InFlight, Sealer
-from curvechat.client.sending import BAD_ACK, RANK, TxnIds, Verdict, check_text, classify
+from curvechat.client.sending import (
+    BAD_ACK,
+    RANK,
+    StaleRefusals,
+    TxnIds,
+    Verdict,
+    check_text,
+    classify,
+)
 from curvechat.client.sync import Sync
 from curvechat.client.trust import EpochRecord
 from curvechat.crypto.errors import CryptoError
@@ -91,7 +99,7 @@ class Outbox:
         self._store_down = 0  # passes in a row with sends refused store_unavailable
         self._cache_failures = 0  # passes in a row stopped by a cache refusing writes
         self._down_noted = False  # this pass counted in `_store_down` already
-        self._stale: dict[str, int] = {}  # txn -> stale refusals so far
+        self._stale = StaleRefusals(STALE_TRIES)
         self._unopened: dict[str, int] = {}  # txn -> acks at a row that did not open, so far
         self._txns: dict[str, TxnIds] = {}  # room -> its ids (none tells of another room)
         self._texts: dict[str, str] = {}  # txn -> text, of what this outbox queued and holds
@@ -304,27 +312,30 @@ class Outbox:
 
     async def _after_stale(self, item: OutboxItem, epoch: int, exc: BaseException) -> bool:
         """Someone else rotated first, or the server wants a rotation: bring
-        the room up to date, rotating if the trust core says so
-        (`rotate_on_refusal`: no newer epoch held, and at most once per state
-        of the room's log unless the log itself calls for one). A refusal
-        that taught us no newer epoch counts against the item, which fails
-        after STALE_TRIES of them (a server that never lets it through); one
-        explained by another member's rotation does not.
-        False if the pass should not go round again."""
+        the room up to date (its log, its keys, and if that changes nothing,
+        the room's epoch as the server has it), rotating if the trust core
+        says so (`rotate_on_refusal`: the epoch to seal under is still the
+        refused one, and at most once per state of the room's log unless the
+        log itself calls for one). What a refusal counts against the item is
+        `StaleRefusals`' to say. False if the pass should not go round again."""
         assert isinstance(exc, ServerRefused)
         core = self.p.core
-        before = max(core.held(item.room), default=-1)
+        before = core.current(item.room)
+        # (-1: a rotation was refused, under the epoch held before.)
+        refused = max(epoch, -1 if before is None else before)
         try:
             async with self.p.lock:
                 await self.sync.refresh(item.room)
-                learned = max(core.held(item.room), default=-1) > max(before, epoch)
+                if core.current(item.room) == refused:
+                    await self.sync.relist()  # the room's epoch, as the server has it
+                learned, give_up = self._stale.refused(item.txn, refused, core.current(item.room))
                 if (
                     not learned
                     and exc.code == ErrorCode.STALE_EPOCH
                     and core.rotate_on_refusal(item.room, epoch)
                 ):
                     with contextlib.suppress(ServerRefused):
-                        await self.p.rotate(item.room, epoch + 1)
+                        await self.p.rotate(item.room, core.next_epoch(item.room))
         except NotConnected:
             return False
         except (RequestTimeout, ServerRefused):
@@ -333,11 +344,7 @@ class Outbox:
         except (ClientError, CryptoError) as err:  # the room's log no longer verifies
             self._fail(item, getattr(err, "code", "client_error"), str(err))
             return True
-        if learned:
-            self._stale.pop(item.txn, None)
-            return True
-        tries = self._stale[item.txn] = self._stale.get(item.txn, 0) + 1
-        if tries > STALE_TRIES:
+        if give_up:
             self._fail(item, exc.code, exc.message)
         return True
 
@@ -367,7 +374,7 @@ class Outbox:
                 self._fail(sent.item, BAD_ACK, bad[txn])
                 continue
             self._unopened.pop(txn, None)
-            self._stale.pop(txn, None)
+            self._stale.done(txn)
             self._waiters.acked(txn, ack)
             self._texts.pop(txn, None)
             self.p.emit(ev.SendAcked(sent.item.room, sent.item.txn, ack.seq, ack.ts))
@@ -399,7 +406,7 @@ class Outbox:
     def _fail(self, item: OutboxItem, code: str, message: str) -> None:
         self.p.cache.dequeue(item.txn)
         self._texts.pop(item.txn, None)
-        self._stale.pop(item.txn, None)
+        self._stale.done(item.txn)
         self._unopened.pop(item.txn, None)
         self._waiters.failed(item.txn, code, message)
         self.p.emit(ev.SendFailed(item.room, item.txn, code, message))

@@ -171,8 +171,7 @@ class RoomCommands:
         if not share:
             # The newcomer holds no key yet: start an epoch that includes them.
             async with self.p.lock:
-                held = self.p.core.held(room)
-                await self.p.rotate(room, max(held) + 1 if held else 0)
+                await self.p.rotate(room, self.p.core.next_epoch(room))
         self.p.emit(ev.RoomUpdated(room, "members"))
         return InviteResult(
             user=user,
@@ -216,8 +215,7 @@ class RoomCommands:
                 raise NotReady(f"{clip(user)} is not a member of {room}", "not_member")
             signed = self._signed(room, "remove", user, member.key)
             after = log.state.apply(signed)[0]
-            held = self.p.core.held(room)
-            epoch = new_epoch_key(room, (max(held) + 1) if held else 0, after.index)
+            epoch = new_epoch_key(room, self.p.core.next_epoch(room), after.index)
             recipients = {u: mem.key for u, mem in after.members.items()}
             for u, k in recipients.items():
                 self.p.core.check_pin(u, k)

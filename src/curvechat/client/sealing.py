@@ -271,10 +271,10 @@ class Sealer:
         flight, the new epoch is only asked for (see the module doc). Lock
         held: the grant holds while it is."""
         core = self.p.core
-        if not core.held(room):
+        if core.current(room) is None:
             await self.sync.refresh(room)
-        held = core.held(room)
-        in_flight = self.in_flight[(room, max(held))] if held else 0
+        current = core.current(room)
+        in_flight = self.in_flight[(room, current)] if current is not None else 0
         decision = core.encryption_grant(
             room,
             now_ms=now_ms(),

@@ -143,3 +143,32 @@ def place_acks(
         held[seq] = (me, txn, "opened")
         out.append((Placed.KNOWN if holder is not None else Placed.STORE, ""))
     return out
+
+
+class StaleRefusals:
+    """How many stale refusals each send counts, and whether one taught us
+    something: a refusal after which the epoch to seal under is newer than
+    any refused for the send (another member rotated) counts nothing; any
+    other counts one, also when the server's epoch is below ours, so a
+    server that reports one epoch and then another cannot keep a send going
+    round. A send fails after `limit` counted."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._sends: dict[str, tuple[int, int]] = {}  # txn -> (counted, newest epoch refused)
+
+    def refused(self, txn: str, refused: int, now: int | None) -> tuple[bool, bool]:
+        """A refusal of `txn` under epoch `refused` (the epoch held before,
+        for a rotation refused), after which `now` is the epoch to seal
+        under: (whether it taught us a newer epoch, whether the send is to
+        fail)."""
+        counted, newest = self._sends.get(txn, (0, -1))
+        newest = max(refused, newest)
+        learned = now is not None and now > newest
+        if not learned:
+            counted += 1
+        self._sends[txn] = (counted, newest)
+        return learned, counted > self.limit
+
+    def done(self, txn: str) -> None:
+        self._sends.pop(txn, None)

@@ -40,7 +40,6 @@ def room_summaries(cache: Cache, core: TrustCore) -> list[RoomSummary]:
     out = []
     for room in cache.rooms():
         state = core.log(room.room).state
-        held = core.held(room.room)
         out.append(
             RoomSummary(
                 room=room.room,
@@ -49,7 +48,7 @@ def room_summaries(cache: Cache, core: TrustCore) -> list[RoomSummary]:
                 head=room.head,
                 cursor=room.cursor,
                 unread=room.unread,
-                epoch=max(held) if held else None,
+                epoch=core.current(room.room),
             )
         )
     return out

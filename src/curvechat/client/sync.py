@@ -145,6 +145,13 @@ class Sync:
             await self.p.tell_stored(room, live=False)
         return count + await self.recover.rooms()
 
+    async def relist(self) -> None:
+        """The rooms' epochs as the server has them (a refused send: ours
+        may not be the room's, `trust/position.py`). Lock held."""
+        reply = await self.p.ask(m.ListRooms(), m.RoomList)
+        for info in reply.rooms:
+            self.p.core.position.reported(info.room, info.epoch)
+
     def _cursors(self, names: list[str]) -> dict[str, int]:
         return {r.room: r.cursor for r in self.p.cache.rooms() if r.room in names}
 
@@ -236,6 +243,11 @@ class Sync:
                 await self.refresh(room)
         shown: list[tuple[CachedMessage, bool]] = []
         verified = core.verify_many(room, [i.envelope for i in fresh], crypt=open_split)
+        again = core.keys_to_ask_again(room)
+        if again:  # sealed under another key for an epoch: one a member gave us?
+            for epoch in again:
+                await self.fetch_keys(room, epoch)
+            verified = core.verify_many(room, [i.envelope for i in fresh], crypt=open_split)
         # No await from here to the end of the transaction.
         with cache.batch(room) as batch:
             for item, checked in zip(fresh, verified, strict=True):

@@ -28,6 +28,10 @@ CREATE TABLE IF NOT EXISTS epoch_keys (
     sealed BLOB NOT NULL, stored_ms INTEGER NOT NULL, sender TEXT,
     PRIMARY KEY (room, epoch)
 );
+CREATE TABLE IF NOT EXISTS epoch_alternates (
+    room TEXT NOT NULL, epoch INTEGER NOT NULL, sender TEXT NOT NULL, after_op INTEGER NOT NULL,
+    sealed BLOB NOT NULL, PRIMARY KEY (room, epoch, sender)
+);
 CREATE TABLE IF NOT EXISTS pins (
     user TEXT PRIMARY KEY, sign_pub BLOB NOT NULL, first_seen_ms INTEGER NOT NULL,
     verified INTEGER NOT NULL DEFAULT 0
@@ -128,6 +132,29 @@ class TrustRows:
         if cached and epoch < next(reversed(cached)):
             self._unsorted.add(room)  # history shared late: sorted when next read
         cached[epoch] = EpochRecord(epoch=epoch, after_op=after_op, key=key, sender=sender)
+
+    def put_alternate(self, room: str, epoch: int, after_op: int, key: bytes, sender: str) -> bool:
+        """Keep another key than the one held for `epoch` (the held one stays
+        the epoch's, K7; this one opens what was sealed under it), one for
+        each member who gave one; whether it was new."""
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO epoch_alternates (room, epoch, sender, after_op, sealed)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (room, epoch, sender, after_op, self._seal(key)),
+        )
+        return cur.rowcount > 0
+
+    def alternates(self, room: str, epoch: int) -> list[EpochRecord]:
+        """The other keys kept for `epoch` of `room` (`put_alternate`)."""
+        out = []
+        for after_op, sealed, sender in self._db.execute(
+            "SELECT after_op, sealed, sender FROM epoch_alternates WHERE room=? AND epoch=?",
+            (room, epoch),
+        ):
+            key = self._open_or_none(sealed, "a room key")
+            if key is not None:
+                out.append(EpochRecord(epoch=epoch, after_op=after_op, key=key, sender=sender))
+        return out
 
     def epoch_usage(self, room: str, epoch: int) -> tuple[int, int]:
         """(messages stored under `epoch`, when its key was stored, ms)."""

@@ -14,21 +14,22 @@ signature it checked (`docs/security.md`, "Trust rules").
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 from curvechat.client import events as ev
 from curvechat.client.errors import KeyChanged, NotReady, UntrustedLog
 from curvechat.client.trust import rules
-from curvechat.client.trust.api import Grant, ListingPlan, Opened, Rotate, TrustStore
-from curvechat.client.trust.jobs import Crypt, OpenJob, open_in_turn
+from curvechat.client.trust.api import Grant, ListingPlan, Rotate, TrustStore
 from curvechat.client.trust.log import RoomLog
 from curvechat.client.trust.logbook import LogBook
+from curvechat.client.trust.opening import Opening
 from curvechat.client.trust.pins import Pins
+from curvechat.client.trust.position import Position
 from curvechat.client.trust.refusals import Refusals
 from curvechat.client.trust.rules import EpochRecord
 from curvechat.client.trust.splits import Splits
-from curvechat.crypto.errors import CryptoError, MembershipError
+from curvechat.crypto.errors import MembershipError
 from curvechat.crypto.identity import Identity
 from curvechat.crypto.roomkeys import EpochKey, new_epoch_key, wrap_epoch_key
 from curvechat.protocol import messages as m
@@ -36,7 +37,7 @@ from curvechat.protocol import messages as m
 EventSink = Callable[[ev.Event], None]
 
 
-class TrustCore:
+class TrustCore(Opening):
     def __init__(self, identity: Identity, store: TrustStore, on_event: EventSink) -> None:
         self.identity = identity
         self.me = identity.user
@@ -45,6 +46,8 @@ class TrustCore:
         self._book = LogBook(store, on_event)
         self._refusals = Refusals(on_event)
         self._splits = Splits(on_event)
+        self.position = Position(self.me)
+        """Which epoch of each room is current (`position.py`)."""
         # room -> the index of its log at which a stale_epoch refusal that the
         # log did not explain made us rotate (rotate_on_refusal)
         self._rotated_on_refusal: dict[str, int] = {}
@@ -150,23 +153,41 @@ class TrustCore:
             else:
                 self.settle(room)
             held = self.held(room)
-            if info.epoch not in held:
-                plan.fetch_keys[room] = max(held) + 1 if held else 0
+            current, top = self.position.current(room, held), self.position.top(room, held)
+            self.position.reported(room, info.epoch)
+            if info.epoch > top and current is not None:
+                # Epochs began since: their packets, also for numbers we
+                # hold a key for (another key is kept, `feed_packets`).
+                plan.fetch_keys[room] = current + 1
+            elif info.epoch not in held:
+                plan.fetch_keys[room] = self.keys_from(room)
         return plan
 
     # --- epoch keys ----------------------------------------------------------------
     def held(self, room: str) -> dict[int, EpochRecord]:
         return self.store.epoch_records(room)
 
+    def current(self, room: str) -> int | None:
+        """The epoch of `room` to encrypt under (`position.py`); None: no key."""
+        return self.position.current(room, self.held(room))
+
+    def next_epoch(self, room: str) -> int:
+        """The number of the next epoch of `room` (`position.py`)."""
+        return self.position.next_epoch(room, self.held(room))
+
     def feed_packets(
         self, room: str, packets: Iterable[m.KeyPacket], *, new_only: bool = False
     ) -> int:
         """Key packets fetched for `room`: each is filed only if every packet
         rule (K1-K7) holds; a refused one is told as a Problem, once
-        (`Refusals`). With `new_only`, one for an epoch we hold is passed
-        over unopened (a fetch of late history walks over held epochs).
-        Returns how many were filed."""
-        filed = 0
+        (`Refusals`). One that breaks K7 alone (another key for an epoch we
+        hold, from a member entitled to give one) is kept beside the held
+        key, to open what was sealed under it: a server and a member could
+        otherwise take an epoch's number first and make us refuse the key
+        the room then uses (`_alternate`). With `new_only`, one for an
+        epoch we hold is passed over unopened (a fetch of late history walks
+        over held epochs). Returns how many were filed."""
+        filed: list[int] = []
         log, held = self.log(room), self.held(room)
         refused: list[tuple[m.KeyPacket, rules.Rule]] = []
         for packet in packets:
@@ -179,6 +200,10 @@ class TrustCore:
                 identity=self.identity, room=room, packet=packet, log=log, held=held
             )
             broken = rules.check_packet(ctx)
+            if broken is not None and broken.id == "K7" and ctx.opened is not None:
+                if self._alternate(room, ctx.opened, packet.sender, held[ctx.opened.epoch]):
+                    filed.append(ctx.opened.epoch)
+                continue
             if broken is not None:
                 refused.append((packet, broken))
                 if broken.id == "K4":
@@ -189,18 +214,45 @@ class TrustCore:
             if key.epoch not in held:
                 self.store.put_epoch_key(room, key.epoch, key.after_op, key.key, packet.sender)
                 held[key.epoch] = EpochRecord(key.epoch, key.after_op, key.key, packet.sender)
-                filed += 1
+                filed.append(key.epoch)
         self._refusals.tell(room, refused)
-        return filed
+        self.position.filed(room, filed, held)
+        return len(filed)
+
+    def _alternate(self, room: str, key: EpochKey, giver: str, held: EpochRecord) -> bool:
+        """Keep `key`, which `giver` gave us for an epoch we hold under
+        another key; whether it was new (told once). Neither key is
+        encrypted under again (E5): the next message starts a new epoch."""
+        if not self.store.put_alternate(room, key.epoch, key.after_op, key.key, giver):
+            return False
+        first = "you made" if held.sender == self.me else f"{held.sender or 'someone'} gave you"
+        self._emit(
+            ev.Problem(
+                room,
+                f"{giver} gave you another key for epoch {key.epoch} than the one {first}: "
+                "messages sealed under either open, and your next message starts a new epoch",
+            )
+        )
+        return True
 
     def keys_from(self, room: str) -> int:
-        """The first epoch to fetch key packets from (`Refusals.fetch_from`)."""
-        newest = max(self.held(room), default=-1)
+        """The first epoch to fetch key packets from (`Refusals.fetch_from`):
+        above the current one (keys held above the room's top are no reason
+        to stop asking below them)."""
+        current = self.current(room)
+        newest = -1 if current is None else current
         return self._refusals.fetch_from(room, newest, self.log(room).logged_keys)
 
     def new_round(self) -> None:
-        """A new connection (epochs refused this round are asked for again)."""
+        """A new connection (epochs refused this round, or whose messages
+        opened under no key held, are asked for again)."""
         self._refusals.new_round()
+        self._splits.new_round()
+
+    def keys_to_ask_again(self, room: str) -> list[int]:
+        """Epochs of `room` with messages that opened under no key we hold:
+        their packets are to be fetched again, once a round (`Splits`)."""
+        return self._splits.to_ask(room)
 
     def encryption_key(
         self, room: str, *, now_ms: int, max_messages: int, max_age_ms: int
@@ -225,17 +277,18 @@ class TrustCore:
             raise NotReady(f"you are not a member of {room}", "not_member")
         self.refuse_if_key_changed(room)
         held = self.held(room)
-        if not held:
+        epoch = self.position.current(room, held)
+        if epoch is None:
             raise NotReady(f"no key for room {room} yet", "no_key")
-        current = held[max(held)]
+        current, following = held[epoch], self.position.next_epoch(room, held)
         broken = self._encrypt_broken(room, log, current)
         if broken is not None:
-            return Rotate(current.epoch + 1, rules.explain(broken))
+            return Rotate(following, rules.explain(broken))
         used, since_ms = self.store.epoch_usage(room, current.epoch)
         if used >= max_messages or now_ms - since_ms >= max_age_ms:
             # Epoch hygiene (as Megolm): a leaked epoch key exposes at most
             # this many messages, or this much time.
-            return Rotate(current.epoch + 1, "epoch used up")
+            return Rotate(following, "epoch used up")
         return Grant(current, max_messages - used)
 
     def _encrypt_broken(self, room: str, log: RoomLog, current: EpochRecord) -> rules.Rule | None:
@@ -245,7 +298,8 @@ class TrustCore:
                 log=log,
                 current=current,
                 shared=self.store.shared_with(room, current.epoch),
-                split=self._splits.was_split(room, current.epoch),
+                split=self._splits.was_split(room, current.epoch)
+                or bool(self.store.alternates(room, current.epoch)),
             )
         )
 
@@ -258,7 +312,7 @@ class TrustCore:
         op we are about to learn gets it, and one that keeps refusing gets one
         rotation per change of the log, not one per send (security.md 4.10)."""
         held = self.held(room)
-        if not held or max(held) != refused:
+        if self.position.current(room, held) != refused:
             return False
         log = self.log(room)
         if self._encrypt_broken(room, log, held[refused]) is not None:
@@ -287,14 +341,18 @@ class TrustCore:
     def own_epoch(self, key: EpochKey) -> None:
         """An epoch key we made, once the server took it."""
         self.store.put_epoch_key(key.room, key.epoch, key.after_op, key.key, self.me)
+        self.position.made(key.room, key.epoch)
         if self._pending.get(key.room) == key:
             del self._pending[key.room]
 
     def history_for(self, room: str, user: str, user_key: bytes) -> list[m.KeyPacket]:
-        """Every epoch key we hold for `room`, boxed for a member we add.
-        Recorded before the packets leave: should the add then fail, the
-        server may still hand them to `user`, and E4 retires the epoch."""
+        """Every epoch key we hold for `room` up to its top (`position.py`),
+        boxed for a member we add. Recorded before the packets leave: should
+        the add then fail, the server may still hand them to `user`, and E4
+        retires the epoch."""
         held = self.held(room)
+        top = self.position.top(room, held)
+        held = {epoch: record for epoch, record in held.items() if epoch <= top}
         self.store.record_shared(room, sorted(held), user)
         return [
             wrap_epoch_key(
@@ -305,76 +363,6 @@ class TrustCore:
             )
             for r in sorted(held.values(), key=lambda r: r.epoch)
         ]
-
-    # --- messages ----------------------------------------------------------------------
-    def needs_refresh(self, room: str, envs: Iterable[m.Envelope]) -> bool:
-        """Whether the log or keys may be behind for any of these envelopes
-        (of `room`; the held keys and the log read once for them all)."""
-        held, logged = self.held(room), self.log(room).logged_keys
-        return any(env.epoch not in held or env.sender not in logged for env in envs)
-
-    def verify(self, room: str, env: m.Envelope) -> Opened:
-        """Decide whether an envelope may be shown (M1-M5) and decrypt it;
-        where it came from (the server, a peer) is for the caller to judge."""
-        return self.verify_many(room, [env])[0]
-
-    def verify_many(
-        self, room: str, envs: Sequence[m.Envelope], crypt: Crypt = open_in_turn
-    ) -> list[Opened]:
-        """`verify` for each envelope of `room`: the rules decide here, and
-        the signature checks and decryptions of those they let through are
-        handed to `crypt` at once (the engine may run them on threads)."""
-        log, held = self.log(room), self.held(room)
-        out: list[Opened] = []
-        jobs: list[OpenJob] = []
-        where: list[int] = []
-        for env in envs:
-            ctx = rules.MessageCtx(room=room, envelope=env, log=log, held=held)
-            broken = rules.check_message(ctx)
-            if broken is None:
-                where.append(len(out))
-                jobs.append(OpenJob(env, held[env.epoch].key, log.logged_keys[env.sender]))
-                error = None  # until `crypt` has spoken
-            elif broken.id == "M2":
-                error = f"no key for epoch {env.epoch} (M2)"
-            else:
-                error = f"refused: {rules.explain(broken)}"
-            out.append(Opened(env.sender, None, None, error, None if broken is None else broken.id))
-        results = crypt(jobs)
-        top = max(held, default=-1)
-        if len(results) != len(jobs):
-            raise ValueError("the crypt function returned a result count other than asked")
-        for i, job, res in zip(where, jobs, results, strict=True):
-            sender = job.envelope.sender
-            if isinstance(res, CryptoError):
-                giver = held[job.envelope.epoch].sender
-                failed = self._splits.not_opened(
-                    room, job.envelope, res, giver, me=self.me, current=job.envelope.epoch == top
-                )
-                out[i] = Opened(sender, None, None, failed, "M5")
-            else:
-                out[i] = Opened(sender, res.text, res.ts, None)
-        return out
-
-    def open(self, room: str, seq: int, env: m.Envelope) -> Opened:
-        """Decide whether a stored message is shown (M1-M6) and decrypt it."""
-        return self.check_replay(room, seq, env, self.verify(room, env))
-
-    def check_replay(self, room: str, seq: int, env: m.Envelope, opened: Opened) -> Opened:
-        """M6 for a message `verify` let through: a txn seen at a lower seq
-        is a replay; one seen at a higher seq was the replay. Call it in seq
-        order, storing each message before the next is checked."""
-        if opened.error is not None:
-            return opened
-        earlier = self.store.seen_txn(room, env.sender, env.txn)
-        if earlier is not None and earlier < seq:
-            return Opened(env.sender, None, None, f"replay of message {earlier}", "M6")
-        if earlier is not None and earlier > seq:
-            # The copy came first: the lower seq is the original.
-            self.store.mark_replay(room, earlier, seq)
-            self._emit(ev.ReplayMarked(room, earlier, seq))
-            self._emit(ev.Problem(room, f"message {earlier} was a replay of {seq}"))
-        return opened
 
     # --- pins ------------------------------------------------------------------------------
     def member_keys(self, room: str) -> dict[str, bytes]:

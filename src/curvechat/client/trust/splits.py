@@ -31,6 +31,29 @@ class Splits:
         self._healed: set[tuple[str, str | None]] = set()
         """(room, giver) whose split made an epoch call for a new one (E5)."""
         self._split_epochs: set[tuple[str, int]] = set()
+        self._asked: set[tuple[str, int]] = set()
+        """(room, epoch) whose packets were asked for again this round."""
+        self._to_ask: set[tuple[str, int]] = set()
+
+    def mismatched(self, room: str, epoch: int) -> None:
+        """A message of `epoch` opened under no key we hold for it: the
+        epoch's packets are to be asked for again (`to_ask`), once a round,
+        for another key a member gave us (`TrustCore.feed_packets`)."""
+        if (room, epoch) not in self._asked and len(self._asked) < MAX_REMEMBERED:
+            self._to_ask.add((room, epoch))
+
+    def to_ask(self, room: str) -> list[int]:
+        """The epochs of `room` whose packets to ask for again (forgotten here)."""
+        epochs = sorted(e for r, e in self._to_ask if r == room)
+        for epoch in epochs:
+            self._to_ask.discard((room, epoch))
+            self._asked.add((room, epoch))
+        return epochs
+
+    def new_round(self) -> None:
+        """A new connection: another node may serve another key."""
+        self._asked.clear()
+        self._to_ask.clear()
 
     def not_opened(
         self,

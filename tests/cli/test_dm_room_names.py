@@ -67,3 +67,15 @@ def test_at_your_own_name_is_no_room_offline(dm: tuple[Any, Any, Any]) -> None:
         assert "@alice is you" in one_error(alice.run(*argv, ok=False), "bad_room")
     queued = alice.run("send", "@bob", "while down", ok=False)
     assert queued.returncode == 75 and "queued for @alice:bob" in queued.stderr
+
+
+def test_a_text_that_cannot_be_sent_makes_no_direct_message_room(
+    dm: tuple[Any, Any, Any],
+) -> None:
+    """`dm` checks its text before the room is made for it: carol sees no
+    room from alice for a message that was never going to be sent."""
+    alice, _bob, carol = dm
+    err = one_error(alice.run("dm", "carol", "x" * 16_001, ok=False), "too_large")
+    assert "16,001 characters" in err
+    assert "@alice:carol" not in carol.run("rooms").stdout
+    assert "@alice:carol" not in alice.run("rooms").stdout

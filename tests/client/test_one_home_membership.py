@@ -45,10 +45,13 @@ async def test_a_removal_another_process_stored_is_known_before_a_key_is_boxed(
         seen = (
             one.core.log("r").is_member("bob"),
             sorted(p.recipient for p in packets),
-            decision.reason if isinstance(decision, Rotate) else None,
+            # the epoch `one` would seal under: never one bob holds (epoch 0)
+            None if isinstance(decision, Rotate) else decision.record.epoch,
         )
-    # `one` must decide by the log its home verified: bob is gone, and the
-    # key it makes next is boxed for alice alone.
+    # `one` must decide by the log its home verified: bob is gone, the key it
+    # makes next is boxed for alice alone, and it seals under no key bob has
+    # (it rotates: the epoch `two` made is learned as another member's would
+    # be, by a push or the refusal of a send under the older one).
     assert seen == (False, ["alice"], None)
 
 

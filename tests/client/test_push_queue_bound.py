@@ -26,7 +26,14 @@ import zmq.asyncio
 from curvechat.client import events as ev
 from curvechat.client.cache import Cache, cache_key
 from curvechat.client.engine import ChatClient
-from curvechat.client.pushqueue import MAX_BYTES, MAX_PUSHES, OTHER_PUSH_BYTES, PushQueue, push_size
+from curvechat.client.pushqueue import (
+    CATCH_UP_TURNS,
+    MAX_BYTES,
+    MAX_PUSHES,
+    OTHER_PUSH_BYTES,
+    PushQueue,
+    push_size,
+)
 from curvechat.crypto.identity import Identity
 from curvechat.protocol import PROTOCOL_VERSION, decode_request, encode_reply
 from curvechat.protocol import messages as m
@@ -87,6 +94,25 @@ async def test_the_overflow_flag_stays_until_cleared_and_comes_back() -> None:
     assert q.put_nowait(_message(5)) and q.put_nowait(_message(6)) and not q.overflowed
     assert not q.put_nowait(_message(7))
     assert q.overflowed and q.dropped == 3
+
+
+def test_the_sync_for_what_was_dropped_is_due_once_empty_or_after_some_turns() -> None:
+    """Once the worker has drained the queue; and under a flood that never
+    lets it empty, after CATCH_UP_TURNS turns all the same."""
+    q = PushQueue(max_pushes=2)
+    assert not q.catch_up_due()  # nothing dropped
+    for seq in (1, 2, 3):
+        q.put_nowait(_message(seq))
+    q.get_nowait()
+    q.get_nowait()
+    assert q.catch_up_due() and not q.overflowed  # empty: due, the flag cleared
+    assert not q.catch_up_due()
+    for seq in range(4, 8):
+        q.put_nowait(_message(seq))  # two kept, two dropped
+    due = []
+    for _ in range(CATCH_UP_TURNS):
+        due.append(q.catch_up_due())  # the worker never empties it
+    assert due == [False] * (CATCH_UP_TURNS - 1) + [True] and q.qsize() == 2
 
 
 async def test_the_byte_count_follows_pushes_taken_in_bursts() -> None:

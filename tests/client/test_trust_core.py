@@ -542,3 +542,23 @@ def test_the_epochs_remembered_as_refused_stay_bounded_in_all_rooms(
         assert w.core.feed_packets(room, garbage) == 0
         kept = w.core._refusals._refused_epochs
         assert sum(len(epochs) for epochs in kept.values()) <= 8
+
+
+def test_an_epoch_we_made_takes_its_number_back_from_a_key_filed_for_it_before(
+    w: World,
+) -> None:
+    """A key planted for the next epoch's number (bob's, K6 lets him give
+    one) is filed; the server then takes the epoch we make under that
+    number: ours is the epoch's key, the planted one is kept beside it and
+    told, and the epoch counts as split (E5)."""
+    assert w.core.feed_packets("r", [w.packet(w.key("r", 0), "bob")]) == 1
+    assert w.core.feed_packets("r", [w.packet(w.key("r", 1), "bob")]) == 1
+    planted = w.core.held("r")[1]
+    before = len(w.problems())
+    ours, _packets = w.core.new_epoch("r", 1)
+    w.core.own_epoch(ours)
+    assert w.core.held("r")[1].key == ours.key and w.core.held("r")[1].sender == "alice"
+    assert [a.key for a in w.cache.alternates("r", 1)] == [planted.key]
+    assert len(w.problems()) == before + 1
+    decision = w.core.encryption_key("r", now_ms=0, max_messages=100, max_age_ms=10**9)
+    assert isinstance(decision, Rotate) and "(E5)" in decision.reason

@@ -489,6 +489,26 @@ async def test_the_oldest_unproven_connections_are_shut_down_past_the_limit(
         await owner.close()
 
 
+async def test_a_node_that_pinged_is_never_one_of_the_crowd(
+    ctx: zmq.asyncio.Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link connection that sent a node's frame counts no longer among the
+    unproven: connections opened after it shut down strangers only."""
+    monkeypatch.setattr(nodelink, "MAX_UNPROVEN", 1)
+    async with linked(ctx) as (fwd, store, owner):
+        owner.server.silent.limit_s = 60.0  # no sweep forgets the node's first
+        host, port = owner.endpoint.removeprefix("tcp://").rsplit(":", 1)
+        streams = [await asyncio.open_connection(host, int(port)) for _ in range(3)]
+        try:
+            await asyncio.sleep(0.5)
+            acks = await fwd.append([msg(THEIRS, "t1")])
+            assert [(short(a.txn), a.remote) for a in acks] == [("t1", True)]
+            assert store.calls == [] and owner.shut("not_a_node") == 2
+        finally:
+            for _r, writer in streams:
+                writer.close()
+
+
 async def test_a_stranger_streaming_frames_does_not_hold_the_event_loop(
     ctx: zmq.asyncio.Context,
 ) -> None:

@@ -30,6 +30,7 @@ from curvechat.cli.common import (
 from curvechat.cli.follow import departed_note, departure
 from curvechat.cli.output import json_line
 from curvechat.client.recall import last_sync_ms
+from curvechat.client.sending import check_text
 from curvechat.protocol.text import clip, visible
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def cmd_dm(args: argparse.Namespace) -> int:
     async def body(client: ChatClient) -> int:
+        check_text(args.text)  # before the room is made for it
         room = await client.open_dm(args.user)
         return await _send_lines(client, room, [args.text], args.timeout)
 

@@ -214,6 +214,7 @@ class ChatClient:
                 )
             async with self.lock:
                 self.sync.recover.new_round()
+                self._jobs.overflowed = False  # what was dropped, this sync fetches
                 count = await self.sync.full()
         except ServerRefused as exc:
             if exc.code in (ErrorCode.NAME_TAKEN, ErrorCode.KEY_TAKEN, ErrorCode.BAD_SIGNATURE):
@@ -258,10 +259,9 @@ class ChatClient:
                 for burst in bursts(pushes):
                     room = getattr(burst[0], "room", None)
                     await self._worker_step(self.sync.handle_burst(burst), room, "a push")
-                if self._jobs.overflowed and self._jobs.empty():
+                if self._jobs.catch_up_due():
                     # Pushes were dropped: fetch what they told, as after a
                     # reconnect. What is dropped from here on needs another.
-                    self._jobs.overflowed = False
                     what = "the sync after dropped pushes"
                     if not await self._worker_step(self._catch_up(), None, what):
                         self._jobs.overflowed = True  # again after the next pushes

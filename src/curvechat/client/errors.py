@@ -145,9 +145,8 @@ class SetupFailed(ClientError):
 
 
 class CacheWriteFailed(ClientError):
-    """The local cache refused a write for a reason of its own (the disk is
-    full, an I/O error, a read-only file), not because another process of
-    the home held it for a while: what was asked for was not done (a
-    message was not queued). Waiting alone may not help."""
+    """The local cache refused a write (the disk is full, an I/O error, a
+    read-only file, or another process of the home held it past SQLite's
+    wait): what was asked for was not done (a message was not queued)."""
 
     code = "cache_write"

@@ -32,6 +32,10 @@ MAX_BYTES = 16 * 1024 * 1024
 OTHER_PUSH_BYTES = 256
 """What a push other than a message counts for (about its size in a frame)."""
 
+CATCH_UP_TURNS = 8
+"""Worker turns after a drop before the sync that fetches what was dropped,
+even if the queue has not emptied (a flood that never lets up)."""
+
 PUSH_BURST = 128
 """At most this many queued pushes are handled in one go (its verification
 runs without a break: this bounds how long other tasks wait)."""
@@ -75,6 +79,7 @@ class PushQueue:
         """Pushes dropped since the queue was made."""
         self._items: asyncio.Queue[tuple[m.AnyReply, int]] = asyncio.Queue()
         self._bytes = 0
+        self._turns = 0  # worker turns since a drop, without the sync it calls for
 
     @property
     def nbytes(self) -> int:
@@ -110,3 +115,18 @@ class PushQueue:
         push, size = self._items.get_nowait()
         self._bytes -= size
         return push
+
+    def catch_up_due(self) -> bool:
+        """Asked once a worker turn: whether to sync now for what was dropped
+        (the flag is then cleared): once the queue is empty, or after
+        CATCH_UP_TURNS turns that did not empty it, so that a flood that
+        never lets up does not keep what a dropped push told from being
+        fetched."""
+        if not self.overflowed:
+            self._turns = 0
+            return False
+        self._turns += 1
+        if self._items.empty() or self._turns >= CATCH_UP_TURNS:
+            self.overflowed, self._turns = False, 0
+            return True
+        return False

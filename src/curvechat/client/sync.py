@@ -245,8 +245,7 @@ class Sync:
         verified = core.verify_many(room, [i.envelope for i in fresh], crypt=open_split)
         again = core.keys_to_ask_again(room)
         if again:  # sealed under another key for an epoch: one a member gave us?
-            for epoch in again:
-                await self.fetch_keys(room, epoch)
+            await self.fetch_keys(room, min(again))
             verified = core.verify_many(room, [i.envelope for i in fresh], crypt=open_split)
         # No await from here to the end of the transaction.
         with cache.batch(room) as batch:

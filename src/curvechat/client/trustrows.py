@@ -114,10 +114,20 @@ class TrustRows:
 
     # --- epoch keys ---------------------------------------------------------------
     def put_epoch_key(
-        self, room: str, epoch: int, after_op: int, key: bytes, sender: str | None
+        self,
+        room: str,
+        epoch: int,
+        after_op: int,
+        key: bytes,
+        sender: str | None,
+        *,
+        replace: bool = False,
     ) -> None:
+        """File the key of `epoch`; one held for it stays, unless `replace`
+        (an epoch we made, whose number a planted key had taken)."""
+        verb = "REPLACE" if replace else "IGNORE"
         cur = self._db.execute(
-            "INSERT OR IGNORE INTO epoch_keys (room, epoch, after_op, sealed, stored_ms, sender)"
+            f"INSERT OR {verb} INTO epoch_keys (room, epoch, after_op, sealed, stored_ms, sender)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (room, epoch, after_op, self._seal(key), _now_ms(), sender),
         )

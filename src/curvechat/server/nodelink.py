@@ -201,7 +201,10 @@ class LinkServer:
                 reply = Forwarded(fid, error="NotANode", message="not a registered node's key")
                 self._reply(rid, reply)
                 continue
-            self._nodes.add(source_fd(payload))
+            fd = source_fd(payload)
+            if fd not in self._nodes:
+                self._nodes.add(fd)
+                self.silent.closed(fd)  # proven: never shut as one of the crowd
             try:
                 fwd = forward_dec.decode(payload.buffer)
             except UNDECODABLE as exc:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -53,6 +52,7 @@ class CurvechatApp(App[int]):
         self.client: ChatClient | None = client
         self._owns_client = client is None
         self._closed = False
+        self._bug: BaseException | None = None  # what reached Textual (`_handle_exception`)
         self._server: str | None = None
         self.chat: ChatScreen | None = None
 
@@ -240,15 +240,20 @@ class CurvechatApp(App[int]):
             Home(self.settings.home).save_server(self._server)
 
     # --- leaving --------------------------------------------------------------
-    def _fatal_error(self) -> None:
-        """A bug reached Textual: the app ends with status 1, one line on the
-        terminal and the traceback in the log (`chat.log`). Textual's own
-        would be printed with the locals of every frame, where the text of a
-        message or a passphrase may be."""
-        error = sys.exc_info()[1]
+    def _handle_exception(self, error: Exception) -> None:
+        """A bug reached Textual: logged with its traceback (`chat.log`),
+        and the app ends with status 1 (Textual's own handling, then
+        `_fatal_error` below)."""
         log.critical("the terminal client stopped on a bug", exc_info=error)
+        self._bug = error
+        super()._handle_exception(error)
+
+    def _fatal_error(self) -> None:
+        """One line on the terminal: Textual's own would print the traceback
+        with the locals of every frame, where the text of a message or a
+        passphrase may be."""
         self.bell()
-        what = type(error).__name__ if error is not None else "an error"
+        what = type(self._bug).__name__ if self._bug is not None else "an error"
         self.panic(Text(f"curvechat: stopped on a bug ({what}); the details are in {LOG_NAME}"))
 
     async def close_client(self) -> None:

@@ -126,8 +126,8 @@ BY_CODE: dict[str, str] = {
     "wrong_passphrase": "That passphrase does not open your identity.",
     "bad_cache": f"The local cache in your home could not be opened; see {LOG_NAME}.",
     "cache_write": (
-        "The local cache in your home can't be written (is the disk full?), so nothing"
-        f" was saved; see {LOG_NAME}."
+        "The local cache in your home can't be written (the disk may be full, or another"
+        f" curvechat of this home holds it too long), so nothing was saved; see {LOG_NAME}."
     ),
     "no_curve": (
         "This machine's ZeroMQ library has no CURVE encryption (or is older than 4.3.2);"
@@ -161,7 +161,8 @@ BY_ACTION: dict[tuple[str, str], str] = {
     },
     ("send", "cache_write"): (
         "Your message was not queued, as the local cache in your home can't be written"
-        " (is the disk full?); it is back in the input line."
+        " (the disk may be full, or another curvechat of this home holds it too long);"
+        " it is back in the input line."
     ),
     ("send", "not_member"): "You are no longer a member of {room}.",
     ("send", "key_changed"): (

@@ -25,7 +25,14 @@ class TrustStore(Protocol):
     def drop_ops(self, room: str) -> None: ...
     def epoch_records(self, room: str) -> dict[int, EpochRecord]: ...
     def put_epoch_key(
-        self, room: str, epoch: int, after_op: int, key: bytes, sender: str | None
+        self,
+        room: str,
+        epoch: int,
+        after_op: int,
+        key: bytes,
+        sender: str | None,
+        *,
+        replace: bool = False,
     ) -> None: ...
     def put_alternate(
         self, room: str, epoch: int, after_op: int, key: bytes, sender: str

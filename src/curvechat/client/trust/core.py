@@ -46,7 +46,7 @@ class TrustCore(Opening):
         self._book = LogBook(store, on_event)
         self._refusals = Refusals(on_event)
         self._splits = Splits(on_event)
-        self.position = Position(self.me)
+        self.position = Position()
         """Which epoch of each room is current (`position.py`)."""
         # room -> the index of its log at which a stale_epoch refusal that the
         # log did not explain made us rotate (rotate_on_refusal)
@@ -221,10 +221,12 @@ class TrustCore(Opening):
 
     def _alternate(self, room: str, key: EpochKey, giver: str, held: EpochRecord) -> bool:
         """Keep `key`, which `giver` gave us for an epoch we hold under
-        another key; whether it was new (told once). Neither key is
-        encrypted under again (E5): the next message starts a new epoch."""
+        another key; whether it was new (told once). The epoch is split
+        (E5, once for each giver, as a message showing it is: a member and
+        a server cannot make every message of ours a rotation)."""
         if not self.store.put_alternate(room, key.epoch, key.after_op, key.key, giver):
             return False
+        self._splits.second_key(room, key.epoch, giver)
         first = "you made" if held.sender == self.me else f"{held.sender or 'someone'} gave you"
         self._emit(
             ev.Problem(
@@ -298,8 +300,7 @@ class TrustCore(Opening):
                 log=log,
                 current=current,
                 shared=self.store.shared_with(room, current.epoch),
-                split=self._splits.was_split(room, current.epoch)
-                or bool(self.store.alternates(room, current.epoch)),
+                split=self._splits.was_split(room, current.epoch),
             )
         )
 
@@ -339,8 +340,18 @@ class TrustCore(Opening):
         ]
 
     def own_epoch(self, key: EpochKey) -> None:
-        """An epoch key we made, once the server took it."""
-        self.store.put_epoch_key(key.room, key.epoch, key.after_op, key.key, self.me)
+        """An epoch key we made, once the server took it: the epoch's key,
+        also if another was filed for its number before (a key planted for
+        an epoch not made yet), which is kept beside it (`_alternate`)."""
+        held = self.held(key.room).get(key.epoch)
+        replace = held is not None and held.key != key.key
+        self.store.put_epoch_key(
+            key.room, key.epoch, key.after_op, key.key, self.me, replace=replace
+        )
+        if replace and held is not None and held.sender is not None:
+            other = EpochKey(room=key.room, epoch=held.epoch, after_op=held.after_op, key=held.key)
+            ours = EpochRecord(key.epoch, key.after_op, key.key, self.me)
+            self._alternate(key.room, other, held.sender, ours)
         self.position.made(key.room, key.epoch)
         if self._pending.get(key.room) == key:
             del self._pending[key.room]

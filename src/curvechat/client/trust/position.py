@@ -12,9 +12,10 @@ which every honest node refuses: it could neither send nor remove anyone
 there again.
 
 So the room's *top* is the epoch the server last reported, raised by an
-epoch we made (in this process or another of this home: a key we gave
-ourselves, which the server took), and by a key filed for the epoch right
-above it (another member's rotation, told by a push: no listing needed);
+epoch this process made (the server took it; one another process of this
+home made is learned as any other member's rotation: a push, or the
+refusal of a send under an older epoch), and by a key filed for the epoch
+right above it (another member's rotation, told by a push: no listing needed);
 the current epoch is the highest held at or below the top, and the next
 one is the current one's next (the top's, when none is held: an epoch
 reported that we hold no key for is either not ours yet or the server's
@@ -42,8 +43,7 @@ Held = Mapping[int, EpochRecord]
 
 
 class Position:
-    def __init__(self, me: str) -> None:
-        self.me = me
+    def __init__(self) -> None:
         self._top: dict[str, int] = {}
 
     def reported(self, room: str, epoch: int) -> None:
@@ -67,10 +67,7 @@ class Position:
     def top(self, room: str, held: Held) -> int:
         """The room's epoch as far as we know (-1: none yet)."""
         top = self._top.get(room)
-        if top is None:
-            return max(held, default=-1)
-        mine = max((e for e, r in held.items() if r.sender == self.me), default=-1)
-        return max(top, mine)
+        return max(held, default=-1) if top is None else top
 
     def current(self, room: str, held: Held) -> int | None:
         """The highest epoch held at or below the top: the one to encrypt

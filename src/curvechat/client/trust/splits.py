@@ -122,6 +122,14 @@ class Splits:
             self._split_epochs.add((room, epoch))
         return f"{sender} sealed it {held}: {why}"
 
+    def second_key(self, room: str, epoch: int, giver: str) -> None:
+        """`giver` gave us another key for `epoch` than the one we hold: the
+        epoch's keys are split as surely as a message shows it, and a new
+        epoch is called for (E5) on the same terms, once for each giver."""
+        if (room, giver) not in self._healed:
+            self._healed.add((room, giver))
+            self._split_epochs.add((room, epoch))
+
     def was_split(self, room: str, epoch: int) -> bool:
         """Whether a message showed `epoch` of `room` split, and that calls for
         a new epoch (E5: our next message starts one, with one key for every

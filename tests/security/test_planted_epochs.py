@@ -17,7 +17,7 @@ from curvechat.protocol import encode
 
 from .conftest import EvilServer
 from .test_malicious_server import resync
-from support.clients import ClientFactory
+from support.clients import ClientFactory, Recorder
 
 FAR = 1_000_000
 
@@ -69,15 +69,13 @@ async def test_far_epoch_key_does_not_block_removing_the_colluder(
         pytest.fail(f"alice cannot remove mallory ({exc!r})")
 
 
-async def test_a_former_member_cannot_pre_empt_the_next_epoch(
-    evil: EvilServer, clients: ClientFactory
-) -> None:
-    """The same root (any unused epoch number is taken, and the first key
-    filed stays, K7): a removed member plants the *next* epoch's number;
-    when an honest member later makes that epoch, alice refuses the genuine
-    packet and never reads what is said under it, from any node."""
+async def _plant_next(
+    evil: EvilServer, clients: ClientFactory, **bob_options: int
+) -> tuple[ChatClient, Recorder, ChatClient, Recorder]:
+    """mallory removed from r (epoch 1, without her), then a key of hers for
+    epoch 2 served to alice, with epoch 2 reported as the room's."""
     alice, alice_ev = await clients.make("alice", evil.connect)
-    bob, _ = await clients.make("bob", evil.connect, rotate_after_messages=1)
+    bob, bob_ev = await clients.make("bob", evil.connect, **bob_options)
     await clients.make("mallory", evil.connect)
     ids = clients.identities
     await alice.create_room("r", ["bob", "mallory"])
@@ -92,8 +90,19 @@ async def test_a_former_member_cannot_pre_empt_the_next_epoch(
     )
     await resync(alice, alice_ev)
     assert 2 in alice.core.held("r")
+    return alice, alice_ev, bob, bob_ev
+
+
+async def test_a_former_member_cannot_pre_empt_the_next_epoch(
+    evil: EvilServer, clients: ClientFactory
+) -> None:
+    """The same root (any unused epoch number is taken, and the first key
+    filed stays, K7): a removed member plants the *next* epoch's number;
+    when an honest member later makes that epoch, alice refuses the genuine
+    packet and never reads what is said under it, from any node."""
+    alice, alice_ev, bob, bob_ev = await _plant_next(evil, clients, rotate_after_messages=1)
     evil.attack()  # honest from now on
-    await resync(bob, _)
+    await resync(bob, bob_ev)
     await bob.send("r", "one", timeout=10)
     await bob.send("r", "two, under epoch 2", timeout=10)  # bob rotates: epoch 2
     await resync(alice, alice_ev)
@@ -121,20 +130,7 @@ async def test_a_key_planted_for_the_next_epoch_does_not_stop_sending(
     honest: alice's rotation past it is refused (the room's next epoch is
     that one), and she learns the room's epoch again from the node instead
     of failing the send."""
-    alice, alice_ev = await clients.make("alice", evil.connect)
-    await clients.make("bob", evil.connect)
-    await clients.make("mallory", evil.connect)
-    ids = clients.identities
-    await alice.create_room("r", ["bob", "mallory"])
-    member_at = alice.core.log("r").index
-    await alice.remove("r", "mallory")  # epoch 1, without mallory
-    forged = new_epoch_key("r", 2, after_op=member_at)
-    packet = wrap_epoch_key(ids["mallory"], forged, "alice", ids["alice"].sign_pub)
-    evil.attack(
-        inject_keys={"room": "r", "packets": [encode(packet).hex()]},
-        report_epoch={"room": "r", "epoch": 2},
-    )
-    await resync(alice, alice_ev)
+    alice, _alice_ev, _bob, _bob_ev = await _plant_next(evil, clients)
     assert alice.core.current("r") == 2  # mallory's key, and she is gone (E3)
     evil.attack()  # honest from now on, without a new listing for alice
     await alice.send("r", "still here", timeout=15)

@@ -39,7 +39,7 @@ import ctypes
 import ctypes.util
 import os
 import socket
-from collections.abc import Container
+from collections.abc import Container, Iterator
 
 SILENT_S = 15.0
 """How long a connection may stay without a whole message after it was accepted."""
@@ -57,19 +57,29 @@ def seed_rand() -> bool:
     return True
 
 
-def peer_of(fd: int) -> object:
-    """The remote address of the TCP connection `fd` (None if it has none)."""
+@contextlib.contextmanager
+def _borrowed(fd: int) -> Iterator[socket.socket | None]:
+    """A socket object on a duplicate of `fd` (None if it is closed), closed
+    after: libzmq keeps its own."""
     try:
         sock = socket.socket(fileno=os.dup(fd))
     except OSError:
-        return None
+        yield None
+        return
     try:
-        return sock.getpeername()
-    except OSError:
-        return None
+        yield sock
     finally:
         with contextlib.suppress(OSError):
             sock.close()
+
+
+def peer_of(fd: int) -> object:
+    """The remote address of the TCP connection `fd` (None if it has none)."""
+    with _borrowed(fd) as sock:
+        try:
+            return None if sock is None else sock.getpeername()
+        except OSError:
+            return None
 
 
 def shut_down(fd: int, port: int, peer: object = None) -> bool:
@@ -77,22 +87,18 @@ def shut_down(fd: int, port: int, peer: object = None) -> bool:
     `port` (and from `peer`, if given): an fd the monitor named may have
     been closed and reused since, and anything else is left alone; whether
     it was."""
-    try:
-        sock = socket.socket(fileno=os.dup(fd))
-    except OSError:
-        return False
-    try:
-        if sock.type != socket.SOCK_STREAM or sock.getsockname()[1] != port:
+    with _borrowed(fd) as sock:
+        if sock is None:
             return False
-        if peer is not None and sock.getpeername() != peer:
+        try:
+            if sock.type != socket.SOCK_STREAM or sock.getsockname()[1] != port:
+                return False
+            if peer is not None and sock.getpeername() != peer:
+                return False
+            sock.shutdown(socket.SHUT_RDWR)
+            return True
+        except (OSError, IndexError, TypeError):
             return False
-        sock.shutdown(socket.SHUT_RDWR)
-        return True
-    except (OSError, IndexError, TypeError):
-        return False
-    finally:
-        with contextlib.suppress(OSError):
-            sock.close()
 
 
 class Silent:

@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 
 from curvechat.client import events as ev
-from curvechat.client.cache import cache_busy
+from curvechat.client.cache import CACHE_TRIES, cache_busy
 from curvechat.client.errors import CacheWriteFailed
-from curvechat.client.outbox import CACHE_TRIES
 
 from support.clients import ClientFactory
 from support.servers import ServerProcess
@@ -80,6 +79,31 @@ async def test_a_cache_held_by_another_process_is_not_told(
     assert told(events) == []
     alice.cache.record_sent = record  # type: ignore[method-assign]
     await events.until(lambda: any(a.txn == txn for a in events.of(ev.SendAcked)))
+
+
+async def test_pushes_the_cache_cannot_store_are_told_once_and_fetched_later(
+    server: ServerProcess, clients: ClientFactory
+) -> None:
+    """A full disk while messages arrive: the user is told once (not only a
+    log line), and what was not stored is fetched once the cache takes
+    writes again."""
+    alice, _ = await clients.make("alice", server.connect)
+    bob, events = await clients.make("bob", server.connect)
+    await alice.create_room("r", ["bob"])
+    await events.until(lambda: any(r.room == "r" for r in bob.rooms()))
+    batch = bob.cache.batch
+    bob.cache.batch = refuse("database or disk is full")  # type: ignore[method-assign]
+    for i in range(CACHE_TRIES + 2):
+        await alice.send("r", f"while full {i}", timeout=20)
+    await events.until(lambda: len(told(events)) == 1)
+    assert "database or disk is full" in told(events)[0]
+    await asyncio.sleep(1.0)
+    assert len(told(events)) == 1
+    assert [m.text for m in bob.cache.messages("r")] == []
+    bob.cache.batch = batch  # type: ignore[method-assign]
+    await alice.send("r", "after", timeout=20)
+    want = [f"while full {i}" for i in range(CACHE_TRIES + 2)] + ["after"]
+    await events.until(lambda: [m.text for m in bob.cache.messages("r")] == want)
 
 
 def test_a_lock_is_told_from_a_full_disk() -> None:

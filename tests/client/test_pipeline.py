@@ -239,7 +239,7 @@ async def test_a_burst_of_pushes_is_written_in_one_transaction(
     sent = [f"b{i:02d}" for i in range(60)]
     async with bob.lock:  # bob's worker waits: the pushes pile up
         await wait_all(alice, alice.outbox.queue_many("burst", sent))
-        jobs = bob._jobs
+        jobs = bob.pushes.jobs
         async with asyncio.timeout(20):
             while jobs.qsize() < len(sent) - 1:  # the worker holds the first one
                 await asyncio.sleep(0.02)

@@ -206,15 +206,15 @@ async def test_a_push_flood_does_not_grow_the_client_without_bound(
         for n in range(FRAMES):
             await sock.send_multipart([routing, _push_frame(n * 1024) if n < 2 else frame])
             await asyncio.sleep(0)
-            peak_q = max(peak_q, client._jobs.qsize())
+            peak_q = max(peak_q, client.pushes.jobs.qsize())
         for _ in range(50):
             await asyncio.sleep(0.02)
-            peak_q = max(peak_q, client._jobs.qsize())
+            peak_q = max(peak_q, client.pushes.jobs.qsize())
         grown = rss_mb() - before
         print(f"delivered {len(got)}, queued pushes: {peak_q}, client RSS grew {grown:.0f} MB")
         assert peak_q <= BOUND, f"{peak_q} pushes queued in the engine; RSS +{grown:.0f} MB"
-        assert client._jobs.qsize() <= MAX_PUSHES and client._jobs.nbytes <= MAX_BYTES
-        assert client._jobs.overflowed and client._jobs.dropped > 0
+        assert client.pushes.jobs.qsize() <= MAX_PUSHES and client.pushes.jobs.nbytes <= MAX_BYTES
+        assert client.pushes.jobs.overflowed and client.pushes.jobs.dropped > 0
         full = [r for r in caplog.records if "push queue is full" in r.getMessage()]
         assert len(full) == 1  # once for the episode, nothing per dropped push
     finally:
@@ -238,22 +238,22 @@ async def test_pushes_dropped_past_the_bound_are_fetched_by_a_sync(
     await clients.make("carol", server.connect)
     await alice.create_room("flood", ["bob"])
     await bob_events.until(lambda: "flood" in [r.room for r in bob.rooms()])
-    bob._jobs.max_pushes = 50
+    bob.pushes.jobs.max_pushes = 50
     sent = [f"m{i:03d}" for i in range(300)]
     async with bob.lock:  # bob's worker waits: his queue fills, then drops
         for txn in alice.queue_many("flood", sent):
             await alice.wait_ack(txn, 60)
         await alice.invite("flood", "carol")  # its push is dropped too
         async with asyncio.timeout(20):
-            while bob._jobs.qsize() + bob._jobs.dropped < len(sent):
+            while bob.pushes.jobs.qsize() + bob.pushes.jobs.dropped < len(sent):
                 await asyncio.sleep(0.02)
-        assert bob._jobs.qsize() == 50 and bob._jobs.overflowed
+        assert bob.pushes.jobs.qsize() == 50 and bob.pushes.jobs.overflowed
         caught_up = len(bob_events.of(ev.CaughtUp))
     await bob_events.until(
         lambda: _texts(bob, "flood") == sent and "carol" in bob.members("flood"), timeout=30
     )
     await bob_events.until(lambda: len(bob_events.of(ev.CaughtUp)) > caught_up)
-    assert not bob._jobs.overflowed and bob._jobs.nbytes == 0
+    assert not bob.pushes.jobs.overflowed and bob.pushes.jobs.nbytes == 0
     rows = bob.cache.messages("flood", limit=10_000)
     assert [r.seq for r in rows] == list(range(1, 301)) and all(r.error is None for r in rows)
     told = [e.message.seq for e in bob_events.of(ev.MessageReceived) if e.message.room == "flood"]

@@ -45,7 +45,7 @@ def second(clients: ClientFactory, user: str, connect: str, *, hold: bool = Fals
     rec = Recorder()
     client = ChatClient(ident, cache, parse_connect(connect), on_event=rec, **FAST)
     if hold:
-        client._jobs = HeldQueue()
+        client.pushes.jobs = HeldQueue()
     return client, rec
 
 
@@ -119,13 +119,13 @@ async def test_an_own_send_acked_past_a_row_another_engine_stored_tells_that_row
     await bob2.start()
     try:
         assert await bob1.wait_ready(20) and await bob2.wait_ready(20)
-        bob1._jobs.release()
+        bob1.pushes.jobs.release()
         await alice.send("r", "from alice")  # bob2's worker is busy: held
         await rec1.until(lambda: "from alice" in told(rec1, "r"))
         await bob2.send("r", "mine")  # acked; stored by bob2's outbox or bob1's push
         await rec2.until(lambda: "mine" in told(rec2, "r"))
         assert told(rec2, "r") == ["from alice", "mine"]
-        bob2._jobs.release()  # the held push of "from alice" tells nothing again
+        bob2.pushes.jobs.release()  # the held push of "from alice" tells nothing again
         await bob2.send("r", "again")
         await rec2.until(lambda: "again" in told(rec2, "r"))
         assert told(rec2, "r") == ["from alice", "mine", "again"]
@@ -147,7 +147,7 @@ async def test_a_room_joined_while_another_engine_caught_up_is_told_whole(
             await alice.send("r2", f"n{i}")
         await alice.invite("r2", "bob")
         await rec1.until(lambda: "n2" in told(rec1, "r2"))
-        bob2._jobs.release()  # its join comes after bob1 caught the room up
+        bob2.pushes.jobs.release()  # its join comes after bob1 caught the room up
         await rec2.until(lambda: "n2" in told(rec2, "r2"))
         await alice.send("r2", "after")
         await rec2.until(lambda: "after" in told(rec2, "r2"))
@@ -177,7 +177,7 @@ async def test_a_key_another_engine_stored_first_opens_messages_here(
         await rec1.until(lambda: "m3" in told(rec1, "r"))
         await clients.close(bob1)
         await alice.send("r", "m4")  # under the new epoch; no other engine stores it
-        bob2._jobs.release()  # its pushes come after bob1 stored the new key
+        bob2.pushes.jobs.release()  # its pushes come after bob1 stored the new key
         await rec2.until(lambda: "m4" in told(rec2, "r"), 10)
         assert told(rec2, "r") == ["m1", "m2", "m3", "m4"]
     finally:

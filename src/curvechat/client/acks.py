@@ -8,10 +8,14 @@ what became of each txn.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from curvechat.client.errors import NotReady, RequestTimeout, ServerRefused
 from curvechat.protocol import messages as m
+
+if TYPE_CHECKING:
+    from curvechat.client.cache import Cache
 
 MAX_UNCOLLECTED = 10_000
 """Answers kept for `wait` before the collected ones are dropped."""
@@ -56,9 +60,20 @@ class AckWaiters:
         self._futures.pop(txn, None)
         return ack
 
-    def awaited(self, txn: str) -> str | None:
-        """The room of `txn` if its answer is still to come."""
-        return self._rooms.get(txn)
+    def answer_stored(self, txns: Iterable[str], cache: Cache, me: str) -> None:
+        """Sends queued here that another process of this home took out of the
+        outbox: one still awaited is answered from the message that process
+        stored (it was acked there), not left to time out as queued."""
+        for txn in txns:
+            room = self._rooms.get(txn)
+            if room is None:
+                continue
+            seq = cache.seen_txn(room, me, txn)
+            if seq is None:
+                continue  # not stored: failed there (told there), or gone with the room
+            stored = cache.messages_at(room, [seq])
+            ts = stored[0].ts_ms if stored else 0
+            self.acked(txn, m.SendAck(room=room, txn=txn, seq=seq, ts=ts))
 
     def acked(self, txn: str, ack: m.SendAck) -> None:
         self._rooms.pop(txn, None)

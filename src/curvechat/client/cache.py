@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import nacl.bindings
@@ -87,6 +88,32 @@ def cache_busy(exc: sqlite3.Error) -> bool:
         return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
     text = str(exc).lower()
     return "locked" in text or "busy" in text
+
+
+CACHE_TRIES = 3
+"""Steps in a row refused by a cache that is not held: the user is told."""
+
+
+class CacheRefusals:
+    """Counts the steps in a row (an outbox pass, a burst of pushes, a sync)
+    that the local cache refused for a reason of its own, a full disk or an
+    I/O error, and has the CACHE_TRIES-th told, once for the run (`tell`).
+    A cache held by another process of this home passes by itself: neither
+    counted nor told. `passed` ends a run."""
+
+    def __init__(self, tell: Callable[[sqlite3.Error], None]) -> None:
+        self._tell = tell
+        self._run = 0
+
+    def refused(self, exc: sqlite3.Error) -> None:
+        if cache_busy(exc):
+            return
+        self._run += 1
+        if self._run == CACHE_TRIES:
+            self._tell(exc)
+
+    def passed(self) -> None:
+        self._run = 0
 
 
 class CacheError(ClientError):

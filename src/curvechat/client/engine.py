@@ -4,10 +4,9 @@ It wires the parts together and runs the commands: the connection
 (failover, liveness), the trust core (every decision about keys, epochs,
 members and messages; `trust/`), sync and gap fill (`sync.py`), the outbox
 (`outbox.py`) and the pins (`keys.py`); what a front end is shown about
-rooms is read in `summary.py`. Pushes and syncs are handled in order by
-one worker under the shared lock; commands take the same lock. Pushes wait
-for the worker in a bounded queue (`pushqueue.py`): what it drops, a sync
-fetches once the worker has drained it.
+rooms is read in `summary.py`. Pushes are handled in order by one worker
+(`pushworker.py`, a bounded queue) under the shared lock; the sync after
+connecting and the commands take the same lock.
 
 The engine never decides what to believe: it asks the server, feeds the
 replies to the trust core, and acts on what the core returns.
@@ -19,13 +18,12 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Awaitable
 from typing import Any
 
 import zmq.utils.z85
 
 from curvechat.client import events as ev
-from curvechat.client.cache import Cache, CachedMessage, OutboxItem
+from curvechat.client.cache import Cache, CachedMessage, CacheRefusals, OutboxItem
 from curvechat.client.connection import Connection
 from curvechat.client.errors import (
     ClientError,
@@ -38,7 +36,7 @@ from curvechat.client.outbox import Outbox
 from curvechat.client.parts import EventHandler, Parts, Requester
 from curvechat.client.peer.core import Provisional
 from curvechat.client.peer.shell import PeerMode, PeerOptions
-from curvechat.client.pushqueue import PUSH_BURST, PushQueue, bursts
+from curvechat.client.pushworker import PushWorker
 from curvechat.client.rooms import InviteResult, RoomCommands
 from curvechat.client.state import ConnState, ConnStatus
 from curvechat.client.summary import MemberInfo, RoomSummary, member_details, room_summaries
@@ -98,7 +96,8 @@ class ChatClient:
         )
         self.keys = Keys(self.parts, self.sync)
         self.room_commands = RoomCommands(self.parts, self.sync, self.keys)
-        self._jobs = PushQueue()
+        self._refusals = CacheRefusals(self._tell_cache_refused)
+        self.pushes = PushWorker(self.parts, self.sync, self._refusals)
         self._tasks: list[asyncio.Task[None]] = []
         self.fatal: ClientError | None = None
         self.last_caught_up = 0
@@ -129,7 +128,7 @@ class ChatClient:
 
     async def start(self) -> None:
         self._tasks = [
-            asyncio.create_task(self._worker(), name="engine-worker"),
+            asyncio.create_task(self.pushes.run(), name="engine-worker"),
             asyncio.create_task(self.outbox.run(), name="engine-outbox"),
         ]
         await self.conn.start()
@@ -188,15 +187,7 @@ class ChatClient:
         self._emit(ev.StatusChanged(status))
 
     def _on_push(self, msg: m.AnyReply) -> None:
-        jobs = self._jobs
-        was_full = jobs.overflowed
-        if not jobs.put_nowait(msg) and not was_full:  # once until the sync that follows
-            log.warning(
-                "the push queue is full (%d pushes, %d bytes): pushes are dropped "
-                "until it drains, then a sync fetches what they told",
-                jobs.qsize(),
-                jobs.nbytes,
-            )
+        self.pushes.put(msg)
 
     async def _on_live(self, welcome: m.Welcome) -> None:
         try:
@@ -214,7 +205,7 @@ class ChatClient:
                 )
             async with self.lock:
                 self.sync.recover.new_round()
-                self._jobs.overflowed = False  # what was dropped, this sync fetches
+                self.pushes.jobs.overflowed = False  # what was dropped, this sync fetches
                 count = await self.sync.full()
         except ServerRefused as exc:
             if exc.code in (ErrorCode.NAME_TAKEN, ErrorCode.KEY_TAKEN, ErrorCode.BAD_SIGNATURE):
@@ -237,6 +228,7 @@ class ChatClient:
             # (a long write): not a bug, and not ready without a complete
             # sync either. Start over on a fresh connection, after the back-off.
             log.warning("the sync after connecting stopped: the local cache: %s", exc)
+            self._refusals.refused(exc)
             self.conn.drop(f"sync failed: the local cache: {exc}", failed=True)
             return
         except Exception:
@@ -244,48 +236,15 @@ class ChatClient:
             log.exception("the sync after connecting failed")
             self.conn.drop("sync failed: an internal error", failed=True)
             return
+        self._refusals.passed()
         self.last_caught_up = count
         self._emit(ev.CaughtUp(count))
         self.outbox.ready.set()
         self.outbox.wake.set()
 
-    async def _worker(self) -> None:
-        while True:
-            pushes = [await self._jobs.get()]
-            async with self.lock:
-                # Everything queued meanwhile goes too: a burst, one cache commit per room.
-                while not self._jobs.empty() and len(pushes) < PUSH_BURST:
-                    pushes.append(self._jobs.get_nowait())
-                for burst in bursts(pushes):
-                    room = getattr(burst[0], "room", None)
-                    await self._worker_step(self.sync.handle_burst(burst), room, "a push")
-                if self._jobs.catch_up_due():
-                    # Pushes were dropped: fetch what they told, as after a
-                    # reconnect. What is dropped from here on needs another.
-                    what = "the sync after dropped pushes"
-                    if not await self._worker_step(self._catch_up(), None, what):
-                        self._jobs.overflowed = True  # again after the next pushes
-
-    async def _catch_up(self) -> None:
-        self._emit(ev.CaughtUp(await self.sync.full()))
-
-    async def _worker_step(self, step: Awaitable[None], room: str | None, what: str) -> bool:
-        """Await one step of the worker (a burst, a sync); whether it went through."""
-        try:
-            await step
-            return True
-        except (NotConnected, RequestTimeout):
-            pass  # the next sync after reconnect covers it
-        except ClientError as exc:
-            self._emit(ev.Problem(room, str(exc)))
-        except sqlite3.OperationalError as exc:
-            # Another process of this home holds the cache (a long write):
-            # not a bug. What was pushed is fetched again as a gap at the
-            # next push or sync.
-            log.warning("%s was not stored: the local cache: %s", what, exc)
-        except Exception:
-            log.exception("%s failed", what)
-        return False
+    def _tell_cache_refused(self, exc: sqlite3.Error) -> None:
+        why = f"the local cache refuses writes ({exc}): what arrives is fetched once it takes them"
+        self._emit(ev.Problem(None, why))
 
     # --- membership commands (rooms.py) ------------------------------------------------
     async def create_room(self, room: str, members: list[str]) -> None:

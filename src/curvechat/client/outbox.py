@@ -29,7 +29,7 @@ from collections import deque
 
 from curvechat.client import events as ev
 from curvechat.client.acks import AckWaiters, retrieve
-from curvechat.client.cache import cache_busy
+from curvechat.client.cache import CacheRefusals
 from curvechat.client.errors import (
     CacheWriteFailed,
     ClientError,
@@ -64,8 +64,6 @@ WINDOW = 128
 STALE_TRIES = 3
 """A send refused as stale this many times more, with no newer epoch to be
 learned, fails."""
-CACHE_TRIES = 3
-"""Passes in a row stopped by a cache refusing writes, not held: the user is told."""
 
 
 class Outbox:
@@ -97,7 +95,7 @@ class Outbox:
         self.halted = False
         self._waiters = AckWaiters()
         self._store_down = 0  # passes in a row with sends refused store_unavailable
-        self._cache_failures = 0  # passes in a row stopped by a cache refusing writes
+        self._refusals = CacheRefusals(self._tell_cache_refused)
         self._down_noted = False  # this pass counted in `_store_down` already
         self._stale = StaleRefusals(STALE_TRIES)
         self._unopened: dict[str, int] = {}  # txn -> acks at a row that did not open, so far
@@ -175,41 +173,21 @@ class Outbox:
             try:
                 await self.flush()
             except sqlite3.Error as exc:
-                self._cache_refused(exc)
+                log.warning("the outbox waits: the local cache: %s", exc)
+                self._refusals.refused(exc)
                 self._later()
             except Exception:
                 # A bug must not stop the outbox for good: log, retry shortly.
                 log.exception("outbox flush failed")
                 self._later()
             else:
-                self._cache_failures = 0
+                self._refusals.passed()
 
-    def _cache_refused(self, exc: sqlite3.Error) -> None:
-        """A pass stopped on the local cache; what is queued stays queued.
-        Another process of this home holding it passes by itself; a full
-        disk or an I/O error keeps even sends the server stored pending
-        here: told once, CACHE_TRIES passes in a row into it."""
-        log.warning("the outbox waits: the local cache: %s", exc)
-        if not cache_busy(exc):
-            self._cache_failures += 1
-            if self._cache_failures == CACHE_TRIES:
-                why = f"the local cache refuses writes ({exc}): messages stay pending meanwhile"
-                self.p.emit(ev.Problem(None, why))
-
-    def _sent_elsewhere(self, txns: list[str]) -> None:
-        """Sends queued here that another process of this home took out of the
-        outbox: one still awaited here is answered from the message that
-        process stored (it was acked there), not left to time out as queued."""
-        for txn in txns:
-            room = self._waiters.awaited(txn)
-            if room is None:
-                continue
-            seq = self.p.cache.seen_txn(room, self.p.me, txn)
-            if seq is None:
-                continue  # not stored: failed there (told there), or gone with the room
-            stored = self.p.cache.messages_at(room, [seq])
-            ts = stored[0].ts_ms if stored else 0
-            self._waiters.acked(txn, m.SendAck(room=room, txn=txn, seq=seq, ts=ts))
+    def _tell_cache_refused(self, exc: sqlite3.Error) -> None:
+        """A full disk or an I/O error keeps even sends the server stored
+        pending here; what is queued stays queued."""
+        why = f"the local cache refuses writes ({exc}): messages stay pending meanwhile"
+        self.p.emit(ev.Problem(None, why))
 
     def _later(self) -> None:
         asyncio.get_running_loop().call_later(1.0, self.wake.set)
@@ -239,7 +217,8 @@ class Outbox:
         items = self.p.cache.outbox(self._texts)
         if len(self._texts) > len(items):  # another process of this home sent some
             held = {i.txn for i in items}
-            self._sent_elsewhere([t for t in self._texts if t not in held])
+            gone = [t for t in self._texts if t not in held]
+            self._waiters.answer_stored(gone, self.p.cache, self.p.me)
             self._texts = {t: x for t, x in self._texts.items() if t in held}
         blocked = {r for r in {i.room for i in items} if self.p.core.key_change_in(r)}
         todo = deque(i for i in items if i.room not in blocked)

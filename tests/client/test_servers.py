@@ -91,6 +91,28 @@ def test_the_server_list_learns_marks_and_walks_round() -> None:
     assert sv.ServerList([a]).instead_of(a, 0.0) == a
 
 
+def test_what_an_earlier_welcome_named_ranks_after_the_given_nodes() -> None:
+    """The last run's welcome named c (not in the connect string) and a: c
+    is known, for when the given nodes fail, but tried after them until a
+    welcome of this run names it; the node that answered last counts only
+    if it was given."""
+    a, b, c = nodes = _addresses(3)
+    user = next(
+        u for u in (f"u{i}" for i in range(10_000)) if sv.attempt_order(u, nodes, None) == [c, b, a]
+    )
+    servers = sv.ServerList([a, b], key=user)
+    servers.recall([c.legacy, a.legacy], c)
+    assert servers.learned == [c] and servers.live == [a] and servers.last is None
+    assert servers.order(0.0) == [a, c, b]  # b and c not named live: by score
+    servers = sv.ServerList([a, b], key=user)
+    servers.recall([c.legacy], c)  # no given node among them: as if none were named
+    assert servers.live is None and servers.order(0.0) == [b, a, c]
+    servers.recall([], b)
+    assert servers.order(0.0) == [b, a, c]
+    servers.learn([c.legacy, a.legacy])  # a welcome of this run names c: live again
+    assert servers.order(0.0) == [c, a, b]
+
+
 def test_a_rebalance_sends_the_client_home_past_an_old_drain_mark() -> None:
     """Connected to c while b (its first choice) drained, the client knows b
     only as draining. When c asks it to move back (`push_move` naming the

@@ -38,8 +38,9 @@ def open_client(
     except OSError as exc:  # its directory or file cannot be made
         raise SetupFailed(f"cannot open the local cache: {exc}", "bad_cache") from exc
     try:
-        live = remembered_live(cache, addresses)  # a cluster: they rank first
+        live = remembered_live(cache, addresses)  # a cluster: the given ones rank first
         last = None if live else remembered_node(cache, addresses)  # a single node
+        last = last if last in addresses else None  # a node the string names
         client = ChatClient(
             identity,
             cache,
@@ -56,7 +57,6 @@ def open_client(
         raise
     client.owns_cache = True
     if isinstance(client.conn, Connection):
-        client.conn.servers.learn(live)
-        client.conn.servers.last = last
+        client.conn.servers.recall(live, last)
     client.subscribe(Recall(client, addresses))
     return client

@@ -1,8 +1,9 @@
 """What a client remembers between runs about its servers, in the local
 cache's meta table: the node that answered last and the live nodes its
-welcome named (ranked first next time, so a cluster node that is down
-costs nothing: `servers.attempt_order`), and when the cache was last known
-to be in sync with a server (what an offline answer tells).
+welcome named (those the connect string gives ranked first next time, so
+a cluster node that is down costs nothing; the others after the given
+ones: `servers.attempt_order`), and when the cache was last known to be in
+sync with a server (what an offline answer tells).
 
 Both are kept per connect string: given another one, the client starts
 from that string's nodes alone. This module never opens a

@@ -10,10 +10,13 @@ The ranking, most preferred first:
 
 1. nodes not draining (a node that told us to move, or refused our hello
    as draining, in the last DRAIN_AVOID_S) before draining ones;
-2. live nodes (named by the latest welcome, or remembered from the last
-   run's) before the others (given in the connect string, not named:
-   probably down); while no welcome named any (a single node), the node
-   that answered last before the others;
+2. live nodes (named by the latest welcome, or given in the connect
+   string and named by the last run's) before the others (not named:
+   probably down); while no welcome named any (a single node, or none yet
+   in this run), the node that answered last, then the given ones, then
+   those an earlier welcome named: a node named by a welcome is preferred
+   only while a welcome of this run names it, so a server that named
+   another once (of its choosing) cannot keep its clients there;
 3. within each group, the rendezvous order: highest score first.
 
 Within one round over the nodes the next one is tried at once; the
@@ -89,12 +92,13 @@ def attempt_order(
     live: list[ServerAddress] | None,
     draining: Collection[ServerAddress] = (),
     last: ServerAddress | None = None,
+    given: Collection[ServerAddress] | None = None,
 ) -> list[ServerAddress]:
     """`known` in the order to try them (module docstring): not draining
-    first, then live (when `live` is None: `last`, then all), then by
-    rendezvous score for `key`. With an empty `key` the given order is kept
-    within groups."""
-    live_set = set(known if live is None else live)
+    first, then live (when `live` is None: `last`, then those `given`, or
+    all), then by rendezvous score for `key`. With an empty `key` the given
+    order is kept within groups."""
+    live_set = set(live if live is not None else known if given is None else given)
     first = last if live is None else None
 
     def rank(item: tuple[int, ServerAddress]) -> tuple[bool, bool, bool, int, int]:
@@ -194,7 +198,17 @@ class ServerList:
 
     def order(self, now: float) -> list[ServerAddress]:
         draining = {a for a, until in self._draining.items() if until > now}
-        return attempt_order(self.key, self.all, self.live, draining, self.last)
+        return attempt_order(self.key, self.all, self.live, draining, self.last, self.given)
+
+    def recall(self, live: list[str], last: ServerAddress | None) -> None:
+        """What the last run learned for this connect string: the live nodes
+        its welcome named join the list, but only the given ones among them
+        rank as live until a welcome of this run names live nodes; `last`
+        counts only if it was given."""
+        self.learn(live)
+        if self.live is not None:
+            self.live = [a for a in self.live if a in self.given] or None
+        self.last = last if last in self.given else None
 
     def first(self, now: float) -> ServerAddress:
         return self.order(now)[0]

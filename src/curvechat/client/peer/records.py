@@ -211,7 +211,10 @@ class PeerRecords:
     def closed(self, signed: m.SignedRecord) -> bool:
         """The client that announced `signed` said it closed (its mDNS
         service went away): withdraw the record of that listener we hold,
-        if it is no newer, and its member has another. True if it was."""
+        if `signed` is one its member signed, no older than it, and its
+        member has another. True if it was. A record of that listener newer
+        than the one held is taken again later: the goodbye's own date,
+        anyone's to claim, withdraws nothing past it."""
         try:
             record = p.decode_record(signed.record)
         except RemoteProtocolError:
@@ -220,7 +223,11 @@ class PeerRecords:
         held = self._records.get(record.user, {})
         if at not in held or held[at].record.ts > record.ts or len(held) < 2:
             return False
-        self._withdraw(at, record.ts)
+        try:
+            verify(held[at].key, p.DOMAIN_RECORD + signed.record, signed.sig)
+        except BadSignature:
+            return False
+        self._withdraw(at, held[at].record.ts)
         return True
 
     def heard_from(self, signed: m.SignedRecord) -> tuple[Listener, bool] | None:

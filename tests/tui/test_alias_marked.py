@@ -61,6 +61,9 @@ def test_an_alias_is_marked_wherever_it_is_drawn() -> None:
     assert room_label("@alice:bob", "alice", aliases) == "@bobby~"
     assert room_label("@alice:bobby", "alice", aliases) == "@bobby"
     assert room_label("team", "alice", aliases) == "crew~"
+    # another pair's room (a server may list one) is not drawn as ours with bob
+    assert room_label("@bob:carol", "alice", aliases) == "#@bob:carol"
+    assert room_label("@alice:bob", "bob") == "@alice"
     for typed in ("bobby", "bobby~", "@bobby~"):
         assert unalias(typed, aliases) == "bob"
     assert unalias("@bobby", aliases) == "@bobby"  # the real bobby's room

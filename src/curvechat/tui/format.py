@@ -83,10 +83,10 @@ def room_label(room: str, me: str, aliases: Mapping[str, str] | None = None) -> 
     (`@bobby~`, `crew~`)."""
     aliases = aliases or {}
     pair = dm_members(room)
-    if pair is not None:
+    if pair is not None and me in pair:
         other = pair[1] if pair[0] == me else pair[0]
         return f"@{shown_name(other, aliases)}"
-    return shown_name(f"#{room}", aliases)
+    return shown_name(f"#{room}", aliases)  # (a server may list another pair's room)
 
 
 def unalias(name: str, aliases: Mapping[str, str]) -> str:

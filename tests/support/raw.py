@@ -118,6 +118,7 @@ class Room:
         ]
         upload = m.EpochUpload(epoch=0, after_op=state.index, packets=packets)
         self.name = name
+        self.state = state
         self.create = m.CreateRoom(room=name, ops=ops, epoch=upload)
 
     def send(self, sender: Identity, text: str = "hi") -> m.Send:

@@ -23,7 +23,7 @@ from curvechat.crypto.membership import sign_op
 from curvechat.crypto.roomkeys import EpochKey, new_epoch_key
 from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
-from curvechat.protocol.limits import MAX_BATCH, dm_members, dm_room, is_room_id
+from curvechat.protocol.limits import MAX_BATCH, MAX_MEMBERS, dm_members, dm_room, is_room_id
 from curvechat.protocol.text import clip
 
 HISTORY_MODES = ("all", "verified")
@@ -88,6 +88,10 @@ class RoomCommands:
                 f"{room} is a direct-message room of {pair[0]} and {pair[1]}: it is made"
                 " with both of them in it (send a direct message to make it)",
                 "forbidden",
+            )
+        if len(others) >= MAX_MEMBERS:
+            raise NotReady(
+                f"a room holds at most {MAX_MEMBERS} members, not {len(others) + 1}", "too_large"
             )
         keys = await self.keys.lookup(others) if others else {}
         async with self.p.lock:
@@ -160,6 +164,9 @@ class RoomCommands:
         def build() -> tuple[m.AnyRequest, m.SignedOp]:
             if self.p.core.log(room).is_member(user):
                 raise NotReady(f"{clip(user)} is already a member of {room}", "already_member")
+            if len(self.p.core.log(room).state.members) >= MAX_MEMBERS:
+                full = f"{room} has {MAX_MEMBERS} members, the most a room holds"
+                raise NotReady(full, "too_large")
             self.p.core.refuse_if_key_changed(room)
             signed = self._signed(room, "add", user, key)
             packets = self.p.core.history_for(room, user, key) if share else []

@@ -57,6 +57,11 @@ MAX_TXN_LEN: Final = 64
 MAX_BATCH: Final = 500
 """Most items in one list of a request (ops, packets, users, sync cursors)."""
 
+MAX_MEMBERS: Final = MAX_BATCH
+"""Most members a room holds: a new epoch carries its key boxed for every
+member in one request (`EpochUpload.packets`, at most MAX_BATCH), so a
+room past it could never start another."""
+
 MAX_PAGE: Final = 500
 """Most messages, ops or key packets one reply carries."""
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 from curvechat.crypto.membership import MemberState
 from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
-from curvechat.protocol.limits import MAX_PAGE, dm_members
+from curvechat.protocol.limits import MAX_MEMBERS, MAX_PAGE, dm_members
 from curvechat.server.epochpace import EpochPace
 from curvechat.server.rooms import RoomView, note_adder
 from curvechat.store import (
@@ -195,6 +195,11 @@ class RoomHandlers:
             if op.actor != sess.user:
                 raise Refusal(ErrorCode.FORBIDDEN, "ops must be signed by their sender")
             if kind == "add":
+                if len(state.members) > MAX_MEMBERS:
+                    raise Refusal(
+                        ErrorCode.TOO_LARGE,
+                        f"{room} has {len(before)} members, the most a room holds",
+                    )
                 if op.target_key != await self._registered_key(op.target):
                     raise Refusal(ErrorCode.BAD_OP, f"the key given for {op.target} is not theirs")
                 self._check_packets(

@@ -10,6 +10,7 @@ import gc
 import logging
 import os
 import re
+import resource
 import secrets
 import signal
 from collections.abc import Coroutine, Sequence
@@ -130,6 +131,7 @@ async def serve(
     link_advertise: str | None = None,
     rebalance_after_s: float | None = None,
 ) -> None:
+    raise_open_files_limit()
     # Ctrl-C / SIGTERM from here on means "stop cleanly", even during start-up.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -167,13 +169,21 @@ async def serve(
             from curvechat.server.cluster import refuse_a_taken_name, retrying
 
             # etcd down for a moment (a leader change, a member restarting)
-            # when the node starts: retried, as every other start-up call.
-            await retrying("connecting to etcd", etcd.open)
-            try:
+            # when the node starts: retried, as every other start-up call,
+            # unless the node is told to stop meanwhile.
+            async def reach_etcd() -> None:
+                await retrying("connecting to etcd", etcd.open)
                 await retrying("checking the name", lambda: refuse_a_taken_name(etcd, name, public))
+
+            try:
+                started = await _unless_stopped(stop, reach_etcd())
             except BaseException:
                 await _bounded("store", store.close())
                 raise
+            if not started:
+                log.info("stopped while reaching etcd, before the node started")
+                await _bounded("store", store.close())
+                return
         node = ChatNode(
             store, public_key=public, secret_key=secret, bind=bind, node_name=name, limits=limits
         )
@@ -295,6 +305,46 @@ def _cluster_connect(nodes: Sequence[Any]) -> str:
         with contextlib.suppress(ConnectStringError):  # a malformed entry is left out
             addresses += [a for a in parse_connect(n.connect) if a not in addresses]
     return format_connect(addresses)
+
+
+OPEN_FILES_WANTED = 1 << 20
+"""The soft limit on open files a node asks for (up to its hard limit)."""
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files as far as its hard
+    limit lets it (at most OPEN_FILES_WANTED): every client connection holds
+    a descriptor, and the usual soft limit (1,024) is reached by that many
+    connections from one host, after which no one else is accepted. Returns
+    the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the limit on open files from %d: %s", soft, exc)
+    return soft
+
+
+async def _unless_stopped(stop: asyncio.Event, step: Coroutine[Any, Any, None]) -> bool:
+    """Run a start-up step that may take long (etcd retried for up to
+    START_RETRY_S) unless Ctrl-C or SIGTERM comes first: then the step is
+    cancelled and the answer is False."""
+    task = asyncio.ensure_future(step)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        task.result()  # what it raised, if anything
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False
 
 
 async def _bounded(what: str, step: Coroutine[Any, Any, None]) -> None:

@@ -114,6 +114,11 @@ def test_alice_bob_carol(people: dict[str, User]) -> None:
         )[-1]
         == "line two"
     )
+    # --members given twice adds both; each member once
+    made = alice.run("create", "trio", "--members", "bob", "--members", "carol,bob,alice")
+    assert "created trio with alice, bob, carol" in made.stdout
+    rooms = [json.loads(line) for line in carol.run("rooms", "--json").stdout.splitlines()]
+    assert [r["members"] for r in rooms if r["room"] == "trio"] == [["alice", "bob", "carol"]]
 
 
 def test_tail_follows_until_interrupted(people: dict[str, User]) -> None:
@@ -302,3 +307,18 @@ def test_many_lines_are_sent_for_as_long_as_acks_keep_coming(people: dict[str, U
     assert got.stdout.strip() == "sent 4000 message(s) to bulk"
     shown = alice.run("history", "bulk", "--limit", "3").stdout.splitlines()
     assert [ln.split(": ", 1)[1] for ln in shown] == lines[-3:]
+
+
+def test_membership_mistakes_are_said_in_plain_words(people: dict[str, User]) -> None:
+    """Promoting an admin, removing oneself: told before anything is signed,
+    not as the membership rule the server would refuse it by."""
+    alice, bob = people["alice"], people["bob"]
+    for user in (alice, bob):
+        user.run("init", "--user", user.name)
+    alice.run("create", "team", "--members", "bob")
+    alice.run("promote", "team", "bob")
+    again = alice.run("promote", "team", "bob", ok=False)
+    assert "[already_admin]" in again.stderr and "bob is already an admin of team" in again.stderr
+    assert "requires that" not in again.stderr
+    myself = alice.run("remove", "team", "alice", ok=False)
+    assert "[forbidden]" in myself.stderr and "leave it" in myself.stderr

@@ -41,11 +41,13 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    members = [u.strip() for u in (args.members or "").split(",") if u.strip()]
+    named = [u.strip() for text in args.members or [] for u in text.split(",")]
+    members = list(dict.fromkeys(u for u in named if u))  # each once, in order
 
     async def body(client: ChatClient) -> int:
         await client.create_room(args.room, members)
-        print(f"created {args.room} with {', '.join([client.me, *members])}")
+        others = [u for u in members if u != client.me]
+        print(f"created {args.room} with {', '.join([client.me, *others])}")
         return 0
 
     return _run(args, body)

@@ -342,7 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = add("create", cmd_create, "create a room")
     p.add_argument("room")
-    p.add_argument("--members", help="comma-separated users to add")
+    p.add_argument(
+        "--members",
+        action="append",
+        help="users to add, comma-separated (the flag may be given again)",
+    )
     for name, func, text in [
         ("invite", cmd_invite, "add a member (admins)"),
         ("remove", cmd_remove, "remove a member (admins)"),

@@ -220,6 +220,8 @@ class RoomCommands:
             member = log.state.members.get(user)
             if member is None:
                 raise NotReady(f"{clip(user)} is not a member of {room}", "not_member")
+            if user == self.p.me:
+                raise NotReady(f"you cannot remove yourself from {room}: leave it", "forbidden")
             signed = self._signed(room, "remove", user, member.key)
             after = log.state.apply(signed)[0]
             epoch = new_epoch_key(room, self.p.core.next_epoch(room), after.index)
@@ -240,6 +242,8 @@ class RoomCommands:
             member = self.p.core.log(room).state.members.get(user)
             if member is None:
                 raise NotReady(f"{clip(user)} is not a member of {room}", "not_member")
+            if member.admin:
+                raise NotReady(f"{clip(user)} is already an admin of {room}", "already_admin")
             signed = self._signed(room, "promote", user, member.key)
             return m.Promote(room=room, op=signed), signed
 

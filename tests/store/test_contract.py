@@ -755,3 +755,10 @@ async def test_member_counts(store: Store) -> None:
     await make_room(store, "r2")
     assert await store.member_counts(["r1", "r2", "nope"]) == {"r1": 2, "r2": 1}
     assert await store.member_counts([]) == {}
+
+
+async def test_room_counts(store: Store) -> None:
+    await make_room(store, "r1", ["alice", "bob"])
+    await make_room(store, "r2")
+    assert await store.room_counts(["alice", "bob", "nobody"]) == {"alice": 2, "bob": 1}
+    assert await store.room_counts([]) == {}

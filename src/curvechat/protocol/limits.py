@@ -62,6 +62,11 @@ MAX_MEMBERS: Final = MAX_BATCH
 member in one request (`EpochUpload.packets`, at most MAX_BATCH), so a
 room past it could never start another."""
 
+MAX_ROOMS_PER_USER: Final = 5_000
+"""Most rooms one user is a member of: anyone may add a user to rooms (as
+an admin of their own), and the list of a user's rooms is one reply, at
+most MAX_REPLY_BYTES (about 110 bytes a room)."""
+
 MAX_PAGE: Final = 500
 """Most messages, ops or key packets one reply carries."""
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 from curvechat.crypto.membership import MemberState
 from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
-from curvechat.protocol.limits import MAX_MEMBERS, MAX_PAGE, dm_members
+from curvechat.protocol.limits import MAX_MEMBERS, MAX_PAGE, MAX_ROOMS_PER_USER, dm_members
 from curvechat.server.epochpace import EpochPace
 from curvechat.server.rooms import RoomView, note_adder
 from curvechat.store import (
@@ -139,6 +139,19 @@ class RoomHandlers:
         if missing:
             raise Refusal(ErrorCode.BAD_OP, f"the new epoch has no key for {sorted(missing)}")
 
+    async def _check_room_counts(self, users: list[str]) -> None:
+        """Refuse to add `users` to one more room if any is in the most rooms
+        a user may be in (read before the change: adds at once may pass it
+        by as many as they are)."""
+        counts = await self.store.room_counts(users)
+        full = sorted(u for u in users if counts.get(u, 0) >= MAX_ROOMS_PER_USER)
+        if full:
+            raise Refusal(
+                ErrorCode.TOO_LARGE,
+                f"{', '.join(full[:5])} {'is' if len(full) == 1 else 'are'} in"
+                f" {MAX_ROOMS_PER_USER:,} rooms, the most one user may be in",
+            )
+
     async def create_room(self, sess: Session, req: m.CreateRoom) -> m.AnyReply:
         assert sess.user is not None
         pair = dm_members(req.room)
@@ -158,6 +171,7 @@ class RoomHandlers:
                 raise Refusal(ErrorCode.BAD_OP, f"the key given for {op.target} is not theirs")
             records.append(OpRecord(op.index, signed.op, signed.sig))
         self._check_epoch(sess, req.room, req.epoch, expected_epoch=0, state=state)
+        await self._check_room_counts(list(state.members))
         changes = [MemberChange(u, True, mem.admin) for u, mem in state.members.items()]
         try:
             record = await self.store.create_room(
@@ -202,6 +216,7 @@ class RoomHandlers:
                     )
                 if op.target_key != await self._registered_key(op.target):
                     raise Refusal(ErrorCode.BAD_OP, f"the key given for {op.target} is not theirs")
+                await self._check_room_counts([op.target])
                 self._check_packets(
                     sess,
                     room,

@@ -287,6 +287,11 @@ class Store(abc.ABC):
         backend can (a room that does not exist is left out)."""
 
     @abc.abstractmethod
+    async def room_counts(self, users: Sequence[str]) -> dict[str, int]:
+        """How many rooms each of `users` is a member of now, in as few reads
+        as the backend can (a user in none is left out)."""
+
+    @abc.abstractmethod
     async def rooms_of(self, user: str) -> list[RoomRecord]:
         """The rooms `user` is currently a member of, sorted by room id."""
 

@@ -265,6 +265,9 @@ class SQLiteStore(Store):
     async def member_counts(self, rooms: Sequence[str]) -> dict[str, int]:
         return await self._run(functools.partial(q.member_counts, rooms=list(rooms)))
 
+    async def room_counts(self, users: Sequence[str]) -> dict[str, int]:
+        return await self._run(functools.partial(q.room_counts, users=list(users)))
+
     async def rooms_of(self, user: str) -> list[RoomRecord]:
         return await self._run(functools.partial(q.rooms_of, user=user))
 

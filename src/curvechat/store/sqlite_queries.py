@@ -258,6 +258,14 @@ def member_counts(conn: sqlite3.Connection, rooms: list[str]) -> dict[str, int]:
     return transaction(conn, body, write=False)
 
 
+def room_counts(conn: sqlite3.Connection, users: list[str]) -> dict[str, int]:
+    def body() -> dict[str, int]:
+        sql = "SELECT user, COUNT(*) FROM members WHERE user IN ({}) GROUP BY user"
+        return {r[0]: int(r[1]) for r in _rows_in(conn, sql, users)}
+
+    return transaction(conn, body, write=False)
+
+
 def members(conn: sqlite3.Connection, room: str) -> dict[str, bool]:
     def body() -> dict[str, bool]:
         _require_room(conn, room)

@@ -102,6 +102,16 @@ class EtcdClient(Keys):
             out += await self._read_txn(requests[i : i + step])
         return out
 
+    async def _count_many(self, requests: Sequence[Any]) -> list[int]:
+        """The count of each range (`count_only`), in as many transactions as
+        max_txn_ops needs."""
+        out: list[int] = []
+        for i in range(0, len(requests), self.max_txn_ops):
+            ops = [rpc.RequestOp(request_range=r) for r in requests[i : i + self.max_txn_ops]]
+            resp = await self._txn([], ops)
+            out += [int(r.response_range.count) for r in resp.responses]
+        return out
+
     async def _send_txn(self, req: Any) -> Any:
         """Send a TxnRequest built in place (`add_put`, `add_version_is`,
         `add_mod_is`)."""

@@ -285,6 +285,13 @@ class EtcdRooms(EtcdClient):
         )
         return {room: len(kvs) for room, kvs in zip(rooms, got, strict=True) if kvs}
 
+    async def room_counts(self, users: Sequence[str]) -> dict[str, int]:
+        subs = [self._k("u", q(user), "rooms", "") for user in users]
+        counts = await self._count_many(
+            [rpc.RangeRequest(key=s, range_end=prefix_end(s), count_only=True) for s in subs]
+        )
+        return {user: n for user, n in zip(users, counts, strict=True) if n}
+
     async def rooms_of(self, user: str) -> list[RoomRecord]:
         sub = self._k("u", q(user), "rooms", "")
         kvs = await self._range(sub, prefix_end(sub), keys_only=True)

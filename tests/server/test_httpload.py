@@ -103,6 +103,35 @@ async def test_connections_over_the_cap_are_closed_and_idle_ones_time_out() -> N
             writer.close()
 
 
+async def _from(source: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    sock = socket.socket()
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return await asyncio.open_connection(sock=sock)
+
+
+async def test_at_the_cap_an_address_with_fewer_connections_makes_room() -> None:
+    """Addresses that fill the cap do not keep out one that has none (an
+    orchestrator's probe): the oldest connection of an address holding the
+    most is closed for it. One from an address holding the most is not let in."""
+    async with serving(keepalive=10.0, total=4, per_host=3) as port:
+        first = [await _from("127.0.0.2", port) for _ in range(2)]
+        second = [await _from("127.0.0.3", port) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        r, w = await _from("127.0.0.3", port)  # holds the most already: not let in
+        assert await _closed_by_peer(r, 2.0)
+        w.close()
+        r, w = await _from("127.0.0.4", port)
+        w.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert (await r.readline()).startswith(b"HTTP/1.1 200")
+        assert await _closed_by_peer(first[0][0], 2.0)  # the oldest of the most
+        assert not await _closed_by_peer(second[0][0], 0.3)
+        assert not await _closed_by_peer(first[1][0], 0.3)
+        w.close()
+        for _, writer in first + second:
+            writer.close()
+
+
 async def _hammer(base: str, path: str, source: str, seconds: float) -> list[int]:
     """Requests for `path` from `source`, on 8 connections, for `seconds`."""
     statuses: list[int] = []

@@ -5,9 +5,13 @@ port must not be able to take that loop, or the process's file descriptors,
 away from the chat:
 
 * **Connections**: at most `MAX_CONNECTIONS` open at once, and
-  `MAX_PER_HOST` from one address (a browser's page uses a handful, so an
-  orchestrator's probes from elsewhere still get in); one more is closed as
-  it comes, before a request of it is served. A connection that has sent
+  `MAX_PER_HOST` from one address (a browser's page uses a handful); one
+  more from an address at its bound is closed as it comes, before a
+  request of it is served. At `MAX_CONNECTIONS`, a connection from an
+  address that holds fewer than the most any address holds makes room:
+  the oldest connection of an address holding the most is closed, so
+  however many addresses fill the cap, an orchestrator's probe from one
+  with none still gets in. A connection that has sent
   no complete request for `IDLE_S` seconds (one that never sends, or
   trickles a request in) is closed.
 * **Loop time**: every answer but `/healthz` and `/readyz` (which cost next
@@ -118,35 +122,59 @@ class Seldom:
 def cap_connections(
     server: web.Server, total: int = MAX_CONNECTIONS, per_host: int = MAX_PER_HOST
 ) -> None:
-    """Connections to `server` beyond `total` open at once, or beyond
-    `per_host` from one address, are closed as they come."""
+    """Connections to `server` beyond `per_host` from one address are closed
+    as they come; at `total` open at once, the newcomer, or the oldest of
+    an address that holds more (module docstring)."""
     made, lost = server.connection_made, server.connection_lost
-    hosts: collections.Counter[str] = collections.Counter()
-    open_from: dict[RequestHandler, str] = {}
+    hosts: collections.Counter[str] = collections.Counter()  # not counting `closing`
+    open_from: dict[RequestHandler, str] = {}  # oldest first
+    closing: set[RequestHandler] = set()
     seldom = Seldom()
+
+    def room_for(host: str) -> RequestHandler | None:
+        """The connection to close for one more from `host`: the oldest of an
+        address holding the most, if `host` holds fewer."""
+        most = max(hosts.values(), default=0)
+        if hosts[host] >= most:
+            return None
+        return next(h for h, at in open_from.items() if h not in closing and hosts[at] == most)
+
+    def close(handler: RequestHandler) -> None:
+        # Closed once aiohttp has set the connection up (closed before, its
+        # task would find it torn down and log a traceback each time).
+        closing.add(handler)
+        hosts[open_from[handler]] -= 1
+        asyncio.get_running_loop().call_soon(handler.force_close)
 
     def connection_made(handler: RequestHandler, transport: asyncio.Transport) -> None:
         peer = transport.get_extra_info("peername")
         host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
-        over = len(open_from) >= total or hosts[host] >= per_host
+        over = hosts[host] >= per_host
+        instead = None
+        if not over and len(open_from) - len(closing) >= total:
+            instead = room_for(host)
+            over = instead is None
         hosts[host] += 1
         open_from[handler] = host
         made(handler, transport)
+        if instead is not None:
+            close(instead)
         if over:
-            # Closed once aiohttp has set the connection up (closed before, its
-            # task would find it torn down and log a traceback each time).
-            asyncio.get_running_loop().call_soon(handler.force_close)
+            close(handler)
             seldom.warn(
                 "HTTP: %d connections open (%d from %s): closing new ones",
-                len(open_from) - 1,
-                hosts[host] - 1,
+                len(open_from) - len(closing),
+                hosts[host],
                 ascii(host),
             )
 
     def connection_lost(handler: RequestHandler, exc: BaseException | None = None) -> None:
         host = open_from.pop(handler, None)
         if host is not None:
-            hosts[host] -= 1
+            if handler in closing:
+                closing.discard(handler)
+            else:
+                hosts[host] -= 1
             if hosts[host] <= 0:
                 del hosts[host]
         lost(handler, exc)

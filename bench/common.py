@@ -24,6 +24,7 @@ from curvechat.protocol import messages as m
 TEXT_LEN = 120
 TEXT = ("The quick brown fox jumps over the lazy dog; " * 4)[:TEXT_LEN]
 RATE_UNLIMITED = "1000000"
+BYTES_UNLIMITED = "1000000000000"  # bytes/s: --rate-user-bytes out of the way
 #: The latency rows' pace: one message every 10 ms. The bare round trip and
 #: commit are also measured on this schedule (a diagnostic): after the idle
 #: time between messages they cost more than in a back-to-back loop.

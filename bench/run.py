@@ -26,6 +26,7 @@ import zmq
 
 from bench import limits
 from bench.common import (
+    BYTES_UNLIMITED,
     LATENCY_INTERVAL,
     RATE_UNLIMITED,
     TEXT,
@@ -49,6 +50,8 @@ SERVER_ARGS = (
     RATE_UNLIMITED,
     "--rate-user",
     RATE_UNLIMITED,
+    "--rate-user-bytes",
+    BYTES_UNLIMITED,
     "--rate-epochs",
     RATE_UNLIMITED,
 )

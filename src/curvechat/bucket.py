@@ -29,12 +29,13 @@ class TokenBucket:
         if self.tokens < 0:
             self.tokens = self.burst
 
-    def take(self, now: float | None = None) -> bool:
+    def take(self, now: float | None = None, n: float = 1.0) -> bool:
+        """Take `n` tokens (a byte budget takes a frame's size) if there are."""
         now = time.monotonic() if now is None else now
         self.tokens = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= n:
+            self.tokens -= n
             return True
         return False
 
@@ -42,12 +43,19 @@ class TokenBucket:
         """Whether the bucket has refilled by `now` (a new one is the same)."""
         return self.tokens + max(0.0, now - self.stamp) * self.rate >= self.burst
 
-    def retry_after(self) -> float:
-        return max(0.0, (1.0 - self.tokens) / self.rate)
+    def retry_after(self, n: float = 1.0) -> float:
+        return max(0.0, (n - self.tokens) / self.rate)
 
 
 def take_keyed(
-    buckets: dict[K, TokenBucket], key: K, now: float, *, rate: float, burst: float, limit: int
+    buckets: dict[K, TokenBucket],
+    key: K,
+    now: float,
+    *,
+    rate: float,
+    burst: float,
+    limit: int,
+    n: float = 1.0,
 ) -> bool:
     """One token from the bucket of `key`, made full if it has none. Past
     `limit` keys, those whose bucket has refilled go (a new one is the
@@ -63,4 +71,4 @@ def take_keyed(
             for old in list(buckets)[: len(buckets) - limit * 3 // 4]:
                 del buckets[old]
         bucket = buckets[key] = TokenBucket(rate, burst, stamp=now)
-    return bucket.take(now)
+    return bucket.take(now, n)

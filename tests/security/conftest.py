@@ -41,3 +41,14 @@ def evil(tmp_path: Path) -> Iterator[EvilServer]:
     log = proc.log()
     assert code == 0, f"evil server exited with {code}:\\n{log[-3000:]}"
     assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.fixture
+def bulk_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A node whose byte budget (`--rate-user-bytes`) is out of the way, for
+    tests that send megabytes to test something else (flow control, pages)."""
+    proc = ServerProcess(tmp_path / "node", extra_args=("--rate-user-bytes", "1e12")).start()
+    try:
+        yield proc
+    finally:
+        assert proc.stop() == 0

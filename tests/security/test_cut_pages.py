@@ -46,16 +46,17 @@ def _send_all(raw: RawClient, sends: list[m.Send], window: int = 16) -> None:
 
 
 async def test_a_gap_filled_by_pages_cut_at_the_budget_is_not_called_withheld(
-    server: ServerProcess, clients: ClientFactory, ctx: zmq.Context[zmq.Socket[bytes]]
+    bulk_server: ServerProcess, clients: ClientFactory, ctx: zmq.Context[zmq.Socket[bytes]]
 ) -> None:
     """mallory floods a room with 64 KiB messages while vic's client reads
     nothing for 3 s: the node holds back the pushes past vic's budget but
     pushes the small one after them, and vic fills the gap below it with
     pages of about 8 messages. Each such page used to end the fill: the
     rest was recorded as withheld and vic told the node hid them."""
-    vic, vic_ev = await clients.make("vic", server.connect)
+    vic, vic_ev = await clients.make("vic", bulk_server.connect)
     mallory, bob = Identity.generate("mallory"), Identity.generate("bob")
-    m_raw, b_raw = RawClient(ctx, server.connect, mallory), RawClient(ctx, server.connect, bob)
+    m_raw = RawClient(ctx, bulk_server.connect, mallory)
+    b_raw = RawClient(ctx, bulk_server.connect, bob)
     try:
         m_raw.register()
         b_raw.register()

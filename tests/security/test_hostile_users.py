@@ -141,7 +141,7 @@ BIG_CT = 16 + 256 * 255  # the largest ciphertext a message may have (65,296 byt
 
 
 async def test_slow_readers_do_not_pin_memory(
-    server: ServerProcess, clients: ClientFactory
+    bulk_server: ServerProcess, clients: ClientFactory
 ) -> None:
     """8 connections of a member keep pinging but never read, while 1,000
     messages of 64 KiB go to their room: the node's memory grows by less than
@@ -149,16 +149,16 @@ async def test_slow_readers_do_not_pin_memory(
     every message by seq."""
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     mallory = Identity.generate("mallory")
-    stalled = [RawClient(ctx, server.connect, mallory, hoard=False) for _ in range(STALLED)]
+    stalled = [RawClient(ctx, bulk_server.connect, mallory, hoard=False) for _ in range(STALLED)]
     stalled[0].register()
     for raw in stalled[1:]:
         assert isinstance(raw.request(m.Hello(client="stalled")), m.Welcome)
-    alice, _ = await clients.make("alice", server.connect)
+    alice, _ = await clients.make("alice", bulk_server.connect)
     await alice.create_room("flood", ["mallory"])
     epoch = max(alice.core.held("flood"))
-    sender = RawClient(ctx, server.connect, alice.identity)
-    assert server.proc is not None
-    before = _rss_mb(server.proc.pid)
+    sender = RawClient(ctx, bulk_server.connect, alice.identity)
+    assert bulk_server.proc is not None
+    before = _rss_mb(bulk_server.proc.pid)
 
     def flood() -> None:
         window = 16
@@ -176,7 +176,7 @@ async def test_slow_readers_do_not_pin_memory(
 
     await asyncio.to_thread(flood)
     await asyncio.sleep(1.0)
-    grown = _rss_mb(server.proc.pid) - before
+    grown = _rss_mb(bulk_server.proc.pid) - before
     print(f"node RSS grew by {grown:.1f} MB")
     assert grown < 64
 

@@ -549,10 +549,10 @@ async def test_a_frame_whose_handling_raises_is_answered_internal_and_the_pass_g
     node = setup.node
     real = node.rate_limited
 
-    def broken(sess: Any, now: float) -> str | None:
+    def broken(sess: Any, now: float, size: int = 0) -> str | None:
         if sess.user == "alice":
             raise RuntimeError("a bug on alice's frames only")
-        return real(sess, now)
+        return real(sess, now, size)
 
     monkeypatch.setattr(node, "rate_limited", broken)
     reactor = node._reactor

@@ -157,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="requests/s one user may sustain over all connections (default 1000)",
     )
     serve.add_argument(
+        "--rate-user-bytes",
+        type=finite_float,
+        default=256 * 1024,
+        help="bytes of requests/s one user may sustain over all connections,"
+        " after 16 s worth at once (default 262144)",
+    )
+    serve.add_argument(
         "--rate-epochs",
         type=finite_float,
         default=1.0,

@@ -77,10 +77,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from curvechat.server.ratelimit import RateLimits
     from curvechat.store import NodeNameTaken, StoreRefused, StoreUnavailable
 
-    if args.rate_conn <= 0 or args.rate_user <= 0 or args.rate_epochs <= 0:
+    rates = (args.rate_conn, args.rate_user, args.rate_user_bytes, args.rate_epochs)
+    if min(rates) <= 0:
         raise CliError("bad_argument", "rates must be positive", EXIT_USAGE)
     limits = RateLimits(
-        per_connection=args.rate_conn, per_user=args.rate_user, new_epochs=args.rate_epochs
+        per_connection=args.rate_conn,
+        per_user=args.rate_user,
+        user_bytes=args.rate_user_bytes,
+        new_epochs=args.rate_epochs,
     )
 
     if args.influx_interval <= 0:

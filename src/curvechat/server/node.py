@@ -30,6 +30,7 @@ import zmq
 import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
+from curvechat.bucket import take_keyed
 from curvechat.dashboard.events import EventLog
 from curvechat.protocol import ErrorCode, encode, encode_reply
 from curvechat.protocol import messages as m
@@ -40,7 +41,7 @@ from curvechat.server.handlers import Handlers, Refusal
 from curvechat.server.liveness import NODE_NAME_RULE, Liveness, valid_node_name
 from curvechat.server.lru import Recent
 from curvechat.server.metrics import NodeMetrics
-from curvechat.server.ratelimit import RateLimits, TokenBucket
+from curvechat.server.ratelimit import BYTES_BURST_SECONDS, USERS_KEPT, RateLimits, TokenBucket
 from curvechat.server.reactor import Reactor
 from curvechat.server.rooms import RoomCache
 from curvechat.server.router import (
@@ -100,6 +101,7 @@ class ChatNode:
         self.metrics.set_node(self.node_name, self.boot)
         self.limits = limits or RateLimits()
         self._user_buckets: dict[str, TokenBucket] = {}
+        self._user_bytes: dict[str, TokenBucket] = {}  # kept after the user's last session
         self.rooms = RoomCache(store)
         self.sessions: dict[bytes, Session] = {}
         self.gone_sessions = 0  # of `sessions`, those marked gone (the reaper drops them)
@@ -230,8 +232,9 @@ class ChatNode:
                     del self.by_user[sess.user]
         sess.user, sess.resolved = None, False
 
-    def rate_limited(self, sess: Session, now: float) -> str | None:
-        """None if the request may go on, else why it may not."""
+    def rate_limited(self, sess: Session, now: float, size: int = 0) -> str | None:
+        """None if the request (a frame of `size` bytes, 0 for a send of a
+        frame already counted) may go on, else why it may not."""
         burst = self.limits.burst_seconds
         if sess.bucket is None:
             rate = self.limits.per_connection
@@ -251,6 +254,18 @@ class ChatNode:
                     f"more than {self.limits.per_user:g} requests/s for {sess.user}; "
                     f"retry in {bucket.retry_after():.2f} s"
                 )
+            if size:
+                rate = self.limits.user_bytes
+                burst = rate * BYTES_BURST_SECONDS
+                spent = self._user_bytes
+                if not take_keyed(
+                    spent, sess.user, now, rate=rate, burst=burst, limit=USERS_KEPT, n=size
+                ):
+                    wait = spent[sess.user].retry_after(size)
+                    return (
+                        f"more than {rate:,.0f} bytes/s of requests for {sess.user}; "
+                        f"retry in {wait:.2f} s"
+                    )
         return None
 
     def send(self, routing_id: bytes, data: bytes) -> bool:

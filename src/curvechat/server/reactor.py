@@ -160,7 +160,7 @@ class Reactor:
                 sess = node.session_for(frames[0].bytes, str(key), payload)
                 sess.last_seen = now
                 data = payload.bytes
-                refusal = node.rate_limited(sess, now)
+                refusal = node.rate_limited(sess, now, len(data))
                 if refusal is None and sess.queued_bytes + len(data) > REQUEST_BYTES_MAX:
                     refusal = "too many request bytes in flight on this connection"
                 if refusal is not None:

@@ -5,6 +5,7 @@ pays Argon2id once; `curvechat lock` ends it (issue 16, item 5)."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import stat
 import threading
@@ -224,3 +225,17 @@ def test_a_client_does_not_talk_to_a_socket_of_another_uid(
         thread.join(10)
     finally:
         a.close()
+
+
+def test_an_end_on_another_day_is_said_with_its_date(cli: Callable[[str], Any]) -> None:
+    """`--lifetime 24h` ends tomorrow: "until 21:40:04" at 21:40 read as
+    already over."""
+    alice = cli("alice")
+    alice.run("init", "--user", "alice")
+    out = alice.run("unlock", "--lifetime", "24h").stdout
+    try:
+        end = (dt.datetime.now() + dt.timedelta(hours=24)).date().isoformat()
+        assert f"(until {end} " in out, out
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(_agent_pid(out), 15)

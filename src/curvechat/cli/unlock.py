@@ -95,7 +95,9 @@ def cmd_unlock(args: argparse.Namespace) -> int:
         pid = agent.start(path, secrets, lifetime)
     except agent.AgentError as exc:
         raise CliError("agent_failed", str(exc)) from exc
-    until = (dt.datetime.now() + dt.timedelta(seconds=lifetime)).strftime("%H:%M:%S")
+    now = dt.datetime.now()
+    end = now + dt.timedelta(seconds=lifetime)
+    until = end.strftime("%H:%M:%S" if end.date() == now.date() else "%Y-%m-%d %H:%M:%S")
     print(
         f"unlocked {identity.user} for {_span(lifetime)} (until {until})"
         f"{'; the earlier agent was stopped' if old is not None else ''}:"

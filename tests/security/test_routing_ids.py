@@ -38,8 +38,10 @@ def _unseeded_starts(n: int) -> list[int]:
     return [(libc.rand() | (libc.rand() << 31)) & 0xFFFFFFFF for _ in range(n)]
 
 
-def _dealer(ctx: zmq.Context[zmq.Socket[bytes]], server_key: bytes) -> zmq.Socket[bytes]:
-    me = Identity.generate("mal")
+def _dealer(
+    ctx: zmq.Context[zmq.Socket[bytes]], server_key: bytes, me: Identity | None = None
+) -> zmq.Socket[bytes]:
+    me = me or Identity.generate("mal")
     s = ctx.socket(zmq.DEALER)
     s.linger = 0
     s.curve_serverkey = server_key
@@ -84,35 +86,48 @@ async def node(tmp_path: Path) -> AsyncIterator[ChatNode]:
         yield chat
 
 
-async def test_a_connection_that_does_not_speak_is_closed(node: ChatNode) -> None:
-    """A peer that completes its handshake and sends nothing is shut down
-    once it has been silent longer than SILENT_S since it was accepted; one
-    that spoke is not."""
+async def _closed(sock: zmq.asyncio.Socket) -> None:
+    async with asyncio.timeout(10):
+        while (await sock.recv_multipart())[0][:2] != zmq.EVENT_DISCONNECTED.to_bytes(2, "little"):
+            pass
+
+
+async def test_a_connection_that_is_no_users_is_closed(node: ChatNode) -> None:
+    """A peer that completes its handshake and sends nothing, or only pings
+    (each would hold a descriptor for good), is shut down once SILENT_S
+    have passed since it was accepted without it becoming a user's; one
+    that registered is not."""
     assert node.endpoint is not None
     ctx = zmq.asyncio.Context()
     try:
         silent = _dealer(ctx, node.public_key)
-        speaker = _dealer(ctx, node.public_key)
-        events = silent.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
-        silent.connect(node.endpoint)
-        speaker.connect(node.endpoint)
-        await speaker.send(encode_request(1, m.Ping(t=0)))
-        assert isinstance(decode_server_frame(await speaker.recv()).msg, m.Pong)
+        pinger = _dealer(ctx, node.public_key)
+        alice = Identity.generate("alice")
+        user = _dealer(ctx, node.public_key, alice)
+        watched = [
+            s.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+            for s in (silent, pinger)
+        ]
+        for sock in (silent, pinger, user):
+            sock.connect(node.endpoint)
+        await pinger.send(encode_request(1, m.Ping(t=0)))
+        assert isinstance(decode_server_frame(await pinger.recv()).msg, m.Pong)
+        register = m.Register(
+            user="alice", sign_pub=alice.sign_pub, transport_sig=alice.transport_sig()
+        )
+        await user.send(encode_request(1, register))
+        assert isinstance(decode_server_frame(await user.recv()).msg, m.Registered)
         async with asyncio.timeout(10):
-            while len(node.liveness.silent) < 1:
+            while len(node.liveness.silent) < 3:
                 await asyncio.sleep(0.02)
         assert node.liveness.close_silent(time.monotonic()) == 0  # not yet
-        assert node.liveness.close_silent(time.monotonic() + SILENT_S + 1) == 1
-        async with asyncio.timeout(10):
-            while (await events.recv_multipart())[0][:2] != zmq.EVENT_DISCONNECTED.to_bytes(
-                2, "little"
-            ):
-                pass
-        await speaker.send(encode_request(2, m.Ping(t=0)))  # still served
-        assert isinstance(decode_server_frame(await speaker.recv()).msg, m.Pong)
-        events.close()
-        silent.close()
-        speaker.close()
+        assert node.liveness.close_silent(time.monotonic() + SILENT_S + 1) == 2
+        for events in watched:
+            await _closed(events)
+        await user.send(encode_request(2, m.Ping(t=0)))  # still served
+        assert isinstance(decode_server_frame(await user.recv()).msg, m.Pong)
+        for sock in (*watched, silent, pinger, user):
+            sock.close()
     finally:
         ctx.destroy(linger=0)
 

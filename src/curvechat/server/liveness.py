@@ -56,6 +56,20 @@ def valid_node_name(name: str) -> bool:
     return NODE_NAME_RE.fullmatch(name) is not None
 
 
+class _Users:
+    """The fds whose session is a user's: a connection that has signed in
+    (a known key's `hello`) or registered."""
+
+    __slots__ = ("by_fd",)
+
+    def __init__(self, by_fd: dict[int, Session]) -> None:
+        self.by_fd = by_fd
+
+    def __contains__(self, fd: object) -> bool:
+        sess = self.by_fd.get(fd)  # type: ignore[call-overload]
+        return sess is not None and sess.user is not None
+
+
 class Liveness:
     def __init__(self, node: ChatNode) -> None:
         self.node = node
@@ -97,13 +111,16 @@ class Liveness:
                 self._compact()
 
     def close_silent(self, now: float) -> int:
-        """Shut down the connections silent since their handshake for longer
-        than `silent.SILENT_S` since it was accepted; returns how many."""
+        """Shut down the connections that are not a user's (signed in or
+        registered) `silent.SILENT_S` after they were accepted: silent ones,
+        and ones that only ping (each would hold a descriptor for good);
+        returns how many."""
         endpoint = self.node.endpoint
         if endpoint is None:
             return 0
         port = int(endpoint.rsplit(":", 1)[1])
-        closed = sum(shut_down(fd, port) for fd in self.silent.overdue(self.node.by_fd, now))
+        users = _Users(self.node.by_fd)
+        closed = sum(shut_down(fd, port) for fd in self.silent.overdue(users, now))
         if closed:
             self.node.metrics.auth_failures.labels("silent").inc(closed)
         return closed

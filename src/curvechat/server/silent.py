@@ -15,12 +15,14 @@ no CURVE key is needed to name one. What the node does:
   a fresh node hands out next. It is now seeded from the OS's random
   source before the ROUTER is made: a peer must name ids blind, 1 in
   2^32 each.
-* **A connection that does not speak is closed** (`Silent`): one that has
-  not sent a whole message `SILENT_S` after it was accepted (a client says
-  `hello` as soon as its CURVE handshake is done; libzmq gives up on a
-  handshake after 10 s) is shut down. Named ids cannot pile up
-  in silent connections waiting for the counter; one that speaks is a
-  session like any other, bounded by the per-user and rate limits.
+* **A connection that is no user's is closed** (`Silent`): one that is
+  not a user's `SILENT_S` after it was accepted (a client says `hello` as
+  soon as its CURVE handshake is done, and registers at once if its key
+  is not known; libzmq gives up on a handshake after 10 s) is shut down,
+  whether it sent nothing or only pings. Named ids cannot pile up in
+  such connections waiting for the counter, nor can throwaway keys hold
+  descriptors; a user's connection is bounded by the per-user and rate
+  limits.
 
 What is left (docs/security.md, "Routing ids"): the counter reaching an id
 a live connection named, about (ids named and alive) x (connections naming

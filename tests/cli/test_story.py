@@ -322,3 +322,17 @@ def test_membership_mistakes_are_said_in_plain_words(people: dict[str, User]) ->
     assert "requires that" not in again.stderr
     myself = alice.run("remove", "team", "alice", ok=False)
     assert "[forbidden]" in myself.stderr and "leave it" in myself.stderr
+
+
+def test_a_line_too_long_in_send_input_is_named_and_nothing_goes(
+    people: dict[str, User],
+) -> None:
+    alice = people["alice"]
+    alice.run("init", "--user", "alice")
+    alice.run("create", "lines")
+    text = "one\n\n" + "x" * 16_001 + "\nthree\n"
+    got = alice.run("send", "lines", "-", stdin=text, ok=False)
+    assert got.returncode == 1 and "Traceback" not in got.stderr
+    assert "error [too_large]: line 3 of the input: message of 16,001 characters" in got.stderr
+    assert "nothing was sent" in got.stderr
+    assert alice.history("lines") == []

@@ -31,6 +31,7 @@ from curvechat.cli.follow import departed_note, departure
 from curvechat.cli.output import json_line
 from curvechat.client.recall import last_sync_ms
 from curvechat.client.sending import check_text
+from curvechat.protocol.errors import LocalProtocolError
 from curvechat.protocol.text import clip, visible
 
 if TYPE_CHECKING:
@@ -88,6 +89,14 @@ def cmd_send(args: argparse.Namespace) -> int:
         else:
             why = f"nothing to send: {blank} blank line(s)" if blank else "nothing to send"
         raise CliError("empty", why, EXIT_USAGE)
+    if args.text == "-":
+        for n, line in enumerate(given, 1):  # all or nothing: every line checked first
+            if line.strip():
+                try:
+                    check_text(line)
+                except LocalProtocolError as exc:
+                    why = f"line {n} of the input: {exc.message}; nothing was sent"
+                    raise CliError(exc.code, why) from None
     if blank:
         print(f"curvechat: skipped {blank} blank line(s)", file=sys.stderr)
 

@@ -44,6 +44,7 @@ def test_an_http_port_in_use_is_bind_failed_and_leaves_nothing_open(
     assert got.stderr.strip().splitlines()[-1].startswith("curvechat: error [bind_failed]")
     for marker in ("Traceback", "Unclosed", "never retrieved"):
         assert marker not in got.stderr + got.stdout, got.stderr
+    assert "node_up" not in got.stderr and "listening on" not in got.stderr  # it never was up
 
 
 def test_a_data_directory_that_cannot_be_made_is_data_dir_not_bind_failed(

@@ -270,6 +270,7 @@ async def serve(
                     print(f"node link: {cluster.link.endpoint}", flush=True)
             # Written once the node is registered: a node refused never writes it.
             (data_dir / "connect").write_text(connect + "\n")
+            node.announce()
             print(f"curvechat node {node.node_name} ready", flush=True)
             if dashboard_link:
                 print(f"dashboard: {dashboard_link}", flush=True)

@@ -152,9 +152,14 @@ class ChatNode:
             asyncio.create_task(self.liveness.monitor_loop(monitor), name="monitor"),
             asyncio.create_task(self.liveness.reaper(), name="reaper"),
         ]
+        return self.endpoint
+
+    def announce(self) -> None:
+        """Say the node is up (a log line and the `node_up` event): once all
+        of it is, its HTTP side and its cluster registration too, so that a
+        start that fails after the socket is bound never says it."""
         log.info("node %s listening on %s", self.node_name, self.endpoint)
         self.events.add("node_up", f"node {self.node_name} started, listening on {self.endpoint}")
-        return self.endpoint
 
     async def stop(self) -> None:
         if self._reactor is not None:

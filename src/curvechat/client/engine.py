@@ -86,7 +86,8 @@ class ChatClient:
         self.parts = Parts(
             identity=identity, cache=cache, core=self.core, conn=link, emit=self._emit
         )
-        self.parts.told = Told(cache.top_seqs())  # what was there: the front end reads it
+        # What was there, up to each room's cursor: the front end reads it.
+        self.parts.told = Told({r.room: r.cursor for r in cache.rooms()})
         self.sync = Sync(self.parts)
         self.outbox = Outbox(
             self.parts,

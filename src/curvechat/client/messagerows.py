@@ -112,14 +112,6 @@ class MessageRows:
         Queries made inside it (a replay check) see what it added so far."""
         return MessageBatch(self, room)
 
-    def top_seqs(self) -> dict[str, int]:
-        """The highest seq cached of each room (one index lookup a room)."""
-        rows = self._db.execute(
-            "SELECT room, (SELECT MAX(seq) FROM messages WHERE messages.room = rooms.room)"
-            " FROM rooms"
-        )
-        return {room: int(top) for room, top in rows if top is not None}
-
     def known_seqs(self, room: str, seqs: list[int]) -> set[int]:
         """Which of `seqs` are already stored for `room`."""
         return set(self.holders(room, seqs))

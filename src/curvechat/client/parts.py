@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from curvechat.client import events as ev
 from curvechat.client.acks import retrieve
 from curvechat.client.errors import ServerRefused
-from curvechat.client.told import Told
+from curvechat.client.told import UNREADABLE_KEPT, Told
 from curvechat.client.trust import EpochRecord, TrustCore
 from curvechat.crypto.identity import Identity
 from curvechat.crypto.roomkeys import EpochKey
@@ -104,17 +104,20 @@ class Parts:
 
     def tell_opened(self, room: str) -> None:
         """Tell again the rows of `room` told as unreadable that the cache
-        holds opened now: another process of this home opened them. Read
-        only when another process wrote to the cache since last asked."""
-        seqs = self.told.unreadable(room)
-        if not seqs:
+        holds opened now: another process of this home opened them; and the
+        rows it holds now at seqs the told mark passed while it held none
+        (a range withheld here that another process filled). Read only when
+        another process wrote to the cache since last asked."""
+        unreadable, missing = self.told.unreadable(room), self.told.missing(room)
+        if not unreadable and not missing:
             return
         version = self.cache.written_elsewhere()
         if self._opened_at.get(room) == version:
             return
         self._opened_at[room] = version
-        for msg in self.cache.messages_at(room, seqs):
-            if msg.error is None:
+        gaps = set(missing)
+        for msg in self.cache.messages_at(room, sorted({*unreadable, *missing})):
+            if msg.error is None or msg.seq in gaps:
                 self.emit(ev.MessageReceived(msg, mine=msg.sender == self.me, live=False))
 
     def tell_stored_now(self, room: str, upto: int | None = None, *, live: bool) -> None:
@@ -149,8 +152,23 @@ class Parts:
                 self.emit(ev.MessageReceived(msg, mine=msg.sender == self.me, live=live))
         seen = [msg.seq for msg in rows if msg.seq <= limit]
         done = len(rows) < TELL_PAGE or len(seen) < len(rows)
-        self.told.passed(room, limit if done else seen[-1])
+        mark = limit if done else seen[-1]
+        self.told.passed(room, mark, _missing(start, mark, seen))
         return done
+
+
+def _missing(start: int, mark: int, seen: list[int]) -> list[int]:
+    """The seqs above `start` up to `mark` not in `seen` (ascending), the
+    newest UNREADABLE_KEPT at most: what the told mark passes over with no
+    row cached there."""
+    have = set(seen)
+    out: list[int] = []
+    seq = mark
+    while seq > start and len(out) < UNREADABLE_KEPT:
+        if seq not in have:
+            out.append(seq)
+        seq -= 1
+    return out[::-1]
 
 
 def expect(reply: m.AnyReply, kind: type[R]) -> R:

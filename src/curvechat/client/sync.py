@@ -393,6 +393,9 @@ class Sync:
         reply = await self.p.ask(
             m.History(room=room, before=before, limit=min(limit, MAX_PAGE)), m.Messages
         )
+        # Only rows below `before`: one the server put far above would count
+        # as the room's newest (its head, the told mark of later processes).
+        items = [i for i in reply.items if before is None or i.seq < before]
         async with self.p.lock:
             self.p.cache.set_head(room, reply.head)
-            await self.ingest_page(room, reply.items, live=False)
+            await self.ingest_page(room, items, live=False)

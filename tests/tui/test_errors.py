@@ -40,6 +40,22 @@ def test_every_code_has_one_plain_sentence(code: str) -> None:
             assert not any(word in text for word in INTERNALS), text
 
 
+def test_a_bound_of_rooms_is_said_with_the_refusals_own_words() -> None:
+    """`too_large` from the node for a user in 5,000 rooms, or the client's
+    own for a room of 500 members, is not a request too large nor a text
+    too long (/dm): the sentence says which bound."""
+    from curvechat.client.errors import NotReady, ServerRefused
+    from curvechat.tui.errors import Attempt, explain
+
+    node = ServerRefused("too_large", "bob is in 5,000 rooms, the most one user may be in")
+    full = NotReady("r has 500 members, the most a room holds", "too_large")
+    said = explain(node, Attempt("invite", "bob", "#r"))
+    assert said == "You can't add bob to #r: bob is in 5,000 rooms, the most one user may be in."
+    assert explain(full, Attempt("invite", "bob", "#r")).endswith("the most a room holds.")
+    assert explain(node, Attempt("dm", "bob")).startswith("You can't write to bob: bob is in")
+    assert explain(node, Attempt("create", "r")).startswith("You can't create r: bob is in")
+
+
 def test_a_bug_is_a_sentence_and_a_traceback_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
     from curvechat.tui import errors
     from curvechat.tui.errors import Attempt

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from curvechat.client.errors import KeyChanged, NotReady
+from curvechat.client.errors import KeyChanged, NotReady, ServerRefused
 from curvechat.protocol.errors import CurvechatError
 from curvechat.protocol.limits import TEXT_LIMIT
 from curvechat.protocol.text import visible
@@ -103,6 +103,7 @@ BY_CODE: dict[str, str] = {
     "bad_value": "That is not one of the allowed values.",
     "empty": "There is nothing to send.",
     "already_member": "{target} is already a member of {room}.",
+    "already_admin": "{target} is already an admin of {room}.",
     "no_key": "There is no key for {room} yet; try again in a moment.",
     "no_key_change": "No key change of {target} is waiting for you.",
     "no_such_message": "That message is not waiting for the server.",
@@ -177,6 +178,10 @@ BY_ACTION: dict[tuple[str, str], str] = {
 
 FALLBACK = f"That did not work; {BUG}."
 
+BOUND = "You can't {what}: {detail}."
+"""`too_large` for a bound of rooms (a room's members, a user's rooms): the
+refusal says which, whether the server's or this client's own."""
+
 
 def code_of(exc: BaseException) -> str:
     """The one-word code of `exc` ("bug" for anything not raised on purpose)."""
@@ -185,17 +190,21 @@ def code_of(exc: BaseException) -> str:
     return "bug"
 
 
-def sentence(code: str, attempt: Attempt, *, users: str = "") -> str:
-    """The sentence for `code` when the user tried `attempt`."""
+def sentence(code: str, attempt: Attempt, *, users: str = "", detail: str = "") -> str:
+    """The sentence for `code` when the user tried `attempt` (with `detail`,
+    the refusal's own words, where its template names them)."""
     template = (
-        (BY_ACTION.get((f"{attempt.action}@dm", code)) if attempt.dm else None)
+        (BOUND if detail else None)
+        or (BY_ACTION.get((f"{attempt.action}@dm", code)) if attempt.dm else None)
         or BY_ACTION.get((attempt.action, code))
         or BY_CODE.get(code)
         or FALLBACK
     )
     fields = {"target": attempt.target or "that", "room": attempt.room or "this room"}
     what = WHAT.get(attempt.action, "do that").format(**fields)
-    text = template.format(what=what, limit=TEXT_LIMIT, users=users or fields["target"], **fields)
+    text = template.format(
+        what=what, limit=TEXT_LIMIT, users=users or fields["target"], detail=detail, **fields
+    )
     return visible(text)
 
 
@@ -212,7 +221,11 @@ def explain(exc: BaseException, attempt: Attempt) -> str:
         users = str(getattr(exc, "message", "")).removeprefix("no such user:").strip()
     if isinstance(exc, KeyChanged):
         attempt = Attempt(attempt.action, exc.user, attempt.room)
-    return sentence(code, attempt, users=users)
+    detail = ""
+    if code == "too_large" and isinstance(exc, ServerRefused | NotReady):
+        # a bound of rooms, not a text too long (that one is a local error)
+        detail = str(getattr(exc, "message", exc))[:300]
+    return sentence(code, attempt, users=users, detail=detail)
 
 
 def explain_code(code: str, detail: str, attempt: Attempt) -> str:

@@ -132,6 +132,51 @@ async def test_a_connection_that_is_no_users_is_closed(node: ChatNode) -> None:
         ctx.destroy(linger=0)
 
 
+async def _ask(sock: zmq.asyncio.Socket, rid: int, req: m.AnyRequest) -> m.AnyReply:
+    await sock.send(encode_request(rid, req))
+    while True:
+        frame = decode_server_frame(await sock.recv())
+        if frame.rid == rid:
+            return frame.msg
+
+
+async def test_connections_of_a_user_that_said_bye_or_were_refused_are_shut(
+    node: ChatNode,
+) -> None:
+    """One account held any number of connections: each said `hello` and
+    `bye` (gone: not counted against the user's limit) and stayed open, and
+    the reaper forgot its session without closing it. Now a session dropped
+    while its connection is open has it shut down, and a connection whose
+    `hello` the user's limit refused is shut SILENT_S later, as one that is
+    no user's."""
+    assert node.endpoint is not None
+    node.max_connections_per_user = 1
+    alice = Identity.generate("alice")
+    ctx = zmq.asyncio.Context()
+    try:
+        first, second, third = (_dealer(ctx, node.public_key, alice) for _ in range(3))
+        watched = [s.get_monitor_socket(zmq.EVENT_DISCONNECTED) for s in (first, second, third)]
+        for sock in (first, second, third):
+            sock.connect(node.endpoint)
+        register = m.Register(
+            user="alice", sign_pub=alice.sign_pub, transport_sig=alice.transport_sig()
+        )
+        assert isinstance(await _ask(first, 1, register), m.Registered)
+        assert isinstance(await _ask(first, 2, m.Bye()), m.ByeAck)
+        assert isinstance(await _ask(second, 1, m.Hello()), m.Welcome)  # the one slot
+        refused = await _ask(third, 1, m.Hello())
+        assert isinstance(refused, m.Error) and refused.code == "too_many_connections"
+        await node.liveness.reap(time.monotonic() - 1000)
+        await _closed(watched[0])  # said bye, stayed open: shut when its session went
+        assert node.liveness.close_silent(time.monotonic() + SILENT_S + 1) == 1
+        await _closed(watched[2])  # refused: no user's
+        assert isinstance(await _ask(second, 2, m.Ping(t=0)), m.Pong)  # still served
+        for sock in (*watched, first, second, third):
+            sock.close()
+    finally:
+        ctx.destroy(linger=0)
+
+
 def test_only_a_connection_accepted_on_the_port_is_shut_down() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     other = socket.create_server(("127.0.0.1", 0))

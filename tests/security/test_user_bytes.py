@@ -56,6 +56,16 @@ def test_one_users_bytes_are_bounded_across_connections(node: ServerProcess) -> 
         raw = RawClient(ctx, node.connect, alice)
         again, _ = _send_until_refused(raw, room, alice, 40)
         assert again <= 1, again
+        # nor do the frames after a `bye` (the session's user unknown until
+        # one of them is served) go uncharged
+        acked = 0
+        for _ in range(5):
+            raw.send(m.Bye())
+            for _ in range(8):
+                raw.send(room.send(alice, BIG))
+            replies = [raw.recv() for _ in range(9)]
+            acked += sum(isinstance(r, m.SendAck) for r in replies)
+        assert acked <= 2, acked
         raw.close()
         # another user has a budget of their own
         bob = Identity.generate("bob")

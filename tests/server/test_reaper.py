@@ -19,6 +19,8 @@ class FakeNode:
 
     def __init__(self) -> None:
         self.sessions: dict[bytes, Session] = {}
+        self.by_fd: dict[int, Session] = {}
+        self.endpoint = None
         self.gone_sessions = 0
         self.dropped: list[bytes] = []
         self.events_said: list[str] = []

@@ -115,23 +115,36 @@ class Liveness:
         registered) `silent.SILENT_S` after they were accepted: silent ones,
         and ones that only ping (each would hold a descriptor for good);
         returns how many."""
-        endpoint = self.node.endpoint
-        if endpoint is None:
+        port = self._port()
+        if port is None:
             return 0
-        port = int(endpoint.rsplit(":", 1)[1])
         users = _Users(self.node.by_fd)
         closed = sum(shut_down(fd, port) for fd in self.silent.overdue(users, now))
         if closed:
             self.node.metrics.auth_failures.labels("silent").inc(closed)
         return closed
 
+    def _port(self) -> int | None:
+        endpoint = self.node.endpoint
+        return None if endpoint is None else int(endpoint.rsplit(":", 1)[1])
+
+    def not_a_user(self, sess: Session) -> None:
+        """`sess` is no user's again (it said `bye` and spoke on, or its
+        `hello` was refused): its connection is shut down SILENT_S from now
+        unless it becomes a user's by then, as one just accepted."""
+        if sess.fd >= 0 and self.node.by_fd.get(sess.fd) is sess:
+            self.silent.accepted(sess.fd, time.monotonic())
+
     async def reap(self, cutoff: float) -> int:
         """Drop the sessions that are gone (or silent since before `cutoff`)
-        and have nothing in flight; returns how many. REAP_SLICE sessions at
+        and have nothing in flight, shutting down the connection of any
+        still open (it said `bye` and did not close, or it has been silent
+        that long: it would hold a descriptor for good); returns how many.
+        REAP_SLICE sessions at
         a time, the event loop running between slices, and nothing allocated
         per session kept: a pass over 10,000 sessions that built a tuple for
         each took 7 ms at once and set off the cyclic GC's full collections."""
-        sessions = self.node.sessions
+        sessions, by_fd, port = self.node.sessions, self.node.by_fd, self._port()
         keys = list(sessions)  # the table may change between slices
         dropped = 0
         for start in range(0, len(keys), REAP_SLICE):
@@ -153,6 +166,8 @@ class Liveness:
                         "client_timeout",
                         f"{_who(sess)} timed out: silent for {SESSION_TIMEOUT_S:g} s",
                     )
+                if port is not None and sess.fd >= 0 and by_fd.get(sess.fd) is sess:
+                    shut_down(sess.fd, port)
                 self.node.drop_session(routing_id)
                 dropped += 1
         return dropped

@@ -101,7 +101,7 @@ class ChatNode:
         self.metrics.set_node(self.node_name, self.boot)
         self.limits = limits or RateLimits()
         self._user_buckets: dict[str, TokenBucket] = {}
-        self._user_bytes: dict[str, TokenBucket] = {}  # kept after the user's last session
+        self._user_bytes: dict[str, TokenBucket] = {}  # by CURVE key; kept after its last session
         self.rooms = RoomCache(store)
         self.sessions: dict[bytes, Session] = {}
         self.gone_sessions = 0  # of `sessions`, those marked gone (the reaper drops them)
@@ -236,6 +236,7 @@ class ChatNode:
                 if not peers:
                     del self.by_user[sess.user]
         sess.user, sess.resolved = None, False
+        self.liveness.not_a_user(sess)
 
     def rate_limited(self, sess: Session, now: float, size: int = 0) -> str | None:
         """None if the request (a frame of `size` bytes, 0 for a send of a
@@ -259,18 +260,17 @@ class ChatNode:
                     f"more than {self.limits.per_user:g} requests/s for {sess.user}; "
                     f"retry in {bucket.retry_after():.2f} s"
                 )
-            if size:
-                rate = self.limits.user_bytes
-                burst = rate * BYTES_BURST_SECONDS
-                spent = self._user_bytes
-                if not take_keyed(
-                    spent, sess.user, now, rate=rate, burst=burst, limit=USERS_KEPT, n=size
-                ):
-                    wait = spent[sess.user].retry_after(size)
-                    return (
-                        f"more than {rate:,.0f} bytes/s of requests for {sess.user}; "
-                        f"retry in {wait:.2f} s"
-                    )
+        if size:
+            # By CURVE key, which every connection of a user shares, from a
+            # connection's first frame on (its user is known only once a
+            # request of it is served, and again only then after a `bye`).
+            rate = self.limits.user_bytes
+            burst = rate * BYTES_BURST_SECONDS
+            spent, key = self._user_bytes, sess.transport_key
+            if not take_keyed(spent, key, now, rate=rate, burst=burst, limit=USERS_KEPT, n=size):
+                who = sess.user or "this key"
+                wait = spent[key].retry_after(size)
+                return f"more than {rate:,.0f} bytes/s of requests for {who}; retry in {wait:.2f} s"
         return None
 
     def send(self, routing_id: bytes, data: bytes) -> bool:
@@ -302,6 +302,7 @@ class ChatNode:
         live = [r for r in peers if r != sess.routing_id and self._live(r)]
         if len(live) >= self.max_connections_per_user:
             sess.user, sess.resolved = None, False
+            self.liveness.not_a_user(sess)
             self.metrics.connections_refused.inc()
             raise Refusal(
                 ErrorCode.TOO_MANY_CONNECTIONS,

@@ -186,6 +186,7 @@ def test_errors_are_one_line_with_a_code(people: dict[str, User], tmp_path: Path
     assert wrong.returncode == 1 and "[wrong_passphrase]" in wrong.stderr
     bad_server = alice.run("rooms", "--server", "tcp://nowhere", ok=False, server=False)
     assert bad_server.returncode == 2 and "[bad_connect_string]" in bad_server.stderr
+    alice.run("create", "general")  # a room of hers: inviting nobody is about the user
     missing = alice.run("invite", "general", "nobody", ok=False)
     assert missing.returncode == 1 and "[no_such_user]" in missing.stderr
     bad_room = alice.run("create", "Bad Room", ok=False)

@@ -251,9 +251,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 def cmd_history_sharing(args: argparse.Namespace) -> int:
     async def body(client: ChatClient) -> int:
+        from curvechat.cli.follow import require_member
+
         room = _resolve_room(client, args.room)
-        if room not in {r.room for r in client.rooms()}:
-            raise CliError("no_such_room", f"you are in no room {visible(room)}")
+        require_member(client, room)
         if args.mode:
             client.set_history_sharing(room, args.mode)
         mode = client.history_sharing(room)

@@ -290,15 +290,30 @@ def room_problem(room: str, *, create: bool = False) -> str | None:
     )
 
 
+def no_such_room(room: str) -> CliError:
+    """The one error of every command given a room this home has never been
+    in (a misspelled name, most often)."""
+    return CliError(
+        "no_such_room",
+        f"no room {visible(room)} here: you are not a member of it; `curvechat rooms` lists yours",
+    )
+
+
 def _resolve_room(client: ChatClient, room: str) -> str:
     """The room id `room` names: @user is the direct-message room with that
-    user (`bad_room` for your own name: there is no room with yourself)."""
+    user (`bad_room` for your own name: there is no room with yourself).
+    A room this home has never been in is `no_such_room`, said the same for
+    every command, before any asks the engine or the server (whose words
+    differ). A room it left is in the cache still: each command says what
+    that means for it."""
     from curvechat.protocol.limits import dm_room, is_user_name
 
     if room.startswith("@") and is_user_name(room[1:]):
         if room[1:] == client.me:
             raise CliError("bad_room", f"{room} is you: a direct-message room is with another user")
-        return str(dm_room(client.me, room[1:]))
+        room = str(dm_room(client.me, room[1:]))
+    if client.cache.room(room) is None:
+        raise no_such_room(room)
     return room
 
 

@@ -12,7 +12,14 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from curvechat.cli.common import CliError, _message_line, _message_record, _resolve_room, _run
+from curvechat.cli.common import (
+    CliError,
+    _message_line,
+    _message_record,
+    _resolve_room,
+    _run,
+    no_such_room,
+)
 from curvechat.cli.output import json_line
 from curvechat.protocol.text import visible
 
@@ -144,7 +151,7 @@ def require_member(client: ChatClient, room: str) -> CachedRoom:
     the server no longer serves it to us)."""
     cached = client.cache.room(room)
     if cached is None:
-        raise CliError("no_such_room", f"no room {room} here: you are not a member of it")
+        raise no_such_room(room)
     if departure(client, room) is not None:
         raise CliError("not_member", f"you are no longer a member of {room}")
     return cached

@@ -140,7 +140,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         messages = await client.history(room, limit=args.limit)
         if away is not None:
             print(away.note(), file=sys.stderr)
-        gone = departure(client, room) if client.cache.room(room) is not None else None
+        gone = departure(client, room)  # the room is cached: `_resolve_room`
         if gone is not None:
             print(departed_note(room, *gone), file=sys.stderr)
         extra = _sync_fields(client, away)

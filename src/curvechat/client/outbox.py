@@ -131,7 +131,7 @@ class Outbox:
             check_text(text)
         try:
             cached = self.p.cache.room(room)
-            if cached is None:  # as `history`, `members` and `tail` say it
+            if cached is None:  # the CLI says it before, with its own hint
                 raise NotReady(f"no room {room} here: you are not a member of it", "no_such_room")
             if cached.left:
                 raise NotReady(f"you are no longer a member of {room}", "not_member")

@@ -12,11 +12,12 @@ shows every message the cache gets, in its place.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 
 from curvechat.client import events as ev
 from curvechat.client.cache import Cache, cache_key
@@ -56,9 +57,12 @@ class Tamper:
 
 
 class Home:
+    """alice's home and bob's, whose processes (engines) share its cache."""
+
     def __init__(self, root: Path, connect: str) -> None:
         self.root, self.connect = root, connect
         self.engines: list[ChatClient] = []
+        self.alice, self.bob = Identity.generate("alice"), Identity.generate("bob")
 
     async def engine(
         self, ident: Identity, start: bool = True
@@ -86,67 +90,66 @@ class Home:
             await self.stop(client)
 
 
+@pytest.fixture
+async def homes(server: ServerProcess, tmp_path: Path) -> AsyncIterator[Home]:
+    made = Home(tmp_path, server.connect)
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
 def texts(rec: Recorder, room: str) -> list[str | None]:
     return [e.message.text for e in rec.of(ev.MessageReceived) if e.message.room == room]
 
 
 async def test_a_seq_withheld_here_and_stored_by_another_process_is_shown_here(
-    server: ServerProcess, tmp_path: Path
+    homes: Home,
 ) -> None:
-    homes = Home(tmp_path, server.connect)
-    alice_id, bob_id = Identity.generate("alice"), Identity.generate("bob")
-    try:
-        alice, _, _ = await homes.engine(alice_id)
-        bob, rec, _ = await homes.engine(bob_id)
-        await alice.create_room("r", ["bob"])
-        await rec.until(lambda: bob.cache.room("r") is not None)
-        await homes.stop(bob)
-        for text in ("m1", "m2", "m3"):
-            await alice.send("r", text)
-        tail, rec_tail, tamper = await homes.engine(bob_id, start=False)
-        tamper.fn = lambda items: [i for i in items if i.seq != 2]  # withheld from the tail
-        await tail.start()
-        assert await tail.wait_ready(20)
-        _tui, rec_tui, _ = await homes.engine(bob_id)  # served honestly: stores m2
-        await rec_tui.until(lambda: "m2" in texts(rec_tui, "r"))
-        tamper.fn = None
-        await alice.send("r", "m4")
-        await rec_tail.until(lambda: "m4" in texts(rec_tail, "r"))
-        await rec_tail.until(lambda: "m2" in texts(rec_tail, "r"))
-        assert sorted(t or "" for t in texts(rec_tail, "r")) == ["m1", "m2", "m3", "m4"]
-    finally:
-        await homes.close()
+    alice, _, _ = await homes.engine(homes.alice)
+    bob, rec, _ = await homes.engine(homes.bob)
+    await alice.create_room("r", ["bob"])
+    await rec.until(lambda: bob.cache.room("r") is not None)
+    await homes.stop(bob)
+    for text in ("m1", "m2", "m3"):
+        await alice.send("r", text)
+    tail, rec_tail, tamper = await homes.engine(homes.bob, start=False)
+    tamper.fn = lambda items: [i for i in items if i.seq != 2]  # withheld from the tail
+    await tail.start()
+    assert await tail.wait_ready(20)
+    _tui, rec_tui, _ = await homes.engine(homes.bob)  # served honestly: stores m2
+    await rec_tui.until(lambda: "m2" in texts(rec_tui, "r"))
+    tamper.fn = None
+    await alice.send("r", "m4")
+    await rec_tail.until(lambda: "m4" in texts(rec_tail, "r"))
+    await rec_tail.until(lambda: "m2" in texts(rec_tail, "r"))
+    assert sorted(t or "" for t in texts(rec_tail, "r")) == ["m1", "m2", "m3", "m4"]
 
 
 async def test_a_row_put_far_ahead_does_not_blind_later_processes(
-    server: ServerProcess, tmp_path: Path
+    homes: Home,
 ) -> None:
-    homes = Home(tmp_path, server.connect)
-    alice_id, bob_id = Identity.generate("alice"), Identity.generate("bob")
-    try:
-        alice, _, _ = await homes.engine(alice_id)
-        bob, rec, tamper = await homes.engine(bob_id)
-        await alice.create_room("r", ["bob"])
-        await alice.send("r", "first")
-        await rec.until(lambda: "first" in texts(rec, "r"))
-        tamper.fn = lambda items: [
-            *items,
-            *(msgspec.structs.replace(i, seq=10**9) for i in items[:1]),
-        ]
-        await bob.sync.older("r", 2, 10)  # a page before seq 2: nothing at or past 2 stored
-        assert not bob.cache.messages_at("r", [10**9])
-        await bob.sync.older("r", None, 10)  # the newest page, with a copy at 10^9
-        assert bob.cache.messages_at("r", [10**9])
-        await homes.stop(bob)
-        _tui, rec_tui, _ = await homes.engine(bob_id)
-        _tail, rec_tail, _ = await homes.engine(bob_id)
-        sent = [f"n{i}" for i in range(12)]
-        for text in sent:
-            await alice.send("r", text)
-        for got in (rec_tui, rec_tail):
-            await got.until(lambda got=got: all(t in texts(got, "r") for t in sent))  # type: ignore[misc]
-        await asyncio.sleep(0.2)
-        assert [t for t in texts(rec_tui, "r") if t in sent] == sent
-        assert [t for t in texts(rec_tail, "r") if t in sent] == sent
-    finally:
-        await homes.close()
+    alice, _, _ = await homes.engine(homes.alice)
+    bob, rec, tamper = await homes.engine(homes.bob)
+    await alice.create_room("r", ["bob"])
+    await alice.send("r", "first")
+    await rec.until(lambda: "first" in texts(rec, "r"))
+    tamper.fn = lambda items: [
+        *items,
+        *(msgspec.structs.replace(i, seq=10**9) for i in items[:1]),
+    ]
+    await bob.sync.older("r", 2, 10)  # a page before seq 2: nothing at or past 2 stored
+    assert not bob.cache.messages_at("r", [10**9])
+    await bob.sync.older("r", None, 10)  # the newest page, with a copy at 10^9
+    assert bob.cache.messages_at("r", [10**9])
+    await homes.stop(bob)
+    _tui, rec_tui, _ = await homes.engine(homes.bob)
+    _tail, rec_tail, _ = await homes.engine(homes.bob)
+    sent = [f"n{i}" for i in range(12)]
+    for text in sent:
+        await alice.send("r", text)
+    for got in (rec_tui, rec_tail):
+        await got.until(lambda got=got: all(t in texts(got, "r") for t in sent))  # type: ignore[misc]
+    await asyncio.sleep(0.2)
+    assert [t for t in texts(rec_tui, "r") if t in sent] == sent
+    assert [t for t in texts(rec_tail, "r") if t in sent] == sent

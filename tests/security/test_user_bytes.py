@@ -5,6 +5,7 @@ user's connections and kept across reconnects; past it, `rate_limited`."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import zmq
 
 from curvechat.crypto.identity import Identity
 from curvechat.protocol import messages as m
+from curvechat.protocol.limits import MAX_FRAME_BYTES
+from curvechat.server.ratelimit import KEY_BURST_FRAMES, ByteBudgets
 
 from support.raw import RawClient, Room
 from support.servers import ServerProcess
@@ -67,6 +70,16 @@ def test_one_users_bytes_are_bounded_across_connections(node: ServerProcess) -> 
             acked += sum(isinstance(r, m.SendAck) for r in replies)
         assert acked <= 2, acked
         raw.close()
+        # nor does a transport key registered afresh bring a budget of its own
+        acked = 0
+        for _ in range(3):
+            rekeyed = Identity.from_secrets("alice", alice.sign_seed, os.urandom(32))
+            raw = RawClient(ctx, node.connect, rekeyed)
+            raw.register()
+            more, _ = _send_until_refused(raw, room, rekeyed, 40)
+            acked += more
+            raw.close()
+        assert acked <= 3, acked  # charged to alice once her key is known: spent
         # another user has a budget of their own
         bob = Identity.generate("bob")
         other = RawClient(ctx, node.connect, bob)
@@ -77,3 +90,18 @@ def test_one_users_bytes_are_bounded_across_connections(node: ServerProcess) -> 
         other.close()
     finally:
         ctx.destroy(linger=0)
+
+
+def test_a_budget_always_holds_the_largest_frame() -> None:
+    """With a rate whose 16 s are less than one frame, the largest frame
+    still passes (it waits for the budget to refill, never for ever)."""
+    budgets = ByteBudgets(rate=1_000)
+    assert budgets.charge("alice", "k1", MAX_FRAME_BYTES, now=0.0) is None
+    why = budgets.charge("alice", "k1", MAX_FRAME_BYTES, now=1.0)
+    assert why is not None and "for alice" in why
+    assert budgets.charge("alice", "k1", MAX_FRAME_BYTES, now=1.0 + MAX_FRAME_BYTES / 1_000) is None
+    # a key no user is known for holds a few frames, apart from its user's;
+    # one over the largest size is charged as that size (refused next)
+    for _ in range(KEY_BURST_FRAMES):
+        assert budgets.charge(None, "k2", 2 * MAX_FRAME_BYTES, now=0.0) is None
+    assert "for this key" in (budgets.charge(None, "k2", 1, now=0.0) or "")

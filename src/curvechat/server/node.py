@@ -30,7 +30,6 @@ import zmq
 import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
-from curvechat.bucket import take_keyed
 from curvechat.dashboard.events import EventLog
 from curvechat.protocol import ErrorCode, encode, encode_reply
 from curvechat.protocol import messages as m
@@ -41,7 +40,7 @@ from curvechat.server.handlers import Handlers, Refusal
 from curvechat.server.liveness import NODE_NAME_RULE, Liveness, valid_node_name
 from curvechat.server.lru import Recent
 from curvechat.server.metrics import NodeMetrics
-from curvechat.server.ratelimit import BYTES_BURST_SECONDS, USERS_KEPT, RateLimits, TokenBucket
+from curvechat.server.ratelimit import ByteBudgets, RateLimits, TokenBucket
 from curvechat.server.reactor import Reactor
 from curvechat.server.rooms import RoomCache
 from curvechat.server.router import (
@@ -101,7 +100,7 @@ class ChatNode:
         self.metrics.set_node(self.node_name, self.boot)
         self.limits = limits or RateLimits()
         self._user_buckets: dict[str, TokenBucket] = {}
-        self._user_bytes: dict[str, TokenBucket] = {}  # by CURVE key; kept after its last session
+        self.bytes = ByteBudgets(self.limits.user_bytes)
         self.rooms = RoomCache(store)
         self.sessions: dict[bytes, Session] = {}
         self.gone_sessions = 0  # of `sessions`, those marked gone (the reaper drops them)
@@ -261,16 +260,10 @@ class ChatNode:
                     f"retry in {bucket.retry_after():.2f} s"
                 )
         if size:
-            # By CURVE key, which every connection of a user shares, from a
-            # connection's first frame on (its user is known only once a
-            # request of it is served, and again only then after a `bye`).
-            rate = self.limits.user_bytes
-            burst = rate * BYTES_BURST_SECONDS
-            spent, key = self._user_bytes, sess.transport_key
-            if not take_keyed(spent, key, now, rate=rate, burst=burst, limit=USERS_KEPT, n=size):
-                who = sess.user or "this key"
-                wait = spent[key].retry_after(size)
-                return f"more than {rate:,.0f} bytes/s of requests for {who}; retry in {wait:.2f} s"
+            # The session's user is known only once a request of it is served
+            # (and again only then after a `bye`); its key's may be already.
+            user = sess.user or self._user_cache.get(sess.transport_key)
+            return self.bytes.charge(user, sess.transport_key, size, now)
         return None
 
     def send(self, routing_id: bytes, data: bytes) -> bool:

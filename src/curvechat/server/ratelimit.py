@@ -3,25 +3,32 @@
 A bucket (`curvechat.bucket`) holds up to `burst` tokens and refills at
 `rate` per second; each request takes one. An empty bucket means the
 request is refused with `rate_limited` (and nothing else happens), so one
-noisy client cannot starve the others or the store. A user's requests also
-take their size from a byte budget, kept across reconnects, which bounds
-what one account makes the node store.
+noisy client cannot starve the others or the store.
+
+Every frame also takes its size from a byte budget (`ByteBudgets`), which
+bounds what one account makes the node store: its user's, once the frame's
+CURVE key is known to be a user's (all of the user's connections and keys
+share it), else its key's, which holds a few frames. Budgets are kept after
+their last connection went, so reconnecting, or registering another key,
+does not refill them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from curvechat.bucket import TokenBucket
+from curvechat.bucket import TokenBucket, take_keyed
+from curvechat.protocol.limits import MAX_FRAME_BYTES
 
-__all__ = ["BYTES_BURST_SECONDS", "USERS_KEPT", "RateLimits", "TokenBucket"]
+__all__ = ["BYTES_BURST_SECONDS", "USERS_KEPT", "ByteBudgets", "RateLimits", "TokenBucket"]
 
 BYTES_BURST_SECONDS = 16.0
 """A user's byte budget holds this many seconds' worth (4 MiB by default)."""
 
 USERS_KEPT = 10_000
-"""Users whose byte budget is kept after their last connection went (a
-reconnect must not start from a full budget); past it, the refilled go."""
+"""Users (and keys) whose byte budget is kept after their last connection
+went (a reconnect must not start from a full budget); past it, the
+refilled go."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,3 +46,38 @@ class RateLimits:
     new_epochs: float = 1.0
     """New epochs a second one member may start in one room, after a burst
     of 20 (server/epochpace.py)."""
+
+
+KEY_BURST_FRAMES = 4
+"""Frames of the largest size the budget of a key no user is known for
+holds (1 MiB): enough for a connection's first requests, little for a
+key registered afresh to store."""
+
+
+class ByteBudgets:
+    """The byte budgets of users and of keys not yet known to be a user's
+    (sans-IO: the caller gives the time)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._users: dict[str, TokenBucket] = {}
+        self._keys: dict[str, TokenBucket] = {}
+
+    def charge(self, user: str | None, key: str, size: int, now: float) -> str | None:
+        """Take a frame of `size` bytes from `user`'s budget (None: the frame's
+        CURVE key `key` is no known user's); None if it may go on, else why
+        it may not. A budget always holds at least one frame of the largest
+        size, so that every frame passes in time; a larger one is charged as
+        that size (it is refused as `too_large` next, never stored)."""
+        size = min(size, MAX_FRAME_BYTES)
+        if user is not None:
+            buckets, holder = self._users, user
+            burst = max(self.rate * BYTES_BURST_SECONDS, MAX_FRAME_BYTES)
+        else:
+            buckets, holder, burst = self._keys, key, KEY_BURST_FRAMES * MAX_FRAME_BYTES
+        rate = self.rate
+        if take_keyed(buckets, holder, now, rate=rate, burst=burst, limit=USERS_KEPT, n=size):
+            return None
+        wait = buckets[holder].retry_after(size)
+        who = user or "this key"
+        return f"more than {rate:,.0f} bytes/s of requests for {who}; retry in {wait:.2f} s"

@@ -393,8 +393,7 @@ class Sync:
         reply = await self.p.ask(
             m.History(room=room, before=before, limit=min(limit, MAX_PAGE)), m.Messages
         )
-        # Only rows below `before`: it asked for nothing else, and one the
-        # server put far above would move the room's head there.
+        # Only rows below `before`: one put far above would move the room's head.
         items = [i for i in reply.items if before is None or i.seq < before]
         async with self.p.lock:
             self.p.cache.set_head(room, reply.head)

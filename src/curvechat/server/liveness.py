@@ -132,7 +132,7 @@ class Liveness:
         """`sess` is no user's again (it said `bye` and spoke on, or its
         `hello` was refused): its connection is shut down SILENT_S from now
         unless it becomes a user's by then, as one just accepted."""
-        if sess.fd >= 0 and self.node.by_fd.get(sess.fd) is sess:
+        if self.node.open_fd(sess):
             self.silent.accepted(sess.fd, time.monotonic())
 
     async def reap(self, cutoff: float) -> int:
@@ -144,7 +144,8 @@ class Liveness:
         a time, the event loop running between slices, and nothing allocated
         per session kept: a pass over 10,000 sessions that built a tuple for
         each took 7 ms at once and set off the cyclic GC's full collections."""
-        sessions, by_fd, port = self.node.sessions, self.node.by_fd, self._port()
+        node, port = self.node, self._port()
+        sessions = node.sessions
         keys = list(sessions)  # the table may change between slices
         dropped = 0
         for start in range(0, len(keys), REAP_SLICE):
@@ -166,7 +167,7 @@ class Liveness:
                         "client_timeout",
                         f"{_who(sess)} timed out: silent for {SESSION_TIMEOUT_S:g} s",
                     )
-                if port is not None and sess.fd >= 0 and by_fd.get(sess.fd) is sess:
+                if port is not None and node.open_fd(sess):
                     shut_down(sess.fd, port)
                 self.node.drop_session(routing_id)
                 dropped += 1

@@ -304,6 +304,11 @@ class ChatNode:
             )
         peers.add(sess.routing_id)
 
+    def open_fd(self, sess: Session) -> bool:
+        """Whether `sess`'s connection is open still (the monitor has not
+        reported it closed): its descriptor is `sess.fd`."""
+        return sess.fd >= 0 and self.by_fd.get(sess.fd) is sess
+
     def _live(self, routing_id: bytes) -> bool:
         other = self.sessions.get(routing_id)
         return other is not None and other.gone is None
@@ -315,7 +320,7 @@ class ChatNode:
         if sess.gone is not None:
             self.gone_sessions -= 1
         sess.dropped_ms = int(time.time() * 1000)
-        if sess.fd >= 0 and self.by_fd.get(sess.fd) is sess:
+        if self.open_fd(sess):
             del self.by_fd[sess.fd]
         self.flow.forget(sess.flow)
         self.lost_sessions.append(sess)

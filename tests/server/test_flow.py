@@ -89,3 +89,29 @@ def test_replies_past_a_connections_budget_do_not_spend_the_nodes() -> None:
     assert fc.refuse_push(reader, 4 * KIB) is None  # 80 + 20 + 4 of 128
     fc.forget(taker)
     assert fc.backlog == reader.outstanding
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_room_for_a_run_is_refuse_push_one_after_the_other(seed: int) -> None:
+    """`room_for` (a run of pushes at once, by bisection) agrees with
+    `refuse_push` asked push by push, the run cut at the first refusal."""
+    import random
+
+    rnd = random.Random(seed)
+    fc = FlowControl(per_connection=64 * KIB, node=96 * KIB, mark_every=8 * KIB)
+    fc.backlog = rnd.randrange(0, 100 * KIB)
+    sizes = [rnd.randrange(100, 12 * KIB) for _ in range(rnd.randrange(1, 20))]
+    start = rnd.randrange(0, 70 * KIB)
+    one, run = Flow(out=start), Flow(out=start)
+    expected, scope = 0, None
+    for size in sizes:
+        before = sum(sizes[:expected])
+        scope = fc.refuse_push(one, size, ahead=before, pending=before)
+        if scope is not None:
+            break
+        expected += 1
+    limited = fc.node_limited
+    fc.node_limited = False
+    ends = [sum(sizes[: i + 1]) for i in range(len(sizes))]
+    assert fc.room_for(run, ends) == (expected, scope)
+    assert run.withheld == (scope is not None) and fc.node_limited == limited

@@ -8,6 +8,18 @@ calls `flush`; any other connection gets one frame per ack or push at once,
 as before. Each push is encoded once for all its receivers, and each frame
 is one libzmq send and one CURVE box instead of one per message.
 
+Most receivers of a pass are acked nothing in it: those of a room share
+its frames (a `_Stream`: the room's pushes, encoded into frames once and
+sent as they are to each such connection, flow control cutting one
+connection's run short where it must), so a push costs one encoding, not
+a step per member. A connection the pass acks, or skips as a push's
+sender, gets frames of its own from then on, holding what its rooms'
+streams had for it first, so it still sees its acks and pushes in the
+order they were made; so does, at the flush, one that reads several
+rooms of the pass (one frame for them all, not one per room). Once a
+push of a room is withheld from a connection, so are the room's later
+pushes of the pass: no connection gets a later push without the earlier.
+
 This module must never decide who receives what (the caller names the
 members; the node's flow control withholds pushes from connections that do
 not read, counting what this pass already queued for them) and never send
@@ -64,51 +76,94 @@ class _Frames:
             yield self.items, self.pushes
 
 
+@dataclass(slots=True)
+class _Stream:
+    """The message pushes of one member list in a pass. The connections in
+    `shared` get every one of them, in the same frames, encoded once; a
+    connection leaves `shared` for frames of its own (`Fanout._own`) as soon
+    as the pass acks it or skips it."""
+
+    shared: dict[bytes, Session]  # routing id -> batch connection getting every push
+    own: list[Session]  # batch connections with frames of their own
+    plain: list[Session]  # connections without batch frames
+    items: list[bytes] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)  # each item's end in bytes from the first
+    cut: set[int] = field(default_factory=set)  # id(session): a push of this room withheld
+
+    def add(self, item: bytes) -> None:
+        self.ends.append((self.ends[-1] if self.ends else 0) + len(item))
+        self.items.append(item)
+
+    def cuts(self) -> list[int]:
+        """Where the frames end (item counts), by `_Frames.add`'s rule."""
+        cuts, start, count = [], 0, 0
+        for i, end in enumerate(self.ends):
+            if count and (end - start > L.BATCH_BUDGET_BYTES or count >= L.MAX_BATCH_ITEMS):
+                cuts.append(i)
+                start, count = self.ends[i - 1], 0
+            count += 1
+        cuts.append(len(self.ends))
+        return cuts
+
+
 class Fanout:
-    __slots__ = ("_node", "_out", "_pending", "_receivers", "_send")
+    __slots__ = ("_lost", "_node", "_out", "_pending", "_send", "_shared_in", "_streams")
 
     def __init__(self, node: ChatNode, send: Callable[[bytes, bytes], bool]) -> None:
         self._node = node
         self._send = send
-        self._out: dict[int, _Frames] = {}  # id(session) -> its frames
-        self._pending = 0  # bytes of every item gathered and not yet sent
-        # id(users) -> (users, their connections): a pass pushes many messages
-        # to one room's member list, which is looked up once.
-        self._receivers: dict[int, tuple[Iterable[str], list[Session]]] = {}
+        self._out: dict[int, _Frames] = {}  # id(session) -> its own frames
+        self._pending = 0  # bytes gathered for frames of their own, not yet sent
+        # id(users) -> the member list's stream: a pass pushes many messages to
+        # one room's member list, whose connections are looked up once.
+        self._streams: dict[int, tuple[Iterable[str], _Stream]] = {}
+        # id(session) -> the session and the streams it shares
+        self._shared_in: dict[int, tuple[Session, list[_Stream]]] = {}
+        self._lost = 0  # pushes counted as sent, then not queued
 
-    def _connections(self, users: Iterable[str]) -> list[Session]:
-        hit = self._receivers.get(id(users))
+    def _stream(self, users: Iterable[str]) -> _Stream:
+        hit = self._streams.get(id(users))
         if hit is not None and hit[0] is users:
             return hit[1]
-        sessions = self._node.receivers(users)
-        self._receivers[id(users)] = (users, sessions)
-        return sessions
+        stream = _Stream({}, [], [])
+        for sess in self._node.receivers(users):
+            if not sess.batch:
+                stream.plain.append(sess)
+            elif id(sess) in self._out:
+                stream.own.append(sess)
+            else:
+                stream.shared[sess.routing_id] = sess
+                self._shared_in.setdefault(id(sess), (sess, []))[1].append(stream)
+        self._streams[id(users)] = (users, stream)
+        return stream
 
     def push(self, users: Iterable[str], push: m.AnyReply, *, skip: bytes | None) -> int:
         """Send or queue `push` for every connection of `users` but `skip`
         (only a message push goes into batches); returns how many connections
-        it went to."""
-        node = self._node
-        item = plain = None
-        batchable = is_message_push(push)
+        it went to (those it was queued for: `flush` counts what is then
+        withheld or lost)."""
+        stream = self._stream(users)
         sent = 0
-        for sess in self._connections(users):
+        if is_message_push(push):
+            item = encode_item(0, push)  # type: ignore[arg-type]
+            if skip is not None and skip in stream.shared:
+                self._own(stream.shared[skip])
+            stream.add(item)
+            sent += len(stream.shared)
+            for sess in stream.own:
+                if sess.routing_id != skip and self._queue_push(sess, item, stream):
+                    sent += 1
+            others = stream.plain
+        else:
+            others = [*stream.plain, *stream.own, *stream.shared.values()]
+        plain = None
+        for sess in others:
             if sess.routing_id == skip or sess.dropped_ms is not None:
                 continue  # (dropped: its routing id may be another connection's now)
-            if batchable and sess.batch:
-                if item is None:
-                    item = encode_item(0, push)  # type: ignore[arg-type]
-                frames = self._out.get(id(sess))
-                ahead = 0 if frames is None else frames.queued
-                if node.withheld(sess, len(item), ahead=ahead, pending=self._pending):
-                    continue
-                self._queue(sess, item, push=True)
+            if plain is None:
+                plain = encode_reply(0, push)
+            if not self._node.withheld(sess, len(plain)) and self._send(sess.routing_id, plain):
                 sent += 1
-            else:
-                if plain is None:
-                    plain = encode_reply(0, push)
-                if not node.withheld(sess, len(plain)) and self._send(sess.routing_id, plain):
-                    sent += 1
         return sent
 
     def ack(self, sess: Session, rid: int, ack: m.SendAck) -> None:
@@ -118,7 +173,35 @@ class Fanout:
         if not sess.batch:
             self._send(sess.routing_id, encode_reply(rid, ack))
             return
+        if id(sess) in self._shared_in:
+            self._own(sess)
         self._queue(sess, encode_item(rid, ack), push=False)
+
+    def _own(self, sess: Session) -> None:
+        """`sess` gets frames of its own from now on: first the pushes its
+        streams hold so far, then its acks and pushes in the order made."""
+        for stream in self._shared_in.pop(id(sess))[1]:
+            del stream.shared[sess.routing_id]
+            for item in stream.items:
+                if not self._queue_push(sess, item, stream):
+                    self._lost += 1  # counted as sent when it was pushed
+            stream.own.append(sess)
+
+    def _queue_push(self, sess: Session, item: bytes, stream: _Stream) -> bool:
+        """Queue a push of `stream`'s room for `sess`, unless flow control
+        withholds it, or withheld an earlier one of the room in this pass (a
+        connection never gets a later push without the earlier ones)."""
+        if sess.dropped_ms is not None:
+            return False  # (dropped: its routing id may be another connection's now)
+        if id(sess) in stream.cut:
+            return False
+        frames = self._out.get(id(sess))
+        ahead = 0 if frames is None else frames.queued
+        if self._node.withheld(sess, len(item), ahead=ahead, pending=self._pending):
+            stream.cut.add(id(sess))
+            return False
+        self._queue(sess, item, push=True)
+        return True
 
     def _queue(self, sess: Session, item: bytes, *, push: bool) -> None:
         frames = self._out.get(id(sess))
@@ -129,22 +212,68 @@ class Fanout:
 
     def flush(self) -> int:
         """Send what was queued; returns the pushes lost with frames that
-        could not be sent (clients fetch them by seq), or whose connection was
-        dropped meanwhile (a pass that awaited: its routing id may be another
-        connection's now)."""
-        lost = 0
-        send = self._send
+        could not be sent (clients fetch them by seq), withheld at the flush,
+        or whose connection was dropped meanwhile (a pass that awaited: its
+        routing id may be another connection's now)."""
+        # A connection reading several rooms of the pass gets them in frames
+        # of its own (items encoded once, the frames per connection): one
+        # frame per room for a user in hundreds of rooms would cost a send
+        # and a CURVE box each.
+        for sess, streams in list(self._shared_in.values()):
+            if sum(1 for stream in streams if stream.items) > 1:
+                self._own(sess)
+        lost, self._lost = self._lost, 0
         for frames in self._out.values():
             sess = frames.sess
             for items, pushes in frames.frames():
-                if sess.dropped_ms is not None or not send(sess.routing_id, encode_batch(items)):
-                    lost += pushes
-                    if len(items) > 1:  # the sender counted the frame as one
-                        self._node.metrics.pushes_dropped.inc(len(items) - 1)
+                lost += self._send_batch(sess, items, pushes)
+        for _, stream in self._streams.values():
+            if stream.shared and stream.items:
+                lost += self._send_stream(stream)
         self._out.clear()
-        self._receivers.clear()
+        self._streams.clear()
+        self._shared_in.clear()
         self._pending = 0
         return lost
+
+    def _send_stream(self, stream: _Stream) -> int:
+        """Each shared connection gets the stream's frames, as many pushes as
+        its flow control lets through (`FlowControl.room_for`)."""
+        lost = 0
+        cuts = stream.cuts()
+        encoded: list[bytes | None] = [None] * len(cuts)
+        for sess in stream.shared.values():
+            if sess.dropped_ms is not None:
+                lost += len(stream.items)
+                continue
+            room = self._node.room_for(sess, stream.ends)
+            lost += len(stream.items) - room
+            start = 0
+            for i, cut in enumerate(cuts):
+                if start >= room:
+                    break
+                items = stream.items[start : min(cut, room)]
+                if cut <= room:
+                    frame = encoded[i]
+                    if frame is None:
+                        frame = encoded[i] = encode_batch(items)
+                else:  # cut short for this connection
+                    frame = encode_batch(items)
+                lost += self._send_batch(sess, items, len(items), frame)
+                start = cut
+        return lost
+
+    def _send_batch(
+        self, sess: Session, items: list[bytes], pushes: int, frame: bytes | None = None
+    ) -> int:
+        """Send one batch frame; returns the pushes lost with it."""
+        if sess.dropped_ms is None and self._send(
+            sess.routing_id, encode_batch(items) if frame is None else frame
+        ):
+            return 0
+        if len(items) > 1:  # the sender counted the frame as one
+            self._node.metrics.pushes_dropped.inc(len(items) - 1)
+        return pushes
 
 
 async def push_remote(node: ChatNode, rows: Sequence[StoredRow]) -> int:

@@ -22,6 +22,8 @@ This module must never do I/O: the node asks it and acts on its answers.
 from __future__ import annotations
 
 import secrets
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -86,6 +88,33 @@ class FlowControl:
             return None
         flow.withheld = True
         return scope
+
+    def room_for(
+        self, flow: Flow, ends: Sequence[int], *, ahead: int = 0, pending: int = 0
+    ) -> tuple[int, Scope | None]:
+        """How many of a run of pushes may be queued for `flow`, one after
+        the other, by `refuse_push`'s rule: `ends` holds each push's end, in
+        bytes from the start of the run (ascending). The run is cut at the
+        first push refused, so a connection never gets a later push without
+        an earlier one. Returns the count and, when the run is cut, the
+        scope that cut it (`flow` is then marked withheld)."""
+        n = len(ends)
+        outstanding = flow.outstanding + ahead
+        by_connection = bisect_right(ends, self.per_connection - outstanding)
+        # The node's budget refuses push i when the backlog with the pass's
+        # bytes and pushes 0..i is over it AND the connection already holds
+        # more than a mark with pushes 0..i-1.
+        over_node = bisect_right(ends, self.node - self.backlog - pending)
+        spare = self.mark_every - outstanding
+        over_mark = 0 if spare < 0 else bisect_right(ends, spare) + 1
+        by_node = max(over_node, over_mark)
+        if by_connection >= n and by_node >= n:
+            return n, None
+        flow.withheld = True
+        if by_connection <= by_node:
+            return by_connection, "connection"
+        self.node_limited = True
+        return by_node, "node"
 
     def over_budget(self, flow: Flow) -> bool:
         """Whether the connection holds more unread bytes than it may (its

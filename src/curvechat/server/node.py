@@ -35,7 +35,7 @@ from curvechat.protocol import ErrorCode, encode, encode_reply
 from curvechat.protocol import messages as m
 from curvechat.protocol.limits import PROTOCOL_VERSION
 from curvechat.server.fanout import Fanout, push_remote
-from curvechat.server.flow import FlowControl
+from curvechat.server.flow import FlowControl, Scope
 from curvechat.server.handlers import Handlers, Refusal
 from curvechat.server.liveness import NODE_NAME_RULE, Liveness, valid_node_name
 from curvechat.server.lru import Recent
@@ -357,9 +357,21 @@ class ChatNode:
         `ahead`, `pending`: see `FlowControl.refuse_push`."""
         was_limited = self.flow.node_limited
         scope = self.flow.refuse_push(sess.flow, size, ahead=ahead, pending=pending)
-        if scope is None:
-            return False
-        self.metrics.pushes_withheld.labels(scope).inc()
+        if scope is not None:
+            self._note_withheld(scope, 1, was_limited)
+        return scope is not None
+
+    def room_for(self, sess: Session, ends: Sequence[int]) -> int:
+        """How many of a run of pushes may be queued for `sess`, the run cut
+        at the first one withheld (`FlowControl.room_for`)."""
+        was_limited = self.flow.node_limited
+        room, scope = self.flow.room_for(sess.flow, ends)
+        if scope is not None:
+            self._note_withheld(scope, len(ends) - room, was_limited)
+        return room
+
+    def _note_withheld(self, scope: Scope, count: int, was_limited: bool) -> None:
+        self.metrics.pushes_withheld.labels(scope).inc(count)
         if scope == "node" and not was_limited:
             self.events.add(
                 "memory_budget",
@@ -367,7 +379,6 @@ class ChatNode:
                 " pushes to connections that do not read are withheld",
                 level="warning",
             )
-        return True
 
     async def push_remote(self, rows: Sequence[StoredRow]) -> int:
         """Push messages ANOTHER node committed (server/fanout.py `push_remote`)."""

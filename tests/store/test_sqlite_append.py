@@ -34,14 +34,15 @@ def acks(outcome: object) -> list[Committed]:
     return outcome
 
 
-def test_a_group_is_five_statements_in_steady_state(conn: sqlite3.Connection) -> None:
+def test_a_group_is_a_handful_of_statements_in_steady_state(conn: sqlite3.Connection) -> None:
     a = GroupAppender(conn)
     a.append([[m("r1", "warm"), m("r2", "warm")]])  # reads the rooms once
     before = a.statements
     batches = [[m(f"r{1 + i % 2}", f"t{i}")] for i in range(200)]
     outcomes, stored = a.append(batches)
     assert stored == 200
-    assert a.statements - before == 5  # BEGIN, data_version, insert, heads, COMMIT
+    # BEGIN, data_version, the INSERTs of 128, 64 and 8 rows, heads, COMMIT
+    assert a.statements - before == 7
     assert [acks(o)[0].seq for o in outcomes[:4]] == [2, 2, 3, 3]
     heads = dict(conn.execute("SELECT room, head FROM rooms").fetchall())
     assert heads == {"r1": 101, "r2": 101}
@@ -165,3 +166,25 @@ def test_an_unknown_room_fails_only_its_batch(conn: sqlite3.Connection) -> None:
     assert isinstance(bad, NoSuchRoom)
     assert stored == 1 and acks(ok)[0].seq == 1
     assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 1
+
+
+def test_a_group_larger_than_one_insert_is_stored_whole_and_in_order(
+    conn: sqlite3.Connection,
+) -> None:
+    a = GroupAppender(conn)
+    batches = [[m("r1", f"t{i}") for i in range(1000)], [m("r2", "x")]]
+    outcomes, stored = a.append(batches)
+    assert stored == 1001
+    assert [ack.seq for ack in acks(outcomes[0])] == list(range(1, 1001))
+    rows = conn.execute("SELECT seq, txn FROM messages WHERE room = 'r1' ORDER BY seq").fetchall()
+    assert rows == [(i + 1, f"t{i}") for i in range(1000)]
+
+
+def test_rows_per_insert_fit_the_variables_this_sqlite_allows(conn: sqlite3.Connection) -> None:
+    """SQLite before 3.32 (and builds made so since) binds at most 999
+    variables a statement: 256 rows of six would fail every big group."""
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    a = GroupAppender(conn)
+    outcomes, stored = a.append([[m("r1", f"t{i}") for i in range(300)]])
+    assert stored == 300
+    assert [ack.seq for ack in acks(outcomes[0])] == list(range(1, 301))

@@ -3,7 +3,7 @@ a handful of sqlite3 calls.
 
 What it is for: `GroupAppender.append` stores the batches of one group
 commit (see `curvechat.store.committer`) in ONE transaction: one fsync and
-five statements in steady state, whatever the group's size (before, it was
+a handful of statements in steady state, whatever the group's size (before, it was
 two statements per message, a duplicate check and an insert, plus three per
 room, each of them a hand-over of the GIL that, while the event loop is
 busy, may wait for the interpreter's switch interval to come back).
@@ -27,17 +27,22 @@ How it keeps the statements few:
   looked up before the insert for `SUSPECT_MS` (one query for the group's
   keys of such senders, in the query for predecessors): a sender that
   keeps resending its old txns costs one retry a minute, not one a group.
-* Rows are inserted by one ``executemany`` and the heads moved by another.
-  (Measured: multi-row ``INSERT ... VALUES (...), (...)`` statements cost
-  about 40% more CPU than ``executemany`` for the same rows. While the
-  event loop is busy, the per-row GIL release makes the ``executemany``
-  take about three times its cost in wall time, and 64-row statements cut
-  that by a third, but the node's throughput did not move beyond the
-  machine's noise either way: docs/performance.md, "Single node: where a
-  group commit's time goes".)
+* Rows are inserted by multi-row ``INSERT ... VALUES (...), (...)``
+  statements of a power of two rows each (at most 256: a group of 253 is
+  seven statements) and the heads moved by one ``executemany``. An
+  ``executemany`` steps each row apart and gives the GIL up and takes it
+  back around every step; while the event loop is busy that took about
+  three times the rows' cost in wall time. Multi-row statements cost more
+  CPU (about 40% for the same rows) but only wait for the GIL once per
+  statement. Measured when the event loop stopped being the bound (the
+  fan-out's shared frames, 2026-12-07): a group's time on the store's
+  thread went from 6.5 to 4.5 ms (p50) and the node's throughput up by
+  about a fifth (docs/performance.md, "Shared push frames, and rows in
+  multi-row INSERTs"); before then, 64-row statements had cut the INSERT
+  by a third with no gain beyond the machine's noise.
 
-So a group in steady state is five statements: BEGIN IMMEDIATE, PRAGMA
-data_version, the INSERT, the UPDATE of the heads, COMMIT.
+So a group in steady state is a handful of statements: BEGIN IMMEDIATE,
+PRAGMA data_version, the INSERTs, the UPDATE of the heads, COMMIT.
 
 What it must never do: run on the event loop's thread or on two threads;
 return acks for a group whose COMMIT did not succeed; update what it
@@ -80,8 +85,14 @@ def _clock_ms() -> int:
     return int(time.monotonic() * 1000)
 
 
-_INSERT = "INSERT INTO messages (room, seq, ts_ms, sender, txn, envelope) VALUES (?, ?, ?, ?, ?, ?)"
+_ROWS_MAX = 256  # rows per INSERT at most: 1,536 variables (6 a row)
 _HEADS = "UPDATE rooms SET head = ? WHERE room = ?"
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_sql(rows: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * rows)
+    return f"INSERT INTO messages (room, seq, ts_ms, sender, txn, envelope) VALUES {values}"
 
 
 @functools.lru_cache(maxsize=64)
@@ -116,6 +127,7 @@ class GroupAppender:
     def __init__(self, conn: sqlite3.Connection, *, keys_max: int = KEYS_MAX) -> None:
         self._conn = conn
         self._keys_max = keys_max
+        self._rows_max = 0  # rows per INSERT, asked of the connection on its thread
         # room -> [head seq, ts of the head message, epoch, op_head]
         self._rooms: dict[str, list[int]] = {}
         self._keys: dict[_Key, tuple[int, int]] = {}  # oldest first
@@ -174,8 +186,8 @@ class GroupAppender:
                 known.update(self._lookup_keys(earlier))
             outcomes, rows, heads, seen = self._plan(batches, known)
             if rows:
-                self.statements += 2
-                self._conn.executemany(_INSERT, rows)
+                self._insert(rows)
+                self.statements += 1
                 self._conn.executemany(_HEADS, [(h, r) for r, (h, _) in heads.items()])
             self._exec("COMMIT")
         except BaseException:
@@ -191,6 +203,22 @@ class GroupAppender:
         self._suspect(old)
         self._remember(seen)
         return outcomes, len(rows)
+
+    def _insert(self, rows: list[tuple[object, ...]]) -> None:
+        """The rows, in multi-row INSERTs of a power of two rows each (at
+        most `_ROWS_MAX`, so each statement is prepared once and cached):
+        a statement is one step, and the GIL is given up and taken back
+        once per statement, not once per row."""
+        if not self._rows_max:
+            # A power of two within this SQLite's bound on variables (999 in
+            # builds before 3.32 and some since).
+            fit = min(_ROWS_MAX, self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 6)
+            self._rows_max = 1 << (max(1, fit).bit_length() - 1)
+        i = 0
+        while i < len(rows):
+            n = min(self._rows_max, 1 << ((len(rows) - i).bit_length() - 1))
+            self._exec(_insert_sql(n), [v for row in rows[i : i + n] for v in row])
+            i += n
 
     def _plan(
         self, batches: Sequence[Sequence[NewMessage]], known: dict[_Key, tuple[int, int]]

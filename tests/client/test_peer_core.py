@@ -195,8 +195,10 @@ def n2(w: World) -> None:
     # (the one at 5555 is the newest: dated `ahead`)
     assert ports(w.core.peers(), "bob") == [5555, *range(9 + MAX_PER_USER, 10, -1)]
     assert refused(lambda: take(w.record("bob", ts=100, port=2))) == "N2"  # older than all
-    # a withdrawn record (its client closed) is not taken again; a newer one of its listener is
+    # a withdrawn record (its client said it closed, then did not answer) is
+    # not taken again; a newer one of its listener is
     assert w.core.closed(w.record("bob", ts=101, port=11))
+    assert w.core.dialed(p.decode_record(w.record("bob", ts=101, port=11).record), False)
     assert refused(lambda: take(w.record("bob", ts=101, port=11))) == "N2"
     assert take(w.record("bob", ts=200, port=11)) is not None
 
@@ -420,7 +422,8 @@ def test_each_listener_of_a_member_is_dialed_and_a_dead_one_withdrawn(w: World) 
     # the last one stays, however long it fails, and its client closing does not withdraw it
     for _ in range(3 * FAILS_TO_WITHDRAW):
         assert not w.core.dialed(alive, False)
-    assert not w.core.closed(first)
+    assert w.core.closed(first)
+    assert not w.core.dialed(alive, False)
     assert ports(w.core.peers(), "bob") == [1]
     # a newer record of the withdrawn listener (its client announced again) is taken
     assert take(w.record("bob", ts=30, port=2)) is not None
@@ -438,19 +441,42 @@ def test_each_listener_of_a_member_is_dialed_and_a_dead_one_withdrawn(w: World) 
 
 def test_a_forged_goodbye_shuts_out_no_later_record(w: World) -> None:
     """A goodbye (an mDNS service gone) carries whatever record its service
-    announced, which anyone on the network can forge or replay: it
-    withdraws the listener only up to the record held, whatever date it
-    claims, so that the listener's next record is taken."""
+    announced, which anyone on the network can forge or replay: whatever
+    date it claims, the listener is withdrawn (once its next exchange
+    failed) only up to the record held, so its next record is taken."""
     take = functools.partial(w.core.accept_record, now_ms=NOW)
     assert take(w.record("bob", ts=NOW - 10, port=1111)) is not None  # an old client
+    w.core.dialed(p.decode_record(w.record("bob", ts=NOW - 10, port=1111).record), True)
     live = w.record("bob", ts=NOW - 5, port=2222)
     assert take(live) is not None
     record = p.decode_record(live.record)
     forged = p.encode_record(msgspec.structs.replace(record, ts=2**53))
     assert w.core.closed(m.SignedRecord(record=forged, sig=b"\0" * 64))
+    assert w.core.dialed(record, False)  # (its client did close)
     assert ports(w.core.peers(), "bob") == [1111]
     assert refused(lambda: take(live)) == "N2"  # what was withdrawn stays so
     assert take(w.record("bob", ts=NOW, port=2222)) is not None  # it announced again
+
+
+def test_a_goodbye_for_a_listener_that_answers_withdraws_nothing(w: World) -> None:
+    """Anyone on the network can replay a member's old record (records are
+    broadcast) and say goodbye for the live one: that must not leave us only
+    the dead record. A goodbye withdraws nothing by itself, and a listener
+    that answers its next exchange keeps its record, goodbyes or not."""
+    take = functools.partial(w.core.accept_record, now_ms=NOW)
+    live = w.record("bob", ts=NOW - 5, port=2222)
+    assert take(live) is not None
+    assert take(w.record("bob", ts=NOW - 600_000, port=1)) is not None  # replayed: a dead run
+    record = p.decode_record(live.record)
+    for _ in range(3):
+        assert w.core.closed(live)  # forged goodbyes...
+        assert not w.core.dialed(record, True)  # ...but it answers
+    assert ports(w.core.peers(), "bob") == [2222, 1]
+    # and after a goodbye, a failed exchange withdraws it only for a record
+    # more worth dialing: not for the old one that never answered
+    assert w.core.closed(live)
+    assert not w.core.dialed(record, False)
+    assert ports(w.core.peers(), "bob") == [2222, 1]
 
 
 def test_heard_records_are_kept_per_listener_and_bounded(w: World) -> None:

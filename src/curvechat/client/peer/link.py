@@ -2,10 +2,11 @@
 listener by the transport key of its signed record, and asks one request at
 a time.
 
-A reply that does not decode, or does not come in time, fails the request
-(`PeerUnreachable`, `RemoteProtocolError`) and the socket is made anew, so a
-late reply never answers the next request. This module must never decide
-what to ask or what to believe: the shell asks, the core judges.
+A reply that does not decode, does not come in time, or answers another
+request, fails the request (`PeerUnreachable`, `RemoteProtocolError`) and
+the socket is made anew, so a late reply never answers the next request.
+This module must never decide what to ask or what to believe: the shell
+asks, the core judges.
 """
 
 from __future__ import annotations
@@ -86,19 +87,24 @@ class PeerLink:
         except zmq.Again:
             self.reset()
             raise PeerUnreachable(f"{self.user}: no link") from None
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not await sock.poll(int(left * 1000) + 1):
-                self.reset()
-                raise PeerUnreachable(f"{self.user}: no reply in {self.timeout:g} s")
-            try:
-                answer = p.decode_answer(await sock.recv())
-            except Exception:
-                self.reset()
-                raise
-            if answer.rid == rid:
-                if answer.user != self.user:
-                    # another member's record announced this listener's key
-                    self.reset()
-                    raise PeerUnreachable(f"{self.user}: {answer.user} answered there")
-                return answer.msg
+        left = deadline - time.monotonic()
+        if left <= 0 or not await sock.poll(int(left * 1000) + 1):
+            self.reset()
+            raise PeerUnreachable(f"{self.user}: no reply in {self.timeout:g} s")
+        try:
+            answer = p.decode_answer(await sock.recv())
+        except Exception:
+            self.reset()
+            raise
+        if answer.rid != rid:
+            # One request at a time, and a socket made anew after every
+            # failure: an answer to anything else is never honest, and
+            # reading on would let a listener keep us decoding its
+            # answers until the deadline.
+            self.reset()
+            raise PeerUnreachable(f"{self.user}: answered a request it was not asked")
+        if answer.user != self.user:
+            # another member's record announced this listener's key
+            self.reset()
+            raise PeerUnreachable(f"{self.user}: {answer.user} answered there")
+        return answer.msg

@@ -191,7 +191,8 @@ class MdnsPeers:
         if self._zc is not None:
             if self._info is not None:
                 # The goodbyes tell the others we closed (they withdraw our
-                # record): sent before zeroconf stops, a second at most.
+                # record once dialing it fails): sent before zeroconf stops,
+                # a second at most.
                 with contextlib.suppress(Exception):
                     goodbyes = await self._zc.async_unregister_service(self._info)
                     async with asyncio.timeout(1.0):

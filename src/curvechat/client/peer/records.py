@@ -6,12 +6,13 @@ key is.
 A member may run several clients (in one home or several), each with a
 listener of its own: its records are kept one per listener (`Listener`:
 its key and endpoints), at most MAX_PER_USER, the oldest giving way, and
-each is dialed. A record is withdrawn when its client says it closed (its
-mDNS service goes away) or when dialing it failed FAILS_TO_WITHDRAW times
-in a row and the member has a record more worth dialing (a newer one, or
-one that answers); a member's last record is never withdrawn, so a member
-who is away is dialed again when back. A withdrawn record is not taken
-again, only a newer one of its listener.
+each is dialed. A record is withdrawn when dialing it failed
+FAILS_TO_WITHDRAW times in a row and the member has a record more worth
+dialing (a newer one, or one that answers); its client saying it closed
+(its mDNS service goes away) counts as all but the last of those
+failures. A member's last record is never withdrawn, so a member who is
+away is dialed again when back. A withdrawn record is not taken again,
+only a newer one of its listener.
 
 A record is believed only if signed by the identity key our verified log
 records (and we pinned, with no pending change) for a member of a room we
@@ -210,21 +211,24 @@ class PeerRecords:
 
     def closed(self, signed: m.SignedRecord) -> bool:
         """The client that announced `signed` said it closed (its mDNS
-        service went away): withdraw the record of that listener we hold,
-        if `signed` is no older than it and its member has another. True if
-        it was. Anyone on the network can say so (a member's records are
-        broadcast, so a signature would prove nothing): the withdrawal goes
-        up to the record held, not to the goodbye's own date, so the
-        listener's next record is taken."""
+        service went away). Anyone on the network can say so: a member's
+        records are broadcast, so neither a signature nor a date proves it,
+        and an attacker could pick which of a member's records is left by
+        saying goodbye for the others. So a goodbye is a hint, not a
+        withdrawal: the record held for that listener (if `signed` is no
+        older) counts as having failed all but its last exchange and as not
+        answering, so that its next failed exchange withdraws it by
+        `dialed`'s rule, and one that goes through shows the goodbye was
+        not its client's. True if a record was so marked."""
         try:
             record = p.decode_record(signed.record)
         except RemoteProtocolError:
             return False
-        at = listener(record)
-        held = self._records.get(record.user, {})
-        if at not in held or held[at].record.ts > record.ts or len(held) < 2:
+        held = self._records.get(record.user, {}).get(listener(record))
+        if held is None or held.record.ts > record.ts:
             return False
-        self._withdraw(at, held[at].record.ts)
+        held.fails = max(held.fails, FAILS_TO_WITHDRAW - 1)
+        held.answered = False
         return True
 
     def heard_from(self, signed: m.SignedRecord) -> tuple[Listener, bool] | None:

@@ -18,8 +18,8 @@ PEER_RULES: Final = (
          "a request is served as the member it names, whose record must announce that key"),
     Rule("N2", "a member's records are kept one per listener, at most 8 (the oldest gives way); "
          "a record replaces the one we hold for its listener only if it is newer, is not one "
-         "withdrawn (its client closed, or dialing it kept failing), and is dated at most "
-         "10 minutes ahead of our clock"),
+         "withdrawn (dialing it kept failing; a goodbye counts as all but the last "
+         "failure), and is dated at most 10 minutes ahead of our clock"),
     Rule("N3", "a peer is served only rooms that both it and we are members of, by our "
          "verified log; nothing about other rooms is answered"),
     Rule("N4", "a relayed envelope is for the room of the exchange, one we share with the peer"),

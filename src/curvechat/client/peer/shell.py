@@ -10,8 +10,8 @@ room both share: sends a digest, takes the envelopes the reply carries, and
 offers the ones asked for (the dialer: up to DIAL_AT_ONCE listeners at
 once, each within PEER_BUDGET request timeouts; a round waits for them one
 interval at most, so a member that is away or slow delays no other). The
-core keeps the records, one per listener, and withdraws one whose client
-closed (its mDNS service went away) or that keeps failing.
+core keeps the records, one per listener, and withdraws one that keeps
+failing (its mDNS service going away counts as all but the last failure).
 What comes in goes through the peer core; what it takes is told as
 `PeerMessage`. The server's copy of a message (`MessageReceived`) settles
 the provisional one.
@@ -209,8 +209,7 @@ class PeerMode:
         """A record's mDNS service went away: its client closed."""
         self.heard.forget(signed)
         if self.core.closed(signed):
-            log.info("peer record withdrawn: its client closed")
-            self._save_records()
+            log.info("peer record said its client closed: withdrawn if its next exchange fails")
 
     def _withdrawn(self, record: p.PeerRecord) -> None:
         log.info("peer record of %s withdrawn: dialing it kept failing", record.user)

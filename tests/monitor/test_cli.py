@@ -9,6 +9,8 @@ import pytest
 
 from curvechat.cli.main import main
 
+NO_TOKEN = ("--node-token-file", "/nonexistent/http.token")
+
 
 def test_the_command_exists(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
@@ -27,7 +29,13 @@ def test_the_command_exists(capsys: pytest.CaptureFixture[str]) -> None:
         (["--etcd-ca", "ca.pem"], "the --etcd-* options need --store"),
         (["--store", "http://h:2379"], "--store: not an etcd:// or etcds:// URL"),
         (["--http", "7790"], "give HOST:PORT"),
-        (["--interval", "0"], "--interval must be positive"),
+        (["--interval", "0"], "--interval must be 0.2 … 3600 s"),
+        # polling flat out, or a window SQLite cannot compute (1e18 s in ms);
+        # a missing token file stops a monitor that would let them through
+        (["--interval", "1e-9", *NO_TOKEN], "--interval must be 0.2 … 3600 s"),
+        (["--interval", "1e308", *NO_TOKEN], "--interval must be 0.2 … 3600 s"),
+        (["--history", "1e18", *NO_TOKEN], "--history must be 60 … 604800 s"),
+        (["--history", "59", *NO_TOKEN], "--history must be 60 … 604800 s"),
         (["--node-token-file", "/nonexistent/http.token"], "no token file at"),
     ],
 )

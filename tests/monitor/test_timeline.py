@@ -10,7 +10,10 @@ import json
 import pytest
 
 from curvechat.monitor.timeline import (
+    MAX_EVENTS,
+    MAX_EVENTS_PER_NODE,
     MAX_OUTAGES,
+    MAX_OUTAGES_PER_NODE,
     TRANSITIONS,
     Action,
     Health,
@@ -179,15 +182,24 @@ def test_a_damaged_document_is_refused() -> None:
 
 def test_it_stays_bounded() -> None:
     timeline = Timeline()
+    nodes = [f"http://10.0.1.{i}:7780" for i in range(30)]
     at = T0
-    for _ in range(MAX_OUTAGES + 50):
-        timeline.answered(A, at, name="a", boot="a1")
-        timeline.failed(A, at + 1, "refused")
-        timeline.failed(A, at + 2, "refused")
+    for _ in range(MAX_OUTAGES_PER_NODE + 20):
+        for node in nodes:
+            timeline.answered(node, at, name="a", boot="a1")
+            timeline.failed(node, at + 1, "refused")
+            timeline.failed(node, at + 2, "refused")
         at += 10
-    assert len(timeline.outages) == MAX_OUTAGES
-    assert len(timeline.events) <= timeline.events.maxlen  # type: ignore[operator]
-    assert len(json.dumps(timeline.to_json())) < 500_000
+    per_node = {n: sum(o.node == n for o in timeline.outages) for n in nodes}
+    assert max(per_node.values()) <= MAX_OUTAGES_PER_NODE
+    assert len(timeline.outages) == MAX_OUTAGES and len(timeline.events) == MAX_EVENTS
+    assert max(sum(e.node == n for e in timeline.events) for n in nodes) <= MAX_EVENTS_PER_NODE
+    # the nodes share the total evenly: none lost its outages to the others
+    assert min(per_node.values()) >= MAX_OUTAGES // len(nodes) - 1
+    assert len(json.dumps(timeline.to_json())) < 1_000_000
+    # a document kept by an older monitor, with more in it, is cut the same way
+    again = Timeline.from_json(json.loads(json.dumps(timeline.to_json())))
+    assert len(again.outages) == MAX_OUTAGES and len(again.events) == MAX_EVENTS
 
 
 def test_a_forgotten_node_leaves_no_open_outage() -> None:

@@ -6,11 +6,14 @@
   mode the other nodes of the registry, each with the path *on this node*
   to poll for its state;
 * `/api/state?since=MS&events_after=SEQ` — this node's status, connection
-  table, the count of clients that came back with peer-to-peer messages,
-  the history samples newer than `since` and the events after `SEQ`;
+  table (none with `connections=0`), the count of clients that came back
+  with peer-to-peer messages, the history samples newer than `since` and
+  the events after `SEQ`;
 * `/api/peers/{name}/state?since=…&events_after=…` — the same for another
   node of the registry, fetched by this node from that node's `/api/state`
-  with the bearer token (`NodeProbe.peer_token`), and passed on.
+  with the bearer token (`NodeProbe.peer_token`), checked
+  (`statecheck.check_state`: an answer that is not a node's state is an
+  error for that node) and passed on as the check rebuilt it.
 
 The page polls each node's state once a second through the node that served
 it, so it only ever talks to its own origin: no answer needs CORS, and the
@@ -23,6 +26,7 @@ token) is decided in front of them, by the server's HTTP guard.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,13 +38,18 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from curvechat.dashboard import statecheck
 from curvechat.dashboard.events import EventLog
 from curvechat.dashboard.history import MetricHistory, Sampler
 
 STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 STATIC_FILES = ("index.html", "shared.js", "dashboard.js", "dashboard.css")
 PEER_TIMEOUT_S = 2.0  # the page gives up on a poll after 2.5 s
-PEER_MAX_BYTES = 32 * 1024 * 1024
+# A peer's first answer holds its whole history (2.1 MB at most, see
+# monitor/poller.py MAX_BYTES) and its connection table (about 300 bytes a
+# connection: 3 MB for 10,000 clients); later ones only what is new. The
+# node decodes and checks it (in a worker thread when large).
+PEER_MAX_BYTES = 16 * 1024 * 1024
 NODE_HEADER = "X-Curvechat-Node"  # on /api/state: whose state it is (URL-quoted)
 
 
@@ -217,18 +226,23 @@ class Dashboard:
             return _peer_error(504, f"no answer within {PEER_TIMEOUT_S:g} s")
         except aiohttp.ClientError as exc:
             return _peer_error(502, f"unreachable ({type(exc).__name__})")
+        try:
+            checked = await statecheck.load(bytes(body), _checked_json)
+        except statecheck.BadAnswer as exc:
+            return _peer_error(502, str(exc))
         return web.Response(
-            body=bytes(body), content_type="application/json", headers={"Cache-Control": "no-store"}
+            body=checked, content_type="application/json", headers={"Cache-Control": "no-store"}
         )
 
     async def state(self, request: web.Request) -> web.Response:
         since, events_after = self._cursor(request)
+        table = request.query.get("connections") != "0"  # the monitor asks for none
         return web.json_response(
             {
                 "now": int(time.time() * 1000),
                 "node": self.node_entry(),
                 "interval_s": self.history.interval,
-                "connections": self.probe.connections(),
+                "connections": self.probe.connections() if table else [],
                 "peer_returns": {"clients": 0, "messages": 0, **self.probe.peer_returns()},
                 "history": self.history.since(since),
                 "events": [e.to_json() for e in self.probe.events.after(events_after, 200)],
@@ -236,6 +250,10 @@ class Dashboard:
             # Same origin only: other nodes' pages get it through their node.
             headers={"Cache-Control": "no-store", NODE_HEADER: quote(self.probe.name, safe="")},
         )
+
+
+def _checked_json(document: Any) -> bytes:
+    return json.dumps(statecheck.check_state(document), separators=(",", ":")).encode()
 
 
 def _peer_error(status: int, error: str) -> web.Response:

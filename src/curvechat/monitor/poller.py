@@ -1,34 +1,37 @@
 """One poll of one node: `GET <url>/api/state` with the nodes' bearer token,
 and its result as a value: a checked `NodeState`, or a `PollFailure` with a
 sentence saying why (every aiohttp error is translated here, at the
-boundary). `parse_state` checks an answer without any I/O.
+boundary, and so is anything that goes wrong reading the answer).
+`parse_state` checks an answer without any I/O.
 
-A node's answer is not trusted to be well formed: it must be a JSON object
-with the node's name and boot id, its samples are kept only as flat maps
-of numbers, bounded in number and size, and an answer over `MAX_BYTES` is
-refused. It must never follow a redirect (a node's URL is polled, nothing
-else).
+A node's answer is not trusted to be well formed: it is checked by
+`curvechat.dashboard.statecheck` (the checks a node's cluster view makes
+of another node's answer too), which keeps its samples only as flat maps
+of finite numbers or null, bounded in number and size; an answer over
+`MAX_BYTES` is refused, and a large one is decoded in a worker thread. It
+must never follow a redirect (a node's URL is polled, nothing else).
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
-from curvechat.dashboard.history import Sample
+from curvechat.dashboard import statecheck
+from curvechat.dashboard.statecheck import BadAnswer
 from curvechat.monitor.view import NodeState
 
 TIMEOUT_S = 2.5
-MAX_BYTES = 32 * 1024 * 1024
-MAX_SAMPLES = 7200  # per answer (a node keeps 3600)
-MAX_FIELDS = 64  # per sample
-MAX_TEXT = 200
-MAX_INT = 2**53  # a number in an answer is at most this large
+# The largest honest answer: a node's whole history, 3600 samples (an hour,
+# one a second: `dashboard.history`) of 18 fields, about 585 bytes each with
+# full-precision floats: 2.1 MB, asked for once (then only newer samples).
+# The monitor asks for no connection table and no events. Four times that
+# leaves room for new fields; a rogue node costs the monitor at most this
+# much memory (and parsing in a worker thread) per poll.
+MAX_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -36,63 +39,20 @@ class PollFailure:
     error: str  # a sentence for people: why the node could not be read
 
 
-class BadAnswer(ValueError):
-    """The answer is not a curvechat node's `/api/state`."""
-
-
-def _text(value: Any) -> str:
-    return value[:MAX_TEXT] if isinstance(value, str) else ""
-
-
-def _number(value: Any) -> bool:
-    if isinstance(value, bool) or value is None:
-        return True
-    if isinstance(value, int):
-        return abs(value) <= MAX_INT  # a float of it is finite too
-    return isinstance(value, float) and math.isfinite(value)
-
-
-def parse_sample(raw: Any) -> Sample | None:
-    """A sample as the monitor keeps it (None if it has no integer `t`):
-    fields named by short strings, holding numbers, booleans or null."""
-    if not isinstance(raw, dict) or isinstance(raw.get("t"), bool):
-        return None
-    if not isinstance(raw.get("t"), int):
-        return None
-    sample: Sample = {}
-    for key, value in raw.items():
-        if isinstance(key, str) and len(key) <= 64 and _number(value):
-            sample[key] = value
-            if len(sample) >= MAX_FIELDS:
-                break
-    sample["t"] = raw["t"]
-    return sample
-
-
 def parse_state(body: Any) -> NodeState:
     """A node's `/api/state` answer, checked; raises BadAnswer."""
-    if not isinstance(body, dict) or not isinstance(body.get("node"), dict):
-        raise BadAnswer("its answer is not a curvechat node's state")
-    node = body["node"]
-    name, boot = _text(node.get("name")), _text(node.get("boot"))
-    if not name or not boot:
-        raise BadAnswer("its answer names no node or boot id")
-    history = body.get("history")
-    raw_samples = history[-MAX_SAMPLES:] if isinstance(history, list) else []
-    samples = [s for s in (parse_sample(r) for r in raw_samples) if s is not None]
-    samples.sort(key=lambda s: int(s["t"]))
+    node = statecheck.check_node(body)
     started = node.get("started_at")
     store_ok = node.get("store_ok")
-    interval = body.get("interval_s")
     return NodeState(
-        name=name,
-        boot=boot,
-        started_at=started if isinstance(started, int) and not isinstance(started, bool) else None,
-        endpoint=_text(node.get("endpoint")),
+        name=statecheck.text(node["name"]),
+        boot=statecheck.text(node["boot"]),
+        started_at=started if isinstance(started, int) and statecheck.is_number(started) else None,
+        endpoint=statecheck.text(node.get("endpoint")),
         store_ok=store_ok if isinstance(store_ok, bool) else None,
-        store_error=_text(node.get("store_error")),
-        interval_s=float(interval) if isinstance(interval, int | float) and interval > 0 else 1.0,
-        samples=samples,
+        store_error=statecheck.text(node.get("store_error")),
+        interval_s=statecheck.check_interval(body),
+        samples=statecheck.check_samples(body.get("history")),
     )
 
 
@@ -117,8 +77,8 @@ class NodePoller:
         headers = {"Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        # The nodes' own events are not collected: ask for none of them.
-        params = {"since": str(since), "events_after": str(2**62)}
+        # The nodes' connection tables and events are not collected: ask for none.
+        params = {"since": str(since), "events_after": str(2**62), "connections": "0"}
         try:
             async with self.session.get(
                 url.rstrip("/") + "/api/state",
@@ -137,6 +97,7 @@ class NodePoller:
                 if resp.headers.get("Content-Encoding", "identity").lower() != "identity":
                     return PollFailure("its answer is compressed (a node's is not)")
                 body = await self._read(resp)
+            return await statecheck.load(body, parse_state)
         except TimeoutError:
             return PollFailure(f"no answer within {TIMEOUT_S:g} s")
         except aiohttp.ClientConnectorError as exc:
@@ -145,19 +106,12 @@ class NodePoller:
             return PollFailure(f"unreachable ({type(exc).__name__})")
         except BadAnswer as exc:
             return PollFailure(str(exc))
-        try:
-            return parse_state(body)
-        except BadAnswer as exc:
-            return PollFailure(str(exc))
 
     @staticmethod
-    async def _read(resp: aiohttp.ClientResponse) -> Any:
+    async def _read(resp: aiohttp.ClientResponse) -> bytes:
         body = bytearray()
         async for chunk in resp.content.iter_any():
             body += chunk
             if len(body) > MAX_BYTES:
-                raise BadAnswer("its answer is too large")
-        try:
-            return json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            raise BadAnswer("its answer is not JSON (or nests too deeply)") from exc
+                raise BadAnswer(f"its answer is too large (over {MAX_BYTES // 2**20} MiB)")
+        return bytes(body)

@@ -33,18 +33,29 @@ while nobody was watching).
 
 `TRANSITIONS` below is that table; `Timeline.observe` does nothing but look
 the pair up and run the action, and a test walks every row.
+
+Every list is bounded, per node first: a node keeps its last
+`MAX_OUTAGES_PER_NODE` outages and `MAX_EVENTS_PER_NODE` events, and past
+the totals (`MAX_OUTAGES`, `MAX_EVENTS`) the node holding the most loses
+its oldest. So a node that flaps, or answers with a new boot id every
+time, pushes out only its own history, never another node's. It logs
+`node_restarted` at most once per `RESTART_EVENT_EVERY_MS`; the restarts
+in between are counted in the next one's text.
 """
 
 from __future__ import annotations
 
 import enum
-from collections import deque
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 DOWN_AFTER = 2  # failed polls in a row that make an outage
-MAX_OUTAGES = 500
-MAX_EVENTS = 500
+MAX_OUTAGES_PER_NODE = 100
+MAX_EVENTS_PER_NODE = 100
+MAX_OUTAGES = 1000  # all nodes together
+MAX_EVENTS = 1000
+RESTART_EVENT_EVERY_MS = 60_000  # node_restarted: at most one per node this often
 FORMAT = 1  # of to_json()
 
 Level = Literal["info", "warning", "error"]
@@ -143,6 +154,8 @@ class NodeTrack:
     failures: int = 0  # failed polls in a row
     first_failure: int | None = None
     error: str = ""  # why the last poll failed ("" after an answer)
+    restart_logged: int | None = None  # when its last node_restarted was logged
+    restarts_unlogged: int = 0  # restarts since then, not logged one by one
 
     @property
     def label(self) -> str:
@@ -175,16 +188,30 @@ class Summary:
         return {**asdict(self), "total": self.total}
 
 
+def keep(items: deque[Any], item: Outage | TimelineEvent, per_node: int, total: int) -> None:
+    """Append `item`, then drop the oldest of its node's beyond `per_node`,
+    and beyond `total` the oldest of the node that holds the most."""
+    items.append(item)
+    mine = [i for i, kept in enumerate(items) if kept.node == item.node]
+    if len(mine) > per_node:
+        del items[mine[0]]
+    if len(items) > total:
+        counts = Counter(kept.node for kept in items)
+        most = max(counts, key=counts.__getitem__)
+        del items[next(i for i, kept in enumerate(items) if kept.node == most)]
+
+
 @dataclass
 class Timeline:
     down_after: int = DOWN_AFTER
     tracks: dict[str, NodeTrack] = field(default_factory=dict)
-    outages: deque[Outage] = field(default_factory=lambda: deque(maxlen=MAX_OUTAGES))
-    events: deque[TimelineEvent] = field(default_factory=lambda: deque(maxlen=MAX_EVENTS))
+    outages: deque[Outage] = field(default_factory=deque)
+    events: deque[TimelineEvent] = field(default_factory=deque)
     seq: int = 0
     watching_since: int = 0  # when this run of the monitor began (`resume`)
     last_seen: int = 0  # the latest time anything was observed
     _open: dict[str, Outage] = field(default_factory=dict)
+    _new: list[TimelineEvent] = field(default_factory=list, repr=False)  # of the current input
 
     # --- inputs --------------------------------------------------------------------
     def add_node(self, node: str) -> NodeTrack:
@@ -243,7 +270,7 @@ class Timeline:
         boot: str = "",
         error: str = "",
     ) -> list[TimelineEvent]:
-        before = len(self.events)
+        self._new = []
         health, action = TRANSITIONS[(track.health, seen)]
         was = track.label
         if seen in (Seen.ANSWERED, Seen.RESTARTED):
@@ -255,18 +282,12 @@ class Timeline:
         if action is Action.FIRST_SEEN:
             self._event(at, "node_found", "info", track, f"{track.label} is up")
         elif action is Action.RESTARTED:
-            self._event(
-                at,
-                "node_restarted",
-                "warning",
-                track,
-                f"{track.label} restarted between two polls (it was {was})",
-            )
+            self._restarted(track, at, was)
         elif action is Action.OPEN_OUTAGE:
             known = track.last_ok is not None and track.last_ok >= self.watching_since
             outage = Outage(track.node, track.label, start, error, track.last_ok, start_known=known)
             self._open[track.node] = outage
-            self.outages.append(outage)
+            keep(self.outages, outage, MAX_OUTAGES_PER_NODE, MAX_OUTAGES)
             what = "went down" if known else "is down (since before it was first polled)"
             self._event(start, "node_down", "error", track, f"{track.label} {what}: {error}")
         elif action is Action.CLOSE_OUTAGE:
@@ -282,7 +303,20 @@ class Timeline:
             track.health = health
             track.since = start if health is Health.DOWN else at
         self.last_seen = max(self.last_seen, at)
-        return list(self.events)[before:] if len(self.events) > before else []
+        return self._new
+
+    def _restarted(self, track: NodeTrack, at: int, was: str) -> None:
+        """node_restarted, or only counted if one was logged less than
+        RESTART_EVENT_EVERY_MS ago."""
+        if track.restart_logged is not None and at - track.restart_logged < RESTART_EVENT_EVERY_MS:
+            track.restarts_unlogged += 1
+            return
+        detail = f"{track.label} restarted between two polls (it was {was})"
+        if track.restarts_unlogged:
+            n = track.restarts_unlogged
+            detail += f"; {n} more restart{'s' if n > 1 else ''} since the last one logged"
+        track.restart_logged, track.restarts_unlogged = at, 0
+        self._event(at, "node_restarted", "warning", track, detail)
 
     def _event(
         self,
@@ -295,7 +329,9 @@ class Timeline:
     ) -> None:
         self.seq += 1
         node, name = (track.node, track.label) if track is not None else ("", "")
-        self.events.append(TimelineEvent(self.seq, at, kind, level, node, name, detail, duration))
+        event = TimelineEvent(self.seq, at, kind, level, node, name, detail, duration)
+        keep(self.events, event, MAX_EVENTS_PER_NODE, MAX_EVENTS)
+        self._new.append(event)
 
     # --- outputs ------------------------------------------------------------------------
     def open_outage(self, node: str) -> Outage | None:
@@ -348,11 +384,11 @@ class Timeline:
                 timeline.tracks[track.node] = track
             for raw in data["outages"]:
                 outage = Outage(**raw)
-                timeline.outages.append(outage)
+                keep(timeline.outages, outage, MAX_OUTAGES_PER_NODE, MAX_OUTAGES)
                 if outage.end is None and outage.node in timeline.tracks:
                     timeline._open[outage.node] = outage
             for raw in data["events"]:
-                timeline.events.append(TimelineEvent(**raw))
+                keep(timeline.events, TimelineEvent(**raw), MAX_EVENTS_PER_NODE, MAX_EVENTS)
         except (KeyError, TypeError) as exc:
             raise ValueError(f"a damaged timeline: {exc}") from exc
         for node, track in timeline.tracks.items():

@@ -57,6 +57,15 @@ function pageEvent(kind, level, node, detail) {
   if (state.pageEvents.length > MAX_EVENTS) state.pageEvents.shift();
 }
 
+function markDown(node, error) {
+  node.error = error;
+  if (node.up !== false) {
+    node.downSince = Date.now();
+    pageEvent("node_down", "error", node.name, `${node.name} unreachable (${node.error})`);
+  }
+  node.up = false;
+}
+
 async function pollNode(node) {
   const last = node.history.length ? node.history[node.history.length - 1].t : 0;
   let data;
@@ -64,14 +73,11 @@ async function pollNode(node) {
     data = await fetchJSON(`${node.path}?since=${Number(last)}&events_after=${Number(node.eventsAfter)}`);
   } catch (err) {
     if (err.status === 401) state.needToken = true;
-    node.error = err.name === "AbortError" ? "no answer" : String(err.message || err);
-    if (node.up !== false) {
-      node.downSince = Date.now();
-      pageEvent("node_down", "error", node.name, `${node.name} unreachable (${node.error})`);
-    }
-    node.up = false;
+    markDown(node, err.name === "AbortError" ? "no answer" : String(err.message || err));
     return;
   }
+  const lists = [data && data.history, data && data.events, data && data.connections];
+  if (!data || !data.node || !lists.every(Array.isArray)) throw new Error("not a node's state");
   if (node.boot && data.node.boot !== node.boot) {
     // The node restarted: its history and event numbers start over.
     node.history = [];
@@ -91,7 +97,7 @@ async function pollNode(node) {
   node.connections = data.connections;
   node.peerReturns = data.peer_returns || null;
   for (const s of data.history) node.history.push(s);
-  const cutoff = data.now - HISTORY_MS;
+  const cutoff = (UI.finite(data.now) ? data.now : Date.now()) - HISTORY_MS;
   while (node.history.length && node.history[0].t < cutoff) node.history.shift();
   for (const e of data.events) {
     node.events.push(e);
@@ -100,13 +106,23 @@ async function pollNode(node) {
   if (node.events.length > MAX_EVENTS) node.events.splice(0, node.events.length - MAX_EVENTS);
 }
 
+// Each node's poll on its own: an answer this page cannot use marks that
+// node unreachable, and the other nodes are polled and drawn as ever.
+async function pollGuarded(node) {
+  try {
+    await pollNode(node);
+  } catch (err) {
+    console.error(`polling ${node.path} failed`, err);
+    markDown(node, `its answer cannot be shown (${String(err.message || err)})`);
+  }
+}
+
 async function tick() {
   if (state.polls % NODES_EVERY === 0 || state.nodes.size === 0 || state.needToken) {
     await refreshNodeList();
   }
   state.polls += 1;
-  await Promise.all([...state.nodes.values()].map(pollNode));
-  render();
+  await Promise.all([...state.nodes.values()].map(pollGuarded));
 }
 
 // --- charts -----------------------------------------------------------------------
@@ -138,41 +154,49 @@ function renderNodes(now) {
   const box = document.getElementById("nodes");
   const cards = [];
   for (const node of state.nodes.values()) {
-    const info = node.info || {};
-    const latest = node.history.length ? node.history[node.history.length - 1] : {};
-    const storeBad = info.store_ok === false;
-    const cls = node.up === false ? "down" : storeBad || info.draining ? "degraded" : "up";
-    const label = node.up === false ? "node unreachable" : node.up === null ? "connecting…" : storeBad ? "store unavailable" : info.draining ? "draining" : "up";
-    const stat = (k, v) => el("div", { class: "stat" }, el("div", { class: "v" }, v), el("div", { class: "k" }, k));
-    const live = node.up === true;
-    const foot = el("div", { class: "node-foot" });
-    // What another node reports comes through as it sent it: `el` shows its
-    // texts with `visible`, and a string appended to the footer as it is
-    // needs `visible` of its own (its endpoint, or the error of fetching it,
-    // which names its registered URL and what it answered).
-    if (node.up === false) {
-      foot.append(el("span", { class: "bad" }, `down for ${fmtDuration(now - node.downSince)}`),
-        ` · last seen ${node.lastOk ? fmtTime(node.lastOk) : "never"} · ${visible(node.error)}`);
-    } else {
-      const where = visible(info.endpoint || "") + (info.bound && info.bound !== info.endpoint ? ` (bound ${visible(info.bound)})` : "");
-      foot.append(`started ${info.started_at ? fmtTime(info.started_at) : "–"} · ${where} · store ${storeBad ? "UNAVAILABLE: " + visible(info.store_error || "") : "ok"}`);
+    if (!UI.guarded("drawing a node's card", () => cards.push(nodeCard(node, now)))) {
+      cards.push(el("div", { class: "card node down", "data-node": visible(node.name), "data-up": "false" },
+        el("div", { class: "node-head" }, el("span", { class: "node-name" }, node.name),
+          el("span", { class: "node-state" }, "cannot be shown"))));
     }
-    cards.push(el("div", { class: `card node ${cls}`, "data-node": visible(node.name), "data-up": String(node.up) },
-      el("div", { class: "node-head" },
-        el("span", { class: "node-name" }, node.name),
-        el("span", { class: "node-state" }, label)),
-      el("div", { class: "node-stats" },
-        stat("uptime", live && info.started_at ? fmtDuration(now - info.started_at) : "–"),
-        stat("clients", live ? clientShare(latest.clients) : "–"),
-        stat("msgs/s in", live ? fmtNum(latest.msgs_in, "") : "–"),
-        stat("msgs/s out", live ? fmtNum(latest.msgs_out, "") : "–"),
-        stat("delivery p99", live ? fmtNum(latest.deliver_p99_ms, "ms") : "–"),
-        stat("cpu", live ? fmtNum(latest.cpu_percent, "%") : "–"),
-        stat("memory", live ? fmtBytes(latest.rss_bytes) : "–")),
-      ...(live && info.etcd_quota ? [quotaLine(info.etcd_quota)].filter(Boolean) : []),
-      foot));
   }
   box.replaceChildren(...cards);
+}
+
+function nodeCard(node, now) {
+  const info = node.info || {};
+  const latest = node.history.length ? node.history[node.history.length - 1] : {};
+  const storeBad = info.store_ok === false;
+  const cls = node.up === false ? "down" : storeBad || info.draining ? "degraded" : "up";
+  const label = node.up === false ? "node unreachable" : node.up === null ? "connecting…" : storeBad ? "store unavailable" : info.draining ? "draining" : "up";
+  const stat = (k, v) => el("div", { class: "stat" }, el("div", { class: "v" }, v), el("div", { class: "k" }, k));
+  const live = node.up === true;
+  const foot = el("div", { class: "node-foot" });
+  // What another node reports comes through as it sent it: `el` shows its
+  // texts with `visible`, and a string appended to the footer as it is
+  // needs `visible` of its own (its endpoint, or the error of fetching it,
+  // which names its registered URL and what it answered).
+  if (node.up === false) {
+    foot.append(el("span", { class: "bad" }, `down for ${fmtDuration(now - node.downSince)}`),
+      ` · last seen ${node.lastOk ? fmtTime(node.lastOk) : "never"} · ${visible(node.error)}`);
+  } else {
+    const where = visible(info.endpoint || "") + (info.bound && info.bound !== info.endpoint ? ` (bound ${visible(info.bound)})` : "");
+    foot.append(`started ${info.started_at ? fmtTime(info.started_at) : "–"} · ${where} · store ${storeBad ? "UNAVAILABLE: " + visible(info.store_error || "") : "ok"}`);
+  }
+  return el("div", { class: `card node ${cls}`, "data-node": visible(node.name), "data-up": String(node.up) },
+    el("div", { class: "node-head" },
+      el("span", { class: "node-name" }, node.name),
+      el("span", { class: "node-state" }, label)),
+    el("div", { class: "node-stats" },
+      stat("uptime", live && info.started_at ? fmtDuration(now - info.started_at) : "–"),
+      stat("clients", live ? clientShare(latest.clients) : "–"),
+      stat("msgs/s in", live ? fmtNum(latest.msgs_in, "") : "–"),
+      stat("msgs/s out", live ? fmtNum(latest.msgs_out, "") : "–"),
+      stat("delivery p99", live ? fmtNum(latest.deliver_p99_ms, "ms") : "–"),
+      stat("cpu", live ? fmtNum(latest.cpu_percent, "%") : "–"),
+      stat("memory", live ? fmtBytes(latest.rss_bytes) : "–")),
+    ...(live && info.etcd_quota ? [quotaLine(info.etcd_quota)].filter(Boolean) : []),
+    foot);
 }
 
 // Clients per node: the count and its share of the clients of the nodes up
@@ -191,7 +215,7 @@ function clientShare(count) {
 function renderConnections(now) {
   const rows = [];
   for (const node of state.nodes.values()) {
-    for (const c of node.connections) rows.push({ ...c, stale: node.up === false });
+    for (const c of node.connections || []) rows.push({ ...c, stale: node.up === false });
   }
   const body = document.querySelector("#connections tbody");
   const trs = rows.map((c) => {
@@ -284,16 +308,17 @@ function renderTokenForm() {
     : "This node needs its HTTP access token.";
 }
 
+// Each part on its own (`UI.guarded`): one that throws leaves the others drawn.
 function render() {
   const now = Date.now();
   document.getElementById("clock").textContent = fmtTime(now);
-  renderTokenForm();
-  renderOverall();
-  renderNodes(now);
-  for (const spec of CHARTS) drawChart(spec, now);
-  renderConnections(now);
-  renderPeerReturns();
-  renderEvents();
+  UI.guarded("the token form", renderTokenForm);
+  UI.guarded("the status line", renderOverall);
+  UI.guarded("the node cards", () => renderNodes(now));
+  for (const spec of CHARTS) UI.guarded(`drawing ${spec.id}`, () => drawChart(spec, now));
+  UI.guarded("the connection table", () => renderConnections(now));
+  UI.guarded("the peer-to-peer count", renderPeerReturns);
+  UI.guarded("the events", renderEvents);
   const samples = [...state.nodes.values()].reduce((n, node) => n + node.history.length, 0);
   document.body.setAttribute("data-samples", String(samples));
   document.body.setAttribute("data-polls", String(state.polls));
@@ -307,6 +332,7 @@ async function loop() {
     } catch (err) {
       console.error("dashboard update failed", err);
     }
+    render();
     await new Promise((resolve) => setTimeout(resolve, Math.max(100, POLL_MS - (Date.now() - started))));
   }
 }

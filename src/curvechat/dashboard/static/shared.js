@@ -148,18 +148,33 @@ const CurvechatUI = (() => {
     const d = new Date(ms);
     return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
   }
+  // A value that can be drawn and printed as a number: anything else a
+  // server sent (true, "3", {}) is shown as "–", never computed with.
+  const finite = (v) => typeof v === "number" && Number.isFinite(v);
   function fmtNum(v, unit) {
-    if (v === null || v === undefined || Number.isNaN(v)) return "–";
+    if (!finite(v)) return "–";
     const abs = Math.abs(v);
     const text = abs >= 100 ? v.toFixed(0) : String(Number(v.toPrecision(3)));
     return unit ? `${text} ${unit}` : text;
   }
   function fmtBytes(v) {
-    if (v === null || v === undefined) return "–";
+    if (!finite(v)) return "–";
     const units = ["B", "KiB", "MiB", "GiB"];
     let i = 0;
     while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
     return `${v.toFixed(i ? 1 : 0)} ${units[i]}`;
+  }
+
+  // Runs one part of a page's update: if it throws, the error is logged and
+  // the other parts are still drawn (one bad node or value stops nothing else).
+  function guarded(what, fn) {
+    try {
+      fn();
+      return true;
+    } catch (err) {
+      console.error(`${what} failed`, err);
+      return false;
+    }
   }
 
   // An element with text children: strings become text nodes (shown through
@@ -192,16 +207,17 @@ const CurvechatUI = (() => {
   }
 
   // The lines of one chart: one per node and series, from each node's
-  // samples (`{name, history}`, oldest first) since `start`.
+  // samples (`{name, history}`, oldest first) since `start`; a value that is
+  // not a finite number is no value (the line breaks there).
   function chartLines(spec, nodes, start) {
     const multi = nodes.length > 1;
     const lines = [];
     nodes.forEach((node, ni) => {
-      const samples = node.history.filter((s) => s.t >= start);
+      const samples = node.history.filter((s) => s && finite(s.t) && s.t >= start);
       spec.series.forEach((serie, si) => {
         const color = PALETTE[(multi ? ni * spec.series.length + si : si) % PALETTE.length];
-        const pts = samples.map((s) => [s.t, s[serie.key]]);
-        const last = [...pts].reverse().find((p) => p[1] !== null && p[1] !== undefined);
+        const pts = samples.map((s) => [s.t, finite(s[serie.key]) ? s[serie.key] : null]);
+        const last = [...pts].reverse().find((p) => p[1] !== null);
         lines.push({ label: multi ? `${node.name} · ${serie.label}` : serie.label, color, pts, last: last ? last[1] : null });
       });
     });
@@ -220,7 +236,7 @@ const CurvechatUI = (() => {
     const firstT = Math.min(...lines.flatMap((l) => l.pts.map((p) => p[0])), now);
     const t0 = Math.max(start, firstT);
     const t1 = now;
-    const values = lines.flatMap((l) => l.pts.map((p) => p[1]).filter((v) => v !== null && v !== undefined));
+    const values = lines.flatMap((l) => l.pts.map((p) => p[1]).filter(finite));
     const ymax = niceMax(Math.max(0, ...values) * 1.05);
     const x = (t) => m.l + ((t - t0) / Math.max(1, t1 - t0)) * (width - m.l - m.r);
     const y = (v) => m.t + (1 - v / ymax) * (height - m.t - m.b);
@@ -270,7 +286,7 @@ const CurvechatUI = (() => {
       for (const [t, v] of line.pts) {
         if (prevT !== null && t - prevT > gapMs) flush();
         prevT = t;
-        if (v === null || v === undefined) { flush(); continue; }
+        if (!finite(v)) { flush(); continue; }
         run.push([x(t), y(v)]);
         points += 1;
       }
@@ -297,6 +313,6 @@ const CurvechatUI = (() => {
 
   return Object.freeze({
     CHARTS, PALETTE, HTTPError, takeTokenFromFragment, token, setToken, visible, fetchJSON,
-    fmtDuration, fmtTime, fmtNum, fmtBytes, el, svg, niceMax, chartLines, drawChart,
+    fmtDuration, fmtTime, finite, fmtNum, fmtBytes, guarded, el, svg, niceMax, chartLines, drawChart,
   });
 })();

@@ -122,40 +122,49 @@ function renderBanner() {
 }
 
 // --- node cards ---------------------------------------------------------------------
+function nodeCard(n, t) {
+  const card = n.card || {};
+  const latest = n.latest || {};
+  const up = n.health === "up";
+  const storeBad = up && card.store_ok === false;
+  const cls = n.health === "down" ? "down" : n.health === "unknown" ? "unknown" : storeBad ? "degraded" : "up";
+  const label = n.health === "down" ? "down" : n.health === "unknown" ? "connecting…" : storeBad ? "store unavailable" : "up";
+  const stat = (k, v) => UI.el("div", { class: "stat" }, UI.el("div", { class: "v" }, v), UI.el("div", { class: "k" }, k));
+  const foot = UI.el("div", { class: "node-foot" });
+  if (n.health === "down") {
+    foot.append(UI.el("span", { class: "bad" }, `down ${sinceText(n.since)}`),
+      ` · last answered ${n.last_ok ? UI.fmtTime(n.last_ok) : "never"} · ${UI.visible(n.error)}`);
+  } else if (up) {
+    foot.append(`up since ${UI.fmtTime(n.since)} · process started ${card.started_at ? UI.fmtTime(card.started_at) : "–"} · ${UI.visible(card.endpoint || "")} · store ${storeBad ? "UNAVAILABLE: " + UI.visible(card.store_error || "") : "ok"}`);
+  } else {
+    foot.append(n.error ? `no answer yet: ${UI.visible(n.error)}` : "waiting for its first answer");
+  }
+  if (!n.listed && n.unlisted_since) foot.append(` · not in the ${n.source} since ${UI.fmtTime(n.unlisted_since)}`);
+  return UI.el("div", { class: `card node ${cls}`, "data-node": n.url, "data-health": n.health },
+    UI.el("div", { class: "node-head" },
+      UI.el("span", {}, UI.el("span", { class: "node-name" }, n.name), " ", UI.el("span", { class: "node-url" }, n.url)),
+      UI.el("span", { class: "node-state" }, label)),
+    UI.el("div", { class: "node-stats" },
+      stat("uptime", up && card.started_at ? UI.fmtDuration(t - card.started_at) : "–"),
+      stat("clients", up ? UI.fmtNum(latest.clients, "") : "–"),
+      stat("msgs/s in", up ? UI.fmtNum(latest.msgs_in, "") : "–"),
+      stat("msgs/s out", up ? UI.fmtNum(latest.msgs_out, "") : "–"),
+      stat("delivery p99", up ? UI.fmtNum(latest.deliver_p99_ms, "ms") : "–"),
+      stat("cpu", up ? UI.fmtNum(latest.cpu_percent, "%") : "–"),
+      stat("memory", up ? UI.fmtBytes(latest.rss_bytes) : "–")),
+    foot);
+}
+
+// Each card on its own: a node that cannot be drawn is a card saying so.
 function renderNodes(t) {
   const ov = page.overview;
   const cards = [];
   for (const n of ov ? ov.nodes : []) {
-    const card = n.card || {};
-    const latest = n.latest || {};
-    const up = n.health === "up";
-    const storeBad = up && card.store_ok === false;
-    const cls = n.health === "down" ? "down" : n.health === "unknown" ? "unknown" : storeBad ? "degraded" : "up";
-    const label = n.health === "down" ? "down" : n.health === "unknown" ? "connecting…" : storeBad ? "store unavailable" : "up";
-    const stat = (k, v) => UI.el("div", { class: "stat" }, UI.el("div", { class: "v" }, v), UI.el("div", { class: "k" }, k));
-    const foot = UI.el("div", { class: "node-foot" });
-    if (n.health === "down") {
-      foot.append(UI.el("span", { class: "bad" }, `down ${sinceText(n.since)}`),
-        ` · last answered ${n.last_ok ? UI.fmtTime(n.last_ok) : "never"} · ${UI.visible(n.error)}`);
-    } else if (up) {
-      foot.append(`up since ${UI.fmtTime(n.since)} · process started ${card.started_at ? UI.fmtTime(card.started_at) : "–"} · ${UI.visible(card.endpoint || "")} · store ${storeBad ? "UNAVAILABLE: " + UI.visible(card.store_error || "") : "ok"}`);
-    } else {
-      foot.append(n.error ? `no answer yet: ${UI.visible(n.error)}` : "waiting for its first answer");
+    if (!UI.guarded("drawing a node's card", () => cards.push(nodeCard(n, t)))) {
+      cards.push(UI.el("div", { class: "card node unknown", "data-node": String(n && n.url), "data-health": "unknown" },
+        UI.el("div", { class: "node-head" }, UI.el("span", { class: "node-name" }, String(n && n.url)),
+          UI.el("span", { class: "node-state" }, "cannot be shown"))));
     }
-    if (!n.listed && n.unlisted_since) foot.append(` · not in the ${n.source} since ${UI.fmtTime(n.unlisted_since)}`);
-    cards.push(UI.el("div", { class: `card node ${cls}`, "data-node": n.url, "data-health": n.health },
-      UI.el("div", { class: "node-head" },
-        UI.el("span", {}, UI.el("span", { class: "node-name" }, n.name), " ", UI.el("span", { class: "node-url" }, n.url)),
-        UI.el("span", { class: "node-state" }, label)),
-      UI.el("div", { class: "node-stats" },
-        stat("uptime", up && card.started_at ? UI.fmtDuration(t - card.started_at) : "–"),
-        stat("clients", up ? UI.fmtNum(latest.clients, "") : "–"),
-        stat("msgs/s in", up ? UI.fmtNum(latest.msgs_in, "") : "–"),
-        stat("msgs/s out", up ? UI.fmtNum(latest.msgs_out, "") : "–"),
-        stat("delivery p99", up ? UI.fmtNum(latest.deliver_p99_ms, "ms") : "–"),
-        stat("cpu", up ? UI.fmtNum(latest.cpu_percent, "%") : "–"),
-        stat("memory", up ? UI.fmtBytes(latest.rss_bytes) : "–")),
-      foot));
   }
   document.getElementById("nodes").replaceChildren(...cards);
 }
@@ -177,7 +186,7 @@ function renderLanes(t, start) {
   const height = m.t + nodes.length * lane + m.b;
   const x = (v) => m.l + ((Math.min(Math.max(v, start), t) - start) / Math.max(1, t - start)) * (width - m.l - m.r);
   const root = UI.svg("svg", { viewBox: `0 0 ${width} ${height}`, height: String(height), role: "img" });
-  nodes.forEach((n, i) => {
+  nodes.forEach((n, i) => UI.guarded("drawing a node's lane", () => {
     const y = m.t + i * lane;
     const label = UI.svg("text", { class: "lane-label", x: 0, y: y + 15 });
     label.textContent = UI.visible(n.name.length > 28 ? `${n.name.slice(0, 27)}…` : n.name);
@@ -196,7 +205,7 @@ function renderLanes(t, start) {
       const from = x(o.start);
       root.append(UI.svg("rect", { class: "lane-down", x: from, y: y + 3, width: Math.max(2, x(end) - from), height: lane - 6, "data-node": UI.visible(n.url) }));
     }
-  });
+  }));
   for (let i = 0; i <= 4; i += 1) {
     const v = start + ((t - start) * i) / 4;
     const label = UI.svg("text", { class: "axis", x: x(v), y: height - 4, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" });
@@ -247,10 +256,9 @@ function renderCharts(t, start) {
   const gapMs = 3000 * (ov ? ov.interval_s : 1) + 2000;
   const allDown = ov && ov.summary.state === "down";
   for (const spec of UI.CHARTS) {
-    const lines = UI.chartLines(spec, nodes, start);
-    UI.drawChart(document.getElementById(spec.id), spec, lines, {
+    UI.guarded(`drawing ${spec.id}`, () => UI.drawChart(document.getElementById(spec.id), spec, UI.chartLines(spec, nodes, start), {
       start, now: t, bands, gapMs, emptyText: allDown ? "all nodes down" : "waiting for data…",
-    });
+    }));
   }
 }
 
@@ -263,18 +271,19 @@ function renderTokenForm() {
     : "This monitor needs its HTTP access token.";
 }
 
+// Each part on its own (`UI.guarded`): one that throws leaves the others drawn.
 function render() {
   const t = now();
   const start = t - page.windowMs;
   document.getElementById("clock").textContent = UI.fmtTime(t);
-  renderTokenForm();
-  renderOverall();
-  renderBanner();
-  renderNodes(t);
-  renderLanes(t, start);
-  renderOutages(t);
-  renderCharts(t, start);
-  renderEvents();
+  UI.guarded("the token form", renderTokenForm);
+  UI.guarded("the status line", renderOverall);
+  UI.guarded("the banner", renderBanner);
+  UI.guarded("the node cards", () => renderNodes(t));
+  UI.guarded("the outage lanes", () => renderLanes(t, start));
+  UI.guarded("the outage table", () => renderOutages(t));
+  UI.guarded("the graphs", () => renderCharts(t, start));
+  UI.guarded("the events", renderEvents);
   let samples = 0;
   let first = 0;
   for (const rec of page.nodes.values()) {

@@ -6,7 +6,7 @@ cluster view, which passes another node's state on to its page
 
 An answer must be a JSON object that names the node and its boot id. What
 is kept of it is built anew: texts cut to `MAX_TEXT` characters, numbers
-only when finite and at most 2**53 (a boolean is not a number here),
+only when finite, integers at most 2**53 (a boolean is not a number here),
 samples as flat maps of such numbers or null, rows and events as flat maps
 of texts, numbers, booleans or null, every list bounded in length, and
 anything else left out. What `check_state` returns can thus be encoded and
@@ -14,8 +14,9 @@ shown as it is.
 
 `load` decodes a body and checks it; every failure, whatever raised it,
 is a `BadAnswer` saying why. A large body is decoded in a worker thread in
-a way that lets the event loop run meanwhile (the C JSON decoder holds the
-GIL until it has built the whole document). No I/O here.
+a way that lets the event loop run meanwhile at every object and number
+(the C JSON decoder holds the GIL until it has built the whole document;
+a body of nothing but nested lists still does). No I/O here.
 """
 
 from __future__ import annotations
@@ -156,15 +157,30 @@ def check_state(body: Any) -> dict[str, Any]:
     return state
 
 
+# Python hooks: the decoder comes back to the interpreter at every object
+# and number, where the thread can give the event loop its turn. (Not at a
+# list: a body of nothing but nested empty lists still holds the GIL while
+# it is decoded, up to about 2 s for MAX_BYTES of them here.)
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # A Python hook: the decoder comes back to the interpreter at every
-    # object, where the thread can give the event loop its turn.
     return dict(pairs)
+
+
+def _int(text: str) -> int:
+    return int(text)
+
+
+def _float(text: str) -> float:
+    return float(text)
 
 
 def _decode_and_check(body: bytes, check: Callable[[Any], T], threaded: bool) -> T:
     try:
-        document = json.loads(body, object_pairs_hook=_object if threaded else None)
+        if threaded:
+            document = json.loads(
+                body, object_pairs_hook=_object, parse_int=_int, parse_float=_float
+            )
+        else:
+            document = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise BadAnswer("its answer is not JSON (or nests too deeply)") from exc
     try:

@@ -3,10 +3,11 @@ and sent in as few frames as they fit in.
 
 A connection whose hello said `batch` gets what the pass made for it in
 `batch` frames (at most `MAX_BATCH_ITEMS` items and about
-`BATCH_BUDGET_BYTES` each), in the order the pass made it, when the pass
-calls `flush`; any other connection gets one frame per ack or push at once,
-as before. Each push is encoded once for all its receivers, and each frame
-is one libzmq send and one CURVE box instead of one per message.
+`BATCH_BUDGET_BYTES` each) when the pass calls `flush`: each room's pushes
+in the order made, and each ack after every push the pass made before it;
+any other connection gets one frame per ack or push at once, as before.
+Each push is encoded once for all its receivers, and each frame is one
+libzmq send and one CURVE box instead of one per message.
 
 Most receivers of a pass are acked nothing in it: those of a room share
 its frames (a `_Stream`: the room's pushes, encoded into frames once and
@@ -14,8 +15,8 @@ sent as they are to each such connection, flow control cutting one
 connection's run short where it must), so a push costs one encoding, not
 a step per member. A connection the pass acks, or skips as a push's
 sender, gets frames of its own from then on, holding what its rooms'
-streams had for it first, so it still sees its acks and pushes in the
-order they were made; so does, at the flush, one that reads several
+streams had for it first (room after room), so it still sees each ack
+after every push made before it; so does, at the flush, one that reads several
 rooms of the pass (one frame for them all, not one per room). Once a
 push of a room is withheld from a connection, so are the room's later
 pushes of the pass: no connection gets a later push without the earlier.
@@ -48,6 +49,12 @@ if TYPE_CHECKING:
     from curvechat.store import StoredRow
 
 
+def _frame_full(count: int, size: int, add: int) -> bool:
+    """Whether a frame of `count` items and `size` bytes must be sent before
+    an item of `add` bytes joins it (at least one item a frame)."""
+    return count > 0 and (size + add > L.BATCH_BUDGET_BYTES or count >= L.MAX_BATCH_ITEMS)
+
+
 @dataclass(slots=True)
 class _Frames:
     """What one connection gets from a pass: full frames, and the open one."""
@@ -60,9 +67,7 @@ class _Frames:
     queued: int = 0  # bytes of every item so far (for flow control)
 
     def add(self, item: bytes, push: bool) -> None:
-        if self.items and (
-            self.size + len(item) > L.BATCH_BUDGET_BYTES or len(self.items) >= L.MAX_BATCH_ITEMS
-        ):
+        if _frame_full(len(self.items), self.size, len(item)):
             self.full.append((self.items, self.pushes))
             self.items, self.size, self.pushes = [], 0, 0
         self.items.append(item)
@@ -96,12 +101,13 @@ class _Stream:
 
     def cuts(self) -> list[int]:
         """Where the frames end (item counts), by `_Frames.add`'s rule."""
-        cuts, start, count = [], 0, 0
+        cuts, start, count, before = [], 0, 0, 0  # `before`: the end of the item before
         for i, end in enumerate(self.ends):
-            if count and (end - start > L.BATCH_BUDGET_BYTES or count >= L.MAX_BATCH_ITEMS):
+            if _frame_full(count, before - start, end - before):
                 cuts.append(i)
-                start, count = self.ends[i - 1], 0
+                start, count = before, 0
             count += 1
+            before = end
         cuts.append(len(self.ends))
         return cuts
 
@@ -131,7 +137,7 @@ class Fanout:
                 stream.plain.append(sess)
             elif id(sess) in self._out:
                 stream.own.append(sess)
-            else:
+            elif sess.routing_id not in stream.shared:  # (a list naming a user twice)
                 stream.shared[sess.routing_id] = sess
                 self._shared_in.setdefault(id(sess), (sess, []))[1].append(stream)
         self._streams[id(users)] = (users, stream)
@@ -226,7 +232,7 @@ class Fanout:
         for frames in self._out.values():
             sess = frames.sess
             for items, pushes in frames.frames():
-                lost += self._send_batch(sess, items, pushes)
+                lost += self._send_batch(sess, len(items), encode_batch(items), pushes)
         for _, stream in self._streams.values():
             if stream.shared and stream.items:
                 lost += self._send_stream(stream)
@@ -252,28 +258,26 @@ class Fanout:
             for i, cut in enumerate(cuts):
                 if start >= room:
                     break
-                items = stream.items[start : min(cut, room)]
-                if cut <= room:
-                    frame = encoded[i]
-                    if frame is None:
-                        frame = encoded[i] = encode_batch(items)
-                else:  # cut short for this connection
-                    frame = encode_batch(items)
-                lost += self._send_batch(sess, items, len(items), frame)
+                end = min(cut, room)
+                frame = encoded[i] if end == cut else None
+                if frame is None:
+                    frame = encode_batch(stream.items[start:end])
+                    if end == cut:
+                        encoded[i] = frame
+                lost += self._send_batch(sess, end - start, frame)
                 start = cut
         return lost
 
     def _send_batch(
-        self, sess: Session, items: list[bytes], pushes: int, frame: bytes | None = None
+        self, sess: Session, items: int, frame: bytes, pushes: int | None = None
     ) -> int:
-        """Send one batch frame; returns the pushes lost with it."""
-        if sess.dropped_ms is None and self._send(
-            sess.routing_id, encode_batch(items) if frame is None else frame
-        ):
+        """Send one batch frame of `items` items (`pushes` of them pushes:
+        all, unless said); returns the pushes lost with it."""
+        if sess.dropped_ms is None and self._send(sess.routing_id, frame):
             return 0
-        if len(items) > 1:  # the sender counted the frame as one
-            self._node.metrics.pushes_dropped.inc(len(items) - 1)
-        return pushes
+        if items > 1:  # the sender counted the frame as one
+            self._node.metrics.pushes_dropped.inc(items - 1)
+        return items if pushes is None else pushes
 
 
 async def push_remote(node: ChatNode, rows: Sequence[StoredRow]) -> int:

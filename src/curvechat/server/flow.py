@@ -89,9 +89,7 @@ class FlowControl:
         flow.withheld = True
         return scope
 
-    def room_for(
-        self, flow: Flow, ends: Sequence[int], *, ahead: int = 0, pending: int = 0
-    ) -> tuple[int, Scope | None]:
+    def room_for(self, flow: Flow, ends: Sequence[int]) -> tuple[int, Scope | None]:
         """How many of a run of pushes may be queued for `flow`, one after
         the other, by `refuse_push`'s rule: `ends` holds each push's end, in
         bytes from the start of the run (ascending). The run is cut at the
@@ -99,12 +97,12 @@ class FlowControl:
         an earlier one. Returns the count and, when the run is cut, the
         scope that cut it (`flow` is then marked withheld)."""
         n = len(ends)
-        outstanding = flow.outstanding + ahead
+        outstanding = flow.outstanding
         by_connection = bisect_right(ends, self.per_connection - outstanding)
-        # The node's budget refuses push i when the backlog with the pass's
-        # bytes and pushes 0..i is over it AND the connection already holds
-        # more than a mark with pushes 0..i-1.
-        over_node = bisect_right(ends, self.node - self.backlog - pending)
+        # The node's budget refuses push i when the backlog with pushes 0..i
+        # is over it AND the connection already holds more than a mark with
+        # pushes 0..i-1.
+        over_node = bisect_right(ends, self.node - self.backlog)
         spare = self.mark_every - outstanding
         over_mark = 0 if spare < 0 else bisect_right(ends, spare) + 1
         by_node = max(over_node, over_mark)

@@ -36,10 +36,11 @@ How it keeps the statements few:
   CPU (about 40% for the same rows) but only wait for the GIL once per
   statement. Measured when the event loop stopped being the bound (the
   fan-out's shared frames, 2026-12-07): a group's time on the store's
-  thread went from 6.5 to 4.5 ms (p50) and the node's throughput up by
-  about a fifth (docs/performance.md, "Shared push frames, and rows in
-  multi-row INSERTs"); before then, 64-row statements had cut the INSERT
-  by a third with no gain beyond the machine's noise.
+  thread went from 6.5 to 4.5 ms (p50), its cycle from 9.1 to 7.0 ms
+  (docs/performance.md, "Shared push frames, and rows in multi-row
+  INSERTs", which measures the node's throughput with both); before
+  then, 64-row statements had cut the INSERT by a third with no gain
+  beyond the machine's noise.
 
 So a group in steady state is a handful of statements: BEGIN IMMEDIATE,
 PRAGMA data_version, the INSERTs, the UPDATE of the heads, COMMIT.

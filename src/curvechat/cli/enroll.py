@@ -146,6 +146,10 @@ def cmd_init(args: argparse.Namespace) -> int:
             ) from None
         kept = f"in {home.identity}"
         _report(home, identity, fingerprint(identity.sign_pub), server, addresses, confirmed)
+        if not confirmed and progress.refused is not None:
+            print(
+                f"curvechat: the server's answer was [{visible(progress.refused)}]", file=sys.stderr
+            )
     except BaseException as exc:
         # Once sent, the server may have bound the name to this key: keep it
         # (a CliError then is a refusal of the name: nothing was stored).

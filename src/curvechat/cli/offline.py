@@ -54,10 +54,10 @@ async def _send_lines(client: ChatClient, room: str, lines: list[str], timeout: 
     if acks.failed:
         raise acks.failed[0][1]
     if not done:
+        why = client.outbox.held or "they may have reached the server already"
         print(
-            f"curvechat: {len(acks.left)} message(s) queued, not yet acknowledged"
-            " (they may have reached the server already); the next command that connects"
-            " sends them again (the server keeps each once)",
+            f"curvechat: {len(acks.left)} message(s) queued, not yet acknowledged ({why});"
+            " the next command that connects sends them again (the server keeps each once)",
             file=sys.stderr,
         )
         return EXIT_QUEUED

@@ -173,10 +173,11 @@ class Queued:
         await self.acks.wait(0)
         self.tell()
         if self.acks.left:
+            why = self.acks.client.outbox.held or "they may have reached the server already"
             print(
-                f"curvechat: {len(self.acks.left)} queued message(s) not yet acknowledged (they"
-                " may have reached the server already); the next command that connects sends"
-                " them again (the server keeps each once)",
+                f"curvechat: {len(self.acks.left)} queued message(s) not yet acknowledged"
+                f" ({why}); the next command that connects sends them again (the server keeps"
+                " each once)",
                 file=sys.stderr,
             )
 

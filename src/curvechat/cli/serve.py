@@ -174,6 +174,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 EXIT_USAGE,
             )
 
+    from curvechat.store.reserve import MAX_RESERVE_MB, MIB
+
+    if args.disk_reserve_mb is not None:
+        if args.store:
+            raise CliError(
+                "bad_argument",
+                "--disk-reserve-mb is for the embedded store (etcd keeps its own quota)",
+                EXIT_USAGE,
+            )
+        if not 0 <= args.disk_reserve_mb <= MAX_RESERVE_MB:
+            raise CliError(
+                "bad_argument", f"--disk-reserve-mb must be 0 … {MAX_RESERVE_MB}", EXIT_USAGE
+            )
+
     data = Path(args.data) if args.data else Path(os.environ.get("CURVECHAT_DATA", "data"))
     try:
         asyncio.run(
@@ -198,6 +212,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 node_name=args.node_name,
                 link_bind=args.link_bind,
                 link_advertise=args.link_advertise,
+                disk_reserve=None if args.disk_reserve_mb is None else args.disk_reserve_mb * MIB,
                 rebalance_after_s=args.rebalance_after,
             )
         )

@@ -161,5 +161,13 @@ def add_serve(sub: Any) -> argparse.ArgumentParser:
         " clients, once that node has been up this long (10 or more, default 30; 0: never;"
         " docs/operations.md, 'Clients back home, and spread evenly')",
     )
+    serve.add_argument(
+        "--disk-reserve-mb",
+        type=int,
+        metavar="MIB",
+        help="free space to keep on the embedded store's disk: under it, new messages,"
+        " users and rooms are refused (store_full) until space is freed (default 256;"
+        " 0: off; docs/operations.md, 'Disk space')",
+    )
     serve.set_defaults(func=cmd_serve)
     return serve

@@ -77,10 +77,12 @@ class Progress:
     """How far a `register` got, readable after it raised or was cancelled
     (a Ctrl-C): `sent` from the moment the registration may have reached a
     node. From then on the staged identity may hold the key the name is
-    bound to, and must not be removed."""
+    bound to, and must not be removed. `refused`: the code of a refusal
+    that may pass (`store_full`, `rate_limited`…), if that was the answer."""
 
     def __init__(self) -> None:
         self.sent = False
+        self.refused: str | None = None
 
 
 def node_timeout(timeout: float, nodes: int) -> float:
@@ -195,6 +197,7 @@ async def register(
             except ServerRefused as exc:
                 if exc.code in REFUSED_FOR_GOOD:
                     raise
+                progress.refused = exc.code
                 return False  # it may have been stored: unconfirmed, tried again later
             except (NotConnected, RequestTimeout):
                 await asyncio.sleep(0.05)  # the connection retries; so do we

@@ -60,6 +60,10 @@ log = logging.getLogger("curvechat.client")
 
 STORE_DOWN_FAILOVER = 3  # passes in a row with store_unavailable refusals: try another node
 WINDOW = 128
+STORE_FULL_TEXT = (
+    "the server's disk is nearly full (store_full): your messages wait in the outbox"
+    " and go out once it has room again"
+)
 """Sends in flight at most (the node takes up to 256 of one connection)."""
 STALE_TRIES = 3
 """A send refused as stale this many times more, with no newer epoch to be
@@ -97,6 +101,7 @@ class Outbox:
         self._store_down = 0  # passes in a row with sends refused store_unavailable
         self._refusals = CacheRefusals(self._tell_cache_refused)
         self._down_noted = False  # this pass counted in `_store_down` already
+        self.held: str | None = None  # why sends wait, as the node said (store_full)
         self._stale = StaleRefusals(STALE_TRIES)
         self._unopened: dict[str, int] = {}  # txn -> acks at a row that did not open, so far
         self._txns: dict[str, TxnIds] = {}  # room -> its ids (none tells of another room)
@@ -283,10 +288,13 @@ class Outbox:
             return stop
         if verdict is Verdict.STALE:
             stale.setdefault(item.room, (item, epoch, exc))
-        store_down = isinstance(exc, ServerRefused) and exc.code == ErrorCode.STORE_UNAVAILABLE
-        if store_down and not self._down_noted:  # one failed commit answers many sends
-            self._down_noted = True
+        code = exc.code if isinstance(exc, ServerRefused) else None
+        if code == ErrorCode.STORE_UNAVAILABLE and not self._down_noted:
+            self._down_noted = True  # one failed commit answers many sends
             self._note_store_down()
+        if code == ErrorCode.STORE_FULL and self.held is None:
+            self.held = STORE_FULL_TEXT  # told once, until a send is acked again
+            self.p.emit(ev.Problem(None, STORE_FULL_TEXT))
         return verdict if stop is None or RANK[verdict] > RANK[stop] else stop
 
     async def _after_stale(self, item: OutboxItem, epoch: int, exc: BaseException) -> bool:
@@ -340,6 +348,7 @@ class Outbox:
             bad.update((item.txn, why) for item, why in refused)
             waiting.update(item.txn for item in unopened)
         self._store_down = 0
+        self.held = None
         if waiting:  # their rows open once this process has the key: sent again then
             self._later()
         for sent, ack in acked:

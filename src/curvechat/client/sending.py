@@ -16,7 +16,12 @@ from curvechat.client.errors import NotConnected, NotReady, RequestTimeout, Serv
 from curvechat.protocol import ErrorCode, LocalProtocolError
 from curvechat.protocol.limits import MAX_TEXT_CHARS, TEXT_LIMIT
 
-RETRY_LATER = {ErrorCode.STORE_UNAVAILABLE, ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL}
+RETRY_LATER = {
+    ErrorCode.STORE_UNAVAILABLE,
+    ErrorCode.STORE_FULL,
+    ErrorCode.RATE_LIMITED,
+    ErrorCode.INTERNAL,
+}
 STALE = {ErrorCode.STALE_EPOCH, ErrorCode.CONFLICT}
 
 

@@ -71,6 +71,9 @@ class ErrorCode(enum.StrEnum):
     """The user already has as many connections to this node as it allows."""
     STORE_UNAVAILABLE = "store_unavailable"
     """The store could not commit; nothing was acknowledged. Retry later."""
+    STORE_FULL = "store_full"
+    """The node's disk is nearly full (under the space it keeps free): new
+    messages, users and rooms are refused, nothing was stored. Retry later."""
     DRAINING = "draining"
     """The node is draining (before a restart) and takes no new connection:
     connect to another node."""

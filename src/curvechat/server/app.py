@@ -25,6 +25,7 @@ from curvechat.protocol.connect import (
 )
 from curvechat.protocol.errors import ConfigError, DataDirError
 from curvechat.server.datadir import holding
+from curvechat.server.diskwatch import DiskWatch
 from curvechat.server.http import start_http
 from curvechat.server.httpguard import TOKEN_FILE, HttpGuard, load_or_create_token
 from curvechat.server.influx import DEFAULT_INTERVAL_S, InfluxPusher
@@ -33,6 +34,7 @@ from curvechat.server.node import NODE_NAME_RULE, ChatNode, valid_node_name
 from curvechat.server.ratelimit import RateLimits
 from curvechat.smallfiles import read_small_text
 from curvechat.store import Store
+from curvechat.store.reserve import DEFAULT_MIN_FREE
 from curvechat.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
@@ -130,6 +132,7 @@ async def serve(
     link_bind: str | None = None,
     link_advertise: str | None = None,
     rebalance_after_s: float | None = None,
+    disk_reserve: int | None = None,
 ) -> None:
     raise_open_files_limit()
     # Ctrl-C / SIGTERM from here on means "stop cleanly", even during start-up.
@@ -162,7 +165,10 @@ async def serve(
                 security=etcd_security or EtcdSecurity.load(store_url),
             )
         else:
-            store = SQLiteStore(data_dir / "curvechat.db")
+            store = SQLiteStore(
+                data_dir / "curvechat.db",
+                min_free_bytes=DEFAULT_MIN_FREE if disk_reserve is None else disk_reserve,
+            )
         if etcd is None:
             await store.open()
         else:
@@ -197,6 +203,7 @@ async def serve(
         pusher = None
         cluster = None
         capacity = None
+        disk = None
         dashboard = ""  # this node's HTTP base URL, for the cluster registry
         dashboard_link = ""  # what the operator opens: the URL, with the token if needed
         try:
@@ -268,6 +275,9 @@ async def serve(
                 print(f"cluster connect string: {_cluster_connect(cluster.nodes)}", flush=True)
                 if cluster.link is not None:
                     print(f"node link: {cluster.link.endpoint}", flush=True)
+            if isinstance(store, SQLiteStore):
+                disk = DiskWatch(store.reserve, node.metrics, node.events)
+                disk.start()
             # Written once the node is registered: a node refused never writes it.
             (data_dir / "connect").write_text(connect + "\n")
             node.announce()
@@ -289,6 +299,8 @@ async def serve(
         finally:
             if capacity is not None:
                 await _bounded("etcd capacity", capacity.stop())
+            if disk is not None:
+                await _bounded("disk watch", disk.stop())
             if cluster is not None:
                 await _bounded("cluster", cluster.stop())
             if pusher is not None:

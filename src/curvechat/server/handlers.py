@@ -32,7 +32,7 @@ from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_PAGE, REPLY_BUDGET_BYTES
 from curvechat.server.epochpace import EpochPace
 from curvechat.server.peerdir import PeerDirectory, RecordRefused
-from curvechat.server.room_handlers import Refusal, RoomHandlers
+from curvechat.server.room_handlers import Refusal, RoomHandlers, store_refusal
 from curvechat.server.rooms import RoomView
 from curvechat.store import (
     ChangeTooLarge,
@@ -147,7 +147,7 @@ class Handlers(RoomHandlers):
             else:
                 reply = await self._table[type(req)](sess, req)
         except StoreUnavailable as exc:
-            raise Refusal(ErrorCode.STORE_UNAVAILABLE, f"store unavailable: {exc}") from exc
+            raise store_refusal(exc) from exc
         except NoSuchRoom as exc:
             raise Refusal(ErrorCode.NO_SUCH_ROOM, f"no such room: {exc}") from exc
         except ChangeTooLarge as exc:

@@ -335,6 +335,21 @@ class NodeMetrics:
             "curvechat_etcd_db_bytes / curvechat_etcd_quota_bytes (NOSPACE at 1)",
             registry=r,
         )
+        self.store_disk_free_bytes = Gauge(
+            "curvechat_store_disk_free_bytes",
+            "Free space on the embedded store's disk (single node)",
+            registry=r,
+        )
+        self.store_disk_reserve_bytes = Gauge(
+            "curvechat_store_disk_reserve_bytes",
+            "Free space the node keeps on its store's disk (--disk-reserve-mb)",
+            registry=r,
+        )
+        self.store_full = Gauge(
+            "curvechat_store_full",
+            "1 while new messages, users and rooms are refused for lack of disk space",
+            registry=r,
+        )
         self.start_time.set_to_current_time()
         self._store_totals = (0, 0)
 

@@ -30,6 +30,8 @@ from curvechat.store import (
     RoomExists,
     RoomRecord,
     Store,
+    StoreFull,
+    StoreUnavailable,
 )
 
 if TYPE_CHECKING:
@@ -42,6 +44,13 @@ class Refusal(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+def store_refusal(exc: StoreUnavailable) -> Refusal:
+    """What a client is told when the store did not take a request."""
+    if isinstance(exc, StoreFull):
+        return Refusal(ErrorCode.STORE_FULL, str(exc))
+    return Refusal(ErrorCode.STORE_UNAVAILABLE, f"store unavailable: {exc}")
 
 
 def room_info(record: RoomRecord, members: int) -> m.RoomInfo:

@@ -26,6 +26,7 @@ from curvechat.protocol import ErrorCode, encode, encode_reply, message_push
 from curvechat.protocol import messages as m
 from curvechat.server.handlers import OUT_OF_ORDER_TEXT, Handlers, Refusal, push_stored
 from curvechat.server.metrics import observe_all
+from curvechat.server.room_handlers import store_refusal
 from curvechat.server.rooms import RoomView
 from curvechat.server.session import SESSION_QUEUE_MAX, Session
 from curvechat.store import Committed, NewMessage, StoreUnavailable
@@ -119,7 +120,8 @@ class SendBatches:
         try:
             results = await node.append_messages([s.msg for s in sends])
         except StoreUnavailable as exc:
-            self._fail(sends, ErrorCode.STORE_UNAVAILABLE, f"store unavailable: {exc}")
+            refusal = store_refusal(exc)
+            self._fail(sends, refusal.code, refusal.message)
             return
         except asyncio.CancelledError:
             self._release(sends)

@@ -33,6 +33,13 @@ class StoreUnavailable(StoreError):
     """The backend could not be reached or could not commit. Nothing changed."""
 
 
+class StoreFull(StoreUnavailable):
+    """The node's disk is under the space it keeps free (`store/reserve.py`):
+    new messages, users and rooms wait. Nothing changed; retry later."""
+
+    code = "store_full"
+
+
 class StoreRefused(StoreUnavailable):
     """The backend refused this node: credentials it does not accept, a TLS
     set-up that does not match its own, or no permission on the node's keys.

@@ -60,6 +60,7 @@ from curvechat.store.base import (
     check_packets,
 )
 from curvechat.store.committer import GroupCommitter, Outcome
+from curvechat.store.reserve import DEFAULT_MIN_FREE, DiskReserve
 from curvechat.store.sqlite_append import GroupAppender
 from curvechat.store.sqlite_schema import APPLICATION_ID, SCHEMA_VERSION, connect
 
@@ -91,12 +92,25 @@ class SQLiteStore(Store):
       by them (duplicates are not counted).
     * `busy_timeout_ms`: how long to wait for a lock held by another process
       before failing with StoreUnavailable.
+    * `min_free_bytes`: the space kept free on the file's disk
+      (`store/reserve.py`, `reserve`): under it, `register`, `create_room`
+      and `append_messages` raise StoreFull (a StoreUnavailable) before
+      anything is written; membership changes, epochs, packets and reads
+      go on. 0 turns it off.
     """
 
-    def __init__(self, path: Path, *, batch_max: int = 256, busy_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        batch_max: int = 256,
+        busy_timeout_ms: int = 5000,
+        min_free_bytes: int = DEFAULT_MIN_FREE,
+    ) -> None:
         if busy_timeout_ms < 0:
             raise ValueError("busy_timeout_ms must not be negative")
         self.path = Path(path)
+        self.reserve = DiskReserve(self.path.parent, min_free_bytes)
         self.busy_timeout_ms = busy_timeout_ms
         self.commits = 0
         self.committed_messages = 0
@@ -182,6 +196,7 @@ class SQLiteStore(Store):
 
     # --- users -------------------------------------------------------------------
     async def register(self, user: str, sign_pub: bytes, transport_pub: bytes) -> None:
+        self.reserve.check()
         await self._run(
             functools.partial(q.register, user=user, sign_pub=sign_pub, transport_pub=transport_pub)
         )
@@ -207,6 +222,7 @@ class SQLiteStore(Store):
     ) -> RoomRecord:
         ops, changes, packets = tuple(ops), tuple(changes), tuple(packets)
         check_new_room(room, ops, epoch, packets)
+        self.reserve.check()
         return await self._run(
             functools.partial(
                 q.create_room, room=room, ops=ops, changes=changes, epoch=epoch, packets=packets
@@ -286,6 +302,7 @@ class SQLiteStore(Store):
 
     def submit_messages(self, batch: Sequence[NewMessage]) -> asyncio.Future[list[Committed]]:
         self._require_open()
+        self.reserve.check()
         if not batch:
             done: asyncio.Future[list[Committed]] = asyncio.get_running_loop().create_future()
             done.set_result([])

@@ -91,6 +91,10 @@ BY_CODE: dict[str, str] = {
         "You have too many sessions open on this server; close one and try again."
     ),
     "store_unavailable": "The server can't save anything right now; try again in a moment.",
+    "store_full": (
+        "The server's disk is nearly full: it takes no new messages, users or rooms until its"
+        " operator frees space."
+    ),
     "draining": "That server is about to restart; the client moves to another one.",
     "internal": (
         "The server failed on its side; try again, and tell its operator if it keeps happening."

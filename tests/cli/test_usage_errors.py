@@ -30,6 +30,13 @@ from curvechat.cli.main import main
         (["sendx"], "invalid choice: 'sendx'"),
         ([], "the following arguments are required: command (see curvechat --help)"),
         (["drain", "--timeout", "-1"], "--timeout must be positive"),
+        # a client option before a command that takes none
+        (["--home", "h", "serve"], "unrecognized arguments: --home h (see curvechat serve --help)"),
+        (["--home"], "the following arguments are required: command"),
+        (
+            ["--home", "h", "--timeout", "x", "rooms"],
+            "argument --timeout: not a number: x (see curvechat rooms --help)",
+        ),
     ],
 )
 def test_a_usage_error_is_one_line_with_a_code(
@@ -43,6 +50,28 @@ def test_a_usage_error_is_one_line_with_a_code(
     assert len(lines) == 1 and lines[0].startswith("curvechat: error [bad_argument]: "), lines
     assert expected in lines[0]
     assert captured.out == ""
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        ["--home", "{home}"],
+        ["--home={home}", "--timeout", "2"],
+        ["-v", "--connect-timeout", "1", "--home", "{home}"],
+    ],
+)
+def test_the_client_options_go_before_the_command_too(
+    before: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`curvechat --home H rooms` is `curvechat rooms --home H`, as people
+    write it (`git -C`, `docker --host`): the home is the one given."""
+    home = str(tmp_path / "home")
+    with pytest.raises(SystemExit) as exit_:
+        main([*(arg.format(home=home) for arg in before), "rooms"])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("curvechat: error [no_identity]: no identity in "), err
+    assert home in err
 
 
 def test_the_terminal_client_without_a_terminal_says_so_at_once(tmp_path: Path) -> None:

@@ -41,7 +41,11 @@ from curvechat.cli.serveargs import add_serve
 class Parser(argparse.ArgumentParser):
     """argparse's parser, whose usage errors are one line with a code
     (`bad_argument`, exit 2), as every other error of the command is, and
-    name the subcommand whose help says more."""
+    name the subcommand whose help says more. The top level takes the
+    options of the client commands (`client_flags`) before the command too:
+    `curvechat --home H rooms`."""
+
+    client_flags: frozenset[str] = frozenset()
 
     def error(self, message: str) -> NoReturn:
         self.fail(message, self.prog)
@@ -55,6 +59,10 @@ class Parser(argparse.ArgumentParser):
     def parse_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: None = None
     ) -> argparse.Namespace:
+        if self.client_flags:
+            args = flags_after_command(
+                list(sys.argv[1:] if args is None else args), self.client_flags
+            )
         parsed, extra = self.parse_known_args(args, namespace)
         command = getattr(parsed, "command", None)
         prog = f"{self.prog} {command}" if command else self.prog
@@ -64,6 +72,31 @@ class Parser(argparse.ArgumentParser):
         if problem is not None:
             self.fail(problem, prog)
         return parsed
+
+
+def flags_after_command(args: list[str], flags: frozenset[str]) -> list[str]:
+    """`--home H rooms …` as `rooms --home H …`: the client options found
+    before the command move after it, where the command's own parser takes
+    them (or, for a command that takes none, `serve`, says it does not).
+    Anything else before the command (`-v`) stays where it is."""
+    before: list[str] = []
+    moved: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, _ = arg.partition("=")
+        if name in flags:
+            take = 1 if eq else 2
+            moved += args[i : i + take]
+            i += take
+        elif arg.startswith("-"):
+            before.append(arg)
+            i += 1
+        elif moved:
+            return [*before, arg, *moved, *args[i + 1 :]]
+        else:
+            break
+    return args
 
 
 def _unusable(parsed: argparse.Namespace) -> str | None:
@@ -193,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds to wait for a server before working offline"
         " (default $CURVECHAT_CONNECT_TIMEOUT, else 3)",
+    )
+
+    parser.client_flags = frozenset(
+        flag for action in client._actions for flag in action.option_strings
     )
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> Any:

@@ -48,6 +48,7 @@ class FakeNode:
         self.flow = flow
         self.by_user: dict[str, list[Session]] = {}
         self.metrics = SimpleNamespace(pushes_dropped=Counter())
+        self.withheld_pushes = 0
 
     def add(self, user: str, rid: bytes, *, batch: bool) -> Session:
         sess = Session(routing_id=rid, transport_key="k", user=user, batch=batch)
@@ -57,11 +58,18 @@ class FakeNode:
     def receivers(self, users: Iterable[str]) -> list[Session]:
         return [sess for user in users for sess in self.by_user.get(user, [])]
 
-    def withheld(self, sess: Session, size: int, *, ahead: int = 0, pending: int = 0) -> bool:
-        return self.flow.refuse_push(sess.flow, size, ahead=ahead, pending=pending) is not None
+    def withheld(self, sess: Session, size: int, *, ahead: int = 0, pending: int = 0) -> str | None:
+        scope = self.flow.refuse_push(sess.flow, size, ahead=ahead, pending=pending)
+        self.withheld_pushes += scope is not None
+        return scope
+
+    def note_withheld(self, scope: str, count: int) -> None:
+        self.withheld_pushes += count
 
     def room_for(self, sess: Session, ends: list[int]) -> int:
-        return self.flow.room_for(sess.flow, ends)[0]
+        room = self.flow.room_for(sess.flow, ends)[0]
+        self.withheld_pushes += len(ends) - room
+        return room
 
 
 class Wire:
@@ -333,6 +341,7 @@ def test_a_connection_acked_late_gets_no_push_after_one_withheld_in_the_room() -
     for rid in (b"b", b"c"):
         pushes = [i.msg.message.seq for f in wire.to(rid) for i in f.msg.items if not i.rid]  # type: ignore[union-attr]
         assert pushes == [1, 2]  # never 4 without 3
+    assert node.withheld_pushes == 4  # 3 and 4, to each: each counted
 
 
 def test_readers_that_share_frames_spend_no_budget_of_a_connection_with_its_own() -> None:

@@ -44,6 +44,7 @@ from curvechat.protocol import limits as L
 from curvechat.protocol import messages as m
 
 if TYPE_CHECKING:
+    from curvechat.server.flow import Scope
     from curvechat.server.node import ChatNode
     from curvechat.server.session import Session
     from curvechat.store import StoredRow
@@ -93,7 +94,7 @@ class _Stream:
     plain: list[Session]  # connections without batch frames
     items: list[bytes] = field(default_factory=list)
     ends: list[int] = field(default_factory=list)  # each item's end in bytes from the first
-    cut: set[int] = field(default_factory=set)  # id(session): a push of this room withheld
+    cut: dict[int, Scope] = field(default_factory=dict)  # id(session): why a push was withheld
 
     def add(self, item: bytes) -> None:
         self.ends.append((self.ends[-1] if self.ends else 0) + len(item))
@@ -168,7 +169,7 @@ class Fanout:
                 continue  # (dropped: its routing id may be another connection's now)
             if plain is None:
                 plain = encode_reply(0, push)
-            if not self._node.withheld(sess, len(plain)) and self._send(sess.routing_id, plain):
+            if self._node.withheld(sess, len(plain)) is None and self._send(sess.routing_id, plain):
                 sent += 1
         return sent
 
@@ -199,12 +200,15 @@ class Fanout:
         connection never gets a later push without the earlier ones)."""
         if sess.dropped_ms is not None:
             return False  # (dropped: its routing id may be another connection's now)
-        if id(sess) in stream.cut:
+        scope = stream.cut.get(id(sess))
+        if scope is not None:
+            self._node.note_withheld(scope, 1)
             return False
         frames = self._out.get(id(sess))
         ahead = 0 if frames is None else frames.queued
-        if self._node.withheld(sess, len(item), ahead=ahead, pending=self._pending):
-            stream.cut.add(id(sess))
+        scope = self._node.withheld(sess, len(item), ahead=ahead, pending=self._pending)
+        if scope is not None:
+            stream.cut[id(sess)] = scope
             return False
         self._queue(sess, item, push=True)
         return True

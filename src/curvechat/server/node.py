@@ -352,14 +352,16 @@ class ChatNode:
             if (sess := sessions.get(routing_id)) is not None
         ]
 
-    def withheld(self, sess: Session, size: int, *, ahead: int = 0, pending: int = 0) -> bool:
-        """Whether a push must not be queued for `sess` (it does not read);
-        `ahead`, `pending`: see `FlowControl.refuse_push`."""
+    def withheld(
+        self, sess: Session, size: int, *, ahead: int = 0, pending: int = 0
+    ) -> Scope | None:
+        """Why a push must not be queued for `sess` (it does not read), or
+        None; `ahead`, `pending`: see `FlowControl.refuse_push`. Counted."""
         was_limited = self.flow.node_limited
         scope = self.flow.refuse_push(sess.flow, size, ahead=ahead, pending=pending)
         if scope is not None:
             self._note_withheld(scope, 1, was_limited)
-        return scope is not None
+        return scope
 
     def room_for(self, sess: Session, ends: Sequence[int]) -> int:
         """How many of a run of pushes may be queued for `sess`, the run cut
@@ -369,6 +371,10 @@ class ChatNode:
         if scope is not None:
             self._note_withheld(scope, len(ends) - room, was_limited)
         return room
+
+    def note_withheld(self, scope: Scope, count: int) -> None:
+        """Pushes withheld for the reason (`scope`) one before them was."""
+        self.metrics.pushes_withheld.labels(scope).inc(count)
 
     def _note_withheld(self, scope: Scope, count: int, was_limited: bool) -> None:
         self.metrics.pushes_withheld.labels(scope).inc(count)

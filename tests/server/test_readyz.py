@@ -50,13 +50,15 @@ def test_client_events_have_a_node_wide_allowance() -> None:
     must not push every other event out of the dashboard's log: client
     events get a burst of 200, then 2 a second."""
     from curvechat.server.liveness import CLIENT_EVENTS_PER_S, Liveness
+    from curvechat.server.ratelimit import RateLimits
 
     kinds: list[str] = []
 
     def add(kind: str, text: str, *, level: str, user: str | None) -> None:
         kinds.append(kind)
 
-    liveness = Liveness(SimpleNamespace(events=SimpleNamespace(add=add)))  # type: ignore[arg-type]
+    node = SimpleNamespace(events=SimpleNamespace(add=add), limits=RateLimits())
+    liveness = Liveness(node)  # type: ignore[arg-type]
     for _ in range(1000):
         liveness._client_event("client_failover", "x arrived elsewhere", None)
     assert 200 <= len(kinds) <= 200 + CLIENT_EVENTS_PER_S

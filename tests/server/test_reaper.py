@@ -11,6 +11,7 @@ from typing import Any
 from curvechat.server import liveness as liveness_mod
 from curvechat.server.flow import Flow
 from curvechat.server.liveness import REAP_SLICE, Liveness
+from curvechat.server.ratelimit import RateLimits
 from curvechat.server.session import Session
 
 
@@ -27,6 +28,7 @@ class FakeNode:
         noop = SimpleNamespace(inc=lambda *a: None)
         self.metrics = SimpleNamespace(client_disconnects=SimpleNamespace(labels=lambda *a: noop))
         self.events = SimpleNamespace(add=lambda kind, *a, **k: self.events_said.append(kind))
+        self.limits = RateLimits()
 
     def add(self, name: str, **fields: Any) -> Session:
         sess = Session(name.encode(), "key", user=name, resolved=True, flow=Flow(), **fields)

@@ -87,11 +87,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     rates = (args.rate_conn, args.rate_user, args.rate_user_bytes, args.rate_epochs)
     if min(rates) <= 0:
         raise CliError("bad_argument", "rates must be positive", EXIT_USAGE)
+    if not 0 <= args.max_connections_per_address <= 1_000_000:
+        raise CliError(
+            "bad_argument", "--max-connections-per-address must be 0 … 1000000", EXIT_USAGE
+        )
     limits = RateLimits(
         per_connection=args.rate_conn,
         per_user=args.rate_user,
         user_bytes=args.rate_user_bytes,
         new_epochs=args.rate_epochs,
+        per_address=args.max_connections_per_address,
+        per_address_loopback=args.count_loopback,
     )
 
     if args.influx_interval <= 0:

@@ -11,6 +11,7 @@ from typing import Any
 
 from curvechat.cli.common import finite_float
 from curvechat.cli.serve import cmd_serve
+from curvechat.server.addresses import DEFAULT_PER_ADDRESS
 
 
 def add_serve(sub: Any) -> argparse.ArgumentParser:
@@ -84,6 +85,20 @@ def add_serve(sub: Any) -> argparse.ArgumentParser:
         default=256 * 1024,
         help="bytes of requests/s one user may sustain over all connections,"
         " after 16 s worth at once (default 262144)",
+    )
+    serve.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        default=DEFAULT_PER_ADDRESS,
+        metavar="N",
+        help="connections one IPv4 address or IPv6 /64 may hold on the client port; more are"
+        f" closed as they come (default {DEFAULT_PER_ADDRESS}; 0: no limit; loopback"
+        " addresses are not counted)",
+    )
+    serve.add_argument(
+        "--count-loopback",
+        action="store_true",
+        help="count loopback addresses against --max-connections-per-address too",
     )
     serve.add_argument(
         "--rate-epochs",

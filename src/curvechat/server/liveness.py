@@ -29,8 +29,9 @@ from zmq.utils.monitor import parse_monitor_message
 from curvechat.bucket import TokenBucket
 from curvechat.protocol import encode_reply
 from curvechat.protocol import messages as m
+from curvechat.server.addresses import PerAddress
 from curvechat.server.session import Session
-from curvechat.server.silent import Silent, shut_down
+from curvechat.server.silent import Silent, peer_of, shut_down
 
 if TYPE_CHECKING:
     from curvechat.server.node import ChatNode
@@ -77,6 +78,14 @@ class Liveness:
         self._client_events = TokenBucket(rate=CLIENT_EVENTS_PER_S, burst=200)
         self.silent = Silent()
         """Connections past their handshake that have not spoken (server/silent.py)."""
+        limits = node.limits
+        self.addresses = (
+            PerAddress(limits.per_address, loopback=limits.per_address_loopback)
+            if limits.per_address
+            else None
+        )
+        """Connections per address (server/addresses.py); None: not limited."""
+        self._crowded_events = TokenBucket(rate=1 / 60, burst=1)
 
     async def monitor_loop(self, monitor: zmq.asyncio.Socket) -> None:
         try:
@@ -84,7 +93,9 @@ class Liveness:
                 event = parse_monitor_message(await monitor.recv_multipart())
                 ev = event["event"]
                 if ev == zmq.EVENT_ACCEPTED:
-                    self.silent.accepted(int(event["value"]), time.monotonic())
+                    fd = int(event["value"])
+                    if self._admit(fd):
+                        self.silent.accepted(fd, time.monotonic())
                 elif ev == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     self.node.metrics.handshakes.labels("ok").inc()
                 elif ev in (
@@ -97,9 +108,32 @@ class Liveness:
                     self.node.metrics.auth_failures.labels(reason).inc()
                 elif ev == zmq.EVENT_DISCONNECTED:
                     self.silent.closed(int(event["value"]))
+                    if self.addresses is not None:
+                        self.addresses.closed(int(event["value"]))
                     self._connection_lost(int(event["value"]))
         finally:
             monitor.close(linger=0)
+
+    def _admit(self, fd: int) -> bool:
+        """Count connection `fd` against its address; shut it down if that
+        address holds too many already (server/addresses.py)."""
+        if self.addresses is None:
+            return True
+        peer = peer_of(fd)
+        crowded = self.addresses.accepted(fd, peer)
+        if crowded is None:
+            return True
+        port = self._port()
+        if port is not None and shut_down(fd, port, peer):
+            self.node.metrics.auth_failures.labels("address_limit").inc()
+            if self._crowded_events.take():
+                self.node.events.add(
+                    "address_limit",
+                    f"{crowded} holds {self.addresses.limit} connections: more from it are"
+                    " closed as they come (--max-connections-per-address)",
+                    level="warning",
+                )
+        return False
 
     async def reaper(self) -> None:
         while True:

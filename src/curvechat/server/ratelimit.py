@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from curvechat.bucket import TokenBucket, take_keyed
 from curvechat.protocol.limits import MAX_FRAME_BYTES
+from curvechat.server.addresses import DEFAULT_PER_ADDRESS
 
 __all__ = ["BYTES_BURST_SECONDS", "USERS_KEPT", "ByteBudgets", "RateLimits", "TokenBucket"]
 
@@ -46,6 +47,11 @@ class RateLimits:
     new_epochs: float = 1.0
     """New epochs a second one member may start in one room, after a burst
     of 20 (server/epochpace.py)."""
+    per_address: int = DEFAULT_PER_ADDRESS
+    """Connections one address may hold on the client port (0: no limit;
+    server/addresses.py)."""
+    per_address_loopback: bool = False
+    """Whether loopback addresses are counted too."""
 
 
 KEY_BURST_FRAMES = 4

@@ -1,0 +1,120 @@
+"""Connections per address on the client port (server/addresses.py): what
+an address is, the count, and a node that closes what one address opens
+past its limit, on real connections."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+
+from curvechat.cli.main import main
+from curvechat.crypto.identity import Identity
+from curvechat.protocol import messages as m
+from curvechat.server.addresses import PerAddress, address_key
+
+from support.raw import RawClient
+from support.servers import ServerProcess
+
+
+@pytest.mark.parametrize(
+    ("peer", "loopback", "key"),
+    [
+        (("203.0.113.7", 5555), False, "203.0.113.7"),
+        (("::ffff:203.0.113.7", 5555, 0, 0), False, "203.0.113.7"),
+        (("2001:db8:1:2:aaaa::1", 5555, 0, 0), False, "2001:db8:1:2::/64"),
+        (("2001:db8:1:2:bbbb::9", 5555, 0, 0), False, "2001:db8:1:2::/64"),
+        (("fe80::1%eth0", 5555, 0, 2), False, "fe80::/64"),
+        (("127.0.0.1", 5555), False, None),
+        (("127.0.0.9", 5555), True, "127.0.0.9"),
+        (("::1", 5555, 0, 0), False, None),
+        (("::1", 5555, 0, 0), True, "::/64"),
+        ("/run/sock", False, None),
+        (None, False, None),
+        (("not an address", 1), False, None),
+    ],
+)
+def test_what_an_address_is(peer: object, loopback: bool, key: str | None) -> None:
+    assert address_key(peer, loopback) == key
+
+
+def test_an_address_holds_at_most_its_limit_and_gets_back_what_closes() -> None:
+    count = PerAddress(3)
+    peer = ("203.0.113.7", 1)
+    assert [count.accepted(fd, peer) for fd in (10, 11, 12)] == [None] * 3
+    assert count.accepted(13, peer) == "203.0.113.7"  # refused, and not counted
+    assert count.accepted(14, ("203.0.113.8", 1)) is None  # another address
+    assert count.accepted(15, ("127.0.0.1", 1)) is None  # loopback: not counted
+    assert len(count) == 4
+    count.closed(13)  # (a refused one closing changes nothing)
+    assert count.count("203.0.113.7") == 3
+    count.closed(10)
+    assert count.accepted(16, peer) is None
+    # an fd reused before its close was seen: counted for the new peer only
+    assert count.accepted(11, ("203.0.113.8", 1)) is None
+    assert count.count("203.0.113.7") == 2 and count.count("203.0.113.8") == 2
+    for fd in (11, 12, 14, 16):
+        count.closed(fd)
+    assert len(count) == 0 and count.count("203.0.113.7") == 0
+    with pytest.raises(ValueError):
+        PerAddress(0)
+
+
+LIMIT = 20
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[ServerProcess]:
+    proc = ServerProcess(
+        tmp_path / "node",
+        extra_args=("--max-connections-per-address", str(LIMIT), "--count-loopback"),
+    ).start()
+    try:
+        yield proc
+    finally:
+        assert proc.stop() == 0
+        assert "Traceback" not in proc.log()
+
+
+def closed_for_address(node: ServerProcess) -> float:
+    url = f"http://127.0.0.1:{node.http_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        text = reply.read().decode()
+    found = re.search(r'curvechat_auth_failures_total\{reason="address_limit"\} (\S+)', text)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_node_closes_what_one_address_opens_past_its_limit(node: ServerProcess) -> None:
+    held = [socket.create_connection(("127.0.0.1", node.port)) for _ in range(LIMIT)]
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        time.sleep(0.5)  # the node has counted them
+        late = RawClient(ctx, node.connect, Identity.generate("late"))
+        with pytest.raises(TimeoutError):
+            late.request(m.Ping(t=1), timeout=2.0)  # closed as it comes, again and again
+        assert closed_for_address(node) >= 1
+        assert "event address_limit: 127.0.0.1 holds 20 connections" in node.log()
+        for sock in held[: LIMIT // 2]:
+            sock.close()
+        reply = late.recv(timeout=10.0)  # its next try is let in, and answered
+        assert isinstance(reply, m.Pong), reply
+        late.close()
+    finally:
+        for sock in held:
+            sock.close()
+        ctx.term()
+
+
+def test_serve_refuses_a_bad_limit(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    for bad in ("-1", "1000001"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["serve", "--data", str(tmp_path), "--max-connections-per-address", bad])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert "[bad_argument]" in err and "must be 0 … 1000000" in err, err

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from curvechat.cli.main import main
-
 from support.etcd import EtcdCluster, etcd_cluster
 from support.servers import ServerProcess
 
@@ -58,17 +56,6 @@ class Nodes:
                 assert code == 0, f"node exited with {code}:\n{log[-3000:]}"
             for marker in ("Traceback", "never retrieved", "did not finish within"):
                 assert marker not in log, f"{marker!r} in a node's log:\n{log[-3000:]}"
-
-
-def serve_refuses(
-    args: list[str], expected: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    """`curvechat serve` with `args` exits 2 with a bad_argument error saying `expected`."""
-    with pytest.raises(SystemExit) as exit_:
-        main(["serve", "--data", str(tmp_path), *args])
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err
-    assert "[bad_argument]" in err and expected in err, err
 
 
 @pytest.fixture

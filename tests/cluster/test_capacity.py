@@ -33,10 +33,9 @@ from curvechat.store import EpochRecord, MemberChange, NewMessage, OpRecord
 from curvechat.store.etcd import EtcdStore
 from curvechat.store.etcd.status import MemberStatus, member_statuses, reported_quota
 
-from .conftest import serve_refuses
 from support.etcd import EtcdCluster, etcd_cluster, fresh_store
 from support.etcd_space import defragment, delete_prefix
-from support.servers import ServerProcess, free_port
+from support.servers import ServerProcess, free_port, serve_refuses
 
 MIB = 1024 * 1024
 QUOTA = 4 * MIB

@@ -21,10 +21,10 @@ from curvechat.server.linkwire import FORWARD_TIMEOUT_S, Forward, Forwarded
 from curvechat.server.ownership import owner_of
 from curvechat.store import NewMessage
 
-from .conftest import Nodes, serve_refuses
+from .conftest import Nodes
 from .test_two_nodes import scrape, seqs_texts
 from support.clients import ClientFactory
-from support.servers import ServerProcess
+from support.servers import ServerProcess, serve_refuses
 
 
 def name_of(node: ServerProcess) -> str:

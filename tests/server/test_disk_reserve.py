@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import zmq
 
-from curvechat.cli.main import main
 from curvechat.client import events as ev
 from curvechat.client.outbox import STORE_FULL_TEXT
 from curvechat.crypto.identity import Identity
@@ -23,7 +22,7 @@ from curvechat.store.reserve import MIB, free_bytes
 
 from support.clients import ClientFactory
 from support.raw import RawClient
-from support.servers import ServerProcess
+from support.servers import ServerProcess, running, serve_refuses
 
 RESERVE_MB = 16
 
@@ -47,14 +46,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def node(small_disk: Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess(
-        small_disk / "node", extra_args=("--disk-reserve-mb", str(RESERVE_MB))
-    ).start()
-    try:
+    with running(small_disk / "node", "--disk-reserve-mb", str(RESERVE_MB)) as proc:
         yield proc
-    finally:
-        assert proc.stop() == 0
-        assert "Traceback" not in proc.log()
 
 
 def fill(disk: Path, leave: int) -> Path:
@@ -124,8 +117,4 @@ async def test_a_full_disk_holds_new_messages_back_and_loses_none(
 def test_serve_refuses_a_bad_reserve(
     args: list[str], expected: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        main(["serve", "--data", str(tmp_path), *args])
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err
-    assert "[bad_argument]" in err and expected in err, err
+    serve_refuses(args, expected, capsys, tmp_path)

@@ -11,14 +11,14 @@ import pytest
 from curvechat.store import (
     EpochRecord,
     MemberChange,
-    NewMessage,
     OpRecord,
-    PacketRecord,
     SQLiteStore,
     StoreFull,
     StoreUnavailable,
 )
 from curvechat.store.reserve import MIB, REFRESH_S, DiskReserve, Reserve
+
+from .test_sqlite import make_room, msg
 
 
 def test_the_rule_goes_low_under_the_floor_and_back_only_past_the_margin() -> None:
@@ -74,10 +74,6 @@ def test_a_disk_that_cannot_be_measured_changes_nothing() -> None:
     reserve.check()
 
 
-def msg(room: str, txn: str) -> NewMessage:
-    return NewMessage(room=room, sender="alice", txn=txn, envelope=txn.encode())
-
-
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[tuple[SQLiteStore, list[int]]]:
     """A store whose disk has `free[0]` bytes free, keeping 64 MiB."""
@@ -94,28 +90,16 @@ async def test_under_the_reserve_new_content_waits_and_the_rest_goes_on(
 ) -> None:
     s, free = store
     await s.register("alice", b"s" * 32, b"t" * 32)
-    await s.create_room(
-        "r",
-        [OpRecord(0, b"op", b"sig")],
-        [MemberChange("alice", True, True)],
-        EpochRecord(0, 0, "alice"),
-        [PacketRecord("r", 0, "alice", "alice", b"box")],
-    )
-    await s.append_messages([msg("r", "t1")])
+    await make_room(s, "r")
+    await s.append_messages([msg("r", "alice", "t1")])
     free[0] = 10 * MIB
     s.reserve.measure()
     with pytest.raises(StoreFull):
-        await s.append_messages([msg("r", "t2")])
+        await s.append_messages([msg("r", "alice", "t2")])
     with pytest.raises(StoreFull):
         await s.register("bob", b"b" * 32, b"u" * 32)
     with pytest.raises(StoreFull):
-        await s.create_room(
-            "q",
-            [OpRecord(0, b"op", b"sig")],
-            [MemberChange("alice", True, True)],
-            EpochRecord(0, 0, "alice"),
-            [PacketRecord("q", 0, "alice", "alice", b"box")],
-        )
+        await make_room(s, "q")
     # a membership change and its new epoch still go through, and reads
     record = await s.append_op(
         "r",
@@ -129,5 +113,5 @@ async def test_under_the_reserve_new_content_waits_and_the_rest_goes_on(
     assert await s.users(["bob"]) == {}
     free[0] = 100 * MIB
     s.reserve.measure()
-    (done,) = await s.append_messages([msg("r", "t2")])
+    (done,) = await s.append_messages([msg("r", "alice", "t2")])
     assert done.seq == 2 and not done.duplicate

@@ -10,7 +10,13 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
+
+from curvechat.cli.main import main
 
 _GIVEN: collections.deque[int] = collections.deque(maxlen=2000)
 
@@ -181,3 +187,26 @@ def serve_to_the_end(
         proc.kill()
         out, err = proc.communicate()
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def serve_refuses(
+    args: list[str], expected: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`curvechat serve` with `args` exits 2 with a bad_argument error saying `expected`."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--data", str(tmp_path), *args])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "[bad_argument]" in err and expected in err, err
+
+
+@contextmanager
+def running(data: Path, *extra: str) -> Iterator[ServerProcess]:
+    """A node with `extra` arguments, stopped after: cleanly, and with no
+    traceback in its log."""
+    proc = ServerProcess(data, extra_args=extra).start()
+    try:
+        yield proc
+    finally:
+        assert proc.stop() == 0
+        assert "Traceback" not in proc.log()

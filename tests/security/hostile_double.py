@@ -150,7 +150,11 @@ class Double:
     def connect(self, identity: Identity) -> None:
         key = zmq.utils.z85.encode(identity.transport_pub).decode()
         self.sessions[identity.user] = SimpleNamespace(
-            user=None, transport_key=key, routing_id=identity.user.encode(), request_t0=0.0
+            user=None,
+            transport_key=key,
+            routing_id=identity.user.encode(),
+            request_t0=0.0,
+            fd=-1,  # no socket: its address is no one's (not paced)
         )
 
     # --- ground truth ---------------------------------------------------------

@@ -17,6 +17,7 @@ import zmq
 from curvechat.crypto.identity import Identity
 from curvechat.protocol import messages as m
 from curvechat.server.addresses import PerAddress, address_key
+from curvechat.server.ratelimit import RegistrationPace
 
 from support.raw import RawClient
 from support.servers import ServerProcess, running, serve_refuses
@@ -104,9 +105,57 @@ def test_a_node_closes_what_one_address_opens_past_its_limit(node: ServerProcess
         ctx.term()
 
 
-@pytest.mark.parametrize("bad", ["-1", "1000001"])
+@pytest.mark.parametrize(
+    ("flag", "bad"),
+    [
+        ("--max-connections-per-address", "-1"),
+        ("--max-connections-per-address", "1000001"),
+        ("--registrations-per-address", "-1"),
+        ("--registrations-per-address", "1e7"),
+    ],
+)
 def test_serve_refuses_a_bad_limit(
-    bad: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    flag: str, bad: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    args = ["--max-connections-per-address", bad]
-    serve_refuses(args, "must be 0 … 1000000", capsys, tmp_path)
+    serve_refuses([flag, bad], f"{flag} must be 0 … 1000000", capsys, tmp_path)
+
+
+def test_registrations_from_one_address_are_paced(tmp_path: Path) -> None:
+    """Accounts are free, and each brings limits of its own: one address
+    registers at most N an hour (after N at once); a user already known
+    signing in again, or another address, is not held back."""
+    args = ("--registrations-per-address", "3", "--count-loopback")
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    with running(tmp_path / "node", *args) as node:
+        try:
+            raws = [RawClient(ctx, node.connect, Identity.generate(f"u{i}")) for i in range(4)]
+            for raw in raws[:3]:
+                raw.register()
+            reply = raws[3].request(
+                m.Register(
+                    user="u3",
+                    sign_pub=raws[3].identity.sign_pub,
+                    transport_sig=raws[3].identity.transport_sig(),
+                )
+            )
+            assert isinstance(reply, m.Error) and reply.code == "rate_limited", reply
+            assert "more than 3 registrations an hour from 127.0.0.1" in reply.message
+            again = RawClient(ctx, node.connect, raws[0].identity)
+            again.register()  # known: signs in, costs nothing
+            assert isinstance(again.request(m.Ping(t=1)), m.Pong)
+            for raw in [*raws, again]:
+                raw.close()
+        finally:
+            ctx.term()
+
+
+def test_the_pace_is_per_address_and_refills() -> None:
+    pace = RegistrationPace(2)
+    assert [pace.refusal("203.0.113.7", 0.0) for _ in range(2)] == [None, None]
+    assert "more than 2 registrations an hour from 203.0.113.7" in (
+        pace.refusal("203.0.113.7", 0.0) or ""
+    )
+    assert pace.refusal("203.0.113.8", 0.0) is None
+    assert pace.refusal(None, 0.0) is None  # not counted (loopback)
+    assert pace.refusal("203.0.113.7", 1800.0) is None  # half an hour: one more
+    assert RegistrationPace(0).refusal("203.0.113.7", 0.0) is None

@@ -91,6 +91,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError(
             "bad_argument", "--max-connections-per-address must be 0 … 1000000", EXIT_USAGE
         )
+    if not 0 <= args.registrations_per_address <= 1_000_000:
+        raise CliError(
+            "bad_argument", "--registrations-per-address must be 0 … 1000000", EXIT_USAGE
+        )
     limits = RateLimits(
         per_connection=args.rate_conn,
         per_user=args.rate_user,
@@ -98,6 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         new_epochs=args.rate_epochs,
         per_address=args.max_connections_per_address,
         per_address_loopback=args.count_loopback,
+        registrations_per_hour=args.registrations_per_address,
     )
 
     if args.influx_interval <= 0:

@@ -96,9 +96,18 @@ def add_serve(sub: Any) -> argparse.ArgumentParser:
         " addresses are not counted)",
     )
     serve.add_argument(
+        "--registrations-per-address",
+        type=finite_float,
+        default=30.0,
+        metavar="N",
+        help="new users (or keys) one address may register an hour, after as many at once"
+        " (default 30; 0: no limit; loopback addresses are not counted)",
+    )
+    serve.add_argument(
         "--count-loopback",
         action="store_true",
-        help="count loopback addresses against --max-connections-per-address too",
+        help="count loopback addresses against --max-connections-per-address and"
+        " --registrations-per-address too",
     )
     serve.add_argument(
         "--rate-epochs",

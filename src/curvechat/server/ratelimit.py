@@ -21,7 +21,14 @@ from curvechat.bucket import TokenBucket, take_keyed
 from curvechat.protocol.limits import MAX_FRAME_BYTES
 from curvechat.server.addresses import DEFAULT_PER_ADDRESS
 
-__all__ = ["BYTES_BURST_SECONDS", "USERS_KEPT", "ByteBudgets", "RateLimits", "TokenBucket"]
+__all__ = [
+    "BYTES_BURST_SECONDS",
+    "USERS_KEPT",
+    "ByteBudgets",
+    "RateLimits",
+    "RegistrationPace",
+    "TokenBucket",
+]
 
 BYTES_BURST_SECONDS = 16.0
 """A user's byte budget holds this many seconds' worth (4 MiB by default)."""
@@ -51,7 +58,10 @@ class RateLimits:
     """Connections one address may hold on the client port (0: no limit;
     server/addresses.py)."""
     per_address_loopback: bool = False
-    """Whether loopback addresses are counted too."""
+    """Whether loopback addresses are counted too (connections, registrations)."""
+    registrations_per_hour: float = 30.0
+    """New users (or keys) one address may register an hour, after as many
+    at once (0: no limit; server/handlers.py)."""
 
 
 KEY_BURST_FRAMES = 4
@@ -87,3 +97,22 @@ class ByteBudgets:
         wait = buckets[holder].retry_after(size)
         who = user or "this key"
         return f"more than {rate:,.0f} bytes/s of requests for {who}; retry in {wait:.2f} s"
+
+
+class RegistrationPace:
+    """New users (or keys) per address (server/addresses.py) and hour,
+    after as many at once: accounts are free, and each brings limits of its
+    own (sans-IO: the caller gives the address and the time)."""
+
+    def __init__(self, per_hour: float) -> None:
+        self.per_hour = per_hour
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def refusal(self, address: str | None, now: float) -> str | None:
+        """Why a registration from `address` (None: not counted) must wait, or None."""
+        rate = self.per_hour
+        if address is None or not rate:
+            return None
+        if take_keyed(self._buckets, address, now, rate=rate / 3600, burst=rate, limit=USERS_KEPT):
+            return None
+        return f"more than {rate:g} registrations an hour from {address}; try again later"

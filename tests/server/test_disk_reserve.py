@@ -15,6 +15,7 @@ import pytest
 import zmq
 
 from curvechat.client import events as ev
+from curvechat.client.errors import ServerRefused
 from curvechat.client.outbox import STORE_FULL_TEXT
 from curvechat.crypto.identity import Identity
 from curvechat.protocol import messages as m
@@ -69,7 +70,10 @@ async def test_a_full_disk_holds_new_messages_back_and_loses_none(
 ) -> None:
     alice, alice_events = await clients.make("alice", node.connect)
     bob, bob_events = await clients.make("bob", node.connect)
+    await clients.make("carol", node.connect)
+    await clients.make("dave", node.connect)
     await alice.create_room("general", ["bob"])
+    await alice.create_room("side", ["carol"])
     await alice.wait_ack(alice.queue("general", "before"), 20)
 
     filler = fill(small_disk, RESERVE_MB * MIB // 2)
@@ -95,6 +99,16 @@ async def test_a_full_disk_holds_new_messages_back_and_loses_none(
     finally:
         ctx.term()
     await until(lambda: "event store_full" in node.log())
+
+    # what can wait, waits; a member can still remove, and the key rotates
+    for change in (alice.invite("side", "dave"), alice.promote("side", "carol")):
+        with pytest.raises(ServerRefused) as refused:
+            await change
+        assert refused.value.code == "store_full"
+    before = next(r.epoch for r in alice.rooms() if r.room == "side")
+    await alice.remove("side", "carol")
+    after = next(r.epoch for r in alice.rooms() if r.room == "side")
+    assert before is not None and after == before + 1
 
     filler.unlink()
     ack = await alice.wait_ack(txn, 30)

@@ -2,7 +2,8 @@
 
 What it is for: the embedded store refuses new content once its disk is
 nearly full (`store/reserve.py`). The operator must learn that before the
-users do, and when it is over. Every `interval` seconds this measures the
+users do, and when it is over. Every `interval` seconds (one: a statvfs is
+a few microseconds, and the disk can fill in seconds) this measures the
 disk and sets `curvechat_store_disk_free_bytes`,
 `curvechat_store_disk_reserve_bytes` and `curvechat_store_full`; when the
 reserve is crossed it adds an event (`store_full`, an error, or
@@ -24,7 +25,7 @@ from curvechat.tasks import cancel_and_wait
 
 log = logging.getLogger("curvechat.server")
 
-POLL_INTERVAL_S = 5.0
+POLL_INTERVAL_S = 1.0
 
 
 class DiskWatch:

@@ -13,9 +13,12 @@ work:
 * under `min_free` bytes free on the store's filesystem, the store refuses
   new messages, new users and new rooms with `StoreFull` (the client gets
   `store_full`, keeps its messages in its outbox and sends them again later);
-* membership changes, epochs and key packets still go through (they are
-  bounded per room, and a member must stay able to leave, or to remove
-  someone and rotate the key);
+* so does `Store.check_space`, which the node asks before the membership
+  changes that can wait (adds, promotions, more history, an epoch no
+  departure asks for: accounts are free, and 400 of them rotating epochs
+  wrote past the reserve at 12 MiB/s); departures and the epoch after one
+  still go through (a member must stay able to leave, or to remove someone
+  and rotate the key, and those are bounded by the members rooms have);
 * reads never depend on it;
 * it takes new content again once the free space is back above `min_free`
   plus a margin (`resume_at`), so that a disk hovering at the line does not
@@ -27,7 +30,7 @@ process may use, `f_bavail`), at most once per `REFRESH_S` when asked by a
 write, and whenever `measure` is called (the node's watch does every few
 seconds, for its gauges and events).
 
-What it must never do: refuse a read, a membership change or a key; touch
+What it must never do: refuse a read, a departure or the key after one; touch
 the store's file; block for long (one `statvfs` of a local directory).
 """
 

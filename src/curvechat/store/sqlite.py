@@ -95,8 +95,8 @@ class SQLiteStore(Store):
     * `min_free_bytes`: the space kept free on the file's disk
       (`store/reserve.py`, `reserve`): under it, `register`, `create_room`
       and `append_messages` raise StoreFull (a StoreUnavailable) before
-      anything is written; membership changes, epochs, packets and reads
-      go on. 0 turns it off.
+      anything is written, and so does `check_space`, which the node asks
+      before the membership changes that can wait. 0 turns it off.
     """
 
     def __init__(
@@ -193,6 +193,9 @@ class SQLiteStore(Store):
             return await asyncio.get_running_loop().run_in_executor(executor, job, conn)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite error: {exc}") from exc
+
+    def check_space(self) -> None:
+        self.reserve.check()
 
     # --- users -------------------------------------------------------------------
     async def register(self, user: str, sign_pub: bytes, transport_pub: bytes) -> None:

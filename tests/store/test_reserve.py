@@ -36,6 +36,15 @@ def test_the_rule_goes_low_under_the_floor_and_back_only_past_the_margin() -> No
     assert big.resume_at == (1024 + 64) * MIB
 
 
+def test_a_departure_waits_only_under_a_quarter_of_the_reserve() -> None:
+    rule = Reserve(100 * MIB)
+    rule.observe(30 * MIB)
+    assert rule.refusal() is not None and rule.refusal(departure=True) is None
+    rule.observe(24 * MIB)
+    refusal = rule.refusal(departure=True)
+    assert refusal is not None and "only leaving a room goes on" in str(refusal)
+
+
 def test_a_reserve_of_zero_is_off_and_a_negative_one_is_refused() -> None:
     rule = Reserve(0)
     assert not rule.observe(0) and not rule.low

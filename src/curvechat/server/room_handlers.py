@@ -217,8 +217,8 @@ class RoomHandlers:
                 raise Refusal(ErrorCode.BAD_OP, f"expected a {kind!r} op, got {op.kind!r}")
             if op.actor != sess.user:
                 raise Refusal(ErrorCode.FORBIDDEN, "ops must be signed by their sender")
-            if kind not in ("remove", "leave"):  # a departure never waits for disk space
-                self.store.check_space()
+            if kind != "leave":  # a leave never waits for disk space; a removal, last
+                self.store.check_space(departure=kind == "remove")
             if kind == "add":
                 if len(state.members) > MAX_MEMBERS:
                     raise Refusal(
@@ -330,8 +330,7 @@ class RoomHandlers:
             self._check_epoch(
                 sess, req.room, req.epoch, expected_epoch=view.record.epoch + 1, state=view.state
             )
-            if not view.epoch_is_stale:  # the key after a departure never waits for space
-                self.store.check_space()
+            self.store.check_space(departure=view.epoch_is_stale)  # (the key after one: last)
             try:
                 record = await self.store.add_epoch(
                     req.room,

@@ -17,8 +17,10 @@ work:
   changes that can wait (adds, promotions, more history, an epoch no
   departure asks for: accounts are free, and 400 of them rotating epochs
   wrote past the reserve at 12 MiB/s); departures and the epoch after one
-  still go through (a member must stay able to leave, or to remove someone
-  and rotate the key, and those are bounded by the members rooms have);
+  still go through down to a quarter of the reserve (a member must stay
+  able to remove someone and rotate the key: bounded by the members rooms
+  already have, but a room of 500 is about 64 MiB of epochs as its members
+  leave one by one), and under that only a `leave` (one op, no key);
 * reads never depend on it;
 * it takes new content again once the free space is back above `min_free`
   plus a margin (`resume_at`), so that a disk hovering at the line does not
@@ -96,11 +98,21 @@ class Reserve:
             self.low = free < self.min_free
         return self.low != was
 
-    def refusal(self) -> StoreFull | None:
-        """What a write of new content is refused with now, or None."""
+    def refusal(self, departure: bool = False) -> StoreFull | None:
+        """What a write is refused with now, or None: new content under the
+        reserve; a departure's (a removal and its epoch, the epoch after a
+        leave) only under a quarter of it, where only a `leave` goes on."""
         if not self.low:
             return None
+        if departure and (self.free or 0) >= self.min_free // 4:
+            return None
         free = fmt_mib(self.free or 0)
+        if departure:
+            return StoreFull(
+                f"the server's disk has {free} free, under a quarter of the"
+                f" {fmt_mib(self.min_free)} it keeps: only leaving a room goes on until its"
+                " operator frees space"
+            )
         return StoreFull(
             f"the server's disk has {free} free, under the {fmt_mib(self.min_free)} it keeps:"
             " new messages, users and rooms wait until its operator frees space"
@@ -141,13 +153,13 @@ class DiskReserve:
             return False
         return self.rule.observe(free)
 
-    def check(self) -> None:
-        """Raise `StoreFull` if new content must wait (measured at most once
-        per `REFRESH_S`)."""
+    def check(self, departure: bool = False) -> None:
+        """Raise `StoreFull` if the write must wait (`Reserve.refusal`;
+        measured at most once per `REFRESH_S`)."""
         if not self.rule.min_free:
             return
         if self._clock() - self._at >= REFRESH_S:
             self.measure()
-        refused = self.rule.refusal()
+        refused = self.rule.refusal(departure)
         if refused is not None:
             raise refused

@@ -194,8 +194,8 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite error: {exc}") from exc
 
-    def check_space(self) -> None:
-        self.reserve.check()
+    def check_space(self, departure: bool = False) -> None:
+        self.reserve.check(departure)
 
     # --- users -------------------------------------------------------------------
     async def register(self, user: str, sign_pub: bytes, transport_pub: bytes) -> None:

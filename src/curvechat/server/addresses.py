@@ -9,9 +9,11 @@ held tens of thousands at once, and with them the node's memory. Past
 is accepted, before its handshake costs anything more.
 
 An address is an IPv4 address, or an IPv6 /64 (one host gets a whole /64
-to pick from); an IPv4 address mapped into IPv6 counts as itself.
-Loopback addresses are not counted unless asked: a TLS terminator, a tunnel
-or a proxy on the node's host puts every client on 127.0.0.1.
+to pick from; a link-local address counts as itself, since every host on
+the link shares its /64); an IPv4 address mapped into IPv6 counts as
+itself. Loopback addresses are not counted unless asked (a TLS
+terminator, a tunnel or a proxy on the node's host puts every client on
+127.0.0.1), and when they are, all of 127.0.0.0/8 is one address.
 
 Sans-IO: the caller says which connection (its fd) was accepted from
 where, and which closed; the fd of a connection whose close was not seen
@@ -43,11 +45,11 @@ def address_key(peer: object, loopback: bool) -> str | None:
         return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    if ip.is_loopback and not loopback:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address):
+    if ip.is_loopback:  # one host, whichever of its loopback addresses it takes
+        return ("127.0.0.0/8" if ip.version == 4 else "::1") if loopback else None
+    if isinstance(ip, ipaddress.IPv6Address) and not ip.is_link_local:
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
+    return str(ip)  # (a link-local /64 is every host's on the link: the address)
 
 
 class PerAddress:

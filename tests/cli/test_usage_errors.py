@@ -31,7 +31,9 @@ from curvechat.cli.main import main
         ([], "the following arguments are required: command (see curvechat --help)"),
         (["drain", "--timeout", "-1"], "--timeout must be positive"),
         # a client option before a command that takes none
-        (["--home", "h", "serve"], "unrecognized arguments: --home h (see curvechat serve --help)"),
+        (["--home", "h", "serve"], "--home before the command is an option of the client"),
+        (["--timeout", "5", "drain"], "(chat, create, dm, "),  # drain's --timeout is its own
+        (["--home", "h", "romos"], "not of 'romos'"),
         (["--home"], "the following arguments are required: command"),
         (
             ["--home", "h", "--timeout", "x", "rooms"],
@@ -58,6 +60,7 @@ def test_a_usage_error_is_one_line_with_a_code(
         ["--home", "{home}"],
         ["--home={home}", "--timeout", "2"],
         ["-v", "--connect-timeout", "1", "--home", "{home}"],
+        ["--home", "{home}", "--"],
     ],
 )
 def test_the_client_options_go_before_the_command_too(

@@ -42,10 +42,11 @@ class Parser(argparse.ArgumentParser):
     """argparse's parser, whose usage errors are one line with a code
     (`bad_argument`, exit 2), as every other error of the command is, and
     name the subcommand whose help says more. The top level takes the
-    options of the client commands (`client_flags`) before the command too:
-    `curvechat --home H rooms`."""
+    options of the client commands (`client_flags`) before one of those
+    commands (`client_commands`) too: `curvechat --home H rooms`."""
 
     client_flags: frozenset[str] = frozenset()
+    client_commands: frozenset[str] = frozenset()
 
     def error(self, message: str) -> NoReturn:
         self.fail(message, self.prog)
@@ -60,9 +61,11 @@ class Parser(argparse.ArgumentParser):
         self, args: Sequence[str] | None = None, namespace: None = None
     ) -> argparse.Namespace:
         if self.client_flags:
-            args = flags_after_command(
-                list(sys.argv[1:] if args is None else args), self.client_flags
-            )
+            given = list(sys.argv[1:] if args is None else args)
+            try:
+                args = flags_after_command(given, self.client_flags, self.client_commands)
+            except ValueError as exc:
+                self.fail(str(exc), self.prog)
         parsed, extra = self.parse_known_args(args, namespace)
         command = getattr(parsed, "command", None)
         prog = f"{self.prog} {command}" if command else self.prog
@@ -74,11 +77,14 @@ class Parser(argparse.ArgumentParser):
         return parsed
 
 
-def flags_after_command(args: list[str], flags: frozenset[str]) -> list[str]:
+def flags_after_command(
+    args: list[str], flags: frozenset[str], commands: frozenset[str]
+) -> list[str]:
     """`--home H rooms …` as `rooms --home H …`: the client options found
-    before the command move after it, where the command's own parser takes
-    them (or, for a command that takes none, `serve`, says it does not).
-    Anything else before the command (`-v`) stays where it is."""
+    before a client command move after it, where its parser takes them;
+    before another command (`serve`, or `drain`, whose `--timeout` is its
+    own) they are refused with ValueError. Anything else before the command
+    (`-v`, a `--` just before it) stays where it is."""
     before: list[str] = []
     moved: list[str] = []
     i = 0
@@ -89,10 +95,19 @@ def flags_after_command(args: list[str], flags: frozenset[str]) -> list[str]:
             take = 1 if eq else 2
             moved += args[i : i + take]
             i += take
-        elif arg.startswith("-"):
+        elif arg.startswith("-") and not (arg == "--" and moved and i + 1 < len(args)):
             before.append(arg)
             i += 1
         elif moved:
+            if arg == "--":  # `--home H -- rooms`
+                i += 1
+                arg = args[i]
+            if arg not in commands:
+                flag = moved[0].partition("=")[0]
+                raise ValueError(
+                    f"{flag} before the command is an option of the client commands"
+                    f" ({', '.join(sorted(commands))}), not of {arg!r}"
+                )
             return [*before, arg, *moved, *args[i + 1 :]]
         else:
             break
@@ -233,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> Any:
+        parser.client_commands |= {name}
         p = sub.add_parser(name, parents=[client], help=help)
         p.set_defaults(func=func)
         return p

@@ -7,11 +7,12 @@ from __future__ import annotations
 import shlex
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from curvechat.protocol.connect import parse_connect
 
-from support.servers import ServerProcess
+from support.servers import ServerProcess, running
 
 
 def test_serve_prints_a_pasteable_string_and_its_fingerprint(server: ServerProcess) -> None:
@@ -49,3 +50,24 @@ def test_pasted_unquoted_into_a_shell_it_works(
     # the string in the older form still works, and names the same server
     assert alice.run("rooms", "--server", addr.legacy, server=False).returncode == 0
     assert alice.run("rooms", "--server", str(addr), server=False).returncode == 0
+
+
+def test_another_server_than_the_home_used_last_is_said(
+    server: ServerProcess, tmp_path: Path, cli: Callable[[str], Any]
+) -> None:
+    """A home is a user's on one server. Given another server's string (a
+    slip of the paste, another deployment), the command says so, and that
+    the server registered the user unasked; the same server again says
+    nothing (a node of the same cluster neither: tests/cluster)."""
+    alice = cli("alice")
+    alice.run("init", "--user", "alice")
+    quiet = alice.run("rooms")
+    assert "is not the server this home used last" not in quiet.stderr
+    with running(tmp_path / "other") as other:
+        moved = alice.run("rooms", "--server", other.connect, server=False)
+        (addr,) = parse_connect(other.connect)
+        said = f"(fingerprint {addr.fingerprint}) is not the server this home used last"
+        assert said in moved.stderr, moved.stderr
+        assert "alice was registered there if that server did not know them" in moved.stderr
+        again = alice.run("rooms", server=False)  # the home's server is that one now
+        assert "is not the server this home used last" not in again.stderr

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
+from pathlib import Path
 
 from curvechat.client import events as ev
 from curvechat.protocol import messages as m
 
 from .conftest import Nodes
+from support.cli import CliUser
 from support.clients import ClientFactory
 from support.servers import ServerProcess
 
@@ -156,3 +158,16 @@ async def test_a_leave_through_one_node_is_told_as_a_leave_on_the_other(
     await asyncio.sleep(0.5)
     assert gone(b_events, "r") == ["left"]
     assert gone(dave_events, "r") == ["removed"]
+
+
+def test_another_node_of_the_homes_cluster_is_not_told_as_another_server(
+    nodes: Nodes, tmp_path: Path
+) -> None:
+    """A home moved from one node to another of the same cluster (its
+    welcome names the first): nothing is said (tests/cli/test_connect_string.py
+    says it for another server)."""
+    a, b = nodes.start("a"), nodes.start("b")
+    alice = CliUser("alice", tmp_path / "alice", a)
+    alice.run("init", "--user", "alice")
+    moved = alice.run("rooms", "--server", b.connect, server=False)
+    assert "is not the server this home used last" not in moved.stderr, moved.stderr

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from curvechat.cli.output import error_line, json_line, message_line
-from curvechat.protocol.errors import CurvechatError
+from curvechat.protocol.errors import ConfigError, CurvechatError
 from curvechat.protocol.text import clip, visible
 from curvechat.smallfiles import read_small_text
 
@@ -136,6 +136,28 @@ def _addresses(text: str) -> Any:
         raise CliError("bad_connect_string", str(exc), EXIT_USAGE) from exc
 
 
+def _tell_another_server(home: Any, addresses: Any, user: str) -> None:
+    """Say so on stderr when none of the nodes reached (the one given, and
+    the others of its cluster that its welcome named) has a key of the
+    server this home used last: the user may have meant that server, and a
+    server that did not know the user registered them, unasked."""
+    from curvechat.protocol.connect import ConnectStringError, parse_connect
+
+    try:
+        saved = home.saved_server()
+        before = parse_connect(saved) if saved else []
+    except (ConfigError, ConnectStringError):
+        return
+    if not before or {a.server_key for a in addresses} & {a.server_key for a in before}:
+        return
+    print(
+        f"curvechat: {visible(addresses[0].endpoint)} (fingerprint {addresses[0].fingerprint})"
+        f" is not the server this home used last ({visible(before[0].endpoint)}): its rooms"
+        f" are not there, and {user} was registered there if that server did not know them",
+        file=sys.stderr,
+    )
+
+
 def no_identity(args: argparse.Namespace, home: Any) -> CliError:
     """The error for a home with no identity, naming the command that makes
     one there (with `--home` when the home was given by it)."""
@@ -222,6 +244,7 @@ async def _with_client(
             if offline is not None:
                 return await offline(client, Offline(why, last_sync_ms(client.cache)))
             raise CliError("unreachable", why, EXIT_UNREACHABLE)
+        _tell_another_server(home, client.conn.addresses, identity.user)
         home.save_server(server)
         queued = await deliver_queued(client, args.timeout)
         try:

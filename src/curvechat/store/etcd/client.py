@@ -90,27 +90,31 @@ class EtcdClient(Keys):
 
     async def _read_txn(self, requests: Sequence[Any]) -> list[list[Any]]:
         """Several ranges read at one revision: a list of kvs per request."""
+        return [list(r.kvs) for r in await self._ranges_txn(requests)]
+
+    async def _ranges_txn(self, requests: Sequence[Any]) -> list[Any]:
         resp = await self._txn([], [rpc.RequestOp(request_range=r) for r in requests])
-        return [list(r.response_range.kvs) for r in resp.responses]
+        return [r.response_range for r in resp.responses]
+
+    async def _ranges_many(self, requests: Sequence[Any], group: int = 1) -> list[Any]:
+        """Each range's response, in as many transactions as max_txn_ops
+        needs; each run of `group` consecutive requests stays in one (is read
+        at one revision)."""
+        step = max(1, self.max_txn_ops // group) * group
+        out: list[Any] = []
+        for i in range(0, len(requests), step):
+            out += await self._ranges_txn(requests[i : i + step])
+        return out
 
     async def _read_many(self, requests: Sequence[Any], group: int = 1) -> list[list[Any]]:
-        """Like `_read_txn`, in as many transactions as max_txn_ops needs; each
-        run of `group` consecutive requests stays in one (is read at one revision)."""
-        step = max(1, self.max_txn_ops // group) * group
-        out: list[list[Any]] = []
-        for i in range(0, len(requests), step):
-            out += await self._read_txn(requests[i : i + step])
-        return out
+        """Like `_read_txn`, in as many transactions as max_txn_ops needs
+        (`_ranges_many`)."""
+        return [list(r.kvs) for r in await self._ranges_many(requests, group)]
 
     async def _count_many(self, requests: Sequence[Any]) -> list[int]:
         """The count of each range (`count_only`), in as many transactions as
         max_txn_ops needs."""
-        out: list[int] = []
-        for i in range(0, len(requests), self.max_txn_ops):
-            ops = [rpc.RequestOp(request_range=r) for r in requests[i : i + self.max_txn_ops]]
-            resp = await self._txn([], ops)
-            out += [int(r.response_range.count) for r in resp.responses]
-        return out
+        return [int(r.count) for r in await self._ranges_many(requests)]
 
     async def _send_txn(self, req: Any) -> Any:
         """Send a TxnRequest built in place (`add_put`, `add_version_is`,

@@ -163,11 +163,13 @@ async def test_a_leave_through_one_node_is_told_as_a_leave_on_the_other(
 def test_another_node_of_the_homes_cluster_is_not_told_as_another_server(
     nodes: Nodes, tmp_path: Path
 ) -> None:
-    """A home moved from one node to another of the same cluster (its
-    welcome names the first): nothing is said (tests/cli/test_connect_string.py
-    says it for another server)."""
+    """A home moved from one node to another of the same cluster: nothing
+    is said, since the home kept the nodes the first one's welcome named
+    (tests/cli/test_connect_string.py says it for another server)."""
     a, b = nodes.start("a"), nodes.start("b")
     alice = CliUser("alice", tmp_path / "alice", a)
     alice.run("init", "--user", "alice")
+    kept = (alice.home / "server").read_text()
+    assert a.connect in kept and b.connect in kept
     moved = alice.run("rooms", "--server", b.connect, server=False)
     assert "is not the server this home used last" not in moved.stderr, moved.stderr

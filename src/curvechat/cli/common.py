@@ -136,11 +136,27 @@ def _addresses(text: str) -> Any:
         raise CliError("bad_connect_string", str(exc), EXIT_USAGE) from exc
 
 
+def kept_servers(given: str, addresses: Any) -> str:
+    """What the home keeps for the next command: the nodes given, then the
+    others of their cluster that a welcome named, as many as a connect
+    string holds (the next command tries those too, and `_tell_another_server`
+    knows them as the same server)."""
+    from curvechat.protocol.connect import MAX_CONNECT_LEN, format_connect
+
+    kept: list[Any] = []
+    for address in addresses:
+        if len(format_connect([*kept, address])) > MAX_CONNECT_LEN:
+            break
+        kept.append(address)
+    return format_connect(kept) if kept else given
+
+
 def _tell_another_server(home: Any, addresses: Any, user: str) -> None:
-    """Say so on stderr when none of the nodes reached (the one given, and
-    the others of its cluster that its welcome named) has a key of the
-    server this home used last: the user may have meant that server, and a
-    server that did not know the user registered them, unasked."""
+    """Say so on stderr when none of the nodes given has a key of the
+    server this home used last (or of the other nodes of its cluster, as
+    kept then): the user may have meant that server, and a server that did
+    not know the user registered them, unasked. (Only what the home kept
+    counts, never what the new server names: it could name anyone's key.)"""
     from curvechat.protocol.connect import ConnectStringError, parse_connect
 
     try:
@@ -244,8 +260,8 @@ async def _with_client(
             if offline is not None:
                 return await offline(client, Offline(why, last_sync_ms(client.cache)))
             raise CliError("unreachable", why, EXIT_UNREACHABLE)
-        _tell_another_server(home, client.conn.addresses, identity.user)
-        home.save_server(server)
+        _tell_another_server(home, addresses, identity.user)
+        home.save_server(kept_servers(server, client.conn.addresses))
         queued = await deliver_queued(client, args.timeout)
         try:
             return await body(client)

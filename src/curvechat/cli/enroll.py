@@ -42,6 +42,7 @@ from curvechat.cli.common import (
     _addresses,
     _home,
     _passphrase,
+    kept_servers,
 )
 from curvechat.cli.main import INTERRUPTED
 from curvechat.protocol.text import clip, visible
@@ -131,7 +132,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         confirmed = True
         if addresses is not None:
             confirmed = asyncio.run(register(identity, addresses, wait, args.timeout, progress))
-            home.save_server(server)
+            home.save_server(kept_servers(server, progress.nodes))
         try:
             keep(staged, home.identity)
         except (IdentityExists, WriteFailed) as exc:

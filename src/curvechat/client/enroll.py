@@ -78,11 +78,13 @@ class Progress:
     (a Ctrl-C): `sent` from the moment the registration may have reached a
     node. From then on the staged identity may hold the key the name is
     bound to, and must not be removed. `refused`: the code of a refusal
-    that may pass (`store_full`, `rate_limited`…), if that was the answer."""
+    that may pass (`store_full`, `rate_limited`…), if that was the answer.
+    `nodes`: once registered, the nodes given and those the welcome named."""
 
     def __init__(self) -> None:
         self.sent = False
         self.refused: str | None = None
+        self.nodes: list[ServerAddress] = []
 
 
 def node_timeout(timeout: float, nodes: int) -> float:
@@ -193,6 +195,7 @@ async def register(
                     ),
                     timeout=max(0.1, min(left, conn.request_timeout)),
                 )
+                progress.nodes = list(conn.addresses)
                 return True
             except ServerRefused as exc:
                 if exc.code in REFUSED_FOR_GOOD:

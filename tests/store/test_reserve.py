@@ -36,13 +36,19 @@ def test_the_rule_goes_low_under_the_floor_and_back_only_past_the_margin() -> No
     assert big.resume_at == (1024 + 64) * MIB
 
 
-def test_a_departure_waits_only_under_a_quarter_of_the_reserve() -> None:
-    rule = Reserve(100 * MIB)
-    rule.observe(30 * MIB)
-    assert rule.refusal() is not None and rule.refusal(departure=True) is None
-    rule.observe(24 * MIB)
-    refusal = rule.refusal(departure=True)
+def test_a_departure_waits_under_a_quarter_of_the_reserve_and_a_leave_a_sixteenth() -> None:
+    rule = Reserve(160 * MIB)
+    rule.observe(41 * MIB)
+    assert rule.refusal() is not None
+    assert rule.refusal("departure") is None and rule.refusal("leave") is None
+    rule.observe(39 * MIB)
+    refusal = rule.refusal("departure")
     assert refusal is not None and "only leaving a room goes on" in str(refusal)
+    assert rule.refusal("leave") is None
+    rule.observe(9 * MIB)
+    refusal = rule.refusal("leave")
+    assert refusal is not None and "under a sixteenth of the 160 MiB" in str(refusal)
+    assert "nothing is written" in str(refusal)
 
 
 def test_a_reserve_of_zero_is_off_and_a_negative_one_is_refused() -> None:

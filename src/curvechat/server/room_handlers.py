@@ -37,6 +37,7 @@ from curvechat.store import (
 if TYPE_CHECKING:
     from curvechat.server.context import NodeContext
     from curvechat.server.session import Session
+    from curvechat.store.reserve import Need
 
 
 class Refusal(Exception):
@@ -44,6 +45,11 @@ class Refusal(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+NEEDS: dict[str, Need] = {"remove": "departure", "leave": "leave"}
+"""What a membership change is for, as the disk reserve asks (`Store.check_space`):
+content, unless it is a departure."""
 
 
 def store_refusal(exc: StoreUnavailable) -> Refusal:
@@ -217,8 +223,7 @@ class RoomHandlers:
                 raise Refusal(ErrorCode.BAD_OP, f"expected a {kind!r} op, got {op.kind!r}")
             if op.actor != sess.user:
                 raise Refusal(ErrorCode.FORBIDDEN, "ops must be signed by their sender")
-            if kind != "leave":  # a leave never waits for disk space; a removal, last
-                self.store.check_space(departure=kind == "remove")
+            self.store.check_space(NEEDS.get(kind, "content"))
             if kind == "add":
                 if len(state.members) > MAX_MEMBERS:
                     raise Refusal(
@@ -330,7 +335,7 @@ class RoomHandlers:
             self._check_epoch(
                 sess, req.room, req.epoch, expected_epoch=view.record.epoch + 1, state=view.state
             )
-            self.store.check_space(departure=view.epoch_is_stale)  # (the key after one: last)
+            self.store.check_space("departure" if view.epoch_is_stale else "content")
             try:
                 record = await self.store.add_epoch(
                     req.room,

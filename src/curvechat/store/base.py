@@ -17,10 +17,14 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from curvechat.protocol.errors import CurvechatError
+
+if TYPE_CHECKING:
+    from curvechat.store.reserve import Need
 
 
 class StoreError(CurvechatError):
@@ -216,14 +220,13 @@ class Store(abc.ABC):
         writes a key (so a cluster that refuses writes fails it); the SQLite
         store takes the write lock and reads, but does not find a full disk."""
 
-    def check_space(self, departure: bool = False) -> None:
-        """Raise StoreFull if a write must wait for disk space (the SQLite
-        store's reserve, `store/reserve.py`): the store itself asks it before
-        new messages, users and rooms, and the node before the membership
-        changes a member can do without (an add, a promotion, more history,
-        an epoch no departure asks for) and, with `departure`, before a
-        removal or the epoch after a departure (refused only nearer a full
-        disk). The etcd store has none: etcd keeps its own quota."""
+    def check_space(self, need: Need = "content") -> None:
+        """Raise StoreFull if a write for `need` must wait for disk space
+        (the SQLite store's reserve, `store/reserve.py`, whose floor for a
+        departure or a leave is lower than for new content): the store
+        itself asks it before new messages, users and rooms, and the node
+        before every membership change. The etcd store has none: etcd keeps
+        its own quota."""
         return None
 
     # --- users -----------------------------------------------------------

@@ -20,7 +20,10 @@ work:
   still go through down to a quarter of the reserve (a member must stay
   able to remove someone and rotate the key: bounded by the members rooms
   already have, but a room of 500 is about 64 MiB of epochs as its members
-  leave one by one), and under that only a `leave` (one op, no key);
+  leave one by one), and a `leave` (one op, no key, about 220 bytes) down
+  to a sixteenth: under that the chat writes nothing (leaves too are
+  bounded only by the memberships stored, which free accounts can make by
+  the hundred thousand);
 * reads never depend on it;
 * it takes new content again once the free space is back above `min_free`
   plus a margin (`resume_at`), so that a disk hovering at the line does not
@@ -32,7 +35,8 @@ process may use, `f_bavail`), at most once per `REFRESH_S` when asked by a
 write, and whenever `measure` is called (the node's watch does every few
 seconds, for its gauges and events).
 
-What it must never do: refuse a read, a departure or the key after one; touch
+What it must never do: refuse a read; refuse a departure, or the key after
+one, above its floor; touch
 the store's file; block for long (one `statvfs` of a local directory).
 """
 
@@ -42,6 +46,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from curvechat.store.base import StoreFull
 
@@ -49,8 +54,10 @@ __all__ = [
     "DEFAULT_MIN_FREE",
     "MAX_RESERVE_MB",
     "MIB",
+    "PARTS",
     "REFRESH_S",
     "DiskReserve",
+    "Need",
     "Reserve",
     "fmt_mib",
     "free_bytes",
@@ -98,25 +105,33 @@ class Reserve:
             self.low = free < self.min_free
         return self.low != was
 
-    def refusal(self, departure: bool = False) -> StoreFull | None:
+    def refusal(self, need: Need = "content") -> StoreFull | None:
         """What a write is refused with now, or None: new content under the
-        reserve; a departure's (a removal and its epoch, the epoch after a
-        leave) only under a quarter of it, where only a `leave` goes on."""
+        reserve; a departure (a removal and its epoch, the epoch after a
+        leave) under a quarter of it; a leave under a sixteenth."""
         if not self.low:
             return None
-        if departure and (self.free or 0) >= self.min_free // 4:
+        part, left = PARTS[need]
+        if (self.free or 0) >= self.min_free // part:
             return None
-        free = fmt_mib(self.free or 0)
-        if departure:
-            return StoreFull(
-                f"the server's disk has {free} free, under a quarter of the"
-                f" {fmt_mib(self.min_free)} it keeps: only leaving a room goes on until its"
-                " operator frees space"
-            )
+        under = "the" if part == 1 else ("a quarter of the" if part == 4 else "a sixteenth of the")
         return StoreFull(
-            f"the server's disk has {free} free, under the {fmt_mib(self.min_free)} it keeps:"
-            " new messages, users and rooms wait until its operator frees space"
+            f"the server's disk has {fmt_mib(self.free or 0)} free, under {under}"
+            f" {fmt_mib(self.min_free)} it keeps: {left} until its operator frees space"
         )
+
+
+Need = Literal["content", "departure", "leave"]
+"""What a write is for: new content (messages, users, rooms, adds,
+promotions, more history, an epoch no departure asks for), a departure (a
+removal and its epoch, the epoch after a leave), a leave (one op, no key)."""
+
+PARTS: dict[Need, tuple[int, str]] = {
+    "content": (1, "new messages, users and rooms wait"),
+    "departure": (4, "only leaving a room goes on"),
+    "leave": (16, "nothing is written"),
+}
+"""Each need's floor, as a part of the reserve, and what goes on under it."""
 
 
 def free_bytes(path: Path) -> int:
@@ -153,13 +168,13 @@ class DiskReserve:
             return False
         return self.rule.observe(free)
 
-    def check(self, departure: bool = False) -> None:
+    def check(self, need: Need = "content") -> None:
         """Raise `StoreFull` if the write must wait (`Reserve.refusal`;
         measured at most once per `REFRESH_S`)."""
         if not self.rule.min_free:
             return
         if self._clock() - self._at >= REFRESH_S:
             self.measure()
-        refused = self.rule.refusal(departure)
+        refused = self.rule.refusal(need)
         if refused is not None:
             raise refused

@@ -60,7 +60,7 @@ from curvechat.store.base import (
     check_packets,
 )
 from curvechat.store.committer import GroupCommitter, Outcome
-from curvechat.store.reserve import DEFAULT_MIN_FREE, DiskReserve
+from curvechat.store.reserve import DEFAULT_MIN_FREE, DiskReserve, Need
 from curvechat.store.sqlite_append import GroupAppender
 from curvechat.store.sqlite_schema import APPLICATION_ID, SCHEMA_VERSION, connect
 
@@ -194,8 +194,8 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite error: {exc}") from exc
 
-    def check_space(self, departure: bool = False) -> None:
-        self.reserve.check(departure)
+    def check_space(self, need: Need = "content") -> None:
+        self.reserve.check(need)
 
     # --- users -------------------------------------------------------------------
     async def register(self, user: str, sign_pub: bytes, transport_pub: bytes) -> None:

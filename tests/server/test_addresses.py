@@ -46,6 +46,15 @@ def test_what_an_address_is(peer: object, loopback: bool, key: str | None) -> No
     assert address_key(peer, loopback) == key
 
 
+def test_registrations_count_an_ipv6_site_as_one() -> None:
+    """A /48 (a site; a tunnel broker's free allocation) is 65,536 /64s."""
+    a = ("2001:db8:1:2::1", 5555, 0, 0)
+    b = ("2001:db8:1:ffff::1", 5555, 0, 0)
+    assert address_key(a, False) != address_key(b, False)
+    assert address_key(a, False, 48) == address_key(b, False, 48) == "2001:db8:1::/48"
+    assert address_key(("203.0.113.7", 1), False, 48) == "203.0.113.7"
+
+
 def test_an_address_holds_at_most_its_limit_and_gets_back_what_closes() -> None:
     count = PerAddress(3)
     peer = ("203.0.113.7", 1)

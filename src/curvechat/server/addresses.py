@@ -34,9 +34,10 @@ DEFAULT_PER_ADDRESS = 1024
 otherwise: a user holds at most 16, so this is 64 users behind one NAT."""
 
 
-def address_key(peer: object, loopback: bool) -> str | None:
+def address_key(peer: object, loopback: bool, v6_prefix: int = 64) -> str | None:
     """What `peer` (a socket's `getpeername()`) is counted as, or None if
-    it is not counted (loopback, unless `loopback`; not an IP address)."""
+    it is not counted (loopback, unless `loopback`; not an IP address). An
+    IPv6 address counts as its network of `v6_prefix` bits."""
     if not isinstance(peer, tuple) or not peer or not isinstance(peer[0], str):
         return None
     try:
@@ -48,7 +49,7 @@ def address_key(peer: object, loopback: bool) -> str | None:
     if ip.is_loopback:  # one host, whichever of its loopback addresses it takes
         return ("127.0.0.0/8" if ip.version == 4 else "::1") if loopback else None
     if isinstance(ip, ipaddress.IPv6Address) and not ip.is_link_local:
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+        return str(ipaddress.IPv6Network((ip, v6_prefix), strict=False))
     return str(ip)  # (a link-local /64 is every host's on the link: the address)
 
 

@@ -33,7 +33,7 @@ from curvechat.protocol.limits import MAX_PAGE, REPLY_BUDGET_BYTES
 from curvechat.server.addresses import address_key
 from curvechat.server.epochpace import EpochPace
 from curvechat.server.peerdir import PeerDirectory, RecordRefused
-from curvechat.server.ratelimit import RegistrationPace
+from curvechat.server.ratelimit import REGISTRATION_V6_PREFIX, RegistrationPace
 from curvechat.server.room_handlers import Refusal, RoomHandlers, store_refusal
 from curvechat.server.rooms import RoomView
 from curvechat.server.silent import peer_of
@@ -197,7 +197,9 @@ class Handlers(RoomHandlers):
         if sess.user is not None and sess.user != req.user:
             raise Refusal(ErrorCode.KEY_TAKEN, f"this key is already registered as {sess.user}")
         if sess.user is None:  # a new user, or a new key: paced per address
-            where = address_key(peer_of(sess.fd), self.node.limits.per_address_loopback)
+            where = address_key(
+                peer_of(sess.fd), self.node.limits.per_address_loopback, REGISTRATION_V6_PREFIX
+            )
             too_many = self._registrations.refusal(where, time.monotonic())
             if too_many is not None:
                 raise Refusal(ErrorCode.RATE_LIMITED, too_many)

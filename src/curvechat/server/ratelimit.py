@@ -23,6 +23,7 @@ from curvechat.server.addresses import DEFAULT_PER_ADDRESS
 
 __all__ = [
     "BYTES_BURST_SECONDS",
+    "REGISTRATION_V6_PREFIX",
     "USERS_KEPT",
     "ByteBudgets",
     "RateLimits",
@@ -97,6 +98,11 @@ class ByteBudgets:
         wait = buckets[holder].retry_after(size)
         who = user or "this key"
         return f"more than {rate:,.0f} bytes/s of requests for {who}; retry in {wait:.2f} s"
+
+
+REGISTRATION_V6_PREFIX = 48
+"""Registrations are paced per IPv6 /48, not /64: one site (or a tunnel
+broker's free allocation) is a /48, 65,536 /64s."""
 
 
 class RegistrationPace:

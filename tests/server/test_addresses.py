@@ -166,11 +166,14 @@ def test_registrations_from_one_address_are_paced(tmp_path: Path) -> None:
 
 def test_the_pace_is_per_address_and_refills() -> None:
     pace = RegistrationPace(2)
-    assert [pace.refusal("203.0.113.7", 0.0) for _ in range(2)] == [None, None]
-    assert "more than 2 registrations an hour from 203.0.113.7" in (
-        pace.refusal("203.0.113.7", 0.0) or ""
-    )
-    assert pace.refusal("203.0.113.8", 0.0) is None
-    assert pace.refusal(None, 0.0) is None  # not counted (loopback)
-    assert pace.refusal("203.0.113.7", 1800.0) is None  # half an hour: one more
-    assert RegistrationPace(0).refusal("203.0.113.7", 0.0) is None
+    host = ("203.0.113.7", 4000)
+    assert [pace.refusal(host, 0.0) for _ in range(2)] == [None, None]
+    assert "more than 2 registrations an hour from 203.0.113.7" in (pace.refusal(host, 0.0) or "")
+    assert pace.refusal(("203.0.113.8", 4000), 0.0) is None
+    assert pace.refusal(("127.0.0.1", 4000), 0.0) is None  # loopback: not counted
+    assert pace.refusal(None, 0.0) is None  # no socket known
+    assert pace.refusal(host, 1800.0) is None  # half an hour: one more
+    assert RegistrationPace(0).refusal(host, 0.0) is None
+    site = RegistrationPace(1)  # one IPv6 site, whichever /64 of it
+    assert site.refusal(("2001:db8:1:2::1", 1, 0, 0), 0.0) is None
+    assert site.refusal(("2001:db8:1:ffff::1", 1, 0, 0), 0.0) is not None

@@ -45,7 +45,7 @@ def _sync_fields(client: ChatClient, away: Offline | None) -> dict[str, Any]:
 
 # --- sending ------------------------------------------------------------------------------
 async def _send_lines(client: ChatClient, room: str, lines: list[str], timeout: float) -> int:
-    from curvechat.cli.reach import Acks
+    from curvechat.cli.reach import Acks, not_acked_line
 
     acks = Acks(client, client.queue_many(room, lines))
     # `timeout` bounds the wait for each next ack: many lines take as long as
@@ -54,12 +54,7 @@ async def _send_lines(client: ChatClient, room: str, lines: list[str], timeout: 
     if acks.failed:
         raise acks.failed[0][1]
     if not done:
-        why = client.outbox.held or "they may have reached the server already"
-        print(
-            f"curvechat: {len(acks.left)} message(s) queued, not yet acknowledged ({why});"
-            " the next command that connects sends them again (the server keeps each once)",
-            file=sys.stderr,
-        )
+        print(not_acked_line(client, len(acks.left), "message(s) queued,"), file=sys.stderr)
         return EXIT_QUEUED
     print(f"sent {acks.acked} message(s) to {room}" if acks.acked != 1 else f"sent to {room}")
     return 0

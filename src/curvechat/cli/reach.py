@@ -173,13 +173,20 @@ class Queued:
         await self.acks.wait(0)
         self.tell()
         if self.acks.left:
-            why = self.acks.client.outbox.held or "they may have reached the server already"
             print(
-                f"curvechat: {len(self.acks.left)} queued message(s) not yet acknowledged"
-                f" ({why}); the next command that connects sends them again (the server keeps"
-                " each once)",
+                not_acked_line(self.acks.client, len(self.acks.left), "queued message(s)"),
                 file=sys.stderr,
             )
+
+
+def not_acked_line(client: ChatClient, count: int, what: str) -> str:
+    """The stderr line for `count` messages left in the outbox, and why if
+    the node said (`Outbox.held`)."""
+    why = client.outbox.held or "they may have reached the server already"
+    return (
+        f"curvechat: {count} {what} not yet acknowledged ({why}); the next command that"
+        " connects sends them again (the server keeps each once)"
+    )
 
 
 async def deliver_queued(client: ChatClient, timeout: float) -> Queued:

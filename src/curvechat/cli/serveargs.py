@@ -100,8 +100,8 @@ def add_serve(sub: Any) -> argparse.ArgumentParser:
         type=finite_float,
         default=30.0,
         metavar="N",
-        help="new users (or keys) one address may register an hour, after as many at once"
-        " (default 30; 0: no limit; loopback addresses are not counted)",
+        help="new users (or keys) one IPv4 address or IPv6 /48 may register an hour, after"
+        " as many at once (default 30; 0: no limit; loopback addresses are not counted)",
     )
     serve.add_argument(
         "--count-loopback",
@@ -191,7 +191,7 @@ def add_serve(sub: Any) -> argparse.ArgumentParser:
         metavar="MIB",
         help="free space to keep on the embedded store's disk: under it, new messages,"
         " users and rooms are refused (store_full) until space is freed (default 256;"
-        " 0: off; docs/operations.md, 'Disk space')",
+        " 0: off; docs/operations.md)",
     )
     serve.set_defaults(func=cmd_serve)
     return serve

@@ -30,10 +30,9 @@ from curvechat.protocol import (
 )
 from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_PAGE, REPLY_BUDGET_BYTES
-from curvechat.server.addresses import address_key
 from curvechat.server.epochpace import EpochPace
 from curvechat.server.peerdir import PeerDirectory, RecordRefused
-from curvechat.server.ratelimit import REGISTRATION_V6_PREFIX, RegistrationPace
+from curvechat.server.ratelimit import RegistrationPace
 from curvechat.server.room_handlers import Refusal, RoomHandlers, store_refusal
 from curvechat.server.rooms import RoomView
 from curvechat.server.silent import peer_of
@@ -133,7 +132,10 @@ class Handlers(RoomHandlers):
             m.Announce: self.announce,
         }
         self.peerdir = PeerDirectory()
-        self._registrations = RegistrationPace(node.limits.registrations_per_hour)
+        limits = node.limits
+        self._registrations = RegistrationPace(
+            limits.registrations_per_hour, loopback=limits.per_address_loopback
+        )
         self.epoch_pace = EpochPace(node.limits.new_epochs)
         # share_keys: an invite of up to 10,000 epochs fits the burst
         self.history_pace = EpochPace(node.limits.new_epochs)
@@ -197,10 +199,7 @@ class Handlers(RoomHandlers):
         if sess.user is not None and sess.user != req.user:
             raise Refusal(ErrorCode.KEY_TAKEN, f"this key is already registered as {sess.user}")
         if sess.user is None:  # a new user, or a new key: paced per address
-            where = address_key(
-                peer_of(sess.fd), self.node.limits.per_address_loopback, REGISTRATION_V6_PREFIX
-            )
-            too_many = self._registrations.refusal(where, time.monotonic())
+            too_many = self._registrations.refusal(peer_of(sess.fd), time.monotonic())
             if too_many is not None:
                 raise Refusal(ErrorCode.RATE_LIMITED, too_many)
         try:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from curvechat.bucket import TokenBucket, take_keyed
 from curvechat.protocol.limits import MAX_FRAME_BYTES
-from curvechat.server.addresses import DEFAULT_PER_ADDRESS
+from curvechat.server.addresses import DEFAULT_PER_ADDRESS, address_key
 
 __all__ = [
     "BYTES_BURST_SECONDS",
@@ -106,18 +106,21 @@ broker's free allocation) is a /48, 65,536 /64s."""
 
 
 class RegistrationPace:
-    """New users (or keys) per address (server/addresses.py) and hour,
-    after as many at once: accounts are free, and each brings limits of its
-    own (sans-IO: the caller gives the address and the time)."""
+    """New users (or keys) per address (server/addresses.py; an IPv6 /48)
+    and hour, after as many at once: accounts are free, and each brings
+    limits of its own (sans-IO: the caller gives the peer and the time)."""
 
-    def __init__(self, per_hour: float) -> None:
+    def __init__(self, per_hour: float, *, loopback: bool = False) -> None:
         self.per_hour = per_hour
+        self.loopback = loopback
         self._buckets: dict[str, TokenBucket] = {}
 
-    def refusal(self, address: str | None, now: float) -> str | None:
-        """Why a registration from `address` (None: not counted) must wait, or None."""
+    def refusal(self, peer: object, now: float) -> str | None:
+        """Why a registration from `peer` (a socket's `getpeername()`, or
+        None when unknown) must wait, or None."""
         rate = self.per_hour
-        if address is None or not rate:
+        address = address_key(peer, self.loopback, REGISTRATION_V6_PREFIX) if rate else None
+        if address is None:
             return None
         if take_keyed(self._buckets, address, now, rate=rate / 3600, burst=rate, limit=USERS_KEPT):
             return None

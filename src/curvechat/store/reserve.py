@@ -32,12 +32,12 @@ work:
 How: `Reserve` is the rule (no I/O: the caller gives the free bytes and the
 time). `DiskReserve` measures with `os.statvfs` (the space an unprivileged
 process may use, `f_bavail`), at most once per `REFRESH_S` when asked by a
-write, and whenever `measure` is called (the node's watch does every few
-seconds, for its gauges and events).
+write, and whenever `measure` is called (the node's watch does every
+second, for its gauges and events).
 
 What it must never do: refuse a read; refuse a departure, or the key after
-one, above its floor; touch
-the store's file; block for long (one `statvfs` of a local directory).
+one, above its floor; touch the store's file; block for long (one
+`statvfs` of a local directory).
 """
 
 from __future__ import annotations
@@ -77,6 +77,19 @@ REFRESH_S = 1.0
 """A write measures the disk again at most this often."""
 
 
+Need = Literal["content", "departure", "leave"]
+"""What a write is for: new content (messages, users, rooms, adds,
+promotions, more history, an epoch no departure asks for), a departure (a
+removal and its epoch, the epoch after a leave), a leave (one op, no key)."""
+
+PARTS: dict[Need, tuple[int, str, str]] = {
+    "content": (1, "the", "new messages, users and rooms wait"),
+    "departure": (4, "a quarter of the", "only leaving a room goes on"),
+    "leave": (16, "a sixteenth of the", "nothing is written"),
+}
+"""Each need's floor, as a part of the reserve (said), and what goes on under it."""
+
+
 def fmt_mib(n: int) -> str:
     return f"{n / MIB:,.0f} MiB"
 
@@ -111,27 +124,13 @@ class Reserve:
         leave) under a quarter of it; a leave under a sixteenth."""
         if not self.low:
             return None
-        part, left = PARTS[need]
+        part, under, left = PARTS[need]
         if (self.free or 0) >= self.min_free // part:
             return None
-        under = "the" if part == 1 else ("a quarter of the" if part == 4 else "a sixteenth of the")
         return StoreFull(
             f"the server's disk has {fmt_mib(self.free or 0)} free, under {under}"
             f" {fmt_mib(self.min_free)} it keeps: {left} until its operator frees space"
         )
-
-
-Need = Literal["content", "departure", "leave"]
-"""What a write is for: new content (messages, users, rooms, adds,
-promotions, more history, an epoch no departure asks for), a departure (a
-removal and its epoch, the epoch after a leave), a leave (one op, no key)."""
-
-PARTS: dict[Need, tuple[int, str]] = {
-    "content": (1, "new messages, users and rooms wait"),
-    "departure": (4, "only leaving a room goes on"),
-    "leave": (16, "nothing is written"),
-}
-"""Each need's floor, as a part of the reserve, and what goes on under it."""
 
 
 def free_bytes(path: Path) -> int:

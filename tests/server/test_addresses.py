@@ -19,8 +19,9 @@ from curvechat.protocol import messages as m
 from curvechat.server.addresses import PerAddress, address_key
 from curvechat.server.ratelimit import RegistrationPace
 
+from support.clients import ClientFactory
 from support.raw import RawClient
-from support.servers import ServerProcess, running, serve_refuses
+from support.servers import ServerProcess, free_port, running, serve_refuses
 
 
 @pytest.mark.parametrize(
@@ -177,3 +178,50 @@ def test_the_pace_is_per_address_and_refills() -> None:
     site = RegistrationPace(1)  # one IPv6 site, whichever /64 of it
     assert site.refusal(("2001:db8:1:2::1", 1, 0, 0), 0.0) is None
     assert site.refusal(("2001:db8:1:ffff::1", 1, 0, 0), 0.0) is not None
+
+
+def test_a_node_on_ipv6_serves_and_counts_its_peers(tmp_path: Path) -> None:
+    """A node bound to an IPv6 address (tcp://[::1]:PORT) serves clients
+    there, and counts ::1 as one address (with --count-loopback)."""
+    port = free_port()
+    args = ("--bind", f"tcp://[::1]:{port}", "--max-connections-per-address", "3")
+    node = ServerProcess(tmp_path / "node", port=port, extra_args=(*args, "--count-loopback"))
+    node.start()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    held: list[socket.socket] = []
+    raws: list[RawClient] = []
+    try:
+        assert node.connect.startswith(f"curvechat://[::1]:{port}/")
+        raws.append(RawClient(ctx, node.connect, Identity.generate("v6")))
+        assert isinstance(raws[0].request(m.Ping(t=1)), m.Pong)
+        held += [socket.create_connection(("::1", port)) for _ in range(2)]
+        time.sleep(0.5)
+        raws.append(RawClient(ctx, node.connect, Identity.generate("late")))
+        with pytest.raises(TimeoutError):
+            raws[1].request(m.Ping(t=1), timeout=2.0)
+        assert "event address_limit: ::1 holds 3 connections" in node.log(), node.log()[-2000:]
+    finally:
+        for sock in held:
+            sock.close()
+        for raw in raws:
+            raw.close()
+        ctx.term()
+        assert node.stop() == 0
+    assert "Traceback" not in node.log()
+
+
+async def test_the_client_engine_reaches_a_node_on_ipv6(
+    tmp_path: Path, clients: ClientFactory
+) -> None:
+    port = free_port()
+    args = ("--bind", f"tcp://[::1]:{port}")
+    node = ServerProcess(tmp_path / "node", port=port, extra_args=args).start()
+    try:
+        alice, _ = await clients.make("alice", node.connect)
+        await clients.make("bob", node.connect)
+        await alice.create_room("v6", ["bob"])
+        ack = await alice.wait_ack(alice.queue("v6", "over IPv6"), 20)
+        assert ack.seq == 1
+    finally:
+        await clients.close_all()
+        assert node.stop() == 0

@@ -40,6 +40,7 @@ class RawClient:
         self.identity = identity
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.linger = 0
+        self.sock.ipv6 = True  # as the client's (client/dealer.py)
         if not hoard:
             self.sock.rcvhwm = 1
             self.sock.setsockopt(zmq.RCVBUF, 4096)

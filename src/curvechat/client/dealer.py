@@ -47,6 +47,7 @@ def open_dealer(
     the node to drop us when no whole message of ours came for twice that
     (the TTL: the node's only liveness check of its clients, server/router.py)."""
     sock = ctx.socket(zmq.DEALER)
+    sock.ipv6 = True  # a node may listen on an IPv6 address (tcp://[::1]:7700)
     sock.curve_serverkey = addr.server_key.encode()
     sock.curve_publickey = public_key
     sock.curve_secretkey = secret_key

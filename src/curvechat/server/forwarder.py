@@ -217,6 +217,7 @@ class Forwarder:
         endpoint, key = link
         sock = self._ctx.socket(zmq.DEALER)
         try:
+            sock.ipv6 = True
             sock.curve_secretkey = self._secret
             sock.curve_publickey = self._public
             sock.curve_serverkey = key

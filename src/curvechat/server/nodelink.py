@@ -71,7 +71,7 @@ from curvechat.server.linkwire import (
     sent,
 )
 from curvechat.server.ownership import Ownership
-from curvechat.server.router import bind_or_close, open_monitor, source_fd
+from curvechat.server.router import bind_or_close, binds_ipv6, open_monitor, source_fd
 from curvechat.server.silent import Silent, peer_of, shut_down
 from curvechat.store import Committed, NewMessage, StoredRow, StoreError
 from curvechat.tasks import cancel_and_wait
@@ -122,6 +122,7 @@ def bind_link(
     Its routing ids are libzmq's counter, seeded when the node's ROUTER was
     made (server/silent.py)."""
     sock = ctx.socket(zmq.ROUTER)
+    sock.ipv6 = binds_ipv6(bind)
     sock.curve_server = True
     sock.curve_secretkey = secret_key
     sock.curve_publickey = public_key

@@ -72,6 +72,14 @@ class AllowKnownGood:
         return True
 
 
+def binds_ipv6(bind: str) -> bool:
+    """Whether a bind address names an IPv6 host (`tcp://[::1]:7700`, or
+    `tcp://[::]:7700` for both families): only then is the socket's IPv6
+    switched on, since with it on, libzmq reports an IPv4 address bound as
+    IPv4-mapped (`tcp://[::ffff:127.0.0.1]:7700`), which the node advertises."""
+    return "://[" in bind
+
+
 def bind_or_close(sock: zmq.Socket[bytes] | zmq.asyncio.Socket, bind: str) -> None:
     """Bind `sock` to `bind`; if that fails, close it and raise BindFailed
     naming the address (an address in use is a person's mistake, not a bug)."""
@@ -94,6 +102,7 @@ def open_router(
     # frame (the monitor socket made from the same context stays asyncio).
     seed_rand()  # the first routing id libzmq hands out, unpredictable (server/silent.py)
     sock: zmq.Socket[bytes] = zmq.Socket(ctx, zmq.ROUTER)
+    sock.ipv6 = binds_ipv6(bind)
     sock.curve_server = True
     sock.curve_secretkey = secret_key
     sock.curve_publickey = public_key

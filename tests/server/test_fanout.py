@@ -93,6 +93,11 @@ class Wire:
     def to(self, rid: bytes) -> list[m.ServerFrame]:
         return [f for r, f in self.frames if r == rid]
 
+    def pushed(self, rid: bytes) -> list[int]:
+        """The seqs of the pushes in the batch frames `rid` got, in order."""
+        items = [i for f in self.to(rid) for i in f.msg.items]  # type: ignore[union-attr]
+        return [i.msg.message.seq for i in items if not i.rid]
+
 
 def _parts(flow: FlowControl) -> tuple[FakeNode, Wire, Fanout]:
     node = FakeNode(flow)
@@ -216,10 +221,7 @@ def test_the_node_wide_budget_cuts_the_frames_every_reader_shares() -> None:
     lost = out.flush()
     assert flow.node_limited
     assert flow.backlog <= 96 * 1024 + 3 * 8_200
-    got = {
-        rid: [i.msg.message.seq for f in wire.to(rid) for i in f.msg.items]  # type: ignore[union-attr]
-        for rid in (b"bob", b"carol", b"dave")
-    }
+    got = {rid: wire.pushed(rid) for rid in (b"bob", b"carol", b"dave")}
     # bob gets the 7 his own 64 KiB hold; the node then holds about 57 KiB of
     # its 96: carol gets the 4 that fit under it, and dave, the node full,
     # the one a connection holding no more than a mark's worth still gets.
@@ -339,8 +341,7 @@ def test_a_connection_acked_late_gets_no_push_after_one_withheld_in_the_room() -
     out.ack(bob, 7, m.SendAck(room="other", txn=TXN, seq=1, ts=1))  # his own, elsewhere
     out.flush()
     for rid in (b"b", b"c"):
-        pushes = [i.msg.message.seq for f in wire.to(rid) for i in f.msg.items if not i.rid]  # type: ignore[union-attr]
-        assert pushes == [1, 2]  # never 4 without 3
+        assert wire.pushed(rid) == [1, 2]  # never 4 without 3
     assert node.withheld_pushes == 4  # 3 and 4, to each: each counted
 
 
@@ -361,8 +362,7 @@ def test_readers_that_share_frames_spend_no_budget_of_a_connection_with_its_own(
     for seq in range(2, 12):
         out.push(room, _push(seq, ct=8_000), skip=None)
     out.flush()
-    got = [i.msg.message.seq for f in wire.to(b"alice") for i in f.msg.items if not i.rid]  # type: ignore[union-attr]
-    assert got == list(range(2, 12))
+    assert wire.pushed(b"alice") == list(range(2, 12))
     assert not flow.node_limited
 
 

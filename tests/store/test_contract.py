@@ -14,6 +14,7 @@ import pytest
 from curvechat.store import (
     Committed,
     Conflict,
+    ContactsRecord,
     EpochRecord,
     KeyTaken,
     MemberChange,
@@ -152,6 +153,98 @@ async def test_many_users_lookup(store: Store) -> None:
         await store.register(name, b"sign-%d" % i, b"tr-%d" % i)
     found = await store.users([*names, *names[:10]])  # duplicates are harmless
     assert sorted(found) == names[:600]
+
+
+# --- contacts ----------------------------------------------------------------
+async def test_no_contacts_until_set(store: Store) -> None:
+    await store.register("alice", b"A-sign", b"A-tr1")
+    assert await store.contacts(["alice", "nobody"]) == {}
+    assert await store.contacts([]) == {}
+
+
+async def test_put_contacts_and_read_them_back(store: Store) -> None:
+    alice = ContactsRecord(only=True, users=("bob", "carol"))
+    bob = ContactsRecord(users=("alice",))
+    await store.put_contacts("alice", alice, None)
+    await store.put_contacts("bob", bob, None)
+    found = await store.contacts(["bob", "nobody", "alice", "bob"])
+    assert found == {"alice": alice, "bob": bob}
+    assert await store.contacts(["alice"]) == {"alice": alice}
+    empty = ContactsRecord()  # set, then emptied: still there
+    await store.put_contacts("carol", empty, None)
+    assert await store.contacts(["carol"]) == {"carol": empty}
+
+
+async def test_put_contacts_replaces_what_it_expects(store: Store) -> None:
+    first = ContactsRecord(users=("bob",))
+    second = ContactsRecord(only=True, users=("bob", "dave"))
+    await store.put_contacts("alice", first, None)
+    await store.put_contacts("alice", second, first)
+    assert await store.contacts(["alice"]) == {"alice": second}
+
+
+@pytest.mark.parametrize(
+    "expect",
+    [
+        None,
+        ContactsRecord(users=("bob",)),  # what was there before the last put
+        ContactsRecord(users=("bob", "dave")),  # only differs in `only`
+        ContactsRecord(only=True, users=("dave",)),
+    ],
+)
+async def test_put_contacts_with_a_wrong_expect_conflicts(
+    store: Store, expect: ContactsRecord | None
+) -> None:
+    now = ContactsRecord(only=True, users=("bob", "dave"))
+    await store.put_contacts("alice", ContactsRecord(users=("bob",)), None)
+    await store.put_contacts("alice", now, ContactsRecord(users=("bob",)))
+    with pytest.raises(Conflict):
+        await store.put_contacts("alice", ContactsRecord(users=("eve",)), expect)
+    assert await store.contacts(["alice"]) == {"alice": now}
+
+
+async def test_put_contacts_expecting_some_when_none_were_set_conflicts(store: Store) -> None:
+    with pytest.raises(Conflict):
+        await store.put_contacts("alice", ContactsRecord(users=("eve",)), ContactsRecord())
+    assert await store.contacts(["alice"]) == {}
+    await store.put_contacts("alice", ContactsRecord(users=("bob",)), None)  # None still works
+
+
+async def test_a_long_contacts_list_round_trips(store: Store) -> None:
+    users = tuple(sorted(f"{i:05d}".ljust(32, "x") for i in range(5_000)))
+    record = ContactsRecord(only=True, users=users)
+    await store.put_contacts("alice", record, None)
+    assert await store.contacts(["alice"]) == {"alice": record}
+    shorter = ContactsRecord(users=users[:10])
+    await store.put_contacts("alice", shorter, record)
+    assert await store.contacts(["alice"]) == {"alice": shorter}
+
+
+async def test_contacts_survive_reopen(store_factory: StoreFactory) -> None:
+    record = ContactsRecord(only=True, users=("bob", "carol"))
+    s = store_factory()
+    await s.open()
+    await s.put_contacts("alice", record, None)
+    await s.close()
+    reopened = store_factory()
+    await reopened.open()
+    try:
+        assert await reopened.contacts(["alice", "bob"]) == {"alice": record}
+        with pytest.raises(Conflict):
+            await reopened.put_contacts("alice", ContactsRecord(), None)
+        await reopened.put_contacts("alice", ContactsRecord(), record)
+        assert await reopened.contacts(["alice"]) == {"alice": ContactsRecord()}
+    finally:
+        await reopened.close()
+
+
+async def test_contacts_of_many_users(store: Store) -> None:
+    names = [f"user{i:04d}" for i in range(1200)]
+    for i, name in enumerate(names[:600]):
+        await store.put_contacts(name, ContactsRecord(users=(f"friend{i}",)), None)
+    found = await store.contacts([*names, *names[:10]])
+    assert sorted(found) == names[:600]
+    assert found["user0007"] == ContactsRecord(users=("friend7",))
 
 
 # --- rooms -------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from curvechat.store import (
+    ContactsRecord,
     EpochRecord,
     MemberChange,
     NewMessage,
@@ -23,6 +24,7 @@ from curvechat.store import (
     StoreUnavailable,
 )
 from curvechat.store.sqlite import APPLICATION_ID, SCHEMA_VERSION
+from curvechat.store.sqlite_schema import _CONTACTS, _SCHEMA
 
 
 def msg(room: str, sender: str, txn: str) -> NewMessage:
@@ -117,6 +119,44 @@ async def test_newer_schema_version_is_refused(db_path: Path) -> None:
     with pytest.raises(StoreUnavailable):
         await newer.ping()  # not open
     assert db_path.read_bytes() == content  # left unchanged
+
+
+def schema_of(path: Path) -> list[tuple[str, str]]:
+    raw = sqlite3.connect(path)
+    try:
+        return raw.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall()
+    finally:
+        raw.close()
+
+
+async def test_a_version_1_file_is_migrated(tmp_path: Path) -> None:
+    # A file as version 1 made it: the schema without the contacts table.
+    path = tmp_path / "v1.sqlite3"
+    raw = sqlite3.connect(path)
+    for statement in _SCHEMA:
+        if statement not in _CONTACTS:
+            raw.execute(statement)
+    raw.execute("INSERT INTO users VALUES ('alice', x'01', 1)")
+    raw.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    raw.execute("PRAGMA user_version = 1")
+    raw.commit()
+    raw.close()
+
+    s = SQLiteStore(path)
+    await s.open()
+    try:
+        assert (await s.pragmas())["user_version"] == SCHEMA_VERSION == 2
+        assert list(await s.users(["alice"])) == ["alice"]
+        assert await s.contacts(["alice"]) == {}
+        record = ContactsRecord(users=("bob",))
+        await s.put_contacts("alice", record, None)
+        assert await s.contacts(["alice"]) == {"alice": record}
+    finally:
+        await s.close()
+    fresh = SQLiteStore(tmp_path / "fresh.sqlite3")
+    await fresh.open()
+    await fresh.close()
+    assert schema_of(path) == schema_of(fresh.path)  # the same as a new file's
 
 
 async def test_foreign_sqlite_file_is_refused(tmp_path: Path) -> None:

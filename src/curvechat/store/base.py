@@ -79,7 +79,8 @@ class NoSuchRoom(StoreError):
 
 
 class Conflict(StoreError):
-    """A compare-and-swap failed: the op index or epoch is not the next one."""
+    """A compare-and-swap failed: the op index or epoch is not the next one,
+    or a user's contacts are not the ones the caller expected."""
 
 
 class ChangeTooLarge(StoreError):
@@ -175,6 +176,14 @@ class Committed(msgspec.Struct, frozen=True):
     remote: bool = False
 
 
+class ContactsRecord(msgspec.Struct, frozen=True):
+    """One user's contacts as stored: `users` sorted, without repeats;
+    `only`: only they may put the user in a room (server/contacts.py)."""
+
+    only: bool = False
+    users: tuple[str, ...] = ()
+
+
 class StoredRow(msgspec.Struct, frozen=True):
     room: str
     seq: int
@@ -246,6 +255,20 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def users(self, names: Sequence[str]) -> dict[str, UserRecord]:
         """The registered users among `names` (unknown names are left out)."""
+
+    @abc.abstractmethod
+    async def contacts(self, users: Sequence[str]) -> dict[str, ContactsRecord]:
+        """The contacts of each of `users` that has ever set any (the others
+        are left out: they have none, and take rooms from anyone), in as
+        few reads as the backend can."""
+
+    @abc.abstractmethod
+    async def put_contacts(
+        self, user: str, record: ContactsRecord, expect: ContactsRecord | None
+    ) -> None:
+        """Replace `user`'s contacts with `record` if they are `expect` now
+        (None: `user` never set any), else raise Conflict and change nothing.
+        The caller checks the record (sorted, bounded, registered users)."""
 
     # --- rooms and membership ---------------------------------------------
     @abc.abstractmethod

@@ -11,8 +11,9 @@ reserve stops the growth first, while there is room for what must still
 work:
 
 * under `min_free` bytes free on the store's filesystem, the store refuses
-  new messages, new users and new rooms with `StoreFull` (the client gets
-  `store_full`, keeps its messages in its outbox and sends them again later);
+  new messages, new users, new rooms and contacts with `StoreFull` (the
+  client gets `store_full`, keeps its messages in its outbox and sends them
+  again later);
 * so does `Store.check_space`, which the node asks before the membership
   changes that can wait (adds, promotions, more history, an epoch no
   departure asks for: accounts are free, and 400 of them rotating epochs

@@ -1,9 +1,9 @@
 """The embedded SQLite backend of the store: one file, one thread, group commit.
 
-What it is for: a single-server deployment keeps users, rooms, membership
-logs, epochs, key packets and message envelopes in one SQLite file (WAL mode,
-``synchronous=FULL``), so that every acknowledged write survives a crash or a
-power cut.
+What it is for: a single-server deployment keeps users, their contacts,
+rooms, membership logs, epochs, key packets and message envelopes in one
+SQLite file (WAL mode, ``synchronous=FULL``), so that every acknowledged
+write survives a crash or a power cut.
 
 How it works:
 
@@ -46,6 +46,7 @@ from typing import TypeVar
 from curvechat.store import sqlite_queries as q
 from curvechat.store.base import (
     Committed,
+    ContactsRecord,
     EpochRecord,
     MemberChange,
     NewMessage,
@@ -93,10 +94,11 @@ class SQLiteStore(Store):
     * `busy_timeout_ms`: how long to wait for a lock held by another process
       before failing with StoreUnavailable.
     * `min_free_bytes`: the space kept free on the file's disk
-      (`store/reserve.py`, `reserve`): under it, `register`, `create_room`
-      and `append_messages` raise StoreFull (a StoreUnavailable) before
-      anything is written, and so does `check_space`, which the node asks
-      before the membership changes that can wait. 0 turns it off.
+      (`store/reserve.py`, `reserve`): under it, `register`, `put_contacts`,
+      `create_room` and `append_messages` raise StoreFull (a
+      StoreUnavailable) before anything is written, and so does
+      `check_space`, which the node asks before the membership changes that
+      can wait. 0 turns it off.
     """
 
     def __init__(
@@ -213,6 +215,19 @@ class SQLiteStore(Store):
             self._require_open()
             return {}
         return await self._run(functools.partial(q.users, wanted=wanted))
+
+    async def contacts(self, users: Sequence[str]) -> dict[str, ContactsRecord]:
+        wanted = list(dict.fromkeys(users))
+        if not wanted:
+            self._require_open()
+            return {}
+        return await self._run(functools.partial(q.contacts, users=wanted))
+
+    async def put_contacts(
+        self, user: str, record: ContactsRecord, expect: ContactsRecord | None
+    ) -> None:
+        self.reserve.check()
+        await self._run(functools.partial(q.put_contacts, user=user, record=record, expect=expect))
 
     # --- rooms and membership --------------------------------------------------
     async def create_room(

@@ -1,5 +1,5 @@
-"""The SQLite store's statements, apart from the group append: users, rooms,
-membership, key packets and reading messages.
+"""The SQLite store's statements, apart from the group append: users,
+contacts, rooms, membership, key packets and reading messages.
 
 Each function takes the store's connection and does one `Store` call's work
 in one transaction; `curvechat.store.sqlite.SQLiteStore` runs them on its
@@ -22,6 +22,7 @@ import msgspec
 
 from curvechat.store.base import (
     Conflict,
+    ContactsRecord,
     EpochRecord,
     KeyTaken,
     MemberChange,
@@ -39,6 +40,8 @@ from curvechat.store.sqlite_schema import transaction
 _ROOM_COLS = "room, head, epoch, epoch_after_op, op_head, created_ms"
 _MSG_COLS = "room, seq, ts_ms, sender, txn, envelope"
 _IN_CHUNK = 500  # names per "IN (...)" query, well below SQLite's variable limit
+_contacts_enc = msgspec.msgpack.Encoder()
+_contacts_dec = msgspec.msgpack.Decoder(ContactsRecord)
 
 
 def _now_ms() -> int:
@@ -140,6 +143,32 @@ def users(conn: sqlite3.Connection, wanted: Sequence[str]) -> dict[str, UserReco
         return found
 
     return transaction(conn, body, write=False)
+
+
+# --- contacts ------------------------------------------------------------------
+def contacts(conn: sqlite3.Connection, users: Sequence[str]) -> dict[str, ContactsRecord]:
+    def body() -> dict[str, ContactsRecord]:
+        sql = "SELECT user, value FROM contacts WHERE user IN ({})"
+        return {row[0]: _contacts_dec.decode(row[1]) for row in _rows_in(conn, sql, users)}
+
+    return transaction(conn, body, write=False)
+
+
+def put_contacts(
+    conn: sqlite3.Connection, user: str, record: ContactsRecord, expect: ContactsRecord | None
+) -> None:
+    def body() -> None:
+        row = conn.execute("SELECT value FROM contacts WHERE user = ?", (user,)).fetchone()
+        # The encodings compared, as the etcd store does: one encoder, one encoding.
+        now = None if row is None else bytes(row[0])
+        if now != (None if expect is None else _contacts_enc.encode(expect)):
+            raise Conflict(f"the contacts of {user!r} changed")
+        conn.execute(
+            "INSERT OR REPLACE INTO contacts (user, value) VALUES (?, ?)",
+            (user, _contacts_enc.encode(record)),
+        )
+
+    transaction(conn, body)
 
 
 # --- rooms and membership --------------------------------------------------------

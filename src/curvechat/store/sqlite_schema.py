@@ -2,9 +2,10 @@
 
 What it is for: `connect` turns a path into a connection the store can use
 (the file and its directory private, WAL, ``synchronous=FULL``, foreign
-keys on, the schema created or checked). A file written by a newer
-curvechat, or an SQLite file that is not a curvechat store, is refused
-with StoreUnavailable before anything in it is changed.
+keys on, the schema created, checked or brought up to date: a file of an
+older version is migrated in the transaction that checks it). A file
+written by a newer curvechat, or an SQLite file that is not a curvechat
+store, is refused with StoreUnavailable before anything in it is changed.
 
 What it must never do: run on the event loop's thread (it does file I/O:
 the store calls it on its own thread); weaken ``synchronous=FULL`` or
@@ -25,13 +26,26 @@ from curvechat.store.base import StoreUnavailable
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "connect", "transaction"]
 
-#: Stored in ``PRAGMA user_version``. A file with a newer version is refused.
-SCHEMA_VERSION = 1
+#: Stored in ``PRAGMA user_version``. A file with a newer version is refused,
+#: one with an older version migrated (`_MIGRATIONS`). 1: the first; 2: contacts.
+SCHEMA_VERSION = 2
 #: Stored in ``PRAGMA application_id`` ("cvch") to recognise our own files.
 APPLICATION_ID = int.from_bytes(b"cvch", "big")
 
 _T = TypeVar("_T")
 
+# Version 2: one row a user who set contacts, the msgpack of ContactsRecord.
+_CONTACTS = (
+    """CREATE TABLE contacts (
+        user TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    ) WITHOUT ROWID""",
+)
+
+#: The statements that bring a file of version N - 1 to version N.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {2: _CONTACTS}
+
+#: The whole schema of a new file, at SCHEMA_VERSION.
 _SCHEMA = (
     """CREATE TABLE users (
         user TEXT PRIMARY KEY,
@@ -90,6 +104,7 @@ _SCHEMA = (
         PRIMARY KEY (room, seq),
         UNIQUE (room, sender, txn)
     )""",
+    *_CONTACTS,
 )
 
 
@@ -130,8 +145,14 @@ def _migrate(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    elif app_id != APPLICATION_ID:
+        return
+    if app_id != APPLICATION_ID:
         raise StoreUnavailable("the file is an SQLite database but not a curvechat store")
+    for step in range(version + 1, SCHEMA_VERSION + 1):
+        for statement in _MIGRATIONS[step]:
+            conn.execute(statement)
+    if version < SCHEMA_VERSION:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:

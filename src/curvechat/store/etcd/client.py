@@ -165,6 +165,16 @@ class EtcdClient(Keys):
         )
 
     @staticmethod
+    def _value_is(key: bytes, value: bytes) -> Any:
+        """Compare a key's value with `value` (fails when the key is absent)."""
+        return rpc.Compare(
+            key=key,
+            result=rpc.Compare.CompareResult.EQUAL,
+            target=rpc.Compare.CompareTarget.VALUE,
+            value=value,
+        )
+
+    @staticmethod
     def _mod_is(key: bytes, revision: int) -> Any:
         return rpc.Compare(
             key=key,

@@ -115,6 +115,9 @@ class Keys:
     def k_transport(self, key: bytes) -> bytes:
         return self._k("t", key.hex())
 
+    def k_contacts(self, user: str) -> bytes:
+        return self._k("c", q(user))
+
     def k_msg(self, room: str, seq: int) -> bytes:
         """The key of the message run (runs.py) whose last message is `seq`."""
         return self._k("m", q(room), seq_part(seq))

@@ -55,12 +55,22 @@ class User(msgspec.Struct, array_like=True, frozen=True):
     registered_ms: int
 
 
+class Contacts(msgspec.Struct, array_like=True, frozen=True):
+    """``c/<user>``: the user's contacts (`ContactsRecord`). A write compares
+    the stored bytes with the encoding of what the writer read: `enc` gives
+    a record one encoding (`users` is sorted, without repeats)."""
+
+    only: bool
+    users: tuple[str, ...]
+
+
 enc = msgspec.msgpack.Encoder()
 meta_dec = msgspec.msgpack.Decoder(Meta)
 head_dec = msgspec.msgpack.Decoder(Head)
 msg_dec = msgspec.msgpack.Decoder(Msg)
 run_dec = msgspec.msgpack.Decoder(Run)
 user_dec = msgspec.msgpack.Decoder(User)
+contacts_dec = msgspec.msgpack.Decoder(Contacts)
 op_dec = msgspec.msgpack.Decoder(tuple[bytes, bytes])
 epoch_dec = msgspec.msgpack.Decoder(tuple[int, str])
 packet_dec = msgspec.msgpack.Decoder(tuple[str, bytes])

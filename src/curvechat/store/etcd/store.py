@@ -1,8 +1,9 @@
 """The etcd v3 backend of the store: the cluster's shared state.
 
-What it is for: several chat nodes share users, rooms, membership logs,
-epochs, key packets and message envelopes through one etcd cluster (Raft:
-a write is acknowledged by etcd only once a quorum has it on disk).
+What it is for: several chat nodes share users, their contacts, rooms,
+membership logs, epochs, key packets and message envelopes through one
+etcd cluster (Raft: a write is acknowledged by etcd only once a quorum has
+it on disk).
 
 How it works:
 
@@ -15,6 +16,8 @@ How it works:
 * Every write is one etcd transaction guarded by compare-and-swap on the
   ``mod_revision`` of what it read (the room's head for messages, the room's
   meta for membership ops and epochs), retried when another node won.
+  `put_contacts` compares the value it was given instead (the caller's
+  read) and is not retried: a Conflict goes back to the caller.
 * `append_messages` uses group commit like the SQLite store (the shared
   `curvechat.store.committer`): callers' batches are queued and each group
   is packed into transactions of at most
@@ -47,6 +50,8 @@ from aetcd import rpc  # type: ignore[import-untyped]
 
 from curvechat.store.base import (
     Committed,
+    Conflict,
+    ContactsRecord,
     KeyTaken,
     NameTaken,
     NewMessage,
@@ -66,6 +71,11 @@ from curvechat.store.etcd.rooms import EtcdRooms
 __all__ = ["DEFAULT_PREFIX", "EtcdSecurity", "EtcdStore", "parse_etcd_url", "prefix_end"]
 
 EtcdSecurity = conn.EtcdSecurity
+
+
+def _contacts_value(record: ContactsRecord) -> bytes:
+    """The one encoding of `record` (the compare of `put_contacts` needs it)."""
+    return rec.enc.encode(rec.Contacts(record.only, record.users))
 
 
 class EtcdStore(EtcdRooms, Store):
@@ -154,6 +164,30 @@ class EtcdStore(EtcdRooms, Store):
                 user = rec.user_dec.decode(kvs[0].value)
                 found[name] = UserRecord(name, user.sign_pub, user.registered_ms)
         return found
+
+    # --- contacts ----------------------------------------------------------------
+    async def contacts(self, users: Sequence[str]) -> dict[str, ContactsRecord]:
+        wanted = list(dict.fromkeys(users))
+        self._require_open()
+        found: dict[str, ContactsRecord] = {}
+        results = await self._read_many([rpc.RangeRequest(key=self.k_contacts(u)) for u in wanted])
+        for user, kvs in zip(wanted, results, strict=True):
+            if kvs:
+                stored = rec.contacts_dec.decode(kvs[0].value)
+                found[user] = ContactsRecord(stored.only, stored.users)
+        return found
+
+    async def put_contacts(
+        self, user: str, record: ContactsRecord, expect: ContactsRecord | None
+    ) -> None:
+        key = self.k_contacts(user)
+        if expect is None:
+            compare = self._version_is(key, 0)
+        else:
+            compare = self._value_is(key, _contacts_value(expect))
+        resp = await self._txn([compare], [self._put(key, _contacts_value(record))])
+        if not resp.succeeded:
+            raise Conflict(f"the contacts of {user!r} changed")
 
     # --- messages ----------------------------------------------------------------
     async def append_messages(self, batch: Sequence[NewMessage]) -> list[Committed]:

@@ -32,7 +32,8 @@ from curvechat.cli.main import main
         (["drain", "--timeout", "-1"], "--timeout must be positive"),
         # a client option before a command that takes none
         (["--home", "h", "serve"], "--home before the command is an option of the client"),
-        (["--timeout", "5", "drain"], "(chat, create, dm, "),  # drain's --timeout is its own
+        # drain's --timeout is its own
+        (["--timeout", "5", "drain"], "(chat, contacts, create, dm, "),
         (["--home", "h", "romos"], "not of 'romos'"),
         (["--home"], "the following arguments are required: command"),
         (

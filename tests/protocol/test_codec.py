@@ -119,6 +119,8 @@ REQUESTS: list[m.Request] = [
     PING,
     m.Ping(t=0),
     m.Ping(t=1, rtt_ms=0.5, reconnects=2, outbox=3, read_mark=4, prev_node="node-1"),
+    m.Contacts(),
+    m.SetContacts(only=True, add=["alice"], remove=["bob"]),
     m.Bye(),
     m.Announce(record=m.SignedRecord(record=b"\x94", sig=SIG)),
 ]
@@ -151,6 +153,7 @@ REPLIES: list[m.Reply] = [
     m.SyncReply(rooms=[MESSAGES, m.Messages(room="x", items=[], head=0)], more=True),
     m.KeyPackets(room="general", packets=[PACKET]),
     PONG,
+    m.ContactList(only=False, users=["alice", "bob"]),
     m.ByeAck(),
     ERROR,
     m.MessagePush(room="general", message=STORED),

@@ -633,6 +633,32 @@ def test_no_such_user_in_add_member(peers: Peers) -> None:
     assert len(alice.log("general")) == 1
 
 
+@covers(ErrorCode.NO_SUCH_USER)
+def test_no_such_user_in_set_contacts(peers: Peers) -> None:
+    alice = peers.registered("alice")
+    alice.refused(m.SetContacts(add=["ghost"]), ErrorCode.NO_SUCH_USER)
+    assert alice.ok(m.Contacts(), m.ContactList).users == []
+
+
+# contacts_only
+
+
+@covers(ErrorCode.CONTACTS_ONLY)
+def test_contacts_only(peers: Peers) -> None:
+    alice, bob = peers.registered("alice"), peers.registered("bob")
+    assert bob.ok(m.SetContacts(only=True), m.ContactList).only
+    req, _ = create_request(alice.identity, "general", [bob.identity])
+    alice.refused(req, ErrorCode.CONTACTS_ONLY)
+    alice.refused(m.History(room="general"), ErrorCode.NO_SUCH_ROOM)
+    room = create_room(alice, "mine")
+    packet = wrap_epoch_key(alice.identity, room.key, "bob", bob.identity.sign_pub)
+    req2 = m.AddMember(
+        room="mine", op=room.op("add", alice.identity, bob.identity), packets=[packet]
+    )
+    alice.refused(req2, ErrorCode.CONTACTS_ONLY)
+    assert len(alice.log("mine")) == 1
+
+
 # no_such_room
 
 

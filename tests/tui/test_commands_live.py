@@ -309,3 +309,52 @@ async def test_member_names_as_typed_and_long_errors(
         await say(pilot, app, "/whois " + "x" * 100_000)
         await until(pilot, lambda: "…" in shown(app), "the error, cut short")
         assert max(len(line) for line in shown(app).splitlines()) < 1_000
+
+
+async def test_contacts_command_and_the_refusal_a_non_contact_reads(
+    server: ServerProcess, kit: Kit, clients: ClientFactory
+) -> None:
+    app = kit.app("alice", server.connect)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await ready(pilot, app)
+        bob, _ = await clients.make("bob", server.connect)
+        await clients.make("carol", server.connect)
+        await bob.set_contacts(only=True, add=["carol"])
+
+        await expect(pilot, app, "/contacts", "anyone may put you in a room; contacts (0): none")
+        await expect(pilot, app, "/contacts frob", "/contacts: no action frob", error=True)
+        await expect(pilot, app, "/contacts add", "/contacts add: missing USER", error=True)
+        await expect(
+            pilot, app, "/contacts only carol", "/contacts only: too many arguments", error=True
+        )
+        await expect(
+            pilot, app, "/contacts add Bad!", "/contacts: Bad! is not a valid user name", error=True
+        )
+        await expect(
+            pilot, app, "/contacts add ghost", "There is no user called ghost.", error=True
+        )
+        await expect(
+            pilot, app, "/contacts add alice", "You can't be one of your own contacts.", error=True
+        )
+        await expect(pilot, app, "/contacts add @carol, bob", "contacts (2): bob, carol")
+        await expect(
+            pilot, app, "/contacts only", "only your contacts may put you in a room; contacts (2)"
+        )
+        await expect(
+            pilot,
+            app,
+            "/create team bob",
+            "You can't create team: only contacts of bob may put them in a room",
+            error=True,
+        )
+        await expect(
+            pilot,
+            app,
+            "/dm bob",
+            "You can't write to bob: only contacts of bob may put them in a room",
+            error=True,
+        )
+        assert "contacts_only" not in shown(app)  # the code is in the log
+        await expect(pilot, app, "/contacts remove bob", "contacts (1): carol")
+        await expect(pilot, app, "/contacts anyone", "anyone may put you in a room; contacts (1)")
+        assert (await bob.contacts()).users == ["carol"]  # bob's own list, untouched

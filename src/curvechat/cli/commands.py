@@ -267,6 +267,32 @@ def cmd_history_sharing(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
+CONTACT_ACTIONS = ("add", "remove", "only", "anyone")
+
+
+def cmd_contacts(args: argparse.Namespace) -> int:
+    action, users = args.action, args.users
+    if action in ("add", "remove") and not users:
+        raise CliError("bad_argument", f"contacts {action} needs at least one USER", EXIT_USAGE)
+    if action in (None, "only", "anyone") and users:
+        what = f"contacts {action}" if action else "contacts without an action"
+        raise CliError("bad_argument", f"{what} takes no USER", EXIT_USAGE)
+
+    async def body(client: ChatClient) -> int:
+        got = await client.contacts(action, users)
+        print(
+            "only your contacts may put you in a room"
+            if got.only
+            else "anyone may put you in a room"
+        )
+        print(f"contacts ({len(got.users)}){':' if got.users else ''}")
+        for user in got.users:
+            print(f"  {user}")
+        return 0
+
+    return _run(args, body)
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     """The terminal client. It asks for what is missing (identity, passphrase,
     server) on screen instead of on stdin, so nothing here prompts."""

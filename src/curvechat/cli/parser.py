@@ -16,7 +16,9 @@ from typing import Any, NoReturn
 
 from curvechat import __version__
 from curvechat.cli.commands import (
+    CONTACT_ACTIONS,
     cmd_chat,
+    cmd_contacts,
     cmd_create,
     cmd_dm,
     cmd_history,
@@ -308,6 +310,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("room")
     p.add_argument("mode", nargs="?", choices=["all", "verified"])
+    p = add(
+        "contacts",
+        cmd_contacts,
+        "show or change your contacts, and whether only they may put you in a room",
+    )
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=CONTACT_ACTIONS,
+        help="add or remove USERs; only: take rooms only from contacts; anyone: from anyone",
+    )
+    p.add_argument("users", nargs="*", metavar="USER")
     add("chat", cmd_chat, "the terminal chat client")
     p = add("tail", cmd_tail, "follow a room until interrupted")
     p.add_argument("room")

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 import zmq.utils.z85
@@ -28,6 +29,7 @@ from curvechat.client.connection import Connection
 from curvechat.client.errors import (
     ClientError,
     NotConnected,
+    NotReady,
     RequestTimeout,
     ServerRefused,
 )
@@ -47,6 +49,8 @@ from curvechat.crypto.identity import Identity
 from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import ServerAddress
+from curvechat.protocol.limits import MAX_CONTACTS, is_user_name
+from curvechat.protocol.text import clip
 
 __all__ = ["ChatClient", "InviteResult", "KeyInfo"]
 
@@ -329,6 +333,37 @@ class ChatClient:
         `key_changed_again` if another key is offered by now."""
         await self.keys.accept(user, key)
         self.outbox.wake.set()
+
+    # --- contacts ---------------------------------------------------------------------------------
+    async def contacts(self, action: str | None = None, users: Sequence[str] = ()) -> m.ContactList:
+        """The user's contact list on the server, and whether only the users
+        on it may put the user in a room; with `action`, changed first:
+        "add" or "remove" `users`, "only" (take rooms only from contacts) or
+        "anyone" (from anyone)."""
+        if action is None:
+            return await self.parts.ask(m.Contacts(), m.ContactList)
+        if action not in ("add", "remove", "only", "anyone"):
+            raise NotReady(f"no contacts action {clip(action)!r}", "bad_value")
+        return await self.set_contacts(
+            only={"only": True, "anyone": False}.get(action),
+            add=users if action == "add" else (),
+            remove=users if action == "remove" else (),
+        )
+
+    async def set_contacts(
+        self, *, only: bool | None = None, add: Sequence[str] = (), remove: Sequence[str] = ()
+    ) -> m.ContactList:
+        """Add and remove contacts, and with `only`, take rooms only from
+        them (True) or from anyone (False); the list as it now is."""
+        for user in (*add, *remove):
+            if not is_user_name(user):
+                raise NotReady(f"{clip(user)!r} is not a valid user name", "bad_name")
+        if self.me in add:
+            raise NotReady("you cannot be a contact of your own", "bad_name")
+        if len(set(add)) > MAX_CONTACTS or len(set(remove)) > MAX_CONTACTS:
+            raise NotReady(f"a contact list holds at most {MAX_CONTACTS:,} users", "too_large")
+        req = m.SetContacts(only=only, add=sorted(set(add)), remove=sorted(set(remove)))
+        return await self.parts.ask(req, m.ContactList)
 
     # --- reading ----------------------------------------------------------------------------------
     def rooms(self) -> list[RoomSummary]:

@@ -54,6 +54,9 @@ class ErrorCode(enum.StrEnum):
     """Only members may read, post or see the members of a room."""
     FORBIDDEN = "forbidden"
     """The operation needs a right the actor lacks (e.g. admin to add/remove)."""
+    CONTACTS_ONLY = "contacts_only"
+    """A user the room would hold takes rooms only from their contacts, and
+    the requester is not one (`set_contacts`): nothing was changed."""
     BAD_OP = "bad_op"
     """A membership op is malformed or not valid in the room's current state."""
     CONFLICT = "conflict"

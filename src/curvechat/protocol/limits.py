@@ -67,6 +67,10 @@ MAX_ROOMS_PER_USER: Final = 5_000
 an admin of their own), and the list of a user's rooms is one reply, at
 most MAX_REPLY_BYTES (about 110 bytes a room)."""
 
+MAX_CONTACTS: Final = 5_000
+"""The most users one user's contact list holds (`set_contacts`): the
+users who may put them in a room when they take rooms only from contacts."""
+
 MAX_PAGE: Final = 500
 """Most messages, ops or key packets one reply carries."""
 

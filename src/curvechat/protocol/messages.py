@@ -73,6 +73,8 @@ from curvechat.protocol.requests import (
     FetchKeys as FetchKeys,
     Ping as Ping,
     Announce as Announce,
+    Contacts as Contacts,
+    SetContacts as SetContacts,
     Bye as Bye,
     AnyRequest as AnyRequest,
 )
@@ -171,6 +173,14 @@ class Announced(Reply, tag="announced", frozen=True):
     """The node keeps the record until it stops or a newer one comes."""
 
 
+class ContactList(Reply, tag="contact_list", frozen=True):
+    """The requester's contacts, sorted; `only`: only they may put the
+    requester in a room."""
+
+    only: bool
+    users: Annotated[list[User], Meta(max_length=L.MAX_CONTACTS)]
+
+
 class ByeAck(Reply, tag="bye_ack", frozen=True):
     """The node has noted the goodbye; the client may close the socket."""
 
@@ -251,6 +261,7 @@ AnyReply = (
     | KeyPackets
     | Pong
     | Announced
+    | ContactList
     | ByeAck
     | Error
     | MessagePush

@@ -242,6 +242,24 @@ class Announce(Request, tag="announce", frozen=True):
     no server, since its last announcement (a metric for operators)."""
 
 
+class Contacts(Request, tag="contacts", frozen=True):
+    """The requester's contact list, and whether only its users may put them
+    in a room; the reply is `ContactList`."""
+
+
+class SetContacts(Request, tag="set_contacts", frozen=True, omit_defaults=True):
+    """Change the requester's contact list: `add` and `remove` users (the
+    same user in both is refused), and with `only` set, whether only the
+    users on it may create a room with them in it or add them to one (a
+    direct-message room too). The reply is the list as it now is
+    (`ContactList`). Contacts are names the node knows, not keys: the
+    security of a room still rests on its members' pinned keys."""
+
+    only: bool | None = None
+    add: Annotated[list[User], Meta(max_length=L.MAX_CONTACTS)] = []  # noqa: RUF012 (a Struct)
+    remove: Annotated[list[User], Meta(max_length=L.MAX_CONTACTS)] = []  # noqa: RUF012
+
+
 class Bye(Request, tag="bye", frozen=True):
     """The client is closing this connection on purpose (the user quit): the
     node shows it as left, not as a failure. Best effort: a client that
@@ -268,5 +286,7 @@ AnyRequest = (
     | FetchKeys
     | Ping
     | Announce
+    | Contacts
+    | SetContacts
     | Bye
 )

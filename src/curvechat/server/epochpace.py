@@ -1,6 +1,7 @@
 """How often a member may start a new epoch of a room (`new_epoch`), or
 share history with a member it added (`share_keys`: each stored page is a
-push that makes the recipient fetch; one `EpochPace` each).
+push that makes the recipient fetch), or a user change their contacts
+(`set_contacts`, keyed by the room ""; one `EpochPace` each).
 
 Every epoch costs each member of the room a key packet stored for ever and
 fetched by every client, and each one makes the senders' current key old:

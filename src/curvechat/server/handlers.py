@@ -2,7 +2,8 @@
 handler, the session requests (hello, register, lookup, announce), and the
 message requests (send, history, sync, key packets) with their access rules
 and commits. The membership requests (rooms, ops, epochs) are the
-`RoomHandlers` half, in server/room_handlers.py.
+`RoomHandlers` half, in server/room_handlers.py; the contact requests the
+`ContactHandlers` half, in server/contact_handlers.py.
 
 Refusals are `Refusal(code, message)`; the node turns them into `Error`
 replies. Nothing here touches sockets: replies are returned, pushes go
@@ -30,6 +31,7 @@ from curvechat.protocol import (
 )
 from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_PAGE, REPLY_BUDGET_BYTES
+from curvechat.server.contact_handlers import ContactHandlers
 from curvechat.server.epochpace import EpochPace
 from curvechat.server.peerdir import PeerDirectory, RecordRefused
 from curvechat.server.ratelimit import RegistrationPace
@@ -106,7 +108,7 @@ async def push_stored(node: NodeContext, at: list[tuple[str, int, bytes, int]]) 
                 node.metrics.messages_delivered.inc(node.push(view.members(), push, skip=skip))
 
 
-class Handlers(RoomHandlers):
+class Handlers(RoomHandlers, ContactHandlers):
     def __init__(self, node: NodeContext) -> None:
         self.node = node
         self.store = node.store
@@ -130,6 +132,8 @@ class Handlers(RoomHandlers):
             m.FetchKeys: self.fetch_keys,
             m.Bye: self.bye,
             m.Announce: self.announce,
+            m.Contacts: self.contacts,
+            m.SetContacts: self.set_contacts,
         }
         self.peerdir = PeerDirectory()
         limits = node.limits
@@ -139,6 +143,7 @@ class Handlers(RoomHandlers):
         self.epoch_pace = EpochPace(node.limits.new_epochs)
         # share_keys: an invite of up to 10,000 epochs fits the burst
         self.history_pace = EpochPace(node.limits.new_epochs)
+        self.contacts_pace = EpochPace(node.limits.new_epochs)
 
     async def dispatch(
         self, sess: Session, req: m.AnyRequest, queued: asyncio.Future[None] | None = None

@@ -19,6 +19,7 @@ from curvechat.crypto.membership import MemberState
 from curvechat.protocol import ErrorCode
 from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_MEMBERS, MAX_PAGE, MAX_ROOMS_PER_USER, dm_members
+from curvechat.server.contacts import refusal_text, refusing
 from curvechat.server.epochpace import EpochPace
 from curvechat.server.rooms import RoomView, note_adder
 from curvechat.store import (
@@ -167,6 +168,14 @@ class RoomHandlers:
                 f" {MAX_ROOMS_PER_USER:,} rooms, the most one user may be in",
             )
 
+    async def _check_adds(self, actor: str, targets: Sequence[str]) -> None:
+        """Refuse (`contacts_only`) to let `actor` put `targets` in a room if
+        any of them takes rooms only from contacts and `actor` is not one."""
+        others = [t for t in targets if t != actor]
+        refused = refusing(actor, others, await self.store.contacts(others)) if others else []
+        if refused:
+            raise Refusal(ErrorCode.CONTACTS_ONLY, refusal_text(refused, actor))
+
     async def create_room(self, sess: Session, req: m.CreateRoom) -> m.AnyReply:
         assert sess.user is not None
         pair = dm_members(req.room)
@@ -186,6 +195,7 @@ class RoomHandlers:
                 raise Refusal(ErrorCode.BAD_OP, f"the key given for {op.target} is not theirs")
             records.append(OpRecord(op.index, signed.op, signed.sig))
         self._check_epoch(sess, req.room, req.epoch, expected_epoch=0, state=state)
+        await self._check_adds(sess.user, list(state.members))
         await self._check_room_counts(list(state.members))
         changes = [MemberChange(u, True, mem.admin) for u, mem in state.members.items()]
         try:
@@ -232,6 +242,7 @@ class RoomHandlers:
                     )
                 if op.target_key != await self._registered_key(op.target):
                     raise Refusal(ErrorCode.BAD_OP, f"the key given for {op.target} is not theirs")
+                await self._check_adds(sess.user, [op.target])
                 await self._check_room_counts([op.target])
                 self._check_packets(
                     sess,

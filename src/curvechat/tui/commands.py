@@ -93,6 +93,12 @@ COMMANDS: tuple[CommandSpec, ...] = (
         (("USER", "user", False), ("USER", "user", False)),
     ),
     CommandSpec(
+        "contacts",
+        "/contacts [add USER ... | remove USER ... | only | anyone]",
+        "your contacts; only: only they may put you in a room; anyone: anyone may",
+        (("ACTION", "word", False), ("USER", "users", False)),
+    ),
+    CommandSpec(
         "nick",
         "/nick USER [ALIAS]",
         "show USER as ALIAS on this machine (no ALIAS: clear it)",

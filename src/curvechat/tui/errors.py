@@ -81,6 +81,10 @@ BY_CODE: dict[str, str] = {
     "room_exists": "A room called {target} already exists; pick another name.",
     "not_member": "You are not a member of {room}.",
     "forbidden": "You can't {what}: you don't have the right to.",
+    "contacts_only": (
+        "You can't {what}: only contacts of {users} may put them in a room, and you are not"
+        " one; ask them to add you to their contacts."
+    ),
     "bad_op": "You can't {what} in the room's present state.",
     "conflict": "Someone changed {room} at the same moment; try again.",
     "stale_epoch": "The key of {room} changed at the same moment; try again.",
@@ -178,6 +182,11 @@ BY_ACTION: dict[tuple[str, str], str] = {
     ("history", "timeout"): "The server did not send older messages in time; try again.",
     ("keys", "no_such_user"): "No key is known for {target}; /whois {target} looks it up.",
     ("whois", "no_such_user"): "There is no user called {target}.",
+    ("contacts", "no_such_user"): "There is no user called {users}.",
+    ("contacts", "bad_name"): "You can't be one of your own contacts.",
+    ("contacts", "conflict"): (
+        "Your contacts changed at the same moment (another of your sessions); try again."
+    ),
 }
 
 FALLBACK = f"That did not work; {BUG}."
@@ -223,6 +232,9 @@ def explain(exc: BaseException, attempt: Attempt) -> str:
     if code == "no_such_user" and not isinstance(exc, NotReady):
         # the directory names the users it does not know: "no such user: a, b"
         users = str(getattr(exc, "message", "")).removeprefix("no such user:").strip()
+    if code == "contacts_only":
+        # the server names them: "bob, carol take rooms only from their contacts, …"
+        users = str(getattr(exc, "message", "")).partition(" take")[0][:300]
     if isinstance(exc, KeyChanged):
         attempt = Attempt(attempt.action, exc.user, attempt.room)
     detail = ""

@@ -1,5 +1,5 @@
 """The chat screen's own slash commands: /help, /quit, /create, /invite,
-/remove, /leave, /dm, /rooms, /members, /whois, /keys and /more (the IRC-style
+/remove, /leave, /dm, /rooms, /members, /whois, /keys, /contacts and /more (the IRC-style
 ones are in familiar.py). `dispatch` runs a parsed command on the screen;
 a refusal is raised (`cmds.CommandError`, or the engine's error) for the
 screen to explain in one sentence.
@@ -25,6 +25,10 @@ from curvechat.tui.screens.reader import ReaderScreen
 
 if TYPE_CHECKING:
     from curvechat.tui.screens.chat import ChatScreen
+
+
+SHOWN_CONTACTS = 100
+"""The most contacts `/contacts` names on screen (`curvechat contacts` prints them all)."""
 
 
 def need_room(screen: ChatScreen, inv: cmds.Invocation) -> str:
@@ -111,8 +115,32 @@ async def dispatch(screen: ChatScreen, inv: cmds.Invocation) -> None:
         await whois(screen, args[0].lstrip("@"))
     elif name == "keys":
         await keys(screen, inv)
+    elif name == "contacts":
+        await contacts(screen, inv)
     elif name == "more":
         more(screen, args[0] if args else "1")
+
+
+async def contacts(screen: ChatScreen, inv: cmds.Invocation) -> None:
+    """Show the contact list, or change it as `inv` says."""
+    action = inv.args[0].lower() if inv.args else None
+    users = [u.lstrip("@") for u in inv.rest.replace(",", " ").split()]
+    usage = f"usage: {inv.spec.usage}"
+    if action not in (None, "add", "remove", "only", "anyone"):
+        raise cmds.CommandError(f"/contacts: no action {visible(action[:32])}; {usage}")
+    if action in ("add", "remove") and not users:
+        raise cmds.CommandError(f"/contacts {action}: missing USER; {usage}")
+    if action in ("only", "anyone") and users:
+        raise cmds.CommandError(f"/contacts {action}: too many arguments; {usage}")
+    for user in users:
+        if not is_user_name(user):
+            raise cmds.CommandError(f"/contacts: {visible(user[:64])} is not a valid user name")
+    got = await screen.client.contacts(action, users)
+    who = "only your contacts" if got.only else "anyone"
+    listed = ", ".join(got.users[:SHOWN_CONTACTS]) if got.users else "none"
+    if len(got.users) > SHOWN_CONTACTS:
+        listed += f" and {len(got.users) - SHOWN_CONTACTS:,} more"
+    screen.notice(f"{who} may put you in a room; contacts ({len(got.users)}): {listed}")
 
 
 def more(screen: ChatScreen, which: str) -> None:

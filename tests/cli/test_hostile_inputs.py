@@ -50,6 +50,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     "argv",
     [
         ("leave", "A"),
+        ("leave", "ok", "B!"),  # each of several rooms
         ("invite", "Bad Room", "bob"),
         ("history", "@"),
         ("history", "@a:b:c"),

@@ -60,3 +60,25 @@ def test_an_op_refused_by_the_check_changes_nothing() -> None:
     assert log.adds == [(0, "owner", "owner")]
     log.apply(ops[1])
     assert log.is_member("p00001")
+
+
+def test_the_adder_is_who_made_a_member_what_they_are_now() -> None:
+    """Who put a user in the room (`curvechat leave --added-by`): the actor
+    of the op that made them a member as they are now, not of an earlier
+    membership; nobody for a user who is not a member."""
+    alice, bob, carol = (Identity.generate(u) for u in ("alice", "bob", "carol"))
+    log = RoomLog.empty("r")
+
+    def do(actor: Identity, kind: m.OpKind, target: Identity) -> None:
+        op = log.state.next_op(kind, actor.user, target.user, target.sign_pub, 1)
+        log.apply(sign_op(actor, op))
+
+    do(alice, "create", alice)
+    do(alice, "add", bob)
+    do(alice, "promote", bob)
+    assert (log.adder("alice"), log.adder("bob"), log.adder("carol")) == ("alice", "alice", None)
+    do(bob, "add", carol)
+    do(carol, "leave", carol)
+    assert log.adder("carol") is None
+    do(alice, "add", carol)
+    assert log.adder("carol") == "alice"

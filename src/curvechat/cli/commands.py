@@ -27,7 +27,7 @@ from curvechat.cli.common import (
     _run,
     stdin_is_a_terminal,
 )
-from curvechat.cli.output import log_handler
+from curvechat.cli.output import error_line, log_handler
 from curvechat.protocol.text import visible
 
 if TYPE_CHECKING:
@@ -96,13 +96,63 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_leave(args: argparse.Namespace) -> int:
+    named: list[str] = list(dict.fromkeys(args.rooms))
+    by: str | None = args.added_by
+    if bool(named) == (by is not None):
+        raise CliError("bad_argument", "leave takes ROOM ... or --added-by USER", EXIT_USAGE)
+    if args.yes and by is None:
+        raise CliError("bad_argument", "--yes goes with --added-by", EXIT_USAGE)
+
     async def body(client: ChatClient) -> int:
-        room = _resolve_room(client, args.room)
-        await client.leave(room)
-        print(f"left {room}")
-        return 0
+        from curvechat.client.errors import NotConnected
+        from curvechat.protocol.errors import CurvechatError
+
+        if by is None:
+            rooms = [_resolve_room(client, room) for room in named]  # every name checked first
+        else:
+            rooms = _added_by(client, by)
+            if not args.yes:
+                for room in rooms:
+                    print(f"would leave {room}")
+                print(
+                    f"{len(rooms)} room(s) {by} added you to; to leave them:"
+                    f" curvechat leave --added-by {by} --yes",
+                    file=sys.stderr,
+                )
+                return 0
+        failed = 0
+        for done, room in enumerate(rooms):
+            try:
+                await client.leave(room)
+            except NotConnected as exc:  # the rest would fail alike
+                if len(rooms) == 1:
+                    raise
+                raise CliError(
+                    exc.code, f"{room}: {exc}; {len(rooms) - done} room(s) not left"
+                ) from exc
+            except CurvechatError as exc:  # a refusal, a timeout, a log that does not verify
+                if len(rooms) == 1:
+                    raise
+                print(error_line(str(exc.code), f"{room}: {exc}"), file=sys.stderr)
+                failed += 1
+                continue
+            print(f"left {room}")
+        return 1 if failed else 0
 
     return _run(args, body)
+
+
+def _added_by(client: ChatClient, by: str) -> list[str]:
+    """The rooms `by` made the user a member of, by the verified logs."""
+    from curvechat.protocol.limits import is_user_name
+
+    if not is_user_name(by):
+        raise CliError("bad_name", f"{visible(by[:64])!r} is not a valid user name")
+    if by == client.me:
+        raise CliError(
+            "bad_argument", "those are the rooms you created: leave them by name", EXIT_USAGE
+        )
+    return [r.room for r in client.rooms() if r.added_by == by]
 
 
 def cmd_send(args: argparse.Namespace) -> int:

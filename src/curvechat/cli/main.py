@@ -60,10 +60,11 @@ def _main(argv: list[str] | None) -> int:
             _fail("bad_argument", f"--{flag} must be positive", EXIT_USAGE)
     if getattr(args, "last", 0) < 0:
         _fail("bad_argument", "--last must be 0 or more", EXIT_USAGE)
-    room = getattr(args, "room", None)
-    problem = None if room is None else room_problem(room, create=args.command == "create")
-    if problem is not None:
-        _fail("bad_room", problem, EXIT_FAIL)
+    named = [getattr(args, "room", None), *(getattr(args, "rooms", None) or [])]
+    for room in (r for r in named if r is not None):
+        problem = room_problem(room, create=args.command == "create")
+        if problem is not None:
+            _fail("bad_room", problem, EXIT_FAIL)
     try:
         return int(args.func(args))
     except CliError as exc:

@@ -172,6 +172,7 @@ def cmd_rooms(args: argparse.Namespace) -> int:
                     "head": r.head,
                     "unread": r.unread,
                     "epoch": r.epoch,
+                    "added_by": r.added_by,
                 }
                 print(json_line({**row, **extra}))
             else:

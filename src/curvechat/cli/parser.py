@@ -273,7 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
         p = add(name, func, text)
         p.add_argument("room")
         p.add_argument("user")
-    add("leave", cmd_leave, "leave a room").add_argument("room")
+    p = add("leave", cmd_leave, "leave rooms: those named, or every one a user added you to")
+    p.add_argument("rooms", nargs="*", metavar="ROOM")
+    p.add_argument(
+        "--added-by",
+        metavar="USER",
+        help="the rooms USER made you a member of (a spammer's, say): listed; left with --yes",
+    )
+    p.add_argument("--yes", action="store_true", help="with --added-by: leave them")
     p = add("dm", cmd_dm, "send a direct message")
     p.add_argument("user")
     p.add_argument("text")

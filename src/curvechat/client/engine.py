@@ -367,7 +367,7 @@ class ChatClient:
 
     # --- reading ----------------------------------------------------------------------------------
     def rooms(self) -> list[RoomSummary]:
-        return room_summaries(self.cache, self.core)
+        return room_summaries(self.cache, self.core, self.me)
 
     def members(self, room: str) -> dict[str, bool]:
         return {u: mem.admin for u, mem in self.core.log(room).state.members.items()}

@@ -24,6 +24,9 @@ class RoomSummary:
     cursor: int
     unread: int
     epoch: int | None
+    added_by: str | None = None
+    """Who made the user a member, by the verified log (the user, for a
+    room they created; None if they are no longer a member)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +38,12 @@ class MemberInfo:
     key_changed: bool
 
 
-def room_summaries(cache: Cache, core: TrustCore) -> list[RoomSummary]:
+def room_summaries(cache: Cache, core: TrustCore, me: str) -> list[RoomSummary]:
     """The summary of every room in the cache, in the cache's order."""
     out = []
     for room in cache.rooms():
-        state = core.log(room.room).state
+        log = core.log(room.room)
+        state = log.state
         out.append(
             RoomSummary(
                 room=room.room,
@@ -49,6 +53,7 @@ def room_summaries(cache: Cache, core: TrustCore) -> list[RoomSummary]:
                 cursor=room.cursor,
                 unread=room.unread,
                 epoch=core.current(room.room),
+                added_by=log.adder(me),
             )
         )
     return out

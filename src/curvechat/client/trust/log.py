@@ -35,6 +35,8 @@ class RoomLog:
     """user -> the identity key the log recorded for them most recently."""
     adds: list[tuple[int, str, str]] = field(default_factory=list)
     """(index, actor, target) of every create and add op."""
+    adders: dict[str, str] = field(default_factory=dict)
+    """member -> the actor of the op that made them a member as they are now."""
     last_departure: int = -1
     """Index of the latest remove or leave op (-1: none)."""
 
@@ -65,7 +67,9 @@ class RoomLog:
             self.spans.setdefault(op.target, []).append((op.index, None))
             self.logged_keys[op.target] = op.target_key
             self.adds.append((op.index, op.actor, op.target))
+            self.adders[op.target] = op.actor
         elif op.kind in ("remove", "leave"):
+            self.adders.pop(op.target, None)
             spans = self.spans[op.target]
             start, _ = spans[-1]
             spans[-1] = (start, op.index)
@@ -89,6 +93,12 @@ class RoomLog:
     def added(self, actor: str, target: str) -> list[int]:
         """Indices of the ops by which `actor` added `target`."""
         return [i for i, a, t in self.adds if a == actor and t == target and a != t]
+
+    def adder(self, user: str) -> str | None:
+        """Who made `user` a member as they are now: the actor of the op that
+        added them (themselves, for the room's creator); None if they are
+        not a member."""
+        return self.adders.get(user)
 
     def stale(self, epoch_after_op: int) -> bool:
         """Whether an epoch based on op `epoch_after_op` may no longer be used."""

@@ -39,6 +39,11 @@ class TokenBucket:
             return True
         return False
 
+    def give(self, n: float = 1.0) -> None:
+        """Put back `n` tokens taken for a request that was then not done
+        (never past `burst`)."""
+        self.tokens = min(self.burst, self.tokens + n)
+
     def full(self, now: float) -> bool:
         """Whether the bucket has refilled by `now` (a new one is the same)."""
         return self.tokens + max(0.0, now - self.stamp) * self.rate >= self.burst

@@ -139,14 +139,27 @@ def test_serve_refuses_a_bad_limit(
 def test_registrations_from_one_address_are_paced(tmp_path: Path) -> None:
     """Accounts are free, and each brings limits of its own: one address
     registers at most N an hour (after N at once); a user already known
-    signing in again, or another address, is not held back."""
+    signing in again, a registration refused (a name someone else holds),
+    or another address, is not held back."""
     args = ("--registrations-per-address", "3", "--count-loopback")
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     with running(tmp_path / "node", *args) as node:
         try:
             raws = [RawClient(ctx, node.connect, Identity.generate(f"u{i}")) for i in range(4)]
-            for raw in raws[:3]:
+            for raw in raws[:2]:
                 raw.register()
+            # a name someone else holds is refused, and costs the address nothing
+            thief = RawClient(ctx, node.connect, Identity.generate("u0"))
+            taken = thief.request(
+                m.Register(
+                    user="u0",
+                    sign_pub=thief.identity.sign_pub,
+                    transport_sig=thief.identity.transport_sig(),
+                )
+            )
+            assert isinstance(taken, m.Error) and taken.code == "name_taken", taken
+            thief.close()
+            raws[2].register()
             reply = raws[3].request(
                 m.Register(
                     user="u3",
@@ -162,7 +175,7 @@ def test_registrations_from_one_address_are_paced(tmp_path: Path) -> None:
             for raw in [*raws, again]:
                 raw.close()
         finally:
-            ctx.term()
+            ctx.destroy(linger=0)  # (a failed check leaves sockets open)
 
 
 def test_the_pace_is_per_address_and_refills() -> None:
@@ -175,6 +188,13 @@ def test_the_pace_is_per_address_and_refills() -> None:
     assert pace.refusal(None, 0.0) is None  # no socket known
     assert pace.refusal(host, 1800.0) is None  # half an hour: one more
     assert RegistrationPace(0).refusal(host, 0.0) is None
+    refunded = RegistrationPace(1)  # a registration refused by the store gives its token back
+    assert refunded.refusal(host, 0.0) is None
+    refunded.refund(host)
+    refunded.refund(host)  # (never past the burst)
+    assert refunded.refusal(host, 0.0) is None
+    assert refunded.refusal(host, 0.0) is not None
+    refunded.refund(("203.0.113.9", 1))  # an address never seen: nothing to give back
     site = RegistrationPace(1)  # one IPv6 site, whichever /64 of it
     assert site.refusal(("2001:db8:1:2::1", 1, 0, 0), 0.0) is None
     assert site.refusal(("2001:db8:1:ffff::1", 1, 0, 0), 0.0) is not None

@@ -203,12 +203,18 @@ class Handlers(RoomHandlers, ContactHandlers):
             ) from exc
         if sess.user is not None and sess.user != req.user:
             raise Refusal(ErrorCode.KEY_TAKEN, f"this key is already registered as {sess.user}")
-        if sess.user is None:  # a new user, or a new key: paced per address
+        paced = sess.user is None  # a new user, or a new key: paced per address
+        if paced:
             too_many = self._registrations.refusal(peer_of(sess.fd), time.monotonic())
             if too_many is not None:
                 raise Refusal(ErrorCode.RATE_LIMITED, too_many)
         try:
-            await self.store.register(req.user, req.sign_pub, transport_pub)
+            try:
+                await self.store.register(req.user, req.sign_pub, transport_pub)
+            except (NameTaken, KeyTaken, StoreUnavailable):
+                if paced:  # nothing was bound: it costs the address nothing
+                    self._registrations.refund(peer_of(sess.fd))
+                raise
         except NameTaken as exc:
             raise Refusal(
                 ErrorCode.NAME_TAKEN, f"the name {req.user!r} belongs to another identity"

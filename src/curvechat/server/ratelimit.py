@@ -125,3 +125,14 @@ class RegistrationPace:
         if take_keyed(self._buckets, address, now, rate=rate / 3600, burst=rate, limit=USERS_KEPT):
             return None
         return f"more than {rate:g} registrations an hour from {address}; try again later"
+
+    def refund(self, peer: object) -> None:
+        """Give back what `refusal` took for a registration that then did
+        not happen (the name or key belonged to someone else, or the store
+        failed): only registrations that bind something are paced."""
+        address = (
+            address_key(peer, self.loopback, REGISTRATION_V6_PREFIX) if self.per_hour else None
+        )
+        bucket = self._buckets.get(address) if address is not None else None
+        if bucket is not None:
+            bucket.give()

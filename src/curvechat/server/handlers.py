@@ -24,10 +24,8 @@ from curvechat.crypto.identity import transport_statement, verify
 from curvechat.protocol import (
     ErrorCode,
     ProtocolError,
-    decode_envelope,
     decode_member_op,
     encode,
-    message_push,
 )
 from curvechat.protocol import messages as m
 from curvechat.protocol.limits import MAX_PAGE, REPLY_BUDGET_BYTES
@@ -38,6 +36,7 @@ from curvechat.server.ratelimit import RegistrationPace
 from curvechat.server.room_handlers import Refusal, RoomHandlers, store_refusal
 from curvechat.server.rooms import RoomView
 from curvechat.server.silent import peer_of
+from curvechat.server.stored import fit_rows, push_stored, stored_message
 from curvechat.store import (
     ChangeTooLarge,
     KeyTaken,
@@ -61,51 +60,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("curvechat.server")
 
 
-def _stored(row: StoredRow) -> m.StoredMessage:
-    return m.StoredMessage(seq=row.seq, ts=row.ts_ms, envelope=decode_envelope(row.envelope))
-
-
-def _fit(rows: list[StoredRow], budget: int, *, newest: bool = False) -> list[StoredRow]:
-    """The rows that fit in `budget` envelope bytes (at least one): the oldest
-    ones, or with `newest` the newest ones (a page read backwards)."""
-    order = reversed(rows) if newest else iter(rows)
-    kept: list[StoredRow] = []
-    for row in order:
-        if kept and budget - len(row.envelope) < 0:
-            break
-        budget -= len(row.envelope)
-        kept.append(row)
-    return kept[::-1] if newest else kept
-
-
 PEER_MESSAGES_COUNTED = 10_000
 """The most one `announce` adds to `curvechat_peer_messages_total` (a client
 names the figure: unbounded, one user could make the counter say anything)."""
-
-
-async def push_stored(node: NodeContext, at: list[tuple[str, int, bytes, int]]) -> None:
-    """Push again the message stored at each (room, seq) of `at`, to every
-    connection of its members but the one named (the resend's), if it is
-    no longer than the resend's envelope (the last item, in bytes): the
-    original of a duplicate send, whose first push may not have gone out (an
-    answer lost to a deadline while etcd committed it; the client's resend
-    is sealed again, so its bytes differ, but not its size). Never the
-    resend's own envelope: it would hand members at that seq what the store
-    does not hold there. And not a stored message longer than the resend:
-    a resend of a few bytes would make the node push up to 64 KiB, to every
-    member's connections. Best effort: what cannot be read is not pushed."""
-    for room, seq, skip, resent in at:
-        try:
-            rows = await node.store.messages(room, after=seq - 1, limit=1)
-            view = await node.rooms.get(room)
-        except StoreUnavailable:
-            return
-        if view is None:
-            continue
-        for row in rows:
-            if row.seq == seq and len(row.envelope) <= resent:
-                push = message_push(room, seq, row.ts_ms, row.envelope)
-                node.metrics.messages_delivered.inc(node.push(view.members(), push, skip=skip))
 
 
 class Handlers(RoomHandlers, ContactHandlers):
@@ -332,7 +289,7 @@ class Handlers(RoomHandlers, ContactHandlers):
             limit=req.limit,
             max_bytes=REPLY_BUDGET_BYTES,
         )
-        rows = _fit(rows, REPLY_BUDGET_BYTES, newest=req.after is None)
+        rows = fit_rows(rows, REPLY_BUDGET_BYTES, newest=req.after is None)
         record = await self.store.room(req.room)
         head = record.head if record is not None else view.record.head
         return m.Messages(room=req.room, items=self._items(rows), head=head)
@@ -356,7 +313,7 @@ class Handlers(RoomHandlers, ContactHandlers):
             rows = await self.store.messages(
                 record.room, after=cursor, limit=budget, max_bytes=size_budget
             )
-            rows = _fit(rows, size_budget)
+            rows = fit_rows(rows, size_budget)
             budget -= len(rows)
             size_budget -= sum(len(r.envelope) for r in rows)
             if rows and rows[-1].seq < record.head:
@@ -372,7 +329,7 @@ class Handlers(RoomHandlers, ContactHandlers):
         items = []
         for row in rows:
             try:
-                items.append(_stored(row))
+                items.append(stored_message(row))
             except ProtocolError as exc:
                 self.node.metrics.stored_undecodable.inc()
                 log.error(

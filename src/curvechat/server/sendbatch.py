@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING
 
 from curvechat.protocol import ErrorCode, encode, encode_reply, message_push
 from curvechat.protocol import messages as m
-from curvechat.server.handlers import OUT_OF_ORDER_TEXT, Handlers, Refusal, push_stored
+from curvechat.server.handlers import OUT_OF_ORDER_TEXT, Handlers, Refusal
 from curvechat.server.metrics import observe_all
 from curvechat.server.room_handlers import store_refusal
 from curvechat.server.rooms import RoomView
 from curvechat.server.session import SESSION_QUEUE_MAX, Session
+from curvechat.server.stored import push_stored
 from curvechat.store import Committed, NewMessage, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -151,7 +152,7 @@ class SendBatches:
         """Push and ack every committed message, in commit order; returns the
         stale ones (the room changed before the commit) and the (room, seq) of
         the duplicates (with the resend's connection and size), to push again
-        (`handlers.push_stored`)."""
+        (`stored.push_stored`)."""
         node = self.node
         accepted = delivered = 0
         acked: list[float] = []  # the t0 of each send acked

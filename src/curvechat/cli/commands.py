@@ -318,6 +318,7 @@ def cmd_history_sharing(args: argparse.Namespace) -> int:
 
 
 CONTACT_ACTIONS = ("add", "remove", "only", "anyone")
+"""`client.engine.CONTACT_ACTIONS`, again: building the parser must not import the engine."""
 
 
 def cmd_contacts(args: argparse.Namespace) -> int:

@@ -52,7 +52,11 @@ from curvechat.protocol.connect import ServerAddress
 from curvechat.protocol.limits import MAX_CONTACTS, is_user_name
 from curvechat.protocol.text import clip
 
-__all__ = ["ChatClient", "InviteResult", "KeyInfo"]
+__all__ = ["CONTACT_ACTIONS", "ChatClient", "InviteResult", "KeyInfo"]
+
+CONTACT_ACTIONS = ("add", "remove", "only", "anyone")
+"""What `ChatClient.contacts` may do to the list (the CLI's parser keeps
+its own copy, to stay clear of the engine's imports)."""
 
 log = logging.getLogger("curvechat.client")
 
@@ -342,7 +346,7 @@ class ChatClient:
         "anyone" (from anyone)."""
         if action is None:
             return await self.parts.ask(m.Contacts(), m.ContactList)
-        if action not in ("add", "remove", "only", "anyone"):
+        if action not in CONTACT_ACTIONS:
             raise NotReady(f"no contacts action {clip(action)!r}", "bad_value")
         return await self.set_contacts(
             only={"only": True, "anyone": False}.get(action),

@@ -161,8 +161,9 @@ class Handlers(RoomHandlers, ContactHandlers):
         if sess.user is not None and sess.user != req.user:
             raise Refusal(ErrorCode.KEY_TAKEN, f"this key is already registered as {sess.user}")
         paced = sess.user is None  # a new user, or a new key: paced per address
+        peer = peer_of(sess.fd) if paced else None
         if paced:
-            too_many = self._registrations.refusal(peer_of(sess.fd), time.monotonic())
+            too_many = self._registrations.refusal(peer, time.monotonic())
             if too_many is not None:
                 raise Refusal(ErrorCode.RATE_LIMITED, too_many)
         try:
@@ -170,7 +171,7 @@ class Handlers(RoomHandlers, ContactHandlers):
                 await self.store.register(req.user, req.sign_pub, transport_pub)
             except (NameTaken, KeyTaken, StoreUnavailable):
                 if paced:  # nothing was bound: it costs the address nothing
-                    self._registrations.refund(peer_of(sess.fd))
+                    self._registrations.refund(peer)
                 raise
         except NameTaken as exc:
             raise Refusal(

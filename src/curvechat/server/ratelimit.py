@@ -115,11 +115,17 @@ class RegistrationPace:
         self.loopback = loopback
         self._buckets: dict[str, TokenBucket] = {}
 
+    def _address(self, peer: object) -> str | None:
+        """What `peer` is paced as (None: not paced)."""
+        if not self.per_hour:
+            return None
+        return address_key(peer, self.loopback, REGISTRATION_V6_PREFIX)
+
     def refusal(self, peer: object, now: float) -> str | None:
         """Why a registration from `peer` (a socket's `getpeername()`, or
         None when unknown) must wait, or None."""
         rate = self.per_hour
-        address = address_key(peer, self.loopback, REGISTRATION_V6_PREFIX) if rate else None
+        address = self._address(peer)
         if address is None:
             return None
         if take_keyed(self._buckets, address, now, rate=rate / 3600, burst=rate, limit=USERS_KEPT):
@@ -130,9 +136,7 @@ class RegistrationPace:
         """Give back what `refusal` took for a registration that then did
         not happen (the name or key belonged to someone else, or the store
         failed): only registrations that bind something are paced."""
-        address = (
-            address_key(peer, self.loopback, REGISTRATION_V6_PREFIX) if self.per_hour else None
-        )
+        address = self._address(peer)
         bucket = self._buckets.get(address) if address is not None else None
         if bucket is not None:
             bucket.give()

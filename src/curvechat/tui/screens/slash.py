@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from curvechat.client.engine import CONTACT_ACTIONS
 from curvechat.client.sending import check_text
 from curvechat.protocol.limits import is_user_name
 from curvechat.protocol.text import visible
@@ -126,7 +127,7 @@ async def contacts(screen: ChatScreen, inv: cmds.Invocation) -> None:
     action = inv.args[0].lower() if inv.args else None
     users = [u.lstrip("@") for u in inv.rest.replace(",", " ").split()]
     usage = f"usage: {inv.spec.usage}"
-    if action not in (None, "add", "remove", "only", "anyone"):
+    if action is not None and action not in CONTACT_ACTIONS:
         raise cmds.CommandError(f"/contacts: no action {visible(action[:32])}; {usage}")
     if action in ("add", "remove") and not users:
         raise cmds.CommandError(f"/contacts {action}: missing USER; {usage}")

@@ -97,3 +97,56 @@ async def test_a_view_let_go_during_a_change_keeps_the_rooms_lock(
         assert isinstance(await alice.request(m.Promote(room=room.name, op=promote)), m.RoomChanged)
     finally:
         ctx.destroy(linger=0)
+
+
+class SlowRead(SQLiteStore):
+    """A SQLite store whose next room read, once `slow` is set, is made at
+    once and returned only when `gate` opens: a read made before a change
+    that comes back after it (as an etcd watch's reload can)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.slow = False
+        self.gate = asyncio.Event()
+        self.read = asyncio.Event()
+
+    async def room(self, room: str) -> RoomRecord | None:
+        record = await super().room(room)
+        if self.slow:
+            self.slow = False
+            self.read.set()
+            await self.gate.wait()
+        return record
+
+
+async def test_a_room_read_before_a_rotation_does_not_put_the_view_back(tmp_path: Path) -> None:
+    """A reload whose read was made before a rotation, answered after it, kept
+    the room's view from before it: the next rotation was refused as a
+    `conflict` ("the next epoch is 1"). The view the handler put stays."""
+    store = SlowRead(tmp_path / "store.db")
+    async with running_node(store) as node:
+        assert node.endpoint is not None
+        ctx = zmq.asyncio.Context()
+        try:
+            alice, bob = (Peer(ctx, node.endpoint, node.public_key, n) for n in ("alice", "bob"))
+            for p in (alice, bob):
+                await p.register()
+            req, room = create_request(alice.identity, "general", [bob.identity])
+            assert isinstance(await alice.request(req), m.RoomChanged)
+            store.slow = True
+            reload = asyncio.create_task(node.rooms.reload(room.name))
+            await asyncio.wait_for(store.read.wait(), 10)
+            upload, _ = room.upload(alice.identity, 1)
+            assert isinstance(
+                await alice.request(m.NewEpoch(room=room.name, epoch=upload)), m.RoomChanged
+            )
+            store.gate.set()
+            await reload
+            view = node.rooms.peek(room.name)
+            assert view is not None and view.record.epoch == 1
+            upload, _ = room.upload(alice.identity, 2)
+            again = await alice.request(m.NewEpoch(room=room.name, epoch=upload))
+            assert isinstance(again, m.RoomChanged), again
+        finally:
+            store.gate.set()
+            ctx.destroy(linger=0)

@@ -52,6 +52,12 @@ ROOMS_KEPT = 4_096  # rooms whose views are kept, the least recently asked for g
 REPLAY_IN_THREAD = 64  # ops to verify above which the work leaves the event loop
 
 
+def not_older(a: RoomRecord, b: RoomRecord) -> bool:
+    """Whether record `a` is at least as far on as `b` in everything that
+    only grows: the message head, the epoch and the membership log."""
+    return a.head >= b.head and a.epoch >= b.epoch and a.op_head >= b.op_head
+
+
 def _log_facts(
     ops: Sequence[SignedOp], last: int = -1, adders: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str]]:
@@ -115,19 +121,21 @@ class RoomCache:
 
     async def reload(self, room: str) -> RoomView | None:
         """The room as the store has it now, from the cached view plus the ops
-        past its head (the whole log only on a first load)."""
+        past its head (the whole log only on a first load). A view put while
+        this one was read (a handler's, after its own commit) that is no older
+        than what was read is kept: a read made before a change must not put
+        the room back before it (the next rotation refused as a `conflict`)."""
         record = await self._store.room(room)
         if record is None:
             self._rooms.pop(room, None)
             return None
         old = self._rooms.get(room)
-        if old is not None and (record.op_head, record.epoch, record.op_head) == (
-            old.record.op_head,
-            old.record.epoch,
-            old.state.index,
-        ):
-            old.record = record  # only the message head moved: same view, same refusals
-            return old
+        if old is not None and old.state.index == old.record.op_head:
+            if not_older(old.record, record):
+                return old  # the view cached meanwhile (or before) is as far on
+            if (record.op_head, record.epoch) == (old.record.op_head, old.record.epoch):
+                old.record = record  # only the message head moved: same view, same refusals
+                return old
         if old is not None and record.op_head > old.state.index:
             base, last, adders = old.state, old.last_departure, old.adders
             ops = [SignedOp(op=r.op, sig=r.sig) for r in await self._store.ops(room, base.index)]
@@ -139,6 +147,9 @@ class RoomCache:
         else:
             state = _extend(base, ops)
         last, adders = _log_facts(ops, last, adders)
+        now = self._rooms.get(room)
+        if now is not None and now is not old and not_older(now.record, record):
+            return now
         lock = old.lock if old is not None else self._locks.get(room)
         if lock is None:
             lock = self._locks[room] = asyncio.Lock()

@@ -16,50 +16,57 @@ only while its target is cut from every other member.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import re
 import threading
 from collections.abc import Iterable
 
 from .proxy import Proxy, ProxyHub
 
-HEAD_LIMIT = 16384
-HEAD_TIMEOUT_S = 5.0
-_PEER_URLS = re.compile(rb"(?im)^x-peerurls:\s*(\S+)\s*$")
-
 
 class PeerNet:
-    """Which etcd peer links are cut: a set of member pairs, read by the
-    proxies' loop and changed from any thread."""
+    """Which etcd peer links are cut: a set of member pairs, changed from any
+    thread and told to the proxies' process (proxyd.py), which reads each
+    peer connection's first request head to find who dialled."""
 
     def __init__(self, names: Iterable[str]) -> None:
         self.names = list(names)
         self._cut: set[frozenset[str]] = set()
         self._lock = threading.Lock()
-        self.unidentified = 0  # connections whose sender no header named
+        self._hubs: list[ProxyHub] = []
+        self._urls: dict[str, str] = {}  # advertised peer URL -> member name
+
+    def serve(self, hub: ProxyHub, urls: dict[str, str]) -> None:
+        """The peer proxies on `hub` stand for this net; `urls` names each
+        member's advertised (proxied) peer URL."""
+        with self._lock:
+            self._hubs.append(hub)
+            self._urls.update(urls)
+            self._tell()
 
     def cut(self, a: str, b: str) -> None:
         with self._lock:
             self._cut.add(frozenset((a, b)))
+            self._tell()
 
     def isolate(self, name: str) -> None:
         """Cut `name` off from every other member."""
-        for other in self.names:
-            if other != name:
-                self.cut(name, other)
+        with self._lock:
+            self._cut.update(frozenset((name, o)) for o in self.names if o != name)
+            self._tell()
 
     def heal(self) -> None:
         with self._lock:
             self._cut.clear()
+            self._tell()
 
-    def is_cut(self, a: str, b: str) -> bool:
-        with self._lock:
-            return frozenset((a, b)) in self._cut
+    @property
+    def unidentified(self) -> int:
+        """Connections whose sender no header named."""
+        return sum(int(hub.request(op="unidentified")["n"]) for hub in self._hubs)
 
-    def alone(self, name: str) -> bool:
-        """Whether `name` is cut from every other member."""
-        return all(self.is_cut(name, o) for o in self.names if o != name)
+    def _tell(self) -> None:
+        cut = [sorted(pair) for pair in self._cut]
+        for hub in self._hubs:
+            hub.request(op="net", names=self.names, cut=cut, urls=self._urls)
 
 
 class PeerProxy(Proxy):
@@ -69,30 +76,6 @@ class PeerProxy(Proxy):
         super().__init__(hub, f"peers->{member}", target_port)
         self.net = net
         self.member = member
-        self.by_url: dict[bytes, str] = {}  # advertised peer URL -> member name
-
-    async def _identify(self, reader: asyncio.StreamReader) -> tuple[str | None, bytes]:
-        head = b""
-        with contextlib.suppress(TimeoutError, asyncio.IncompleteReadError, OSError):
-            async with asyncio.timeout(HEAD_TIMEOUT_S):
-                while b"\r\n\r\n" not in head and len(head) < HEAD_LIMIT:
-                    chunk = await reader.read(4096)
-                    if not chunk:
-                        break
-                    head += chunk
-        found = _PEER_URLS.search(head.split(b"\r\n\r\n", 1)[0])
-        if found:
-            for url in found.group(1).split(b","):
-                src = self.by_url.get(url.rstrip(b"/"))
-                if src is not None:
-                    return src, head
-        self.net.unidentified += 1
-        return None, head
-
-    def _blocked(self, src: str | None) -> bool:
-        if src is None:
-            return self.net.alone(self.member)
-        return self.net.is_cut(src, self.member)
 
 
 def add_peer_proxies(
@@ -101,11 +84,11 @@ def add_peer_proxies(
     """One `PeerProxy` per (member name, peer port); each knows every
     member's advertised (proxied) peer URL."""
     proxies: list[PeerProxy] = []
+    urls: dict[str, str] = {}
     for name, port in members:
         proxy = PeerProxy(hub, net, name, port)
         hub.start(proxy)
         proxies.append(proxy)
-    urls = {f"http://{p.endpoint}".encode(): p.member for p in proxies}
-    for proxy in proxies:
-        proxy.by_url = urls
+        urls[f"http://{proxy.endpoint}"] = name
+    net.serve(hub, urls)
     return proxies

@@ -84,3 +84,25 @@ def test_refuse_and_cut(proxy: Proxy) -> None:
     proxy.heal()
     with dial(proxy) as sock:
         assert roundtrip(sock) == b"ping"
+
+
+def test_a_target_that_never_accepts_stalls_no_other_proxy(proxy: Proxy) -> None:
+    """Every connect is non-blocking: connections to a target whose backlog
+    is full (a paused node's, say) wait, and the other proxies carry on."""
+    stuck = socket.socket()
+    stuck.bind(("127.0.0.1", 0))
+    stuck.listen(0)  # never accepted: after a connection or two, SYNs are dropped
+    other = proxy.hub.add("stuck", stuck.getsockname()[1])
+    dialled = [socket.create_connection(("127.0.0.1", other.port), timeout=3) for _ in range(8)]
+    try:
+        for sock in dialled:
+            sock.sendall(b"waiting")
+        t0 = time.monotonic()
+        with dial(proxy) as sock:
+            assert roundtrip(sock) == b"ping"
+        assert time.monotonic() - t0 < 1.0
+        assert other.cut() == 8
+    finally:
+        for sock in dialled:
+            sock.close()
+        stuck.close()

@@ -9,7 +9,8 @@ under test. Run on an asyncio loop in a thread of the workload's process,
 they cost about 124 µs of CPU a chunk and shared the GIL with the workload's
 engines; after a reconnect storm's cut they took most of a core for seconds
 while the nodes waited for the connections to reach them. Here a chunk costs
-about 30 µs (`tests/chaos/test_proxy.py` keeps the modes honest).
+about a quarter of that (`scripts/proxy_cost.py`: 33 µs on 2026-12-07;
+`tests/chaos/test_proxy.py` keeps the modes honest).
 
 This module must never block on a socket (everything is non-blocking, a
 connect too: a paused node's full backlog would hang every proxy), and

@@ -103,9 +103,6 @@ class Proxy:
         self.target_port = target_port
         self.id = 0
         self.port = 0
-        self.mode: Mode = "pass"
-        self.latency = 0.0
-        self.loss = 0.0
 
     @property
     def endpoint(self) -> str:
@@ -120,9 +117,6 @@ class Proxy:
         self, mode: Mode | None = None, latency: float | None = None, loss: float | None = None
     ) -> None:
         self.hub.request(op="set", id=self.id, mode=mode, latency=latency, loss=loss)
-        self.mode = mode if mode is not None else self.mode
-        self.latency = latency if latency is not None else self.latency
-        self.loss = loss if loss is not None else self.loss
 
     def cut(self) -> int:
         """Reset every current connection once; returns how many were cut."""

@@ -93,8 +93,8 @@ class Link:
 
 
 class Listener:
-    def __init__(self, pid: int, name: str, target: int, member: str | None) -> None:
-        self.id = pid
+    def __init__(self, number: int, name: str, target: int, member: str | None) -> None:
+        self.id = number
         self.name = name
         self.target = target
         self.member = member
@@ -145,9 +145,7 @@ class Daemon:
                         continue
                     if ev & select.EPOLLOUT:
                         self.on_writable(link, i)
-                    if not link.closed and ev & (
-                        select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
-                    ):
+                    if not link.closed and ev & READABLE:
                         self.on_readable(link, i)
             self.on_timers()
 
@@ -198,8 +196,7 @@ class Daemon:
             return {"n": sum(p.unidentified for p in self.proxies.values())}
         if op == "close":
             for proxy in self.proxies.values():
-                for link in list(proxy.links):
-                    self.reset(link)
+                self.reset_all(proxy)
                 proxy.sock.close()
             self.running = False
             return {}
@@ -212,14 +209,10 @@ class Daemon:
             if cmd.get("mode") is not None:
                 proxy.mode = cmd["mode"]
                 if proxy.mode == "refuse":
-                    for link in list(proxy.links):
-                        self.reset(link)
+                    self.reset_all(proxy)
             return {}
         if op == "cut":
-            n = len(proxy.links)
-            for link in list(proxy.links):
-                self.reset(link)
-            return {"n": n}
+            return {"n": self.reset_all(proxy)}
         if op == "stalls":
             return {"n": proxy.stalls}
         raise ValueError(f"unknown op {op}")
@@ -285,24 +278,24 @@ class Daemon:
             if data and b"\r\n\r\n" not in link.head and len(link.head) < HEAD_LIMIT:
                 return
             self.identify(link)
-            data, link.head = link.head, b""
-            if data:
-                self.chunk(link, 0, data)
             if side.reading:
                 return
             data = EOF
         self.chunk(link, i, data)
 
     def identify(self, link: Link) -> None:
+        """Name who dialled a peer link from the head read so far (its first
+        request's, or what came before the time ran out), then send the head
+        on as the link's first chunk."""
         link.identified = True
         found = _PEER_URLS.search(link.head.split(b"\r\n\r\n", 1)[0])
-        if found:
-            for url in found.group(1).split(b","):
-                src = self.net.by_url.get(url.rstrip(b"/"))
-                if src is not None:
-                    link.src = src
-                    return
-        link.proxy.unidentified += 1
+        urls = found.group(1).split(b",") if found else []
+        link.src = next((s for u in urls if (s := self.net.by_url.get(u.rstrip(b"/")))), None)
+        if link.src is None:
+            link.proxy.unidentified += 1
+        head, link.head = link.head, b""
+        if head:
+            self.chunk(link, 0, head)
 
     def blocked(self, link: Link) -> bool:
         proxy = link.proxy
@@ -382,11 +375,15 @@ class Daemon:
             link.timer_at = [0.0, 0.0]
             if not link.identified and now >= link.head_deadline:
                 self.identify(link)
-                data, link.head = link.head, b""
-                if data:
-                    self.chunk(link, 0, data)
             for i in (0, 1):
                 self.flush(link, i)
+
+    def reset_all(self, proxy: Listener) -> int:
+        """Reset every connection of `proxy`; returns how many there were."""
+        links = list(proxy.links)
+        for link in links:
+            self.reset(link)
+        return len(links)
 
     def reset(self, link: Link) -> None:
         """Both sides closed with RST, as a dropped link or a dead host would."""

@@ -49,7 +49,7 @@ def server(
         s.zap_domain = b"curvechat"
     s.setsockopt(zmq.ROUTER_MANDATORY, 1)
     s.setsockopt(zmq.SNDHWM, 10000)
-    s.setsockopt(zmq.RCVHWM, 10000)
+    s.setsockopt(zmq.RCVHWM, 0)  # as the node (server/router.py)
     ivl, timeout = heartbeat
     if ivl:
         s.setsockopt(zmq.HEARTBEAT_IVL, ivl)

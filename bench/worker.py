@@ -66,14 +66,15 @@ class Client:
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.MAXMSGSIZE, MAX_REPLY_BYTES + 4096)
         s.setsockopt(zmq.SNDHWM, 100_000)
-        set_heartbeats(s, HEARTBEAT_S, 3)  # as the client (client/connection.py)
         if self.stalled:
             # A client that stops reading: tiny queues so that the backlog
-            # lands on the server as soon as the kernel buffers are full.
+            # lands on the server as soon as the kernel buffers are full. It
+            # does not beat: libzmq aborts a process whose beating socket
+            # fails with a full queue (curvechat/heartbeats.py).
             s.setsockopt(zmq.RCVHWM, 10)
             s.setsockopt(zmq.RCVBUF, 4096)
         else:
-            s.setsockopt(zmq.RCVHWM, 100_000)
+            set_heartbeats(s, HEARTBEAT_S, 3)  # as the client (client/connection.py)
         s.connect(endpoint)
         self.sock = s
         self.rid = 0

@@ -17,6 +17,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from curvechat.client import servers as sv
 from curvechat.client.errors import NotConnected, RequestTimeout, ServerRefused
+from curvechat.heartbeats import beat
 from curvechat.protocol.connect import ServerAddress
 from curvechat.protocol.limits import MAX_REPLY_BYTES
 
@@ -69,10 +70,16 @@ a short one there, and the node would drop a healthy client."""
 
 def set_heartbeats(sock: zmq.Socket[Any], beat_s: float, liveness: int) -> None:
     """The client's ZMTP heartbeats on `sock`: every `beat_s`, the peer
-    dropped after `liveness` of them go unanswered, and the TTL they carry."""
-    sock.setsockopt(zmq.HEARTBEAT_IVL, int(beat_s * 1000))
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(beat_s * liveness * 1000))
-    sock.setsockopt(zmq.HEARTBEAT_TTL, heartbeat_ttl_ms(beat_s, liveness))
+    dropped after `liveness` of them go unanswered, and the TTL they carry.
+    The inbound queue is unbounded (`heartbeats`): what bounds it is the
+    node's flow control, which pushes at most its window of unconfirmed
+    bytes to a client (server/flow.py)."""
+    beat(
+        sock,
+        every_ms=int(beat_s * 1000),
+        timeout_ms=int(beat_s * liveness * 1000),
+        ttl_ms=heartbeat_ttl_ms(beat_s, liveness),
+    )
 
 
 def heartbeat_ttl_ms(beat_s: float, liveness: int) -> int:

@@ -50,6 +50,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
+from curvechat.heartbeats import beat
 from curvechat.protocol.errors import UNDECODABLE
 from curvechat.server.linkwire import (
     BAD_ENVELOPE,
@@ -75,6 +76,14 @@ if TYPE_CHECKING:
     from curvechat.server.metrics import NodeMetrics
 
 log = logging.getLogger("curvechat.server")
+
+
+def link_heartbeats(sock: zmq.Socket[bytes] | zmq.asyncio.Socket) -> None:
+    """ZMTP heartbeats on either end of a node link: every 2 s, the peer
+    dropped after 6 s without an answer. Its inbound queue is unbounded
+    (`curvechat.heartbeats`): what bounds it is what the other node has
+    in flight, its clients' windows of sends and the answers to them."""
+    beat(sock, every_ms=2000, timeout_ms=6000)
 
 
 class _Peer:
@@ -226,8 +235,7 @@ class Forwarder:
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_LINK_FRAME)
             sock.setsockopt(zmq.RECONNECT_IVL, 100)
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-            sock.setsockopt(zmq.HEARTBEAT_IVL, 2000)
-            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
+            link_heartbeats(sock)
             sock.connect(endpoint)
         except (zmq.ZMQError, ValueError, TypeError) as exc:
             # A registry entry libzmq cannot use (another node's bad

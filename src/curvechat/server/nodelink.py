@@ -56,7 +56,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from curvechat.protocol import RemoteProtocolError, decode_envelope
 from curvechat.protocol.errors import UNDECODABLE
-from curvechat.server.forwarder import Forwarder
+from curvechat.server.forwarder import Forwarder, link_heartbeats
 from curvechat.server.linkwire import (
     BAD_ENVELOPE,
     CUT_OFF,
@@ -130,9 +130,7 @@ def bind_link(
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_LINK_FRAME)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 10_000)
-    sock.setsockopt(zmq.RCVHWM, 10_000)
-    sock.setsockopt(zmq.HEARTBEAT_IVL, 2000)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
+    link_heartbeats(sock)
     bind_or_close(sock, bind)
     return sock, sock.getsockopt_string(zmq.LAST_ENDPOINT)
 

@@ -115,7 +115,13 @@ def open_router(
     sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, KEEPALIVE_CNT)
     sock.setsockopt(zmq.HANDSHAKE_IVL, 10000)
     sock.setsockopt(zmq.SNDHWM, 10000)
-    sock.setsockopt(zmq.RCVHWM, 10000)
+    # Every frame taken in: libzmq aborts the process when a client whose
+    # queue it had stopped reading resets its connection with a beat of its
+    # own among the bytes read past the full queue (curvechat/heartbeats.py;
+    # any client can do it on purpose). What bounds the queue instead is the
+    # reactor, which reads it to the end at every turn and answers what a
+    # connection sends past its rate with one refusal a frame.
+    sock.setsockopt(zmq.RCVHWM, 0)
     sock.setsockopt(zmq.LINGER, 1000)
     bind_or_close(sock, bind)
     return sock, open_monitor(ctx, sock, MONITORED)

@@ -18,6 +18,10 @@ import zmq
 import zmq.asyncio
 
 from curvechat.client.dealer import open_dealer
+from curvechat.client.peer.link import PeerLink
+from curvechat.client.peer.listener import PeerListener
+from curvechat.crypto.identity import Identity
+from curvechat.protocol import peer as p
 from curvechat.protocol.connect import ServerAddress
 from curvechat.server.forwarder import link_heartbeats
 from curvechat.server.nodelink import bind_link
@@ -89,9 +93,37 @@ def test_every_socket_that_beats_or_answers_beats_takes_every_frame_in() -> None
         made += [dealer, monitor, link, router, router_monitor, forward]
         for sock in (dealer, link, router, forward):
             assert sock.getsockopt(zmq.RCVHWM) == 0
+        # The peer sockets answer a member's beats: client/peer/intake.py and
+        # the link's watch bound what they hold instead.
+        peer_link = PeerLink(
+            ctx,
+            Identity.generate("me"),
+            p.PeerRecord(
+                user="m", transport_pub=b"\x01" * 32, endpoints=["tcp://127.0.0.1:9"], ts=1
+            ),
+        )
+        try:
+            assert peer_link._socket().getsockopt(zmq.RCVHWM) == 0
+        finally:
+            peer_link.reset()
         for sock in (dealer, link, forward):
             assert sock.getsockopt(zmq.HEARTBEAT_IVL) > 0
     finally:
         for sock in made:
             sock.close(linger=0)
         ctx.term()
+
+
+async def test_the_peer_listener_takes_every_frame_in() -> None:
+    listener = PeerListener(
+        Identity.generate("me"), lambda key: True, lambda key: None, lambda k, u: None, _never
+    )
+    await listener.start()
+    try:
+        assert listener._sock is not None and listener._sock.getsockopt(zmq.RCVHWM) == 0
+    finally:
+        await listener.close()
+
+
+async def _never(user: str, req: p.AnyPeerRequest) -> p.AnyPeerReply:
+    raise AssertionError("asked nothing")

@@ -20,10 +20,9 @@ server/router.py).
 docs/reliability.md, F15, has the failure; `tests/test_heartbeats.py` the
 sockets that aborted, and what they live through now.
 
-What is left: the peer-to-peer sockets (client/peer) keep a queue of
-`PEER_RCVHWM` frames, the bound on what a peer can make a client buffer, so
-a peer that beats and resets can still abort the client it dials or is
-dialled by (docs/security.md, Known limits).
+The peer-to-peer sockets (client/peer) take every frame in too, as a
+member may beat; what bounds them is the listener's intake
+(client/peer/intake.py) and the link's watch for frames it did not ask for.
 
 This module must never be used on a socket whose inbound queue is a bound
 the process relies on against a hostile peer: it lifts that bound.

@@ -53,3 +53,49 @@ async def test_an_answer_to_a_request_not_asked_fails_the_request_at_once() -> N
         link.reset()
         router.close(0)
         ctx.term()
+
+
+async def test_a_frame_between_requests_closes_the_link_at_once() -> None:
+    """The socket takes every frame in (curvechat/heartbeats.py), so what a
+    listener sends between requests would stay in memory: a frame then
+    answers nothing, and the link closes the socket, dropping it and what
+    came with it. The next request dials afresh."""
+    alice, bob = Identity.generate("alice"), Identity.generate("bob")
+    ctx = zmq.asyncio.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    router.curve_server = True
+    router.curve_secretkey = zmq.utils.z85.encode(bob.transport_secret)
+    router.curve_publickey = zmq.utils.z85.encode(bob.transport_pub)
+    router.bind("tcp://127.0.0.1:*")
+    record = p.PeerRecord(
+        user="bob",
+        transport_pub=bob.transport_pub,
+        endpoints=[router.getsockopt_string(zmq.LAST_ENDPOINT)],
+        ts=1,
+    )
+    link = PeerLink(ctx, alice, record, timeout=5.0)
+    reply = p.DigestReply(room="r", envelopes=[], want=[])
+    try:
+        for round_ in range(2):
+            asking = asyncio.create_task(link.ask(p.Digest(room="r", have=[])))
+            ident, data = await router.recv_multipart()
+            answer = p.PeerAnswer(
+                v=p.PEER_VERSION, rid=p.decode_ask(data).rid, msg=reply, user="bob"
+            )
+            await router.send_multipart([ident, p.encode_peer(answer)])
+            assert await asyncio.wait_for(asking, 5) == reply
+            sock = link._sock
+            assert sock is not None and sock.rcvhwm == 0
+            if round_ == 0:
+                for _ in range(100):  # asked nothing
+                    await router.send_multipart([ident, b"x" * 1000])
+                for _ in range(200):
+                    if link._sock is None:
+                        break
+                    await asyncio.sleep(0.01)
+                assert link._sock is None and sock.closed
+    finally:
+        link.reset()
+        router.close(0)
+        ctx.term()

@@ -22,8 +22,9 @@ from curvechat.protocol import decode_server_frame, encode_request
 from curvechat.protocol import messages as m
 from curvechat.protocol.connect import parse_connect
 from curvechat.server.node import ChatNode
-from curvechat.server.silent import SILENT_S, Silent, shut_down
+from curvechat.server.silent import SILENT_S, Silent
 from curvechat.store.sqlite import SQLiteStore
+from curvechat.tcpfd import shut_down
 
 from support.nodes import running_node
 from support.raw import RawClient

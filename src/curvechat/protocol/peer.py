@@ -48,9 +48,6 @@ MAX_RELAY: Final = 64
 """Envelopes one reply or offer may carry (and at most `RELAY_BYTES` of them)."""
 RELAY_BYTES: Final = 512 * 1024
 MAX_PEER_FRAME: Final = L.MAX_REPLY_BYTES
-PEER_RCVHWM: Final = 8
-"""Frames a peer socket queues from one connection before libzmq stops
-reading it (each up to MAX_PEER_FRAME): what a peer can make us buffer."""
 MAX_RECORD_BYTES: Final = 512
 """As `SignedRecord.record` allows."""
 DOMAIN_RECORD: Final = b"curvechat/peer-record/v1\x00"

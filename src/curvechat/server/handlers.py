@@ -35,7 +35,6 @@ from curvechat.server.peerdir import PeerDirectory, RecordRefused
 from curvechat.server.ratelimit import RegistrationPace
 from curvechat.server.room_handlers import Refusal, RoomHandlers, store_refusal
 from curvechat.server.rooms import RoomView
-from curvechat.server.silent import peer_of
 from curvechat.server.stored import fit_rows, push_stored, stored_message
 from curvechat.store import (
     ChangeTooLarge,
@@ -46,6 +45,7 @@ from curvechat.store import (
     StoredRow,
     StoreUnavailable,
 )
+from curvechat.tcpfd import peer_of
 
 OUT_OF_ORDER_TEXT = (
     "the message sent before this one (after) is not stored; nothing was stored:"

@@ -31,7 +31,8 @@ from curvechat.protocol import encode_reply
 from curvechat.protocol import messages as m
 from curvechat.server.addresses import PerAddress
 from curvechat.server.session import Session
-from curvechat.server.silent import Silent, peer_of, shut_down
+from curvechat.server.silent import Silent
+from curvechat.tcpfd import peer_of, shut_down
 
 if TYPE_CHECKING:
     from curvechat.server.node import ChatNode

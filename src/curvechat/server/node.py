@@ -49,10 +49,10 @@ from curvechat.server.router import (
     AllowKnownGood,
     check_libzmq,
     open_router,
-    source_fd,
 )
 from curvechat.server.session import OrderedPath, Session
 from curvechat.store import Committed, NewMessage, Store, StoredRow
+from curvechat.tcpfd import source_fd
 
 log = logging.getLogger("curvechat.server")
 

@@ -71,10 +71,11 @@ from curvechat.server.linkwire import (
     sent,
 )
 from curvechat.server.ownership import Ownership
-from curvechat.server.router import bind_or_close, binds_ipv6, open_monitor, source_fd
-from curvechat.server.silent import Silent, peer_of, shut_down
+from curvechat.server.router import bind_or_close, binds_ipv6, open_monitor
+from curvechat.server.silent import Silent
 from curvechat.store import Committed, NewMessage, StoredRow, StoreError
 from curvechat.tasks import cancel_and_wait
+from curvechat.tcpfd import peer_of, shut_down, source_fd
 
 if TYPE_CHECKING:
     from curvechat.server.metrics import NodeMetrics

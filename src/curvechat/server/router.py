@@ -140,11 +140,3 @@ def open_monitor(
     monitor.rcvhwm = 0
     monitor.connect(monitor_addr)
     return monitor
-
-
-def source_fd(frame: zmq.Frame) -> int:
-    """The socket a received frame came in on (-1 if libzmq cannot say)."""
-    try:
-        return int(frame.get(zmq.SRCFD))
-    except (zmq.ZMQError, ValueError, TypeError):
-        return -1

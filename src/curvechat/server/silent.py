@@ -29,19 +29,18 @@ a live connection named, about (ids named and alive) x (connections naming
 none) / 2^32; an attacker holding many connections and opening many more
 can still get there (a fix needs libzmq to check the ids it makes).
 
-This module must never read or write the ROUTER (the reactor does): it
-shuts a connection's TCP socket down, and libzmq closes the connection as
-if the peer had.
+This module must never read or write the ROUTER (the reactor does), nor
+a socket: it says which connections to close, and server/liveness.py shuts
+their TCP sockets down (`curvechat.tcpfd`), and libzmq closes each as if
+the peer had.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import os
-import socket
-from collections.abc import Container, Iterator
+from collections.abc import Container
 
 SILENT_S = 15.0
 """How long a connection may stay without a whole message after it was accepted."""
@@ -57,50 +56,6 @@ def seed_rand() -> bool:
     except (OSError, AttributeError):
         return False
     return True
-
-
-@contextlib.contextmanager
-def _borrowed(fd: int) -> Iterator[socket.socket | None]:
-    """A socket object on a duplicate of `fd` (None if it is closed), closed
-    after: libzmq keeps its own."""
-    try:
-        sock = socket.socket(fileno=os.dup(fd))
-    except OSError:
-        yield None
-        return
-    try:
-        yield sock
-    finally:
-        with contextlib.suppress(OSError):
-            sock.close()
-
-
-def peer_of(fd: int) -> object:
-    """The remote address of the TCP connection `fd` (None if it has none)."""
-    with _borrowed(fd) as sock:
-        try:
-            return None if sock is None else sock.getpeername()
-        except OSError:
-            return None
-
-
-def shut_down(fd: int, port: int, peer: object = None) -> bool:
-    """Shut down the TCP connection `fd` if it is one accepted on local
-    `port` (and from `peer`, if given): an fd the monitor named may have
-    been closed and reused since, and anything else is left alone; whether
-    it was."""
-    with _borrowed(fd) as sock:
-        if sock is None:
-            return False
-        try:
-            if sock.type != socket.SOCK_STREAM or sock.getsockname()[1] != port:
-                return False
-            if peer is not None and sock.getpeername() != peer:
-                return False
-            sock.shutdown(socket.SHUT_RDWR)
-            return True
-        except (OSError, IndexError, TypeError):
-            return False
 
 
 class Silent:

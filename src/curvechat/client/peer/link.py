@@ -5,12 +5,17 @@ a time.
 A reply that does not decode, does not come in time, or answers another
 request, fails the request (`PeerUnreachable`, `RemoteProtocolError`) and
 the socket is made anew, so a late reply never answers the next request.
+The socket takes every frame in (a bounded queue let a listener abort the
+whole client: curvechat/heartbeats.py), so between requests the link
+watches it: a frame then answers nothing, and the socket is closed at
+once, and what the listener sent with it dropped.
 This module must never decide what to ask or what to believe: the shell
 asks, the core judges.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 
@@ -38,6 +43,7 @@ class PeerLink:
         self.timeout = timeout
         self._rids = itertools.count(1)
         self._sock: zmq.asyncio.Socket | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     @property
     def user(self) -> str:
@@ -50,7 +56,7 @@ class PeerLink:
             sock.immediate = True  # queue only to a listener whose handshake completed
             sock.ipv6 = True  # a record may name an IPv6 address
             sock.maxmsgsize = p.MAX_PEER_FRAME
-            sock.rcvhwm = p.PEER_RCVHWM
+            sock.rcvhwm = 0  # every frame taken in: the watch bounds what is held
             sock.curve_serverkey = zmq.utils.z85.encode(self.record.transport_pub)
             sock.curve_publickey = zmq.utils.z85.encode(self.identity.transport_pub)
             sock.curve_secretkey = zmq.utils.z85.encode(self.identity.transport_secret)
@@ -64,11 +70,15 @@ class PeerLink:
         return self._sock
 
     def reset(self) -> None:
+        self._stop_watch()
         if self._sock is not None:
             self._sock.close(0)
             self._sock = None
 
     async def ask(self, req: p.AnyPeerRequest) -> p.AnyPeerReply:
+        self._stop_watch()
+        if self._sock is not None and int(self._sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            self.reset()  # sent since the last answer, before the watch saw it
         sock = self._socket()
         rid = next(self._rids)
         deadline = time.monotonic() + self.timeout
@@ -107,4 +117,17 @@ class PeerLink:
             # another member's record announced this listener's key
             self.reset()
             raise PeerUnreachable(f"{self.user}: {answer.user} answered there")
+        self._watch = asyncio.create_task(self._unasked(sock), name=f"peer-link-{self.user}")
         return answer.msg
+
+    async def _unasked(self, sock: zmq.asyncio.Socket) -> None:
+        """Between requests: a frame that comes answers nothing."""
+        await sock.poll(flags=zmq.POLLIN)  # type: ignore[call-arg]
+        if self._sock is sock:
+            self._watch = None  # (this task: not cancelled by the reset)
+            self.reset()
+
+    def _stop_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None

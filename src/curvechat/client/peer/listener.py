@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -23,10 +24,12 @@ import zmq.utils.z85
 from zmq.auth.asyncio import AsyncioAuthenticator
 
 from curvechat.client.errors import PeerRefused
+from curvechat.client.peer.intake import Intake, Take
 from curvechat.crypto.identity import Identity
 from curvechat.protocol import ErrorCode
 from curvechat.protocol import peer as p
 from curvechat.protocol.errors import UNDECODABLE, ProtocolError
+from curvechat.tcpfd import shut_down, source_fd
 
 log = logging.getLogger("curvechat.peer")
 
@@ -42,6 +45,8 @@ UserFor = Callable[[bytes, str], str | None]
 the member the request names: None refuses it."""
 
 
+TAKE_MAX = 1024
+"""Frames read from the socket at a time, between two answers."""
 PEEK_LIMIT = 4096
 """Largest frame whose rid is looked for before it is paced and decoded."""
 
@@ -101,6 +106,7 @@ class PeerListener:
         self.gate = _Gate(admits)
         self.endpoint = ""
         self.bad_frames = 0
+        self.intake = Intake()
         self._ctx = zmq.asyncio.Context()
         self._auth: AsyncioAuthenticator | None = None
         self._sock: zmq.asyncio.Socket | None = None
@@ -118,7 +124,7 @@ class PeerListener:
         sock.curve_publickey = zmq.utils.z85.encode(self.identity.transport_pub)
         sock.zap_domain = ZAP_DOMAIN.encode()
         sock.maxmsgsize = p.MAX_PEER_FRAME
-        sock.rcvhwm = p.PEER_RCVHWM
+        sock.rcvhwm = 0  # every frame taken in: `intake` bounds what is held
         self._sock = sock
         sock.bind(self.bind)
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -141,36 +147,70 @@ class PeerListener:
         self._ctx.term()
 
     async def _serve(self, sock: zmq.asyncio.Socket) -> None:
+        raw: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
+        port = int(self.endpoint.rsplit(":", 1)[1])
+        queue: deque[tuple[bytes, bytes, bytes]] = deque()  # (connection, key, frame)
         while True:
-            frames = await sock.recv_multipart(copy=False)
+            if not queue:
+                await sock.poll(flags=zmq.POLLIN)  # type: ignore[call-arg]
+            self._take_in(raw, port, queue)
+            if queue:
+                conn, key, data = queue.popleft()
+                try:
+                    reply = await self._answer(key, data)
+                finally:
+                    self.intake.answered(conn)
+                if reply is not None:
+                    with contextlib.suppress(zmq.ZMQError):
+                        raw.send_multipart([conn, reply], zmq.NOBLOCK)
+            # A member whose frames keep coming would otherwise keep the loop
+            # (the engine, the screen, the handshakes) for as long as it sends.
+            await asyncio.sleep(0)
+
+    def _take_in(
+        self, raw: zmq.Socket[bytes], port: int, queue: deque[tuple[bytes, bytes, bytes]]
+    ) -> None:
+        """Read what the socket holds (up to `TAKE_MAX` frames): each frame
+        is paced and taken in, refused unread, or its connection cut
+        (`intake`), so that libzmq, which takes every frame in, holds
+        little for long."""
+        for _ in range(TAKE_MAX):
+            try:
+                frames = raw.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            except zmq.ZMQError as exc:  # closing
+                log.warning("peer listener: receive failed: %s", exc)
+                return
+            conn = frames[0].bytes
             try:
                 key = zmq.utils.z85.decode(str(frames[-1].get("User-Id")))
             except (zmq.ZMQError, ValueError):
                 key = b""
+            refusal = self.pace(key)  # before the frame is read
             if len(frames) != 2:
-                self.bad_frames += 1
-                self.pace(key)  # paid for like any request, and not answered
-            else:
-                reply = await self._answer(key, frames[1].bytes)
+                self.bad_frames += 1  # paid for like any request, and not answered
+                refusal = refusal or ErrorCode.BAD_FRAME
+            take = self.intake.frame(conn, refusal)
+            if take is Take.TAKE:
+                queue.append((conn, key, frames[1].bytes))
+            elif take is Take.CUT:
+                if not shut_down(source_fd(frames[-1]), port):
+                    log.warning("peer listener: could not cut a connection that floods")
+            elif take is Take.REFUSE and len(frames) == 2:
+                data = frames[1].bytes if len(frames[1]) <= PEEK_LIMIT else b""
+                reply = self._refusal(peek_rid(data), refusal)
                 if reply is not None:
                     with contextlib.suppress(zmq.ZMQError):
-                        await sock.send_multipart([frames[0].bytes, reply])
-            # A receive from a socket with frames queued returns at once: a
-            # member whose frames keep coming would otherwise keep the loop
-            # (the engine, the screen, the handshakes) for as long as it sends.
-            await asyncio.sleep(0)
+                        raw.send_multipart([conn, reply], zmq.NOBLOCK)
 
     async def _answer(self, key: bytes, data: bytes) -> bytes | None:
-        # The rid of a frame that is refused unread, or does not decode, is
-        # looked for only in a small frame: reading a large one's is the cost
-        # the pacing saves (a megabyte of nested arrays: 7 ms).
+        """The answer to a frame the pacing let in (None: nothing to answer to)."""
+        # The rid of a frame that does not decode is looked for only in a
+        # small frame: reading a large one's is the cost the pacing saves
+        # (a megabyte of nested arrays: 7 ms).
         rid = peek_rid(data) if len(data) <= PEEK_LIMIT else 0
         try:
-            refusal = self.pace(key)  # before the frame is read
-            if refusal == p.PeerCode.NOT_SHARED:
-                raise PeerRefused(refusal, "no member's record announces your key now", "N1")
-            if refusal is not None:
-                raise PeerRefused(refusal, "too many requests", "N10")
             ask = p.decode_ask(data)
             rid = ask.rid
             # Again: membership may have changed since the handshake.
@@ -190,6 +230,18 @@ class PeerListener:
         except Exception:
             log.exception("peer request failed")
             msg = p.PeerError(code=ErrorCode.INTERNAL, message="the peer failed to answer")
+        return self._reply(rid, msg)
+
+    def _refusal(self, rid: int, refusal: str | None) -> bytes | None:
+        """The answer to a frame refused unread: by the pacing (`refusal`),
+        or because its connection has `intake.PENDING` frames waiting."""
+        if refusal == p.PeerCode.NOT_SHARED:
+            exc = PeerRefused(refusal, "no member's record announces your key now", "N1")
+        else:
+            exc = PeerRefused(refusal or ErrorCode.RATE_LIMITED, "too many requests", "N10")
+        return self._reply(rid, p.PeerError(code=exc.code, message=str(exc)[:500]))
+
+    def _reply(self, rid: int, msg: p.AnyPeerReply) -> bytes | None:
         if rid == 0:
             return None  # nothing to answer to
         return p.encode_peer(

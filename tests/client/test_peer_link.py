@@ -17,13 +17,10 @@ from curvechat.crypto.identity import Identity
 from curvechat.protocol import peer as p
 
 
-async def test_an_answer_to_a_request_not_asked_fails_the_request_at_once() -> None:
-    """One request at a time on a socket made anew after each failure: an
-    answer with another request id is never honest. The link fails at the
-    first one instead of decoding a listener's flood until the deadline,
-    and a later honest answer on the same socket is not taken."""
+def _bobs_listener_and_a_link(ctx: zmq.asyncio.Context) -> tuple[zmq.asyncio.Socket, PeerLink]:
+    """A CURVE ROUTER holding bob's key (his listener, as a hostile member
+    would write it), and alice's link to it."""
     alice, bob = Identity.generate("alice"), Identity.generate("bob")
-    ctx = zmq.asyncio.Context()
     router = ctx.socket(zmq.ROUTER)
     router.linger = 0
     router.curve_server = True
@@ -36,7 +33,16 @@ async def test_an_answer_to_a_request_not_asked_fails_the_request_at_once() -> N
         endpoints=[router.getsockopt_string(zmq.LAST_ENDPOINT)],
         ts=1,
     )
-    link = PeerLink(ctx, alice, record, timeout=5.0)
+    return router, PeerLink(ctx, alice, record, timeout=5.0)
+
+
+async def test_an_answer_to_a_request_not_asked_fails_the_request_at_once() -> None:
+    """One request at a time on a socket made anew after each failure: an
+    answer with another request id is never honest. The link fails at the
+    first one instead of decoding a listener's flood until the deadline,
+    and a later honest answer on the same socket is not taken."""
+    ctx = zmq.asyncio.Context()
+    router, link = _bobs_listener_and_a_link(ctx)
     try:
         asking = asyncio.create_task(link.ask(p.Digest(room="r", have=[])))
         ident, data = await router.recv_multipart()
@@ -60,21 +66,8 @@ async def test_a_frame_between_requests_closes_the_link_at_once() -> None:
     listener sends between requests would stay in memory: a frame then
     answers nothing, and the link closes the socket, dropping it and what
     came with it. The next request dials afresh."""
-    alice, bob = Identity.generate("alice"), Identity.generate("bob")
     ctx = zmq.asyncio.Context()
-    router = ctx.socket(zmq.ROUTER)
-    router.linger = 0
-    router.curve_server = True
-    router.curve_secretkey = zmq.utils.z85.encode(bob.transport_secret)
-    router.curve_publickey = zmq.utils.z85.encode(bob.transport_pub)
-    router.bind("tcp://127.0.0.1:*")
-    record = p.PeerRecord(
-        user="bob",
-        transport_pub=bob.transport_pub,
-        endpoints=[router.getsockopt_string(zmq.LAST_ENDPOINT)],
-        ts=1,
-    )
-    link = PeerLink(ctx, alice, record, timeout=5.0)
+    router, link = _bobs_listener_and_a_link(ctx)
     reply = p.DigestReply(room="r", envelopes=[], want=[])
     try:
         for round_ in range(2):

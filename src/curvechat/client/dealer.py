@@ -71,9 +71,10 @@ a short one there, and the node would drop a healthy client."""
 def set_heartbeats(sock: zmq.Socket[Any], beat_s: float, liveness: int) -> None:
     """The client's ZMTP heartbeats on `sock`: every `beat_s`, the peer
     dropped after `liveness` of them go unanswered, and the TTL they carry.
-    The inbound queue is unbounded (`heartbeats`): what bounds it is the
-    node's flow control, which pushes at most its window of unconfirmed
-    bytes to a client (server/flow.py)."""
+    The inbound queue is unbounded (`heartbeats`): what bounds it is an
+    honest node's flow control, which pushes at most its window of
+    unconfirmed bytes to a client (server/flow.py; a dishonest node can
+    grow it: docs/security.md 6.7)."""
     beat(
         sock,
         every_ms=int(beat_s * 1000),

@@ -6,7 +6,8 @@ connection is, with what the handler returns.
 A frame that does not decode gets a `PeerError` with its code (when its
 request id can be read) and the listener goes on; so does a handler that
 raises. This module must never decide anything itself: who connects and
-what is answered are the core's decisions, passed in as callables.
+what is answered are the core's decisions, passed in as callables, and
+what is taken in from a connection is `intake`'s.
 """
 
 from __future__ import annotations

@@ -87,6 +87,9 @@ class Liveness:
         )
         """Connections per address (server/addresses.py); None: not limited."""
         self._crowded_events = TokenBucket(rate=1 / 60, burst=1)
+        self._flood_events = TokenBucket(rate=1 / 60, burst=1)
+        self.flood_cuts = 0
+        """Connections shut down for sending without waiting (`cut`)."""
 
     async def monitor_loop(self, monitor: zmq.asyncio.Socket) -> None:
         try:
@@ -162,6 +165,23 @@ class Liveness:
     def _port(self) -> int | None:
         endpoint = self.node.endpoint
         return None if endpoint is None else int(endpoint.rsplit(":", 1)[1])
+
+    def cut(self, sess: Session) -> None:
+        """Shut `sess`'s connection down now: it sent `reactor.FLOOD_CUT`
+        frames in a row that were refused, without waiting for the answers."""
+        port = self._port()
+        if port is None or not self.node.open_fd(sess) or not shut_down(sess.fd, port):
+            return
+        self.flood_cuts += 1
+        self.node.metrics.auth_failures.labels("flood").inc()
+        if self._flood_events.take():
+            self.node.events.add(
+                "flood_cut",
+                f"{_who(sess)} sent frame after refused frame without waiting for the"
+                " answers: its connection was shut down (more are, without an event"
+                " for a minute)",
+                level="warning",
+            )
 
     def not_a_user(self, sess: Session) -> None:
         """`sess` is no user's again (it said `bye` and spoke on, or its

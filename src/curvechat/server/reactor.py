@@ -58,6 +58,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("curvechat.server")
 
 BATCH_MAX = 2048  # frames handled in one pass before the loop runs anything else
+FLOOD_CUT = 1000
+"""Frames of one connection refused in a row (its rate, or its bytes in
+flight) that shut the connection down. An honest client waits for its
+answers and backs off when refused, so it meets a few refusals in a row,
+not a thousand; one that does not wait could otherwise keep the reactor
+answering it, and, since the socket takes every frame in
+(curvechat/heartbeats.py), libzmq queueing what it sends, for as long as
+it kept sending faster than the reactor reads."""
 BATCH_BYTES_MAX = 512 * 1024  # and their bytes: a `sends` frame carries up to 256 requests
 SEND_FIELDS_BYTES = 512  # a send's bytes beyond its ciphertext, at most
 REQUEST_BYTES_MAX = 2 * 1024 * 1024  # request bytes waiting to be served, per connection
@@ -164,15 +172,23 @@ class Reactor:
                 if refusal is None and sess.queued_bytes + len(data) > REQUEST_BYTES_MAX:
                     refusal = "too many request bytes in flight on this connection"
                 if refusal is not None:
+                    limited += 1
+                    sess.refused_run += 1
+                    if sess.refused_run >= FLOOD_CUT:
+                        # It does not wait for its answers: cut, and what it
+                        # sent before the cut is read and dropped unanswered.
+                        if sess.refused_run == FLOOD_CUT:
+                            node.liveness.cut(sess)
+                        continue
                     # One answer, to the frame's rid (a `sends` frame's first item's):
                     # the client takes it for every send of the frame.
-                    limited += 1
                     node.reply(
                         sess,
                         peek_request_id(data),
                         m.Error(code=ErrorCode.RATE_LIMITED, message=refusal),
                     )
                     continue
+                sess.refused_run = 0
                 try:
                     frame: m.ClientFrame | RemoteProtocolError = decode_request(data)
                 except RemoteProtocolError as exc:

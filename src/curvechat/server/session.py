@@ -77,6 +77,7 @@ class Session:
     first_here: bool = True  # no other connection with this key since the node started
     flow: Flow = field(default_factory=Flow)  # bytes queued to it, and confirmed read
     queued_bytes: int = 0  # request bytes received and not yet served
+    refused_run: int = 0  # frames refused in a row (rate, bytes in flight): `reactor.FLOOD_CUT`
 
     @property
     def busy(self) -> bool:

@@ -367,7 +367,10 @@ def test_per_key_memory_is_returned(server: ServerProcess) -> None:
         if after - before >= 4:  # kept by the allocator, or by the node? A second storm tells
             welcomed, peak, again = storm_and_settle(after)
             assert welcomed > KEYS * 0.95
-            assert peak - after < 4 and again - after < 4
+            # The second storm reused what the first left, or what both
+            # took was given back (glibc may hold the first storm's pages
+            # in arenas the second does not draw from, and trim them after).
+            assert (peak - after < 4 and again - after < 4) or again - before < 4
         assert isinstance(honest.request(m.Hello(client="after")), m.Welcome)
     finally:
         ctx.destroy(linger=0)

@@ -88,8 +88,6 @@ class Liveness:
         """Connections per address (server/addresses.py); None: not limited."""
         self._crowded_events = TokenBucket(rate=1 / 60, burst=1)
         self._flood_events = TokenBucket(rate=1 / 60, burst=1)
-        self.flood_cuts = 0
-        """Connections shut down for sending without waiting (`cut`)."""
 
     async def monitor_loop(self, monitor: zmq.asyncio.Socket) -> None:
         try:
@@ -172,7 +170,6 @@ class Liveness:
         port = self._port()
         if port is None or not self.node.open_fd(sess) or not shut_down(sess.fd, port):
             return
-        self.flood_cuts += 1
         self.node.metrics.auth_failures.labels("flood").inc()
         if self._flood_events.take():
             self.node.events.add(

@@ -53,6 +53,11 @@ class Intake:
         self._cut: dict[bytes, None] = {}  # in the order cut
         self.cuts = 0
 
+    def was_cut(self, conn: bytes) -> bool:
+        """Whether `conn` was cut: its frames are dropped before anything
+        else is asked of them (the pacing, its key)."""
+        return conn in self._cut
+
     def frame(self, conn: bytes, refusal: str | None) -> Take:
         """A frame of connection `conn`, and what the pacing said of it
         (None: it may be read)."""

@@ -184,6 +184,8 @@ class PeerListener:
                 log.warning("peer listener: receive failed: %s", exc)
                 return
             conn = frames[0].bytes
+            if self.intake.was_cut(conn):
+                continue  # read after the cut: dropped, not paced
             try:
                 key = zmq.utils.z85.decode(str(frames[-1].get("User-Id")))
             except (zmq.ZMQError, ValueError):

@@ -6,7 +6,9 @@ by bytes, whatever a node sends, and what it drops a sync fetches.
 - a node that floods a client with message pushes while it keeps the
   engine's worker waiting (a push for a room the client does not know makes
   it ask `members`, which this node never answers): the queue holds at most
-  its bound, drops the rest, and says so once;
+  its bound, drops the rest, and says so once. The node keeps to flow
+  control (a mark after each frame, and no more than four frames ahead of
+  the client's echo), as a node that did not is cut (`test_inflow.py`);
 - a real node and a receiver whose worker is held while 300 messages and an
   invite are pushed to it past a bound of 50: once let go, it has all 300 in
   order, and the new member.
@@ -172,6 +174,7 @@ async def _node(sock: zmq.asyncio.Socket, ready: asyncio.Event, peer: dict) -> N
             ready.set()
         elif isinstance(req, m.Ping):
             reply = m.Pong(t=req.t, time=1, node="n", boot="b")
+            peer["echoed"] = max(peer.get("echoed", 0), req.read_mark)
         # members, fetch_keys, ...: never answered
         if reply is not None:
             await sock.send_multipart([ident, encode_reply(rid, reply)])
@@ -205,7 +208,12 @@ async def test_a_push_flood_does_not_grow_the_client_without_bound(
         peak_q = 0
         for n in range(FRAMES):
             await sock.send_multipart([routing, _push_frame(n * 1024) if n < 2 else frame])
+            await sock.send_multipart([routing, encode_reply(0, m.Mark(mark=n + 1))])
             await asyncio.sleep(0)
+            if n % 4 == 3:
+                async with asyncio.timeout(30):
+                    while peer.get("echoed", 0) < n + 1:
+                        await asyncio.sleep(0.005)
             peak_q = max(peak_q, client.pushes.jobs.qsize())
         for _ in range(50):
             await asyncio.sleep(0.02)

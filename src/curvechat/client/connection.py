@@ -203,6 +203,7 @@ class Connection(Requests):
             on_signal=self._signal,
             on_lost=self._mark_lost,
             on_invalid=self._unreadable,
+            on_overrun=self._overrun,
         )
         self._current = addr
         self._lost.clear()
@@ -226,6 +227,11 @@ class Connection(Requests):
         is dropped as a failed attempt (the back-off grows while the node keeps
         doing it, and another node is tried if there is one)."""
         self.drop(f"the node sent a frame this client cannot read ({exc.code})", failed=True)
+
+    def _overrun(self, what: str) -> None:
+        """The node sent past its flow control (`inflow`): what it sends
+        piles up here, so it is dropped as a failed attempt, as above."""
+        self.drop(f"the node does not keep to flow control: {what}", failed=True)
 
     def _signal(self, msg: m.AnyReply) -> None:
         """A push the connection acts on itself, at once."""

@@ -71,10 +71,10 @@ a short one there, and the node would drop a healthy client."""
 def set_heartbeats(sock: zmq.Socket[Any], beat_s: float, liveness: int) -> None:
     """The client's ZMTP heartbeats on `sock`: every `beat_s`, the peer
     dropped after `liveness` of them go unanswered, and the TTL they carry.
-    The inbound queue is unbounded (`heartbeats`): what bounds it is an
-    honest node's flow control, which pushes at most its window of
-    unconfirmed bytes to a client (server/flow.py; a dishonest node can
-    grow it: docs/security.md 6.7)."""
+    The inbound queue is unbounded (`heartbeats`): what bounds it is the
+    node's flow control, which pushes at most its window of unconfirmed
+    bytes to a client (server/flow.py), and the reader, which reads it to
+    the end and cuts a node that sends past that (`nodesocket`, `inflow`)."""
     beat(
         sock,
         every_ms=int(beat_s * 1000),

@@ -9,9 +9,15 @@ to `on_push` (the engine). A frame that does not decode is logged. A push
 that does not is skipped (a newer node's kind that this client does not
 know; a lost push is found as a gap), but a reply or a `batch` (of acks) is
 told through `on_invalid`: the requests it answered would wait for an answer
-that never comes, and be sent again to the same end. What its monitor sees end the connection
+that never comes, and be sent again to the same end. A node that sends past
+its flow control (`inflow`) is told through `on_overrun`, and nothing more
+of it is read. What its monitor sees end the connection
 (closed, refused, a failed handshake) is told through `on_lost`; `close` is
 the connection's own decision and tells nobody.
+
+The reader reads the socket to the end, `DRAIN` frames at a time between two
+turns of the event loop, without a future per frame: libzmq takes every
+frame in, so what the reader leaves there is memory the node decides on.
 
 This module must never decide what a connection does next (retry, move,
 back off: `connection` does), interpret a push beyond its type, or outlive
@@ -25,11 +31,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Final
 
 import zmq
 import zmq.asyncio
 
 from curvechat.client.dealer import LostHandler, stop_monitor, watch_monitor
+from curvechat.client.inflow import Inflow
 from curvechat.client.pending import Pending
 from curvechat.protocol import RemoteProtocolError, decode_server_frame, peek_push_kind
 from curvechat.protocol import messages as m
@@ -38,6 +46,10 @@ log = logging.getLogger("curvechat.client")
 
 PushHandler = Callable[[m.AnyReply], None]
 InvalidHandler = Callable[[RemoteProtocolError], None]
+OverrunHandler = Callable[[str], None]
+
+DRAIN: Final = 1024
+"""Frames read in one go before the other tasks get a turn."""
 
 
 class NodeSocket:
@@ -53,6 +65,7 @@ class NodeSocket:
         on_signal: PushHandler,
         on_lost: LostHandler,
         on_invalid: InvalidHandler,
+        on_overrun: OverrunHandler,
     ) -> None:
         self.sock = sock
         self.last_rx = time.monotonic()
@@ -60,6 +73,9 @@ class NodeSocket:
         self._on_push = on_push
         self._on_signal = on_signal
         self._on_invalid = on_invalid
+        self._on_overrun = on_overrun
+        self.inflow = Inflow()
+        self._cut = False  # the node sent past its flow control: read no more
         self._pending = Pending()
         self._tasks = [
             asyncio.create_task(self._read(), name="reader"),
@@ -68,7 +84,10 @@ class NodeSocket:
 
     async def ask(self, req: m.AnyRequest, timeout: float) -> m.AnyReply:
         """Send `req` and wait for its reply (errors as `Pending.ask` raises them)."""
-        return await self._pending.ask(self.sock, req, timeout)
+        reply = await self._pending.ask(self.sock, req, timeout)
+        if isinstance(req, m.Ping) and req.read_mark and isinstance(reply, m.Pong):
+            self.inflow.confirmed(req.read_mark)  # the node noted it before it answered
+        return reply
 
     def submit(self, req: m.AnyRequest, timeout: float) -> asyncio.Future[m.AnyReply]:
         """Send `req` now; the future of its reply."""
@@ -92,14 +111,39 @@ class NodeSocket:
         self.sock.close(linger=0)
 
     async def _read(self) -> None:
-        while True:
+        plain: zmq.Socket[bytes] = zmq.Socket.shadow(self.sock.underlying)  # no future a frame
+        while not self._cut:
             self._read_one(await self.sock.recv())
+            for _ in range(DRAIN):
+                if self._cut:
+                    return
+                try:
+                    data = plain.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._read_one(data)
+            else:
+                await asyncio.sleep(0)  # more is waiting: the other tasks first
+
+    def _counted(self, size: int) -> bool:
+        """Count a frame that is not a reply to us; False once the node sent
+        past its flow control (told once, and nothing more is read)."""
+        if self._cut:
+            return False
+        if self.inflow.took(size):
+            return True
+        self._cut = True
+        log.warning("the server sent past its flow control: %s", self.inflow.overrun())
+        self._on_overrun(self.inflow.overrun())
+        return False
 
     def _read_one(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
         try:
             frame = decode_server_frame(data)
         except RemoteProtocolError as exc:
+            if not self._counted(len(data)):
+                return
             kind = peek_push_kind(data)
             if kind is None or kind == "batch":
                 log.warning("the server sent a frame that cannot be read: %.200r", exc.message)
@@ -108,13 +152,22 @@ class NodeSocket:
                 log.info("skipped a push that cannot be read (%.40r): %.200r", kind, exc.message)
             return
         msg = frame.msg
-        if frame.rid == 0 and isinstance(msg, m.Mark | m.Move):
+        if frame.rid != 0:
+            if not self._pending.answer(frame.rid, msg):  # not ours: counted
+                self._counted(len(data))
+            return
+        if not self._counted(len(data)):
+            return
+        if isinstance(msg, m.Mark):
+            self.inflow.marked(msg.mark)
             self._on_signal(msg)
-        elif frame.rid == 0 and isinstance(msg, m.Batch):
+        elif isinstance(msg, m.Move):
+            self._on_signal(msg)
+        elif isinstance(msg, m.Batch):
             for item in msg.items:
                 self._deliver(item.rid, item.msg)
         else:
-            self._deliver(frame.rid, msg)
+            self._deliver(0, msg)
 
     def _deliver(self, rid: int, msg: m.AnyReply) -> None:
         """A push (rid 0) to the engine, a reply to the request it answers."""

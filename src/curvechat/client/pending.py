@@ -212,9 +212,9 @@ class Pending:
         else:
             sending.add_done_callback(lambda s: _sent(futs, s))
 
-    def answer(self, rid: int, reply: m.AnyReply) -> None:
-        """The reply to request `rid` came (ignored if no one waits for it);
-        an `Error` fails its future with ServerRefused."""
+    def answer(self, rid: int, reply: m.AnyReply) -> bool:
+        """The reply to request `rid` came; an `Error` fails its future with
+        ServerRefused. False when no one waits for it (it is ignored)."""
         where = self._frames.pop(rid, None)
         if where and isinstance(reply, m.Error) and reply.code in FRAME_REFUSALS:
             # The node read no further in the `sends` frame (or could not read
@@ -225,11 +225,12 @@ class Pending:
                 _fail(self._futures.pop(other, None), ServerRefused(reply.code, reply.message))
         fut = self._futures.pop(rid, None)
         if fut is None or fut.done():
-            return
+            return False
         if isinstance(reply, m.Error):
             fut.set_exception(ServerRefused(reply.code, reply.message))
         else:
             fut.set_result(reply)
+        return True
 
     def fail_all(self, reason: str) -> None:
         """The socket is gone: every request waiting gets NotConnected."""

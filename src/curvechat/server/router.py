@@ -9,6 +9,8 @@ new connections.
 
 from __future__ import annotations
 
+import itertools
+
 import zmq
 import zmq.asyncio
 
@@ -16,6 +18,9 @@ from curvechat.protocol.errors import BindFailed
 from curvechat.protocol.limits import MAX_FRAME_BYTES, libzmq_refusal
 from curvechat.server.metrics import NodeMetrics
 from curvechat.server.silent import seed_rand
+
+_MONITORS = itertools.count()
+"""Numbers the monitors' inproc names in this process."""
 
 ZAP_DOMAIN = "curvechat"
 # Liveness of client connections. The node sends no ZMTP heartbeats: each
@@ -134,7 +139,9 @@ def open_monitor(
     # libzmq's I/O thread sends monitor events blocking: a bounded queue
     # that the event loop has not read yet would stall every connection.
     # The receiving end is unbounded (RCVHWM 0), as it is made here.
-    monitor_addr = f"inproc://curvechat-monitor-{id(sock):x}"
+    # A name of its own: a socket made after another was closed may have the
+    # old one's id, and libzmq may not have let the old name go yet.
+    monitor_addr = f"inproc://curvechat-monitor-{next(_MONITORS)}"
     sock.monitor(monitor_addr, events)
     monitor = ctx.socket(zmq.PAIR)
     monitor.rcvhwm = 0

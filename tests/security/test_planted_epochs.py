@@ -8,10 +8,13 @@ keys kept beside a held one in `TrustCore.feed_packets`)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from curvechat.client.engine import ChatClient
 from curvechat.client.errors import ClientError
+from curvechat.client.model import CachedMessage
 from curvechat.crypto.roomkeys import new_epoch_key, wrap_epoch_key
 from curvechat.protocol import encode
 
@@ -110,6 +113,33 @@ async def test_a_former_member_cannot_pre_empt_the_next_epoch(
     texts = [r.text for r in rows if r.error is None]
     errors = [r.error for r in rows if r.error is not None]
     assert "two, under epoch 2" in texts, f"alice cannot read bob: {errors}"
+
+
+async def test_a_split_row_opens_when_the_genuine_key_comes_in_a_later_connection(
+    evil: EvilServer, clients: ClientFactory
+) -> None:
+    """As above, but the node has no packet for alice when she asks for
+    epoch 2's packets again (or her connection ends while she asks), so the
+    row is stored unopened. In her next connection the pass over rows that
+    did not open asks for it again, finds it sealed under another key
+    again, and asks for the epoch's packets again: then it opens. Before,
+    only a message just received made her ask, and the row stayed."""
+    alice, alice_ev, bob, bob_ev = await _plant_next(evil, clients, rotate_after_messages=1)
+    evil.attack(withhold_keys="alice")
+    await resync(bob, bob_ev)
+    await bob.send("r", "one", timeout=10)
+    await bob.send("r", "two, under epoch 2", timeout=10)  # bob rotates: epoch 2
+
+    def stored() -> list[CachedMessage]:
+        return alice.cache.messages("r")
+
+    async with asyncio.timeout(20):
+        while len(stored()) < 2:
+            await asyncio.sleep(0.05)
+    assert stored()[1].error is not None and "KeyMismatch" in stored()[1].error
+    evil.attack()  # honest from now on
+    await resync(alice, alice_ev)
+    assert [r.text for r in stored()] == ["one", "two, under epoch 2"]
 
 
 async def test_far_epoch_key_does_not_block_invites(

@@ -12,15 +12,21 @@ transaction per step. A row that opens is told as a `MessageReceived`,
 like a message just received, and counts as unread if someone else sent
 it; a row that becomes a replay marker is told as a `ReplayMarked`.
 
+Copies asked for again are opened through `Sync.verify`, which asks for an
+epoch's packets again (once a round) when a copy was sealed under another
+key than the one held: a row stored unopened because that ask found
+nothing, or failed with its connection, opens in a later round.
+
 It must never decide what replaces what, nor ask for more than the plan
-picked, nor refresh a room's log or keys (a pass never starts another).
+picked, nor refresh a room's log or keys otherwise (a pass never starts
+another).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from curvechat.client import events as ev
 from curvechat.client.crypt import open_split
@@ -47,13 +53,18 @@ from curvechat.protocol import messages as m
 Judge = Callable[[int, Opened, int | None], Fate]
 """(seq, how the copy fared, seq of a shown message with its sender and txn) -> fate"""
 
+Verify = Callable[[str, list[m.Envelope]], Awaitable[list[Opened]]]
+"""Opens a page of a room's envelopes, asking for an epoch's packets again
+if some were sealed under another key than the one held (`Sync.verify`)."""
+
 Row = tuple[str, str | None]
 """A row that did not open: its error and the rule that refused it."""
 
 
 class Recover:
-    def __init__(self, parts: Parts) -> None:
+    def __init__(self, parts: Parts, verify: Verify) -> None:
         self.p = parts
+        self._verify = verify
         self.plan = Recovery()
         self._deadline: float | None = None
         """When the asking of the sync under way ends (loop time), if one is."""
@@ -164,7 +175,7 @@ class Recover:
         rest = cache.unopened(room, waits=True, below=below_rest, limit=REFETCH_PER_PASS)
         spans = self.plan.pick_refetch(room, first, rest)
         copies = await self._fetch(room, spans, deadline)
-        verdicts = self.p.core.verify_many(room, [item.envelope for item in copies], open_split)
+        verdicts = await self._verify(room, [item.envelope for item in copies])
         waits = set(rest)
         return self._settle(
             room,

@@ -31,6 +31,7 @@ from curvechat.client.model import CachedMessage
 from curvechat.client.parts import Parts
 from curvechat.client.recover import Recover
 from curvechat.client.recovery import keeps_envelope
+from curvechat.client.trust.api import Opened
 from curvechat.client.withheld import Withheld, pages
 from curvechat.protocol import ErrorCode, encode
 from curvechat.protocol import messages as m
@@ -68,7 +69,7 @@ def by_seq(items: Iterable[m.StoredMessage]) -> list[m.StoredMessage]:
 class Sync:
     def __init__(self, parts: Parts) -> None:
         self.p = parts
-        self.recover = Recover(parts)
+        self.recover = Recover(parts, self.verify)
         """Rows that did not open, tried again (`recover.py`)."""
         self.withheld = Withheld(parts)
         """Seqs the server did not hand out when asked (`withheld.py`)."""
@@ -222,6 +223,23 @@ class Sync:
                 return
             min_epoch = top + 1
 
+    async def verify(self, room: str, envs: list[m.Envelope]) -> list[Opened]:
+        """Verify and open `envs` of `room`. If some were sealed under
+        another key for an epoch than the one we hold, that epoch's packets
+        are asked for again (once a round: did a member give us another?)
+        and they are opened again. Lock held."""
+        core = self.p.core
+        verified = core.verify_many(room, envs, crypt=open_split)
+        again = core.keys_to_ask_again(room)
+        if again:
+            try:
+                await self.fetch_keys(room, min(again))
+            except BaseException:
+                core.ask_keys_later(room, again)  # not asked: the next try asks
+                raise
+            verified = core.verify_many(room, envs, crypt=open_split)
+        return verified
+
     async def ingest(self, room: str, item: m.StoredMessage, *, live: bool) -> int:
         """Verify, decrypt and store one message; 1 if it was new. Lock held."""
         return await self.ingest_page(room, [item], live=live)
@@ -242,11 +260,7 @@ class Sync:
             with contextlib.suppress(UntrustedLog):
                 await self.refresh(room)
         shown: list[tuple[CachedMessage, bool]] = []
-        verified = core.verify_many(room, [i.envelope for i in fresh], crypt=open_split)
-        again = core.keys_to_ask_again(room)
-        if again:  # sealed under another key for an epoch: one a member gave us?
-            await self.fetch_keys(room, min(again))
-            verified = core.verify_many(room, [i.envelope for i in fresh], crypt=open_split)
+        verified = await self.verify(room, [i.envelope for i in fresh])
         # No await from here to the end of the transaction.
         with cache.batch(room) as batch:
             for item, checked in zip(fresh, verified, strict=True):

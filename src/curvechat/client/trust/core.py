@@ -256,6 +256,11 @@ class TrustCore(Opening):
         their packets are to be fetched again, once a round (`Splits`)."""
         return self._splits.to_ask(room)
 
+    def ask_keys_later(self, room: str, epochs: list[int]) -> None:
+        """Asking for the packets of `epochs` again failed (the connection
+        ended): they are still to be asked for (`keys_to_ask_again`)."""
+        self._splits.later(room, epochs)
+
     def encryption_key(
         self, room: str, *, now_ms: int, max_messages: int, max_age_ms: int
     ) -> EpochRecord | Rotate:

@@ -50,6 +50,13 @@ class Splits:
             self._asked.add((room, epoch))
         return epochs
 
+    def later(self, room: str, epochs: list[int]) -> None:
+        """The packets of `epochs` were not asked for after all (the ask
+        failed): they are to be asked for again this round."""
+        for epoch in epochs:
+            self._asked.discard((room, epoch))
+            self._to_ask.add((room, epoch))
+
     def new_round(self) -> None:
         """A new connection: another node may serve another key."""
         self._asked.clear()

@@ -267,6 +267,7 @@ def table(r: dict[str, Any]) -> str:
             f"idle: {idle['clients']} clients connected in {idle['connect_s']} s; server RSS "
             f"{idle['rss_before_mb']} -> {idle['rss_connected_mb']} MB "
             f"({idle['bytes_per_connection']:,} B per connection)"
+            + _registered(_get(r, "single", "idle_registration"))
         )
     cu = r.get("catchup")
     if cu and "seconds" in cu:
@@ -311,3 +312,10 @@ def table(r: dict[str, Any]) -> str:
             f"{_fmt(row['ratio']):>7}  goal {row['goal']:>11}  {met}"
         )
     return "\n".join(lines)
+
+
+def _registered(reg: dict[str, Any] | None) -> str:
+    """How the idle clients' users were registered before the workloads."""
+    if not reg:
+        return ""
+    return f"; their {reg['registered']} users registered first, in {reg['seconds']} s"

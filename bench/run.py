@@ -270,8 +270,14 @@ def single_node(root: Path, args: argparse.Namespace, profile: Path | None) -> d
     out: dict[str, Any] = {}
     workers = Workers(specs, [server])
     idle_workers: Workers | None = None
+    per = args.idle // args.idle_workers if args.idle > 0 else 0
+    idle_specs = [
+        [users.spec(f"idle{w}x{i}") for i in range(per)] for w in range(args.idle_workers)
+    ]
     try:
         out["connect"] = workers.all("connect")
+        if per:
+            out["idle_registration"] = _register(idle_specs, server, args)
         asyncio.run(create_rooms(root, [server], users, rooms))
         lat_n = _latency_count(args.duration)
         idle_s = _idle_window(args)
@@ -298,11 +304,6 @@ def single_node(root: Path, args: argparse.Namespace, profile: Path | None) -> d
             return out
         print(f"  idle: connecting {args.idle} clients ...", flush=True)
         rss0 = proc_mem(pid)["VmRSS"]
-        per = args.idle // args.idle_workers
-        idle_specs = [
-            [{"user": f"idle{w}x{i}", "register": False} for i in range(per)]
-            for w in range(args.idle_workers)
-        ]
         t0 = time.monotonic()
         idle_workers = Workers(idle_specs, [server], nice=19)
         idle_connect = idle_workers.all("connect", (args.connect_batch, args.idle_budget))
@@ -343,6 +344,27 @@ def single_node(root: Path, args: argparse.Namespace, profile: Path | None) -> d
         workers.close()
         server.stop()
     return out
+
+
+def _register(
+    specs: list[list[dict[str, Any]]], server: Any, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Register the idle clients' users, before the workloads (and the
+    idle phase's memory baseline): a connection that is no user's is shut
+    down 15 s after it was accepted (`server/silent.py`), so idle clients
+    that did not sign in as users would reconnect again and again. Their
+    connections close once registered; the idle phase signs them in."""
+    print(f"  registering {sum(map(len, specs))} idle users ...", flush=True)
+    t0 = time.monotonic()
+    reg = Workers(specs, [server], nice=19)
+    try:
+        done = reg.all("connect", (args.connect_batch, args.idle_budget))
+    finally:
+        reg.close()
+    return {
+        "registered": sum(r["connected"] for r in done),
+        "seconds": round(time.monotonic() - t0, 1),
+    }
 
 
 # --- catch-up -------------------------------------------------------------------

@@ -13,9 +13,9 @@ own, only a peer that beats. It is libzmq's bug (its issues 3937 and 4364),
 and its own workaround is the one used here: a socket that beats, or whose
 peer beats, takes every frame in (RCVHWM 0), so libzmq never stops reading
 it and never meets that state. What bounds that queue instead is said where
-each socket is made (the node's flow control, held to by the reader, for the client; the other
-node's windows for the link; the reactor's reading for the node's clients,
-server/router.py).
+each socket is made (for the client, the node's flow control, which the
+reader holds the node to; the other node's windows for the link; the
+reactor's reading for the node's clients, server/router.py).
 
 docs/reliability.md, F15, has the failure; `tests/test_heartbeats.py` the
 sockets that aborted, and what they live through now.

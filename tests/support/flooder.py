@@ -3,9 +3,10 @@ keep to flow control. A bare CURVE ROUTER that welcomes each connection,
 then sends it small pushes (`push_room`, 58 bytes) as fast as it can, with
 no `push_mark` among them, until the connection is gone; then waits for
 the next. It prints its port and public key on one line, and when it is
-done (after SECONDS) the number of connections and of frames it sent.
+done (after SECONDS, or once it has sent FRAMES) the number of
+connections and of frames it sent.
 
-    python -m support.flooder SECONDS
+    python -m support.flooder SECONDS FRAMES
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from curvechat.protocol import messages as m
 
 
 def main() -> None:
-    seconds = float(sys.argv[1])
+    seconds, frames = float(sys.argv[1]), int(sys.argv[2])
     ctx = zmq.Context()
     public, secret = zmq.curve_keypair()
     sock = ctx.socket(zmq.ROUTER)
@@ -37,7 +38,7 @@ def main() -> None:
     end = time.monotonic() + seconds
     connections = sent = 0
     target = None  # the connection flooded now
-    while time.monotonic() < end:
+    while time.monotonic() < end and sent < frames:
         while sock.poll(0 if target else 100):  # pings: not answered
             ident, data = sock.recv_multipart()
             req = msgspec.msgpack.decode(data)

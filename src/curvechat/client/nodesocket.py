@@ -124,21 +124,20 @@ class NodeSocket:
                 self._read_one(data)
             else:
                 await asyncio.sleep(0)  # more is waiting: the other tasks first
+            self.last_rx = time.monotonic()  # once a turn, not once a frame
 
     def _counted(self, size: int) -> bool:
-        """Count a frame that is not a reply to us; False once the node sent
-        past its flow control (told once, and nothing more is read)."""
-        if self._cut:
-            return False
+        """Count a frame that is not a reply to us; False when the node has
+        now sent past its flow control (told, and nothing more is read)."""
         if self.inflow.took(size):
             return True
         self._cut = True
-        log.warning("the server sent past its flow control: %s", self.inflow.overrun())
-        self._on_overrun(self.inflow.overrun())
+        what = self.inflow.overrun()
+        log.warning("the server sent past its flow control: %s", what)
+        self._on_overrun(what)
         return False
 
     def _read_one(self, data: bytes) -> None:
-        self.last_rx = time.monotonic()
         try:
             frame = decode_server_frame(data)
         except RemoteProtocolError as exc:

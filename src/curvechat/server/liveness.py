@@ -167,8 +167,7 @@ class Liveness:
     def cut(self, sess: Session) -> None:
         """Shut `sess`'s connection down now: it sent `reactor.FLOOD_CUT`
         frames in a row that were refused, without waiting for the answers."""
-        port = self._port()
-        if port is None or not self.node.open_fd(sess) or not shut_down(sess.fd, port):
+        if not self._shut(sess, self._port()):
             return
         self.node.metrics.auth_failures.labels("flood").inc()
         if self._flood_events.take():
@@ -179,6 +178,10 @@ class Liveness:
                 " for a minute)",
                 level="warning",
             )
+
+    def _shut(self, sess: Session, port: int | None) -> bool:
+        """Shut `sess`'s connection down if it is open still; whether it was."""
+        return port is not None and self.node.open_fd(sess) and shut_down(sess.fd, port)
 
     def not_a_user(self, sess: Session) -> None:
         """`sess` is no user's again (it said `bye` and spoke on, or its
@@ -219,8 +222,7 @@ class Liveness:
                         "client_timeout",
                         f"{_who(sess)} timed out: silent for {SESSION_TIMEOUT_S:g} s",
                     )
-                if port is not None and node.open_fd(sess):
-                    shut_down(sess.fd, port)
+                self._shut(sess, port)
                 self.node.drop_session(routing_id)
                 dropped += 1
         return dropped
